@@ -1,0 +1,1 @@
+"""Dispatcher, agents and the LLM interface. Agents only propose typed actions; they never execute them."""

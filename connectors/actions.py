@@ -1,0 +1,79 @@
+"""Typed connector actions. Agents propose these; nothing runs until the policy gate lets it."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
+
+
+class Action(BaseModel):
+    """A proposed side effect. ``name`` is what policies match on (``action.name``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def summary(self) -> str:
+        return f"{self.name} {self.model_dump(mode='json')}"
+
+
+class ShopRefund(Action):
+    name: ClassVar[str] = "shop.refund"
+    description: ClassVar[str] = "Refund part or all of an order's total to the customer."
+
+    order_id: int = Field(gt=0, description="The shop's order number, e.g. 1001")
+    amount: float = Field(gt=0, le=100_000, description="Amount to refund in USD")
+    reason: str = Field(min_length=1, max_length=500, description="Why the refund is given")
+
+    def summary(self) -> str:
+        return f"Refund ${self.amount:,.2f} on order {self.order_id} ({self.reason})"
+
+
+class CmsCreateDraft(Action):
+    name: ClassVar[str] = "cms.create_draft"
+    description: ClassVar[str] = "Create a draft post in the CMS; drafts are not visible to readers."
+
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(default="", max_length=50_000)
+    slug: Slug | None = Field(default=None, description="URL slug; derived from the title when omitted")
+
+    def effective_slug(self) -> str:
+        return self.slug or slugify(self.title)
+
+    def summary(self) -> str:
+        return f"Create draft “{self.title}” ({self.effective_slug()})"
+
+
+class CmsPublish(Action):
+    name: ClassVar[str] = "cms.publish"
+    description: ClassVar[str] = "Publish a post now, or schedule it for a later time."
+
+    slug: Slug
+    publish_at: datetime | None = Field(default=None, description="When to publish (ISO 8601); now if omitted")
+
+    def summary(self) -> str:
+        when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
+        return f"Publish post {self.slug}{when}"
+
+
+class EmailSend(Action):
+    name: ClassVar[str] = "email.send"
+    description: ClassVar[str] = "Send an email to a customer."
+
+    to: Email
+    subject: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=20_000)
+
+    def summary(self) -> str:
+        return f"Email {self.to}: “{self.subject}”"
+
+
+def slugify(title: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return slug[:120] or "post"

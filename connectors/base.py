@@ -1,0 +1,30 @@
+"""What a connector is, and what it is given when it is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from connectors.actions import Action
+from storage.unit_of_work import UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """Everything a connector may need from the process; the composition root fills it in."""
+
+    units_of_work: UnitOfWorkFactory
+
+
+class Connector(Protocol):
+    actions: ClassVar[tuple[type[Action], ...]]
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        """Carry out ``action`` once per ``idempotency_key``: a repeat returns the first result."""
+        ...
+
+
+class ConnectorFactory(Protocol):
+    actions: ClassVar[tuple[type[Action], ...]]
+
+    def __call__(self, context: ConnectorContext) -> Connector: ...

@@ -1,0 +1,68 @@
+"""Finds connectors through the ``aios.connectors`` entry points and routes each action to its connector."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.actions import Action
+from connectors.base import Connector, ConnectorContext, ConnectorFactory
+from connectors.errors import InvalidActionError, UnknownActionError
+
+ENTRY_POINT_GROUP = "aios.connectors"
+
+
+class ConnectorRegistry:
+    def __init__(self, connectors: Iterable[Connector]) -> None:
+        self._by_action: dict[str, tuple[type[Action], Connector]] = {}
+        for connector in connectors:
+            for model in connector.actions:
+                if model.name in self._by_action:
+                    raise ValueError(f"two connectors offer the action {model.name!r}")
+                self._by_action[model.name] = (model, connector)
+
+    @classmethod
+    def discover(cls, context: ConnectorContext) -> ConnectorRegistry:
+        factories: list[ConnectorFactory] = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        return cls(factory(context) for factory in factories)
+
+    @property
+    def action_names(self) -> list[str]:
+        return sorted(self._by_action)
+
+    def model_for(self, name: str) -> type[Action]:
+        try:
+            return self._by_action[name][0]
+        except KeyError:
+            raise UnknownActionError(
+                f"no connector offers {name!r}; known actions: {', '.join(self.action_names)}"
+            ) from None
+
+    def validate(self, name: str, params: Mapping[str, Any]) -> Action:
+        model = self.model_for(name)
+        try:
+            return model.model_validate(dict(params))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or name}: {err['msg']}" for err in exc.errors()
+            )
+            raise InvalidActionError(f"{name}: {problems}") from exc
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        _, connector = self._by_action[action.name]
+        return await connector.execute(action, idempotency_key)
+
+
+def idempotency_key(action_id: int, action: Action) -> str:
+    """The same approved action always yields the same key, so no retry or second click can repeat it."""
+    canonical = json.dumps(
+        {"action_id": action_id, "name": action.name, "params": action.model_dump(mode="json")},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

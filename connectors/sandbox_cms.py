@@ -1,0 +1,52 @@
+"""A sandbox CMS on the SQL store: drafts, scheduled and published posts."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlmodel import select
+
+from connectors.actions import Action, CmsCreateDraft, CmsPublish
+from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
+from storage.records import SandboxPost, utcnow
+
+
+class SandboxCms:
+    actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish)
+
+    def __init__(self, context: ConnectorContext) -> None:
+        self._units = context.units_of_work
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        async with self._units() as uow:
+            session = uow.repo.session
+            if isinstance(action, CmsCreateDraft):
+                slug = action.effective_slug()
+                post = (await session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()
+                if post is not None:
+                    if idempotency_key in post.idempotency_keys:
+                        return _post_result(post, replayed=True)
+                    raise PermanentConnectorError(f"a post with the slug {slug!r} already exists")
+                post = SandboxPost(slug=slug, title=action.title, body=action.body,
+                                   idempotency_keys=[idempotency_key])
+            elif isinstance(action, CmsPublish):
+                post = (await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))).first()
+                if post is None:
+                    raise PermanentConnectorError(f"there is no post with the slug {action.slug!r}")
+                if idempotency_key in post.idempotency_keys:
+                    return _post_result(post, replayed=True)
+                scheduled = action.publish_at is not None and action.publish_at > utcnow()
+                post.status = "scheduled" if scheduled else "published"
+                post.publish_at = action.publish_at or utcnow()
+                post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
+            else:
+                raise PermanentConnectorError(f"the sandbox CMS cannot do {action.name}")
+            post.updated_at = utcnow()
+            session.add(post)
+            await uow.commit()
+            return _post_result(post, replayed=False)
+
+
+def _post_result(post: SandboxPost, *, replayed: bool) -> dict[str, Any]:
+    return {"post_id": post.id, "slug": post.slug, "status": post.status, "replayed": replayed}

@@ -1,0 +1,113 @@
+"""A sandbox shop on the SQL store: orders and refunds, with idempotency keys like a real payments API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from connectors.actions import Action, ShopRefund
+from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
+from storage.records import SandboxOrder, SandboxRefund
+
+SEED_ORDERS = (
+    SandboxOrder(id=1001, customer_name="Maya Patel", customer_email="maya@example.com",
+                 item="Ceramic pour-over set", total=320.00),
+    SandboxOrder(id=1002, customer_name="Tom Becker", customer_email="tom@example.com",
+                 item="Linen apron", total=48.00),
+    SandboxOrder(id=1003, customer_name="Ana Lima", customer_email="ana@example.com",
+                 item="Countertop blender", total=129.00),
+    SandboxOrder(id=1004, customer_name="Sam Okafor", customer_email="sam@example.com",
+                 item="Cast-iron skillet", total=75.50),
+    SandboxOrder(id=1005, customer_name="Lena Schulz", customer_email="lena@example.com",
+                 item="Espresso grinder", total=410.00),
+)
+
+
+@dataclass(frozen=True)
+class OrderInfo:
+    id: int
+    customer_name: str
+    customer_email: str
+    item: str
+    total: float
+    refunded: float
+
+    @property
+    def refundable(self) -> float:
+        return round(self.total - self.refunded, 2)
+
+
+class SandboxShop:
+    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
+
+    def __init__(self, context: ConnectorContext) -> None:
+        self._units = context.units_of_work
+
+    async def seed(self) -> None:
+        """Create orders 1001–1005 the first time; never touches them afterwards."""
+        async with self._units() as uow:
+            for order in SEED_ORDERS:
+                await uow.repo.insert_if_absent(SandboxOrder, order.model_dump())
+            await uow.commit()
+
+    async def get_order(self, order_id: int) -> OrderInfo | None:
+        async with self._units() as uow:
+            order = await uow.repo.get(SandboxOrder, order_id)
+            if order is None:
+                return None
+            return OrderInfo(order.id, order.customer_name, order.customer_email, order.item,
+                             order.total, order.refunded)
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        assert isinstance(action, ShopRefund)
+        try:
+            return await self._refund(action, idempotency_key)
+        except IntegrityError:
+            # A concurrent call with the same key won the insert: answer with its refund.
+            async with self._units() as uow:
+                existing = await self._refund_by_key(uow.repo.session, idempotency_key)
+                assert existing is not None
+                return _refund_result(existing, replayed=True)
+
+    async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
+        async with self._units() as uow:
+            session = uow.repo.session
+            existing = await self._refund_by_key(session, key)
+            if existing is not None:
+                return _refund_result(existing, replayed=True)
+            query = select(SandboxOrder).where(SandboxOrder.id == action.order_id).with_for_update()
+            order = (await session.exec(query)).first()
+            if order is None:
+                raise PermanentConnectorError(f"order {action.order_id} does not exist")
+            refundable = round(order.total - order.refunded, 2)
+            if action.amount > refundable + 1e-9:
+                raise PermanentConnectorError(
+                    f"order {order.id} has ${refundable:,.2f} left to refund; ${action.amount:,.2f} is too much"
+                )
+            refund = await uow.repo.add(
+                SandboxRefund(order_id=order.id, amount=action.amount, reason=action.reason, idempotency_key=key)
+            )
+            order.refunded = round(order.refunded + action.amount, 2)
+            order.status = "refunded" if order.refunded >= order.total else "partially_refunded"
+            session.add(order)
+            await uow.commit()
+            return _refund_result(refund, replayed=False)
+
+    @staticmethod
+    async def _refund_by_key(session: Any, key: str) -> SandboxRefund | None:
+        query = select(SandboxRefund).where(col(SandboxRefund.idempotency_key) == key)
+        result: SandboxRefund | None = (await session.exec(query)).first()
+        return result
+
+
+def _refund_result(refund: SandboxRefund, *, replayed: bool) -> dict[str, Any]:
+    return {
+        "refund_id": f"re_{refund.id}",
+        "order_id": refund.order_id,
+        "amount": refund.amount,
+        "replayed": replayed,
+    }

@@ -1,0 +1,71 @@
+"""Who may decide an approval request. Pure: the caller passes the clock and any user-group members."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Refusal(enum.StrEnum):
+    ALREADY_DECIDED = "already_decided"
+    EXPIRED = "expired"
+    SELF_APPROVAL = "self_approval"
+    NOT_AN_APPROVER = "not_an_approver"
+
+
+@dataclass(frozen=True)
+class ApprovalRequestView:
+    """What authorisation needs to know about an approval request."""
+
+    status: str
+    requester: str
+    approver_roles: tuple[str, ...]
+    forbid_self_approval: bool
+    expires_at: datetime | None
+
+
+def group_ids(roles: Mapping[str, Collection[str]], role_names: Collection[str]) -> set[str]:
+    """The Slack user-group ids (S…) named by these roles: the caller looks up their members."""
+    return {m for role in role_names for m in roles.get(role, ()) if m.startswith("S")}
+
+
+def is_in_roles(
+    user: str,
+    role_names: Collection[str],
+    roles: Mapping[str, Collection[str]],
+    group_members: Mapping[str, Collection[str]],
+) -> bool:
+    for role in role_names:
+        for member in roles.get(role, ()):
+            if member == user or user in group_members.get(member, ()):
+                return True
+    return False
+
+
+def authorise_approval(
+    request: ApprovalRequestView,
+    user: str,
+    *,
+    approve: bool,
+    roles: Mapping[str, Collection[str]],
+    group_members: Mapping[str, Collection[str]],
+    now: datetime,
+) -> Refusal | None:
+    """None when ``user`` may decide the request now; otherwise why not.
+
+    The requester may withdraw (reject) their own request; approving it needs someone else
+    when the rule forbids self-approval.
+    """
+    if request.status != "pending":
+        return Refusal.ALREADY_DECIDED
+    if request.expires_at is not None and now >= request.expires_at:
+        return Refusal.EXPIRED
+    if not approve and user == request.requester:
+        return None
+    if approve and request.forbid_self_approval and user == request.requester:
+        return Refusal.SELF_APPROVAL
+    if not is_in_roles(user, request.approver_roles, roles, group_members):
+        return Refusal.NOT_AN_APPROVER
+    return None

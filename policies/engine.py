@@ -1,0 +1,166 @@
+"""Loads a policy file once (CEL compiled at load) and judges proposed actions: first matching rule wins."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import cel
+import yaml
+from pydantic import ValidationError
+
+from policies.errors import PolicyError
+from policies.model import PolicyFile, Rule, Verdict
+
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
+DEFAULT_RULE_ID = "default"
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    verdict: Verdict
+    rule_id: str
+    policy_hash: str
+    explanation: str
+    approver_roles: tuple[str, ...] = ()
+    forbid_self_approval: bool = False
+    timeout: timedelta | None = None
+    escalate_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    rule: Rule
+    program: Any = field(repr=False)
+
+
+class Policy:
+    """An immutable, loaded policy: roles, compiled rules, and the content hash every decision records."""
+
+    def __init__(self, document: PolicyFile, content_hash: str, source: str) -> None:
+        self.document = document
+        self.hash = content_hash
+        self.source = source
+        self._rules = [_compile(rule, source) for rule in document.rules]
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<policy>") -> Policy:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise PolicyError(f"{source}: expected a mapping with version, roles and rules at the top")
+        try:
+            document = PolicyFile.model_validate(raw)
+        except ValidationError as exc:
+            raise PolicyError(f"{source}: {_describe(exc, raw)}") from exc
+        return cls(document, hashlib.sha256(text.encode()).hexdigest(), source)
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None) -> Policy:
+        path = Path(path) if path else DEFAULT_POLICY
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"cannot read policy file {path}: {exc.strerror}; check AIOS_POLICY_FILE") from exc
+        return cls.from_text(text, str(path))
+
+    @property
+    def roles(self) -> Mapping[str, list[str]]:
+        return self.document.roles
+
+    def evaluate(self, action_name: str, params: Mapping[str, Any], requester: str) -> PolicyVerdict:
+        """Judge one proposed action. A condition that fails to evaluate blocks the action (fail closed)."""
+        activation = {
+            "action": {"name": action_name, "params": dict(params)},
+            "requester": {"id": requester, "roles": self.roles_of(requester)},
+        }
+        for compiled in self._rules:
+            rule = compiled.rule
+            try:
+                matched = compiled.program.execute(activation)
+            except Exception as exc:  # any failure inside CEL must deny, never allow
+                return self._verdict(
+                    "deny", rule.id, f"the condition of rule {rule.id} could not be evaluated ({exc}), so the "
+                    "action is blocked"
+                )
+            if not isinstance(matched, bool):
+                return self._verdict(
+                    "deny", rule.id, f"the condition of rule {rule.id} gave {matched!r}, not true or false, "
+                    "so the action is blocked"
+                )
+            if matched:
+                return self._verdict_for(rule)
+        doc = self.document
+        return self._verdict(
+            doc.default,
+            DEFAULT_RULE_ID,
+            "no rule matched, so the policy's default applies",
+            approvers=tuple(doc.default_approvers),
+        )
+
+    def roles_of(self, user: str) -> list[str]:
+        return sorted(role for role, members in self.roles.items() if user in members)
+
+    def _verdict_for(self, rule: Rule) -> PolicyVerdict:
+        return self._verdict(
+            rule.verdict,
+            rule.id,
+            rule.reason or f"rule {rule.id} matched",
+            approvers=tuple(rule.approvers or self.document.default_approvers),
+            forbid_self_approval=rule.forbid_self_approval,
+            timeout=rule.timeout,
+            escalate_to=tuple(rule.escalate_to),
+        )
+
+    def _verdict(
+        self,
+        verdict: Verdict,
+        rule_id: str,
+        explanation: str,
+        *,
+        approvers: tuple[str, ...] = (),
+        forbid_self_approval: bool = False,
+        timeout: timedelta | None = None,
+        escalate_to: tuple[str, ...] = (),
+    ) -> PolicyVerdict:
+        return PolicyVerdict(
+            verdict=verdict,
+            rule_id=rule_id,
+            policy_hash=self.hash,
+            explanation=explanation,
+            approver_roles=approvers if verdict == "require_approval" else (),
+            forbid_self_approval=forbid_self_approval,
+            timeout=timeout,
+            escalate_to=escalate_to,
+        )
+
+
+def _compile(rule: Rule, source: str) -> _CompiledRule:
+    try:
+        return _CompiledRule(rule, cel.compile(rule.when))
+    except Exception as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PolicyError(f"{source}: rule {rule.id!r}: its `when` is not valid CEL: {first_line}") from exc
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """Name the rule by its id, not its index, so the message points at the line to fix."""
+    problems = []
+    rules = raw.get("rules") if isinstance(raw.get("rules"), list) else []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = ".".join(str(part) for part in loc) or "top level"
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[1] < len(rules):
+            entry = rules[loc[1]]
+            name = entry.get("id") if isinstance(entry, dict) else None
+            field = ".".join(str(part) for part in loc[2:]) or "the rule"
+            where = f"rule {name!r} ({field})" if name else f"rule #{loc[1] + 1} ({field})"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)

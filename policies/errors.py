@@ -1,0 +1,2 @@
+class PolicyError(ValueError):
+    """The policy file cannot be used; the message names the file, the rule and the problem."""

@@ -1,0 +1,89 @@
+"""The policy file's schema (DESIGN.md §4), validated with pydantic."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Verdict = Literal["allow", "deny", "require_approval"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_MEMBER = re.compile(r"^[USW][A-Z0-9]{2,}$")
+
+
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
+    """``"4h"``, ``"30m"``, ``"2d"`` (or plain seconds) → timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, int | float):
+        return timedelta(seconds=text)
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration; write a number and a unit, like 30m, 4h or 2d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    when: str = Field(min_length=1)
+    verdict: Verdict
+    approvers: list[str] = []
+    forbid_self_approval: bool = False
+    timeout: timedelta | None = None
+    escalate_to: list[str] = []
+    reason: str = ""
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta | None:
+        if value is None:
+            return None
+        if isinstance(value, str | int | float | timedelta):
+            return parse_duration(value)
+        raise ValueError("timeout must be a duration like 4h")
+
+
+class PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    roles: dict[str, list[str]] = {}
+    rules: list[Rule] = []
+    default: Verdict = "require_approval"
+    default_approvers: list[str] = []
+
+    @field_validator("roles")
+    @classmethod
+    def _members_are_slack_ids(cls, roles: dict[str, list[str]]) -> dict[str, list[str]]:
+        for role, members in roles.items():
+            for member in members:
+                if not _MEMBER.match(member):
+                    raise ValueError(
+                        f"role {role!r} lists {member!r}, which is not a Slack user id (U…) or user-group id (S…)"
+                    )
+        return roles
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> PolicyFile:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule {rule.id!r} appears twice; rule ids must be unique")
+            seen.add(rule.id)
+            for role in [*rule.approvers, *rule.escalate_to]:
+                if role not in self.roles:
+                    raise ValueError(f"rule {rule.id!r} names role {role!r}, which is not under roles:")
+            if rule.verdict == "require_approval" and not (rule.approvers or self.default_approvers):
+                raise ValueError(f"rule {rule.id!r} requires approval but names no approvers")
+        for role in self.default_approvers:
+            if role not in self.roles:
+                raise ValueError(f"default_approvers names role {role!r}, which is not under roles:")
+        if self.default == "require_approval" and not self.default_approvers:
+            raise ValueError("default is require_approval, so default_approvers must name at least one role")
+        return self

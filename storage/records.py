@@ -1,0 +1,204 @@
+"""The records the bot keeps: what was asked, what was proposed, what was decided, what ran.
+
+Every table has an integer key shown to people with a short prefix (see :mod:`storage.ids`).
+Times are stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False, **kwargs))
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class IntentStatus(enum.StrEnum):
+    RECEIVED = "received"
+    DISPATCHED = "dispatched"
+    NOT_UNDERSTOOD = "not_understood"
+    FAILED = "failed"
+
+
+class RunStatus(enum.StrEnum):
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    DENIED = "denied"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class ActionStatus(enum.StrEnum):
+    PROPOSED = "proposed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    DENIED = "denied"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    EXECUTED = "executed"
+    FAILED = "failed"
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class ExecutionStatus(enum.StrEnum):
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Delivery(SQLModel, table=True):
+    """One inbound delivery key (a Slack ``event_id``); its uniqueness drops duplicates and retries."""
+
+    key: str = Field(primary_key=True, max_length=200)
+    received_at: datetime = _ts()
+
+
+class Intent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=20)  # slash, mention, im, console
+    team_id: str = Field(default="", max_length=40)
+    channel: str = Field(max_length=40)
+    thread_ts: str | None = Field(default=None, max_length=40)
+    user: str = Field(max_length=40, index=True)
+    text: str
+    status: str = Field(max_length=20, default=IntentStatus.RECEIVED, index=True)
+    created_at: datetime = _ts()
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    intent_id: int = Field(foreign_key="intent.id", index=True)
+    agent: str = Field(max_length=40)
+    rationale: str = ""
+    status: str = Field(max_length=20, default=RunStatus.PLANNING, index=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ProposedAction(SQLModel, table=True):
+    __tablename__ = "proposed_action"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    name: str = Field(max_length=80)
+    params: dict[str, Any] = _json()
+    rationale: str = ""
+    status: str = Field(max_length=20, default=ActionStatus.PROPOSED)
+    created_at: datetime = _ts()
+
+
+class Decision(SQLModel, table=True):
+    """A judgement about an action: the policy's verdict, a person's approval or rejection, a refused click."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id", index=True)
+    kind: str = Field(max_length=20)  # policy, human, refusal
+    verdict: str = Field(max_length=30)
+    rule_id: str | None = Field(default=None, max_length=120)
+    policy_hash: str | None = Field(default=None, max_length=64)
+    justification: str = ""
+    actor: str = Field(max_length=40)
+    created_at: datetime = _ts()
+
+
+class Approval(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id", unique=True)
+    decision_id: int = Field(foreign_key="decision.id")
+    status: str = Field(max_length=20, default=ApprovalStatus.PENDING, index=True)
+    approver_roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    forbid_self_approval: bool = False
+    requester: str = Field(max_length=40)
+    channel: str = Field(max_length=40)
+    thread_ts: str | None = Field(default=None, max_length=40)
+    message_ts: str | None = Field(default=None, max_length=40)
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    decided_by: str | None = Field(default=None, max_length=40)
+    decided_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    created_at: datetime = _ts()
+
+
+class Execution(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_execution_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id", index=True)
+    idempotency_key: str = Field(max_length=64)
+    status: str = Field(max_length=20, default=ExecutionStatus.STARTED)
+    result: dict[str, Any] = _json()
+    error: str | None = None
+    started_at: datetime = _ts()
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+# --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---
+
+
+class SandboxOrder(SQLModel, table=True):
+    __tablename__ = "sandbox_order"
+
+    id: int = Field(primary_key=True)
+    customer_name: str
+    customer_email: str
+    item: str
+    total: float
+    refunded: float = 0.0
+    status: str = "delivered"
+
+
+class SandboxRefund(SQLModel, table=True):
+    __tablename__ = "sandbox_refund"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_sandbox_refund_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="sandbox_order.id", index=True)
+    amount: float
+    reason: str
+    idempotency_key: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
+class SandboxPost(SQLModel, table=True):
+    __tablename__ = "sandbox_post"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=120, unique=True)
+    title: str
+    body: str = ""
+    status: str = "draft"  # draft, scheduled, published, unpublished
+    publish_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    idempotency_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts()
+
+
+class SandboxEmail(SQLModel, table=True):
+    __tablename__ = "sandbox_email"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_sandbox_email_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    to: str
+    subject: str
+    body: str
+    idempotency_key: str = Field(max_length=64)
+    created_at: datetime = _ts()

@@ -1,0 +1,105 @@
+"""Queries and the few writes that must be atomic (dedupe, compare-and-set, claims)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.records import (
+    Approval,
+    ApprovalStatus,
+    Decision,
+    Delivery,
+    Execution,
+    Intent,
+    ProposedAction,
+    Run,
+    utcnow,
+)
+
+Record = TypeVar("Record", bound=SQLModel)
+
+
+class Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, record: Record) -> Record:
+        self.session.add(record)
+        await self.session.flush()
+        return record
+
+    async def get(self, model: type[Record], key: Any) -> Record | None:
+        return await self.session.get(model, key)
+
+    async def insert_if_absent(self, model: type[SQLModel], values: dict[str, Any]) -> bool:
+        """INSERT … ON CONFLICT DO NOTHING; True when this call inserted the row."""
+        table: Table = model.__table__  # type: ignore[attr-defined]
+        dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        result = await self.session.execute(insert(table).values(**values).on_conflict_do_nothing())
+        return bool(result.rowcount)
+
+    async def record_delivery(self, key: str) -> bool:
+        """True the first time a delivery key is seen, False for every duplicate or retry."""
+        return await self.insert_if_absent(Delivery, {"key": key, "received_at": utcnow()})
+
+    async def next_id(self, model: type[SQLModel]) -> int:
+        table: Table = model.__table__  # type: ignore[attr-defined]
+        result = await self.session.exec(select(func.coalesce(func.max(table.c.id), 0)))
+        return int(result.one()) + 1
+
+    async def runs_for_intent(self, intent_id: int) -> Sequence[Run]:
+        return (await self.session.exec(select(Run).where(Run.intent_id == intent_id))).all()
+
+    async def actions_for_run(self, run_id: int) -> Sequence[ProposedAction]:
+        query = select(ProposedAction).where(ProposedAction.run_id == run_id).order_by(col(ProposedAction.id))
+        return (await self.session.exec(query)).all()
+
+    async def decisions_for_action(self, action_id: int) -> Sequence[Decision]:
+        query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
+        return (await self.session.exec(query)).all()
+
+    async def approval_for_action(self, action_id: int) -> Approval | None:
+        query = select(Approval).where(Approval.action_id == action_id)
+        return (await self.session.exec(query)).first()
+
+    async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
+        query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))
+        return (await self.session.exec(query)).all()
+
+    async def execution_by_key(self, key: str) -> Execution | None:
+        return (await self.session.exec(select(Execution).where(Execution.idempotency_key == key))).first()
+
+    async def pending_approvals(self, channel: str | None = None) -> Sequence[Approval]:
+        query = select(Approval).where(Approval.status == ApprovalStatus.PENDING)
+        if channel is not None:
+            query = query.where(Approval.channel == channel)
+        return (await self.session.exec(query.order_by(col(Approval.id)))).all()
+
+    async def intents_with_status(self, status: str) -> Sequence[Intent]:
+        query = select(Intent).where(Intent.status == status).order_by(col(Intent.id))
+        return (await self.session.exec(query)).all()
+
+    async def run_counts_by_status(self) -> dict[str, int]:
+        query = select(Run.status, func.count()).group_by(Run.status)
+        return {status: count for status, count in (await self.session.exec(query)).all()}
+
+    async def decide_approval(
+        self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime
+    ) -> bool:
+        """Compare-and-set pending → decided; exactly one of any number of concurrent callers gets True."""
+        statement = (
+            update(Approval)
+            .where(col(Approval.id) == approval_id, col(Approval.status) == ApprovalStatus.PENDING)
+            .values(status=status, decided_by=actor, decided_at=at)
+        )
+        result = await self.session.execute(statement)
+        return bool(result.rowcount)
