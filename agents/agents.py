@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agents.llm import LLM, Message
 from agents.tools import tool_name, tool_spec
@@ -16,6 +16,7 @@ from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
 
 
+@runtime_checkable
 class OrderLookup(Protocol):
     async def get_order(self, order_id: int) -> OrderInfo | None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from connectors.actions import Action
 from storage.unit_of_work import UnitOfWorkFactory
@@ -28,3 +28,10 @@ class ConnectorFactory(Protocol):
     actions: ClassVar[tuple[type[Action], ...]]
 
     def __call__(self, context: ConnectorContext) -> Connector: ...
+
+
+@runtime_checkable
+class Seedable(Protocol):
+    async def seed(self) -> None:
+        """Create the connector's starting data if it is not there yet; safe to call at every start."""
+        ...

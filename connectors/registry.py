@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors.actions import Action
-from connectors.base import Connector, ConnectorContext, ConnectorFactory
+from connectors.base import Connector, ConnectorContext, ConnectorFactory, Seedable
 from connectors.errors import InvalidActionError, UnknownActionError
 
 ENTRY_POINT_GROUP = "aios.connectors"
@@ -52,6 +52,18 @@ class ConnectorRegistry:
                 f"{'.'.join(str(p) for p in err['loc']) or name}: {err['msg']}" for err in exc.errors()
             )
             raise InvalidActionError(f"{name}: {problems}") from exc
+
+    def connector_for(self, action_name: str) -> Connector:
+        self.model_for(action_name)
+        return self._by_action[action_name][1]
+
+    async def seed(self) -> None:
+        """Let connectors that keep local state (the sandboxes) create their starting data."""
+        seen: set[int] = set()
+        for _, connector in self._by_action.values():
+            if id(connector) not in seen and isinstance(connector, Seedable):
+                await connector.seed()
+            seen.add(id(connector))
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         _, connector = self._by_action[action.name]

@@ -10,7 +10,8 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
@@ -18,8 +19,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend: SQLite keeps no zone, so one is put back on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 def _ts(**kwargs: Any) -> Any:
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False, **kwargs))
+    return Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False, **kwargs))
 
 
 def _json() -> Any:
@@ -133,9 +151,9 @@ class Approval(SQLModel, table=True):
     channel: str = Field(max_length=40)
     thread_ts: str | None = Field(default=None, max_length=40)
     message_ts: str | None = Field(default=None, max_length=40)
-    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     decided_by: str | None = Field(default=None, max_length=40)
-    decided_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    decided_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     created_at: datetime = _ts()
 
 
@@ -149,7 +167,7 @@ class Execution(SQLModel, table=True):
     result: dict[str, Any] = _json()
     error: str | None = None
     started_at: datetime = _ts()
-    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
 
 
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---
@@ -187,7 +205,7 @@ class SandboxPost(SQLModel, table=True):
     title: str
     body: str = ""
     status: str = "draft"  # draft, scheduled, published, unpublished
-    publish_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    publish_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     idempotency_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = _ts()
 

@@ -30,11 +30,10 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._session is not None
-        try:
-            await self._session.rollback()
-        finally:
-            await self._session.close()
-            self._session = None
+        # close() rolls back whatever was not committed and detaches the records without expiring
+        # them, so what was read stays readable after the unit of work ends.
+        await self._session.close()
+        self._session = None
 
     async def commit(self) -> None:
         assert self._session is not None

@@ -1,0 +1,36 @@
+"""Work handed off after the ack: tracked tasks, failures logged and counted, drained on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from bot.observability import BACKGROUND_FAILURES
+
+log = structlog.get_logger(__name__)
+
+
+class BackgroundTasks:
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(work, name), name=name)
+        # The loop keeps only weak references to tasks; hold one until the task is done.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    @staticmethod
+    async def _guard(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except Exception:
+            BACKGROUND_FAILURES.inc()
+            log.exception("background_work_failed", work=name)

@@ -1,0 +1,115 @@
+"""The composition root: the only place that picks concrete classes and wires them together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agents.agents import ContentAgent, Dispatcher, OrderLookup, ReturnsAgent
+from agents.llm import LLM
+from agents.offline import OfflinePlanner
+from bot.background import BackgroundTasks
+from bot.handlers import Handlers
+from bot.intake import IncomingIntent, accept_intent
+from bot.messagebus import Message, MessageBus
+from bot.messages import HandleIntent
+from bot.settings import Settings
+from bot.transport import Transport
+from connectors.base import ConnectorContext
+from connectors.registry import ConnectorRegistry
+from policies.engine import Policy
+from storage.engine import create_engine, session_factory
+from storage.migrate import upgrade_to_head
+from storage.records import Intent, IntentStatus, utcnow
+from storage.unit_of_work import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Aios:
+    """Everything a front door (Slack, console, CLI) needs, already wired."""
+
+    settings: Settings
+    engine: AsyncEngine
+    units: UnitOfWorkFactory
+    policy: Policy
+    registry: ConnectorRegistry
+    bus: MessageBus
+    handlers: Handlers
+    background: BackgroundTasks
+    clock: Callable[[], datetime]
+    llm: LLM
+
+    async def accept(self, incoming: IncomingIntent) -> int | None:
+        return await accept_intent(self.units, incoming)
+
+    async def process(self, message: Message) -> None:
+        """Run a message to completion; a failure is logged and, for an intent, told in its thread."""
+        try:
+            await self.bus.handle(message)
+        except Exception:
+            log.exception("message_failed", message=repr(message))
+            if isinstance(message, HandleIntent):
+                await self._report_failed_intent(message.intent_id)
+
+    def submit(self, message: Message) -> None:
+        """Hand a message to the background, after the ack."""
+        self.background.spawn(self.process(message), name=type(message).__name__)
+
+    async def recover(self) -> int:
+        """Intents that were acked but never handled (the process stopped in between) are handled now."""
+        async with self.units() as uow:
+            waiting = await uow.repo.intents_with_status(IntentStatus.RECEIVED)
+        for intent in waiting:
+            assert intent.id is not None
+            self.submit(HandleIntent(intent.id))
+        return len(waiting)
+
+    async def close(self) -> None:
+        await self.background.drain()
+        await self.engine.dispose()
+
+    async def _report_failed_intent(self, intent_id: int) -> None:
+        try:
+            async with self.units() as uow:
+                intent = await uow.repo.get(Intent, intent_id)
+                if intent is None:
+                    return
+                intent.status = IntentStatus.FAILED
+                uow.repo.session.add(intent)
+                await uow.commit()
+            await self.handlers.transport.post(
+                intent.channel,
+                f"Sorry, something went wrong while handling I-{intent_id}; nothing was executed. "
+                "The error is logged; try again in a moment.",
+                thread_ts=intent.thread_ts,
+            )
+        except Exception:
+            log.exception("failure_report_failed", intent=intent_id)
+
+
+async def bootstrap(settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow) -> Aios:
+    policy = Policy.from_file(settings.policy_file)  # refuse a bad policy before touching anything
+    engine = create_engine(settings.database_url)
+    await upgrade_to_head(engine)
+    units = UnitOfWorkFactory(session_factory(engine))
+    registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
+    await registry.seed()
+    llm: LLM = OfflinePlanner()
+    orders = registry.connector_for("shop.refund")
+    assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
+    dispatcher = Dispatcher([ReturnsAgent(llm, registry, orders), ContentAgent(llm, registry)])
+    handlers = Handlers(
+        units=units, dispatcher=dispatcher, policy=policy, registry=registry, transport=transport, clock=clock
+    )
+    bus = MessageBus()
+    handlers.register(bus)
+    return Aios(
+        settings=settings, engine=engine, units=units, policy=policy, registry=registry, bus=bus,
+        handlers=handlers, background=BackgroundTasks(), clock=clock, llm=llm,
+    )

@@ -1,0 +1,204 @@
+"""The `aios` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import structlog
+import typer
+from aiohttp import web
+from rich.console import Console
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from bot.bootstrap import Aios, bootstrap
+from bot.console import ConsoleTransport, run_chat
+from bot.demo import DemoFailedError, run_demo
+from bot.observability import configure_logging
+from bot.queries import why as explain_why
+from bot.settings import MissingSettingError, Settings
+from bot.slack_app import build_slack_app
+from bot.slack_transport import SlackTransport
+from bot.web import build_web_app
+from connectors.sandbox_state import sandbox_state
+from policies.errors import PolicyError
+from storage.engine import DatabaseUrlError, create_engine
+from storage.migrate import upgrade_to_head
+
+app = typer.Typer(help="AIOS: a chat-ops bot whose agents propose actions that a policy gates.",
+                  no_args_is_help=True, add_completion=False)
+sandbox_app = typer.Typer(help="The sandbox shop, CMS and outbox.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Errors a user can fix; each message says what is wrong and how to fix it.
+USER_ERRORS = (PolicyError, DatabaseUrlError, MissingSettingError, DemoFailedError)
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except USER_ERRORS as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except (OperationalError, DBAPIError, OSError) as exc:
+        err.print(
+            f"[red]error:[/] cannot use the database ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            "Check AIOS_DATABASE_URL and that the database is reachable.",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+
+
+async def _with_store(work: Callable[[Aios], Awaitable[T]]) -> T:
+    """Commands that only read or maintain the store: no Slack, nothing is posted."""
+    aios = await bootstrap(Settings(), ConsoleTransport(err))
+    try:
+        return await work(aios)
+    finally:
+        await aios.close()
+
+
+@app.command()
+def demo() -> None:
+    """Play the e-commerce and content scenario end to end: no network, no keys."""
+    configure_logging(json=False, level=40)
+    _run(lambda: run_demo(out))
+
+
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option("--as", help="The Slack user id you speak as.")] = "U0ALICE",
+) -> None:
+    """An interactive console that behaves like one Slack thread."""
+    configure_logging(json=False, level=40)
+
+    async def session() -> None:
+        transport = ConsoleTransport(out)
+        aios = await bootstrap(Settings(), transport)
+        try:
+            await run_chat(aios, transport, user)
+        finally:
+            await aios.close()
+
+    _run(session)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 3000,
+) -> None:
+    """HTTP mode: POST /slack/events, GET /healthz, GET /metrics."""
+    configure_logging(json=True)
+    _run(lambda: _serve(host, port))
+
+
+async def _serve(host: str, port: int) -> None:
+    settings = Settings()
+    settings.require("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+    assert settings.slack_signing_secret is not None
+    client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    aios = await bootstrap(settings, SlackTransport(client))
+    runner = web.AppRunner(build_web_app(aios, build_slack_app(aios, client, settings.slack_signing_secret)))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        recovered = await aios.recover()
+        log.info("serving", url=f"http://{host}:{port}", recovered_intents=recovered, planner=aios.llm.name)
+        await _until_stopped()
+    finally:
+        await runner.cleanup()
+        await aios.close()
+
+
+@app.command()
+def socket() -> None:
+    """Socket Mode: connect out to Slack instead of receiving HTTP (needs SLACK_APP_TOKEN)."""
+    configure_logging(json=True)
+    _run(_socket)
+
+
+async def _socket() -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    settings = Settings()
+    settings.require("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
+    client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    aios = await bootstrap(settings, SlackTransport(client))
+    # Socket Mode payloads are not signed; the app token authenticates the connection instead.
+    bolt = build_slack_app(aios, client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode")
+    handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+    try:
+        await handler.connect_async()
+        await aios.recover()
+        log.info("socket_mode_connected")
+        await _until_stopped()
+    finally:
+        await handler.close_async()
+        await aios.close()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-…, A-…, D-…, AP-… or E-…")]) -> None:
+    """Explain a decision: the same as `/aios why ID`."""
+    configure_logging(json=False, level=40)
+    text = _run(lambda: _with_store(lambda aios: explain_why(aios.units, record_id)))
+    out.print(text.replace("*", ""), highlight=False, markup=False)
+
+
+@sandbox_app.command("show")
+def sandbox_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The sandbox connectors' state: orders, refunds, posts, emails."""
+    configure_logging(json=False, level=40)
+    state = _run(lambda: _with_store(lambda aios: sandbox_state(aios.units)))
+    if as_json:
+        typer.echo(json.dumps(state, indent=2))
+        return
+    for key, rows in state.items():
+        out.print(f"[bold]{key}[/] ({len(rows)})")
+        for row in rows:
+            out.print(f"  {_one_line(row)}", highlight=False)
+
+
+def _one_line(row: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("idempotency_key", "idempotency_keys", "body"))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations up to head."""
+    configure_logging(json=False, level=40)
+
+    async def upgrade() -> None:
+        engine = create_engine(Settings().database_url)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    _run(upgrade)
+    out.print("database is at the newest schema")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,186 @@
+"""The console transport: one Slack thread in the terminal, for `aios chat` and `aios demo`.
+
+Messages go through the same bus, handlers and Block Kit builders as in Slack; only the rendering differs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from bot.bootstrap import Aios
+from bot.intake import IncomingIntent
+from bot.messages import DecideApproval, HandleIntent
+from bot.queries import answer
+from bot.slash import parse_slash
+from storage.ids import UnknownIdError, parse_id
+
+CONSOLE_CHANNEL = "CCONSOLE"
+CONSOLE_TEAM = "TCONSOLE"
+
+
+@dataclass
+class PostedMessage:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]] | None
+    thread_ts: str | None
+
+
+@dataclass
+class ConsoleTransport:
+    console: Console
+    messages: list[PostedMessage] = field(default_factory=list)
+    groups: dict[str, set[str]] = field(default_factory=dict)
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def post(
+        self, channel: str, text: str, *, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+    ) -> str:
+        ts = f"1700000000.{next(self._clock):06d}"
+        self.messages.append(PostedMessage(channel, ts, text, blocks, thread_ts))
+        self._print("aios", render(text, blocks))
+        return ts
+
+    async def update(self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None) -> None:
+        for message in self.messages:
+            if message.ts == ts:
+                message.text, message.blocks = text, blocks
+        self._print("aios (updated its approval request)", render(text, blocks))
+
+    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        self._print(f"aios → only {user} sees this", render(text, None))
+
+    async def group_members(self, group_id: str) -> set[str]:
+        return self.groups.get(group_id, set())
+
+    def _print(self, who: str, body: str) -> None:
+        self.console.print(f"[bold cyan]{escape(who)}[/]")
+        for line in body.splitlines():
+            self.console.print(f"  {escape(line)}", highlight=False)
+
+
+def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
+    """Block Kit as a person would read it in a terminal."""
+    if not blocks:
+        return _plain(text)
+    lines: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind in ("header", "section"):
+            lines.append(_plain(block["text"]["text"]))
+        elif kind == "context":
+            lines.append("  " + " ".join(_plain(e.get("text", "")) for e in block["elements"]))
+        elif kind == "actions":
+            buttons = "  ".join(f"[ {e['text']['text']} ]" for e in block["elements"])
+            lines.append(f"{buttons}   (type: approve as <user> / reject as <user>)")
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
+    return text.replace("```", "").replace("*", "")
+
+
+class ConsoleSession:
+    """One thread in the terminal: intents, `/aios` commands and approval clicks from named users."""
+
+    def __init__(self, aios: Aios, transport: ConsoleTransport) -> None:
+        self.aios = aios
+        self.transport = transport
+        self.thread_ts: str | None = None
+
+    async def say(self, user: str, text: str) -> None:
+        self._echo(user, text)
+        if self.thread_ts is None:
+            self.thread_ts = await self.transport.post(CONSOLE_CHANNEL, f"Thread started by <@{user}>")
+        intent_id = await self.aios.accept(IncomingIntent(
+            source="console", team_id=CONSOLE_TEAM, channel=CONSOLE_CHANNEL, thread_ts=self.thread_ts,
+            user=user, text=text,
+        ))
+        assert intent_id is not None
+        await self.aios.process(HandleIntent(intent_id))
+
+    async def slash(self, user: str, text: str) -> None:
+        self._echo(user, f"/aios {text}")
+        command = parse_slash(text)
+        if command.name == "intent":
+            intent_id = await self.aios.accept(IncomingIntent(
+                source="slash", team_id=CONSOLE_TEAM, channel=CONSOLE_CHANNEL, thread_ts=self.thread_ts,
+                user=user, text=command.argument,
+            ))
+            assert intent_id is not None
+            await self.aios.process(HandleIntent(intent_id))
+            return
+        reply = await answer(self.aios.units, command, self.aios.clock())
+        await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply)
+
+    async def click(self, user: str, *, approve: bool, approval: str | None = None) -> None:
+        """Press Approve or Reject on the named approval request, or on the newest one still waiting."""
+        self.transport.console.print(
+            f"[bold magenta]{escape(user)}[/] clicks [bold]{'Approve' if approve else 'Reject'}[/]"
+            + (f" on {escape(approval)}" if approval else "")
+        )
+        approval_id = await self._approval_id(approval)
+        if approval_id is None:
+            self.transport.console.print("  (there is no approval request waiting in this thread)")
+            return
+        await self.aios.process(DecideApproval(approval_id, user, approve, CONSOLE_CHANNEL))
+
+    async def _approval_id(self, approval: str | None) -> int | None:
+        if approval is not None:
+            prefix, key = parse_id(approval)
+            if prefix != "AP":
+                raise UnknownIdError(f"{approval} is not an approval id; approval ids look like AP-3")
+            return key
+        async with self.aios.units() as uow:
+            waiting = await uow.repo.pending_approvals(CONSOLE_CHANNEL)
+        return waiting[-1].id if waiting else None
+
+    def _echo(self, user: str, text: str) -> None:
+        self.transport.console.print(f"[bold magenta]{escape(user)}[/]: {escape(text)}")
+
+
+_CLICK = re.compile(r"^(approve|reject)(?:\s+(AP-\d+))?\s+as\s+(\S+)\s*$", re.IGNORECASE)
+_SWITCH = re.compile(r"^as\s+(\S+)\s*$", re.IGNORECASE)
+
+CHAT_HELP = """Type an intent as you would in a Slack thread, e.g. `refund order 1001, $250, arrived broken`.
+  /aios …                  a slash command (`/aios help`, `/aios why D-1`, `/aios pending`)
+  approve as U0MANAGER     click Approve on the newest waiting request as that user (or `approve AP-2 as …`)
+  reject as U0MANAGER      click Reject
+  as U0BOB                 speak as another user from now on
+  quit                     leave"""
+
+
+async def run_chat(aios: Aios, transport: ConsoleTransport, user: str) -> None:
+    session = ConsoleSession(aios, transport)
+    console = transport.console
+    console.print(CHAT_HELP, highlight=False, markup=False)
+    while True:
+        try:
+            line = console.input(f"[bold magenta]{escape(user)}[/]> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not line:
+            continue
+        if line.lower() in ("quit", "exit"):
+            return
+        try:
+            if click := _CLICK.match(line):
+                await session.click(click.group(3), approve=click.group(1).lower() == "approve",
+                                    approval=click.group(2))
+            elif switch := _SWITCH.match(line):
+                user = switch.group(1)
+            elif line.startswith("/aios"):
+                await session.slash(user, line.removeprefix("/aios"))
+            else:
+                await session.say(user, line)
+        except UnknownIdError as exc:
+            console.print(f"[red]{escape(str(exc))}[/]")

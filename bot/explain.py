@@ -1,0 +1,90 @@
+"""`/aios why <id>`: the whole chain behind a record, from the intent to the execution."""
+
+from __future__ import annotations
+
+import json
+
+from storage.ids import format_id, parse_id
+from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run
+from storage.repository import Repository
+from storage.unit_of_work import UnitOfWorkFactory
+
+
+class NotFoundError(LookupError):
+    """No record has this id."""
+
+
+async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
+    """Plain Slack mrkdwn explaining the run the record belongs to, focused on the named action if any."""
+    prefix, key = parse_id(record_id)
+    async with units() as uow:
+        run, focus = await _locate(uow.repo, prefix, key)
+        if run is None:
+            raise NotFoundError(f"there is no record {prefix}-{key}")
+        assert run.id is not None
+        intent = await uow.repo.get(Intent, run.intent_id)
+        assert intent is not None
+        lines = [
+            f"*Why — {format_id('R', run.id)}* (run {run.status})",
+            f"• *Intent* `{format_id('I', intent.id)}`: <@{intent.user}> asked “{intent.text}” "
+            f"({intent.source}, {intent.created_at:%Y-%m-%d %H:%M UTC})",
+            f"• *Agent* {run.agent}: {run.rationale}",
+        ]
+        for action in await uow.repo.actions_for_run(run.id):
+            if focus is not None and action.id != focus:
+                continue
+            lines += await _explain_action(uow.repo, action)
+    return "\n".join(lines)
+
+
+async def _locate(repo: Repository, prefix: str, key: int) -> tuple[Run | None, int | None]:
+    if prefix == "R":
+        return await repo.get(Run, key), None
+    if prefix == "I":
+        runs = await repo.runs_for_intent(key)
+        return (runs[0] if runs else None), None
+    action_id: int | None = None
+    if prefix == "A":
+        action_id = key
+    elif prefix == "D":
+        decision = await repo.get(Decision, key)
+        action_id = decision.action_id if decision else None
+    elif prefix == "AP":
+        approval = await repo.get(Approval, key)
+        action_id = approval.action_id if approval else None
+    elif prefix == "E":
+        execution = await repo.get(Execution, key)
+        action_id = execution.action_id if execution else None
+    action = await repo.get(ProposedAction, action_id) if action_id is not None else None
+    if action is None:
+        return None, None
+    return await repo.get(Run, action.run_id), action.id
+
+
+async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]:
+    assert action.id is not None
+    lines = [
+        f"• *Proposed action* `{format_id('A', action.id)}` {action.name} "
+        f"`{json.dumps(action.params, sort_keys=True)}` — now {action.status}"
+    ]
+    for decision in await repo.decisions_for_action(action.id):
+        when = f"{decision.created_at:%Y-%m-%d %H:%M:%S UTC}"
+        ref = f"`{format_id('D', decision.id)}`"
+        if decision.kind == "policy":
+            lines.append(
+                f"  – {ref} policy verdict *{decision.verdict}* by rule `{decision.rule_id}` "
+                f"(policy {(decision.policy_hash or '')[:12]}) at {when}"
+            )
+        elif decision.kind == "human":
+            lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
+        elif decision.kind == "refusal":
+            lines.append(f"  – {ref} click by <@{decision.actor}> refused at {when}: {decision.justification}")
+        else:
+            lines.append(f"  – {ref} {decision.verdict} at {when}: {decision.justification}")
+    for execution in await repo.executions_for_action(action.id):
+        outcome = json.dumps(execution.result, sort_keys=True) if execution.result else execution.error
+        lines.append(
+            f"  – execution `{format_id('E', execution.id)}` *{execution.status}*: {outcome} "
+            f"(idempotency key {execution.idempotency_key[:12]}…)"
+        )
+    return lines

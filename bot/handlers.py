@@ -1,0 +1,462 @@
+"""The service layer: what happens to an intent, an approval click and an approved action.
+
+Each handler does its reads and writes in units of work and talks to people through the transport.
+Long waits (planning, connectors, Slack) happen outside any open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import stamina
+import structlog
+
+from agents.agents import AgentPlan, Dispatcher, PlanRequest
+from bot import blocks
+from bot.messagebus import Message, MessageBus
+from bot.messages import (
+    ActionAllowed,
+    ActionApproved,
+    ActionExecuted,
+    ActionFailed,
+    DecideApproval,
+    ExecuteAction,
+    HandleIntent,
+)
+from bot.observability import DECISIONS, EXECUTIONS
+from bot.transport import Transport
+from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
+from connectors.registry import ConnectorRegistry, idempotency_key
+from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
+from policies.engine import Policy, PolicyVerdict
+from storage.ids import format_id
+from storage.records import (
+    ActionStatus,
+    Approval,
+    ApprovalStatus,
+    Decision,
+    Execution,
+    ExecutionStatus,
+    Intent,
+    IntentStatus,
+    ProposedAction,
+    Run,
+    RunStatus,
+    utcnow,
+)
+from storage.repository import Repository
+from storage.unit_of_work import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+CONNECTOR_TIMEOUT_SECONDS = 30.0
+CONNECTOR_ATTEMPTS = 3
+
+REFUSAL_TEXT = {
+    Refusal.ALREADY_DECIDED: "{approval} was already decided, so your click changed nothing.",
+    Refusal.EXPIRED: "{approval} has expired; ask for the action again if it is still needed.",
+    Refusal.SELF_APPROVAL: "You asked for this, and rule `{rule}` does not let the requester approve it. "
+    "Someone else with the {roles} role has to approve.",
+    Refusal.NOT_AN_APPROVER: "Only the {roles} role can decide {approval}, and you don't have it.",
+}
+
+
+@dataclass(frozen=True)
+class Thread:
+    channel: str
+    ts: str | None
+
+
+class Handlers:
+    def __init__(
+        self,
+        *,
+        units: UnitOfWorkFactory,
+        dispatcher: Dispatcher,
+        policy: Policy,
+        registry: ConnectorRegistry,
+        transport: Transport,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.units = units
+        self.dispatcher = dispatcher
+        self.policy = policy
+        self.registry = registry
+        self.transport = transport
+        self.clock = clock
+
+    def register(self, bus: MessageBus) -> None:
+        bus.on_command(HandleIntent, self.handle_intent)
+        bus.on_command(DecideApproval, self.decide_approval)
+        bus.on_command(ExecuteAction, self.execute_action)
+        bus.on_event(ActionAllowed, self.execute_when_cleared)
+        bus.on_event(ActionApproved, self.execute_when_cleared)
+        bus.on_event(ActionExecuted, self.report_execution)
+        bus.on_event(ActionFailed, self.report_failure)
+
+    # --- intents -------------------------------------------------------------------------------
+
+    async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
+        async with self.units() as uow:
+            intent = await uow.repo.get(Intent, command.intent_id)
+            if intent is None or intent.status != IntentStatus.RECEIVED:
+                return []  # already handled: a redelivery or a recovery pass
+        thread = await self._open_thread(intent)
+        agent = self.dispatcher.route(intent.text)
+        if agent is None:
+            await self._say(thread, self._help_text(), context=f"`{format_id('I', intent.id)}`")
+            await self._set_intent_status(intent, IntentStatus.NOT_UNDERSTOOD)
+            return []
+        plan = await agent.plan(PlanRequest(text=intent.text, requester=intent.user))
+        if not plan.actions:
+            text = plan.rationale
+            if plan.problems:
+                text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
+            await self._say(thread, text, context=f"{agent.name} agent · `{format_id('I', intent.id)}`")
+            await self._set_intent_status(intent, IntentStatus.NOT_UNDERSTOOD)
+            return []
+        return await self._propose(intent, thread, agent.name, plan)
+
+    async def _propose(self, intent: Intent, thread: Thread, agent: str, plan: AgentPlan) -> Sequence[Message]:
+        followups: list[Message] = []
+        replies: list[tuple[str, str]] = []
+        cards: list[tuple[int, blocks.ApprovalCard]] = []
+        async with self.units() as uow:
+            fresh = await uow.repo.get(Intent, intent.id)
+            if fresh is None or fresh.status != IntentStatus.RECEIVED:
+                return []  # another worker got here first
+            fresh.status = IntentStatus.DISPATCHED
+            run = await uow.repo.add(Run(intent_id=fresh.id, agent=agent, rationale=plan.rationale))
+            assert run.id is not None
+            for action in plan.actions:
+                proposed = await uow.repo.add(ProposedAction(
+                    run_id=run.id, name=action.name, params=action.model_dump(mode="json"),
+                    rationale=plan.rationale,
+                ))
+                assert proposed.id is not None
+                verdict = self.policy.evaluate(action.name, proposed.params, intent.user)
+                decision = await uow.repo.add(Decision(
+                    action_id=proposed.id, kind="policy", verdict=verdict.verdict, rule_id=verdict.rule_id,
+                    policy_hash=verdict.policy_hash, justification=plan.rationale, actor="policy",
+                ))
+                DECISIONS.labels(verdict=verdict.verdict).inc()
+                ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
+                if verdict.verdict == "allow":
+                    proposed.status = ActionStatus.APPROVED
+                    followups.append(ActionAllowed(proposed.id))
+                    replies.append((f"Allowed by policy: {action.summary()}. Running it now.", ids))
+                elif verdict.verdict == "deny":
+                    proposed.status = ActionStatus.DENIED
+                    replies.append((f":no_entry: Not allowed: {action.summary()}. {verdict.explanation}.", ids))
+                else:
+                    proposed.status = ActionStatus.AWAITING_APPROVAL
+                    approval = await self._request_approval(uow.repo, proposed, decision, intent, thread, verdict)
+                    assert approval.id is not None
+                    cards.append((approval.id, self._card(approval, proposed, decision, verdict.explanation)))
+                uow.repo.session.add(proposed)
+            await self._refresh_run_status(uow.repo, run)
+            await uow.commit()
+        log.info("intent_planned", intent=intent.id, run=run.id, agent=agent, actions=len(plan.actions))
+        for text, context in replies:
+            await self._say(thread, text, context=context)
+        for approval_id, card in cards:
+            text, message_blocks = blocks.approval_request(card)
+            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+            async with self.units() as uow:
+                approval = await uow.repo.get(Approval, approval_id)
+                assert approval is not None
+                approval.message_ts = ts
+                uow.repo.session.add(approval)
+                await uow.commit()
+        return followups
+
+    async def _request_approval(
+        self, repo: Repository, proposed: ProposedAction, decision: Decision, intent: Intent, thread: Thread,
+        verdict: PolicyVerdict,
+    ) -> Approval:
+        assert proposed.id is not None and decision.id is not None
+        expires_at = self.clock() + verdict.timeout if verdict.timeout else None
+        return await repo.add(Approval(
+            action_id=proposed.id, decision_id=decision.id, approver_roles=list(verdict.approver_roles),
+            forbid_self_approval=verdict.forbid_self_approval, requester=intent.user,
+            channel=thread.channel, thread_ts=thread.ts, expires_at=expires_at,
+        ))
+
+    # --- approvals -----------------------------------------------------------------------------
+
+    async def decide_approval(self, command: DecideApproval) -> Sequence[Message]:
+        approval_ref = format_id("AP", command.approval_id)
+        async with self.units() as uow:
+            approval = await uow.repo.get(Approval, command.approval_id)
+        if approval is None:
+            await self.transport.post_ephemeral(command.channel, command.user, f"There is no approval {approval_ref}.")
+            return []
+        policy_decision = await self._get_decision(approval.decision_id)
+        roles = self.policy.roles
+        groups = {g: await self.transport.group_members(g) for g in group_ids(roles, approval.approver_roles)}
+        now = self.clock()
+        view = ApprovalRequestView(
+            status=approval.status, requester=approval.requester, approver_roles=tuple(approval.approver_roles),
+            forbid_self_approval=approval.forbid_self_approval, expires_at=approval.expires_at,
+        )
+        refusal = authorise_approval(
+            view, command.user, approve=command.approve, roles=roles, group_members=groups, now=now
+        )
+        if refusal is Refusal.EXPIRED:
+            await self._expire(approval, now)
+        if refusal is not None:
+            await self._refuse(approval, command, refusal, policy_decision.rule_id or "default")
+            return []
+
+        outcome = ApprovalStatus.APPROVED if command.approve else ApprovalStatus.REJECTED
+        async with self.units() as uow:
+            if not await uow.repo.decide_approval(approval.id or 0, outcome, command.user, now):
+                won = False
+            else:
+                won = True
+                proposed = await uow.repo.get(ProposedAction, approval.action_id)
+                assert proposed is not None
+                proposed.status = ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED
+                uow.repo.session.add(proposed)
+                await uow.repo.add(Decision(
+                    action_id=approval.action_id, kind="human", verdict=outcome.value,
+                    rule_id=policy_decision.rule_id, policy_hash=policy_decision.policy_hash,
+                    justification=f"{outcome.value} in Slack by <@{command.user}>", actor=command.user,
+                ))
+                run = await uow.repo.get(Run, proposed.run_id)
+                assert run is not None
+                await self._refresh_run_status(uow.repo, run)
+                await uow.commit()
+        if not won:
+            # Another click won the compare-and-set between our read and our write.
+            await self._refuse(approval, command, Refusal.ALREADY_DECIDED, policy_decision.rule_id or "default")
+            return []
+        DECISIONS.labels(verdict=outcome.value).inc()
+        log.info("approval_decided", approval=approval.id, outcome=outcome.value, user=command.user)
+        await self._close_card(approval, outcome.value, command.user, now)
+        if command.approve:
+            return [ActionApproved(approval.action_id)]
+        await self._say(
+            Thread(approval.channel, approval.thread_ts),
+            f":no_entry_sign: <@{command.user}> rejected {approval_ref}; nothing was done.",
+            context=f"`{format_id('A', approval.action_id)}`",
+        )
+        return []
+
+    async def _refuse(self, approval: Approval, command: DecideApproval, refusal: Refusal, rule_id: str) -> None:
+        text = REFUSAL_TEXT[refusal].format(
+            approval=format_id("AP", approval.id), rule=rule_id, roles=" or ".join(approval.approver_roles)
+        )
+        async with self.units() as uow:
+            await uow.repo.add(Decision(
+                action_id=approval.action_id, kind="refusal", verdict=f"refused:{refusal.value}",
+                rule_id=rule_id, justification=text, actor=command.user,
+            ))
+            await uow.commit()
+        DECISIONS.labels(verdict="refused").inc()
+        await self.transport.post_ephemeral(approval.channel, command.user, text, thread_ts=approval.thread_ts)
+
+    async def _expire(self, approval: Approval, now: datetime) -> None:
+        async with self.units() as uow:
+            if not await uow.repo.decide_approval(approval.id or 0, ApprovalStatus.EXPIRED, "clock", now):
+                return
+            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+            assert proposed is not None
+            proposed.status = ActionStatus.EXPIRED
+            uow.repo.session.add(proposed)
+            await uow.repo.add(Decision(
+                action_id=approval.action_id, kind="expiry", verdict="expired", actor="clock",
+                justification="nobody decided before the rule's timeout",
+            ))
+            run = await uow.repo.get(Run, proposed.run_id)
+            assert run is not None
+            await self._refresh_run_status(uow.repo, run)
+            await uow.commit()
+        await self._close_card(approval, "expired", None, now)
+
+    # --- execution -----------------------------------------------------------------------------
+
+    async def execute_when_cleared(self, event: ActionAllowed | ActionApproved) -> Sequence[Message]:
+        return [ExecuteAction(event.action_id)]
+
+    async def execute_action(self, command: ExecuteAction) -> Sequence[Message]:
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, command.action_id)
+            assert proposed is not None
+            if proposed.status != ActionStatus.APPROVED:
+                return []
+            try:
+                action = self.registry.validate(proposed.name, proposed.params)
+            except InvalidActionError as exc:
+                return [ActionFailed(command.action_id, str(exc))]
+            key = idempotency_key(command.action_id, action)
+            # Claim the key: of any number of concurrent executions of this action, one inserts the row.
+            claimed = await uow.repo.insert_if_absent(Execution, {
+                "action_id": command.action_id, "idempotency_key": key, "status": ExecutionStatus.STARTED,
+                "result": {}, "started_at": self.clock(),
+            })
+            await uow.commit()
+        if not claimed:
+            log.info("execution_already_claimed", action=command.action_id)
+            return []
+        try:
+            async for attempt in stamina.retry_context(on=TransientConnectorError, attempts=CONNECTOR_ATTEMPTS):
+                with attempt:
+                    async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
+                        result = await self.registry.execute(action, key)
+        except (ConnectorError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            execution = await self._finish_execution(key, ExecutionStatus.FAILED, {}, error)
+            EXECUTIONS.labels(outcome="failed").inc()
+            return [ActionFailed(command.action_id, error)]
+        execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None)
+        EXECUTIONS.labels(outcome="succeeded").inc()
+        assert execution.id is not None
+        return [ActionExecuted(command.action_id, execution.id)]
+
+    async def _finish_execution(
+        self, key: str, status: ExecutionStatus, result: dict[str, object], error: str | None
+    ) -> Execution:
+        async with self.units() as uow:
+            execution = await uow.repo.execution_by_key(key)
+            assert execution is not None
+            execution.status = status
+            execution.result = result
+            execution.error = error
+            execution.finished_at = self.clock()
+            uow.repo.session.add(execution)
+            proposed = await uow.repo.get(ProposedAction, execution.action_id)
+            assert proposed is not None
+            proposed.status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
+            uow.repo.session.add(proposed)
+            run = await uow.repo.get(Run, proposed.run_id)
+            assert run is not None
+            await self._refresh_run_status(uow.repo, run)
+            await uow.commit()
+            return execution
+
+    async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
+        thread, proposed = await self._thread_of_action(event.action_id)
+        async with self.units() as uow:
+            execution = await uow.repo.get(Execution, event.execution_id)
+        assert execution is not None
+        action = self.registry.validate(proposed.name, proposed.params)
+        details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
+        await self._say(
+            thread, f":white_check_mark: Done: {action.summary()}. ({details})",
+            context=f"`{format_id('E', execution.id)}` · `{format_id('A', proposed.id)}` · "
+            f"`/aios why {format_id('A', proposed.id)}` explains it",
+        )
+        return []
+
+    async def report_failure(self, event: ActionFailed) -> Sequence[Message]:
+        thread, proposed = await self._thread_of_action(event.action_id)
+        await self._say(
+            thread, f":x: {proposed.name} failed: {event.error}. Nothing was changed by this attempt.",
+            context=f"`{format_id('A', proposed.id)}`",
+        )
+        return []
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    async def _open_thread(self, intent: Intent) -> Thread:
+        """Slash-command intents have no thread yet: start one with a message that quotes the intent."""
+        if intent.thread_ts is not None:
+            return Thread(intent.channel, intent.thread_ts)
+        ts = await self.transport.post(
+            intent.channel, f"<@{intent.user}> asked: {intent.text}",
+            blocks=blocks.notice(f"<@{intent.user}> asked: {intent.text}", f"`{format_id('I', intent.id)}`")[1],
+        )
+        async with self.units() as uow:
+            stored = await uow.repo.get(Intent, intent.id)
+            assert stored is not None
+            stored.thread_ts = ts
+            uow.repo.session.add(stored)
+            await uow.commit()
+        intent.thread_ts = ts
+        return Thread(intent.channel, ts)
+
+    async def _say(self, thread: Thread, text: str, *, context: str | None = None) -> None:
+        fallback, message_blocks = blocks.notice(text, context)
+        await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+
+    async def _set_intent_status(self, intent: Intent, status: IntentStatus) -> None:
+        async with self.units() as uow:
+            stored = await uow.repo.get(Intent, intent.id)
+            assert stored is not None
+            stored.status = status
+            uow.repo.session.add(stored)
+            await uow.commit()
+
+    async def _get_decision(self, decision_id: int) -> Decision:
+        async with self.units() as uow:
+            decision = await uow.repo.get(Decision, decision_id)
+        assert decision is not None
+        return decision
+
+    async def _thread_of_action(self, action_id: int) -> tuple[Thread, ProposedAction]:
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, action_id)
+            assert proposed is not None
+            run = await uow.repo.get(Run, proposed.run_id)
+            assert run is not None
+            intent = await uow.repo.get(Intent, run.intent_id)
+            assert intent is not None
+        return Thread(intent.channel, intent.thread_ts), proposed
+
+    async def _close_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
+        if approval.message_ts is None:
+            return
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+            decision = await uow.repo.get(Decision, approval.decision_id)
+        assert proposed is not None and decision is not None
+        reason = self.policy.evaluate(proposed.name, proposed.params, approval.requester).explanation
+        card = self._card(approval, proposed, decision, reason)
+        text, message_blocks = blocks.approval_closed(card, outcome, actor, at)
+        await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
+
+    def _card(
+        self, approval: Approval, proposed: ProposedAction, decision: Decision, reason: str
+    ) -> blocks.ApprovalCard:
+        action = self.registry.validate(proposed.name, proposed.params)
+        return blocks.ApprovalCard(
+            approval_id=format_id("AP", approval.id), action_id=format_id("A", proposed.id),
+            decision_id=format_id("D", decision.id), summary=action.summary(), params=proposed.params,
+            rationale=proposed.rationale, rule_id=decision.rule_id or "default", reason=reason,
+            approver_roles=tuple(approval.approver_roles), requester=approval.requester,
+            expires_at=approval.expires_at,
+        )
+
+    @staticmethod
+    async def _refresh_run_status(repo: Repository, run: Run) -> None:
+        assert run.id is not None
+        statuses = {action.status for action in await repo.actions_for_run(run.id)}
+        run.status = run_status_for(statuses)
+        run.updated_at = utcnow()
+        repo.session.add(run)
+
+    def _help_text(self) -> str:
+        return (
+            "I didn't catch which agent should handle that. I can do returns and refunds "
+            "(`refund order 1001, $40, arrived broken`) and content "
+            "(`draft a post titled \"Spring lookbook\"`, `publish post spring-lookbook`). "
+            "`/aios help` lists the commands."
+        )
+
+
+def run_status_for(action_statuses: set[str]) -> RunStatus:
+    if ActionStatus.AWAITING_APPROVAL in action_statuses:
+        return RunStatus.AWAITING_APPROVAL
+    if action_statuses & {ActionStatus.APPROVED, ActionStatus.PROPOSED}:
+        return RunStatus.EXECUTING
+    if ActionStatus.FAILED in action_statuses:
+        return RunStatus.FAILED
+    if ActionStatus.EXECUTED in action_statuses:
+        return RunStatus.COMPLETED
+    if ActionStatus.REJECTED in action_statuses or ActionStatus.EXPIRED in action_statuses:
+        return RunStatus.REJECTED
+    return RunStatus.DENIED

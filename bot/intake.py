@@ -1,0 +1,35 @@
+"""Accepting an intent: persisted (with its delivery key, atomically) before Slack gets its ack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.observability import INTENTS
+from storage.records import Intent
+from storage.unit_of_work import UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class IncomingIntent:
+    source: str  # slash, mention, im, console
+    team_id: str
+    channel: str
+    thread_ts: str | None
+    user: str
+    text: str
+    delivery_key: str | None = None  # Slack's event_id; None where Slack never redelivers
+
+
+async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> int | None:
+    """Store the intent; None when this delivery was seen before (a Slack retry or duplicate)."""
+    async with units() as uow:
+        if incoming.delivery_key is not None and not await uow.repo.record_delivery(incoming.delivery_key):
+            return None
+        intent = await uow.repo.add(Intent(
+            source=incoming.source, team_id=incoming.team_id, channel=incoming.channel,
+            thread_ts=incoming.thread_ts, user=incoming.user, text=incoming.text,
+        ))
+        await uow.commit()
+    INTENTS.labels(source=incoming.source).inc()
+    assert intent.id is not None
+    return intent.id

@@ -1,0 +1,50 @@
+"""A small message bus (cosmicpython style): a command goes to one handler, an event to every subscriber.
+
+Handlers return the messages that follow from their work; the bus processes them in order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+
+from bot.messages import Command, Event
+
+Message = Command | Event
+Handler = Callable[[Any], Awaitable[Sequence[Message]]]
+
+log = structlog.get_logger(__name__)
+
+
+class MessageBus:
+    def __init__(self) -> None:
+        self._command_handlers: dict[type[Command], Handler] = {}
+        self._event_handlers: dict[type[Event], list[Handler]] = defaultdict(list)
+
+    def on_command(self, command: type[Command], handler: Handler) -> None:
+        if command in self._command_handlers:
+            raise ValueError(f"{command.__name__} already has a handler")
+        self._command_handlers[command] = handler
+
+    def on_event(self, event: type[Event], handler: Handler) -> None:
+        self._event_handlers[event].append(handler)
+
+    async def handle(self, message: Message) -> None:
+        queue: list[Message] = [message]
+        while queue:
+            current = queue.pop(0)
+            if isinstance(current, Command):
+                handler = self._command_handlers.get(type(current))
+                if handler is None:
+                    raise LookupError(f"no handler for {type(current).__name__}")
+                queue.extend(await handler(current))
+            else:
+                for subscriber in self._event_handlers.get(type(current), []):
+                    # One subscriber's failure must not keep the others from hearing the event.
+                    try:
+                        queue.extend(await subscriber(current))
+                    except Exception:
+                        log.exception("event_handler_failed", event=type(current).__name__)

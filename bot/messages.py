@@ -1,0 +1,53 @@
+"""Commands (imperative: do this) and events (past tense: this happened) on the message bus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Command:
+    """Handled by exactly one handler."""
+
+
+class Event:
+    """Handled by any number of handlers (possibly none)."""
+
+
+@dataclass(frozen=True)
+class HandleIntent(Command):
+    intent_id: int
+
+
+@dataclass(frozen=True)
+class DecideApproval(Command):
+    approval_id: int
+    user: str
+    approve: bool
+    channel: str
+
+
+@dataclass(frozen=True)
+class ExecuteAction(Command):
+    action_id: int
+
+
+@dataclass(frozen=True)
+class ActionAllowed(Event):
+    action_id: int
+
+
+@dataclass(frozen=True)
+class ActionApproved(Event):
+    action_id: int
+
+
+@dataclass(frozen=True)
+class ActionExecuted(Event):
+    action_id: int
+    execution_id: int
+
+
+@dataclass(frozen=True)
+class ActionFailed(Event):
+    action_id: int
+    error: str

@@ -1,0 +1,39 @@
+"""Structured logs (structlog) and Prometheus metrics, served at `GET /metrics`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import Counter, Histogram
+
+SLACK_REQUESTS = Counter("aios_slack_requests_total", "Slack requests received", ["kind"])
+ACK_SECONDS = Histogram(
+    "aios_slack_ack_seconds", "Time from receiving a Slack request to answering it",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+INTENTS = Counter("aios_intents_total", "Intents accepted", ["source"])
+DECISIONS = Counter("aios_decisions_total", "Decisions recorded", ["verdict"])
+EXECUTIONS = Counter("aios_executions_total", "Connector executions", ["outcome"])
+BACKGROUND_FAILURES = Counter("aios_background_failures_total", "Background work that raised")
+
+
+def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
+    """JSON lines for servers, readable lines for the terminal; always on stderr, never mixed with output."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -1,0 +1,65 @@
+"""Read-only answers for `/aios status`, `/aios pending` and `/aios why`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.explain import NotFoundError, explain
+from bot.slash import HELP, SlashCommand
+from storage.ids import UnknownIdError, format_id
+from storage.records import ProposedAction
+from storage.unit_of_work import UnitOfWorkFactory
+
+NOT_YET = {
+    "cost": "`/aios cost` needs the LLM cost ledger, which this installation does not keep yet.",
+    "pause": "`/aios pause` is not available in this version; agents cannot be paused yet.",
+    "resume": "`/aios resume` is not available in this version; agents cannot be paused yet.",
+    "replay": "`/aios replay` is not available in this version; runs cannot be replayed yet.",
+}
+
+
+async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime) -> str:
+    """The text for a read-only subcommand; never raises for bad input."""
+    if command.name == "help":
+        return HELP
+    if command.name == "why":
+        return await why(units, command.argument)
+    if command.name == "status":
+        return await status(units)
+    if command.name == "pending":
+        return await pending(units, now)
+    return NOT_YET.get(command.name, HELP)
+
+
+async def why(units: UnitOfWorkFactory, record_id: str) -> str:
+    if not record_id:
+        return "Which record? Use `/aios why D-42` with an id from the thread (R-…, A-…, D-…, AP-…, E-…)."
+    try:
+        return await explain(units, record_id)
+    except (UnknownIdError, NotFoundError) as exc:
+        return f"{str(exc).capitalize()}."
+
+
+async def status(units: UnitOfWorkFactory) -> str:
+    async with units() as uow:
+        counts = await uow.repo.run_counts_by_status()
+        waiting = len(await uow.repo.pending_approvals())
+    if not counts:
+        return "No runs yet. Ask for something with `/aios <what you want>`."
+    listed = ", ".join(f"{state}: {count}" for state, count in sorted(counts.items()))
+    return f"*Runs by state* — {listed}. Approvals waiting: {waiting}."
+
+
+async def pending(units: UnitOfWorkFactory, now: datetime) -> str:
+    async with units() as uow:
+        approvals = await uow.repo.pending_approvals()
+        lines = []
+        for approval in approvals:
+            action = await uow.repo.get(ProposedAction, approval.action_id)
+            assert action is not None
+            age_minutes = int((now - approval.created_at).total_seconds() // 60)
+            lines.append(
+                f"• `{format_id('AP', approval.id)}` {action.name} {action.params} — asked by "
+                f"<@{approval.requester}> {age_minutes} min ago, needs {' or '.join(approval.approver_roles)}"
+            )
+    return "\n".join(["*Approvals waiting*", *lines]) if lines else "No approvals are waiting."

@@ -1,0 +1,47 @@
+"""Settings from the environment (12-factor), with a `.env` file read too. Names are in DESIGN.md §4."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MissingSettingError(RuntimeError):
+    """A command needs a setting that is not set; the message says which and how to set it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: str | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./.aios/aios.db",
+        validation_alias=AliasChoices("AIOS_DATABASE_URL", "DATABASE_URL"),
+    )
+    policy_file: str | None = Field(default=None, validation_alias="AIOS_POLICY_FILE")
+    anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
+    weaviate_url: str | None = Field(default=None, validation_alias="WEAVIATE_URL")
+    weaviate_api_key: str | None = Field(default=None, validation_alias="WEAVIATE_API_KEY")
+    digest_channel: str | None = Field(default=None, validation_alias="AIOS_DIGEST_CHANNEL")
+    digest_cron: str = Field(default="0 9 * * *", validation_alias="AIOS_DIGEST_CRON")
+
+    def require(self, *names: str) -> None:
+        """Fail with one message listing every missing setting a command needs."""
+        missing = [name for name in names if not getattr(self, _FIELD_FOR[name])]
+        if missing:
+            raise MissingSettingError(
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Set "
+                f"{'it' if len(missing) == 1 else 'them'} in the environment or in a .env file "
+                "(the Slack app's Basic Information and OAuth & Permissions pages show the values)."
+            )
+
+
+_FIELD_FOR = {
+    "SLACK_BOT_TOKEN": "slack_bot_token",
+    "SLACK_SIGNING_SECRET": "slack_signing_secret",
+    "SLACK_APP_TOKEN": "slack_app_token",
+}
