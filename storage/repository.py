@@ -44,7 +44,7 @@ class Repository:
         table: Table = model.__table__  # type: ignore[attr-defined]
         dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        result = await self.session.execute(insert(table).values(**values).on_conflict_do_nothing())
+        result = await self.session.exec(insert(table).values(**values).on_conflict_do_nothing())
         return bool(result.rowcount)
 
     async def record_delivery(self, key: str) -> bool:
@@ -101,5 +101,5 @@ class Repository:
             .where(col(Approval.id) == approval_id, col(Approval.status) == ApprovalStatus.PENDING)
             .values(status=status, decided_by=actor, decided_at=at)
         )
-        result = await self.session.execute(statement)
+        result = await self.session.exec(statement)
         return bool(result.rowcount)

@@ -1,0 +1,139 @@
+"""A local server that speaks the Slack Web API, for the bot to reach through ``SLACK_API_URL``.
+
+It runs on its own thread and event loop, so both sync and async tests (and bot subprocesses) can use it.
+It records every call, answers like Slack does (``ok``, ``ts``, errors) and keeps the messages it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+BOT_USER_ID = "UAIOSBOT"
+TOKEN = "xoxb-test-token"
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    method: str
+    params: dict[str, Any]
+
+
+class FakeSlackApi:
+    def __init__(self, *, token: str = TOKEN) -> None:
+        self.token = token
+        self.calls: list[ApiCall] = []
+        self.groups: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-slack-api", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def start(self) -> FakeSlackApi:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> FakeSlackApi:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what tests ask -------------------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        with self._lock:
+            return [call for call in self.calls if call.method == method]
+
+    def wait_for(self, predicate: Callable[[FakeSlackApi], Any], timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate(self)
+            if result:
+                return result
+            time.sleep(0.02)
+        raise AssertionError(f"the fake Slack API did not see what was expected within {timeout}s: {self.calls}")
+
+    def approval_requests(self) -> list[ApiCall]:
+        """chat.postMessage calls whose blocks carry the Approve button."""
+        return [c for c in self.calls_to("chat.postMessage") if _has_action(c.params, "aios_approve")]
+
+    # --- the server -----------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _params(request)
+        with self._lock:
+            self.calls.append(ApiCall(method, params))
+        if request.headers.get("Authorization") != f"Bearer {self.token}" and params.get("token") != self.token:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        answer = self._answer(method, params)
+        return web.json_response(answer)
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "url": "https://fake.slack.test/", "team": "Fake", "user": "aios",
+                    "team_id": "T0FAKE", "user_id": BOT_USER_ID, "bot_id": "B0AIOS"}
+        if method == "chat.postMessage":
+            if not params.get("channel"):
+                return {"ok": False, "error": "channel_not_found"}
+            ts = f"1800000000.{next(self._ts):06d}"
+            return {"ok": True, "channel": params["channel"], "ts": ts,
+                    "message": {"text": params.get("text"), "ts": ts, "thread_ts": params.get("thread_ts")}}
+        if method == "chat.update":
+            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts"), "text": params.get("text")}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": f"1800000000.{next(self._ts):06d}"}
+        if method == "usergroups.users.list":
+            users = self.groups.get(str(params.get("usergroup")))
+            return {"ok": True, "users": users} if users is not None else {"ok": False, "error": "no_such_subteam"}
+        return {"ok": False, "error": "unknown_method"}
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query)
+    if request.content_type == "application/json":
+        params.update(await request.json())
+    elif request.can_read_body:
+        params.update(dict(await request.post()))
+    for key in ("blocks", "attachments"):
+        if isinstance(params.get(key), str):
+            params[key] = json.loads(params[key])
+    return params
+
+
+def _has_action(params: dict[str, Any], action_id: str) -> bool:
+    for block in params.get("blocks") or []:
+        if block.get("type") == "actions" and any(e.get("action_id") == action_id for e in block["elements"]):
+            return True
+    return False

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.bootstrap import Aios, bootstrap
+from bot.intake import IncomingIntent
+from bot.messages import HandleIntent
+from bot.settings import Settings
+from bot.slack_transport import SlackTransport
+from tests.conftest import Clock
+from tests.fakes.slack_api import TOKEN, FakeSlackApi
+
+CHANNEL = "C0SHOP"
+REQUESTER = "U0ALICE"
+MANAGER = "U0MANAGER"
+OTHER_MANAGER = "U0MANAGER2"
+
+
+def write_policy(directory: Path, extra_roles: str = "") -> Path:
+    path = directory / "policy.yaml"
+    path.write_text(f"""
+version: 1
+roles:
+  manager: [U0MANAGER, U0MANAGER2{extra_roles}]
+  editor: [U0EDITOR]
+rules:
+  - id: refunds-over-100-need-a-manager
+    when: action.name == "shop.refund" && action.params.amount > 100.0
+    verdict: require_approval
+    approvers: [manager]
+    forbid_self_approval: true
+    timeout: 4h
+  - id: small-refunds-are-fine
+    when: action.name == "shop.refund"
+    verdict: allow
+  - id: no-email
+    when: action.name == "email.send"
+    verdict: deny
+default: require_approval
+default_approvers: [manager]
+""")
+    return path
+
+
+@pytest.fixture
+async def aios(database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path) -> AsyncIterator[Aios]:
+    settings = Settings(
+        AIOS_DATABASE_URL=database_url, AIOS_POLICY_FILE=str(write_policy(tmp_path)),
+        SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=slack_api.url,
+    )
+    client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+    instance = await bootstrap(settings, SlackTransport(client), clock=clock)
+    yield instance
+    await instance.close()
+
+
+async def ask(aios: Aios, text: str, *, user: str = REQUESTER, thread_ts: str = "1700000000.000100") -> int:
+    intent_id = await aios.accept(IncomingIntent(
+        source="mention", team_id="T0FAKE", channel=CHANNEL, thread_ts=thread_ts, user=user, text=text,
+    ))
+    assert intent_id is not None
+    await aios.process(HandleIntent(intent_id))
+    return intent_id
