@@ -63,7 +63,7 @@ class ConsoleTransport:
     def _print(self, who: str, body: str) -> None:
         self.console.print(f"[bold cyan]{escape(who)}[/]")
         for line in body.splitlines():
-            self.console.print(f"  {escape(line)}", highlight=False)
+            self.console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
