@@ -26,20 +26,31 @@ from collections.abc import Sequence
 from agents.llm import LLMReply, Message, ToolCall, ToolSpec
 
 _ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})", re.IGNORECASE)
-_AMOUNT = re.compile(r"(?:\$|usd\s*)\s*(\d+(?:[.,]\d{1,2})?)|(\d+(?:\.\d{1,2})?)\s*(?:usd|dollars)\b", re.IGNORECASE)
-_TELL = re.compile(r"\b(?:and\s+)?(?:tell|email|notify|let)\s+(?:the\s+)?(?:customer|her|him|them)\b.*$", re.I)
-_CONTEXT = re.compile(
-    r"order (\d+): total \$([\d.]+), refundable \$([\d.]+), customer (\S+) <([^>]+)>, item (.+)$", re.MULTILINE
+_AMOUNT = re.compile(
+    r"(?:\$|usd\s*)\s*(\d+(?:[.,]\d{1,2})?)|(\d+(?:\.\d{1,2})?)\s*(?:usd|dollars)\b", re.IGNORECASE
 )
-_TITLE = re.compile(r"\bdraft\b.*?\b(?:titled|called|named|:)\s*[\"“']?(.+?)[\"”']?(?:\s+with body\s+[\"“'](.+?)[\"”'])?\s*$",
-                    re.IGNORECASE | re.DOTALL)
-_PUBLISH = re.compile(r"\bpublish\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?:\s+(?:at|on)\s+(\S+))?",
-                      re.IGNORECASE)
-_SCHEDULE = re.compile(r"\bschedule\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+(?:for|at|on)\s+(\S+)",
-                       re.IGNORECASE)
+_TELL = re.compile(
+    r"\b(?:and\s+)?(?:tell|email|notify|let)\s+(?:the\s+)?(?:customer|her|him|them)\b.*$", re.I
+)
+_CONTEXT = re.compile(
+    r"order (\d+): total \$([\d.]+), refundable \$([\d.]+), customer (\S+) <([^>]+)>, item (.+)$",
+    re.MULTILINE,
+)
+_TITLE = re.compile(
+    r"\bdraft\b.*?\b(?:titled|called|named|:)\s*[\"“']?(.+?)[\"”']?(?:\s+with body\s+[\"“'](.+?)[\"”'])?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_PUBLISH = re.compile(
+    r"\bpublish\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?:\s+(?:at|on)\s+(\S+))?", re.IGNORECASE
+)
+_SCHEDULE = re.compile(
+    r"\bschedule\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+(?:for|at|on)\s+(\S+)", re.IGNORECASE
+)
 _FILLER = re.compile(
     r"\b(?:please|can you|could you|partial(?:ly)?|full|refund(?:\s+of)?|order|on|for|the|because|reason|"
-    r"it|please)\b", re.IGNORECASE)
+    r"it|please)\b",
+    re.IGNORECASE,
+)
 
 
 class OfflinePlanner:
@@ -67,14 +78,18 @@ class OfflinePlanner:
             params = {"title": match.group(1).strip()}
             if match.group(2):
                 params["body"] = match.group(2)
-            return LLMReply(f"Create a draft titled “{params['title']}”.", [ToolCall("cms_create_draft", params)])
+            return LLMReply(
+                f"Create a draft titled “{params['title']}”.", [ToolCall("cms_create_draft", params)]
+            )
         return LLMReply(_help(offered))
 
 
 def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
     order = _ORDER.search(text)
     if order is None:
-        return LLMReply("Which order should I refund? Say, for example, `refund order 1001, $40, arrived broken`.")
+        return LLMReply(
+            "Which order should I refund? Say, for example, `refund order 1001, $40, arrived broken`."
+        )
     order_id = int(order.group(1))
     context = {int(m.group(1)): m for m in _CONTEXT.finditer(system)}
     known = context.get(order_id)
@@ -93,15 +108,22 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
     tell = _TELL.search(text)
     reason = _reason(text[: tell.start()] if tell else text, order, amount_match)
     calls = [ToolCall("shop_refund", {"order_id": order_id, "amount": round(amount, 2), "reason": reason})]
-    rationale = f"The requester asked to refund order {order_id} ({known.group(6)}): {how_much}; reason: {reason}."
+    rationale = (
+        f"The requester asked to refund order {order_id} ({known.group(6)}): {how_much}; reason: {reason}."
+    )
     if tell and "email_send" in offered:
         name, email = known.group(4), known.group(5)
-        calls.append(ToolCall("email_send", {
-            "to": email,
-            "subject": f"Your refund for order {order_id}",
-            "body": f"Hi {name},\n\nWe're sorry about your {known.group(6).lower()}. We have refunded "
+        calls.append(
+            ToolCall(
+                "email_send",
+                {
+                    "to": email,
+                    "subject": f"Your refund for order {order_id}",
+                    "body": f"Hi {name},\n\nWe're sorry about your {known.group(6).lower()}. We have refunded "
                     f"${amount:,.2f} to your original payment method.\n\nThe team",
-        }))
+                },
+            )
+        )
         rationale += " They also asked to tell the customer, so an email is proposed too."
     return LLMReply(rationale, calls)
 
@@ -121,6 +143,9 @@ def _help(offered: set[str]) -> str:
     if "shop_refund" in offered:
         lines += ["• `refund order 1001, $250, arrived broken` (add `and tell the customer` to email them)"]
     if "cms_create_draft" in offered:
-        lines += ['• `draft a post titled "Spring lookbook"`', "• `publish post spring-lookbook`",
-                  "• `schedule post spring-lookbook for 2026-12-01T09:00:00Z`"]
+        lines += [
+            '• `draft a post titled "Spring lookbook"`',
+            "• `publish post spring-lookbook`",
+            "• `schedule post spring-lookbook for 2026-12-01T09:00:00Z`",
+        ]
     return "\n".join(lines)

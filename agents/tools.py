@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from connectors.actions import Action
 from agents.llm import ToolSpec
+from connectors.actions import Action
 
 
 def tool_name(action_name: str) -> str:

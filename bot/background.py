@@ -23,9 +23,10 @@ class BackgroundTasks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, timeout: float = 30.0) -> None:
+    async def drain(self, grace_seconds: float = 30.0) -> None:
+        """Wait for work in flight (at shutdown), at most ``grace_seconds``."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            await asyncio.wait(set(self._tasks), timeout=grace_seconds)
 
     @staticmethod
     async def _guard(work: Coroutine[Any, Any, None], name: str) -> None:

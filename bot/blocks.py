@@ -114,5 +114,7 @@ def notice(text: str, context: str | None = None) -> Message:
     """A plain reply in a thread, with an optional small-print line (ids, rule)."""
     blocks: list[Block] = [SectionBlock(block_id="aios_notice", text=MarkdownTextObject(text=text))]
     if context:
-        blocks.append(ContextBlock(block_id="aios_notice_context", elements=[MarkdownTextObject(text=context)]))
+        blocks.append(
+            ContextBlock(block_id="aios_notice_context", elements=[MarkdownTextObject(text=context)])
+        )
     return text, _render(blocks)

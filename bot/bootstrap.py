@@ -93,7 +93,9 @@ class Aios:
             log.exception("failure_report_failed", intent=intent_id)
 
 
-async def bootstrap(settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow) -> Aios:
+async def bootstrap(
+    settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
+) -> Aios:
     policy = Policy.from_file(settings.policy_file)  # refuse a bad policy before touching anything
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
@@ -110,6 +112,14 @@ async def bootstrap(settings: Settings, transport: Transport, *, clock: Callable
     bus = MessageBus()
     handlers.register(bus)
     return Aios(
-        settings=settings, engine=engine, units=units, policy=policy, registry=registry, bus=bus,
-        handlers=handlers, background=BackgroundTasks(), clock=clock, llm=llm,
+        settings=settings,
+        engine=engine,
+        units=units,
+        policy=policy,
+        registry=registry,
+        bus=bus,
+        handlers=handlers,
+        background=BackgroundTasks(),
+        clock=clock,
+        llm=llm,
     )

@@ -29,8 +29,11 @@ from policies.errors import PolicyError
 from storage.engine import DatabaseUrlError, create_engine
 from storage.migrate import upgrade_to_head
 
-app = typer.Typer(help="AIOS: a chat-ops bot whose agents propose actions that a policy gates.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="AIOS: a chat-ops bot whose agents propose actions that a policy gates.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 sandbox_app = typer.Typer(help="The sandbox shop, CMS and outbox.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -138,15 +141,17 @@ async def _socket() -> None:
     client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     aios = await bootstrap(settings, SlackTransport(client))
     # Socket Mode payloads are not signed; the app token authenticates the connection instead.
-    bolt = build_slack_app(aios, client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode")
+    bolt = build_slack_app(
+        aios, client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode"
+    )
     handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
     try:
-        await handler.connect_async()
+        await handler.connect_async()  # type: ignore[no-untyped-call]
         await aios.recover()
         log.info("socket_mode_connected")
         await _until_stopped()
     finally:
-        await handler.close_async()
+        await handler.close_async()  # type: ignore[no-untyped-call]
         await aios.close()
 
 
@@ -181,7 +186,9 @@ def sandbox_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 
 
 def _one_line(row: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("idempotency_key", "idempotency_keys", "body"))
+    return ", ".join(
+        f"{k}={v}" for k, v in row.items() if k not in ("idempotency_key", "idempotency_keys", "body")
+    )
 
 
 @db_app.command("upgrade")

@@ -41,20 +41,29 @@ class ConsoleTransport:
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def post(
-        self, channel: str, text: str, *, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
     ) -> str:
         ts = f"1700000000.{next(self._clock):06d}"
         self.messages.append(PostedMessage(channel, ts, text, blocks, thread_ts))
         self._print("aios", render(text, blocks))
         return ts
 
-    async def update(self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None) -> None:
+    async def update(
+        self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
         for message in self.messages:
             if message.ts == ts:
                 message.text, message.blocks = text, blocks
         self._print("aios (updated its approval request)", render(text, blocks))
 
-    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+    async def post_ephemeral(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+    ) -> None:
         self._print(f"aios → only {user} sees this", render(text, None))
 
     async def group_members(self, group_id: str) -> set[str]:
@@ -100,10 +109,16 @@ class ConsoleSession:
         self._echo(user, text)
         if self.thread_ts is None:
             self.thread_ts = await self.transport.post(CONSOLE_CHANNEL, f"Thread started by <@{user}>")
-        intent_id = await self.aios.accept(IncomingIntent(
-            source="console", team_id=CONSOLE_TEAM, channel=CONSOLE_CHANNEL, thread_ts=self.thread_ts,
-            user=user, text=text,
-        ))
+        intent_id = await self.aios.accept(
+            IncomingIntent(
+                source="console",
+                team_id=CONSOLE_TEAM,
+                channel=CONSOLE_CHANNEL,
+                thread_ts=self.thread_ts,
+                user=user,
+                text=text,
+            )
+        )
         assert intent_id is not None
         await self.aios.process(HandleIntent(intent_id))
 
@@ -111,10 +126,16 @@ class ConsoleSession:
         self._echo(user, f"/aios {text}")
         command = parse_slash(text)
         if command.name == "intent":
-            intent_id = await self.aios.accept(IncomingIntent(
-                source="slash", team_id=CONSOLE_TEAM, channel=CONSOLE_CHANNEL, thread_ts=self.thread_ts,
-                user=user, text=command.argument,
-            ))
+            intent_id = await self.aios.accept(
+                IncomingIntent(
+                    source="slash",
+                    team_id=CONSOLE_TEAM,
+                    channel=CONSOLE_CHANNEL,
+                    thread_ts=self.thread_ts,
+                    user=user,
+                    text=command.argument,
+                )
+            )
             assert intent_id is not None
             await self.aios.process(HandleIntent(intent_id))
             return
@@ -174,8 +195,9 @@ async def run_chat(aios: Aios, transport: ConsoleTransport, user: str) -> None:
             return
         try:
             if click := _CLICK.match(line):
-                await session.click(click.group(3), approve=click.group(1).lower() == "approve",
-                                    approval=click.group(2))
+                await session.click(
+                    click.group(3), approve=click.group(1).lower() == "approve", approval=click.group(2)
+                )
             elif switch := _SWITCH.match(line):
                 user = switch.group(1)
             elif line.startswith("/aios"):

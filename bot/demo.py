@@ -26,8 +26,9 @@ class DemoFailedError(RuntimeError):
 async def run_demo(console: Console) -> None:
     with tempfile.TemporaryDirectory(prefix="aios-demo-") as workdir:
         # The demo always uses the packaged policy and a throwaway database, whatever the environment says.
-        settings = Settings(AIOS_DATABASE_URL=f"sqlite+aiosqlite:///{Path(workdir) / 'demo.db'}",
-                            AIOS_POLICY_FILE=None)
+        settings = Settings(
+            AIOS_DATABASE_URL=f"sqlite+aiosqlite:///{Path(workdir) / 'demo.db'}", AIOS_POLICY_FILE=None
+        )
         transport = ConsoleTransport(console)
         aios = await bootstrap(settings, transport)
         try:

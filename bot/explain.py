@@ -78,7 +78,9 @@ async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "refusal":
-            lines.append(f"  – {ref} click by <@{decision.actor}> refused at {when}: {decision.justification}")
+            lines.append(
+                f"  – {ref} click by <@{decision.actor}> refused at {when}: {decision.justification}"
+            )
         else:
             lines.append(f"  – {ref} {decision.verdict} at {when}: {decision.justification}")
     for execution in await repo.executions_for_action(action.id):

@@ -120,28 +120,40 @@ class Handlers:
             return []
         return await self._propose(intent, thread, agent.name, plan)
 
-    async def _propose(self, intent: Intent, thread: Thread, agent: str, plan: AgentPlan) -> Sequence[Message]:
+    async def _propose(
+        self, intent: Intent, thread: Thread, agent: str, plan: AgentPlan
+    ) -> Sequence[Message]:
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
         cards: list[tuple[int, blocks.ApprovalCard]] = []
         async with self.units() as uow:
-            fresh = await uow.repo.get(Intent, intent.id)
-            if fresh is None or fresh.status != IntentStatus.RECEIVED:
-                return []  # another worker got here first
-            fresh.status = IntentStatus.DISPATCHED
-            run = await uow.repo.add(Run(intent_id=fresh.id, agent=agent, rationale=plan.rationale))
+            assert intent.id is not None
+            if not await uow.repo.claim_intent(intent.id):
+                return []  # another worker planned this intent first
+            run = await uow.repo.add(Run(intent_id=intent.id, agent=agent, rationale=plan.rationale))
             assert run.id is not None
             for action in plan.actions:
-                proposed = await uow.repo.add(ProposedAction(
-                    run_id=run.id, name=action.name, params=action.model_dump(mode="json"),
-                    rationale=plan.rationale,
-                ))
+                proposed = await uow.repo.add(
+                    ProposedAction(
+                        run_id=run.id,
+                        name=action.name,
+                        params=action.model_dump(mode="json"),
+                        rationale=plan.rationale,
+                    )
+                )
                 assert proposed.id is not None
                 verdict = self.policy.evaluate(action.name, proposed.params, intent.user)
-                decision = await uow.repo.add(Decision(
-                    action_id=proposed.id, kind="policy", verdict=verdict.verdict, rule_id=verdict.rule_id,
-                    policy_hash=verdict.policy_hash, justification=plan.rationale, actor="policy",
-                ))
+                decision = await uow.repo.add(
+                    Decision(
+                        action_id=proposed.id,
+                        kind="policy",
+                        verdict=verdict.verdict,
+                        rule_id=verdict.rule_id,
+                        policy_hash=verdict.policy_hash,
+                        justification=plan.rationale,
+                        actor="policy",
+                    )
+                )
                 DECISIONS.labels(verdict=verdict.verdict).inc()
                 ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
                 if verdict.verdict == "allow":
@@ -150,10 +162,14 @@ class Handlers:
                     replies.append((f"Allowed by policy: {action.summary()}. Running it now.", ids))
                 elif verdict.verdict == "deny":
                     proposed.status = ActionStatus.DENIED
-                    replies.append((f":no_entry: Not allowed: {action.summary()}. {verdict.explanation}.", ids))
+                    replies.append(
+                        (f":no_entry: Not allowed: {action.summary()}. {verdict.explanation}.", ids)
+                    )
                 else:
                     proposed.status = ActionStatus.AWAITING_APPROVAL
-                    approval = await self._request_approval(uow.repo, proposed, decision, intent, thread, verdict)
+                    approval = await self._request_approval(
+                        uow.repo, proposed, decision, intent, thread, verdict
+                    )
                     assert approval.id is not None
                     cards.append((approval.id, self._card(approval, proposed, decision, verdict.explanation)))
                 uow.repo.session.add(proposed)
@@ -166,24 +182,36 @@ class Handlers:
             text, message_blocks = blocks.approval_request(card)
             ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
             async with self.units() as uow:
-                approval = await uow.repo.get(Approval, approval_id)
-                assert approval is not None
-                approval.message_ts = ts
-                uow.repo.session.add(approval)
+                stored = await uow.repo.get(Approval, approval_id)
+                assert stored is not None
+                stored.message_ts = ts
+                uow.repo.session.add(stored)
                 await uow.commit()
         return followups
 
     async def _request_approval(
-        self, repo: Repository, proposed: ProposedAction, decision: Decision, intent: Intent, thread: Thread,
+        self,
+        repo: Repository,
+        proposed: ProposedAction,
+        decision: Decision,
+        intent: Intent,
+        thread: Thread,
         verdict: PolicyVerdict,
     ) -> Approval:
         assert proposed.id is not None and decision.id is not None
         expires_at = self.clock() + verdict.timeout if verdict.timeout else None
-        return await repo.add(Approval(
-            action_id=proposed.id, decision_id=decision.id, approver_roles=list(verdict.approver_roles),
-            forbid_self_approval=verdict.forbid_self_approval, requester=intent.user,
-            channel=thread.channel, thread_ts=thread.ts, expires_at=expires_at,
-        ))
+        return await repo.add(
+            Approval(
+                action_id=proposed.id,
+                decision_id=decision.id,
+                approver_roles=list(verdict.approver_roles),
+                forbid_self_approval=verdict.forbid_self_approval,
+                requester=intent.user,
+                channel=thread.channel,
+                thread_ts=thread.ts,
+                expires_at=expires_at,
+            )
+        )
 
     # --- approvals -----------------------------------------------------------------------------
 
@@ -192,15 +220,20 @@ class Handlers:
         async with self.units() as uow:
             approval = await uow.repo.get(Approval, command.approval_id)
         if approval is None:
-            await self.transport.post_ephemeral(command.channel, command.user, f"There is no approval {approval_ref}.")
+            await self.transport.post_ephemeral(
+                command.channel, command.user, f"There is no approval {approval_ref}."
+            )
             return []
         policy_decision = await self._get_decision(approval.decision_id)
         roles = self.policy.roles
         groups = {g: await self.transport.group_members(g) for g in group_ids(roles, approval.approver_roles)}
         now = self.clock()
         view = ApprovalRequestView(
-            status=approval.status, requester=approval.requester, approver_roles=tuple(approval.approver_roles),
-            forbid_self_approval=approval.forbid_self_approval, expires_at=approval.expires_at,
+            status=approval.status,
+            requester=approval.requester,
+            approver_roles=tuple(approval.approver_roles),
+            forbid_self_approval=approval.forbid_self_approval,
+            expires_at=approval.expires_at,
         )
         refusal = authorise_approval(
             view, command.user, approve=command.approve, roles=roles, group_members=groups, now=now
@@ -221,18 +254,26 @@ class Handlers:
                 assert proposed is not None
                 proposed.status = ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED
                 uow.repo.session.add(proposed)
-                await uow.repo.add(Decision(
-                    action_id=approval.action_id, kind="human", verdict=outcome.value,
-                    rule_id=policy_decision.rule_id, policy_hash=policy_decision.policy_hash,
-                    justification=f"{outcome.value} in Slack by <@{command.user}>", actor=command.user,
-                ))
+                await uow.repo.add(
+                    Decision(
+                        action_id=approval.action_id,
+                        kind="human",
+                        verdict=outcome.value,
+                        rule_id=policy_decision.rule_id,
+                        policy_hash=policy_decision.policy_hash,
+                        justification=f"{outcome.value} in Slack by <@{command.user}>",
+                        actor=command.user,
+                    )
+                )
                 run = await uow.repo.get(Run, proposed.run_id)
                 assert run is not None
                 await self._refresh_run_status(uow.repo, run)
                 await uow.commit()
         if not won:
             # Another click won the compare-and-set between our read and our write.
-            await self._refuse(approval, command, Refusal.ALREADY_DECIDED, policy_decision.rule_id or "default")
+            await self._refuse(
+                approval, command, Refusal.ALREADY_DECIDED, policy_decision.rule_id or "default"
+            )
             return []
         DECISIONS.labels(verdict=outcome.value).inc()
         log.info("approval_decided", approval=approval.id, outcome=outcome.value, user=command.user)
@@ -246,18 +287,28 @@ class Handlers:
         )
         return []
 
-    async def _refuse(self, approval: Approval, command: DecideApproval, refusal: Refusal, rule_id: str) -> None:
+    async def _refuse(
+        self, approval: Approval, command: DecideApproval, refusal: Refusal, rule_id: str
+    ) -> None:
         text = REFUSAL_TEXT[refusal].format(
             approval=format_id("AP", approval.id), rule=rule_id, roles=" or ".join(approval.approver_roles)
         )
         async with self.units() as uow:
-            await uow.repo.add(Decision(
-                action_id=approval.action_id, kind="refusal", verdict=f"refused:{refusal.value}",
-                rule_id=rule_id, justification=text, actor=command.user,
-            ))
+            await uow.repo.add(
+                Decision(
+                    action_id=approval.action_id,
+                    kind="refusal",
+                    verdict=f"refused:{refusal.value}",
+                    rule_id=rule_id,
+                    justification=text,
+                    actor=command.user,
+                )
+            )
             await uow.commit()
         DECISIONS.labels(verdict="refused").inc()
-        await self.transport.post_ephemeral(approval.channel, command.user, text, thread_ts=approval.thread_ts)
+        await self.transport.post_ephemeral(
+            approval.channel, command.user, text, thread_ts=approval.thread_ts
+        )
 
     async def _expire(self, approval: Approval, now: datetime) -> None:
         async with self.units() as uow:
@@ -267,10 +318,15 @@ class Handlers:
             assert proposed is not None
             proposed.status = ActionStatus.EXPIRED
             uow.repo.session.add(proposed)
-            await uow.repo.add(Decision(
-                action_id=approval.action_id, kind="expiry", verdict="expired", actor="clock",
-                justification="nobody decided before the rule's timeout",
-            ))
+            await uow.repo.add(
+                Decision(
+                    action_id=approval.action_id,
+                    kind="expiry",
+                    verdict="expired",
+                    actor="clock",
+                    justification="nobody decided before the rule's timeout",
+                )
+            )
             run = await uow.repo.get(Run, proposed.run_id)
             assert run is not None
             await self._refresh_run_status(uow.repo, run)
@@ -294,16 +350,24 @@ class Handlers:
                 return [ActionFailed(command.action_id, str(exc))]
             key = idempotency_key(command.action_id, action)
             # Claim the key: of any number of concurrent executions of this action, one inserts the row.
-            claimed = await uow.repo.insert_if_absent(Execution, {
-                "action_id": command.action_id, "idempotency_key": key, "status": ExecutionStatus.STARTED,
-                "result": {}, "started_at": self.clock(),
-            })
+            claimed = await uow.repo.insert_if_absent(
+                Execution,
+                {
+                    "action_id": command.action_id,
+                    "idempotency_key": key,
+                    "status": ExecutionStatus.STARTED,
+                    "result": {},
+                    "started_at": self.clock(),
+                },
+            )
             await uow.commit()
         if not claimed:
             log.info("execution_already_claimed", action=command.action_id)
             return []
         try:
-            async for attempt in stamina.retry_context(on=TransientConnectorError, attempts=CONNECTOR_ATTEMPTS):
+            async for attempt in stamina.retry_context(
+                on=TransientConnectorError, attempts=CONNECTOR_ATTEMPTS
+            ):
                 with attempt:
                     async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
                         result = await self.registry.execute(action, key)
@@ -330,7 +394,9 @@ class Handlers:
             uow.repo.session.add(execution)
             proposed = await uow.repo.get(ProposedAction, execution.action_id)
             assert proposed is not None
-            proposed.status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
+            proposed.status = (
+                ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
+            )
             uow.repo.session.add(proposed)
             run = await uow.repo.get(Run, proposed.run_id)
             assert run is not None
@@ -346,7 +412,8 @@ class Handlers:
         action = self.registry.validate(proposed.name, proposed.params)
         details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
         await self._say(
-            thread, f":white_check_mark: Done: {action.summary()}. ({details})",
+            thread,
+            f":white_check_mark: Done: {action.summary()}. ({details})",
             context=f"`{format_id('E', execution.id)}` · `{format_id('A', proposed.id)}` · "
             f"`/aios why {format_id('A', proposed.id)}` explains it",
         )
@@ -355,7 +422,8 @@ class Handlers:
     async def report_failure(self, event: ActionFailed) -> Sequence[Message]:
         thread, proposed = await self._thread_of_action(event.action_id)
         await self._say(
-            thread, f":x: {proposed.name} failed: {event.error}. Nothing was changed by this attempt.",
+            thread,
+            f":x: {proposed.name} failed: {event.error}. Nothing was changed by this attempt.",
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []
@@ -367,8 +435,11 @@ class Handlers:
         if intent.thread_ts is not None:
             return Thread(intent.channel, intent.thread_ts)
         ts = await self.transport.post(
-            intent.channel, f"<@{intent.user}> asked: {intent.text}",
-            blocks=blocks.notice(f"<@{intent.user}> asked: {intent.text}", f"`{format_id('I', intent.id)}`")[1],
+            intent.channel,
+            f"<@{intent.user}> asked: {intent.text}",
+            blocks=blocks.notice(f"<@{intent.user}> asked: {intent.text}", f"`{format_id('I', intent.id)}`")[
+                1
+            ],
         )
         async with self.units() as uow:
             stored = await uow.repo.get(Intent, intent.id)
@@ -424,10 +495,16 @@ class Handlers:
     ) -> blocks.ApprovalCard:
         action = self.registry.validate(proposed.name, proposed.params)
         return blocks.ApprovalCard(
-            approval_id=format_id("AP", approval.id), action_id=format_id("A", proposed.id),
-            decision_id=format_id("D", decision.id), summary=action.summary(), params=proposed.params,
-            rationale=proposed.rationale, rule_id=decision.rule_id or "default", reason=reason,
-            approver_roles=tuple(approval.approver_roles), requester=approval.requester,
+            approval_id=format_id("AP", approval.id),
+            action_id=format_id("A", proposed.id),
+            decision_id=format_id("D", decision.id),
+            summary=action.summary(),
+            params=proposed.params,
+            rationale=proposed.rationale,
+            rule_id=decision.rule_id or "default",
+            reason=reason,
+            approver_roles=tuple(approval.approver_roles),
+            requester=approval.requester,
             expires_at=approval.expires_at,
         )
 
@@ -443,7 +520,7 @@ class Handlers:
         return (
             "I didn't catch which agent should handle that. I can do returns and refunds "
             "(`refund order 1001, $40, arrived broken`) and content "
-            "(`draft a post titled \"Spring lookbook\"`, `publish post spring-lookbook`). "
+            '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
             "`/aios help` lists the commands."
         )
 

@@ -25,10 +25,16 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> i
     async with units() as uow:
         if incoming.delivery_key is not None and not await uow.repo.record_delivery(incoming.delivery_key):
             return None
-        intent = await uow.repo.add(Intent(
-            source=incoming.source, team_id=incoming.team_id, channel=incoming.channel,
-            thread_ts=incoming.thread_ts, user=incoming.user, text=incoming.text,
-        ))
+        intent = await uow.repo.add(
+            Intent(
+                source=incoming.source,
+                team_id=incoming.team_id,
+                channel=incoming.channel,
+                thread_ts=incoming.thread_ts,
+                user=incoming.user,
+                text=incoming.text,
+            )
+        )
         await uow.commit()
     INTENTS.labels(source=incoming.source).inc()
     assert intent.id is not None

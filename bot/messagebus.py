@@ -47,4 +47,4 @@ class MessageBus:
                     try:
                         queue.extend(await subscriber(current))
                     except Exception:
-                        log.exception("event_handler_failed", event=type(current).__name__)
+                        log.exception("event_handler_failed", message_type=type(current).__name__)

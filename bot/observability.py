@@ -10,7 +10,8 @@ from prometheus_client import Counter, Histogram
 
 SLACK_REQUESTS = Counter("aios_slack_requests_total", "Slack requests received", ["kind"])
 ACK_SECONDS = Histogram(
-    "aios_slack_ack_seconds", "Time from receiving a Slack request to answering it",
+    "aios_slack_ack_seconds",
+    "Time from receiving a Slack request to answering it",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 INTENTS = Counter("aios_intents_total", "Intents accepted", ["source"])

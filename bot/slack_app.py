@@ -41,10 +41,16 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
                 _answer_privately(aios, parsed, command["channel_id"], command["user_id"]), name="slash_query"
             )
             return
-        intent_id = await aios.accept(IncomingIntent(
-            source="slash", team_id=command.get("team_id", ""), channel=command["channel_id"], thread_ts=None,
-            user=command["user_id"], text=parsed.argument,
-        ))
+        intent_id = await aios.accept(
+            IncomingIntent(
+                source="slash",
+                team_id=command.get("team_id", ""),
+                channel=command["channel_id"],
+                thread_ts=None,
+                user=command["user_id"],
+                text=parsed.argument,
+            )
+        )
         await ack(text=f"Got it (I-{intent_id}); I'll answer in a thread in this channel.")
         assert intent_id is not None
         aios.submit(HandleIntent(intent_id))
@@ -79,13 +85,21 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     return app
 
 
-async def _accept_event(aios: Aios, ack: AsyncAck, body: dict[str, Any], event: dict[str, Any], *, source: str) -> None:
+async def _accept_event(
+    aios: Aios, ack: AsyncAck, body: dict[str, Any], event: dict[str, Any], *, source: str
+) -> None:
     text = _MENTION.sub("", event.get("text", "")).strip()
-    intent_id = await aios.accept(IncomingIntent(
-        source=source, team_id=body.get("team_id", ""), channel=event["channel"],
-        thread_ts=event.get("thread_ts") or event["ts"], user=event.get("user", ""), text=text,
-        delivery_key=body.get("event_id"),
-    ))
+    intent_id = await aios.accept(
+        IncomingIntent(
+            source=source,
+            team_id=body.get("team_id", ""),
+            channel=event["channel"],
+            thread_ts=event.get("thread_ts") or event["ts"],
+            user=event.get("user", ""),
+            text=text,
+            delivery_key=body.get("event_id"),
+        )
+    )
     await ack()
     if intent_id is None:
         log.info("duplicate_delivery_dropped", event_id=body.get("event_id"))

@@ -17,17 +17,26 @@ class SlackTransport:
         self._groups: dict[str, tuple[float, set[str]]] = {}
 
     async def post(
-        self, channel: str, text: str, *, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
     ) -> str:
         response = await self._client.chat_postMessage(
             channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False
         )
         return str(response["ts"])
 
-    async def update(self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None) -> None:
+    async def update(
+        self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
         await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
 
-    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+    async def post_ephemeral(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+    ) -> None:
         await self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
 
     async def group_members(self, group_id: str) -> set[str]:
@@ -39,6 +48,6 @@ class SlackTransport:
         except SlackApiError:
             # Fail closed: an unreadable group grants nobody the role.
             return set()
-        members = set(response.get("users", []))
+        members: set[str] = set(response.get("users", []))
         self._groups[group_id] = (time.monotonic(), members)
         return members

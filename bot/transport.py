@@ -7,7 +7,12 @@ from typing import Any, Protocol
 
 class Transport(Protocol):
     async def post(
-        self, channel: str, text: str, *, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
     ) -> str:
         """Post a message (in a thread when ``thread_ts`` is given) and return its ``ts``."""
         ...
@@ -16,7 +21,9 @@ class Transport(Protocol):
         self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
     ) -> None: ...
 
-    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+    async def post_ephemeral(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+    ) -> None:
         """A message only ``user`` sees: refusals, explanations."""
         ...
 

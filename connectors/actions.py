@@ -55,7 +55,9 @@ class CmsPublish(Action):
     description: ClassVar[str] = "Publish a post now, or schedule it for a later time."
 
     slug: Slug
-    publish_at: datetime | None = Field(default=None, description="When to publish (ISO 8601); now if omitted")
+    publish_at: datetime | None = Field(
+        default=None, description="When to publish (ISO 8601); now if omitted"
+    )
 
     def summary(self) -> str:
         when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"

@@ -28,10 +28,13 @@ class SandboxCms:
                     if idempotency_key in post.idempotency_keys:
                         return _post_result(post, replayed=True)
                     raise PermanentConnectorError(f"a post with the slug {slug!r} already exists")
-                post = SandboxPost(slug=slug, title=action.title, body=action.body,
-                                   idempotency_keys=[idempotency_key])
+                post = SandboxPost(
+                    slug=slug, title=action.title, body=action.body, idempotency_keys=[idempotency_key]
+                )
             elif isinstance(action, CmsPublish):
-                post = (await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))).first()
+                post = (
+                    await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
+                ).first()
                 if post is None:
                     raise PermanentConnectorError(f"there is no post with the slug {action.slug!r}")
                 if idempotency_key in post.idempotency_keys:

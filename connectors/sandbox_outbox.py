@@ -20,8 +20,12 @@ class SandboxOutbox:
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, EmailSend)
-        values = {"to": action.to, "subject": action.subject, "body": action.body,
-                  "idempotency_key": idempotency_key}
+        values = {
+            "to": action.to,
+            "subject": action.subject,
+            "body": action.body,
+            "idempotency_key": idempotency_key,
+        }
         try:
             async with self._units() as uow:
                 inserted = await uow.repo.insert_if_absent(SandboxEmail, values)

@@ -14,16 +14,37 @@ from connectors.errors import PermanentConnectorError
 from storage.records import SandboxOrder, SandboxRefund
 
 SEED_ORDERS = (
-    SandboxOrder(id=1001, customer_name="Maya Patel", customer_email="maya@example.com",
-                 item="Ceramic pour-over set", total=320.00),
-    SandboxOrder(id=1002, customer_name="Tom Becker", customer_email="tom@example.com",
-                 item="Linen apron", total=48.00),
-    SandboxOrder(id=1003, customer_name="Ana Lima", customer_email="ana@example.com",
-                 item="Countertop blender", total=129.00),
-    SandboxOrder(id=1004, customer_name="Sam Okafor", customer_email="sam@example.com",
-                 item="Cast-iron skillet", total=75.50),
-    SandboxOrder(id=1005, customer_name="Lena Schulz", customer_email="lena@example.com",
-                 item="Espresso grinder", total=410.00),
+    SandboxOrder(
+        id=1001,
+        customer_name="Maya Patel",
+        customer_email="maya@example.com",
+        item="Ceramic pour-over set",
+        total=320.00,
+    ),
+    SandboxOrder(
+        id=1002, customer_name="Tom Becker", customer_email="tom@example.com", item="Linen apron", total=48.00
+    ),
+    SandboxOrder(
+        id=1003,
+        customer_name="Ana Lima",
+        customer_email="ana@example.com",
+        item="Countertop blender",
+        total=129.00,
+    ),
+    SandboxOrder(
+        id=1004,
+        customer_name="Sam Okafor",
+        customer_email="sam@example.com",
+        item="Cast-iron skillet",
+        total=75.50,
+    ),
+    SandboxOrder(
+        id=1005,
+        customer_name="Lena Schulz",
+        customer_email="lena@example.com",
+        item="Espresso grinder",
+        total=410.00,
+    ),
 )
 
 
@@ -59,8 +80,9 @@ class SandboxShop:
             order = await uow.repo.get(SandboxOrder, order_id)
             if order is None:
                 return None
-            return OrderInfo(order.id, order.customer_name, order.customer_email, order.item,
-                             order.total, order.refunded)
+            return OrderInfo(
+                order.id, order.customer_name, order.customer_email, order.item, order.total, order.refunded
+            )
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, ShopRefund)
@@ -89,7 +111,9 @@ class SandboxShop:
                     f"order {order.id} has ${refundable:,.2f} left to refund; ${action.amount:,.2f} is too much"
                 )
             refund = await uow.repo.add(
-                SandboxRefund(order_id=order.id, amount=action.amount, reason=action.reason, idempotency_key=key)
+                SandboxRefund(
+                    order_id=order.id, amount=action.amount, reason=action.reason, idempotency_key=key
+                )
             )
             order.refunded = round(order.refunded + action.amount, 2)
             order.status = "refunded" if order.refunded >= order.total else "partially_refunded"

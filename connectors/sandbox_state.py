@@ -12,7 +12,10 @@ from storage.unit_of_work import UnitOfWorkFactory
 
 async def sandbox_state(units: UnitOfWorkFactory) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, type[SQLModel]] = {
-        "orders": SandboxOrder, "refunds": SandboxRefund, "posts": SandboxPost, "emails": SandboxEmail,
+        "orders": SandboxOrder,
+        "refunds": SandboxRefund,
+        "posts": SandboxPost,
+        "emails": SandboxEmail,
     }
     state: dict[str, list[dict[str, Any]]] = {}
     async with units() as uow:

@@ -67,7 +67,9 @@ class Policy:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise PolicyError(f"cannot read policy file {path}: {exc.strerror}; check AIOS_POLICY_FILE") from exc
+            raise PolicyError(
+                f"cannot read policy file {path}: {exc.strerror}; check AIOS_POLICY_FILE"
+            ) from exc
         return cls.from_text(text, str(path))
 
     @property
@@ -86,13 +88,17 @@ class Policy:
                 matched = compiled.program.execute(activation)
             except Exception as exc:  # any failure inside CEL must deny, never allow
                 return self._verdict(
-                    "deny", rule.id, f"the condition of rule {rule.id} could not be evaluated ({exc}), so the "
-                    "action is blocked"
+                    "deny",
+                    rule.id,
+                    f"the condition of rule {rule.id} could not be evaluated ({exc}), so the "
+                    "action is blocked",
                 )
             if not isinstance(matched, bool):
                 return self._verdict(
-                    "deny", rule.id, f"the condition of rule {rule.id} gave {matched!r}, not true or false, "
-                    "so the action is blocked"
+                    "deny",
+                    rule.id,
+                    f"the condition of rule {rule.id} gave {matched!r}, not true or false, "
+                    "so the action is blocked",
                 )
             if matched:
                 return self._verdict_for(rule)
@@ -152,7 +158,8 @@ def _compile(rule: Rule, source: str) -> _CompiledRule:
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     """Name the rule by its id, not its index, so the message points at the line to fix."""
     problems = []
-    rules = raw.get("rules") if isinstance(raw.get("rules"), list) else []
+    listed = raw.get("rules")
+    rules: list[Any] = listed if isinstance(listed, list) else []
     for error in exc.errors():
         loc = list(error["loc"])
         where = ".".join(str(part) for part in loc) or "top level"

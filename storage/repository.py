@@ -19,6 +19,7 @@ from storage.records import (
     Delivery,
     Execution,
     Intent,
+    IntentStatus,
     ProposedAction,
     Run,
     utcnow,
@@ -91,6 +92,15 @@ class Repository:
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)
         return {status: count for status, count in (await self.session.exec(query)).all()}
+
+    async def claim_intent(self, intent_id: int) -> bool:
+        """Compare-and-set received → dispatched, so an intent is planned by one worker only."""
+        statement = (
+            update(Intent)
+            .where(col(Intent.id) == intent_id, col(Intent.status) == IntentStatus.RECEIVED)
+            .values(status=IntentStatus.DISPATCHED)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime

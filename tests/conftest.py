@@ -27,12 +27,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str
     if not POSTGRES_URL:
         if POSTGRES_REQUIRED:
             pytest.fail("AIOS_REQUIRE_POSTGRES=1 but AIOS_TEST_POSTGRES_URL is not set")
-        pytest.skip("PostgreSQL tests need AIOS_TEST_POSTGRES_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1/test)")
+        pytest.skip(
+            "PostgreSQL tests need AIOS_TEST_POSTGRES_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1/test)"
+        )
     async with throwaway_postgres(POSTGRES_URL) as url:
         yield url
 
 
-class throwaway_postgres:  # noqa: N801  (used like a function: `async with throwaway_postgres(url)`)
+class throwaway_postgres:
     def __init__(self, base_url: str) -> None:
         self.base = make_url(base_url)
         self.name = f"aios_test_{uuid.uuid4().hex[:12]}"

@@ -30,10 +30,14 @@ def free_port() -> int:
 
 def aios_env(database_url: str, slack_api_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "SLACK_", "ANTHROPIC_"))}
-    env.update({
-        "AIOS_DATABASE_URL": database_url, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack_api_url,
-    })
+    env.update(
+        {
+            "AIOS_DATABASE_URL": database_url,
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack_api_url,
+        }
+    )
     return env
 
 
@@ -74,8 +78,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         env = aios_env(f"sqlite+aiosqlite:///{database}", slack.url)
         port = free_port()
         process = subprocess.Popen(
-            [AIOS, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [AIOS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -16,8 +16,14 @@ from tests.fakes.slack_payloads import SIGNING_SECRET, app_mention, block_action
 REQUESTER, TEAMMATE, MANAGER = "U0ALICE", "U0BOB", "U0MANAGER"
 
 
-async def send(server: Server, body: str, content_type: str, *, headers: dict[str, str] | None = None,
-               secret: str = SIGNING_SECRET) -> tuple[int, str, float]:
+async def send(
+    server: Server,
+    body: str,
+    content_type: str,
+    *,
+    headers: dict[str, str] | None = None,
+    secret: str = SIGNING_SECRET,
+) -> tuple[int, str, float]:
     all_headers = {"Content-Type": content_type, **sign(body, secret=secret), **(headers or {})}
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
@@ -27,8 +33,11 @@ async def send(server: Server, body: str, content_type: str, *, headers: dict[st
 
 
 def in_thread(slack: FakeSlackApi, thread_ts: str, contains: str) -> list[ApiCall]:
-    return [c for c in slack.calls_to("chat.postMessage")
-            if c.params.get("thread_ts") == thread_ts and contains in c.params.get("text", "")]
+    return [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.params.get("thread_ts") == thread_ts and contains in c.params.get("text", "")
+    ]
 
 
 def approval_value(call: ApiCall) -> str:
@@ -44,15 +53,21 @@ def ephemerals_for(slack: FakeSlackApi, user: str) -> list[str]:
 
 async def test_slash_command_refund_is_gated_approved_once_and_explained(server: Server) -> None:
     slack = server.slack
-    status, body, ack_seconds = await send(server, *slash_command("refund order 1001 $250 arrived broken",
-                                                                  user=REQUESTER))
+    status, body, ack_seconds = await send(
+        server, *slash_command("refund order 1001 $250 arrived broken", user=REQUESTER)
+    )
     assert status == 200 and "Got it" in body
     print(f"\nslash command ack: {ack_seconds * 1000:.1f} ms")
 
-    root = slack.wait_for(lambda s: [c for c in s.calls_to("chat.postMessage") if "asked: refund order 1001"
-                                     in c.params["text"]])[0]
+    root = slack.wait_for(
+        lambda s: [
+            c for c in s.calls_to("chat.postMessage") if "asked: refund order 1001" in c.params["text"]
+        ]
+    )[0]
     root_ts = slack.wait_for(lambda s: _ts_of(s, root))
-    request = slack.wait_for(lambda s: [c for c in s.approval_requests() if "order 1001" in c.params["text"]])[0]
+    request = slack.wait_for(
+        lambda s: [c for c in s.approval_requests() if "order 1001" in c.params["text"]]
+    )[0]
     assert request.params["thread_ts"] == root_ts and request.params["channel"] == "C0SHOP"
     approval = approval_value(request)
     message_ts = slack.wait_for(lambda s: _ts_of(s, request))
@@ -77,9 +92,17 @@ async def test_slash_command_refund_is_gated_approved_once_and_explained(server:
     assert [(r["order_id"], r["amount"]) for r in refunds] == [(1001, 250.0)]
 
     await send(server, *slash_command(f"why {approval}", user=REQUESTER))
-    explanation = slack.wait_for(lambda s: [t for t in ephemerals_for(s, REQUESTER) if t.startswith("*Why")])[0]
-    for expected in ("refund order 1001 $250 arrived broken", "refunds-over-100-need-a-manager",
-                     "require_approval", "approved* by <@U0MANAGER>", "succeeded", "<@U0BOB> refused"):
+    explanation = slack.wait_for(lambda s: [t for t in ephemerals_for(s, REQUESTER) if t.startswith("*Why")])[
+        0
+    ]
+    for expected in (
+        "refund order 1001 $250 arrived broken",
+        "refunds-over-100-need-a-manager",
+        "require_approval",
+        "approved* by <@U0MANAGER>",
+        "succeeded",
+        "<@U0BOB> refused",
+    ):
         assert expected in explanation.replace("click by ", ""), expected
     cli = server.cli("why", approval)
     assert cli.returncode == 0 and "refunds-over-100-need-a-manager" in cli.stdout
@@ -94,11 +117,17 @@ def _ts_of(slack: FakeSlackApi, call: ApiCall) -> str | None:
 async def test_mention_in_a_thread_answers_there_and_a_redelivered_event_runs_once(server: Server) -> None:
     slack = server.slack
     thread = "1700000001.000100"
-    body, content_type = app_mention("refund $40 on order 1005, strap tore", user=REQUESTER, ts="1700000001.000200",
-                                     thread_ts=thread, event_id="Ev0REDELIVERED")
+    body, content_type = app_mention(
+        "refund $40 on order 1005, strap tore",
+        user=REQUESTER,
+        ts="1700000001.000200",
+        thread_ts=thread,
+        event_id="Ev0REDELIVERED",
+    )
     first = await send(server, body, content_type)
-    retry = await send(server, body, content_type, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason":
-                                                            "http_timeout"})
+    retry = await send(
+        server, body, content_type, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    )
     assert (first[0], retry[0]) == (200, 200)
 
     slack.wait_for(lambda s: in_thread(s, thread, "Done: Refund $40.00 on order 1005"))
@@ -107,8 +136,9 @@ async def test_mention_in_a_thread_answers_there_and_a_redelivered_event_runs_on
 
 
 async def test_forged_and_stale_requests_are_refused_and_change_nothing(server: Server) -> None:
-    forged = await send(server, *slash_command("refund $10 on order 1004, forged", user=REQUESTER),
-                        secret="not-the-secret")
+    forged = await send(
+        server, *slash_command("refund $10 on order 1004, forged", user=REQUESTER), secret="not-the-secret"
+    )
     body, content_type = slash_command("refund $11 on order 1004, stale", user=REQUESTER)
     stale_headers = sign(body, timestamp=int(time.time()) - 600)
     stale = await send(server, body, content_type, headers=stale_headers)
@@ -116,8 +146,13 @@ async def test_forged_and_stale_requests_are_refused_and_change_nothing(server: 
 
     # A genuine request sent afterwards is handled; the refused ones never were.
     await send(server, *slash_command("refund $12 on order 1004, genuine", user=REQUESTER))
-    server.slack.wait_for(lambda s: [c for c in s.calls_to("chat.postMessage")
-                                     if "Done: Refund $12.00 on order 1004" in c.params["text"]])
+    server.slack.wait_for(
+        lambda s: [
+            c
+            for c in s.calls_to("chat.postMessage")
+            if "Done: Refund $12.00 on order 1004" in c.params["text"]
+        ]
+    )
     assert [r["amount"] for r in server.sandbox()["refunds"] if r["order_id"] == 1004] == [12.0]
 
 
@@ -133,8 +168,10 @@ async def test_slash_command_ack_latency(server: Server) -> None:
         status, _, seconds = await send(server, *slash_command("publish post nothing-here", user=REQUESTER))
         assert status == 200
         intent_latencies.append(seconds)
-    print(f"\nslash ack p50 (status): {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p50 (intent, persisted first): {statistics.median(intent_latencies) * 1000:.1f} ms")
+    print(
+        f"\nslash ack p50 (status): {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p50 (intent, persisted first): {statistics.median(intent_latencies) * 1000:.1f} ms"
+    )
     assert max(latencies + intent_latencies) < 3.0
 
 

@@ -73,7 +73,9 @@ class FakeSlackApi:
             if result:
                 return result
             time.sleep(0.02)
-        raise AssertionError(f"the fake Slack API did not see what was expected within {timeout}s: {self.calls}")
+        raise AssertionError(
+            f"the fake Slack API did not see what was expected within {timeout}s: {self.calls}"
+        )
 
     def approval_requests(self) -> list[ApiCall]:
         """chat.postMessage calls whose blocks carry the Approve button."""
@@ -95,28 +97,51 @@ class FakeSlackApi:
         params = await _params(request)
         with self._lock:
             self.calls.append(ApiCall(method, params))
-        if request.headers.get("Authorization") != f"Bearer {self.token}" and params.get("token") != self.token:
+        if (
+            request.headers.get("Authorization") != f"Bearer {self.token}"
+            and params.get("token") != self.token
+        ):
             return web.json_response({"ok": False, "error": "invalid_auth"})
         answer = self._answer(method, params)
         return web.json_response(answer)
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
-            return {"ok": True, "url": "https://fake.slack.test/", "team": "Fake", "user": "aios",
-                    "team_id": "T0FAKE", "user_id": BOT_USER_ID, "bot_id": "B0AIOS"}
+            return {
+                "ok": True,
+                "url": "https://fake.slack.test/",
+                "team": "Fake",
+                "user": "aios",
+                "team_id": "T0FAKE",
+                "user_id": BOT_USER_ID,
+                "bot_id": "B0AIOS",
+            }
         if method == "chat.postMessage":
             if not params.get("channel"):
                 return {"ok": False, "error": "channel_not_found"}
             ts = f"1800000000.{next(self._ts):06d}"
-            return {"ok": True, "channel": params["channel"], "ts": ts,
-                    "message": {"text": params.get("text"), "ts": ts, "thread_ts": params.get("thread_ts")}}
+            return {
+                "ok": True,
+                "channel": params["channel"],
+                "ts": ts,
+                "message": {"text": params.get("text"), "ts": ts, "thread_ts": params.get("thread_ts")},
+            }
         if method == "chat.update":
-            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts"), "text": params.get("text")}
+            return {
+                "ok": True,
+                "channel": params.get("channel"),
+                "ts": params.get("ts"),
+                "text": params.get("text"),
+            }
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"1800000000.{next(self._ts):06d}"}
         if method == "usergroups.users.list":
             users = self.groups.get(str(params.get("usergroup")))
-            return {"ok": True, "users": users} if users is not None else {"ok": False, "error": "no_such_subteam"}
+            return (
+                {"ok": True, "users": users}
+                if users is not None
+                else {"ok": False, "error": "no_such_subteam"}
+            )
         return {"ok": False, "error": "unknown_method"}
 
 

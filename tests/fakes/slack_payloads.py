@@ -20,42 +20,92 @@ def sign(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = Non
 
 
 def slash_command(text: str, *, user: str, channel: str = "C0SHOP", team: str = "T0FAKE") -> tuple[str, str]:
-    body = urlencode({
-        "token": "legacy", "team_id": team, "team_domain": "fake", "channel_id": channel, "channel_name": "shop",
-        "user_id": user, "user_name": user.lower(), "command": "/aios", "text": text,
-        "api_app_id": "A0AIOS", "response_url": "https://hooks.slack.test/commands/1", "trigger_id": uuid.uuid4().hex,
-    })
+    body = urlencode(
+        {
+            "token": "legacy",
+            "team_id": team,
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "shop",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/aios",
+            "text": text,
+            "api_app_id": "A0AIOS",
+            "response_url": "https://hooks.slack.test/commands/1",
+            "trigger_id": uuid.uuid4().hex,
+        }
+    )
     return body, "application/x-www-form-urlencoded"
 
 
 def app_mention(
-    text: str, *, user: str, channel: str = "C0SHOP", ts: str, thread_ts: str | None = None,
-    event_id: str | None = None, team: str = "T0FAKE",
+    text: str,
+    *,
+    user: str,
+    channel: str = "C0SHOP",
+    ts: str,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T0FAKE",
 ) -> tuple[str, str]:
-    event: dict[str, Any] = {"type": "app_mention", "user": user, "text": f"<@UAIOSBOT> {text}", "ts": ts,
-                             "channel": channel, "event_ts": ts}
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@UAIOSBOT> {text}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+    }
     if thread_ts:
         event["thread_ts"] = thread_ts
     body = {
-        "token": "legacy", "team_id": team, "api_app_id": "A0AIOS", "event": event, "type": "event_callback",
-        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}", "event_time": int(time.time()),
+        "token": "legacy",
+        "team_id": team,
+        "api_app_id": "A0AIOS",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
         "authorizations": [{"team_id": team, "user_id": "UAIOSBOT", "is_bot": True}],
     }
     return json.dumps(body), "application/json"
 
 
 def block_action(
-    action_id: str, value: str, *, user: str, channel: str = "C0SHOP", message_ts: str, team: str = "T0FAKE",
+    action_id: str,
+    value: str,
+    *,
+    user: str,
+    channel: str = "C0SHOP",
+    message_ts: str,
+    team: str = "T0FAKE",
 ) -> tuple[str, str]:
     payload = {
-        "type": "block_actions", "team": {"id": team, "domain": "fake"},
+        "type": "block_actions",
+        "team": {"id": team, "domain": "fake"},
         "user": {"id": user, "username": user.lower(), "team_id": team},
-        "api_app_id": "A0AIOS", "token": "legacy", "trigger_id": uuid.uuid4().hex,
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "api_app_id": "A0AIOS",
+        "token": "legacy",
+        "trigger_id": uuid.uuid4().hex,
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
         "channel": {"id": channel, "name": "shop"},
         "message": {"type": "message", "ts": message_ts, "text": "Approval needed"},
         "response_url": "https://hooks.slack.test/actions/1",
-        "actions": [{"action_id": action_id, "block_id": "aios_decision", "value": value, "type": "button",
-                     "text": {"type": "plain_text", "text": "Approve"}, "action_ts": str(time.time())}],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "aios_decision",
+                "value": value,
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "action_ts": str(time.time()),
+            }
+        ],
     }
     return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"

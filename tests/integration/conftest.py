@@ -47,10 +47,14 @@ default_approvers: [manager]
 
 
 @pytest.fixture
-async def aios(database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path) -> AsyncIterator[Aios]:
+async def aios(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> AsyncIterator[Aios]:
     settings = Settings(
-        AIOS_DATABASE_URL=database_url, AIOS_POLICY_FILE=str(write_policy(tmp_path)),
-        SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=slack_api.url,
+        AIOS_DATABASE_URL=database_url,
+        AIOS_POLICY_FILE=str(write_policy(tmp_path)),
+        SLACK_BOT_TOKEN=TOKEN,
+        SLACK_API_URL=slack_api.url,
     )
     client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
     instance = await bootstrap(settings, SlackTransport(client), clock=clock)
@@ -59,9 +63,16 @@ async def aios(database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_pat
 
 
 async def ask(aios: Aios, text: str, *, user: str = REQUESTER, thread_ts: str = "1700000000.000100") -> int:
-    intent_id = await aios.accept(IncomingIntent(
-        source="mention", team_id="T0FAKE", channel=CHANNEL, thread_ts=thread_ts, user=user, text=text,
-    ))
+    intent_id = await aios.accept(
+        IncomingIntent(
+            source="mention",
+            team_id="T0FAKE",
+            channel=CHANNEL,
+            thread_ts=thread_ts,
+            user=user,
+            text=text,
+        )
+    )
     assert intent_id is not None
     await aios.process(HandleIntent(intent_id))
     return intent_id

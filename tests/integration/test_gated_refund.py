@@ -39,8 +39,10 @@ async def test_large_refund_is_recorded_and_waits_for_a_manager(aios: Aios, slac
         decision = (await session.exec(select(Decision))).one()
     assert intent is not None and intent.status == "dispatched"
     assert (run.agent, run.status) == ("returns", "awaiting_approval")
-    assert (action.name, action.params) == ("shop.refund", {"order_id": 1001, "amount": 250.0,
-                                                            "reason": "arrived broken"})
+    assert (action.name, action.params) == (
+        "shop.refund",
+        {"order_id": 1001, "amount": 250.0, "reason": "arrived broken"},
+    )
     assert (decision.verdict, decision.rule_id) == ("require_approval", "refunds-over-100-need-a-manager")
     assert decision.policy_hash == aios.policy.hash
     approval = await only_approval(aios)
@@ -90,7 +92,9 @@ async def test_the_connector_itself_honours_the_idempotency_key(aios: Aios) -> N
     assert len(await refunds_for(aios, 1003)) == 1
 
 
-async def test_refusals_are_recorded_and_only_the_clicker_hears_them(aios: Aios, slack_api: FakeSlackApi) -> None:
+async def test_refusals_are_recorded_and_only_the_clicker_hears_them(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken", user=MANAGER)
     approval = await only_approval(aios)
     assert approval.id is not None
@@ -106,7 +110,9 @@ async def test_refusals_are_recorded_and_only_the_clicker_hears_them(aios: Aios,
     assert explanation.count("refused") == 2
 
 
-async def test_an_expired_request_cannot_be_approved(aios: Aios, clock: Clock, slack_api: FakeSlackApi) -> None:
+async def test_an_expired_request_cannot_be_approved(
+    aios: Aios, clock: Clock, slack_api: FakeSlackApi
+) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken")
     approval = await only_approval(aios)
     assert approval.id is not None
@@ -141,12 +147,15 @@ async def test_a_denied_action_is_never_executed(aios: Aios) -> None:
     assert len([r for r in state["refunds"] if r["order_id"] == 1004]) == 1
     assert state["emails"] == []
     async with aios.units() as uow:
-        email = (await uow.repo.session.exec(
-            select(ProposedAction).where(ProposedAction.name == "email.send"))).one()
+        email = (
+            await uow.repo.session.exec(select(ProposedAction).where(ProposedAction.name == "email.send"))
+        ).one()
     assert email.status == "denied"
 
 
-async def test_a_connector_refusal_is_reported_and_changes_nothing(aios: Aios, slack_api: FakeSlackApi) -> None:
+async def test_a_connector_refusal_is_reported_and_changes_nothing(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
     await ask(aios, "refund $60 on order 1002, wrong size")  # order 1002 totals $48
 
     assert await refunds_for(aios, 1002) == []
@@ -159,17 +168,34 @@ async def test_a_connector_refusal_is_reported_and_changes_nothing(aios: Aios, s
 async def test_a_duplicate_delivery_is_accepted_once(aios: Aios) -> None:
     from bot.intake import IncomingIntent
 
-    incoming = IncomingIntent(source="mention", team_id="T", channel=CHANNEL, thread_ts="1.1", user=REQUESTER,
-                              text="refund order 1001", delivery_key="Ev0DUPLICATE")
+    incoming = IncomingIntent(
+        source="mention",
+        team_id="T",
+        channel=CHANNEL,
+        thread_ts="1.1",
+        user=REQUESTER,
+        text="refund order 1001",
+        delivery_key="Ev0DUPLICATE",
+    )
     results = await asyncio.gather(*(aios.accept(incoming) for _ in range(5)))
     assert sum(r is not None for r in results) == 1
 
 
-async def test_acked_but_unhandled_intents_are_handled_on_recovery(aios: Aios, slack_api: FakeSlackApi) -> None:
+async def test_acked_but_unhandled_intents_are_handled_on_recovery(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
     from bot.intake import IncomingIntent
 
-    await aios.accept(IncomingIntent(source="mention", team_id="T", channel=CHANNEL, thread_ts="1.2",
-                                     user=REQUESTER, text="refund $15 on order 1005, late"))
+    await aios.accept(
+        IncomingIntent(
+            source="mention",
+            team_id="T",
+            channel=CHANNEL,
+            thread_ts="1.2",
+            user=REQUESTER,
+            text="refund $15 on order 1005, late",
+        )
+    )
     assert await aios.recover() == 1
     await aios.background.drain()
     assert len(await refunds_for(aios, 1005)) == 1

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from bot.messagebus import Message, MessageBus
+from bot.messages import Command, Event
+
+
+@dataclass(frozen=True)
+class Start(Command):
+    n: int
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    n: int
+
+
+async def test_commands_lead_to_events_in_order_and_a_failing_subscriber_does_not_stop_others() -> None:
+    seen: list[str] = []
+
+    async def start(command: Start) -> Sequence[Message]:
+        seen.append(f"start {command.n}")
+        return [Started(command.n)]
+
+    async def broken(event: Started) -> Sequence[Message]:
+        raise RuntimeError("boom")
+
+    async def record(event: Started) -> Sequence[Message]:
+        seen.append(f"started {event.n}")
+        return [Start(event.n + 1)] if event.n < 2 else []
+
+    bus = MessageBus()
+    bus.on_command(Start, start)
+    bus.on_event(Started, broken)
+    bus.on_event(Started, record)
+    await bus.handle(Start(1))
+    assert seen == ["start 1", "started 1", "start 2", "started 2"]
+
+
+async def test_a_command_without_a_handler_is_an_error() -> None:
+    with pytest.raises(LookupError):
+        await MessageBus().handle(Start(1))
+
+
+def test_a_command_has_one_handler() -> None:
+    bus = MessageBus()
+
+    async def handler(command: Start) -> Sequence[Message]:
+        return []
+
+    bus.on_command(Start, handler)
+    with pytest.raises(ValueError, match="already"):
+        bus.on_command(Start, handler)
