@@ -39,8 +39,9 @@ db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: long lines stay whole, so messages can be copied and searched.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -114,7 +115,8 @@ async def _serve(host: str, port: int) -> None:
     assert settings.slack_signing_secret is not None
     client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     aios = await bootstrap(settings, SlackTransport(client))
-    runner = web.AppRunner(build_web_app(aios, build_slack_app(aios, client, settings.slack_signing_secret)))
+    bolt = build_slack_app(aios, client, settings.slack_signing_secret)
+    runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -37,7 +37,8 @@ async def why(units: UnitOfWorkFactory, record_id: str) -> str:
     try:
         return await explain(units, record_id)
     except (UnknownIdError, NotFoundError) as exc:
-        return f"{str(exc).capitalize()}."
+        message = str(exc)
+        return f"{message[:1].upper()}{message[1:]}."
 
 
 async def status(units: UnitOfWorkFactory) -> str:

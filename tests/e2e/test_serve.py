@@ -201,3 +201,48 @@ def test_demo_exits_zero() -> None:
     assert "Demo finished" in result.stdout
     assert "Only the manager role can decide" in result.stdout
     assert "does not let the requester approve it" in result.stdout
+
+
+async def test_direct_message_is_answered_in_its_thread(server: Server) -> None:
+    import json
+
+    event = {
+        "type": "message",
+        "channel_type": "im",
+        "channel": "D0ALICE",
+        "user": REQUESTER,
+        "text": "refund $5 on order 1003, late",
+        "ts": "1700000002.000100",
+        "event_ts": "1700000002.000100",
+    }
+    body = json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T0FAKE",
+            "api_app_id": "A0AIOS",
+            "event": event,
+            "event_id": "Ev0DIRECT",
+            "event_time": int(time.time()),
+        }
+    )
+    status, _, _ = await send(server, body, "application/json")
+    assert status == 200
+    server.slack.wait_for(lambda s: in_thread(s, "1700000002.000100", "Done: Refund $5.00 on order 1003"))
+
+
+async def test_malformed_and_unknown_payloads_get_a_clear_answer_and_change_nothing(server: Server) -> None:
+    before = len(server.slack.calls)
+    status, _, _ = await send(server, "{not json", "application/json")
+    assert status == 400
+    status, _, _ = await send(server, "{not json", "application/json", secret="not-the-secret")
+    assert status == 401
+    unknown_button = block_action("aios_approve", "D-1", user=MANAGER, message_ts="1.1")  # not an approval id
+    status, _, _ = await send(server, *unknown_button)
+    assert status == 200
+    status, _, _ = await send(
+        server, *block_action("aios_approve", "AP-9999", user=MANAGER, message_ts="1.1")
+    )
+    assert status == 200
+    reply = server.slack.wait_for(lambda s: [t for t in ephemerals_for(s, MANAGER) if "AP-9999" in t])[0]
+    assert reply == "There is no approval AP-9999."
+    assert all(c.method in ("chat.postEphemeral", "auth.test") for c in server.slack.calls[before:])

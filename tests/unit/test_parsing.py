@@ -55,6 +55,6 @@ def test_unsupported_database_url_says_what_to_use() -> None:
 def test_missing_settings_are_named_together(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
     monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     with pytest.raises(MissingSettingError, match="SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET are not set"):
         settings.require("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")

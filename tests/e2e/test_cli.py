@@ -1,0 +1,76 @@
+"""The command line as a new user meets it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import AIOS, aios_env
+
+
+def run(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AIOS, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_chat_is_one_thread_with_approvals_as_prompts(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/chat.db", "http://127.0.0.1:9/api/")
+    script = "\n".join(
+        [
+            "refund order 1001, $250, arrived broken",
+            "approve as U0BOB",
+            "reject AP-1 as U0MANAGER",
+            "as U0MANAGER",
+            "/aios why AP-1",
+            "/aios pending",
+            "quit",
+        ]
+    )
+    result = run("chat", "--as", "U0ALICE", env=env, stdin=script + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Approval needed" in out and "[ Approve ]" in out
+    assert "Only the manager role can decide AP-1" in out
+    assert "rejected AP-1; nothing was done" in out
+    assert "rejected by @U0MANAGER" in out
+    assert "No approvals are waiting." in out
+    state = json.loads(run("sandbox", "show", "--json", env=env).stdout)
+    assert state["refunds"] == [] and [o["id"] for o in state["orders"]] == [1001, 1002, 1003, 1004, 1005]
+
+
+def test_a_bad_policy_file_is_refused_at_start_naming_the_rule(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nroles: {manager: [U0M]}\nrules:\n  - id: broken-rule\n    when: 'amount >'\n"
+        "    verdict: allow\ndefault: deny\n"
+    )
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/p.db", "http://127.0.0.1:9/api/")
+    env.update({"AIOS_POLICY_FILE": str(policy), "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"})
+    result = run("serve", "--port", "0", env=env)
+    assert result.returncode == 2
+    assert "rule 'broken-rule': its `when` is not valid CEL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_slack_credentials_says_what_to_set(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/s.db", "http://127.0.0.1:9/api/")
+    del env["SLACK_SIGNING_SECRET"]
+    result = run("serve", env=env)
+    assert result.returncode == 2
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_why_of_an_unknown_record_and_db_upgrade(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/w.db", "http://127.0.0.1:9/api/")
+    upgrade = run("db", "upgrade", env=env)
+    assert upgrade.returncode == 0 and "newest schema" in upgrade.stdout
+    assert run("why", "D-7", env=env).stdout.strip() == "There is no record D-7."
+    assert "is not a record id" in run("why", "seven", env=env).stdout
+
+
+def test_an_unusable_database_url_is_explained(tmp_path: Path) -> None:
+    env = aios_env("mysql://root@localhost/test", "http://127.0.0.1:9/api/")
+    result = run("sandbox", "show", "--json", env=env)
+    assert (
+        result.returncode == 2 and "AIOS_DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+    )

@@ -1,0 +1,27 @@
+"""The Slack app manifest and Procfile say what the deployment needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_manifest_declares_the_slack_surface() -> None:
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == "/aios" and command["url"].endswith("/slack/events")
+    settings = manifest["settings"]
+    assert settings["interactivity"]["is_enabled"] is True
+    assert settings["interactivity"]["request_url"].endswith("/slack/events")
+    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "message.im"}
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "commands", "im:history", "usergroups:read"} <= scopes
+
+
+def test_procfile_runs_the_web_server_and_migrates_on_release() -> None:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    assert "web: aios serve --port $PORT" in lines
+    assert "release: aios db upgrade" in lines
