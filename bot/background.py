@@ -14,8 +14,15 @@ log = structlog.get_logger(__name__)
 
 
 class BackgroundTasks:
-    def __init__(self) -> None:
+    """At most ``workers`` pieces of work run at once; the rest wait their turn without touching the database.
+
+    The bound keeps acks fast under a burst: what an ack must write queues behind a few units of work,
+    not behind every intent of the burst.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._workers = asyncio.Semaphore(workers)
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.get_running_loop().create_task(self._guard(work, name), name=name)
@@ -28,10 +35,10 @@ class BackgroundTasks:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_seconds)
 
-    @staticmethod
-    async def _guard(work: Coroutine[Any, Any, None], name: str) -> None:
+    async def _guard(self, work: Coroutine[Any, Any, None], name: str) -> None:
         try:
-            await work
+            async with self._workers:
+                await work
         except Exception:
             BACKGROUND_FAILURES.inc()
             log.exception("background_work_failed", work=name)

@@ -22,7 +22,7 @@ from bot.transport import Transport
 from connectors.base import ConnectorContext
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
-from storage.engine import create_engine, session_factory
+from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, IntentStatus, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
@@ -99,7 +99,7 @@ async def bootstrap(
     policy = Policy.from_file(settings.policy_file)  # refuse a bad policy before touching anything
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
-    units = UnitOfWorkFactory(session_factory(engine))
+    units = UnitOfWorkFactory.for_engine(engine)
     registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
     await registry.seed()
     llm: LLM = OfflinePlanner()
