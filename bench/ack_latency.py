@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import AIOS, aios_env, free_port, wait_until_healthy
+from tests.fakes.aios_process import aios_env, running_aios_serve
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.slack_payloads import sign, slash_command
 
@@ -63,20 +62,8 @@ def report(name: str, latencies: list[float], elapsed: float) -> None:
 def main(requests: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as workdir, FakeSlackApi() as slack:
         env = aios_env(f"sqlite+aiosqlite:///{Path(workdir) / 'bench.db'}", slack.url)
-        port = free_port()
-        process = subprocess.Popen(
-            [AIOS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_healthy(url, process)
-            asyncio.run(run_scenarios(url, requests, concurrency))
-        finally:
-            process.terminate()
-            process.wait(15)
+        with running_aios_serve(env) as serve:
+            asyncio.run(run_scenarios(serve.url, requests, concurrency))
 
 
 async def run_scenarios(url: str, requests: int, concurrency: int) -> None:

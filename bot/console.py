@@ -109,38 +109,29 @@ class ConsoleSession:
         self._echo(user, text)
         if self.thread_ts is None:
             self.thread_ts = await self.transport.post(CONSOLE_CHANNEL, f"Thread started by <@{user}>")
-        intent_id = await self.aios.accept(
-            IncomingIntent(
-                source="console",
-                team_id=CONSOLE_TEAM,
-                channel=CONSOLE_CHANNEL,
-                thread_ts=self.thread_ts,
-                user=user,
-                text=text,
-            )
-        )
-        assert intent_id is not None
-        await self.aios.process(HandleIntent(intent_id))
+        await self._intent("console", user, text)
 
     async def slash(self, user: str, text: str) -> None:
         self._echo(user, f"/aios {text}")
         command = parse_slash(text)
         if command.name == "intent":
-            intent_id = await self.aios.accept(
-                IncomingIntent(
-                    source="slash",
-                    team_id=CONSOLE_TEAM,
-                    channel=CONSOLE_CHANNEL,
-                    thread_ts=self.thread_ts,
-                    user=user,
-                    text=command.argument,
-                )
-            )
-            assert intent_id is not None
-            await self.aios.process(HandleIntent(intent_id))
+            await self._intent("slash", user, command.argument)
             return
         reply = await answer(self.aios.units, command, self.aios.clock())
         await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply)
+
+    async def _intent(self, source: str, user: str, text: str) -> None:
+        incoming = IncomingIntent(
+            source=source,
+            team_id=CONSOLE_TEAM,
+            channel=CONSOLE_CHANNEL,
+            thread_ts=self.thread_ts,
+            user=user,
+            text=text,
+        )
+        intent_id = await self.aios.accept(incoming)
+        assert intent_id is not None  # console intents carry no delivery key, so none is a duplicate
+        await self.aios.process(HandleIntent(intent_id))
 
     async def click(self, user: str, *, approve: bool, approval: str | None = None) -> None:
         """Press Approve or Reject on the named approval request, or on the newest one still waiting."""

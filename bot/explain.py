@@ -73,16 +73,14 @@ async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]
         if decision.kind == "policy":
             lines.append(
                 f"  – {ref} policy verdict *{decision.verdict}* by rule `{decision.rule_id}` "
-                f"(policy {(decision.policy_hash or '')[:12]}) at {when}"
+                f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {decision.reason}"
             )
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "refusal":
-            lines.append(
-                f"  – {ref} click by <@{decision.actor}> refused at {when}: {decision.justification}"
-            )
+            lines.append(f"  – {ref} click by <@{decision.actor}> refused at {when}: {decision.reason}")
         else:
-            lines.append(f"  – {ref} {decision.verdict} at {when}: {decision.justification}")
+            lines.append(f"  – {ref} {decision.verdict} at {when}: {decision.reason}")
     for execution in await repo.executions_for_action(action.id):
         outcome = json.dumps(execution.result, sort_keys=True) if execution.result else execution.error
         lines.append(

@@ -44,8 +44,6 @@ from storage.records import (
     IntentStatus,
     ProposedAction,
     Run,
-    RunStatus,
-    utcnow,
 )
 from storage.repository import Repository
 from storage.unit_of_work import UnitOfWorkFactory
@@ -150,6 +148,7 @@ class Handlers:
                         verdict=verdict.verdict,
                         rule_id=verdict.rule_id,
                         policy_hash=verdict.policy_hash,
+                        reason=verdict.explanation,
                         justification=plan.rationale,
                         actor="policy",
                     )
@@ -171,9 +170,9 @@ class Handlers:
                         uow.repo, proposed, decision, intent, thread, verdict
                     )
                     assert approval.id is not None
-                    cards.append((approval.id, self._card(approval, proposed, decision, verdict.explanation)))
+                    cards.append((approval.id, self._card(approval, proposed, decision)))
                 uow.repo.session.add(proposed)
-            await self._refresh_run_status(uow.repo, run)
+            await uow.repo.refresh_run_status(run.id)
             await uow.commit()
         log.info("intent_planned", intent=intent.id, run=run.id, agent=agent, actions=len(plan.actions))
         for text, context in replies:
@@ -250,10 +249,9 @@ class Handlers:
                 won = False
             else:
                 won = True
-                proposed = await uow.repo.get(ProposedAction, approval.action_id)
-                assert proposed is not None
-                proposed.status = ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED
-                uow.repo.session.add(proposed)
+                await uow.repo.set_action_status(
+                    approval.action_id, ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED
+                )
                 await uow.repo.add(
                     Decision(
                         action_id=approval.action_id,
@@ -265,9 +263,6 @@ class Handlers:
                         actor=command.user,
                     )
                 )
-                run = await uow.repo.get(Run, proposed.run_id)
-                assert run is not None
-                await self._refresh_run_status(uow.repo, run)
                 await uow.commit()
         if not won:
             # Another click won the compare-and-set between our read and our write.
@@ -300,7 +295,7 @@ class Handlers:
                     kind="refusal",
                     verdict=f"refused:{refusal.value}",
                     rule_id=rule_id,
-                    justification=text,
+                    reason=text,
                     actor=command.user,
                 )
             )
@@ -314,22 +309,16 @@ class Handlers:
         async with self.units() as uow:
             if not await uow.repo.decide_approval(approval.id or 0, ApprovalStatus.EXPIRED, "clock", now):
                 return
-            proposed = await uow.repo.get(ProposedAction, approval.action_id)
-            assert proposed is not None
-            proposed.status = ActionStatus.EXPIRED
-            uow.repo.session.add(proposed)
+            await uow.repo.set_action_status(approval.action_id, ActionStatus.EXPIRED)
             await uow.repo.add(
                 Decision(
                     action_id=approval.action_id,
                     kind="expiry",
                     verdict="expired",
                     actor="clock",
-                    justification="nobody decided before the rule's timeout",
+                    reason="nobody decided before the rule's timeout",
                 )
             )
-            run = await uow.repo.get(Run, proposed.run_id)
-            assert run is not None
-            await self._refresh_run_status(uow.repo, run)
             await uow.commit()
         await self._close_card(approval, "expired", None, now)
 
@@ -392,15 +381,10 @@ class Handlers:
             execution.error = error
             execution.finished_at = self.clock()
             uow.repo.session.add(execution)
-            proposed = await uow.repo.get(ProposedAction, execution.action_id)
-            assert proposed is not None
-            proposed.status = (
-                ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
+            succeeded = status == ExecutionStatus.SUCCEEDED
+            await uow.repo.set_action_status(
+                execution.action_id, ActionStatus.EXECUTED if succeeded else ActionStatus.FAILED
             )
-            uow.repo.session.add(proposed)
-            run = await uow.repo.get(Run, proposed.run_id)
-            assert run is not None
-            await self._refresh_run_status(uow.repo, run)
             await uow.commit()
             return execution
 
@@ -485,14 +469,11 @@ class Handlers:
             proposed = await uow.repo.get(ProposedAction, approval.action_id)
             decision = await uow.repo.get(Decision, approval.decision_id)
         assert proposed is not None and decision is not None
-        reason = self.policy.evaluate(proposed.name, proposed.params, approval.requester).explanation
-        card = self._card(approval, proposed, decision, reason)
+        card = self._card(approval, proposed, decision)
         text, message_blocks = blocks.approval_closed(card, outcome, actor, at)
         await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
 
-    def _card(
-        self, approval: Approval, proposed: ProposedAction, decision: Decision, reason: str
-    ) -> blocks.ApprovalCard:
+    def _card(self, approval: Approval, proposed: ProposedAction, decision: Decision) -> blocks.ApprovalCard:
         action = self.registry.validate(proposed.name, proposed.params)
         return blocks.ApprovalCard(
             approval_id=format_id("AP", approval.id),
@@ -502,19 +483,11 @@ class Handlers:
             params=proposed.params,
             rationale=proposed.rationale,
             rule_id=decision.rule_id or "default",
-            reason=reason,
+            reason=decision.reason,
             approver_roles=tuple(approval.approver_roles),
             requester=approval.requester,
             expires_at=approval.expires_at,
         )
-
-    @staticmethod
-    async def _refresh_run_status(repo: Repository, run: Run) -> None:
-        assert run.id is not None
-        statuses = {action.status for action in await repo.actions_for_run(run.id)}
-        run.status = run_status_for(statuses)
-        run.updated_at = utcnow()
-        repo.session.add(run)
 
     def _help_text(self) -> str:
         return (
@@ -523,17 +496,3 @@ class Handlers:
             '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
             "`/aios help` lists the commands."
         )
-
-
-def run_status_for(action_statuses: set[str]) -> RunStatus:
-    if ActionStatus.AWAITING_APPROVAL in action_statuses:
-        return RunStatus.AWAITING_APPROVAL
-    if action_statuses & {ActionStatus.APPROVED, ActionStatus.PROPOSED}:
-        return RunStatus.EXECUTING
-    if ActionStatus.FAILED in action_statuses:
-        return RunStatus.FAILED
-    if ActionStatus.EXECUTED in action_statuses:
-        return RunStatus.COMPLETED
-    if ActionStatus.REJECTED in action_statuses or ActionStatus.EXPIRED in action_statuses:
-        return RunStatus.REJECTED
-    return RunStatus.DENIED

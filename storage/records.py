@@ -85,6 +85,21 @@ class ExecutionStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+def run_status_for(action_statuses: set[str]) -> RunStatus:
+    """A run's state follows from its actions': waiting beats running beats failed beats done."""
+    if ActionStatus.AWAITING_APPROVAL in action_statuses:
+        return RunStatus.AWAITING_APPROVAL
+    if action_statuses & {ActionStatus.APPROVED, ActionStatus.PROPOSED}:
+        return RunStatus.EXECUTING
+    if ActionStatus.FAILED in action_statuses:
+        return RunStatus.FAILED
+    if ActionStatus.EXECUTED in action_statuses:
+        return RunStatus.COMPLETED
+    if action_statuses & {ActionStatus.REJECTED, ActionStatus.EXPIRED}:
+        return RunStatus.REJECTED
+    return RunStatus.DENIED
+
+
 class Delivery(SQLModel, table=True):
     """One inbound delivery key (a Slack ``event_id``); its uniqueness drops duplicates and retries."""
 
@@ -135,7 +150,8 @@ class Decision(SQLModel, table=True):
     verdict: str = Field(max_length=30)
     rule_id: str | None = Field(default=None, max_length=120)
     policy_hash: str | None = Field(default=None, max_length=64)
-    justification: str = ""
+    reason: str = ""  # why the verdict: the rule's reason, or why a click was refused
+    justification: str = ""  # the agent's rationale for the action, or who decided and how
     actor: str = Field(max_length=40)
     created_at: datetime = _ts()
 

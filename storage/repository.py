@@ -13,6 +13,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.records import (
+    ActionStatus,
     Approval,
     ApprovalStatus,
     Decision,
@@ -22,6 +23,7 @@ from storage.records import (
     IntentStatus,
     ProposedAction,
     Run,
+    run_status_for,
     utcnow,
 )
 
@@ -92,6 +94,23 @@ class Repository:
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)
         return {status: count for status, count in (await self.session.exec(query)).all()}
+
+    async def set_action_status(self, action_id: int, status: ActionStatus) -> ProposedAction:
+        """Move an action to ``status`` and its run to the state that follows from all its actions."""
+        action = await self.get(ProposedAction, action_id)
+        assert action is not None, f"no action {action_id}"
+        action.status = status
+        self.session.add(action)
+        await self.session.flush()
+        await self.refresh_run_status(action.run_id)
+        return action
+
+    async def refresh_run_status(self, run_id: int) -> None:
+        run = await self.get(Run, run_id)
+        assert run is not None, f"no run {run_id}"
+        run.status = run_status_for({action.status for action in await self.actions_for_run(run_id)})
+        run.updated_at = utcnow()
+        self.session.add(run)
 
     async def claim_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → dispatched, so an intent is planned by one worker only."""

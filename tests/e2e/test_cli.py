@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import AIOS, aios_env
+from tests.fakes.aios_process import AIOS, aios_env
 
 
 def run(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:

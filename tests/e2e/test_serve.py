@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.e2e.conftest import AIOS, Server
+from tests.e2e.conftest import Server
+from tests.fakes.aios_process import AIOS
 from tests.fakes.slack_api import ApiCall, FakeSlackApi
 from tests.fakes.slack_payloads import SIGNING_SECRET, app_mention, block_action, sign, slash_command
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 14:21:07.681640
+Create Date: 2026-11-24 14:26:57.818373
 """
 
 from collections.abc import Sequence
@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("verdict", sa.String(length=30), nullable=False),
         sa.Column("rule_id", sa.String(length=120), nullable=True),
         sa.Column("policy_hash", sa.String(length=64), nullable=True),
+        sa.Column("reason", sa.String(), nullable=False),
         sa.Column("justification", sa.String(), nullable=False),
         sa.Column("actor", sa.String(length=40), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
