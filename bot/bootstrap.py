@@ -78,10 +78,9 @@ class Aios:
         try:
             async with self.units() as uow:
                 intent = await uow.repo.get(Intent, intent_id)
-                if intent is None:
+                # Only an intent that never got as far as a run is marked failed; a run keeps its own state.
+                if intent is None or not await uow.repo.fail_intent(intent_id):
                     return
-                intent.status = IntentStatus.FAILED
-                uow.repo.session.add(intent)
                 await uow.commit()
             await self.handlers.transport.post(
                 intent.channel,

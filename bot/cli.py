@@ -12,7 +12,6 @@ import structlog
 import typer
 from aiohttp import web
 from rich.console import Console
-from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot.bootstrap import Aios, bootstrap
@@ -22,7 +21,7 @@ from bot.observability import configure_logging
 from bot.queries import why as explain_why
 from bot.settings import MissingSettingError, Settings
 from bot.slack_app import build_slack_app
-from bot.slack_transport import SlackTransport
+from bot.slack_transport import SlackTransport, build_slack_client
 from bot.web import build_web_app
 from connectors.sandbox_state import sandbox_state
 from policies.errors import PolicyError
@@ -113,7 +112,7 @@ async def _serve(host: str, port: int) -> None:
     settings = Settings()
     settings.require("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
     assert settings.slack_signing_secret is not None
-    client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
     aios = await bootstrap(settings, SlackTransport(client))
     bolt = build_slack_app(aios, client, settings.slack_signing_secret)
     runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
@@ -140,7 +139,7 @@ async def _socket() -> None:
 
     settings = Settings()
     settings.require("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
-    client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
     aios = await bootstrap(settings, SlackTransport(client))
     # Socket Mode payloads are not signed; the app token authenticates the connection instead.
     bolt = build_slack_app(

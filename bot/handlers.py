@@ -27,7 +27,7 @@ from bot.messages import (
     HandleIntent,
 )
 from bot.observability import DECISIONS, EXECUTIONS
-from bot.transport import Transport
+from bot.transport import Transport, TransportError
 from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
 from connectors.registry import ConnectorRegistry, idempotency_key
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
@@ -106,7 +106,7 @@ class Handlers:
         agent = self.dispatcher.route(intent.text)
         if agent is None:
             await self._say(thread, self._help_text(), context=f"`{format_id('I', intent.id)}`")
-            await self._set_intent_status(intent, IntentStatus.NOT_UNDERSTOOD)
+            await self._not_understood(intent)
             return []
         plan = await agent.plan(PlanRequest(text=intent.text, requester=intent.user))
         if not plan.actions:
@@ -114,7 +114,7 @@ class Handlers:
             if plan.problems:
                 text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
             await self._say(thread, text, context=f"{agent.name} agent · `{format_id('I', intent.id)}`")
-            await self._set_intent_status(intent, IntentStatus.NOT_UNDERSTOOD)
+            await self._not_understood(intent)
             return []
         return await self._propose(intent, thread, agent.name, plan)
 
@@ -179,7 +179,14 @@ class Handlers:
             await self._say(thread, text, context=context)
         for approval_id, card in cards:
             text, message_blocks = blocks.approval_request(card)
-            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+            try:
+                ts = await self.transport.post(
+                    thread.channel, text, blocks=message_blocks, thread_ts=thread.ts
+                )
+            except TransportError as exc:
+                # The request stays pending and is listed by `/aios pending`; nothing runs without a decision.
+                log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
+                continue
             async with self.units() as uow:
                 stored = await uow.repo.get(Approval, approval_id)
                 assert stored is not None
@@ -219,9 +226,7 @@ class Handlers:
         async with self.units() as uow:
             approval = await uow.repo.get(Approval, command.approval_id)
         if approval is None:
-            await self.transport.post_ephemeral(
-                command.channel, command.user, f"There is no approval {approval_ref}."
-            )
+            await self._whisper(command.channel, command.user, f"There is no approval {approval_ref}.")
             return []
         policy_decision = await self._get_decision(approval.decision_id)
         roles = self.policy.roles
@@ -301,9 +306,7 @@ class Handlers:
             )
             await uow.commit()
         DECISIONS.labels(verdict="refused").inc()
-        await self.transport.post_ephemeral(
-            approval.channel, command.user, text, thread_ts=approval.thread_ts
-        )
+        await self._whisper(approval.channel, command.user, text, thread_ts=approval.thread_ts)
 
     async def _expire(self, approval: Approval, now: datetime) -> None:
         async with self.units() as uow:
@@ -354,8 +357,9 @@ class Handlers:
             log.info("execution_already_claimed", action=command.action_id)
             return []
         try:
+            # A timeout is retried too: the same idempotency key makes a repeat of a call that did land harmless.
             async for attempt in stamina.retry_context(
-                on=TransientConnectorError, attempts=CONNECTOR_ATTEMPTS
+                on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
             ):
                 with attempt:
                     async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
@@ -434,16 +438,26 @@ class Handlers:
         intent.thread_ts = ts
         return Thread(intent.channel, ts)
 
+    # Messages sent after a commit are best effort: the records are already right, and a chat outage
+    # must not stop an approved action from running or leave a handler half done.
+
     async def _say(self, thread: Thread, text: str, *, context: str | None = None) -> None:
         fallback, message_blocks = blocks.notice(text, context)
-        await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+        try:
+            await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc:
+            log.error("reply_not_delivered", channel=thread.channel, thread=thread.ts, error=str(exc))
 
-    async def _set_intent_status(self, intent: Intent, status: IntentStatus) -> None:
+    async def _whisper(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        try:
+            await self.transport.post_ephemeral(channel, user, text, thread_ts=thread_ts)
+        except TransportError as exc:
+            log.error("ephemeral_not_delivered", channel=channel, user=user, error=str(exc))
+
+    async def _not_understood(self, intent: Intent) -> None:
+        assert intent.id is not None
         async with self.units() as uow:
-            stored = await uow.repo.get(Intent, intent.id)
-            assert stored is not None
-            stored.status = status
-            uow.repo.session.add(stored)
+            await uow.repo.move_received_intent(intent.id, IntentStatus.NOT_UNDERSTOOD)
             await uow.commit()
 
     async def _get_decision(self, decision_id: int) -> Decision:
@@ -471,7 +485,10 @@ class Handlers:
         assert proposed is not None and decision is not None
         card = self._card(approval, proposed, decision)
         text, message_blocks = blocks.approval_closed(card, outcome, actor, at)
-        await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
+        try:
+            await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
+        except TransportError as exc:
+            log.error("approval_update_not_delivered", approval=approval.id, error=str(exc))
 
     def _card(self, approval: Approval, proposed: ProposedAction, decision: Decision) -> blocks.ApprovalCard:
         action = self.registry.validate(proposed.name, proposed.params)

@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.transport import TransportError
 
 GROUP_CACHE_SECONDS = 300.0
+
+T = TypeVar("T")
+
+
+def build_slack_client(token: str | None, base_url: str) -> AsyncWebClient:
+    """A Web API client that retries what Slack asks to be retried: 429 (honouring Retry-After), 5xx, resets."""
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
 
 
 class SlackTransport:
@@ -24,30 +50,49 @@ class SlackTransport:
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
     ) -> str:
-        response = await self._client.chat_postMessage(
-            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False
+        response = await _call(
+            "chat.postMessage",
+            self._client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False
+            ),
         )
         return str(response["ts"])
 
     async def update(
         self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
     ) -> None:
-        await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
+        await _call(
+            "chat.update", self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
+        )
 
     async def post_ephemeral(
         self, channel: str, user: str, text: str, *, thread_ts: str | None = None
     ) -> None:
-        await self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+        await _call(
+            "chat.postEphemeral",
+            self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts),
+        )
 
     async def group_members(self, group_id: str) -> set[str]:
         cached = self._groups.get(group_id)
         if cached is not None and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
             return cached[1]
         try:
-            response = await self._client.usergroups_users_list(usergroup=group_id)
-        except SlackApiError:
+            response = await _call(
+                "usergroups.users.list", self._client.usergroups_users_list(usergroup=group_id)
+            )
+        except TransportError:
             # Fail closed: an unreadable group grants nobody the role.
             return set()
         members: set[str] = set(response.get("users", []))
         self._groups[group_id] = (time.monotonic(), members)
         return members
+
+
+async def _call(method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+    try:
+        return await call
+    except SlackApiError as exc:
+        raise TransportError(f"Slack refused {method}: {exc.response.get('error', 'unknown error')}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TransportError(f"Slack could not be reached for {method}: {exc!r}") from exc

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class TransportError(Exception):
+    """A message could not be delivered (the chat service refused it or could not be reached)."""
+
+
 class Transport(Protocol):
     async def post(
         self,

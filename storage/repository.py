@@ -114,10 +114,18 @@ class Repository:
 
     async def claim_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → dispatched, so an intent is planned by one worker only."""
+        return await self.move_received_intent(intent_id, IntentStatus.DISPATCHED)
+
+    async def fail_intent(self, intent_id: int) -> bool:
+        """Compare-and-set received → failed; False when the intent had already moved on."""
+        return await self.move_received_intent(intent_id, IntentStatus.FAILED)
+
+    async def move_received_intent(self, intent_id: int, status: IntentStatus) -> bool:
+        """Compare-and-set from received: of concurrent workers, one moves the intent on."""
         statement = (
             update(Intent)
             .where(col(Intent.id) == intent_id, col(Intent.status) == IntentStatus.RECEIVED)
-            .values(status=IntentStatus.DISPATCHED)
+            .values(status=status)
         )
         return bool((await self.session.exec(statement)).rowcount)
 

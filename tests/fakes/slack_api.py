@@ -32,6 +32,7 @@ class FakeSlackApi:
         self.token = token
         self.calls: list[ApiCall] = []
         self.groups: dict[str, list[str]] = {}
+        self._failures: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._loop = asyncio.new_event_loop()
@@ -59,6 +60,11 @@ class FakeSlackApi:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def fail_next(self, method: str, error: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
+        with self._lock:
+            self._failures.setdefault(method, []).extend([error] * times)
 
     # --- what tests ask -------------------------------------------------------------------------
 
@@ -102,8 +108,12 @@ class FakeSlackApi:
             and params.get("token") != self.token
         ):
             return web.json_response({"ok": False, "error": "invalid_auth"})
-        answer = self._answer(method, params)
-        return web.json_response(answer)
+        with self._lock:
+            failures = self._failures.get(method)
+            error = failures.pop(0) if failures else None
+        if error is not None:
+            return web.json_response({"ok": False, "error": error})
+        return web.json_response(self._answer(method, params))
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
