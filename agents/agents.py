@@ -1,4 +1,8 @@
-"""Agents: each gathers context, asks the planner for tool calls, and turns them into validated actions."""
+"""Agents: each gathers context, asks the planner for tool calls, and turns them into validated actions.
+
+An invalid tool call goes back to the model as an error ``tool_result`` (it may fix it); it never reaches a
+connector. A valid one becomes a proposed action; nothing here executes anything.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,17 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Protocol, runtime_checkable
 
-from agents.llm import LLM, Message
+from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult, ToolSpec
 from agents.tools import tool_name, tool_spec
 from connectors.actions import Action
 from connectors.errors import InvalidActionError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
+
+MAX_TURNS = 4
+PROPOSED = (
+    "Proposed. The team's policy will judge it; it has not run, and you cannot run or approve it yourself."
+)
 
 
 @runtime_checkable
@@ -25,6 +34,7 @@ class OrderLookup(Protocol):
 class PlanRequest:
     text: str
     requester: str
+    call: CallContext
     history: Sequence[Message] = ()
 
 
@@ -57,25 +67,50 @@ class Agent:
     async def plan(self, request: PlanRequest) -> AgentPlan:
         models = [self._registry.model_for(name) for name in self.action_names]
         by_tool = {tool_name(model.name): model.name for model in models}
+        tools = [tool_spec(model) for model in models]
         context = await self.context(request)
         system = self._prompt + (f"\n\nContext:\n{context}" if context else "")
-        reply = await self._llm.complete(
-            system=system,
-            messages=[*request.history, Message("user", request.text)],
-            tools=[tool_spec(model) for model in models],
-        )
+        messages: list[Message] = [*request.history, Message("user", request.text)]
         actions: list[Action] = []
+        texts: list[str] = []
         problems: list[str] = []
-        for call in reply.tool_calls:
+        for _ in range(MAX_TURNS):
+            reply = await self._llm.complete(
+                role="agent", system=system, messages=messages, tools=tools, call=request.call
+            )
+            if reply.text:
+                texts.append(reply.text)
+            if not reply.tool_calls:
+                break
+            results, problems = self._judge_calls(reply.tool_calls, by_tool, actions)
+            if not problems:
+                break  # every call is proposed; another turn would only cost money
+            messages += [
+                Message("assistant", (reply.text, *reply.tool_calls)),
+                Message("user", tuple(results)),
+            ]
+        return AgentPlan(rationale="\n".join(texts).strip(), actions=actions, problems=problems)
+
+    def _judge_calls(
+        self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action]
+    ) -> tuple[list[ToolResult], list[str]]:
+        results: list[ToolResult] = []
+        problems: list[str] = []
+        for call in calls:
             action_name = by_tool.get(call.name)
-            if action_name is None:
-                problems.append(f"the planner asked for a tool this agent does not have: {call.name}")
-                continue
             try:
+                if action_name is None:
+                    raise InvalidActionError(
+                        f"there is no tool {call.name!r}; use one of {', '.join(by_tool)}"
+                    )
                 actions.append(self._registry.validate(action_name, call.input))
+                results.append(ToolResult(call.id, PROPOSED))
             except InvalidActionError as exc:
                 problems.append(str(exc))
-        return AgentPlan(rationale=reply.text, actions=actions, problems=problems)
+                results.append(
+                    ToolResult(call.id, f"Invalid input, nothing was proposed: {exc}", is_error=True)
+                )
+        return results, problems
 
 
 class ReturnsAgent(Agent):
@@ -87,7 +122,7 @@ class ReturnsAgent(Agent):
         self._orders = orders
 
     async def context(self, request: PlanRequest) -> str:
-        texts = [request.text, *(m.content for m in request.history)]
+        texts = [request.text, *(m.text for m in request.history)]
         order_ids = sorted({int(n) for t in texts for n in re.findall(r"\b(\d{3,7})\b", t)})
         lines = []
         for order_id in order_ids:
@@ -109,16 +144,44 @@ _ROUTES = (
     ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
 )
+ROUTE_TOOL = "route_to_agent"
 
 
 class Dispatcher:
-    """Picks the agent for an intent: an exact grammar first; None when nothing matches."""
+    """Picks the agent for an intent: the exact grammar first, then the cheap model; None when neither can."""
 
-    def __init__(self, agents: Sequence[Agent]) -> None:
+    def __init__(self, agents: Sequence[Agent], llm: LLM) -> None:
         self.agents = {agent.name: agent for agent in agents}
+        self._llm = llm
+        self._prompt = load_prompt("dispatcher")
 
-    def route(self, text: str) -> Agent | None:
+    async def route(self, text: str, call: CallContext, history: Sequence[Message] = ()) -> Agent | None:
         for name, pattern in _ROUTES:
             if name in self.agents and pattern.search(text):
                 return self.agents[name]
+        reply = await self._llm.complete(
+            role="dispatch",
+            system=self._prompt,
+            messages=[*history, Message("user", text)],
+            tools=[self._route_tool()],
+            call=call,
+        )
+        for tool_call in reply.tool_calls:
+            chosen = tool_call.input.get("agent") if tool_call.name == ROUTE_TOOL else None
+            if isinstance(chosen, str) and chosen in self.agents:
+                return self.agents[chosen]
         return None
+
+    def _route_tool(self) -> ToolSpec:
+        return ToolSpec(
+            name=ROUTE_TOOL,
+            description="Hand the request to the agent that can act on it. Omit the call if none fits.",
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "agent": {"type": "string", "enum": sorted(self.agents)},
+                    "reason": {"type": "string", "description": "One sentence: why this agent."},
+                },
+                "required": ["agent"],
+            },
+        )

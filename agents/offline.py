@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from agents.llm import LLMReply, Message, ToolCall, ToolSpec
+from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
 
 _ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})", re.IGNORECASE)
 _AMOUNT = re.compile(
@@ -56,32 +56,51 @@ _FILLER = re.compile(
 class OfflinePlanner:
     name = "offline"
 
+    def model_for(self, role: Role) -> str:
+        return "offline"
+
     async def complete(
-        self, *, system: str, messages: Sequence[Message], tools: Sequence[ToolSpec]
+        self,
+        *,
+        role: Role,
+        system: str,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        call: CallContext,
     ) -> LLMReply:
-        text = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        offered = {tool.name for tool in tools}
-        if "shop_refund" in offered and re.search(r"\brefund", text, re.IGNORECASE):
-            return _plan_refund(text, system, offered)
-        if "cms_publish" in offered:
-            if match := _SCHEDULE.search(text):
-                return LLMReply(
-                    f"Schedule {match.group(1)} for {match.group(2)} as asked.",
-                    [ToolCall("cms_publish", {"slug": match.group(1).lower(), "publish_at": match.group(2)})],
-                )
-            if match := _PUBLISH.search(text):
-                params: dict[str, object] = {"slug": match.group(1).lower()}
-                if match.group(2):
-                    params["publish_at"] = match.group(2)
-                return LLMReply(f"Publish {params['slug']} as asked.", [ToolCall("cms_publish", params)])
-        if "cms_create_draft" in offered and (match := _TITLE.search(text)):
-            params = {"title": match.group(1).strip()}
-            if match.group(2):
-                params["body"] = match.group(2)
+        if role == "dispatch" or not messages or not isinstance(messages[-1].content, str):
+            # Routing needs judgement the grammar lacks, and after tool results there is nothing left to plan.
+            return LLMReply("", model="offline")
+        return _number(_plan(messages[-1].content, system, {tool.name for tool in tools}))
+
+
+def _number(reply: LLMReply) -> LLMReply:
+    calls = [ToolCall(f"offline_{i}", c.name, c.input) for i, c in enumerate(reply.tool_calls, 1)]
+    return LLMReply(reply.text, calls, "tool_use" if calls else "end_turn", model="offline")
+
+
+def _plan(text: str, system: str, offered: set[str]) -> LLMReply:
+    if "shop_refund" in offered and re.search(r"\brefund", text, re.IGNORECASE):
+        return _plan_refund(text, system, offered)
+    if "cms_publish" in offered:
+        if match := _SCHEDULE.search(text):
             return LLMReply(
-                f"Create a draft titled “{params['title']}”.", [ToolCall("cms_create_draft", params)]
+                f"Schedule {match.group(1)} for {match.group(2)} as asked.",
+                [ToolCall("", "cms_publish", {"slug": match.group(1).lower(), "publish_at": match.group(2)})],
             )
-        return LLMReply(_help(offered))
+        if match := _PUBLISH.search(text):
+            params: dict[str, object] = {"slug": match.group(1).lower()}
+            if match.group(2):
+                params["publish_at"] = match.group(2)
+            return LLMReply(f"Publish {params['slug']} as asked.", [ToolCall("", "cms_publish", params)])
+    if "cms_create_draft" in offered and (match := _TITLE.search(text)):
+        params = {"title": match.group(1).strip()}
+        if match.group(2):
+            params["body"] = match.group(2)
+        return LLMReply(
+            f"Create a draft titled “{params['title']}”.", [ToolCall("", "cms_create_draft", params)]
+        )
+    return LLMReply(_help(offered))
 
 
 def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
@@ -107,7 +126,9 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
         return LLMReply(f"Order {order_id} has nothing left to refund.")
     tell = _TELL.search(text)
     reason = _reason(text[: tell.start()] if tell else text, order, amount_match)
-    calls = [ToolCall("shop_refund", {"order_id": order_id, "amount": round(amount, 2), "reason": reason})]
+    calls = [
+        ToolCall("", "shop_refund", {"order_id": order_id, "amount": round(amount, 2), "reason": reason})
+    ]
     rationale = (
         f"The requester asked to refund order {order_id} ({known.group(6)}): {how_much}; reason: {reason}."
     )
@@ -115,6 +136,7 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
         name, email = known.group(4), known.group(5)
         calls.append(
             ToolCall(
+                "",
                 "email_send",
                 {
                     "to": email,

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.agents import ContentAgent, Dispatcher, OrderLookup, ReturnsAgent
 from agents.llm import LLM
+from agents.metering import MeteredLLM
 from agents.offline import OfflinePlanner
+from agents.pricing import PriceTable
 from bot.background import BackgroundTasks
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
@@ -92,6 +94,22 @@ class Aios:
             log.exception("failure_report_failed", intent=intent_id)
 
 
+def _planner(settings: Settings) -> LLM:
+    """Claude when a key is set; otherwise the offline grammar, and the bot says so in each thread."""
+    if settings.anthropic_api_key:
+        # Imported here: the anthropic SDK takes most of a second to import, which every CLI command
+        # would pay even when no key is set.
+        from agents.claude import ClaudeLLM
+
+        return ClaudeLLM.from_settings(
+            settings.anthropic_api_key,
+            settings.anthropic_base_url,
+            dispatch_model=settings.dispatch_model,
+            agent_model=settings.agent_model,
+        )
+    return OfflinePlanner()
+
+
 async def bootstrap(
     settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
 ) -> Aios:
@@ -101,12 +119,18 @@ async def bootstrap(
     units = UnitOfWorkFactory.for_engine(engine)
     registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
     await registry.seed()
-    llm: LLM = OfflinePlanner()
+    llm = MeteredLLM(_planner(settings), units, PriceTable.with_overrides(settings.llm_prices))
     orders = registry.connector_for("shop.refund")
     assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
-    dispatcher = Dispatcher([ReturnsAgent(llm, registry, orders), ContentAgent(llm, registry)])
+    dispatcher = Dispatcher([ReturnsAgent(llm, registry, orders), ContentAgent(llm, registry)], llm)
     handlers = Handlers(
-        units=units, dispatcher=dispatcher, policy=policy, registry=registry, transport=transport, clock=clock
+        units=units,
+        dispatcher=dispatcher,
+        policy=policy,
+        registry=registry,
+        transport=transport,
+        clock=clock,
+        offline=llm.name == OfflinePlanner.name,
     )
     bus = MessageBus()
     handlers.register(bus)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleTransport, run_chat
+from bot.cost import PERIODS, cost_report, cost_tables
 from bot.demo import DemoFailedError, run_demo
 from bot.observability import configure_logging
 from bot.queries import why as explain_why
@@ -170,6 +171,20 @@ def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-â€¦, A-â€
     configure_logging(json=False, level=40)
     text = _run(lambda: _with_store(lambda aios: explain_why(aios.units, record_id)))
     out.print(text.replace("*", ""), highlight=False, markup=False)
+
+
+@app.command()
+def cost(
+    period: Annotated[str, typer.Argument(help="today, week or month")] = "today",
+) -> None:
+    """Model spend by agent, run and requester: the same figures as `/aios cost`."""
+    configure_logging(json=False, level=40)
+    if period not in PERIODS:
+        err.print(f"[red]error:[/] {period!r} is not a period; use one of {', '.join(PERIODS)}")
+        raise typer.Exit(2)
+    report = _run(lambda: _with_store(lambda aios: cost_report(aios.units, period, aios.clock())))
+    for table in cost_tables(report):
+        out.print(table)
 
 
 @sandbox_app.command("show")

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from agents.context import ThreadEntry
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent
@@ -31,6 +32,7 @@ class PostedMessage:
     text: str
     blocks: list[dict[str, Any]] | None
     thread_ts: str | None
+    user: str | None = None  # None: the bot
 
 
 @dataclass
@@ -48,7 +50,7 @@ class ConsoleTransport:
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
     ) -> str:
-        ts = f"1700000000.{next(self._clock):06d}"
+        ts = self._next_ts()
         self.messages.append(PostedMessage(channel, ts, text, blocks, thread_ts))
         self._print("aios", render(text, blocks))
         return ts
@@ -66,8 +68,24 @@ class ConsoleTransport:
     ) -> None:
         self._print(f"aios → only {user} sees this", render(text, None))
 
+    async def thread_history(self, channel: str, thread_ts: str) -> list[ThreadEntry]:
+        return [
+            ThreadEntry(m.ts, m.user or "", m.text, from_bot=m.user is None)
+            for m in self.messages
+            if m.channel == channel and thread_ts in (m.ts, m.thread_ts)
+        ]
+
+    async def note_user_message(self, channel: str, user: str, text: str, thread_ts: str | None) -> str:
+        """People's messages are part of the thread too (Slack keeps them; the console must remember them)."""
+        ts = self._next_ts()
+        self.messages.append(PostedMessage(channel, ts, text, None, thread_ts, user))
+        return ts
+
     async def group_members(self, group_id: str) -> set[str]:
         return self.groups.get(group_id, set())
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._clock):06d}"
 
     def _print(self, who: str, body: str) -> None:
         self.console.print(f"[bold cyan]{escape(who)}[/]")
@@ -121,6 +139,7 @@ class ConsoleSession:
         await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply)
 
     async def _intent(self, source: str, user: str, text: str) -> None:
+        message_ts = await self.transport.note_user_message(CONSOLE_CHANNEL, user, text, self.thread_ts)
         incoming = IncomingIntent(
             source=source,
             team_id=CONSOLE_TEAM,
@@ -128,6 +147,7 @@ class ConsoleSession:
             thread_ts=self.thread_ts,
             user=user,
             text=text,
+            message_ts=message_ts,
         )
         intent_id = await self.aios.accept(incoming)
         assert intent_id is not None  # console intents carry no delivery key, so none is a duplicate

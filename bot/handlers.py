@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import stamina
 import structlog
 
 from agents.agents import AgentPlan, Dispatcher, PlanRequest
+from agents.context import thread_messages
+from agents.llm import CallContext, LLMError
+from agents.llm import Message as LLMMessage
 from bot import blocks
 from bot.messagebus import Message, MessageBus
 from bot.messages import (
@@ -44,6 +47,8 @@ from storage.records import (
     IntentStatus,
     ProposedAction,
     Run,
+    RunStatus,
+    utcnow,
 )
 from storage.repository import Repository
 from storage.unit_of_work import UnitOfWorkFactory
@@ -78,6 +83,7 @@ class Handlers:
         registry: ConnectorRegistry,
         transport: Transport,
         clock: Callable[[], datetime],
+        offline: bool,
     ) -> None:
         self.units = units
         self.dispatcher = dispatcher
@@ -85,6 +91,7 @@ class Handlers:
         self.registry = registry
         self.transport = transport
         self.clock = clock
+        self.offline = offline
 
     def register(self, bus: MessageBus) -> None:
         bus.on_command(HandleIntent, self.handle_intent)
@@ -102,34 +109,114 @@ class Handlers:
             intent = await uow.repo.get(Intent, command.intent_id)
             if intent is None or intent.status != IntentStatus.RECEIVED:
                 return []  # already handled: a redelivery or a recovery pass
+        assert intent.id is not None
         thread = await self._open_thread(intent)
-        agent = self.dispatcher.route(intent.text)
+        await self._offline_notice(thread)
+        history = await self._history(intent, thread)
+        call = CallContext(
+            intent_id=intent.id,
+            agent="dispatcher",
+            requester=intent.user,
+            channel=intent.channel,
+            team_id=intent.team_id,
+        )
+        try:
+            agent = await self.dispatcher.route(intent.text, call, history)
+        except LLMError as exc:
+            await self._model_failed(thread, exc, f"`{format_id('I', intent.id)}`")
+            async with self.units() as uow:
+                await uow.repo.fail_intent(intent.id)
+                await uow.commit()
+            return []
         if agent is None:
             await self._say(thread, self._help_text(), context=f"`{format_id('I', intent.id)}`")
             await self._not_understood(intent)
             return []
-        plan = await agent.plan(PlanRequest(text=intent.text, requester=intent.user))
+        run_id = await self._start_run(intent, agent.name)
+        if run_id is None:
+            return []  # another worker took this intent first
+        ids = f"{agent.name} agent · `{format_id('R', run_id)}`"
+        try:
+            plan = await agent.plan(
+                PlanRequest(
+                    text=intent.text,
+                    requester=intent.user,
+                    call=replace(call, agent=agent.name, run_id=run_id),
+                    history=history,
+                )
+            )
+        except LLMError as exc:
+            await self._finish_run(run_id, RunStatus.FAILED, f"planning failed: {exc}")
+            await self._model_failed(thread, exc, ids)
+            return []
         if not plan.actions:
-            text = plan.rationale
+            await self._finish_run(run_id, RunStatus.ANSWERED, plan.rationale)
+            text = plan.rationale or "I have nothing to propose for that."
             if plan.problems:
                 text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
-            await self._say(thread, text, context=f"{agent.name} agent · `{format_id('I', intent.id)}`")
-            await self._not_understood(intent)
+            await self._say(thread, text, context=ids)
             return []
-        return await self._propose(intent, thread, agent.name, plan)
+        return await self._propose(intent, thread, run_id, plan)
+
+    async def _start_run(self, intent: Intent, agent: str) -> int | None:
+        assert intent.id is not None
+        async with self.units() as uow:
+            if not await uow.repo.claim_intent(intent.id):
+                return None
+            run = await uow.repo.add(Run(intent_id=intent.id, agent=agent))
+            await uow.commit()
+        return run.id
+
+    async def _finish_run(self, run_id: int, status: RunStatus, rationale: str) -> None:
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None
+            run.status, run.rationale, run.updated_at = status, rationale, utcnow()
+            uow.repo.session.add(run)
+            await uow.commit()
+
+    async def _model_failed(self, thread: Thread, exc: LLMError, context: str) -> None:
+        await self._say(
+            thread,
+            f":warning: I couldn't get an answer from the model ({exc.kind.replace('_', ' ')}), even after "
+            "retrying, so nothing was proposed or done. Please try again in a few minutes.",
+            context=context,
+        )
+
+    async def _offline_notice(self, thread: Thread) -> None:
+        """Say once per thread that planning is offline, so nobody mistakes the grammar for a model."""
+        if not self.offline:
+            return
+        async with self.units() as uow:
+            first = await uow.repo.first_time(f"offline-notice:{thread.channel}:{thread.ts}")
+            await uow.commit()
+        if first:
+            await self._say(
+                thread,
+                "I'm in offline mode (no `ANTHROPIC_API_KEY` is set), so I plan with a small fixed grammar "
+                "rather than a model. `/aios help` shows what I understand.",
+            )
+
+    async def _history(self, intent: Intent, thread: Thread) -> list[LLMMessage]:
+        if thread.ts is None or intent.message_ts in (None, thread.ts):
+            return []  # the intent starts its thread (or came by slash command): nothing came before it
+        try:
+            entries = await self.transport.thread_history(thread.channel, thread.ts)
+        except TransportError as exc:
+            log.warning("thread_history_unavailable", channel=thread.channel, error=str(exc))
+            return []
+        return thread_messages(entries, exclude_ts=intent.message_ts)
 
     async def _propose(
-        self, intent: Intent, thread: Thread, agent: str, plan: AgentPlan
+        self, intent: Intent, thread: Thread, run_id: int, plan: AgentPlan
     ) -> Sequence[Message]:
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
         cards: list[tuple[int, blocks.ApprovalCard]] = []
         async with self.units() as uow:
-            assert intent.id is not None
-            if not await uow.repo.claim_intent(intent.id):
-                return []  # another worker planned this intent first
-            run = await uow.repo.add(Run(intent_id=intent.id, agent=agent, rationale=plan.rationale))
-            assert run.id is not None
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None and run.id is not None
+            run.rationale = plan.rationale
             for action in plan.actions:
                 proposed = await uow.repo.add(
                     ProposedAction(
@@ -174,7 +261,7 @@ class Handlers:
                 uow.repo.session.add(proposed)
             await uow.repo.refresh_run_status(run.id)
             await uow.commit()
-        log.info("intent_planned", intent=intent.id, run=run.id, agent=agent, actions=len(plan.actions))
+        log.info("intent_planned", intent=intent.id, run=run.id, agent=run.agent, actions=len(plan.actions))
         for text, context in replies:
             await self._say(thread, text, context=context)
         for approval_id, card in cards:

@@ -17,13 +17,15 @@ class IncomingIntent:
     thread_ts: str | None
     user: str
     text: str
+    message_ts: str | None = None  # the message that carried it, when there is one
     delivery_key: str | None = None  # Slack's event_id; None where Slack never redelivers
 
 
 async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> int | None:
     """Store the intent; None when this delivery was seen before (a Slack retry or duplicate)."""
     async with units() as uow:
-        if incoming.delivery_key is not None and not await uow.repo.record_delivery(incoming.delivery_key):
+        key = incoming.delivery_key
+        if key is not None and not await uow.repo.first_time(f"slack-event:{key}"):
             return None
         intent = await uow.repo.add(
             Intent(
@@ -33,6 +35,7 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> i
                 thread_ts=incoming.thread_ts,
                 user=incoming.user,
                 text=incoming.text,
+                message_ts=incoming.message_ts,
             )
         )
         await uow.commit()

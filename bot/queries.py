@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import NotFoundError, explain
 from bot.slash import HELP, SlashCommand
 from storage.ids import UnknownIdError, format_id
@@ -11,7 +12,6 @@ from storage.records import ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory
 
 NOT_YET = {
-    "cost": "`/aios cost` needs the LLM cost ledger, which this installation does not keep yet.",
     "pause": "`/aios pause` is not available in this version; agents cannot be paused yet.",
     "resume": "`/aios resume` is not available in this version; agents cannot be paused yet.",
     "replay": "`/aios replay` is not available in this version; runs cannot be replayed yet.",
@@ -28,6 +28,11 @@ async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime)
         return await status(units)
     if command.name == "pending":
         return await pending(units, now)
+    if command.name == "cost":
+        try:
+            return cost_text(await cost_report(units, command.argument.strip().lower() or "today", now))
+        except UnknownPeriodError as exc:
+            return f"{exc}. For example: `/aios cost week`."
     return NOT_YET.get(command.name, HELP)
 
 

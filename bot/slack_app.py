@@ -97,6 +97,7 @@ async def _accept_event(
             thread_ts=event.get("thread_ts") or event["ts"],
             user=event.get("user", ""),
             text=text,
+            message_ts=event["ts"],
             delivery_key=body.get("event_id"),
         )
     )

@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from agents.context import ThreadEntry
 from bot.transport import TransportError
 
 GROUP_CACHE_SECONDS = 300.0
@@ -72,6 +73,22 @@ class SlackTransport:
             "chat.postEphemeral",
             self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts),
         )
+
+    async def thread_history(self, channel: str, thread_ts: str) -> list[ThreadEntry]:
+        response = await _call(
+            "conversations.replies",
+            self._client.conversations_replies(channel=channel, ts=thread_ts, limit=50),
+        )
+        messages: list[dict[str, Any]] = response.get("messages", [])
+        return [
+            ThreadEntry(
+                ts=str(m.get("ts", "0")),
+                user=str(m.get("user", "")),
+                text=str(m.get("text", "")),
+                from_bot=bool(m.get("bot_id")),
+            )
+            for m in messages
+        ]
 
     async def group_members(self, group_id: str) -> set[str]:
         cached = self._groups.get(group_id)

@@ -10,6 +10,7 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 • `/aios <what you want>` — e.g. `/aios refund order 1001 $250 arrived broken`
 • `/aios why <id>` — the whole story behind a run, action, decision or approval (R-…, A-…, D-…, AP-…)
 • `/aios status` — runs by state · `/aios pending` — approvals waiting for someone
+• `/aios cost [today|week|month]` — model spend by agent, run and requester
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""
 

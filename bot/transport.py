@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from agents.context import ThreadEntry
+
 
 class TransportError(Exception):
     """A message could not be delivered (the chat service refused it or could not be reached)."""
@@ -29,6 +31,10 @@ class Transport(Protocol):
         self, channel: str, user: str, text: str, *, thread_ts: str | None = None
     ) -> None:
         """A message only ``user`` sees: refusals, explanations."""
+        ...
+
+    async def thread_history(self, channel: str, thread_ts: str) -> list[ThreadEntry]:
+        """The messages of a thread so far, for the agent's short-term context."""
         ...
 
     async def group_members(self, group_id: str) -> set[str]:

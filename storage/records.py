@@ -53,6 +53,7 @@ class IntentStatus(enum.StrEnum):
 
 class RunStatus(enum.StrEnum):
     PLANNING = "planning"
+    ANSWERED = "answered"  # the agent replied and proposed nothing
     AWAITING_APPROVAL = "awaiting_approval"
     EXECUTING = "executing"
     COMPLETED = "completed"
@@ -100,11 +101,12 @@ def run_status_for(action_statuses: set[str]) -> RunStatus:
     return RunStatus.DENIED
 
 
-class Delivery(SQLModel, table=True):
-    """One inbound delivery key (a Slack ``event_id``); its uniqueness drops duplicates and retries."""
+class Once(SQLModel, table=True):
+    """Keys of things that must happen once: a Slack ``event_id`` (drops duplicates and retries), the offline
+    notice in a thread, the digest of a period. Inserting the key is the claim."""
 
     key: str = Field(primary_key=True, max_length=200)
-    received_at: datetime = _ts()
+    created_at: datetime = _ts()
 
 
 class Intent(SQLModel, table=True):
@@ -115,6 +117,7 @@ class Intent(SQLModel, table=True):
     thread_ts: str | None = Field(default=None, max_length=40)
     user: str = Field(max_length=40, index=True)
     text: str
+    message_ts: str | None = Field(default=None, max_length=40)  # the Slack message that carried the intent
     status: str = Field(max_length=20, default=IntentStatus.RECEIVED, index=True)
     created_at: datetime = _ts()
 
@@ -184,6 +187,31 @@ class Execution(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = _ts()
     finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+
+
+class LlmCall(SQLModel, table=True):
+    """One model call: what it cost, how long it took, how it ended, and whom it was for."""
+
+    __tablename__ = "llm_call"
+
+    id: int | None = Field(default=None, primary_key=True)
+    intent_id: int = Field(foreign_key="intent.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True)
+    agent: str = Field(max_length=40)
+    requester: str = Field(max_length=40)
+    channel: str = Field(max_length=40)
+    team_id: str = Field(default="", max_length=40)
+    model: str = Field(max_length=80)
+    role: str = Field(max_length=20)  # dispatch, agent
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    outcome: str = Field(max_length=30)  # ok, or the error kind
+    error: str | None = None
+    created_at: datetime = _ts(index=True)
 
 
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, func, update
+from sqlalchemy import Table, case, func, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel, col, select
@@ -17,10 +19,11 @@ from storage.records import (
     Approval,
     ApprovalStatus,
     Decision,
-    Delivery,
     Execution,
     Intent,
     IntentStatus,
+    LlmCall,
+    Once,
     ProposedAction,
     Run,
     run_status_for,
@@ -28,6 +31,18 @@ from storage.records import (
 )
 
 Record = TypeVar("Record", bound=SQLModel)
+
+
+@dataclass(frozen=True)
+class CostRow:
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    cost_usd: float
+    failures: int
 
 
 class Repository:
@@ -50,9 +65,9 @@ class Repository:
         result = await self.session.exec(insert(table).values(**values).on_conflict_do_nothing())
         return bool(result.rowcount)
 
-    async def record_delivery(self, key: str) -> bool:
-        """True the first time a delivery key is seen, False for every duplicate or retry."""
-        return await self.insert_if_absent(Delivery, {"key": key, "received_at": utcnow()})
+    async def first_time(self, key: str) -> bool:
+        """True for the one caller that claims ``key`` first; False for every later or concurrent one."""
+        return await self.insert_if_absent(Once, {"key": key, "created_at": utcnow()})
 
     async def next_id(self, model: type[SQLModel]) -> int:
         table: Table = model.__table__  # type: ignore[attr-defined]
@@ -128,6 +143,46 @@ class Repository:
             .values(status=status)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+    async def llm_costs(self, group_by: str, since: datetime) -> list[CostRow]:
+        """Model calls since ``since``, summed per agent, run, requester or model; the costliest first."""
+        key = col(
+            {
+                "agent": LlmCall.agent,
+                "run": LlmCall.run_id,
+                "requester": LlmCall.requester,
+                "model": LlmCall.model,
+            }[group_by]
+        )
+        cost = func.sum(LlmCall.cost_usd)
+        query = (
+            sql_select(  # more columns than sqlmodel's typed select() takes
+                key,
+                func.count(),
+                func.sum(LlmCall.input_tokens),
+                func.sum(LlmCall.output_tokens),
+                func.sum(LlmCall.cache_creation_tokens),
+                func.sum(LlmCall.cache_read_tokens),
+                cost,
+                func.sum(case((col(LlmCall.outcome) != "ok", 1), else_=0)),
+            )
+            .where(col(LlmCall.created_at) >= since)
+            .group_by(key)
+            .order_by(cost.desc())
+        )
+        return [
+            CostRow(
+                str(k) if k is not None else "-",
+                int(n),
+                int(i or 0),
+                int(o or 0),
+                int(w or 0),
+                int(r or 0),
+                float(c or 0.0),
+                int(f or 0),
+            )
+            for k, n, i, o, w, r, c, f in (await (await self.session.connection()).execute(query)).all()
+        ]
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime

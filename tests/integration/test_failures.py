@@ -62,6 +62,7 @@ async def run_with(aios: Aios, shop: FlakyShop, text: str) -> None:
         registry=registry,
         transport=base.transport,
         clock=base.clock,
+        offline=True,
     )
     bus = MessageBus()
     handlers.register(bus)

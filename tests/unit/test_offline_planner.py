@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from agents.llm import Message, ToolSpec
+from agents.llm import CallContext, Message, ToolSpec
 from agents.offline import OfflinePlanner
 
 CONTEXT = (
     "Context:\norder 1001: total $320.00, refundable $320.00, customer Maya <maya@example.com>, item Ceramic set\n"
     "order 1002: total $48.00, refundable $8.00, customer Tom <tom@example.com>, item Linen apron"
 )
+CALL = CallContext(intent_id=1, agent="returns", requester="U1", channel="C1")
 RETURNS = [ToolSpec("shop_refund", "", {}), ToolSpec("email_send", "", {})]
 CONTENT = [ToolSpec("cms_create_draft", "", {}), ToolSpec("cms_publish", "", {})]
 
@@ -16,7 +17,9 @@ CONTENT = [ToolSpec("cms_create_draft", "", {}), ToolSpec("cms_publish", "", {})
 async def plan(
     text: str, tools: list[ToolSpec] = RETURNS, system: str = CONTEXT
 ) -> list[tuple[str, dict[str, object]]]:
-    reply = await OfflinePlanner().complete(system=system, messages=[Message("user", text)], tools=tools)
+    reply = await OfflinePlanner().complete(
+        role="agent", call=CALL, system=system, messages=[Message("user", text)], tools=tools
+    )
     return [(call.name, call.input) for call in reply.tool_calls]
 
 
@@ -47,7 +50,11 @@ async def test_telling_the_customer_adds_an_email() -> None:
 
 async def test_unknown_orders_and_missing_order_numbers_propose_nothing() -> None:
     reply = await OfflinePlanner().complete(
-        system=CONTEXT, messages=[Message("user", "refund order 4242")], tools=RETURNS
+        role="agent",
+        call=CALL,
+        system=CONTEXT,
+        messages=[Message("user", "refund order 4242")],
+        tools=RETURNS,
     )
     assert reply.tool_calls == [] and "can't find order 4242" in reply.text
     assert await plan("refund the blender") == []
@@ -66,5 +73,7 @@ async def test_content_grammar() -> None:
 
 
 async def test_anything_else_gets_help_naming_examples() -> None:
-    reply = await OfflinePlanner().complete(system="", messages=[Message("user", "what's up")], tools=CONTENT)
+    reply = await OfflinePlanner().complete(
+        role="agent", call=CALL, system="", messages=[Message("user", "what's up")], tools=CONTENT
+    )
     assert reply.tool_calls == [] and "publish post" in reply.text
