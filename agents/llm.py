@@ -81,9 +81,16 @@ class CallContext:
 class LLMError(Exception):
     """The model could not answer; ``kind`` says why (rate_limited, overloaded, server_error, connection, …)."""
 
+    TRANSIENT = frozenset({"rate_limited", "overloaded", "server_error", "connection"})
+
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again later; the others need someone to fix a key, a model name or a request."""
+        return self.kind in self.TRANSIENT
 
 
 class LLM(Protocol):

@@ -25,12 +25,21 @@ class Price:
         ) / 1_000_000
 
 
-# Anthropic's list prices (USD per MTok); cache writes are the 5-minute TTL rate.
+# Anthropic's list prices (USD per MTok, platform.claude.com/docs/en/about-claude/pricing); cache writes at the
+# default 5-minute TTL. Other models: AIOS_LLM_PRICES.
+_OPUS = Price(5.00, 25.00, 6.25, 0.50)
+_SONNET = Price(3.00, 15.00, 3.75, 0.30)
 DEFAULT_PRICES: dict[str, Price] = {
-    "claude-haiku-4-5": Price(1.00, 5.00, 1.25, 0.10),
-    "claude-sonnet-4-5": Price(3.00, 15.00, 3.75, 0.30),
-    "claude-sonnet-4": Price(3.00, 15.00, 3.75, 0.30),
+    "claude-opus-5": _OPUS,
+    "claude-opus-4-8": _OPUS,
+    "claude-opus-4-7": _OPUS,
+    "claude-opus-4-6": _OPUS,
+    "claude-opus-4-5": _OPUS,
     "claude-opus-4-1": Price(15.00, 75.00, 18.75, 1.50),
+    "claude-sonnet-4-6": _SONNET,
+    "claude-sonnet-4-5": _SONNET,
+    "claude-sonnet-4": _SONNET,
+    "claude-haiku-4-5": Price(1.00, 5.00, 1.25, 0.10),
     "offline": Price(0.0, 0.0, 0.0, 0.0),
 }
 

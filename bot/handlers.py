@@ -176,11 +176,15 @@ class Handlers:
             await uow.commit()
 
     async def _model_failed(self, thread: Thread, exc: LLMError, context: str) -> None:
+        if exc.transient:
+            advice = (
+                "even after retrying, so nothing was proposed or done. Please try again in a few minutes."
+            )
+        else:
+            advice = "so nothing was proposed or done. The error is logged for whoever runs this bot."
+        reason = exc.kind.replace("_", " ")
         await self._say(
-            thread,
-            f":warning: I couldn't get an answer from the model ({exc.kind.replace('_', ' ')}), even after "
-            "retrying, so nothing was proposed or done. Please try again in a few minutes.",
-            context=context,
+            thread, f":warning: I couldn't get an answer from the model ({reason}), {advice}", context=context
         )
 
     async def _offline_notice(self, thread: Thread) -> None:

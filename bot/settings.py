@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     dispatch_model: str = Field(default="claude-haiku-4-5", validation_alias="AIOS_DISPATCH_MODEL")
-    agent_model: str = Field(default="claude-sonnet-4-5", validation_alias="AIOS_AGENT_MODEL")
+    agent_model: str = Field(default="claude-sonnet-4-6", validation_alias="AIOS_AGENT_MODEL")
     llm_prices: str | None = Field(default=None, validation_alias="AIOS_LLM_PRICES")
     weaviate_url: str | None = Field(default=None, validation_alias="WEAVIATE_URL")
     weaviate_api_key: str | None = Field(default=None, validation_alias="WEAVIATE_API_KEY")

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -111,5 +111,5 @@ async def _call(method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackR
         return await call
     except SlackApiError as exc:
         raise TransportError(f"Slack refused {method}: {exc.response.get('error', 'unknown error')}") from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
         raise TransportError(f"Slack could not be reached for {method}: {exc!r}") from exc

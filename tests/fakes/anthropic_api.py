@@ -114,7 +114,11 @@ class FakeAnthropicApi:
         with self._lock:
             self.requests.append(body)
             step = self._script.pop(0) if self._script else None
-        if request.headers.get("x-api-key") != API_KEY:
+        keys = {
+            request.headers.get("x-api-key"),
+            request.headers.get("Authorization", "").removeprefix("Bearer "),
+        }
+        if API_KEY not in keys:
             return self._error(Failure(401, "authentication_error"))
         if step is None:
             step = self.default(body) if self.default else Reply("I have nothing to add.")

@@ -25,6 +25,7 @@ TOKEN = "xoxb-test-token"
 class ApiCall:
     method: str
     params: dict[str, Any]
+    response: dict[str, Any]
 
 
 class FakeSlackApi:
@@ -33,6 +34,7 @@ class FakeSlackApi:
         self.calls: list[ApiCall] = []
         self.groups: dict[str, list[str]] = {}
         self._failures: dict[str, list[str]] = {}
+        self.human_messages: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._loop = asyncio.new_event_loop()
@@ -60,6 +62,13 @@ class FakeSlackApi:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def add_human_message(self, channel: str, thread_ts: str, ts: str, user: str, text: str) -> None:
+        """A person's message in a thread, as conversations.replies will return it."""
+        with self._lock:
+            self.human_messages.setdefault((channel, thread_ts), []).append(
+                {"type": "message", "ts": ts, "user": user, "text": text, "thread_ts": thread_ts}
+            )
 
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
@@ -102,18 +111,20 @@ class FakeSlackApi:
         method = request.match_info["method"]
         params = await _params(request)
         with self._lock:
-            self.calls.append(ApiCall(method, params))
+            failures = self._failures.get(method)
+            error = failures.pop(0) if failures else None
         if (
             request.headers.get("Authorization") != f"Bearer {self.token}"
             and params.get("token") != self.token
         ):
-            return web.json_response({"ok": False, "error": "invalid_auth"})
+            answer: dict[str, Any] = {"ok": False, "error": "invalid_auth"}
+        elif error is not None:
+            answer = {"ok": False, "error": error}
+        else:
+            answer = self._answer(method, params)
         with self._lock:
-            failures = self._failures.get(method)
-            error = failures.pop(0) if failures else None
-        if error is not None:
-            return web.json_response({"ok": False, "error": error})
-        return web.json_response(self._answer(method, params))
+            self.calls.append(ApiCall(method, params, answer))
+        return web.json_response(answer)
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
@@ -145,6 +156,12 @@ class FakeSlackApi:
             }
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"1800000000.{next(self._ts):06d}"}
+        if method == "conversations.replies":
+            return {
+                "ok": True,
+                "messages": self._replies(str(params.get("channel")), str(params.get("ts"))),
+                "has_more": False,
+            }
         if method == "usergroups.users.list":
             users = self.groups.get(str(params.get("usergroup")))
             return (
@@ -153,6 +170,25 @@ class FakeSlackApi:
                 else {"ok": False, "error": "no_such_subteam"}
             )
         return {"ok": False, "error": "unknown_method"}
+
+    def _replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """People's messages added by the test, and what the bot posted in the thread (numbered as answered)."""
+        with self._lock:
+            messages = list(self.human_messages.get((channel, thread_ts), []))
+            posts = [c for c in self.calls if c.method == "chat.postMessage" and c.response.get("ok")]
+        for call in posts:
+            ts = call.response["ts"]
+            if call.params.get("channel") == channel and thread_ts in (ts, call.params.get("thread_ts")):
+                messages.append(
+                    {
+                        "type": "message",
+                        "ts": ts,
+                        "bot_id": "B0AIOS",
+                        "text": call.params.get("text", ""),
+                        "thread_ts": thread_ts,
+                    }
+                )
+        return sorted(messages, key=lambda m: float(m["ts"]))
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

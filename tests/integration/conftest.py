@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from bot.messages import HandleIntent
 from bot.settings import Settings
 from bot.slack_transport import SlackTransport
 from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 
 CHANNEL = "C0SHOP"
@@ -46,23 +47,62 @@ default_approvers: [manager]
     return path
 
 
-@pytest.fixture
-async def aios(
-    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
-) -> AsyncIterator[Aios]:
-    settings = Settings(
+async def start_aios(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, **settings: str
+) -> Aios:
+    configured = Settings(
         AIOS_DATABASE_URL=database_url,
         AIOS_POLICY_FILE=str(write_policy(tmp_path)),
         SLACK_BOT_TOKEN=TOKEN,
         SLACK_API_URL=slack_api.url,
+        **settings,  # type: ignore[arg-type]
     )
     client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
-    instance = await bootstrap(settings, SlackTransport(client), clock=clock)
+    return await bootstrap(configured, SlackTransport(client), clock=clock)
+
+
+@pytest.fixture
+async def aios(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> AsyncIterator[Aios]:
+    """Planning offline: no Anthropic key."""
+    instance = await start_aios(database_url, slack_api, clock, tmp_path)
     yield instance
     await instance.close()
 
 
-async def ask(aios: Aios, text: str, *, user: str = REQUESTER, thread_ts: str = "1700000000.000100") -> int:
+@pytest.fixture
+def anthropic_api() -> Iterator[FakeAnthropicApi]:
+    with FakeAnthropicApi() as api:
+        yield api
+
+
+@pytest.fixture
+async def claude_aios(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> AsyncIterator[Aios]:
+    """Planning by Claude through the anthropic SDK, against the local fake Messages API."""
+    instance = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    yield instance
+    await instance.close()
+
+
+async def ask(
+    aios: Aios,
+    text: str,
+    *,
+    user: str = REQUESTER,
+    thread_ts: str = "1700000000.000100",
+    message_ts: str | None = None,
+) -> int:
+    """A mention in a thread; by default the mention is the thread's first message."""
     intent_id = await aios.accept(
         IncomingIntent(
             source="mention",
@@ -71,6 +111,7 @@ async def ask(aios: Aios, text: str, *, user: str = REQUESTER, thread_ts: str = 
             thread_ts=thread_ts,
             user=user,
             text=text,
+            message_ts=message_ts or thread_ts,
         )
     )
     assert intent_id is not None
