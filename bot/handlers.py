@@ -221,6 +221,7 @@ class Handlers:
             run = await uow.repo.get(Run, run_id)
             assert run is not None and run.id is not None
             run.rationale = plan.rationale
+            totals: dict[str, float] = {}
             for action in plan.actions:
                 proposed = await uow.repo.add(
                     ProposedAction(
@@ -231,7 +232,11 @@ class Handlers:
                     )
                 )
                 assert proposed.id is not None
-                verdict = self.policy.evaluate(action.name, proposed.params, intent.user)
+                amount = proposed.params.get("amount")
+                if isinstance(amount, int | float):
+                    totals[action.name] = totals.get(action.name, 0.0) + float(amount)
+                totals.setdefault(action.name, 0.0)
+                verdict = self.policy.evaluate(action.name, proposed.params, intent.user, totals)
                 decision = await uow.repo.add(
                     Decision(
                         action_id=proposed.id,

@@ -76,11 +76,24 @@ class Policy:
     def roles(self) -> Mapping[str, list[str]]:
         return self.document.roles
 
-    def evaluate(self, action_name: str, params: Mapping[str, Any], requester: str) -> PolicyVerdict:
-        """Judge one proposed action. A condition that fails to evaluate blocks the action (fail closed)."""
+    def evaluate(
+        self,
+        action_name: str,
+        params: Mapping[str, Any],
+        requester: str,
+        run_totals: Mapping[str, float] | None = None,
+    ) -> PolicyVerdict:
+        """Judge one proposed action. A condition that fails to evaluate blocks the action (fail closed).
+
+        ``run_totals`` maps each action name to the sum of the ``amount`` parameters of that action in the
+        run so far, this one included, so a rule can see through a large refund split into small ones.
+        """
+        amount = params.get("amount")
+        own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
         activation = {
             "action": {"name": action_name, "params": dict(params)},
             "requester": {"id": requester, "roles": self.roles_of(requester)},
+            "run": {"totals": dict(run_totals) if run_totals is not None else own},
         }
         for compiled in self._rules:
             rule = compiled.rule

@@ -30,7 +30,7 @@ roles:
   editor: [U0EDITOR]
 rules:
   - id: refunds-over-100-need-a-manager
-    when: action.name == "shop.refund" && action.params.amount > 100.0
+    when: action.name == "shop.refund" && run.totals["shop.refund"] > 100.0
     verdict: require_approval
     approvers: [manager]
     forbid_self_approval: true

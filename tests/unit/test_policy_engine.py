@@ -147,3 +147,17 @@ def test_the_packaged_default_policy_loads() -> None:
 )
 def test_durations(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+def test_run_totals_see_a_large_refund_split_into_small_ones() -> None:
+    policy = Policy.from_text(
+        POLICY.replace(
+            'action.name == "shop.refund" && action.params.amount > 100.0',
+            'action.name == "shop.refund" && run.totals["shop.refund"] > 100.0',
+        )
+    )
+    first = policy.evaluate("shop.refund", {"amount": 99.0}, "U1", {"shop.refund": 99.0})
+    second = policy.evaluate("shop.refund", {"amount": 99.0}, "U1", {"shop.refund": 198.0})
+    assert (first.verdict, second.verdict) == ("allow", "require_approval")
+    alone = policy.evaluate("shop.refund", {"amount": 250.0}, "U1")  # no run: the action's own amount
+    assert alone.verdict == "require_approval"
