@@ -15,12 +15,13 @@ from agents.metering import MeteredLLM
 from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
 from bot.background import BackgroundTasks
+from bot.digest import post_digest
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
 from bot.messagebus import Message, MessageBus
 from bot.messages import HandleIntent
 from bot.settings import Settings
-from bot.transport import Transport
+from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
@@ -63,6 +64,15 @@ class Aios:
         """Hand a message to the background, after the ack."""
         self.background.spawn(self.process(message), name=type(message).__name__)
 
+    async def post_digest(self) -> None:
+        """The scheduled job: the digest of the day up to now, once per period across replicas."""
+        channel = self.settings.digest_channel
+        assert channel is not None
+        try:
+            await post_digest(self.units, self.handlers.transport, channel, self.clock())
+        except TransportError as exc:
+            log.error("digest_not_posted", channel=channel, error=str(exc))
+
     async def recover(self) -> int:
         """Intents that were acked but never handled (the process stopped in between) are handled now."""
         async with self.units() as uow:
@@ -94,20 +104,22 @@ class Aios:
             log.exception("failure_report_failed", intent=intent_id)
 
 
-def _planner(settings: Settings) -> LLM:
-    """Claude when a key is set; otherwise the offline grammar, and the bot says so in each thread."""
-    if settings.anthropic_api_key:
-        # Imported here: the anthropic SDK takes most of a second to import, which every CLI command
-        # would pay even when no key is set.
-        from agents.claude import ClaudeLLM
+def _planner(settings: Settings, units: UnitOfWorkFactory) -> LLM:
+    """Claude, metered in the ledger, when a key is set; otherwise the offline grammar, which costs nothing
+    and is not metered (the bot says once per thread that it is offline)."""
+    if not settings.anthropic_api_key:
+        return OfflinePlanner()
+    # Imported here: the anthropic SDK takes most of a second to import, which every CLI command
+    # would pay even when no key is set.
+    from agents.claude import ClaudeLLM
 
-        return ClaudeLLM.from_settings(
-            settings.anthropic_api_key,
-            settings.anthropic_base_url,
-            dispatch_model=settings.dispatch_model,
-            agent_model=settings.agent_model,
-        )
-    return OfflinePlanner()
+    claude = ClaudeLLM.from_settings(
+        settings.anthropic_api_key,
+        settings.anthropic_base_url,
+        dispatch_model=settings.dispatch_model,
+        agent_model=settings.agent_model,
+    )
+    return MeteredLLM(claude, units, PriceTable.with_overrides(settings.llm_prices))
 
 
 async def bootstrap(
@@ -119,7 +131,7 @@ async def bootstrap(
     units = UnitOfWorkFactory.for_engine(engine)
     registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
     await registry.seed()
-    llm = MeteredLLM(_planner(settings), units, PriceTable.with_overrides(settings.llm_prices))
+    llm = _planner(settings, units)
     orders = registry.connector_for("shop.refund")
     assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
     dispatcher = Dispatcher([ReturnsAgent(llm, registry, orders), ContentAgent(llm, registry)], llm)

@@ -11,13 +11,16 @@ from typing import Annotated, Any, TypeVar
 import structlog
 import typer
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from agents.pricing import PriceError
 from bot.bootstrap import Aios, bootstrap
-from bot.console import ConsoleTransport, run_chat
+from bot.console import ConsoleTransport, render, run_chat
 from bot.cost import PERIODS, cost_report, cost_tables
 from bot.demo import DemoFailedError, run_demo
+from bot.digest import DigestScheduleError, build_digest, digest_message, digest_scheduler, post_digest
 from bot.observability import configure_logging
 from bot.queries import why as explain_why
 from bot.settings import MissingSettingError, Settings
@@ -47,7 +50,14 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 # Errors a user can fix; each message says what is wrong and how to fix it.
-USER_ERRORS = (PolicyError, DatabaseUrlError, MissingSettingError, DemoFailedError)
+USER_ERRORS = (
+    PolicyError,
+    DatabaseUrlError,
+    MissingSettingError,
+    DemoFailedError,
+    DigestScheduleError,
+    PriceError,
+)
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
@@ -118,14 +128,26 @@ async def _serve(host: str, port: int) -> None:
     bolt = build_slack_app(aios, client, settings.slack_signing_secret)
     runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
     await runner.setup()
+    scheduler = _digest_schedule(aios)
     try:
         await web.TCPSite(runner, host, port).start()
         recovered = await aios.recover()
         log.info("serving", url=f"http://{host}:{port}", recovered_intents=recovered, planner=aios.llm.name)
         await _until_stopped()
     finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         await runner.cleanup()
         await aios.close()
+
+
+def _digest_schedule(aios: Aios) -> AsyncIOScheduler | None:
+    """Start the digest job when a channel is configured; a bad AIOS_DIGEST_CRON stops the start."""
+    if not aios.settings.digest_channel:
+        return None
+    scheduler = digest_scheduler(aios.settings.digest_cron, aios.post_digest)
+    scheduler.start()
+    return scheduler
 
 
 @app.command()
@@ -147,12 +169,15 @@ async def _socket() -> None:
         aios, client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode"
     )
     handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+    scheduler = _digest_schedule(aios)
     try:
         await handler.connect_async()  # type: ignore[no-untyped-call]
         await aios.recover()
         log.info("socket_mode_connected")
         await _until_stopped()
     finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         await handler.close_async()  # type: ignore[no-untyped-call]
         await aios.close()
 
@@ -163,6 +188,43 @@ async def _until_stopped() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+@app.command()
+def digest(
+    now: Annotated[bool, typer.Option("--now", help="Build the digest of the last 24 hours now.")] = False,
+) -> None:
+    """The cost and error digest: posted to AIOS_DIGEST_CHANNEL, or printed when Slack is not configured."""
+    configure_logging(json=False, level=40)
+    if not now:
+        err.print("`aios serve` posts the digest at AIOS_DIGEST_CRON; `aios digest --now` builds it at once.")
+        raise typer.Exit(2)
+    settings = Settings()
+    if settings.slack_bot_token and settings.digest_channel:
+        posted = _run(lambda: _digest_to_slack(settings))
+        out.print(
+            f"digest posted to {settings.digest_channel}"
+            if posted
+            else "this period's digest was already posted"
+        )
+        return
+    text, blocks = _run(lambda: _with_store(lambda aios: _digest_now(aios)))
+    out.print(render(text, blocks), highlight=False, markup=False)
+    err.print("(printed, not posted: set SLACK_BOT_TOKEN and AIOS_DIGEST_CHANNEL to post it to Slack)")
+
+
+async def _digest_now(aios: Aios) -> tuple[str, list[dict[str, Any]]]:
+    return digest_message(await build_digest(aios.units, aios.clock()))
+
+
+async def _digest_to_slack(settings: Settings) -> bool:
+    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
+    aios = await bootstrap(settings, SlackTransport(client))
+    try:
+        assert settings.digest_channel is not None
+        return await post_digest(aios.units, aios.handlers.transport, settings.digest_channel, aios.clock())
+    finally:
+        await aios.close()
 
 
 @app.command()

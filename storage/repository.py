@@ -20,12 +20,14 @@ from storage.records import (
     ApprovalStatus,
     Decision,
     Execution,
+    ExecutionStatus,
     Intent,
     IntentStatus,
     LlmCall,
     Once,
     ProposedAction,
     Run,
+    RunStatus,
     run_status_for,
     utcnow,
 )
@@ -69,10 +71,11 @@ class Repository:
         """True for the one caller that claims ``key`` first; False for every later or concurrent one."""
         return await self.insert_if_absent(Once, {"key": key, "created_at": utcnow()})
 
-    async def next_id(self, model: type[SQLModel]) -> int:
-        table: Table = model.__table__  # type: ignore[attr-defined]
-        result = await self.session.exec(select(func.coalesce(func.max(table.c.id), 0)))
-        return int(result.one()) + 1
+    async def forget_once(self, key: str) -> None:
+        """Release a claimed key whose work could not be done, so a later attempt may claim it."""
+        once = await self.get(Once, key)
+        if once is not None:
+            await self.session.delete(once)
 
     async def runs_for_intent(self, intent_id: int) -> Sequence[Run]:
         return (await self.session.exec(select(Run).where(Run.intent_id == intent_id))).all()
@@ -144,7 +147,7 @@ class Repository:
         )
         return bool((await self.session.exec(statement)).rowcount)
 
-    async def llm_costs(self, group_by: str, since: datetime) -> list[CostRow]:
+    async def llm_costs(self, group_by: str, since: datetime, until: datetime | None = None) -> list[CostRow]:
         """Model calls since ``since``, summed per agent, run, requester or model; the costliest first."""
         key = col(
             {
@@ -166,7 +169,7 @@ class Repository:
                 cost,
                 func.sum(case((col(LlmCall.outcome) != "ok", 1), else_=0)),
             )
-            .where(col(LlmCall.created_at) >= since)
+            .where(col(LlmCall.created_at) >= since, col(LlmCall.created_at) < (until or utcnow()))
             .group_by(key)
             .order_by(cost.desc())
         )
@@ -183,6 +186,53 @@ class Repository:
             )
             for k, n, i, o, w, r, c, f in (await (await self.session.connection()).execute(query)).all()
         ]
+
+    async def error_counts(self, since: datetime, until: datetime) -> dict[str, int]:
+        """Failures in a period by kind: model calls by error kind, connector executions, policy denials."""
+        llm = await self.session.exec(
+            select(LlmCall.outcome, func.count())
+            .where(
+                col(LlmCall.outcome) != "ok",
+                col(LlmCall.created_at) >= since,
+                col(LlmCall.created_at) < until,
+            )
+            .group_by(LlmCall.outcome)
+        )
+        counts = {f"llm:{outcome}": int(n) for outcome, n in llm.all()}
+        failed = await self.session.exec(
+            select(func.count())
+            .select_from(Execution)
+            .where(
+                col(Execution.status) == ExecutionStatus.FAILED,
+                col(Execution.started_at) >= since,
+                col(Execution.started_at) < until,
+            )
+        )
+        denied = await self.session.exec(
+            select(func.count())
+            .select_from(Decision)
+            .where(
+                col(Decision.kind) == "policy",
+                col(Decision.verdict) == "deny",
+                col(Decision.created_at) >= since,
+                col(Decision.created_at) < until,
+            )
+        )
+        counts["connector"] = int(failed.one())
+        counts["policy_denial"] = int(denied.one())
+        return counts
+
+    async def completed_runs(self, since: datetime, until: datetime) -> int:
+        result = await self.session.exec(
+            select(func.count())
+            .select_from(Run)
+            .where(
+                col(Run.status) == RunStatus.COMPLETED,
+                col(Run.updated_at) >= since,
+                col(Run.updated_at) < until,
+            )
+        )
+        return int(result.one())
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime

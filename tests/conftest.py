@@ -80,7 +80,7 @@ class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now

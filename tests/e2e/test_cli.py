@@ -74,3 +74,29 @@ def test_an_unusable_database_url_is_explained(tmp_path: Path) -> None:
     assert (
         result.returncode == 2 and "AIOS_DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def test_digest_now_posts_to_the_digest_channel_once_per_minute(tmp_path: Path) -> None:
+    from tests.fakes.slack_api import FakeSlackApi
+
+    with FakeSlackApi() as slack:
+        env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/d.db", slack.url)
+        env["AIOS_DIGEST_CHANNEL"] = "C0DIGEST"
+        first = run("digest", "--now", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "digest posted to C0DIGEST" in first.stdout
+        [post] = slack.calls_to("chat.postMessage")
+        assert (
+            post.params["channel"] == "C0DIGEST" and post.params["blocks"][0]["text"]["text"] == "AIOS digest"
+        )
+
+
+def test_digest_without_slack_prints_it_and_cost_prints_tables(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", "http://127.0.0.1:9/api/")
+    del env["SLACK_BOT_TOKEN"]
+    printed = run("digest", "--now", env=env)
+    assert printed.returncode == 0 and "AIOS digest" in printed.stdout and "not posted" in printed.stderr
+    cost = run("cost", "week", env=env)
+    assert cost.returncode == 0 and "Model spend by agent, week" in cost.stdout
+    bad = run("cost", "decade", env=env)
+    assert bad.returncode == 2 and "'decade' is not a period" in bad.stderr

@@ -1,0 +1,171 @@
+"""The scheduled digest: model spend, errors and waiting approvals for a period, posted once per period.
+
+APScheduler (3.x, in-process) fires it at AIOS_DIGEST_CRON; every replica may fire, and the `once` row keyed by
+the period makes exactly one post. `aios digest --now` builds the same digest on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
+
+from bot.transport import Transport, TransportError
+from storage.ids import format_id
+from storage.records import ProposedAction
+from storage.repository import CostRow
+from storage.unit_of_work import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+PERIOD = timedelta(days=1)
+TOP_WORKFLOWS = 5
+
+
+class DigestScheduleError(ValueError):
+    """AIOS_DIGEST_CRON is not a crontab expression."""
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    approval_id: str
+    action: str
+    requester: str
+    age: timedelta
+
+
+@dataclass(frozen=True)
+class Digest:
+    since: datetime
+    until: datetime
+    by_agent: list[CostRow]
+    top_runs: list[CostRow]
+    completed_runs: int
+    errors: dict[str, int]
+    pending: list[PendingApproval]
+
+    @property
+    def total_usd(self) -> float:
+        return sum(row.cost_usd for row in self.by_agent)
+
+    @property
+    def cost_per_completed_run(self) -> float | None:
+        return self.total_usd / self.completed_runs if self.completed_runs else None
+
+
+async def build_digest(units: UnitOfWorkFactory, until: datetime, period: timedelta = PERIOD) -> Digest:
+    since = until - period
+    async with units() as uow:
+        repo = uow.repo
+        by_agent = await repo.llm_costs("agent", since, until)
+        top_runs = [r for r in await repo.llm_costs("run", since, until) if r.key != "-"][:TOP_WORKFLOWS]
+        completed = await repo.completed_runs(since, until)
+        errors = await repo.error_counts(since, until)
+        pending = []
+        for approval in await repo.pending_approvals():
+            action = await repo.get(ProposedAction, approval.action_id)
+            assert action is not None
+            pending.append(
+                PendingApproval(
+                    format_id("AP", approval.id), action.name, approval.requester, until - approval.created_at
+                )
+            )
+    return Digest(since, until, by_agent, top_runs, completed, errors, pending)
+
+
+def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
+    per_run = digest.cost_per_completed_run
+    summary = f"*${digest.total_usd:.4f}* on model calls · {digest.completed_runs} automations completed" + (
+        f" · *${per_run:.4f}* per completed automation" if per_run is not None else ""
+    )
+    agents = (
+        "\n".join(
+            f"• {r.key}: ${r.cost_usd:.4f} over {r.calls} calls ({r.failures} failed)"
+            for r in digest.by_agent
+        )
+        or "• no model calls"
+    )
+    runs = (
+        "\n".join(f"• R-{r.key}: ${r.cost_usd:.4f} over {r.calls} calls" for r in digest.top_runs) or "• none"
+    )
+    errors = (
+        "\n".join(
+            f"• {kind.replace('_', ' ')}: {count}" for kind, count in sorted(digest.errors.items()) if count
+        )
+        or "• none"
+    )
+    pending = (
+        "\n".join(
+            f"• `{p.approval_id}` {p.action} for <@{p.requester}>, waiting {_age(p.age)}"
+            for p in digest.pending
+        )
+        or "• none"
+    )
+    blocks: list[Block] = [
+        HeaderBlock(block_id="digest_header", text="AIOS digest"),
+        SectionBlock(block_id="digest_summary", text=MarkdownTextObject(text=summary)),
+        SectionBlock(block_id="digest_agents", text=MarkdownTextObject(text=f"*Spend by agent*\n{agents}")),
+        SectionBlock(block_id="digest_runs", text=MarkdownTextObject(text=f"*Costliest workflows*\n{runs}")),
+        SectionBlock(block_id="digest_errors", text=MarkdownTextObject(text=f"*Errors*\n{errors}")),
+        SectionBlock(
+            block_id="digest_pending", text=MarkdownTextObject(text=f"*Approvals waiting*\n{pending}")
+        ),
+        ContextBlock(
+            block_id="digest_period",
+            elements=[
+                MarkdownTextObject(text=f"{digest.since:%Y-%m-%d %H:%M} – {digest.until:%Y-%m-%d %H:%M} UTC")
+            ],
+        ),
+    ]
+    text = (
+        f"AIOS digest: ${digest.total_usd:.4f} on model calls, {sum(digest.errors.values())} errors, "
+        f"{len(digest.pending)} approvals waiting"
+    )
+    return text, [block.to_dict() for block in blocks]
+
+
+def _age(age: timedelta) -> str:
+    hours = int(age.total_seconds() // 3600)
+    return (
+        f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h {int(age.total_seconds() // 60) % 60}m"
+    )
+
+
+async def post_digest(units: UnitOfWorkFactory, transport: Transport, channel: str, until: datetime) -> bool:
+    """Post the digest of the period ending at ``until`` (to the minute) unless it was posted already."""
+    until = until.replace(second=0, microsecond=0)
+    key = f"digest:{channel}:{until.isoformat()}"
+    async with units() as uow:
+        if not await uow.repo.first_time(key):
+            log.info("digest_already_posted", period_end=until.isoformat())
+            return False
+        await uow.commit()
+    text, blocks = digest_message(await build_digest(units, until))
+    try:
+        await transport.post(channel, text, blocks=blocks)
+    except TransportError:
+        # Give the period back so the next firing (or `aios digest --now`) can post it.
+        async with units() as uow:
+            await uow.repo.forget_once(key)
+            await uow.commit()
+        raise
+    return True
+
+
+def digest_scheduler(cron: str, job: Callable[[], Awaitable[object]]) -> AsyncIOScheduler:
+    try:
+        trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    except ValueError as exc:
+        raise DigestScheduleError(
+            f"AIOS_DIGEST_CRON {cron!r} is not a crontab expression ({exc}); for example 0 9 * * * (09:00 UTC daily)"
+        ) from exc
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    # coalesce: a backlog of missed firings (the process was down) posts one digest, not several.
+    scheduler.add_job(job, trigger, id="digest", coalesce=True, misfire_grace_time=3600, max_instances=1)
+    return scheduler

@@ -1,0 +1,136 @@
+"""The scheduled digest: its content from a seeded ledger, once per period, and its schedule."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlmodel import select
+
+from bot.bootstrap import Aios
+from bot.digest import DigestScheduleError, build_digest, digest_message, digest_scheduler, post_digest
+from bot.slack_transport import SlackTransport
+from bot.transport import TransportError
+from storage.records import LlmCall, Run
+from tests.fakes.slack_api import TOKEN, FakeSlackApi
+from tests.integration.conftest import ask
+
+DIGEST_CHANNEL = "C0DIGEST"
+
+
+async def seed_ledger(aios: Aios) -> None:
+    """Two completed refunds, one waiting for a manager, a connector failure, a denial, and model calls."""
+    await ask(aios, "refund $20 on order 1002, late", thread_ts="1.1")
+    await ask(aios, "refund $15 on order 1004, late", thread_ts="1.2")
+    await ask(aios, "refund order 1001, $250, broken", thread_ts="1.3")
+    await ask(aios, "refund $90 on order 1002, wrong", thread_ts="1.4")  # $28 left: the shop refuses
+    await ask(aios, "refund $5 on order 1005 and tell the customer", thread_ts="1.5")  # the email is denied
+    async with aios.units() as uow:
+        runs = (await uow.repo.session.exec(select(Run))).all()
+        first, second = runs[0], runs[1]
+        for run, cost, outcome in [
+            (first, 0.012, "ok"),
+            (first, 0.008, "ok"),
+            (second, 0.004, "ok"),
+            (second, 0.0, "overloaded"),
+        ]:
+            await uow.repo.add(
+                LlmCall(
+                    intent_id=run.intent_id,
+                    run_id=run.id,
+                    agent="returns",
+                    requester="U0ALICE",
+                    channel="C0SHOP",
+                    model="claude-sonnet-4-6",
+                    role="agent",
+                    input_tokens=900,
+                    output_tokens=80,
+                    cost_usd=cost,
+                    outcome=outcome,
+                )
+            )
+        await uow.repo.add(
+            LlmCall(
+                intent_id=first.intent_id,
+                agent="dispatcher",
+                requester="U0ALICE",
+                channel="C0SHOP",
+                model="claude-haiku-4-5",
+                role="dispatch",
+                cost_usd=0.001,
+                outcome="ok",
+            )
+        )
+        await uow.commit()
+
+
+async def test_digest_content_from_a_seeded_ledger(aios: Aios) -> None:
+    await seed_ledger(aios)
+    digest = await build_digest(aios.units, datetime.now(UTC) + timedelta(seconds=1))
+
+    assert [(r.key, r.calls, round(r.cost_usd, 4), r.failures) for r in digest.by_agent] == [
+        ("returns", 4, 0.024, 1),
+        ("dispatcher", 1, 0.001, 0),
+    ]
+    assert [(r.key, round(r.cost_usd, 4)) for r in digest.top_runs] == [("1", 0.02), ("2", 0.004)]
+    assert (
+        digest.completed_runs == 3
+    )  # the $20, $15 and $5 refunds (the $5 run's email was denied, not failed)
+    assert digest.cost_per_completed_run == pytest.approx(0.025 / 3)
+    assert digest.errors == {"llm:overloaded": 1, "connector": 1, "policy_denial": 1}
+    [pending] = digest.pending
+    assert (pending.action, pending.requester) == ("shop.refund", "U0ALICE")
+
+    text, blocks = digest_message(digest)
+    assert "$0.0250 on model calls" in text and "3 errors" in text and "1 approvals waiting" in text
+    rendered = str(blocks)
+    assert (
+        "per completed automation" in rendered
+        and "llm:overloaded: 1" in rendered
+        and pending.approval_id in rendered
+    )
+
+
+async def test_a_period_is_posted_once_even_when_the_job_fires_twice(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    transport = SlackTransport(AsyncWebClient(token=TOKEN, base_url=slack_api.url))
+    fired_at = datetime(2026, 11, 24, 9, 0, 0, 150_000, tzinfo=UTC)
+    results = await asyncio.gather(
+        post_digest(aios.units, transport, DIGEST_CHANNEL, fired_at),
+        post_digest(aios.units, transport, DIGEST_CHANNEL, fired_at + timedelta(seconds=20)),
+    )
+    assert sorted(results) == [False, True]
+    assert [c.params["channel"] for c in slack_api.calls_to("chat.postMessage")] == [DIGEST_CHANNEL]
+
+
+async def test_a_digest_that_could_not_be_posted_can_be_posted_later(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    transport = SlackTransport(AsyncWebClient(token=TOKEN, base_url=slack_api.url))
+    fired_at = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    slack_api.fail_next("chat.postMessage", "not_in_channel")
+    with pytest.raises(TransportError, match="not_in_channel"):
+        await post_digest(aios.units, transport, DIGEST_CHANNEL, fired_at)
+    assert await post_digest(aios.units, transport, DIGEST_CHANNEL, fired_at) is True
+
+
+async def test_the_schedule_follows_the_cron_in_utc() -> None:
+    async def job() -> None:
+        return None
+
+    scheduler = digest_scheduler("30 7 * * 1-5", job)
+    scheduler.start(paused=True)
+    try:
+        next_run = scheduler.get_job("digest").next_run_time
+        assert (next_run.hour, next_run.minute, next_run.utcoffset()) == (7, 30, timedelta(0))
+        assert next_run.weekday() < 5
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_bad_cron_is_refused_with_an_example() -> None:
+    with pytest.raises(DigestScheduleError, match="AIOS_DIGEST_CRON 'every morning' is not a crontab"):
+        digest_scheduler("every morning", lambda: asyncio.sleep(0))
