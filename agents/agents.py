@@ -145,6 +145,7 @@ _ROUTES = (
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
 )
 ROUTE_TOOL = "route_to_agent"
+DISPATCHER = "dispatcher"  # the agent name a run has until the dispatcher picks one
 
 
 class Dispatcher:

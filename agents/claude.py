@@ -14,6 +14,7 @@ import stamina
 import structlog
 
 from agents.llm import (
+    MAX_OUTPUT_TOKENS,
     CallContext,
     LLMError,
     LLMReply,
@@ -27,7 +28,6 @@ from agents.llm import (
 
 log = structlog.get_logger(__name__)
 
-MAX_TOKENS = 1024
 ATTEMPTS = 4
 MAX_WAIT_SECONDS = 30.0
 
@@ -119,7 +119,7 @@ def _request(
         api_tools[-1]["cache_control"] = {"type": "ephemeral"}
     request: dict[str, Any] = {
         "model": model,
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": MAX_OUTPUT_TOKENS,
         "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
         "messages": [_message(m) for m in messages],
     }

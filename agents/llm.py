@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Role = Literal["dispatch", "agent"]  # which model: a cheap one routes, a stronger one plans
+MAX_OUTPUT_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class CallContext:
     channel: str
     team_id: str = ""
     run_id: int | None = None
+    thread_ts: str | None = None
 
 
 class LLMError(Exception):

@@ -1,23 +1,36 @@
-"""Every model call recorded in the ledger: model, tokens, cost, latency, outcome, and whom it was for."""
+"""Every model call budgeted and recorded: reserved against its budgets before, booked in the ledger after
+(model, tokens, cost, latency, outcome, and whom it was for)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from agents.budgets import BudgetGuard, estimate_cost
 from agents.llm import LLM, CallContext, LLMError, LLMReply, Message, Role, ToolSpec, Usage
 from agents.pricing import PriceTable
 from storage.records import LlmCall
 from storage.unit_of_work import UnitOfWorkFactory
 
+BudgetWarning = Callable[[CallContext, str], Awaitable[None]]
+
 
 class MeteredLLM:
     """Wraps any :class:`LLM`; the wrapped one never learns about money."""
 
-    def __init__(self, inner: LLM, units: UnitOfWorkFactory, prices: PriceTable) -> None:
+    def __init__(
+        self,
+        inner: LLM,
+        units: UnitOfWorkFactory,
+        prices: PriceTable,
+        budgets: BudgetGuard,
+        on_budget_warning: BudgetWarning | None = None,
+    ) -> None:
         self._inner = inner
         self._units = units
         self._prices = prices
+        self._budgets = budgets
+        self._on_budget_warning = on_budget_warning
         for role in ("dispatch", "agent"):
             prices.price(
                 inner.model_for(role)
@@ -40,16 +53,26 @@ class MeteredLLM:
         call: CallContext,
     ) -> LLMReply:
         model = self._inner.model_for(role)
+        reservation = await self._budgets.reserve(
+            call, estimate_cost(self._prices, model, system, messages, tools)
+        )
         started = time.perf_counter()
+        usage, outcome, error = Usage(), "ok", None
         try:
             reply = await self._inner.complete(
                 role=role, system=system, messages=messages, tools=tools, call=call
             )
+            usage = reply.usage
+            return reply
         except LLMError as exc:
-            await self._record(call, role, model, Usage(), started, outcome=exc.kind, error=str(exc))
+            outcome, error = exc.kind, str(exc)
             raise
-        await self._record(call, role, model, reply.usage, started, outcome="ok", error=None)
-        return reply
+        finally:
+            cost = self._prices.cost(model, usage)
+            await self._record(call, role, model, usage, cost, started, outcome, error)
+            for warning in await self._budgets.settle(reservation, cost):
+                if self._on_budget_warning is not None:
+                    await self._on_budget_warning(call, warning)
 
     async def _record(
         self,
@@ -57,8 +80,8 @@ class MeteredLLM:
         role: Role,
         model: str,
         usage: Usage,
+        cost: float,
         started: float,
-        *,
         outcome: str,
         error: str | None,
     ) -> None:
@@ -77,7 +100,7 @@ class MeteredLLM:
                     output_tokens=usage.output_tokens,
                     cache_creation_tokens=usage.cache_creation_input_tokens,
                     cache_read_tokens=usage.cache_read_input_tokens,
-                    cost_usd=self._prices.cost(model, usage),
+                    cost_usd=cost,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     outcome=outcome,
                     error=error,

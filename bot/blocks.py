@@ -20,6 +20,7 @@ from slack_sdk.models.blocks import (
 
 APPROVE_ACTION_ID = "aios_approve"
 REJECT_ACTION_ID = "aios_reject"
+REQUEST_BUDGET_ACTION_ID = "aios_budget_request"
 
 Message = tuple[str, list[dict[str, Any]]]
 
@@ -118,3 +119,16 @@ def notice(text: str, context: str | None = None) -> Message:
             ContextBlock(block_id="aios_notice_context", elements=[MarkdownTextObject(text=context)])
         )
     return text, _render(blocks)
+
+
+def budget_blocked(run_id: str, why: str) -> Message:
+    """A run stopped by a hard budget limit, with the button that asks the budget's approvers for more."""
+    button = ButtonElement(text="Request budget", action_id=REQUEST_BUDGET_ACTION_ID, value=run_id)
+    text = f":octagonal_sign: {why}"
+    return text, _render(
+        [
+            SectionBlock(block_id="aios_budget", text=MarkdownTextObject(text=text)),
+            ActionsBlock(block_id="aios_budget_actions", elements=[button]),
+            ContextBlock(block_id="aios_budget_context", elements=[MarkdownTextObject(text=f"`{run_id}`")]),
+        ]
+    )

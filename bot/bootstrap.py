@@ -10,8 +10,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.agents import ContentAgent, Dispatcher, OrderLookup, ReturnsAgent
-from agents.llm import LLM
-from agents.metering import MeteredLLM
+from agents.budgets import BudgetGuard
+from agents.llm import LLM, CallContext
+from agents.metering import BudgetWarning, MeteredLLM
 from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
 from bot.background import BackgroundTasks
@@ -104,7 +105,9 @@ class Aios:
             log.exception("failure_report_failed", intent=intent_id)
 
 
-def _planner(settings: Settings, units: UnitOfWorkFactory) -> LLM:
+def _planner(
+    settings: Settings, units: UnitOfWorkFactory, budgets: BudgetGuard, on_budget_warning: BudgetWarning
+) -> LLM:
     """Claude, metered in the ledger, when a key is set; otherwise the offline grammar, which costs nothing
     and is not metered (the bot says once per thread that it is offline)."""
     if not settings.anthropic_api_key:
@@ -119,7 +122,8 @@ def _planner(settings: Settings, units: UnitOfWorkFactory) -> LLM:
         dispatch_model=settings.dispatch_model,
         agent_model=settings.agent_model,
     )
-    return MeteredLLM(claude, units, PriceTable.with_overrides(settings.llm_prices))
+    prices = PriceTable.with_overrides(settings.llm_prices)
+    return MeteredLLM(claude, units, prices, budgets, on_budget_warning)
 
 
 async def bootstrap(
@@ -131,7 +135,14 @@ async def bootstrap(
     units = UnitOfWorkFactory.for_engine(engine)
     registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
     await registry.seed()
-    llm = _planner(settings, units)
+
+    async def warn_in_thread(call: CallContext, warning: str) -> None:
+        try:
+            await transport.post(call.channel, f":money_with_wings: {warning}", thread_ts=call.thread_ts)
+        except TransportError as exc:
+            log.error("budget_warning_not_delivered", error=str(exc))
+
+    llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
     orders = registry.connector_for("shop.refund")
     assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
     dispatcher = Dispatcher([ReturnsAgent(llm, registry, orders), ContentAgent(llm, registry)], llm)

@@ -14,7 +14,8 @@ from datetime import datetime
 import stamina
 import structlog
 
-from agents.agents import AgentPlan, Dispatcher, PlanRequest
+from agents.agents import DISPATCHER, Dispatcher, PlanRequest
+from agents.budgets import BudgetExceededError
 from agents.context import thread_messages
 from agents.llm import CallContext, LLMError
 from agents.llm import Message as LLMMessage
@@ -28,9 +29,12 @@ from bot.messages import (
     DecideApproval,
     ExecuteAction,
     HandleIntent,
+    RequestBudget,
 )
 from bot.observability import DECISIONS, EXECUTIONS
 from bot.transport import Transport, TransportError
+from connectors.actions import Action
+from connectors.budget import BudgetGrant
 from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
 from connectors.registry import ConnectorRegistry, idempotency_key
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
@@ -99,7 +103,9 @@ class Handlers:
         bus.on_command(ExecuteAction, self.execute_action)
         bus.on_event(ActionAllowed, self.execute_when_cleared)
         bus.on_event(ActionApproved, self.execute_when_cleared)
+        bus.on_command(RequestBudget, self.request_budget)
         bus.on_event(ActionExecuted, self.report_execution)
+        bus.on_event(ActionExecuted, self.resume_after_grant)
         bus.on_event(ActionFailed, self.report_failure)
 
     # --- intents -------------------------------------------------------------------------------
@@ -111,44 +117,57 @@ class Handlers:
                 return []  # already handled: a redelivery or a recovery pass
         assert intent.id is not None
         thread = await self._open_thread(intent)
+        run_id = await self._start_run(intent)
+        if run_id is None:
+            return []  # another worker took this intent first
         await self._offline_notice(thread)
+        return await self._route_and_plan(intent, thread, run_id)
+
+    async def _route_and_plan(self, intent: Intent, thread: Thread, run_id: int) -> Sequence[Message]:
+        """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
+
+        Used for a new intent and to resume a run that a budget grant unblocked."""
+        assert intent.id is not None
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+        assert run is not None
         history = await self._history(intent, thread)
         call = CallContext(
             intent_id=intent.id,
-            agent="dispatcher",
+            agent=run.agent,
             requester=intent.user,
             channel=intent.channel,
             team_id=intent.team_id,
+            run_id=run_id,
+            thread_ts=thread.ts,
         )
+        ids = f"`{format_id('R', run_id)}`"
         try:
-            agent = await self.dispatcher.route(intent.text, call, history)
-        except LLMError as exc:
-            await self._model_failed(thread, exc, f"`{format_id('I', intent.id)}`")
-            async with self.units() as uow:
-                await uow.repo.fail_intent(intent.id)
-                await uow.commit()
-            return []
-        if agent is None:
-            await self._say(thread, self._help_text(), context=f"`{format_id('I', intent.id)}`")
-            await self._not_understood(intent)
-            return []
-        run_id = await self._start_run(intent, agent.name)
-        if run_id is None:
-            return []  # another worker took this intent first
-        ids = f"{agent.name} agent · `{format_id('R', run_id)}`"
-        try:
+            if run.agent == DISPATCHER:
+                agent = await self.dispatcher.route(intent.text, call, history)
+                if agent is None:
+                    await self._finish_run(run_id, RunStatus.ANSWERED, "no agent fits this request")
+                    await self._say(thread, self._help_text(), context=ids)
+                    return []
+                await self._set_run_agent(run_id, agent.name)
+            else:
+                agent = self.dispatcher.agents[run.agent]
             plan = await agent.plan(
                 PlanRequest(
                     text=intent.text,
                     requester=intent.user,
-                    call=replace(call, agent=agent.name, run_id=run_id),
+                    call=replace(call, agent=agent.name),
                     history=history,
                 )
             )
+        except BudgetExceededError as exc:
+            await self._over_budget(thread, run_id, exc)
+            return []
         except LLMError as exc:
             await self._finish_run(run_id, RunStatus.FAILED, f"planning failed: {exc}")
             await self._model_failed(thread, exc, ids)
             return []
+        ids = f"{agent.name} agent · {ids}"
         if not plan.actions:
             await self._finish_run(run_id, RunStatus.ANSWERED, plan.rationale)
             text = plan.rationale or "I have nothing to propose for that."
@@ -156,22 +175,34 @@ class Handlers:
                 text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
             await self._say(thread, text, context=ids)
             return []
-        return await self._propose(intent, thread, run_id, plan)
+        await self._finish_run(run_id, RunStatus.PLANNING, plan.rationale)
+        return await self._propose(intent, thread, run_id, plan.actions, plan.rationale)
 
-    async def _start_run(self, intent: Intent, agent: str) -> int | None:
+    async def _start_run(self, intent: Intent) -> int | None:
         assert intent.id is not None
         async with self.units() as uow:
             if not await uow.repo.claim_intent(intent.id):
                 return None
-            run = await uow.repo.add(Run(intent_id=intent.id, agent=agent))
+            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER))
             await uow.commit()
         return run.id
 
-    async def _finish_run(self, run_id: int, status: RunStatus, rationale: str) -> None:
+    async def _set_run_agent(self, run_id: int, agent: str) -> None:
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None
+            run.agent = agent
+            uow.repo.session.add(run)
+            await uow.commit()
+
+    async def _finish_run(
+        self, run_id: int, status: RunStatus, rationale: str, *, budget_account: str | None = None
+    ) -> None:
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
             assert run is not None
             run.status, run.rationale, run.updated_at = status, rationale, utcnow()
+            run.budget_account = budget_account
             uow.repo.session.add(run)
             await uow.commit()
 
@@ -186,6 +217,71 @@ class Handlers:
         await self._say(
             thread, f":warning: I couldn't get an answer from the model ({reason}), {advice}", context=context
         )
+
+    async def _over_budget(self, thread: Thread, run_id: int, exc: BudgetExceededError) -> None:
+        """Stop before the call, say why, and offer to ask for more; a grant resumes the run."""
+        await self._finish_run(run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key)
+        text, message_blocks = blocks.budget_blocked(
+            format_id("R", run_id), f"I stopped before calling the model: {exc}."
+        )
+        try:
+            await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc_:
+            log.error("budget_notice_not_delivered", run=run_id, error=str(exc_))
+
+    async def request_budget(self, command: RequestBudget) -> Sequence[Message]:
+        """Someone pressed "Request budget": put a grant to the budget's approvers, as a gated action."""
+        run_ref = format_id("R", command.run_id)
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, command.run_id)
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            first = False
+            if run is not None and run.status == RunStatus.OVER_BUDGET and run.budget_account:
+                first = await uow.repo.first_time(f"budget-request:{run.id}:{run.budget_account}")
+                await uow.commit()
+        if run is None or intent is None or run.status != RunStatus.OVER_BUDGET or not run.budget_account:
+            await self._whisper(command.channel, command.user, f"{run_ref} is not waiting for budget.")
+            return []
+        if not first:
+            await self._whisper(
+                command.channel, command.user, f"More budget for {run_ref} was already requested."
+            )
+            return []
+        budget_id = run.budget_account.split(":", 1)[0]
+        budget = self.policy.budget(budget_id)
+        if budget is None:
+            await self._whisper(
+                command.channel, command.user, f"The budget {budget_id} is no longer in the policy."
+            )
+            return []
+        grant = BudgetGrant(budget_id=budget_id, account=run.budget_account, amount_usd=budget.grant)
+        thread = Thread(intent.channel, intent.thread_ts)
+        rationale = f"<@{command.user}> asked for more budget so that {run_ref} can continue."
+        return await self._propose(intent, thread, command.run_id, [grant], rationale)
+
+    async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
+        """A budget grant went through: the run it unblocks plans again from where it stopped."""
+        async with self.units() as uow:
+            action = await uow.repo.get(ProposedAction, event.action_id)
+            if action is None or action.name != BudgetGrant.name:
+                return []
+            run = await uow.repo.get(Run, action.run_id)
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        if run is None or intent is None or run.budget_account != action.params.get("account"):
+            return []
+        assert run.id is not None
+        await self._finish_run(run.id, RunStatus.PLANNING, run.rationale)
+        return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
+
+    def _judge(self, action: Action, requester: str, totals: dict[str, float]) -> PolicyVerdict:
+        if isinstance(action, BudgetGrant):
+            return self.policy.evaluate_budget_grant(action.budget_id)
+        params = action.model_dump(mode="json")
+        amount = params.get("amount")
+        totals[action.name] = totals.get(action.name, 0.0) + (
+            float(amount) if isinstance(amount, int | float) else 0
+        )
+        return self.policy.evaluate(action.name, params, requester, totals)
 
     async def _offline_notice(self, thread: Thread) -> None:
         """Say once per thread that planning is offline, so nobody mistakes the grammar for a model."""
@@ -212,7 +308,7 @@ class Handlers:
         return thread_messages(entries, exclude_ts=intent.message_ts)
 
     async def _propose(
-        self, intent: Intent, thread: Thread, run_id: int, plan: AgentPlan
+        self, intent: Intent, thread: Thread, run_id: int, actions: Sequence[Action], rationale: str
     ) -> Sequence[Message]:
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
@@ -220,23 +316,18 @@ class Handlers:
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
             assert run is not None and run.id is not None
-            run.rationale = plan.rationale
             totals: dict[str, float] = {}
-            for action in plan.actions:
+            for action in actions:
                 proposed = await uow.repo.add(
                     ProposedAction(
                         run_id=run.id,
                         name=action.name,
                         params=action.model_dump(mode="json"),
-                        rationale=plan.rationale,
+                        rationale=rationale,
                     )
                 )
                 assert proposed.id is not None
-                amount = proposed.params.get("amount")
-                if isinstance(amount, int | float):
-                    totals[action.name] = totals.get(action.name, 0.0) + float(amount)
-                totals.setdefault(action.name, 0.0)
-                verdict = self.policy.evaluate(action.name, proposed.params, intent.user, totals)
+                verdict = self._judge(action, intent.user, totals)
                 decision = await uow.repo.add(
                     Decision(
                         action_id=proposed.id,
@@ -245,7 +336,7 @@ class Handlers:
                         rule_id=verdict.rule_id,
                         policy_hash=verdict.policy_hash,
                         reason=verdict.explanation,
-                        justification=plan.rationale,
+                        justification=rationale,
                         actor="policy",
                     )
                 )
@@ -270,7 +361,7 @@ class Handlers:
                 uow.repo.session.add(proposed)
             await uow.repo.refresh_run_status(run.id)
             await uow.commit()
-        log.info("intent_planned", intent=intent.id, run=run.id, agent=run.agent, actions=len(plan.actions))
+        log.info("actions_proposed", intent=intent.id, run=run.id, agent=run.agent, actions=len(actions))
         for text, context in replies:
             await self._say(thread, text, context=context)
         for approval_id, card in cards:
@@ -549,12 +640,6 @@ class Handlers:
             await self.transport.post_ephemeral(channel, user, text, thread_ts=thread_ts)
         except TransportError as exc:
             log.error("ephemeral_not_delivered", channel=channel, user=user, error=str(exc))
-
-    async def _not_understood(self, intent: Intent) -> None:
-        assert intent.id is not None
-        async with self.units() as uow:
-            await uow.repo.move_received_intent(intent.id, IntentStatus.NOT_UNDERSTOOD)
-            await uow.commit()
 
     async def _get_decision(self, decision_id: int) -> Decision:
         async with self.units() as uow:

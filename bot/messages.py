@@ -27,6 +27,13 @@ class DecideApproval(Command):
 
 
 @dataclass(frozen=True)
+class RequestBudget(Command):
+    run_id: int
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True)
 class ExecuteAction(Command):
     action_id: int
 

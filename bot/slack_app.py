@@ -9,10 +9,10 @@ import structlog
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID
+from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent
+from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.observability import SLACK_REQUESTS
 from bot.queries import answer
 from bot.slash import HELP, parse_slash
@@ -78,6 +78,14 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     async def on_reject(ack: AsyncAck, body: dict[str, Any]) -> None:
         await _decide(aios, ack, body, approve=False)
 
+    @app.action(REQUEST_BUDGET_ACTION_ID)
+    async def on_request_budget(ack: AsyncAck, body: dict[str, Any]) -> None:
+        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        await ack()
+        run_id = _record_key(body, "R")
+        if run_id is not None:
+            aios.submit(RequestBudget(run_id=run_id, user=body["user"]["id"], channel=_channel(body)))
+
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
         log.error("slack_listener_failed", error=repr(error), type=body.get("type"))
@@ -111,17 +119,26 @@ async def _accept_event(
 async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
     SLACK_REQUESTS.labels(kind="block_actions").inc()
     await ack()
+    approval_id = _record_key(body, "AP")
+    if approval_id is not None:
+        aios.submit(DecideApproval(approval_id, body["user"]["id"], approve, _channel(body)))
+
+
+def _record_key(body: dict[str, Any], prefix: str) -> int | None:
+    """The record id a button carries (its value holds only that), if it is of the expected kind."""
     value = body["actions"][0].get("value", "")
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
-    user = body["user"]["id"]
     try:
-        prefix, key = parse_id(value)
+        found, key = parse_id(value)
     except UnknownIdError:
-        prefix, key = "", 0
-    if prefix != "AP":
-        log.warning("click_with_unknown_value", value=value)
-        return
-    aios.submit(DecideApproval(approval_id=key, user=user, approve=approve, channel=channel))
+        found, key = "", 0
+    if found != prefix:
+        log.warning("click_with_unknown_value", value=value, expected=prefix)
+        return None
+    return key
+
+
+def _channel(body: dict[str, Any]) -> str:
+    return str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", ""))
 
 
 async def _answer_privately(aios: Aios, command: Any, channel: str, user: str) -> None:

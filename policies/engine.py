@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from policies.errors import PolicyError
-from policies.model import PolicyFile, Rule, Verdict
+from policies.model import Budget, PolicyFile, Rule, Verdict
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 DEFAULT_RULE_ID = "default"
@@ -121,6 +121,28 @@ class Policy:
             DEFAULT_RULE_ID,
             "no rule matched, so the policy's default applies",
             approvers=tuple(doc.default_approvers),
+        )
+
+    def budgets_for(self, *, agent: str, channel: str, team: str) -> list[Budget]:
+        """The budgets a model call for this agent, in this channel and team, counts against."""
+        scope_value = {"agent": agent, "channel": channel, "team": team}
+        return [b for b in self.document.budgets if b.match in ("*", scope_value[b.scope])]
+
+    def budget(self, budget_id: str) -> Budget | None:
+        return next((b for b in self.document.budgets if b.id == budget_id), None)
+
+    def evaluate_budget_grant(self, budget_id: str) -> PolicyVerdict:
+        """More money for a budget is for the budget's approvers (or the default approvers) to give."""
+        budget = self.budget(budget_id)
+        if budget is None:
+            return self._verdict(
+                "deny", f"budget:{budget_id}", f"there is no budget {budget_id} in the policy"
+            )
+        return self._verdict(
+            "require_approval",
+            f"budget:{budget.id}",
+            f"more budget for {budget.id} needs an approver of that budget",
+            approvers=tuple(budget.approvers or self.document.default_approvers),
         )
 
     def roles_of(self, user: str) -> list[str]:

@@ -49,6 +49,25 @@ class Rule(BaseModel):
         raise ValueError("timeout must be a duration like 4h")
 
 
+class Budget(BaseModel):
+    """A spending limit on model calls for one agent, channel or team (``match: "*"``: each one separately)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # no ':', which separates account keys
+    scope: Literal["agent", "channel", "team"]
+    match: str = "*"
+    period: Literal["day", "month"] = "day"
+    limit_usd: float = Field(gt=0)
+    warn_at: float = Field(default=0.8, gt=0, le=1, description="soft warning at this share of the limit")
+    approvers: list[str] = []
+    grant_usd: float | None = Field(default=None, gt=0, description="what one grant adds; the limit if unset")
+
+    @property
+    def grant(self) -> float:
+        return self.grant_usd if self.grant_usd is not None else self.limit_usd
+
+
 class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,6 +76,7 @@ class PolicyFile(BaseModel):
     rules: list[Rule] = []
     default: Verdict = "require_approval"
     default_approvers: list[str] = []
+    budgets: list[Budget] = []
 
     @field_validator("roles")
     @classmethod
@@ -84,6 +104,14 @@ class PolicyFile(BaseModel):
         for role in self.default_approvers:
             if role not in self.roles:
                 raise ValueError(f"default_approvers names role {role!r}, which is not under roles:")
+        budget_ids: set[str] = set()
+        for budget in self.budgets:
+            if budget.id in budget_ids:
+                raise ValueError(f"budget {budget.id!r} appears twice; budget ids must be unique")
+            budget_ids.add(budget.id)
+            for role in budget.approvers or self.default_approvers:
+                if role not in self.roles:
+                    raise ValueError(f"budget {budget.id!r} names role {role!r}, which is not under roles:")
         if self.default == "require_approval" and not self.default_approvers:
             raise ValueError("default is require_approval, so default_approvers must name at least one role")
         return self

@@ -47,12 +47,12 @@ def _json() -> Any:
 class IntentStatus(enum.StrEnum):
     RECEIVED = "received"
     DISPATCHED = "dispatched"
-    NOT_UNDERSTOOD = "not_understood"
     FAILED = "failed"
 
 
 class RunStatus(enum.StrEnum):
     PLANNING = "planning"
+    OVER_BUDGET = "over_budget"  # stopped before a model call; a budget grant resumes it
     ANSWERED = "answered"  # the agent replied and proposed nothing
     AWAITING_APPROVAL = "awaiting_approval"
     EXECUTING = "executing"
@@ -128,6 +128,7 @@ class Run(SQLModel, table=True):
     agent: str = Field(max_length=40)
     rationale: str = ""
     status: str = Field(max_length=20, default=RunStatus.PLANNING, index=True)
+    budget_account: str | None = Field(default=None, max_length=200)  # the budget that stopped it, if any
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -212,6 +213,27 @@ class LlmCall(SQLModel, table=True):
     outcome: str = Field(max_length=30)  # ok, or the error kind
     error: str | None = None
     created_at: datetime = _ts(index=True)
+
+
+class BudgetAccount(SQLModel, table=True):
+    """One budget's money for one scope value and period: reserved by calls in flight, spent, granted."""
+
+    __tablename__ = "budget_account"
+
+    key: str = Field(primary_key=True, max_length=200)  # budget id : scope value : period
+    budget_id: str = Field(max_length=120, index=True)
+    scope_value: str = Field(max_length=80)
+    period: str = Field(max_length=20)
+    limit_usd: float
+    reserved_usd: float = 0.0
+    spent_usd: float = 0.0
+    granted_usd: float = 0.0
+    warned: bool = False
+    updated_at: datetime = _ts()
+
+    @property
+    def available_usd(self) -> float:
+        return self.limit_usd + self.granted_usd - self.spent_usd - self.reserved_usd
 
 
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---

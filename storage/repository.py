@@ -18,6 +18,7 @@ from storage.records import (
     ActionStatus,
     Approval,
     ApprovalStatus,
+    BudgetAccount,
     Decision,
     Execution,
     ExecutionStatus,
@@ -132,13 +133,13 @@ class Repository:
 
     async def claim_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → dispatched, so an intent is planned by one worker only."""
-        return await self.move_received_intent(intent_id, IntentStatus.DISPATCHED)
+        return await self._move_received_intent(intent_id, IntentStatus.DISPATCHED)
 
     async def fail_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → failed; False when the intent had already moved on."""
-        return await self.move_received_intent(intent_id, IntentStatus.FAILED)
+        return await self._move_received_intent(intent_id, IntentStatus.FAILED)
 
-    async def move_received_intent(self, intent_id: int, status: IntentStatus) -> bool:
+    async def _move_received_intent(self, intent_id: int, status: IntentStatus) -> bool:
         """Compare-and-set from received: of concurrent workers, one moves the intent on."""
         statement = (
             update(Intent)
@@ -233,6 +234,85 @@ class Repository:
             )
         )
         return int(result.one())
+
+    async def reserve_budget(
+        self, accounts: Sequence[BudgetAccount], estimate: float
+    ) -> BudgetAccount | None:
+        """Reserve ``estimate`` on every account or on none; returns the account it would overdraw.
+
+        The accounts are locked (FOR UPDATE on PostgreSQL; SQLite has one writer at a time), so concurrent
+        reservations see each other and together never pass a limit by more than one estimate.
+        """
+        for account in accounts:
+            await self.insert_if_absent(BudgetAccount, account.model_dump())
+        keys = [account.key for account in accounts]
+        query = (
+            select(BudgetAccount)
+            .where(col(BudgetAccount.key).in_(keys))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        stored = {row.key: row for row in (await self.session.exec(query)).all()}
+        for account in accounts:
+            stored[account.key].limit_usd = account.limit_usd  # the policy file is the source of the limit
+            if estimate > stored[account.key].available_usd + 1e-12:
+                return stored[account.key]
+        for row in stored.values():
+            row.reserved_usd += estimate
+            row.updated_at = utcnow()
+            self.session.add(row)
+        return None
+
+    async def settle_budget(self, keys: Sequence[str], estimate: float, actual: float) -> list[BudgetAccount]:
+        """Replace a reservation by what the call really cost; returns the accounts as they now stand."""
+        await self.session.exec(
+            update(BudgetAccount)
+            .where(col(BudgetAccount.key).in_(keys))
+            .values(
+                reserved_usd=BudgetAccount.reserved_usd - estimate,
+                spent_usd=BudgetAccount.spent_usd + actual,
+                updated_at=utcnow(),
+            )
+        )
+        query = (
+            select(BudgetAccount)
+            .where(col(BudgetAccount.key).in_(keys))
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def mark_budget_warned(self, key: str) -> bool:
+        """True for the one caller that flips the warning flag, so each warning is said once."""
+        statement = (
+            update(BudgetAccount)
+            .where(col(BudgetAccount.key) == key, col(BudgetAccount.warned).is_(False))
+            .values(warned=True)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def grant_budget(self, key: str, amount: float) -> BudgetAccount | None:
+        await self.session.exec(
+            update(BudgetAccount)
+            .where(col(BudgetAccount.key) == key)
+            .values(granted_usd=BudgetAccount.granted_usd + amount, warned=False, updated_at=utcnow())
+        )
+        query = (
+            select(BudgetAccount)
+            .where(col(BudgetAccount.key) == key)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.exec(query)).first()
+
+    async def budget_account(self, key: str) -> BudgetAccount | None:
+        return await self.get(BudgetAccount, key)
+
+    async def budget_accounts(self, periods: Sequence[str]) -> list[BudgetAccount]:
+        query = (
+            select(BudgetAccount)
+            .where(col(BudgetAccount.period).in_(periods))
+            .order_by(col(BudgetAccount.key))
+        )
+        return list((await self.session.exec(query)).all())
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime

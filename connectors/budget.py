@@ -1,0 +1,52 @@
+"""More budget for model calls, granted by an approver: an action like any other, so it is gated, recorded,
+explained by `/aios why`, and applied exactly once."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from connectors.actions import Action
+from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
+
+
+class BudgetGrant(Action):
+    name: ClassVar[str] = "budget.grant"
+    description: ClassVar[str] = "Add money to a budget for model calls, for the rest of its period."
+
+    budget_id: str = Field(min_length=1, max_length=120)
+    account: str = Field(min_length=1, max_length=200, description="budget id : scope value : period")
+    amount_usd: float = Field(gt=0, le=10_000)
+
+    def summary(self) -> str:
+        return (
+            f"Grant ${self.amount_usd:,.2f} more to budget {self.budget_id} ({self.account.split(':', 1)[1]})"
+        )
+
+
+class BudgetLedger:
+    actions: ClassVar[tuple[type[Action], ...]] = (BudgetGrant,)
+
+    def __init__(self, context: ConnectorContext) -> None:
+        self._units = context.units_of_work
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        assert isinstance(action, BudgetGrant)
+        async with self._units() as uow:
+            first = await uow.repo.first_time(f"budget-grant:{idempotency_key}")
+            account = (
+                await uow.repo.grant_budget(action.account, action.amount_usd)
+                if first
+                else await uow.repo.budget_account(action.account)
+            )
+            if account is None:
+                raise PermanentConnectorError(f"there is no budget account {action.account}")
+            await uow.commit()
+        return {
+            "account": account.key,
+            "granted_usd": round(account.granted_usd, 4),
+            "available_usd": round(account.available_usd, 4),
+            "replayed": not first,
+        }
