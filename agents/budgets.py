@@ -4,7 +4,9 @@ not happen."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +19,8 @@ from storage.records import BudgetAccount
 from storage.unit_of_work import UnitOfWorkFactory
 
 CHARS_PER_TOKEN = 3  # errs high: an estimate that is too large only makes the limit a little stricter
+RESERVATION_WAIT_SECONDS = 30.0
+RESERVATION_POLL_SECONDS = 0.05
 
 
 class BudgetExceededError(LLMError):
@@ -82,16 +86,26 @@ class BudgetGuard:
         return accounts
 
     async def reserve(self, call: CallContext, estimate: float) -> Reservation:
+        """Reserve ``estimate`` on every budget the call counts against, or raise :class:`BudgetExceededError`.
+
+        When only other calls' reservations stand in the way (what is really spent leaves room), wait for
+        them to settle instead of refusing: they usually cost far less than reserved.
+        """
         accounts = self._accounts(call)
         if not accounts:
             return Reservation((), 0.0)
-        async with self._units() as uow:
-            over = await uow.repo.reserve_budget([account for _, account in accounts], estimate)
-            if over is not None:
+        deadline = time.monotonic() + RESERVATION_WAIT_SECONDS
+        while True:
+            async with self._units() as uow:
+                over = await uow.repo.reserve_budget([account for _, account in accounts], estimate)
+                await uow.commit()  # when over, this keeps only the accounts, which a grant will need
+            if over is None:
+                return Reservation(tuple(account.key for _, account in accounts), estimate)
+            unspent = over.limit_usd + over.granted_usd - over.spent_usd
+            if estimate > unspent or time.monotonic() > deadline:
                 budget = next(b for b, a in accounts if a.key == over.key)
                 raise BudgetExceededError(budget, over, estimate)
-            await uow.commit()
-        return Reservation(tuple(account.key for _, account in accounts), estimate)
+            await asyncio.sleep(RESERVATION_POLL_SECONDS)
 
     async def settle(self, reservation: Reservation, actual: float) -> list[str]:
         """Book the real cost; returns a warning for each budget that has just passed its soft limit."""

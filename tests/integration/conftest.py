@@ -21,12 +21,12 @@ MANAGER = "U0MANAGER"
 OTHER_MANAGER = "U0MANAGER2"
 
 
-def write_policy(directory: Path, extra_roles: str = "") -> Path:
+def write_policy(directory: Path, budgets: str = "") -> Path:
     path = directory / "policy.yaml"
     path.write_text(f"""
 version: 1
 roles:
-  manager: [U0MANAGER, U0MANAGER2{extra_roles}]
+  manager: [U0MANAGER, U0MANAGER2]
   editor: [U0EDITOR]
 rules:
   - id: refunds-over-100-need-a-manager
@@ -43,16 +43,22 @@ rules:
     verdict: deny
 default: require_approval
 default_approvers: [manager]
+{budgets}
 """)
     return path
 
 
 async def start_aios(
-    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, **settings: str
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    budgets: str = "",
+    **settings: str,
 ) -> Aios:
     configured = Settings(
         AIOS_DATABASE_URL=database_url,
-        AIOS_POLICY_FILE=str(write_policy(tmp_path)),
+        AIOS_POLICY_FILE=str(write_policy(tmp_path, budgets)),
         SLACK_BOT_TOKEN=TOKEN,
         SLACK_API_URL=slack_api.url,
         **settings,  # type: ignore[arg-type]

@@ -161,3 +161,55 @@ def test_run_totals_see_a_large_refund_split_into_small_ones() -> None:
     assert (first.verdict, second.verdict) == ("allow", "require_approval")
     alone = policy.evaluate("shop.refund", {"amount": 250.0}, "U1")  # no run: the action's own amount
     assert alone.verdict == "require_approval"
+
+
+BUDGETS = """
+budgets:
+  - id: returns-daily
+    scope: agent
+    match: returns
+    limit_usd: 2.5
+    approvers: [manager]
+  - id: team-monthly
+    scope: team
+    period: month
+    limit_usd: 50
+"""
+
+
+def test_budgets_apply_by_scope_and_match() -> None:
+    policy = Policy.from_text(POLICY + BUDGETS)
+    assert [b.id for b in policy.budgets_for(agent="returns", channel="C1", team="T1")] == [
+        "returns-daily",
+        "team-monthly",
+    ]
+    assert [b.id for b in policy.budgets_for(agent="content", channel="C1", team="T1")] == ["team-monthly"]
+    grant = policy.evaluate_budget_grant("team-monthly")
+    assert (grant.verdict, grant.rule_id, grant.approver_roles) == (
+        "require_approval",
+        "budget:team-monthly",
+        ("manager",),
+    )
+    assert policy.evaluate_budget_grant("nope").verdict == "deny"
+    assert policy.budget("returns-daily").grant == 2.5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t.replace("approvers: [manager]\n  - id: team", "approvers: [boss]\n  - id: team"),
+            "names role 'boss'",
+        ),
+        (
+            lambda t: t.replace("id: team-monthly", "id: returns-daily"),
+            "budget 'returns-daily' appears twice",
+        ),
+        (lambda t: t.replace("id: team-monthly", "id: 'team:monthly'"), "String should match pattern"),
+        (lambda t: t.replace("limit_usd: 50", "limit_usd: -1"), "greater than 0"),
+        (lambda t: t.replace("scope: team", "scope: galaxy"), "'agent', 'channel' or 'team'"),
+    ],
+)
+def test_bad_budgets_are_refused(change, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PolicyError, match=message):
+        Policy.from_text(change(POLICY + BUDGETS))
