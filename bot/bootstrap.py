@@ -70,7 +70,9 @@ class Aios:
         channel = self.settings.digest_channel
         assert channel is not None
         try:
-            await post_digest(self.units, self.handlers.transport, channel, self.clock())
+            await post_digest(
+                self.units, self.handlers.transport, channel, self.clock(), self.policy.document.budgets
+            )
         except TransportError as exc:
             log.error("digest_not_posted", channel=channel, error=str(exc))
 

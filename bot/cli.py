@@ -214,7 +214,7 @@ def digest(
 
 
 async def _digest_now(aios: Aios) -> tuple[str, list[dict[str, Any]]]:
-    return digest_message(await build_digest(aios.units, aios.clock()))
+    return digest_message(await build_digest(aios.units, aios.clock(), aios.policy.document.budgets))
 
 
 async def _digest_to_slack(settings: Settings) -> bool:
@@ -222,7 +222,13 @@ async def _digest_to_slack(settings: Settings) -> bool:
     aios = await bootstrap(settings, SlackTransport(client))
     try:
         assert settings.digest_channel is not None
-        return await post_digest(aios.units, aios.handlers.transport, settings.digest_channel, aios.clock())
+        return await post_digest(
+            aios.units,
+            aios.handlers.transport,
+            settings.digest_channel,
+            aios.clock(),
+            aios.policy.document.budgets,
+        )
     finally:
         await aios.close()
 

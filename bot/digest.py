@@ -6,7 +6,7 @@ the period makes exactly one post. `aios digest --now` builds the same digest on
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
 from bot.transport import Transport, TransportError
+from policies.model import Budget
 from storage.ids import format_id
 from storage.records import ProposedAction
 from storage.repository import CostRow
@@ -41,6 +42,19 @@ class PendingApproval:
 
 
 @dataclass(frozen=True)
+class BudgetUse:
+    budget_id: str
+    scope_value: str
+    period: str
+    spent_usd: float
+    ceiling_usd: float
+
+    @property
+    def share(self) -> float:
+        return self.spent_usd / self.ceiling_usd if self.ceiling_usd else 1.0
+
+
+@dataclass(frozen=True)
 class Digest:
     since: datetime
     until: datetime
@@ -49,6 +63,7 @@ class Digest:
     completed_runs: int
     errors: dict[str, int]
     pending: list[PendingApproval]
+    budgets_near_limit: list[BudgetUse]
 
     @property
     def total_usd(self) -> float:
@@ -59,8 +74,11 @@ class Digest:
         return self.total_usd / self.completed_runs if self.completed_runs else None
 
 
-async def build_digest(units: UnitOfWorkFactory, until: datetime, period: timedelta = PERIOD) -> Digest:
+async def build_digest(
+    units: UnitOfWorkFactory, until: datetime, budgets: Sequence[Budget] = (), period: timedelta = PERIOD
+) -> Digest:
     since = until - period
+    warn_at = {budget.id: budget.warn_at for budget in budgets}
     async with units() as uow:
         repo = uow.repo
         by_agent = await repo.llm_costs("agent", since, until)
@@ -76,7 +94,12 @@ async def build_digest(units: UnitOfWorkFactory, until: datetime, period: timede
                     format_id("AP", approval.id), action.name, approval.requester, until - approval.created_at
                 )
             )
-    return Digest(since, until, by_agent, top_runs, completed, errors, pending)
+        near = [
+            BudgetUse(a.budget_id, a.scope_value, a.period, a.spent_usd, a.limit_usd + a.granted_usd)
+            for a in await repo.budget_accounts([until.strftime("%Y-%m-%d"), until.strftime("%Y-%m")])
+            if a.budget_id in warn_at and a.spent_usd >= warn_at[a.budget_id] * (a.limit_usd + a.granted_usd)
+        ]
+    return Digest(since, until, by_agent, top_runs, completed, errors, pending, near)
 
 
 def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
@@ -107,6 +130,14 @@ def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
         )
         or "• none"
     )
+    near = (
+        "\n".join(
+            f"• `{b.budget_id}` ({b.scope_value}, {b.period}): "
+            f"${b.spent_usd:.4f} of ${b.ceiling_usd:.2f} ({b.share:.0%})"
+            for b in digest.budgets_near_limit
+        )
+        or "• none"
+    )
     blocks: list[Block] = [
         HeaderBlock(block_id="digest_header", text="AIOS digest"),
         SectionBlock(block_id="digest_summary", text=MarkdownTextObject(text=summary)),
@@ -115,6 +146,9 @@ def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
         SectionBlock(block_id="digest_errors", text=MarkdownTextObject(text=f"*Errors*\n{errors}")),
         SectionBlock(
             block_id="digest_pending", text=MarkdownTextObject(text=f"*Approvals waiting*\n{pending}")
+        ),
+        SectionBlock(
+            block_id="digest_budgets", text=MarkdownTextObject(text=f"*Budgets near their limit*\n{near}")
         ),
         ContextBlock(
             block_id="digest_period",
@@ -137,7 +171,13 @@ def _age(age: timedelta) -> str:
     )
 
 
-async def post_digest(units: UnitOfWorkFactory, transport: Transport, channel: str, until: datetime) -> bool:
+async def post_digest(
+    units: UnitOfWorkFactory,
+    transport: Transport,
+    channel: str,
+    until: datetime,
+    budgets: Sequence[Budget] = (),
+) -> bool:
     """Post the digest of the period ending at ``until`` (to the minute) unless it was posted already."""
     until = until.replace(second=0, microsecond=0)
     key = f"digest:{channel}:{until.isoformat()}"
@@ -146,7 +186,7 @@ async def post_digest(units: UnitOfWorkFactory, transport: Transport, channel: s
             log.info("digest_already_posted", period_end=until.isoformat())
             return False
         await uow.commit()
-    text, blocks = digest_message(await build_digest(units, until))
+    text, blocks = digest_message(await build_digest(units, until, budgets))
     try:
         await transport.post(channel, text, blocks=blocks)
     except TransportError:

@@ -134,3 +134,51 @@ async def test_the_schedule_follows_the_cron_in_utc() -> None:
 def test_a_bad_cron_is_refused_with_an_example() -> None:
     with pytest.raises(DigestScheduleError, match="AIOS_DIGEST_CRON 'every morning' is not a crontab"):
         digest_scheduler("every morning", lambda: asyncio.sleep(0))
+
+
+async def test_budgets_near_their_limit_are_in_the_digest(aios: Aios) -> None:
+    from policies.model import Budget
+    from storage.records import BudgetAccount
+
+    now = datetime.now(UTC)
+    budgets = [
+        Budget(id="returns-daily", scope="agent", limit_usd=1.0, warn_at=0.8),
+        Budget(id="team-monthly", scope="team", period="month", limit_usd=50.0),
+    ]
+    async with aios.units() as uow:
+        await uow.repo.add(
+            BudgetAccount(
+                key="a",
+                budget_id="returns-daily",
+                scope_value="returns",
+                period=now.strftime("%Y-%m-%d"),
+                limit_usd=1.0,
+                spent_usd=0.9,
+            )
+        )
+        await uow.repo.add(
+            BudgetAccount(
+                key="b",
+                budget_id="team-monthly",
+                scope_value="T0FAKE",
+                period=now.strftime("%Y-%m"),
+                limit_usd=50.0,
+                spent_usd=5.0,
+            )
+        )
+        await uow.repo.add(
+            BudgetAccount(
+                key="c",
+                budget_id="returns-daily",
+                scope_value="returns",
+                period="1999-01-01",
+                limit_usd=1.0,
+                spent_usd=1.0,
+            )
+        )
+        await uow.commit()
+    digest = await build_digest(aios.units, now, budgets)
+    assert [(b.budget_id, b.scope_value, round(b.share, 2)) for b in digest.budgets_near_limit] == [
+        ("returns-daily", "returns", 0.9)
+    ]
+    assert "`returns-daily` (returns, " in str(digest_message(digest)[1])
