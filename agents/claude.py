@@ -80,6 +80,9 @@ class ClaudeLLM:
     def model_for(self, role: Role) -> str:
         return self._models[role]
 
+    async def close(self) -> None:
+        await self._client.close()
+
     async def complete(
         self,
         *,

@@ -110,3 +110,7 @@ class LLM(Protocol):
         tools: Sequence[ToolSpec],
         call: CallContext,
     ) -> LLMReply: ...
+
+    async def close(self) -> None:
+        """Release connections at shutdown."""
+        ...

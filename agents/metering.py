@@ -43,6 +43,9 @@ class MeteredLLM:
     def model_for(self, role: Role) -> str:
         return self._inner.model_for(role)
 
+    async def close(self) -> None:
+        await self._inner.close()
+
     async def complete(
         self,
         *,

@@ -59,6 +59,9 @@ class OfflinePlanner:
     def model_for(self, role: Role) -> str:
         return "offline"
 
+    async def close(self) -> None:
+        return None
+
     async def complete(
         self,
         *,

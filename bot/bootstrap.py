@@ -87,6 +87,7 @@ class Aios:
 
     async def close(self) -> None:
         await self.background.drain()
+        await self.llm.close()
         await self.engine.dispose()
 
     async def _report_failed_intent(self, intent_id: int) -> None:

@@ -2,7 +2,9 @@
 
 Tests script its answers in order: replies (text and tool_use blocks, a stop_reason) or failures (429 with
 retry-after, 529 overloaded, 500). Usage is computed the way the real API reports it: the cached prefix
-(system and tools, when marked with cache_control) is written on first sight and read afterwards.
+(tools and system, when marked with cache_control) is written on first sight and read afterwards, and, as
+on the real API, a prefix shorter than the minimum cacheable length (1024 tokens for Sonnet and Opus) is not
+cached at all.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def tokens(value: Any) -> int:
 
 
 class FakeAnthropicApi:
-    def __init__(self) -> None:
+    def __init__(self, min_cacheable_tokens: int = 1024) -> None:
+        self.min_cacheable_tokens = min_cacheable_tokens
         self.requests: list[dict[str, Any]] = []
         self.responses: list[tuple[int, dict[str, Any]]] = []
         self._script: list[Script] = []
@@ -170,7 +173,7 @@ class FakeAnthropicApi:
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         }
-        if not cacheable:
+        if not cacheable or tokens(prefix) < self.min_cacheable_tokens:
             usage["input_tokens"] += tokens(prefix)
             return usage
         key = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()

@@ -48,6 +48,9 @@ async def actions(aios: Aios) -> list[ProposedAction]:
 async def test_an_invalid_tool_call_goes_back_to_the_model_as_an_error_result(
     claude_aios: Aios, anthropic_api: FakeAnthropicApi
 ) -> None:
+    # Our prompts are shorter than the real minimum cacheable prefix (1024 tokens); lower the fake's minimum
+    # so the test can see that the marked prefix is written once and read after.
+    anthropic_api.min_cacheable_tokens = 256
     anthropic_api.script(
         Reply("I'll refund the blender.", (ToolUse("shop_refund", {"order_id": 1003, "amount": "lots"}),)),
         Reply("Refunding the full $129.00: it arrived cracked.", (REFUND_1003,)),
