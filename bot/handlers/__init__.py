@@ -1,0 +1,67 @@
+"""The service layer: what happens to an intent, an approval click and an approved action.
+
+Each handler does its reads and writes in units of work and talks to people through the transport; long
+waits (the model, connectors, Slack) happen outside any open transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from agents.agents import Dispatcher
+from bot.handlers.approvals import Approvals
+from bot.handlers.base import Collaborators
+from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
+from bot.handlers.planning import Planning
+from bot.messagebus import MessageBus
+from bot.messages import (
+    ActionAllowed,
+    ActionApproved,
+    ActionExecuted,
+    ActionFailed,
+    DecideApproval,
+    ExecuteAction,
+    HandleIntent,
+    RequestBudget,
+)
+from bot.transport import Transport
+from connectors.registry import ConnectorRegistry
+from policies.engine import Policy
+from storage.unit_of_work import UnitOfWorkFactory
+
+__all__ = ["CONNECTOR_ATTEMPTS", "Handlers"]
+
+
+class Handlers:
+    """The three groups of handlers, built from one set of collaborators and subscribed to the bus."""
+
+    def __init__(
+        self,
+        *,
+        units: UnitOfWorkFactory,
+        dispatcher: Dispatcher,
+        policy: Policy,
+        registry: ConnectorRegistry,
+        transport: Transport,
+        clock: Callable[[], datetime],
+        offline: bool,
+    ) -> None:
+        collaborators = Collaborators(units, dispatcher, policy, registry, transport, clock, offline)
+        self.planning = Planning(collaborators)
+        self.approvals = Approvals(collaborators)
+        self.execution = Executions(collaborators)
+        self.dispatcher = dispatcher
+        self.transport = transport
+        self.clock = clock
+
+    def register(self, bus: MessageBus) -> None:
+        bus.on_command(HandleIntent, self.planning.handle_intent)
+        bus.on_command(RequestBudget, self.planning.request_budget)
+        bus.on_command(DecideApproval, self.approvals.decide_approval)
+        bus.on_command(ExecuteAction, self.execution.execute_action)
+        bus.on_event(ActionAllowed, self.execution.execute_when_cleared)
+        bus.on_event(ActionApproved, self.execution.execute_when_cleared)
+        bus.on_event(ActionExecuted, self.execution.report_execution)
+        bus.on_event(ActionExecuted, self.planning.resume_after_grant)
+        bus.on_event(ActionFailed, self.execution.report_failure)

@@ -1,0 +1,133 @@
+"""What every handler shares: its collaborators, and how it talks in a thread (best effort after a commit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from agents.agents import Dispatcher
+from bot import blocks
+from bot.transport import Transport, TransportError
+from connectors.registry import ConnectorRegistry
+from policies.engine import Policy
+from storage.ids import format_id
+from storage.records import (
+    Approval,
+    Decision,
+    Intent,
+    ProposedAction,
+    Run,
+)
+from storage.unit_of_work import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Thread:
+    channel: str
+    ts: str | None
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    units: UnitOfWorkFactory
+    dispatcher: Dispatcher
+    policy: Policy
+    registry: ConnectorRegistry
+    transport: Transport
+    clock: Callable[[], datetime]
+    offline: bool  # planning without a model: say so once per thread
+
+
+class HandlerBase:
+    def __init__(self, collaborators: Collaborators) -> None:
+        self.units = collaborators.units
+        self.dispatcher = collaborators.dispatcher
+        self.policy = collaborators.policy
+        self.registry = collaborators.registry
+        self.transport = collaborators.transport
+        self.clock = collaborators.clock
+        self.offline = collaborators.offline
+
+    async def _open_thread(self, intent: Intent) -> Thread:
+        """Slash-command intents have no thread yet: start one with a message that quotes the intent."""
+        if intent.thread_ts is not None:
+            return Thread(intent.channel, intent.thread_ts)
+        ts = await self.transport.post(
+            intent.channel,
+            f"<@{intent.user}> asked: {intent.text}",
+            blocks=blocks.notice(f"<@{intent.user}> asked: {intent.text}", f"`{format_id('I', intent.id)}`")[
+                1
+            ],
+        )
+        async with self.units() as uow:
+            stored = await uow.repo.get(Intent, intent.id)
+            assert stored is not None
+            stored.thread_ts = ts
+            uow.repo.session.add(stored)
+            await uow.commit()
+        intent.thread_ts = ts
+        return Thread(intent.channel, ts)
+
+    async def _say(self, thread: Thread, text: str, *, context: str | None = None) -> None:
+        fallback, message_blocks = blocks.notice(text, context)
+        try:
+            await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc:
+            log.error("reply_not_delivered", channel=thread.channel, thread=thread.ts, error=str(exc))
+
+    async def _whisper(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        try:
+            await self.transport.post_ephemeral(channel, user, text, thread_ts=thread_ts)
+        except TransportError as exc:
+            log.error("ephemeral_not_delivered", channel=channel, user=user, error=str(exc))
+
+    async def _get_decision(self, decision_id: int) -> Decision:
+        async with self.units() as uow:
+            decision = await uow.repo.get(Decision, decision_id)
+        assert decision is not None
+        return decision
+
+    async def _thread_of_action(self, action_id: int) -> tuple[Thread, ProposedAction]:
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, action_id)
+            assert proposed is not None
+            run = await uow.repo.get(Run, proposed.run_id)
+            assert run is not None
+            intent = await uow.repo.get(Intent, run.intent_id)
+            assert intent is not None
+        return Thread(intent.channel, intent.thread_ts), proposed
+
+    async def _close_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
+        if approval.message_ts is None:
+            return
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+            decision = await uow.repo.get(Decision, approval.decision_id)
+        assert proposed is not None and decision is not None
+        card = self._card(approval, proposed, decision)
+        text, message_blocks = blocks.approval_closed(card, outcome, actor, at)
+        try:
+            await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
+        except TransportError as exc:
+            log.error("approval_update_not_delivered", approval=approval.id, error=str(exc))
+
+    def _card(self, approval: Approval, proposed: ProposedAction, decision: Decision) -> blocks.ApprovalCard:
+        action = self.registry.validate(proposed.name, proposed.params)
+        return blocks.ApprovalCard(
+            approval_id=format_id("AP", approval.id),
+            action_id=format_id("A", proposed.id),
+            decision_id=format_id("D", decision.id),
+            summary=action.summary(),
+            params=proposed.params,
+            rationale=proposed.rationale,
+            rule_id=decision.rule_id or "default",
+            reason=decision.reason,
+            approver_roles=tuple(approval.approver_roles),
+            requester=approval.requester,
+            expires_at=approval.expires_at,
+        )

@@ -1,0 +1,125 @@
+"""Approved actions run once: the idempotency key is claimed, the connector is retried on transient errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import stamina
+import structlog
+
+from bot.handlers.base import HandlerBase
+from bot.messagebus import Message
+from bot.messages import (
+    ActionAllowed,
+    ActionApproved,
+    ActionExecuted,
+    ActionFailed,
+    ExecuteAction,
+)
+from bot.observability import EXECUTIONS
+from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
+from connectors.registry import idempotency_key
+from storage.ids import format_id
+from storage.records import (
+    ActionStatus,
+    Execution,
+    ExecutionStatus,
+    ProposedAction,
+)
+
+log = structlog.get_logger(__name__)
+
+CONNECTOR_TIMEOUT_SECONDS = 30.0
+CONNECTOR_ATTEMPTS = 3
+
+
+class Executions(HandlerBase):
+    async def execute_when_cleared(self, event: ActionAllowed | ActionApproved) -> Sequence[Message]:
+        return [ExecuteAction(event.action_id)]
+
+    async def execute_action(self, command: ExecuteAction) -> Sequence[Message]:
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, command.action_id)
+            assert proposed is not None
+            if proposed.status != ActionStatus.APPROVED:
+                return []
+            try:
+                action = self.registry.validate(proposed.name, proposed.params)
+            except InvalidActionError as exc:
+                return [ActionFailed(command.action_id, str(exc))]
+            key = idempotency_key(command.action_id, action)
+            # Claim the key: of any number of concurrent executions of this action, one inserts the row.
+            claimed = await uow.repo.insert_if_absent(
+                Execution,
+                {
+                    "action_id": command.action_id,
+                    "idempotency_key": key,
+                    "status": ExecutionStatus.STARTED,
+                    "result": {},
+                    "started_at": self.clock(),
+                },
+            )
+            await uow.commit()
+        if not claimed:
+            log.info("execution_already_claimed", action=command.action_id)
+            return []
+        try:
+            # A timeout is retried too: the same idempotency key makes a repeat of a call that did land harmless.
+            async for attempt in stamina.retry_context(
+                on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
+            ):
+                with attempt:
+                    async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
+                        result = await self.registry.execute(action, key)
+        except (ConnectorError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            execution = await self._finish_execution(key, ExecutionStatus.FAILED, {}, error)
+            EXECUTIONS.labels(outcome="failed").inc()
+            return [ActionFailed(command.action_id, error)]
+        execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None)
+        EXECUTIONS.labels(outcome="succeeded").inc()
+        assert execution.id is not None
+        return [ActionExecuted(command.action_id, execution.id)]
+
+    async def _finish_execution(
+        self, key: str, status: ExecutionStatus, result: dict[str, object], error: str | None
+    ) -> Execution:
+        async with self.units() as uow:
+            execution = await uow.repo.execution_by_key(key)
+            assert execution is not None
+            execution.status = status
+            execution.result = result
+            execution.error = error
+            execution.finished_at = self.clock()
+            uow.repo.session.add(execution)
+            succeeded = status == ExecutionStatus.SUCCEEDED
+            await uow.repo.set_action_status(
+                execution.action_id, ActionStatus.EXECUTED if succeeded else ActionStatus.FAILED
+            )
+            await uow.commit()
+            return execution
+
+    async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
+        thread, proposed = await self._thread_of_action(event.action_id)
+        async with self.units() as uow:
+            execution = await uow.repo.get(Execution, event.execution_id)
+        assert execution is not None
+        action = self.registry.validate(proposed.name, proposed.params)
+        details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
+        await self._say(
+            thread,
+            f":white_check_mark: Done: {action.summary()}. ({details})",
+            context=f"`{format_id('E', execution.id)}` · `{format_id('A', proposed.id)}` · "
+            f"`/aios why {format_id('A', proposed.id)}` explains it",
+        )
+        return []
+
+    async def report_failure(self, event: ActionFailed) -> Sequence[Message]:
+        thread, proposed = await self._thread_of_action(event.action_id)
+        await self._say(
+            thread,
+            f":x: {proposed.name} failed: {event.error}. Nothing was changed by this attempt.",
+            context=f"`{format_id('A', proposed.id)}`",
+        )
+        return []

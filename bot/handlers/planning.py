@@ -1,0 +1,352 @@
+"""Intents become runs: the dispatcher picks an agent, the agent plans, the policy judges each proposal.
+
+A run stopped by its budget waits for a grant, which is itself a gated action; the grant resumes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import structlog
+
+from agents.agents import DISPATCHER, PlanRequest
+from agents.budgets import BudgetExceededError
+from agents.context import thread_messages
+from agents.llm import CallContext, LLMError
+from agents.llm import Message as LLMMessage
+from bot import blocks
+from bot.handlers.base import HandlerBase, Thread
+from bot.messagebus import Message
+from bot.messages import (
+    ActionAllowed,
+    ActionExecuted,
+    HandleIntent,
+    RequestBudget,
+)
+from bot.observability import DECISIONS
+from bot.transport import TransportError
+from connectors.actions import Action
+from connectors.budget import BudgetGrant
+from policies.engine import PolicyVerdict
+from storage.ids import format_id
+from storage.records import (
+    ActionStatus,
+    Approval,
+    Decision,
+    Intent,
+    IntentStatus,
+    ProposedAction,
+    Run,
+    RunStatus,
+    utcnow,
+)
+from storage.repository import Repository
+
+log = structlog.get_logger(__name__)
+
+
+class Planning(HandlerBase):
+    async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
+        async with self.units() as uow:
+            intent = await uow.repo.get(Intent, command.intent_id)
+            if intent is None or intent.status != IntentStatus.RECEIVED:
+                return []  # already handled: a redelivery or a recovery pass
+        assert intent.id is not None
+        thread = await self._open_thread(intent)
+        run_id = await self._start_run(intent)
+        if run_id is None:
+            return []  # another worker took this intent first
+        await self._offline_notice(thread)
+        return await self._route_and_plan(intent, thread, run_id)
+
+    async def _route_and_plan(self, intent: Intent, thread: Thread, run_id: int) -> Sequence[Message]:
+        """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
+
+        Used for a new intent and to resume a run that a budget grant unblocked."""
+        assert intent.id is not None
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+        assert run is not None
+        history = await self._history(intent, thread)
+        call = CallContext(
+            intent_id=intent.id,
+            agent=run.agent,
+            requester=intent.user,
+            channel=intent.channel,
+            team_id=intent.team_id,
+            run_id=run_id,
+            thread_ts=thread.ts,
+        )
+        ids = f"`{format_id('R', run_id)}`"
+        try:
+            if run.agent == DISPATCHER:
+                agent = await self.dispatcher.route(intent.text, call, history)
+                if agent is None:
+                    await self._finish_run(run_id, RunStatus.ANSWERED, "no agent fits this request")
+                    await self._say(thread, self._help_text(), context=ids)
+                    return []
+                await self._set_run_agent(run_id, agent.name)
+            else:
+                agent = self.dispatcher.agents[run.agent]
+            plan = await agent.plan(
+                PlanRequest(
+                    text=intent.text,
+                    requester=intent.user,
+                    call=replace(call, agent=agent.name),
+                    history=history,
+                )
+            )
+        except BudgetExceededError as exc:
+            await self._over_budget(thread, run_id, exc)
+            return []
+        except LLMError as exc:
+            await self._finish_run(run_id, RunStatus.FAILED, f"planning failed: {exc}")
+            await self._model_failed(thread, exc, ids)
+            return []
+        ids = f"{agent.name} agent · {ids}"
+        if not plan.actions:
+            await self._finish_run(run_id, RunStatus.ANSWERED, plan.rationale)
+            text = plan.rationale or "I have nothing to propose for that."
+            if plan.problems:
+                text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
+            await self._say(thread, text, context=ids)
+            return []
+        await self._finish_run(run_id, RunStatus.PLANNING, plan.rationale)
+        return await self._propose(intent, thread, run_id, plan.actions, plan.rationale)
+
+    async def _start_run(self, intent: Intent) -> int | None:
+        assert intent.id is not None
+        async with self.units() as uow:
+            if not await uow.repo.claim_intent(intent.id):
+                return None
+            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER))
+            await uow.commit()
+        return run.id
+
+    async def _set_run_agent(self, run_id: int, agent: str) -> None:
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None
+            run.agent = agent
+            uow.repo.session.add(run)
+            await uow.commit()
+
+    async def _finish_run(
+        self, run_id: int, status: RunStatus, rationale: str, *, budget_account: str | None = None
+    ) -> None:
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None
+            run.status, run.rationale, run.updated_at = status, rationale, utcnow()
+            run.budget_account = budget_account
+            uow.repo.session.add(run)
+            await uow.commit()
+
+    async def _model_failed(self, thread: Thread, exc: LLMError, context: str) -> None:
+        if exc.transient:
+            advice = (
+                "even after retrying, so nothing was proposed or done. Please try again in a few minutes."
+            )
+        else:
+            advice = "so nothing was proposed or done. The error is logged for whoever runs this bot."
+        reason = exc.kind.replace("_", " ")
+        await self._say(
+            thread, f":warning: I couldn't get an answer from the model ({reason}), {advice}", context=context
+        )
+
+    async def _over_budget(self, thread: Thread, run_id: int, exc: BudgetExceededError) -> None:
+        """Stop before the call, say why, and offer to ask for more; a grant resumes the run."""
+        await self._finish_run(run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key)
+        text, message_blocks = blocks.budget_blocked(
+            format_id("R", run_id), f"I stopped before calling the model: {exc}."
+        )
+        try:
+            await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc_:
+            log.error("budget_notice_not_delivered", run=run_id, error=str(exc_))
+
+    async def request_budget(self, command: RequestBudget) -> Sequence[Message]:
+        """Someone pressed "Request budget": put a grant to the budget's approvers, as a gated action."""
+        run_ref = format_id("R", command.run_id)
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, command.run_id)
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            first = False
+            if run is not None and run.status == RunStatus.OVER_BUDGET and run.budget_account:
+                first = await uow.repo.first_time(f"budget-request:{run.id}:{run.budget_account}")
+                await uow.commit()
+        if run is None or intent is None or run.status != RunStatus.OVER_BUDGET or not run.budget_account:
+            await self._whisper(command.channel, command.user, f"{run_ref} is not waiting for budget.")
+            return []
+        if not first:
+            await self._whisper(
+                command.channel, command.user, f"More budget for {run_ref} was already requested."
+            )
+            return []
+        budget_id = run.budget_account.split(":", 1)[0]
+        budget = self.policy.budget(budget_id)
+        if budget is None:
+            await self._whisper(
+                command.channel, command.user, f"The budget {budget_id} is no longer in the policy."
+            )
+            return []
+        grant = BudgetGrant(budget_id=budget_id, account=run.budget_account, amount_usd=budget.grant)
+        thread = Thread(intent.channel, intent.thread_ts)
+        rationale = f"<@{command.user}> asked for more budget so that {run_ref} can continue."
+        return await self._propose(intent, thread, command.run_id, [grant], rationale)
+
+    async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
+        """A budget grant went through: the run it unblocks plans again from where it stopped."""
+        async with self.units() as uow:
+            action = await uow.repo.get(ProposedAction, event.action_id)
+            if action is None or action.name != BudgetGrant.name:
+                return []
+            run = await uow.repo.get(Run, action.run_id)
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        if run is None or intent is None or run.budget_account != action.params.get("account"):
+            return []
+        assert run.id is not None
+        await self._finish_run(run.id, RunStatus.PLANNING, run.rationale)
+        return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
+
+    def _judge(self, action: Action, requester: str, totals: dict[str, float]) -> PolicyVerdict:
+        if isinstance(action, BudgetGrant):
+            return self.policy.evaluate_budget_grant(action.budget_id)
+        params = action.model_dump(mode="json")
+        amount = params.get("amount")
+        totals[action.name] = totals.get(action.name, 0.0) + (
+            float(amount) if isinstance(amount, int | float) else 0
+        )
+        return self.policy.evaluate(action.name, params, requester, totals)
+
+    async def _offline_notice(self, thread: Thread) -> None:
+        """Say once per thread that planning is offline, so nobody mistakes the grammar for a model."""
+        if not self.offline:
+            return
+        async with self.units() as uow:
+            first = await uow.repo.first_time(f"offline-notice:{thread.channel}:{thread.ts}")
+            await uow.commit()
+        if first:
+            await self._say(
+                thread,
+                "I'm in offline mode (no `ANTHROPIC_API_KEY` is set), so I plan with a small fixed grammar "
+                "rather than a model. `/aios help` shows what I understand.",
+            )
+
+    async def _history(self, intent: Intent, thread: Thread) -> list[LLMMessage]:
+        if thread.ts is None or intent.message_ts in (None, thread.ts):
+            return []  # the intent starts its thread (or came by slash command): nothing came before it
+        try:
+            entries = await self.transport.thread_history(thread.channel, thread.ts)
+        except TransportError as exc:
+            log.warning("thread_history_unavailable", channel=thread.channel, error=str(exc))
+            return []
+        return thread_messages(entries, exclude_ts=intent.message_ts)
+
+    async def _propose(
+        self, intent: Intent, thread: Thread, run_id: int, actions: Sequence[Action], rationale: str
+    ) -> Sequence[Message]:
+        followups: list[Message] = []
+        replies: list[tuple[str, str]] = []
+        cards: list[tuple[int, blocks.ApprovalCard]] = []
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None and run.id is not None
+            totals: dict[str, float] = {}
+            for action in actions:
+                proposed = await uow.repo.add(
+                    ProposedAction(
+                        run_id=run.id,
+                        name=action.name,
+                        params=action.model_dump(mode="json"),
+                        rationale=rationale,
+                    )
+                )
+                assert proposed.id is not None
+                verdict = self._judge(action, intent.user, totals)
+                decision = await uow.repo.add(
+                    Decision(
+                        action_id=proposed.id,
+                        kind="policy",
+                        verdict=verdict.verdict,
+                        rule_id=verdict.rule_id,
+                        policy_hash=verdict.policy_hash,
+                        reason=verdict.explanation,
+                        justification=rationale,
+                        actor="policy",
+                    )
+                )
+                DECISIONS.labels(verdict=verdict.verdict).inc()
+                ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
+                if verdict.verdict == "allow":
+                    proposed.status = ActionStatus.APPROVED
+                    followups.append(ActionAllowed(proposed.id))
+                    replies.append((f"Allowed by policy: {action.summary()}. Running it now.", ids))
+                elif verdict.verdict == "deny":
+                    proposed.status = ActionStatus.DENIED
+                    replies.append(
+                        (f":no_entry: Not allowed: {action.summary()}. {verdict.explanation}.", ids)
+                    )
+                else:
+                    proposed.status = ActionStatus.AWAITING_APPROVAL
+                    approval = await self._request_approval(
+                        uow.repo, proposed, decision, intent, thread, verdict
+                    )
+                    assert approval.id is not None
+                    cards.append((approval.id, self._card(approval, proposed, decision)))
+                uow.repo.session.add(proposed)
+            await uow.repo.refresh_run_status(run.id)
+            await uow.commit()
+        log.info("actions_proposed", intent=intent.id, run=run.id, agent=run.agent, actions=len(actions))
+        for text, context in replies:
+            await self._say(thread, text, context=context)
+        for approval_id, card in cards:
+            text, message_blocks = blocks.approval_request(card)
+            try:
+                ts = await self.transport.post(
+                    thread.channel, text, blocks=message_blocks, thread_ts=thread.ts
+                )
+            except TransportError as exc:
+                # The request stays pending and is listed by `/aios pending`; nothing runs without a decision.
+                log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
+                continue
+            async with self.units() as uow:
+                stored = await uow.repo.get(Approval, approval_id)
+                assert stored is not None
+                stored.message_ts = ts
+                uow.repo.session.add(stored)
+                await uow.commit()
+        return followups
+
+    async def _request_approval(
+        self,
+        repo: Repository,
+        proposed: ProposedAction,
+        decision: Decision,
+        intent: Intent,
+        thread: Thread,
+        verdict: PolicyVerdict,
+    ) -> Approval:
+        assert proposed.id is not None and decision.id is not None
+        expires_at = self.clock() + verdict.timeout if verdict.timeout else None
+        return await repo.add(
+            Approval(
+                action_id=proposed.id,
+                decision_id=decision.id,
+                approver_roles=list(verdict.approver_roles),
+                forbid_self_approval=verdict.forbid_self_approval,
+                requester=intent.user,
+                channel=thread.channel,
+                thread_ts=thread.ts,
+                expires_at=expires_at,
+            )
+        )
+
+    def _help_text(self) -> str:
+        return (
+            "I didn't catch which agent should handle that. I can do returns and refunds "
+            "(`refund order 1001, $40, arrived broken`) and content "
+            '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
+            "`/aios help` lists the commands."
+        )
