@@ -9,16 +9,16 @@ cached at all.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 API_KEY = "sk-ant-test"
 
@@ -63,8 +63,9 @@ def tokens(value: Any) -> int:
     return max(1, len(json.dumps(value, sort_keys=True)) // 4)
 
 
-class FakeAnthropicApi:
+class FakeAnthropicApi(LoopbackServer):
     def __init__(self, min_cacheable_tokens: int = 1024) -> None:
+        super().__init__("fake-anthropic")
         self.min_cacheable_tokens = min_cacheable_tokens
         self.requests: list[dict[str, Any]] = []
         self.responses: list[tuple[int, dict[str, Any]]] = []
@@ -72,11 +73,6 @@ class FakeAnthropicApi:
         self.default: Callable[[dict[str, Any]], Script] | None = None
         self._cached_prefixes: set[str] = set()
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-anthropic", daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -86,31 +82,8 @@ class FakeAnthropicApi:
         with self._lock:
             self._script.extend(steps)
 
-    def start(self) -> FakeAnthropicApi:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeAnthropicApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _messages(self, request: web.Request) -> web.Response:
         body = await request.json()

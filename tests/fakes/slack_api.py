@@ -6,16 +6,16 @@ It records every call, answers like Slack does (``ok``, ``ts``, errors) and keep
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 BOT_USER_ID = "UAIOSBOT"
 TOKEN = "xoxb-test-token"
@@ -28,40 +28,19 @@ class ApiCall:
     response: dict[str, Any]
 
 
-class FakeSlackApi:
+class FakeSlackApi(LoopbackServer):
     def __init__(self, *, token: str = TOKEN) -> None:
+        super().__init__("fake-slack-api")
         self.token = token
         self.calls: list[ApiCall] = []
         self.groups: dict[str, list[str]] = {}
         self._failures: dict[str, list[str]] = {}
         self.human_messages: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-slack-api", daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
-
-    def start(self) -> FakeSlackApi:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeSlackApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def add_human_message(self, channel: str, thread_ts: str, ts: str, user: str, text: str) -> None:
         """A person's message in a thread, as conversations.replies will return it."""
@@ -96,16 +75,10 @@ class FakeSlackApi:
         """chat.postMessage calls whose blocks carry the Approve button."""
         return [c for c in self.calls_to("chat.postMessage") if _has_action(c.params, "aios_approve")]
 
-    # --- the server -----------------------------------------------------------------------------
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    # --- the server -----------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]

@@ -1,0 +1,50 @@
+"""A small aiohttp server on 127.0.0.1 with its own thread and event loop, for the fakes of remote APIs.
+
+Its own loop lets sync tests, async tests and bot subprocesses all reach it while the test runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Self
+
+from aiohttp import web
+
+
+class LoopbackServer:
+    def __init__(self, name: str) -> None:
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server_thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._server_thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._server_thread.join(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
