@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.context import ThreadEntry
+from bot.blocks import REQUEST_BUDGET_ACTION_ID
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent
+from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.queries import answer
 from bot.slash import parse_slash
 from storage.ids import UnknownIdError, parse_id
@@ -106,7 +107,9 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
             lines.append("  " + " ".join(_plain(e.get("text", "")) for e in block["elements"]))
         elif kind == "actions":
             buttons = "  ".join(f"[ {e['text']['text']} ]" for e in block["elements"])
-            lines.append(f"{buttons}   (type: approve as <user> / reject as <user>)")
+            budget = any(e.get("action_id") == REQUEST_BUDGET_ACTION_ID for e in block["elements"])
+            hint = "request budget" if budget else "approve as <user> / reject as <user>"
+            lines.append(f"{buttons}   (type: {hint})")
     return "\n".join(lines)
 
 
@@ -175,17 +178,29 @@ class ConsoleSession:
             waiting = await uow.repo.pending_approvals(CONSOLE_CHANNEL)
         return waiting[-1].id if waiting else None
 
+    async def request_budget(self, user: str) -> None:
+        """Press "Request budget" on the newest run in this thread that its budget stopped."""
+        self.transport.console.print(f"[bold magenta]{escape(user)}[/] clicks [bold]Request budget[/]")
+        async with self.aios.units() as uow:
+            run_id = await uow.repo.newest_run_over_budget(CONSOLE_CHANNEL)
+        if run_id is None:
+            self.transport.console.print("  (no run in this thread is waiting for budget)")
+            return
+        await self.aios.process(RequestBudget(run_id, user, CONSOLE_CHANNEL))
+
     def _echo(self, user: str, text: str) -> None:
         self.transport.console.print(f"[bold magenta]{escape(user)}[/]: {escape(text)}")
 
 
 _CLICK = re.compile(r"^(approve|reject)(?:\s+(AP-\d+))?\s+as\s+(\S+)\s*$", re.IGNORECASE)
 _SWITCH = re.compile(r"^as\s+(\S+)\s*$", re.IGNORECASE)
+_BUDGET = re.compile(r"^request\s+budget\s*$", re.IGNORECASE)
 
 CHAT_HELP = """Type an intent as you would in a Slack thread, e.g. `refund order 1001, $250, arrived broken`.
   /aios …                  a slash command (`/aios help`, `/aios why D-1`, `/aios pending`)
   approve as U0MANAGER     click Approve on the newest waiting request as that user (or `approve AP-2 as …`)
   reject as U0MANAGER      click Reject
+  request budget           click Request budget on a run its budget stopped
   as U0BOB                 speak as another user from now on
   quit                     leave"""
 
@@ -211,6 +226,8 @@ async def run_chat(aios: Aios, transport: ConsoleTransport, user: str) -> None:
                 )
             elif switch := _SWITCH.match(line):
                 user = switch.group(1)
+            elif _BUDGET.match(line):
+                await session.request_budget(user)
             elif line.startswith("/aios"):
                 await session.slash(user, line.removeprefix("/aios"))
             else:

@@ -110,6 +110,15 @@ class Repository:
         query = select(Intent).where(Intent.status == status).order_by(col(Intent.id))
         return (await self.session.exec(query)).all()
 
+    async def newest_run_over_budget(self, channel: str) -> int | None:
+        query = (
+            select(Run.id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .where(col(Run.status) == RunStatus.OVER_BUDGET, col(Intent.channel) == channel)
+            .order_by(col(Run.id).desc())
+        )
+        return (await self.session.exec(query)).first()
+
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)
         return {status: count for status, count in (await self.session.exec(query)).all()}

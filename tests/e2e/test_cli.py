@@ -100,3 +100,38 @@ def test_digest_without_slack_prints_it_and_cost_prints_tables(tmp_path: Path) -
     assert cost.returncode == 0 and "Model spend by agent, week" in cost.stdout
     bad = run("cost", "decade", env=env)
     assert bad.returncode == 2 and "'decade' is not a period" in bad.stderr
+
+
+def test_chat_with_claude_over_budget_then_granted(tmp_path: Path) -> None:
+    from policies.engine import DEFAULT_POLICY
+    from tests.e2e.test_budget_flow import TINY_BUDGET
+    from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(Path(DEFAULT_POLICY).read_text() + TINY_BUDGET)
+    with FakeAnthropicApi() as anthropic:
+        anthropic.script(
+            Reply(
+                "Refund the cracked blender.",
+                (ToolUse("shop_refund", {"order_id": 1003, "amount": 29.0, "reason": "cracked lid"}),),
+            )
+        )
+        env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/chat.db", "http://127.0.0.1:9/api/")
+        env.update(
+            {
+                "ANTHROPIC_API_KEY": API_KEY,
+                "ANTHROPIC_BASE_URL": anthropic.url,
+                "AIOS_POLICY_FILE": str(policy),
+            }
+        )
+        script = "refund order 1003, the lid cracked\nrequest budget\napprove as U0MANAGER\nquit\n"
+        result = run("chat", "--as", "U0ALICE", env=env, stdin=script)
+        assert result.returncode == 0, result.stderr
+        assert len(anthropic.requests) == 1
+    out = result.stdout
+    assert (
+        "I stopped before calling the model" in out and "[ Request budget ]   (type: request budget)" in out
+    )
+    assert "Grant $1.00 more to budget returns-daily" in out
+    assert "Done: Refund $29.00 on order 1003 (cracked lid)" in out
+    assert "offline mode" not in out
