@@ -83,7 +83,7 @@ class Planning(HandlerBase):
             if run.agent == DISPATCHER:
                 agent = await self.dispatcher.route(intent.text, call, history)
                 if agent is None:
-                    await self._finish_run(run_id, RunStatus.ANSWERED, "no agent fits this request")
+                    await self._update_run(run_id, RunStatus.ANSWERED, "no agent fits this request")
                     await self._say(thread, self._help_text(), context=ids)
                     return []
                 await self._set_run_agent(run_id, agent.name)
@@ -101,18 +101,18 @@ class Planning(HandlerBase):
             await self._over_budget(thread, run_id, exc)
             return []
         except LLMError as exc:
-            await self._finish_run(run_id, RunStatus.FAILED, f"planning failed: {exc}")
+            await self._update_run(run_id, RunStatus.FAILED, f"planning failed: {exc}")
             await self._model_failed(thread, exc, ids)
             return []
         ids = f"{agent.name} agent · {ids}"
         if not plan.actions:
-            await self._finish_run(run_id, RunStatus.ANSWERED, plan.rationale)
+            await self._update_run(run_id, RunStatus.ANSWERED, plan.rationale)
             text = plan.rationale or "I have nothing to propose for that."
             if plan.problems:
                 text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
             await self._say(thread, text, context=ids)
             return []
-        await self._finish_run(run_id, RunStatus.PLANNING, plan.rationale)
+        await self._update_run(run_id, RunStatus.PLANNING, plan.rationale)
         return await self._propose(intent, thread, run_id, plan.actions, plan.rationale)
 
     async def _start_run(self, intent: Intent) -> int | None:
@@ -132,7 +132,7 @@ class Planning(HandlerBase):
             uow.repo.session.add(run)
             await uow.commit()
 
-    async def _finish_run(
+    async def _update_run(
         self, run_id: int, status: RunStatus, rationale: str, *, budget_account: str | None = None
     ) -> None:
         async with self.units() as uow:
@@ -157,7 +157,7 @@ class Planning(HandlerBase):
 
     async def _over_budget(self, thread: Thread, run_id: int, exc: BudgetExceededError) -> None:
         """Stop before the call, say why, and offer to ask for more; a grant resumes the run."""
-        await self._finish_run(run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key)
+        await self._update_run(run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key)
         text, message_blocks = blocks.budget_blocked(
             format_id("R", run_id), f"I stopped before calling the model: {exc}."
         )
@@ -207,10 +207,11 @@ class Planning(HandlerBase):
         if run is None or intent is None or run.budget_account != action.params.get("account"):
             return []
         assert run.id is not None
-        await self._finish_run(run.id, RunStatus.PLANNING, run.rationale)
+        await self._update_run(run.id, RunStatus.PLANNING, run.rationale)
         return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
 
     def _judge(self, action: Action, requester: str, totals: dict[str, float]) -> PolicyVerdict:
+        """The policy's verdict on one action; ``totals`` accumulates the run's amounts per action name."""
         if isinstance(action, BudgetGrant):
             return self.policy.evaluate_budget_grant(action.budget_id)
         params = action.model_dump(mode="json")

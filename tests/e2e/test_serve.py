@@ -65,13 +65,13 @@ async def test_slash_command_refund_is_gated_approved_once_and_explained(server:
             c for c in s.calls_to("chat.postMessage") if "asked: refund order 1001" in c.params["text"]
         ]
     )[0]
-    root_ts = slack.wait_for(lambda s: _ts_of(s, root))
+    root_ts = slack.wait_for(lambda s: _ts_of(root))
     request = slack.wait_for(
         lambda s: [c for c in s.approval_requests() if "order 1001" in c.params["text"]]
     )[0]
     assert request.params["thread_ts"] == root_ts and request.params["channel"] == "C0SHOP"
     approval = approval_value(request)
-    message_ts = slack.wait_for(lambda s: _ts_of(s, request))
+    message_ts = slack.wait_for(lambda s: _ts_of(request))
 
     await send(server, *block_action("aios_approve", approval, user=TEAMMATE, message_ts=message_ts))
     assert "manager" in slack.wait_for(lambda s: ephemerals_for(s, TEAMMATE))[0]
@@ -109,7 +109,7 @@ async def test_slash_command_refund_is_gated_approved_once_and_explained(server:
     assert cli.returncode == 0 and "refunds-over-100-need-a-manager" in cli.stdout
 
 
-def _ts_of(slack: FakeSlackApi, call: ApiCall) -> str | None:
+def _ts_of(call: ApiCall) -> str | None:
     """The ts the fake answered for a chat.postMessage call."""
     return str(call.response["ts"]) if call.response.get("ok") else None
 
