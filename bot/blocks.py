@@ -40,6 +40,8 @@ class ApprovalCard:
     approver_roles: tuple[str, ...]
     requester: str
     expires_at: datetime | None
+    quorum: int = 1
+    voters: tuple[str, ...] = ()  # approvers so far, while a quorum is incomplete
 
 
 def _render(blocks: list[Block]) -> list[dict[str, Any]]:
@@ -53,6 +55,7 @@ def _when(moment: datetime) -> str:
 def _card_blocks(card: ApprovalCard, header: str) -> list[Block]:
     params = json.dumps(card.params, sort_keys=True)
     deadline = f" · expires {_when(card.expires_at)}" if card.expires_at else ""
+    needs = f" ({card.quorum} different people)" if card.quorum > 1 else ""
     return [
         HeaderBlock(block_id="aios_header", text=header),
         SectionBlock(
@@ -71,7 +74,7 @@ def _card_blocks(card: ApprovalCard, header: str) -> list[Block]:
             elements=[
                 MarkdownTextObject(
                     text=f"Policy rule `{card.rule_id}`: {card.reason}. Approvers: "
-                    f"{', '.join(card.approver_roles)} · `{card.approval_id}` · `{card.decision_id}`{deadline}"
+                    f"{', '.join(card.approver_roles)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}"
                 )
             ],
         ),
@@ -98,7 +101,16 @@ def approval_request(card: ApprovalCard) -> Message:
         ],
     )
     text = f"Approval needed ({card.approval_id}): {card.summary}, requested by <@{card.requester}>"
-    return text, _render([*_card_blocks(card, "Approval needed"), buttons])
+    votes: list[Block] = []
+    if card.voters:
+        so_far = ", ".join(f"<@{voter}>" for voter in card.voters)
+        votes = [
+            SectionBlock(
+                block_id="aios_votes",
+                text=MarkdownTextObject(text=f"*{len(card.voters)} of {card.quorum} approvals:* {so_far}"),
+            )
+        ]
+    return text, _render([*_card_blocks(card, "Approval needed"), *votes, buttons])
 
 
 def approval_closed(card: ApprovalCard, outcome: str, actor: str | None, at: datetime) -> Message:

@@ -11,7 +11,6 @@ from typing import Annotated, Any, TypeVar
 import structlog
 import typer
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -20,9 +19,10 @@ from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleTransport, render, run_chat
 from bot.cost import PERIODS, cost_report, cost_tables
 from bot.demo import DemoFailedError, run_demo
-from bot.digest import DigestScheduleError, build_digest, digest_message, digest_scheduler, post_digest
+from bot.digest import DigestScheduleError, build_digest, digest_message, post_digest
 from bot.observability import configure_logging
 from bot.queries import why as explain_why
+from bot.scheduler import build_scheduler
 from bot.settings import MissingSettingError, Settings
 from bot.slack_app import build_slack_app
 from bot.slack_transport import SlackTransport, build_slack_client
@@ -128,26 +128,17 @@ async def _serve(host: str, port: int) -> None:
     bolt = build_slack_app(aios, client, settings.slack_signing_secret)
     runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
     await runner.setup()
-    scheduler = _digest_schedule(aios)
+    scheduler = build_scheduler(aios)
+    scheduler.start()
     try:
         await web.TCPSite(runner, host, port).start()
         recovered = await aios.recover()
         log.info("serving", url=f"http://{host}:{port}", recovered_intents=recovered, planner=aios.llm.name)
         await _until_stopped()
     finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=False)
         await runner.cleanup()
         await aios.close()
-
-
-def _digest_schedule(aios: Aios) -> AsyncIOScheduler | None:
-    """Start the digest job when a channel is configured; a bad AIOS_DIGEST_CRON stops the start."""
-    if not aios.settings.digest_channel:
-        return None
-    scheduler = digest_scheduler(aios.settings.digest_cron, aios.post_digest)
-    scheduler.start()
-    return scheduler
 
 
 @app.command()
@@ -169,15 +160,15 @@ async def _socket() -> None:
         aios, client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode"
     )
     handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-    scheduler = _digest_schedule(aios)
+    scheduler = build_scheduler(aios)
+    scheduler.start()
     try:
         await handler.connect_async()  # type: ignore[no-untyped-call]
         await aios.recover()
         log.info("socket_mode_connected")
         await _until_stopped()
     finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=False)
         await handler.close_async()  # type: ignore[no-untyped-call]
         await aios.close()
 

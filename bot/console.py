@@ -19,7 +19,7 @@ from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.queries import answer
-from bot.slash import parse_slash
+from bot.slash import control_command, parse_slash
 from storage.ids import UnknownIdError, parse_id
 
 CONSOLE_CHANNEL = "CCONSOLE"
@@ -137,6 +137,10 @@ class ConsoleSession:
         command = parse_slash(text)
         if command.name == "intent":
             await self._intent("slash", user, command.argument)
+            return
+        control = control_command(command, user, CONSOLE_CHANNEL)
+        if control is not None:
+            await self.aios.process(control)
             return
         reply = await answer(self.aios.units, command, self.aios.clock())
         await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply)

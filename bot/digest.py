@@ -1,18 +1,17 @@
 """The scheduled digest: model spend, errors and waiting approvals for a period, posted once per period.
 
-APScheduler (3.x, in-process) fires it at AIOS_DIGEST_CRON; every replica may fire, and the `once` row keyed by
-the period makes exactly one post. `aios digest --now` builds the same digest on demand.
+`bot/scheduler.py` fires it at AIOS_DIGEST_CRON; every replica may fire, and the `once` row keyed by the period
+makes exactly one post. `aios digest --now` builds the same digest on demand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
@@ -198,14 +197,51 @@ async def post_digest(
     return True
 
 
-def digest_scheduler(cron: str, job: Callable[[], Awaitable[object]]) -> AsyncIOScheduler:
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def digest_trigger(cron: str) -> CronTrigger:
+    """A standard 5-field crontab in UTC. APScheduler 3 counts weekdays from Monday=0 where crontab counts
+    from Sunday=0, so the weekday field is spelled out as day names before it is handed over."""
     try:
-        trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+        fields = cron.split()
+        if len(fields) != 5:
+            raise ValueError(f"expected 5 fields, got {len(fields)}")
+        minute, hour, day, month, weekday = fields
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=_weekdays(weekday), timezone=UTC
+        )
     except ValueError as exc:
         raise DigestScheduleError(
             f"AIOS_DIGEST_CRON {cron!r} is not a crontab expression ({exc}); for example 0 9 * * * (09:00 UTC daily)"
         ) from exc
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    # coalesce: a backlog of missed firings (the process was down) posts one digest, not several.
-    scheduler.add_job(job, trigger, id="digest", coalesce=True, misfire_grace_time=3600, max_instances=1)
-    return scheduler
+
+
+def _weekdays(field: str) -> str:
+    """Crontab weekdays (0 or 7 = Sunday; lists, ranges, steps) as APScheduler day names."""
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            low, high = 0, 6
+        elif "-" in span:
+            low_text, high_text = span.split("-", 1)
+            low, high = _day(low_text), _day(high_text)
+        else:
+            low = high = _day(span)
+        if high < low or step < 1:
+            raise ValueError(f"weekday range {part!r} is not valid")
+        days.update(d % 7 for d in range(low, high + 1, step))
+    return ",".join(_DAY_NAMES[d] for d in sorted(days))
+
+
+def _day(text: str) -> int:
+    if text.lower()[:3] in _DAY_NAMES:
+        return _DAY_NAMES.index(text.lower()[:3])
+    number = int(text)
+    if not 0 <= number <= 7:
+        raise ValueError(f"weekday {number} is not between 0 and 7")
+    return number

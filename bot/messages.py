@@ -34,6 +34,30 @@ class RequestBudget(Command):
 
 
 @dataclass(frozen=True)
+class PauseAgent(Command):
+    agent: str
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class ResumeAgent(Command):
+    agent: str
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class AgentResumed(Event):
+    agent: str
+
+
+@dataclass(frozen=True)
+class SweepTimers(Command):
+    """Escalate and expire approvals whose deadlines have passed."""
+
+
+@dataclass(frozen=True)
 class ExecuteAction(Command):
     action_id: int
 

@@ -8,12 +8,12 @@ from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import NotFoundError, explain
 from bot.slash import HELP, SlashCommand
 from storage.ids import UnknownIdError, format_id
-from storage.records import ProposedAction
+from storage.records import ProposedAction, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory
 
-NOT_YET = {
-    "pause": "`/aios pause` is not available in this version; agents cannot be paused yet.",
-    "resume": "`/aios resume` is not available in this version; agents cannot be paused yet.",
+ANSWERS = {
+    "pause": "Which agent? For example `/aios pause returns`.",
+    "resume": "Which agent? For example `/aios resume returns`.",
     "replay": "`/aios replay` is not available in this version; runs cannot be replayed yet.",
 }
 
@@ -33,7 +33,7 @@ async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime)
             return cost_text(await cost_report(units, command.argument.strip().lower() or "today", now))
         except UnknownPeriodError as exc:
             return f"{exc}. For example: `/aios cost week`."
-    return NOT_YET.get(command.name, HELP)
+    return ANSWERS.get(command.name, HELP)
 
 
 async def why(units: UnitOfWorkFactory, record_id: str) -> str:
@@ -46,14 +46,29 @@ async def why(units: UnitOfWorkFactory, record_id: str) -> str:
         return f"{message[:1].upper()}{message[1:]}."
 
 
+OPEN_STATES = (
+    RunStatus.PLANNING,
+    RunStatus.AWAITING_APPROVAL,
+    RunStatus.EXECUTING,
+    RunStatus.PAUSED,
+    RunStatus.OVER_BUDGET,
+)
+
+
 async def status(units: UnitOfWorkFactory) -> str:
     async with units() as uow:
         counts = await uow.repo.run_counts_by_status()
         waiting = len(await uow.repo.pending_approvals())
+        open_runs = await uow.repo.runs_by_status(OPEN_STATES, limit=15)
+        paused = await uow.repo.paused_agents()
     if not counts:
         return "No runs yet. Ask for something with `/aios <what you want>`."
     listed = ", ".join(f"{state}: {count}" for state, count in sorted(counts.items()))
-    return f"*Runs by state* — {listed}. Approvals waiting: {waiting}."
+    lines = [f"*Runs by state* — {listed}. Approvals waiting: {waiting}."]
+    lines += [f"• `{format_id('R', run.id)}` {run.agent} — {run.status}" for run in open_runs]
+    if paused:
+        lines.append("Paused agents: " + ", ".join(f"{p.agent} (by <@{p.paused_by}>)" for p in paused))
+    return "\n".join(lines)
 
 
 async def pending(units: UnitOfWorkFactory, now: datetime) -> str:

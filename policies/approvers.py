@@ -13,6 +13,7 @@ class Refusal(enum.StrEnum):
     EXPIRED = "expired"
     SELF_APPROVAL = "self_approval"
     NOT_AN_APPROVER = "not_an_approver"
+    ALREADY_VOTED = "already_voted"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ApprovalRequestView:
     approver_roles: tuple[str, ...]
     forbid_self_approval: bool
     expires_at: datetime | None
+    quorum: int = 1
 
 
 def group_ids(roles: Mapping[str, Collection[str]], role_names: Collection[str]) -> set[str]:
@@ -55,8 +57,8 @@ def authorise_approval(
 ) -> Refusal | None:
     """None when ``user`` may decide the request now; otherwise why not.
 
-    The requester may withdraw (reject) their own request; approving it needs someone else
-    when the rule forbids self-approval.
+    The requester may withdraw (reject) their own request; approving it needs someone else when the rule
+    forbids self-approval or asks for a quorum (the requester never counts towards one).
     """
     if request.status != "pending":
         return Refusal.ALREADY_DECIDED
@@ -64,7 +66,7 @@ def authorise_approval(
         return Refusal.EXPIRED
     if not approve and user == request.requester:
         return None
-    if approve and request.forbid_self_approval and user == request.requester:
+    if approve and (request.forbid_self_approval or request.quorum > 1) and user == request.requester:
         return Refusal.SELF_APPROVAL
     if not is_in_roles(user, request.approver_roles, roles, group_members):
         return Refusal.NOT_AN_APPROVER

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ class PolicyVerdict:
     forbid_self_approval: bool = False
     timeout: timedelta | None = None
     escalate_to: tuple[str, ...] = ()
+    quorum: int = 1
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,10 @@ class Policy:
             approvers=tuple(budget.approvers or self.document.default_approvers),
         )
 
+    def members_of(self, roles: Sequence[str]) -> list[str]:
+        """The user and user-group ids listed under these roles, in order, without repeats."""
+        return list(dict.fromkeys(member for role in roles for member in self.roles.get(role, [])))
+
     def roles_of(self, user: str) -> list[str]:
         return sorted(role for role, members in self.roles.items() if user in members)
 
@@ -157,6 +162,7 @@ class Policy:
             forbid_self_approval=rule.forbid_self_approval,
             timeout=rule.timeout,
             escalate_to=tuple(rule.escalate_to),
+            quorum=rule.quorum,
         )
 
     def _verdict(
@@ -169,6 +175,7 @@ class Policy:
         forbid_self_approval: bool = False,
         timeout: timedelta | None = None,
         escalate_to: tuple[str, ...] = (),
+        quorum: int = 1,
     ) -> PolicyVerdict:
         return PolicyVerdict(
             verdict=verdict,
@@ -179,6 +186,7 @@ class Policy:
             forbid_self_approval=forbid_self_approval,
             timeout=timeout,
             escalate_to=escalate_to,
+            quorum=quorum,
         )
 
 

@@ -37,6 +37,9 @@ class Rule(BaseModel):
     forbid_self_approval: bool = False
     timeout: timedelta | None = None
     escalate_to: list[str] = []
+    quorum: int = Field(
+        default=1, ge=1, le=10, description="distinct approvers needed; the requester never counts"
+    )
     reason: str = ""
 
     @field_validator("timeout", mode="before")
@@ -101,6 +104,8 @@ class PolicyFile(BaseModel):
                     raise ValueError(f"rule {rule.id!r} names role {role!r}, which is not under roles:")
             if rule.verdict == "require_approval" and not (rule.approvers or self.default_approvers):
                 raise ValueError(f"rule {rule.id!r} requires approval but names no approvers")
+            if rule.escalate_to and rule.timeout is None:
+                raise ValueError(f"rule {rule.id!r} names escalate_to but no timeout after which to escalate")
         for role in self.default_approvers:
             if role not in self.roles:
                 raise ValueError(f"default_approvers names role {role!r}, which is not under roles:")

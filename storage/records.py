@@ -52,6 +52,7 @@ class IntentStatus(enum.StrEnum):
 
 class RunStatus(enum.StrEnum):
     PLANNING = "planning"
+    PAUSED = "paused"  # its agent is paused: it plans or executes when the agent is resumed
     OVER_BUDGET = "over_budget"  # stopped before a model call; a budget grant resumes it
     ANSWERED = "answered"  # the agent replied and proposed nothing
     AWAITING_APPROVAL = "awaiting_approval"
@@ -171,9 +172,35 @@ class Approval(SQLModel, table=True):
     channel: str = Field(max_length=40)
     thread_ts: str | None = Field(default=None, max_length=40)
     message_ts: str | None = Field(default=None, max_length=40)
-    expires_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    quorum: int = 1
+    escalate_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    escalate_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+    escalated_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
     decided_by: str | None = Field(default=None, max_length=40)
     decided_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    created_at: datetime = _ts()
+
+
+class ApprovalVote(SQLModel, table=True):
+    """One approver's yes towards an approval's quorum; a person counts once."""
+
+    __tablename__ = "approval_vote"
+    __table_args__ = (UniqueConstraint("approval_id", "user", name="uq_approval_vote_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(foreign_key="approval.id", index=True)
+    user: str = Field(max_length=40)
+    created_at: datetime = _ts()
+
+
+class AgentPause(SQLModel, table=True):
+    """An agent stopped by `/aios pause`: no new runs plan and no approved action of its runs executes."""
+
+    __tablename__ = "agent_pause"
+
+    agent: str = Field(primary_key=True, max_length=40)
+    paused_by: str = Field(max_length=40)
     created_at: datetime = _ts()
 
 

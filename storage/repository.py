@@ -16,8 +16,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.records import (
     ActionStatus,
+    AgentPause,
     Approval,
     ApprovalStatus,
+    ApprovalVote,
     BudgetAccount,
     Decision,
     Execution,
@@ -118,6 +120,24 @@ class Repository:
             .order_by(col(Run.id).desc())
         )
         return (await self.session.exec(query)).first()
+
+    async def is_paused(self, agent: str) -> AgentPause | None:
+        return await self.get(AgentPause, agent)
+
+    async def paused_agents(self) -> list[AgentPause]:
+        return list((await self.session.exec(select(AgentPause).order_by(col(AgentPause.agent)))).all())
+
+    async def paused_runs(self, agent: str) -> list[Run]:
+        query = (
+            select(Run)
+            .where(col(Run.status) == RunStatus.PAUSED, col(Run.agent) == agent)
+            .order_by(col(Run.id))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def runs_by_status(self, statuses: Sequence[str], limit: int) -> list[Run]:
+        query = select(Run).where(col(Run.status).in_(statuses)).order_by(col(Run.id).desc()).limit(limit)
+        return list((await self.session.exec(query)).all())
 
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)
@@ -322,6 +342,47 @@ class Repository:
             .order_by(col(BudgetAccount.key))
         )
         return list((await self.session.exec(query)).all())
+
+    async def lock_approval(self, approval_id: int) -> Approval | None:
+        """The approval, fresh and locked for this transaction (FOR UPDATE; SQLite has one writer anyway)."""
+        query = (
+            select(Approval)
+            .where(col(Approval.id) == approval_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.exec(query)).first()
+
+    async def add_vote(self, approval_id: int, user: str) -> bool:
+        """False when this user has already approved: a person counts once towards a quorum."""
+        return await self.insert_if_absent(
+            ApprovalVote, {"approval_id": approval_id, "user": user, "created_at": utcnow()}
+        )
+
+    async def voters(self, approval_id: int) -> list[str]:
+        query = (
+            select(ApprovalVote.user)
+            .where(ApprovalVote.approval_id == approval_id)
+            .order_by(col(ApprovalVote.id))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def approvals_due(self, now: datetime) -> tuple[list[Approval], list[Approval]]:
+        """Pending approvals whose escalation is due, and those whose final deadline has passed."""
+        pending = col(Approval.status) == ApprovalStatus.PENDING
+        escalate = select(Approval).where(
+            pending, col(Approval.escalate_at) <= now, col(Approval.escalated_at).is_(None)
+        )
+        expire = select(Approval).where(pending, col(Approval.expires_at) <= now)
+        return list((await self.session.exec(escalate)).all()), list((await self.session.exec(expire)).all())
+
+    async def mark_escalated(self, approval_id: int, now: datetime) -> bool:
+        statement = (
+            update(Approval)
+            .where(col(Approval.id) == approval_id, col(Approval.escalated_at).is_(None))
+            .values(escalated_at=now)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime

@@ -12,6 +12,7 @@ from datetime import datetime
 from agents.agents import Dispatcher
 from bot.handlers.approvals import Approvals
 from bot.handlers.base import Collaborators
+from bot.handlers.control import Control
 from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
 from bot.handlers.planning import Planning
 from bot.messagebus import MessageBus
@@ -20,10 +21,14 @@ from bot.messages import (
     ActionApproved,
     ActionExecuted,
     ActionFailed,
+    AgentResumed,
     DecideApproval,
     ExecuteAction,
     HandleIntent,
+    PauseAgent,
     RequestBudget,
+    ResumeAgent,
+    SweepTimers,
 )
 from bot.transport import Transport
 from connectors.registry import ConnectorRegistry
@@ -51,6 +56,7 @@ class Handlers:
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
         self.execution = Executions(collaborators)
+        self.control = Control(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -59,9 +65,14 @@ class Handlers:
         bus.on_command(HandleIntent, self.planning.handle_intent)
         bus.on_command(RequestBudget, self.planning.request_budget)
         bus.on_command(DecideApproval, self.approvals.decide_approval)
+        bus.on_command(SweepTimers, self.approvals.sweep)
         bus.on_command(ExecuteAction, self.execution.execute_action)
         bus.on_event(ActionAllowed, self.execution.execute_when_cleared)
         bus.on_event(ActionApproved, self.execution.execute_when_cleared)
         bus.on_event(ActionExecuted, self.execution.report_execution)
         bus.on_event(ActionExecuted, self.planning.resume_after_grant)
         bus.on_event(ActionFailed, self.execution.report_failure)
+        bus.on_command(PauseAgent, self.control.pause)
+        bus.on_command(ResumeAgent, self.control.resume)
+        bus.on_event(AgentResumed, self.planning.continue_paused)
+        bus.on_event(AgentResumed, self.execution.continue_paused)

@@ -12,6 +12,7 @@ from bot.messagebus import Message
 from bot.messages import (
     ActionApproved,
     DecideApproval,
+    SweepTimers,
 )
 from bot.observability import DECISIONS
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
@@ -31,6 +32,7 @@ REFUSAL_TEXT = {
     Refusal.SELF_APPROVAL: "You asked for this, and rule `{rule}` does not let the requester approve it. "
     "Someone else with the {roles} role has to approve.",
     Refusal.NOT_AN_APPROVER: "Only the {roles} role can decide {approval}, and you don't have it.",
+    Refusal.ALREADY_VOTED: "You have already approved {approval}; it needs approvals from other people too.",
 }
 
 
@@ -39,10 +41,11 @@ class Approvals(HandlerBase):
         approval_ref = format_id("AP", command.approval_id)
         async with self.units() as uow:
             approval = await uow.repo.get(Approval, command.approval_id)
-        if approval is None:
+        if approval is None or approval.id is None:
             await self._whisper(command.channel, command.user, f"There is no approval {approval_ref}.")
             return []
         policy_decision = await self._get_decision(approval.decision_id)
+        rule_id = policy_decision.rule_id or "default"
         roles = self.policy.roles
         groups = {g: await self.transport.group_members(g) for g in group_ids(roles, approval.approver_roles)}
         now = self.clock()
@@ -52,6 +55,7 @@ class Approvals(HandlerBase):
             approver_roles=tuple(approval.approver_roles),
             forbid_self_approval=approval.forbid_self_approval,
             expires_at=approval.expires_at,
+            quorum=approval.quorum,
         )
         refusal = authorise_approval(
             view, command.user, approve=command.approve, roles=roles, group_members=groups, now=now
@@ -59,34 +63,53 @@ class Approvals(HandlerBase):
         if refusal is Refusal.EXPIRED:
             await self._expire(approval, now)
         if refusal is not None:
-            await self._refuse(approval, command, refusal, policy_decision.rule_id or "default")
+            await self._refuse(approval, command, refusal, rule_id)
             return []
 
         outcome = ApprovalStatus.APPROVED if command.approve else ApprovalStatus.REJECTED
+        voters: list[str] = []
         async with self.units() as uow:
-            if not await uow.repo.decide_approval(approval.id or 0, outcome, command.user, now):
-                won = False
+            # The approval row is locked for the whole decision, so concurrent clicks (from any replica)
+            # are counted one after another: one of them completes the quorum, the rest see it decided.
+            current = await uow.repo.lock_approval(approval.id)
+            if current is None or current.status != ApprovalStatus.PENDING:
+                refusal = Refusal.ALREADY_DECIDED
+            elif command.approve and not await uow.repo.add_vote(approval.id, command.user):
+                refusal = Refusal.ALREADY_VOTED
             else:
-                won = True
-                await uow.repo.set_action_status(
-                    approval.action_id, ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED
+                voters = await uow.repo.voters(approval.id) if command.approve else []
+                final = not command.approve or len(voters) >= current.quorum
+                if final:
+                    await uow.repo.decide_approval(approval.id, outcome, command.user, now)
+                    await uow.repo.set_action_status(
+                        approval.action_id,
+                        ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED,
+                    )
+                count = (
+                    f" ({len(voters)} of {current.quorum})" if current.quorum > 1 and command.approve else ""
                 )
                 await uow.repo.add(
                     Decision(
                         action_id=approval.action_id,
                         kind="human",
-                        verdict=outcome.value,
+                        verdict=outcome.value if final else "vote",
                         rule_id=policy_decision.rule_id,
                         policy_hash=policy_decision.policy_hash,
-                        justification=f"{outcome.value} in Slack by <@{command.user}>",
+                        justification=f"{outcome.value}{count} in Slack by <@{command.user}>",
                         actor=command.user,
                     )
                 )
                 await uow.commit()
-        if not won:
-            # Another click won the compare-and-set between our read and our write.
-            await self._refuse(
-                approval, command, Refusal.ALREADY_DECIDED, policy_decision.rule_id or "default"
+        if refusal is not None:
+            await self._refuse(approval, command, refusal, rule_id)
+            return []
+        if command.approve and len(voters) < approval.quorum:
+            await self._show_votes(approval, voters)
+            await self._whisper(
+                approval.channel,
+                command.user,
+                f"Counted: {approval_ref} has {len(voters)} of the {approval.quorum} approvals it needs.",
+                thread_ts=approval.thread_ts,
             )
             return []
         DECISIONS.labels(verdict=outcome.value).inc()
@@ -100,6 +123,49 @@ class Approvals(HandlerBase):
             context=f"`{format_id('A', approval.action_id)}`",
         )
         return []
+
+    async def sweep(self, command: SweepTimers) -> Sequence[Message]:
+        """The approval timers, kept in SQL: escalate what waited too long, expire what passed its deadline.
+
+        Run at start and then every few seconds; each step is a compare-and-set, so it fires once however many
+        replicas sweep."""
+        now = self.clock()
+        async with self.units() as uow:
+            to_escalate, to_expire = await uow.repo.approvals_due(now)
+        for approval in to_escalate:
+            await self._escalate(approval, now)
+        for approval in to_expire:
+            if await self._expire(approval, now):
+                await self._say(
+                    Thread(approval.channel, approval.thread_ts),
+                    f":hourglass: {format_id('AP', approval.id)} expired without a decision; nothing was done.",
+                    context=f"`{format_id('A', approval.action_id)}`",
+                )
+        return []
+
+    async def _escalate(self, approval: Approval, now: datetime) -> None:
+        assert approval.id is not None
+        async with self.units() as uow:
+            if not await uow.repo.mark_escalated(approval.id, now):
+                return
+            await uow.repo.add(
+                Decision(
+                    action_id=approval.action_id,
+                    kind="escalation",
+                    verdict="escalated",
+                    actor="clock",
+                    reason=f"no decision by the rule's timeout; escalated to {', '.join(approval.escalate_to)}",
+                )
+            )
+            await uow.commit()
+        mentions = " ".join(_mention(member) for member in self.policy.members_of(approval.escalate_to))
+        deadline = f" It expires at {approval.expires_at:%Y-%m-%d %H:%M} UTC." if approval.expires_at else ""
+        await self._say(
+            Thread(approval.channel, approval.thread_ts),
+            f":rotating_light: {mentions} {format_id('AP', approval.id)} from <@{approval.requester}> is still "
+            f"waiting for a decision.{deadline}",
+            context=f"`{format_id('A', approval.action_id)}` · escalated to {', '.join(approval.escalate_to)}",
+        )
 
     async def _refuse(
         self, approval: Approval, command: DecideApproval, refusal: Refusal, rule_id: str
@@ -122,10 +188,11 @@ class Approvals(HandlerBase):
         DECISIONS.labels(verdict="refused").inc()
         await self._whisper(approval.channel, command.user, text, thread_ts=approval.thread_ts)
 
-    async def _expire(self, approval: Approval, now: datetime) -> None:
+    async def _expire(self, approval: Approval, now: datetime) -> bool:
+        """Expire a pending approval (never approve it); False when it had been decided meanwhile."""
         async with self.units() as uow:
             if not await uow.repo.decide_approval(approval.id or 0, ApprovalStatus.EXPIRED, "clock", now):
-                return
+                return False
             await uow.repo.set_action_status(approval.action_id, ActionStatus.EXPIRED)
             await uow.repo.add(
                 Decision(
@@ -138,3 +205,8 @@ class Approvals(HandlerBase):
             )
             await uow.commit()
         await self._close_card(approval, "expired", None, now)
+        return True
+
+
+def _mention(member: str) -> str:
+    return f"<!subteam^{member}>" if member.startswith("S") else f"<@{member}>"

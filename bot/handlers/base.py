@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -52,6 +53,10 @@ class HandlerBase:
         self.transport = collaborators.transport
         self.clock = collaborators.clock
         self.offline = collaborators.offline
+
+    async def _is_paused(self, agent: str) -> bool:
+        async with self.units() as uow:
+            return await uow.repo.is_paused(agent) is not None
 
     async def _open_thread(self, intent: Intent) -> Thread:
         """Slash-command intents have no thread yet: start one with a message that quotes the intent."""
@@ -103,14 +108,25 @@ class HandlerBase:
         return Thread(intent.channel, intent.thread_ts), proposed
 
     async def _close_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
-        if approval.message_ts is None:
-            return
+        """Replace the buttons of an approval request by its outcome."""
+        card = await self._stored_card(approval)
+        await self._update_card(approval, *blocks.approval_closed(card, outcome, actor, at))
+
+    async def _show_votes(self, approval: Approval, voters: list[str]) -> None:
+        """An approval that needs more approvers keeps its buttons and shows who approved so far."""
+        card = replace(await self._stored_card(approval), voters=tuple(voters))
+        await self._update_card(approval, *blocks.approval_request(card))
+
+    async def _stored_card(self, approval: Approval) -> blocks.ApprovalCard:
         async with self.units() as uow:
             proposed = await uow.repo.get(ProposedAction, approval.action_id)
             decision = await uow.repo.get(Decision, approval.decision_id)
         assert proposed is not None and decision is not None
-        card = self._card(approval, proposed, decision)
-        text, message_blocks = blocks.approval_closed(card, outcome, actor, at)
+        return self._card(approval, proposed, decision)
+
+    async def _update_card(self, approval: Approval, text: str, message_blocks: list[dict[str, Any]]) -> None:
+        if approval.message_ts is None:
+            return
         try:
             await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
         except TransportError as exc:
@@ -130,4 +146,5 @@ class HandlerBase:
             approver_roles=tuple(approval.approver_roles),
             requester=approval.requester,
             expires_at=approval.expires_at,
+            quorum=approval.quorum,
         )

@@ -15,6 +15,7 @@ from bot.messages import (
     ActionApproved,
     ActionExecuted,
     ActionFailed,
+    AgentResumed,
     ExecuteAction,
 )
 from bot.observability import EXECUTIONS
@@ -26,6 +27,8 @@ from storage.records import (
     Execution,
     ExecutionStatus,
     ProposedAction,
+    Run,
+    RunStatus,
 )
 
 log = structlog.get_logger(__name__)
@@ -44,6 +47,22 @@ class Executions(HandlerBase):
             assert proposed is not None
             if proposed.status != ActionStatus.APPROVED:
                 return []
+            run = await uow.repo.get(Run, proposed.run_id)
+            assert run is not None
+            paused = await uow.repo.is_paused(run.agent) is not None
+            if paused:
+                run.status = RunStatus.PAUSED
+                uow.repo.session.add(run)
+                await uow.commit()
+        if paused:
+            thread, _ = await self._thread_of_action(command.action_id)
+            await self._say(
+                thread,
+                f":double_vertical_bar: {format_id('A', command.action_id)} is approved, but the {run.agent} agent "
+                "is paused; it runs when the agent is resumed.",
+            )
+            return []
+        async with self.units() as uow:
             try:
                 action = self.registry.validate(proposed.name, proposed.params)
             except InvalidActionError as exc:
@@ -81,6 +100,17 @@ class Executions(HandlerBase):
         EXECUTIONS.labels(outcome="succeeded").inc()
         assert execution.id is not None
         return [ActionExecuted(command.action_id, execution.id)]
+
+    async def continue_paused(self, event: AgentResumed) -> Sequence[Message]:
+        """Approved actions that waited for their agent run now."""
+        async with self.units() as uow:
+            waiting = [
+                action.id
+                for run in await uow.repo.paused_runs(event.agent)
+                for action in await uow.repo.actions_for_run(run.id or 0)
+                if action.status == ActionStatus.APPROVED and action.id is not None
+            ]
+        return [ExecuteAction(action_id) for action_id in waiting]
 
     async def _finish_execution(
         self, key: str, status: ExecutionStatus, result: dict[str, object], error: str | None

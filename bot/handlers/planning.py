@@ -21,6 +21,7 @@ from bot.messagebus import Message
 from bot.messages import (
     ActionAllowed,
     ActionExecuted,
+    AgentResumed,
     HandleIntent,
     RequestBudget,
 )
@@ -89,6 +90,14 @@ class Planning(HandlerBase):
                 await self._set_run_agent(run_id, agent.name)
             else:
                 agent = self.dispatcher.agents[run.agent]
+            if await self._is_paused(agent.name):
+                await self._update_run(run_id, RunStatus.PAUSED, run.rationale)
+                await self._say(
+                    thread,
+                    f":double_vertical_bar: The {agent.name} agent is paused; this waits until it is resumed.",
+                    context=ids,
+                )
+                return []
             plan = await agent.plan(
                 PlanRequest(
                     text=intent.text,
@@ -210,6 +219,23 @@ class Planning(HandlerBase):
         await self._update_run(run.id, RunStatus.PLANNING, run.rationale)
         return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
 
+    async def continue_paused(self, event: AgentResumed) -> Sequence[Message]:
+        """Runs that waited for their agent before planning plan now (those with actions: see Executions)."""
+        followups: list[Message] = []
+        async with self.units() as uow:
+            runs = [
+                (run, await uow.repo.actions_for_run(run.id or 0))
+                for run in await uow.repo.paused_runs(event.agent)
+            ]
+            intents = {run.id: await uow.repo.get(Intent, run.intent_id) for run, _ in runs}
+        for run, actions in runs:
+            intent = intents[run.id]
+            if actions or intent is None or run.id is None:
+                continue
+            await self._update_run(run.id, RunStatus.PLANNING, run.rationale)
+            followups += await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
+        return followups
+
     def _judge(self, action: Action, requester: str, totals: dict[str, float]) -> PolicyVerdict:
         """The policy's verdict on one action; ``totals`` accumulates the run's amounts per action name."""
         if isinstance(action, BudgetGrant):
@@ -330,7 +356,10 @@ class Planning(HandlerBase):
         verdict: PolicyVerdict,
     ) -> Approval:
         assert proposed.id is not None and decision.id is not None
-        expires_at = self.clock() + verdict.timeout if verdict.timeout else None
+        now, timeout = self.clock(), verdict.timeout
+        # With escalate_to, the rule's timeout escalates and a second one expires; without, the first expires.
+        escalate_at = now + timeout if timeout and verdict.escalate_to else None
+        expires_at = now + timeout * (2 if escalate_at else 1) if timeout else None
         return await repo.add(
             Approval(
                 action_id=proposed.id,
@@ -340,6 +369,9 @@ class Planning(HandlerBase):
                 requester=intent.user,
                 channel=thread.channel,
                 thread_ts=thread.ts,
+                quorum=verdict.quorum,
+                escalate_to=list(verdict.escalate_to),
+                escalate_at=escalate_at,
                 expires_at=expires_at,
             )
         )

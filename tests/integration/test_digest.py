@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.digest import DigestScheduleError, build_digest, digest_message, digest_scheduler, post_digest
+from bot.digest import DigestScheduleError, build_digest, digest_message, digest_trigger, post_digest
 from bot.slack_transport import SlackTransport
 from bot.transport import TransportError
 from storage.records import LlmCall, Run
@@ -117,23 +117,36 @@ async def test_a_digest_that_could_not_be_posted_can_be_posted_later(
     assert await post_digest(aios.units, transport, DIGEST_CHANNEL, fired_at) is True
 
 
-async def test_the_schedule_follows_the_cron_in_utc() -> None:
-    async def job() -> None:
-        return None
+def test_the_schedule_follows_the_cron_in_utc() -> None:
+    now = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)  # a Friday, after 07:30
+    next_run = digest_trigger("30 7 * * 1-5").get_next_fire_time(None, now)
+    assert next_run == datetime(2026, 11, 30, 7, 30, tzinfo=UTC)  # the next weekday
 
-    scheduler = digest_scheduler("30 7 * * 1-5", job)
-    scheduler.start(paused=True)
-    try:
-        next_run = scheduler.get_job("digest").next_run_time
-        assert (next_run.hour, next_run.minute, next_run.utcoffset()) == (7, 30, timedelta(0))
-        assert next_run.weekday() < 5
-    finally:
-        scheduler.shutdown(wait=False)
+
+@pytest.mark.parametrize(
+    ("weekdays", "expected_days"),
+    [
+        ("1-5", {0, 1, 2, 3, 4}),
+        ("0", {6}),
+        ("7", {6}),
+        ("sat,sun", {5, 6}),
+        ("*/2", {6, 1, 3, 5}),
+        ("*", set(range(7))),
+    ],
+)
+def test_crontab_weekdays_count_from_sunday(weekdays: str, expected_days: set[int]) -> None:
+    trigger = digest_trigger(f"0 9 * * {weekdays}")
+    start = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday, after 09:00
+    fired, moment = set(), start
+    for _ in range(len(expected_days)):
+        moment = trigger.get_next_fire_time(None, moment + timedelta(seconds=1))
+        fired.add(moment.weekday())  # Python: Monday=0
+    assert fired == expected_days
 
 
 def test_a_bad_cron_is_refused_with_an_example() -> None:
     with pytest.raises(DigestScheduleError, match="AIOS_DIGEST_CRON 'every morning' is not a crontab"):
-        digest_scheduler("every morning", lambda: asyncio.sleep(0))
+        digest_trigger("every morning")
 
 
 async def test_budgets_near_their_limit_are_in_the_digest(aios: Aios) -> None:

@@ -1,0 +1,46 @@
+"""In-process timers (APScheduler 3.x): the approval-timer sweep and the digest.
+
+No job state lives in the scheduler: deadlines are columns in SQL and each firing claims its work with a
+compare-and-set, so a restart rebuilds everything from the store and a job fired twice does nothing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.bootstrap import Aios
+from bot.digest import digest_trigger
+from bot.messages import SweepTimers
+
+TIMER_SWEEP_SECONDS = 15
+
+
+def build_scheduler(aios: Aios) -> AsyncIOScheduler:
+    """The jobs of a running bot; a bad AIOS_DIGEST_CRON is refused here, before the bot starts serving."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
+
+    async def sweep() -> None:
+        await aios.process(SweepTimers())
+
+    # coalesce: a backlog of missed firings (the process was down) runs once, not once per missed firing.
+    scheduler.add_job(
+        sweep,
+        IntervalTrigger(seconds=TIMER_SWEEP_SECONDS),
+        id="approval-timers",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=aios.clock(),
+    )
+    if aios.settings.digest_channel:
+        scheduler.add_job(
+            aios.post_digest,
+            digest_trigger(aios.settings.digest_cron),
+            id="digest",
+            coalesce=True,
+            misfire_grace_time=3600,
+            max_instances=1,
+        )
+    return scheduler
