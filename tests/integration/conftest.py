@@ -28,7 +28,15 @@ version: 1
 roles:
   manager: [U0MANAGER, U0MANAGER2]
   editor: [U0EDITOR]
+  finance: [U0FIN1, U0FIN2, U0FIN3]
 rules:
+  - id: big-refunds-need-two-from-finance
+    when: action.name == "shop.refund" && run.totals["shop.refund"] > 300.0
+    verdict: require_approval
+    approvers: [finance]
+    quorum: 2
+    timeout: 1h
+    escalate_to: [manager]
   - id: refunds-over-100-need-a-manager
     when: action.name == "shop.refund" && run.totals["shop.refund"] > 100.0
     verdict: require_approval

@@ -1,0 +1,145 @@
+"""Quorum, escalation and expiry (with a clock the test moves), and pausing an agent."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval, PauseAgent, ResumeAgent, SweepTimers
+from connectors.sandbox_state import sandbox_state
+from storage.records import Approval, Decision, Run
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+
+FIN1, FIN2, FIN3 = "U0FIN1", "U0FIN2", "U0FIN3"
+
+
+async def the_approval(aios: Aios) -> Approval:
+    async with aios.units() as uow:
+        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+    return approvals[-1]
+
+
+async def refunds(aios: Aios, order_id: int) -> list[float]:
+    return [r["amount"] for r in (await sandbox_state(aios.units))["refunds"] if r["order_id"] == order_id]
+
+
+def posted(slack: FakeSlackApi, text: str) -> list[str]:
+    return [c.params["text"] for c in slack.calls_to("chat.postMessage") if text in c.params["text"]]
+
+
+async def test_a_quorum_needs_two_different_approvers_and_the_requester_never_counts(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1005, $400, never arrived", user=FIN3)
+    approval = await the_approval(aios)
+    assert approval.id is not None and approval.quorum == 2
+
+    await aios.process(DecideApproval(approval.id, FIN3, True, CHANNEL))  # the requester
+    await aios.process(DecideApproval(approval.id, FIN1, True, CHANNEL))
+    await aios.process(DecideApproval(approval.id, FIN1, True, CHANNEL))  # the same person again
+    assert (await the_approval(aios)).status == "pending" and await refunds(aios, 1005) == []
+    card = slack_api.calls_to("chat.update")[-1]
+    assert "1 of 2 approvals:* <@U0FIN1>" in str(card.params["blocks"])
+    assert any(b["type"] == "actions" for b in card.params["blocks"])  # the buttons stay
+
+    await aios.process(DecideApproval(approval.id, FIN2, True, CHANNEL))
+    assert (await the_approval(aios)).status == "approved"
+    assert await refunds(aios, 1005) == [400.0]
+    async with aios.units() as uow:
+        decisions = (
+            await uow.repo.session.exec(
+                select(Decision).where(Decision.action_id == approval.action_id).order_by(col(Decision.id))
+            )
+        ).all()
+    assert [(d.kind, d.verdict, d.actor) for d in decisions] == [
+        ("policy", "require_approval", "policy"),
+        ("refusal", "refused:self_approval", FIN3),
+        ("human", "vote", FIN1),
+        ("refusal", "refused:already_voted", FIN1),
+        ("human", "approved", FIN2),
+    ]
+
+
+async def test_concurrent_quorum_votes_approve_once(aios: Aios) -> None:
+    await ask(aios, "refund order 1005, $400, never arrived")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    clicks = [DecideApproval(approval.id, user, True, CHANNEL) for user in [FIN1, FIN2, FIN3] * 5]
+    await asyncio.gather(*(aios.process(click) for click in clicks))
+    assert (await the_approval(aios)).status == "approved"
+    assert await refunds(aios, 1005) == [400.0]
+
+
+async def test_a_waiting_approval_escalates_then_expires_and_is_never_approved(
+    aios: Aios, slack_api: FakeSlackApi, clock: Clock
+) -> None:
+    await ask(aios, "refund order 1005, $400, never arrived")
+    approval = await the_approval(aios)
+
+    clock.advance(minutes=59)
+    await aios.process(SweepTimers())
+    assert posted(slack_api, "still waiting") == []
+
+    clock.advance(minutes=2)
+    await aios.process(SweepTimers())
+    await aios.process(SweepTimers())  # a second replica, or a second firing: once only
+    [escalation] = posted(slack_api, "still waiting")
+    assert "<@U0MANAGER> <@U0MANAGER2>" in escalation and f"AP-{approval.id}" in escalation
+    assert (await the_approval(aios)).status == "pending"
+
+    clock.advance(hours=1)
+    await aios.process(SweepTimers())
+    await aios.process(SweepTimers())
+    assert (await the_approval(aios)).status == "expired"
+    assert len(posted(slack_api, "expired without a decision")) == 1
+    assert await refunds(aios, 1005) == []
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, FIN1, True, CHANNEL))
+    assert await refunds(aios, 1005) == []
+
+
+async def test_timers_live_in_sql_so_a_new_process_sweeps_them(
+    aios: Aios, slack_api: FakeSlackApi, clock: Clock, database_url: str, tmp_path: Path
+) -> None:
+    await ask(aios, "refund order 1001, $250, broken")  # rule timeout 4h, no escalation
+    await aios.close()
+    clock.advance(hours=5)
+    restarted = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await restarted.process(SweepTimers())
+        assert (await the_approval(restarted)).status == "expired"
+    finally:
+        await restarted.close()
+
+
+async def test_pause_holds_new_runs_and_approved_actions_and_resume_lets_them_go(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, broken", thread_ts="1.1")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+
+    await aios.process(PauseAgent("returns", "U0RANDOM", CHANNEL))  # no role: refused
+    await aios.process(PauseAgent("nobody", MANAGER, CHANNEL))
+    await aios.process(PauseAgent("returns", MANAGER, CHANNEL))
+    refusals = [c.params["text"] for c in slack_api.calls_to("chat.postEphemeral")]
+    assert "Only people with a role" in refusals[0] and "There is no agent 'nobody'" in refusals[1]
+    assert posted(slack_api, "paused the returns agent")
+
+    await ask(aios, "refund $20 on order 1002, late", thread_ts="1.2")
+    await aios.process(DecideApproval(approval.id, MANAGER, True, CHANNEL))
+    assert await refunds(aios, 1001) == [] and await refunds(aios, 1002) == []
+    async with aios.units() as uow:
+        statuses = [r.status for r in (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all()]
+    assert statuses == ["paused", "paused"]
+
+    await aios.process(ResumeAgent("returns", MANAGER, CHANNEL))
+    assert await refunds(aios, 1001) == [250.0] and await refunds(aios, 1002) == [20.0]
+    async with aios.units() as uow:
+        statuses = [r.status for r in (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all()]
+    assert statuses == ["completed", "completed"]
