@@ -20,7 +20,7 @@ from bot.digest import post_digest
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
 from bot.messagebus import Message, MessageBus
-from bot.messages import HandleIntent
+from bot.messages import HandleIntent, Recover
 from bot.settings import Settings
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
@@ -28,7 +28,7 @@ from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
-from storage.records import Intent, IntentStatus, utcnow
+from storage.records import Intent, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -76,14 +76,9 @@ class Aios:
         except TransportError as exc:
             log.error("digest_not_posted", channel=channel, error=str(exc))
 
-    async def recover(self) -> int:
-        """Intents that were acked but never handled (the process stopped in between) are handled now."""
-        async with self.units() as uow:
-            waiting = await uow.repo.intents_with_status(IntentStatus.RECEIVED)
-        for intent in waiting:
-            assert intent.id is not None
-            self.submit(HandleIntent(intent.id))
-        return len(waiting)
+    async def recover(self) -> None:
+        """Carry on, in the background, whatever a stopped process left between two checkpoints."""
+        self.submit(Recover(grace_seconds=self.settings.recovery_grace_seconds))
 
     async def close(self) -> None:
         await self.background.drain()

@@ -132,8 +132,8 @@ async def _serve(host: str, port: int) -> None:
     scheduler.start()
     try:
         await web.TCPSite(runner, host, port).start()
-        recovered = await aios.recover()
-        log.info("serving", url=f"http://{host}:{port}", recovered_intents=recovered, planner=aios.llm.name)
+        await aios.recover()
+        log.info("serving", url=f"http://{host}:{port}", planner=aios.llm.name)
         await _until_stopped()
     finally:
         scheduler.shutdown(wait=False)

@@ -63,6 +63,27 @@ class ExecuteAction(Command):
 
 
 @dataclass(frozen=True)
+class ReconcileExecution(Command):
+    """Settle an execution that a crash left in flight."""
+
+    execution_id: int
+
+
+@dataclass(frozen=True)
+class ReplanRun(Command):
+    """Plan again a run that a crash stopped before it proposed anything."""
+
+    run_id: int
+
+
+@dataclass(frozen=True)
+class Recover(Command):
+    """At start: find what a stopped process left unfinished and carry each piece on from its checkpoint."""
+
+    grace_seconds: float
+
+
+@dataclass(frozen=True)
 class ActionAllowed(Event):
     action_id: int
 

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     weaviate_api_key: str | None = Field(default=None, validation_alias="WEAVIATE_API_KEY")
     digest_channel: str | None = Field(default=None, validation_alias="AIOS_DIGEST_CHANNEL")
     digest_cron: str = Field(default="0 9 * * *", validation_alias="AIOS_DIGEST_CRON")
+    # Work in flight younger than this may belong to a live replica, so recovery at start leaves it alone.
+    recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
 
     def require(self, *names: str) -> None:
         """Fail with one message listing every missing setting a command needs."""

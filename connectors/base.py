@@ -23,6 +23,12 @@ class Connector(Protocol):
         """Carry out ``action`` once per ``idempotency_key``: a repeat returns the first result."""
         ...
 
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        """The result of an earlier ``execute`` with this key, or None if the system never carried it out.
+
+        Used after a crash to learn whether an execution in flight landed, instead of blindly repeating it."""
+        ...
+
 
 class ConnectorFactory(Protocol):
     actions: ClassVar[tuple[type[Action], ...]]

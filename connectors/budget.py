@@ -10,6 +10,7 @@ from pydantic import Field
 from connectors.actions import Action
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
+from storage.records import BudgetAccount, Once
 
 
 class BudgetGrant(Action):
@@ -32,6 +33,15 @@ class BudgetLedger:
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        assert isinstance(action, BudgetGrant)
+        async with self._units() as uow:
+            granted = await uow.repo.get(Once, f"budget-grant:{idempotency_key}") is not None
+            account = await uow.repo.budget_account(action.account)
+        if not granted or account is None:
+            return None
+        return _grant_result(account, replayed=True)
+
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, BudgetGrant)
         async with self._units() as uow:
@@ -44,9 +54,13 @@ class BudgetLedger:
             if account is None:
                 raise PermanentConnectorError(f"there is no budget account {action.account}")
             await uow.commit()
-        return {
-            "account": account.key,
-            "granted_usd": round(account.granted_usd, 4),
-            "available_usd": round(account.available_usd, 4),
-            "replayed": not first,
-        }
+        return _grant_result(account, replayed=not first)
+
+
+def _grant_result(account: BudgetAccount, *, replayed: bool) -> dict[str, Any]:
+    return {
+        "account": account.key,
+        "granted_usd": round(account.granted_usd, 4),
+        "available_usd": round(account.available_usd, 4),
+        "replayed": replayed,
+    }

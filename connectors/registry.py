@@ -69,6 +69,10 @@ class ConnectorRegistry:
         _, connector = self._by_action[action.name]
         return await connector.execute(action, idempotency_key)
 
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        _, connector = self._by_action[action.name]
+        return await connector.lookup(action, idempotency_key)
+
 
 def idempotency_key(action_id: int, action: Action) -> str:
     """The same approved action always yields the same key, so no retry or second click can repeat it."""

@@ -18,6 +18,16 @@ class SandboxCms:
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        slug = (
+            action.effective_slug() if isinstance(action, CmsCreateDraft) else getattr(action, "slug", None)
+        )
+        async with self._units() as uow:
+            post = (await uow.repo.session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()
+        if post is None or idempotency_key not in post.idempotency_keys:
+            return None
+        return _post_result(post, replayed=True)
+
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         async with self._units() as uow:
             session = uow.repo.session

@@ -18,6 +18,12 @@ class SandboxOutbox:
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        async with self._units() as uow:
+            query = select(SandboxEmail).where(SandboxEmail.idempotency_key == idempotency_key)
+            email = (await uow.repo.session.exec(query)).first()
+        return {"email_id": email.id, "to": email.to, "replayed": True} if email is not None else None
+
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, EmailSend)
         values = {

@@ -95,6 +95,11 @@ class SandboxShop:
                 assert existing is not None
                 return _refund_result(existing, replayed=True)
 
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        async with self._units() as uow:
+            refund = await self._refund_by_key(uow.repo.session, idempotency_key)
+        return _refund_result(refund, replayed=True) if refund is not None else None
+
     async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
         async with self._units() as uow:
             session = uow.repo.session

@@ -263,6 +263,20 @@ class BudgetAccount(SQLModel, table=True):
         return self.limit_usd + self.granted_usd - self.spent_usd - self.reserved_usd
 
 
+class ExecutionAttempt(SQLModel, table=True):
+    """One call to a connector for an execution; retries and reconciliations each add one."""
+
+    __tablename__ = "execution_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id", index=True)
+    number: int
+    kind: str = Field(max_length=20)  # execute, lookup
+    outcome: str = Field(max_length=30)  # ok, not_found, transient, permanent, timeout
+    error: str | None = None
+    created_at: datetime = _ts()
+
+
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---
 
 

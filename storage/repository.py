@@ -139,6 +139,34 @@ class Repository:
         query = select(Run).where(col(Run.status).in_(statuses)).order_by(col(Run.id).desc()).limit(limit)
         return list((await self.session.exec(query)).all())
 
+    async def runs_planning_without_actions(self, stale_before: datetime) -> list[Run]:
+        has_actions = select(ProposedAction.id).where(ProposedAction.run_id == Run.id).exists()
+        query = select(Run).where(
+            col(Run.status) == RunStatus.PLANNING, col(Run.updated_at) < stale_before, ~has_actions
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def approvals_without_message(self, stale_before: datetime) -> list[Approval]:
+        query = select(Approval).where(
+            col(Approval.status) == ApprovalStatus.PENDING,
+            col(Approval.message_ts).is_(None),
+            col(Approval.created_at) < stale_before,
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def approved_actions_without_execution(self) -> list[int]:
+        has_execution = select(Execution.id).where(Execution.action_id == ProposedAction.id).exists()
+        query = select(ProposedAction.id).where(
+            col(ProposedAction.status) == ActionStatus.APPROVED, ~has_execution
+        )
+        return [action_id for action_id in (await self.session.exec(query)).all() if action_id is not None]
+
+    async def executions_in_flight(self, stale_before: datetime) -> list[Execution]:
+        query = select(Execution).where(
+            col(Execution.status) == ExecutionStatus.STARTED, col(Execution.started_at) < stale_before
+        )
+        return list((await self.session.exec(query)).all())
+
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)
         return {status: count for status, count in (await self.session.exec(query)).all()}

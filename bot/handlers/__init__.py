@@ -15,6 +15,7 @@ from bot.handlers.base import Collaborators
 from bot.handlers.control import Control
 from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
 from bot.handlers.planning import Planning
+from bot.handlers.recovery import Recovery
 from bot.messagebus import MessageBus
 from bot.messages import (
     ActionAllowed,
@@ -26,6 +27,9 @@ from bot.messages import (
     ExecuteAction,
     HandleIntent,
     PauseAgent,
+    ReconcileExecution,
+    Recover,
+    ReplanRun,
     RequestBudget,
     ResumeAgent,
     SweepTimers,
@@ -57,6 +61,7 @@ class Handlers:
         self.approvals = Approvals(collaborators)
         self.execution = Executions(collaborators)
         self.control = Control(collaborators)
+        self.recovery = Recovery(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -72,6 +77,9 @@ class Handlers:
         bus.on_event(ActionExecuted, self.execution.report_execution)
         bus.on_event(ActionExecuted, self.planning.resume_after_grant)
         bus.on_event(ActionFailed, self.execution.report_failure)
+        bus.on_command(Recover, self.recovery.recover)
+        bus.on_command(ReplanRun, self.planning.replan)
+        bus.on_command(ReconcileExecution, self.execution.reconcile)
         bus.on_command(PauseAgent, self.control.pause)
         bus.on_command(ResumeAgent, self.control.resume)
         bus.on_event(AgentResumed, self.planning.continue_paused)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import structlog
 
+from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase, Thread
 from bot.messagebus import Message
 from bot.messages import (
@@ -112,6 +113,7 @@ class Approvals(HandlerBase):
                 thread_ts=approval.thread_ts,
             )
             return []
+        crash_point("approval_decided")
         DECISIONS.labels(verdict=outcome.value).inc()
         log.info("approval_decided", approval=approval.id, outcome=outcome.value, user=command.user)
         await self._close_card(approval, outcome.value, command.user, now)

@@ -117,6 +117,22 @@ class HandlerBase:
         card = replace(await self._stored_card(approval), voters=tuple(voters))
         await self._update_card(approval, *blocks.approval_request(card))
 
+    async def _post_card(self, approval_id: int, card: blocks.ApprovalCard, thread: Thread) -> None:
+        """Post an approval request and remember its message, so a decision can update it later."""
+        text, message_blocks = blocks.approval_request(card)
+        try:
+            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc:
+            # The request stays pending and is listed by `/aios pending`; nothing runs without a decision.
+            log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
+            return
+        async with self.units() as uow:
+            stored = await uow.repo.get(Approval, approval_id)
+            assert stored is not None
+            stored.message_ts = ts
+            uow.repo.session.add(stored)
+            await uow.commit()
+
     async def _stored_card(self, approval: Approval) -> blocks.ApprovalCard:
         async with self.units() as uow:
             proposed = await uow.repo.get(ProposedAction, approval.action_id)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import stamina
 import structlog
 
+from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase
 from bot.messagebus import Message
 from bot.messages import (
@@ -17,14 +20,17 @@ from bot.messages import (
     ActionFailed,
     AgentResumed,
     ExecuteAction,
+    ReconcileExecution,
 )
 from bot.observability import EXECUTIONS
+from connectors.actions import Action
 from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
 from connectors.registry import idempotency_key
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,
     Execution,
+    ExecutionAttempt,
     ExecutionStatus,
     ProposedAction,
     Run,
@@ -83,23 +89,60 @@ class Executions(HandlerBase):
         if not claimed:
             log.info("execution_already_claimed", action=command.action_id)
             return []
+        crash_point("execution_claimed")
+        return await self._run(command.action_id, action, key, lookup_first=False)
+
+    async def reconcile(self, command: ReconcileExecution) -> Sequence[Message]:
+        """An execution left in flight by a crash: ask the connector by its key whether it landed, and only
+        if it did not, execute it now (with the same key, so even a late landing cannot make two)."""
+        async with self.units() as uow:
+            execution = await uow.repo.get(Execution, command.execution_id)
+            proposed = await uow.repo.get(ProposedAction, execution.action_id) if execution else None
+        if execution is None or proposed is None or execution.status != ExecutionStatus.STARTED:
+            return []
+        action = self.registry.validate(proposed.name, proposed.params)
+        log.info("execution_reconciling", execution=execution.id, action=proposed.id)
+        return await self._run(proposed.id or 0, action, execution.idempotency_key, lookup_first=True)
+
+    async def _run(
+        self, action_id: int, action: Action, key: str, *, lookup_first: bool
+    ) -> Sequence[Message]:
+        """Call the connector (retrying transient failures, each attempt recorded) and book the outcome."""
+        attempts = _Attempts()
         try:
-            # A timeout is retried too: the same idempotency key makes a repeat of a call that did land harmless.
-            async for attempt in stamina.retry_context(
-                on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
-            ):
-                with attempt:
-                    async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
-                        result = await self.registry.execute(action, key)
+            result = await self._lookup(action, key, attempts) if lookup_first else None
+            if result is None:
+                result = await self._execute(action, key, attempts)
         except (ConnectorError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
-            execution = await self._finish_execution(key, ExecutionStatus.FAILED, {}, error)
+            await self._finish_execution(key, ExecutionStatus.FAILED, {}, error, attempts)
             EXECUTIONS.labels(outcome="failed").inc()
-            return [ActionFailed(command.action_id, error)]
-        execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None)
+            return [ActionFailed(action_id, error)]
+        crash_point("connector_done")
+        execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
         EXECUTIONS.labels(outcome="succeeded").inc()
         assert execution.id is not None
-        return [ActionExecuted(command.action_id, execution.id)]
+        return [ActionExecuted(action_id, execution.id)]
+
+    async def _lookup(self, action: Action, key: str, attempts: _Attempts) -> dict[str, Any] | None:
+        async for attempt in stamina.retry_context(
+            on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
+        ):
+            with attempt, attempts.record("lookup"):
+                async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
+                    found = await self.registry.lookup(action, key)
+                attempts.outcome = "ok" if found is not None else "not_found"
+        return found
+
+    async def _execute(self, action: Action, key: str, attempts: _Attempts) -> dict[str, Any]:
+        # A timeout is retried too: the same idempotency key makes a repeat of a call that did land harmless.
+        async for attempt in stamina.retry_context(
+            on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
+        ):
+            with attempt, attempts.record("execute"):
+                async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
+                    result = await self.registry.execute(action, key)
+        return result
 
     async def continue_paused(self, event: AgentResumed) -> Sequence[Message]:
         """Approved actions that waited for their agent run now."""
@@ -113,11 +156,27 @@ class Executions(HandlerBase):
         return [ExecuteAction(action_id) for action_id in waiting]
 
     async def _finish_execution(
-        self, key: str, status: ExecutionStatus, result: dict[str, object], error: str | None
+        self,
+        key: str,
+        status: ExecutionStatus,
+        result: dict[str, object],
+        error: str | None,
+        attempts: _Attempts,
     ) -> Execution:
+        """Book the outcome, the attempts that led to it, and the action's new state in one transaction."""
         async with self.units() as uow:
             execution = await uow.repo.execution_by_key(key)
-            assert execution is not None
+            assert execution is not None and execution.id is not None
+            for number, kind, outcome, attempt_error in attempts.recorded:
+                uow.repo.session.add(
+                    ExecutionAttempt(
+                        execution_id=execution.id,
+                        number=number,
+                        kind=kind,
+                        outcome=outcome,
+                        error=attempt_error,
+                    )
+                )
             execution.status = status
             execution.result = result
             execution.error = error
@@ -153,3 +212,31 @@ class Executions(HandlerBase):
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []
+
+
+class _Attempts:
+    """Each connector call of one execution, kept as ExecutionAttempt rows until the outcome is booked."""
+
+    def __init__(self) -> None:
+        self._number = 0
+        self.recorded: list[tuple[int, str, str, str | None]] = []  # number, kind, outcome, error
+        self.outcome = "ok"
+
+    @contextmanager
+    def record(self, kind: str) -> Iterator[None]:
+        self._number += 1
+        self.outcome = "ok"
+        error: str | None = None
+        try:
+            yield
+        except TransientConnectorError as exc:
+            self.outcome, error = "transient", str(exc)
+            raise
+        except TimeoutError:
+            self.outcome, error = "timeout", f"no answer within {CONNECTOR_TIMEOUT_SECONDS:.0f} s"
+            raise
+        except ConnectorError as exc:
+            self.outcome, error = "permanent", str(exc)
+            raise
+        finally:
+            self.recorded.append((self._number, kind, self.outcome, error))

@@ -16,6 +16,7 @@ from agents.context import thread_messages
 from agents.llm import CallContext, LLMError
 from agents.llm import Message as LLMMessage
 from bot import blocks
+from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase, Thread
 from bot.messagebus import Message
 from bot.messages import (
@@ -23,6 +24,7 @@ from bot.messages import (
     ActionExecuted,
     AgentResumed,
     HandleIntent,
+    ReplanRun,
     RequestBudget,
 )
 from bot.observability import DECISIONS
@@ -55,9 +57,11 @@ class Planning(HandlerBase):
                 return []  # already handled: a redelivery or a recovery pass
         assert intent.id is not None
         thread = await self._open_thread(intent)
+        crash_point("intent_accepted")
         run_id = await self._start_run(intent)
         if run_id is None:
             return []  # another worker took this intent first
+        crash_point("run_started")
         await self._offline_notice(thread)
         return await self._route_and_plan(intent, thread, run_id)
 
@@ -219,6 +223,17 @@ class Planning(HandlerBase):
         await self._update_run(run.id, RunStatus.PLANNING, run.rationale)
         return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
 
+    async def replan(self, command: ReplanRun) -> Sequence[Message]:
+        """A run a crash stopped while planning (nothing proposed yet) plans again from the start."""
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, command.run_id)
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            proposed = await uow.repo.actions_for_run(command.run_id) if run else []
+        if run is None or intent is None or proposed or run.status != RunStatus.PLANNING:
+            return []
+        log.info("run_replanning", run=run.id)
+        return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), command.run_id)
+
     async def continue_paused(self, event: AgentResumed) -> Sequence[Message]:
         """Runs that waited for their agent before planning plan now (those with actions: see Executions)."""
         followups: list[Message] = []
@@ -328,22 +343,9 @@ class Planning(HandlerBase):
         log.info("actions_proposed", intent=intent.id, run=run.id, agent=run.agent, actions=len(actions))
         for text, context in replies:
             await self._say(thread, text, context=context)
+        crash_point("actions_proposed")
         for approval_id, card in cards:
-            text, message_blocks = blocks.approval_request(card)
-            try:
-                ts = await self.transport.post(
-                    thread.channel, text, blocks=message_blocks, thread_ts=thread.ts
-                )
-            except TransportError as exc:
-                # The request stays pending and is listed by `/aios pending`; nothing runs without a decision.
-                log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
-                continue
-            async with self.units() as uow:
-                stored = await uow.repo.get(Approval, approval_id)
-                assert stored is not None
-                stored.message_ts = ts
-                uow.repo.session.add(stored)
-                await uow.commit()
+            await self._post_card(approval_id, card, thread)
         return followups
 
     async def _request_approval(

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 import stamina
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from bot.handlers import CONNECTOR_ATTEMPTS, Handlers
@@ -22,7 +22,7 @@ from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_outbox import SandboxOutbox
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
-from storage.records import Approval, Execution
+from storage.records import Approval, Execution, ExecutionAttempt
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, ask
 
@@ -36,6 +36,9 @@ class FlakyShop:
         self.shop = shop
         self.failures = failures
         self.calls = 0
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        return await self.shop.lookup(action, idempotency_key)
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         self.calls += 1
@@ -82,6 +85,15 @@ async def test_transient_connector_errors_are_retried_and_the_refund_happens_onc
     assert shop.calls == CONNECTOR_ATTEMPTS
     refunds = [r for r in (await sandbox_state(aios.units))["refunds"] if r["order_id"] == 1003]
     assert [r["amount"] for r in refunds] == [30.0]
+    async with aios.units() as uow:
+        attempts = (
+            await uow.repo.session.exec(select(ExecutionAttempt).order_by(col(ExecutionAttempt.id)))
+        ).all()
+    assert [(a.number, a.kind, a.outcome) for a in attempts] == [
+        (1, "execute", "transient"),
+        (2, "execute", "transient"),
+        (3, "execute", "ok"),
+    ]
 
 
 async def test_a_connector_that_keeps_failing_fails_the_action_cleanly(

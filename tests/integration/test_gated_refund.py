@@ -196,7 +196,9 @@ async def test_acked_but_unhandled_intents_are_handled_on_recovery(
             text="refund $15 on order 1005, late",
         )
     )
-    assert await aios.recover() == 1
+    await aios.recover()
     await aios.background.drain()
     assert len(await refunds_for(aios, 1005)) == 1
-    assert await aios.recover() == 0
+    await aios.recover()  # recovering again finds nothing to do
+    await aios.background.drain()
+    assert len(await refunds_for(aios, 1005)) == 1

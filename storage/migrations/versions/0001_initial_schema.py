@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 15:01:02.639319
+Create Date: 2026-11-24 15:04:54.377565
 """
 
 from collections.abc import Sequence
@@ -270,6 +270,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_approval_status"), ["status"], unique=False)
 
     op.create_table(
+        "execution_attempt",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("execution_id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("outcome", sa.String(length=30), nullable=False),
+        sa.Column("error", sa.String(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["execution_id"],
+            ["execution.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("execution_attempt", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_execution_attempt_execution_id"), ["execution_id"], unique=False)
+
+    op.create_table(
         "approval_vote",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("approval_id", sa.Integer(), nullable=False),
@@ -294,6 +312,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_approval_vote_approval_id"))
 
     op.drop_table("approval_vote")
+    with op.batch_alter_table("execution_attempt", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_execution_attempt_execution_id"))
+
+    op.drop_table("execution_attempt")
     with op.batch_alter_table("approval", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_approval_status"))
         batch_op.drop_index(batch_op.f("ix_approval_expires_at"))
