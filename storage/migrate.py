@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -19,8 +19,17 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Any constant will do: every replica takes the same PostgreSQL advisory lock around its migration.
+MIGRATION_LOCK = 7_246_861_529
+
+
 async def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Migrate to the newest schema. Replicas starting together take turns (a transaction-scoped advisory lock
+    on PostgreSQL; SQLite's single writer on SQLite), so the second finds the work done."""
+
     def _upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         command.upgrade(alembic_config(connection), "head")
 
     async with engine.begin() as connection:
