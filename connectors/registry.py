@@ -74,6 +74,14 @@ class ConnectorRegistry:
         return await connector.lookup(action, idempotency_key)
 
 
+def params_hash(action: Action) -> str:
+    """A hash of the action's name and exact parameters: what an approval is bound to."""
+    canonical = json.dumps(
+        {"name": action.name, "params": action.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def idempotency_key(action_id: int, action: Action) -> str:
     """The same approved action always yields the same key, so no retry or second click can repeat it."""
     canonical = json.dumps(

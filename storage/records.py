@@ -263,6 +263,21 @@ class BudgetAccount(SQLModel, table=True):
         return self.limit_usd + self.granted_usd - self.spent_usd - self.reserved_usd
 
 
+class Capability(SQLModel, table=True):
+    """Permission to execute one action once: minted by an allowing verdict or a won approval, bound to the
+    action's name and exact parameters (a hash), the policy in force, who granted it, and an expiry."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id", unique=True)
+    action_name: str = Field(max_length=80)
+    params_hash: str = Field(max_length=64)
+    policy_hash: str = Field(max_length=64)
+    granted_by: str = Field(max_length=40)  # "policy" or the approver
+    expires_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    spent_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    created_at: datetime = _ts()
+
+
 class ExecutionAttempt(SQLModel, table=True):
     """One call to a connector for an execution; retries and reconciliations each add one."""
 

@@ -21,6 +21,7 @@ from storage.records import (
     ApprovalStatus,
     ApprovalVote,
     BudgetAccount,
+    Capability,
     Decision,
     Execution,
     ExecutionStatus,
@@ -370,6 +371,26 @@ class Repository:
             .order_by(col(BudgetAccount.key))
         )
         return list((await self.session.exec(query)).all())
+
+    async def mint_capability(self, capability: Capability) -> None:
+        await self.insert_if_absent(Capability, capability.model_dump(exclude={"id"}))
+
+    async def spend_capability(
+        self, action_id: int, action_name: str, params_hash: str, now: datetime
+    ) -> bool:
+        """Spend the action's capability: only once, only unexpired, only for exactly these parameters."""
+        statement = (
+            update(Capability)
+            .where(
+                col(Capability.action_id) == action_id,
+                col(Capability.action_name) == action_name,
+                col(Capability.params_hash) == params_hash,
+                col(Capability.spent_at).is_(None),
+                col(Capability.expires_at) > now,
+            )
+            .values(spent_at=now)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
 
     async def lock_approval(self, approval_id: int) -> Approval | None:
         """The approval, fresh and locked for this transaction (FOR UPDATE; SQLite has one writer anyway)."""

@@ -82,10 +82,15 @@ class Approvals(HandlerBase):
                 final = not command.approve or len(voters) >= current.quorum
                 if final:
                     await uow.repo.decide_approval(approval.id, outcome, command.user, now)
-                    await uow.repo.set_action_status(
+                    proposed = await uow.repo.set_action_status(
                         approval.action_id,
                         ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED,
                     )
+                    if command.approve:
+                        capability = self._capability(
+                            proposed, policy_decision.policy_hash or "", command.user
+                        )
+                        await uow.repo.mint_capability(capability)
                 count = (
                     f" ({len(voters)} of {current.quorum})" if current.quorum > 1 and command.approve else ""
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -12,11 +12,12 @@ import structlog
 from agents.agents import Dispatcher
 from bot import blocks
 from bot.transport import Transport, TransportError
-from connectors.registry import ConnectorRegistry
+from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
 from storage.ids import format_id
 from storage.records import (
     Approval,
+    Capability,
     Decision,
     Intent,
     ProposedAction,
@@ -25,6 +26,10 @@ from storage.records import (
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
+
+
+# An approved action that has not run within this long (its agent paused, say) needs approving again.
+CAPABILITY_LIFETIME = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,19 @@ class HandlerBase:
         self.transport = collaborators.transport
         self.clock = collaborators.clock
         self.offline = collaborators.offline
+
+    def _capability(self, proposed: ProposedAction, policy_hash: str, granted_by: str) -> Capability:
+        """What lets this exact action run once, for a while; minted in the transaction that allowed it."""
+        assert proposed.id is not None
+        action = self.registry.validate(proposed.name, proposed.params)
+        return Capability(
+            action_id=proposed.id,
+            action_name=action.name,
+            params_hash=params_hash(action),
+            policy_hash=policy_hash,
+            granted_by=granted_by,
+            expires_at=self.clock() + CAPABILITY_LIFETIME,
+        )
 
     async def _is_paused(self, agent: str) -> bool:
         async with self.units() as uow:

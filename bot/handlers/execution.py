@@ -25,7 +25,7 @@ from bot.messages import (
 from bot.observability import EXECUTIONS
 from connectors.actions import Action
 from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
-from connectors.registry import idempotency_key
+from connectors.registry import idempotency_key, params_hash
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,
@@ -74,8 +74,13 @@ class Executions(HandlerBase):
             except InvalidActionError as exc:
                 return [ActionFailed(command.action_id, str(exc))]
             key = idempotency_key(command.action_id, action)
-            # Claim the key: of any number of concurrent executions of this action, one inserts the row.
-            claimed = await uow.repo.insert_if_absent(
+            # Spend the action's capability and claim its idempotency key in one transaction: of any number of
+            # concurrent executions one gets both, and an action whose parameters differ from what was
+            # approved (or whose approval is spent or stale) gets neither.
+            authorised = await uow.repo.spend_capability(
+                command.action_id, action.name, params_hash(action), self.clock()
+            )
+            claimed = authorised and await uow.repo.insert_if_absent(
                 Execution,
                 {
                     "action_id": command.action_id,
@@ -85,12 +90,30 @@ class Executions(HandlerBase):
                     "started_at": self.clock(),
                 },
             )
-            await uow.commit()
+            if claimed:
+                await uow.commit()
         if not claimed:
-            log.info("execution_already_claimed", action=command.action_id)
+            await self._unauthorised(command.action_id)
             return []
         crash_point("execution_claimed")
         return await self._run(command.action_id, action, key, lookup_first=False)
+
+    async def _unauthorised(self, action_id: int) -> None:
+        """No spendable capability: already executed (a duplicate: quiet), or stale (say so, and fail it)."""
+        async with self.units() as uow:
+            executions = await uow.repo.executions_for_action(action_id)
+            if executions:
+                log.info("execution_already_claimed", action=action_id)
+                return
+            await uow.repo.set_action_status(action_id, ActionStatus.FAILED)
+            await uow.commit()
+        log.warning("execution_without_capability", action=action_id)
+        thread, _ = await self._thread_of_action(action_id)
+        await self._say(
+            thread,
+            f":lock: {format_id('A', action_id)} was not run: its approval has expired or no longer matches the "
+            "action. Ask again to get a fresh approval.",
+        )
 
     async def reconcile(self, command: ReconcileExecution) -> Sequence[Message]:
         """An execution left in flight by a crash: ask the connector by its key whether it landed, and only

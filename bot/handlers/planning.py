@@ -323,6 +323,7 @@ class Planning(HandlerBase):
                 ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
                 if verdict.verdict == "allow":
                     proposed.status = ActionStatus.APPROVED
+                    await uow.repo.mint_capability(self._capability(proposed, verdict.policy_hash, "policy"))
                     followups.append(ActionAllowed(proposed.id))
                     replies.append((f"Allowed by policy: {action.summary()}. Running it now.", ids))
                 elif verdict.verdict == "deny":

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 15:04:54.377565
+Create Date: 2026-11-24 15:09:11.426059
 """
 
 from collections.abc import Sequence
@@ -193,6 +193,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_proposed_action_run_id"), ["run_id"], unique=False)
 
     op.create_table(
+        "capability",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("action_id", sa.Integer(), nullable=False),
+        sa.Column("action_name", sa.String(length=80), nullable=False),
+        sa.Column("params_hash", sa.String(length=64), nullable=False),
+        sa.Column("policy_hash", sa.String(length=64), nullable=False),
+        sa.Column("granted_by", sa.String(length=40), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("spent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["action_id"],
+            ["proposed_action.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("action_id"),
+    )
+    op.create_table(
         "decision",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("action_id", sa.Integer(), nullable=False),
@@ -330,6 +348,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_decision_action_id"))
 
     op.drop_table("decision")
+    op.drop_table("capability")
     with op.batch_alter_table("proposed_action", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_proposed_action_run_id"))
 
