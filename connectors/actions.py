@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -21,6 +21,10 @@ class Action(BaseModel):
 
     def summary(self) -> str:
         return f"{self.name} {self.model_dump(mode='json')}"
+
+    def inverse(self, result: dict[str, Any]) -> Action | None:
+        """The action that undoes this one once it has run (given its result), or None if nothing can."""
+        return None
 
 
 class ShopRefund(Action):
@@ -62,6 +66,19 @@ class CmsPublish(Action):
     def summary(self) -> str:
         when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
         return f"Publish post {self.slug}{when}"
+
+    def inverse(self, result: dict[str, Any]) -> Action | None:
+        return CmsUnpublish(slug=self.slug)
+
+
+class CmsUnpublish(Action):
+    name: ClassVar[str] = "cms.unpublish"
+    description: ClassVar[str] = "Take a published or scheduled post down again (it becomes unpublished)."
+
+    slug: Slug
+
+    def summary(self) -> str:
+        return f"Unpublish post {self.slug}"
 
 
 class EmailSend(Action):

@@ -6,14 +6,14 @@ from typing import Any, ClassVar
 
 from sqlmodel import select
 
-from connectors.actions import Action, CmsCreateDraft, CmsPublish
+from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from storage.records import SandboxPost, utcnow
 
 
 class SandboxCms:
-    actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish)
+    actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish, CmsUnpublish)
 
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
@@ -52,6 +52,16 @@ class SandboxCms:
                 scheduled = action.publish_at is not None and action.publish_at > utcnow()
                 post.status = "scheduled" if scheduled else "published"
                 post.publish_at = action.publish_at or utcnow()
+                post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
+            elif isinstance(action, CmsUnpublish):
+                post = (
+                    await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
+                ).first()
+                if post is None:
+                    raise PermanentConnectorError(f"there is no post with the slug {action.slug!r}")
+                if idempotency_key in post.idempotency_keys:
+                    return _post_result(post, replayed=True)
+                post.status = "unpublished"
                 post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
             else:
                 raise PermanentConnectorError(f"the sandbox CMS cannot do {action.name}")

@@ -72,6 +72,8 @@ class ActionStatus(enum.StrEnum):
     EXPIRED = "expired"
     EXECUTED = "executed"
     FAILED = "failed"
+    COMPENSATED = "compensated"  # executed, then undone because a later step of its run failed
+    ESCALATED = "escalated"  # executed, could not be undone automatically, handed to a person
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -143,6 +145,7 @@ class ProposedAction(SQLModel, table=True):
     params: dict[str, Any] = _json()
     rationale: str = ""
     status: str = Field(max_length=20, default=ActionStatus.PROPOSED)
+    compensates: int | None = Field(default=None, foreign_key="proposed_action.id")  # the action this undoes
     created_at: datetime = _ts()
 
 

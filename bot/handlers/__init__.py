@@ -12,6 +12,7 @@ from datetime import datetime
 from agents.agents import Dispatcher
 from bot.handlers.approvals import Approvals
 from bot.handlers.base import Collaborators
+from bot.handlers.compensation import Compensation
 from bot.handlers.control import Control
 from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
 from bot.handlers.planning import Planning
@@ -62,6 +63,7 @@ class Handlers:
         self.execution = Executions(collaborators)
         self.control = Control(collaborators)
         self.recovery = Recovery(collaborators)
+        self.compensation = Compensation(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -77,6 +79,8 @@ class Handlers:
         bus.on_event(ActionExecuted, self.execution.report_execution)
         bus.on_event(ActionExecuted, self.planning.resume_after_grant)
         bus.on_event(ActionFailed, self.execution.report_failure)
+        bus.on_event(ActionFailed, self.compensation.compensate)
+        bus.on_event(ActionExecuted, self.compensation.mark_compensated)
         bus.on_command(Recover, self.recovery.recover)
         bus.on_command(ReplanRun, self.planning.replan)
         bus.on_command(ReconcileExecution, self.execution.reconcile)

@@ -62,11 +62,16 @@ async def start_aios(
     clock: Clock,
     tmp_path: Path,
     budgets: str = "",
+    policy: str | None = None,
     **settings: str,
 ) -> Aios:
+    """A bot on the test policy (plus ``budgets``), or on ``policy`` when given."""
+    policy_file = write_policy(tmp_path, budgets)
+    if policy is not None:
+        policy_file.write_text(policy)
     configured = Settings(
         AIOS_DATABASE_URL=database_url,
-        AIOS_POLICY_FILE=str(write_policy(tmp_path, budgets)),
+        AIOS_POLICY_FILE=str(policy_file),
         SLACK_BOT_TOKEN=TOKEN,
         SLACK_API_URL=slack_api.url,
         **settings,  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 15:09:11.426059
+Create Date: 2026-11-24 15:11:36.590181
 """
 
 from collections.abc import Sequence
@@ -182,7 +182,12 @@ def upgrade() -> None:
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("rationale", sa.String(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("compensates", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["compensates"],
+            ["proposed_action.id"],
+        ),
         sa.ForeignKeyConstraint(
             ["run_id"],
             ["run.id"],

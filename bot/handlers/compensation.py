@@ -1,0 +1,109 @@
+"""When a step of a multi-action run fails, the steps that already ran are undone, newest first.
+
+An action that declares an inverse (publishing ↔ unpublishing) is undone by running that inverse, recorded like
+any action; one that cannot be undone (a refund) is handed to a person instead. Compensations are not gated by
+approval (they restore a state someone already accepted) but still run once, with a capability and a key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from bot.handlers.base import HandlerBase
+from bot.messagebus import Message
+from bot.messages import ActionExecuted, ActionFailed, ExecuteAction
+from storage.ids import format_id
+from storage.records import ActionStatus, Decision, ProposedAction
+
+log = structlog.get_logger(__name__)
+
+
+class Compensation(HandlerBase):
+    async def compensate(self, event: ActionFailed) -> Sequence[Message]:
+        async with self.units() as uow:
+            failed = await uow.repo.get(ProposedAction, event.action_id)
+            if failed is None or failed.id is None or failed.compensates is not None:
+                return []  # a failed compensation is reported, not compensated in turn
+            earlier = [
+                action
+                for action in await uow.repo.actions_for_run(failed.run_id)
+                if action.status == ActionStatus.EXECUTED
+                and action.compensates is None
+                and (action.id or 0) < failed.id
+            ]
+            results: dict[int | None, dict[str, object]] = {}
+            for action in earlier:
+                done = [
+                    e for e in await uow.repo.executions_for_action(action.id or 0) if e.status == "succeeded"
+                ]
+                results[action.id] = done[0].result if done else {}
+        followups: list[Message] = []
+        for action in reversed(earlier):  # newest first
+            assert action.id is not None
+            inverse = self.registry.validate(action.name, action.params).inverse(results[action.id])
+            if inverse is None:
+                await self._hand_to_a_person(action, failed)
+                continue
+            async with self.units() as uow:
+                undo = await uow.repo.add(
+                    ProposedAction(
+                        run_id=action.run_id,
+                        name=inverse.name,
+                        params=inverse.model_dump(mode="json"),
+                        rationale=f"Undo {format_id('A', action.id)} because {format_id('A', failed.id)} failed.",
+                        status=ActionStatus.APPROVED,
+                        compensates=action.id,
+                    )
+                )
+                await uow.repo.add(
+                    Decision(
+                        action_id=undo.id or 0,
+                        kind="compensation",
+                        verdict="allow",
+                        rule_id="compensation",
+                        policy_hash=self.policy.hash,
+                        actor="system",
+                        reason=f"a later step ({format_id('A', failed.id)}) of the run failed",
+                    )
+                )
+                await uow.repo.mint_capability(self._capability(undo, self.policy.hash, "compensation"))
+                await uow.commit()
+            log.info("compensating", action=action.id, undo=undo.id, failed=failed.id)
+            assert undo.id is not None
+            followups.append(ExecuteAction(undo.id))
+        return followups
+
+    async def mark_compensated(self, event: ActionExecuted) -> Sequence[Message]:
+        async with self.units() as uow:
+            undo = await uow.repo.get(ProposedAction, event.action_id)
+            if undo is None or undo.compensates is None:
+                return []
+            await uow.repo.set_action_status(undo.compensates, ActionStatus.COMPENSATED)
+            await uow.commit()
+        return []
+
+    async def _hand_to_a_person(self, action: ProposedAction, failed: ProposedAction) -> None:
+        assert action.id is not None
+        summary = self.registry.validate(action.name, action.params).summary()
+        async with self.units() as uow:
+            await uow.repo.set_action_status(action.id, ActionStatus.ESCALATED)
+            await uow.repo.add(
+                Decision(
+                    action_id=action.id,
+                    kind="escalation",
+                    verdict="escalated",
+                    actor="system",
+                    reason=f"{format_id('A', failed.id)} failed and {action.name} cannot be undone automatically",
+                )
+            )
+            await uow.commit()
+        people = " ".join(f"<@{m}>" for m in self.policy.members_of(self.policy.document.default_approvers))
+        thread, _ = await self._thread_of_action(action.id)
+        await self._say(
+            thread,
+            f":rotating_light: {people} {format_id('A', action.id)} ({summary}) already ran, but "
+            f"{format_id('A', failed.id)} failed after it and {action.name} cannot be undone automatically. "
+            "Please decide what to do.",
+            context=f"`{format_id('A', action.id)}` · `/aios why {format_id('A', action.id)}`",
+        )

@@ -1,0 +1,153 @@
+"""A later step fails: the earlier steps are undone newest first, or handed to a person when they cannot be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlmodel import col, select
+
+from bot.bootstrap import Aios
+from bot.handlers import Handlers
+from bot.intake import IncomingIntent
+from bot.messagebus import MessageBus
+from bot.messages import HandleIntent
+from connectors.actions import Action, CmsCreateDraft, EmailSend
+from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
+from connectors.registry import ConnectorRegistry
+from connectors.sandbox_cms import SandboxCms
+from connectors.sandbox_shop import SandboxShop
+from connectors.sandbox_state import sandbox_state
+from storage.records import Decision, ProposedAction, Run
+from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, ask, start_aios
+
+PERMISSIVE = """
+version: 1
+roles:
+  manager: [U0MANAGER]
+rules:
+  - id: everything-is-fine-here
+    when: "true"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+"""
+
+
+async def actions(aios: Aios) -> list[ProposedAction]:
+    async with aios.units() as uow:
+        return list(
+            (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
+        )
+
+
+async def test_published_posts_are_unpublished_newest_first_when_a_later_step_fails(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PERMISSIVE,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        for title in ("Spring lookbook", "Summer lookbook"):
+            await aios.registry.execute(CmsCreateDraft(title=title), f"seed-{title}")
+        anthropic_api.script(
+            Reply(
+                "Publishing the series.",
+                (
+                    ToolUse("cms_publish", {"slug": "spring-lookbook"}),
+                    ToolUse("cms_publish", {"slug": "summer-lookbook"}),
+                    ToolUse("cms_publish", {"slug": "autumn-lookbook"}),  # not written yet: fails
+                ),
+            )
+        )
+        await ask(aios, "publish the lookbook series")
+
+        posts = {p["slug"]: p["status"] for p in (await sandbox_state(aios.units))["posts"]}
+        assert posts == {"spring-lookbook": "unpublished", "summer-lookbook": "unpublished"}
+        steps = [(a.name, a.params["slug"], a.status, a.compensates) for a in await actions(aios)]
+        assert steps == [
+            ("cms.publish", "spring-lookbook", "compensated", None),
+            ("cms.publish", "summer-lookbook", "compensated", None),
+            ("cms.publish", "autumn-lookbook", "failed", None),
+            ("cms.unpublish", "summer-lookbook", "executed", 2),  # newest first
+            ("cms.unpublish", "spring-lookbook", "executed", 1),
+        ]
+        async with aios.units() as uow:
+            kinds = [
+                d.kind
+                for d in (await uow.repo.session.exec(select(Decision).order_by(col(Decision.id)))).all()
+            ]
+            run = (await uow.repo.session.exec(select(Run))).one()
+        assert kinds == ["policy", "policy", "policy", "compensation", "compensation"]
+        assert run.status == "failed"
+    finally:
+        await aios.close()
+
+
+class BrokenOutbox:
+    actions: ClassVar[tuple[type[Action], ...]] = (EmailSend,)
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        raise PermanentConnectorError("550 mailbox unavailable")
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        return None
+
+
+async def test_a_step_that_cannot_be_undone_goes_to_a_person(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=PERMISSIVE)
+    try:
+        context = ConnectorContext(units_of_work=aios.units)
+        registry = ConnectorRegistry([SandboxShop(context), SandboxCms(context), BrokenOutbox()])
+        base = aios.handlers
+        handlers = Handlers(
+            units=aios.units,
+            dispatcher=base.dispatcher,
+            policy=aios.policy,
+            registry=registry,
+            transport=base.transport,
+            clock=base.clock,
+            offline=True,
+        )
+        bus = MessageBus()
+        handlers.register(bus)
+        intent_id = await aios.accept(
+            IncomingIntent(
+                source="mention",
+                team_id="T",
+                channel=CHANNEL,
+                thread_ts="1.7",
+                user="U0ALICE",
+                text="refund $5 on order 1002 and tell the customer",
+            )
+        )
+        assert intent_id is not None
+        await bus.handle(HandleIntent(intent_id))
+
+        assert [(r["order_id"], r["amount"]) for r in (await sandbox_state(aios.units))["refunds"]] == [
+            (1002, 5.0)
+        ]
+        assert [(a.name, a.status) for a in await actions(aios)] == [
+            ("shop.refund", "escalated"),
+            ("email.send", "failed"),
+        ]
+        [alert] = [
+            c.params["text"]
+            for c in slack_api.calls_to("chat.postMessage")
+            if "cannot be undone" in c.params["text"]
+        ]
+        assert "<@U0MANAGER>" in alert and "Refund $5.00 on order 1002" in alert
+    finally:
+        await aios.close()
