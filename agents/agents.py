@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult, ToolSpec
 from agents.tools import tool_name, tool_spec
 from connectors.actions import Action
-from connectors.errors import InvalidActionError
+from connectors.errors import ConnectorError, InvalidActionError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
 
@@ -126,7 +126,11 @@ class ReturnsAgent(Agent):
         order_ids = sorted({int(n) for t in texts for n in re.findall(r"\b(\d{3,7})\b", t)})
         lines = []
         for order_id in order_ids:
-            order = await self._orders.get_order(order_id)
+            try:
+                order = await self._orders.get_order(order_id)
+            except ConnectorError as exc:
+                lines.append(f"order {order_id}: could not be looked up just now ({exc})")
+                continue
             if order is not None:
                 lines.append(
                     f"order {order.id}: total ${order.total:.2f}, refundable ${order.refundable:.2f}, "

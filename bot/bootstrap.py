@@ -83,6 +83,7 @@ class Aios:
     async def close(self) -> None:
         await self.background.drain()
         await self.llm.close()
+        await self.registry.close()
         await self.engine.dispose()
 
     async def _report_failed_intent(self, intent_id: int) -> None:
@@ -131,7 +132,14 @@ async def bootstrap(
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
     units = UnitOfWorkFactory.for_engine(engine)
-    registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
+    registry = ConnectorRegistry.discover(
+        ConnectorContext(
+            units_of_work=units,
+            shop_api_url=settings.shop_api_url,
+            shop_api_key=settings.shop_api_key,
+            http_timeout_seconds=settings.connector_timeout_seconds,
+        )
+    )
     await registry.seed()
 
     async def warn_in_thread(call: CallContext, warning: str) -> None:

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     weaviate_api_key: str | None = Field(default=None, validation_alias="WEAVIATE_API_KEY")
     digest_channel: str | None = Field(default=None, validation_alias="AIOS_DIGEST_CHANNEL")
     digest_cron: str = Field(default="0 9 * * *", validation_alias="AIOS_DIGEST_CRON")
+    shop_api_url: str | None = Field(default=None, validation_alias="AIOS_SHOP_API_URL")
+    shop_api_key: str | None = Field(default=None, validation_alias="AIOS_SHOP_API_KEY")
+    connector_timeout_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="AIOS_CONNECTOR_TIMEOUT_SECONDS"
+    )
     # Work in flight younger than this may belong to a live replica, so recovery at start leaves it alone.
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
 

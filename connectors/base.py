@@ -14,6 +14,9 @@ class ConnectorContext:
     """Everything a connector may need from the process; the composition root fills it in."""
 
     units_of_work: UnitOfWorkFactory
+    shop_api_url: str | None = None  # a real shop's refunds API; unset → the sandbox shop
+    shop_api_key: str | None = None
+    http_timeout_seconds: float = 10.0
 
 
 class Connector(Protocol):
@@ -33,11 +36,21 @@ class Connector(Protocol):
 class ConnectorFactory(Protocol):
     actions: ClassVar[tuple[type[Action], ...]]
 
-    def __call__(self, context: ConnectorContext) -> Connector: ...
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> Connector | None:
+        """The connector, or None when the settings select another one for its actions."""
+        ...
 
 
 @runtime_checkable
 class Seedable(Protocol):
     async def seed(self) -> None:
         """Create the connector's starting data if it is not there yet; safe to call at every start."""
+        ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    async def close(self) -> None:
+        """Release connections at shutdown."""
         ...

@@ -30,6 +30,10 @@ class BudgetGrant(Action):
 class BudgetLedger:
     actions: ClassVar[tuple[type[Action], ...]] = (BudgetGrant,)
 
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> BudgetLedger | None:
+        return cls(context)
+
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 

@@ -6,7 +6,11 @@ class ConnectorError(Exception):
 
 
 class TransientConnectorError(ConnectorError):
-    """Worth retrying: a timeout, a rate limit, a server error."""
+    """Worth retrying: a timeout, a rate limit, a server error. ``retry_after``: seconds the server asked for."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentConnectorError(ConnectorError):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors.actions import Action
-from connectors.base import Connector, ConnectorContext, ConnectorFactory, Seedable
+from connectors.base import Closeable, Connector, ConnectorContext, ConnectorFactory, Seedable
 from connectors.errors import InvalidActionError, UnknownActionError
 
 ENTRY_POINT_GROUP = "aios.connectors"
@@ -29,7 +29,8 @@ class ConnectorRegistry:
     @classmethod
     def discover(cls, context: ConnectorContext) -> ConnectorRegistry:
         factories: list[ConnectorFactory] = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
-        return cls(factory(context) for factory in factories)
+        connectors = [factory.configured(context) for factory in factories]
+        return cls(connector for connector in connectors if connector is not None)
 
     @property
     def action_names(self) -> list[str]:
@@ -64,6 +65,11 @@ class ConnectorRegistry:
             if id(connector) not in seen and isinstance(connector, Seedable):
                 await connector.seed()
             seen.add(id(connector))
+
+    async def close(self) -> None:
+        for connector in {id(c): c for _, c in self._by_action.values()}.values():
+            if isinstance(connector, Closeable):
+                await connector.close()
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         _, connector = self._by_action[action.name]

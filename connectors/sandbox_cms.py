@@ -15,6 +15,10 @@ from storage.records import SandboxPost, utcnow
 class SandboxCms:
     actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish, CmsUnpublish)
 
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> SandboxCms | None:
+        return cls(context)
+
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 

@@ -15,6 +15,10 @@ from storage.records import SandboxEmail
 class SandboxOutbox:
     actions: ClassVar[tuple[type[Action], ...]] = (EmailSend,)
 
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> SandboxOutbox | None:
+        return cls(context)
+
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 

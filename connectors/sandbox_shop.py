@@ -65,6 +65,11 @@ class OrderInfo:
 class SandboxShop:
     actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
 
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> SandboxShop | None:
+        """Used unless a real shop API is configured."""
+        return None if context.shop_api_url else cls(context)
+
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
 

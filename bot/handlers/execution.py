@@ -40,7 +40,8 @@ from storage.records import (
 log = structlog.get_logger(__name__)
 
 CONNECTOR_TIMEOUT_SECONDS = 30.0
-CONNECTOR_ATTEMPTS = 3
+CONNECTOR_ATTEMPTS = 5
+CONNECTOR_MAX_WAIT_SECONDS = 30.0
 
 
 class Executions(HandlerBase):
@@ -148,9 +149,7 @@ class Executions(HandlerBase):
         return [ActionExecuted(action_id, execution.id)]
 
     async def _lookup(self, action: Action, key: str, attempts: _Attempts) -> dict[str, Any] | None:
-        async for attempt in stamina.retry_context(
-            on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
-        ):
+        async for attempt in stamina.retry_context(on=_retry_after, attempts=CONNECTOR_ATTEMPTS):
             with attempt, attempts.record("lookup"):
                 async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
                     found = await self.registry.lookup(action, key)
@@ -159,9 +158,7 @@ class Executions(HandlerBase):
 
     async def _execute(self, action: Action, key: str, attempts: _Attempts) -> dict[str, Any]:
         # A timeout is retried too: the same idempotency key makes a repeat of a call that did land harmless.
-        async for attempt in stamina.retry_context(
-            on=(TransientConnectorError, TimeoutError), attempts=CONNECTOR_ATTEMPTS
-        ):
+        async for attempt in stamina.retry_context(on=_retry_after, attempts=CONNECTOR_ATTEMPTS):
             with attempt, attempts.record("execute"):
                 async with asyncio.timeout(CONNECTOR_TIMEOUT_SECONDS):
                     result = await self.registry.execute(action, key)
@@ -235,6 +232,13 @@ class Executions(HandlerBase):
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []
+
+
+def _retry_after(exc: Exception) -> bool | float:
+    """stamina backoff hook: transient failures are retried, after the wait the connector was asked for if any."""
+    if isinstance(exc, TransientConnectorError):
+        return min(exc.retry_after, CONNECTOR_MAX_WAIT_SECONDS) if exc.retry_after is not None else True
+    return isinstance(exc, TimeoutError)
 
 
 class _Attempts:

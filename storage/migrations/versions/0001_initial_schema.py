@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 15:11:36.590181
+Create Date: 2026-11-24 15:14:36.086285
 """
 
 from collections.abc import Sequence
