@@ -45,7 +45,7 @@ class SandboxCms:
                 post = SandboxPost(
                     slug=slug, title=action.title, body=action.body, idempotency_keys=[idempotency_key]
                 )
-            elif isinstance(action, CmsPublish):
+            elif isinstance(action, CmsPublish | CmsUnpublish):
                 post = (
                     await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
                 ).first()
@@ -53,19 +53,12 @@ class SandboxCms:
                     raise PermanentConnectorError(f"there is no post with the slug {action.slug!r}")
                 if idempotency_key in post.idempotency_keys:
                     return _post_result(post, replayed=True)
-                scheduled = action.publish_at is not None and action.publish_at > utcnow()
-                post.status = "scheduled" if scheduled else "published"
-                post.publish_at = action.publish_at or utcnow()
-                post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
-            elif isinstance(action, CmsUnpublish):
-                post = (
-                    await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
-                ).first()
-                if post is None:
-                    raise PermanentConnectorError(f"there is no post with the slug {action.slug!r}")
-                if idempotency_key in post.idempotency_keys:
-                    return _post_result(post, replayed=True)
-                post.status = "unpublished"
+                if isinstance(action, CmsUnpublish):
+                    post.status = "unpublished"
+                else:
+                    scheduled = action.publish_at is not None and action.publish_at > utcnow()
+                    post.status = "scheduled" if scheduled else "published"
+                    post.publish_at = action.publish_at or utcnow()
                 post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
             else:
                 raise PermanentConnectorError(f"the sandbox CMS cannot do {action.name}")

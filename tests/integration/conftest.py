@@ -1,16 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.bootstrap import Aios, bootstrap
+from bot.handlers import Handlers
 from bot.intake import IncomingIntent
+from bot.messagebus import MessageBus
 from bot.messages import HandleIntent
 from bot.settings import Settings
 from bot.slack_transport import SlackTransport
+from connectors.base import Connector
+from connectors.registry import ConnectorRegistry
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
@@ -136,3 +140,29 @@ async def ask(
     assert intent_id is not None
     await aios.process(HandleIntent(intent_id))
     return intent_id
+
+
+async def run_with_connectors(
+    aios: Aios, connectors: Sequence[Connector], text: str, thread_ts: str = "1.9"
+) -> None:
+    """Handle one intent with these connectors in place of the installed ones (everything else as wired)."""
+    registry = ConnectorRegistry(connectors)
+    base = aios.handlers
+    handlers = Handlers(
+        units=aios.units,
+        dispatcher=base.dispatcher,
+        policy=aios.policy,
+        registry=registry,
+        transport=base.transport,
+        clock=base.clock,
+        offline=True,
+    )
+    bus = MessageBus()
+    handlers.register(bus)
+    intent_id = await aios.accept(
+        IncomingIntent(
+            source="mention", team_id="T", channel=CHANNEL, thread_ts=thread_ts, user=REQUESTER, text=text
+        )
+    )
+    assert intent_id is not None
+    await bus.handle(HandleIntent(intent_id))

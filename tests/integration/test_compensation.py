@@ -8,14 +8,9 @@ from typing import Any, ClassVar
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.handlers import Handlers
-from bot.intake import IncomingIntent
-from bot.messagebus import MessageBus
-from bot.messages import HandleIntent
 from connectors.actions import Action, CmsCreateDraft, EmailSend
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
-from connectors.registry import ConnectorRegistry
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
@@ -23,7 +18,7 @@ from storage.records import Decision, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, ask, start_aios
+from tests.integration.conftest import ask, run_with_connectors, start_aios
 
 PERMISSIVE = """
 version: 1
@@ -110,31 +105,12 @@ async def test_a_step_that_cannot_be_undone_goes_to_a_person(
     aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=PERMISSIVE)
     try:
         context = ConnectorContext(units_of_work=aios.units)
-        registry = ConnectorRegistry([SandboxShop(context), SandboxCms(context), BrokenOutbox()])
-        base = aios.handlers
-        handlers = Handlers(
-            units=aios.units,
-            dispatcher=base.dispatcher,
-            policy=aios.policy,
-            registry=registry,
-            transport=base.transport,
-            clock=base.clock,
-            offline=True,
+        await run_with_connectors(
+            aios,
+            [SandboxShop(context), SandboxCms(context), BrokenOutbox()],
+            "refund $5 on order 1002 and tell the customer",
+            thread_ts="1.7",
         )
-        bus = MessageBus()
-        handlers.register(bus)
-        intent_id = await aios.accept(
-            IncomingIntent(
-                source="mention",
-                team_id="T",
-                channel=CHANNEL,
-                thread_ts="1.7",
-                user="U0ALICE",
-                text="refund $5 on order 1002 and tell the customer",
-            )
-        )
-        assert intent_id is not None
-        await bus.handle(HandleIntent(intent_id))
 
         assert [(r["order_id"], r["amount"]) for r in (await sandbox_state(aios.units))["refunds"]] == [
             (1002, 5.0)

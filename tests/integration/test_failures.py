@@ -10,21 +10,19 @@ import stamina
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.handlers import CONNECTOR_ATTEMPTS, Handlers
+from bot.handlers import CONNECTOR_ATTEMPTS
 from bot.intake import IncomingIntent
-from bot.messagebus import MessageBus
 from bot.messages import DecideApproval, HandleIntent
 from connectors.actions import Action, ShopRefund
 from connectors.base import ConnectorContext
 from connectors.errors import TransientConnectorError
-from connectors.registry import ConnectorRegistry
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_outbox import SandboxOutbox
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, Execution, ExecutionAttempt
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, ask
+from tests.integration.conftest import CHANNEL, MANAGER, ask, run_with_connectors
 
 
 class FlakyShop:
@@ -56,26 +54,7 @@ def no_backoff_sleeps() -> Iterator[None]:
 
 async def run_with(aios: Aios, shop: FlakyShop, text: str) -> None:
     context = ConnectorContext(units_of_work=aios.units)
-    registry = ConnectorRegistry([shop, SandboxCms(context), SandboxOutbox(context)])
-    base = aios.handlers
-    handlers = Handlers(
-        units=aios.units,
-        dispatcher=base.dispatcher,
-        policy=aios.policy,
-        registry=registry,
-        transport=base.transport,
-        clock=base.clock,
-        offline=True,
-    )
-    bus = MessageBus()
-    handlers.register(bus)
-    intent_id = await aios.accept(
-        IncomingIntent(
-            source="mention", team_id="T", channel=CHANNEL, thread_ts="1.9", user="U0ALICE", text=text
-        )
-    )
-    assert intent_id is not None
-    await bus.handle(HandleIntent(intent_id))
+    await run_with_connectors(aios, [shop, SandboxCms(context), SandboxOutbox(context)], text)
 
 
 async def test_transient_connector_errors_are_retried_and_the_refund_happens_once(aios: Aios) -> None:
