@@ -15,7 +15,7 @@ from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.observability import SLACK_REQUESTS
 from bot.queries import answer
-from bot.slash import HELP, control_command, parse_slash
+from bot.slash import HELP, SlashCommand, control_command, parse_slash
 from storage.ids import UnknownIdError, parse_id
 
 log = structlog.get_logger(__name__)
@@ -146,6 +146,6 @@ def _channel(body: dict[str, Any]) -> str:
     return str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", ""))
 
 
-async def _answer_privately(aios: Aios, command: Any, channel: str, user: str) -> None:
+async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:
     text = await answer(aios.units, command, aios.clock())
     await aios.handlers.transport.post_ephemeral(channel, user, text)
