@@ -295,6 +295,27 @@ class ExecutionAttempt(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class Memory(SQLModel, table=True):
+    """Something worth remembering across threads, scoped to one Slack team (tenant).
+
+    ``key`` serves exact lookups (``order:1003``, ``customer:ana@example.com``, ``post:spring-lookbook``);
+    the text is searched by keywords. The same text is stored once per team (``content_hash``)."""
+
+    __table_args__ = (UniqueConstraint("team_id", "content_hash", name="uq_memory_team_content"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=40, index=True)
+    kind: str = Field(max_length=30, index=True)
+    key: str | None = Field(default=None, max_length=200, index=True)
+    text: str
+    content_hash: str = Field(max_length=64)
+    meta: dict[str, Any] = _json()
+    created_at: datetime = _ts()
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    use_count: int = 0
+
+
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---
 
 

@@ -6,6 +6,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlmodel import AutoString, SQLModel
 
+from storage.migrate import include_name
 from storage.records import UtcDateTime  # importing the records registers the tables on SQLModel.metadata
 
 
@@ -27,6 +28,7 @@ context.configure(
     target_metadata=SQLModel.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     render_item=render_item,
+    include_name=include_name,
 )
 with context.begin_transaction():
     context.run_migrations()

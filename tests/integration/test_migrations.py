@@ -9,7 +9,7 @@ from sqlmodel import SQLModel
 
 import storage.records  # noqa: F401  (the tables)
 from storage.engine import create_engine
-from storage.migrate import upgrade_to_head
+from storage.migrate import include_name, upgrade_to_head
 
 
 async def test_migrations_match_the_records_and_run_twice(database_url: str) -> None:
@@ -19,7 +19,7 @@ async def test_migrations_match_the_records_and_run_twice(database_url: str) -> 
         await upgrade_to_head(engine)  # every start runs it: the second time is a no-op
 
         def differences(connection: Connection) -> list[object]:
-            context = MigrationContext.configure(connection)
+            context = MigrationContext.configure(connection, opts={"include_name": include_name})
             return list(compare_metadata(context, SQLModel.metadata))
 
         async with engine.connect() as connection:

@@ -1,0 +1,324 @@
+"""Long-term memory: the `MemoryStore` interface and the embedded store inside the SQL database.
+
+Every call names its tenant (the Slack team); no query, forget, import or update reaches another tenant's
+memories. Retrieval is tiered: an exact key (``order:1003``) is looked up in SQL first; keyword search (FTS5's
+BM25 on SQLite, ``ts_rank_cd`` on PostgreSQL) runs only when needed. Each retrieval's tier and latency is
+logged and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import delete, text, update
+from sqlmodel import col, select
+
+from storage.records import Memory, utcnow
+from storage.unit_of_work import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+EXPORT_FIELDS = ("text", "kind", "key", "meta", "created_at", "expires_at")
+RECENCY_HALF_LIFE_DAYS = 30.0
+_TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
+
+
+class MemoryError(Exception):
+    """The memory store cannot do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class MemoryHit:
+    id: int
+    text: str
+    kind: str
+    key: str | None
+    score: float
+    created_at: datetime
+    tier: str  # exact, keyword
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "kind": self.kind,
+            "key": self.key,
+            "score": round(self.score, 4),
+            "created_at": self.created_at.isoformat(),
+            "tier": self.tier,
+        }
+
+
+class MemoryStore(Protocol):
+    async def remember(
+        self,
+        team: str,
+        text: str,
+        *,
+        kind: str = "note",
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+        ttl: timedelta | None = None,
+    ) -> tuple[int, bool]:
+        """Store a memory; returns its id and whether it is new (the same text twice is stored once)."""
+        ...
+
+    async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]: ...
+
+    async def search(
+        self, team: str, query: str, *, limit: int = 5, kinds: Sequence[str] | None = None
+    ) -> list[MemoryHit]: ...
+
+    async def forget(self, team: str, memory_id: int) -> bool: ...
+
+    async def export(self, team: str) -> list[dict[str, Any]]: ...
+
+    async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int: ...
+
+    async def expire(self) -> int:
+        """Delete memories past their time to live; returns how many."""
+        ...
+
+
+def content_hash(text_: str) -> str:
+    return hashlib.sha256(" ".join(text_.split()).lower().encode()).hexdigest()
+
+
+class EmbeddedMemoryStore:
+    """Memories in the bot's own SQL database: keywords only (no model needed), exact keys first."""
+
+    def __init__(self, units: UnitOfWorkFactory, clock: Callable[[], datetime] = utcnow) -> None:
+        self._units = units
+        self._clock = clock
+
+    async def remember(
+        self,
+        team: str,
+        text_: str,
+        *,
+        kind: str = "note",
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+        ttl: timedelta | None = None,
+    ) -> tuple[int, bool]:
+        if not team:
+            raise MemoryError("a memory needs a team (tenant)")
+        if not text_.strip():
+            raise MemoryError("there is nothing to remember: the text is empty")
+        now = self._clock()
+        digest = content_hash(text_)
+        async with self._units() as uow:
+            created = await uow.repo.insert_if_absent(
+                Memory,
+                {
+                    "team_id": team,
+                    "kind": kind,
+                    "key": key,
+                    "text": text_.strip(),
+                    "content_hash": digest,
+                    "meta": meta or {},
+                    "created_at": now,
+                    "expires_at": now + ttl if ttl else None,
+                    "use_count": 0,
+                },
+            )
+            stored = (
+                await uow.repo.session.exec(
+                    select(Memory).where(Memory.team_id == team, Memory.content_hash == digest)
+                )
+            ).one()
+            if not created and ttl and stored.expires_at is not None:
+                stored.expires_at = max(stored.expires_at, now + ttl)  # said again: kept at least as long
+                uow.repo.session.add(stored)
+            await uow.commit()
+        assert stored.id is not None
+        return stored.id, created
+
+    async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]:
+        started = time.perf_counter()
+        async with self._units() as uow:
+            rows = (
+                await uow.repo.session.exec(
+                    select(Memory)
+                    .where(Memory.team_id == team, Memory.key == key, self._alive())
+                    .order_by(col(Memory.created_at).desc())
+                    .limit(limit)
+                )
+            ).all()
+        hits = [self._hit(row, 1.0, "exact") for row in rows]
+        await self._used(hits, "exact", started)
+        return hits
+
+    async def search(
+        self, team: str, query: str, *, limit: int = 5, kinds: Sequence[str] | None = None
+    ) -> list[MemoryHit]:
+        terms = _TOKEN.findall(query.lower())
+        if not terms:
+            return []
+        started = time.perf_counter()
+        async with self._units() as uow:
+            session = uow.repo.session
+            dialect = session.bind.dialect.name if session.bind else "sqlite"
+            ranked = await (self._sqlite_ranks if dialect == "sqlite" else self._postgres_ranks)(
+                session, team, terms, limit * 4
+            )
+            rows = (
+                {
+                    row.id: row
+                    for row in (
+                        await session.exec(
+                            select(Memory).where(
+                                col(Memory.id).in_(list(ranked)), Memory.team_id == team, self._alive()
+                            )
+                        )
+                    ).all()
+                }
+                if ranked
+                else {}
+            )
+        hits = [
+            self._hit(rows[i], ranked[i], "keyword")
+            for i in ranked
+            if i in rows and (kinds is None or rows[i].kind in kinds)
+        ]
+        hits = sorted(_relative_scores(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
+        await self._used(hits, "keyword", started)
+        return hits
+
+    async def forget(self, team: str, memory_id: int) -> bool:
+        async with self._units() as uow:
+            result = await uow.repo.session.exec(
+                delete(Memory).where(col(Memory.id) == memory_id, col(Memory.team_id) == team)
+            )
+            await uow.commit()
+        return bool(result.rowcount)
+
+    async def export(self, team: str) -> list[dict[str, Any]]:
+        async with self._units() as uow:
+            rows = (
+                await uow.repo.session.exec(
+                    select(Memory).where(Memory.team_id == team, self._alive()).order_by(col(Memory.id))
+                )
+            ).all()
+        return [
+            {
+                **{f: getattr(row, f) for f in EXPORT_FIELDS},
+                "team": team,
+                "vector_model": None,
+                "created_at": row.created_at.isoformat(),
+                "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            }
+            for row in rows
+        ]
+
+    async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int:
+        """Import exported memories into ``team``; a record that names another team is refused."""
+        imported = 0
+        for number, record in enumerate(records, 1):
+            named = record.get("team")
+            if named not in (None, team):
+                raise MemoryError(
+                    f"record {number} belongs to team {named!r}, not {team!r}; nothing after it was "
+                    "imported (memories never move between teams)"
+                )
+            expires = record.get("expires_at")
+            ttl = datetime.fromisoformat(expires) - self._clock() if expires else None
+            if ttl is not None and ttl <= timedelta(0):
+                continue  # already expired
+            _, created = await self.remember(
+                team,
+                str(record["text"]),
+                kind=str(record.get("kind", "note")),
+                key=record.get("key"),
+                meta=record.get("meta") or {},
+                ttl=ttl,
+            )
+            imported += created
+        return imported
+
+    async def expire(self) -> int:
+        async with self._units() as uow:
+            result = await uow.repo.session.exec(
+                delete(Memory).where(col(Memory.expires_at) <= self._clock())
+            )
+            await uow.commit()
+        return int(result.rowcount or 0)
+
+    def _alive(self) -> Any:
+        return (col(Memory.expires_at).is_(None)) | (col(Memory.expires_at) > self._clock())
+
+    @staticmethod
+    async def _sqlite_ranks(session: Any, team: str, terms: list[str], limit: int) -> dict[int, float]:
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        rows = await (await session.connection()).execute(
+            text(
+                "SELECT m.id, bm25(memory_fts) AS rank FROM memory_fts JOIN memory m ON m.id = memory_fts.rowid "
+                "WHERE memory_fts MATCH :match AND m.team_id = :team ORDER BY rank LIMIT :limit"
+            ),
+            {"match": match, "team": team, "limit": limit},
+        )
+        return {int(i): -float(rank) for i, rank in rows.all()}  # bm25(): lower is better
+
+    @staticmethod
+    async def _postgres_ranks(session: Any, team: str, terms: list[str], limit: int) -> dict[int, float]:
+        query = " | ".join(re.sub(r"[^\w]", "", term) for term in terms if re.sub(r"[^\w]", "", term))
+        if not query:
+            return {}
+        rows = await (await session.connection()).execute(
+            text(
+                "SELECT id, ts_rank_cd(to_tsvector('english', text), q) AS rank FROM memory, "
+                "to_tsquery('english', :query) q WHERE team_id = :team AND to_tsvector('english', text) @@ q "
+                "ORDER BY rank DESC LIMIT :limit"
+            ),
+            {"query": query, "team": team, "limit": limit},
+        )
+        return {int(i): float(rank) for i, rank in rows.all()}
+
+    @staticmethod
+    def _hit(row: Memory, score: float, tier: str) -> MemoryHit:
+        assert row.id is not None
+        return MemoryHit(row.id, row.text, row.kind, row.key, score, row.created_at, tier)
+
+    async def _used(self, hits: list[MemoryHit], tier: str, started: float) -> None:
+        log.info(
+            "memory_retrieval",
+            tier=tier,
+            hits=len(hits),
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        if not hits:
+            return
+        async with self._units() as uow:
+            await uow.repo.session.exec(
+                update(Memory)
+                .where(col(Memory.id).in_([h.id for h in hits]))
+                .values(last_used_at=self._clock(), use_count=Memory.use_count + 1)
+            )
+            await uow.commit()
+
+
+def _relative_scores(hits: list[MemoryHit], now: datetime) -> list[MemoryHit]:
+    """Min-max normalised relevance (as in relative-score fusion), gently boosted for recency."""
+    if not hits:
+        return []
+    low, high = min(h.score for h in hits), max(h.score for h in hits)
+    spread = high - low or 1.0
+    boosted = []
+    for hit in hits:
+        relevance = (hit.score - low) / spread if high != low else 1.0
+        age_days = max((now - hit.created_at).total_seconds() / 86400, 0.0)
+        recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
+        boosted.append(
+            MemoryHit(
+                hit.id, hit.text, hit.kind, hit.key, 0.8 * relevance + 0.2 * recency, hit.created_at, hit.tier
+            )
+        )
+    return boosted
