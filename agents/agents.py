@@ -18,6 +18,7 @@ from connectors.actions import Action
 from connectors.errors import ConnectorError, InvalidActionError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
+from storage.memory import MemoryHit, MemoryStore
 
 MAX_TURNS = 4
 PROPOSED = (
@@ -39,10 +40,25 @@ class PlanRequest:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What an agent knows before planning: facts for the prompt and the memories they came from."""
+
+    lines: list[str] = field(default_factory=list)
+    memory_ids: list[int] = field(default_factory=list)
+
+    def add_memories(self, hits: Sequence[MemoryHit]) -> None:
+        for hit in hits:
+            if hit.id not in self.memory_ids:
+                self.memory_ids.append(hit.id)
+                self.lines.append(f"memory M-{hit.id} ({hit.kind}, {hit.created_at:%Y-%m-%d}): {hit.text}")
+
+
+@dataclass(frozen=True)
 class AgentPlan:
     rationale: str
     actions: list[Action] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    memory_ids: list[int] = field(default_factory=list)
 
 
 def load_prompt(name: str) -> str:
@@ -55,21 +71,22 @@ class Agent:
     name: str
     action_names: tuple[str, ...]
 
-    def __init__(self, llm: LLM, registry: ConnectorRegistry) -> None:
+    def __init__(self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore) -> None:
         self._llm = llm
         self._registry = registry
+        self._memory = memory
         self._prompt = load_prompt(self.name)
 
-    async def context(self, request: PlanRequest) -> str:
+    async def context(self, request: PlanRequest) -> Context:
         """Facts the planner needs, appended to the system prompt."""
-        return ""
+        return Context()
 
     async def plan(self, request: PlanRequest) -> AgentPlan:
         models = [self._registry.model_for(name) for name in self.action_names]
         by_tool = {tool_name(model.name): model.name for model in models}
         tools = [tool_spec(model) for model in models]
         context = await self.context(request)
-        system = self._prompt + (f"\n\nContext:\n{context}" if context else "")
+        system = self._prompt + ("\n\nContext:\n" + "\n".join(context.lines) if context.lines else "")
         messages: list[Message] = [*request.history, Message("user", request.text)]
         actions: list[Action] = []
         texts: list[str] = []
@@ -89,7 +106,12 @@ class Agent:
                 Message("assistant", (reply.text, *reply.tool_calls)),
                 Message("user", tuple(results)),
             ]
-        return AgentPlan(rationale="\n".join(texts).strip(), actions=actions, problems=problems)
+        return AgentPlan(
+            rationale="\n".join(texts).strip(),
+            actions=actions,
+            problems=problems,
+            memory_ids=context.memory_ids,
+        )
 
     def _judge_calls(
         self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action]
@@ -117,14 +139,18 @@ class ReturnsAgent(Agent):
     name = "returns"
     action_names = ("shop.refund", "email.send")
 
-    def __init__(self, llm: LLM, registry: ConnectorRegistry, orders: OrderLookup) -> None:
-        super().__init__(llm, registry)
+    def __init__(
+        self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore, orders: OrderLookup
+    ) -> None:
+        super().__init__(llm, registry, memory)
         self._orders = orders
 
-    async def context(self, request: PlanRequest) -> str:
+    async def context(self, request: PlanRequest) -> Context:
+        """The orders mentioned, and what is remembered about each order and its customer (exact keys)."""
         texts = [request.text, *(m.text for m in request.history)]
         order_ids = sorted({int(n) for t in texts for n in re.findall(r"\b(\d{3,7})\b", t)})
-        lines = []
+        context = Context()
+        lines = context.lines
         for order_id in order_ids:
             try:
                 order = await self._orders.get_order(order_id)
@@ -136,12 +162,24 @@ class ReturnsAgent(Agent):
                     f"order {order.id}: total ${order.total:.2f}, refundable ${order.refundable:.2f}, "
                     f"customer {order.customer_name.split()[0]} <{order.customer_email}>, item {order.item}"
                 )
-        return "\n".join(lines)
+            team = request.call.team_id
+            context.add_memories(await self._memory.lookup(team, f"order:{order_id}"))
+            if order is not None:
+                context.add_memories(await self._memory.lookup(team, f"customer:{order.customer_email}"))
+        return context
 
 
 class ContentAgent(Agent):
     name = "content"
     action_names = ("cms.create_draft", "cms.publish")
+
+    async def context(self, request: PlanRequest) -> Context:
+        """The team's brand-voice notes, and remembered posts that match the request."""
+        context = Context()
+        team = request.call.team_id
+        context.add_memories(await self._memory.search(team, "brand voice style tone", kinds=["brand_voice"]))
+        context.add_memories(await self._memory.search(team, request.text, limit=3, kinds=["post"]))
+        return context
 
 
 _ROUTES = (

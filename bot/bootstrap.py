@@ -27,6 +27,7 @@ from connectors.base import ConnectorContext
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
 from storage.engine import create_engine
+from storage.memory import EmbeddedMemoryStore, MemoryStore
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
@@ -48,6 +49,7 @@ class Aios:
     background: BackgroundTasks
     clock: Callable[[], datetime]
     llm: LLM
+    memory: MemoryStore
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
         return await accept_intent(self.units, incoming)
@@ -151,7 +153,10 @@ async def bootstrap(
     llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
     orders = registry.connector_for("shop.refund")
     assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
-    dispatcher = Dispatcher([ReturnsAgent(llm, registry, orders), ContentAgent(llm, registry)], llm)
+    memory = EmbeddedMemoryStore(units, clock)
+    dispatcher = Dispatcher(
+        [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)], llm
+    )
     handlers = Handlers(
         units=units,
         dispatcher=dispatcher,
@@ -160,6 +165,7 @@ async def bootstrap(
         transport=transport,
         clock=clock,
         offline=llm.name == OfflinePlanner.name,
+        memory=memory,
     )
     bus = MessageBus()
     handlers.register(bus)
@@ -171,6 +177,7 @@ async def bootstrap(
         registry=registry,
         bus=bus,
         handlers=handlers,
+        memory=memory,
         background=BackgroundTasks(),
         clock=clock,
         llm=llm,

@@ -19,7 +19,7 @@ from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.queries import answer
-from bot.slash import control_command, parse_slash
+from bot.slash import bus_command, parse_slash
 from storage.ids import UnknownIdError, parse_id
 
 CONSOLE_CHANNEL = "CCONSOLE"
@@ -138,7 +138,7 @@ class ConsoleSession:
         if command.name == "intent":
             await self._intent("slash", user, command.argument)
             return
-        control = control_command(command, user, CONSOLE_CHANNEL)
+        control = bus_command(command, team=CONSOLE_TEAM, user=user, channel=CONSOLE_CHANNEL)
         if control is not None:
             await self.aios.process(control)
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from storage.ids import format_id, parse_id
-from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run
+from storage.records import Approval, Decision, Execution, Intent, Memory, ProposedAction, Run
 from storage.repository import Repository
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -30,6 +30,11 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
             f"({intent.source}, {intent.created_at:%Y-%m-%d %H:%M UTC})",
             f"• *Agent* {run.agent}: {run.rationale}",
         ]
+        if run.memories_used:
+            lines.append("• *Memories used*")
+            for memory_id in run.memories_used:
+                memory = await uow.repo.get(Memory, memory_id)
+                lines.append(f"  – `M-{memory_id}` " + (memory.text if memory else "(forgotten since)"))
         for action in await uow.repo.actions_for_run(run.id):
             if focus is not None and action.id != focus:
                 continue

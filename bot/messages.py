@@ -48,6 +48,30 @@ class ResumeAgent(Command):
 
 
 @dataclass(frozen=True)
+class Remember(Command):
+    team: str
+    user: str
+    channel: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Recall(Command):
+    team: str
+    user: str
+    channel: str
+    query: str
+
+
+@dataclass(frozen=True)
+class Forget(Command):
+    team: str
+    user: str
+    channel: str
+    target: str  # a memory id (M-4) or words to match
+
+
+@dataclass(frozen=True)
 class AgentResumed(Event):
     agent: str
 

@@ -14,6 +14,9 @@ from storage.unit_of_work import UnitOfWorkFactory
 ANSWERS = {
     "pause": "Which agent? For example `/aios pause returns`.",
     "resume": "Which agent? For example `/aios resume returns`.",
+    "remember": "What should I remember? For example `/aios remember Ana prefers email`.",
+    "recall": "Recall what? For example `/aios recall Ana`.",
+    "forget": "Forget what? Give a memory id (`/aios forget M-4`) or words that match it.",
     "replay": "`/aios replay` is not available in this version; runs cannot be replayed yet.",
 }
 

@@ -15,7 +15,7 @@ from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.observability import SLACK_REQUESTS
 from bot.queries import answer
-from bot.slash import HELP, SlashCommand, control_command, parse_slash
+from bot.slash import HELP, SlashCommand, bus_command, parse_slash
 from storage.ids import UnknownIdError, parse_id
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,9 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         if parsed.name == "help":
             await ack(text=HELP)
             return
-        control = control_command(parsed, command["user_id"], command["channel_id"])
+        control = bus_command(
+            parsed, team=command.get("team_id", ""), user=command["user_id"], channel=command["channel_id"]
+        )
         if control is not None:
             await ack()
             aios.submit(control)

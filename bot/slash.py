@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.messages import PauseAgent, ResumeAgent
+from bot.messages import Command, Forget, PauseAgent, Recall, Remember, ResumeAgent
 
-SUBCOMMANDS = ("why", "status", "cost", "pending", "pause", "resume", "replay", "help")
+SUBCOMMANDS = (
+    "why",
+    "status",
+    "cost",
+    "pending",
+    "pause",
+    "resume",
+    "replay",
+    "remember",
+    "recall",
+    "forget",
+    "help",
+)
 
 HELP = """*AIOS* — ask in words, and I propose actions that the team's policy gates.
 • `/aios <what you want>` — e.g. `/aios refund order 1001 $250 arrived broken`
@@ -14,6 +26,7 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 • `/aios status` — runs by state · `/aios pending` — approvals waiting for someone
 • `/aios cost [today|week|month]` — model spend by agent, run and requester
 • `/aios pause <agent>` / `/aios resume <agent>` — hold an agent's new runs and executions, then let them go
+• `/aios remember <text>` · `/aios recall <words>` · `/aios forget <M-id or words>` — the team's long-term memory
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""
 
@@ -24,12 +37,21 @@ class SlashCommand:
     argument: str
 
 
-def control_command(command: SlashCommand, user: str, channel: str) -> PauseAgent | ResumeAgent | None:
-    """`/aios pause <agent>` and `/aios resume <agent>` change state, so they go to the bus."""
-    if command.name not in ("pause", "resume") or not command.argument:
+def bus_command(command: SlashCommand, *, team: str, user: str, channel: str) -> Command | None:
+    """Subcommands that change state or reach memory go to the bus; the rest are answered directly."""
+    argument = command.argument
+    if not argument:
         return None
-    agent = command.argument.split()[0].lower()
-    return (PauseAgent if command.name == "pause" else ResumeAgent)(agent, user, channel)
+    if command.name in ("pause", "resume"):
+        agent = argument.split()[0].lower()
+        return (PauseAgent if command.name == "pause" else ResumeAgent)(agent, user, channel)
+    if command.name == "remember":
+        return Remember(team, user, channel, argument)
+    if command.name == "recall":
+        return Recall(team, user, channel, argument)
+    if command.name == "forget":
+        return Forget(team, user, channel, argument)
+    return None
 
 
 def parse_slash(text: str) -> SlashCommand:

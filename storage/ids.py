@@ -11,9 +11,10 @@ PREFIXES = {
     "D": "decision",
     "AP": "approval",
     "E": "execution",
+    "M": "memory",
 }
 
-_ID = re.compile(r"^\s*(AP|[IRADE])-(\d+)\s*$", re.IGNORECASE)
+_ID = re.compile(r"^\s*(AP|[IRADEM])-(\d+)\s*$", re.IGNORECASE)
 
 
 class UnknownIdError(ValueError):
@@ -32,6 +33,6 @@ def parse_id(text: str) -> tuple[str, int]:
     if match is None:
         raise UnknownIdError(
             f"{text!r} is not a record id; ids look like R-17 (run), A-3 (action), D-42 (decision), "
-            "AP-5 (approval) or E-9 (execution)"
+            "AP-5 (approval), E-9 (execution) or M-4 (memory)"
         )
     return match.group(1).upper(), int(match.group(2))

@@ -132,6 +132,7 @@ class Run(SQLModel, table=True):
     rationale: str = ""
     status: str = Field(max_length=20, default=RunStatus.PLANNING, index=True)
     budget_account: str | None = Field(default=None, max_length=200)  # the budget that stopped it, if any
+    memories_used: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 

@@ -15,6 +15,7 @@ from bot.handlers.base import Collaborators
 from bot.handlers.compensation import Compensation
 from bot.handlers.control import Control
 from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
+from bot.handlers.memories import Memories
 from bot.handlers.planning import Planning
 from bot.handlers.recovery import Recovery
 from bot.messagebus import MessageBus
@@ -26,10 +27,13 @@ from bot.messages import (
     AgentResumed,
     DecideApproval,
     ExecuteAction,
+    Forget,
     HandleIntent,
     PauseAgent,
+    Recall,
     ReconcileExecution,
     Recover,
+    Remember,
     ReplanRun,
     RequestBudget,
     ResumeAgent,
@@ -38,6 +42,7 @@ from bot.messages import (
 from bot.transport import Transport
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
+from storage.memory import MemoryStore
 from storage.unit_of_work import UnitOfWorkFactory
 
 __all__ = ["CONNECTOR_ATTEMPTS", "Handlers"]
@@ -56,14 +61,16 @@ class Handlers:
         transport: Transport,
         clock: Callable[[], datetime],
         offline: bool,
+        memory: MemoryStore,
     ) -> None:
-        collaborators = Collaborators(units, dispatcher, policy, registry, transport, clock, offline)
+        collaborators = Collaborators(units, dispatcher, policy, registry, transport, clock, offline, memory)
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
         self.execution = Executions(collaborators)
         self.control = Control(collaborators)
         self.recovery = Recovery(collaborators)
         self.compensation = Compensation(collaborators)
+        self.memories = Memories(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -87,4 +94,8 @@ class Handlers:
         bus.on_command(PauseAgent, self.control.pause)
         bus.on_command(ResumeAgent, self.control.resume)
         bus.on_event(AgentResumed, self.planning.continue_paused)
+        bus.on_command(Remember, self.memories.remember)
+        bus.on_command(Recall, self.memories.recall)
+        bus.on_command(Forget, self.memories.forget)
+        bus.on_event(ActionExecuted, self.memories.remember_outcome)
         bus.on_event(AgentResumed, self.execution.continue_paused)

@@ -15,6 +15,7 @@ from bot.transport import Transport, TransportError
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
 from storage.ids import format_id
+from storage.memory import MemoryStore
 from storage.records import (
     Approval,
     Capability,
@@ -47,6 +48,7 @@ class Collaborators:
     transport: Transport
     clock: Callable[[], datetime]
     offline: bool  # planning without a model: say so once per thread
+    memory: MemoryStore
 
 
 class HandlerBase:
@@ -58,6 +60,7 @@ class HandlerBase:
         self.transport = collaborators.transport
         self.clock = collaborators.clock
         self.offline = collaborators.offline
+        self.memory = collaborators.memory
 
     def _capability(self, proposed: ProposedAction, policy_hash: str, granted_by: str) -> Capability:
         """What lets this exact action run once, for a while; minted in the transaction that allowed it."""

@@ -118,6 +118,7 @@ class Planning(HandlerBase):
             await self._model_failed(thread, exc, ids)
             return []
         ids = f"{agent.name} agent · {ids}"
+        await self._note_memories(run_id, plan.memory_ids)
         if not plan.actions:
             await self._update_run(run_id, RunStatus.ANSWERED, plan.rationale)
             text = plan.rationale or "I have nothing to propose for that."
@@ -153,6 +154,17 @@ class Planning(HandlerBase):
             assert run is not None
             run.status, run.rationale, run.updated_at = status, rationale, utcnow()
             run.budget_account = budget_account
+            uow.repo.session.add(run)
+            await uow.commit()
+
+    async def _note_memories(self, run_id: int, memory_ids: list[int]) -> None:
+        """Which memories the agent was given, for `/aios why`."""
+        if not memory_ids:
+            return
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None
+            run.memories_used = memory_ids
             uow.repo.session.add(run)
             await uow.commit()
 

@@ -156,6 +156,7 @@ async def run_with_connectors(
         transport=base.transport,
         clock=base.clock,
         offline=True,
+        memory=aios.memory,
     )
     bus = MessageBus()
     handlers.register(bus)

@@ -41,6 +41,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_memory_team_id"), ["team_id"], unique=False)
 
     # ### end Alembic commands ###
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("memories_used", sa.JSON(), nullable=False, server_default="[]"))
     if op.get_bind().dialect.name == "sqlite":
         # An external-content FTS5 index kept in step with the table by triggers.
         op.execute("CREATE VIRTUAL TABLE memory_fts USING fts5(text, content='memory', content_rowid='id')")
@@ -62,6 +64,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.drop_column("memories_used")
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE memory_fts")
     else:
