@@ -6,6 +6,8 @@ import asyncio
 import json
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import structlog
@@ -16,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agents.pricing import PriceError
 from bot.bootstrap import Aios, bootstrap
-from bot.console import ConsoleTransport, render, run_chat
+from bot.console import CONSOLE_TEAM, ConsoleTransport, render, run_chat
 from bot.cost import PERIODS, cost_report, cost_tables
 from bot.demo import DemoFailedError, run_demo
 from bot.digest import DigestScheduleError, build_digest, digest_message, post_digest
@@ -29,7 +31,9 @@ from bot.slack_transport import SlackTransport, build_slack_client
 from bot.web import build_web_app
 from connectors.sandbox_state import sandbox_state
 from policies.errors import PolicyError
+from policies.model import parse_duration
 from storage.engine import DatabaseUrlError, create_engine
+from storage.memory import MemoryStoreError
 from storage.migrate import upgrade_to_head
 
 app = typer.Typer(
@@ -40,7 +44,13 @@ app = typer.Typer(
 sandbox_app = typer.Typer(help="The sandbox shop, CMS and outbox.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+memory_app = typer.Typer(help="The team's long-term memory.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(memory_app, name="memory")
+
+TeamOption = Annotated[
+    str, typer.Option("--team", help="The Slack team id (tenant); the console's by default.")
+]
 
 # soft_wrap: long lines stay whole, so messages can be copied and searched.
 out = Console(soft_wrap=True)
@@ -51,6 +61,7 @@ T = TypeVar("T")
 
 # Errors a user can fix; each message says what is wrong and how to fix it.
 USER_ERRORS = (
+    MemoryStoreError,
     PolicyError,
     DatabaseUrlError,
     MissingSettingError,
@@ -264,6 +275,89 @@ def _one_line(row: dict[str, Any]) -> str:
     return ", ".join(
         f"{k}={v}" for k, v in row.items() if k not in ("idempotency_key", "idempotency_keys", "body")
     )
+
+
+@memory_app.command("remember")
+def memory_remember(
+    text: str,
+    team: TeamOption = CONSOLE_TEAM,
+    kind: Annotated[str, typer.Option(help="note, customer, brand_voice, post, decision, …")] = "note",
+    key: Annotated[str | None, typer.Option(help="An exact-lookup key, e.g. order:1003")] = None,
+    ttl: Annotated[str | None, typer.Option(help="Forget after this long, e.g. 30d")] = None,
+) -> None:
+    """Remember TEXT for a team."""
+    configure_logging(json=False, level=40)
+    lifetime = _duration(ttl)
+    memory_id, created = _run(
+        lambda: _with_store(lambda aios: aios.memory.remember(team, text, kind=kind, key=key, ttl=lifetime))
+    )
+    out.print(f"{'remembered' if created else 'already remembered'} as M-{memory_id}")
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str,
+    team: TeamOption = CONSOLE_TEAM,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search a team's memories (id, text, kind, score, created_at)."""
+    configure_logging(json=False, level=40)
+    hits = _run(lambda: _with_store(lambda aios: aios.memory.search(team, query, limit=limit)))
+    if as_json:
+        typer.echo(json.dumps([hit.as_dict() for hit in hits], indent=2))
+        return
+    for hit in hits:
+        out.print(f"M-{hit.id}  {hit.score:.3f}  [{hit.kind}] {hit.text}", highlight=False)
+    if not hits:
+        out.print("nothing found")
+
+
+@memory_app.command("forget")
+def memory_forget(
+    memory_id: Annotated[str, typer.Argument(metavar="ID")], team: TeamOption = CONSOLE_TEAM
+) -> None:
+    """Forget one memory of a team."""
+    configure_logging(json=False, level=40)
+    key = int(memory_id.upper().removeprefix("M-"))
+    if not _run(lambda: _with_store(lambda aios: aios.memory.forget(team, key))):
+        err.print(f"[red]error:[/] team {team} has no memory M-{key}")
+        raise typer.Exit(1)
+    out.print(f"forgot M-{key}")
+
+
+@memory_app.command("export")
+def memory_export(team: TeamOption = CONSOLE_TEAM) -> None:
+    """Print a team's memories as JSON Lines (text, kind, key, metadata, timestamps, vector model)."""
+    configure_logging(json=False, level=40)
+    for record in _run(lambda: _with_store(lambda aios: aios.memory.export(team))):
+        typer.echo(json.dumps(record, sort_keys=True))
+
+
+@memory_app.command("import")
+def memory_import(
+    path: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False)],
+    team: TeamOption = CONSOLE_TEAM,
+) -> None:
+    """Import JSON Lines exported by `aios memory export` into a team."""
+    configure_logging(json=False, level=40)
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/] {path} is not JSON Lines (line {exc.lineno}): {exc.msg}")
+        raise typer.Exit(2) from None
+    imported = _run(lambda: _with_store(lambda aios: aios.memory.import_records(team, records)))
+    out.print(f"imported {imported} new memories into {team}")
+
+
+def _duration(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")

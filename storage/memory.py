@@ -31,7 +31,7 @@ RECENCY_HALF_LIFE_DAYS = 30.0
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
 
 
-class MemoryError(Exception):
+class MemoryStoreError(Exception):
     """The memory store cannot do what was asked; the message says why."""
 
 
@@ -110,9 +110,9 @@ class EmbeddedMemoryStore:
         ttl: timedelta | None = None,
     ) -> tuple[int, bool]:
         if not team:
-            raise MemoryError("a memory needs a team (tenant)")
+            raise MemoryStoreError("a memory needs a team (tenant)")
         if not text_.strip():
-            raise MemoryError("there is nothing to remember: the text is empty")
+            raise MemoryStoreError("there is nothing to remember: the text is empty")
         now = self._clock()
         digest = content_hash(text_)
         async with self._units() as uow:
@@ -225,7 +225,7 @@ class EmbeddedMemoryStore:
         for number, record in enumerate(records, 1):
             named = record.get("team")
             if named not in (None, team):
-                raise MemoryError(
+                raise MemoryStoreError(
                     f"record {number} belongs to team {named!r}, not {team!r}; nothing after it was "
                     "imported (memories never move between teams)"
                 )

@@ -12,7 +12,7 @@ from bot.messagebus import Message
 from bot.messages import ActionExecuted, Forget, Recall, Remember
 from connectors.actions import CmsCreateDraft, CmsPublish, CmsUnpublish, EmailSend, ShopRefund
 from storage.ids import UnknownIdError, format_id, parse_id
-from storage.memory import MemoryError
+from storage.memory import MemoryStoreError
 from storage.records import Intent, ProposedAction, Run
 
 log = structlog.get_logger(__name__)
@@ -24,7 +24,7 @@ class Memories(HandlerBase):
             memory_id, created = await self.memory.remember(
                 command.team, command.text, meta={"by": command.user}
             )
-        except MemoryError as exc:
+        except MemoryStoreError as exc:
             await self._whisper(command.channel, command.user, f"I can't remember that: {exc}.")
             return []
         ref = format_id("M", memory_id)
@@ -108,6 +108,6 @@ class Memories(HandlerBase):
                 key=key,
                 meta={"action": proposed.id, "run": run.id},
             )
-        except MemoryError as exc:
+        except MemoryStoreError as exc:
             log.warning("outcome_not_remembered", action=proposed.id, error=str(exc))
         return []

@@ -135,3 +135,32 @@ def test_chat_with_claude_over_budget_then_granted(tmp_path: Path) -> None:
     assert "Grant $1.00 more to budget returns-daily" in out
     assert "Done: Refund $29.00 on order 1003 (cracked lid)" in out
     assert "offline mode" not in out
+
+
+def test_memory_commands_round_trip(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/m.db", "http://127.0.0.1:9/api/")
+    assert (
+        "remembered as M-1"
+        in run(
+            "memory",
+            "remember",
+            "Ana prefers email",
+            "--kind",
+            "customer",
+            "--key",
+            "customer:ana@example.com",
+            env=env,
+        ).stdout
+    )
+    assert "already remembered as M-1" in run("memory", "remember", "ana prefers  email", env=env).stdout
+    [hit] = json.loads(run("memory", "search", "email", "--json", env=env).stdout)
+    assert (hit["id"], hit["kind"], hit["text"]) == (1, "customer", "Ana prefers email")
+    assert {"score", "created_at"} <= set(hit)
+    exported = tmp_path / "memories.jsonl"
+    exported.write_text(run("memory", "export", env=env).stdout)
+    refused = run("memory", "import", str(exported), "--team", "T0ELSEWHERE", env=env)
+    assert refused.returncode == 2 and "never move between teams" in refused.stderr
+    assert "forgot M-1" in run("memory", "forget", "M-1", env=env).stdout
+    assert "imported 1 new memories" in run("memory", "import", str(exported), env=env).stdout
+    bad = run("memory", "remember", "x", "--ttl", "soon", env=env)
+    assert bad.returncode == 2 and "not a duration" in bad.stderr

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from storage.engine import create_engine
-from storage.memory import EmbeddedMemoryStore, MemoryError, MemoryStore
+from storage.memory import EmbeddedMemoryStore, MemoryStore, MemoryStoreError
 from storage.migrate import upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
@@ -55,7 +55,7 @@ async def test_tenants_never_see_or_touch_each_others_memories(store: MemoryStor
     assert secret not in [h.id for h in await store.search(STUDIO, "discount code SPRING24")]
     assert await store.forget(STUDIO, secret) is False  # another tenant cannot forget it
     assert [h.id for h in await store.search(SHOP, "SPRING24")] == [secret]
-    with pytest.raises(MemoryError, match="belongs to team 'T0SHOP'"):
+    with pytest.raises(MemoryStoreError, match="belongs to team 'T0SHOP'"):
         await store.import_records(STUDIO, [{"text": "smuggled", "team": SHOP}])
     assert await store.search(STUDIO, "smuggled") == []
 
