@@ -36,8 +36,12 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
         next_run_time=aios.clock(),
     )
     scheduler.add_job(
-        aios.memory.expire, IntervalTrigger(minutes=MEMORY_EXPIRY_MINUTES), id="memory-expiry", coalesce=True,
-        max_instances=1, next_run_time=aios.clock(),
+        aios.memory.expire,
+        IntervalTrigger(minutes=MEMORY_EXPIRY_MINUTES),
+        id="memory-expiry",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=aios.clock(),
     )
     if aios.settings.digest_channel:
         scheduler.add_job(
