@@ -27,7 +27,7 @@ from connectors.base import ConnectorContext
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
 from storage.engine import create_engine
-from storage.memory import EmbeddedMemoryStore, MemoryStore
+from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
@@ -153,7 +153,13 @@ async def bootstrap(
     llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
     orders = registry.connector_for("shop.refund")
     assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
-    memory = EmbeddedMemoryStore(units, clock)
+    kinds = policy.document.memory.kinds
+    retention = Retention(
+        ttl={kind: rule.ttl for kind, rule in kinds.items() if rule.ttl is not None},
+        cap={kind: rule.max for kind, rule in kinds.items() if rule.max is not None},
+        summarise_after=policy.document.memory.summarise_after,
+    )
+    memory = EmbeddedMemoryStore(units, clock, retention)
     dispatcher = Dispatcher(
         [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)], llm
     )

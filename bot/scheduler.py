@@ -1,4 +1,4 @@
-"""In-process timers (APScheduler 3.x): the approval-timer sweep, memory expiry and the digest.
+"""In-process timers (APScheduler 3.x): the approval-timer sweep, memory retention and the digest.
 
 No job state lives in the scheduler: deadlines are columns in SQL and each firing claims its work with a
 compare-and-set, so a restart rebuilds everything from the store and a job fired twice does nothing twice.
@@ -16,7 +16,7 @@ from bot.digest import digest_trigger
 from bot.messages import SweepTimers
 
 TIMER_SWEEP_SECONDS = 15
-MEMORY_EXPIRY_MINUTES = 60  # expired memories are already invisible to searches; this reclaims their space
+MEMORY_MAINTENANCE_MINUTES = 60  # expiry, summaries, caps; expired memories are already invisible to searches
 
 
 def build_scheduler(aios: Aios) -> AsyncIOScheduler:
@@ -36,9 +36,9 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
         next_run_time=aios.clock(),
     )
     scheduler.add_job(
-        aios.memory.expire,
-        IntervalTrigger(minutes=MEMORY_EXPIRY_MINUTES),
-        id="memory-expiry",
+        aios.memory.maintain,
+        IntervalTrigger(minutes=MEMORY_MAINTENANCE_MINUTES),
+        id="memory-retention",
         coalesce=True,
         max_instances=1,
         next_run_time=aios.clock(),

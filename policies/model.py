@@ -27,6 +27,14 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def optional_duration(value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, str | int | float | timedelta):
+        return parse_duration(value)
+    raise ValueError("expected a duration like 30m, 4h or 2d")
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,14 +50,7 @@ class Rule(BaseModel):
     )
     reason: str = ""
 
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta | None:
-        if value is None:
-            return None
-        if isinstance(value, str | int | float | timedelta):
-            return parse_duration(value)
-        raise ValueError("timeout must be a duration like 4h")
+    _timeout = field_validator("timeout", mode="before")(lambda value: optional_duration(value))
 
 
 class Budget(BaseModel):
@@ -71,6 +72,26 @@ class Budget(BaseModel):
         return self.grant_usd if self.grant_usd is not None else self.limit_usd
 
 
+class KindRetention(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl: timedelta | None = None  # a memory of this kind is forgotten this long after it was made
+    max: int | None = Field(default=None, ge=1)  # per team; beyond it the oldest, least used go first
+
+    _ttl = field_validator("ttl", mode="before")(lambda value: optional_duration(value))
+
+
+class MemoryRetention(BaseModel):
+    """How long memories are kept, how many, and when old, little-used ones are folded into summaries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    summarise_after: timedelta | None = None
+    kinds: dict[str, KindRetention] = {}
+
+    _after = field_validator("summarise_after", mode="before")(lambda value: optional_duration(value))
+
+
 class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,6 +101,7 @@ class PolicyFile(BaseModel):
     default: Verdict = "require_approval"
     default_approvers: list[str] = []
     budgets: list[Budget] = []
+    memory: MemoryRetention = MemoryRetention()
 
     @field_validator("roles")
     @classmethod

@@ -87,17 +87,44 @@ class MemoryStore(Protocol):
         """Delete memories past their time to live; returns how many."""
         ...
 
+    async def maintain(self) -> dict[str, int]:
+        """Retention: expire, fold old little-used memories into summaries, hold each kind to its cap."""
+        ...
+
 
 def content_hash(text_: str) -> str:
     return hashlib.sha256(" ".join(text_.split()).lower().encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Per kind: a default time to live and a cap per team; and after how long memories are summarised."""
+
+    ttl: dict[str, timedelta]
+    cap: dict[str, int]
+    summarise_after: timedelta | None = None
+
+    @classmethod
+    def none(cls) -> Retention:
+        return cls({}, {}, None)
+
+
+SUMMARY_KIND = "summary"
+SUMMARY_MAX_USES = 1  # memories used more often than this are kept as they are
+
+
 class EmbeddedMemoryStore:
     """Memories in the bot's own SQL database: keywords only (no model needed), exact keys first."""
 
-    def __init__(self, units: UnitOfWorkFactory, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        units: UnitOfWorkFactory,
+        clock: Callable[[], datetime] = utcnow,
+        retention: Retention | None = None,
+    ) -> None:
         self._units = units
         self._clock = clock
+        self._retention = retention or Retention.none()
 
     async def remember(
         self,
@@ -114,6 +141,7 @@ class EmbeddedMemoryStore:
         if not text_.strip():
             raise MemoryStoreError("there is nothing to remember: the text is empty")
         now = self._clock()
+        ttl = ttl if ttl is not None else self._retention.ttl.get(kind)
         digest = content_hash(text_)
         async with self._units() as uow:
             created = await uow.repo.insert_if_absent(
@@ -251,6 +279,88 @@ class EmbeddedMemoryStore:
             )
             await uow.commit()
         return int(result.rowcount or 0)
+
+    async def maintain(self) -> dict[str, int]:
+        counts = {"expired": await self.expire(), "summarised": 0, "over_cap": 0}
+        if self._retention.summarise_after is not None:
+            counts["summarised"] = await self._summarise(self._clock() - self._retention.summarise_after)
+        for kind, cap in self._retention.cap.items():
+            counts["over_cap"] += await self._hold_to_cap(kind, cap)
+        if any(counts.values()):
+            log.info("memory_maintained", **counts)
+        return counts
+
+    async def _summarise(self, older_than: datetime) -> int:
+        """Fold old, little-used memories that share a key (say, one order) into one summary per key, which
+        records the memories it replaced; the originals are then deleted. Returns how many were folded."""
+        async with self._units() as uow:
+            session = uow.repo.session
+            old = (
+                await session.exec(
+                    select(Memory)
+                    .where(
+                        col(Memory.created_at) < older_than,
+                        col(Memory.use_count) <= SUMMARY_MAX_USES,
+                        col(Memory.key).is_not(None),
+                        col(Memory.kind) != SUMMARY_KIND,
+                        self._alive(),
+                    )
+                    .order_by(col(Memory.id))
+                )
+            ).all()
+            groups: dict[tuple[str, str, str], list[Memory]] = {}
+            for memory in old:
+                groups.setdefault((memory.team_id, memory.kind, memory.key or ""), []).append(memory)
+            folded = 0
+            for (team, kind, key), members in groups.items():
+                if len(members) < 2:
+                    continue
+                text_ = f"Summary of {len(members)} {kind} memories about {key}: " + " | ".join(
+                    m.text for m in members
+                )
+                await uow.repo.add(
+                    Memory(
+                        team_id=team,
+                        kind=SUMMARY_KIND,
+                        key=key,
+                        text=text_,
+                        content_hash=content_hash(text_),
+                        meta={
+                            "replaces": [m.id for m in members],
+                            "kind": kind,
+                            "from": min(m.created_at for m in members).isoformat(),
+                            "to": max(m.created_at for m in members).isoformat(),
+                        },
+                        created_at=self._clock(),
+                    )
+                )
+                for member in members:
+                    await session.delete(member)
+                folded += len(members)
+            await uow.commit()
+        return folded
+
+    async def _hold_to_cap(self, kind: str, cap: int) -> int:
+        """Delete, per team, the oldest and least used memories of ``kind`` beyond ``cap``."""
+        deleted = 0
+        async with self._units() as uow:
+            session = uow.repo.session
+            teams = (await session.exec(select(Memory.team_id).where(Memory.kind == kind).distinct())).all()
+            for team in teams:
+                keep = (
+                    select(Memory.id)
+                    .where(Memory.team_id == team, Memory.kind == kind)
+                    .order_by(col(Memory.use_count).desc(), col(Memory.created_at).desc())
+                    .limit(cap)
+                )
+                result = await session.exec(
+                    delete(Memory).where(
+                        col(Memory.team_id) == team, col(Memory.kind) == kind, col(Memory.id).not_in(keep)
+                    )
+                )
+                deleted += int(result.rowcount or 0)
+            await uow.commit()
+        return deleted
 
     def _alive(self) -> Any:
         return (col(Memory.expires_at).is_(None)) | (col(Memory.expires_at) > self._clock())

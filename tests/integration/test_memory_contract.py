@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from storage.engine import create_engine
-from storage.memory import EmbeddedMemoryStore, MemoryStore, MemoryStoreError
+from storage.memory import EmbeddedMemoryStore, MemoryStore, MemoryStoreError, Retention
 from storage.migrate import upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
@@ -17,11 +17,16 @@ from tests.conftest import Clock
 SHOP, STUDIO = "T0SHOP", "T0STUDIO"
 
 
+RETENTION = Retention(
+    ttl={"chatter": timedelta(days=7)}, cap={"customer": 3}, summarise_after=timedelta(days=30)
+)
+
+
 @pytest.fixture
 async def store(database_url: str, clock: Clock) -> AsyncIterator[MemoryStore]:
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
-    yield EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock)
+    yield EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock, RETENTION)
     await engine.dispose()
 
 
@@ -97,3 +102,40 @@ async def test_export_then_import_round_trip(store: MemoryStore) -> None:
     assert [(r["text"], r["kind"], r["key"], r["meta"]) for r in reimported] == [
         (r["text"], r["kind"], r["key"], r["meta"]) for r in exported
     ]
+
+
+async def test_kinds_have_default_lifetimes_and_caps(store: MemoryStore, clock: Clock) -> None:
+    await store.remember(SHOP, "the coffee machine is broken again", kind="chatter")
+    for n in range(5):
+        await store.remember(SHOP, f"customer fact number {n}", kind="customer")
+        clock.advance(minutes=1)
+    clock.advance(days=8)
+    counts = await store.maintain()
+    assert counts["expired"] == 1 and counts["over_cap"] == 2
+    assert [h.text for h in await store.search(SHOP, "customer fact", limit=10)] == [
+        "customer fact number 4",
+        "customer fact number 3",
+        "customer fact number 2",
+    ]
+
+
+async def test_old_little_used_memories_are_summarised_with_provenance(
+    store: MemoryStore, clock: Clock
+) -> None:
+    old = [
+        (await store.remember(SHOP, f"order 1003 note {n}", kind="decision", key="order:1003"))[0]
+        for n in range(3)
+    ]
+    single, _ = await store.remember(SHOP, "order 1004 note", kind="decision", key="order:1004")
+    clock.advance(days=31)
+    fresh, _ = await store.remember(SHOP, "order 1003 fresh note", kind="decision", key="order:1003")
+
+    assert (await store.maintain())["summarised"] == 3
+    hits = await store.lookup(SHOP, "order:1003")
+    [summary] = [h for h in hits if h.kind == "summary"]
+    assert sorted(h.id for h in hits) == sorted([fresh, summary.id])
+    assert all(f"order 1003 note {n}" in summary.text for n in range(3))
+    exported = {r["text"]: r for r in await store.export(SHOP)}
+    assert exported[summary.text]["meta"]["replaces"] == old
+    assert [h.id for h in await store.lookup(SHOP, "order:1004")] == [single]  # alone: kept as it is
+    assert (await store.maintain())["summarised"] == 0
