@@ -85,6 +85,7 @@ class Aios:
     async def close(self) -> None:
         await self.background.drain()
         await self.llm.close()
+        await self.memory.close()
         await self.registry.close()
         await self.engine.dispose()
 
@@ -127,6 +128,23 @@ def _planner(
     return MeteredLLM(claude, units, prices, budgets, on_budget_warning)
 
 
+async def _memory_store(
+    settings: Settings, units: UnitOfWorkFactory, clock: Callable[[], datetime], retention: Retention
+) -> MemoryStore:
+    """Weaviate answers similarity searches when configured and reachable; the SQL store is always the record,
+    so when Weaviate is down the bot keeps serving with keyword search and says so in the log."""
+    if not settings.weaviate_url:
+        return EmbeddedMemoryStore(units, clock, retention)
+    from storage.memory_weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
+
+    try:
+        index = await WeaviateIndex.connect(settings.weaviate_url, settings.weaviate_api_key)
+    except MemoryIndexUnavailableError as exc:
+        log.error("memory_degraded", reason=str(exc), serving="sql keyword search")
+        return EmbeddedMemoryStore(units, clock, retention)
+    return IndexedMemoryStore(units, index, clock, retention)
+
+
 async def bootstrap(
     settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
 ) -> Aios:
@@ -159,7 +177,7 @@ async def bootstrap(
         cap={kind: rule.max for kind, rule in kinds.items() if rule.max is not None},
         summarise_after=policy.document.memory.summarise_after,
     )
-    memory = EmbeddedMemoryStore(units, clock, retention)
+    memory = await _memory_store(settings, units, clock, retention)
     dispatcher = Dispatcher(
         [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)], llm
     )

@@ -91,6 +91,8 @@ class MemoryStore(Protocol):
         """Retention: expire, fold old little-used memories into summaries, hold each kind to its cap."""
         ...
 
+    async def close(self) -> None: ...
+
 
 def content_hash(text_: str) -> str:
     return hashlib.sha256(" ".join(text_.split()).lower().encode()).hexdigest()
@@ -280,6 +282,9 @@ class EmbeddedMemoryStore:
             await uow.commit()
         return int(result.rowcount or 0)
 
+    async def close(self) -> None:
+        return None
+
     async def maintain(self) -> dict[str, int]:
         counts = {"expired": await self.expire(), "summarised": 0, "over_cap": 0}
         if self._retention.summarise_after is not None:
@@ -361,6 +366,17 @@ class EmbeddedMemoryStore:
                 deleted += int(result.rowcount or 0)
             await uow.commit()
         return deleted
+
+    async def _alive_rows(self, team: str, ids: list[int]) -> dict[int, Memory]:
+        if not ids:
+            return {}
+        async with self._units() as uow:
+            rows = (
+                await uow.repo.session.exec(
+                    select(Memory).where(col(Memory.id).in_(ids), Memory.team_id == team, self._alive())
+                )
+            ).all()
+        return {row.id: row for row in rows if row.id is not None}
 
     def _alive(self) -> Any:
         return (col(Memory.expires_at).is_(None)) | (col(Memory.expires_at) > self._clock())

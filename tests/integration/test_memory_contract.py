@@ -3,6 +3,8 @@ PostgreSQL; a Weaviate backend is to join the same suite when WEAVIATE_URL is se
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -22,11 +24,34 @@ RETENTION = Retention(
 )
 
 
-@pytest.fixture
-async def store(database_url: str, clock: Clock) -> AsyncIterator[MemoryStore]:
+WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
+
+
+@pytest.fixture(params=["embedded", pytest.param("weaviate", marks=pytest.mark.weaviate)])
+async def store(
+    request: pytest.FixtureRequest, database_url: str, clock: Clock
+) -> AsyncIterator[MemoryStore]:
+    """Each backend over a fresh database; Weaviate (when WEAVIATE_URL is set) in a collection of its own."""
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
-    yield EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock, RETENTION)
+    units = UnitOfWorkFactory.for_engine(engine)
+    if request.param == "embedded":
+        yield EmbeddedMemoryStore(units, clock, RETENTION)
+    else:
+        if not WEAVIATE_URL:
+            pytest.skip("the Weaviate backend needs WEAVIATE_URL (see the README)")
+        from storage.memory_weaviate import IndexedMemoryStore, WeaviateIndex
+
+        index = await WeaviateIndex.connect(
+            WEAVIATE_URL,
+            os.environ.get("WEAVIATE_API_KEY"),
+            collection=f"AiosMemoryTest{uuid.uuid4().hex[:8]}",
+        )
+        try:
+            yield IndexedMemoryStore(units, index, clock, RETENTION)
+        finally:
+            await index.drop()
+            await index.close()
     await engine.dispose()
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.bootstrap import Aios
 from bot.messages import Forget, Recall, Remember
 from bot.queries import why
+from storage.memory import EmbeddedMemoryStore
+from tests.conftest import Clock
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, ask
+from tests.integration.conftest import CHANNEL, ask, start_aios
 
 TEAM = "T0FAKE"
 
@@ -61,3 +65,21 @@ async def test_remember_recall_and_forget_in_slack(aios: Aios, slack_api: FakeSl
     assert replies[3] == "There is no memory M-1 here."  # another team cannot forget it
     assert replies[4] == "Forgot `M-1`."
     assert replies[5].startswith("I remember nothing about")
+
+
+async def test_an_unreachable_weaviate_leaves_the_bot_serving_from_sql(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    from tests.fakes.aios_process import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, WEAVIATE_URL=closed)
+    try:
+        assert isinstance(aios.memory, EmbeddedMemoryStore)
+        await aios.process(Remember(TEAM, "U0ALICE", CHANNEL, "Sam's skillet ships from Lisbon"))
+        await ask(aios, "refund $5 on order 1004, late")
+        assert [h.text for h in await aios.memory.search(TEAM, "skillet Lisbon")] == [
+            "Sam's skillet ships from Lisbon"
+        ]
+    finally:
+        await aios.close()
