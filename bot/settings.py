@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     connector_timeout_seconds: float = Field(
         default=10.0, gt=0, validation_alias="AIOS_CONNECTOR_TIMEOUT_SECONDS"
     )
+    # Local embeddings for memory search: "auto" uses the [embeddings] extra when it is installed.
+    memory_embeddings: str = Field(
+        default="auto", pattern="^(auto|on|off)$", validation_alias="AIOS_MEMORY_EMBEDDINGS"
+    )
     # Work in flight younger than this may belong to a live replica, so recovery at start leaves it alone.
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,12 +22,14 @@ import structlog
 from sqlalchemy import delete, text, update
 from sqlmodel import col, select
 
+from storage.embedding import Embedder
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
-EXPORT_FIELDS = ("text", "kind", "key", "meta", "created_at", "expires_at")
+EXPORT_FIELDS = ("text", "kind", "key", "meta", "created_at", "expires_at", "vector_model")
+HYBRID_ALPHA = 0.5  # the weight of vector similarity against keywords, like Weaviate's hybrid alpha
 RECENCY_HALF_LIFE_DAYS = 30.0
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
 
@@ -123,10 +126,14 @@ class EmbeddedMemoryStore:
         units: UnitOfWorkFactory,
         clock: Callable[[], datetime] = utcnow,
         retention: Retention | None = None,
+        embedder: Embedder | None = None,
+        alpha: float = HYBRID_ALPHA,
     ) -> None:
         self._units = units
         self._clock = clock
         self._retention = retention or Retention.none()
+        self._embedder = embedder
+        self._alpha = alpha
 
     async def remember(
         self,
@@ -168,6 +175,10 @@ class EmbeddedMemoryStore:
             if not created and ttl and stored.expires_at is not None:
                 stored.expires_at = max(stored.expires_at, now + ttl)  # said again: kept at least as long
                 uow.repo.session.add(stored)
+            if created and self._embedder is not None:
+                [vector] = await self._embedder.embed([stored.text])
+                stored.vector, stored.vector_model = array("f", vector).tobytes(), self._embedder.model
+                uow.repo.session.add(stored)
             await uow.commit()
         assert stored.id is not None
         return stored.id, created
@@ -200,28 +211,39 @@ class EmbeddedMemoryStore:
             ranked = await (self._sqlite_ranks if dialect == "sqlite" else self._postgres_ranks)(
                 session, team, terms, limit * 4
             )
-            rows = (
-                {
-                    row.id: row
-                    for row in (
-                        await session.exec(
-                            select(Memory).where(
-                                col(Memory.id).in_(list(ranked)), Memory.team_id == team, self._alive()
-                            )
-                        )
-                    ).all()
-                }
-                if ranked
-                else {}
-            )
+        tier = "keyword"
+        if self._embedder is not None:
+            ranked, tier = _fuse(ranked, await self._similar(team, query, limit * 4), self._alpha), "hybrid"
+        rows = await self._alive_rows(team, list(ranked))
         hits = [
-            self._hit(rows[i], ranked[i], "keyword")
+            self._hit(rows[i], ranked[i], tier)
             for i in ranked
             if i in rows and (kinds is None or rows[i].kind in kinds)
         ]
-        hits = sorted(_relative_scores(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
-        await self._used(hits, "keyword", started)
+        hits = sorted(_recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
+        await self._used(hits, tier, started)
         return hits
+
+    async def _similar(self, team: str, query: str, limit: int) -> dict[int, float]:
+        """Cosine similarity of the query to the team's stored vectors (unit length, so a dot product)."""
+        import numpy as np  # installed with the embeddings extra, like the embedder itself
+
+        assert self._embedder is not None
+        [vector] = await self._embedder.embed([query])
+        async with self._units() as uow:
+            rows = (
+                await uow.repo.session.exec(
+                    select(Memory.id, Memory.vector).where(
+                        Memory.team_id == team, col(Memory.vector).is_not(None), self._alive()
+                    )
+                )
+            ).all()
+        if not rows:
+            return {}
+        matrix = np.frombuffer(b"".join(v for _, v in rows if v), dtype=np.float32).reshape(len(rows), -1)
+        scores = matrix @ np.asarray(vector, dtype=np.float32)
+        best = np.argsort(-scores)[:limit]
+        return {int(rows[i][0] or 0): float(scores[i]) for i in best}
 
     async def forget(self, team: str, memory_id: int) -> bool:
         async with self._units() as uow:
@@ -242,7 +264,6 @@ class EmbeddedMemoryStore:
             {
                 **{f: getattr(row, f) for f in EXPORT_FIELDS},
                 "team": team,
-                "vector_model": None,
                 "created_at": row.created_at.isoformat(),
                 "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             }
@@ -431,20 +452,30 @@ class EmbeddedMemoryStore:
             await uow.commit()
 
 
-def _relative_scores(hits: list[MemoryHit], now: datetime) -> list[MemoryHit]:
-    """Min-max normalised relevance (as in relative-score fusion), gently boosted for recency."""
-    if not hits:
-        return []
-    low, high = min(h.score for h in hits), max(h.score for h in hits)
-    spread = high - low or 1.0
+def _normalised(scores: dict[int, float]) -> dict[int, float]:
+    """Min-max to [0, 1], as relative-score fusion does; a single score (or all equal) becomes 1."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    return {key: (score - low) / (high - low) if high != low else 1.0 for key, score in scores.items()}
+
+
+def _fuse(keyword: dict[int, float], vector: dict[int, float], alpha: float) -> dict[int, float]:
+    """Relative-score fusion: each list normalised, then weighted (alpha for vectors, 1 - alpha for keywords)."""
+    keyword_n, vector_n = _normalised(keyword), _normalised(vector)
+    return {
+        key: alpha * vector_n.get(key, 0.0) + (1 - alpha) * keyword_n.get(key, 0.0)
+        for key in keyword_n.keys() | vector_n.keys()
+    }
+
+
+def _recency_boosted(hits: list[MemoryHit], now: datetime) -> list[MemoryHit]:
+    """Normalised relevance, gently boosted for recency (a 30-day half-life, a fifth of the score)."""
+    relevance = _normalised({hit.id: hit.score for hit in hits})
     boosted = []
     for hit in hits:
-        relevance = (hit.score - low) / spread if high != low else 1.0
         age_days = max((now - hit.created_at).total_seconds() / 86400, 0.0)
         recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
-        boosted.append(
-            MemoryHit(
-                hit.id, hit.text, hit.kind, hit.key, 0.8 * relevance + 0.2 * recency, hit.created_at, hit.tier
-            )
-        )
+        score = 0.8 * relevance[hit.id] + 0.2 * recency
+        boosted.append(MemoryHit(hit.id, hit.text, hit.kind, hit.key, score, hit.created_at, hit.tier))
     return boosted

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import structlog
 
-from storage.memory import EmbeddedMemoryStore, MemoryHit, Retention, _relative_scores
+from storage.memory import EmbeddedMemoryStore, MemoryHit, Retention, _recency_boosted
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -191,7 +191,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
             return await super().search(team, query, limit=limit, kinds=kinds)
         rows = await self._alive_rows(team, list(ranked))
         hits = [self._hit(rows[i], ranked[i], "similarity") for i in ranked if i in rows]
-        return sorted(_relative_scores(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
+        return sorted(_recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
 
     async def close(self) -> None:
         await self._index.close()

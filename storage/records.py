@@ -10,7 +10,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, LargeBinary, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -315,6 +315,8 @@ class Memory(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
     last_used_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     use_count: int = 0
+    vector: bytes | None = Field(default=None, sa_column=Column(LargeBinary))  # float32, unit length
+    vector_model: str | None = Field(default=None, max_length=80)
 
 
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---

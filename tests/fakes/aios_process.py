@@ -35,6 +35,7 @@ def aios_env(database_url: str, slack_api_url: str) -> dict[str, str]:
             "SLACK_BOT_TOKEN": TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack_api_url,
+            "AIOS_MEMORY_EMBEDDINGS": "off",  # the embeddings extra is tested on its own where it is installed
         }
     )
     return env

@@ -78,6 +78,7 @@ async def start_aios(
         AIOS_POLICY_FILE=str(policy_file),
         SLACK_BOT_TOKEN=TOKEN,
         SLACK_API_URL=slack_api.url,
+        AIOS_MEMORY_EMBEDDINGS="off",  # the embeddings extra is tested on its own where it is installed
         **settings,  # type: ignore[arg-type]
     )
     client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)

@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("use_count", sa.Integer(), nullable=False),
+        sa.Column("vector", sa.LargeBinary(), nullable=True),
+        sa.Column("vector_model", sa.String(length=80), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("team_id", "content_hash", name="uq_memory_team_content"),
     )
