@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 EXPORT_FIELDS = ("text", "kind", "key", "meta", "created_at", "expires_at", "vector_model")
 HYBRID_ALPHA = 0.5  # the weight of vector similarity against keywords, like Weaviate's hybrid alpha
+VECTOR_CACHE_SECONDS = 30.0
 RECENCY_HALF_LIFE_DAYS = 30.0
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
 
@@ -134,6 +135,7 @@ class EmbeddedMemoryStore:
         self._retention = retention or Retention.none()
         self._embedder = embedder
         self._alpha = alpha
+        self._vector_cache: dict[str, tuple[float, Any, Any]] = {}
 
     async def remember(
         self,
@@ -179,6 +181,7 @@ class EmbeddedMemoryStore:
                 [vector] = await self._embedder.embed([stored.text])
                 stored.vector, stored.vector_model = array("f", vector).tobytes(), self._embedder.model
                 uow.repo.session.add(stored)
+                self._vector_cache.pop(team, None)
             await uow.commit()
         assert stored.id is not None
         return stored.id, created
@@ -230,6 +233,22 @@ class EmbeddedMemoryStore:
 
         assert self._embedder is not None
         [vector] = await self._embedder.embed([query])
+        ids, matrix = await self._team_vectors(team)
+        if not len(ids):
+            return {}
+        scores = matrix @ np.asarray(vector, dtype=np.float32)
+        best = np.argpartition(-scores, min(limit, len(ids) - 1))[:limit]
+        return {int(ids[i]): float(scores[i]) for i in best}
+
+    async def _team_vectors(self, team: str) -> tuple[Any, Any]:
+        """The team's vectors as one matrix, cached for a few seconds (writes here drop the cache; other
+        replicas' new memories join within VECTOR_CACHE_SECONDS, and are found by keywords meanwhile). Rows
+        forgotten or expired since are dropped later, when hits are mapped back to live SQL rows."""
+        import numpy as np
+
+        cached = self._vector_cache.get(team)
+        if cached is not None and time.monotonic() - cached[0] < VECTOR_CACHE_SECONDS:
+            return cached[1], cached[2]
         async with self._units() as uow:
             rows = (
                 await uow.repo.session.exec(
@@ -238,12 +257,14 @@ class EmbeddedMemoryStore:
                     )
                 )
             ).all()
-        if not rows:
-            return {}
-        matrix = np.frombuffer(b"".join(v for _, v in rows if v), dtype=np.float32).reshape(len(rows), -1)
-        scores = matrix @ np.asarray(vector, dtype=np.float32)
-        best = np.argsort(-scores)[:limit]
-        return {int(rows[i][0] or 0): float(scores[i]) for i in best}
+        ids = np.asarray([memory_id for memory_id, _ in rows], dtype=np.int64)
+        matrix = (
+            np.frombuffer(b"".join(v for _, v in rows if v), dtype=np.float32).reshape(len(rows), -1)
+            if rows
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        self._vector_cache[team] = (time.monotonic(), ids, matrix)
+        return ids, matrix
 
     async def forget(self, team: str, memory_id: int) -> bool:
         async with self._units() as uow:
