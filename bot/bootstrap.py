@@ -28,7 +28,7 @@ from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
 from storage.embedding import Embedder, load_embedder
 from storage.engine import create_engine
-from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention
+from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention, record_incident
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
@@ -149,12 +149,14 @@ async def _memory_store(
         return EmbeddedMemoryStore(units, clock, retention, embedder=_embedder(settings))
     from storage.memory_weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
 
+    embedder = _embedder(settings)
     try:
         index = await WeaviateIndex.connect(settings.weaviate_url, settings.weaviate_api_key)
     except MemoryIndexUnavailableError as exc:
-        log.error("memory_degraded", reason=str(exc), serving="sql keyword search")
-        return EmbeddedMemoryStore(units, clock, retention)
-    return IndexedMemoryStore(units, index, clock, retention)
+        log.error("memory_degraded", reason=str(exc), serving="sql search")
+        await record_incident(units, "memory", f"started without Weaviate: {exc}")
+        return EmbeddedMemoryStore(units, clock, retention, embedder)
+    return IndexedMemoryStore(units, index, clock, retention, embedder)
 
 
 async def bootstrap(

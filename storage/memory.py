@@ -23,7 +23,7 @@ from sqlalchemy import delete, text, update
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
-from storage.records import Memory, utcnow
+from storage.records import Incident, Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -96,6 +96,16 @@ class MemoryStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def record_incident(units: UnitOfWorkFactory, kind: str, detail: str) -> None:
+    """Note, for the digest, that something degraded (best effort: it must not fail what it reports on)."""
+    try:
+        async with units() as uow:
+            await uow.repo.add(Incident(kind=kind, detail=detail[:2000]))
+            await uow.commit()
+    except Exception as exc:
+        log.error("incident_not_recorded", kind=kind, error=repr(exc))
 
 
 def content_hash(text_: str) -> str:

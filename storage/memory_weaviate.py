@@ -9,6 +9,7 @@ Weaviate cannot be reached the store keeps serving from SQL keywords, and says s
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,8 @@ from urllib.parse import urlparse
 
 import structlog
 
-from storage.memory import EmbeddedMemoryStore, MemoryHit, Retention, _recency_boosted
+from storage.embedding import Embedder
+from storage.memory import EmbeddedMemoryStore, MemoryHit, Retention, _recency_boosted, record_incident
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -103,6 +105,7 @@ class WeaviateIndex:
         return str(generate_uuid5(f"{team}:{memory_id}"))
 
     async def add(self, team: str, memory: Memory) -> None:
+        """Index a memory, with the bot's own vector when it has one (else the server's vectoriser, if any)."""
         assert memory.id is not None
         await self._tenant(team).data.insert(
             properties={
@@ -113,21 +116,30 @@ class WeaviateIndex:
                 "created_at": memory.created_at,
             },
             uuid=self._uuid(team, memory.id),
+            vector=list(array("f", memory.vector)) if memory.vector else None,
         )
 
     async def remove(self, team: str, memory_id: int) -> None:
         await self._tenant(team).data.delete_by_id(self._uuid(team, memory_id))
 
     async def search(
-        self, team: str, query: str, limit: int, kinds: Sequence[str] | None
+        self,
+        team: str,
+        query: str,
+        limit: int,
+        kinds: Sequence[str] | None,
+        vector: list[float] | None = None,
     ) -> dict[int, float]:
+        """Hybrid search (BM25 + vectors, weighted by alpha) when there are vectors: the bot's for the query, or
+        the server's vectoriser; BM25 alone otherwise."""
         from weaviate.classes.query import Filter, MetadataQuery
 
         filters = Filter.by_property("kind").contains_any(list(kinds)) if kinds else None
         query_api = self._tenant(team).query
-        if self._vectoriser:
+        if vector is not None or self._vectoriser:
             result = await query_api.hybrid(
                 query,
+                vector=vector,
                 alpha=self._alpha,
                 limit=limit,
                 filters=filters,
@@ -156,8 +168,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         index: WeaviateIndex,
         clock: Callable[[], datetime] = utcnow,
         retention: Retention | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
-        super().__init__(units, clock, retention)
+        super().__init__(units, clock, retention, embedder)
         self._index = index
 
     async def remember(
@@ -178,16 +191,17 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 assert memory is not None
                 await self._index.add(team, memory)
             except Exception as exc:  # the record is safe in SQL; the index catches up when re-imported
-                log.error("memory_index_write_failed", memory=memory_id, error=repr(exc))
+                await self._incident(f"indexing M-{memory_id} failed: {exc!r}")
         return memory_id, created
 
     async def search(
         self, team: str, query: str, *, limit: int = 5, kinds: Sequence[str] | None = None
     ) -> list[MemoryHit]:
         try:
-            ranked = await self._index.search(team, query, limit * 4, kinds)
+            vector = (await self._embedder.embed([query]))[0] if self._embedder is not None else None
+            ranked = await self._index.search(team, query, limit * 4, kinds, vector)
         except Exception as exc:
-            log.error("memory_index_unavailable", error=repr(exc), fallback="sql keywords")
+            await self._incident(f"search fell back to SQL keywords: {exc!r}")
             return await super().search(team, query, limit=limit, kinds=kinds)
         rows = await self._alive_rows(team, list(ranked))
         hits = [self._hit(rows[i], ranked[i], "similarity") for i in ranked if i in rows]
@@ -202,5 +216,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
             try:
                 await self._index.remove(team, memory_id)
             except Exception as exc:  # searches map back to SQL rows, so a stale object is never returned
-                log.error("memory_index_delete_failed", memory=memory_id, error=repr(exc))
+                await self._incident(f"removing M-{memory_id} from the index failed: {exc!r}")
         return forgotten
+
+    async def _incident(self, detail: str) -> None:
+        log.error("memory_index_unavailable", detail=detail)
+        await record_incident(self._units, "memory", detail)

@@ -319,6 +319,15 @@ class Memory(SQLModel, table=True):
     vector_model: str | None = Field(default=None, max_length=80)
 
 
+class Incident(SQLModel, table=True):
+    """Something that went wrong outside a run and that the digest should report (say, memory degraded)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40, index=True)  # memory
+    detail: str
+    created_at: datetime = _ts(index=True)
+
+
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---
 
 

@@ -25,6 +25,7 @@ from storage.records import (
     Decision,
     Execution,
     ExecutionStatus,
+    Incident,
     Intent,
     IntentStatus,
     LlmCall,
@@ -277,6 +278,12 @@ class Repository:
                 col(Decision.created_at) < until,
             )
         )
+        incidents = await self.session.exec(
+            select(Incident.kind, func.count())
+            .where(col(Incident.created_at) >= since, col(Incident.created_at) < until)
+            .group_by(Incident.kind)
+        )
+        counts.update({kind: int(n) for kind, n in incidents.all()})
         counts["connector"] = int(failed.one())
         counts["policy_denial"] = int(denied.one())
         return counts

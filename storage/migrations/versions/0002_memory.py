@@ -43,6 +43,17 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_memory_team_id"), ["team_id"], unique=False)
 
     # ### end Alembic commands ###
+    op.create_table(
+        "incident",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("detail", sa.String(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("incident", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_incident_kind"), ["kind"], unique=False)
+        batch_op.create_index(batch_op.f("ix_incident_created_at"), ["created_at"], unique=False)
     with op.batch_alter_table("run", schema=None) as batch_op:
         batch_op.add_column(sa.Column("memories_used", sa.JSON(), nullable=False, server_default="[]"))
     if op.get_bind().dialect.name == "sqlite":
@@ -66,6 +77,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("incident")
     with op.batch_alter_table("run", schema=None) as batch_op:
         batch_op.drop_column("memories_used")
     if op.get_bind().dialect.name == "sqlite":
