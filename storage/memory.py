@@ -78,7 +78,13 @@ class MemoryStore(Protocol):
     async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]: ...
 
     async def search(
-        self, team: str, query: str, *, limit: int = 5, kinds: Sequence[str] | None = None
+        self,
+        team: str,
+        query: str,
+        *,
+        limit: int = 5,
+        kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
     ) -> list[MemoryHit]: ...
 
     async def forget(self, team: str, memory_id: int) -> bool: ...
@@ -212,7 +218,13 @@ class EmbeddedMemoryStore:
         return hits
 
     async def search(
-        self, team: str, query: str, *, limit: int = 5, kinds: Sequence[str] | None = None
+        self,
+        team: str,
+        query: str,
+        *,
+        limit: int = 5,
+        kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
     ) -> list[MemoryHit]:
         terms = _TOKEN.findall(query.lower())
         if not terms:
@@ -231,7 +243,7 @@ class EmbeddedMemoryStore:
         hits = [
             self._hit(rows[i], ranked[i], tier)
             for i in ranked
-            if i in rows and (kinds is None or rows[i].kind in kinds)
+            if i in rows and _matches(rows[i], kinds, since)
         ]
         hits = sorted(_recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
         await self._used(hits, tier, started)
@@ -481,6 +493,10 @@ class EmbeddedMemoryStore:
                 .values(last_used_at=self._clock(), use_count=Memory.use_count + 1)
             )
             await uow.commit()
+
+
+def _matches(memory: Memory, kinds: Sequence[str] | None, since: datetime | None) -> bool:
+    return (kinds is None or memory.kind in kinds) and (since is None or memory.created_at >= since)
 
 
 def _normalised(scores: dict[int, float]) -> dict[int, float]:

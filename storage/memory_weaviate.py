@@ -18,7 +18,14 @@ from urllib.parse import urlparse
 import structlog
 
 from storage.embedding import Embedder
-from storage.memory import EmbeddedMemoryStore, MemoryHit, Retention, _recency_boosted, record_incident
+from storage.memory import (
+    EmbeddedMemoryStore,
+    MemoryHit,
+    Retention,
+    _matches,
+    _recency_boosted,
+    record_incident,
+)
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -129,12 +136,18 @@ class WeaviateIndex:
         limit: int,
         kinds: Sequence[str] | None,
         vector: list[float] | None = None,
+        since: datetime | None = None,
     ) -> dict[int, float]:
         """Hybrid search (BM25 + vectors, weighted by alpha) when there are vectors: the bot's for the query, or
         the server's vectoriser; BM25 alone otherwise."""
         from weaviate.classes.query import Filter, MetadataQuery
 
-        filters = Filter.by_property("kind").contains_any(list(kinds)) if kinds else None
+        conditions = []
+        if kinds:
+            conditions.append(Filter.by_property("kind").contains_any(list(kinds)))
+        if since is not None:
+            conditions.append(Filter.by_property("created_at").greater_or_equal(since))
+        filters = Filter.all_of(conditions) if conditions else None
         query_api = self._tenant(team).query
         if vector is not None or self._vectoriser:
             result = await query_api.hybrid(
@@ -195,16 +208,26 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         return memory_id, created
 
     async def search(
-        self, team: str, query: str, *, limit: int = 5, kinds: Sequence[str] | None = None
+        self,
+        team: str,
+        query: str,
+        *,
+        limit: int = 5,
+        kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
     ) -> list[MemoryHit]:
         try:
             vector = (await self._embedder.embed([query]))[0] if self._embedder is not None else None
-            ranked = await self._index.search(team, query, limit * 4, kinds, vector)
+            ranked = await self._index.search(team, query, limit * 4, kinds, vector, since)
         except Exception as exc:
             await self._incident(f"search fell back to SQL keywords: {exc!r}")
-            return await super().search(team, query, limit=limit, kinds=kinds)
+            return await super().search(team, query, limit=limit, kinds=kinds, since=since)
         rows = await self._alive_rows(team, list(ranked))
-        hits = [self._hit(rows[i], ranked[i], "similarity") for i in ranked if i in rows]
+        hits = [
+            self._hit(rows[i], ranked[i], "similarity")
+            for i in ranked
+            if i in rows and _matches(rows[i], kinds, since)
+        ]
         return sorted(_recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
 
     async def close(self) -> None:

@@ -164,3 +164,13 @@ async def test_old_little_used_memories_are_summarised_with_provenance(
     assert exported[summary.text]["meta"]["replaces"] == old
     assert [h.id for h in await store.lookup(SHOP, "order:1004")] == [single]  # alone: kept as it is
     assert (await store.maintain())["summarised"] == 0
+
+
+async def test_search_filters_on_kind_and_time(store: MemoryStore, clock: Clock) -> None:
+    await store.remember(SHOP, "packaging uses recycled paper", kind="note")
+    clock.advance(days=10)
+    since = clock.now
+    recent, _ = await store.remember(SHOP, "packaging now uses compostable tape", kind="note")
+    post, _ = await store.remember(SHOP, "packaging story for the blog", kind="post")
+    assert {h.id for h in await store.search(SHOP, "packaging", since=since)} == {recent, post}
+    assert [h.id for h in await store.search(SHOP, "packaging", kinds=["post"])] == [post]
