@@ -147,7 +147,7 @@ async def _memory_store(
     so when Weaviate is down the bot keeps serving with keyword search and says so in the log."""
     if not settings.weaviate_url:
         return EmbeddedMemoryStore(units, clock, retention, embedder=_embedder(settings))
-    from storage.memory_weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
+    from storage.memory.weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
 
     embedder = _embedder(settings)
     try:

@@ -40,7 +40,7 @@ async def store(
     else:
         if not WEAVIATE_URL:
             pytest.skip("the Weaviate backend needs WEAVIATE_URL (see the README)")
-        from storage.memory_weaviate import IndexedMemoryStore, WeaviateIndex
+        from storage.memory.weaviate import IndexedMemoryStore, WeaviateIndex
 
         index = await WeaviateIndex.connect(
             WEAVIATE_URL,

@@ -1,4 +1,4 @@
-"""Long-term memory: the `MemoryStore` interface and the embedded store inside the SQL database.
+"""The embedded memory store, inside the SQL database.
 
 Every call names its tenant (the Slack team); no query, forget, import or update reaches another tenant's
 memories. Retrieval is tiered: an exact key (``order:1003``) is looked up in SQL first; keyword search (FTS5's
@@ -8,131 +8,36 @@ logged and counted.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import re
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from sqlalchemy import delete, text, update
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
-from storage.records import Incident, Memory, utcnow
+from storage.memory.base import (
+    EXPORT_FIELDS,
+    SUMMARY_KIND,
+    SUMMARY_MAX_USES,
+    MemoryHit,
+    MemoryStoreError,
+    Retention,
+    content_hash,
+)
+from storage.memory.ranking import HYBRID_ALPHA, fuse, matches, recency_boosted
+from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
-EXPORT_FIELDS = ("text", "kind", "key", "meta", "created_at", "expires_at", "vector_model")
-HYBRID_ALPHA = 0.5  # the weight of vector similarity against keywords, like Weaviate's hybrid alpha
+
 VECTOR_CACHE_SECONDS = 30.0
-RECENCY_HALF_LIFE_DAYS = 30.0
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
-
-
-class MemoryStoreError(Exception):
-    """The memory store cannot do what was asked; the message says why."""
-
-
-@dataclass(frozen=True)
-class MemoryHit:
-    id: int
-    text: str
-    kind: str
-    key: str | None
-    score: float
-    created_at: datetime
-    tier: str  # exact, keyword
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "text": self.text,
-            "kind": self.kind,
-            "key": self.key,
-            "score": round(self.score, 4),
-            "created_at": self.created_at.isoformat(),
-            "tier": self.tier,
-        }
-
-
-class MemoryStore(Protocol):
-    async def remember(
-        self,
-        team: str,
-        text: str,
-        *,
-        kind: str = "note",
-        key: str | None = None,
-        meta: dict[str, Any] | None = None,
-        ttl: timedelta | None = None,
-    ) -> tuple[int, bool]:
-        """Store a memory; returns its id and whether it is new (the same text twice is stored once)."""
-        ...
-
-    async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]: ...
-
-    async def search(
-        self,
-        team: str,
-        query: str,
-        *,
-        limit: int = 5,
-        kinds: Sequence[str] | None = None,
-        since: datetime | None = None,
-    ) -> list[MemoryHit]: ...
-
-    async def forget(self, team: str, memory_id: int) -> bool: ...
-
-    async def export(self, team: str) -> list[dict[str, Any]]: ...
-
-    async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int: ...
-
-    async def expire(self) -> int:
-        """Delete memories past their time to live; returns how many."""
-        ...
-
-    async def maintain(self) -> dict[str, int]:
-        """Retention: expire, fold old little-used memories into summaries, hold each kind to its cap."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-async def record_incident(units: UnitOfWorkFactory, kind: str, detail: str) -> None:
-    """Note, for the digest, that something degraded (best effort: it must not fail what it reports on)."""
-    try:
-        async with units() as uow:
-            await uow.repo.add(Incident(kind=kind, detail=detail[:2000]))
-            await uow.commit()
-    except Exception as exc:
-        log.error("incident_not_recorded", kind=kind, error=repr(exc))
-
-
-def content_hash(text_: str) -> str:
-    return hashlib.sha256(" ".join(text_.split()).lower().encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Retention:
-    """Per kind: a default time to live and a cap per team; and after how long memories are summarised."""
-
-    ttl: dict[str, timedelta]
-    cap: dict[str, int]
-    summarise_after: timedelta | None = None
-
-    @classmethod
-    def none(cls) -> Retention:
-        return cls({}, {}, None)
-
-
-SUMMARY_KIND = "summary"
-SUMMARY_MAX_USES = 1  # memories used more often than this are kept as they are
 
 
 class EmbeddedMemoryStore:
@@ -238,14 +143,14 @@ class EmbeddedMemoryStore:
             )
         tier = "keyword"
         if self._embedder is not None:
-            ranked, tier = _fuse(ranked, await self._similar(team, query, limit * 4), self._alpha), "hybrid"
+            ranked, tier = fuse(ranked, await self._similar(team, query, limit * 4), self._alpha), "hybrid"
         rows = await self._alive_rows(team, list(ranked))
         hits = [
             self._hit(rows[i], ranked[i], tier)
             for i in ranked
-            if i in rows and _matches(rows[i], kinds, since)
+            if i in rows and matches(rows[i], kinds, since)
         ]
-        hits = sorted(_recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
+        hits = sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
         await self._used(hits, tier, started)
         return hits
 
@@ -493,36 +398,3 @@ class EmbeddedMemoryStore:
                 .values(last_used_at=self._clock(), use_count=Memory.use_count + 1)
             )
             await uow.commit()
-
-
-def _matches(memory: Memory, kinds: Sequence[str] | None, since: datetime | None) -> bool:
-    return (kinds is None or memory.kind in kinds) and (since is None or memory.created_at >= since)
-
-
-def _normalised(scores: dict[int, float]) -> dict[int, float]:
-    """Min-max to [0, 1], as relative-score fusion does; a single score (or all equal) becomes 1."""
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    return {key: (score - low) / (high - low) if high != low else 1.0 for key, score in scores.items()}
-
-
-def _fuse(keyword: dict[int, float], vector: dict[int, float], alpha: float) -> dict[int, float]:
-    """Relative-score fusion: each list normalised, then weighted (alpha for vectors, 1 - alpha for keywords)."""
-    keyword_n, vector_n = _normalised(keyword), _normalised(vector)
-    return {
-        key: alpha * vector_n.get(key, 0.0) + (1 - alpha) * keyword_n.get(key, 0.0)
-        for key in keyword_n.keys() | vector_n.keys()
-    }
-
-
-def _recency_boosted(hits: list[MemoryHit], now: datetime) -> list[MemoryHit]:
-    """Normalised relevance, gently boosted for recency (a 30-day half-life, a fifth of the score)."""
-    relevance = _normalised({hit.id: hit.score for hit in hits})
-    boosted = []
-    for hit in hits:
-        age_days = max((now - hit.created_at).total_seconds() / 86400, 0.0)
-        recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
-        score = 0.8 * relevance[hit.id] + 0.2 * recency
-        boosted.append(MemoryHit(hit.id, hit.text, hit.kind, hit.key, score, hit.created_at, hit.tier))
-    return boosted

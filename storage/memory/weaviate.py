@@ -18,14 +18,9 @@ from urllib.parse import urlparse
 import structlog
 
 from storage.embedding import Embedder
-from storage.memory import (
-    EmbeddedMemoryStore,
-    MemoryHit,
-    Retention,
-    _matches,
-    _recency_boosted,
-    record_incident,
-)
+from storage.memory.base import MemoryHit, Retention, record_incident
+from storage.memory.embedded import EmbeddedMemoryStore
+from storage.memory.ranking import matches, recency_boosted
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -226,9 +221,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         hits = [
             self._hit(rows[i], ranked[i], "similarity")
             for i in ranked
-            if i in rows and _matches(rows[i], kinds, since)
+            if i in rows and matches(rows[i], kinds, since)
         ]
-        return sorted(_recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
+        return sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
 
     async def close(self) -> None:
         await self._index.close()
