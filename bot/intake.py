@@ -8,6 +8,9 @@ from bot.observability import INTENTS
 from storage.records import Intent
 from storage.unit_of_work import UnitOfWorkFactory
 
+# Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
+DEFAULT_TEAM = "default"
+
 
 @dataclass(frozen=True)
 class IncomingIntent:
@@ -30,7 +33,7 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> i
         intent = await uow.repo.add(
             Intent(
                 source=incoming.source,
-                team_id=incoming.team_id,
+                team_id=incoming.team_id or DEFAULT_TEAM,
                 channel=incoming.channel,
                 thread_ts=incoming.thread_ts,
                 user=incoming.user,

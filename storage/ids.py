@@ -4,16 +4,6 @@ from __future__ import annotations
 
 import re
 
-PREFIXES = {
-    "I": "intent",
-    "R": "run",
-    "A": "action",
-    "D": "decision",
-    "AP": "approval",
-    "E": "execution",
-    "M": "memory",
-}
-
 _ID = re.compile(r"^\s*(AP|[IRADEM])-(\d+)\s*$", re.IGNORECASE)
 
 

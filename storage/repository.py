@@ -93,10 +93,6 @@ class Repository:
         query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
         return (await self.session.exec(query)).all()
 
-    async def approval_for_action(self, action_id: int) -> Approval | None:
-        query = select(Approval).where(Approval.action_id == action_id)
-        return (await self.session.exec(query)).first()
-
     async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
         query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))
         return (await self.session.exec(query)).all()

@@ -165,7 +165,7 @@ class Approvals(HandlerBase):
                 )
             )
             await uow.commit()
-        mentions = " ".join(_mention(member) for member in self.policy.members_of(approval.escalate_to))
+        mentions = self._mention_roles(approval.escalate_to)
         deadline = f" It expires at {approval.expires_at:%Y-%m-%d %H:%M} UTC." if approval.expires_at else ""
         await self._say(
             Thread(approval.channel, approval.thread_ts),
@@ -213,7 +213,3 @@ class Approvals(HandlerBase):
             await uow.commit()
         await self._close_card(approval, "expired", None, now)
         return True
-
-
-def _mention(member: str) -> str:
-    return f"<!subteam^{member}>" if member.startswith("S") else f"<@{member}>"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,6 +73,13 @@ class HandlerBase:
             policy_hash=policy_hash,
             granted_by=granted_by,
             expires_at=self.clock() + CAPABILITY_LIFETIME,
+        )
+
+    def _mention_roles(self, roles: Sequence[str]) -> str:
+        """Slack mentions of everyone listed under these roles: users as <@U…>, user groups as <!subteam^S…>."""
+        return " ".join(
+            f"<!subteam^{member}>" if member.startswith("S") else f"<@{member}>"
+            for member in self.policy.members_of(roles)
         )
 
     async def _is_paused(self, agent: str) -> bool:

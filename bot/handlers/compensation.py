@@ -98,7 +98,7 @@ class Compensation(HandlerBase):
                 )
             )
             await uow.commit()
-        people = " ".join(f"<@{m}>" for m in self.policy.members_of(self.policy.document.default_approvers))
+        people = self._mention_roles(self.policy.document.default_approvers)
         thread, _ = await self._thread_of_action(action.id)
         await self._say(
             thread,

@@ -56,10 +56,36 @@ class Executions(HandlerBase):
                 return []
             run = await uow.repo.get(Run, proposed.run_id)
             assert run is not None
+            # The pause check, the capability and the claim share one transaction, so a pause or a second
+            # execution cannot slip in between them.
             paused = await uow.repo.is_paused(run.agent) is not None
+            claimed = False
             if paused:
                 run.status = RunStatus.PAUSED
                 uow.repo.session.add(run)
+            else:
+                try:
+                    action = self.registry.validate(proposed.name, proposed.params)
+                except InvalidActionError as exc:
+                    return [ActionFailed(command.action_id, str(exc))]
+                key = idempotency_key(command.action_id, action)
+                # Of any number of concurrent executions one spends the capability and claims the key; an
+                # action whose parameters differ from what was approved (or whose approval is spent or stale)
+                # gets neither.
+                authorised = await uow.repo.spend_capability(
+                    command.action_id, action.name, params_hash(action), self.clock()
+                )
+                claimed = authorised and await uow.repo.insert_if_absent(
+                    Execution,
+                    {
+                        "action_id": command.action_id,
+                        "idempotency_key": key,
+                        "status": ExecutionStatus.STARTED,
+                        "result": {},
+                        "started_at": self.clock(),
+                    },
+                )
+            if paused or claimed:
                 await uow.commit()
         if paused:
             thread, _ = await self._thread_of_action(command.action_id)
@@ -69,30 +95,6 @@ class Executions(HandlerBase):
                 "is paused; it runs when the agent is resumed.",
             )
             return []
-        async with self.units() as uow:
-            try:
-                action = self.registry.validate(proposed.name, proposed.params)
-            except InvalidActionError as exc:
-                return [ActionFailed(command.action_id, str(exc))]
-            key = idempotency_key(command.action_id, action)
-            # Spend the action's capability and claim its idempotency key in one transaction: of any number of
-            # concurrent executions one gets both, and an action whose parameters differ from what was
-            # approved (or whose approval is spent or stale) gets neither.
-            authorised = await uow.repo.spend_capability(
-                command.action_id, action.name, params_hash(action), self.clock()
-            )
-            claimed = authorised and await uow.repo.insert_if_absent(
-                Execution,
-                {
-                    "action_id": command.action_id,
-                    "idempotency_key": key,
-                    "status": ExecutionStatus.STARTED,
-                    "result": {},
-                    "started_at": self.clock(),
-                },
-            )
-            if claimed:
-                await uow.commit()
         if not claimed:
             await self._unauthorised(command.action_id)
             return []

@@ -102,7 +102,7 @@ class Memories(HandlerBase):
             return []
         try:
             await self.memory.remember(
-                intent.team_id or "default",
+                intent.team_id,
                 fact,
                 kind=kind,
                 key=key,

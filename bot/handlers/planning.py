@@ -118,15 +118,14 @@ class Planning(HandlerBase):
             await self._model_failed(thread, exc, ids)
             return []
         ids = f"{agent.name} agent · {ids}"
-        await self._note_memories(run_id, plan.memory_ids)
         if not plan.actions:
-            await self._update_run(run_id, RunStatus.ANSWERED, plan.rationale)
+            await self._update_run(run_id, RunStatus.ANSWERED, plan.rationale, memories=plan.memory_ids)
             text = plan.rationale or "I have nothing to propose for that."
             if plan.problems:
                 text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
             await self._say(thread, text, context=ids)
             return []
-        await self._update_run(run_id, RunStatus.PLANNING, plan.rationale)
+        await self._update_run(run_id, RunStatus.PLANNING, plan.rationale, memories=plan.memory_ids)
         return await self._propose(intent, thread, run_id, plan.actions, plan.rationale)
 
     async def _start_run(self, intent: Intent) -> int | None:
@@ -147,24 +146,22 @@ class Planning(HandlerBase):
             await uow.commit()
 
     async def _update_run(
-        self, run_id: int, status: RunStatus, rationale: str, *, budget_account: str | None = None
+        self,
+        run_id: int,
+        status: RunStatus,
+        rationale: str,
+        *,
+        budget_account: str | None = None,
+        memories: list[int] | None = None,
     ) -> None:
+        """Move a run on; ``memories`` (those the agent was given, for `/aios why`) are kept when not given."""
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
             assert run is not None
             run.status, run.rationale, run.updated_at = status, rationale, utcnow()
             run.budget_account = budget_account
-            uow.repo.session.add(run)
-            await uow.commit()
-
-    async def _note_memories(self, run_id: int, memory_ids: list[int]) -> None:
-        """Which memories the agent was given, for `/aios why`."""
-        if not memory_ids:
-            return
-        async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
-            assert run is not None
-            run.memories_used = memory_ids
+            if memories is not None:
+                run.memories_used = memories
             uow.repo.session.add(run)
             await uow.commit()
 
