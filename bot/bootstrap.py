@@ -30,7 +30,7 @@ from storage.embedding import Embedder, load_embedder
 from storage.engine import create_engine
 from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention, record_incident
 from storage.migrate import upgrade_to_head
-from storage.records import Intent, utcnow
+from storage.records import Intent, RunStatus, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -94,14 +94,18 @@ class Aios:
         try:
             async with self.units() as uow:
                 intent = await uow.repo.get(Intent, intent_id)
-                # Only an intent that never got as far as a run is marked failed; a run keeps its own state.
-                if intent is None or not await uow.repo.fail_intent(intent_id):
+                if intent is None:
                     return
+                await uow.repo.fail_intent(intent_id)  # if it never got as far as a run
+                for run in await uow.repo.runs_for_intent(intent_id):
+                    if run.status == RunStatus.PLANNING:  # stopped mid-planning: it will not go on by itself
+                        run.status = RunStatus.FAILED
+                        uow.repo.session.add(run)
                 await uow.commit()
             await self.handlers.transport.post(
                 intent.channel,
-                f"Sorry, something went wrong while handling I-{intent_id}; nothing was executed. "
-                "The error is logged; try again in a moment.",
+                f"Sorry, something went wrong while handling I-{intent_id}. The error is logged; "
+                f"`/aios why I-{intent_id}` shows what was done, and you can ask again in a moment.",
                 thread_ts=intent.thread_ts,
             )
         except Exception:
