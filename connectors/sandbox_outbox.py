@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from connectors.actions import Action, EmailSend
 from connectors.base import ConnectorContext
-from storage.records import SandboxEmail
+from storage.records import SandboxEmail, utcnow
+from storage.unit_of_work import UnitOfWork
 
 
 class SandboxOutbox:
@@ -24,25 +24,33 @@ class SandboxOutbox:
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         async with self._units() as uow:
-            query = select(SandboxEmail).where(SandboxEmail.idempotency_key == idempotency_key)
-            email = (await uow.repo.session.exec(query)).first()
-        return {"email_id": email.id, "to": email.to, "replayed": True} if email is not None else None
+            email = await _email_by_key(uow, idempotency_key)
+        return _email_result(email, replayed=True) if email is not None else None
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, EmailSend)
+        # A core INSERT skips the model's Python-side defaults, so every NOT NULL column is given here.
         values = {
             "to": action.to,
             "subject": action.subject,
             "body": action.body,
             "idempotency_key": idempotency_key,
+            "created_at": utcnow(),
         }
-        try:
-            async with self._units() as uow:
-                inserted = await uow.repo.insert_if_absent(SandboxEmail, values)
-                await uow.commit()
-        except IntegrityError:
-            inserted = False
         async with self._units() as uow:
-            query = select(SandboxEmail).where(SandboxEmail.idempotency_key == idempotency_key)
-            email = (await uow.repo.session.exec(query)).one()
-        return {"email_id": email.id, "to": email.to, "replayed": not inserted}
+            # ON CONFLICT DO NOTHING: a repeat with the same key (even a concurrent one) inserts nothing and
+            # answers with the email the first call recorded.
+            inserted = await uow.repo.insert_if_absent(SandboxEmail, values)
+            email = await _email_by_key(uow, idempotency_key)
+            await uow.commit()
+        assert email is not None
+        return _email_result(email, replayed=not inserted)
+
+
+async def _email_by_key(uow: UnitOfWork, key: str) -> SandboxEmail | None:
+    query = select(SandboxEmail).where(col(SandboxEmail.idempotency_key) == key)
+    return (await uow.repo.session.exec(query)).first()
+
+
+def _email_result(email: SandboxEmail, *, replayed: bool) -> dict[str, Any]:
+    return {"email_id": email.id, "to": email.to, "replayed": replayed}

@@ -50,9 +50,17 @@ rules:
   - id: small-refunds-are-fine
     when: action.name == "shop.refund"
     verdict: allow
-  - id: no-email
-    when: action.name == "email.send"
+  - id: email-goes-only-to-customers
+    when: action.name == "email.send" && !action.params.to.endsWith("@example.com")
     verdict: deny
+  - id: no-email-to-customers-who-opted-out
+    when: action.name == "email.send" && action.params.to in ["sam@example.com", "lena@example.com"]
+    verdict: deny
+  - id: customer-emails-need-a-manager
+    when: action.name == "email.send"
+    verdict: require_approval
+    approvers: [manager]
+    timeout: 4h
 default: require_approval
 default_approvers: [manager]
 {budgets}
