@@ -6,7 +6,10 @@ Returns and refunds (tool ``shop_refund``, optionally ``email_send``):
   * ``refund order 1001, $250, arrived broken``
   * ``refund $40 on order 1002 because the strap tore``
   * ``partial refund of $20 for order #1003: late delivery``
-  * ``refund order 1004`` — no amount refunds what is left on the order
+  * ``refund order 1004``, ``refund the rest of 1004``, ``refund order 1004 in full`` — what is left
+  * an amount must carry a dollar sign or ``USD``/``dollars``; one that is unreadable, negative, zero, finer
+    than a cent or in another currency proposes nothing, and the reply says how to write it
+  * a reason with no amount (``refund order 1004, scratched``) proposes nothing: the reply asks how much
   * add ``and tell the customer`` / ``and email the customer`` to also send the customer an email
 
 Content (tools ``cms_create_draft``, ``cms_publish``):
@@ -22,13 +25,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 
+from agents.amounts import AmountProblem, find_money, read_amount
 from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
 
-_ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})", re.IGNORECASE)
-_AMOUNT = re.compile(
-    r"(?:\$|usd\s*)\s*(\d+(?:[.,]\d{1,2})?)|(\d+(?:\.\d{1,2})?)\s*(?:usd|dollars)\b", re.IGNORECASE
+_ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})\b", re.IGNORECASE)
+_LOOSE_ORDER = re.compile(r"(?:#|\b(?:of|on|for|refund)\s+#?)(\d{3,})\b(?![.,]\d)", re.IGNORECASE)
+# Words that ask for everything still refundable; only these (or no words at all) may mean "what is left".
+_WHOLE = re.compile(
+    r"\b(?:in\s+full|full(?=\s+refund)|fully|(?:the\s+)?(?:rest|remainder)(?:\s+of)?|"
+    r"what(?:'s|\s+is)\s+left|everything|all\s+of\s+it)\b",
+    re.IGNORECASE,
 )
+_PARTIAL = re.compile(r"\bpartial", re.IGNORECASE)
+_BARE_NUMBER = re.compile(r"(?<![\w.,/:-])\d+(?:[.,]\d+)?(?![\w/:-]|[.,]\d)")
+_MENTION = re.compile(r"<[@!#][^>]*>")
+_NO_REASON = "customer request"
 _TELL = re.compile(
     r"\b(?:and\s+)?(?:tell|email|notify|let)\s+(?:the\s+)?(?:customer|her|him|them)\b.*$", re.I
 )
@@ -107,7 +120,9 @@ def _plan(text: str, system: str, offered: set[str]) -> LLMReply:
 
 
 def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
-    order = _ORDER.search(text)
+    tell = _TELL.search(text)
+    asked = _MENTION.sub(lambda m: " " * len(m.group()), text[: tell.start()] if tell else text)
+    order = _find_order(asked)
     if order is None:
         return LLMReply(
             "Which order should I refund? Say, for example, `refund order 1001, $40, arrived broken`."
@@ -117,21 +132,34 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
     known = context.get(order_id)
     if known is None:
         return LLMReply(f"I can't find order {order_id} in the shop, so I won't propose a refund for it.")
-    amount_match = _AMOUNT.search(text)
     refundable = float(known.group(3))
-    if amount_match:
-        amount = float((amount_match.group(1) or amount_match.group(2)).replace(",", "."))
+    money = find_money(_blank(asked, [order.span()]))
+    example = _example(order_id, _reason(asked, [order.span(), *(m.span for m in money)]))
+    if len(money) > 1:
+        said = ", ".join(f"“{m.written}”" for m in money)
+        return LLMReply(f"I found more than one amount ({said}), so I won't guess; say one, like {example}.")
+    whole = _WHOLE.search(asked)
+    spans = [order.span(), *(m.span for m in money), *([whole.span()] if whole else [])]
+    reason = _reason(asked, spans)
+    if money:
+        amount = read_amount(money[0], example)
+        if isinstance(amount, AmountProblem):
+            return LLMReply(amount.message + ".")
         how_much = f"${amount:,.2f} as asked"
+    elif (whole or reason == _NO_REASON) and not _PARTIAL.search(asked):
+        amount = Decimal(known.group(3))
+        how_much = f"the ${amount:,.2f} still refundable, as asked"
     else:
-        amount = refundable
-        how_much = f"the ${amount:,.2f} still refundable, since no amount was given"
+        bare = _BARE_NUMBER.search(_blank(asked, [order.span()]))
+        unclear = f"I couldn't tell whether “{bare.group()}” is an amount. " if bare else ""
+        example = _example(order_id, _reason(asked, spans + ([bare.span()] if bare else [])))
+        return LLMReply(
+            f"{unclear}How much should I refund on order {order_id} (${refundable:,.2f} is left)? Say it "
+            f"with a dollar sign, like {example}, or `refund order {order_id} in full` for all of it."
+        )
     if amount <= 0:
         return LLMReply(f"Order {order_id} has nothing left to refund.")
-    tell = _TELL.search(text)
-    reason = _reason(text[: tell.start()] if tell else text, order, amount_match)
-    calls = [
-        ToolCall("", "shop_refund", {"order_id": order_id, "amount": round(amount, 2), "reason": reason})
-    ]
+    calls = [ToolCall("", "shop_refund", {"order_id": order_id, "amount": float(amount), "reason": reason})]
     rationale = (
         f"The requester asked to refund order {order_id} ({known.group(6)}): {how_much}; reason: {reason}."
     )
@@ -153,14 +181,33 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
     return LLMReply(rationale, calls)
 
 
-def _reason(text: str, order: re.Match[str], amount: re.Match[str] | None) -> str:
-    spans = [order.span()] + ([amount.span()] if amount else [])
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + " " + text[end:]
-    text = _FILLER.sub(" ", text)
-    text = re.sub(r"<@[A-Z0-9]+>", " ", text)
-    text = re.sub(r"[\s,;:.!-]+", " ", text).strip()
-    return text or "customer request"
+def _find_order(text: str) -> re.Match[str] | None:
+    """``order 1004`` first; else a number named as the order (``#1004``, ``the rest of 1004``), never money."""
+    if order := _ORDER.search(text):
+        return order
+    money = [m.span for m in find_money(text)]
+    for candidate in _LOOSE_ORDER.finditer(text):
+        if not any(start < candidate.end(1) and candidate.start(1) < end for start, end in money):
+            return candidate
+    return None
+
+
+def _example(order_id: int, reason: str) -> str:
+    return f"`refund order {order_id} $20{'' if reason == _NO_REASON else ' ' + reason}`"
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with these spans replaced by spaces: positions stay where they were."""
+    for start, end in spans:
+        text = text[:start] + " " * (end - start) + text[end:]
+    return text
+
+
+def _reason(text: str, spans: list[tuple[int, int]]) -> str:
+    text = _FILLER.sub(" ", _blank(text, spans))
+    # Punctuation between words goes; inside a word or number ("2026-01-05", "cast-iron") it stays.
+    text = re.sub(r"(?:\s|[,;:.!?-](?!\w)|(?<!\w)[,;:.!?-])+", " ", text).strip()
+    return text or _NO_REASON
 
 
 def _help(offered: set[str]) -> str:

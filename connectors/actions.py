@@ -32,7 +32,10 @@ class ShopRefund(Action):
     description: ClassVar[str] = "Refund part or all of an order's total to the customer."
 
     order_id: int = Field(gt=0, description="The shop's order number, e.g. 1001")
-    amount: float = Field(gt=0, le=100_000, description="Amount to refund in USD")
+    # Whole cents only: a planner's 12.345 is refused rather than rounded into an amount nobody asked for.
+    amount: float = Field(
+        gt=0, le=100_000, multiple_of=0.01, description="Amount to refund in USD, at most two decimals"
+    )
     reason: str = Field(min_length=1, max_length=500, description="Why the refund is given")
 
     def summary(self) -> str:
