@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Protocol, runtime_checkable
 
+from agents.amounts import SHOP_CURRENCY
 from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult, ToolSpec
 from agents.tools import tool_name, tool_spec
-from connectors.actions import Action
+from connectors.actions import Action, ShopRefund
 from connectors.errors import ConnectorError, InvalidActionError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
@@ -24,6 +25,7 @@ MAX_TURNS = 4
 PROPOSED = (
     "Proposed. The team's policy will judge it; it has not run, and you cannot run or approve it yourself."
 )
+NOTHING_PROPOSED = "I didn't propose anything:"
 
 
 @runtime_checkable
@@ -99,21 +101,29 @@ class Agent:
                 texts.append(reply.text)
             if not reply.tool_calls:
                 break
-            results, problems = self._judge_calls(reply.tool_calls, by_tool, actions)
+            results, problems = await self._judge_calls(reply.tool_calls, by_tool, actions)
             if not problems:
                 break  # every call is proposed; another turn would only cost money
             messages += [
                 Message("assistant", (reply.text, *reply.tool_calls)),
                 Message("user", tuple(results)),
             ]
+        if problems:
+            # The plan is not what was asked (an email announcing a refund that cannot run, say): propose
+            # none of it, and say why.
+            return AgentPlan(rationale=NOTHING_PROPOSED, problems=problems, memory_ids=context.memory_ids)
         return AgentPlan(
             rationale="\n".join(texts).strip(),
             actions=actions,
-            problems=problems,
             memory_ids=context.memory_ids,
         )
 
-    def _judge_calls(
+    async def refusal(self, action: Action) -> str | None:
+        """Why the connector is certain to refuse this valid action, found before anyone is asked to approve
+        it; None when it may run."""
+        return None
+
+    async def _judge_calls(
         self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action]
     ) -> tuple[list[ToolResult], list[str]]:
         results: list[ToolResult] = []
@@ -125,7 +135,10 @@ class Agent:
                     raise InvalidActionError(
                         f"there is no tool {call.name!r}; use one of {', '.join(by_tool)}"
                     )
-                actions.append(self._registry.validate(action_name, call.input))
+                action = self._registry.validate(action_name, call.input)
+                if refused := await self.refusal(action):
+                    raise InvalidActionError(refused)
+                actions.append(action)
                 results.append(ToolResult(call.id, PROPOSED))
             except InvalidActionError as exc:
                 problems.append(str(exc))
@@ -167,6 +180,29 @@ class ReturnsAgent(Agent):
             if order is not None:
                 context.add_memories(await self._memory.lookup(team, f"customer:{order.customer_email}"))
         return context
+
+    async def refusal(self, action: Action) -> str | None:
+        """A refund the shop is certain to refuse (no such order, another currency, more than is left)."""
+        if not isinstance(action, ShopRefund):
+            return None
+        try:
+            order = await self._orders.get_order(action.order_id)
+        except ConnectorError as exc:
+            return f"order {action.order_id} could not be looked up just now ({exc}); try again shortly"
+        if order is None:
+            return f"there is no order {action.order_id} in the shop"
+        if order.currency != SHOP_CURRENCY:
+            return (
+                f"order {order.id} was paid in {order.currency}, and refunds are made in {SHOP_CURRENCY} only"
+            )
+        if order.refundable <= 0:
+            return f"order {order.id} has nothing left to refund"
+        if action.amount > order.refundable + 1e-9:
+            return (
+                f"order {order.id} has ${order.refundable:,.2f} left to refund, so ${action.amount:,.2f} is "
+                "more than can be refunded"
+            )
+        return None
 
 
 class ContentAgent(Agent):

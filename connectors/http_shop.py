@@ -53,6 +53,7 @@ class HttpShop:
             body["item"],
             float(body["total"]),
             float(body.get("refunded", 0.0)),
+            str(body.get("currency", "USD")).upper(),
         )
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:

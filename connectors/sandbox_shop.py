@@ -56,6 +56,7 @@ class OrderInfo:
     item: str
     total: float
     refunded: float
+    currency: str = "USD"  # ISO 4217; the shop refunds in the order's own currency only
 
     @property
     def refundable(self) -> float:
