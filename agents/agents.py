@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Protocol, runtime_checkable
 
 from agents.amounts import SHOP_CURRENCY
+from agents.context import memory_section
 from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult, ToolSpec
 from agents.tools import tool_name, tool_spec
 from connectors.actions import Action, ShopRefund
@@ -47,12 +48,18 @@ class Context:
 
     lines: list[str] = field(default_factory=list)
     memory_ids: list[int] = field(default_factory=list)
+    memories: list[MemoryHit] = field(default_factory=list)
 
     def add_memories(self, hits: Sequence[MemoryHit]) -> None:
         for hit in hits:
             if hit.id not in self.memory_ids:
                 self.memory_ids.append(hit.id)
-                self.lines.append(f"memory M-{hit.id} ({hit.kind}, {hit.created_at:%Y-%m-%d}): {hit.text}")
+                self.memories.append(hit)
+
+    def prompt(self) -> str:
+        """The facts, then the memories in their own delimited data section."""
+        facts = "Context:\n" + "\n".join(self.lines) if self.lines else ""
+        return "\n\n".join(part for part in (facts, memory_section(self.memories)) if part)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class Agent:
         by_tool = {tool_name(model.name): model.name for model in models}
         tools = [tool_spec(model) for model in models]
         context = await self.context(request)
-        system = self._prompt + ("\n\nContext:\n" + "\n".join(context.lines) if context.lines else "")
+        system = "\n\n".join(part for part in (self._prompt, context.prompt()) if part)
         messages: list[Message] = [*request.history, Message("user", request.text)]
         actions: list[Action] = []
         texts: list[str] = []

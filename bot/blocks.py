@@ -1,4 +1,9 @@
-"""Block Kit messages built with ``slack_sdk.models.blocks`` (validated on build), each with a text fallback."""
+"""Block Kit messages built with ``slack_sdk.models.blocks`` (validated on build), each with a text fallback.
+
+Every text is shortened to what Slack accepts, so a long intent or a model's long rationale can never stop a
+message (an approval request above all) from being posted; the records keep the full text. Text that people or
+models wrote arrives raw in an ``ApprovalCard`` and is escaped here; ``notice`` takes mrkdwn its caller composed.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +23,30 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.mrkdwn import escape, quote, truncate
+
 APPROVE_ACTION_ID = "aios_approve"
 REJECT_ACTION_ID = "aios_reject"
 REQUEST_BUDGET_ACTION_ID = "aios_budget_request"
 
 Message = tuple[str, list[dict[str, Any]]]
 
+# Slack's limits (slack_sdk checks them when a block is built, and Slack refuses a message past them).
+SECTION_TEXT_MAX = SectionBlock.text_max_length  # 3,000
+CONTEXT_TEXT_MAX = 3000
+CONFIRM_TEXT_MAX = ConfirmObject.text_max_length  # 300
+FALLBACK_TEXT_MAX = 3000  # the notification text; Slack takes more, but nobody reads more in a notification
+# What one card field may take of its block, so that the fields around it always fit.
+SUMMARY_MAX = 500
+PARAMS_MAX = 2000
+REASON_MAX = 1000
+CONFIRM_SUFFIX = ". It runs as soon as you confirm."
+
 
 @dataclass(frozen=True)
 class ApprovalCard:
-    """What an approval request shows; built by the handlers from the stored records."""
+    """What an approval request shows, built by the handlers from the stored records. ``summary``, ``params``,
+    ``rationale`` and ``reason`` are raw text (a model or a requester may have written them)."""
 
     approval_id: str
     action_id: str
@@ -53,32 +72,37 @@ def _when(moment: datetime) -> str:
 
 
 def _card_blocks(card: ApprovalCard, header: str) -> list[Block]:
-    params = json.dumps(card.params, sort_keys=True)
+    params = quote(json.dumps(card.params, sort_keys=True, ensure_ascii=False), PARAMS_MAX)
     deadline = f" · expires {_when(card.expires_at)}" if card.expires_at else ""
     needs = f" ({card.quorum} different people)" if card.quorum > 1 else ""
+    rationale_label = "*Why the agent proposes it:* "
     return [
         HeaderBlock(block_id="aios_header", text=header),
-        SectionBlock(
-            block_id="aios_summary",
-            text=MarkdownTextObject(
-                text=f"*{card.summary}*\nRequested by <@{card.requester}> · `{card.action_id}`\n"
-                f"```{params}```"
-            ),
+        _section(
+            "aios_summary",
+            f"*{quote(card.summary, SUMMARY_MAX)}*\nRequested by <@{card.requester}> · `{card.action_id}`\n"
+            f"```{params}```",
         ),
-        SectionBlock(
-            block_id="aios_reasoning",
-            text=MarkdownTextObject(text=f"*Why the agent proposes it:* {card.rationale}"),
+        _section(
+            "aios_reasoning",
+            rationale_label + quote(card.rationale, SECTION_TEXT_MAX - len(rationale_label)),
         ),
-        ContextBlock(
-            block_id="aios_policy",
-            elements=[
-                MarkdownTextObject(
-                    text=f"Policy rule `{card.rule_id}`: {card.reason}. Approvers: "
-                    f"{', '.join(card.approver_roles)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}"
-                )
-            ],
+        _context(
+            "aios_policy",
+            f"Policy rule `{card.rule_id}`: {quote(card.reason, REASON_MAX)}. Approvers: "
+            f"{', '.join(card.approver_roles)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
         ),
     ]
+
+
+def _section(block_id: str, mrkdwn: str) -> SectionBlock:
+    return SectionBlock(block_id=block_id, text=MarkdownTextObject(text=truncate(mrkdwn, SECTION_TEXT_MAX)))
+
+
+def _context(block_id: str, mrkdwn: str) -> ContextBlock:
+    return ContextBlock(
+        block_id=block_id, elements=[MarkdownTextObject(text=truncate(mrkdwn, CONTEXT_TEXT_MAX))]
+    )
 
 
 def approval_request(card: ApprovalCard) -> Message:
@@ -92,7 +116,7 @@ def approval_request(card: ApprovalCard) -> Message:
                 style="primary",
                 confirm=ConfirmObject(
                     title="Approve this action?",
-                    text=f"{card.summary}. It runs as soon as you confirm.",
+                    text=quote(card.summary, CONFIRM_TEXT_MAX - len(CONFIRM_SUFFIX)) + CONFIRM_SUFFIX,
                     confirm="Approve",
                     deny="Cancel",
                 ),
@@ -100,16 +124,12 @@ def approval_request(card: ApprovalCard) -> Message:
             ButtonElement(text="Reject", action_id=REJECT_ACTION_ID, value=card.approval_id, style="danger"),
         ],
     )
-    text = f"Approval needed ({card.approval_id}): {card.summary}, requested by <@{card.requester}>"
+    summary = quote(card.summary, SUMMARY_MAX)
+    text = f"Approval needed ({card.approval_id}): {summary}, requested by <@{card.requester}>"
     votes: list[Block] = []
     if card.voters:
         so_far = ", ".join(f"<@{voter}>" for voter in card.voters)
-        votes = [
-            SectionBlock(
-                block_id="aios_votes",
-                text=MarkdownTextObject(text=f"*{len(card.voters)} of {card.quorum} approvals:* {so_far}"),
-            )
-        ]
+        votes = [_section("aios_votes", f"*{len(card.voters)} of {card.quorum} approvals:* {so_far}")]
     return text, _render([*_card_blocks(card, "Approval needed"), *votes, buttons])
 
 
@@ -118,29 +138,29 @@ def approval_closed(card: ApprovalCard, outcome: str, actor: str | None, at: dat
     icons = {"approved": ":white_check_mark:", "rejected": ":no_entry_sign:", "expired": ":hourglass:"}
     who = f" by <@{actor}>" if actor else ""
     line = f"{icons.get(outcome, '')} *{outcome.capitalize()}*{who} at {_when(at)}".strip()
-    text = f"{card.summary}: {outcome}{who} ({card.approval_id})"
-    outcome_block = SectionBlock(block_id="aios_outcome", text=MarkdownTextObject(text=line))
+    text = f"{quote(card.summary, SUMMARY_MAX)}: {outcome}{who} ({card.approval_id})"
+    outcome_block = _section("aios_outcome", line)
     return text, _render([*_card_blocks(card, f"Approval request {outcome}"), outcome_block])
 
 
 def notice(text: str, context: str | None = None) -> Message:
-    """A plain reply in a thread, with an optional small-print line (ids, rule)."""
-    blocks: list[Block] = [SectionBlock(block_id="aios_notice", text=MarkdownTextObject(text=text))]
+    """A plain reply in a thread, with an optional small-print line (ids, rule). Both are mrkdwn: whatever
+    others wrote in them must already be escaped (``bot.mrkdwn.escape``)."""
+    blocks: list[Block] = [_section("aios_notice", text)]
     if context:
-        blocks.append(
-            ContextBlock(block_id="aios_notice_context", elements=[MarkdownTextObject(text=context)])
-        )
-    return text, _render(blocks)
+        blocks.append(_context("aios_notice_context", context))
+    return truncate(text, FALLBACK_TEXT_MAX), _render(blocks)
 
 
 def budget_blocked(run_id: str, why: str) -> Message:
-    """A run stopped by a hard budget limit, with the button that asks the budget's approvers for more."""
+    """A run stopped by a hard budget limit (``why``: plain text), with the button that asks the budget's
+    approvers for more."""
     button = ButtonElement(text="Request budget", action_id=REQUEST_BUDGET_ACTION_ID, value=run_id)
-    text = f":octagonal_sign: {why}"
-    return text, _render(
+    text = f":octagonal_sign: {escape(why)}"
+    return truncate(text, FALLBACK_TEXT_MAX), _render(
         [
-            SectionBlock(block_id="aios_budget", text=MarkdownTextObject(text=text)),
+            _section("aios_budget", text),
             ActionsBlock(block_id="aios_budget_actions", elements=[button]),
-            ContextBlock(block_id="aios_budget_context", elements=[MarkdownTextObject(text=f"`{run_id}`")]),
+            _context("aios_budget_context", f"`{run_id}`"),
         ]
     )

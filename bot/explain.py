@@ -1,13 +1,23 @@
-"""`/aios why <id>`: the whole chain behind a record, from the intent to the execution."""
+"""`/aios why <id>`: the whole chain behind a record, from the intent to the execution.
+
+What people and models wrote (the intent, rationales, parameters, memories, connector answers) is quoted
+escaped and shortened: the records keep it whole, the answer only has to recognise it.
+"""
 
 from __future__ import annotations
 
 import json
 
+from bot.mrkdwn import quote
 from storage.ids import format_id, parse_id
 from storage.records import Approval, Decision, Execution, Intent, Memory, ProposedAction, Run
 from storage.repository import Repository
 from storage.unit_of_work import UnitOfWorkFactory
+
+INTENT_QUOTE_MAX = 500
+RATIONALE_QUOTE_MAX = 1000
+MEMORY_QUOTE_MAX = 300
+DETAIL_QUOTE_MAX = 500  # parameters, reasons, execution results and errors
 
 
 class NotFoundError(LookupError):
@@ -26,15 +36,16 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
         assert intent is not None
         lines = [
             f"*Why — {format_id('R', run.id)}* (run {run.status})",
-            f"• *Intent* `{format_id('I', intent.id)}`: <@{intent.user}> asked “{intent.text}” "
-            f"({intent.source}, {intent.created_at:%Y-%m-%d %H:%M UTC})",
-            f"• *Agent* {run.agent}: {run.rationale}",
+            f"• *Intent* `{format_id('I', intent.id)}`: <@{intent.user}> asked "
+            f"“{quote(intent.text, INTENT_QUOTE_MAX)}” ({intent.source}, {intent.created_at:%Y-%m-%d %H:%M UTC})",
+            f"• *Agent* {run.agent}: {quote(run.rationale, RATIONALE_QUOTE_MAX)}",
         ]
         if run.memories_used:
             lines.append("• *Memories used*")
             for memory_id in run.memories_used:
                 memory = await uow.repo.get(Memory, memory_id)
-                lines.append(f"  – `M-{memory_id}` " + (memory.text if memory else "(forgotten since)"))
+                said = quote(memory.text, MEMORY_QUOTE_MAX) if memory else "(forgotten since)"
+                lines.append(f"  – `M-{memory_id}` {said}")
         for action in await uow.repo.actions_for_run(run.id):
             if focus is not None and action.id != focus:
                 continue
@@ -70,7 +81,7 @@ async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]
     assert action.id is not None
     lines = [
         f"• *Proposed action* `{format_id('A', action.id)}` {action.name} "
-        f"`{json.dumps(action.params, sort_keys=True)}` — now {action.status}"
+        f"`{quote(json.dumps(action.params, sort_keys=True), DETAIL_QUOTE_MAX)}` — now {action.status}"
     ]
     for decision in await repo.decisions_for_action(action.id):
         when = f"{decision.created_at:%Y-%m-%d %H:%M:%S UTC}"
@@ -78,18 +89,24 @@ async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]
         if decision.kind == "policy":
             lines.append(
                 f"  – {ref} policy verdict *{decision.verdict}* by rule `{decision.rule_id}` "
-                f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {decision.reason}"
+                f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
             )
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "refusal":
-            lines.append(f"  – {ref} click by <@{decision.actor}> refused at {when}: {decision.reason}")
+            lines.append(
+                f"  – {ref} click by <@{decision.actor}> refused at {when}: "
+                f"{quote(decision.reason, DETAIL_QUOTE_MAX)}"
+            )
         else:
-            lines.append(f"  – {ref} {decision.verdict} at {when}: {decision.reason}")
+            lines.append(
+                f"  – {ref} {decision.verdict} at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
+            )
     for execution in await repo.executions_for_action(action.id):
         outcome = json.dumps(execution.result, sort_keys=True) if execution.result else execution.error
         lines.append(
-            f"  – execution `{format_id('E', execution.id)}` *{execution.status}*: {outcome} "
+            f"  – execution `{format_id('E', execution.id)}` *{execution.status}*: "
+            f"{quote(outcome or '', DETAIL_QUOTE_MAX)} "
             f"(idempotency key {execution.idempotency_key[:12]}…)"
         )
     return lines

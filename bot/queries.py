@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from bot.cost import UnknownPeriodError, cost_report, cost_text
-from bot.explain import NotFoundError, explain
+from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain
+from bot.mrkdwn import quote
 from bot.slash import HELP, SlashCommand
 from storage.ids import UnknownIdError, format_id
 from storage.records import ProposedAction, RunStatus
@@ -35,7 +37,7 @@ async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime)
         try:
             return cost_text(await cost_report(units, command.argument.strip().lower() or "today", now))
         except UnknownPeriodError as exc:
-            return f"{exc}. For example: `/aios cost week`."
+            return f"{quote(str(exc), DETAIL_QUOTE_MAX)}. For example: `/aios cost week`."
     return ANSWERS.get(command.name, HELP)
 
 
@@ -45,7 +47,7 @@ async def why(units: UnitOfWorkFactory, record_id: str) -> str:
     try:
         return await explain(units, record_id)
     except (UnknownIdError, NotFoundError) as exc:
-        message = str(exc)
+        message = quote(str(exc), DETAIL_QUOTE_MAX)  # it quotes the argument as typed
         return f"{message[:1].upper()}{message[1:]}."
 
 
@@ -83,7 +85,8 @@ async def pending(units: UnitOfWorkFactory, now: datetime) -> str:
             assert action is not None
             age_minutes = int((now - approval.created_at).total_seconds() // 60)
             lines.append(
-                f"• `{format_id('AP', approval.id)}` {action.name} {action.params} — asked by "
+                f"• `{format_id('AP', approval.id)}` {action.name} "
+                f"{quote(json.dumps(action.params, sort_keys=True), DETAIL_QUOTE_MAX)} — asked by "
                 f"<@{approval.requester}> {age_minutes} min ago, needs {' or '.join(approval.approver_roles)}"
             )
     return "\n".join(["*Approvals waiting*", *lines]) if lines else "No approvals are waiting."

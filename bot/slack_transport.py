@@ -42,6 +42,7 @@ class SlackTransport:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
         self._groups: dict[str, tuple[float, set[str]]] = {}
+        self._own_ids: tuple[str, str] | None = None  # our bot id and bot user id, from auth.test
 
     async def post(
         self,
@@ -80,15 +81,29 @@ class SlackTransport:
             self._client.conversations_replies(channel=channel, ts=thread_ts, limit=50),
         )
         messages: list[dict[str, Any]] = response.get("messages", [])
-        return [
-            ThreadEntry(
-                ts=str(m.get("ts", "0")),
-                user=str(m.get("user", "")),
-                text=str(m.get("text", "")),
-                from_bot=bool(m.get("bot_id")),
+        bot_id, bot_user = await self._own()
+        entries = []
+        for m in messages:
+            app, user = str(m.get("bot_id") or ""), str(m.get("user", ""))
+            # Only our own messages are the bot's turns; another app's are quoted like a person's.
+            ours = (bool(app) and app == bot_id) or (bool(user) and user == bot_user)
+            entries.append(
+                ThreadEntry(
+                    ts=str(m.get("ts", "0")),
+                    user=user,
+                    text=str(m.get("text", "")),
+                    from_bot=ours,
+                    app="" if ours else app,
+                )
             )
-            for m in messages
-        ]
+        return entries
+
+    async def _own(self) -> tuple[str, str]:
+        """Which bot and bot user we are (asked once): tells our messages from other apps' in a thread."""
+        if self._own_ids is None:
+            response = await _call("auth.test", self._client.auth_test())
+            self._own_ids = (str(response.get("bot_id") or ""), str(response.get("user_id") or ""))
+        return self._own_ids
 
     async def group_members(self, group_id: str) -> set[str]:
         cached = self._groups.get(group_id)

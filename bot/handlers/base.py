@@ -11,6 +11,7 @@ import structlog
 
 from agents.agents import Dispatcher
 from bot import blocks
+from bot.mrkdwn import escape
 from bot.transport import Transport, TransportError
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
@@ -90,13 +91,10 @@ class HandlerBase:
         """Slash-command intents have no thread yet: start one with a message that quotes the intent."""
         if intent.thread_ts is not None:
             return Thread(intent.channel, intent.thread_ts)
-        ts = await self.transport.post(
-            intent.channel,
-            f"<@{intent.user}> asked: {intent.text}",
-            blocks=blocks.notice(f"<@{intent.user}> asked: {intent.text}", f"`{format_id('I', intent.id)}`")[
-                1
-            ],
+        text, message_blocks = blocks.notice(
+            f"<@{intent.user}> asked: {escape(intent.text)}", f"`{format_id('I', intent.id)}`"
         )
+        ts = await self.transport.post(intent.channel, text, blocks=message_blocks)
         async with self.units() as uow:
             stored = await uow.repo.get(Intent, intent.id)
             assert stored is not None
@@ -107,6 +105,7 @@ class HandlerBase:
         return Thread(intent.channel, ts)
 
     async def _say(self, thread: Thread, text: str, *, context: str | None = None) -> None:
+        """Reply in the thread; ``text`` and ``context`` are mrkdwn, with what others wrote already escaped."""
         fallback, message_blocks = blocks.notice(text, context)
         try:
             await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)

@@ -22,6 +22,7 @@ from bot.messages import (
     ExecuteAction,
     ReconcileExecution,
 )
+from bot.mrkdwn import escape
 from bot.observability import EXECUTIONS
 from connectors.actions import Action
 from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
@@ -220,7 +221,7 @@ class Executions(HandlerBase):
         details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
         await self._say(
             thread,
-            f":white_check_mark: Done: {action.summary()}. ({details})",
+            f":white_check_mark: Done: {escape(action.summary())}. ({escape(details)})",
             context=f"`{format_id('E', execution.id)}` · `{format_id('A', proposed.id)}` · "
             f"`/aios why {format_id('A', proposed.id)}` explains it",
         )
@@ -230,7 +231,7 @@ class Executions(HandlerBase):
         thread, proposed = await self._thread_of_action(event.action_id)
         await self._say(
             thread,
-            f":x: {proposed.name} failed: {event.error}. Nothing was changed by this attempt.",
+            f":x: {proposed.name} failed: {escape(event.error)}. Nothing was changed by this attempt.",
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []

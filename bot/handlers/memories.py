@@ -3,6 +3,7 @@ own: the outcome of every executed action, keyed by order, customer or post, for
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import structlog
@@ -10,12 +11,15 @@ import structlog
 from bot.handlers.base import HandlerBase
 from bot.messagebus import Message
 from bot.messages import ActionExecuted, Forget, Recall, Remember
+from bot.mrkdwn import escape, quote
 from connectors.actions import CmsCreateDraft, CmsPublish, CmsUnpublish, EmailSend, ShopRefund
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.memory import MemoryStoreError
-from storage.records import Intent, ProposedAction, Run
+from storage.records import Decision, Intent, ProposedAction, Run
 
 log = structlog.get_logger(__name__)
+
+QUOTE_MAX = 500  # a memory or a query quoted back in a reply; `aios memory search` shows them whole
 
 
 class Memories(HandlerBase):
@@ -25,7 +29,7 @@ class Memories(HandlerBase):
                 command.team, command.text, meta={"by": command.user}
             )
         except MemoryStoreError as exc:
-            await self._whisper(command.channel, command.user, f"I can't remember that: {exc}.")
+            await self._whisper(command.channel, command.user, f"I can't remember that: {escape(str(exc))}.")
             return []
         ref = format_id("M", memory_id)
         said = f"Remembered as `{ref}`." if created else f"I already knew that (`{ref}`)."
@@ -35,9 +39,13 @@ class Memories(HandlerBase):
     async def recall(self, command: Recall) -> Sequence[Message]:
         hits = await self.memory.search(command.team, command.query, limit=5)
         if not hits:
-            await self._whisper(command.channel, command.user, f"I remember nothing about “{command.query}”.")
+            said = f"I remember nothing about “{quote(command.query, QUOTE_MAX)}”."
+            await self._whisper(command.channel, command.user, said)
             return []
-        lines = [f"• `{format_id('M', h.id)}` ({h.kind}, {h.created_at:%Y-%m-%d}) {h.text}" for h in hits]
+        lines = [
+            f"• `{format_id('M', h.id)}` ({h.kind}, {h.created_at:%Y-%m-%d}) {quote(h.text, QUOTE_MAX)}"
+            for h in hits
+        ]
         await self._whisper(command.channel, command.user, "\n".join(["*What I remember*", *lines]))
         return []
 
@@ -48,13 +56,16 @@ class Memories(HandlerBase):
         except UnknownIdError:
             prefix, key = "", 0
         if prefix not in ("", "M"):
-            await self._whisper(command.channel, command.user, f"{command.target} is not a memory id (M-…).")
+            said = f"{quote(command.target, QUOTE_MAX)} is not a memory id (M-…)."
+            await self._whisper(command.channel, command.user, said)
             return []
         if not prefix:
             hits = await self.memory.search(command.team, command.target, limit=1)
             if not hits:
                 await self._whisper(
-                    command.channel, command.user, f"Nothing I remember matches “{command.target}”."
+                    command.channel,
+                    command.user,
+                    f"Nothing I remember matches “{quote(command.target, QUOTE_MAX)}”.",
                 )
                 return []
             key = hits[0].id
@@ -69,37 +80,45 @@ class Memories(HandlerBase):
         return []
 
     async def remember_outcome(self, event: ActionExecuted) -> Sequence[Message]:
-        """Keep what was done, keyed so that a later thread about the same order, customer or post finds it."""
+        """Keep what was done, keyed so that a later thread about the same order, customer or post finds it.
+
+        The record says what happened (action, amount, who asked, who or which rule allowed it, when, ids);
+        text a requester or a model wrote (a refund's reason, an email's subject, a post's title) is quoted and
+        marked unverified, so that a later prompt cannot mistake it for a fact or an instruction."""
         async with self.units() as uow:
             proposed = await uow.repo.get(ProposedAction, event.action_id)
             run = await uow.repo.get(Run, proposed.run_id) if proposed else None
             intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            decisions = await uow.repo.decisions_for_action(event.action_id)
         if proposed is None or run is None or intent is None:
             return []
         action = self.registry.validate(proposed.name, proposed.params)
-        refs = f"({format_id('A', proposed.id)}, asked by <@{intent.user}>)"
-        when = f"{self.clock():%Y-%m-%d}"
+        written: tuple[str, str] | None = None  # what a requester or the model wrote: (what it is, the text)
         if isinstance(action, ShopRefund):
-            fact = f"{when}: refunded ${action.amount:,.2f} on order {action.order_id} because {action.reason} {refs}"
+            what = f"refunded ${action.amount:,.2f} on order {action.order_id}"
             kind, key = "decision", f"order:{action.order_id}"
+            written = ("reason", action.reason)
         elif isinstance(action, EmailSend):
-            fact, kind, key = (
-                f"{when}: emailed {action.to} “{action.subject}” {refs}",
-                "customer",
-                f"customer:{action.to}",
-            )
+            what, kind, key = f"emailed {action.to}", "customer", f"customer:{action.to}"
+            written = ("subject", action.subject)
         elif isinstance(action, CmsCreateDraft):
             slug = action.effective_slug()
-            fact, kind, key = (
-                f"{when}: drafted the post “{action.title}” ({slug}) {refs}",
-                "post",
-                f"post:{slug}",
-            )
+            what, kind, key = f"drafted the post {slug}", "post", f"post:{slug}"
+            written = ("title", action.title)
         elif isinstance(action, CmsPublish | CmsUnpublish):
             verb = "published" if isinstance(action, CmsPublish) else "unpublished"
-            fact, kind, key = f"{when}: {verb} the post {action.slug} {refs}", "post", f"post:{action.slug}"
+            what, kind, key = f"{verb} the post {action.slug}", "post", f"post:{action.slug}"
         else:
             return []
+        fact = (
+            f"{self.clock():%Y-%m-%d %H:%M} UTC: {what} ({action.name} {format_id('A', proposed.id)}, "
+            f"execution {format_id('E', event.execution_id)}, run {format_id('R', run.id)}; "
+            f"asked by {intent.user}, {_allowed_by(decisions)})."
+        )
+        if written is not None:
+            label, text = written
+            quoted = json.dumps(text, ensure_ascii=False)  # in quotes that the text cannot close
+            fact += f" {label.capitalize()} given by the requester/model (unverified): {quoted}"
         try:
             await self.memory.remember(
                 intent.team_id,
@@ -111,3 +130,12 @@ class Memories(HandlerBase):
         except MemoryStoreError as exc:
             log.warning("outcome_not_remembered", action=proposed.id, error=str(exc))
         return []
+
+
+def _allowed_by(decisions: Sequence[Decision]) -> str:
+    """Who let the action run: the people who approved it, else the policy rule that allowed it."""
+    approvers = [d.actor for d in decisions if d.kind == "human" and d.verdict in ("vote", "approved")]
+    if approvers:
+        return "approved by " + ", ".join(dict.fromkeys(approvers))
+    rule = next((d.rule_id for d in decisions if d.kind == "policy" and d.verdict == "allow"), None)
+    return f"allowed by policy rule {rule}" if rule else "allowed"

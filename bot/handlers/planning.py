@@ -27,6 +27,7 @@ from bot.messages import (
     ReplanRun,
     RequestBudget,
 )
+from bot.mrkdwn import escape
 from bot.observability import DECISIONS
 from bot.transport import TransportError
 from connectors.actions import Action
@@ -120,9 +121,9 @@ class Planning(HandlerBase):
         ids = f"{agent.name} agent · {ids}"
         if not plan.actions:
             await self._update_run(run_id, RunStatus.ANSWERED, plan.rationale, memories=plan.memory_ids)
-            text = plan.rationale or "I have nothing to propose for that."
+            text = escape(plan.rationale) or "I have nothing to propose for that."
             if plan.problems:
-                text += "\n" + "\n".join(f"• {problem}" for problem in plan.problems)
+                text += "\n" + "\n".join(f"• {escape(problem)}" for problem in plan.problems)
             await self._say(thread, text, context=ids)
             return []
         await self._update_run(run_id, RunStatus.PLANNING, plan.rationale, memories=plan.memory_ids)
@@ -215,7 +216,8 @@ class Planning(HandlerBase):
             return []
         grant = BudgetGrant(budget_id=budget_id, account=run.budget_account, amount_usd=budget.grant)
         thread = Thread(intent.channel, intent.thread_ts)
-        rationale = f"<@{command.user}> asked for more budget so that {run_ref} can continue."
+        # Plain words: the approval card shows a rationale as written, so a mention here would not ping.
+        rationale = f"{command.user} pressed Request budget so that {run_ref} can continue."
         return await self._propose(intent, thread, command.run_id, [grant], rationale)
 
     async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
@@ -334,11 +336,14 @@ class Planning(HandlerBase):
                     proposed.status = ActionStatus.APPROVED
                     await uow.repo.mint_capability(self._capability(proposed, verdict.policy_hash, "policy"))
                     followups.append(ActionAllowed(proposed.id))
-                    replies.append((f"Allowed by policy: {action.summary()}. Running it now.", ids))
+                    replies.append((f"Allowed by policy: {escape(action.summary())}. Running it now.", ids))
                 elif verdict.verdict == "deny":
                     proposed.status = ActionStatus.DENIED
                     replies.append(
-                        (f":no_entry: Not allowed: {action.summary()}. {verdict.explanation}.", ids)
+                        (
+                            f":no_entry: Not allowed: {escape(action.summary())}. {escape(verdict.explanation)}.",
+                            ids,
+                        )
                     )
                 else:
                     proposed.status = ActionStatus.AWAITING_APPROVAL

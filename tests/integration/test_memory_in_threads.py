@@ -19,7 +19,8 @@ TEAM = "T0FAKE"
 async def test_a_new_thread_about_an_order_sees_the_earlier_refund(aios: Aios) -> None:
     await ask(aios, "refund $20 on order 1003, the lid cracked", thread_ts="1700000500.000100")
     [memory] = await aios.memory.lookup(TEAM, "order:1003")
-    assert "refunded $20.00 on order 1003 because lid cracked" in memory.text and memory.kind == "decision"
+    assert "refunded $20.00 on order 1003" in memory.text and memory.kind == "decision"
+    assert 'Reason given by the requester/model (unverified): "lid cracked"' in memory.text
 
     await ask(aios, "refund $10 on order 1003, late again", thread_ts="1700000600.000100")
     explanation = await why(aios.units, "R-2")
