@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 
 from tests.fakes.loopback import LoopbackServer
 
 BOT_USER_ID = "UAIOSBOT"
+BOT_ID = "B0AIOS"
+MAX_BLOCKS = 50  # per message
+MAX_TEXT_OBJECT = 3000  # any text object in a block
+MAX_MESSAGE_TEXT = 40_000
 TOKEN = "xoxb-test-token"
 
 
@@ -37,6 +43,11 @@ class FakeSlackApi(LoopbackServer):
         self._failures: dict[str, list[str]] = {}
         self.human_messages: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._ts = itertools.count(1)
+        self._socket_mode: tuple[str, Callable[[], str]] | None = None
+
+    def serve_socket_mode(self, app_token: str, issue_url: Callable[[], str]) -> None:
+        """Answer apps.connections.open for ``app_token`` with the WebSocket URLs ``issue_url`` makes."""
+        self._socket_mode = (app_token, issue_url)
 
     @property
     def url(self) -> str:
@@ -47,6 +58,21 @@ class FakeSlackApi(LoopbackServer):
         with self._lock:
             self.human_messages.setdefault((channel, thread_ts), []).append(
                 {"type": "message", "ts": ts, "user": user, "text": text, "thread_ts": thread_ts}
+            )
+
+    def add_app_message(self, channel: str, thread_ts: str, ts: str, bot_id: str, text: str) -> None:
+        """Another app's message in a thread (its own bot id and bot user), as conversations.replies returns it."""
+        with self._lock:
+            self.human_messages.setdefault((channel, thread_ts), []).append(
+                {
+                    "type": "message",
+                    "subtype": "bot_message",
+                    "ts": ts,
+                    "bot_id": bot_id,
+                    "user": f"U{bot_id}",
+                    "text": text,
+                    "thread_ts": thread_ts,
+                }
             )
 
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
@@ -86,11 +112,16 @@ class FakeSlackApi(LoopbackServer):
         with self._lock:
             failures = self._failures.get(method)
             error = failures.pop(0) if failures else None
-        if (
+        if method == "apps.connections.open":
+            authorization = request.headers.get("Authorization", "")
+            answer: dict[str, Any] = (
+                self._open_connection(authorization) if error is None else {"ok": False, "error": error}
+            )
+        elif (
             request.headers.get("Authorization") != f"Bearer {self.token}"
             and params.get("token") != self.token
         ):
-            answer: dict[str, Any] = {"ok": False, "error": "invalid_auth"}
+            answer = {"ok": False, "error": "invalid_auth"}
         elif error is not None:
             answer = {"ok": False, "error": error}
         else:
@@ -108,8 +139,10 @@ class FakeSlackApi(LoopbackServer):
                 "user": "aios",
                 "team_id": "T0FAKE",
                 "user_id": BOT_USER_ID,
-                "bot_id": "B0AIOS",
+                "bot_id": BOT_ID,
             }
+        if method in ("chat.postMessage", "chat.update") and (refused := _refusal(params)):
+            return {"ok": False, "error": refused}
         if method == "chat.postMessage":
             if not params.get("channel"):
                 return {"ok": False, "error": "channel_not_found"}
@@ -144,6 +177,14 @@ class FakeSlackApi(LoopbackServer):
             )
         return {"ok": False, "error": "unknown_method"}
 
+    def _open_connection(self, authorization: str) -> dict[str, Any]:
+        """Socket Mode's WebSocket URL; only the app-level token (xapp-…) may ask for one."""
+        if authorization == f"Bearer {self.token}":
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if self._socket_mode is None or authorization != f"Bearer {self._socket_mode[0]}":
+            return {"ok": False, "error": "invalid_auth"}
+        return {"ok": True, "url": self._socket_mode[1]()}
+
     def _replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
         """People's messages added by the test, and what the bot posted in the thread (numbered as answered)."""
         with self._lock:
@@ -156,7 +197,7 @@ class FakeSlackApi(LoopbackServer):
                     {
                         "type": "message",
                         "ts": ts,
-                        "bot_id": "B0AIOS",
+                        "bot_id": BOT_ID,
                         "text": call.params.get("text", ""),
                         "thread_ts": thread_ts,
                     }
@@ -174,6 +215,36 @@ async def _params(request: web.Request) -> dict[str, Any]:
         if isinstance(params.get(key), str):
             params[key] = json.loads(params[key])
     return params
+
+
+def _refusal(params: dict[str, Any]) -> str | None:
+    """What Slack refuses in a message: too long a text, or blocks past Block Kit's limits (slack_sdk knows
+    most of them; a text object's 3,000 characters and 50 blocks a message are checked here)."""
+    if len(str(params.get("text") or "")) > MAX_MESSAGE_TEXT:
+        return "msg_too_long"
+    blocks = params.get("blocks") or []
+    if len(blocks) > MAX_BLOCKS or any(len(text) > MAX_TEXT_OBJECT for text in _texts(blocks)):
+        return "invalid_blocks"
+    try:
+        parsed = [Block.parse(block) for block in blocks]
+        if any(block is None for block in parsed):
+            return "invalid_blocks"
+        for block in parsed:
+            assert block is not None
+            block.to_dict()  # validates the block and everything in it
+    except (SlackObjectFormationError, TypeError, KeyError):
+        return "invalid_blocks"
+    return None
+
+
+def _texts(value: Any) -> list[str]:
+    """Every text object's text, anywhere in a block tree."""
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    if not isinstance(value, dict):
+        return []
+    own = [str(value.get("text", ""))] if value.get("type") in ("mrkdwn", "plain_text") else []
+    return own + [text for item in value.values() for text in _texts(item)]
 
 
 def _has_action(params: dict[str, Any], action_id: str) -> bool:
