@@ -151,10 +151,8 @@ async def ask(
     return intent_id
 
 
-async def run_with_connectors(
-    aios: Aios, connectors: Sequence[Connector], text: str, thread_ts: str = "1.9"
-) -> None:
-    """Handle one intent with these connectors in place of the installed ones (everything else as wired)."""
+def bus_with_connectors(aios: Aios, connectors: Sequence[Connector]) -> MessageBus:
+    """The bot's handlers with these connectors in place of the installed ones (everything else as wired)."""
     registry = ConnectorRegistry(connectors)
     base = aios.handlers
     handlers = Handlers(
@@ -169,6 +167,14 @@ async def run_with_connectors(
     )
     bus = MessageBus()
     handlers.register(bus)
+    return bus
+
+
+async def run_with_connectors(
+    aios: Aios, connectors: Sequence[Connector], text: str, thread_ts: str = "1.9"
+) -> MessageBus:
+    """Handle one intent with these connectors in place of the installed ones; the bus, to go on with them."""
+    bus = bus_with_connectors(aios, connectors)
     intent_id = await aios.accept(
         IncomingIntent(
             source="mention", team_id="T", channel=CHANNEL, thread_ts=thread_ts, user=REQUESTER, text=text
@@ -176,3 +182,4 @@ async def run_with_connectors(
     )
     assert intent_id is not None
     await bus.handle(HandleIntent(intent_id))
+    return bus

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
@@ -90,24 +91,32 @@ async def test_published_posts_are_unpublished_newest_first_when_a_later_step_fa
 
 
 class BrokenOutbox:
+    """An outbox that refuses every email, or (``error``) has a bug that raises something else."""
+
     actions: ClassVar[tuple[type[Action], ...]] = (EmailSend,)
 
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
-        raise PermanentConnectorError("550 mailbox unavailable")
+        raise self.error
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         return None
 
 
+@pytest.mark.parametrize(
+    "error", [PermanentConnectorError("550 mailbox unavailable"), RuntimeError("smtp pool closed")], ids=repr
+)
 async def test_a_step_that_cannot_be_undone_goes_to_a_person(
-    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, error: Exception
 ) -> None:
     aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=PERMISSIVE)
     try:
         context = ConnectorContext(units_of_work=aios.units)
         await run_with_connectors(
             aios,
-            [SandboxShop(context), SandboxCms(context), BrokenOutbox()],
+            [SandboxShop(context), SandboxCms(context), BrokenOutbox(error)],
             "refund $5 on order 1002 and tell the customer",
             thread_ts="1.7",
         )

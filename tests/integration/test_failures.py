@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -12,17 +13,19 @@ from sqlmodel import col, select
 from bot.bootstrap import Aios
 from bot.handlers import CONNECTOR_ATTEMPTS
 from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent
+from bot.messagebus import MessageBus
+from bot.messages import DecideApproval, ExecuteAction, HandleIntent, Recover
 from connectors.actions import Action, ShopRefund
-from connectors.base import ConnectorContext
+from connectors.base import Connector, ConnectorContext
 from connectors.errors import TransientConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_outbox import SandboxOutbox
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
-from storage.records import Approval, Execution, ExecutionAttempt
+from storage.records import ActionStatus, Approval, Execution, ExecutionAttempt, ProposedAction, Run
+from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, ask, run_with_connectors
+from tests.integration.conftest import CHANNEL, MANAGER, ask, bus_with_connectors, run_with_connectors
 
 
 class FlakyShop:
@@ -52,9 +55,9 @@ def no_backoff_sleeps() -> Iterator[None]:
         yield
 
 
-async def run_with(aios: Aios, shop: FlakyShop, text: str) -> None:
+async def run_with(aios: Aios, shop: Connector, text: str) -> MessageBus:
     context = ConnectorContext(units_of_work=aios.units)
-    await run_with_connectors(aios, [shop, SandboxCms(context), SandboxOutbox(context)], text)
+    return await run_with_connectors(aios, [shop, SandboxCms(context), SandboxOutbox(context)], text)
 
 
 async def test_transient_connector_errors_are_retried_and_the_refund_happens_once(aios: Aios) -> None:
@@ -125,4 +128,136 @@ async def test_an_intent_whose_thread_cannot_be_opened_is_marked_failed(
     async with aios.units() as uow:
         intent = await uow.repo.get(Intent, intent_id)
     assert intent is not None and intent.status == "failed"
+    assert (await sandbox_state(aios.units))["refunds"] == []
+
+
+class BuggyShop:
+    """A shop connector with a bug: ``execute`` (or ``lookup``) raises an exception no connector should."""
+
+    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
+
+    def __init__(self, error: Exception, *, in_lookup: bool = False) -> None:
+        self.error = error
+        self.in_lookup = in_lookup
+        self.calls = 0
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        self.calls += 1
+        if self.in_lookup:
+            raise self.error
+        return None
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        self.calls += 1
+        raise self.error
+
+
+def replies(slack_api: FakeSlackApi) -> list[str]:
+    return [c.params["text"] for c in slack_api.calls_to("chat.postMessage")]
+
+
+async def the_execution(aios: Aios) -> Execution:
+    async with aios.units() as uow:
+        return (await uow.repo.session.exec(select(Execution))).one()
+
+
+async def test_a_bug_in_a_connector_fails_the_action_once_in_plain_words_and_counts_as_an_error(
+    aios: Aios, slack_api: FakeSlackApi, clock: Clock
+) -> None:
+    shop = BuggyShop(RuntimeError("pool exhausted <object at 0x7f>"))
+    bus = await run_with(aios, shop, "refund $30 on order 1003, dented")
+
+    assert shop.calls == 1  # a bug is not retried
+    execution = await the_execution(aios)
+    assert execution.status == "failed" and execution.error == "RuntimeError: pool exhausted <object at 0x7f>"
+    async with aios.units() as uow:
+        attempts = (await uow.repo.session.exec(select(ExecutionAttempt))).all()
+        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
+        [run] = (await uow.repo.session.exec(select(Run))).all()
+        errors = await uow.repo.error_counts(clock() - timedelta(hours=1), clock() + timedelta(hours=1))
+    assert [(a.number, a.kind, a.outcome, a.error) for a in attempts] == [
+        (1, "execute", "error", "RuntimeError: pool exhausted <object at 0x7f>")
+    ]
+    assert (action.status, run.status) == ("failed", "failed")
+    assert errors["connector"] == 1
+    [failure] = [text for text in replies(slack_api) if "failed" in text]
+    assert "shop.refund connector stopped with an unexpected error" in failure
+    assert "RuntimeError" not in failure and "0x7f" not in failure and "Traceback" not in failure
+
+    # Nothing is left in flight for the next start to try again.
+    said = len(replies(slack_api))
+    await bus.handle(Recover(grace_seconds=0))
+    assert shop.calls == 1 and len(replies(slack_api)) == said
+    assert (await the_execution(aios)).status == "failed"
+
+
+@pytest.mark.parametrize("error", [KeyError("refund_id"), RuntimeError("socket closed")], ids=repr)
+async def test_a_bug_while_reconciling_settles_the_execution_as_failed(
+    aios: Aios, slack_api: FakeSlackApi, error: Exception
+) -> None:
+    await ask(aios, "refund $30 on order 1003, dented")
+    # As a crash after the connector call would leave it: the execution in flight, the action approved.
+    async with aios.units() as uow:
+        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution.status = "started"
+        uow.repo.session.add(execution)
+        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        await uow.commit()
+    shop = BuggyShop(error, in_lookup=True)
+    bus = bus_with_connectors(aios, [shop, SandboxOutbox(ConnectorContext(units_of_work=aios.units))])
+
+    await bus.handle(Recover(grace_seconds=0))
+    await bus.handle(Recover(grace_seconds=0))
+
+    assert shop.calls == 1
+    settled = await the_execution(aios)
+    assert settled.status == "failed" and type(error).__name__ in (settled.error or "")
+    assert len([text for text in replies(slack_api) if "unexpected error" in text]) == 1
+
+
+async def unreadable_approved_action(aios: Aios) -> ProposedAction:
+    """An approved refund whose stored parameters no longer validate (say, approved before a stricter model)."""
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    async with aios.units() as uow:
+        proposed = (await uow.repo.session.exec(select(ProposedAction))).one()
+        proposed.params = {**proposed.params, "amount": -250}
+        uow.repo.session.add(proposed)
+        await uow.repo.set_action_status(proposed.id or 0, ActionStatus.APPROVED)
+        await uow.commit()
+    return proposed
+
+
+async def test_an_approved_action_whose_stored_parameters_do_not_validate_fails_once(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    proposed = await unreadable_approved_action(aios)
+    assert proposed.id is not None
+
+    await aios.process(ExecuteAction(proposed.id))
+    await aios.process(Recover(grace_seconds=0))
+
+    async with aios.units() as uow:
+        stored = await uow.repo.get(ProposedAction, proposed.id)
+    assert stored is not None and stored.status == "failed"
+    assert len([text for text in replies(slack_api) if "shop.refund failed" in text]) == 1
+    assert (await sandbox_state(aios.units))["refunds"] == []
+
+
+async def test_an_execution_in_flight_whose_stored_parameters_do_not_validate_is_settled_as_failed(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    proposed = await unreadable_approved_action(aios)
+    assert proposed.id is not None
+    async with aios.units() as uow:
+        await uow.repo.add(
+            Execution(action_id=proposed.id, idempotency_key="k" * 64, status="started", result={})
+        )
+        await uow.commit()
+
+    await aios.process(Recover(grace_seconds=0))
+    await aios.process(Recover(grace_seconds=0))
+
+    execution = await the_execution(aios)
+    assert execution.status == "failed" and "amount" in (execution.error or "")
+    assert len([text for text in replies(slack_api) if "shop.refund failed" in text]) == 1
     assert (await sandbox_state(aios.units))["refunds"] == []
