@@ -9,6 +9,7 @@ from typing import Any
 
 import stamina
 import structlog
+from pydantic_core import to_jsonable_python
 
 from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase
@@ -66,8 +67,11 @@ class Executions(HandlerBase):
                 uow.repo.session.add(run)
             else:
                 try:
-                    action = self.registry.validate(proposed.name, proposed.params)
+                    action = self._stored_action(proposed)
                 except InvalidActionError as exc:
+                    # Failed for good, so recovery does not pick the action up (and fail it) at every start.
+                    await uow.repo.set_action_status(command.action_id, ActionStatus.FAILED)
+                    await uow.commit()
                     return [ActionFailed(command.action_id, str(exc))]
                 key = idempotency_key(command.action_id, action)
                 # Of any number of concurrent executions one spends the capability and claims the key; an
@@ -102,6 +106,16 @@ class Executions(HandlerBase):
         crash_point("execution_claimed")
         return await self._run(command.action_id, action, key, lookup_first=False)
 
+    def _stored_action(self, proposed: ProposedAction) -> Action:
+        """The typed action of stored parameters; whatever goes wrong reading them is an InvalidActionError."""
+        try:
+            return self.registry.validate(proposed.name, proposed.params)
+        except InvalidActionError:
+            raise
+        except Exception as exc:
+            log.exception("stored_action_unreadable", action=proposed.id, error_type=type(exc).__name__)
+            raise InvalidActionError(f"{proposed.name}: its stored parameters could not be read") from exc
+
     async def _unauthorised(self, action_id: int) -> None:
         """No spendable capability: already executed (a duplicate: quiet), or stale (say so, and fail it)."""
         async with self.units() as uow:
@@ -127,7 +141,14 @@ class Executions(HandlerBase):
             proposed = await uow.repo.get(ProposedAction, execution.action_id) if execution else None
         if execution is None or proposed is None or execution.status != ExecutionStatus.STARTED:
             return []
-        action = self.registry.validate(proposed.name, proposed.params)
+        try:
+            action = self._stored_action(proposed)
+        except InvalidActionError as exc:
+            # Settled as failed, so the next start does not try (and fail) again.
+            await self._finish_execution(
+                execution.idempotency_key, ExecutionStatus.FAILED, {}, str(exc), _Attempts()
+            )
+            return [ActionFailed(execution.action_id, str(exc))]
         log.info("execution_reconciling", execution=execution.id, action=proposed.id)
         return await self._run(proposed.id or 0, action, execution.idempotency_key, lookup_first=True)
 
@@ -145,6 +166,18 @@ class Executions(HandlerBase):
             await self._finish_execution(key, ExecutionStatus.FAILED, {}, error, attempts)
             EXECUTIONS.labels(outcome="failed").inc()
             return [ActionFailed(action_id, error)]
+        except Exception as exc:
+            # A bug in a connector (a KeyError, a database error, …) ends the execution like a refusal would:
+            # failed, with its attempts, and earlier steps compensated. People get plain words; the log the rest.
+            log.exception(
+                "connector_failed_unexpectedly",
+                action=action_id,
+                error_type=type(exc).__name__,
+                error=_short(str(exc)),
+            )
+            await self._finish_execution(key, ExecutionStatus.FAILED, {}, _unexpected(exc), attempts)
+            EXECUTIONS.labels(outcome="failed").inc()
+            return [ActionFailed(action_id, f"the {action.name} connector stopped with an unexpected error")]
         crash_point("connector_done")
         execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
         EXECUTIONS.labels(outcome="succeeded").inc()
@@ -201,7 +234,8 @@ class Executions(HandlerBase):
                     )
                 )
             execution.status = status
-            execution.result = result
+            # A result that is not JSON (a connector bug) would fail the commit and leave the execution in flight.
+            execution.result = to_jsonable_python(result, fallback=str)
             execution.error = error
             execution.finished_at = self.clock()
             uow.repo.session.add(execution)
@@ -237,6 +271,15 @@ class Executions(HandlerBase):
         return []
 
 
+def _unexpected(exc: Exception) -> str:
+    """What an execution records about an exception no connector was meant to raise: its type and a short message."""
+    return _short(f"{type(exc).__name__}: {exc}")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _retry_after(exc: Exception) -> bool | float:
     """stamina backoff hook: transient failures are retried, after the wait the connector was asked for if any."""
     if isinstance(exc, TransientConnectorError):
@@ -267,6 +310,9 @@ class _Attempts:
             raise
         except ConnectorError as exc:
             self.outcome, error = "permanent", str(exc)
+            raise
+        except Exception as exc:
+            self.outcome, error = "error", _unexpected(exc)
             raise
         finally:
             self.recorded.append((self._number, kind, self.outcome, error))
