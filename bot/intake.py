@@ -1,11 +1,12 @@
-"""Accepting an intent: persisted (with its delivery key, atomically) before Slack gets its ack."""
+"""Accepting an intent or a click: persisted (an intent with its delivery key, atomically) before Slack gets its
+ack."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bot.observability import INTENTS
-from storage.records import Intent
+from storage.records import Click, Intent
 from storage.unit_of_work import UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
@@ -45,3 +46,12 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> i
     INTENTS.labels(source=incoming.source).inc()
     assert intent.id is not None
     return intent.id
+
+
+async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
+    """Store an Approve or Reject click; its id goes with the DecideApproval that handles it."""
+    async with units() as uow:
+        stored = await uow.repo.add(click)
+        await uow.commit()
+    assert stored.id is not None
+    return stored.id

@@ -24,6 +24,8 @@ class DecideApproval(Command):
     user: str
     approve: bool
     channel: str
+    click_id: int | None = None  # the stored click this comes from, marked processed once handled
+    recovered: bool = False  # re-submitted at start: its first handling may have got part of the way
 
 
 @dataclass(frozen=True)

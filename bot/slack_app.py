@@ -1,43 +1,74 @@
-"""The Bolt app. Listeners stay thin: persist what must not be lost, ack, and hand the rest to the bus."""
+"""The Bolt app, for HTTP and Socket Mode alike. Listeners stay thin: check the payload's shape, persist what
+must not be lost, ack, and hand the rest to the bus."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+from pydantic import BaseModel, ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID
 from bot.bootstrap import Aios
-from bot.intake import IncomingIntent
+from bot.crashpoints import crash_point
+from bot.intake import IncomingIntent, accept_click
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.observability import SLACK_REQUESTS
 from bot.queries import answer
+from bot.slack_payloads import (
+    ButtonClick,
+    EventCallback,
+    MessageEvent,
+    SlashCommandPayload,
+    delivery_id,
+    payload_type,
+    problems,
+)
 from bot.slash import HELP, SlashCommand, bus_command, parse_slash
 from storage.ids import UnknownIdError, parse_id
+from storage.records import Click
 
 log = structlog.get_logger(__name__)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 
+Payload = TypeVar("Payload", bound=BaseModel)
+
+MAX_RECORD_KEY = 2**31 - 1  # the widest integer key a table has; a larger id names no record
+
 
 def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
-    # process_before_response: the ack is written as soon as the listener returns, and listeners
-    # return at once because the work goes to background tasks.
-    app = AsyncApp(client=client, signing_secret=signing_secret, process_before_response=True)
+    app = AsyncApp(
+        client=client,
+        signing_secret=signing_secret,
+        # The ack is written as soon as the listener returns, and listeners return at once because the work
+        # goes to background tasks.
+        process_before_response=True,
+        # What no listener handles (events the bot ignores, modals, shortcuts, other buttons) goes to on_error,
+        # which answers 200: Bolt's default is a 404, which Slack counts as a failed delivery.
+        raise_error_for_unhandled_request=True,
+    )
 
     @app.command("/aios")
-    async def on_slash(ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def on_slash(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="slash").inc()
-        parsed = parse_slash(command.get("text", ""))
+        command = _parse(SlashCommandPayload, body, body)
+        if command is None:
+            await ack(text="That command reached me without a user or a channel, so I can't act on it.")
+            return
+        parsed = parse_slash(command.text)
         if parsed.name == "help":
             await ack(text=HELP)
             return
-        control = bus_command(
-            parsed, team=command.get("team_id", ""), user=command["user_id"], channel=command["channel_id"]
-        )
+        team = command.team_id or ""
+        control = bus_command(parsed, team=team, user=command.user_id, channel=command.channel_id)
         if control is not None:
             await ack()
             aios.submit(control)
@@ -45,16 +76,16 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         if parsed.name != "intent":
             await ack()
             aios.background.spawn(
-                _answer_privately(aios, parsed, command["channel_id"], command["user_id"]), name="slash_query"
+                _answer_privately(aios, parsed, command.channel_id, command.user_id), name="slash_query"
             )
             return
         intent_id = await aios.accept(
             IncomingIntent(
                 source="slash",
-                team_id=command.get("team_id", ""),
-                channel=command["channel_id"],
+                team_id=team,
+                channel=command.channel_id,
                 thread_ts=None,
-                user=command["user_id"],
+                user=command.user_id,
                 text=parsed.argument,
             )
         )
@@ -63,19 +94,22 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         aios.submit(HandleIntent(intent_id))
 
     @app.event("app_mention")
-    async def on_mention(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def on_mention(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="app_mention").inc()
-        await _accept_event(aios, ack, body, event, source="mention")
+        callback = _parse(EventCallback, body, body)
+        await _accept_event(aios, ack, body, callback, source="mention")
 
     @app.event("message")
-    async def on_message(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def on_message(ack: AsyncAck, body: dict[str, Any]) -> None:
+        callback = _parse(EventCallback, body, body)
         # Only direct messages from people: channel messages arrive as app_mention, and the bot's own
         # messages and edits (subtypes) are not intents.
+        event = callback.event if callback else {}
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
             await ack()
             return
         SLACK_REQUESTS.labels(kind="message_im").inc()
-        await _accept_event(aios, ack, body, event, source="im")
+        await _accept_event(aios, ack, body, callback, source="im")
 
     @app.action(APPROVE_ACTION_ID)
     async def on_approve(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -89,63 +123,96 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     async def on_request_budget(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="block_actions").inc()
         await ack()
-        run_id = _record_key(body, "R")
-        if run_id is not None:
-            aios.submit(RequestBudget(run_id=run_id, user=body["user"]["id"], channel=_channel(body)))
+        click = _parse(ButtonClick, body, body)
+        run_id = _record_key(click, "R") if click else None
+        if click is not None and run_id is not None:
+            aios.submit(RequestBudget(run_id=run_id, user=click.user.id, channel=click.channel_id))
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        log.error("slack_listener_failed", error=repr(error), type=body.get("type"))
+    async def on_error(error: Exception, body: dict[str, Any], request: AsyncBoltRequest) -> BoltResponse:
+        kind, event_id = payload_type(body), delivery_id(body)
+        if isinstance(error, BoltUnhandledRequestError):
+            log.info("slack_request_ignored", type=kind, event_id=event_id)
+            return BoltResponse(status=200, body="")
+        log.error("slack_listener_failed", type=kind, event_id=event_id, exc_info=error)
+        acked = request.context.ack.response
+        if acked is not None:
+            return acked
+        if isinstance(error, SQLAlchemyError):
+            # Nothing was stored and nothing acked: a 5xx makes Slack deliver the event again later.
+            return BoltResponse(status=503, body="")
+        return BoltResponse(status=200, body="")  # delivering it again would fail the same way
 
     return app
 
 
+def _parse(model: type[Payload], data: Any, body: dict[str, Any]) -> Payload | None:
+    """The payload in its model, or None (logged with what did not fit) when it does not have that shape."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        log.warning(
+            "slack_payload_malformed",
+            type=payload_type(body),
+            event_id=delivery_id(body),
+            problems=problems(exc),
+        )
+        return None
+
+
 async def _accept_event(
-    aios: Aios, ack: AsyncAck, body: dict[str, Any], event: dict[str, Any], *, source: str
+    aios: Aios, ack: AsyncAck, body: dict[str, Any], callback: EventCallback | None, *, source: str
 ) -> None:
-    text = _MENTION.sub("", event.get("text", "")).strip()
+    event = _parse(MessageEvent, callback.event, body) if callback else None
+    if callback is None or event is None:
+        await ack()
+        return
     intent_id = await aios.accept(
         IncomingIntent(
             source=source,
-            team_id=body.get("team_id", ""),
-            channel=event["channel"],
-            thread_ts=event.get("thread_ts") or event["ts"],
-            user=event.get("user", ""),
-            text=text,
-            message_ts=event["ts"],
-            delivery_key=body.get("event_id"),
+            team_id=callback.team_id or "",
+            channel=event.channel,
+            thread_ts=event.thread_ts or event.ts,
+            user=event.user,
+            text=_MENTION.sub("", event.text).strip(),
+            message_ts=event.ts,
+            delivery_key=callback.event_id,
         )
     )
     await ack()
     if intent_id is None:
-        log.info("duplicate_delivery_dropped", event_id=body.get("event_id"))
+        log.info("duplicate_delivery_dropped", event_id=callback.event_id)
         return
     aios.submit(HandleIntent(intent_id))
 
 
 async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
+    """The click is stored before the ack: once Slack has its 200 the click survives a crash (see Recovery)."""
     SLACK_REQUESTS.labels(kind="block_actions").inc()
+    click = _parse(ButtonClick, body, body)
+    approval_id = _record_key(click, "AP") if click else None
+    if click is None or approval_id is None:
+        await ack()
+        return
+    user, channel = click.user.id, click.channel_id
+    click_id = await accept_click(
+        aios.units, Click(approval_id=approval_id, user=user, approve=approve, channel=channel)
+    )
     await ack()
-    approval_id = _record_key(body, "AP")
-    if approval_id is not None:
-        aios.submit(DecideApproval(approval_id, body["user"]["id"], approve, _channel(body)))
+    crash_point("click_stored")
+    aios.submit(DecideApproval(approval_id, user, approve, channel, click_id=click_id))
 
 
-def _record_key(body: dict[str, Any], prefix: str) -> int | None:
+def _record_key(click: ButtonClick, prefix: str) -> int | None:
     """The record id a button carries (its value holds only that), if it is of the expected kind."""
-    value = body["actions"][0].get("value", "")
     try:
-        found, key = parse_id(value)
+        found, key = parse_id(click.value)
     except UnknownIdError:
         found, key = "", 0
-    if found != prefix:
-        log.warning("click_with_unknown_value", value=value, expected=prefix)
+    if found != prefix or key > MAX_RECORD_KEY:
+        log.warning("click_with_unknown_value", value=click.value[:80], expected=prefix)
         return None
     return key
-
-
-def _channel(body: dict[str, Any]) -> str:
-    return str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", ""))
 
 
 async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:

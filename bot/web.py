@@ -4,39 +4,89 @@ from __future__ import annotations
 
 import time
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from pydantic import ValidationError
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.signature import SignatureVerifier
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.request.internals import build_normalized_headers, extract_content_type, parse_body
 from sqlalchemy import text
 
 from bot.bootstrap import Aios
 from bot.observability import ACK_SECONDS
+from bot.slack_payloads import Envelope, delivery_id, problems
+from bot.slack_signature import signature_problem
 
 MAX_BODY_BYTES = 1024 * 1024
 
 AIOS_KEY = web.AppKey("aios", Aios)
 BOLT_KEY = web.AppKey("bolt", AsyncApp)
-VERIFIER_KEY = web.AppKey("verifier", SignatureVerifier)
+SECRET_KEY = web.AppKey("signing_secret", str)
+
+log = structlog.get_logger(__name__)
+
+
+class MalformedRequestError(ValueError):
+    """A signed body that is not a Slack payload; the message says what is wrong with it."""
+
+    def __init__(self, reason: str, event_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.event_id = event_id
 
 
 async def slack_events(request: web.Request) -> web.Response:
     started = time.perf_counter()
+    raw = await request.read()
+    problem = signature_problem(
+        request.app[SECRET_KEY],
+        raw,
+        request.headers.get("X-Slack-Request-Timestamp"),
+        request.headers.get("X-Slack-Signature"),
+        now=time.time(),
+    )
+    if problem is not None:
+        log.warning("slack_request_refused", status=401, reason=problem)
+        return web.json_response({"error": f"invalid signature: {problem}"}, status=401)
     try:
-        bolt_request = await to_bolt_request(request)
-    except ValueError:
-        # Bolt parses the body before it checks the signature; keep "who are you" ahead of "what is this".
-        body = await request.text()
-        if not request.app[VERIFIER_KEY].is_valid_request(body, dict(request.headers)):
-            return web.json_response({"error": "invalid signature"}, status=401)
-        return web.json_response(
-            {"error": "malformed payload: the body is not valid JSON or form data"}, status=400
-        )
+        bolt_request = _bolt_request(raw, request)
+    except MalformedRequestError as exc:
+        log.warning("slack_request_refused", status=400, reason=str(exc), event_id=exc.event_id)
+        return web.json_response({"error": f"malformed payload: {exc}"}, status=400)
     bolt_response = await request.app[BOLT_KEY].async_dispatch(bolt_request)
     response = await to_aiohttp_response(bolt_response)
     ACK_SECONDS.observe(time.perf_counter() - started)
     return response
+
+
+def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
+    """The signed body as Bolt's request, once it is known to be a Slack payload Bolt can route.
+
+    Bolt parses bodies and reads the team, user and channel ids from them without checking their types, so
+    `[]`, `payload=null` or `"team": 5` would make it raise; they are refused here instead."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequestError("the body is not UTF-8 text") from None
+    headers = build_normalized_headers(dict(request.headers))
+    try:
+        body = parse_body(text, extract_content_type(headers))
+    except (ValueError, RecursionError):
+        raise MalformedRequestError("the body is not valid JSON or form data") from None
+    if not isinstance(body, dict):
+        raise MalformedRequestError("the body (or its payload field) must be a JSON object")
+    try:
+        Envelope.model_validate(body)
+    except ValidationError as exc:
+        raise MalformedRequestError(problems(exc), delivery_id(body)) from None
+    try:
+        return AsyncBoltRequest(body=text, query=request.query_string, headers=dict(headers))
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        # The envelope check covers what Slack documents; this catches the nested ids Bolt also reads.
+        raise MalformedRequestError(
+            f"a field has an unexpected type ({type(exc).__name__}: {exc})", delivery_id(body)
+        ) from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -55,7 +105,7 @@ async def metrics(_request: web.Request) -> web.Response:
 
 def build_web_app(aios: Aios, bolt: AsyncApp, signing_secret: str) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[VERIFIER_KEY] = SignatureVerifier(signing_secret)
+    app[SECRET_KEY] = signing_secret
     app[AIOS_KEY] = aios
     app[BOLT_KEY] = bolt
     app.router.add_post("/slack/events", slack_events)

@@ -198,6 +198,19 @@ class ApprovalVote(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class Click(SQLModel, table=True):
+    """An Approve or Reject click, stored before Slack gets its ack and marked processed once handled: a process
+    that stops in between leaves it here for the next start to handle, so an acknowledged click is never lost."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int  # as the button carried it; not a foreign key, since a click may name no approval
+    user: str = Field(max_length=40)
+    approve: bool
+    channel: str = Field(max_length=40)
+    received_at: datetime = _ts()
+    processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+
+
 class AgentPause(SQLModel, table=True):
     """An agent stopped by `/aios pause`: no new runs plan and no approved action of its runs executes."""
 

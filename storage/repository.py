@@ -22,6 +22,7 @@ from storage.records import (
     ApprovalVote,
     BudgetAccount,
     Capability,
+    Click,
     Decision,
     Execution,
     ExecutionStatus,
@@ -447,3 +448,17 @@ class Repository:
         )
         result = await self.session.exec(statement)
         return bool(result.rowcount)
+
+    async def unprocessed_clicks(self) -> list[Click]:
+        """Clicks stored and acknowledged but never handled (their process stopped), oldest first."""
+        query = select(Click).where(col(Click.processed_at).is_(None)).order_by(col(Click.id))
+        return list((await self.session.exec(query)).all())
+
+    async def mark_click_processed(self, click_id: int, at: datetime) -> bool:
+        """Compare-and-set unprocessed → processed; False when it was marked already."""
+        statement = (
+            update(Click)
+            .where(col(Click.id) == click_id, col(Click.processed_at).is_(None))
+            .values(processed_at=at)
+        )
+        return bool((await self.session.exec(statement)).rowcount)

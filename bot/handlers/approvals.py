@@ -37,8 +37,22 @@ REFUSAL_TEXT = {
 }
 
 
+# What a re-submitted click may find because its first handling got that far before the process stopped.
+_ALREADY_COUNTED = (Refusal.ALREADY_DECIDED, Refusal.ALREADY_VOTED)
+
+
 class Approvals(HandlerBase):
     async def decide_approval(self, command: DecideApproval) -> Sequence[Message]:
+        """Decide, then mark the stored click processed (whatever the outcome), so a restart does not
+        handle it again; until then a restart re-submits it, and deciding twice is harmless."""
+        messages = await self._decide(command)
+        if command.click_id is not None:
+            async with self.units() as uow:
+                await uow.repo.mark_click_processed(command.click_id, self.clock())
+                await uow.commit()
+        return messages
+
+    async def _decide(self, command: DecideApproval) -> Sequence[Message]:
         approval_ref = format_id("AP", command.approval_id)
         async with self.units() as uow:
             approval = await uow.repo.get(Approval, command.approval_id)
@@ -177,6 +191,10 @@ class Approvals(HandlerBase):
     async def _refuse(
         self, approval: Approval, command: DecideApproval, refusal: Refusal, rule_id: str
     ) -> None:
+        if command.recovered and refusal in _ALREADY_COUNTED:
+            # Most likely this very click, counted before the process stopped: nothing to tell anyone.
+            log.info("recovered_click_already_counted", approval=approval.id, click=command.click_id)
+            return
         text = REFUSAL_TEXT[refusal].format(
             approval=format_id("AP", approval.id), rule=rule_id, roles=" or ".join(approval.approver_roles)
         )

@@ -6,6 +6,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ class Server:
     url: str
     env: dict[str, str]
     slack: FakeSlackApi
+    log: Path | None = None  # what `aios serve` writes to stderr
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([AIOS, *args], env=self.env, capture_output=True, text=True, timeout=60)
@@ -35,4 +37,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with FakeSlackApi() as slack:
         env = aios_env(f"sqlite+aiosqlite:///{database}", slack.url)
         with running_aios_serve(env) as serve:
-            yield Server(serve.url, env, slack)
+            yield Server(serve.url, env, slack, serve.log)

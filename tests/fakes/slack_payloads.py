@@ -13,10 +13,33 @@ from urllib.parse import urlencode
 SIGNING_SECRET = "test-signing-secret"
 
 
-def sign(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+def sign(body: str | bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    raw = body.encode() if isinstance(body, str) else body
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def event_callback(
+    event: Any, *, event_id: str | None = None, team: str | None = "T0FAKE", **envelope: Any
+) -> tuple[str, str]:
+    """An Events API delivery of ``event`` (any shape); ``envelope`` adds or overrides top-level fields."""
+    body = {
+        "token": "legacy",
+        "team_id": team,
+        "api_app_id": "A0AIOS",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
+        **envelope,
+    }
+    return json.dumps(body), "application/json"
+
+
+def interactivity(payload: Any) -> tuple[str, str]:
+    """An interactivity delivery: the payload as JSON in the ``payload`` form field, as Slack sends it."""
+    return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
 
 
 def slash_command(text: str, *, user: str, channel: str = "C0SHOP", team: str = "T0FAKE") -> tuple[str, str]:

@@ -1,0 +1,152 @@
+"""The shapes of the Slack payloads the bot reads, checked at the edge before anything indexes into them.
+
+Each model lists only the fields the bot uses and lets every other field through (Slack adds fields over
+time). A payload that does not fit is answered with a 2xx or a 400 and logged, never with a 5xx: Slack
+counts non-2xx answers as failures, retries them, and may disable the app's subscription.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Slack's ids and timestamps; the columns that keep them are 40 characters wide.
+SlackId = Annotated[str, Field(min_length=1, max_length=40)]
+MaybeSlackId = Annotated[str, Field(max_length=40)]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _Object(_Payload):
+    """Something Slack sends either as an id or as an object carrying one (`team`, `user`, `channel`)."""
+
+    id: Any = None
+
+
+# Ids Slack sends either as a string or as an object; anything else is not a Slack payload.
+IdOrObject = str | _Object | None
+
+
+class _Scope(_Payload):
+    """The fields that say whose payload this is; Bolt reads them, at this level and inside `event`."""
+
+    team: IdOrObject = None
+    user: IdOrObject = None
+    channel: IdOrObject = None
+    enterprise: IdOrObject = None
+
+
+class _EventObject(_Scope):
+    type: str = ""
+
+
+class Envelope(_Scope):
+    """What every request body must look like before Bolt routes it (Bolt indexes these without checking)."""
+
+    type: str | None = None
+    event: _EventObject | None = None
+    authorizations: list[_Scope] | None = None
+    actions: list[dict[str, Any]] | None = None
+    command: str | None = None
+
+    @model_validator(mode="after")
+    def _block_actions_name_an_action(self) -> Envelope:
+        if self.type == "block_actions" and not (
+            self.actions and isinstance(self.actions[0].get("action_id"), str)
+        ):
+            raise ValueError("a block_actions payload needs at least one action with an action_id")
+        return self
+
+
+class SlashCommandPayload(_Payload):
+    user_id: SlackId
+    channel_id: SlackId
+    team_id: MaybeSlackId | None = None
+    text: str = ""
+
+
+class EventCallback(_Payload):
+    """The Events API envelope around an event; `team_id` is null for org-wide (Enterprise Grid) installs."""
+
+    event_id: str | None = None
+    team_id: MaybeSlackId | None = None
+    event: dict[str, Any]
+
+
+class MessageEvent(_Payload):
+    """An `app_mention` or a direct `message`: the bot answers in the thread of `ts`."""
+
+    channel: SlackId
+    ts: SlackId
+    thread_ts: MaybeSlackId | None = None
+    user: MaybeSlackId = ""
+    text: str = ""
+
+
+class _ClickUser(_Payload):
+    id: SlackId
+
+
+class _ClickChannel(_Payload):
+    id: MaybeSlackId = ""
+
+
+class _ClickContainer(_Payload):
+    channel_id: MaybeSlackId = ""
+
+
+class _ClickedButton(_Payload):
+    action_id: str
+    value: Annotated[str, Field(max_length=2000)] = ""  # Slack's limit for a button's value
+
+
+class ButtonClick(_Payload):
+    """A `block_actions` payload for one of the bot's buttons."""
+
+    user: _ClickUser
+    actions: Annotated[list[_ClickedButton], Field(min_length=1)]
+    channel: _ClickChannel | None = None
+    container: _ClickContainer | None = None
+
+    @property
+    def value(self) -> str:
+        return self.actions[0].value
+
+    @property
+    def channel_id(self) -> str:
+        return (self.channel.id if self.channel else "") or (
+            self.container.channel_id if self.container else ""
+        )
+
+
+def problems(error: ValidationError) -> str:
+    """A one-line summary of what did not fit, field by field (`event.channel: Field required`)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
+    )
+
+
+def delivery_id(body: Any) -> str | None:
+    """What identifies this delivery in the logs: the event id, or the trigger id of commands and clicks."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("event_id", "trigger_id"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    return None
+
+
+def payload_type(body: Any) -> str | None:
+    """`event_callback:app_mention`, `block_actions`, `slash_command`… for the logs."""
+    if not isinstance(body, dict):
+        return None
+    kind = body.get("type")
+    event = body.get("event")
+    if kind == "event_callback" and isinstance(event, dict) and isinstance(event.get("type"), str):
+        return f"event_callback:{event['type']}"
+    if isinstance(kind, str):
+        return kind
+    return "slash_command" if "command" in body else None
