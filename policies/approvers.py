@@ -26,6 +26,15 @@ class ApprovalRequestView:
     forbid_self_approval: bool
     expires_at: datetime | None
     quorum: int = 1
+    escalate_to: tuple[str, ...] = ()
+    escalate_at: datetime | None = None
+
+    def deciding_roles(self, now: datetime) -> tuple[str, ...]:
+        """The rule's approvers, joined by ``escalate_to`` once the request is due to escalate: those people
+        are called in to decide, so they may."""
+        escalated = self.escalate_at is not None and now >= self.escalate_at
+        extra = self.escalate_to if escalated else ()
+        return tuple(dict.fromkeys((*self.approver_roles, *extra)))
 
 
 def group_ids(roles: Mapping[str, Collection[str]], role_names: Collection[str]) -> set[str]:
@@ -58,7 +67,7 @@ def authorise_approval(
     """None when ``user`` may decide the request now; otherwise why not.
 
     The requester may withdraw (reject) their own request; approving it needs someone else when the rule
-    forbids self-approval or asks for a quorum (the requester never counts towards one).
+    forbids self-approval or asks for a quorum (the requester never counts towards one), escalated or not.
     """
     if request.status != "pending":
         return Refusal.ALREADY_DECIDED
@@ -68,6 +77,6 @@ def authorise_approval(
         return None
     if approve and (request.forbid_self_approval or request.quorum > 1) and user == request.requester:
         return Refusal.SELF_APPROVAL
-    if not is_in_roles(user, request.approver_roles, roles, group_members):
+    if not is_in_roles(user, request.deciding_roles(now), roles, group_members):
         return Refusal.NOT_AN_APPROVER
     return None

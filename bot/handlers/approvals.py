@@ -62,16 +62,11 @@ class Approvals(HandlerBase):
         policy_decision = await self._get_decision(approval.decision_id)
         rule_id = policy_decision.rule_id or "default"
         roles = self.policy.roles
-        groups = {g: await self.transport.group_members(g) for g in group_ids(roles, approval.approver_roles)}
         now = self.clock()
-        view = ApprovalRequestView(
-            status=approval.status,
-            requester=approval.requester,
-            approver_roles=tuple(approval.approver_roles),
-            forbid_self_approval=approval.forbid_self_approval,
-            expires_at=approval.expires_at,
-            quorum=approval.quorum,
-        )
+        view = _request_view(approval)
+        groups = {
+            g: await self.transport.group_members(g) for g in group_ids(roles, view.deciding_roles(now))
+        }
         refusal = authorise_approval(
             view, command.user, approve=command.approve, roles=roles, group_members=groups, now=now
         )
@@ -184,7 +179,7 @@ class Approvals(HandlerBase):
         await self._say(
             Thread(approval.channel, approval.thread_ts),
             f":rotating_light: {mentions} {format_id('AP', approval.id)} from <@{approval.requester}> is still "
-            f"waiting for a decision.{deadline}",
+            f"waiting for a decision, and you may now decide it.{deadline}",
             context=f"`{format_id('A', approval.action_id)}` · escalated to {', '.join(approval.escalate_to)}",
         )
 
@@ -195,8 +190,9 @@ class Approvals(HandlerBase):
             # Most likely this very click, counted before the process stopped: nothing to tell anyone.
             log.info("recovered_click_already_counted", approval=approval.id, click=command.click_id)
             return
+        deciding = _request_view(approval).deciding_roles(self.clock())
         text = REFUSAL_TEXT[refusal].format(
-            approval=format_id("AP", approval.id), rule=rule_id, roles=" or ".join(approval.approver_roles)
+            approval=format_id("AP", approval.id), rule=rule_id, roles=" or ".join(deciding)
         )
         async with self.units() as uow:
             await uow.repo.add(
@@ -231,3 +227,16 @@ class Approvals(HandlerBase):
             await uow.commit()
         await self._close_card(approval, "expired", None, now)
         return True
+
+
+def _request_view(approval: Approval) -> ApprovalRequestView:
+    return ApprovalRequestView(
+        status=approval.status,
+        requester=approval.requester,
+        approver_roles=tuple(approval.approver_roles),
+        forbid_self_approval=approval.forbid_self_approval,
+        expires_at=approval.expires_at,
+        quorum=approval.quorum,
+        escalate_to=tuple(approval.escalate_to),
+        escalate_at=approval.escalate_at,
+    )

@@ -13,7 +13,7 @@ from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, Decision, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
 
 FIN1, FIN2, FIN3 = "U0FIN1", "U0FIN2", "U0FIN3"
 
@@ -143,3 +143,50 @@ async def test_pause_holds_new_runs_and_approved_actions_and_resume_lets_them_go
     async with aios.units() as uow:
         statuses = [r.status for r in (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all()]
     assert statuses == ["completed", "completed"]
+
+
+def whispers_to(slack: FakeSlackApi, user: str) -> list[str]:
+    return [c.params["text"] for c in slack.calls_to("chat.postEphemeral") if c.params["user"] == user]
+
+
+async def test_the_managers_escalated_to_may_decide_and_the_requester_still_may_not(
+    aios: Aios, slack_api: FakeSlackApi, clock: Clock
+) -> None:
+    # Finance (two of them) decides refunds over $300; after an hour the managers are called in.
+    await ask(aios, "refund order 1005, $400, never arrived", user=OTHER_MANAGER)
+    approval = await the_approval(aios)
+    assert approval.id is not None
+
+    await aios.process(DecideApproval(approval.id, MANAGER, True, CHANNEL))
+    assert "Only the finance role can decide" in whispers_to(slack_api, MANAGER)[-1]
+
+    clock.advance(minutes=61)
+    await aios.process(SweepTimers())
+    [escalation] = posted(slack_api, "still waiting")
+    assert "<@U0MANAGER>" in escalation and "you may now decide it" in escalation
+
+    await aios.process(DecideApproval(approval.id, "U0BOB", True, CHANNEL))
+    assert "Only the finance or manager role can decide" in whispers_to(slack_api, "U0BOB")[-1]
+    await aios.process(DecideApproval(approval.id, OTHER_MANAGER, True, CHANNEL))  # the requester
+    assert "You asked for this" in whispers_to(slack_api, OTHER_MANAGER)[-1]
+    await aios.process(DecideApproval(approval.id, MANAGER, True, CHANNEL))
+    assert (await the_approval(aios)).status == "pending"  # the quorum of two still holds
+    await aios.process(DecideApproval(approval.id, FIN1, True, CHANNEL))
+
+    assert (await the_approval(aios)).status == "approved"
+    assert await refunds(aios, 1005) == [400.0]
+    async with aios.units() as uow:
+        decisions = (
+            await uow.repo.session.exec(
+                select(Decision).where(Decision.action_id == approval.action_id).order_by(col(Decision.id))
+            )
+        ).all()
+    assert [(d.kind, d.verdict, d.actor) for d in decisions] == [
+        ("policy", "require_approval", "policy"),
+        ("refusal", "refused:not_an_approver", MANAGER),
+        ("escalation", "escalated", "clock"),
+        ("refusal", "refused:not_an_approver", "U0BOB"),
+        ("refusal", "refused:self_approval", OTHER_MANAGER),
+        ("human", "vote", MANAGER),
+        ("human", "approved", FIN1),
+    ]

@@ -63,3 +63,33 @@ def test_an_expired_request_cannot_be_decided() -> None:
 def test_a_decided_request_cannot_be_decided_again() -> None:
     for status in ("approved", "rejected", "expired"):
         assert decide(request(status=status), "U0MANAGER") is Refusal.ALREADY_DECIDED
+
+
+def escalating(**changes: object) -> ApprovalRequestView:
+    """A request for the editor role that escalates to the managers after half an hour."""
+    values: dict[str, object] = {
+        "approver_roles": ("editor",),
+        "escalate_to": ("manager",),
+        "escalate_at": NOW + timedelta(minutes=30),
+        **changes,
+    }
+    return request(**values)
+
+
+def test_the_people_escalated_to_may_decide_once_the_request_escalates() -> None:
+    assert decide(escalating(), "U0MANAGER") is Refusal.NOT_AN_APPROVER
+    later = NOW + timedelta(minutes=30)
+    assert decide(escalating(), "U0MANAGER", now=later) is None
+    assert decide(escalating(), "U0MANAGER", approve=False, now=later) is None
+    assert decide(escalating(), "U0LEAD", groups={"S0LEADS": {"U0LEAD"}}, now=later) is None
+    assert decide(escalating(), "U0EDITOR", now=later) is None  # the rule's approvers keep their say
+    assert decide(escalating(), "U0BOB", now=later) is Refusal.NOT_AN_APPROVER
+    assert escalating().deciding_roles(later) == ("editor", "manager")
+    assert request(escalate_to=("manager",), escalate_at=NOW).deciding_roles(NOW) == ("manager",)
+
+
+def test_escalation_does_not_lift_the_ban_on_self_approval() -> None:
+    later = NOW + timedelta(minutes=45)
+    assert decide(escalating(requester="U0MANAGER"), "U0MANAGER", now=later) is Refusal.SELF_APPROVAL
+    view = escalating(requester="U0MANAGER", forbid_self_approval=False, quorum=2)
+    assert decide(view, "U0MANAGER", now=later) is Refusal.SELF_APPROVAL
