@@ -13,6 +13,8 @@ import structlog
 from bot.handlers.base import HandlerBase
 from bot.messagebus import Message
 from bot.messages import ActionExecuted, ActionFailed, ExecuteAction
+from bot.mrkdwn import escape
+from connectors.actions import Action
 from storage.ids import format_id
 from storage.records import ActionStatus, Decision, ProposedAction
 
@@ -41,7 +43,7 @@ class Compensation(HandlerBase):
         followups: list[Message] = []
         for action in reversed(earlier):  # newest first
             assert action.id is not None
-            inverse = self.registry.validate(action.name, action.params).inverse(results[action.id])
+            inverse = self._inverse(action, results[action.id])
             if inverse is None:
                 await self._hand_to_a_person(action, failed)
                 continue
@@ -83,9 +85,24 @@ class Compensation(HandlerBase):
             await uow.commit()
         return []
 
+    def _inverse(self, action: ProposedAction, result: dict[str, object]) -> Action | None:
+        """The undo of a step that ran, or None when there is none, or when its stored parameters can no
+        longer be read: then a person decides, rather than the remaining steps staying undone."""
+        try:
+            return self.registry.validate(action.name, action.params).inverse(result)
+        except Exception:
+            log.exception("inverse_unavailable", action=action.id)
+            return None
+
+    def _summary(self, action: ProposedAction) -> str:
+        try:
+            return self.registry.validate(action.name, action.params).summary()
+        except Exception:
+            return action.name
+
     async def _hand_to_a_person(self, action: ProposedAction, failed: ProposedAction) -> None:
         assert action.id is not None
-        summary = self.registry.validate(action.name, action.params).summary()
+        summary = self._summary(action)
         async with self.units() as uow:
             await uow.repo.set_action_status(action.id, ActionStatus.ESCALATED)
             await uow.repo.add(
@@ -102,7 +119,7 @@ class Compensation(HandlerBase):
         thread, _ = await self._thread_of_action(action.id)
         await self._say(
             thread,
-            f":rotating_light: {people} {format_id('A', action.id)} ({summary}) already ran, but "
+            f":rotating_light: {people} {format_id('A', action.id)} ({escape(summary)}) already ran, but "
             f"{format_id('A', failed.id)} failed after it and {action.name} cannot be undone automatically. "
             "Please decide what to do.",
             context=f"`{format_id('A', action.id)}` · `/aios why {format_id('A', action.id)}`",

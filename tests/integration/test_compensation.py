@@ -136,3 +136,55 @@ async def test_a_step_that_cannot_be_undone_goes_to_a_person(
         assert "<@U0MANAGER>" in alert and "Refund $5.00 on order 1002" in alert
     finally:
         await aios.close()
+
+
+class OutboxAfterAnUpgrade:
+    """Fails the email after an upgrade made the run's earlier refund unreadable (its stored amount no longer
+    validates), so the compensation cannot rely on reading that step."""
+
+    actions: ClassVar[tuple[type[Action], ...]] = (EmailSend,)
+
+    def __init__(self, aios: Aios) -> None:
+        self.aios = aios
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        async with self.aios.units() as uow:
+            refund = (
+                await uow.repo.session.exec(
+                    select(ProposedAction).where(ProposedAction.name == "shop.refund")
+                )
+            ).one()
+            refund.params = {**refund.params, "amount": -5}
+            uow.repo.session.add(refund)
+            await uow.commit()
+        raise PermanentConnectorError("550 mailbox unavailable")
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        return None
+
+
+async def test_a_step_whose_stored_parameters_no_longer_validate_still_goes_to_a_person(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=PERMISSIVE)
+    try:
+        context = ConnectorContext(units_of_work=aios.units)
+        await run_with_connectors(
+            aios,
+            [SandboxShop(context), SandboxCms(context), OutboxAfterAnUpgrade(aios)],
+            "refund $5 on order 1002 and tell the customer",
+            thread_ts="1.8",
+        )
+
+        assert [(a.name, a.status) for a in await actions(aios)] == [
+            ("shop.refund", "escalated"),
+            ("email.send", "failed"),
+        ]
+        [alert] = [
+            c.params["text"]
+            for c in slack_api.calls_to("chat.postMessage")
+            if "cannot be undone" in c.params["text"]
+        ]
+        assert "<@U0MANAGER> A-1 (shop.refund) already ran" in alert
+    finally:
+        await aios.close()
