@@ -25,8 +25,9 @@ class IncomingIntent:
     delivery_key: str | None = None  # Slack's event_id; None where Slack never redelivers
 
 
-async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> int | None:
-    """Store the intent; None when this delivery was seen before (a Slack retry or duplicate)."""
+async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent, owner: int) -> int | None:
+    """Store the intent, owned by the lease ``owner``; None when this delivery was seen before (a Slack retry
+    or duplicate)."""
     async with units() as uow:
         key = incoming.delivery_key
         if key is not None and not await uow.repo.first_time(f"slack-event:{key}"):
@@ -40,6 +41,7 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent) -> i
                 user=incoming.user,
                 text=incoming.text,
                 message_ts=incoming.message_ts,
+                owner=owner,
             )
         )
         await uow.commit()

@@ -104,9 +104,10 @@ class ReplanRun(Command):
 
 @dataclass(frozen=True)
 class Recover(Command):
-    """At start: find what a stopped process left unfinished and carry each piece on from its checkpoint."""
+    """Find what a stopped process left unfinished and carry each piece on from its checkpoint."""
 
     grace_seconds: float
+    at_start: bool = True  # False for the sweeps every few seconds, which take only work whose owner died
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""In-process timers (APScheduler 3.x): the approval-timer sweep, memory retention and the digest.
+"""In-process timers (APScheduler 3.x): the approval-timer sweep, the dead-owner sweep, memory retention and the
+digest.
 
 No job state lives in the scheduler: deadlines are columns in SQL and each firing claims its work with a
 compare-and-set, so a restart rebuilds everything from the store and a job fired twice does nothing twice.
@@ -16,6 +17,8 @@ from bot.digest import digest_trigger
 from bot.messages import SweepTimers
 
 TIMER_SWEEP_SECONDS = 15
+# How soon a replica notices that another died and carries on its work (at start it is at once).
+DEAD_OWNER_SWEEP_SECONDS = 3
 MEMORY_MAINTENANCE_MINUTES = 60  # expiry, summaries, caps; expired memories are already invisible to searches
 
 
@@ -34,6 +37,13 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
         next_run_time=aios.clock(),
+    )
+    scheduler.add_job(
+        aios.take_over_from_the_dead,
+        IntervalTrigger(seconds=DEAD_OWNER_SWEEP_SECONDS),
+        id="dead-owner-sweep",
+        coalesce=True,
+        max_instances=1,
     )
     scheduler.add_job(
         aios.memory.maintain,

@@ -123,6 +123,7 @@ class Intent(SQLModel, table=True):
     message_ts: str | None = Field(default=None, max_length=40)  # the Slack message that carried the intent
     status: str = Field(max_length=20, default=IntentStatus.RECEIVED, index=True)
     created_at: datetime = _ts()
+    owner: int | None = None  # the ProcessLease of the process that accepted it (none on old rows)
 
 
 class Run(SQLModel, table=True):
@@ -135,6 +136,7 @@ class Run(SQLModel, table=True):
     memories_used: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    owner: int | None = None  # the ProcessLease of the process that last moved it on (none on old rows)
 
 
 class ProposedAction(SQLModel, table=True):
@@ -232,6 +234,7 @@ class Execution(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = _ts()
     finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    owner: int | None = None  # the ProcessLease of the process that claimed it (none on old rows)
 
 
 class LlmCall(SQLModel, table=True):
@@ -339,6 +342,20 @@ class Incident(SQLModel, table=True):
     kind: str = Field(max_length=40, index=True)  # memory
     detail: str
     created_at: datetime = _ts(index=True)
+
+
+class ProcessLease(SQLModel, table=True):
+    """A running bot process. Its id is the lease it records on the work it does; whether the process is still
+    alive is told by a lock it holds (see :mod:`storage.leases`), not by this row, which is only its name."""
+
+    __tablename__ = "process_lease"
+    # An id is never given to a second process, or a new process would inherit a dead one's work as its own.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _ts()
 
 
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---

@@ -42,6 +42,7 @@ from bot.messages import (
 from bot.transport import Transport
 from connectors.registry import ConnectorRegistry
 from policies.engine import Policy
+from storage.leases import Lease
 from storage.memory import MemoryStore
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -62,8 +63,11 @@ class Handlers:
         clock: Callable[[], datetime],
         offline: bool,
         memory: MemoryStore,
+        lease: Lease,
     ) -> None:
-        collaborators = Collaborators(units, dispatcher, policy, registry, transport, clock, offline, memory)
+        collaborators = Collaborators(
+            units, dispatcher, policy, registry, transport, clock, offline, memory, lease
+        )
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
         self.execution = Executions(collaborators)

@@ -88,6 +88,7 @@ class Executions(HandlerBase):
                         "status": ExecutionStatus.STARTED,
                         "result": {},
                         "started_at": self.clock(),
+                        "owner": self.lease.id,
                     },
                 )
             if paused or claimed:

@@ -1,68 +1,104 @@
-"""At start, every run carries on from its last checkpoint.
+"""At start, and every few seconds, work whose process died carries on from its last checkpoint.
 
 The checkpoints are rows: an intent not yet planned, a run planned to nothing, an approval whose card was
 never posted, an approved action never claimed, an execution claimed but never settled, a click acknowledged
 but never handled. Each is handed to the handler that owns that step; every such step is idempotent, so
-recovering twice (or from two replicas) does nothing twice. Work younger than the grace period may belong to a
-live replica and is left alone, except where a claim already makes a duplicate harmless (intents, unclaimed
-actions, clicks).
+recovering twice (or from two replicas) does nothing twice.
+
+Intents, runs and executions record the lease of the process working on them (see :mod:`storage.leases`).
+Work whose owner's lease has ended is taken over at once, by a compare-and-set on its owner so that one
+process takes it; work of a live process is left to it. Rows that name no owner (from before owners were
+recorded) keep the grace period: younger than it, they may belong to a live replica. Intents, and at start
+approved actions, need no grace, since a claim already makes a duplicate harmless.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from bot.handlers.base import HandlerBase, Thread
 from bot.messagebus import Message
 from bot.messages import DecideApproval, ExecuteAction, HandleIntent, ReconcileExecution, Recover, ReplanRun
-from storage.records import Decision, ProposedAction, utcnow
+from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run, utcnow
 
 log = structlog.get_logger(__name__)
 
 
 class Recovery(HandlerBase):
     async def recover(self, command: Recover) -> Sequence[Message]:
-        stale_before = utcnow() - timedelta(seconds=command.grace_seconds)
+        now = utcnow()
+        stale_before = now - timedelta(seconds=command.grace_seconds)
         async with self.units() as uow:
             repo = uow.repo
             intents = await repo.intents_with_status("received")
-            stalled_runs = await repo.runs_planning_without_actions(stale_before)
-            unposted = await repo.approvals_without_message(stale_before)
+            planning = await repo.runs_planning_without_actions(now)
+            unposted = await repo.approvals_without_message(now)
             unclaimed = await repo.approved_actions_without_execution()
-            in_flight = await repo.executions_in_flight(stale_before)
+            in_flight = await repo.executions_in_flight(now)
+            run_of = await repo.runs_of_actions([approval.action_id for approval in unposted] + unclaimed)
             # No grace for clicks: deciding an approval is a compare-and-set, so a click a live replica is
-            # handling right now is only counted once.
-            clicks = await repo.unprocessed_clicks()
+            # handling right now is only counted once. Clicks name no owner: they are taken at start only.
+            clicks = await repo.unprocessed_clicks() if command.at_start else []
+        owned: list[Intent | Run | Execution] = [*intents, *planning, *in_flight, *run_of.values()]
+        alive = await self.lease.alive(row.owner for row in owned if row.owner is not None)
+
+        def orphaned(row: Intent | Run | Execution, since: datetime | None = None) -> bool:
+            """Its owner is gone; or it names none and is older than the grace period (or needs no grace)."""
+            if row.owner is None:
+                return since is None or since < stale_before
+            return row.owner not in alive
+
+        orphaned_runs = [run for run in planning if orphaned(run, run.updated_at)]
+        orphaned_runs += [
+            run_of[a.action_id] for a in unposted if orphaned(run_of[a.action_id], a.created_at)
+        ]
+        orphaned_runs += [run_of[action_id] for action_id in unclaimed if orphaned(run_of[action_id])]
+        async with self.units() as uow:
+            taken_intents = await uow.repo.take_over([i for i in intents if orphaned(i)], self.lease.id)
+            taken_runs = await uow.repo.take_over(orphaned_runs, self.lease.id)
+            taken_executions = await uow.repo.take_over(
+                [e for e in in_flight if orphaned(e, e.started_at)], self.lease.id
+            )
+            await uow.commit()
+        cards = [approval for approval in unposted if run_of[approval.action_id].id in taken_runs]
+        # At start an approved action is executed even when a live replica owns its run: the claim makes a
+        # duplicate harmless, and the click that approved it may have been handled by a process now gone.
+        to_execute = [a for a in unclaimed if command.at_start or run_of[a].id in taken_runs]
+        to_replan = [run.id for run in planning if run.id in taken_runs]
         log.info(
             "recovering",
-            intents=len(intents),
-            runs=len(stalled_runs),
-            cards=len(unposted),
-            actions=len(unclaimed),
-            executions=len(in_flight),
+            intents=len(taken_intents),
+            runs=len(to_replan),
+            cards=len(cards),
+            actions=len(to_execute),
+            executions=len(taken_executions),
             clicks=len(clicks),
+            live_owners_left_alone=len(alive - {self.lease.id}),
         )
-        for approval in unposted:
-            assert approval.id is not None
-            async with self.units() as uow:
-                proposed = await uow.repo.get(ProposedAction, approval.action_id)
-                decision = await uow.repo.get(Decision, approval.decision_id)
-            assert proposed is not None and decision is not None
-            await self._post_card(
-                approval.id,
-                self._card(approval, proposed, decision),
-                Thread(approval.channel, approval.thread_ts),
-            )
+        for approval in cards:
+            await self._repost_card(approval)
         return [
-            *(HandleIntent(intent.id) for intent in intents if intent.id is not None),
-            *(ReplanRun(run.id) for run in stalled_runs if run.id is not None),
-            *(ExecuteAction(action_id) for action_id in unclaimed),
-            *(ReconcileExecution(execution.id) for execution in in_flight if execution.id is not None),
+            *(HandleIntent(intent_id) for intent_id in taken_intents),
+            *(ReplanRun(run_id) for run_id in to_replan if run_id is not None),
+            *(ExecuteAction(action_id) for action_id in to_execute),
+            *(ReconcileExecution(execution_id) for execution_id in taken_executions),
             *(
                 DecideApproval(c.approval_id, c.user, c.approve, c.channel, click_id=c.id, recovered=True)
                 for c in clicks
             ),
         ]
+
+    async def _repost_card(self, approval: Approval) -> None:
+        assert approval.id is not None
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+            decision = await uow.repo.get(Decision, approval.decision_id)
+        assert proposed is not None and decision is not None
+        await self._post_card(
+            approval.id,
+            self._card(approval, proposed, decision),
+            Thread(approval.channel, approval.thread_ts),
+        )

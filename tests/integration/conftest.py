@@ -164,6 +164,7 @@ def bus_with_connectors(aios: Aios, connectors: Sequence[Connector]) -> MessageB
         clock=base.clock,
         offline=True,
         memory=aios.memory,
+        lease=aios.lease,
     )
     bus = MessageBus()
     handlers.register(bus)

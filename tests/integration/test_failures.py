@@ -196,10 +196,12 @@ async def test_a_bug_while_reconciling_settles_the_execution_as_failed(
     aios: Aios, slack_api: FakeSlackApi, error: Exception
 ) -> None:
     await ask(aios, "refund $30 on order 1003, dented")
-    # As a crash after the connector call would leave it: the execution in flight, the action approved.
+    # As a crash after the connector call would leave it: the execution in flight, the action approved, and
+    # no live process working on it.
     async with aios.units() as uow:
         execution = (await uow.repo.session.exec(select(Execution))).one()
         execution.status = "started"
+        execution.owner = None
         uow.repo.session.add(execution)
         await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
         await uow.commit()

@@ -1,0 +1,153 @@
+"""Liveness leases: a live process's work is left to it; the work of a process that is gone is carried on at
+once, by one survivor, without waiting out the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+
+from agents.agents import DISPATCHER
+from bot.bootstrap import Aios
+from bot.intake import IncomingIntent
+from connectors.sandbox_state import sandbox_state
+from storage.leases import LEASE_LOCK_CLASS
+from storage.records import ActionStatus, Execution, Intent, Run, utcnow
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, REQUESTER, ask, start_aios
+
+
+def mention(text: str, ts: str) -> IncomingIntent:
+    return IncomingIntent(
+        source="mention", team_id="T", channel=CHANNEL, thread_ts=ts, user=REQUESTER, text=text
+    )
+
+
+async def run_stopped_while_planning(aios: Aios, text: str, owner: int | None) -> int:
+    """What a process that stops right after starting a run leaves: the intent claimed, the run planning."""
+    intent_id = await aios.accept(mention(text, "1.2"))
+    assert intent_id is not None
+    async with aios.units() as uow:
+        assert await uow.repo.claim_intent(intent_id)
+        run = await uow.repo.add(Run(intent_id=intent_id, agent=DISPATCHER, owner=owner))
+        await uow.commit()
+    assert run.id is not None
+    return run.id
+
+
+async def execution_stopped_after_the_connector(aios: Aios, text: str) -> None:
+    """What a process that stops after the connector did the work leaves: the execution still in flight."""
+    await ask(aios, text, thread_ts="1.3")
+    async with aios.units() as uow:
+        execution = (await uow.repo.session.exec(select(Execution))).one()
+        assert execution.owner == aios.lease.id
+        execution.status = "started"
+        uow.repo.session.add(execution)
+        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        await uow.commit()
+
+
+async def state(aios: Aios) -> tuple[list[str], list[str], list[str], list[int]]:
+    """Intent, run and execution statuses, and the orders refunded."""
+    async with aios.units() as uow:
+        session = uow.repo.session
+        intents = [i.status for i in (await session.exec(select(Intent).order_by(col(Intent.id)))).all()]
+        runs = [r.status for r in (await session.exec(select(Run).order_by(col(Run.id)))).all()]
+        executions = [e.status for e in (await session.exec(select(Execution))).all()]
+    refunds = sorted(int(str(r["order_id"])) for r in (await sandbox_state(aios.units))["refunds"])
+    return intents, runs, executions, refunds
+
+
+async def test_a_live_process_keeps_its_work_and_a_stopped_ones_is_carried_on_at_once(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    third = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await execution_stopped_after_the_connector(first, "refund $7 on order 1004, late")
+        await first.accept(mention("refund $5 on order 1002, late", "1.1"))
+        await run_stopped_while_planning(first, "refund $6 on order 1003, scuffed", owner=first.lease.id)
+        left = await state(first)
+        assert left == (
+            ["dispatched", "received", "dispatched"],
+            ["executing", "planning"],
+            ["started"],
+            [1004],
+        )
+
+        await second.recover()  # at start
+        await second.background.drain()
+        await second.take_over_from_the_dead()  # and every few seconds
+        assert await state(first) == left  # the grace period (60 s) never comes into it: first is alive
+
+        await first.close()
+        await asyncio.gather(second.take_over_from_the_dead(), third.take_over_from_the_dead())
+
+        # Each once, by one of the two: the refund that landed before the stop is not made again.
+        assert await state(second) == (
+            ["dispatched"] * 3,
+            ["completed"] * 3,
+            ["succeeded"] * 3,
+            [1002, 1003, 1004],
+        )
+    finally:
+        await second.close()
+        await third.close()
+
+
+async def test_work_that_names_no_owner_keeps_the_grace_period(aios: Aios) -> None:
+    run_id = await run_stopped_while_planning(aios, "refund $6 on order 1003, scuffed", owner=None)
+
+    await aios.take_over_from_the_dead()
+    assert (await state(aios))[1] == ["planning"]  # younger than the grace period: maybe a live replica's
+
+    async with aios.units() as uow:
+        run = await uow.repo.get(Run, run_id)
+        assert run is not None
+        run.updated_at = utcnow() - timedelta(seconds=aios.settings.recovery_grace_seconds + 1)
+        uow.repo.session.add(run)
+        await uow.commit()
+    await aios.take_over_from_the_dead()
+    assert (await state(aios))[1:4] == (["completed"], ["succeeded"], [1003])
+
+
+@pytest.mark.postgres
+async def test_a_lease_whose_connection_is_lost_is_taken_again(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("an advisory lock lives on a PostgreSQL connection")
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        assert await second.lease.alive([first.lease.id]) == {first.lease.id}
+        connection = await asyncpg.connect(
+            make_url(database_url).set(drivername="postgresql").render_as_string(False)
+        )
+        try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid::bigint = $1 AND objid::bigint = $2",
+                LEASE_LOCK_CLASS,
+                first.lease.id,
+            )
+        finally:
+            await connection.close()
+        for _ in range(50):  # the server ends the session a moment after it is told to
+            if not await second.lease.alive([first.lease.id]):
+                break
+            await asyncio.sleep(0.1)
+        assert await second.lease.alive([first.lease.id]) == set()
+
+        await first.lease.keep()
+        assert await second.lease.alive([first.lease.id]) == {first.lease.id}
+    finally:
+        await first.close()
+        await second.close()
