@@ -28,6 +28,7 @@ from bot.scheduler import build_scheduler
 from bot.settings import MissingSettingError, Settings
 from bot.slack_app import build_slack_app
 from bot.slack_transport import SlackTransport, build_slack_client
+from bot.socket_mode import SocketModeStartError, run_socket_mode
 from bot.web import build_web_app
 from connectors.sandbox_state import sandbox_state
 from policies.errors import PolicyError
@@ -68,6 +69,7 @@ USER_ERRORS = (
     DemoFailedError,
     DigestScheduleError,
     PriceError,
+    SocketModeStartError,
 )
 
 
@@ -156,32 +158,7 @@ async def _serve(host: str, port: int) -> None:
 def socket() -> None:
     """Socket Mode: connect out to Slack instead of receiving HTTP (needs SLACK_APP_TOKEN)."""
     configure_logging(json=True)
-    _run(_socket)
-
-
-async def _socket() -> None:
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-    settings = Settings()
-    settings.require("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
-    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
-    aios = await bootstrap(settings, SlackTransport(client))
-    # Socket Mode payloads are not signed; the app token authenticates the connection instead.
-    bolt = build_slack_app(
-        aios, client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode"
-    )
-    handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-    scheduler = build_scheduler(aios)
-    scheduler.start()
-    try:
-        await handler.connect_async()  # type: ignore[no-untyped-call]
-        await aios.recover()
-        log.info("socket_mode_connected")
-        await _until_stopped()
-    finally:
-        scheduler.shutdown(wait=False)
-        await handler.close_async()  # type: ignore[no-untyped-call]
-        await aios.close()
+    _run(lambda: run_socket_mode(Settings()))
 
 
 async def _until_stopped() -> None:
