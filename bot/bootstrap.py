@@ -24,11 +24,10 @@ from bot.messages import HandleIntent, Recover
 from bot.settings import MissingSettingError, Settings
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
-from connectors.registry import ConnectorRegistry
+from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
 from storage.embedding import Embedder, load_embedder
 from storage.engine import create_engine
-from storage.leases import Lease, acquire_lease
 from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention, record_incident
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, RunStatus, utcnow
@@ -52,10 +51,9 @@ class Aios:
     clock: Callable[[], datetime]
     llm: LLM
     memory: MemoryStore
-    lease: Lease
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
-        return await accept_intent(self.units, incoming, self.lease.id)
+        return await accept_intent(self.units, incoming)
 
     async def process(self, message: Message) -> None:
         """Run a message to completion; a failure is logged and, for an intent, told in its thread."""
@@ -85,17 +83,11 @@ class Aios:
         """Carry on, in the background, whatever a stopped process left between two checkpoints."""
         self.submit(Recover(grace_seconds=self.settings.recovery_grace_seconds))
 
-    async def take_over_from_the_dead(self) -> None:
-        """Every few seconds: hold on to this process's lease, and carry on the work of processes that died."""
-        await self.lease.keep()
-        await self.process(Recover(grace_seconds=self.settings.recovery_grace_seconds, at_start=False))
-
     async def close(self) -> None:
         await self.background.drain()
         await self.llm.close()
         await self.memory.close()
         await self.registry.close()
-        await self.lease.release()
         await self.engine.dispose()
 
     async def _report_failed_intent(self, intent_id: int) -> None:
@@ -174,11 +166,11 @@ async def _memory_store(
 async def bootstrap(
     settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
 ) -> Aios:
-    policy = Policy.from_file(settings.policy_file)  # refuse a bad policy before touching anything
+    # Refuse a bad policy before touching anything; its conditions may name only parameters actions have.
+    policy = Policy.from_file(settings.policy_file, installed_action_params())
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
     units = UnitOfWorkFactory.for_engine(engine)
-    lease = await acquire_lease(engine, units)
     registry = ConnectorRegistry.discover(
         ConnectorContext(
             units_of_work=units,
@@ -217,7 +209,6 @@ async def bootstrap(
         clock=clock,
         offline=llm.name == OfflinePlanner.name,
         memory=memory,
-        lease=lease,
     )
     bus = MessageBus()
     handlers.register(bus)
@@ -233,5 +224,4 @@ async def bootstrap(
         background=BackgroundTasks(),
         clock=clock,
         llm=llm,
-        lease=lease,
     )

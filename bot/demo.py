@@ -16,6 +16,7 @@ from connectors.sandbox_state import sandbox_state
 REQUESTER = "U0ALICE"  # support, asks for the refund
 TEAMMATE = "U0BOB"  # support, not a manager
 MANAGER = "U0MANAGER"
+WRITER = "U0CAROL"  # marketing, writes posts but may not publish them alone
 EDITOR = "U0EDITOR"
 
 
@@ -53,9 +54,9 @@ async def _scenario(console: Console, thread: ConsoleSession) -> None:
     console.print(Rule("A small refund goes straight through"))
     await thread.say(REQUESTER, "refund $40 on order 1002, the strap tore")
 
-    console.print(Rule("Content: a draft, then publishing with an editor's review"))
-    await thread.say(EDITOR, 'draft a post titled "Spring lookbook"')
-    await thread.say(EDITOR, "publish post spring-lookbook")
+    console.print(Rule("Content: a writer's draft, published after an editor's review"))
+    await thread.say(WRITER, 'draft a post titled "Spring lookbook"')
+    await thread.say(WRITER, "publish post spring-lookbook")
     await thread.click(EDITOR, approve=True)
     await thread.slash(EDITOR, "status")
 

@@ -80,6 +80,16 @@ class ConnectorRegistry:
         return await connector.lookup(action, idempotency_key)
 
 
+def installed_action_params() -> dict[str, list[str]]:
+    """Each action the installed connectors offer → its parameter names, without building a connector: what
+    a policy's conditions are checked against when it loads."""
+    return {
+        model.name: sorted(model.model_fields)
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP)
+        for model in entry_point.load().actions
+    }
+
+
 def params_hash(action: Action) -> str:
     """A hash of the action's name and exact parameters: what an approval is bound to."""
     canonical = json.dumps(

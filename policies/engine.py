@@ -1,18 +1,19 @@
-"""Loads a policy file once (CEL compiled at load) and judges proposed actions: first matching rule wins."""
+"""Loads a policy file once (CEL compiled and its names checked at load) and judges proposed actions: first
+matching rule wins."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import cel
 import yaml
 from pydantic import ValidationError
 
+from policies.conditions import unknown_name
 from policies.errors import PolicyError
 from policies.model import Budget, PolicyFile, Rule, Verdict
 
@@ -34,6 +35,19 @@ class PolicyVerdict:
 
 
 @dataclass(frozen=True)
+class History:
+    """What our records say happened before this action, computed by the caller when it judges.
+
+    ``order_refunded``: USD already refunded (executed, or approved and not yet run) on the order the action
+    names. ``requester_today``: per action name, the ``amount`` the requester moved today (UTC) in other runs,
+    counting actions proposed, waiting, approved or executed; denied, rejected, expired and failed ones not.
+    """
+
+    order_refunded: float = 0.0
+    requester_today: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class _CompiledRule:
     rule: Rule
     program: Any = field(repr=False)
@@ -42,14 +56,28 @@ class _CompiledRule:
 class Policy:
     """An immutable, loaded policy: roles, compiled rules, and the content hash every decision records."""
 
-    def __init__(self, document: PolicyFile, content_hash: str, source: str) -> None:
+    def __init__(
+        self,
+        document: PolicyFile,
+        content_hash: str,
+        source: str,
+        action_params: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        """``action_params`` (action name → its parameter names) lets conditions be checked against the
+        actions the connectors really offer; without it, only the facts' own names are checked."""
         self.document = document
         self.hash = content_hash
         self.source = source
-        self._rules = [_compile(rule, source) for rule in document.rules]
+        self._action_names = sorted(action_params or ())
+        self._rules = [_compile(rule, source, action_params) for rule in document.rules]
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<policy>") -> Policy:
+    def from_text(
+        cls,
+        text: str,
+        source: str = "<policy>",
+        action_params: Mapping[str, Collection[str]] | None = None,
+    ) -> Policy:
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -60,10 +88,12 @@ class Policy:
             document = PolicyFile.model_validate(raw)
         except ValidationError as exc:
             raise PolicyError(f"{source}: {_describe(exc, raw)}") from exc
-        return cls(document, hashlib.sha256(text.encode()).hexdigest(), source)
+        return cls(document, hashlib.sha256(text.encode()).hexdigest(), source, action_params)
 
     @classmethod
-    def from_file(cls, path: Path | str | None = None) -> Policy:
+    def from_file(
+        cls, path: Path | str | None = None, action_params: Mapping[str, Collection[str]] | None = None
+    ) -> Policy:
         path = Path(path) if path else DEFAULT_POLICY
         try:
             text = path.read_text(encoding="utf-8")
@@ -71,7 +101,7 @@ class Policy:
             raise PolicyError(
                 f"cannot read policy file {path}: {exc.strerror}; check AIOS_POLICY_FILE"
             ) from exc
-        return cls.from_text(text, str(path))
+        return cls.from_text(text, str(path), action_params)
 
     @property
     def roles(self) -> Mapping[str, list[str]]:
@@ -83,18 +113,30 @@ class Policy:
         params: Mapping[str, Any],
         requester: str,
         run_totals: Mapping[str, float] | None = None,
+        *,
+        history: History | None = None,
+        group_members: Mapping[str, Collection[str]] | None = None,
     ) -> PolicyVerdict:
         """Judge one proposed action. A condition that fails to evaluate blocks the action (fail closed).
 
         ``run_totals`` maps each action name to the sum of the ``amount`` parameters of that action in the
-        run so far, this one included, so a rule can see through a large refund split into small ones.
+        run so far, this one included, so a rule can see through a large refund split into small ones;
+        ``history`` sees through one split across requests. ``group_members`` (user-group id → user ids)
+        lets a requester hold a role through a user group.
         """
         amount = params.get("amount")
         own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
+        history = history or History()
+        zero = dict.fromkeys([*self._action_names, action_name], 0.0)  # every name, so lookups never miss
         activation = {
             "action": {"name": action_name, "params": dict(params)},
-            "requester": {"id": requester, "roles": self.roles_of(requester)},
-            "run": {"totals": dict(run_totals) if run_totals is not None else own},
+            "requester": {
+                "id": requester,
+                "roles": self.roles_of(requester, group_members),
+                "today": zero | dict(history.requester_today),
+            },
+            "run": {"totals": zero | (dict(run_totals) if run_totals is not None else own)},
+            "order": {"refunded": float(history.order_refunded)},
         }
         for compiled in self._rules:
             rule = compiled.rule
@@ -150,8 +192,18 @@ class Policy:
         """The user and user-group ids listed under these roles, in order, without repeats."""
         return list(dict.fromkeys(member for role in roles for member in self.roles.get(role, [])))
 
-    def roles_of(self, user: str) -> list[str]:
-        return sorted(role for role, members in self.roles.items() if user in members)
+    def group_ids(self) -> set[str]:
+        """The user-group ids (S…) listed under any role: the caller looks up their members."""
+        return {member for members in self.roles.values() for member in members if member.startswith("S")}
+
+    def roles_of(self, user: str, group_members: Mapping[str, Collection[str]] | None = None) -> list[str]:
+        """The roles that list ``user``, directly or through a user group whose members are given."""
+        groups = group_members or {}
+        return sorted(
+            role
+            for role, members in self.roles.items()
+            if any(member == user or user in groups.get(member, ()) for member in members)
+        )
 
     def _verdict_for(self, rule: Rule) -> PolicyVerdict:
         return self._verdict(
@@ -190,12 +242,17 @@ class Policy:
         )
 
 
-def _compile(rule: Rule, source: str) -> _CompiledRule:
+def _compile(rule: Rule, source: str, action_params: Mapping[str, Collection[str]] | None) -> _CompiledRule:
+    import cel  # here, not at the top: it is slow to import, and most commands never judge an action
+
     try:
-        return _CompiledRule(rule, cel.compile(rule.when))
+        program = cel.compile(rule.when)
     except Exception as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PolicyError(f"{source}: rule {rule.id!r}: its `when` is not valid CEL: {first_line}") from exc
+    if unknown := unknown_name(rule.when, program.variables(), action_params):
+        raise PolicyError(f"{source}: rule {rule.id!r}: its `when` names {unknown}")
+    return _CompiledRule(rule, program)
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:

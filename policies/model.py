@@ -52,6 +52,15 @@ class Rule(BaseModel):
 
     _timeout = field_validator("timeout", mode="before")(lambda value: optional_duration(value))
 
+    @field_validator("when", mode="before")
+    @classmethod
+    def _when_is_text(cls, value: object) -> object:
+        # YAML reads an unquoted `when: true` as a boolean; CEL wants the text.
+        if isinstance(value, bool):
+            word = str(value).lower()
+            raise ValueError(f'YAML read `when: {word}` as a boolean; quote it: when: "{word}"')
+        return value
+
 
 class Budget(BaseModel):
     """A spending limit on model calls for one agent, channel or team (``match: "*"``: each one separately)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -39,7 +39,6 @@ from storage.records import (
 )
 
 Record = TypeVar("Record", bound=SQLModel)
-Owned = TypeVar("Owned", Intent, Run, Execution)  # work that records the lease of the process doing it
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,38 @@ class Repository:
     async def actions_for_run(self, run_id: int) -> Sequence[ProposedAction]:
         query = select(ProposedAction).where(ProposedAction.run_id == run_id).order_by(col(ProposedAction.id))
         return (await self.session.exec(query)).all()
+
+    async def amount_on_order(
+        self, action_name: str, order_id: int, statuses: Sequence[str], *, other_than_run: int
+    ) -> float:
+        """The sum of ``amount`` over this action's records on this order, in these statuses, outside a run."""
+        query = select(ProposedAction.params).where(
+            ProposedAction.name == action_name,
+            col(ProposedAction.status).in_(statuses),
+            col(ProposedAction.params)["order_id"].as_integer() == order_id,
+            ProposedAction.run_id != other_than_run,
+        )
+        return _sum_amounts(await self.session.exec(query))
+
+    async def amounts_by_requester(
+        self, requester: str, since: datetime, statuses: Sequence[str], *, other_than_run: int
+    ) -> dict[str, float]:
+        """Per action name, the sum of ``amount`` over the requester's actions since then, outside a run."""
+        query = (
+            select(ProposedAction.name, ProposedAction.params)
+            .join(Run, col(Run.id) == ProposedAction.run_id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .where(
+                Intent.user == requester,
+                col(ProposedAction.created_at) >= since,
+                col(ProposedAction.status).in_(statuses),
+                ProposedAction.run_id != other_than_run,
+            )
+        )
+        totals: dict[str, float] = {}
+        for name, params in await self.session.exec(query):
+            totals[name] = totals.get(name, 0.0) + _sum_amounts([params])
+        return totals
 
     async def decisions_for_action(self, action_id: int) -> Sequence[Decision]:
         query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
@@ -166,30 +197,6 @@ class Repository:
             col(Execution.status) == ExecutionStatus.STARTED, col(Execution.started_at) < stale_before
         )
         return list((await self.session.exec(query)).all())
-
-    async def runs_of_actions(self, action_ids: Sequence[int]) -> dict[int, Run]:
-        """Each action's run, by action id."""
-        if not action_ids:
-            return {}
-        query = (
-            select(ProposedAction.id, Run)
-            .join(Run, col(Run.id) == ProposedAction.run_id)
-            .where(col(ProposedAction.id).in_(action_ids))
-        )
-        return {action_id: run for action_id, run in (await self.session.exec(query)).all() if action_id}
-
-    async def take_over(self, rows: Sequence[Owned], owner: int) -> set[int]:
-        """Make ``owner`` the owner of each row still owned by whoever owned it when it was read; returns the
-        ids taken. A compare-and-set: of processes taking over the same work, one does."""
-        taken: set[int] = set()
-        for row in {row.id: row for row in rows}.values():
-            assert row.id is not None
-            model = type(row)
-            previous = col(model.owner).is_(None) if row.owner is None else col(model.owner) == row.owner
-            statement = update(model).where(col(model.id) == row.id, previous).values(owner=owner)
-            if (await self.session.exec(statement)).rowcount:
-                taken.add(row.id)
-        return taken
 
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)
@@ -487,3 +494,7 @@ class Repository:
             .values(processed_at=at)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+
+def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
+    return round(sum(float(p["amount"]) for p in params if isinstance(p.get("amount"), int | float)), 2)

@@ -16,7 +16,6 @@ from bot.transport import Transport, TransportError
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
 from storage.ids import format_id
-from storage.leases import Lease
 from storage.memory import MemoryStore
 from storage.records import (
     Approval,
@@ -51,7 +50,6 @@ class Collaborators:
     clock: Callable[[], datetime]
     offline: bool  # planning without a model: say so once per thread
     memory: MemoryStore
-    lease: Lease  # this process's: the work it takes on records it as the owner
 
 
 class HandlerBase:
@@ -64,7 +62,6 @@ class HandlerBase:
         self.clock = collaborators.clock
         self.offline = collaborators.offline
         self.memory = collaborators.memory
-        self.lease = collaborators.lease
 
     def _capability(self, proposed: ProposedAction, policy_hash: str, granted_by: str) -> Capability:
         """What lets this exact action run once, for a while; minted in the transaction that allowed it."""
@@ -85,6 +82,17 @@ class HandlerBase:
             f"<!subteam^{member}>" if member.startswith("S") else f"<@{member}>"
             for member in self.policy.members_of(roles)
         )
+
+    async def _group_members(self) -> dict[str, set[str]]:
+        """Members of the user groups (S…) the policy's roles name, so a role held through a group counts.
+        A group that cannot be looked up counts as empty: nobody gains a role from it."""
+        members: dict[str, set[str]] = {}
+        for group in sorted(self.policy.group_ids()):
+            try:
+                members[group] = await self.transport.group_members(group)
+            except TransportError as exc:
+                log.warning("group_members_unavailable", group=group, error=str(exc))
+        return members
 
     async def _is_paused(self, agent: str) -> bool:
         async with self.units() as uow:

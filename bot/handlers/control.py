@@ -1,7 +1,8 @@
 """`/aios pause <agent>` and `/aios resume <agent>`: a brake on one agent that loses nothing.
 
 While an agent is paused its new runs wait before planning and its approved actions wait before executing;
-resuming carries all of them on. Anyone with a role in the policy may pull or release the brake."""
+resuming carries all of them on. Anyone with a role in the policy (directly or through a user group) may pull or
+release the brake."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class Control(HandlerBase):
             known = ", ".join(sorted(self.dispatcher.agents))
             await self._whisper(channel, user, f"There is no agent {agent!r}; the agents are {known}.")
             return False
-        if not self.policy.roles_of(user):
+        if not self.policy.roles_of(user, await self._group_members()):
             await self._whisper(
                 channel, user, "Only people with a role in the policy can pause or resume agents."
             )

@@ -5,7 +5,7 @@ A run stopped by its budget waits for a grant, which is itself a gated action; t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 import structlog
@@ -32,7 +32,7 @@ from bot.observability import DECISIONS
 from bot.transport import TransportError
 from connectors.actions import Action
 from connectors.budget import BudgetGrant
-from policies.engine import PolicyVerdict
+from policies.engine import History, PolicyVerdict
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,
@@ -48,6 +48,17 @@ from storage.records import (
 from storage.repository import Repository
 
 log = structlog.get_logger(__name__)
+
+# What counts as money already moved on an order (executed, or approved and about to run), and as money a
+# requester moved today (anything not turned down: a split request is seen while it still waits).
+MOVED_MONEY = (ActionStatus.APPROVED, ActionStatus.EXECUTED, ActionStatus.ESCALATED)
+COUNTED_TODAY = (
+    ActionStatus.PROPOSED,
+    ActionStatus.AWAITING_APPROVAL,
+    ActionStatus.APPROVED,
+    ActionStatus.EXECUTED,
+    ActionStatus.ESCALATED,
+)
 
 
 class Planning(HandlerBase):
@@ -134,7 +145,7 @@ class Planning(HandlerBase):
         async with self.units() as uow:
             if not await uow.repo.claim_intent(intent.id):
                 return None
-            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER, owner=self.lease.id))
+            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER))
             await uow.commit()
         return run.id
 
@@ -160,7 +171,6 @@ class Planning(HandlerBase):
             run = await uow.repo.get(Run, run_id)
             assert run is not None
             run.status, run.rationale, run.updated_at = status, rationale, utcnow()
-            run.owner = self.lease.id  # whoever moves a run on (resumes it, say) is the one working on it
             run.budget_account = budget_account
             if memories is not None:
                 run.memories_used = memories
@@ -263,16 +273,39 @@ class Planning(HandlerBase):
             followups += await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
         return followups
 
-    def _judge(self, action: Action, requester: str, totals: dict[str, float]) -> PolicyVerdict:
-        """The policy's verdict on one action; ``totals`` accumulates the run's amounts per action name."""
+    async def _judge(
+        self,
+        repo: Repository,
+        action: Action,
+        requester: str,
+        run_id: int,
+        judged: list[tuple[Action, PolicyVerdict]],
+        group_members: Mapping[str, Collection[str]],
+    ) -> PolicyVerdict:
+        """The policy's verdict on one action, given what the run proposed before it (``judged``) and what
+        our records say happened before the run: amounts already refunded on the order, moved today."""
         if isinstance(action, BudgetGrant):
             return self.policy.evaluate_budget_grant(action.budget_id)
         params = action.model_dump(mode="json")
-        amount = params.get("amount")
-        totals[action.name] = totals.get(action.name, 0.0) + (
-            float(amount) if isinstance(amount, int | float) else 0
+        order_id = params.get("order_id")
+        totals: dict[str, float] = {}
+        for earlier in [*(a for a, _ in judged), action]:
+            totals[earlier.name] = totals.get(earlier.name, 0.0) + _amount(earlier)
+        order_refunded = 0.0
+        if isinstance(order_id, int):
+            order_refunded = sum(
+                _amount(earlier)
+                for earlier, verdict in judged
+                if verdict.verdict == "allow"
+                and earlier.name == action.name
+                and earlier.model_dump().get("order_id") == order_id
+            ) + await repo.amount_on_order(action.name, order_id, MOVED_MONEY, other_than_run=run_id)
+        day_start = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
+        today = await repo.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
+        history = History(order_refunded=order_refunded, requester_today=today)
+        return self.policy.evaluate(
+            action.name, params, requester, totals, history=history, group_members=group_members
         )
-        return self.policy.evaluate(action.name, params, requester, totals)
 
     async def _offline_notice(self, thread: Thread) -> None:
         """Say once per thread that planning is offline, so nobody mistakes the grammar for a model."""
@@ -304,10 +337,11 @@ class Planning(HandlerBase):
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
         cards: list[tuple[int, blocks.ApprovalCard]] = []
+        group_members = await self._group_members()  # before the transaction: it may ask Slack
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
             assert run is not None and run.id is not None
-            totals: dict[str, float] = {}
+            judged: list[tuple[Action, PolicyVerdict]] = []
             for action in actions:
                 proposed = await uow.repo.add(
                     ProposedAction(
@@ -318,7 +352,8 @@ class Planning(HandlerBase):
                     )
                 )
                 assert proposed.id is not None
-                verdict = self._judge(action, intent.user, totals)
+                verdict = await self._judge(uow.repo, action, intent.user, run.id, judged, group_members)
+                judged.append((action, verdict))
                 decision = await uow.repo.add(
                     Decision(
                         action_id=proposed.id,
@@ -401,3 +436,8 @@ class Planning(HandlerBase):
             '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
             "`/aios help` lists the commands."
         )
+
+
+def _amount(action: Action) -> float:
+    amount = action.model_dump().get("amount")
+    return float(amount) if isinstance(amount, int | float) else 0.0

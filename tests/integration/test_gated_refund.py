@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from sqlmodel import select
 
@@ -15,7 +14,7 @@ from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask
 
 
 async def only_approval(aios: Aios) -> Approval:
@@ -157,9 +156,15 @@ async def test_a_denied_action_is_never_executed(aios: Aios) -> None:
 async def test_a_connector_refusal_is_reported_and_changes_nothing(
     aios: Aios, slack_api: FakeSlackApi
 ) -> None:
-    await ask(aios, "refund $60 on order 1002, wrong size")  # order 1002 totals $48
+    # The shop refunds part of order 1001 elsewhere while the $250 waits for a manager: the approved refund
+    # is then more than is left, and the shop refuses it.
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    await aios.registry.execute(ShopRefund(order_id=1001, amount=100.0, reason="elsewhere"), "elsewhere")
+    approval = await only_approval(aios)
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
 
-    assert await refunds_for(aios, 1002) == []
+    assert [r["amount"] for r in await refunds_for(aios, 1001)] == [100.0]
     async with aios.units() as uow:
         execution = (await uow.repo.session.exec(select(Execution))).one()
     assert execution.status == "failed" and "too much" in (execution.error or "")
@@ -183,12 +188,11 @@ async def test_a_duplicate_delivery_is_accepted_once(aios: Aios) -> None:
 
 
 async def test_acked_but_unhandled_intents_are_handled_on_recovery(
-    aios: Aios, database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+    aios: Aios, slack_api: FakeSlackApi
 ) -> None:
     from bot.intake import IncomingIntent
 
-    stopped = await start_aios(database_url, slack_api, clock, tmp_path)  # acked it, then stopped
-    await stopped.accept(
+    await aios.accept(
         IncomingIntent(
             source="mention",
             team_id="T",
@@ -198,7 +202,6 @@ async def test_acked_but_unhandled_intents_are_handled_on_recovery(
             text="refund $15 on order 1005, late",
         )
     )
-    await stopped.close()
     await aios.recover()
     await aios.background.drain()
     assert len(await refunds_for(aios, 1005)) == 1

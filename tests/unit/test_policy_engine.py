@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 
-from policies.engine import Policy
+from connectors.registry import installed_action_params
+from policies.engine import History, Policy
 from policies.errors import PolicyError
 from policies.model import parse_duration
 
@@ -213,3 +216,111 @@ def test_budgets_apply_by_scope_and_match() -> None:
 def test_bad_budgets_are_refused(change, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PolicyError, match=message):
         Policy.from_text(change(POLICY + BUDGETS))
+
+
+ACTION_PARAMS = {
+    "shop.refund": ["amount", "order_id", "reason"],
+    "email.send": ["body", "subject", "to"],
+    "cms.publish": ["publish_at", "slug"],
+}
+REFUND_RULE = 'action.name == "shop.refund" && action.params.amount > 100.0'
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ('actoin.name == "shop.refund"', "names `actoin`, which is not a fact a condition can use"),
+        (
+            'action.name == "shop.refund" && action.params.amuont > 100.0',
+            "names `action.params.amuont`, which shop.refund does not have (did you mean `action.params.amount`?)",
+        ),
+        (
+            'action.name == "shop.refund" && action.params.to == "a@b.c"',
+            "`action.params.to`, which shop.refund",
+        ),
+        ('action.params["amuont"] > 100.0', "`action.params.amuont`, which any action does not have"),
+        ('action.name == "shop.refnd"', 'names action "shop.refnd", which no connector offers'),
+        ("requester.role == 'x'", "`requester.role`, which requester does not have"),
+        ("run.total['shop.refund'] > 1.0", "`run.total`, which run does not have"),
+    ],
+)
+def test_conditions_are_type_checked_at_load(when: str, message: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        Policy.from_text(POLICY.replace(REFUND_RULE, when), "team-policy.yaml", ACTION_PARAMS)
+    assert str(raised.value).startswith(
+        "team-policy.yaml: rule 'refunds-over-100-need-a-manager': its `when`"
+    )
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        'action.name == "email.send" && action.params.to.endsWith("@x.example")',  # a method, not a field
+        'action.name == "shop.refund" || action.params.slug == "x"',  # either action's fields
+        'action.name in ["shop.refund", "email.send"] && "action.params.nope" != action.params.reason',
+        "order.refunded < 1.0 && [1.0, 2.0].exists(x, x > 0.5) && requester.today['shop.refund'] > 0.0",
+        "has(action.params.amount)",
+    ],
+)
+def test_known_names_load(when: str) -> None:
+    Policy.from_text(POLICY.replace(REFUND_RULE, when), "team-policy.yaml", ACTION_PARAMS)
+
+
+def test_an_unquoted_true_gets_a_hint_to_quote_it() -> None:
+    with pytest.raises(PolicyError, match=r'YAML read `when: true` as a boolean; quote it: when: "true"'):
+        Policy.from_text(POLICY.replace(f"when: {REFUND_RULE}", "when: true"))
+    assert Policy.from_text(POLICY.replace(f"when: {REFUND_RULE}", 'when: "true"')).evaluate(
+        "cms.publish", {}, "U1"
+    ).rule_id == ("refunds-over-100-need-a-manager")
+
+
+def test_the_packaged_policy_names_only_what_the_installed_actions_have() -> None:
+    Policy.from_file(None, installed_action_params())
+
+
+def test_importing_the_engine_leaves_cel_for_when_a_policy_is_compiled() -> None:
+    code = "import sys, policies.engine; print('cel' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+SPLIT_POLICY = """
+version: 1
+roles:
+  manager: [U0MANAGER]
+rules:
+  - id: refunds-over-100-need-a-manager
+    when: >-
+      action.name == "shop.refund" && (run.totals["shop.refund"] + requester.today["shop.refund"] > 100.0
+      || order.refunded + action.params.amount > 100.0)
+    verdict: require_approval
+    approvers: [manager]
+  - id: small-refunds-are-fine
+    when: action.name == "shop.refund"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+"""
+
+
+def test_history_sees_a_refund_split_across_requests() -> None:
+    policy = Policy.from_text(SPLIT_POLICY, action_params=ACTION_PARAMS)
+    refund = {"order_id": 1001, "amount": 70.0, "reason": "x"}
+    assert policy.evaluate("shop.refund", refund, "U1").verdict == "allow"  # no history: none before
+    same_order = History(order_refunded=70.0)
+    assert policy.evaluate("shop.refund", refund, "U1", history=same_order).verdict == "require_approval"
+    same_day = History(requester_today={"shop.refund": 40.0})
+    assert policy.evaluate("shop.refund", refund, "U1", history=same_day).verdict == "require_approval"
+    other_actions = History(requester_today={"email.send": 500.0})
+    assert policy.evaluate("shop.refund", refund, "U1", history=other_actions).verdict == "allow"
+
+
+def test_a_user_group_counts_for_the_requesters_roles(policy: Policy) -> None:
+    email = {"to": "a@b.example"}
+    assert policy.evaluate("email.send", email, "U0EVE").rule_id == "default"
+    managers = Policy.from_text(POLICY.replace("manager: [U0MANAGER]", "manager: [S0MANAGERS]"))
+    verdict = managers.evaluate("email.send", email, "U0EVE", group_members={"S0MANAGERS": {"U0EVE"}})
+    assert (verdict.verdict, verdict.rule_id) == ("allow", "managers-may-email")
+    assert managers.roles_of("U0EVE", {"S0MANAGERS": {"U0EVE"}}) == ["manager"]
+    assert managers.group_ids() == {"S0MANAGERS", "S0EDITORS"}

@@ -1,0 +1,111 @@
+"""Conditions see what happened before the run, from our own records: what an order already had refunded and
+what the requester moved today. A large refund split across requests is still seen; so are roles held
+through a Slack user group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval, PauseAgent
+from connectors.sandbox_state import sandbox_state
+from policies.engine import DEFAULT_POLICY
+from storage.records import Decision
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios
+
+DAILY_POLICY = """
+version: 1
+roles:
+  manager: [U0MANAGER]
+  support: [S0SUPPORT]
+rules:
+  - id: refunds-over-100-need-a-manager
+    when: >-
+      action.name == "shop.refund"
+      && (run.totals["shop.refund"] + requester.today["shop.refund"] > 100.0
+          || order.refunded + action.params.amount > 100.0)
+    verdict: require_approval
+    approvers: [manager]
+  - id: support-may-email
+    when: action.name == "email.send" && "support" in requester.roles
+    verdict: allow
+  - id: small-refunds-are-fine
+    when: action.name == "shop.refund"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+"""
+
+
+async def verdicts(aios: Aios) -> list[tuple[str, str | None]]:
+    async with aios.units() as uow:
+        query = select(Decision).where(Decision.kind == "policy").order_by(col(Decision.id))
+        return [(d.verdict, d.rule_id) for d in (await uow.repo.session.exec(query)).all()]
+
+
+async def test_three_small_refunds_on_one_order_are_seen_together(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=DEFAULT_POLICY.read_text())
+    try:
+        for n in range(3):
+            await ask(aios, "refund order 1001 $70 scratched", thread_ts=f"1.{n}")
+        assert await verdicts(aios) == [
+            ("allow", "small-refunds-are-fine"),
+            ("require_approval", "refunds-over-100-need-a-manager"),
+            ("require_approval", "refunds-over-100-need-a-manager"),
+        ]
+        assert [r["amount"] for r in (await sandbox_state(aios.units))["refunds"]] == [70.0]
+    finally:
+        await aios.close()
+
+
+async def test_what_a_requester_moved_today_counts_and_what_was_turned_down_does_not(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=DAILY_POLICY)
+    try:
+        await ask(aios, "refund order 1001 $60 scratched", thread_ts="1.1")
+        await ask(aios, "refund order 1003 $60 dented", thread_ts="1.2")  # 120 today: a manager
+        await ask(aios, "refund order 1005 $60 late", user="U0BOB", thread_ts="1.3")  # someone else's day
+        assert [v for v, _ in await verdicts(aios)] == ["allow", "require_approval", "allow"]
+
+        await aios.process(DecideApproval(1, MANAGER, approve=False, channel=CHANNEL))
+        await ask(aios, "refund order 1004 $30 late", thread_ts="1.4")  # the rejected $60 is not counted
+        assert (await verdicts(aios))[-1] == ("allow", "small-refunds-are-fine")
+
+        clock.advance(hours=24)  # a new day
+        await ask(aios, "refund order 1003 $60 dented", thread_ts="1.5")
+        assert (await verdicts(aios))[-1] == ("allow", "small-refunds-are-fine")
+    finally:
+        await aios.close()
+
+
+async def test_a_user_group_gives_its_members_the_role(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    slack_api.groups["S0SUPPORT"] = ["U0ALICE"]
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=DAILY_POLICY)
+    try:
+        await ask(aios, "refund order 1003 $20 dented and tell the customer", thread_ts="1.1")
+        await ask(aios, "refund order 1001 $20 dented and tell the customer", user="U0BOB", thread_ts="1.2")
+        assert [rule for _, rule in await verdicts(aios)] == [
+            "small-refunds-are-fine",
+            "support-may-email",
+            "small-refunds-are-fine",
+            "default",
+        ]
+
+        await aios.process(PauseAgent("returns", "U0BOB", CHANNEL))  # no role, not in the group
+        await aios.process(PauseAgent("returns", REQUESTER, CHANNEL))  # support, through the group
+        async with aios.units() as uow:
+            pause = await uow.repo.is_paused("returns")
+        assert pause is not None and pause.paused_by == REQUESTER
+        refused = slack_api.calls_to("chat.postEphemeral")
+        assert [c.params["user"] for c in refused] == ["U0BOB"]
+    finally:
+        await aios.close()
