@@ -189,6 +189,7 @@ def test_gated_refund_over_socket_mode_survives_a_reconnect(link: Link, bot: Soc
     assert len(in_thread(slack, thread, "Allowed by policy")) == 1
     sandbox = link.sandbox()
     assert refunds_of(sandbox, 1005) == [40.0] and refunds_of(sandbox, 1001) == [250.0]
+    assert socket.unacked() == [] and socket.timed_out == []
     assert socket.unexpected == [] and socket.refused_tickets == []
     assert bot.process.poll() is None
 
