@@ -28,6 +28,7 @@ from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
 from storage.embedding import Embedder, load_embedder
 from storage.engine import create_engine
+from storage.leases import Lease, acquire_lease
 from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention, record_incident
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, RunStatus, utcnow
@@ -51,9 +52,10 @@ class Aios:
     clock: Callable[[], datetime]
     llm: LLM
     memory: MemoryStore
+    lease: Lease
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
-        return await accept_intent(self.units, incoming)
+        return await accept_intent(self.units, incoming, self.lease.id)
 
     async def process(self, message: Message) -> None:
         """Run a message to completion; a failure is logged and, for an intent, told in its thread."""
@@ -83,11 +85,17 @@ class Aios:
         """Carry on, in the background, whatever a stopped process left between two checkpoints."""
         self.submit(Recover(grace_seconds=self.settings.recovery_grace_seconds))
 
+    async def take_over_from_the_dead(self) -> None:
+        """Every few seconds: hold on to this process's lease, and carry on the work of processes that died."""
+        await self.lease.keep()
+        await self.process(Recover(grace_seconds=self.settings.recovery_grace_seconds, at_start=False))
+
     async def close(self) -> None:
         await self.background.drain()
         await self.llm.close()
         await self.memory.close()
         await self.registry.close()
+        await self.lease.release()
         await self.engine.dispose()
 
     async def _report_failed_intent(self, intent_id: int) -> None:
@@ -171,6 +179,7 @@ async def bootstrap(
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
     units = UnitOfWorkFactory.for_engine(engine)
+    lease = await acquire_lease(engine, units)
     registry = ConnectorRegistry.discover(
         ConnectorContext(
             units_of_work=units,
@@ -209,6 +218,7 @@ async def bootstrap(
         clock=clock,
         offline=llm.name == OfflinePlanner.name,
         memory=memory,
+        lease=lease,
     )
     bus = MessageBus()
     handlers.register(bus)
@@ -224,4 +234,5 @@ async def bootstrap(
         background=BackgroundTasks(),
         clock=clock,
         llm=llm,
+        lease=lease,
     )

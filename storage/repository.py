@@ -39,6 +39,7 @@ from storage.records import (
 )
 
 Record = TypeVar("Record", bound=SQLModel)
+Owned = TypeVar("Owned", Intent, Run, Execution)  # work that records the lease of the process doing it
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,30 @@ class Repository:
             col(Execution.status) == ExecutionStatus.STARTED, col(Execution.started_at) < stale_before
         )
         return list((await self.session.exec(query)).all())
+
+    async def runs_of_actions(self, action_ids: Sequence[int]) -> dict[int, Run]:
+        """Each action's run, by action id."""
+        if not action_ids:
+            return {}
+        query = (
+            select(ProposedAction.id, Run)
+            .join(Run, col(Run.id) == ProposedAction.run_id)
+            .where(col(ProposedAction.id).in_(action_ids))
+        )
+        return {action_id: run for action_id, run in (await self.session.exec(query)).all() if action_id}
+
+    async def take_over(self, rows: Sequence[Owned], owner: int) -> set[int]:
+        """Make ``owner`` the owner of each row still owned by whoever owned it when it was read; returns the
+        ids taken. A compare-and-set: of processes taking over the same work, one does."""
+        taken: set[int] = set()
+        for row in {row.id: row for row in rows}.values():
+            assert row.id is not None
+            model = type(row)
+            previous = col(model.owner).is_(None) if row.owner is None else col(model.owner) == row.owner
+            statement = update(model).where(col(model.id) == row.id, previous).values(owner=owner)
+            if (await self.session.exec(statement)).rowcount:
+                taken.add(row.id)
+        return taken
 
     async def run_counts_by_status(self) -> dict[str, int]:
         query = select(Run.status, func.count()).group_by(Run.status)

@@ -16,6 +16,7 @@ from bot.transport import Transport, TransportError
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
 from storage.ids import format_id
+from storage.leases import Lease
 from storage.memory import MemoryStore
 from storage.records import (
     Approval,
@@ -50,6 +51,7 @@ class Collaborators:
     clock: Callable[[], datetime]
     offline: bool  # planning without a model: say so once per thread
     memory: MemoryStore
+    lease: Lease  # this process's: the work it takes on records it as the owner
 
 
 class HandlerBase:
@@ -62,6 +64,7 @@ class HandlerBase:
         self.clock = collaborators.clock
         self.offline = collaborators.offline
         self.memory = collaborators.memory
+        self.lease = collaborators.lease
 
     def _capability(self, proposed: ProposedAction, policy_hash: str, granted_by: str) -> Capability:
         """What lets this exact action run once, for a while; minted in the transaction that allowed it."""

@@ -145,7 +145,7 @@ class Planning(HandlerBase):
         async with self.units() as uow:
             if not await uow.repo.claim_intent(intent.id):
                 return None
-            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER))
+            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER, owner=self.lease.id))
             await uow.commit()
         return run.id
 
@@ -171,6 +171,7 @@ class Planning(HandlerBase):
             run = await uow.repo.get(Run, run_id)
             assert run is not None
             run.status, run.rationale, run.updated_at = status, rationale, utcnow()
+            run.owner = self.lease.id  # whoever moves a run on (resumes it, say) is the one working on it
             run.budget_account = budget_account
             if memories is not None:
                 run.memories_used = memories

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from sqlmodel import select
 
@@ -14,7 +15,7 @@ from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, start_aios
 
 
 async def only_approval(aios: Aios) -> Approval:
@@ -188,11 +189,12 @@ async def test_a_duplicate_delivery_is_accepted_once(aios: Aios) -> None:
 
 
 async def test_acked_but_unhandled_intents_are_handled_on_recovery(
-    aios: Aios, slack_api: FakeSlackApi
+    aios: Aios, database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
 ) -> None:
     from bot.intake import IncomingIntent
 
-    await aios.accept(
+    stopped = await start_aios(database_url, slack_api, clock, tmp_path)  # acked it, then stopped
+    await stopped.accept(
         IncomingIntent(
             source="mention",
             team_id="T",
@@ -202,6 +204,7 @@ async def test_acked_but_unhandled_intents_are_handled_on_recovery(
             text="refund $15 on order 1005, late",
         )
     )
+    await stopped.close()
     await aios.recover()
     await aios.background.drain()
     assert len(await refunds_for(aios, 1005)) == 1
