@@ -53,7 +53,9 @@ class Envelope(_Scope):
     command: str | None = None
 
     @model_validator(mode="after")
-    def _block_actions_name_an_action(self) -> Envelope:
+    def _event_and_actions_are_there(self) -> Envelope:
+        if "event" in self.model_fields_set and self.event is None:
+            raise ValueError("event: must be an object, not null")
         if self.type == "block_actions" and not (
             self.actions and isinstance(self.actions[0].get("action_id"), str)
         ):

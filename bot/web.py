@@ -12,6 +12,16 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.request.internals import build_normalized_headers, extract_content_type, parse_body
+from slack_bolt.request.payload_utils import (
+    to_action,
+    to_command,
+    to_event,
+    to_message,
+    to_options,
+    to_shortcut,
+    to_step,
+    to_view,
+)
 from sqlalchemy import text
 
 from bot.bootstrap import Aios
@@ -81,9 +91,13 @@ def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
     except ValidationError as exc:
         raise MalformedRequestError(problems(exc), delivery_id(body)) from None
     try:
-        return AsyncBoltRequest(body=text, query=request.query_string, headers=dict(headers))
+        bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=dict(headers))
+        # What Bolt hands every listener and error handler; reading it here turns a shape Bolt cannot read
+        # into a 400 rather than a crash inside Bolt (the envelope check covers what Slack documents).
+        for read in (to_event, to_message, to_command, to_action, to_options, to_shortcut, to_view, to_step):
+            read(bolt_request.body)
+        return bolt_request
     except (AttributeError, TypeError, KeyError, IndexError) as exc:
-        # The envelope check covers what Slack documents; this catches the nested ids Bolt also reads.
         raise MalformedRequestError(
             f"a field has an unexpected type ({type(exc).__name__}: {exc})", delivery_id(body)
         ) from None

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import aiohttp
 
 from tests.e2e.conftest import Server
 from tests.fakes.aios_process import AIOS
 from tests.fakes.slack_api import ApiCall, FakeSlackApi
-from tests.fakes.slack_payloads import SIGNING_SECRET, app_mention, block_action, sign, slash_command
+from tests.fakes.slack_payloads import (
+    SIGNING_SECRET,
+    app_mention,
+    block_action,
+    event_callback,
+    interactivity,
+    sign,
+    slash_command,
+)
 
 REQUESTER, TEAMMATE, MANAGER = "U0ALICE", "U0BOB", "U0MANAGER"
 
@@ -204,8 +214,6 @@ def test_demo_exits_zero() -> None:
 
 
 async def test_direct_message_is_answered_in_its_thread(server: Server) -> None:
-    import json
-
     event = {
         "type": "message",
         "channel_type": "im",
@@ -246,3 +254,196 @@ async def test_malformed_and_unknown_payloads_get_a_clear_answer_and_change_noth
     reply = server.slack.wait_for(lambda s: [t for t in ephemerals_for(s, MANAGER) if "AP-9999" in t])[0]
     assert reply == "There is no approval AP-9999."
     assert all(c.method in ("chat.postEphemeral", "auth.test") for c in server.slack.calls[before:])
+
+
+async def post_raw(server: Server, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    url = f"{server.url}/slack/events"
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        return response.status, await response.text()
+
+
+def log_lines(server: Server) -> list[str]:
+    assert server.log is not None
+    return [line for line in server.log.read_text().splitlines() if line.strip()]
+
+
+def assert_log_is_json_lines(server: Server) -> list[dict[str, Any]]:
+    """Every line `aios serve` wrote is one JSON object, and no raw traceback text appears."""
+    lines = log_lines(server)
+    assert not [line for line in lines if "Traceback" in line]
+    return [json.loads(line) for line in lines]
+
+
+async def test_unsigned_and_unparseable_requests_are_refused_with_4xx_and_logged_once(server: Server) -> None:
+    ok = slash_command("status", user=REQUESTER)[0].encode()
+    valid = sign(ok)
+    json_type = {"Content-Type": "application/json"}
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused: list[tuple[str, bytes, dict[str, str], int]] = [
+        ("no signature headers", ok, form_type, 401),
+        ("empty timestamp", ok, {**form_type, **valid, "X-Slack-Request-Timestamp": ""}, 401),
+        ("timestamp not a number", ok, {**form_type, **valid, "X-Slack-Request-Timestamp": "soon"}, 401),
+        ("400-digit timestamp", ok, {**form_type, **valid, "X-Slack-Request-Timestamp": "9" * 400}, 401),
+        ("negative timestamp", ok, {**form_type, **valid, "X-Slack-Request-Timestamp": "-1"}, 401),
+        ("non-ASCII signature", ok, {**form_type, **valid, "X-Slack-Signature": "v0=é" + "0" * 63}, 401),
+        ("signature not hex", ok, {**form_type, **valid, "X-Slack-Signature": "v0=" + "z" * 64}, 401),
+    ]
+    for body in (b"[]", b'"x"', b"123", b"null", b"{not json", b"[" * 100_000):
+        refused.append((f"JSON body {body[:10]!r}", body, {**json_type, **sign(body)}, 400))
+    for form in (b"payload=%5B%5D", b"payload=null", b"payload=%22x%22", b"payload=%7Bnot+json"):
+        refused.append((f"form body {form!r}", form, {**form_type, **sign(form)}, 400))
+    not_utf8 = b"\xff\xfe{\x00"
+    refused.append(("body not UTF-8", not_utf8, {**json_type, **sign(not_utf8)}, 400))
+
+    for name, body, headers, expected in refused:
+        status, text = await post_raw(server, body, headers)
+        assert (status, name) == (expected, name), text
+        assert "invalid signature" in text if expected == 401 else "malformed payload" in text
+
+    records = assert_log_is_json_lines(server)
+    warnings = [r for r in records if r.get("event") == "slack_request_refused"]
+    assert len(warnings) >= len(refused) and all(r["level"] == "warning" for r in warnings)
+    # A genuine request afterwards is answered as usual.
+    genuine = slash_command("status", user="U0GENUINE")[0].encode()
+    status, _ = await post_raw(server, genuine, {**form_type, **sign(genuine)})
+    assert status == 200
+    server.slack.wait_for(lambda s: ephemerals_for(s, "U0GENUINE"))
+
+
+async def test_signed_payloads_of_the_wrong_shape_are_answered_2xx_and_logged_with_their_event_id(
+    server: Server,
+) -> None:
+    before = len(server.slack.calls)
+    mention = json.loads(app_mention("refund $5 on order 1002", user=REQUESTER, ts="1700000009.000100")[0])
+    event = mention["event"]
+    click = json.loads(
+        parse_qs(block_action("aios_approve", "AP-1", user=MANAGER, message_ts="1.1")[0])["payload"][0]
+    )
+    cases = [
+        urlencode({"command": "/aios", "text": "refund $5 on order 1002", "channel_id": "C0SHOP"}),
+        urlencode({"command": "/aios", "text": "refund $5 on order 1002", "user_id": REQUESTER}),
+        urlencode({"command": "/aios", "text": "status", "user_id": "", "channel_id": "C0SHOP"}),
+        event_callback({k: v for k, v in event.items() if k != "channel"}, event_id="EvNOCHANNEL")[0],
+        event_callback({k: v for k, v in event.items() if k != "ts"}, event_id="EvNOTS")[0],
+        event_callback({**event, "channel": {"id": "C0SHOP"}}, event_id="EvCHANNELOBJECT")[0],
+        event_callback({**event, "text": ["refund"]}, event_id="EvTEXTLIST")[0],
+        event_callback({**event, "ts": 1700000009.0001}, event_id="EvTSNUMBER")[0],
+        event_callback("app_mention with type", event_id="EvEVENTSTRING")[0],
+        event_callback(["type"], event_id="EvEVENTLIST")[0],
+        event_callback(None, event_id="EvEVENTNULL")[0],
+        event_callback({**event, "type": 7}, event_id="EvTYPENUMBER")[0],
+        event_callback(event, event_id="EvTEAMNUMBER", team=5)[0],  # type: ignore[arg-type]
+        event_callback({**event, "user": [REQUESTER]}, event_id="EvUSERLIST")[0],
+        event_callback(event, event_id="EvAUTHSTRING", authorizations="none")[0],
+        event_callback(
+            {"type": "message", "channel_type": "im", "user": REQUESTER, "text": "refund", "ts": "1.1"},
+            event_id="EvIMNOCHANNEL",
+        )[0],
+        interactivity({**click, "user": {"name": "nobody"}})[0],
+        interactivity({**click, "user": ["U0MANAGER"]})[0],
+        interactivity({**click, "actions": []})[0],
+        interactivity({**click, "actions": [{}]})[0],
+        interactivity({**click, "actions": ["aios_approve"]})[0],
+        interactivity({**click, "actions": [{**click["actions"][0], "value": 1}]})[0],
+        interactivity({**click, "actions": [{**click["actions"][0], "value": {"id": "AP-1"}}]})[0],
+        interactivity({**click, "actions": [{**click["actions"][0], "value": "AP-" + "9" * 1000}]})[0],
+        interactivity({**click, "channel": "C0SHOP", "container": None})[0],
+    ]
+    for body in cases:
+        content_type = "application/json" if body.startswith("{") else "application/x-www-form-urlencoded"
+        status, text, _ = await send(server, body, content_type)
+        assert status in (200, 400), (status, text, body[:200])
+
+    await asyncio.sleep(0.5)  # anything wrongly accepted would have reached the fake Slack API by now
+    assert [c.method for c in server.slack.calls[before:] if c.method != "auth.test"] == []
+    records = assert_log_is_json_lines(server)
+    malformed = {r.get("event_id") for r in records if r.get("event") == "slack_payload_malformed"}
+    assert {
+        "EvNOCHANNEL",
+        "EvNOTS",
+        "EvCHANNELOBJECT",
+        "EvTEXTLIST",
+        "EvTSNUMBER",
+        "EvTEAMNUMBER",
+    } <= malformed
+    refused = {r.get("event_id") for r in records if r.get("event") == "slack_request_refused"}
+    assert {
+        "EvEVENTSTRING",
+        "EvEVENTLIST",
+        "EvEVENTNULL",
+        "EvTYPENUMBER",
+        "EvUSERLIST",
+        "EvAUTHSTRING",
+    } <= refused
+
+
+async def test_payloads_the_bot_does_not_handle_get_200_and_url_verification_its_challenge(
+    server: Server,
+) -> None:
+    before = len(server.slack.calls)
+    click = json.loads(
+        parse_qs(block_action("aios_approve", "AP-1", user=MANAGER, message_ts="1.1")[0])["payload"][0]
+    )
+    user = {"id": REQUESTER, "team_id": "T0FAKE"}
+    unhandled = [
+        event_callback(
+            {
+                "type": "reaction_added",
+                "user": REQUESTER,
+                "reaction": "+1",
+                "item": {"type": "message", "channel": "C0SHOP", "ts": "1.1"},
+                "event_ts": "1.2",
+            }
+        )[0],
+        event_callback({"type": "member_joined_channel", "user": REQUESTER, "channel": "C0SHOP"})[0],
+        interactivity(
+            {
+                "type": "view_submission",
+                "team": {"id": "T0FAKE"},
+                "user": user,
+                "view": {"id": "V1", "type": "modal", "callback_id": "other", "state": {"values": {}}},
+            }
+        )[0],
+        interactivity(
+            {
+                "type": "shortcut",
+                "callback_id": "other",
+                "team": {"id": "T0FAKE"},
+                "user": user,
+                "trigger_id": "1.2.3",
+            }
+        )[0],
+        interactivity(
+            {
+                "type": "message_action",
+                "callback_id": "other",
+                "team": {"id": "T0FAKE"},
+                "user": user,
+                "channel": {"id": "C0SHOP"},
+                "message": {"ts": "1.1", "text": "hi"},
+            }
+        )[0],
+        interactivity({**click, "actions": [{**click["actions"][0], "action_id": "someone_elses_button"}]})[
+            0
+        ],
+        urlencode({"command": "/other", "text": "hi", "user_id": REQUESTER, "channel_id": "C0SHOP"}),
+        json.dumps({"type": "app_rate_limited", "team_id": "T0FAKE", "minute_rate_limited": 1518467820}),
+    ]
+    for body in unhandled:
+        content_type = "application/json" if body.startswith("{") else "application/x-www-form-urlencoded"
+        status, text, _ = await send(server, body, content_type)
+        assert status == 200, (status, text, body[:200])
+
+    challenge = json.dumps(
+        {
+            "token": "legacy",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
+    status, text, _ = await send(server, challenge, "application/json")
+    assert status == 200 and json.loads(text) == {
+        "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    }
+    assert [c.method for c in server.slack.calls[before:] if c.method != "auth.test"] == []
+    assert_log_is_json_lines(server)
