@@ -18,6 +18,7 @@ from bot.blocks import REQUEST_BUDGET_ACTION_ID
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
+from bot.mrkdwn import unescape
 from bot.queries import answer
 from bot.slash import bus_command, parse_slash
 from storage.ids import UnknownIdError, parse_id
@@ -115,7 +116,7 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
 
 def _plain(text: str) -> str:
     text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
-    return text.replace("```", "").replace("*", "")
+    return unescape(text.replace("```", "").replace("*", ""))  # what others wrote, as they wrote it
 
 
 class ConsoleSession:
