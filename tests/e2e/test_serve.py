@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import aiohttp
 
 from tests.e2e.conftest import Server
-from tests.fakes.aios_process import AIOS
+from tests.fakes.aios_process import AIOS, aios_env, running_aios_serve
 from tests.fakes.slack_api import ApiCall, FakeSlackApi
 from tests.fakes.slack_payloads import (
     SIGNING_SECRET,
@@ -447,3 +449,33 @@ async def test_payloads_the_bot_does_not_handle_get_200_and_url_verification_its
     }
     assert [c.method for c in server.slack.calls[before:] if c.method != "auth.test"] == []
     assert_log_is_json_lines(server)
+
+
+async def test_a_listener_failure_is_logged_as_one_json_line_with_its_traceback_type_and_event_id(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "aios.db"
+    with (
+        FakeSlackApi() as slack,
+        running_aios_serve(aios_env(f"sqlite+aiosqlite:///{database}", slack.url)) as serve,
+    ):
+        with sqlite3.connect(database) as connection:
+            connection.execute("DROP TABLE once")  # accepting a mention now fails inside the listener
+        body = app_mention("refund $5 on order 1002", user=REQUESTER, ts="1.1", event_id="Ev0BROKENDB")[0]
+        url = f"{serve.url}/slack/events"
+        headers = {"Content-Type": "application/json", **sign(body)}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=body, headers=headers) as response,
+        ):
+            # Nothing was stored: a 5xx makes Slack deliver the event again once the database is back.
+            assert response.status == 503
+        lines = [line for line in serve.log.read_text().splitlines() if line.strip()]
+    assert not [line for line in lines if "Traceback" in line]
+    records = [json.loads(line) for line in lines]
+    [failure] = [r for r in records if r.get("event") == "slack_listener_failed"]
+    assert failure["level"] == "error"
+    assert (failure["type"], failure["event_id"]) == ("event_callback:app_mention", "Ev0BROKENDB")
+    chain = failure["exception"]  # the SQLAlchemy error and the sqlite3 error it wraps, each with its frames
+    assert all(e["exc_type"] == "OperationalError" and "no such table: once" in e["exc_value"] for e in chain)
+    assert any(frame["filename"].endswith("bot/intake.py") for e in chain for frame in e["frames"])
