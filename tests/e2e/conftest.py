@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import POSTGRES_REQUIRED, POSTGRES_URL, throwaway_postgres
 from tests.fakes.aios_process import AIOS, aios_env, running_aios_serve
 from tests.fakes.slack_api import FakeSlackApi
 
@@ -29,6 +31,19 @@ class Server:
         result = self.cli("sandbox", "show", "--json")
         assert result.returncode == 0, result.stderr
         return dict(json.loads(result.stdout))
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for `aios serve` processes to share, dropped afterwards."""
+    if not POSTGRES_URL:
+        if POSTGRES_REQUIRED:
+            pytest.fail("AIOS_REQUIRE_POSTGRES=1 but AIOS_TEST_POSTGRES_URL is not set")
+        pytest.skip("this test needs PostgreSQL: set AIOS_TEST_POSTGRES_URL")
+    database = throwaway_postgres(POSTGRES_URL)
+    url = asyncio.run(database.__aenter__())
+    yield url
+    asyncio.run(database.__aexit__(None, None, None))
 
 
 @pytest.fixture(scope="module")

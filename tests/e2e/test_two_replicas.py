@@ -4,31 +4,16 @@ many times to both at once, each take effect once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_REQUIRED, POSTGRES_URL, throwaway_postgres
 from tests.e2e.test_crash_recovery import post
 from tests.fakes.aios_process import aios_env, running_aios_serve
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.slack_payloads import app_mention, block_action
 
 COPIES = 10  # per server
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    if not POSTGRES_URL:
-        if POSTGRES_REQUIRED:
-            pytest.fail("AIOS_REQUIRE_POSTGRES=1 but AIOS_TEST_POSTGRES_URL is not set")
-        pytest.skip("two replicas need a shared PostgreSQL: set AIOS_TEST_POSTGRES_URL")
-    database = throwaway_postgres(POSTGRES_URL)
-    url = asyncio.run(database.__aenter__())
-    yield url
-    asyncio.run(database.__aexit__(None, None, None))
 
 
 async def fetch(url: str, sql: str) -> list[asyncpg.Record]:
