@@ -205,6 +205,12 @@ async def test_help_and_unknown_subcommands_answer_clearly(server: Server) -> No
     assert "is not a record id" in reply
 
 
+async def test_a_slash_command_with_the_word_payload_in_it_is_still_a_slash_command(server: Server) -> None:
+    await send(server, *slash_command("why payload", user="U0PAYLOAD"))
+    reply = server.slack.wait_for(lambda s: ephemerals_for(s, "U0PAYLOAD"))[0]
+    assert "is not a record id" in reply
+
+
 def test_demo_exits_zero() -> None:
     import subprocess
 
