@@ -7,6 +7,7 @@ import sys
 
 import structlog
 from prometheus_client import Counter, Histogram
+from structlog.tracebacks import ExceptionDictTransformer
 
 SLACK_REQUESTS = Counter("aios_slack_requests_total", "Slack requests received", ["kind"])
 ACK_SECONDS = Histogram(
@@ -32,7 +33,11 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     tail: list[structlog.typing.Processor] = (
-        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        [
+            # Frames' local variables stay out of the log: they hold tokens, secrets and customers' data.
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ]
         if json
         else [structlog.processors.format_exc_info, structlog.dev.ConsoleRenderer(colors=False)]
     )

@@ -15,6 +15,7 @@ configure_logging(json=True)
 bolt = logging.getLogger("slack_bolt.AsyncApp")
 bolt.warning("Unhandled request ({'type': 'view_submission'})\\n---\\n[Suggestion] You can handle this type\\n")
 try:
+    token = "xoxb-never-in-the-log"
     raise ValueError("bad\\nvalue")
 except ValueError:
     bolt.exception("Failed to run listener function")
@@ -39,3 +40,4 @@ def test_library_warnings_and_exceptions_are_single_json_lines() -> None:
     [exception] = records[1]["exception"]
     assert (exception["exc_type"], exception["exc_value"]) == ("ValueError", "bad\nvalue")
     assert not [line for line in lines if "Traceback" in line] and result.stdout == ""
+    assert "xoxb-never-in-the-log" not in result.stderr  # frames' locals are not logged
