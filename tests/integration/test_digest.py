@@ -13,7 +13,7 @@ from bot.bootstrap import Aios
 from bot.digest import DigestScheduleError, build_digest, digest_message, digest_trigger, post_digest
 from bot.slack_transport import SlackTransport
 from bot.transport import TransportError
-from storage.records import LlmCall, Run
+from storage.records import ActionStatus, Execution, ExecutionStatus, LlmCall, ProposedAction, Run
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.integration.conftest import ask
 
@@ -25,11 +25,23 @@ async def seed_ledger(aios: Aios) -> None:
     await ask(aios, "refund $20 on order 1002, late", thread_ts="1.1")
     await ask(aios, "refund $15 on order 1004, late", thread_ts="1.2")
     await ask(aios, "refund order 1001, $250, broken", thread_ts="1.3")
-    await ask(aios, "refund $90 on order 1002, wrong", thread_ts="1.4")  # $28 left: the shop refuses
+    await ask(aios, "refund $90 on order 1002, wrong", thread_ts="1.4")  # $28 left: nothing is proposed
     await ask(aios, "refund $5 on order 1005 and tell the customer", thread_ts="1.5")  # the email is denied
     async with aios.units() as uow:
         runs = (await uow.repo.session.exec(select(Run))).all()
-        first, second = runs[0], runs[1]
+        first, second, answered = runs[0], runs[1], runs[3]
+        # A refund the shop refused at execution (the agent now checks orders first, so it is seeded).
+        refused = await uow.repo.add(
+            ProposedAction(run_id=answered.id, name="shop.refund", params={}, status=ActionStatus.FAILED)
+        )
+        await uow.repo.add(
+            Execution(
+                action_id=refused.id,
+                idempotency_key="seeded-refusal",
+                status=ExecutionStatus.FAILED,
+                error="the shop refused the refund",
+            )
+        )
         for run, cost, outcome in [
             (first, 0.012, "ok"),
             (first, 0.008, "ok"),
