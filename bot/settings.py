@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     memory_embeddings: str = Field(
         default="auto", pattern="^(auto|on|off)$", validation_alias="AIOS_MEMORY_EMBEDDINGS"
     )
-    # Work in flight younger than this may belong to a live replica, so recovery at start leaves it alone.
+    # Work that records no owner (rows from before liveness leases) and is younger than this may belong to a
+    # live replica, so recovery leaves it alone; work with an owner is taken as soon as its owner is gone.
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
 
     def require(self, *names: str) -> None:
