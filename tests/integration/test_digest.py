@@ -31,9 +31,11 @@ async def seed_ledger(aios: Aios) -> None:
         runs = (await uow.repo.session.exec(select(Run))).all()
         first, second, answered = runs[0], runs[1], runs[3]
         # A refund the shop refused at execution (the agent now checks orders first, so it is seeded).
+        assert answered.id is not None
         refused = await uow.repo.add(
             ProposedAction(run_id=answered.id, name="shop.refund", params={}, status=ActionStatus.FAILED)
         )
+        assert refused.id is not None
         await uow.repo.add(
             Execution(
                 action_id=refused.id,
