@@ -19,17 +19,17 @@ from bot.background import BackgroundTasks
 from bot.digest import post_digest
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
+from bot.memory_setup import open_memory_store
 from bot.messagebus import Message, MessageBus
 from bot.messages import HandleIntent, Recover
-from bot.settings import MissingSettingError, Settings
+from bot.settings import Settings
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
 from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
-from storage.embedding import Embedder, load_embedder
 from storage.engine import create_engine
 from storage.leases import Lease, acquire_lease
-from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention, record_incident
+from storage.memory import MemoryStore, Retention
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, RunStatus, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
@@ -141,36 +141,6 @@ def _planner(
     return MeteredLLM(claude, units, prices, budgets, on_budget_warning)
 
 
-def _embedder(settings: Settings) -> Embedder | None:
-    if settings.memory_embeddings == "off":
-        return None
-    embedder = load_embedder()
-    if embedder is None and settings.memory_embeddings == "on":
-        raise MissingSettingError(
-            "AIOS_MEMORY_EMBEDDINGS=on but the embeddings extra is not installed: pip install '.[embeddings]'"
-        )
-    return embedder
-
-
-async def _memory_store(
-    settings: Settings, units: UnitOfWorkFactory, clock: Callable[[], datetime], retention: Retention
-) -> MemoryStore:
-    """Weaviate answers similarity searches when configured and reachable; the SQL store is always the record,
-    so when Weaviate is down the bot keeps serving with keyword search and says so in the log."""
-    if not settings.weaviate_url:
-        return EmbeddedMemoryStore(units, clock, retention, embedder=_embedder(settings))
-    from storage.memory.weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
-
-    embedder = _embedder(settings)
-    try:
-        index = await WeaviateIndex.connect(settings.weaviate_url, settings.weaviate_api_key)
-    except MemoryIndexUnavailableError as exc:
-        log.error("memory_degraded", reason=str(exc), serving="sql search")
-        await record_incident(units, "memory", f"started without Weaviate: {exc}")
-        return EmbeddedMemoryStore(units, clock, retention, embedder)
-    return IndexedMemoryStore(units, index, clock, retention, embedder)
-
-
 async def bootstrap(
     settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
 ) -> Aios:
@@ -205,7 +175,7 @@ async def bootstrap(
         cap={kind: rule.max for kind, rule in kinds.items() if rule.max is not None},
         summarise_after=policy.document.memory.summarise_after,
     )
-    memory = await _memory_store(settings, units, clock, retention)
+    memory = await open_memory_store(settings, units, clock, retention)
     dispatcher = Dispatcher(
         [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)], llm
     )

@@ -1,41 +1,34 @@
-"""The `aios` command line (Typer + Rich)."""
+"""The `aios` command line (Typer + Rich).
+
+Modules are imported inside the commands that use them: `aios --help` and the read-only commands must not pay
+for the planner, Slack, the policy's CEL and the web server, which together take seconds to import.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
-import structlog
 import typer
-from aiohttp import web
 from rich.console import Console
-from sqlalchemy.exc import DBAPIError, OperationalError
+from rich.markup import escape
 
-from agents.pricing import PriceError
-from bot.bootstrap import Aios, bootstrap
-from bot.console import CONSOLE_TEAM, ConsoleTransport, render, run_chat
-from bot.cost import PERIODS, cost_report, cost_tables
-from bot.demo import DemoFailedError, run_demo
-from bot.digest import DigestScheduleError, build_digest, digest_message, post_digest
-from bot.observability import configure_logging
-from bot.queries import why as explain_why
-from bot.scheduler import build_scheduler
-from bot.settings import MissingSettingError, Settings
-from bot.slack_app import build_slack_app
-from bot.slack_transport import SlackTransport, build_slack_client
-from bot.socket_mode import SocketModeStartError, run_socket_mode
-from bot.web import build_web_app
-from connectors.sandbox_state import sandbox_state
-from policies.errors import PolicyError
-from policies.model import parse_duration
-from storage.engine import DatabaseUrlError, create_engine
-from storage.memory import MemoryStoreError
-from storage.migrate import upgrade_to_head
+from bot.terminal import CONSOLE_TEAM, INTERRUPTED
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from bot.bootstrap import Aios
+    from bot.settings import Settings
+    from storage.memory import MemoryStore
+    from storage.unit_of_work import UnitOfWorkFactory
 
 app = typer.Typer(
     help="AIOS: a chat-ops bot whose agents propose actions that a policy gates.",
@@ -56,51 +49,144 @@ TeamOption = Annotated[
 # soft_wrap: long lines stay whole, so messages can be copied and searched.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# Errors a user can fix; each message says what is wrong and how to fix it.
+# Errors a user can fix, by module: each message says what is wrong and how to fix it. Named rather than
+# imported, because importing them would import their heavy modules; an error can only have been raised if
+# its module was imported.
 USER_ERRORS = (
-    MemoryStoreError,
-    PolicyError,
-    DatabaseUrlError,
-    MissingSettingError,
-    DemoFailedError,
-    DigestScheduleError,
-    PriceError,
-    SocketModeStartError,
+    ("storage.memory.base", "MemoryStoreError"),
+    ("policies.errors", "PolicyError"),
+    ("storage.engine", "DatabaseUrlError"),
+    ("bot.settings", "MissingSettingError"),
+    ("bot.demo", "DemoFailedError"),
+    ("bot.digest", "DigestScheduleError"),
+    ("agents.pricing", "PriceError"),
+    ("bot.socket_mode", "SocketModeStartError"),
 )
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
+def _is_user_error(exc: BaseException) -> bool:
+    return any(
+        isinstance(exc, getattr(sys.modules[module], name))
+        for module, name in USER_ERRORS
+        if module in sys.modules
+    )
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """What a user can fix becomes one line on stderr and exit code 2; Ctrl-C becomes exit code 130."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from storage.engine import database_problem
+
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except USER_ERRORS as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(INTERRUPTED) from None
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        _fail(_settings_problem(exc))
     except (OperationalError, DBAPIError, OSError) as exc:
-        err.print(
-            f"[red]error:[/] cannot use the database ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            "Check AIOS_DATABASE_URL and that the database is reachable.",
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
+        _fail(database_problem(exc))
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        _fail(str(exc))
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    """Settings come from the environment, so each problem is named by its variable."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}={error.get('input')!r}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return f"{problems}. Fix it in the environment or the .env file."
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    with _user_errors():
+        return asyncio.run(work())  # type: ignore[arg-type]
+
+
+def _settings() -> Settings:
+    from bot.settings import Settings
+
+    with _user_errors():
+        return Settings()
+
+
+def _quiet() -> None:
+    """Terminal commands log only errors, as readable lines on stderr.
+
+    Commands that use the SQL store alone skip this: nothing they import logs through structlog, and importing
+    the logging set-up (structlog, Prometheus) would take a good part of their start-up time."""
+    from bot.observability import configure_logging
+
+    configure_logging(json=False, level=40)
 
 
 async def _with_store(work: Callable[[Aios], Awaitable[T]]) -> T:
-    """Commands that only read or maintain the store: no Slack, nothing is posted."""
-    aios = await bootstrap(Settings(), ConsoleTransport(err))
+    """Commands that need the whole bot (policy, planner, connectors) without Slack: nothing is posted."""
+    from bot.bootstrap import bootstrap
+    from bot.console import ConsoleTransport
+
+    _quiet()
+    aios = await bootstrap(_settings(), ConsoleTransport(err))
     try:
         return await work(aios)
     finally:
         await aios.close()
 
 
+@asynccontextmanager
+async def _units() -> AsyncIterator[UnitOfWorkFactory]:
+    """The SQL store alone, for commands that only read it: quick to start, and it sets nothing else up."""
+    from storage.engine import create_engine
+    from storage.migrate import upgrade_to_head
+    from storage.unit_of_work import UnitOfWorkFactory
+
+    engine = create_engine(_settings().database_url)
+    try:
+        await upgrade_to_head(engine)
+        yield UnitOfWorkFactory.for_engine(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _with_units(work: Callable[[UnitOfWorkFactory], Awaitable[T]]) -> T:
+    async with _units() as units:
+        return await work(units)
+
+
+async def _with_memory(work: Callable[[MemoryStore], Awaitable[T]]) -> T:
+    """The memory store alone (Weaviate too when configured), without the policy's retention rules."""
+    from bot.memory_setup import open_memory_store
+
+    _quiet()
+    async with _units() as units:
+        memory = await open_memory_store(_settings(), units)
+        try:
+            return await work(memory)
+        finally:
+            await memory.close()
+
+
 @app.command()
 def demo() -> None:
     """Play the e-commerce and content scenario end to end: no network, no keys."""
-    configure_logging(json=False, level=40)
+    from bot.demo import run_demo
+
+    _quiet()
     _run(lambda: run_demo(out))
 
 
@@ -108,18 +194,24 @@ def demo() -> None:
 def chat(
     user: Annotated[str, typer.Option("--as", help="The Slack user id you speak as.")] = "U0ALICE",
 ) -> None:
-    """An interactive console that behaves like one Slack thread."""
-    configure_logging(json=False, level=40)
+    """An interactive console that behaves like one Slack thread (a new thread each time)."""
+    from bot.bootstrap import bootstrap
+    from bot.console import ConsoleTransport, run_chat
 
-    async def session() -> None:
-        transport = ConsoleTransport(out)
-        aios = await bootstrap(Settings(), transport)
+    _quiet()
+    transport = ConsoleTransport(out)
+    with _user_errors(), asyncio.Runner() as runner:
+        aios = runner.run(bootstrap(_settings(), transport))
         try:
-            await run_chat(aios, transport, user)
+            code = run_chat(runner, aios, transport, user)
         finally:
-            await aios.close()
-
-    _run(session)
+            # A second Ctrl-C must not cut the close short and leave connections half-closed.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                runner.run(aios.close())
+            finally:
+                signal.signal(signal.SIGINT, previous)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -128,11 +220,24 @@ def serve(
     port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 3000,
 ) -> None:
     """HTTP mode: POST /slack/events, GET /healthz, GET /metrics."""
+    from bot.observability import configure_logging
+
     configure_logging(json=True)
     _run(lambda: _serve(host, port))
 
 
 async def _serve(host: str, port: int) -> None:
+    import structlog
+    from aiohttp import web
+
+    from bot.bootstrap import bootstrap
+    from bot.scheduler import build_scheduler
+    from bot.settings import Settings
+    from bot.slack_app import build_slack_app
+    from bot.slack_transport import SlackTransport, build_slack_client
+    from bot.web import build_web_app
+
+    log = structlog.get_logger(__name__)
     settings = Settings()
     settings.require("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
     assert settings.slack_signing_secret is not None
@@ -157,6 +262,10 @@ async def _serve(host: str, port: int) -> None:
 @app.command()
 def socket() -> None:
     """Socket Mode: connect out to Slack instead of receiving HTTP (needs SLACK_APP_TOKEN)."""
+    from bot.observability import configure_logging
+    from bot.settings import Settings
+    from bot.socket_mode import run_socket_mode
+
     configure_logging(json=True)
     _run(lambda: run_socket_mode(Settings()))
 
@@ -174,11 +283,12 @@ def digest(
     now: Annotated[bool, typer.Option("--now", help="Build the digest of the last 24 hours now.")] = False,
 ) -> None:
     """The cost and error digest: posted to AIOS_DIGEST_CHANNEL, or printed when Slack is not configured."""
-    configure_logging(json=False, level=40)
+    from bot.console import render
+
+    _quiet()
     if not now:
-        err.print("`aios serve` posts the digest at AIOS_DIGEST_CRON; `aios digest --now` builds it at once.")
-        raise typer.Exit(2)
-    settings = Settings()
+        _fail("`aios serve` posts the digest at AIOS_DIGEST_CRON; `aios digest --now` builds it at once.")
+    settings = _settings()
     if settings.slack_bot_token and settings.digest_channel:
         posted = _run(lambda: _digest_to_slack(settings))
         out.print(
@@ -193,10 +303,16 @@ def digest(
 
 
 async def _digest_now(aios: Aios) -> tuple[str, list[dict[str, Any]]]:
+    from bot.digest import build_digest, digest_message
+
     return digest_message(await build_digest(aios.units, aios.clock(), aios.policy.document.budgets))
 
 
 async def _digest_to_slack(settings: Settings) -> bool:
+    from bot.bootstrap import bootstrap
+    from bot.digest import post_digest
+    from bot.slack_transport import SlackTransport, build_slack_client
+
     client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
     aios = await bootstrap(settings, SlackTransport(client))
     try:
@@ -215,8 +331,16 @@ async def _digest_to_slack(settings: Settings) -> bool:
 @app.command()
 def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-…, A-…, D-…, AP-… or E-…")]) -> None:
     """Explain a decision: the same as `/aios why ID`."""
-    configure_logging(json=False, level=40)
-    text = _run(lambda: _with_store(lambda aios: explain_why(aios.units, record_id)))
+    from bot.explain import NotFoundError, explain
+    from storage.ids import UnknownIdError, parse_id
+
+    try:
+        parse_id(record_id)
+        text = _run(lambda: _with_units(lambda units: explain(units, record_id)))
+    except UnknownIdError as exc:
+        _fail(str(exc))
+    except NotFoundError as exc:
+        _fail(str(exc), code=1)
     out.print(text.replace("*", ""), highlight=False, markup=False)
 
 
@@ -225,11 +349,12 @@ def cost(
     period: Annotated[str, typer.Argument(help="today, week or month")] = "today",
 ) -> None:
     """Model spend by agent, run and requester: the same figures as `/aios cost`."""
-    configure_logging(json=False, level=40)
+    from bot.cost import PERIODS, cost_report, cost_tables
+    from storage.records import utcnow
+
     if period not in PERIODS:
-        err.print(f"[red]error:[/] {period!r} is not a period; use one of {', '.join(PERIODS)}")
-        raise typer.Exit(2)
-    report = _run(lambda: _with_store(lambda aios: cost_report(aios.units, period, aios.clock())))
+        _fail(f"{period!r} is not a period; use one of {', '.join(PERIODS)}")
+    report = _run(lambda: _with_units(lambda units: cost_report(units, period, utcnow())))
     for table in cost_tables(report):
         out.print(table)
 
@@ -237,8 +362,7 @@ def cost(
 @sandbox_app.command("show")
 def sandbox_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The sandbox connectors' state: orders, refunds, posts, emails."""
-    configure_logging(json=False, level=40)
-    state = _run(lambda: _with_store(lambda aios: sandbox_state(aios.units)))
+    state = _run(_sandbox_state)
     if as_json:
         typer.echo(json.dumps(state, indent=2))
         return
@@ -246,6 +370,21 @@ def sandbox_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
         out.print(f"[bold]{key}[/] ({len(rows)})")
         for row in rows:
             out.print(f"  {_one_line(row)}", highlight=False)
+
+
+async def _sandbox_state() -> dict[str, list[dict[str, Any]]]:
+    from connectors.base import ConnectorContext
+    from connectors.registry import ConnectorRegistry
+    from connectors.sandbox_state import sandbox_state
+
+    async with _units() as units:
+        # A fresh store shows the sandbox shop's starting orders, as the bot would see them.
+        registry = ConnectorRegistry.discover(ConnectorContext(units_of_work=units))
+        try:
+            await registry.seed()
+        finally:
+            await registry.close()
+        return await sandbox_state(units)
 
 
 def _one_line(row: dict[str, Any]) -> str:
@@ -263,8 +402,8 @@ def memory_remember(
     ttl: Annotated[str | None, typer.Option(help="Forget after this long, e.g. 30d")] = None,
 ) -> None:
     """Remember TEXT for a team."""
-    configure_logging(json=False, level=40)
     lifetime = _duration(ttl)
+    # The whole bot: the policy's retention rules decide how long each kind is kept.
     memory_id, created = _run(
         lambda: _with_store(lambda aios: aios.memory.remember(team, text, kind=kind, key=key, ttl=lifetime))
     )
@@ -279,8 +418,7 @@ def memory_search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Search a team's memories (id, text, kind, score, created_at)."""
-    configure_logging(json=False, level=40)
-    hits = _run(lambda: _with_store(lambda aios: aios.memory.search(team, query, limit=limit)))
+    hits = _run(lambda: _with_memory(lambda memory: memory.search(team, query, limit=limit)))
     if as_json:
         typer.echo(json.dumps([hit.as_dict() for hit in hits], indent=2))
         return
@@ -295,19 +433,28 @@ def memory_forget(
     memory_id: Annotated[str, typer.Argument(metavar="ID")], team: TeamOption = CONSOLE_TEAM
 ) -> None:
     """Forget one memory of a team."""
-    configure_logging(json=False, level=40)
-    key = int(memory_id.upper().removeprefix("M-"))
-    if not _run(lambda: _with_store(lambda aios: aios.memory.forget(team, key))):
-        err.print(f"[red]error:[/] team {team} has no memory M-{key}")
-        raise typer.Exit(1)
+    key = _memory_key(memory_id)
+    if not _run(lambda: _with_memory(lambda memory: memory.forget(team, key))):
+        _fail(f"team {team} has no memory M-{key}", code=1)
     out.print(f"forgot M-{key}")
+
+
+def _memory_key(text: str) -> int:
+    from storage.ids import UnknownIdError, parse_id
+
+    try:
+        prefix, key = parse_id(text if "-" in text else f"M-{text}")
+    except UnknownIdError:
+        prefix, key = "", 0
+    if prefix != "M":
+        _fail(f"{text!r} is not a memory id; memory ids look like M-4")
+    return key
 
 
 @memory_app.command("export")
 def memory_export(team: TeamOption = CONSOLE_TEAM) -> None:
     """Print a team's memories as JSON Lines (text, kind, key, metadata, timestamps, vector model)."""
-    configure_logging(json=False, level=40)
-    for record in _run(lambda: _with_store(lambda aios: aios.memory.export(team))):
+    for record in _run(lambda: _with_memory(lambda memory: memory.export(team))):
         typer.echo(json.dumps(record, sort_keys=True))
 
 
@@ -317,41 +464,55 @@ def memory_import(
     team: TeamOption = CONSOLE_TEAM,
 ) -> None:
     """Import JSON Lines exported by `aios memory export` into a team."""
-    configure_logging(json=False, level=40)
     try:
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        err.print(f"[red]error:[/] {path} is not JSON Lines (line {exc.lineno}): {exc.msg}")
-        raise typer.Exit(2) from None
+        _fail(f"{path} is not JSON Lines (line {exc.lineno}): {exc.msg}")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    # The whole bot: the policy's retention rules apply to what is imported.
     imported = _run(lambda: _with_store(lambda aios: aios.memory.import_records(team, records)))
     out.print(f"imported {imported} new memories into {team}")
 
 
 def _duration(text: str | None) -> timedelta | None:
+    from policies.model import parse_duration
+
     if text is None:
         return None
     try:
         return parse_duration(text)
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        _fail(str(exc))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations up to head."""
-    configure_logging(json=False, level=40)
 
     async def upgrade() -> None:
-        engine = create_engine(Settings().database_url)
-        try:
-            await upgrade_to_head(engine)
-        finally:
-            await engine.dispose()
+        async with _units():
+            pass
 
     _run(upgrade)
     out.print("database is at the newest schema")
 
 
 def main() -> None:
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = 1
+    except typer.TyperException as exc:  # a usage error: an unknown command, a missing or bad argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `aios` alone: the help, as asked for
+            out.print(exc.format_message(), highlight=False, markup=False)
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        help_command = ctx.command_path if ctx is not None else "aios"
+        err.print(
+            f"[red]error:[/] {escape(where + exc.format_message())} (see `{escape(help_command)} --help`)",
+            highlight=False,
+        )
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

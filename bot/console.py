@@ -5,8 +5,9 @@ Messages go through the same bus, handlers and Block Kit builders as in Slack; o
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,9 @@ from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.mrkdwn import unescape
 from bot.queries import answer
 from bot.slash import bus_command, parse_slash
-from storage.ids import UnknownIdError, parse_id
-
-CONSOLE_CHANNEL = "CCONSOLE"
-CONSOLE_TEAM = "TCONSOLE"
+from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
+from storage.ids import UnknownIdError, format_id, parse_id
+from storage.records import Approval
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ConsoleTransport:
     console: Console
     messages: list[PostedMessage] = field(default_factory=list)
     groups: dict[str, set[str]] = field(default_factory=dict)
-    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _last_ts_micros: int = 0
 
     async def post(
         self,
@@ -87,7 +87,11 @@ class ConsoleTransport:
         return self.groups.get(group_id, set())
 
     def _next_ts(self) -> str:
-        return f"1700000000.{next(self._clock):06d}"
+        # Slack-style "seconds.micros" from the wall clock, so a new `aios chat` never reuses an older
+        # session's thread ts (its approvals would then look like this thread's).
+        micros = max(time.time_ns() // 1000, self._last_ts_micros + 1)
+        self._last_ts_micros = micros
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _print(self, who: str, body: str) -> None:
         self.console.print(f"[bold cyan]{escape(who)}[/]")
@@ -120,7 +124,11 @@ def _plain(text: str) -> str:
 
 
 class ConsoleSession:
-    """One thread in the terminal: intents, `/aios` commands and approval clicks from named users."""
+    """One thread in the terminal: intents, `/aios` commands and approval clicks from named users.
+
+    Clicks without an id, and "request budget", only ever reach requests of this thread; a new session is
+    a new thread. An approval named by its id is clicked wherever it is, as a button in its own thread would be.
+    """
 
     def __init__(self, aios: Aios, transport: ConsoleTransport) -> None:
         self.aios = aios
@@ -129,8 +137,6 @@ class ConsoleSession:
 
     async def say(self, user: str, text: str) -> None:
         self._echo(user, text)
-        if self.thread_ts is None:
-            self.thread_ts = await self.transport.post(CONSOLE_CHANNEL, f"Thread started by <@{user}>")
         await self._intent("console", user, text)
 
     async def slash(self, user: str, text: str) -> None:
@@ -147,6 +153,8 @@ class ConsoleSession:
         await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply)
 
     async def _intent(self, source: str, user: str, text: str) -> None:
+        if self.thread_ts is None:
+            self.thread_ts = await self.transport.post(CONSOLE_CHANNEL, f"Thread started by <@{user}>")
         message_ts = await self.transport.note_user_message(CONSOLE_CHANNEL, user, text, self.thread_ts)
         incoming = IncomingIntent(
             source=source,
@@ -162,36 +170,66 @@ class ConsoleSession:
         await self.aios.process(HandleIntent(intent_id))
 
     async def click(self, user: str, *, approve: bool, approval: str | None = None) -> None:
-        """Press Approve or Reject on the named approval request, or on the newest one still waiting."""
+        """Press Approve or Reject on the named approval request, or on this thread's newest one still waiting."""
         self.transport.console.print(
             f"[bold magenta]{escape(user)}[/] clicks [bold]{'Approve' if approve else 'Reject'}[/]"
             + (f" on {escape(approval)}" if approval else "")
         )
-        approval_id = await self._approval_id(approval)
+        approval_id = await self._named_approval(approval) if approval else await self._newest_waiting()
         if approval_id is None:
             self.transport.console.print("  (there is no approval request waiting in this thread)")
             return
         await self.aios.process(DecideApproval(approval_id, user, approve, CONSOLE_CHANNEL))
 
-    async def _approval_id(self, approval: str | None) -> int | None:
-        if approval is not None:
-            prefix, key = parse_id(approval)
-            if prefix != "AP":
-                raise UnknownIdError(f"{approval} is not an approval id; approval ids look like AP-3")
-            return key
+    async def _newest_waiting(self) -> int | None:
+        if self.thread_ts is None:
+            return None
         async with self.aios.units() as uow:
-            waiting = await uow.repo.pending_approvals(CONSOLE_CHANNEL)
+            waiting = await uow.repo.pending_approvals_in_thread(CONSOLE_CHANNEL, self.thread_ts)
         return waiting[-1].id if waiting else None
+
+    async def _named_approval(self, approval: str) -> int:
+        prefix, key = parse_id(approval)
+        if prefix != "AP":
+            raise UnknownIdError(f"{approval} is not an approval id; approval ids look like AP-3")
+        async with self.aios.units() as uow:
+            found = await uow.repo.get(Approval, key)
+        if found is not None and found.thread_ts != self.thread_ts:
+            self.transport.console.print(
+                f"  ({format_id('AP', key)} belongs to another thread; the click is made there)"
+            )
+        return key
 
     async def request_budget(self, user: str) -> None:
         """Press "Request budget" on the newest run in this thread that its budget stopped."""
         self.transport.console.print(f"[bold magenta]{escape(user)}[/] clicks [bold]Request budget[/]")
-        async with self.aios.units() as uow:
-            run_id = await uow.repo.newest_run_over_budget(CONSOLE_CHANNEL)
+        run_id = None
+        if self.thread_ts is not None:
+            async with self.aios.units() as uow:
+                run_id = await uow.repo.newest_run_over_budget_in_thread(CONSOLE_CHANNEL, self.thread_ts)
         if run_id is None:
             self.transport.console.print("  (no run in this thread is waiting for budget)")
             return
         await self.aios.process(RequestBudget(run_id, user, CONSOLE_CHANNEL))
+
+    async def handle(self, user: str, line: str) -> str:
+        """One typed line; returns who speaks from now on."""
+        try:
+            if click := _CLICK.match(line):
+                await self.click(
+                    click.group(3), approve=click.group(1).lower() == "approve", approval=click.group(2)
+                )
+            elif switch := _SWITCH.match(line):
+                return switch.group(1)
+            elif _BUDGET.match(line):
+                await self.request_budget(user)
+            elif line.startswith("/aios"):
+                await self.slash(user, line.removeprefix("/aios"))
+            else:
+                await self.say(user, line)
+        except UnknownIdError as exc:
+            self.transport.console.print(f"[red]{escape(str(exc))}[/]")
+        return user
 
     def _echo(self, user: str, text: str) -> None:
         self.transport.console.print(f"[bold magenta]{escape(user)}[/]: {escape(text)}")
@@ -201,41 +239,37 @@ _CLICK = re.compile(r"^(approve|reject)(?:\s+(AP-\d+))?\s+as\s+(\S+)\s*$", re.IG
 _SWITCH = re.compile(r"^as\s+(\S+)\s*$", re.IGNORECASE)
 _BUDGET = re.compile(r"^request\s+budget\s*$", re.IGNORECASE)
 
-CHAT_HELP = """Type an intent as you would in a Slack thread, e.g. `refund order 1001, $250, arrived broken`.
+CHAT_HELP = """A new thread. Type an intent as you would in Slack, e.g. `refund order 1001, $250, arrived broken`.
   /aios …                  a slash command (`/aios help`, `/aios why D-1`, `/aios pending`)
-  approve as U0MANAGER     click Approve on the newest waiting request as that user (or `approve AP-2 as …`)
+  approve as U0MANAGER     click Approve on this thread's newest waiting request as that user
+  approve AP-2 as …        click Approve on AP-2, wherever it is (`/aios pending` lists them all)
   reject as U0MANAGER      click Reject
-  request budget           click Request budget on a run its budget stopped
+  request budget           click Request budget on a run of this thread its budget stopped
   as U0BOB                 speak as another user from now on
-  quit                     leave"""
+  quit                     leave (or Ctrl-D; Ctrl-C stops at once)"""
 
 
-async def run_chat(aios: Aios, transport: ConsoleTransport, user: str) -> None:
+def run_chat(runner: asyncio.Runner, aios: Aios, transport: ConsoleTransport, user: str) -> int:
+    """The prompt loop; returns the exit code.
+
+    The prompt is read outside the event loop and each line runs to completion in ``runner``: Ctrl-C at the
+    prompt is then a plain KeyboardInterrupt, and during a line the runner cancels it, so either way the
+    caller closes the store cleanly instead of dying mid-`await`.
+    """
     session = ConsoleSession(aios, transport)
     console = transport.console
     console.print(CHAT_HELP, highlight=False, markup=False)
-    while True:
-        try:
-            line = console.input(f"[bold magenta]{escape(user)}[/]> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            console.print()
-            return
-        if not line:
-            continue
-        if line.lower() in ("quit", "exit"):
-            return
-        try:
-            if click := _CLICK.match(line):
-                await session.click(
-                    click.group(3), approve=click.group(1).lower() == "approve", approval=click.group(2)
-                )
-            elif switch := _SWITCH.match(line):
-                user = switch.group(1)
-            elif _BUDGET.match(line):
-                await session.request_budget(user)
-            elif line.startswith("/aios"):
-                await session.slash(user, line.removeprefix("/aios"))
-            else:
-                await session.say(user, line)
-        except UnknownIdError as exc:
-            console.print(f"[red]{escape(str(exc))}[/]")
+    try:
+        while True:
+            try:
+                line = console.input(f"[bold magenta]{escape(user)}[/]> ").strip()
+            except EOFError:
+                console.print()
+                return 0
+            if line.lower() in ("quit", "exit"):
+                return 0
+            if line:
+                user = runner.run(session.handle(user, line))
+    except KeyboardInterrupt:
+        console.print()
+        return INTERRUPTED

@@ -7,8 +7,11 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
 
 
 class DatabaseUrlError(ValueError):
@@ -19,17 +22,31 @@ def normalise_database_url(url: str) -> str:
     """Accept Heroku's ``postgres://`` and plain ``postgresql://``/``sqlite://`` and pick the async drivers."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise DatabaseUrlError(f"AIOS_DATABASE_URL {url!r} is not a database URL; use {EXAMPLES}") from None
     if parsed.drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     elif parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     if parsed.drivername not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise DatabaseUrlError(f"AIOS_DATABASE_URL uses {parsed.drivername!r}; use {EXAMPLES}")
+    if parsed.drivername == "postgresql+asyncpg" and not parsed.database:
         raise DatabaseUrlError(
-            f"AIOS_DATABASE_URL uses {parsed.drivername!r}; use sqlite+aiosqlite:///path/to/aios.db "
-            "or postgresql+asyncpg://user@host/db"
+            f"AIOS_DATABASE_URL {parsed.render_as_string()!r} names no database; use {EXAMPLES}"
         )
     return parsed.render_as_string(hide_password=False)
+
+
+def database_problem(exc: Exception) -> str:
+    """One line for a database that cannot be reached or used, without the driver's traceback."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = detail[0] if detail else type(exc).__name__
+    return (
+        f"cannot use the database ({reason}). Check AIOS_DATABASE_URL ({EXAMPLES}) "
+        "and that the database is running and reachable."
+    )
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -42,7 +59,14 @@ def create_engine(url: str) -> AsyncEngine:
 def _create_sqlite_engine(url: str) -> AsyncEngine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUrlError(
+                f"cannot create the folder {str(folder)!r} for the SQLite database in AIOS_DATABASE_URL "
+                f"({exc.strerror or exc}); point it at a folder you can write to"
+            ) from None
     engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -153,6 +153,27 @@ class Repository:
         )
         return (await self.session.exec(query)).first()
 
+    async def pending_approvals_in_thread(self, channel: str, thread_ts: str) -> Sequence[Approval]:
+        query = select(Approval).where(
+            Approval.status == ApprovalStatus.PENDING,
+            Approval.channel == channel,
+            Approval.thread_ts == thread_ts,
+        )
+        return (await self.session.exec(query.order_by(col(Approval.id)))).all()
+
+    async def newest_run_over_budget_in_thread(self, channel: str, thread_ts: str) -> int | None:
+        query = (
+            select(Run.id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .where(
+                col(Run.status) == RunStatus.OVER_BUDGET,
+                col(Intent.channel) == channel,
+                col(Intent.thread_ts) == thread_ts,
+            )
+            .order_by(col(Run.id).desc())
+        )
+        return (await self.session.exec(query)).first()
+
     async def is_paused(self, agent: str) -> AgentPause | None:
         return await self.get(AgentPause, agent)
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.fakes.aios_process import AIOS, aios_env
 
@@ -60,12 +66,60 @@ def test_serve_without_slack_credentials_says_what_to_set(tmp_path: Path) -> Non
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_why_of_an_unknown_record_and_db_upgrade(tmp_path: Path) -> None:
+def test_db_upgrade(tmp_path: Path) -> None:
     env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/w.db", "http://127.0.0.1:9/api/")
     upgrade = run("db", "upgrade", env=env)
     assert upgrade.returncode == 0 and "newest schema" in upgrade.stdout
-    assert run("why", "D-7", env=env).stdout.strip() == "There is no record D-7."
-    assert "is not a record id" in run("why", "seven", env=env).stdout
+    again = run("db", "upgrade", env=env)
+    assert again.returncode == 0 and "newest schema" in again.stdout
+
+
+BAD_INPUTS = {
+    "an id that is no id": (("why", "NOPE"), {}, "'NOPE' is not a record id"),
+    "an unknown record": (("why", "D-999"), {}, "there is no record D-999"),
+    "a database URL that is no URL": (
+        ("why", "D-1"),
+        {"AIOS_DATABASE_URL": "foo"},
+        "AIOS_DATABASE_URL 'foo' is not a database URL; use sqlite+aiosqlite:///",
+    ),
+    "an unreachable PostgreSQL": (
+        ("cost",),
+        {"AIOS_DATABASE_URL": "postgresql+asyncpg://aios:secret@127.0.0.1:9/aios"},
+        "cannot use the database",
+    ),
+    "a SQLite folder that cannot be made": (
+        ("sandbox", "show"),
+        {"AIOS_DATABASE_URL": "sqlite+aiosqlite:////proc/aios/aios.db"},
+        "cannot create the folder '/proc/aios'",
+    ),
+    "a missing policy file": (("chat",), {"AIOS_POLICY_FILE": "/nonexistent.yaml"}, "AIOS_POLICY_FILE"),
+    "a bad number setting": (
+        ("memory", "search", "ana"),
+        {"AIOS_CONNECTOR_TIMEOUT_SECONDS": "soon"},
+        "AIOS_CONNECTOR_TIMEOUT_SECONDS='soon'",
+    ),
+    "a missing setting": (("serve", "--port", "0"), {"SLACK_SIGNING_SECRET": ""}, "SLACK_SIGNING_SECRET"),
+    "an unknown command": (("frobnicate",), {}, "No such command 'frobnicate'"),
+    "an unknown option": (("cost", "--since", "yesterday"), {}, "No such option: --since"),
+    "a missing argument": (("why",), {}, "Missing argument 'ID'"),
+    "a bad period": (("cost", "decade"), {}, "'decade' is not a period"),
+    "a bad memory id": (("memory", "forget", "M-x"), {}, "'M-x' is not a memory id"),
+    "a bad duration": (("memory", "remember", "x", "--ttl", "soon"), {}, "not a duration"),
+    "digest without --now": (("digest",), {}, "`aios digest --now` builds it at once"),
+}
+
+
+@pytest.mark.parametrize("args, settings, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_clear_line_and_a_failing_exit(
+    tmp_path: Path, args: tuple[str, ...], settings: dict[str, str], message: str
+) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/bad.db", "http://127.0.0.1:9/api/")
+    env.update(settings)
+    result = run(*args, env=env, stdin="")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line and len(line) < 300, line
 
 
 def test_an_unusable_database_url_is_explained(tmp_path: Path) -> None:
@@ -164,3 +218,86 @@ def test_memory_commands_round_trip(tmp_path: Path) -> None:
     assert "imported 1 new memories" in run("memory", "import", str(exported), env=env).stdout
     bad = run("memory", "remember", "x", "--ttl", "soon", env=env)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+def test_a_new_chat_is_a_new_thread_and_clicks_without_an_id_stay_in_it(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/threads.db", "http://127.0.0.1:9/api/")
+    first = run("chat", "--as", "U0ALICE", env=env, stdin="refund order 1001, $120, arrived broken\nquit\n")
+    assert first.returncode == 0 and "Approval needed" in first.stdout
+
+    second = run("chat", "--as", "U0BOB", env=env, stdin="approve as U0MANAGER\nrequest budget\nquit\n")
+    assert second.returncode == 0, second.stderr
+    assert "there is no approval request waiting in this thread" in second.stdout
+    assert "no run in this thread is waiting for budget" in second.stdout
+    assert json.loads(run("sandbox", "show", "--json", env=env).stdout)["refunds"] == []
+
+    # Named by its id, the older thread's request is clicked where it is, and the console says so.
+    third = run("chat", "--as", "U0BOB", env=env, stdin="approve AP-1 as U0MANAGER\nquit\n")
+    assert third.returncode == 0, third.stderr
+    assert "AP-1 belongs to another thread; the click is made there" in third.stdout
+    [refund] = json.loads(run("sandbox", "show", "--json", env=env).stdout)["refunds"]
+    assert (refund["order_id"], refund["amount"]) == (1001, 120.0)
+
+
+def _chat_in_a_terminal(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`aios chat` on a pseudo-terminal, as a person runs it; returns once it shows its prompt."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [AIOS, "chat", "--as", "U0ALICE"], stdin=terminal, stdout=terminal, stderr=terminal, env=env
+    )
+    os.close(terminal)
+    _read_until(controller, b"U0ALICE")
+    return process, controller
+
+
+def _read_until(controller: int, wanted: bytes) -> bytes:
+    seen = b""
+    while wanted not in seen:
+        ready, _, _ = select.select([controller], [], [], 60)
+        assert ready, f"no {wanted!r} from aios chat; it printed {seen.decode(errors='replace')}"
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def _rest_of_output(controller: int) -> str:
+    seen = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    return seen.decode(errors="replace")
+
+
+def test_ctrl_c_at_the_prompt_leaves_at_once_and_cleanly(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/interrupt.db", "http://127.0.0.1:9/api/")
+    process, controller = _chat_in_a_terminal(env)
+    process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+        output = _rest_of_output(controller)
+    assert code == 130, output
+    assert "Traceback" not in output and "Error" not in output and "Exception" not in output
+
+
+def test_ctrl_d_at_the_prompt_leaves_with_success(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/eof.db", "http://127.0.0.1:9/api/")
+    process, controller = _chat_in_a_terminal(env)
+    os.write(controller, b"\x04")  # Ctrl-D on an empty line: end of input
+    assert process.wait(timeout=30) == 0
+    assert "Traceback" not in _rest_of_output(controller)
