@@ -318,7 +318,11 @@ class Memory(SQLModel, table=True):
     ``key`` serves exact lookups (``order:1003``, ``customer:ana@example.com``, ``post:spring-lookbook``);
     the text is searched by keywords. The same text is stored once per team (``content_hash``)."""
 
-    __table_args__ = (UniqueConstraint("team_id", "content_hash", name="uq_memory_team_content"),)
+    # A forgotten memory's id is never given to a new one: `M-4` in an old answer must not name something else.
+    __table_args__ = (
+        UniqueConstraint("team_id", "content_hash", name="uq_memory_team_content"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     team_id: str = Field(max_length=40, index=True)
