@@ -16,7 +16,7 @@ from agents.metering import BudgetWarning, MeteredLLM
 from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
 from bot.background import BackgroundTasks
-from bot.digest import post_digest
+from bot.digest import digest_period, post_digest
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
 from bot.memory_setup import open_memory_store
@@ -75,8 +75,9 @@ class Aios:
         channel = self.settings.digest_channel
         assert channel is not None
         try:
+            period = digest_period(self.settings.digest_cron, self.clock())
             await post_digest(
-                self.units, self.handlers.transport, channel, self.clock(), self.policy.document.budgets
+                self.units, self.handlers.transport, channel, period, self.policy.document.budgets
             )
         except TransportError as exc:
             log.error("digest_not_posted", channel=channel, error=str(exc))

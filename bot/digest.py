@@ -217,6 +217,28 @@ def digest_trigger(cron: str) -> CronTrigger:
         ) from exc
 
 
+# How far back to look for the firing a moment belongs to: short windows first, so an every-minute schedule
+# is not walked for a year; a year covers any crontab.
+_LOOKBACK = (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367))
+
+
+def digest_period(cron: str, fired_at: datetime) -> datetime:
+    """The scheduled firing that ``fired_at`` belongs to: the newest one at or before it.
+
+    This, not the moment a job ran, names the period, so replicas firing at 09:00:00 and 09:00:59, or a
+    restart that fires late at 09:05, all post the 09:00 digest once."""
+    trigger = digest_trigger(cron)
+    for lookback in _LOOKBACK:
+        newest: datetime | None = None
+        moment: datetime | None = trigger.get_next_fire_time(None, fired_at - lookback)
+        while moment is not None and moment <= fired_at:
+            newest = moment
+            moment = trigger.get_next_fire_time(moment, moment + timedelta(minutes=1))
+        if newest is not None:
+            return newest
+    return fired_at.replace(second=0, microsecond=0)
+
+
 def _weekdays(field: str) -> str:
     """Crontab weekdays (0 or 7 = Sunday; lists, ranges, steps) as APScheduler day names."""
     if field == "*":
