@@ -7,9 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Self
+import time
+from collections.abc import Callable
+from typing import Any, Self
 
 from aiohttp import web
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, describe: Callable[[], str]) -> Any:
+    """Poll ``predicate`` until it gives something truthy, and return that; fail with ``describe()`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(describe())
 
 
 class LoopbackServer:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from aiohttp import web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, wait_until
 
 BOT_USER_ID = "UAIOSBOT"
 BOT_ID = "B0AIOS"
@@ -87,14 +86,10 @@ class FakeSlackApi(LoopbackServer):
             return [call for call in self.calls if call.method == method]
 
     def wait_for(self, predicate: Callable[[FakeSlackApi], Any], timeout: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = predicate(self)
-            if result:
-                return result
-            time.sleep(0.02)
-        raise AssertionError(
-            f"the fake Slack API did not see what was expected within {timeout}s: {self.calls}"
+        return wait_until(
+            lambda: predicate(self),
+            timeout,
+            lambda: f"the fake Slack API did not see what was expected within {timeout}s: {self.calls}",
         )
 
     def approval_requests(self) -> list[ApiCall]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, wait_until
 
 APP_TOKEN = "xapp-1-A0AIOS-1-test-app-token"
 APP_ID = "A0AIOS"
@@ -137,15 +136,11 @@ class FakeSocketMode(LoopbackServer):
             return [e for e in self.envelopes.values() if not e.acked]
 
     def wait_for(self, predicate: Callable[[FakeSocketMode], Any], timeout: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = predicate(self)
-            if result:
-                return result
-            time.sleep(0.02)
-        raise AssertionError(
-            f"the fake Socket Mode server did not see what was expected within {timeout}s: "
-            f"{self.connections_opened} connections, envelopes {list(self.envelopes.values())}"
+        return wait_until(
+            lambda: predicate(self),
+            timeout,
+            lambda: f"the fake Socket Mode server did not see what was expected within {timeout}s: "
+            f"{self.connections_opened} connections, envelopes {list(self.envelopes.values())}",
         )
 
     # --- the server -----------------------------------------------------------------------------
