@@ -130,3 +130,5 @@ class ActionExecuted(Event):
 class ActionFailed(Event):
     action_id: int
     error: str
+    # False when the connector may have done the work before failing (a timeout, an error after retries, a bug).
+    certainly_undone: bool = True

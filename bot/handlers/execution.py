@@ -26,7 +26,12 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import EXECUTIONS
 from connectors.actions import Action
-from connectors.errors import ConnectorError, InvalidActionError, TransientConnectorError
+from connectors.errors import (
+    ConnectorError,
+    InvalidActionError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 from connectors.registry import idempotency_key, params_hash
 from storage.ids import format_id
 from storage.records import (
@@ -149,7 +154,8 @@ class Executions(HandlerBase):
             await self._finish_execution(
                 execution.idempotency_key, ExecutionStatus.FAILED, {}, str(exc), _Attempts()
             )
-            return [ActionFailed(execution.action_id, str(exc))]
+            # It was in flight when the process stopped: the connector may have done it before.
+            return [ActionFailed(execution.action_id, str(exc), certainly_undone=False)]
         log.info("execution_reconciling", execution=execution.id, action=proposed.id)
         return await self._run(proposed.id or 0, action, execution.idempotency_key, lookup_first=True)
 
@@ -166,7 +172,13 @@ class Executions(HandlerBase):
             error = str(exc) or type(exc).__name__
             await self._finish_execution(key, ExecutionStatus.FAILED, {}, error, attempts)
             EXECUTIONS.labels(outcome="failed").inc()
-            return [ActionFailed(action_id, error)]
+            return [
+                ActionFailed(
+                    action_id,
+                    error,
+                    certainly_undone=isinstance(exc, PermanentConnectorError | InvalidActionError),
+                )
+            ]
         except Exception as exc:
             # A bug in a connector (a KeyError, a database error, …) ends the execution like a refusal would:
             # failed, with its attempts, and earlier steps compensated. People get plain words; the log the rest.
@@ -178,7 +190,13 @@ class Executions(HandlerBase):
             )
             await self._finish_execution(key, ExecutionStatus.FAILED, {}, _unexpected(exc), attempts)
             EXECUTIONS.labels(outcome="failed").inc()
-            return [ActionFailed(action_id, f"the {action.name} connector stopped with an unexpected error")]
+            return [
+                ActionFailed(
+                    action_id,
+                    f"the {action.name} connector stopped with an unexpected error",
+                    certainly_undone=False,
+                )
+            ]
         crash_point("connector_done")
         execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
         EXECUTIONS.labels(outcome="succeeded").inc()
@@ -266,7 +284,12 @@ class Executions(HandlerBase):
         thread, proposed = await self._thread_of_action(event.action_id)
         await self._say(
             thread,
-            f":x: {proposed.name} failed: {escape(event.error)}. Nothing was changed by this attempt.",
+            f":x: {proposed.name} failed: {escape(event.error)}. "
+            + (
+                "Nothing was changed."
+                if event.certainly_undone
+                else "It may still have taken effect there, so check before asking again."
+            ),
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []

@@ -169,7 +169,10 @@ async def test_a_connector_refusal_is_reported_and_changes_nothing(
     async with aios.units() as uow:
         execution = (await uow.repo.session.exec(select(Execution))).one()
     assert execution.status == "failed" and "too much" in (execution.error or "")
-    assert any("failed" in c.params["text"] for c in slack_api.calls_to("chat.postMessage"))
+    assert any(
+        "failed" in c.params["text"] and "Nothing was changed." in c.params["text"]
+        for c in slack_api.calls_to("chat.postMessage")
+    )
 
 
 async def test_a_duplicate_delivery_is_accepted_once(aios: Aios) -> None:
