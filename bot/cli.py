@@ -132,7 +132,7 @@ def _quiet() -> None:
 
     Commands that use the SQL store alone skip this: nothing they import logs through structlog, and importing
     the logging set-up (structlog, Prometheus) would take a good part of their start-up time."""
-    from bot.observability import configure_logging
+    from bot.logs import configure_logging
 
     configure_logging(json=False, level=40)
 
@@ -225,7 +225,7 @@ def serve(
 ) -> None:
     """HTTP mode: POST /slack/events, GET /healthz, GET /metrics."""
     _keep_running()
-    from bot.observability import configure_logging
+    from bot.logs import configure_logging
 
     configure_logging(json=True)
     _run(lambda: _serve(host, port))
@@ -268,7 +268,7 @@ async def _serve(host: str, port: int) -> None:
 def socket() -> None:
     """Socket Mode: connect out to Slack instead of receiving HTTP (needs SLACK_APP_TOKEN)."""
     _keep_running()
-    from bot.observability import configure_logging
+    from bot.logs import configure_logging
     from bot.settings import Settings
     from bot.socket_mode import run_socket_mode
 

@@ -9,7 +9,7 @@ import sys
 
 LOGGING = """
 import logging, structlog
-from bot.observability import configure_logging
+from bot.logs import configure_logging
 
 configure_logging(json=True)
 bolt = logging.getLogger("slack_bolt.AsyncApp")
