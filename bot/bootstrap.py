@@ -157,6 +157,7 @@ async def bootstrap(
             shop_api_url=settings.shop_api_url,
             shop_api_key=settings.shop_api_key,
             http_timeout_seconds=settings.connector_timeout_seconds,
+            settings=settings.connector_settings(),
         )
     )
     await registry.seed()

@@ -44,6 +44,30 @@ class Settings(BaseSettings):
     # live replica, so recovery leaves it alone; work with an owner is taken as soon as its owner is gone.
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
 
+    # Real connectors: each replaces its sandbox (or adds its actions) when its settings are set. Passed to the
+    # connectors by their environment names (``connector_settings``); secrets are kept out of reprs.
+    stripe_api_key: str | None = Field(default=None, validation_alias="STRIPE_API_KEY", repr=False)
+    stripe_api_base: str | None = Field(default=None, validation_alias="STRIPE_API_BASE")
+    shopify_shop: str | None = Field(default=None, validation_alias="SHOPIFY_SHOP")
+    shopify_access_token: str | None = Field(default=None, validation_alias="SHOPIFY_ACCESS_TOKEN", repr=False)
+    wordpress_url: str | None = Field(default=None, validation_alias="WORDPRESS_URL")
+    wordpress_user: str | None = Field(default=None, validation_alias="WORDPRESS_USER")
+    wordpress_app_password: str | None = Field(
+        default=None, validation_alias="WORDPRESS_APP_PASSWORD", repr=False
+    )
+    smtp_url: str | None = Field(default=None, validation_alias="AIOS_SMTP_URL", repr=False)
+    mail_from: str | None = Field(default=None, validation_alias="AIOS_MAIL_FROM")
+    webhooks: str | None = Field(default=None, validation_alias="AIOS_WEBHOOKS", repr=False)
+    mcp_config: str | None = Field(default=None, validation_alias="AIOS_MCP_CONFIG")
+
+    def connector_settings(self) -> dict[str, str]:
+        """The connectors' settings that are set, by their environment names (connectors know no Settings)."""
+        return {
+            str(field.validation_alias): value
+            for name, field in type(self).model_fields.items()
+            if name in _CONNECTOR_FIELDS and (value := getattr(self, name))
+        }
+
     def require(self, *names: str) -> None:
         """Fail with one message listing every missing setting a command needs."""
         missing = [name for name in names if not getattr(self, _FIELD_FOR[name])]
@@ -54,6 +78,22 @@ class Settings(BaseSettings):
                 "(the Slack app's Basic Information and OAuth & Permissions pages show the values)."
             )
 
+
+_CONNECTOR_FIELDS = frozenset(
+    {
+        "stripe_api_key",
+        "stripe_api_base",
+        "shopify_shop",
+        "shopify_access_token",
+        "wordpress_url",
+        "wordpress_user",
+        "wordpress_app_password",
+        "smtp_url",
+        "mail_from",
+        "webhooks",
+        "mcp_config",
+    }
+)
 
 _FIELD_FOR = {
     "SLACK_BOT_TOKEN": "slack_bot_token",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from connectors.actions import Action
@@ -17,6 +18,8 @@ class ConnectorContext:
     shop_api_url: str | None = None  # a real shop's refunds API; unset → the sandbox shop
     shop_api_key: str | None = None
     http_timeout_seconds: float = 10.0
+    # The real connectors' settings that are set, by environment name (STRIPE_API_KEY, AIOS_SMTP_URL, …).
+    settings: Mapping[str, str] = field(default_factory=dict)
 
 
 class Connector(Protocol):
@@ -46,6 +49,14 @@ class ConnectorFactory(Protocol):
 class Seedable(Protocol):
     async def seed(self) -> None:
         """Create the connector's starting data if it is not there yet; safe to call at every start."""
+        ...
+
+
+@runtime_checkable
+class HealthCheckable(Protocol):
+    async def health(self) -> str:
+        """Reach the real system with the configured credentials; one line saying what works (e.g. "authenticated
+        as shop@example.com"). Raises ConnectorError saying what is wrong and which setting to fix."""
         ...
 
 
