@@ -412,3 +412,18 @@ class SandboxEmail(SQLModel, table=True):
     body: str
     idempotency_key: str = Field(max_length=64)
     created_at: datetime = _ts()
+
+
+class SentMessage(SQLModel, table=True):
+    """What a connector sent to a system that cannot be asked afterwards (an SMTP server, a webhook receiver),
+    by idempotency key: after a crash, that connector's ``lookup`` reads this ledger instead."""
+
+    __tablename__ = "sent_message"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_sent_message_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=64)
+    channel: str = Field(max_length=20)  # smtp, webhook
+    target: str = Field(max_length=320)  # the recipient's address, or the webhook's name
+    result: dict[str, Any] = _json()
+    sent_at: datetime = _ts()
