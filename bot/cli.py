@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from bot.terminal import CONSOLE_TEAM, INTERRUPTED
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from bot.bootstrap import Aios
     from bot.settings import Settings
+    from connectors.catalogue import ConnectorStatus
     from storage.memory import MemoryStore
     from storage.unit_of_work import UnitOfWorkFactory
 
@@ -332,6 +334,40 @@ async def _digest_to_slack(settings: Settings) -> bool:
         )
     finally:
         await aios.close()
+
+
+@app.command()
+def connectors() -> None:
+    """Every connector: real or sandbox, in use or not (and what to set), and a live health check."""
+    statuses = _run(_connector_statuses)
+    table = Table("connector", "actions", "kind", "state", show_lines=False)
+    for status in statuses:
+        mark = {True: "[green]✓[/] ", False: "[red]✗[/] ", None: ""}[status.healthy]
+        table.add_row(
+            status.name,
+            ", ".join(status.actions),
+            "real" if status.real else "local",
+            mark + escape(status.state),
+        )
+    out.print(table)
+    if any(status.healthy is False for status in statuses):
+        raise typer.Exit(1)
+
+
+async def _connector_statuses() -> list[ConnectorStatus]:
+    from connectors.base import ConnectorContext
+    from connectors.catalogue import connector_statuses
+
+    settings = _settings()
+    async with _units() as units:
+        context = ConnectorContext(
+            units_of_work=units,
+            shop_api_url=settings.shop_api_url,
+            shop_api_key=settings.shop_api_key,
+            http_timeout_seconds=settings.connector_timeout_seconds,
+            settings=settings.connector_settings(),
+        )
+        return await connector_statuses(context)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from connectors.sandbox_shop import OrderInfo
 
 class HttpShop:
     actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
+    settings_names: ClassVar[tuple[str, ...]] = ("AIOS_SHOP_API_URL",)
 
     @classmethod
     def configured(cls, context: ConnectorContext) -> HttpShop | None:

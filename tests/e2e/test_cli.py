@@ -301,3 +301,13 @@ def test_ctrl_d_at_the_prompt_leaves_with_success(tmp_path: Path) -> None:
     os.write(controller, b"\x04")  # Ctrl-D on an empty line: end of input
     assert process.wait(timeout=30) == 0
     assert "Traceback" not in _rest_of_output(controller)
+
+
+def test_connectors_lists_what_is_in_use_and_what_to_set(tmp_path: Path) -> None:
+    env = {**aios_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", "http://127.0.0.1:9/api/"), "COLUMNS": "200"}
+    result = run("connectors", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "in use (local, in the SQL store)" in rows["shop"] and "shop.refund" in rows["shop"]
+    assert "not configured (set AIOS_SHOP_API_URL)" in rows["shop-api"]
+    assert {"cms", "email", "budget"} <= set(rows)
