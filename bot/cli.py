@@ -68,6 +68,7 @@ USER_ERRORS = (
     ("bot.digest", "DigestScheduleError"),
     ("agents.pricing", "PriceError"),
     ("bot.socket_mode", "SocketModeStartError"),
+    ("connectors.errors", "ConnectorSettingError"),
 )
 
 
