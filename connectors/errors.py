@@ -17,19 +17,9 @@ class PermanentConnectorError(ConnectorError):
     """Retrying will not help: the request itself is wrong (unknown order, amount too high, …)."""
 
 
-class ConnectorSettingError(PermanentConnectorError):
-    """A connector's setting is malformed; the message names the setting and what a valid one looks like (never
-    its value, which may be a secret)."""
-
-
 class InvalidActionError(ConnectorError):
     """A proposed action does not match its typed model, or names no known action."""
 
 
 class UnknownActionError(InvalidActionError):
     """No installed connector offers an action by this name."""
-
-
-class ConnectorSettingError(PermanentConnectorError, ValueError):
-    """A connector's setting is malformed; the message names the setting and what a valid one looks like
-    (never its value, which may hold a secret)."""
