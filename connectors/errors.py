@@ -23,3 +23,8 @@ class InvalidActionError(ConnectorError):
 
 class UnknownActionError(InvalidActionError):
     """No installed connector offers an action by this name."""
+
+
+class ConnectorSettingError(PermanentConnectorError, ValueError):
+    """A connector's setting is malformed; the message names the setting and what a valid one looks like
+    (never its value, which may hold a secret)."""
