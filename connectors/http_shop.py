@@ -27,8 +27,8 @@ class HttpShop:
 
     @classmethod
     def configured(cls, context: ConnectorContext) -> HttpShop | None:
-        if not context.shop_api_url:
-            return None
+        if not context.shop_api_url or context.settings.get("STRIPE_API_KEY"):
+            return None  # Stripe, when set, is the shop's payments
         headers = {"Authorization": f"Bearer {context.shop_api_key}"} if context.shop_api_key else {}
         return cls(
             httpx.AsyncClient(
