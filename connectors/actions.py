@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
@@ -99,3 +100,41 @@ class EmailSend(Action):
 def slugify(title: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return slug[:120] or "post"
+
+
+WEBHOOK_BODY_MAX_BYTES = 16_384
+
+
+class WebhookPost(Action):
+    name: ClassVar[str] = "webhook.post"
+    description: ClassVar[str] = "POST a JSON object to one of the configured webhooks, signed."
+
+    # Not ``name``: that is the action's own name, which policies match on.
+    webhook: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="The configured webhook's name, e.g. crm"
+    )
+    body: dict[str, Any] = Field(description="The JSON object to send, at most 16 KB")
+
+    @field_validator("body")
+    @classmethod
+    def _small_json(cls, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(webhook_body_bytes(body))
+        except (TypeError, ValueError):
+            raise ValueError(
+                "must be a JSON object (strings, numbers, booleans, null, lists, objects)"
+            ) from None
+        if size > WEBHOOK_BODY_MAX_BYTES:
+            raise ValueError(f"is {size:,} bytes of JSON; at most {WEBHOOK_BODY_MAX_BYTES:,} are sent")
+        return body
+
+    def summary(self) -> str:
+        text = webhook_body_bytes(self.body).decode()
+        return f"POST to webhook {self.webhook}: {text if len(text) <= 120 else text[:119] + '…'}"
+
+
+def webhook_body_bytes(body: dict[str, Any]) -> bytes:
+    """The exact bytes a webhook receives (and its signature covers): compact JSON, keys sorted, UTF-8."""
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()

@@ -17,7 +17,8 @@ class SandboxOutbox:
 
     @classmethod
     def configured(cls, context: ConnectorContext) -> SandboxOutbox | None:
-        return cls(context)
+        """Used unless a real SMTP server is configured."""
+        return None if context.settings.get("AIOS_SMTP_URL") else cls(context)
 
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
