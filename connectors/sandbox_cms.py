@@ -9,6 +9,7 @@ from sqlmodel import select
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
+from connectors.wordpress_cms import WORDPRESS_SETTINGS
 from storage.records import SandboxPost, utcnow
 
 
@@ -17,7 +18,8 @@ class SandboxCms:
 
     @classmethod
     def configured(cls, context: ConnectorContext) -> SandboxCms | None:
-        return cls(context)
+        """Used unless WordPress is configured (any of its settings: WordPress then says what is missing)."""
+        return None if any(name in context.settings for name in WORDPRESS_SETTINGS) else cls(context)
 
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work

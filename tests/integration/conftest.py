@@ -18,6 +18,7 @@ from connectors.registry import ConnectorRegistry
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
+from tests.fakes.wordpress_server import WordPressServer, wordpress_site
 
 CHANNEL = "C0SHOP"
 REQUESTER = "U0ALICE"
@@ -101,6 +102,19 @@ async def aios(
     instance = await start_aios(database_url, slack_api, clock, tmp_path)
     yield instance
     await instance.close()
+
+
+@pytest.fixture(scope="session")
+def wordpress_server() -> Iterator[WordPressServer]:
+    """One real WordPress for the whole session (about 2 s to set up)."""
+    yield from wordpress_site()
+
+
+@pytest.fixture
+def wordpress(wordpress_server: WordPressServer) -> Iterator[WordPressServer]:
+    """The session's WordPress, emptied after each test so that its slugs are free again."""
+    yield wordpress_server
+    wordpress_server.delete_all_posts()
 
 
 @pytest.fixture

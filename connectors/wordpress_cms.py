@@ -1,0 +1,287 @@
+"""WordPress as the CMS, through its REST API, used instead of the sandbox CMS when WORDPRESS_URL is set.
+
+Authentication is HTTP Basic with an application password (Users → Profile → Application Passwords), which
+WordPress accepts over HTTPS, or over plain HTTP on a site whose environment type is ``local``. Routes are
+addressed as ``?rest_route=/wp/v2/…``, which works whatever the site's permalink settings.
+
+WordPress has no idempotency keys, so the connector keeps them on the post itself: an HTML comment at the end
+of the content (``<!-- aios:idempotency-keys … -->``), invisible to readers, listing the key of every action
+that changed the post. Before acting, the connector reads the post by slug (``status=any&context=edit``, the
+only way drafts are found by slug); a post that already carries the key means the action landed, and its
+result is returned instead of acting again. The marker and the change go in one request, so a post never
+has the change without the key, nor the key without the change.
+
+"Unpublished" is WordPress's ``draft``: invisible to readers, kept for editors, publishable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
+from connectors.base import ConnectorContext
+from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+
+WORDPRESS_SETTINGS = ("WORDPRESS_URL", "WORDPRESS_USER", "WORDPRESS_APP_PASSWORD")
+CREDENTIALS_HINT = "check WORDPRESS_USER and WORDPRESS_APP_PASSWORD"
+_MARKER = re.compile(r"<!-- aios:idempotency-keys ([^<>]*?) -->")
+# What an HTML comment (and WordPress's filters) carry unchanged: no whitespace, no "--".
+_CARRIABLE_KEY = re.compile(r"^[A-Za-z0-9_.:]+(?:-[A-Za-z0-9_.:]+)*$")
+_REFUSED_CODES = {
+    "rest_forbidden_status",
+    "rest_forbidden_context",
+    "rest_cannot_create",
+    "rest_cannot_edit",
+    "rest_cannot_publish",
+    "rest_not_logged_in",
+}
+_STATUS = {"draft": "draft", "pending": "draft", "future": "scheduled", "publish": "published"}
+
+
+class WordPressCms:
+    actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish, CmsUnpublish)
+    settings_names: ClassVar[tuple[str, ...]] = WORDPRESS_SETTINGS
+
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> WordPressCms | None:
+        settings = context.settings
+        if not any(settings.get(name) for name in WORDPRESS_SETTINGS):
+            return None
+        missing = [name for name in WORDPRESS_SETTINGS if not settings.get(name)]
+        if missing:
+            raise ConnectorSettingError(
+                f"WordPress needs {', '.join(WORDPRESS_SETTINGS)} together; {', '.join(missing)} is not set"
+            )
+        return cls(
+            httpx.AsyncClient(
+                base_url=_site_url(settings),
+                auth=httpx.BasicAuth(settings["WORDPRESS_USER"], settings["WORDPRESS_APP_PASSWORD"]),
+                timeout=context.http_timeout_seconds,
+                headers={"Accept": "application/json"},
+            )
+        )
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+        # Calls for one slug in this process take turns, so two of them never both find no post and both create.
+        self._slug_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def health(self) -> str:
+        me = await self._call("GET", "/wp/v2/users/me", params={"context": "edit"})
+        name = str(me.get("username") or me.get("name") or me.get("id"))
+        capabilities = me.get("capabilities") or {}
+        if not (isinstance(capabilities, dict) and capabilities.get("publish_posts")):
+            raise PermanentConnectorError(
+                f"WordPress user {name} may not publish posts; give WORDPRESS_USER the Author or Editor role"
+            )
+        return f"authenticated as {name}, who may publish posts"
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        post = _carrying(await self._posts_with_slug(_slug(action)), idempotency_key)
+        return _result(action, post, replayed=True) if post is not None else None
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        if not _CARRIABLE_KEY.match(idempotency_key):
+            raise PermanentConnectorError(
+                "WordPress keeps idempotency keys in an HTML comment: letters, digits, '.', '_', ':' and single '-'"
+            )
+        slug = _slug(action)
+        async with self._slug_locks[slug]:
+            posts = await self._posts_with_slug(slug)
+            landed = _carrying(posts, idempotency_key)
+            if landed is not None:
+                return _result(action, landed, replayed=True)
+            if isinstance(action, CmsCreateDraft):
+                post = await self._create_draft(action, slug, idempotency_key, posts)
+            elif isinstance(action, CmsPublish | CmsUnpublish):
+                post = await self._change_status(action, idempotency_key, posts)
+            else:
+                raise PermanentConnectorError(f"the WordPress connector cannot do {action.name}")
+        return _result(action, post, replayed=False)
+
+    async def _create_draft(
+        self, action: CmsCreateDraft, slug: str, key: str, existing: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        if existing:
+            raise PermanentConnectorError(
+                f"WordPress already has a post with the slug {slug!r} (post {existing[0].get('id')})"
+            )
+        return await self._call(
+            "POST",
+            "/wp/v2/posts",
+            json={
+                "title": action.title,
+                "content": _with_key(action.body, key),
+                "slug": slug,
+                "status": "draft",
+            },
+        )
+
+    async def _change_status(
+        self, action: CmsPublish | CmsUnpublish, key: str, posts: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        if not posts:
+            raise PermanentConnectorError(f"WordPress has no post with the slug {action.slug!r}")
+        if len(posts) > 1:
+            ids = ", ".join(str(post.get("id")) for post in posts)
+            raise PermanentConnectorError(
+                f"WordPress has {len(posts)} posts with the slug {action.slug!r} (posts {ids}); "
+                "give each its own slug first"
+            )
+        [post] = posts
+        change: dict[str, Any] = {"content": _with_key(_raw(post, "content"), key)}
+        if isinstance(action, CmsUnpublish):
+            change["status"] = "draft"
+        else:
+            when = (action.publish_at or datetime.now(UTC)).astimezone(UTC)
+            # WordPress itself turns a `publish` dated in the future into `future` (scheduled), and publishes
+            # it at that time; the date is sent either way, so an old date left by an earlier unpublish
+            # never backdates the post.
+            change["status"] = "future" if when > datetime.now(UTC) else "publish"
+            change["date_gmt"] = when.replace(tzinfo=None).isoformat(timespec="seconds")
+        return await self._call("POST", f"/wp/v2/posts/{post['id']}", json=change)
+
+    async def _posts_with_slug(self, slug: str) -> list[dict[str, Any]]:
+        found = await self._call(
+            "GET",
+            "/wp/v2/posts",
+            params={"slug": slug, "status": "any", "context": "edit", "per_page": "100"},
+        )
+        if not isinstance(found, list):
+            raise PermanentConnectorError(
+                "WordPress answered the post search with something that is not a list"
+            )
+        return found
+
+    async def _call(
+        self, method: str, route: str, *, params: Mapping[str, str] | None = None, json: Any = None
+    ) -> Any:
+        """One REST call; WordPress's answer as JSON, or a classified error saying what went wrong (never the
+        credentials, which live only in the client's auth)."""
+        query = {"rest_route": route, **(params or {})}
+        what = f"{method} {route}"
+        try:
+            response = await self._client.request(method, "/", params=query, json=json)
+        except httpx.TimeoutException as exc:
+            raise TransientConnectorError(f"WordPress did not answer {what} in time") from exc
+        except httpx.TransportError as exc:
+            raise TransientConnectorError(
+                f"WordPress could not be reached for {what} ({type(exc).__name__}); check WORDPRESS_URL"
+            ) from exc
+        status = response.status_code
+        if status == 429:
+            raise TransientConnectorError(f"WordPress is rate limiting {what}", _retry_after(response))
+        codes, message = _error(response)
+        if status >= 500:
+            raise TransientConnectorError(
+                f"WordPress answered {what} with {status}: {message}", _retry_after(response)
+            )
+        # WordPress treats a wrong application password as no login at all, so bad credentials also show up
+        # as a status (draft, any) or a context (edit) an anonymous caller may not ask for.
+        if status in (401, 403) or codes & _REFUSED_CODES:
+            raise PermanentConnectorError(
+                f"WordPress refused the credentials for {what} ({message}); {CREDENTIALS_HINT}"
+            )
+        if status >= 400:
+            raise PermanentConnectorError(f"WordPress refused {what}: {message}")
+        try:
+            return response.json()
+        except ValueError:
+            raise PermanentConnectorError(
+                f"WordPress answered {what} with something that is not JSON; check that WORDPRESS_URL is the "
+                "site's address"
+            ) from None
+
+
+def _site_url(settings: Mapping[str, str]) -> httpx.URL:
+    """WORDPRESS_URL, checked; the message never repeats it, since a mistaken one may hold a password."""
+    example = "the site's address, like https://blog.example.com"
+    try:
+        url = httpx.URL(settings["WORDPRESS_URL"])
+    except httpx.InvalidURL:
+        raise ConnectorSettingError(f"WORDPRESS_URL is not a URL; set it to {example}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConnectorSettingError(f"WORDPRESS_URL must start with https:// or http://; set it to {example}")
+    if url.userinfo:
+        raise ConnectorSettingError(
+            "WORDPRESS_URL must not hold credentials; put them in WORDPRESS_USER and WORDPRESS_APP_PASSWORD"
+        )
+    if url.query or url.fragment:
+        raise ConnectorSettingError(f"WORDPRESS_URL must have no query or fragment; set it to {example}")
+    return url.copy_with(path=url.path.rstrip("/") + "/")
+
+
+def _slug(action: Action) -> str:
+    if isinstance(action, CmsCreateDraft):
+        return action.effective_slug()
+    if isinstance(action, CmsPublish | CmsUnpublish):
+        return action.slug
+    raise PermanentConnectorError(f"the WordPress connector cannot do {action.name}")
+
+
+def _raw(post: Mapping[str, Any], field: str) -> str:
+    value = post.get(field)
+    return str(value.get("raw", "")) if isinstance(value, dict) else str(value or "")
+
+
+def _keys(post: Mapping[str, Any]) -> list[str]:
+    found = _MARKER.search(_raw(post, "content"))
+    return found.group(1).split() if found else []
+
+
+def _carrying(posts: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    return next((post for post in posts if key in _keys(post)), None)
+
+
+def _with_key(content: str, key: str) -> str:
+    """The content with ``key`` added to its marker (one marker, at the end)."""
+    keys = [*_keys({"content": content}), key]
+    # Right after the last character: on a line of its own, WordPress's paragraph filter would add a <br />.
+    return f"{_MARKER.sub('', content)}<!-- aios:idempotency-keys {' '.join(keys)} -->"
+
+
+def _result(action: Action, post: Mapping[str, Any], *, replayed: bool) -> dict[str, Any]:
+    status = str(post.get("status"))
+    named = (
+        "unpublished"
+        if isinstance(action, CmsUnpublish) and status == "draft"
+        else _STATUS.get(status, status)
+    )
+    return {"post_id": post.get("id"), "slug": post.get("slug"), "status": named, "replayed": replayed}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _error(response: httpx.Response) -> tuple[set[str], str]:
+    """WordPress's error codes (the answer's own, and each refused parameter's) and its message on one line,
+    naming the refused parameters; for an answer without them, the HTTP reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return set(), response.reason_phrase
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    details = data.get("details") if isinstance(data.get("details"), dict) else {}
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    codes = {str(body.get("code"))} | {str(d.get("code")) for d in details.values() if isinstance(d, dict)}
+    message = str(body.get("message") or response.reason_phrase)
+    if params:  # more telling than the message ("Invalid parameter(s): status")
+        message = "; ".join(f"{name}: {problem}" for name, problem in params.items())
+    line = " ".join(re.sub(r"<[^>]+>", "", message).split())
+    return codes, line if len(line) <= 300 else line[:299] + "…"
