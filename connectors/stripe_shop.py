@@ -239,8 +239,9 @@ def _raise_classified(exc: stripe.StripeError, api_key: str) -> NoReturn:
         raise PermanentConnectorError(f"Stripe refused STRIPE_API_KEY ({message}); set a valid key") from None
     if isinstance(exc, stripe.RateLimitError):
         raise TransientConnectorError(f"Stripe is rate limiting: {message}", _retry_after(exc)) from None
-    if isinstance(exc, stripe.IdempotencyError) and status == 409:
-        # Another request with the same key is in flight; once it finishes, a retry gets its refund.
+    if status == 409:
+        # Another request with the same key (or on the same object) is in flight; once it finishes, a retry
+        # gets its refund. The SDK reports this as a plain APIError, so the status decides.
         raise TransientConnectorError(f"Stripe is still handling this refund: {message}") from None
     if isinstance(exc, stripe.APIConnectionError):
         raise TransientConnectorError(f"Stripe could not be reached: {message}") from None
