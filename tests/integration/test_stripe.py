@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from storage.engine import create_engine
 from storage.records import ActionStatus, Decision, Execution, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
+from tests.fakes.aios_process import AIOS, aios_env
 from tests.fakes.localstripe_server import API_KEY, LocalStripe
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
@@ -367,6 +369,7 @@ async def test_an_approved_refund_is_made_once_in_stripe_and_explained(
     assert made["metadata"]["aios_idempotency_key"] == execution.idempotency_key
     explanation = await why(aios.units, f"AP-{approval.id}")
     assert MANAGER in explanation and "refunds-over-100-need-a-manager" in explanation
+    assert made["id"] in await why(aios.units, f"E-{execution.id}")
 
     # A process that died after Stripe refunded and before recording it: recovery asks Stripe, refunds nothing.
     async with aios.units() as uow:
@@ -418,3 +421,36 @@ async def test_a_refund_stripe_refuses_fails_once_and_no_record_or_message_holds
     said = json.dumps([call.params for call in slack_api.calls])
     assert SECRET_KEY not in stored and SECRET_KEY not in said
     assert "STRIPE_API_KEY" in said
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+def test_aios_connectors_checks_stripe_and_says_the_sandbox_is_replaced(
+    localstripe_process: LocalStripe, tmp_path: Path
+) -> None:
+    env = {
+        **aios_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", "http://127.0.0.1:9/api/"),
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_API_BASE": localstripe_process.url,
+        "COLUMNS": "200",
+    }
+    result = subprocess.run([AIOS, "connectors"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "key accepted (test mode)" in rows["stripe"] and "shop.refund" in rows["stripe"]
+    assert "replaced by a real connector" in rows["shop"]
+    assert API_KEY not in result.stdout
+
+
+def test_a_malformed_stripe_key_stops_the_bot_with_one_line_that_does_not_repeat_it(tmp_path: Path) -> None:
+    env = {
+        **aios_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", "http://127.0.0.1:9/api/"),
+        "STRIPE_API_KEY": "pk_live_51AiosSecretDoNotLeak",
+    }
+    result = subprocess.run(
+        [AIOS, "chat"], env=env, input="quit\n", capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: STRIPE_API_KEY must be a secret key") and "AiosSecret" not in line
