@@ -279,6 +279,20 @@ def socket() -> None:
     _run(lambda: run_socket_mode(Settings()))
 
 
+@app.command()
+def mcp(
+    http: Annotated[bool, typer.Option("--http", help="Streamable HTTP at /mcp instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="Interface for --http (no auth: keep it local).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on with --http.")] = 8000,
+) -> None:
+    """AIOS as an MCP server: why, pending approvals, cost, memory search, and proposing actions to the policy."""
+    _keep_running()
+    from bot.mcp_server import serve_mcp
+
+    _quiet()  # on stdio, stdout carries the protocol: logs go to stderr
+    _run(lambda: serve_mcp(_settings(), http=http, host=host, port=port))
+
+
 async def _until_stopped() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class Command:
@@ -132,3 +133,15 @@ class ActionFailed(Event):
     error: str
     # False when the connector may have done the work before failing (a timeout, an error after retries, a bug).
     certainly_undone: bool = True
+
+
+@dataclass(frozen=True)
+class ProposeAction(Command):
+    """Put one action proposed outside a conversation (by an MCP client) to the policy, as a run of the agent
+    that offers it; the intent (received, not yet planned) is the request, and its thread gets the card."""
+
+    intent_id: int
+    agent: str
+    action: str
+    params: dict[str, Any]
+    rationale: str

@@ -140,6 +140,9 @@ class Repository:
             query = query.where(Approval.channel == channel)
         return (await self.session.exec(query.order_by(col(Approval.id)))).all()
 
+    async def approval_for_action(self, action_id: int) -> Approval | None:
+        return (await self.session.exec(select(Approval).where(Approval.action_id == action_id))).first()
+
     async def intents_with_status(self, status: str) -> Sequence[Intent]:
         query = select(Intent).where(Intent.status == status).order_by(col(Intent.id))
         return (await self.session.exec(query)).all()

@@ -30,6 +30,7 @@ from bot.messages import (
     Forget,
     HandleIntent,
     PauseAgent,
+    ProposeAction,
     Recall,
     ReconcileExecution,
     Recover,
@@ -82,6 +83,7 @@ class Handlers:
     def register(self, bus: MessageBus) -> None:
         bus.on_command(HandleIntent, self.planning.handle_intent)
         bus.on_command(RequestBudget, self.planning.request_budget)
+        bus.on_command(ProposeAction, self.planning.propose_action)
         bus.on_command(DecideApproval, self.approvals.decide_approval)
         bus.on_command(SweepTimers, self.approvals.sweep)
         bus.on_command(ExecuteAction, self.execution.execute_action)

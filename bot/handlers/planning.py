@@ -24,6 +24,7 @@ from bot.messages import (
     ActionExecuted,
     AgentResumed,
     HandleIntent,
+    ProposeAction,
     ReplanRun,
     RequestBudget,
 )
@@ -231,6 +232,38 @@ class Planning(HandlerBase):
         # Plain words: the approval card shows a rationale as written, so a mention here would not ping.
         rationale = f"{command.user} pressed Request budget so that {run_ref} can continue."
         return await self._propose(intent, thread, command.run_id, [grant], rationale)
+
+    async def propose_action(self, command: ProposeAction) -> Sequence[Message]:
+        """An action proposed by an MCP client: no planning, the rest as for an agent's proposal (the policy's
+        verdict, decisions, approvals and capabilities, the card in the intent's thread). The run belongs to
+        the agent that offers the action, so pausing that agent holds it too."""
+        action = self.registry.validate(command.action, command.params)
+        async with self.units() as uow:
+            intent = await uow.repo.get(Intent, command.intent_id)
+        if intent is None or intent.status != IntentStatus.RECEIVED:
+            return []  # already handled
+        try:
+            thread = await self._open_thread(intent)
+        except TransportError:
+            # Nothing was proposed: the request ends here rather than waiting to be planned from its text.
+            async with self.units() as uow:
+                await uow.repo.fail_intent(command.intent_id)
+                await uow.commit()
+            raise
+        async with self.units() as uow:
+            if not await uow.repo.claim_intent(command.intent_id):
+                return []  # another worker took it first
+            run = await uow.repo.add(
+                Run(
+                    intent_id=command.intent_id,
+                    agent=command.agent,
+                    rationale=command.rationale,
+                    owner=self.lease.id,
+                )
+            )
+            await uow.commit()
+        assert run.id is not None
+        return await self._propose(intent, thread, run.id, [action], command.rationale)
 
     async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
         """A budget grant went through: the run it unblocks plans again from where it stopped."""
