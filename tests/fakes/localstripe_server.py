@@ -1,8 +1,9 @@
 """A real localstripe process (a stateful Stripe stand-in) on a free port, and the shop's orders seeded into it.
 
 localstripe speaks Stripe's REST API to the official SDK, but it ignores Idempotency-Key, does not refuse
-over-refunding, has no search API and no description on payment intents, and keeps its state in
-/tmp/localstripe.pickle (hence --from-scratch, and ``reset`` between tests).
+over-refunding, has no search API and no description on payment intents, and writes its state to
+/tmp/localstripe.pickle (read back only by its own entry point, which is not used here; ``reset`` empties the
+store between tests).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from storage.records import SandboxOrder
 from tests.fakes.aios_process import free_port
 from tests.fakes.loopback import wait_until
 
+# localstripe's own entry point binds [::], which fails where IPv6 is off; its app on 127.0.0.1 does the same
+# work. Serving the app without that entry point never loads the pickled state, like --from-scratch.
+SERVE = (
+    "import sys; from aiohttp import web; from localstripe.server import app; "
+    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)"
+)
 API_KEY = "sk_test_aios_localstripe_4eC39HqLyjWDarjtT1zdp7dc"
 
 
@@ -32,7 +39,7 @@ class LocalStripe:
 
     def start(self) -> Self:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "localstripe", "--port", str(self.port), "--from-scratch"],
+            [sys.executable, "-c", SERVE, str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
