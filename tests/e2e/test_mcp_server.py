@@ -12,7 +12,7 @@ from typing import Any
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ServerNotification, TextContent
 
 from tests.fakes.aios_process import AIOS, aios_env, free_port
 from tests.fakes.loopback import wait_until
@@ -31,14 +31,22 @@ def console_env(tmp_path: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def mcp_session(env: dict[str, str], stderr: Path) -> AsyncIterator[ClientSession]:
+    """A session with `aios mcp` over stdio; any line on its stdout that is not the protocol fails the test."""
+    faults: list[Exception] = []
+
+    async def on_message(message: ServerNotification | Exception) -> None:
+        if isinstance(message, Exception):
+            faults.append(message)
+
     with stderr.open("a") as errlog:
         server = StdioServerParameters(command=AIOS, args=["mcp"], env=env)
         async with (
             stdio_client(server, errlog=errlog) as (read, write),
-            ClientSession(read, write) as session,
+            ClientSession(read, write, message_handler=on_message) as session,
         ):
             await session.initialize()
             yield session
+    assert not faults, f"aios mcp wrote something other than the protocol on stdout: {faults}"
 
 
 def text(result: CallToolResult) -> str:
