@@ -116,10 +116,9 @@ class WordPressCms:
             raise PermanentConnectorError(
                 f"WordPress already has a post with the slug {slug!r} (post {existing[0].get('id')})"
             )
-        return await self._call(
-            "POST",
+        return await self._write(
             "/wp/v2/posts",
-            json={
+            {
                 "title": action.title,
                 "content": _with_key(action.body, key),
                 "slug": slug,
@@ -149,7 +148,15 @@ class WordPressCms:
             # never backdates the post.
             change["status"] = "future" if when > datetime.now(UTC) else "publish"
             change["date_gmt"] = when.replace(tzinfo=None).isoformat(timespec="seconds")
-        return await self._call("POST", f"/wp/v2/posts/{post['id']}", json=change)
+        return await self._write(f"/wp/v2/posts/{post['id']}", change)
+
+    async def _write(self, route: str, fields: dict[str, Any]) -> dict[str, Any]:
+        post = await self._call("POST", route, json=fields)
+        if not isinstance(post, dict):
+            raise PermanentConnectorError(
+                f"WordPress answered POST {route} with something that is not a post"
+            )
+        return post
 
     async def _posts_with_slug(self, slug: str) -> list[dict[str, Any]]:
         found = await self._call(
@@ -267,6 +274,10 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _error(response: httpx.Response) -> tuple[set[str], str]:
     """WordPress's error codes (the answer's own, and each refused parameter's) and its message on one line,
     naming the refused parameters; for an answer without them, the HTTP reason."""
@@ -276,9 +287,8 @@ def _error(response: httpx.Response) -> tuple[set[str], str]:
         body = None
     if not isinstance(body, dict):
         return set(), response.reason_phrase
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
-    details = data.get("details") if isinstance(data.get("details"), dict) else {}
-    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    data = _object(body.get("data"))
+    details, params = _object(data.get("details")), _object(data.get("params"))
     codes = {str(body.get("code"))} | {str(d.get("code")) for d in details.values() if isinstance(d, dict)}
     message = str(body.get("message") or response.reason_phrase)
     if params:  # more telling than the message ("Invalid parameter(s): status")

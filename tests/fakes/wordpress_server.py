@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -195,6 +196,17 @@ class WordPressServer:
         response.raise_for_status()
         posts: list[dict[str, object]] = response.json()
         return posts
+
+    @contextmanager
+    def in_maintenance(self) -> Iterator[None]:
+        """WordPress's own maintenance mode (a ``.maintenance`` file, as during an update): every request is a
+        503 until it ends."""
+        flag = self._site / ".maintenance"
+        flag.write_text("<?php $upgrading = time();\n")
+        try:
+            yield
+        finally:
+            flag.unlink()
 
     def delete_all_posts(self) -> None:
         """Empty the site (trash included), so the next test's slugs are free."""

@@ -1,0 +1,393 @@
+"""WordPress as the bot's CMS, switched on by its settings and checked against a real WordPress (PHP, MariaDB):
+intents in words end as posts in WordPress, approvals and compensation included; a restart finds what landed;
+WordPress's refusals and troubles are classified; its credentials appear nowhere."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from sqlmodel import col, select
+
+import policies
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval, ReconcileExecution
+from bot.queries import why
+from connectors.actions import CmsCreateDraft, CmsPublish
+from connectors.base import ConnectorContext
+from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.sandbox_cms import SandboxCms
+from connectors.wordpress_cms import WordPressCms
+from storage.records import (
+    ActionStatus,
+    Approval,
+    Execution,
+    ExecutionAttempt,
+    ExecutionStatus,
+    ProposedAction,
+)
+from tests.conftest import Clock
+from tests.fakes.aios_process import AIOS, aios_env
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
+from tests.fakes.loopback import LoopbackServer
+from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.wordpress_server import WordPressServer
+from tests.integration.conftest import CHANNEL, REQUESTER, ask, start_aios
+
+EDITOR = "U0EDITOR"
+PACKAGED_POLICY = (Path(policies.__file__).parent / "default_policy.yaml").read_text()
+PERMISSIVE = """
+version: 1
+roles:
+  manager: [U0MANAGER]
+rules:
+  - id: everything-is-fine-here
+    when: "true"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+"""
+
+
+def settings_of(site: WordPressServer, **overrides: str) -> dict[str, str]:
+    return {
+        "WORDPRESS_URL": site.url,
+        "WORDPRESS_USER": site.user,
+        "WORDPRESS_APP_PASSWORD": site.app_password,
+    } | overrides
+
+
+def connector(settings: dict[str, str], timeout: float = 10.0) -> WordPressCms:
+    context = ConnectorContext(units_of_work=None, settings=settings, http_timeout_seconds=timeout)  # type: ignore[arg-type]
+    built = WordPressCms.configured(context)
+    assert built is not None
+    return built
+
+
+async def wordpress_aios(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    site: WordPressServer,
+    policy: str = PACKAGED_POLICY,
+    **settings: str,
+) -> Aios:
+    """The bot as `aios serve` builds it, with WordPress configured by its environment settings."""
+    return await start_aios(
+        database_url, slack_api, clock, tmp_path, policy=policy, **(settings_of(site) | settings)
+    )
+
+
+async def actions(aios: Aios) -> list[ProposedAction]:
+    async with aios.units() as uow:
+        return list(
+            (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
+        )
+
+
+def thread_texts(slack_api: FakeSlackApi) -> list[str]:
+    return [
+        json.dumps(call.params)
+        for method in ("chat.postMessage", "chat.postEphemeral", "chat.update")
+        for call in slack_api.calls_to(method)
+    ]
+
+
+async def test_a_post_drafted_in_words_is_published_in_wordpress_once_an_editor_approves(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, wordpress: WordPressServer
+) -> None:
+    aios = await wordpress_aios(database_url, slack_api, clock, tmp_path, wordpress)
+    try:
+        assert isinstance(aios.registry.connector_for("cms.publish"), WordPressCms)
+        await ask(aios, 'draft a post titled "Spring lookbook"', thread_ts="1700000100.000100")
+        [draft] = wordpress.posts(slug="spring-lookbook")
+        assert (draft["status"], draft["title"]["raw"]) == ("draft", "Spring lookbook")  # type: ignore[index]
+
+        await ask(aios, "publish post spring-lookbook", thread_ts="1700000200.000100")
+        async with aios.units() as uow:
+            approval = (await uow.repo.session.exec(select(Approval))).one()
+        assert approval.id is not None and approval.approver_roles == ["editor"]
+        await aios.process(DecideApproval(approval.id, REQUESTER, approve=True, channel=CHANNEL))
+        assert [post["status"] for post in wordpress.posts(slug="spring-lookbook")] == ["draft"]
+
+        await aios.process(DecideApproval(approval.id, EDITOR, approve=True, channel=CHANNEL))
+
+        [published] = wordpress.posts(slug="spring-lookbook")
+        assert (published["id"], published["status"]) == (draft["id"], "publish")
+        assert [(a.name, a.status) for a in await actions(aios)] == [
+            ("cms.create_draft", "executed"),
+            ("cms.publish", "executed"),
+        ]
+        assert any("Done: Publish post spring-lookbook now" in text for text in thread_texts(slack_api))
+    finally:
+        await aios.close()
+
+
+async def test_published_posts_are_taken_down_in_wordpress_when_a_later_step_fails(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+    wordpress: WordPressServer,
+) -> None:
+    aios = await wordpress_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        wordpress,
+        policy=PERMISSIVE,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        for title in ("Spring lookbook", "Summer lookbook"):
+            await aios.registry.execute(CmsCreateDraft(title=title), f"seed-{title.split()[0].lower()}")
+        anthropic_api.script(
+            Reply(
+                "Publishing the series.",
+                (
+                    ToolUse("cms_publish", {"slug": "spring-lookbook"}),
+                    ToolUse("cms_publish", {"slug": "summer-lookbook"}),
+                    ToolUse(
+                        "cms_publish", {"slug": "autumn-lookbook"}
+                    ),  # not written yet: WordPress has none
+                ),
+            )
+        )
+        await ask(aios, "publish the lookbook series")
+
+        assert {str(p["slug"]): p["status"] for p in wordpress.posts(search="lookbook")} == {
+            "spring-lookbook": "draft",
+            "summer-lookbook": "draft",
+        }
+        assert [(a.name, a.params["slug"], a.status) for a in await actions(aios)] == [
+            ("cms.publish", "spring-lookbook", "compensated"),
+            ("cms.publish", "summer-lookbook", "compensated"),
+            ("cms.publish", "autumn-lookbook", "failed"),
+            ("cms.unpublish", "summer-lookbook", "executed"),
+            ("cms.unpublish", "spring-lookbook", "executed"),
+        ]
+        assert any(
+            "WordPress has no post with the slug 'autumn-lookbook'" in t for t in thread_texts(slack_api)
+        )
+    finally:
+        await aios.close()
+
+
+async def test_a_draft_whose_record_was_lost_is_found_in_wordpress_and_not_made_again(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, wordpress: WordPressServer
+) -> None:
+    aios = await wordpress_aios(database_url, slack_api, clock, tmp_path, wordpress)
+    try:
+        await ask(aios, 'draft a post titled "Spring lookbook"')
+        async with aios.units() as uow:
+            # As if the process died after WordPress made the post and before the execution was recorded.
+            execution = (await uow.repo.session.exec(select(Execution))).one()
+            landed = execution.result
+            execution.status, execution.result, execution.finished_at = ExecutionStatus.STARTED, {}, None
+            uow.repo.session.add(execution)
+            await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+            await uow.commit()
+        assert execution.id is not None
+
+        await aios.process(ReconcileExecution(execution.id))
+
+        assert len(wordpress.posts(slug="spring-lookbook")) == 1
+        async with aios.units() as uow:
+            settled = await uow.repo.get(Execution, execution.id)
+            attempts = (await uow.repo.session.exec(select(ExecutionAttempt))).all()
+        assert settled is not None and settled.status == ExecutionStatus.SUCCEEDED
+        assert settled.result == landed | {"replayed": True}
+        assert [(a.kind, a.outcome) for a in attempts][-1] == ("lookup", "ok")
+    finally:
+        await aios.close()
+
+
+async def test_wrong_credentials_fail_the_action_saying_which_settings_and_never_showing_them(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    wordpress: WordPressServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "abcd EFGH ijkl MNOP qrst UVWX"
+    aios = await wordpress_aios(
+        database_url, slack_api, clock, tmp_path, wordpress, WORDPRESS_APP_PASSWORD=secret
+    )
+    try:
+        await ask(aios, 'draft a post titled "Spring lookbook"')
+        [action] = await actions(aios)
+        async with aios.units() as uow:
+            execution = (await uow.repo.session.exec(select(Execution))).one()
+            attempts = (await uow.repo.session.exec(select(ExecutionAttempt))).all()
+        explanation = await why(aios.units, f"A-{action.id}")
+    finally:
+        await aios.close()
+
+    assert action.status == "failed" and execution.error is not None
+    assert "WordPress refused the credentials" in execution.error
+    assert "check WORDPRESS_USER and WORDPRESS_APP_PASSWORD" in execution.error
+    assert len(attempts) == 1  # refused for good: not retried
+    told = [execution.error, json.dumps(execution.result), explanation, *thread_texts(slack_api)]
+    told += [attempt.error or "" for attempt in attempts]
+    logged = capsys.readouterr()
+    told += [logged.out, logged.err]
+    assert any("WORDPRESS_APP_PASSWORD" in text for text in thread_texts(slack_api))
+    basic = base64.b64encode(f"{wordpress.user}:{secret}".encode()).decode()
+    for fragment in (secret, secret.replace(" ", ""), "abcd EFGH", basic):
+        assert not any(fragment in text for text in told), fragment
+    assert wordpress.posts(slug="spring-lookbook") == []
+
+
+async def test_health_says_who_is_logged_in_or_what_to_fix(wordpress: WordPressServer) -> None:
+    site = connector(settings_of(wordpress))
+    reader = connector(
+        settings_of(
+            wordpress,
+            WORDPRESS_USER=wordpress.subscriber,
+            WORDPRESS_APP_PASSWORD=wordpress.subscriber_password,
+        )
+    )
+    stranger = connector(settings_of(wordpress, WORDPRESS_APP_PASSWORD="not the password"))
+    try:
+        assert await site.health() == "authenticated as editor-in-chief, who may publish posts"
+        with pytest.raises(
+            PermanentConnectorError, match="reader may not publish posts; give WORDPRESS_USER"
+        ):
+            await reader.health()
+        with pytest.raises(PermanentConnectorError, match="check WORDPRESS_USER and WORDPRESS_APP_PASSWORD"):
+            await stranger.health()
+        with pytest.raises(PermanentConnectorError, match="check WORDPRESS_USER and WORDPRESS_APP_PASSWORD"):
+            await reader.execute(CmsCreateDraft(title="Not mine to write"), "reader-key")
+    finally:
+        for built in (site, reader, stranger):
+            await built.close()
+
+
+class TroubledWordPress(LoopbackServer):
+    """What can stand between the bot and a WordPress: a proxy rate limiting, or a server that never answers
+    (until it is stopped)."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None, hang: bool = False) -> None:
+        super().__init__("troubled-wordpress")
+        self.status, self.headers, self.hang = status, headers or {}, hang
+        self._released = asyncio.Event()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/", self._answer)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        if self.hang:
+            await self._released.wait()
+        return web.json_response(
+            {"code": "busy", "message": "Slow down"}, status=self.status, headers=self.headers
+        )
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._released.set)
+        super().stop()
+
+
+@pytest.fixture
+def rate_limiting() -> Iterator[TroubledWordPress]:
+    with TroubledWordPress(429, {"Retry-After": "7"}) as server:
+        yield server
+
+
+@pytest.fixture
+def silent() -> Iterator[TroubledWordPress]:
+    with TroubledWordPress(200, hang=True) as server:
+        yield server
+
+
+async def test_rate_limits_maintenance_silence_and_a_closed_port_are_transient(
+    wordpress: WordPressServer, rate_limiting: TroubledWordPress, silent: TroubledWordPress
+) -> None:
+    publish = CmsPublish(slug="spring-lookbook")
+    limited = connector(settings_of(wordpress, WORDPRESS_URL=f"http://127.0.0.1:{rate_limiting.port}"))
+    with pytest.raises(TransientConnectorError, match="rate limiting") as raised:
+        await limited.execute(publish, "key-1")
+    assert raised.value.retry_after == 7.0
+
+    maintained = connector(settings_of(wordpress))
+    with wordpress.in_maintenance(), pytest.raises(TransientConnectorError, match="with 503"):
+        await maintained.execute(publish, "key-1")
+
+    quiet = connector(settings_of(wordpress, WORDPRESS_URL=f"http://127.0.0.1:{silent.port}"), timeout=0.2)
+    with pytest.raises(TransientConnectorError, match="did not answer"):
+        await quiet.lookup(publish, "key-1")
+
+    closed = connector(settings_of(wordpress, WORDPRESS_URL="http://127.0.0.1:9"))
+    with pytest.raises(TransientConnectorError, match=r"could not be reached.*check WORDPRESS_URL"):
+        await closed.execute(publish, "key-1")
+    for built in (limited, maintained, quiet, closed):
+        await built.close()
+
+
+CREDENTIALS = {"WORDPRESS_USER": "editor", "WORDPRESS_APP_PASSWORD": "hunter2"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"WORDPRESS_APP_PASSWORD": "hunter2"}, "WORDPRESS_URL, WORDPRESS_USER is not set"),
+        (CREDENTIALS | {"WORDPRESS_URL": "blog.example.com"}, "must start with https:// or http://"),
+        (
+            CREDENTIALS | {"WORDPRESS_URL": "https://admin:hunter2@blog.example.com"},
+            "must not hold credentials",
+        ),
+        (CREDENTIALS | {"WORDPRESS_URL": "https://blog.example.com/?p=1"}, "no query or fragment"),
+    ],
+    ids=["missing", "no-scheme", "credentials", "query"],
+)
+def test_malformed_settings_are_refused_naming_the_setting_and_never_its_secret(
+    settings: dict[str, str], problem: str
+) -> None:
+    context = ConnectorContext(units_of_work=None, settings=settings)  # type: ignore[arg-type]
+    with pytest.raises(ConnectorSettingError, match=problem) as raised:
+        WordPressCms.configured(context)
+    assert "hunter2" not in str(raised.value)
+    assert (
+        SandboxCms.configured(context) is None
+    )  # WordPress was asked for: no silent fallback to the sandbox
+
+
+def test_without_wordpress_settings_the_sandbox_serves() -> None:
+    context = ConnectorContext(units_of_work=None, settings={"AIOS_MAIL_FROM": "shop@example.com"})  # type: ignore[arg-type]
+    assert WordPressCms.configured(context) is None
+    assert isinstance(SandboxCms.configured(context), SandboxCms)
+
+
+def test_the_command_line_checks_wordpress_and_refuses_a_bad_url_in_one_line(
+    wordpress: WordPressServer, tmp_path: Path
+) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/cli.db", "http://127.0.0.1:9/api/")
+    env |= settings_of(wordpress) | {"COLUMNS": "250"}  # the table's rows on one line each
+
+    def aios(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AIOS, *args], env=env | overrides, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    listed = aios("connectors")
+    assert listed.returncode == 0, listed.stderr
+    assert "authenticated as editor-in-chief" in listed.stdout
+
+    refused = aios("serve", "--port", "0", WORDPRESS_URL="ftp://admin:hunter2@blog.example.com")
+    assert refused.returncode == 2
+    [error] = [
+        line for line in refused.stderr.splitlines() if not line.startswith("{")
+    ]  # the rest: JSON logs
+    assert error.startswith("error: WORDPRESS_URL must start with https:// or http://")
+    assert "Traceback" not in refused.stderr and "hunter2" not in refused.stderr
+    assert wordpress.app_password not in listed.stdout + listed.stderr + refused.stdout + refused.stderr
