@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ServerNotification, TextContent
@@ -126,8 +127,17 @@ async def test_a_large_refund_waits_for_a_manager_whom_the_client_cannot_replace
     assert refund["order_id"] == 1001 and refund["amount"] == 250
 
 
-async def test_a_small_refund_is_allowed_by_the_policy_and_runs_once(tmp_path: Path) -> None:
-    env = console_env(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_database"))
+    return f"sqlite+aiosqlite:///{tmp_path}/mcp.db"
+
+
+async def test_a_small_refund_is_allowed_by_the_policy_and_runs_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {**console_env(tmp_path), "AIOS_DATABASE_URL": database_url}
     async with mcp_session(env, tmp_path / "stderr.log") as session:
         result = await propose(session, {"order_id": 1002, "amount": 20, "reason": "strap tore"})
         assert not result.is_error, text(result)
