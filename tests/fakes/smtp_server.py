@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import threading
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from email.message import EmailMessage
 from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+# aiosmtpd logs a warning for AUTH without TLS, and a deprecation notice of its own, on every connection.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 USER = "aios-mailer"
 PASSWORD = "s3cret-smtp-pa55word"
