@@ -1,4 +1,4 @@
-"""WordPress as the CMS, through its REST API, used instead of the sandbox CMS when WORDPRESS_URL is set.
+"""WordPress as the CMS, through its REST API, used instead of the sandbox CMS when its settings are set.
 
 Authentication is HTTP Basic with an application password (Users → Profile → Application Passwords), which
 WordPress accepts over HTTPS, or over plain HTTP on a site whose environment type is ``local``. Routes are
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -70,17 +69,17 @@ class WordPressCms:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
-        # Calls for one slug in this process take turns, so two of them never both find no post and both create.
-        self._slug_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Changes take turns in this process, so two calls never both find no post and both create one (across
+        # processes, the bot's claim on the idempotency key already lets one call through).
+        self._writing = asyncio.Lock()
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def health(self) -> str:
-        me = await self._call("GET", "/wp/v2/users/me", params={"context": "edit"})
+        me = _object(await self._call("GET", "/wp/v2/users/me", params={"context": "edit"}))
         name = str(me.get("username") or me.get("name") or me.get("id"))
-        capabilities = me.get("capabilities") or {}
-        if not (isinstance(capabilities, dict) and capabilities.get("publish_posts")):
+        if not _object(me.get("capabilities")).get("publish_posts"):
             raise PermanentConnectorError(
                 f"WordPress user {name} may not publish posts; give WORDPRESS_USER the Author or Editor role"
             )
@@ -96,7 +95,7 @@ class WordPressCms:
                 "WordPress keeps idempotency keys in an HTML comment: letters, digits, '.', '_', ':' and single '-'"
             )
         slug = _slug(action)
-        async with self._slug_locks[slug]:
+        async with self._writing:
             posts = await self._posts_with_slug(slug)
             landed = _carrying(posts, idempotency_key)
             if landed is not None:
@@ -142,10 +141,10 @@ class WordPressCms:
         if isinstance(action, CmsUnpublish):
             change["status"] = "draft"
         else:
-            when = (action.publish_at or datetime.now(UTC)).astimezone(UTC)
-            # WordPress itself turns a `publish` dated in the future into `future` (scheduled), and publishes
-            # it at that time; the date is sent either way, so an old date left by an earlier unpublish
-            # never backdates the post.
+            when = action.publish_at or datetime.now(UTC)
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)  # naive: UTC
+            # A later date makes the post `future` (scheduled: WordPress publishes it then). The date is sent
+            # for "now" too, so that a date left by an earlier unpublish never backdates the post.
             change["status"] = "future" if when > datetime.now(UTC) else "publish"
             change["date_gmt"] = when.replace(tzinfo=None).isoformat(timespec="seconds")
         return await self._write(f"/wp/v2/posts/{post['id']}", change)

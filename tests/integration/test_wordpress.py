@@ -8,7 +8,9 @@ import asyncio
 import base64
 import json
 import subprocess
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -391,3 +393,28 @@ def test_the_command_line_checks_wordpress_and_refuses_a_bad_url_in_one_line(
     assert error.startswith("error: WORDPRESS_URL must start with https:// or http://")
     assert "Traceback" not in refused.stderr and "hunter2" not in refused.stderr
     assert wordpress.app_password not in listed.stdout + listed.stderr + refused.stdout + refused.stderr
+
+
+@pytest.fixture
+def local_time_in_new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_in_new_york")  # the bot's own zone plays no part
+async def test_a_publish_time_without_a_zone_is_utc(wordpress: WordPressServer) -> None:
+    site = connector(settings_of(wordpress))
+    try:
+        await site.execute(CmsCreateDraft(title="Winter lookbook"), "draft-key")
+        later = datetime(
+            2030, 1, 15, 9, 30
+        )  # as a planner writes "publish winter-lookbook at 2030-01-15T09:30"
+        result = await site.execute(CmsPublish(slug="winter-lookbook", publish_at=later), "schedule-key")
+    finally:
+        await site.close()
+    assert result["status"] == "scheduled"
+    [post] = wordpress.posts(slug="winter-lookbook")
+    assert (post["status"], post["date_gmt"]) == ("future", "2030-01-15T09:30:00")
