@@ -26,9 +26,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+BOT_SETTINGS = ("AIOS_", "SLACK_", "ANTHROPIC_", "STRIPE_", "SHOPIFY_", "WORDPRESS_", "WEAVIATE_")
+
+
 def aios_env(database_url: str, slack_api_url: str) -> dict[str, str]:
-    """This process's environment without any AIOS, Slack or Anthropic settings, plus the given ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "SLACK_", "ANTHROPIC_"))}
+    """This process's environment without any of the bot's settings (a developer's real Stripe key must not
+    reach a test), plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(BOT_SETTINGS) and k != "DATABASE_URL"}
     env.update(
         {
             "AIOS_DATABASE_URL": database_url,
