@@ -8,6 +8,7 @@ from sqlmodel import col, select
 
 from connectors.actions import Action, EmailSend
 from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
 from storage.records import SandboxEmail, utcnow
 from storage.unit_of_work import UnitOfWork
 
@@ -30,6 +31,10 @@ class SandboxOutbox:
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, EmailSend)
+        domain = action.to.rpartition("@")[2].lower()
+        if domain == "invalid" or domain.endswith(".invalid"):
+            # Like a real mail server's 550 for a domain that cannot exist (RFC 2606 reserves .invalid).
+            raise PermanentConnectorError(f"550 no such mailbox: {domain} receives no mail")
         # A core INSERT skips the model's Python-side defaults, so every NOT NULL column is given here.
         values = {
             "to": action.to,
