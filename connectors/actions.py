@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -64,8 +64,14 @@ class CmsPublish(Action):
 
     slug: Slug
     publish_at: datetime | None = Field(
-        default=None, description="When to publish (ISO 8601); now if omitted"
+        default=None, description="When to publish (ISO 8601, UTC unless it names a zone); now if omitted"
     )
+
+    @field_validator("publish_at")
+    @classmethod
+    def _utc_unless_zoned(cls, value: datetime | None) -> datetime | None:
+        """A time without a zone is UTC, so every connector compares it with an aware clock."""
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     def summary(self) -> str:
         when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
@@ -138,3 +144,30 @@ def webhook_body_bytes(body: dict[str, Any]) -> bytes:
     return json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
+
+
+ShopifyTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40, pattern=r"^[^,]+$")]
+
+
+class ShopifyTagOrder(Action):
+    name: ClassVar[str] = "shopify.tag_order"
+    description: ClassVar[str] = "Add tags to a Shopify order (tags it already has are kept)."
+
+    order_id: int = Field(gt=0, description="The order number as customers see it, without '#', e.g. 1001")
+    tags: tuple[ShopifyTag, ...] = Field(
+        min_length=1, max_length=20, description="Tags to add, e.g. ['damaged-in-transit']; no commas"
+    )
+
+    def summary(self) -> str:
+        return f"Tag order {self.order_id}: {', '.join(self.tags)}"
+
+
+class ShopifyNote(Action):
+    name: ClassVar[str] = "shopify.note"
+    description: ClassVar[str] = "Set the staff note on a Shopify order (it replaces the note there)."
+
+    order_id: int = Field(gt=0, description="The order number as customers see it, without '#', e.g. 1001")
+    note: str = Field(min_length=1, max_length=5_000, description="The note staff see on the order")
+
+    def summary(self) -> str:
+        return f"Note on order {self.order_id}: “{self.note if len(self.note) <= 80 else self.note[:79] + '…'}”"

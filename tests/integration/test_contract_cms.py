@@ -153,6 +153,16 @@ async def test_publish_now_schedule_later_and_unpublish(cms: CmsUnderTest) -> No
         assert await cms.states(slug) == ["draft"]
 
 
+async def test_a_publish_time_without_a_zone_is_utc(cms: CmsUnderTest) -> None:
+    connector = cms.new()
+    await connector.execute(DRAFT, KEY)
+    later = (datetime.now(UTC) + timedelta(days=3)).replace(tzinfo=None, microsecond=0)
+    action = CmsPublish.model_validate({"slug": "spring-lookbook", "publish_at": later.isoformat()})
+    assert action.publish_at == later.replace(tzinfo=UTC)
+    assert (await connector.execute(action, "schedule-key"))["status"] == "scheduled"
+    assert await cms.states("spring-lookbook") == ["scheduled"]
+
+
 async def test_a_repeated_publish_after_an_unpublish_changes_nothing(cms: CmsUnderTest) -> None:
     """The key, not the post's state, says whether an action landed: a late retry of the publish does not
     put back a post that was taken down since."""
