@@ -146,7 +146,9 @@ def webhook_body_bytes(body: dict[str, Any]) -> bytes:
     ).encode()
 
 
-ShopifyTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40, pattern=r"^[^,]+$")]
+ShopifyTag = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40, pattern=r"^[^,]+$")
+]
 
 
 class ShopifyTagOrder(Action):
@@ -170,4 +172,6 @@ class ShopifyNote(Action):
     note: str = Field(min_length=1, max_length=5_000, description="The note staff see on the order")
 
     def summary(self) -> str:
-        return f"Note on order {self.order_id}: “{self.note if len(self.note) <= 80 else self.note[:79] + '…'}”"
+        return (
+            f"Note on order {self.order_id}: “{self.note if len(self.note) <= 80 else self.note[:79] + '…'}”"
+        )

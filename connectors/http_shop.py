@@ -27,8 +27,9 @@ class HttpShop:
 
     @classmethod
     def configured(cls, context: ConnectorContext) -> HttpShop | None:
-        if not context.shop_api_url or context.settings.get("STRIPE_API_KEY"):
-            return None  # Stripe, when set, is the shop's payments
+        real = ("STRIPE_API_KEY", "SHOPIFY_SHOP", "SHOPIFY_ACCESS_TOKEN")
+        if not context.shop_api_url or any(context.settings.get(n) for n in real):
+            return None  # Stripe or Shopify, when set, is the shop
         headers = {"Authorization": f"Bearer {context.shop_api_key}"} if context.shop_api_key else {}
         return cls(
             httpx.AsyncClient(

@@ -68,8 +68,9 @@ class SandboxShop:
 
     @classmethod
     def configured(cls, context: ConnectorContext) -> SandboxShop | None:
-        """Used unless a real shop is configured (a shop API, or Stripe)."""
-        return None if context.shop_api_url or context.settings.get("STRIPE_API_KEY") else cls(context)
+        """Used unless a real shop is configured (a shop API, Stripe, or Shopify)."""
+        real = ("STRIPE_API_KEY", "SHOPIFY_SHOP", "SHOPIFY_ACCESS_TOKEN")
+        return None if context.shop_api_url or any(context.settings.get(n) for n in real) else cls(context)
 
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work

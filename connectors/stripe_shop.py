@@ -63,6 +63,10 @@ class StripeShop:
     def configured(cls, context: ConnectorContext) -> StripeShop | None:
         settings = context.settings
         key = settings.get("STRIPE_API_KEY")
+        if settings.get("SHOPIFY_SHOP") or settings.get("SHOPIFY_ACCESS_TOKEN"):
+            # Shopify is the shop of record: its refunds go through its own payment gateway (often Stripe),
+            # so refunding the payment in Stripe directly would leave Shopify's order unaware of it.
+            return None
         if not key:
             if settings.get("STRIPE_API_BASE"):
                 raise ConnectorSettingError(

@@ -1,8 +1,10 @@
-"""One contract for every shop connector: the sandbox must behave like Stripe (a real localstripe process).
+"""One contract for every shop connector: the sandbox must behave like Stripe (a real localstripe process) and
+Shopify (a stateful fake of its Admin GraphQL API).
 
-Orders 1001–1005 are in each shop: the sandbox seeds them, and in Stripe they are payment intents tagged with
-their order number. A "crash between sent and recorded" is a refund made by one connector instance and asked
-about by a fresh one, which knows nothing but what the shop itself keeps.
+Orders 1001–1005 are in each shop: the sandbox seeds them, in Stripe they are payment intents tagged with
+their order number, in Shopify they are the orders named #1001–#1005. A "crash between sent and recorded" is
+a refund made by one connector instance and asked about by a fresh one, which knows nothing but what the shop
+itself keeps.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from connectors.actions import Action, ShopRefund
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from connectors.sandbox_shop import OrderInfo, SandboxShop
+from connectors.shopify_shop import ShopifyShop
 from connectors.stripe_shop import StripeShop
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.fakes.localstripe_server import API_KEY, LocalStripe
+from tests.fakes.shopify_api import SHOP, TOKEN, FakeShopify
 
 
 class Shop(Protocol):
@@ -37,7 +41,7 @@ def localstripe() -> Iterator[LocalStripe]:
         yield server
 
 
-@pytest.fixture(params=["sandbox", "stripe"])
+@pytest.fixture(params=["sandbox", "stripe", "shopify"])
 async def new_shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Shop]]:
     """Builds connector instances on one shop's data: each instance knows only what the shop keeps."""
     if request.param == "stripe":
@@ -53,6 +57,18 @@ async def new_shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield stripe_shop
         for shop in built:
             await shop.close()
+        return
+    if request.param == "shopify":
+        fake = FakeShopify()
+        shops: list[ShopifyShop] = []
+
+        def shopify_shop() -> Shop:
+            shops.append(ShopifyShop(SHOP, TOKEN, transport=fake.transport))
+            return shops[-1]
+
+        yield shopify_shop
+        for made in shops:
+            await made.close()
         return
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/shop.db")
     await upgrade_to_head(engine)

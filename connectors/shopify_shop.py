@@ -1,0 +1,313 @@
+"""Shopify as the shop of record, through the Admin GraphQL API: orders, refunds, order tags and notes.
+
+An order is found by its number as shown to customers (``#1001`` is the order named "#1001"). Exactly once,
+twice over: a refund carries our idempotency key in Shopify's ``@idempotent`` directive (Shopify answers a
+retry with the first refund), and in the refund's note as ``[aios:<key>]``, where ``lookup`` finds it and where
+``execute`` looks before it acts — so a retry after Shopify's idempotency window still refunds once. Tags and
+notes are idempotent by nature (adding a tag twice, or setting the same note, changes nothing more).
+SHOPIFY_ACCESS_TOKEN never appears in a result or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from connectors.actions import Action, ShopifyNote, ShopifyTagOrder, ShopRefund
+from connectors.base import ConnectorContext
+from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.sandbox_shop import OrderInfo
+
+# Shopify releases an Admin API version each quarter and supports each for a year; pinned so a release never
+# changes the shapes under us.
+API_VERSION = "2026-10"
+SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+KEY_MARKER = "[aios:{key}]"
+# Transactions that took the customer's money, and so can be refunded.
+PAYMENT_KINDS = frozenset({"SALE", "CAPTURE"})
+
+ORDER_QUERY = """
+query Order($query: String!) {
+  orders(first: 5, query: $query) {
+    nodes {
+      id
+      name
+      email
+      note
+      tags
+      currencyCode
+      customer { displayName email }
+      totalPriceSet { shopMoney { amount currencyCode } }
+      totalRefundedSet { shopMoney { amount currencyCode } }
+      lineItems(first: 1) { nodes { title } }
+      refunds(first: 100) { id note totalRefundedSet { shopMoney { amount currencyCode } } }
+      transactions(first: 20) { id kind status gateway amountSet { shopMoney { amount currencyCode } } }
+    }
+  }
+}
+"""
+REFUND_MUTATION = """
+mutation RefundCreate($input: RefundInput!, $key: String!) {
+  refundCreate(input: $input) @idempotent(key: $key) {
+    refund { id note totalRefundedSet { shopMoney { amount currencyCode } } }
+    userErrors { field message }
+  }
+}
+"""
+TAGS_MUTATION = """
+mutation TagsAdd($id: ID!, $tags: [String!]!) {
+  tagsAdd(id: $id, tags: $tags) {
+    node { id }
+    userErrors { field message }
+  }
+}
+"""
+NOTE_MUTATION = """
+mutation OrderUpdate($input: OrderInput!) {
+  orderUpdate(input: $input) {
+    order { id note }
+    userErrors { field message }
+  }
+}
+"""
+SHOP_QUERY = "query Shop { shop { name myshopifyDomain } }"
+
+
+class ShopifyShop:
+    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund, ShopifyTagOrder, ShopifyNote)
+    settings_names: ClassVar[tuple[str, ...]] = ("SHOPIFY_SHOP", "SHOPIFY_ACCESS_TOKEN")
+
+    @classmethod
+    def configured(cls, context: ConnectorContext) -> Self | None:
+        shop = context.settings.get("SHOPIFY_SHOP")
+        token = context.settings.get("SHOPIFY_ACCESS_TOKEN")
+        if not shop and not token:
+            return None
+        if not shop or not token:
+            raise ConnectorSettingError("set both SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN, or neither")
+        shop = shop.strip().lower()
+        if not SHOP_DOMAIN.match(shop):
+            raise ConnectorSettingError(
+                "SHOPIFY_SHOP must be the shop's myshopify.com domain, such as my-shop.myshopify.com "
+                "(no https:// and no path)"
+            )
+        return cls(shop, token, timeout=context.http_timeout_seconds)
+
+    def __init__(
+        self,
+        shop: str,
+        access_token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._token = access_token
+        self._client = httpx.AsyncClient(
+            base_url=f"https://{shop}/admin/api/{API_VERSION}/",
+            headers={"X-Shopify-Access-Token": access_token},
+            timeout=timeout,
+            transport=transport,
+        )
+        # Within this process, one refund at a time: looking for our key, checking what is left and refunding
+        # are then one step. Across processes, Shopify's idempotent directive covers the same key.
+        self._refunding = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def health(self) -> str:
+        shop = (await self._graphql(SHOP_QUERY, {}))["shop"]
+        return f"authenticated to {shop['name']} ({shop['myshopifyDomain']})"
+
+    async def get_order(self, order_id: int) -> OrderInfo | None:
+        order = await self._order(order_id)
+        if order is None:
+            return None
+        customer = order.get("customer") or {}
+        email = str(customer.get("email") or order.get("email") or "")
+        items = order["lineItems"]["nodes"]
+        return OrderInfo(
+            id=order_id,
+            customer_name=str(customer.get("displayName") or email or "customer"),
+            customer_email=email,
+            item=str(items[0]["title"]) if items else f"order {order_id}",
+            total=_money(order["totalPriceSet"]),
+            refunded=_money(order["totalRefundedSet"]),
+            currency=str(order["currencyCode"]),
+        )
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        if isinstance(action, ShopifyTagOrder):
+            order = await self._existing_order(action.order_id)
+            data = await self._graphql(TAGS_MUTATION, {"id": order["id"], "tags": list(action.tags)})
+            _refuse_user_errors(data["tagsAdd"])
+            return {"order_id": action.order_id, "tags": sorted(set(order["tags"]) | set(action.tags))}
+        if isinstance(action, ShopifyNote):
+            order = await self._existing_order(action.order_id)
+            data = await self._graphql(NOTE_MUTATION, {"input": {"id": order["id"], "note": action.note}})
+            _refuse_user_errors(data["orderUpdate"])
+            return {"order_id": action.order_id, "note": action.note}
+        assert isinstance(action, ShopRefund)
+        async with self._refunding:
+            return await self._refund(action, idempotency_key)
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        order = await self._order(action.order_id) if isinstance(action, _OrderActions) else None
+        if order is None:
+            return None
+        if isinstance(action, ShopifyTagOrder):
+            has_all = set(action.tags) <= set(order["tags"])
+            return {"order_id": action.order_id, "tags": sorted(order["tags"])} if has_all else None
+        if isinstance(action, ShopifyNote):
+            return (
+                {"order_id": action.order_id, "note": action.note} if order["note"] == action.note else None
+            )
+        landed = _with_key(order, idempotency_key)
+        return _refund_result(landed, action.order_id, replayed=True) if landed is not None else None
+
+    async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
+        order = await self._existing_order(action.order_id)
+        landed = _with_key(order, key)
+        if landed is not None:
+            return _refund_result(landed, action.order_id, replayed=True)
+        if order["currencyCode"] != "USD":
+            raise PermanentConnectorError(
+                f"order {action.order_id} was paid in {order['currencyCode']}; refunds are made in USD only"
+            )
+        amount = Decimal(str(action.amount))
+        left = Decimal(order["totalPriceSet"]["shopMoney"]["amount"]) - Decimal(
+            order["totalRefundedSet"]["shopMoney"]["amount"]
+        )
+        if amount > left:
+            raise PermanentConnectorError(
+                f"order {action.order_id} has ${left:,.2f} left to refund in Shopify; ${amount:,.2f} is too much"
+            )
+        payment = next(
+            (t for t in order["transactions"] if t["kind"] in PAYMENT_KINDS and t["status"] == "SUCCESS"),
+            None,
+        )
+        if payment is None:
+            raise PermanentConnectorError(
+                f"order {action.order_id} has no captured payment in Shopify to refund against"
+            )
+        refund_input = {
+            "orderId": order["id"],
+            "note": f"{action.reason} {KEY_MARKER.format(key=key)}",
+            "notify": False,
+            "transactions": [
+                {
+                    "orderId": order["id"],
+                    "parentId": payment["id"],
+                    "gateway": payment["gateway"],
+                    "kind": "REFUND",
+                    "amount": f"{amount:.2f}",
+                }
+            ],
+        }
+        data = await self._graphql(REFUND_MUTATION, {"input": refund_input, "key": key})
+        _refuse_user_errors(data["refundCreate"])
+        return _refund_result(data["refundCreate"]["refund"], action.order_id, replayed=False)
+
+    async def _existing_order(self, order_id: int) -> dict[str, Any]:
+        order = await self._order(order_id)
+        if order is None:
+            raise PermanentConnectorError(
+                f"order {order_id} does not exist in Shopify (no order named #{order_id})"
+            )
+        return order
+
+    async def _order(self, order_id: int) -> dict[str, Any] | None:
+        name = f"#{order_id}"
+        data = await self._graphql(ORDER_QUERY, {"query": f"name:{name}"})
+        # Shopify's search matches loosely; only the order with exactly this name is the one meant.
+        found: list[dict[str, Any]] = [o for o in data["orders"]["nodes"] if o["name"] == name]
+        return found[0] if found else None
+
+    async def _graphql(self, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._client.post("graphql.json", json={"query": query, "variables": variables})
+        except httpx.TimeoutException:
+            raise TransientConnectorError("Shopify did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise TransientConnectorError(f"Shopify could not be reached ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise PermanentConnectorError(
+                f"Shopify refused SHOPIFY_ACCESS_TOKEN ({status}); set an Admin API access token (shpat_…) "
+                "with the read_orders, write_orders scopes"
+            )
+        if status == 429:
+            raise TransientConnectorError("Shopify is rate limiting", _retry_after(response))
+        if status >= 500:
+            raise TransientConnectorError(f"Shopify answered {status}")
+        if status >= 400:
+            raise PermanentConnectorError(
+                f"Shopify refused the request ({status}): {self._clean(response.text)}"
+            )
+        body: dict[str, Any] = response.json()
+        errors: list[dict[str, Any]] = body.get("errors") or []
+        if any((e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors):
+            raise TransientConnectorError(
+                "Shopify is throttling: query cost over budget", _throttle_wait(body)
+            )
+        if errors:
+            messages = "; ".join(str(e.get("message")) for e in errors)
+            raise PermanentConnectorError(f"Shopify refused the request: {self._clean(messages)}")
+        data: dict[str, Any] = body["data"]
+        return data
+
+    def _clean(self, text: str) -> str:
+        # Shopify never echoes the token, but a proxy in front of it may.
+        return text.replace(self._token, "[SHOPIFY_ACCESS_TOKEN]")[:500]
+
+
+_OrderActions = ShopRefund | ShopifyTagOrder | ShopifyNote
+
+
+def _refuse_user_errors(payload: Mapping[str, Any]) -> None:
+    errors = payload.get("userErrors") or []
+    if errors:
+        raise PermanentConnectorError("Shopify refused: " + "; ".join(str(e["message"]) for e in errors))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _throttle_wait(body: Mapping[str, Any]) -> float | None:
+    """Seconds until the bucket holds what the query asked for: (requested − available) / restore rate."""
+    cost = (body.get("extensions") or {}).get("cost") or {}
+    throttle = cost.get("throttleStatus") or {}
+    try:
+        missing = float(cost["requestedQueryCost"]) - float(throttle["currentlyAvailable"])
+        return max(missing, 0.0) / float(throttle["restoreRate"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _money(money_set: Mapping[str, Any]) -> float:
+    return float(Decimal(str(money_set["shopMoney"]["amount"])))
+
+
+def _with_key(order: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    marker = KEY_MARKER.format(key=key)
+    return next((r for r in order["refunds"] if marker in (r.get("note") or "")), None)
+
+
+def _refund_result(refund: Mapping[str, Any], order_id: int, *, replayed: bool) -> dict[str, Any]:
+    money = refund["totalRefundedSet"]["shopMoney"]
+    return {
+        "refund_id": refund["id"],
+        "order_id": order_id,
+        "amount": float(Decimal(str(money["amount"]))),
+        "currency": money["currencyCode"],
+        "replayed": replayed,
+    }
