@@ -157,7 +157,8 @@ class ShopifyShop:
             return await self._refund(action, idempotency_key)
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
-        order = await self._order(action.order_id) if isinstance(action, _OrderActions) else None
+        assert isinstance(action, ShopRefund | ShopifyTagOrder | ShopifyNote)
+        order = await self._order(action.order_id)
         if order is None:
             return None
         if isinstance(action, ShopifyTagOrder):
@@ -264,9 +265,6 @@ class ShopifyShop:
     def _clean(self, text: str) -> str:
         # Shopify never echoes the token, but a proxy in front of it may.
         return text.replace(self._token, "[SHOPIFY_ACCESS_TOKEN]")[:500]
-
-
-_OrderActions = ShopRefund | ShopifyTagOrder | ShopifyNote
 
 
 def _refuse_user_errors(payload: Mapping[str, Any]) -> None:

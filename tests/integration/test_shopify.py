@@ -1,0 +1,283 @@
+"""The Shopify shop: its settings and precedence, how it reads Shopify's answers (userErrors, THROTTLED with the
+cost extension, 429, 401), tags and notes, its health check, and the whole bot refunding through the fake Admin
+GraphQL API (the contract every shop keeps is in test_contract_shop.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from sqlmodel import select
+
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval, Recover
+from bot.queries import why
+from connectors.actions import ShopifyNote, ShopifyTagOrder, ShopRefund
+from connectors.base import ConnectorContext
+from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.http_shop import HttpShop
+from connectors.sandbox_shop import SandboxShop
+from connectors.shopify_shop import API_VERSION, ShopifyShop
+from connectors.stripe_shop import StripeShop
+from policies.engine import Policy
+from storage.engine import create_engine
+from storage.records import ActionStatus, Decision, Execution, ProposedAction
+from storage.unit_of_work import UnitOfWorkFactory
+from tests.conftest import Clock
+from tests.fakes.shopify_api import SHOP, TOKEN, FakeShopify, throttled
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
+from tests.integration.test_gated_refund import only_approval
+
+SHOPIFY = {"SHOPIFY_SHOP": SHOP, "SHOPIFY_ACCESS_TOKEN": TOKEN}
+
+
+def context(**settings: str) -> ConnectorContext:
+    # Building a connector touches no store; the context only has to be a real one.
+    units = UnitOfWorkFactory.for_engine(create_engine("sqlite+aiosqlite:///:memory:"))
+    return ConnectorContext(
+        units_of_work=units, shop_api_url=settings.pop("shop_api_url", None), settings=settings
+    )
+
+
+@pytest.fixture
+def fake() -> FakeShopify:
+    return FakeShopify()
+
+
+@pytest.fixture
+async def shop(fake: FakeShopify) -> AsyncIterator[ShopifyShop]:
+    connector = ShopifyShop(SHOP, TOKEN, transport=fake.transport)
+    yield connector
+    await connector.close()
+
+
+def test_shopify_is_the_shop_of_record_even_when_stripe_or_a_shop_api_is_set() -> None:
+    both = context(shop_api_url="http://127.0.0.1:9/", STRIPE_API_KEY="sk_test_1", **SHOPIFY)
+    assert isinstance(ShopifyShop.configured(both), ShopifyShop)
+    assert StripeShop.configured(both) is None
+    assert HttpShop.configured(both) is None
+    assert SandboxShop.configured(both) is None
+    assert ShopifyShop.configured(context()) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"SHOPIFY_SHOP": SHOP}, "set both SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN"),
+        ({"SHOPIFY_ACCESS_TOKEN": TOKEN}, "set both SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN"),
+        ({**SHOPIFY, "SHOPIFY_SHOP": "https://my-shop.com/admin"}, "my-shop.myshopify.com"),
+    ],
+    ids=["shop-only", "token-only", "not-a-myshopify-domain"],
+)
+def test_a_malformed_setting_is_named_without_the_token(settings: dict[str, str], says: str) -> None:
+    with pytest.raises(ConnectorSettingError, match=says) as raised:
+        ShopifyShop.configured(context(**settings))
+    assert TOKEN not in str(raised.value)
+
+
+async def test_a_refund_goes_to_the_pinned_version_with_the_key_in_the_directive_and_the_note(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return fake.handle(request)
+
+    connector = ShopifyShop(SHOP, TOKEN, transport=httpx.MockTransport(recording))
+    try:
+        await connector.execute(ShopRefund(order_id=1001, amount=19.99, reason="strap tore"), "key-1")
+    finally:
+        await connector.close()
+    create = json.loads(seen[-1].content)
+    assert str(seen[-1].url) == f"https://{SHOP}/admin/api/{API_VERSION}/graphql.json"
+    assert create["variables"]["key"] == "key-1"
+    refund_input = create["variables"]["input"]
+    assert refund_input["note"] == "strap tore [aios:key-1]"
+    assert refund_input["transactions"][0]["amount"] == "19.99"
+
+
+async def test_user_errors_are_permanent_with_shopifys_message(fake: FakeShopify, shop: ShopifyShop) -> None:
+    # Another app refunded most of the order after we read it: Shopify itself refuses.
+    order = await shop.get_order(1002)
+    assert order is not None and order.refundable == 48.0
+    fake.fail_next(httpx.Response(200, json={"data": {"orders": {"nodes": [fake.orders[1002].node()]}}}))
+    fake.orders[1002].refunds.append(
+        {
+            "id": "gid://shopify/Refund/1",
+            "note": "by hand",
+            "totalRefundedSet": {"shopMoney": {"amount": "40.00", "currencyCode": "USD"}},
+        }
+    )
+    with pytest.raises(PermanentConnectorError, match="Refund amount exceeds refundable amount"):
+        await shop.execute(ShopRefund(order_id=1002, amount=20.0, reason="late"), "key-1")
+    assert fake.refund_creates == 0
+
+
+async def test_throttled_is_transient_and_waits_for_the_bucket_to_refill(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    fake.fail_next(throttled(requested=752, available=152, restore_rate=100.0))
+    with pytest.raises(TransientConnectorError) as raised:
+        await shop.get_order(1001)
+    assert raised.value.retry_after == 6.0  # (752 − 152) / 100 points a second
+
+
+async def test_a_429_is_transient_with_retry_after_and_a_5xx_or_a_timeout_transient(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    fake.fail_next(httpx.Response(429, headers={"Retry-After": "2.0"}, json={"errors": "Exceeded"}))
+    with pytest.raises(TransientConnectorError) as raised:
+        await shop.get_order(1001)
+    assert raised.value.retry_after == 2.0
+    fake.fail_next(httpx.Response(502, text="Bad gateway"))
+    with pytest.raises(TransientConnectorError, match="502"):
+        await shop.get_order(1001)
+
+    def timing_out(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    slow = ShopifyShop(SHOP, TOKEN, transport=httpx.MockTransport(timing_out))
+    try:
+        with pytest.raises(TransientConnectorError, match="in time"):
+            await slow.get_order(1001)
+    finally:
+        await slow.close()
+
+
+async def test_a_refused_token_names_the_setting_and_never_the_token(fake: FakeShopify) -> None:
+    wrong = "shpat_wrong0000AiosSecret"
+    connector = ShopifyShop(SHOP, wrong, transport=fake.transport)
+    try:
+        with pytest.raises(PermanentConnectorError, match="SHOPIFY_ACCESS_TOKEN") as raised:
+            await connector.health()
+    finally:
+        await connector.close()
+    assert wrong not in str(raised.value)
+
+
+async def test_health_says_which_shop_the_token_opens(shop: ShopifyShop) -> None:
+    assert await shop.health() == f"authenticated to AIOS Test Shop ({SHOP})"
+
+
+async def test_tags_and_notes_are_set_once_and_found_by_lookup(fake: FakeShopify, shop: ShopifyShop) -> None:
+    tag = ShopifyTagOrder(order_id=1003, tags=("damaged-in-transit", "vip"))
+    note = ShopifyNote(order_id=1003, note="Customer sent photos of the cracked jar.")
+    assert await shop.lookup(tag, "k1") is None and await shop.lookup(note, "k2") is None
+    for _ in range(2):
+        assert (await shop.execute(tag, "k1"))["tags"] == ["damaged-in-transit", "vip"]
+        await shop.execute(note, "k2")
+    assert fake.orders[1003].tags == ["damaged-in-transit", "vip"]
+    assert fake.orders[1003].note == note.note
+    assert await shop.lookup(tag, "k1") == {"order_id": 1003, "tags": ["damaged-in-transit", "vip"]}
+    assert await shop.lookup(note, "k2") is not None
+    with pytest.raises(PermanentConnectorError, match="4242"):
+        await shop.execute(ShopifyTagOrder(order_id=4242, tags=("x",)), "k3")
+
+
+def test_the_packaged_policy_lets_tags_and_notes_through() -> None:
+    policy = Policy.from_file()
+    assert policy.evaluate("shopify.tag_order", {"order_id": 1, "tags": ["a"]}, "U1").verdict == "allow"
+    assert policy.evaluate("shopify.note", {"order_id": 1, "note": "n"}, "U1").verdict == "allow"
+
+
+# --- the whole bot ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shopify_api(fake: FakeShopify) -> Iterator[FakeShopify]:
+    """Every call to the shop's myshopify.com host reaches the fake; everything else goes where it was going."""
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host=SHOP).mock(side_effect=fake.handle)
+        router.route().pass_through()
+        yield fake
+
+
+@pytest.fixture
+async def shopify_aios(
+    shopify_api: FakeShopify, database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> AsyncIterator[Aios]:
+    instance = await start_aios(database_url, slack_api, clock, tmp_path, **SHOPIFY)
+    yield instance
+    await instance.close()
+
+
+async def test_an_approved_refund_is_made_once_in_shopify_and_explained(
+    shopify_aios: Aios, shopify_api: FakeShopify, slack_api: FakeSlackApi
+) -> None:
+    aios = shopify_aios
+    assert isinstance(aios.registry.connector_for("shop.refund"), ShopifyShop)
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    approval = await only_approval(aios)
+    assert approval.id is not None and shopify_api.refund_creates == 0
+
+    clicks = [
+        DecideApproval(approval.id, m, approve=True, channel=CHANNEL) for m in [MANAGER, OTHER_MANAGER] * 3
+    ]
+    await asyncio.gather(*(aios.process(click) for click in clicks))
+
+    [made] = shopify_api.orders[1001].refunds
+    assert shopify_api.refund_creates == 1 and made["totalRefundedSet"]["shopMoney"]["amount"] == "250.00"
+    async with aios.units() as uow:
+        execution = (await uow.repo.session.exec(select(Execution))).one()
+    assert execution.status == "succeeded" and execution.result["refund_id"] == made["id"]
+    assert made["note"] == f"arrived broken [aios:{execution.idempotency_key}]"
+    explanation = await why(aios.units, f"AP-{approval.id}")
+    assert MANAGER in explanation and "refunds-over-100-need-a-manager" in explanation
+
+    # A process that died after Shopify refunded and before recording it: recovery asks Shopify, refunds nothing.
+    async with aios.units() as uow:
+        execution.status, execution.owner = "started", None
+        uow.repo.session.add(execution)
+        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        await uow.commit()
+    await aios.process(Recover(grace_seconds=0))
+    await aios.background.drain()
+
+    assert shopify_api.refund_creates == 1 and len(shopify_api.orders[1001].refunds) == 1
+    async with aios.units() as uow:
+        settled = (await uow.repo.session.exec(select(Execution))).one()
+    assert settled.status == "succeeded" and settled.result["refund_id"] == made["id"]
+
+
+async def test_a_refund_shopify_refuses_fails_once_and_no_record_or_message_holds_the_token(
+    fake: FakeShopify, database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    creates: list[httpx.Request] = []
+
+    def revoked_for_refunds(request: httpx.Request) -> httpx.Response:
+        # The token reads orders but has lost write_orders; a proxy in front of Shopify echoes it back.
+        if b"RefundCreate" not in request.content:
+            return fake.handle(request)
+        creates.append(request)
+        return httpx.Response(403, json={"errors": f"Access denied for token {TOKEN}"})
+
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host=SHOP).mock(side_effect=revoked_for_refunds)
+        router.route().pass_through()
+        aios = await start_aios(database_url, slack_api, clock, tmp_path, **SHOPIFY)
+        try:
+            await ask(aios, "refund $40 on order 1001, strap tore")  # small: the policy lets it through
+            async with aios.units() as uow:
+                session = uow.repo.session
+                records = [
+                    *(await session.exec(select(Execution))).all(),
+                    *(await session.exec(select(ProposedAction))).all(),
+                    *(await session.exec(select(Decision))).all(),
+                ]
+        finally:
+            await aios.close()
+
+    assert len(creates) == 1 and fake.refund_creates == 0
+    [execution] = [r for r in records if isinstance(r, Execution)]
+    assert execution.status == "failed" and "SHOPIFY_ACCESS_TOKEN" in (execution.error or "")
+    stored = json.dumps([r.model_dump(mode="json") for r in records])
+    said = json.dumps([call.params for call in slack_api.calls])
+    assert TOKEN not in stored and TOKEN not in said
+    assert "SHOPIFY_ACCESS_TOKEN" in said
