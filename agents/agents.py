@@ -18,6 +18,7 @@ from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult, ToolSpec
 from agents.tools import tool_name, tool_spec
 from connectors.actions import Action, ShopRefund
 from connectors.errors import ConnectorError, InvalidActionError
+from connectors.mcp_tools import MCP_PREFIX
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
 from storage.memory import MemoryHit, MemoryStore
@@ -223,6 +224,16 @@ class ContentAgent(Agent):
         context.add_memories(await self._memory.search(team, "brand voice style tone", kinds=["brand_voice"]))
         context.add_memories(await self._memory.search(team, request.text, limit=3, kinds=["post"]))
         return context
+
+
+class ToolsAgent(Agent):
+    """Proposes calls of the connected MCP servers' tools, for requests no other agent fits."""
+
+    name = "tools"
+
+    def __init__(self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore) -> None:
+        super().__init__(llm, registry, memory)
+        self.action_names = tuple(n for n in registry.action_names if n.startswith(MCP_PREFIX))
 
 
 _ROUTES = (

@@ -9,7 +9,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.agents import ContentAgent, Dispatcher, OrderLookup, ReturnsAgent
+from agents.agents import Agent, ContentAgent, Dispatcher, OrderLookup, ReturnsAgent, ToolsAgent
 from agents.budgets import BudgetGuard
 from agents.llm import LLM, CallContext
 from agents.metering import BudgetWarning, MeteredLLM
@@ -160,6 +160,7 @@ async def bootstrap(
             settings=settings.connector_settings(),
         )
     )
+    await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
     await registry.seed()
 
     async def warn_in_thread(call: CallContext, warning: str) -> None:
@@ -178,9 +179,11 @@ async def bootstrap(
         summarise_after=policy.document.memory.summarise_after,
     )
     memory = await open_memory_store(settings, units, clock, retention)
-    dispatcher = Dispatcher(
-        [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)], llm
-    )
+    agents: list[Agent] = [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)]
+    tools = ToolsAgent(llm, registry, memory)
+    if tools.action_names:
+        agents.append(tools)
+    dispatcher = Dispatcher(agents, llm)
     handlers = Handlers(
         units=units,
         dispatcher=dispatcher,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -17,14 +17,32 @@ from connectors.errors import InvalidActionError, UnknownActionError
 ENTRY_POINT_GROUP = "aios.connectors"
 
 
+@runtime_checkable
+class ConnectsAtStart(Protocol):
+    async def connect(self) -> tuple[type[Action], ...]:
+        """Reach the remote system and return the actions it offers, known only then (an MCP server's
+        tools); what cannot be reached is left out, not raised."""
+        ...
+
+
 class ConnectorRegistry:
     def __init__(self, connectors: Iterable[Connector]) -> None:
         self._by_action: dict[str, tuple[type[Action], Connector]] = {}
-        for connector in connectors:
-            for model in connector.actions:
-                if model.name in self._by_action:
-                    raise ValueError(f"two connectors offer the action {model.name!r}")
-                self._by_action[model.name] = (model, connector)
+        self._connectors = list(connectors)
+        for connector in self._connectors:
+            self._add(connector, connector.actions)
+
+    def _add(self, connector: Connector, models: Iterable[type[Action]]) -> None:
+        for model in models:
+            if model.name in self._by_action:
+                raise ValueError(f"two connectors offer the action {model.name!r}")
+            self._by_action[model.name] = (model, connector)
+
+    async def connect(self) -> None:
+        """Let connectors whose actions are known only once connected reach their systems, and add them."""
+        for connector in self._connectors:
+            if isinstance(connector, ConnectsAtStart):
+                self._add(connector, await connector.connect())
 
     @classmethod
     def discover(cls, context: ConnectorContext) -> ConnectorRegistry:
@@ -67,7 +85,7 @@ class ConnectorRegistry:
             seen.add(id(connector))
 
     async def close(self) -> None:
-        for connector in {id(c): c for _, c in self._by_action.values()}.values():
+        for connector in self._connectors:
             if isinstance(connector, Closeable):
                 await connector.close()
 

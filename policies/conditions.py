@@ -14,12 +14,15 @@ from collections.abc import Collection, Mapping, Sequence
 
 # The facts a condition sees (see Policy.evaluate), each with the fields it has.
 FACTS: dict[str, frozenset[str]] = {
-    "action": frozenset({"name", "params"}),
+    # read_only and destructive: an MCP tool's annotations (false for the other actions).
+    "action": frozenset({"name", "params", "read_only", "destructive"}),
     "requester": frozenset({"id", "roles", "today"}),
     "run": frozenset({"totals"}),
     "order": frozenset({"refunded"}),
 }
 
+MCP_PREFIX = "mcp."  # the MCP tools' actions (connectors.mcp_tools); policies import no connector
+_MCP_NAMED = re.compile(r"""["']mcp\.""")
 _STRING = r"""[rR]?[bB]?(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')"""
 _TOKENS = re.compile(
     rf"(?P<string>{_STRING})"
@@ -50,11 +53,14 @@ def unknown_name(
     if action_params is not None:
         named = _named_actions(when)
         for name in named:
-            if name not in action_params:
+            if name not in action_params and not name.startswith(MCP_PREFIX):
                 return f'action "{name}", which no connector offers{_hint(name, action_params)}'
-        scope = named if named and "||" not in when else list(action_params)
-        params = {field for name in scope for field in action_params[name]}
-        owner = " or ".join(scope) if len(scope) <= 2 else "any action"
+        # An MCP server's tools are known only once it is connected, after the policy loads: a rule that
+        # names them has its parameters checked when it is evaluated (an unknown one fails closed) instead.
+        if not _MCP_NAMED.search(when):
+            scope = named if named and "||" not in when else list(action_params)
+            params = {field for name in scope for field in action_params[name]}
+            owner = " or ".join(scope) if len(scope) <= 2 else "any action"
     for token in _TOKENS.finditer(when):
         if token.group("chain") is None:
             continue

@@ -116,20 +116,28 @@ class Policy:
         *,
         history: History | None = None,
         group_members: Mapping[str, Collection[str]] | None = None,
+        action_facts: Mapping[str, bool] | None = None,
     ) -> PolicyVerdict:
         """Judge one proposed action. A condition that fails to evaluate blocks the action (fail closed).
 
         ``run_totals`` maps each action name to the sum of the ``amount`` parameters of that action in the
         run so far, this one included, so a rule can see through a large refund split into small ones;
         ``history`` sees through one split across requests. ``group_members`` (user-group id → user ids)
-        lets a requester hold a role through a user group.
+        lets a requester hold a role through a user group. ``action_facts``: an MCP tool's annotations
+        (``read_only``, ``destructive``); both are false for the other actions.
         """
         amount = params.get("amount")
         own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
         history = history or History()
         zero = dict.fromkeys([*self._action_names, action_name], 0.0)  # every name, so lookups never miss
         activation = {
-            "action": {"name": action_name, "params": dict(params)},
+            "action": {
+                "name": action_name,
+                "params": dict(params),
+                "read_only": False,
+                "destructive": False,
+                **(action_facts or {}),
+            },
             "requester": {
                 "id": requester,
                 "roles": self.roles_of(requester, group_members),

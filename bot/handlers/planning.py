@@ -33,6 +33,7 @@ from bot.observability import DECISIONS
 from bot.transport import TransportError
 from connectors.actions import Action
 from connectors.budget import BudgetGrant
+from connectors.mcp_tools import McpToolAction
 from policies.engine import History, PolicyVerdict
 from storage.ids import format_id
 from storage.records import (
@@ -338,7 +339,13 @@ class Planning(HandlerBase):
         today = await repo.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
         history = History(order_refunded=order_refunded, requester_today=today)
         return self.policy.evaluate(
-            action.name, params, requester, totals, history=history, group_members=group_members
+            action.name,
+            params,
+            requester,
+            totals,
+            history=history,
+            group_members=group_members,
+            action_facts=action.facts() if isinstance(action, McpToolAction) else None,
         )
 
     async def _offline_notice(self, thread: Thread) -> None:

@@ -1,0 +1,330 @@
+"""MCP servers' tools as gated actions, against real servers others wrote: mcp-server-git and mcp-server-time
+(stdio), driven through the bus with Claude scripted on the local fake Messages API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import stamina
+from sqlmodel import col, select
+
+from agents.tools import tool_spec
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval
+from connectors.base import ConnectorContext
+from connectors.catalogue import connector_statuses
+from connectors.errors import InvalidActionError, PermanentConnectorError
+from connectors.mcp_tools import McpConfigError, McpToolAction, McpTools, load_config
+from connectors.registry import ConnectorRegistry
+from storage.records import Approval, Decision, Execution, ProposedAction
+from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+
+
+@pytest.fixture
+def no_backoff() -> Iterator[None]:
+    with stamina.set_testing(True, attempts=3):
+        yield
+
+
+ROUTE_TO_TOOLS = Reply("", (ToolUse("route_to_agent", {"agent": "tools"}),))
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository with one commit."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q")
+    (path / "README").write_text("hello\n")
+    git(path, "add", "README")
+    git(path, "commit", "-qm", "first")
+    return path
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def commits(repo: Path) -> list[str]:
+    return git(repo, "log", "--format=%s").splitlines()
+
+
+def config_file(tmp_path: Path, servers: dict[str, object]) -> Path:
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps({"mcpServers": servers}))
+    return path
+
+
+def git_server(repo: Path) -> dict[str, object]:
+    return {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", str(repo)]}
+
+
+@pytest.fixture
+async def mcp_aios(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+    repo: Path,
+) -> AsyncIterator[Aios]:
+    """The bot with Claude (scripted) and the git server, configured by AIOS_MCP_CONFIG, on the packaged
+    policy's MCP rules."""
+    config = config_file(tmp_path, {"git": git_server(repo)})
+    instance = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PACKAGED_POLICY,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+        AIOS_MCP_CONFIG=str(config),
+    )
+    yield instance
+    await instance.close()
+
+
+PACKAGED_POLICY = (Path(__file__).parents[2] / "policies" / "default_policy.yaml").read_text()
+
+
+async def actions(aios: Aios) -> list[ProposedAction]:
+    async with aios.units() as uow:
+        query = select(ProposedAction).order_by(col(ProposedAction.id))
+        return list((await uow.repo.session.exec(query)).all())
+
+
+async def executions(aios: Aios) -> list[Execution]:
+    async with aios.units() as uow:
+        return list((await uow.repo.session.exec(select(Execution).order_by(col(Execution.id)))).all())
+
+
+async def test_each_tool_is_an_action_with_the_tools_schema_and_annotations(repo: Path) -> None:
+    tools = McpTools(
+        load_config(
+            str(
+                config_file(
+                    repo.parent,
+                    {
+                        "git": git_server(repo),
+                        "time": {
+                            "command": sys.executable,
+                            "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+                        },
+                    },
+                )
+            )
+        )
+    )
+    registry = ConnectorRegistry([tools])
+    try:
+        await registry.connect()
+        names = registry.action_names
+        assert {"mcp.git.git_status", "mcp.git.git_commit", "mcp.time.get_current_time"} <= set(names)
+        status = registry.model_for("mcp.git.git_status")
+        commit = registry.model_for("mcp.git.git_commit")
+        reset = registry.model_for("mcp.git.git_reset")
+        assert issubclass(status, McpToolAction) and issubclass(commit, McpToolAction)
+        assert issubclass(reset, McpToolAction)
+        assert (status.read_only, status.destructive) == (True, False)
+        assert (commit.read_only, commit.destructive) == (False, False)
+        assert (reset.read_only, reset.destructive) == (False, True)
+        spec = tool_spec(commit)
+        assert spec.name == "mcp_git_git_commit"
+        assert spec.input_schema["required"] == ["repo_path", "message"]
+        assert spec.input_schema["properties"]["message"] == {"title": "Message", "type": "string"}
+        assert spec.description == commit.description and commit.description
+
+        action = registry.validate("mcp.git.git_status", {"repo_path": str(repo)})
+        assert action.model_dump(mode="json") == {"repo_path": str(repo)}
+        with pytest.raises(InvalidActionError, match="'repo_path' is a required property"):
+            registry.validate("mcp.git.git_status", {})
+        with pytest.raises(InvalidActionError, match="123 is not of type 'string'"):
+            registry.validate("mcp.git.git_commit", {"repo_path": str(repo), "message": 123})
+        assert "On branch" in (await registry.execute(action, "key-1"))["text"]
+        # A read-only call lost in a crash is simply made again; a write is not (it may have run).
+        assert await registry.lookup(action, "key-1") is None
+        write = registry.validate("mcp.git.git_commit", {"repo_path": str(repo), "message": "x"})
+        with pytest.raises(PermanentConnectorError, match="may have run"):
+            await registry.lookup(write, "key-2")
+        # A tool's own error is a permanent failure with its words.
+        with pytest.raises(PermanentConnectorError, match=r"git_show failed: .*no-such-revision"):
+            show = registry.validate(
+                "mcp.git.git_show", {"repo_path": str(repo), "revision": "no-such-revision"}
+            )
+            await registry.execute(show, "key-3")
+    finally:
+        await registry.close()
+
+
+async def test_a_read_only_tool_is_allowed_and_runs(
+    mcp_aios: Aios, anthropic_api: FakeAnthropicApi, slack_api: FakeSlackApi, repo: Path
+) -> None:
+    anthropic_api.script(
+        ROUTE_TO_TOOLS,
+        Reply("Checking the repository.", (ToolUse("mcp_git_git_status", {"repo_path": str(repo)}),)),
+    )
+    await ask(mcp_aios, "what is the state of our repository?")
+
+    tools_offered = [t["name"] for t in anthropic_api.requests[1]["tools"]]
+    assert "mcp_git_git_status" in tools_offered and "shop_refund" not in tools_offered
+    [action] = await actions(mcp_aios)
+    assert (action.name, action.status) == ("mcp.git.git_status", "executed")
+    async with mcp_aios.units() as uow:
+        decision = (await uow.repo.session.exec(select(Decision))).one()
+    assert (decision.verdict, decision.rule_id) == ("allow", "read-only-tools-are-fine")
+    [execution] = await executions(mcp_aios)
+    assert execution.status == "succeeded" and "On branch" in execution.result["text"]
+
+
+async def test_a_write_waits_for_a_manager_and_runs_once(
+    mcp_aios: Aios, anthropic_api: FakeAnthropicApi, repo: Path
+) -> None:
+    (repo / "notes.txt").write_text("notes\n")
+    git(repo, "add", "notes.txt")
+    anthropic_api.script(
+        ROUTE_TO_TOOLS,
+        Reply(
+            "Committing the staged notes.",
+            (ToolUse("mcp_git_git_commit", {"repo_path": str(repo), "message": "Add notes"}),),
+        ),
+    )
+    await ask(mcp_aios, "commit what is staged in our repository as 'Add notes'")
+
+    [action] = await actions(mcp_aios)
+    assert (action.name, action.status) == ("mcp.git.git_commit", "awaiting_approval")
+    assert commits(repo) == ["first"]
+    async with mcp_aios.units() as uow:
+        approval = (await uow.repo.session.exec(select(Approval))).one()
+    assert approval.id is not None
+    for _ in range(2):  # a second click changes nothing
+        await mcp_aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+
+    assert commits(repo) == ["Add notes", "first"]
+    [execution] = await executions(mcp_aios)
+    assert execution.status == "succeeded"
+
+
+async def test_arguments_that_do_not_fit_the_schema_are_refused_before_proposing(
+    mcp_aios: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    bad = ToolUse("mcp_git_git_commit", {"message": "no repo"})
+    anthropic_api.script(ROUTE_TO_TOOLS, Reply("Committing.", (bad,)), Reply("Committing.", (bad,)))
+    await ask(mcp_aios, "commit the staged files")
+
+    assert await actions(mcp_aios) == []
+    [result] = anthropic_api.requests[2]["messages"][-1]["content"]
+    assert result["is_error"] is True and "'repo_path' is a required property" in result["content"]
+
+
+async def test_a_server_down_at_start_leaves_its_tools_out_and_shows_unhealthy(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, repo: Path
+) -> None:
+    config = config_file(
+        tmp_path,
+        {
+            "git": git_server(repo),
+            "broken": {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]},
+        },
+    )
+    aios = await start_aios(
+        database_url, slack_api, clock, tmp_path, policy=PACKAGED_POLICY, AIOS_MCP_CONFIG=str(config)
+    )
+    try:
+        names = aios.registry.action_names
+        assert "mcp.git.git_status" in names and not any(n.startswith("mcp.broken.") for n in names)
+    finally:
+        await aios.close()
+
+    context = ConnectorContext(units_of_work=aios.units, settings={"AIOS_MCP_CONFIG": str(config)})
+    [status] = await connector_statuses(context, factories=[("mcp-tools", McpTools)])
+    assert status.in_use and status.healthy is False
+    assert "MCP server broken cannot be reached" in status.state and "AIOS_MCP_CONFIG" in status.state
+
+
+async def test_a_server_gone_before_an_approved_write_fails_it_cleanly(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+    repo: Path,
+    no_backoff: None,
+) -> None:
+    # The server is started through a script that says its pid; once the script is gone it cannot restart.
+    pid_file, script = tmp_path / "server.pid", tmp_path / "server.sh"
+    script.write_text(
+        f"#!/bin/sh\necho $$ > {pid_file}\nexec {sys.executable} -m mcp_server_git --repository {repo}\n"
+    )
+    script.chmod(0o755)
+    config = config_file(tmp_path, {"git": {"command": str(script)}})
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PACKAGED_POLICY,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+        AIOS_MCP_CONFIG=str(config),
+    )
+    try:
+        (repo / "notes.txt").write_text("notes\n")
+        git(repo, "add", "notes.txt")
+        commit = ToolUse("mcp_git_git_commit", {"repo_path": str(repo), "message": "Add notes"})
+        anthropic_api.script(ROUTE_TO_TOOLS, Reply("Committing.", (commit,)))
+        await ask(aios, "commit what is staged")
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        script.unlink()
+        async with aios.units() as uow:
+            approval = (await uow.repo.session.exec(select(Approval))).one()
+        assert approval.id is not None
+        await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+
+        [action] = await actions(aios)
+        [execution] = await executions(aios)
+        assert action.status == "failed" and execution.status == "failed"
+        assert execution.error is not None and "MCP server git cannot be reached" in execution.error
+        assert commits(repo) == ["first"]
+    finally:
+        await aios.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "there is no file"),
+        ("{not json", "is not JSON (line 1, column 2"),
+        ('{"servers": {}}', 'has no "mcpServers" object'),
+        ('{"mcpServers": {"git": {"args": []}}}', 'needs either "command" (stdio) or "url"'),
+        ('{"mcpServers": {"my.git": {"command": "x"}}}', "no dots"),
+        ('{"mcpServers": {"git": {"url": "ftp://x"}}}', "http:// or https://"),
+        (
+            '{"mcpServers": {"git": {"command": "x", "env": {"TOKEN": 5}}}}',
+            '"env" must be an object of strings',
+        ),
+    ],
+)
+def test_a_malformed_config_is_one_clear_line(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "mcp.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(McpConfigError, match="AIOS_MCP_CONFIG") as raised:
+        load_config(str(path))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
