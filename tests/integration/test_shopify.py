@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from storage.engine import create_engine
 from storage.records import ActionStatus, Decision, Execution, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
+from tests.fakes.aios_process import AIOS, aios_env
 from tests.fakes.shopify_api import SHOP, TOKEN, FakeShopify, throttled
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
@@ -281,3 +283,19 @@ async def test_a_refund_shopify_refuses_fails_once_and_no_record_or_message_hold
     said = json.dumps([call.params for call in slack_api.calls])
     assert TOKEN not in stored and TOKEN not in said
     assert "SHOPIFY_ACCESS_TOKEN" in said
+
+
+def test_a_malformed_shop_stops_the_bot_with_one_line_that_does_not_repeat_the_token(tmp_path: Path) -> None:
+    env = {
+        **aios_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", "http://127.0.0.1:9/api/"),
+        "SHOPIFY_SHOP": "https://my-shop.example.com",
+        "SHOPIFY_ACCESS_TOKEN": TOKEN,
+    }
+    result = subprocess.run(
+        [AIOS, "chat"], env=env, input="quit\n", capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert (
+        line.startswith("error: SHOPIFY_SHOP must be the shop's myshopify.com domain") and TOKEN not in line
+    )
