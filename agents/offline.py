@@ -131,6 +131,12 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
     context = {int(m.group(1)): m for m in _CONTEXT.finditer(system)}
     known = context.get(order_id)
     if known is None:
+        unreachable = re.search(rf"^order {order_id}: could not be looked up just now (.*)$", system, re.MULTILINE)
+        if unreachable:
+            return LLMReply(
+                f"I couldn't reach the shop to look up order {order_id} {unreachable.group(1)}, so I proposed "
+                "nothing; please ask again in a moment."
+            )
         return LLMReply(f"I can't find order {order_id} in the shop, so I won't propose a refund for it.")
     refundable = float(known.group(3))
     money = find_money(_blank(asked, [order.span()]))
