@@ -13,6 +13,7 @@ import asyncio
 import copy
 import json
 import re
+import sys
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -62,6 +63,13 @@ class ServerConfig:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] | None = None
     url: str | None = None
+
+    def redact(self, text: str) -> str:
+        """``text`` without the url or an ``env`` value, which may hold a token or a password."""
+        for secret in (self.url, *(self.env or {}).values()):
+            if secret:
+                text = text.replace(secret, "…")
+        return text
 
 
 def load_config(path: str) -> list[ServerConfig]:
@@ -212,7 +220,7 @@ class _Session:
         if self.session is None:
             await self.close()
             raise TransientConnectorError(
-                f"MCP server {self.config.name} cannot be reached: {_describe(self._error)}"
+                f"MCP server {self.config.name} cannot be reached: {self.config.redact(_describe(self._error))}"
             )
 
     async def _run(self) -> None:
@@ -230,7 +238,10 @@ class _Session:
                     params = StdioServerParameters(
                         command=config.command, args=list(config.args), env=dict(config.env or {}) or None
                     )
-                    read, write = await stack.enter_async_context(stdio_client(params))
+                    # The process's own stderr for the server's: sys.stderr may have been replaced by an
+                    # object with no file descriptor (a capture), which a child process cannot write to.
+                    errlog = sys.__stderr__ or sys.stderr
+                    read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
                 session = await stack.enter_async_context(ClientSession(read, write))
                 await session.initialize()
                 self.tools = await _all_tools(session)
@@ -317,6 +328,7 @@ class McpTools:
         from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
         assert isinstance(action, McpToolAction)
+        config = self._configs[action.server]
         session = await self._live_session(action)
         try:
             async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
@@ -324,16 +336,17 @@ class McpTools:
         except MCPError as exc:
             if exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
                 raise PermanentConnectorError(
-                    f"{action.name}: the server refused the call: {exc.message}"
+                    f"{action.name}: the server refused the call: {config.redact(exc.message)}"
                 ) from None
             await self._drop(action.server)
-            raise _broken(action, exc) from None
+            raise _broken(action, exc, config) from None
         except Exception as exc:
             await self._drop(action.server)
-            raise _broken(action, exc) from None
+            raise _broken(action, exc, config) from None
         text = _text(result)
         if result.is_error:
-            raise PermanentConnectorError(f"{action.name} failed: {text or 'the tool gave no reason'}")
+            why = config.redact(text) or "the tool gave no reason"
+            raise PermanentConnectorError(f"{action.name} failed: {why}")
         return {"server": action.server, "tool": action.tool, "text": text}
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
@@ -385,9 +398,11 @@ class McpTools:
             await self._drop(server)
 
 
-def _broken(action: McpToolAction, exc: BaseException) -> PermanentConnectorError | TransientConnectorError:
+def _broken(
+    action: McpToolAction, exc: BaseException, config: ServerConfig
+) -> PermanentConnectorError | TransientConnectorError:
     """A call whose connection broke: a read-only one is tried again; a write may have run, so it is not."""
-    why = "timed out" if isinstance(exc, TimeoutError) else f"broke ({_describe(exc)})"
+    why = "timed out" if isinstance(exc, TimeoutError) else f"broke ({config.redact(_describe(exc))})"
     if action.read_only:
         return TransientConnectorError(f"{action.name}: the call to MCP server {action.server} {why}")
     return PermanentConnectorError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +35,15 @@ from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
 def no_backoff() -> Iterator[None]:
     with stamina.set_testing(True, attempts=3):
         yield
+
+
+SECRET = "user:s3cr3t-t0ken"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 ROUTE_TO_TOOLS = Reply("", (ToolUse("route_to_agent", {"agent": "tools"}),))
@@ -240,13 +250,19 @@ async def test_arguments_that_do_not_fit_the_schema_are_refused_before_proposing
 
 
 async def test_a_server_down_at_start_leaves_its_tools_out_and_shows_unhealthy(
-    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, repo: Path
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    repo: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = config_file(
         tmp_path,
         {
             "git": git_server(repo),
             "broken": {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]},
+            "remote": {"url": f"http://{SECRET}@127.0.0.1:{closed_port()}/mcp?token={SECRET}"},
         },
     )
     aios = await start_aios(
@@ -262,6 +278,9 @@ async def test_a_server_down_at_start_leaves_its_tools_out_and_shows_unhealthy(
     [status] = await connector_statuses(context, factories=[("mcp-tools", McpTools)])
     assert status.in_use and status.healthy is False
     assert "MCP server broken cannot be reached" in status.state and "AIOS_MCP_CONFIG" in status.state
+    assert "MCP server remote cannot be reached" in status.state and SECRET not in status.state
+    logged = capsys.readouterr()
+    assert "mcp_server_unreachable" in logged.out + logged.err and SECRET not in logged.out + logged.err
 
 
 async def test_a_server_gone_before_an_approved_write_fails_it_cleanly(
