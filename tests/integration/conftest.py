@@ -15,6 +15,9 @@ from bot.settings import Settings
 from bot.slack_transport import SlackTransport
 from connectors.base import Connector
 from connectors.registry import ConnectorRegistry
+from storage.engine import create_engine
+from storage.migrate import upgrade_to_head
+from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
@@ -115,6 +118,15 @@ def wordpress(wordpress_server: WordPressServer) -> Iterator[WordPressServer]:
     """The session's WordPress, emptied after each test so that its slugs are free again."""
     yield wordpress_server
     wordpress_server.delete_all_posts()
+
+
+@pytest.fixture
+async def units(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
+    """The migrated store alone, for connectors tested without the bot."""
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    yield UnitOfWorkFactory.for_engine(engine)
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from connectors.errors import ConnectorSettingError, PermanentConnectorError, Tr
 from connectors.smtp_mail import SmtpMail, SmtpServer
 from storage.engine import create_engine
 from storage.ids import format_id
-from storage.migrate import upgrade_to_head
 from storage.records import Approval, Execution, ProposedAction, SentMessage
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
@@ -36,14 +35,6 @@ KEY = "4f" * 32  # an idempotency key as the bot makes them: 64 hex digits
 def smtp_server() -> Iterator[FakeSmtpServer]:
     with FakeSmtpServer() as server:
         yield server
-
-
-@pytest.fixture
-async def units(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield UnitOfWorkFactory.for_engine(engine)
-    await engine.dispose()
 
 
 def mailer(units: UnitOfWorkFactory, url: str, sender: str = "Shop <shop@example.com>") -> SmtpMail:

@@ -21,9 +21,7 @@ from connectors.actions import WebhookPost
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.webhooks import Webhooks, parse_webhooks
-from storage.engine import create_engine
 from storage.ids import format_id
-from storage.migrate import upgrade_to_head
 from storage.records import Approval, Decision, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
@@ -42,14 +40,6 @@ PACKAGED_POLICY = Path(__file__).parents[2] / "policies" / "default_policy.yaml"
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as server:
         yield server
-
-
-@pytest.fixture
-async def units(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield UnitOfWorkFactory.for_engine(engine)
-    await engine.dispose()
 
 
 def setting(receiver: WebhookReceiver, secret: str = SECRET) -> str:
