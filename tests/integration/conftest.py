@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlmodel import select
 
 from bot.bootstrap import Aios, bootstrap
 from bot.handlers import Handlers
@@ -17,6 +18,7 @@ from connectors.base import Connector
 from connectors.registry import ConnectorRegistry
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
+from storage.records import Decision, Execution, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi
@@ -210,3 +212,14 @@ async def run_with_connectors(
     assert intent_id is not None
     await bus.handle(HandleIntent(intent_id))
     return bus
+
+
+async def action_records(aios: Aios) -> list[Execution | ProposedAction | Decision]:
+    """Every execution, proposed action and decision: where a leaked secret would be kept."""
+    async with aios.units() as uow:
+        session = uow.repo.session
+        return [
+            *(await session.exec(select(Execution))).all(),
+            *(await session.exec(select(ProposedAction))).all(),
+            *(await session.exec(select(Decision))).all(),
+        ]

@@ -27,13 +27,13 @@ from connectors.shopify_shop import API_VERSION, ShopifyShop
 from connectors.stripe_shop import StripeShop
 from policies.engine import Policy
 from storage.engine import create_engine
-from storage.records import ActionStatus, Decision, Execution, ProposedAction
+from storage.records import ActionStatus, Execution
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.aios_process import AIOS, aios_env
 from tests.fakes.shopify_api import SHOP, TOKEN, FakeShopify, throttled
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, action_records, ask, start_aios
 from tests.integration.test_gated_refund import only_approval
 
 SHOPIFY = {"SHOPIFY_SHOP": SHOP, "SHOPIFY_ACCESS_TOKEN": TOKEN}
@@ -266,13 +266,7 @@ async def test_a_refund_shopify_refuses_fails_once_and_no_record_or_message_hold
         aios = await start_aios(database_url, slack_api, clock, tmp_path, **SHOPIFY)
         try:
             await ask(aios, "refund $40 on order 1001, strap tore")  # small: the policy lets it through
-            async with aios.units() as uow:
-                session = uow.repo.session
-                records = [
-                    *(await session.exec(select(Execution))).all(),
-                    *(await session.exec(select(ProposedAction))).all(),
-                    *(await session.exec(select(Decision))).all(),
-                ]
+            records = await action_records(aios)
         finally:
             await aios.close()
 

@@ -26,13 +26,13 @@ from connectors.http_shop import HttpShop
 from connectors.sandbox_shop import SandboxShop
 from connectors.stripe_shop import DEFAULT_API_BASE, StripeShop
 from storage.engine import create_engine
-from storage.records import ActionStatus, Decision, Execution, ProposedAction
+from storage.records import ActionStatus, Execution
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.aios_process import AIOS, aios_env
 from tests.fakes.localstripe_server import API_KEY, LocalStripe
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, action_records, ask, start_aios
 from tests.integration.test_gated_refund import only_approval
 
 SECRET_KEY = "sk_live_51AiosSecretDoNotLeak0123456789"
@@ -404,13 +404,7 @@ async def test_a_refund_stripe_refuses_fails_once_and_no_record_or_message_holds
                 401, "invalid_request_error", f"Invalid API Key provided: {SECRET_KEY}"
             )
             await ask(aios, "refund $40 on order 1001, strap tore")  # small: the policy lets it through
-        async with aios.units() as uow:
-            session = uow.repo.session
-            records = [
-                *(await session.exec(select(Execution))).all(),
-                *(await session.exec(select(ProposedAction))).all(),
-                *(await session.exec(select(Decision))).all(),
-            ]
+        records = await action_records(aios)
     finally:
         await aios.close()
 
