@@ -80,12 +80,21 @@ class Agent:
 
     name: str
     action_names: tuple[str, ...]
+    # Actions of the agent's kind that only some connectors offer (Shopify's, say): the agent's tools include
+    # those the configured connectors do, after its own.
+    optional_action_names: tuple[str, ...] = ()
 
     def __init__(self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore) -> None:
         self._llm = llm
         self._registry = registry
         self._memory = memory
         self._prompt = load_prompt(self.name)
+        if self.optional_action_names:
+            offered = set(registry.action_names)
+            self.action_names = (
+                *self.action_names,
+                *(n for n in self.optional_action_names if n in offered),
+            )
 
     async def context(self, request: PlanRequest) -> Context:
         """Facts the planner needs, appended to the system prompt."""
@@ -159,6 +168,12 @@ class Agent:
 class ReturnsAgent(Agent):
     name = "returns"
     action_names = ("shop.refund", "email.send")
+    optional_action_names = (
+        "shopify.refund",
+        "shopify.tag_order",
+        "shopify.note",
+        "shopify.adjust_inventory",
+    )
 
     def __init__(
         self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore, orders: OrderLookup

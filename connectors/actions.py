@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
@@ -175,3 +175,108 @@ class ShopifyNote(Action):
         return (
             f"Note on order {self.order_id}: “{self.note if len(self.note) <= 80 else self.note[:79] + '…'}”"
         )
+
+
+class ShopifyRefundLine(BaseModel):
+    """One line of an order to refund: the line item by its id or by its SKU, and how many of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    line_item_id: int | None = Field(
+        default=None, gt=0, description="The line item's numeric id in Shopify; give this or sku"
+    )
+    sku: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The line item's SKU; give this or line_item_id",
+    )
+    quantity: int = Field(gt=0, le=10_000, description="How many units of this line to refund")
+
+    @field_validator("sku")
+    @classmethod
+    def _stripped(cls, sku: str | None) -> str | None:
+        return sku.strip() if sku is not None else None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Self:
+        if (self.line_item_id is None) == (self.sku is None):
+            raise ValueError("give exactly one of line_item_id or sku for each line")
+        return self
+
+    def label(self) -> str:
+        return f"SKU {self.sku}" if self.sku is not None else f"line item {self.line_item_id}"
+
+
+class ShopifyRefund(Action):
+    name: ClassVar[str] = "shopify.refund"
+    description: ClassVar[str] = (
+        "Refund specific items (and optionally shipping) of a Shopify order. Shopify computes what these "
+        "items cost, with their discounts and taxes; amount must be that total, so look it up first."
+    )
+
+    order_id: int = Field(gt=0, description="The order number as customers see it, without '#', e.g. 1001")
+    lines: tuple[ShopifyRefundLine, ...] = Field(
+        min_length=1, max_length=100, description="The line items to refund, each with a quantity"
+    )
+    shipping: float = Field(
+        default=0.0, ge=0, le=100_000, multiple_of=0.01, description="Shipping to refund in USD; 0 for none"
+    )
+    restock: bool = Field(default=False, description="Put the refunded units back in stock")
+    # The policy judges the money: Shopify's own total for these lines must match it, or nothing is refunded.
+    amount: float = Field(
+        gt=0,
+        le=100_000,
+        multiple_of=0.01,
+        description="The refund's total in USD (items, their taxes, and shipping), as Shopify computes it",
+    )
+    note: str = Field(min_length=1, max_length=500, description="Why the refund is given; staff see it")
+
+    def summary(self) -> str:
+        items = ", ".join(f"{line.quantity} × {line.label()}" for line in self.lines)
+        shipping = f" + ${self.shipping:,.2f} shipping" if self.shipping else ""
+        restock = ", restocked" if self.restock else ""
+        return (
+            f"Refund ${self.amount:,.2f} on order {self.order_id}: {items}{shipping}{restock} ({self.note})"
+        )
+
+
+InventoryReason = Literal[
+    "correction",
+    "cycle_count_available",
+    "damaged",
+    "other",
+    "promotion",
+    "quality_control",
+    "received",
+    "restock",
+    "safety_stock",
+    "shrinkage",
+]
+
+
+class ShopifyAdjustInventory(Action):
+    name: ClassVar[str] = "shopify.adjust_inventory"
+    description: ClassVar[str] = "Change the available stock of one item (by SKU) at a Shopify location."
+
+    sku: str = Field(min_length=1, max_length=255, description="The item's SKU")
+    delta: int = Field(
+        ge=-1_000_000, le=1_000_000, description="Units to add (positive) or take away (negative); not 0"
+    )
+    reason: InventoryReason = Field(description="Why the stock changes, one of Shopify's reasons")
+    location: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The location's name or numeric id; the shop's primary location when omitted",
+    )
+
+    @field_validator("delta")
+    @classmethod
+    def _not_zero(cls, delta: int) -> int:
+        if delta == 0:
+            raise ValueError("must not be 0: a change of nothing changes nothing")
+        return delta
+
+    def summary(self) -> str:
+        where = self.location or "the primary location"
+        return f"Adjust stock of {self.sku} by {self.delta:+d} at {where} ({self.reason})"

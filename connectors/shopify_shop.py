@@ -1,16 +1,21 @@
-"""Shopify as the shop of record, through the Admin GraphQL API: orders, refunds, order tags and notes.
+"""Shopify as the shop of record, through the Admin GraphQL API: orders, refunds (of an amount, or of specific
+items), order tags and notes, and inventory adjustments.
 
 An order is found by its number as shown to customers (``#1001`` is the order named "#1001"). Exactly once,
 twice over: a refund carries our idempotency key in Shopify's ``@idempotent`` directive (Shopify answers a
 retry with the first refund), and in the refund's note as ``[aios:<key>]``, where ``lookup`` finds it and where
 ``execute`` looks before it acts — so a retry after Shopify's idempotency window still refunds once. Tags and
 notes are idempotent by nature (adding a tag twice, or setting the same note, changes nothing more).
+A refund of items is computed by Shopify (``suggestedRefund``) and made only if that total is the amount the
+policy judged. An inventory adjustment carries the key in the ``@idempotent`` directive (required from 2026-04)
+and in its ``referenceDocumentUri``.
 SHOPIFY_ACCESS_TOKEN never appears in a result or an error message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -18,7 +23,15 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from connectors.actions import Action, ShopifyNote, ShopifyTagOrder, ShopRefund
+from connectors.actions import (
+    Action,
+    ShopifyAdjustInventory,
+    ShopifyNote,
+    ShopifyRefund,
+    ShopifyRefundLine,
+    ShopifyTagOrder,
+    ShopRefund,
+)
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.sandbox_shop import OrderInfo
@@ -76,10 +89,58 @@ mutation OrderUpdate($input: OrderInput!) {
 }
 """
 SHOP_QUERY = "query Shop { shop { name myshopifyDomain } }"
+LINES_QUERY = """
+query OrderLines($id: ID!) {
+  order(id: $id) {
+    lineItems(first: 250) { nodes { id sku title quantity refundableQuantity } }
+  }
+}
+"""
+SUGGESTED_REFUND_QUERY = """
+query SuggestedRefund($id: ID!, $lines: [RefundLineItemInput!], $shipping: Money) {
+  order(id: $id) {
+    suggestedRefund(refundLineItems: $lines, shippingAmount: $shipping) {
+      amountSet { shopMoney { amount currencyCode } }
+      suggestedTransactions {
+        gateway
+        kind
+        parentTransaction { id }
+        amountSet { shopMoney { amount currencyCode } }
+      }
+    }
+  }
+}
+"""
+LOCATIONS_QUERY = """
+query Locations {
+  primary: location { id name }
+  locations(first: 250) { nodes { id name } }
+}
+"""
+INVENTORY_ITEM_QUERY = """
+query InventoryItem($query: String!) {
+  inventoryItems(first: 5, query: $query) { nodes { id sku } }
+}
+"""
+INVENTORY_MUTATION = """
+mutation InventoryAdjust($input: InventoryAdjustQuantitiesInput!, $key: String!) {
+  inventoryAdjustQuantities(input: $input) @idempotent(key: $key) {
+    inventoryAdjustmentGroup { id reason referenceDocumentUri changes { name delta quantityAfterChange } }
+    userErrors { field message }
+  }
+}
+"""
+REFERENCE_URI = "aios://idempotency/{key}"
 
 
 class ShopifyShop:
-    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund, ShopifyTagOrder, ShopifyNote)
+    actions: ClassVar[tuple[type[Action], ...]] = (
+        ShopRefund,
+        ShopifyRefund,
+        ShopifyTagOrder,
+        ShopifyNote,
+        ShopifyAdjustInventory,
+    )
     settings_names: ClassVar[tuple[str, ...]] = ("SHOPIFY_SHOP", "SHOPIFY_ACCESS_TOKEN")
 
     @classmethod
@@ -152,12 +213,20 @@ class ShopifyShop:
             data = await self._graphql(NOTE_MUTATION, {"input": {"id": order["id"], "note": action.note}})
             _refuse_user_errors(data["orderUpdate"])
             return {"order_id": action.order_id, "note": action.note}
-        assert isinstance(action, ShopRefund)
+        if isinstance(action, ShopifyAdjustInventory):
+            return await self._adjust_inventory(action, idempotency_key)
         async with self._refunding:
+            if isinstance(action, ShopifyRefund):
+                return await self._refund_items(action, idempotency_key)
+            assert isinstance(action, ShopRefund)
             return await self._refund(action, idempotency_key)
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
-        assert isinstance(action, ShopRefund | ShopifyTagOrder | ShopifyNote)
+        if isinstance(action, ShopifyAdjustInventory):
+            # Shopify offers no search of adjustments by reference; executing again under the same key is
+            # answered by the @idempotent directive with the first adjustment, so it changes stock once.
+            return None
+        assert isinstance(action, ShopRefund | ShopifyRefund | ShopifyTagOrder | ShopifyNote)
         order = await self._order(action.order_id)
         if order is None:
             return None
@@ -213,6 +282,104 @@ class ShopifyShop:
         data = await self._graphql(REFUND_MUTATION, {"input": refund_input, "key": key})
         _refuse_user_errors(data["refundCreate"])
         return _refund_result(data["refundCreate"]["refund"], action.order_id, replayed=False)
+
+    async def _refund_items(self, action: ShopifyRefund, key: str) -> dict[str, Any]:
+        order = await self._existing_order(action.order_id)
+        landed = _with_key(order, key)
+        if landed is not None:
+            return _refund_result(landed, action.order_id, replayed=True)
+        data = await self._graphql(LINES_QUERY, {"id": order["id"]})
+        lines = [
+            _refund_line(action.order_id, line, data["order"]["lineItems"]["nodes"], action.restock)
+            for line in action.lines
+        ]
+        if action.restock:
+            primary = (await self._graphql(LOCATIONS_QUERY, {}))["primary"]
+            lines = [{**line, "locationId": primary["id"]} for line in lines]
+        shipping = {"amount": f"{action.shipping:.2f}", "currencyCode": "USD"} if action.shipping else None
+        suggested = (
+            await self._graphql(
+                SUGGESTED_REFUND_QUERY, {"id": order["id"], "lines": lines, "shipping": shipping}
+            )
+        )["order"]["suggestedRefund"]
+        computed = Decimal(suggested["amountSet"]["shopMoney"]["amount"])
+        if abs(computed - Decimal(str(action.amount))) > Decimal("0.01"):
+            raise PermanentConnectorError(
+                f"Shopify computes ${computed:,.2f} for these items on order {action.order_id}, not "
+                f"${action.amount:,.2f}; propose the refund again with amount {computed:.2f}"
+            )
+        refund_input: dict[str, Any] = {
+            "orderId": order["id"],
+            "note": f"{action.note} {KEY_MARKER.format(key=key)}",
+            "notify": False,
+            "refundLineItems": lines,
+            "transactions": [
+                {
+                    "orderId": order["id"],
+                    "parentId": t["parentTransaction"]["id"],
+                    "gateway": t["gateway"],
+                    "kind": "REFUND",
+                    "amount": t["amountSet"]["shopMoney"]["amount"],
+                }
+                for t in suggested["suggestedTransactions"]
+            ],
+        }
+        if shipping is not None:
+            refund_input["shipping"] = {"amount": shipping["amount"]}
+        data = await self._graphql(REFUND_MUTATION, {"input": refund_input, "key": key})
+        _refuse_user_errors(data["refundCreate"])
+        return _refund_result(data["refundCreate"]["refund"], action.order_id, replayed=False)
+
+    async def _adjust_inventory(self, action: ShopifyAdjustInventory, key: str) -> dict[str, Any]:
+        items = (await self._graphql(INVENTORY_ITEM_QUERY, {"query": f"sku:{json.dumps(action.sku)}"}))[
+            "inventoryItems"
+        ]["nodes"]
+        # The search matches loosely, as for orders: only the exact SKU is the item meant.
+        item = next((i for i in items if i["sku"] == action.sku), None)
+        if item is None:
+            raise PermanentConnectorError(f"no inventory item in Shopify has the SKU {action.sku!r}")
+        location = await self._location(action.location)
+        adjust_input = {
+            "name": "available",
+            "reason": action.reason,
+            "referenceDocumentUri": REFERENCE_URI.format(key=key),
+            "changes": [
+                {
+                    "inventoryItemId": item["id"],
+                    "locationId": location["id"],
+                    "delta": action.delta,
+                    # A relative change is right whatever the stock is now, so no compare-and-swap check.
+                    "changeFromQuantity": None,
+                }
+            ],
+        }
+        data = await self._graphql(INVENTORY_MUTATION, {"input": adjust_input, "key": key})
+        payload = data["inventoryAdjustQuantities"]
+        _refuse_user_errors(payload)
+        group = payload["inventoryAdjustmentGroup"]
+        available = next(c for c in group["changes"] if c["name"] == "available")
+        return {
+            "adjustment_id": group["id"],
+            "sku": action.sku,
+            "location": location["name"],
+            "delta": action.delta,
+            "available": available["quantityAfterChange"],
+        }
+
+    async def _location(self, wanted: str | None) -> dict[str, Any]:
+        data = await self._graphql(LOCATIONS_QUERY, {})
+        if wanted is None:
+            primary: dict[str, Any] = data["primary"]
+            return primary
+        nodes: list[dict[str, Any]] = data["locations"]["nodes"]
+        found = next(
+            (n for n in nodes if n["name"].casefold() == wanted.casefold() or _numeric_id(n["id"]) == wanted),
+            None,
+        )
+        if found is None:
+            names = ", ".join(n["name"] for n in nodes)
+            raise PermanentConnectorError(f"Shopify has no location {wanted!r}; its locations: {names}")
+        return found
 
     async def _existing_order(self, order_id: int) -> dict[str, Any]:
         order = await self._order(order_id)
@@ -271,6 +438,41 @@ def _refuse_user_errors(payload: Mapping[str, Any]) -> None:
     errors = payload.get("userErrors") or []
     if errors:
         raise PermanentConnectorError("Shopify refused: " + "; ".join(str(e["message"]) for e in errors))
+
+
+def _refund_line(
+    order_id: int, line: ShopifyRefundLine, items: list[dict[str, Any]], restock: bool
+) -> dict[str, Any]:
+    """The RefundLineItemInput for one requested line, refused when the order has no such line or too few
+    units left to refund."""
+    matches = [
+        i
+        for i in items
+        if (i["sku"] == line.sku if line.sku is not None else _numeric_id(i["id"]) == str(line.line_item_id))
+    ]
+    if not matches:
+        raise PermanentConnectorError(f"order {order_id} has no {line.label()} in Shopify")
+    if len(matches) > 1:
+        raise PermanentConnectorError(
+            f"order {order_id} has {len(matches)} lines with {line.label()}; name one by line_item_id: "
+            + ", ".join(_numeric_id(i["id"]) for i in matches)
+        )
+    [item] = matches
+    if line.quantity > item["refundableQuantity"]:
+        raise PermanentConnectorError(
+            f"order {order_id} has {item['refundableQuantity']} of {line.label()} ({item['title']}) left to "
+            f"refund, not {line.quantity}"
+        )
+    return {
+        "lineItemId": item["id"],
+        "quantity": line.quantity,
+        "restockType": "RETURN" if restock else "NO_RESTOCK",
+    }
+
+
+def _numeric_id(gid: str) -> str:
+    """``gid://shopify/LineItem/123`` → ``123``, the id Shopify's admin shows."""
+    return gid.rsplit("/", 1)[-1]
 
 
 def _retry_after(response: httpx.Response) -> float | None:

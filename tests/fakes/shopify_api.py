@@ -1,6 +1,9 @@
 """A small stateful stand-in for Shopify's Admin GraphQL API: it answers the operations the Shopify connector sends,
 in the shapes shopify.dev documents, and honours the ``@idempotent(key:)`` directive as Shopify does.
 
+Each seeded order has one line item of two units (SKU ``SKU-<order>``) at half the order's total, no tax; the
+shop has two locations ("Main warehouse", the primary, and "Retail store") stocking each of those SKUs.
+
 It is an httpx transport (``FakeShopify().transport``), so a connector under test talks HTTP to it with no port;
 ``respx`` routes the bot's calls to ``handle`` in end-to-end tests. ``fail_next`` queues raw answers (429,
 THROTTLED, 401, …) served before the fake's own.
@@ -34,6 +37,7 @@ class FakeOrder:
     note: str | None = None
     tags: list[str] = field(default_factory=list)
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    refunded_units: int = 0
 
     @property
     def gid(self) -> str:
@@ -42,6 +46,25 @@ class FakeOrder:
     @property
     def refunded(self) -> Decimal:
         return sum((Decimal(r["totalRefundedSet"]["shopMoney"]["amount"]) for r in self.refunds), Decimal(0))
+
+    @property
+    def line_gid(self) -> str:
+        return f"gid://shopify/LineItem/{self.number}1"
+
+    @property
+    def sku(self) -> str:
+        return f"SKU-{self.number}"
+
+    def line_nodes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": self.line_gid,
+                "sku": self.sku,
+                "title": self.item,
+                "quantity": 2,
+                "refundableQuantity": 2 - self.refunded_units,
+            }
+        ]
 
     def node(self) -> dict[str, Any]:
         return {
@@ -74,8 +97,17 @@ class FakeShopify:
             o.id: FakeOrder(o.id, o.customer_name, o.customer_email, o.item, Decimal(str(o.total)))
             for o in SEED_ORDERS
         }
+        self.locations = {
+            "gid://shopify/Location/1": "Main warehouse",
+            "gid://shopify/Location/2": "Retail store",
+        }
+        self.primary_location = "gid://shopify/Location/1"
+        # Available units per (SKU, location id).
+        self.stock = {(o.sku, loc): 10 for o in self.orders.values() for loc in self.locations}
+        self.adjustments = 0  # inventoryAdjustQuantities calls that changed stock (replays do not count)
         self.refund_creates = 0  # refundCreate calls that made a refund (replays of a key do not count)
         self.requests: list[dict[str, Any]] = []
+        self._adjusted_by_key: dict[str, dict[str, Any]] = {}
         self._failures: list[httpx.Response] = []
         self._by_key: dict[str, dict[str, Any]] = {}
         self.transport = httpx.MockTransport(self.handle)
@@ -117,6 +149,19 @@ class FakeShopify:
             return {
                 "refundCreate": {"refund": None, "userErrors": [{"field": ["amount"], "message": message}]}
             }
+        for line in refund_input.get("refundLineItems") or []:
+            if line["lineItemId"] != order.line_gid or line["quantity"] > 2 - order.refunded_units:
+                return {
+                    "refundCreate": {
+                        "refund": None,
+                        "userErrors": [
+                            {"field": ["refundLineItems"], "message": "Invalid line item quantity"}
+                        ],
+                    }
+                }
+            order.refunded_units += line["quantity"]
+            if line["restockType"] == "RETURN":
+                self.stock[(order.sku, line["locationId"])] += line["quantity"]
         self.refund_creates += 1
         refund = {
             "id": f"gid://shopify/Refund/{900 + self.refund_creates}",
@@ -126,6 +171,81 @@ class FakeShopify:
         order.refunds.append(refund)
         self._by_key[key] = refund
         return {"refundCreate": {"refund": refund, "userErrors": []}}
+
+    def _OrderLines(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        order = self._order(variables["id"])
+        return {"order": {"lineItems": {"nodes": order.line_nodes()}} if order is not None else None}
+
+    def _SuggestedRefund(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        order = self._order(variables["id"])
+        assert order is not None
+        units = sum(line["quantity"] for line in variables["lines"] or [])
+        shipping = Decimal((variables["shipping"] or {}).get("amount", "0"))
+        amount = order.total / 2 * units + shipping
+        return {
+            "order": {
+                "suggestedRefund": {
+                    "amountSet": _money(amount, order.currency),
+                    "suggestedTransactions": [
+                        {
+                            "gateway": "shopify_payments",
+                            "kind": "SUGGESTED_REFUND",
+                            "parentTransaction": {"id": f"gid://shopify/OrderTransaction/{order.number}1"},
+                            "amountSet": _money(amount, order.currency),
+                        }
+                    ],
+                }
+            }
+        }
+
+    def _Locations(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        nodes = [{"id": gid, "name": name} for gid, name in self.locations.items()]
+        return {
+            "primary": {"id": self.primary_location, "name": self.locations[self.primary_location]},
+            "locations": {"nodes": nodes},
+        }
+
+    def _InventoryItem(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        wanted = json.loads(variables["query"].removeprefix("sku:"))
+        skus = sorted({sku for sku, _ in self.stock if sku.startswith(wanted)})
+        return {"inventoryItems": {"nodes": [{"id": _item_gid(sku), "sku": sku} for sku in skus]}}
+
+    def _InventoryAdjust(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        # Required from 2026-04: without the directive Shopify refuses the mutation.
+        assert "@idempotent(key: $key)" in query
+        key = variables["key"]
+        if key in self._adjusted_by_key:
+            return {"inventoryAdjustQuantities": self._adjusted_by_key[key]}
+        adjust = variables["input"]
+        assert adjust["name"] == "available"
+        if adjust["reason"] not in INVENTORY_REASONS:
+            return _adjust_error(["input", "reason"], "The specified reason is invalid.")
+        changes = []
+        for change in adjust["changes"]:
+            assert "changeFromQuantity" in change, "mandatory from 2026-04, even when null"
+            sku = next((s for s, _ in self.stock if _item_gid(s) == change["inventoryItemId"]), None)
+            if sku is None or (sku, change["locationId"]) not in self.stock:
+                return _adjust_error(["input", "changes"], "The specified inventory item could not be found.")
+            self.stock[(sku, change["locationId"])] += change["delta"]
+            changes.append(
+                {
+                    "name": "available",
+                    "delta": change["delta"],
+                    "quantityAfterChange": self.stock[(sku, change["locationId"])],
+                }
+            )
+        self.adjustments += 1
+        payload = {
+            "inventoryAdjustmentGroup": {
+                "id": f"gid://shopify/InventoryAdjustmentGroup/{700 + self.adjustments}",
+                "reason": adjust["reason"],
+                "referenceDocumentUri": adjust.get("referenceDocumentUri"),
+                "changes": changes,
+            },
+            "userErrors": [],
+        }
+        self._adjusted_by_key[key] = payload
+        return {"inventoryAdjustQuantities": payload}
 
     def _TagsAdd(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         order = self._order(variables["id"])
@@ -150,6 +270,42 @@ class FakeShopify:
 
     def _order(self, gid: str) -> FakeOrder | None:
         return next((o for o in self.orders.values() if o.gid == gid), None)
+
+
+INVENTORY_REASONS = frozenset(
+    {
+        "correction",
+        "cycle_count_available",
+        "damaged",
+        "movement_created",
+        "movement_updated",
+        "movement_received",
+        "movement_canceled",
+        "other",
+        "promotion",
+        "quality_control",
+        "received",
+        "reservation_created",
+        "reservation_deleted",
+        "reservation_updated",
+        "restock",
+        "safety_stock",
+        "shrinkage",
+    }
+)
+
+
+def _item_gid(sku: str) -> str:
+    return f"gid://shopify/InventoryItem/{sku.removeprefix('SKU-')}5"
+
+
+def _adjust_error(path: list[str], message: str) -> dict[str, Any]:
+    return {
+        "inventoryAdjustQuantities": {
+            "inventoryAdjustmentGroup": None,
+            "userErrors": [{"field": path, "message": message}],
+        }
+    }
 
 
 def throttled(requested: int, available: int, restore_rate: float) -> httpx.Response:

@@ -1,6 +1,7 @@
 """The Shopify shop: its settings and precedence, how it reads Shopify's answers (userErrors, THROTTLED with the
-cost extension, 429, 401), tags and notes, its health check, and the whole bot refunding through the fake Admin
-GraphQL API (the contract every shop keeps is in test_contract_shop.py)."""
+cost extension, 429, 401), tags and notes, refunds of line items, inventory adjustments, its health check, and
+the whole bot refunding through the fake Admin GraphQL API, planned offline and by Claude (the contract every
+shop keeps is in test_contract_shop.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from sqlmodel import select
 from bot.bootstrap import Aios
 from bot.messages import DecideApproval, Recover
 from bot.queries import why
-from connectors.actions import ShopifyNote, ShopifyTagOrder, ShopRefund
+from connectors.actions import (
+    ShopifyAdjustInventory,
+    ShopifyNote,
+    ShopifyRefund,
+    ShopifyRefundLine,
+    ShopifyTagOrder,
+    ShopRefund,
+)
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.http_shop import HttpShop
@@ -31,12 +39,22 @@ from storage.records import ActionStatus, Execution
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.aios_process import AIOS, aios_env
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.shopify_api import SHOP, TOKEN, FakeShopify, throttled
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, action_records, ask, start_aios
+from tests.integration.conftest import (
+    CHANNEL,
+    MANAGER,
+    OTHER_MANAGER,
+    REQUESTER,
+    action_records,
+    ask,
+    start_aios,
+)
 from tests.integration.test_gated_refund import only_approval
 
 SHOPIFY = {"SHOPIFY_SHOP": SHOP, "SHOPIFY_ACCESS_TOKEN": TOKEN}
+PACKAGED_POLICY = (Path(__file__).parents[2] / "policies" / "default_policy.yaml").read_text()
 
 
 def context(**settings: str) -> ConnectorContext:
@@ -189,6 +207,183 @@ def test_the_packaged_policy_lets_tags_and_notes_through() -> None:
     assert policy.evaluate("shopify.note", {"order_id": 1, "note": "n"}, "U1").verdict == "allow"
 
 
+# --- refunds of line items ----------------------------------------------------------------------------------
+
+# Order 1001 ($320) is two units of SKU-1001 at $160 each.
+ONE_UNIT_AND_SHIPPING = ShopifyRefund(
+    order_id=1001,
+    lines=(ShopifyRefundLine(sku="SKU-1001", quantity=1),),
+    shipping=12.5,
+    restock=True,
+    amount=172.5,
+    note="one cup arrived chipped",
+)
+
+
+async def test_an_item_refund_is_computed_by_shopify_made_once_and_found_by_lookup(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    assert await shop.lookup(ONE_UNIT_AND_SHIPPING, "key-1") is None
+    first = await shop.execute(ONE_UNIT_AND_SHIPPING, "key-1")
+    again = await shop.execute(ONE_UNIT_AND_SHIPPING, "key-1")
+
+    assert fake.refund_creates == 1 and fake.orders[1001].refunded_units == 1
+    assert first["amount"] == 172.5 and not first["replayed"]
+    assert again == {**first, "replayed": True}
+    assert await shop.lookup(ONE_UNIT_AND_SHIPPING, "key-1") == again
+    assert await shop.lookup(ONE_UNIT_AND_SHIPPING, "key-2") is None
+    create = next(r for r in reversed(fake.requests) if "RefundCreate" in r["query"])
+    refund_input = create["variables"]["input"]
+    assert refund_input["note"] == "one cup arrived chipped [aios:key-1]"
+    assert refund_input["shipping"] == {"amount": "12.50"}
+    [line] = refund_input["refundLineItems"]
+    assert line == {
+        "lineItemId": fake.orders[1001].line_gid,
+        "quantity": 1,
+        "restockType": "RETURN",
+        "locationId": fake.primary_location,
+    }
+    assert fake.stock[("SKU-1001", fake.primary_location)] == 11  # restocked at the primary location
+
+
+async def test_an_item_refund_whose_amount_is_not_shopifys_total_refunds_nothing(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    wrong = ONE_UNIT_AND_SHIPPING.model_copy(update={"amount": 160.0})
+    with pytest.raises(PermanentConnectorError, match=r"Shopify computes \$172.50 .* not \$160.00"):
+        await shop.execute(wrong, "key-1")
+    assert fake.refund_creates == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (ShopifyRefundLine(sku="SKU-1001", quantity=3), "has 2 of SKU SKU-1001 .* left to refund, not 3"),
+        (ShopifyRefundLine(sku="NOPE", quantity=1), "order 1001 has no SKU NOPE"),
+        (ShopifyRefundLine(line_item_id=99, quantity=1), "order 1001 has no line item 99"),
+    ],
+    ids=["too-many-units", "unknown-sku", "unknown-line-item"],
+)
+async def test_an_impossible_item_refund_is_permanent_and_says_why(
+    fake: FakeShopify, shop: ShopifyShop, line: ShopifyRefundLine, says: str
+) -> None:
+    action = ShopifyRefund(order_id=1001, lines=(line,), amount=160.0, note="n")
+    with pytest.raises(PermanentConnectorError, match=says):
+        await shop.execute(action, "key-1")
+    assert fake.refund_creates == 0
+
+
+def test_a_refund_line_names_exactly_one_line_item() -> None:
+    with pytest.raises(ValueError, match="exactly one of line_item_id or sku"):
+        ShopifyRefundLine(quantity=1)
+    with pytest.raises(ValueError, match="exactly one of line_item_id or sku"):
+        ShopifyRefundLine(line_item_id=1, sku="A", quantity=1)
+
+
+# --- inventory ----------------------------------------------------------------------------------------------
+
+
+async def test_stock_is_adjusted_once_with_the_key_in_the_directive_and_the_reference(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    received = ShopifyAdjustInventory(sku="SKU-1002", delta=5, reason="received")
+    first = await shop.execute(received, "key-1")
+    again = await shop.execute(received, "key-1")  # a retry: Shopify answers with the first adjustment
+
+    assert fake.adjustments == 1 and fake.stock[("SKU-1002", fake.primary_location)] == 15
+    assert (
+        first
+        == again
+        == {
+            "adjustment_id": "gid://shopify/InventoryAdjustmentGroup/701",
+            "sku": "SKU-1002",
+            "location": "Main warehouse",
+            "delta": 5,
+            "available": 15,
+        }
+    )
+    adjust = next(r for r in fake.requests if "InventoryAdjust" in r["query"])
+    assert adjust["variables"]["key"] == "key-1"
+    assert adjust["variables"]["input"]["referenceDocumentUri"] == "aios://idempotency/key-1"
+
+    damaged = ShopifyAdjustInventory(sku="SKU-1002", delta=-2, reason="damaged", location="retail store")
+    assert (await shop.execute(damaged, "key-2"))["available"] == 8
+    by_id = ShopifyAdjustInventory(sku="SKU-1002", delta=-1, reason="correction", location="2")
+    assert (await shop.execute(by_id, "key-3"))["location"] == "Retail store"
+
+
+@pytest.mark.parametrize(
+    ("action", "says"),
+    [
+        (ShopifyAdjustInventory(sku="SKU-9", delta=1, reason="received"), "no inventory item .* 'SKU-9'"),
+        (
+            ShopifyAdjustInventory(sku="SKU-1002", delta=1, reason="received", location="Attic"),
+            "no location 'Attic'; its locations: Main warehouse, Retail store",
+        ),
+    ],
+    ids=["unknown-sku", "unknown-location"],
+)
+async def test_an_impossible_adjustment_is_permanent_and_says_why(
+    fake: FakeShopify, shop: ShopifyShop, action: ShopifyAdjustInventory, says: str
+) -> None:
+    with pytest.raises(PermanentConnectorError, match=says):
+        await shop.execute(action, "key-1")
+    assert fake.adjustments == 0
+
+
+async def test_an_adjustment_shopify_refuses_or_throttles_is_classified(
+    fake: FakeShopify, shop: ShopifyShop
+) -> None:
+    action = ShopifyAdjustInventory(sku="SKU-1002", delta=1, reason="received")
+    refused = {
+        "inventoryAdjustQuantities": {
+            "inventoryAdjustmentGroup": None,
+            "userErrors": [{"field": ["input", "changes"], "message": "The quantity couldn't be updated."}],
+        }
+    }
+
+    def answer_for(operation: str, answer: httpx.Response) -> None:
+        # The item and location queries go to the fake; only the mutation gets the queued answer.
+        original = fake.handle
+
+        def patched(request: httpx.Request) -> httpx.Response:
+            if operation.encode() in request.content:
+                fake.handle = original  # type: ignore[method-assign]
+                return answer
+            return original(request)
+
+        fake.handle = patched  # type: ignore[method-assign]
+
+    connector = ShopifyShop(SHOP, TOKEN, transport=httpx.MockTransport(lambda r: fake.handle(r)))
+    try:
+        answer_for("InventoryAdjust", httpx.Response(200, json={"data": refused}))
+        with pytest.raises(PermanentConnectorError, match="The quantity couldn't be updated"):
+            await connector.execute(action, "key-1")
+        answer_for("InventoryAdjust", throttled(requested=250, available=50, restore_rate=100.0))
+        with pytest.raises(TransientConnectorError) as raised:
+            await connector.execute(action, "key-1")
+    finally:
+        await connector.close()
+    assert raised.value.retry_after == 2.0 and fake.adjustments == 0
+
+
+def test_adjustments_name_a_reason_shopify_knows_and_change_something() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        ShopifyAdjustInventory(sku="A", delta=1, reason="lost-in-the-van")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must not be 0"):
+        ShopifyAdjustInventory(sku="A", delta=0, reason="correction")
+
+
+def test_the_packaged_policy_treats_item_refunds_like_refunds_and_stock_changes_need_a_manager() -> None:
+    policy = Policy.from_file()
+    params = {"order_id": 1, "lines": [{"sku": "A", "quantity": 1}], "note": "n"}
+    big = policy.evaluate("shopify.refund", {**params, "amount": 150.0}, "U1")
+    assert (big.verdict, big.rule_id) == ("require_approval", "shopify-item-refunds-over-100-need-a-manager")
+    assert policy.evaluate("shopify.refund", {**params, "amount": 40.0}, "U1").verdict == "allow"
+    stock = policy.evaluate("shopify.adjust_inventory", {"sku": "A", "delta": 1, "reason": "received"}, "U1")
+    assert (stock.verdict, stock.approver_roles) == ("require_approval", ("manager",))
+
+
 # --- the whole bot ------------------------------------------------------------------------------------------
 
 
@@ -293,3 +488,59 @@ def test_a_malformed_shop_stops_the_bot_with_one_line_that_does_not_repeat_the_t
     assert (
         line.startswith("error: SHOPIFY_SHOP must be the shop's myshopify.com domain") and TOKEN not in line
     )
+
+
+async def test_claude_is_offered_shopifys_actions_and_an_item_refund_over_100_waits_for_a_manager(
+    shopify_api: FakeShopify,
+    anthropic_api: FakeAnthropicApi,
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+) -> None:
+    # Order 1001 ($320) is two units of SKU-1001 at $160.
+    refund = ToolUse(
+        "shopify_refund",
+        {
+            "order_id": 1001,
+            "lines": [{"sku": "SKU-1001", "quantity": 1}],
+            "amount": 160.0,
+            "note": "one of the two sets arrived broken",
+        },
+    )
+    anthropic_api.script(Reply("Refunding the broken set.", (refund,)))
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PACKAGED_POLICY,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+        **SHOPIFY,
+    )
+    try:
+        await ask(aios, "refund one set on order 1001, it arrived broken")
+        [request] = anthropic_api.requests
+        assert [t["name"] for t in request["tools"]] == [
+            "shop_refund",
+            "email_send",
+            "shopify_refund",
+            "shopify_tag_order",
+            "shopify_note",
+            "shopify_adjust_inventory",
+        ]
+        approval = await only_approval(aios)
+        assert approval.id is not None and shopify_api.refund_creates == 0
+        await aios.process(DecideApproval(approval.id, REQUESTER, approve=True, channel=CHANNEL))
+        assert shopify_api.refund_creates == 0  # the requester is not a manager
+        for _ in range(2):
+            await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+        explanation = await why(aios.units, f"AP-{approval.id}")
+    finally:
+        await aios.close()
+
+    [made] = shopify_api.orders[1001].refunds
+    assert shopify_api.refund_creates == 1 and made["totalRefundedSet"]["shopMoney"]["amount"] == "160.00"
+    assert shopify_api.orders[1001].refunded_units == 1
+    assert "shopify-item-refunds-over-100-need-a-manager" in explanation and MANAGER in explanation
