@@ -6,7 +6,7 @@ shop has two locations ("Main warehouse", the primary, and "Retail store") stock
 
 It is an httpx transport (``FakeShopify().transport``), so a connector under test talks HTTP to it with no port;
 ``respx`` routes the bot's calls to ``handle`` in end-to-end tests. ``fail_next`` queues raw answers (429,
-THROTTLED, 401, …) served before the fake's own.
+THROTTLED, 401, …) served before the fake's own, to any request or to one named operation.
 """
 
 from __future__ import annotations
@@ -108,22 +108,23 @@ class FakeShopify:
         self.refund_creates = 0  # refundCreate calls that made a refund (replays of a key do not count)
         self.requests: list[dict[str, Any]] = []
         self._adjusted_by_key: dict[str, dict[str, Any]] = {}
-        self._failures: list[httpx.Response] = []
+        self._failures: list[tuple[str | None, httpx.Response]] = []
         self._by_key: dict[str, dict[str, Any]] = {}
         self.transport = httpx.MockTransport(self.handle)
 
-    def fail_next(self, response: httpx.Response) -> None:
-        self._failures.append(response)
+    def fail_next(self, response: httpx.Response, operation: str | None = None) -> None:
+        """Answer the next request (or the next of the named ``operation``) with ``response``."""
+        self._failures.append((operation, response))
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("X-Shopify-Access-Token") != TOKEN:
             return httpx.Response(401, json={"errors": "[API] Invalid API key or access token"})
         body = json.loads(request.content)
         self.requests.append(body)
-        if self._failures:
-            return self._failures.pop(0)
         operation = OPERATION.match(body["query"])
         assert operation is not None, "every operation the connector sends is named"
+        if self._failures and self._failures[0][0] in (None, operation.group(1)):
+            return self._failures.pop(0)[1]
         answer = getattr(self, f"_{operation.group(1)}")(body["query"], body.get("variables") or {})
         return httpx.Response(200, json={"data": answer, "extensions": _cost()})
 

@@ -342,34 +342,19 @@ async def test_an_adjustment_shopify_refuses_or_throttles_is_classified(
         }
     }
 
-    def answer_for(operation: str, answer: httpx.Response) -> None:
-        # The item and location queries go to the fake; only the mutation gets the queued answer.
-        original = fake.handle
-
-        def patched(request: httpx.Request) -> httpx.Response:
-            if operation.encode() in request.content:
-                fake.handle = original  # type: ignore[method-assign]
-                return answer
-            return original(request)
-
-        fake.handle = patched  # type: ignore[method-assign]
-
-    connector = ShopifyShop(SHOP, TOKEN, transport=httpx.MockTransport(lambda r: fake.handle(r)))
-    try:
-        answer_for("InventoryAdjust", httpx.Response(200, json={"data": refused}))
-        with pytest.raises(PermanentConnectorError, match="The quantity couldn't be updated"):
-            await connector.execute(action, "key-1")
-        answer_for("InventoryAdjust", throttled(requested=250, available=50, restore_rate=100.0))
-        with pytest.raises(TransientConnectorError) as raised:
-            await connector.execute(action, "key-1")
-    finally:
-        await connector.close()
+    # The item and location queries are answered by the fake; only the mutation gets the queued answer.
+    fake.fail_next(httpx.Response(200, json={"data": refused}), operation="InventoryAdjust")
+    with pytest.raises(PermanentConnectorError, match="The quantity couldn't be updated"):
+        await shop.execute(action, "key-1")
+    fake.fail_next(throttled(requested=250, available=50, restore_rate=100.0), operation="InventoryAdjust")
+    with pytest.raises(TransientConnectorError) as raised:
+        await shop.execute(action, "key-1")
     assert raised.value.retry_after == 2.0 and fake.adjustments == 0
 
 
 def test_adjustments_name_a_reason_shopify_knows_and_change_something() -> None:
     with pytest.raises(ValueError, match="reason"):
-        ShopifyAdjustInventory(sku="A", delta=1, reason="lost-in-the-van")  # type: ignore[arg-type]
+        ShopifyAdjustInventory(sku="A", delta=1, reason="lost-in-the-van")
     with pytest.raises(ValueError, match="must not be 0"):
         ShopifyAdjustInventory(sku="A", delta=0, reason="correction")
 
