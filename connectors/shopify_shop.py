@@ -407,7 +407,8 @@ class ShopifyShop:
         if status in (401, 403):
             raise PermanentConnectorError(
                 f"Shopify refused SHOPIFY_ACCESS_TOKEN ({status}); set an Admin API access token (shpat_…) "
-                "with the read_orders, write_orders scopes"
+                "with the read_orders, write_orders scopes (for stock also read_inventory, write_inventory, "
+                "read_locations)"
             )
         if status == 429:
             raise TransientConnectorError("Shopify is rate limiting", _retry_after(response))
