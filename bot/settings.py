@@ -1,4 +1,4 @@
-"""Settings from the environment (12-factor), with a `.env` file read too. Names are in DESIGN.md §4."""
+"""Settings from the environment (12-factor), with a `.env` file read too; the README lists them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The policy file's schema (DESIGN.md §4), validated with pydantic."""
+"""The policy file's schema (the README's "The policy file"), validated with pydantic."""
 
 from __future__ import annotations
 
