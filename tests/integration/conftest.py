@@ -4,8 +4,9 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 
 from bot.bootstrap import Aios, bootstrap
 from bot.handlers import Handlers
@@ -223,3 +224,15 @@ async def action_records(aios: Aios) -> list[Execution | ProposedAction | Decisi
             *(await session.exec(select(ProposedAction))).all(),
             *(await session.exec(select(Decision))).all(),
         ]
+
+
+async def everything_stored(aios: Aios) -> str:
+    """Every row of every table, as text: where a leaked secret would be found."""
+    async with aios.units() as uow:
+        connection = await uow.repo.session.connection()
+        rows = [
+            row
+            for table in SQLModel.metadata.sorted_tables
+            for row in (await connection.execute(sqlalchemy.select(table))).all()
+        ]
+    return "\n".join(repr(tuple(row)) for row in rows)

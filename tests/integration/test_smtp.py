@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 import stamina
-from sqlmodel import SQLModel, col, delete, select
+from sqlmodel import col, delete, select
 
 from bot.bootstrap import Aios
 from bot.explain import explain
@@ -26,7 +25,7 @@ from tests.conftest import Clock
 from tests.fakes.aios_process import AIOS, aios_env
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.smtp_server import PASSWORD, USER, FakeSmtpServer
-from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, ask, everything_stored, start_aios
 
 KEY = "4f" * 32  # an idempotency key as the bot makes them: 64 hex digits
 
@@ -283,14 +282,7 @@ async def test_the_password_is_in_no_record_message_or_explanation(
         sent = await approve_the_email(smtp_aios)
     assert sent.status == "failed" and sent.id is not None
 
-    async with smtp_aios.units() as uow:
-        connection = await uow.repo.session.connection()
-        rows = [
-            row
-            for table in SQLModel.metadata.sorted_tables
-            for row in (await connection.execute(sqlalchemy.select(table))).all()
-        ]
-    stored = "\n".join(repr(tuple(row)) for row in rows)
+    stored = await everything_stored(smtp_aios)
     assert "554 5.7.1 refused (you said ***)" in stored  # the server's words are kept, the password is not
     said = "\n".join(str(c.params) for c in slack_api.calls)
     explained = await explain(smtp_aios.units, format_id("A", sent.id))

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy
 import stamina
 from pydantic import ValidationError
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from bot.explain import explain
@@ -28,7 +27,7 @@ from tests.conftest import Clock
 from tests.fakes.aios_process import free_port
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.webhook_receiver import SECRET, Scripted, WebhookReceiver
-from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, everything_stored, start_aios
 
 KEY = "9c" * 32
 # A path token, as many receivers put in their URLs: as secret as the signing secret.
@@ -313,14 +312,7 @@ async def test_no_url_token_or_secret_reaches_a_record_a_message_or_an_explanati
         failed = await approve(webhook_aios, await propose_webhook(webhook_aios, {"event": "refund.made"}))
     assert failed.status == "failed" and failed.id is not None
 
-    async with webhook_aios.units() as uow:
-        connection = await uow.repo.session.connection()
-        rows = [
-            row
-            for table in SQLModel.metadata.sorted_tables
-            for row in (await connection.execute(sqlalchemy.select(table))).all()
-        ]
-    stored = "\n".join(repr(tuple(row)) for row in rows)
+    stored = await everything_stored(webhook_aios)
     said = "\n".join(str(c.params) for c in slack_api.calls)
     explained = await explain(webhook_aios.units, format_id("A", failed.id))
     assert "the webhook crm refused the delivery with 400: bad payload" in stored
