@@ -17,7 +17,8 @@ import httpx
 
 from connectors.actions import Action, ShopRefund
 from connectors.base import ConnectorContext
-from connectors.errors import PermanentConnectorError, TransientConnectorError
+from connectors.errors import PermanentConnectorError
+from connectors.http_errors import raise_if_transient, reach
 from connectors.sandbox_shop import OrderInfo
 
 
@@ -74,16 +75,8 @@ class HttpShop:
         return _refund_result(found[0]) if found else None
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise TransientConnectorError(f"the shop did not answer {method} {path} in time") from exc
-        except httpx.TransportError as exc:
-            raise TransientConnectorError(f"the shop could not be reached: {exc}") from exc
-        if response.status_code == 429:
-            raise TransientConnectorError("the shop is rate limiting", _retry_after(response))
-        if response.status_code >= 500:
-            raise TransientConnectorError(f"the shop answered {response.status_code}", _retry_after(response))
+        response = await reach(self._client.request(method, path, **kwargs), f"the shop ({method} {path})")
+        raise_if_transient(response, f"the shop answered {method} {path} with {response.status_code}")
         if response.status_code >= 400 and response.status_code != 404:
             raise PermanentConnectorError(f"the shop refused {method} {path}: {_error_message(response)}")
         return response
@@ -104,12 +97,6 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 def _refund_result(refund: dict[str, Any]) -> dict[str, Any]:
     return {"refund_id": refund["id"], "order_id": refund["order_id"], "amount": refund["amount"]}
 
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _error_message(response: httpx.Response) -> str:

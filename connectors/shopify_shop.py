@@ -34,6 +34,7 @@ from connectors.actions import (
 )
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.http_errors import raise_if_transient, reach
 from connectors.sandbox_shop import OrderInfo
 
 # Shopify releases an Admin API version each quarter and supports each for a year; pinned so a release never
@@ -397,12 +398,9 @@ class ShopifyShop:
         return found[0] if found else None
 
     async def _graphql(self, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            response = await self._client.post("graphql.json", json={"query": query, "variables": variables})
-        except httpx.TimeoutException:
-            raise TransientConnectorError("Shopify did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise TransientConnectorError(f"Shopify could not be reached ({type(exc).__name__})") from None
+        response = await reach(
+            self._client.post("graphql.json", json={"query": query, "variables": variables}), "Shopify"
+        )
         status = response.status_code
         if status in (401, 403):
             raise PermanentConnectorError(
@@ -410,10 +408,7 @@ class ShopifyShop:
                 "with the read_orders, write_orders scopes (for stock also read_inventory, write_inventory, "
                 "read_locations)"
             )
-        if status == 429:
-            raise TransientConnectorError("Shopify is rate limiting", _retry_after(response))
-        if status >= 500:
-            raise TransientConnectorError(f"Shopify answered {status}")
+        raise_if_transient(response, "Shopify is rate limiting" if status == 429 else f"Shopify answered {status}")
         if status >= 400:
             raise PermanentConnectorError(
                 f"Shopify refused the request ({status}): {self._clean(response.text)}"
@@ -475,12 +470,6 @@ def _numeric_id(gid: str) -> str:
     """``gid://shopify/LineItem/123`` → ``123``, the id Shopify's admin shows."""
     return gid.rsplit("/", 1)[-1]
 
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _throttle_wait(body: Mapping[str, Any]) -> float | None:

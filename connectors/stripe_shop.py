@@ -21,6 +21,7 @@ import stripe
 from connectors.actions import Action, ShopRefund
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.http_errors import retry_after
 from connectors.sandbox_shop import OrderInfo
 
 T = TypeVar("T")
@@ -242,7 +243,7 @@ def _raise_classified(exc: stripe.StripeError, api_key: str) -> NoReturn:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         raise PermanentConnectorError(f"Stripe refused STRIPE_API_KEY ({message}); set a valid key") from None
     if isinstance(exc, stripe.RateLimitError):
-        raise TransientConnectorError(f"Stripe is rate limiting: {message}", _retry_after(exc)) from None
+        raise TransientConnectorError(f"Stripe is rate limiting: {message}", retry_after(exc.headers)) from None
     if status == 409:
         # Another request with the same key (or on the same object) is in flight; once it finishes, a retry
         # gets its refund. The SDK reports this as a plain APIError, so the status decides.
@@ -268,12 +269,6 @@ def _stripe_message(exc: stripe.StripeError, api_key: str) -> str:
     text = text.replace(api_key, "[STRIPE_API_KEY]")
     return f"{text} ({code})" if code else text
 
-
-def _retry_after(exc: stripe.StripeError) -> float | None:
-    try:
-        return float((exc.headers or {})["Retry-After"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _to_cents(amount: float) -> int:

@@ -36,7 +36,8 @@ import httpx
 
 from connectors.actions import Action, WebhookPost, webhook_body_bytes
 from connectors.base import ConnectorContext
-from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import ConnectorSettingError, PermanentConnectorError
+from connectors.http_errors import raise_if_transient, reach
 from connectors.sent_ledger import SentLedger
 
 SETTING = "AIOS_WEBHOOKS"
@@ -144,18 +145,8 @@ class Webhooks:
         raw = webhook_body_bytes(action.body)
         headers = webhook.signed_headers(raw, idempotency_key, int(time.time()))
         where = f"the webhook {webhook.name}"
-        try:
-            response = await self._client.post(webhook.url, content=raw, headers=headers)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(f"{where} did not answer in time") from None
-        except httpx.TransportError as exc:
-            # Only the exception's kind: its text can hold the url.
-            raise TransientConnectorError(f"{where} could not be reached ({type(exc).__name__})") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientConnectorError(
-                f"{where} answered {response.status_code}: {_receiver_message(response)}",
-                _retry_after(response),
-            )
+        response = await reach(self._client.post(webhook.url, content=raw, headers=headers), where)
+        raise_if_transient(response, f"{where} answered {response.status_code}: {_receiver_message(response)}")
         if not response.is_success:
             raise PermanentConnectorError(
                 f"{where} refused the delivery with {response.status_code}: {_receiver_message(response)}"
@@ -209,9 +200,3 @@ def _receiver_message(response: httpx.Response) -> str:
     text = " ".join(response.text.split()) or response.reason_phrase
     return text if len(text) <= RECEIVER_MESSAGE_MAX else text[: RECEIVER_MESSAGE_MAX - 1] + "…"
 
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None

@@ -26,7 +26,8 @@ import httpx
 
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
 from connectors.base import ConnectorContext
-from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import ConnectorSettingError, PermanentConnectorError
+from connectors.http_errors import raise_if_transient, reach
 
 WORDPRESS_SETTINGS = ("WORDPRESS_URL", "WORDPRESS_USER", "WORDPRESS_APP_PASSWORD")
 CREDENTIALS_HINT = "check WORDPRESS_USER and WORDPRESS_APP_PASSWORD"
@@ -176,22 +177,19 @@ class WordPressCms:
         credentials, which live only in the client's auth)."""
         query = {"rest_route": route, **(params or {})}
         what = f"{method} {route}"
-        try:
-            response = await self._client.request(method, "/", params=query, json=json)
-        except httpx.TimeoutException as exc:
-            raise TransientConnectorError(f"WordPress did not answer {what} in time") from exc
-        except httpx.TransportError as exc:
-            raise TransientConnectorError(
-                f"WordPress could not be reached for {what} ({type(exc).__name__}); check WORDPRESS_URL"
-            ) from exc
+        response = await reach(
+            self._client.request(method, "/", params=query, json=json),
+            f"WordPress ({what})",
+            hint="check WORDPRESS_URL",
+        )
         status = response.status_code
-        if status == 429:
-            raise TransientConnectorError(f"WordPress is rate limiting {what}", _retry_after(response))
         codes, message = _error(response)
-        if status >= 500:
-            raise TransientConnectorError(
-                f"WordPress answered {what} with {status}: {message}", _retry_after(response)
-            )
+        raise_if_transient(
+            response,
+            f"WordPress is rate limiting {what}"
+            if status == 429
+            else f"WordPress answered {what} with {status}: {message}",
+        )
         # WordPress treats a wrong application password as no login at all, so bad credentials also show up
         # as a status (draft, any) or a context (edit) an anonymous caller may not ask for.
         if status in (401, 403) or codes & _REFUSED_CODES:
@@ -265,12 +263,6 @@ def _result(action: Action, post: Mapping[str, Any], *, replayed: bool) -> dict[
     )
     return {"post_id": post.get("id"), "slug": post.get("slug"), "status": named, "replayed": replayed}
 
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _object(value: Any) -> dict[str, Any]:
