@@ -9,12 +9,16 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.agents import Agent, ContentAgent, Dispatcher, OrderLookup, ReturnsAgent, ToolsAgent
+from agents.base import Agent
 from agents.budgets import BudgetGuard
+from agents.content import ContentAgent
+from agents.dispatcher import Dispatcher
 from agents.llm import LLM, CallContext
 from agents.metering import BudgetWarning, MeteredLLM
 from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
+from agents.returns import OrderLookup, ReturnsAgent
+from agents.tools_agent import ToolsAgent
 from bot.background import BackgroundTasks
 from bot.digest import digest_period, post_digest
 from bot.handlers import Handlers

@@ -20,7 +20,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 from rich.console import Console
 
-from agents.agents import Agent
+from agents.base import Agent
 from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleTransport
 from bot.cost import cost_report, cost_text

@@ -280,3 +280,68 @@ class ShopifyAdjustInventory(Action):
     def summary(self) -> str:
         where = self.location or "the primary location"
         return f"Adjust stock of {self.sku} by {self.delta:+d} at {where} ({self.reason})"
+
+
+StripeRefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
+
+
+class StripeRefund(Action):
+    name: ClassVar[str] = "stripe.refund"
+    description: ClassVar[str] = (
+        "Refund part or all of one Stripe payment, named by its PaymentIntent (pi_…) or charge (ch_…), for "
+        "payments that have no shop order number."
+    )
+
+    payment: str = Field(
+        pattern=r"^(?:pi|ch|py)_[A-Za-z0-9]{1,250}$",
+        description="The payment's id in Stripe: a PaymentIntent (pi_…) or a charge (ch_… or py_…)",
+    )
+    # Whole cents only, as for shop.refund: the policy judges this amount.
+    amount: float = Field(
+        gt=0, le=100_000, multiple_of=0.01, description="Amount to refund in USD, at most two decimals"
+    )
+    reason: str = Field(min_length=1, max_length=500, description="Why the refund is given")
+    stripe_reason: StripeRefundReason | None = Field(
+        default=None, description="Stripe's own reason code, when one fits; omit otherwise"
+    )
+
+    def summary(self) -> str:
+        return f"Refund ${self.amount:,.2f} of Stripe payment {self.payment} ({self.reason})"
+
+
+class WordpressUpdate(Action):
+    name: ClassVar[str] = "wordpress.update"
+    description: ClassVar[str] = (
+        "Change an existing WordPress post's title, body or excerpt; its status (draft, scheduled, "
+        "published) stays as it is. Give only the fields to change."
+    )
+
+    slug: Slug = Field(description="The post's slug, e.g. spring-lookbook")
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    body: str | None = Field(default=None, max_length=50_000, description="The new body (HTML or blocks)")
+    excerpt: str | None = Field(default=None, max_length=1_000)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if self.title is None and self.body is None and self.excerpt is None:
+            raise ValueError("give at least one of title, body or excerpt to change")
+        return self
+
+    def summary(self) -> str:
+        changed = ", ".join(f for f in ("title", "body", "excerpt") if getattr(self, f) is not None)
+        title = f" to “{self.title}”" if self.title is not None else ""
+        return f"Update post {self.slug}: {changed}{title}"
+
+    def inverse(self, result: dict[str, Any]) -> Action | None:
+        """Put back what the update replaced, as the connector's result recorded it (``previous``)."""
+        previous = result.get("previous")
+        if not isinstance(previous, dict):
+            return None
+        return WordpressUpdate(
+            slug=self.slug,
+            **{
+                f: previous[f]
+                for f in ("title", "body", "excerpt")
+                if getattr(self, f) is not None and f in previous
+            },
+        )

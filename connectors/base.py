@@ -46,6 +46,15 @@ class ConnectorFactory(Protocol):
 
 
 @runtime_checkable
+class Prechecked(Protocol):
+    async def refusal(self, action: Action) -> str | None:
+        """Why the remote system is certain to refuse this valid action (no such post, more than is left to
+        refund), asked before anyone is asked to approve it; None when it may run. Raises ConnectorError when
+        the system cannot be asked just now."""
+        ...
+
+
+@runtime_checkable
 class Seedable(Protocol):
     async def seed(self) -> None:
         """Create the connector's starting data if it is not there yet; safe to call at every start."""

@@ -11,8 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from connectors.actions import Action
-from connectors.base import Closeable, Connector, ConnectorContext, ConnectorFactory, Seedable
-from connectors.errors import InvalidActionError, UnknownActionError
+from connectors.base import Closeable, Connector, ConnectorContext, ConnectorFactory, Prechecked, Seedable
+from connectors.errors import ConnectorError, InvalidActionError, UnknownActionError
 
 ENTRY_POINT_GROUP = "aios.connectors"
 
@@ -75,6 +75,18 @@ class ConnectorRegistry:
     def connector_for(self, action_name: str) -> Connector:
         self.model_for(action_name)
         return self._by_action[action_name][1]
+
+    async def refusal(self, action: Action) -> str | None:
+        """Why the action's connector is certain to refuse it, asked before approval; None when it may run
+        (or its connector cannot tell). A system that cannot be asked just now refuses too: nobody should
+        approve what cannot be checked."""
+        _, connector = self._by_action[action.name]
+        if not isinstance(connector, Prechecked):
+            return None
+        try:
+            return await connector.refusal(action)
+        except ConnectorError as exc:
+            return f"{action.name} could not be checked just now ({exc}); try again shortly"
 
     async def seed(self) -> None:
         """Let connectors that keep local state (the sandboxes) create their starting data."""

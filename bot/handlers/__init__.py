@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from agents.agents import Dispatcher
+from agents.dispatcher import Dispatcher
 from bot.handlers.approvals import Approvals
 from bot.handlers.base import Collaborators
 from bot.handlers.compensation import Compensation

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from agents.agents import Dispatcher
+from agents.dispatcher import Dispatcher
 from bot import blocks
 from bot.mrkdwn import escape
 from bot.transport import Transport, TransportError

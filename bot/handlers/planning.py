@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import structlog
 
-from agents.agents import DISPATCHER, PlanRequest
+from agents.base import PlanRequest
 from agents.budgets import BudgetExceededError
 from agents.context import thread_messages
+from agents.dispatcher import DISPATCHER
 from agents.llm import CallContext, LLMError
 from agents.llm import Message as LLMMessage
 from bot import blocks

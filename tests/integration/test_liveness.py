@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
-from agents.agents import DISPATCHER
+from agents.dispatcher import DISPATCHER
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from connectors.sandbox_state import sandbox_state

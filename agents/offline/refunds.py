@@ -1,34 +1,13 @@
-"""The offline planner: a small grammar that plans the common intents with no model and no network.
-
-It speaks the same :class:`agents.llm.LLM` interface as Claude. What it understands:
-
-Returns and refunds (tool ``shop_refund``, optionally ``email_send``):
-  * ``refund order 1001, $250, arrived broken``
-  * ``refund $40 on order 1002 because the strap tore``
-  * ``partial refund of $20 for order #1003: late delivery``
-  * ``refund order 1004``, ``refund the rest of 1004``, ``refund order 1004 in full`` — what is left
-  * an amount must carry a dollar sign or ``USD``/``dollars``; one that is unreadable, negative, zero, finer
-    than a cent or in another currency proposes nothing, and the reply says how to write it
-  * a reason with no amount (``refund order 1004, scratched``) proposes nothing: the reply asks how much
-  * add ``and tell the customer`` / ``and email the customer`` to also send the customer an email
-
-Content (tools ``cms_create_draft``, ``cms_publish``):
-  * ``draft a post titled "Spring lookbook"`` (optionally ``with body "…"``)
-  * ``publish post spring-lookbook`` or ``publish spring-lookbook``
-  * ``schedule post spring-lookbook for 2026-12-01T09:00:00Z``
-
-The agent puts what it knows (for example ``order 1001: total $320.00, refundable $320.00, customer …``)
-in the system prompt; the planner reads it from there, as a model would.
-"""
+"""Offline grammar for refunds (tool ``shop_refund``, optionally ``email_send``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from decimal import Decimal
 
 from agents.amounts import AmountProblem, find_money, read_amount
-from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
+from agents.llm import LLMReply, ToolCall
+from agents.offline.grammar import Grammar
 
 _ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})\b", re.IGNORECASE)
 _LOOSE_ORDER = re.compile(r"(?:#|\b(?:of|on|for|refund)\s+#?)(\d{3,})\b(?![.,]\d)", re.IGNORECASE)
@@ -49,16 +28,6 @@ _CONTEXT = re.compile(
     r"order (\d+): total \$([\d.]+), refundable \$([\d.]+), customer (\S+) <([^>]+)>, item (.+)$",
     re.MULTILINE,
 )
-_TITLE = re.compile(
-    r"\bdraft\b.*?\b(?:titled|called|named|:)\s*[\"“']?(.+?)[\"”']?(?:\s+with body\s+[\"“'](.+?)[\"”'])?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-_PUBLISH = re.compile(
-    r"\bpublish\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?:\s+(?:at|on)\s+(\S+))?", re.IGNORECASE
-)
-_SCHEDULE = re.compile(
-    r"\bschedule\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+(?:for|at|on)\s+(\S+)", re.IGNORECASE
-)
 _FILLER = re.compile(
     r"\b(?:please|can you|could you|partial(?:ly)?|full|refund(?:\s+of)?|order|on|for|the|because|reason|"
     r"it|please)\b",
@@ -66,57 +35,16 @@ _FILLER = re.compile(
 )
 
 
-class OfflinePlanner:
-    name = "offline"
-
-    def model_for(self, role: Role) -> str:
-        return "offline"
-
-    async def close(self) -> None:
-        return None
-
-    async def complete(
-        self,
-        *,
-        role: Role,
-        system: str,
-        messages: Sequence[Message],
-        tools: Sequence[ToolSpec],
-        call: CallContext,
-    ) -> LLMReply:
-        if role == "dispatch" or not messages or not isinstance(messages[-1].content, str):
-            # Routing needs judgement the grammar lacks, and after tool results there is nothing left to plan.
-            return LLMReply("", model="offline")
-        return _number(_plan(messages[-1].content, system, {tool.name for tool in tools}))
-
-
-def _number(reply: LLMReply) -> LLMReply:
-    calls = [ToolCall(f"offline_{i}", c.name, c.input) for i, c in enumerate(reply.tool_calls, 1)]
-    return LLMReply(reply.text, calls, "tool_use" if calls else "end_turn", model="offline")
-
-
-def _plan(text: str, system: str, offered: set[str]) -> LLMReply:
+def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
     if "shop_refund" in offered and re.search(r"\brefund", text, re.IGNORECASE):
         return _plan_refund(text, system, offered)
-    if "cms_publish" in offered:
-        if match := _SCHEDULE.search(text):
-            return LLMReply(
-                f"Schedule {match.group(1)} for {match.group(2)} as asked.",
-                [ToolCall("", "cms_publish", {"slug": match.group(1).lower(), "publish_at": match.group(2)})],
-            )
-        if match := _PUBLISH.search(text):
-            params: dict[str, object] = {"slug": match.group(1).lower()}
-            if match.group(2):
-                params["publish_at"] = match.group(2)
-            return LLMReply(f"Publish {params['slug']} as asked.", [ToolCall("", "cms_publish", params)])
-    if "cms_create_draft" in offered and (match := _TITLE.search(text)):
-        params = {"title": match.group(1).strip()}
-        if match.group(2):
-            params["body"] = match.group(2)
-        return LLMReply(
-            f"Create a draft titled “{params['title']}”.", [ToolCall("", "cms_create_draft", params)]
-        )
-    return LLMReply(_help(offered))
+    return None
+
+
+def examples(offered: set[str]) -> list[str]:
+    if "shop_refund" not in offered:
+        return []
+    return ["`refund order 1001, $250, arrived broken` (add `and tell the customer` to email them)"]
 
 
 def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
@@ -131,7 +59,9 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
     context = {int(m.group(1)): m for m in _CONTEXT.finditer(system)}
     known = context.get(order_id)
     if known is None:
-        unreachable = re.search(rf"^order {order_id}: could not be looked up just now (.*)$", system, re.MULTILINE)
+        unreachable = re.search(
+            rf"^order {order_id}: could not be looked up just now (.*)$", system, re.MULTILINE
+        )
         if unreachable:
             return LLMReply(
                 f"I couldn't reach the shop to look up order {order_id} {unreachable.group(1)}, so I proposed "
@@ -216,14 +146,4 @@ def _reason(text: str, spans: list[tuple[int, int]]) -> str:
     return text or _NO_REASON
 
 
-def _help(offered: set[str]) -> str:
-    lines = ["I work offline with a small grammar, and I didn't recognise that. Try:"]
-    if "shop_refund" in offered:
-        lines += ["• `refund order 1001, $250, arrived broken` (add `and tell the customer` to email them)"]
-    if "cms_create_draft" in offered:
-        lines += [
-            '• `draft a post titled "Spring lookbook"`',
-            "• `publish post spring-lookbook`",
-            "• `schedule post spring-lookbook for 2026-12-01T09:00:00Z`",
-        ]
-    return "\n".join(lines)
+GRAMMAR = Grammar(plan, examples)

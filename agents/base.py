@@ -1,0 +1,155 @@
+"""What every agent is: it gathers context, asks the planner for tool calls, and turns them into validated actions.
+
+An invalid tool call goes back to the model as an error ``tool_result`` (it may fix it); it never reaches a
+connector. A valid one becomes a proposed action; nothing here executes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+
+from agents.context import memory_section
+from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult
+from agents.tools import tool_name, tool_spec
+from connectors.actions import Action
+from connectors.errors import InvalidActionError
+from connectors.registry import ConnectorRegistry
+from storage.memory import MemoryHit, MemoryStore
+
+MAX_TURNS = 4
+PROPOSED = (
+    "Proposed. The team's policy will judge it; it has not run, and you cannot run or approve it yourself."
+)
+NOTHING_PROPOSED = "I didn't propose anything:"
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    text: str
+    requester: str
+    call: CallContext
+    history: Sequence[Message] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an agent knows before planning: facts for the prompt and the memories they came from."""
+
+    lines: list[str] = field(default_factory=list)
+    memory_ids: list[int] = field(default_factory=list)
+    memories: list[MemoryHit] = field(default_factory=list)
+
+    def add_memories(self, hits: Sequence[MemoryHit]) -> None:
+        for hit in hits:
+            if hit.id not in self.memory_ids:
+                self.memory_ids.append(hit.id)
+                self.memories.append(hit)
+
+    def prompt(self) -> str:
+        """The facts, then the memories in their own delimited data section."""
+        facts = "Context:\n" + "\n".join(self.lines) if self.lines else ""
+        return "\n\n".join(part for part in (facts, memory_section(self.memories)) if part)
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    rationale: str
+    actions: list[Action] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    memory_ids: list[int] = field(default_factory=list)
+
+
+def load_prompt(name: str) -> str:
+    return files("agents").joinpath("prompts", f"{name}.md").read_text(encoding="utf-8")
+
+
+class Agent:
+    """Plans with the LLM interface over the tools built from its actions; executes nothing."""
+
+    name: str
+    action_names: tuple[str, ...]
+    # Actions of the agent's kind that only some connectors offer (Shopify's, say): the agent's tools include
+    # those the configured connectors do, after its own.
+    optional_action_names: tuple[str, ...] = ()
+
+    def __init__(self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore) -> None:
+        self._llm = llm
+        self._registry = registry
+        self._memory = memory
+        self._prompt = load_prompt(self.name)
+        if self.optional_action_names:
+            offered = set(registry.action_names)
+            self.action_names = (
+                *self.action_names,
+                *(n for n in self.optional_action_names if n in offered),
+            )
+
+    async def context(self, request: PlanRequest) -> Context:
+        """Facts the planner needs, appended to the system prompt."""
+        return Context()
+
+    async def plan(self, request: PlanRequest) -> AgentPlan:
+        models = [self._registry.model_for(name) for name in self.action_names]
+        by_tool = {tool_name(model.name): model.name for model in models}
+        tools = [tool_spec(model) for model in models]
+        context = await self.context(request)
+        system = "\n\n".join(part for part in (self._prompt, context.prompt()) if part)
+        messages: list[Message] = [*request.history, Message("user", request.text)]
+        actions: list[Action] = []
+        texts: list[str] = []
+        problems: list[str] = []
+        for _ in range(MAX_TURNS):
+            reply = await self._llm.complete(
+                role="agent", system=system, messages=messages, tools=tools, call=request.call
+            )
+            if reply.text:
+                texts.append(reply.text)
+            if not reply.tool_calls:
+                break
+            results, problems = await self._judge_calls(reply.tool_calls, by_tool, actions)
+            if not problems:
+                break  # every call is proposed; another turn would only cost money
+            messages += [
+                Message("assistant", (reply.text, *reply.tool_calls)),
+                Message("user", tuple(results)),
+            ]
+        if problems:
+            # The plan is not what was asked (an email announcing a refund that cannot run, say): propose
+            # none of it, and say why.
+            return AgentPlan(rationale=NOTHING_PROPOSED, problems=problems, memory_ids=context.memory_ids)
+        return AgentPlan(
+            rationale="\n".join(texts).strip(),
+            actions=actions,
+            memory_ids=context.memory_ids,
+        )
+
+    async def refusal(self, action: Action) -> str | None:
+        """Why the connector is certain to refuse this valid action, found before anyone is asked to approve
+        it; None when it may run."""
+        return await self._registry.refusal(action)
+
+    async def _judge_calls(
+        self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action]
+    ) -> tuple[list[ToolResult], list[str]]:
+        results: list[ToolResult] = []
+        problems: list[str] = []
+        for call in calls:
+            action_name = by_tool.get(call.name)
+            try:
+                if action_name is None:
+                    raise InvalidActionError(
+                        f"there is no tool {call.name!r}; use one of {', '.join(by_tool)}"
+                    )
+                action = self._registry.validate(action_name, call.input)
+                if refused := await self.refusal(action):
+                    raise InvalidActionError(refused)
+                actions.append(action)
+                results.append(ToolResult(call.id, PROPOSED))
+            except InvalidActionError as exc:
+                problems.append(str(exc))
+                results.append(
+                    ToolResult(call.id, f"Invalid input, nothing was proposed: {exc}", is_error=True)
+                )
+        return results, problems

@@ -1,0 +1,56 @@
+"""The dispatcher: which agent an intent goes to."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from agents.base import Agent, load_prompt
+from agents.llm import LLM, CallContext, Message, ToolSpec
+
+_ROUTES = (
+    ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
+    ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
+)
+ROUTE_TOOL = "route_to_agent"
+DISPATCHER = "dispatcher"  # the agent name a run has until the dispatcher picks one
+
+
+class Dispatcher:
+    """Picks the agent for an intent: the exact grammar first, then the cheap model; None when neither can."""
+
+    def __init__(self, agents: Sequence[Agent], llm: LLM) -> None:
+        self.agents = {agent.name: agent for agent in agents}
+        self._llm = llm
+        self._prompt = load_prompt("dispatcher")
+
+    async def route(self, text: str, call: CallContext, history: Sequence[Message] = ()) -> Agent | None:
+        for name, pattern in _ROUTES:
+            if name in self.agents and pattern.search(text):
+                return self.agents[name]
+        reply = await self._llm.complete(
+            role="dispatch",
+            system=self._prompt,
+            messages=[*history, Message("user", text)],
+            tools=[self._route_tool()],
+            call=call,
+        )
+        for tool_call in reply.tool_calls:
+            chosen = tool_call.input.get("agent") if tool_call.name == ROUTE_TOOL else None
+            if isinstance(chosen, str) and chosen in self.agents:
+                return self.agents[chosen]
+        return None
+
+    def _route_tool(self) -> ToolSpec:
+        return ToolSpec(
+            name=ROUTE_TOOL,
+            description="Hand the request to the agent that can act on it. Omit the call if none fits.",
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "agent": {"type": "string", "enum": sorted(self.agents)},
+                    "reason": {"type": "string", "description": "One sentence: why this agent."},
+                },
+                "required": ["agent"],
+            },
+        )

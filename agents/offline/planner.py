@@ -1,0 +1,76 @@
+"""The offline planner: a small grammar that plans the common intents with no model and no network.
+
+It speaks the same :class:`agents.llm.LLM` interface as Claude. What it understands:
+
+Returns and refunds (tool ``shop_refund``, optionally ``email_send``):
+  * ``refund order 1001, $250, arrived broken``
+  * ``refund $40 on order 1002 because the strap tore``
+  * ``partial refund of $20 for order #1003: late delivery``
+  * ``refund order 1004``, ``refund the rest of 1004``, ``refund order 1004 in full`` — what is left
+  * an amount must carry a dollar sign or ``USD``/``dollars``; one that is unreadable, negative, zero, finer
+    than a cent or in another currency proposes nothing, and the reply says how to write it
+  * a reason with no amount (``refund order 1004, scratched``) proposes nothing: the reply asks how much
+  * add ``and tell the customer`` / ``and email the customer`` to also send the customer an email
+
+Content (tools ``cms_create_draft``, ``cms_publish``):
+  * ``draft a post titled "Spring lookbook"`` (optionally ``with body "…"``)
+  * ``publish post spring-lookbook`` or ``publish spring-lookbook``
+  * ``schedule post spring-lookbook for 2026-12-01T09:00:00Z``
+
+The agent puts what it knows (for example ``order 1001: total $320.00, refundable $320.00, customer …``)
+in the system prompt; the planner reads it from there, as a model would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
+from agents.offline import content, refunds
+from agents.offline.grammar import Grammar
+
+# Tried in order; the first that recognises the request plans it.
+GRAMMARS: tuple[Grammar, ...] = (refunds.GRAMMAR, content.GRAMMAR)
+
+
+class OfflinePlanner:
+    name = "offline"
+
+    def model_for(self, role: Role) -> str:
+        return "offline"
+
+    async def close(self) -> None:
+        return None
+
+    async def complete(
+        self,
+        *,
+        role: Role,
+        system: str,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        call: CallContext,
+    ) -> LLMReply:
+        if role == "dispatch" or not messages or not isinstance(messages[-1].content, str):
+            # Routing needs judgement the grammar lacks, and after tool results there is nothing left to plan.
+            return LLMReply("", model="offline")
+        return _number(_plan(messages[-1].content, system, {tool.name for tool in tools}))
+
+
+def _number(reply: LLMReply) -> LLMReply:
+    calls = [ToolCall(f"offline_{i}", c.name, c.input) for i, c in enumerate(reply.tool_calls, 1)]
+    return LLMReply(reply.text, calls, "tool_use" if calls else "end_turn", model="offline")
+
+
+def _plan(text: str, system: str, offered: set[str]) -> LLMReply:
+    for grammar in GRAMMARS:
+        if (reply := grammar.plan(text, system, offered)) is not None:
+            return reply
+    return LLMReply(_help(offered))
+
+
+def _help(offered: set[str]) -> str:
+    lines = ["I work offline with a small grammar, and I didn't recognise that. Try:"]
+    for grammar in GRAMMARS:
+        lines += [f"• {example}" for example in grammar.examples(offered)]
+    return "\n".join(lines)
