@@ -48,6 +48,29 @@ SEED_ORDERS = (
 )
 
 
+# An order's lines beyond these are left out of what the model is shown; their ids are still valid to refund.
+MAX_DESCRIBED_LINES = 50
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One line item of an order, as a shop that refunds by item knows it."""
+
+    line_item_id: int
+    sku: str | None
+    title: str
+    quantity: int
+    refundable_quantity: int
+    unit_price: float  # after the line's discounts, before tax
+
+    def describe(self) -> str:
+        sku = f" (SKU {self.sku})" if self.sku else ""
+        return (
+            f"line item {self.line_item_id}{sku}: {self.title}, ${self.unit_price:,.2f} each before tax; "
+            f"{self.quantity} ordered, {self.refundable_quantity} refundable"
+        )
+
+
 @dataclass(frozen=True)
 class OrderInfo:
     id: int
@@ -57,10 +80,18 @@ class OrderInfo:
     total: float
     refunded: float
     currency: str = "USD"  # ISO 4217; the shop refunds in the order's own currency only
+    lines: tuple[OrderLine, ...] = ()  # filled by shops that refund by item (Shopify); empty otherwise
 
     @property
     def refundable(self) -> float:
         return round(self.total - self.refunded, 2)
+
+    def describe_lines(self) -> list[str]:
+        """The order's lines for a prompt, one a line, at most MAX_DESCRIBED_LINES of them."""
+        described = [f"  {line.describe()}" for line in self.lines[:MAX_DESCRIBED_LINES]]
+        if len(self.lines) > MAX_DESCRIBED_LINES:
+            described.append(f"  … and {len(self.lines) - MAX_DESCRIBED_LINES} more lines")
+        return described
 
 
 class SandboxShop:
