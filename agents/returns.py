@@ -53,6 +53,7 @@ class ReturnsAgent(Agent):
                     f"order {order.id}: total ${order.total:.2f}, refundable ${order.refundable:.2f}, "
                     f"customer {order.customer_name.split()[0]} <{order.customer_email}>, item {order.item}"
                 )
+                lines.extend(order.describe_lines())
             team = request.call.team_id
             context.add_memories(await self._memory.lookup(team, f"order:{order_id}"))
             if order is not None:
