@@ -1,4 +1,5 @@
-"""The returns agent: refunds and customer messages, with the orders mentioned looked up first."""
+"""The returns agent: refunds and customer messages, with the orders and Stripe payments mentioned looked up
+first."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ from connectors.actions import Action, ShopRefund
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
+from connectors.stripe_payments import EMAIL, PAYMENT_ID, PaymentInfo
 from storage.memory import MemoryStore
+
+# Payments and emails looked up per request, at most: each one costs Stripe calls before anything is planned.
+MAX_LOOKUPS = 5
+# Slack writes an email address as <mailto:a@b.com|a@b.com>; the address itself is what is looked up.
+_MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 
 
 @runtime_checkable
 class OrderLookup(Protocol):
     async def get_order(self, order_id: int) -> OrderInfo | None: ...
+
+
+@runtime_checkable
+class PaymentLookup(Protocol):
+    async def find_payments(self, query: str) -> list[PaymentInfo]: ...
 
 
 class ReturnsAgent(Agent):
@@ -28,6 +40,7 @@ class ReturnsAgent(Agent):
         "shopify.tag_order",
         "shopify.note",
         "shopify.adjust_inventory",
+        "stripe.refund",
     )
 
     def __init__(
@@ -35,9 +48,12 @@ class ReturnsAgent(Agent):
     ) -> None:
         super().__init__(llm, registry, memory)
         self._orders = orders
+        payments = registry.connector_for("stripe.refund") if "stripe.refund" in self.action_names else None
+        self._payments = payments if isinstance(payments, PaymentLookup) else None
 
     async def context(self, request: PlanRequest) -> Context:
-        """The orders mentioned, and what is remembered about each order and its customer (exact keys)."""
+        """The orders and Stripe payments mentioned, and what is remembered about each order and customer (exact
+        keys)."""
         texts = [request.text, *(m.text for m in request.history)]
         order_ids = sorted({int(n) for t in texts for n in re.findall(r"\b(\d{3,7})\b", t)})
         context = Context()
@@ -58,7 +74,45 @@ class ReturnsAgent(Agent):
             context.add_memories(await self._memory.lookup(team, f"order:{order_id}"))
             if order is not None:
                 context.add_memories(await self._memory.lookup(team, f"customer:{order.customer_email}"))
+        if self._payments is not None:
+            await self._add_payments(self._payments, texts, request.call.team_id, context)
         return context
+
+    async def _add_payments(
+        self, payments: PaymentLookup, texts: list[str], team: str, context: Context
+    ) -> None:
+        """A line for each payment named by id, and for each email address its payments (ids first), e.g.
+        ``payment pi_3Q…: paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded,
+        customer ana@example.com, description Blue kettle``."""
+        plain = [_MAILTO.sub(r"\1", text) for text in texts]
+        ids = list(dict.fromkeys(m.group() for t in plain for m in PAYMENT_ID.finditer(t)))[:MAX_LOOKUPS]
+        emails = list(dict.fromkeys(m.group().lower() for t in plain for m in EMAIL.finditer(t)))[
+            :MAX_LOOKUPS
+        ]
+        lines = context.lines
+        described: set[str] = set()
+        customers = dict.fromkeys(emails)
+        for query, label in [*((i, f"payment {i}") for i in ids), *((e, f"payments of {e}") for e in emails)]:
+            try:
+                found = await payments.find_payments(query)
+            except ConnectorError as exc:
+                lines.append(f"{label}: could not be looked up just now ({exc})")
+                continue
+            if not found:
+                lines.append(
+                    f"{label}: none in Stripe" if query in emails else f"{label}: not found in Stripe"
+                )
+                continue
+            if query in emails:
+                lines.append(f"{label}: {', '.join(p.id for p in found)} (newest first)")
+            for payment in found:
+                if payment.id not in described:
+                    described.add(payment.id)
+                    lines.append(_describe(payment))
+                    if payment.customer_email:
+                        customers[payment.customer_email.lower()] = None
+        for email in customers:
+            context.add_memories(await self._memory.lookup(team, f"customer:{email}"))
 
     async def refusal(self, action: Action) -> str | None:
         """A refund the shop is certain to refuse (no such order, another currency, more than is left)."""
@@ -82,3 +136,11 @@ class ReturnsAgent(Agent):
                 "more than can be refunded"
             )
         return None
+
+
+def _describe(payment: PaymentInfo) -> str:
+    return (
+        f"payment {payment.id}: paid {payment.amount:.2f} {payment.currency} on {payment.created:%Y-%m-%d}, "
+        f"refunded {payment.refunded:.2f}, left {payment.left:.2f}, status {payment.status}, "
+        f"customer {payment.customer_email or 'unknown'}, description {payment.description or '(none)'}"
+    )

@@ -1,4 +1,6 @@
-"""The shop's payments in Stripe: `shop.refund` refunds the order's PaymentIntent, `get_order` reads it.
+"""The shop's payments in Stripe: `shop.refund` refunds the order's PaymentIntent, `get_order` reads it;
+`stripe.refund` refunds one payment named by its PaymentIntent or charge, `find_payments` finds payments by id,
+customer or email.
 
 An order is the succeeded PaymentIntent whose ``metadata["order_id"]`` is the shop's order number (how shops
 commonly link the two). Exactly once, twice over: our idempotency key goes to Stripe as the ``Idempotency-Key``
@@ -12,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import stripe
 
-from connectors.actions import Action, ShopRefund
+from connectors.actions import Action, ShopRefund, StripeRefund
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.http_errors import retry_after
 from connectors.sandbox_shop import OrderInfo
+from connectors.stripe_payments import CUSTOMER_ID, MAX_LISTED, PAYMENT_ID, PaymentInfo
 
 T = TypeVar("T")
 _Pages = stripe.ListObject[Any] | stripe.SearchResultObject[Any]
@@ -57,7 +62,7 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
 
 
 class StripeShop:
-    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
+    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund, StripeRefund)
     settings_names: ClassVar[tuple[str, ...]] = ("STRIPE_API_KEY",)
 
     @classmethod
@@ -109,7 +114,7 @@ class StripeShop:
         if intent is None:
             return None
         name, email = await self._customer(intent)
-        refunds = await self._refunds(intent["id"])
+        refunds = await self._refunds({"payment_intent": intent["id"]})
         currency = str(intent["currency"])
         return OrderInfo(
             id=order_id,
@@ -121,7 +126,35 @@ class StripeShop:
             currency=currency.upper(),
         )
 
+    async def find_payments(self, query: str) -> list[PaymentInfo]:
+        """Payments named by ``query``: a PaymentIntent or charge id (that payment), a customer id or a customer's
+        email (their newest payments, at most MAX_LISTED), newest first; failed attempts are left out."""
+        if PAYMENT_ID.fullmatch(query):
+            payment = await self._payment(query)
+            if payment is None:
+                return []
+            # A PaymentIntent that never charged is listed as it is: nothing paid, nothing refunded.
+            return [await self._info(payment.charge or payment.source, also=payment.source)]
+        if CUSTOMER_ID.fullmatch(query):
+            charges = await self._charges_of(query)
+        else:
+            charges = await self._charges_by_email(query)
+        found = {c["id"]: c for c in charges if c.get("status") != "failed"}
+        newest = sorted(found.values(), key=lambda c: int(c.get("created") or 0), reverse=True)
+        return [await self._info(charge) for charge in newest[:MAX_LISTED]]
+
+    async def refusal(self, action: Action) -> str | None:
+        """Why Stripe is certain to refuse this refund of a payment (asked before approval); None if it may run."""
+        if not isinstance(action, StripeRefund):
+            return None
+        payment = await self._payment(action.payment)
+        if payment is None:
+            return f"there is no payment {action.payment} in Stripe"
+        return _problem(action, payment, _refunded_minor(await self._refunds(payment.target)))
+
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        if isinstance(action, StripeRefund):
+            return await self._refund_payment(action, idempotency_key)
         assert isinstance(action, ShopRefund)
         async with self._refunding:
             intent = await self._payment_intent(action.order_id)
@@ -130,10 +163,10 @@ class StripeShop:
                     f"order {action.order_id} has no payment in Stripe (no succeeded PaymentIntent with "
                     f"metadata order_id={action.order_id})"
                 )
-            refunds = await self._refunds(intent["id"])
+            refunds = await self._refunds({"payment_intent": intent["id"]})
             landed = _with_key(refunds, idempotency_key)
             if landed is not None:
-                return _refund_result(landed, action.order_id, replayed=True)
+                return _refund_result(landed, order_id=action.order_id, replayed=True)
             currency = str(intent["currency"])
             if currency != "usd":
                 raise PermanentConnectorError(
@@ -146,28 +179,139 @@ class StripeShop:
                     f"order {action.order_id} has ${left / 100:,.2f} left to refund in Stripe; "
                     f"${action.amount:,.2f} is too much"
                 )
-            refund = await self._call(
-                self._stripe.refunds.create_async(
-                    {
-                        "payment_intent": intent["id"],
-                        "amount": cents,
-                        # Our reasons are free words, not Stripe's reason codes: they go in the metadata.
-                        "metadata": {KEY_METADATA: idempotency_key, REASON_METADATA: action.reason[:500]},
-                    },
-                    {"idempotency_key": idempotency_key},
-                )
+            refund = await self._create_refund(
+                {"payment_intent": intent["id"]}, cents, action.reason, None, idempotency_key
             )
-        response = refund.last_response
-        replayed = response is not None and response.headers.get("Idempotent-Replayed") == "true"
-        return _refund_result(refund.to_dict(), action.order_id, replayed=replayed)
+        return _refund_result(refund, order_id=action.order_id, replayed=_replayed(refund))
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        if isinstance(action, StripeRefund):
+            payment = await self._payment(action.payment)
+            if payment is None:
+                return None
+            landed = _with_key(await self._refunds(payment.target), idempotency_key)
+            return _refund_result(landed, payment=action.payment, replayed=True) if landed else None
         assert isinstance(action, ShopRefund)
         intent = await self._payment_intent(action.order_id)
         if intent is None:
             return None
-        landed = _with_key(await self._refunds(intent["id"]), idempotency_key)
-        return _refund_result(landed, action.order_id, replayed=True) if landed is not None else None
+        landed = _with_key(await self._refunds({"payment_intent": intent["id"]}), idempotency_key)
+        return _refund_result(landed, order_id=action.order_id, replayed=True) if landed else None
+
+    async def _refund_payment(self, action: StripeRefund, idempotency_key: str) -> dict[str, Any]:
+        async with self._refunding:
+            payment = await self._payment(action.payment)
+            if payment is None:
+                raise PermanentConnectorError(f"there is no payment {action.payment} in Stripe")
+            refunds = await self._refunds(payment.target)
+            landed = _with_key(refunds, idempotency_key)
+            if landed is not None:
+                return _refund_result(landed, payment=action.payment, replayed=True)
+            if problem := _problem(action, payment, _refunded_minor(refunds)):
+                raise PermanentConnectorError(problem)
+            refund = await self._create_refund(
+                payment.target,
+                _to_cents(action.amount),
+                action.reason,
+                action.stripe_reason,
+                idempotency_key,
+            )
+        return _refund_result(refund, payment=action.payment, replayed=_replayed(refund))
+
+    async def _create_refund(
+        self,
+        target: Mapping[str, str],
+        cents: int,
+        reason: str,
+        stripe_reason: str | None,
+        idempotency_key: str,
+    ) -> stripe.Refund:
+        params: dict[str, Any] = {
+            **target,
+            "amount": cents,
+            # Our reasons are free words, not Stripe's reason codes: they go in the metadata.
+            "metadata": {KEY_METADATA: idempotency_key, REASON_METADATA: reason[:500]},
+        }
+        if stripe_reason is not None:
+            params["reason"] = stripe_reason
+        return await self._call(
+            self._stripe.refunds.create_async(params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
+        )
+
+    async def _payment(self, payment_id: str) -> _Payment | None:
+        """The payment a refund names: its PaymentIntent (refunded as a whole) or its charge; None if Stripe
+        has no such thing."""
+        try:
+            if payment_id.startswith("pi_"):
+                intent = (await self._call(self._stripe.payment_intents.retrieve_async(payment_id))).to_dict()
+                charge = intent.get("latest_charge")
+                if isinstance(charge, str):
+                    charge = (await self._call(self._stripe.charges.retrieve_async(charge))).to_dict()
+                return _Payment(
+                    payment_id,
+                    {"payment_intent": payment_id},
+                    str(intent.get("status")),
+                    int(intent.get("amount_received") or intent["amount"]),
+                    str(intent["currency"]),
+                    intent,
+                    charge if isinstance(charge, dict) else None,
+                )
+            charge = (await self._call(self._stripe.charges.retrieve_async(payment_id))).to_dict()
+        except _NotFound:
+            return None
+        amount = int(charge.get("amount_captured") or charge["amount"])
+        return _Payment(
+            payment_id,
+            {"charge": payment_id},
+            _status(charge),
+            amount,
+            str(charge["currency"]),
+            charge,
+            charge,
+        )
+
+    async def _charges_of(self, customer: str) -> list[dict[str, Any]]:
+        try:
+            page = await self._call(self._stripe.charges.list_async({"customer": customer, "limit": 100}))
+        except _NotFound:
+            return []
+        return [charge.to_dict() for charge in page.data]
+
+    async def _charges_by_email(self, email: str) -> list[dict[str, Any]]:
+        """The charges of the customers with this email, and among the newest 100 charges those whose receipt
+        or billing email it is (a guest checkout has no customer; Stripe cannot search by receipt email)."""
+        customers = await self._call(self._stripe.customers.list_async({"email": email, "limit": 100}))
+        charges = [c for customer in customers.data for c in await self._charges_of(customer.id)]
+        newest = await self._call(self._stripe.charges.list_async({"limit": 100}))
+        wanted = email.casefold()
+        for charge in (c.to_dict() for c in newest.data):
+            emails = (charge.get("receipt_email"), (charge.get("billing_details") or {}).get("email"))
+            if any(isinstance(e, str) and e.casefold() == wanted for e in emails):
+                charges.append(charge)
+        return charges
+
+    async def _info(self, source: Mapping[str, Any], also: Mapping[str, Any] | None = None) -> PaymentInfo:
+        """A charge (or a PaymentIntent that never charged) as the agent sees it; ``also``, its PaymentIntent,
+        describes it when the charge does not."""
+        currency = str(source["currency"])
+        intent = source.get("payment_intent")
+        _, email = await self._customer(source)
+        descriptions = (
+            text
+            for found in (source, also or {})
+            for text in (found.get("description"), (found.get("metadata") or {}).get("item"))
+            if text
+        )
+        return PaymentInfo(
+            id=str((intent.get("id") if isinstance(intent, dict) else intent) or source["id"]),
+            amount=_from_minor(int(source.get("amount_captured") or source["amount"]), currency),
+            refunded=_from_minor(int(source.get("amount_refunded") or 0), currency),
+            currency=currency.upper(),
+            status=_status(source),
+            created=datetime.fromtimestamp(int(source.get("created") or 0), UTC),
+            description=str(next(descriptions, "")),
+            customer_email=email or str((source.get("billing_details") or {}).get("email") or ""),
+        )
 
     async def _payment_intent(self, order_id: int) -> dict[str, Any] | None:
         """The order's succeeded PaymentIntent, found by its metadata."""
@@ -195,10 +339,9 @@ class StripeShop:
                 self._search_works = False
         return await self._all(self._stripe.payment_intents.list_async({"limit": 100}))
 
-    async def _refunds(self, payment_intent: str) -> list[dict[str, Any]]:
-        return await self._all(
-            self._stripe.refunds.list_async({"payment_intent": payment_intent, "limit": 100})
-        )
+    async def _refunds(self, target: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The refunds of a PaymentIntent or a charge (``target``: which, and its id)."""
+        return await self._all(self._stripe.refunds.list_async({**target, "limit": 100}))  # type: ignore[arg-type]
 
     async def _all(self, first_page: Awaitable[_Pages]) -> list[dict[str, Any]]:
         """Every item of a list or search, page after page."""
@@ -243,7 +386,9 @@ def _raise_classified(exc: stripe.StripeError, api_key: str) -> NoReturn:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         raise PermanentConnectorError(f"Stripe refused STRIPE_API_KEY ({message}); set a valid key") from None
     if isinstance(exc, stripe.RateLimitError):
-        raise TransientConnectorError(f"Stripe is rate limiting: {message}", retry_after(exc.headers)) from None
+        raise TransientConnectorError(
+            f"Stripe is rate limiting: {message}", retry_after(exc.headers)
+        ) from None
     if status == 409:
         # Another request with the same key (or on the same object) is in flight; once it finishes, a retry
         # gets its refund. The SDK reports this as a plain APIError, so the status decides.
@@ -270,7 +415,6 @@ def _stripe_message(exc: stripe.StripeError, api_key: str) -> str:
     return f"{text} ({code})" if code else text
 
 
-
 def _to_cents(amount: float) -> int:
     """Exact: 19.99 is 1999 cents, never 1998 from binary floating point."""
     return int((Decimal(str(amount)) * 100).to_integral_value(ROUND_HALF_UP))
@@ -288,12 +432,67 @@ def _with_key(refunds: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
     return next((r for r in refunds if (r.get("metadata") or {}).get(KEY_METADATA) == key), None)
 
 
-def _refund_result(refund: Mapping[str, Any], order_id: int, *, replayed: bool) -> dict[str, Any]:
+def _replayed(refund: stripe.Refund) -> bool:
+    response = refund.last_response
+    return response is not None and response.headers.get("Idempotent-Replayed") == "true"
+
+
+def _refund_result(
+    refund: stripe.Refund | Mapping[str, Any],
+    *,
+    replayed: bool,
+    order_id: int | None = None,
+    payment: str | None = None,
+) -> dict[str, Any]:
+    """What the execution records: the refund, and the order or payment it refunded (never our key)."""
+    found = refund.to_dict() if isinstance(refund, stripe.Refund) else refund
+    named: dict[str, Any] = {"order_id": order_id} if order_id is not None else {"payment": payment}
     return {
-        "refund_id": refund["id"],
-        "order_id": order_id,
-        "amount": int(refund["amount"]) / 100,
-        "currency": str(refund.get("currency", "usd")).upper(),
-        "status": refund.get("status"),
+        "refund_id": found["id"],
+        **named,
+        "amount": int(found["amount"]) / 100,
+        "currency": str(found.get("currency", "usd")).upper(),
+        "status": found.get("status"),
         "replayed": replayed,
     }
+
+
+@dataclass(frozen=True)
+class _Payment:
+    """A payment a refund names, with what decides whether it can be refunded."""
+
+    id: str
+    target: dict[str, str]  # {"payment_intent": id} or {"charge": id}: how its refunds are listed and made
+    status: str
+    amount: int  # what was paid, in the currency's minor unit
+    currency: str  # lower case, as Stripe writes it
+    source: dict[str, Any]  # the PaymentIntent or charge as Stripe returned it
+    charge: dict[str, Any] | None  # the charge that took the money, if any did
+
+
+def _status(found: Mapping[str, Any]) -> str:
+    """A charge's or PaymentIntent's status; a charge only authorised took nothing, so nothing can be refunded."""
+    status = str(found.get("status"))
+    return "requires_capture" if status == "succeeded" and found.get("captured") is False else status
+
+
+def _problem(action: StripeRefund, payment: _Payment, refunded: int) -> str | None:
+    """Why Stripe would refuse this refund of ``payment`` (``refunded`` already, minor units); None if it may."""
+    if payment.status != "succeeded":
+        return (
+            f"payment {payment.id} has not succeeded in Stripe (it is {payment.status}), so nothing can be "
+            "refunded"
+        )
+    if payment.currency != "usd":
+        return f"payment {payment.id} was made in {payment.currency.upper()}; refunds are made in USD only"
+    left = payment.amount - refunded
+    if left <= 0:
+        return (
+            f"payment {payment.id} has nothing left to refund (${payment.amount / 100:,.2f} already refunded)"
+        )
+    if _to_cents(action.amount) > left:
+        return (
+            f"payment {payment.id} has ${left / 100:,.2f} left to refund in Stripe (${payment.amount / 100:,.2f} "
+            f"paid, ${refunded / 100:,.2f} refunded); ${action.amount:,.2f} is too much"
+        )
+    return None

@@ -1,4 +1,5 @@
-"""Offline grammar for refunds (tool ``shop_refund``, optionally ``email_send``)."""
+"""Offline grammar for refunds: of an order (tool ``shop_refund``) or of a Stripe payment (``stripe_refund``),
+optionally with ``email_send``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from decimal import Decimal
 from agents.amounts import AmountProblem, find_money, read_amount
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
+from connectors.stripe_payments import EMAIL, PAYMENT_ID
 
 _ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})\b", re.IGNORECASE)
 _LOOSE_ORDER = re.compile(r"(?:#|\b(?:of|on|for|refund)\s+#?)(\d{3,})\b(?![.,]\d)", re.IGNORECASE)
@@ -35,16 +37,33 @@ _FILLER = re.compile(
 )
 
 
+# What the returns agent says about a Stripe payment (agents/returns.py), and about an email's payments.
+_PAYMENT_LINE = re.compile(
+    r"^payment ((?:pi|ch|py)_[A-Za-z0-9]+): paid ([\d.]+) ([A-Z]{3}) on (\S+), refunded ([\d.]+), "
+    r"left ([\d.]+), status (\S+), customer (\S+), description (.*)$",
+    re.MULTILINE,
+)
+_MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
+_PAYMENT_FILLER = re.compile(r"\b(?:payment|charge|stripe|of|from|by|customer)\b", re.IGNORECASE)
+
+
 def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
-    if "shop_refund" in offered and re.search(r"\brefund", text, re.IGNORECASE):
+    if not re.search(r"\brefund", text, re.IGNORECASE):
+        return None
+    if "stripe_refund" in offered and (reply := _plan_payment_refund(text, system, offered)) is not None:
+        return reply
+    if "shop_refund" in offered:
         return _plan_refund(text, system, offered)
     return None
 
 
 def examples(offered: set[str]) -> list[str]:
-    if "shop_refund" not in offered:
-        return []
-    return ["`refund order 1001, $250, arrived broken` (add `and tell the customer` to email them)"]
+    found = []
+    if "shop_refund" in offered:
+        found.append("`refund order 1001, $250, arrived broken` (add `and tell the customer` to email them)")
+    if "stripe_refund" in offered:
+        found.append("`refund $20 of payment pi_3Q… wrong size` or `refund the payment of ana@example.com`")
+    return found
 
 
 def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
@@ -115,6 +134,129 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
         )
         rationale += " They also asked to tell the customer, so an email is proposed too."
     return LLMReply(rationale, calls)
+
+
+def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply | None:
+    """A refund of a Stripe payment named by its id, or by its customer's email; None when the words name
+    neither (or name an order), so the order grammar plans them."""
+    tell = _TELL.search(text)
+    asked = _MENTION.sub(lambda m: " " * len(m.group()), text[: tell.start()] if tell else text)
+    asked = _MAILTO.sub(lambda m: m.group(1).ljust(len(m.group())), asked)  # positions stay where they were
+    named = PAYMENT_ID.search(asked)
+    if named is None:
+        named = EMAIL.search(asked)
+        if named is None or _find_order(asked) is not None:
+            return None
+        chosen = _payment_of(named.group(), system)
+        if isinstance(chosen, LLMReply):
+            return chosen
+    else:
+        chosen = _payment(named.group(), system)
+        if isinstance(chosen, LLMReply):
+            return chosen
+    payment_id, currency, left = chosen.group(1), chosen.group(3), Decimal(chosen.group(6))
+    money = find_money(_blank(asked, [named.span()]))
+    example = _payment_example(payment_id, _payment_reason(asked, [named.span(), *(m.span for m in money)]))
+    if len(money) > 1:
+        said = ", ".join(f"“{m.written}”" for m in money)
+        return LLMReply(f"I found more than one amount ({said}), so I won't guess; say one, like {example}.")
+    if currency != "USD":
+        return LLMReply(f"Payment {payment_id} was made in {currency}, and refunds are made in USD only.")
+    whole = _WHOLE.search(asked)
+    spans = [named.span(), *(m.span for m in money), *([whole.span()] if whole else [])]
+    reason = _payment_reason(asked, spans)
+    if money:
+        amount = read_amount(money[0], example)
+        if isinstance(amount, AmountProblem):
+            return LLMReply(amount.message + ".")
+        how_much = f"${amount:,.2f} as asked"
+    elif (whole or reason == _NO_REASON) and not _PARTIAL.search(asked):
+        amount = left
+        how_much = f"the ${amount:,.2f} left to refund, as asked"
+    else:
+        return LLMReply(
+            f"How much should I refund of payment {payment_id} (${left:,.2f} is left)? Say it with a dollar "
+            f"sign, like {example}, or `refund payment {payment_id} in full` for all of it."
+        )
+    if amount <= 0:
+        return LLMReply(f"Payment {payment_id} has nothing left to refund.")
+    calls = [
+        ToolCall("", "stripe_refund", {"payment": payment_id, "amount": float(amount), "reason": reason})
+    ]
+    described = chosen.group(9) if chosen.group(9) != "(none)" else "no description"
+    rationale = (
+        f"The requester asked to refund Stripe payment {payment_id} ({described}): {how_much}; "
+        f"reason: {reason}."
+    )
+    customer = chosen.group(8)
+    if tell and "email_send" in offered and EMAIL.fullmatch(customer):
+        calls.append(
+            ToolCall(
+                "",
+                "email_send",
+                {
+                    "to": customer,
+                    "subject": "Your refund",
+                    "body": f"Hello,\n\nWe have refunded ${amount:,.2f} of your payment to your original payment "
+                    "method.\n\nThe team",
+                },
+            )
+        )
+        rationale += " They also asked to tell the customer, so an email is proposed too."
+    return LLMReply(rationale, calls)
+
+
+def _payment(payment_id: str, system: str) -> re.Match[str] | LLMReply:
+    """The context line of this payment, or the reply saying why there is none."""
+    for line in _PAYMENT_LINE.finditer(system):
+        if line.group(1) == payment_id:
+            return line
+    unreachable = re.search(
+        rf"^payment {re.escape(payment_id)}: could not be looked up just now (.*)$", system, re.MULTILINE
+    )
+    if unreachable:
+        return LLMReply(
+            f"I couldn't reach Stripe to look up payment {payment_id} {unreachable.group(1)}, so I proposed "
+            "nothing; please ask again in a moment."
+        )
+    return LLMReply(f"I can't find payment {payment_id} in Stripe, so I won't propose a refund of it.")
+
+
+def _payment_of(email: str, system: str) -> re.Match[str] | LLMReply:
+    """The one payment of this customer with something left to refund, or the reply listing them."""
+    header = re.search(rf"^payments of {re.escape(email.lower())}: (.*)$", system, re.MULTILINE)
+    if header is None or header.group(1) == "none in Stripe":
+        return LLMReply(f"I found no payments of {email} in Stripe, so I won't propose a refund.")
+    if header.group(1).startswith("could not be looked up just now"):
+        return LLMReply(
+            f"I couldn't reach Stripe to look up the payments of {email} "
+            f"{header.group(1).removeprefix('could not be looked up just now ')}, so I proposed nothing; please "
+            "ask again in a moment."
+        )
+    ids = re.findall(r"(?:pi|ch|py)_[A-Za-z0-9]+", header.group(1))
+    lines = {m.group(1): m for m in _PAYMENT_LINE.finditer(system)}
+    payments = [lines[i] for i in ids if i in lines]
+    open_ = [m for m in payments if Decimal(m.group(6)) > 0]
+    if len(open_) == 1:
+        return open_[0]
+    if not open_:
+        return LLMReply(f"The payments of {email} in Stripe have nothing left to refund.")
+    listed = "\n".join(
+        f"• {m.group(1)}: {m.group(2)} {m.group(3)} on {m.group(4)}, {m.group(6)} left ({m.group(9)})"
+        for m in open_
+    )
+    return LLMReply(
+        f"{email} has {len(open_)} payments with something left to refund:\n{listed}\nWhich one? Say, for "
+        f"example, {_payment_example(open_[0].group(1), _NO_REASON)}."
+    )
+
+
+def _payment_example(payment_id: str, reason: str) -> str:
+    return f"`refund $20 of payment {payment_id}{'' if reason == _NO_REASON else ' ' + reason}`"
+
+
+def _payment_reason(text: str, spans: list[tuple[int, int]]) -> str:
+    return _reason(_PAYMENT_FILLER.sub(lambda m: " " * len(m.group()), text), spans)
 
 
 def _find_order(text: str) -> re.Match[str] | None:

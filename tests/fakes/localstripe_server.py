@@ -1,9 +1,10 @@
 """A real localstripe process (a stateful Stripe stand-in) on a free port, and the shop's orders seeded into it.
 
 localstripe speaks Stripe's REST API to the official SDK, but it ignores Idempotency-Key, does not refuse
-over-refunding, has no search API and no description on payment intents, and writes its state to
-/tmp/localstripe.pickle (read back only by its own entry point, which is not used here; ``reset`` empties the
-store between tests).
+over-refunding, rejects a refund's ``reason``, has no search API, and writes its state to /tmp/localstripe.pickle
+(read back only by its own entry point, which is not used here; ``reset`` empties the store between tests). A
+payment intent's ``description`` and ``receipt_email``, which it lacks, are added here as Stripe has them: kept
+on the intent and copied to the charge it makes.
 """
 
 from __future__ import annotations
@@ -24,10 +25,26 @@ from tests.fakes.loopback import wait_until
 
 # localstripe's own entry point binds [::], which fails where IPv6 is off; its app on 127.0.0.1 does the same
 # work. Serving the app without that entry point never loads the pickled state, like --from-scratch.
-SERVE = (
-    "import sys; from aiohttp import web; from localstripe.server import app; "
-    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)"
-)
+SERVE = """
+import sys
+from aiohttp import web
+from localstripe.resources import PaymentIntent
+from localstripe.server import app
+
+intent_init, create_charge = PaymentIntent.__init__, PaymentIntent._create_charge
+
+def init(self, description=None, receipt_email=None, **params):
+    intent_init(self, **params)
+    self.description, self.receipt_email = description, receipt_email
+
+def charge(self, on_failure_now):
+    create_charge(self, on_failure_now)
+    self.latest_charge.description = self.description
+    self.latest_charge.receipt_email = self.receipt_email
+
+PaymentIntent.__init__, PaymentIntent._create_charge = init, charge
+web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)
+"""
 API_KEY = "sk_test_aios_localstripe_4eC39HqLyjWDarjtT1zdp7dc"
 
 
