@@ -1,6 +1,9 @@
 """A small message bus (cosmicpython style): a command goes to one handler, an event to every subscriber.
 
-Handlers return the messages that follow from their work; the bus processes them in order.
+Handlers return the messages that follow from their work; the bus processes them in order. Messages that follow
+from one handler are independent pieces of work (recovery hands back one per stranded intent, run and execution),
+so one that fails does not keep its siblings from running: the bus goes on with the rest of the queue and raises
+the first failure when the queue is empty, so the caller still learns of it.
 """
 
 from __future__ import annotations
@@ -34,13 +37,20 @@ class MessageBus:
 
     async def handle(self, message: Message) -> None:
         queue: list[Message] = [message]
+        failure: Exception | None = None
         while queue:
             current = queue.pop(0)
             if isinstance(current, Command):
                 handler = self._command_handlers.get(type(current))
                 if handler is None:
                     raise LookupError(f"no handler for {type(current).__name__}")
-                queue.extend(await handler(current))
+                try:
+                    queue.extend(await handler(current))
+                except Exception as exc:
+                    if current is message:
+                        raise
+                    log.exception("command_failed", message=repr(current))
+                    failure = failure or exc
             else:
                 for subscriber in self._event_handlers.get(type(current), []):
                     # One subscriber's failure must not keep the others from hearing the event.
@@ -48,3 +58,5 @@ class MessageBus:
                         queue.extend(await subscriber(current))
                     except Exception:
                         log.exception("event_handler_failed", message_type=type(current).__name__)
+        if failure is not None:
+            raise failure

@@ -4,6 +4,7 @@ once, by one survivor, without waiting out the grace period."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sqlmodel import col, select
 from agents.dispatcher import DISPATCHER
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
+from bot.messagebus import Message
+from bot.messages import ReconcileExecution
 from connectors.sandbox_state import sandbox_state
 from storage.leases import LEASE_LOCK_CLASS
 from storage.records import ActionStatus, Execution, Intent, Run, utcnow
@@ -150,4 +153,40 @@ async def test_a_lease_whose_connection_is_lost_is_taken_again(
         assert await second.lease.alive([first.lease.id]) == {first.lease.id}
     finally:
         await first.close()
+        await second.close()
+
+
+async def test_one_piece_of_stranded_work_that_fails_does_not_strand_the_others(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    """Two executions in flight when their process stopped; carrying on the first fails (its database
+    connection drops, say): the second is still carried on by the same recovery, not left owned by a live
+    process that would never come back to it."""
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await execution_stopped_after_the_connector(first, "refund $7 on order 1004, late")
+        await ask(first, "refund $8 on order 1005, late", thread_ts="1.5")
+        async with first.units() as uow:
+            executions = (await uow.repo.session.exec(select(Execution).order_by(col(Execution.id)))).all()
+            for execution in executions:
+                execution.status = "started"
+                uow.repo.session.add(execution)
+                await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+            await uow.commit()
+        failing = executions[0].id
+        await first.close()
+
+        # The fault goes in at the bus (which has its own tests): the handler of one recovered step fails.
+        reconcile = second.handlers.execution.reconcile
+
+        async def reconcile_failing_once(command: ReconcileExecution) -> Sequence[Message]:
+            if command.execution_id == failing:
+                raise ConnectionError("the database connection dropped")
+            return await reconcile(command)
+
+        second.bus._command_handlers[ReconcileExecution] = reconcile_failing_once
+        await second.take_over_from_the_dead()
+        assert (await state(second))[2:] == (["started", "succeeded"], [1004, 1005])
+    finally:
         await second.close()

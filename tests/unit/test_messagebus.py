@@ -55,3 +55,39 @@ def test_a_command_has_one_handler() -> None:
     bus.on_command(Start, handler)
     with pytest.raises(ValueError, match="already"):
         bus.on_command(Start, handler)
+
+
+@dataclass(frozen=True)
+class Fan(Command):
+    ns: tuple[int, ...]
+
+
+async def test_a_failing_follow_up_does_not_keep_its_siblings_from_running_and_is_raised_at_the_end() -> None:
+    """Recovery hands back one command per stranded piece of work: one that fails must not strand the rest."""
+    ran: list[int] = []
+
+    async def fan(command: Fan) -> Sequence[Message]:
+        return [Start(n) for n in command.ns]
+
+    async def start(command: Start) -> Sequence[Message]:
+        if command.n == 2:
+            raise RuntimeError("the second piece of work fails")
+        ran.append(command.n)
+        return []
+
+    bus = MessageBus()
+    bus.on_command(Fan, fan)
+    bus.on_command(Start, start)
+    with pytest.raises(RuntimeError, match="second piece"):
+        await bus.handle(Fan((1, 2, 3, 4)))
+    assert ran == [1, 3, 4]
+
+
+async def test_the_first_commands_own_failure_is_raised_at_once() -> None:
+    async def start(command: Start) -> Sequence[Message]:
+        raise RuntimeError("no")
+
+    bus = MessageBus()
+    bus.on_command(Start, start)
+    with pytest.raises(RuntimeError, match="no"):
+        await bus.handle(Start(1))
