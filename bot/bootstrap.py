@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,12 +24,15 @@ from bot.background import BackgroundTasks
 from bot.digest import digest_period, post_digest
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent, accept_intent
+from bot.logs import hide_secrets
 from bot.memory_setup import open_memory_store
 from bot.messagebus import Message, MessageBus
 from bot.messages import HandleIntent, Recover
+from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
+from connectors.redaction import RedactedOrders, Redactor
 from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
 from storage.engine import create_engine
@@ -151,22 +155,48 @@ async def bootstrap(
 ) -> Aios:
     # Refuse a bad policy before touching anything; its conditions may name only parameters actions have.
     policy = Policy.from_file(settings.policy_file, installed_action_params())
+    redactor = Redactor(settings.secrets())
+    hide_secrets(redactor)
+    transport = RedactingTransport(transport, redactor)
     engine = create_engine(settings.database_url)
-    await upgrade_to_head(engine)
     units = UnitOfWorkFactory.for_engine(engine)
-    lease = await acquire_lease(engine, units)
-    registry = ConnectorRegistry.discover(
-        ConnectorContext(
-            units_of_work=units,
-            shop_api_url=settings.shop_api_url,
-            shop_api_key=settings.shop_api_key,
-            http_timeout_seconds=settings.connector_timeout_seconds,
-            settings=settings.connector_settings(),
+    # Whatever fails on the way up leaves nothing behind: no lease row, no open connection, no child process.
+    async with AsyncExitStack() as undo:
+        undo.push_async_callback(engine.dispose)
+        # Built before the store is migrated or a lease is taken: a malformed connector setting is refused
+        # with nothing touched.
+        registry = ConnectorRegistry.discover(
+            ConnectorContext(
+                units_of_work=units,
+                shop_api_url=settings.shop_api_url,
+                shop_api_key=settings.shop_api_key,
+                http_timeout_seconds=settings.connector_timeout_seconds,
+                settings=settings.connector_settings(),
+            ),
+            redactor,
         )
-    )
-    await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
-    await registry.seed()
+        undo.push_async_callback(registry.close)
+        await upgrade_to_head(engine)
+        lease = await acquire_lease(engine, units)
+        undo.push_async_callback(lease.release)
+        await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
+        await registry.seed()
+        aios = await _wire(settings, transport, clock, policy, engine, units, registry, lease, undo)
+        undo.pop_all()
+    return aios
 
+
+async def _wire(
+    settings: Settings,
+    transport: Transport,
+    clock: Callable[[], datetime],
+    policy: Policy,
+    engine: AsyncEngine,
+    units: UnitOfWorkFactory,
+    registry: ConnectorRegistry,
+    lease: Lease,
+    undo: AsyncExitStack,
+) -> Aios:
     async def warn_in_thread(call: CallContext, warning: str) -> None:
         try:
             await transport.post(call.channel, f":money_with_wings: {warning}", thread_ts=call.thread_ts)
@@ -174,8 +204,10 @@ async def bootstrap(
             log.error("budget_warning_not_delivered", error=str(exc))
 
     llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
-    orders = registry.connector_for("shop.refund")
-    assert isinstance(orders, OrderLookup), "the shop connector must be able to look up orders"
+    undo.push_async_callback(llm.close)
+    shop = registry.connector_for("shop.refund")
+    assert isinstance(shop, OrderLookup), "the shop connector must be able to look up orders"
+    orders = RedactedOrders(shop, registry.redactor)
     kinds = policy.document.memory.kinds
     retention = Retention(
         ttl={kind: rule.ttl for kind, rule in kinds.items() if rule.ttl is not None},
@@ -183,6 +215,7 @@ async def bootstrap(
         summarise_after=policy.document.memory.summarise_after,
     )
     memory = await open_memory_store(settings, units, clock, retention)
+    undo.push_async_callback(memory.close)
     agents: list[Agent] = [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)]
     tools = ToolsAgent(llm, registry, memory)
     if tools.action_names:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from bot.bootstrap import Aios
+    from bot.replay import Scope
     from bot.settings import Settings
     from connectors.catalogue import ConnectorStatus
     from storage.memory import MemoryStore
@@ -370,8 +371,11 @@ def connectors() -> None:
 
 
 async def _connector_statuses() -> list[ConnectorStatus]:
+    from dataclasses import replace
+
     from connectors.base import ConnectorContext
     from connectors.catalogue import connector_statuses
+    from connectors.redaction import Redactor
 
     settings = _settings()
     async with _units() as units:
@@ -382,7 +386,10 @@ async def _connector_statuses() -> list[ConnectorStatus]:
             http_timeout_seconds=settings.connector_timeout_seconds,
             settings=settings.connector_settings(),
         )
-        return await connector_statuses(context)
+        redactor = Redactor(settings.secrets())  # a server's answer in a health line may echo a credential
+        return [
+            replace(status, state=redactor.text(status.state)) for status in await connector_statuses(context)
+        ]
 
 
 @app.command()
@@ -399,6 +406,84 @@ def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-…, A-�
     except NotFoundError as exc:
         _fail(str(exc), code=1)
     out.print(text.replace("*", ""), highlight=False, markup=False)
+
+
+@app.command()
+def replay(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="A run id (R-17); or use --since for a window.")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", metavar="FILE", help="The policy to judge the actions under.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Every decision of the last 7d, 24h, 30m … instead of one run.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """What-if: a run's recorded actions (or a window's) judged again under another policy, as a diff and a
+    summary. Reads the records only: no model, no connector, nothing written."""
+    from bot.replay import Scope
+
+    if (run_id is None) == (since is None):
+        _fail(
+            "give a run id (aios replay R-17 --policy FILE) or a window (aios replay --since 7d --policy FILE)"
+        )
+    if policy is None:
+        _fail("give the policy to compare with: --policy FILE")
+    if run_id is not None:
+        from storage.ids import UnknownIdError, parse_id
+
+        try:
+            prefix, key = parse_id(run_id)
+        except UnknownIdError:
+            prefix, key = "", 0
+        if prefix != "R":
+            _fail(f"{run_id!r} is not a run id; run ids look like R-17")
+        scope = Scope(run_id=key)
+    else:
+        from storage.records import utcnow
+
+        window = _duration(since)
+        assert window is not None
+        scope = Scope(since=utcnow() - window)
+    _replay(scope, policy, as_json)
+
+
+def _replay(scope: Scope, policy_path: Path, as_json: bool) -> None:
+    from bot.replay import build_report, count
+    from connectors.registry import installed_action_params
+    from policies.engine import Policy
+
+    with _user_errors():
+        candidate = Policy.from_file(policy_path, installed_action_params())
+    listed = 10_000 if as_json else 200  # actions listed; the summary counts them all
+
+    async def work(units: UnitOfWorkFactory) -> Any:
+        if scope.run_id is not None:
+            from storage.records import Run
+
+            async with units() as uow:
+                if await uow.repo.get(Run, scope.run_id) is None:
+                    return None
+        if not err.is_terminal:
+            return await build_report(units, candidate, scope, keep=listed)
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("replaying", total=await count(units, scope))
+            return await build_report(
+                units, candidate, scope, keep=listed, progress=lambda n: progress.advance(task, n)
+            )
+
+    report = _run(lambda: _with_units(work))
+    if report is None:
+        _fail(f"there is no run R-{scope.run_id}", code=1)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for line in report.text_lines():
+        out.print(line, highlight=False, markup=False)
 
 
 @app.command()

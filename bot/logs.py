@@ -9,6 +9,30 @@ import sys
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, WrappedLogger
+
+from connectors.redaction import Redactor
+
+_redactor = Redactor()
+
+
+def hide_secrets(redactor: Redactor) -> None:
+    """From now on, every log line is written with these secrets replaced (the composition root calls this
+    once the settings are read; lines before that hold no setting's value)."""
+    global _redactor
+    _redactor = redactor
+
+
+def _without_secrets(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    # Last before rendering: the event's values, a library's message and a rendered traceback are all here.
+    redacted: EventDict = _redactor.data(event)
+    for key, value in redacted.items():
+        if not isinstance(value, str | dict | list | tuple | int | float | None):
+            # Rendered by its repr, which may show a secret an attribute holds.
+            shown = repr(value)
+            if _redactor.leaks(shown):
+                redacted[key] = _redactor.text(shown)
+    return redacted
 
 
 def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
@@ -26,10 +50,15 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
         [
             # Frames' local variables stay out of the log: they hold tokens, secrets and customers' data.
             structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            _without_secrets,
             structlog.processors.JSONRenderer(),
         ]
         if json
-        else [structlog.processors.format_exc_info, structlog.dev.ConsoleRenderer(colors=False)]
+        else [
+            structlog.processors.format_exc_info,
+            _without_secrets,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
     )
     structlog.configure(
         processors=[*shared, *tail],

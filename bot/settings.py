@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.errors import ConnectorSettingError
+from connectors.redaction import Secret
 
 
 class MissingSettingError(RuntimeError):
@@ -22,6 +27,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AIOS_DATABASE_URL", "DATABASE_URL"),
     )
     policy_file: str | None = Field(default=None, validation_alias="AIOS_POLICY_FILE")
+    candidate_policy_file: str | None = Field(default=None, validation_alias="AIOS_CANDIDATE_POLICY_FILE")
     anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     dispatch_model: str = Field(default="claude-haiku-4-5", validation_alias="AIOS_DISPATCH_MODEL")
@@ -49,7 +55,9 @@ class Settings(BaseSettings):
     stripe_api_key: str | None = Field(default=None, validation_alias="STRIPE_API_KEY", repr=False)
     stripe_api_base: str | None = Field(default=None, validation_alias="STRIPE_API_BASE")
     shopify_shop: str | None = Field(default=None, validation_alias="SHOPIFY_SHOP")
-    shopify_access_token: str | None = Field(default=None, validation_alias="SHOPIFY_ACCESS_TOKEN", repr=False)
+    shopify_access_token: str | None = Field(
+        default=None, validation_alias="SHOPIFY_ACCESS_TOKEN", repr=False
+    )
     wordpress_url: str | None = Field(default=None, validation_alias="WORDPRESS_URL")
     wordpress_user: str | None = Field(default=None, validation_alias="WORDPRESS_USER")
     wordpress_app_password: str | None = Field(
@@ -67,6 +75,30 @@ class Settings(BaseSettings):
             for name, field in type(self).model_fields.items()
             if name in _CONNECTOR_FIELDS and (value := getattr(self, name))
         }
+
+    def secrets(self) -> list[Secret]:
+        """Every configured secret, named by its setting: what the redactor keeps out of records, chat
+        messages and logs. A malformed structured setting counts as a secret whole."""
+        found = [
+            Secret(name, value, user)
+            for name, value, user in (
+                ("SLACK_BOT_TOKEN", self.slack_bot_token, None),
+                ("SLACK_SIGNING_SECRET", self.slack_signing_secret, None),
+                ("SLACK_APP_TOKEN", self.slack_app_token, None),
+                ("ANTHROPIC_API_KEY", self.anthropic_api_key, None),
+                ("WEAVIATE_API_KEY", self.weaviate_api_key, None),
+                ("AIOS_SHOP_API_KEY", self.shop_api_key, None),
+                ("STRIPE_API_KEY", self.stripe_api_key, None),
+                ("SHOPIFY_ACCESS_TOKEN", self.shopify_access_token, None),
+                ("WORDPRESS_APP_PASSWORD", self.wordpress_app_password, self.wordpress_user),
+            )
+            if value
+        ]
+        found += _url_password("AIOS_SMTP_URL", self.smtp_url)
+        found += _url_password("AIOS_DATABASE_URL", self.database_url)
+        found += _webhook_secrets(self.webhooks)
+        found += _mcp_secrets(self.mcp_config)
+        return found
 
     def require(self, *names: str) -> None:
         """Fail with one message listing every missing setting a command needs."""
@@ -100,3 +132,48 @@ _FIELD_FOR = {
     "SLACK_SIGNING_SECRET": "slack_signing_secret",
     "SLACK_APP_TOKEN": "slack_app_token",
 }
+
+
+def _url_password(setting: str, url: str | None) -> list[Secret]:
+    try:
+        parts = urlsplit(url or "")
+        password, user = parts.password, parts.username
+    except ValueError:
+        return [Secret(setting, url or "")]
+    if not password:
+        return []
+    # As written in the URL and as sent: either form may be echoed.
+    secrets = [Secret(setting, unquote(password), unquote(user) if user else None)]
+    return secrets + [Secret(setting, password)] if unquote(password) != password else secrets
+
+
+def _webhook_secrets(value: str | None) -> list[Secret]:
+    """Each webhook's signing secret and URL (which often holds a token in its path)."""
+    if not value:
+        return []
+    from connectors.webhooks import SETTING, parse_webhooks
+
+    try:
+        webhooks = parse_webhooks(value).values()
+    except ConnectorSettingError:
+        return [Secret(SETTING, value)]
+    return [Secret(SETTING, secret) for webhook in webhooks for secret in (webhook.secret, webhook.url)]
+
+
+def _mcp_secrets(path: str | None) -> list[Secret]:
+    """The servers' ``env`` values, URLs and header values (and a header's credentials without its scheme,
+    as in ``Bearer <token>``). Imported only here: the MCP SDK is slow to import."""
+    if not path:
+        return []
+    from connectors.mcp_tools import SETTING, load_config
+
+    try:
+        servers = load_config(path)
+    except ConnectorSettingError:
+        return []  # the connector refuses to start and says why
+    values: list[str] = []
+    for server in servers:
+        headers = list((server.headers or {}).values())
+        values += [*(server.env or {}).values(), *headers, server.url or ""]
+        values += [header.split(" ", 1)[1] for header in headers if " " in header.strip()]
+    return [Secret(SETTING, value) for value in values if value]

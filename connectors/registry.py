@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from connectors.actions import Action
 from connectors.base import Closeable, Connector, ConnectorContext, ConnectorFactory, Prechecked, Seedable
 from connectors.errors import ConnectorError, InvalidActionError, UnknownActionError
+from connectors.redaction import Redactor, scrubbed
 
 ENTRY_POINT_GROUP = "aios.connectors"
 
@@ -26,9 +28,13 @@ class ConnectsAtStart(Protocol):
 
 
 class ConnectorRegistry:
-    def __init__(self, connectors: Iterable[Connector]) -> None:
+    """Every result, refusal and error of a connector passes through here, and leaves with the configured
+    secrets (``redactor``) taken out: whatever a connector or its library lets slip stops at this seam."""
+
+    def __init__(self, connectors: Iterable[Connector], redactor: Redactor | None = None) -> None:
         self._by_action: dict[str, tuple[type[Action], Connector]] = {}
         self._connectors = list(connectors)
+        self.redactor = redactor if redactor is not None else Redactor()
         for connector in self._connectors:
             self._add(connector, connector.actions)
 
@@ -45,10 +51,14 @@ class ConnectorRegistry:
                 self._add(connector, await connector.connect())
 
     @classmethod
-    def discover(cls, context: ConnectorContext) -> ConnectorRegistry:
+    def discover(cls, context: ConnectorContext, redactor: Redactor | None = None) -> ConnectorRegistry:
+        """The installed connectors their settings switch on; a malformed setting raises its connector's
+        ConnectorSettingError."""
+        redactor = redactor if redactor is not None else Redactor()
         factories: list[ConnectorFactory] = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
-        connectors = [factory.configured(context) for factory in factories]
-        return cls(connector for connector in connectors if connector is not None)
+        with _scrubbing(redactor):
+            connectors = [factory.configured(context) for factory in factories]
+        return cls((connector for connector in connectors if connector is not None), redactor)
 
     @property
     def action_names(self) -> list[str]:
@@ -84,9 +94,11 @@ class ConnectorRegistry:
         if not isinstance(connector, Prechecked):
             return None
         try:
-            return await connector.refusal(action)
+            with _scrubbing(self.redactor):
+                refusal = await connector.refusal(action)
         except ConnectorError as exc:
             return f"{action.name} could not be checked just now ({exc}); try again shortly"
+        return self.redactor.text(refusal) if refusal is not None else None
 
     async def seed(self) -> None:
         """Let connectors that keep local state (the sandboxes) create their starting data."""
@@ -103,11 +115,30 @@ class ConnectorRegistry:
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         _, connector = self._by_action[action.name]
-        return await connector.execute(action, idempotency_key)
+        with _scrubbing(self.redactor):
+            result = await connector.execute(action, idempotency_key)
+        redacted: dict[str, Any] = self.redactor.data(result)
+        return redacted
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         _, connector = self._by_action[action.name]
-        return await connector.lookup(action, idempotency_key)
+        with _scrubbing(self.redactor):
+            found = await connector.lookup(action, idempotency_key)
+        redacted: dict[str, Any] | None = self.redactor.data(found)
+        return redacted
+
+
+@contextmanager
+def _scrubbing(redactor: Redactor) -> Iterator[None]:
+    """An exception leaves without a secret in its text, keeping its class (transient, permanent, a bug) and
+    its traceback; one whose text cannot be scrubbed in place leaves as a RedactedError."""
+    try:
+        yield
+    except Exception as exc:
+        clean = scrubbed(exc, redactor)
+        if clean is exc:
+            raise
+        raise clean from None
 
 
 def installed_action_params() -> dict[str, list[str]]:
