@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from agents.base import Agent, load_prompt
 from agents.llm import LLM, CallContext, Message, ToolSpec
+from agents.tools_agent import ToolsAgent
 
 _ROUTES = (
     ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
 )
+_POLITE = r"^\W*(?:(?:please|pls|can\s+you|could\s+you)\s+)?"
 ROUTE_TOOL = "route_to_agent"
 DISPATCHER = "dispatcher"  # the agent name a run has until the dispatcher picks one
 
@@ -23,8 +25,14 @@ class Dispatcher:
         self.agents = {agent.name: agent for agent in agents}
         self._llm = llm
         self._prompt = load_prompt("dispatcher")
+        self._webhooks = _webhook_route(agents)
+        if self._webhooks is not None:
+            names = ", ".join(self._webhooks[0].webhook_names)
+            self._prompt += f"\nThe tools agent also posts JSON to the team's configured webhooks: {names}.\n"
 
     async def route(self, text: str, call: CallContext, history: Sequence[Message] = ()) -> Agent | None:
+        if self._webhooks is not None and self._webhooks[1].search(text):
+            return self._webhooks[0]
         for name, pattern in _ROUTES:
             if name in self.agents and pattern.search(text):
                 return self.agents[name]
@@ -54,3 +62,16 @@ class Dispatcher:
                 "required": ["agent"],
             },
         )
+
+
+def _webhook_route(agents: Sequence[Agent]) -> tuple[ToolsAgent, re.Pattern[str]] | None:
+    """The agent that posts to webhooks, and the requests that name one: the word webhook, or ``notify
+    <name>`` / ``send (or post) … to <name>`` with a configured name. They are tried before the other routes:
+    a body often carries their words ({"event": "refund"}), and "post" is one of them."""
+    agent = next((a for a in agents if isinstance(a, ToolsAgent) and a.webhook_names), None)
+    if agent is None:
+        return None
+    names = "|".join(re.escape(n) for n in sorted(agent.webhook_names, key=len, reverse=True))
+    name = rf"(?:the\s+)?(?:webhook\s+)?(?:{names})(?![\w-]|\.\w)"
+    pattern = rf"\bwebhooks?\b|{_POLITE}(?:notify\s+{name}|(?:send|post)\b.*?\bto\s+{name})"
+    return agent, re.compile(pattern, re.IGNORECASE | re.DOTALL)

@@ -16,7 +16,7 @@ A receiver cannot be asked what it got, so delivered keys go into the ``sent_mes
 sending and by ``lookup``. The same window as SMTP's remains: a crash after the receiver answered 2xx and
 before the ledger row is committed delivers again on the retry, with the same Idempotency-Key, which is what
 the header is for. URLs (which often hold a token) and secrets never appear in results or errors: a webhook is
-named by its name only.
+named by its name only, and a name that is not configured is refused before anyone is asked to approve it.
 """
 
 from __future__ import annotations
@@ -130,8 +130,19 @@ class Webhooks:
         # Redirects are not followed: a signed body is meant for the configured url only.
         self._client = httpx.AsyncClient(timeout=context.http_timeout_seconds, follow_redirects=False)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The configured webhooks' names, sorted: all an agent or a person is told about them."""
+        return tuple(sorted(self._webhooks))
+
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def refusal(self, action: Action) -> str | None:
+        """A name that is not configured: the action model only checks its spelling, so this says it before
+        anyone is asked to approve a delivery that cannot happen."""
+        assert isinstance(action, WebhookPost)
+        return None if action.webhook in self._webhooks else self._unknown(action.webhook)
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         return await self._ledger.find(idempotency_key)
@@ -146,7 +157,9 @@ class Webhooks:
         headers = webhook.signed_headers(raw, idempotency_key, int(time.time()))
         where = f"the webhook {webhook.name}"
         response = await reach(self._client.post(webhook.url, content=raw, headers=headers), where)
-        raise_if_transient(response, f"{where} answered {response.status_code}: {_receiver_message(response)}")
+        raise_if_transient(
+            response, f"{where} answered {response.status_code}: {_receiver_message(response)}"
+        )
         if not response.is_success:
             raise PermanentConnectorError(
                 f"{where} refused the delivery with {response.status_code}: {_receiver_message(response)}"
@@ -177,10 +190,10 @@ class Webhooks:
         try:
             return self._webhooks[name]
         except KeyError:
-            raise PermanentConnectorError(
-                f"no webhook named {name!r} is configured; the configured ones are "
-                f"{', '.join(sorted(self._webhooks))} ({SETTING})"
-            ) from None
+            raise PermanentConnectorError(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        return f"no webhook named {name!r} is configured; the configured ones are {', '.join(self.names)} ({SETTING})"
 
 
 async def _reachable(url: str) -> bool:
@@ -199,4 +212,3 @@ async def _reachable(url: str) -> bool:
 def _receiver_message(response: httpx.Response) -> str:
     text = " ".join(response.text.split()) or response.reason_phrase
     return text if len(text) <= RECEIVER_MESSAGE_MAX else text[: RECEIVER_MESSAGE_MAX - 1] + "…"
-

@@ -12,10 +12,18 @@ Returns and refunds (tool ``shop_refund``, optionally ``email_send``):
   * a reason with no amount (``refund order 1004, scratched``) proposes nothing: the reply asks how much
   * add ``and tell the customer`` / ``and email the customer`` to also send the customer an email
 
-Content (tools ``cms_create_draft``, ``cms_publish``):
+Content (tools ``cms_create_draft``, ``cms_publish``; ``wordpress_update`` when WordPress is configured):
   * ``draft a post titled "Spring lookbook"`` (optionally ``with body "…"``)
   * ``publish post spring-lookbook`` or ``publish spring-lookbook``
   * ``schedule post spring-lookbook for 2026-12-01T09:00:00Z``
+  * ``update post spring-lookbook title "Spring lookbook 2027"``, or ``body "…"``, ``excerpt "…"`` (several
+    at once, each in quotes); an update written otherwise proposes nothing, and the reply says how to write it
+
+Webhooks (tool ``webhook_post``), to a webhook the context names as configured:
+  * ``post {"event": "refund", "order": 1001} to webhook crm``
+  * ``send to webhook crm: {"event": "refund", "order": 1001}``, ``notify crm {"event": "restock"}``
+  * a body that is not one JSON object, or a webhook that is not configured, proposes nothing: the reply
+    shows how to write it, or names the configured webhooks
 
 The agent puts what it knows (for example ``order 1001: total $320.00, refundable $320.00, customer …``)
 in the system prompt; the planner reads it from there, as a model would.
@@ -26,11 +34,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
-from agents.offline import content, refunds
+from agents.offline import content, refunds, webhooks
 from agents.offline.grammar import Grammar
 
 # Tried in order; the first that recognises the request plans it.
-GRAMMARS: tuple[Grammar, ...] = (refunds.GRAMMAR, content.GRAMMAR)
+GRAMMARS: tuple[Grammar, ...] = (refunds.GRAMMAR, content.GRAMMAR, webhooks.GRAMMAR)
 
 
 class OfflinePlanner:
