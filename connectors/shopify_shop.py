@@ -9,6 +9,9 @@ notes are idempotent by nature (adding a tag twice, or setting the same note, ch
 A refund of items is computed by Shopify (``suggestedRefund``) and made only if that total is the amount the
 policy judged. An inventory adjustment carries the key in the ``@idempotent`` directive (required from 2026-04)
 and in its ``referenceDocumentUri``.
+Before anyone is asked to approve, ``refusal`` says what Shopify is certain to refuse: no such order, line, SKU
+or location, more units than are left, or an item refund whose amount is not Shopify's total (with that total,
+so the model can propose it).
 SHOPIFY_ACCESS_TOKEN never appears in a result or an error message.
 """
 
@@ -35,7 +38,7 @@ from connectors.actions import (
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.http_errors import raise_if_transient, reach
-from connectors.sandbox_shop import OrderInfo
+from connectors.sandbox_shop import OrderInfo, OrderLine
 
 # Shopify releases an Admin API version each quarter and supports each for a year; pinned so a release never
 # changes the shapes under us.
@@ -58,7 +61,6 @@ query Order($query: String!) {
       customer { displayName email }
       totalPriceSet { shopMoney { amount currencyCode } }
       totalRefundedSet { shopMoney { amount currencyCode } }
-      lineItems(first: 1) { nodes { title } }
       refunds(first: 100) { id note totalRefundedSet { shopMoney { amount currencyCode } } }
       transactions(first: 20) { id kind status gateway amountSet { shopMoney { amount currencyCode } } }
     }
@@ -93,7 +95,16 @@ SHOP_QUERY = "query Shop { shop { name myshopifyDomain } }"
 LINES_QUERY = """
 query OrderLines($id: ID!) {
   order(id: $id) {
-    lineItems(first: 250) { nodes { id sku title quantity refundableQuantity } }
+    lineItems(first: 250) {
+      nodes {
+        id
+        sku
+        title
+        quantity
+        refundableQuantity
+        discountedUnitPriceAfterAllDiscountsSet { shopMoney { amount currencyCode } }
+      }
+    }
   }
 }
 """
@@ -132,6 +143,10 @@ mutation InventoryAdjust($input: InventoryAdjustQuantitiesInput!, $key: String!)
 }
 """
 REFERENCE_URI = "aios://idempotency/{key}"
+
+
+class _Refused(PermanentConnectorError):
+    """Shopify is certain to refuse the action as it stands: said before approval, and raised at execution."""
 
 
 class ShopifyShop:
@@ -192,7 +207,7 @@ class ShopifyShop:
             return None
         customer = order.get("customer") or {}
         email = str(customer.get("email") or order.get("email") or "")
-        items = order["lineItems"]["nodes"]
+        items = await self._line_items(order)
         return OrderInfo(
             id=order_id,
             customer_name=str(customer.get("displayName") or email or "customer"),
@@ -201,7 +216,24 @@ class ShopifyShop:
             total=_money(order["totalPriceSet"]),
             refunded=_money(order["totalRefundedSet"]),
             currency=str(order["currencyCode"]),
+            lines=tuple(_order_line(item) for item in items),
         )
+
+    async def refusal(self, action: Action) -> str | None:
+        """What Shopify is certain to refuse, found with reads only. ``shop.refund`` is checked by the returns
+        agent against the order; a negative stock change is left alone, since Shopify lets stock go below
+        zero."""
+        try:
+            if isinstance(action, ShopifyRefund):
+                await self._suggested_refund(await self._existing_order(action.order_id), action)
+            elif isinstance(action, ShopifyTagOrder | ShopifyNote):
+                await self._existing_order(action.order_id)
+            elif isinstance(action, ShopifyAdjustInventory):
+                await self._inventory_item(action.sku)
+                await self._location(action.location)
+        except _Refused as refused:
+            return str(refused)
+        return None
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         if isinstance(action, ShopifyTagOrder):
@@ -224,8 +256,9 @@ class ShopifyShop:
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         if isinstance(action, ShopifyAdjustInventory):
-            # Shopify offers no search of adjustments by reference; executing again under the same key is
-            # answered by the @idempotent directive with the first adjustment, so it changes stock once.
+            # Adjustments can be read back (inventoryHistory) only in Shopify's unstable API version, not in a
+            # supported one; executing again under the same key is answered by the @idempotent directive with
+            # the first adjustment, so it changes stock once.
             return None
         assert isinstance(action, ShopRefund | ShopifyRefund | ShopifyTagOrder | ShopifyNote)
         order = await self._order(action.order_id)
@@ -289,26 +322,7 @@ class ShopifyShop:
         landed = _with_key(order, key)
         if landed is not None:
             return _refund_result(landed, action.order_id, replayed=True)
-        data = await self._graphql(LINES_QUERY, {"id": order["id"]})
-        lines = [
-            _refund_line(action.order_id, line, data["order"]["lineItems"]["nodes"], action.restock)
-            for line in action.lines
-        ]
-        if action.restock:
-            primary = (await self._graphql(LOCATIONS_QUERY, {}))["primary"]
-            lines = [{**line, "locationId": primary["id"]} for line in lines]
-        shipping = {"amount": f"{action.shipping:.2f}", "currencyCode": "USD"} if action.shipping else None
-        suggested = (
-            await self._graphql(
-                SUGGESTED_REFUND_QUERY, {"id": order["id"], "lines": lines, "shipping": shipping}
-            )
-        )["order"]["suggestedRefund"]
-        computed = Decimal(suggested["amountSet"]["shopMoney"]["amount"])
-        if abs(computed - Decimal(str(action.amount))) > Decimal("0.01"):
-            raise PermanentConnectorError(
-                f"Shopify computes ${computed:,.2f} for these items on order {action.order_id}, not "
-                f"${action.amount:,.2f}; propose the refund again with amount {computed:.2f}"
-            )
+        lines, suggested = await self._suggested_refund(order, action)
         refund_input: dict[str, Any] = {
             "orderId": order["id"],
             "note": f"{action.note} {KEY_MARKER.format(key=key)}",
@@ -325,20 +339,56 @@ class ShopifyShop:
                 for t in suggested["suggestedTransactions"]
             ],
         }
-        if shipping is not None:
-            refund_input["shipping"] = {"amount": shipping["amount"]}
+        if action.shipping:
+            refund_input["shipping"] = {"amount": f"{action.shipping:.2f}"}
         data = await self._graphql(REFUND_MUTATION, {"input": refund_input, "key": key})
         _refuse_user_errors(data["refundCreate"])
         return _refund_result(data["refundCreate"]["refund"], action.order_id, replayed=False)
 
-    async def _adjust_inventory(self, action: ShopifyAdjustInventory, key: str) -> dict[str, Any]:
-        items = (await self._graphql(INVENTORY_ITEM_QUERY, {"query": f"sku:{json.dumps(action.sku)}"}))[
+    async def _suggested_refund(
+        self, order: Mapping[str, Any], action: ShopifyRefund
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The refund's RefundLineItemInputs and Shopify's suggestion for them, refused unless Shopify's total
+        is the action's amount."""
+        items = await self._line_items(order)
+        lines = [_refund_line(action.order_id, line, items, action.restock) for line in action.lines]
+        if action.restock:
+            primary = (await self._graphql(LOCATIONS_QUERY, {}))["primary"]
+            lines = [{**line, "locationId": primary["id"]} for line in lines]
+        shipping = {"amount": f"{action.shipping:.2f}", "currencyCode": "USD"} if action.shipping else None
+        suggested: dict[str, Any] = (
+            await self._graphql(
+                SUGGESTED_REFUND_QUERY, {"id": order["id"], "lines": lines, "shipping": shipping}
+            )
+        )["order"]["suggestedRefund"]
+        computed = Decimal(suggested["amountSet"]["shopMoney"]["amount"])
+        if abs(computed - Decimal(str(action.amount))) > Decimal("0.01"):
+            what = "these items and shipping" if action.shipping else "these items"
+            raise _Refused(
+                f"Shopify computes ${computed:,.2f} for {what} on order {action.order_id} (taxes and "
+                f"discounts included), not ${action.amount:,.2f}; propose the refund again with amount "
+                f"{computed:.2f}"
+            )
+        return lines, suggested
+
+    async def _line_items(self, order: Mapping[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self._graphql(LINES_QUERY, {"id": order["id"]}))["order"][
+            "lineItems"
+        ]["nodes"]
+        return items
+
+    async def _inventory_item(self, sku: str) -> dict[str, Any]:
+        items = (await self._graphql(INVENTORY_ITEM_QUERY, {"query": f"sku:{json.dumps(sku)}"}))[
             "inventoryItems"
         ]["nodes"]
         # The search matches loosely, as for orders: only the exact SKU is the item meant.
-        item = next((i for i in items if i["sku"] == action.sku), None)
+        item: dict[str, Any] | None = next((i for i in items if i["sku"] == sku), None)
         if item is None:
-            raise PermanentConnectorError(f"no inventory item in Shopify has the SKU {action.sku!r}")
+            raise _Refused(f"no inventory item in Shopify has the SKU {sku!r}")
+        return item
+
+    async def _adjust_inventory(self, action: ShopifyAdjustInventory, key: str) -> dict[str, Any]:
+        item = await self._inventory_item(action.sku)
         location = await self._location(action.location)
         adjust_input = {
             "name": "available",
@@ -379,15 +429,13 @@ class ShopifyShop:
         )
         if found is None:
             names = ", ".join(n["name"] for n in nodes)
-            raise PermanentConnectorError(f"Shopify has no location {wanted!r}; its locations: {names}")
+            raise _Refused(f"Shopify has no location {wanted!r}; its locations: {names}")
         return found
 
     async def _existing_order(self, order_id: int) -> dict[str, Any]:
         order = await self._order(order_id)
         if order is None:
-            raise PermanentConnectorError(
-                f"order {order_id} does not exist in Shopify (no order named #{order_id})"
-            )
+            raise _Refused(f"order {order_id} does not exist in Shopify (no order named #{order_id})")
         return order
 
     async def _order(self, order_id: int) -> dict[str, Any] | None:
@@ -408,7 +456,9 @@ class ShopifyShop:
                 "with the read_orders, write_orders scopes (for stock also read_inventory, write_inventory, "
                 "read_locations)"
             )
-        raise_if_transient(response, "Shopify is rate limiting" if status == 429 else f"Shopify answered {status}")
+        raise_if_transient(
+            response, "Shopify is rate limiting" if status == 429 else f"Shopify answered {status}"
+        )
         if status >= 400:
             raise PermanentConnectorError(
                 f"Shopify refused the request ({status}): {self._clean(response.text)}"
@@ -447,15 +497,15 @@ def _refund_line(
         if (i["sku"] == line.sku if line.sku is not None else _numeric_id(i["id"]) == str(line.line_item_id))
     ]
     if not matches:
-        raise PermanentConnectorError(f"order {order_id} has no {line.label()} in Shopify")
+        raise _Refused(f"order {order_id} has no {line.label()} in Shopify")
     if len(matches) > 1:
-        raise PermanentConnectorError(
+        raise _Refused(
             f"order {order_id} has {len(matches)} lines with {line.label()}; name one by line_item_id: "
             + ", ".join(_numeric_id(i["id"]) for i in matches)
         )
     [item] = matches
     if line.quantity > item["refundableQuantity"]:
-        raise PermanentConnectorError(
+        raise _Refused(
             f"order {order_id} has {item['refundableQuantity']} of {line.label()} ({item['title']}) left to "
             f"refund, not {line.quantity}"
         )
@@ -470,6 +520,16 @@ def _numeric_id(gid: str) -> str:
     """``gid://shopify/LineItem/123`` → ``123``, the id Shopify's admin shows."""
     return gid.rsplit("/", 1)[-1]
 
+
+def _order_line(item: Mapping[str, Any]) -> OrderLine:
+    return OrderLine(
+        line_item_id=int(_numeric_id(item["id"])),
+        sku=item.get("sku") or None,
+        title=str(item["title"]),
+        quantity=int(item["quantity"]),
+        refundable_quantity=int(item["refundableQuantity"]),
+        unit_price=_money(item["discountedUnitPriceAfterAllDiscountsSet"]),
+    )
 
 
 def _throttle_wait(body: Mapping[str, Any]) -> float | None:

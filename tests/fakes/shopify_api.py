@@ -63,6 +63,7 @@ class FakeOrder:
                 "title": self.item,
                 "quantity": 2,
                 "refundableQuantity": 2 - self.refunded_units,
+                "discountedUnitPriceAfterAllDiscountsSet": _money(self.total / 2, self.currency),
             }
         ]
 
@@ -77,7 +78,6 @@ class FakeOrder:
             "customer": {"displayName": self.customer_name, "email": self.email},
             "totalPriceSet": _money(self.total, self.currency),
             "totalRefundedSet": _money(self.refunded, self.currency),
-            "lineItems": {"nodes": [{"title": self.item}]},
             "refunds": list(self.refunds),
             "transactions": [
                 {

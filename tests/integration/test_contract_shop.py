@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,7 +90,8 @@ def refund(order_id: int = 1003, amount: float = 40.0, reason: str = "arrived br
 
 async def test_an_order_is_found_with_its_customer_item_and_total(shop: Shop) -> None:
     order = await shop.get_order(1001)
-    assert order == OrderInfo(
+    # Line items are known only to shops that refund by item; Shopify's are checked in test_shopify.py.
+    assert order is not None and replace(order, lines=()) == OrderInfo(
         id=1001,
         customer_name="Maya Patel",
         customer_email="maya@example.com",
