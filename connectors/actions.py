@@ -211,7 +211,8 @@ class ShopifyRefund(Action):
     name: ClassVar[str] = "shopify.refund"
     description: ClassVar[str] = (
         "Refund specific items (and optionally shipping) of a Shopify order. Shopify computes what these "
-        "items cost, with their discounts and taxes; amount must be that total, so look it up first."
+        "items cost, with their discounts and taxes, and amount must be that total: a proposal with another "
+        "amount is refused with Shopify's figure, to propose again with it."
     )
 
     order_id: int = Field(gt=0, description="The order number as customers see it, without '#', e.g. 1001")
