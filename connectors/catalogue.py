@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from connectors.actions import Action
 from connectors.base import Closeable, ConnectorContext, ConnectorFactory, HealthCheckable
-from connectors.registry import ENTRY_POINT_GROUP
+from connectors.registry import ENTRY_POINT_GROUP, ConnectsAtStart
 
 HEALTH_TIMEOUT_SECONDS = 10.0
 
@@ -46,7 +47,7 @@ async def connector_statuses(
 async def _status(
     name: str, factory: ConnectorFactory, context: ConnectorContext, wait_seconds: float
 ) -> ConnectorStatus:
-    actions = tuple(model.name for model in factory.actions)
+    actions = tuple(_label(model) for model in factory.actions)
     needs: Sequence[str] = getattr(factory, "settings_names", ())
     real = bool(needs)
     try:
@@ -57,11 +58,15 @@ async def _status(
         state = f"not configured (set {', '.join(needs)})" if real else "replaced by a real connector"
         return ConnectorStatus(name, actions, real, False, state)
     try:
-        if not isinstance(connector, HealthCheckable):
-            state = "in use (it has no health check)" if real else "in use (local, in the SQL store)"
-            return ConnectorStatus(name, actions, real, True, state)
         try:
             async with asyncio.timeout(wait_seconds):
+                # Actions known only once connected (an MCP server's tools) are listed as the bot would
+                # offer them; a part that cannot be reached is named by the health check below.
+                if isinstance(connector, ConnectsAtStart):
+                    actions += tuple(_label(model) for model in await connector.connect())
+                if not isinstance(connector, HealthCheckable):
+                    state = "in use (it has no health check)" if real else "in use (local, in the SQL store)"
+                    return ConnectorStatus(name, actions, real, True, state)
                 return ConnectorStatus(name, actions, real, True, await connector.health(), healthy=True)
         except TimeoutError:
             state = f"no answer within {wait_seconds:.0f} s"
@@ -71,3 +76,14 @@ async def _status(
     finally:
         if isinstance(connector, Closeable):
             await connector.close()
+
+
+def _label(model: type[Action]) -> str:
+    """The action's name, marked when it says it only reads or may destroy (an MCP tool's annotations)."""
+    facts = getattr(model, "facts", None)
+    marks = facts() if callable(facts) else {}
+    if marks.get("read_only"):
+        return f"{model.name} (read-only)"
+    if marks.get("destructive"):
+        return f"{model.name} (destructive)"
+    return model.name

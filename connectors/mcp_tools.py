@@ -14,7 +14,7 @@ import copy
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,12 @@ from pydantic_core import PydanticCustomError
 
 from connectors.actions import Action
 from connectors.base import ConnectorContext
-from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import (
+    ConnectorError,
+    ConnectorSettingError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 
 # The MCP SDK takes half a second to import, which every CLI command would pay even with no server
 # configured: it is imported where a session is opened or called.
@@ -50,10 +55,16 @@ CONNECT_TIMEOUT_SECONDS = 20.0
 # than timed out there and retried.
 CALL_TIMEOUT_SECONDS = 20.0
 PING_TIMEOUT_SECONDS = 5.0
+SECRET_MIN_CHARS = 6
 
 
 class McpConfigError(ConnectorSettingError):
     """AIOS_MCP_CONFIG names a file that is missing or malformed."""
+
+
+class OutcomeUnknownError(ConnectorError):
+    """A write that may or may not have run. Neither permanent (the thread would be told nothing changed) nor
+    transient (it would be called again): it fails, and the thread is told to check before asking again."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,19 @@ class ServerConfig:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] | None = None
     url: str | None = None
+    headers: Mapping[str, str] | None = None
 
     def redact(self, text: str) -> str:
-        """``text`` without the url or an ``env`` value, which may hold a token or a password."""
-        for secret in (self.url, *(self.env or {}).values()):
-            if secret:
-                text = text.replace(secret, "…")
+        """``text`` without the url, an ``env`` value or a header's value, which may hold a token or a
+        password. Values shorter than ``SECRET_MIN_CHARS`` are left: no token is that short, and replacing
+        an ``env`` value such as ``1`` everywhere would garble every result."""
+        headers = (self.headers or {}).values()
+        # A header's credentials also without their scheme: "Bearer <token>" → also "<token>".
+        schemeless = (value.split(" ", 1)[1] for value in headers if " " in value.strip())
+        secrets = (self.url, *(self.env or {}).values(), *headers, *schemeless)
+        # The longest first, so a secret that contains another is replaced whole.
+        for secret in sorted({s for s in secrets if s and len(s) >= SECRET_MIN_CHARS}, key=len, reverse=True):
+            text = text.replace(secret, "…")
         return text
 
 
@@ -104,7 +122,8 @@ def _server(path: str, name: str, entry: Any) -> ServerConfig:
         )
     if not isinstance(entry, dict):
         raise McpConfigError(f"{where} is not an object")
-    command, url, args, env = entry.get("command"), entry.get("url"), entry.get("args", []), entry.get("env")
+    command, url, args = entry.get("command"), entry.get("url"), entry.get("args", [])
+    env, headers = entry.get("env"), entry.get("headers")
     if (command is None) == (url is None):
         raise McpConfigError(f'{where} needs either "command" (stdio) or "url" (streamable HTTP), not both')
     if command is not None and (not isinstance(command, str) or not command):
@@ -118,7 +137,13 @@ def _server(path: str, name: str, entry: Any) -> ServerConfig:
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
     ):
         raise McpConfigError(f'{where}: "env" must be an object of strings')
-    return ServerConfig(name=name, command=command, args=tuple(args), env=env, url=url)
+    if headers is not None and (
+        url is None
+        or not isinstance(headers, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise McpConfigError(f'{where}: "headers" must be an object of strings, and only with "url"')
+    return ServerConfig(name=name, command=command, args=tuple(args), env=env, url=url, headers=headers)
 
 
 class McpToolAction(Action):
@@ -194,6 +219,19 @@ def action_for_tool(server: str, tool: Tool) -> type[McpToolAction] | str:
     return type(f"Mcp_{server}_{tool.name}", (McpToolAction,), namespace)
 
 
+def params_by_action(models: Iterable[type[Action]]) -> dict[str, list[str]]:
+    """Each action → its parameter names: an MCP tool's from its schema's properties, the others' fields.
+    What ``Policy.check_action_params`` checks the rules against once the servers are connected."""
+    return {
+        model.name: sorted(
+            model.input_schema.get("properties") or {}
+            if issubclass(model, McpToolAction)
+            else model.model_fields
+        )
+        for model in models
+    }
+
+
 class _Session:
     """One server's live session. Its own task opens and closes the transport, because the SDK's task groups
     must be left in the task that entered them (a shutdown runs in another)."""
@@ -227,12 +265,18 @@ class _Session:
         from mcp.client.session import ClientSession
         from mcp.client.stdio import StdioServerParameters, stdio_client
         from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
         try:
             async with AsyncExitStack() as stack:
                 config = self.config
                 if config.url is not None:
-                    read, write = await stack.enter_async_context(streamable_http_client(config.url))
+                    # The SDK's own client (its timeouts) with the configured headers, e.g. an Authorization.
+                    client = create_mcp_http_client(headers=dict(config.headers or {}))
+                    await stack.enter_async_context(client)
+                    read, write = await stack.enter_async_context(
+                        streamable_http_client(config.url, http_client=client)
+                    )
                 else:
                     assert config.command is not None
                     params = StdioServerParameters(
@@ -343,10 +387,11 @@ class McpTools:
         except Exception as exc:
             await self._drop(action.server)
             raise _broken(action, exc, config) from None
-        text = _text(result)
+        # A tool may echo what it was started with (a token in its environment, in a commit it shows, …):
+        # its words are scrubbed of every secret of its entry before they are stored or posted.
+        text = _cut(config.redact(_text(result)))
         if result.is_error:
-            why = config.redact(text) or "the tool gave no reason"
-            raise PermanentConnectorError(f"{action.name} failed: {why}")
+            raise PermanentConnectorError(f"{action.name} failed: {text or 'the tool gave no reason'}")
         return {"server": action.server, "tool": action.tool, "text": text}
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
@@ -355,9 +400,9 @@ class McpTools:
         assert isinstance(action, McpToolAction)
         if action.read_only:
             return None
-        raise PermanentConnectorError(
-            f"{action.name} was in flight when the bot stopped and MCP cannot tell whether it ran; it may have "
-            "run, so it is not repeated (check the system, then ask again if it did not)"
+        raise OutcomeUnknownError(
+            "it was in flight when the bot stopped and MCP cannot tell whether it ran, so it is not called "
+            "again"
         )
 
     async def _live_session(self, action: McpToolAction) -> ClientSession:
@@ -383,15 +428,25 @@ class McpTools:
             await session.close()
 
     async def health(self) -> str:
-        """Each server reached, with how many tools it offers; raises naming the ones that cannot be."""
+        """Each server reached, with how many of its tools are actions; raises naming the ones that cannot
+        be reached (the others still listed)."""
         if not self._sessions and not self.unreachable:
             await self.connect()
+        parts = []
+        for name in sorted(self._configs):
+            if name in self.unreachable:
+                parts.append(self.unreachable[name])
+            elif (session := self._sessions.get(name)) is not None:
+                made = sum(action.server == name for action in self._actions.values())
+                left_out = len(session.tools) - made
+                parts.append(
+                    f"{name}: {made} tools" + (f" ({left_out} left out, see the log)" if left_out else "")
+                )
         if self.unreachable:
             raise PermanentConnectorError(
-                "; ".join(self.unreachable.values()) + f" (check the server's entry in the {SETTING} file)"
+                "; ".join(parts) + f" (check the server's entry in the {SETTING} file)"
             )
-        counts = {name: len(s.tools) for name, s in self._sessions.items()}
-        return ", ".join(f"{name}: {count} tools" for name, count in sorted(counts.items()))
+        return "; ".join(parts)
 
     async def close(self) -> None:
         for server in list(self._sessions):
@@ -400,19 +455,23 @@ class McpTools:
 
 def _broken(
     action: McpToolAction, exc: BaseException, config: ServerConfig
-) -> PermanentConnectorError | TransientConnectorError:
+) -> OutcomeUnknownError | TransientConnectorError:
     """A call whose connection broke: a read-only one is tried again; a write may have run, so it is not."""
     why = "timed out" if isinstance(exc, TimeoutError) else f"broke ({config.redact(_describe(exc))})"
     if action.read_only:
         return TransientConnectorError(f"{action.name}: the call to MCP server {action.server} {why}")
-    return PermanentConnectorError(
-        f"{action.name}: the call to MCP server {action.server} {why}; it may have run, so it is not repeated"
+    return OutcomeUnknownError(
+        f"the call to MCP server {action.server} {why} and MCP cannot tell whether it ran, so it is not "
+        "called again"
     )
 
 
 def _text(result: CallToolResult) -> str:
-    """The result's text content, cut to what a record and a Slack message can hold."""
     from mcp_types import TextContent
 
-    text = "\n".join(part.text for part in result.content if isinstance(part, TextContent)).strip()
+    return "\n".join(part.text for part in result.content if isinstance(part, TextContent)).strip()
+
+
+def _cut(text: str) -> str:
+    """What a record and a Slack message can hold. Cut after scrubbing, so no secret is left half-cut."""
     return text if len(text) <= RESULT_MAX_CHARS else text[: RESULT_MAX_CHARS - 1] + "…"

@@ -37,13 +37,20 @@ _NAMED_ACTION = re.compile(
 
 
 def unknown_name(
-    when: str, variables: Sequence[str], action_params: Mapping[str, Collection[str]] | None
+    when: str,
+    variables: Sequence[str],
+    action_params: Mapping[str, Collection[str]] | None,
+    *,
+    mcp_connected: bool = False,
 ) -> str | None:
     """Why ``when`` names something no action ever has, or None when every name is known.
 
     ``variables`` are the expression's variables as the CEL library lists them; ``action_params`` maps each
     action name to its parameter names (None: parameters are not checked). A rule that names its action
     (``action.name == "shop.refund"``, and no ``||``) is checked against that action's parameters only.
+    ``mcp_connected``: ``action_params`` includes the tools of the MCP servers that could be connected, so a
+    rule naming one of their tools is checked too (a rule naming a tool of a server that is not connected,
+    or MCP tools by prefix, still cannot be).
     """
     bound = set(_BOUND.findall(when))
     for variable in variables:
@@ -52,12 +59,21 @@ def unknown_name(
     params, owner = None, ""
     if action_params is not None:
         named = _named_actions(when)
+        servers = {_mcp_server(name) for name in action_params if name.startswith(MCP_PREFIX)}
+        unchecked = False
         for name in named:
-            if name not in action_params and not name.startswith(MCP_PREFIX):
+            if name in action_params:
+                continue
+            if not name.startswith(MCP_PREFIX):
                 return f'action "{name}", which no connector offers{_hint(name, action_params)}'
-        # An MCP server's tools are known only once it is connected, after the policy loads: a rule that
-        # names them has its parameters checked when it is evaluated (an unknown one fails closed) instead.
-        if not _MCP_NAMED.search(when):
+            server = _mcp_server(name)
+            if mcp_connected and server in servers:
+                tools = [other for other in action_params if _mcp_server(other) == server]
+                return f'action "{name}", which the MCP server {server} does not offer{_hint(name, tools)}'
+            # An MCP server's tools are known only once it is connected, after the policy loads: a rule that
+            # names them has its parameters checked when it is evaluated (an unknown one fails closed) instead.
+            unchecked = True
+        if not unchecked and (named if mcp_connected else not _MCP_NAMED.search(when)):
             scope = named if named and "||" not in when else list(action_params)
             params = {field for name in scope for field in action_params[name]}
             owner = " or ".join(scope) if len(scope) <= 2 else "any action"
@@ -83,6 +99,11 @@ def unknown_name(
             hint = _hint(path[2], params, "action.params.")
             return f"`action.params.{path[2]}`, which {owner} does not have{hint}"
     return None
+
+
+def _mcp_server(action_name: str) -> str:
+    """``git`` of ``mcp.git.git_status``."""
+    return action_name.removeprefix(MCP_PREFIX).split(".", 1)[0]
 
 
 def _named_actions(when: str) -> list[str]:

@@ -62,12 +62,15 @@ class Policy:
         content_hash: str,
         source: str,
         action_params: Mapping[str, Collection[str]] | None = None,
+        text: str = "",
     ) -> None:
         """``action_params`` (action name → its parameter names) lets conditions be checked against the
-        actions the connectors really offer; without it, only the facts' own names are checked."""
+        actions the connectors really offer; without it, only the facts' own names are checked. ``text`` is
+        the file as written, kept so that each version that judges can be stored."""
         self.document = document
         self.hash = content_hash
         self.source = source
+        self.text = text
         self._action_names = sorted(action_params or ())
         self._rules = [_compile(rule, source, action_params) for rule in document.rules]
 
@@ -88,7 +91,7 @@ class Policy:
             document = PolicyFile.model_validate(raw)
         except ValidationError as exc:
             raise PolicyError(f"{source}: {_describe(exc, raw)}") from exc
-        return cls(document, hashlib.sha256(text.encode()).hexdigest(), source, action_params)
+        return cls(document, hashlib.sha256(text.encode()).hexdigest(), source, action_params, text)
 
     @classmethod
     def from_file(
@@ -102,6 +105,18 @@ class Policy:
                 f"cannot read policy file {path}: {exc.strerror}; check AIOS_POLICY_FILE"
             ) from exc
         return cls.from_text(text, str(path), action_params)
+
+    def check_action_params(self, action_params: Mapping[str, Collection[str]]) -> None:
+        """Check the rules that name MCP tools, once their servers are connected: raises PolicyError (one
+        line, like a bad policy file) for a tool its server does not offer or a parameter the tool does not
+        have, which would otherwise never match or fail closed at every call. ``action_params``: every
+        action the bot offers now → its parameter names (``connectors.mcp_tools.params_by_action``)."""
+        for compiled in self._rules:
+            rule = compiled.rule
+            if unknown := unknown_name(
+                rule.when, compiled.program.variables(), action_params, mcp_connected=True
+            ):
+                raise PolicyError(f"{self.source}: rule {rule.id!r}: its `when` names {unknown}")
 
     @property
     def roles(self) -> Mapping[str, list[str]]:

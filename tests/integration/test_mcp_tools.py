@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import stamina
+from aiohttp import web
 from sqlmodel import col, select
 
 from agents.tools import tool_spec
@@ -21,14 +22,24 @@ from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from connectors.base import ConnectorContext
 from connectors.catalogue import connector_statuses
-from connectors.errors import InvalidActionError, PermanentConnectorError
-from connectors.mcp_tools import McpConfigError, McpToolAction, McpTools, load_config
-from connectors.registry import ConnectorRegistry
+from connectors.errors import InvalidActionError, PermanentConnectorError, TransientConnectorError
+from connectors.mcp_tools import (
+    McpConfigError,
+    McpToolAction,
+    McpTools,
+    OutcomeUnknownError,
+    ServerConfig,
+    load_config,
+    params_by_action,
+)
+from connectors.registry import ConnectorRegistry, installed_action_params
+from policies.engine import Policy
+from policies.errors import PolicyError
 from storage.records import Approval, Decision, Execution, ProposedAction
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, ask, everything_stored, start_aios
 
 
 @pytest.fixture
@@ -167,6 +178,20 @@ async def test_each_tool_is_an_action_with_the_tools_schema_and_annotations(repo
         }
         assert spec.description == commit.description and commit.description
 
+        # Once connected, the policy's rules are checked against the tools' own parameters.
+        connected = installed_action_params() | params_by_action(map(registry.model_for, names))
+        assert connected["mcp.git.git_checkout"] == ["branch_name", "repo_path"]
+        Policy.from_text(PACKAGED_POLICY, "default_policy.yaml").check_action_params(connected)
+        misspelt = PACKAGED_POLICY.replace(
+            "  - id: read-only-tools-are-fine\n",
+            "  - id: not-main\n"
+            '    when: action.name == "mcp.git.git_checkout" && action.params.branch == "main"\n'
+            "    verdict: deny\n"
+            "  - id: read-only-tools-are-fine\n",
+        )
+        with pytest.raises(PolicyError, match=r"`action\.params\.branch`, which mcp\.git\.git_checkout does"):
+            Policy.from_text(misspelt, "p.yaml", installed_action_params()).check_action_params(connected)
+
         action = registry.validate("mcp.git.git_status", {"repo_path": str(repo)})
         assert action.model_dump(mode="json") == {"repo_path": str(repo)}
         with pytest.raises(InvalidActionError, match="'repo_path' is a required property"):
@@ -177,8 +202,9 @@ async def test_each_tool_is_an_action_with_the_tools_schema_and_annotations(repo
         # A read-only call lost in a crash is simply made again; a write is not (it may have run).
         assert await registry.lookup(action, "key-1") is None
         write = registry.validate("mcp.git.git_commit", {"repo_path": str(repo), "message": "x"})
-        with pytest.raises(PermanentConnectorError, match="may have run"):
+        with pytest.raises(OutcomeUnknownError, match="cannot tell whether it ran") as unknown:
             await registry.lookup(write, "key-2")
+        assert not isinstance(unknown.value, PermanentConnectorError | TransientConnectorError)
         # A tool's own error is a permanent failure with its words.
         with pytest.raises(PermanentConnectorError, match=r"git_show failed: .*no-such-revision"):
             show = registry.validate(
@@ -277,6 +303,12 @@ async def test_a_server_down_at_start_leaves_its_tools_out_and_shows_unhealthy(
     context = ConnectorContext(units_of_work=aios.units, settings={"AIOS_MCP_CONFIG": str(config)})
     [status] = await connector_statuses(context, factories=[("mcp-tools", McpTools)])
     assert status.in_use and status.healthy is False
+    # Each server connected is listed with its tools and their marks; each other one with why it is not.
+    assert {"mcp.git.git_status (read-only)", "mcp.git.git_commit", "mcp.git.git_reset (destructive)"} <= set(
+        status.actions
+    )
+    assert not any(".broken." in name or ".remote." in name for name in status.actions)
+    assert "git: 12 tools" in status.state
     assert "MCP server broken cannot be reached" in status.state and "AIOS_MCP_CONFIG" in status.state
     assert "MCP server remote cannot be reached" in status.state and SECRET not in status.state
     logged = capsys.readouterr()
@@ -331,6 +363,91 @@ async def test_a_server_gone_before_an_approved_write_fails_it_cleanly(
         await aios.close()
 
 
+TOKEN = "ghp_0123456789abcdefTOKEN"
+
+
+async def test_a_tools_result_is_scrubbed_of_its_servers_secrets(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+    repo: Path,
+) -> None:
+    # The server holds a token in its environment, and the repository shows it in a commit message.
+    git(repo, "commit", "--allow-empty", "-qm", f"Deploy with {TOKEN}")
+    server = {**git_server(repo), "env": {"GITHUB_TOKEN": TOKEN, "GIT_TERMINAL_PROMPT": "0"}}
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PACKAGED_POLICY,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+        AIOS_MCP_CONFIG=str(config_file(tmp_path, {"git": server})),
+    )
+    try:
+        anthropic_api.script(
+            ROUTE_TO_TOOLS,
+            Reply("Reading the log.", (ToolUse("mcp_git_git_log", {"repo_path": str(repo)}),)),
+        )
+        await ask(aios, "what was committed lately?")
+
+        [execution] = await executions(aios)
+        assert execution.status == "succeeded", execution.error
+        assert "Deploy with …" in execution.result["text"]  # the rest of the tool's words are kept
+        assert TOKEN not in await everything_stored(aios)
+        posted = " ".join(str(call.params) for call in slack_api.calls_to("chat.postMessage"))
+        assert "Deploy with …" in posted and TOKEN not in posted
+        # A tool's error is scrubbed too.
+        show = aios.registry.validate("mcp.git.git_show", {"repo_path": str(repo), "revision": TOKEN})
+        with pytest.raises(PermanentConnectorError) as refused:
+            await aios.registry.execute(show, "key-1")
+        assert "git_show failed" in str(refused.value) and TOKEN not in str(refused.value)
+    finally:
+        await aios.close()
+
+
+def test_headers_and_their_credentials_are_secrets_and_short_values_are_not() -> None:
+    config = ServerConfig(
+        name="remote",
+        url="https://mcp.example.com/mcp",
+        env={"DEBUG": "1"},
+        headers={"Authorization": "Bearer tok-0123456789", "X-Api-Key": "key-abcdef"},
+    )
+    text = "Bearer tok-0123456789, tok-0123456789, key-abcdef, https://mcp.example.com/mcp, 1 + 1"
+    assert config.redact(text) == "…, …, …, …, 1 + 1"
+
+
+async def test_headers_are_sent_to_a_streamable_http_server_and_kept_out_of_errors(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.Response(status=401, text=f"bad token {request.headers.get('Authorization')}")
+
+    app = web.Application()
+    app.router.add_route("*", "/mcp", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = closed_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = config_file(
+        tmp_path,
+        {"remote": {"url": f"http://127.0.0.1:{port}/mcp", "headers": {"Authorization": f"Bearer {TOKEN}"}}},
+    )
+    tools = McpTools(load_config(str(config)))
+    try:
+        assert await tools.connect() == ()
+        assert seen and seen[0] == f"Bearer {TOKEN}"
+        assert "MCP server remote cannot be reached" in tools.unreachable["remote"]
+        assert TOKEN not in tools.unreachable["remote"]
+    finally:
+        await tools.close()
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -343,6 +460,14 @@ async def test_a_server_gone_before_an_approved_write_fails_it_cleanly(
         (
             '{"mcpServers": {"git": {"command": "x", "env": {"TOKEN": 5}}}}',
             '"env" must be an object of strings',
+        ),
+        (
+            '{"mcpServers": {"git": {"command": "x", "headers": {"Authorization": "Bearer t"}}}}',
+            '"headers" must be an object of strings, and only with "url"',
+        ),
+        (
+            '{"mcpServers": {"git": {"url": "https://x/mcp", "headers": ["Authorization"]}}}',
+            '"headers" must be an object of strings',
         ),
     ],
 )

@@ -61,3 +61,66 @@ def test_a_misspelt_action_or_param_outside_mcp_is_still_refused() -> None:
         policy(POLICY.replace("action.params.amount", "action.params.amonut"))
     with pytest.raises(PolicyError, match=r"action\.readonly"):
         policy(POLICY.replace("action.read_only", "action.readonly"))
+
+
+# What the git server's tools take, as params_by_action gives them once it is connected.
+GIT_TOOLS = {
+    "mcp.git.git_status": ["repo_path"],
+    "mcp.git.git_checkout": ["branch_name", "repo_path"],
+    "mcp.git.git_commit": ["message", "repo_path"],
+    "mcp.git.git_reset": ["repo_path"],
+}
+
+
+def connected(*servers: dict[str, list[str]]) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = dict(installed_action_params())
+    for tools in servers:
+        params |= tools
+    return params
+
+
+def test_once_connected_the_rules_naming_its_tools_check_out() -> None:
+    policy().check_action_params(connected(GIT_TOOLS))
+    # A server that could not be connected has no tools to check its rules against: they are left alone.
+    policy().check_action_params(connected())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("action.params.branch_name", "action.params.branch_nme"),
+            "policy.yaml: rule 'no-commits-to-main': its `when` names `action.params.branch_nme`, which "
+            "mcp.git.git_checkout does not have (did you mean `action.params.branch_name`?)",
+        ),
+        (
+            ('"mcp.git.git_reset"', '"mcp.git.git_rest"'),
+            "policy.yaml: rule 'no-resets': its `when` names action \"mcp.git.git_rest\", which the MCP "
+            "server git does not offer (did you mean `mcp.git.git_reset`?)",
+        ),
+        (
+            (
+                'action.name == "mcp.git.git_checkout"',
+                'action.name in ["mcp.git.git_status", "mcp.git.git_commit"]',
+            ),
+            "policy.yaml: rule 'no-commits-to-main': its `when` names `action.params.branch_name`, which "
+            "mcp.git.git_status or mcp.git.git_commit does not have",
+        ),
+    ],
+)
+def test_once_connected_a_misspelt_tool_or_parameter_is_one_line(
+    change: tuple[str, str], message: str
+) -> None:
+    loaded = policy(POLICY.replace(*change))  # loads: nothing is known of the tools yet
+    with pytest.raises(PolicyError) as raised:
+        loaded.check_action_params(connected(GIT_TOOLS))
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    # Until the server is connected, the same rules cannot be checked and are not refused.
+    loaded.check_action_params(connected())
+
+
+def test_rules_naming_tools_by_prefix_are_left_to_evaluation() -> None:
+    by_prefix = POLICY.replace(
+        'action.name == "mcp.git.git_checkout"', 'action.name.startsWith("mcp.git.")'
+    ).replace("action.params.branch_name", "action.params.anything")
+    policy(by_prefix).check_action_params(connected(GIT_TOOLS))
