@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,10 @@ def assert_signed_by_us(delivery: Delivery) -> None:
     assert delivery.path == TOKEN_PATH
 
 
+def refusals_for(user: str) -> Callable[[FakeSlackApi], list[str]]:
+    return lambda slack: ephemerals_for(slack, user)
+
+
 def message_ts(slack: FakeSlackApi, card: ApiCall) -> str:
     return str(slack.wait_for(lambda s: card.response.get("ts")))
 
@@ -75,7 +79,7 @@ async def test_a_webhook_asked_for_in_slack_is_posted_once_after_a_manager_appro
     # Neither a teammate nor the requester is a manager.
     for user in (TEAMMATE, REQUESTER):
         await send(server, *block_action("aios_approve", approval, user=user, message_ts=ts))
-        refused = slack.wait_for(lambda s, user=user: ephemerals_for(s, user))[0]
+        refused = slack.wait_for(refusals_for(user))[0]
         assert "Only the manager role can decide" in refused
     assert deliveries_of(receiver, "restock") == []
 
