@@ -20,7 +20,7 @@ from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.mrkdwn import unescape
-from bot.queries import answer
+from bot.queries import private_answer
 from bot.slash import bus_command, parse_slash
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
 from storage.ids import UnknownIdError, format_id, parse_id
@@ -66,9 +66,15 @@ class ConsoleTransport:
         self._print("aios (updated its approval request)", render(text, blocks))
 
     async def post_ephemeral(
-        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        blocks: list[dict[str, Any]] | None = None,
     ) -> None:
-        self._print(f"aios → only {user} sees this", render(text, None))
+        self._print(f"aios → only {user} sees this", render(text, blocks))
 
     async def thread_history(self, channel: str, thread_ts: str) -> list[ThreadEntry]:
         return [
@@ -149,8 +155,10 @@ class ConsoleSession:
         if control is not None:
             await self.aios.process(control)
             return
-        reply = await answer(self.aios.units, command, self.aios.clock())
-        await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply)
+        reply, blocks = await private_answer(
+            self.aios.units, command, self.aios.clock(), self.aios.settings.candidate_policy_file
+        )
+        await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply, blocks=blocks)
 
     async def _intent(self, source: str, user: str, text: str) -> None:
         if self.thread_ts is None:

@@ -10,14 +10,24 @@ import json
 
 from bot.mrkdwn import quote
 from storage.ids import format_id, parse_id
-from storage.records import Approval, Decision, Execution, Intent, Memory, ProposedAction, Run
-from storage.repository import Repository
+from storage.records import (
+    Approval,
+    Decision,
+    Execution,
+    Intent,
+    Memory,
+    PolicyVersion,
+    ProposedAction,
+    Run,
+)
+from storage.repository import ReplayQueries, Repository
 from storage.unit_of_work import UnitOfWorkFactory
 
 INTENT_QUOTE_MAX = 500
 RATIONALE_QUOTE_MAX = 1000
 MEMORY_QUOTE_MAX = 300
 DETAIL_QUOTE_MAX = 500  # parameters, reasons, execution results and errors
+RULE_QUOTE_MAX = 1000  # a rule as its policy file had it
 
 
 class NotFoundError(LookupError):
@@ -46,10 +56,11 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
                 memory = await uow.repo.get(Memory, memory_id)
                 said = quote(memory.text, MEMORY_QUOTE_MAX) if memory else "(forgotten since)"
                 lines.append(f"  – `M-{memory_id}` {said}")
+        newest = await ReplayQueries(uow.repo.session).latest_policy_hash()
         for action in await uow.repo.actions_for_run(run.id):
             if focus is not None and action.id != focus:
                 continue
-            lines += await _explain_action(uow.repo, action)
+            lines += await _explain_action(uow.repo, action, newest)
     return "\n".join(lines)
 
 
@@ -77,7 +88,7 @@ async def _locate(repo: Repository, prefix: str, key: int) -> tuple[Run | None, 
     return await repo.get(Run, action.run_id), action.id
 
 
-async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]:
+async def _explain_action(repo: Repository, action: ProposedAction, newest: str | None) -> list[str]:
     assert action.id is not None
     lines = [
         f"• *Proposed action* `{format_id('A', action.id)}` {action.name} "
@@ -91,6 +102,8 @@ async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]
                 f"  – {ref} policy verdict *{decision.verdict}* by rule `{decision.rule_id}` "
                 f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
             )
+            if decision.policy_hash and newest and decision.policy_hash != newest:
+                lines += await _rule_as_written(repo, decision.policy_hash, decision.rule_id)
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "refusal":
@@ -110,3 +123,32 @@ async def _explain_action(repo: Repository, action: ProposedAction) -> list[str]
             f"(idempotency key {execution.idempotency_key[:12]}…)"
         )
     return lines
+
+
+async def _rule_as_written(repo: Repository, policy_hash: str, rule_id: str | None) -> list[str]:
+    """The rule as the policy that decided had it, when a newer policy has judged since (it may differ)."""
+    import yaml
+
+    version = await repo.get(PolicyVersion, policy_hash)
+    if version is None or rule_id is None:
+        return []
+    try:
+        document = yaml.safe_load(version.text)
+    except yaml.YAMLError:
+        return []
+    rules = document.get("rules") if isinstance(document, dict) else None
+    written: object = None
+    if rule_id == "default" and isinstance(document, dict):
+        written = {"default": document.get("default"), "default_approvers": document.get("default_approvers")}
+    elif rule_id.startswith("budget:") and isinstance(document, dict):
+        budgets = document.get("budgets") or []
+        written = next((b for b in budgets if isinstance(b, dict) and b.get("id") == rule_id[7:]), None)
+    elif isinstance(rules, list):
+        written = next((r for r in rules if isinstance(r, dict) and r.get("id") == rule_id), None)
+    if written is None:
+        return []
+    text = yaml.safe_dump(written, sort_keys=False, allow_unicode=True).strip()
+    return [
+        f"    rule `{rule_id}` as written in policy {policy_hash[:12]}, which a newer policy has replaced:",
+        f"```{quote(text, RULE_QUOTE_MAX)}```",
+    ]

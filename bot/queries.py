@@ -1,9 +1,11 @@
-"""Read-only answers for `/aios status`, `/aios pending` and `/aios why`."""
+"""Read-only answers for `/aios status`, `/aios pending`, `/aios why` and `/aios replay`."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
+from typing import Any
 
 from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain
@@ -19,8 +21,23 @@ ANSWERS = {
     "remember": "What should I remember? For example `/aios remember Ana prefers email`.",
     "recall": "Recall what? For example `/aios recall Ana`.",
     "forget": "Forget what? Give a memory id (`/aios forget M-4`) or words that match it.",
-    "replay": "`/aios replay` is not available in this version; runs cannot be replayed yet.",
 }
+
+REPLAY_USAGE = (
+    "Which run, against which policy? `/aios replay R-17` compares with the candidate policy "
+    "(AIOS_CANDIDATE_POLICY_FILE); `/aios replay R-17 3fa9c2` with a stored earlier version (a hash prefix)."
+)
+REPLAY_LISTED_MAX = 200  # actions of one run listed; the Block Kit builder shortens further to fit a message
+_HASH_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+async def private_answer(
+    units: UnitOfWorkFactory, command: SlashCommand, now: datetime, candidate_policy_file: str | None
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """The text (and, for a replay, Block Kit) of a read-only subcommand, for the asker's eyes only."""
+    if command.name == "replay":
+        return await replay(units, command.argument, candidate_policy_file)
+    return await answer(units, command, now), None
 
 
 async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime) -> str:
@@ -38,7 +55,70 @@ async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime)
             return cost_text(await cost_report(units, command.argument.strip().lower() or "today", now))
         except UnknownPeriodError as exc:
             return f"{quote(str(exc), DETAIL_QUOTE_MAX)}. For example: `/aios cost week`."
+    if command.name == "replay":  # without the Block Kit: `private_answer` gives both
+        return (await replay(units, command.argument, None))[0]
     return ANSWERS.get(command.name, HELP)
+
+
+async def replay(
+    units: UnitOfWorkFactory, argument: str, candidate_policy_file: str | None
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """`/aios replay R-17 [hash prefix]`: the run's decisions judged again under the candidate policy or a
+    stored earlier version. Bad input gets one sentence; the replay itself, a Block Kit diff."""
+    from bot.replay import Scope, build_report, slack_message
+    from policies.errors import PolicyError
+    from storage.ids import parse_id
+    from storage.records import Run
+
+    words = argument.split()
+    if not words or len(words) > 2:
+        return REPLAY_USAGE, None
+    try:
+        prefix, run_id = parse_id(words[0])
+    except UnknownIdError:
+        prefix, run_id = "", 0
+    if prefix != "R":
+        return f"{quote(words[0], 40)} is not a run id; run ids look like R-17. {REPLAY_USAGE}", None
+    async with units() as uow:
+        found = await uow.repo.get(Run, run_id)
+    if found is None:
+        return f"There is no run {format_id('R', run_id)}.", None
+    try:
+        policy = await _replay_policy(units, words[1] if len(words) == 2 else None, candidate_policy_file)
+    except PolicyError as exc:
+        return quote(str(exc), DETAIL_QUOTE_MAX), None
+    report = await build_report(units, policy, Scope(run_id=run_id), keep=REPLAY_LISTED_MAX)
+    return slack_message(report)
+
+
+async def _replay_policy(
+    units: UnitOfWorkFactory, version: str | None, candidate_policy_file: str | None
+) -> Any:
+    """The policy to replay under: a stored version named by a hash prefix, or else the candidate file."""
+    from policies.engine import Policy
+    from policies.errors import PolicyError
+    from storage.repository import ReplayQueries
+
+    if version is None:
+        if not candidate_policy_file:
+            raise PolicyError(
+                "no candidate policy: set AIOS_CANDIDATE_POLICY_FILE to a policy file, or name a stored "
+                "version by the start of its hash (`/aios replay R-17 3fa9c2`)"
+            )
+        return Policy.from_file(candidate_policy_file)
+    prefix = version.lower()
+    if not _HASH_PREFIX.match(prefix):
+        raise PolicyError(f"{version!r} is not a policy hash prefix; give at least 4 hex digits, e.g. 3fa9c2")
+    async with units() as uow:
+        versions = await ReplayQueries(uow.repo.session).policy_versions(prefix)
+    if not versions:
+        raise PolicyError(f"no stored policy version has a hash starting with {prefix}")
+    if len(versions) > 1:
+        listed = ", ".join(v.hash[:12] for v in versions)
+        raise PolicyError(
+            f"{prefix} matches more than one stored policy version ({listed}); give more digits"
+        )
+    return Policy.from_text(versions[0].text, f"stored policy {versions[0].hash[:12]}")
 
 
 async def why(units: UnitOfWorkFactory, record_id: str) -> str:

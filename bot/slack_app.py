@@ -21,7 +21,7 @@ from bot.crashpoints import crash_point
 from bot.intake import IncomingIntent, accept_click
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.observability import SLACK_REQUESTS
-from bot.queries import answer
+from bot.queries import private_answer
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -216,5 +216,7 @@ def _record_key(click: ButtonClick, prefix: str) -> int | None:
 
 
 async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:
-    text = await answer(aios.units, command, aios.clock())
-    await aios.handlers.transport.post_ephemeral(channel, user, text)
+    text, blocks = await private_answer(
+        aios.units, command, aios.clock(), aios.settings.candidate_policy_file
+    )
+    await aios.handlers.transport.post_ephemeral(channel, user, text, blocks=blocks)

@@ -68,11 +68,19 @@ class SlackTransport:
         )
 
     async def post_ephemeral(
-        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        blocks: list[dict[str, Any]] | None = None,
     ) -> None:
         await _call(
             "chat.postEphemeral",
-            self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts),
+            self._client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts, blocks=blocks
+            ),
         )
 
     async def thread_history(self, channel: str, thread_ts: str) -> list[ThreadEntry]:

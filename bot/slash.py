@@ -26,6 +26,7 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 • `/aios status` — runs by state · `/aios pending` — approvals waiting for someone
 • `/aios cost [today|week|month]` — model spend by agent, run and requester
 • `/aios pause <agent>` / `/aios resume <agent>` — hold an agent's new runs and executions, then let them go
+• `/aios replay <run> [version]` — what the candidate policy (or a stored version) would have decided
 • `/aios remember <text>` · `/aios recall <words>` · `/aios forget <M-id or words>` — the team's long-term memory
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""

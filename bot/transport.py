@@ -28,7 +28,13 @@ class Transport(Protocol):
     ) -> None: ...
 
     async def post_ephemeral(
-        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        blocks: list[dict[str, Any]] | None = None,
     ) -> None:
         """A message only ``user`` sees: refusals, explanations."""
         ...

@@ -165,6 +165,19 @@ class Decision(SQLModel, table=True):
     justification: str = ""  # the agent's rationale for the action, or who decided and how
     actor: str = Field(max_length=40)
     created_at: datetime = _ts()
+    # For a policy verdict: what the policy saw besides the action (requester, groups, run totals, history),
+    # so the decision can be judged again under another policy. None on rows from before it was kept.
+    facts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class PolicyVersion(SQLModel, table=True):
+    """The text of every policy that judged an action, by the content hash its decisions record."""
+
+    __tablename__ = "policy_version"
+
+    hash: str = Field(primary_key=True, max_length=64)
+    text: str
+    first_seen_at: datetime = _ts()
 
 
 class Approval(SQLModel, table=True):

@@ -31,6 +31,7 @@ from storage.records import (
     IntentStatus,
     LlmCall,
     Once,
+    PolicyVersion,
     ProposedAction,
     Run,
     RunStatus,
@@ -547,3 +548,103 @@ class Repository:
 
 def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
     return round(sum(float(p["amount"]) for p in params if isinstance(p.get("amount"), int | float)), 2)
+
+
+# --- Replay: policy decisions read back with what they saw, and the policy versions that made them. ---
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    decision_id: int
+    action_id: int
+    run_id: int
+    name: str
+    params: dict[str, Any]
+    verdict: str
+    rule_id: str | None
+    policy_hash: str | None
+    facts: dict[str, Any] | None
+    requester: str
+    approvers: list[str] | None  # of the approval it asked for, if it asked for one
+
+
+class ReplayQueries:
+    """Reads for `aios replay` and `/aios replay`; they never write."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _decisions(self, run_id: int | None, since: datetime | None) -> Any:
+        query = (
+            sql_select(
+                *(
+                    col(column)
+                    for column in (
+                        Decision.id,
+                        ProposedAction.id,
+                        ProposedAction.run_id,
+                        ProposedAction.name,
+                        ProposedAction.params,
+                        Decision.verdict,
+                        Decision.rule_id,
+                        Decision.policy_hash,
+                        Decision.facts,
+                        Intent.user,
+                        Approval.approver_roles,
+                    )
+                )
+            )
+            .join(ProposedAction, col(ProposedAction.id) == Decision.action_id)
+            .join(Run, col(Run.id) == ProposedAction.run_id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .outerjoin(Approval, col(Approval.decision_id) == Decision.id)
+            .where(col(Decision.kind) == "policy")
+        )
+        if run_id is not None:
+            query = query.where(col(ProposedAction.run_id) == run_id)
+        if since is not None:
+            query = query.where(col(Decision.created_at) >= since)
+        return query
+
+    async def policy_decisions(
+        self, *, after: int, limit: int, run_id: int | None = None, since: datetime | None = None
+    ) -> list[DecisionRow]:
+        """One batch of policy decisions with their action, requester and approvers, by decision id: a window
+        of any size is read a batch at a time (keyset on the primary key)."""
+        query = self._decisions(run_id, since).where(col(Decision.id) > after)
+        result = await (await self.session.connection()).execute(
+            query.order_by(col(Decision.id)).limit(limit)
+        )
+        return [DecisionRow(*row) for row in result.all()]
+
+    async def count_policy_decisions(
+        self, *, run_id: int | None = None, since: datetime | None = None
+    ) -> int:
+        query = sql_select(func.count()).select_from(Decision).where(col(Decision.kind) == "policy")
+        if run_id is not None:
+            query = query.join(ProposedAction, col(ProposedAction.id) == Decision.action_id).where(
+                col(ProposedAction.run_id) == run_id
+            )
+        if since is not None:
+            query = query.where(col(Decision.created_at) >= since)
+        return int((await (await self.session.connection()).execute(query)).scalar_one())
+
+    async def policy_versions(self, hash_prefix: str, limit: int = 5) -> list[PolicyVersion]:
+        """Stored policy versions whose hash starts with ``hash_prefix`` (lower-case hex), oldest first."""
+        query = (
+            select(PolicyVersion)
+            .where(col(PolicyVersion.hash).startswith(hash_prefix, autoescape=True))
+            .order_by(col(PolicyVersion.first_seen_at))
+            .limit(limit)
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def latest_policy_hash(self) -> str | None:
+        """The hash of the policy that judged most recently: the one in force, as far as the records know."""
+        query = (
+            select(Decision.policy_hash)
+            .where(col(Decision.kind) == "policy")
+            .order_by(col(Decision.id).desc())
+            .limit(1)
+        )
+        return (await self.session.exec(query)).first()

@@ -18,7 +18,7 @@ from agents.llm import CallContext, LLMError
 from agents.llm import Message as LLMMessage
 from bot import blocks
 from bot.crashpoints import crash_point
-from bot.handlers.base import HandlerBase, Thread
+from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.messagebus import Message
 from bot.messages import (
     ActionAllowed,
@@ -36,6 +36,7 @@ from connectors.actions import Action
 from connectors.budget import BudgetGrant
 from connectors.mcp_tools import McpToolAction
 from policies.engine import History, PolicyVerdict
+from policies.replay import Facts
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,
@@ -43,6 +44,7 @@ from storage.records import (
     Decision,
     Intent,
     IntentStatus,
+    PolicyVersion,
     ProposedAction,
     Run,
     RunStatus,
@@ -65,6 +67,11 @@ COUNTED_TODAY = (
 
 
 class Planning(HandlerBase):
+    def __init__(self, collaborators: Collaborators) -> None:
+        super().__init__(collaborators)
+        # Policy versions this process has stored (committed): one insert-if-absent per version, not per action.
+        self._stored_policy_versions: set[str] = set()
+
     async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
         async with self.units() as uow:
             intent = await uow.repo.get(Intent, command.intent_id)
@@ -317,11 +324,12 @@ class Planning(HandlerBase):
         run_id: int,
         judged: list[tuple[Action, PolicyVerdict]],
         group_members: Mapping[str, Collection[str]],
-    ) -> PolicyVerdict:
+    ) -> tuple[PolicyVerdict, Facts]:
         """The policy's verdict on one action, given what the run proposed before it (``judged``) and what
-        our records say happened before the run: amounts already refunded on the order, moved today."""
+        our records say happened before the run: amounts already refunded on the order, moved today. The
+        facts are what the policy saw, kept with the decision so that it can be replayed."""
         if isinstance(action, BudgetGrant):
-            return self.policy.evaluate_budget_grant(action.budget_id)
+            return self.policy.evaluate_budget_grant(action.budget_id), Facts(requester=requester)
         params = action.model_dump(mode="json")
         order_id = params.get("order_id")
         totals: dict[str, float] = {}
@@ -339,15 +347,35 @@ class Planning(HandlerBase):
         day_start = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
         today = await repo.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
         history = History(order_refunded=order_refunded, requester_today=today)
-        return self.policy.evaluate(
+        action_facts = action.facts() if isinstance(action, McpToolAction) else None
+        verdict = self.policy.evaluate(
             action.name,
             params,
             requester,
             totals,
             history=history,
             group_members=group_members,
-            action_facts=action.facts() if isinstance(action, McpToolAction) else None,
+            action_facts=action_facts,
         )
+        facts = Facts(
+            requester=requester,
+            roles=tuple(self.policy.roles_of(requester, group_members)),
+            groups=tuple(sorted(g for g, members in group_members.items() if requester in members)),
+            run_totals=totals,
+            order_refunded=order_refunded,
+            requester_today=today,
+            action_facts=action_facts,
+        )
+        return verdict, facts
+
+    async def _store_policy_version(self, repo: Repository) -> bool:
+        """Keep the text of the policy in force, once; True when this transaction may have stored it."""
+        if self.policy.hash in self._stored_policy_versions or not self.policy.text:
+            return False
+        await repo.insert_if_absent(
+            PolicyVersion, {"hash": self.policy.hash, "text": self.policy.text, "first_seen_at": utcnow()}
+        )
+        return True
 
     async def _offline_notice(self, thread: Thread) -> None:
         """Say once per thread that planning is offline, so nobody mistakes the grammar for a model."""
@@ -383,6 +411,7 @@ class Planning(HandlerBase):
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
             assert run is not None and run.id is not None
+            storing_version = await self._store_policy_version(uow.repo)
             judged: list[tuple[Action, PolicyVerdict]] = []
             for action in actions:
                 proposed = await uow.repo.add(
@@ -394,7 +423,9 @@ class Planning(HandlerBase):
                     )
                 )
                 assert proposed.id is not None
-                verdict = await self._judge(uow.repo, action, intent.user, run.id, judged, group_members)
+                verdict, facts = await self._judge(
+                    uow.repo, action, intent.user, run.id, judged, group_members
+                )
                 judged.append((action, verdict))
                 decision = await uow.repo.add(
                     Decision(
@@ -406,6 +437,7 @@ class Planning(HandlerBase):
                         reason=verdict.explanation,
                         justification=rationale,
                         actor="policy",
+                        facts=facts.as_json(),
                     )
                 )
                 DECISIONS.labels(verdict=verdict.verdict).inc()
@@ -433,6 +465,8 @@ class Planning(HandlerBase):
                 uow.repo.session.add(proposed)
             await uow.repo.refresh_run_status(run.id)
             await uow.commit()
+        if storing_version:
+            self._stored_policy_versions.add(self.policy.hash)
         log.info("actions_proposed", intent=intent.id, run=run.id, agent=run.agent, actions=len(actions))
         for text, context in replies:
             await self._say(thread, text, context=context)
