@@ -1,0 +1,182 @@
+"""The bot-level net for secrets: a connector that forgets to strip credentials (here a test double at the
+registry seam that repeats every configured secret, in every form, in its errors and results) leaks none of them
+into a stored row, a Slack message or an explanation."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import pytest
+from sqlmodel import select
+
+from bot.bootstrap import Aios
+from bot.explain import explain
+from bot.handlers import Handlers
+from bot.intake import IncomingIntent
+from bot.messagebus import MessageBus
+from bot.messages import HandleIntent
+from connectors.actions import Action, ShopRefund
+from connectors.errors import ConnectorError, PermanentConnectorError
+from connectors.registry import ConnectorRegistry
+from storage.ids import format_id
+from storage.records import ProposedAction
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, REQUESTER, everything_stored, start_aios
+
+WP_USER, WP_PASSWORD = "editor", "abcd EFGH ijkl MNOP"
+SMTP_USER, SMTP_PASSWORD = "mailer", "smtp/pa55word"
+SECRETS = {
+    "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
+    "SLACK_APP_TOKEN": "xapp-1-A0-12345-secretsecret",
+    "WEAVIATE_API_KEY": "weaviate-key-0123456789",
+    "AIOS_SHOP_API_KEY": "shop-api-key-0123456789",
+    "WORDPRESS_APP_PASSWORD": WP_PASSWORD,
+    "AIOS_WEBHOOKS": "whsec-webhook-secret-42",
+    "AIOS_SMTP_URL": SMTP_PASSWORD,
+}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# Every form a careless connector or library could repeat: as set, URL-encoded, without spaces, HTTP Basic.
+LEAKED_FORMS = [
+    *SECRETS.values(),
+    quote(SMTP_PASSWORD, safe=""),
+    WP_PASSWORD.replace(" ", ""),
+    b64(f"{WP_USER}:{WP_PASSWORD}"),
+    b64(f"{WP_USER}:{WP_PASSWORD.replace(' ', '')}"),
+    b64(f"\0{SMTP_USER}\0{SMTP_PASSWORD}"),
+]
+ECHO = "; ".join(f"echo {form}" for form in LEAKED_FORMS)
+
+
+class LeakyShop:
+    """Says every secret it was never given: what a library's exception or an echoing server would do."""
+
+    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        if self.fail:
+            raise PermanentConnectorError(f"the shop refused the refund: {ECHO}")
+        return {"refund_id": "re_1", "request": {"headers": ECHO, "echo": list(LEAKED_FORMS)}}
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        return None
+
+    async def refusal(self, action: Action) -> str | None:
+        raise ConnectorError(f"cannot ask: {ECHO}")
+
+
+@pytest.fixture
+async def aios(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> AsyncIterator[Aios]:
+    settings = {
+        "SLACK_SIGNING_SECRET": SECRETS["SLACK_SIGNING_SECRET"],
+        "SLACK_APP_TOKEN": SECRETS["SLACK_APP_TOKEN"],
+        "WEAVIATE_API_KEY": SECRETS["WEAVIATE_API_KEY"],
+        "AIOS_SHOP_API_KEY": SECRETS["AIOS_SHOP_API_KEY"],
+        "WORDPRESS_URL": "http://127.0.0.1:9/",
+        "WORDPRESS_USER": WP_USER,
+        "WORDPRESS_APP_PASSWORD": WP_PASSWORD,
+        "AIOS_WEBHOOKS": json.dumps(
+            {"crm": {"url": "http://127.0.0.1:9/hooks/crm", "secret": SECRETS["AIOS_WEBHOOKS"]}}
+        ),
+        "AIOS_SMTP_URL": f"smtp://{SMTP_USER}:{quote(SMTP_PASSWORD, safe='')}@127.0.0.1:9",
+        "AIOS_MAIL_FROM": "shop@example.com",
+    }
+    instance = await start_aios(database_url, slack_api, clock, tmp_path, **settings)
+    yield instance
+    await instance.close()
+
+
+def with_connector(aios: Aios, shop: LeakyShop) -> MessageBus:
+    """The bot as wired, with the leaky shop in the registry and the bot's own redactor at that seam."""
+    base = aios.handlers
+    handlers = Handlers(
+        units=aios.units,
+        dispatcher=base.dispatcher,
+        policy=aios.policy,
+        registry=ConnectorRegistry([shop], aios.registry.redactor),
+        transport=base.transport,
+        clock=base.clock,
+        offline=True,
+        memory=aios.memory,
+        lease=aios.lease,
+    )
+    bus = MessageBus()
+    handlers.register(bus)
+    return bus
+
+
+async def refund_through(aios: Aios, shop: LeakyShop) -> ProposedAction:
+    intent_id = await aios.accept(
+        IncomingIntent(
+            source="mention",
+            team_id="T",
+            channel=CHANNEL,
+            thread_ts="1.5",
+            user=REQUESTER,
+            text="refund order 1003 $40, it arrived broken",
+        )
+    )
+    assert intent_id is not None
+    await with_connector(aios, shop).handle(HandleIntent(intent_id))
+    async with aios.units() as uow:
+        return (await uow.repo.session.exec(select(ProposedAction))).one()
+
+
+def assert_no_secret(text: str) -> None:
+    for form in LEAKED_FORMS:
+        assert form not in text, form
+
+
+@pytest.mark.parametrize("fail", [True, False], ids=["error", "result"])
+async def test_a_connector_that_repeats_every_secret_leaks_none(
+    aios: Aios, slack_api: FakeSlackApi, fail: bool
+) -> None:
+    action = await refund_through(aios, LeakyShop(fail))
+    assert action.status == ("failed" if fail else "executed") and action.id is not None
+
+    stored = await everything_stored(aios)
+    said = "\n".join(json.dumps(c.params) for c in slack_api.calls)
+    explained = await explain(aios.units, format_id("A", action.id))
+    for text in (stored, said, explained):
+        assert_no_secret(text)
+    # What the connector said did reach the records, scrubbed, with the name of the setting to look at.
+    for setting in SECRETS:
+        assert f"[REDACTED:{setting}]" in stored, setting
+    if fail:
+        assert "the shop refused the refund: echo [REDACTED:" in said
+
+
+async def test_a_refusal_check_that_fails_is_told_without_secrets(aios: Aios) -> None:
+    registry = ConnectorRegistry([LeakyShop(fail=False)], aios.registry.redactor)
+    said = await registry.refusal(ShopRefund(order_id=1003, amount=40.0, reason="broken"))
+    assert said is not None and said.startswith(
+        "shop.refund could not be checked just now (cannot ask: echo ["
+    )
+    assert_no_secret(said)
+
+
+async def test_whatever_the_bot_posts_to_slack_is_scrubbed(aios: Aios, slack_api: FakeSlackApi) -> None:
+    transport = aios.handlers.transport
+    ts = await transport.post(
+        CHANNEL, f"said: {ECHO}", blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": ECHO}}]
+    )
+    await transport.update(CHANNEL, ts, f"now: {ECHO}")
+    await transport.post_ephemeral(CHANNEL, REQUESTER, f"only you: {ECHO}")
+    said = "\n".join(json.dumps(c.params) for c in slack_api.calls)
+    assert_no_secret(said)
+    assert said.count("[REDACTED:WORDPRESS_APP_PASSWORD]") >= 4 * 4
