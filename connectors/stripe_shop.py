@@ -150,7 +150,7 @@ class StripeShop:
         payment = await self._payment(action.payment)
         if payment is None:
             return f"there is no payment {action.payment} in Stripe"
-        return _problem(action, payment, _refunded_minor(await self._refunds(payment.target)))
+        return _problem(action, payment, _refunded_minor(await self._refunds_of(payment)))
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         if isinstance(action, StripeRefund):
@@ -189,7 +189,7 @@ class StripeShop:
             payment = await self._payment(action.payment)
             if payment is None:
                 return None
-            landed = _with_key(await self._refunds(payment.target), idempotency_key)
+            landed = _with_key(await self._refunds_of(payment), idempotency_key)
             return _refund_result(landed, payment=action.payment, replayed=True) if landed else None
         assert isinstance(action, ShopRefund)
         intent = await self._payment_intent(action.order_id)
@@ -203,7 +203,7 @@ class StripeShop:
             payment = await self._payment(action.payment)
             if payment is None:
                 raise PermanentConnectorError(f"there is no payment {action.payment} in Stripe")
-            refunds = await self._refunds(payment.target)
+            refunds = await self._refunds_of(payment)
             landed = _with_key(refunds, idempotency_key)
             if landed is not None:
                 return _refund_result(landed, payment=action.payment, replayed=True)
@@ -338,6 +338,10 @@ class StripeShop:
                 # A Stripe stand-in without the search API (Stripe itself has it): list and filter instead.
                 self._search_works = False
         return await self._all(self._stripe.payment_intents.list_async({"limit": 100}))
+
+    async def _refunds_of(self, payment: _Payment) -> list[dict[str, Any]]:
+        # A PaymentIntent that never charged has no refunds (and Stripe stand-ins may fail to list them).
+        return await self._refunds(payment.target) if payment.charge is not None else []
 
     async def _refunds(self, target: Mapping[str, str]) -> list[dict[str, Any]]:
         """The refunds of a PaymentIntent or a charge (``target``: which, and its id)."""
