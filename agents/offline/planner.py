@@ -12,6 +12,14 @@ Returns and refunds (tool ``shop_refund``, optionally ``email_send``):
   * a reason with no amount (``refund order 1004, scratched``) proposes nothing: the reply asks how much
   * add ``and tell the customer`` / ``and email the customer`` to also send the customer an email
 
+Refunds of Stripe payments (tool ``stripe_refund``, when Stripe is configured), from the payments the agent
+looked up for the id or email the words name:
+  * ``refund $20 of payment pi_3Q… wrong size``, ``refund ch_3Q… $12.50 because it leaks``
+  * ``refund payment ch_3Q… in full``, ``refund payment pi_3Q…`` — what is left on that payment
+  * ``refund the payment of ana@example.com`` (with or without an amount): the customer's one payment with
+    something left; when several have, the reply lists them and asks which
+  * words that name an order are an order's refund, never a payment's
+
 Content (tools ``cms_create_draft``, ``cms_publish``; ``wordpress_update`` when WordPress is configured):
   * ``draft a post titled "Spring lookbook"`` (optionally ``with body "…"``)
   * ``publish post spring-lookbook`` or ``publish spring-lookbook``
