@@ -1,0 +1,105 @@
+"""End to end: `aios serve` with secrets set, a real connector whose server echoes the credential it was sent,
+and a Slack API that echoes one back in an error: no log line, stored row or Slack message holds a secret."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.conftest import Server
+from tests.e2e.test_serve import REQUESTER, ephemerals_for, send
+from tests.fakes.aios_process import aios_env, running_aios_serve
+from tests.fakes.loopback import LoopbackServer
+from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.slack_payloads import slash_command
+
+SHOP_KEY = "shop-live-key-7Hq2xP9wLm4Zt"
+
+
+class EchoingShop(LoopbackServer):
+    """A shop API that looks up orders, and refuses refunds by repeating the Authorization header it got."""
+
+    def __init__(self) -> None:
+        super().__init__("echoing-shop")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/orders/{id}", self._order)
+        app.router.add_post("/refunds", self._refund)
+        app.router.add_get("/refunds", self._find)
+
+    async def _order(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "id": int(request.match_info["id"]),
+                "customer_name": "Ana Lima",
+                "customer_email": "ana@example.com",
+                "item": "Countertop blender",
+                "total": 129.0,
+            }
+        )
+
+    async def _refund(self, request: web.Request) -> web.Response:
+        sent = request.headers.get("Authorization", "")
+        return web.json_response({"error": {"message": f"key not valid for refunds: {sent}"}}, status=403)
+
+    async def _find(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": []})
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with FakeSlackApi() as slack, EchoingShop() as shop:
+        env = aios_env(f"sqlite+aiosqlite:///{tmp_path / 'aios.db'}", slack.url)
+        env.update({"AIOS_SHOP_API_URL": shop.url, "AIOS_SHOP_API_KEY": SHOP_KEY})
+        with running_aios_serve(env) as serve:
+            yield Server(serve.url, env, slack, serve.log)
+
+
+def stored_rows(env: dict[str, str]) -> str:
+    path = env["AIOS_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return "\n".join(repr(row) for table in tables for row in db.execute(f'SELECT * FROM "{table}"'))
+
+
+async def test_a_secret_echoed_by_a_connectors_server_or_by_slack_is_nowhere(server: Server) -> None:
+    slack = server.slack
+    await send(server, *slash_command("refund order 1003 $40 arrived broken", user=REQUESTER))
+    failed = slack.wait_for(
+        lambda s: [
+            c for c in s.calls_to("chat.postMessage") if "key not valid for refunds" in c.params["text"]
+        ]
+    )[0]
+    assert "Bearer [REDACTED:AIOS_SHOP_API_KEY]" in failed.params["text"]
+
+    # Slack refuses the explanation with an error that repeats the key: the bot logs the failure, traceback and
+    # all (the Slack SDK's exception, chained, holds the whole answer).
+    slack.fail_next("chat.postEphemeral", f"invalid_arguments: {SHOP_KEY}")
+    await send(server, *slash_command("why A-1", user=REQUESTER))
+    assert server.log is not None
+    log = server.log
+    line = slack.wait_for(
+        lambda s: [line for line in log.read_text().splitlines() if "background_work_failed" in line]
+    )[0]
+    exceptions = json.loads(line)["exception"]
+    assert [e["exc_type"] for e in exceptions] == ["TransportError", "SlackApiError"]
+    assert "invalid_arguments: [REDACTED:AIOS_SHOP_API_KEY]" in exceptions[0]["exc_value"]
+    await send(server, *slash_command("why A-1", user=REQUESTER))
+    explanation = slack.wait_for(lambda s: ephemerals_for(s, REQUESTER))[0]
+    assert "key not valid for refunds: Bearer [REDACTED:AIOS_SHOP_API_KEY]" in explanation
+
+    said = "\n".join(json.dumps(c.params) for c in slack.calls)
+    stored = stored_rows(server.env)
+    logged = log.read_text()
+    assert "[REDACTED:AIOS_SHOP_API_KEY]" in stored
+    for text in (said, stored, logged):
+        assert SHOP_KEY not in text
