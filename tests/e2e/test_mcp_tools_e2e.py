@@ -1,15 +1,17 @@
-"""MCP tools end to end: the real `aios mcp` proposing the git server's tools, and the MCP connector over
-streamable HTTP against another `aios mcp --http`."""
+"""MCP tools end to end: the real `aios mcp` proposing the git server's tools, the MCP connector over
+streamable HTTP against another `aios mcp --http`, and `aios connectors` listing the servers' tools."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 from connectors.mcp_tools import McpTools, ServerConfig
 from connectors.registry import ConnectorRegistry
 from tests.e2e.test_mcp_server import console_env, mcp_session, running_mcp_over_http, text
+from tests.fakes.aios_process import AIOS
 from tests.integration.test_mcp_tools import commits, git
 
 
@@ -74,3 +76,25 @@ async def test_a_streamable_http_servers_tools_are_actions(tmp_path: Path) -> No
             assert result["server"] == "aios" and result["tool"] == "pending_approvals"
         finally:
             await registry.close()
+
+
+def test_aios_connectors_lists_each_servers_tools_or_why_it_is_unreachable(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    config = tmp_path / "mcp.json"
+    servers = {
+        "git": {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", str(repo)]},
+        "broken": {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]},
+    }
+    config.write_text(json.dumps({"mcpServers": servers}))
+    env = {**console_env(tmp_path), "AIOS_MCP_CONFIG": str(config), "COLUMNS": "1000"}
+
+    result = subprocess.run([AIOS, "connectors"], env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 1, result.stderr  # a server is unreachable
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("│ mcp-tools ")]
+    assert "mcp.git.git_status (read-only), " in row and "mcp.git.git_reset (destructive), " in row
+    assert "mcp.git.git_commit, " in row and "mcp.broken." not in row
+    assert "MCP server broken cannot be reached" in row and "git: 12 tools" in row
+    assert "Traceback" not in result.stdout + result.stderr
