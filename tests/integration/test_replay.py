@@ -141,7 +141,7 @@ async def test_decisions_recorded_before_facts_were_kept_are_replayed_from_rebui
                     actor="policy",
                 )
             )
-            await uow.repo.session.exec(sqlalchemy.update(Decision).values(facts=None))  # type: ignore[call-overload]
+            await uow.repo.session.exec(sqlalchemy.update(Decision).values(facts=None))
             await uow.commit()
         report = await build_report(
             aios.units, Policy.from_text(CANDIDATE, "candidate.yaml"), Scope(run_id=1), keep=100
