@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -13,6 +13,7 @@ Verdict = Literal["allow", "deny", "require_approval"]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _MEMBER = re.compile(r"^[USW][A-Z0-9]{2,}$")
+_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
@@ -101,6 +102,51 @@ class MemoryRetention(BaseModel):
     _after = field_validator("summarise_after", mode="before")(lambda value: optional_duration(value))
 
 
+class Expectation(BaseModel):
+    """What a policy test expects the engine to say; all but the verdict are checked only when given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    verdict: Verdict
+    rule: str | None = Field(default=None, min_length=1)
+    approvers: list[str] | None = None
+    forbid_self_approval: bool | None = None
+
+
+class PolicyTest(BaseModel):
+    """One case of the file's `tests:`: an action as an agent would propose it, what the policy would see
+    besides it (named after the facts its conditions read), and the verdict expected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    params: dict[str, Any] = {}
+    requester: str = "U0REQUESTER"
+    groups: list[str] = []  # user groups (S…) the requester is in, for roles held through a group
+    run_totals: dict[str, float] | None = None  # run.totals; unset: this action's own amount
+    order_refunded: float = 0.0  # order.refunded
+    requester_today: dict[str, float] = {}  # requester.today
+    read_only: bool = False  # action.read_only (an MCP tool's annotation)
+    destructive: bool = False  # action.destructive
+    expect: Expectation
+
+    @field_validator("requester")
+    @classmethod
+    def _requester_is_a_user(cls, requester: str) -> str:
+        if not _USER.match(requester):
+            raise ValueError(f"{requester!r} is not a Slack user id (U…)")
+        return requester
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_are_user_groups(cls, groups: list[str]) -> list[str]:
+        for group in groups:
+            if not group.startswith("S") or not _MEMBER.match(group):
+                raise ValueError(f"{group!r} is not a Slack user-group id (S…)")
+        return groups
+
+
 class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -111,6 +157,7 @@ class PolicyFile(BaseModel):
     default_approvers: list[str] = []
     budgets: list[Budget] = []
     memory: MemoryRetention = MemoryRetention()
+    tests: list[PolicyTest] = []  # run by `aios policy check`; the bot itself never reads them
 
     @field_validator("roles")
     @classmethod
@@ -150,4 +197,9 @@ class PolicyFile(BaseModel):
                     raise ValueError(f"budget {budget.id!r} names role {role!r}, which is not under roles:")
         if self.default == "require_approval" and not self.default_approvers:
             raise ValueError("default is require_approval, so default_approvers must name at least one role")
+        test_names: set[str] = set()
+        for test in self.tests:
+            if test.name in test_names:
+                raise ValueError(f"test {test.name!r} appears twice; test names must be unique")
+            test_names.add(test.name)
         return self
