@@ -3,8 +3,10 @@
 ``AIOS_MCP_CONFIG`` names a JSON file in the usual ``mcpServers`` format. Each server is connected at start
 (stdio: a command; or streamable HTTP: a url), its tools are listed, and each becomes an action whose
 parameters are checked against the tool's own JSON Schema and whose annotations (read-only, destructive) the
-policy sees. MCP has no idempotency keys, so nothing can be looked up after a crash: a write whose outcome
-was lost is settled as failed ("may have run") instead of being called again; a read-only one is repeated.
+policy sees. A tool's words are scrubbed of its server entry's secrets (env values, headers, url) before they
+are stored or posted. MCP has no idempotency keys, so nothing can be looked up after a crash: a write whose
+outcome was lost is settled as failed ("may have run") instead of being called again; a read-only one is
+repeated.
 """
 
 from __future__ import annotations
