@@ -449,3 +449,25 @@ async def test_more_than_is_left_is_refused_before_anyone_is_asked_to_approve(
     assert not [r for r in await action_records(stripe_aios) if isinstance(r, Execution)]
     said = " ".join(str(call.params.get("text")) for call in slack_api.calls)
     assert "$120.00 left to refund" in said
+
+
+async def test_a_payment_stripe_cannot_be_reached_for_is_not_called_missing_and_nothing_is_proposed(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PACKAGED_POLICY,
+        STRIPE_API_KEY=SECRET_KEY,
+        STRIPE_API_BASE="http://127.0.0.1:9",  # nothing listens there
+    )
+    try:
+        await slash(aios, "refund $20 of payment pi_3Kettle wrong size")
+        assert await approvals(aios) == [] and await action_records(aios) == []
+    finally:
+        await aios.close()
+    said = " ".join(str(call.params.get("text")) for call in slack_api.calls)
+    assert "couldn't reach Stripe to look up payment pi_3Kettle" in said and "can't find" not in said
+    assert SECRET_KEY not in said
