@@ -30,6 +30,7 @@ async def reply_to(text: str, system: str = CONTEXT, tools: list[ToolSpec] = TOO
         ('notify the audit webhook {"event":"restock","sku":"MUG-1"}', "audit", RESTOCK),
         ('please send {"event":"restock","sku":"MUG-1"} to the CRM webhook.', "crm", RESTOCK),
         ('post {"event":"restock","sku":"MUG-1"} to crm.eu.', "crm.eu", RESTOCK),
+        ('send to the crm webhook with {"event":"restock","sku":"MUG-1"}', "crm", RESTOCK),
         # What someone writes in Slack arrives with &, < and > escaped, and sometimes with curly quotes.
         ("notify crm {“note”: “R&amp;D &lt;3”}", "crm", {"note": "R&D <3"}),
         # The body's own words name no webhook.
