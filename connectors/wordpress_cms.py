@@ -12,22 +12,32 @@ result is returned instead of acting again. The marker and the change go in one 
 has the change without the key, nor the key without the change.
 
 "Unpublished" is WordPress's ``draft``: invisible to readers, kept for editors, publishable again.
+
+``wordpress.update`` replaces a post's title, body or excerpt and records the values it replaced (``previous``)
+so that compensation can put them back. WordPress cannot say afterwards what a change replaced (it keeps no
+revision of a post's first state), so those values go into the bot's ledger (``sent_message``) under the key
+just before the change is sent: after a crash, the marker says the change landed and the ledger what it replaced.
+
+Before approval, ``refusal`` reads the post by slug, so that nobody is asked to approve a change of a post that
+is not there, a publish of a post already published, or a second post under a taken slug.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
-from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
+from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError
 from connectors.http_errors import raise_if_transient, reach
+from connectors.sent_ledger import SentLedger
 
 WORDPRESS_SETTINGS = ("WORDPRESS_URL", "WORDPRESS_USER", "WORDPRESS_APP_PASSWORD")
 CREDENTIALS_HINT = "check WORDPRESS_USER and WORDPRESS_APP_PASSWORD"
@@ -43,10 +53,24 @@ _REFUSED_CODES = {
     "rest_not_logged_in",
 }
 _STATUS = {"draft": "draft", "pending": "draft", "future": "scheduled", "publish": "published"}
+# The action's field → WordPress's.
+_UPDATED_FIELDS = {"title": "title", "body": "content", "excerpt": "excerpt"}
+# What a summary of a post needs; asking for no more keeps a search cheap (no bodies).
+_SUMMARY_FIELDS = "id,slug,title,status,date_gmt,modified_gmt"
+
+
+@dataclass(frozen=True)
+class PostSummary:
+    """What an agent is told about a post: enough to tell posts apart, never the body."""
+
+    slug: str
+    title: str
+    status: str  # draft, scheduled, published
+    date: str  # when it was (or is to be) published; for a draft, when it last changed
 
 
 class WordPressCms:
-    actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish, CmsUnpublish)
+    actions: ClassVar[tuple[type[Action], ...]] = (CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate)
     settings_names: ClassVar[tuple[str, ...]] = WORDPRESS_SETTINGS
 
     @classmethod
@@ -65,11 +89,13 @@ class WordPressCms:
                 auth=httpx.BasicAuth(settings["WORDPRESS_USER"], settings["WORDPRESS_APP_PASSWORD"]),
                 timeout=context.http_timeout_seconds,
                 headers={"Accept": "application/json"},
-            )
+            ),
+            SentLedger(context.units_of_work, "wordpress"),
         )
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, replaced: SentLedger) -> None:
         self._client = client
+        self._replaced = replaced  # what each update replaced, by key
         # Changes take turns in this process, so two calls never both find no post and both create one (across
         # processes, the bot's claim on the idempotency key already lets one call through).
         self._writing = asyncio.Lock()
@@ -88,7 +114,41 @@ class WordPressCms:
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         post = _carrying(await self._posts_with_slug(_slug(action)), idempotency_key)
-        return _result(action, post, replayed=True) if post is not None else None
+        return await self._replayed(action, post, idempotency_key) if post is not None else None
+
+    async def refusal(self, action: Action) -> str | None:
+        """Why WordPress is certain to refuse the action, read from the post under its slug."""
+        slug = _slug(action)
+        try:
+            posts = await self._posts_with_slug(slug)
+        except PermanentConnectorError as exc:
+            return str(exc)  # refused credentials, say: the action would be refused just the same
+        if isinstance(action, CmsCreateDraft):
+            return (
+                f"WordPress already has a post with the slug {slug!r} (“{_raw(posts[0], 'title')}”); "
+                "give the draft another title or slug, or update that post instead"
+                if posts
+                else None
+            )
+        if not posts:
+            return f"WordPress has no post with the slug {slug!r}"
+        if len(posts) > 1:
+            return _ambiguous(slug, posts)
+        if isinstance(action, CmsPublish) and posts[0].get("status") == "publish":
+            later = action.publish_at is not None and action.publish_at > datetime.now(UTC)
+            return None if later else f"the post {slug!r} is already published"
+        return None
+
+    async def posts_by_slug(self, slugs: Sequence[str]) -> list[PostSummary]:
+        """The posts (any status) with these slugs, in one request."""
+        if not slugs:
+            return []
+        return await self._summaries({"slug": ",".join(slugs), "per_page": "100"})
+
+    async def search_posts(self, text: str, limit: int = 5) -> list[PostSummary]:
+        """Up to ``limit`` posts (any status) whose title, excerpt or body has every word of ``text``, the most
+        relevant first, in one request."""
+        return await self._summaries({"search": text, "per_page": str(limit)})
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         if not _CARRIABLE_KEY.match(idempotency_key):
@@ -100,14 +160,49 @@ class WordPressCms:
             posts = await self._posts_with_slug(slug)
             landed = _carrying(posts, idempotency_key)
             if landed is not None:
-                return _result(action, landed, replayed=True)
+                return await self._replayed(action, landed, idempotency_key)
             if isinstance(action, CmsCreateDraft):
                 post = await self._create_draft(action, slug, idempotency_key, posts)
             elif isinstance(action, CmsPublish | CmsUnpublish):
                 post = await self._change_status(action, idempotency_key, posts)
+            elif isinstance(action, WordpressUpdate):
+                return await self._update(action, idempotency_key, posts)
             else:
                 raise PermanentConnectorError(f"the WordPress connector cannot do {action.name}")
         return _result(action, post, replayed=False)
+
+    async def _replayed(self, action: Action, post: Mapping[str, Any], key: str) -> dict[str, Any]:
+        result = _result(action, post, replayed=True)
+        if isinstance(action, WordpressUpdate):
+            recorded = await self._replaced.find(key)
+            # Without the record (a ledger emptied by hand), there is nothing to put back: a person decides.
+            if recorded is not None and isinstance(recorded.get("previous"), dict):
+                result["previous"] = recorded["previous"]
+        return result
+
+    async def _update(self, action: WordpressUpdate, key: str, posts: list[dict[str, Any]]) -> dict[str, Any]:
+        post = _only(action.slug, posts)
+        # An earlier attempt that did not land recorded the same post (unless someone edited it within the
+        # seconds between): the first record is kept.
+        recorded = await self._replaced.find(key)
+        previous = recorded.get("previous") if recorded is not None else None
+        if not isinstance(previous, dict):
+            previous = {
+                field: _body(post) if field == "body" else _raw(post, wordpress_field)
+                for field, wordpress_field in _UPDATED_FIELDS.items()
+                if getattr(action, field) is not None
+            }
+            # Recorded before the change is sent: once it has landed, WordPress no longer knows these values.
+            await self._replaced.record(key, action.slug, {"previous": previous})
+        # A marker written into the new body would pass for ours: only the post's own keys are kept.
+        body = _MARKER.sub("", action.body) if action.body is not None else _body(post)
+        change: dict[str, Any] = {"content": _marked(body, [*_keys(post), key])}
+        if action.title is not None:
+            change["title"] = action.title
+        if action.excerpt is not None:
+            change["excerpt"] = action.excerpt
+        updated = await self._write(f"/wp/v2/posts/{post['id']}", change)
+        return _result(action, updated, replayed=False) | {"previous": previous}
 
     async def _create_draft(
         self, action: CmsCreateDraft, slug: str, key: str, existing: list[dict[str, Any]]
@@ -129,15 +224,7 @@ class WordPressCms:
     async def _change_status(
         self, action: CmsPublish | CmsUnpublish, key: str, posts: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        if not posts:
-            raise PermanentConnectorError(f"WordPress has no post with the slug {action.slug!r}")
-        if len(posts) > 1:
-            ids = ", ".join(str(post.get("id")) for post in posts)
-            raise PermanentConnectorError(
-                f"WordPress has {len(posts)} posts with the slug {action.slug!r} (posts {ids}); "
-                "give each its own slug first"
-            )
-        [post] = posts
+        post = _only(action.slug, posts)
         change: dict[str, Any] = {"content": _with_key(_raw(post, "content"), key)}
         if isinstance(action, CmsUnpublish):
             change["status"] = "draft"
@@ -159,16 +246,19 @@ class WordPressCms:
         return post
 
     async def _posts_with_slug(self, slug: str) -> list[dict[str, Any]]:
-        found = await self._call(
-            "GET",
-            "/wp/v2/posts",
-            params={"slug": slug, "status": "any", "context": "edit", "per_page": "100"},
-        )
+        return await self._posts({"slug": slug, "per_page": "100"})
+
+    async def _summaries(self, params: Mapping[str, str]) -> list[PostSummary]:
+        return [_summary(post) for post in await self._posts({**params, "_fields": _SUMMARY_FIELDS})]
+
+    async def _posts(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Posts of any status (drafts are found only this way), with their raw fields."""
+        found = await self._call("GET", "/wp/v2/posts", params={"status": "any", "context": "edit", **params})
         if not isinstance(found, list):
             raise PermanentConnectorError(
                 "WordPress answered the post search with something that is not a list"
             )
-        return found
+        return [post for post in found if isinstance(post, dict)]
 
     async def _call(
         self, method: str, route: str, *, params: Mapping[str, str] | None = None, json: Any = None
@@ -228,7 +318,7 @@ def _site_url(settings: Mapping[str, str]) -> httpx.URL:
 def _slug(action: Action) -> str:
     if isinstance(action, CmsCreateDraft):
         return action.effective_slug()
-    if isinstance(action, CmsPublish | CmsUnpublish):
+    if isinstance(action, CmsPublish | CmsUnpublish | WordpressUpdate):
         return action.slug
     raise PermanentConnectorError(f"the WordPress connector cannot do {action.name}")
 
@@ -236,6 +326,27 @@ def _slug(action: Action) -> str:
 def _raw(post: Mapping[str, Any], field: str) -> str:
     value = post.get(field)
     return str(value.get("raw", "")) if isinstance(value, dict) else str(value or "")
+
+
+def _only(slug: str, posts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one post with this slug; an action on none, or on one of several, is refused for good."""
+    if not posts:
+        raise PermanentConnectorError(f"WordPress has no post with the slug {slug!r}")
+    if len(posts) > 1:
+        raise PermanentConnectorError(_ambiguous(slug, posts))
+    return posts[0]
+
+
+def _ambiguous(slug: str, posts: list[dict[str, Any]]) -> str:
+    ids = ", ".join(str(post.get("id")) for post in posts)
+    return (
+        f"WordPress has {len(posts)} posts with the slug {slug!r} (posts {ids}); give each its own slug first"
+    )
+
+
+def _body(post: Mapping[str, Any]) -> str:
+    """The post's content as its author wrote it: without our marker."""
+    return _MARKER.sub("", _raw(post, "content"))
 
 
 def _keys(post: Mapping[str, Any]) -> list[str]:
@@ -249,9 +360,12 @@ def _carrying(posts: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
 
 def _with_key(content: str, key: str) -> str:
     """The content with ``key`` added to its marker (one marker, at the end)."""
-    keys = [*_keys({"content": content}), key]
+    return _marked(_MARKER.sub("", content), [*_keys({"content": content}), key])
+
+
+def _marked(body: str, keys: list[str]) -> str:
     # Right after the last character: on a line of its own, WordPress's paragraph filter would add a <br />.
-    return f"{_MARKER.sub('', content)}<!-- aios:idempotency-keys {' '.join(keys)} -->"
+    return f"{body}<!-- aios:idempotency-keys {' '.join(keys)} -->"
 
 
 def _result(action: Action, post: Mapping[str, Any], *, replayed: bool) -> dict[str, Any]:
@@ -263,6 +377,17 @@ def _result(action: Action, post: Mapping[str, Any], *, replayed: bool) -> dict[
     )
     return {"post_id": post.get("id"), "slug": post.get("slug"), "status": named, "replayed": replayed}
 
+
+def _summary(post: Mapping[str, Any]) -> PostSummary:
+    status = str(post.get("status"))
+    # A draft's date_gmt is empty until it is published or scheduled; its last change says more then.
+    date = post.get("date_gmt") if status in ("publish", "future") else post.get("modified_gmt")
+    return PostSummary(
+        slug=str(post.get("slug")),
+        title=_raw(post, "title"),
+        status=_STATUS.get(status, status),
+        date=str(date or "")[:16].replace("T", " "),
+    )
 
 
 def _object(value: Any) -> dict[str, Any]:

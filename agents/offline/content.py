@@ -1,4 +1,4 @@
-"""Offline grammar for posts (tools ``cms_create_draft``, ``cms_publish``)."""
+"""Offline grammar for posts (tools ``cms_create_draft``, ``cms_publish``, and ``wordpress_update`` when offered)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,22 @@ _TITLE = re.compile(
 _PUBLISH = re.compile(
     r"\bpublish\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?:\s+(?:at|on)\s+(\S+))?", re.IGNORECASE
 )
+_UPDATE = re.compile(
+    r"\bupdate\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+((?:title|body|excerpt)\b.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+_FIELD = re.compile(
+    r"\b(title|body|excerpt)\s+[\"“](.*?)[\"”](?=\s+(?:title|body|excerpt)\b|\s*$)", re.IGNORECASE | re.DOTALL
+)
 _SCHEDULE = re.compile(
     r"\bschedule\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+(?:for|at|on)\s+(\S+)", re.IGNORECASE
 )
 
 
 def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
+    # First: a new body or title may well say "publish" or "draft".
+    if "wordpress_update" in offered and (match := _UPDATE.search(text.strip())):
+        return _update(match.group(1).lower(), match.group(2))
     if "cms_publish" in offered:
         if match := _SCHEDULE.search(text):
             return LLMReply(
@@ -41,14 +51,32 @@ def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
     return None
 
 
+def _update(slug: str, changes: str) -> LLMReply:
+    """``title "…"``, ``body "…"`` and ``excerpt "…"``, in any order; anything else says how to write it."""
+    fields = {name.lower(): value for name, value in _FIELD.findall(changes)}
+    if not fields or _FIELD.sub("", changes).strip():
+        return LLMReply(
+            f"I didn't change {slug}: say what to change, each in quotes, like "
+            f'`update post {slug} title "New title"` (or body "…", excerpt "…").'
+        )
+    changed = ", ".join(fields)
+    return LLMReply(
+        f"Update the {changed} of {slug} as asked.",
+        [ToolCall("", "wordpress_update", {"slug": slug, **fields})],
+    )
+
+
 def examples(offered: set[str]) -> list[str]:
-    if "cms_create_draft" not in offered:
-        return []
-    return [
-        '`draft a post titled "Spring lookbook"`',
-        "`publish post spring-lookbook`",
-        "`schedule post spring-lookbook for 2026-12-01T09:00:00Z`",
-    ]
+    found = []
+    if "cms_create_draft" in offered:
+        found += [
+            '`draft a post titled "Spring lookbook"`',
+            "`publish post spring-lookbook`",
+            "`schedule post spring-lookbook for 2026-12-01T09:00:00Z`",
+        ]
+    if "wordpress_update" in offered:
+        found += ['`update post spring-lookbook title "Spring lookbook 2027"` (or body "…", excerpt "…")']
+    return found
 
 
 GRAMMAR = Grammar(plan, examples)

@@ -208,15 +208,23 @@ class WordPressServer:
         finally:
             flag.unlink()
 
+    def delete_post(self, slug: str) -> None:
+        """Delete the post with this slug for good, as an editor emptying the trash does."""
+        for post in self.posts(slug=slug):
+            self._delete(post)
+
     def delete_all_posts(self) -> None:
         """Empty the site (trash included), so the next test's slugs are free."""
         for post in self.posts(status="any,trash"):
-            httpx.delete(
-                f"{self.url}/",
-                params={"rest_route": f"/wp/v2/posts/{post['id']}", "force": "true"},
-                auth=(self.user, self.app_password),
-                timeout=10,
-            ).raise_for_status()
+            self._delete(post)
+
+    def _delete(self, post: dict[str, object]) -> None:
+        httpx.delete(
+            f"{self.url}/",
+            params={"rest_route": f"/wp/v2/posts/{post['id']}", "force": "true"},
+            auth=(self.user, self.app_password),
+            timeout=10,
+        ).raise_for_status()
 
     def __exit__(
         self,
