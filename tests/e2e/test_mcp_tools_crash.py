@@ -110,6 +110,7 @@ def test_a_write_lost_in_a_crash_is_not_repeated_and_the_thread_is_told_once(tmp
     [(status, error)] = rows(database, "SELECT status, error FROM execution")
     assert status == "failed" and UNKNOWN in str(error)
     assert rows(database, "SELECT status FROM proposed_action") == [("failed",)]
+    assert rows(database, "SELECT status FROM run") == [("failed",)]  # ended, not left executing
     [told] = told_unknown(slack)
     assert "may still have taken effect" in told and "Nothing was changed" not in told
     assert rows(database, "SELECT kind, outcome FROM execution_attempt") == [("lookup", "permanent")]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from connectors.mcp_tools import McpTools, ServerConfig
 from connectors.registry import ConnectorRegistry
 from tests.e2e.test_mcp_server import console_env, mcp_session, running_mcp_over_http, text
@@ -98,3 +100,37 @@ def test_aios_connectors_lists_each_servers_tools_or_why_it_is_unreachable(tmp_p
     assert "mcp.git.git_commit, " in row and "mcp.broken." not in row
     assert "MCP server broken cannot be reached" in row and "git: 12 tools" in row
     assert "Traceback" not in result.stdout + result.stderr
+
+
+POLICY_NAMING_A_MISSPELT_PARAMETER = """
+version: 1
+roles: {manager: [U0MANAGER]}
+rules:
+  - id: not-main
+    when: action.name == "mcp.git.git_checkout" && action.params.branch == "main"
+    verdict: deny
+default: require_approval
+default_approvers: [manager]
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="the start does not check the connected tools' parameters yet")
+def test_a_rule_naming_a_parameter_the_tool_does_not_have_stops_the_start(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    config = tmp_path / "mcp.json"
+    server = {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", str(repo)]}
+    config.write_text(json.dumps({"mcpServers": {"git": server}}))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_NAMING_A_MISSPELT_PARAMETER)
+    env = {**console_env(tmp_path), "AIOS_MCP_CONFIG": str(config), "AIOS_POLICY_FILE": str(policy)}
+
+    result = subprocess.run([AIOS, "chat"], env=env, input="", capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        "rule 'not-main': its `when` names `action.params.branch`, which mcp.git.git_checkout does not have "
+        "(did you mean `action.params.branch_name`?)"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
