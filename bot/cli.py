@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from bot.replay import Scope
     from bot.settings import Settings
     from connectors.catalogue import ConnectorStatus
+    from policies.engine import Policy
+    from policies.policy_tests import CheckReport
+    from policies.replay import Summary
     from storage.memory import MemoryStore
     from storage.unit_of_work import UnitOfWorkFactory
 
@@ -484,6 +487,99 @@ def _replay(scope: Scope, policy_path: Path, as_json: bool) -> None:
         return
     for line in report.text_lines():
         out.print(line, highlight=False, markup=False)
+
+
+policy_app = typer.Typer(
+    help="Policy files: checked and tested before they are deployed.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="The policy file to check.")],
+    against_history: Annotated[
+        str | None,
+        typer.Option(
+            "--against-history",
+            metavar="WINDOW",
+            help="Also count the recorded decisions of the last 30d, 7d, 24h … that this file would change.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check a policy file before it is deployed: schema, conditions and the file's own tests.
+
+    FILE is loaded as the bot would load it (schema, CEL, names), each rule is evaluated against a typical
+    action of every installed kind, and the file's `tests:` are run. Exit code 0: all good; 1: a test failed
+    or a rule cannot be evaluated; 2: the file does not load."""
+    from importlib.metadata import entry_points
+
+    from connectors.registry import ENTRY_POINT_GROUP, installed_action_params
+    from policies.engine import Policy
+    from policies.errors import PolicyError
+    from policies.policy_tests import check
+
+    window = _duration(against_history)
+    try:
+        if not path.is_file():
+            raise PolicyError(f"there is no policy file {path}")
+        policy = Policy.from_file(path, installed_action_params())
+    except PolicyError as exc:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+        _fail(str(exc))
+    models = {
+        model.name: model for ep in entry_points(group=ENTRY_POINT_GROUP) for model in ep.load().actions
+    }
+    report = check(policy, models)
+    history = _history_summary(policy, window) if window is not None else None
+    if as_json:
+        document = {"policy": {"source": policy.source, "hash": policy.hash}, **report.as_json()}
+        if history is not None:
+            document["history"] = {"window": against_history, **history.as_json()}
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        _print_check(policy.source, policy.hash, report)
+        if history is not None:
+            out.print(f"\n[bold]Against the last {escape(str(against_history))} of decisions[/]")
+            for line in history.lines():
+                out.print(line, highlight=False, markup=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_check(source: str, content_hash: str, report: CheckReport) -> None:
+    out.print(f"[bold]{escape(source)}[/] (policy {content_hash[:12]})", highlight=False)
+    for result in report.results:
+        test, got = result.test, result.got
+        if result.passed and got is not None:
+            out.print(
+                f"[green]✓[/] {escape(test.name)} — {got.verdict} by {escape(got.rule)}", highlight=False
+            )
+            continue
+        out.print(f"[red]✗[/] {escape(test.name)} ({escape(test.action)})", highlight=False)
+        for failure in result.failures:
+            out.print(f"    {escape(failure)}", highlight=False)
+    for problem in report.problems:
+        out.print(f"[red]✗[/] rule {escape(problem.rule)}: {escape(problem.message())}", highlight=False)
+    if report.untested_rules:
+        out.print(f"rules no test reaches: {escape(', '.join(report.untested_rules))}", highlight=False)
+    passed = sum(result.passed for result in report.results)
+    failed = len(report.results) - passed
+    tally = (
+        f"{len(report.results)} tests: {passed} passed, {failed} failed; {len(report.problems)} rule problems"
+    )
+    out.print(f"[{'green' if report.ok else 'red'}]{tally}[/]", highlight=False)
+
+
+def _history_summary(policy: Policy, window: timedelta) -> Summary:
+    """How the recorded decisions of the window would be judged under this policy (the replay's summary)."""
+    from bot.replay import Scope, build_report
+    from storage.records import utcnow
+
+    scope = Scope(since=utcnow() - window)
+    report = _run(lambda: _with_units(lambda units: build_report(units, policy, scope, keep=0)))
+    return report.summary
 
 
 @app.command()

@@ -186,7 +186,10 @@ def _differences(policy: Policy, test: PolicyTest, got: Outcome, verdict: Policy
             f"got {str(got.forbid_self_approval).lower()}"
         )
     if failures and got.verdict == "deny" and "could not be evaluated" in verdict.explanation:
-        failures.append(verdict.explanation)
+        failures.append(
+            f"the engine denied it: rule {got.rule}'s `when` could not be evaluated "
+            f"({_error_of(verdict.explanation, got.rule)})"
+        )
     return failures
 
 
