@@ -163,8 +163,8 @@ async def bootstrap(
     # Whatever fails on the way up leaves nothing behind: no lease row, no open connection, no child process.
     async with AsyncExitStack() as undo:
         undo.push_async_callback(engine.dispose)
-        # Built before the store is migrated or a lease is taken: a malformed connector setting is refused
-        # with nothing touched.
+        # Connectors and planner are built before the store is migrated or a lease is taken: a malformed
+        # setting is refused with nothing touched.
         registry = ConnectorRegistry.discover(
             ConnectorContext(
                 units_of_work=units,
@@ -176,12 +176,21 @@ async def bootstrap(
             redactor,
         )
         undo.push_async_callback(registry.close)
+
+        async def warn_in_thread(call: CallContext, warning: str) -> None:
+            try:
+                await transport.post(call.channel, f":money_with_wings: {warning}", thread_ts=call.thread_ts)
+            except TransportError as exc:
+                log.error("budget_warning_not_delivered", error=str(exc))
+
+        llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
+        undo.push_async_callback(llm.close)
         await upgrade_to_head(engine)
         lease = await acquire_lease(engine, units)
         undo.push_async_callback(lease.release)
         await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
         await registry.seed()
-        aios = await _wire(settings, transport, clock, policy, engine, units, registry, lease, undo)
+        aios = await _wire(settings, transport, clock, policy, engine, units, registry, llm, lease, undo)
         undo.pop_all()
     return aios
 
@@ -194,17 +203,10 @@ async def _wire(
     engine: AsyncEngine,
     units: UnitOfWorkFactory,
     registry: ConnectorRegistry,
+    llm: LLM,
     lease: Lease,
     undo: AsyncExitStack,
 ) -> Aios:
-    async def warn_in_thread(call: CallContext, warning: str) -> None:
-        try:
-            await transport.post(call.channel, f":money_with_wings: {warning}", thread_ts=call.thread_ts)
-        except TransportError as exc:
-            log.error("budget_warning_not_delivered", error=str(exc))
-
-    llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
-    undo.push_async_callback(llm.close)
     shop = registry.connector_for("shop.refund")
     assert isinstance(shop, OrderLookup), "the shop connector must be able to look up orders"
     orders = RedactedOrders(shop, registry.redactor)
