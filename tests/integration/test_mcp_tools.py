@@ -363,6 +363,54 @@ async def test_a_server_gone_before_an_approved_write_fails_it_cleanly(
         await aios.close()
 
 
+DYING_SERVER = """
+import os
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+
+server = MCPServer("dying")
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+def launch(marker: str) -> str:
+    Path(marker).write_text("launched")
+    os._exit(1)
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def peek() -> str:
+    os._exit(1)
+
+
+server.run()
+"""
+
+
+async def test_a_write_whose_server_dies_during_the_call_may_have_run_and_is_not_called_again(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "dying.py"
+    script.write_text(DYING_SERVER)
+    tools = McpTools([ServerConfig(name="dying", command=sys.executable, args=(str(script),))])
+    registry = ConnectorRegistry([tools])
+    try:
+        await registry.connect()
+        marker = tmp_path / "launched"
+        launch = registry.validate("mcp.dying.launch", {"marker": str(marker)})
+        with pytest.raises(OutcomeUnknownError, match="cannot tell whether it ran") as unknown:
+            await registry.execute(launch, "key-1")
+        # It did run: the thread must not be told that nothing changed, and nothing may call it again.
+        assert marker.read_text() == "launched"
+        assert not isinstance(unknown.value, PermanentConnectorError | TransientConnectorError)
+        # A read-only call that broke is only worth trying again.
+        with pytest.raises(TransientConnectorError, match="the call to MCP server dying broke"):
+            await registry.execute(registry.validate("mcp.dying.peek", {}), "key-2")
+    finally:
+        await registry.close()
+
+
 TOKEN = "ghp_0123456789abcdefTOKEN"
 
 
