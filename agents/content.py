@@ -23,7 +23,7 @@ from storage.memory import MemoryStore
 # Hyphenated words, or a word named as a post's slug: other single words are too common to look up as slugs.
 _HYPHENATED = re.compile(r"\b[a-z0-9]+(?:-[a-z0-9]+)+\b")
 _AFTER_POST = re.compile(
-    r"\b(?:(?:publish|schedule|unpublish|update|edit|change|rename)\s+(?:the\s+)?post|slug)\s+"
+    r"\b(?:(?:publish|schedule|unpublish|update|edit|change|rename)\s+(?:the\s+)?post|slug(?:\s+is|:)?)\s+"
     r"([a-z0-9]+(?:-[a-z0-9]+)*)\b",
     re.IGNORECASE,
 )
@@ -99,7 +99,9 @@ def named_slugs(texts: Sequence[str]) -> list[str]:
     found: list[str] = []
     for text in texts:
         candidates = [*_HYPHENATED.findall(text.lower()), *(m.lower() for m in _AFTER_POST.findall(text))]
-        found += [slug for slug in candidates if not _DATE.match(slug) and slug not in found]
+        for slug in candidates:
+            if not _DATE.match(slug) and slug not in found:
+                found.append(slug)
     return found[:MAX_SLUGS]
 
 
