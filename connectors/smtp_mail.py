@@ -17,10 +17,16 @@ message that never left.
 
 4xx replies, timeouts and a server that cannot be reached are transient; 5xx replies are permanent and carry
 the server's own message. The password never appears in a result, an error or a log line.
+
+TLS (STARTTLS or smtps://) checks the server's certificate and host name against the machine's trusted CAs; a
+server whose certificate comes from a private CA is trusted through the standard SSL_CERT_FILE (a bundle that
+holds that CA). A certificate that is not trusted, a TLS handshake that fails, and a server that wants STARTTLS
+when ``?starttls=false`` forbids it are permanent: retrying cannot fix a setting.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -38,6 +44,7 @@ from connectors.sent_ledger import SentLedger
 URL_SETTING = "AIOS_SMTP_URL"
 FROM_SETTING = "AIOS_MAIL_FROM"
 URL_EXAMPLE = "smtp://user:password@mail.example.com:587 (or smtps://…:465; ?starttls=true|false)"
+CA_SETTING = "SSL_CERT_FILE"
 DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 STARTTLS_CHOICES = {"true": True, "false": False, "auto": None}
 
@@ -172,6 +179,16 @@ class SmtpMail:
 def _classified(exc: Exception, server: SmtpServer) -> TransientConnectorError | PermanentConnectorError:
     """aiosmtplib's exception as a transient or permanent connector error, without the password in it."""
     where = f"the SMTP server at {server.address}"
+    tls_problem = _tls_problem(exc, server)
+    if tls_problem is not None:
+        return PermanentConnectorError(f"{where} {tls_problem}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and _wants_starttls(exc) and not server.start_tls:
+        hint = "remove ?starttls=false from" if server.start_tls is False else "use STARTTLS or smtps:// in"
+        return PermanentConnectorError(
+            _scrub(
+                f"{where} takes mail only over TLS ({exc.code} {exc.message}); {hint} {URL_SETTING}", server
+            )
+        )
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         refused = exc.recipients[0]
         return _by_code(
@@ -190,6 +207,31 @@ def _classified(exc: Exception, server: SmtpServer) -> TransientConnectorError |
     return TransientConnectorError(
         _scrub(f"{where} could not be reached: {exc or type(exc).__name__}", server)
     )
+
+
+def _tls_problem(exc: Exception, server: SmtpServer) -> str | None:
+    """What went wrong with TLS, and which setting fixes it; None when TLS is not the problem. aiosmtplib
+    raises the ssl error itself on STARTTLS, and wraps it in SMTPConnectError on smtps://."""
+    error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(error, ssl.SSLCertVerificationError):
+        why = error.verify_message.rstrip(".")
+        return (
+            f"presented a certificate this machine does not trust ({why}); if it is signed by a private CA, "
+            f"point {CA_SETTING} at a CA bundle that includes it, otherwise check the host name in {URL_SETTING}"
+        )
+    if isinstance(error, ssl.SSLError):
+        scheme = "smtps://" if server.use_tls else "smtp:// with STARTTLS"
+        return (
+            f"could not set up TLS ({error.reason or error}) using {scheme}; smtps:// is for servers that "
+            f"speak TLS from the first byte (usually port 465), smtp:// for STARTTLS (usually 587): check "
+            f"{URL_SETTING}"
+        )
+    return None
+
+
+def _wants_starttls(exc: aiosmtplib.SMTPResponseException) -> bool:
+    # 530 5.7.0 "Must issue a STARTTLS command first" (RFC 3207), whichever command it answered.
+    return exc.code == 530 and "starttls" in exc.message.lower()
 
 
 def _by_code(

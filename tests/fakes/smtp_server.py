@@ -2,6 +2,10 @@
 
 It asks for AUTH (PLAIN or LOGIN, allowed without TLS on loopback) with one user and password, and can be told
 to answer the next RCPT TO or DATA with a reply of the test's choosing (a 4xx or a 5xx).
+
+Given a server-side ``tls_context`` it offers STARTTLS (and with ``require_starttls`` refuses everything else
+until the client has upgraded), or with ``implicit_tls`` speaks TLS from the first byte, like port 465. Each
+login records whether it came over TLS.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import asyncio
 import email
 import email.policy
 import logging
+import ssl
 import threading
 import warnings
 from dataclasses import dataclass
@@ -33,10 +38,25 @@ class Received:
 
 
 class FakeSmtpServer:
-    def __init__(self, user: str = USER, password: str = PASSWORD) -> None:
+    def __init__(
+        self,
+        user: str = USER,
+        password: str = PASSWORD,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
+        implicit_tls: bool = False,
+    ) -> None:
+        assert tls_context is not None or not (require_starttls or implicit_tls), "TLS needs a tls_context"
         self.user, self.password = user, password
+        self.tls_context, self.require_starttls, self.implicit_tls = (
+            tls_context,
+            require_starttls,
+            implicit_tls,
+        )
         self.received: list[Received] = []
         self.logins: list[str] = []
+        self.logins_over_tls: list[bool] = []
         self._replies: dict[str, list[str]] = {"RCPT": [], "DATA": []}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -46,7 +66,8 @@ class FakeSmtpServer:
 
     @property
     def url(self) -> str:
-        return f"smtp://{self.user}:{self.password}@127.0.0.1:{self.port}"
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        return f"{scheme}://{self.user}:{self.password}@127.0.0.1:{self.port}"
 
     def reply_next(self, command: str, reply: str) -> None:
         """Answer the next ``command`` ("RCPT" or "DATA") with ``reply``, e.g. "451 4.3.0 try later"."""
@@ -84,9 +105,12 @@ class FakeSmtpServer:
                     auth_required=True,
                     auth_require_tls=False,
                     authenticator=self._authenticate,
+                    tls_context=None if self.implicit_tls else self.tls_context,
+                    require_starttls=self.require_starttls,
                 )
 
-        self._server = await self._loop.create_server(protocol, "127.0.0.1", 0)
+        implicit = self.tls_context if self.implicit_tls else None
+        self._server = await self._loop.create_server(protocol, "127.0.0.1", 0, ssl=implicit)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
@@ -107,8 +131,11 @@ class FakeSmtpServer:
             and auth_data.password.decode() == self.password
         )
         if ok:
+            assert server.transport is not None
+            over_tls = server.transport.get_extra_info("sslcontext") is not None
             with self._lock:
                 self.logins.append(self.user)
+                self.logins_over_tls.append(over_tls)
         return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 535 itself
 
     def _scripted(self, command: str) -> str | None:
