@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 from jsonschema import SchemaError  # type: ignore[import-untyped]  # no stubs shipped
@@ -79,13 +80,16 @@ class ServerConfig:
     headers: Mapping[str, str] | None = None
 
     def redact(self, text: str) -> str:
-        """``text`` without the url, an ``env`` value or a header's value, which may hold a token or a
-        password. Values shorter than ``SECRET_MIN_CHARS`` are left: no token is that short, and replacing
-        an ``env`` value such as ``1`` everywhere would garble every result."""
+        """``text`` without the url (nor its password or query values), an ``env`` value or a header's
+        value, which may hold a token or a password. Values shorter than ``SECRET_MIN_CHARS`` are left: no
+        token is that short, and replacing an ``env`` value such as ``1`` everywhere would garble every
+        result."""
         headers = (self.headers or {}).values()
         # A header's credentials also without their scheme: "Bearer <token>" → also "<token>".
         schemeless = (value.split(" ", 1)[1] for value in headers if " " in value.strip())
-        secrets = (self.url, *(self.env or {}).values(), *headers, *schemeless)
+        url = urlsplit(self.url or "")
+        in_url = (url.password, *(value for _, value in parse_qsl(url.query)))
+        secrets = (self.url, *in_url, *(self.env or {}).values(), *headers, *schemeless)
         # The longest first, so a secret that contains another is replaced whole.
         for secret in sorted({s for s in secrets if s and len(s) >= SECRET_MIN_CHARS}, key=len, reverse=True):
             text = text.replace(secret, "…")

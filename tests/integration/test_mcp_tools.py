@@ -457,15 +457,16 @@ async def test_a_tools_result_is_scrubbed_of_its_servers_secrets(
         await aios.close()
 
 
-def test_headers_and_their_credentials_are_secrets_and_short_values_are_not() -> None:
+def test_headers_and_url_credentials_are_secrets_and_short_values_are_not() -> None:
     config = ServerConfig(
         name="remote",
-        url="https://mcp.example.com/mcp",
+        url="https://bot:pass-word@mcp.example.com/mcp?key=q-0123456789&v=2",
         env={"DEBUG": "1"},
         headers={"Authorization": "Bearer tok-0123456789", "X-Api-Key": "key-abcdef"},
     )
-    text = "Bearer tok-0123456789, tok-0123456789, key-abcdef, https://mcp.example.com/mcp, 1 + 1"
-    assert config.redact(text) == "…, …, …, …, 1 + 1"
+    text = "Bearer tok-0123456789, tok-0123456789, key-abcdef, pass-word, q-0123456789, v=2, 1 + 1"
+    assert config.redact(text) == "…, …, …, …, …, v=2, 1 + 1"
+    assert config.redact(f"at {config.url}") == "at …"
 
 
 async def test_headers_are_sent_to_a_streamable_http_server_and_kept_out_of_errors(tmp_path: Path) -> None:
