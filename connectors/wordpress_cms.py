@@ -120,7 +120,7 @@ class WordPressCms:
         """Why WordPress is certain to refuse the action, read from the post under its slug."""
         slug = _slug(action)
         try:
-            posts = await self._posts_with_slug(slug)
+            posts = await self._posts({"slug": slug, "per_page": "100", "_fields": "id,status,title"})
         except PermanentConnectorError as exc:
             return str(exc)  # refused credentials, say: the action would be refused just the same
         if isinstance(action, CmsCreateDraft):
