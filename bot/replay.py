@@ -136,7 +136,7 @@ class Report:
         if self.shown:
             lines.append("")
             lines += [diff_line(replayed) for replayed in self.shown]
-        hidden = self._listed_total() - len(self.shown)
+        hidden = self.listed_total() - len(self.shown)
         if hidden > 0:
             lines.append(f"…and {hidden} more")
         return lines
@@ -152,10 +152,10 @@ class Report:
             "policy": {"source": self.policy.source, "hash": self.policy.hash},
             "summary": self.summary.as_json(),
             "actions": [as_json(replayed) for replayed in self.shown],
-            "actions_not_listed": max(0, self._listed_total() - len(self.shown)),
+            "actions_not_listed": max(0, self.listed_total() - len(self.shown)),
         }
 
-    def _listed_total(self) -> int:
+    def listed_total(self) -> int:
         return self.summary.actions if self.scope.run_id is not None else self.summary.changed
 
 
@@ -193,24 +193,17 @@ def slack_message(report: Report) -> tuple[str, list[dict[str, Any]]]:
         SectionBlock(text=MarkdownTextObject(text=truncate(summary, SECTION_MAX))),
     ]
     lines = [escape(diff_line(replayed)) for replayed in report.shown]
-    hidden = report._listed_total() - len(lines)
-    chunk: list[str] = []
-    room = BLOCKS_MAX - len(blocks) - 1  # one block kept for "…and N more"
-    for index, line in enumerate(lines):
+    hidden = report.listed_total() - len(lines)
+    sections: list[list[str]] = []  # the lines packed greedily into sections of at most SECTION_MAX
+    for line in lines:
         line = truncate(line, SECTION_MAX)
-        if chunk and len("\n".join([*chunk, line])) > SECTION_MAX:
-            if room == 0:
-                hidden += len(lines) - index
-                chunk = []
-                break
-            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
-            room -= 1
-            chunk = []
-        chunk.append(line)
-    if chunk and room > 0:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
-    elif chunk:
-        hidden += len(chunk)
+        if not sections or len("\n".join([*sections[-1], line])) > SECTION_MAX:
+            sections.append([])
+        sections[-1].append(line)
+    room = BLOCKS_MAX - len(blocks) - 1  # one block kept for "…and N more"
+    for section in sections[:room]:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(section))))
+    hidden += sum(len(section) for section in sections[room:])
     if hidden > 0:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"…and {hidden} more")))
     text = truncate("\n".join([escape(report.heading()), summary, *lines]), SECTION_MAX)

@@ -150,3 +150,18 @@ def test_replay_calls_no_model_no_connector_no_network_and_writes_nothing(
     # Nothing that builds the bot (the model client, the memory store, Slack) was even imported.
     assert json.loads(result.stderr.strip().splitlines()[-1]) == []
     assert dump() == before
+
+
+def test_the_console_shows_the_same_replay_as_text(recorded: tuple[dict[str, str], Path, Path]) -> None:
+    env, _, candidate = recorded
+    result = run(
+        "chat",
+        "--as",
+        "U0CAROL",
+        env={**env, "AIOS_CANDIDATE_POLICY_FILE": str(candidate)},
+        stdin="/aios replay R-2\nquit\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Replay of R-2 under {candidate}" in result.stdout
+    assert "require_approval by refunds-over-100-need-a-manager" in result.stdout
+    assert "→ deny by refunds-over-100-are-denied (denied) — stricter" in result.stdout
