@@ -19,6 +19,7 @@ from policies.model import Budget, PolicyFile, Rule, Verdict
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 DEFAULT_RULE_ID = "default"
+_NAMED_BY = {"rules": ("rule", "id"), "tests": ("test", "name")}  # list in the file → (what, named by)
 
 
 @dataclass(frozen=True)
@@ -279,18 +280,18 @@ def _compile(rule: Rule, source: str, action_params: Mapping[str, Collection[str
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
-    """Name the rule by its id, not its index, so the message points at the line to fix."""
+    """Name a rule by its id and a test by its name, not by an index, so the message points at the line to fix."""
     problems = []
-    listed = raw.get("rules")
-    rules: list[Any] = listed if isinstance(listed, list) else []
     for error in exc.errors():
         loc = list(error["loc"])
         where = ".".join(str(part) for part in loc) or "top level"
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[1] < len(rules):
-            entry = rules[loc[1]]
-            name = entry.get("id") if isinstance(entry, dict) else None
-            field = ".".join(str(part) for part in loc[2:]) or "the rule"
-            where = f"rule {name!r} ({field})" if name else f"rule #{loc[1] + 1} ({field})"
+        if len(loc) >= 2 and loc[0] in _NAMED_BY and isinstance(loc[1], int):
+            kind, key = _NAMED_BY[str(loc[0])]
+            listed = raw.get(str(loc[0]))
+            entry = listed[loc[1]] if isinstance(listed, list) and loc[1] < len(listed) else None
+            name = entry.get(key) if isinstance(entry, dict) else None
+            field = ".".join(str(part) for part in loc[2:]) or f"the {kind}"
+            where = f"{kind} {name!r} ({field})" if name else f"{kind} #{loc[1] + 1} ({field})"
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
     return "; ".join(problems)

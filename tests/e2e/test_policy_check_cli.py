@@ -136,7 +136,7 @@ def test_json_is_one_document(folder: Path) -> None:
         (RULES.replace('action.name == "shop.refund" && run', "action.name == && run"), "is not valid CEL"),
         (
             PASSING.replace("expect: {verdict: deny,", "expect: {verdikt: deny,"),
-            "tests.0.expect.verdikt: Extra",
+            "test 'a $150 refund is denied' (expect.verdikt): Extra",
         ),
         (PASSING.replace("order_id: 1001, amount: 150.0", "order_id: [1001"), "not valid YAML"),
         (None, "there is no policy file"),

@@ -177,17 +177,17 @@ def test_history_facts_reach_the_conditions(models: ActionModels) -> None:
     [
         (
             "{name: a, action: shop.refund, expect: {verdict: allow, rul: x}}",
-            "tests.0.expect.rul: Extra inputs",
+            "test 'a' (expect.rul): Extra inputs",
         ),
         (
             "{name: a, action: shop.refund, expect: {verdict: maybe}}",
-            "tests.0.expect.verdict: Input should be",
+            "test 'a' (expect.verdict): Input should be",
         ),
         (
             "{name: a, action: shop.refund, colour: red, expect: {verdict: allow}}",
-            "tests.0.colour: Extra inputs",
+            "test 'a' (colour): Extra inputs",
         ),
-        ("{name: a, action: shop.refund}", "tests.0.expect: Field required"),
+        ("{name: a, action: shop.refund}", "test 'a' (expect): Field required"),
         (
             "{name: a, action: x, requester: alice, expect: {verdict: allow}}",
             "'alice' is not a Slack user id",
@@ -285,6 +285,7 @@ def test_the_packaged_policy_passes_its_own_tests_and_every_rule_evaluates(model
     assert result.returncode == 0, result.stdout + result.stderr
     report = check(Policy.from_file(DEFAULT_POLICY, installed_action_params()), models)
     assert report.ok and len(report.results) >= 15
+    assert report.untested_rules == [], "every rule of the packaged policy needs a case under its tests:"
     assert (
         f"{len(report.results)} tests: {len(report.results)} passed, 0 failed; 0 rule problems"
         in result.stdout
