@@ -135,6 +135,11 @@ def run_test(policy: Policy, test: PolicyTest, models: ActionModels | None) -> C
 def _params(test: PolicyTest, models: ActionModels | None) -> tuple[dict[str, Any], str | None]:
     """The parameters as the engine sees them at run time (the action model's JSON form), or why the case
     cannot be an action any agent could propose."""
+    if (test.read_only or test.destructive) and not test.action.startswith(MCP_PREFIX):
+        return (
+            {},
+            "read_only and destructive are annotations of MCP tools (mcp.…); other actions have neither",
+        )
     if models is None or (test.action not in models and test.action.startswith(MCP_PREFIX)):
         # An MCP server's tools are known only once it is connected: its parameters are taken as given.
         return dict(test.params), None
@@ -206,8 +211,8 @@ def rule_problems(policy: Policy, models: ActionModels) -> list[RuleProblem]:
     action_params = {name: list(model.model_fields) for name, model in models.items()}
     problems = []
     for rule in policy.document.rules:
-        # The rule alone, set to allow: allowed means it matched, the default that it did not, and a denial
-        # that the engine could not evaluate it (its explanation says why).
+        # The rule alone, set to allow, before a default that asks: a denial by the rule can only mean that
+        # the engine could not evaluate its condition (its explanation says why).
         alone = Policy(
             policy.document.model_copy(
                 update={
@@ -222,7 +227,7 @@ def rule_problems(policy: Policy, models: ActionModels) -> list[RuleProblem]:
         failing: dict[str, list[str]] = {}
         for name, params in samples:
             verdict = alone.evaluate(name, params, SAMPLE_REQUESTER)
-            if verdict.verdict == "deny":
+            if verdict.verdict == "deny" and verdict.rule_id == rule.id:
                 kinds = failing.setdefault(_error_of(verdict.explanation, rule.id), [])
                 if name not in kinds:
                     kinds.append(name)

@@ -142,6 +142,16 @@ def test_mcp_tools_facts_and_groups_are_what_the_conditions_see(models: ActionMo
     expect: {verdict: allow, rule: editors-may-publish}
 """)
     assert [result.failures for result in run_tests(policy, models)] == [(), (), ()]
+    annotated = load("""
+  - name: a refund said to be read-only
+    action: shop.refund
+    params: {order_id: 1001, amount: 20, reason: broken}
+    read_only: true
+    expect: {verdict: allow}
+""")
+    assert run_tests(annotated, models)[0].failures == (
+        "read_only and destructive are annotations of MCP tools (mcp.…); other actions have neither",
+    )
 
 
 def test_history_facts_reach_the_conditions(models: ActionModels) -> None:
