@@ -68,7 +68,9 @@ class ContentAgent(Agent):
             try:
                 context.lines.extend(await _post_lines(self._posts, named_slugs(texts), topic(request.text)))
             except ConnectorError as exc:
-                context.lines.append(f"WordPress posts could not be looked up just now ({exc})")
+                # Read past the registry, so its redaction is applied here: no configured secret reaches a model.
+                problem = self._registry.redactor.text(str(exc))
+                context.lines.append(f"WordPress posts could not be looked up just now ({problem})")
         return context
 
     async def refusal(self, action: Action) -> str | None:

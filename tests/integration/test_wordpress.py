@@ -757,3 +757,35 @@ async def test_a_post_drafted_earlier_in_the_same_plan_may_be_published_in_it(
         )
     finally:
         await aios.close()
+
+
+async def test_the_content_agent_is_told_when_posts_cannot_be_looked_up(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+    wordpress: WordPressServer,
+) -> None:
+    secret = "abcd EFGH ijkl MNOP qrst UVWX"
+    aios = await wordpress_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        wordpress,
+        WORDPRESS_APP_PASSWORD=secret,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        anthropic_api.script(Reply("I cannot see the posts."))
+        await ask(aios, "update post spring-lookbook with a warmer opening")
+    finally:
+        await aios.close()
+    lines = system_prompt(anthropic_api).splitlines()
+    [problem] = [line for line in lines if "could not be looked up" in line]
+    assert problem.startswith(
+        "WordPress posts could not be looked up just now (WordPress refused the credentials"
+    )
+    assert secret not in json.dumps(anthropic_api.requests)
