@@ -3,6 +3,7 @@ policy judges, the replay gives the expected diff and summary, and it writes not
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -171,3 +172,26 @@ async def test_why_shows_the_rule_as_written_when_a_newer_policy_has_judged_sinc
         assert 'run.totals["shop.refund"] &gt; 100.0' in answer
     finally:
         await aios.close()
+
+
+async def test_two_replicas_store_a_policy_version_once(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    """Each process inserts the version it judges with if absent (once, then remembers): replicas starting on
+    the same policy at the same time leave one row, and neither fails."""
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await asyncio.gather(
+            ask(first, "refund order 1004 $10 scratched", thread_ts="1.1"),
+            ask(second, "refund order 1003 $10 scratched", thread_ts="1.2"),
+        )
+        await ask(first, "refund order 1002 $10 scratched", thread_ts="1.3")
+        async with first.units() as uow:
+            versions = (await uow.repo.session.exec(select(PolicyVersion))).all()
+            decisions = (await uow.repo.session.exec(select(Decision))).all()
+        assert [v.hash for v in versions] == [first.policy.hash]
+        assert len(decisions) == 3 and all(d.policy_hash == first.policy.hash for d in decisions)
+    finally:
+        await first.close()
+        await second.close()
