@@ -163,8 +163,8 @@ async def bootstrap(
     # Whatever fails on the way up leaves nothing behind: no lease row, no open connection, no child process.
     async with AsyncExitStack() as undo:
         undo.push_async_callback(engine.dispose)
-        # Connectors and planner are built before the store is migrated or a lease is taken: a malformed
-        # setting is refused with nothing touched.
+        # Connectors (connected) and planner come before the store is migrated or a lease is taken: a
+        # malformed setting is refused with nothing touched.
         registry = ConnectorRegistry.discover(
             ConnectorContext(
                 units_of_work=units,
@@ -176,6 +176,7 @@ async def bootstrap(
             redactor,
         )
         undo.push_async_callback(registry.close)
+        await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
 
         async def warn_in_thread(call: CallContext, warning: str) -> None:
             try:
@@ -188,7 +189,6 @@ async def bootstrap(
         await upgrade_to_head(engine)
         lease = await acquire_lease(engine, units)
         undo.push_async_callback(lease.release)
-        await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
         await registry.seed()
         aios = await _wire(settings, transport, clock, policy, engine, units, registry, llm, lease, undo)
         undo.pop_all()
