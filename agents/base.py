@@ -125,9 +125,9 @@ class Agent:
             memory_ids=context.memory_ids,
         )
 
-    async def refusal(self, action: Action) -> str | None:
+    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
         """Why the connector is certain to refuse this valid action, found before anyone is asked to approve
-        it; None when it may run."""
+        it; None when it may run. ``planned``: the actions proposed before it in the same plan."""
         return await self._registry.refusal(action)
 
     async def _judge_calls(
@@ -143,7 +143,7 @@ class Agent:
                         f"there is no tool {call.name!r}; use one of {', '.join(by_tool)}"
                     )
                 action = self._registry.validate(action_name, call.input)
-                if refused := await self.refusal(action):
+                if refused := await self.refusal(action, actions):
                     raise InvalidActionError(refused)
                 actions.append(action)
                 results.append(ToolResult(call.id, PROPOSED))

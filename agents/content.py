@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 from agents.base import Agent, Context, PlanRequest
-from agents.llm import LLM, ToolCall, ToolResult
+from agents.llm import LLM
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
@@ -33,9 +32,6 @@ _TOPIC = re.compile(r"\b(?:about|titled|called|named)\s+([^.,;:!?\"“”]{2,120
 MAX_SLUGS = 5
 MAX_MATCHES = 5
 TOPIC_WORDS = 6  # WordPress finds posts having every word: a longer topic finds nothing
-
-# The actions proposed so far in the plan being judged, so that a post drafted earlier in it counts as there.
-_PLANNED: ContextVar[Sequence[Action]] = ContextVar("planned", default=())
 
 
 @runtime_checkable
@@ -73,27 +69,18 @@ class ContentAgent(Agent):
                 context.lines.append(f"WordPress posts could not be looked up just now ({problem})")
         return context
 
-    async def refusal(self, action: Action) -> str | None:
+    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
         """A post drafted earlier in the same plan is not in the CMS yet, and still may be published or edited;
         a second draft under the same slug is certain to be refused."""
         slug = _changed_slug(action)
-        drafted = [a.effective_slug() for a in _PLANNED.get() if isinstance(a, CmsCreateDraft)]
+        drafted = [a.effective_slug() for a in planned if isinstance(a, CmsCreateDraft)]
         if isinstance(action, CmsCreateDraft) and slug in drafted:
             return (
                 f"this plan already drafts a post with the slug {slug!r}; give this one another title or slug"
             )
         if slug in drafted:
             return None
-        return await super().refusal(action)
-
-    async def _judge_calls(
-        self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action]
-    ) -> tuple[list[ToolResult], list[str]]:
-        planned = _PLANNED.set(actions)
-        try:
-            return await super()._judge_calls(calls, by_tool, actions)
-        finally:
-            _PLANNED.reset(planned)
+        return await super().refusal(action, planned)
 
 
 def named_slugs(texts: Sequence[str]) -> list[str]:

@@ -4,6 +4,7 @@ first."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from agents.amounts import SHOP_CURRENCY
@@ -114,10 +115,10 @@ class ReturnsAgent(Agent):
         for email in customers:
             context.add_memories(await self._memory.lookup(team, f"customer:{email}"))
 
-    async def refusal(self, action: Action) -> str | None:
+    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
         """A refund the shop is certain to refuse (no such order, another currency, more than is left)."""
         if not isinstance(action, ShopRefund):
-            return await super().refusal(action)
+            return await super().refusal(action, planned)
         try:
             order = await self._orders.get_order(action.order_id)
         except ConnectorError as exc:
