@@ -3,8 +3,10 @@ and a Slack API that echoes one back in an error: no log line, stored row or Sla
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from aiohttp import web
 
 from tests.e2e.conftest import Server
 from tests.e2e.test_serve import REQUESTER, ephemerals_for, send
-from tests.fakes.aios_process import aios_env, running_aios_serve
+from tests.fakes.aios_process import AIOS, aios_env, running_aios_serve
 from tests.fakes.loopback import LoopbackServer
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.slack_payloads import slash_command
@@ -103,3 +105,38 @@ async def test_a_secret_echoed_by_a_connectors_server_or_by_slack_is_nowhere(ser
     assert "[REDACTED:AIOS_SHOP_API_KEY]" in stored
     for text in (said, stored, logged):
         assert SHOP_KEY not in text
+
+
+class EchoingWordPress(LoopbackServer):
+    """A WordPress REST API that refuses every login by repeating the Authorization header it got."""
+
+    def __init__(self) -> None:
+        super().__init__("echoing-wordpress")
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{path:.*}", self._refuse)
+
+    async def _refuse(self, request: web.Request) -> web.Response:
+        sent = request.headers.get("Authorization", "")
+        return web.json_response({"code": "invalid_username", "message": f"not accepted: {sent}"}, status=401)
+
+
+def test_a_health_line_that_echoes_the_basic_auth_header_shows_no_password(tmp_path: Path) -> None:
+    password = "abcd EFGH ijkl MNOP qrst UVWX"
+    with EchoingWordPress() as wordpress:
+        env = aios_env(f"sqlite+aiosqlite:///{tmp_path / 'aios.db'}", "http://127.0.0.1:9/api/")
+        env.update(
+            {
+                "WORDPRESS_URL": f"http://127.0.0.1:{wordpress.port}",
+                "WORDPRESS_USER": "editor",
+                "WORDPRESS_APP_PASSWORD": password,
+                "COLUMNS": "1000",  # one table row a line
+            }
+        )
+        result = subprocess.run([AIOS, "connectors"], env=env, capture_output=True, text=True, timeout=60)
+
+    shown = result.stdout + result.stderr
+    assert result.returncode == 1 and "not accepted: Basic [REDACTED:WORDPRESS_APP_PASSWORD]" in shown
+    basic = base64.b64encode(f"editor:{password}".encode()).decode()
+    for form in (password, password.replace(" ", ""), basic):
+        assert form not in shown
