@@ -63,19 +63,23 @@ class LeakyShop:
 
     actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund,)
 
-    def __init__(self, fail: bool) -> None:
-        self.fail = fail
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
-        if self.fail:
+        if self.outcome == "error":
             raise PermanentConnectorError(f"the shop refused the refund: {ECHO}")
+        if self.outcome == "bug":  # not a connector error: a library's exception that was not caught
+            raise RuntimeError(f"unexpected answer: {ECHO}")
         return {"refund_id": "re_1", "request": {"headers": ECHO, "echo": list(LEAKED_FORMS)}}
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         return None
 
     async def refusal(self, action: Action) -> str | None:
-        raise ConnectorError(f"cannot ask: {ECHO}")
+        if self.outcome == "error":
+            raise ConnectorError(f"cannot ask: {ECHO}")
+        return f"no such order here: {ECHO}"
 
 
 @pytest.fixture
@@ -142,31 +146,40 @@ def assert_no_secret(text: str) -> None:
         assert form not in text, form
 
 
-@pytest.mark.parametrize("fail", [True, False], ids=["error", "result"])
+@pytest.mark.parametrize("outcome", ["error", "bug", "result"])
 async def test_a_connector_that_repeats_every_secret_leaks_none(
-    aios: Aios, slack_api: FakeSlackApi, fail: bool
+    aios: Aios, slack_api: FakeSlackApi, outcome: str
 ) -> None:
-    action = await refund_through(aios, LeakyShop(fail))
-    assert action.status == ("failed" if fail else "executed") and action.id is not None
+    action = await refund_through(aios, LeakyShop(outcome))
+    assert action.status == ("executed" if outcome == "result" else "failed") and action.id is not None
 
     stored = await everything_stored(aios)
     said = "\n".join(json.dumps(c.params) for c in slack_api.calls)
     explained = await explain(aios.units, format_id("A", action.id))
     for text in (stored, said, explained):
         assert_no_secret(text)
-    # What the connector said did reach the records, scrubbed, with the name of the setting to look at.
-    for setting in SECRETS:
+    # What the connector said did reach the records, scrubbed, with the name of the setting to look at (an
+    # unexpected error's text is recorded cut short).
+    for setting in list(SECRETS)[: 2 if outcome == "bug" else None]:
         assert f"[REDACTED:{setting}]" in stored, setting
-    if fail:
+    if outcome == "error":
         assert "the shop refused the refund: echo [REDACTED:" in said
+    if outcome == "bug":
+        assert "RuntimeError: unexpected answer: echo [REDACTED:" in stored
 
 
-async def test_a_refusal_check_that_fails_is_told_without_secrets(aios: Aios) -> None:
-    registry = ConnectorRegistry([LeakyShop(fail=False)], aios.registry.redactor)
+@pytest.mark.parametrize("outcome", ["error", "refused"])
+async def test_a_refusal_and_a_failed_refusal_check_are_told_without_secrets(
+    aios: Aios, outcome: str
+) -> None:
+    registry = ConnectorRegistry([LeakyShop(outcome)], aios.registry.redactor)
     said = await registry.refusal(ShopRefund(order_id=1003, amount=40.0, reason="broken"))
-    assert said is not None and said.startswith(
+    expected = (
         "shop.refund could not be checked just now (cannot ask: echo ["
+        if outcome == "error"
+        else "no such order here: echo [REDACTED:"
     )
+    assert said is not None and said.startswith(expected)
     assert_no_secret(said)
 
 
