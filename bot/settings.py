@@ -143,8 +143,8 @@ def _url_password(setting: str, url: str | None) -> list[Secret]:
     if not password:
         return []
     # As written in the URL and as sent: either form may be echoed.
-    secrets = [Secret(setting, unquote(password), unquote(user) if user else None)]
-    return secrets + [Secret(setting, password)] if unquote(password) != password else secrets
+    decoded = Secret(setting, unquote(password), unquote(user) if user else None)
+    return [decoded, Secret(setting, password)] if decoded.value != password else [decoded]
 
 
 def _webhook_secrets(value: str | None) -> list[Secret]:
