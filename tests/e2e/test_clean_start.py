@@ -3,6 +3,8 @@ no lease taken (neither a row nor a log line saying so), and on a fresh machine 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -61,3 +63,24 @@ def test_on_a_fresh_machine_a_wrong_setting_creates_no_database(tmp_path: Path) 
     result = serve({**aios_env(f"sqlite+aiosqlite:///{database}", "http://127.0.0.1:9/api/"), **bad})
     assert result.returncode == 2 and result.stderr.startswith(expected)
     assert not database.exists()
+
+
+def test_a_setting_found_wrong_after_the_lease_is_taken_releases_it(tmp_path: Path) -> None:
+    """The embeddings setting is checked when the memory store opens, after the lease: the start still ends
+    with one line and the lease given back."""
+    if importlib.util.find_spec("sentence_transformers") is not None:
+        pytest.skip("the embeddings extra is installed here, so AIOS_MEMORY_EMBEDDINGS=on is not wrong")
+    database = tmp_path / "aios.db"
+    env = {
+        **aios_env(f"sqlite+aiosqlite:///{database}", "http://127.0.0.1:9/api/"),
+        "AIOS_MEMORY_EMBEDDINGS": "on",
+    }
+
+    result = serve(env)
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    *logged, last = result.stderr.strip().splitlines()
+    assert last.startswith("error: AIOS_MEMORY_EMBEDDINGS=on but the embeddings extra is not installed")
+    assert [json.loads(line)["event"] for line in logged] == ["lease_taken"]
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM process_lease").fetchone() == (0,)
