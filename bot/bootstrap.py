@@ -32,6 +32,7 @@ from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
+from connectors.mcp_tools import params_by_action
 from connectors.redaction import RedactedOrders, Redactor
 from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
@@ -177,6 +178,10 @@ async def bootstrap(
         )
         undo.push_async_callback(registry.close)
         await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
+        # Rules naming an MCP tool's parameters can be checked only now that its server is connected.
+        policy.check_action_params(
+            installed_action_params() | params_by_action(map(registry.model_for, registry.action_names))
+        )
 
         async def warn_in_thread(call: CallContext, warning: str) -> None:
             try:

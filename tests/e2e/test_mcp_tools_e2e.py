@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from connectors.mcp_tools import McpTools, ServerConfig
 from connectors.registry import ConnectorRegistry
 from tests.e2e.test_mcp_server import console_env, mcp_session, running_mcp_over_http, text
@@ -114,7 +112,6 @@ default_approvers: [manager]
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the start does not check the connected tools' parameters yet")
 def test_a_rule_naming_a_parameter_the_tool_does_not_have_stops_the_start(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
