@@ -26,6 +26,7 @@ when ``?starttls=false`` forbids it are permanent: retrying cannot fix a setting
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from email.headerregistry import Address
@@ -244,8 +245,12 @@ def _by_code(
 
 
 def _scrub(message: str, server: SmtpServer) -> str:
-    # Server replies do not normally echo credentials; this makes sure none ever reaches a record.
-    return message.replace(server.password, "***") if server.password else message
+    # Server replies do not normally echo credentials; this makes sure none ever reaches a record. Only where
+    # the password stands on its own: a short one ("p") must not turn "port" into "***ort".
+    if not server.password:
+        return message
+    alone = rf"(?<![A-Za-z0-9]){re.escape(server.password)}(?![A-Za-z0-9])"
+    return re.sub(alone, "***", message)
 
 
 def _sender(value: str | None) -> Address:

@@ -106,6 +106,17 @@ async def test_a_server_that_is_down_is_transient(
     assert await connector.lookup(email(), KEY) is None
 
 
+async def test_a_short_password_is_hidden_where_it_stands_alone_not_inside_words(
+    units: UnitOfWorkFactory, smtp_server: FakeSmtpServer
+) -> None:
+    """Hiding the password "p" must not turn "port" into "***ort" in the message people read."""
+    connector = mailer(units, smtp_server.url.replace(f"{USER}:{PASSWORD}@", "u:p@"))
+    smtp_server.stop()
+    with pytest.raises(TransientConnectorError) as raised:
+        await connector.execute(email(), KEY)
+    assert "port" in str(raised.value) and "***" not in str(raised.value), str(raised.value)
+
+
 async def test_a_refused_login_is_permanent_and_never_shows_the_password(
     units: UnitOfWorkFactory, smtp_server: FakeSmtpServer
 ) -> None:
