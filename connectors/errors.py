@@ -17,6 +17,12 @@ class PermanentConnectorError(ConnectorError):
     """Retrying will not help: the request itself is wrong (unknown order, amount too high, …)."""
 
 
+class OutcomeUnknownError(ConnectorError):
+    """A call that may or may not have taken effect (the connection broke after it was sent, and the system
+    cannot be asked). Neither permanent (the thread would be told nothing changed) nor transient (it would be
+    sent again): the execution fails, and the thread is told to check before asking again."""
+
+
 class InvalidActionError(ConnectorError):
     """A proposed action does not match its typed model, or names no known action."""
 

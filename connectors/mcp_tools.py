@@ -32,8 +32,8 @@ from pydantic_core import PydanticCustomError
 from connectors.actions import Action
 from connectors.base import ConnectorContext
 from connectors.errors import (
-    ConnectorError,
     ConnectorSettingError,
+    OutcomeUnknownError,
     PermanentConnectorError,
     TransientConnectorError,
 )
@@ -63,11 +63,6 @@ SECRET_MIN_CHARS = 6
 
 class McpConfigError(ConnectorSettingError):
     """AIOS_MCP_CONFIG names a file that is missing or malformed."""
-
-
-class OutcomeUnknownError(ConnectorError):
-    """A write that may or may not have run. Neither permanent (the thread would be told nothing changed) nor
-    transient (it would be called again): it fails, and the thread is told to check before asking again."""
 
 
 @dataclass(frozen=True)

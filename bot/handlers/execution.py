@@ -29,6 +29,7 @@ from connectors.actions import Action
 from connectors.errors import (
     ConnectorError,
     InvalidActionError,
+    OutcomeUnknownError,
     PermanentConnectorError,
     TransientConnectorError,
 )
@@ -331,6 +332,9 @@ class _Attempts:
             raise
         except TimeoutError:
             self.outcome, error = "timeout", f"no answer within {CONNECTOR_TIMEOUT_SECONDS:.0f} s"
+            raise
+        except OutcomeUnknownError as exc:
+            self.outcome, error = "unknown", str(exc)
             raise
         except ConnectorError as exc:
             self.outcome, error = "permanent", str(exc)

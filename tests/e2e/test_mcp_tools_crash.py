@@ -113,4 +113,4 @@ def test_a_write_lost_in_a_crash_is_not_repeated_and_the_thread_is_told_once(tmp
     assert rows(database, "SELECT status FROM run") == [("failed",)]  # ended, not left executing
     [told] = told_unknown(slack)
     assert "may still have taken effect" in told and "Nothing was changed" not in told
-    assert rows(database, "SELECT kind, outcome FROM execution_attempt") == [("lookup", "permanent")]
+    assert rows(database, "SELECT kind, outcome FROM execution_attempt") == [("lookup", "unknown")]

@@ -22,12 +22,16 @@ from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from connectors.base import ConnectorContext
 from connectors.catalogue import connector_statuses
-from connectors.errors import InvalidActionError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import (
+    InvalidActionError,
+    OutcomeUnknownError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 from connectors.mcp_tools import (
     McpConfigError,
     McpToolAction,
     McpTools,
-    OutcomeUnknownError,
     ServerConfig,
     load_config,
     params_by_action,
