@@ -29,7 +29,7 @@ from bot.replay import Scope, build_report
 from policies.engine import DEFAULT_POLICY, Policy
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
-from storage.records import Decision, Intent, PolicyVersion, ProposedAction, Run, utcnow
+from storage.records import Approval, Decision, Intent, PolicyVersion, ProposedAction, Run, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 CANDIDATE = """
@@ -74,6 +74,7 @@ async def record(url: str, decisions: int) -> Policy:
             run_rows: list[dict[str, Any]] = []
             actions: list[dict[str, Any]] = []
             decision_rows: list[dict[str, Any]] = []
+            approvals: list[dict[str, Any]] = []
             for run_id in ids:
                 at = now - timedelta(minutes=rng.randrange(0, 6 * 24 * 60))
                 user = f"U0USER{run_id % 50}"
@@ -147,15 +148,33 @@ async def record(url: str, decisions: int) -> Policy:
                             "facts": facts,
                         }
                     )
+                    if verdict.verdict == "require_approval":
+                        approvals.append(
+                            {
+                                "id": action_id,
+                                "action_id": action_id,
+                                "decision_id": action_id,
+                                "status": "approved",
+                                "approver_roles": list(verdict.approver_roles),
+                                "forbid_self_approval": True,
+                                "requester": user,
+                                "channel": "C0SHOP",
+                                "quorum": 1,
+                                "escalate_to": [],
+                                "created_at": at,
+                            }
+                        )
             for model, rows in (
                 (Intent, intents),
                 (Run, run_rows),
                 (ProposedAction, actions),
                 (Decision, decision_rows),
+                (Approval, approvals),
             ):
-                await connection.execute(insert(model), rows)  # type: ignore[arg-type]
+                if rows:
+                    await connection.execute(insert(model), rows)  # type: ignore[arg-type]
         if engine.dialect.name == "postgresql":  # ids were given: move the sequences past them
-            for table in ("intent", "run", "proposed_action", "decision"):
+            for table in ("intent", "run", "proposed_action", "decision", "approval"):
                 await connection.exec_driver_sql(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
                 )

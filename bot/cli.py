@@ -376,11 +376,15 @@ def connectors() -> None:
 async def _connector_statuses() -> list[ConnectorStatus]:
     from dataclasses import replace
 
+    from bot.logs import hide_secrets
     from connectors.base import ConnectorContext
     from connectors.catalogue import connector_statuses
     from connectors.redaction import Redactor
 
     settings = _settings()
+    redactor = Redactor(settings.secrets())  # a server's answer in a health line may echo a credential
+    _quiet()  # a connector's own log lines go to stderr, not into the table
+    hide_secrets(redactor)
     async with _units() as units:
         context = ConnectorContext(
             units_of_work=units,
@@ -389,7 +393,6 @@ async def _connector_statuses() -> list[ConnectorStatus]:
             http_timeout_seconds=settings.connector_timeout_seconds,
             settings=settings.connector_settings(),
         )
-        redactor = Redactor(settings.secrets())  # a server's answer in a health line may echo a credential
         return [
             replace(status, state=redactor.text(status.state)) for status in await connector_statuses(context)
         ]
@@ -414,7 +417,7 @@ def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-â€¦, A-â€
 @app.command()
 def replay(
     run_id: Annotated[
-        str | None, typer.Argument(metavar="[RUN]", help="A run id (R-17); or use --since for a window.")
+        str | None, typer.Argument(metavar="RUN", help="A run id (R-17); or use --since for a window.")
     ] = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", metavar="FILE", help="The policy to judge the actions under.")

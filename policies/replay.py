@@ -133,9 +133,9 @@ def classify(verdict: str, rule_id: str | None, approvers: Sequence[str], new: P
         return Change.STRICTER
     if after < before:
         return Change.LOOSER
-    if rule_id != new.rule_id or (
-        verdict == "require_approval" and set(approvers) != set(new.approver_roles)
-    ):
+    # Approvers are compared when the record names them (its approval request does; a bare decision row not).
+    other_approvers = bool(approvers) and set(approvers) != set(new.approver_roles)
+    if rule_id != new.rule_id or (verdict == "require_approval" and other_approvers):
         return Change.DIFFERENT
     return Change.SAME
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, case, func, update
+from sqlalchemy import Table, and_, case, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -574,7 +574,24 @@ class ReplayQueries:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _decisions(self, run_id: int | None, since: datetime | None) -> Any:
+    def _batch_ids(self, after: int, limit: int, run_id: int | None, since: datetime | None) -> Any:
+        """The ids of one batch, from the decision table alone (its primary key in order), so that each batch
+        costs its own size: joined first, PostgreSQL would join everything after ``after`` and then sort."""
+        query = sql_select(col(Decision.id)).where(col(Decision.kind) == "policy", col(Decision.id) > after)
+        if run_id is not None:
+            query = query.join(ProposedAction, col(ProposedAction.id) == Decision.action_id).where(
+                col(ProposedAction.run_id) == run_id
+            )
+        if since is not None:
+            query = query.where(col(Decision.created_at) >= since)
+        return query.order_by(col(Decision.id)).limit(limit).subquery()
+
+    async def policy_decisions(
+        self, *, after: int, limit: int, run_id: int | None = None, since: datetime | None = None
+    ) -> list[DecisionRow]:
+        """One batch of policy decisions with their action, requester and approvers, by decision id: a window
+        of any size is read a batch at a time (keyset on the primary key)."""
+        batch = self._batch_ids(after, limit, run_id, since)
         query = (
             sql_select(
                 *(
@@ -594,27 +611,18 @@ class ReplayQueries:
                     )
                 )
             )
+            .join(batch, batch.c.id == Decision.id)
             .join(ProposedAction, col(ProposedAction.id) == Decision.action_id)
             .join(Run, col(Run.id) == ProposedAction.run_id)
             .join(Intent, col(Intent.id) == Run.intent_id)
-            .outerjoin(Approval, col(Approval.decision_id) == Decision.id)
-            .where(col(Decision.kind) == "policy")
+            # By action (unique, so indexed), then the decision: the approval this verdict asked for.
+            .outerjoin(
+                Approval,
+                and_(col(Approval.action_id) == ProposedAction.id, col(Approval.decision_id) == Decision.id),
+            )
+            .order_by(col(Decision.id))
         )
-        if run_id is not None:
-            query = query.where(col(ProposedAction.run_id) == run_id)
-        if since is not None:
-            query = query.where(col(Decision.created_at) >= since)
-        return query
-
-    async def policy_decisions(
-        self, *, after: int, limit: int, run_id: int | None = None, since: datetime | None = None
-    ) -> list[DecisionRow]:
-        """One batch of policy decisions with their action, requester and approvers, by decision id: a window
-        of any size is read a batch at a time (keyset on the primary key)."""
-        query = self._decisions(run_id, since).where(col(Decision.id) > after)
-        result = await (await self.session.connection()).execute(
-            query.order_by(col(Decision.id)).limit(limit)
-        )
+        result = await (await self.session.connection()).execute(query)
         return [DecisionRow(*row) for row in result.all()]
 
     async def count_policy_decisions(

@@ -187,6 +187,8 @@ def test_the_same_verdict_by_another_rule_or_for_other_approvers_is_a_difference
         classify("require_approval", "refunds-over-50-need-a-manager", ("finance",), new) is Change.DIFFERENT
     )
     assert classify("require_approval", "refunds-over-50-need-a-manager", ("manager",), new) is Change.SAME
+    # A record without its approval request does not say who was asked: only the rule is compared.
+    assert classify("require_approval", "refunds-over-50-need-a-manager", (), new) is Change.SAME
 
 
 def test_the_summary_counts_directions_and_money_per_action_and_outcome() -> None:
