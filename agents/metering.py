@@ -6,9 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from opentelemetry.trace import SpanKind
+
 from agents.budgets import BudgetGuard, estimate_cost
 from agents.llm import LLM, CallContext, LLMError, LLMReply, Message, Role, ToolSpec, Usage
 from agents.pricing import PriceTable
+from bot import observability
+from bot.tracing import tracer
 from storage.records import LlmCall
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -61,18 +65,29 @@ class MeteredLLM:
         )
         started = time.perf_counter()
         usage, outcome, error = Usage(), "ok", None
-        try:
-            reply = await self._inner.complete(
-                role=role, system=system, messages=messages, tools=tools, call=call
-            )
-            usage = reply.usage
-            return reply
-        except LLMError as exc:
-            outcome, error = exc.kind, str(exc)
-            raise
-        finally:
-            cost = self._prices.cost(model, usage)
-            await self._record(call, role, model, usage, cost, started, outcome, error)
+        # OpenTelemetry's GenAI conventions: "{operation} {model}", gen_ai.* attributes.
+        with tracer.start_as_current_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes=_request_attributes(self._inner.name, model, role, call),
+        ) as span:
+            try:
+                reply = await self._inner.complete(
+                    role=role, system=system, messages=messages, tools=tools, call=call
+                )
+                usage = reply.usage
+                span.set_attribute("gen_ai.response.model", reply.model or model)
+                span.set_attribute("gen_ai.response.finish_reasons", [reply.stop_reason])
+                return reply
+            except LLMError as exc:
+                outcome, error = exc.kind, str(exc)
+                span.set_attribute("error.type", exc.kind)
+                raise
+            finally:
+                cost = self._prices.cost(model, usage)
+                span.set_attributes(_usage_attributes(usage, cost))
+                observability.model_call(call.agent, model, _tokens(usage), cost)
+                await self._record(call, role, model, usage, cost, started, outcome, error)
             for warning in await self._budgets.settle(reservation, cost):
                 if self._on_budget_warning is not None:
                     await self._on_budget_warning(call, warning)
@@ -110,3 +125,35 @@ class MeteredLLM:
                 )
             )
             await uow.commit()
+
+
+_PROVIDERS = {"claude": "anthropic"}  # our planner's name → the conventions' provider name
+
+
+def _request_attributes(provider: str, model: str, role: Role, call: CallContext) -> dict[str, str]:
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": _PROVIDERS.get(provider, provider),
+        "gen_ai.request.model": model,
+        "aios.agent": call.agent,
+        "aios.llm.role": role,  # dispatch: routing the intent to an agent; agent: planning its actions
+    }
+
+
+def _tokens(usage: Usage) -> dict[str, int]:
+    return {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cache_creation": usage.cache_creation_input_tokens,
+        "cache_read": usage.cache_read_input_tokens,
+    }
+
+
+def _usage_attributes(usage: Usage, cost: float) -> dict[str, int | float]:
+    return {
+        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": usage.cache_creation_input_tokens,
+        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_input_tokens,
+        "aios.llm.cost_usd": cost,
+    }

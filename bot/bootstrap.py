@@ -30,6 +30,7 @@ from bot.messagebus import Message, MessageBus
 from bot.messages import HandleIntent, Recover
 from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
+from bot.tracing import IntentTraces, configure_from_environment
 from bot.transport import Transport, TransportError
 from connectors.base import ConnectorContext
 from connectors.mcp_tools import params_by_action
@@ -154,6 +155,7 @@ def _planner(
 async def bootstrap(
     settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
 ) -> Aios:
+    configure_from_environment()  # traces exported by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     # Refuse a bad policy before touching anything; its conditions may name only parameters actions have.
     policy = Policy.from_file(settings.policy_file, installed_action_params())
     redactor = Redactor(settings.secrets())
@@ -239,7 +241,7 @@ async def _wire(
         memory=memory,
         lease=lease,
     )
-    bus = MessageBus()
+    bus = MessageBus(IntentTraces.for_store(units, settings.database_url))
     handlers.register(bus)
     return Aios(
         settings=settings,

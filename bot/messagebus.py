@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import structlog
 
 from bot.messages import Command, Event
+from bot.tracing import IntentScope, IntentTraces
 
 Message = Command | Event
 Handler = Callable[[Any], Awaitable[Sequence[Message]]]
@@ -23,7 +25,8 @@ log = structlog.get_logger(__name__)
 
 
 class MessageBus:
-    def __init__(self) -> None:
+    def __init__(self, traces: IntentTraces | None = None) -> None:
+        self._traces = traces  # a span per message, in the trace of its intent
         self._command_handlers: dict[type[Command], Handler] = {}
         self._event_handlers: dict[type[Event], list[Handler]] = defaultdict(list)
 
@@ -36,27 +39,46 @@ class MessageBus:
         self._event_handlers[event].append(handler)
 
     async def handle(self, message: Message) -> None:
-        queue: list[Message] = [message]
+        # Each message waits with the trace scope of the one it follows from (None for the first).
+        queue: list[tuple[Message, IntentScope | None]] = [(message, None)]
         failure: Exception | None = None
         while queue:
-            current = queue.pop(0)
-            if isinstance(current, Command):
-                handler = self._command_handlers.get(type(current))
-                if handler is None:
-                    raise LookupError(f"no handler for {type(current).__name__}")
-                try:
-                    queue.extend(await handler(current))
-                except Exception as exc:
-                    if current is message:
-                        raise
-                    log.exception("command_failed", message=repr(current))
-                    failure = failure or exc
-            else:
-                for subscriber in self._event_handlers.get(type(current), []):
-                    # One subscriber's failure must not keep the others from hearing the event.
-                    try:
-                        queue.extend(await subscriber(current))
-                    except Exception:
-                        log.exception("event_handler_failed", message_type=type(current).__name__)
+            current, inherited = queue.pop(0)
+            with await self._span(current, inherited, root=current is message) as scope:
+                followups = await self._dispatch(current, message)
+                if isinstance(followups, Exception):
+                    failure = failure or followups
+                    continue
+                queue.extend((followup, scope) for followup in followups)
         if failure is not None:
             raise failure
+
+    async def _dispatch(self, current: Message, first: Message) -> Sequence[Message] | Exception:
+        """The follow-ups of one message, or the failure of a command other than the first (which raises)."""
+        if isinstance(current, Command):
+            handler = self._command_handlers.get(type(current))
+            if handler is None:
+                raise LookupError(f"no handler for {type(current).__name__}")
+            try:
+                return await handler(current)
+            except Exception as exc:
+                if current is first:
+                    raise
+                log.exception("command_failed", message=repr(current))
+                return exc
+        followups: list[Message] = []
+        for subscriber in self._event_handlers.get(type(current), []):
+            # One subscriber's failure must not keep the others from hearing the event.
+            try:
+                followups.extend(await subscriber(current))
+            except Exception:
+                log.exception("event_handler_failed", message_type=type(current).__name__)
+        return followups
+
+    async def _span(
+        self, current: Message, inherited: IntentScope | None, *, root: bool
+    ) -> AbstractContextManager[IntentScope | None]:
+        if self._traces is None:
+            return nullcontext()
+        scope = await self._traces.scope(current, inherited)
+        return self._traces.span(current, scope, root=root)

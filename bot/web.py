@@ -30,9 +30,10 @@ from slack_bolt.request.payload_utils import (
 from sqlalchemy import text
 
 from bot.bootstrap import Aios
-from bot.observability import ACK_SECONDS
-from bot.slack_payloads import Envelope, delivery_id, problems
+from bot.observability import ACK_SECONDS, refresh_waiting_approvals
+from bot.slack_payloads import Envelope, delivery_id, payload_type, problems
 from bot.slack_signature import signature_problem
+from bot.tracing import slack_ack
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -69,8 +70,9 @@ async def slack_events(request: web.Request) -> web.Response:
     except MalformedRequestError as exc:
         log.warning("slack_request_refused", status=400, reason=str(exc), event_id=exc.event_id)
         return web.json_response({"error": f"malformed payload: {exc}"}, status=400)
-    bolt_response = await request.app[BOLT_KEY].async_dispatch(bolt_request)
-    response = await to_aiohttp_response(bolt_response)
+    with slack_ack(payload_type(bolt_request.body) or "unknown"):
+        bolt_response = await request.app[BOLT_KEY].async_dispatch(bolt_request)
+        response = await to_aiohttp_response(bolt_response)
     ACK_SECONDS.observe(time.perf_counter() - started)
     return response
 
@@ -131,7 +133,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "database": "ok", "planner": aios.llm.name})
 
 
-async def metrics(_request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.Response:
+    aios = request.app[AIOS_KEY]
+    try:
+        await refresh_waiting_approvals(aios.units, aios.clock())
+    except Exception as exc:
+        # The other series are still worth serving; the gauges keep their last values.
+        log.warning("metrics_approvals_unreadable", error=type(exc).__name__)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

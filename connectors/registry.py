@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from connectors.actions import Action
@@ -17,6 +19,8 @@ from connectors.errors import ConnectorError, InvalidActionError, UnknownActionE
 from connectors.redaction import Redactor, scrubbed
 
 ENTRY_POINT_GROUP = "aios.connectors"
+
+_tracer = trace.get_tracer("aios.connectors")
 
 
 @runtime_checkable
@@ -86,6 +90,19 @@ class ConnectorRegistry:
         self.model_for(action_name)
         return self._by_action[action_name][1]
 
+    @contextmanager
+    def _span(self, call: str, action: Action) -> Iterator[None]:
+        """A span per connector call; what it records of a failure is what leaves here, secrets taken out."""
+        attributes = {"aios.action": action.name, "aios.connector": self.connector_label(action.name)}
+        with _tracer.start_as_current_span(
+            f"{call} {action.name}", kind=SpanKind.CLIENT, attributes=attributes
+        ):
+            yield
+
+    def connector_label(self, action_name: str) -> str:
+        """The name metrics and traces give the connector of an action (its class: SandboxShop, StripeRefunds)."""
+        return type(self._by_action[action_name][1]).__name__
+
     async def refusal(self, action: Action) -> str | None:
         """Why the action's connector is certain to refuse it, asked before approval; None when it may run
         (or its connector cannot tell). A system that cannot be asked just now refuses too: nobody should
@@ -94,7 +111,7 @@ class ConnectorRegistry:
         if not isinstance(connector, Prechecked):
             return None
         try:
-            with _scrubbing(self.redactor):
+            with self._span("refusal", action), _scrubbing(self.redactor):
                 refusal = await connector.refusal(action)
         except ConnectorError as exc:
             return f"{action.name} could not be checked just now ({exc}); try again shortly"
@@ -115,14 +132,14 @@ class ConnectorRegistry:
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         _, connector = self._by_action[action.name]
-        with _scrubbing(self.redactor):
+        with self._span("execute", action), _scrubbing(self.redactor):
             result = await connector.execute(action, idempotency_key)
         redacted: dict[str, Any] = self.redactor.data(result)
         return redacted
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         _, connector = self._by_action[action.name]
-        with _scrubbing(self.redactor):
+        with self._span("lookup", action), _scrubbing(self.redactor):
             found = await connector.lookup(action, idempotency_key)
         redacted: dict[str, Any] | None = self.redactor.data(found)
         return redacted

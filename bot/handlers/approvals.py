@@ -15,7 +15,8 @@ from bot.messages import (
     DecideApproval,
     SweepTimers,
 )
-from bot.observability import DECISIONS
+from bot.observability import DECISIONS, ESCALATIONS, approval_decided
+from bot.tracing import approval_waited
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
 from storage.ids import format_id
 from storage.records import (
@@ -129,6 +130,8 @@ class Approvals(HandlerBase):
             return []
         crash_point("approval_decided")
         DECISIONS.labels(verdict=outcome.value).inc()
+        approval_decided(outcome.value, approval.created_at, now)
+        approval_waited(approval.id, approval.created_at, now, outcome.value)
         log.info("approval_decided", approval=approval.id, outcome=outcome.value, user=command.user)
         await self._close_card(approval, outcome.value, command.user, now)
         if command.approve:
@@ -164,6 +167,7 @@ class Approvals(HandlerBase):
         async with self.units() as uow:
             if not await uow.repo.mark_escalated(approval.id, now):
                 return
+            ESCALATIONS.labels(reason="approval_timeout").inc()
             await uow.repo.add(
                 Decision(
                     action_id=approval.action_id,
