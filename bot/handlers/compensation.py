@@ -14,6 +14,7 @@ from bot.handlers.base import HandlerBase
 from bot.messagebus import Message
 from bot.messages import ActionExecuted, ActionFailed, ExecuteAction
 from bot.mrkdwn import escape
+from bot.observability import COMPENSATIONS, ESCALATIONS
 from connectors.actions import Action
 from storage.ids import format_id
 from storage.records import ActionStatus, Decision, ProposedAction
@@ -25,6 +26,8 @@ class Compensation(HandlerBase):
     async def compensate(self, event: ActionFailed) -> Sequence[Message]:
         async with self.units() as uow:
             failed = await uow.repo.get(ProposedAction, event.action_id)
+            if failed is not None and failed.compensates is not None:
+                COMPENSATIONS.labels(outcome="failed").inc()
             if failed is None or failed.id is None or failed.compensates is not None:
                 return []  # a failed compensation is reported, not compensated in turn
             earlier = [
@@ -83,6 +86,7 @@ class Compensation(HandlerBase):
                 return []
             await uow.repo.set_action_status(undo.compensates, ActionStatus.COMPENSATED)
             await uow.commit()
+        COMPENSATIONS.labels(outcome="undone").inc()
         return []
 
     def _inverse(self, action: ProposedAction, result: dict[str, object]) -> Action | None:
@@ -115,6 +119,8 @@ class Compensation(HandlerBase):
                 )
             )
             await uow.commit()
+        COMPENSATIONS.labels(outcome="handed_to_a_person").inc()
+        ESCALATIONS.labels(reason="cannot_undo").inc()
         people = self._mention_roles(self.policy.document.default_approvers)
         thread, _ = await self._thread_of_action(action.id)
         await self._say(

@@ -24,7 +24,7 @@ from bot.messages import (
     ReconcileExecution,
 )
 from bot.mrkdwn import escape
-from bot.observability import EXECUTIONS
+from bot.observability import EXECUTIONS, action_executed, observe_completed_run
 from connectors.actions import Action
 from connectors.errors import (
     ConnectorError,
@@ -172,7 +172,7 @@ class Executions(HandlerBase):
         except (ConnectorError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
             await self._finish_execution(key, ExecutionStatus.FAILED, {}, error, attempts)
-            EXECUTIONS.labels(outcome="failed").inc()
+            self._count(action, "failed")
             return [
                 ActionFailed(
                     action_id,
@@ -190,7 +190,7 @@ class Executions(HandlerBase):
                 error=_short(str(exc)),
             )
             await self._finish_execution(key, ExecutionStatus.FAILED, {}, _unexpected(exc), attempts)
-            EXECUTIONS.labels(outcome="failed").inc()
+            self._count(action, "failed")
             return [
                 ActionFailed(
                     action_id,
@@ -200,9 +200,20 @@ class Executions(HandlerBase):
             ]
         crash_point("connector_done")
         execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
-        EXECUTIONS.labels(outcome="succeeded").inc()
+        self._count(action, "succeeded")
+        await observe_completed_run(self.units, action_id)
         assert execution.id is not None
         return [ActionExecuted(action_id, execution.id)]
+
+    def _count(self, action: Action, outcome: str) -> None:
+        EXECUTIONS.labels(outcome=outcome).inc()
+        amount = getattr(action, "amount", None)
+        action_executed(
+            self.registry.connector_label(action.name),
+            action.name,
+            outcome,
+            float(amount) if isinstance(amount, int | float) else None,
+        )
 
     async def _lookup(self, action: Action, key: str, attempts: _Attempts) -> dict[str, Any] | None:
         async for attempt in stamina.retry_context(on=_retry_after, attempts=CONNECTOR_ATTEMPTS):
