@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -734,6 +734,81 @@ def db_upgrade() -> None:
 
     _run(upgrade)
     out.print("database is at the newest schema")
+
+
+# --- aios audit: the hash chain of decisions, approvals, executions and policy versions ---
+
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Walk the audit chain, every audited record and every execution's cover. Exit code 0: intact; 1: the
+    first record edited, deleted or inserted out of order, or an execution without cover, is named."""
+    from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
+    from storage.audit import verify
+
+    hasher = ParamsHasher(installed_action_models())
+    report = _run(lambda: _with_units(lambda units: verify(units, hasher, roles_of_policy)))
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    elif (first := report.first()) is not None:
+        more = len(report.problems) - 1
+        out.print(f"broken: {first.line()}" + (f" (and {more} more)" if more else ""), highlight=False)
+    else:
+        out.print(
+            f"intact: {report.entries} entries over {report.records} records, {report.executions} executions "
+            f"covered; head {report.head_hash}",
+            highlight=False,
+        )
+    raise typer.Exit(0 if report.intact else 1)
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str | None, typer.Option(help="Entries of the last 7d, 24h … or since a date (2026-11-01).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON Lines, one entry a line, for an archive.")
+    ] = False,
+) -> None:
+    """The audit trail, oldest first: a table to read, or JSON Lines (--json) with each record's content."""
+    from storage.audit import export
+
+    start = _since(since)
+
+    async def write(units: UnitOfWorkFactory) -> None:
+        async for entry in export(units, start):
+            if as_json:
+                sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(
+                    f"#{entry['seq']:<7} {entry['recorded_at'][:19]}  {entry['record']:<24} "
+                    f"{entry['content_hash'][:16]}  {entry['entry_hash'][:16]}\n"
+                )
+
+    _run(lambda: _with_units(write))
+
+
+def _since(text: str | None) -> datetime | None:
+    """``7d``/``24h``… back from now, or a date or ISO time (UTC unless it says otherwise)."""
+    from datetime import UTC
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        from storage.records import utcnow
+
+        window = _duration(text)
+        assert window is not None
+        return utcnow() - window
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def run() -> NoReturn:

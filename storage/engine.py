@@ -90,4 +90,10 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    # Imported here: the audit module reads the records, and they need nothing from the engine.
+    from storage.audit import AuditedSession
+
+    # Every commit appends its audited writes to the audit chain, in the same transaction.
+    return async_sessionmaker(
+        engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=AuditedSession
+    )

@@ -10,7 +10,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, LargeBinary, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -440,3 +440,20 @@ class SentMessage(SQLModel, table=True):
     target: str = Field(max_length=320)  # the recipient's address, or the webhook's name
     result: dict[str, Any] = _json()
     sent_at: datetime = _ts()
+
+
+class AuditEntry(SQLModel, table=True):
+    """One link of the audit chain: a governance record's content as written, chained to the entry before by
+    hash (see :mod:`storage.audit`). An update of a record is a new entry; entries are never changed."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (Index("ix_audit_entry_record", "record_table", "record_id"),)
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    record_table: str = Field(max_length=40)
+    record_id: str = Field(max_length=64)
+    content: str  # the canonical JSON the content hash is of
+    content_hash: str = Field(max_length=64)
+    prev_hash: str = Field(max_length=64)
+    entry_hash: str = Field(max_length=64)
+    recorded_at: datetime = _ts(index=True)

@@ -1,0 +1,564 @@
+"""A tamper-evident audit: every write to a governance record appends an entry to one hash chain.
+
+Each :class:`~storage.records.AuditEntry` holds a record's canonical content, its hash, and the hash of the
+entry before it, so editing, deleting or reordering anything (a record or an entry) breaks the chain at a
+place :func:`verify` can name. Entries are appended by the session hooks below, in the transaction of the
+write itself: the handlers know nothing of the audit.
+
+Canonical content is the JSON of the record's columns (sorted keys, datetimes as ISO UTC, no spaces), with
+two kinds of column left out: bookkeeping that changes without meaning (which process holds an execution,
+which Slack message shows an approval) and columns that are null, so that a column added by a later
+migration (null on old rows) does not change the hash of records written before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Insert, Table, UniqueConstraint, and_, event, func, or_, select, text
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlmodel import SQLModel, col
+from sqlmodel import select as select_records
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.orm.session import Session as SqlModelSession
+
+from storage.records import (
+    Approval,
+    ApprovalStatus,
+    ApprovalVote,
+    AuditEntry,
+    Capability,
+    Decision,
+    Execution,
+    ExecutionAttempt,
+    PolicyVersion,
+    ProposedAction,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from storage.unit_of_work import UnitOfWorkFactory
+
+# Table name → the model it stores, in the order a first ("genesis") walk of an existing store takes them.
+AUDITED: dict[str, type[SQLModel]] = {
+    "policy_version": PolicyVersion,
+    "proposed_action": ProposedAction,
+    "decision": Decision,
+    "approval": Approval,
+    "approval_vote": ApprovalVote,
+    "capability": Capability,
+    "execution": Execution,
+    "execution_attempt": ExecutionAttempt,
+}
+BOOKKEEPING: dict[str, frozenset[str]] = {
+    "execution": frozenset({"owner"}),  # the process lease holding it: moves on take-over, says nothing
+    "approval": frozenset({"message_ts"}),  # where the request is shown in Slack, set after it is posted
+}
+SHORT_PREFIX = {"proposed_action": "A", "decision": "D", "approval": "AP", "execution": "E"}
+GENESIS_HASH = "0" * 64
+# Any constant will do: every writer takes the same transaction-scoped lock before reading the chain head.
+APPEND_LOCK = 7_246_861_530
+BATCH = 5_000
+
+_PENDING = "aios_audit_pending"  # session.info key: records written in this transaction, not yet appended
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def _key_column(name: str) -> Any:
+    [column] = _table(AUDITED[name]).primary_key.columns
+    return column
+
+
+# --- canonical content and hashes ---
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def canonical(table: str, row: Mapping[str, Any] | RowMapping) -> str:
+    skip = BOOKKEEPING.get(table, frozenset())
+    content = {k: _plain(v) for k, v in row.items() if k not in skip and v is not None}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256(text_: str) -> str:
+    return hashlib.sha256(text_.encode()).hexdigest()
+
+
+def entry_hash(
+    prev_hash: str, seq: int, table: str, record_id: str, content_hash: str, recorded_at: datetime
+) -> str:
+    """H(prev_hash ‖ seq ‖ record kind ‖ record id ‖ content hash ‖ time), fields split by a unit separator."""
+    parts = (prev_hash, str(seq), table, record_id, content_hash, _plain(recorded_at))
+    return sha256("\x1f".join(parts))
+
+
+def short_ref(table: str, record_id: str) -> str:
+    """The record as the product names it: ``D-42`` where it has a short form, else its kind and key."""
+    prefix = SHORT_PREFIX.get(table)
+    if prefix is not None and record_id.isdigit():
+        return f"{prefix}-{record_id}"
+    if table == "policy_version":
+        return f"policy version {record_id[:12]}"
+    return f"{table.replace('_', ' ')} {record_id}"
+
+
+# --- appending: the session hooks (wired in storage.engine) ---
+
+
+class AuditedSession(SqlModelSession):
+    """The unit of work's session: audited writes append their chain entries when it commits."""
+
+
+def _pending(session: Session) -> dict[tuple[str, str], str | None]:
+    """(table, key) → canonical content known from the write, or None to read the row back at commit."""
+    pending: dict[tuple[str, str], str | None] = session.info.setdefault(_PENDING, {})
+    return pending
+
+
+def after_flush(session: Session, _context: UOWTransaction) -> None:
+    pending = _pending(session)
+    for record, is_new in [*((r, True) for r in session.new), *((r, False) for r in session.dirty)]:
+        name = getattr(type(record), "__tablename__", None)
+        if name not in AUDITED:
+            continue
+        columns = [c.name for c in _table(AUDITED[name]).columns]
+        values = record.__dict__
+        key = str(values[_key_column(name).name])
+        # A new record is all in memory. An updated one is read back at commit: a Core UPDATE in the same
+        # transaction may have changed columns the object in memory does not know of.
+        complete = is_new and all(c in values for c in columns)
+        pending[(name, key)] = canonical(name, {c: values[c] for c in columns}) if complete else None
+
+
+def do_orm_execute(state: ORMExecuteState) -> Any:
+    """Core INSERTs and UPDATEs bypass the flush: note the rows they may write, to be read back at commit."""
+    if not (state.is_insert or state.is_update):
+        return None
+    statement = state.statement
+    table = getattr(statement, "table", None)
+    if not isinstance(table, Table) or table.name not in AUDITED:
+        return None
+    key = _key_column(table.name)
+    pending = _pending(state.session)
+    if state.is_update:
+        where = getattr(statement, "whereclause", None)
+        found = state.session.execute(select(key) if where is None else select(key).where(where))
+        for row_key in found.scalars():
+            pending[(table.name, str(row_key))] = None
+        return None
+    assert isinstance(statement, Insert)
+    result = state.invoke_statement()
+    given = state.parameters
+    if isinstance(given, Mapping) and given:
+        rows: list[Mapping[str, Any]] = [given]
+    elif isinstance(given, Sequence) and given:
+        rows = list(given)
+    else:
+        rows = [statement.compile(dialect=state.session.get_bind().dialect).params]
+    for values in rows:
+        for row_key in _inserted_keys(state.session, table, values):
+            pending[(table.name, str(row_key))] = None
+    return result
+
+
+def _inserted_keys(session: Session, table: Table, values: Mapping[str, Any]) -> list[Any]:
+    """The row an INSERT wrote (or found in its place), found again by a unique key its values name."""
+    candidates = [list(table.primary_key.columns)]
+    candidates += [[c] for c in table.columns if c.unique]
+    candidates += [list(u.columns) for u in table.constraints if isinstance(u, UniqueConstraint)]
+    for columns in candidates:
+        if columns and all(values.get(c.name) is not None for c in columns):
+            query = select(_key_column(table.name)).where(*(c == values[c.name] for c in columns))
+            return list(session.execute(query).scalars())
+    raise RuntimeError(f"an INSERT into audited {table.name} names no unique key to find its row by")
+
+
+def before_commit(session: Session) -> None:
+    session.flush()  # so that after_flush has seen every record of the transaction
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        append(session.connection(), pending)
+
+
+def after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def append(connection: Connection, pending: Mapping[tuple[str, str], str | None]) -> int:
+    """Append an entry for each record whose content differs from its last entry; returns how many.
+
+    Writers take turns from here to their commit (PostgreSQL: an advisory lock; SQLite: the write lock the
+    engine takes at BEGIN), so the head read below is the head the new entries link to: no fork."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
+    contents = dict(pending)
+    for name in {name for (name, _), content in pending.items() if content is None}:
+        keys = [key for (table, key), content in pending.items() if table == name and content is None]
+        for row_key, read in _read_rows(connection, name, keys):
+            contents[(name, row_key)] = read
+    latest = _latest_hashes(connection, list(contents))
+    entries = audit_table()
+    head = connection.execute(
+        select(entries.c.seq, entries.c.entry_hash).order_by(entries.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS_HASH)
+    rows: list[dict[str, Any]] = []
+    now = utcnow()
+    for (name, row_key), content in contents.items():  # in the order they were written
+        if content is None:
+            continue  # noted as written, but the row is not there (its INSERT did nothing)
+        content_hash = sha256(content)
+        if latest.get((name, row_key)) == content_hash:
+            continue
+        seq += 1
+        link = entry_hash(prev, seq, name, row_key, content_hash, now)
+        rows.append(
+            {
+                "seq": seq,
+                "record_table": name,
+                "record_id": row_key,
+                "content": content,
+                "content_hash": content_hash,
+                "prev_hash": prev,
+                "entry_hash": link,
+                "recorded_at": now,
+            }
+        )
+        prev = link
+    if rows:
+        connection.execute(entries.insert(), rows)
+    return len(rows)
+
+
+event.listen(AuditedSession, "after_flush", after_flush)
+event.listen(AuditedSession, "do_orm_execute", do_orm_execute)
+event.listen(AuditedSession, "before_commit", before_commit)
+event.listen(AuditedSession, "after_rollback", after_rollback)
+
+
+def audit_table() -> Table:
+    return _table(AuditEntry)
+
+
+def _read_rows(connection: Connection, name: str, keys: Sequence[str]) -> Iterator[tuple[str, str]]:
+    table = _table(AUDITED[name])
+    key = _key_column(name)
+    typed = [int(k) for k in keys] if key.type.python_type is int else list(keys)
+    for row in connection.execute(select(table).where(key.in_(typed))).mappings():
+        yield str(row[key.name]), canonical(name, row)
+
+
+def _latest_hashes(connection: Connection, records: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The content hash of each record's newest entry (none for a record never appended)."""
+    entries = audit_table()
+    by_table: dict[str, list[str]] = {}
+    for name, key in records:
+        by_table.setdefault(name, []).append(key)
+    if not by_table:
+        return {}
+    newest = (
+        select(func.max(entries.c.seq))
+        .where(
+            or_(
+                *(
+                    and_(entries.c.record_table == name, entries.c.record_id.in_(keys))
+                    for name, keys in by_table.items()
+                )
+            )
+        )
+        .group_by(entries.c.record_table, entries.c.record_id)
+    )
+    query = select(entries.c.record_table, entries.c.record_id, entries.c.content_hash).where(
+        entries.c.seq.in_(newest)
+    )
+    return {(t, k): h for t, k, h in connection.execute(query).all()}
+
+
+def genesis(connection: Connection) -> int:
+    """One entry per existing audited row, table by table in key order: an upgraded store starts verified.
+    Only the columns the table has at this point of the migrations are read."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    appended = 0
+    for name in AUDITED:
+        table = _table(AUDITED[name])
+        present = {c["name"] for c in inspector.get_columns(name)}
+        columns = [c for c in table.columns if c.name in present]
+        key = _key_column(name)
+        after: Any = None
+        while True:
+            query = select(*columns).order_by(key).limit(BATCH)
+            if after is not None:
+                query = query.where(key > after)
+            rows = connection.execute(query).mappings().all()
+            if not rows:
+                break
+            after = rows[-1][key.name]
+            appended += append(connection, {(name, str(r[key.name])): canonical(name, r) for r in rows})
+    return appended
+
+
+# --- verifying ---
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One break in the trail. ``kind``: edited, deleted, inserted out of order, or execution without cover."""
+
+    kind: str
+    record: str  # the record as the product names it (E-9, AP-5, audit entry #12)
+    detail: str
+    seq: int | None = None  # the entry where the break shows, for ordering
+
+    def line(self) -> str:
+        where = f" (audit entry #{self.seq})" if self.seq is not None else ""
+        return f"{self.record}: {self.kind}{where} — {self.detail}"
+
+
+@dataclass
+class Report:
+    entries: int = 0
+    last_seq: int = 0
+    records: int = 0
+    executions: int = 0
+    head_hash: str = GENESIS_HASH
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def first(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "intact": self.intact,
+            "entries": self.entries,
+            "records": self.records,
+            "executions_checked": self.executions,
+            "head_hash": self.head_hash,
+            "problems": [asdict(p) | {"line": p.line()} for p in self.problems],
+        }
+
+
+# What the gate proof needs from outside the store: an action's acceptable parameter hashes (as
+# connectors.registry.params_hash computes them), and a stored policy text's roles.
+HashParams = Callable[[str, Mapping[str, Any]], Collection[str]]
+RolesOf = Callable[[str], Mapping[str, Collection[str]] | None]
+
+
+async def verify(
+    units: UnitOfWorkFactory, hash_params: HashParams, roles_of: RolesOf, batch: int = BATCH
+) -> Report:
+    """Walk the chain, then every audited record, then every execution's cover; all read in batches.
+
+    Problems come in that order: a break in the chain itself first (every record after it is suspect), then
+    records that differ from their last entry (by that entry's place in the chain), then uncovered
+    executions."""
+    report = Report()
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    async for entry in _stream(units, audit_table(), "seq", batch):
+        _check_entry(report, entry, latest)
+    in_chain = len(report.problems)
+    for name in AUDITED:
+        async for row in _stream(units, _table(AUDITED[name]), _key_column(name).name, batch):
+            report.records += 1
+            row_key = str(row[_key_column(name).name])
+            seen = latest.pop((name, row_key), None)
+            ref = short_ref(name, row_key)
+            if seen is None:
+                report.problems.append(Problem("inserted out of order", ref, "the record has no audit entry"))
+            elif seen[1] != sha256(canonical(name, row)):
+                report.problems.append(
+                    Problem("edited", ref, "its content differs from its last audit entry", seen[0])
+                )
+    for (name, row_key), (seq, _) in latest.items():
+        report.problems.append(Problem("deleted", short_ref(name, row_key), "audited, no longer stored", seq))
+    report.problems[in_chain:] = sorted(report.problems[in_chain:], key=lambda p: (p.seq is None, p.seq or 0))
+    await _check_cover(units, report, hash_params, roles_of, batch)
+    return report
+
+
+def _check_entry(report: Report, entry: RowMapping, latest: dict[tuple[str, str], tuple[int, str]]) -> None:
+    seq = int(entry["seq"])
+    ref = short_ref(entry["record_table"], entry["record_id"])
+    if seq != report.last_seq + 1:
+        gap = f"#{report.last_seq + 1}" + (f" to #{seq - 1}" if seq - 1 > report.last_seq + 1 else "")
+        report.problems.append(
+            Problem(
+                "deleted", f"audit entry {gap}", f"the chain jumps from #{report.last_seq} to #{seq}", seq
+            )
+        )
+    elif entry["prev_hash"] != report.head_hash:
+        report.problems.append(
+            Problem("inserted out of order", ref, "the entry does not link to the one before it", seq)
+        )
+    if sha256(entry["content"]) != entry["content_hash"]:
+        report.problems.append(Problem("edited", ref, "the entry's content does not match its hash", seq))
+    elif (
+        entry_hash(
+            entry["prev_hash"],
+            seq,
+            entry["record_table"],
+            entry["record_id"],
+            entry["content_hash"],
+            entry["recorded_at"],
+        )
+        != entry["entry_hash"]
+    ):
+        report.problems.append(Problem("edited", ref, "the entry's hash does not match its fields", seq))
+    report.entries += 1
+    report.last_seq = seq
+    report.head_hash = entry["entry_hash"]
+    latest[(entry["record_table"], entry["record_id"])] = (seq, entry["content_hash"])
+
+
+async def _stream(units: UnitOfWorkFactory, table: Table, key: str, batch: int) -> AsyncIterator[RowMapping]:
+    """Rows in key order, one short transaction per batch."""
+    after: Any = None
+    while True:
+        query = select(table).order_by(table.c[key]).limit(batch)
+        if after is not None:
+            query = query.where(table.c[key] > after)
+        async with units() as uow:
+            connection = await uow.repo.session.connection()
+            rows = (await connection.execute(query)).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        after = rows[-1][key]
+
+
+async def _check_cover(
+    units: UnitOfWorkFactory, report: Report, hash_params: HashParams, roles_of: RolesOf, batch: int
+) -> None:
+    """Every execution ran on a spent capability for exactly its action and parameters, minted by an
+    allowing policy verdict or by an approval whose approvers the policy of that moment allowed."""
+    roles_cache: dict[str, Mapping[str, Collection[str]] | None] = {}
+    async for execution in _stream(units, _table(Execution), "id", batch):
+        report.executions += 1
+        ref = short_ref("execution", str(execution["id"]))
+        async with units() as uow:
+            gap = await _uncovered(
+                uow.repo.session, execution["action_id"], hash_params, roles_of, roles_cache
+            )
+        if gap is not None:
+            report.problems.append(Problem("execution without cover", ref, gap))
+
+
+async def _uncovered(
+    session: AsyncSession,
+    action_id: int,
+    hash_params: HashParams,
+    roles_of: RolesOf,
+    roles_cache: dict[str, Mapping[str, Collection[str]] | None],
+) -> str | None:
+    """Why this action's execution is not covered; None when it is."""
+    action = await session.get(ProposedAction, action_id)
+    if action is None:
+        return f"its action A-{action_id} is not stored"
+    query = select_records(Capability).where(col(Capability.action_id) == action_id)
+    capability = (await session.exec(query)).first()
+    if capability is None or capability.spent_at is None:
+        return f"no spent capability for A-{action_id}"
+    if capability.action_name != action.name or capability.params_hash not in hash_params(
+        action.name, action.params
+    ):
+        return f"the capability of A-{action_id} was granted for other parameters"
+    verdicts = select_records(Decision.verdict).where(
+        col(Decision.action_id) == action_id, col(Decision.kind) == "policy"
+    )
+    if "allow" in (await session.exec(verdicts)).all():
+        return None
+    approval = (
+        await session.exec(select_records(Approval).where(col(Approval.action_id) == action_id))
+    ).first()
+    if approval is None or approval.status != ApprovalStatus.APPROVED:
+        return f"A-{action_id} has neither an allowing verdict nor an approved approval"
+    request = await session.get(Decision, approval.decision_id)
+    policy_hash = request.policy_hash if request is not None else None
+    if not policy_hash:
+        return f"AP-{approval.id} names no policy version"
+    if policy_hash not in roles_cache:
+        stored = await session.get(PolicyVersion, policy_hash)
+        roles_cache[policy_hash] = roles_of(stored.text) if stored is not None else None
+    roles = roles_cache[policy_hash]
+    if roles is None:
+        return f"the policy version {policy_hash[:12]} that judged AP-{approval.id} is not stored"
+    votes = select_records(ApprovalVote.user).where(col(ApprovalVote.approval_id) == approval.id)
+    voters = (await session.exec(votes)).all()
+    allowed = [user for user in dict.fromkeys(voters) if _may_approve(approval, user, roles)]
+    if len(allowed) < max(approval.quorum, 1):
+        return (
+            f"AP-{approval.id} has {len(allowed)} vote(s) from approvers its policy allowed; "
+            f"it needs {approval.quorum}"
+        )
+    if capability.granted_by not in allowed:
+        return (
+            f"the capability of A-{action_id} was granted by {capability.granted_by}, not an allowed approver"
+        )
+    return None
+
+
+def _may_approve(approval: Approval, user: str, roles: Mapping[str, Collection[str]]) -> bool:
+    from policies.approvers import is_in_roles
+
+    if (approval.forbid_self_approval or approval.quorum > 1) and user == approval.requester:
+        return False
+    deciding = [
+        *approval.approver_roles,
+        *(approval.escalate_to if approval.escalated_at is not None else ()),
+    ]
+    # A role held through a Slack user group (S…) cannot be looked up offline: its members are taken on trust.
+    through_group = any(m.startswith("S") for role in deciding for m in roles.get(role, ()))
+    return through_group or is_in_roles(user, deciding, roles, {})
+
+
+# --- exporting ---
+
+
+async def export(
+    units: UnitOfWorkFactory, since: datetime | None, batch: int = BATCH
+) -> AsyncIterator[dict[str, Any]]:
+    """The chain's entries from ``since`` on, oldest first, each with the record's content as it was."""
+    entries = audit_table()
+    after = 0
+    while True:
+        query = select(entries).where(entries.c.seq > after).order_by(entries.c.seq).limit(batch)
+        if since is not None:
+            query = query.where(entries.c.recorded_at >= since)
+        async with units() as uow:
+            connection = await uow.repo.session.connection()
+            rows = (await connection.execute(query)).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            yield {
+                "seq": row["seq"],
+                "recorded_at": _plain(row["recorded_at"]),
+                "record": short_ref(row["record_table"], row["record_id"]),
+                "record_table": row["record_table"],
+                "record_id": row["record_id"],
+                "content": json.loads(row["content"]),
+                "content_hash": row["content_hash"],
+                "prev_hash": row["prev_hash"],
+                "entry_hash": row["entry_hash"],
+            }
+        after = rows[-1]["seq"]

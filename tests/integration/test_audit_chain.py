@@ -1,0 +1,225 @@
+"""The audit chain on a real database: a gated refund through the whole bot verifies; then rows are edited,
+deleted and inserted with plain SQL, as someone with database access would, and verify names the record."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, text
+from sqlalchemy import select as core_select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+
+from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval
+from storage.audit import Report, canonical, entry_hash, sha256, short_ref, verify
+from storage.engine import create_engine
+from storage.records import Approval, AuditEntry, Execution, ProposedAction
+from tests.integration.conftest import CHANNEL, MANAGER, ask
+
+
+async def audit(aios: Aios) -> Report:
+    return await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
+
+
+@pytest.fixture
+async def raw(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A plain connection to the same database, outside the bot's units of work."""
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def sql(engine: AsyncEngine, statement: str, **params: Any) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text(statement), params)
+
+
+async def one(engine: AsyncEngine, statement: str, **params: Any) -> Any:
+    async with engine.connect() as connection:
+        return (await connection.execute(text(statement), params)).scalar_one()
+
+
+async def approved_refund(aios: Aios) -> Approval:
+    """A $250 refund a manager approves (it executes), after a small one the policy allows on its own."""
+    await ask(aios, "refund $40 on order 1002, strap tore", thread_ts="1700000000.000001")
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    async with aios.units() as uow:
+        approval = (await uow.repo.session.exec(select(Approval))).one()
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, "U0RANDOM", approve=True, channel=CHANNEL))  # refused
+    await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+    return approval
+
+
+async def test_a_gated_refund_through_the_bot_verifies(aios: Aios) -> None:
+    await approved_refund(aios)
+
+    report = await audit(aios)
+
+    assert report.problems == []
+    assert report.executions == 2
+    async with aios.units() as uow:
+        entries = (await uow.repo.session.exec(select(AuditEntry).order_by(col(AuditEntry.seq)))).all()
+        executions = (await uow.repo.session.exec(select(Execution))).all()
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert report.entries == len(entries) and report.head_hash == entries[-1].entry_hash
+    # An update is a new entry: each execution was recorded started, then succeeded.
+    for execution in executions:
+        recorded = [
+            e.content for e in entries if (e.record_table, e.record_id) == ("execution", str(execution.id))
+        ]
+        assert [c.count('"status":"succeeded"') for c in recorded] == [0, 1]
+    kinds = {e.record_table for e in entries}
+    assert kinds == {
+        "policy_version",
+        "proposed_action",
+        "decision",
+        "approval",
+        "approval_vote",
+        "capability",
+        "execution",
+        "execution_attempt",
+    }
+
+
+async def test_an_edited_verdict_is_named(aios: Aios, raw: AsyncEngine) -> None:
+    approval = await approved_refund(aios)
+    await sql(raw, "UPDATE decision SET verdict = 'allow' WHERE id = :id", id=approval.decision_id)
+
+    first = (await audit(aios)).first()
+
+    assert first is not None and (first.kind, first.record) == ("edited", f"D-{approval.decision_id}")
+
+
+async def test_a_deleted_vote_is_named(aios: Aios, raw: AsyncEngine) -> None:
+    approval = await approved_refund(aios)
+    vote_id = await one(raw, "SELECT id FROM approval_vote WHERE approval_id = :id", id=approval.id)
+    await sql(raw, "DELETE FROM approval_vote WHERE id = :id", id=vote_id)
+
+    report = await audit(aios)
+
+    first = report.first()
+    assert first is not None and (first.kind, first.record) == ("deleted", f"approval vote {vote_id}")
+    # Without its vote the approval no longer covers the refund's execution either.
+    assert [p.kind for p in report.problems] == ["deleted", "execution without cover"]
+
+
+async def test_an_execution_inserted_by_sql_is_named(aios: Aios, raw: AsyncEngine) -> None:
+    approval = await approved_refund(aios)
+    await sql(
+        raw,
+        "INSERT INTO execution (action_id, idempotency_key, status, result, started_at) "
+        "SELECT :action, 'forged', 'succeeded', '{}', created_at FROM proposed_action WHERE id = :action",
+        action=approval.action_id,
+    )
+    forged = await one(raw, "SELECT id FROM execution WHERE idempotency_key = 'forged'")
+
+    first = (await audit(aios)).first()
+
+    assert first is not None and (first.kind, first.record) == ("inserted out of order", f"E-{forged}")
+
+
+async def test_a_deleted_audit_entry_is_named(aios: Aios, raw: AsyncEngine) -> None:
+    await approved_refund(aios)
+    await sql(raw, "DELETE FROM audit_entry WHERE seq = 5")
+
+    first = (await audit(aios)).first()
+
+    assert first is not None and (first.kind, first.record, first.seq) == ("deleted", "audit entry #5", 6)
+
+
+async def test_the_last_audit_entry_deleted_names_its_record(aios: Aios, raw: AsyncEngine) -> None:
+    await approved_refund(aios)
+    table, key = await entry_at(raw, "(SELECT max(seq) FROM audit_entry)")
+    await sql(raw, "DELETE FROM audit_entry WHERE seq = (SELECT max(seq) FROM audit_entry)")
+
+    first = (await audit(aios)).first()
+
+    # The record now differs from its previous entry (or has none left).
+    assert first is not None and first.kind in ("edited", "inserted out of order")
+    assert first.record == short_ref(table, key)
+
+
+async def test_swapped_audit_entries_are_named(aios: Aios, raw: AsyncEngine) -> None:
+    await approved_refund(aios)
+    table, key = await entry_at(raw, "4")
+    await sql(raw, "UPDATE audit_entry SET seq = -1 WHERE seq = 3")
+    await sql(raw, "UPDATE audit_entry SET seq = 3 WHERE seq = 4")
+    await sql(raw, "UPDATE audit_entry SET seq = 4 WHERE seq = -1")
+
+    first = (await audit(aios)).first()
+
+    assert first is not None and (first.kind, first.record, first.seq) == (
+        "inserted out of order",
+        short_ref(table, key),
+        3,
+    )
+
+
+async def test_bookkeeping_columns_change_without_an_entry(aios: Aios, raw: AsyncEngine) -> None:
+    """Which process holds an execution and which Slack message shows an approval say nothing about what
+    was decided: a take-over or a re-post changes them, and the trail stays intact."""
+    await approved_refund(aios)
+    entries = await one(raw, "SELECT count(*) FROM audit_entry")
+    await sql(raw, "UPDATE execution SET owner = 999")
+    await sql(raw, "UPDATE approval SET message_ts = '1700000099.000100'")
+
+    report = await audit(aios)
+
+    assert report.problems == [] and report.entries == entries
+
+
+async def test_a_forger_who_recomputes_the_chain_is_caught_by_the_gate(aios: Aios, raw: AsyncEngine) -> None:
+    """An execution for an action still awaiting approval, with an audit entry appended by hand that links
+    to the head: the chain is intact, but nothing allowed that execution."""
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    async with aios.units() as uow:
+        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+    await sql(
+        raw,
+        "INSERT INTO execution (action_id, idempotency_key, status, result, started_at) "
+        "SELECT :action, 'forged', 'succeeded', '{}', created_at FROM proposed_action WHERE id = :action",
+        action=action.id,
+    )
+    executions: Table = Execution.__table__  # type: ignore[attr-defined]
+    entries: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+    async with raw.connect() as connection:
+        query = core_select(executions).where(executions.c.idempotency_key == "forged")
+        row = (await connection.execute(query)).mappings().one()
+        last = core_select(entries).order_by(entries.c.seq.desc()).limit(1)
+        head = (await connection.execute(last)).mappings().one()
+    content = canonical("execution", row)
+    now = head["recorded_at"]  # the forger reuses the head's time, written back in the store's own format
+    seq = head["seq"] + 1
+    content_hash = sha256(content)
+    await sql(
+        raw,
+        "INSERT INTO audit_entry (seq, record_table, record_id, content, content_hash, prev_hash, entry_hash, "
+        "recorded_at) SELECT :seq, 'execution', :id, :content, :content_hash, :prev, :hash, recorded_at "
+        "FROM audit_entry WHERE seq = :head",
+        seq=seq,
+        id=str(row["id"]),
+        content=content,
+        content_hash=content_hash,
+        prev=head["entry_hash"],
+        hash=entry_hash(head["entry_hash"], seq, "execution", str(row["id"]), content_hash, now),
+        head=head["seq"],
+    )
+
+    report = await audit(aios)
+
+    assert [(p.kind, p.record) for p in report.problems] == [("execution without cover", f"E-{row['id']}")]
+
+
+async def entry_at(engine: AsyncEngine, seq: str) -> tuple[str, str]:
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(f"SELECT record_table, record_id FROM audit_entry WHERE seq = {seq}")
+            )
+        ).one()
+    return str(row[0]), str(row[1])
