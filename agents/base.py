@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 
+from opentelemetry import trace
+
 from agents.context import memory_section
 from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult
 from agents.tools import tool_name, tool_spec
@@ -18,6 +20,7 @@ from connectors.errors import InvalidActionError
 from connectors.registry import ConnectorRegistry
 from storage.memory import MemoryHit, MemoryStore
 
+_tracer = trace.get_tracer("aios.agents")
 MAX_TURNS = 4
 PROPOSED = (
     "Proposed. The team's policy will judge it; it has not run, and you cannot run or approve it yourself."
@@ -90,6 +93,7 @@ class Agent:
         """Facts the planner needs, appended to the system prompt."""
         return Context()
 
+    @_tracer.start_as_current_span("plan")
     async def plan(self, request: PlanRequest) -> AgentPlan:
         models = [self._registry.model_for(name) for name in self.action_names]
         by_tool = {tool_name(model.name): model.name for model in models}

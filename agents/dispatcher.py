@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from opentelemetry import trace
+
 from agents.base import Agent, load_prompt
 from agents.llm import LLM, CallContext, Message, ToolSpec
 from agents.tools_agent import ToolsAgent
 
+_tracer = trace.get_tracer("aios.agents")
 _ROUTES = (
     ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
@@ -30,6 +33,7 @@ class Dispatcher:
             names = ", ".join(self._webhooks[0].webhook_names)
             self._prompt += f"\nThe tools agent also posts JSON to the team's configured webhooks: {names}.\n"
 
+    @_tracer.start_as_current_span("route")
     async def route(self, text: str, call: CallContext, history: Sequence[Message] = ()) -> Agent | None:
         if self._webhooks is not None and self._webhooks[1].search(text):
             return self._webhooks[0]

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from policies.conditions import unknown_name
 from policies.errors import PolicyError
 from policies.model import Budget, PolicyFile, Rule, Verdict
 
+_tracer = trace.get_tracer("aios.policies")
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 DEFAULT_RULE_ID = "default"
 _NAMED_BY = {"rules": ("rule", "id"), "tests": ("test", "name")}  # list in the file → (what, named by)
@@ -123,6 +125,7 @@ class Policy:
     def roles(self) -> Mapping[str, list[str]]:
         return self.document.roles
 
+    @_tracer.start_as_current_span("policy.evaluate")
     def evaluate(
         self,
         action_name: str,

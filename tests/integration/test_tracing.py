@@ -89,8 +89,11 @@ async def test_a_gated_refund_is_one_trace_across_a_restart_and_the_click(
     for expected in (
         "intent",
         "HandleIntent",
-        "chat claude-haiku-4-5",  # routing
-        "chat claude-sonnet-4-6",  # planning
+        "route",
+        "chat claude-haiku-4-5",
+        "plan",
+        "chat claude-sonnet-4-6",
+        "policy.evaluate",
         "DecideApproval",
         "approval.wait",
         "ActionApproved",
@@ -120,10 +123,15 @@ async def test_a_gated_refund_is_one_trace_across_a_restart_and_the_click(
     assert int(planning.attributes["gen_ai.usage.input_tokens"]) > 0  # type: ignore[arg-type]
     assert int(planning.attributes["gen_ai.usage.output_tokens"]) > 0  # type: ignore[arg-type]
     assert float(planning.attributes["aios.llm.cost_usd"]) > 0  # type: ignore[arg-type]
-    assert (
-        planning.parent is not None
-        and planning.parent.span_id == by_name(of_intent, "HandleIntent").context.span_id
-    )
+    handle = by_name(of_intent, "HandleIntent")
+    for step, under in (
+        (routing, "route"),
+        (planning, "plan"),
+        (by_name(of_intent, "route"), "HandleIntent"),
+    ):
+        assert step.parent is not None and step.parent.span_id == by_name(of_intent, under).context.span_id
+    policy = by_name(of_intent, "policy.evaluate")
+    assert policy.parent is not None and policy.parent.span_id == handle.context.span_id
 
     # The click, taken by the second process, links to the wait it ended (begun when the first asked).
     click, wait = by_name(of_intent, "DecideApproval"), by_name(of_intent, "approval.wait")
