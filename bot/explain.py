@@ -103,7 +103,7 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
                 f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
             )
             if decision.policy_hash and newest and decision.policy_hash != newest:
-                lines += await _rule_as_written(repo, decision.policy_hash, decision.rule_id)
+                lines += await _rule_as_written(repo, decision.policy_hash, newest, decision.rule_id)
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "refusal":
@@ -125,30 +125,38 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
     return lines
 
 
-async def _rule_as_written(repo: Repository, policy_hash: str, rule_id: str | None) -> list[str]:
-    """The rule as the policy that decided had it, when a newer policy has judged since (it may differ)."""
-    import yaml
+async def _rule_as_written(repo: Repository, decided_by: str, newest: str, rule_id: str | None) -> list[str]:
+    """The rule as the policy that decided had it, when the policy that judged last has it otherwise (or not)."""
+    import yaml  # here: most answers never need it, and `aios why` must start quickly
 
-    version = await repo.get(PolicyVersion, policy_hash)
-    if version is None or rule_id is None:
+    if rule_id is None:
         return []
-    try:
-        document = yaml.safe_load(version.text)
-    except yaml.YAMLError:
-        return []
-    rules = document.get("rules") if isinstance(document, dict) else None
-    written: object = None
-    if rule_id == "default" and isinstance(document, dict):
-        written = {"default": document.get("default"), "default_approvers": document.get("default_approvers")}
-    elif rule_id.startswith("budget:") and isinstance(document, dict):
-        budgets = document.get("budgets") or []
-        written = next((b for b in budgets if isinstance(b, dict) and b.get("id") == rule_id[7:]), None)
-    elif isinstance(rules, list):
-        written = next((r for r in rules if isinstance(r, dict) and r.get("id") == rule_id), None)
-    if written is None:
+    then = await repo.get(PolicyVersion, decided_by)
+    now = await repo.get(PolicyVersion, newest)
+    written = _rule_in(then.text, rule_id) if then else None
+    if written is None or (now is not None and _rule_in(now.text, rule_id) == written):
         return []
     text = yaml.safe_dump(written, sort_keys=False, allow_unicode=True).strip()
     return [
-        f"    rule `{rule_id}` as written in policy {policy_hash[:12]}, which a newer policy has replaced:",
+        f"    rule `{rule_id}` as written in policy {decided_by[:12]} (the policy in force now, {newest[:12]}, "
+        "has it otherwise or not at all):",
         f"```{quote(text, RULE_QUOTE_MAX)}```",
     ]
+
+
+def _rule_in(policy_text: str, rule_id: str) -> object:
+    """A rule (or the default, or a budget for a grant's ``budget:`` id) as the policy file has it, or None."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(policy_text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    if rule_id == "default":
+        return {"default": document.get("default"), "default_approvers": document.get("default_approvers")}
+    listed = document.get("budgets") if rule_id.startswith("budget:") else document.get("rules")
+    wanted = rule_id.removeprefix("budget:")
+    entries = listed if isinstance(listed, list) else []
+    return next((entry for entry in entries if isinstance(entry, dict) and entry.get("id") == wanted), None)

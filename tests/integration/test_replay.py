@@ -164,9 +164,17 @@ async def test_why_shows_the_rule_as_written_when_a_newer_policy_has_judged_sinc
         assert "as written" not in await explain(aios.units, "D-1")
     finally:
         await aios.close()
-    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=CANDIDATE)
+    # A newer version that has the rule as it was (a comment added): nothing to show.
+    policy_text = (tmp_path / "policy.yaml").read_text()
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=policy_text + "# reviewed\n")
     try:
         await ask(aios, "refund order 1003 $10 scratched", thread_ts="1.2")
+        assert "as written" not in await explain(aios.units, "D-1")
+    finally:
+        await aios.close()
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=CANDIDATE)
+    try:
+        await ask(aios, "refund order 1004 $10 scratched", thread_ts="1.3")
         answer = await explain(aios.units, "D-1")
         assert "rule `refunds-over-100-need-a-manager` as written in policy" in answer
         assert 'run.totals["shop.refund"] &gt; 100.0' in answer
