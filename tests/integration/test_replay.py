@@ -12,6 +12,8 @@ from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from bot.explain import explain
+from bot.intake import IncomingIntent
+from bot.messages import ProposeAction
 from bot.queries import private_answer
 from bot.replay import Scope, build_report
 from bot.slash import parse_slash
@@ -20,7 +22,7 @@ from policies.replay import Change
 from storage.records import Decision, PolicyVersion, ProposedAction, utcnow
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import REQUESTER, ask, everything_stored, start_aios
+from tests.integration.conftest import CHANNEL, REQUESTER, ask, everything_stored, start_aios
 
 CANDIDATE = """
 version: 1
@@ -203,3 +205,36 @@ async def test_two_replicas_store_a_policy_version_once(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_an_action_proposed_through_mcp_keeps_its_facts_and_replays(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        intent_id = await aios.accept(
+            IncomingIntent(
+                source="mcp",
+                team_id="T0FAKE",
+                channel=CHANNEL,
+                thread_ts=None,
+                user=REQUESTER,
+                text="via MCP",
+            )
+        )
+        assert intent_id is not None
+        refund = {"order_id": 1004, "amount": 40.0, "reason": "late"}
+        await aios.bus.handle(
+            ProposeAction(intent_id, "returns", "shop.refund", refund, "the customer asked")
+        )
+        async with aios.units() as uow:
+            decision = (await uow.repo.session.exec(select(Decision))).one()
+        assert decision.facts is not None
+        assert (decision.facts["requester"], decision.facts["run_totals"]) == (
+            REQUESTER,
+            {"shop.refund": 40.0},
+        )
+        report = await build_report(aios.units, Policy.from_text(CANDIDATE), Scope(run_id=1), keep=10)
+        assert [(r.change, r.partial) for r in report.shown] == [(Change.STRICTER, False)]
+    finally:
+        await aios.close()
