@@ -757,12 +757,11 @@ def audit_verify(
         typer.echo(json.dumps(report.as_json(), indent=2))
     elif (first := report.first()) is not None:
         more = len(report.problems) - 1
-        out.print(f"broken: {first.line()}" + (f" (and {more} more)" if more else ""), highlight=False)
+        typer.echo(f"broken: {first.line()}" + (f" (and {more} more; --json lists them)" if more else ""))
     else:
-        out.print(
+        typer.echo(
             f"intact: {report.entries} entries over {report.records} records, {report.executions} executions "
-            f"covered; head {report.head_hash}",
-            highlight=False,
+            f"covered; head {report.head_hash}"
         )
     raise typer.Exit(0 if report.intact else 1)
 
@@ -782,14 +781,22 @@ def audit_export(
     start = _since(since)
 
     async def write(units: UnitOfWorkFactory) -> None:
-        async for entry in export(units, start):
-            if as_json:
-                sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            else:
+        try:
+            if not as_json:
                 sys.stdout.write(
-                    f"#{entry['seq']:<7} {entry['recorded_at'][:19]}  {entry['record']:<24} "
-                    f"{entry['content_hash'][:16]}  {entry['entry_hash'][:16]}\n"
+                    f"{'entry':<8} {'recorded (UTC)':<19}  {'record':<28} {'content':<16}  entry\n"
                 )
+            async for entry in export(units, start):
+                if as_json:
+                    sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                else:
+                    sys.stdout.write(
+                        f"#{entry['seq']:<7} {entry['recorded_at'][:19]}  {entry['record']:<28} "
+                        f"{entry['content_hash'][:16]}  {entry['entry_hash'][:16]}\n"
+                    )
+        except BrokenPipeError:
+            # The reader stopped (`| head`): it has what it wanted, and nothing more goes to the closed pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     _run(lambda: _with_units(write))
 
@@ -798,16 +805,18 @@ def _since(text: str | None) -> datetime | None:
     """``7d``/``24h``… back from now, or a date or ISO time (UTC unless it says otherwise)."""
     from datetime import UTC
 
+    from policies.model import parse_duration
+    from storage.records import utcnow
+
     if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        from storage.records import utcnow
-
-        window = _duration(text)
-        assert window is not None
-        return utcnow() - window
+        try:
+            return utcnow() - parse_duration(text)
+        except ValueError:
+            _fail(f"--since {text!r} is neither a window (7d, 24h, 30m) nor a date (2026-11-01)")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

@@ -3,11 +3,13 @@ deleted and inserted with plain SQL, as someone with database access would, and 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, text
+from alembic import command
+from sqlalchemy import Connection, Table, text
 from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -17,7 +19,9 @@ from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from storage.audit import Report, canonical, entry_hash, sha256, short_ref, verify
 from storage.engine import create_engine
-from storage.records import Approval, AuditEntry, Execution, ProposedAction
+from storage.migrate import alembic_config, upgrade_to_head
+from storage.records import Approval, AuditEntry, Decision, Execution, Intent, ProposedAction, Run
+from storage.unit_of_work import UnitOfWorkFactory
 from tests.integration.conftest import CHANNEL, MANAGER, ask
 
 
@@ -223,3 +227,49 @@ async def entry_at(engine: AsyncEngine, seq: str) -> tuple[str, str]:
             )
         ).one()
     return str(row[0]), str(row[1])
+
+
+async def test_two_writers_appending_at_once_make_one_chain(database_url: str) -> None:
+    """Two engines, as two replicas would have, each committing many audited writes concurrently."""
+    engines = [create_engine(database_url) for _ in range(2)]
+    try:
+        await upgrade_to_head(engines[0])
+        factories = [UnitOfWorkFactory.for_engine(engine) for engine in engines]
+        async with factories[0]() as uow:
+            intent = await uow.repo.add(Intent(source="console", channel=CHANNEL, user=MANAGER, text="x"))
+            run = await uow.repo.add(Run(intent_id=intent.id or 0, agent="returns"))
+            action = await uow.repo.add(ProposedAction(run_id=run.id or 0, name="shop.refund", params={}))
+            await uow.commit()
+        assert action.id is not None
+
+        async def decide(number: int) -> None:
+            async with factories[number % 2]() as uow:
+                await uow.repo.add(
+                    Decision(action_id=action.id or 0, kind="human", verdict="vote", actor=f"U{number}")
+                )
+                await uow.commit()
+
+        await asyncio.gather(*(decide(n) for n in range(60)))
+
+        report = await verify(factories[1], lambda name, params: set(), lambda text: None)
+        assert report.problems == []
+        assert report.entries == 61  # the action and the 60 decisions, each once, one after another
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_a_store_upgraded_from_before_the_audit_verifies(aios: Aios, raw: AsyncEngine) -> None:
+    """Records written before the chain existed get one first entry each, in key order, when it is added."""
+    await approved_refund(aios)
+
+    def back_to_0007(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0007")
+
+    async with raw.begin() as connection:
+        await connection.run_sync(back_to_0007)
+    await upgrade_to_head(raw)
+
+    report = await audit(aios)
+
+    assert report.problems == [] and report.entries == report.records
