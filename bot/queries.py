@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain
@@ -14,6 +14,9 @@ from bot.slash import HELP, SlashCommand
 from storage.ids import UnknownIdError, format_id
 from storage.records import ProposedAction, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from policies.engine import Policy
 
 ANSWERS = {
     "pause": "Which agent? For example `/aios pause returns`.",
@@ -86,14 +89,15 @@ async def replay(
     try:
         policy = await _replay_policy(units, words[1] if len(words) == 2 else None, candidate_policy_file)
     except PolicyError as exc:
-        return quote(str(exc), DETAIL_QUOTE_MAX), None
+        message = quote(str(exc), DETAIL_QUOTE_MAX)
+        return f"{message[:1].upper()}{message[1:]}.", None
     report = await build_report(units, policy, Scope(run_id=run_id), keep=REPLAY_LISTED_MAX)
     return slack_message(report)
 
 
 async def _replay_policy(
     units: UnitOfWorkFactory, version: str | None, candidate_policy_file: str | None
-) -> Any:
+) -> Policy:
     """The policy to replay under: a stored version named by a hash prefix, or else the candidate file."""
     from policies.engine import Policy
     from policies.errors import PolicyError
@@ -105,7 +109,10 @@ async def _replay_policy(
                 "no candidate policy: set AIOS_CANDIDATE_POLICY_FILE to a policy file, or name a stored "
                 "version by the start of its hash (`/aios replay R-17 3fa9c2`)"
             )
-        return Policy.from_file(candidate_policy_file)
+        from connectors.registry import installed_action_params
+
+        # Checked as the bot checks its own policy: conditions may name only parameters the actions have.
+        return Policy.from_file(candidate_policy_file, installed_action_params())
     prefix = version.lower()
     if not _HASH_PREFIX.match(prefix):
         raise PolicyError(f"{version!r} is not a policy hash prefix; give at least 4 hex digits, e.g. 3fa9c2")

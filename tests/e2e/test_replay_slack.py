@@ -87,11 +87,14 @@ async def test_replay_of_a_run_is_a_private_block_kit_diff(server: Server) -> No
         ("replay A-1", "is not a run id; run ids look like R-17"),
         ("replay R-999", "There is no run R-999."),
         ("replay R-1 xyz!", "is not a policy hash prefix"),
-        ("replay R-1 0000000000", "no stored policy version has a hash starting with 0000000000"),
+        ("replay R-1 0000000000", "No stored policy version has a hash starting with 0000000000."),
     ],
 )
 async def test_bad_replay_requests_get_one_clear_sentence(server: Server, command: str, answer: str) -> None:
     await send(server, *slash_command("refund order 1003 $1 scratched", user=ASKER))  # so that R-1 exists
+    server.slack.wait_for(
+        lambda s: [c for c in s.calls_to("chat.postMessage") if "Allowed" in c.params["text"]]
+    )
     user = f"U0BAD{abs(hash(command)) % 10_000}"
     text, blocks = await ask_privately(server, command, user)
     assert answer in text and blocks == []

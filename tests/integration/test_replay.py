@@ -238,3 +238,26 @@ async def test_an_action_proposed_through_mcp_keeps_its_facts_and_replays(
         assert [(r.change, r.partial) for r in report.shown] == [(Change.STRICTER, False)]
     finally:
         await aios.close()
+
+
+async def test_a_hash_prefix_that_names_two_stored_versions_asks_for_more_digits(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "refund order 1004 $10 scratched", thread_ts="1.1")
+        async with aios.units() as uow:
+            for n in (1, 2):
+                await uow.repo.add(PolicyVersion(hash=f"abcd{n}" + "0" * 59, text=CANDIDATE))
+            await uow.commit()
+        text, blocks = await private_answer(aios.units, parse_slash("replay R-1 ABCD"), clock(), None)
+        assert text == (
+            "Abcd matches more than one stored policy version (abcd10000000, abcd20000000); give more digits."
+        )
+        assert blocks is None
+        text, blocks = await private_answer(aios.units, parse_slash("replay R-1 abcd2"), clock(), None)
+        assert blocks is not None and "stored policy abcd20000000" in text
+        text, _ = await private_answer(aios.units, parse_slash("replay R-1"), clock(), None)
+        assert text.startswith("No candidate policy: set AIOS_CANDIDATE_POLICY_FILE")
+    finally:
+        await aios.close()
