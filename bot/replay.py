@@ -19,6 +19,7 @@ from storage.unit_of_work import UnitOfWorkFactory
 BATCH = 2000
 ARROW = {Change.SAME: "=", Change.STRICTER: "▲", Change.LOOSER: "▼", Change.DIFFERENT: "≠"}
 PARAMS_SHOWN_MAX = 200
+RUNS_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,23 @@ class Report:
         )
 
     def text_lines(self) -> list[str]:
-        lines = [self.heading(), *self.summary.lines()]
+        lines = [self.heading(), *self.summary_lines()]
         if self.shown:
             lines.append("")
             lines += [diff_line(replayed) for replayed in self.shown]
         hidden = self.listed_total() - len(self.shown)
         if hidden > 0:
             lines.append(f"…and {hidden} more")
+        return lines
+
+    def summary_lines(self) -> list[str]:
+        """The summary, and for a window the runs it would change (the first of them)."""
+        lines = self.summary.lines()
+        affected = sorted(self.summary.runs_affected)
+        if self.scope.run_id is None and affected:
+            listed = ", ".join(format_id("R", run_id) for run_id in affected[:RUNS_LISTED])
+            more = f" and {len(affected) - RUNS_LISTED} more" if len(affected) > RUNS_LISTED else ""
+            lines.append(f"Runs that would change: {listed}{more}.")
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -187,7 +198,7 @@ def slack_message(report: Report) -> tuple[str, list[dict[str, Any]]]:
 
     from bot.mrkdwn import escape, truncate
 
-    summary = "\n".join(escape(line) for line in report.summary.lines())
+    summary = "\n".join(escape(line) for line in report.summary_lines())
     blocks: list[Any] = [
         HeaderBlock(text=truncate(report.heading(), HEADER_MAX)),
         SectionBlock(text=MarkdownTextObject(text=truncate(summary, SECTION_MAX))),

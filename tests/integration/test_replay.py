@@ -102,6 +102,7 @@ async def test_replay_under_another_policy_gives_the_diff_and_summary_and_writes
             "1 × shop.refund totalling $400.00 would have been denied (stricter)",
             "1 × shop.refund totalling $50.00 would have needed approval by manager (stricter)",
         ]
+        assert report.summary_lines()[-1] == "Runs that would change: R-1, R-2, R-3."
         one_run = await build_report(aios.units, candidate, Scope(run_id=3), keep=100)
         assert [r.recorded.action_id for r in one_run.shown] == [3]
 
