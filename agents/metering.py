@@ -88,9 +88,9 @@ class MeteredLLM:
                 span.set_attributes(_usage_attributes(usage, cost))
                 observability.model_call(call.agent, model, _tokens(usage), cost)
                 await self._record(call, role, model, usage, cost, started, outcome, error)
-            for warning in await self._budgets.settle(reservation, cost):
-                if self._on_budget_warning is not None:
-                    await self._on_budget_warning(call, warning)
+                for warning in await self._budgets.settle(reservation, cost):
+                    if self._on_budget_warning is not None:
+                        await self._on_budget_warning(call, warning)
 
     async def _record(
         self,
