@@ -16,7 +16,8 @@ from typing import Any
 import structlog
 
 from bot.messages import Command, Event
-from bot.tracing import IntentScope, IntentTraces
+from bot.tracing import IntentScope, IntentTraces, tracer
+from bot.tracing import enabled as tracing_enabled
 
 Message = Command | Event
 Handler = Callable[[Any], Awaitable[Sequence[Message]]]
@@ -70,10 +71,17 @@ class MessageBus:
         for subscriber in self._event_handlers.get(type(current), []):
             # One subscriber's failure must not keep the others from hearing the event.
             try:
-                followups.extend(await subscriber(current))
+                with self._subscriber_span(subscriber):
+                    followups.extend(await subscriber(current))
             except Exception:
                 log.exception("event_handler_failed", message_type=type(current).__name__)
         return followups
+
+    def _subscriber_span(self, subscriber: Handler) -> AbstractContextManager[object]:
+        """Under an event's span, one per subscriber (Compensation.compensate, Executions.report_failure…)."""
+        if self._traces is None or not tracing_enabled():
+            return nullcontext()
+        return tracer.start_as_current_span(getattr(subscriber, "__qualname__", type(subscriber).__name__))
 
     async def _span(
         self, current: Message, inherited: IntentScope | None, *, root: bool

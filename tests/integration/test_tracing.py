@@ -12,17 +12,27 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from sqlmodel import select
 
 from bot import tracing
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval
-from bot.tracing import intent_trace_id, store_namespace
+from bot.handlers import Handlers
+from bot.intake import IncomingIntent
+from bot.messagebus import MessageBus
+from bot.messages import DecideApproval, HandleIntent
+from bot.tracing import IntentTraces, intent_trace_id, store_namespace
+from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
+from connectors.registry import ConnectorRegistry
+from connectors.sandbox_cms import SandboxCms
+from connectors.sandbox_shop import SandboxShop
 from storage.records import Approval
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+from tests.integration.test_compensation import PERMISSIVE, BrokenOutbox
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -196,3 +206,55 @@ def test_without_an_endpoint_no_sdk_is_loaded_and_with_one_it_is() -> None:
     with_endpoint = _python(CHECK_PROVIDER, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1")
     assert with_endpoint.returncode == 0, with_endpoint.stderr
     assert with_endpoint.stdout.split() == ["opentelemetry.sdk.trace", "True"]
+
+
+async def test_a_failed_step_and_its_compensation_are_in_the_intent_trace(
+    spans: InMemorySpanExporter, database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=PERMISSIVE)
+    try:
+        context = ConnectorContext(units_of_work=aios.units)
+        # The bot's bus, but with an outbox that refuses every email.
+        bus = MessageBus(IntentTraces.for_store(aios.units, database_url))
+        handlers = aios.handlers
+        Handlers(
+            units=aios.units,
+            dispatcher=handlers.dispatcher,
+            policy=aios.policy,
+            registry=ConnectorRegistry(
+                [
+                    SandboxShop(context),
+                    SandboxCms(context),
+                    BrokenOutbox(PermanentConnectorError("550 no such user")),
+                ]
+            ),
+            transport=handlers.transport,
+            clock=handlers.clock,
+            offline=True,
+            memory=aios.memory,
+            lease=aios.lease,
+        ).register(bus)
+        intent_id = await aios.accept(
+            IncomingIntent(
+                source="mention",
+                team_id="T",
+                channel=CHANNEL,
+                thread_ts="1.7",
+                user="U0ALICE",
+                text="refund $5 on order 1002 and tell the customer",
+            )
+        )
+        assert intent_id is not None
+        await bus.handle(HandleIntent(intent_id))
+    finally:
+        await aios.close()
+
+    trace_id = intent_trace_id(store_namespace(database_url), intent_id)
+    of_intent = [
+        s for s in spans.get_finished_spans() if s.context is not None and s.context.trace_id == trace_id
+    ]
+    failed, compensate = by_name(of_intent, "ActionFailed"), by_name(of_intent, "Compensation.compensate")
+    assert compensate.parent is not None and compensate.parent.span_id == failed.context.span_id
+    email = by_name(of_intent, "execute email.send")
+    assert email.status.status_code == StatusCode.ERROR
+    assert [e.name for e in email.events] == ["exception"]
