@@ -4,6 +4,8 @@ optionally with ``email_send``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from agents.amounts import AmountProblem, find_money, read_amount
@@ -87,33 +89,20 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
                 "nothing; please ask again in a moment."
             )
         return LLMReply(f"I can't find order {order_id} in the shop, so I won't propose a refund for it.")
-    refundable = float(known.group(3))
-    money = find_money(_blank(asked, [order.span()]))
-    example = _example(order_id, _reason(asked, [order.span(), *(m.span for m in money)]))
-    if len(money) > 1:
-        said = ", ".join(f"“{m.written}”" for m in money)
-        return LLMReply(f"I found more than one amount ({said}), so I won't guess; say one, like {example}.")
-    whole = _WHOLE.search(asked)
-    spans = [order.span(), *(m.span for m in money), *([whole.span()] if whole else [])]
-    reason = _reason(asked, spans)
-    if money:
-        amount = read_amount(money[0], example)
-        if isinstance(amount, AmountProblem):
-            return LLMReply(amount.message + ".")
-        how_much = f"${amount:,.2f} as asked"
-    elif (whole or reason == _NO_REASON) and not _PARTIAL.search(asked):
-        amount = Decimal(known.group(3))
-        how_much = f"the ${amount:,.2f} still refundable, as asked"
-    else:
-        bare = _BARE_NUMBER.search(_blank(asked, [order.span()]))
-        unclear = f"I couldn't tell whether “{bare.group()}” is an amount. " if bare else ""
-        example = _example(order_id, _reason(asked, spans + ([bare.span()] if bare else [])))
-        return LLMReply(
-            f"{unclear}How much should I refund on order {order_id} (${refundable:,.2f} is left)? Say it "
-            f"with a dollar sign, like {example}, or `refund order {order_id} in full` for all of it."
-        )
-    if amount <= 0:
-        return LLMReply(f"Order {order_id} has nothing left to refund.")
+    asked_for = _how_much(
+        asked,
+        _Target(
+            f"on order {order_id}",
+            order.span(),
+            Decimal(known.group(3)),
+            lambda reason: _example(order_id, reason),
+            f"`refund order {order_id} in full`",
+            _reason,
+        ),
+    )
+    if isinstance(asked_for, LLMReply):
+        return asked_for
+    amount, how_much, reason = asked_for
     calls = [ToolCall("", "shop_refund", {"order_id": order_id, "amount": float(amount), "reason": reason})]
     rationale = (
         f"The requester asked to refund order {order_id} ({known.group(6)}): {how_much}; reason: {reason}."
@@ -155,31 +144,22 @@ def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply 
         if isinstance(chosen, LLMReply):
             return chosen
     payment_id, currency, left = chosen.group(1), chosen.group(3), Decimal(chosen.group(6))
-    money = find_money(_blank(asked, [named.span()]))
-    example = _payment_example(payment_id, _payment_reason(asked, [named.span(), *(m.span for m in money)]))
-    if len(money) > 1:
-        said = ", ".join(f"“{m.written}”" for m in money)
-        return LLMReply(f"I found more than one amount ({said}), so I won't guess; say one, like {example}.")
     if currency != "USD":
         return LLMReply(f"Payment {payment_id} was made in {currency}, and refunds are made in USD only.")
-    whole = _WHOLE.search(asked)
-    spans = [named.span(), *(m.span for m in money), *([whole.span()] if whole else [])]
-    reason = _payment_reason(asked, spans)
-    if money:
-        amount = read_amount(money[0], example)
-        if isinstance(amount, AmountProblem):
-            return LLMReply(amount.message + ".")
-        how_much = f"${amount:,.2f} as asked"
-    elif (whole or reason == _NO_REASON) and not _PARTIAL.search(asked):
-        amount = left
-        how_much = f"the ${amount:,.2f} left to refund, as asked"
-    else:
-        return LLMReply(
-            f"How much should I refund of payment {payment_id} (${left:,.2f} is left)? Say it with a dollar "
-            f"sign, like {example}, or `refund payment {payment_id} in full` for all of it."
-        )
-    if amount <= 0:
-        return LLMReply(f"Payment {payment_id} has nothing left to refund.")
+    asked_for = _how_much(
+        asked,
+        _Target(
+            f"of payment {payment_id}",
+            named.span(),
+            left,
+            lambda reason: _payment_example(payment_id, reason),
+            f"`refund payment {payment_id} in full`",
+            _payment_reason,
+        ),
+    )
+    if isinstance(asked_for, LLMReply):
+        return asked_for
+    amount, how_much, reason = asked_for
     calls = [
         ToolCall("", "stripe_refund", {"payment": payment_id, "amount": float(amount), "reason": reason})
     ]
@@ -204,6 +184,50 @@ def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply 
         )
         rationale += " They also asked to tell the customer, so an email is proposed too."
     return LLMReply(rationale, calls)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a refund request names (an order, a payment), and how to talk about it."""
+
+    named: str  # "on order 1004", "of payment pi_…"
+    span: tuple[int, int]
+    left: Decimal
+    example: Callable[[str], str]  # the reason → an example request
+    in_full: str
+    reason: Callable[[str, list[tuple[int, int]]], str]
+
+
+def _how_much(asked: str, target: _Target) -> tuple[Decimal, str, str] | LLMReply:
+    """The amount asked for, how to say it, and the reason; or the reply asking for a readable amount."""
+    money = find_money(_blank(asked, [target.span]))
+    example = target.example(target.reason(asked, [target.span, *(m.span for m in money)]))
+    if len(money) > 1:
+        said = ", ".join(f"“{m.written}”" for m in money)
+        return LLMReply(f"I found more than one amount ({said}), so I won't guess; say one, like {example}.")
+    whole = _WHOLE.search(asked)
+    spans = [target.span, *(m.span for m in money), *([whole.span()] if whole else [])]
+    reason = target.reason(asked, spans)
+    if money:
+        amount = read_amount(money[0], example)
+        if isinstance(amount, AmountProblem):
+            return LLMReply(amount.message + ".")
+        how_much = f"${amount:,.2f} as asked"
+    elif (whole or reason == _NO_REASON) and not _PARTIAL.search(asked):
+        amount = target.left
+        how_much = f"the ${amount:,.2f} still refundable, as asked"
+    else:
+        bare = _BARE_NUMBER.search(_blank(asked, [target.span]))
+        unclear = f"I couldn't tell whether “{bare.group()}” is an amount. " if bare else ""
+        example = target.example(target.reason(asked, spans + ([bare.span()] if bare else [])))
+        return LLMReply(
+            f"{unclear}How much should I refund {target.named} (${target.left:,.2f} is left)? Say it with a "
+            f"dollar sign, like {example}, or {target.in_full} for all of it."
+        )
+    if amount <= 0:
+        what = target.named.split(" ", 1)[1]  # "order 1004", "payment pi_…"
+        return LLMReply(f"{what[0].upper()}{what[1:]} has nothing left to refund.")
+    return amount, how_much, reason
 
 
 def _payment(payment_id: str, system: str) -> re.Match[str] | LLMReply:
