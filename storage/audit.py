@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Insert, Table, UniqueConstraint, and_, event, func, or_, select, text
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlmodel import SQLModel, col
 from sqlmodel import select as select_records
@@ -67,6 +67,9 @@ APPEND_LOCK = 7_246_861_530
 BATCH = 5_000
 
 _PENDING = "aios_audit_pending"  # session.info key: records written in this transaction, not yet appended
+# Canonical content is JSON, always starting with "{": these two can never be mistaken for it.
+READ_NEW = "read back: new"
+READ_BACK = "read back: compare with its last entry"
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -90,7 +93,11 @@ def _plain(value: Any) -> Any:
 
 def canonical(table: str, row: Mapping[str, Any] | RowMapping) -> str:
     skip = BOOKKEEPING.get(table, frozenset())
-    content = {k: _plain(v) for k, v in row.items() if k not in skip and v is not None}
+    content = {
+        k: (_plain(v) if isinstance(v, datetime) else v)
+        for k, v in row.items()
+        if k not in skip and v is not None
+    }
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -123,9 +130,10 @@ class AuditedSession(SqlModelSession):
     """The unit of work's session: audited writes append their chain entries when it commits."""
 
 
-def _pending(session: Session) -> dict[tuple[str, str], str | None]:
-    """(table, key) → canonical content known from the write, or None to read the row back at commit."""
-    pending: dict[tuple[str, str], str | None] = session.info.setdefault(_PENDING, {})
+def _pending(session: Session) -> dict[tuple[str, str], str]:
+    """(table, key) → the canonical content of a new record known from the write, or READ_NEW / READ_BACK to
+    read the row back at commit (a new one needs no look at its last entry: it has none)."""
+    pending: dict[tuple[str, str], str] = session.info.setdefault(_PENDING, {})
     return pending
 
 
@@ -140,12 +148,16 @@ def after_flush(session: Session, _context: UOWTransaction) -> None:
         key = str(values[_key_column(name).name])
         # A new record is all in memory. An updated one is read back at commit: a Core UPDATE in the same
         # transaction may have changed columns the object in memory does not know of.
-        complete = is_new and all(c in values for c in columns)
-        pending[(name, key)] = canonical(name, {c: values[c] for c in columns}) if complete else None
+        if is_new and all(c in values for c in columns):
+            pending[(name, key)] = canonical(name, {c: values[c] for c in columns})
+        else:
+            _note(session, name, [key], READ_NEW if is_new else READ_BACK)
 
 
 def do_orm_execute(state: ORMExecuteState) -> Any:
-    """Core INSERTs and UPDATEs bypass the flush: note the rows they may write, to be read back at commit."""
+    """Core INSERTs and UPDATEs bypass the flush: note the rows they wrote, to be read back at commit. Only
+    rows this transaction wrote are noted (an UPDATE or INSERT … ON CONFLICT DO NOTHING that changed nothing
+    notes nothing): it holds their locks, so nobody else changes them before it commits."""
     if not (state.is_insert or state.is_update):
         return None
     statement = state.statement
@@ -153,15 +165,35 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
     if not isinstance(table, Table) or table.name not in AUDITED:
         return None
     key = _key_column(table.name)
-    pending = _pending(state.session)
     if state.is_update:
         where = getattr(statement, "whereclause", None)
-        found = state.session.execute(select(key) if where is None else select(key).where(where))
-        for row_key in found.scalars():
-            pending[(table.name, str(row_key))] = None
-        return None
+        query = select(key) if where is None else select(key).where(where)
+        written = list(state.session.execute(query).scalars())
+        result = state.invoke_statement()
+        if getattr(result, "rowcount", 1):
+            _note(state.session, table.name, written, READ_BACK)
+        return result
     assert isinstance(statement, Insert)
     result = state.invoke_statement()
+    if getattr(result, "rowcount", 1):
+        primary = (
+            result.inserted_primary_key
+            if isinstance(result, CursorResult) and not state.is_executemany
+            else None
+        )
+        inserted = [primary[0]] if primary is not None else _inserted(state, table, statement)
+        _note(state.session, table.name, inserted, READ_NEW)
+    return result
+
+
+def _note(session: Session, name: str, keys: Iterable[Any], how: str) -> None:
+    pending = _pending(session)
+    for row_key in keys:
+        if pending.get((name, str(row_key))) is not READ_NEW:  # new in this transaction stays new
+            pending[(name, str(row_key))] = how
+
+
+def _inserted(state: ORMExecuteState, table: Table, statement: Insert) -> list[Any]:
     given = state.parameters
     if isinstance(given, Mapping) and given:
         rows: list[Mapping[str, Any]] = [given]
@@ -169,10 +201,7 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
         rows = list(given)
     else:
         rows = [statement.compile(dialect=state.session.get_bind().dialect).params]
-    for values in rows:
-        for row_key in _inserted_keys(state.session, table, values):
-            pending[(table.name, str(row_key))] = None
-    return result
+    return [row_key for values in rows for row_key in _inserted_keys(state.session, table, values)]
 
 
 def _inserted_keys(session: Session, table: Table, values: Mapping[str, Any]) -> list[Any]:
@@ -198,19 +227,31 @@ def after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-def append(connection: Connection, pending: Mapping[tuple[str, str], str | None]) -> int:
+def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> int:
     """Append an entry for each record whose content differs from its last entry; returns how many.
 
-    Writers take turns from here to their commit (PostgreSQL: an advisory lock; SQLite: the write lock the
-    engine takes at BEGIN), so the head read below is the head the new entries link to: no fork."""
+    ``pending`` maps a record to its content when it is new, or to READ_NEW / READ_BACK (see :func:`_pending`).
+    Another writer cannot have changed a record this transaction wrote (it holds the row's lock), so reading
+    and comparing needs no turn; the append does. Writers take turns from the head read to their commit
+    (PostgreSQL: an advisory lock; SQLite: the write lock the engine takes at BEGIN), so the head read is the
+    head the new entries link to: no fork."""
+    contents: dict[tuple[str, str], str | None] = dict(pending)
+    reread = [record for record, content in pending.items() if content in (READ_NEW, READ_BACK)]
+    for record in reread:
+        contents[record] = None  # unless it is read back below: noted as written, but its INSERT did nothing
+    for name in {name for name, _ in reread}:
+        for row_key, read in _read_rows(connection, name, [key for table, key in reread if table == name]):
+            contents[(name, row_key)] = read
+    latest = _latest_hashes(connection, [r for r in reread if pending[r] == READ_BACK])
+    changed = [
+        (record, content, sha256(content))
+        for record, content in contents.items()  # in the order they were written
+        if content is not None and latest.get(record) != sha256(content)
+    ]
+    if not changed:
+        return 0
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
-    contents = dict(pending)
-    for name in {name for (name, _), content in pending.items() if content is None}:
-        keys = [key for (table, key), content in pending.items() if table == name and content is None]
-        for row_key, read in _read_rows(connection, name, keys):
-            contents[(name, row_key)] = read
-    latest = _latest_hashes(connection, list(contents))
     entries = audit_table()
     head = connection.execute(
         select(entries.c.seq, entries.c.entry_hash).order_by(entries.c.seq.desc()).limit(1)
@@ -218,12 +259,7 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str | None]
     seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS_HASH)
     rows: list[dict[str, Any]] = []
     now = utcnow()
-    for (name, row_key), content in contents.items():  # in the order they were written
-        if content is None:
-            continue  # noted as written, but the row is not there (its INSERT did nothing)
-        content_hash = sha256(content)
-        if latest.get((name, row_key)) == content_hash:
-            continue
+    for (name, row_key), content, content_hash in changed:
         seq += 1
         link = entry_hash(prev, seq, name, row_key, content_hash, now)
         rows.append(
@@ -239,8 +275,7 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str | None]
             }
         )
         prev = link
-    if rows:
-        connection.execute(entries.insert(), rows)
+    connection.execute(entries.insert(), rows)
     return len(rows)
 
 
@@ -452,69 +487,125 @@ async def _check_cover(
     """Every execution ran on a spent capability for exactly its action and parameters, minted by an
     allowing policy verdict or by an approval whose approvers the policy of that moment allowed."""
     roles_cache: dict[str, Mapping[str, Collection[str]] | None] = {}
-    async for execution in _stream(units, _table(Execution), "id", batch):
-        report.executions += 1
-        ref = short_ref("execution", str(execution["id"]))
+    executions = _table(Execution)
+    after = 0
+    while True:
+        query = (
+            select(executions.c.id, executions.c.action_id)
+            .where(executions.c.id > after)
+            .order_by(executions.c.id)
+            .limit(batch)
+        )
         async with units() as uow:
-            gap = await _uncovered(
-                uow.repo.session, execution["action_id"], hash_params, roles_of, roles_cache
+            session = uow.repo.session
+            rows = (await (await session.connection()).execute(query)).all()
+            if not rows:
+                return
+            cover = await _Cover.load(session, {action_id for _, action_id in rows})
+            for uncached in {h for h in cover.policy_hashes() if h not in roles_cache}:
+                stored = await session.get(PolicyVersion, uncached)
+                roles_cache[uncached] = roles_of(stored.text) if stored is not None else None
+        for execution_id, action_id in rows:
+            report.executions += 1
+            gap = cover.gap(action_id, hash_params, roles_cache)
+            if gap is not None:
+                report.problems.append(
+                    Problem("execution without cover", short_ref("execution", str(execution_id)), gap)
+                )
+        after = rows[-1][0]
+
+
+@dataclass
+class _Cover:
+    """What covers a batch of actions' executions, read in a handful of queries."""
+
+    actions: dict[int, ProposedAction]
+    capabilities: dict[int, Capability]
+    allowed: set[int]  # actions with an allowing policy verdict
+    approvals: dict[int, Approval]  # by action
+    requests: dict[int, Decision]  # the policy decisions that asked for the approvals, by id
+    voters: dict[int, list[str]]  # by approval, in the order they voted
+
+    @classmethod
+    async def load(cls, session: AsyncSession, action_ids: set[int]) -> _Cover:
+        ids = sorted(action_ids)
+        actions = await session.exec(select_records(ProposedAction).where(col(ProposedAction.id).in_(ids)))
+        capabilities = await session.exec(
+            select_records(Capability).where(col(Capability.action_id).in_(ids))
+        )
+        allowed = await session.exec(
+            select_records(Decision.action_id).where(
+                col(Decision.action_id).in_(ids),
+                col(Decision.kind) == "policy",
+                col(Decision.verdict) == "allow",
             )
-        if gap is not None:
-            report.problems.append(Problem("execution without cover", ref, gap))
+        )
+        approvals = {
+            a.action_id: a
+            for a in await session.exec(select_records(Approval).where(col(Approval.action_id).in_(ids)))
+        }
+        requests = await session.exec(
+            select_records(Decision).where(col(Decision.id).in_([a.decision_id for a in approvals.values()]))
+        )
+        voters: dict[int, list[str]] = {}
+        votes = (
+            select_records(ApprovalVote)
+            .where(col(ApprovalVote.approval_id).in_([a.id for a in approvals.values()]))
+            .order_by(col(ApprovalVote.id))
+        )
+        for vote in await session.exec(votes):
+            voters.setdefault(vote.approval_id, []).append(vote.user)
+        return cls(
+            actions={a.id: a for a in actions if a.id is not None},
+            capabilities={c.action_id: c for c in capabilities},
+            allowed=set(allowed),
+            approvals=approvals,
+            requests={d.id: d for d in requests if d.id is not None},
+            voters=voters,
+        )
 
+    def policy_hashes(self) -> set[str]:
+        return {d.policy_hash for d in self.requests.values() if d.policy_hash}
 
-async def _uncovered(
-    session: AsyncSession,
-    action_id: int,
-    hash_params: HashParams,
-    roles_of: RolesOf,
-    roles_cache: dict[str, Mapping[str, Collection[str]] | None],
-) -> str | None:
-    """Why this action's execution is not covered; None when it is."""
-    action = await session.get(ProposedAction, action_id)
-    if action is None:
-        return f"its action A-{action_id} is not stored"
-    query = select_records(Capability).where(col(Capability.action_id) == action_id)
-    capability = (await session.exec(query)).first()
-    if capability is None or capability.spent_at is None:
-        return f"no spent capability for A-{action_id}"
-    if capability.action_name != action.name or capability.params_hash not in hash_params(
-        action.name, action.params
-    ):
-        return f"the capability of A-{action_id} was granted for other parameters"
-    verdicts = select_records(Decision.verdict).where(
-        col(Decision.action_id) == action_id, col(Decision.kind) == "policy"
-    )
-    if "allow" in (await session.exec(verdicts)).all():
+    def gap(
+        self,
+        action_id: int,
+        hash_params: HashParams,
+        roles_cache: Mapping[str, Mapping[str, Collection[str]] | None],
+    ) -> str | None:
+        """Why this action's execution is not covered; None when it is."""
+        action = self.actions.get(action_id)
+        if action is None:
+            return f"its action A-{action_id} is not stored"
+        capability = self.capabilities.get(action_id)
+        if capability is None or capability.spent_at is None:
+            return f"no spent capability for A-{action_id}"
+        if capability.action_name != action.name or capability.params_hash not in hash_params(
+            action.name, action.params
+        ):
+            return f"the capability of A-{action_id} was granted for other parameters"
+        if action_id in self.allowed:
+            return None
+        approval = self.approvals.get(action_id)
+        if approval is None or approval.status != ApprovalStatus.APPROVED:
+            return f"A-{action_id} has neither an allowing verdict nor an approved approval"
+        request = self.requests.get(approval.decision_id)
+        policy_hash = request.policy_hash if request is not None else None
+        if not policy_hash:
+            return f"AP-{approval.id} names no policy version"
+        roles = roles_cache.get(policy_hash)
+        if roles is None:
+            return f"the policy version {policy_hash[:12]} that judged AP-{approval.id} is not stored"
+        voters = self.voters.get(approval.id or 0, [])
+        allowed = [user for user in dict.fromkeys(voters) if _may_approve(approval, user, roles)]
+        if len(allowed) < max(approval.quorum, 1):
+            return (
+                f"AP-{approval.id} has {len(allowed)} vote(s) from approvers its policy allowed; "
+                f"it needs {approval.quorum}"
+            )
+        if capability.granted_by not in allowed:
+            return f"the capability of A-{action_id} was granted by {capability.granted_by}, not an allowed approver"
         return None
-    approval = (
-        await session.exec(select_records(Approval).where(col(Approval.action_id) == action_id))
-    ).first()
-    if approval is None or approval.status != ApprovalStatus.APPROVED:
-        return f"A-{action_id} has neither an allowing verdict nor an approved approval"
-    request = await session.get(Decision, approval.decision_id)
-    policy_hash = request.policy_hash if request is not None else None
-    if not policy_hash:
-        return f"AP-{approval.id} names no policy version"
-    if policy_hash not in roles_cache:
-        stored = await session.get(PolicyVersion, policy_hash)
-        roles_cache[policy_hash] = roles_of(stored.text) if stored is not None else None
-    roles = roles_cache[policy_hash]
-    if roles is None:
-        return f"the policy version {policy_hash[:12]} that judged AP-{approval.id} is not stored"
-    votes = select_records(ApprovalVote.user).where(col(ApprovalVote.approval_id) == approval.id)
-    voters = (await session.exec(votes)).all()
-    allowed = [user for user in dict.fromkeys(voters) if _may_approve(approval, user, roles)]
-    if len(allowed) < max(approval.quorum, 1):
-        return (
-            f"AP-{approval.id} has {len(allowed)} vote(s) from approvers its policy allowed; "
-            f"it needs {approval.quorum}"
-        )
-    if capability.granted_by not in allowed:
-        return (
-            f"the capability of A-{action_id} was granted by {capability.granted_by}, not an allowed approver"
-        )
-    return None
 
 
 def _may_approve(approval: Approval, user: str, roles: Mapping[str, Collection[str]]) -> bool:
