@@ -28,6 +28,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 from sqlalchemy.engine.url import make_url
 from sqlmodel import col, select
 
+from storage.ids import format_id
 from storage.records import Approval, Execution, ProposedAction, Run
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -172,10 +173,6 @@ def _ack_span(parent: Context) -> None:
         ack.span.end(end_time=ack.answered_ns)
 
 
-def _ref(prefix: str, key: int) -> str:
-    return f"{prefix}-{key}"
-
-
 class IntentTraces:
     """Puts each message the bus handles into the trace of its intent."""
 
@@ -197,8 +194,8 @@ class IntentTraces:
         if inherited is not None and inherited.intent_id is not None:
             return inherited
         intent_id = await self._intent_of(message)
-        if intent_id is None:
-            return IntentScope(None, self.namespace, Context())
+        if intent_id is None:  # work of no intent (a sweep, a pause): under what handed it on, if anything
+            return inherited or IntentScope(None, self.namespace, Context())
         root = intent_root(self.namespace, intent_id)
         return IntentScope(intent_id, self.namespace, trace.set_span_in_context(NonRecordingSpan(root)))
 
@@ -220,7 +217,7 @@ class IntentTraces:
         links = self._links(message, scope)
         attributes: dict[str, str] = {"aios.message": name}
         if scope.intent_id is not None:
-            attributes["aios.intent"] = _ref("I", scope.intent_id)
+            attributes["aios.intent"] = format_id("I", scope.intent_id)
         try:
             with tracer.start_as_current_span(
                 name, context=parent, links=links, attributes=attributes
@@ -239,7 +236,7 @@ class IntentTraces:
         root = intent_root(self.namespace, intent_id)
         with _with_ids(root.trace_id, root.span_id):
             return tracer.start_span(
-                "intent", context=Context(), attributes={"aios.intent": _ref("I", intent_id)}
+                "intent", context=Context(), attributes={"aios.intent": format_id("I", intent_id)}
             )
 
     def _links(self, message: object, scope: IntentScope) -> list[Link]:
@@ -247,7 +244,7 @@ class IntentTraces:
         if scope.intent_id is None or not isinstance(approval_id, int):
             return []
         waited = approval_wait(self.namespace, scope.intent_id, approval_id)
-        return [Link(waited, {"aios.link": "approval_wait", "aios.approval": _ref("AP", approval_id)})]
+        return [Link(waited, {"aios.link": "approval_wait", "aios.approval": format_id("AP", approval_id)})]
 
     async def _intent_of(self, message: object) -> int | None:
         intent_id = getattr(message, "intent_id", None)
@@ -306,7 +303,7 @@ def approval_waited(approval_id: int, requested_at: datetime, decided_at: dateti
             "approval.wait",
             context=parent,
             start_time=_ns(requested_at),
-            attributes={"aios.approval": _ref("AP", approval_id), "aios.approval.outcome": outcome},
+            attributes={"aios.approval": format_id("AP", approval_id), "aios.approval.outcome": outcome},
         )
     span.end(end_time=max(_ns(decided_at), _ns(requested_at)))
 
