@@ -137,6 +137,9 @@ class Run(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     owner: int | None = None  # the ProcessLease of the process that last moved it on (none on old rows)
+    # The thread so far as the agent was given it ({"role", "text"} each, authors in the text), so a model
+    # replay gives another model the same context. None on runs from before it was kept.
+    history: list[dict[str, str]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class ProposedAction(SQLModel, table=True):

@@ -136,18 +136,22 @@ class Planning(HandlerBase):
             await self._over_budget(thread, run_id, exc)
             return []
         except LLMError as exc:
-            await self._update_run(run_id, RunStatus.FAILED, f"planning failed: {exc}")
+            await self._update_run(run_id, RunStatus.FAILED, f"planning failed: {exc}", history=history)
             await self._model_failed(thread, exc, ids)
             return []
         ids = f"{agent.name} agent · {ids}"
         if not plan.actions:
-            await self._update_run(run_id, RunStatus.ANSWERED, plan.rationale, memories=plan.memory_ids)
+            await self._update_run(
+                run_id, RunStatus.ANSWERED, plan.rationale, memories=plan.memory_ids, history=history
+            )
             text = escape(plan.rationale) or "I have nothing to propose for that."
             if plan.problems:
                 text += "\n" + "\n".join(f"• {escape(problem)}" for problem in plan.problems)
             await self._say(thread, text, context=ids)
             return []
-        await self._update_run(run_id, RunStatus.PLANNING, plan.rationale, memories=plan.memory_ids)
+        await self._update_run(
+            run_id, RunStatus.PLANNING, plan.rationale, memories=plan.memory_ids, history=history
+        )
         return await self._propose(intent, thread, run_id, plan.actions, plan.rationale)
 
     async def _start_run(self, intent: Intent) -> int | None:
@@ -175,8 +179,10 @@ class Planning(HandlerBase):
         *,
         budget_account: str | None = None,
         memories: list[int] | None = None,
+        history: Sequence[LLMMessage] | None = None,
     ) -> None:
-        """Move a run on; ``memories`` (those the agent was given, for `/aios why`) are kept when not given."""
+        """Move a run on; ``memories`` (those the agent was given, for `/aios why`) and ``history`` (the thread
+        as the agent was given it, for a model replay) are kept when not given."""
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
             assert run is not None
@@ -185,6 +191,8 @@ class Planning(HandlerBase):
             run.budget_account = budget_account
             if memories is not None:
                 run.memories_used = memories
+            if history is not None:
+                run.history = [{"role": message.role, "text": message.text} for message in history]
             uow.repo.session.add(run)
             await uow.commit()
 
