@@ -155,11 +155,11 @@ def _planner(
 async def bootstrap(
     settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
 ) -> Aios:
-    configure_from_environment()  # traces exported by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     # Refuse a bad policy before touching anything; its conditions may name only parameters actions have.
     policy = Policy.from_file(settings.policy_file, installed_action_params())
     redactor = Redactor(settings.secrets())
     hide_secrets(redactor)
+    configure_from_environment(redactor)  # traces exported by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     transport = RedactingTransport(transport, redactor)
     engine = create_engine(settings.database_url)
     units = UnitOfWorkFactory.for_engine(engine)

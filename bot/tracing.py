@@ -28,6 +28,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 from sqlalchemy.engine.url import make_url
 from sqlmodel import col, select
 
+from connectors.redaction import Redactor
 from storage.ids import format_id
 from storage.records import Approval, Execution, ProposedAction, Run
 from storage.unit_of_work import UnitOfWorkFactory
@@ -38,13 +39,17 @@ tracer = trace.get_tracer("aios")
 
 # Set by the SDK set-up (bot.tracing_setup) once a tracer provider that records is installed.
 _enabled = False
+_redactor = Redactor()
 
 # Read by the SDK's id generator (bot.tracing_setup): the ids the next span must have, when they are derived.
 forced_ids: ContextVar[tuple[int, int] | None] = ContextVar("aios_forced_span_ids", default=None)
 
 
-def configure_from_environment() -> None:
-    """Install the SDK with the OTLP exporter when an endpoint is set; otherwise leave the API's no-op tracer."""
+def configure_from_environment(redactor: Redactor) -> None:
+    """Install the SDK with the OTLP exporter when an endpoint is set; otherwise leave the API's no-op tracer.
+    Spans leave with ``redactor``'s secrets taken out (the latest bot's, when a process starts several)."""
+    global _redactor
+    _redactor = redactor
     if _enabled or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return
     if not (
@@ -54,6 +59,10 @@ def configure_from_environment() -> None:
     from bot.tracing_setup import install_otlp
 
     install_otlp()
+
+
+def secrets() -> Redactor:
+    return _redactor
 
 
 def enable() -> None:

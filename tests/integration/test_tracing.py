@@ -193,7 +193,8 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 CHECK_PROVIDER = """
 import sys
 from bot.tracing import configure_from_environment
-configure_from_environment()
+from connectors.redaction import Redactor
+configure_from_environment(Redactor())
 from opentelemetry import trace
 print(type(trace.get_tracer_provider()).__module__, "opentelemetry.sdk" in sys.modules)
 """
