@@ -153,6 +153,9 @@ class ProposedAction(SQLModel, table=True):
     status: str = Field(max_length=20, default=ActionStatus.PROPOSED)
     compensates: int | None = Field(default=None, foreign_key="proposed_action.id")  # the action this undoes
     created_at: datetime = _ts()
+    # The executed action a person asked to take back (`/aios undo`): this one is its inverse, filed as a new
+    # run and judged by the policy like any other. Unlike ``compensates``, nothing failed.
+    undoes_action_id: int | None = Field(default=None, foreign_key="proposed_action.id", index=True)
 
 
 class Decision(SQLModel, table=True):
@@ -460,3 +463,19 @@ class AuditEntry(SQLModel, table=True):
     prev_hash: str = Field(max_length=64)
     entry_hash: str = Field(max_length=64)
     recorded_at: datetime = _ts(index=True)
+
+
+class UndoRequest(SQLModel, table=True):
+    """A person asked to undo an executed action; ``intent_id`` is the request as filed. The unique
+    (action, attempt) is the claim: of two clicks at once one files, and a new attempt is only taken once the
+    one before it ended without undoing (rejected, denied, failed)."""
+
+    __tablename__ = "undo_request"
+    __table_args__ = (UniqueConstraint("action_id", "attempt", name="uq_undo_request_attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id")
+    attempt: int
+    intent_id: int = Field(foreign_key="intent.id", index=True)
+    requested_by: str = Field(max_length=40)
+    created_at: datetime = _ts()
