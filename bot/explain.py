@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from bot.mrkdwn import quote
+from bot.mrkdwn import escape, quote, truncate
 from storage.ids import format_id, parse_id
 from storage.records import (
     Approval,
@@ -22,6 +22,7 @@ from storage.records import (
 )
 from storage.repository import ReplayQueries, Repository
 from storage.unit_of_work import UnitOfWorkFactory
+from storage.why_queries import ModelUse, WhyQueries
 
 INTENT_QUOTE_MAX = 500
 RATIONALE_QUOTE_MAX = 1000
@@ -49,6 +50,7 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
             f"• *Intent* `{format_id('I', intent.id)}`: <@{intent.user}> asked "
             f"“{quote(intent.text, INTENT_QUOTE_MAX)}” ({intent.source}, {intent.created_at:%Y-%m-%d %H:%M UTC})",
             f"• *Agent* {run.agent}: {quote(run.rationale, RATIONALE_QUOTE_MAX)}",
+            _cost_line(await WhyQueries(uow.repo.session).model_use(run.id)),
         ]
         if run.memories_used:
             lines.append("• *Memories used*")
@@ -104,13 +106,11 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
             )
             if decision.policy_hash and newest and decision.policy_hash != newest:
                 lines += await _rule_as_written(repo, decision.policy_hash, newest, decision.rule_id)
+            lines += await _what_would_have_changed_it(repo, action, decision)
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "refusal":
-            lines.append(
-                f"  – {ref} click by <@{decision.actor}> refused at {when}: "
-                f"{quote(decision.reason, DETAIL_QUOTE_MAX)}"
-            )
+            lines.append(f"  – {ref} click refused at {when}: {await _refused_click(repo, action, decision)}")
         else:
             lines.append(
                 f"  – {ref} {decision.verdict} at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
@@ -160,3 +160,102 @@ def _rule_in(policy_text: str, rule_id: str) -> object:
     wanted = rule_id.removeprefix("budget:")
     entries = listed if isinstance(listed, list) else []
     return next((entry for entry in entries if isinstance(entry, dict) and entry.get("id") == wanted), None)
+
+
+# --- What it cost, and what would have changed a verdict ---
+
+COUNTERFACTUAL_QUOTE_MAX = 1200  # up to three sentences
+WHEN_QUOTE_MAX = 300  # a rule's condition as the deciding policy had it
+
+
+def _cost_line(uses: list[ModelUse]) -> str:
+    """The run's model calls: how many for routing and for planning, the tokens, the dollars, the models."""
+    if not uses:
+        return "• *Cost* no model calls (offline planner)"
+    calls = sum(u.calls for u in uses)
+    by_role: dict[str, int] = {}
+    for use in uses:
+        by_role[use.role] = by_role.get(use.role, 0) + use.calls
+    roles = ", ".join(f"{n} {role}" for role, n in by_role.items())
+    failed = sum(u.failed for u in uses)
+    failures = f", {failed} failed" if failed else ""
+    tokens = (
+        f"{sum(u.input_tokens for u in uses):,} input, {sum(u.output_tokens for u in uses):,} output, "
+        f"{sum(u.cache_write_tokens for u in uses):,} cache write, "
+        f"{sum(u.cache_read_tokens for u in uses):,} cache read tokens"
+    )
+    models = ", ".join(f"{quote(u.model, 80)} ({u.role})" for u in uses)
+    return (
+        f"• *Cost* {calls} model call{'s' if calls != 1 else ''} ({roles}{failures}): {tokens}; "
+        f"${sum(u.cost_usd for u in uses):.4f}; {models}"
+    )
+
+
+async def _what_would_have_changed_it(
+    repo: Repository, action: ProposedAction, decision: Decision
+) -> list[str]:
+    """The policy verdict's counterfactual, judged by the version that decided with the facts it saw, and
+    that rule's condition as the version had it. Nothing for decisions recorded before facts were kept."""
+    if decision.facts is None or decision.policy_hash is None or decision.id is None:
+        return []
+    version = await repo.get(PolicyVersion, decision.policy_hash)
+    if version is None:
+        return []
+    # Here, not at the top: loading a policy compiles its CEL, which `aios why` of other records never needs.
+    from policies.counterfactual import counterfactual
+    from policies.engine import Policy
+    from policies.errors import PolicyError
+    from policies.replay import RecordedDecision
+
+    try:
+        policy = Policy.from_text(version.text, f"policy {decision.policy_hash[:12]}")
+    except PolicyError:
+        return []  # a version this code no longer reads: its verdict stands, untested here
+    approval = await repo.approval_for_action(action.id or 0)
+    recorded = RecordedDecision(
+        decision_id=decision.id,
+        action_id=action.id or 0,
+        run_id=action.run_id,
+        name=action.name,
+        params=action.params,
+        verdict=decision.verdict,
+        rule_id=decision.rule_id,
+        policy_hash=decision.policy_hash,
+        approvers=tuple(approval.approver_roles) if approval else (),
+        facts=decision.facts,
+        requester=str(decision.facts.get("requester", "")),
+    )
+    sentences = counterfactual(policy, recorded)
+    if not sentences:
+        return []
+    lines = [f"    *What would have changed it:* {quote(' '.join(sentences), COUNTERFACTUAL_QUOTE_MAX)}"]
+    rule = next((r for r in policy.document.rules if r.id == decision.rule_id), None)
+    if rule is not None:
+        lines.append(
+            f"    rule `{decision.rule_id}` when `{quote(' '.join(rule.when.split()), WHEN_QUOTE_MAX)}`"
+        )
+    return lines
+
+
+async def _refused_click(repo: Repository, action: ProposedAction, decision: Decision) -> str:
+    """A refused click in plain words with the role it needed, or the recorded reason when the approval it was
+    refused on is gone."""
+    from policies.counterfactual import refused_click
+
+    approval = await repo.approval_for_action(action.id or 0)
+    refusal = decision.verdict.removeprefix("refused:")
+    if approval is None or approval.id is None or refusal == decision.verdict:
+        return quote(decision.reason, DETAIL_QUOTE_MAX)
+    escalated = approval.escalated_at is not None and approval.escalated_at <= decision.created_at
+    roles = tuple(dict.fromkeys([*approval.approver_roles, *(approval.escalate_to if escalated else ())]))
+    clicked = WhyQueries(repo.session).click_approved(approval.id, decision.actor, decision.created_at)
+    said = refused_click(  # the policy file's names escaped, so that the mention stays one
+        refusal,
+        f"<@{escape(decision.actor)}>",
+        approve=await clicked,
+        deciding_roles=[escape(role) for role in roles],
+        rule_id=escape(decision.rule_id) if decision.rule_id else None,
+        quorum=approval.quorum,
+        expires_at=approval.expires_at,
+    )
+    return truncate(said, DETAIL_QUOTE_MAX)
