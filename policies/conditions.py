@@ -19,6 +19,7 @@ FACTS: dict[str, frozenset[str]] = {
     "requester": frozenset({"id", "roles", "today"}),
     "run": frozenset({"totals"}),
     "order": frozenset({"refunded"}),
+    "payment": frozenset({"refunded"}),
 }
 
 MCP_PREFIX = "mcp."  # the MCP tools' actions (connectors.mcp_tools); policies import no connector

@@ -42,11 +42,13 @@ class History:
     """What our records say happened before this action, computed by the caller when it judges.
 
     ``order_refunded``: USD already refunded (executed, or approved and not yet run) on the order the action
-    names. ``requester_today``: per action name, the ``amount`` the requester moved today (UTC) in other runs,
-    counting actions proposed, waiting, approved or executed; denied, rejected, expired and failed ones not.
+    names; ``payment_refunded``: the same on the Stripe payment a ``stripe.refund`` names. ``requester_today``:
+    per action name, the ``amount`` the requester moved today (UTC) in other runs, counting actions proposed,
+    waiting, approved or executed; denied, rejected, expired and failed ones not.
     """
 
     order_refunded: float = 0.0
+    payment_refunded: float = 0.0
     requester_today: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -164,6 +166,7 @@ class Policy:
             },
             "run": {"totals": zero | (dict(run_totals) if run_totals is not None else own)},
             "order": {"refunded": float(history.order_refunded)},
+            "payment": {"refunded": float(history.payment_refunded)},
         }
         for compiled in self._rules:
             rule = compiled.rule

@@ -126,6 +126,7 @@ class PolicyTest(BaseModel):
     groups: list[str] = []  # user groups (S…) the requester is in, for roles held through a group
     run_totals: dict[str, float] | None = None  # run.totals; unset: this action's own amount
     order_refunded: float = 0.0  # order.refunded
+    payment_refunded: float = 0.0  # payment.refunded
     requester_today: dict[str, float] = {}  # requester.today
     read_only: bool = False  # action.read_only (an MCP tool's annotation)
     destructive: bool = False  # action.destructive

@@ -164,7 +164,11 @@ def _judge(policy: Policy, test: PolicyTest, params: Mapping[str, Any]) -> Polic
         params,
         test.requester,
         test.run_totals,
-        history=History(order_refunded=test.order_refunded, requester_today=test.requester_today),
+        history=History(
+            order_refunded=test.order_refunded,
+            payment_refunded=test.payment_refunded,
+            requester_today=test.requester_today,
+        ),
         group_members={group: {test.requester} for group in test.groups},
         action_facts={"read_only": test.read_only, "destructive": test.destructive},
     )

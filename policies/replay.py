@@ -28,6 +28,7 @@ class Facts:
     groups: tuple[str, ...] = ()  # user groups (S…) the requester was found in
     run_totals: Mapping[str, float] = field(default_factory=dict)
     order_refunded: float = 0.0
+    payment_refunded: float = 0.0
     requester_today: Mapping[str, float] = field(default_factory=dict)
     action_facts: Mapping[str, bool] | None = None
 
@@ -38,6 +39,7 @@ class Facts:
             "groups": list(self.groups),
             "run_totals": dict(self.run_totals),
             "order_refunded": self.order_refunded,
+            "payment_refunded": self.payment_refunded,
             "requester_today": dict(self.requester_today),
             "action_facts": dict(self.action_facts) if self.action_facts is not None else None,
         }
@@ -51,6 +53,7 @@ class Facts:
             groups=tuple(data.get("groups") or ()),
             run_totals={str(k): float(v) for k, v in (data.get("run_totals") or {}).items()},
             order_refunded=float(data.get("order_refunded") or 0.0),
+            payment_refunded=float(data.get("payment_refunded") or 0.0),
             requester_today={str(k): float(v) for k, v in (data.get("requester_today") or {}).items()},
             action_facts={str(k): bool(v) for k, v in action_facts.items()} if action_facts else None,
         )
@@ -118,7 +121,11 @@ def replay(policy: Policy, recorded: RecordedDecision) -> Replayed:
             recorded.params,
             facts.requester,
             facts.run_totals or None,
-            history=History(order_refunded=facts.order_refunded, requester_today=facts.requester_today),
+            history=History(
+                order_refunded=facts.order_refunded,
+                payment_refunded=facts.payment_refunded,
+                requester_today=facts.requester_today,
+            ),
             group_members={group: {facts.requester} for group in facts.groups},
             action_facts=facts.action_facts,
         )

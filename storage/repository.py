@@ -105,6 +105,18 @@ class Repository:
         )
         return _sum_amounts(await self.session.exec(query))
 
+    async def amount_on_payment(
+        self, action_name: str, payment: str, statuses: Sequence[str], *, other_than_run: int
+    ) -> float:
+        """The sum of ``amount`` over this action's records on this payment, in these statuses, outside a run."""
+        query = select(ProposedAction.params).where(
+            ProposedAction.name == action_name,
+            col(ProposedAction.status).in_(statuses),
+            col(ProposedAction.params)["payment"].as_string() == payment,
+            ProposedAction.run_id != other_than_run,
+        )
+        return _sum_amounts(await self.session.exec(query))
+
     async def amounts_by_requester(
         self, requester: str, since: datetime, statuses: Sequence[str], *, other_than_run: int
     ) -> dict[str, float]:

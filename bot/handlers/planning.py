@@ -343,18 +343,21 @@ class Planning(HandlerBase):
         totals: dict[str, float] = {}
         for earlier in [*(a for a, _ in judged), action]:
             totals[earlier.name] = totals.get(earlier.name, 0.0) + _amount(earlier)
-        order_refunded = 0.0
+        order_refunded = payment_refunded = 0.0
         if isinstance(order_id, int):
-            order_refunded = sum(
-                _amount(earlier)
-                for earlier, verdict in judged
-                if verdict.verdict == "allow"
-                and earlier.name == action.name
-                and earlier.model_dump().get("order_id") == order_id
+            order_refunded = _allowed_on(
+                judged, action.name, "order_id", order_id
             ) + await repo.amount_on_order(action.name, order_id, MOVED_MONEY, other_than_run=run_id)
+        payment = params.get("payment")
+        if action.name == "stripe.refund" and isinstance(payment, str):
+            payment_refunded = _allowed_on(
+                judged, action.name, "payment", payment
+            ) + await repo.amount_on_payment(action.name, payment, MOVED_MONEY, other_than_run=run_id)
         day_start = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
         today = await repo.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
-        history = History(order_refunded=order_refunded, requester_today=today)
+        history = History(
+            order_refunded=order_refunded, payment_refunded=payment_refunded, requester_today=today
+        )
         action_facts = action.facts() if isinstance(action, McpToolAction) else None
         verdict = self.policy.evaluate(
             action.name,
@@ -371,6 +374,7 @@ class Planning(HandlerBase):
             groups=tuple(sorted(g for g, members in group_members.items() if requester in members)),
             run_totals=totals,
             order_refunded=order_refunded,
+            payment_refunded=payment_refunded,
             requester_today=today,
             action_facts=action_facts,
         )
@@ -520,6 +524,15 @@ class Planning(HandlerBase):
             '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
             "`/aios help` lists the commands."
         )
+
+
+def _allowed_on(judged: list[tuple[Action, PolicyVerdict]], name: str, param: str, value: object) -> float:
+    """What the run already allowed of this action on the same order or payment (judged before it)."""
+    return sum(
+        _amount(earlier)
+        for earlier, verdict in judged
+        if verdict.verdict == "allow" and earlier.name == name and earlier.model_dump().get(param) == value
+    )
 
 
 def _amount(action: Action) -> float:

@@ -67,6 +67,7 @@ async def test_policy_decisions_keep_their_facts_and_the_policy_text_once(
             "groups": [],
             "run_totals": {"shop.refund": 50.0},
             "order_refunded": 0.0,
+            "payment_refunded": 0.0,
             "requester_today": {},
             "action_facts": None,
         }

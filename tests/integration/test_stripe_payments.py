@@ -439,6 +439,21 @@ async def test_a_30_refund_of_a_payment_found_by_email_goes_straight_through(
     assert (made["amount"], made["metadata"]["aios_reason"]) == (3000, "lid cracked")
 
 
+async def test_a_refund_split_across_requests_on_one_payment_waits_for_a_manager_once_past_100(
+    stripe_aios: Aios, localstripe: LocalStripe
+) -> None:
+    """$60 and then $60 on one payment: each is small, but together they pass $100 (payment.refunded)."""
+    kettle = await pay(localstripe, 30000)
+    await slash(stripe_aios, f"refund $60 of payment {kettle['id']} wrong size")
+    assert await approvals(stripe_aios) == [] and len(await localstripe.refunds(kettle["id"])) == 1
+    await slash(stripe_aios, f"refund $60 of payment {kettle['id']} still wrong")
+    [approval] = await approvals(stripe_aios)
+    assert approval.approver_roles == ["manager"] and len(await localstripe.refunds(kettle["id"])) == 1
+    other = await pay(localstripe, 30000)  # another payment starts from nothing
+    await slash(stripe_aios, f"refund $60 of payment {other['id']} wrong size")
+    assert len(await approvals(stripe_aios)) == 1 and len(await localstripe.refunds(other["id"])) == 1
+
+
 async def test_more_than_is_left_is_refused_before_anyone_is_asked_to_approve(
     stripe_aios: Aios, localstripe: LocalStripe, slack_api: FakeSlackApi
 ) -> None:
