@@ -522,6 +522,8 @@ class _Cover:
     actions: dict[int, ProposedAction]
     capabilities: dict[int, Capability]
     allowed: set[int]  # actions with an allowing policy verdict
+    # Undo actions of steps that ran, allowed as compensation: they restore a state someone already accepted.
+    undoing: set[int]
     approvals: dict[int, Approval]  # by action
     requests: dict[int, Decision]  # the policy decisions that asked for the approvals, by id
     voters: dict[int, list[str]]  # by approval, in the order they voted
@@ -538,6 +540,19 @@ class _Cover:
                 col(Decision.action_id).in_(ids),
                 col(Decision.kind) == "policy",
                 col(Decision.verdict) == "allow",
+            )
+        )
+        undoing = await session.exec(
+            select_records(ProposedAction.id).where(
+                col(ProposedAction.id).in_(ids),
+                col(ProposedAction.compensates).in_(
+                    select_records(Capability.action_id).where(col(Capability.spent_at).is_not(None))
+                ),
+                col(ProposedAction.id).in_(
+                    select_records(Decision.action_id).where(
+                        col(Decision.kind) == "compensation", col(Decision.verdict) == "allow"
+                    )
+                ),
             )
         )
         approvals = {
@@ -559,6 +574,7 @@ class _Cover:
             actions={a.id: a for a in actions if a.id is not None},
             capabilities={c.action_id: c for c in capabilities},
             allowed=set(allowed),
+            undoing={i for i in undoing if i is not None},
             approvals=approvals,
             requests={d.id: d for d in requests if d.id is not None},
             voters=voters,
@@ -584,7 +600,7 @@ class _Cover:
             action.name, action.params
         ):
             return f"the capability of A-{action_id} was granted for other parameters"
-        if action_id in self.allowed:
+        if action_id in self.allowed or action_id in self.undoing:
             return None
         approval = self.approvals.get(action_id)
         if approval is None or approval.status != ApprovalStatus.APPROVED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +18,16 @@ from sqlmodel import col, select
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
 from bot.messages import DecideApproval
+from connectors.actions import CmsCreateDraft
 from storage.audit import Report, canonical, entry_hash, sha256, short_ref, verify
 from storage.engine import create_engine
 from storage.migrate import alembic_config, upgrade_to_head
 from storage.records import Approval, AuditEntry, Decision, Execution, Intent, ProposedAction, Run
 from storage.unit_of_work import UnitOfWorkFactory
-from tests.integration.conftest import CHANNEL, MANAGER, ask
+from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
 
 
 async def audit(aios: Aios) -> Report:
@@ -273,3 +278,52 @@ async def test_a_store_upgraded_from_before_the_audit_verifies(aios: Aios, raw: 
     report = await audit(aios)
 
     assert report.problems == [] and report.entries == report.records
+
+
+PERMISSIVE = """
+version: 1
+roles:
+  manager: [U0MANAGER]
+rules:
+  - id: everything-is-fine-here
+    when: "true"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+"""
+
+
+async def test_undo_steps_of_a_failed_run_are_covered_as_compensation(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    """Posts published, a later step fails, the bot unpublishes them: the undo steps ran on capabilities the
+    compensation minted, for steps that had run, and verify counts them covered."""
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PERMISSIVE,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        for title in ("Spring lookbook", "Summer lookbook"):
+            await aios.registry.execute(CmsCreateDraft(title=title), f"seed-{title}")
+        anthropic_api.script(
+            Reply(
+                "Publishing the series.",
+                (
+                    ToolUse("cms_publish", {"slug": "spring-lookbook"}),
+                    ToolUse("cms_publish", {"slug": "summer-lookbook"}),
+                    ToolUse("cms_publish", {"slug": "autumn-lookbook"}),  # not written yet: fails
+                ),
+            )
+        )
+        await ask(aios, "publish the lookbook series")
+
+        report = await audit(aios)
+
+        assert report.problems == [] and report.executions == 5
+    finally:
+        await aios.close()
