@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval
+from bot.messages import DecideApproval, RequestBudget
 from connectors.actions import CmsCreateDraft
 from storage.audit import Report, canonical, entry_hash, sha256, short_ref, verify
 from storage.engine import create_engine
@@ -27,7 +27,7 @@ from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios
 
 
 async def audit(aios: Aios) -> Report:
@@ -325,5 +325,53 @@ async def test_undo_steps_of_a_failed_run_are_covered_as_compensation(
         report = await audit(aios)
 
         assert report.problems == [] and report.executions == 5
+    finally:
+        await aios.close()
+
+
+async def test_a_budget_grant_is_covered_by_its_approval(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    budget = """budgets:
+  - id: returns-daily
+    scope: agent
+    match: returns
+    period: day
+    limit_usd: 0.005
+    approvers: [manager]
+    grant_usd: 1.0
+"""
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        budget,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        anthropic_api.script(
+            Reply(
+                "Refund it.",
+                (ToolUse("shop_refund", {"order_id": 1003, "amount": 129.0, "reason": "cracked"}),),
+            )
+        )
+        await ask(aios, "refund order 1003, the blender arrived cracked")
+        async with aios.units() as uow:
+            run = (await uow.repo.session.exec(select(Run))).one()
+        assert run.id is not None and run.status == "over_budget"
+        await aios.process(RequestBudget(run.id, REQUESTER, CHANNEL))
+        async with aios.units() as uow:
+            approval = (await uow.repo.session.exec(select(Approval))).one()
+        assert approval.id is not None
+        await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+
+        report = await audit(aios)
+
+        async with aios.units() as uow:
+            grant = await uow.repo.get(ProposedAction, approval.action_id)
+        assert grant is not None and (grant.name, grant.status) == ("budget.grant", "executed")
+        assert report.problems == [] and report.executions == 1
     finally:
         await aios.close()
