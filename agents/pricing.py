@@ -68,6 +68,11 @@ class PriceTable:
                 ) from exc
         return cls(prices)
 
+    @property
+    def models(self) -> list[str]:
+        """The models with a price, model names only (not the offline planner)."""
+        return sorted(model for model in self._prices if model != "offline")
+
     def price(self, model: str) -> Price:
         try:
             return self._prices[model]

@@ -426,17 +426,37 @@ def replay(
         str | None, typer.Option(help="Every decision of the last 7d, 24h, 30m … instead of one run.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL", help="Instead of a policy: re-plan the recorded intents with this model."
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(metavar="AGENT", help="With --model: only this agent's runs.")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="With --model: do not ask before spending (the cost is printed).")
+    ] = False,
 ) -> None:
     """What-if: a run's recorded actions (or a window's) judged again under another policy, as a diff and a
-    summary. Reads the records only: no model, no connector, nothing written."""
+    summary. Reads the records only: no model, no connector, nothing written.
+
+    With --model instead of --policy: the recorded intents planned again by another model from the context
+    each run was given, compared with what was proposed then, after the estimated cost is confirmed.
+    Nothing is executed or written."""
     from bot.replay import Scope
 
     if (run_id is None) == (since is None):
         _fail(
             "give a run id (aios replay R-17 --policy FILE) or a window (aios replay --since 7d --policy FILE)"
         )
-    if policy is None:
-        _fail("give the policy to compare with: --policy FILE")
+    if policy is not None and model is not None:
+        _fail("--policy and --model are exclusive: replay under another policy, or with another model")
+    if model is None and (agent is not None or yes):
+        _fail("--agent and --yes go with --model")
+    if policy is None and model is None:
+        _fail("give the policy to compare with (--policy FILE) or the model to re-plan with (--model MODEL)")
     if run_id is not None:
         from storage.ids import UnknownIdError, parse_id
 
@@ -453,6 +473,10 @@ def replay(
         window = _duration(since)
         assert window is not None
         scope = Scope(since=utcnow() - window)
+    if model is not None:
+        _model_replay(scope, model, agent, yes=yes, as_json=as_json)
+        return
+    assert policy is not None
     _replay(scope, policy, as_json)
 
 
@@ -485,6 +509,87 @@ def _replay(scope: Scope, policy_path: Path, as_json: bool) -> None:
     report = _run(lambda: _with_units(work))
     if report is None:
         _fail(f"there is no run R-{scope.run_id}", code=1)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for line in report.text_lines():
+        out.print(line, highlight=False, markup=False)
+
+
+def _model_replay(scope: Scope, model: str, agent: str | None, *, yes: bool, as_json: bool) -> None:
+    """Re-plan the recorded runs in scope with ``model``, after the estimate is shown and confirmed."""
+    settings = _settings()
+    if not settings.anthropic_api_key:
+        _fail(
+            "a model replay asks Claude: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint)"
+        )
+    from agents.pricing import PriceTable
+    from bot.replay_context import AGENTS
+
+    with _user_errors():
+        prices = PriceTable.with_overrides(settings.llm_prices)
+    if model not in prices.models:
+        _fail(
+            f"no price for model {model!r}; known models: {', '.join(prices.models)} (AIOS_LLM_PRICES adds one)"
+        )
+    if agent is not None and agent not in AGENTS:
+        _fail(f"no agent named {agent!r}; agents: {', '.join(AGENTS)}")
+    _quiet()
+    from agents.claude import ClaudeLLM
+    from agents.llm import LLMError
+    from bot.model_replay import Estimate, model_replay
+    from bot.replay_context import offered_actions, replay_registry
+    from connectors.registry import installed_action_params
+    from policies.engine import Policy
+
+    with _user_errors():
+        policy = Policy.from_file(settings.policy_file, installed_action_params())
+    registry = replay_registry(offered_actions(settings.connector_settings()))
+    # The estimate and the question go to stderr: stdout holds only the report (one JSON document with --json).
+    interactive = sys.stdin.isatty()
+
+    def confirm(estimate: Estimate) -> bool:
+        if estimate.runs == 0:
+            err.print(f"No run {scope.describe()} to re-plan.", highlight=False, markup=False)
+            return True
+        for line in estimate.lines():
+            err.print(line, highlight=False, markup=False)
+        if estimate.over_budget is not None:
+            _fail(estimate.over_budget, code=1)
+        if yes:
+            return True
+        if not interactive:
+            _fail("a model replay spends money: confirm it on a terminal, or pass --yes")
+        return typer.confirm("Re-plan them?", err=True)
+
+    async def work(units: UnitOfWorkFactory) -> Any:
+        llm = ClaudeLLM.from_settings(
+            settings.anthropic_api_key or "",
+            settings.anthropic_base_url,
+            dispatch_model=model,
+            agent_model=model,
+        )
+        try:
+            return await model_replay(
+                units,
+                scope=scope,
+                agent=agent,
+                llm=llm,
+                prices=prices,
+                policy=policy,
+                registry=registry,
+                confirm=confirm,
+            )
+        finally:
+            await llm.close()
+
+    try:
+        report = _run(lambda: _with_units(work))
+    except LLMError as exc:
+        _fail(f"the model could not be used, so the replay stopped: {exc}", code=1)
+    if report is None:
+        err.print("Nothing was re-planned.", highlight=False, markup=False)
+        raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2))
         return
