@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.aios_process import AIOS, aios_env
+from tests.e2e.test_two_replicas import scenario
+from tests.fakes.aios_process import AIOS, aios_env, running_aios_serve
+from tests.fakes.slack_api import FakeSlackApi
 
 
 def run(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,3 +74,18 @@ def test_bad_input_is_one_line_and_exit_code_2(recorded: tuple[dict[str, str], P
     assert result.stderr.strip().splitlines() == [
         "error: --since 'last tuesday' is neither a window (7d, 24h, 30m) nor a date (2026-11-01)"
     ]
+
+
+def test_two_replicas_at_once_leave_one_intact_chain(postgres_database: str) -> None:
+    """The same event and click delivered many times to two `aios serve` processes sharing PostgreSQL: both
+    append to the chain at once, and it verifies as one."""
+    with FakeSlackApi() as slack:
+        env = aios_env(postgres_database, slack.url)
+        with running_aios_serve(env) as first, running_aios_serve(env) as second:
+            asyncio.run(scenario([first.url, second.url], postgres_database))
+
+        verified = run("audit", "verify", "--json", env=env)
+
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert report["problems"] == [] and report["executions_checked"] == 2
