@@ -1,0 +1,970 @@
+"""The `aios` command line (Typer + Rich).
+
+Modules are imported inside the commands that use them: `aios --help` and the read-only commands must not pay
+for the planner, Slack, the policy's CEL and the web server, which together take seconds to import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bot.terminal import CONSOLE_TEAM, INTERRUPTED
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from bot.bootstrap import Aios
+    from bot.replay import Scope
+    from bot.settings import Settings
+    from connectors.catalogue import ConnectorStatus
+    from policies.engine import Policy
+    from policies.policy_tests import CheckReport
+    from policies.replay import Summary
+    from storage.memory import MemoryStore
+    from storage.unit_of_work import UnitOfWorkFactory
+
+app = typer.Typer(
+    help="AIOS: a chat-ops bot whose agents propose actions that a policy gates.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+sandbox_app = typer.Typer(help="The sandbox shop, CMS and outbox.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+memory_app = typer.Typer(help="The team's long-term memory.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(memory_app, name="memory")
+
+TeamOption = Annotated[
+    str, typer.Option("--team", help="The Slack team id (tenant); the console's by default.")
+]
+
+# soft_wrap: long lines stay whole, so messages can be copied and searched.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+
+# Errors a user can fix, by module: each message says what is wrong and how to fix it. Named rather than
+# imported, because importing them would import their heavy modules; an error can only have been raised if
+# its module was imported.
+USER_ERRORS = (
+    ("storage.memory.base", "MemoryStoreError"),
+    ("policies.errors", "PolicyError"),
+    ("storage.engine", "DatabaseUrlError"),
+    ("bot.settings", "MissingSettingError"),
+    ("bot.demo", "DemoFailedError"),
+    ("bot.digest", "DigestScheduleError"),
+    ("agents.pricing", "PriceError"),
+    ("bot.socket_mode", "SocketModeStartError"),
+    ("connectors.errors", "ConnectorSettingError"),
+)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    return any(
+        isinstance(exc, getattr(sys.modules[module], name))
+        for module, name in USER_ERRORS
+        if module in sys.modules
+    )
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """What a user can fix becomes one line on stderr and exit code 2; Ctrl-C becomes exit code 130."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from storage.engine import database_problem
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(INTERRUPTED) from None
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        _fail(_settings_problem(exc))
+    except (OperationalError, DBAPIError, OSError) as exc:
+        _fail(database_problem(exc))
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        _fail(str(exc))
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    """Settings come from the environment, so each problem is named by its variable."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}={error.get('input')!r}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return f"{problems}. Fix it in the environment or the .env file."
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    with _user_errors():
+        return asyncio.run(work())  # type: ignore[arg-type]
+
+
+def _settings() -> Settings:
+    from bot.settings import Settings
+
+    with _user_errors():
+        return Settings()
+
+
+def _quiet() -> None:
+    """Terminal commands log only errors, as readable lines on stderr.
+
+    Commands that use the SQL store alone skip this: nothing they import logs through structlog, and importing
+    the logging set-up (structlog, Prometheus) would take a good part of their start-up time."""
+    from bot.logs import configure_logging
+
+    configure_logging(json=False, level=40)
+
+
+async def _with_store(work: Callable[[Aios], Awaitable[T]]) -> T:
+    """Commands that need the whole bot (policy, planner, connectors) without Slack: nothing is posted."""
+    from bot.bootstrap import bootstrap
+    from bot.console import ConsoleTransport
+
+    _quiet()
+    aios = await bootstrap(_settings(), ConsoleTransport(err))
+    try:
+        return await work(aios)
+    finally:
+        await aios.close()
+
+
+@asynccontextmanager
+async def _units() -> AsyncIterator[UnitOfWorkFactory]:
+    """The SQL store alone, for commands that only read it: quick to start, and it sets nothing else up."""
+    from storage.engine import create_engine
+    from storage.migrate import upgrade_to_head
+    from storage.unit_of_work import UnitOfWorkFactory
+
+    engine = create_engine(_settings().database_url)
+    try:
+        await upgrade_to_head(engine)
+        yield UnitOfWorkFactory.for_engine(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _with_units(work: Callable[[UnitOfWorkFactory], Awaitable[T]]) -> T:
+    async with _units() as units:
+        return await work(units)
+
+
+async def _with_memory(work: Callable[[MemoryStore], Awaitable[T]]) -> T:
+    """The memory store alone (Weaviate too when configured), without the policy's retention rules."""
+    from bot.memory_setup import open_memory_store
+
+    _quiet()
+    async with _units() as units:
+        memory = await open_memory_store(_settings(), units)
+        try:
+            return await work(memory)
+        finally:
+            await memory.close()
+
+
+@app.command()
+def demo() -> None:
+    """Play the e-commerce and content scenario end to end: no network, no keys."""
+    _keep_running()
+    from bot.demo import run_demo
+
+    _quiet()
+    _run(lambda: run_demo(out))
+
+
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option("--as", help="The Slack user id you speak as.")] = "U0ALICE",
+) -> None:
+    """An interactive console that behaves like one Slack thread (a new thread each time)."""
+    _keep_running()
+    from bot.bootstrap import bootstrap
+    from bot.console import ConsoleTransport, run_chat
+
+    _quiet()
+    transport = ConsoleTransport(out)
+    with _user_errors(), asyncio.Runner() as runner:
+        aios = runner.run(bootstrap(_settings(), transport))
+        try:
+            code = run_chat(runner, aios, transport, user)
+        finally:
+            # A second Ctrl-C must not cut the close short and leave connections half-closed.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                runner.run(aios.close())
+            finally:
+                signal.signal(signal.SIGINT, previous)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 3000,
+) -> None:
+    """HTTP mode: POST /slack/events, GET /healthz, GET /metrics."""
+    _keep_running()
+    from bot.logs import configure_logging
+
+    configure_logging(json=True)
+    _run(lambda: _serve(host, port))
+
+
+async def _serve(host: str, port: int) -> None:
+    import structlog
+    from aiohttp import web
+
+    from bot.bootstrap import bootstrap
+    from bot.scheduler import build_scheduler
+    from bot.settings import Settings
+    from bot.slack_app import build_slack_app
+    from bot.slack_transport import SlackTransport, build_slack_client
+    from bot.web import build_web_app
+
+    log = structlog.get_logger(__name__)
+    settings = Settings()
+    settings.require("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+    assert settings.slack_signing_secret is not None
+    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
+    aios = await bootstrap(settings, SlackTransport(client))
+    bolt = build_slack_app(aios, client, settings.slack_signing_secret)
+    runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
+    await runner.setup()
+    scheduler = build_scheduler(aios)
+    scheduler.start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await aios.recover()
+        log.info("serving", url=f"http://{host}:{port}", planner=aios.llm.name)
+        await _until_stopped()
+    finally:
+        scheduler.shutdown(wait=False)
+        await runner.cleanup()
+        await aios.close()
+
+
+@app.command()
+def socket() -> None:
+    """Socket Mode: connect out to Slack instead of receiving HTTP (needs SLACK_APP_TOKEN)."""
+    _keep_running()
+    from bot.logs import configure_logging
+    from bot.settings import Settings
+    from bot.socket_mode import run_socket_mode
+
+    configure_logging(json=True)
+    _run(lambda: run_socket_mode(Settings()))
+
+
+@app.command()
+def mcp(
+    http: Annotated[bool, typer.Option("--http", help="Streamable HTTP at /mcp instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="Interface for --http (no auth: keep it local).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on with --http.")] = 8000,
+) -> None:
+    """AIOS as an MCP server: why, pending approvals, cost, memory search, and proposing actions to the policy."""
+    _keep_running()
+    from bot.mcp_server import serve_mcp
+
+    _quiet()  # on stdio, stdout carries the protocol: logs go to stderr
+    _run(lambda: serve_mcp(_settings(), http=http, host=host, port=port))
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def digest(
+    now: Annotated[bool, typer.Option("--now", help="Build the digest of the last 24 hours now.")] = False,
+) -> None:
+    """The cost and error digest: posted to AIOS_DIGEST_CHANNEL, or printed when Slack is not configured."""
+    from bot.console import render
+
+    _quiet()
+    if not now:
+        _fail("`aios serve` posts the digest at AIOS_DIGEST_CRON; `aios digest --now` builds it at once.")
+    settings = _settings()
+    if settings.slack_bot_token and settings.digest_channel:
+        posted = _run(lambda: _digest_to_slack(settings))
+        out.print(
+            f"digest posted to {settings.digest_channel}"
+            if posted
+            else "this period's digest was already posted"
+        )
+        return
+    text, blocks = _run(lambda: _with_store(lambda aios: _digest_now(aios)))
+    out.print(render(text, blocks), highlight=False, markup=False)
+    err.print("(printed, not posted: set SLACK_BOT_TOKEN and AIOS_DIGEST_CHANNEL to post it to Slack)")
+
+
+async def _digest_now(aios: Aios) -> tuple[str, list[dict[str, Any]]]:
+    from bot.digest import build_digest, digest_message
+
+    return digest_message(await build_digest(aios.units, aios.clock(), aios.policy.document.budgets))
+
+
+async def _digest_to_slack(settings: Settings) -> bool:
+    from bot.bootstrap import bootstrap
+    from bot.digest import post_digest
+    from bot.slack_transport import SlackTransport, build_slack_client
+
+    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
+    aios = await bootstrap(settings, SlackTransport(client))
+    try:
+        assert settings.digest_channel is not None
+        return await post_digest(
+            aios.units,
+            aios.handlers.transport,
+            settings.digest_channel,
+            aios.clock(),
+            aios.policy.document.budgets,
+        )
+    finally:
+        await aios.close()
+
+
+@app.command()
+def connectors() -> None:
+    """Every connector: real or sandbox, in use or not (and what to set), and a live health check."""
+    statuses = _run(_connector_statuses)
+    table = Table("connector", "actions", "kind", "state", show_lines=False)
+    for status in statuses:
+        mark = {True: "[green]✓[/] ", False: "[red]✗[/] ", None: ""}[status.healthy]
+        table.add_row(
+            status.name,
+            ", ".join(status.actions),
+            "real" if status.real else "local",
+            mark + escape(status.state),
+        )
+    out.print(table)
+    if any(status.healthy is False for status in statuses):
+        raise typer.Exit(1)
+
+
+async def _connector_statuses() -> list[ConnectorStatus]:
+    from dataclasses import replace
+
+    from bot.logs import hide_secrets
+    from connectors.base import ConnectorContext
+    from connectors.catalogue import connector_statuses
+    from connectors.redaction import Redactor
+
+    settings = _settings()
+    redactor = Redactor(settings.secrets())  # a server's answer in a health line may echo a credential
+    _quiet()  # a connector's own log lines go to stderr, not into the table
+    hide_secrets(redactor)
+    async with _units() as units:
+        context = ConnectorContext(
+            units_of_work=units,
+            shop_api_url=settings.shop_api_url,
+            shop_api_key=settings.shop_api_key,
+            http_timeout_seconds=settings.connector_timeout_seconds,
+            settings=settings.connector_settings(),
+        )
+        return [
+            replace(status, state=redactor.text(status.state)) for status in await connector_statuses(context)
+        ]
+
+
+@app.command()
+def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-…, A-…, D-…, AP-… or E-…")]) -> None:
+    """Explain a decision: the same as `/aios why ID`."""
+    from bot.explain import NotFoundError, explain
+    from bot.mrkdwn import unescape
+    from storage.ids import UnknownIdError, parse_id
+
+    try:
+        parse_id(record_id)
+        text = _run(lambda: _with_units(lambda units: explain(units, record_id)))
+    except UnknownIdError as exc:
+        _fail(str(exc))
+    except NotFoundError as exc:
+        _fail(str(exc), code=1)
+    # A terminal shows what people and policies wrote as they wrote it, not as Slack's escaped mrkdwn.
+    out.print(unescape(text.replace("*", "")), highlight=False, markup=False)
+
+
+@app.command()
+def replay(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="RUN", help="A run id (R-17); or use --since for a window.")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", metavar="FILE", help="The policy to judge the actions under.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Every decision of the last 7d, 24h, 30m … instead of one run.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL", help="Instead of a policy: re-plan the recorded intents with this model."
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(metavar="AGENT", help="With --model: only this agent's runs.")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="With --model: do not ask before spending (the cost is printed).")
+    ] = False,
+) -> None:
+    """What-if: a run's recorded actions (or a window's) judged again under another policy, as a diff and a
+    summary. Reads the records only: no model, no connector, nothing written.
+
+    With --model instead of --policy: the recorded intents planned again by another model from the context
+    each run was given, compared with what was proposed then, after the estimated cost is confirmed.
+    Nothing is executed or written."""
+    from bot.replay import Scope
+
+    if (run_id is None) == (since is None):
+        _fail(
+            "give a run id (aios replay R-17 --policy FILE) or a window (aios replay --since 7d --policy FILE)"
+        )
+    if policy is not None and model is not None:
+        _fail("--policy and --model are exclusive: replay under another policy, or with another model")
+    if model is None and (agent is not None or yes):
+        _fail("--agent and --yes go with --model")
+    if policy is None and model is None:
+        _fail("give the policy to compare with: --policy FILE (or the model to re-plan with: --model MODEL)")
+    if run_id is not None:
+        from storage.ids import UnknownIdError, parse_id
+
+        try:
+            prefix, key = parse_id(run_id)
+        except UnknownIdError:
+            prefix, key = "", 0
+        if prefix != "R":
+            _fail(f"{run_id!r} is not a run id; run ids look like R-17")
+        scope = Scope(run_id=key)
+    else:
+        from storage.records import utcnow
+
+        window = _duration(since)
+        assert window is not None
+        scope = Scope(since=utcnow() - window)
+    if model is not None:
+        _model_replay(scope, model, agent, yes=yes, as_json=as_json)
+        return
+    assert policy is not None
+    _replay(scope, policy, as_json)
+
+
+def _replay(scope: Scope, policy_path: Path, as_json: bool) -> None:
+    from bot.replay import build_report, count
+    from connectors.registry import installed_action_params
+    from policies.engine import Policy
+
+    with _user_errors():
+        candidate = Policy.from_file(policy_path, installed_action_params())
+    listed = 10_000 if as_json else 200  # actions listed; the summary counts them all
+
+    async def work(units: UnitOfWorkFactory) -> Any:
+        if scope.run_id is not None:
+            from storage.records import Run
+
+            async with units() as uow:
+                if await uow.repo.get(Run, scope.run_id) is None:
+                    return None
+        if not err.is_terminal:
+            return await build_report(units, candidate, scope, keep=listed)
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("replaying", total=await count(units, scope))
+            return await build_report(
+                units, candidate, scope, keep=listed, progress=lambda n: progress.advance(task, n)
+            )
+
+    report = _run(lambda: _with_units(work))
+    if report is None:
+        _fail(f"there is no run R-{scope.run_id}", code=1)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for line in report.text_lines():
+        out.print(line, highlight=False, markup=False)
+
+
+def _model_replay(scope: Scope, model: str, agent: str | None, *, yes: bool, as_json: bool) -> None:
+    """Re-plan the recorded runs in scope with ``model``, after the estimate is shown and confirmed."""
+    settings = _settings()
+    if not settings.anthropic_api_key:
+        _fail(
+            "a model replay asks Claude: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint)"
+        )
+    from agents.pricing import PriceTable
+    from bot.replay_context import AGENTS
+
+    with _user_errors():
+        prices = PriceTable.with_overrides(settings.llm_prices)
+    if model not in prices.models:
+        _fail(
+            f"no price for model {model!r}; known models: {', '.join(prices.models)} (AIOS_LLM_PRICES adds one)"
+        )
+    if agent is not None and agent not in AGENTS:
+        _fail(f"no agent named {agent!r}; agents: {', '.join(AGENTS)}")
+    _quiet()
+    from agents.claude import ClaudeLLM
+    from agents.llm import LLMError
+    from bot.model_replay import Estimate, model_replay
+    from bot.replay_context import offered_actions, replay_registry
+    from connectors.registry import installed_action_params
+    from policies.engine import Policy
+
+    with _user_errors():
+        policy = Policy.from_file(settings.policy_file, installed_action_params())
+    registry = replay_registry(offered_actions(settings.connector_settings()))
+    # The estimate and the question go to stderr: stdout holds only the report (one JSON document with --json).
+    interactive = sys.stdin.isatty()
+
+    def confirm(estimate: Estimate) -> bool:
+        if estimate.runs == 0:
+            err.print(f"No run {scope.describe()} to re-plan.", highlight=False, markup=False)
+            return True
+        for line in estimate.lines():
+            err.print(line, highlight=False, markup=False)
+        if estimate.over_budget is not None:
+            _fail(estimate.over_budget, code=1)
+        if yes:
+            return True
+        if not interactive:
+            _fail("a model replay spends money: confirm it on a terminal, or pass --yes")
+        return typer.confirm("Re-plan them?", err=True)
+
+    async def work(units: UnitOfWorkFactory) -> Any:
+        llm = ClaudeLLM.from_settings(
+            settings.anthropic_api_key or "",
+            settings.anthropic_base_url,
+            dispatch_model=model,
+            agent_model=model,
+        )
+        try:
+            return await model_replay(
+                units,
+                scope=scope,
+                agent=agent,
+                llm=llm,
+                prices=prices,
+                policy=policy,
+                registry=registry,
+                confirm=confirm,
+            )
+        finally:
+            await llm.close()
+
+    try:
+        report = _run(lambda: _with_units(work))
+    except LLMError as exc:
+        _fail(f"the model could not be used, so the replay stopped: {exc}", code=1)
+    if report is None:
+        err.print("Nothing was re-planned.", highlight=False, markup=False)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for line in report.text_lines():
+        out.print(line, highlight=False, markup=False)
+
+
+policy_app = typer.Typer(
+    help="Policy files: checked and tested before they are deployed.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="The policy file to check.")],
+    against_history: Annotated[
+        str | None,
+        typer.Option(
+            "--against-history",
+            metavar="WINDOW",
+            help="Also count the recorded decisions of the last 30d, 7d, 24h … that this file would change.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check a policy file before it is deployed: schema, conditions and the file's own tests.
+
+    FILE is loaded as the bot would load it (schema, CEL, names), each rule is evaluated against a typical
+    action of every installed kind, and the file's `tests:` are run. Exit code 0: all good; 1: a test failed
+    or a rule cannot be evaluated; 2: the file does not load."""
+    from importlib.metadata import entry_points
+
+    from connectors.registry import ENTRY_POINT_GROUP, installed_action_params
+    from policies.engine import Policy
+    from policies.errors import PolicyError
+    from policies.policy_tests import check
+
+    window = _duration(against_history)
+    try:
+        if not path.is_file():
+            raise PolicyError(f"there is no policy file {path}")
+        policy = Policy.from_file(path, installed_action_params())
+    except PolicyError as exc:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+        _fail(str(exc))
+    models = {
+        model.name: model for ep in entry_points(group=ENTRY_POINT_GROUP) for model in ep.load().actions
+    }
+    report = check(policy, models)
+    history = _history_summary(policy, window) if window is not None else None
+    if as_json:
+        document = {"policy": {"source": policy.source, "hash": policy.hash}, **report.as_json()}
+        if history is not None:
+            document["history"] = {"window": against_history, **history.as_json()}
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        _print_check(policy.source, policy.hash, report)
+        if history is not None:
+            out.print(f"\n[bold]Against the last {escape(str(against_history))} of decisions[/]")
+            for line in history.lines():
+                out.print(line, highlight=False, markup=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_check(source: str, content_hash: str, report: CheckReport) -> None:
+    out.print(f"[bold]{escape(source)}[/] (policy {content_hash[:12]})", highlight=False)
+    for result in report.results:
+        test, got = result.test, result.got
+        if result.passed and got is not None:
+            out.print(
+                f"[green]✓[/] {escape(test.name)} — {got.verdict} by {escape(got.rule)}", highlight=False
+            )
+            continue
+        out.print(f"[red]✗[/] {escape(test.name)} ({escape(test.action)})", highlight=False)
+        for failure in result.failures:
+            out.print(f"    {escape(failure)}", highlight=False)
+    for problem in report.problems:
+        out.print(f"[red]✗[/] rule {escape(problem.rule)}: {escape(problem.message())}", highlight=False)
+    if report.untested_rules:
+        out.print(f"rules no test reaches: {escape(', '.join(report.untested_rules))}", highlight=False)
+    passed = sum(result.passed for result in report.results)
+    failed = len(report.results) - passed
+    tally = (
+        f"{len(report.results)} tests: {passed} passed, {failed} failed; {len(report.problems)} rule problems"
+    )
+    out.print(f"[{'green' if report.ok else 'red'}]{tally}[/]", highlight=False)
+
+
+def _history_summary(policy: Policy, window: timedelta) -> Summary:
+    """How the recorded decisions of the window would be judged under this policy (the replay's summary)."""
+    from bot.replay import Scope, build_report
+    from storage.records import utcnow
+
+    scope = Scope(since=utcnow() - window)
+    report = _run(lambda: _with_units(lambda units: build_report(units, policy, scope, keep=0)))
+    return report.summary
+
+
+@app.command()
+def cost(
+    period: Annotated[str, typer.Argument(help="today, week or month")] = "today",
+) -> None:
+    """Model spend by agent, run and requester: the same figures as `/aios cost`."""
+    from bot.cost import PERIODS, cost_report, cost_tables
+    from storage.records import utcnow
+
+    if period not in PERIODS:
+        _fail(f"{period!r} is not a period; use one of {', '.join(PERIODS)}")
+    report = _run(lambda: _with_units(lambda units: cost_report(units, period, utcnow())))
+    for table in cost_tables(report):
+        out.print(table)
+
+
+@sandbox_app.command("show")
+def sandbox_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The sandbox connectors' state: orders, refunds, posts, emails."""
+    state = _run(_sandbox_state)
+    if as_json:
+        typer.echo(json.dumps(state, indent=2))
+        return
+    for key, rows in state.items():
+        out.print(f"[bold]{key}[/] ({len(rows)})")
+        for row in rows:
+            out.print(f"  {_one_line(row)}", highlight=False)
+
+
+async def _sandbox_state() -> dict[str, list[dict[str, Any]]]:
+    from connectors.base import ConnectorContext
+    from connectors.sandbox_shop import SandboxShop
+    from connectors.sandbox_state import sandbox_state
+
+    async with _units() as units:
+        # A fresh store shows the sandbox shop's starting orders, as the bot would see them. Only the sandbox
+        # is built: loading every installed connector (Stripe's SDK, MCP, …) would double the command's time.
+        await SandboxShop(ConnectorContext(units_of_work=units)).seed()
+        return await sandbox_state(units)
+
+
+def _one_line(row: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v}" for k, v in row.items() if k not in ("idempotency_key", "idempotency_keys", "body")
+    )
+
+
+@memory_app.command("remember")
+def memory_remember(
+    text: str,
+    team: TeamOption = CONSOLE_TEAM,
+    kind: Annotated[str, typer.Option(help="note, customer, brand_voice, post, decision, …")] = "note",
+    key: Annotated[str | None, typer.Option(help="An exact-lookup key, e.g. order:1003")] = None,
+    ttl: Annotated[str | None, typer.Option(help="Forget after this long, e.g. 30d")] = None,
+) -> None:
+    """Remember TEXT for a team."""
+    lifetime = _duration(ttl)
+    # The whole bot: the policy's retention rules decide how long each kind is kept.
+    memory_id, created = _run(
+        lambda: _with_store(lambda aios: aios.memory.remember(team, text, kind=kind, key=key, ttl=lifetime))
+    )
+    out.print(f"{'remembered' if created else 'already remembered'} as M-{memory_id}")
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str,
+    team: TeamOption = CONSOLE_TEAM,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search a team's memories (id, text, kind, score, created_at)."""
+    hits = _run(lambda: _with_memory(lambda memory: memory.search(team, query, limit=limit)))
+    if as_json:
+        typer.echo(json.dumps([hit.as_dict() for hit in hits], indent=2))
+        return
+    for hit in hits:
+        out.print(f"M-{hit.id}  {hit.score:.3f}  [{hit.kind}] {hit.text}", highlight=False)
+    if not hits:
+        out.print("nothing found")
+
+
+@memory_app.command("forget")
+def memory_forget(
+    memory_id: Annotated[str, typer.Argument(metavar="ID")], team: TeamOption = CONSOLE_TEAM
+) -> None:
+    """Forget one memory of a team."""
+    key = _memory_key(memory_id)
+    if not _run(lambda: _with_memory(lambda memory: memory.forget(team, key))):
+        _fail(f"team {team} has no memory M-{key}", code=1)
+    out.print(f"forgot M-{key}")
+
+
+def _memory_key(text: str) -> int:
+    from storage.ids import UnknownIdError, parse_id
+
+    try:
+        prefix, key = parse_id(text if "-" in text else f"M-{text}")
+    except UnknownIdError:
+        prefix, key = "", 0
+    if prefix != "M":
+        _fail(f"{text!r} is not a memory id; memory ids look like M-4")
+    return key
+
+
+@memory_app.command("export")
+def memory_export(team: TeamOption = CONSOLE_TEAM) -> None:
+    """Print a team's memories as JSON Lines (text, kind, key, metadata, timestamps, vector model)."""
+    for record in _run(lambda: _with_memory(lambda memory: memory.export(team))):
+        typer.echo(json.dumps(record, sort_keys=True))
+
+
+@memory_app.command("import")
+def memory_import(
+    path: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False)],
+    team: TeamOption = CONSOLE_TEAM,
+) -> None:
+    """Import JSON Lines exported by `aios memory export` into a team."""
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        _fail(f"{path} is not JSON Lines (line {exc.lineno}): {exc.msg}")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    # The whole bot: the policy's retention rules apply to what is imported.
+    imported = _run(lambda: _with_store(lambda aios: aios.memory.import_records(team, records)))
+    out.print(f"imported {imported} new memories into {team}")
+
+
+def _duration(text: str | None) -> timedelta | None:
+    from policies.model import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations up to head."""
+
+    async def upgrade() -> None:
+        async with _units():
+            pass
+
+    _run(upgrade)
+    out.print("database is at the newest schema")
+
+
+# --- aios audit: the hash chain of decisions, approvals, executions and policy versions ---
+
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Walk the audit chain, every audited record and every execution's cover. Exit code 0: intact; 1: the
+    first record edited, deleted or inserted out of order, or an execution without cover, is named."""
+    from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
+    from storage.audit import verify
+
+    hasher = ParamsHasher(installed_action_models())
+    report = _run(lambda: _with_units(lambda units: verify(units, hasher, roles_of_policy)))
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    elif (first := report.first()) is not None:
+        more = len(report.problems) - 1
+        typer.echo(f"broken: {first.line()}" + (f" (and {more} more; --json lists them)" if more else ""))
+    else:
+        typer.echo(
+            f"intact: {report.entries} entries over {report.records} records, {report.executions} executions "
+            f"covered; head {report.head_hash}"
+        )
+    raise typer.Exit(0 if report.intact else 1)
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str | None, typer.Option(help="Entries of the last 7d, 24h … or since a date (2026-11-01).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON Lines, one entry a line, for an archive.")
+    ] = False,
+) -> None:
+    """The audit trail, oldest first: a table to read, or JSON Lines (--json) with each record's content."""
+    from storage.audit import export
+
+    start = _since(since)
+
+    async def write(units: UnitOfWorkFactory) -> None:
+        try:
+            if not as_json:
+                sys.stdout.write(
+                    f"{'entry':<8} {'recorded (UTC)':<19}  {'record':<28} {'content':<16}  entry\n"
+                )
+            async for entry in export(units, start):
+                if as_json:
+                    sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                else:
+                    sys.stdout.write(
+                        f"#{entry['seq']:<7} {entry['recorded_at'][:19]}  {entry['record']:<28} "
+                        f"{entry['content_hash'][:16]}  {entry['entry_hash'][:16]}\n"
+                    )
+        except BrokenPipeError:
+            # The reader stopped (`| head`): it has what it wanted, and nothing more goes to the closed pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    _run(lambda: _with_units(write))
+
+
+def _since(text: str | None) -> datetime | None:
+    """``7d``/``24h``… back from now, or a date or ISO time (UTC unless it says otherwise)."""
+    from datetime import UTC
+
+    from policies.model import parse_duration
+    from storage.records import utcnow
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return utcnow() - parse_duration(text)
+        except ValueError:
+            _fail(f"--since {text!r} is neither a window (7d, 24h, 30m) nor a date (2026-11-01)")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def run() -> NoReturn:
+    """The `aios` executable: `main`, without the two costs a short command need not pay.
+
+    The cyclic garbage collector runs again and again while the thousands of objects that SQLAlchemy and
+    SQLModel build at import are created, and the interpreter frees every one of them at exit; together that
+    is a third of a light command's time. Commands that keep running turn collection back on
+    (`_keep_running`); every command has closed its connections and files before `main` returns."""
+    gc.disable()
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _keep_running() -> None:
+    """A long-running command collects garbage as usual."""
+    gc.enable()
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = 1
+    except typer.TyperException as exc:  # a usage error: an unknown command, a missing or bad argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `aios` alone: the help, as asked for
+            out.print(exc.format_message(), highlight=False, markup=False)
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        help_command = ctx.command_path if ctx is not None else "aios"
+        err.print(
+            f"[red]error:[/] {escape(where + exc.format_message())} (see `{escape(help_command)} --help`)",
+            highlight=False,
+        )
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
