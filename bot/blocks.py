@@ -28,6 +28,7 @@ from bot.mrkdwn import escape, quote, truncate
 APPROVE_ACTION_ID = "aios_approve"
 REJECT_ACTION_ID = "aios_reject"
 REQUEST_BUDGET_ACTION_ID = "aios_budget_request"
+UNDO_ACTION_ID = "aios_undo"
 
 Message = tuple[str, list[dict[str, Any]]]
 
@@ -162,5 +163,30 @@ def budget_blocked(run_id: str, why: str) -> Message:
             _section("aios_budget", text),
             ActionsBlock(block_id="aios_budget_actions", elements=[button]),
             _context("aios_budget_context", f"`{run_id}`"),
+        ]
+    )
+
+
+def done(text: str, context: str, undo: str | None = None) -> Message:
+    """An executed action's "Done" reply (mrkdwn, escaped by the caller), with an Undo button when the action
+    has an inverse: ``undo`` is its action id (A-…), the button's whole value."""
+    if undo is None:
+        return notice(text, context)
+    button = ButtonElement(
+        text="Undo",
+        action_id=UNDO_ACTION_ID,
+        value=undo,
+        confirm=ConfirmObject(
+            title="Undo this action?",
+            text=f"This asks to take {undo} back. The undo is judged by the policy like any other action.",
+            confirm="Ask to undo",
+            deny="Cancel",
+        ),
+    )
+    return truncate(text, FALLBACK_TEXT_MAX), _render(
+        [
+            _section("aios_notice", text),
+            ActionsBlock(block_id="aios_done_actions", elements=[button]),
+            _context("aios_notice_context", f"{context} · `/aios undo {undo}` takes it back"),
         ]
     )

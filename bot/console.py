@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.context import ThreadEntry
-from bot.blocks import REQUEST_BUDGET_ACTION_ID
+from bot.blocks import REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
@@ -23,6 +23,7 @@ from bot.mrkdwn import unescape
 from bot.queries import private_answer
 from bot.slash import bus_command, parse_slash
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
+from bot.undo import ask_undo, file_undo
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import Approval
 
@@ -119,7 +120,11 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
         elif kind == "actions":
             buttons = "  ".join(f"[ {e['text']['text']} ]" for e in block["elements"])
             budget = any(e.get("action_id") == REQUEST_BUDGET_ACTION_ID for e in block["elements"])
-            hint = "request budget" if budget else "approve as <user> / reject as <user>"
+            undo = next((e["value"] for e in block["elements"] if e.get("action_id") == UNDO_ACTION_ID), None)
+            if undo is not None:
+                hint = f"/aios undo {undo}"
+            else:
+                hint = "request budget" if budget else "approve as <user> / reject as <user>"
             lines.append(f"{buttons}   (type: {hint})")
     return "\n".join(lines)
 
@@ -150,6 +155,12 @@ class ConsoleSession:
         command = parse_slash(text)
         if command.name == "intent":
             await self._intent("slash", user, command.argument)
+            return
+        if command.name == "undo":
+            answer = await ask_undo(self.aios, command.argument, user)
+            await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, answer.text)
+            if answer.filing is not None and (problem := await file_undo(self.aios, answer.filing)):
+                await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, problem)
             return
         control = bus_command(command, team=CONSOLE_TEAM, user=user, channel=CONSOLE_CHANNEL)
         if control is not None:
@@ -253,6 +264,7 @@ CHAT_HELP = """A new thread. Type an intent as you would in Slack, e.g. `refund 
   approve AP-2 as …        click Approve on AP-2, wherever it is (`/aios pending` lists them all)
   reject as U0MANAGER      click Reject
   request budget           click Request budget on a run of this thread its budget stopped
+  /aios undo A-3           click Undo on A-3's "Done" message: ask to take it back
   as U0BOB                 speak as another user from now on
   quit                     leave (or Ctrl-D; Ctrl-C stops at once)"""
 

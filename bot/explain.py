@@ -11,6 +11,7 @@ import json
 from bot.mrkdwn import escape, quote, truncate
 from storage.ids import format_id, parse_id
 from storage.records import (
+    ActionStatus,
     Approval,
     Decision,
     Execution,
@@ -20,7 +21,7 @@ from storage.records import (
     ProposedAction,
     Run,
 )
-from storage.repository import ReplayQueries, Repository
+from storage.repository import ReplayQueries, Repository, UndoQueries
 from storage.unit_of_work import UnitOfWorkFactory
 from storage.why_queries import ModelUse, WhyQueries
 
@@ -96,6 +97,7 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
         f"• *Proposed action* `{format_id('A', action.id)}` {action.name} "
         f"`{quote(json.dumps(action.params, sort_keys=True), DETAIL_QUOTE_MAX)}` — now {action.status}"
     ]
+    lines += await _undo_links(repo, action)
     for decision in await repo.decisions_for_action(action.id):
         when = f"{decision.created_at:%Y-%m-%d %H:%M:%S UTC}"
         ref = f"`{format_id('D', decision.id)}`"
@@ -122,6 +124,21 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
             f"{quote(outcome or '', DETAIL_QUOTE_MAX)} "
             f"(idempotency key {execution.idempotency_key[:12]}…)"
         )
+    return lines
+
+
+async def _undo_links(repo: Repository, action: ProposedAction) -> list[str]:
+    """`/aios undo` both ways: the action this one takes back, and the undos asked for of this one."""
+    assert action.id is not None
+    lines = []
+    if action.undoes_action_id is not None:
+        lines.append(f"  – undoes `{format_id('A', action.undoes_action_id)}` (asked for with `/aios undo`)")
+    for undo in await UndoQueries(repo).undos_of(action.id):
+        ref = f"`{format_id('A', undo.id)}`"
+        if undo.status == ActionStatus.EXECUTED:
+            lines.append(f"  – undone by {ref}")
+        else:
+            lines.append(f"  – undo {ref} asked for, now {undo.status}")
     return lines
 
 

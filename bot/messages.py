@@ -145,3 +145,4 @@ class ProposeAction(Command):
     action: str
     params: dict[str, Any]
     rationale: str
+    undoes: int | None = None  # the executed action this one takes back (`/aios undo`)

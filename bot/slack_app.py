@@ -15,7 +15,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID
+from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.crashpoints import crash_point
 from bot.intake import IncomingIntent, accept_click
@@ -32,6 +32,7 @@ from bot.slack_payloads import (
     problems,
 )
 from bot.slash import HELP, SlashCommand, bus_command, parse_slash
+from bot.undo import UndoFiling, ask_undo, file_undo, undo_action
 from storage.ids import UnknownIdError, parse_id
 from storage.records import Click
 
@@ -72,6 +73,13 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         if control is not None:
             await ack()
             aios.submit(control)
+            return
+        if parsed.name == "undo":
+            # Checked and claimed before the ack, like an intent is stored before it; proposed after.
+            answer = await ask_undo(aios, parsed.argument, command.user_id)
+            await ack(text=answer.text)
+            if answer.filing is not None:
+                _file_in_background(aios, answer.filing, command.channel_id)
             return
         if parsed.name != "intent":
             await ack()
@@ -127,6 +135,24 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         run_id = _record_key(click, "R") if click else None
         if click is not None and run_id is not None:
             aios.submit(RequestBudget(run_id=run_id, user=click.user.id, channel=click.channel_id))
+
+    @app.action(UNDO_ACTION_ID)
+    async def on_undo(ack: AsyncAck, body: dict[str, Any]) -> None:
+        """The click's undo is claimed before the ack (a second click finds it claimed), proposed after."""
+        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        click = _parse(ButtonClick, body, body)
+        action_id = _record_key(click, "A") if click else None
+        if click is None or action_id is None:
+            await ack()
+            return
+        answer = await undo_action(aios, action_id, click.user.id)
+        await ack()
+        aios.background.spawn(
+            aios.handlers.transport.post_ephemeral(click.channel_id, click.user.id, answer.text),
+            name="undo_answer",
+        )
+        if answer.filing is not None:
+            _file_in_background(aios, answer.filing, click.channel_id)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], request: AsyncBoltRequest) -> BoltResponse:
@@ -220,3 +246,12 @@ async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, use
         aios.units, command, aios.clock(), aios.settings.candidate_policy_file
     )
     await aios.handlers.transport.post_ephemeral(channel, user, text, blocks=blocks)
+
+
+def _file_in_background(aios: Aios, filing: UndoFiling, channel: str) -> None:
+    async def file() -> None:
+        problem = await file_undo(aios, filing)
+        if problem is not None:
+            await aios.handlers.transport.post_ephemeral(channel, filing.requester, problem)
+
+    aios.background.spawn(file(), name="undo")

@@ -14,6 +14,7 @@ SUBCOMMANDS = (
     "pause",
     "resume",
     "replay",
+    "undo",
     "remember",
     "recall",
     "forget",
@@ -27,6 +28,7 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 • `/aios cost [today|week|month]` — model spend by agent, run and requester
 • `/aios pause <agent>` / `/aios resume <agent>` — hold an agent's new runs and executions, then let them go
 • `/aios replay <run> [version]` — what the candidate policy (or a stored version) would have decided
+• `/aios undo <A-id>` — ask to take an executed action back (its inverse, judged by the policy like any other)
 • `/aios remember <text>` · `/aios recall <words>` · `/aios forget <M-id or words>` — the team's long-term memory
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""

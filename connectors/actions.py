@@ -282,6 +282,12 @@ class ShopifyAdjustInventory(Action):
         where = self.location or "the primary location"
         return f"Adjust stock of {self.sku} by {self.delta:+d} at {where} ({self.reason})"
 
+    def inverse(self, result: dict[str, Any]) -> Action | None:
+        """The opposite change at the same location: stock sold or counted since stays as it is."""
+        return ShopifyAdjustInventory(
+            sku=self.sku, delta=-self.delta, reason="correction", location=self.location
+        )
+
 
 StripeRefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 

@@ -11,6 +11,7 @@ import stamina
 import structlog
 from pydantic_core import to_jsonable_python
 
+from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase
 from bot.messagebus import Message
@@ -25,6 +26,7 @@ from bot.messages import (
 )
 from bot.mrkdwn import escape
 from bot.observability import EXECUTIONS, action_executed, observe_completed_run
+from bot.transport import TransportError
 from connectors.actions import Action
 from connectors.errors import (
     ConnectorError,
@@ -284,12 +286,16 @@ class Executions(HandlerBase):
         assert execution is not None
         action = self.registry.validate(proposed.name, proposed.params)
         details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
-        await self._say(
-            thread,
+        action_ref = format_id("A", proposed.id)
+        fallback, message_blocks = blocks.done(
             f":white_check_mark: Done: {escape(action.summary())}. ({escape(details)})",
-            context=f"`{format_id('E', execution.id)}` · `{format_id('A', proposed.id)}` · "
-            f"`/aios why {format_id('A', proposed.id)}` explains it",
+            f"`{format_id('E', execution.id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
+            undo=action_ref if action.inverse(execution.result) is not None else None,
         )
+        try:
+            await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc:
+            log.error("reply_not_delivered", channel=thread.channel, thread=thread.ts, error=str(exc))
         return []
 
     async def report_failure(self, event: ActionFailed) -> Sequence[Message]:

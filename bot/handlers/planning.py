@@ -280,7 +280,7 @@ class Planning(HandlerBase):
             )
             await uow.commit()
         assert run.id is not None
-        return await self._propose(intent, thread, run.id, [action], command.rationale)
+        return await self._propose(intent, thread, run.id, [action], command.rationale, undoes=command.undoes)
 
     async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
         """A budget grant went through: the run it unblocks plans again from where it stopped."""
@@ -414,7 +414,14 @@ class Planning(HandlerBase):
         return thread_messages(entries, exclude_ts=intent.message_ts)
 
     async def _propose(
-        self, intent: Intent, thread: Thread, run_id: int, actions: Sequence[Action], rationale: str
+        self,
+        intent: Intent,
+        thread: Thread,
+        run_id: int,
+        actions: Sequence[Action],
+        rationale: str,
+        *,
+        undoes: int | None = None,
     ) -> Sequence[Message]:
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
@@ -432,6 +439,7 @@ class Planning(HandlerBase):
                         name=action.name,
                         params=action.model_dump(mode="json"),
                         rationale=rationale,
+                        undoes_action_id=undoes,
                     )
                 )
                 assert proposed.id is not None

@@ -1,0 +1,221 @@
+"""`/aios undo A-3` and the Undo button: an executed action's inverse, proposed as a new run in the original's
+thread for the person asking, and judged by the policy like any other proposal (the `ProposeAction` path).
+
+Asking is quick and only touches the store, so a front door can do it before its ack: the checks (the action
+ran, it has an inverse, no undo of it is on its way or done) and the claim. The claim is a unique (action,
+attempt) stored with the request's intent in one transaction, so two clicks at once file one undo; a new attempt
+is only possible once the one before ended without undoing (rejected, denied, expired, failed). Filing then
+goes to the bus, after the ack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from bot.bootstrap import Aios
+from bot.messages import ProposeAction
+from bot.mrkdwn import escape, quote
+from bot.observability import INTENTS
+from connectors.actions import Action
+from storage.ids import UnknownIdError, format_id, parse_id
+from storage.records import (
+    ActionStatus,
+    Execution,
+    ExecutionStatus,
+    Intent,
+    IntentStatus,
+    ProposedAction,
+    Run,
+    UndoRequest,
+)
+from storage.repository import Repository, UndoQueries
+
+log = structlog.get_logger(__name__)
+
+USAGE = "Which action? `/aios undo A-3`, with the action id of a “Done” message."
+MAX_RECORD_KEY = 2**31 - 1  # the widest integer key a table has
+# An undo that ended in one of these left the action as it was: it may be asked for again.
+ENDED_WITHOUT_UNDOING = (
+    ActionStatus.REJECTED,
+    ActionStatus.DENIED,
+    ActionStatus.EXPIRED,
+    ActionStatus.FAILED,
+)
+REFUND = (
+    "a refund cannot be taken back; to charge the customer again, do it in the shop's or Stripe's dashboard"
+)
+# What a person would do instead, for actions nothing can run backwards.
+NO_INVERSE = {
+    "shop.refund": REFUND,
+    "stripe.refund": REFUND,
+    "shopify.refund": REFUND.replace("the shop's or Stripe's dashboard", "Shopify's admin"),
+    "email.send": "an email cannot be unsent; send a correction: `/aios email {to}: …`",
+    "cms.unpublish": "to publish the post again: `/aios publish post {slug}`",
+    "cms.create_draft": "a draft is not visible to readers; delete it in the CMS if it is not wanted",
+    "shopify.tag_order": "remove the tags on order {order_id} in Shopify's admin",
+    "shopify.note": "the earlier note on order {order_id} was replaced; write it back in Shopify's admin",
+    "webhook.post": "a webhook call cannot be taken back; ask the owners of `{webhook}` to reverse it there",
+    "wordpress.update": "the post's earlier text was not recorded; restore a revision in WordPress",
+}
+
+
+@dataclass(frozen=True)
+class UndoFiling:
+    """A claimed undo, ready to be proposed: the request's intent and the inverse action."""
+
+    intent_id: int
+    agent: str
+    original: int
+    inverse: Action
+    requester: str
+
+
+@dataclass(frozen=True)
+class UndoAnswer:
+    text: str  # mrkdwn for the person asking, and only for them
+    filing: UndoFiling | None = None  # claimed: hand it to `file_undo` once the asker has the answer
+
+
+async def ask_undo(aios: Aios, argument: str, user: str) -> UndoAnswer:
+    """Check that the action can be undone and claim its undo; never raises for bad input."""
+    words = argument.split()
+    if len(words) != 1:
+        return UndoAnswer(USAGE)
+    try:
+        prefix, key = parse_id(words[0])
+    except UnknownIdError:
+        prefix, key = "", 0
+    if prefix != "A" or key > MAX_RECORD_KEY:
+        return UndoAnswer(f"{quote(words[0], 40)} is not an action id; action ids look like A-3. {USAGE}")
+    return await undo_action(aios, key, user)
+
+
+async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
+    """What `/aios undo A-…` and the Undo button do for ``user``: the answer, and the filing when claimed."""
+    ref = format_id("A", action_id)
+    async with aios.units() as uow:
+        original = await uow.repo.get(ProposedAction, action_id)
+        if original is None:
+            return UndoAnswer(f"There is no action {ref}.")
+        result = await _succeeded_result(uow.repo, action_id)
+        if original.status == ActionStatus.COMPENSATED:
+            return UndoAnswer(
+                f"{ref} was already undone when a later step of its run failed (`/aios why {ref}`)."
+            )
+        if original.status != ActionStatus.EXECUTED or result is None:
+            return UndoAnswer(
+                f"{ref} has not run (it is {original.status.replace('_', ' ')}), so there is nothing to undo."
+            )
+        inverse, summary = _inverse(aios, original, result)
+        if inverse is None:
+            return UndoAnswer(f"{ref} ({escape(summary)}) cannot be undone: {_follow_up(original)}.")
+        queries = UndoQueries(uow.repo)
+        latest = await queries.latest_request(action_id)
+        attempt = 0
+        if latest is not None:
+            busy = await _earlier_request(uow.repo, queries, latest, ref)
+            if busy is not None:
+                return UndoAnswer(busy)
+            attempt = latest.attempt + 1
+        run = await uow.repo.get(Run, original.run_id)
+        intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        assert run is not None and intent is not None
+        request = Intent(
+            source="undo",
+            team_id=intent.team_id,
+            channel=intent.channel,
+            thread_ts=intent.thread_ts,
+            user=user,
+            # Plain, so that a recovery which plans it from its text finds nothing to do.
+            text=f"undo {ref}",
+            owner=aios.lease.id,
+        )
+        if not await queries.claim(action_id, attempt, request):
+            return UndoAnswer(
+                f"An undo of {ref} was asked for a moment ago; it is being filed in its thread."
+            )
+        await uow.commit()
+    INTENTS.labels(source="undo").inc()
+    assert request.id is not None
+    filing = UndoFiling(request.id, run.agent, action_id, inverse, user)
+    return UndoAnswer(
+        f"Asking to undo {ref} with {escape(inverse.summary())}, in the thread of {ref}; the policy decides "
+        "whether someone must approve it.",
+        filing,
+    )
+
+
+async def file_undo(aios: Aios, filing: UndoFiling) -> str | None:
+    """Propose the claimed undo through the policy; a sentence for the asker when it was not proposed."""
+    ref = format_id("A", filing.original)
+    refused = await aios.registry.refusal(filing.inverse)
+    if refused is not None:
+        async with aios.units() as uow:  # ended: a later request may try again
+            await uow.repo.fail_intent(filing.intent_id)
+            await uow.commit()
+        return f"The undo of {ref} was not filed: {escape(refused)}."
+    rationale = f"{filing.requester} asked to undo {ref}."
+    await aios.process(
+        ProposeAction(
+            filing.intent_id,
+            filing.agent,
+            filing.inverse.name,
+            filing.inverse.model_dump(mode="json"),
+            rationale,
+            undoes=filing.original,
+        )
+    )
+    return None
+
+
+async def _succeeded_result(repo: Repository, action_id: int) -> dict[str, object] | None:
+    executions: list[Execution] = list(await repo.executions_for_action(action_id))
+    done = [e for e in executions if e.status == ExecutionStatus.SUCCEEDED]
+    return done[0].result if done else None
+
+
+def _inverse(aios: Aios, original: ProposedAction, result: dict[str, object]) -> tuple[Action | None, str]:
+    """The inverse and the summary of the original; no inverse when its stored parameters cannot be read."""
+    try:
+        action = aios.registry.validate(original.name, original.params)
+    except Exception:
+        log.exception("undo_action_unreadable", action=original.id)
+        return None, original.name
+    try:
+        return action.inverse(dict(result)), action.summary()
+    except Exception:  # a result the inverse cannot be built from (an old WordPress answer, say)
+        log.exception("undo_inverse_unavailable", action=original.id)
+        return None, action.summary()
+
+
+def _follow_up(original: ProposedAction) -> str:
+    template = NO_INVERSE.get(original.name)
+    if template is None:
+        return f"AIOS has no action that reverses {original.name}; undo it in the system it changed"
+    try:
+        return template.format(**{k: escape(str(v)) for k, v in original.params.items()})
+    except (KeyError, IndexError):
+        return f"AIOS has no action that reverses {original.name}; undo it in the system it changed"
+
+
+async def _earlier_request(
+    repo: Repository, queries: UndoQueries, latest: UndoRequest, ref: str
+) -> str | None:
+    """Why the action cannot be asked to be undone again now, or None when the last request ended in nothing."""
+    filed = await queries.undo_filed_for(latest.intent_id)
+    if filed is None:
+        intent = await repo.get(Intent, latest.intent_id)
+        if intent is not None and intent.status == IntentStatus.RECEIVED:
+            return f"An undo of {ref} was asked for a moment ago; it is being filed in its thread."
+        return None  # the request never became an undo (it was refused before filing): ask again
+    undo_ref = format_id("A", filed.id)
+    if filed.status == ActionStatus.EXECUTED:
+        return f"{ref} was already undone by {undo_ref} (`/aios why {undo_ref}`)."
+    if filed.status in ENDED_WITHOUT_UNDOING:
+        return None
+    return (
+        f"An undo of {ref} is already on its way: {undo_ref} is {filed.status.replace('_', ' ')} "
+        f"(`/aios why {undo_ref}`)."
+    )
