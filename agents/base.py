@@ -1,7 +1,9 @@
 """What every agent is: it gathers context, asks the planner for tool calls, and turns them into validated actions.
 
 An invalid tool call goes back to the model as an error ``tool_result`` (it may fix it); it never reaches a
-connector. A valid one becomes a proposed action; nothing here executes anything.
+connector. A valid one becomes a proposed action; nothing here executes anything. Besides its action tools every
+agent is offered ``escalate_to_human``: a call of it ends the plan as an escalation to a person, with nothing
+proposed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from importlib.resources import files
 from opentelemetry import trace
 
 from agents.context import memory_section
-from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult
+from agents.llm import LLM, CallContext, Message, ToolCall, ToolResult, ToolSpec
 from agents.tools import tool_name, tool_spec
 from connectors.actions import Action
 from connectors.errors import InvalidActionError
@@ -26,6 +28,29 @@ PROPOSED = (
     "Proposed. The team's policy will judge it; it has not run, and you cannot run or approve it yourself."
 )
 NOTHING_PROPOSED = "I didn't propose anything:"
+ESCALATE_TOOL = "escalate_to_human"
+ESCALATE_SPEC = ToolSpec(
+    name=ESCALATE_TOOL,
+    description=(
+        "Hand the request to a person instead of guessing: when it is outside what your tools are for, "
+        "ambiguous about money (which amount, which order or payment), or contradicts what the context or "
+        "memory says. Nothing is proposed; the team's approvers are asked in the thread, and the run waits "
+        "for their answer."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "description": "One sentence: why you cannot decide this yourself."},
+            "question": {
+                "type": "string",
+                "description": "What the person should answer so the work can go on.",
+            },
+        },
+        "required": ["reason", "question"],
+        "additionalProperties": False,
+    },
+)
+DEFAULT_QUESTION = "How should I go on with this request?"
 
 
 @dataclass(frozen=True)
@@ -57,11 +82,30 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """A planner's request for a person: why it will not decide, and what it needs answered."""
+
+    reason: str
+    question: str
+
+
+def read_escalation(call: ToolCall, said: str) -> Escalation:
+    """The escalation an ``escalate_to_human`` call asks for. A call that leaves a field out still escalates
+    (asking a person is the safe way out): the reply's text stands in for a missing reason."""
+    reason, question = call.input.get("reason"), call.input.get("question")
+    return Escalation(
+        reason=reason.strip() if isinstance(reason, str) and reason.strip() else said or "no reason given",
+        question=question.strip() if isinstance(question, str) and question.strip() else DEFAULT_QUESTION,
+    )
+
+
+@dataclass(frozen=True)
 class AgentPlan:
     rationale: str
     actions: list[Action] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     memory_ids: list[int] = field(default_factory=list)
+    escalation: Escalation | None = None  # set: nothing is proposed, a person is asked
 
 
 def load_prompt(name: str) -> str:
@@ -97,7 +141,7 @@ class Agent:
     async def plan(self, request: PlanRequest) -> AgentPlan:
         models = [self._registry.model_for(name) for name in self.action_names]
         by_tool = {tool_name(model.name): model.name for model in models}
-        tools = [tool_spec(model) for model in models]
+        tools = [*(tool_spec(model) for model in models), ESCALATE_SPEC]
         context = await self.context(request)
         system = "\n\n".join(part for part in (self._prompt, context.prompt()) if part)
         messages: list[Message] = [*request.history, Message("user", request.text)]
@@ -112,6 +156,14 @@ class Agent:
                 texts.append(reply.text)
             if not reply.tool_calls:
                 break
+            escalate = next((c for c in reply.tool_calls if c.name == ESCALATE_TOOL), None)
+            if escalate is not None:
+                # Whatever else the model called in the same turn is dropped: it asked for a person.
+                return AgentPlan(
+                    rationale="\n".join(texts).strip(),
+                    memory_ids=context.memory_ids,
+                    escalation=read_escalation(escalate, reply.text.strip()),
+                )
             results, problems = await self._judge_calls(reply.tool_calls, by_tool, actions)
             if not problems:
                 break  # every call is proposed; another turn would only cost money

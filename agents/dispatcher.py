@@ -1,4 +1,4 @@
-"""The dispatcher: which agent an intent goes to."""
+"""The dispatcher: which agent an intent goes to, or that a person should take it (no agent fits a task)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from opentelemetry import trace
 
-from agents.base import Agent, load_prompt
+from agents.base import ESCALATE_SPEC, ESCALATE_TOOL, Agent, Escalation, load_prompt, read_escalation
 from agents.llm import LLM, CallContext, Message, ToolSpec
 from agents.tools_agent import ToolsAgent
 
@@ -22,7 +22,8 @@ DISPATCHER = "dispatcher"  # the agent name a run has until the dispatcher picks
 
 
 class Dispatcher:
-    """Picks the agent for an intent: the exact grammar first, then the cheap model; None when neither can."""
+    """Picks the agent for an intent: the exact grammar first, then the cheap model. The model may instead
+    hand the request to a person (an :class:`Escalation`); None when nothing fits and nobody needs asking."""
 
     def __init__(self, agents: Sequence[Agent], llm: LLM) -> None:
         self.agents = {agent.name: agent for agent in agents}
@@ -33,8 +34,15 @@ class Dispatcher:
             names = ", ".join(self._webhooks[0].webhook_names)
             self._prompt += f"\nThe tools agent also posts JSON to the team's configured webhooks: {names}.\n"
 
-    @_tracer.start_as_current_span("route")
     async def route(self, text: str, call: CallContext, history: Sequence[Message] = ()) -> Agent | None:
+        """The agent for the request, or None (an escalation included)."""
+        chosen = await self.route_or_escalate(text, call, history)
+        return chosen if isinstance(chosen, Agent) else None
+
+    @_tracer.start_as_current_span("route")
+    async def route_or_escalate(
+        self, text: str, call: CallContext, history: Sequence[Message] = ()
+    ) -> Agent | Escalation | None:
         if self._webhooks is not None and self._webhooks[1].search(text):
             return self._webhooks[0]
         for name, pattern in _ROUTES:
@@ -44,14 +52,15 @@ class Dispatcher:
             role="dispatch",
             system=self._prompt,
             messages=[*history, Message("user", text)],
-            tools=[self._route_tool()],
+            tools=[self._route_tool(), ESCALATE_SPEC],
             call=call,
         )
         for tool_call in reply.tool_calls:
             chosen = tool_call.input.get("agent") if tool_call.name == ROUTE_TOOL else None
             if isinstance(chosen, str) and chosen in self.agents:
                 return self.agents[chosen]
-        return None
+        escalate = next((c for c in reply.tool_calls if c.name == ESCALATE_TOOL), None)
+        return read_escalation(escalate, reply.text.strip()) if escalate else None
 
     def _route_tool(self) -> ToolSpec:
         return ToolSpec(

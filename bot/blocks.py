@@ -190,3 +190,59 @@ def done(text: str, context: str, undo: str | None = None) -> Message:
             _context("aios_notice_context", f"{context} · `/aios undo {undo}` takes it back"),
         ]
     )
+
+
+TAKE_OVER_ACTION_ID = "aios_take_over"
+
+
+@dataclass(frozen=True)
+class EscalationMessage:
+    """What an escalation shows. ``reason`` and ``question`` are raw text (a model or a grammar wrote them);
+    ``people`` is the mrkdwn mention of those asked, composed by the handler."""
+
+    run_id: str
+    agent: str
+    people: str
+    reason: str
+    question: str
+
+
+def _escalation_blocks(message: EscalationMessage) -> tuple[str, list[Block]]:
+    asked = f"{message.people} " if message.people else ""
+    # The fallback text carries the reason and the question: it is what the agent reads back as the thread.
+    text = (
+        f":raising_hand: {asked}I need a person for this rather than a guess. "
+        f"Why: {quote(message.reason, REASON_MAX)} Question: {quote(message.question, REASON_MAX)}"
+    )
+    return text, [
+        _section("aios_escalation", text),
+        _context(
+            "aios_escalation_context",
+            f"{message.agent} · `{message.run_id}` · answer by mentioning me in this thread, or take it over",
+        ),
+    ]
+
+
+def escalation(message: EscalationMessage) -> Message:
+    """A run handed to people: who is asked, why, what to answer, and the button to take it over."""
+    text, blocks = _escalation_blocks(message)
+    button = ButtonElement(
+        text="Take over",
+        action_id=TAKE_OVER_ACTION_ID,
+        value=message.run_id,
+        confirm=ConfirmObject(
+            title="Take this over?",
+            text=f"{message.run_id} closes and the agent stops; you handle the request yourself.",
+            confirm="Take over",
+            deny="Cancel",
+        ),
+    )
+    actions = ActionsBlock(block_id="aios_escalation_actions", elements=[button])
+    return truncate(text, FALLBACK_TEXT_MAX), _render([*blocks, actions])
+
+
+def escalation_closed(message: EscalationMessage, outcome: str, actor: str, at: datetime) -> Message:
+    """The escalation after someone answered it or took it over: the button replaced by the outcome."""
+    text, blocks = _escalation_blocks(message)
+    line = f"*{outcome.capitalize()}* by <@{actor}> at {_when(at)}"
+    return truncate(text, FALLBACK_TEXT_MAX), _render([*blocks, _section("aios_escalation_outcome", line)])

@@ -1,4 +1,5 @@
-"""The scheduled digest: model spend, errors and waiting approvals for a period, posted once per period.
+"""The scheduled digest: model spend, errors, escalations to people and waiting approvals for a period, posted
+once per period.
 
 `bot/scheduler.py` fires it at AIOS_DIGEST_CRON; every replica may fire, and the `once` row keyed by the period
 makes exactly one post. `aios digest --now` builds the same digest on demand.
@@ -7,7 +8,7 @@ makes exactly one post. `aios digest --now` builds the same digest on demand.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTe
 
 from bot.transport import Transport, TransportError
 from policies.model import Budget
+from storage.escalations import Escalations
 from storage.ids import format_id
 from storage.records import ProposedAction
 from storage.repository import CostRow
@@ -63,6 +65,8 @@ class Digest:
     errors: dict[str, int]
     pending: list[PendingApproval]
     budgets_near_limit: list[BudgetUse]
+    # Runs handed to people in the period, by how they stand now: open, answered, taken_over.
+    escalations: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_usd(self) -> float:
@@ -93,12 +97,13 @@ async def build_digest(
                     format_id("AP", approval.id), action.name, approval.requester, until - approval.created_at
                 )
             )
+        escalations = await Escalations(repo.session).counts(since, until)
         near = [
             BudgetUse(a.budget_id, a.scope_value, a.period, a.spent_usd, a.limit_usd + a.granted_usd)
             for a in await repo.budget_accounts([until.strftime("%Y-%m-%d"), until.strftime("%Y-%m")])
             if a.budget_id in warn_at and a.spent_usd >= warn_at[a.budget_id] * (a.limit_usd + a.granted_usd)
         ]
-    return Digest(since, until, by_agent, top_runs, completed, errors, pending, near)
+    return Digest(since, until, by_agent, top_runs, completed, errors, pending, near, escalations)
 
 
 def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
@@ -137,12 +142,26 @@ def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
         )
         or "• none"
     )
+    raised = sum(digest.escalations.values())
+    escalations = (
+        f"• {raised} raised: "
+        + ", ".join(
+            f"{digest.escalations.get(status, 0)} {label}"
+            for status, label in (("answered", "answered"), ("taken_over", "taken over"), ("open", "waiting"))
+        )
+        if raised
+        else "• none"
+    )
     blocks: list[Block] = [
         HeaderBlock(block_id="digest_header", text="AIOS digest"),
         SectionBlock(block_id="digest_summary", text=MarkdownTextObject(text=summary)),
         SectionBlock(block_id="digest_agents", text=MarkdownTextObject(text=f"*Spend by agent*\n{agents}")),
         SectionBlock(block_id="digest_runs", text=MarkdownTextObject(text=f"*Costliest workflows*\n{runs}")),
         SectionBlock(block_id="digest_errors", text=MarkdownTextObject(text=f"*Errors*\n{errors}")),
+        SectionBlock(
+            block_id="digest_escalations",
+            text=MarkdownTextObject(text=f"*Escalations to people*\n{escalations}"),
+        ),
         SectionBlock(
             block_id="digest_pending", text=MarkdownTextObject(text=f"*Approvals waiting*\n{pending}")
         ),
@@ -158,7 +177,7 @@ def digest_message(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
     ]
     text = (
         f"AIOS digest: ${digest.total_usd:.4f} on model calls, {sum(digest.errors.values())} errors, "
-        f"{len(digest.pending)} approvals waiting"
+        f"{raised} escalations, {len(digest.pending)} approvals waiting"
     )
     return text, [block.to_dict() for block in blocks]
 

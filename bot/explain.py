@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from bot.explain_escalation import escalation_lines
 from bot.mrkdwn import escape, quote, truncate
 from storage.ids import format_id, parse_id
 from storage.records import (
@@ -59,6 +60,7 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
                 memory = await uow.repo.get(Memory, memory_id)
                 said = quote(memory.text, MEMORY_QUOTE_MAX) if memory else "(forgotten since)"
                 lines.append(f"  – `M-{memory_id}` {said}")
+        lines += await escalation_lines(uow.repo, run.id)
         newest = await ReplayQueries(uow.repo.session).latest_policy_hash()
         for action in await uow.repo.actions_for_run(run.id):
             if focus is not None and action.id != focus:

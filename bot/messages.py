@@ -37,6 +37,15 @@ class RequestBudget(Command):
 
 
 @dataclass(frozen=True)
+class TakeOverRun(Command):
+    """A person takes over a run that was escalated to people: it closes, and the agent stops."""
+
+    run_id: int
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True)
 class PauseAgent(Command):
     agent: str
     user: str

@@ -15,11 +15,12 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import blocks
 from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.crashpoints import crash_point
 from bot.intake import IncomingIntent, accept_click
-from bot.messages import DecideApproval, HandleIntent, RequestBudget
+from bot.messages import DecideApproval, HandleIntent, RequestBudget, TakeOverRun
 from bot.observability import SLACK_REQUESTS
 from bot.queries import private_answer
 from bot.slack_payloads import (
@@ -126,6 +127,15 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     @app.action(REJECT_ACTION_ID)
     async def on_reject(ack: AsyncAck, body: dict[str, Any]) -> None:
         await _decide(aios, ack, body, approve=False)
+
+    @app.action(blocks.TAKE_OVER_ACTION_ID)
+    async def on_take_over(ack: AsyncAck, body: dict[str, Any]) -> None:
+        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        await ack()
+        click = _parse(ButtonClick, body, body)
+        run_id = _record_key(click, "R") if click else None
+        if click is not None and run_id is not None:
+            aios.submit(TakeOverRun(run_id=run_id, user=click.user.id, channel=click.channel_id))
 
     @app.action(REQUEST_BUDGET_ACTION_ID)
     async def on_request_budget(ack: AsyncAck, body: dict[str, Any]) -> None:

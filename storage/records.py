@@ -61,6 +61,8 @@ class RunStatus(enum.StrEnum):
     DENIED = "denied"
     REJECTED = "rejected"
     FAILED = "failed"
+    ESCALATED = "escalated"  # the planner asked a person instead of guessing; an answer in the thread goes on
+    TAKEN_OVER = "taken_over"  # a person took the escalated request over: the run is closed
 
 
 class ActionStatus(enum.StrEnum):
@@ -174,6 +176,32 @@ class Decision(SQLModel, table=True):
     # For a policy verdict: what the policy saw besides the action (requester, groups, run totals, history),
     # so the decision can be judged again under another policy. None on rows from before it was kept.
     facts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class EscalationStatus(enum.StrEnum):
+    OPEN = "open"
+    ANSWERED = "answered"  # someone replied in the thread; the reply is planned as a new run
+    TAKEN_OVER = "taken_over"
+
+
+class Escalation(SQLModel, table=True):
+    """A run handed to people instead of a guess: why, what they were asked, whom, and how it ended."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", unique=True)
+    agent: str = Field(max_length=40)  # the agent that asked, or "dispatcher" when no agent fits
+    reason: str
+    question: str
+    asked: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # U… and S… ids
+    channel: str = Field(max_length=40)
+    thread_ts: str | None = Field(default=None, max_length=40, index=True)
+    message_ts: str | None = Field(default=None, max_length=40)  # the message asking, to update it later
+    status: str = Field(max_length=20, default=EscalationStatus.OPEN, index=True)
+    resolved_by: str | None = Field(default=None, max_length=40)
+    answer: str | None = None  # the reply's words, when answered
+    answer_run_id: int | None = Field(default=None, foreign_key="run.id")  # the run that planned the answer
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    created_at: datetime = _ts(index=True)
 
 
 class PolicyVersion(SQLModel, table=True):

@@ -10,6 +10,8 @@ Returns and refunds (tool ``shop_refund``, optionally ``email_send``):
   * an amount must carry a dollar sign or ``USD``/``dollars``; one that is unreadable, negative, zero, finer
     than a cent or in another currency proposes nothing, and the reply says how to write it
   * a reason with no amount (``refund order 1004, scratched``) proposes nothing: the reply asks how much
+  * more than one amount (``refund order 1004 $20 and $30``) is a question about money for a person: the
+    planner calls ``escalate_to_human`` (when offered) with the amounts it found, and proposes nothing
   * add ``and tell the customer`` / ``and email the customer`` to also send the customer an email
 
 Refunds of Stripe payments (tool ``stripe_refund``, when Stripe is configured), from the payments the agent

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from agents.amounts import AmountProblem, find_money, read_amount
+from agents.base import ESCALATE_TOOL
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
 from connectors.stripe_payments import EMAIL, PAYMENT_ID
@@ -99,6 +100,7 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
             f"`refund order {order_id} in full`",
             _reason,
         ),
+        offered,
     )
     if isinstance(asked_for, LLMReply):
         return asked_for
@@ -156,6 +158,7 @@ def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply 
             f"`refund payment {payment_id} in full`",
             _payment_reason,
         ),
+        offered,
     )
     if isinstance(asked_for, LLMReply):
         return asked_for
@@ -198,13 +201,19 @@ class _Target:
     reason: Callable[[str, list[tuple[int, int]]], str]
 
 
-def _how_much(asked: str, target: _Target) -> tuple[Decimal, str, str] | LLMReply:
+def _how_much(asked: str, target: _Target, offered: set[str]) -> tuple[Decimal, str, str] | LLMReply:
     """The amount asked for, how to say it, and the reason; or the reply asking for a readable amount."""
     money = find_money(_blank(asked, [target.span]))
     example = target.example(target.reason(asked, [target.span, *(m.span for m in money)]))
     if len(money) > 1:
         said = ", ".join(f"“{m.written}”" for m in money)
-        return LLMReply(f"I found more than one amount ({said}), so I won't guess; say one, like {example}.")
+        text = f"I found more than one amount ({said}), so I won't guess; say one, like {example}."
+        if ESCALATE_TOOL not in offered:
+            return LLMReply(text)
+        # Two amounts for one refund is a question about money: a person settles it, not the grammar.
+        reason = f"The request names more than one amount ({said}) {target.named}, and I won't guess which."
+        question = f"How much should be refunded {target.named}? Answer with the request, like {example}."
+        return LLMReply(text, [ToolCall("", ESCALATE_TOOL, {"reason": reason, "question": question})])
     whole = _WHOLE.search(asked)
     spans = [target.span, *(m.span for m in money), *([whole.span()] if whole else [])]
     reason = target.reason(asked, spans)

@@ -39,6 +39,7 @@ from bot.messages import (
     RequestBudget,
     ResumeAgent,
     SweepTimers,
+    TakeOverRun,
 )
 from bot.transport import Transport
 from connectors.registry import ConnectorRegistry
@@ -83,6 +84,7 @@ class Handlers:
     def register(self, bus: MessageBus) -> None:
         bus.on_command(HandleIntent, self.planning.handle_intent)
         bus.on_command(RequestBudget, self.planning.request_budget)
+        bus.on_command(TakeOverRun, self.planning.escalations.take_over)
         bus.on_command(ProposeAction, self.planning.propose_action)
         bus.on_command(DecideApproval, self.approvals.decide_approval)
         bus.on_command(SweepTimers, self.approvals.sweep)

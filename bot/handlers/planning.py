@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import structlog
 
-from agents.base import PlanRequest
+from agents.base import Escalation, PlanRequest
 from agents.budgets import BudgetExceededError
 from agents.context import thread_messages
 from agents.dispatcher import DISPATCHER
@@ -19,6 +19,7 @@ from agents.llm import Message as LLMMessage
 from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import Collaborators, HandlerBase, Thread
+from bot.handlers.escalation import Escalations
 from bot.messagebus import Message
 from bot.messages import (
     ActionAllowed,
@@ -71,6 +72,7 @@ class Planning(HandlerBase):
         super().__init__(collaborators)
         # Policy versions this process has stored (committed): one insert-if-absent per version, not per action.
         self._stored_policy_versions: set[str] = set()
+        self.escalations = Escalations(collaborators)
 
     async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
         async with self.units() as uow:
@@ -84,6 +86,7 @@ class Planning(HandlerBase):
         if run_id is None:
             return []  # another worker took this intent first
         crash_point("run_started")
+        await self.escalations.take_answer(intent, run_id)
         await self._offline_notice(thread)
         return await self._route_and_plan(intent, thread, run_id)
 
@@ -108,7 +111,10 @@ class Planning(HandlerBase):
         ids = f"`{format_id('R', run_id)}`"
         try:
             if run.agent == DISPATCHER:
-                agent = await self.dispatcher.route(intent.text, call, history)
+                agent = await self.dispatcher.route_or_escalate(intent.text, call, history)
+                if isinstance(agent, Escalation):
+                    await self.escalations.escalate(thread, run_id, DISPATCHER, agent)
+                    return []
                 if agent is None:
                     await self._update_run(run_id, RunStatus.ANSWERED, "no agent fits this request")
                     await self._say(thread, self._help_text(), context=ids)
@@ -140,6 +146,16 @@ class Planning(HandlerBase):
             await self._model_failed(thread, exc, ids)
             return []
         ids = f"{agent.name} agent · {ids}"
+        if plan.escalation is not None:
+            await self.escalations.escalate(
+                thread,
+                run_id,
+                agent.name,
+                plan.escalation,
+                rationale=plan.rationale,
+                memories=plan.memory_ids,
+            )
+            return []
         if not plan.actions:
             await self._update_run(
                 run_id, RunStatus.ANSWERED, plan.rationale, memories=plan.memory_ids, history=history

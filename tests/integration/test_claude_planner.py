@@ -60,7 +60,7 @@ async def test_an_invalid_tool_call_goes_back_to_the_model_as_an_error_result(
     first, second = anthropic_api.requests
     assert first["model"] == second["model"] == "claude-sonnet-4-6"
     assert first["system"][0]["cache_control"] == {"type": "ephemeral"}
-    assert [t["name"] for t in first["tools"]] == ["shop_refund", "email_send"]
+    assert [t["name"] for t in first["tools"]] == ["shop_refund", "email_send", "escalate_to_human"]
     assert first["tools"][-1]["cache_control"] == {"type": "ephemeral"}
     assert first["tools"][0]["input_schema"]["additionalProperties"] is False
     assert "order 1003: total $129.00" in first["system"][0]["text"]

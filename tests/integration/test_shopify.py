@@ -514,6 +514,7 @@ async def test_claude_is_offered_shopifys_actions_and_an_item_refund_over_100_wa
             "shopify_tag_order",
             "shopify_note",
             "shopify_adjust_inventory",
+            "escalate_to_human",
         ]
         approval = await only_approval(aios)
         assert approval.id is not None and shopify_api.refund_creates == 0

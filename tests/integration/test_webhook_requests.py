@@ -136,7 +136,7 @@ async def test_a_webhook_request_reaches_the_tools_agent_without_a_routing_call(
     )
     await ask(model_aios, 'notify crm {"event": "restock", "sku": "MUG-1"}')
     [planning] = anthropic_api.requests  # the agent's call only: no model was asked where to route it
-    assert [t["name"] for t in planning["tools"]] == ["webhook_post"]
+    assert [t["name"] for t in planning["tools"]] == ["webhook_post", "escalate_to_human"]
     system = json.dumps(planning["system"])
     assert "configured webhooks (webhook_post's webhook): audit, crm" in system
     assert "T0KEN" not in system and SECRET not in system
@@ -154,7 +154,7 @@ async def test_a_request_the_grammar_cannot_place_asks_the_model_which_knows_the
     )
     await ask(model_aios, "let the other system know about the restock")
     routing = anthropic_api.requests[0]
-    assert [t["name"] for t in routing["tools"]] == ["route_to_agent"]
+    assert [t["name"] for t in routing["tools"]] == ["route_to_agent", "escalate_to_human"]
     system = json.dumps(routing["system"])
     assert "configured webhooks: audit, crm" in system and "T0KEN" not in system
     async with model_aios.units() as uow:

@@ -1,0 +1,191 @@
+"""Escalations: a planner that will not guess hands the run to the policy's default approvers in the thread.
+
+The run waits (status ``escalated``). A reply in the thread that mentions the bot is the answer: it is planned
+as a new run of the agent that asked, with the thread (the request, the question, the answer) as its history.
+"Take over" closes the run instead: a person handles the request and the agent stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from agents.base import Escalation as EscalationAsked
+from agents.dispatcher import DISPATCHER
+from bot import blocks
+from bot.handlers.base import HandlerBase, Thread
+from bot.messagebus import Message
+from bot.messages import TakeOverRun
+from bot.observability import ESCALATIONS
+from bot.transport import TransportError
+from storage.escalations import Escalations as EscalationQueries
+from storage.ids import format_id
+from storage.records import Escalation, EscalationStatus, Intent, Run, RunStatus, utcnow
+
+log = structlog.get_logger(__name__)
+
+
+class Escalations(HandlerBase):
+    async def escalate(
+        self,
+        thread: Thread,
+        run_id: int,
+        agent: str,
+        asked: EscalationAsked,
+        *,
+        rationale: str = "",
+        memories: list[int] | None = None,
+    ) -> None:
+        """Record the escalation with the run's new status in one transaction, then ask in the thread."""
+        people = list(self.policy.members_of(self.policy.document.default_approvers))
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            assert run is not None
+            run.status, run.updated_at, run.owner = RunStatus.ESCALATED, utcnow(), self.lease.id
+            run.rationale = rationale or asked.reason
+            if memories is not None:
+                run.memories_used = memories
+            uow.repo.session.add(run)
+            record = await uow.repo.add(
+                Escalation(
+                    run_id=run_id,
+                    agent=agent,
+                    reason=asked.reason,
+                    question=asked.question,
+                    asked=people,
+                    channel=thread.channel,
+                    thread_ts=thread.ts,
+                    created_at=self.clock(),
+                )
+            )
+            await uow.commit()
+        ESCALATIONS.labels(reason="no_agent_fits" if agent == DISPATCHER else "agent_unsure").inc()
+        log.info("run_escalated", run=run_id, agent=agent, escalation=record.id)
+        text, message_blocks = blocks.escalation(self._message(record))
+        try:
+            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc:
+            # The escalation stays open: `/aios why` shows it, and an answer in the thread still goes on.
+            log.error("escalation_not_delivered", run=run_id, error=str(exc))
+            return
+        async with self.units() as uow:
+            stored = await uow.repo.get(Escalation, record.id)
+            assert stored is not None
+            stored.message_ts = ts
+            uow.repo.session.add(stored)
+            await uow.commit()
+
+    async def take_answer(self, intent: Intent, run_id: int) -> None:
+        """A new request in a thread whose run waits for a person is the answer: the escalation is closed as
+        answered by its author, and the new run goes to the agent that asked (the dispatcher routes it when
+        no agent had fitted)."""
+        if intent.thread_ts is None:
+            return
+        async with self.units() as uow:
+            queries = EscalationQueries(uow.repo.session)
+            waiting = await queries.open_in_thread(intent.channel, intent.thread_ts)
+            if waiting is None or waiting.id is None or waiting.run_id == run_id:
+                return
+            now = self.clock()
+            if not await queries.resolve(
+                waiting.id,
+                EscalationStatus.ANSWERED,
+                intent.user,
+                now,
+                answer=intent.text,
+                answer_run_id=run_id,
+            ):
+                return  # answered or taken over a moment ago
+            if waiting.agent in self.dispatcher.agents:
+                run = await uow.repo.get(Run, run_id)
+                assert run is not None
+                run.agent = waiting.agent
+                uow.repo.session.add(run)
+            await uow.commit()
+        log.info("escalation_answered", escalation=waiting.id, run=waiting.run_id, answer_run=run_id)
+        await self._close_message(waiting, "answered", intent.user, now)
+
+    async def take_over(self, command: TakeOverRun) -> Sequence[Message]:
+        """Someone pressed "Take over": the run closes as theirs, if it still waits for a person."""
+        run_ref = format_id("R", command.run_id)
+        async with self.units() as uow:
+            waiting = await EscalationQueries(uow.repo.session).of_run(command.run_id)
+            run = await uow.repo.get(Run, command.run_id)
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        if waiting is None or waiting.id is None or run is None or intent is None:
+            await self._whisper(command.channel, command.user, f"{run_ref} is not waiting for a person.")
+            return []
+        if waiting.status != EscalationStatus.OPEN:
+            await self._whisper(command.channel, command.user, self._already(run_ref, waiting))
+            return []
+        if not await self._may_take_over(command.user, intent):
+            roles = ", ".join(self.policy.document.default_approvers)
+            await self._whisper(
+                command.channel,
+                command.user,
+                f"Only the requester or someone with the role {roles} can take over {run_ref}.",
+            )
+            return []
+        now = self.clock()
+        async with self.units() as uow:
+            taken = await EscalationQueries(uow.repo.session).resolve(
+                waiting.id, EscalationStatus.TAKEN_OVER, command.user, now
+            )
+            if taken:
+                run.status, run.updated_at = RunStatus.TAKEN_OVER, now
+                uow.repo.session.add(run)
+                await uow.commit()
+            else:
+                waiting = await EscalationQueries(uow.repo.session).of_run(command.run_id) or waiting
+        if not taken:
+            await self._whisper(command.channel, command.user, self._already(run_ref, waiting))
+            return []
+        log.info("run_taken_over", run=command.run_id, by=command.user)
+        await self._close_message(waiting, "taken over", command.user, now)
+        await self._say(
+            Thread(waiting.channel, waiting.thread_ts),
+            f":handshake: <@{command.user}> took this over, so I've stopped working on it.",
+            context=f"`{run_ref}` · `/aios why {run_ref}`",
+        )
+        return []
+
+    async def _may_take_over(self, user: str, intent: Intent) -> bool:
+        if user == intent.user:
+            return True
+        if not set(self.policy.document.default_approvers) & set(self.policy.roles_of(user)):
+            # Roles held through a user group need the group's members, asked of Slack only when needed.
+            roles = self.policy.roles_of(user, await self._group_members())
+            return bool(set(self.policy.document.default_approvers) & set(roles))
+        return True
+
+    @staticmethod
+    def _already(run_ref: str, escalation: Escalation) -> str:
+        how = "answered" if escalation.status == EscalationStatus.ANSWERED else "taken over"
+        return f"{run_ref} was already {how} by <@{escalation.resolved_by}>."
+
+    def _message(self, escalation: Escalation) -> blocks.EscalationMessage:
+        return blocks.EscalationMessage(
+            run_id=format_id("R", escalation.run_id),
+            agent="no agent fits" if escalation.agent == DISPATCHER else f"{escalation.agent} agent",
+            people=_mentions(escalation.asked),
+            reason=escalation.reason,
+            question=escalation.question,
+        )
+
+    async def _close_message(self, escalation: Escalation, outcome: str, actor: str, at: datetime) -> None:
+        if escalation.message_ts is None:
+            return
+        text, message_blocks = blocks.escalation_closed(self._message(escalation), outcome, actor, at)
+        try:
+            await self.transport.update(
+                escalation.channel, escalation.message_ts, text, blocks=message_blocks
+            )
+        except TransportError as exc:
+            log.error("escalation_update_not_delivered", escalation=escalation.id, error=str(exc))
+
+
+def _mentions(members: Sequence[str]) -> str:
+    """Slack mentions of those asked: users as <@U…>, user groups as <!subteam^S…> (as approval cards do)."""
+    return " ".join(f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>" for m in members)
