@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.context import ThreadEntry
-from bot.blocks import REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
+from bot.blocks import REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
@@ -121,8 +121,13 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
             buttons = "  ".join(f"[ {e['text']['text']} ]" for e in block["elements"])
             budget = any(e.get("action_id") == REQUEST_BUDGET_ACTION_ID for e in block["elements"])
             undo = next((e["value"] for e in block["elements"] if e.get("action_id") == UNDO_ACTION_ID), None)
+            take = next(
+                (e["value"] for e in block["elements"] if e.get("action_id") == TAKE_OVER_ACTION_ID), None
+            )
             if undo is not None:
                 hint = f"/aios undo {undo}"
+            elif take is not None:
+                hint = f"/aios take {take}"
             else:
                 hint = "request budget" if budget else "approve as <user> / reject as <user>"
             lines.append(f"{buttons}   (type: {hint})")

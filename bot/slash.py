@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.messages import Command, Forget, PauseAgent, Recall, Remember, ResumeAgent
+from bot.messages import Command, Forget, PauseAgent, Recall, Remember, ResumeAgent, TakeOverRun
+from storage.ids import UnknownIdError, parse_id
 
 SUBCOMMANDS = (
     "why",
@@ -15,6 +16,7 @@ SUBCOMMANDS = (
     "resume",
     "replay",
     "undo",
+    "take",
     "remember",
     "recall",
     "forget",
@@ -27,6 +29,7 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 • `/aios status` — runs by state · `/aios pending` — approvals waiting for someone
 • `/aios cost [today|week|month]` — model spend by agent, run and requester
 • `/aios pause <agent>` / `/aios resume <agent>` — hold an agent's new runs and executions, then let them go
+• `/aios take <R-id>` — take over a run an agent escalated to people: it closes and the agent stops
 • `/aios replay <run> [version]` — what the candidate policy (or a stored version) would have decided
 • `/aios undo <A-id>` — ask to take an executed action back (its inverse, judged by the policy like any other)
 • `/aios remember <text>` · `/aios recall <words>` · `/aios forget <M-id or words>` — the team's long-term memory
@@ -48,6 +51,9 @@ def bus_command(command: SlashCommand, *, team: str, user: str, channel: str) ->
     if command.name in ("pause", "resume"):
         agent = argument.split()[0].lower()
         return (PauseAgent if command.name == "pause" else ResumeAgent)(agent, user, channel)
+    if command.name == "take":
+        run_id = _run_key(argument.split()[0])
+        return TakeOverRun(run_id, user, channel) if run_id is not None else None
     if command.name == "remember":
         return Remember(team, user, channel, argument)
     if command.name == "recall":
@@ -62,6 +68,17 @@ def parse_slash(text: str) -> SlashCommand:
     if not stripped:
         return SlashCommand("help", "")
     word, _, rest = stripped.partition(" ")
+    if word.lower() == "take" and _run_key(rest.strip().partition(" ")[0]) is None:
+        return SlashCommand("intent", stripped)  # "take a look at order 1003" asks in words
     if word.lower() in SUBCOMMANDS:
         return SlashCommand(word.lower(), rest.strip())
     return SlashCommand("intent", stripped)
+
+
+def _run_key(word: str) -> int | None:
+    """The run an id names (R-5), or None when it names something else or no record could have it."""
+    try:
+        prefix, key = parse_id(word)
+    except UnknownIdError:
+        return None
+    return key if prefix == "R" and key <= 2**31 - 1 else None

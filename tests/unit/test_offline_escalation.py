@@ -9,6 +9,9 @@ from agents.base import ESCALATE_SPEC, ESCALATE_TOOL
 from agents.llm import CallContext, LLMReply, Message, ToolSpec
 from agents.offline import OfflinePlanner
 from bot import blocks
+from bot.console import render
+from bot.messages import TakeOverRun
+from bot.slash import bus_command, parse_slash
 
 CONTEXT = (
     "Context:\norder 1004: total $75.50, refundable $75.50, customer Sam <sam@example.com>, item Skillet\n"
@@ -61,3 +64,26 @@ def test_a_long_reason_and_question_still_make_a_valid_message() -> None:
     assert len(text) <= blocks.FALLBACK_TEXT_MAX
     assert rendered[-1]["elements"][0]["action_id"] == blocks.TAKE_OVER_ACTION_ID
     assert rendered[-1]["elements"][0]["value"] == "R-5"
+
+
+def test_the_console_names_the_command_that_takes_over() -> None:
+    text, rendered = blocks.escalation(
+        blocks.EscalationMessage("R-5", "returns agent", "<@U0MANAGER>", "two amounts", "which one?")
+    )
+    assert "[ Take over ]   (type: /aios take R-5)" in render(text, rendered)
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("take R-5", TakeOverRun(5, "U1", "C1")),
+        ("take r-5 please", TakeOverRun(5, "U1", "C1")),
+        ("take a look at order 1003", None),  # a request in words, not the subcommand
+        ("take A-3", None),
+        ("take R-99999999999", None),
+    ],
+)
+def test_slash_take_names_a_run(text: str, command: TakeOverRun | None) -> None:
+    parsed = parse_slash(text)
+    assert bus_command(parsed, team="T", user="U1", channel="C1") == command
+    assert (parsed.name == "intent") == (command is None)
