@@ -202,3 +202,35 @@ def test_an_unknown_model_lists_the_known_ones(recorded: tuple[dict[str, str], P
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: no price for model 'claude-nope'; known models: claude-haiku-4-5, ")
     assert "offline" not in line and line.endswith("(AIOS_LLM_PRICES adds one)")
+
+
+def test_an_estimate_over_what_a_budget_has_left_is_refused(
+    recorded: tuple[dict[str, str], Path], api: FakeAnthropicApi, tmp_path: Path
+) -> None:
+    env, _ = recorded
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("""
+version: 1
+rules:
+  - id: refunds-are-fine
+    when: action.name == "shop.refund"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+roles:
+  manager: [U0MANAGER]
+budgets:
+  - id: returns-daily
+    scope: agent
+    match: returns
+    period: day
+    limit_usd: 0.0001
+""")
+    seen = len(api.requests)
+    result = run(
+        "replay", "--since", "7d", "--model", MODEL, "--yes", env=env | {"AIOS_POLICY_FILE": str(policy)}
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the replay may cost $") and "budget returns-daily (agent returns)" in last
+    assert len(api.requests) == seen

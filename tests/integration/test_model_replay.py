@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import col, select
 
 from agents.claude import ClaudeLLM
-from agents.llm import Usage
+from agents.llm import LLMError, Usage
 from agents.pricing import PriceTable
 from bot.bootstrap import Aios
 from bot.model_replay import Estimate, Outcome, Report, model_replay
@@ -108,13 +108,19 @@ class Answer:
 
 
 async def replay_with(
-    aios: Aios, api: FakeAnthropicApi, confirm: Callable[[Estimate], bool], policy: Policy | None = None
+    aios: Aios,
+    api: FakeAnthropicApi,
+    confirm: Callable[[Estimate], bool],
+    policy: Policy | None = None,
+    *,
+    run_id: int | None = None,
+    key: str = API_KEY,
 ) -> Report | None:
-    llm = ClaudeLLM.from_settings(API_KEY, api.url, dispatch_model=MODEL, agent_model=MODEL)
+    llm = ClaudeLLM.from_settings(key, api.url, dispatch_model=MODEL, agent_model=MODEL)
     try:
         return await model_replay(
             aios.units,
-            scope=Scope(since=utcnow() - timedelta(days=7)),
+            scope=Scope(run_id=run_id) if run_id else Scope(since=utcnow() - timedelta(days=7)),
             agent=None,
             llm=llm,
             prices=PriceTable.with_overrides(None),
@@ -247,3 +253,54 @@ async def test_a_run_planned_offline_is_estimated_from_its_prompt(
     [run] = report.runs
     assert run.outcome is Outcome.SAME
     assert run.run.history == ()
+
+
+async def test_a_forgotten_memory_and_a_run_from_before_history_was_kept_are_named(
+    recorded: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    async with recorded.units() as uow:
+        first, second = (await uow.repo.session.exec(select(Run).order_by(col(Run.id)).limit(2))).all()
+        [memory_id] = first.memories_used
+        second.history = None  # as on a run planned before the history was kept
+        uow.repo.session.add(second)
+        await uow.commit()
+    assert await recorded.memory.forget("T0FAKE", memory_id)
+    anthropic_api.default = replay_answers
+    seen = len(anthropic_api.requests)
+
+    report = await replay_with(recorded, anthropic_api, Answer(yes=True))
+
+    assert report is not None
+    text = report.text_lines()
+    assert f"R-{first.id}: memory M-{memory_id} was forgotten since; replayed without it" in text
+    assert f"R-{second.id}: its thread history was not recorded (planned before it was kept)" in text
+    first_request, second_request = anthropic_api.requests[seen : seen + 2]
+    assert "Sam asked for email only" not in first_request["system"][0]["text"]
+    assert [m["content"] for m in second_request["messages"]] == ["refund order 1001 $150 arrived broken"]
+
+
+async def test_a_key_the_model_refuses_stops_the_replay_at_the_first_call(
+    recorded: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    seen = len(anthropic_api.requests)
+    with pytest.raises(LLMError) as refused:
+        await replay_with(recorded, anthropic_api, Answer(yes=True), key="sk-ant-wrong")
+    assert refused.value.kind == "auth"
+    assert len(anthropic_api.requests) == seen + 1
+
+
+async def test_one_run_can_be_replayed_and_is_shown_whole(
+    recorded: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    anthropic_api.default = replay_answers
+    async with recorded.units() as uow:
+        first = (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).first()
+    assert first is not None and first.id is not None
+
+    report = await replay_with(recorded, anthropic_api, Answer(yes=True), run_id=first.id)
+
+    assert report is not None
+    lines = report.text_lines()
+    assert lines[0] == f"Model replay of R-{first.id} with {MODEL}"
+    assert lines[-1].startswith(f'= R-{first.id} returns "refund order 1004 $50 scratched": shop.refund ')
+    assert lines[-1].endswith("(allow) — same")
