@@ -13,14 +13,18 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text
 from sqlmodel import col, select
 
+from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
 from connectors.sandbox_state import sandbox_state
-from storage.records import Intent, ProposedAction, Run, UndoRequest
+from storage.audit import verify
+from storage.engine import create_engine
+from storage.records import AuditEntry, Intent, ProposedAction, Run, UndoRequest
 from tests.conftest import Clock
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.fakes.slack_payloads import SIGNING_SECRET, block_action, sign, slash_command
@@ -276,3 +280,35 @@ async def test_an_action_that_has_not_run_cannot_be_undone(
     assert status == 200
     assert answer in [c.params["text"] for c in slack_api.calls_to("chat.postEphemeral")]
     assert await undo_requests(aios) == []
+
+
+async def test_the_link_to_the_undone_action_is_in_the_audit_chain(
+    aios: Aios, slack: SlackFrontDoor, database_url: str
+) -> None:
+    publish = await published(aios)
+    await slack.slash(f"undo A-{publish}")
+    [undo] = [a for a in await all_actions(aios) if a.undoes_action_id == publish]
+
+    async def audit_problems() -> list[str]:
+        report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
+        return [problem.line() for problem in report.problems]
+
+    assert await audit_problems() == []
+    async with aios.units() as uow:
+        query = select(AuditEntry).where(
+            AuditEntry.record_table == "proposed_action", AuditEntry.record_id == str(undo.id)
+        )
+        entries = (await uow.repo.session.exec(query)).all()
+    assert entries and all(f'"undoes_action_id":{publish}' in entry.content for entry in entries)
+
+    # Someone with database access cuts the link: verify names the record.
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE proposed_action SET undoes_action_id = NULL WHERE id = :id"), {"id": undo.id}
+            )
+    finally:
+        await engine.dispose()
+    [problem] = await audit_problems()
+    assert problem.startswith(f"A-{undo.id}: ")
