@@ -28,6 +28,7 @@ from sqlmodel import select as select_records
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.orm.session import Session as SqlModelSession
 
+from storage.ids import format_id
 from storage.records import (
     Approval,
     ApprovalStatus,
@@ -85,16 +86,14 @@ def _key_column(name: str) -> Any:
 # --- canonical content and hashes ---
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="microseconds")
-    return value
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def canonical(table: str, row: Mapping[str, Any] | RowMapping) -> str:
     skip = BOOKKEEPING.get(table, frozenset())
     content = {
-        k: (_plain(v) if isinstance(v, datetime) else v)
+        k: (_iso(v) if isinstance(v, datetime) else v)
         for k, v in row.items()
         if k not in skip and v is not None
     }
@@ -109,7 +108,7 @@ def entry_hash(
     prev_hash: str, seq: int, table: str, record_id: str, content_hash: str, recorded_at: datetime
 ) -> str:
     """H(prev_hash ‖ seq ‖ record kind ‖ record id ‖ content hash ‖ time), fields split by a unit separator."""
-    parts = (prev_hash, str(seq), table, record_id, content_hash, _plain(recorded_at))
+    parts = (prev_hash, str(seq), table, record_id, content_hash, _iso(recorded_at))
     return sha256("\x1f".join(parts))
 
 
@@ -117,7 +116,7 @@ def short_ref(table: str, record_id: str) -> str:
     """The record as the product names it: ``D-42`` where it has a short form, else its kind and key."""
     prefix = SHORT_PREFIX.get(table)
     if prefix is not None and record_id.isdigit():
-        return f"{prefix}-{record_id}"
+        return format_id(prefix, int(record_id))
     if table == "policy_version":
         return f"policy version {record_id[:12]}"
     return f"{table.replace('_', ' ')} {record_id}"
@@ -189,8 +188,9 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
 def _note(session: Session, name: str, keys: Iterable[Any], how: str) -> None:
     pending = _pending(session)
     for row_key in keys:
-        if pending.get((name, str(row_key))) is not READ_NEW:  # new in this transaction stays new
-            pending[(name, str(row_key))] = how
+        noted = pending.get((name, str(row_key)))
+        new = noted is not None and noted != READ_BACK  # a record new in this transaction stays new
+        pending[(name, str(row_key))] = READ_NEW if new else how
 
 
 def _inserted(state: ORMExecuteState, table: Table, statement: Insert) -> list[Any]:
@@ -243,11 +243,12 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> in
         for row_key, read in _read_rows(connection, name, [key for table, key in reread if table == name]):
             contents[(name, row_key)] = read
     latest = _latest_hashes(connection, [r for r in reread if pending[r] == READ_BACK])
-    changed = [
-        (record, content, sha256(content))
-        for record, content in contents.items()  # in the order they were written
-        if content is not None and latest.get(record) != sha256(content)
+    hashed = [
+        (record, content, sha256(content)) for record, content in contents.items() if content is not None
     ]
+    changed = [
+        entry for entry in hashed if latest.get(entry[0]) != entry[2]
+    ]  # in the order they were written
     if not changed:
         return 0
     if connection.dialect.name == "postgresql":
@@ -412,9 +413,10 @@ async def verify(
         _check_entry(report, entry, latest)
     in_chain = len(report.problems)
     for name in AUDITED:
-        async for row in _stream(units, _table(AUDITED[name]), _key_column(name).name, batch):
+        key = _key_column(name).name
+        async for row in _stream(units, _table(AUDITED[name]), key, batch):
             report.records += 1
-            row_key = str(row[_key_column(name).name])
+            row_key = str(row[key])
             seen = latest.pop((name, row_key), None)
             ref = short_ref(name, row_key)
             if seen is None:
@@ -659,7 +661,7 @@ async def export(
         for row in rows:
             yield {
                 "seq": row["seq"],
-                "recorded_at": _plain(row["recorded_at"]),
+                "recorded_at": _iso(row["recorded_at"]),
                 "record": short_ref(row["record_table"], row["record_id"]),
                 "record_table": row["record_table"],
                 "record_id": row["record_id"],

@@ -4,6 +4,7 @@ deleted and inserted with plain SQL, as someone with database access would, and 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from sqlmodel import col, select
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
 from bot.messages import DecideApproval, RequestBudget
-from connectors.actions import CmsCreateDraft
+from connectors.actions import CmsCreateDraft, ShopRefund
+from connectors.registry import params_hash
 from storage.audit import Report, canonical, entry_hash, sha256, short_ref, verify
 from storage.engine import create_engine
 from storage.migrate import alembic_config, upgrade_to_head
@@ -264,20 +266,44 @@ async def test_two_writers_appending_at_once_make_one_chain(database_url: str) -
             await engine.dispose()
 
 
-async def test_a_store_upgraded_from_before_the_audit_verifies(aios: Aios, raw: AsyncEngine) -> None:
-    """Records written before the chain existed get one first entry each, in key order, when it is added."""
-    await approved_refund(aios)
+async def test_a_store_upgraded_from_before_the_audit_verifies(database_url: str, raw: AsyncEngine) -> None:
+    """Records written before the chain existed (here by SQL, at the schema before it) get one first entry
+    each when it is added, and an allowed refund's execution is covered from then on."""
 
-    def back_to_0007(connection: Connection) -> None:
-        command.downgrade(alembic_config(connection), "0007")
+    def to_0007(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), "0007")
 
     async with raw.begin() as connection:
-        await connection.run_sync(back_to_0007)
+        await connection.run_sync(to_0007)
+    refund = ShopRefund(order_id=1002, amount=40.0, reason="strap tore")
+    statements = [
+        'INSERT INTO intent (id, source, team_id, channel, "user", text, status, created_at) '
+        "VALUES (1, 'console', '', 'C0SHOP', 'U0ALICE', 'refund', 'dispatched', CURRENT_TIMESTAMP)",
+        "INSERT INTO run (id, intent_id, agent, rationale, status, memories_used, created_at, updated_at) "
+        "VALUES (1, 1, 'returns', '', 'completed', '[]', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        "INSERT INTO proposed_action (id, run_id, name, params, rationale, status, created_at) "
+        "VALUES (1, 1, 'shop.refund', :params, '', 'executed', CURRENT_TIMESTAMP)",
+        "INSERT INTO decision (id, action_id, kind, verdict, rule_id, reason, justification, actor, created_at) "
+        "VALUES (1, 1, 'policy', 'allow', 'small-refunds-are-fine', '', '', 'policy', CURRENT_TIMESTAMP)",
+        "INSERT INTO capability (id, action_id, action_name, params_hash, policy_hash, granted_by, expires_at, "
+        "spent_at, created_at) VALUES (1, 1, 'shop.refund', :params_hash, '', 'policy', CURRENT_TIMESTAMP, "
+        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        "INSERT INTO execution (id, action_id, idempotency_key, status, result, started_at) "
+        "VALUES (1, 1, 'k1', 'succeeded', '{}', CURRENT_TIMESTAMP)",
+    ]
+    params = {"params": json.dumps(refund.model_dump(mode="json")), "params_hash": params_hash(refund)}
+    async with raw.begin() as connection:
+        for statement in statements:
+            given = {k: v for k, v in params.items() if f":{k}" in statement}
+            await connection.execute(text(statement), given)
     await upgrade_to_head(raw)
 
-    report = await audit(aios)
+    report = await verify(
+        UnitOfWorkFactory.for_engine(raw), ParamsHasher(installed_action_models()), roles_of_policy
+    )
 
-    assert report.problems == [] and report.entries == report.records
+    assert report.problems == [] and report.executions == 1
+    assert report.entries == report.records == 4  # the action, the decision, the capability, the execution
 
 
 PERMISSIVE = """
