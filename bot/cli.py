@@ -553,6 +553,8 @@ def _model_replay(scope: Scope, model: str, agent: str | None, *, yes: bool, as_
     def confirm(estimate: Estimate) -> bool:
         if estimate.runs == 0:
             err.print(f"No run {scope.describe()} to re-plan.", highlight=False, markup=False)
+            if not as_json:
+                raise typer.Exit(0)  # a JSON reader still gets its (empty) document
             return True
         for line in estimate.lines():
             err.print(line, highlight=False, markup=False)
