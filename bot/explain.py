@@ -6,7 +6,9 @@ escaped and shortened: the records keep it whole, the answer only has to recogni
 
 from __future__ import annotations
 
+import functools
 import json
+from typing import TYPE_CHECKING
 
 from bot.explain_escalation import escalation_lines
 from bot.mrkdwn import escape, quote, truncate
@@ -25,6 +27,9 @@ from storage.records import (
 from storage.repository import ReplayQueries, Repository, UndoQueries
 from storage.unit_of_work import UnitOfWorkFactory
 from storage.why_queries import ModelUse, WhyQueries
+
+if TYPE_CHECKING:
+    from policies.engine import Policy
 
 INTENT_QUOTE_MAX = 500
 RATIONALE_QUOTE_MAX = 1000
@@ -222,13 +227,10 @@ async def _what_would_have_changed_it(
         return []
     # Here, not at the top: loading a policy compiles its CEL, which `aios why` of other records never needs.
     from policies.counterfactual import counterfactual
-    from policies.engine import Policy
-    from policies.errors import PolicyError
     from policies.replay import RecordedDecision
 
-    try:
-        policy = Policy.from_text(version.text, f"policy {decision.policy_hash[:12]}")
-    except PolicyError:
+    policy = _deciding_policy(version.text)
+    if policy is None:
         return []  # a version this code no longer reads: its verdict stands, untested here
     approval = await repo.approval_for_action(action.id or 0)
     recorded = RecordedDecision(
@@ -254,6 +256,18 @@ async def _what_would_have_changed_it(
             f"    rule `{decision.rule_id}` when `{quote(' '.join(rule.when.split()), WHEN_QUOTE_MAX)}`"
         )
     return lines
+
+
+@functools.lru_cache(maxsize=8)
+def _deciding_policy(text: str) -> Policy | None:
+    """A stored policy version, loaded once per process: a server explains many decisions of few versions."""
+    from policies.engine import Policy
+    from policies.errors import PolicyError
+
+    try:
+        return Policy.from_text(text, "a stored policy version")
+    except PolicyError:
+        return None
 
 
 async def _refused_click(repo: Repository, action: ProposedAction, decision: Decision) -> str:
