@@ -302,7 +302,9 @@ async def replay_run(
     except LLMError as exc:
         if not exc.transient:
             raise
-        return RunReplay(run, Outcome.MODEL_ERROR, spend=_less(llm.spend, before), error=str(exc))
+        return RunReplay(
+            run, Outcome.MODEL_ERROR, spend=_less(llm.spend, before), error=exc.kind.replace("_", " ")
+        )
     judged, partial = judge(policy, run, plan.actions)
     rationale = "\n".join([plan.rationale, *plan.problems]).strip()
     return RunReplay(

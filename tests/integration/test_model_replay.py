@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stamina
 from sqlmodel import col, select
 
 from agents.claude import ClaudeLLM
@@ -24,7 +25,7 @@ from connectors.registry import installed_action_params
 from policies.engine import Policy
 from storage.records import LlmCall, Run, utcnow
 from tests.conftest import Clock
-from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, Script, ToolUse
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, Script, ToolUse, overloaded
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, ask, everything_stored, start_aios, write_policy
 
@@ -304,3 +305,27 @@ async def test_one_run_can_be_replayed_and_is_shown_whole(
     assert lines[0] == f"Model replay of R-{first.id} with {MODEL}"
     assert lines[-1].startswith(f'= R-{first.id} returns "refund order 1004 $50 scratched": shop.refund ')
     assert lines[-1].endswith("(allow) — same")
+
+
+async def test_a_model_that_does_not_answer_one_run_is_that_run_s_outcome(
+    recorded: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    anthropic_api.default = replay_answers
+    anthropic_api.script(overloaded())  # the first run's only attempt
+
+    with stamina.set_testing(True, attempts=1):
+        report = await replay_with(recorded, anthropic_api, Answer(yes=True))
+
+    assert report is not None
+    assert [r.outcome for r in report.runs] == [
+        Outcome.MODEL_ERROR,
+        Outcome.DIFFERENT_PARAMETERS,
+        Outcome.DIFFERENT_ACTION,
+        Outcome.NOTHING_PROPOSED,
+    ]
+    assert not report.runs[0].verdicts_changed
+    assert report.runs[0].line().endswith("the model did not answer (overloaded)")
+    assert (
+        "3 nothing proposed" not in report.summary_lines()[0]
+        and "1 model errors" in report.summary_lines()[0]
+    )
