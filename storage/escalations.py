@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.records import Escalation, EscalationStatus
+from storage.records import Escalation, EscalationStatus, Run
 
 
 class Escalations:
@@ -39,6 +39,19 @@ class Escalations:
                 .order_by(col(Escalation.id).desc())
             )
         ).first()
+
+    async def unasked(self, before: datetime) -> list[tuple[Escalation, Run]]:
+        """Open escalations whose message was never posted (a process stopped in between), with their runs."""
+        rows = await self.session.exec(
+            select(Escalation, Run)
+            .join(Run, col(Run.id) == col(Escalation.run_id))
+            .where(
+                col(Escalation.status) == EscalationStatus.OPEN,
+                col(Escalation.message_ts).is_(None),
+                col(Escalation.created_at) < before,
+            )
+        )
+        return list(rows.all())
 
     async def resolve(
         self,

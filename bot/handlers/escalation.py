@@ -15,6 +15,7 @@ import structlog
 from agents.base import Escalation as EscalationAsked
 from agents.dispatcher import DISPATCHER
 from bot import blocks
+from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase, Thread
 from bot.messagebus import Message
 from bot.messages import TakeOverRun
@@ -63,19 +64,8 @@ class Escalations(HandlerBase):
             await uow.commit()
         ESCALATIONS.labels(reason="no_agent_fits" if agent == DISPATCHER else "agent_unsure").inc()
         log.info("run_escalated", run=run_id, agent=agent, escalation=record.id)
-        text, message_blocks = blocks.escalation(self._message(record))
-        try:
-            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
-        except TransportError as exc:
-            # The escalation stays open: `/aios why` shows it, and an answer in the thread still goes on.
-            log.error("escalation_not_delivered", run=run_id, error=str(exc))
-            return
-        async with self.units() as uow:
-            stored = await uow.repo.get(Escalation, record.id)
-            assert stored is not None
-            stored.message_ts = ts
-            uow.repo.session.add(stored)
-            await uow.commit()
+        crash_point("escalation_recorded")
+        await ask_in_thread(self, record)
 
     async def take_answer(self, intent: Intent, run_id: int) -> None:
         """A new request in a thread whose run waits for a person is the answer: the escalation is closed as
@@ -165,25 +155,46 @@ class Escalations(HandlerBase):
         how = "answered" if escalation.status == EscalationStatus.ANSWERED else "taken over"
         return f"{run_ref} was already {how} by <@{escalation.resolved_by}>."
 
-    def _message(self, escalation: Escalation) -> blocks.EscalationMessage:
-        return blocks.EscalationMessage(
-            run_id=format_id("R", escalation.run_id),
-            agent="no agent fits" if escalation.agent == DISPATCHER else f"{escalation.agent} agent",
-            people=_mentions(escalation.asked),
-            reason=escalation.reason,
-            question=escalation.question,
-        )
-
     async def _close_message(self, escalation: Escalation, outcome: str, actor: str, at: datetime) -> None:
         if escalation.message_ts is None:
             return
-        text, message_blocks = blocks.escalation_closed(self._message(escalation), outcome, actor, at)
+        text, message_blocks = blocks.escalation_closed(_message(escalation), outcome, actor, at)
         try:
             await self.transport.update(
                 escalation.channel, escalation.message_ts, text, blocks=message_blocks
             )
         except TransportError as exc:
             log.error("escalation_update_not_delivered", escalation=escalation.id, error=str(exc))
+
+
+async def ask_in_thread(handler: HandlerBase, escalation: Escalation) -> None:
+    """Post the escalation in its thread and remember the message, so that answering or taking it over can
+    update it; at start, recovery posts those a stopped process recorded but never posted."""
+    text, message_blocks = blocks.escalation(_message(escalation))
+    try:
+        ts = await handler.transport.post(
+            escalation.channel, text, blocks=message_blocks, thread_ts=escalation.thread_ts
+        )
+    except TransportError as exc:
+        # The escalation stays open: `/aios why` shows it, and an answer in the thread still goes on.
+        log.error("escalation_not_delivered", run=escalation.run_id, error=str(exc))
+        return
+    async with handler.units() as uow:
+        stored = await uow.repo.get(Escalation, escalation.id)
+        assert stored is not None
+        stored.message_ts = ts
+        uow.repo.session.add(stored)
+        await uow.commit()
+
+
+def _message(escalation: Escalation) -> blocks.EscalationMessage:
+    return blocks.EscalationMessage(
+        run_id=format_id("R", escalation.run_id),
+        agent="no agent fits" if escalation.agent == DISPATCHER else f"{escalation.agent} agent",
+        people=_mentions(escalation.asked),
+        reason=escalation.reason,
+        question=escalation.question,
+    )
 
 
 def _mentions(members: Sequence[str]) -> str:

@@ -1,9 +1,9 @@
 """At start, and every few seconds, work whose process died carries on from its last checkpoint.
 
-The checkpoints are rows: an intent not yet planned, a run planned to nothing, an approval whose card was
-never posted, an approved action never claimed, an execution claimed but never settled, a click acknowledged
-but never handled. Each is handed to the handler that owns that step; every such step is idempotent, so
-recovering twice (or from two replicas) does nothing twice.
+The checkpoints are rows: an intent not yet planned, a run planned to nothing, an approval whose card (or an
+escalation whose message) was never posted, an approved action never claimed, an execution claimed but never
+settled, a click acknowledged but never handled. Each is handed to the handler that owns that step; every
+such step is idempotent, so recovering twice (or from two replicas) does nothing twice.
 
 Intents, runs and executions record the lease of the process working on them (see :mod:`storage.leases`).
 Work whose owner's lease has ended is taken over at once, by a compare-and-set on its owner so that one
@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 import structlog
 
 from bot.handlers.base import HandlerBase, Thread
+from bot.handlers.escalation import ask_in_thread
 from bot.messagebus import Message
 from bot.messages import DecideApproval, ExecuteAction, HandleIntent, ReconcileExecution, Recover, ReplanRun
+from storage.escalations import Escalations
 from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run, utcnow
 
 log = structlog.get_logger(__name__)
@@ -36,13 +38,20 @@ class Recovery(HandlerBase):
             intents = await repo.intents_with_status("received")
             planning = await repo.runs_planning_without_actions(now)
             unposted = await repo.approvals_without_message(now)
+            unasked = await Escalations(repo.session).unasked(now)  # escalations never posted
             unclaimed = await repo.approved_actions_without_execution()
             in_flight = await repo.executions_in_flight(now)
             run_of = await repo.runs_of_actions([approval.action_id for approval in unposted] + unclaimed)
             # No grace for clicks: deciding an approval is a compare-and-set, so a click a live replica is
             # handling right now is only counted once. Clicks name no owner: they are taken at start only.
             clicks = await repo.unprocessed_clicks() if command.at_start else []
-        owned: list[Intent | Run | Execution] = [*intents, *planning, *in_flight, *run_of.values()]
+        owned: list[Intent | Run | Execution] = [
+            *intents,
+            *planning,
+            *in_flight,
+            *run_of.values(),
+            *(run for _, run in unasked),
+        ]
         alive = await self.lease.alive(row.owner for row in owned if row.owner is not None)
 
         def orphaned(row: Intent | Run | Execution, since: datetime | None = None) -> bool:
@@ -56,6 +65,7 @@ class Recovery(HandlerBase):
             run_of[a.action_id] for a in unposted if orphaned(run_of[a.action_id], a.created_at)
         ]
         orphaned_runs += [run_of[action_id] for action_id in unclaimed if orphaned(run_of[action_id])]
+        orphaned_runs += [run for escalation, run in unasked if orphaned(run, escalation.created_at)]
         async with self.units() as uow:
             taken_intents = await uow.repo.take_over([i for i in intents if orphaned(i)], self.lease.id)
             taken_runs = await uow.repo.take_over(orphaned_runs, self.lease.id)
@@ -80,6 +90,9 @@ class Recovery(HandlerBase):
         )
         for approval in cards:
             await self._repost_card(approval)
+        for escalation, run in unasked:
+            if run.id in taken_runs:
+                await ask_in_thread(self, escalation)
         return [
             *(HandleIntent(intent_id) for intent_id in taken_intents),
             *(ReplanRun(run_id) for run_id in to_replan if run_id is not None),

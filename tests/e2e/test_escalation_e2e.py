@@ -1,11 +1,16 @@
 """End to end on the real `aios serve` (offline grammar): a refund naming two amounts is escalated to the
 policy's manager in its thread; the manager's answer in the thread refunds once; a second escalation is taken
-over with its button, and `aios why` tells both stories."""
+over with its button, and `aios why` tells both stories. An escalation recorded by a process killed before it
+asked is asked after the restart."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 from tests.e2e.conftest import Server
 from tests.e2e.test_serve import MANAGER, REQUESTER, send
+from tests.fakes.aios_process import aios_env, running_aios_serve
 from tests.fakes.slack_api import ApiCall, FakeSlackApi
 from tests.fakes.slack_payloads import app_mention, block_action, slash_command
 
@@ -66,3 +71,27 @@ async def test_an_escalation_is_answered_in_the_thread_or_taken_over(server: Ser
     why = server.cli("why", button["value"])
     assert "(run taken_over)" in why.stdout and f"taken over by <@{MANAGER}>" in why.stdout
     assert all(r["order_id"] != 1003 for r in server.sandbox()["refunds"])
+
+
+def test_an_escalation_recorded_before_a_crash_is_posted_once_after_the_restart(tmp_path: Path) -> None:
+    database = tmp_path / "aios.db"
+    with FakeSlackApi() as slack:
+        env = aios_env(f"sqlite+aiosqlite:///{database}", slack.url)
+        with running_aios_serve({**env, "AIOS_CRASH_AT": "escalation_recorded"}) as doomed:
+            asyncio.run(
+                send(
+                    Server(doomed.url, env, slack),
+                    *slash_command("refund order 1002 $3 and $4", user=REQUESTER),
+                )
+            )
+            doomed.process.wait(20)
+            assert doomed.process.returncode == -9, "the server never recorded the escalation"
+        assert [c for c in slack.calls_to("chat.postMessage") if "I need a person" in c.params["text"]] == []
+        with running_aios_serve(env) as restarted:
+            post = escalation_for(slack, "order 1002")
+            assert f"<@{MANAGER}>" in post.params["text"]
+            why = Server(restarted.url, env, slack).cli("why", take_over_button(post)["value"])
+            assert "(run escalated)" in why.stdout and "waiting for a person" in why.stdout
+        assert (
+            len([c for c in slack.calls_to("chat.postMessage") if "I need a person" in c.params["text"]]) == 1
+        )
