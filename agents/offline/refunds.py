@@ -207,6 +207,9 @@ def _how_much(asked: str, target: _Target, offered: set[str]) -> tuple[Decimal, 
     example = target.example(target.reason(asked, [target.span, *(m.span for m in money)]))
     if len(money) > 1:
         said = ", ".join(f"“{m.written}”" for m in money)
+        # What stands between the amounts ("and", "or maybe") is no part of the reason the example repeats.
+        between = (money[0].span[0], money[-1].span[1])
+        example = target.example(target.reason(asked, [target.span, between]))
         text = f"I found more than one amount ({said}), so I won't guess; say one, like {example}."
         if ESCALATE_TOOL not in offered:
             return LLMReply(text)
