@@ -43,6 +43,14 @@ ENDED_WITHOUT_UNDOING = (
     ActionStatus.EXPIRED,
     ActionStatus.FAILED,
 )
+NOT_RUN = {
+    ActionStatus.AWAITING_APPROVAL: "it is awaiting approval",
+    ActionStatus.APPROVED: "it is approved and about to run",
+    ActionStatus.DENIED: "the policy denied it",
+    ActionStatus.REJECTED: "it was rejected",
+    ActionStatus.EXPIRED: "its approval expired",
+    ActionStatus.FAILED: "it failed; if it may still have taken effect, check the system it would have changed",
+}
 REFUND = (
     "a refund cannot be taken back; to charge the customer again, do it in the shop's or Stripe's dashboard"
 )
@@ -104,10 +112,10 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
             return UndoAnswer(
                 f"{ref} was already undone when a later step of its run failed (`/aios why {ref}`)."
             )
-        if original.status != ActionStatus.EXECUTED or result is None:
-            return UndoAnswer(
-                f"{ref} has not run (it is {original.status.replace('_', ' ')}), so there is nothing to undo."
-            )
+        # Escalated: it ran, a later step of its run failed, and it had no inverse (a person was asked).
+        if original.status not in (ActionStatus.EXECUTED, ActionStatus.ESCALATED) or result is None:
+            state = NOT_RUN.get(original.status, f"it is {original.status.replace('_', ' ')}")
+            return UndoAnswer(f"{ref} has not run ({state}), so there is nothing to undo.")
         inverse, summary = _inverse(aios, original, result)
         if inverse is None:
             return UndoAnswer(f"{ref} ({escape(summary)}) cannot be undone: {_follow_up(original)}.")

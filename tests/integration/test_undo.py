@@ -21,6 +21,10 @@ from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
+from connectors.base import ConnectorContext
+from connectors.errors import PermanentConnectorError
+from connectors.sandbox_cms import SandboxCms
+from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
 from storage.audit import verify
 from storage.engine import create_engine
@@ -28,7 +32,8 @@ from storage.records import AuditEntry, Intent, ProposedAction, Run, UndoRequest
 from tests.conftest import Clock
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.fakes.slack_payloads import SIGNING_SECRET, block_action, sign, slash_command
-from tests.integration.conftest import CHANNEL, REQUESTER, ask, start_aios
+from tests.integration.conftest import CHANNEL, REQUESTER, ask, run_with_connectors, start_aios
+from tests.integration.test_compensation import BrokenOutbox
 
 EDITOR = "U0EDITOR"
 TEAMMATE = "U0BOB"
@@ -51,6 +56,9 @@ rules:
     approvers: [editor]
   - id: small-refunds-are-fine
     when: action.name == "shop.refund" && action.params.amount <= 100.0
+    verdict: allow
+  - id: emails-are-fine-here
+    when: action.name == "email.send"
     verdict: allow
 default: require_approval
 default_approvers: [manager]
@@ -246,6 +254,26 @@ async def test_asking_twice_files_one_undo_and_a_rejected_undo_may_be_asked_agai
     undos = [a for a in await all_actions(aios) if a.undoes_action_id == publish]
     assert [a.status for a in undos] == ["rejected", "awaiting_approval"]
     assert [(r.attempt, r.requested_by) for r in await undo_requests(aios)] == [(0, TEAMMATE), (1, REQUESTER)]
+
+
+async def test_a_refund_handed_to_a_person_after_a_later_step_failed_gets_the_same_answer(
+    aios: Aios, slack: SlackFrontDoor
+) -> None:
+    context = ConnectorContext(units_of_work=aios.units)
+    outbox = BrokenOutbox(PermanentConnectorError("550 mailbox unavailable"))
+    await run_with_connectors(
+        aios,
+        [SandboxShop(context), SandboxCms(context), outbox],
+        "refund $5 on order 1002 and tell the customer",
+    )
+    [refund, email] = await all_actions(aios)
+    assert (refund.status, email.status) == ("escalated", "failed")
+
+    assert await slack.slash(f"undo A-{refund.id}") == (
+        f"A-{refund.id} (Refund $5.00 on order 1002 (customer request)) cannot be undone: a refund cannot be "
+        "taken back; to charge the customer again, do it in the shop's or Stripe's dashboard."
+    )
+    assert (await slack.slash(f"undo A-{email.id}")).startswith(f"A-{email.id} has not run (it failed;")
 
 
 @pytest.mark.parametrize(
