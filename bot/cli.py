@@ -549,6 +549,10 @@ def _model_replay(scope: Scope, model: str, agent: str | None, *, yes: bool, as_
     registry = replay_registry(offered_actions(settings.connector_settings()))
     # The estimate and the question go to stderr: stdout holds only the report (one JSON document with --json).
     interactive = sys.stdin.isatty()
+    from rich.progress import Progress
+
+    # Shown on a terminal once the replay is confirmed: each run waits for the model.
+    bar = Progress(console=err, transient=True, disable=not err.is_terminal)
 
     def confirm(estimate: Estimate) -> bool:
         if estimate.runs == 0:
@@ -560,11 +564,13 @@ def _model_replay(scope: Scope, model: str, agent: str | None, *, yes: bool, as_
             err.print(line, highlight=False, markup=False)
         if estimate.over_budget is not None:
             _fail(estimate.over_budget, code=1)
-        if yes:
-            return True
-        if not interactive:
+        if not yes and not interactive:
             _fail("a model replay spends money: confirm it on a terminal, or pass --yes")
-        return typer.confirm("Re-plan them?", err=True)
+        if not (yes or typer.confirm("Re-plan them?", err=True)):
+            return False
+        bar.add_task("re-planning", total=estimate.runs)
+        bar.start()
+        return True
 
     async def work(units: UnitOfWorkFactory) -> Any:
         llm = ClaudeLLM.from_settings(
@@ -583,8 +589,10 @@ def _model_replay(scope: Scope, model: str, agent: str | None, *, yes: bool, as_
                 policy=policy,
                 registry=registry,
                 confirm=confirm,
+                progress=lambda done: bar.advance(bar.task_ids[0], done),
             )
         finally:
+            bar.stop()
             await llm.close()
 
     try:
