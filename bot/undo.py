@@ -43,7 +43,7 @@ ENDED_WITHOUT_UNDOING = (
     ActionStatus.EXPIRED,
     ActionStatus.FAILED,
 )
-NOT_RUN = {
+NOT_RUN: dict[str, str] = {
     ActionStatus.AWAITING_APPROVAL: "it is awaiting approval",
     ActionStatus.APPROVED: "it is approved and about to run",
     ActionStatus.DENIED: "the policy denied it",
