@@ -23,6 +23,8 @@ from policies.replay import replay as judge_again
 MAX_SENTENCES = 3
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _PLAIN_REF = re.compile(r"^[A-Za-z0-9_.:#-]{1,40}$")  # an order or payment id worth naming in a sentence
+_LOOKED_UP = re.compile(r'\b(run\.totals|requester\.today)\[\s*"([^"]+)"\s*\]')  # a total by action name
+_TOTALS = {"run.totals": "run_totals", "requester.today": "requester_today"}  # condition → recorded fact
 _TIERS = 3  # verdicts below the recorded amount worth naming (deny above, approval between, allow below)
 
 
@@ -44,6 +46,7 @@ def counterfactual(policy: Policy, recorded: RecordedDecision) -> list[str]:
     under ``policy`` (then nothing said about it could be trusted)."""
     if recorded.name == BUDGET_GRANT:
         return []
+    recorded = _zero_filled(policy, recorded)
     judge = _Judge(policy, recorded)
     base = judge(recorded)
     if (base.verdict, base.rule_id) != (recorded.verdict, recorded.rule_id):
@@ -58,6 +61,20 @@ def counterfactual(policy: Policy, recorded: RecordedDecision) -> list[str]:
     if sentences:
         return sentences[:MAX_SENTENCES]
     return [_as_the_rule_says(policy, base, recorded)]
+
+
+def _zero_filled(policy: Policy, recorded: RecordedDecision) -> RecordedDecision:
+    """The recorded totals with a zero for each action the rules look up and the run or the day had none of,
+    as the engine that decided filled them in (it knew every action the connectors offer; a stored version is
+    loaded without them, and a missing name would fail its condition)."""
+    if recorded.facts is None:
+        return recorded
+    facts = dict(recorded.facts)
+    for rule in policy.document.rules:
+        for total, name in _LOOKED_UP.findall(rule.when):
+            field = _TOTALS[total]
+            facts[field] = {name: 0.0, **dict(facts.get(field) or {})}
+    return replace(recorded, facts=facts)
 
 
 def refused_click(
@@ -237,10 +254,22 @@ def _amount_sentence(
 
 @dataclass(frozen=True)
 class _Fact:
-    value: float
-    change: Callable[[float], RecordedDecision]
-    said: Callable[[str], str]  # the threshold in words → the "if …" clause
-    was: Callable[[str], str]  # the recorded value in words → what it was
+    """One number the policy saw besides the action, and how to say it."""
+
+    field: str  # in the recorded facts: order_refunded, payment_refunded, requester_today, run_totals
+    kind: str | None  # the action name, for the per-action totals
+    value: float  # as recorded, less this action's own amount (run totals count it)
+    own: float  # this action's amount where the recorded value counts it
+    said: str  # "if … {} or less": the clause, with the threshold to fill in
+
+    def changed(self, recorded: RecordedDecision, value: float) -> RecordedDecision:
+        facts = dict(recorded.facts or {})
+        total = round(value + self.own, 2)
+        if self.kind is None:
+            facts[self.field] = total
+        else:
+            facts[self.field] = {**dict(facts.get(self.field) or {}), self.kind: total}
+        return replace(recorded, facts=facts)
 
 
 def _facts(recorded: RecordedDecision) -> list[_Fact]:
@@ -248,60 +277,40 @@ def _facts(recorded: RecordedDecision) -> list[_Fact]:
     if facts is None:
         return []
     name, params = recorded.name, recorded.params
-    found: list[_Fact] = []
-
-    def number(value: object) -> float:
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-    order = _ref(params.get("order_id"))
-    refunded = number(facts.get("order_refunded"))
-    found.append(
+    order, payment = _ref(params.get("order_id")), _ref(params.get("payment"))
+    found = [
         _Fact(
-            refunded,
-            lambda x: replace(recorded, facts={**facts, "order_refunded": x}),
-            lambda x: (
-                f"if {x} or less had already been refunded on "
-                + (f"order {order}" if order else "this order")
-            ),
-            lambda x: f"{x} had been",
-        )
-    )
-    payment = _ref(params.get("payment"))
-    found.append(
+            "order_refunded",
+            None,
+            _number(facts.get("order_refunded")),
+            0.0,
+            "if {} or less had already been refunded on " + (f"order {order}" if order else "this order"),
+        ),
         _Fact(
-            number(facts.get("payment_refunded")),
-            lambda x: replace(recorded, facts={**facts, "payment_refunded": x}),
-            lambda x: (
-                f"if {x} or less had already been refunded on "
-                + (f"payment {payment}" if payment else "this payment")
-            ),
-            lambda x: f"{x} had been",
-        )
-    )
+            "payment_refunded",
+            None,
+            _number(facts.get("payment_refunded")),
+            0.0,
+            "if {} or less had already been refunded on "
+            + (f"payment {payment}" if payment else "this payment"),
+        ),
+    ]
     today = facts.get("requester_today")
-    if isinstance(today, Mapping):
-        found.append(
-            _Fact(
-                number(today.get(name)),
-                lambda x: replace(recorded, facts={**facts, "requester_today": {**today, name: x}}),
-                lambda x: f"if the requester's earlier {name} actions today had come to {x} or less",
-                lambda x: f"they came to {x}",
-            )
-        )
-    totals, param = facts.get("run_totals"), _money_param(params)
-    if isinstance(totals, Mapping) and name in totals and param is not None:
-        own = float(params[param])
-        found.append(
-            _Fact(
-                round(number(totals[name]) - own, 2),
-                lambda x: replace(
-                    recorded, facts={**facts, "run_totals": {**totals, name: round(x + own, 2)}}
-                ),
-                lambda x: f"if the earlier {name} actions in this run had come to {x} or less",
-                lambda x: f"they came to {x}",
-            )
-        )
+    for kind, moved in today.items() if isinstance(today, Mapping) else ():
+        said = f"if the requester's earlier {kind} actions today had come to {{}} or less"
+        found.append(_Fact("requester_today", str(kind), _number(moved), 0.0, said))
+    param = _money_param(params)
+    own = float(params[param]) if param is not None else 0.0
+    totals = facts.get("run_totals")
+    for kind, total in totals.items() if isinstance(totals, Mapping) else ():
+        mine = own if kind == name else 0.0  # the run's total for this action counts this one
+        said = f"if the earlier {kind} actions in this run had come to {{}} or less"
+        found.append(_Fact("run_totals", str(kind), round(_number(total) - mine, 2), mine, said))
     return [fact for fact in found if fact.value >= 0.01]
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _smaller_facts(judge: _Judge, base: _Outcome) -> list[str]:
@@ -311,14 +320,15 @@ def _smaller_facts(judge: _Judge, base: _Outcome) -> list[str]:
 
 def _smaller_fact(judge: _Judge, base: _Outcome, fact: _Fact) -> str | None:
     def at(cents: int) -> _Outcome:
-        return judge(fact.change(cents / 100))
+        return judge(fact.changed(judge.recorded, cents / 100))
 
     if at(0).key == base.key:
         return None
     top = round(fact.value * 100)
     edge = _last_different(at, 0, top, base)
     found = at(edge)
-    return f"It {_would(found)} {fact.said(_usd(edge))} ({_rule(found)}); {fact.was(_usd(top))}."
+    actual = f"they came to {_usd(top)}" if fact.kind is not None else f"{_usd(top)} had been"
+    return f"It {_would(found)} {fact.said.format(_usd(edge))} ({_rule(found)}); {actual}."
 
 
 # --- Who asked, and what the tool's server says of it ---

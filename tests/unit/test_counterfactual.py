@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from connectors.registry import installed_action_params
 from policies.approvers import Refusal
 from policies.counterfactual import MAX_SENTENCES, counterfactual, refused_click
 from policies.engine import Policy
@@ -43,8 +45,15 @@ default_approvers: [manager]
 """)
 
 
+@functools.cache
+def as_the_bot_loads(policy: Policy) -> Policy:
+    """The policy as the bot loads it: knowing every installed action, so a total of one the run had none of
+    is zero. A stored version is loaded without them, as `/aios why` loads it."""
+    return Policy.from_text(policy.text, policy.source, installed_action_params())
+
+
 def recorded(policy: Policy, name: str, params: dict[str, Any], facts: Facts) -> RecordedDecision:
-    """A decision as the policy made it with these facts (the way the bot records one)."""
+    """A decision as the bot makes and records one, under this policy with these facts."""
     blank = RecordedDecision(
         decision_id=1,
         action_id=1,
@@ -58,7 +67,7 @@ def recorded(policy: Policy, name: str, params: dict[str, Any], facts: Facts) ->
         facts=facts.as_json(),
         requester=facts.requester,
     )
-    verdict = replay(policy, blank).new
+    verdict = replay(as_the_bot_loads(policy), blank).new
     return replace(blank, verdict=verdict.verdict, rule_id=verdict.rule_id, approvers=verdict.approver_roles)
 
 
@@ -108,6 +117,27 @@ def test_what_the_order_had_refunded_before_is_named_with_the_order() -> None:
     assert (
         "It would have been allowed without approval if $50.00 or less had already been refunded on order 1001 "
         "(rule small-refunds-are-fine); $70.00 had been."
+    ) in counterfactual(DEFAULT, decision)
+
+
+def test_a_stripe_refund_names_the_payment_and_the_shop_refunds_its_daily_limit_counts() -> None:
+    params = {"payment": "pi_3Nexample", "amount": 60.0, "reason": "duplicate charge"}
+    on_payment = Facts("U0ALICE", run_totals={"stripe.refund": 60.0}, payment_refunded=45.0)
+    decision = recorded(DEFAULT, "stripe.refund", params, on_payment)
+    assert decision.rule_id == "stripe-refunds-over-100-need-a-manager"
+    assert (
+        "It would have been allowed without approval if $40.00 or less had already been refunded on payment "
+        "pi_3Nexample (rule small-stripe-refunds-are-fine); $45.00 had been."
+    ) in counterfactual(DEFAULT, decision)
+
+    earlier_today = Facts(
+        "U0ALICE", run_totals={"stripe.refund": 60.0}, requester_today={"shop.refund": 470.0}
+    )
+    decision = recorded(DEFAULT, "stripe.refund", params, earlier_today)
+    assert decision.rule_id == "stripe-refunds-past-500-a-day-need-a-manager"
+    assert (
+        "It would have been allowed without approval if the requester's earlier shop.refund actions today had "
+        "come to $440.00 or less (rule small-stripe-refunds-are-fine); they came to $470.00."
     ) in counterfactual(DEFAULT, decision)
 
 
