@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +21,11 @@ from bot.messages import TakeOverRun
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
 from storage.records import Escalation, ProposedAction, Run
+from tests.conftest import Clock
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import TOKEN, ApiCall, FakeSlackApi
 from tests.fakes.slack_payloads import SIGNING_SECRET, block_action, sign
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, start_aios
 
 THREAD = "1700000000.000100"
 UNSURE = ToolUse(
@@ -278,3 +280,34 @@ async def test_the_digest_counts_escalations_of_its_period(aios: Aios) -> None:
     assert "3 raised: 1 answered, 1 taken over, 1 waiting" in str(blocks)
     earlier = await build_digest(aios.units, now - timedelta(days=1))
     assert earlier.escalations == {} and "*Escalations to people*\\n• none" in str(digest_message(earlier)[1])
+
+
+async def test_a_user_group_among_the_default_approvers_is_mentioned_as_a_subteam(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    policy = """
+version: 1
+roles:
+  manager: [S0MANAGERS, U0BOSS]
+rules:
+  - id: small-refunds-are-fine
+    when: action.name == "shop.refund" && action.params.amount <= 100.0
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+"""
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=policy)
+    try:
+        await ask(aios, "refund order 1004 $20 and $30")
+        [escalation] = await escalations(aios)
+        assert escalation.asked == ["S0MANAGERS", "U0BOSS"]
+        [post] = escalation_posts(slack_api)
+        assert "<!subteam^S0MANAGERS> <@U0BOSS>" in post.params["text"]
+        # A member of the group may take it over: the group's members are asked of Slack.
+        slack_api.groups["S0MANAGERS"] = ["U0CAROL"]
+        [run] = await runs(aios)
+        assert run.id is not None
+        await aios.process(TakeOverRun(run.id, "U0CAROL", CHANNEL))
+        assert (await runs(aios))[0].status == "taken_over"
+    finally:
+        await aios.close()
