@@ -1,10 +1,10 @@
 """What would have changed a policy verdict, in plain words.
 
 The action is judged again under the policy version that decided, with the facts recorded then and one thing
-changed: the amount, a fact (what the order already had refunded, what the requester moved earlier today, the
-run's earlier actions), a role the requester lacks, an MCP tool's annotation. A sentence is said only when such
-a judgement gave another verdict, so every claim is one the policy makes. Thresholds are found by bisection
-on whole cents. Pure: the caller reads the records.
+changed: the amount, a fact (what the order or payment already had refunded, what the requester moved earlier
+today, the run's earlier actions), a role the requester lacks, an MCP tool's annotation. A sentence is said
+only when such a judgement gave another verdict, so every claim is one the policy makes. Thresholds are found
+by bisection on whole cents. Pure: the caller reads the records.
 """
 
 from __future__ import annotations
@@ -48,19 +48,25 @@ def counterfactual(policy: Policy, recorded: RecordedDecision) -> list[str]:
         return []
     recorded = _zero_filled(policy, recorded)
     judge = _Judge(policy, recorded)
-    base = judge(recorded)
+    try:
+        base = judge(recorded)
+    except _Unjudgeable:
+        return [
+            f"The condition of rule {recorded.rule_id} could not be evaluated for this action, so the policy "
+            "blocked it (it fails closed)."
+        ]
     if (base.verdict, base.rule_id) != (recorded.verdict, recorded.rule_id):
         return []
-    sentences = [
-        *_cheaper(judge, base),
-        *_smaller_facts(judge, base),
-        *_annotations(judge, base),
-        *_roles(judge, base),
-        *_dearer(judge, base),
-    ]
+    sentences: list[str] = []
+    every_change_judged = True
+    for tried in (_cheaper, _smaller_facts, _annotations, _roles, _dearer):
+        try:
+            sentences += tried(judge, base)
+        except _Unjudgeable:  # a change the conditions cannot judge says nothing about what the policy means
+            every_change_judged = False
     if sentences:
         return sentences[:MAX_SENTENCES]
-    return [_as_the_rule_says(policy, base, recorded)]
+    return [_as_the_rule_says(policy, base, recorded, every_change_judged)]
 
 
 def _zero_filled(policy: Policy, recorded: RecordedDecision) -> RecordedDecision:
@@ -117,6 +123,10 @@ def refused_click(
     return f"{user}'s click was refused ({refusal})."
 
 
+class _Unjudgeable(Exception):
+    """A condition failed to evaluate, so the engine denied without a rule saying so."""
+
+
 class _Judge:
     """The recorded decision judged with changes, each outcome remembered (bisection asks some twice)."""
 
@@ -134,10 +144,18 @@ class _Judge:
         if memo and memo in self._seen:
             return self._seen[memo]
         verdict: PolicyVerdict = judge_again(policy or self.policy, changed).new
+        if verdict.verdict == "deny" and self._declared(verdict.rule_id) != "deny":
+            raise _Unjudgeable(verdict.explanation)
         outcome = _Outcome(verdict.verdict, verdict.rule_id, verdict.approver_roles)
         if memo:
             self._seen[memo] = outcome
         return outcome
+
+    def _declared(self, rule_id: str) -> str:
+        """The verdict the policy file gives ``rule_id``: the engine's own deny of a failed condition is not."""
+        if rule_id == "default":
+            return self.policy.document.default
+        return next((r.verdict for r in self.policy.document.rules if r.id == rule_id), "deny")
 
     def rule_numbers(self) -> list[float]:
         """The numbers the rules compare with: where thresholds are likely, checked besides bisection."""
@@ -377,9 +395,10 @@ def _groups_of(recorded: RecordedDecision) -> dict[str, set[str]]:
 # --- Words ---
 
 
-def _as_the_rule_says(policy: Policy, base: _Outcome, recorded: RecordedDecision) -> str:
-    """Nothing tried changed the verdict: say what the rule decides and for whom, and what was tried."""
-    tried = _tried(policy, recorded)
+def _as_the_rule_says(policy: Policy, base: _Outcome, recorded: RecordedDecision, judged: bool) -> str:
+    """Nothing tried changed the verdict: say what the rule decides and for whom, and what was tried (when
+    every change could be judged)."""
+    tried = _tried(policy, recorded) if judged else []
     unchanged = f"; {' or '.join(tried)} would not have changed that" if tried else ""
     if base.verdict == "allow":
         return f"Allowed without approval by {_rule(base)}{unchanged}."

@@ -220,6 +220,35 @@ def test_nothing_is_said_when_the_recorded_facts_do_not_give_the_recorded_verdic
     assert counterfactual(DEFAULT, replace(decision, verdict="allow", rule_id="small-refunds-are-fine")) == []
 
 
+FRAGILE = Policy.from_text("""
+version: 1
+roles:
+  manager: [U0MANAGER]
+rules:
+  - id: noted-refunds-need-a-manager
+    when: action.name == "shop.refund" && action.params.amount > 100.0 && action.params.reason.matches("(")
+    verdict: require_approval
+    approvers: [manager]
+  - id: refunds-are-fine
+    when: action.name == "shop.refund"
+    verdict: allow
+default: deny
+""")
+
+
+def test_a_condition_that_cannot_be_evaluated_is_said_and_never_taken_for_the_policy_s_word() -> None:
+    # Over $100 the first rule's condition fails (its pattern is no regex), and the engine denies: fail closed.
+    denied = recorded(FRAGILE, *refund(250.0))
+    assert (denied.verdict, denied.rule_id) == ("deny", "noted-refunds-need-a-manager")
+    assert counterfactual(FRAGILE, denied) == [
+        "The condition of rule noted-refunds-need-a-manager could not be evaluated for this action, so the "
+        "policy blocked it (it fails closed)."
+    ]
+    # Allowed at $40; dearer amounts only fail the condition, which is no rule's verdict, so nothing is claimed.
+    allowed = recorded(FRAGILE, *refund(40.0))
+    assert counterfactual(FRAGILE, allowed) == ["Allowed without approval by rule refunds-are-fine."]
+
+
 def test_a_budget_grant_has_no_counterfactual() -> None:
     grant = recorded(DEFAULT, "budget.grant", {"budget_id": "daily", "amount_usd": 5.0}, Facts("U0ALICE"))
     assert counterfactual(DEFAULT, grant) == []
