@@ -11,6 +11,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.audit import AuditedSession
+
 EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
 
 
@@ -90,9 +92,6 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    # Imported here: the audit module reads the records, and they need nothing from the engine.
-    from storage.audit import AuditedSession
-
     # Every commit appends its audited writes to the audit chain, in the same transaction.
     return async_sessionmaker(
         engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=AuditedSession
