@@ -200,16 +200,21 @@ def _cheaper(judge: _Judge, base: _Outcome) -> list[str]:
     def at(cents: int) -> _Outcome:
         return judge(_with_amount(recorded, param, cents))
 
-    sentences: list[str] = []
+    tiers: list[tuple[_Outcome, int]] = []  # each verdict below, with the largest amount that meets it
     top, current = round(float(recorded.params[param]) * 100), base
     for _ in range(_TIERS):
         if top <= 1 or at(1).key == current.key:
             break
         edge = _last_different(at, 1, top, current)
-        found = at(edge)
-        floor = 1 if at(1).key == found.key else None
-        sentences.append(_amount_sentence(found, edge, floor, judge, at))
-        top, current = edge, found
+        current, top = at(edge), edge
+        tiers.append((current, edge))
+    sentences = []
+    for number, (found, edge) in enumerate(tiers):
+        if number + 1 < len(tiers):  # a band: the next verdict down starts a cent below it
+            span = f"from {_usd(tiers[number + 1][1] + 1)} to {_usd(edge)}"
+        else:
+            span = "at " + _down_to_a_cent(found, edge, judge, at)
+        sentences.append(f"It {_would(found)} {span} ({_rule(found)}).")
     return sentences
 
 
@@ -256,15 +261,12 @@ def _first_different(at: Callable[[int], _Outcome], low: int, high: int, same: _
     return high
 
 
-def _amount_sentence(
-    found: _Outcome, edge: int, floor: int | None, judge: _Judge, at: Callable[[int], _Outcome]
-) -> str:
-    # "or less" only when every amount down to a cent was seen to give the same: the rules' own numbers below
-    # the edge are checked too, since a bisection alone would step over a band in between.
-    below = [round(n * 100) + d for n in judge.rule_numbers() for d in (-1, 0, 1)]
-    uniform = floor is not None and all(at(c).key == found.key for c in below if 1 <= c < edge)
-    span = f"{_usd(edge)} or less" if uniform else f"{_usd(edge)}"
-    return f"It {_would(found)} at {span} ({_rule(found)})."
+def _down_to_a_cent(found: _Outcome, edge: int, judge: _Judge, at: Callable[[int], _Outcome]) -> str:
+    # "or less" only when the amounts below were seen to give the same: the rules' own numbers are checked
+    # besides a cent, since a bisection alone could step over a band in between.
+    below = [1, *(round(n * 100) + d for n in judge.rule_numbers() for d in (-1, 0, 1))]
+    uniform = all(at(cents).key == found.key for cents in below if 1 <= cents < edge)
+    return f"{_usd(edge)} or less" if uniform else _usd(edge)
 
 
 # --- Facts recorded with the decision ---

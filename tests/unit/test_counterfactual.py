@@ -165,9 +165,8 @@ def test_a_denied_refund_names_each_verdict_below_it_and_the_role_that_allows_it
 
     sentences = counterfactual(TIERED, decision)
 
-    # Between $100.01 and $1,000.00 approval: the manager's band is not "or less", since below it is allowed.
     assert sentences == [
-        "It would have needed approval by manager at $1,000.00 (rule big-refunds-need-a-manager).",
+        "It would have needed approval by manager from $100.01 to $1,000.00 (rule big-refunds-need-a-manager).",
         "It would have been allowed without approval at $100.00 or less (rule small-refunds-are-fine).",
     ]
     assert verdict_at(TIERED, decision, 1000.0)[0] == "require_approval"
@@ -260,16 +259,29 @@ def test_every_threshold_said_is_where_the_engine_changes_its_verdict(amount: fl
     sentences = counterfactual(TIERED, decision)
     assert 1 <= len(sentences) <= MAX_SENTENCES
     for sentence in sentences:
-        said = re.search(r"(at|over) \$([\d,]+\.\d\d)", sentence)
-        if said is None:
-            continue
-        threshold = float(said.group(2).replace(",", ""))
-        inside = threshold if said.group(1) == "at" else round(threshold + 0.01, 2)
-        outside = round(threshold + 0.01, 2) if said.group(1) == "at" else threshold
         rule = re.search(r"\(rule ([\w-]+)\)", sentence)
         assert rule is not None
-        assert verdict_at(TIERED, decision, inside)[1] == rule.group(1)
-        assert verdict_at(TIERED, decision, outside)[1] != rule.group(1)
+        for inside, outside in claimed_edges(sentence):
+            assert verdict_at(TIERED, decision, inside)[1] == rule.group(1)
+            assert verdict_at(TIERED, decision, outside)[1] != rule.group(1)
+
+
+def claimed_edges(sentence: str) -> list[tuple[float, float]]:
+    """For each edge an amount sentence names: an amount it says meets the rule, and one just past it."""
+    if said := re.search(r"from \$([\d,.]+) to \$([\d,.]+)", sentence):
+        low, high = dollars(said.group(1)), dollars(said.group(2))
+        return [(low, round(low - 0.01, 2)), (high, round(high + 0.01, 2))]
+    if said := re.search(r"at \$([\d,.]+) or less", sentence):
+        edge = dollars(said.group(1))
+        return [(edge, round(edge + 0.01, 2)), (0.01, round(edge + 0.01, 2))]
+    if said := re.search(r"over \$([\d,.]+)", sentence):
+        edge = dollars(said.group(1))
+        return [(round(edge + 0.01, 2), edge)]
+    return []
+
+
+def dollars(text: str) -> float:
+    return float(text.rstrip(".").replace(",", ""))
 
 
 EXPIRES = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)
