@@ -4,6 +4,7 @@ matching rule wins."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +24,8 @@ DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 DEFAULT_RULE_ID = "default"
 _NAMED_BY = {"rules": ("rule", "id"), "tests": ("test", "name")}  # list in the file → (what, named by)
 
+
+_QUOTED_ACTION_NAME = re.compile(r"""["']([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)+)["']""")
 
 @dataclass(frozen=True)
 class PolicyVerdict:
@@ -76,7 +79,11 @@ class Policy:
         self.hash = content_hash
         self.source = source
         self.text = text
-        self._action_names = sorted(action_params or ())
+        # The action names the conditions spell out (`run.totals["shop.refund"]`): each gets a 0.0 in the totals
+        # so a lookup never misses, whether or not that action is installed (a stored version replayed later).
+        self._action_names = sorted(
+            {name for rule in document.rules for name in _QUOTED_ACTION_NAME.findall(rule.when)}
+        )
         self._rules = [_compile(rule, source, action_params) for rule in document.rules]
 
     @classmethod
@@ -150,7 +157,7 @@ class Policy:
         amount = params.get("amount")
         own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
         history = history or History()
-        zero = dict.fromkeys([*self._action_names, action_name], 0.0)  # every name, so lookups never miss
+        zero = dict.fromkeys([*self._action_names, action_name], 0.0)
         activation = {
             "action": {
                 "name": action_name,

@@ -324,3 +324,36 @@ def test_a_user_group_counts_for_the_requesters_roles(policy: Policy) -> None:
     assert (verdict.verdict, verdict.rule_id) == ("allow", "managers-may-email")
     assert managers.roles_of("U0EVE", {"S0MANAGERS": {"U0EVE"}}) == ["manager"]
     assert managers.group_ids() == {"S0MANAGERS", "S0EDITORS"}
+
+
+def test_totals_of_actions_a_condition_names_are_zero_even_when_that_action_is_not_installed() -> None:
+    """A stored policy version replayed later is loaded without the installed actions: a rule adding another
+    action's total must still see 0 for it, not fail (which would deny)."""
+    policy = Policy.from_text(
+        """
+version: 1
+roles:
+  manager: [U0MANAGER]
+rules:
+  - id: refunds-past-500-a-day
+    when: >-
+      action.name == "stripe.refund"
+      && run.totals["stripe.refund"] + requester.today["shop.refund"] + requester.today["old.refund"] > 500.0
+    verdict: require_approval
+    approvers: [manager]
+  - id: small-ones
+    when: action.name == "stripe.refund"
+    verdict: allow
+default: deny
+"""
+    )
+    small = policy.evaluate("stripe.refund", {"amount": 40.0}, "U0ALICE", {"stripe.refund": 40.0})
+    assert (small.verdict, small.rule_id) == ("allow", "small-ones")
+    large = policy.evaluate(
+        "stripe.refund",
+        {"amount": 40.0},
+        "U0ALICE",
+        {"stripe.refund": 40.0},
+        history=History(requester_today={"shop.refund": 480.0}),
+    )
+    assert (large.verdict, large.rule_id) == ("require_approval", "refunds-past-500-a-day")
