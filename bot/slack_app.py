@@ -157,6 +157,7 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
             return
         answer = await undo_action(aios, action_id, click.user.id)
         await ack()
+        crash_point("undo_claimed")  # past it, recovery files the claimed undo (not one of the generic steps)
         aios.background.spawn(
             aios.handlers.transport.post_ephemeral(click.channel_id, click.user.id, answer.text),
             name="undo_answer",

@@ -11,10 +11,10 @@ goes to the bus, after the ack.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
-from bot.bootstrap import Aios
 from bot.messages import ProposeAction
 from bot.mrkdwn import escape, quote
 from bot.observability import INTENTS
@@ -31,9 +31,15 @@ from storage.records import (
     UndoRequest,
 )
 from storage.repository import Repository, UndoQueries
+from storage.unit_of_work import UnitOfWorkFactory
+
+if TYPE_CHECKING:  # bot.bootstrap wires the handlers, and recovery (a handler) uses this module
+    from bot.bootstrap import Aios
+    from connectors.registry import ConnectorRegistry
 
 log = structlog.get_logger(__name__)
 
+SOURCE = "undo"  # the source of a request's intent: recovery files it again rather than planning its text
 USAGE = "Which action? `/aios undo A-3`, with the action id of a “Done” message."
 MAX_RECORD_KEY = 2**31 - 1  # the widest integer key a table has
 # An undo that ended in one of these left the action as it was: it may be asked for again.
@@ -116,7 +122,7 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
         if original.status not in (ActionStatus.EXECUTED, ActionStatus.ESCALATED) or result is None:
             state = NOT_RUN.get(original.status, f"it is {original.status.replace('_', ' ')}")
             return UndoAnswer(f"{ref} has not run ({state}), so there is nothing to undo.")
-        inverse, summary = _inverse(aios, original, result)
+        inverse, summary = _inverse(aios.registry, original, result)
         if inverse is None:
             return UndoAnswer(f"{ref} ({escape(summary)}) cannot be undone: {_follow_up(original)}.")
         queries = UndoQueries(uow.repo)
@@ -131,7 +137,7 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
         intent = await uow.repo.get(Intent, run.intent_id) if run else None
         assert run is not None and intent is not None
         request = Intent(
-            source="undo",
+            source=SOURCE,
             team_id=intent.team_id,
             channel=intent.channel,
             thread_ts=intent.thread_ts,
@@ -145,7 +151,7 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
                 f"An undo of {ref} was asked for a moment ago; it is being filed in its thread."
             )
         await uow.commit()
-    INTENTS.labels(source="undo").inc()
+    INTENTS.labels(source=SOURCE).inc()
     assert request.id is not None
     filing = UndoFiling(request.id, run.agent, action_id, inverse, user)
     return UndoAnswer(
@@ -164,18 +170,38 @@ async def file_undo(aios: Aios, filing: UndoFiling) -> str | None:
             await uow.repo.fail_intent(filing.intent_id)
             await uow.commit()
         return f"The undo of {ref} was not filed: {escape(refused)}."
-    rationale = f"{filing.requester} asked to undo {ref}."
-    await aios.process(
-        ProposeAction(
-            filing.intent_id,
-            filing.agent,
-            filing.inverse.name,
-            filing.inverse.model_dump(mode="json"),
-            rationale,
-            undoes=filing.original,
-        )
-    )
+    await aios.process(_proposal(filing))
     return None
+
+
+def _proposal(filing: UndoFiling) -> ProposeAction:
+    return ProposeAction(
+        filing.intent_id,
+        filing.agent,
+        filing.inverse.name,
+        filing.inverse.model_dump(mode="json"),
+        f"{filing.requester} asked to undo {format_id('A', filing.original)}.",
+        undoes=filing.original,
+    )
+
+
+async def refile(
+    units: UnitOfWorkFactory, registry: ConnectorRegistry, intent_id: int
+) -> ProposeAction | None:
+    """The proposal of a claimed undo whose process stopped before filing it (recovery), or None, with the
+    request ended so that it may be asked for again, when the action can no longer be undone."""
+    async with units() as uow:
+        request = await UndoQueries(uow.repo).request_of_intent(intent_id)
+        original = await uow.repo.get(ProposedAction, request.action_id) if request else None
+        run = await uow.repo.get(Run, original.run_id) if original else None
+        result = await _succeeded_result(uow.repo, original.id) if original and original.id else None
+        inverse = _inverse(registry, original, result)[0] if original and result is not None else None
+        if request is None or run is None or inverse is None:
+            await uow.repo.fail_intent(intent_id)
+            await uow.commit()
+            log.warning("undo_not_refiled", intent=intent_id)
+            return None
+    return _proposal(UndoFiling(intent_id, run.agent, request.action_id, inverse, request.requested_by))
 
 
 async def _succeeded_result(repo: Repository, action_id: int) -> dict[str, object] | None:
@@ -184,10 +210,12 @@ async def _succeeded_result(repo: Repository, action_id: int) -> dict[str, objec
     return done[0].result if done else None
 
 
-def _inverse(aios: Aios, original: ProposedAction, result: dict[str, object]) -> tuple[Action | None, str]:
+def _inverse(
+    registry: ConnectorRegistry, original: ProposedAction, result: dict[str, object]
+) -> tuple[Action | None, str]:
     """The inverse and the summary of the original; no inverse when its stored parameters cannot be read."""
     try:
-        action = aios.registry.validate(original.name, original.params)
+        action = registry.validate(original.name, original.params)
     except Exception:
         log.exception("undo_action_unreadable", action=original.id)
         return None, original.name

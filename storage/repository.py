@@ -690,6 +690,10 @@ class UndoQueries:
         )
         return (await self.session.exec(query)).first()
 
+    async def request_of_intent(self, intent_id: int) -> UndoRequest | None:
+        query = select(UndoRequest).where(UndoRequest.intent_id == intent_id)
+        return (await self.session.exec(query)).first()
+
     async def undos_of(self, action_id: int) -> list[ProposedAction]:
         """The inverse actions filed to undo this one, oldest first."""
         query = (

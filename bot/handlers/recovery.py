@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from bot import undo
 from bot.handlers.base import HandlerBase, Thread
 from bot.handlers.escalation import ask_in_thread
 from bot.messagebus import Message
@@ -93,8 +94,12 @@ class Recovery(HandlerBase):
         for escalation, run in unasked:
             if run.id in taken_runs:
                 await ask_in_thread(self, escalation)
+        # An undo's intent is filed again as the undo it was claimed for, never planned from its text.
+        undo_intents = {i.id for i in intents if i.source == undo.SOURCE and i.id is not None}
+        refiled = [await undo.refile(self.units, self.registry, i) for i in taken_intents & undo_intents]
         return [
-            *(HandleIntent(intent_id) for intent_id in taken_intents),
+            *(HandleIntent(intent_id) for intent_id in taken_intents - undo_intents),
+            *(proposal for proposal in refiled if proposal is not None),
             *(ReplanRun(run_id) for run_id in to_replan if run_id is not None),
             *(ExecuteAction(action_id) for action_id in to_execute),
             *(ReconcileExecution(execution_id) for execution_id in taken_executions),

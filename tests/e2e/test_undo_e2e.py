@@ -133,16 +133,16 @@ def test_the_undo_button_files_one_undo_however_often_it_is_clicked(tmp_path: Pa
                 )
                 == 200
             )
-            wait_until(
-                lambda: (
-                    query(database, "SELECT status FROM sandbox_post WHERE slug = 'spring-lookbook'")
-                    == [("unpublished",)]
-                )
-            )
-            assert query(database, "SELECT name, status FROM proposed_action ORDER BY id") == [
+            done = [
                 ("cms.create_draft", "executed"),
                 ("cms.publish", "executed"),
                 ("cms.unpublish", "executed"),
+            ]
+            wait_until(
+                lambda: query(database, "SELECT name, status FROM proposed_action ORDER BY id") == done
+            )
+            assert query(database, "SELECT slug, status FROM sandbox_post") == [
+                ("spring-lookbook", "unpublished")
             ]
 
 
@@ -181,3 +181,55 @@ def test_aios_chat_names_the_undo_and_files_it_for_the_packaged_policy(tmp_path:
         subprocess.run([AIOS, "sandbox", "show", "--json"], env=env, capture_output=True, text=True).stdout
     )
     assert [(p["slug"], p["status"]) for p in state["posts"]] == [("spring-lookbook", "unpublished")]
+
+
+def post_or_none(url: str, body: str, content_type: str) -> int | None:
+    """The status, or None when the server died before answering."""
+    try:
+        return post(url, body, content_type)
+    except (OSError, ConnectionError):
+        return None
+
+
+def test_an_undo_claimed_before_a_crash_is_filed_once_after_the_restart(tmp_path: Path) -> None:
+    database = tmp_path / "aios.db"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    with FakeSlackApi() as slack:
+        env = {**aios_env(f"sqlite+aiosqlite:///{database}", slack.url), "AIOS_POLICY_FILE": str(policy)}
+        with running_aios_serve({**env, "AIOS_CRASH_AT": "undo_claimed"}) as doomed:
+            post(doomed.url, *app_mention('draft a post titled "Spring lookbook"', user="U0ALICE", ts="1.1"))
+            post(
+                doomed.url,
+                *app_mention("publish post spring-lookbook", user="U0ALICE", ts="1.2", thread_ts="1.1"),
+            )
+            [value] = wait_until(lambda: undo_values(slack))
+            post_or_none(doomed.url, *block_action("aios_undo", value, user="U0BOB", message_ts="1.3"))
+            doomed.process.wait(10)
+            assert doomed.process.returncode == -9, "the server never reached undo_claimed"
+        [(publish,)] = query(database, "SELECT id FROM proposed_action WHERE name = 'cms.publish'")
+        assert query(database, "SELECT action_id, attempt, requested_by FROM undo_request") == [
+            (publish, 0, "U0BOB")
+        ]
+        assert query(database, "SELECT COUNT(*) FROM proposed_action WHERE undoes_action_id IS NOT NULL") == [
+            (0,)
+        ]
+
+        with running_aios_serve(env):  # nobody clicks again
+            wait_until(lambda: query(database, "SELECT 1 FROM approval"))
+            time.sleep(0.5)  # anything filed twice would show by now
+
+        assert query(
+            database,
+            "SELECT name, status, undoes_action_id FROM proposed_action WHERE undoes_action_id IS NOT NULL",
+        ) == [("cms.unpublish", "awaiting_approval", publish)]
+        assert query(database, "SELECT requester, approver_roles FROM approval") == [("U0BOB", '["editor"]')]
+        # Filed as the undo it was claimed for, not planned from the words "undo A-…".
+        assert query(database, "SELECT agent FROM run ORDER BY id") == [
+            ("content",),
+            ("content",),
+            ("content",),
+        ]
+        assert not [
+            c for c in slack.calls_to("chat.postMessage") if "didn't catch" in str(c.params.get("text"))
+        ]
