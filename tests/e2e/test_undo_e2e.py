@@ -199,6 +199,8 @@ def test_an_undo_claimed_before_a_crash_is_filed_once_after_the_restart(tmp_path
         env = {**aios_env(f"sqlite+aiosqlite:///{database}", slack.url), "AIOS_POLICY_FILE": str(policy)}
         with running_aios_serve({**env, "AIOS_CRASH_AT": "undo_claimed"}) as doomed:
             post(doomed.url, *app_mention('draft a post titled "Spring lookbook"', user="U0ALICE", ts="1.1"))
+            # The two intents are handled concurrently: the publish must find the draft written.
+            wait_until(lambda: query(database, "SELECT 1 FROM proposed_action WHERE status = 'executed'"))
             post(
                 doomed.url,
                 *app_mention("publish post spring-lookbook", user="U0ALICE", ts="1.2", thread_ts="1.1"),
