@@ -5,7 +5,7 @@ Asking is quick and only touches the store, so a front door can do it before its
 ran, it has an inverse, no undo of it is on its way or done) and the claim. The claim is a unique (action,
 attempt) stored with the request's intent in one transaction, so two clicks at once file one undo; a new attempt
 is only possible once the one before ended without undoing (rejected, denied, expired, failed). Filing then
-goes to the bus, after the ack.
+goes to the bus, after the ack; a claim that a stopped process never filed is filed by recovery (`refile`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 SOURCE = "undo"  # the source of a request's intent: recovery files it again rather than planning its text
 USAGE = "Which action? `/aios undo A-3`, with the action id of a “Done” message."
 MAX_RECORD_KEY = 2**31 - 1  # the widest integer key a table has
+REFUSAL_QUOTE_MAX = 500  # a connector's reason, quoted
 # An undo that ended in one of these left the action as it was: it may be asked for again.
 ENDED_WITHOUT_UNDOING = (
     ActionStatus.REJECTED,
@@ -142,8 +143,7 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
             channel=intent.channel,
             thread_ts=intent.thread_ts,
             user=user,
-            # Plain, so that a recovery which plans it from its text finds nothing to do.
-            text=f"undo {ref}",
+            text=f"undo {ref}",  # what `/aios why` shows as the request
             owner=aios.lease.id,
         )
         if not await queries.claim(action_id, attempt, request):
@@ -169,7 +169,7 @@ async def file_undo(aios: Aios, filing: UndoFiling) -> str | None:
         async with aios.units() as uow:  # ended: a later request may try again
             await uow.repo.fail_intent(filing.intent_id)
             await uow.commit()
-        return f"The undo of {ref} was not filed: {escape(refused)}."
+        return f"The undo of {ref} was not filed: {quote(refused, REFUSAL_QUOTE_MAX)}."
     await aios.process(_proposal(filing))
     return None
 
