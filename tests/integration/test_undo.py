@@ -340,3 +340,15 @@ async def test_the_link_to_the_undone_action_is_in_the_audit_chain(
         await engine.dispose()
     [problem] = await audit_problems()
     assert problem.startswith(f"A-{undo.id}: ")
+
+
+@pytest.mark.parametrize("value", ["R-1", "A-99999999999", "not an id", "A-999"])
+async def test_an_undo_click_with_a_value_naming_no_action_changes_nothing(
+    aios: Aios, slack: SlackFrontDoor, slack_api: FakeSlackApi, value: str
+) -> None:
+    assert await slack.click_undo(value) == 200
+    await aios.background.drain()
+
+    assert await undo_requests(aios) == []
+    told = [c.params["text"] for c in slack_api.calls_to("chat.postEphemeral")]
+    assert told == (["There is no action A-999."] if value == "A-999" else [])
