@@ -114,7 +114,7 @@ async def test_slash_command_refund_is_gated_approved_once_and_explained(server:
         "require_approval",
         "approved* by <@U0MANAGER>",
         "succeeded",
-        "<@U0BOB> refused",
+        "<@U0BOB> could not approve: not a manager",
     ):
         assert expected in explanation.replace("click by ", ""), expected
     cli = server.cli("why", approval)

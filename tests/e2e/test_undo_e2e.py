@@ -155,7 +155,7 @@ def test_aios_chat_names_the_undo_and_files_it_for_the_packaged_policy(tmp_path:
             "approve as U0EDITOR",
             "/aios undo A-2",
             "/aios undo A-2",
-            "approve as U0MANAGER",
+            "approve as U0EDITOR",  # unpublishing-needs-an-editor
             "/aios why A-2",
             "/aios undo A-1",
             "quit",
