@@ -18,7 +18,7 @@ import structlog
 from bot.messages import ProposeAction
 from bot.mrkdwn import escape, quote
 from bot.observability import INTENTS
-from connectors.actions import Action
+from connectors.actions import Action, safe_inverse
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import (
     ActionStatus,
@@ -219,11 +219,7 @@ def _inverse(
     except Exception:
         log.exception("undo_action_unreadable", action=original.id)
         return None, original.name
-    try:
-        return action.inverse(dict(result)), action.summary()
-    except Exception:  # a result the inverse cannot be built from (an old WordPress answer, say)
-        log.exception("undo_inverse_unavailable", action=original.id)
-        return None, action.summary()
+    return safe_inverse(action, dict(result)), action.summary()
 
 
 def _follow_up(original: ProposedAction) -> str:

@@ -7,7 +7,18 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+import structlog
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+log = structlog.get_logger(__name__)
 
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
@@ -324,7 +335,8 @@ class WordpressUpdate(Action):
     )
 
     slug: Slug = Field(description="The post's slug, e.g. spring-lookbook")
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    # An empty title is allowed because WordPress allows one: undoing an edit of an untitled post puts "" back.
+    title: str | None = Field(default=None, max_length=200)
     body: str | None = Field(default=None, max_length=50_000, description="The new body (HTML or blocks)")
     excerpt: str | None = Field(default=None, max_length=1_000)
 
@@ -344,11 +356,22 @@ class WordpressUpdate(Action):
         previous = result.get("previous")
         if not isinstance(previous, dict):
             return None
-        return WordpressUpdate(
-            slug=self.slug,
-            **{
-                f: previous[f]
-                for f in ("title", "body", "excerpt")
-                if getattr(self, f) is not None and f in previous
-            },
-        )
+        restored = {
+            f: previous[f]
+            for f in ("title", "body", "excerpt")
+            if getattr(self, f) is not None and f in previous
+        }
+        if not restored:
+            return None
+        return WordpressUpdate(slug=self.slug, **restored)
+
+
+def safe_inverse(action: Action, result: dict[str, Any]) -> Action | None:
+    """The action's inverse, or None when its result cannot be turned into a valid one (an old body past the
+    update's limit, a result from an older connector): then no undo is offered, rather than the caller failing."""
+    try:
+        return action.inverse(dict(result))
+    except (ValidationError, ValueError, TypeError) as exc:
+        # Only the action's name and the error's kind: the result may hold a customer's text.
+        log.warning("inverse_unavailable", action=action.name, error=type(exc).__name__)
+        return None

@@ -15,7 +15,7 @@ from bot.messagebus import Message
 from bot.messages import ActionExecuted, ActionFailed, ExecuteAction
 from bot.mrkdwn import escape
 from bot.observability import COMPENSATIONS, ESCALATIONS
-from connectors.actions import Action
+from connectors.actions import Action, safe_inverse
 from storage.ids import format_id
 from storage.records import ActionStatus, Decision, ProposedAction
 
@@ -93,10 +93,11 @@ class Compensation(HandlerBase):
         """The undo of a step that ran, or None when there is none, or when its stored parameters can no
         longer be read: then a person decides, rather than the remaining steps staying undone."""
         try:
-            return self.registry.validate(action.name, action.params).inverse(result)
+            original = self.registry.validate(action.name, action.params)
         except Exception:
             log.exception("inverse_unavailable", action=action.id)
             return None
+        return safe_inverse(original, dict(result))
 
     def _summary(self, action: ProposedAction) -> str:
         try:

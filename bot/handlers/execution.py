@@ -27,7 +27,7 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import EXECUTIONS, action_executed, observe_completed_run
 from bot.transport import TransportError
-from connectors.actions import Action
+from connectors.actions import Action, safe_inverse
 from connectors.errors import (
     ConnectorError,
     InvalidActionError,
@@ -290,7 +290,7 @@ class Executions(HandlerBase):
         fallback, message_blocks = blocks.done(
             f":white_check_mark: Done: {escape(action.summary())}. ({escape(details)})",
             f"`{format_id('E', execution.id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
-            undo=action_ref if action.inverse(execution.result) is not None else None,
+            undo=action_ref if safe_inverse(action, execution.result) is not None else None,
         )
         try:
             await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
