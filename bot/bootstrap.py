@@ -27,7 +27,7 @@ from bot.intake import IncomingIntent, accept_intent
 from bot.logs import hide_secrets
 from bot.memory_setup import open_memory_store
 from bot.messagebus import Message, MessageBus
-from bot.messages import HandleIntent, Recover
+from bot.messages import HandleIntent, Recover, log_fields
 from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
 from bot.tracing import IntentTraces, configure_from_environment
@@ -72,7 +72,7 @@ class Aios:
         try:
             await self.bus.handle(message)
         except Exception:
-            log.exception("message_failed", message=repr(message))
+            log.exception("message_failed", **log_fields(message))
             if isinstance(message, HandleIntent):
                 await self._report_failed_intent(message.intent_id)
 

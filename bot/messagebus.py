@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from bot.messages import Command, Event
+from bot.messages import Command, Event, log_fields
 from bot.tracing import IntentScope, IntentTraces, tracer
 from bot.tracing import enabled as tracing_enabled
 
@@ -65,7 +65,7 @@ class MessageBus:
             except Exception as exc:
                 if current is first:
                     raise
-                log.exception("command_failed", message=repr(current))
+                log.exception("command_failed", **log_fields(current))
                 return exc
         followups: list[Message] = []
         for subscriber in self._event_handlers.get(type(current), []):

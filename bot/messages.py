@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 
@@ -12,6 +12,18 @@ class Command:
 
 class Event:
     """Handled by any number of handlers (possibly none)."""
+
+
+def log_fields(message: Command | Event) -> dict[str, Any]:
+    """What a log line says of a message: its type and the record ids it carries, never its words or
+    parameters (a customer's email, an order's details, a memory's text)."""
+    ids: dict[str, Any] = {}
+    if is_dataclass(message):
+        for field in fields(message):
+            value = getattr(message, field.name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                ids[field.name] = value
+    return {"message_type": type(message).__name__, **ids}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+import re
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,8 +162,11 @@ def _webhook_secrets(value: str | None) -> list[Secret]:
 
 
 def _mcp_secrets(path: str | None) -> list[Secret]:
-    """The servers' ``env`` values, URLs and header values (and a header's credentials without its scheme,
-    as in ``Bearer <token>``). Imported only here: the MCP SDK is slow to import."""
+    """The credentials in the MCP servers' entries: ``env`` values and headers whose names say they hold one
+    (``GITHUB_TOKEN``, ``Authorization``; a header's credentials also without their scheme, as in ``Bearer
+    <token>``), and a URL's password and query values. Not every value: an ``env`` value such as
+    ``production`` or a ``Content-Type`` would otherwise be blanked out of every log line and message. Imported
+    only here: the MCP SDK is slow to import."""
     if not path:
         return []
     from connectors.mcp_tools import SETTING, load_config
@@ -173,7 +177,18 @@ def _mcp_secrets(path: str | None) -> list[Secret]:
         return []  # the connector refuses to start and says why
     values: list[str] = []
     for server in servers:
-        headers = list((server.headers or {}).values())
-        values += [*(server.env or {}).values(), *headers, server.url or ""]
-        values += [header.split(" ", 1)[1] for header in headers if " " in header.strip()]
+        values += [v for k, v in (server.env or {}).items() if _CREDENTIAL_NAME.search(k)]
+        headers = [v for k, v in (server.headers or {}).items() if _CREDENTIAL_NAME.search(k)]
+        values += [*headers, *(header.split(" ", 1)[1] for header in headers if " " in header.strip())]
+        if server.url:
+            url = urlsplit(server.url)
+            values += [url.password or "", *(v for _, v in parse_qsl(url.query))]
     return [Secret(SETTING, value) for value in values if value]
+
+
+# A word of the name (GITHUB_TOKEN, X-Api-Key, Authorization, PGPASSWORD), not inside another (GIT_AUTHOR_NAME).
+_CREDENTIAL_NAME = re.compile(
+    r"(?<![a-z])(?:pg|api)?(?:key|token|secret|pass(?:word|wd)?|pwd|auth(?:orization)?|credentials?|cookie|"
+    r"signature|dsn)s?(?![a-z])",
+    re.IGNORECASE,
+)

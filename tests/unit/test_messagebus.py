@@ -91,3 +91,12 @@ async def test_the_first_commands_own_failure_is_raised_at_once() -> None:
     bus.on_command(Start, start)
     with pytest.raises(RuntimeError, match="no"):
         await bus.handle(Start(1))
+
+
+def test_a_log_line_names_a_message_by_its_type_and_ids_never_its_words() -> None:
+    from bot.messages import ProposeAction, log_fields
+
+    proposal = ProposeAction(
+        7, "returns", "email.send", {"to": "ana@example.com", "body": "Your order"}, "she asked", undoes=3
+    )
+    assert log_fields(proposal) == {"message_type": "ProposeAction", "intent_id": 7, "undoes": 3}

@@ -101,10 +101,14 @@ def test_the_settings_list_every_secret_they_hold(tmp_path: Path) -> None:
         json.dumps(
             {
                 "mcpServers": {
-                    "git": {"command": "mcp-server-git", "env": {"GIT_TOKEN": "ghp_mcp-env-value"}},
+                    "git": {
+                        "command": "mcp-server-git",
+                        # A credential by its name; a plain setting is not one (and stays readable in logs).
+                        "env": {"GIT_TOKEN": "ghp_mcp-env-value", "GIT_AUTHOR_NAME": "production-bot"},
+                    },
                     "crm": {
-                        "url": "https://crm.example.com/mcp",
-                        "headers": {"Authorization": "Bearer mcp-header-token"},
+                        "url": "https://crm:url-password@crm.example.com/mcp?key=url-query-key",
+                        "headers": {"Authorization": "Bearer mcp-header-token", "Accept": "application/json"},
                     },
                 }
             }
@@ -143,7 +147,8 @@ def test_the_settings_list_every_secret_they_hold(tmp_path: Path) -> None:
         ("AIOS_WEBHOOKS", "whsec-1", None),
         ("AIOS_WEBHOOKS", "https://hooks.example.com/T0/abc", None),
         ("AIOS_MCP_CONFIG", "ghp_mcp-env-value", None),
-        ("AIOS_MCP_CONFIG", "https://crm.example.com/mcp", None),
+        ("AIOS_MCP_CONFIG", "url-password", None),
+        ("AIOS_MCP_CONFIG", "url-query-key", None),
         ("AIOS_MCP_CONFIG", "Bearer mcp-header-token", None),
         ("AIOS_MCP_CONFIG", "mcp-header-token", None),
     }
