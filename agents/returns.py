@@ -129,11 +129,15 @@ class ReturnsAgent(Agent):
             return (
                 f"order {order.id} was paid in {order.currency}, and refunds are made in {SHOP_CURRENCY} only"
             )
-        if order.refundable <= 0:
-            return f"order {order.id} has nothing left to refund"
-        if action.amount > order.refundable + 1e-9:
+        # Refunds proposed earlier in this plan take their share of what is left, as they will run first.
+        planned_here = sum(a.amount for a in planned if isinstance(a, ShopRefund) and a.order_id == order.id)
+        left = round(order.refundable - planned_here, 2)
+        already = f" after the ${planned_here:,.2f} already proposed" if planned_here else ""
+        if left <= 0:
+            return f"order {order.id} has nothing left to refund{already}"
+        if action.amount > left + 1e-9:
             return (
-                f"order {order.id} has ${order.refundable:,.2f} left to refund, so ${action.amount:,.2f} is "
+                f"order {order.id} has ${left:,.2f} left to refund{already}, so ${action.amount:,.2f} is "
                 "more than can be refunded"
             )
         return None

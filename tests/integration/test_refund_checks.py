@@ -98,3 +98,21 @@ async def test_a_claude_planned_refund_is_checked_too(
     assert result["is_error"] is True and error in result["content"]
     assert await proposed(claude_aios) == []
     assert error in said(slack_api)
+
+
+async def test_two_refunds_on_one_order_are_checked_against_what_is_left_together(
+    claude_aios: Aios, anthropic_api: FakeAnthropicApi, slack_api: FakeSlackApi
+) -> None:
+    # Order 1003 has $129.00 left: $80 fits, the $50 after it does not.
+    first = ToolUse("shop_refund", {"order_id": 1003, "amount": 80.0, "reason": "broken jar"})
+    second = ToolUse("shop_refund", {"order_id": 1003, "amount": 50.0, "reason": "late delivery"})
+    anthropic_api.script(Reply("Refunding both.", (first, second)), Reply("Only the first fits."))
+    await ask(claude_aios, "refund order 1003 $80 for the jar and $50 for the delay")
+
+    results = anthropic_api.requests[1]["messages"][-1]["content"]
+    assert [r["is_error"] for r in results] == [False, True]
+    error = "order 1003 has $49.00 left to refund after the $80.00 already proposed"
+    assert error in results[1]["content"]
+    # A plan with a refused step proposes none of it; the thread says why.
+    assert await proposed(claude_aios) == []
+    assert error in said(slack_api)
