@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from connectors.redaction import Redactor, scrubbed
 ENTRY_POINT_GROUP = "aios.connectors"
 
 _tracer = trace.get_tracer("aios.connectors")
+log = structlog.get_logger(__name__)
 
 
 @runtime_checkable
@@ -115,6 +117,11 @@ class ConnectorRegistry:
                 refusal = await connector.refusal(action)
         except ConnectorError as exc:
             return f"{action.name} could not be checked just now ({exc}); try again shortly"
+        except Exception:
+            # A bug or an answer the connector did not expect: this one action cannot be checked, and the rest
+            # of the plan still can. The exception was scrubbed on its way out, so its logged text holds no secret.
+            log.exception("refusal_check_failed", action=action.name)
+            return f"{action.name} could not be checked just now; try again shortly"
         return self.redactor.text(refusal) if refusal is not None else None
 
     async def seed(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import pytest
+import structlog.testing
 from sqlmodel import select
 
 from bot.bootstrap import Aios
@@ -79,6 +80,8 @@ class LeakyShop:
     async def refusal(self, action: Action) -> str | None:
         if self.outcome == "error":
             raise ConnectorError(f"cannot ask: {ECHO}")
+        if self.outcome == "bug":  # an answer the connector did not expect (a KeyError, say)
+            raise KeyError(f"unexpected answer: {ECHO}")
         return f"no such order here: {ECHO}"
 
 
@@ -168,19 +171,24 @@ async def test_a_connector_that_repeats_every_secret_leaks_none(
         assert "RuntimeError: unexpected answer: echo [REDACTED:" in stored
 
 
-@pytest.mark.parametrize("outcome", ["error", "refused"])
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        ("error", "shop.refund could not be checked just now (cannot ask: echo ["),
+        ("bug", "shop.refund could not be checked just now; try again shortly"),
+        ("refused", "no such order here: echo [REDACTED:"),
+    ],
+)
 async def test_a_refusal_and_a_failed_refusal_check_are_told_without_secrets(
-    aios: Aios, outcome: str
+    aios: Aios, outcome: str, expected: str
 ) -> None:
     registry = ConnectorRegistry([LeakyShop(outcome)], aios.registry.redactor)
-    said = await registry.refusal(ShopRefund(order_id=1003, amount=40.0, reason="broken"))
-    expected = (
-        "shop.refund could not be checked just now (cannot ask: echo ["
-        if outcome == "error"
-        else "no such order here: echo [REDACTED:"
-    )
+    with structlog.testing.capture_logs() as logged:
+        said = await registry.refusal(ShopRefund(order_id=1003, amount=40.0, reason="broken"))
     assert said is not None and said.startswith(expected)
     assert_no_secret(said)
+    assert_no_secret(repr(logged))
+    assert [e["event"] for e in logged] == (["refusal_check_failed"] if outcome == "bug" else [])
 
 
 async def test_whatever_the_bot_posts_to_slack_is_scrubbed(aios: Aios, slack_api: FakeSlackApi) -> None:
