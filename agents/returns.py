@@ -83,7 +83,7 @@ class ReturnsAgent(Agent):
         self, payments: PaymentLookup, texts: list[str], team: str, context: Context
     ) -> None:
         """A line for each payment named by id, and for each email address its payments (ids first), e.g.
-        ``payment pi_3Q…: paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded,
+        ``payment pi_3Q… (charge ch_3Q…): paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded,
         customer ana@example.com, description Blue kettle``."""
         plain = [_MAILTO.sub(r"\1", text) for text in texts]
         ids = list(dict.fromkeys(m.group() for t in plain for m in PAYMENT_ID.finditer(t)))[:MAX_LOOKUPS]
@@ -145,7 +145,8 @@ class ReturnsAgent(Agent):
 
 def _describe(payment: PaymentInfo) -> str:
     return (
-        f"payment {payment.id}: paid {payment.amount:.2f} {payment.currency} on {payment.created:%Y-%m-%d}, "
+        f"payment {payment.id}{f' (charge {payment.charge})' if payment.charge else ''}: "
+        f"paid {payment.amount:.2f} {payment.currency} on {payment.created:%Y-%m-%d}, "
         f"refunded {payment.refunded:.2f}, left {payment.left:.2f}, status {payment.status}, "
         f"customer {payment.customer_email or 'unknown'}, description {payment.description or '(none)'}"
     )

@@ -16,7 +16,8 @@ MAX_LISTED = 10
 
 @dataclass(frozen=True)
 class PaymentInfo:
-    """One payment: its PaymentIntent's id when it has one (else its charge's), in major units."""
+    """One payment: its PaymentIntent's id when it has one (else its charge's), in major units; ``charge``, the id
+    of its charge when ``id`` is its PaymentIntent's, so that a payment asked for by either id is found."""
 
     id: str
     amount: float
@@ -26,6 +27,7 @@ class PaymentInfo:
     created: datetime
     description: str
     customer_email: str
+    charge: str = ""
 
     @property
     def left(self) -> float:

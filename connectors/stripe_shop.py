@@ -302,8 +302,9 @@ class StripeShop:
             for text in (found.get("description"), (found.get("metadata") or {}).get("item"))
             if text
         )
+        payment_id = str((intent.get("id") if isinstance(intent, dict) else intent) or source["id"])
         return PaymentInfo(
-            id=str((intent.get("id") if isinstance(intent, dict) else intent) or source["id"]),
+            id=payment_id,
             amount=_from_minor(int(source.get("amount_captured") or source["amount"]), currency),
             refunded=_from_minor(int(source.get("amount_refunded") or 0), currency),
             currency=currency.upper(),
@@ -311,6 +312,7 @@ class StripeShop:
             created=datetime.fromtimestamp(int(source.get("created") or 0), UTC),
             description=str(next(descriptions, "")),
             customer_email=email or str((source.get("billing_details") or {}).get("email") or ""),
+            charge=str(source["id"]) if source["id"] != payment_id else "",
         )
 
     async def _payment_intent(self, order_id: int) -> dict[str, Any] | None:

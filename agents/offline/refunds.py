@@ -41,9 +41,12 @@ _FILLER = re.compile(
 
 
 # What the returns agent says about a Stripe payment (agents/returns.py), and about an email's payments.
+# A payment with a PaymentIntent names its charge too: it may be asked for by either id, and is refunded by the
+# PaymentIntent's, so that every refund of one payment is counted under one id.
 _PAYMENT_LINE = re.compile(
-    r"^payment ((?:pi|ch|py)_[A-Za-z0-9]+): paid ([\d.]+) ([A-Z]{3}) on (\S+), refunded ([\d.]+), "
-    r"left ([\d.]+), status (\S+), customer (\S+), description (.*)$",
+    r"^payment (?P<id>(?:pi|ch|py)_[A-Za-z0-9]+)(?: \(charge (?P<charge>(?:ch|py)_[A-Za-z0-9]+)\))?: "
+    r"paid (?P<paid>[\d.]+) (?P<currency>[A-Z]{3}) on (?P<date>\S+), refunded (?P<refunded>[\d.]+), "
+    r"left (?P<left>[\d.]+), status (?P<status>\S+), customer (?P<customer>\S+), description (?P<description>.*)$",
     re.MULTILINE,
 )
 _MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
@@ -145,7 +148,7 @@ def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply 
         chosen = _payment(named.group(), system)
         if isinstance(chosen, LLMReply):
             return chosen
-    payment_id, currency, left = chosen.group(1), chosen.group(3), Decimal(chosen.group(6))
+    payment_id, currency, left = chosen["id"], chosen["currency"], Decimal(chosen["left"])
     if currency != "USD":
         return LLMReply(f"Payment {payment_id} was made in {currency}, and refunds are made in USD only.")
     asked_for = _how_much(
@@ -166,12 +169,13 @@ def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply 
     calls = [
         ToolCall("", "stripe_refund", {"payment": payment_id, "amount": float(amount), "reason": reason})
     ]
-    described = chosen.group(9) if chosen.group(9) != "(none)" else "no description"
+    charge = f" (charge {chosen['charge']})" if chosen["charge"] else ""
+    described = chosen["description"] if chosen["description"] != "(none)" else "no description"
     rationale = (
-        f"The requester asked to refund Stripe payment {payment_id} ({described}): {how_much}; "
+        f"The requester asked to refund Stripe payment {payment_id}{charge} ({described}): {how_much}; "
         f"reason: {reason}."
     )
-    customer = chosen.group(8)
+    customer = chosen["customer"]
     if tell and "email_send" in offered and EMAIL.fullmatch(customer):
         calls.append(
             ToolCall(
@@ -245,7 +249,7 @@ def _how_much(asked: str, target: _Target, offered: set[str]) -> tuple[Decimal, 
 def _payment(payment_id: str, system: str) -> re.Match[str] | LLMReply:
     """The context line of this payment, or the reply saying why there is none."""
     for line in _PAYMENT_LINE.finditer(system):
-        if line.group(1) == payment_id:
+        if payment_id in (line["id"], line["charge"]):
             return line
     unreachable = re.search(
         rf"^payment {re.escape(payment_id)}: could not be looked up just now (.*)$", system, re.MULTILINE
@@ -270,20 +274,20 @@ def _payment_of(email: str, system: str) -> re.Match[str] | LLMReply:
             "ask again in a moment."
         )
     ids = re.findall(r"(?:pi|ch|py)_[A-Za-z0-9]+", header.group(1))
-    lines = {m.group(1): m for m in _PAYMENT_LINE.finditer(system)}
+    lines = {m["id"]: m for m in _PAYMENT_LINE.finditer(system)}
     payments = [lines[i] for i in ids if i in lines]
-    open_ = [m for m in payments if Decimal(m.group(6)) > 0]
+    open_ = [m for m in payments if Decimal(m["left"]) > 0]
     if len(open_) == 1:
         return open_[0]
     if not open_:
         return LLMReply(f"The payments of {email} in Stripe have nothing left to refund.")
     listed = "\n".join(
-        f"• {m.group(1)}: {m.group(2)} {m.group(3)} on {m.group(4)}, {m.group(6)} left ({m.group(9)})"
+        f"• {m['id']}: {m['paid']} {m['currency']} on {m['date']}, {m['left']} left ({m['description']})"
         for m in open_
     )
     return LLMReply(
         f"{email} has {len(open_)} payments with something left to refund:\n{listed}\nWhich one? Say, for "
-        f"example, {_payment_example(open_[0].group(1), _NO_REASON)}."
+        f"example, {_payment_example(open_[0]['id'], _NO_REASON)}."
     )
 
 

@@ -20,7 +20,7 @@ from bot.messages import DecideApproval, HandleIntent, Recover
 from connectors.actions import StripeRefund
 from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.stripe_shop import DEFAULT_API_BASE, StripeShop
-from storage.records import ActionStatus, Approval, Execution
+from storage.records import ActionStatus, Approval, Execution, ProposedAction
 from tests.conftest import Clock
 from tests.fakes.localstripe_server import API_KEY, LocalStripe
 from tests.fakes.slack_api import FakeSlackApi
@@ -116,6 +116,7 @@ async def test_payments_are_found_by_intent_charge_customer_and_email_with_what_
         "ana@example.com",
     )
     assert by_intent.created.year >= 2024
+    assert by_intent.charge == kettle["latest_charge"]["id"]
     assert await shop.find_payments(kettle["latest_charge"]["id"]) == [by_intent]
     by_email = await shop.find_payments("ana@example.com")
     assert {p.id: p.left for p in by_email} == {kettle["id"]: 100.0, mug["id"]: 19.99}
@@ -437,6 +438,18 @@ async def test_a_30_refund_of_a_payment_found_by_email_goes_straight_through(
     assert await approvals(stripe_aios) == []
     [made] = await localstripe.refunds(kettle["id"])
     assert (made["amount"], made["metadata"]["aios_reason"]) == (3000, "lid cracked")
+
+
+async def test_a_payment_asked_for_by_its_charge_is_found_and_refunded_under_its_payment_intent(
+    stripe_aios: Aios, localstripe: LocalStripe
+) -> None:
+    kettle = await pay(localstripe, 12000)
+    charge = kettle["latest_charge"]["id"]
+    await slash(stripe_aios, f"refund $30 of payment {charge}, lid cracked")
+    [made] = await localstripe.refunds(kettle["id"])
+    assert (made["amount"], made["metadata"]["aios_reason"]) == (3000, "lid cracked")
+    [action] = [r for r in await action_records(stripe_aios) if isinstance(r, ProposedAction)]
+    assert action.params["payment"] == kettle["id"]
 
 
 async def test_a_refund_split_across_requests_on_one_payment_waits_for_a_manager_once_past_100(

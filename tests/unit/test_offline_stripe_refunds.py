@@ -8,7 +8,10 @@ import pytest
 from agents.llm import CallContext, LLMReply, Message, ToolSpec
 from agents.offline import OfflinePlanner
 
-PAID = "payment pi_3Kettle: paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded"
+PAID = (
+    "payment pi_3Kettle (charge ch_3Kettle): paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, "
+    "status succeeded"
+)
 CONTEXT = "\n".join(
     [
         "Context:",
@@ -57,6 +60,17 @@ async def test_a_payment_named_by_id_or_email_is_refunded(text: str, amount: flo
     assert await calls(text) == [
         ("stripe_refund", {"payment": "pi_3Kettle", "amount": amount, "reason": reason})
     ]
+
+
+@pytest.mark.parametrize(
+    "text", ["refund $20 of payment ch_3Kettle wrong size", "refund charge ch_3Kettle $20, wrong size"]
+)
+async def test_a_payment_asked_for_by_its_charge_is_refunded_by_its_payment_intent(text: str) -> None:
+    reply = await reply_to(text)
+    assert [(c.name, c.input) for c in reply.tool_calls] == [
+        ("stripe_refund", {"payment": "pi_3Kettle", "amount": 20.0, "reason": "wrong size"})
+    ]
+    assert "Stripe payment pi_3Kettle (charge ch_3Kettle) (Blue kettle)" in reply.text
 
 
 async def test_an_email_with_several_payments_left_to_refund_lists_them_and_asks() -> None:
