@@ -15,6 +15,7 @@ from agents.base import Agent, Context, PlanRequest
 from agents.llm import LLM
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.errors import ConnectorError
+from connectors.redaction import scrubbing
 from connectors.registry import ConnectorRegistry
 from connectors.wordpress_cms import PostSummary
 from storage.memory import MemoryStore
@@ -62,11 +63,12 @@ class ContentAgent(Agent):
         if self._posts is not None:
             texts = [request.text, *(m.text for m in reversed(request.history))]
             try:
-                context.lines.extend(await _post_lines(self._posts, named_slugs(texts), topic(request.text)))
-            except ConnectorError as exc:
                 # Read past the registry, so its redaction is applied here: no configured secret reaches a model.
-                problem = self._registry.redactor.text(str(exc))
-                context.lines.append(f"WordPress posts could not be looked up just now ({problem})")
+                with scrubbing(self._registry.redactor):
+                    lines = await _post_lines(self._posts, named_slugs(texts), topic(request.text))
+            except ConnectorError as exc:
+                lines = [f"WordPress posts could not be looked up just now ({exc})"]
+            context.lines.extend(lines)
         return context
 
     async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:

@@ -12,6 +12,7 @@ from agents.base import Agent, Context, PlanRequest
 from agents.llm import LLM
 from connectors.actions import Action, ShopRefund
 from connectors.errors import ConnectorError
+from connectors.redaction import scrubbing
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
 from connectors.stripe_payments import EMAIL, PAYMENT_ID, PaymentInfo
@@ -95,7 +96,8 @@ class ReturnsAgent(Agent):
         customers = dict.fromkeys(emails)
         for query, label in [*((i, f"payment {i}") for i in ids), *((e, f"payments of {e}") for e in emails)]:
             try:
-                found = await payments.find_payments(query)
+                with scrubbing(self._registry.redactor):
+                    found = await payments.find_payments(query)
             except ConnectorError as exc:
                 lines.append(f"{label}: could not be looked up just now ({exc})")
                 continue

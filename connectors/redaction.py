@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, quote_plus
@@ -108,6 +109,20 @@ def scrubbed(exc: Exception, redactor: Redactor) -> Exception:
     return RedactedError(f"{type(exc).__name__}: {redactor.text(text)}")
 
 
+@contextmanager
+def scrubbing(redactor: Redactor) -> Iterator[None]:
+    """An exception leaves without a secret in its text, keeping its class (transient, permanent, a bug) and
+    its traceback; one whose text cannot be scrubbed in place leaves as a RedactedError. Every read of a
+    connector whose errors reach a person or a model (past the registry) goes through this."""
+    try:
+        yield
+    except Exception as exc:
+        clean = scrubbed(exc, redactor)
+        if clean is exc:
+            raise
+        raise clean from None
+
+
 class RedactedOrders:
     """A connector's order lookup whose errors are scrubbed: what it says goes into an agent's context."""
 
@@ -116,11 +131,6 @@ class RedactedOrders:
         self._redactor = redactor
 
     async def get_order(self, order_id: int) -> OrderInfo | None:
-        try:
+        with scrubbing(self._redactor):
             order: OrderInfo | None = await self._orders.get_order(order_id)
-        except Exception as exc:
-            clean = scrubbed(exc, self._redactor)
-            if clean is exc:
-                raise
-            raise clean from None
         return order

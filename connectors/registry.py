@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from connectors.actions import Action
 from connectors.base import Closeable, Connector, ConnectorContext, ConnectorFactory, Prechecked, Seedable
 from connectors.errors import ConnectorError, InvalidActionError, UnknownActionError
-from connectors.redaction import Redactor, scrubbed
+from connectors.redaction import Redactor, scrubbing
 
 ENTRY_POINT_GROUP = "aios.connectors"
 
@@ -62,7 +62,7 @@ class ConnectorRegistry:
         ConnectorSettingError."""
         redactor = redactor if redactor is not None else Redactor()
         factories: list[ConnectorFactory] = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
-        with _scrubbing(redactor):
+        with scrubbing(redactor):
             connectors = [factory.configured(context) for factory in factories]
         return cls((connector for connector in connectors if connector is not None), redactor)
 
@@ -113,7 +113,7 @@ class ConnectorRegistry:
         if not isinstance(connector, Prechecked):
             return None
         try:
-            with self._span("refusal", action), _scrubbing(self.redactor):
+            with self._span("refusal", action), scrubbing(self.redactor):
                 refusal = await connector.refusal(action)
         except ConnectorError as exc:
             return f"{action.name} could not be checked just now ({exc}); try again shortly"
@@ -139,30 +139,17 @@ class ConnectorRegistry:
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         _, connector = self._by_action[action.name]
-        with self._span("execute", action), _scrubbing(self.redactor):
+        with self._span("execute", action), scrubbing(self.redactor):
             result = await connector.execute(action, idempotency_key)
         redacted: dict[str, Any] = self.redactor.data(result)
         return redacted
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         _, connector = self._by_action[action.name]
-        with self._span("lookup", action), _scrubbing(self.redactor):
+        with self._span("lookup", action), scrubbing(self.redactor):
             found = await connector.lookup(action, idempotency_key)
         redacted: dict[str, Any] | None = self.redactor.data(found)
         return redacted
-
-
-@contextmanager
-def _scrubbing(redactor: Redactor) -> Iterator[None]:
-    """An exception leaves without a secret in its text, keeping its class (transient, permanent, a bug) and
-    its traceback; one whose text cannot be scrubbed in place leaves as a RedactedError."""
-    try:
-        yield
-    except Exception as exc:
-        clean = scrubbed(exc, redactor)
-        if clean is exc:
-            raise
-        raise clean from None
 
 
 def installed_action_params() -> dict[str, list[str]]:

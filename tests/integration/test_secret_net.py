@@ -15,13 +15,16 @@ import pytest
 import structlog.testing
 from sqlmodel import select
 
+from agents.base import PlanRequest
+from agents.llm import CallContext
+from agents.returns import ReturnsAgent
 from bot.bootstrap import Aios
 from bot.explain import explain
 from bot.handlers import Handlers
 from bot.intake import IncomingIntent
 from bot.messagebus import MessageBus
 from bot.messages import HandleIntent
-from connectors.actions import Action, ShopRefund
+from connectors.actions import Action, ShopRefund, StripeRefund
 from connectors.errors import ConnectorError, PermanentConnectorError
 from connectors.registry import ConnectorRegistry
 from storage.ids import format_id
@@ -201,3 +204,30 @@ async def test_whatever_the_bot_posts_to_slack_is_scrubbed(aios: Aios, slack_api
     said = "\n".join(json.dumps(c.params) for c in slack_api.calls)
     assert_no_secret(said)
     assert said.count("[REDACTED:WORDPRESS_APP_PASSWORD]") >= 4 * 4
+
+
+class LeakyPayments:
+    """A Stripe connector whose lookups fail saying every secret."""
+
+    actions: ClassVar[tuple[type[Action], ...]] = (StripeRefund,)
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        raise AssertionError("nothing is executed here")
+
+    async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
+        return None
+
+    async def find_payments(self, query: str) -> list[Any]:
+        raise ConnectorError(f"Stripe is down: {ECHO}")
+
+
+async def test_a_failed_payment_lookup_reaches_the_agents_context_without_secrets(aios: Aios) -> None:
+    registry = ConnectorRegistry([LeakyShop("result"), LeakyPayments()], aios.registry.redactor)
+    agent = ReturnsAgent(aios.llm, registry, aios.memory, LeakyShop("result"))
+    call = CallContext(intent_id=1, agent="returns", requester=REQUESTER, channel=CHANNEL)
+    context = await agent.context(PlanRequest("refund $5 of payment pi_3Kettle", REQUESTER, call))
+    [line] = context.lines
+    assert line.startswith(
+        "payment pi_3Kettle: could not be looked up just now (Stripe is down: echo [REDACTED:"
+    )
+    assert_no_secret(line)
