@@ -220,10 +220,14 @@ class LeakyPayments:
     async def find_payments(self, query: str) -> list[Any]:
         raise ConnectorError(f"Stripe is down: {ECHO}")
 
+    async def get_order(self, order_id: int) -> None:
+        return None
+
 
 async def test_a_failed_payment_lookup_reaches_the_agents_context_without_secrets(aios: Aios) -> None:
-    registry = ConnectorRegistry([LeakyShop("result"), LeakyPayments()], aios.registry.redactor)
-    agent = ReturnsAgent(aios.llm, registry, aios.memory, LeakyShop("result"))
+    payments = LeakyPayments()
+    registry = ConnectorRegistry([LeakyShop("result"), payments], aios.registry.redactor)
+    agent = ReturnsAgent(aios.llm, registry, aios.memory, payments)
     call = CallContext(intent_id=1, agent="returns", requester=REQUESTER, channel=CHANNEL)
     context = await agent.context(PlanRequest("refund $5 of payment pi_3Kettle", REQUESTER, call))
     [line] = context.lines
