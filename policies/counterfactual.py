@@ -13,18 +13,15 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from policies.approvers import Refusal
-from policies.engine import Policy, PolicyVerdict
-from policies.replay import BUDGET_GRANT, MONEY_PARAMS, RecordedDecision
+from policies.engine import DEFAULT_RULE_ID, Policy, PolicyVerdict
+from policies.replay import BUDGET_GRANT, RecordedDecision, money_param, would_have
 from policies.replay import replay as judge_again
 
 MAX_SENTENCES = 3
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _PLAIN_REF = re.compile(r"^[A-Za-z0-9_.:#-]{1,40}$")  # an order or payment id worth naming in a sentence
-_LOOKED_UP = re.compile(r'\b(run\.totals|requester\.today)\[\s*"([^"]+)"\s*\]')  # a total by action name
-_TOTALS = {"run.totals": "run_totals", "requester.today": "requester_today"}  # condition → recorded fact
 _TIERS = 3  # verdicts below the recorded amount worth naming (deny above, approval between, allow below)
 
 
@@ -46,7 +43,6 @@ def counterfactual(policy: Policy, recorded: RecordedDecision) -> list[str]:
     under ``policy`` (then nothing said about it could be trusted)."""
     if recorded.name == BUDGET_GRANT:
         return []
-    recorded = _zero_filled(policy, recorded)
     judge = _Judge(policy, recorded)
     try:
         base = judge(recorded)
@@ -67,20 +63,6 @@ def counterfactual(policy: Policy, recorded: RecordedDecision) -> list[str]:
     if sentences:
         return sentences[:MAX_SENTENCES]
     return [_as_the_rule_says(policy, base, recorded, every_change_judged)]
-
-
-def _zero_filled(policy: Policy, recorded: RecordedDecision) -> RecordedDecision:
-    """The recorded totals with a zero for each action the rules look up and the run or the day had none of,
-    as the engine that decided filled them in (it knew every action the connectors offer; a stored version is
-    loaded without them, and a missing name would fail its condition)."""
-    if recorded.facts is None:
-        return recorded
-    facts = dict(recorded.facts)
-    for rule in policy.document.rules:
-        for total, name in _LOOKED_UP.findall(rule.when):
-            field = _TOTALS[total]
-            facts[field] = {name: 0.0, **dict(facts.get(field) or {})}
-    return replace(recorded, facts=facts)
 
 
 def refused_click(
@@ -144,18 +126,12 @@ class _Judge:
         if memo and memo in self._seen:
             return self._seen[memo]
         verdict: PolicyVerdict = judge_again(policy or self.policy, changed).new
-        if verdict.verdict == "deny" and self._declared(verdict.rule_id) != "deny":
+        if verdict.failed_condition:
             raise _Unjudgeable(verdict.explanation)
         outcome = _Outcome(verdict.verdict, verdict.rule_id, verdict.approver_roles)
         if memo:
             self._seen[memo] = outcome
         return outcome
-
-    def _declared(self, rule_id: str) -> str:
-        """The verdict the policy file gives ``rule_id``: the engine's own deny of a failed condition is not."""
-        if rule_id == "default":
-            return self.policy.document.default
-        return next((r.verdict for r in self.policy.document.rules if r.id == rule_id), "deny")
 
     def rule_numbers(self) -> list[float]:
         """The numbers the rules compare with: where thresholds are likely, checked besides bisection."""
@@ -163,14 +139,6 @@ class _Judge:
 
 
 # --- The amount ---
-
-
-def _money_param(params: Mapping[str, Any]) -> str | None:
-    for name in MONEY_PARAMS:
-        value = params.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return name
-    return None
 
 
 def _with_amount(recorded: RecordedDecision, param: str, cents: int) -> RecordedDecision:
@@ -193,7 +161,7 @@ def _with_amount(recorded: RecordedDecision, param: str, cents: int) -> Recorded
 def _cheaper(judge: _Judge, base: _Outcome) -> list[str]:
     """What the action would have met at a smaller amount: each verdict below this one, with its top amount."""
     recorded = judge.recorded
-    param = _money_param(recorded.params)
+    param = money_param(recorded.params)
     if param is None:
         return []
 
@@ -221,7 +189,7 @@ def _cheaper(judge: _Judge, base: _Outcome) -> list[str]:
 def _dearer(judge: _Judge, base: _Outcome) -> list[str]:
     """The amount above which the action would have met a stricter verdict (the first one only)."""
     recorded = judge.recorded
-    param = _money_param(recorded.params)
+    param = money_param(recorded.params)
     if param is None or base.verdict == "deny":
         return []
 
@@ -319,7 +287,7 @@ def _facts(recorded: RecordedDecision) -> list[_Fact]:
     for kind, moved in today.items() if isinstance(today, Mapping) else ():
         said = f"if the requester's earlier {kind} actions today had come to {{}} or less"
         found.append(_Fact("requester_today", str(kind), _number(moved), 0.0, said))
-    param = _money_param(params)
+    param = money_param(params)
     own = float(params[param]) if param is not None else 0.0
     totals = facts.get("run_totals")
     for kind, total in totals.items() if isinstance(totals, Mapping) else ():
@@ -414,7 +382,7 @@ def _as_the_rule_says(policy: Policy, base: _Outcome, recorded: RecordedDecision
 
 def _tried(policy: Policy, recorded: RecordedDecision) -> list[str]:
     """What was varied for this action, in words, so that "nothing changed it" says exactly that much."""
-    tried = ["another amount"] if _money_param(recorded.params) is not None else []
+    tried = ["another amount"] if money_param(recorded.params) is not None else []
     if _facts(recorded):
         tried.append("smaller earlier totals")
     if recorded.facts is not None and recorded.name.startswith("mcp."):
@@ -425,15 +393,11 @@ def _tried(policy: Policy, recorded: RecordedDecision) -> list[str]:
 
 
 def _would(outcome: _Outcome) -> str:
-    if outcome.verdict == "allow":
-        return "would have been allowed without approval"
-    if outcome.verdict == "deny":
-        return "would have been denied"
-    return "would have needed approval by " + (" or ".join(outcome.approvers) or "an approver")
+    return would_have(outcome.verdict, outcome.approvers)
 
 
 def _rule(outcome: _Outcome) -> str:
-    return "the policy's default" if outcome.rule_id == "default" else f"rule {outcome.rule_id}"
+    return "the policy's default" if outcome.rule_id == DEFAULT_RULE_ID else f"rule {outcome.rule_id}"
 
 
 def _usd(cents: int) -> str:

@@ -27,6 +27,7 @@ _NAMED_BY = {"rules": ("rule", "id"), "tests": ("test", "name")}  # list in the 
 
 _QUOTED_ACTION_NAME = re.compile(r"""["']([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)+)["']""")
 
+
 @dataclass(frozen=True)
 class PolicyVerdict:
     verdict: Verdict
@@ -38,6 +39,8 @@ class PolicyVerdict:
     timeout: timedelta | None = None
     escalate_to: tuple[str, ...] = ()
     quorum: int = 1
+    # The engine's own deny: a rule's condition failed to evaluate (or gave no boolean), not a rule saying deny.
+    failed_condition: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class Policy:
                     rule.id,
                     f"the condition of rule {rule.id} could not be evaluated ({exc}), so the "
                     "action is blocked",
+                    failed_condition=True,
                 )
             if not isinstance(matched, bool):
                 return self._verdict(
@@ -192,6 +196,7 @@ class Policy:
                     rule.id,
                     f"the condition of rule {rule.id} gave {matched!r}, not true or false, "
                     "so the action is blocked",
+                    failed_condition=True,
                 )
             if matched:
                 return self._verdict_for(rule)
@@ -265,6 +270,7 @@ class Policy:
         timeout: timedelta | None = None,
         escalate_to: tuple[str, ...] = (),
         quorum: int = 1,
+        failed_condition: bool = False,
     ) -> PolicyVerdict:
         return PolicyVerdict(
             verdict=verdict,
@@ -276,6 +282,7 @@ class Policy:
             timeout=timeout,
             escalate_to=escalate_to,
             quorum=quorum,
+            failed_condition=failed_condition,
         )
 
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from policies.conditions import MCP_PREFIX
 from policies.engine import DEFAULT_RULE_ID, History, Policy, PolicyVerdict
 from policies.model import PolicyTest
+from policies.replay import BUDGET_GRANT
 
-BUDGET_GRANT = "budget.grant"  # judged by the budget's approvers, never by the rules
 SAMPLE_REQUESTER = "U0SAMPLE"
 _QUOTED_KEY = re.compile(r"^'[^']*'$")
 
@@ -194,7 +194,7 @@ def _differences(policy: Policy, test: PolicyTest, got: Outcome, verdict: Policy
             f"expected forbid_self_approval {str(expect.forbid_self_approval).lower()}, "
             f"got {str(got.forbid_self_approval).lower()}"
         )
-    if failures and got.verdict == "deny" and "could not be evaluated" in verdict.explanation:
+    if failures and verdict.failed_condition:
         failures.append(
             f"the engine denied it: rule {got.rule}'s `when` could not be evaluated "
             f"({_error_of(verdict.explanation, got.rule)})"
@@ -231,7 +231,7 @@ def rule_problems(policy: Policy, models: ActionModels) -> list[RuleProblem]:
         failing: dict[str, list[str]] = {}
         for name, params in samples:
             verdict = alone.evaluate(name, params, SAMPLE_REQUESTER)
-            if verdict.verdict == "deny" and verdict.rule_id == rule.id:
+            if verdict.failed_condition and verdict.rule_id == rule.id:
                 kinds = failing.setdefault(_error_of(verdict.explanation, rule.id), [])
                 if name not in kinds:
                     kinds.append(name)

@@ -97,12 +97,18 @@ class Replayed:
         return money_of(self.recorded.params)
 
 
-def money_of(params: Mapping[str, Any]) -> float:
+def money_param(params: Mapping[str, Any]) -> str | None:
+    """The parameter holding the action's money (a refund's amount, a grant's dollars), if it has one."""
     for name in MONEY_PARAMS:
         value = params.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
+            return name
+    return None
+
+
+def money_of(params: Mapping[str, Any]) -> float:
+    param = money_param(params)
+    return float(params[param]) if param is not None else 0.0
 
 
 def replay(policy: Policy, recorded: RecordedDecision) -> Replayed:

@@ -63,6 +63,7 @@ def test_first_matching_rule_wins(policy: Policy) -> None:
 def test_deny(policy: Policy) -> None:
     verdict = policy.evaluate("email.send", {"to": "ceo@rival.example"}, "U0MANAGER")
     assert (verdict.verdict, verdict.rule_id) == ("deny", "never-email-competitors")
+    assert not verdict.failed_condition  # a rule's own deny, not the engine's
 
 
 def test_conditions_see_the_requesters_roles(policy: Policy) -> None:
@@ -84,6 +85,8 @@ def test_a_condition_that_fails_to_evaluate_blocks_the_action(policy: Policy) ->
     assert verdict.verdict == "deny"
     assert verdict.rule_id == "refunds-over-100-need-a-manager"
     assert "could not be evaluated" in verdict.explanation
+    assert verdict.failed_condition
+    assert not policy.evaluate("shop.refund", {"order_id": 1001, "amount": 20.0}, "U1").failed_condition
 
 
 def test_a_condition_that_is_not_boolean_blocks_the_action() -> None:
