@@ -425,7 +425,8 @@ def replay(
         Path | None, typer.Option("--policy", metavar="FILE", help="The policy to judge the actions under.")
     ] = None,
     since: Annotated[
-        str | None, typer.Option(help="Every decision of the last 7d, 24h, 30m … instead of one run.")
+        str | None,
+        typer.Option(help="Every decision of the last 7d, 24h, 30m … or since a date, instead of one run."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     model: Annotated[
@@ -460,21 +461,18 @@ def replay(
     if policy is None and model is None:
         _fail("give the policy to compare with: --policy FILE (or the model to re-plan with: --model MODEL)")
     if run_id is not None:
-        from storage.ids import UnknownIdError, parse_id
+        from storage.ids import is_id_of, parse_key
 
-        try:
-            prefix, key = parse_id(run_id)
-        except UnknownIdError:
-            prefix, key = "", 0
-        if prefix != "R":
+        key = parse_key(run_id, "R")
+        if key is None:
+            if is_id_of(run_id, "R"):  # a key too big for any table
+                _fail(f"there is no run {run_id.strip().upper()}", code=1)
             _fail(f"{run_id!r} is not a run id; run ids look like R-17")
         scope = Scope(run_id=key)
     else:
-        from storage.records import utcnow
-
-        window = _duration(since)
-        assert window is not None
-        scope = Scope(since=utcnow() - window)
+        start = _since(since)
+        assert start is not None
+        scope = Scope(since=start)
     if model is not None:
         _model_replay(scope, model, agent, yes=yes, as_json=as_json)
         return
@@ -934,7 +932,7 @@ def _since(text: str | None) -> datetime | None:
             return utcnow() - parse_duration(text)
         except ValueError:
             _fail(f"--since {text!r} is neither a window (7d, 24h, 30m) nor a date (2026-11-01)")
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def run() -> NoReturn:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.explain_escalation import escalation_lines
 from bot.mrkdwn import escape, quote, truncate
-from storage.ids import format_id, parse_id
+from storage.ids import MAX_KEY, format_id, parse_id
 from storage.records import (
     ActionStatus,
     Approval,
@@ -45,6 +45,8 @@ class NotFoundError(LookupError):
 async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
     """Plain Slack mrkdwn explaining the run the record belongs to, focused on the named action if any."""
     prefix, key = parse_id(record_id)
+    if key > MAX_KEY:  # no table holds it, and asking would overflow the driver
+        raise NotFoundError(f"there is no record {prefix}-{key}")
     async with units() as uow:
         run, focus = await _locate(uow.repo, prefix, key)
         if run is None:
@@ -281,11 +283,11 @@ async def _refused_click(repo: Repository, action: ProposedAction, decision: Dec
         return quote(decision.reason, DETAIL_QUOTE_MAX)
     escalated = approval.escalated_at is not None and approval.escalated_at <= decision.created_at
     roles = tuple(dict.fromkeys([*approval.approver_roles, *(approval.escalate_to if escalated else ())]))
-    clicked = WhyQueries(repo.session).click_approved(approval.id, decision.actor, decision.created_at)
+    clicked = await WhyQueries(repo.session).click_approved(approval.id, decision.actor, decision.created_at)
     said = refused_click(  # the policy file's names escaped, so that the mention stays one
         refusal,
         f"<@{escape(decision.actor)}>",
-        approve=await clicked,
+        approve=clicked,
         deciding_roles=[escape(role) for role in roles],
         rule_id=escape(decision.rule_id) if decision.rule_id else None,
         quorum=approval.quorum,

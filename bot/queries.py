@@ -58,8 +58,6 @@ async def answer(units: UnitOfWorkFactory, command: SlashCommand, now: datetime)
             return cost_text(await cost_report(units, command.argument.strip().lower() or "today", now))
         except UnknownPeriodError as exc:
             return f"{quote(str(exc), DETAIL_QUOTE_MAX)}. For example: `/aios cost week`."
-    if command.name == "replay":  # without the Block Kit: `private_answer` gives both
-        return (await replay(units, command.argument, None))[0]
     return ANSWERS.get(command.name, HELP)
 
 
@@ -70,22 +68,21 @@ async def replay(
     stored earlier version. Bad input gets one sentence; the replay itself, a Block Kit diff."""
     from bot.replay import Scope, build_report, slack_message
     from policies.errors import PolicyError
-    from storage.ids import parse_id
+    from storage.ids import is_id_of, parse_key
     from storage.records import Run
 
     words = argument.split()
     if not words or len(words) > 2:
         return REPLAY_USAGE, None
-    try:
-        prefix, run_id = parse_id(words[0])
-    except UnknownIdError:
-        prefix, run_id = "", 0
-    if prefix != "R":
+    run_id = parse_key(words[0], "R")
+    if run_id is None and not is_id_of(words[0], "R"):
         return f"{quote(words[0], 40)} is not a run id; run ids look like R-17. {REPLAY_USAGE}", None
-    async with units() as uow:
-        found = await uow.repo.get(Run, run_id)
-    if found is None:
-        return f"There is no run {format_id('R', run_id)}.", None
+    found = None
+    if run_id is not None:  # else a key too big for any table: no run has it
+        async with units() as uow:
+            found = await uow.repo.get(Run, run_id)
+    if found is None or run_id is None:
+        return f"There is no run {quote(words[0].upper(), 40)}.", None
     try:
         policy = await _replay_policy(units, words[1] if len(words) == 2 else None, candidate_policy_file)
     except PolicyError as exc:
@@ -144,6 +141,7 @@ OPEN_STATES = (
     RunStatus.EXECUTING,
     RunStatus.PAUSED,
     RunStatus.OVER_BUDGET,
+    RunStatus.ESCALATED,  # waits for a person's answer in its thread, or for someone to take it over
 )
 
 

@@ -34,7 +34,7 @@ from bot.slack_payloads import (
 )
 from bot.slash import HELP, SlashCommand, bus_command, parse_slash
 from bot.undo import UndoFiling, ask_undo, file_undo, undo_action
-from storage.ids import UnknownIdError, parse_id
+from storage.ids import parse_key
 from storage.records import Click
 
 log = structlog.get_logger(__name__)
@@ -42,8 +42,6 @@ log = structlog.get_logger(__name__)
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 
 Payload = TypeVar("Payload", bound=BaseModel)
-
-MAX_RECORD_KEY = 2**31 - 1  # the widest integer key a table has; a larger id names no record
 
 
 def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
@@ -242,11 +240,8 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
 
 def _record_key(click: ButtonClick, prefix: str) -> int | None:
     """The record id a button carries (its value holds only that), if it is of the expected kind."""
-    try:
-        found, key = parse_id(click.value)
-    except UnknownIdError:
-        found, key = "", 0
-    if found != prefix or key > MAX_RECORD_KEY:
+    key = parse_key(click.value, prefix)
+    if key is None:
         log.warning("click_with_unknown_value", value=click.value[:80], expected=prefix)
         return None
     return key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.messages import Command, Forget, PauseAgent, Recall, Remember, ResumeAgent, TakeOverRun
-from storage.ids import UnknownIdError, parse_id
+from storage.ids import parse_key
 
 SUBCOMMANDS = (
     "why",
@@ -52,7 +52,7 @@ def bus_command(command: SlashCommand, *, team: str, user: str, channel: str) ->
         agent = argument.split()[0].lower()
         return (PauseAgent if command.name == "pause" else ResumeAgent)(agent, user, channel)
     if command.name == "take":
-        run_id = _run_key(argument.split()[0])
+        run_id = parse_key(argument.split()[0], "R")
         return TakeOverRun(run_id, user, channel) if run_id is not None else None
     if command.name == "remember":
         return Remember(team, user, channel, argument)
@@ -68,17 +68,8 @@ def parse_slash(text: str) -> SlashCommand:
     if not stripped:
         return SlashCommand("help", "")
     word, _, rest = stripped.partition(" ")
-    if word.lower() == "take" and _run_key(rest.strip().partition(" ")[0]) is None:
+    if word.lower() == "take" and parse_key(rest.strip().partition(" ")[0], "R") is None:
         return SlashCommand("intent", stripped)  # "take a look at order 1003" asks in words
     if word.lower() in SUBCOMMANDS:
         return SlashCommand(word.lower(), rest.strip())
     return SlashCommand("intent", stripped)
-
-
-def _run_key(word: str) -> int | None:
-    """The run an id names (R-5), or None when it names something else or no record could have it."""
-    try:
-        prefix, key = parse_id(word)
-    except UnknownIdError:
-        return None
-    return key if prefix == "R" and key <= 2**31 - 1 else None

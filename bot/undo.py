@@ -19,7 +19,7 @@ from bot.messages import ProposeAction
 from bot.mrkdwn import escape, quote
 from bot.observability import INTENTS
 from connectors.actions import Action, safe_inverse
-from storage.ids import UnknownIdError, format_id, parse_id
+from storage.ids import format_id, parse_key
 from storage.records import (
     ActionStatus,
     Execution,
@@ -41,7 +41,6 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "undo"  # the source of a request's intent: recovery files it again rather than planning its text
 USAGE = "Which action? `/aios undo A-3`, with the action id of a “Done” message."
-MAX_RECORD_KEY = 2**31 - 1  # the widest integer key a table has
 REFUSAL_QUOTE_MAX = 500  # a connector's reason, quoted
 # An undo that ended in one of these left the action as it was: it may be asked for again.
 ENDED_WITHOUT_UNDOING = (
@@ -61,6 +60,7 @@ NOT_RUN: dict[str, str] = {
 REFUND = (
     "a refund cannot be taken back; to charge the customer again, do it in the shop's or Stripe's dashboard"
 )
+NO_REVERSING_ACTION = "AIOS has no action that reverses {name}; undo it in the system it changed"
 # What a person would do instead, for actions nothing can run backwards.
 NO_INVERSE = {
     "shop.refund": REFUND,
@@ -98,11 +98,8 @@ async def ask_undo(aios: Aios, argument: str, user: str) -> UndoAnswer:
     words = argument.split()
     if len(words) != 1:
         return UndoAnswer(USAGE)
-    try:
-        prefix, key = parse_id(words[0])
-    except UnknownIdError:
-        prefix, key = "", 0
-    if prefix != "A" or key > MAX_RECORD_KEY:
+    key = parse_key(words[0], "A")
+    if key is None:
         return UndoAnswer(f"{quote(words[0], 40)} is not an action id; action ids look like A-3. {USAGE}")
     return await undo_action(aios, key, user)
 
@@ -225,11 +222,11 @@ def _inverse(
 def _follow_up(original: ProposedAction) -> str:
     template = NO_INVERSE.get(original.name)
     if template is None:
-        return f"AIOS has no action that reverses {original.name}; undo it in the system it changed"
+        return NO_REVERSING_ACTION.format(name=original.name)
     try:
         return template.format(**{k: escape(str(v)) for k, v in original.params.items()})
-    except (KeyError, IndexError):
-        return f"AIOS has no action that reverses {original.name}; undo it in the system it changed"
+    except (KeyError, IndexError):  # the template names a parameter this action did not record
+        return NO_REVERSING_ACTION.format(name=original.name)
 
 
 async def _earlier_request(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 _ID = re.compile(r"^\s*(AP|[IRADEM])-(\d+)\s*$", re.IGNORECASE)
+# The widest integer key a table has (int4 on PostgreSQL); a larger id names no record, and handing it to
+# a query would overflow the driver rather than find nothing.
+MAX_KEY = 2**31 - 1
 
 
 class UnknownIdError(ValueError):
@@ -26,3 +29,19 @@ def parse_id(text: str) -> tuple[str, int]:
             "AP-5 (approval), E-9 (execution) or M-4 (memory)"
         )
     return match.group(1).upper(), int(match.group(2))
+
+
+def parse_key(text: str, prefix: str) -> int | None:
+    """The key of ``text`` when it is an id of the kind ``prefix`` that a table could hold, else None."""
+    match = _ID.match(text)
+    if match is None or match.group(1).upper() != prefix.upper():
+        return None
+    key = int(match.group(2))
+    return key if key <= MAX_KEY else None
+
+
+def is_id_of(text: str, prefix: str) -> bool:
+    """Whether ``text`` is shaped like an id of the kind ``prefix``, whatever its key: ``R-99999999999`` is
+    a run id no table holds (there is no such run), ``X-3`` or ``order 3`` is not a run id at all."""
+    match = _ID.match(text)
+    return match is not None and match.group(1).upper() == prefix.upper()

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -76,11 +77,26 @@ def test_a_window_is_summarised_as_one_json_document(recorded: tuple[dict[str, s
     assert [a["run"] for a in document["actions"]] == [1, 2]
 
 
+def test_a_window_may_start_at_a_date(recorded: tuple[dict[str, str], Path, Path]) -> None:
+    env, _, candidate = recorded
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    counted = []
+    for start in (yesterday, tomorrow):
+        result = run("replay", "--since", start, "--policy", str(candidate), "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        counted.append(json.loads(result.stdout)["summary"]["actions"])
+    assert counted == [2, 0]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["R-1"], "give the policy to compare with: --policy FILE"),
-        (["--since", "7x", "--policy", "{candidate}"], "'7x' is not a duration"),
+        (
+            ["--since", "7x", "--policy", "{candidate}"],
+            "--since '7x' is neither a window (7d, 24h, 30m) nor a date",
+        ),
         (["X-1", "--policy", "{candidate}"], "'X-1' is not a run id; run ids look like R-17"),
         (["R-1", "--since", "7d", "--policy", "{candidate}"], "give a run id"),
         (["R-1", "--policy", "{missing}"], "cannot read policy file"),
@@ -100,10 +116,11 @@ def test_bad_input_is_one_line_and_exit_code_2(
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_an_unknown_run_is_said_in_one_line(recorded: tuple[dict[str, str], Path, Path]) -> None:
+@pytest.mark.parametrize("run_id", ["R-99", "R-99999999999"])  # the second is too big for any table
+def test_an_unknown_run_is_said_in_one_line(recorded: tuple[dict[str, str], Path, Path], run_id: str) -> None:
     env, _, candidate = recorded
-    result = run("replay", "R-99", "--policy", str(candidate), env=env)
-    assert (result.returncode, result.stderr.strip()) == (1, "error: there is no run R-99")
+    result = run("replay", run_id, "--policy", str(candidate), env=env)
+    assert (result.returncode, result.stderr.strip()) == (1, f"error: there is no run {run_id}")
 
 
 # The command run in a process whose sockets refuse to connect: no model, connector or Slack could be reached.

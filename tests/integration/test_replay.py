@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy
+from aiohttp.test_utils import TestClient, TestServer
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
@@ -16,12 +18,15 @@ from bot.intake import IncomingIntent
 from bot.messages import ProposeAction
 from bot.queries import private_answer
 from bot.replay import Scope, build_report
+from bot.slack_app import build_slack_app
 from bot.slash import parse_slash
+from bot.web import build_web_app
 from policies.engine import Policy
 from policies.replay import Change
 from storage.records import Decision, PolicyVersion, ProposedAction, utcnow
 from tests.conftest import Clock
-from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.slack_api import TOKEN, FakeSlackApi
+from tests.fakes.slack_payloads import SIGNING_SECRET, sign, slash_command
 from tests.integration.conftest import CHANNEL, REQUESTER, ask, everything_stored, start_aios
 
 CANDIDATE = """
@@ -261,5 +266,33 @@ async def test_a_hash_prefix_that_names_two_stored_versions_asks_for_more_digits
         assert blocks is not None and "stored policy abcd20000000" in text
         text, _ = await private_answer(aios.units, parse_slash("replay R-1"), clock(), None)
         assert text.startswith("No candidate policy: set AIOS_CANDIDATE_POLICY_FILE")
+    finally:
+        await aios.close()
+
+
+async def test_a_run_id_too_big_for_any_table_is_answered_as_no_such_run_through_slack(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    """The key does not fit the database's integer column: asking for it would overflow the driver (int4 on
+    PostgreSQL, SQLite's 64-bit integer) instead of finding nothing."""
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+    app = build_web_app(aios, build_slack_app(aios, client, SIGNING_SECRET), SIGNING_SECRET)
+    try:
+        await ask(aios, "refund order 1004 $10 scratched", thread_ts="1.1")
+        async with TestClient(TestServer(app)) as events:
+            for text in ("replay R-99999999999", "replay R-99999999999999999999 abcd", "why R-99999999999"):
+                body, content_type = slash_command(text, user=REQUESTER, channel=CHANNEL)
+                response = await events.post(
+                    "/slack/events", data=body, headers={"Content-Type": content_type, **sign(body)}
+                )
+                assert response.status == 200
+                await aios.background.drain()
+        said = [c.params["text"] for c in slack_api.calls_to("chat.postEphemeral")]
+        assert said == [
+            "There is no run R-99999999999.",
+            "There is no run R-99999999999999999999.",
+            "There is no record R-99999999999.",
+        ]
     finally:
         await aios.close()

@@ -5,7 +5,7 @@ import pytest
 from bot.settings import MissingSettingError, Settings
 from bot.slash import parse_slash
 from storage.engine import DatabaseUrlError, normalise_database_url
-from storage.ids import UnknownIdError, format_id, parse_id
+from storage.ids import MAX_KEY, UnknownIdError, format_id, is_id_of, parse_id, parse_key
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,30 @@ def test_ids_round_trip() -> None:
     for bad in ("42", "X-1", "D-", "D-1x"):
         with pytest.raises(UnknownIdError, match="ids look like"):
             parse_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "prefix", "key"),
+    [
+        ("R-17", "R", 17),
+        (" r-17 ", "R", 17),
+        ("ap-3", "AP", 3),
+        (f"A-{MAX_KEY}", "A", MAX_KEY),
+        (f"A-{MAX_KEY + 1}", "A", None),  # no table holds it: a query would overflow the driver
+        ("R-99999999999", "R", None),
+        ("A-3", "R", None),
+        ("AP-3", "A", None),
+        ("order 3", "R", None),
+    ],
+)
+def test_a_key_is_parsed_only_for_its_kind_and_only_when_a_table_could_hold_it(
+    text: str, prefix: str, key: int | None
+) -> None:
+    assert parse_key(text, prefix) == key
+
+
+def test_an_id_too_big_for_a_table_is_still_an_id_of_its_kind() -> None:
+    assert is_id_of("R-99999999999", "R") and not is_id_of("A-1", "R") and not is_id_of("R-x", "R")
 
 
 @pytest.mark.parametrize(
