@@ -8,6 +8,7 @@ models wrote arrives raw in an ``ApprovalCard`` and is escaped here; ``notice`` 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,6 +63,12 @@ class ApprovalCard:
     expires_at: datetime | None
     quorum: int = 1
     voters: tuple[str, ...] = ()  # approvers so far, while a quorum is incomplete
+
+
+def mentions(members: Iterable[str], separator: str = " ") -> str:
+    """Slack mentions that notify these people: users as <@U…>, user groups (their ids start with S) as
+    <!subteam^S…>."""
+    return separator.join(f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>" for m in members)
 
 
 def _render(blocks: list[Block]) -> list[dict[str, Any]]:

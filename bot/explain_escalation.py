@@ -23,13 +23,15 @@ async def escalation_lines(repo: Repository, run_id: int) -> list[str]:
     escalation = await queries.of_run(run_id)
     if escalation is None:
         return lines
-    asked = (
-        ", ".join(f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>" for m in escalation.asked)
-        or "nobody (the policy names no default approvers)"
-    )
+    # Here, not at the top: the planner's modules take seconds to load, and the Slack SDK's too, which
+    # `aios why` of a run that never escalated need not pay.
+    from agents.dispatcher import DISPATCHER
+    from bot.blocks import mentions
+
+    asked = mentions(escalation.asked, ", ") or "nobody (the policy names no default approvers)"
     by = (
         "the dispatcher (no agent fits)"
-        if escalation.agent == "dispatcher"
+        if escalation.agent == DISPATCHER
         else f"the {escalation.agent} agent"
     )
     lines.append(

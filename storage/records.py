@@ -63,6 +63,8 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     ESCALATED = "escalated"  # the planner asked a person instead of guessing; an answer in the thread goes on
     TAKEN_OVER = "taken_over"  # a person took the escalated request over: the run is closed
+    # A person answered the escalation: the run is closed, and the answer goes on as a run of its own.
+    PERSON_ANSWERED = "person_answered"
 
 
 class ActionStatus(enum.StrEnum):

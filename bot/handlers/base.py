@@ -81,10 +81,7 @@ class HandlerBase:
 
     def _mention_roles(self, roles: Sequence[str]) -> str:
         """Slack mentions of everyone listed under these roles: users as <@U…>, user groups as <!subteam^S…>."""
-        return " ".join(
-            f"<!subteam^{member}>" if member.startswith("S") else f"<@{member}>"
-            for member in self.policy.members_of(roles)
-        )
+        return blocks.mentions(self.policy.members_of(roles))
 
     async def _group_members(self) -> dict[str, set[str]]:
         """Members of the user groups (S…) the policy's roles name, so a role held through a group counts.

@@ -88,6 +88,10 @@ class Escalations(HandlerBase):
                 answer_run_id=run_id,
             ):
                 return  # answered or taken over a moment ago
+            escalated = await uow.repo.get(Run, waiting.run_id)
+            if escalated is not None:  # settled with its escalation, so it no longer counts as waiting
+                escalated.status, escalated.updated_at = RunStatus.PERSON_ANSWERED, now
+                uow.repo.session.add(escalated)
             if waiting.agent in self.dispatcher.agents:
                 run = await uow.repo.get(Run, run_id)
                 assert run is not None
@@ -191,12 +195,7 @@ def _message(escalation: Escalation) -> blocks.EscalationMessage:
     return blocks.EscalationMessage(
         run_id=format_id("R", escalation.run_id),
         agent="no agent fits" if escalation.agent == DISPATCHER else f"{escalation.agent} agent",
-        people=_mentions(escalation.asked),
+        people=blocks.mentions(escalation.asked),
         reason=escalation.reason,
         question=escalation.question,
     )
-
-
-def _mentions(members: Sequence[str]) -> str:
-    """Slack mentions of those asked: users as <@U…>, user groups as <!subteam^S…> (as approval cards do)."""
-    return " ".join(f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>" for m in members)

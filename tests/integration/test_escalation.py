@@ -18,6 +18,7 @@ from bot.bootstrap import Aios
 from bot.digest import build_digest, digest_message
 from bot.explain import explain
 from bot.messages import TakeOverRun
+from bot.queries import status
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
 from storage.records import Escalation, ProposedAction, Run
@@ -120,7 +121,7 @@ async def test_an_answer_in_the_thread_is_planned_by_the_agent_that_asked_with_t
     assert any(role == "assistant" and "refunded a second time" in content for role, content in said)
 
     first, second = await runs(claude_aios)
-    assert (first.status, second.agent, second.status) == ("escalated", "returns", "awaiting_approval")
+    assert (first.status, second.agent, second.status) == ("person_answered", "returns", "awaiting_approval")
     [escalation] = await escalations(claude_aios)
     assert (escalation.status, escalation.resolved_by, escalation.answer, escalation.answer_run_id) == (
         "answered",
@@ -243,9 +244,15 @@ async def test_offline_several_amounts_escalate_and_the_answer_refunds(
     assert f"<@{MANAGER}>" in post.params["text"]
     assert await actions(aios) == []
 
+    # While it waits for a person, /aios status lists it.
+    assert f"• `R-{run.id}` returns — escalated" in await status(aios.units)
+
     await ask(aios, "refund order 1004 $20 scratched", user=MANAGER, message_ts="1800000100.000001")
     first, second = await runs(aios)
-    assert (first.status, second.status) == ("escalated", "completed")
+    assert (first.status, second.status) == ("person_answered", "completed")
+    # Answered, it is settled: it is neither waiting nor counted as escalated any more.
+    said = await status(aios.units)
+    assert "escalated" not in said and "person_answered: 1" in said and f"`R-{run.id}`" not in said
     [refund] = await actions(aios)
     assert (refund.run_id, refund.params["amount"]) == (second.id, 20.0)
     assert (await escalations(aios))[0].status == "answered"
