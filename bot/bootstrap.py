@@ -164,8 +164,8 @@ async def bootstrap(
     engine = create_engine(settings.database_url)
     units = UnitOfWorkFactory.for_engine(engine)
     # Whatever fails on the way up leaves nothing behind: no lease row, no open connection, no child process.
-    async with AsyncExitStack() as undo:
-        undo.push_async_callback(engine.dispose)
+    async with AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(engine.dispose)
         # Connectors (connected) and planner come before the store is migrated or a lease is taken: a
         # malformed setting is refused with nothing touched.
         registry = ConnectorRegistry.discover(
@@ -178,7 +178,7 @@ async def bootstrap(
             ),
             redactor,
         )
-        undo.push_async_callback(registry.close)
+        cleanup.push_async_callback(registry.close)
         await registry.connect()  # the MCP servers' tools become actions (an unreachable one is left out)
         # Rules naming an MCP tool's parameters can be checked only now that its server is connected.
         policy.check_action_params(
@@ -192,13 +192,13 @@ async def bootstrap(
                 log.error("budget_warning_not_delivered", error=str(exc))
 
         llm = _planner(settings, units, BudgetGuard(units, policy, clock), warn_in_thread)
-        undo.push_async_callback(llm.close)
+        cleanup.push_async_callback(llm.close)
         await upgrade_to_head(engine)
         lease = await acquire_lease(engine, units)
-        undo.push_async_callback(lease.release)
+        cleanup.push_async_callback(lease.release)
         await registry.seed()
-        aios = await _wire(settings, transport, clock, policy, engine, units, registry, llm, lease, undo)
-        undo.pop_all()
+        aios = await _wire(settings, transport, clock, policy, engine, units, registry, llm, lease, cleanup)
+        cleanup.pop_all()
     return aios
 
 
@@ -212,7 +212,7 @@ async def _wire(
     registry: ConnectorRegistry,
     llm: LLM,
     lease: Lease,
-    undo: AsyncExitStack,
+    cleanup: AsyncExitStack,
 ) -> Aios:
     shop = registry.connector_for("shop.refund")
     assert isinstance(shop, OrderLookup), "the shop connector must be able to look up orders"
@@ -224,7 +224,7 @@ async def _wire(
         summarise_after=policy.document.memory.summarise_after,
     )
     memory = await open_memory_store(settings, units, clock, retention)
-    undo.push_async_callback(memory.close)
+    cleanup.push_async_callback(memory.close)
     agents: list[Agent] = [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)]
     tools = ToolsAgent(llm, registry, memory)
     if tools.action_names:

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -130,13 +130,7 @@ async def estimate(
         input_tokens += usage.input_tokens
         output_tokens += usage.output_tokens
         per_run.append((run, prices.cost(model, usage)))
-    original = Spend(
-        calls=sum(run.planning.calls for run in runs),
-        input_tokens=sum(run.planning.input_tokens for run in runs),
-        output_tokens=sum(run.planning.output_tokens for run in runs),
-        cost=sum(run.planning.cost for run in runs),
-        models=tuple(sorted({m for run in runs for m in run.planning.models})),
-    )
+    original = sum((run.planning for run in runs), Spend())
     total = sum(cost for _, cost in per_run)
     over = await _over_budget(units, per_run, policy, clock())
     return Estimate(model, len(runs), input_tokens, output_tokens, total, from_records, original, over)
@@ -216,15 +210,14 @@ class CountedLLM:
         )
         usage = reply.usage
         model = self._inner.model_for(role)
-        self.spend = Spend(
-            calls=self.spend.calls + 1,
-            input_tokens=self.spend.input_tokens
-            + usage.input_tokens
+        self.spend += Spend(
+            calls=1,
+            input_tokens=usage.input_tokens
             + usage.cache_creation_input_tokens
             + usage.cache_read_input_tokens,
-            output_tokens=self.spend.output_tokens + usage.output_tokens,
-            cost=self.spend.cost + self._prices.cost(model, usage),
-            models=tuple(sorted({*self.spend.models, model})),
+            output_tokens=usage.output_tokens,
+            cost=self._prices.cost(model, usage),
+            models=(model,),
         )
         return reply
 
@@ -396,7 +389,7 @@ def _canonical(proposal: Proposal, registry: ConnectorRegistry) -> str:
 
 
 @dataclass
-class Report:
+class ModelReplayReport:
     model: str
     scope: Scope
     agent: str | None
@@ -406,13 +399,8 @@ class Report:
 
     @property
     def spend(self) -> Spend:
-        return Spend(
-            calls=sum(r.spend.calls for r in self.runs),
-            input_tokens=sum(r.spend.input_tokens for r in self.runs),
-            output_tokens=sum(r.spend.output_tokens for r in self.runs),
-            cost=sum(r.spend.cost for r in self.runs),
-            models=(self.model,),
-        )
+        # Named by the model replayed with, even when no run got as far as a call.
+        return replace(sum((r.spend for r in self.runs), Spend()), models=(self.model,))
 
     def by_outcome(self) -> dict[Outcome, int]:
         counts = dict.fromkeys(Outcome, 0)
@@ -495,7 +483,7 @@ async def model_replay(
     registry: ConnectorRegistry,
     confirm: Callable[[Estimate], bool],
     progress: Callable[[int], None] | None = None,
-) -> Report | None:
+) -> ModelReplayReport | None:
     """Select the runs, estimate the cost, ask ``confirm`` (which sees the estimate, and whether a budget
     stands in the way), then re-plan each run in turn; None when not confirmed (no model was called)."""
     runs = await load_runs(units, scope, agent)
@@ -509,7 +497,7 @@ async def model_replay(
     expected = await estimate(units, runs, model, prices, policy, tools_of)
     if not confirm(expected):
         return None
-    report = Report(model, scope, agent, policy, expected)
+    report = ModelReplayReport(model, scope, agent, policy, expected)
     for run in runs:
         report.runs.append(await replay_run(run, counted, registry, policy))
         if progress is not None:

@@ -113,7 +113,7 @@ def diff_line(replayed: Replayed) -> str:
 
 
 @dataclass
-class Report:
+class ReplayReport:
     """What a replay found: the summary, and the lines of the actions to show (changed ones, or all of a run)."""
 
     policy: Policy
@@ -177,9 +177,9 @@ async def build_report(
     *,
     keep: int,
     progress: Callable[[int], None] | None = None,
-) -> Report:
+) -> ReplayReport:
     """Replay everything in scope, keeping at most ``keep`` actions to list (the summary counts them all)."""
-    report = Report(policy, scope)
+    report = ReplayReport(policy, scope)
     async for replayed in replay_records(units, policy, scope):
         report.take(replayed, keep)
         if progress is not None:
@@ -192,7 +192,7 @@ SECTION_MAX = 3000
 HEADER_MAX = 150
 
 
-def slack_message(report: Report) -> tuple[str, list[dict[str, Any]]]:
+def slack_message(report: ReplayReport) -> tuple[str, list[dict[str, Any]]]:
     """The report as a Block Kit message within Slack's limits, and the same as its text fallback (shortened)."""
     from slack_sdk.models.blocks import HeaderBlock, MarkdownTextObject, SectionBlock
 

@@ -53,6 +53,15 @@ class Spend:
     cost: float = 0.0
     models: tuple[str, ...] = ()
 
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(
+            calls=self.calls + other.calls,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost=self.cost + other.cost,
+            models=tuple(sorted({*self.models, *other.models})),
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "calls": self.calls,

@@ -61,7 +61,8 @@ def configure_from_environment(redactor: Redactor) -> None:
     install_otlp()
 
 
-def secrets() -> Redactor:
+def redactor() -> Redactor:
+    """What every exported span is scrubbed with: the secrets of the settings the process started with."""
     return _redactor
 
 

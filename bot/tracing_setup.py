@@ -47,7 +47,7 @@ class RedactingExporter(SpanExporter):
         self._inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        redactor = tracing.secrets()
+        redactor = tracing.redactor()
         return self._inner.export([_redacted(span, redactor) for span in spans] if redactor else spans)
 
     def shutdown(self) -> None:

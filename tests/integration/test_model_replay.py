@@ -18,7 +18,7 @@ from agents.claude import ClaudeLLM
 from agents.llm import LLMError, Usage
 from agents.pricing import PriceTable
 from bot.bootstrap import Aios
-from bot.model_replay import Estimate, Outcome, Report, model_replay
+from bot.model_replay import Estimate, ModelReplayReport, Outcome, model_replay
 from bot.replay import Scope
 from bot.replay_context import offered_actions, replay_registry
 from connectors.registry import installed_action_params
@@ -116,7 +116,7 @@ async def replay_with(
     *,
     run_id: int | None = None,
     key: str = API_KEY,
-) -> Report | None:
+) -> ModelReplayReport | None:
     llm = ClaudeLLM.from_settings(key, api.url, dispatch_model=MODEL, agent_model=MODEL)
     try:
         return await model_replay(

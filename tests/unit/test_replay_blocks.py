@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import SectionBlock
 
-from bot.replay import BLOCKS_MAX, Report, Scope, slack_message
+from bot.replay import BLOCKS_MAX, ReplayReport, Scope, slack_message
 from policies.engine import Policy
 from policies.replay import Facts, RecordedDecision, replay
 
@@ -23,8 +23,8 @@ default_approvers: [manager]
 )
 
 
-def report_of(actions: int, reason: str = "broken") -> Report:
-    report = Report(CANDIDATE, Scope(run_id=1))
+def report_of(actions: int, reason: str = "broken") -> ReplayReport:
+    report = ReplayReport(CANDIDATE, Scope(run_id=1))
     for n in range(1, actions + 1):
         recorded = RecordedDecision(
             decision_id=n,
