@@ -9,6 +9,7 @@ from opentelemetry import trace
 
 from agents.base import ESCALATE_SPEC, ESCALATE_TOOL, Agent, Escalation, load_prompt, read_escalation
 from agents.llm import LLM, CallContext, Message, ToolSpec
+from agents.patterns import POLITE
 from agents.tools_agent import ToolsAgent
 
 _tracer = trace.get_tracer("aios.agents")
@@ -16,7 +17,6 @@ _ROUTES = (
     ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
 )
-_POLITE = r"^\W*(?:(?:please|pls|can\s+you|could\s+you)\s+)?"
 ROUTE_TOOL = "route_to_agent"
 DISPATCHER = "dispatcher"  # the agent name a run has until the dispatcher picks one
 
@@ -33,11 +33,6 @@ class Dispatcher:
         if self._webhooks is not None:
             names = ", ".join(self._webhooks[0].webhook_names)
             self._prompt += f"\nThe tools agent also posts JSON to the team's configured webhooks: {names}.\n"
-
-    async def route(self, text: str, call: CallContext, history: Sequence[Message] = ()) -> Agent | None:
-        """The agent for the request, or None (an escalation included)."""
-        chosen = await self.route_or_escalate(text, call, history)
-        return chosen if isinstance(chosen, Agent) else None
 
     @_tracer.start_as_current_span("route")
     async def route_or_escalate(
@@ -86,5 +81,5 @@ def _webhook_route(agents: Sequence[Agent]) -> tuple[ToolsAgent, re.Pattern[str]
         return None
     names = "|".join(re.escape(n) for n in sorted(agent.webhook_names, key=len, reverse=True))
     name = rf"(?:the\s+)?(?:webhook\s+)?(?:{names})(?![\w-]|\.\w)"
-    pattern = rf"\bwebhooks?\b|{_POLITE}(?:notify\s+{name}|(?:send|post)\b.*?\bto\s+{name})"
+    pattern = rf"\bwebhooks?\b|{POLITE}(?:notify\s+{name}|(?:send|post)\b.*?\bto\s+{name})"
     return agent, re.compile(pattern, re.IGNORECASE | re.DOTALL)

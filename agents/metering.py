@@ -6,17 +6,20 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from agents.budgets import BudgetGuard, estimate_cost
 from agents.llm import LLM, CallContext, LLMError, LLMReply, Message, Role, ToolSpec, Usage
 from agents.pricing import PriceTable
-from bot import observability
-from bot.tracing import tracer
 from storage.records import LlmCall
 from storage.unit_of_work import UnitOfWorkFactory
 
 BudgetWarning = Callable[[CallContext, str], Awaitable[None]]
+# Told of every call, for metrics: (agent, model, tokens by kind, cost in USD).
+ModelCallMetrics = Callable[[str, str, dict[str, int], float], None]
+
+_tracer = trace.get_tracer("aios.agents")
 
 
 class MeteredLLM:
@@ -29,12 +32,14 @@ class MeteredLLM:
         prices: PriceTable,
         budgets: BudgetGuard,
         on_budget_warning: BudgetWarning | None = None,
+        on_model_call: ModelCallMetrics | None = None,
     ) -> None:
         self._inner = inner
         self._units = units
         self._prices = prices
         self._budgets = budgets
         self._on_budget_warning = on_budget_warning
+        self._on_model_call = on_model_call
         for role in ("dispatch", "agent"):
             prices.price(
                 inner.model_for(role)
@@ -66,7 +71,7 @@ class MeteredLLM:
         started = time.perf_counter()
         usage, outcome, error = Usage(), "ok", None
         # OpenTelemetry's GenAI conventions: "{operation} {model}", gen_ai.* attributes.
-        with tracer.start_as_current_span(
+        with _tracer.start_as_current_span(
             f"chat {model}",
             kind=SpanKind.CLIENT,
             attributes=_request_attributes(self._inner.name, model, role, call),
@@ -85,8 +90,10 @@ class MeteredLLM:
                 raise
             finally:
                 cost = self._prices.cost(model, usage)
-                span.set_attributes(_usage_attributes(usage, cost))
-                observability.model_call(call.agent, model, _tokens(usage), cost)
+                tokens = _tokens(usage)
+                span.set_attributes(_usage_attributes(tokens, cost))
+                if self._on_model_call is not None:
+                    self._on_model_call(call.agent, model, tokens, cost)
                 await self._record(call, role, model, usage, cost, started, outcome, error)
                 for warning in await self._budgets.settle(reservation, cost):
                     if self._on_budget_warning is not None:
@@ -149,11 +156,17 @@ def _tokens(usage: Usage) -> dict[str, int]:
     }
 
 
-def _usage_attributes(usage: Usage, cost: float) -> dict[str, int | float]:
+# Our kinds of tokens → OpenTelemetry's GenAI attribute for each.
+_TOKEN_ATTRIBUTES = {
+    "input": "gen_ai.usage.input_tokens",
+    "output": "gen_ai.usage.output_tokens",
+    "cache_creation": "gen_ai.usage.cache_creation.input_tokens",
+    "cache_read": "gen_ai.usage.cache_read.input_tokens",
+}
+
+
+def _usage_attributes(tokens: dict[str, int], cost: float) -> dict[str, int | float]:
     return {
-        "gen_ai.usage.input_tokens": usage.input_tokens,
-        "gen_ai.usage.output_tokens": usage.output_tokens,
-        "gen_ai.usage.cache_creation.input_tokens": usage.cache_creation_input_tokens,
-        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_input_tokens,
+        **{_TOKEN_ATTRIBUTES[kind]: count for kind, count in tokens.items()},
         "aios.llm.cost_usd": cost,
     }

@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 from agents.amounts import SHOP_CURRENCY
 from agents.base import Agent, Context, PlanRequest
 from agents.llm import LLM
+from agents.patterns import MAILTO
 from connectors.actions import Action, ShopRefund
 from connectors.errors import ConnectorError
 from connectors.redaction import scrubbing
@@ -20,8 +21,6 @@ from storage.memory import MemoryStore
 
 # Payments and emails looked up per request, at most: each one costs Stripe calls before anything is planned.
 MAX_LOOKUPS = 5
-# Slack writes an email address as <mailto:a@b.com|a@b.com>; the address itself is what is looked up.
-_MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 
 
 @runtime_checkable
@@ -86,7 +85,7 @@ class ReturnsAgent(Agent):
         """A line for each payment named by id, and for each email address its payments (ids first), e.g.
         ``payment pi_3Q… (charge ch_3Q…): paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded,
         customer ana@example.com, description Blue kettle``."""
-        plain = [_MAILTO.sub(r"\1", text) for text in texts]
+        plain = [MAILTO.sub(r"\1", text) for text in texts]
         ids = list(dict.fromkeys(m.group() for t in plain for m in PAYMENT_ID.finditer(t)))[:MAX_LOOKUPS]
         emails = list(dict.fromkeys(m.group().lower() for t in plain for m in EMAIL.finditer(t)))[
             :MAX_LOOKUPS

@@ -20,6 +20,7 @@ from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
 from agents.returns import OrderLookup, ReturnsAgent
 from agents.tools_agent import ToolsAgent
+from bot import observability
 from bot.background import BackgroundTasks
 from bot.digest import digest_period, post_digest
 from bot.handlers import Handlers
@@ -149,7 +150,9 @@ def _planner(
         agent_model=settings.agent_model,
     )
     prices = PriceTable.with_overrides(settings.llm_prices)
-    return MeteredLLM(claude, units, prices, budgets, on_budget_warning)
+    return MeteredLLM(
+        claude, units, prices, budgets, on_budget_warning, on_model_call=observability.model_call
+    )
 
 
 async def bootstrap(

@@ -12,6 +12,7 @@ from agents.amounts import AmountProblem, find_money, read_amount
 from agents.base import ESCALATE_TOOL
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
+from agents.patterns import MAILTO
 from connectors.stripe_payments import EMAIL, PAYMENT_ID
 
 _ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})\b", re.IGNORECASE)
@@ -49,7 +50,6 @@ _PAYMENT_LINE = re.compile(
     r"left (?P<left>[\d.]+), status (?P<status>\S+), customer (?P<customer>\S+), description (?P<description>.*)$",
     re.MULTILINE,
 )
-_MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 _PAYMENT_FILLER = re.compile(r"\b(?:payment|charge|stripe|of|from|by|customer)\b", re.IGNORECASE)
 
 
@@ -135,7 +135,7 @@ def _plan_payment_refund(text: str, system: str, offered: set[str]) -> LLMReply 
     neither (or name an order), so the order grammar plans them."""
     tell = _TELL.search(text)
     asked = _MENTION.sub(lambda m: " " * len(m.group()), text[: tell.start()] if tell else text)
-    asked = _MAILTO.sub(lambda m: m.group(1).ljust(len(m.group())), asked)  # positions stay where they were
+    asked = MAILTO.sub(lambda m: m.group(1).ljust(len(m.group())), asked)  # positions stay where they were
     named = PAYMENT_ID.search(asked)
     if named is None:
         named = EMAIL.search(asked)

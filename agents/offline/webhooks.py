@@ -8,11 +8,10 @@ from typing import Any
 
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
+from agents.patterns import POLITE
 
 TOOL = "webhook_post"
-_ASKS = re.compile(
-    r"^\W*(?:(?:please|pls|can\s+you|could\s+you)\s+)?(?:post|send|notify)\b|\bwebhooks?\b", re.IGNORECASE
-)
+_ASKS = re.compile(rf"{POLITE}(?:post|send|notify)\b|\bwebhooks?\b", re.IGNORECASE)
 # Written by the tools agent: ``configured webhooks (…): audit, crm``.
 _CONFIGURED = re.compile(r"^configured webhooks\b[^:\n]*: (.+)$", re.MULTILINE)
 # A name, not one of the words around it (``to the webhook``, ``the crm webhook with …``).

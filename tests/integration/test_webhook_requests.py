@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from agents.base import PlanRequest
+from agents.base import Agent, PlanRequest
 from agents.llm import CallContext
 from agents.tools_agent import ToolsAgent
 from bot.bootstrap import Aios
@@ -98,8 +98,8 @@ async def test_the_tools_agent_offers_webhook_post_and_knows_the_webhooks_by_nam
 
 async def test_without_webhooks_or_tool_servers_there_is_no_tools_agent(aios: Aios) -> None:
     assert "tools" not in aios.handlers.dispatcher.agents
-    routed = await aios.handlers.dispatcher.route('post {"event": "x"} to webhook crm', CALL)
-    assert routed is not None and routed.name == "content"  # as before webhooks could be asked for
+    routed = await aios.handlers.dispatcher.route_or_escalate('post {"event": "x"} to webhook crm', CALL)
+    assert isinstance(routed, Agent) and routed.name == "content"  # as before webhooks could be asked for
 
 
 @pytest.mark.parametrize(
@@ -123,8 +123,8 @@ async def test_without_webhooks_or_tool_servers_there_is_no_tools_agent(aios: Ai
 async def test_requests_that_name_a_webhook_go_to_the_tools_agent(
     offline_aios: Aios, text: str, agent: str | None
 ) -> None:
-    routed = await offline_aios.handlers.dispatcher.route(text, CALL)
-    assert (routed.name if routed else None) == agent
+    routed = await offline_aios.handlers.dispatcher.route_or_escalate(text, CALL)
+    assert (routed.name if isinstance(routed, Agent) else None) == agent
 
 
 async def test_a_webhook_request_reaches_the_tools_agent_without_a_routing_call(
