@@ -11,7 +11,7 @@ from agents.amounts import SHOP_CURRENCY
 from agents.base import Agent, Context, PlanRequest
 from agents.llm import LLM
 from agents.patterns import MAILTO
-from connectors.actions import Action, ShopRefund
+from connectors.actions import Action, ShopRefund, StripeRefund
 from connectors.errors import ConnectorError
 from connectors.redaction import scrubbing
 from connectors.registry import ConnectorRegistry
@@ -117,7 +117,10 @@ class ReturnsAgent(Agent):
             context.add_memories(await self._memory.lookup(team, f"customer:{email}"))
 
     async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
-        """A refund the shop is certain to refuse (no such order, another currency, more than is left)."""
+        """A refund the shop is certain to refuse (no such order, another currency, more than is left); a
+        Stripe refund naming a charge of a PaymentIntent, which is to be named by the PaymentIntent."""
+        if isinstance(action, StripeRefund):
+            return await self._other_payment_id(action) or await super().refusal(action, planned)
         if not isinstance(action, ShopRefund):
             return await super().refusal(action, planned)
         try:
@@ -140,6 +143,23 @@ class ReturnsAgent(Agent):
             return (
                 f"order {order.id} has ${left:,.2f} left to refund{already}, so ${action.amount:,.2f} is "
                 "more than can be refunded"
+            )
+        return None
+
+    async def _other_payment_id(self, action: StripeRefund) -> str | None:
+        """The policy's per-payment limit adds up refunds by the id they name: a charge of a PaymentIntent is
+        refunded under the PaymentIntent's id, so that refunds asked for by either id are counted together."""
+        if self._payments is None or action.payment.startswith("pi_"):
+            return None
+        try:
+            with scrubbing(self._registry.redactor):
+                found = await self._payments.find_payments(action.payment)
+        except ConnectorError:
+            return None  # the registry's own check asks Stripe again, and says why it cannot
+        if found and found[0].id != action.payment:
+            return (
+                f"charge {action.payment} belongs to PaymentIntent {found[0].id}; propose the refund of "
+                f"payment {found[0].id} instead, so that every refund of this payment is counted together"
             )
         return None
 

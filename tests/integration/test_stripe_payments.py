@@ -22,6 +22,8 @@ from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.stripe_shop import DEFAULT_API_BASE, StripeShop
 from storage.records import ActionStatus, Approval, Execution, ProposedAction
 from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY as ANTHROPIC_KEY
+from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.localstripe_server import API_KEY, LocalStripe
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, action_records, start_aios
@@ -499,3 +501,44 @@ async def test_a_payment_stripe_cannot_be_reached_for_is_not_called_missing_and_
     said = " ".join(str(call.params.get("text")) for call in slack_api.calls)
     assert "couldn't reach Stripe to look up payment pi_3Kettle" in said and "can't find" not in said
     assert SECRET_KEY not in said
+
+
+async def test_a_model_naming_a_charge_of_a_payment_intent_is_told_to_name_the_payment_intent(
+    localstripe: LocalStripe,
+    anthropic_api: FakeAnthropicApi,
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+) -> None:
+    """Refunds are counted per payment id by the policy: one payment is refunded under one id."""
+    kettle = await pay(localstripe, 30000)
+    charge = kettle["latest_charge"]["id"]
+    by_charge = {"payment": charge, "amount": 60.0, "reason": "still wrong"}
+    anthropic_api.script(
+        Reply("Refunding it.", (ToolUse("stripe_refund", by_charge),)),
+        Reply(
+            "Refunding it by the PaymentIntent.",
+            (ToolUse("stripe_refund", {**by_charge, "payment": kettle["id"]}),),
+        ),
+    )
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PACKAGED_POLICY,
+        STRIPE_API_KEY=API_KEY,
+        STRIPE_API_BASE=localstripe.url,
+        ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        await slash(aios, f"refund $60 of {charge}, still wrong")
+        [result] = anthropic_api.requests[1]["messages"][-1]["content"]
+        assert result["is_error"] is True
+        assert f"charge {charge} belongs to PaymentIntent {kettle['id']}" in result["content"]
+        [action] = [r for r in await action_records(aios) if isinstance(r, ProposedAction)]
+        assert action.params["payment"] == kettle["id"]
+    finally:
+        await aios.close()
