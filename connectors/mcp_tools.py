@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -37,6 +38,7 @@ from connectors.errors import (
     PermanentConnectorError,
     TransientConnectorError,
 )
+from connectors.redaction import Redactor, Secret
 
 # The MCP SDK takes half a second to import, which every CLI command would pay even with no server
 # configured: it is imported where a session is opened or called.
@@ -58,7 +60,6 @@ CONNECT_TIMEOUT_SECONDS = 20.0
 # than timed out there and retried.
 CALL_TIMEOUT_SECONDS = 20.0
 PING_TIMEOUT_SECONDS = 5.0
-SECRET_MIN_CHARS = 6
 
 
 class McpConfigError(ConnectorSettingError):
@@ -76,19 +77,20 @@ class ServerConfig:
 
     def redact(self, text: str) -> str:
         """``text`` without the url (nor its password or query values), an ``env`` value or a header's
-        value, which may hold a token or a password. Values shorter than ``SECRET_MIN_CHARS`` are left: no
-        token is that short, and replacing an ``env`` value such as ``1`` everywhere would garble every
-        result."""
+        value, which may hold a token or a password, in any form the Redactor knows (URL-encoded, base64)."""
+        return self._redactor.text(text)
+
+    @cached_property
+    def _redactor(self) -> Redactor:
+        # Values too short to be a token (an ``env`` value such as ``1``) are left by the Redactor: replacing
+        # them everywhere would garble every result.
         headers = (self.headers or {}).values()
         # A header's credentials also without their scheme: "Bearer <token>" → also "<token>".
         schemeless = (value.split(" ", 1)[1] for value in headers if " " in value.strip())
         url = urlsplit(self.url or "")
         in_url = (url.password, *(value for _, value in parse_qsl(url.query)))
         secrets = (self.url, *in_url, *(self.env or {}).values(), *headers, *schemeless)
-        # The longest first, so a secret that contains another is replaced whole.
-        for secret in sorted({s for s in secrets if s and len(s) >= SECRET_MIN_CHARS}, key=len, reverse=True):
-            text = text.replace(secret, "…")
-        return text
+        return Redactor(Secret(SETTING, value) for value in secrets if value)
 
 
 def load_config(path: str) -> list[ServerConfig]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -448,10 +449,11 @@ async def test_a_tools_result_is_scrubbed_of_its_servers_secrets(
 
         [execution] = await executions(aios)
         assert execution.status == "succeeded", execution.error
-        assert "Deploy with …" in execution.result["text"]  # the rest of the tool's words are kept
+        # The rest of the tool's words are kept.
+        assert "Deploy with [REDACTED:AIOS_MCP_CONFIG]" in execution.result["text"]
         assert TOKEN not in await everything_stored(aios)
         posted = " ".join(str(call.params) for call in slack_api.calls_to("chat.postMessage"))
-        assert "Deploy with …" in posted and TOKEN not in posted
+        assert "Deploy with [REDACTED:AIOS_MCP_CONFIG]" in posted and TOKEN not in posted
         # A tool's error is scrubbed too.
         show = aios.registry.validate("mcp.git.git_show", {"repo_path": str(repo), "revision": TOKEN})
         with pytest.raises(PermanentConnectorError) as refused:
@@ -469,8 +471,10 @@ def test_headers_and_url_credentials_are_secrets_and_short_values_are_not() -> N
         headers={"Authorization": "Bearer tok-0123456789", "X-Api-Key": "key-abcdef"},
     )
     text = "Bearer tok-0123456789, tok-0123456789, key-abcdef, pass-word, q-0123456789, v=2, 1 + 1"
-    assert config.redact(text) == "…, …, …, …, …, v=2, 1 + 1"
-    assert config.redact(f"at {config.url}") == "at …"
+    hidden = "[REDACTED:AIOS_MCP_CONFIG]"
+    assert config.redact(text) == ", ".join([hidden] * 5) + ", v=2, 1 + 1"
+    assert config.redact(f"at {config.url}") == f"at {hidden}"
+    assert config.redact(base64.b64encode(b"tok-0123456789").decode()) == hidden  # as the Redactor knows it
 
 
 async def test_headers_are_sent_to_a_streamable_http_server_and_kept_out_of_errors(tmp_path: Path) -> None:
