@@ -404,8 +404,8 @@ class McpTools:
         if action.read_only:
             return None
         raise OutcomeUnknownError(
-            "it was in flight when the bot stopped and MCP cannot tell whether it ran, so it is not called "
-            "again"
+            f"{action.name}: it was in flight when the bot stopped and MCP cannot tell whether it ran, so it "
+            "is not called again"
         )
 
     async def _live_session(self, action: McpToolAction) -> ClientSession:
@@ -464,8 +464,8 @@ def _broken(
     if action.read_only:
         return TransientConnectorError(f"{action.name}: the call to MCP server {action.server} {why}")
     return OutcomeUnknownError(
-        f"the call to MCP server {action.server} {why} and MCP cannot tell whether it ran, so it is not "
-        "called again"
+        f"{action.name}: the call to MCP server {action.server} {why} and MCP cannot tell whether it ran, so "
+        "it is not called again"
     )
 
 

@@ -207,7 +207,8 @@ async def test_each_tool_is_an_action_with_the_tools_schema_and_annotations(repo
         # A read-only call lost in a crash is simply made again; a write is not (it may have run).
         assert await registry.lookup(action, "key-1") is None
         write = registry.validate("mcp.git.git_commit", {"repo_path": str(repo), "message": "x"})
-        with pytest.raises(OutcomeUnknownError, match="cannot tell whether it ran") as unknown:
+        in_flight = r"^mcp\.git\.git_commit: it was in flight .* cannot tell whether it ran"
+        with pytest.raises(OutcomeUnknownError, match=in_flight) as unknown:
             await registry.lookup(write, "key-2")
         assert not isinstance(unknown.value, PermanentConnectorError | TransientConnectorError)
         # A tool's own error is a permanent failure with its words.
@@ -404,7 +405,8 @@ async def test_a_write_whose_server_dies_during_the_call_may_have_run_and_is_not
         await registry.connect()
         marker = tmp_path / "launched"
         launch = registry.validate("mcp.dying.launch", {"marker": str(marker)})
-        with pytest.raises(OutcomeUnknownError, match="cannot tell whether it ran") as unknown:
+        broke = r"^mcp\.dying\.launch: the call to MCP server dying .* cannot tell whether it ran"
+        with pytest.raises(OutcomeUnknownError, match=broke) as unknown:
             await registry.execute(launch, "key-1")
         # It did run: the thread must not be told that nothing changed, and nothing may call it again.
         assert marker.read_text() == "launched"
