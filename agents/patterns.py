@@ -8,3 +8,5 @@ import re
 MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 # A polite opening before the verb of a request ("please", "can you"), anchored at the start of the text.
 POLITE = r"^\W*(?:(?:please|pls|can\s+you|could\s+you)\s+)?"
+# The first name an agent's context gives a customer the shop holds no name for.
+UNNAMED = "(unnamed)"

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 from agents.amounts import SHOP_CURRENCY
 from agents.base import Agent, Context, PlanRequest
 from agents.llm import LLM
-from agents.patterns import MAILTO
+from agents.patterns import MAILTO, UNNAMED
 from connectors.actions import Action, ShopRefund, StripeRefund
 from connectors.errors import ConnectorError
 from connectors.redaction import scrubbing
@@ -68,7 +68,7 @@ class ReturnsAgent(Agent):
             if order is not None:
                 lines.append(
                     f"order {order.id}: total ${order.total:.2f}, refundable ${order.refundable:.2f}, "
-                    f"customer {order.customer_name.split()[0]} <{order.customer_email}>, item {order.item}"
+                    f"customer {_first_name(order.customer_name)} <{order.customer_email}>, item {order.item}"
                 )
                 lines.extend(order.describe_lines())
             team = request.call.team_id
@@ -162,6 +162,12 @@ class ReturnsAgent(Agent):
                 f"payment {found[0].id} instead, so that every refund of this payment is counted together"
             )
         return None
+
+
+def _first_name(name: str) -> str:
+    """How the customer is greeted; a shop may hold a blank name (one word either way: grammars read it)."""
+    words = name.split()
+    return words[0] if words else UNNAMED
 
 
 def _describe(payment: PaymentInfo) -> str:

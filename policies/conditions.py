@@ -74,7 +74,11 @@ def unknown_name(
             # An MCP server's tools are known only once it is connected, after the policy loads: a rule that
             # names them has its parameters checked when it is evaluated (an unknown one fails closed) instead.
             unchecked = True
-        if not unchecked and (named if mcp_connected else not _MCP_NAMED.search(when)):
+        # Which rules' parameters can be checked: once the servers are connected, a rule that names its actions
+        # (an MCP tool's among them); before, a rule that does not mention MCP tools at all, as theirs are not
+        # known yet.
+        checkable = bool(named) if mcp_connected else _MCP_NAMED.search(when) is None
+        if not unchecked and checkable:
             scope = named if named and "||" not in when else list(action_params)
             params = {field for name in scope for field in action_params[name]}
             owner = " or ".join(scope) if len(scope) <= 2 else "any action"

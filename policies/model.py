@@ -14,6 +14,7 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _MEMBER = re.compile(r"^[USW][A-Z0-9]{2,}$")
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
@@ -143,7 +144,7 @@ class PolicyTest(BaseModel):
     @classmethod
     def _groups_are_user_groups(cls, groups: list[str]) -> list[str]:
         for group in groups:
-            if not group.startswith("S") or not _MEMBER.match(group):
+            if not _GROUP.match(group):
                 raise ValueError(f"{group!r} is not a Slack user-group id (S…)")
         return groups
 

@@ -12,7 +12,7 @@ from agents.amounts import AmountProblem, find_money, read_amount
 from agents.base import ESCALATE_TOOL
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
-from agents.patterns import MAILTO
+from agents.patterns import MAILTO, UNNAMED
 from connectors.stripe_payments import EMAIL, PAYMENT_ID
 
 _ORDER = re.compile(r"\border\s*(?:no\.?|number|#)?\s*#?(\d{3,})\b", re.IGNORECASE)
@@ -113,7 +113,7 @@ def _plan_refund(text: str, system: str, offered: set[str]) -> LLMReply:
         f"The requester asked to refund order {order_id} ({known.group(6)}): {how_much}; reason: {reason}."
     )
     if tell and "email_send" in offered:
-        name, email = known.group(4), known.group(5)
+        name, email = known.group(4).replace(UNNAMED, "there"), known.group(5)
         calls.append(
             ToolCall(
                 "",
