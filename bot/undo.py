@@ -28,6 +28,7 @@ from storage.records import (
     IntentStatus,
     ProposedAction,
     Run,
+    RunStatus,
     UndoRequest,
 )
 from storage.repository import Repository, UndoQueries
@@ -229,16 +230,30 @@ def _follow_up(original: ProposedAction) -> str:
         return NO_REVERSING_ACTION.format(name=original.name)
 
 
+# A run in these states may still store the undo it was filed for.
+_FILING = (RunStatus.PLANNING, RunStatus.PAUSED, RunStatus.OVER_BUDGET)
+
+
 async def _earlier_request(
     repo: Repository, queries: UndoQueries, latest: UndoRequest, ref: str
 ) -> str | None:
     """Why the action cannot be asked to be undone again now, or None when the last request ended in nothing."""
     filed = await queries.undo_filed_for(latest.intent_id)
     if filed is None:
+        # Not filed yet: still on its way (received, or its run is being planned right now), or ended without
+        # becoming an undo (refused before filing, or its run ended first): only then may it be asked again.
         intent = await repo.get(Intent, latest.intent_id)
-        if intent is not None and intent.status == IntentStatus.RECEIVED:
+        runs = await repo.runs_for_intent(latest.intent_id)
+        on_its_way = intent is not None and (
+            intent.status == IntentStatus.RECEIVED
+            or (
+                intent.status == IntentStatus.DISPATCHED
+                and (not runs or any(r.status in _FILING for r in runs))
+            )
+        )
+        if on_its_way:
             return f"An undo of {ref} was asked for a moment ago; it is being filed in its thread."
-        return None  # the request never became an undo (it was refused before filing): ask again
+        return None
     undo_ref = format_id("A", filed.id)
     if filed.status == ActionStatus.EXECUTED:
         return f"{ref} was already undone by {undo_ref} (`/aios why {undo_ref}`)."
