@@ -145,7 +145,7 @@ async def fill(url: str, entries: int) -> None:
     await engine.dispose()
 
 
-async def time_verify(url: str) -> tuple[float, audit.Report]:
+async def time_verify(url: str) -> tuple[float, audit.AuditReport]:
     engine = create_engine(url)
     units = UnitOfWorkFactory.for_engine(engine)
     started = time.perf_counter()
@@ -204,13 +204,7 @@ def _counter(statements: list[str]) -> Callable[..., None]:
 
 
 def _audit_hooks(on: bool) -> None:
-    hooks: list[tuple[str, Callable[..., Any]]] = [
-        ("after_flush", audit.after_flush),
-        ("do_orm_execute", audit.do_orm_execute),
-        ("before_commit", audit.before_commit),
-        ("after_rollback", audit.after_rollback),
-    ]
-    for name, hook in hooks:
+    for name, hook in audit.HOOKS.items():
         if on and not event.contains(audit.AuditedSession, name, hook):
             event.listen(audit.AuditedSession, name, hook)
         if not on and event.contains(audit.AuditedSession, name, hook):

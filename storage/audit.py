@@ -16,11 +16,24 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Insert, Table, UniqueConstraint, and_, event, func, or_, select, text
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Select,
+    Table,
+    UniqueConstraint,
+    and_,
+    event,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlmodel import SQLModel, col
@@ -44,7 +57,7 @@ from storage.records import (
 )
 
 if TYPE_CHECKING:
-    from storage.unit_of_work import UnitOfWorkFactory
+    from storage.unit_of_work import UnitOfWork
 
 # Table name → the model it stores, in the order a first ("genesis") walk of an existing store takes them.
 AUDITED: dict[str, type[SQLModel]] = {
@@ -122,11 +135,12 @@ def short_ref(table: str, record_id: str) -> str:
     return f"{table.replace('_', ' ')} {record_id}"
 
 
-# --- appending: the session hooks (wired in storage.engine) ---
+# --- appending: the session hooks, listened for on AuditedSession (HOOKS, below) ---
 
 
 class AuditedSession(SqlModelSession):
-    """The unit of work's session: audited writes append their chain entries when it commits."""
+    """The unit of work's session (storage.engine makes its sessions of this class): audited writes append
+    their chain entries when it commits."""
 
 
 def _pending(session: Session) -> dict[tuple[str, str], str]:
@@ -165,6 +179,8 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
         return None
     key = _key_column(table.name)
     if state.is_update:
+        # The keys are read before, not RETURNING-ed by, the UPDATE: an added RETURNING would change the
+        # result the caller gets (rows instead of a row count, ORM objects for an ORM update).
         where = getattr(statement, "whereclause", None)
         query = select(key) if where is None else select(key).where(where)
         written = list(state.session.execute(query).scalars())
@@ -280,10 +296,15 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> in
     return len(rows)
 
 
-event.listen(AuditedSession, "after_flush", after_flush)
-event.listen(AuditedSession, "do_orm_execute", do_orm_execute)
-event.listen(AuditedSession, "before_commit", before_commit)
-event.listen(AuditedSession, "after_rollback", after_rollback)
+# Session event → its hook; listened for on import of this module, so every AuditedSession appends.
+HOOKS: dict[str, Callable[..., Any]] = {
+    "after_flush": after_flush,
+    "do_orm_execute": do_orm_execute,
+    "before_commit": before_commit,
+    "after_rollback": after_rollback,
+}
+for _event, _hook in HOOKS.items():
+    event.listen(AuditedSession, _event, _hook)
 
 
 def audit_table() -> Table:
@@ -291,11 +312,15 @@ def audit_table() -> Table:
 
 
 def _read_rows(connection: Connection, name: str, keys: Sequence[str]) -> Iterator[tuple[str, str]]:
-    table = _table(AUDITED[name])
+    key = _key_column(name)
+    for row in connection.execute(_rows_query(name, keys)).mappings():
+        yield str(row[key.name]), canonical(name, row)
+
+
+def _rows_query(name: str, keys: Sequence[str]) -> Select[Any]:
     key = _key_column(name)
     typed = [int(k) for k in keys] if key.type.python_type is int else list(keys)
-    for row in connection.execute(select(table).where(key.in_(typed))).mappings():
-        yield str(row[key.name]), canonical(name, row)
+    return select(_table(AUDITED[name])).where(key.in_(typed))
 
 
 def _latest_hashes(connection: Connection, records: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -367,13 +392,16 @@ class Problem:
 
 
 @dataclass
-class Report:
+class AuditReport:
     entries: int = 0
     last_seq: int = 0
     records: int = 0
     executions: int = 0
     head_hash: str = GENESIS_HASH
     problems: list[Problem] = field(default_factory=list)
+    # Executions covered only if an approver was in a Slack user group when they voted: the group's members
+    # then are not stored, so this cannot be proven offline. Not a break, but never counted as proven.
+    unproven: list[Problem] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
@@ -390,6 +418,7 @@ class Report:
             "executions_checked": self.executions,
             "head_hash": self.head_hash,
             "problems": [asdict(p) | {"line": p.line()} for p in self.problems],
+            "unproven": [asdict(p) | {"line": p.line()} for p in self.unproven],
         }
 
 
@@ -397,57 +426,109 @@ class Report:
 # connectors.registry.params_hash computes them), and a stored policy text's roles.
 HashParams = Callable[[str, Mapping[str, Any]], Collection[str]]
 RolesOf = Callable[[str], Mapping[str, Collection[str]] | None]
+# Units of work to read in, one per batch: a UnitOfWorkFactory.
+Units = Callable[[], AbstractAsyncContextManager["UnitOfWork"]]
+UNPROVEN = "cannot be proven offline"
+
+Record = tuple[str, str]  # (table, key)
 
 
-async def verify(
-    units: UnitOfWorkFactory, hash_params: HashParams, roles_of: RolesOf, batch: int = BATCH
-) -> Report:
-    """Walk the chain, then every audited record, then every execution's cover; all read in batches.
+async def verify(units: Units, hash_params: HashParams, roles_of: RolesOf, batch: int = BATCH) -> AuditReport:
+    """Walk the chain, then every audited record, then the entries appended meanwhile, then every execution's
+    cover; all read in batches, each in a short transaction of its own.
+
+    The store may be written meanwhile (a live bot): a record that differs from the chain as first read is read
+    again, and then the entries appended since are read and checked too. A record's version and its entry are
+    committed together, so every version that second read can see has its entry in that later read: a healthy
+    busy store verifies. A record is accepted when it matches its last entry as first read or an entry
+    appended while verify ran.
 
     Problems come in that order: a break in the chain itself first (every record after it is suspect), then
     records that differ from their last entry (by that entry's place in the chain), then uncovered
     executions."""
-    report = Report()
-    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    report = AuditReport()
+    chain: list[Problem] = []
+    latest: dict[Record, tuple[int, str]] = {}
     async for entry in _stream(units, audit_table(), "seq", batch):
-        _check_entry(report, entry, latest)
-    in_chain = len(report.problems)
+        _check_entry(report, chain, entry, latest)
+    seen: set[Record] = set()
+    differing: list[Record] = []
     for name in AUDITED:
         key = _key_column(name).name
         async for row in _stream(units, _table(AUDITED[name]), key, batch):
             report.records += 1
-            row_key = str(row[key])
-            seen = latest.pop((name, row_key), None)
-            ref = short_ref(name, row_key)
-            if seen is None:
-                report.problems.append(Problem("inserted out of order", ref, "the record has no audit entry"))
-            elif seen[1] != sha256(canonical(name, row)):
-                report.problems.append(
-                    Problem("edited", ref, "its content differs from its last audit entry", seen[0])
-                )
-    for (name, row_key), (seq, _) in latest.items():
-        report.problems.append(Problem("deleted", short_ref(name, row_key), "audited, no longer stored", seq))
-    report.problems[in_chain:] = sorted(report.problems[in_chain:], key=lambda p: (p.seq is None, p.seq or 0))
+            record = (name, str(row[key]))
+            seen.add(record)
+            last = latest.get(record)
+            if last is None or last[1] != sha256(canonical(name, row)):
+                differing.append(record)
+    reread = await _read_again(units, differing, batch)
+    since: dict[Record, set[str]] = {}  # content hashes appended while verify ran
+    first_latest = dict(latest)
+    async for entry in _stream(units, audit_table(), "seq", batch, after=report.last_seq):
+        _check_entry(report, chain, entry, latest)
+        since.setdefault((entry["record_table"], entry["record_id"]), set()).add(entry["content_hash"])
+    found: list[Problem] = []
+    for record in differing:
+        content = reread.get(record)
+        first = first_latest.get(record)
+        if content is not None and (
+            (first is not None and first[1] == sha256(content)) or sha256(content) in since.get(record, ())
+        ):
+            continue
+        found.append(_record_problem(record, content, latest.get(record)))
+    for record, (seq, _) in first_latest.items():
+        if record not in seen:
+            found.append(Problem("deleted", short_ref(*record), "audited, no longer stored", seq))
+    found.sort(key=lambda p: (p.seq is None, p.seq or 0))
+    report.problems = [*chain, *found]
     await _check_cover(units, report, hash_params, roles_of, batch)
     return report
 
 
-def _check_entry(report: Report, entry: RowMapping, latest: dict[tuple[str, str], tuple[int, str]]) -> None:
+def _record_problem(record: Record, content: str | None, last: tuple[int, str] | None) -> Problem:
+    """What is wrong with a record that matches none of its entries, as read the second time."""
+    ref = short_ref(*record)
+    if last is None:
+        return Problem("inserted out of order", ref, "the record has no audit entry")
+    if content is None:
+        return Problem("deleted", ref, "audited, no longer stored", last[0])
+    return Problem("edited", ref, "its content differs from its last audit entry", last[0])
+
+
+async def _read_again(units: Units, records: Sequence[Record], batch: int) -> dict[Record, str]:
+    """The canonical content of these records as stored now; a record no longer stored is left out."""
+    contents: dict[Record, str] = {}
+    for start in range(0, len(records), batch):
+        chunk = records[start : start + batch]
+        async with units() as uow:
+            connection = await uow.repo.session.connection()
+            for name in dict.fromkeys(name for name, _ in chunk):
+                query = _rows_query(name, [key for table, key in chunk if table == name])
+                key = _key_column(name).name
+                for row in (await connection.execute(query)).mappings():
+                    contents[(name, str(row[key]))] = canonical(name, row)
+    return contents
+
+
+def _check_entry(
+    report: AuditReport, chain: list[Problem], entry: RowMapping, latest: dict[Record, tuple[int, str]]
+) -> None:
     seq = int(entry["seq"])
     ref = short_ref(entry["record_table"], entry["record_id"])
     if seq != report.last_seq + 1:
         gap = f"#{report.last_seq + 1}" + (f" to #{seq - 1}" if seq - 1 > report.last_seq + 1 else "")
-        report.problems.append(
+        chain.append(
             Problem(
                 "deleted", f"audit entry {gap}", f"the chain jumps from #{report.last_seq} to #{seq}", seq
             )
         )
     elif entry["prev_hash"] != report.head_hash:
-        report.problems.append(
+        chain.append(
             Problem("inserted out of order", ref, "the entry does not link to the one before it", seq)
         )
     if sha256(entry["content"]) != entry["content_hash"]:
-        report.problems.append(Problem("edited", ref, "the entry's content does not match its hash", seq))
+        chain.append(Problem("edited", ref, "the entry's content does not match its hash", seq))
     elif (
         entry_hash(
             entry["prev_hash"],
@@ -459,16 +540,17 @@ def _check_entry(report: Report, entry: RowMapping, latest: dict[tuple[str, str]
         )
         != entry["entry_hash"]
     ):
-        report.problems.append(Problem("edited", ref, "the entry's hash does not match its fields", seq))
+        chain.append(Problem("edited", ref, "the entry's hash does not match its fields", seq))
     report.entries += 1
     report.last_seq = seq
     report.head_hash = entry["entry_hash"]
     latest[(entry["record_table"], entry["record_id"])] = (seq, entry["content_hash"])
 
 
-async def _stream(units: UnitOfWorkFactory, table: Table, key: str, batch: int) -> AsyncIterator[RowMapping]:
-    """Rows in key order, one short transaction per batch."""
-    after: Any = None
+async def _stream(
+    units: Units, table: Table, key: str, batch: int, after: Any = None
+) -> AsyncIterator[RowMapping]:
+    """Rows in key order (after ``after``, when given), one short transaction per batch."""
     while True:
         query = select(table).order_by(table.c[key]).limit(batch)
         if after is not None:
@@ -484,7 +566,7 @@ async def _stream(units: UnitOfWorkFactory, table: Table, key: str, batch: int) 
 
 
 async def _check_cover(
-    units: UnitOfWorkFactory, report: Report, hash_params: HashParams, roles_of: RolesOf, batch: int
+    units: Units, report: AuditReport, hash_params: HashParams, roles_of: RolesOf, batch: int
 ) -> None:
     """Every execution ran on a spent capability for exactly its action and parameters, minted by an
     allowing policy verdict or by an approval whose approvers the policy of that moment allowed."""
@@ -509,11 +591,11 @@ async def _check_cover(
                 roles_cache[uncached] = roles_of(stored.text) if stored is not None else None
         for execution_id, action_id in rows:
             report.executions += 1
-            gap = cover.gap(action_id, hash_params, roles_cache)
-            if gap is not None:
-                report.problems.append(
-                    Problem("execution without cover", short_ref("execution", str(execution_id)), gap)
-                )
+            found = cover.gap(action_id, hash_params, roles_cache)
+            if found is not None:
+                kind, detail = found
+                problem = Problem(kind, short_ref("execution", str(execution_id)), detail)
+                (report.unproven if kind == UNPROVEN else report.problems).append(problem)
         after = rows[-1][0]
 
 
@@ -528,7 +610,7 @@ class _Cover:
     undoing: set[int]
     approvals: dict[int, Approval]  # by action
     requests: dict[int, Decision]  # the policy decisions that asked for the approvals, by id
-    voters: dict[int, list[str]]  # by approval, in the order they voted
+    voters: dict[int, list[tuple[str, datetime]]]  # by approval, in the order they voted, with when
 
     @classmethod
     async def load(cls, session: AsyncSession, action_ids: set[int]) -> _Cover:
@@ -564,14 +646,14 @@ class _Cover:
         requests = await session.exec(
             select_records(Decision).where(col(Decision.id).in_([a.decision_id for a in approvals.values()]))
         )
-        voters: dict[int, list[str]] = {}
+        voters: dict[int, list[tuple[str, datetime]]] = {}
         votes = (
             select_records(ApprovalVote)
             .where(col(ApprovalVote.approval_id).in_([a.id for a in approvals.values()]))
             .order_by(col(ApprovalVote.id))
         )
         for vote in await session.exec(votes):
-            voters.setdefault(vote.approval_id, []).append(vote.user)
+            voters.setdefault(vote.approval_id, []).append((vote.user, vote.created_at))
         return cls(
             actions={a.id: a for a in actions if a.id is not None},
             capabilities={c.action_id: c for c in capabilities},
@@ -590,62 +672,104 @@ class _Cover:
         action_id: int,
         hash_params: HashParams,
         roles_cache: Mapping[str, Mapping[str, Collection[str]] | None],
-    ) -> str | None:
-        """Why this action's execution is not covered; None when it is."""
+    ) -> tuple[str, str] | None:
+        """Why this action's execution is not covered, or cannot be proven covered (kind, detail); None when
+        it is."""
         action = self.actions.get(action_id)
         if action is None:
-            return f"its action A-{action_id} is not stored"
+            return _UNCOVERED, f"its action A-{action_id} is not stored"
         capability = self.capabilities.get(action_id)
         if capability is None or capability.spent_at is None:
-            return f"no spent capability for A-{action_id}"
+            return _UNCOVERED, f"no spent capability for A-{action_id}"
         if capability.action_name != action.name or capability.params_hash not in hash_params(
             action.name, action.params
         ):
-            return f"the capability of A-{action_id} was granted for other parameters"
+            return _UNCOVERED, f"the capability of A-{action_id} was granted for other parameters"
         if action_id in self.allowed or action_id in self.undoing:
             return None
         approval = self.approvals.get(action_id)
         if approval is None or approval.status != ApprovalStatus.APPROVED:
-            return f"A-{action_id} has neither an allowing verdict nor an approved approval"
+            return _UNCOVERED, f"A-{action_id} has neither an allowing verdict nor an approved approval"
         request = self.requests.get(approval.decision_id)
         policy_hash = request.policy_hash if request is not None else None
         if not policy_hash:
-            return f"AP-{approval.id} names no policy version"
+            return _UNCOVERED, f"AP-{approval.id} names no policy version"
         roles = roles_cache.get(policy_hash)
         if roles is None:
-            return f"the policy version {policy_hash[:12]} that judged AP-{approval.id} is not stored"
-        voters = self.voters.get(approval.id or 0, [])
-        allowed = [user for user in dict.fromkeys(voters) if _may_approve(approval, user, roles)]
-        if len(allowed) < max(approval.quorum, 1):
             return (
-                f"AP-{approval.id} has {len(allowed)} vote(s) from approvers its policy allowed; "
+                _UNCOVERED,
+                f"the policy version {policy_hash[:12]} that judged AP-{approval.id} is not stored",
+            )
+        proven: list[str] = []
+        through_groups: dict[str, set[str]] = {}  # voters the policy allowed only if in one of these groups
+        for user, voted_at in self.voters.get(approval.id or 0, []):
+            groups = _allowed_through(approval, user, voted_at, roles)
+            if groups == set():
+                proven.append(user)
+            elif groups:
+                through_groups[user] = groups
+        counted = [*proven, *through_groups]
+        if len(counted) < max(approval.quorum, 1):
+            return _UNCOVERED, (
+                f"AP-{approval.id} has {len(counted)} vote(s) from approvers its policy allowed; "
                 f"it needs {approval.quorum}"
             )
-        if capability.granted_by not in allowed:
-            return f"the capability of A-{action_id} was granted by {capability.granted_by}, not an allowed approver"
-        return None
+        if capability.granted_by not in counted:
+            return (
+                _UNCOVERED,
+                f"the capability of A-{action_id} was granted by {capability.granted_by}, not an allowed approver",
+            )
+        if len(proven) >= max(approval.quorum, 1) and capability.granted_by in proven:
+            return None
+        who = "; ".join(
+            f"{user} only as a member of {', '.join(sorted(g))}" for user, g in through_groups.items()
+        )
+        return UNPROVEN, (
+            f"AP-{approval.id} counts {who}: Slack user groups' members are not stored, so this vote is "
+            "taken on trust"
+        )
 
 
-def _may_approve(approval: Approval, user: str, roles: Mapping[str, Collection[str]]) -> bool:
-    from policies.approvers import is_in_roles
+_UNCOVERED = "execution without cover"
 
-    if (approval.forbid_self_approval or approval.quorum > 1) and user == approval.requester:
-        return False
-    deciding = [
-        *approval.approver_roles,
-        *(approval.escalate_to if approval.escalated_at is not None else ()),
-    ]
-    # A role held through a Slack user group (S…) cannot be looked up offline: its members are taken on trust.
-    through_group = any(m.startswith("S") for role in deciding for m in roles.get(role, ()))
-    return through_group or is_in_roles(user, deciding, roles, {})
+
+def _allowed_through(
+    approval: Approval, user: str, voted_at: datetime, roles: Mapping[str, Collection[str]]
+) -> set[str] | None:
+    """Whether the policy let ``user`` approve when they voted, judged as the bot judges a click: an empty
+    set when it did, the Slack user groups (S…) it did only through if any, None when it did not."""
+    from policies.approvers import ApprovalRequestView, authorise_approval, group_ids
+
+    request = ApprovalRequestView(
+        status=ApprovalStatus.PENDING,  # as it was when the vote was counted
+        requester=approval.requester,
+        approver_roles=tuple(approval.approver_roles),
+        forbid_self_approval=approval.forbid_self_approval,
+        # A vote is stored just after its click was judged in time, so its own time may fall past the
+        # deadline: expiry is left to the approval's status, which the expiry job sets.
+        expires_at=None,
+        quorum=approval.quorum,
+        escalate_to=tuple(approval.escalate_to),
+        escalate_at=approval.escalate_at,
+    )
+
+    def allowed(group_members: Mapping[str, Collection[str]]) -> bool:
+        refusal = authorise_approval(
+            request, user, approve=True, roles=roles, group_members=group_members, now=voted_at
+        )
+        return refusal is None
+
+    if allowed({}):
+        return set()
+    # Would membership of the groups the deciding roles name have let them? Nothing else can be checked.
+    groups = group_ids(roles, request.deciding_roles(voted_at))
+    return groups if groups and allowed({group: (user,) for group in groups}) else None
 
 
 # --- exporting ---
 
 
-async def export(
-    units: UnitOfWorkFactory, since: datetime | None, batch: int = BATCH
-) -> AsyncIterator[dict[str, Any]]:
+async def export(units: Units, since: datetime | None, batch: int = BATCH) -> AsyncIterator[dict[str, Any]]:
     """The chain's entries from ``since`` on, oldest first, each with the record's content as it was."""
     entries = audit_table()
     after = 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +23,28 @@ from bot.bootstrap import Aios
 from bot.messages import DecideApproval, RequestBudget
 from connectors.actions import CmsCreateDraft, ShopRefund
 from connectors.registry import params_hash
-from storage.audit import Report, canonical, entry_hash, sha256, short_ref, verify
+from storage.audit import UNPROVEN, AuditReport, Problem, canonical, entry_hash, sha256, short_ref, verify
 from storage.engine import create_engine
 from storage.migrate import alembic_config, upgrade_to_head
-from storage.records import Approval, AuditEntry, Decision, Execution, Intent, ProposedAction, Run
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.records import (
+    Approval,
+    ApprovalVote,
+    AuditEntry,
+    Capability,
+    Decision,
+    Execution,
+    Intent,
+    ProposedAction,
+    Run,
+)
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios
+from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios, write_policy
 
 
-async def audit(aios: Aios) -> Report:
+async def audit(aios: Aios) -> AuditReport:
     return await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
 
 
@@ -182,6 +194,172 @@ async def test_bookkeeping_columns_change_without_an_entry(aios: Aios, raw: Asyn
     report = await audit(aios)
 
     assert report.problems == [] and report.entries == entries
+
+
+def bot_writing_between_reads(
+    aios: Aios, action_id: int, also: Callable[[], Coroutine[Any, Any, None]] | None = None
+) -> Callable[[], Any]:
+    """Units of work for verify that each let a live bot commit first: a new decision and an edited action,
+    appended to the chain as the bot appends them (and ``also``, when given)."""
+    writes = 0
+
+    @asynccontextmanager
+    async def units() -> AsyncIterator[UnitOfWork]:
+        nonlocal writes
+        # A bounded number of writes: a bot committing before every read would keep verify reading forever.
+        if writes < 60:
+            writes += 1
+            async with aios.units() as uow:
+                await uow.repo.add(
+                    Decision(action_id=action_id, kind="human", verdict="vote", actor=f"U{writes}")
+                )
+                action = await uow.repo.get(ProposedAction, action_id)
+                assert action is not None
+                action.rationale = f"reworded {writes} times"
+                uow.repo.session.add(action)
+                await uow.commit()
+            if also is not None:
+                await also()
+        async with aios.units() as uow:
+            yield uow
+
+    return units
+
+
+async def test_a_store_written_while_verify_reads_it_verifies(aios: Aios) -> None:
+    """Records and entries committed between verify's reads (of the chain, of each batch of records) are
+    a busy store, not a broken one."""
+    approval = await approved_refund(aios)
+
+    report = await verify(
+        bot_writing_between_reads(aios, approval.action_id),
+        ParamsHasher(installed_action_models()),
+        roles_of_policy,
+        batch=5,  # more than the two entries each write adds, as a reader outpaces the bot
+    )
+
+    assert report.problems == []
+    async with aios.units() as uow:
+        decisions = (await uow.repo.session.exec(select(Decision))).all()
+    assert len(decisions) > 60  # the bot wrote between verify's reads
+
+
+async def test_a_record_edited_by_sql_while_verify_reads_is_still_named(aios: Aios, raw: AsyncEngine) -> None:
+    approval = await approved_refund(aios)
+
+    async def edit() -> None:
+        await sql(raw, "UPDATE decision SET verdict = 'allow' WHERE id = :id", id=approval.decision_id)
+
+    report = await verify(
+        bot_writing_between_reads(aios, approval.action_id, edit),
+        ParamsHasher(installed_action_models()),
+        roles_of_policy,
+        batch=5,  # more than the two entries each write adds, as a reader outpaces the bot
+    )
+
+    assert [(p.kind, p.record) for p in report.problems] == [("edited", f"D-{approval.decision_id}")]
+
+
+async def rewrite_approval(aios: Aios, approval_id: int, **columns: Any) -> None:
+    """A change through the bot's own unit of work: appended to the chain like any write, so only the gate
+    proof can tell whether it is allowed."""
+    async with aios.units() as uow:
+        approval = await uow.repo.get(Approval, approval_id)
+        assert approval is not None
+        for name, value in columns.items():
+            setattr(approval, name, value)
+        uow.repo.session.add(approval)
+        await uow.commit()
+
+
+async def voted(aios: Aios, approval_id: int) -> ApprovalVote:
+    async with aios.units() as uow:
+        query = select(ApprovalVote).where(col(ApprovalVote.approval_id) == approval_id)
+        return (await uow.repo.session.exec(query)).one()
+
+
+@pytest.mark.parametrize(
+    ("escalated", "covered"), [(timedelta(minutes=-1), True), (timedelta(minutes=1), False)]
+)
+async def test_escalate_to_counts_only_votes_cast_once_escalated(
+    aios: Aios, escalated: timedelta, covered: bool
+) -> None:
+    """The manager's vote on a request for finance, escalating to managers: it counts if cast after the
+    escalation, not before (the request escalated later all the same)."""
+    approval = await approved_refund(aios)
+    assert approval.id is not None
+    vote = await voted(aios, approval.id)
+    await rewrite_approval(
+        aios,
+        approval.id,
+        approver_roles=["finance"],
+        escalate_to=["manager"],
+        escalate_at=vote.created_at + escalated,
+        escalated_at=vote.created_at + escalated,
+    )
+
+    report = await audit(aios)
+
+    if covered:
+        assert report.problems == []
+    else:
+        assert [(p.kind, p.detail) for p in report.problems] == [
+            (
+                "execution without cover",
+                f"AP-{approval.id} has 0 vote(s) from approvers its policy allowed; it needs 1",
+            )
+        ]
+
+
+async def test_an_approver_through_a_user_group_is_noted_unproven(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, raw: AsyncEngine
+) -> None:
+    """Managers are a Slack user group: the bot looked its members up for the click, verify cannot. The
+    execution is noted as unproven, not a break; and so is a vote forged for an outsider, never covered."""
+    policy = (
+        write_policy(tmp_path)
+        .read_text()
+        .replace("manager: [U0MANAGER, U0MANAGER2]", "manager: [S0MANAGERS]")
+    )
+    slack_api.groups["S0MANAGERS"] = [MANAGER]
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=policy)
+    try:
+        approval = await approved_refund(aios)
+        assert approval.id is not None
+        execution = await one(raw, "SELECT id FROM execution WHERE action_id = :id", id=approval.action_id)
+
+        report = await audit(aios)
+
+        assert report.problems == [] and report.executions == 2
+        assert report.unproven == [
+            Problem(
+                UNPROVEN,
+                f"E-{execution}",
+                f"AP-{approval.id} counts U0MANAGER only as a member of S0MANAGERS: Slack user groups' members "
+                "are not stored, so this vote is taken on trust",
+            )
+        ]
+
+        vote = await voted(aios, approval.id)
+        async with aios.units() as uow:  # the vote and the grant rewritten for someone outside the group
+            vote.user = "U0OUTSIDER"
+            capability = (
+                await uow.repo.session.exec(
+                    select(Capability).where(col(Capability.action_id) == approval.action_id)
+                )
+            ).one()
+            capability.granted_by = "U0OUTSIDER"
+            uow.repo.session.add_all([vote, capability])
+            await uow.commit()
+
+        forged = await audit(aios)
+
+        assert forged.problems == []
+        assert [
+            (p.record, "U0OUTSIDER only as a member of S0MANAGERS" in p.detail) for p in forged.unproven
+        ] == [(f"E-{execution}", True)]
+    finally:
+        await aios.close()
 
 
 async def test_a_forger_who_recomputes_the_chain_is_caught_by_the_gate(aios: Aios, raw: AsyncEngine) -> None:

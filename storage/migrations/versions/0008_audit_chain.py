@@ -1,5 +1,6 @@
-"""the audit chain: one hash-linked entry per write of a decision, approval, vote, capability, execution or
-policy version; existing records get a first entry each, so an upgraded store verifies
+"""the audit chain: one hash-linked entry per write of a proposed action, decision, approval, vote,
+capability, execution, execution attempt or policy version; existing records get a first entry each, so an
+upgraded store verifies
 
 Revision ID: 0008
 Revises: 0007
