@@ -878,6 +878,9 @@ def audit_verify(
             f"intact: {report.entries} entries over {report.records} records, {report.executions} executions "
             f"covered; head {report.head_hash}"
         )
+    if not as_json:
+        for note in report.unproven:  # not a break, but never to pass for proven
+            typer.echo(f"unproven: {note.line()}")
     raise typer.Exit(0 if report.intact else 1)
 
 
