@@ -55,7 +55,7 @@ async def test_an_escalation_is_answered_in_the_thread_or_taken_over(server: Ser
     assert refund["amount"] == 20.0
     why = server.cli("why", run)
     assert why.returncode == 0, why.stderr
-    assert "(run escalated)" in why.stdout and f"answered by <@{MANAGER}>" in why.stdout
+    assert "(run person_answered)" in why.stdout and f"answered by <@{MANAGER}>" in why.stdout
 
     # Another one, taken over with its button: the run closes and nothing is refunded.
     await send(server, *slash_command("refund order 1003 $5 and $6", user=REQUESTER))
