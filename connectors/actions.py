@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-import structlog
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -18,7 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-log = structlog.get_logger(__name__)
+# Standard logging, which the bot renders like its own lines: structlog's import would slow every `aios` command.
+log = logging.getLogger(__name__)
 
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
@@ -373,5 +374,5 @@ def safe_inverse(action: Action, result: dict[str, Any]) -> Action | None:
         return action.inverse(dict(result))
     except (ValidationError, ValueError, TypeError) as exc:
         # Only the action's name and the error's kind: the result may hold a customer's text.
-        log.warning("inverse_unavailable", action=action.name, error=type(exc).__name__)
+        log.warning("inverse_unavailable: %s (%s)", action.name, type(exc).__name__)
         return None
