@@ -211,16 +211,17 @@ class Summary:
         """The summary in sentences, e.g. "12 × shop.refund totalling $1,840.00 would have needed approval by
         manager (stricter)"."""
         lines = [
-            f"{self.actions} decisions in {len(self.runs)} runs replayed: {self.changed} would change "
-            f"({self.by_change[Change.STRICTER]} stricter, {self.by_change[Change.LOOSER]} looser, "
-            f"{self.by_change[Change.DIFFERENT]} by another rule or approvers), in {len(self.runs_affected)} runs."
+            f"{_count(self.actions, 'decision')} in {_count(len(self.runs), 'run')} replayed: {self.changed} would "
+            f"change ({self.by_change[Change.STRICTER]} stricter, {self.by_change[Change.LOOSER]} looser, "
+            f"{self.by_change[Change.DIFFERENT]} by another rule or approvers), in "
+            f"{_count(len(self.runs_affected), 'run')}."
         ]
         for (name, change, verdict, approvers), group in self._groups_by_size():
             money = f" totalling ${group.money:,.2f}" if group.money else ""
             lines.append(f"{group.count} × {name}{money} {would_have(verdict, approvers)} ({change})")
         if self.partial:
             lines.append(
-                f"{self.partial} decisions were recorded before their facts were kept: facts partly "
+                f"{_count(self.partial, 'decision')} recorded before facts were kept: facts partly "
                 "reconstructed (requester and run totals only)."
             )
         return lines
@@ -277,3 +278,7 @@ def as_json(replayed: Replayed) -> dict[str, Any]:
         "change": str(replayed.change),
         "facts_partly_reconstructed": replayed.partial,
     }
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

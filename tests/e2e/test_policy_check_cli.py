@@ -168,7 +168,7 @@ def test_against_history_counts_the_recorded_decisions_that_would_change(folder:
     assert (
         "Against the last 30d of decisions\n"
         "2 decisions in 2 runs replayed: 1 would change (1 stricter, 0 looser, 0 by another rule or approvers), "
-        "in 1 runs.\n"
+        "in 1 run.\n"
         "1 × shop.refund totalling $150.00 would have been denied (stricter)\n"
     ) in result.stdout
     as_json = run(
