@@ -114,3 +114,20 @@ class LLM(Protocol):
     async def close(self) -> None:
         """Release connections at shutdown."""
         ...
+
+
+class LLMWrapper:
+    """An LLM around another one (metering it, counting it): everything but ``complete`` is the inner one's."""
+
+    def __init__(self, inner: LLM) -> None:
+        self._inner = inner
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def model_for(self, role: Role) -> str:
+        return self._inner.model_for(role)
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from agents.budgets import BudgetGuard, estimate_cost
-from agents.llm import LLM, CallContext, LLMError, LLMReply, Message, Role, ToolSpec, Usage
+from agents.llm import LLM, CallContext, LLMError, LLMReply, LLMWrapper, Message, Role, ToolSpec, Usage
 from agents.pricing import PriceTable
 from storage.records import LlmCall
 from storage.unit_of_work import UnitOfWorkFactory
@@ -22,7 +22,7 @@ ModelCallMetrics = Callable[[str, str, dict[str, int], float], None]
 _tracer = trace.get_tracer("aios.agents")
 
 
-class MeteredLLM:
+class MeteredLLM(LLMWrapper):
     """Wraps any :class:`LLM`; the wrapped one never learns about money."""
 
     def __init__(
@@ -34,7 +34,7 @@ class MeteredLLM:
         on_budget_warning: BudgetWarning | None = None,
         on_model_call: ModelCallMetrics | None = None,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._units = units
         self._prices = prices
         self._budgets = budgets
@@ -44,16 +44,6 @@ class MeteredLLM:
             prices.price(
                 inner.model_for(role)
             )  # fail at start, not at the first call, on a model with no price
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    def model_for(self, role: Role) -> str:
-        return self._inner.model_for(role)
-
-    async def close(self) -> None:
-        await self._inner.close()
 
     async def complete(
         self,

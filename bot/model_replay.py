@@ -24,6 +24,7 @@ from agents.llm import (
     CallContext,
     LLMError,
     LLMReply,
+    LLMWrapper,
     Message,
     Role,
     ToolSpec,
@@ -177,24 +178,14 @@ async def _over_budget(
     return None
 
 
-class CountedLLM:
+class CountedLLM(LLMWrapper):
     """The replay's model. Its calls are counted here and nowhere else: they are not the team's runs, so they
     are kept out of the ledger, the budgets and the metrics."""
 
     def __init__(self, inner: LLM, prices: PriceTable) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._prices = prices
         self.spend = Spend()
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    def model_for(self, role: Role) -> str:
-        return self._inner.model_for(role)
-
-    async def close(self) -> None:
-        await self._inner.close()
 
     async def complete(
         self,
