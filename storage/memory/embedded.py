@@ -131,19 +131,10 @@ class EmbeddedMemoryStore:
         kinds: Sequence[str] | None = None,
         since: datetime | None = None,
     ) -> list[MemoryHit]:
-        terms = _TOKEN.findall(query.lower())
-        if not terms:
+        if not _TOKEN.findall(query.lower()):
             return []
         started = time.perf_counter()
-        async with self._units() as uow:
-            session = uow.repo.session
-            dialect = session.bind.dialect.name if session.bind else "sqlite"
-            ranked = await (self._sqlite_ranks if dialect == "sqlite" else self._postgres_ranks)(
-                session, team, terms, limit * 4
-            )
-        tier = "keyword"
-        if self._embedder is not None:
-            ranked, tier = fuse(ranked, await self._similar(team, query, limit * 4), self._alpha), "hybrid"
+        ranked, tier = await self._ranked(team, query, limit * 4, kinds, since)
         rows = await self._alive_rows(team, list(ranked))
         hits = [
             self._hit(rows[i], ranked[i], tier)
@@ -153,6 +144,29 @@ class EmbeddedMemoryStore:
         hits = sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
         await self._used(hits, tier, started)
         return hits
+
+    async def _ranked(
+        self, team: str, query: str, limit: int, kinds: Sequence[str] | None, since: datetime | None
+    ) -> tuple[dict[int, float], str]:
+        """Candidate memory ids with their relevance, and the tier that ranked them: what a backend supplies.
+        Here: keywords in SQL, fused with vector similarity when there is an embedder."""
+        terms = _TOKEN.findall(query.lower())
+        async with self._units() as uow:
+            session = uow.repo.session
+            dialect = session.bind.dialect.name if session.bind else "sqlite"
+            ranked = await (self._sqlite_ranks if dialect == "sqlite" else self._postgres_ranks)(
+                session, team, terms, limit
+            )
+        if self._embedder is None:
+            return ranked, "keyword"
+        return fuse(ranked, await self._similar(team, query, limit), self._alpha), "hybrid"
+
+    async def _indexed(self, session: Any, memories: Sequence[Memory]) -> None:
+        """Called inside the transaction that stores new memories (ids assigned): a backend with a separate
+        index records them for it here, so that the record and the index cannot drift apart."""
+
+    async def _unindexed(self, session: Any, removed: Sequence[tuple[str, int]]) -> None:
+        """Called inside the transaction that deletes memories, with each one's (team, id)."""
 
     async def _similar(self, team: str, query: str, limit: int) -> dict[int, float]:
         """Cosine similarity of the query to the team's stored vectors (unit length, so a dot product)."""

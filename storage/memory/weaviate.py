@@ -18,9 +18,8 @@ from urllib.parse import urlparse
 import structlog
 
 from storage.embedding import Embedder
-from storage.memory.base import MemoryHit, Retention, record_incident
+from storage.memory.base import Retention, record_incident
 from storage.memory.embedded import EmbeddedMemoryStore
-from storage.memory.ranking import matches, recency_boosted
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -202,28 +201,15 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 await self._incident(f"indexing M-{memory_id} failed: {exc!r}")
         return memory_id, created
 
-    async def search(
-        self,
-        team: str,
-        query: str,
-        *,
-        limit: int = 5,
-        kinds: Sequence[str] | None = None,
-        since: datetime | None = None,
-    ) -> list[MemoryHit]:
+    async def _ranked(
+        self, team: str, query: str, limit: int, kinds: Sequence[str] | None, since: datetime | None
+    ) -> tuple[dict[int, float], str]:
         try:
             vector = (await self._embedder.embed([query]))[0] if self._embedder is not None else None
-            ranked = await self._index.search(team, query, limit * 4, kinds, vector, since)
+            return await self._index.search(team, query, limit, kinds, vector, since), "similarity"
         except Exception as exc:
             await self._incident(f"search fell back to SQL keywords: {exc!r}")
-            return await super().search(team, query, limit=limit, kinds=kinds, since=since)
-        rows = await self._alive_rows(team, list(ranked))
-        hits = [
-            self._hit(rows[i], ranked[i], "similarity")
-            for i in ranked
-            if i in rows and matches(rows[i], kinds, since)
-        ]
-        return sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
+            return await super()._ranked(team, query, limit, kinds, since)
 
     async def close(self) -> None:
         await self._index.close()
