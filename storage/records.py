@@ -463,6 +463,22 @@ class SandboxEmail(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class SandboxSocialPost(SQLModel, table=True):
+    """A social post the sandbox recorded instead of posting (any network), by idempotency key."""
+
+    __tablename__ = "sandbox_social_post"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_sandbox_social_post_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    network: str = Field(max_length=20)
+    text: str
+    post: str | None = Field(default=None, max_length=120)  # the slug of the post it promotes
+    status: str = Field(max_length=20)  # posted, scheduled
+    publish_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    idempotency_key: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
 class SentMessage(SQLModel, table=True):
     """What a connector sent to a system that cannot be asked afterwards (an SMTP server, a webhook receiver),
     by idempotency key: after a crash, that connector's ``lookup`` reads this ledger instead."""
@@ -508,4 +524,18 @@ class UndoRequest(SQLModel, table=True):
     attempt: int
     intent_id: int = Field(foreign_key="intent.id", index=True)
     requested_by: str = Field(max_length=40)
+    created_at: datetime = _ts()
+
+
+class MemoryIndexQueue(SQLModel, table=True):
+    """A memory that a separate search index (Weaviate) has yet to be told about: written in the transaction that
+    stored or deleted it and deleted once the index has caught up, so a crash or an outage between the commit and
+    the index loses nothing. ``op`` says what happened (add | remove); the index is given what the record holds."""
+
+    __tablename__ = "memory_index_queue"
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=40)
+    memory_id: int
+    op: str = Field(max_length=10)
     created_at: datetime = _ts()
