@@ -77,6 +77,9 @@ class Remember(Command):
     user: str
     channel: str
     text: str
+    kind: str = "note"
+    key: str | None = None  # None: the entity the text names, when it names exactly one
+    problem: str | None = None  # what is wrong with the command as written: said instead of remembering
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bot.messages import Command, Forget, PauseAgent, Recall, Remember, ResumeAgent, TakeOverRun
+from bot.mrkdwn import quote
 from storage.ids import parse_key
+from storage.memory.entities import normalised_key
 
 SUBCOMMANDS = (
     "why",
@@ -32,7 +35,10 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 • `/aios take <R-id>` — take over a run an agent escalated to people: it closes and the agent stops
 • `/aios replay <run> [version]` — what the candidate policy (or a stored version) would have decided
 • `/aios undo <A-id>` — ask to take an executed action back (its inverse, judged by the policy like any other)
-• `/aios remember <text>` · `/aios recall <words>` · `/aios forget <M-id or words>` — the team's long-term memory
+• `/aios remember [--kind K] [--key K] <text>` — something for the team to remember, e.g. \
+`/aios remember --kind brand_voice Plain, warm, specific; no hype`; a text that names one order, customer or post \
+is kept under its key (`order:1002`), and `/aios recall order 1002` finds it first
+• `/aios recall <words>` · `/aios forget <M-id or words>` — what the team remembers, and forgetting it
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""
 
@@ -55,12 +61,68 @@ def bus_command(command: SlashCommand, *, team: str, user: str, channel: str) ->
         run_id = parse_key(argument.split()[0], "R")
         return TakeOverRun(run_id, user, channel) if run_id is not None else None
     if command.name == "remember":
-        return Remember(team, user, channel, argument)
+        return remember_command(argument, team=team, user=user, channel=channel)
     if command.name == "recall":
         return Recall(team, user, channel, argument)
     if command.name == "forget":
         return Forget(team, user, channel, argument)
     return None
+
+
+# A kind is one lowercase word: retention rules in the policy file name kinds, so they must be easy to write.
+KIND = re.compile(r"[a-z][a-z0-9_]{0,29}")
+REMEMBER_USAGE = (
+    "`/aios remember [--kind K] [--key K] <text>`, e.g. `/aios remember --kind brand_voice Plain, warm, "
+    "specific; no hype` or `/aios remember --key customer:ana@example.com Ana prefers email`"
+)
+# Slack turns "--" into a dash in some clients: "—kind" is meant as "--kind".
+_OPTION = re.compile(r"(?:--|—|–)([\w-]*)(?:=(\S*)|\s+(\S+)|$)\s*")
+
+
+def kind_problem(kind: str) -> str | None:
+    """Why ``kind`` cannot be a memory's kind, or None when it can."""
+    if KIND.fullmatch(kind):
+        return None
+    return (
+        f"`{quote(kind, 40)}` is not a kind: a kind is one lowercase word (letters, digits "
+        "and _, starting with a letter, at most 30 characters), e.g. `note`, `customer` or `brand_voice`"
+    )
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a memory's key, or None when it can."""
+    if normalised_key(key) is not None:
+        return None
+    return (
+        f"`{quote(key, 60)}` is not a key: a key is `namespace:value`, e.g. `order:1003`, "
+        "`customer:ana@example.com` or `post:spring-lookbook`"
+    )
+
+
+def remember_command(argument: str, *, team: str, user: str, channel: str) -> Remember:
+    """`/aios remember [--kind K] [--key K] <text>`: the options come first, each at most once; what is wrong
+    with them travels in the command, to be said to the person instead of remembering anything."""
+    options: dict[str, str] = {}
+    rest = argument.strip()
+    problem: str | None = None
+    while problem is None and (match := _OPTION.match(rest)):
+        name, value = match.group(1).lower(), match.group(2) or match.group(3) or ""
+        rest = rest[match.end() :]
+        if name not in ("kind", "key"):
+            problem = f"I don't know the option `--{quote(name, 30)}`. Use {REMEMBER_USAGE}"
+        elif name in options:
+            problem = f"`--{name}` is given twice. Use {REMEMBER_USAGE}"
+        elif not value:
+            problem = f"`--{name}` needs a value. Use {REMEMBER_USAGE}"
+        else:
+            options[name] = value
+    kind, key = options.get("kind", "note"), options.get("key")
+    if problem is None:
+        problem = kind_problem(kind) or (key_problem(key) if key is not None else None)
+    if problem is None and not rest:
+        problem = f"There is nothing to remember. Use {REMEMBER_USAGE}"
+    normalised = normalised_key(key) if key is not None else None
+    return Remember(team, user, channel, rest, kind=kind, key=normalised, problem=problem)
 
 
 def parse_slash(text: str) -> SlashCommand:

@@ -15,6 +15,7 @@ from bot.mrkdwn import escape, quote
 from connectors.actions import CmsCreateDraft, CmsPublish, CmsUnpublish, EmailSend, ShopRefund
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.memory import MemoryStoreError
+from storage.memory.entities import inferred_key
 from storage.records import Decision, Intent, ProposedAction, Run
 
 log = structlog.get_logger(__name__)
@@ -24,15 +25,26 @@ QUOTE_MAX = 500  # a memory or a query quoted back in a reply; `aios memory sear
 
 class Memories(HandlerBase):
     async def remember(self, command: Remember) -> Sequence[Message]:
+        """Remember a note under its kind, and under the key given or else the one entity the text names (an
+        order, a customer, a post), so that exact lookups and searches naming that entity find it first."""
+        if command.problem is not None:
+            await self._whisper(command.channel, command.user, command.problem)
+            return []
+        key = command.key if command.key is not None else inferred_key(command.text)
         try:
             memory_id, created = await self.memory.remember(
-                command.team, command.text, meta={"by": command.user}
+                command.team, command.text, kind=command.kind, key=key, meta={"by": command.user}
             )
         except MemoryStoreError as exc:
             await self._whisper(command.channel, command.user, f"I can't remember that: {escape(str(exc))}.")
             return []
         ref = format_id("M", memory_id)
-        said = f"Remembered as `{ref}`." if created else f"I already knew that (`{ref}`)."
+        labels = [
+            *([f"kind `{command.kind}`"] if command.kind != "note" else []),
+            *([f"key `{key}`"] if key else []),
+        ]
+        under = f" ({', '.join(labels)})" if labels and created else ""
+        said = f"Remembered as `{ref}`{under}." if created else f"I already knew that (`{ref}`)."
         await self._whisper(command.channel, command.user, said)
         return []
 
