@@ -525,3 +525,17 @@ class UndoRequest(SQLModel, table=True):
     intent_id: int = Field(foreign_key="intent.id", index=True)
     requested_by: str = Field(max_length=40)
     created_at: datetime = _ts()
+
+
+class MemoryIndexQueue(SQLModel, table=True):
+    """A memory that a separate search index (Weaviate) has yet to be told about: written in the transaction that
+    stored or deleted it and deleted once the index has caught up, so a crash or an outage between the commit and
+    the index loses nothing. ``op`` says what happened (add | remove); the index is given what the record holds."""
+
+    __tablename__ = "memory_index_queue"
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=40)
+    memory_id: int
+    op: str = Field(max_length=10)
+    created_at: datetime = _ts()
