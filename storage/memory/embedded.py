@@ -29,6 +29,7 @@ from storage.memory.base import (
     Retention,
     content_hash,
 )
+from storage.memory.entities import named_keys, namespace, normalised_key
 from storage.memory.ranking import HYBRID_ALPHA, fuse, matches, recency_boosted
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
@@ -131,19 +132,40 @@ class EmbeddedMemoryStore:
         kinds: Sequence[str] | None = None,
         since: datetime | None = None,
     ) -> list[MemoryHit]:
+        """Memories under the keys the query names first (newest first, tier ``exact``), then the backend's
+        ranking, which leaves out memories kept under another entity of a namespace the query names: a search
+        about order 1001 never returns what is remembered about order 1002 (unkeyed notes still come by words)."""
         if not _TOKEN.findall(query.lower()):
             return []
         started = time.perf_counter()
+        named = named_keys(query)
+        exact: list[MemoryHit] = []
+        if named:
+            keyed = select(Memory).where(Memory.team_id == team, col(Memory.key).in_(named), self._alive())
+            if kinds is not None:
+                keyed = keyed.where(col(Memory.kind).in_(kinds))
+            if since is not None:
+                keyed = keyed.where(col(Memory.created_at) >= since)
+            async with self._units() as uow:
+                found = await uow.repo.session.exec(
+                    keyed.order_by(col(Memory.created_at).desc()).limit(limit)
+                )
+                exact = [self._hit(row, 1.0, "exact") for row in found.all()]
+        spaces = {namespace(key) for key in named}
+        taken = {hit.id for hit in exact}
         ranked, tier = await self._ranked(team, query, limit * 4, kinds, since)
         rows = await self._alive_rows(team, list(ranked))
         hits = [
             self._hit(rows[i], ranked[i], tier)
             for i in ranked
-            if i in rows and matches(rows[i], kinds, since)
+            if i in rows
+            and i not in taken
+            and matches(rows[i], kinds, since)
+            and not _about_another(rows[i].key, named, spaces)
         ]
-        hits = sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)[:limit]
-        await self._used(hits, tier, started)
-        return hits
+        hits = [*exact, *sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)]
+        await self._used(hits[:limit], "exact" if exact else tier, started)
+        return hits[:limit]
 
     async def _ranked(
         self, team: str, query: str, limit: int, kinds: Sequence[str] | None, since: datetime | None
@@ -412,3 +434,8 @@ class EmbeddedMemoryStore:
                 .values(last_used_at=self._clock(), use_count=Memory.use_count + 1)
             )
             await uow.commit()
+
+
+def _about_another(key: str | None, named: Sequence[str], spaces: set[str | None]) -> bool:
+    """Whether a memory's key names another entity of a kind the query names (order:1002 for "order 1001")."""
+    return key is not None and (normalised_key(key) or key) not in named and namespace(key) in spaces

@@ -174,3 +174,47 @@ async def test_search_filters_on_kind_and_time(store: MemoryStore, clock: Clock)
     post, _ = await store.remember(SHOP, "packaging story for the blog", kind="post")
     assert {h.id for h in await store.search(SHOP, "packaging", since=since)} == {recent, post}
     assert [h.id for h in await store.search(SHOP, "packaging", kinds=["post"])] == [post]
+
+
+async def test_a_search_naming_an_order_finds_its_memories_first_and_never_another_orders(
+    store: MemoryStore,
+) -> None:
+    ours, _ = await store.remember(
+        SHOP, "refunded $20 on order 1001, the lid cracked", kind="decision", key="order:1001"
+    )
+    credit, _ = await store.remember(SHOP, "Maya wants store credit next time", kind="note", key="order:1001")
+    theirs, _ = await store.remember(
+        SHOP, "refunded $15 on order 1002, the lid cracked", kind="decision", key="order:1002"
+    )
+    unkeyed, _ = await store.remember(SHOP, "order lids crack in the cold")
+    customer, _ = await store.remember(
+        SHOP, "Maya asks for order updates by email", kind="customer", key="customer:maya@example.com"
+    )
+
+    hits = await store.search(SHOP, "order 1001 lid cracked", limit=10)
+    assert {h.id for h in hits[:2]} == {ours, credit} and {h.tier for h in hits[:2]} == {"exact"}
+    assert theirs not in [h.id for h in hits]
+    assert unkeyed in [h.id for h in hits[2:]]  # unkeyed notes still come by their words
+    assert customer in [h.id for h in hits[2:]]  # another namespace than the one the query names
+    assert theirs not in [h.id for h in await store.search(SHOP, "#1001", limit=10)]
+    assert [h.id for h in await store.search(SHOP, "order #1002", limit=10)][0] == theirs
+    assert {ours, theirs} <= {h.id for h in await store.search(SHOP, "lid cracked", limit=10)}
+
+
+async def test_exact_keys_respect_kinds_time_tenants_and_forgetting(store: MemoryStore, clock: Clock) -> None:
+    old, _ = await store.remember(SHOP, "Ana wants store credit", kind="note", key="order:1003")
+    clock.advance(days=2)
+    since = clock.now
+    ana, _ = await store.remember(SHOP, "Ana prefers email", kind="customer", key="customer:ana@example.com")
+    tom, _ = await store.remember(SHOP, "Tom prefers email", kind="customer", key="customer:tom@example.com")
+    await store.remember(STUDIO, "the studio's order 1003 is theirs", key="order:1003")
+
+    assert [h.id for h in await store.search(SHOP, "order 1003")] == [old]  # no word in common: the key
+    assert await store.search(SHOP, "order 1003", kinds=["customer"]) == []
+    assert await store.search(SHOP, "order 1003", since=since) == []
+    mail = "<mailto:Ana@Example.com|Ana@Example.com> prefers email?"
+    found = [h.id for h in await store.search(SHOP, mail)]
+    assert found[0] == ana and tom not in found  # tom@… is another customer; order 1003's note may come by "Ana"
+    assert tom in [h.id for h in await store.search(SHOP, "prefers email")]
+    assert await store.forget(SHOP, old) is True
+    assert await store.search(SHOP, "order 1003") == []
