@@ -13,11 +13,14 @@ from typing import Protocol, runtime_checkable
 
 from agents.base import Agent, Context, PlanRequest
 from agents.llm import LLM
+from agents.social_snippets import parse_request
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.errors import ConnectorError
 from connectors.redaction import scrubbing
 from connectors.registry import ConnectorRegistry
+from connectors.social_limits import LIMITS
 from connectors.wordpress_cms import PostSummary
+from storage.brand_voice import BrandVoice
 from storage.memory import MemoryStore
 
 # Hyphenated words, or a word named as a post's slug: other single words are too common to look up as slugs.
@@ -45,7 +48,9 @@ class PostReader(Protocol):
 class ContentAgent(Agent):
     name = "content"
     action_names = ("cms.create_draft", "cms.publish")
-    optional_action_names = ("wordpress.update",)
+    optional_action_names = ("wordpress.update", "social.post")
+    # Every brand-voice note, not only those sharing words with a query; set by the composition root.
+    voice: BrandVoice | None = None
 
     def __init__(self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore) -> None:
         super().__init__(llm, registry, memory)
@@ -58,7 +63,16 @@ class ContentAgent(Agent):
         """The team's brand-voice notes, remembered posts that match the request, and the posts it names."""
         context = Context()
         team = request.call.team_id
-        context.add_memories(await self._memory.search(team, "brand voice style tone", kinds=["brand_voice"]))
+        if self.voice is not None:
+            context.add_memories(await self.voice.notes(team))
+        else:
+            context.add_memories(
+                await self._memory.search(team, "brand voice style tone", kinds=["brand_voice"])
+            )
+        if (snippets := parse_request(request.text)) is not None:
+            context.lines.extend(
+                f"social network {network}: {LIMITS[network].describe()}" for network in snippets.networks
+            )
         context.add_memories(await self._memory.search(team, request.text, limit=3, kinds=["post"]))
         if self._posts is not None:
             texts = [request.text, *(m.text for m in reversed(request.history))]

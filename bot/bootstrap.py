@@ -38,6 +38,7 @@ from connectors.mcp_tools import params_by_action
 from connectors.redaction import RedactedOrders, Redactor
 from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
+from storage.brand_voice import BrandVoice
 from storage.engine import create_engine
 from storage.leases import Lease, acquire_lease
 from storage.memory import MemoryStore, Retention
@@ -229,6 +230,9 @@ async def _wire(
     memory = await open_memory_store(settings, units, clock, retention)
     cleanup.push_async_callback(memory.close)
     agents: list[Agent] = [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)]
+    for agent in agents:
+        if isinstance(agent, ContentAgent):
+            agent.voice = BrandVoice(units, clock)
     tools = ToolsAgent(llm, registry, memory)
     if tools.action_names:
         agents.append(tools)
@@ -243,6 +247,7 @@ async def _wire(
         offline=llm.name == OfflinePlanner.name,
         memory=memory,
         lease=lease,
+        social=settings.social(),
     )
     bus = MessageBus(IntentTraces.for_store(units, settings.database_url))
     handlers.register(bus)

@@ -91,6 +91,15 @@ class Recall(Command):
 
 
 @dataclass(frozen=True)
+class ShowVoice(Command):
+    """`/aios voice`: the brand-voice notes the content agent is given, told to the one who asked."""
+
+    team: str
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True)
 class Forget(Command):
     team: str
     user: str

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.errors import ConnectorSettingError
 from connectors.redaction import Secret
+from connectors.social_limits import NETWORKS
+
+if TYPE_CHECKING:
+    from agents.social_snippets import SocialSettings
 
 
 class MissingSettingError(RuntimeError):
@@ -68,6 +74,66 @@ class Settings(BaseSettings):
     mail_from: str | None = Field(default=None, validation_alias="AIOS_MAIL_FROM")
     webhooks: str | None = Field(default=None, validation_alias="AIOS_WEBHOOKS", repr=False)
     mcp_config: str | None = Field(default=None, validation_alias="AIOS_MCP_CONFIG")
+    mastodon_url: str | None = Field(default=None, validation_alias="MASTODON_URL")
+    mastodon_access_token: str | None = Field(
+        default=None, validation_alias="MASTODON_ACCESS_TOKEN", repr=False
+    )
+
+    # Social snippets proposed once a post goes live: to these networks, this long after it, linking here.
+    social_post_url: str | None = Field(default=None, validation_alias="AIOS_SOCIAL_POST_URL")
+    social_delay_minutes: int = Field(
+        default=30, ge=0, le=10_080, validation_alias="AIOS_SOCIAL_DELAY_MINUTES"
+    )
+    social_networks: str = Field(default="", validation_alias="AIOS_SOCIAL_NETWORKS")
+
+    @field_validator("social_networks")
+    @classmethod
+    def _known_networks(cls, value: str, info: ValidationInfo) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in NETWORKS]
+        if unknown:
+            raise ValueError(
+                f"names {unknown[0]!r}; the networks are {', '.join(NETWORKS)} (comma-separated)"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError("names a network twice")
+        if names and not info.data.get("social_post_url") and not info.data.get("wordpress_url"):
+            raise ValueError(
+                "needs AIOS_SOCIAL_POST_URL too: your posts' address with {slug} where the slug goes, e.g. "
+                "https://blog.example.com/{slug}"
+            )
+        elsewhere = [name for name in names if name != "mastodon"]
+        if info.data.get("mastodon_url") and elsewhere:
+            raise ValueError(
+                f"names {elsewhere[0]}, but with MASTODON_URL set social posts go to Mastodon, the one network "
+                "the bot then posts to: leave only mastodon"
+            )
+        return ",".join(names)
+
+    @field_validator("social_post_url")
+    @classmethod
+    def _post_address(cls, value: str | None) -> str | None:
+        if value is not None and (not re.match(r"^https?://[^/\s]+", value) or "{slug}" not in value):
+            raise ValueError("must be an http(s) address with {slug} where the post's slug goes")
+        return value
+
+    def social(self) -> SocialSettings | None:
+        """Where snippets of a live post go; None when no network is set."""
+        from agents.social_snippets import SocialSettings
+
+        networks, post_url = self._networks(), self._post_url()
+        if not networks or post_url is None:
+            return None
+        return SocialSettings(networks, timedelta(minutes=self.social_delay_minutes), post_url)
+
+    def _networks(self) -> tuple[str, ...]:
+        return tuple(name for name in self.social_networks.split(",") if name)
+
+    def _post_url(self) -> str | None:
+        """AIOS_SOCIAL_POST_URL, else the WordPress site's ``?name=<slug>``, which finds a post by its slug."""
+        if self.social_post_url is None and self.wordpress_url:
+            return self.wordpress_url.rstrip("/") + "/?name={slug}"
+        return self.social_post_url
 
     def connector_settings(self) -> dict[str, str]:
         """The connectors' settings that are set, by their environment names (connectors know no Settings)."""
@@ -92,6 +158,7 @@ class Settings(BaseSettings):
                 ("STRIPE_API_KEY", self.stripe_api_key, None),
                 ("SHOPIFY_ACCESS_TOKEN", self.shopify_access_token, None),
                 ("WORDPRESS_APP_PASSWORD", self.wordpress_app_password, self.wordpress_user),
+                ("MASTODON_ACCESS_TOKEN", self.mastodon_access_token, None),
             )
             if value
         ]
@@ -125,6 +192,8 @@ _CONNECTOR_FIELDS = frozenset(
         "mail_from",
         "webhooks",
         "mcp_config",
+        "mastodon_url",
+        "mastodon_access_token",
     }
 )
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.messages import Command, Forget, PauseAgent, Recall, Remember, ResumeAgent, TakeOverRun
+from bot.messages import (
+    Command,
+    Forget,
+    PauseAgent,
+    Recall,
+    Remember,
+    ResumeAgent,
+    ShowVoice,
+    TakeOverRun,
+)
 from bot.mrkdwn import quote
 from storage.ids import parse_key
 from storage.memory.entities import normalised_key
@@ -23,6 +32,7 @@ SUBCOMMANDS = (
     "remember",
     "recall",
     "forget",
+    "voice",
     "help",
 )
 
@@ -39,6 +49,8 @@ HELP = """*AIOS* — ask in words, and I propose actions that the team's policy 
 `/aios remember --kind brand_voice Plain, warm, specific; no hype`; a text that names one order, customer or post \
 is kept under its key (`order:1002`), and `/aios recall order 1002` finds it first
 • `/aios recall <words>` · `/aios forget <M-id or words>` — what the team remembers, and forgetting it
+• `/aios voice` — the brand-voice notes the content agent writes by; add one with \
+`/aios remember --kind brand_voice <note>`
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""
 
@@ -51,6 +63,8 @@ class SlashCommand:
 
 def bus_command(command: SlashCommand, *, team: str, user: str, channel: str) -> Command | None:
     """Subcommands that change state or reach memory go to the bus; the rest are answered directly."""
+    if command.name == "voice":
+        return ShowVoice(team, user, channel)
     argument = command.argument
     if not argument:
         return None

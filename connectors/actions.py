@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from connectors.social_limits import LIMITS, Network
+
 # Standard logging, which the bot renders like its own lines: structlog's import would slow every `aios` command.
 log = logging.getLogger(__name__)
 
@@ -365,6 +367,44 @@ class WordpressUpdate(Action):
         if not restored:
             return None
         return WordpressUpdate(slug=self.slug, **restored)
+
+
+class SocialPost(Action):
+    name: ClassVar[str] = "social.post"
+    description: ClassVar[str] = (
+        "Post a short text to a social network, now or at a later time; it may promote one of our posts. "
+        "Mastodon takes at most 500 characters (a link counts as 23), Bluesky at most 300 graphemes, the "
+        "sandbox at most 500 characters."
+    )
+
+    network: Network = Field(
+        description="Where to post: mastodon, bluesky, or sandbox (recorded, not posted)"
+    )
+    text: str = Field(min_length=1, max_length=3_000, description="The post's text, links included")
+    post: Slug | None = Field(default=None, description="The slug of our post it promotes, if any")
+    publish_at: datetime | None = Field(
+        default=None, description="When to post (ISO 8601, UTC unless it names a zone); now if omitted"
+    )
+
+    @field_validator("publish_at")
+    @classmethod
+    def _utc_unless_zoned(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def _within_limit(self) -> Self:
+        limit = LIMITS[self.network]
+        if not limit.fits(self.text):
+            raise ValueError(
+                f"the text is {limit.measure(self.text)} {limit.unit} long; "
+                f"{self.network} takes {limit.describe()}"
+            )
+        return self
+
+    def summary(self) -> str:
+        when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
+        text = self.text if len(self.text) <= 80 else self.text[:79] + "…"
+        return f"Post to {self.network}{when}: “{text}”"
 
 
 def safe_inverse(action: Action, result: dict[str, Any]) -> Action | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlmodel import SQLModel, col, select
 
-from storage.records import SandboxEmail, SandboxOrder, SandboxPost, SandboxRefund
+from storage.records import SandboxEmail, SandboxOrder, SandboxPost, SandboxRefund, SandboxSocialPost
 from storage.unit_of_work import UnitOfWorkFactory
 
 
@@ -16,6 +16,7 @@ async def sandbox_state(units: UnitOfWorkFactory) -> dict[str, list[dict[str, An
         "refunds": SandboxRefund,
         "posts": SandboxPost,
         "emails": SandboxEmail,
+        "social": SandboxSocialPost,
     }
     state: dict[str, list[dict[str, Any]]] = {}
     async with units() as uow:

@@ -1,4 +1,5 @@
-"""Offline grammar for posts (tools ``cms_create_draft``, ``cms_publish``, and ``wordpress_update`` when offered)."""
+"""Offline grammar for posts (tools ``cms_create_draft``, ``cms_publish``, and ``wordpress_update`` when offered),
+and the social snippets the bot asks for once a post is live (``social_post``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
+from agents.social_snippets import SnippetRequest, parse_request, snippet
 
 _TITLE = re.compile(
     r"\bdraft\b.*?\b(?:titled|called|named|:)\s*[\"“']?(.+?)[\"”']?(?:\s+with body\s+[\"“'](.+?)[\"”'])?\s*$",
@@ -27,6 +29,8 @@ _SCHEDULE = re.compile(
 
 
 def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
+    if "social_post" in offered and (request := parse_request(text)) is not None:
+        return _snippets(request)
     # First: a new body or title may well say "publish" or "draft".
     if "wordpress_update" in offered and (match := _UPDATE.search(text.strip())):
         return _update(match.group(1).lower(), match.group(2))
@@ -49,6 +53,29 @@ def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
             f"Create a draft titled “{params['title']}”.", [ToolCall("", "cms_create_draft", params)]
         )
     return None
+
+
+def _snippets(request: SnippetRequest) -> LLMReply:
+    """One post per network: the title and excerpt as written (a grammar cannot rewrite them in a voice; the
+    notes are a model's to follow), cut at a word boundary to leave room for the link."""
+    calls = [
+        ToolCall(
+            "",
+            "social_post",
+            {
+                "network": network,
+                "text": snippet(request, network),
+                "post": request.slug,
+                "publish_at": request.post_at.isoformat(),
+            },
+        )
+        for network in request.networks
+    ]
+    return LLMReply(
+        f"Promote {request.slug} on {', '.join(request.networks)} with its title, excerpt and link, "
+        f"at {request.post_at.isoformat()}.",
+        calls,
+    )
 
 
 def _update(slug: str, changes: str) -> LLMReply:

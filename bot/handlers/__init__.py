@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from agents.dispatcher import Dispatcher
+from agents.social_snippets import SocialSettings
 from bot.handlers.approvals import Approvals
 from bot.handlers.base import Collaborators
 from bot.handlers.compensation import Compensation
@@ -18,6 +19,8 @@ from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
 from bot.handlers.memories import Memories
 from bot.handlers.planning import Planning
 from bot.handlers.recovery import Recovery
+from bot.handlers.snippets import Snippets
+from bot.handlers.voice import Voice
 from bot.messagebus import MessageBus
 from bot.messages import (
     ActionAllowed,
@@ -38,6 +41,7 @@ from bot.messages import (
     ReplanRun,
     RequestBudget,
     ResumeAgent,
+    ShowVoice,
     SweepTimers,
     TakeOverRun,
 )
@@ -66,6 +70,7 @@ class Handlers:
         offline: bool,
         memory: MemoryStore,
         lease: Lease,
+        social: SocialSettings | None = None,
     ) -> None:
         collaborators = Collaborators(
             units, dispatcher, policy, registry, transport, clock, offline, memory, lease
@@ -77,6 +82,8 @@ class Handlers:
         self.recovery = Recovery(collaborators)
         self.compensation = Compensation(collaborators)
         self.memories = Memories(collaborators)
+        self.snippets = Snippets(collaborators, social)
+        self.voice = Voice(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -106,4 +113,6 @@ class Handlers:
         bus.on_command(Recall, self.memories.recall)
         bus.on_command(Forget, self.memories.forget)
         bus.on_event(ActionExecuted, self.memories.remember_outcome)
+        bus.on_event(ActionExecuted, self.snippets.propose_after_publish)
+        bus.on_command(ShowVoice, self.voice.show)
         bus.on_event(AgentResumed, self.execution.continue_paused)

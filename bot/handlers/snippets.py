@@ -1,0 +1,124 @@
+"""Once a post goes live (a ``cms.publish`` executed), the content agent proposes its social snippets.
+
+The handler files a request for the content agent, in the publish's thread and for the person who asked for the
+publish: one post per configured network, going out a while after the post does (after its scheduled time, for a
+scheduled post). The snippets are planned and judged by the policy like any other proposal. The request, its run
+and a claim on the publish are stored in one transaction, so a redelivered event files nothing twice, and a
+process that stops before planning leaves a run that recovery plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+from sqlmodel import col, select
+
+from agents.social_snippets import SnippetRequest, SocialSettings, excerpt_of
+from bot.handlers.base import Collaborators, HandlerBase
+from bot.messagebus import Message
+from bot.messages import ActionExecuted, ReplanRun
+from connectors.actions import CmsCreateDraft, CmsPublish, WordpressUpdate
+from storage.records import ActionStatus, Execution, Intent, IntentStatus, ProposedAction, Run, RunStatus
+from storage.repository import Repository
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "social"  # the source of a snippet request's intent
+AGENT = "content"
+# How many of the newest drafts and edits are read to find a post's title and excerpt.
+RECENT_WRITES = 200
+
+
+class Snippets(HandlerBase):
+    def __init__(self, collaborators: Collaborators, social: SocialSettings | None) -> None:
+        super().__init__(collaborators)
+        self.social = social
+
+    async def propose_after_publish(self, event: ActionExecuted) -> Sequence[Message]:
+        if self.social is None:
+            return []
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, event.action_id)
+            if proposed is None or proposed.name != CmsPublish.name:
+                return []
+            execution = await uow.repo.get(Execution, event.execution_id)
+            run = await uow.repo.get(Run, proposed.run_id)
+            publish = await uow.repo.get(Intent, run.intent_id) if run else None
+            if execution is None or publish is None:
+                return []
+            action = CmsPublish.model_validate(proposed.params)
+            title, excerpt = await _title_and_excerpt(uow.repo, action.slug)
+            request = SnippetRequest(
+                slug=action.slug,
+                post_at=_live_at(action, execution, self.clock()) + self.social.delay,
+                networks=self.social.networks,
+                title=title,
+                excerpt=excerpt,
+                link=self.social.link(action.slug),
+            )
+            if not await uow.repo.first_time(f"social-snippets:{event.action_id}"):
+                return []  # a redelivery, or another replica's
+            intent = await uow.repo.add(
+                Intent(
+                    source=SOURCE,
+                    team_id=publish.team_id,
+                    channel=publish.channel,
+                    thread_ts=publish.thread_ts,
+                    user=publish.user,
+                    text=request.text(),
+                    status=IntentStatus.DISPATCHED,
+                    owner=self.lease.id,
+                )
+            )
+            assert intent.id is not None
+            snippets_run = await uow.repo.add(
+                Run(intent_id=intent.id, agent=AGENT, status=RunStatus.PLANNING, owner=self.lease.id)
+            )
+            await uow.commit()
+        assert snippets_run.id is not None
+        log.info("social_snippets_requested", action=event.action_id, run=snippets_run.id)
+        return [ReplanRun(snippets_run.id)]
+
+
+def _live_at(action: CmsPublish, execution: Execution, now: datetime) -> datetime:
+    """When readers see the post: its scheduled time when that is still ahead of the execution, else then."""
+    ran = execution.finished_at or now
+    return action.publish_at if action.publish_at is not None and action.publish_at > ran else ran
+
+
+async def _title_and_excerpt(repo: Repository, slug: str) -> tuple[str, str]:
+    """The post's title and excerpt as the bot last wrote them (a draft's title and body's opening words, or an
+    edit's); a post the bot never wrote is named by its slug, with no excerpt."""
+    writes = (
+        await repo.session.exec(
+            select(ProposedAction)
+            .where(
+                col(ProposedAction.name).in_([CmsCreateDraft.name, WordpressUpdate.name]),
+                ProposedAction.status == ActionStatus.EXECUTED,
+            )
+            .order_by(col(ProposedAction.id).desc())
+            .limit(RECENT_WRITES)
+        )
+    ).all()
+    title: str | None = None
+    excerpt: str | None = None
+    for write in writes:  # newest first: the first value found for each field is the current one
+        params = write.params
+        if write.name == CmsCreateDraft.name:
+            draft = CmsCreateDraft.model_validate(params)
+            if draft.effective_slug() != slug:
+                continue
+            title = draft.title if title is None else title
+            excerpt = excerpt_of(draft.body) if excerpt is None else excerpt
+        elif params.get("slug") == slug:
+            if title is None and isinstance(params.get("title"), str):
+                title = params["title"]
+            if excerpt is None and isinstance(params.get("excerpt"), str):
+                excerpt = excerpt_of(params["excerpt"])
+            elif excerpt is None and isinstance(params.get("body"), str):
+                excerpt = excerpt_of(params["body"])
+        if title is not None and excerpt is not None:
+            break
+    return title or slug.replace("-", " ").capitalize(), excerpt or ""

@@ -1,0 +1,193 @@
+"""Social snippets after a post goes live, through the bus, the handlers and the sandbox connectors: the content
+agent proposes one `social.post` per configured network, within its limit, after the post, in the publish's
+thread; an editor approves each; a redelivered event proposes nothing twice; `/aios voice` and `/aios why` show
+the brand-voice notes the agent was given."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlmodel import col, select
+
+from bot.bootstrap import Aios
+from bot.console import ConsoleSession, ConsoleTransport
+from bot.messages import ActionExecuted, ShowVoice
+from bot.queries import why
+from bot.slash import HELP
+from bot.terminal import CONSOLE_TEAM
+from connectors.sandbox_state import sandbox_state
+from connectors.social_limits import LIMITS
+from storage.records import Approval, Execution, Intent, ProposedAction, Run
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, REQUESTER, ask, start_aios
+from tests.integration.test_why import click
+
+EDITOR = "U0EDITOR"
+TEAM = "T0FAKE"
+POLICY = """
+version: 1
+roles:
+  manager: [U0MANAGER]
+  editor: [U0EDITOR]
+rules:
+  - id: drafts-are-fine
+    when: action.name == "cms.create_draft"
+    verdict: allow
+  - id: publishing-is-fine-here
+    when: action.name == "cms.publish"
+    verdict: allow
+  - id: social-posts-need-an-editor
+    when: action.name == "social.post"
+    verdict: require_approval
+    approvers: [editor]
+    timeout: 24h
+default: require_approval
+default_approvers: [manager]
+"""
+BODY = " ".join(
+    ["Ten looks for April, from linen shirts to the rain jacket that finally keeps the rain out."] * 8
+)
+SOCIAL = {
+    "AIOS_SOCIAL_NETWORKS": "mastodon,bluesky",
+    "AIOS_SOCIAL_POST_URL": "https://blog.example.com/posts/{slug}",
+}
+
+
+@pytest.fixture
+async def aios(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> AsyncIterator[Aios]:
+    instance = await start_aios(database_url, slack_api, clock, tmp_path, policy=POLICY, **SOCIAL)
+    yield instance
+    await instance.close()
+
+
+async def publish(aios: Aios, when: str = "") -> ProposedAction:
+    await ask(aios, f'draft a post titled "Spring lookbook" with body "{BODY}"')
+    await ask(aios, f"publish post spring-lookbook{when}", message_ts="1700000000.000200")
+    [action] = await actions(aios, "cms.publish")
+    assert action.status == "executed"
+    return action
+
+
+async def actions(aios: Aios, name: str) -> list[ProposedAction]:
+    async with aios.units() as uow:
+        query = select(ProposedAction).where(ProposedAction.name == name).order_by(col(ProposedAction.id))
+        return list((await uow.repo.session.exec(query)).all())
+
+
+async def test_a_published_post_gets_one_snippet_per_network_for_an_editor_to_approve(
+    aios: Aios, clock: Clock, slack_api: FakeSlackApi
+) -> None:
+    voice_id, _ = await aios.memory.remember(TEAM, "Plain, warm, specific; no hype", kind="brand_voice")
+    published_at = clock()
+    await publish(aios)
+
+    snippets = await actions(aios, "social.post")
+    assert [(s.params["network"], s.status) for s in snippets] == [
+        ("mastodon", "awaiting_approval"),
+        ("bluesky", "awaiting_approval"),
+    ]
+    for snippet in snippets:
+        text = snippet.params["text"]
+        assert LIMITS[snippet.params["network"]].fits(text)
+        assert text.startswith("Spring lookbook: Ten looks for April")
+        assert text.endswith("…\n\nhttps://blog.example.com/posts/spring-lookbook")  # the body did not fit
+        assert snippet.params["post"] == "spring-lookbook"
+        assert datetime.fromisoformat(snippet.params["publish_at"]) == published_at + timedelta(minutes=30)
+    async with aios.units() as uow:
+        run = await uow.repo.get(Run, snippets[0].run_id)
+        assert run is not None and run.agent == "content"
+        intent = await uow.repo.get(Intent, run.intent_id)
+        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+    assert intent is not None
+    # In the publish's thread, for the person who asked for the publish.
+    assert (intent.source, intent.channel, intent.thread_ts, intent.user) == (
+        "social",
+        CHANNEL,
+        "1700000000.000100",
+        REQUESTER,
+    )
+    assert voice_id in run.memories_used
+    assert f"M-{voice_id}" in await why(aios.units, f"A-{snippets[1].id}")
+    assert [a.approver_roles for a in approvals] == [["editor"], ["editor"]]
+
+    assert approvals[0].id is not None
+    await click(aios, approvals[0].id, EDITOR, approve=True)
+    [posted] = (await sandbox_state(aios.units))["social"]
+    assert (posted["network"], posted["status"], posted["post"]) == (
+        "mastodon",
+        "scheduled",
+        "spring-lookbook",
+    )
+    assert posted["text"] == snippets[0].params["text"]
+
+
+async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) -> None:
+    published = await publish(aios)
+    async with aios.units() as uow:
+        [execution] = (
+            await uow.repo.session.exec(select(Execution).where(Execution.action_id == published.id))
+        ).all()
+    assert published.id is not None and execution.id is not None
+    await aios.process(ActionExecuted(published.id, execution.id))
+    await aios.process(ActionExecuted(published.id, execution.id))
+    assert len(await actions(aios, "social.post")) == 2
+    async with aios.units() as uow:
+        social = (await uow.repo.session.exec(select(Intent).where(Intent.source == "social"))).all()
+    assert len(social) == 1
+
+
+async def test_snippets_of_a_scheduled_post_follow_its_publish_time(aios: Aios, clock: Clock) -> None:
+    later = (clock() + timedelta(days=2)).replace(hour=9, minute=0, second=0)
+    await publish(aios, f" at {later.isoformat()}")
+    snippets = await actions(aios, "social.post")
+    assert {datetime.fromisoformat(s.params["publish_at"]) for s in snippets} == {
+        later + timedelta(minutes=30)
+    }
+
+
+async def test_without_networks_nothing_is_proposed_after_a_publish(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=POLICY)
+    try:
+        await publish(aios)
+        assert await actions(aios, "social.post") == []
+    finally:
+        await aios.close()
+
+
+def last_whisper(slack_api: FakeSlackApi) -> str:
+    text = [c.params["text"] for c in slack_api.calls if c.method == "chat.postEphemeral"][-1]
+    assert isinstance(text, str)
+    return text
+
+
+async def test_voice_lists_the_brand_voice_notes_newest_first(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await aios.process(ShowVoice(TEAM, REQUESTER, CHANNEL))
+    assert "no brand-voice notes yet" in last_whisper(slack_api)
+    first, _ = await aios.memory.remember(TEAM, "Plain, warm, specific; no hype", kind="brand_voice")
+    second, _ = await aios.memory.remember(TEAM, "We say 'you', never 'customers'", kind="brand_voice")
+    await aios.memory.remember(TEAM, "Ana prefers email", kind="note")
+    await aios.memory.remember("T0OTHER", "Shout a lot", kind="brand_voice")
+
+    await aios.process(ShowVoice(TEAM, REQUESTER, CHANNEL))
+    said = last_whisper(slack_api)
+    assert said.index(f"M-{second}") < said.index(f"M-{first}")
+    assert "Ana prefers email" not in said and "Shout a lot" not in said
+    assert "/aios remember --kind brand_voice" in said
+
+
+async def test_voice_in_the_console_and_in_help(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await aios.memory.remember(CONSOLE_TEAM, "Plain, warm, specific; no hype", kind="brand_voice")
+    session = ConsoleSession(aios, ConsoleTransport(Console(file=io.StringIO())))
+    await session.slash(REQUESTER, "voice")
+    assert "Plain, warm, specific; no hype" in last_whisper(slack_api)
+    assert "`/aios voice`" in HELP
