@@ -24,6 +24,7 @@ from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
+from tests.fakes.weaviate_server import WeaviateServer
 from tests.fakes.wordpress_server import WordPressServer, wordpress_site
 
 CHANNEL = "C0SHOP"
@@ -121,6 +122,23 @@ def wordpress(wordpress_server: WordPressServer) -> Iterator[WordPressServer]:
     """The session's WordPress, emptied after each test so that its slugs are free again."""
     yield wordpress_server
     wordpress_server.delete_all_posts()
+
+
+@pytest.fixture(scope="session")
+def weaviate_session() -> Iterator[WeaviateServer]:
+    """One local Weaviate (REST and gRPC, in a child process) per session and worker."""
+    with WeaviateServer() as server:
+        yield server
+
+
+@pytest.fixture
+def weaviate_server(weaviate_session: WeaviateServer) -> Iterator[WeaviateServer]:
+    """The session's Weaviate, serving at the start and the end of each test, even one that stopped it."""
+    if not weaviate_session.running:
+        weaviate_session.start()
+    yield weaviate_session
+    if not weaviate_session.running:
+        weaviate_session.start()
 
 
 @pytest.fixture
