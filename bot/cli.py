@@ -805,26 +805,50 @@ def _memory_key(text: str) -> int:
 
 
 @memory_app.command("export")
-def memory_export(team: TeamOption = CONSOLE_TEAM) -> None:
-    """Print a team's memories as JSON Lines (text, kind, key, metadata, timestamps, vector model)."""
-    for record in _run(lambda: _with_memory(lambda memory: memory.export(team))):
-        typer.echo(json.dumps(record, sort_keys=True))
+def memory_export(
+    team: TeamOption = CONSOLE_TEAM,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of stdout.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Write a team's memories as a snapshot (JSON Lines: a header, then one memory a line; see the README)."""
+    from storage.memory.snapshot import snapshot_lines
+    from storage.records import utcnow
+
+    memories = _run(lambda: _with_memory(lambda memory: memory.export(team)))
+    lines = snapshot_lines(team, memories, utcnow())
+    if output is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    try:
+        with output.open("w", encoding="utf-8") as file:
+            file.writelines(f"{line}\n" for line in lines)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    out.print(f"exported {len(memories)} memories of {team} to {output}", highlight=False)
 
 
 @memory_app.command("import")
 def memory_import(
-    path: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A snapshot, or - for stdin.", dir_okay=False, allow_dash=True),
+    ],
     team: TeamOption = CONSOLE_TEAM,
 ) -> None:
-    """Import JSON Lines exported by `aios memory export` into a team."""
+    """Import a snapshot written by `aios memory export` into a team, timestamps and all."""
+    from storage.memory.snapshot import import_snapshot
+
     try:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        _fail(f"{path} is not JSON Lines (line {exc.lineno}): {exc.msg}")
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {path}: {exc}")
-    # The whole bot: the policy's retention rules apply to what is imported.
-    imported = _run(lambda: _with_store(lambda aios: aios.memory.import_records(team, records)))
+        snapshot = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        _fail(f"{path} is not UTF-8 text: a snapshot is JSON Lines")
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}")
+    lines = snapshot.splitlines()
+    imported = _run(lambda: _with_memory(lambda memory: import_snapshot(memory, team, lines)))
     out.print(f"imported {imported} new memories into {team}")
 
 

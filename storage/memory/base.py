@@ -16,7 +16,19 @@ from storage.unit_of_work import UnitOfWorkFactory
 log = structlog.get_logger(__name__)
 
 
-EXPORT_FIELDS = ("text", "kind", "key", "meta", "created_at", "expires_at", "vector_model")
+# What a snapshot keeps of each memory besides its team (`storage.memory.snapshot`; the README describes them).
+EXPORT_FIELDS = (
+    "text",
+    "kind",
+    "key",
+    "meta",
+    "created_at",
+    "last_used_at",
+    "use_count",
+    "expires_at",
+    "vector",
+    "vector_model",
+)
 
 
 class MemoryStoreError(Exception):
@@ -73,9 +85,14 @@ class MemoryStore(Protocol):
 
     async def forget(self, team: str, memory_id: int) -> bool: ...
 
-    async def export(self, team: str) -> list[dict[str, Any]]: ...
+    async def export(self, team: str) -> list[dict[str, Any]]:
+        """The team's live memories, oldest first, each as a snapshot line holds it (its team, EXPORT_FIELDS)."""
+        ...
 
-    async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int: ...
+    async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int:
+        """Store exported memories in ``team`` as they were (timestamps, use count, lifetime, vector); returns how
+        many are new. Every record is checked first: one refused (say, of another team) and nothing is written."""
+        ...
 
     async def expire(self) -> int:
         """Delete memories past their time to live; returns how many."""
