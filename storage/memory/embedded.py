@@ -17,11 +17,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
 from storage.memory.base import (
-    EXPORT_FIELDS,
     SUMMARY_KIND,
     SUMMARY_MAX_USES,
     MemoryHit,
@@ -31,6 +32,7 @@ from storage.memory.base import (
 )
 from storage.memory.entities import named_keys, namespace, normalised_key
 from storage.memory.ranking import HYBRID_ALPHA, fuse, matches, recency_boosted
+from storage.memory.snapshot import SnapshotError, exported, memory_row
 from storage.records import Memory, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -38,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 
 VECTOR_CACHE_SECONDS = 30.0
+IMPORT_BATCH = 1000  # memories per INSERT when importing, and per call of the index hook
+EMBED_BATCH = 256  # texts per call of the embedder when importing
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
 
 
@@ -244,40 +248,77 @@ class EmbeddedMemoryStore:
                     select(Memory).where(Memory.team_id == team, self._alive()).order_by(col(Memory.id))
                 )
             ).all()
-        return [
-            {
-                **{f: getattr(row, f) for f in EXPORT_FIELDS},
-                "team": team,
-                "created_at": row.created_at.isoformat(),
-                "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-            }
-            for row in rows
-        ]
+        return [exported(row) for row in rows]
 
     async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int:
-        """Import exported memories into ``team``; a record that names another team is refused."""
-        imported = 0
+        """Store exported memories in ``team`` as they were: timestamps, use count, lifetime, and vectors made by
+        this store's model (other texts are embedded again, when there is an embedder). Every record is checked
+        before anything is written, so a refused one (say, of another team) leaves the store as it was. Memories
+        already expired are skipped; a text the team already holds stays as it is. Returns how many are new."""
+        now = self._clock()
+        checked: dict[str, tuple[int, dict[str, Any]]] = {}
         for number, record in enumerate(records, 1):
-            named = record.get("team")
-            if named not in (None, team):
-                raise MemoryStoreError(
-                    f"record {number} belongs to team {named!r}, not {team!r}; nothing after it was "
-                    "imported (memories never move between teams)"
-                )
-            expires = record.get("expires_at")
-            ttl = datetime.fromisoformat(expires) - self._clock() if expires else None
-            if ttl is not None and ttl <= timedelta(0):
-                continue  # already expired
-            _, created = await self.remember(
-                team,
-                str(record["text"]),
-                kind=str(record.get("kind", "note")),
-                key=record.get("key"),
-                meta=record.get("meta") or {},
-                ttl=ttl,
+            row = memory_row(number, record, team, now)
+            if row["expires_at"] is None or row["expires_at"] > now:
+                checked.setdefault(row["content_hash"], (number, row))  # the same text twice: the first
+        async with self._units() as uow:
+            held = set(
+                (await uow.repo.session.exec(select(Memory.content_hash).where(Memory.team_id == team))).all()
             )
-            imported += created
-        return imported
+        new = [(number, row) for digest, (number, row) in checked.items() if digest not in held]
+        await self._import_vectors(new)
+        return await self._inserted(team, [row for _, row in new])
+
+    async def _import_vectors(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        """Keep the imported vectors this store's model made (their length checked against the model's), and
+        embed the other texts in batches; without an embedder nothing is searched by vector, so none is kept."""
+        embedder = self._embedder
+        if embedder is None:
+            for _, row in rows:
+                row["vector"] = row["vector_model"] = None
+            return
+        kept = [(number, row) for number, row in rows if row["vector_model"] == embedder.model]
+        if kept:
+            [probe] = await embedder.embed([kept[0][1]["text"]])
+            for number, row in kept:
+                if len(row["vector"]) != 4 * len(probe):
+                    raise SnapshotError(
+                        number,
+                        f"its vector has {len(row['vector']) // 4} values, but {embedder.model} makes "
+                        f"{len(probe)}; nothing was imported",
+                    )
+        missing = [row for _, row in rows if row["vector_model"] != embedder.model]
+        for start in range(0, len(missing), EMBED_BATCH):
+            batch = missing[start : start + EMBED_BATCH]
+            for row, vector in zip(batch, await embedder.embed([r["text"] for r in batch]), strict=True):
+                row["vector"], row["vector_model"] = array("f", vector).tobytes(), embedder.model
+
+    async def _inserted(self, team: str, rows: list[dict[str, Any]]) -> int:
+        """Insert checked memories in batches, in one transaction (the keyword index's triggers fire as for any
+        insert); a text the team has come to hold meanwhile is left out by ON CONFLICT DO NOTHING. Returns how
+        many were inserted."""
+        if not rows:
+            return 0
+        table = Memory.__table__  # type: ignore[attr-defined]
+        inserted = 0
+        async with self._units() as uow:
+            session = uow.repo.session
+            connection = await session.connection()
+            insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+            statement = insert(table).on_conflict_do_nothing().returning(table.c.id, table.c.content_hash)
+            for start in range(0, len(rows), IMPORT_BATCH):
+                batch = rows[start : start + IMPORT_BATCH]
+                ids = {
+                    digest: memory_id for memory_id, digest in (await connection.execute(statement, batch))
+                }
+                memories = [
+                    Memory(id=ids[row["content_hash"]], **row) for row in batch if row["content_hash"] in ids
+                ]
+                await self._indexed(session, memories)
+                inserted += len(memories)
+            await uow.commit()
+        self._vector_cache.pop(team, None)
+        return inserted
 
     async def expire(self) -> int:
         async with self._units() as uow:
