@@ -668,6 +668,9 @@ def policy_check(
 
 def _print_check(source: str, content_hash: str, report: CheckReport) -> None:
     out.print(f"[bold]{escape(source)}[/] (policy {content_hash[:12]})", highlight=False)
+    if report.publishing_windows:
+        windows = ", ".join(report.publishing_windows)
+        out.print(f"publishing windows (in AIOS_TIMEZONE): {escape(windows)}", highlight=False)
     for result in report.results:
         test, got = result.test, result.got
         if result.passed and got is not None:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.windows import PublishingWindow
+
 Verdict = Literal["allow", "deny", "require_approval"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -103,6 +105,25 @@ class MemoryRetention(BaseModel):
     _after = field_validator("summarise_after", mode="before")(lambda value: optional_duration(value))
 
 
+class Publishing(BaseModel):
+    """When posts may go out, in the team's time zone (AIOS_TIMEZONE); no windows: any time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    windows: tuple[PublishingWindow, ...] = ()
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _parse_windows(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(w, str | PublishingWindow) for w in value
+        ):
+            raise ValueError('expected a list of windows like ["tue 09:00-12:00", "fri 09:00-12:00"]')
+        return tuple(w if isinstance(w, PublishingWindow) else PublishingWindow.parse(w) for w in value)
+
+
 class Expectation(BaseModel):
     """What a policy test expects the engine to say; all but the verdict are checked only when given."""
 
@@ -159,6 +180,7 @@ class PolicyFile(BaseModel):
     default_approvers: list[str] = []
     budgets: list[Budget] = []
     memory: MemoryRetention = MemoryRetention()
+    publishing: Publishing = Publishing()
     tests: list[PolicyTest] = []  # run by `aios policy check`; the bot itself never reads them
 
     @field_validator("roles")

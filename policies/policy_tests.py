@@ -94,6 +94,7 @@ class CheckReport:
     results: list[CaseResult]
     problems: list[RuleProblem]
     untested_rules: list[str] = field(default_factory=list)  # rules no test reached: shown, not a failure
+    publishing_windows: list[str] = field(default_factory=list)  # when posts may go out; none: any time
 
     @property
     def ok(self) -> bool:
@@ -107,6 +108,7 @@ class CheckReport:
             "failed": sum(not result.passed for result in self.results),
             "problems": [problem.as_json() for problem in self.problems],
             "untested_rules": self.untested_rules,
+            "publishing_windows": self.publishing_windows,
         }
 
 
@@ -116,7 +118,8 @@ def check(policy: Policy, models: ActionModels | None) -> CheckReport:
     results = run_tests(policy, models)
     reached = {result.got.rule for result in results if result.got is not None}
     untested = [rule.id for rule in policy.document.rules if rule.id not in reached]
-    return CheckReport(results, rule_problems(policy, models or {}), untested)
+    windows = [str(window) for window in policy.document.publishing.windows]
+    return CheckReport(results, rule_problems(policy, models or {}), untested, windows)
 
 
 def run_tests(policy: Policy, models: ActionModels | None) -> list[CaseResult]:

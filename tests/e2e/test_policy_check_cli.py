@@ -178,3 +178,26 @@ def test_against_history_counts_the_recorded_decisions_that_would_change(folder:
     assert (history["window"], history["actions"], history["changed"]) == ("30d", 2, 1)
     bad_window = run("policy", "check", str(folder / "passing.yaml"), "--against-history", "a month", env=env)
     assert bad_window.returncode == 2 and "'a month' is not a duration" in bad_window.stderr
+
+
+def test_publishing_windows_are_reported_and_a_wrong_one_is_refused(folder: Path) -> None:
+    windows = PASSING.replace(
+        "tests:", 'publishing:\n  windows: ["tue 09:00-12:00", "mon-fri 14:00-17:30"]\ntests:'
+    )
+    (folder / "windows.yaml").write_text(windows)
+    result = run("policy", "check", str(folder / "windows.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        result.stdout.splitlines()[1]
+        == "publishing windows (in AIOS_TIMEZONE): tue 09:00-12:00, mon-fri 14:00-17:30"
+    )
+    document = json.loads(run("policy", "check", str(folder / "windows.yaml"), "--json").stdout)
+    assert document["publishing_windows"] == ["tue 09:00-12:00", "mon-fri 14:00-17:30"]
+
+    (folder / "wrong.yaml").write_text(windows.replace("tue 09:00-12:00", "tuesday mornings"))
+    wrong = run("policy", "check", str(folder / "wrong.yaml"))
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert (
+        "publishing.windows: 'tuesday mornings' is not a publishing window; write days and hours"
+        in wrong.stderr
+    )
