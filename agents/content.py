@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
-from agents.base import Agent, Context, PlanRequest
+from agents.base import Agent, AgentPlan, Context, PlanRequest
+from agents.dates import describe
 from agents.llm import LLM
+from agents.publishing_calendar import PublishingCalendar
 from agents.social_snippets import parse_request
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.errors import ConnectorError
@@ -52,16 +55,35 @@ class ContentAgent(Agent):
     # Every brand-voice note, not only those sharing words with a query; set by the composition root.
     voice: BrandVoice | None = None
 
-    def __init__(self, llm: LLM, registry: ConnectorRegistry, memory: MemoryStore) -> None:
+    def __init__(
+        self,
+        llm: LLM,
+        registry: ConnectorRegistry,
+        memory: MemoryStore,
+        calendar: PublishingCalendar | None = None,
+    ) -> None:
         super().__init__(llm, registry, memory)
+        self.calendar = calendar or PublishingCalendar()
         reader = (
             registry.connector_for("wordpress.update") if "wordpress.update" in self.action_names else None
         )
         self._posts = reader if isinstance(reader, PostReader) else None
 
+    async def plan(self, request: PlanRequest) -> AgentPlan:
+        """The plan, whose rationale says exactly when each scheduled post goes out, whoever planned it."""
+        plan = await super().plan(request)
+        told = [
+            f"{action.slug} goes out {when}."
+            for action in plan.actions
+            if isinstance(action, CmsPublish)
+            and action.publish_at is not None
+            and (when := describe(action.publish_at, self.calendar.zone)) not in plan.rationale
+        ]
+        return replace(plan, rationale="\n".join([plan.rationale, *told]).strip()) if told else plan
+
     async def context(self, request: PlanRequest) -> Context:
         """The team's brand-voice notes, remembered posts that match the request, and the posts it names."""
-        context = Context()
+        context = Context(lines=[self.calendar.context_line()])
         team = request.call.team_id
         if self.voice is not None:
             context.add_memories(await self.voice.notes(team))
@@ -87,7 +109,10 @@ class ContentAgent(Agent):
 
     async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
         """A post drafted earlier in the same plan is not in the CMS yet, and still may be published or edited;
-        a second draft under the same slug is certain to be refused."""
+        a second draft under the same slug is certain to be refused. A publish must go out at a time to come,
+        inside the publishing windows."""
+        if isinstance(action, CmsPublish) and (late := self.calendar.refusal(action)):
+            return late
         slug = _changed_slug(action)
         drafted = [a.effective_slug() for a in planned if isinstance(a, CmsCreateDraft)]
         if isinstance(action, CmsCreateDraft) and slug in drafted:

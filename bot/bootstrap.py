@@ -18,6 +18,7 @@ from agents.llm import LLM, CallContext
 from agents.metering import BudgetWarning, MeteredLLM
 from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
+from agents.publishing_calendar import PublishingCalendar
 from agents.returns import OrderLookup, ReturnsAgent
 from agents.tools_agent import ToolsAgent
 from bot import observability
@@ -229,7 +230,11 @@ async def _wire(
     )
     memory = await open_memory_store(settings, units, clock, retention)
     cleanup.push_async_callback(memory.close)
-    agents: list[Agent] = [ReturnsAgent(llm, registry, memory, orders), ContentAgent(llm, registry, memory)]
+    calendar = PublishingCalendar(settings.zone, policy.document.publishing.windows, clock)
+    agents: list[Agent] = [
+        ReturnsAgent(llm, registry, memory, orders),
+        ContentAgent(llm, registry, memory, calendar),
+    ]
     for agent in agents:
         if isinstance(agent, ContentAgent):
             agent.voice = BrandVoice(units, clock)

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
     # live replica, so recovery leaves it alone; work with an owner is taken as soon as its owner is gone.
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
 
+    # The team's time zone (an IANA name): scheduled posts and publishing windows are read and told in it.
+    timezone: str = Field(default="UTC", validation_alias="AIOS_TIMEZONE")
+
     # Real connectors: each replaces its sandbox (or adds its actions) when its settings are set. Passed to the
     # connectors by their environment names (``connector_settings``); secrets are kept out of reprs.
     stripe_api_key: str | None = Field(default=None, validation_alias="STRIPE_API_KEY", repr=False)
@@ -85,6 +89,22 @@ class Settings(BaseSettings):
         default=30, ge=0, le=10_080, validation_alias="AIOS_SOCIAL_DELAY_MINUTES"
     )
     social_networks: str = Field(default="", validation_alias="AIOS_SOCIAL_NETWORKS")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "is not a time zone this system knows; use an IANA name like Europe/Berlin, America/New_York "
+                "or UTC"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("social_networks")
     @classmethod

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+from agents.dates import UnreadableTime, describe, read_time
 from agents.llm import LLMReply, ToolCall
 from agents.offline.grammar import Grammar
+from agents.publishing_calendar import read_context
 from agents.social_snippets import SnippetRequest, parse_request, snippet
 
 _TITLE = re.compile(
@@ -14,7 +16,8 @@ _TITLE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _PUBLISH = re.compile(
-    r"\bpublish\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?:\s+(?:at|on)\s+(\S+))?", re.IGNORECASE
+    r"\bpublish\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?:\s+(?:at|on)\s+(.+?)[\s.!]*$)?",
+    re.IGNORECASE | re.DOTALL,
 )
 _UPDATE = re.compile(
     r"\bupdate\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+((?:title|body|excerpt)\b.*)$",
@@ -24,7 +27,8 @@ _FIELD = re.compile(
     r"\b(title|body|excerpt)\s+[\"“](.*?)[\"”](?=\s+(?:title|body|excerpt)\b|\s*$)", re.IGNORECASE | re.DOTALL
 )
 _SCHEDULE = re.compile(
-    r"\bschedule\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+(?:for|at|on)\s+(\S+)", re.IGNORECASE
+    r"\bschedule\s+(?:the\s+)?(?:post\s+)?([a-z0-9]+(?:-[a-z0-9]+)*)\s+(?:for|at|on)\s+(.+?)[\s.!]*$",
+    re.IGNORECASE | re.DOTALL,
 )
 
 
@@ -34,17 +38,11 @@ def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
     # First: a new body or title may well say "publish" or "draft".
     if "wordpress_update" in offered and (match := _UPDATE.search(text.strip())):
         return _update(match.group(1).lower(), match.group(2))
-    if "cms_publish" in offered:
-        if match := _SCHEDULE.search(text):
-            return LLMReply(
-                f"Schedule {match.group(1)} for {match.group(2)} as asked.",
-                [ToolCall("", "cms_publish", {"slug": match.group(1).lower(), "publish_at": match.group(2)})],
-            )
-        if match := _PUBLISH.search(text):
-            params: dict[str, object] = {"slug": match.group(1).lower()}
-            if match.group(2):
-                params["publish_at"] = match.group(2)
-            return LLMReply(f"Publish {params['slug']} as asked.", [ToolCall("", "cms_publish", params)])
+    if "cms_publish" in offered and (match := _SCHEDULE.search(text) or _PUBLISH.search(text)):
+        slug, when = match.group(1).lower(), match.group(2)
+        if when is None:
+            return LLMReply(f"Publish {slug} as asked.", [ToolCall("", "cms_publish", {"slug": slug})])
+        return _schedule(slug, when, system)
     if "cms_create_draft" in offered and (match := _TITLE.search(text)):
         params = {"title": match.group(1).strip()}
         if match.group(2):
@@ -53,6 +51,20 @@ def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
             f"Create a draft titled “{params['title']}”.", [ToolCall("", "cms_create_draft", params)]
         )
     return None
+
+
+def _schedule(slug: str, when: str, system: str) -> LLMReply:
+    """Read the time in the team's zone and say what was understood, exactly; an unreadable one proposes
+    nothing, and the reply says what is accepted."""
+    zone, now = read_context(system)
+    try:
+        moment = read_time(when, zone, now)
+    except UnreadableTime as exc:
+        return LLMReply(f"I didn't schedule {slug}: {exc}.")
+    return LLMReply(
+        f"Schedule {slug} to go out {describe(moment, zone)}.",
+        [ToolCall("", "cms_publish", {"slug": slug, "publish_at": moment.isoformat()})],
+    )
 
 
 def _snippets(request: SnippetRequest) -> LLMReply:
@@ -99,7 +111,7 @@ def examples(offered: set[str]) -> list[str]:
         found += [
             '`draft a post titled "Spring lookbook"`',
             "`publish post spring-lookbook`",
-            "`schedule post spring-lookbook for 2026-12-01T09:00:00Z`",
+            "`schedule post spring-lookbook for next Monday 9am`",
         ]
     if "wordpress_update" in offered:
         found += ['`update post spring-lookbook title "Spring lookbook 2027"` (or body "…", excerpt "…")']

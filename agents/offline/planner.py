@@ -25,7 +25,9 @@ looked up for the id or email the words name:
 Content (tools ``cms_create_draft``, ``cms_publish``; ``wordpress_update`` when WordPress is configured):
   * ``draft a post titled "Spring lookbook"`` (optionally ``with body "…"``)
   * ``publish post spring-lookbook`` or ``publish spring-lookbook``
-  * ``schedule post spring-lookbook for 2026-12-01T09:00:00Z``
+  * ``schedule post spring-lookbook for next Monday 9am`` (or ``publish spring-lookbook at tomorrow 14:00``,
+    ``on Dec 3 at 9``, ``2026-12-01 09:00``): read in the team's time zone, which the agent's context names, and
+    said back as an absolute date, time and zone; a time it cannot read proposes nothing, saying what it can
   * ``update post spring-lookbook title "Spring lookbook 2027"``, or ``body "…"``, ``excerpt "…"`` (several
     at once, each in quotes); an update written otherwise proposes nothing, and the reply says how to write it
 

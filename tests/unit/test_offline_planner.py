@@ -83,7 +83,7 @@ async def test_content_grammar() -> None:
         ("cms_publish", {"slug": "spring-lookbook"})
     ]
     assert await plan("schedule post spring-lookbook for 2026-12-01T09:00:00Z", CONTENT, "") == [
-        ("cms_publish", {"slug": "spring-lookbook", "publish_at": "2026-12-01T09:00:00Z"})
+        ("cms_publish", {"slug": "spring-lookbook", "publish_at": "2026-12-01T09:00:00+00:00"})
     ]
 
 
