@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlmodel import select
 
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
 from connectors.base import ConnectorContext
+from connectors.due_publishing import DueOutcome, DuePublish
 from connectors.errors import PermanentConnectorError
 from connectors.wordpress_cms import WORDPRESS_SETTINGS
 from storage.records import SandboxPost, utcnow
@@ -34,6 +36,33 @@ class SandboxCms:
             return None
         return _post_result(post, replayed=True)
 
+    async def refusal(self, action: Action) -> str | None:
+        """A live post is not moved back to scheduled: readers would lose it until then."""
+        if not isinstance(action, CmsPublish) or action.publish_at is None:
+            return None
+        async with self._units() as uow:
+            post = (
+                await uow.repo.session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
+            ).first()
+        return _already_live(action.slug) if post is not None and post.status == "published" else None
+
+    async def publish_due(self, slug: str, publish_at: datetime) -> DuePublish:
+        async with self._units() as uow:
+            session = uow.repo.session
+            post = (await session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()
+            if post is None:
+                return DuePublish(DueOutcome.LEFT_ALONE, f"there is no post with the slug {slug!r} any more")
+            if post.status == "published":
+                return DuePublish(DueOutcome.ALREADY_LIVE)
+            if post.status != "scheduled":
+                return DuePublish(DueOutcome.LEFT_ALONE, f"it is {post.status} now")
+            if post.publish_at != publish_at:
+                return DuePublish(DueOutcome.LEFT_ALONE, "it was rescheduled", rescheduled_to=post.publish_at)
+            post.status, post.updated_at = "published", utcnow()
+            session.add(post)
+            await uow.commit()
+        return DuePublish(DueOutcome.PUBLISHED)
+
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         async with self._units() as uow:
             session = uow.repo.session
@@ -59,6 +88,8 @@ class SandboxCms:
                     post.status = "unpublished"
                 else:
                     scheduled = action.publish_at is not None and action.publish_at > utcnow()
+                    if scheduled and post.status == "published":
+                        raise PermanentConnectorError(_already_live(action.slug))
                     post.status = "scheduled" if scheduled else "published"
                     post.publish_at = action.publish_at or utcnow()
                 post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
@@ -68,6 +99,10 @@ class SandboxCms:
             session.add(post)
             await uow.commit()
             return _post_result(post, replayed=False)
+
+
+def _already_live(slug: str) -> str:
+    return f"the post {slug!r} is already live; unpublish it first if it should go out again later"
 
 
 def _post_result(post: SandboxPost, *, replayed: bool) -> dict[str, Any]:

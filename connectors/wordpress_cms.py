@@ -19,7 +19,12 @@ revision of a post's first state), so those values go into the bot's ledger (``s
 just before the change is sent: after a crash, the marker says the change landed and the ledger what it replaced.
 
 Before approval, ``refusal`` reads the post by slug, so that nobody is asked to approve a change of a post that
-is not there, a publish of a post already published, or a second post under a taken slug.
+is not there, a publish of a post already published (now or later: a live post is not moved back to
+``future``), or a second post under a taken slug.
+
+A scheduled post is ``future`` in WordPress, which publishes it by WP-Cron, a job that runs only when the site
+gets visits (or a system cron) and so may run late or never. When it falls due, the bot's timer calls
+``publish_due``: a post WordPress has published is left alone, a ``future`` one is published through REST.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ import httpx
 
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.base import ConnectorContext
-from connectors.errors import ConnectorSettingError, PermanentConnectorError
+from connectors.due_publishing import DueOutcome, DuePublish
+from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.http_errors import raise_if_transient, reach
 from connectors.sent_ledger import SentLedger
 
@@ -135,9 +141,41 @@ class WordPressCms:
         if len(posts) > 1:
             return _ambiguous(slug, posts)
         if isinstance(action, CmsPublish) and posts[0].get("status") == "publish":
-            later = action.publish_at is not None and action.publish_at > datetime.now(UTC)
-            return None if later else f"the post {slug!r} is already published"
+            return (
+                _already_live(slug)
+                if action.publish_at is not None
+                else f"the post {slug!r} is already published"
+            )
         return None
+
+    async def publish_due(self, slug: str, publish_at: datetime) -> DuePublish:
+        posts = await self._posts({"slug": slug, "per_page": "100", "_fields": "id,status,date_gmt"})
+        if len(posts) != 1:
+            why = (
+                f"WordPress has no post with the slug {slug!r} any more"
+                if not posts
+                else _ambiguous(slug, posts)
+            )
+            return DuePublish(DueOutcome.LEFT_ALONE, why)
+        post = posts[0]
+        status = str(post.get("status"))
+        if status == "publish":
+            return DuePublish(DueOutcome.ALREADY_LIVE)
+        if status != "future":
+            return DuePublish(DueOutcome.LEFT_ALONE, f"it is {_STATUS.get(status, status)} in WordPress now")
+        date = _gmt(post.get("date_gmt"))
+        if date is not None and date != publish_at.astimezone(UTC).replace(microsecond=0):
+            return DuePublish(DueOutcome.LEFT_ALONE, "it was rescheduled", rescheduled_to=date)
+        async with self._writing:
+            published = await self._write(
+                f"/wp/v2/posts/{post['id']}", {"status": "publish", "date_gmt": _wordpress_date(publish_at)}
+            )
+        if published.get("status") != "publish":
+            # WordPress keeps a post whose date is still ahead of its own clock `future`.
+            raise TransientConnectorError(
+                f"WordPress still holds {slug!r} as scheduled (its clock may be behind); trying again shortly"
+            )
+        return DuePublish(DueOutcome.PUBLISHED)
 
     async def posts_by_slug(self, slugs: Sequence[str]) -> list[PostSummary]:
         """The posts (any status) with these slugs, in one request."""
@@ -230,11 +268,13 @@ class WordPressCms:
             change["status"] = "draft"
         else:
             when = action.publish_at or datetime.now(UTC)
-            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)  # naive: UTC
+            later = when > datetime.now(UTC)
+            if later and post.get("status") == "publish":
+                raise PermanentConnectorError(_already_live(action.slug))
             # A later date makes the post `future` (scheduled: WordPress publishes it then). The date is sent
             # for "now" too, so that a date left by an earlier unpublish never backdates the post.
-            change["status"] = "future" if when > datetime.now(UTC) else "publish"
-            change["date_gmt"] = when.replace(tzinfo=None).isoformat(timespec="seconds")
+            change["status"] = "future" if later else "publish"
+            change["date_gmt"] = _wordpress_date(when)
         return await self._write(f"/wp/v2/posts/{post['id']}", change)
 
     async def _write(self, route: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +361,23 @@ def _slug(action: Action) -> str:
     if isinstance(action, CmsPublish | CmsUnpublish | WordpressUpdate):
         return action.slug
     raise PermanentConnectorError(f"the WordPress connector cannot do {action.name}")
+
+
+def _already_live(slug: str) -> str:
+    return f"the post {slug!r} is already live; unpublish it first if it should go out again later"
+
+
+def _wordpress_date(when: datetime) -> str:
+    """WordPress's ``date_gmt``: UTC without a zone, to the second (a naive time is taken as UTC)."""
+    utc = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _gmt(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _raw(post: Mapping[str, Any], field: str) -> str:

@@ -569,7 +569,12 @@ async def test_actions_certain_to_fail_are_refused_before_anyone_is_asked_to_app
                 "WordPress already has a post with the slug 'spring-lookbook' (“Spring lookbook”); give the "
                 "draft another title or slug, or update that post instead",
             ),
-            (CmsPublish(slug="summer-lookbook", publish_at=later), None),  # rescheduling is allowed
+            # A live post is not moved back to scheduled: readers would lose it until then.
+            (
+                CmsPublish(slug="summer-lookbook", publish_at=later),
+                "the post 'summer-lookbook' is already live; unpublish it first if it should go out again later",
+            ),
+            (CmsPublish(slug="spring-lookbook", publish_at=later), None),
             (CmsPublish(slug="spring-lookbook"), None),
             (CmsUnpublish(slug="summer-lookbook"), None),
             (WordpressUpdate(slug="summer-lookbook", excerpt="Sun"), None),
