@@ -206,6 +206,32 @@ class Escalation(SQLModel, table=True):
     created_at: datetime = _ts(index=True)
 
 
+class ScheduledPublish(SQLModel, table=True):
+    """A post due to go out later: written with the executed publish that scheduled it, and settled by the timer
+    sweep once its time has come. ``claimed_by`` (a process lease) is the compare-and-set that lets one replica
+    act on it at a time; a failed attempt frees it again for ``next_try_at``."""
+
+    __tablename__ = "scheduled_publish"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id", unique=True)  # the cms.publish that scheduled it
+    slug: str = Field(max_length=120)
+    connector: str = Field(max_length=60)  # the CMS that holds the post (SandboxCms, WordPressCms)
+    publish_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    zone: str = Field(max_length=60)  # the team's time zone when it was scheduled: how the thread is told
+    channel: str = Field(max_length=40)
+    thread_ts: str | None = Field(default=None, max_length=40)
+    claimed_by: int | None = None
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    attempts: int = 0
+    next_try_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    last_error: str | None = None
+    outcome: str | None = Field(default=None, max_length=20)  # published, already_live, left_alone
+    detail: str | None = None
+    done_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+    created_at: datetime = _ts()
+
+
 class PolicyVersion(SQLModel, table=True):
     """The text of every policy that judged an action, by the content hash its decisions record."""
 
