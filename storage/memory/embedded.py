@@ -103,14 +103,21 @@ class EmbeddedMemoryStore:
             if not created and ttl and stored.expires_at is not None:
                 stored.expires_at = max(stored.expires_at, now + ttl)  # said again: kept at least as long
                 uow.repo.session.add(stored)
-            if created and self._embedder is not None:
-                [vector] = await self._embedder.embed([stored.text])
-                stored.vector, stored.vector_model = array("f", vector).tobytes(), self._embedder.model
-                uow.repo.session.add(stored)
-                self._vector_cache.pop(team, None)
+            if created:
+                await self._embedded([stored])
+                await self._indexed(uow.repo.session, [stored])
             await uow.commit()
         assert stored.id is not None
         return stored.id, created
+
+    async def _embedded(self, memories: Sequence[Memory]) -> None:
+        """Give new memories their vectors, when there is an embedder."""
+        if self._embedder is None or not memories:
+            return
+        vectors = await self._embedder.embed([memory.text for memory in memories])
+        for memory, vector in zip(memories, vectors, strict=True):
+            memory.vector, memory.vector_model = array("f", vector).tobytes(), self._embedder.model
+            self._vector_cache.pop(memory.team_id, None)
 
     async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]:
         started = time.perf_counter()
@@ -235,11 +242,11 @@ class EmbeddedMemoryStore:
 
     async def forget(self, team: str, memory_id: int) -> bool:
         async with self._units() as uow:
-            result = await uow.repo.session.exec(
-                delete(Memory).where(col(Memory.id) == memory_id, col(Memory.team_id) == team)
+            removed = await self._deleted(
+                uow.repo.session, col(Memory.id) == memory_id, col(Memory.team_id) == team
             )
             await uow.commit()
-        return bool(result.rowcount)
+        return bool(removed)
 
     async def export(self, team: str) -> list[dict[str, Any]]:
         async with self._units() as uow:
@@ -322,11 +329,20 @@ class EmbeddedMemoryStore:
 
     async def expire(self) -> int:
         async with self._units() as uow:
-            result = await uow.repo.session.exec(
-                delete(Memory).where(col(Memory.expires_at) <= self._clock())
-            )
+            removed = await self._deleted(uow.repo.session, col(Memory.expires_at) <= self._clock())
             await uow.commit()
-        return int(result.rowcount or 0)
+        return len(removed)
+
+    async def _deleted(self, session: Any, *conditions: Any) -> list[tuple[str, int]]:
+        """Delete the memories that meet ``conditions`` and tell the index which went, in the caller's
+        transaction: DELETE … RETURNING names exactly the rows this statement deleted."""
+        result = await session.exec(
+            delete(Memory).where(*conditions).returning(col(Memory.team_id), col(Memory.id))
+        )
+        removed = [(str(team), int(memory_id)) for team, memory_id in result.all()]
+        if removed:
+            await self._unindexed(session, removed)
+        return removed
 
     async def close(self) -> None:
         return None
@@ -362,14 +378,15 @@ class EmbeddedMemoryStore:
             groups: dict[tuple[str, str, str], list[Memory]] = {}
             for memory in old:
                 groups.setdefault((memory.team_id, memory.kind, memory.key or ""), []).append(memory)
-            folded = 0
+            summaries: list[Memory] = []
+            replaced: list[int] = []
             for (team, kind, key), members in groups.items():
                 if len(members) < 2:
                     continue
                 text_ = f"Summary of {len(members)} {kind} memories about {key}: " + " | ".join(
                     m.text for m in members
                 )
-                await uow.repo.add(
+                summaries.append(
                     Memory(
                         team_id=team,
                         kind=SUMMARY_KIND,
@@ -385,11 +402,14 @@ class EmbeddedMemoryStore:
                         created_at=self._clock(),
                     )
                 )
-                for member in members:
-                    await session.delete(member)
-                folded += len(members)
+                replaced += [m.id for m in members if m.id is not None]
+            await self._embedded(summaries)
+            session.add_all(summaries)
+            await session.flush()
+            await self._indexed(session, summaries)
+            removed = await self._deleted(session, col(Memory.id).in_(replaced)) if replaced else []
             await uow.commit()
-        return folded
+        return len(removed)
 
     async def _hold_to_cap(self, kind: str, cap: int) -> int:
         """Delete, per team, the oldest and least used memories of ``kind`` beyond ``cap``."""
@@ -404,12 +424,14 @@ class EmbeddedMemoryStore:
                     .order_by(col(Memory.use_count).desc(), col(Memory.created_at).desc())
                     .limit(cap)
                 )
-                result = await session.exec(
-                    delete(Memory).where(
-                        col(Memory.team_id) == team, col(Memory.kind) == kind, col(Memory.id).not_in(keep)
+                deleted += len(
+                    await self._deleted(
+                        session,
+                        col(Memory.team_id) == team,
+                        col(Memory.kind) == kind,
+                        col(Memory.id).not_in(keep),
                     )
                 )
-                deleted += int(result.rowcount or 0)
             await uow.commit()
         return deleted
 
