@@ -1,20 +1,16 @@
 """Which long-term memory store the settings ask for: the embedded one in the SQL database, with Weaviate as
-its similarity tier when configured. Shared by the bot's start and the CLI's memory commands."""
+its search index when configured. Shared by the bot's start and the CLI's memory commands."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
-import structlog
-
 from bot.settings import MissingSettingError, Settings
 from storage.embedding import Embedder, load_embedder
-from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention, record_incident
+from storage.memory import EmbeddedMemoryStore, MemoryStore, Retention
 from storage.records import utcnow
 from storage.unit_of_work import UnitOfWorkFactory
-
-log = structlog.get_logger(__name__)
 
 
 def embedder_for(settings: Settings) -> Embedder | None:
@@ -34,18 +30,17 @@ async def open_memory_store(
     clock: Callable[[], datetime] = utcnow,
     retention: Retention | None = None,
 ) -> MemoryStore:
-    """Weaviate answers similarity searches when configured and reachable; the SQL store is always the record,
-    so when Weaviate is down the bot keeps serving with keyword search and says so in the log."""
-    if not settings.weaviate_url:
-        return EmbeddedMemoryStore(units, clock, retention, embedder=embedder_for(settings))
-    # Imported here: the Weaviate client is slow to import and most installations do not use it.
-    from storage.memory.weaviate import IndexedMemoryStore, MemoryIndexUnavailableError, WeaviateIndex
-
+    """Weaviate ranks searches when configured; the SQL store is always the record. A Weaviate that cannot be
+    reached at start (or later) leaves the bot serving from SQL while the store reconnects in the background."""
     embedder = embedder_for(settings)
-    try:
-        index = await WeaviateIndex.connect(settings.weaviate_url, settings.weaviate_api_key)
-    except MemoryIndexUnavailableError as exc:
-        log.error("memory_degraded", reason=str(exc), serving="sql search")
-        await record_incident(units, "memory", f"started without Weaviate: {exc}")
-        return EmbeddedMemoryStore(units, clock, retention, embedder)
-    return IndexedMemoryStore(units, index, clock, retention, embedder)
+    if not settings.weaviate_url:
+        return EmbeddedMemoryStore(units, clock, retention, embedder=embedder)
+    # Imported here: the Weaviate client is slow to import and most installations do not use it.
+    from storage.memory.weaviate import IndexedMemoryStore, WeaviateIndex
+
+    index = WeaviateIndex(
+        settings.weaviate_url, settings.weaviate_api_key, grpc_port=settings.weaviate_grpc_port
+    )
+    store = IndexedMemoryStore(units, index, clock, retention, embedder)
+    await store.start()
+    return store

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     llm_prices: str | None = Field(default=None, validation_alias="AIOS_LLM_PRICES")
     weaviate_url: str | None = Field(default=None, validation_alias="WEAVIATE_URL")
     weaviate_api_key: str | None = Field(default=None, validation_alias="WEAVIATE_API_KEY")
+    weaviate_grpc_port: int = Field(default=50051, ge=1, le=65535, validation_alias="WEAVIATE_GRPC_PORT")
     digest_channel: str | None = Field(default=None, validation_alias="AIOS_DIGEST_CHANNEL")
     digest_cron: str = Field(default="0 9 * * *", validation_alias="AIOS_DIGEST_CRON")
     shop_api_url: str | None = Field(default=None, validation_alias="AIOS_SHOP_API_URL")

@@ -1,32 +1,51 @@
-"""Weaviate as the similarity tier of long-term memory (weaviate-client v4, async).
+"""Weaviate as the search index of long-term memory (weaviate-client v4, async).
 
 The SQL store stays the record (ids, keys, lifetimes, retention, exact lookups); every memory is also an object
-in Weaviate, in its team's tenant (native multi-tenancy, one tenant per Slack team), found by hybrid search
-(BM25 + vectors, `alpha` weighting them) when the server has a vectoriser module, by BM25 otherwise. Results
-are mapped back to SQL rows, so anything forgotten or expired there never comes back from the index. When
-Weaviate cannot be reached the store keeps serving from SQL keywords, and says so in the log.
+in Weaviate, in its team's tenant (native multi-tenancy, one tenant per Slack team, created by the bot the first
+time it needs it), which ranks searches: hybrid (BM25 + vectors, `alpha` weighting them) when there are vectors
+(the bot's own, or the server's vectoriser), BM25 otherwise. Results are mapped back to SQL rows.
+
+Record and index are kept in step by an outbox: the transaction that stores or deletes memories also writes a
+``memory_index_queue`` row for each, and after the commit the queue is pushed to Weaviate and its rows deleted
+once Weaviate has them. A push gives the index what the record holds at that moment (a memory still stored is
+written, one gone is deleted), so pushing twice, late, or after a crash between the commit and the push ends the
+same. When Weaviate cannot be reached, searches are served from SQL keywords, one incident is noted per outage,
+and the store reconnects with backoff; the queue waits, and is drained as soon as Weaviate is back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
+import stamina
 import structlog
+from sqlalchemy import delete, text
+from sqlmodel import col, select
 
 from storage.embedding import Embedder
 from storage.memory.base import Retention, record_incident
 from storage.memory.embedded import EmbeddedMemoryStore
-from storage.records import Memory, utcnow
+from storage.memory.ranking import HYBRID_ALPHA
+from storage.records import Memory, MemoryIndexQueue, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
 COLLECTION = "AiosMemory"
 GRPC_PORT = 50051
+PUSH_BATCH = 200  # queue rows pushed per round trip
+PUSH_LOCK = 0x41494F534D49  # "AIOSMI": the advisory lock that lets one process at a time push (PostgreSQL)
+# The client retries an unreachable gRPC server for about a minute before it gives up: too long to keep a person
+# or a write waiting, so each call to Weaviate has a deadline of its own.
+SEARCH_DEADLINE = 3.0  # seconds; past it, the search is answered from SQL
+WRITE_DEADLINE = 20.0
+RECONNECT_WAIT = (0.5, 30.0)  # seconds: the first wait before trying Weaviate again, and the longest
 
 
 class MemoryIndexUnavailableError(Exception):
@@ -34,13 +53,26 @@ class MemoryIndexUnavailableError(Exception):
 
 
 class WeaviateIndex:
+    """One Weaviate collection with a tenant per team. ``open`` connects, and connects again after an outage."""
+
     def __init__(
-        self, client: Any, *, alpha: float, vectoriser: str | None, collection: str = COLLECTION
+        self,
+        url: str,
+        api_key: str | None,
+        *,
+        grpc_port: int = GRPC_PORT,
+        alpha: float = HYBRID_ALPHA,
+        vectoriser: str | None = None,
+        collection: str = COLLECTION,
     ) -> None:
-        self._client = client
+        self._url = url
+        self._api_key = api_key
+        self._grpc_port = grpc_port
         self._alpha = alpha
         self._vectoriser = vectoriser
         self.collection = collection
+        self._client: Any = None
+        self._tenants: set[str] = set()
 
     @classmethod
     async def connect(
@@ -48,15 +80,29 @@ class WeaviateIndex:
         url: str,
         api_key: str | None,
         *,
-        alpha: float = 0.5,
+        grpc_port: int = GRPC_PORT,
+        alpha: float = HYBRID_ALPHA,
         vectoriser: str | None = None,
         collection: str = COLLECTION,
     ) -> WeaviateIndex:
-        import weaviate
-        from weaviate.classes.config import Configure, DataType, Property
-        from weaviate.classes.init import Auth
+        index = cls(
+            url, api_key, grpc_port=grpc_port, alpha=alpha, vectoriser=vectoriser, collection=collection
+        )
+        await index.open()
+        return index
 
-        parsed = urlparse(url)
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def open(self) -> None:
+        """Connect with a fresh client (an old one's gRPC channel may still be backing off from an outage) and
+        create the collection when it is missing."""
+        import weaviate
+        from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+
+        await self.close()
+        parsed = urlparse(self._url)
         secure = parsed.scheme == "https"
         host = parsed.hostname or "localhost"
         client = weaviate.use_async_with_custom(
@@ -64,64 +110,123 @@ class WeaviateIndex:
             http_port=parsed.port or (443 if secure else 8080),
             http_secure=secure,
             grpc_host=host,
-            grpc_port=GRPC_PORT,
+            grpc_port=self._grpc_port,
             grpc_secure=secure,
-            auth_credentials=Auth.api_key(api_key) if api_key else None,
+            auth_credentials=Auth.api_key(self._api_key) if self._api_key else None,
+            additional_config=AdditionalConfig(
+                timeout=Timeout(init=5, query=SEARCH_DEADLINE, insert=WRITE_DEADLINE)
+            ),
         )
         try:
-            await client.connect()
-            if not await client.collections.exists(collection):
-                vectors = (
-                    Configure.Vectors.text2vec_transformers()
-                    if vectoriser == "text2vec-transformers"
-                    else Configure.Vectors.self_provided()
-                )
-                await client.collections.create(
-                    collection,
-                    multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=True),
-                    vector_config=vectors,
-                    properties=[
-                        Property(name="memory_id", data_type=DataType.INT, skip_vectorization=True),
-                        Property(name="text", data_type=DataType.TEXT),
-                        Property(name="kind", data_type=DataType.TEXT, skip_vectorization=True),
-                        Property(name="key", data_type=DataType.TEXT, skip_vectorization=True),
-                        Property(name="created_at", data_type=DataType.DATE, skip_vectorization=True),
-                    ],
-                )
+            async with asyncio.timeout(WRITE_DEADLINE):
+                await self._prepare(client)
         except Exception as exc:
             await client.close()
             raise MemoryIndexUnavailableError(
-                f"Weaviate at {url} is not usable ({type(exc).__name__}: {exc}); check WEAVIATE_URL and "
-                f"WEAVIATE_API_KEY, and that REST and gRPC ({GRPC_PORT}) are reachable"
+                f"Weaviate at {self._url} is not usable ({type(exc).__name__}: {exc}); check WEAVIATE_URL and "
+                f"WEAVIATE_API_KEY, and that REST and gRPC (port {self._grpc_port}) are reachable"
             ) from exc
-        return cls(client, alpha=alpha, vectoriser=vectoriser, collection=collection)
+        self._client = client
+        self._tenants = set()
 
-    def _tenant(self, team: str) -> Any:
-        return self._client.collections.use(self.collection).with_tenant(team)
+    async def _prepare(self, client: Any) -> None:
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+
+        await client.connect()
+        if not await client.collections.exists(self.collection):
+            vectors = (
+                Configure.Vectors.text2vec_transformers()
+                if self._vectoriser == "text2vec-transformers"
+                else Configure.Vectors.self_provided()
+            )
+            await client.collections.create(
+                self.collection,
+                multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=False),
+                vector_config=vectors,
+                properties=[
+                    Property(name="memory_id", data_type=DataType.INT, skip_vectorization=True),
+                    Property(name="text", data_type=DataType.TEXT),
+                    # Whole-value tokens, so a kind filter matches "brand_voice" and not "voice_note".
+                    Property(
+                        name="kind",
+                        data_type=DataType.TEXT,
+                        skip_vectorization=True,
+                        tokenization=Tokenization.FIELD,
+                    ),
+                    Property(
+                        name="key",
+                        data_type=DataType.TEXT,
+                        skip_vectorization=True,
+                        tokenization=Tokenization.FIELD,
+                    ),
+                    Property(name="created_at", data_type=DataType.DATE, skip_vectorization=True),
+                ],
+            )
+
+    async def _tenant(self, team: str) -> Any:
+        """The team's tenant, created the first time this process needs it (another process may have created it
+        first: that is fine)."""
+        from weaviate.classes.tenants import Tenant
+        from weaviate.exceptions import UnexpectedStatusCodeError
+
+        if self._client is None:
+            raise MemoryIndexUnavailableError("Weaviate is not connected")
+        collection = self._client.collections.use(self.collection)
+        if team not in self._tenants:
+            try:
+                await collection.tenants.create(Tenant(name=team))
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+            self._tenants.add(team)
+        return collection.with_tenant(team)
 
     @staticmethod
-    def _uuid(team: str, memory_id: int) -> str:
+    def uuid(team: str, memory_id: int) -> str:
         from weaviate.util import generate_uuid5
 
         return str(generate_uuid5(f"{team}:{memory_id}"))
 
-    async def add(self, team: str, memory: Memory) -> None:
-        """Index a memory, with the bot's own vector when it has one (else the server's vectoriser, if any)."""
-        assert memory.id is not None
-        await self._tenant(team).data.insert(
-            properties={
-                "memory_id": memory.id,
-                "text": memory.text,
-                "kind": memory.kind,
-                "key": memory.key or "",
-                "created_at": memory.created_at,
-            },
-            uuid=self._uuid(team, memory.id),
-            vector=list(array("f", memory.vector)) if memory.vector else None,
-        )
+    async def put(self, team: str, memories: Sequence[Memory]) -> None:
+        """Write memories (replacing any with the same id), with the bot's own vectors when they have one."""
+        from weaviate.classes.data import DataObject
 
-    async def remove(self, team: str, memory_id: int) -> None:
-        await self._tenant(team).data.delete_by_id(self._uuid(team, memory_id))
+        objects = []
+        for memory in memories:
+            assert memory.id is not None
+            objects.append(
+                DataObject(
+                    properties={
+                        "memory_id": memory.id,
+                        "text": memory.text,
+                        "kind": memory.kind,
+                        "key": memory.key or "",
+                        "created_at": memory.created_at,
+                    },
+                    uuid=self.uuid(team, memory.id),
+                    vector=list(array("f", memory.vector)) if memory.vector else None,
+                )
+            )
+        async with _within(WRITE_DEADLINE, "a write"):
+            result = await (await self._tenant(team)).data.insert_many(objects)
+        if result.has_errors:
+            first = next(iter(result.errors.values()))
+            raise MemoryIndexUnavailableError(
+                f"Weaviate refused {len(result.errors)} of {len(objects)} memories: {first.message}"
+            )
+
+    async def remove(self, team: str, memory_ids: Sequence[int]) -> None:
+        from weaviate.classes.query import Filter
+
+        uuids = [self.uuid(team, memory_id) for memory_id in memory_ids]
+        async with _within(WRITE_DEADLINE, "a delete"):
+            result = await (await self._tenant(team)).data.delete_many(
+                where=Filter.by_id().contains_any(uuids)
+            )
+        if result.failed:
+            raise MemoryIndexUnavailableError(
+                f"Weaviate failed to delete {result.failed} of {len(uuids)} memories"
+            )
 
     async def search(
         self,
@@ -131,9 +236,10 @@ class WeaviateIndex:
         kinds: Sequence[str] | None,
         vector: list[float] | None = None,
         since: datetime | None = None,
-    ) -> dict[int, float]:
-        """Hybrid search (BM25 + vectors, weighted by alpha) when there are vectors: the bot's for the query, or
-        the server's vectoriser; BM25 alone otherwise."""
+    ) -> tuple[dict[int, float], str]:
+        """Memory ids with their scores, and the tier that ranked them: hybrid (BM25 + vectors, weighted by
+        alpha) when there are vectors, the bot's for the query or the server's vectoriser; keyword (BM25)
+        otherwise."""
         from weaviate.classes.query import Filter, MetadataQuery
 
         conditions = []
@@ -142,32 +248,48 @@ class WeaviateIndex:
         if since is not None:
             conditions.append(Filter.by_property("created_at").greater_or_equal(since))
         filters = Filter.all_of(conditions) if conditions else None
-        query_api = self._tenant(team).query
-        if vector is not None or self._vectoriser:
-            result = await query_api.hybrid(
-                query,
-                vector=vector,
-                alpha=self._alpha,
-                limit=limit,
-                filters=filters,
-                return_metadata=MetadataQuery(score=True),
-            )
-        else:
-            result = await query_api.bm25(
-                query, limit=limit, filters=filters, return_metadata=MetadataQuery(score=True)
-            )
-        return {int(obj.properties["memory_id"]): float(obj.metadata.score or 0.0) for obj in result.objects}
+        hybrid = vector is not None or bool(self._vectoriser)
+        async with _within(SEARCH_DEADLINE, "a search"):
+            query_api = (await self._tenant(team)).query
+            if hybrid:
+                result = await query_api.hybrid(
+                    query,
+                    vector=vector,
+                    alpha=self._alpha,
+                    limit=limit,
+                    filters=filters,
+                    return_metadata=MetadataQuery(score=True),
+                )
+            else:
+                result = await query_api.bm25(
+                    query, limit=limit, filters=filters, return_metadata=MetadataQuery(score=True)
+                )
+        tier = "hybrid" if hybrid else "keyword"
+        ranks = {int(obj.properties["memory_id"]): float(obj.metadata.score or 0.0) for obj in result.objects}
+        return ranks, tier
 
     async def drop(self) -> None:
         """Delete the whole collection (tests)."""
-        await self._client.collections.delete(self.collection)
+        if self._client is not None:
+            await self._client.collections.delete(self.collection)
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _within(seconds: float, what: str) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise MemoryIndexUnavailableError(f"Weaviate did not answer {what} within {seconds:g} s") from None
 
 
 class IndexedMemoryStore(EmbeddedMemoryStore):
-    """The embedded store as the record, with Weaviate answering similarity searches."""
+    """The embedded store as the record, with Weaviate ranking searches; the two kept in step by an outbox."""
 
     def __init__(
         self,
@@ -176,9 +298,33 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         clock: Callable[[], datetime] = utcnow,
         retention: Retention | None = None,
         embedder: Embedder | None = None,
+        *,
+        reconnect_wait: tuple[float, float] = RECONNECT_WAIT,
     ) -> None:
         super().__init__(units, clock, retention, embedder)
         self._index = index
+        self._up = index.connected
+        self._reconnect_wait = reconnect_wait
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._pushing = asyncio.Lock()
+        self._postgres: bool | None = None
+
+    @property
+    def index_up(self) -> bool:
+        """Whether Weaviate answers searches now (False: SQL does, while the store reconnects)."""
+        return self._up
+
+    async def start(self) -> None:
+        """Connect unless connected, and push what a stopped process left in the queue. When Weaviate cannot be
+        reached the store serves from SQL and keeps trying in the background."""
+        if not self._index.connected:
+            try:
+                await self._index.open()
+            except MemoryIndexUnavailableError as exc:
+                await self._went_down(f"started without Weaviate: {exc}")
+                return
+            self._up = True
+        await self._push()
 
     async def remember(
         self,
@@ -190,39 +336,147 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         meta: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
     ) -> tuple[int, bool]:
-        memory_id, created = await super().remember(team, text_, kind=kind, key=key, meta=meta, ttl=ttl)
-        if created:
-            async with self._units() as uow:
-                memory = await uow.repo.get(Memory, memory_id)
-            try:
-                assert memory is not None
-                await self._index.add(team, memory)
-            except Exception as exc:  # the record is safe in SQL; the index catches up when re-imported
-                await self._incident(f"indexing M-{memory_id} failed: {exc!r}")
-        return memory_id, created
+        stored = await super().remember(team, text_, kind=kind, key=key, meta=meta, ttl=ttl)
+        await self._push()
+        return stored
+
+    async def forget(self, team: str, memory_id: int) -> bool:
+        forgotten = await super().forget(team, memory_id)
+        await self._push()
+        return forgotten
+
+    async def import_records(self, team: str, records: Iterable[dict[str, Any]]) -> int:
+        imported = await super().import_records(team, records)
+        await self._push()
+        return imported
+
+    async def expire(self) -> int:
+        expired = await super().expire()
+        await self._push()
+        return expired
+
+    async def maintain(self) -> dict[str, int]:
+        counts = await super().maintain()
+        await self._push()
+        return counts
+
+    async def _indexed(self, session: Any, memories: Sequence[Memory]) -> None:
+        session.add_all(self._queued(((m.team_id, m.id) for m in memories if m.id is not None), "add"))
+
+    async def _unindexed(self, session: Any, removed: Sequence[tuple[str, int]]) -> None:
+        session.add_all(self._queued(removed, "remove"))
+
+    def _queued(self, memories: Iterable[tuple[str, int]], op: str) -> list[MemoryIndexQueue]:
+        now = self._clock()
+        return [
+            MemoryIndexQueue(team_id=team, memory_id=memory_id, op=op, created_at=now)
+            for team, memory_id in memories
+        ]
 
     async def _ranked(
         self, team: str, query: str, limit: int, kinds: Sequence[str] | None, since: datetime | None
     ) -> tuple[dict[int, float], str]:
+        if self._up:
+            try:
+                vector = (await self._embedder.embed([query]))[0] if self._embedder is not None else None
+                return await self._index.search(team, query, limit, kinds, vector, since)
+            except Exception as exc:
+                await self._went_down(f"search fell back to SQL: {exc!r}")
+        return await super()._ranked(team, query, limit, kinds, since)
+
+    async def _push(self) -> None:
+        """Bring the index up to date with the queue, unless Weaviate is down (reconnecting drains it then)."""
+        if not self._up:
+            return
         try:
-            vector = (await self._embedder.embed([query]))[0] if self._embedder is not None else None
-            return await self._index.search(team, query, limit, kinds, vector, since), "similarity"
+            await self._drain()
         except Exception as exc:
-            await self._incident(f"search fell back to SQL keywords: {exc!r}")
-            return await super()._ranked(team, query, limit, kinds, since)
+            await self._went_down(f"the index could not be updated: {exc!r}")
+
+    async def _drain(self) -> None:
+        """Give Weaviate what the record holds for each queued memory, then delete those queue rows. Pushes run
+        one at a time, or a push that read the record before a forget could land after the forget's own push."""
+        async with self._one_push_at_a_time():
+            while True:
+                async with self._units() as uow:
+                    session = uow.repo.session
+                    queued = (
+                        await session.exec(
+                            select(MemoryIndexQueue).order_by(col(MemoryIndexQueue.id)).limit(PUSH_BATCH)
+                        )
+                    ).all()
+                    ids = {q.memory_id for q in queued}
+                    stored = (
+                        (await session.exec(select(Memory).where(col(Memory.id).in_(ids)))).all()
+                        if ids
+                        else []
+                    )
+                if not queued:
+                    return
+                held = {(m.team_id, m.id): m for m in stored}
+                present: dict[str, dict[int, Memory]] = {}
+                gone: dict[str, set[int]] = {}
+                for q in queued:
+                    memory = held.get((q.team_id, q.memory_id))
+                    if memory is not None:
+                        present.setdefault(q.team_id, {})[q.memory_id] = memory
+                    else:
+                        gone.setdefault(q.team_id, set()).add(q.memory_id)
+                for team, memories in present.items():
+                    await self._index.put(team, list(memories.values()))
+                for team, memory_ids in gone.items():
+                    await self._index.remove(team, sorted(memory_ids))
+                async with self._units() as uow:
+                    await uow.repo.session.exec(
+                        delete(MemoryIndexQueue).where(col(MemoryIndexQueue.id).in_([q.id for q in queued]))
+                    )
+                    await uow.commit()
+                if len(queued) < PUSH_BATCH:
+                    return
+
+    @contextlib.asynccontextmanager
+    async def _one_push_at_a_time(self) -> AsyncIterator[None]:
+        """In this process; and across processes on PostgreSQL by an advisory lock, held by a transaction of its
+        own while the push works in short ones (SQLite serves one machine, and its units of work cannot nest)."""
+        async with self._pushing:
+            if self._postgres is None:
+                async with self._units() as uow:
+                    bind = uow.repo.session.bind
+                    self._postgres = bind is not None and bind.dialect.name == "postgresql"
+            if not self._postgres:
+                yield
+                return
+            async with self._units() as lock:
+                connection = await lock.repo.session.connection()
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUSH_LOCK})
+                yield
+
+    async def _went_down(self, detail: str) -> None:
+        """Serve from SQL and reconnect in the background; the incident is noted once per outage."""
+        self._up = False
+        if self._reconnecting is not None:
+            return
+        self._reconnecting = asyncio.create_task(self._reconnect())
+        log.error("memory_index_unavailable", detail=detail, serving="sql search")
+        await record_incident(self._units, "memory", detail)
+
+    async def _reconnect(self) -> None:
+        initial, longest = self._reconnect_wait
+        # Whatever failed (Weaviate, or the database the queue is in), trying again later is all there is to do.
+        async for attempt in stamina.retry_context(
+            on=Exception, attempts=None, timeout=None, wait_initial=initial, wait_max=longest
+        ):
+            with attempt:
+                await self._index.open()
+                await self._drain()
+        self._up, self._reconnecting = True, None
+        log.info("memory_index_restored")
+        await self._push()  # what was written between the drain and now
 
     async def close(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+            self._reconnecting = None
         await self._index.close()
-
-    async def forget(self, team: str, memory_id: int) -> bool:
-        forgotten = await super().forget(team, memory_id)
-        if forgotten:
-            try:
-                await self._index.remove(team, memory_id)
-            except Exception as exc:  # searches map back to SQL rows, so a stale object is never returned
-                await self._incident(f"removing M-{memory_id} from the index failed: {exc!r}")
-        return forgotten
-
-    async def _incident(self, detail: str) -> None:
-        log.error("memory_index_unavailable", detail=detail)
-        await record_incident(self._units, "memory", detail)

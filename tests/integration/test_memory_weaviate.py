@@ -1,0 +1,337 @@
+"""Weaviate as memory's search index: the index always ends up holding exactly what the record holds (writes,
+forgets, expiry, caps, summaries, an outage, a crash between commit and push), with our vectors, in one tenant
+per team. Against a local server speaking Weaviate's REST and gRPC protocols, or a real Weaviate when
+WEAVIATE_URL is set (the outage test needs the local one: it stops and restarts it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import weaviate
+from sqlmodel import func, select
+
+from bot.memory_setup import open_memory_store
+from bot.settings import Settings
+from storage.engine import create_engine
+from storage.memory import Retention
+from storage.memory.weaviate import COLLECTION, GRPC_PORT, IndexedMemoryStore, WeaviateIndex
+from storage.migrate import upgrade_to_head
+from storage.records import Incident, Memory, MemoryIndexQueue
+from storage.unit_of_work import UnitOfWorkFactory
+from tests.conftest import Clock
+from tests.fakes.weaviate_server import WeaviateServer
+
+SHOP, STUDIO = "T0SHOP", "T0STUDIO"
+RETENTION = Retention(
+    ttl={"chatter": timedelta(days=7)}, cap={"customer": 2}, summarise_after=timedelta(days=30)
+)
+WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
+
+
+class WordHashEmbedder:
+    """A small deterministic embedder: each word hashed into one of 32 dimensions, unit length. Texts that share
+    words are near each other, which is all hybrid search needs to be exercised."""
+
+    model = "word-hash-32"
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self.vector(text) for text in texts]
+
+    @staticmethod
+    def vector(text: str) -> list[float]:
+        vector = [0.0] * 32
+        for word in re.findall(r"\w+", text.lower()):
+            vector[hashlib.sha256(word.encode()).digest()[0] % 32] += 1.0
+        norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+        return [x / norm for x in vector]
+
+
+@dataclass
+class Where:
+    url: str
+    grpc_port: int
+    server: WeaviateServer | None  # the local one, which a test may stop and start
+
+
+@pytest.fixture
+def where() -> Iterator[Where]:
+    if WEAVIATE_URL:
+        yield Where(WEAVIATE_URL, GRPC_PORT, None)
+        return
+    server = WeaviateServer().start()
+    try:
+        yield Where(server.url, server.grpc_port, server)
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def units(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    yield UnitOfWorkFactory.for_engine(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def collection() -> str:
+    return f"AiosMemoryTest{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def client(where: Where) -> AsyncIterator[Any]:
+    """Our own client on the same server: what the index holds, seen without the store."""
+    host = urlparse(where.url).hostname or "127.0.0.1"
+    port = urlparse(where.url).port or 8080
+    client = weaviate.use_async_with_custom(
+        http_host=host,
+        http_port=port,
+        http_secure=False,
+        grpc_host=host,
+        grpc_port=where.grpc_port,
+        grpc_secure=False,
+    )
+    await client.connect()
+    yield client
+    await client.close()
+
+
+def index_for(where: Where, collection: str) -> WeaviateIndex:
+    return WeaviateIndex(
+        where.url, os.environ.get("WEAVIATE_API_KEY"), grpc_port=where.grpc_port, collection=collection
+    )
+
+
+@pytest.fixture
+async def store(
+    where: Where, units: UnitOfWorkFactory, clock: Clock, collection: str
+) -> AsyncIterator[IndexedMemoryStore]:
+    store = IndexedMemoryStore(
+        units, index_for(where, collection), clock, RETENTION, WordHashEmbedder(), reconnect_wait=(0.05, 0.2)
+    )
+    await store.start()
+    assert store.index_up
+    yield store
+    await store.close()
+
+
+async def indexed(client: Any, collection: str, team: str) -> dict[int, Any]:
+    """Every object in the team's tenant, by memory id, with its vector."""
+    tenants = await client.collections.use(collection).tenants.get()
+    if team not in tenants:
+        return {}
+    tenant = client.collections.use(collection).with_tenant(team)
+    return {int(obj.properties["memory_id"]): obj async for obj in tenant.iterator(include_vector=True)}
+
+
+async def recorded(units: UnitOfWorkFactory, team: str) -> set[int]:
+    async with units() as uow:
+        ids = (await uow.repo.session.exec(select(Memory.id).where(Memory.team_id == team))).all()
+    return {i for i in ids if i is not None}
+
+
+async def queued(units: UnitOfWorkFactory) -> int:
+    async with units() as uow:
+        return int((await uow.repo.session.exec(select(func.count()).select_from(MemoryIndexQueue))).one())
+
+
+async def assert_in_step(units: UnitOfWorkFactory, client: Any, collection: str, *teams: str) -> None:
+    assert await queued(units) == 0
+    for team in teams:
+        assert set(await indexed(client, collection, team)) == await recorded(units, team), team
+
+
+async def back_up(store: IndexedMemoryStore) -> None:
+    """Wait for the store's reconnection (it retries every 0.05–0.2 s here)."""
+    for _ in range(400):
+        if store.index_up:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the store did not reconnect within 20 s")
+
+
+async def test_forget_expiry_caps_and_summaries_keep_the_index_equal_to_the_record(
+    store: IndexedMemoryStore, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    notes = [
+        (await store.remember(SHOP, f"order 1003 note {n}", kind="decision", key="order:1003"))[0]
+        for n in range(3)
+    ]
+    chatter, _ = await store.remember(SHOP, "the coffee machine is broken again", kind="chatter")
+    customers = []
+    for n in range(4):
+        customers.append((await store.remember(SHOP, f"customer fact number {n}", kind="customer"))[0])
+        clock.advance(minutes=1)
+    await store.remember(STUDIO, "the studio's order 1003 is a print")
+    await assert_in_step(units, client, collection, SHOP, STUDIO)
+    assert {chatter, *notes, *customers} <= set(await indexed(client, collection, SHOP))
+
+    assert await store.forget(SHOP, notes[0]) is True
+    await assert_in_step(units, client, collection, SHOP)
+
+    clock.advance(days=31)
+    counts = await store.maintain()
+    assert counts == {"expired": 1, "summarised": 2, "over_cap": 2}
+    await assert_in_step(units, client, collection, SHOP, STUDIO)
+    held = await indexed(client, collection, SHOP)
+    assert chatter not in held and not set(notes) & set(held)  # expired, summarised away
+    assert not set(customers[:2]) & set(held)  # beyond the cap
+    [summary] = [obj for obj in held.values() if obj.properties["kind"] == "summary"]
+    assert "order 1003 note 1" in summary.properties["text"]
+
+
+async def test_summaries_are_found_by_search(store: IndexedMemoryStore, clock: Clock) -> None:
+    for n in range(2):
+        await store.remember(
+            SHOP, f"grinder order 1005 left the warehouse {n}", kind="decision", key="order:1005"
+        )
+    clock.advance(days=31)
+    assert (await store.maintain())["summarised"] == 2
+    [hit] = await store.search(SHOP, "grinder warehouse")
+    assert hit.kind == "summary" and hit.tier == "hybrid"
+
+
+async def test_the_index_holds_our_own_vectors(
+    store: IndexedMemoryStore, client: Any, collection: str
+) -> None:
+    text = "Ana Lima's blender arrived cracked"
+    memory_id, _ = await store.remember(SHOP, text)
+    vector = (await indexed(client, collection, SHOP))[memory_id].vector["default"]
+    assert vector == pytest.approx(WordHashEmbedder.vector(text), abs=1e-6)
+
+
+async def test_hybrid_search_honours_kind_and_time_filters(store: IndexedMemoryStore, clock: Clock) -> None:
+    await store.remember(SHOP, "packaging uses recycled paper", kind="note")
+    clock.advance(days=10)
+    since = clock.now
+    recent, _ = await store.remember(SHOP, "packaging now uses compostable tape", kind="note")
+    post, _ = await store.remember(SHOP, "packaging story for the blog", kind="post")
+    await store.remember(SHOP, "the packaging voice is plain", kind="brand_voice")
+
+    hits = await store.search(SHOP, "packaging", kinds=["post"])
+    assert [h.id for h in hits] == [post] and hits[0].tier == "hybrid"
+    assert {h.id for h in await store.search(SHOP, "packaging", kinds=["note"], since=since)} == {recent}
+    assert [h.kind for h in await store.search(SHOP, "packaging voice", kinds=["voice"])] == []
+
+
+async def test_each_team_is_its_own_tenant_created_by_the_bot(
+    store: IndexedMemoryStore, client: Any, collection: str
+) -> None:
+    secret, _ = await store.remember(SHOP, "the supplier discount code is SPRING24")
+    theirs, _ = await store.remember(STUDIO, "the studio's discount code is different")
+
+    config = await client.collections.use(collection).config.get()
+    assert config.multi_tenancy_config.enabled and not config.multi_tenancy_config.auto_tenant_creation
+    assert set(await client.collections.use(collection).tenants.get()) == {SHOP, STUDIO}
+    assert set(await indexed(client, collection, SHOP)) == {secret}
+    assert set(await indexed(client, collection, STUDIO)) == {theirs}
+    assert [h.id for h in await store.search(STUDIO, "discount code SPRING24")] == [theirs]
+    assert await store.forget(STUDIO, secret) is False
+    assert set(await indexed(client, collection, SHOP)) == {secret}
+
+
+async def test_an_outage_queues_writes_serves_searches_from_sql_and_drains_when_weaviate_is_back(
+    where: Where, store: IndexedMemoryStore, units: UnitOfWorkFactory, client: Any, collection: str
+) -> None:
+    if where.server is None:
+        pytest.skip("stopping Weaviate needs the local server (WEAVIATE_URL is set)")
+    kept, _ = await store.remember(SHOP, "Sam's skillet ships from Lisbon")
+    gone, _ = await store.remember(SHOP, "Sam's kettle ships from Porto")
+
+    where.server.stop()
+    hits = await store.search(SHOP, "skillet Lisbon")
+    assert hits[0].id == kept and hits[0].tier == "hybrid"  # SQL's own keywords and vectors
+    assert not store.index_up
+    new, _ = await store.remember(SHOP, "Sam's wok ships from Madrid")
+    assert await store.forget(SHOP, gone) is True
+    assert (await store.search(SHOP, "wok Madrid"))[0].id == new
+    assert await queued(units) == 2
+    async with units() as uow:
+        incidents = (await uow.repo.session.exec(select(Incident).where(Incident.kind == "memory"))).all()
+    assert len(incidents) == 1  # one outage, one incident, however many searches and writes
+
+    where.server.start()
+    await back_up(store)
+    await assert_in_step(units, client, collection, SHOP)
+    assert set(await indexed(client, collection, SHOP)) == {kept, new}
+    assert (await store.search(SHOP, "wok Madrid"))[0].id == new
+
+
+async def test_a_store_started_after_a_crash_pushes_what_was_committed_but_not_indexed(
+    where: Where, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    crashed = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION, WordHashEmbedder())
+    # Never connected nor started: its writes commit with their queue rows, and the push never happens, as
+    # when a process dies right after a commit.
+    first, _ = await crashed.remember(SHOP, "order 1007 was a gift")
+    second, _ = await crashed.remember(SHOP, "order 1008 ships late")
+    await crashed.forget(SHOP, first)
+    assert await queued(units) == 3
+
+    started = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION, WordHashEmbedder())
+    await started.start()
+    try:
+        await assert_in_step(units, client, collection, SHOP)
+        assert set(await indexed(client, collection, SHOP)) == {second}
+    finally:
+        await started.close()
+
+
+async def test_weaviate_down_at_start_serves_from_sql_then_reconnects(
+    where: Where, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    if where.server is None:
+        pytest.skip("stopping Weaviate needs the local server (WEAVIATE_URL is set)")
+    where.server.stop()
+    store = IndexedMemoryStore(
+        units, index_for(where, collection), clock, RETENTION, reconnect_wait=(0.05, 0.2)
+    )
+    await store.start()
+    try:
+        assert not store.index_up
+        memory_id, _ = await store.remember(SHOP, "the Berlin warehouse closes at six")
+        hits = await store.search(SHOP, "Berlin warehouse")
+        assert [h.id for h in hits] == [memory_id] and hits[0].tier == "keyword"
+
+        where.server.start()
+        await back_up(store)
+        await assert_in_step(units, client, collection, SHOP)
+        assert set(await indexed(client, collection, SHOP)) == {memory_id}
+    finally:
+        await store.close()
+
+
+async def test_the_bot_starts_with_weaviate_down_and_uses_it_once_it_is_up(
+    where: Where, units: UnitOfWorkFactory, client: Any, clock: Clock
+) -> None:
+    if where.server is None:
+        pytest.skip("stopping Weaviate needs the local server (WEAVIATE_URL is set)")
+    where.server.stop()
+    settings = Settings(
+        _env_file=None,
+        WEAVIATE_URL=where.url,
+        WEAVIATE_GRPC_PORT=str(where.grpc_port),
+        AIOS_MEMORY_EMBEDDINGS="off",
+    )
+    store = await open_memory_store(settings, units, clock, RETENTION)
+    try:
+        assert isinstance(store, IndexedMemoryStore) and not store.index_up
+        memory_id, _ = await store.remember(SHOP, "the Lisbon warehouse closes at five")
+        assert [h.id for h in await store.search(SHOP, "Lisbon warehouse")] == [memory_id]
+
+        where.server.start()
+        await back_up(store)
+        await assert_in_step(units, client, COLLECTION, SHOP)
+    finally:
+        await store.close()
