@@ -56,7 +56,12 @@ class ReturnsAgent(Agent):
         """The orders and Stripe payments mentioned, and what is remembered about each order and customer (exact
         keys)."""
         texts = [request.text, *(m.text for m in request.history)]
-        order_ids = sorted({int(n) for t in texts for n in re.findall(r"\b(\d{3,7})\b", t)})
+        order_ids = sorted({int(n) for t in texts for n in _ORDER_NUMBER.findall(t)})
+        # What is remembered is given about what this request is about: the orders, customers and payments it
+        # names, or, when it names none ("and another $10"), the thread's. An earlier request in the thread about
+        # another order is still context, but its memories would be taken for this one's ("memories used").
+        about = [request.text] if _names_something(request.text) else texts
+        remembered = {int(n) for t in about for n in _ORDER_NUMBER.findall(t)}
         context = Context()
         lines = context.lines
         for order_id in order_ids:
@@ -71,28 +76,37 @@ class ReturnsAgent(Agent):
                     f"customer {_first_name(order.customer_name)} <{order.customer_email}>, item {order.item}"
                 )
                 lines.extend(order.describe_lines())
+            if order_id not in remembered:
+                continue
             team = request.call.team_id
             context.add_memories(await self._memory.lookup(team, f"order:{order_id}"))
             if order is not None:
-                context.add_memories(await self._memory.lookup(team, f"customer:{order.customer_email}"))
+                # The customer's memories may be about their other orders: a customer's history is context
+                # for a refund, and `/aios why` shows each memory's key, so it reads as about the customer.
+                key = f"customer:{order.customer_email.lower()}"
+                context.add_memories(await self._memory.lookup(team, key))
         if self._payments is not None:
-            await self._add_payments(self._payments, texts, request.call.team_id, context)
+            await self._add_payments(self._payments, texts, about, request.call.team_id, context)
         return context
 
     async def _add_payments(
-        self, payments: PaymentLookup, texts: list[str], team: str, context: Context
+        self, payments: PaymentLookup, texts: list[str], about: list[str], team: str, context: Context
     ) -> None:
         """A line for each payment named by id, and for each email address its payments (ids first), e.g.
         ``payment pi_3Q… (charge ch_3Q…): paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded,
-        customer ana@example.com, description Blue kettle``."""
+        customer ana@example.com, description Blue kettle``; and what is remembered about the payments and
+        customers named in ``about`` (the request, or the thread when the request names none)."""
         plain = [MAILTO.sub(r"\1", text) for text in texts]
         ids = list(dict.fromkeys(m.group() for t in plain for m in PAYMENT_ID.finditer(t)))[:MAX_LOOKUPS]
         emails = list(dict.fromkeys(m.group().lower() for t in plain for m in EMAIL.finditer(t)))[
             :MAX_LOOKUPS
         ]
+        named = [MAILTO.sub(r"\1", text) for text in about]
+        asked = {m.group() for t in named for m in PAYMENT_ID.finditer(t)}
+        asked |= {m.group().lower() for t in named for m in EMAIL.finditer(t)}
         lines = context.lines
         described: set[str] = set()
-        customers = dict.fromkeys(emails)
+        customers = dict.fromkeys(e for e in emails if e in asked)
         for query, label in [*((i, f"payment {i}") for i in ids), *((e, f"payments of {e}") for e in emails)]:
             try:
                 with scrubbing(self._registry.redactor):
@@ -111,8 +125,11 @@ class ReturnsAgent(Agent):
                 if payment.id not in described:
                     described.add(payment.id)
                     lines.append(_describe(payment))
-                    if payment.customer_email:
-                        customers[payment.customer_email.lower()] = None
+                if query not in asked:
+                    continue
+                context.add_memories(await self._memory.lookup(team, f"payment:{payment.id}"))
+                if payment.customer_email:
+                    customers[payment.customer_email.lower()] = None
         for email in customers:
             context.add_memories(await self._memory.lookup(team, f"customer:{email}"))
 
@@ -162,6 +179,17 @@ class ReturnsAgent(Agent):
                 f"payment {found[0].id} instead, so that every refund of this payment is counted together"
             )
         return None
+
+
+# An order number as a request writes it ("order 1001", "#1001", "refund 1001 …"): 3 to 7 digits that are not part
+# of an amount ("$1002", "1002.50"), a date, a time or an id (R-1002).
+_ORDER_NUMBER = re.compile(r"(?<![$€£\w.,/:-])(\d{3,7})\b(?![.,/:-]\d)")
+
+
+def _names_something(text: str) -> bool:
+    """Whether a request names an order, a payment or an email address of its own."""
+    plain = MAILTO.sub(r"\1", text)
+    return bool(_ORDER_NUMBER.search(plain) or PAYMENT_ID.search(plain) or EMAIL.search(plain))
 
 
 def _first_name(name: str) -> str:

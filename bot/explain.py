@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 INTENT_QUOTE_MAX = 500
 RATIONALE_QUOTE_MAX = 1000
 MEMORY_QUOTE_MAX = 300
+MEMORY_KEY_QUOTE_MAX = 80
 DETAIL_QUOTE_MAX = 500  # parameters, reasons, execution results and errors
 RULE_QUOTE_MAX = 1000  # a rule as its policy file had it
 
@@ -64,9 +65,7 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
         if run.memories_used:
             lines.append("• *Memories used*")
             for memory_id in run.memories_used:
-                memory = await uow.repo.get(Memory, memory_id)
-                said = quote(memory.text, MEMORY_QUOTE_MAX) if memory else "(forgotten since)"
-                lines.append(f"  – `M-{memory_id}` {said}")
+                lines.append(f"  – `M-{memory_id}` {_memory_line(await uow.repo.get(Memory, memory_id))}")
         lines += await escalation_lines(uow.repo, run.id)
         newest = await ReplayQueries(uow.repo.session).latest_policy_hash()
         for action in await uow.repo.actions_for_run(run.id):
@@ -192,6 +191,15 @@ def _rule_in(policy_text: str, rule_id: str) -> object:
 
 COUNTERFACTUAL_QUOTE_MAX = 1200  # up to three sentences
 WHEN_QUOTE_MAX = 300  # a rule's condition as the deciding policy had it
+
+
+def _memory_line(memory: Memory | None) -> str:
+    """A memory a run was given, with its kind and key: what it is about (an order, a customer, a post), so that a
+    customer's memory about another of their orders reads as about the customer."""
+    if memory is None:
+        return "(forgotten since)"
+    key = f"key `{quote(memory.key, MEMORY_KEY_QUOTE_MAX)}`" if memory.key else "no key"
+    return f"({memory.kind}, {key}) {quote(memory.text, MEMORY_QUOTE_MAX)}"
 
 
 def _cost_line(uses: list[ModelUse]) -> str:

@@ -1,5 +1,6 @@
 """The team's long-term memory in Slack (`/aios remember`, `recall`, `forget`), and what the bot remembers on its
-own: the outcome of every executed action, keyed by order, customer or post, for later threads to find."""
+own: the outcome of every executed action, keyed by order, Stripe payment, customer or post, for later threads to
+find."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from bot.handlers.base import HandlerBase
 from bot.messagebus import Message
 from bot.messages import ActionExecuted, Forget, Recall, Remember
 from bot.mrkdwn import escape, quote
-from connectors.actions import CmsCreateDraft, CmsPublish, CmsUnpublish, EmailSend, ShopRefund
+from connectors.actions import (
+    CmsCreateDraft,
+    CmsPublish,
+    CmsUnpublish,
+    EmailSend,
+    ShopRefund,
+    StripeRefund,
+)
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.memory import MemoryStoreError
 from storage.memory.entities import inferred_key
@@ -21,6 +29,7 @@ from storage.records import Decision, Intent, ProposedAction, Run
 log = structlog.get_logger(__name__)
 
 QUOTE_MAX = 500  # a memory or a query quoted back in a reply; `aios memory search` shows them whole
+KEY_QUOTE_MAX = 80
 
 
 class Memories(HandlerBase):
@@ -55,7 +64,8 @@ class Memories(HandlerBase):
             await self._whisper(command.channel, command.user, said)
             return []
         lines = [
-            f"• `{format_id('M', h.id)}` ({h.kind}, {h.created_at:%Y-%m-%d}) {quote(h.text, QUOTE_MAX)}"
+            f"• `{format_id('M', h.id)}` ({h.kind}{f', `{quote(h.key, KEY_QUOTE_MAX)}`' if h.key else ''}, "
+            f"{h.created_at:%Y-%m-%d}) {quote(h.text, QUOTE_MAX)}"
             for h in hits
         ]
         await self._whisper(command.channel, command.user, "\n".join(["*What I remember*", *lines]))
@@ -92,7 +102,8 @@ class Memories(HandlerBase):
         return []
 
     async def remember_outcome(self, event: ActionExecuted) -> Sequence[Message]:
-        """Keep what was done, keyed so that a later thread about the same order, customer or post finds it.
+        """Keep what was done, keyed so that a later thread about the same order, payment, customer or post finds
+        it (keys as `storage.memory.entities` reads them in a request).
 
         The record says what happened (action, amount, who asked, who or which rule allowed it, when, ids);
         text a requester or a model wrote (a refund's reason, an email's subject, a post's title) is quoted and
@@ -110,8 +121,12 @@ class Memories(HandlerBase):
             what = f"refunded ${action.amount:,.2f} on order {action.order_id}"
             kind, key = "decision", f"order:{action.order_id}"
             written = ("reason", action.reason)
+        elif isinstance(action, StripeRefund):
+            what = f"refunded ${action.amount:,.2f} of Stripe payment {action.payment}"
+            kind, key = "decision", f"payment:{action.payment}"
+            written = ("reason", action.reason)
         elif isinstance(action, EmailSend):
-            what, kind, key = f"emailed {action.to}", "customer", f"customer:{action.to}"
+            what, kind, key = f"emailed {action.to}", "customer", f"customer:{action.to.lower()}"
             written = ("subject", action.subject)
         elif isinstance(action, CmsCreateDraft):
             slug = action.effective_slug()
