@@ -253,6 +253,7 @@ async def _wire(
         memory=memory,
         lease=lease,
         social=settings.social(),
+        zone=settings.zone,
     )
     bus = MessageBus(IntentTraces.for_store(units, settings.database_url))
     handlers.register(bus)

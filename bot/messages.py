@@ -118,6 +118,11 @@ class SweepTimers(Command):
 
 
 @dataclass(frozen=True)
+class PublishDuePosts(Command):
+    """Make sure the scheduled posts whose time has come are live, and tell their threads."""
+
+
+@dataclass(frozen=True)
 class ExecuteAction(Command):
     action_id: int
 

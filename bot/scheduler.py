@@ -1,5 +1,5 @@
-"""In-process timers (APScheduler 3.x): the approval-timer sweep, the dead-owner sweep, memory retention and the
-digest.
+"""In-process timers (APScheduler 3.x): the approval-timer sweep, scheduled posts, the dead-owner sweep, memory
+retention and the digest.
 
 No job state lives in the scheduler: deadlines are columns in SQL and each firing claims its work with a
 compare-and-set, so a restart rebuilds everything from the store and a job fired twice does nothing twice.
@@ -14,7 +14,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.bootstrap import Aios
 from bot.digest import digest_trigger
-from bot.messages import SweepTimers
+from bot.messages import PublishDuePosts, SweepTimers
 
 TIMER_SWEEP_SECONDS = 15
 # How soon a replica notices that another died and carries on its work (at start it is at once).
@@ -34,6 +34,18 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
         sweep,
         IntervalTrigger(seconds=TIMER_SWEEP_SECONDS),
         id="approval-timers",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=aios.clock(),
+    )
+
+    async def publish_due() -> None:
+        await aios.process(PublishDuePosts())
+
+    scheduler.add_job(
+        publish_due,
+        IntervalTrigger(seconds=TIMER_SWEEP_SECONDS),
+        id="scheduled-publishes",
         coalesce=True,
         max_instances=1,
         next_run_time=aios.clock(),

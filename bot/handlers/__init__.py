@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from agents.dates import UTC_ZONE
 from agents.dispatcher import Dispatcher
 from agents.social_snippets import SocialSettings
 from bot.handlers.approvals import Approvals
@@ -19,6 +21,7 @@ from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
 from bot.handlers.memories import Memories
 from bot.handlers.planning import Planning
 from bot.handlers.recovery import Recovery
+from bot.handlers.scheduled_publishing import ScheduledPublishing
 from bot.handlers.snippets import Snippets
 from bot.handlers.voice import Voice
 from bot.messagebus import MessageBus
@@ -34,6 +37,7 @@ from bot.messages import (
     HandleIntent,
     PauseAgent,
     ProposeAction,
+    PublishDuePosts,
     Recall,
     ReconcileExecution,
     Recover,
@@ -71,9 +75,10 @@ class Handlers:
         memory: MemoryStore,
         lease: Lease,
         social: SocialSettings | None = None,
+        zone: ZoneInfo = UTC_ZONE,
     ) -> None:
         collaborators = Collaborators(
-            units, dispatcher, policy, registry, transport, clock, offline, memory, lease
+            units, dispatcher, policy, registry, transport, clock, offline, memory, lease, zone
         )
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
@@ -84,6 +89,7 @@ class Handlers:
         self.memories = Memories(collaborators)
         self.snippets = Snippets(collaborators, social)
         self.voice = Voice(collaborators)
+        self.scheduled_publishing = ScheduledPublishing(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -95,6 +101,7 @@ class Handlers:
         bus.on_command(ProposeAction, self.planning.propose_action)
         bus.on_command(DecideApproval, self.approvals.decide_approval)
         bus.on_command(SweepTimers, self.approvals.sweep)
+        bus.on_command(PublishDuePosts, self.scheduled_publishing.publish_due)
         bus.on_command(ExecuteAction, self.execution.execute_action)
         bus.on_event(ActionAllowed, self.execution.execute_when_cleared)
         bus.on_event(ActionApproved, self.execution.execute_when_cleared)

@@ -6,9 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
+from agents.dates import UTC_ZONE
 from agents.dispatcher import Dispatcher
 from bot import blocks
 from bot.mrkdwn import escape
@@ -52,6 +54,7 @@ class Collaborators:
     offline: bool  # planning without a model: say so once per thread
     memory: MemoryStore
     lease: Lease  # this process's: the work it takes on records it as the owner
+    zone: ZoneInfo = UTC_ZONE  # the team's time zone (AIOS_TIMEZONE): how times are told
 
 
 class HandlerBase:
@@ -65,6 +68,7 @@ class HandlerBase:
         self.offline = collaborators.offline
         self.memory = collaborators.memory
         self.lease = collaborators.lease
+        self.zone = collaborators.zone
 
     def _capability(self, proposed: ProposedAction, policy_hash: str, granted_by: str) -> Capability:
         """What lets this exact action run once, for a while; minted in the transaction that allowed it."""

@@ -14,6 +14,7 @@ from pydantic_core import to_jsonable_python
 from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase
+from bot.handlers.scheduled_publishing import record_due_publish
 from bot.messagebus import Message
 from bot.messages import (
     ActionAllowed,
@@ -276,6 +277,8 @@ class Executions(HandlerBase):
             await uow.repo.set_action_status(
                 execution.action_id, ActionStatus.EXECUTED if succeeded else ActionStatus.FAILED
             )
+            if succeeded:
+                await record_due_publish(uow, self.registry, self.zone, execution.action_id, result)
             await uow.commit()
             return execution
 

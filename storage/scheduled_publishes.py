@@ -1,0 +1,75 @@
+"""Reads and compare-and-sets of scheduled publishes: posts due to go out later, settled once by the timer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.records import ScheduledPublish
+
+
+class ScheduledPublishes:
+    """One small repository over the ``scheduled_publish`` table, on the unit of work's session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def due(self, now: datetime) -> list[ScheduledPublish]:
+        """Unsettled publishes whose time has come and whose next try (after a failure) is not later."""
+        query = (
+            select(ScheduledPublish)
+            .where(
+                col(ScheduledPublish.done_at).is_(None),
+                col(ScheduledPublish.publish_at) <= now,
+                or_(col(ScheduledPublish.next_try_at).is_(None), col(ScheduledPublish.next_try_at) <= now),
+            )
+            .order_by(col(ScheduledPublish.publish_at), col(ScheduledPublish.id))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def claim(self, publish_id: int, seen_owner: int | None, owner: int, now: datetime) -> bool:
+        """Take the publish if it is still unsettled and held by whom it was seen held by (nobody, or a process
+        that has died); of any number of concurrent callers one gets True."""
+        held = (
+            col(ScheduledPublish.claimed_by).is_(None)
+            if seen_owner is None
+            else col(ScheduledPublish.claimed_by) == seen_owner
+        )
+        statement = (
+            update(ScheduledPublish)
+            .where(col(ScheduledPublish.id) == publish_id, col(ScheduledPublish.done_at).is_(None), held)
+            .values(claimed_by=owner, claimed_at=now)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def settle(
+        self, publish_id: int, owner: int, now: datetime, outcome: str, detail: str | None
+    ) -> bool:
+        statement = (
+            update(ScheduledPublish)
+            .where(
+                col(ScheduledPublish.id) == publish_id,
+                col(ScheduledPublish.claimed_by) == owner,
+                col(ScheduledPublish.done_at).is_(None),
+            )
+            .values(done_at=now, outcome=outcome, detail=detail)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def try_again(self, publish_id: int, owner: int, error: str, at: datetime) -> bool:
+        """Let go of a publish that failed, to be tried again at ``at`` (by any replica)."""
+        statement = (
+            update(ScheduledPublish)
+            .where(col(ScheduledPublish.id) == publish_id, col(ScheduledPublish.claimed_by) == owner)
+            .values(
+                claimed_by=None,
+                claimed_at=None,
+                attempts=col(ScheduledPublish.attempts) + 1,
+                last_error=error,
+                next_try_at=at,
+            )
+        )
+        return bool((await self.session.exec(statement)).rowcount)
