@@ -108,7 +108,16 @@ def run_status_for(action_statuses: set[str]) -> RunStatus:
     return RunStatus.DENIED
 
 
-class Once(SQLModel, table=True):
+class Record(SQLModel):
+    """What every table derives from. Rows come from the database and new ones are constructed without
+    validation, so pydantic builds a table's validator and serializer when it is first used (a model_dump)
+    rather than when this module is imported: building them for every table took a good part of each `aios`
+    command's start."""
+
+    model_config = {"defer_build": True}
+
+
+class Once(Record, table=True):
     """Keys of things that must happen once: a Slack ``event_id`` (drops duplicates and retries), the offline
     notice in a thread, the digest of a period. Inserting the key is the claim."""
 
@@ -116,7 +125,7 @@ class Once(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class Intent(SQLModel, table=True):
+class Intent(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(max_length=20)  # slash, mention, im, console
     team_id: str = Field(default="", max_length=40)
@@ -130,7 +139,7 @@ class Intent(SQLModel, table=True):
     owner: int | None = None  # the ProcessLease of the process that accepted it (none on old rows)
 
 
-class Run(SQLModel, table=True):
+class Run(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     intent_id: int = Field(foreign_key="intent.id", index=True)
     agent: str = Field(max_length=40)
@@ -146,7 +155,7 @@ class Run(SQLModel, table=True):
     history: list[dict[str, str]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
-class ProposedAction(SQLModel, table=True):
+class ProposedAction(Record, table=True):
     __tablename__ = "proposed_action"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -162,7 +171,7 @@ class ProposedAction(SQLModel, table=True):
     undoes_action_id: int | None = Field(default=None, foreign_key="proposed_action.id", index=True)
 
 
-class Decision(SQLModel, table=True):
+class Decision(Record, table=True):
     """A judgement about an action: the policy's verdict, a person's approval or rejection, a refused click."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -186,7 +195,7 @@ class EscalationStatus(enum.StrEnum):
     TAKEN_OVER = "taken_over"
 
 
-class Escalation(SQLModel, table=True):
+class Escalation(Record, table=True):
     """A run handed to people instead of a guess: why, what they were asked, whom, and how it ended."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -206,7 +215,7 @@ class Escalation(SQLModel, table=True):
     created_at: datetime = _ts(index=True)
 
 
-class ScheduledPublish(SQLModel, table=True):
+class ScheduledPublish(Record, table=True):
     """A post due to go out later: written with the executed publish that scheduled it, and settled by the timer
     sweep once its time has come. ``claimed_by`` (a process lease) is the compare-and-set that lets one replica
     act on it at a time; a failed attempt frees it again for ``next_try_at``."""
@@ -232,7 +241,7 @@ class ScheduledPublish(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class PolicyVersion(SQLModel, table=True):
+class PolicyVersion(Record, table=True):
     """The text of every policy that judged an action, by the content hash its decisions record."""
 
     __tablename__ = "policy_version"
@@ -242,7 +251,7 @@ class PolicyVersion(SQLModel, table=True):
     first_seen_at: datetime = _ts()
 
 
-class Approval(SQLModel, table=True):
+class Approval(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     action_id: int = Field(foreign_key="proposed_action.id", unique=True)
     decision_id: int = Field(foreign_key="decision.id")
@@ -263,7 +272,7 @@ class Approval(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class ApprovalVote(SQLModel, table=True):
+class ApprovalVote(Record, table=True):
     """One approver's yes towards an approval's quorum; a person counts once."""
 
     __tablename__ = "approval_vote"
@@ -275,7 +284,7 @@ class ApprovalVote(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class Click(SQLModel, table=True):
+class Click(Record, table=True):
     """An Approve or Reject click, stored before Slack gets its ack and marked processed once handled: a process
     that stops in between leaves it here for the next start to handle, so an acknowledged click is never lost."""
 
@@ -288,7 +297,7 @@ class Click(SQLModel, table=True):
     processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
 
 
-class AgentPause(SQLModel, table=True):
+class AgentPause(Record, table=True):
     """An agent stopped by `/aios pause`: no new runs plan and no approved action of its runs executes."""
 
     __tablename__ = "agent_pause"
@@ -298,7 +307,7 @@ class AgentPause(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class Execution(SQLModel, table=True):
+class Execution(Record, table=True):
     __table_args__ = (UniqueConstraint("idempotency_key", name="uq_execution_idempotency_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -312,7 +321,7 @@ class Execution(SQLModel, table=True):
     owner: int | None = None  # the ProcessLease of the process that claimed it (none on old rows)
 
 
-class LlmCall(SQLModel, table=True):
+class LlmCall(Record, table=True):
     """One model call: what it cost, how long it took, how it ended, and whom it was for."""
 
     __tablename__ = "llm_call"
@@ -337,7 +346,7 @@ class LlmCall(SQLModel, table=True):
     created_at: datetime = _ts(index=True)
 
 
-class BudgetAccount(SQLModel, table=True):
+class BudgetAccount(Record, table=True):
     """One budget's money for one scope value and period: reserved by calls in flight, spent, granted."""
 
     __tablename__ = "budget_account"
@@ -358,7 +367,7 @@ class BudgetAccount(SQLModel, table=True):
         return self.limit_usd + self.granted_usd - self.spent_usd - self.reserved_usd
 
 
-class Capability(SQLModel, table=True):
+class Capability(Record, table=True):
     """Permission to execute one action once: minted by an allowing verdict or a won approval, bound to the
     action's name and exact parameters (a hash), the policy in force, who granted it, and an expiry."""
 
@@ -373,7 +382,7 @@ class Capability(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class ExecutionAttempt(SQLModel, table=True):
+class ExecutionAttempt(Record, table=True):
     """One call to a connector for an execution; retries and reconciliations each add one."""
 
     __tablename__ = "execution_attempt"
@@ -387,7 +396,7 @@ class ExecutionAttempt(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class Memory(SQLModel, table=True):
+class Memory(Record, table=True):
     """Something worth remembering across threads, scoped to one Slack team (tenant).
 
     ``key`` serves exact lookups (``order:1003``, ``customer:ana@example.com``, ``post:spring-lookbook``);
@@ -414,7 +423,7 @@ class Memory(SQLModel, table=True):
     vector_model: str | None = Field(default=None, max_length=80)
 
 
-class Incident(SQLModel, table=True):
+class Incident(Record, table=True):
     """Something that went wrong outside a run and that the digest should report (say, memory degraded)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -423,7 +432,7 @@ class Incident(SQLModel, table=True):
     created_at: datetime = _ts(index=True)
 
 
-class ProcessLease(SQLModel, table=True):
+class ProcessLease(Record, table=True):
     """A running bot process. Its id is the lease it records on the work it does; whether the process is still
     alive is told by a lock it holds (see :mod:`storage.leases`), not by this row, which is only its name."""
 
@@ -440,7 +449,7 @@ class ProcessLease(SQLModel, table=True):
 # --- The sandbox connectors' own state: a shop, a CMS and an outbox. ---
 
 
-class SandboxOrder(SQLModel, table=True):
+class SandboxOrder(Record, table=True):
     __tablename__ = "sandbox_order"
 
     id: int = Field(primary_key=True)
@@ -452,7 +461,7 @@ class SandboxOrder(SQLModel, table=True):
     status: str = "delivered"
 
 
-class SandboxRefund(SQLModel, table=True):
+class SandboxRefund(Record, table=True):
     __tablename__ = "sandbox_refund"
     __table_args__ = (UniqueConstraint("idempotency_key", name="uq_sandbox_refund_idempotency_key"),)
 
@@ -464,7 +473,7 @@ class SandboxRefund(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class SandboxPost(SQLModel, table=True):
+class SandboxPost(Record, table=True):
     __tablename__ = "sandbox_post"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -477,7 +486,7 @@ class SandboxPost(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class SandboxEmail(SQLModel, table=True):
+class SandboxEmail(Record, table=True):
     __tablename__ = "sandbox_email"
     __table_args__ = (UniqueConstraint("idempotency_key", name="uq_sandbox_email_idempotency_key"),)
 
@@ -489,7 +498,7 @@ class SandboxEmail(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class SandboxSocialPost(SQLModel, table=True):
+class SandboxSocialPost(Record, table=True):
     """A social post the sandbox recorded instead of posting (any network), by idempotency key."""
 
     __tablename__ = "sandbox_social_post"
@@ -505,7 +514,7 @@ class SandboxSocialPost(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class SentMessage(SQLModel, table=True):
+class SentMessage(Record, table=True):
     """What a connector sent to a system that cannot be asked afterwards (an SMTP server, a webhook receiver),
     by idempotency key: after a crash, that connector's ``lookup`` reads this ledger instead."""
 
@@ -520,7 +529,7 @@ class SentMessage(SQLModel, table=True):
     sent_at: datetime = _ts()
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(Record, table=True):
     """One link of the audit chain: a governance record's content as written, chained to the entry before by
     hash (see :mod:`storage.audit`). An update of a record is a new entry; entries are never changed."""
 
@@ -537,7 +546,7 @@ class AuditEntry(SQLModel, table=True):
     recorded_at: datetime = _ts(index=True)
 
 
-class UndoRequest(SQLModel, table=True):
+class UndoRequest(Record, table=True):
     """A person asked to undo an executed action; ``intent_id`` is the request as filed. The unique
     (action, attempt) is the claim: of two clicks at once one files, and a new attempt is only taken once the
     one before it ended without undoing (rejected, denied, failed)."""
@@ -553,7 +562,7 @@ class UndoRequest(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class MemoryIndexQueue(SQLModel, table=True):
+class MemoryIndexQueue(Record, table=True):
     """A memory that a separate search index (Weaviate) has yet to be told about: written in the transaction that
     stored or deleted it and deleted once the index has caught up, so a crash or an outage between the commit and
     the index loses nothing. ``op`` says what happened (add | remove); the index is given what the record holds."""

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, case, func, update
+from sqlalchemy import Insert, Table, and_, case, func, update
 from sqlalchemy import select as sql_select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -72,8 +70,17 @@ class Repository:
         """INSERT … ON CONFLICT DO NOTHING; True when this call inserted the row."""
         table: Table = model.__table__  # type: ignore[attr-defined]
         dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        result = await self.session.exec(insert(table).values(**values).on_conflict_do_nothing())
+        # Imported here: the PostgreSQL dialect is slow to import, and a store on SQLite never needs it.
+        statement: Insert
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            statement = pg_insert(table).values(**values).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            statement = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+        result = await self.session.exec(statement)
         return bool(result.rowcount)
 
     async def first_time(self, key: str) -> bool:

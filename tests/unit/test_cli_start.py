@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from pydantic import ValidationError
+from sqlmodel import SQLModel
 
 from storage.migrate import alembic_config, newest_revision
+from storage.records import Record, SandboxOrder
 
 HEAVY = (
     "anthropic",
@@ -60,6 +63,36 @@ def test_light_commands_import_nothing_heavy(tmp_path: Path, args: tuple[str, ..
         env={**_plain_environment(), **env},
     )
     assert json.loads(result.stdout) == []
+
+
+def test_every_table_builds_its_validator_on_first_use_not_at_import() -> None:
+    deferred = {model.__table__.name for model in Record.__subclasses__()}  # type: ignore[attr-defined]
+    assert set(SQLModel.metadata.tables) - deferred == set(), "tables must derive from storage.records.Record"
+
+
+def test_a_table_built_on_first_use_validates_and_dumps() -> None:
+    order = SandboxOrder.model_validate(
+        {
+            "id": "7",
+            "customer_name": "Ana",
+            "customer_email": "ana@example.com",
+            "item": "Mug",
+            "total": "12.5",
+        }
+    )
+    assert order.model_dump(mode="json") == {
+        "id": 7,
+        "customer_name": "Ana",
+        "customer_email": "ana@example.com",
+        "item": "Mug",
+        "total": 12.5,
+        "refunded": 0.0,
+        "status": "delivered",
+    }
+    with pytest.raises(ValidationError, match="total"):
+        SandboxOrder.model_validate(
+            {"id": 8, "customer_name": "A", "customer_email": "a", "item": "M", "total": "x"}
+        )
 
 
 def test_the_newest_revision_read_from_file_names_is_alembics_head() -> None:
