@@ -266,3 +266,30 @@ async def test_the_sandbox_publishes_what_is_due_and_leaves_what_people_changed(
     with pytest.raises(PermanentConnectorError, match="already live"):
         await cms.execute(live, "back-to-scheduled")
     assert await cms.refusal(CmsPublish(slug="summer-lookbook", publish_at=later)) is None  # rescheduling
+
+
+async def test_a_row_held_by_a_live_replica_is_left_to_it_and_one_held_by_a_dead_process_is_taken_over(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    first = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    second = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        timer = await schedule_and_approve(first, slack_api, "tomorrow 14:00")
+        clock.now = timer.publish_at
+        for owner, published in (
+            (second.lease.id, "scheduled"),
+            (first.lease.id + second.lease.id + 99, "published"),
+        ):
+            async with first.units() as uow:
+                row = await uow.repo.get(ScheduledPublish, timer.id)
+                assert row is not None
+                row.claimed_by, row.claimed_at = owner, clock.now
+                uow.repo.session.add(row)
+                await uow.commit()
+            await first.process(PublishDuePosts())
+            assert (await posts(first))["spring-lookbook"] == published
+        [settled] = await timers(first)
+        assert (settled.outcome, settled.claimed_by) == ("published", first.lease.id)
+    finally:
+        await first.close()
+        await second.close()
