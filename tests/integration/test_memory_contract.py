@@ -218,3 +218,27 @@ async def test_exact_keys_respect_kinds_time_tenants_and_forgetting(store: Memor
     assert tom in [h.id for h in await store.search(SHOP, "prefers email")]
     assert await store.forget(SHOP, old) is True
     assert await store.search(SHOP, "order 1003") == []
+
+
+async def test_what_forgetting_and_retention_remove_is_never_found_and_summaries_are(
+    store: MemoryStore, clock: Clock
+) -> None:
+    notes = [
+        (await store.remember(SHOP, f"kettle order 1009 note {n}", kind="decision", key="order:1009"))[0]
+        for n in range(2)
+    ]
+    chatter, _ = await store.remember(SHOP, "the kettle in the kitchen leaks", kind="chatter")
+    customers = []
+    for n in range(4):
+        customers.append((await store.remember(SHOP, f"kettle customer fact {n}", kind="customer"))[0])
+        clock.advance(minutes=1)
+    forgotten, _ = await store.remember(SHOP, "the kettle supplier is Acme")
+    assert await store.forget(SHOP, forgotten) is True
+    clock.advance(days=31)
+
+    assert await store.maintain() == {"expired": 1, "summarised": 2, "over_cap": 1}
+    found = {h.id: h for h in await store.search(SHOP, "kettle", limit=20)}
+    assert not {chatter, forgotten, customers[0], *notes} & set(found)
+    assert set(customers[1:]) <= set(found)
+    [summary] = [h for h in found.values() if h.kind == "summary"]
+    assert all(f"kettle order 1009 note {n}" in summary.text for n in range(2))
