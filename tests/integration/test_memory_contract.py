@@ -1,5 +1,6 @@
 """The memory contract: every MemoryStore backend must pass it. The embedded store runs it on SQLite and
-PostgreSQL; a Weaviate backend is to join the same suite when WEAVIATE_URL is set."""
+PostgreSQL; the Weaviate-indexed store runs it against a real Weaviate when WEAVIATE_URL is set, else against
+the local server speaking Weaviate's REST and gRPC protocols (tests/fakes/weaviate_server.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from storage.memory import EmbeddedMemoryStore, MemoryStore, MemoryStoreError, R
 from storage.migrate import upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
+from tests.fakes.weaviate_server import WeaviateServer
 
 SHOP, STUDIO = "T0SHOP", "T0STUDIO"
 
@@ -31,24 +33,32 @@ WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
 async def store(
     request: pytest.FixtureRequest, database_url: str, clock: Clock
 ) -> AsyncIterator[MemoryStore]:
-    """Each backend over a fresh database; Weaviate (when WEAVIATE_URL is set) in a collection of its own."""
+    """Each backend over a fresh database; Weaviate in a collection of its own, on the server WEAVIATE_URL names
+    or on the session's local one."""
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
     units = UnitOfWorkFactory.for_engine(engine)
     if request.param == "embedded":
         yield EmbeddedMemoryStore(units, clock, RETENTION)
     else:
-        if not WEAVIATE_URL:
-            pytest.skip("the Weaviate backend needs WEAVIATE_URL (see the README)")
-        from storage.memory.weaviate import IndexedMemoryStore, WeaviateIndex
+        from storage.memory.weaviate import GRPC_PORT, IndexedMemoryStore, WeaviateIndex
 
+        if WEAVIATE_URL:
+            url, grpc_port = WEAVIATE_URL, GRPC_PORT
+        else:
+            server: WeaviateServer = request.getfixturevalue("weaviate_server")
+            url, grpc_port = server.url, server.grpc_port
         index = await WeaviateIndex.connect(
-            WEAVIATE_URL,
-            os.environ.get("WEAVIATE_API_KEY"),
+            url,
+            os.environ.get("WEAVIATE_API_KEY") if WEAVIATE_URL else None,
+            grpc_port=grpc_port,
             collection=f"AiosMemoryTest{uuid.uuid4().hex[:8]}",
         )
+        indexed = IndexedMemoryStore(units, index, clock, RETENTION)
         try:
-            yield IndexedMemoryStore(units, index, clock, RETENTION)
+            yield indexed
+            # The store answers from SQL while Weaviate fails: the contract is about Weaviate's answers.
+            assert indexed.index_up, "Weaviate failed during the test and the store fell back to SQL"
         finally:
             await index.drop()
             await index.close()
