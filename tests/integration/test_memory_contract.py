@@ -44,7 +44,7 @@ async def store(
         from storage.memory.weaviate import GRPC_PORT, IndexedMemoryStore, WeaviateIndex
 
         if WEAVIATE_URL:
-            url, grpc_port = WEAVIATE_URL, GRPC_PORT
+            url, grpc_port = WEAVIATE_URL, int(os.environ.get("WEAVIATE_GRPC_PORT") or GRPC_PORT)
         else:
             server: WeaviateServer = request.getfixturevalue("weaviate_server")
             url, grpc_port = server.url, server.grpc_port
