@@ -757,13 +757,22 @@ def memory_remember(
     key: Annotated[str | None, typer.Option(help="An exact-lookup key, e.g. order:1003")] = None,
     ttl: Annotated[str | None, typer.Option(help="Forget after this long, e.g. 30d")] = None,
 ) -> None:
-    """Remember TEXT for a team."""
+    """Remember TEXT for a team; without --key, under the one order, customer, post or payment TEXT names."""
+    from bot.slash import key_problem, kind_problem
+    from storage.memory.entities import inferred_key, normalised_key
+
+    if problem := kind_problem(kind) or (key_problem(key) if key is not None else None):
+        _fail(problem.replace("`", "'"))
     lifetime = _duration(ttl)
+    stored_key = normalised_key(key) if key is not None else inferred_key(text)
     # The whole bot: the policy's retention rules decide how long each kind is kept.
     memory_id, created = _run(
-        lambda: _with_store(lambda aios: aios.memory.remember(team, text, kind=kind, key=key, ttl=lifetime))
+        lambda: _with_store(
+            lambda aios: aios.memory.remember(team, text, kind=kind, key=stored_key, ttl=lifetime)
+        )
     )
-    out.print(f"{'remembered' if created else 'already remembered'} as M-{memory_id}")
+    under = f" under {stored_key}" if stored_key and key is None and created else ""
+    out.print(f"{'remembered' if created else 'already remembered'} as M-{memory_id}{under}", highlight=False)
 
 
 @memory_app.command("search")
