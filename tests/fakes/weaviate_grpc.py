@@ -41,7 +41,7 @@ from tests.fakes.weaviate_store import (
     format_date,
     parse_date,
     relative_score_fusion,
-    tokens,
+    tokenize,
 )
 
 HYBRID_SUBSEARCH_LIMIT = 100
@@ -74,16 +74,6 @@ def struct_value(value: struct_pb2.Value) -> Any:
 
 
 # Filters
-
-
-def filter_tokens(value: str, tokenization: str) -> list[str]:
-    if tokenization == "word":
-        return tokens(value)
-    if tokenization == "lowercase":
-        return value.lower().split()
-    if tokenization == "whitespace":
-        return value.split()
-    return [value.strip()]
 
 
 def filter_values(f: base_pb2.Filters) -> list[Any]:
@@ -210,9 +200,9 @@ class FilterCompiler:
         stored: Callable[[StoredObject], list[Any]], tokenization: str, op: int, values: list[Any]
     ) -> Predicate:
         def words(obj: StoredObject) -> set[str]:
-            return {t for v in stored(obj) for t in filter_tokens(str(v), tokenization)}
+            return {t for v in stored(obj) for t in tokenize(str(v), tokenization)}
 
-        wanted = [filter_tokens(str(v), tokenization) for v in values]
+        wanted = [tokenize(str(v), tokenization) for v in values]
         if op == F.OPERATOR_LIKE:
             patterns = [p.lower() if tokenization != "field" else p for v in values for p in [str(v)]]
             return lambda obj: any(fnmatch.fnmatchcase(w, p) for w in words(obj) for p in patterns)

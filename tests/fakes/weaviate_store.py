@@ -76,6 +76,17 @@ def tokens(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
+def tokenize(text: str, tokenization: str) -> list[str]:
+    """A text property's tokens, for BM25 and filters alike, as its `tokenization` says."""
+    if tokenization == "word":
+        return tokens(text)
+    if tokenization == "lowercase":
+        return text.lower().split()
+    if tokenization == "whitespace":
+        return text.split()
+    return [text.strip()]
+
+
 def parse_date(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -481,43 +492,39 @@ class Collection:
         properties: Sequence[str] = (),
         all_terms: bool = False,
     ) -> list[tuple[StoredObject, float]]:
-        """BM25 summed over the searched properties, each with its own length normalisation; document
-        frequencies over the tenant's whole shard, as the real inverted index counts them."""
+        """BM25 summed over the searched properties (`name^2` weighs one double), each tokenized its own way
+        and with its own length normalisation; document frequencies over the tenant's whole shard, as the real
+        inverted index counts them. Only objects matching a query term come back."""
         shard = list(self.shard(tenant).values())
         stop = self.stopwords()
-        terms = list(dict.fromkeys(t for t in tokens(query) if t not in stop))
-        searched = [p.split("^")[0] for p in properties] or self.searchable()
-        if not terms or not shard:
-            return []
+        tokenization = {p["name"]: p.get("tokenization", "word") for p in self.config["properties"]}
+        searched = [(p.split("^")[0], float(p.split("^")[1]) if "^" in p else 1.0) for p in properties]
         n = len(shard)
-        docs: dict[str, list[list[str]]] = {
-            prop: [_text_tokens(obj.properties.get(prop)) for obj in shard] for prop in searched
-        }
-        stats = {}
-        for prop, token_lists in docs.items():
-            average = sum(len(t) for t in token_lists) / n or 1.0
-            frequency = {term: sum(1 for t in token_lists if term in t) for term in terms}
-            stats[prop] = (average, frequency)
-        scored: list[tuple[StoredObject, float]] = []
-        for position, obj in enumerate(shard):
-            if not keep(obj):
-                continue
-            score = 0.0
-            matched: set[str] = set()
-            for prop in searched:
-                doc = docs[prop][position]
-                average, frequency = stats[prop]
-                for term in terms:
+        scores: dict[str, float] = {}
+        matched: dict[str, set[str]] = {}
+        wanted: set[str] = set()
+        for prop, weight in searched or [(p, 1.0) for p in self.searchable()]:
+            how = tokenization.get(prop, "word")
+            terms = [t for t in dict.fromkeys(tokenize(query, how)) if how != "word" or t not in stop]
+            wanted.update(terms)
+            docs = [_text_tokens(obj.properties.get(prop), how) for obj in shard]
+            average = sum(len(d) for d in docs) / n if n else 1.0
+            for term in terms:
+                frequency = sum(1 for d in docs if term in d)
+                idf = math.log(1 + (n - frequency + 0.5) / (frequency + 0.5))
+                for obj, doc in zip(shard, docs, strict=True):
                     tf = doc.count(term)
-                    if not tf:
-                        continue
-                    matched.add(term)
-                    idf = math.log(1 + (n - frequency[term] + 0.5) / (frequency[term] + 0.5))
-                    score += (
-                        idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * len(doc) / average))
-                    )
-            if matched and (not all_terms or matched == set(terms)):
-                scored.append((obj, score))
+                    if tf and keep(obj):
+                        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(doc) / (average or 1.0))
+                        scores[obj.id] = scores.get(obj.id, 0.0) + weight * idf * tf * (BM25_K1 + 1) / (
+                            tf + norm
+                        )
+                        matched.setdefault(obj.id, set()).add(term)
+        scored = [
+            (obj, scores[obj.id])
+            for obj in shard
+            if obj.id in scores and (not all_terms or matched[obj.id] == wanted)
+        ]
         scored.sort(key=lambda pair: -pair[1])
         return scored
 
@@ -549,11 +556,11 @@ class Collection:
         return [obj for obj in self.shard(tenant).values() if keep(obj)]
 
 
-def _text_tokens(value: Any) -> list[str]:
+def _text_tokens(value: Any, tokenization: str) -> list[str]:
     if isinstance(value, str):
-        return tokens(value)
+        return tokenize(value, tokenization)
     if isinstance(value, list):
-        return [t for item in value if isinstance(item, str) for t in tokens(item)]
+        return [t for item in value if isinstance(item, str) for t in tokenize(item, tokenization)]
     return []
 
 

@@ -157,10 +157,13 @@ async def test_bm25_ranks_by_word_with_weaviate_scores(client: WeaviateAsyncClie
     collection = await client.collections.create(
         f"Fruit{uuid.uuid4().hex[:8]}",
         vector_config=Configure.Vectors.self_provided(),
-        properties=[Property(name="text", data_type=DataType.TEXT)],
+        properties=[
+            Property(name="text", data_type=DataType.TEXT),
+            Property(name="kind", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+        ],
     )
     try:
-        await collection.data.insert({"text": "apple banana"})
+        await collection.data.insert({"text": "apple banana", "kind": "brand voice"})
         await collection.data.insert({"text": "Apple"})
         await collection.data.insert({"text": "cherry"})
         [hit] = (await collection.query.bm25("the banana", return_metadata=MetadataQuery(score=True))).objects
@@ -173,6 +176,9 @@ async def test_bm25_ranks_by_word_with_weaviate_scores(client: WeaviateAsyncClie
         assert apples[0].metadata.score > apples[1].metadata.score  # type: ignore[operator]
         assert (await collection.query.bm25("the")).objects == []  # a stopword alone matches nothing
         assert (await collection.query.bm25("durian")).objects == []
+        # A field-tokenised property matches the whole value only.
+        assert (await collection.query.bm25("brand", query_properties=["kind"])).objects == []
+        assert len((await collection.query.bm25("brand voice", query_properties=["kind"])).objects) == 1
     finally:
         await client.collections.delete(collection.name)
 
