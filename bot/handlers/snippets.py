@@ -50,9 +50,10 @@ class Snippets(HandlerBase):
                 return []
             action = CmsPublish.model_validate(proposed.params)
             title, excerpt = await _title_and_excerpt(uow.repo, action.slug)
+            live_at = _live_at(action, execution, self.clock())
             request = SnippetRequest(
                 slug=action.slug,
-                post_at=_live_at(action, execution, self.clock()) + self.social.delay,
+                post_at=(live_at + self.social.delay).replace(microsecond=0),
                 networks=self.social.networks,
                 title=title,
                 excerpt=excerpt,

@@ -6,6 +6,7 @@ the brand-voice notes the agent was given."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from connectors.sandbox_state import sandbox_state
 from connectors.social_limits import LIMITS
 from storage.records import Approval, Execution, Intent, ProposedAction, Run
 from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, REQUESTER, ask, start_aios
 from tests.integration.test_why import click
@@ -191,3 +193,56 @@ async def test_voice_in_the_console_and_in_help(aios: Aios, slack_api: FakeSlack
     await session.slash(REQUESTER, "voice")
     assert "Plain, warm, specific; no hype" in last_whisper(slack_api)
     assert "`/aios voice`" in HELP
+
+
+async def test_with_claude_the_snippets_are_written_with_the_voice_notes_and_limits_in_the_prompt(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=POLICY,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+        **SOCIAL,
+    )
+    try:
+        voice_id, _ = await aios.memory.remember(TEAM, "We say 'you', never 'customers'", kind="brand_voice")
+        link = "https://blog.example.com/posts/spring-lookbook"
+        anthropic_api.script(
+            Reply("A draft.", (ToolUse("cms_create_draft", {"title": "Spring lookbook", "body": BODY}),)),
+            Reply("Publishing.", (ToolUse("cms_publish", {"slug": "spring-lookbook"}),)),
+            Reply(
+                "One for each network, in your voice.",
+                tuple(
+                    ToolUse(
+                        "social_post",
+                        {
+                            "network": network,
+                            "text": f"Ten looks for you this April. {link}",
+                            "post": "spring-lookbook",
+                            "publish_at": (clock() + timedelta(minutes=30)).isoformat(),
+                        },
+                    )
+                    for network in ("mastodon", "bluesky")
+                ),
+            ),
+        )
+        await publish(aios)
+        request = anthropic_api.requests[-1]
+        system = json.dumps(request["system"])
+        assert "We say 'you', never 'customers'" in system
+        assert "social network bluesky: at most 300 graphemes" in system
+        assert "social_post" in {tool["name"] for tool in request["tools"]}
+        snippets = await actions(aios, "social.post")
+        assert [(s.params["network"], s.status) for s in snippets] == [
+            ("mastodon", "awaiting_approval"),
+            ("bluesky", "awaiting_approval"),
+        ]
+        async with aios.units() as uow:
+            run = await uow.repo.get(Run, snippets[0].run_id)
+        assert run is not None and voice_id in run.memories_used
+    finally:
+        await aios.close()
