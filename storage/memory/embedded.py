@@ -8,6 +8,7 @@ logged and counted.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from array import array
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, text, update
+from sqlalchemy import BindParameter, bindparam, delete, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -31,15 +32,20 @@ from storage.memory.base import (
     content_hash,
 )
 from storage.memory.entities import named_keys, namespace, normalised_key
+from storage.memory.keyword_index import TeamIndex, Tokenizer
 from storage.memory.ranking import HYBRID_ALPHA, fuse, matches, recency_boosted
 from storage.memory.snapshot import SnapshotError, exported, memory_row
-from storage.records import Memory, utcnow
+from storage.records import Memory, UtcDateTime, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
 
 VECTOR_CACHE_SECONDS = 30.0
+# A team's keyword index takes in new memories at every search; it is built afresh this often, so that memories
+# forgotten by other processes leave its statistics, and in batches of this many memories.
+KEYWORD_INDEX_SECONDS = 600.0
+KEYWORD_INDEX_BATCH = 5000
 IMPORT_BATCH = 1000  # memories per INSERT when importing, and per call of the index hook
 EMBED_BATCH = 256  # texts per call of the embedder when importing
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
@@ -62,6 +68,9 @@ class EmbeddedMemoryStore:
         self._embedder = embedder
         self._alpha = alpha
         self._vector_cache: dict[str, tuple[float, Any, Any]] = {}
+        self._keyword_indexes: dict[str, TeamIndex] = {}
+        self._index_builds: dict[str, asyncio.Task[None]] = {}
+        self._tokenizer: Tokenizer | None = None
 
     async def remember(
         self,
@@ -187,9 +196,10 @@ class EmbeddedMemoryStore:
         async with self._units() as uow:
             session = uow.repo.session
             dialect = session.bind.dialect.name if session.bind else "sqlite"
-            ranked = await (self._sqlite_ranks if dialect == "sqlite" else self._postgres_ranks)(
-                session, team, terms, limit
-            )
+            if dialect == "sqlite":
+                ranked = await self._sqlite_ranks(session, team, query, terms, limit, kinds, since)
+            else:
+                ranked = await self._postgres_ranks(session, team, terms, limit, kinds, since)
         if self._embedder is None:
             return ranked, "keyword"
         return fuse(ranked, await self._similar(team, query, limit), self._alpha), "hybrid"
@@ -345,7 +355,8 @@ class EmbeddedMemoryStore:
         return removed
 
     async def close(self) -> None:
-        return None
+        for build in list(self._index_builds.values()):
+            build.cancel()
 
     async def maintain(self) -> dict[str, int]:
         counts = {"expired": await self.expire(), "summarised": 0, "over_cap": 0}
@@ -436,43 +447,138 @@ class EmbeddedMemoryStore:
         return deleted
 
     async def _alive_rows(self, team: str, ids: list[int]) -> dict[int, Memory]:
+        """The rows of those memories still there and not expired; the keyword index is told of those gone."""
         if not ids:
             return {}
         async with self._units() as uow:
             rows = (
                 await uow.repo.session.exec(
-                    select(Memory).where(col(Memory.id).in_(ids), Memory.team_id == team, self._alive())
+                    select(Memory).where(col(Memory.id).in_(ids), Memory.team_id == team)
                 )
             ).all()
-        return {row.id: row for row in rows if row.id is not None}
+        found = {row.id: row for row in rows if row.id is not None}
+        index = self._keyword_indexes.get(team)
+        if index is not None and len(found) < len(ids):
+            index.forget([memory_id for memory_id in ids if memory_id not in found])
+        now = self._clock()
+        return {i: row for i, row in found.items() if row.expires_at is None or row.expires_at > now}
 
     def _alive(self) -> Any:
         return (col(Memory.expires_at).is_(None)) | (col(Memory.expires_at) > self._clock())
 
+    async def _sqlite_ranks(
+        self,
+        session: Any,
+        team: str,
+        query: str,
+        terms: list[str],
+        limit: int,
+        kinds: Sequence[str] | None,
+        since: datetime | None,
+    ) -> dict[int, float]:
+        """BM25 from the team's in-process index; FTS5 answers while the index is first built."""
+        index = await self._keyword_index(session, team)
+        if index is None:
+            return await self._fts_ranks(session, team, terms, limit, kinds, since)
+        return index.ranked(self._words().terms(query), limit, kinds, since)
+
     @staticmethod
-    async def _sqlite_ranks(session: Any, team: str, terms: list[str], limit: int) -> dict[int, float]:
+    async def _fts_ranks(
+        session: Any,
+        team: str,
+        terms: list[str],
+        limit: int,
+        kinds: Sequence[str] | None,
+        since: datetime | None,
+    ) -> dict[int, float]:
         match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        filters, values = _filters(kinds, since)
         rows = await (await session.connection()).execute(
             text(
                 "SELECT m.id, bm25(memory_fts) AS rank FROM memory_fts JOIN memory m ON m.id = memory_fts.rowid "
-                "WHERE memory_fts MATCH :match AND m.team_id = :team ORDER BY rank LIMIT :limit"
-            ),
+                f"WHERE memory_fts MATCH :match AND m.team_id = :team{filters} ORDER BY rank, m.id DESC "
+                "LIMIT :limit"
+            ).bindparams(*values),
             {"match": match, "team": team, "limit": limit},
         )
         return {int(i): -float(rank) for i, rank in rows.all()}  # bm25(): lower is better
 
+    def _words(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer()
+        return self._tokenizer
+
+    async def _keyword_index(self, session: Any, team: str) -> TeamIndex | None:
+        """The team's keyword index with the memories added since it was last asked (by any process: ids only
+        grow, and SQLite commits them in order); None while it is first built, in the background. An index past
+        KEYWORD_INDEX_SECONDS keeps answering while its successor is built."""
+        index = self._keyword_indexes.get(team)
+        if (index is None or time.monotonic() - index.built_at > KEYWORD_INDEX_SECONDS) and (
+            team not in self._index_builds
+        ):
+            build = asyncio.create_task(self.warm(team))
+            self._index_builds[team] = build
+            build.add_done_callback(lambda _: self._index_builds.pop(team, None))
+        if index is None:
+            return None
+        await self._index_added(session, team, index)
+        return index
+
+    async def warm(self, team: str) -> None:
+        """Build the team's keyword index now (a search otherwise starts it, and is answered by FTS5 meanwhile).
+        Only SQLite has one: PostgreSQL ranks through its own index."""
+        index = TeamIndex(built_at=time.monotonic())
+        while True:
+            async with self._units() as uow:
+                if uow.repo.session.bind and uow.repo.session.bind.dialect.name != "sqlite":
+                    return
+                added = await self._index_added(uow.repo.session, team, index)
+            if added < KEYWORD_INDEX_BATCH:
+                break
+        self._keyword_indexes[team] = index
+
+    async def _index_added(self, session: Any, team: str, index: TeamIndex) -> int:
+        """Add to ``index`` the team's memories newer than it holds (a batch at most); returns how many."""
+        rows = (
+            await session.exec(
+                select(Memory.id, Memory.text, Memory.kind, Memory.created_at)
+                .where(Memory.team_id == team, col(Memory.id) > index.last_id)
+                .order_by(col(Memory.id))
+                .limit(KEYWORD_INDEX_BATCH)
+            )
+        ).all()
+        texts = [row[1] for row in rows]
+        postings, lengths = (
+            await asyncio.to_thread(self._words().postings, texts)
+            if len(texts) > 100
+            else self._words().postings(texts)
+        )
+        if rows and rows[0][0] > index.last_id:  # another search may have added them meanwhile
+            index.add([(row[0], row[2], row[3]) for row in rows], postings, lengths)
+        return len(rows)
+
     @staticmethod
-    async def _postgres_ranks(session: Any, team: str, terms: list[str], limit: int) -> dict[int, float]:
-        query = " | ".join(re.sub(r"[^\w]", "", term) for term in terms if re.sub(r"[^\w]", "", term))
-        if not query:
+    async def _postgres_ranks(
+        session: Any,
+        team: str,
+        terms: list[str],
+        limit: int,
+        kinds: Sequence[str] | None,
+        since: datetime | None,
+    ) -> dict[int, float]:
+        """ts_rank_cd of the words in the english configuration (stemmed as the text is), any word matching. The
+        expression is the one ix_memory_text_search indexes, so PostgreSQL finds the matches through it."""
+        words = re.findall(r"\w+", " ".join(terms))
+        if not words:
             return {}
+        filters, values = _filters(kinds, since)
         rows = await (await session.connection()).execute(
             text(
-                "SELECT id, ts_rank_cd(to_tsvector('english', text), q) AS rank FROM memory, "
-                "to_tsquery('english', :query) q WHERE team_id = :team AND to_tsvector('english', text) @@ q "
-                "ORDER BY rank DESC LIMIT :limit"
-            ),
-            {"query": query, "team": team, "limit": limit},
+                "SELECT m.id, ts_rank_cd(to_tsvector('english', m.text), q) AS rank FROM memory m, "
+                "to_tsquery('english', :query) q WHERE m.team_id = :team AND to_tsvector('english', m.text) @@ q"
+                f"{filters} ORDER BY rank DESC, m.id DESC LIMIT :limit"
+            ).bindparams(*values),
+            {"query": " | ".join(words), "team": team, "limit": limit},
         )
         return {int(i): float(rank) for i, rank in rows.all()}
 
@@ -502,3 +608,15 @@ class EmbeddedMemoryStore:
 def _about_another(key: str | None, named: Sequence[str], spaces: set[str | None]) -> bool:
     """Whether a memory's key names another entity of a kind the query names (order:1002 for "order 1001")."""
     return key is not None and (normalised_key(key) or key) not in named and namespace(key) in spaces
+
+
+def _filters(kinds: Sequence[str] | None, since: datetime | None) -> tuple[str, list[BindParameter[Any]]]:
+    """The kind and time conditions of a keyword query on ``memory m``, as SQL and bound values."""
+    sql, values = "", list[BindParameter[Any]]()
+    if kinds is not None:
+        sql += " AND m.kind IN :kinds"
+        values.append(bindparam("kinds", list(kinds), expanding=True))
+    if since is not None:
+        sql += " AND m.created_at >= :since"
+        values.append(bindparam("since", since, type_=UtcDateTime()))
+    return sql, values
