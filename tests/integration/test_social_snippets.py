@@ -15,9 +15,11 @@ import pytest
 from rich.console import Console
 from sqlmodel import col, select
 
+from agents.social_snippets import SocialSettings
 from bot.bootstrap import Aios
 from bot.console import ConsoleSession, ConsoleTransport
-from bot.messages import ActionExecuted, ShowVoice
+from bot.handlers import Handlers
+from bot.messages import ActionExecuted, Recover, ReplanRun, ShowVoice
 from bot.queries import why
 from bot.slash import HELP
 from bot.terminal import CONSOLE_TEAM
@@ -31,6 +33,7 @@ from tests.integration.conftest import CHANNEL, REQUESTER, ask, start_aios
 from tests.integration.test_why import click
 
 EDITOR = "U0EDITOR"
+DEAD_LEASE = 999_999  # no process holds it
 TEAM = "T0FAKE"
 POLICY = """
 version: 1
@@ -244,5 +247,59 @@ async def test_with_claude_the_snippets_are_written_with_the_voice_notes_and_lim
         async with aios.units() as uow:
             run = await uow.repo.get(Run, snippets[0].run_id)
         assert run is not None and voice_id in run.memories_used
+    finally:
+        await aios.close()
+
+
+async def test_a_snippet_request_its_process_never_planned_is_planned_by_recovery(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    """The request and its run are stored before planning: a process that dies between the two leaves a run
+    that recovery plans, once; the event delivered again files nothing."""
+    aios = await start_aios(
+        database_url, slack_api, clock, tmp_path, policy=POLICY
+    )  # no networks: no snippets
+    try:
+        published = await publish(aios)
+        async with aios.units() as uow:
+            [execution] = (
+                await uow.repo.session.exec(select(Execution).where(Execution.action_id == published.id))
+            ).all()
+        assert published.id is not None and execution.id is not None
+        base = aios.handlers
+        dying = Handlers(
+            units=aios.units,
+            dispatcher=base.dispatcher,
+            policy=aios.policy,
+            registry=aios.registry,
+            transport=base.transport,
+            clock=base.clock,
+            offline=True,
+            memory=aios.memory,
+            lease=aios.lease,
+            social=SocialSettings(("sandbox",), timedelta(minutes=30), "https://blog.example.com/{slug}"),
+        )
+        event = ActionExecuted(published.id, execution.id)
+        [replan] = await dying.snippets.propose_after_publish(
+            event
+        )  # ...and the process dies before planning
+        assert isinstance(replan, ReplanRun)
+        async with aios.units() as uow:
+            run = await uow.repo.get(Run, replan.run_id)
+            assert run is not None
+            run.owner = DEAD_LEASE
+            uow.repo.session.add(run)
+            await uow.commit()
+        assert await actions(aios, "social.post") == []
+
+        await aios.process(Recover(grace_seconds=0))
+        await aios.process(Recover(grace_seconds=0))
+        assert await dying.snippets.propose_after_publish(event) == []
+        [snippet] = await actions(aios, "social.post")
+        assert (snippet.run_id, snippet.params["network"], snippet.status) == (
+            replan.run_id,
+            "sandbox",
+            "awaiting_approval",
+        )
     finally:
         await aios.close()
