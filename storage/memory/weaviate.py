@@ -25,14 +25,14 @@ from urllib.parse import urlparse
 
 import stamina
 import structlog
-from sqlalchemy import delete, text
+from sqlalchemy import delete, insert, literal, text
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
 from storage.memory.base import Retention, record_incident
 from storage.memory.embedded import EmbeddedMemoryStore
 from storage.memory.ranking import HYBRID_ALPHA
-from storage.records import Memory, MemoryIndexQueue, utcnow
+from storage.records import Memory, MemoryIndexQueue, UtcDateTime, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -95,9 +95,10 @@ class WeaviateIndex:
     def connected(self) -> bool:
         return self._client is not None
 
-    async def open(self) -> None:
+    async def open(self) -> bool:
         """Connect with a fresh client (an old one's gRPC channel may still be backing off from an outage) and
-        create the collection when it is missing."""
+        create the collection when it is missing. True when it was: a new or emptied Weaviate, which then holds
+        none of the memories the record holds."""
         import weaviate
         from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
@@ -119,7 +120,7 @@ class WeaviateIndex:
         )
         try:
             async with asyncio.timeout(WRITE_DEADLINE):
-                await self._prepare(client)
+                created = await self._prepare(client)
         except Exception as exc:
             await client.close()
             raise MemoryIndexUnavailableError(
@@ -128,40 +129,43 @@ class WeaviateIndex:
             ) from exc
         self._client = client
         self._tenants = set()
+        return created
 
-    async def _prepare(self, client: Any) -> None:
+    async def _prepare(self, client: Any) -> bool:
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
 
         await client.connect()
-        if not await client.collections.exists(self.collection):
-            vectors = (
-                Configure.Vectors.text2vec_transformers()
-                if self._vectoriser == "text2vec-transformers"
-                else Configure.Vectors.self_provided()
-            )
-            await client.collections.create(
-                self.collection,
-                multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=False),
-                vector_config=vectors,
-                properties=[
-                    Property(name="memory_id", data_type=DataType.INT, skip_vectorization=True),
-                    Property(name="text", data_type=DataType.TEXT),
-                    # Whole-value tokens, so a kind filter matches "brand_voice" and not "voice_note".
-                    Property(
-                        name="kind",
-                        data_type=DataType.TEXT,
-                        skip_vectorization=True,
-                        tokenization=Tokenization.FIELD,
-                    ),
-                    Property(
-                        name="key",
-                        data_type=DataType.TEXT,
-                        skip_vectorization=True,
-                        tokenization=Tokenization.FIELD,
-                    ),
-                    Property(name="created_at", data_type=DataType.DATE, skip_vectorization=True),
-                ],
-            )
+        if await client.collections.exists(self.collection):
+            return False
+        vectors = (
+            Configure.Vectors.text2vec_transformers()
+            if self._vectoriser == "text2vec-transformers"
+            else Configure.Vectors.self_provided()
+        )
+        await client.collections.create(
+            self.collection,
+            multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=False),
+            vector_config=vectors,
+            properties=[
+                Property(name="memory_id", data_type=DataType.INT, skip_vectorization=True),
+                Property(name="text", data_type=DataType.TEXT),
+                # Whole-value tokens, so a kind filter matches "brand_voice" and not "voice_note".
+                Property(
+                    name="kind",
+                    data_type=DataType.TEXT,
+                    skip_vectorization=True,
+                    tokenization=Tokenization.FIELD,
+                ),
+                Property(
+                    name="key",
+                    data_type=DataType.TEXT,
+                    skip_vectorization=True,
+                    tokenization=Tokenization.FIELD,
+                ),
+                Property(name="created_at", data_type=DataType.DATE, skip_vectorization=True),
+            ],
+        )
+        return True
 
     async def _tenant(self, team: str) -> Any:
         """The team's tenant, created the first time this process needs it (another process may have created it
@@ -319,12 +323,26 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         reached the store serves from SQL and keeps trying in the background."""
         if not self._index.connected:
             try:
-                await self._index.open()
+                created = await self._index.open()
             except MemoryIndexUnavailableError as exc:
                 await self._went_down(f"started without Weaviate: {exc}")
                 return
+            if created:
+                await self._queue_everything()
             self._up = True
         await self._push()
+
+    async def _queue_everything(self) -> None:
+        """Queue every memory of the record for a Weaviate that has none: one just set up for a bot that already
+        remembers things, or one that came back empty."""
+        async with self._units() as uow:
+            memories = select(
+                Memory.team_id, Memory.id, literal("add"), literal(self._clock(), UtcDateTime())
+            )
+            await uow.repo.session.exec(
+                insert(MemoryIndexQueue).from_select(["team_id", "memory_id", "op", "created_at"], memories)
+            )
+            await uow.commit()
 
     async def remember(
         self,
@@ -467,7 +485,8 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
             on=Exception, attempts=None, timeout=None, wait_initial=initial, wait_max=longest
         ):
             with attempt:
-                await self._index.open()
+                if await self._index.open():
+                    await self._queue_everything()
                 await self._drain()
         self._up, self._reconnecting = True, None
         log.info("memory_index_restored")

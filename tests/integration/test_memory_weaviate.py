@@ -24,7 +24,7 @@ from sqlmodel import func, select
 from bot.memory_setup import open_memory_store
 from bot.settings import Settings
 from storage.engine import create_engine
-from storage.memory import Retention
+from storage.memory import EmbeddedMemoryStore, Retention
 from storage.memory.weaviate import COLLECTION, GRPC_PORT, IndexedMemoryStore, WeaviateIndex
 from storage.migrate import upgrade_to_head
 from storage.records import Incident, Memory, MemoryIndexQueue
@@ -335,3 +335,37 @@ async def test_the_bot_starts_with_weaviate_down_and_uses_it_once_it_is_up(
         await assert_in_step(units, client, COLLECTION, SHOP)
     finally:
         await store.close()
+
+
+async def test_memories_from_before_weaviate_are_indexed_when_it_is_first_used(
+    where: Where, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    embedded = EmbeddedMemoryStore(units, clock, RETENTION)
+    before = {(await embedded.remember(team, f"{team} ships on Fridays"))[0] for team in (SHOP, STUDIO)}
+
+    store = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION)
+    await store.start()
+    try:
+        await assert_in_step(units, client, collection, SHOP, STUDIO)
+        assert (
+            set(await indexed(client, collection, SHOP)) | set(await indexed(client, collection, STUDIO))
+            == before
+        )
+    finally:
+        await store.close()
+
+
+async def test_a_weaviate_that_comes_back_empty_is_filled_again_from_the_record(
+    where: Where, store: IndexedMemoryStore, units: UnitOfWorkFactory, client: Any, collection: str
+) -> None:
+    if where.server is None:
+        pytest.skip("emptying Weaviate needs the local server (WEAVIATE_URL is set)")
+    first, _ = await store.remember(SHOP, "the blender is out of stock")
+    second, _ = await store.remember(STUDIO, "the print run is late")
+
+    where.server.restart(keep_data=False)
+    third, _ = await store.remember(SHOP, "the kettle is back in stock")  # its push finds no collection
+    await back_up(store)
+    await assert_in_step(units, client, collection, SHOP, STUDIO)
+    assert set(await indexed(client, collection, SHOP)) == {first, third}
+    assert set(await indexed(client, collection, STUDIO)) == {second}
