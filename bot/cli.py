@@ -1,12 +1,13 @@
 """The `aios` command line (Typer + Rich).
 
 Modules are imported inside the commands that use them: `aios --help` and the read-only commands must not pay
-for the planner, Slack, the policy's CEL and the web server, which together take seconds to import.
+for the planner, Slack, the policy's CEL and the web server, which together take seconds to import. Even
+asyncio is imported only by the commands that run something: `aios --help` does not need it, and the others
+import it after `run` has turned the garbage collector off.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from bot.terminal import CONSOLE_TEAM, INTERRUPTED
 
@@ -123,6 +123,8 @@ def _settings_problem(exc: ValidationError) -> str:
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
+    import asyncio
+
     with _user_errors():
         return asyncio.run(work())  # type: ignore[arg-type]
 
@@ -206,6 +208,8 @@ def chat(
 ) -> None:
     """An interactive console that behaves like one Slack thread (a new thread each time)."""
     _keep_running()
+    import asyncio
+
     from bot.bootstrap import bootstrap
     from bot.console import ConsoleTransport, run_chat
 
@@ -298,6 +302,8 @@ def mcp(
 
 
 async def _until_stopped() -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -358,6 +364,8 @@ async def _digest_to_slack(settings: Settings) -> bool:
 @app.command()
 def connectors() -> None:
     """Every connector: real or sandbox, in use or not (and what to set), and a live health check."""
+    from rich.table import Table
+
     statuses = _run(_connector_statuses)
     table = Table("connector", "actions", "kind", "state", show_lines=False)
     for status in statuses:
@@ -732,14 +740,13 @@ def sandbox_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 
 
 async def _sandbox_state() -> dict[str, list[dict[str, Any]]]:
-    from connectors.base import ConnectorContext
-    from connectors.sandbox_shop import SandboxShop
+    from connectors.sandbox_orders import seed_orders
     from connectors.sandbox_state import sandbox_state
 
     async with _units() as units:
-        # A fresh store shows the sandbox shop's starting orders, as the bot would see them. Only the sandbox
-        # is built: loading every installed connector (Stripe's SDK, MCP, …) would double the command's time.
-        await SandboxShop(ConnectorContext(units_of_work=units)).seed()
+        # A fresh store shows the sandbox shop's starting orders, as the bot would see them. Only those are
+        # seeded: loading the connectors (their action models, Stripe's SDK, MCP, …) would slow the command.
+        await seed_orders(units)
         return await sandbox_state(units)
 
 

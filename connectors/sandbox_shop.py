@@ -11,42 +11,8 @@ from sqlmodel import col, select
 from connectors.actions import Action, ShopRefund
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
+from connectors.sandbox_orders import seed_orders
 from storage.records import SandboxOrder, SandboxRefund
-
-SEED_ORDERS = (
-    SandboxOrder(
-        id=1001,
-        customer_name="Maya Patel",
-        customer_email="maya@example.com",
-        item="Ceramic pour-over set",
-        total=320.00,
-    ),
-    SandboxOrder(
-        id=1002, customer_name="Tom Becker", customer_email="tom@example.com", item="Linen apron", total=48.00
-    ),
-    SandboxOrder(
-        id=1003,
-        customer_name="Ana Lima",
-        customer_email="ana@example.com",
-        item="Countertop blender",
-        total=129.00,
-    ),
-    SandboxOrder(
-        id=1004,
-        customer_name="Sam Okafor",
-        customer_email="sam@example.com",
-        item="Cast-iron skillet",
-        total=75.50,
-    ),
-    SandboxOrder(
-        id=1005,
-        customer_name="Lena Schulz",
-        customer_email="lena@example.com",
-        item="Espresso grinder",
-        total=410.00,
-    ),
-)
-
 
 # An order's lines beyond these are left out of what the model is shown; their ids are still valid to refund.
 MAX_DESCRIBED_LINES = 50
@@ -108,10 +74,7 @@ class SandboxShop:
 
     async def seed(self) -> None:
         """Create orders 1001–1005 the first time; never touches them afterwards."""
-        async with self._units() as uow:
-            for order in SEED_ORDERS:
-                await uow.repo.insert_if_absent(SandboxOrder, order.model_dump())
-            await uow.commit()
+        await seed_orders(self._units)
 
     async def get_order(self, order_id: int) -> OrderInfo | None:
         async with self._units() as uow:

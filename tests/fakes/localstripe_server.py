@@ -18,7 +18,7 @@ from typing import Any, Self
 import httpx
 import stripe
 
-from connectors.sandbox_shop import SEED_ORDERS
+from connectors.sandbox_orders import SEED_ORDERS
 from storage.records import SandboxOrder
 from tests.fakes.aios_process import free_port
 from tests.fakes.loopback import wait_until

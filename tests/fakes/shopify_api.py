@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from connectors.sandbox_shop import SEED_ORDERS
+from connectors.sandbox_orders import SEED_ORDERS
 
 SHOP = "aios-test.myshopify.com"
 TOKEN = "shpat_0123456789abcdefAiosSecretDoNotLeak"
