@@ -322,15 +322,16 @@ class EmbeddedMemoryStore:
             session = uow.repo.session
             connection = await session.connection()
             insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-            statement = insert(table).on_conflict_do_nothing().returning(table.c.id, table.c.content_hash)
+            statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
             for start in range(0, len(rows), IMPORT_BATCH):
-                batch = rows[start : start + IMPORT_BATCH]
-                ids = {
-                    digest: memory_id for memory_id, digest in (await connection.execute(statement, batch))
-                }
-                memories = [
-                    Memory(id=ids[row["content_hash"]], **row) for row in batch if row["content_hash"] in ids
-                ]
+                ids = (
+                    (await connection.execute(statement, rows[start : start + IMPORT_BATCH])).scalars().all()
+                )
+                # Loaded rather than built from the values: a query loads rows faster than the model's constructor
+                # builds them, and the row is then exactly what was stored.
+                memories = (
+                    await session.exec(select(Memory).where(col(Memory.id).in_(ids)).order_by(col(Memory.id)))
+                ).all()
                 await self._indexed(session, memories)
                 inserted += len(memories)
             await uow.commit()
