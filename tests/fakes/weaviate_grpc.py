@@ -435,9 +435,11 @@ class WeaviateService(weaviate_pb2_grpc.WeaviateServicer):
         if unsupported:
             raise SearchError(f"{unsupported[0]} needs a vectoriser module; this server has none")
         objects = collection.all(tenant, keep)
-        if request.after:
-            ids = [obj.id for obj in objects]
-            objects = objects[ids.index(request.after) + 1 :] if request.after in ids else []
+        if not request.HasField("filters"):
+            # Unfiltered, the real server reads its objects bucket, which is keyed by uuid; the cursor (`after`)
+            # pages on through it.
+            objects.sort(key=lambda obj: obj.id)
+            objects = [obj for obj in objects if obj.id > request.after] if request.after else objects
         for sort in reversed(request.sort_by):
             objects.sort(
                 key=lambda obj: (obj.properties.get(sort.path[0]) is None, obj.properties.get(sort.path[0])),

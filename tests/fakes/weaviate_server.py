@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -214,8 +215,13 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, default=50051)
     parser.add_argument("--control", action="store_true", help="obey stop/start/drop/exit lines on stdin")
     args = parser.parse_args()
+    if args.control:
+        asyncio.run(serve_commands(args.http_port, args.grpc_port))
+        # Both servers are stopped: skip grpcio's own teardown at exit, which takes about a second.
+        sys.stdout.flush()
+        os._exit(0)
     with suppress(KeyboardInterrupt):
-        asyncio.run((serve_commands if args.control else serve_forever)(args.http_port, args.grpc_port))
+        asyncio.run(serve_forever(args.http_port, args.grpc_port))
 
 
 if __name__ == "__main__":
