@@ -17,6 +17,10 @@ class ScheduledPublishes:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def of_action(self, action_id: int) -> ScheduledPublish | None:
+        query = select(ScheduledPublish).where(col(ScheduledPublish.action_id) == action_id)
+        return (await self.session.exec(query)).first()
+
     async def due(self, now: datetime) -> list[ScheduledPublish]:
         """Unsettled publishes whose time has come and whose next try (after a failure) is not later."""
         query = (

@@ -102,6 +102,7 @@ class Handlers:
         bus.on_command(DecideApproval, self.approvals.decide_approval)
         bus.on_command(SweepTimers, self.approvals.sweep)
         bus.on_command(PublishDuePosts, self.scheduled_publishing.publish_due)
+        bus.on_event(ActionExecuted, self.scheduled_publishing.confirm)
         bus.on_command(ExecuteAction, self.execution.execute_action)
         bus.on_event(ActionAllowed, self.execution.execute_when_cleared)
         bus.on_event(ActionApproved, self.execution.execute_when_cleared)

@@ -20,7 +20,7 @@ import structlog
 from agents.dates import describe
 from bot.handlers.base import HandlerBase, Thread
 from bot.messagebus import Message
-from bot.messages import PublishDuePosts
+from bot.messages import ActionExecuted, PublishDuePosts
 from bot.mrkdwn import escape
 from connectors.actions import CmsPublish
 from connectors.due_publishing import DueOutcome, DuePublish, PublishesWhenDue
@@ -69,6 +69,19 @@ async def record_due_publish(
 
 
 class ScheduledPublishing(HandlerBase):
+    async def confirm(self, event: ActionExecuted) -> Sequence[Message]:
+        """Once a schedule is executed, the thread is told when the post goes out, in the team's zone."""
+        async with self.units() as uow:
+            row = await ScheduledPublishes(uow.repo.session).of_action(event.action_id)
+        if row is not None:
+            await self._say(
+                Thread(row.channel, row.thread_ts),
+                f":calendar: {row.slug} goes out {describe(row.publish_at, ZoneInfo(row.zone))}; "
+                "I'll say here when it is live.",
+                context=f"`{format_id('A', row.action_id)}`",
+            )
+        return []
+
     async def publish_due(self, command: PublishDuePosts) -> Sequence[Message]:
         """Run at start and every few seconds, on every replica; each row is acted on by one of them."""
         now = self.clock()

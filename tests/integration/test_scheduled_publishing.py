@@ -83,6 +83,9 @@ async def schedule_and_approve(aios: Aios, slack_api: FakeSlackApi, words: str) 
     assert await timers(aios) == []  # nothing is timed before the approval
     await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
     [timer] = await timers(aios)
+    assert said(slack_api, ":calendar: spring-lookbook goes out ") == [
+        f":calendar: spring-lookbook goes out {_told(timer.publish_at)}; I'll say here when it is live."
+    ]
     return timer
 
 
