@@ -12,8 +12,6 @@ import warnings
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import dateparser
-
 ACCEPTED = "`next Monday 9am`, `tomorrow 14:00`, `on Dec 3 at 9`, `2026-12-01 09:00` or `in 2 hours`"
 MAX_LENGTH = 80
 # A time of day, or a time from now: a bare "friday" would otherwise mean midnight, which nobody means.
@@ -43,6 +41,8 @@ def read_time(text: str, zone: ZoneInfo, now: datetime) -> datetime:
         )
     normalised = _BARE_HOUR.sub(lambda m: f"at {m.group(1)}:00", _LEADING_ON.sub("", words))
     local_now = now.astimezone(zone).replace(tzinfo=None)
+    import dateparser  # here: importing it takes about 0.3 s, which every command importing the bot would pay
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dateparser warns about its own use of deprecated APIs
