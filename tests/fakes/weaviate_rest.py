@@ -1,5 +1,6 @@
-"""The REST half of the local Weaviate server (aiohttp): meta and readiness, schema, tenants, objects and the
-REST batch, with the real server's status codes and `{"error": [{"message": ...}]}` bodies."""
+"""The REST half of the local Weaviate server (aiohttp): meta and readiness, schema, tenants and objects, with
+the real server's status codes and `{"error": [{"message": ...}]}` bodies. (weaviate-client v4 batches and
+deletes by filter over gRPC, so the REST batch endpoints are not here.)"""
 
 from __future__ import annotations
 
@@ -85,7 +86,6 @@ class WeaviateRest:
         app.router.add_route("*", "/v1/schema/{cls}/tenants/{tenant}", self.get_tenant)
         app.router.add_post("/v1/objects", self.create_object)
         app.router.add_route("*", "/v1/objects/{cls}/{id}", self.one_object)
-        app.router.add_post("/v1/batch/objects", self.batch_objects)
 
     async def meta(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -237,20 +237,3 @@ class WeaviateRest:
             collection.merge(tenant, object_id, properties, collection.named_vectors(vector, vectors))
             return web.Response(status=204)
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "PATCH", "DELETE"])
-
-    async def batch_objects(self, request: web.Request) -> web.Response:
-        body = await json_body(request)
-        results = []
-        for obj in body.get("objects") or []:
-            answer = {k: v for k, v in obj.items() if k != "vector"}
-            try:
-                collection = self.data.collection(str(obj.get("class") or ""))
-                tenant, properties, vector, vectors = self._object_fields(obj)
-                object_id = str(obj.get("id") or uuid_lib.uuid4())
-                collection.put(tenant, object_id, properties, vector, vectors)
-                answer["id"] = object_id
-                answer["result"] = {"status": "SUCCESS"}
-            except WeaviateError as exc:
-                answer["result"] = {"status": "FAILED", "errors": {"error": [{"message": exc.message}]}}
-            results.append(answer)
-        return web.json_response(results)

@@ -144,7 +144,8 @@ def coerce(class_name: str, prop: str, data_type: str, value: Any) -> Any:
     except ValueError as exc:
         raise WeaviateError(
             422,
-            f"invalid {data_type} property '{prop}' on class '{class_name}': {exc}, the given value is {value!r}",
+            f"invalid {'integer' if data_type == 'int' else data_type} property '{prop}' on class '{class_name}': "
+            f"{exc}, the given value is {value!r}",
         ) from exc
     return value
 
@@ -401,7 +402,7 @@ class Collection:
                 if writing and self.config["multiTenancyConfig"]["autoTenantActivation"]:
                     self.tenants[tenant] = ACTIVE
                 else:
-                    raise WeaviateError(422, f'tenant not active: "{tenant}"')
+                    raise WeaviateError(422, f"tenant not active: '{tenant}'")
             return self.shards[tenant]
         if tenant:
             raise WeaviateError(

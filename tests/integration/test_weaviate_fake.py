@@ -116,6 +116,10 @@ async def test_the_client_connects_and_creates_the_collection_aios_uses(
     with pytest.raises(UnexpectedStatusCodeError, match="already exists") as exists:
         await client.collections.create(collection.name)
     assert exists.value.status_code == 422
+    await collection.config.update(description="long-term memory")
+    await collection.config.add_property(Property(name="source", data_type=DataType.TEXT))
+    config = await collection.config.get()
+    assert config.description == "long-term memory" and "source" in [p.name for p in config.properties]
     await client.collections.delete(collection.name)
     assert await client.collections.exists(collection.name) is False
 
@@ -131,8 +135,16 @@ async def test_tenants_are_created_listed_checked_and_removed(memories: Collecti
     await memories.tenants.remove(STUDIO)
     assert list(await memories.tenants.get()) == [SHOP]
 
+    await memories.tenants.deactivate(SHOP)
+    with pytest.raises(WeaviateQueryError, match="tenant not active: 'T0SHOP'"):
+        await memories.with_tenant(SHOP).query.bm25("anything")
+    await memories.tenants.activate(SHOP)
+    assert (await memories.with_tenant(SHOP).query.bm25("anything")).objects == []
 
-async def test_properties_and_vectors_round_trip_with_their_types(memories: CollectionAsync) -> None:
+
+async def test_objects_round_trip_with_their_types_and_are_updated_and_replaced(
+    client: WeaviateAsyncClient, memories: CollectionAsync
+) -> None:
     object_id = await remember(
         memories, SHOP, 7, "Lena's grinder is a gift", [0.25, 0.5, 1.0], kind="customer"
     )
@@ -151,6 +163,19 @@ async def test_properties_and_vectors_round_trip_with_their_types(memories: Coll
     assert await shop.data.exists(object_id)
     with pytest.raises(UnexpectedStatusCodeError, match="already exists"):
         await shop.data.insert({"memory_id": 8, "text": "again"}, uuid=object_id)
+
+    await shop.data.update(object_id, properties={"kind": "decision"})
+    rest = await client.debug.get_object_over_rest(memories.name, object_id, tenant=SHOP)
+    assert rest is not None and rest.properties["kind"] == "decision" and rest.properties["memory_id"] == 7
+    await shop.data.replace(
+        object_id, properties={"memory_id": 9, "text": "replaced"}, vector=[1.0, 0.0, 0.0]
+    )
+    replaced = await shop.query.fetch_object_by_id(object_id, include_vector=True)
+    assert replaced is not None and replaced.properties == {"memory_id": 9, "text": "replaced"}
+    assert replaced.vector == {"default": [1.0, 0.0, 0.0]}
+    with pytest.raises(UnexpectedStatusCodeError, match="invalid integer property 'memory_id'") as invalid:
+        await shop.data.insert({"memory_id": "seven", "text": "not a number"})
+    assert invalid.value.status_code == 422
 
 
 async def test_bm25_ranks_by_word_with_weaviate_scores(client: WeaviateAsyncClient) -> None:
@@ -245,6 +270,13 @@ async def test_near_vector_orders_by_cosine_distance(memories: CollectionAsync) 
     assert result.objects[0].metadata.certainty == pytest.approx(1.0)
     near = await memories.with_tenant(SHOP).query.near_vector([0.0, 1.0], distance=0.5)
     assert len(near.objects) == 2
+
+
+async def test_the_iterator_pages_through_every_object_once(memories: CollectionAsync) -> None:
+    for memory_id in range(7):
+        await remember(memories, SHOP, memory_id, f"fact {memory_id}", [1.0, float(memory_id)])
+    seen = [int(o.properties["memory_id"]) async for o in memories.with_tenant(SHOP).iterator(cache_size=3)]  # type: ignore[arg-type]
+    assert sorted(seen) == list(range(7))
 
 
 async def test_tenants_are_isolated(memories: CollectionAsync) -> None:
