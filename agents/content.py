@@ -52,8 +52,6 @@ class ContentAgent(Agent):
     name = "content"
     action_names = ("cms.create_draft", "cms.publish")
     optional_action_names = ("wordpress.update", "social.post")
-    # Every brand-voice note, not only those sharing words with a query; set by the composition root.
-    voice: BrandVoice | None = None
 
     def __init__(
         self,
@@ -61,9 +59,12 @@ class ContentAgent(Agent):
         registry: ConnectorRegistry,
         memory: MemoryStore,
         calendar: PublishingCalendar | None = None,
+        voice: BrandVoice | None = None,
     ) -> None:
         super().__init__(llm, registry, memory)
         self.calendar = calendar or PublishingCalendar()
+        # Every brand-voice note, not only those sharing words with a query (without it: a search).
+        self.voice = voice
         reader = (
             registry.connector_for("wordpress.update") if "wordpress.update" in self.action_names else None
         )

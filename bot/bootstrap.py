@@ -233,11 +233,8 @@ async def _wire(
     calendar = PublishingCalendar(settings.zone, policy.document.publishing.windows, clock)
     agents: list[Agent] = [
         ReturnsAgent(llm, registry, memory, orders),
-        ContentAgent(llm, registry, memory, calendar),
+        ContentAgent(llm, registry, memory, calendar, BrandVoice(units, clock)),
     ]
-    for agent in agents:
-        if isinstance(agent, ContentAgent):
-            agent.voice = BrandVoice(units, clock)
     tools = ToolsAgent(llm, registry, memory)
     if tools.action_names:
         agents.append(tools)
