@@ -144,3 +144,15 @@ def test_remember_takes_a_kind_and_a_key_before_the_text() -> None:
 def test_remember_says_what_is_wrong_with_its_options(argument: str, problem: str) -> None:
     said = _remember(argument).problem
     assert said is not None and re.search(problem, said), said
+
+
+@given(st.text(max_size=200))
+def test_any_remember_argument_is_a_note_or_one_clear_problem(argument: str) -> None:
+    command = bus_command(parse_slash(f"remember {argument}"), team="T", user="U", channel="C")
+    if command is None:
+        assert not argument.strip()  # `/aios remember` alone is answered with the help
+        return
+    assert isinstance(command, Remember)
+    if command.problem is None:
+        assert command.text.strip() and re.fullmatch(r"[a-z][a-z0-9_]{0,29}", command.kind)
+        assert command.key is None or normalised_key(command.key) == command.key
