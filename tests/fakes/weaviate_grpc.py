@@ -35,6 +35,7 @@ from weaviate.proto.v1 import (
 from tests.fakes.weaviate_store import (
     DEFAULT_LIMIT,
     Collection,
+    Predicate,
     StoredObject,
     WeaviateData,
     WeaviateError,
@@ -45,7 +46,6 @@ from tests.fakes.weaviate_store import (
 )
 
 HYBRID_SUBSEARCH_LIMIT = 100
-Predicate = Callable[[StoredObject], bool]
 F = base_pb2.Filters
 TENANT_STATUS: dict[str, tenants_pb2.TenantActivityStatus] = {
     "ACTIVE": tenants_pb2.TENANT_ACTIVITY_STATUS_ACTIVE,
@@ -390,6 +390,9 @@ class WeaviateService(weaviate_pb2_grpc.WeaviateServicer):
     ) -> list[search_get_pb2.SearchResult]:
         tenant = request.tenant
         collection.shard(tenant)  # the tenant checks come before anything else, as on the real server
+        ignored = [f for f in ("group_by", "generative", "rerank", "boost") if request.HasField(f)]
+        if ignored or request.autocut:
+            raise SearchError(f"{(ignored or ['autocut'])[0]} is not supported by this local server")
         keep: Predicate = (
             FilterCompiler(collection).compile(request.filters)
             if request.HasField("filters")

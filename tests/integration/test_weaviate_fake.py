@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import weaviate
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
-from weaviate.classes.query import Filter, FilterReturn, MetadataQuery
+from weaviate.classes.query import Filter, FilterReturn, MetadataQuery, Sort
 from weaviate.client import WeaviateAsyncClient
 from weaviate.collections import CollectionAsync
 from weaviate.exceptions import (
@@ -272,11 +272,17 @@ async def test_near_vector_orders_by_cosine_distance(memories: CollectionAsync) 
     assert len(near.objects) == 2
 
 
-async def test_the_iterator_pages_through_every_object_once(memories: CollectionAsync) -> None:
+async def test_fetches_page_through_every_object_once_and_sort_by_property(
+    memories: CollectionAsync,
+) -> None:
     for memory_id in range(7):
         await remember(memories, SHOP, memory_id, f"fact {memory_id}", [1.0, float(memory_id)])
     seen = [int(o.properties["memory_id"]) async for o in memories.with_tenant(SHOP).iterator(cache_size=3)]  # type: ignore[arg-type]
     assert sorted(seen) == list(range(7))
+    newest = await memories.with_tenant(SHOP).query.fetch_objects(
+        sort=Sort.by_property("memory_id", ascending=False), limit=3
+    )
+    assert [o.properties["memory_id"] for o in newest.objects] == [6, 5, 4]
 
 
 async def test_tenants_are_isolated(memories: CollectionAsync) -> None:
