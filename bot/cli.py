@@ -861,7 +861,8 @@ def memory_import(
     from storage.memory.snapshot import import_snapshot
 
     try:
-        snapshot = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark, which some editors put first, is not part of the header.
+        snapshot = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         _fail(f"{path} is not UTF-8 text: a snapshot is JSON Lines")
     except OSError as exc:

@@ -73,6 +73,8 @@ def memory_row(number: int, record: object, team: str, now: datetime) -> dict[st
     text_ = record.get("text")
     if not isinstance(text_, str) or not text_.strip():
         raise SnapshotError(number, "the memory has no text")
+    if "\x00" in text_:
+        raise SnapshotError(number, "the text holds a NUL character, which no database keeps")
     vector, vector_model = _vector(number, record)
     return {
         "team_id": team,
@@ -114,9 +116,11 @@ async def import_snapshot(store: MemoryStore, team: str, lines: Iterable[str]) -
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, parse_constant=_not_a_number)
         except json.JSONDecodeError as exc:
             raise MemoryStoreError(f"line {number} is not JSON: {exc.msg} (column {exc.colno})") from None
+        except ValueError as exc:
+            raise MemoryStoreError(f"line {number} is not JSON: {exc}") from None
         if header is None:
             header = _checked_header(number, value, team)
         else:
@@ -167,8 +171,9 @@ def _string(number: int, record: dict[str, Any], field: str, default: str | None
     value = record.get(field, default)
     if value is None and default is None:
         return None
-    if not isinstance(value, str) or (not empty and not value):
-        raise SnapshotError(number, f"{field} must be a non-empty string, not {value!r}")
+    if not isinstance(value, str) or (not empty and not value) or "\x00" in value:
+        kind = "a string" if empty else "a non-empty string"
+        raise SnapshotError(number, f"{field} must be {kind} without NUL characters, not {value!r}")
     if len(value) > _WIDTHS[field]:
         raise SnapshotError(number, f"{field} is longer than {_WIDTHS[field]} characters")
     return value
@@ -220,6 +225,11 @@ def _vector(number: int, record: dict[str, Any]) -> tuple[bytes | None, str | No
     if not vector or len(vector) % 4:
         raise SnapshotError(number, "vector must be base64 of float32 values (little-endian)")
     return vector, model
+
+
+def _not_a_number(constant: str) -> float:
+    # Python's json reads NaN and Infinity, which JSON has not: PostgreSQL would refuse them in meta.
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _iso(moment: datetime | None) -> str | None:

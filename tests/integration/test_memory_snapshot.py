@@ -249,6 +249,12 @@ REFUSED = {
     "another team's snapshot": (changed(1, team=STUDIO), "line 1: this is a snapshot of team 'T0STUDIO'"),
     "bad JSON": ([*good_lines()[:2], '{"text": "third",'], "line 3 is not JSON"),
     "no text": (changed(2, text="  "), "line 2: the memory has no text"),
+    "a NUL character": (changed(3, text="nul\x00"), "line 3: the text holds a NUL character"),
+    "a key that is not a string": (changed(2, key=1003), "line 2: key must be a string"),
+    "NaN": (
+        [*good_lines()[:2], '{"text": "third", "meta": {"score": NaN}}'],
+        "line 3 is not JSON: NaN is not",
+    ),
     "a bad timestamp": (changed(3, created_at="last tuesday"), "line 3: created_at 'last tuesday' is not a"),
     "a timestamp without a zone": (changed(2, last_used_at="2026-03-01T09:30:00"), "line 2: last_used_at"),
     "an unknown version": (changed(1, version=2), "line 1: snapshot version 2 is not one"),
