@@ -58,7 +58,6 @@ BM25_B = 0.75
 DEFAULT_LIMIT = 10
 ACTIVE = "ACTIVE"
 TENANT_STATUSES = {"HOT": "ACTIVE", "ACTIVE": "ACTIVE", "COLD": "INACTIVE", "INACTIVE": "INACTIVE"}
-SCALAR_TYPES = {"text", "int", "number", "boolean", "date", "uuid"}
 WORD = re.compile(r"[^\W_]+")
 
 

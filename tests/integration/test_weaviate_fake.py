@@ -177,6 +177,13 @@ async def test_objects_round_trip_with_their_types_and_are_updated_and_replaced(
         await shop.data.insert({"memory_id": "seven", "text": "not a number"})
     assert invalid.value.status_code == 422
 
+    # Auto-schema, on by default: properties the schema lacks are added with the type of their first value.
+    await shop.data.insert(
+        {"text": "auto", "rating": 3, "seen_at": "2026-03-01T12:00:00Z", "source": "thread"}
+    )
+    types = {p.name: p.data_type.value for p in (await memories.config.get()).properties}
+    assert (types["rating"], types["seen_at"], types["source"]) == ("number", "date", "text")
+
 
 async def test_bm25_ranks_by_word_with_weaviate_scores(client: WeaviateAsyncClient) -> None:
     collection = await client.collections.create(
