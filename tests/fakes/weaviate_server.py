@@ -11,7 +11,9 @@ caller's own (collections with `Configure.Vectors.self_provided()`).
         server.url                              # "http://127.0.0.1:<http_port>"
 
 `server.stop()` then `server.start()` serves again on the same two ports with the data kept (clients see the
-connections refused in between); `server.restart(keep_data=False)` comes back empty.
+connections refused in between); `server.restart(keep_data=False)` comes back empty. Integration tests take
+the `weaviate_server` fixture (tests/integration/conftest.py): one server per session and xdist worker, serving
+at the start of every test even if an earlier one stopped it; give each test a collection name of its own.
 
 The server runs in a child process: grpc.aio polls one completion queue per process, and a server loop in a
 thread next to the test's client loop makes both loops race for its events. Runnable on its own for manual use:
