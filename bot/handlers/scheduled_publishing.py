@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 ATTEMPT_TIMEOUT_SECONDS = 30.0
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_WAIT = timedelta(hours=1)
+# Published within this of its time (a sweep runs every 15 s), a post is told as live since then.
+ON_TIME = timedelta(minutes=1)
 
 
 async def record_due_publish(
@@ -149,8 +151,11 @@ class ScheduledPublishing(HandlerBase):
         zone = ZoneInfo(row.zone)
         due = describe(row.publish_at, zone)
         tries = f" (after {row.attempts + 1} tries)" if row.attempts else ""
-        if done.outcome == DueOutcome.PUBLISHED:
+        now = self.clock()
+        if done.outcome == DueOutcome.PUBLISHED and now - row.publish_at <= ON_TIME:
             text = f":rocket: {row.slug} is live since {due}{tries}."
+        elif done.outcome == DueOutcome.PUBLISHED:
+            text = f":rocket: {row.slug} is live since {describe(now, zone)}; it was due {due}{tries}."
         elif done.outcome == DueOutcome.ALREADY_LIVE:
             text = f":rocket: {row.slug} is live since {due}: {row.connector} had published it already."
         else:
