@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 COLLECTION = "AiosMemory"
 GRPC_PORT = 50051
 PUSH_BATCH = 200  # queue rows pushed per round trip
-PUSH_LOCK = 0x41494F534D49  # "AIOSMI": the advisory lock that lets one process at a time push (PostgreSQL)
+PUSH_LOCK = 0x41494F534D49  # "AIOSMI": the advisory lock that makes replicas' pushes take turns (PostgreSQL)
 # The client retries an unreachable gRPC server for about a minute before it gives up: too long to keep a person
 # or a write waiting, so each call to Weaviate has a deadline of its own.
 SEARCH_DEADLINE = 3.0  # seconds; past it, the search is answered from SQL
@@ -412,38 +412,33 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
             await self._went_down(f"the index could not be updated: {exc!r}")
 
     async def _drain(self) -> None:
-        """Give Weaviate what the record holds for each queued memory, then delete those queue rows. Pushes run
-        one at a time, or a push that read the record before a forget could land after the forget's own push."""
+        """Give Weaviate what the record holds for each queued memory, then delete those queue rows.
+
+        A memory's text never changes and a deleted one never comes back, so the one stale write there can be is
+        a memory written to the index after a concurrent forget's push removed it. Pushes take turns (in this
+        process; across replicas on PostgreSQL, by an advisory lock), and each push also reads the record again
+        once its writes have landed and removes what went meanwhile, which covers two processes on one SQLite
+        file."""
         async with self._one_push_at_a_time():
             while True:
                 async with self._units() as uow:
-                    session = uow.repo.session
                     queued = (
-                        await session.exec(
+                        await uow.repo.session.exec(
                             select(MemoryIndexQueue).order_by(col(MemoryIndexQueue.id)).limit(PUSH_BATCH)
                         )
                     ).all()
-                    ids = {q.memory_id for q in queued}
-                    stored = (
-                        (await session.exec(select(Memory).where(col(Memory.id).in_(ids)))).all()
-                        if ids
-                        else []
-                    )
                 if not queued:
                     return
-                held = {(m.team_id, m.id): m for m in stored}
-                present: dict[str, dict[int, Memory]] = {}
-                gone: dict[str, set[int]] = {}
-                for q in queued:
-                    memory = held.get((q.team_id, q.memory_id))
-                    if memory is not None:
-                        present.setdefault(q.team_id, {})[q.memory_id] = memory
-                    else:
-                        gone.setdefault(q.team_id, set()).add(q.memory_id)
-                for team, memories in present.items():
-                    await self._index.put(team, list(memories.values()))
-                for team, memory_ids in gone.items():
-                    await self._index.remove(team, sorted(memory_ids))
+                present = await self._held({(q.team_id, q.memory_id) for q in queued})
+                for team, memories in _by_team(present.values()).items():
+                    await self._index.put(team, memories)
+                for team, memory_ids in _by_team_ids(
+                    {(q.team_id, q.memory_id) for q in queued} - set(present)
+                ).items():
+                    await self._index.remove(team, memory_ids)
+                went = set(present) - set(await self._held(set(present)))
+                for team, memory_ids in _by_team_ids(went).items():
+                    await self._index.remove(team, memory_ids)
                 async with self._units() as uow:
                     await uow.repo.session.exec(
                         delete(MemoryIndexQueue).where(col(MemoryIndexQueue.id).in_([q.id for q in queued]))
@@ -454,8 +449,8 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
 
     @contextlib.asynccontextmanager
     async def _one_push_at_a_time(self) -> AsyncIterator[None]:
-        """In this process; and across processes on PostgreSQL by an advisory lock, held by a transaction of its
-        own while the push works in short ones (SQLite serves one machine, and its units of work cannot nest)."""
+        # The advisory lock is held by a transaction of its own while the push works in short ones; SQLite's
+        # units of work cannot nest, and its writers are serialised anyway.
         async with self._pushing:
             if self._postgres is None:
                 async with self._units() as uow:
@@ -468,6 +463,18 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 connection = await lock.repo.session.connection()
                 await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUSH_LOCK})
                 yield
+
+    async def _held(self, memories: set[tuple[str, int]]) -> dict[tuple[str, int], Memory]:
+        """Those of these (team, id) memories that the record holds now."""
+        if not memories:
+            return {}
+        async with self._units() as uow:
+            rows = (
+                await uow.repo.session.exec(
+                    select(Memory).where(col(Memory.id).in_([i for _, i in memories]))
+                )
+            ).all()
+        return {(m.team_id, m.id): m for m in rows if m.id is not None and (m.team_id, m.id) in memories}
 
     async def _went_down(self, detail: str) -> None:
         """Serve from SQL and reconnect in the background; the incident is noted once per outage."""
@@ -499,3 +506,17 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 await self._reconnecting
             self._reconnecting = None
         await self._index.close()
+
+
+def _by_team(memories: Iterable[Memory]) -> dict[str, list[Memory]]:
+    teams: dict[str, list[Memory]] = {}
+    for memory in memories:
+        teams.setdefault(memory.team_id, []).append(memory)
+    return teams
+
+
+def _by_team_ids(memories: Iterable[tuple[str, int]]) -> dict[str, list[int]]:
+    teams: dict[str, list[int]] = {}
+    for team, memory_id in sorted(memories):
+        teams.setdefault(team, []).append(memory_id)
+    return teams

@@ -369,3 +369,49 @@ async def test_a_weaviate_that_comes_back_empty_is_filled_again_from_the_record(
     await assert_in_step(units, client, collection, SHOP, STUDIO)
     assert set(await indexed(client, collection, SHOP)) == {first, third}
     assert set(await indexed(client, collection, STUDIO)) == {second}
+
+
+class HeldIndex(WeaviateIndex):
+    """Weaviate, with writes that wait until the test lets them through: a push caught between reading the record
+    and writing the index."""
+
+    def __init__(self, url: str, grpc_port: int, collection: str) -> None:
+        super().__init__(url, None, grpc_port=grpc_port, collection=collection)
+        self.reached, self.release = asyncio.Event(), asyncio.Event()
+
+    async def put(self, team: str, memories: Sequence[Memory]) -> None:
+        self.reached.set()
+        await self.release.wait()
+        await super().put(team, memories)
+
+
+async def test_a_push_overtaken_by_another_process_forgetting_leaves_the_index_equal_to_the_record(
+    where: Where, database_url: str, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    other_engine = create_engine(database_url)  # another process on the same database
+    other = IndexedMemoryStore(
+        UnitOfWorkFactory.for_engine(other_engine), index_for(where, collection), clock, RETENTION
+    )
+    held = HeldIndex(where.url, where.grpc_port, collection)
+    slow = IndexedMemoryStore(units, held, clock, RETENTION)
+    try:
+        await other.start()
+        crashed = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION)
+        memory_id, _ = await crashed.remember(SHOP, "order 1011 ships on Monday")  # committed, not pushed
+
+        starting = asyncio.create_task(slow.start())  # reads the record (the memory is there), then waits
+        await held.reached.wait()
+        forgetting = asyncio.create_task(other.forget(SHOP, memory_id))
+        # On SQLite the forget's push runs at once and removes the memory before the held write lands; on
+        # PostgreSQL it waits for the held push's turn to end.
+        await asyncio.wait({forgetting}, timeout=2)
+        held.release.set()
+        await starting
+        assert await forgetting is True
+
+        await assert_in_step(units, client, collection, SHOP)
+        assert memory_id not in await indexed(client, collection, SHOP)
+    finally:
+        await slow.close()
+        await other.close()
+        await other_engine.dispose()
