@@ -9,10 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from agents.dates import UnreadableTime, describe, read_time
 from agents.offline.content import plan
 from agents.publishing_calendar import PublishingCalendar, read_context
+from bot.settings import Settings
 from connectors.actions import CmsPublish
 from policies.windows import PublishingWindow, is_open, next_opening
 
@@ -153,3 +155,12 @@ def test_the_calendar_refuses_the_past_and_times_outside_the_windows() -> None:
     )
     assert calendar.refusal(at("2026-11-27T11:59:00+01:00")) is None
     assert PublishingCalendar(BERLIN, (), lambda: NOW).refusal(CmsPublish(slug="spring-lookbook")) is None
+
+
+def test_an_unknown_time_zone_is_refused_when_the_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIOS_TIMEZONE", raising=False)
+    assert Settings(_env_file=None).zone == ZoneInfo("UTC")
+    assert Settings(_env_file=None, AIOS_TIMEZONE="Europe/Berlin").zone == BERLIN
+    for wrong in ("Mars/Olympus", "../../etc/passwd", ""):
+        with pytest.raises(ValidationError, match="is not a time zone this system knows; use an IANA name"):
+            Settings(_env_file=None, AIOS_TIMEZONE=wrong)
