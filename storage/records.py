@@ -241,6 +241,23 @@ class ScheduledPublish(Record, table=True):
     created_at: datetime = _ts()
 
 
+class PlannedSlot(Record, table=True):
+    """A post a content calendar planned: written with the executed draft that carries its time, so the calendar
+    shows what was planned, and the draft by its slug says how far the post got."""
+
+    __tablename__ = "planned_slot"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="proposed_action.id", unique=True)  # the cms.create_draft of the slot
+    team_id: str = Field(max_length=40, index=True)
+    slug: str = Field(max_length=120)
+    title: str = Field(max_length=200)
+    angle: str = ""
+    planned_for: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    zone: str = Field(max_length=60)  # the team's time zone when it was planned
+    created_at: datetime = _ts()
+
+
 class PolicyVersion(Record, table=True):
     """The text of every policy that judged an action, by the content hash its decisions record."""
 
