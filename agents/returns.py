@@ -18,6 +18,7 @@ from connectors.registry import ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
 from connectors.stripe_payments import EMAIL, PAYMENT_ID, PaymentInfo
 from storage.memory import MemoryStore
+from storage.memory.entities import named_keys
 
 # Payments and emails looked up per request, at most: each one costs Stripe calls before anything is planned.
 MAX_LOOKUPS = 5
@@ -187,9 +188,8 @@ _ORDER_NUMBER = re.compile(r"(?<![$€£\w.,/:-])(\d{3,7})\b(?![.,/:-]\d)")
 
 
 def _names_something(text: str) -> bool:
-    """Whether a request names an order, a payment or an email address of its own."""
-    plain = MAILTO.sub(r"\1", text)
-    return bool(_ORDER_NUMBER.search(plain) or PAYMENT_ID.search(plain) or EMAIL.search(plain))
+    """Whether a request names an order, a payment, a customer or a post of its own."""
+    return bool(_ORDER_NUMBER.search(text) or named_keys(text))
 
 
 def _first_name(name: str) -> str:

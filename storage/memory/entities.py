@@ -18,7 +18,7 @@ _MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 # A number ends the mention: "1001.50", "1001-05" or "1001:30" are something else (an amount, a date, a time).
 _NUMBER = r"(\d{3,9})\b(?![.,:/-]\d)"
 _ORDER = re.compile(
-    r"(?:\b([\w']+)\s+)?\borders?\b\s*(?::|\b(?:no|nr|number)\b\.?)?\s*(#?)\s*"
+    r"(?:\b([\w']{1,12})\s+)?\borders?\b\s*(?::|\b(?:no|nr|number)\b\.?)?\s*(#?)\s*"
     + _NUMBER
     + r"((?:\s*(?:,|&|\band\b|\bor\b)\s*#?\s*\d{3,9}\b(?![.,:/-]\d))*)",
     re.IGNORECASE,
@@ -30,17 +30,20 @@ _VERB_BEFORE = frozenset(
     | {"then", "we", "i", "you", "they", "let's", "lets"}
 )
 _HASH_NUMBER = re.compile(r"(?<![\w&#])#" + _NUMBER)
-_ADDRESS = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+# Every repetition is bounded: a long run of letters and hyphens must cost linear time, not quadratic.
+_ADDRESS = r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
 _EMAIL = re.compile(rf"\b{_ADDRESS}\b")
-_SLUG = r"([a-z0-9]+(?:-[a-z0-9]+)+)"  # hyphenated: a single word after "post" is too often just a word
+_SLUG = r"([a-z0-9]{1,40}(?:-[a-z0-9]{1,40}){1,12})"  # hyphenated: a single word after "post" is too often just a word
 _POST = re.compile(
-    r"\b(?:post|slug)\b(?:\s*:\s*|\s+)[`'\"“]?(?:post:)?([a-z0-9]+(?:-[a-z0-9]+)*)\b(?!-)"
+    r"\b(?:post|slug)\b(?:\s*:\s*|\s+)[`'\"“]?(?:post:)?([a-z0-9]{1,40}(?:-[a-z0-9]{1,40}){0,12})\b(?!-)"
     + r"|\b"
     + _SLUG
     + r"[`'\"”]?\s+post\b",
     re.IGNORECASE,
 )
-_POST_KEY = re.compile(r"\bpost:([a-z0-9]+(?:-[a-z0-9]+)*)\b(?!-)", re.IGNORECASE)  # a key written out
+_POST_KEY = re.compile(
+    r"\bpost:([a-z0-9]{1,40}(?:-[a-z0-9]{1,40}){0,12})\b(?!-)", re.IGNORECASE
+)  # a key written out
 _DATE = re.compile(r"^\d{2,4}-\d{1,2}(?:-\d{1,4})?$")
 _PAYMENT = re.compile(r"\b(?:pi|ch|py)_[A-Za-z0-9]{1,250}\b")
 _KEY = re.compile(r"^([a-z][a-z0-9_]{0,29}):(\S+)$")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import date
 from decimal import Decimal
 
@@ -156,3 +157,10 @@ def test_any_remember_argument_is_a_note_or_one_clear_problem(argument: str) -> 
     if command.problem is None:
         assert command.text.strip() and re.fullmatch(r"[a-z][a-z0-9_]{0,29}", command.kind)
         assert command.key is None or normalised_key(command.key) == command.key
+
+
+@pytest.mark.parametrize("text", ["a-" * 20_000, "x@" * 20_000, "a'" * 20_000, "order 1001, " * 3_000])
+def test_a_long_message_is_read_in_linear_time(text: str) -> None:
+    started = time.perf_counter()
+    named_keys(text)
+    assert time.perf_counter() - started < 3  # about 0.1 s; unbounded patterns took 40 s on the first
