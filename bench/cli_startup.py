@@ -4,7 +4,8 @@
 
 Each command runs once to warm the bytecode cache and the database, then ``--runs`` times; the medians of the
 whole process's wall time and CPU time (user + system) are printed. On an idle machine the two agree; when other
-work shares the cores, the wall time grows and the CPU time is the figure to compare. Bytecode caching is on
+work shares the cores, the wall time grows and the CPU time is the figure to compare (the load average printed
+says how busy the machine was). Bytecode caching is on
 whatever the environment says (PYTHONDONTWRITEBYTECODE is removed), as it is for an installed `aios`. The
 database is a fresh SQLite file at the newest schema.
 """
@@ -56,7 +57,8 @@ def main(runs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="aios-bench-") as workdir:
         env = environment(f"sqlite+aiosqlite:///{Path(workdir) / 'aios.db'}")
         subprocess.run([AIOS, "db", "upgrade"], env=env, capture_output=True, check=True)
-        print(f"median of {runs} runs, after one warm-up run, bytecode caching on")
+        load = os.getloadavg()[0]
+        print(f"median of {runs} runs, after one warm-up run, bytecode caching on; load average {load:.1f}")
         print(f"  {'command':<33} {'wall':>7} {'cpu':>7}")
         for args in COMMANDS:
             timed(args, env)
