@@ -14,6 +14,7 @@ from agents.tools_agent import ToolsAgent
 
 _tracer = trace.get_tracer("aios.agents")
 _ROUTES = (
+    ("scheduling", re.compile(r"^\W*(?:please\s+)?plan\b|\bcontent\s+calendar\b", re.IGNORECASE)),
     ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
 )

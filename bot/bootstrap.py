@@ -6,6 +6,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +21,7 @@ from agents.offline import OfflinePlanner
 from agents.pricing import PriceTable
 from agents.publishing_calendar import PublishingCalendar
 from agents.returns import OrderLookup, ReturnsAgent
+from agents.scheduling import SchedulingAgent
 from agents.tools_agent import ToolsAgent
 from bot import observability
 from bot.background import BackgroundTasks
@@ -44,6 +46,7 @@ from storage.engine import create_engine
 from storage.leases import Lease, acquire_lease
 from storage.memory import MemoryStore, Retention
 from storage.migrate import upgrade_to_head
+from storage.planned_slots import planned_titles
 from storage.records import Intent, RunStatus, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -234,6 +237,7 @@ async def _wire(
     agents: list[Agent] = [
         ReturnsAgent(llm, registry, memory, orders),
         ContentAgent(llm, registry, memory, calendar, BrandVoice(units, clock)),
+        SchedulingAgent(llm, registry, memory, calendar, partial(planned_titles, units)),
     ]
     tools = ToolsAgent(llm, registry, memory)
     if tools.action_names:

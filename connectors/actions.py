@@ -64,12 +64,23 @@ class CmsCreateDraft(Action):
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(default="", max_length=50_000)
     slug: Slug | None = Field(default=None, description="URL slug; derived from the title when omitted")
+    planned_for: datetime | None = Field(
+        default=None,
+        description="When a content calendar plans the post to go out (ISO 8601 with its offset); omit "
+        "for a draft outside a calendar",
+    )
+
+    @field_validator("planned_for")
+    @classmethod
+    def _planned_utc_unless_zoned(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     def effective_slug(self) -> str:
         return self.slug or slugify(self.title)
 
     def summary(self) -> str:
-        return f"Create draft “{self.title}” ({self.effective_slug()})"
+        planned = f", planned for {self.planned_for.isoformat()}" if self.planned_for else ""
+        return f"Create draft “{self.title}” ({self.effective_slug()}{planned})"
 
 
 class CmsPublish(Action):

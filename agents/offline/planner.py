@@ -31,6 +31,13 @@ Content (tools ``cms_create_draft``, ``cms_publish``; ``wordpress_update`` when 
   * ``update post spring-lookbook title "Spring lookbook 2027"``, or ``body "…"``, ``excerpt "…"`` (several
     at once, each in quotes); an update written otherwise proposes nothing, and the reply says how to write it
 
+A month's content calendar (tool ``cms_create_draft`` with ``planned_for``), for the scheduling agent:
+  * ``plan December: two posts a week about winter care, Tuesdays and Fridays``, ``plan next month: one post
+    a week about pricing, on Mondays``, ``plan 2026-12: 4 posts about gift guides``
+  * the slots fall on the days asked, at the opening of that day's publishing window, in the team's zone, on
+    days to come, never more than asked; titles already used (``Used before`` lines) are passed over; days
+    without a window, or a request missing its count or topic, propose nothing and the reply says why
+
 Webhooks (tool ``webhook_post``), to a webhook the context names as configured:
   * ``post {"event": "refund", "order": 1001} to webhook crm``
   * ``send to webhook crm: {"event": "refund", "order": 1001}``, ``notify crm {"event": "restock"}``
@@ -46,11 +53,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
-from agents.offline import content, refunds, webhooks
+from agents.offline import calendar, content, refunds, webhooks
 from agents.offline.grammar import Grammar
 
 # Tried in order; the first that recognises the request plans it.
-GRAMMARS: tuple[Grammar, ...] = (refunds.GRAMMAR, content.GRAMMAR, webhooks.GRAMMAR)
+GRAMMARS: tuple[Grammar, ...] = (refunds.GRAMMAR, calendar.GRAMMAR, content.GRAMMAR, webhooks.GRAMMAR)
 
 
 class OfflinePlanner:

@@ -14,6 +14,7 @@ from pydantic_core import to_jsonable_python
 from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase
+from bot.handlers.content_calendar import record_planned_slot
 from bot.handlers.scheduled_publishing import record_due_publish
 from bot.messagebus import Message
 from bot.messages import (
@@ -279,6 +280,7 @@ class Executions(HandlerBase):
             )
             if succeeded:
                 await record_due_publish(uow, self.registry, self.zone, execution.action_id, result)
+                await record_planned_slot(uow, self.registry, self.zone, execution.action_id)
             await uow.commit()
             return execution
 

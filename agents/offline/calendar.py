@@ -1,0 +1,315 @@
+"""Offline grammar for a month's content calendar (tool ``cms_create_draft`` with ``planned_for``).
+
+``plan December: two posts a week about winter care, Tuesdays and Fridays`` and its variants (``plan next
+month: 1 post per week on Mondays about pricing``, ``plan 2026-12, 3 posts about gift guides on tue/fri``): the
+slots fall on the days asked, at the opening of that day's publishing window (09:00 without windows), in the
+team's zone, on days still to come, never more than asked. Each slot gets a working title and an angle that no
+``Used before`` line of the context names. What was understood is said back; what cannot be read proposes
+nothing and says how to write it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from agents.dates import describe, place
+from agents.llm import LLMReply, ToolCall
+from agents.offline.grammar import Grammar
+from agents.publishing_calendar import read_context
+from agents.scheduling import ANGLE_PREFIX, used_lines
+from connectors.actions import slugify
+from policies.windows import DAYS, PublishingWindow
+
+MAX_LENGTH = 300
+DEFAULT_TIME = time(9, 0)
+_REQUEST = re.compile(r"^\W*(?:please\s+)?plan\b", re.IGNORECASE)
+_CALENDAR = re.compile(r"\bcontent\s+calendar\b", re.IGNORECASE)
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+_MONTH_WORD = re.compile(
+    r"\b(" + "|".join(m[:3] + f"(?:{m[3:]})?" for m in _MONTHS) + r")\b(?:\s+(\d{4}))?", re.I
+)
+_ISO_MONTH = re.compile(r"\b(\d{4})-(\d{1,2})\b")
+_RELATIVE_MONTH = re.compile(r"\b(this|next)\s+month\b", re.IGNORECASE)
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
+_COUNT = re.compile(
+    r"\b(\d{1,2}|an?|one|two|three|four|five|six|seven)\s+(?:\w+\s+)?(?:posts?|articles?|pieces?|slots?)"
+    r"(?:\s+(?:a|per|each|every)\s+(week|month))?\b",
+    re.IGNORECASE,
+)
+_WEEKLY = re.compile(r"\b(weekly|every\s+week|once\s+a\s+week)\b", re.IGNORECASE)
+_DAY = re.compile(r"\b(mon|tue|wed|thu|fri|sat|sun)(?:s|days?|nesdays?|rsdays?|urdays?|sdays?)?\b", re.I)
+_TOPIC = re.compile(
+    r"\babout\s+(.+?)(?=\s*(?:[,.;:!?]|\b(?:on|every|each|at)\s|\b(?:mon|tue|wed|thu|fri|sat|sun)\w*\b|$))",
+    re.IGNORECASE,
+)
+_COMMON = frozenset({"a", "an", "and", "for", "in", "of", "on", "our", "s", "the", "to", "we", "your"})
+EXAMPLE = "`plan December: two posts a week about winter care, Tuesdays and Fridays`"
+# A working title and an angle for each slot, tried in order; those already used are passed over.
+_IDEAS = (
+    ("{Topic}: the beginner's checklist", "the five things to do first, for someone starting out"),
+    ("Five {topic} mistakes we see every year", "common mistakes and the fix for each, from real questions"),
+    ("{Topic} on a budget", "what is worth paying for and what is not"),
+    ("{Topic}: your questions, answered", "the questions readers asked most, answered plainly"),
+    ("A week-by-week {topic} plan", "a calendar readers can follow, one small task a week"),
+    ("The {topic} tools we actually use", "the short list of tools and why each earns its place"),
+    ("{Topic} myths, checked", "popular advice held up against what works"),
+    ("The ten-minute {topic} routine", "a routine short enough to keep doing"),
+    ("{Topic}: before and after", "one real example, step by step, with what changed"),
+    ("What we learned about {topic} this year", "our own notes: what worked, what we would drop"),
+    ("{Topic} for small spaces", "the same care scaled down to a balcony or a windowsill"),
+    ("{Topic}: when to call in help", "the signs that a job needs a professional"),
+)
+
+
+@dataclass(frozen=True)
+class CalendarRequest:
+    month: date  # its first day
+    per_week: int | None  # posts a week; None: ``total`` over the month
+    total: int | None
+    days: tuple[int, ...]  # weekdays asked (Monday 0), in the order of the week
+    topic: str
+
+
+class Unreadable(ValueError):
+    """The request is a calendar's, but says something this cannot read; the message says what to write."""
+
+
+def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
+    if "cms_create_draft" not in offered or not (_REQUEST.search(text) or _CALENDAR.search(text)):
+        return None
+    zone, now = read_context(system)
+    try:
+        request = read_request(text, now.astimezone(zone).date())
+        return _calendar(request, zone, now, windows_of(system), used_lines(system))
+    except Unreadable as exc:
+        return LLMReply(f"I didn't plan anything: {exc}.")
+
+
+def read_request(text: str, today: date) -> CalendarRequest:
+    words = " ".join(text.split())
+    if len(words) > MAX_LENGTH:
+        raise Unreadable(f"that is more than {MAX_LENGTH} characters; ask like {EXAMPLE}")
+    month = _month(words, today)
+    days = tuple(sorted({DAYS.index(m.group(1).lower()) for m in _DAY.finditer(words)}))
+    per_week: int | None = None
+    total: int | None = None
+    if (count := _COUNT.search(words)) is not None:
+        number = _number(count.group(1))
+        if count.group(2) and count.group(2).lower() == "month":
+            total = number
+        elif count.group(2):
+            per_week = number
+        else:
+            total = number
+    elif _WEEKLY.search(words):
+        per_week = 1
+    if per_week is None and total is None:
+        per_week = len(days) if days else None
+    if per_week is None and total is None:
+        raise Unreadable(f"say how many posts, and on which days; like {EXAMPLE}")
+    found = _TOPIC.search(words)
+    subject = found.group(1).strip(" \"“”'") if found else ""
+    if not subject:
+        raise Unreadable(f"say what the posts are about (`about winter care`); like {EXAMPLE}")
+    return CalendarRequest(month, per_week, total, days, subject[:80])
+
+
+def windows_of(system: str) -> tuple[PublishingWindow, ...]:
+    """The publishing windows the context line names; none when it names none."""
+    match = re.search(r"publishing windows (.+?) \(([^()]+)\)\.", system)
+    if match is None:
+        return ()
+    windows: list[PublishingWindow] = []
+    for part in match.group(1).split(", "):
+        try:
+            windows.append(PublishingWindow.parse(part))
+        except ValueError:
+            continue
+    return tuple(windows)
+
+
+def _calendar(
+    request: CalendarRequest,
+    zone: ZoneInfo,
+    now: datetime,
+    windows: tuple[PublishingWindow, ...],
+    used: list[str],
+) -> LLMReply:
+    opening = _openings(windows)
+    days = request.days or tuple(sorted(opening)) or (1, 4)
+    closed = [day for day in days if windows and day not in opening]
+    if closed:
+        open_days = ", ".join(DAYS[d] for d in sorted(opening))
+        shown = ", ".join(str(w) for w in windows)
+        raise Unreadable(
+            f"{_names(closed)} have no publishing window ({shown}, {zone.key}); "
+            f"pick days among {open_days}, or add a window to the policy file"
+        )
+    moments, past = _slots(request, days, opening, zone, now)
+    times = " and ".join(f"{_names([d])} at {opening.get(d, DEFAULT_TIME):%H:%M}" for d in days)
+    how_many = f"{request.per_week} a week" if request.per_week else f"{request.total} in the month"
+    understood = (
+        f"Understood: {request.month:%B %Y}, {how_many} about {request.topic}, on {times} {zone.key}"
+        + (" (the publishing windows' opening)." if windows else ".")
+    )
+    if past:
+        understood += f" Skipped {past} day{'s' if past != 1 else ''} already past."
+    if not moments:
+        return LLMReply(f"{understood} No day asked is left in {request.month:%B %Y}: nothing to plan.")
+    ideas = _ideas(request.topic, used, len(moments), request.month)
+    calls: list[ToolCall] = []
+    lines: list[str] = []
+    for moment, (title, angle) in zip(moments, ideas, strict=True):
+        slug = slugify(title)
+        calls.append(
+            ToolCall(
+                "",
+                "cms_create_draft",
+                {
+                    "title": title,
+                    "slug": slug,
+                    "body": f"{ANGLE_PREFIX}{angle}\nPlanned for {describe(moment, zone)}.",
+                    "planned_for": moment.isoformat(),
+                },
+            )
+        )
+        lines.append(f"• {describe(moment, zone)}: “{title}” ({angle})")
+    avoided = sum(1 for title, _ in _all_ideas(request.topic, request.month) if _is_used(title, used))
+    note = f" Passed over {avoided} title{'s' if avoided != 1 else ''} used before." if avoided else ""
+    return LLMReply(
+        f"{understood}{note} {len(calls)} planned draft{'s' if len(calls) != 1 else ''}:\n"
+        + "\n".join(lines),
+        calls,
+    )
+
+
+def _openings(windows: tuple[PublishingWindow, ...]) -> dict[int, time]:
+    """Each weekday with a window, and the earliest window start on it."""
+    found: dict[int, time] = {}
+    for window in windows:
+        for day in window.days:
+            found[day] = min(found.get(day, window.start), window.start)
+    return found
+
+
+def _slots(
+    request: CalendarRequest, days: tuple[int, ...], opening: dict[int, time], zone: ZoneInfo, now: datetime
+) -> tuple[list[datetime], int]:
+    """The slots' moments, earliest first, and how many asked days were already past."""
+    first = request.month
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    moments: list[datetime] = []
+    past = 0
+    week_count: dict[int, int] = {}
+    day = first
+    while day < following:
+        if day.weekday() in days:
+            week = day.isocalendar()[1]
+            wall = datetime.combine(day, opening.get(day.weekday(), DEFAULT_TIME))
+            moment = place(wall, zone)
+            if moment <= now:
+                past += 1
+            elif request.per_week is None or week_count.get(week, 0) < request.per_week:
+                week_count[week] = week_count.get(week, 0) + 1
+                moments.append(moment)
+        day += timedelta(days=1)
+    if request.total is not None:
+        moments = moments[: request.total]
+    return moments, past
+
+
+def _all_ideas(subject: str, month: date) -> list[tuple[str, str]]:
+    lower = subject[0].lower() + subject[1:]
+    return [
+        (title.format(Topic=subject[0].upper() + subject[1:], topic=lower), angle) for title, angle in _IDEAS
+    ] + [
+        (
+            f"{subject[0].upper() + subject[1:]} in {month:%B}, part {n}",
+            "one more practical piece on the topic",
+        )
+        for n in range(1, 32)
+    ]
+
+
+def _ideas(subject: str, used: list[str], count: int, month: date) -> list[tuple[str, str]]:
+    fresh = [idea for idea in _all_ideas(subject, month) if not _is_used(idea[0], used)]
+    return fresh[:count]
+
+
+def _is_used(title: str, used: list[str]) -> bool:
+    """A title is used when a used text holds its words in order, or most of its words."""
+    slug = slugify(title)
+    words = _words(slug)
+    for text in used:
+        other = slugify(text)
+        if slug in other or len(words & _words(other)) >= max(3, math.ceil(0.8 * len(words))):
+            return True
+    return False
+
+
+def _words(slug: str) -> set[str]:
+    return set(slug.split("-")) - _COMMON
+
+
+def _month(words: str, today: date) -> date:
+    if (relative := _RELATIVE_MONTH.search(words)) is not None:
+        start = today.replace(day=1)
+        if relative.group(1).lower() == "next":
+            return date(start.year + start.month // 12, start.month % 12 + 1, 1)
+        return start
+    if (iso := _ISO_MONTH.search(words)) is not None:
+        year, number = int(iso.group(1)), int(iso.group(2))
+        if not 1 <= number <= 12:
+            raise Unreadable(f"{iso.group(0)} is not a month; write it like 2026-12 or December")
+        chosen = date(year, number, 1)
+    elif (named := _MONTH_WORD.search(words)) is not None:
+        number = next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(named.group(1).lower()[:3]))
+        year = int(named.group(2)) if named.group(2) else today.year
+        chosen = date(year, number, 1)
+        if named.group(2) is None and chosen < today.replace(day=1):
+            chosen = date(year + 1, number, 1)  # "plan March" in December means the coming March
+    else:
+        return today.replace(day=1)
+    if chosen < today.replace(day=1):
+        raise Unreadable(f"{chosen:%B %Y} is over; plan this month or a later one")
+    return chosen
+
+
+def _number(word: str) -> int:
+    value = int(word) if word.isdigit() else _NUMBERS[word.lower()]
+    if not 1 <= value <= 31:
+        raise Unreadable(f"{word} posts is not a number I can plan (1 to 31); like {EXAMPLE}")
+    return value
+
+
+def _names(days: tuple[int, ...] | list[int]) -> str:
+    names = [f"{datetime(2024, 1, 1 + d):%A}s" for d in days]  # 1 Jan 2024 was a Monday
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def examples(offered: set[str]) -> list[str]:
+    return (
+        [EXAMPLE, "`plan next month: one post a week about pricing, on Mondays`"]
+        if "cms_create_draft" in offered
+        else []
+    )
+
+
+GRAMMAR = Grammar(plan, examples)

@@ -1,0 +1,124 @@
+"""The scheduling agent: plans a month of posts, as one planned draft per slot (``cms.create_draft`` with
+``planned_for``), on the days asked, at the opening of the publishing windows, in the team's time zone.
+
+Before planning it gathers what must not be planned again: titles of posts the team remembers (``post``
+memories and their summaries), slots already planned, and posts the CMS holds on the topic. They reach the planner
+as ``Used before: "…"`` lines, which the offline grammar reads back as a model would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+
+from agents.base import Agent, Context, PlanRequest
+from agents.content import PostReader, topic
+from agents.dates import describe
+from agents.llm import LLM
+from agents.publishing_calendar import PublishingCalendar
+from connectors.actions import Action, CmsCreateDraft
+from connectors.errors import ConnectorError
+from connectors.redaction import scrubbing
+from connectors.registry import ConnectorRegistry
+from policies.windows import is_open
+from storage.memory import MemoryStore
+
+USED_LINE = "Used before: "
+ANGLE_PREFIX = "Angle: "  # a planned draft's body opens with its angle
+USED_MEMORIES = 12
+USED_POSTS = 10
+_WRITTEN_TITLE = re.compile(r'Title given by [^:]*: ("(?:\\.|[^"\\])*")')
+
+PlannedTitles = Callable[[str], Awaitable[Sequence[str]]]
+
+
+class SchedulingAgent(Agent):
+    name = "scheduling"
+    action_names = ("cms.create_draft",)
+
+    def __init__(
+        self,
+        llm: LLM,
+        registry: ConnectorRegistry,
+        memory: MemoryStore,
+        calendar: PublishingCalendar,
+        planned_titles: PlannedTitles | None = None,
+    ) -> None:
+        super().__init__(llm, registry, memory)
+        self.calendar = calendar
+        self._planned_titles = planned_titles
+        reader = registry.connector_for("cms.create_draft")
+        self._posts = reader if isinstance(reader, PostReader) else None
+
+    async def context(self, request: PlanRequest) -> Context:
+        """The zone, the clock and the windows; then every headline or topic used before, as one line each."""
+        context = Context(lines=[self.calendar.context_line()])
+        team = request.call.team_id
+        about = topic(request.text) or request.text
+        hits = await self._memory.search(team, about, limit=USED_MEMORIES, kinds=["post", "summary"])
+        context.add_memories(hits)
+        used: list[str] = [used_title(hit.text) if hit.kind == "post" else hit.text for hit in hits]
+        if self._planned_titles is not None:
+            used += await self._planned_titles(team)
+        if self._posts is not None:
+            try:
+                with scrubbing(self._registry.redactor):
+                    used += [post.title for post in await self._posts.search_posts(about, USED_POSTS)]
+            except ConnectorError as exc:
+                context.lines.append(f"Posts could not be looked up just now ({exc})")
+        seen: set[str] = set()
+        for text in used:
+            line = " ".join(text.split())[:200]
+            if line and line.lower() not in seen:
+                seen.add(line.lower())
+                context.lines.append(USED_LINE + json.dumps(line, ensure_ascii=False))
+        return context
+
+    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
+        """A planned slot goes out at a time to come, inside the windows, under a slug no other slot has."""
+        if isinstance(action, CmsCreateDraft) and action.planned_for is not None:
+            when = action.planned_for
+            if when <= self.calendar.clock():
+                return f"{describe(when, self.calendar.zone)} is in the past; plan only days to come"
+            if not is_open(self.calendar.windows, when.astimezone(self.calendar.zone)):
+                return (
+                    f"{describe(when, self.calendar.zone)} is outside the publishing windows "
+                    f"{self.calendar.windows_text()}"
+                )
+            slugs = [a.effective_slug() for a in planned if isinstance(a, CmsCreateDraft)]
+            if action.effective_slug() in slugs:
+                return f"this calendar already plans a post with the slug {action.effective_slug()!r}"
+        return await super().refusal(action, planned)
+
+
+def used_title(memory: str) -> str:
+    """The title a ``post`` memory quotes, or the memory itself when it quotes none."""
+    match = _WRITTEN_TITLE.search(memory)
+    if match is None:
+        return memory
+    try:
+        title = json.loads(match.group(1))
+    except ValueError:
+        return memory
+    return title if isinstance(title, str) else memory
+
+
+def angle_of(body: str) -> str:
+    """A planned draft's angle: its body's first line, after ``Angle: ``; empty for any other draft."""
+    first = body.split("\n", 1)[0]
+    return first.removeprefix(ANGLE_PREFIX).strip() if first.startswith(ANGLE_PREFIX) else ""
+
+
+def used_lines(system: str) -> list[str]:
+    """What a context says was used before (the planner's side of ``USED_LINE``)."""
+    found: list[str] = []
+    for line in system.splitlines():
+        if line.startswith(USED_LINE):
+            try:
+                text = json.loads(line.removeprefix(USED_LINE))
+            except ValueError:
+                continue
+            if isinstance(text, str):
+                found.append(text)
+    return found

@@ -1,0 +1,38 @@
+"""A planned draft becomes a slot of the content calendar: the row is written in the transaction that books the
+draft's execution, so a slot exists exactly when its draft does, and a redelivered approval adds nothing."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from agents.scheduling import angle_of
+from connectors.actions import CmsCreateDraft
+from connectors.registry import ConnectorRegistry
+from storage.planned_slots import PlannedSlots
+from storage.records import Intent, PlannedSlot, ProposedAction, Run
+from storage.unit_of_work import UnitOfWork
+
+
+async def record_planned_slot(
+    uow: UnitOfWork, registry: ConnectorRegistry, zone: ZoneInfo, action_id: int
+) -> None:
+    proposed = await uow.repo.get(ProposedAction, action_id)
+    if proposed is None or proposed.name != CmsCreateDraft.name or not proposed.params.get("planned_for"):
+        return
+    action = registry.validate(proposed.name, proposed.params)
+    assert isinstance(action, CmsCreateDraft) and action.planned_for is not None
+    if await PlannedSlots(uow.repo.session).of_action(action_id) is not None:
+        return
+    run = await uow.repo.get(Run, proposed.run_id)
+    intent = await uow.repo.get(Intent, run.intent_id) if run is not None else None
+    uow.repo.session.add(
+        PlannedSlot(
+            action_id=action_id,
+            team_id=intent.team_id if intent is not None else "",
+            slug=action.effective_slug(),
+            title=action.title,
+            angle=angle_of(action.body),
+            planned_for=action.planned_for,
+            zone=zone.key,
+        )
+    )

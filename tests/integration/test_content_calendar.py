@@ -1,0 +1,97 @@
+"""A month planned in words: slots on the days asked, at the windows' opening in the team's zone, at most as many
+as asked, avoiding titles used before; each planned draft judged by the policy, and an approval (clicked twice)
+makes its draft and its slot once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlmodel import col, select
+
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval
+from connectors.sandbox_state import sandbox_state
+from storage.records import Approval, PlannedSlot
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, ask, start_aios
+
+BERLIN = ZoneInfo("Europe/Berlin")
+EDITOR = "U0EDITOR"
+POLICY = """
+version: 1
+roles: {editor: [U0EDITOR], manager: [U0MANAGER]}
+rules:
+  - id: planned-drafts-need-an-editor
+    when: action.name == "cms.create_draft" && action.params.planned_for != null
+    verdict: require_approval
+    approvers: [editor]
+  - id: drafts-are-fine
+    when: action.name == "cms.create_draft"
+    verdict: allow
+default: require_approval
+default_approvers: [manager]
+publishing:
+  windows: ["tue 09:00-12:00", "fri 10:00-12:00"]
+"""
+# The clocks go back on 25 October 2026 in Berlin: November plans in winter time, from a clock still in summer.
+NOW = datetime(2026, 10, 20, 8, 0, tzinfo=UTC)
+
+
+async def calendar_aios(database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path) -> Aios:
+    clock.now = NOW
+    return await start_aios(
+        database_url, slack_api, clock, tmp_path, policy=POLICY, AIOS_TIMEZONE="Europe/Berlin"
+    )
+
+
+async def approvals(aios: Aios) -> list[Approval]:
+    async with aios.units() as uow:
+        return list((await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all())
+
+
+async def slots(aios: Aios) -> list[PlannedSlot]:
+    async with aios.units() as uow:
+        query = select(PlannedSlot).order_by(col(PlannedSlot.planned_for))
+        return list((await uow.repo.session.exec(query)).all())
+
+
+async def test_a_planned_month_is_approved_into_drafts_and_slots_once(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await aios.memory.remember(
+            "T0FAKE",
+            "2026-09-01 09:00 UTC: drafted the post winter-care-on-a-budget. Title given by the requester/model "
+            '(unverified): "Winter care on a budget"',
+            kind="post",
+            key="post:winter-care-on-a-budget",
+        )
+        await ask(aios, "plan November: two posts a week about winter care, Tuesdays and Fridays")
+        asked = await approvals(aios)
+        assert await slots(aios) == []  # nothing is planned before an editor approves
+        # November 2026 has four Tuesdays and four Fridays: eight slots, never more than two a week.
+        assert len(asked) == 8
+        for approval in asked:
+            assert approval.id is not None
+            await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        first = asked[0].id
+        assert first is not None
+        await aios.process(DecideApproval(first, EDITOR, True, CHANNEL))  # the click delivered again
+        planned = await slots(aios)
+        assert len(planned) == 8
+        local = [slot.planned_for.astimezone(BERLIN) for slot in planned]
+        assert {(t.weekday(), t.hour, t.minute) for t in local} == {(1, 9, 0), (4, 10, 0)}
+        assert all(t.month == 11 for t in local)
+        assert planned[0].planned_for.astimezone(UTC).hour == 8  # winter time: 09:00 in Berlin is 08:00 UTC
+        titles = [slot.title for slot in planned]
+        assert "Winter care on a budget" not in titles
+        assert len(set(titles)) == 8 and all(slot.angle for slot in planned)
+        posts = {post["slug"]: post["status"] for post in (await sandbox_state(aios.units))["posts"]}
+        assert {slot.slug: "draft" for slot in planned}.items() <= posts.items()
+        assert len(posts) == 8
+    finally:
+        await aios.close()
