@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pytest
 import weaviate
 from sqlmodel import func, select
+from weaviate.classes.init import Auth
 
 from bot.memory_setup import open_memory_store
 from bot.settings import Settings
@@ -62,12 +63,14 @@ class Where:
     url: str
     grpc_port: int
     server: WeaviateServer | None  # the local one, which a test may stop and start
+    api_key: str | None = None
 
 
 @pytest.fixture
 def where() -> Iterator[Where]:
     if WEAVIATE_URL:
-        yield Where(WEAVIATE_URL, GRPC_PORT, None)
+        grpc_port = int(os.environ.get("WEAVIATE_GRPC_PORT", GRPC_PORT))
+        yield Where(WEAVIATE_URL, grpc_port, None, os.environ.get("WEAVIATE_API_KEY"))
         return
     server = WeaviateServer().start()
     try:
@@ -92,15 +95,16 @@ def collection() -> str:
 @pytest.fixture
 async def client(where: Where) -> AsyncIterator[Any]:
     """Our own client on the same server: what the index holds, seen without the store."""
-    host = urlparse(where.url).hostname or "127.0.0.1"
-    port = urlparse(where.url).port or 8080
+    url = urlparse(where.url)
+    host, secure = url.hostname or "127.0.0.1", url.scheme == "https"
     client = weaviate.use_async_with_custom(
         http_host=host,
-        http_port=port,
-        http_secure=False,
+        http_port=url.port or (443 if secure else 8080),
+        http_secure=secure,
         grpc_host=host,
         grpc_port=where.grpc_port,
-        grpc_secure=False,
+        grpc_secure=secure,
+        auth_credentials=Auth.api_key(where.api_key) if where.api_key else None,
     )
     await client.connect()
     yield client
@@ -108,9 +112,7 @@ async def client(where: Where) -> AsyncIterator[Any]:
 
 
 def index_for(where: Where, collection: str) -> WeaviateIndex:
-    return WeaviateIndex(
-        where.url, os.environ.get("WEAVIATE_API_KEY"), grpc_port=where.grpc_port, collection=collection
-    )
+    return WeaviateIndex(where.url, where.api_key, grpc_port=where.grpc_port, collection=collection)
 
 
 @pytest.fixture
@@ -375,8 +377,8 @@ class HeldIndex(WeaviateIndex):
     """Weaviate, with writes that wait until the test lets them through: a push caught between reading the record
     and writing the index."""
 
-    def __init__(self, url: str, grpc_port: int, collection: str) -> None:
-        super().__init__(url, None, grpc_port=grpc_port, collection=collection)
+    def __init__(self, where: Where, collection: str) -> None:
+        super().__init__(where.url, where.api_key, grpc_port=where.grpc_port, collection=collection)
         self.reached, self.release = asyncio.Event(), asyncio.Event()
 
     async def put(self, team: str, memories: Sequence[Memory]) -> None:
@@ -392,7 +394,7 @@ async def test_a_push_overtaken_by_another_process_forgetting_leaves_the_index_e
     other = IndexedMemoryStore(
         UnitOfWorkFactory.for_engine(other_engine), index_for(where, collection), clock, RETENTION
     )
-    held = HeldIndex(where.url, where.grpc_port, collection)
+    held = HeldIndex(where, collection)
     slow = IndexedMemoryStore(units, held, clock, RETENTION)
     try:
         await other.start()
