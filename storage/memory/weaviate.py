@@ -506,6 +506,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 await self._reconnecting
             self._reconnecting = None
         await self._index.close()
+        await super().close()
 
 
 def _by_team(memories: Iterable[Memory]) -> dict[str, list[Memory]]:
