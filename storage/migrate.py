@@ -16,11 +16,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """The keyword indexes (SQLite's memory_fts tables, PostgreSQL's text-search index) are made by hand in a
-    migration, not from the models, so schema comparisons leave them out."""
+    """The keyword indexes (SQLite's memory_fts tables, PostgreSQL's text-search column and its index) are made by
+    hand in a migration, not from the models, so schema comparisons leave them out."""
     if name is None:
         return True
-    return not (type_ == "table" and name.startswith("memory_fts")) and name != "ix_memory_text_search"
+    return not (type_ == "table" and name.startswith("memory_fts")) and name not in (
+        "ix_memory_text_search",
+        "text_search",
+    )
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -481,7 +481,7 @@ class EmbeddedMemoryStore:
         index = await self._keyword_index(session, team)
         if index is None:
             return await self._fts_ranks(session, team, terms, limit, kinds, since)
-        return index.ranked(self._words().terms(query), limit, kinds, since)
+        return index.ranked(self._words().terms(query), limit, kinds, since, self._clock())
 
     @staticmethod
     async def _fts_ranks(
@@ -567,16 +567,16 @@ class EmbeddedMemoryStore:
         kinds: Sequence[str] | None,
         since: datetime | None,
     ) -> dict[int, float]:
-        """ts_rank_cd of the words in the english configuration (stemmed as the text is), any word matching. The
-        expression is the one ix_memory_text_search indexes, so PostgreSQL finds the matches through it."""
+        """ts_rank_cd of the words in the english configuration (stemmed as the text is), any word matching, on
+        the stored tsvector (text_search, a generated column) that ix_memory_text_search indexes."""
         words = re.findall(r"\w+", " ".join(terms))
         if not words:
             return {}
         filters, values = _filters(kinds, since)
         rows = await (await session.connection()).execute(
             text(
-                "SELECT m.id, ts_rank_cd(to_tsvector('english', m.text), q) AS rank FROM memory m, "
-                "to_tsquery('english', :query) q WHERE m.team_id = :team AND to_tsvector('english', m.text) @@ q"
+                "SELECT m.id, ts_rank_cd(m.text_search, q) AS rank FROM memory m, "
+                "to_tsquery('english', :query) q WHERE m.team_id = :team AND m.text_search @@ q"
                 f"{filters} ORDER BY rank DESC, m.id DESC LIMIT :limit"
             ).bindparams(*values),
             {"query": " | ".join(words), "team": team, "limit": limit},

@@ -23,6 +23,8 @@ from itertools import chain, pairwise
 
 import numpy as np
 
+from storage.memory.ranking import RECENCY_WEIGHT, RELEVANCE_WEIGHT, recency
+
 FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"  # memory_fts's, since migration 0014
 K1, B = 1.2, 0.75  # BM25's usual constants, as FTS5's bm25() uses
 MAX_WORDS_KEPT = 500_000  # distinct words whose terms the tokenizer remembers (a few tens of MB)
@@ -171,10 +173,17 @@ class TeamIndex:
         return scores
 
     def ranked(
-        self, terms: Sequence[str], limit: int, kinds: Sequence[str] | None, since: datetime | None
+        self,
+        terms: Sequence[str],
+        limit: int,
+        kinds: Sequence[str] | None,
+        since: datetime | None,
+        now: datetime,
     ) -> dict[int, float]:
-        """The ``limit`` best memories matching any term (and the filters) by BM25, best first; of equal scores
-        the more recent memory is kept, as the recency boost that follows would prefer it."""
+        """BM25 of the ``limit`` memories matching any term (and the filters) that rank best once boosted for
+        recency as the store boosts its hits (:func:`recency_boosted`), best first; with them the memory of the
+        best BM25, which that boost measures relevance against. So these few, re-ranked, come in the order that
+        ranking every memory would give."""
         scores = self.scores(terms)
         created = np.frombuffer(self.created, dtype=np.float64)
         keep = scores > 0
@@ -185,14 +194,15 @@ class TeamIndex:
         if since is not None:
             keep &= created >= since.timestamp()
         matched = np.flatnonzero(keep)
+        if not len(matched):
+            return {}
+        relevance = scores[matched]
+        ages = np.maximum(now.timestamp() - created[matched], 0.0) / 86400
+        boosted = RELEVANCE_WEIGHT * relevance / relevance.max() + RECENCY_WEIGHT * recency(ages)
+        chosen = {int(matched[np.argmax(relevance)])}
         if len(matched) > limit:
-            threshold = np.partition(scores[matched], len(matched) - limit)[len(matched) - limit]
-            above = matched[scores[matched] > threshold]
-            tied = matched[scores[matched] == threshold]
-            wanted = limit - len(above)
-            newest = (
-                tied[np.argpartition(-created[tied], wanted - 1)[:wanted]] if wanted < len(tied) else tied
-            )
-            matched = np.concatenate([above, newest])
-        best = sorted(matched.tolist(), key=lambda i: (-scores[i], -created[i], -i))
-        return {self.ids[i]: float(scores[i]) for i in best}
+            top = np.argpartition(-boosted, limit - 1)[:limit]
+            chosen.update(matched[top].tolist())
+        else:
+            chosen.update(matched.tolist())
+        return {self.ids[i]: float(scores[i]) for i in sorted(chosen, key=lambda i: (-scores[i], -i))}

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from storage.memory.base import MemoryHit
 from storage.records import Memory
 
 HYBRID_ALPHA = 0.5  # the weight of vector similarity against keywords, like Weaviate's hybrid alpha
 RECENCY_HALF_LIFE_DAYS = 30.0
+RELEVANCE_WEIGHT, RECENCY_WEIGHT = 0.8, 0.2
 
 
 def matches(memory: Memory, kinds: Sequence[str] | None, since: datetime | None) -> bool:
@@ -35,12 +36,19 @@ def fuse(keyword: dict[int, float], vector: dict[int, float], alpha: float) -> d
 
 
 def recency_boosted(hits: list[MemoryHit], now: datetime) -> list[MemoryHit]:
-    """Normalised relevance, gently boosted for recency (a 30-day half-life, a fifth of the score)."""
-    relevance = normalised({hit.id: hit.score for hit in hits})
+    """Relevance as a share of the best hit's, gently boosted for recency (a 30-day half-life, a fifth of the
+    score). A share of the best, not min-max: a hit's relevance does not then depend on which weaker hits were
+    fetched with it, so ranking a few candidates orders them as ranking every memory would."""
+    best = max((hit.score for hit in hits), default=0.0)
     boosted = []
     for hit in hits:
+        relevance = max(hit.score, 0.0) / best if best > 0 else 1.0
         age_days = max((now - hit.created_at).total_seconds() / 86400, 0.0)
-        recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
-        score = 0.8 * relevance[hit.id] + 0.2 * recency
+        score = RELEVANCE_WEIGHT * relevance + RECENCY_WEIGHT * recency(age_days)
         boosted.append(MemoryHit(hit.id, hit.text, hit.kind, hit.key, score, hit.created_at, hit.tier))
     return boosted
+
+
+def recency(age_days: Any) -> Any:
+    """1 for a memory made now, halving every RECENCY_HALF_LIFE_DAYS (a float, or a numpy array of them)."""
+    return 2.0 ** (-age_days / RECENCY_HALF_LIFE_DAYS)
