@@ -9,7 +9,11 @@ from datetime import datetime
 # What may name payments: a PaymentIntent (pi_), a charge (ch_, or py_ for non-card payments), a customer (cus_).
 PAYMENT_ID = re.compile(r"\b(?:pi|ch|py)_[A-Za-z0-9]{1,250}\b")
 CUSTOMER_ID = re.compile(r"\bcus_[A-Za-z0-9]{1,250}\b")
-EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# Every repetition is bounded (by the lengths an address may have): on a long run of letters and hyphens an
+# unbounded pattern backtracks quadratically, seconds for one long Slack message.
+EMAIL = re.compile(
+    r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b"
+)
 # The newest this many payments of one customer or email are listed; older ones are named by id.
 MAX_LISTED = 10
 
