@@ -27,6 +27,7 @@ from bot.terminal import CONSOLE_TEAM, INTERRUPTED
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+    from rich.table import Table
 
     from bot.bootstrap import Aios
     from bot.replay import Scope
@@ -724,6 +725,27 @@ def cost(
     report = _run(lambda: _with_units(lambda units: cost_report(units, period, utcnow())))
     for table in cost_tables(report):
         out.print(table)
+
+
+@app.command()
+def calendar(
+    month: Annotated[
+        str | None, typer.Argument(help="december, 2026-12, next month; this month when omitted")
+    ] = None,
+    team: TeamOption = CONSOLE_TEAM,
+) -> None:
+    """The content calendar of a month, week by week: planned, drafted, scheduled and published posts."""
+    from bot.content_calendar import UnreadableMonth, calendar_table, month_calendar, read_month
+
+    async def table(aios: Aios) -> Table:
+        zone = aios.settings.zone
+        first = read_month(month or "", aios.clock().astimezone(zone).date())
+        return calendar_table(await month_calendar(aios.units, aios.registry, team, first, zone))
+
+    try:
+        out.print(_run(lambda: _with_store(table)))
+    except UnreadableMonth as exc:
+        _fail(str(exc).replace("/aios calendar", "aios calendar"))
 
 
 @sandbox_app.command("show")

@@ -17,6 +17,7 @@ from rich.markup import escape
 from agents.context import ThreadEntry
 from bot.blocks import REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
+from bot.content_calendar import calendar_answer
 from bot.intake import IncomingIntent
 from bot.messages import DecideApproval, HandleIntent, RequestBudget
 from bot.mrkdwn import unescape
@@ -166,6 +167,13 @@ class ConsoleSession:
             await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, answer.text)
             if answer.filing is not None and (problem := await file_undo(self.aios, answer.filing)):
                 await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, problem)
+            return
+        if command.name == "calendar":
+            aios = self.aios
+            reply, blocks = await calendar_answer(
+                aios.units, aios.registry, aios.settings.zone, aios.clock(), CONSOLE_TEAM, command.argument
+            )
+            await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, reply, blocks=blocks)
             return
         control = bus_command(command, team=CONSOLE_TEAM, user=user, channel=CONSOLE_CHANNEL)
         if control is not None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import blocks
 from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
+from bot.content_calendar import calendar_answer
 from bot.crashpoints import crash_point
 from bot.intake import IncomingIntent, accept_click
 from bot.messages import DecideApproval, HandleIntent, RequestBudget, TakeOverRun
@@ -79,6 +80,13 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
             await ack(text=answer.text)
             if answer.filing is not None:
                 _file_in_background(aios, answer.filing, command.channel_id)
+            return
+        if parsed.name == "calendar":
+            await ack()
+            aios.background.spawn(
+                _answer_calendar(aios, team, parsed.argument, command.channel_id, command.user_id),
+                name="slash_calendar",
+            )
             return
         if parsed.name != "intent":
             await ack()
@@ -250,6 +258,13 @@ def _record_key(click: ButtonClick, prefix: str) -> int | None:
 async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:
     text, blocks = await private_answer(
         aios.units, command, aios.clock(), aios.settings.candidate_policy_file
+    )
+    await aios.handlers.transport.post_ephemeral(channel, user, text, blocks=blocks)
+
+
+async def _answer_calendar(aios: Aios, team: str, words: str, channel: str, user: str) -> None:
+    text, blocks = await calendar_answer(
+        aios.units, aios.registry, aios.settings.zone, aios.clock(), team, words
     )
     await aios.handlers.transport.post_ephemeral(channel, user, text, blocks=blocks)
 

@@ -33,6 +33,7 @@ SUBCOMMANDS = (
     "recall",
     "forget",
     "voice",
+    "calendar",
     "help",
 )
 
@@ -51,6 +52,10 @@ is kept under its key (`order:1002`), and `/aios recall order 1002` finds it fir
 • `/aios recall <words>` · `/aios forget <M-id or words>` — what the team remembers, and forgetting it
 • `/aios voice` — the brand-voice notes the content agent writes by; add one with \
 `/aios remember --kind brand_voice <note>`
+• `/aios plan December: two posts a week about winter care, Tuesdays and Fridays` — a month's content \
+calendar, each slot a planned draft for an editor to approve
+• `/aios calendar [month]` — per week, what is planned, drafted, scheduled and published (`december`, \
+`2026-12`, `next month`)
 • `/aios help` — this message
 You can also mention me in a thread (`@aios refund order 1002, $40`) or message me directly."""
 

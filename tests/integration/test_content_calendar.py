@@ -8,12 +8,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from slack_sdk.models.blocks import Block
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
+from bot.console import render
+from bot.content_calendar import calendar_answer
 from bot.messages import DecideApproval
+from connectors.actions import CmsCreateDraft, CmsPublish
 from connectors.sandbox_state import sandbox_state
-from storage.records import Approval, PlannedSlot
+from storage.records import Approval, PlannedSlot, SandboxPost
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, ask, start_aios
@@ -93,5 +97,67 @@ async def test_a_planned_month_is_approved_into_drafts_and_slots_once(
         posts = {post["slug"]: post["status"] for post in (await sandbox_state(aios.units))["posts"]}
         assert {slot.slug: "draft" for slot in planned}.items() <= posts.items()
         assert len(posts) == 8
+    finally:
+        await aios.close()
+
+
+async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_cms(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        for approval in await approvals(aios):
+            assert approval.id is not None
+            await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        first, second, *_ = await slots(aios)
+        # The first slot's post went out early, the second's is written; and a draft outside the calendar.
+        await aios.registry.execute(CmsPublish(slug=first.slug), "publish-first")
+        await aios.registry.execute(CmsCreateDraft(title="Holiday opening hours"), "outside")
+        async with aios.units() as uow:
+            session = uow.repo.session
+            written = (await session.exec(select(SandboxPost).where(SandboxPost.slug == second.slug))).one()
+            written.body = "<p>Prices, plainly.</p>"
+            published = (await session.exec(select(SandboxPost).where(SandboxPost.slug == first.slug))).one()
+            published.publish_at = first.planned_for
+            outside = (
+                await session.exec(select(SandboxPost).where(SandboxPost.slug == "holiday-opening-hours"))
+            ).one()
+            outside.updated_at = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+            session.add_all([written, published, outside])
+            await uow.commit()
+
+        text, blocks = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "november")
+        assert blocks is not None
+        for block in blocks:
+            Block.parse(block).validate_json()  # type: ignore[union-attr]
+        assert text == (
+            "Content calendar: November 2026 (Europe/Berlin): :white_circle: 2 planned · :pencil2: 2 drafted · "
+            ":calendar: 0 scheduled · :rocket: 1 published"
+        )
+        assert render(text, blocks).splitlines() == [
+            "Content calendar: November 2026",
+            "  Times in Europe/Berlin · :white_circle: 2 planned · :pencil2: 2 drafted · :calendar: 0 scheduled · "
+            ":rocket: 1 published",
+            "Week of Mon 26 Oct",
+            "_nothing planned_",
+            "Week of Mon 2 Nov",
+            ":pencil2: Tue 3 Nov 10:00 · drafted · “Holiday opening hours”",
+            f":rocket: Fri 6 Nov 10:00 · published · “{first.title}”",
+            "Week of Mon 9 Nov",
+            f":pencil2: Fri 13 Nov 10:00 · drafted · “{second.title}”",
+            "Week of Mon 16 Nov",
+            ":white_circle: Fri 20 Nov 10:00 · planned · “Pricing on a budget”",
+            "Week of Mon 23 Nov",
+            ":white_circle: Fri 27 Nov 10:00 · planned · “Pricing: your questions, answered”",
+            "Week of Mon 30 Nov",
+            "_nothing planned_",
+        ]
+        other_team, _ = await calendar_answer(
+            aios.units, aios.registry, BERLIN, clock(), "T0OTHER", "2026-11"
+        )
+        assert ":white_circle: 0 planned" in other_team
+        unreadable, none = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "soon")
+        assert none is None and unreadable.startswith("I can't read “soon” as a month; try `/aios calendar`")
     finally:
         await aios.close()

@@ -1,0 +1,285 @@
+"""`/aios calendar [month]`: per week of a month, what is planned, drafted, scheduled and published, in the team's
+time zone, from the planned slots and the CMS (the sandbox's posts, or WordPress's posts of the planned slots).
+
+A planned slot whose draft still holds only its angle is an empty slot ("planned"); once the draft is written it
+is "drafted", and the CMS says when it is scheduled or published. In Slack it is Block Kit (one section a week,
+within Slack's limits); in a terminal, a table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
+from sqlmodel import select
+
+from agents.content import PostReader
+from agents.dates import place
+from agents.scheduling import ANGLE_PREFIX
+from bot.mrkdwn import escape, truncate
+from connectors.errors import ConnectorError
+from connectors.registry import ConnectorRegistry
+from connectors.sandbox_cms import SandboxCms
+from storage.planned_slots import PlannedSlots
+from storage.records import PlannedSlot, SandboxPost
+from storage.unit_of_work import UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+USAGE = (
+    "`/aios calendar` (this month), `/aios calendar december`, `/aios calendar 2026-12` or "
+    "`/aios calendar next month`"
+)
+YEARS = range(1970, 3000)
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})$")
+_NAMED = re.compile(r"^([a-z]{3,9})(?:\s+(\d{4}))?$")
+_RELATIVE = re.compile(r"^(this|next|last)\s+month$")
+MARKS = {"planned": "○", "drafted": "✎", "scheduled": "⏰", "published": "✓"}
+EMOJI = {
+    "planned": ":white_circle:",
+    "drafted": ":pencil2:",
+    "scheduled": ":calendar:",
+    "published": ":rocket:",
+}
+HEADER_MAX = HeaderBlock.text_max_length  # 150
+SECTION_MAX = SectionBlock.text_max_length  # 3,000
+TITLE_MAX = 120
+
+
+class UnreadableMonth(ValueError):
+    """The words are not a month this can read; the message says what is accepted."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime  # in the team's zone
+    status: str  # planned, drafted, scheduled, published
+    title: str
+    slug: str
+    angle: str = ""
+
+
+@dataclass(frozen=True)
+class Week:
+    monday: date
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MonthCalendar:
+    month: date  # its first day
+    zone: ZoneInfo
+    weeks: list[Week]
+    problem: str | None = None  # the CMS could not be read: slots only
+
+
+def read_month(text: str, today: date) -> date:
+    """The first day of the month ``text`` names: "december" (the coming one), "dec 2026", "2026-12", "this
+    month", "next month", "last month"; nothing is this month. Raises UnreadableMonth."""
+    words = " ".join(text.lower().split())
+    this = today.replace(day=1)
+    if not words:
+        return this
+    if (relative := _RELATIVE.match(words)) is not None:
+        return _shift(this, {"this": 0, "next": 1, "last": -1}[relative.group(1)])
+    if (iso := _ISO.match(words)) is not None and 1 <= int(iso.group(2)) <= 12 and int(iso.group(1)) in YEARS:
+        return date(int(iso.group(1)), int(iso.group(2)), 1)
+    if (named := _NAMED.match(words)) is not None:
+        number = next(
+            (i for i, m in enumerate(MONTHS, 1) if m.startswith(named.group(1)) and len(named.group(1)) >= 3),
+            None,
+        )
+        if number is not None:
+            if named.group(2) is not None:
+                year = int(named.group(2))
+                if year in YEARS:
+                    return date(year, number, 1)
+            else:
+                chosen = date(today.year, number, 1)
+                return chosen if chosen >= this else date(today.year + 1, number, 1)
+    shown = text.strip()[:40]
+    raise UnreadableMonth(f"I can't read “{shown}” as a month; try {USAGE}")
+
+
+async def month_calendar(
+    units: UnitOfWorkFactory, registry: ConnectorRegistry, team: str, month: date, zone: ZoneInfo
+) -> MonthCalendar:
+    start = place(datetime.combine(month, time()), zone)
+    end = place(datetime.combine(_shift(month, 1), time()), zone)
+    async with units() as uow:
+        slots = await PlannedSlots(uow.repo.session).between(team, start, end)
+    cms = registry.connector_for("cms.create_draft")
+    entries: list[Entry] = []
+    problem: str | None = None
+    if isinstance(cms, SandboxCms):
+        async with units() as uow:
+            posts = {post.slug: post for post in (await uow.repo.session.exec(select(SandboxPost))).all()}
+        entries += [_slot_entry(slot, zone, _sandbox_status(posts.get(slot.slug))) for slot in slots]
+        planned = {slot.slug for slot in slots}
+        entries += [
+            entry
+            for post in posts.values()
+            if post.slug not in planned
+            and (entry := _post_entry(post, zone)) is not None
+            and start <= entry.at < end
+        ]
+    else:
+        statuses: dict[str, str] = {}
+        if isinstance(cms, PostReader) and slots:
+            try:
+                found = await cms.posts_by_slug([slot.slug for slot in slots])
+                statuses = {post.slug: post.status for post in found}
+            except ConnectorError as exc:
+                problem = f"the CMS could not be read just now ({exc}); planned slots only"
+        entries += [
+            _slot_entry(
+                slot, zone, "planned" if statuses.get(slot.slug, "draft") == "draft" else statuses[slot.slug]
+            )
+            for slot in slots
+        ]
+    return MonthCalendar(month, zone, _weeks(month, sorted(entries, key=lambda e: (e.at, e.slug))), problem)
+
+
+def calendar_message(calendar: MonthCalendar) -> tuple[str, list[dict[str, Any]]]:
+    """The calendar as Block Kit (validated by slack_sdk as it is built), and its text fallback."""
+    title = f"Content calendar: {calendar.month:%B %Y}"
+    counts = _counts(calendar)
+    legend = " · ".join(f"{EMOJI[s]} {counts.get(s, 0)} {s}" for s in EMOJI)
+    blocks: list[Block] = [
+        HeaderBlock(block_id="aios_calendar_header", text=title[:HEADER_MAX]),
+        ContextBlock(
+            block_id="aios_calendar_legend",
+            elements=[MarkdownTextObject(text=f"Times in {calendar.zone.key} · {legend}")],
+        ),
+    ]
+    for number, week in enumerate(calendar.weeks, 1):
+        lines = [f"*Week of {_day(week.monday)}*"]
+        lines += [
+            f"{EMOJI[e.status]} {_day(e.at.date())} {e.at:%H:%M} · {e.status} · “{escape(_short(e.title))}”"
+            for e in week.entries
+        ] or ["_nothing planned_"]
+        blocks.append(
+            SectionBlock(
+                block_id=f"aios_calendar_week_{number}",
+                text=MarkdownTextObject(text=truncate("\n".join(lines), SECTION_MAX)),
+            )
+        )
+    if calendar.problem:
+        blocks.append(
+            ContextBlock(
+                block_id="aios_calendar_problem", elements=[MarkdownTextObject(text=escape(calendar.problem))]
+            )
+        )
+    return f"{title} ({calendar.zone.key}): {legend}", [block.to_dict() for block in blocks]
+
+
+def calendar_table(calendar: MonthCalendar) -> Table:
+    """The calendar as a terminal table: one row per post, the week on the first row of its posts."""
+    from rich.table import Table
+
+    table = Table(title=f"Content calendar: {calendar.month:%B %Y} ({calendar.zone.key})")
+    for column in ("Week of", "Day", "Time", "Status", "Title"):
+        table.add_column(column)
+    for week in calendar.weeks:
+        if not week.entries:
+            table.add_row(_day(week.monday), "", "", "", "(nothing planned)")
+        for i, e in enumerate(week.entries):
+            table.add_row(
+                _day(week.monday) if i == 0 else "",
+                _day(e.at.date()),
+                f"{e.at:%H:%M}",
+                f"{MARKS[e.status]} {e.status}",
+                _short(e.title),
+            )
+    if calendar.problem:
+        table.caption = calendar.problem
+    return table
+
+
+async def calendar_answer(
+    units: UnitOfWorkFactory,
+    registry: ConnectorRegistry,
+    zone: ZoneInfo,
+    now: datetime,
+    team: str,
+    words: str,
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """What `/aios calendar [month]` answers; bad words get one sentence."""
+    try:
+        month = read_month(words, now.astimezone(zone).date())
+    except UnreadableMonth as exc:
+        return str(exc), None
+    return calendar_message(await month_calendar(units, registry, team, month, zone))
+
+
+def _slot_entry(slot: PlannedSlot, zone: ZoneInfo, status: str) -> Entry:
+    return Entry(slot.planned_for.astimezone(zone), status, slot.title, slot.slug, slot.angle)
+
+
+def _sandbox_status(post: SandboxPost | None) -> str:
+    """A slot's status from its post: a draft still holding only its angle is an empty slot."""
+    if post is None or post.status == "unpublished":
+        return "planned"
+    if post.status == "draft":
+        return "planned" if post.body.startswith(ANGLE_PREFIX) else "drafted"
+    return post.status
+
+
+def _post_entry(post: SandboxPost, zone: ZoneInfo) -> Entry | None:
+    """A post outside the calendar: when it goes (or went) out, or for a draft when it last changed."""
+    if post.status in ("scheduled", "published") and post.publish_at is not None:
+        return Entry(post.publish_at.astimezone(zone), post.status, post.title, post.slug)
+    if post.status == "draft":
+        return Entry(post.updated_at.astimezone(zone), "drafted", post.title, post.slug)
+    return None
+
+
+def _weeks(month: date, entries: list[Entry]) -> list[Week]:
+    """Monday-to-Sunday weeks with a day in the month, each with its entries."""
+    monday = month - timedelta(days=month.weekday())
+    following = _shift(month, 1)
+    weeks: list[Week] = []
+    while monday < following:
+        weeks.append(Week(monday, [e for e in entries if monday <= e.at.date() < monday + timedelta(days=7)]))
+        monday += timedelta(days=7)
+    return weeks
+
+
+def _counts(calendar: MonthCalendar) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for week in calendar.weeks:
+        for entry in week.entries:
+            counts[entry.status] = counts.get(entry.status, 0) + 1
+    return counts
+
+
+def _shift(first: date, months: int) -> date:
+    index = first.year * 12 + first.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _day(day: date) -> str:
+    return f"{day:%a} {day.day} {day:%b}"
+
+
+def _short(title: str) -> str:
+    return title if len(title) <= TITLE_MAX else title[: TITLE_MAX - 1] + "…"

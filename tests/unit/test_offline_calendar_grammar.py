@@ -1,0 +1,147 @@
+"""The offline grammar for a month's content calendar: the days, times and zone it plans, how many, what it avoids,
+and one clear answer (never a traceback) for whatever else it is given."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.llm import LLMReply
+from agents.offline import calendar
+from agents.offline.planner import OfflinePlanner
+from agents.publishing_calendar import PublishingCalendar
+from agents.scheduling import USED_LINE, used_title
+from policies.windows import PublishingWindow
+
+BERLIN = ZoneInfo("Europe/Berlin")
+OFFERED = {"cms_create_draft"}
+WINDOWS = (PublishingWindow.parse("tue 09:00-12:00"), PublishingWindow.parse("fri 10:00-12:00"))
+
+
+def context(
+    now: datetime, windows: tuple[PublishingWindow, ...] = WINDOWS, used: tuple[str, ...] = ()
+) -> str:
+    line = PublishingCalendar(BERLIN, windows, lambda: now).context_line()
+    return "\n".join([line, *(f'{USED_LINE}"{title}"' for title in used)])
+
+
+def slots(reply: LLMReply | None) -> list[datetime]:
+    assert reply is not None
+    return [datetime.fromisoformat(str(call.input["planned_for"])) for call in reply.tool_calls]
+
+
+def test_two_a_week_on_the_days_asked_at_each_windows_opening_in_the_team_zone() -> None:
+    # March 2027 in Berlin: the clocks go forward on Sunday 28 March.
+    now = datetime(2027, 2, 20, 12, 0, tzinfo=UTC)
+    reply = calendar.plan(
+        "plan March: two posts a week about winter care, Tuesdays and Fridays", context(now), OFFERED
+    )
+    planned = slots(reply)
+    local = [moment.astimezone(BERLIN) for moment in planned]
+    assert [(t.day, t.hour) for t in local] == [
+        (2, 9), (5, 10), (9, 9), (12, 10), (16, 9), (19, 10), (23, 9), (26, 10), (30, 9),
+    ]  # fmt: skip
+    assert planned[-1].astimezone(UTC).hour == 7  # 09:00 summer time, after the change
+    assert planned[0].astimezone(UTC).hour == 8
+    assert reply is not None and reply.text.startswith(
+        "Understood: March 2027, 2 a week about winter care, on Tuesdays at 09:00 and Fridays at 10:00 "
+        "Europe/Berlin (the publishing windows' opening)."
+    )
+
+
+def test_never_more_than_asked_and_never_a_day_already_past() -> None:
+    now = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)  # a Wednesday: Tue 1, Fri 4 and Tue 8 December are past
+    one_a_week = slots(calendar.plan("plan this month: one post a week about pricing", context(now), OFFERED))
+    assert [t.astimezone(BERLIN).day for t in one_a_week] == [11, 15, 22, 29]
+    total = slots(
+        calendar.plan("plan December: 3 posts about gift guides, on fridays", context(now), OFFERED)
+    )
+    assert [t.astimezone(BERLIN).day for t in total] == [11, 18, 25]
+    reply = calendar.plan(
+        "plan December: 2 posts a week about gift guides, tue and fri", context(now), OFFERED
+    )
+    assert reply is not None and "Skipped 3 days already past." in reply.text
+    assert all(t > now for t in slots(reply))
+
+
+def test_days_without_a_window_are_refused_with_the_days_that_have_one() -> None:
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    reply = calendar.plan("plan December: two posts a week about pricing on Mondays", context(now), OFFERED)
+    assert reply is not None and reply.tool_calls == []
+    assert reply.text == (
+        "I didn't plan anything: Mondays have no publishing window (tue 09:00-12:00, fri 10:00-12:00, "
+        "Europe/Berlin); pick days among tue, fri, or add a window to the policy file."
+    )
+
+
+def test_titles_used_before_are_passed_over() -> None:
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    used = ("Winter care on a budget", "Five winter care mistakes we see every year")
+    reply = calendar.plan(
+        "plan December: two posts a week about winter care, Tuesdays and Fridays",
+        context(now, used=used),
+        OFFERED,
+    )
+    assert reply is not None
+    titles = [str(call.input["title"]) for call in reply.tool_calls]
+    assert not set(titles) & set(used)
+    assert len(set(titles)) == len(titles) == 9
+    assert "Passed over 2 titles used before." in reply.text
+    assert all(str(call.input["body"]).startswith("Angle: ") for call in reply.tool_calls)
+
+
+def test_a_post_memory_gives_its_quoted_title() -> None:
+    memory = (
+        "2026-09-01 09:00 UTC: drafted the post a (cms.create_draft A-3, execution E-3, run R-3; asked by U1, "
+        'allowed). Title given by the requester/model (unverified): "Winter \\"care\\" on a budget"'
+    )
+    assert used_title(memory) == 'Winter "care" on a budget'
+    assert used_title("a summary of posts") == "a summary of posts"
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("plan it", "say how many posts, and on which days"),
+        ("plan December: two posts a week", "say what the posts are about"),
+        ("plan 2026-13: two posts about x", "2026-13 is not a month"),
+        ("plan March 2020: two posts a week about x", "March 2020 is over"),
+        ("plan December: 99 posts about x", "99 posts is not a number I can plan"),
+    ],
+)
+def test_a_request_it_cannot_read_proposes_nothing_and_says_what_to_write(text: str, answer: str) -> None:
+    reply = calendar.plan(text, context(datetime(2026, 11, 20, tzinfo=UTC)), OFFERED)
+    assert reply is not None and reply.tool_calls == []
+    assert reply.text.startswith("I didn't plan anything: ") and answer in reply.text
+
+
+def test_other_requests_are_left_to_other_grammars() -> None:
+    system = context(datetime(2026, 11, 20, tzinfo=UTC))
+    assert calendar.plan('draft a post titled "Plan your winter"', system, OFFERED) is None
+    assert calendar.plan("plan December: two posts a week about x", system, {"cms_publish"}) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120), st.sampled_from(["plan ", "Plan december ", "content calendar "]))
+def test_any_words_get_a_clear_answer(words: str, start: str) -> None:
+    reply = calendar.plan(start + words, context(datetime(2026, 11, 20, tzinfo=UTC)), OFFERED)
+    assert reply is not None
+    assert reply.text.startswith(("Understood: ", "I didn't plan anything: "))
+    assert len(reply.tool_calls) <= 31
+
+
+async def test_the_offline_planner_plans_a_calendar_for_the_scheduling_agent() -> None:
+    from agents.llm import CallContext, Message, ToolSpec
+
+    reply = await OfflinePlanner().complete(
+        role="agent",
+        system=context(datetime(2026, 11, 20, tzinfo=UTC)),
+        messages=[Message("user", "plan December: one post a week about pricing, Fridays")],
+        tools=[ToolSpec("cms_create_draft", "", {})],
+        call=CallContext(intent_id=1, agent="scheduling", requester="U1", channel="C1", team_id="T1"),
+    )
+    assert [call.id for call in reply.tool_calls] == [f"offline_{i}" for i in range(1, 5)]
