@@ -22,7 +22,8 @@ from connectors.errors import ConnectorError
 from connectors.redaction import scrubbing
 from connectors.registry import ConnectorRegistry
 from policies.windows import is_open
-from storage.memory import MemoryStore
+from storage.brand_voice import BrandVoice
+from storage.memory import MemoryHit, MemoryStore
 
 USED_LINE = "Used before: "
 ANGLE_PREFIX = "Angle: "  # a planned draft's body opens with its angle
@@ -44,21 +45,30 @@ class SchedulingAgent(Agent):
         memory: MemoryStore,
         calendar: PublishingCalendar,
         planned_titles: PlannedTitles | None = None,
+        voice: BrandVoice | None = None,
     ) -> None:
         super().__init__(llm, registry, memory)
         self.calendar = calendar
         self._planned_titles = planned_titles
+        self.voice = voice
         reader = registry.connector_for("cms.create_draft")
         self._posts = reader if isinstance(reader, PostReader) else None
 
     async def context(self, request: PlanRequest) -> Context:
-        """The zone, the clock and the windows; then every headline or topic used before, as one line each."""
+        """The zone, the clock and the windows; the brand-voice notes; then every headline or topic used before,
+        as one line each, from remembered posts, their summaries, planned slots and the CMS."""
         context = Context(lines=[self.calendar.context_line()])
         team = request.call.team_id
+        if self.voice is not None:
+            context.add_memories(await self.voice.notes(team))
         about = topic(request.text) or request.text
-        hits = await self._memory.search(team, about, limit=USED_MEMORIES, kinds=["post", "summary"])
+        hits = [
+            hit
+            for hit in await self._memory.search(team, about, limit=USED_MEMORIES, kinds=["post", "summary"])
+            if _about_a_post(hit)
+        ]
         context.add_memories(hits)
-        used: list[str] = [used_title(hit.text) if hit.kind == "post" else hit.text for hit in hits]
+        used = [title for hit in hits for title in used_titles(hit.text)]
         if self._planned_titles is not None:
             used += await self._planned_titles(team)
         if self._posts is not None:
@@ -92,16 +102,23 @@ class SchedulingAgent(Agent):
         return await super().refusal(action, planned)
 
 
-def used_title(memory: str) -> str:
-    """The title a ``post`` memory quotes, or the memory itself when it quotes none."""
-    match = _WRITTEN_TITLE.search(memory)
-    if match is None:
-        return memory
-    try:
-        title = json.loads(match.group(1))
-    except ValueError:
-        return memory
-    return title if isinstance(title, str) else memory
+def used_titles(memory: str) -> list[str]:
+    """The titles a ``post`` memory quotes (a summary of several quotes each of theirs); the memory itself when
+    it quotes none."""
+    titles: list[str] = []
+    for quoted in _WRITTEN_TITLE.findall(memory):
+        try:
+            title = json.loads(quoted)
+        except ValueError:
+            continue
+        if isinstance(title, str) and title not in titles:
+            titles.append(title)
+    return titles or [memory]
+
+
+def _about_a_post(hit: MemoryHit) -> bool:
+    """Post memories, and the summaries retention folded them into (kept under the post's key)."""
+    return hit.kind == "post" or (hit.key or "").startswith("post:")
 
 
 def angle_of(body: str) -> str:

@@ -237,7 +237,9 @@ async def _wire(
     agents: list[Agent] = [
         ReturnsAgent(llm, registry, memory, orders),
         ContentAgent(llm, registry, memory, calendar, BrandVoice(units, clock)),
-        SchedulingAgent(llm, registry, memory, calendar, partial(planned_titles, units)),
+        SchedulingAgent(
+            llm, registry, memory, calendar, partial(planned_titles, units), BrandVoice(units, clock)
+        ),
     ]
     tools = ToolsAgent(llm, registry, memory)
     if tools.action_names:

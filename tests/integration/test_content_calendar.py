@@ -4,7 +4,7 @@ makes its draft and its slot once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from bot.bootstrap import Aios
 from bot.console import render
 from bot.content_calendar import calendar_answer
+from bot.explain import explain
 from bot.messages import DecideApproval
 from connectors.actions import CmsCreateDraft, CmsPublish
 from connectors.sandbox_state import sandbox_state
@@ -39,6 +40,8 @@ default: require_approval
 default_approvers: [manager]
 publishing:
   windows: ["tue 09:00-12:00", "fri 10:00-12:00"]
+memory:
+  summarise_after: 30d
 """
 # The clocks go back on 25 October 2026 in Berlin: November plans in winter time, from a clock still in summer.
 NOW = datetime(2026, 10, 20, 8, 0, tzinfo=UTC)
@@ -67,13 +70,17 @@ async def test_a_planned_month_is_approved_into_drafts_and_slots_once(
 ) -> None:
     aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
     try:
-        await aios.memory.remember(
-            "T0FAKE",
-            "2026-09-01 09:00 UTC: drafted the post winter-care-on-a-budget. Title given by the requester/model "
-            '(unverified): "Winter care on a budget"',
-            kind="post",
-            key="post:winter-care-on-a-budget",
-        )
+        # Two old memories of one post, folded by retention into one summary: planning reads the summary.
+        clock.now = NOW - timedelta(days=60)
+        for fact in (
+            "drafted the post winter-care-on-a-budget. Title given by the requester/model (unverified): "
+            '"Winter care on a budget"',
+            "published the post winter-care-on-a-budget; it was read 4,000 times.",
+        ):
+            await aios.memory.remember("T0FAKE", fact, kind="post", key="post:winter-care-on-a-budget")
+        clock.now = NOW
+        assert (await aios.memory.maintain())["summarised"] == 2
+        await aios.memory.remember("T0FAKE", "Plain, warm, specific; no hype.", kind="brand_voice")
         await ask(aios, "plan November: two posts a week about winter care, Tuesdays and Fridays")
         asked = await approvals(aios)
         assert await slots(aios) == []  # nothing is planned before an editor approves
@@ -94,6 +101,9 @@ async def test_a_planned_month_is_approved_into_drafts_and_slots_once(
         titles = [slot.title for slot in planned]
         assert "Winter care on a budget" not in titles
         assert len(set(titles)) == 8 and all(slot.angle for slot in planned)
+        why = await explain(aios.units, "R-1")
+        assert "(summary, key `post:winter-care-on-a-budget`) Summary of 2 post memories" in why
+        assert "(brand_voice, no key) Plain, warm, specific; no hype." in why
         posts = {post["slug"]: post["status"] for post in (await sandbox_state(aios.units))["posts"]}
         assert {slot.slug: "draft" for slot in planned}.items() <= posts.items()
         assert len(posts) == 8

@@ -14,7 +14,7 @@ from agents.llm import LLMReply
 from agents.offline import calendar
 from agents.offline.planner import OfflinePlanner
 from agents.publishing_calendar import PublishingCalendar
-from agents.scheduling import USED_LINE, used_title
+from agents.scheduling import USED_LINE, used_titles
 from policies.windows import PublishingWindow
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -94,13 +94,15 @@ def test_titles_used_before_are_passed_over() -> None:
     assert all(str(call.input["body"]).startswith("Angle: ") for call in reply.tool_calls)
 
 
-def test_a_post_memory_gives_its_quoted_title() -> None:
-    memory = (
+def test_a_post_memory_or_its_summary_gives_its_quoted_titles() -> None:
+    fact = (
         "2026-09-01 09:00 UTC: drafted the post a (cms.create_draft A-3, execution E-3, run R-3; asked by U1, "
         'allowed). Title given by the requester/model (unverified): "Winter \\"care\\" on a budget"'
     )
-    assert used_title(memory) == 'Winter "care" on a budget'
-    assert used_title("a summary of posts") == "a summary of posts"
+    assert used_titles(fact) == ['Winter "care" on a budget']
+    summary = f"Summary of 2 post memories about post:a: {fact} | 2026-09-02: published the post a (…)."
+    assert used_titles(summary) == ['Winter "care" on a budget']
+    assert used_titles("Ten looks for spring did well") == ["Ten looks for spring did well"]
 
 
 @pytest.mark.parametrize(
