@@ -24,6 +24,7 @@ from bot.mrkdwn import escape, truncate
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_cms import SandboxCms
+from storage.ids import format_id
 from storage.planned_slots import PlannedSlots
 from storage.records import PlannedSlot, SandboxPost
 from storage.unit_of_work import UnitOfWorkFactory
@@ -76,6 +77,7 @@ class Entry:
     title: str
     slug: str
     angle: str = ""
+    action: int | None = None  # a planned slot's draft: `/aios why A-…` shows what it was planned from
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ def calendar_message(calendar: MonthCalendar) -> tuple[str, list[dict[str, Any]]
         lines = [f"*Week of {_day(week.monday)}*"]
         lines += [
             f"{EMOJI[e.status]} {_day(e.at.date())} {e.at:%H:%M} · {e.status} · “{escape(_short(e.title))}”"
+            + (f" · `{format_id('A', e.action)}`" if e.action is not None else "")
             for e in week.entries
         ] or ["_nothing planned_"]
         blocks.append(
@@ -197,11 +200,11 @@ def calendar_table(calendar: MonthCalendar) -> Table:
     from rich.table import Table
 
     table = Table(title=f"Content calendar: {calendar.month:%B %Y} ({calendar.zone.key})")
-    for column in ("Week of", "Day", "Time", "Status", "Title"):
+    for column in ("Week of", "Day", "Time", "Status", "Title", "Draft"):
         table.add_column(column)
     for week in calendar.weeks:
         if not week.entries:
-            table.add_row(_day(week.monday), "", "", "", "(nothing planned)")
+            table.add_row(_day(week.monday), "", "", "", "(nothing planned)", "")
         for i, e in enumerate(week.entries):
             table.add_row(
                 _day(week.monday) if i == 0 else "",
@@ -209,6 +212,7 @@ def calendar_table(calendar: MonthCalendar) -> Table:
                 f"{e.at:%H:%M}",
                 f"{MARKS[e.status]} {e.status}",
                 _short(e.title),
+                format_id("A", e.action) if e.action is not None else "",
             )
     if calendar.problem:
         table.caption = calendar.problem
@@ -232,7 +236,7 @@ async def calendar_answer(
 
 
 def _slot_entry(slot: PlannedSlot, zone: ZoneInfo, status: str) -> Entry:
-    return Entry(slot.planned_for.astimezone(zone), status, slot.title, slot.slug, slot.angle)
+    return Entry(slot.planned_for.astimezone(zone), status, slot.title, slot.slug, slot.angle, slot.action_id)
 
 
 def _sandbox_status(post: SandboxPost | None) -> str:

@@ -120,7 +120,7 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
         for approval in await approvals(aios):
             assert approval.id is not None
             await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
-        first, second, *_ = await slots(aios)
+        first, second, third, fourth = await slots(aios)
         # The first slot's post went out early, the second's is written; and a draft outside the calendar.
         await aios.registry.execute(CmsPublish(slug=first.slug), "publish-first")
         await aios.registry.execute(CmsCreateDraft(title="Holiday opening hours"), "outside")
@@ -153,13 +153,13 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
             "_nothing planned_",
             "Week of Mon 2 Nov",
             ":pencil2: Tue 3 Nov 10:00 · drafted · “Holiday opening hours”",
-            f":rocket: Fri 6 Nov 10:00 · published · “{first.title}”",
+            f":rocket: Fri 6 Nov 10:00 · published · “{first.title}” · `A-{first.action_id}`",
             "Week of Mon 9 Nov",
-            f":pencil2: Fri 13 Nov 10:00 · drafted · “{second.title}”",
+            f":pencil2: Fri 13 Nov 10:00 · drafted · “{second.title}” · `A-{second.action_id}`",
             "Week of Mon 16 Nov",
-            ":white_circle: Fri 20 Nov 10:00 · planned · “Pricing on a budget”",
+            f":white_circle: Fri 20 Nov 10:00 · planned · “Pricing on a budget” · `A-{third.action_id}`",
             "Week of Mon 23 Nov",
-            ":white_circle: Fri 27 Nov 10:00 · planned · “Pricing: your questions, answered”",
+            f":white_circle: Fri 27 Nov 10:00 · planned · “Pricing: your questions, answered” · `A-{fourth.action_id}`",
             "Week of Mon 30 Nov",
             "_nothing planned_",
         ]
