@@ -18,6 +18,7 @@ TEAMMATE = "U0BOB"  # support, not a manager
 MANAGER = "U0MANAGER"
 WRITER = "U0CAROL"  # marketing, writes posts but may not publish them alone
 EDITOR = "U0EDITOR"
+PLANNED_SLOTS = 2  # the calendar scene plans two posts: each planned draft is approved by the editor
 
 
 class DemoFailedError(RuntimeError):
@@ -60,6 +61,12 @@ async def _scenario(console: Console, thread: ConsoleSession) -> None:
     await thread.click(EDITOR, approve=True)
     await thread.slash(EDITOR, "status")
 
+    console.print(Rule("Content calendar: next month planned, approved, shown"))
+    await thread.slash(WRITER, "plan next month: 2 posts about winter care, on Tuesdays")
+    for _ in range(PLANNED_SLOTS):
+        await thread.click(EDITOR, approve=True)
+    await thread.slash(WRITER, "calendar next month")
+
 
 def _check(console: Console, state: dict[str, list[dict[str, object]]]) -> None:
     console.print(Rule("Sandbox state"))
@@ -70,9 +77,10 @@ def _check(console: Console, state: dict[str, list[dict[str, object]]]) -> None:
     big = [r for r in state["refunds"] if r["order_id"] == 1001]
     small = [r for r in state["refunds"] if r["order_id"] == 1002]
     published = [p for p in state["posts"] if p["status"] == "published"]
-    if len(big) != 1 or len(small) != 1 or len(published) != 1:
+    planned = [p for p in state["posts"] if str(p["body"]).startswith("Angle: ")]
+    if len(big) != 1 or len(small) != 1 or len(published) != 1 or len(planned) != PLANNED_SLOTS:
         raise DemoFailedError(
-            f"expected one refund on 1001, one on 1002 and one published post; got {len(big)}, {len(small)}, "
-            f"{len(published)}"
+            f"expected one refund on 1001, one on 1002, one published post and {PLANNED_SLOTS} planned drafts; "
+            f"got {len(big)}, {len(small)}, {len(published)}, {len(planned)}"
         )
     console.print("[green]Demo finished: exactly one refund per approved request, nothing ran unapproved.[/]")

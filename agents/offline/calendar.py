@@ -164,7 +164,11 @@ def _calendar(
         )
     moments, past = _slots(request, days, opening, zone, now)
     times = " and ".join(f"{_names([d])} at {opening.get(d, DEFAULT_TIME):%H:%M}" for d in days)
-    how_many = f"{request.per_week} a week" if request.per_week else f"{request.total} in the month"
+    how_many = (
+        f"{_posts(request.per_week)} a week"
+        if request.per_week
+        else f"{_posts(request.total or 0)} in the month"
+    )
     understood = (
         f"Understood: {request.month:%B %Y}, {how_many} about {request.topic}, on {times} {zone.key}"
         + (" (the publishing windows' opening)." if windows else ".")
@@ -297,6 +301,10 @@ def _number(word: str) -> int:
     if not 1 <= value <= 31:
         raise Unreadable(f"{word} posts is not a number I can plan (1 to 31); like {EXAMPLE}")
     return value
+
+
+def _posts(count: int) -> str:
+    return f"{count} post{'s' if count != 1 else ''}"
 
 
 def _names(days: tuple[int, ...] | list[int]) -> str:

@@ -48,7 +48,7 @@ def test_two_a_week_on_the_days_asked_at_each_windows_opening_in_the_team_zone()
     assert planned[-1].astimezone(UTC).hour == 7  # 09:00 summer time, after the change
     assert planned[0].astimezone(UTC).hour == 8
     assert reply is not None and reply.text.startswith(
-        "Understood: March 2027, 2 a week about winter care, on Tuesdays at 09:00 and Fridays at 10:00 "
+        "Understood: March 2027, 2 posts a week about winter care, on Tuesdays at 09:00 and Fridays at 10:00 "
         "Europe/Berlin (the publishing windows' opening)."
     )
 
