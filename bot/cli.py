@@ -730,7 +730,7 @@ def cost(
 @app.command()
 def calendar(
     month: Annotated[
-        str | None, typer.Argument(help="december, 2026-12, next month; this month when omitted")
+        list[str] | None, typer.Argument(help="december, 2026-12, next month; this month when omitted")
     ] = None,
     team: TeamOption = CONSOLE_TEAM,
 ) -> None:
@@ -739,7 +739,7 @@ def calendar(
 
     async def table(aios: Aios) -> Table:
         zone = aios.settings.zone
-        first = read_month(month or "", aios.clock().astimezone(zone).date())
+        first = read_month(" ".join(month or ()), aios.clock().astimezone(zone).date())
         return calendar_table(await month_calendar(aios.units, aios.registry, team, first, zone))
 
     try:
