@@ -14,7 +14,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import BindParameter, bindparam, delete, text, update
@@ -32,11 +32,13 @@ from storage.memory.base import (
     content_hash,
 )
 from storage.memory.entities import named_keys, namespace, normalised_key
-from storage.memory.keyword_index import TeamIndex, Tokenizer
 from storage.memory.ranking import HYBRID_ALPHA, fuse, matches, recency_boosted
 from storage.memory.snapshot import SnapshotError, exported, memory_row
 from storage.records import Memory, UtcDateTime, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from storage.memory.keyword_index import TeamIndex, Tokenizer
 
 log = structlog.get_logger(__name__)
 
@@ -506,6 +508,8 @@ class EmbeddedMemoryStore:
 
     def _words(self) -> Tokenizer:
         if self._tokenizer is None:
+            from storage.memory.keyword_index import Tokenizer  # numpy: imported when first searched
+
             self._tokenizer = Tokenizer()
         return self._tokenizer
 
@@ -528,6 +532,8 @@ class EmbeddedMemoryStore:
     async def warm(self, team: str) -> None:
         """Build the team's keyword index now (a search otherwise starts it, and is answered by FTS5 meanwhile).
         Only SQLite has one: PostgreSQL ranks through its own index."""
+        from storage.memory.keyword_index import TeamIndex
+
         index = TeamIndex(built_at=time.monotonic())
         while True:
             async with self._units() as uow:
