@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 ACCEPTED = "`next Monday 9am`, `tomorrow 14:00`, `on Dec 3 at 9`, `2026-12-01 09:00` or `in 2 hours`"
@@ -22,6 +22,13 @@ _HAS_TIME = re.compile(
 )
 _BARE_HOUR = re.compile(r"\bat\s+(\d{1,2})\b(?!\s*(?::|am|pm|\.\d))", re.IGNORECASE)
 _LEADING_ON = re.compile(r"^\s*on\s+", re.IGNORECASE)
+# "in 2 hours": a duration from now, which across a clock change is not the wall clock moved on by as much.
+_FROM_NOW = re.compile(r"^\s*in\s+(\d{1,4})\s*(min|minutes?|h|hours?)\s*$", re.IGNORECASE)
+_WEEKDAY = re.compile(
+    r"\b(mon|tue|wed|thu|fri|sat|sun)(?:day|s|sday|nesday|r|rs|rsday|urday)?\b", re.IGNORECASE
+)
+_NEXT = re.compile(r"\bnext\b", re.IGNORECASE)
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -39,6 +46,10 @@ def read_time(text: str, zone: ZoneInfo, now: datetime) -> datetime:
         raise UnreadableTime(
             f"I can't read {_quoted(words)} as a day and time of day; write it like {ACCEPTED} ({zone.key})"
         )
+    if (duration := _FROM_NOW.match(words)) is not None:
+        amount, unit = int(duration.group(1)), duration.group(2).lower()
+        step = timedelta(hours=amount) if unit.startswith("h") else timedelta(minutes=amount)
+        return now.astimezone(UTC) + step
     normalised = _BARE_HOUR.sub(lambda m: f"at {m.group(1)}:00", _LEADING_ON.sub("", words))
     local_now = now.astimezone(zone).replace(tzinfo=None)
     import dateparser  # here: importing it takes about 0.3 s, which every command importing the bot would pay
@@ -62,7 +73,23 @@ def read_time(text: str, zone: ZoneInfo, now: datetime) -> datetime:
         raise UnreadableTime(
             f"I can't read {_quoted(words)} as a time; write it like {ACCEPTED} ({zone.key})"
         )
-    return place(found.replace(tzinfo=None), zone)
+    wall_clock = found.replace(tzinfo=None)
+    if _today_meant(words, local_now, wall_clock):
+        wall_clock -= timedelta(days=7)
+    return place(wall_clock, zone)
+
+
+def _today_meant(words: str, local_now: datetime, found: datetime) -> bool:
+    """dateparser takes a bare weekday that is today as next week's; without "next", and with the time still
+    ahead today, people mean today."""
+    named = {match.group(1).lower() for match in _WEEKDAY.finditer(words)}
+    today = _WEEKDAYS[local_now.weekday()]
+    return (
+        named == {today}
+        and not _NEXT.search(words)
+        and found.date() == local_now.date() + timedelta(days=7)
+        and found - timedelta(days=7) > local_now
+    )
 
 
 def place(wall_clock: datetime, zone: ZoneInfo) -> datetime:

@@ -164,3 +164,23 @@ def test_an_unknown_time_zone_is_refused_when_the_settings_are_read(monkeypatch:
     for wrong in ("Mars/Olympus", "../../etc/passwd", ""):
         with pytest.raises(ValidationError, match="is not a time zone this system knows; use an IANA name"):
             Settings(_env_file=None, AIOS_TIMEZONE=wrong)
+
+
+def test_a_duration_from_now_is_counted_in_utc_across_a_clock_change() -> None:
+    before_autumn = datetime(2026, 10, 24, 23, 30, tzinfo=UTC)  # Sun 25 Oct, 01:30 summer time in Berlin
+    # Two hours on is 01:30 UTC, the second 02:30 of the night, not the wall clock's 03:30 (three hours on).
+    assert read_time("in 2 hours", BERLIN, before_autumn) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    assert read_time("in 90 minutes", BERLIN, before_autumn) == datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+    before_spring = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # Sun 29 Mar, 01:30 winter time
+    assert read_time("in 1 hour", BERLIN, before_spring) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
+def test_a_weekday_that_is_today_means_today_while_its_time_is_ahead() -> None:
+    monday_morning = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # Mon 30 Nov, 07:00 in Berlin
+    assert describe(read_time("monday 9am", BERLIN, monday_morning), BERLIN) == (
+        "Mon 30 Nov 2026 09:00 Europe/Berlin (08:00 UTC)"
+    )
+    assert describe(read_time("Mon 9:00", BERLIN, monday_morning), BERLIN).startswith("Mon 30 Nov 2026")
+    # Its time already passed today, or "next" said: a week on.
+    assert describe(read_time("monday 6am", BERLIN, monday_morning), BERLIN).startswith("Mon 7 Dec 2026")
+    assert describe(read_time("next monday 9am", BERLIN, monday_morning), BERLIN).startswith("Mon 7 Dec 2026")
