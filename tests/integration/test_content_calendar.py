@@ -20,6 +20,7 @@ from connectors.actions import CmsCreateDraft, CmsPublish
 from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, PlannedSlot, SandboxPost
 from tests.conftest import Clock
+from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, ask, start_aios
 
@@ -169,5 +170,65 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
         assert ":white_circle: 0 planned" in other_team
         unreadable, none = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "soon")
         assert none is None and unreadable.startswith("I can't read “soon” as a month; try `/aios calendar`")
+    finally:
+        await aios.close()
+
+
+async def test_claude_plans_with_the_used_titles_and_a_slot_outside_the_windows_goes_back_to_it(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    clock.now = NOW
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=POLICY,
+        AIOS_TIMEZONE="Europe/Berlin",
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        await aios.memory.remember(
+            "T0FAKE",
+            'drafted the post a. Title given by the requester/model (unverified): "Winter care on a budget"',
+            kind="post",
+            key="post:winter-care-on-a-budget",
+        )
+        tuesday = {
+            "title": "Winter care: the first frost",
+            "slug": "winter-care-the-first-frost",
+            "body": "Angle: what to do the night before the first frost",
+            "planned_for": "2026-11-03T09:00:00+01:00",
+        }
+        wednesday = {**tuesday, "slug": "winter-care-mulch", "planned_for": "2026-11-04T09:00:00+01:00"}
+        friday = {**wednesday, "planned_for": "2026-11-06T10:00:00+01:00"}
+        anthropic_api.script(
+            Reply(
+                "Understood: November, one post on Tuesday 3 and one on Wednesday 4.",
+                (
+                    ToolUse("cms_create_draft", tuesday),
+                    ToolUse("cms_create_draft", wednesday),
+                ),
+            ),
+            Reply(
+                "Wednesday has no window: Friday 6 at 10:00 instead.", (ToolUse("cms_create_draft", friday),)
+            ),
+        )
+        await ask(aios, "plan November: two posts about winter care, Tuesdays and Wednesdays")
+
+        first, second = anthropic_api.requests
+        system = first["system"][0]["text"]
+        assert 'Used before: "Winter care on a budget"' in system
+        assert "publishing windows tue 09:00-12:00, fri 10:00-12:00 (Europe/Berlin)" in system
+        [tool] = [t for t in first["tools"] if t["name"] == "cms_create_draft"]
+        assert "planned_for" in tool["input_schema"]["properties"]
+        refused = second["messages"][-1]["content"][1]
+        assert refused["is_error"] is True
+        assert (
+            "Wed 4 Nov 2026 09:00 Europe/Berlin (08:00 UTC) is outside the publishing windows"
+            in refused["content"]
+        )
+        assert len(await approvals(aios)) == 2
     finally:
         await aios.close()
