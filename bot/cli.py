@@ -828,21 +828,20 @@ def memory_forget(
 ) -> None:
     """Forget one memory of a team."""
     key = _memory_key(memory_id)
-    if not _run(lambda: _with_memory(lambda memory: memory.forget(team, key))):
-        _fail(f"team {team} has no memory M-{key}", code=1)
+    # An id wider than any key names no memory: there is nothing to forget, as for any other id not held.
+    if key is None or not _run(lambda: _with_memory(lambda memory: memory.forget(team, key))):
+        _fail(f"team {team} has no memory M-{memory_id.strip().upper().removeprefix('M-')}", code=1)
     out.print(f"forgot M-{key}")
 
 
-def _memory_key(text: str) -> int:
-    from storage.ids import UnknownIdError, parse_id
+def _memory_key(text: str) -> int | None:
+    """The key of a memory id (``M-4``, or ``4``); None when it is too wide for any memory to have."""
+    from storage.ids import is_id_of, parse_key
 
-    try:
-        prefix, key = parse_id(text if "-" in text else f"M-{text}")
-    except UnknownIdError:
-        prefix, key = "", 0
-    if prefix != "M":
+    id_ = text if "-" in text else f"M-{text}"
+    if not is_id_of(id_, "M"):
         _fail(f"{text!r} is not a memory id; memory ids look like M-4")
-    return key
+    return parse_key(id_, "M")
 
 
 @memory_app.command("export")

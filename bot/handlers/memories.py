@@ -21,7 +21,7 @@ from connectors.actions import (
     ShopRefund,
     StripeRefund,
 )
-from storage.ids import UnknownIdError, format_id, parse_id
+from storage.ids import UnknownIdError, format_id, parse_id, parse_key
 from storage.memory import MemoryStoreError
 from storage.memory.entities import inferred_key
 from storage.records import Decision, Intent, ProposedAction, Run
@@ -80,6 +80,11 @@ class Memories(HandlerBase):
         if prefix not in ("", "M"):
             said = f"{quote(command.target, QUOTE_MAX)} is not a memory id (M-…)."
             await self._whisper(command.channel, command.user, said)
+            return []
+        if prefix and parse_key(command.target, "M") is None:
+            # Wider than any key: no memory has it, and the database would refuse the number.
+            ref = command.target.strip().upper()
+            await self._whisper(command.channel, command.user, f"There is no memory {ref} here.")
             return []
         if not prefix:
             hits = await self.memory.search(command.team, command.target, limit=1)

@@ -104,6 +104,11 @@ BAD_INPUTS = {
     "a missing argument": (("why",), {}, "Missing argument 'ID'"),
     "a bad period": (("cost", "decade"), {}, "'decade' is not a period"),
     "a bad memory id": (("memory", "forget", "M-x"), {}, "'M-x' is not a memory id"),
+    "a memory id wider than any key": (
+        ("memory", "forget", "M-99999999999999999999"),
+        {},
+        "has no memory M-99999999999999999999",
+    ),
     "a bad duration": (("memory", "remember", "x", "--ttl", "soon"), {}, "not a duration"),
     "digest without --now": (("digest",), {}, "`aios digest --now` builds it at once"),
 }

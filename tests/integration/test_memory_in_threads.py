@@ -59,6 +59,7 @@ async def test_remember_recall_and_forget_in_slack(aios: Aios, slack_api: FakeSl
     await aios.process(Forget("T0OTHERTEAM", "U0EVE", CHANNEL, "M-1"))
     await aios.process(Forget(TEAM, "U0ALICE", CHANNEL, "grinder"))
     await aios.process(Recall(TEAM, "U0ALICE", CHANNEL, "grinder gift"))
+    await aios.process(Forget(TEAM, "U0ALICE", CHANNEL, "m-99999999999999999999"))
     replies = [c.params["text"] for c in slack_api.calls_to("chat.postEphemeral")]
     assert replies[0] == "Remembered as `M-1`."
     assert replies[1] == "I already knew that (`M-1`)."
@@ -66,6 +67,7 @@ async def test_remember_recall_and_forget_in_slack(aios: Aios, slack_api: FakeSl
     assert replies[3] == "There is no memory M-1 here."  # another team cannot forget it
     assert replies[4] == "Forgot `M-1`."
     assert replies[5].startswith("I remember nothing about")
+    assert replies[6] == "There is no memory M-99999999999999999999 here."  # wider than any key
 
 
 async def test_an_unreachable_weaviate_leaves_the_bot_serving_from_sql(
