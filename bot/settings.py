@@ -15,6 +15,9 @@ from connectors.errors import ConnectorSettingError
 from connectors.redaction import Secret
 from connectors.social_limits import NETWORKS
 
+# The networks a connector posts to: the others have limits the agents know, but nothing would post there.
+CONNECTED_NETWORKS = ("sandbox", "mastodon")
+
 if TYPE_CHECKING:
     from agents.social_snippets import SocialSettings
 
@@ -115,6 +118,12 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(
                 f"names {unknown[0]!r}; the networks are {', '.join(NETWORKS)} (comma-separated)"
+            )
+        unconnected = [name for name in names if name not in CONNECTED_NETWORKS]
+        if unconnected:
+            raise ValueError(
+                f"names {unconnected[0]}, which the bot cannot post to yet (no connector); the networks it posts "
+                f"to are {', '.join(CONNECTED_NETWORKS)}"
             )
         if len(set(names)) != len(names):
             raise ValueError("names a network twice")

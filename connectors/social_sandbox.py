@@ -38,7 +38,7 @@ class SandboxSocial:
             "network": action.network,
             "text": action.text,
             "post": action.post,
-            "status": "scheduled" if scheduled else "posted",
+            "status": "scheduled" if scheduled else "recorded",
             "publish_at": action.publish_at if scheduled else now,
             "idempotency_key": idempotency_key,
             "created_at": now,
@@ -59,10 +59,12 @@ async def _post_by_key(uow: UnitOfWork, key: str) -> SandboxSocialPost | None:
 
 
 def _result(recorded: SandboxSocialPost, *, replayed: bool) -> dict[str, Any]:
+    """Said so that nobody reads the Done message as a post the network's readers saw."""
     return {
         "social_post_id": recorded.id,
         "network": recorded.network,
         "status": recorded.status,
         "publish_at": recorded.publish_at.isoformat(),
+        "note": "recorded in the sandbox, not posted",
         "replayed": replayed,
     }

@@ -527,7 +527,7 @@ class SandboxSocialPost(Record, table=True):
     network: str = Field(max_length=20)
     text: str
     post: str | None = Field(default=None, max_length=120)  # the slug of the post it promotes
-    status: str = Field(max_length=20)  # posted, scheduled
+    status: str = Field(max_length=20)  # recorded (at once), scheduled
     publish_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     idempotency_key: str = Field(max_length=64)
     created_at: datetime = _ts()

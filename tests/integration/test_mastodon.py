@@ -272,4 +272,5 @@ async def test_the_sandbox_records_each_key_once(units: UnitOfWorkFactory) -> No
     [scheduled, posted] = (await sandbox_state(units))["social"]
     assert (scheduled["network"], scheduled["status"], scheduled["text"]) == ("bluesky", "scheduled", TEXT)
     assert datetime.fromisoformat(scheduled["publish_at"]) == later
-    assert (posted["network"], posted["status"], now["status"]) == ("mastodon", "posted", "posted")
+    assert (posted["network"], posted["status"], now["status"]) == ("mastodon", "recorded", "recorded")
+    assert now["note"] == "recorded in the sandbox, not posted"

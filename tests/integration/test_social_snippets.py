@@ -59,7 +59,7 @@ BODY = " ".join(
     ["Ten looks for April, from linen shirts to the rain jacket that finally keeps the rain out."] * 8
 )
 SOCIAL = {
-    "AIOS_SOCIAL_NETWORKS": "mastodon,bluesky",
+    "AIOS_SOCIAL_NETWORKS": "mastodon,sandbox",
     "AIOS_SOCIAL_POST_URL": "https://blog.example.com/posts/{slug}",
 }
 
@@ -97,7 +97,7 @@ async def test_a_published_post_gets_one_snippet_per_network_for_an_editor_to_ap
     snippets = await actions(aios, "social.post")
     assert [(s.params["network"], s.status) for s in snippets] == [
         ("mastodon", "awaiting_approval"),
-        ("bluesky", "awaiting_approval"),
+        ("sandbox", "awaiting_approval"),
     ]
     for snippet in snippets:
         text = snippet.params["text"]
@@ -229,7 +229,7 @@ async def test_with_claude_the_snippets_are_written_with_the_voice_notes_and_lim
                             "publish_at": (clock() + timedelta(minutes=30)).isoformat(),
                         },
                     )
-                    for network in ("mastodon", "bluesky")
+                    for network in ("mastodon", "sandbox")
                 ),
             ),
         )
@@ -237,12 +237,12 @@ async def test_with_claude_the_snippets_are_written_with_the_voice_notes_and_lim
         request = anthropic_api.requests[-1]
         system = json.dumps(request["system"])
         assert "We say 'you', never 'customers'" in system
-        assert "social network bluesky: at most 300 graphemes" in system
+        assert "social network sandbox: at most 500 characters" in system
         assert "social_post" in {tool["name"] for tool in request["tools"]}
         snippets = await actions(aios, "social.post")
         assert [(s.params["network"], s.status) for s in snippets] == [
             ("mastodon", "awaiting_approval"),
-            ("bluesky", "awaiting_approval"),
+            ("sandbox", "awaiting_approval"),
         ]
         async with aios.units() as uow:
             run = await uow.repo.get(Run, snippets[0].run_id)

@@ -17,12 +17,12 @@ def settings(**values: str) -> Settings:
 def test_no_networks_no_snippets_and_networks_with_an_address_give_them() -> None:
     assert settings().social() is None
     social = settings(
-        AIOS_SOCIAL_NETWORKS=" Mastodon, bluesky", AIOS_SOCIAL_POST_URL="https://b.example/{slug}"
+        AIOS_SOCIAL_NETWORKS=" Mastodon, sandbox", AIOS_SOCIAL_POST_URL="https://b.example/{slug}"
     )
     found = social.social()
     assert found is not None
     assert (found.networks, found.delay, found.link("spring-lookbook")) == (
-        ("mastodon", "bluesky"),
+        ("mastodon", "sandbox"),
         timedelta(minutes=30),
         "https://b.example/spring-lookbook",
     )
@@ -35,16 +35,21 @@ def test_no_networks_no_snippets_and_networks_with_an_address_give_them() -> Non
     ("values", "says"),
     [
         ({"AIOS_SOCIAL_NETWORKS": "mastodon,myspace"}, "names 'myspace'; the networks are sandbox, mastodon"),
-        ({"AIOS_SOCIAL_NETWORKS": "bluesky,bluesky"}, "names a network twice"),
-        ({"AIOS_SOCIAL_NETWORKS": "bluesky"}, "needs AIOS_SOCIAL_POST_URL too"),
+        ({"AIOS_SOCIAL_NETWORKS": "sandbox,sandbox"}, "names a network twice"),
+        ({"AIOS_SOCIAL_NETWORKS": "sandbox"}, "needs AIOS_SOCIAL_POST_URL too"),
+        (
+            {"AIOS_SOCIAL_NETWORKS": "mastodon,bluesky", "AIOS_SOCIAL_POST_URL": "https://b.example/{slug}"},
+            "names bluesky, which the bot cannot post to yet (no connector); the networks it posts to are "
+            "sandbox, mastodon",
+        ),
         ({"AIOS_SOCIAL_POST_URL": "blog.example.com/{slug}"}, "must be an http(s) address with {slug}"),
         (
             {
-                "AIOS_SOCIAL_NETWORKS": "mastodon,bluesky",
+                "AIOS_SOCIAL_NETWORKS": "mastodon,sandbox",
                 "AIOS_SOCIAL_POST_URL": "https://b.example/{slug}",
                 "MASTODON_URL": "https://mastodon.example",
             },
-            "names bluesky, but with MASTODON_URL set social posts go to Mastodon",
+            "names sandbox, but with MASTODON_URL set social posts go to Mastodon",
         ),
         ({"AIOS_SOCIAL_DELAY_MINUTES": "-5"}, "greater than or equal to 0"),
     ],
