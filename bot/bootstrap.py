@@ -183,6 +183,7 @@ async def bootstrap(
                 shop_api_key=settings.shop_api_key,
                 http_timeout_seconds=settings.connector_timeout_seconds,
                 settings=settings.connector_settings(),
+                clock=clock,
             ),
             redactor,
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from connectors.actions import Action
+from storage.records import utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 
@@ -20,6 +22,8 @@ class ConnectorContext:
     http_timeout_seconds: float = 10.0
     # The real connectors' settings that are set, by environment name (STRIPE_API_KEY, AIOS_SMTP_URL, …).
     settings: Mapping[str, str] = field(default_factory=dict)
+    # The bot's clock: a local connector that decides by the time (is a publish due?) reads this one.
+    clock: Callable[[], datetime] = utcnow
 
 
 class Connector(Protocol):

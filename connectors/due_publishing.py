@@ -26,6 +26,11 @@ class DuePublish:
     rescheduled_to: datetime | None = None
 
 
+def already_live(slug: str) -> str:
+    """Why a live post is not scheduled again: readers would lose it until then."""
+    return f"the post {slug!r} is already live; unpublish it first if it should go out again later"
+
+
 @runtime_checkable
 class PublishesWhenDue(Protocol):
     async def publish_due(self, slug: str, publish_at: datetime) -> DuePublish:

@@ -9,10 +9,10 @@ from sqlmodel import select
 
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
 from connectors.base import ConnectorContext
-from connectors.due_publishing import DueOutcome, DuePublish
+from connectors.due_publishing import DueOutcome, DuePublish, already_live
 from connectors.errors import PermanentConnectorError
 from connectors.wordpress_cms import WORDPRESS_SETTINGS
-from storage.records import SandboxPost, utcnow
+from storage.records import SandboxPost
 
 
 class SandboxCms:
@@ -25,6 +25,7 @@ class SandboxCms:
 
     def __init__(self, context: ConnectorContext) -> None:
         self._units = context.units_of_work
+        self._clock = context.clock
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         slug = (
@@ -37,14 +38,18 @@ class SandboxCms:
         return _post_result(post, replayed=True)
 
     async def refusal(self, action: Action) -> str | None:
-        """A live post is not moved back to scheduled: readers would lose it until then."""
-        if not isinstance(action, CmsPublish) or action.publish_at is None:
+        """Nobody is asked to approve a change of a post that is not there, nor moving a live post back to
+        scheduled (readers would lose it until then)."""
+        if not isinstance(action, CmsPublish | CmsUnpublish):
             return None
         async with self._units() as uow:
             post = (
                 await uow.repo.session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
             ).first()
-        return _already_live(action.slug) if post is not None and post.status == "published" else None
+        if post is None:
+            return _no_such_post(action.slug)
+        scheduling = isinstance(action, CmsPublish) and action.publish_at is not None
+        return already_live(action.slug) if scheduling and post.status == "published" else None
 
     async def publish_due(self, slug: str, publish_at: datetime) -> DuePublish:
         async with self._units() as uow:
@@ -58,7 +63,7 @@ class SandboxCms:
                 return DuePublish(DueOutcome.LEFT_ALONE, f"it is {post.status} now")
             if post.publish_at != publish_at:
                 return DuePublish(DueOutcome.LEFT_ALONE, "it was rescheduled", rescheduled_to=post.publish_at)
-            post.status, post.updated_at = "published", utcnow()
+            post.status, post.updated_at = "published", self._clock()
             session.add(post)
             await uow.commit()
         return DuePublish(DueOutcome.PUBLISHED)
@@ -81,28 +86,29 @@ class SandboxCms:
                     await session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
                 ).first()
                 if post is None:
-                    raise PermanentConnectorError(f"there is no post with the slug {action.slug!r}")
+                    raise PermanentConnectorError(_no_such_post(action.slug))
                 if idempotency_key in post.idempotency_keys:
                     return _post_result(post, replayed=True)
                 if isinstance(action, CmsUnpublish):
                     post.status = "unpublished"
                 else:
-                    scheduled = action.publish_at is not None and action.publish_at > utcnow()
+                    now = self._clock()
+                    scheduled = action.publish_at is not None and action.publish_at > now
                     if scheduled and post.status == "published":
-                        raise PermanentConnectorError(_already_live(action.slug))
+                        raise PermanentConnectorError(already_live(action.slug))
                     post.status = "scheduled" if scheduled else "published"
-                    post.publish_at = action.publish_at or utcnow()
+                    post.publish_at = action.publish_at or now
                 post.idempotency_keys = [*post.idempotency_keys, idempotency_key]
             else:
                 raise PermanentConnectorError(f"the sandbox CMS cannot do {action.name}")
-            post.updated_at = utcnow()
+            post.updated_at = self._clock()
             session.add(post)
             await uow.commit()
             return _post_result(post, replayed=False)
 
 
-def _already_live(slug: str) -> str:
-    return f"the post {slug!r} is already live; unpublish it first if it should go out again later"
+def _no_such_post(slug: str) -> str:
+    return f"the sandbox CMS has no post with the slug {slug!r}"
 
 
 def _post_result(post: SandboxPost, *, replayed: bool) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import httpx
 
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.base import ConnectorContext
-from connectors.due_publishing import DueOutcome, DuePublish
+from connectors.due_publishing import DueOutcome, DuePublish, already_live
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.http_errors import raise_if_transient, reach
 from connectors.sent_ledger import SentLedger
@@ -142,7 +142,7 @@ class WordPressCms:
             return _ambiguous(slug, posts)
         if isinstance(action, CmsPublish) and posts[0].get("status") == "publish":
             return (
-                _already_live(slug)
+                already_live(slug)
                 if action.publish_at is not None
                 else f"the post {slug!r} is already published"
             )
@@ -270,7 +270,7 @@ class WordPressCms:
             when = action.publish_at or datetime.now(UTC)
             later = when > datetime.now(UTC)
             if later and post.get("status") == "publish":
-                raise PermanentConnectorError(_already_live(action.slug))
+                raise PermanentConnectorError(already_live(action.slug))
             # A later date makes the post `future` (scheduled: WordPress publishes it then). The date is sent
             # for "now" too, so that a date left by an earlier unpublish never backdates the post.
             change["status"] = "future" if later else "publish"
@@ -361,10 +361,6 @@ def _slug(action: Action) -> str:
     if isinstance(action, CmsPublish | CmsUnpublish | WordpressUpdate):
         return action.slug
     raise PermanentConnectorError(f"the WordPress connector cannot do {action.name}")
-
-
-def _already_live(slug: str) -> str:
-    return f"the post {slug!r} is already live; unpublish it first if it should go out again later"
 
 
 def _wordpress_date(when: datetime) -> str:

@@ -34,6 +34,7 @@ KEY = "3f1a9c"  # idempotency keys are hex digests in the bot
 
 class Cms(Protocol):
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]: ...
+    async def refusal(self, action: Action) -> str | None: ...
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None: ...
 
 
@@ -182,3 +183,30 @@ async def test_changing_a_post_that_does_not_exist_is_refused(cms: CmsUnderTest,
         await cms.new().execute(action, KEY)
     assert await cms.new().lookup(action, KEY) is None
     assert await cms.states("no-such-post") == []
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        CmsPublish(slug="no-such-post"),
+        CmsPublish(slug="no-such-post", publish_at=datetime(2031, 1, 6, 9, 0, tzinfo=UTC)),
+        CmsUnpublish(slug="no-such-post"),
+    ],
+)
+async def test_approving_a_change_of_a_post_that_does_not_exist_is_never_asked(
+    cms: CmsUnderTest, action: Action
+) -> None:
+    refusal = await cms.new().refusal(action)
+    assert refusal is not None and "no post with the slug 'no-such-post'" in refusal
+
+
+async def test_a_post_that_exists_may_be_published_or_scheduled_but_a_live_one_not_scheduled(
+    cms: CmsUnderTest,
+) -> None:
+    connector = cms.new()
+    await connector.execute(DRAFT, KEY)
+    later = datetime(2031, 1, 6, 9, 0, tzinfo=UTC)
+    assert await connector.refusal(CmsPublish(slug="spring-lookbook", publish_at=later)) is None
+    await connector.execute(CmsPublish(slug="spring-lookbook"), "publish-key")
+    refusal = await connector.refusal(CmsPublish(slug="spring-lookbook", publish_at=later))
+    assert refusal is not None and "is already live" in refusal
