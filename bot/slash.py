@@ -95,7 +95,8 @@ REMEMBER_USAGE = (
     "specific; no hype` or `/aios remember --key customer:ana@example.com Ana prefers email`"
 )
 # Slack turns "--" into a dash in some clients: "—kind" is meant as "--kind".
-_OPTION = re.compile(r"(?:--|—|–)([\w-]*)(?:=(\S*)|\s+(\S+)|$)\s*")
+# An option is dashes and a letter: "— plain voice" (a dash Slack made of "--", then words) is the text itself.
+_OPTION = re.compile(r"(?:--|—|–)([A-Za-z][\w-]*)(?:=(\S*)|\s+(\S+)|$)\s*")
 
 
 def kind_problem(kind: str) -> str | None:

@@ -27,6 +27,11 @@ Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
 
 
+def utc_unless_zoned(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC, so every connector compares it with an aware clock."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 class Action(BaseModel):
     """A proposed side effect. ``name`` is what policies match on (``action.name``)."""
 
@@ -70,10 +75,7 @@ class CmsCreateDraft(Action):
         "for a draft outside a calendar",
     )
 
-    @field_validator("planned_for")
-    @classmethod
-    def _planned_utc_unless_zoned(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    _planned_for_utc_unless_zoned = field_validator("planned_for")(utc_unless_zoned)
 
     def effective_slug(self) -> str:
         return self.slug or slugify(self.title)
@@ -92,11 +94,7 @@ class CmsPublish(Action):
         default=None, description="When to publish (ISO 8601, UTC unless it names a zone); now if omitted"
     )
 
-    @field_validator("publish_at")
-    @classmethod
-    def _utc_unless_zoned(cls, value: datetime | None) -> datetime | None:
-        """A time without a zone is UTC, so every connector compares it with an aware clock."""
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    _publish_at_utc_unless_zoned = field_validator("publish_at")(utc_unless_zoned)
 
     def summary(self) -> str:
         when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
@@ -397,10 +395,7 @@ class SocialPost(Action):
         default=None, description="When to post (ISO 8601, UTC unless it names a zone); now if omitted"
     )
 
-    @field_validator("publish_at")
-    @classmethod
-    def _utc_unless_zoned(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    _publish_at_utc_unless_zoned = field_validator("publish_at")(utc_unless_zoned)
 
     @model_validator(mode="after")
     def _within_limit(self) -> Self:

@@ -128,6 +128,9 @@ def test_remember_takes_a_kind_and_a_key_before_the_text() -> None:
     assert _remember("—kind brand_voice Slack's dash is fine").kind == "brand_voice"
     plain = _remember("Lena's grinder --kind is a gift")
     assert (plain.text, plain.kind, plain.problem) == ("Lena's grinder --kind is a gift", "note", None)
+    for dash in ("—", "--", "–"):
+        aside = _remember(f"{dash} plain voice")
+        assert (aside.text, aside.kind, aside.problem) == (f"{dash} plain voice", "note", None)
 
 
 @pytest.mark.parametrize(
