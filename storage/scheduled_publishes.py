@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import ColumnElement, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,20 +35,26 @@ class ScheduledPublishes:
         )
         return list((await self.session.exec(query)).all())
 
-    async def claim(self, publish_id: int, seen_owner: int | None, owner: int, now: datetime) -> bool:
-        """Take the publish if it is still unsettled and held by whom it was seen held by (nobody, or a process
-        that has died); of any number of concurrent callers one gets True."""
-        held = (
-            col(ScheduledPublish.claimed_by).is_(None)
-            if seen_owner is None
-            else col(ScheduledPublish.claimed_by) == seen_owner
-        )
+    async def claim(self, seen: ScheduledPublish, owner: int, now: datetime) -> ScheduledPublish | None:
+        """Take the publish if it is still as it was seen: unsettled, held by the same owner (nobody, or a process
+        that has died), after as many attempts and with the same next try. Of any number of concurrent callers
+        one gets the row, as it is now; a caller that read it before another's failed attempt gets None, rather
+        than skipping the wait that attempt set and telling the thread of the failure again."""
         statement = (
             update(ScheduledPublish)
-            .where(col(ScheduledPublish.id) == publish_id, col(ScheduledPublish.done_at).is_(None), held)
+            .where(
+                col(ScheduledPublish.id) == seen.id,
+                col(ScheduledPublish.done_at).is_(None),
+                _same(col(ScheduledPublish.claimed_by), seen.claimed_by),
+                col(ScheduledPublish.attempts) == seen.attempts,
+                _same(col(ScheduledPublish.next_try_at), seen.next_try_at),
+            )
             .values(claimed_by=owner, claimed_at=now)
         )
-        return bool((await self.session.exec(statement)).rowcount)
+        if not (await self.session.exec(statement)).rowcount:
+            return None
+        query = select(ScheduledPublish).where(col(ScheduledPublish.id) == seen.id)
+        return (await self.session.exec(query.execution_options(populate_existing=True))).one()
 
     async def settle(
         self, publish_id: int, owner: int, now: datetime, outcome: str, detail: str | None
@@ -77,3 +84,8 @@ class ScheduledPublishes:
             )
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+
+def _same(column: Any, seen: object) -> ColumnElement[bool]:
+    """The column still holds what was read: NULL compares with IS, not with =."""
+    return column.is_(None) if seen is None else column == seen  # type: ignore[no-any-return]

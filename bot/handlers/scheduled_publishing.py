@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,9 @@ from storage.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 ATTEMPT_TIMEOUT_SECONDS = 30.0
+# A claim of this process's own older than this is one whose settling failed (the store, say): an attempt
+# ends within its timeout, and the lease says this process is alive, so nobody else would ever take it.
+STUCK_CLAIM = timedelta(seconds=2 * ATTEMPT_TIMEOUT_SECONDS)
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_WAIT = timedelta(hours=1)
 # Published within this of its time (a sweep runs every 15 s), a post is told as live since then.
@@ -92,16 +95,24 @@ class ScheduledPublishing(HandlerBase):
         owners = {row.claimed_by for row in due if row.claimed_by is not None}
         alive = await self.lease.alive(owners) if owners else set()
         for row in due:
-            if row.claimed_by in alive:
+            if row.claimed_by in alive and not self._stuck_here(row, now):
                 continue  # in hand here or on a live replica
-            async with self.units() as uow:
-                claimed = await ScheduledPublishes(uow.repo.session).claim(
-                    row.id or 0, row.claimed_by, self.lease.id, now
-                )
-                await uow.commit()
-            if claimed:
-                await self._publish(row)
+            try:  # one row's failure (the store, a bug) leaves the others to be published
+                async with self.units() as uow:
+                    claimed = await ScheduledPublishes(uow.repo.session).claim(row, self.lease.id, now)
+                    await uow.commit()
+                if claimed is not None:
+                    await self._publish(claimed)
+            except Exception:
+                log.exception("scheduled_publish_sweep_failed", publish=row.id)
         return []
+
+    def _stuck_here(self, row: ScheduledPublish, now: datetime) -> bool:
+        return (
+            row.claimed_by == self.lease.id
+            and row.claimed_at is not None
+            and now - row.claimed_at > STUCK_CLAIM
+        )
 
     async def _publish(self, row: ScheduledPublish) -> None:
         assert row.id is not None

@@ -23,6 +23,7 @@ from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, ScheduledPublish
+from storage.scheduled_publishes import ScheduledPublishes
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
@@ -297,3 +298,77 @@ async def test_a_row_held_by_a_live_replica_is_left_to_it_and_one_held_by_a_dead
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_sweep_that_read_the_row_before_a_failed_attempt_neither_skips_the_wait_nor_warns_again(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        timer = await schedule_and_approve(aios, slack_api, "tomorrow 14:00")
+        bus = bus_with_connectors(aios, [FlakyCms(ConnectorContext(units_of_work=aios.units))])
+        clock.now = timer.publish_at
+        async with aios.units() as uow:
+            [stale] = await ScheduledPublishes(uow.repo.session).due(clock.now)
+        await bus.handle(PublishDuePosts())  # fails once: the next try is set a minute on
+        async with aios.units() as uow:
+            taken = await ScheduledPublishes(uow.repo.session).claim(stale, aios.lease.id, clock.now)
+            await uow.commit()
+        assert taken is None
+        [waiting] = await timers(aios)
+        assert (waiting.attempts, waiting.claimed_by) == (1, None)
+        assert len(said(slack_api, "could not publish it yet")) == 1
+        async with aios.units() as uow:
+            [fresh] = await ScheduledPublishes(uow.repo.session).due(waiting.next_try_at or clock.now)
+            claimed = await ScheduledPublishes(uow.repo.session).claim(fresh, aios.lease.id, clock.now)
+            await uow.commit()
+        assert claimed is not None and (claimed.attempts, claimed.claimed_by) == (1, aios.lease.id)
+    finally:
+        await aios.close()
+
+
+async def test_a_row_whose_settling_failed_is_taken_again_later_and_the_sweep_goes_on_meanwhile(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        first = await schedule_and_approve(aios, slack_api, "tomorrow 14:00")
+        await aios.registry.execute(CmsCreateDraft(title="Summer lookbook"), "seed-summer")
+        await ask(aios, "schedule post summer-lookbook for tomorrow 14:00", message_ts="1700000000.000300")
+        approval = await newest_approval(aios)
+        assert approval.id is not None
+        await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        settle = ScheduledPublishes.settle
+        failures = [1]
+
+        async def settle_failing_once(
+            self: ScheduledPublishes,
+            publish_id: int,
+            owner: int,
+            now: datetime,
+            outcome: str,
+            detail: str | None,
+        ) -> bool:
+            if failures:
+                failures.pop()
+                raise ConnectionError("the store went away")
+            return await settle(self, publish_id, owner, now, outcome, detail)
+
+        monkeypatch.setattr(ScheduledPublishes, "settle", settle_failing_once)
+        clock.now = first.publish_at
+        await aios.process(PublishDuePosts())
+        stuck, settled = await timers(aios)
+        assert (stuck.slug, stuck.done_at, stuck.claimed_by) == ("spring-lookbook", None, aios.lease.id)
+        assert (settled.slug, settled.outcome) == ("summer-lookbook", "published")
+        clock.advance(seconds=30)
+        await aios.process(PublishDuePosts())  # still in hand, as far as anyone can tell
+        assert (await timers(aios))[0].done_at is None
+        clock.advance(seconds=60)  # longer than any attempt takes: the claim is free
+        await aios.process(PublishDuePosts())
+        assert (await timers(aios))[0].outcome == "already_live"
+    finally:
+        await aios.close()
