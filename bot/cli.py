@@ -879,16 +879,15 @@ def memory_import(
     team: TeamOption = CONSOLE_TEAM,
 ) -> None:
     """Import a snapshot written by `aios memory export` into a team, timestamps and all."""
-    from storage.memory.snapshot import import_snapshot
+    from storage.memory.snapshot import import_snapshot, lines_of
 
     try:
-        # utf-8-sig: a byte-order mark, which some editors put first, is not part of the header.
-        snapshot = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
+        snapshot = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         _fail(f"{path} is not UTF-8 text: a snapshot is JSON Lines")
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror or exc}")
-    lines = snapshot.splitlines()
+    lines = lines_of(snapshot)
     imported = _run(lambda: _with_memory(lambda memory: import_snapshot(memory, team, lines)))
     out.print(f"imported {imported} new memories into {team}")
 

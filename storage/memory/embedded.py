@@ -226,6 +226,11 @@ class EmbeddedMemoryStore:
         best = np.argpartition(-scores, min(limit, len(ids) - 1))[:limit]
         return {int(ids[i]): float(scores[i]) for i in best}
 
+    @property
+    def _vector_model(self) -> str | None:
+        """The model this store's vectors are made with: only those are compared with a query's."""
+        return self._embedder.model if self._embedder is not None else None
+
     async def _team_vectors(self, team: str) -> tuple[Any, Any]:
         """The team's vectors as one matrix, cached for a few seconds (writes here drop the cache; other
         replicas' new memories join within VECTOR_CACHE_SECONDS, and are found by keywords meanwhile). Rows
@@ -239,7 +244,10 @@ class EmbeddedMemoryStore:
             rows = (
                 await uow.repo.session.exec(
                     select(Memory.id, Memory.vector).where(
-                        Memory.team_id == team, col(Memory.vector).is_not(None), self._alive()
+                        Memory.team_id == team,
+                        col(Memory.vector).is_not(None),
+                        Memory.vector_model == self._vector_model,
+                        self._alive(),
                     )
                 )
             ).all()
@@ -290,11 +298,10 @@ class EmbeddedMemoryStore:
 
     async def _import_vectors(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
         """Keep the imported vectors this store's model made (their length checked against the model's), and
-        embed the other texts in batches; without an embedder nothing is searched by vector, so none is kept."""
+        embed the other texts in batches. Without an embedder every vector is kept as given, with its model: a
+        store that later embeds with that model searches by it, and one with another model ignores it."""
         embedder = self._embedder
         if embedder is None:
-            for _, row in rows:
-                row["vector"] = row["vector_model"] = None
             return
         kept = [(number, row) for number, row in rows if row["vector_model"] == embedder.model]
         if kept:
@@ -614,7 +621,10 @@ class EmbeddedMemoryStore:
 
 def _about_another(key: str | None, named: Sequence[str], spaces: set[str | None]) -> bool:
     """Whether a memory's key names another entity of a kind the query names (order:1002 for "order 1001")."""
-    return key is not None and (normalised_key(key) or key) not in named and namespace(key) in spaces
+    if key is None:
+        return False
+    key = normalised_key(key) or key  # a key stored before keys were normalised: Order:#1002
+    return key not in named and namespace(key) in spaces
 
 
 def _filters(kinds: Sequence[str] | None, since: datetime | None) -> tuple[str, list[BindParameter[Any]]]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.memory.base import MemoryStore, MemoryStoreError, content_hash
+from storage.memory.entities import normalised_key
 from storage.records import Memory
 
 FORMAT = "aios-memory-snapshot"
@@ -79,7 +80,7 @@ def memory_row(number: int, record: object, team: str, now: datetime) -> dict[st
     return {
         "team_id": team,
         "kind": _string(number, record, "kind", "note", empty=False),
-        "key": _string(number, record, "key", None, empty=True),
+        "key": _key(number, record),
         "text": text_.strip(),
         "content_hash": content_hash(text_),
         "meta": _meta(number, record),
@@ -104,6 +105,13 @@ def snapshot_lines(team: str, memories: Sequence[dict[str, Any]], exported_at: d
     yield json.dumps(header, sort_keys=True)
     for memory in memories:
         yield json.dumps(memory, sort_keys=True)
+
+
+def lines_of(snapshot: str) -> list[str]:
+    """A snapshot's lines: split at line feeds only, since JSON strings may hold U+2028 and the other breaks
+    str.splitlines() also splits at; a carriage return ending a line (a file written on Windows) and a
+    byte-order mark before the header (some editors write one) are not part of the JSON."""
+    return [line.removesuffix("\r") for line in snapshot.removeprefix("\ufeff").split("\n")]
 
 
 async def import_snapshot(store: MemoryStore, team: str, lines: Iterable[str]) -> int:
@@ -179,6 +187,21 @@ def _string(number: int, record: dict[str, Any], field: str, default: str | None
     return value
 
 
+def _key(number: int, record: dict[str, Any]) -> str | None:
+    """The key as `aios memory remember --key` would store it (``Order:#1001`` is ``order:1001``)."""
+    written = _string(number, record, "key", None, empty=True)
+    if written is None:
+        return None
+    key = normalised_key(written)
+    if key is None:
+        raise SnapshotError(
+            number,
+            f"key {written!r} is not a key: a key is namespace:value, e.g. order:1003, "
+            "customer:ana@example.com or post:spring-lookbook",
+        )
+    return key
+
+
 def _meta(number: int, record: dict[str, Any]) -> dict[str, Any]:
     meta = record.get("meta")
     if meta is None:
@@ -201,7 +224,10 @@ def _timestamp(number: int, record: dict[str, Any], field: str) -> datetime | No
             number,
             f"{field} {value!r} is not a timestamp with a time zone (ISO 8601, e.g. 2026-03-01T09:30:00+00:00)",
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a moment before year 1 in UTC
+        raise SnapshotError(number, f"{field} {value!r} is out of range in UTC (years 1 to 9999)") from None
 
 
 def _use_count(number: int, record: dict[str, Any]) -> int:

@@ -173,7 +173,7 @@ async def test_the_same_text_is_stored_once_and_only_new_memories_count(
     ]
 
 
-async def test_vectors_of_another_model_are_made_again_or_left_out(tmp_path: Path, clock: Clock) -> None:
+async def test_vectors_of_another_model_are_made_again_or_kept_unused(tmp_path: Path, clock: Clock) -> None:
     vector = base64.b64encode(array("f", [1.0] + [0.0] * 7).tobytes()).decode()
     lines = [
         json.dumps({"format": "aios-memory-snapshot", "version": 1, "team": SHOP}),
@@ -187,10 +187,19 @@ async def test_vectors_of_another_model_are_made_again_or_left_out(tmp_path: Pat
         assert memory["vector_model"] == "word-hash-16"
         assert memory["vector"] == base64.b64encode(array("f", expected).tobytes()).decode()
         assert [h.text for h in await store.search(SHOP, "berlin")] == ["Ships from Berlin"]
+    # Without embeddings the vector is kept as given, for a store that embeds with its model later; a store
+    # embedding with another model searches it by keywords only.
     async with memory_store(f"sqlite+aiosqlite:///{tmp_path}/keywords.db", clock) as store:
         assert await import_snapshot(store, SHOP, lines) == 1
         [memory] = await store.export(SHOP)
-        assert (memory["vector"], memory["vector_model"]) == (None, None)
+        assert (memory["vector"], memory["vector_model"]) == (vector, "another-model")
+    async with memory_store(f"sqlite+aiosqlite:///{tmp_path}/keywords.db", clock, embedder) as store:
+        await store.remember(SHOP, "Ships to Lisbon on Fridays")
+        assert {h.text for h in await store.search(SHOP, "ships")} == {
+            "Ships from Berlin",
+            "Ships to Lisbon on Fridays",
+        }
+        assert (await store.export(SHOP))[0]["vector_model"] == "another-model"
 
 
 class RecordingStore(EmbeddedMemoryStore):
@@ -260,6 +269,15 @@ REFUSED = {
     "an unknown version": (changed(1, version=2), "line 1: snapshot version 2 is not one"),
     "no header": (good_lines()[1:], "line 1: not a memory snapshot"),
     "a missing memory": (good_lines()[:2], "the header promises 2 memories but the file holds 1"),
+    "a key that is not one": (changed(2, key="order:soon"), "line 2: key 'order:soon' is not a key"),
+    "a moment before year 1 in UTC": (
+        changed(2, created_at="0001-01-01T00:30:00+01:00"),
+        "line 2: created_at '0001-01-01T00:30:00+01:00' is out of range",
+    ),
+    "a moment after 9999 in UTC": (
+        changed(3, expires_at="9999-12-31T23:30:00-01:00"),
+        "line 3: expires_at '9999-12-31T23:30:00-01:00' is out of range",
+    ),
     "a bad use count": (changed(2, use_count=-1), "line 2: use_count must be a whole number"),
     "a vector that is not base64": (
         changed(3, vector="???", vector_model="m"),
@@ -283,6 +301,14 @@ async def test_a_refused_snapshot_writes_nothing_and_names_the_line(
             await import_snapshot(store, SHOP, lines)
         assert message in str(refused.value)
         assert await store.export(SHOP) == before
+
+
+async def test_keys_are_stored_as_remember_stores_them(database_url: str, clock: Clock) -> None:
+    lines = [*good_lines()[:2], json.dumps({"text": "second", "key": "Order:#1001"})]
+    async with memory_store(database_url, clock) as store:
+        assert await import_snapshot(store, SHOP, lines) == 2
+        assert [m["key"] for m in await store.export(SHOP)] == [None, "order:1001"]
+        assert [h.text for h in await store.lookup(SHOP, "order:1001")] == ["second"]
 
 
 def aios(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -314,6 +340,23 @@ async def test_the_cli_exports_and_imports_a_snapshot(
     again = aios("memory", "export", "--team", SHOP, env=target)
     assert without_export_time(again.stdout.splitlines()) == without_export_time(printed.stdout.splitlines())
     assert json.loads(again.stdout.splitlines()[1])["use_count"] == 1
+
+
+def test_the_cli_reads_lines_as_json_does(tmp_path: Path) -> None:
+    """A text may hold line and paragraph separators (U+2028, U+2029, form feeds) that str.splitlines() breaks
+    at; a line may end in CR LF; stdin may start with a byte-order mark."""
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/lines.db", "http://127.0.0.1:9/api/")
+    text = "Gift wrap:\u2028ribbon\u2029card\x0cnote\x1cend"
+    snapshot = "\r\n".join(
+        [
+            json.dumps({"format": "aios-memory-snapshot", "version": 1, "team": SHOP, "memories": 1}),
+            json.dumps({"text": text}, ensure_ascii=False),
+        ]
+    )
+    imported = aios("memory", "import", "-", "--team", SHOP, env=env, stdin="\ufeff" + snapshot + "\r\n")
+    assert imported.returncode == 0 and "imported 1 new memories" in imported.stdout, imported.stderr
+    exported = aios("memory", "export", "--team", SHOP, env=env).stdout.split("\n")
+    assert json.loads(exported[1])["text"] == text
 
 
 def test_the_cli_refuses_a_bad_snapshot_in_one_line_and_writes_nothing(
