@@ -175,16 +175,23 @@ class EmbeddedMemoryStore:
                 exact = [self._hit(row, 1.0, "exact") for row in found.all()]
         spaces = {namespace(key) for key in named}
         taken = {hit.id for hit in exact}
-        ranked, tier = await self._ranked(team, query, limit * 4, kinds, since)
-        rows = await self._alive_rows(team, list(ranked))
-        hits = [
-            self._hit(rows[i], ranked[i], tier)
-            for i in ranked
-            if i in rows
-            and i not in taken
-            and matches(rows[i], kinds, since)
-            and not _about_another(rows[i].key, named, spaces)
-        ]
+        candidates = limit * 4
+        while True:
+            ranked, tier = await self._ranked(team, query, candidates, kinds, since)
+            rows = await self._alive_rows(team, list(ranked))
+            hits = [
+                self._hit(rows[i], ranked[i], tier)
+                for i in ranked
+                if i in rows
+                and i not in taken
+                and matches(rows[i], kinds, since)
+                and not _about_another(rows[i].key, named, spaces)
+            ]
+            # Other entities' memories are left out after ranking: when they crowd the candidates (thirty
+            # "refund sent for order N" above the one refund policy), rank more until enough remain or all are.
+            if len(exact) + len(hits) >= limit or len(ranked) < candidates:
+                break
+            candidates *= 4
         hits = [*exact, *sorted(recency_boosted(hits, self._clock()), key=lambda h: h.score, reverse=True)]
         await self._used(hits[:limit], "exact" if exact else tier, started)
         return hits[:limit]
