@@ -19,14 +19,15 @@ from bot.blocks import REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTIO
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent, RequestBudget
+from bot.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget
 from bot.mrkdwn import unescape
 from bot.queries import private_answer
+from bot.run_review import APPROVE_ALL_ACTION_ID
 from bot.slash import bus_command, parse_slash
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
 from bot.undo import ask_undo, file_undo
 from storage.ids import UnknownIdError, format_id, parse_id
-from storage.records import Approval
+from storage.records import Approval, ProposedAction
 
 
 @dataclass
@@ -125,8 +126,11 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
             take = next(
                 (e["value"] for e in block["elements"] if e.get("action_id") == TAKE_OVER_ACTION_ID), None
             )
+            review = any(e.get("action_id") == APPROVE_ALL_ACTION_ID for e in block["elements"])
             if undo is not None:
                 hint = f"/aios undo {undo}"
+            elif review:
+                hint = "approve all as <user> / reject all as <user>"
             elif take is not None:
                 hint = f"/aios take {take}"
             else:
@@ -213,6 +217,20 @@ class ConsoleSession:
             return
         await self.aios.process(DecideApproval(approval_id, user, approve, CONSOLE_CHANNEL))
 
+    async def click_all(self, user: str, *, approve: bool) -> None:
+        """Press Approve all or Reject all on the review card of this thread's newest run still waiting."""
+        self.transport.console.print(
+            f"[bold magenta]{escape(user)}[/] clicks [bold]{'Approve all' if approve else 'Reject all'}[/]"
+        )
+        approval_id = await self._newest_waiting()
+        async with self.aios.units() as uow:
+            approval = await uow.repo.get(Approval, approval_id) if approval_id is not None else None
+            proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
+        if proposed is None:
+            self.transport.console.print("  (there is no approval request waiting in this thread)")
+            return
+        await self.aios.process(DecideRun(proposed.run_id, user, approve, CONSOLE_CHANNEL))
+
     async def _newest_waiting(self) -> int | None:
         if self.thread_ts is None:
             return None
@@ -247,7 +265,11 @@ class ConsoleSession:
     async def handle(self, user: str, line: str) -> str:
         """One typed line; returns who speaks from now on."""
         try:
-            if click := _CLICK.match(line):
+            if click_all := _CLICK_ALL.match(line):
+                await self.click_all(
+                    click_all.group(2) or user, approve=click_all.group(1).lower() == "approve"
+                )
+            elif click := _CLICK.match(line):
                 await self.click(
                     click.group(3), approve=click.group(1).lower() == "approve", approval=click.group(2)
                 )
@@ -268,6 +290,7 @@ class ConsoleSession:
 
 
 _CLICK = re.compile(r"^(approve|reject)(?:\s+(AP-\d+))?\s+as\s+(\S+)\s*$", re.IGNORECASE)
+_CLICK_ALL = re.compile(r"^(approve|reject)\s+all(?:\s+as\s+(\S+))?\s*$", re.IGNORECASE)
 _SWITCH = re.compile(r"^as\s+(\S+)\s*$", re.IGNORECASE)
 _BUDGET = re.compile(r"^request\s+budget\s*$", re.IGNORECASE)
 
@@ -276,6 +299,7 @@ CHAT_HELP = """A new thread. Type an intent as you would in Slack, e.g. `refund 
   approve as U0MANAGER     click Approve on this thread's newest waiting request as that user
   approve AP-2 as …        click Approve on AP-2, wherever it is (`/aios pending` lists them all)
   reject as U0MANAGER      click Reject
+  approve all as U0EDITOR  click Approve all on the review card of this thread's newest run (reject all too)
   request budget           click Request budget on a run of this thread its budget stopped
   /aios undo A-3           click Undo on A-3's "Done" message: ask to take it back
   as U0BOB                 speak as another user from now on

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.observability import INTENTS
-from storage.records import Click, Intent
+from storage.records import ApprovalStatus, Click, Intent
 from storage.unit_of_work import UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
@@ -57,3 +57,19 @@ async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
         await uow.commit()
     assert stored.id is not None
     return stored.id
+
+
+async def accept_run_click(
+    units: UnitOfWorkFactory, run_id: int, user: str, approve: bool, channel: str
+) -> tuple[int, ...]:
+    """Store Approve all or Reject all as one click per approval of the run waiting now, in one transaction:
+    each is then handled, and recovered after a crash, exactly as if it had been clicked on its own."""
+    async with units() as uow:
+        clicks = []
+        for proposed in await uow.repo.actions_for_run(run_id):
+            approval = await uow.repo.approval_for_action(proposed.id or 0)
+            if approval is not None and approval.id is not None and approval.status == ApprovalStatus.PENDING:
+                click = Click(approval_id=approval.id, user=user, approve=approve, channel=channel)
+                clicks.append(await uow.repo.add(click))
+        await uow.commit()
+    return tuple(sorted(click.id for click in clicks if click.id is not None))

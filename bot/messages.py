@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -39,6 +40,20 @@ class DecideApproval(Command):
     channel: str
     click_id: int | None = None  # the stored click this comes from, marked processed once handled
     recovered: bool = False  # re-submitted at start: its first handling may have got part of the way
+
+
+@dataclass(frozen=True)
+class DecideRun(Command):
+    """Approve all or Reject all on a run's review card: each of its waiting approvals decided as if it were
+    clicked on its own, by the same person."""
+
+    run_id: int
+    user: str
+    approve: bool
+    channel: str
+    # The stored clicks, one per approval waiting when the button was pressed; None (the console) decides
+    # those waiting now.
+    click_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,14 @@ class ActionApproved(Event):
 class ActionExecuted(Event):
     action_id: int
     execution_id: int
+
+
+@dataclass(frozen=True)
+class ScheduledPostLive(Event):
+    """A scheduled publish's timer found its post live at its time: it published it, or the CMS had."""
+
+    action_id: int
+    live_at: datetime
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTIO
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.crashpoints import crash_point
-from bot.intake import IncomingIntent, accept_click
-from bot.messages import DecideApproval, HandleIntent, RequestBudget, TakeOverRun
+from bot.intake import IncomingIntent, accept_click, accept_run_click
+from bot.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
 from bot.observability import SLACK_REQUESTS
 from bot.queries import private_answer
+from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -133,6 +134,14 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     @app.action(REJECT_ACTION_ID)
     async def on_reject(ack: AsyncAck, body: dict[str, Any]) -> None:
         await _decide(aios, ack, body, approve=False)
+
+    @app.action(APPROVE_ALL_ACTION_ID)
+    async def on_approve_all(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await _decide_run(aios, ack, body, approve=True)
+
+    @app.action(REJECT_ALL_ACTION_ID)
+    async def on_reject_all(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await _decide_run(aios, ack, body, approve=False)
 
     @app.action(blocks.TAKE_OVER_ACTION_ID)
     async def on_take_over(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -244,6 +253,21 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
     await ack()
     crash_point("click_stored")
     aios.submit(DecideApproval(approval_id, user, approve, channel, click_id=click_id))
+
+
+async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
+    """Approve all / Reject all: one click stored per approval waiting, before the ack, like a single click."""
+    SLACK_REQUESTS.labels(kind="block_actions").inc()
+    click = _parse(ButtonClick, body, body)
+    run_id = _record_key(click, "R") if click else None
+    if click is None or run_id is None:
+        await ack()
+        return
+    user, channel = click.user.id, click.channel_id
+    click_ids = await accept_run_click(aios.units, run_id, user, approve, channel)
+    await ack()
+    crash_point("click_stored")
+    aios.submit(DecideRun(run_id, user, approve, channel, click_ids=click_ids))
 
 
 def _record_key(click: ButtonClick, prefix: str) -> int | None:

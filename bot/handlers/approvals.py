@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from bot.crashpoints import crash_point
-from bot.handlers.base import HandlerBase, Thread
+from bot.handlers.base import Collaborators, HandlerBase, Thread
+from bot.handlers.run_review import RunReviews
 from bot.messagebus import Message
 from bot.messages import (
     ActionApproved,
     DecideApproval,
+    DecideRun,
     SweepTimers,
 )
 from bot.observability import DECISIONS, ESCALATIONS, approval_decided
@@ -23,6 +26,7 @@ from storage.records import (
     ActionStatus,
     Approval,
     ApprovalStatus,
+    Click,
     Decision,
 )
 
@@ -38,28 +42,115 @@ REFUSAL_TEXT = {
 }
 
 
+# The same refusals as a review card tells them to everyone (``user``: who clicked).
+REFUSAL_NOTE = {
+    Refusal.SELF_APPROVAL: "<@{user}> asked for it, and rule `{rule}` needs someone else with the {roles} role",
+    Refusal.NOT_AN_APPROVER: "only the {roles} role can decide it, and <@{user}> does not have it",
+    Refusal.ALREADY_VOTED: "<@{user}> has approved it already; it needs approvals from other people too",
+}
+
+
 # What a re-submitted click may find because its first handling got that far before the process stopped.
 _ALREADY_COUNTED = (Refusal.ALREADY_DECIDED, Refusal.ALREADY_VOTED)
 
 
+@dataclass
+class _Outcome:
+    """What deciding one approval came to: follow-up messages, or why it was refused, or votes so far."""
+
+    messages: list[Message] = field(default_factory=list)
+    refusal: Refusal | None = None
+    refusal_text: str = ""  # said to the clicker
+    refusal_note: str = ""  # said on a review card
+    decided: bool = False
+
+
 class Approvals(HandlerBase):
+    def __init__(self, collaborators: Collaborators) -> None:
+        super().__init__(collaborators)
+        self.reviews = RunReviews(collaborators)
+
     async def decide_approval(self, command: DecideApproval) -> Sequence[Message]:
         """Decide, then mark the stored click processed (whatever the outcome), so a restart does not
         handle it again; until then a restart re-submits it, and deciding twice is harmless."""
-        messages = await self._decide(command)
-        if command.click_id is not None:
+        outcome = await self._decide(command)
+        await self._mark_processed(command.click_id)
+        return outcome.messages
+
+    async def decide_run(self, command: DecideRun) -> Sequence[Message]:
+        """Approve all / Reject all: every approval the click found waiting goes through the single click's
+        path (authorisation, compare-and-set, records, audit) one after another; those the clicker may not
+        decide stay waiting, and the card and a word to the clicker say which and why."""
+        run_ref = format_id("R", command.run_id)
+        targets: list[tuple[int, int | None]]
+        if command.click_ids is None:
+            targets = [(a.id or 0, None) for a in await self.reviews.waiting(command.run_id)]
+        else:
             async with self.units() as uow:
-                await uow.repo.mark_click_processed(command.click_id, self.clock())
-                await uow.commit()
+                clicks = [await uow.repo.get(Click, click_id) for click_id in command.click_ids]
+            targets = [(c.approval_id, c.id) for c in clicks if c is not None and c.processed_at is None]
+        if not targets:
+            await self._whisper(
+                command.channel, command.user, f"Nothing in {run_ref} is waiting for a decision."
+            )
+            return []
+        messages: list[Message] = []
+        notes: dict[int, str] = {}
+        refused: list[str] = []
+        decided = 0
+        thread: Thread | None = None
+        for approval_id, click_id in targets:
+            single = DecideApproval(
+                approval_id, command.user, command.approve, command.channel, click_id=click_id
+            )
+            outcome = await self._decide(single, on_review=True)
+            await self._mark_processed(click_id)
+            messages += outcome.messages
+            decided += outcome.decided
+            if outcome.refusal_note:
+                notes[approval_id] = outcome.refusal_note
+            if outcome.refusal_text:
+                refused.append(outcome.refusal_text)
+        async with self.units() as uow:
+            first = await uow.repo.get(Approval, targets[0][0])
+        if first is not None:
+            thread = Thread(first.channel, first.thread_ts)
+        await self.reviews.refresh(command.run_id, notes)
+        verb = "approved" if command.approve else "rejected"
+        log.info("run_decided", run=command.run_id, outcome=verb, decided=decided, refused=len(refused))
+        if refused:
+            await self._whisper(
+                command.channel,
+                command.user,
+                f"You {verb} {decided} of the {len(targets)} requests waiting in {run_ref}. "
+                + " ".join(refused),
+                thread_ts=thread.ts if thread else None,
+            )
+        if decided and not command.approve and thread is not None:
+            await self._say(
+                thread,
+                f":no_entry_sign: <@{command.user}> rejected {decided} requests of {run_ref}; "
+                "nothing of them was done.",
+                context=f"`{run_ref}`",
+            )
         return messages
 
-    async def _decide(self, command: DecideApproval) -> Sequence[Message]:
+    async def _mark_processed(self, click_id: int | None) -> None:
+        if click_id is None:
+            return
+        async with self.units() as uow:
+            await uow.repo.mark_click_processed(click_id, self.clock())
+            await uow.commit()
+
+    async def _decide(self, command: DecideApproval, *, on_review: bool = False) -> _Outcome:
+        """One approval decided (or refused) for one click. ``on_review``: part of a click on a run's review
+        card, which says the outcome once for all its approvals rather than one message each."""
         approval_ref = format_id("AP", command.approval_id)
         async with self.units() as uow:
             approval = await uow.repo.get(Approval, command.approval_id)
         if approval is None or approval.id is None:
             await self._whisper(command.channel, command.user, f"There is no approval {approval_ref}.")
-            return []
+            return _Outcome()
         policy_decision = await self._get_decision(approval.decision_id)
         rule_id = policy_decision.rule_id or "default"
         roles = self.policy.roles
@@ -74,8 +165,7 @@ class Approvals(HandlerBase):
         if refusal is Refusal.EXPIRED:
             await self._expire(approval, now)
         if refusal is not None:
-            await self._refuse(approval, command, refusal, rule_id)
-            return []
+            return await self._refuse(approval, command, refusal, rule_id, on_review=on_review)
 
         outcome = ApprovalStatus.APPROVED if command.approve else ApprovalStatus.REJECTED
         voters: list[str] = []
@@ -117,31 +207,33 @@ class Approvals(HandlerBase):
                 )
                 await uow.commit()
         if refusal is not None:
-            await self._refuse(approval, command, refusal, rule_id)
-            return []
+            return await self._refuse(approval, command, refusal, rule_id, on_review=on_review)
         if command.approve and len(voters) < approval.quorum:
-            await self._show_votes(approval, voters)
+            counted = f"{approval_ref} has {len(voters)} of the {approval.quorum} approvals it needs."
+            if on_review:
+                return _Outcome(refusal_note=f"counted; {counted}")
+            if await self.reviews.run_of(approval) is None:
+                await self._show_votes(approval, voters)
             await self._whisper(
-                approval.channel,
-                command.user,
-                f"Counted: {approval_ref} has {len(voters)} of the {approval.quorum} approvals it needs.",
-                thread_ts=approval.thread_ts,
+                approval.channel, command.user, f"Counted: {counted}", thread_ts=approval.thread_ts
             )
-            return []
+            return _Outcome()
         crash_point("approval_decided")
         DECISIONS.labels(verdict=outcome.value).inc()
         approval_decided(outcome.value, approval.created_at, now)
         approval_waited(approval.id, approval.created_at, now, outcome.value)
         log.info("approval_decided", approval=approval.id, outcome=outcome.value, user=command.user)
-        await self._close_card(approval, outcome.value, command.user, now)
+        if not on_review:
+            await self._settle_card(approval, outcome.value, command.user, now)
         if command.approve:
-            return [ActionApproved(approval.action_id)]
-        await self._say(
-            Thread(approval.channel, approval.thread_ts),
-            f":no_entry_sign: <@{command.user}> rejected {approval_ref}; nothing was done.",
-            context=f"`{format_id('A', approval.action_id)}`",
-        )
-        return []
+            return _Outcome(messages=[ActionApproved(approval.action_id)], decided=True)
+        if not on_review:
+            await self._say(
+                Thread(approval.channel, approval.thread_ts),
+                f":no_entry_sign: <@{command.user}> rejected {approval_ref}; nothing was done.",
+                context=f"`{format_id('A', approval.action_id)}`",
+            )
+        return _Outcome(decided=True)
 
     async def sweep(self, command: SweepTimers) -> Sequence[Message]:
         """The approval timers, kept in SQL: escalate what waited too long, expire what passed its deadline.
@@ -188,16 +280,21 @@ class Approvals(HandlerBase):
         )
 
     async def _refuse(
-        self, approval: Approval, command: DecideApproval, refusal: Refusal, rule_id: str
-    ) -> None:
+        self,
+        approval: Approval,
+        command: DecideApproval,
+        refusal: Refusal,
+        rule_id: str,
+        *,
+        on_review: bool = False,
+    ) -> _Outcome:
         if command.recovered and refusal in _ALREADY_COUNTED:
             # Most likely this very click, counted before the process stopped: nothing to tell anyone.
             log.info("recovered_click_already_counted", approval=approval.id, click=command.click_id)
-            return
+            return _Outcome(refusal=refusal)
         deciding = _request_view(approval).deciding_roles(self.clock())
-        text = REFUSAL_TEXT[refusal].format(
-            approval=format_id("AP", approval.id), rule=rule_id, roles=" or ".join(deciding)
-        )
+        fields = {"approval": format_id("AP", approval.id), "rule": rule_id, "roles": " or ".join(deciding)}
+        text = REFUSAL_TEXT[refusal].format(**fields)
         async with self.units() as uow:
             await uow.repo.add(
                 Decision(
@@ -211,7 +308,17 @@ class Approvals(HandlerBase):
             )
             await uow.commit()
         DECISIONS.labels(verdict="refused").inc()
-        await self._whisper(approval.channel, command.user, text, thread_ts=approval.thread_ts)
+        if not on_review:
+            await self._whisper(approval.channel, command.user, text, thread_ts=approval.thread_ts)
+            return _Outcome(refusal=refusal)
+        if refusal is Refusal.ALREADY_DECIDED:
+            return _Outcome(refusal=refusal)  # the card shows how it was decided
+        note = REFUSAL_NOTE.get(refusal, "")
+        return _Outcome(
+            refusal=refusal,
+            refusal_text=f"{format_id('AP', approval.id)}: {text}",
+            refusal_note=note.format(user=command.user, **fields),
+        )
 
     async def _expire(self, approval: Approval, now: datetime) -> bool:
         """Expire a pending approval (never approve it); False when it had been decided meanwhile."""
@@ -229,8 +336,16 @@ class Approvals(HandlerBase):
                 )
             )
             await uow.commit()
-        await self._close_card(approval, "expired", None, now)
+        await self._settle_card(approval, "expired", None, now)
         return True
+
+    async def _settle_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
+        """Show a decided or expired approval on its card: its run's review card, or its own."""
+        run_id = await self.reviews.run_of(approval)
+        if run_id is None:
+            await self._close_card(approval, outcome, actor, at)
+        else:
+            await self.reviews.refresh(run_id, {})
 
 
 def _request_view(approval: Approval) -> ApprovalRequestView:

@@ -20,6 +20,7 @@ from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.handlers.escalation import Escalations
+from bot.handlers.run_review import RunReviews
 from bot.messagebus import Message
 from bot.messages import (
     ActionAllowed,
@@ -73,6 +74,7 @@ class Planning(HandlerBase):
         # Policy versions this process has stored (committed): one insert-if-absent per version, not per action.
         self._stored_policy_versions: set[str] = set()
         self.escalations = Escalations(collaborators)
+        self.reviews = RunReviews(collaborators)
 
     async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
         async with self.units() as uow:
@@ -507,6 +509,10 @@ class Planning(HandlerBase):
         for text, context in replies:
             await self._say(thread, text, context=context)
         crash_point("actions_proposed")
+        if len(cards) > 1:
+            # Several requests at once (a month of planned posts, say) are one card with Approve all.
+            await self.reviews.post(run.id, [approval_id for approval_id, _ in cards], thread)
+            return followups
         for approval_id, card in cards:
             await self._post_card(approval_id, card, thread)
         return followups

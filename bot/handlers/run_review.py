@@ -1,0 +1,107 @@
+"""A run's review card in its thread: posted once for the approvals a run asks for together, and drawn again
+from the records whenever one of them is decided or expires.
+
+The card's message is each of its approvals' ``message_ts``: approvals of one run that share a message are
+on one card (a single request has a message of its own), so a restart that finds them decided redraws the
+card rather than any one approval's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import structlog
+
+from bot.handlers.base import HandlerBase, Thread
+from bot.run_review import ReviewLine, RunReview, review_line_text, run_review
+from bot.transport import TransportError
+from storage.ids import format_id
+from storage.records import Approval, ApprovalStatus, ProposedAction
+
+log = structlog.get_logger(__name__)
+
+
+class RunReviews(HandlerBase):
+    async def post(self, run_id: int, approval_ids: Sequence[int], thread: Thread) -> None:
+        """Post the card for these approvals and remember its message on each of them; if it cannot be posted
+        they stay without a message, and recovery asks for each on its own card."""
+        on_card = [pair for pair in await self._run_approvals(run_id) if pair[0].id in approval_ids]
+        text, message_blocks = run_review(self._review(run_id, on_card, {}))
+        try:
+            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+        except TransportError as exc:
+            log.error("run_review_not_delivered", run=run_id, error=str(exc))
+            return
+        async with self.units() as uow:
+            for approval_id in approval_ids:
+                stored = await uow.repo.get(Approval, approval_id)
+                assert stored is not None
+                stored.message_ts = ts
+                uow.repo.session.add(stored)
+            await uow.commit()
+
+    async def run_of(self, approval: Approval) -> int | None:
+        """The run whose review card shows this approval, or None when it has a card of its own."""
+        if approval.message_ts is None:
+            return None
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+        if proposed is None:
+            return None
+        sharing = [
+            a for a, _ in await self._run_approvals(proposed.run_id) if a.message_ts == approval.message_ts
+        ]
+        return proposed.run_id if len(sharing) > 1 else None
+
+    async def waiting(self, run_id: int) -> list[Approval]:
+        """The run's approvals still pending, in the order they were asked for."""
+        return [a for a, _ in await self._run_approvals(run_id) if a.status == ApprovalStatus.PENDING]
+
+    async def refresh(self, run_id: int, notes: Mapping[int, str]) -> None:
+        """Draw the run's card again from the records; ``notes`` say why a click left an approval waiting."""
+        pairs = [pair for pair in await self._run_approvals(run_id) if pair[0].message_ts is not None]
+        by_message: dict[str, list[tuple[Approval, ProposedAction]]] = {}
+        for pair in pairs:
+            by_message.setdefault(pair[0].message_ts or "", []).append(pair)
+        for ts, on_card in by_message.items():
+            if len(on_card) < 2:
+                continue  # an approval with a card of its own
+            text, message_blocks = run_review(self._review(run_id, on_card, notes))
+            try:
+                await self.transport.update(on_card[0][0].channel, ts, text, blocks=message_blocks)
+            except TransportError as exc:
+                log.error("run_review_update_not_delivered", run=run_id, error=str(exc))
+
+    async def _run_approvals(self, run_id: int) -> list[tuple[Approval, ProposedAction]]:
+        async with self.units() as uow:
+            pairs = []
+            for proposed in await uow.repo.actions_for_run(run_id):
+                approval = await uow.repo.approval_for_action(proposed.id or 0)
+                if approval is not None:
+                    pairs.append((approval, proposed))
+        return sorted(pairs, key=lambda pair: pair[0].id or 0)
+
+    def _review(
+        self, run_id: int, on_card: Sequence[tuple[Approval, ProposedAction]], notes: Mapping[int, str]
+    ) -> RunReview:
+        roles: list[str] = []
+        for approval, _ in on_card:
+            roles += [role for role in approval.approver_roles if role not in roles]
+        lines = tuple(
+            ReviewLine(
+                approval_id=format_id("AP", approval.id),
+                text=review_line_text(self.registry.validate(proposed.name, proposed.params), self.zone),
+                status=approval.status,
+                decided_by=approval.decided_by,
+                note=notes.get(approval.id or 0, ""),
+            )
+            for approval, proposed in on_card
+        )
+        first_approval, first_action = on_card[0]
+        return RunReview(
+            run_id=format_id("R", run_id),
+            requester=first_approval.requester,
+            rationale=first_action.rationale,
+            approvers=tuple(roles),
+            lines=lines,
+        )
