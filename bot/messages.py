@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -177,6 +178,14 @@ class ActionApproved(Event):
 class ActionExecuted(Event):
     action_id: int
     execution_id: int
+
+
+@dataclass(frozen=True)
+class ScheduledPostLive(Event):
+    """A scheduled publish's timer found its post live at its time: it published it, or the CMS had."""
+
+    action_id: int
+    live_at: datetime
 
 
 @dataclass(frozen=True)

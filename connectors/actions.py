@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -41,6 +42,10 @@ class Action(BaseModel):
 
     def summary(self) -> str:
         return f"{self.name} {self.model_dump(mode='json')}"
+
+    def summary_in(self, told: Callable[[datetime], str]) -> str:
+        """The summary with its times told by ``told`` (in the team's zone, say) rather than as ISO UTC."""
+        return self.summary()
 
     def inverse(self, result: dict[str, Any]) -> Action | None:
         """The action that undoes this one once it has run (given its result), or None if nothing can."""
@@ -97,7 +102,10 @@ class CmsPublish(Action):
     _publish_at_utc_unless_zoned = field_validator("publish_at")(utc_unless_zoned)
 
     def summary(self) -> str:
-        when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
+        return self.summary_in(datetime.isoformat)
+
+    def summary_in(self, told: Callable[[datetime], str]) -> str:
+        when = f" at {told(self.publish_at)}" if self.publish_at else " now"
         return f"Publish post {self.slug}{when}"
 
     def inverse(self, result: dict[str, Any]) -> Action | None:
@@ -408,7 +416,10 @@ class SocialPost(Action):
         return self
 
     def summary(self) -> str:
-        when = f" at {self.publish_at.isoformat()}" if self.publish_at else " now"
+        return self.summary_in(datetime.isoformat)
+
+    def summary_in(self, told: Callable[[datetime], str]) -> str:
+        when = f" at {told(self.publish_at)}" if self.publish_at else " now"
         text = self.text if len(self.text) <= 80 else self.text[:79] + "…"
         return f"Post to {self.network}{when}: “{text}”"
 

@@ -70,6 +70,16 @@ class ScheduledPublishes:
         )
         return bool((await self.session.exec(statement)).rowcount)
 
+    async def wait_until(self, publish_id: int, owner: int, at: datetime) -> bool:
+        """Let go of a publish that is not to go out before ``at`` (the next publishing window): no failure,
+        so its attempts stay as they are."""
+        statement = (
+            update(ScheduledPublish)
+            .where(col(ScheduledPublish.id) == publish_id, col(ScheduledPublish.claimed_by) == owner)
+            .values(claimed_by=None, claimed_at=None, next_try_at=at)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
     async def try_again(self, publish_id: int, owner: int, error: str, at: datetime) -> bool:
         """Let go of a publish that failed, to be tried again at ``at`` (by any replica)."""
         statement = (

@@ -46,6 +46,7 @@ from bot.messages import (
     ReplanRun,
     RequestBudget,
     ResumeAgent,
+    ScheduledPostLive,
     ShowVoice,
     SweepTimers,
     TakeOverRun,
@@ -104,11 +105,11 @@ class Handlers:
         bus.on_command(DecideRun, self.approvals.decide_run)
         bus.on_command(SweepTimers, self.approvals.sweep)
         bus.on_command(PublishDuePosts, self.scheduled_publishing.publish_due)
-        bus.on_event(ActionExecuted, self.scheduled_publishing.confirm)
         bus.on_command(ExecuteAction, self.execution.execute_action)
         bus.on_event(ActionAllowed, self.execution.execute_when_cleared)
         bus.on_event(ActionApproved, self.execution.execute_when_cleared)
         bus.on_event(ActionExecuted, self.execution.report_execution)
+        bus.on_event(ActionExecuted, self.scheduled_publishing.confirm)  # after the Done it confirms
         bus.on_event(ActionExecuted, self.planning.resume_after_grant)
         bus.on_event(ActionFailed, self.execution.report_failure)
         bus.on_event(ActionFailed, self.compensation.compensate)
@@ -124,5 +125,6 @@ class Handlers:
         bus.on_command(Forget, self.memories.forget)
         bus.on_event(ActionExecuted, self.memories.remember_outcome)
         bus.on_event(ActionExecuted, self.snippets.propose_after_publish)
+        bus.on_event(ScheduledPostLive, self.snippets.propose_when_live)
         bus.on_command(ShowVoice, self.voice.show)
         bus.on_event(AgentResumed, self.execution.continue_paused)

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from agents.dates import UTC_ZONE
+from agents.dates import UTC_ZONE, describe
 from agents.dispatcher import Dispatcher
 from bot import blocks
 from bot.mrkdwn import escape
 from bot.transport import Transport, TransportError
+from connectors.actions import Action
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
 from storage.ids import format_id
@@ -69,6 +71,10 @@ class HandlerBase:
         self.memory = collaborators.memory
         self.lease = collaborators.lease
         self.zone = collaborators.zone
+
+    def _told_summary(self, action: Action) -> str:
+        """The action's summary with its times in the team's zone, as people read them."""
+        return action.summary_in(partial(describe, zone=self.zone))
 
     def _capability(self, proposed: ProposedAction, policy_hash: str, granted_by: str) -> Capability:
         """What lets this exact action run once, for a while; minted in the transaction that allowed it."""
@@ -196,7 +202,7 @@ class HandlerBase:
             approval_id=format_id("AP", approval.id),
             action_id=format_id("A", proposed.id),
             decision_id=format_id("D", decision.id),
-            summary=action.summary(),
+            summary=self._told_summary(action),
             params=proposed.params,
             rationale=proposed.rationale,
             rule_id=decision.rule_id or "default",

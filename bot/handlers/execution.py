@@ -11,6 +11,8 @@ import stamina
 import structlog
 from pydantic_core import to_jsonable_python
 
+from agents.dates import describe
+from agents.publishing_calendar import PublishingCalendar
 from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import HandlerBase
@@ -29,7 +31,7 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import EXECUTIONS, action_executed, observe_completed_run
 from bot.transport import TransportError
-from connectors.actions import Action, safe_inverse
+from connectors.actions import Action, CmsPublish, safe_inverse
 from connectors.errors import (
     ConnectorError,
     InvalidActionError,
@@ -83,6 +85,11 @@ class Executions(HandlerBase):
                     await uow.repo.set_action_status(command.action_id, ActionStatus.FAILED)
                     await uow.commit()
                     return [ActionFailed(command.action_id, str(exc))]
+                if (late := self._too_late(action)) is not None:
+                    # Said before the capability is looked at: its expiry would hide why it cannot run.
+                    await uow.repo.set_action_status(command.action_id, ActionStatus.FAILED)
+                    await uow.commit()
+                    return [ActionFailed(command.action_id, late)]
                 key = idempotency_key(command.action_id, action)
                 # Of any number of concurrent executions one spends the capability and claims the key; an
                 # action whose parameters differ from what was approved (or whose approval is spent or stale)
@@ -171,6 +178,10 @@ class Executions(HandlerBase):
         attempts = _Attempts()
         try:
             result = await self._lookup(action, key, attempts) if lookup_first else None
+            if result is None and (late := self._too_late(action)) is not None:
+                await self._finish_execution(key, ExecutionStatus.FAILED, {}, late, attempts)
+                self._count(action, "failed")
+                return [ActionFailed(action_id, late, certainly_undone=True)]
             if result is None:
                 result = await self._execute(action, key, attempts)
         except (ConnectorError, TimeoutError) as exc:
@@ -208,6 +219,21 @@ class Executions(HandlerBase):
         await observe_completed_run(self.units, action_id)
         assert execution.id is not None
         return [ActionExecuted(action_id, execution.id)]
+
+    def _too_late(self, action: Action) -> str | None:
+        """A publish is checked against the clock again as it runs: an approval given after its time, or outside
+        the publishing windows, must not put the post out at once, unannounced."""
+        if not isinstance(action, CmsPublish):
+            return None
+        now = self.clock()
+        if action.publish_at is not None and action.publish_at <= now:
+            return (
+                f"it was to go out {describe(action.publish_at, self.zone)}, and the time passed before it could "
+                "run; ask again with a later time"
+            )
+        calendar = PublishingCalendar(self.zone, self.policy.document.publishing.windows, self.clock)
+        refusal = calendar.refusal(action)
+        return f"{refusal}, so it was not published; ask again" if refusal is not None else None
 
     def _count(self, action: Action, outcome: str) -> None:
         EXECUTIONS.labels(outcome=outcome).inc()
@@ -293,7 +319,7 @@ class Executions(HandlerBase):
         details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
         action_ref = format_id("A", proposed.id)
         fallback, message_blocks = blocks.done(
-            f":white_check_mark: Done: {escape(action.summary())}. ({escape(details)})",
+            f":white_check_mark: Done: {escape(self._told_summary(action))}. ({escape(details)})",
             f"`{format_id('E', execution.id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
             undo=action_ref if safe_inverse(action, execution.result) is not None else None,
         )

@@ -34,7 +34,7 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import DECISIONS
 from bot.transport import TransportError
-from connectors.actions import Action
+from connectors.actions import Action, CmsPublish
 from connectors.budget import BudgetGrant
 from connectors.mcp_tools import McpToolAction
 from policies.engine import History, PolicyVerdict
@@ -484,12 +484,15 @@ class Planning(HandlerBase):
                     proposed.status = ActionStatus.APPROVED
                     await uow.repo.mint_capability(self._capability(proposed, verdict.policy_hash, "policy"))
                     followups.append(ActionAllowed(proposed.id))
-                    replies.append((f"Allowed by policy: {escape(action.summary())}. Running it now.", ids))
+                    replies.append(
+                        (f"Allowed by policy: {escape(self._told_summary(action))}. Running it now.", ids)
+                    )
                 elif verdict.verdict == "deny":
                     proposed.status = ActionStatus.DENIED
                     replies.append(
                         (
-                            f":no_entry: Not allowed: {escape(action.summary())}. {escape(verdict.explanation)}.",
+                            f":no_entry: Not allowed: {escape(self._told_summary(action))}. "
+                            f"{escape(verdict.explanation)}.",
                             ids,
                         )
                     )
@@ -531,6 +534,11 @@ class Planning(HandlerBase):
         # With escalate_to, the rule's timeout escalates and a second one expires; without, the first expires.
         escalate_at = now + timeout if timeout and verdict.escalate_to else None
         expires_at = now + timeout * (2 if escalate_at else 1) if timeout else None
+        # A publish approved after its time could only fail: the request expires when the post was to go out.
+        if proposed.name == CmsPublish.name and (
+            going_out := CmsPublish.model_validate(proposed.params).publish_at
+        ):
+            expires_at = going_out if expires_at is None else min(expires_at, going_out)
         return await repo.add(
             Approval(
                 action_id=proposed.id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,12 +20,13 @@ import structlog
 from agents.dates import describe
 from bot.handlers.base import HandlerBase, Thread
 from bot.messagebus import Message
-from bot.messages import ActionExecuted, PublishDuePosts
+from bot.messages import ActionExecuted, PublishDuePosts, ScheduledPostLive
 from bot.mrkdwn import escape
 from connectors.actions import CmsPublish
 from connectors.due_publishing import DueOutcome, DuePublish, PublishesWhenDue
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
+from policies.windows import is_open, next_opening
 from storage.ids import format_id
 from storage.records import Intent, ProposedAction, Run, ScheduledPublish
 from storage.scheduled_publishes import ScheduledPublishes
@@ -41,6 +42,8 @@ FIRST_RETRY = timedelta(minutes=1)
 LONGEST_WAIT = timedelta(hours=1)
 # Published within this of its time (a sweep runs every 15 s), a post is told as live since then.
 ON_TIME = timedelta(minutes=1)
+# How the thread names the CMS a timer row records (by its connector's class).
+_CMS_NAMES = {"SandboxCms": "the sandbox CMS", "WordPressCms": "WordPress"}
 
 
 async def record_due_publish(
@@ -94,6 +97,7 @@ class ScheduledPublishing(HandlerBase):
             due = await ScheduledPublishes(uow.repo.session).due(now)
         owners = {row.claimed_by for row in due if row.claimed_by is not None}
         alive = await self.lease.alive(owners) if owners else set()
+        live: list[Message] = []
         for row in due:
             if row.claimed_by in alive and not self._stuck_here(row, now):
                 continue  # in hand here or on a live replica
@@ -102,10 +106,10 @@ class ScheduledPublishing(HandlerBase):
                     claimed = await ScheduledPublishes(uow.repo.session).claim(row, self.lease.id, now)
                     await uow.commit()
                 if claimed is not None:
-                    await self._publish(claimed)
+                    live.extend(await self._publish(claimed))
             except Exception:
                 log.exception("scheduled_publish_sweep_failed", publish=row.id)
-        return []
+        return live
 
     def _stuck_here(self, row: ScheduledPublish, now: datetime) -> bool:
         return (
@@ -114,13 +118,17 @@ class ScheduledPublishing(HandlerBase):
             and now - row.claimed_at > STUCK_CLAIM
         )
 
-    async def _publish(self, row: ScheduledPublish) -> None:
+    async def _publish(self, row: ScheduledPublish) -> Sequence[Message]:
         assert row.id is not None
+        if await self._wait_for_a_window(row):
+            return []
         # The CMS configured now: one that does not hold the post (the settings changed since) says so.
         connector = self.registry.connector_for(CmsPublish.name)
         try:
             if not isinstance(connector, PublishesWhenDue):
-                done = DuePublish(DueOutcome.LEFT_ALONE, f"{type(connector).__name__} cannot publish it")
+                done = DuePublish(
+                    DueOutcome.LEFT_ALONE, f"{_cms_name(type(connector).__name__)} cannot publish it"
+                )
             else:
                 async with asyncio.timeout(ATTEMPT_TIMEOUT_SECONDS):
                     done = await connector.publish_due(row.slug, row.publish_at)
@@ -129,17 +137,52 @@ class ScheduledPublishing(HandlerBase):
             if not isinstance(exc, TimeoutError | ConnectorError):
                 log.exception("scheduled_publish_failed_unexpectedly", publish=row.id)
             await self._try_again_later(row, self.registry.redactor.text(str(exc) or type(exc).__name__))
-            return
+            return []
+        now = self.clock()
         async with self.units() as uow:
             settled = await ScheduledPublishes(uow.repo.session).settle(
-                row.id, self.lease.id, self.clock(), done.outcome.value, done.detail or None
+                row.id, self.lease.id, now, done.outcome.value, done.detail or None
             )
             await uow.commit()
-        if settled:
-            log.info(
-                "scheduled_publish_settled", publish=row.id, action=row.action_id, outcome=done.outcome.value
+        if not settled:
+            return []
+        log.info(
+            "scheduled_publish_settled", publish=row.id, action=row.action_id, outcome=done.outcome.value
+        )
+        await self._tell(row, done)
+        if done.outcome == DueOutcome.LEFT_ALONE:
+            return []
+        late = done.outcome == DueOutcome.PUBLISHED and now - row.publish_at > ON_TIME
+        return [ScheduledPostLive(row.action_id, now if late else row.publish_at)]
+
+    async def _wait_for_a_window(self, row: ScheduledPublish) -> bool:
+        """A post whose time passed while the CMS could not be reached (or the bot was down) waits for the next
+        publishing window rather than going out when readers were not meant to see it; the thread is told."""
+        assert row.id is not None
+        windows = self.policy.document.publishing.windows
+        zone = ZoneInfo(row.zone)
+        now = self.clock()
+        local = now.astimezone(zone)
+        if now - row.publish_at <= ON_TIME or is_open(windows, local):
+            return False
+        opening = next_opening(windows, local)
+        if opening is None:
+            return False
+        async with self.units() as uow:
+            released = await ScheduledPublishes(uow.repo.session).wait_until(
+                row.id, self.lease.id, opening.astimezone(UTC)
             )
-            await self._tell(row, done)
+            await uow.commit()
+        if released:
+            log.info("scheduled_publish_waiting_for_window", publish=row.id, until=opening.isoformat())
+            await self._say(
+                Thread(row.channel, row.thread_ts),
+                f":hourglass: {row.slug} was due {describe(row.publish_at, zone)} and is not live yet; now is "
+                f"outside the publishing windows, so it goes out when the next one opens, "
+                f"{describe(opening, zone)}.",
+                context=f"`{format_id('A', row.action_id)}`",
+            )
+        return True
 
     async def _try_again_later(self, row: ScheduledPublish, error: str) -> None:
         assert row.id is not None
@@ -153,8 +196,8 @@ class ScheduledPublishing(HandlerBase):
             zone = ZoneInfo(row.zone)
             await self._say(
                 Thread(row.channel, row.thread_ts),
-                f":warning: {row.slug} was due {describe(row.publish_at, zone)}, but {row.connector} could not "
-                f"publish it yet ({escape(error)}). I'll keep trying, next at {describe(at, zone)}.",
+                f":warning: {row.slug} was due {describe(row.publish_at, zone)}, but {_cms_name(row.connector)} "
+                f"could not publish it yet ({escape(error)}). I'll keep trying, next at {describe(at, zone)}.",
                 context=f"`{format_id('A', row.action_id)}`",
             )
 
@@ -168,10 +211,14 @@ class ScheduledPublishing(HandlerBase):
         elif done.outcome == DueOutcome.PUBLISHED:
             text = f":rocket: {row.slug} is live since {describe(now, zone)}; it was due {due}{tries}."
         elif done.outcome == DueOutcome.ALREADY_LIVE:
-            text = f":rocket: {row.slug} is live since {due}: {row.connector} had published it already."
+            text = f":rocket: {row.slug} is live since {due}: {_cms_name(row.connector)} had published it already."
         else:
             later = f" for {describe(done.rescheduled_to, zone)}" if done.rescheduled_to is not None else ""
             text = f":information_source: {row.slug} was due {due} and was left as it is: {escape(done.detail)}{later}."
         await self._say(
             Thread(row.channel, row.thread_ts), text, context=f"`{format_id('A', row.action_id)}`"
         )
+
+
+def _cms_name(label: str) -> str:
+    return _CMS_NAMES.get(label, "the CMS")

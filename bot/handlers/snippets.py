@@ -1,10 +1,12 @@
-"""Once a post goes live (a ``cms.publish`` executed), the content agent proposes its social snippets.
+"""Once a post goes live, the content agent proposes its social snippets: when a ``cms.publish`` published it at
+once, or, for a scheduled post, when its timer finds it live at its time (a post taken down or deleted before then
+gets none).
 
 The handler files a request for the content agent, in the publish's thread and for the person who asked for the
-publish: one post per configured network, going out a while after the post does (after its scheduled time, for a
-scheduled post). The snippets are planned and judged by the policy like any other proposal. The request, its run
-and a claim on the publish are stored in one transaction, so a redelivered event files nothing twice, and a
-process that stops before planning leaves a run that recovery plans.
+publish: one post per configured network, going out a while after the post does. The snippets are planned and
+judged by the policy like any other proposal. The request, its run and a claim on the publish are stored in one
+transaction, so a redelivered event files nothing twice, and a process that stops before planning leaves a run
+that recovery plans.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlmodel import col, select
 from agents.social_snippets import SnippetRequest, SocialSettings, excerpt_of
 from bot.handlers.base import Collaborators, HandlerBase
 from bot.messagebus import Message
-from bot.messages import ActionExecuted, ReplanRun
+from bot.messages import ActionExecuted, ReplanRun, ScheduledPostLive
 from connectors.actions import CmsCreateDraft, CmsPublish, WordpressUpdate
 from storage.records import ActionStatus, Execution, Intent, IntentStatus, ProposedAction, Run, RunStatus
 from storage.repository import Repository
@@ -37,20 +39,32 @@ class Snippets(HandlerBase):
         self.social = social
 
     async def propose_after_publish(self, event: ActionExecuted) -> Sequence[Message]:
+        """A publish that put the post out at once; a scheduled one waits for its timer."""
         if self.social is None:
             return []
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, event.action_id)
+            execution = await uow.repo.get(Execution, event.execution_id)
+        if execution is None or execution.result.get("status") != "published":
+            return []
+        return await self._propose(event.action_id, execution.finished_at or self.clock())
+
+    async def propose_when_live(self, event: ScheduledPostLive) -> Sequence[Message]:
+        if self.social is None:
+            return []
+        return await self._propose(event.action_id, event.live_at)
+
+    async def _propose(self, action_id: int, live_at: datetime) -> Sequence[Message]:
+        assert self.social is not None
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, action_id)
             if proposed is None or proposed.name != CmsPublish.name:
                 return []
-            execution = await uow.repo.get(Execution, event.execution_id)
             run = await uow.repo.get(Run, proposed.run_id)
             publish = await uow.repo.get(Intent, run.intent_id) if run else None
-            if execution is None or publish is None:
+            if publish is None:
                 return []
             action = CmsPublish.model_validate(proposed.params)
             title, excerpt = await _title_and_excerpt(uow.repo, action.slug)
-            live_at = _live_at(action, execution, self.clock())
             request = SnippetRequest(
                 slug=action.slug,
                 post_at=(live_at + self.social.delay).replace(microsecond=0),
@@ -59,7 +73,7 @@ class Snippets(HandlerBase):
                 excerpt=excerpt,
                 link=self.social.link(action.slug),
             )
-            if not await uow.repo.first_time(f"social-snippets:{event.action_id}"):
+            if not await uow.repo.first_time(f"social-snippets:{action_id}"):
                 return []  # a redelivery, or another replica's
             intent = await uow.repo.add(
                 Intent(
@@ -79,14 +93,8 @@ class Snippets(HandlerBase):
             )
             await uow.commit()
         assert snippets_run.id is not None
-        log.info("social_snippets_requested", action=event.action_id, run=snippets_run.id)
+        log.info("social_snippets_requested", action=action_id, run=snippets_run.id)
         return [ReplanRun(snippets_run.id)]
-
-
-def _live_at(action: CmsPublish, execution: Execution, now: datetime) -> datetime:
-    """When readers see the post: its scheduled time when that is still ahead of the execution, else then."""
-    ran = execution.finished_at or now
-    return action.publish_at if action.publish_at is not None and action.publish_at > ran else ran
 
 
 async def _title_and_excerpt(repo: Repository, slug: str) -> tuple[str, str]:

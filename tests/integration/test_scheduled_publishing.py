@@ -15,14 +15,14 @@ from sqlmodel import col, select
 
 from agents.dates import describe
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, PublishDuePosts
+from bot.messages import DecideApproval, PauseAgent, PublishDuePosts, ResumeAgent
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, slugify
 from connectors.base import ConnectorContext
 from connectors.due_publishing import DueOutcome, DuePublish
 from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_state import sandbox_state
-from storage.records import Approval, ScheduledPublish
+from storage.records import Approval, ProposedAction, ScheduledPublish
 from storage.scheduled_publishes import ScheduledPublishes
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
@@ -372,3 +372,105 @@ async def test_a_row_whose_settling_failed_is_taken_again_later_and_the_sweep_go
         assert (await timers(aios))[0].outcome == "already_live"
     finally:
         await aios.close()
+
+
+DAYTIME = POLICY + 'publishing:\n  windows: ["mon-sun 09:00-17:00"]\n'
+
+
+async def test_a_publish_approved_once_now_is_outside_the_windows_fails_with_the_reason(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    clock.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # Tue 10:00 in Berlin
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path, DAYTIME)
+    try:
+        await aios.registry.execute(CmsCreateDraft(title="Spring lookbook"), "seed-spring")
+        await ask(aios, "publish post spring-lookbook")
+        approval = await newest_approval(aios)
+        assert approval.id is not None
+        clock.now = datetime(2026, 12, 1, 17, 30, tzinfo=UTC)  # 18:30 in Berlin: the window has closed
+        await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        assert (await posts(aios))["spring-lookbook"] == "draft"
+        [failed] = said(slack_api, ":x: cms.publish failed")
+        assert "now is outside the publishing windows mon-sun 09:00-17:00 (Europe/Berlin)" in failed
+        assert "so it was not published; ask again" in failed and "Nothing was changed." in failed
+    finally:
+        await aios.close()
+
+
+async def test_a_schedule_that_could_not_run_before_its_time_fails_saying_so_and_expires_with_it(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await aios.registry.execute(CmsCreateDraft(title="Spring lookbook"), "seed-spring")
+        await ask(aios, "schedule post spring-lookbook for tomorrow 14:00")
+        approval = await newest_approval(aios)
+        [proposed] = await _publishes(aios)
+        going_out = CmsPublish.model_validate(proposed.params).publish_at
+        assert approval.id is not None and going_out is not None
+        assert approval.expires_at == going_out  # nobody can approve it after its time
+        await aios.process(PauseAgent("content", EDITOR, CHANNEL))
+        await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        clock.now = going_out + timedelta(minutes=5)
+        await aios.process(ResumeAgent("content", EDITOR, CHANNEL))
+        assert (await posts(aios))["spring-lookbook"] == "draft" and await timers(aios) == []
+        [failed] = said(slack_api, ":x: cms.publish failed")
+        assert f"it was to go out {_told(going_out)}, and the time passed before it could run" in failed
+    finally:
+        await aios.close()
+
+
+async def test_a_retry_that_lands_outside_the_windows_waits_for_the_next_opening_and_says_so_once(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    clock.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # Tue 10:00 in Berlin
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path, DAYTIME)
+    try:
+        timer = await schedule_and_approve(aios, slack_api, "today 16:59")
+        bus = bus_with_connectors(aios, [FlakyCms(ConnectorContext(units_of_work=aios.units))])
+        clock.now = timer.publish_at
+        await bus.handle(PublishDuePosts())  # the CMS is down; the next try, a minute on, is after 17:00
+        assert said(slack_api, "but the sandbox CMS could not publish it yet")
+        clock.advance(minutes=2)
+        await bus.handle(PublishDuePosts())
+        await bus.handle(PublishDuePosts())
+        clock.advance(hours=2)
+        await bus.handle(PublishDuePosts())
+        assert (await posts(aios))["spring-lookbook"] == "scheduled"
+        opening = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)  # Wed 09:00 in Berlin
+        assert said(slack_api, ":hourglass:") == [
+            f":hourglass: spring-lookbook was due {_told(timer.publish_at)} and is not live yet; now is outside "
+            f"the publishing windows, so it goes out when the next one opens, {_told(opening)}."
+        ]
+        [waiting] = await timers(aios)
+        assert (waiting.next_try_at, waiting.attempts) == (opening, 1)
+        clock.now = opening
+        await bus.handle(PublishDuePosts())
+        assert (await posts(aios))["spring-lookbook"] == "published"
+    finally:
+        await aios.close()
+
+
+async def test_the_thread_hears_done_then_when_the_post_goes_out_with_times_in_the_team_zone(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        timer = await schedule_and_approve(aios, slack_api, "tomorrow 14:00")
+        card = str(slack_api.approval_requests()[-1].params["blocks"])
+        assert f"Publish post spring-lookbook at {_told(timer.publish_at)}" in card
+        assert timer.publish_at.isoformat() not in card.split("params")[0]
+        texts = [str(c.params["text"]) for c in slack_api.calls_to("chat.postMessage")]
+        done = next(i for i, text in enumerate(texts) if text.startswith(":white_check_mark: Done"))
+        calendar = next(i for i, text in enumerate(texts) if text.startswith(":calendar:"))
+        assert done < calendar
+        assert f"Done: Publish post spring-lookbook at {_told(timer.publish_at)}." in texts[done]
+        assert not [text for text in texts if "SandboxCms" in text]
+    finally:
+        await aios.close()
+
+
+async def _publishes(aios: Aios) -> list[ProposedAction]:
+    async with aios.units() as uow:
+        query = select(ProposedAction).where(ProposedAction.name == "cms.publish")
+        return list((await uow.repo.session.exec(query)).all())

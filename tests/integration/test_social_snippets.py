@@ -19,10 +19,11 @@ from agents.social_snippets import SocialSettings
 from bot.bootstrap import Aios
 from bot.console import ConsoleSession, ConsoleTransport
 from bot.handlers import Handlers
-from bot.messages import ActionExecuted, Recover, ReplanRun, ShowVoice
+from bot.messages import ActionExecuted, PublishDuePosts, Recover, ReplanRun, ScheduledPostLive, ShowVoice
 from bot.queries import why
 from bot.slash import HELP
 from bot.terminal import CONSOLE_TEAM
+from connectors.actions import CmsUnpublish
 from connectors.sandbox_state import sandbox_state
 from connectors.social_limits import LIMITS
 from storage.records import Approval, Execution, Intent, ProposedAction, Run
@@ -149,13 +150,31 @@ async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) ->
     assert len(social) == 1
 
 
-async def test_snippets_of_a_scheduled_post_follow_its_publish_time(aios: Aios, clock: Clock) -> None:
+async def test_snippets_of_a_scheduled_post_are_proposed_once_when_it_goes_live(
+    aios: Aios, clock: Clock
+) -> None:
     later = (clock() + timedelta(days=2)).replace(hour=9, minute=0, second=0)
-    await publish(aios, f" at {later.isoformat()}")
+    published = await publish(aios, f" at {later.isoformat()}")
+    assert await actions(aios, "social.post") == []  # scheduled, not live: nothing to promote yet
+    clock.now = later
+    await aios.process(PublishDuePosts())
     snippets = await actions(aios, "social.post")
     assert {datetime.fromisoformat(s.params["publish_at"]) for s in snippets} == {
         later + timedelta(minutes=30)
     }
+    assert published.id is not None
+    await aios.process(PublishDuePosts())
+    await aios.process(ScheduledPostLive(published.id, later))  # redelivered
+    assert len(await actions(aios, "social.post")) == len(snippets) == 2
+
+
+async def test_a_scheduled_post_taken_down_before_its_time_gets_no_snippets(aios: Aios, clock: Clock) -> None:
+    later = (clock() + timedelta(days=2)).replace(hour=9, minute=0, second=0)
+    await publish(aios, f" at {later.isoformat()}")
+    await aios.registry.execute(CmsUnpublish(slug="spring-lookbook"), "taken-down-in-the-cms")
+    clock.now = later
+    await aios.process(PublishDuePosts())
+    assert await actions(aios, "social.post") == []
 
 
 async def test_without_networks_nothing_is_proposed_after_a_publish(
