@@ -28,15 +28,15 @@ def test_a_month_planned_in_chat_is_shown_in_chat_and_by_the_calendar_command(tm
     script = "\n".join(
         [
             "/aios plan next month: 2 posts about winter care, on Tuesdays",
-            "approve as U0EDITOR",
-            "approve as U0EDITOR",
+            "approve all as U0EDITOR",
             "/aios calendar next month",
             "quit",
         ]
     )
     chat = run("chat", "--as", "U0CAROL", env=env, stdin=script + "\n")
     assert chat.returncode == 0, chat.stderr
-    assert chat.stdout.count("Policy rule `planned-drafts-need-an-editor`") >= 2
+    assert "Review: 2 actions" in chat.stdout and "Approvers: editor" in chat.stdout  # one card, one click
+    assert "Reviewed: 2 actions" in chat.stdout and chat.stdout.count("approved by @U0EDITOR") == 2
     assert "2 planned" in chat.stdout and "· planned · “Winter care: the beginner's checklist”" in chat.stdout
 
     table = run("calendar", "next", "month", env=env)
