@@ -3,9 +3,11 @@ are set (an access token with the ``write:statuses`` scope; ``read:accounts`` fo
 
 A post is ``POST /api/v1/statuses`` with our idempotency key as Mastodon's ``Idempotency-Key``: Mastodon answers
 a repeat of the key with the status the first request created, for an hour. Past that hour only our own record
-knows, so a ledger of posted keys (``sent_message``) is written as soon as Mastodon answers, and ``execute``
-reads it before posting again (``lookup`` answers from it after a crash). Together they leave no window: a
-crash between Mastodon's answer and the ledger row is retried within the hour, under the same key.
+knows, so the key goes into a ledger (``sent_message``) as in flight before the request, and the answer replaces
+it as soon as Mastodon gives one; ``execute`` reads it before posting again (``lookup`` answers from it after a
+crash). A key in flight with no answer (a crash between the two) is posted again under the same key within the
+hour, when Mastodon still knows it; later, the account's newest statuses and scheduled statuses are searched for
+our text, and when it is not among them the outcome is reported as unknown rather than risking a second post.
 
 A later ``publish_at`` becomes Mastodon's ``scheduled_at``, which Mastodon accepts only 5 minutes or more ahead:
 a time nearer than that (or already past, as when an approval came late) is posted at once, and the result says
@@ -16,6 +18,8 @@ error or a log line.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -25,7 +29,12 @@ import httpx
 
 from connectors.actions import Action, SocialPost
 from connectors.base import ConnectorContext
-from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import (
+    ConnectorSettingError,
+    OutcomeUnknownError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 from connectors.http_errors import reach, retry_after
 from connectors.sent_ledger import SentLedger
 from storage.records import utcnow
@@ -37,6 +46,13 @@ MASTODON_SETTINGS = (URL_SETTING, TOKEN_SETTING)
 MIN_SCHEDULE_AHEAD = timedelta(minutes=5)
 # A little more than Mastodon's minimum, so that a request that takes a moment is still far enough ahead.
 SCHEDULE_MARGIN = timedelta(seconds=30)
+# How long after sending a key is posted again under it: well within the hour Mastodon keeps it.
+KEY_REMEMBERED = timedelta(minutes=50)
+# How many of the account's newest statuses (and scheduled ones) are searched for a post whose answer was lost.
+SEARCHED = 40
+_LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_PARAGRAPH = re.compile(r"</p>\s*<p[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
 
 
 class MastodonSocial:
@@ -89,6 +105,12 @@ class MastodonSocial:
         earlier = await self._ledger.find(idempotency_key)
         if earlier is not None:
             return earlier
+        target = f"mastodon:{self._host}"
+        since = await self._ledger.in_flight_since(idempotency_key)
+        if since is not None and utcnow() - since >= KEY_REMEMBERED:
+            return await self._found_after_a_lost_answer(action, idempotency_key, target, since)
+        if since is None:
+            await self._ledger.begin(idempotency_key, target)
         body: dict[str, Any] = {"status": action.text}
         note = None
         now = utcnow()
@@ -100,8 +122,52 @@ class MastodonSocial:
             note = f"posted at once: its time ({action.publish_at.isoformat()}) had passed"
         response = await self._post(body, idempotency_key)
         result = _result(response, note)
-        await self._ledger.record(idempotency_key, f"mastodon:{self._host}", result)
+        await self._ledger.record(idempotency_key, target, result)
         return result
+
+    async def _found_after_a_lost_answer(
+        self, action: SocialPost, idempotency_key: str, target: str, since: datetime
+    ) -> dict[str, Any]:
+        """A key sent long enough ago for Mastodon to have forgotten it, whose answer never reached the ledger:
+        the post is looked for among the account's newest statuses and scheduled statuses by its text."""
+        try:
+            found = await self._posted_with_text(action.text)
+        except PermanentConnectorError as exc:
+            # Not "nothing was changed": the post may be there, only the search could not tell.
+            raise OutcomeUnknownError(f"{exc}, looking for a post whose answer was lost") from exc
+        if found is None:
+            raise OutcomeUnknownError(
+                f"a post with this text may have been sent to Mastodon at {since:%Y-%m-%d %H:%M} UTC, but its "
+                f"answer was lost and it is not among @{self._host}'s newest statuses; check the account before "
+                "asking again"
+            )
+        result = _result(found, "found on Mastodon after its answer was lost")
+        await self._ledger.record(idempotency_key, target, result)
+        return {**result, "replayed": True}
+
+    async def _posted_with_text(self, text: str) -> dict[str, Any] | None:
+        where = f"Mastodon at {self._host}"
+        me = _checked(
+            await reach(self._client.get("/api/v1/accounts/verify_credentials"), where), now=utcnow()
+        )
+        wanted = _words(text)
+        statuses = _listed(
+            await reach(
+                self._client.get(f"/api/v1/accounts/{me.get('id')}/statuses", params={"limit": SEARCHED}),
+                where,
+            )
+        )
+        for status in statuses:
+            if _words(_plain(str(status.get("content") or ""))) == wanted:
+                return status
+        scheduled = _listed(
+            await reach(self._client.get("/api/v1/scheduled_statuses", params={"limit": SEARCHED}), where)
+        )
+        for status in scheduled:
+            params = status.get("params")
+            if isinstance(params, dict) and _words(str(params.get("text") or "")) == wanted:
+                return status
+        return None
 
     async def health(self) -> str:
         response = await reach(
@@ -139,6 +205,31 @@ def _checked(response: httpx.Response, *, now: datetime) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise PermanentConnectorError(f"Mastodon answered {status} with something other than a JSON object")
     return found
+
+
+def _listed(response: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON array of objects a 2xx answer holds (a list of statuses), classified as ``_checked`` does."""
+    if not 200 <= response.status_code < 300:
+        _checked(response, now=utcnow())  # raises, classified
+    try:
+        found = response.json()
+    except ValueError:
+        found = None
+    if not isinstance(found, list):
+        raise PermanentConnectorError(
+            f"Mastodon answered {response.status_code} with something other than a list"
+        )
+    return [item for item in found if isinstance(item, dict)]
+
+
+def _plain(content: str) -> str:
+    """A status's HTML as the text it was posted from: Mastodon wraps lines in <p> and <br>, and links in <a>
+    and <span> (the whole address stays in the text)."""
+    return html.unescape(_TAG.sub("", _PARAGRAPH.sub("\n\n", _LINE_BREAK.sub("\n", content))))
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _result(answer: Mapping[str, Any], note: str | None) -> dict[str, Any]:

@@ -5,7 +5,9 @@ Mastodon forgot the key is answered from our ledger. And the sandbox that stands
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,15 +16,23 @@ import httpx
 import pytest
 import respx
 import stamina
+from sqlmodel import select
 
 from bot.handlers.execution import CONNECTOR_ATTEMPTS
 from connectors.actions import SocialPost
 from connectors.base import ConnectorContext
-from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import (
+    ConnectorSettingError,
+    OutcomeUnknownError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_state import sandbox_state
+from connectors.sent_ledger import SentLedger
 from connectors.social_mastodon import MastodonSocial
 from connectors.social_sandbox import SandboxSocial
+from storage.records import SentMessage
 from storage.unit_of_work import UnitOfWorkFactory
 
 SERVER = "https://mastodon.example"
@@ -37,6 +47,7 @@ class FakeMastodon:
 
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
+        self.answers: list[dict[str, Any]] = []  # Statuses and ScheduledStatuses, oldest first
         self.keys: list[str | None] = []
         self._by_key: dict[str, dict[str, Any]] = {}
         self.time_out_once = False  # create the status, then let the answer time out
@@ -65,10 +76,11 @@ class FakeMastodon:
                 "created_at": "2026-11-27T10:00:00.000Z",
                 "uri": f"{SERVER}/users/shop/statuses/{number}",
                 "url": f"{SERVER}/@shop/{number}",
-                "content": f"<p>{body['status']}</p>",
+                "content": _rendered(body["status"]),
                 "visibility": "public",
             }
         self.statuses.append(body)
+        self.answers.append(answer)
         if key is not None:
             self._by_key[key] = answer
         if self.time_out_once:
@@ -76,12 +88,39 @@ class FakeMastodon:
             raise httpx.ReadTimeout("timed out", request=request)
         return httpx.Response(200, json=answer)
 
+    def account_statuses(self, request: httpx.Request) -> httpx.Response:
+        """GET /api/v1/accounts/1/statuses: the account's statuses, newest first."""
+        return httpx.Response(200, json=[a for a in reversed(self.answers) if "params" not in a])
+
+    def scheduled_statuses(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[a for a in self.answers if "params" in a])
+
+
+def _rendered(text: str) -> str:
+    """A status's content as Mastodon renders it: paragraphs, line breaks, and links split into spans."""
+
+    def link(match: re.Match[str]) -> str:
+        url = match.group(0)
+        scheme, rest = url.split("://", 1)
+        return (
+            f'<a href="{url}" rel="nofollow noopener" target="_blank"><span class="invisible">{scheme}://</span>'
+            f'<span class="ellipsis">{rest[:30]}</span><span class="invisible">{rest[30:]}</span></a>'
+        )
+
+    paragraphs = [
+        re.sub(r"https?://\S+", link, html.escape(p, quote=False)).replace("\n", "<br />")
+        for p in text.split("\n\n")
+    ]
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
+
 
 @pytest.fixture
 def mastodon_api() -> Iterator[tuple[respx.MockRouter, FakeMastodon]]:
     fake = FakeMastodon()
     with respx.mock(base_url=SERVER, assert_all_called=False) as api:
         api.post("/api/v1/statuses").mock(side_effect=fake)
+        api.get("/api/v1/accounts/1/statuses").mock(side_effect=fake.account_statuses)
+        api.get("/api/v1/scheduled_statuses").mock(side_effect=fake.scheduled_statuses)
         api.get("/api/v1/accounts/verify_credentials").respond(
             json={"id": "1", "username": "shop", "acct": "shop"}
         )
@@ -274,3 +313,82 @@ async def test_the_sandbox_records_each_key_once(units: UnitOfWorkFactory) -> No
     assert datetime.fromisoformat(scheduled["publish_at"]) == later
     assert (posted["network"], posted["status"], now["status"]) == ("mastodon", "recorded", "recorded")
     assert now["note"] == "recorded in the sandbox, not posted"
+
+
+async def in_flight_for(units: UnitOfWorkFactory, ago: timedelta) -> None:
+    """Back-date the key's in-flight note: sent that long ago, its answer never recorded."""
+    async with units() as uow:
+        sent = (
+            await uow.repo.session.exec(select(SentMessage).where(SentMessage.idempotency_key == KEY))
+        ).one()
+        assert sent.result == {"in_flight": True}
+        sent.sent_at = datetime.now(UTC) - ago
+        uow.repo.session.add(sent)
+        await uow.commit()
+
+
+class LedgerCrash(Exception):
+    """The process stopping between Mastodon's answer and the ledger's record of it."""
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["now", "scheduled"])
+async def test_a_crash_before_the_ledger_row_is_found_on_mastodon_after_its_hour_and_not_posted_again(
+    mastodon: MastodonSocial,
+    mastodon_api: tuple[respx.MockRouter, FakeMastodon],
+    units: UnitOfWorkFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    later: bool,
+) -> None:
+    _, fake = mastodon_api
+    action = post(datetime.now(UTC).replace(microsecond=0) + timedelta(days=1) if later else None)
+
+    async def crash(*args: object) -> None:
+        raise LedgerCrash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SentLedger, "record", crash)
+        with pytest.raises(LedgerCrash):
+            await mastodon.execute(action, KEY)
+    assert len(fake.statuses) == 1
+    await in_flight_for(units, timedelta(hours=2))
+    fake.forget_keys()  # Mastodon's hour is over: a second POST would make a second status
+    assert await mastodon.lookup(action, KEY) is None  # recovery finds no answer, and executes
+    found = await mastodon.execute(action, KEY)
+    assert len(fake.statuses) == 1 and fake.keys == [KEY]
+    assert found["replayed"] is True and found["note"] == "found on Mastodon after its answer was lost"
+    assert found["status"] == ("scheduled" if later else "posted")
+    assert found["scheduled_status_id" if later else "status_id"] == "1"
+    assert await mastodon.lookup(action, KEY) == found  # recorded now
+
+
+async def test_within_the_hour_a_crash_before_the_ledger_row_is_posted_again_under_the_same_key(
+    mastodon: MastodonSocial,
+    mastodon_api: tuple[respx.MockRouter, FakeMastodon],
+    units: UnitOfWorkFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, fake = mastodon_api
+
+    async def crash(*args: object) -> None:
+        raise LedgerCrash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SentLedger, "record", crash)
+        with pytest.raises(LedgerCrash):
+            await mastodon.execute(post(), KEY)
+    again = await mastodon.execute(post(), KEY)
+    assert fake.keys == [KEY, KEY] and len(fake.statuses) == 1 and again["status_id"] == "1"
+
+
+async def test_an_old_key_in_flight_whose_post_is_not_on_mastodon_is_an_unknown_outcome_not_a_second_try(
+    mastodon: MastodonSocial, mastodon_api: tuple[respx.MockRouter, FakeMastodon], units: UnitOfWorkFactory
+) -> None:
+    _, fake = mastodon_api
+    await mastodon.execute(
+        post(publish_at=None).model_copy(update={"text": "Another post entirely"}), "b" * 64
+    )
+    await SentLedger(units, "mastodon").begin(KEY, "mastodon:mastodon.example")
+    await in_flight_for(units, timedelta(hours=2))
+    with pytest.raises(OutcomeUnknownError, match="check the account before asking again"):
+        await mastodon.execute(post(), KEY)
+    assert fake.keys == ["b" * 64]  # nothing posted under our key
