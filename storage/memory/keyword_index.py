@@ -78,6 +78,13 @@ class Tokenizer:
         }
         return postings, lengths
 
+    def stemmed(self, text: str) -> str:
+        """The text as its terms, each occurrence in turn, separated by spaces: for a search engine without
+        this stemmer (Weaviate's BM25) to rank as memory_fts does."""
+        words = _WORD.findall(text.lower())
+        terms = self._of(set(words))
+        return " ".join(term for word in words for term in terms[word])
+
     def terms(self, query: str) -> list[str]:
         """The distinct terms of a query, in the order they come."""
         words = _WORD.findall(query.lower())

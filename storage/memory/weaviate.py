@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import stamina
 import structlog
-from sqlalchemy import delete, insert, literal, text
+from sqlalchemy import delete, insert, literal, text, update
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
@@ -35,6 +37,10 @@ from storage.memory.ranking import HYBRID_ALPHA
 from storage.records import Memory, MemoryIndexQueue, UtcDateTime, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
+if TYPE_CHECKING:
+    from storage.memory.keyword_index import Tokenizer
+
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 COLLECTION = "AiosMemory"
@@ -46,10 +52,32 @@ PUSH_LOCK = 0x41494F534D49  # "AIOSMI": the advisory lock that makes replicas' p
 SEARCH_DEADLINE = 3.0  # seconds; past it, the search is answered from SQL
 WRITE_DEADLINE = 20.0
 RECONNECT_WAIT = (0.5, 30.0)  # seconds: the first wait before trying Weaviate again, and the longest
+# A memory Weaviate refused is tried again this much later (a refusal seldom goes away by itself, but a fixed
+# server or schema may take it), its queue row parked meanwhile so that the rest of the queue moves on.
+REFUSED_RETRY = timedelta(days=1)
+STEMMED = "stemmed"  # the property BM25 ranks: the text's terms as the SQL keyword search makes them
+_TENANT_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # Weaviate also allows "-", kept for the digests below
 
 
 class MemoryIndexUnavailableError(Exception):
-    """Weaviate could not be reached or refused the request."""
+    """Weaviate could not be reached, or failed the request as a whole."""
+
+
+class MemoryIndexRefusedError(Exception):
+    """Weaviate answered and refused these memories (``refused``: memory id → its reason); writing them again as
+    they are will not help, while the rest of a batch was written."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        super().__init__(f"Weaviate refused {len(refused)} memories: {next(iter(refused.values()))}")
+        self.refused = refused
+
+
+def tenant_name(team: str) -> str:
+    """A team's tenant: its id when Weaviate takes it as a name (Slack's T… ids), else ``t-`` and a digest of it
+    (any --team the CLI is given). An id kept as it is holds no hyphen, so the two kinds never meet."""
+    if _TENANT_NAME.fullmatch(team):
+        return team
+    return "t-" + hashlib.sha256(team.encode()).hexdigest()[:40]
 
 
 class WeaviateIndex:
@@ -73,23 +101,7 @@ class WeaviateIndex:
         self.collection = collection
         self._client: Any = None
         self._tenants: set[str] = set()
-
-    @classmethod
-    async def connect(
-        cls,
-        url: str,
-        api_key: str | None,
-        *,
-        grpc_port: int = GRPC_PORT,
-        alpha: float = HYBRID_ALPHA,
-        vectoriser: str | None = None,
-        collection: str = COLLECTION,
-    ) -> WeaviateIndex:
-        index = cls(
-            url, api_key, grpc_port=grpc_port, alpha=alpha, vectoriser=vectoriser, collection=collection
-        )
-        await index.open()
-        return index
+        self._words: Tokenizer | None = None
 
     @property
     def connected(self) -> bool:
@@ -135,8 +147,16 @@ class WeaviateIndex:
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
 
         await client.connect()
+        # Stemmed like memory_fts (Weaviate's BM25 has no stemmer); not vectorised: the vectoriser reads the text.
+        stemmed = Property(name=STEMMED, data_type=DataType.TEXT, skip_vectorization=True)
         if await client.collections.exists(self.collection):
-            return False
+            collection = client.collections.use(self.collection)
+            config = await collection.config.get()
+            if any(prop.name == STEMMED for prop in config.properties):
+                return False
+            # A collection made before the stemmed property: its objects are written again to gain it.
+            await collection.config.add_property(stemmed)
+            return True
         vectors = (
             Configure.Vectors.text2vec_transformers()
             if self._vectoriser == "text2vec-transformers"
@@ -163,27 +183,47 @@ class WeaviateIndex:
                     tokenization=Tokenization.FIELD,
                 ),
                 Property(name="created_at", data_type=DataType.DATE, skip_vectorization=True),
+                stemmed,
             ],
         )
         return True
 
     async def _tenant(self, team: str) -> Any:
         """The team's tenant, created the first time this process needs it (another process may have created it
-        first: that is fine)."""
+        first: that is fine). Raises UnexpectedStatusCodeError when Weaviate refuses it."""
         from weaviate.classes.tenants import Tenant
         from weaviate.exceptions import UnexpectedStatusCodeError
 
         if self._client is None:
             raise MemoryIndexUnavailableError("Weaviate is not connected")
         collection = self._client.collections.use(self.collection)
-        if team not in self._tenants:
+        name = tenant_name(team)
+        if name not in self._tenants:
             try:
-                await collection.tenants.create(Tenant(name=team))
+                await collection.tenants.create(Tenant(name=name))
             except UnexpectedStatusCodeError as exc:
                 if "already exists" not in str(exc):
                     raise
-            self._tenants.add(team)
-        return collection.with_tenant(team)
+            self._tenants.add(name)
+        return collection.with_tenant(name)
+
+    async def _writable(self, team: str, memory_ids: Sequence[int]) -> Any:
+        """The team's tenant for a write; a tenant Weaviate refuses refuses every memory of the write."""
+        from weaviate.exceptions import UnexpectedStatusCodeError
+
+        try:
+            return await self._tenant(team)
+        except UnexpectedStatusCodeError as exc:
+            if exc.status_code in (400, 422):
+                raise MemoryIndexRefusedError(dict.fromkeys(memory_ids, exc.message)) from exc
+            raise
+
+    def _stemmed(self, text_: str) -> str:
+        from storage.memory.keyword_index import Tokenizer
+
+        if self._words is None:
+            self._words = Tokenizer()
+        return self._words.stemmed(text_)
 
     @staticmethod
     def uuid(team: str, memory_id: int) -> str:
@@ -191,40 +231,49 @@ class WeaviateIndex:
 
         return str(generate_uuid5(f"{team}:{memory_id}"))
 
-    async def put(self, team: str, memories: Sequence[Memory]) -> None:
-        """Write memories (replacing any with the same id), with the bot's own vectors when they have one."""
+    async def put(self, team: str, memories: Sequence[Memory], vector_model: str | None = None) -> None:
+        """Write memories (replacing any with the same id), with their vectors when ``vector_model`` made them.
+        Raises MemoryIndexRefusedError naming those Weaviate refused, once the others are written."""
         from weaviate.classes.data import DataObject
 
         objects = []
+        ids = []
         for memory in memories:
             assert memory.id is not None
+            ids.append(memory.id)
+            ours = memory.vector and vector_model is not None and memory.vector_model == vector_model
             objects.append(
                 DataObject(
                     properties={
                         "memory_id": memory.id,
                         "text": memory.text,
+                        STEMMED: self._stemmed(memory.text),
                         "kind": memory.kind,
                         "key": memory.key or "",
                         "created_at": memory.created_at,
                     },
                     uuid=self.uuid(team, memory.id),
-                    vector=list(array("f", memory.vector)) if memory.vector else None,
+                    vector=list(array("f", memory.vector)) if ours and memory.vector else None,
                 )
             )
-        async with _within(WRITE_DEADLINE, "a write"):
-            result = await (await self._tenant(team)).data.insert_many(objects)
+        from weaviate.exceptions import WeaviateInsertManyAllFailedError
+
+        try:
+            async with _within(WRITE_DEADLINE, "a write"):
+                result = await (await self._writable(team, ids)).data.insert_many(objects)
+        except WeaviateInsertManyAllFailedError as exc:
+            if "not found" in str(exc):  # the collection or the tenant is gone: opening again makes them
+                raise MemoryIndexUnavailableError(str(exc)) from exc
+            raise MemoryIndexRefusedError(dict.fromkeys(ids, str(exc))) from exc
         if result.has_errors:
-            first = next(iter(result.errors.values()))
-            raise MemoryIndexUnavailableError(
-                f"Weaviate refused {len(result.errors)} of {len(objects)} memories: {first.message}"
-            )
+            raise MemoryIndexRefusedError({ids[i]: error.message for i, error in result.errors.items()})
 
     async def remove(self, team: str, memory_ids: Sequence[int]) -> None:
         from weaviate.classes.query import Filter
 
         uuids = [self.uuid(team, memory_id) for memory_id in memory_ids]
         async with _within(WRITE_DEADLINE, "a delete"):
-            result = await (await self._tenant(team)).data.delete_many(
+            result = await (await self._writable(team, memory_ids)).data.delete_many(
                 where=Filter.by_id().contains_any(uuids)
             )
         if result.failed:
@@ -244,7 +293,7 @@ class WeaviateIndex:
         """Memory ids with their scores, and the tier that ranked them: hybrid (BM25 + vectors, weighted by
         alpha) when there are vectors, the bot's for the query or the server's vectoriser; keyword (BM25)
         otherwise."""
-        from weaviate.classes.query import Filter, MetadataQuery
+        from weaviate.classes.query import Filter, HybridVector, MetadataQuery
 
         conditions = []
         if kinds:
@@ -253,12 +302,15 @@ class WeaviateIndex:
             conditions.append(Filter.by_property("created_at").greater_or_equal(since))
         filters = Filter.all_of(conditions) if conditions else None
         hybrid = vector is not None or bool(self._vectoriser)
+        stemmed = self._stemmed(query)
         async with _within(SEARCH_DEADLINE, "a search"):
             query_api = (await self._tenant(team)).query
             if hybrid:
                 result = await query_api.hybrid(
-                    query,
-                    vector=vector,
+                    stemmed,
+                    query_properties=[STEMMED],
+                    # the server's vectoriser is given the words as written, not their stems
+                    vector=vector if vector is not None else HybridVector.near_text(query),
                     alpha=self._alpha,
                     limit=limit,
                     filters=filters,
@@ -266,16 +318,15 @@ class WeaviateIndex:
                 )
             else:
                 result = await query_api.bm25(
-                    query, limit=limit, filters=filters, return_metadata=MetadataQuery(score=True)
+                    stemmed,
+                    query_properties=[STEMMED],
+                    limit=limit,
+                    filters=filters,
+                    return_metadata=MetadataQuery(score=True),
                 )
         tier = "hybrid" if hybrid else "keyword"
         ranks = {int(obj.properties["memory_id"]): float(obj.metadata.score or 0.0) for obj in result.objects}
         return ranks, tier
-
-    async def drop(self) -> None:
-        """Delete the whole collection (tests)."""
-        if self._client is not None:
-            await self._client.collections.delete(self.collection)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -320,7 +371,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
 
     async def start(self) -> None:
         """Connect unless connected, and push what a stopped process left in the queue. When Weaviate cannot be
-        reached the store serves from SQL and keeps trying in the background."""
+        reached the store serves from SQL and keeps trying in the background. A collection just made (or given
+        a new property) is filled from the whole record in the background too, as after an outage: starting,
+        and the command that started the store, do not wait for it, and SQL answers searches meanwhile."""
         if not self._index.connected:
             try:
                 created = await self._index.open()
@@ -329,6 +382,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 return
             if created:
                 await self._queue_everything()
+                log.info("memory_index_filling")
+                self._reconnecting = asyncio.create_task(self._catch_up(reopen=False))
+                return
             self._up = True
         await self._push()
 
@@ -412,7 +468,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
             await self._went_down(f"the index could not be updated: {exc!r}")
 
     async def _drain(self) -> None:
-        """Give Weaviate what the record holds for each queued memory, then delete those queue rows.
+        """Give Weaviate what the record holds for each queued memory, then delete those queue rows; a memory
+        Weaviate refuses has its row parked for REFUSED_RETRY and is noted as an incident, so that one bad
+        memory does not hold up the queue of every team.
 
         A memory's text never changes and a deleted one never comes back, so the one stale write there can be is
         a memory written to the index after a concurrent forget's push removed it. Pushes take turns (in this
@@ -421,31 +479,60 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         file."""
         async with self._one_push_at_a_time():
             while True:
+                now = self._clock()
                 async with self._units() as uow:
                     queued = (
                         await uow.repo.session.exec(
-                            select(MemoryIndexQueue).order_by(col(MemoryIndexQueue.id)).limit(PUSH_BATCH)
+                            select(MemoryIndexQueue)
+                            .where(col(MemoryIndexQueue.created_at) <= now)  # parked rows wait their turn
+                            .order_by(col(MemoryIndexQueue.id))
+                            .limit(PUSH_BATCH)
                         )
                     ).all()
                 if not queued:
                     return
+                refused: dict[tuple[str, int], str] = {}
                 present = await self._held({(q.team_id, q.memory_id) for q in queued})
-                for team, memories in _by_team(present.values()).items():
-                    await self._index.put(team, memories)
-                for team, memory_ids in _by_team_ids(
-                    {(q.team_id, q.memory_id) for q in queued} - set(present)
-                ).items():
-                    await self._index.remove(team, memory_ids)
+                for team, memories in _by_team((m.team_id, m) for m in present.values()).items():
+                    await self._refusing(refused, team, self._index.put(team, memories, self._vector_model))
+                gone = {(q.team_id, q.memory_id) for q in queued} - set(present)
                 went = set(present) - set(await self._held(set(present)))
-                for team, memory_ids in _by_team_ids(went).items():
-                    await self._index.remove(team, memory_ids)
+                for team, memory_ids in _by_team(sorted(gone | went)).items():
+                    await self._refusing(refused, team, self._index.remove(team, memory_ids))
+                parked = [q.id for q in queued if (q.team_id, q.memory_id) in refused]
                 async with self._units() as uow:
                     await uow.repo.session.exec(
-                        delete(MemoryIndexQueue).where(col(MemoryIndexQueue.id).in_([q.id for q in queued]))
+                        delete(MemoryIndexQueue).where(
+                            col(MemoryIndexQueue.id).in_([q.id for q in queued if q.id not in parked])
+                        )
+                    )
+                    await uow.repo.session.exec(
+                        update(MemoryIndexQueue)
+                        .where(col(MemoryIndexQueue.id).in_(parked))
+                        .values(created_at=now + REFUSED_RETRY)
                     )
                     await uow.commit()
+                if refused:
+                    await self._refused(refused)
                 if len(queued) < PUSH_BATCH:
                     return
+
+    @staticmethod
+    async def _refusing(refused: dict[tuple[str, int], str], team: str, write: Awaitable[None]) -> None:
+        """Run a write, adding what Weaviate refused of it to ``refused``; unreachability still raises."""
+        try:
+            await write
+        except MemoryIndexRefusedError as exc:
+            refused.update({(team, memory_id): reason for memory_id, reason in exc.refused.items()})
+
+    async def _refused(self, refused: dict[tuple[str, int], str]) -> None:
+        (team, memory_id), reason = next(iter(refused.items()))
+        detail = (
+            f"Weaviate refused {len(refused)} memories (first: M-{memory_id} of team {team}: {reason}); "
+            f"searches may miss them until it takes them, tried again in {REFUSED_RETRY}"
+        )
+        log.error("memory_index_refused", memories=len(refused), detail=detail)
+        await record_incident(self._units, "memory", detail)
 
     @contextlib.asynccontextmanager
     async def _one_push_at_a_time(self) -> AsyncIterator[None]:
@@ -481,22 +568,27 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         self._up = False
         if self._reconnecting is not None:
             return
-        self._reconnecting = asyncio.create_task(self._reconnect())
+        self._reconnecting = asyncio.create_task(self._catch_up())
         log.error("memory_index_unavailable", detail=detail, serving="sql search")
         await record_incident(self._units, "memory", detail)
 
-    async def _reconnect(self) -> None:
+    async def _catch_up(self, *, reopen: bool = True) -> None:
+        """Push the queue until it is drained, connecting again first after an outage; then serve from Weaviate."""
         initial, longest = self._reconnect_wait
-        # Whatever failed (Weaviate, or the database the queue is in), trying again later is all there is to do.
-        async for attempt in stamina.retry_context(
-            on=Exception, attempts=None, timeout=None, wait_initial=initial, wait_max=longest
-        ):
-            with attempt:
-                if await self._index.open():
-                    await self._queue_everything()
-                await self._drain()
-        self._up, self._reconnecting = True, None
-        log.info("memory_index_restored")
+        try:
+            # Whatever failed (Weaviate, or the database the queue is in), trying again later is all there is
+            # to do.
+            async for attempt in stamina.retry_context(
+                on=Exception, attempts=None, timeout=None, wait_initial=initial, wait_max=longest
+            ):
+                with attempt:
+                    if (reopen or attempt.num > 1) and await self._index.open():
+                        await self._queue_everything()
+                    await self._drain()
+            self._up = True
+            log.info("memory_index_restored")
+        finally:
+            self._reconnecting = None
         await self._push()  # what was written between the drain and now
 
     async def close(self) -> None:
@@ -509,15 +601,8 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         await super().close()
 
 
-def _by_team(memories: Iterable[Memory]) -> dict[str, list[Memory]]:
-    teams: dict[str, list[Memory]] = {}
-    for memory in memories:
-        teams.setdefault(memory.team_id, []).append(memory)
-    return teams
-
-
-def _by_team_ids(memories: Iterable[tuple[str, int]]) -> dict[str, list[int]]:
-    teams: dict[str, list[int]] = {}
-    for team, memory_id in sorted(memories):
-        teams.setdefault(team, []).append(memory_id)
+def _by_team(items: Iterable[tuple[str, T]]) -> dict[str, list[T]]:
+    teams: dict[str, list[T]] = {}
+    for team, item in items:
+        teams.setdefault(team, []).append(item)
     return teams

@@ -59,6 +59,7 @@ DEFAULT_LIMIT = 10
 ACTIVE = "ACTIVE"
 TENANT_STATUSES = {"HOT": "ACTIVE", "ACTIVE": "ACTIVE", "COLD": "INACTIVE", "INACTIVE": "INACTIVE"}
 WORD = re.compile(r"[^\W_]+")
+TENANT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class WeaviateError(Exception):
@@ -331,6 +332,9 @@ class Collection:
         self.config = config
         self.tenants: dict[str, str] = {}
         self.shards: dict[str, dict[str, StoredObject]] = {} if self.multi_tenant else {"": {}}
+        # Each vector index (one per tenant and vector) takes the length of its first vector; the real server
+        # refuses any other after it.
+        self.dimensions: dict[tuple[str, str], int] = {}
 
     @property
     def name(self) -> str:
@@ -364,8 +368,12 @@ class Collection:
 
     def add_tenant(self, name: str, status: str = ACTIVE) -> None:
         self._require_multi_tenancy()
-        if not name:
-            raise WeaviateError(422, "tenant name must not be empty")
+        if not TENANT_NAME.fullmatch(name):
+            raise WeaviateError(
+                422,
+                f"tenant name should only contain alphanumeric characters (a-z, A-Z, 0-9), underscore (_), "
+                f"and hyphen (-), with a length between 1 and 64 characters: {name!r}",
+            )
         self.tenants[name] = TENANT_STATUSES.get(status.upper(), status.upper())
         self.shards.setdefault(name, {})
 
@@ -379,6 +387,7 @@ class Collection:
         self._require_multi_tenancy()
         self.tenants.pop(name, None)
         self.shards.pop(name, None)
+        self.dimensions = {key: length for key, length in self.dimensions.items() if key[0] != name}
 
     def _require_multi_tenancy(self) -> None:
         if not self.multi_tenant:
@@ -443,6 +452,16 @@ class Collection:
             named[names[0]] = [float(x) for x in vector]
         return named
 
+    def _check_lengths(self, tenant: str, vectors: dict[str, list[float]]) -> None:
+        for name, values in vectors.items():
+            expected = self.dimensions.setdefault((tenant, name), len(values))
+            if len(values) != expected:
+                raise WeaviateError(
+                    422,
+                    f"new node has a vector with length {len(values)}. "
+                    f"Existing nodes have vectors with length {expected}",
+                )
+
     def put(
         self,
         tenant: str,
@@ -457,9 +476,9 @@ class Collection:
         object_id = str(uuid_lib.UUID(object_id))
         if create_only and object_id in shard:
             raise WeaviateError(422, f"id '{object_id}' already exists")
-        stored = StoredObject(
-            object_id, self.typed_properties(properties), self.named_vectors(vector, vectors or {})
-        )
+        named = self.named_vectors(vector, vectors or {})
+        self._check_lengths(tenant, named)
+        stored = StoredObject(object_id, self.typed_properties(properties), named)
         if object_id in shard:
             stored.created_ms = shard[object_id].created_ms
         shard[object_id] = stored
@@ -472,6 +491,7 @@ class Collection:
         stored = shard.get(object_id)
         if stored is None:
             raise WeaviateError(404, f"object {object_id} not found")
+        self._check_lengths(tenant, vectors)
         stored.properties.update(self.typed_properties(properties))
         stored.vectors.update(vectors)
         stored.updated_ms = now_ms()

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from storage.engine import create_engine
@@ -48,20 +49,20 @@ async def store(
         else:
             server: WeaviateServer = request.getfixturevalue("weaviate_server")
             url, grpc_port = server.url, server.grpc_port
-        index = await WeaviateIndex.connect(
-            url,
-            os.environ.get("WEAVIATE_API_KEY") if WEAVIATE_URL else None,
-            grpc_port=grpc_port,
-            collection=f"AiosMemoryTest{uuid.uuid4().hex[:8]}",
-        )
+        api_key = os.environ.get("WEAVIATE_API_KEY") if WEAVIATE_URL else None
+        collection = f"AiosMemoryTest{uuid.uuid4().hex[:8]}"
+        index = WeaviateIndex(url, api_key, grpc_port=grpc_port, collection=collection)
+        await index.open()
         indexed = IndexedMemoryStore(units, index, clock, RETENTION)
         try:
             yield indexed
             # The store answers from SQL while Weaviate fails: the contract is about Weaviate's answers.
             assert indexed.index_up, "Weaviate failed during the test and the store fell back to SQL"
         finally:
-            await index.drop()
-            await index.close()
+            await indexed.close()
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            async with httpx.AsyncClient(headers=headers) as http:
+                (await http.delete(f"{url.rstrip('/')}/v1/schema/{collection}")).raise_for_status()
     await engine.dispose()
 
 

@@ -1,9 +1,11 @@
-"""Keyword search stems and folds case on every backend ("refund" finds "refunded"), both through the database's
-own index and, on SQLite, through the in-process index that takes over once built; that index keeps the
-store's rules: one team's memories only, none forgotten or expired, the kind and time filters."""
+"""Keyword search stems and folds case on every backend ("refund" finds "refunded"): through the database's own
+index, on SQLite through the in-process index that takes over once built, and through Weaviate's BM25 on the
+stemmed text it is given; the in-process index keeps the store's rules: one team's memories only, none
+forgotten or expired, the kind and time filters."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -14,16 +16,32 @@ from storage.memory import EmbeddedMemoryStore
 from storage.migrate import upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
+from tests.fakes.weaviate_server import WeaviateServer
 
 SHOP, STUDIO = "T0SHOP", "T0STUDIO"
 
 
-@pytest.fixture
-async def store(database_url: str, clock: Clock) -> AsyncIterator[EmbeddedMemoryStore]:
+@pytest.fixture(params=["embedded", pytest.param("weaviate", marks=pytest.mark.weaviate)])
+async def store(
+    request: pytest.FixtureRequest, database_url: str, clock: Clock
+) -> AsyncIterator[EmbeddedMemoryStore]:
+    """Each backend; Weaviate (the session's local server) in a collection of its own."""
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
-    store = EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock)
+    units = UnitOfWorkFactory.for_engine(engine)
+    if request.param == "embedded":
+        store = EmbeddedMemoryStore(units, clock)
+    else:
+        from storage.memory.weaviate import IndexedMemoryStore, WeaviateIndex
+
+        server: WeaviateServer = request.getfixturevalue("weaviate_server")
+        collection = f"AiosMemoryStem{uuid.uuid4().hex[:8]}"
+        index = WeaviateIndex(server.url, None, grpc_port=server.grpc_port, collection=collection)
+        await index.open()
+        store = IndexedMemoryStore(units, index, clock)
     yield store
+    # Weaviate failing would have the store answer from SQL: the test is about Weaviate's answers.
+    assert getattr(store, "index_up", True), "Weaviate failed and the store fell back to SQL"
     await store.close()
     await engine.dispose()
 

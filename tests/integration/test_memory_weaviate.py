@@ -123,7 +123,7 @@ async def store(
         units, index_for(where, collection), clock, RETENTION, WordHashEmbedder(), reconnect_wait=(0.05, 0.2)
     )
     await store.start()
-    assert store.index_up
+    await back_up(store)  # a new collection is filled in the background
     yield store
     await store.close()
 
@@ -284,6 +284,7 @@ async def test_a_store_started_after_a_crash_pushes_what_was_committed_but_not_i
     started = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION, WordHashEmbedder())
     await started.start()
     try:
+        await back_up(started)  # the new collection is filled in the background
         await assert_in_step(units, client, collection, SHOP)
         assert set(await indexed(client, collection, SHOP)) == {second}
     finally:
@@ -348,6 +349,7 @@ async def test_memories_from_before_weaviate_are_indexed_when_it_is_first_used(
     store = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION)
     await store.start()
     try:
+        await back_up(store)
         await assert_in_step(units, client, collection, SHOP, STUDIO)
         assert (
             set(await indexed(client, collection, SHOP)) | set(await indexed(client, collection, STUDIO))
@@ -381,10 +383,10 @@ class HeldIndex(WeaviateIndex):
         super().__init__(where.url, where.api_key, grpc_port=where.grpc_port, collection=collection)
         self.reached, self.release = asyncio.Event(), asyncio.Event()
 
-    async def put(self, team: str, memories: Sequence[Memory]) -> None:
+    async def put(self, team: str, memories: Sequence[Memory], vector_model: str | None = None) -> None:
         self.reached.set()
         await self.release.wait()
-        await super().put(team, memories)
+        await super().put(team, memories, vector_model)
 
 
 async def test_a_push_overtaken_by_another_process_forgetting_leaves_the_index_equal_to_the_record(
@@ -398,6 +400,7 @@ async def test_a_push_overtaken_by_another_process_forgetting_leaves_the_index_e
     slow = IndexedMemoryStore(units, held, clock, RETENTION)
     try:
         await other.start()
+        await back_up(other)
         crashed = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION)
         memory_id, _ = await crashed.remember(SHOP, "order 1011 ships on Monday")  # committed, not pushed
 
@@ -417,3 +420,122 @@ async def test_a_push_overtaken_by_another_process_forgetting_leaves_the_index_e
         await slow.close()
         await other.close()
         await other_engine.dispose()
+
+
+class ShortEmbedder(WordHashEmbedder):
+    """Another model, making vectors of another length than the collection's first ones."""
+
+    model = "word-hash-8"
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self.vector(text)[:8] for text in texts]
+
+
+async def test_a_memory_weaviate_refuses_is_parked_and_the_queue_moves_on(
+    where: Where,
+    store: IndexedMemoryStore,
+    units: UnitOfWorkFactory,
+    client: Any,
+    collection: str,
+    clock: Clock,
+) -> None:
+    first, _ = await store.remember(SHOP, "the kettle ships on Monday")  # SHOP's vectors are 32 long
+    other = IndexedMemoryStore(units, index_for(where, collection), clock, RETENTION, ShortEmbedder())
+    await other.start()
+    try:
+        refused, _ = await other.remember(SHOP, "the teapot ships on Tuesday")  # 8 long: refused
+        studio, _ = await other.remember(STUDIO, "the print run ships on Friday")  # a tenant of its own
+        later, _ = await store.remember(SHOP, "the skillet ships on Thursday")
+        assert other.index_up and store.index_up
+        assert set(await indexed(client, collection, SHOP)) == {first, later}
+        assert set(await indexed(client, collection, STUDIO)) == {studio}
+        assert await queued(units) == 1  # parked for a day
+        async with units() as uow:
+            [incident] = (
+                await uow.repo.session.exec(select(Incident).where(Incident.kind == "memory"))
+            ).all()
+        assert f"M-{refused}" in incident.detail and "length 8" in incident.detail
+
+        clock.advance(days=1, seconds=1)
+        await other.remember(STUDIO, "the poster ships on Saturday")  # the push retries the parked memory
+        assert await queued(units) == 1 and refused not in await indexed(client, collection, SHOP)
+        assert await other.forget(SHOP, refused)
+        clock.advance(days=1, seconds=1)
+        await other.remember(STUDIO, "the frame ships on Sunday")
+        await assert_in_step(units, client, collection, SHOP, STUDIO)
+    finally:
+        await other.close()
+
+
+async def test_a_team_id_weaviate_would_refuse_as_a_tenant_name_gets_one_it_takes(
+    store: IndexedMemoryStore, client: Any, collection: str
+) -> None:
+    odd = "acme corp/ünïcode"
+    memory_id, _ = await store.remember(odd, "acme's orders ship from Leeds")
+    assert store.index_up
+    [tenant] = await client.collections.use(collection).tenants.get()
+    assert re.fullmatch(r"t-[0-9a-f]{40}", tenant)
+    [hit] = await store.search(odd, "shipping from leeds")
+    assert hit.id == memory_id and hit.tier == "hybrid"
+
+
+async def test_a_collection_made_before_stemming_gains_the_property_and_is_filled_again(
+    where: Where, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    from weaviate.classes.config import Configure, DataType, Property, Tokenization
+
+    await client.collections.create(
+        collection,
+        multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=False),
+        vector_config=Configure.Vectors.self_provided(),
+        properties=[
+            Property(name="memory_id", data_type=DataType.INT, skip_vectorization=True),
+            Property(name="text", data_type=DataType.TEXT),
+            Property(name="kind", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+            Property(name="key", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+            Property(name="created_at", data_type=DataType.DATE, skip_vectorization=True),
+        ],
+    )
+    refunded, _ = await EmbeddedMemoryStore(units, clock).remember(SHOP, "Order 1003 was refunded in full")
+    store = IndexedMemoryStore(units, index_for(where, collection), clock, reconnect_wait=(0.05, 0.2))
+    await store.start()
+    try:
+        await back_up(store)
+        config = await client.collections.use(collection).config.get()
+        assert "stemmed" in {prop.name for prop in config.properties}
+        [hit] = await store.search(SHOP, "refund")
+        assert hit.id == refunded and hit.tier == "keyword"
+    finally:
+        await store.close()
+
+
+class SlowIndex(WeaviateIndex):
+    """Weaviate with writes that wait until the test lets them through: a long fill of a new collection."""
+
+    def __init__(self, where: Where, collection: str) -> None:
+        super().__init__(where.url, where.api_key, grpc_port=where.grpc_port, collection=collection)
+        self.release = asyncio.Event()
+
+    async def put(self, team: str, memories: Sequence[Memory], vector_model: str | None = None) -> None:
+        await self.release.wait()
+        await super().put(team, memories, vector_model)
+
+
+async def test_filling_a_new_collection_keeps_neither_start_nor_the_first_command_waiting(
+    where: Where, units: UnitOfWorkFactory, client: Any, collection: str, clock: Clock
+) -> None:
+    before, _ = await EmbeddedMemoryStore(units, clock).remember(SHOP, "the blender ships from Lisbon")
+    index = SlowIndex(where, collection)
+    store = IndexedMemoryStore(units, index, clock, reconnect_wait=(0.05, 0.2))
+    try:
+        async with asyncio.timeout(5):
+            await store.start()
+            assert not store.index_up  # SQL answers meanwhile
+            new, _ = await store.remember(SHOP, "the kettle ships from Porto")
+            assert [h.id for h in await store.search(SHOP, "blender Lisbon")] == [before]
+        index.release.set()
+        await back_up(store)
+        await assert_in_step(units, client, collection, SHOP)
+        assert set(await indexed(client, collection, SHOP)) == {before, new}
+    finally:
+        await store.close()
