@@ -1,9 +1,10 @@
 """A post scheduled in a real WordPress (WP-Cron off, so WordPress never publishes it by itself) goes out when
-the bot's timer finds it due: `future` becomes `publish` through REST, once, and the thread is told."""
+the bot's timer finds it due: `future` becomes `publish` through REST, once, and the thread is told. The bot's
+clock is moved to the post's time rather than the test waiting for it, so WordPress's clock is behind the bot's
+then, as a site's clock may be."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,8 +31,9 @@ async def test_a_future_post_is_published_by_the_timer_once_it_is_due(
     )
     try:
         await aios.registry.execute(SPRING, "seed-spring")
-        # A few seconds ahead: WordPress, on its own clock, publishes only what is due by that clock.
-        soon = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
+        # WordPress publishes at once a `future` post less than a minute ahead of its own clock: this one is
+        # three minutes ahead, and the bot's clock, not WordPress's, is moved to its time.
+        soon = (datetime.now(UTC) + timedelta(minutes=3)).replace(microsecond=0)
         await ask(aios, f"schedule post spring-lookbook for {soon.astimezone(BERLIN):%Y-%m-%d %H:%M:%S}")
         async with aios.units() as uow:
             [approval] = (await uow.repo.session.exec(select(Approval))).all()
@@ -43,12 +45,14 @@ async def test_a_future_post_is_published_by_the_timer_once_it_is_due(
         await aios.process(PublishDuePosts())  # not due yet by the bot's clock
         assert wordpress.posts(slug="spring-lookbook")[0]["status"] == "future"
 
-        await asyncio.sleep((soon - datetime.now(UTC)).total_seconds() + 1)  # due by WordPress's clock too
         clock.now = soon
         await aios.process(PublishDuePosts())
         await aios.process(PublishDuePosts())
+        # Due by the bot's clock, three minutes ahead of WordPress's: published, dated by WordPress's clock.
         [post] = wordpress.posts(slug="spring-lookbook")
-        assert (post["status"], post["date_gmt"]) == ("publish", soon.replace(tzinfo=None).isoformat())
+        dated = datetime.fromisoformat(str(post["date_gmt"])).replace(tzinfo=UTC)
+        assert post["status"] == "publish"
+        assert soon - timedelta(minutes=4) < dated < soon - timedelta(minutes=1)
         async with aios.units() as uow:
             [timer] = (await uow.repo.session.exec(select(ScheduledPublish))).all()
         assert (timer.connector, timer.outcome, timer.attempts) == ("WordPressCms", "published", 0)
