@@ -474,3 +474,15 @@ async def _publishes(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
         query = select(ProposedAction).where(ProposedAction.name == "cms.publish")
         return list((await uow.repo.session.exec(query)).all())
+
+
+async def test_the_sandbox_cms_decides_by_the_clock_it_is_given(units: UnitOfWorkFactory) -> None:
+    behind = datetime(2020, 1, 6, 9, 0, tzinfo=UTC)  # years before the real clock
+    cms = SandboxCms(ConnectorContext(units_of_work=units, clock=lambda: behind))
+    await cms.execute(CmsCreateDraft(title="Spring lookbook"), "draft")
+    result = await cms.execute(
+        CmsPublish(slug="spring-lookbook", publish_at=behind + timedelta(hours=1)), "schedule"
+    )
+    assert result["status"] == "scheduled"  # ahead of the bot's clock, though long past by the real one
+    [post] = (await sandbox_state(units))["posts"]
+    assert datetime.fromisoformat(post["updated_at"]) == behind
