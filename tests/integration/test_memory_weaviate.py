@@ -11,7 +11,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -67,16 +67,14 @@ class Where:
 
 
 @pytest.fixture
-def where() -> Iterator[Where]:
+def where(request: pytest.FixtureRequest) -> Where:
+    """The real Weaviate WEAVIATE_URL names, or the session's local server (running again after a test that
+    stopped it; each test has a collection of its own)."""
     if WEAVIATE_URL:
         grpc_port = int(os.environ.get("WEAVIATE_GRPC_PORT", GRPC_PORT))
-        yield Where(WEAVIATE_URL, grpc_port, None, os.environ.get("WEAVIATE_API_KEY"))
-        return
-    server = WeaviateServer().start()
-    try:
-        yield Where(server.url, server.grpc_port, server)
-    finally:
-        server.close()
+        return Where(WEAVIATE_URL, grpc_port, None, os.environ.get("WEAVIATE_API_KEY"))
+    server: WeaviateServer = request.getfixturevalue("weaviate_server")
+    return Where(server.url, server.grpc_port, server)
 
 
 @pytest.fixture
@@ -320,6 +318,7 @@ async def test_the_bot_starts_with_weaviate_down_and_uses_it_once_it_is_up(
 ) -> None:
     if where.server is None:
         pytest.skip("stopping Weaviate needs the local server (WEAVIATE_URL is set)")
+    await client.collections.delete(COLLECTION)  # another test's memories in the bot's collection
     where.server.stop()
     settings = Settings(
         _env_file=None,
