@@ -22,7 +22,8 @@ tell what the latency would be on an idle one.
 recall@5: over the first --recall-queries queries, the share of the exact top 5 that the search returns, the
 exact top 5 being every memory of the team ranked with the same scores (BM25 from the same tokenizer, or on
 PostgreSQL its ts_rank_cd of every match; cosine similarity, fusion and recency boost), computed here by brute
-force; equal scores rank the newer memory first.
+force; equal scores rank the newer memory first. Hybrid, every memory is fused with both its scores (the store's
+`fuse`, each score as a share of its best), as the store fuses its two shortlists.
 """
 
 from __future__ import annotations

@@ -211,7 +211,10 @@ class EmbeddedMemoryStore:
                 ranked = await self._postgres_ranks(session, team, terms, limit, kinds, since)
         if self._embedder is None:
             return ranked, "keyword"
-        return fuse(ranked, await self._similar(team, query, limit), self._alpha), "hybrid"
+        # Each candidate of either list is scored by both, so that fusing these few ranks as fusing all would.
+        similar = await self._similar(team, query, limit, also=ranked)
+        ranked |= await self._keyword_scores(team, query, [i for i in similar if i not in ranked])
+        return fuse(ranked, similar, self._alpha), "hybrid"
 
     async def _indexed(self, session: Any, memories: Sequence[Memory]) -> None:
         """Called inside the transaction that stores new memories (ids assigned): a backend with a separate
@@ -220,8 +223,9 @@ class EmbeddedMemoryStore:
     async def _unindexed(self, session: Any, removed: Sequence[tuple[str, int]]) -> None:
         """Called inside the transaction that deletes memories, with each one's (team, id)."""
 
-    async def _similar(self, team: str, query: str, limit: int) -> dict[int, float]:
-        """Cosine similarity of the query to the team's stored vectors (unit length, so a dot product)."""
+    async def _similar(self, team: str, query: str, limit: int, also: Iterable[int] = ()) -> dict[int, float]:
+        """Cosine similarity of the query to the team's stored vectors (unit length, so a dot product): the
+        ``limit`` most similar, and those of ``also`` that have a vector."""
         import numpy as np  # installed with the embeddings extra, like the embedder itself
 
         assert self._embedder is not None
@@ -231,7 +235,39 @@ class EmbeddedMemoryStore:
             return {}
         scores = matrix @ np.asarray(vector, dtype=np.float32)
         best = np.argpartition(-scores, min(limit, len(ids) - 1))[:limit]
-        return {int(ids[i]): float(scores[i]) for i in best}
+        wanted = np.fromiter(also, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)  # ids are in order
+        return {int(ids[i]): float(scores[i]) for i in np.union1d(best, at[ids[at] == wanted])}
+
+    async def _keyword_scores(self, team: str, query: str, ids: list[int]) -> dict[int, float]:
+        """The keyword scores of these memories (those matching no word left out), by the same measure as the
+        keyword ranking: the team's index, FTS5's bm25() while it is first built, PostgreSQL's ts_rank_cd."""
+        if not ids:
+            return {}
+        async with self._units() as uow:
+            session = uow.repo.session
+            terms = _TOKEN.findall(query.lower())
+            if not session.bind or session.bind.dialect.name == "sqlite":
+                index = await self._keyword_index(session, team)
+                if index is not None:
+                    return index.scores_of(self._words().terms(query), ids)
+                match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+                sql = (
+                    "SELECT rowid, -bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH :match "
+                    "AND rowid IN :ids"
+                )
+            else:
+                match = " | ".join(re.findall(r"\w+", " ".join(terms)))
+                sql = (
+                    "SELECT m.id, ts_rank_cd(m.text_search, q) FROM memory m, to_tsquery('english', :match) q "
+                    "WHERE m.id IN :ids AND m.text_search @@ q"
+                )
+            if not match:
+                return {}
+            rows = await (await session.connection()).execute(
+                text(sql).bindparams(bindparam("ids", ids, expanding=True)), {"match": match}
+            )
+            return {int(i): float(score) for i, score in rows.all()}
 
     @property
     def _vector_model(self) -> str | None:
@@ -256,6 +292,7 @@ class EmbeddedMemoryStore:
                         Memory.vector_model == self._vector_model,
                         self._alive(),
                     )
+                    .order_by(col(Memory.id))
                 )
             ).all()
         ids = np.asarray([memory_id for memory_id, _ in rows], dtype=np.int64)

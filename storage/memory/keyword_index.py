@@ -179,6 +179,30 @@ class TeamIndex:
             scores[docs] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * lengths[docs] / average))
         return scores
 
+    def scores_of(self, terms: Sequence[str], memory_ids: Sequence[int]) -> dict[int, float]:
+        """BM25 of these memories (those held; 0 for one matching no term), without scoring every memory: for
+        candidates found otherwise (by their vectors) to be ranked by both their scores."""
+        wanted = np.asarray(memory_ids, dtype=np.int64)
+        ids = np.frombuffer(self.ids, dtype=np.int64)
+        if not len(wanted) or not len(ids):
+            return {}
+        positions = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+        positions = positions[ids[positions] == wanted]
+        scores = np.zeros(len(positions), dtype=np.float64)
+        lengths = np.frombuffer(self.lengths, dtype=np.float32)[positions]
+        n = len(ids)
+        average = self.total_length / n or 1.0
+        for term in dict.fromkeys(terms):
+            if term not in self.postings:
+                continue
+            docs_, counts_ = self.postings[term]
+            docs, counts = np.frombuffer(docs_, dtype=np.int32), np.frombuffer(counts_, dtype=np.int32)
+            at = np.minimum(np.searchsorted(docs, positions), len(docs) - 1)  # postings are in id order
+            tf = np.where(docs[at] == positions, counts[at], 0)
+            idf = math.log(1 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
+            scores += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * lengths / average))
+        return {int(ids[p]): float(s) for p, s in zip(positions.tolist(), scores.tolist(), strict=True)}
+
     def ranked(
         self,
         terms: Sequence[str],

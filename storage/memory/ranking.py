@@ -18,17 +18,19 @@ def matches(memory: Memory, kinds: Sequence[str] | None, since: datetime | None)
     return (kinds is None or memory.kind in kinds) and (since is None or memory.created_at >= since)
 
 
-def normalised(scores: dict[int, float]) -> dict[int, float]:
-    """Min-max to [0, 1], as relative-score fusion does; a single score (or all equal) becomes 1."""
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    return {key: (score - low) / (high - low) if high != low else 1.0 for key, score in scores.items()}
+def share_of_best(scores: dict[int, float]) -> dict[int, float]:
+    """Each score as a share of the best (negatives as 0; all 0 when none is positive)."""
+    best = max(scores.values(), default=0.0)
+    return {key: max(score, 0.0) / best if best > 0 else 0.0 for key, score in scores.items()}
 
 
 def fuse(keyword: dict[int, float], vector: dict[int, float], alpha: float) -> dict[int, float]:
-    """Relative-score fusion: each list normalised, then weighted (alpha for vectors, 1 - alpha for keywords)."""
-    keyword_n, vector_n = normalised(keyword), normalised(vector)
+    """Relative-score fusion: alpha times the vector similarity plus 1 - alpha times the keyword score, each as a
+    share of its best. Each candidate should carry both scores (0 where it does not match the words) and the
+    best of each should be among them: then a candidate's score does not depend on which others were fetched
+    with it, and fusing a shortlist ranks it as fusing every memory would. Min-max per shortlist would not:
+    the lowest score fetched decides how much every other one counts."""
+    keyword_n, vector_n = share_of_best(keyword), share_of_best(vector)
     return {
         key: alpha * vector_n.get(key, 0.0) + (1 - alpha) * keyword_n.get(key, 0.0)
         for key in keyword_n.keys() | vector_n.keys()
