@@ -12,6 +12,7 @@ import asyncio
 import re
 import time
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,10 @@ VECTOR_CACHE_SECONDS = 30.0
 # forgotten by other processes leave its statistics, and in batches of this many memories.
 KEYWORD_INDEX_SECONDS = 600.0
 KEYWORD_INDEX_BATCH = 5000
+# Keyword indexes are kept for the teams that search: one unused this long is dropped, and past this many the
+# least recently used, so that the memory they take does not grow with every team the bot ever served.
+KEYWORD_INDEX_IDLE_SECONDS = 3600.0
+KEYWORD_INDEXES_KEPT = 64
 IMPORT_BATCH = 1000  # memories per INSERT when importing, and per call of the index hook
 EMBED_BATCH = 256  # texts per call of the embedder when importing
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
@@ -70,7 +75,8 @@ class EmbeddedMemoryStore:
         self._embedder = embedder
         self._alpha = alpha
         self._vector_cache: dict[str, tuple[float, Any, Any]] = {}
-        self._keyword_indexes: dict[str, TeamIndex] = {}
+        # least recently used first, with when each was last used (time.monotonic())
+        self._keyword_indexes: OrderedDict[str, tuple[TeamIndex, float]] = OrderedDict()
         self._index_builds: dict[str, asyncio.Task[None]] = {}
         self._tokenizer: Tokenizer | None = None
 
@@ -409,8 +415,11 @@ class EmbeddedMemoryStore:
         return removed
 
     async def close(self) -> None:
-        for build in list(self._index_builds.values()):
+        builds = list(self._index_builds.values())
+        for build in builds:
             build.cancel()
+        # awaited, so that none is still reading the database when the caller disposes of its engine
+        await asyncio.gather(*builds, return_exceptions=True)
 
     async def maintain(self) -> dict[str, int]:
         counts = {"expired": await self.expire(), "summarised": 0, "over_cap": 0}
@@ -511,9 +520,9 @@ class EmbeddedMemoryStore:
                 )
             ).all()
         found = {row.id: row for row in rows if row.id is not None}
-        index = self._keyword_indexes.get(team)
-        if index is not None and len(found) < len(ids):
-            index.forget([memory_id for memory_id in ids if memory_id not in found])
+        held = self._keyword_indexes.get(team)
+        if held is not None and len(found) < len(ids):
+            held[0].forget([memory_id for memory_id in ids if memory_id not in found])
         now = self._clock()
         return {i: row for i, row in found.items() if row.expires_at is None or row.expires_at > now}
 
@@ -568,7 +577,7 @@ class EmbeddedMemoryStore:
         """The team's keyword index with the memories added since it was last asked (by any process: ids only
         grow, and SQLite commits them in order); None while it is first built, in the background. An index past
         KEYWORD_INDEX_SECONDS keeps answering while its successor is built."""
-        index = self._keyword_indexes.get(team)
+        index = self._used_keyword_index(team)
         if (index is None or time.monotonic() - index.built_at > KEYWORD_INDEX_SECONDS) and (
             team not in self._index_builds
         ):
@@ -593,7 +602,28 @@ class EmbeddedMemoryStore:
                 added = await self._index_added(uow.repo.session, team, index)
             if added < KEYWORD_INDEX_BATCH:
                 break
-        self._keyword_indexes[team] = index
+        self._keyword_indexes[team] = (index, time.monotonic())
+        self._keyword_indexes.move_to_end(team)
+        self._drop_unused_keyword_indexes()
+
+    def _used_keyword_index(self, team: str) -> TeamIndex | None:
+        held = self._keyword_indexes.get(team)
+        if held is not None:
+            self._keyword_indexes[team] = (held[0], time.monotonic())
+            self._keyword_indexes.move_to_end(team)
+        self._drop_unused_keyword_indexes()
+        return held[0] if held is not None else None
+
+    def _drop_unused_keyword_indexes(self) -> None:
+        now = time.monotonic()
+        while self._keyword_indexes:
+            team, (_, used) = next(iter(self._keyword_indexes.items()))
+            if (
+                len(self._keyword_indexes) <= KEYWORD_INDEXES_KEPT
+                and now - used <= KEYWORD_INDEX_IDLE_SECONDS
+            ):
+                return
+            del self._keyword_indexes[team]
 
     async def _index_added(self, session: Any, team: str, index: TeamIndex) -> int:
         """Add to ``index`` the team's memories newer than it holds (a batch at most); returns how many."""

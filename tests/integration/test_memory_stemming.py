@@ -5,6 +5,7 @@ forgotten or expired, the kind and time filters."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -12,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from storage.engine import create_engine
-from storage.memory import EmbeddedMemoryStore
+from storage.memory import EmbeddedMemoryStore, embedded
 from storage.migrate import upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
@@ -92,3 +93,50 @@ async def test_filters_apply_before_the_best_are_kept(store: EmbeddedMemoryStore
             await store.warm(SHOP)
         assert [h.id for h in await store.search(SHOP, "shipping", kinds=["post"])] == [post]
         assert [h.id for h in await store.search(SHOP, "shipping", since=since)] == [post]
+
+
+class StalledBuilds(EmbeddedMemoryStore):
+    """Keyword index builds that never end by themselves: closing comes in the middle of one."""
+
+    async def warm(self, team: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_closing_waits_for_the_index_builds_it_cancels(database_url: str, clock: Clock) -> None:
+    if database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL ranks through its own index")
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    store = StalledBuilds(UnitOfWorkFactory.for_engine(engine), clock)
+    await store.remember(SHOP, "kettle note")
+    await store.search(SHOP, "kettle")  # starts the team's index build, in the background
+    builds = list(store._index_builds.values())
+    assert builds and not any(build.done() for build in builds)
+    await store.close()
+    assert all(build.cancelled() for build in builds)
+    await engine.dispose()
+
+
+async def test_keyword_indexes_of_teams_that_stop_searching_are_dropped(
+    database_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL ranks through its own index")
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    store = EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock)
+    teams = [f"T0TEAM{n}" for n in range(4)]
+    for team in teams:
+        await store.remember(team, f"{team} ships kettles")
+    monkeypatch.setattr(embedded, "KEYWORD_INDEXES_KEPT", 2)
+    for team in teams[:3]:
+        await store.warm(team)
+    assert list(store._keyword_indexes) == teams[1:3]  # the least recently used went first
+    assert [h.text for h in await store.search(teams[1], "kettle")] == ["T0TEAM1 ships kettles"]
+    await store.warm(teams[3])
+    assert list(store._keyword_indexes) == [teams[1], teams[3]]
+    monkeypatch.setattr(embedded, "KEYWORD_INDEX_IDLE_SECONDS", 0.0)
+    assert [h.text for h in await store.search(teams[0], "kettle")] == ["T0TEAM0 ships kettles"]
+    assert not {teams[1], teams[3]} & set(store._keyword_indexes)  # unused since: dropped
+    await store.close()
+    await engine.dispose()
