@@ -372,8 +372,9 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
     async def start(self) -> None:
         """Connect unless connected, and push what a stopped process left in the queue. When Weaviate cannot be
         reached the store serves from SQL and keeps trying in the background. A collection just made (or given
-        a new property) is filled from the whole record in the background too, as after an outage: starting,
-        and the command that started the store, do not wait for it, and SQL answers searches meanwhile."""
+        a new property) is filled from the whole record in the background too, as after an outage, and so is a
+        queue longer than one push (a fill a stopped process left unfinished): starting, and the command that
+        started the store, do not wait for it, and SQL answers searches meanwhile."""
         if not self._index.connected:
             try:
                 created = await self._index.open()
@@ -382,11 +383,22 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 return
             if created:
                 await self._queue_everything()
+            if created or await self._due() > PUSH_BATCH:
                 log.info("memory_index_filling")
                 self._reconnecting = asyncio.create_task(self._catch_up(reopen=False))
                 return
             self._up = True
         await self._push()
+
+    async def _due(self) -> int:
+        """Queue rows due now, counted up to one more than a push takes."""
+        async with self._units() as uow:
+            due = (
+                select(MemoryIndexQueue.id)
+                .where(col(MemoryIndexQueue.created_at) <= self._clock())
+                .limit(PUSH_BATCH + 1)
+            )
+            return len((await uow.repo.session.exec(due)).all())
 
     async def _queue_everything(self) -> None:
         """Queue every memory of the record for a Weaviate that has none: one just set up for a bot that already
