@@ -373,6 +373,28 @@ async def test_missing_tenants_are_refused_as_the_real_server_refuses_them(
         await client.collections.delete(collection.name)
 
 
+async def test_tenant_names_and_vector_lengths_are_refused_as_the_real_server_refuses_them(
+    memories: CollectionAsync,
+) -> None:
+    for name in ("acme corp", "T0/SHOP", "x" * 65, ""):
+        with pytest.raises(UnexpectedStatusCodeError, match="tenant name should only contain") as refused:
+            await memories.tenants.create(name)
+        assert refused.value.status_code == 422
+    await memories.tenants.create(["T0_SHOP-2"])
+    await remember(memories, SHOP, 1, "first", [1.0, 0.0, 0.0])
+    shop = memories.with_tenant(SHOP)
+    result = await shop.data.insert_many(
+        [
+            weaviate.classes.data.DataObject(properties={"memory_id": 2, "text": "short"}, vector=[1.0, 0.0]),
+            weaviate.classes.data.DataObject(
+                properties={"memory_id": 3, "text": "long"}, vector=[0.0, 1.0, 0.0]
+            ),
+        ]
+    )
+    assert list(result.errors) == [0] and "new node has a vector with length 2" in result.errors[0].message
+    await remember(memories, STUDIO, 1, "each tenant has its own index", [1.0, 0.0])
+
+
 async def test_a_restarted_server_answers_the_same_client_with_its_data_kept_or_dropped(
     weaviate_server: WeaviateServer,
 ) -> None:
