@@ -584,7 +584,8 @@ class UndoRequest(Record, table=True):
 class MemoryIndexQueue(Record, table=True):
     """A memory that a separate search index (Weaviate) has yet to be told about: written in the transaction that
     stored or deleted it and deleted once the index has caught up, so a crash or an outage between the commit and
-    the index loses nothing. ``op`` says what happened (add | remove); the index is given what the record holds."""
+    the index loses nothing. ``op`` says what happened (add | remove); the index is given what the record holds.
+    A row the index refused waits until ``due_at`` with the ``refusal``, so that it does not hold up the rest."""
 
     __tablename__ = "memory_index_queue"
 
@@ -593,3 +594,5 @@ class MemoryIndexQueue(Record, table=True):
     memory_id: int
     op: str = Field(max_length=10)
     created_at: datetime = _ts()
+    due_at: datetime = _ts(index=True)
+    refusal: str | None = Field(default=None, max_length=2000)

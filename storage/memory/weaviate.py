@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import stamina
 import structlog
 from sqlalchemy import delete, insert, literal, text, update
+from sqlalchemy import select as select_columns
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
@@ -395,7 +396,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         async with self._units() as uow:
             due = (
                 select(MemoryIndexQueue.id)
-                .where(col(MemoryIndexQueue.created_at) <= self._clock())
+                .where(col(MemoryIndexQueue.due_at) <= self._clock())
                 .limit(PUSH_BATCH + 1)
             )
             return len((await uow.repo.session.exec(due)).all())
@@ -404,11 +405,12 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         """Queue every memory of the record for a Weaviate that has none: one just set up for a bot that already
         remembers things, or one that came back empty."""
         async with self._units() as uow:
-            memories = select(
-                Memory.team_id, Memory.id, literal("add"), literal(self._clock(), UtcDateTime())
-            )
+            now = literal(self._clock(), UtcDateTime())
+            memories = select_columns(col(Memory.team_id), col(Memory.id), literal("add"), now, now)
             await uow.repo.session.exec(
-                insert(MemoryIndexQueue).from_select(["team_id", "memory_id", "op", "created_at"], memories)
+                insert(MemoryIndexQueue).from_select(
+                    ["team_id", "memory_id", "op", "created_at", "due_at"], memories
+                )
             )
             await uow.commit()
 
@@ -455,7 +457,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
     def _queued(self, memories: Iterable[tuple[str, int]], op: str) -> list[MemoryIndexQueue]:
         now = self._clock()
         return [
-            MemoryIndexQueue(team_id=team, memory_id=memory_id, op=op, created_at=now)
+            MemoryIndexQueue(team_id=team, memory_id=memory_id, op=op, created_at=now, due_at=now)
             for team, memory_id in memories
         ]
 
@@ -496,7 +498,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                     queued = (
                         await uow.repo.session.exec(
                             select(MemoryIndexQueue)
-                            .where(col(MemoryIndexQueue.created_at) <= now)  # parked rows wait their turn
+                            .where(col(MemoryIndexQueue.due_at) <= now)  # refused rows wait their turn
                             .order_by(col(MemoryIndexQueue.id))
                             .limit(PUSH_BATCH)
                         )
@@ -511,18 +513,23 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 went = set(present) - set(await self._held(set(present)))
                 for team, memory_ids in _by_team(sorted(gone | went)).items():
                     await self._refusing(refused, team, self._index.remove(team, memory_ids))
-                parked = [q.id for q in queued if (q.team_id, q.memory_id) in refused]
                 async with self._units() as uow:
-                    await uow.repo.session.exec(
+                    session = uow.repo.session
+                    await session.exec(
                         delete(MemoryIndexQueue).where(
-                            col(MemoryIndexQueue.id).in_([q.id for q in queued if q.id not in parked])
+                            col(MemoryIndexQueue.id).in_(
+                                [q.id for q in queued if (q.team_id, q.memory_id) not in refused]
+                            )
                         )
                     )
-                    await uow.repo.session.exec(
-                        update(MemoryIndexQueue)
-                        .where(col(MemoryIndexQueue.id).in_(parked))
-                        .values(created_at=now + REFUSED_RETRY)
-                    )
+                    for q in queued:
+                        reason = refused.get((q.team_id, q.memory_id))
+                        if reason is not None:
+                            await session.exec(
+                                update(MemoryIndexQueue)
+                                .where(col(MemoryIndexQueue.id) == q.id)
+                                .values(due_at=now + REFUSED_RETRY, refusal=reason[:2000])
+                            )
                     await uow.commit()
                 if refused:
                     await self._refused(refused)

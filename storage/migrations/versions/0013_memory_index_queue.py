@@ -24,9 +24,13 @@ def upgrade() -> None:
         sa.Column("memory_id", sa.Integer(), nullable=False),
         sa.Column("op", sa.String(length=10), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("refusal", sa.String(length=2000), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_index("ix_memory_index_queue_due_at", "memory_index_queue", ["due_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_memory_index_queue_due_at", table_name="memory_index_queue")
     op.drop_table("memory_index_queue")
