@@ -8,7 +8,6 @@ within Slack's limits); in a terminal, a table.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,10 @@ from zoneinfo import ZoneInfo
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 from sqlmodel import select
 
+from agents import months
 from agents.content import PostReader
 from agents.dates import place
+from agents.months import UnreadableMonth as UnreadableMonth  # raised by read_month
 from agents.scheduling import ANGLE_PREFIX
 from bot.mrkdwn import escape, truncate
 from connectors.errors import ConnectorError
@@ -32,28 +33,10 @@ from storage.unit_of_work import UnitOfWorkFactory
 if TYPE_CHECKING:
     from rich.table import Table
 
-MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)
 USAGE = (
     "`/aios calendar` (this month), `/aios calendar december`, `/aios calendar 2026-12` or "
     "`/aios calendar next month`"
 )
-YEARS = range(1970, 3000)
-_ISO = re.compile(r"^(\d{4})-(\d{1,2})$")
-_NAMED = re.compile(r"^([a-z]{3,9})(?:\s+(\d{4}))?$")
-_RELATIVE = re.compile(r"^(this|next|last)\s+month$")
 MARKS = {"planned": "○", "drafted": "✎", "scheduled": "⏰", "published": "✓"}
 EMOJI = {
     "planned": ":white_circle:",
@@ -64,10 +47,6 @@ EMOJI = {
 HEADER_MAX = HeaderBlock.text_max_length  # 150
 SECTION_MAX = SectionBlock.text_max_length  # 3,000
 TITLE_MAX = 120
-
-
-class UnreadableMonth(ValueError):
-    """The words are not a month this can read; the message says what is accepted."""
 
 
 @dataclass(frozen=True)
@@ -95,38 +74,21 @@ class MonthCalendar:
 
 
 def read_month(text: str, today: date) -> date:
-    """The first day of the month ``text`` names: "december" (the coming one), "dec 2026", "2026-12", "this
-    month", "next month", "last month"; nothing is this month. Raises UnreadableMonth."""
-    words = " ".join(text.lower().split())
-    this = today.replace(day=1)
-    if not words:
-        return this
-    if (relative := _RELATIVE.match(words)) is not None:
-        return _shift(this, {"this": 0, "next": 1, "last": -1}[relative.group(1)])
-    if (iso := _ISO.match(words)) is not None and 1 <= int(iso.group(2)) <= 12 and int(iso.group(1)) in YEARS:
-        return date(int(iso.group(1)), int(iso.group(2)), 1)
-    if (named := _NAMED.match(words)) is not None:
-        number = next(
-            (i for i, m in enumerate(MONTHS, 1) if m.startswith(named.group(1)) and len(named.group(1)) >= 3),
-            None,
-        )
-        if number is not None:
-            if named.group(2) is not None:
-                year = int(named.group(2))
-                if year in YEARS:
-                    return date(year, number, 1)
-            else:
-                chosen = date(today.year, number, 1)
-                return chosen if chosen >= this else date(today.year + 1, number, 1)
-    shown = text.strip()[:40]
-    raise UnreadableMonth(f"I can't read “{shown}” as a month; try {USAGE}")
+    """The first day of the month ``text`` names (see agents.months); nothing is this month. Raises
+    UnreadableMonth, saying what is accepted."""
+    if not text.strip():
+        return today.replace(day=1)
+    try:
+        return months.read_month(text, today)
+    except UnreadableMonth:
+        raise UnreadableMonth(f"I can't read “{text.strip()[:40]}” as a month; try {USAGE}") from None
 
 
 async def month_calendar(
     units: UnitOfWorkFactory, registry: ConnectorRegistry, team: str, month: date, zone: ZoneInfo
 ) -> MonthCalendar:
     start = place(datetime.combine(month, time()), zone)
-    end = place(datetime.combine(_shift(month, 1), time()), zone)
+    end = place(datetime.combine(months.shift(month, 1), time()), zone)
     async with units() as uow:
         slots = await PlannedSlots(uow.repo.session).between(team, start, end)
     cms = registry.connector_for("cms.create_draft")
@@ -260,7 +222,7 @@ def _post_entry(post: SandboxPost, zone: ZoneInfo) -> Entry | None:
 def _weeks(month: date, entries: list[Entry]) -> list[Week]:
     """Monday-to-Sunday weeks with a day in the month, each with its entries."""
     monday = month - timedelta(days=month.weekday())
-    following = _shift(month, 1)
+    following = months.shift(month, 1)
     weeks: list[Week] = []
     while monday < following:
         weeks.append(Week(monday, [e for e in entries if monday <= e.at.date() < monday + timedelta(days=7)]))
@@ -274,11 +236,6 @@ def _counts(calendar: MonthCalendar) -> dict[str, int]:
         for entry in week.entries:
             counts[entry.status] = counts.get(entry.status, 0) + 1
     return counts
-
-
-def _shift(first: date, months: int) -> date:
-    index = first.year * 12 + first.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
 
 
 def _day(day: date) -> str:

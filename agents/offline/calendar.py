@@ -13,52 +13,53 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from agents.dates import describe, place
+from agents import months
+from agents.dates import UnreadableTime, describe, place
 from agents.llm import LLMReply, ToolCall
+from agents.months import UnreadableMonth, month_number
 from agents.offline.grammar import Grammar
 from agents.publishing_calendar import read_context
 from agents.scheduling import ANGLE_PREFIX, used_lines
 from connectors.actions import slugify
-from policies.windows import DAYS, PublishingWindow
+from policies.windows import DAYS, PublishingWindow, is_open
 
 MAX_LENGTH = 300
 DEFAULT_TIME = time(9, 0)
 _REQUEST = re.compile(r"^\W*(?:please\s+)?plan\b", re.IGNORECASE)
 _CALENDAR = re.compile(r"\bcontent\s+calendar\b", re.IGNORECASE)
-_MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)
-_MONTH_WORD = re.compile(
-    r"\b(" + "|".join(m[:3] + f"(?:{m[3:]})?" for m in _MONTHS) + r")\b(?:\s+(\d{4}))?", re.I
-)
-_ISO_MONTH = re.compile(r"\b(\d{4})-(\d{1,2})\b")
-_RELATIVE_MONTH = re.compile(r"\b(this|next)\s+month\b", re.IGNORECASE)
+_HEADER = re.compile(r"^\W*(?:please\s+)?plan\s+([^:]{1,40}):", re.IGNORECASE)
+_FILLER = frozenset({"a", "an", "the", "our", "my", "content", "calendar", "for", "posts", "schedule"})
+_ISO_MONTH = re.compile(r"\b\d{1,4}-\d{1,2}\b|\b\d{1,2}/\d{1,4}\b")
+_RELATIVE_MONTH = re.compile(r"\b(?:this|next)\s+month\b", re.IGNORECASE)
+_MONTH_WORD = re.compile(r"\b([a-z]{3,9})\.?(?:\s+(\d{1,4})\b)?", re.IGNORECASE)
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
+_VAGUE = re.compile(
+    r"\b(?:a\s+few|few|several|some|a\s+couple\s+of|couple\s+of|many|a\s+lot\s+of|lots\s+of|more)\s+"
+    r"(?:\w+\s+)?(?:posts?|articles?|pieces?)\b",
+    re.IGNORECASE,
+)
 _COUNT = re.compile(
-    r"\b(\d{1,2}|an?|one|two|three|four|five|six|seven)\s+(?:\w+\s+)?(?:posts?|articles?|pieces?|slots?)"
-    r"(?:\s+(?:a|per|each|every)\s+(week|month))?\b",
+    r"\b(\d{1,2}|an?|one|two|three|four|five|six|seven)\s+(?:(?!few\b|couple\b)\w+\s+)?"
+    r"(?:posts?|articles?|pieces?|slots?)"
+    r"(?:\s+(?:(?:a|per|each|every)\s+(week|month)|(weekly|monthly))\b)?",
     re.IGNORECASE,
 )
 _WEEKLY = re.compile(r"\b(weekly|every\s+week|once\s+a\s+week)\b", re.IGNORECASE)
 _DAY = re.compile(r"\b(mon|tue|wed|thu|fri|sat|sun)(?:s|days?|nesdays?|rsdays?|urdays?|sdays?)?\b", re.I)
+_MONTH_START = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b"
+_FULL_DAY = r"(?:mon|tues|wednes|thurs|fri|satur|sun)days?\b"
+# The topic runs to punctuation, or to words that start saying when: "on Tuesdays", "at 3pm", "Fridays",
+# "two a week"; "at home" or "sun protection" stay in it.
 _TOPIC = re.compile(
-    r"\babout\s+(.+?)(?=\s*(?:[,.;:!?]|\b(?:on|every|each|at)\s|\b(?:mon|tue|wed|thu|fri|sat|sun)\w*\b|$))",
+    r"\babout\s+(.+?)(?=\s*[,.;:!?]|\s+(?:on|every|each)\s+(?:mon|tue|wed|thu|fri|sat|sun)|\s+at\s+\d"
+    rf"|\s+{_FULL_DAY}|\s+(?:in|for)\s+(?:\d{{1,4}}[-/]\d|(?:this|next)\s+month|{_MONTH_START})"
+    r"|\s+(?:every|each|per|a)\s+(?:week|month)\b|\s+weekly\b|\s*$)",
     re.IGNORECASE,
 )
+_AT = re.compile(r"\bat\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm)?(?![\w:])", re.IGNORECASE)
 _COMMON = frozenset({"a", "an", "and", "for", "in", "of", "on", "our", "s", "the", "to", "we", "your"})
 EXAMPLE = "`plan December: two posts a week about winter care, Tuesdays and Fridays`"
 # A working title and an angle for each slot, tried in order; those already used are passed over.
@@ -85,6 +86,7 @@ class CalendarRequest:
     total: int | None
     days: tuple[int, ...]  # weekdays asked (Monday 0), in the order of the week
     topic: str
+    at: time | None = None  # the time asked ("at 3pm"); None: each day's window opening
 
 
 class Unreadable(ValueError):
@@ -103,32 +105,38 @@ def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
 
 
 def read_request(text: str, today: date) -> CalendarRequest:
+    """What a request asks. The month, the days, the count and the time are read outside the ``about …`` topic,
+    so "about what you may need" is not May and "about sun protection" is not Sundays."""
     words = " ".join(text.split())
     if len(words) > MAX_LENGTH:
         raise Unreadable(f"that is more than {MAX_LENGTH} characters; ask like {EXAMPLE}")
-    month = _month(words, today)
-    days = tuple(sorted({DAYS.index(m.group(1).lower()) for m in _DAY.finditer(words)}))
+    found = _TOPIC.search(words)
+    subject = found.group(1).strip(" \"“”'") if found else ""
+    rest = words[: found.start()] + " " + words[found.end() :] if found else words
+    month, rest = _month(rest, today)
+    days = tuple(sorted({DAYS.index(m.group(1).lower()) for m in _DAY.finditer(rest)}))
     per_week: int | None = None
     total: int | None = None
-    if (count := _COUNT.search(words)) is not None:
+    if _VAGUE.search(rest):
+        raise Unreadable(f"say how many posts as a number (`3 posts`, `two posts a week`); like {EXAMPLE}")
+    if (count := _COUNT.search(rest)) is not None:
         number = _number(count.group(1))
-        if count.group(2) and count.group(2).lower() == "month":
+        period = (count.group(2) or count.group(3) or "").lower()
+        if period in ("month", "monthly"):
             total = number
-        elif count.group(2):
+        elif period:
             per_week = number
         else:
             total = number
-    elif _WEEKLY.search(words):
+    elif _WEEKLY.search(rest):
         per_week = 1
     if per_week is None and total is None:
         per_week = len(days) if days else None
     if per_week is None and total is None:
         raise Unreadable(f"say how many posts, and on which days; like {EXAMPLE}")
-    found = _TOPIC.search(words)
-    subject = found.group(1).strip(" \"“”'") if found else ""
     if not subject:
         raise Unreadable(f"say what the posts are about (`about winter care`); like {EXAMPLE}")
-    return CalendarRequest(month, per_week, total, days, subject[:80])
+    return CalendarRequest(month, per_week, total, days, subject[:80], _time_of(rest))
 
 
 def windows_of(system: str) -> tuple[PublishingWindow, ...]:
@@ -162,19 +170,22 @@ def _calendar(
             f"{_names(closed)} have no publishing window ({shown}, {zone.key}); "
             f"pick days among {open_days}, or add a window to the policy file"
         )
-    moments, past = _slots(request, days, opening, zone, now)
-    times = " and ".join(f"{_names([d])} at {opening.get(d, DEFAULT_TIME):%H:%M}" for d in days)
+    at = _times(request, days, opening, windows, zone)
+    moments, past, notes = _slots(request, days, at, windows, zone, now)
+    times = " and ".join(f"{_names([d])} at {at[d]:%H:%M}" for d in days)
     how_many = (
         f"{_posts(request.per_week)} a week"
         if request.per_week
         else f"{_posts(request.total or 0)} in the month"
     )
-    understood = (
-        f"Understood: {request.month:%B %Y}, {how_many} about {request.topic}, on {times} {zone.key}"
-        + (" (the publishing windows' opening)." if windows else ".")
-    )
+    opened = " (the publishing windows' opening)." if windows and request.at is None else "."
+    understood = f"Understood: {request.month:%B %Y}, {how_many} about {request.topic}, on {times} {zone.key}"
+    understood += opened
+    if request.per_week is not None and request.per_week > len(days):
+        understood += f" {_names(days)} give at most {len(days)} a week, so I planned {len(days)} a week."
     if past:
         understood += f" Skipped {past} day{'s' if past != 1 else ''} already past."
+    understood += "".join(f" {note}" for note in notes)
     if not moments:
         return LLMReply(f"{understood} No day asked is left in {request.month:%B %Y}: nothing to plan.")
     ideas = _ideas(request.topic, used, len(moments), request.month)
@@ -213,21 +224,63 @@ def _openings(windows: tuple[PublishingWindow, ...]) -> dict[int, time]:
     return found
 
 
+def _times(
+    request: CalendarRequest,
+    days: tuple[int, ...],
+    opening: dict[int, time],
+    windows: tuple[PublishingWindow, ...],
+    zone: ZoneInfo,
+) -> dict[int, time]:
+    """Each asked day's time: the time asked when it falls in that day's windows, else the windows' opening."""
+    if request.at is None:
+        return {day: opening.get(day, DEFAULT_TIME) for day in days}
+    at = request.at
+    outside = [
+        d for d in days if windows and not is_open(windows, datetime.combine(date(2024, 1, 1 + d), at))
+    ]
+    if outside:
+        shown = ", ".join(str(w) for w in windows)
+        raise Unreadable(
+            f"{at:%H:%M} is outside the publishing windows on {_names(outside)} ({shown}, {zone.key}); "
+            "ask for a time inside them, or leave the time out to plan at their opening"
+        )
+    return dict.fromkeys(days, at)
+
+
 def _slots(
-    request: CalendarRequest, days: tuple[int, ...], opening: dict[int, time], zone: ZoneInfo, now: datetime
-) -> tuple[list[datetime], int]:
-    """The slots' moments, earliest first, and how many asked days were already past."""
+    request: CalendarRequest,
+    days: tuple[int, ...],
+    at: dict[int, time],
+    windows: tuple[PublishingWindow, ...],
+    zone: ZoneInfo,
+    now: datetime,
+) -> tuple[list[datetime], int, list[str]]:
+    """The slots' moments, earliest first, how many asked days were already past, and what was said about days
+    whose time the clocks skip (moved past the gap while still in the window, or left out)."""
     first = request.month
-    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    following = months.shift(first, 1)
     moments: list[datetime] = []
+    notes: list[str] = []
     past = 0
-    week_count: dict[int, int] = {}
+    week_count: dict[tuple[int, int], int] = {}
     day = first
     while day < following:
         if day.weekday() in days:
-            week = day.isocalendar()[1]
-            wall = datetime.combine(day, opening.get(day.weekday(), DEFAULT_TIME))
-            moment = place(wall, zone)
+            week = day.isocalendar()[:2]
+            wall = datetime.combine(day, at[day.weekday()])
+            try:
+                moment = place(wall, zone)
+            except UnreadableTime:
+                moment = wall.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
+                skipped = (
+                    f"{wall:%H:%M} does not exist on {day:%a} {day.day} {day:%b} in {zone.key} "
+                    "(the clocks go forward)"
+                )
+                if not is_open(windows, moment.replace(tzinfo=None)):
+                    notes.append(f"{skipped}: that day is left out.")
+                    day += timedelta(days=1)
+                    continue
+                notes.append(f"{skipped}: planned at {moment:%H:%M} instead.")
             if moment <= now:
                 past += 1
             elif request.per_week is None or week_count.get(week, 0) < request.per_week:
@@ -236,7 +289,7 @@ def _slots(
         day += timedelta(days=1)
     if request.total is not None:
         moments = moments[: request.total]
-    return moments, past
+    return moments, past, notes
 
 
 def _all_ideas(subject: str, month: date) -> list[tuple[str, str]]:
@@ -272,28 +325,43 @@ def _words(slug: str) -> set[str]:
     return set(slug.split("-")) - _COMMON
 
 
-def _month(words: str, today: date) -> date:
-    if (relative := _RELATIVE_MONTH.search(words)) is not None:
-        start = today.replace(day=1)
-        if relative.group(1).lower() == "next":
-            return date(start.year + start.month // 12, start.month % 12 + 1, 1)
-        return start
-    if (iso := _ISO_MONTH.search(words)) is not None:
-        year, number = int(iso.group(1)), int(iso.group(2))
-        if not 1 <= number <= 12:
-            raise Unreadable(f"{iso.group(0)} is not a month; write it like 2026-12 or December")
-        chosen = date(year, number, 1)
-    elif (named := _MONTH_WORD.search(words)) is not None:
-        number = next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(named.group(1).lower()[:3]))
-        year = int(named.group(2)) if named.group(2) else today.year
-        chosen = date(year, number, 1)
-        if named.group(2) is None and chosen < today.replace(day=1):
-            chosen = date(year + 1, number, 1)  # "plan March" in December means the coming March
+def _month(words: str, today: date) -> tuple[date, str]:
+    """The month asked (this month when none is named), and the words without it. ``plan <month>: …`` must
+    name one that is read, rather than fall back to this month."""
+    header = _HEADER.match(words)
+    named = header.group(1).strip() if header else ""
+    kept = [word for word in named.split() if word.lower() not in _FILLER]
+    if header is not None and kept:
+        named, span = " ".join(kept), header.span(1)
     else:
-        return today.replace(day=1)
+        found = (
+            _RELATIVE_MONTH.search(words)
+            or _ISO_MONTH.search(words)
+            or next((m for m in _MONTH_WORD.finditer(words) if month_number(m.group(1))), None)
+        )
+        if found is None:
+            return today.replace(day=1), words
+        named, span = found.group(0), found.span()
+    try:
+        chosen = months.read_month(named, today)
+    except UnreadableMonth as exc:
+        raise Unreadable(f"{exc}; name it like December, dec 2027, 2026-12, 12/2026 or next month") from None
     if chosen < today.replace(day=1):
         raise Unreadable(f"{chosen:%B %Y} is over; plan this month or a later one")
-    return chosen
+    return chosen, words[: span[0]] + " " + words[span[1] :]
+
+
+def _time_of(words: str) -> time | None:
+    """The time of day asked (``at 3pm``, ``at 14:30``), if any."""
+    if (found := _AT.search(words)) is None:
+        return None
+    hour, minute = int(found.group(1)), int(found.group(2) or 0)
+    meridiem = (found.group(3) or "").lower()
+    if meridiem and 1 <= hour <= 12:
+        hour = hour % 12 + (12 if meridiem == "pm" else 0)
+    elif meridiem or hour > 23 or minute > 59:
+        raise Unreadable(f"“{found.group(0)}” is not a time of day; write it like `at 3pm` or `at 15:00`")
+    return time(hour, minute)
 
 
 def _number(word: str) -> int:

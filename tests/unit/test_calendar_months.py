@@ -27,6 +27,8 @@ TODAY = date(2026, 11, 26)
         ("sept 2025", date(2025, 9, 1)),
         ("2026-12", date(2026, 12, 1)),
         ("2027-1", date(2027, 1, 1)),
+        ("12/2026", date(2026, 12, 1)),
+        ("sep", date(2027, 9, 1)),
     ],
 )
 def test_month_words(words: str, month: date) -> None:
@@ -37,7 +39,20 @@ def test_next_month_in_december_is_january() -> None:
     assert read_month("next month", date(2026, 12, 31)) == date(2027, 1, 1)
 
 
-@pytest.mark.parametrize("words", ["2026-13", "9999-12", "de", "junuary", "next week", "december 26"])
+@pytest.mark.parametrize(
+    "words",
+    [
+        "2026-13",
+        "9999-12",
+        "0000-05",
+        "december 9999",
+        "13/2026",
+        "de",
+        "junuary",
+        "next week",
+        "december 26",
+    ],
+)
 def test_other_words_are_one_sentence(words: str) -> None:
     with pytest.raises(UnreadableMonth, match=r"^I can't read “.*” as a month; try `/aios calendar`"):
         read_month(words, TODAY)

@@ -3,7 +3,7 @@ and one clear answer (never a traceback) for whatever else it is given."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -110,9 +110,23 @@ def test_a_post_memory_or_its_summary_gives_its_quoted_titles() -> None:
     [
         ("plan it", "say how many posts, and on which days"),
         ("plan December: two posts a week", "say what the posts are about"),
-        ("plan 2026-13: two posts about x", "2026-13 is not a month"),
+        ("plan 2026-13: two posts about x", "“2026-13” is not a month"),
         ("plan March 2020: two posts a week about x", "March 2020 is over"),
         ("plan December: 99 posts about x", "99 posts is not a number I can plan"),
+        (
+            "plan 9999-12: two posts a week about x",
+            "“9999-12” is not a month I can plan (years 1970 to 2999)",
+        ),
+        ("plan December 9999: two posts about x", "“December 9999” is not a month I can plan"),
+        ("plan 0000-05: two posts about x", "“0000-05” is not a month I can plan"),
+        ("plan Decembre: two posts a week about x", "I can't read “Decembre” as a month"),
+        ("plan December: a few posts about x", "say how many posts as a number"),
+        ("plan December: several posts about x on Fridays", "say how many posts as a number"),
+        (
+            "plan December: one post a week about x at 3pm",
+            "15:00 is outside the publishing windows on Tuesdays",
+        ),
+        ("plan December: one post a week about x at 25:00", "“at 25:00” is not a time of day"),
     ],
 )
 def test_a_request_it_cannot_read_proposes_nothing_and_says_what_to_write(text: str, answer: str) -> None:
@@ -147,3 +161,96 @@ async def test_the_offline_planner_plans_a_calendar_for_the_scheduling_agent() -
         call=CallContext(intent_id=1, agent="scheduling", requester="U1", channel="C1", team_id="T1"),
     )
     assert [call.id for call in reply.tool_calls] == [f"offline_{i}" for i in range(1, 5)]
+
+
+@pytest.mark.parametrize(
+    ("text", "month"),
+    [
+        ("plan Sept: one post a week about pricing", date(2027, 9, 1)),
+        ("plan 12/2026: one post a week about pricing", date(2026, 12, 1)),
+        ("plan dec 2027: one post a week about pricing", date(2027, 12, 1)),
+        ("plan a content calendar for January: one post a week about pricing", date(2027, 1, 1)),
+        ("plan next month: one post a week about pricing", date(2026, 12, 1)),
+        ("plan one post a week about pricing in 2027-02", date(2027, 2, 1)),
+    ],
+)
+def test_the_month_is_read_as_the_calendar_command_reads_it(text: str, month: date) -> None:
+    planned = slots(calendar.plan(text, context(datetime(2026, 11, 20, tzinfo=UTC)), OFFERED))
+    assert planned and {(t.astimezone(BERLIN).year, t.astimezone(BERLIN).month) for t in planned} == {
+        (month.year, month.month)
+    }
+
+
+def test_months_and_days_inside_the_topic_are_the_topic() -> None:
+    system = context(datetime(2026, 11, 20, tzinfo=UTC))
+    reply = calendar.plan(
+        "plan December: one post a week about what you may need, on Fridays", system, OFFERED
+    )
+    assert reply is not None and reply.text.startswith(
+        "Understood: December 2026, 1 post a week about what you may need, on Fridays at 10:00"
+    )
+    assert {t.astimezone(BERLIN).month for t in slots(reply)} == {12}
+    reply = calendar.plan(
+        "plan December: two posts a week about sun protection, on Tuesdays", system, OFFERED
+    )
+    assert reply is not None and "about sun protection, on Tuesdays at 09:00" in reply.text
+    assert {t.astimezone(BERLIN).weekday() for t in slots(reply)} == {1}
+    reply = calendar.plan("plan December: one post a week about working at home, Fridays", system, OFFERED)
+    assert reply is not None and "about working at home, on Fridays" in reply.text
+
+
+def test_weekly_counts_more_per_week_than_days_and_a_time_asked() -> None:
+    system = context(datetime(2026, 11, 20, tzinfo=UTC))
+    weekly = calendar.plan("plan December: 2 posts weekly about pricing", system, OFFERED)
+    assert weekly is not None and "2 posts a week" in weekly.text and len(slots(weekly)) == 9
+    crowded = calendar.plan("plan December: three posts a week on Tuesdays about pricing", system, OFFERED)
+    assert crowded is not None and "Tuesdays give at most 1 a week, so I planned 1 a week." in crowded.text
+    assert [t.astimezone(BERLIN).day for t in slots(crowded)] == [1, 8, 15, 22, 29]
+    timed = calendar.plan("plan December: one post a week about pricing, Tuesdays at 11am", system, OFFERED)
+    assert timed is not None and "on Tuesdays at 11:00 Europe/Berlin." in timed.text
+    assert {t.astimezone(BERLIN).hour for t in slots(timed)} == {11}
+
+
+def test_a_window_opening_in_the_clock_change_gap_is_moved_past_it_and_said() -> None:
+    new_york = ZoneInfo("America/New_York")  # clocks go forward on Sunday 14 March 2027, 02:00 → 03:00
+    windows = (PublishingWindow.parse("sun 02:30-04:00"),)
+    line = PublishingCalendar(new_york, windows, lambda: datetime(2027, 2, 20, tzinfo=UTC)).context_line()
+    reply = calendar.plan("plan March: one post a week about pricing", line, OFFERED)
+    local = [t.astimezone(new_york) for t in slots(reply)]
+    assert [(t.day, t.hour, t.minute) for t in local] == [(7, 2, 30), (14, 3, 30), (21, 2, 30), (28, 2, 30)]
+    assert reply is not None and (
+        "02:30 does not exist on Sun 14 Mar in America/New_York (the clocks go forward): planned at 03:30 instead."
+        in reply.text
+    )
+    short = (PublishingWindow.parse("sun 02:00-03:00"),)
+    line = PublishingCalendar(new_york, short, lambda: datetime(2027, 2, 20, tzinfo=UTC)).context_line()
+    reply = calendar.plan("plan March: one post a week about pricing", line, OFFERED)
+    assert [t.astimezone(new_york).day for t in slots(reply)] == [7, 21, 28]
+    assert reply is not None and "that day is left out." in reply.text
+
+
+_MONTH_WORDS = st.sampled_from(["December", "next month", "2027-01", "1/2027", "Sept", "may", "March 2027"])
+_DAY_WORDS = st.sampled_from(["", ", Tuesdays", ", on Fridays", ", Tuesdays and Fridays", " on tue/fri"])
+_COUNTS = st.sampled_from(["one post a week", "2 posts weekly", "three posts a week", "4 posts", "1 article"])
+_TOPICS = st.sampled_from(["sun protection", "what you may need", "working at home", "march madness"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(_MONTH_WORDS, _COUNTS, _TOPICS, _DAY_WORDS)
+def test_what_is_said_back_is_what_is_planned(month: str, count: str, topic: str, days: str) -> None:
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    reply = calendar.plan(f"plan {month}: {count} about {topic}{days}", context(now), OFFERED)
+    assert reply is not None
+    request = calendar.read_request(f"plan {month}: {count} about {topic}{days}", now.date())
+    assert request.topic == topic
+    said = reply.text.split(" planned draft", 1)[0]
+    assert said.startswith(f"Understood: {request.month:%B %Y}, ") and f" about {topic}, on " in said
+    planned = [t.astimezone(BERLIN) for t in slots(reply)]
+    assert all((t.year, t.month) == (request.month.year, request.month.month) for t in planned)
+    assert all(f"{t:%a} {t.day} {t:%b} {t.year} {t:%H:%M}" in reply.text for t in planned)
+    assert len(reply.text.splitlines()) == len(planned) + 1
+    weeks = [t.isocalendar()[:2] for t in planned]
+    if request.per_week is not None:
+        assert all(weeks.count(week) <= request.per_week for week in weeks)
+    else:
+        assert len(planned) <= (request.total or 0)
