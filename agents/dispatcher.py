@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from opentelemetry import trace
 
@@ -13,8 +13,19 @@ from agents.patterns import POLITE
 from agents.tools_agent import ToolsAgent
 
 _tracer = trace.get_tracer("aios.agents")
+# "plan" alone is any plan (a refund, a trip): the calendar is asked for with a month, posts or articles, a weekly
+# rhythm or the word calendar.
+_CALENDAR_CUE = (
+    r"(?=.*\b(?:calendar|posts?|articles?|weekly|(?:this|next)\s+month|\d{4}-\d{1,2}|\d{1,2}/\d{4}"
+    r"|(?:jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec)[a-z]*|may\s*(?::|\d{4})))"
+)
 _ROUTES = (
-    ("scheduling", re.compile(r"^\W*(?:please\s+)?plan\b|\bcontent\s+calendar\b", re.IGNORECASE)),
+    (
+        "scheduling",
+        re.compile(
+            rf"^\W*(?:please\s+)?plan\b{_CALENDAR_CUE}|\bcontent\s+calendar\b", re.IGNORECASE | re.DOTALL
+        ),
+    ),
     ("returns", re.compile(r"\b(refund|return|broken|damaged|cracked|replace(?:ment)?)\b", re.IGNORECASE)),
     ("content", re.compile(r"\b(draft|publish|schedule|post|article|blog)\b", re.IGNORECASE)),
 )
@@ -41,9 +52,8 @@ class Dispatcher:
     ) -> Agent | Escalation | None:
         if self._webhooks is not None and self._webhooks[1].search(text):
             return self._webhooks[0]
-        for name, pattern in _ROUTES:
-            if name in self.agents and pattern.search(text):
-                return self.agents[name]
+        if (name := route_name(text, self.agents)) is not None:
+            return self.agents[name]
         reply = await self._llm.complete(
             role="dispatch",
             system=self._prompt,
@@ -71,6 +81,11 @@ class Dispatcher:
                 "required": ["agent"],
             },
         )
+
+
+def route_name(text: str, agents: Collection[str]) -> str | None:
+    """The agent among ``agents`` whose words ``text`` uses, by the exact grammar; None: ask the model."""
+    return next((name for name, pattern in _ROUTES if name in agents and pattern.search(text)), None)
 
 
 def _webhook_route(agents: Sequence[Agent]) -> tuple[ToolsAgent, re.Pattern[str]] | None:
