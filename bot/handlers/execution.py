@@ -31,7 +31,7 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import EXECUTIONS, action_executed, observe_completed_run
 from bot.transport import TransportError
-from connectors.actions import Action, CmsPublish, safe_inverse
+from connectors.actions import Action, CmsCreateDraft, CmsPublish, safe_inverse
 from connectors.errors import (
     ConnectorError,
     InvalidActionError,
@@ -222,10 +222,20 @@ class Executions(HandlerBase):
 
     def _too_late(self, action: Action) -> str | None:
         """A publish is checked against the clock again as it runs: an approval given after its time, or outside
-        the publishing windows, must not put the post out at once, unannounced."""
+        the publishing windows, must not put the post out at once, unannounced. So is a planned draft: a slot
+        whose day has gone would be planned in the past."""
+        now = self.clock()
+        if (
+            isinstance(action, CmsCreateDraft)
+            and action.planned_for is not None
+            and action.planned_for <= now
+        ):
+            return (
+                f"its slot was {describe(action.planned_for, self.zone)}, and the time passed before it could "
+                "run; plan the post again on a day to come"
+            )
         if not isinstance(action, CmsPublish):
             return None
-        now = self.clock()
         if action.publish_at is not None and action.publish_at <= now:
             return (
                 f"it was to go out {describe(action.publish_at, self.zone)}, and the time passed before it could "

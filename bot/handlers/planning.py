@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 import structlog
 
@@ -34,7 +35,7 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import DECISIONS
 from bot.transport import TransportError
-from connectors.actions import Action, CmsPublish
+from connectors.actions import Action, CmsCreateDraft, CmsPublish
 from connectors.budget import BudgetGrant
 from connectors.mcp_tools import McpToolAction
 from policies.engine import History, PolicyVerdict
@@ -534,10 +535,9 @@ class Planning(HandlerBase):
         # With escalate_to, the rule's timeout escalates and a second one expires; without, the first expires.
         escalate_at = now + timeout if timeout and verdict.escalate_to else None
         expires_at = now + timeout * (2 if escalate_at else 1) if timeout else None
-        # A publish approved after its time could only fail: the request expires when the post was to go out.
-        if proposed.name == CmsPublish.name and (
-            going_out := CmsPublish.model_validate(proposed.params).publish_at
-        ):
+        # A publish approved after its time could only fail, and a slot approved after its day would be planned
+        # in the past: the request expires when the post was to go out.
+        if going_out := _going_out(proposed):
             expires_at = going_out if expires_at is None else min(expires_at, going_out)
         return await repo.add(
             Approval(
@@ -562,6 +562,15 @@ class Planning(HandlerBase):
             '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
             "`/aios help` lists the commands."
         )
+
+
+def _going_out(proposed: ProposedAction) -> datetime | None:
+    """When a publish's post, or a planned draft's slot, is to go out."""
+    if proposed.name == CmsPublish.name:
+        return CmsPublish.model_validate(proposed.params).publish_at
+    if proposed.name == CmsCreateDraft.name:
+        return CmsCreateDraft.model_validate(proposed.params).planned_for
+    return None
 
 
 def _allowed_on(judged: list[tuple[Action, PolicyVerdict]], name: str, param: str, value: object) -> float:

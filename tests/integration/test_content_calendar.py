@@ -15,10 +15,10 @@ from bot.bootstrap import Aios
 from bot.console import render
 from bot.content_calendar import calendar_answer
 from bot.explain import explain
-from bot.messages import DecideApproval
+from bot.messages import DecideApproval, PauseAgent, ResumeAgent
 from connectors.actions import CmsCreateDraft, CmsPublish
 from connectors.sandbox_state import sandbox_state
-from storage.records import Approval, PlannedSlot, SandboxPost
+from storage.records import Approval, PlannedSlot, ProposedAction, SandboxPost
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
@@ -170,6 +170,40 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
         assert ":white_circle: 0 planned" in other_team
         unreadable, none = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "soon")
         assert none is None and unreadable.startswith("I can't read “soon” as a month; try `/aios calendar`")
+    finally:
+        await aios.close()
+
+
+async def test_a_slot_approval_expires_at_its_time_and_a_slot_whose_time_passed_is_not_drafted(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        clock.now = datetime(2026, 11, 5, 12, 0, tzinfo=UTC)  # the Thursday before the first Friday
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        asked = await approvals(aios)
+        async with aios.units() as uow:
+            proposed = [await uow.repo.get(ProposedAction, approval.action_id) for approval in asked]
+        planned_for = [CmsCreateDraft.model_validate(p.params).planned_for for p in proposed if p is not None]
+        assert [a.expires_at for a in asked] == planned_for  # the rule has no timeout: the slot's time is it
+        await aios.process(PauseAgent("scheduling", EDITOR, CHANNEL))
+        for approval in asked:
+            assert approval.id is not None
+            await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        first = planned_for[0]
+        assert first is not None
+        clock.now = first + timedelta(minutes=5)
+        await aios.process(ResumeAgent("scheduling", EDITOR, CHANNEL))
+        assert len(await slots(aios)) == 3
+        posts = [post["slug"] for post in (await sandbox_state(aios.units))["posts"]]
+        assert len(posts) == 3
+        failed = [
+            str(c.params["text"])
+            for c in slack_api.calls_to("chat.postMessage")
+            if "cms.create_draft failed" in str(c.params["text"])
+        ]
+        assert len(failed) == 1 and "its slot was Fri 6 Nov 2026 10:00 Europe/Berlin" in failed[0]
+        assert "the time passed before it could run" in failed[0]
     finally:
         await aios.close()
 
