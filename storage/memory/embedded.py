@@ -207,20 +207,27 @@ class EmbeddedMemoryStore:
     ) -> tuple[dict[int, float], str]:
         """Candidate memory ids with their relevance, and the tier that ranked them: what a backend supplies.
         Here: keywords in SQL, fused with vector similarity when there is an embedder."""
+        if self._embedder is None:
+            return await self._keyword_ranks(team, query, limit, kinds, since), "keyword"
+        # The query's vector is made (in a thread) while the keywords are ranked.
+        ranked, [vector] = await asyncio.gather(
+            self._keyword_ranks(team, query, limit, kinds, since), self._embedder.embed([query])
+        )
+        # Each candidate of either list is scored by both, so that fusing these few ranks as fusing all would.
+        similar = await self._similar(team, vector, limit, also=ranked)
+        ranked |= await self._keyword_scores(team, query, [i for i in similar if i not in ranked])
+        return fuse(ranked, similar, self._alpha), "hybrid"
+
+    async def _keyword_ranks(
+        self, team: str, query: str, limit: int, kinds: Sequence[str] | None, since: datetime | None
+    ) -> dict[int, float]:
         terms = _TOKEN.findall(query.lower())
         async with self._units() as uow:
             session = uow.repo.session
             dialect = session.bind.dialect.name if session.bind else "sqlite"
             if dialect == "sqlite":
-                ranked = await self._sqlite_ranks(session, team, query, terms, limit, kinds, since)
-            else:
-                ranked = await self._postgres_ranks(session, team, terms, limit, kinds, since)
-        if self._embedder is None:
-            return ranked, "keyword"
-        # Each candidate of either list is scored by both, so that fusing these few ranks as fusing all would.
-        similar = await self._similar(team, query, limit, also=ranked)
-        ranked |= await self._keyword_scores(team, query, [i for i in similar if i not in ranked])
-        return fuse(ranked, similar, self._alpha), "hybrid"
+                return await self._sqlite_ranks(session, team, query, terms, limit, kinds, since)
+            return await self._postgres_ranks(session, team, terms, limit, kinds, since)
 
     async def _indexed(self, session: Any, memories: Sequence[Memory]) -> None:
         """Called inside the transaction that stores new memories (ids assigned): a backend with a separate
@@ -229,13 +236,13 @@ class EmbeddedMemoryStore:
     async def _unindexed(self, session: Any, removed: Sequence[tuple[str, int]]) -> None:
         """Called inside the transaction that deletes memories, with each one's (team, id)."""
 
-    async def _similar(self, team: str, query: str, limit: int, also: Iterable[int] = ()) -> dict[int, float]:
-        """Cosine similarity of the query to the team's stored vectors (unit length, so a dot product): the
-        ``limit`` most similar, and those of ``also`` that have a vector."""
+    async def _similar(
+        self, team: str, vector: Sequence[float], limit: int, also: Iterable[int] = ()
+    ) -> dict[int, float]:
+        """Cosine similarity of the query's vector to the team's stored vectors (unit length, so a dot product):
+        the ``limit`` most similar, and those of ``also`` that have a vector."""
         import numpy as np  # installed with the embeddings extra, like the embedder itself
 
-        assert self._embedder is not None
-        [vector] = await self._embedder.embed([query])
         ids, matrix = await self._team_vectors(team)
         if not len(ids):
             return {}
@@ -292,7 +299,8 @@ class EmbeddedMemoryStore:
         async with self._units() as uow:
             rows = (
                 await uow.repo.session.exec(
-                    select(Memory.id, Memory.vector).where(
+                    select(Memory.id, Memory.vector)
+                    .where(
                         Memory.team_id == team,
                         col(Memory.vector).is_not(None),
                         Memory.vector_model == self._vector_model,
