@@ -60,15 +60,22 @@ async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
 
 
 async def accept_run_click(
-    units: UnitOfWorkFactory, run_id: int, user: str, approve: bool, channel: str
+    units: UnitOfWorkFactory, run_id: int, user: str, approve: bool, channel: str, card_ts: str
 ) -> tuple[int, ...]:
-    """Store Approve all or Reject all as one click per approval of the run waiting now, in one transaction:
-    each is then handled, and recovered after a crash, exactly as if it had been clicked on its own."""
+    """Store Approve all or Reject all as one click per approval of the run waiting now on the card clicked
+    (the message ``card_ts``), in one transaction: each is then handled, and recovered after a crash, exactly as
+    if it had been clicked on its own. Approvals the run asked for later, on another card, are not decided by a
+    click on this one."""
     async with units() as uow:
         clicks = []
         for proposed in await uow.repo.actions_for_run(run_id):
             approval = await uow.repo.approval_for_action(proposed.id or 0)
-            if approval is not None and approval.id is not None and approval.status == ApprovalStatus.PENDING:
+            if (
+                approval is not None
+                and approval.id is not None
+                and approval.status == ApprovalStatus.PENDING
+                and approval.message_ts == card_ts
+            ):
                 click = Click(approval_id=approval.id, user=user, approve=approve, channel=channel)
                 clicks.append(await uow.repo.add(click))
         await uow.commit()

@@ -54,6 +54,7 @@ class DecideRun(Command):
     # The stored clicks, one per approval waiting when the button was pressed; None (the console) decides
     # those waiting now.
     click_ids: tuple[int, ...] | None = None
+    recovered: bool = False  # re-submitted at start: its first handling may have got part of the way
 
 
 @dataclass(frozen=True)

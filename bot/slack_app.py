@@ -264,7 +264,8 @@ async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approv
         await ack()
         return
     user, channel = click.user.id, click.channel_id
-    click_ids = await accept_run_click(aios.units, run_id, user, approve, channel)
+    card_ts = click.container.message_ts if click.container else ""
+    click_ids = await accept_run_click(aios.units, run_id, user, approve, channel, card_ts)
     await ack()
     crash_point("click_stored")
     aios.submit(DecideRun(run_id, user, approve, channel, click_ids=click_ids))

@@ -98,6 +98,7 @@ class _ClickChannel(_Payload):
 
 class _ClickContainer(_Payload):
     channel_id: MaybeSlackId = ""
+    message_ts: Annotated[str, Field(max_length=40)] = ""  # the message whose button was clicked
 
 
 class _ClickedButton(_Payload):

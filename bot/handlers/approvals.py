@@ -101,7 +101,12 @@ class Approvals(HandlerBase):
         thread: Thread | None = None
         for approval_id, click_id in targets:
             single = DecideApproval(
-                approval_id, command.user, command.approve, command.channel, click_id=click_id
+                approval_id,
+                command.user,
+                command.approve,
+                command.channel,
+                click_id=click_id,
+                recovered=command.recovered,
             )
             outcome = await self._decide(single, on_review=True)
             await self._mark_processed(click_id)

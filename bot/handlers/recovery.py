@@ -20,17 +20,30 @@ from datetime import datetime, timedelta
 import structlog
 
 from bot import undo
-from bot.handlers.base import HandlerBase, Thread
+from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.handlers.escalation import ask_in_thread
+from bot.handlers.run_review import RunReviews
 from bot.messagebus import Message
-from bot.messages import DecideApproval, ExecuteAction, HandleIntent, ReconcileExecution, Recover, ReplanRun
+from bot.messages import (
+    DecideApproval,
+    DecideRun,
+    ExecuteAction,
+    HandleIntent,
+    ReconcileExecution,
+    Recover,
+    ReplanRun,
+)
 from storage.escalations import Escalations
-from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run, utcnow
+from storage.records import Approval, Click, Decision, Execution, Intent, ProposedAction, Run, utcnow
 
 log = structlog.get_logger(__name__)
 
 
 class Recovery(HandlerBase):
+    def __init__(self, collaborators: Collaborators) -> None:
+        super().__init__(collaborators)
+        self.reviews = RunReviews(collaborators)
+
     async def recover(self, command: Recover) -> Sequence[Message]:
         now = utcnow()
         stale_before = now - timedelta(seconds=command.grace_seconds)
@@ -103,10 +116,35 @@ class Recovery(HandlerBase):
             *(ReplanRun(run_id) for run_id in to_replan if run_id is not None),
             *(ExecuteAction(action_id) for action_id in to_execute),
             *(ReconcileExecution(execution_id) for execution_id in taken_executions),
-            *(
-                DecideApproval(c.approval_id, c.user, c.approve, c.channel, click_id=c.id, recovered=True)
-                for c in clicks
-            ),
+            *await self._recovered_clicks(clicks),
+        ]
+
+    async def _recovered_clicks(self, clicks: Sequence[Click]) -> list[Message]:
+        """Each stored click decided again: those of an Approve all or Reject all (approvals on their run's
+        review card) as one DecideRun per run, person and button, so the thread reads as for the live click;
+        a single click as itself."""
+        singles: list[Message] = []
+        runs: dict[tuple[int, str, bool, str], list[int]] = {}
+        for click in clicks:
+            async with self.units() as uow:
+                approval = await uow.repo.get(Approval, click.approval_id)
+            run_id = await self.reviews.run_of(approval) if approval is not None else None
+            if run_id is None or click.id is None:
+                singles.append(
+                    DecideApproval(
+                        click.approval_id,
+                        click.user,
+                        click.approve,
+                        click.channel,
+                        click_id=click.id,
+                        recovered=True,
+                    )
+                )
+            else:
+                runs.setdefault((run_id, click.user, click.approve, click.channel), []).append(click.id)
+        return singles + [
+            DecideRun(run_id, user, approve, channel, click_ids=tuple(ids), recovered=True)
+            for (run_id, user, approve, channel), ids in runs.items()
         ]
 
     async def _repost_card(self, approval: Approval) -> None:

@@ -27,7 +27,9 @@ def test_approve_all_acked_before_a_crash_makes_each_planned_draft_once(
         env = aios_env(f"sqlite+aiosqlite:///{database}", slack.url)
         with running_aios_serve({**env, "AIOS_CRASH_AT": boundary}) as doomed:
             mention = app_mention(
-                "plan next month: two posts a week about winter care, Tuesdays and Fridays", user="U0ALICE", ts="1.1"
+                "plan next month: two posts a week about winter care, Tuesdays and Fridays",
+                user="U0ALICE",
+                ts="1.1",
             )
             assert post(doomed.url, *mention) == 200
             wait_until(
@@ -48,7 +50,9 @@ def test_approve_all_acked_before_a_crash_makes_each_planned_draft_once(
                 parsed.validate_json()
             assert slack.approval_requests() == []  # no card of its own for any slot
             [(run_id,)] = query(database, "SELECT id FROM run")
-            post(doomed.url, *block_action("aios_approve_all", f"R-{run_id}", user=EDITOR, message_ts="1.1"))
+            [(card_ts,)] = query(database, "SELECT DISTINCT message_ts FROM approval")
+            clicked = block_action("aios_approve_all", f"R-{run_id}", user=EDITOR, message_ts=str(card_ts))
+            post(doomed.url, *clicked)
             doomed.process.wait(10)
             assert doomed.process.returncode == -9, f"the server never reached {boundary}"
         assert len(query(database, "SELECT id FROM click WHERE processed_at IS NULL")) >= len(waiting) - 1

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from bot.bootstrap import Aios
 from bot.console import render
 from bot.intake import accept_run_click
-from bot.messages import DecideRun
+from bot.messages import DecideRun, Recover
 from connectors.sandbox_state import sandbox_state
 from storage.records import Approval, Decision, PlannedSlot, Run
 from tests.conftest import Clock
@@ -57,9 +57,14 @@ def validated(card: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-async def click_all(aios: Aios, run_id: int, user: str, *, approve: bool = True) -> None:
-    """As the Slack listener does: the clicks stored first, then the command."""
-    click_ids = await accept_run_click(aios.units, run_id, user, approve, CHANNEL)
+async def click_all(
+    aios: Aios, run_id: int, user: str, *, approve: bool = True, card_ts: str | None = None
+) -> None:
+    """As the Slack listener does: the clicks stored first, then the command. ``card_ts``: the card clicked
+    (by default the one the run's first approval is on)."""
+    if card_ts is None:
+        card_ts = next(a.message_ts for a in await stored(aios, Approval) if a.message_ts is not None)
+    click_ids = await accept_run_click(aios.units, run_id, user, approve, CHANNEL, card_ts)
     await aios.process(DecideRun(run_id, user, approve, CHANNEL, click_ids=click_ids))
 
 
@@ -155,6 +160,56 @@ async def test_the_requester_may_not_approve_their_own_refund_with_approve_all(
         async with aios.units() as uow:
             still = await uow.repo.get(Approval, refund.id)
         assert still is not None and still.status == "pending"
+    finally:
+        await aios.close()
+
+
+async def test_approve_all_decides_only_the_approvals_on_the_card_clicked(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        [run] = await stored(aios, Run)
+        first, *_, later = await stored(aios, Approval)
+        assert first.message_ts is not None
+        async with (
+            aios.units() as uow
+        ):  # as if the run had asked for the last one afterwards, on a card of its own
+            later.message_ts = "1700000000.999"
+            uow.repo.session.add(later)
+            await uow.commit()
+
+        await click_all(aios, run.id, EDITOR, card_ts=first.message_ts)
+        assert [a.status for a in await stored(aios, Approval)] == ["approved"] * 3 + ["pending"]
+        await click_all(aios, run.id, EDITOR, card_ts="1700000000.999")
+        assert [a.status for a in await stored(aios, Approval)] == ["approved"] * 4
+    finally:
+        await aios.close()
+
+
+async def test_a_stored_reject_all_is_recovered_as_one_click_on_the_card(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        [run] = await stored(aios, Run)
+        card_ts = (await stored(aios, Approval))[0].message_ts
+        assert card_ts is not None
+        # The clicks were stored and acknowledged, and the process stopped before handling them.
+        assert len(await accept_run_click(aios.units, run.id, EDITOR, False, CHANNEL, card_ts)) == 4
+        await aios.process(Recover(grace_seconds=0))
+        assert [a.status for a in await stored(aios, Approval)] == ["rejected"] * 4
+        rejected = [
+            c.params["text"]
+            for c in slack_api.calls_to("chat.postMessage")
+            if ":no_entry_sign:" in c.params["text"]
+        ]
+        assert rejected == [
+            f":no_entry_sign: <@{EDITOR}> rejected 4 requests of R-1; nothing of them was done."
+        ]
+        assert "Reviewed: 4 actions" in render(*_last_update(slack_api))
     finally:
         await aios.close()
 
