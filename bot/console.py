@@ -108,6 +108,9 @@ class ConsoleTransport:
             self.console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
 
 
+_ITALIC = re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])")
+
+
 def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
     """Block Kit as a person would read it in a terminal."""
     if not blocks:
@@ -141,6 +144,7 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
 
 def _plain(text: str) -> str:
     text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
+    text = _ITALIC.sub(r"\1", text)  # _words_ are italics in mrkdwn, not underscores to show
     return unescape(text.replace("```", "").replace("*", ""))  # what others wrote, as they wrote it
 
 

@@ -22,7 +22,7 @@ from bot.blocks import (
     _render,
     _section,
 )
-from bot.mrkdwn import quote, truncate
+from bot.mrkdwn import ELLIPSIS, quote, truncate
 from connectors.actions import Action
 
 APPROVE_ALL_ACTION_ID = "aios_approve_all"
@@ -121,7 +121,7 @@ def run_review(review: RunReview) -> Message:
             "aios_review_intro",
             f"Requested by <@{review.requester}> · `{review.run_id}` · {waiting} of {total} waiting\n"
             + why
-            + quote(review.rationale, REASON_MAX),
+            + _whole_words(quote(review.rationale, REASON_MAX + 1), REASON_MAX),
         ),
         *_line_sections(review.lines),
         _context(
@@ -136,6 +136,15 @@ def run_review(review: RunReview) -> Message:
     if not waiting:
         text = f"Reviewed ({review.run_id}): {total} actions requested by <@{review.requester}>"
     return truncate(text, FALLBACK_TEXT_MAX), _render(blocks)
+
+
+def _whole_words(quoted: str, limit: int) -> str:
+    """Quoted text cut at ``limit`` after its last whole word, with … (never inside an entity or a word)."""
+    if len(quoted) <= limit:
+        return quoted
+    kept = truncate(quoted, limit).removesuffix(ELLIPSIS)
+    space = kept.rfind(" ")
+    return (kept[:space] if space > limit // 2 else kept).rstrip() + ELLIPSIS
 
 
 def _buttons(run_id: str, waiting: int) -> ActionsBlock:

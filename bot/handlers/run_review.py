@@ -101,7 +101,16 @@ class RunReviews(HandlerBase):
         return RunReview(
             run_id=format_id("R", run_id),
             requester=first_approval.requester,
-            rationale=first_action.rationale,
+            rationale=_without_lines_shown(first_action.rationale, [proposed for _, proposed in on_card]),
             approvers=tuple(roles),
             lines=lines,
         )
+
+
+def _without_lines_shown(rationale: str, actions: Sequence[ProposedAction]) -> str:
+    """The rationale without its lines naming an action's working title: the card has a line for each."""
+    titles = [
+        title for proposed in actions if isinstance(title := proposed.params.get("title"), str) and title
+    ]
+    kept = [line for line in rationale.splitlines() if not any(title in line for title in titles)]
+    return "\n".join(kept).strip()

@@ -151,7 +151,7 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
             "  Times in Europe/Berlin · :white_circle: 2 planned · :pencil2: 2 drafted · :calendar: 0 scheduled · "
             ":rocket: 1 published",
             "Week of Mon 26 Oct",
-            "_nothing planned_",
+            "nothing planned",
             "Week of Mon 2 Nov",
             ":pencil2: Tue 3 Nov 10:00 · drafted · “Holiday opening hours”",
             f":rocket: Fri 6 Nov 10:00 · published · “{first.title}” · `A-{first.action_id}`",
@@ -162,7 +162,7 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
             "Week of Mon 23 Nov",
             f":white_circle: Fri 27 Nov 10:00 · planned · “Pricing: your questions, answered” · `A-{fourth.action_id}`",
             "Week of Mon 30 Nov",
-            "_nothing planned_",
+            "nothing planned",
         ]
         other_team, _ = await calendar_answer(
             aios.units, aios.registry, BERLIN, clock(), "T0OTHER", "2026-11"

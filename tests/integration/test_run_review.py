@@ -93,7 +93,11 @@ async def test_a_planned_month_is_one_card_and_one_click_makes_every_draft_and_s
         await click_all(aios, run.id, MANAGER)
 
         assert [a.status for a in await stored(aios, Approval)] == ["approved"] * 8
-        assert len(await stored(aios, PlannedSlot)) == 8
+        planned = await stored(aios, PlannedSlot)
+        assert len(planned) == 8
+        # The rationale says what was understood; each slot is said once, by its line.
+        assert "Why the agent proposes them: Understood: November 2026, 2 posts a week" in shown
+        assert all(shown.count(slot.title) == 1 for slot in planned)
         assert len((await sandbox_state(aios.units))["posts"]) == 8
         human = [d for d in await stored(aios, Decision) if d.kind == "human"]
         assert len(human) == 8 and {d.actor for d in human} == {EDITOR}
