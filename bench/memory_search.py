@@ -20,8 +20,8 @@ CPU p50 and p99 are of the processor time a search takes (all threads of the pro
 tell what the latency would be on an idle one.
 
 recall@5: over the first --recall-queries queries, the share of the exact top 5 that the search returns, the
-exact top 5 being every memory of the team ranked with the same scores (BM25 from the same tokenizer, or on
-PostgreSQL its ts_rank_cd of every match; cosine similarity, fusion and recency boost), computed here by brute
+exact top 5 being every memory of the team ranked with the same scores (BM25 from the same tokenizer, on SQLite
+and PostgreSQL alike; cosine similarity, fusion and recency boost), computed here by brute
 force; equal scores rank the newer memory first. Hybrid, every memory is fused with both its scores (the store's
 `fuse`, each score as a share of its best), as the store fuses its two shortlists.
 """
@@ -263,20 +263,9 @@ class Corpus:
                 scores[doc] = score
         return scores
 
-    async def postgres_ranks(self, query: str) -> dict[int, float]:
-        """PostgreSQL's ts_rank_cd of every memory of the team, by the store's own query without its limit."""
-        async with UnitOfWorkFactory.for_engine(self.engine)() as uow:
-            return await EmbeddedMemoryStore._postgres_ranks(
-                uow.repo.session, TEAM, query.lower().split(), len(self.rows), None, None
-            )
-
     async def exact(self, query: str, hybrid: bool) -> list[int]:
         """The ids of the top memories for ``query`` with every memory scored."""
-        keyword = (
-            await self.postgres_ranks(query)
-            if self.engine.dialect.name == "postgresql"
-            else {self.rows[doc].id: score for doc, score in self.bm25(query).items()}
-        )
+        keyword = {self.rows[doc].id: score for doc, score in self.bm25(query).items()}
         ranked = keyword
         by_id = self.by_id
         if hybrid and self.embedder is not None and self.vectors is not None:

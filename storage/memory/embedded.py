@@ -1,8 +1,9 @@
 """The embedded memory store, inside the SQL database.
 
 Every call names its tenant (the Slack team); no query, forget, import or update reaches another tenant's
-memories. Retrieval is tiered: an exact key (``order:1003``) is looked up in SQL first; keyword search (FTS5's
-BM25 on SQLite, ``ts_rank_cd`` on PostgreSQL) runs only when needed. Each retrieval's tier and latency is
+memories. Retrieval is tiered: an exact key (``order:1003``) is looked up in SQL first; keyword search (BM25 from
+an in-process index of the team's memories, FTS5's bm25() on SQLite or ``ts_rank_cd`` on PostgreSQL while it is
+built) runs only when needed. Each retrieval's tier and latency is
 logged and counted.
 """
 
@@ -221,12 +222,16 @@ class EmbeddedMemoryStore:
     async def _keyword_ranks(
         self, team: str, query: str, limit: int, kinds: Sequence[str] | None, since: datetime | None
     ) -> dict[int, float]:
+        """BM25 from the team's in-process index; the database's own ranking (FTS5's bm25(), PostgreSQL's
+        ts_rank_cd) answers while the index is built."""
         terms = _TOKEN.findall(query.lower())
         async with self._units() as uow:
             session = uow.repo.session
-            dialect = session.bind.dialect.name if session.bind else "sqlite"
-            if dialect == "sqlite":
-                return await self._sqlite_ranks(session, team, query, terms, limit, kinds, since)
+            index = await self._keyword_index(session, team)
+            if index is not None:
+                return index.ranked(self._words().terms(query), limit, kinds, since, self._clock())
+            if not session.bind or session.bind.dialect.name == "sqlite":
+                return await self._fts_ranks(session, team, terms, limit, kinds, since)
             return await self._postgres_ranks(session, team, terms, limit, kinds, since)
 
     async def _indexed(self, session: Any, memories: Sequence[Memory]) -> None:
@@ -260,10 +265,10 @@ class EmbeddedMemoryStore:
         async with self._units() as uow:
             session = uow.repo.session
             terms = _TOKEN.findall(query.lower())
+            index = await self._keyword_index(session, team)
+            if index is not None:
+                return index.scores_of(self._words().terms(query), ids)
             if not session.bind or session.bind.dialect.name == "sqlite":
-                index = await self._keyword_index(session, team)
-                if index is not None:
-                    return index.scores_of(self._words().terms(query), ids)
                 match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
                 sql = (
                     "SELECT rowid, -bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH :match "
@@ -537,22 +542,6 @@ class EmbeddedMemoryStore:
     def _alive(self) -> Any:
         return (col(Memory.expires_at).is_(None)) | (col(Memory.expires_at) > self._clock())
 
-    async def _sqlite_ranks(
-        self,
-        session: Any,
-        team: str,
-        query: str,
-        terms: list[str],
-        limit: int,
-        kinds: Sequence[str] | None,
-        since: datetime | None,
-    ) -> dict[int, float]:
-        """BM25 from the team's in-process index; FTS5 answers while the index is first built."""
-        index = await self._keyword_index(session, team)
-        if index is None:
-            return await self._fts_ranks(session, team, terms, limit, kinds, since)
-        return index.ranked(self._words().terms(query), limit, kinds, since, self._clock())
-
     @staticmethod
     async def _fts_ranks(
         session: Any,
@@ -583,32 +572,32 @@ class EmbeddedMemoryStore:
 
     async def _keyword_index(self, session: Any, team: str) -> TeamIndex | None:
         """The team's keyword index with the memories added since it was last asked (by any process: ids only
-        grow, and SQLite commits them in order); None while it is first built, in the background. An index past
-        KEYWORD_INDEX_SECONDS keeps answering while its successor is built."""
+        grow; SQLite commits them in order, PostgreSQL may not, see _index_added); None while it is first built,
+        in the background. An index past KEYWORD_INDEX_SECONDS keeps answering while its successor is built."""
         index = self._used_keyword_index(team)
+        if index is not None and await self._index_added(session, team, index) is None:
+            self._keyword_indexes.pop(team, None)  # a memory below those held came late: built again
+            index = None
         if (index is None or time.monotonic() - index.built_at > KEYWORD_INDEX_SECONDS) and (
             team not in self._index_builds
         ):
             build = asyncio.create_task(self.warm(team))
             self._index_builds[team] = build
             build.add_done_callback(lambda _: self._index_builds.pop(team, None))
-        if index is None:
-            return None
-        await self._index_added(session, team, index)
         return index
 
     async def warm(self, team: str) -> None:
-        """Build the team's keyword index now (a search otherwise starts it, and is answered by FTS5 meanwhile).
-        Only SQLite has one: PostgreSQL ranks through its own index."""
+        """Build the team's keyword index now (a search otherwise starts it, and is answered by the database's
+        own ranking meanwhile)."""
         from storage.memory.keyword_index import TeamIndex
 
         index = TeamIndex(built_at=time.monotonic())
         while True:
             async with self._units() as uow:
-                if uow.repo.session.bind and uow.repo.session.bind.dialect.name != "sqlite":
-                    return
                 added = await self._index_added(uow.repo.session, team, index)
-            if added < KEYWORD_INDEX_BATCH:
+            if added is None:
+                index = TeamIndex(built_at=time.monotonic())
+            elif added < KEYWORD_INDEX_BATCH:
                 break
         self._keyword_indexes[team] = (index, time.monotonic())
         self._keyword_indexes.move_to_end(team)
@@ -633,8 +622,29 @@ class EmbeddedMemoryStore:
                 return
             del self._keyword_indexes[team]
 
-    async def _index_added(self, session: Any, team: str, index: TeamIndex) -> int:
-        """Add to ``index`` the team's memories newer than it holds (a batch at most); returns how many."""
+    async def _index_added(self, session: Any, team: str, index: TeamIndex) -> int | None:
+        """Add to ``index`` the team's memories newer than it holds (a batch at most); returns how many, or None
+        when a memory below the newest held has come since (the index must be built again).
+
+        PostgreSQL commits ids out of order: a transaction can commit id 10 after another committed id 11, which
+        an index taking ids above its newest would then never see. So ids are taken in for good only up to
+        ``index.settled``: the newest id handed out at a moment when no other transaction held a write lock on
+        the memory table (an INSERT holds it before it takes its id, until it ends), so that every id up to it
+        was committed or abandoned by then. The ids held above it are checked against the table each time."""
+        settling = session.bind is not None and session.bind.dialect.name == "postgresql"
+        if settling:
+            horizon, quiet = await _id_horizon(session)  # read before the rows, which are read after it
+            settled, newest = index.settled, index.last_id
+            if newest > settled:
+                committed = (
+                    await session.exec(
+                        select(Memory.id).where(
+                            Memory.team_id == team, col(Memory.id) > settled, col(Memory.id) <= newest
+                        )
+                    )
+                ).all()
+                if not index.holds(committed):
+                    return None
         rows = (
             await session.exec(
                 select(Memory.id, Memory.text, Memory.kind, Memory.created_at)
@@ -651,6 +661,9 @@ class EmbeddedMemoryStore:
         )
         if rows and rows[0][0] > index.last_id:  # another search may have added them meanwhile
             index.add([(row[0], row[2], row[3]) for row in rows], postings, lengths)
+        if settling and quiet:
+            covered = rows[-1][0] if len(rows) == KEYWORD_INDEX_BATCH else horizon
+            index.settled = max(index.settled, min(horizon, covered))
         return len(rows)
 
     @staticmethod
@@ -699,6 +712,26 @@ class EmbeddedMemoryStore:
                 .values(last_used_at=self._clock(), use_count=Memory.use_count + 1)
             )
             await uow.commit()
+
+
+async def _id_horizon(session: Any) -> tuple[int, bool]:
+    """The newest memory id PostgreSQL has handed out, then whether no other transaction holds a write lock on
+    the memory table (each a separate statement, so that rows read next see whatever was committed by then)."""
+    connection = await session.connection()
+    horizon = (
+        await connection.execute(
+            text("SELECT pg_sequence_last_value(pg_get_serial_sequence('memory', 'id'))")
+        )
+    ).scalar()
+    quiet = (
+        await connection.execute(
+            text(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'memory'::regclass "
+                "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())"
+            )
+        )
+    ).scalar()
+    return int(horizon or 0), bool(quiet)
 
 
 def _about_another(key: str | None, named: Sequence[str], spaces: set[str | None]) -> bool:

@@ -129,6 +129,18 @@ class TeamIndex:
     kind_codes: dict[str, int] = field(default_factory=dict)
     postings: dict[str, tuple[array[int], array[int]]] = field(default_factory=dict)
     total_length: float = 0.0
+    settled: int = 0  # on PostgreSQL: every memory up to this id that will ever be committed is held
+
+    def holds(self, memory_ids: Sequence[int]) -> bool:
+        """Whether every one of these memories is held (dead or not)."""
+        wanted = np.asarray(memory_ids, dtype=np.int64)
+        ids = np.frombuffer(self.ids, dtype=np.int64)
+        if not len(wanted):
+            return True
+        if not len(ids):
+            return False
+        positions = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+        return bool(np.all(ids[positions] == wanted))
 
     @property
     def last_id(self) -> int:

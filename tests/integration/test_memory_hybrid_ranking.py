@@ -98,3 +98,46 @@ def test_the_index_scores_chosen_memories_as_it_scores_every_one() -> None:
     chosen = [ids[7], ids[120], ids[199], 11]  # 11 is not held
     assert index.scores_of(terms, chosen) == pytest.approx({ids[p]: float(every[p]) for p in (7, 120, 199)})
     assert np.count_nonzero(every) > 0
+
+
+async def test_a_memory_committed_after_a_newer_one_is_still_found(database_url: str, clock: Clock) -> None:
+    """PostgreSQL hands out ids as memories are inserted but commits them as transactions end: the keyword index
+    must take in id n committed after id n + 1. (SQLite commits one writer at a time, in id order.)"""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite commits ids in order")
+    from sqlalchemy import insert
+
+    from storage.memory import content_hash
+    from storage.records import Memory
+
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    store = EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock)
+    first, _ = await store.remember(SHOP, "the kettle lid was cracked")
+    await store.warm(SHOP)
+    late_text = "a second kettle arrived cracked"
+    async with engine.connect() as late:
+        transaction = await late.begin()
+        inserted = await late.execute(
+            insert(Memory.__table__)  # type: ignore[attr-defined]
+            .values(
+                team_id=SHOP,
+                kind="note",
+                text=late_text,
+                content_hash=content_hash(late_text),
+                meta={},
+                created_at=clock(),
+                use_count=0,
+            )
+            .returning(Memory.__table__.c.id)  # type: ignore[attr-defined]
+        )
+        late_id = inserted.scalar_one()
+        newer, _ = await store.remember(SHOP, "the kettle was refunded")
+        assert late_id < newer
+        assert {h.id for h in await store.search(SHOP, "kettle")} == {first, newer}
+        await transaction.commit()
+    assert {h.id for h in await store.search(SHOP, "kettle")} == {first, newer, late_id}
+    assert {h.id for h in await store.search(SHOP, "cracked")} == {first, late_id}
+    assert store._keyword_indexes, "the search was answered by the in-process index"
+    await store.close()
+    await engine.dispose()

@@ -103,8 +103,6 @@ class StalledBuilds(EmbeddedMemoryStore):
 
 
 async def test_closing_waits_for_the_index_builds_it_cancels(database_url: str, clock: Clock) -> None:
-    if database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL ranks through its own index")
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
     store = StalledBuilds(UnitOfWorkFactory.for_engine(engine), clock)
@@ -120,8 +118,6 @@ async def test_closing_waits_for_the_index_builds_it_cancels(database_url: str, 
 async def test_keyword_indexes_of_teams_that_stop_searching_are_dropped(
     database_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL ranks through its own index")
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
     store = EmbeddedMemoryStore(UnitOfWorkFactory.for_engine(engine), clock)
