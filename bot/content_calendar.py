@@ -114,12 +114,7 @@ async def month_calendar(
                 statuses = {post.slug: post.status for post in found}
             except ConnectorError as exc:
                 problem = f"the CMS could not be read just now ({exc}); planned slots only"
-        entries += [
-            _slot_entry(
-                slot, zone, "planned" if statuses.get(slot.slug, "draft") == "draft" else statuses[slot.slug]
-            )
-            for slot in slots
-        ]
+        entries += [_slot_entry(slot, zone, _cms_status(statuses.get(slot.slug))) for slot in slots]
     return MonthCalendar(month, zone, _weeks(month, sorted(entries, key=lambda e: (e.at, e.slug))), problem)
 
 
@@ -208,6 +203,17 @@ def _sandbox_status(post: SandboxPost | None) -> str:
     if post.status == "draft":
         return "planned" if post.body.startswith(ANGLE_PREFIX) else "drafted"
     return post.status
+
+
+def _cms_status(status: str | None) -> str:
+    """A slot's status from what a CMS reader says of its post. Past the four the readers share, WordPress has
+    its own: a private post is out (to the site's members), one pending review is written, one in the trash
+    leaves the slot empty."""
+    if status is None or status in ("draft", "trash", "auto-draft"):
+        return "planned"
+    if status in ("published", "private"):
+        return "published"
+    return status if status in EMOJI else "drafted"
 
 
 def _post_entry(post: SandboxPost, zone: ZoneInfo) -> Entry | None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 from slack_sdk.models.blocks import Block
 from sqlmodel import col, select
 
@@ -22,7 +23,9 @@ from storage.records import Approval, PlannedSlot, ProposedAction, SandboxPost
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.wordpress_server import WordPressServer
 from tests.integration.conftest import CHANNEL, ask, start_aios
+from tests.integration.test_wordpress import wordpress_aios
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EDITOR = "U0EDITOR"
@@ -204,6 +207,39 @@ async def test_a_slot_approval_expires_at_its_time_and_a_slot_whose_time_passed_
         ]
         assert len(failed) == 1 and "its slot was Fri 6 Nov 2026 10:00 Europe/Berlin" in failed[0]
         assert "the time passed before it could run" in failed[0]
+    finally:
+        await aios.close()
+
+
+async def test_with_wordpress_every_status_has_its_place_on_the_calendar(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, wordpress: WordPressServer
+) -> None:
+    clock.now = NOW
+    aios = await wordpress_aios(
+        database_url, slack_api, clock, tmp_path, wordpress, policy=POLICY, AIOS_TIMEZONE="Europe/Berlin"
+    )
+    try:
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        for approval in await approvals(aios):
+            assert approval.id is not None
+            await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        first, second, third, _ = await slots(aios)  # private, pending (a draft to the connector), trashed
+        auth = (wordpress.user, wordpress.app_password)
+        async with httpx.AsyncClient(base_url=wordpress.url, auth=auth, timeout=10) as site:
+            for slot, status in ((first, "private"), (second, "pending"), (third, "trash")):
+                [post] = wordpress.posts(slug=slot.slug)
+                route = {"rest_route": f"/wp/v2/posts/{post['id']}"}
+                changed = await (
+                    site.delete("/", params=route)  # to the trash
+                    if status == "trash"
+                    else site.post("/", params=route, json={"status": status})
+                )
+                assert changed.status_code == 200, changed.text
+        text, blocks = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "november")
+        assert blocks is not None
+        assert text.endswith(
+            ":white_circle: 3 planned · :pencil2: 0 drafted · :calendar: 0 scheduled · :rocket: 1 published"
+        )
     finally:
         await aios.close()
 
