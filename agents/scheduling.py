@@ -2,15 +2,21 @@
 ``planned_for``), on the days asked, at the opening of the publishing windows, in the team's time zone.
 
 Before planning it gathers what must not be planned again: titles of posts the team remembers (``post``
-memories and their summaries), slots already planned, and posts the CMS holds on the topic. They reach the planner
-as ``Used before: "…"`` lines, which the offline grammar reads back as a model would.
+memories and their summaries), the team's planned drafts (waiting for approval, approved or made), and posts the
+CMS holds on the topic. They reach the planner as ``Used before: "…"`` lines, and the times the planned drafts
+hold as ``Slot taken: "…"`` lines, which the offline grammar reads back as a model would. A slug another planned
+draft of the team holds is refused before anyone is asked, so two plans waiting at once cannot both book it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from agents.base import Agent, Context, PlanRequest
 from agents.content import PostReader, topic
@@ -26,12 +32,22 @@ from storage.brand_voice import BrandVoice
 from storage.memory import MemoryHit, MemoryStore
 
 USED_LINE = "Used before: "
+TAKEN_LINE = "Slot taken: "  # a time another planned draft of the team holds (ISO 8601 with its offset)
 ANGLE_PREFIX = "Angle: "  # a planned draft's body opens with its angle
 USED_MEMORIES = 12
 USED_POSTS = 10
 _WRITTEN_TITLE = re.compile(r'Title given by [^:]*: ("(?:\\.|[^"\\])*")')
 
-PlannedTitles = Callable[[str], Awaitable[Sequence[str]]]
+# The parameters of the team's cms.create_draft actions waiting for approval, approved or made.
+HoldingDrafts = Callable[[str], Awaitable[Sequence[Mapping[str, Any]]]]
+_holding_slugs: ContextVar[frozenset[str]] = ContextVar("holding_slugs", default=frozenset())
+
+
+@dataclass(frozen=True)
+class PlannedDraft:
+    title: str
+    slug: str
+    planned_for: datetime
 
 
 class SchedulingAgent(Agent):
@@ -44,12 +60,12 @@ class SchedulingAgent(Agent):
         registry: ConnectorRegistry,
         memory: MemoryStore,
         calendar: PublishingCalendar,
-        planned_titles: PlannedTitles | None = None,
+        holding_drafts: HoldingDrafts | None = None,
         voice: BrandVoice | None = None,
     ) -> None:
         super().__init__(llm, registry, memory)
         self.calendar = calendar
-        self._planned_titles = planned_titles
+        self._holding_drafts = holding_drafts
         self.voice = voice
         reader = registry.connector_for("cms.create_draft")
         self._posts = reader if isinstance(reader, PostReader) else None
@@ -69,8 +85,11 @@ class SchedulingAgent(Agent):
         ]
         context.add_memories(hits)
         used = [title for hit in hits for title in used_titles(hit.text)]
-        if self._planned_titles is not None:
-            used += await self._planned_titles(team)
+        drafts = await self._planned(team)
+        _holding_slugs.set(frozenset(draft.slug for draft in drafts))
+        used += [draft.title for draft in drafts]
+        now = self.calendar.clock()
+        taken = sorted({draft.planned_for for draft in drafts if draft.planned_for > now})
         if self._posts is not None:
             try:
                 with scrubbing(self._registry.redactor):
@@ -83,7 +102,18 @@ class SchedulingAgent(Agent):
             if line and line.lower() not in seen:
                 seen.add(line.lower())
                 context.lines.append(USED_LINE + json.dumps(line, ensure_ascii=False))
+        context.lines.extend(TAKEN_LINE + json.dumps(moment.isoformat()) for moment in taken)
         return context
+
+    async def _planned(self, team: str) -> list[PlannedDraft]:
+        if self._holding_drafts is None:
+            return []
+        drafts: list[PlannedDraft] = []
+        for params in await self._holding_drafts(team):
+            draft = CmsCreateDraft.model_validate(params)
+            if draft.planned_for is not None:
+                drafts.append(PlannedDraft(draft.title, draft.effective_slug(), draft.planned_for))
+        return drafts
 
     async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
         """A planned slot goes out at a time to come, inside the windows, under a slug no other slot has."""
@@ -99,6 +129,11 @@ class SchedulingAgent(Agent):
             slugs = [a.effective_slug() for a in planned if isinstance(a, CmsCreateDraft)]
             if action.effective_slug() in slugs:
                 return f"this calendar already plans a post with the slug {action.effective_slug()!r}"
+            if action.effective_slug() in _holding_slugs.get():
+                return (
+                    f"another planned draft of the team (waiting, approved or made) has the slug "
+                    f"{action.effective_slug()!r}; give this one another title"
+                )
         return await super().refusal(action, planned)
 
 
@@ -125,6 +160,20 @@ def angle_of(body: str) -> str:
     """A planned draft's angle: its body's first line, after ``Angle: ``; empty for any other draft."""
     first = body.split("\n", 1)[0]
     return first.removeprefix(ANGLE_PREFIX).strip() if first.startswith(ANGLE_PREFIX) else ""
+
+
+def taken_lines(system: str) -> list[datetime]:
+    """The times a context says other planned drafts hold (the planner's side of ``TAKEN_LINE``)."""
+    found: list[datetime] = []
+    for line in system.splitlines():
+        if line.startswith(TAKEN_LINE):
+            try:
+                moment = datetime.fromisoformat(json.loads(line.removeprefix(TAKEN_LINE)))
+            except (ValueError, TypeError):
+                continue
+            if moment.tzinfo is not None:
+                found.append(moment)
+    return found
 
 
 def used_lines(system: str) -> list[str]:

@@ -36,6 +36,7 @@ from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
 from bot.tracing import IntentTraces, configure_from_environment
 from bot.transport import Transport, TransportError
+from connectors.actions import CmsCreateDraft
 from connectors.base import ConnectorContext
 from connectors.mcp_tools import params_by_action
 from connectors.redaction import RedactedOrders, Redactor
@@ -46,7 +47,7 @@ from storage.engine import create_engine
 from storage.leases import Lease, acquire_lease
 from storage.memory import MemoryStore, Retention
 from storage.migrate import upgrade_to_head
-from storage.planned_slots import planned_titles
+from storage.planned_slots import holding_actions
 from storage.records import Intent, RunStatus, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -239,7 +240,12 @@ async def _wire(
         ReturnsAgent(llm, registry, memory, orders),
         ContentAgent(llm, registry, memory, calendar, BrandVoice(units, clock)),
         SchedulingAgent(
-            llm, registry, memory, calendar, partial(planned_titles, units), BrandVoice(units, clock)
+            llm,
+            registry,
+            memory,
+            calendar,
+            partial(holding_actions, units, name=CmsCreateDraft.name),
+            BrandVoice(units, clock),
         ),
     ]
     tools = ToolsAgent(llm, registry, memory)

@@ -1,14 +1,17 @@
 """The planned slots of a content calendar: written once with the executed draft that carries its time, read by
-the calendar and by the scheduling agent (which avoids titles already planned)."""
+the calendar; and the team's planned drafts, whether waiting for approval, approved or made, which a new plan must
+not book again (their titles, slugs and times)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.records import PlannedSlot
+from storage.records import ActionStatus, Intent, PlannedSlot, ProposedAction, Run
 from storage.unit_of_work import UnitOfWorkFactory
 
 
@@ -35,18 +38,26 @@ class PlannedSlots:
         )
         return list((await self.session.exec(query)).all())
 
-    async def titles(self, team_id: str, limit: int = 200) -> list[str]:
-        """The newest planned titles of the team: a new calendar does not plan them again."""
-        query = (
-            select(PlannedSlot.title)
-            .where(col(PlannedSlot.team_id) == team_id)
-            .order_by(col(PlannedSlot.id).desc())
-            .limit(limit)
+
+# A planned draft holds its slot while it may still be made, and once it is.
+HOLDING = (ActionStatus.AWAITING_APPROVAL, ActionStatus.APPROVED, ActionStatus.EXECUTED)
+PLANNED_DRAFTS_READ = 500
+
+
+async def holding_actions(units: UnitOfWorkFactory, team_id: str, name: str) -> list[Mapping[str, Any]]:
+    """The parameters of the team's newest actions called ``name`` that are waiting for approval, approved or
+    done (the scheduling agent reads its planned drafts from them)."""
+    query = (
+        select(ProposedAction.params)
+        .join(Run, col(Run.id) == col(ProposedAction.run_id))
+        .join(Intent, col(Intent.id) == col(Run.intent_id))
+        .where(
+            col(Intent.team_id) == team_id,
+            col(ProposedAction.name) == name,
+            col(ProposedAction.status).in_([str(status) for status in HOLDING]),
         )
-        return list((await self.session.exec(query)).all())
-
-
-async def planned_titles(units: UnitOfWorkFactory, team_id: str) -> list[str]:
-    """The team's planned titles, in a unit of work of its own (what the scheduling agent is given)."""
+        .order_by(col(ProposedAction.id).desc())
+        .limit(PLANNED_DRAFTS_READ)
+    )
     async with units() as uow:
-        return await PlannedSlots(uow.repo.session).titles(team_id)
+        return list((await uow.repo.session.exec(query)).all())

@@ -22,7 +22,7 @@ from agents.llm import LLMReply, ToolCall
 from agents.months import UnreadableMonth, month_number
 from agents.offline.grammar import Grammar
 from agents.publishing_calendar import read_context
-from agents.scheduling import ANGLE_PREFIX, used_lines
+from agents.scheduling import ANGLE_PREFIX, taken_lines, used_lines
 from connectors.actions import slugify
 from policies.windows import DAYS, PublishingWindow, is_open
 
@@ -99,7 +99,7 @@ def plan(text: str, system: str, offered: set[str]) -> LLMReply | None:
     zone, now = read_context(system)
     try:
         request = read_request(text, now.astimezone(zone).date())
-        return _calendar(request, zone, now, windows_of(system), used_lines(system))
+        return _calendar(request, zone, now, windows_of(system), used_lines(system), taken_lines(system))
     except Unreadable as exc:
         return LLMReply(f"I didn't plan anything: {exc}.")
 
@@ -159,6 +159,7 @@ def _calendar(
     now: datetime,
     windows: tuple[PublishingWindow, ...],
     used: list[str],
+    taken: list[datetime],
 ) -> LLMReply:
     opening = _openings(windows)
     days = request.days or tuple(sorted(opening)) or (1, 4)
@@ -171,7 +172,7 @@ def _calendar(
             f"pick days among {open_days}, or add a window to the policy file"
         )
     at = _times(request, days, opening, windows, zone)
-    moments, past, notes = _slots(request, days, at, windows, zone, now)
+    moments, past, notes, held = _slots(request, days, at, windows, zone, now, taken)
     times = " and ".join(f"{_names([d])} at {at[d]:%H:%M}" for d in days)
     how_many = (
         f"{_posts(request.per_week)} a week"
@@ -185,6 +186,10 @@ def _calendar(
         understood += f" {_names(days)} give at most {len(days)} a week, so I planned {len(days)} a week."
     if past:
         understood += f" Skipped {past} day{'s' if past != 1 else ''} already past."
+    if held:
+        understood += f" {_held_days(held)} already {'has' if len(held) == 1 else 'have'} a post planned" + (
+            ", counted in the posts a week." if request.per_week is not None else "."
+        )
     understood += "".join(f" {note}" for note in notes)
     if not moments:
         return LLMReply(f"{understood} No day asked is left in {request.month:%B %Y}: nothing to plan.")
@@ -254,15 +259,22 @@ def _slots(
     windows: tuple[PublishingWindow, ...],
     zone: ZoneInfo,
     now: datetime,
-) -> tuple[list[datetime], int, list[str]]:
-    """The slots' moments, earliest first, how many asked days were already past, and what was said about days
-    whose time the clocks skip (moved past the gap while still in the window, or left out)."""
+    taken: list[datetime],
+) -> tuple[list[datetime], int, list[str], list[datetime]]:
+    """The slots' moments, earliest first; how many asked days were already past; what was said about days
+    whose time the clocks skip (moved past the gap while still in the window, or left out); and the asked
+    moments other planned drafts hold. Those are not planned again, and every post the team has planned in a
+    week counts towards its posts a week."""
     first = request.month
     following = months.shift(first, 1)
     moments: list[datetime] = []
     notes: list[str] = []
+    held: list[datetime] = []
     past = 0
     week_count: dict[tuple[int, int], int] = {}
+    for moment in taken:
+        week = moment.astimezone(zone).isocalendar()[:2]
+        week_count[week] = week_count.get(week, 0) + 1
     day = first
     while day < following:
         if day.weekday() in days:
@@ -283,13 +295,24 @@ def _slots(
                 notes.append(f"{skipped}: planned at {moment:%H:%M} instead.")
             if moment <= now:
                 past += 1
+            elif moment in taken:
+                held.append(moment)
             elif request.per_week is None or week_count.get(week, 0) < request.per_week:
                 week_count[week] = week_count.get(week, 0) + 1
                 moments.append(moment)
         day += timedelta(days=1)
     if request.total is not None:
         moments = moments[: request.total]
-    return moments, past, notes
+    return moments, past, notes, held
+
+
+def _held_days(held: list[datetime]) -> str:
+    """ "2 of the Tuesdays", or "1 of the Tuesdays and 1 of the Fridays"."""
+    by_day: dict[int, int] = {}
+    for moment in held:
+        by_day[moment.weekday()] = by_day.get(moment.weekday(), 0) + 1
+    parts = [f"{count} of the {_names([day])}" for day, count in sorted(by_day.items())]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _all_ideas(subject: str, month: date) -> list[tuple[str, str]]:

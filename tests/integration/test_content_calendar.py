@@ -244,6 +244,30 @@ async def test_with_wordpress_every_status_has_its_place_on_the_calendar(
         await aios.close()
 
 
+async def test_a_month_planned_again_books_no_day_title_or_slug_a_waiting_plan_holds(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")  # nothing is left to book
+        assert len(await approvals(aios)) == 4
+        said = [str(c.params["text"]) for c in slack_api.calls_to("chat.postMessage")]
+        assert any("4 of the Fridays already have a post planned" in text for text in said)
+        await ask(aios, "plan November: two posts a week about pricing, Tuesdays and Fridays")
+        asked = await approvals(aios)
+        assert len(asked) == 8
+        for approval in asked:
+            assert approval.id is not None
+            await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        planned = await slots(aios)
+        assert len(planned) == 8 and len({slot.slug for slot in planned}) == 8
+        assert len({slot.planned_for for slot in planned}) == 8
+        assert not [c for c in slack_api.calls_to("chat.postMessage") if ":x:" in str(c.params["text"])]
+    finally:
+        await aios.close()
+
+
 async def test_claude_plans_with_the_used_titles_and_a_slot_outside_the_windows_goes_back_to_it(
     database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
 ) -> None:
@@ -300,5 +324,47 @@ async def test_claude_plans_with_the_used_titles_and_a_slot_outside_the_windows_
             in refused["content"]
         )
         assert len(await approvals(aios)) == 2
+    finally:
+        await aios.close()
+
+
+async def test_claude_is_told_the_slots_taken_and_a_slug_a_waiting_plan_holds_is_refused(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    clock.now = NOW
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=POLICY,
+        AIOS_TIMEZONE="Europe/Berlin",
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        tuesday = {
+            "title": "Pricing, plainly",
+            "body": "Angle: what a price says",
+            "planned_for": "2026-11-03T09:00:00+01:00",
+        }
+        again = {**tuesday, "planned_for": "2026-11-10T09:00:00+01:00"}
+        anthropic_api.script(
+            Reply("One post on Tuesday 3.", (ToolUse("cms_create_draft", tuesday),)),
+            Reply("One post on Tuesday 10.", (ToolUse("cms_create_draft", again),)),
+            Reply("Nothing else to plan."),
+        )
+        await ask(aios, "plan November: one post about pricing, on Tuesdays")
+        await ask(aios, "plan November: one more post about pricing, on Tuesdays")
+        system = anthropic_api.requests[1]["system"][0]["text"]
+        assert 'Used before: "Pricing, plainly"' in system
+        assert 'Slot taken: "2026-11-03T09:00:00+01:00"' in system
+        refused = anthropic_api.requests[2]["messages"][-1]["content"][0]
+        assert refused["is_error"] is True
+        assert (
+            "another planned draft of the team (waiting, approved or made) has the slug 'pricing-plainly'"
+            in (refused["content"])
+        )
+        assert len(await approvals(aios)) == 1  # the waiting one; the second plan proposed nothing
     finally:
         await aios.close()

@@ -14,7 +14,7 @@ from agents.llm import LLMReply
 from agents.offline import calendar
 from agents.offline.planner import OfflinePlanner
 from agents.publishing_calendar import PublishingCalendar
-from agents.scheduling import USED_LINE, used_titles
+from agents.scheduling import TAKEN_LINE, USED_LINE, used_titles
 from policies.windows import PublishingWindow
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -254,3 +254,18 @@ def test_what_is_said_back_is_what_is_planned(month: str, count: str, topic: str
         assert all(weeks.count(week) <= request.per_week for week in weeks)
     else:
         assert len(planned) <= (request.total or 0)
+
+
+def test_times_other_planned_drafts_hold_are_skipped_and_count_towards_the_week() -> None:
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    held = [datetime(2026, 12, 1, 9, 0, tzinfo=BERLIN), datetime(2026, 12, 8, 9, 0, tzinfo=BERLIN)]
+    system = context(now) + "".join(f'\n{TAKEN_LINE}"{moment.isoformat()}"' for moment in held)
+    reply = calendar.plan(
+        "plan December: two posts a week about pricing, Tuesdays and Fridays", system, OFFERED
+    )
+    planned = [t.astimezone(BERLIN) for t in slots(reply)]
+    assert not set(planned) & set(held)
+    assert [t.day for t in planned] == [4, 11, 15, 18, 22, 25, 29]  # two a week with the two held ones
+    assert reply is not None and (
+        "2 of the Tuesdays already have a post planned, counted in the posts a week." in reply.text
+    )
