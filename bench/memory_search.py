@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import structlog
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -197,6 +197,10 @@ async def bulk_load(
     async with engine.begin() as connection:
         for batch in range(0, len(rows), 5000):
             await connection.execute(insert(Memory.__table__), rows[batch : batch + 5000])  # type: ignore[attr-defined]
+    if engine.dialect.name == "postgresql":
+        async with engine.begin() as connection:
+            # the planner's statistics, as autovacuum would gather them within a minute of such a load
+            await connection.execute(text("ANALYZE memory"))
     return size
 
 

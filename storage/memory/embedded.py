@@ -716,7 +716,8 @@ class EmbeddedMemoryStore:
 
 async def _id_horizon(session: Any) -> tuple[int, bool]:
     """The newest memory id PostgreSQL has handed out, then whether no other transaction holds a write lock on
-    the memory table (each a separate statement, so that rows read next see whatever was committed by then)."""
+    the memory table in this database (pg_locks shows every database's); each a separate statement, so that the
+    rows read next see whatever was committed by then."""
     connection = await session.connection()
     horizon = (
         await connection.execute(
@@ -727,6 +728,7 @@ async def _id_horizon(session: Any) -> tuple[int, bool]:
         await connection.execute(
             text(
                 "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'memory'::regclass "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                 "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())"
             )
         )
