@@ -1,34 +1,33 @@
 """`/aios calendar [month]`: per week of a month, what is planned, drafted, scheduled and published, in the team's
-time zone, from the planned slots and the CMS (the sandbox's posts, or WordPress's posts of the planned slots).
+time zone, from the planned slots and what the CMS's reader says of their posts (and, where the CMS lists posts
+by date, as the sandbox does, the posts planned outside the calendar).
 
-A planned slot whose draft still holds only its angle is an empty slot ("planned"); once the draft is written it
-is "drafted", and the CMS says when it is scheduled or published. In Slack it is Block Kit (one section a week,
+A planned slot whose draft still holds the body it was created with is an empty slot ("planned"); once the body
+changes the draft is "drafted", and the CMS says when it is scheduled or published. In Slack it is Block Kit (one section a week,
 within Slack's limits); in a terminal, a table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
-from sqlmodel import select
 
 from agents import months
-from agents.content import PostReader
 from agents.dates import place
 from agents.months import UnreadableMonth as UnreadableMonth  # raised by read_month
-from agents.scheduling import ANGLE_PREFIX
 from bot.mrkdwn import escape, truncate
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
-from connectors.sandbox_cms import SandboxCms
+from connectors.wordpress_cms import PostSummary, body_digest
 from storage.ids import format_id
 from storage.planned_slots import PlannedSlots
-from storage.records import PlannedSlot, SandboxPost
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.records import PlannedSlot, ProposedAction
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -84,6 +83,21 @@ def read_month(text: str, today: date) -> date:
         raise UnreadableMonth(f"I can't read “{text.strip()[:40]}” as a month; try {USAGE}") from None
 
 
+@runtime_checkable
+class SlugReader(Protocol):
+    """What the calendar asks a CMS about planned posts (WordPress and the sandbox)."""
+
+    async def posts_by_slug(self, slugs: Sequence[str]) -> list[PostSummary]: ...
+
+
+@runtime_checkable
+class DatedReader(Protocol):
+    """A CMS that can also list its posts dated within a span (the sandbox): posts planned outside the
+    calendar are shown too."""
+
+    async def posts_dated(self, start: datetime, end: datetime) -> list[PostSummary]: ...
+
+
 async def month_calendar(
     units: UnitOfWorkFactory, registry: ConnectorRegistry, team: str, month: date, zone: ZoneInfo
 ) -> MonthCalendar:
@@ -91,31 +105,34 @@ async def month_calendar(
     end = place(datetime.combine(months.shift(month, 1), time()), zone)
     async with units() as uow:
         slots = await PlannedSlots(uow.repo.session).between(team, start, end)
+        planned = await _planned_digests(uow, slots)
     cms = registry.connector_for("cms.create_draft")
-    entries: list[Entry] = []
+    found: dict[str, PostSummary] = {}
+    outside: list[PostSummary] = []
     problem: str | None = None
-    if isinstance(cms, SandboxCms):
-        async with units() as uow:
-            posts = {post.slug: post for post in (await uow.repo.session.exec(select(SandboxPost))).all()}
-        entries += [_slot_entry(slot, zone, _sandbox_status(posts.get(slot.slug))) for slot in slots]
-        planned = {slot.slug for slot in slots}
-        entries += [
-            entry
-            for post in posts.values()
-            if post.slug not in planned
-            and (entry := _post_entry(post, zone)) is not None
-            and start <= entry.at < end
-        ]
-    else:
-        statuses: dict[str, str] = {}
-        if isinstance(cms, PostReader) and slots:
-            try:
-                found = await cms.posts_by_slug([slot.slug for slot in slots])
-                statuses = {post.slug: post.status for post in found}
-            except ConnectorError as exc:
-                problem = f"the CMS could not be read just now ({exc}); planned slots only"
-        entries += [_slot_entry(slot, zone, _cms_status(statuses.get(slot.slug))) for slot in slots]
+    try:
+        if isinstance(cms, SlugReader) and slots:
+            found = {post.slug: post for post in await cms.posts_by_slug([slot.slug for slot in slots])}
+        if isinstance(cms, DatedReader):
+            outside = [post for post in await cms.posts_dated(start, end) if post.slug not in planned]
+    except ConnectorError as exc:
+        problem = f"the CMS could not be read just now ({exc}); planned slots only"
+    entries = [
+        _slot_entry(slot, zone, _slot_status(found.get(slot.slug), planned.get(slot.slug, "")))
+        for slot in slots
+    ]
+    entries += [entry for post in outside if (entry := _post_entry(post, zone)) is not None]
     return MonthCalendar(month, zone, _weeks(month, sorted(entries, key=lambda e: (e.at, e.slug))), problem)
+
+
+async def _planned_digests(uow: UnitOfWork, slots: Sequence[PlannedSlot]) -> dict[str, str]:
+    """Each slot's slug and the digest of the body its draft was created with."""
+    digests: dict[str, str] = {}
+    for slot in slots:
+        proposed = await uow.repo.get(ProposedAction, slot.action_id)
+        body = proposed.params.get("body") if proposed is not None else None
+        digests[slot.slug] = body_digest(body) if isinstance(body, str) else ""
+    return digests
 
 
 def calendar_message(calendar: MonthCalendar) -> tuple[str, list[dict[str, Any]]]:
@@ -196,33 +213,34 @@ def _slot_entry(slot: PlannedSlot, zone: ZoneInfo, status: str) -> Entry:
     return Entry(slot.planned_for.astimezone(zone), status, slot.title, slot.slug, slot.angle, slot.action_id)
 
 
-def _sandbox_status(post: SandboxPost | None) -> str:
-    """A slot's status from its post: a draft still holding only its angle is an empty slot."""
-    if post is None or post.status == "unpublished":
+def _slot_status(post: PostSummary | None, planned_digest: str) -> str:
+    """A slot's status from its post: a draft still holding the body it was created with is an empty slot;
+    one whose body changed since is written."""
+    if post is None:
         return "planned"
     if post.status == "draft":
-        return "planned" if post.body.startswith(ANGLE_PREFIX) else "drafted"
-    return post.status
+        written = bool(post.body_digest) and post.body_digest != planned_digest
+        return "drafted" if written else "planned"
+    return _cms_status(post.status)
 
 
 def _cms_status(status: str | None) -> str:
     """A slot's status from what a CMS reader says of its post. Past the four the readers share, WordPress has
     its own: a private post is out (to the site's members), one pending review is written, one in the trash
     leaves the slot empty."""
-    if status is None or status in ("draft", "trash", "auto-draft"):
+    if status is None or status in ("draft", "unpublished", "trash", "auto-draft"):
         return "planned"
     if status in ("published", "private"):
         return "published"
     return status if status in EMOJI else "drafted"
 
 
-def _post_entry(post: SandboxPost, zone: ZoneInfo) -> Entry | None:
+def _post_entry(post: PostSummary, zone: ZoneInfo) -> Entry | None:
     """A post outside the calendar: when it goes (or went) out, or for a draft when it last changed."""
-    if post.status in ("scheduled", "published") and post.publish_at is not None:
-        return Entry(post.publish_at.astimezone(zone), post.status, post.title, post.slug)
-    if post.status == "draft":
-        return Entry(post.updated_at.astimezone(zone), "drafted", post.title, post.slug)
-    return None
+    if post.status not in ("draft", "scheduled", "published") or not post.date:
+        return None
+    at = datetime.strptime(post.date, "%Y-%m-%d %H:%M").replace(tzinfo=UTC).astimezone(zone)
+    return Entry(at, "drafted" if post.status == "draft" else post.status, post.title, post.slug)
 
 
 def _weeks(month: date, entries: list[Entry]) -> list[Week]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish
 from connectors.base import ConnectorContext
 from connectors.due_publishing import DueOutcome, DuePublish, already_live
 from connectors.errors import PermanentConnectorError
-from connectors.wordpress_cms import WORDPRESS_SETTINGS
+from connectors.wordpress_cms import WORDPRESS_SETTINGS, PostSummary, body_digest
 from storage.records import SandboxPost
 
 
@@ -36,6 +37,20 @@ class SandboxCms:
         if post is None or idempotency_key not in post.idempotency_keys:
             return None
         return _post_result(post, replayed=True)
+
+    async def posts_by_slug(self, slugs: Sequence[str]) -> list[PostSummary]:
+        """The posts with these slugs, as the content calendar reads them (with their bodies' digests)."""
+        async with self._units() as uow:
+            query = select(SandboxPost).where(col(SandboxPost.slug).in_(list(slugs)))
+            return [_summary(post, with_body=True) for post in (await uow.repo.session.exec(query)).all()]
+
+    async def posts_dated(self, start: datetime, end: datetime) -> list[PostSummary]:
+        """The posts dated from ``start`` up to ``end``: when they go (or went) out, or a draft's last change."""
+        async with self._units() as uow:
+            posts = (await uow.repo.session.exec(select(SandboxPost))).all()
+        return [
+            _summary(post) for post in posts if (moment := _dated(post)) is not None and start <= moment < end
+        ]
 
     async def refusal(self, action: Action) -> str | None:
         """Nobody is asked to approve a change of a post that is not there, nor moving a live post back to
@@ -105,6 +120,23 @@ class SandboxCms:
             session.add(post)
             await uow.commit()
             return _post_result(post, replayed=False)
+
+
+def _dated(post: SandboxPost) -> datetime | None:
+    if post.status in ("scheduled", "published"):
+        return post.publish_at
+    return post.updated_at if post.status == "draft" else None
+
+
+def _summary(post: SandboxPost, *, with_body: bool = False) -> PostSummary:
+    moment = _dated(post) or post.updated_at
+    return PostSummary(
+        slug=post.slug,
+        title=post.title,
+        status=post.status,
+        date=f"{moment.astimezone(UTC):%Y-%m-%d %H:%M}",
+        body_digest=body_digest(post.body) if with_body else "",
+    )
 
 
 def _no_such_post(slug: str) -> str:

@@ -30,6 +30,7 @@ gets visits (or a system cron) and so may run late or never. When it falls due, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ class PostSummary:
     title: str
     status: str  # draft, scheduled, published
     date: str  # when it was (or is to be) published; for a draft, when it last changed
+    # A digest of the body as its author wrote it, when it was read (posts by slug): enough to tell whether a
+    # draft still holds what it was created with, without handing the body around.
+    body_digest: str = ""
+
+
+def body_digest(body: str) -> str:
+    """The digest ``PostSummary.body_digest`` holds for this body."""
+    return hashlib.sha256(body.strip().encode()).hexdigest()
 
 
 class WordPressCms:
@@ -189,7 +198,9 @@ class WordPressCms:
         """The posts (any status) with these slugs, in one request."""
         if not slugs:
             return []
-        return await self._summaries({"slug": ",".join(slugs), "per_page": "100"})
+        return await self._summaries(
+            {"slug": ",".join(slugs), "per_page": "100"}, f"{_SUMMARY_FIELDS},content"
+        )
 
     async def search_posts(self, text: str, limit: int = 5) -> list[PostSummary]:
         """Up to ``limit`` posts (any status) whose title, excerpt or body has every word of ``text``, the most
@@ -296,8 +307,8 @@ class WordPressCms:
     async def _posts_with_slug(self, slug: str) -> list[dict[str, Any]]:
         return await self._posts({"slug": slug, "per_page": "100"})
 
-    async def _summaries(self, params: Mapping[str, str]) -> list[PostSummary]:
-        return [_summary(post) for post in await self._posts({**params, "_fields": _SUMMARY_FIELDS})]
+    async def _summaries(self, params: Mapping[str, str], fields: str = _SUMMARY_FIELDS) -> list[PostSummary]:
+        return [_summary(post) for post in await self._posts({**params, "_fields": fields})]
 
     async def _posts(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
         """Posts of any status (drafts are found only this way), with their raw fields."""
@@ -448,6 +459,7 @@ def _summary(post: Mapping[str, Any]) -> PostSummary:
         title=_raw(post, "title"),
         status=_STATUS.get(status, status),
         date=str(date or "")[:16].replace("T", " "),
+        body_digest=body_digest(_body(post)) if "content" in post else "",
     )
 
 

@@ -211,6 +211,28 @@ async def test_a_slot_approval_expires_at_its_time_and_a_slot_whose_time_passed_
         await aios.close()
 
 
+async def test_a_draft_written_under_its_angle_is_drafted(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await calendar_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "plan November: one post a week about pricing, on Fridays")
+        for approval in await approvals(aios):
+            assert approval.id is not None
+            await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
+        first, *_ = await slots(aios)
+        async with aios.units() as uow:
+            query = select(SandboxPost).where(SandboxPost.slug == first.slug)
+            post = (await uow.repo.session.exec(query)).one()
+            post.body += "\n\nPrices, plainly: what we charge and why."  # the angle stays on top
+            uow.repo.session.add(post)
+            await uow.commit()
+        text, _ = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "november")
+        assert ":white_circle: 3 planned · :pencil2: 1 drafted" in text
+    finally:
+        await aios.close()
+
+
 async def test_with_wordpress_every_status_has_its_place_on_the_calendar(
     database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, wordpress: WordPressServer
 ) -> None:
@@ -223,7 +245,8 @@ async def test_with_wordpress_every_status_has_its_place_on_the_calendar(
         for approval in await approvals(aios):
             assert approval.id is not None
             await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
-        first, second, third, _ = await slots(aios)  # private, pending (a draft to the connector), trashed
+        # private, pending (a draft to the connector), trashed, and written under its angle
+        first, second, third, fourth = await slots(aios)
         auth = (wordpress.user, wordpress.app_password)
         async with httpx.AsyncClient(base_url=wordpress.url, auth=auth, timeout=10) as site:
             for slot, status in ((first, "private"), (second, "pending"), (third, "trash")):
@@ -235,10 +258,14 @@ async def test_with_wordpress_every_status_has_its_place_on_the_calendar(
                     else site.post("/", params=route, json={"status": status})
                 )
                 assert changed.status_code == 200, changed.text
+            [post] = wordpress.posts(slug=fourth.slug)
+            written = f"Angle: {fourth.angle}\n\nPrices, plainly: what we charge and why."
+            route = {"rest_route": f"/wp/v2/posts/{post['id']}"}
+            assert (await site.post("/", params=route, json={"content": written})).status_code == 200
         text, blocks = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "november")
         assert blocks is not None
         assert text.endswith(
-            ":white_circle: 3 planned · :pencil2: 0 drafted · :calendar: 0 scheduled · :rocket: 1 published"
+            ":white_circle: 2 planned · :pencil2: 1 drafted · :calendar: 0 scheduled · :rocket: 1 published"
         )
     finally:
         await aios.close()
