@@ -3,8 +3,8 @@ time zone, from the planned slots and what the CMS's reader says of their posts 
 by date, as the sandbox does, the posts planned outside the calendar).
 
 A planned slot whose draft still holds the body it was created with is an empty slot ("planned"); once the body
-changes the draft is "drafted", and the CMS says when it is scheduled or published. In Slack it is Block Kit (one section a week,
-within Slack's limits); in a terminal, a table.
+changes the draft is "drafted", and the CMS says when it is scheduled or published. In Slack it is Block Kit (one
+section a week, within Slack's limits); in a terminal, a table.
 """
 
 from __future__ import annotations

@@ -98,7 +98,6 @@ def _refund_result(refund: dict[str, Any]) -> dict[str, Any]:
     return {"refund_id": refund["id"], "order_id": refund["order_id"], "amount": refund["amount"]}
 
 
-
 def _error_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error", {})

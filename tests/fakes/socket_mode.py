@@ -139,8 +139,10 @@ class FakeSocketMode(LoopbackServer):
         return wait_until(
             lambda: predicate(self),
             timeout,
-            lambda: f"the fake Socket Mode server did not see what was expected within {timeout}s: "
-            f"{self.connections_opened} connections, envelopes {list(self.envelopes.values())}",
+            lambda: (
+                f"the fake Socket Mode server did not see what was expected within {timeout}s: "
+                f"{self.connections_opened} connections, envelopes {list(self.envelopes.values())}"
+            ),
         )
 
     # --- the server -----------------------------------------------------------------------------

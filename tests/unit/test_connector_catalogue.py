@@ -98,7 +98,11 @@ async def test_a_configured_connector_is_health_checked_and_closed() -> None:
 
 async def test_a_refused_login_a_silent_server_and_a_bad_setting_are_unhealthy_with_the_reason() -> None:
     [_, refused] = await _statuses(_Refusing, AIOS_SMTP_URL="smtp://bot:pw@mail:587")
-    assert refused[1:] == (True, "the server refused the login; check AIOS_SMTP_URL's user and password", False)
+    assert refused[1:] == (
+        True,
+        "the server refused the login; check AIOS_SMTP_URL's user and password",
+        False,
+    )
     [_, silent] = await _statuses(_Silent, AIOS_SMTP_URL="smtp://bot:pw@mail:587")
     assert silent[1:] == (True, "no answer within 0 s", False)
     [_, bad] = await _statuses(_Mailer, AIOS_SMTP_URL="nonsense")

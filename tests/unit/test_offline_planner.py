@@ -68,7 +68,11 @@ async def test_unknown_orders_and_missing_order_numbers_propose_nothing() -> Non
 async def test_a_shop_that_could_not_be_reached_is_not_called_a_missing_order() -> None:
     system = CONTEXT + "\norder 1003: could not be looked up just now (the shop did not answer)"
     reply = await OfflinePlanner().complete(
-        role="agent", call=CALL, system=system, messages=[Message("user", "refund order 1003 $20")], tools=RETURNS
+        role="agent",
+        call=CALL,
+        system=system,
+        messages=[Message("user", "refund order 1003 $20")],
+        tools=RETURNS,
     )
     assert reply.tool_calls == []
     assert "couldn't reach the shop to look up order 1003 (the shop did not answer)" in reply.text

@@ -58,7 +58,9 @@ def test_short_values_and_ordinary_text_are_left_alone() -> None:
 
 def test_a_secret_that_contains_another_is_replaced_whole() -> None:
     redactor = Redactor([Secret("A_SETTING", "token-abc"), Secret("B_SETTING", "token-abc-and-more")])
-    assert redactor.text("x token-abc-and-more y token-abc") == "x [REDACTED:B_SETTING] y [REDACTED:A_SETTING]"
+    assert (
+        redactor.text("x token-abc-and-more y token-abc") == "x [REDACTED:B_SETTING] y [REDACTED:A_SETTING]"
+    )
 
 
 def test_nested_results_keys_included_are_scrubbed_and_other_values_kept() -> None:
