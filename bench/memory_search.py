@@ -222,8 +222,7 @@ async def cached_vectors(embedder: Embedder, texts: list[str]) -> list[bytes]:
 class Corpus:
     """Every memory of the team, to rank by brute force: the exact answer a search is held against."""
 
-    def __init__(self, engine: AsyncEngine, rows: Sequence[Any], embedder: Embedder | None) -> None:
-        self.engine = engine
+    def __init__(self, rows: Sequence[Any], embedder: Embedder | None) -> None:
         self.rows = rows
         self.embedder = embedder
         self.tokenizer = Tokenizer()
@@ -249,7 +248,7 @@ class Corpus:
                     select(Memory).where(Memory.team_id == TEAM).order_by(col(Memory.id))
                 )
             ).all()
-        return cls(engine, rows, embedder)
+        return cls(rows, embedder)
 
     def bm25(self, query: str) -> dict[int, float]:
         terms = list(dict.fromkeys(self.tokenizer.terms(query)))
