@@ -42,7 +42,7 @@ _VAGUE = re.compile(
     re.IGNORECASE,
 )
 _COUNT = re.compile(
-    r"\b(\d{1,2}|an?|one|two|three|four|five|six|seven)\s+(?:(?!few\b|couple\b)\w+\s+)?"
+    r"\b(\d+|an?|one|two|three|four|five|six|seven)\s+(?:(?!few\b|couple\b)\w+\s+)?"
     r"(?:posts?|articles?|pieces?|slots?)"
     r"(?:\s+(?:(?:a|per|each|every)\s+(week|month)|(weekly|monthly))\b)?",
     re.IGNORECASE,
@@ -390,7 +390,7 @@ def _time_of(words: str) -> time | None:
 def _number(word: str) -> int:
     value = int(word) if word.isdigit() else _NUMBERS[word.lower()]
     if not 1 <= value <= 31:
-        raise Unreadable(f"{word} posts is not a number I can plan (1 to 31); like {EXAMPLE}")
+        raise Unreadable(f"{word[:12]} posts is not a number I can plan (1 to 31); like {EXAMPLE}")
     return value
 
 

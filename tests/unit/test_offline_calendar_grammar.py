@@ -113,6 +113,7 @@ def test_a_post_memory_or_its_summary_gives_its_quoted_titles() -> None:
         ("plan 2026-13: two posts about x", "“2026-13” is not a month"),
         ("plan March 2020: two posts a week about x", "March 2020 is over"),
         ("plan December: 99 posts about x", "99 posts is not a number I can plan"),
+        ("plan December: 100000000000000000000 posts a week about x, Tuesdays", "is not a number I can plan"),
         (
             "plan 9999-12: two posts a week about x",
             "“9999-12” is not a month I can plan (years 1970 to 2999)",
