@@ -19,7 +19,7 @@ from bot.blocks import REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTIO
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget
+from bot.messages import DecideApproval, DecideRun, HandleIntent, PublishDuePosts, RequestBudget, SweepTimers
 from bot.mrkdwn import unescape
 from bot.queries import private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID
@@ -310,6 +310,14 @@ CHAT_HELP = """A new thread. Type an intent as you would in Slack, e.g. `refund 
   quit                     leave (or Ctrl-D; Ctrl-C stops at once)"""
 
 
+async def _catch_up(aios: Aios) -> None:
+    """The timers `aios serve` runs on a schedule (approvals that expired, posts that fell due): no scheduler
+    runs while the prompt waits outside the event loop, so what fell due meanwhile is swept at start and
+    before each line."""
+    await aios.process(SweepTimers())
+    await aios.process(PublishDuePosts())
+
+
 def run_chat(runner: asyncio.Runner, aios: Aios, transport: ConsoleTransport, user: str) -> int:
     """The prompt loop; returns the exit code.
 
@@ -321,6 +329,7 @@ def run_chat(runner: asyncio.Runner, aios: Aios, transport: ConsoleTransport, us
     console = transport.console
     console.print(CHAT_HELP, highlight=False, markup=False)
     try:
+        runner.run(_catch_up(aios))
         while True:
             try:
                 line = console.input(f"[bold magenta]{escape(user)}[/]> ").strip()
@@ -330,6 +339,7 @@ def run_chat(runner: asyncio.Runner, aios: Aios, transport: ConsoleTransport, us
             if line.lower() in ("quit", "exit"):
                 return 0
             if line:
+                runner.run(_catch_up(aios))
                 user = runner.run(session.handle(user, line))
     except KeyboardInterrupt:
         console.print()
