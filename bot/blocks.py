@@ -8,11 +8,14 @@ models wrote arrives raw in an ``ApprovalCard`` and is escaped here; ``notice`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -24,7 +27,9 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from agents.dates import UTC_ZONE, describe
 from bot.mrkdwn import escape, quote, truncate
+from connectors.mcp_tools import McpToolAction
 
 APPROVE_ACTION_ID = "aios_approve"
 REJECT_ACTION_ID = "aios_reject"
@@ -40,7 +45,14 @@ CONFIRM_TEXT_MAX = ConfirmObject.text_max_length  # 300
 FALLBACK_TEXT_MAX = 3000  # the notification text; Slack takes more, but nobody reads more in a notification
 # What one card field may take of its block, so that the fields around it always fit.
 SUMMARY_MAX = 500
-PARAMS_MAX = 2000
+PARAMS_MAX = 2000  # the short parameters together
+PARAM_SECTIONS_MAX = (
+    20  # a section each for long parameters (an email body); the card stays well under 50 blocks
+)
+SHORT_VALUE_MAX = 200  # a longer value gets a section of its own
+# Amounts of money are floats named like this in the action models (whole cents, in the shop's currency).
+MONEY_FIELDS = frozenset({"amount", "shipping", "price", "total"})
+_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
 REASON_MAX = 1000
 CONFIRM_SUFFIX = ". It runs as soon as you confirm."
 
@@ -63,6 +75,25 @@ class ApprovalCard:
     expires_at: datetime | None
     quorum: int = 1
     voters: tuple[str, ...] = ()  # approvers so far, while a quorum is incomplete
+    labels: Mapping[str, str] = field(default_factory=dict)  # parameter name -> what people call it
+    zone: ZoneInfo = UTC_ZONE  # the team's time zone, in which times are told
+
+
+def field_labels(action: type[BaseModel]) -> dict[str, str]:
+    """What a card calls each parameter of an action: the field's title (an MCP tool's from its schema), else
+    its name in words."""
+    if issubclass(action, McpToolAction):
+        properties = action.input_schema.get("properties") or {}
+        return {
+            name: str(schema.get("title") or humanise(name)) if isinstance(schema, dict) else humanise(name)
+            for name, schema in properties.items()
+        }
+    return {name: info.title or humanise(name) for name, info in action.model_fields.items()}
+
+
+def humanise(name: str) -> str:
+    words = name.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
 
 
 def mentions(members: Iterable[str], separator: str = " ") -> str:
@@ -75,22 +106,24 @@ def _render(blocks: list[Block]) -> list[dict[str, Any]]:
     return [block.to_dict() for block in blocks]
 
 
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: datetime, zone: ZoneInfo = UTC_ZONE) -> str:
+    return describe(moment, zone)
 
 
-def _card_blocks(card: ApprovalCard, header: str) -> list[Block]:
-    params = quote(json.dumps(card.params, sort_keys=True, ensure_ascii=False), PARAMS_MAX)
-    deadline = f" · expires {_when(card.expires_at)}" if card.expires_at else ""
+def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> list[Block]:
+    # A decided card has nothing left to expire: the line would only mislead.
+    deadline = f" · expires {_when(card.expires_at, card.zone)}" if card.expires_at and not decided else ""
     needs = f" ({card.quorum} different people)" if card.quorum > 1 else ""
     rationale_label = "*Why the agent proposes it:* "
+    short, long = _parameters(card)
     return [
         HeaderBlock(block_id="aios_header", text=header),
         _section(
             "aios_summary",
-            f"*{quote(card.summary, SUMMARY_MAX)}*\nRequested by <@{card.requester}> · `{card.action_id}`\n"
-            f"```{params}```",
+            f"*{quote(card.summary, SUMMARY_MAX)}*\nRequested by <@{card.requester}> · `{card.action_id}`"
+            + (f"\n{short}" if short else ""),
         ),
+        *long,
         _section(
             "aios_reasoning",
             rationale_label + quote(card.rationale, SECTION_TEXT_MAX - len(rationale_label)),
@@ -101,6 +134,60 @@ def _card_blocks(card: ApprovalCard, header: str) -> list[Block]:
             f"{', '.join(card.approver_roles)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
         ),
     ]
+
+
+def _parameters(card: ApprovalCard) -> tuple[str, list[Block]]:
+    """The parameters as ``*Label:* value`` lines: the short ones together under the summary, each long one
+    (an email body, a nested JSON object) in a section of its own, up to ``PARAM_SECTIONS_MAX`` of them."""
+    lines: list[str] = []
+    long: list[Block] = []
+    unshown: list[str] = []
+    for name in sorted(card.params):
+        label = f"*{quote(card.labels.get(name) or humanise(name), 100)}:*"
+        value = card.params[name]
+        shown = _told(name, value, card.zone)
+        if shown is not None and len(shown) <= SHORT_VALUE_MAX:
+            lines.append(f"{label} {shown}")
+        elif len(long) < PARAM_SECTIONS_MAX:
+            long.append(_section(f"aios_param_{len(long)}", f"{label}\n{_long(value, shown)}"))
+        else:
+            unshown.append(name)
+    if unshown:
+        lines.append(f"_{len(unshown)} more long parameters than a card can show; the record keeps them_")
+    return truncate("\n".join(lines), PARAMS_MAX), long
+
+
+def _told(name: str, value: Any, zone: ZoneInfo) -> str | None:
+    """A short value as mrkdwn, or None when it needs a block of its own (several lines, nested values)."""
+    if value is None:
+        return "_none_"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"${value:,.2f}" if name in MONEY_FIELDS else str(value)
+    if isinstance(value, str):
+        if "\n" in value:
+            return None
+        if _ISO_TIME.match(value):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                return escape(value)  # looked like a time and is not one: shown as written
+            # The action models read a time without a zone as UTC; the card tells it the same way.
+            return describe(moment if moment.tzinfo else moment.replace(tzinfo=UTC), zone)
+        return escape(value)
+    return None
+
+
+def _long(value: Any, shown: str | None) -> str:
+    """A value too long for a line: text as a quote block with its own line breaks, anything else as JSON."""
+    if isinstance(value, str):
+        quoted = "\n".join(f">{line}" for line in escape(value).split("\n"))
+        return truncate(quoted, SECTION_TEXT_MAX - 110)
+    if shown is not None:
+        return truncate(shown, SECTION_TEXT_MAX - 110)
+    as_json = quote(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False), SECTION_TEXT_MAX - 120)
+    return f"```{as_json}```"
 
 
 def _section(block_id: str, mrkdwn: str) -> SectionBlock:
@@ -144,11 +231,13 @@ def approval_request(card: ApprovalCard) -> Message:
 def approval_closed(card: ApprovalCard, outcome: str, actor: str | None, at: datetime) -> Message:
     """The approval request after it was decided or expired: the same card, the buttons replaced by the outcome."""
     icons = {"approved": ":white_check_mark:", "rejected": ":no_entry_sign:", "expired": ":hourglass:"}
-    who = f" by <@{actor}>" if actor else ""
-    line = f"{icons.get(outcome, '')} *{outcome.capitalize()}*{who} at {_when(at)}".strip()
+    deciders = [*card.voters, *([actor] if actor and actor not in card.voters else [])]
+    who = f" by {mentions(deciders, ', ')}" if deciders else ""
+    line = f"{icons.get(outcome, '')} *{outcome.capitalize()}*{who} at {_when(at, card.zone)}".strip()
     text = f"{quote(card.summary, SUMMARY_MAX)}: {outcome}{who} ({card.approval_id})"
     outcome_block = _section("aios_outcome", line)
-    return text, _render([*_card_blocks(card, f"Approval request {outcome}"), outcome_block])
+    blocks = _card_blocks(card, f"Approval request {outcome}", decided=True)
+    return text, _render([*blocks, outcome_block])
 
 
 def notice(text: str, context: str | None = None) -> Message:

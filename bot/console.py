@@ -109,6 +109,8 @@ class ConsoleTransport:
 
 
 _ITALIC = re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])")
+# A mrkdwn quote line (an email body on a card); a `>` that someone wrote is still escaped at this point.
+_QUOTE_LINE = re.compile(r"^>", re.MULTILINE)
 
 
 def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
@@ -145,6 +147,7 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
 def _plain(text: str) -> str:
     text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
     text = _ITALIC.sub(r"\1", text)  # _words_ are italics in mrkdwn, not underscores to show
+    text = _QUOTE_LINE.sub("  │ ", text)
     return unescape(text.replace("```", "").replace("*", ""))  # what others wrote, as they wrote it
 
 

@@ -211,4 +211,6 @@ class HandlerBase:
             requester=approval.requester,
             expires_at=approval.expires_at,
             quorum=approval.quorum,
+            labels=blocks.field_labels(type(action)),
+            zone=self.zone,
         )

@@ -96,8 +96,10 @@ def test_a_models_long_texts_fit_slacks_limits() -> None:
         assert sections and all(len(s) <= SectionBlock.text_max_length for s in sections)
         assert contexts and all(len(c) <= 3000 for c in contexts)
         assert len(text) <= 3000 and len(blocks) <= 50
-        # shortened, and the parameters' code block still closed
-        assert "…" in sections[1] and sections[0].endswith("```")
+        # each parameter on its own line, the long ones in their own sections, shortened
+        assert sections[0].endswith("*Amount:* $250.00\n*Order id:* 1001")
+        assert sections[1].startswith("*Body:*\n>bbb") and sections[1].endswith("…")
+        assert sections[2] == "*Reason:*\n>" + reason
     [actions] = [b for b in approval_request(card)[1] if b["type"] == "actions"]
     assert len(actions["elements"][0]["confirm"]["text"]["text"]) <= ConfirmObject.text_max_length
 
