@@ -51,10 +51,12 @@ memory:
 NOW = datetime(2026, 10, 20, 8, 0, tzinfo=UTC)
 
 
-async def calendar_aios(database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path) -> Aios:
+async def calendar_aios(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, **settings: str
+) -> Aios:
     clock.now = NOW
     return await start_aios(
-        database_url, slack_api, clock, tmp_path, policy=POLICY, AIOS_TIMEZONE="Europe/Berlin"
+        database_url, slack_api, clock, tmp_path, policy=POLICY, AIOS_TIMEZONE="Europe/Berlin", **settings
     )
 
 
@@ -298,14 +300,11 @@ async def test_a_month_planned_again_books_no_day_title_or_slug_a_waiting_plan_h
 async def test_claude_plans_with_the_used_titles_and_a_slot_outside_the_windows_goes_back_to_it(
     database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
 ) -> None:
-    clock.now = NOW
-    aios = await start_aios(
+    aios = await calendar_aios(
         database_url,
         slack_api,
         clock,
         tmp_path,
-        policy=POLICY,
-        AIOS_TIMEZONE="Europe/Berlin",
         ANTHROPIC_API_KEY=API_KEY,
         ANTHROPIC_BASE_URL=anthropic_api.url,
     )
@@ -358,14 +357,11 @@ async def test_claude_plans_with_the_used_titles_and_a_slot_outside_the_windows_
 async def test_claude_is_told_the_slots_taken_and_a_slug_a_waiting_plan_holds_is_refused(
     database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
 ) -> None:
-    clock.now = NOW
-    aios = await start_aios(
+    aios = await calendar_aios(
         database_url,
         slack_api,
         clock,
         tmp_path,
-        policy=POLICY,
-        AIOS_TIMEZONE="Europe/Berlin",
         ANTHROPIC_API_KEY=API_KEY,
         ANTHROPIC_BASE_URL=anthropic_api.url,
     )
