@@ -45,6 +45,9 @@ class ConsoleTransport:
     console: Console
     messages: list[PostedMessage] = field(default_factory=list)
     groups: dict[str, set[str]] = field(default_factory=dict)
+    # Each person's App Home as last published: the terminal has no tab to show it in.
+    homes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)  # modals opened, by view id
     _last_ts_micros: int = 0
 
     async def post(
@@ -95,6 +98,19 @@ class ConsoleTransport:
     async def group_members(self, group_id: str) -> set[str]:
         return self.groups.get(group_id, set())
 
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        view_id = f"V{len(self.views) + 1:08d}"
+        self.views[view_id] = view
+        self._print(f"aios (a dialog: {_view_title(view)})", render("", view.get("blocks")))
+        return view_id
+
+    async def update_view(self, view_id: str, view: dict[str, Any]) -> None:
+        self.views[view_id] = view
+        self._print(f"aios (the dialog now: {_view_title(view)})", render("", view.get("blocks")))
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        self.homes[user] = view
+
     def _next_ts(self) -> str:
         # Slack-style "seconds.micros" from the wall clock, so a new `aios chat` never reuses an older
         # session's thread ts (its approvals would then look like this thread's).
@@ -106,6 +122,11 @@ class ConsoleTransport:
         self.console.print(f"[bold cyan]{escape(who)}[/]")
         for line in body.splitlines():
             self.console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _view_title(view: dict[str, Any]) -> str:
+    title = view.get("title")
+    return str(title.get("text", "")) if isinstance(title, dict) else ""
 
 
 _ITALIC = re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])")

@@ -55,3 +55,12 @@ class RedactingTransport:
 
     async def group_members(self, group_id: str) -> set[str]:
         return await self._transport.group_members(group_id)
+
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        return await self._transport.open_view(trigger_id, self._redactor.data(view))
+
+    async def update_view(self, view_id: str, view: dict[str, Any]) -> None:
+        await self._transport.update_view(view_id, self._redactor.data(view))
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        await self._transport.publish_home(user, self._redactor.data(view))

@@ -128,6 +128,17 @@ class SlackTransport:
         self._groups[group_id] = (time.monotonic(), members)
         return members
 
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        response = await _call("views.open", self._client.views_open(trigger_id=trigger_id, view=view))
+        opened: dict[str, Any] = response.get("view") or {}
+        return str(opened.get("id", ""))
+
+    async def update_view(self, view_id: str, view: dict[str, Any]) -> None:
+        await _call("views.update", self._client.views_update(view_id=view_id, view=view))
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        await _call("views.publish", self._client.views_publish(user_id=user, view=view))
+
 
 async def _call(method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
     try:

@@ -46,3 +46,15 @@ class Transport(Protocol):
     async def group_members(self, group_id: str) -> set[str]:
         """Members of a Slack user group (S…), for roles that name groups."""
         ...
+
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """Open a modal for the person whose click or shortcut carried ``trigger_id`` (valid for 3 s); its view id."""
+        ...
+
+    async def update_view(self, view_id: str, view: dict[str, Any]) -> None:
+        """Replace an open modal's content."""
+        ...
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        """Show ``view`` as ``user``'s App Home tab."""
+        ...

@@ -15,12 +15,15 @@ from typing import Any
 from aiohttp import web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 from tests.fakes.loopback import LoopbackServer, wait_until
 
 BOT_USER_ID = "UAIOSBOT"
 BOT_ID = "B0AIOS"
 MAX_BLOCKS = 50  # per message
+MAX_VIEW_BLOCKS = 100  # per modal or Home tab
+MAX_VIEW_TITLE = 24
 MAX_TEXT_OBJECT = 3000  # any text object in a block
 MAX_MESSAGE_TEXT = 40_000
 TOKEN = "xoxb-test-token"
@@ -43,6 +46,10 @@ class FakeSlackApi(LoopbackServer):
         self.human_messages: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._ts = itertools.count(1)
         self._socket_mode: tuple[str, Callable[[], str]] | None = None
+        self.views: dict[str, dict[str, Any]] = {}  # modals opened (and updated), by view id
+        self.homes: dict[str, dict[str, Any]] = {}  # each user's App Home as last published
+        self._triggers_used: set[str] = set()
+        self._view_ids = itertools.count(1)
 
     def serve_socket_mode(self, app_token: str, issue_url: Callable[[], str]) -> None:
         """Answer apps.connections.open for ``app_token`` with the WebSocket URLs ``issue_url`` makes."""
@@ -163,6 +170,8 @@ class FakeSlackApi(LoopbackServer):
                 "messages": self._replies(str(params.get("channel")), str(params.get("ts"))),
                 "has_more": False,
             }
+        if method in ("views.open", "views.update", "views.publish"):
+            return self._view_call(method, params)
         if method == "usergroups.users.list":
             users = self.groups.get(str(params.get("usergroup")))
             return (
@@ -171,6 +180,35 @@ class FakeSlackApi(LoopbackServer):
                 else {"ok": False, "error": "no_such_subteam"}
             )
         return {"ok": False, "error": "unknown_method"}
+
+    def _view_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """views.open (a trigger id once), views.update (by view id) and views.publish (a user's Home tab)."""
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or (refused := _view_refusal(view)):
+            return {"ok": False, "error": "invalid_arguments" if not isinstance(view, dict) else refused}
+        with self._lock:
+            if method == "views.open":
+                trigger = str(params.get("trigger_id") or "")
+                if not trigger:
+                    return {"ok": False, "error": "invalid_arguments"}
+                if trigger in self._triggers_used:
+                    return {"ok": False, "error": "exchanged_trigger_id"}
+                self._triggers_used.add(trigger)
+                view_id = f"V{next(self._view_ids):08d}"
+            elif method == "views.update":
+                view_id = str(params.get("view_id") or "")
+                if view_id not in self.views:
+                    return {"ok": False, "error": "not_found"}
+            else:
+                user = str(params.get("user_id") or "")
+                if not user or view.get("type") != "home":
+                    return {"ok": False, "error": "invalid_arguments"}
+                self.homes[user] = view
+                return {"ok": True, "view": {**view, "id": f"VHOME{user}"}}
+            self.views[view_id] = view
+        return {"ok": True, "view": {**view, "id": view_id}}
 
     def _open_connection(self, authorization: str) -> dict[str, Any]:
         """Socket Mode's WebSocket URL; only the app-level token (xapp-…) may ask for one."""
@@ -229,6 +267,24 @@ def _refusal(params: dict[str, Any]) -> str | None:
             block.to_dict()  # validates the block and everything in it
     except (SlackObjectFormationError, TypeError, KeyError):
         return "invalid_blocks"
+    return None
+
+
+def _view_refusal(view: dict[str, Any]) -> str | None:
+    """What Slack refuses in a view: a modal without a title, more than 100 blocks, or blocks slack_sdk rejects."""
+    blocks = view.get("blocks") or []
+    if view.get("type") not in ("modal", "home") or len(blocks) > MAX_VIEW_BLOCKS:
+        return "invalid_arguments"
+    try:
+        View(**view).to_dict()  # validates the view, its title and submit lengths, and every block
+    except (SlackObjectFormationError, TypeError, KeyError):
+        return "invalid_arguments"
+    if any(len(text) > MAX_TEXT_OBJECT for text in _texts(blocks)):
+        return "invalid_arguments"
+    for key in ("title", "submit", "close"):  # a modal's title and buttons: 24 characters at most
+        part = view.get(key)
+        if isinstance(part, dict) and len(str(part.get("text", ""))) > MAX_VIEW_TITLE:
+            return "invalid_arguments"
     return None
 
 

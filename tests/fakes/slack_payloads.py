@@ -132,3 +132,139 @@ def block_action(
         ],
     }
     return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+
+
+# Shapes as Slack documents them (api.slack.com/reference/interaction-payloads/views,
+# …/block-actions-payload, …/shortcuts-payload, events/app_home_opened), with the fields Slack always sends.
+
+
+def view_submission(
+    callback_id: str,
+    values: dict[str, dict[str, dict[str, Any]]],
+    *,
+    user: str,
+    private_metadata: str = "",
+    view_id: str = "V00000001",
+    team: str = "T0FAKE",
+    blocks: list[dict[str, Any]] | None = None,
+) -> tuple[str, str]:
+    """A modal's submit: ``values`` is ``view.state.values`` ({block_id: {action_id: element state}}), e.g.
+    ``{"amount": {"value": {"type": "number_input", "value": "40"}}}``."""
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "api_app_id": "A0AIOS",
+        "token": "legacy",
+        "trigger_id": uuid.uuid4().hex,
+        "view": {
+            "id": view_id,
+            "team_id": team,
+            "type": "modal",
+            "blocks": blocks or [],
+            "private_metadata": private_metadata,
+            "callback_id": callback_id,
+            "state": {"values": values},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "title": {"type": "plain_text", "text": "AIOS", "emoji": True},
+            "clear_on_close": False,
+            "notify_on_close": False,
+            "close": {"type": "plain_text", "text": "Cancel", "emoji": True},
+            "submit": {"type": "plain_text", "text": "Submit", "emoji": True},
+            "previous_view_id": None,
+            "root_view_id": view_id,
+            "app_id": "A0AIOS",
+            "external_id": "",
+            "app_installed_team_id": team,
+            "bot_id": "B0AIOS",
+        },
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    return interactivity(payload)
+
+
+def view_block_action(
+    action_id: str,
+    value: str,
+    *,
+    user: str,
+    view_type: str = "home",
+    view_id: str = "V00000002",
+    team: str = "T0FAKE",
+    block_id: str = "aios_decision",
+) -> tuple[str, str]:
+    """A button pressed inside a view (the App Home or a modal): no channel and no message, the view instead."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "team_id": team},
+        "api_app_id": "A0AIOS",
+        "token": "legacy",
+        "trigger_id": uuid.uuid4().hex,
+        "container": {"type": "view", "view_id": view_id},
+        "view": {
+            "id": view_id,
+            "team_id": team,
+            "type": view_type,
+            "blocks": [],
+            "private_metadata": "",
+            "callback_id": "",
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "app_id": "A0AIOS",
+            "bot_id": "B0AIOS",
+        },
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": value,
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "action_ts": str(time.time()),
+            }
+        ],
+        "is_enterprise_install": False,
+    }
+    return interactivity(payload)
+
+
+def message_shortcut(
+    callback_id: str,
+    message: dict[str, Any],
+    *,
+    user: str,
+    channel: str = "C0SHOP",
+    team: str = "T0FAKE",
+) -> tuple[str, str]:
+    """A message shortcut chosen on ``message`` (as Slack holds it: ``ts``, ``text``, ``blocks``, ``bot_id``…)."""
+    payload = {
+        "type": "message_action",
+        "token": "legacy",
+        "action_ts": str(time.time()),
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "name": user.lower(), "username": user.lower(), "team_id": team},
+        "channel": {"id": channel, "name": "shop"},
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "callback_id": callback_id,
+        "trigger_id": uuid.uuid4().hex,
+        "response_url": "https://hooks.slack.test/app/1",
+        "message_ts": message.get("ts", ""),
+        "message": {"type": "message", **message},
+    }
+    return interactivity(payload)
+
+
+def app_home_opened(user: str, *, tab: str = "home", team: str = "T0FAKE") -> tuple[str, str]:
+    """The event Slack sends when someone opens the app's Home (or Messages) tab."""
+    event = {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": f"D{user[1:]}",
+        "tab": tab,
+        "event_ts": str(time.time()),
+    }
+    return event_callback(event, team=team)
