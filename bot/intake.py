@@ -1,12 +1,13 @@
-"""Accepting an intent or a click: persisted (an intent with its delivery key, atomically) before Slack gets its
-ack."""
+"""Accepting an intent, a click or an edit: persisted (an intent with its delivery key, atomically) before Slack
+gets its ack."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bot.observability import INTENTS
-from storage.records import ApprovalStatus, Click, Intent
+from storage.records import ActionEdit, Approval, ApprovalStatus, Click, Intent
 from storage.unit_of_work import UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
@@ -54,6 +55,26 @@ async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
     """Store an Approve or Reject click; its id goes with the DecideApproval that handles it."""
     async with units() as uow:
         stored = await uow.repo.add(click)
+        await uow.commit()
+    assert stored.id is not None
+    return stored.id
+
+
+async def accept_edit(
+    units: UnitOfWorkFactory, approval_id: int, user: str, params: dict[str, Any], channel: str
+) -> int:
+    """Store a submitted edit before Slack gets its ack (a crash after the ack loses nothing); its id, which goes
+    with the EditApproval that handles it."""
+    async with units() as uow:
+        approval = await uow.repo.get(Approval, approval_id)
+        edit = ActionEdit(
+            approval_id=approval_id,
+            action_id=approval.action_id if isinstance(approval, Approval) else None,
+            user=user,
+            channel=channel,
+            params_after=params,
+        )
+        stored = await uow.repo.add(edit)
         await uow.commit()
     assert stored.id is not None
     return stored.id

@@ -58,6 +58,18 @@ class DecideRun(Command):
 
 
 @dataclass(frozen=True)
+class EditApproval(Command):
+    """A person changed a waiting action's parameters (the Edit dialog in Slack, `edit AP-3 …` in the console)."""
+
+    approval_id: int
+    user: str
+    params: dict[str, Any]  # the whole edited parameter set (already checked against the model by the caller)
+    channel: str
+    edit_id: int | None = None  # the stored edit this comes from, marked processed once handled
+    recovered: bool = False  # re-submitted at start: its first handling may have got part of the way
+
+
+@dataclass(frozen=True)
 class RequestBudget(Command):
     run_id: int
     user: str

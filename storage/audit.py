@@ -43,6 +43,7 @@ from sqlmodel.orm.session import Session as SqlModelSession
 
 from storage.ids import format_id
 from storage.records import (
+    ActionEdit,
     Approval,
     ApprovalStatus,
     ApprovalVote,
@@ -69,6 +70,7 @@ AUDITED: dict[str, type[SQLModel]] = {
     "capability": Capability,
     "execution": Execution,
     "execution_attempt": ExecutionAttempt,
+    "action_edit": ActionEdit,
 }
 BOOKKEEPING: dict[str, frozenset[str]] = {
     "execution": frozenset({"owner"}),  # the process lease holding it: moves on take-over, says nothing
@@ -357,6 +359,8 @@ def genesis(connection: Connection) -> int:
     inspector = inspect(connection)
     appended = 0
     for name in AUDITED:
+        if not inspector.has_table(name):
+            continue  # audited from a later migration on, which creates it empty
         table = _table(AUDITED[name])
         present = {c["name"] for c in inspector.get_columns(name)}
         columns = [c for c in table.columns if c.name in present]

@@ -316,6 +316,28 @@ class Click(Record, table=True):
     processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
 
 
+class ActionEdit(Record, table=True):
+    """A person's change to a waiting action's parameters, stored before Slack gets its ack and marked processed
+    once handled (like a click). Handling fills in what it changed and how it ended: the verdict the edited
+    action got, or why the edit was refused."""
+
+    __tablename__ = "action_edit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(
+        index=True
+    )  # as submitted; not a foreign key, since an edit may name no approval
+    action_id: int | None = Field(default=None, foreign_key="proposed_action.id", index=True)
+    user: str = Field(max_length=40)
+    channel: str = Field(max_length=40)
+    params_before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    params_after: dict[str, Any] = _json()
+    changed: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    outcome: str | None = None  # the verdict the edited action got, or why the edit was refused
+    received_at: datetime = _ts()
+    processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+
+
 class AgentPause(Record, table=True):
     """An agent stopped by `/aios pause`: no new runs plan and no approved action of its runs executes."""
 
