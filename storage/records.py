@@ -618,3 +618,15 @@ class MemoryIndexQueue(Record, table=True):
     created_at: datetime = _ts()
     due_at: datetime = _ts(index=True)
     refusal: str | None = Field(default=None, max_length=2000)
+
+
+class HomeViewer(Record, table=True):
+    """Someone who opened the app's Home tab. Their Home is drawn again when what it shows may have changed, and
+    published only when it differs from the one published last (``last_published_hash``, a compare-and-set)."""
+
+    __tablename__ = "home_viewer"
+
+    user: str = Field(primary_key=True, max_length=40)
+    team: str = Field(default="", max_length=40)
+    last_published_hash: str | None = Field(default=None, max_length=64)
+    opened_at: datetime = _ts(index=True)
