@@ -5,13 +5,12 @@ A run stopped by its budget waits for a grant, which is itself a gated action; t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 
 import structlog
 
-from agents.base import Escalation, PlanRequest
+from agents.base import Escalation, Feedback, PlanRequest
 from agents.budgets import BudgetExceededError
 from agents.context import thread_messages
 from agents.dispatcher import DISPATCHER
@@ -21,6 +20,7 @@ from bot import blocks
 from bot.crashpoints import crash_point
 from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.handlers.escalation import Escalations
+from bot.handlers.judging import Judged, approval_deadlines, judge
 from bot.handlers.run_review import RunReviews
 from bot.messagebus import Message
 from bot.messages import (
@@ -35,11 +35,9 @@ from bot.messages import (
 from bot.mrkdwn import escape
 from bot.observability import DECISIONS
 from bot.transport import TransportError
-from connectors.actions import Action, CmsCreateDraft, CmsPublish
+from connectors.actions import Action
 from connectors.budget import BudgetGrant
-from connectors.mcp_tools import McpToolAction
-from policies.engine import History, PolicyVerdict
-from policies.replay import Facts
+from policies.engine import PolicyVerdict
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,
@@ -56,17 +54,6 @@ from storage.records import (
 from storage.repository import Repository
 
 log = structlog.get_logger(__name__)
-
-# What counts as money already moved on an order (executed, or approved and about to run), and as money a
-# requester moved today (anything not turned down: a split request is seen while it still waits).
-MOVED_MONEY = (ActionStatus.APPROVED, ActionStatus.EXECUTED, ActionStatus.ESCALATED)
-COUNTED_TODAY = (
-    ActionStatus.PROPOSED,
-    ActionStatus.AWAITING_APPROVAL,
-    ActionStatus.APPROVED,
-    ActionStatus.EXECUTED,
-    ActionStatus.ESCALATED,
-)
 
 
 class Planning(HandlerBase):
@@ -93,10 +80,13 @@ class Planning(HandlerBase):
         await self._offline_notice(thread)
         return await self._route_and_plan(intent, thread, run_id)
 
-    async def _route_and_plan(self, intent: Intent, thread: Thread, run_id: int) -> Sequence[Message]:
+    async def _route_and_plan(
+        self, intent: Intent, thread: Thread, run_id: int, *, feedback: Feedback | None = None
+    ) -> Sequence[Message]:
         """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
 
-        Used for a new intent and to resume a run that a budget grant unblocked."""
+        Used for a new intent, to resume a run that a budget grant unblocked, and to revise a rejected action
+        (``feedback``: the reviewer's reason)."""
         assert intent.id is not None
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
@@ -139,6 +129,7 @@ class Planning(HandlerBase):
                     requester=intent.user,
                     call=replace(call, agent=agent.name),
                     history=history,
+                    feedback=feedback,
                 )
             )
         except BudgetExceededError as exc:
@@ -343,62 +334,6 @@ class Planning(HandlerBase):
             followups += await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
         return followups
 
-    async def _judge(
-        self,
-        repo: Repository,
-        action: Action,
-        requester: str,
-        run_id: int,
-        judged: list[tuple[Action, PolicyVerdict]],
-        group_members: Mapping[str, Collection[str]],
-    ) -> tuple[PolicyVerdict, Facts]:
-        """The policy's verdict on one action, given what the run proposed before it (``judged``) and what
-        our records say happened before the run: amounts already refunded on the order, moved today. The
-        facts are what the policy saw, kept with the decision so that it can be replayed."""
-        if isinstance(action, BudgetGrant):
-            return self.policy.evaluate_budget_grant(action.budget_id), Facts(requester=requester)
-        params = action.model_dump(mode="json")
-        order_id = params.get("order_id")
-        totals: dict[str, float] = {}
-        for earlier in [*(a for a, _ in judged), action]:
-            totals[earlier.name] = totals.get(earlier.name, 0.0) + _amount(earlier)
-        order_refunded = payment_refunded = 0.0
-        if isinstance(order_id, int):
-            order_refunded = _allowed_on(
-                judged, action.name, "order_id", order_id
-            ) + await repo.amount_on_order(action.name, order_id, MOVED_MONEY, other_than_run=run_id)
-        payment = params.get("payment")
-        if action.name == "stripe.refund" and isinstance(payment, str):
-            payment_refunded = _allowed_on(
-                judged, action.name, "payment", payment
-            ) + await repo.amount_on_payment(action.name, payment, MOVED_MONEY, other_than_run=run_id)
-        day_start = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
-        today = await repo.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
-        history = History(
-            order_refunded=order_refunded, payment_refunded=payment_refunded, requester_today=today
-        )
-        action_facts = action.facts() if isinstance(action, McpToolAction) else None
-        verdict = self.policy.evaluate(
-            action.name,
-            params,
-            requester,
-            totals,
-            history=history,
-            group_members=group_members,
-            action_facts=action_facts,
-        )
-        facts = Facts(
-            requester=requester,
-            roles=tuple(self.policy.roles_of(requester, group_members)),
-            groups=tuple(sorted(g for g, members in group_members.items() if requester in members)),
-            run_totals=totals,
-            order_refunded=order_refunded,
-            payment_refunded=payment_refunded,
-            requester_today=today,
-            action_facts=action_facts,
-        )
-        return verdict, facts
-
     async def _store_policy_version(self, repo: Repository) -> bool:
         """Keep the text of the policy in force, once; True when this transaction may have stored it."""
         if self.policy.hash in self._stored_policy_versions or not self.policy.text:
@@ -450,7 +385,7 @@ class Planning(HandlerBase):
             run = await uow.repo.get(Run, run_id)
             assert run is not None and run.id is not None
             storing_version = await self._store_policy_version(uow.repo)
-            judged: list[tuple[Action, PolicyVerdict]] = []
+            judged: list[Judged] = []
             for action in actions:
                 proposed = await uow.repo.add(
                     ProposedAction(
@@ -462,10 +397,10 @@ class Planning(HandlerBase):
                     )
                 )
                 assert proposed.id is not None
-                verdict, facts = await self._judge(
-                    uow.repo, action, intent.user, run.id, judged, group_members
+                verdict, facts = await judge(
+                    self.policy, self.clock, uow.repo, action, intent.user, run.id, judged, group_members
                 )
-                judged.append((action, verdict))
+                judged.append((action, verdict.verdict))
                 decision = await uow.repo.add(
                     Decision(
                         action_id=proposed.id,
@@ -531,14 +466,7 @@ class Planning(HandlerBase):
         verdict: PolicyVerdict,
     ) -> Approval:
         assert proposed.id is not None and decision.id is not None
-        now, timeout = self.clock(), verdict.timeout
-        # With escalate_to, the rule's timeout escalates and a second one expires; without, the first expires.
-        escalate_at = now + timeout if timeout and verdict.escalate_to else None
-        expires_at = now + timeout * (2 if escalate_at else 1) if timeout else None
-        # A publish approved after its time could only fail, and a slot approved after its day would be planned
-        # in the past: the request expires when the post was to go out.
-        if going_out := _going_out(proposed):
-            expires_at = going_out if expires_at is None else min(expires_at, going_out)
+        escalate_at, expires_at = approval_deadlines(self.clock(), verdict, proposed)
         return await repo.add(
             Approval(
                 action_id=proposed.id,
@@ -562,26 +490,3 @@ class Planning(HandlerBase):
             '(`draft a post titled "Spring lookbook"`, `publish post spring-lookbook`). '
             "`/aios help` lists the commands."
         )
-
-
-def _going_out(proposed: ProposedAction) -> datetime | None:
-    """When a publish's post, or a planned draft's slot, is to go out."""
-    if proposed.name == CmsPublish.name:
-        return CmsPublish.model_validate(proposed.params).publish_at
-    if proposed.name == CmsCreateDraft.name:
-        return CmsCreateDraft.model_validate(proposed.params).planned_for
-    return None
-
-
-def _allowed_on(judged: list[tuple[Action, PolicyVerdict]], name: str, param: str, value: object) -> float:
-    """What the run already allowed of this action on the same order or payment (judged before it)."""
-    return sum(
-        _amount(earlier)
-        for earlier, verdict in judged
-        if verdict.verdict == "allow" and earlier.name == name and earlier.model_dump().get(param) == value
-    )
-
-
-def _amount(action: Action) -> float:
-    amount = action.model_dump().get("amount")
-    return float(amount) if isinstance(amount, int | float) else 0.0
