@@ -26,6 +26,7 @@ from bot.run_review import APPROVE_ALL_ACTION_ID
 from bot.slash import bus_command, parse_slash
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
 from bot.undo import ask_undo, file_undo
+from bot.why_blocks import WHY_OPEN_PREFIX
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import Approval, ProposedAction
 
@@ -153,7 +154,12 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
                 (e["value"] for e in block["elements"] if e.get("action_id") == TAKE_OVER_ACTION_ID), None
             )
             review = any(e.get("action_id") == APPROVE_ALL_ACTION_ID for e in block["elements"])
-            if undo is not None:
+            why = [
+                e["value"] for e in block["elements"] if str(e.get("action_id")).startswith(WHY_OPEN_PREFIX)
+            ]
+            if why:
+                hint = " or ".join(f"/aios why {record}" for record in why)
+            elif undo is not None:
                 hint = f"/aios undo {undo}"
             elif review:
                 hint = "approve all as <user> / reject all as <user>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.explain_escalation import escalation_lines
@@ -302,3 +303,36 @@ async def _refused_click(repo: Repository, action: ProposedAction, decision: Dec
         expires_at=approval.expires_at,
     )
     return truncate(said, DETAIL_QUOTE_MAX)
+
+# --- The records an explanation links to ---
+
+
+@dataclass(frozen=True)
+class RelatedRecords:
+    """The run, approval and execution behind an explained record, as ids (``R-3``), each when there is one."""
+
+    run: str | None = None
+    approval: str | None = None
+    execution: str | None = None
+
+
+async def related_records(units: UnitOfWorkFactory, prefix: str, key: int) -> RelatedRecords:
+    """The run of the record ``prefix``-``key``, and the approval and newest execution of its action (of the
+    run's one action when it has only one); nothing for an id no record has."""
+    if key > MAX_KEY:
+        return RelatedRecords()
+    async with units() as uow:
+        run, focus = await _locate(uow.repo, prefix, key)
+        if run is None:
+            return RelatedRecords()
+        assert run.id is not None
+        if focus is None:
+            actions = await uow.repo.actions_for_run(run.id)
+            focus = actions[0].id if len(actions) == 1 else None
+        approval = await uow.repo.approval_for_action(focus) if focus is not None else None
+        executions = await uow.repo.executions_for_action(focus) if focus is not None else []
+    return RelatedRecords(
+        run=format_id("R", run.id),
+        approval=format_id("AP", approval.id) if approval is not None else None,
+        execution=format_id("E", executions[-1].id) if executions else None,
+    )

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.cost import UnknownPeriodError, cost_report, cost_text
-from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain
+from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain, related_records
 from bot.mrkdwn import quote
 from bot.slash import HELP, SlashCommand
-from storage.ids import UnknownIdError, format_id
+from bot.why_blocks import why_message
+from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import ProposedAction, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -37,9 +38,11 @@ _HASH_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
 async def private_answer(
     units: UnitOfWorkFactory, command: SlashCommand, now: datetime, candidate_policy_file: str | None
 ) -> tuple[str, list[dict[str, Any]] | None]:
-    """The text (and, for a replay, Block Kit) of a read-only subcommand, for the asker's eyes only."""
+    """The text (and, for a replay or a why, Block Kit) of a read-only subcommand, for the asker's eyes only."""
     if command.name == "replay":
         return await replay(units, command.argument, candidate_policy_file)
+    if command.name == "why":
+        return await why_answer(units, command.argument)
     return await answer(units, command, now), None
 
 
@@ -133,6 +136,20 @@ async def why(units: UnitOfWorkFactory, record_id: str) -> str:
     except (UnknownIdError, NotFoundError) as exc:
         message = quote(str(exc), DETAIL_QUOTE_MAX)  # it quotes the argument as typed
         return f"{message[:1].upper()}{message[1:]}."
+
+
+async def why_answer(units: UnitOfWorkFactory, record_id: str) -> tuple[str, list[dict[str, Any]] | None]:
+    """`/aios why` in Slack: the same text in Block Kit, with buttons to the run, approval and execution it is
+    about; a question or a refusal stays plain text."""
+    text = await why(units, record_id)
+    try:
+        prefix, key = parse_id(record_id)
+    except UnknownIdError:
+        return text, None
+    related = await related_records(units, prefix, key)
+    if related.run is None:  # no such record: the text says so
+        return text, None
+    return why_message(format_id(prefix, key), text, related)
 
 
 OPEN_STATES = (

@@ -25,6 +25,7 @@ from bot.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget,
 from bot.observability import SLACK_REQUESTS
 from bot.queries import private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
+from bot.slack_explain import register_explain
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -179,6 +180,8 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         )
         if answer.filing is not None:
             _file_in_background(aios, answer.filing, click.channel_id)
+
+    register_explain(app, aios)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], request: AsyncBoltRequest) -> BoltResponse:
