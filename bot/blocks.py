@@ -77,6 +77,7 @@ class ApprovalCard:
     voters: tuple[str, ...] = ()  # approvers so far, while a quorum is incomplete
     labels: Mapping[str, str] = field(default_factory=dict)  # parameter name -> what people call it
     zone: ZoneInfo = UTC_ZONE  # the team's time zone, in which times are told
+    approver_mentions: str = ""  # mrkdwn mentions of the approver roles' members, composed by the handler
 
 
 def field_labels(action: type[BaseModel]) -> dict[str, str]:
@@ -131,9 +132,15 @@ def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> l
         _context(
             "aios_policy",
             f"Policy rule `{card.rule_id}`: {quote(card.reason, REASON_MAX)}. Approvers: "
-            f"{', '.join(card.approver_roles)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
+            f"{_approvers(card)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
         ),
     ]
+
+
+def _approvers(card: ApprovalCard) -> str:
+    """Who may decide: the roles' members as mentions with the roles named after them, or the roles alone."""
+    roles = ", ".join(card.approver_roles)
+    return f"{card.approver_mentions} ({roles})" if card.approver_mentions else roles
 
 
 def _parameters(card: ApprovalCard) -> tuple[str, list[Block]]:

@@ -208,6 +208,7 @@ class HandlerBase:
             rule_id=decision.rule_id or "default",
             reason=decision.reason,
             approver_roles=tuple(approval.approver_roles),
+            approver_mentions=self._mention_roles(approval.approver_roles),
             requester=approval.requester,
             expires_at=approval.expires_at,
             quorum=approval.quorum,
