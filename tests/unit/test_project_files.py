@@ -25,3 +25,10 @@ def test_procfile_runs_the_web_server_and_migrates_on_release() -> None:
     lines = (ROOT / "Procfile").read_text().splitlines()
     assert "web: aios serve --port $PORT" in lines
     assert "release: aios db upgrade" in lines
+
+
+def test_manifest_offers_explain_this_on_messages() -> None:
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    [shortcut] = manifest["features"]["shortcuts"]
+    assert shortcut["type"] == "message" and shortcut["callback_id"] == "aios_explain"
+    assert shortcut["name"] == "Explain this" and 0 < len(shortcut["description"]) <= 150
