@@ -54,6 +54,7 @@ from storage.records import (
     ExecutionAttempt,
     PolicyVersion,
     ProposedAction,
+    RejectionReason,
     utcnow,
 )
 
@@ -71,6 +72,7 @@ AUDITED: dict[str, type[SQLModel]] = {
     "execution": Execution,
     "execution_attempt": ExecutionAttempt,
     "action_edit": ActionEdit,
+    "rejection_reason": RejectionReason,
 }
 BOOKKEEPING: dict[str, frozenset[str]] = {
     "execution": frozenset({"owner"}),  # the process lease holding it: moves on take-over, says nothing

@@ -217,6 +217,24 @@ class Escalation(Record, table=True):
     created_at: datetime = _ts(index=True)
 
 
+class RejectionReason(Record, table=True):
+    """Why a person rejected an approval (the dialog after Reject, or the console's `reject … because`), stored
+    before Slack gets its ack and marked processed once handled, like a click. One per approval, and so at most
+    one revision per rejection: ``revision_run_id`` is set once, with the run that planned again."""
+
+    __tablename__ = "rejection_reason"
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(foreign_key="approval.id", unique=True)
+    user: str = Field(max_length=40)
+    reason: str = Field(max_length=2000)
+    received_at: datetime = _ts()
+    processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+    revision_run_id: int | None = Field(default=None, foreign_key="run.id")
+    # noted (told in the thread), then revised, recorded (kept, no revision) or not_rejected
+    outcome: str | None = Field(default=None, max_length=20)
+
+
 class ScheduledPublish(Record, table=True):
     """A post due to go out later: written with the executed publish that scheduled it, and settled by the timer
     sweep once its time has come. ``claimed_by`` (a process lease) is the compare-and-set that lets one replica
