@@ -544,8 +544,8 @@ async def measure(runs: int, database_url: str | None = None, *, keep_sql: bool 
                     assert meter.sql is not None
                     sql = {step: kept for step, kept in meter.sql.items() if step not in OUTSIDE}
                     meter.sql = None
+            anchor_transactions, anchor_statements = anchor.counts()  # before reading the checkpoints back
             checkpoints = await anchor.checkpoints(FIRST_ORDER + WARM_UP)
-            anchor_transactions, anchor_statements = anchor.counts()
             meter.enter("check")
     steps = [
         Step(
