@@ -55,6 +55,16 @@ MONEY_FIELDS = frozenset({"amount", "shipping", "price", "total"})
 _ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
 REASON_MAX = 1000
 CONFIRM_SUFFIX = ". It runs as soon as you confirm."
+EDITS_SHOWN = 5  # the newest edits a card lists; `/aios why` lists them all
+
+
+@dataclass(frozen=True)
+class CardEdit:
+    """One edit of the action's parameters: who made it, and each changed parameter's value before and after
+    (raw, as stored)."""
+
+    editor: str
+    changes: tuple[tuple[str, Any, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class ApprovalCard:
     labels: Mapping[str, str] = field(default_factory=dict)  # parameter name -> what people call it
     zone: ZoneInfo = UTC_ZONE  # the team's time zone, in which times are told
     approver_mentions: str = ""  # mrkdwn mentions of the approver roles' members, composed by the handler
+    edits: tuple[CardEdit, ...] = ()  # people's changes to the parameters, oldest first
 
 
 def field_labels(action: type[BaseModel]) -> dict[str, str]:
@@ -114,6 +125,7 @@ def _when(moment: datetime, zone: ZoneInfo = UTC_ZONE) -> str:
 def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> list[Block]:
     # A decided card has nothing left to expire: the line would only mislead.
     deadline = f" · expires {_when(card.expires_at, card.zone)}" if card.expires_at and not decided else ""
+    needs = f" ({card.quorum} different people)" if card.quorum > 1 else ""
     rationale_label = "*Why the agent proposes it:* "
     short, long = _parameters(card)
     return [
@@ -123,6 +135,7 @@ def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> l
             f"*{quote(card.summary, SUMMARY_MAX)}*\nRequested by <@{card.requester}> · `{card.action_id}`"
             + (f"\n{short}" if short else ""),
         ),
+        *_edits(card),
         *long,
         _section(
             "aios_reasoning",
@@ -131,19 +144,45 @@ def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> l
         _context(
             "aios_policy",
             f"Policy rule `{card.rule_id}`: {quote(card.reason, REASON_MAX)}. Approvers: "
-            f"{_approvers(card)} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
+            f"{_approvers(card)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
         ),
     ]
 
 
 def _approvers(card: ApprovalCard) -> str:
-    """Who may decide: the roles' members as mentions with the roles (and a quorum) named after them, or the
-    roles alone."""
+    """Who may decide: the roles' members as mentions with the roles named after them, or the roles alone."""
     roles = ", ".join(card.approver_roles)
-    quorum = f"{card.quorum} different people" if card.quorum > 1 else ""
-    if card.approver_mentions:
-        return f"{card.approver_mentions} ({', '.join(filter(None, (roles, quorum)))})"
-    return f"{roles} ({quorum})" if quorum else roles
+    return f"{card.approver_mentions} ({roles})" if card.approver_mentions else roles
+
+
+def _edits(card: ApprovalCard) -> list[Block]:
+    """A line for each of the newest edits: ✏️ Edited by <@U>: Amount $250.00 → $40.00."""
+    if not card.edits:
+        return []
+    shown = card.edits[-EDITS_SHOWN:]
+    lines = [
+        f":pencil2: Edited by <@{edit.editor}>: {edit_changes(edit, card.labels, card.zone)}"
+        for edit in shown
+    ]
+    if len(card.edits) > len(shown):
+        lines.insert(
+            0, f"_{len(card.edits) - len(shown)} earlier edits; `/aios why {card.action_id}` lists them_"
+        )
+    return [_context("aios_edits", "\n".join(lines))]
+
+
+def edit_changes(edit: CardEdit, labels: Mapping[str, str], zone: ZoneInfo = UTC_ZONE) -> str:
+    """What an edit changed, as mrkdwn: each parameter's label with its value before and after; a value too long
+    for a line is only said to have changed."""
+    parts = []
+    for name, before, after in edit.changes:
+        label = quote(labels.get(name) or humanise(name), 100)
+        was, now = _told(name, before, zone), _told(name, after, zone)
+        if was is None or now is None or len(was) + len(now) > SHORT_VALUE_MAX:
+            parts.append(f"{label} changed")
+        else:
+            parts.append(f"{label} {was} → {now}")
+    return "; ".join(parts)
 
 
 def _parameters(card: ApprovalCard) -> tuple[str, list[Block]]:

@@ -43,6 +43,7 @@ class ReviewLine:
     status: str  # an ApprovalStatus value
     decided_by: str | None = None
     note: str = ""  # why a click left it waiting
+    edited_by: str | None = None  # who last changed its parameters, if anyone did
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,10 @@ def _line(line: ReviewLine) -> str:
     note = (
         f" — still waiting: {truncate(line.note, NOTE_MAX)}" if line.note and line.status == "pending" else ""
     )
+    edited = f" · :pencil2: edited by <@{line.edited_by}>" if line.edited_by else ""
     return (
-        f"{_ICONS.get(line.status, '')} `{line.approval_id}` {quote(line.text, LINE_TEXT_MAX)}{outcome}{note}"
+        f"{_ICONS.get(line.status, '')} `{line.approval_id}` {quote(line.text, LINE_TEXT_MAX)}{edited}{outcome}"
+        f"{note}"
     )
 
 

@@ -85,9 +85,13 @@ APPEND_LOCK = 7_246_861_530
 BATCH = 5_000
 
 _PENDING = "aios_audit_pending"  # session.info key: records written in this transaction, not yet appended
-# Canonical content is JSON, always starting with "{": these two can never be mistaken for it.
+# Canonical content is JSON, always starting with "{": these three can never be mistaken for it.
 READ_NEW = "read back: new"
 READ_BACK = "read back: compare with its last entry"
+DELETED = "deleted: append its tombstone"
+# The content of the entry that records a deletion (the votes an edit of the parameters voids, say): a record
+# whose last entry is this is meant to be gone.
+TOMBSTONE = "null"
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -169,20 +173,25 @@ def after_flush(session: Session, _context: UOWTransaction) -> None:
             pending[(name, key)] = canonical(name, {c: values[c] for c in columns})
         else:
             _note(session, name, [key], READ_NEW if is_new else READ_BACK)
+    for record in session.deleted:
+        name = getattr(type(record), "__tablename__", None)
+        if name in AUDITED:
+            _note(session, name, [str(record.__dict__[_key_column(name).name])], DELETED)
 
 
 def do_orm_execute(state: ORMExecuteState) -> Any:
-    """Core INSERTs and UPDATEs bypass the flush: note the rows they wrote, to be read back at commit. Only
-    rows this transaction wrote are noted (an UPDATE or INSERT … ON CONFLICT DO NOTHING that changed nothing
-    notes nothing): it holds their locks, so nobody else changes them before it commits."""
-    if not (state.is_insert or state.is_update):
+    """Core INSERTs, UPDATEs and DELETEs bypass the flush: note the rows they wrote, to be read back (or
+    tombstoned) at commit. Only rows this transaction wrote are noted (an UPDATE or INSERT … ON CONFLICT DO
+    NOTHING that changed nothing notes nothing): it holds their locks, so nobody else changes them before it
+    commits."""
+    if not (state.is_insert or state.is_update or state.is_delete):
         return None
     statement = state.statement
     table = getattr(statement, "table", None)
     if not isinstance(table, Table) or table.name not in AUDITED:
         return None
     key = _key_column(table.name)
-    if state.is_update:
+    if state.is_update or state.is_delete:
         # The keys are read before, not RETURNING-ed by, the UPDATE: an added RETURNING would change the
         # result the caller gets (rows instead of a row count, ORM objects for an ORM update).
         where = getattr(statement, "whereclause", None)
@@ -190,7 +199,7 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
         written = list(state.session.execute(query).scalars())
         result = state.invoke_statement()
         if getattr(result, "rowcount", 1):
-            _note(state.session, table.name, written, READ_BACK)
+            _note(state.session, table.name, written, DELETED if state.is_delete else READ_BACK)
         return result
     assert isinstance(statement, Insert)
     result = state.invoke_statement()
@@ -209,8 +218,11 @@ def _note(session: Session, name: str, keys: Iterable[Any], how: str) -> None:
     pending = _pending(session)
     for row_key in keys:
         noted = pending.get((name, str(row_key)))
-        new = noted is not None and noted != READ_BACK  # a record new in this transaction stays new
-        pending[(name, str(row_key))] = READ_NEW if new else how
+        new = noted is not None and noted not in (READ_BACK, DELETED)  # new in this transaction: stays new
+        if how == DELETED and new:
+            pending.pop((name, str(row_key)))  # written and deleted in one transaction: never in the chain
+        else:
+            pending[(name, str(row_key))] = READ_NEW if new and how != DELETED else how
 
 
 def _inserted(state: ORMExecuteState, table: Table, statement: Insert) -> list[Any]:
@@ -262,7 +274,10 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> in
     for name in {name for name, _ in reread}:
         for row_key, read in _read_rows(connection, name, [key for table, key in reread if table == name]):
             contents[(name, row_key)] = read
-    latest = _latest_hashes(connection, [r for r in reread if pending[r] == READ_BACK])
+    deleted = [record for record, content in pending.items() if content == DELETED]
+    for record in deleted:
+        contents[record] = TOMBSTONE
+    latest = _latest_hashes(connection, [r for r in pending if pending[r] in (READ_BACK, DELETED)])
     hashed = [
         (record, content, sha256(content)) for record, content in contents.items() if content is not None
     ]
@@ -483,8 +498,8 @@ async def verify(units: Units, hash_params: HashParams, roles_of: RolesOf, batch
         ):
             continue
         found.append(_record_problem(record, content, latest.get(record)))
-    for record, (seq, _) in first_latest.items():
-        if record not in seen:
+    for record, (seq, content_hash) in first_latest.items():
+        if record not in seen and content_hash != sha256(TOMBSTONE):
             found.append(Problem("deleted", short_ref(*record), "audited, no longer stored", seq))
     found.sort(key=lambda p: (p.seq is None, p.seq or 0))
     report.problems = [*chain, *found]

@@ -19,10 +19,12 @@ from bot.transport import Transport, TransportError
 from connectors.actions import Action
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
+from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.leases import Lease
 from storage.memory import MemoryStore
 from storage.records import (
+    ActionEdit,
     Approval,
     Capability,
     Decision,
@@ -185,8 +187,9 @@ class HandlerBase:
         async with self.units() as uow:
             proposed = await uow.repo.get(ProposedAction, approval.action_id)
             decision = await uow.repo.get(Decision, approval.decision_id)
+            edits = await ActionEdits(uow.repo.session).applied_to(approval.action_id)
         assert proposed is not None and decision is not None
-        return self._card(approval, proposed, decision)
+        return self._card(approval, proposed, decision, edits)
 
     async def _update_card(self, approval: Approval, text: str, message_blocks: list[dict[str, Any]]) -> None:
         if approval.message_ts is None:
@@ -196,7 +199,13 @@ class HandlerBase:
         except TransportError as exc:
             log.error("approval_update_not_delivered", approval=approval.id, error=str(exc))
 
-    def _card(self, approval: Approval, proposed: ProposedAction, decision: Decision) -> blocks.ApprovalCard:
+    def _card(
+        self,
+        approval: Approval,
+        proposed: ProposedAction,
+        decision: Decision,
+        edits: Sequence[ActionEdit] = (),
+    ) -> blocks.ApprovalCard:
         action = self.registry.validate(proposed.name, proposed.params)
         return blocks.ApprovalCard(
             approval_id=format_id("AP", approval.id),
@@ -214,4 +223,13 @@ class HandlerBase:
             quorum=approval.quorum,
             labels=blocks.field_labels(type(action)),
             zone=self.zone,
+            edits=tuple(card_edit(edit) for edit in edits),
         )
+
+
+def card_edit(edit: ActionEdit) -> blocks.CardEdit:
+    """What a card shows of an applied edit: who, and each changed parameter before and after."""
+    before, after = edit.params_before or {}, edit.params_after
+    return blocks.CardEdit(
+        edit.user, tuple((name, before.get(name), after.get(name)) for name in edit.changed)
+    )

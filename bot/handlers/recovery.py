@@ -27,12 +27,14 @@ from bot.messagebus import Message
 from bot.messages import (
     DecideApproval,
     DecideRun,
+    EditApproval,
     ExecuteAction,
     HandleIntent,
     ReconcileExecution,
     Recover,
     ReplanRun,
 )
+from storage.action_edits import ActionEdits
 from storage.escalations import Escalations
 from storage.records import Approval, Click, Decision, Execution, Intent, ProposedAction, Run, utcnow
 
@@ -59,6 +61,7 @@ class Recovery(HandlerBase):
             # No grace for clicks: deciding an approval is a compare-and-set, so a click a live replica is
             # handling right now is only counted once. Clicks name no owner: they are taken at start only.
             clicks = await repo.unprocessed_clicks() if command.at_start else []
+            edits = await ActionEdits(repo.session).unprocessed() if command.at_start else []  # as clicks
         owned: list[Intent | Run | Execution] = [
             *intents,
             *planning,
@@ -117,6 +120,10 @@ class Recovery(HandlerBase):
             *(ExecuteAction(action_id) for action_id in to_execute),
             *(ReconcileExecution(execution_id) for execution_id in taken_executions),
             *await self._recovered_clicks(clicks),
+            *(
+                EditApproval(e.approval_id, e.user, e.params_after, e.channel, edit_id=e.id, recovered=True)
+                for e in edits
+            ),
         ]
 
     async def _recovered_clicks(self, clicks: Sequence[Click]) -> list[Message]:

@@ -15,6 +15,7 @@ import structlog
 from bot.handlers.base import HandlerBase, Thread
 from bot.run_review import ReviewLine, RunReview, review_line_text, run_review
 from bot.transport import TransportError
+from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import Approval, ApprovalStatus, ProposedAction
 
@@ -26,7 +27,7 @@ class RunReviews(HandlerBase):
         """Post the card for these approvals and remember its message on each of them; if it cannot be posted
         they stay without a message, and recovery asks for each on its own card."""
         on_card = [pair for pair in await self._run_approvals(run_id) if pair[0].id in approval_ids]
-        text, message_blocks = run_review(self._review(run_id, on_card, {}))
+        text, message_blocks = run_review(self._review(run_id, on_card, {}, await self._editors(on_card)))
         try:
             ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
         except TransportError as exc:
@@ -66,7 +67,9 @@ class RunReviews(HandlerBase):
         for ts, on_card in by_message.items():
             if len(on_card) < 2:
                 continue  # an approval with a card of its own
-            text, message_blocks = run_review(self._review(run_id, on_card, notes))
+            text, message_blocks = run_review(
+                self._review(run_id, on_card, notes, await self._editors(on_card))
+            )
             try:
                 await self.transport.update(on_card[0][0].channel, ts, text, blocks=message_blocks)
             except TransportError as exc:
@@ -81,8 +84,22 @@ class RunReviews(HandlerBase):
                     pairs.append((approval, proposed))
         return sorted(pairs, key=lambda pair: pair[0].id or 0)
 
+    async def _editors(self, on_card: Sequence[tuple[Approval, ProposedAction]]) -> dict[int, str]:
+        """Who last changed each action's parameters, by approval (approvals never edited left out)."""
+        editors: dict[int, str] = {}
+        async with self.units() as uow:
+            for approval, proposed in on_card:
+                applied = await ActionEdits(uow.repo.session).applied_to(proposed.id or 0)
+                if applied and approval.id is not None:
+                    editors[approval.id] = applied[-1].user
+        return editors
+
     def _review(
-        self, run_id: int, on_card: Sequence[tuple[Approval, ProposedAction]], notes: Mapping[int, str]
+        self,
+        run_id: int,
+        on_card: Sequence[tuple[Approval, ProposedAction]],
+        notes: Mapping[int, str],
+        editors: Mapping[int, str],
     ) -> RunReview:
         roles: list[str] = []
         for approval, _ in on_card:
@@ -94,6 +111,7 @@ class RunReviews(HandlerBase):
                 status=approval.status,
                 decided_by=approval.decided_by,
                 note=notes.get(approval.id or 0, ""),
+                edited_by=editors.get(approval.id or 0),
             )
             for approval, proposed in on_card
         )
