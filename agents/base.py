@@ -8,7 +8,9 @@ proposed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -53,12 +55,66 @@ ESCALATE_SPEC = ToolSpec(
 DEFAULT_QUESTION = "How should I go on with this request?"
 
 
+FEEDBACK_ASK = (
+    "Propose a revised action that follows the reviewer, or answer without a tool if it cannot be done."
+)
+_FEEDBACK = re.compile(
+    r"^Your proposed action (?P<tool>[a-zA-Z0-9_-]+) (?P<rest>.*) was rejected by a reviewer, <@(?P<user>[^>]*)>, "
+    rf"who said: “(?P<reason>.*)”\. {re.escape(FEEDBACK_ASK)}$",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A reviewer rejected a proposed action and said why: the plan is made again to follow them."""
+
+    action: str  # the rejected action's name (shop.refund)
+    summary: str  # as people were shown it
+    params: Mapping[str, object]
+    rejected_by: str
+    reason: str
+
+    def turn(self) -> str:
+        """The final user turn of the conversation the planner is given."""
+        params = json.dumps(self.params, sort_keys=True, ensure_ascii=False)
+        return (
+            f"Your proposed action {tool_name(self.action)} {params} ({self.summary}) was rejected by a "
+            f"reviewer, <@{self.rejected_by}>, who said: “{self.reason}”. {FEEDBACK_ASK}"
+        )
+
+    @classmethod
+    def read(cls, turn: str) -> ReadFeedback | None:
+        """What a planner without a model reads back from :meth:`turn`; None for any other words."""
+        found = _FEEDBACK.match(turn)
+        if found is None:
+            return None
+        try:
+            params, _ = json.JSONDecoder().raw_decode(found["rest"])
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(params, dict):
+            return None
+        return ReadFeedback(found["tool"], params, found["user"], found["reason"])
+
+
+@dataclass(frozen=True)
+class ReadFeedback:
+    """A feedback turn as read back: the rejected tool call, who rejected it, and what they said."""
+
+    tool: str
+    params: dict[str, object]
+    rejected_by: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     text: str
     requester: str
     call: CallContext
     history: Sequence[Message] = ()
+    feedback: Feedback | None = None  # planning again after a reviewer rejected the first plan's action
 
 
 @dataclass(frozen=True)
@@ -145,6 +201,8 @@ class Agent:
         context = await self.context(request)
         system = "\n\n".join(part for part in (self._prompt, context.prompt()) if part)
         messages: list[Message] = [*request.history, Message("user", request.text)]
+        if request.feedback is not None:
+            messages.append(Message("user", request.feedback.turn()))
         actions: list[Action] = []
         texts: list[str] = []
         problems: list[str] = []

@@ -44,6 +44,18 @@ Webhooks (tool ``webhook_post``), to a webhook the context names as configured:
   * a body that is not one JSON object, or a webhook that is not configured, proposes nothing: the reply
     shows how to write it, or names the configured webhooks
 
+Planning again after a reviewer rejected an action and said why (the feedback turn: the rejected tool call, who
+rejected it, and their words), the rejected call revised, or nothing proposed:
+  * a refund (``shop_refund``, ``stripe_refund``) with a reason naming one amount — ``refund only the broken
+    item, $40``, ``$40 max`` — is the same refund of that amount, the reviewer's words added to its reason; the
+    amount must carry a dollar sign or ``USD``/``dollars``, and one that cannot be refunded (``€40``, ``$0``,
+    ``$4.005``), a bare number or two amounts propose nothing, and the reply says why
+  * a post (``cms_create_draft``, ``cms_publish``, ``wordpress_update``) with a new title in quotes
+    (``call it "Winter care"``) or a time (``publish on Friday 9am``, read in the team's zone) is the same call
+    with it; a time it cannot read proposes nothing, saying what it can
+  * ``don't refund``, ``no refund``, ``never publish this``, or a reason none of the above fits: nothing is
+    proposed, and the reply says the reason was noted
+
 The agent puts what it knows (for example ``order 1001: total $320.00, refundable $320.00, customer …``)
 in the system prompt; the planner reads it from there, as a model would.
 """
@@ -53,11 +65,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
-from agents.offline import calendar, content, refunds, webhooks
+from agents.offline import calendar, content, refunds, revisions, webhooks
 from agents.offline.grammar import Grammar
 
-# Tried in order; the first that recognises the request plans it.
-GRAMMARS: tuple[Grammar, ...] = (refunds.GRAMMAR, calendar.GRAMMAR, content.GRAMMAR, webhooks.GRAMMAR)
+# Tried in order; the first that recognises the request plans it (a feedback turn first: it quotes the request).
+GRAMMARS: tuple[Grammar, ...] = (
+    revisions.GRAMMAR,
+    refunds.GRAMMAR,
+    calendar.GRAMMAR,
+    content.GRAMMAR,
+    webhooks.GRAMMAR,
+)
 
 
 class OfflinePlanner:
