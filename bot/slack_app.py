@@ -27,6 +27,7 @@ from bot.queries import private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
+from bot.slack_home import approval_channel, decide_from_home, register_home
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -185,6 +186,8 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     register_explain(app, aios)
     register_edit(app, aios)
 
+    register_home(app, aios)
+
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], request: AsyncBoltRequest) -> BoltResponse:
         kind, event_id = payload_type(body), delivery_id(body)
@@ -252,12 +255,18 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
         await ack()
         return
     user, channel = click.user.id, click.channel_id
+    if click.in_view:  # on the App Home: told in the approval's thread, as a click on its card would be
+        channel = await approval_channel(aios, approval_id)
     click_id = await accept_click(
         aios.units, Click(approval_id=approval_id, user=user, approve=approve, channel=channel)
     )
     await ack()
     crash_point("click_stored")
-    aios.submit(DecideApproval(approval_id, user, approve, channel, click_id=click_id))
+    decide = DecideApproval(approval_id, user, approve, channel, click_id=click_id)
+    if click.in_view:
+        decide_from_home(aios, decide)
+    else:
+        aios.submit(decide)
 
 
 async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
