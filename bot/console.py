@@ -15,13 +15,22 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.context import ThreadEntry
-from bot.blocks import EDIT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
+from bot.blocks import REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, DecideRun, HandleIntent, PublishDuePosts, RequestBudget, SweepTimers
+from bot.messages import (
+    DecideApproval,
+    DecideRun,
+    HandleIntent,
+    PublishDuePosts,
+    RequestBudget,
+    ReviseRejected,
+    SweepTimers,
+)
 from bot.mrkdwn import unescape
 from bot.queries import private_answer
+from bot.rejection_reasons import accept_reason
 from bot.run_review import APPROVE_ALL_ACTION_ID
 from bot.slash import bus_command, parse_slash
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
@@ -154,7 +163,6 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
                 (e["value"] for e in block["elements"] if e.get("action_id") == TAKE_OVER_ACTION_ID), None
             )
             review = any(e.get("action_id") == APPROVE_ALL_ACTION_ID for e in block["elements"])
-            edit = next((e["value"] for e in block["elements"] if e.get("action_id") == EDIT_ACTION_ID), None)
             why = [
                 e["value"] for e in block["elements"] if str(e.get("action_id")).startswith(WHY_OPEN_PREFIX)
             ]
@@ -166,8 +174,6 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
                 hint = "approve all as <user> / reject all as <user>"
             elif take is not None:
                 hint = f"/aios take {take}"
-            elif edit is not None:
-                hint = f"approve as <user> / reject as <user> / edit {edit} field=value as <user>"
             else:
                 hint = "request budget" if budget else "approve as <user> / reject as <user>"
             lines.append(f"{buttons}   (type: {hint})")
@@ -287,6 +293,26 @@ class ConsoleSession:
             )
         return key
 
+    async def reject_because(self, user: str, reason: str, *, approval: str | None = None) -> None:
+        """Reject the named request (or this thread's newest waiting one) as the button does, then say why as
+        the dialog that follows it does."""
+        approval_id = await self._named_approval(approval) if approval else await self._newest_waiting()
+        if approval_id is None:
+            self.transport.console.print("  (there is no approval request waiting in this thread)")
+            return
+        ref = format_id("AP", approval_id)
+        self.transport.console.print(
+            f"[bold magenta]{escape(user)}[/] clicks [bold]Reject[/] on {ref} and says why: {escape(reason)}"
+        )
+        await self.aios.process(DecideApproval(approval_id, user, False, CONSOLE_CHANNEL))
+        answer = await accept_reason(self.aios.units, approval_id, user, reason)
+        if answer is None:
+            return
+        if answer.reason_id is None:
+            await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, answer.problem or "")
+            return
+        await self.aios.process(ReviseRejected(approval_id, user, CONSOLE_CHANNEL, answer.reason_id))
+
     async def request_budget(self, user: str) -> None:
         """Press "Request budget" on the newest run in this thread that its budget stopped."""
         self.transport.console.print(f"[bold magenta]{escape(user)}[/] clicks [bold]Request budget[/]")
@@ -305,6 +331,10 @@ class ConsoleSession:
             if click_all := _CLICK_ALL.match(line):
                 await self.click_all(
                     click_all.group(2) or user, approve=click_all.group(1).lower() == "approve"
+                )
+            elif because := _REJECT_BECAUSE.match(line):
+                await self.reject_because(
+                    because.group(3) or user, because.group(2).strip(), approval=because.group(1)
                 )
             elif click := _CLICK.match(line):
                 await self.click(
@@ -328,6 +358,12 @@ class ConsoleSession:
 
 _CLICK = re.compile(r"^(approve|reject)(?:\s+(AP-\d+))?\s+as\s+(\S+)\s*$", re.IGNORECASE)
 _CLICK_ALL = re.compile(r"^(approve|reject)\s+all(?:\s+as\s+(\S+))?\s*$", re.IGNORECASE)
+# `reject AP-3 because …` or `reject because …`, optionally ending `as U0MANAGER` (a Slack user id, in capitals,
+# so that a reason's own "as" stays in the reason).
+_REJECT_BECAUSE = re.compile(
+    r"^reject(?:\s+(AP-\d+))?\s+because\s+(.+?)(?:\s+as\s+((?-i:[A-Z][A-Z0-9]+)))?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
 _SWITCH = re.compile(r"^as\s+(\S+)\s*$", re.IGNORECASE)
 _BUDGET = re.compile(r"^request\s+budget\s*$", re.IGNORECASE)
 
@@ -336,6 +372,7 @@ CHAT_HELP = """A new thread. Type an intent as you would in Slack, e.g. `refund 
   approve as U0MANAGER     click Approve on this thread's newest waiting request as that user
   approve AP-2 as …        click Approve on AP-2, wherever it is (`/aios pending` lists them all)
   reject as U0MANAGER      click Reject
+  reject AP-2 because …    click Reject and say why (`… as U0MANAGER` too): the agent plans once more with it
   approve all as U0EDITOR  click Approve all on the review card of this thread's newest run (reject all too)
   request budget           click Request budget on a run of this thread its budget stopped
   /aios undo A-3           click Undo on A-3's "Done" message: ask to take it back

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.explain_escalation import escalation_lines
+from bot.explain_rejection import reason_lines
 from bot.mrkdwn import escape, quote, truncate
 from storage.ids import MAX_KEY, format_id, parse_id
 from storage.records import (
@@ -120,6 +121,8 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
             lines += await _what_would_have_changed_it(repo, action, decision)
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
+        elif decision.kind == "feedback":
+            lines += await reason_lines(repo, decision)
         elif decision.kind == "refusal":
             lines.append(f"  – {ref} click refused at {when}: {await _refused_click(repo, action, decision)}")
         else:

@@ -77,6 +77,17 @@ class RequestBudget(Command):
 
 
 @dataclass(frozen=True)
+class ReviseRejected(Command):
+    """Someone said why they rejected an approval: record it, and plan the request once more with it."""
+
+    approval_id: int
+    user: str
+    channel: str
+    reason_id: int  # the stored reason, settled once handled
+    recovered: bool = False  # re-submitted by recovery: its first handling may have got part of the way
+
+
+@dataclass(frozen=True)
 class TakeOverRun(Command):
     """A person takes over a run that was escalated to people: it closes, and the agent stops."""
 

@@ -19,10 +19,10 @@ from bot.handlers.compensation import Compensation
 from bot.handlers.control import Control
 from bot.handlers.edits import Edits
 from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
-from bot.handlers.home import HomeRefresher
 from bot.handlers.memories import Memories
 from bot.handlers.planning import Planning
 from bot.handlers.recovery import Recovery
+from bot.handlers.revisions import Revisions
 from bot.handlers.scheduled_publishing import ScheduledPublishing
 from bot.handlers.snippets import Snippets
 from bot.handlers.voice import Voice
@@ -49,6 +49,7 @@ from bot.messages import (
     ReplanRun,
     RequestBudget,
     ResumeAgent,
+    ReviseRejected,
     ScheduledPostLive,
     ShowVoice,
     SweepTimers,
@@ -87,6 +88,7 @@ class Handlers:
         )
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
+        self.revisions = Revisions(collaborators, self.planning)
         self.edits = Edits(collaborators)
         self.execution = Executions(collaborators)
         self.control = Control(collaborators)
@@ -96,7 +98,6 @@ class Handlers:
         self.snippets = Snippets(collaborators, social)
         self.voice = Voice(collaborators)
         self.scheduled_publishing = ScheduledPublishing(collaborators)
-        self.home = HomeRefresher(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -108,6 +109,7 @@ class Handlers:
         bus.on_command(ProposeAction, self.planning.propose_action)
         bus.on_command(DecideApproval, self.approvals.decide_approval)
         bus.on_command(DecideRun, self.approvals.decide_run)
+        bus.on_command(ReviseRejected, self.revisions.revise)
         bus.on_command(EditApproval, self.edits.edit)
         bus.on_command(SweepTimers, self.approvals.sweep)
         bus.on_command(PublishDuePosts, self.scheduled_publishing.publish_due)
@@ -134,6 +136,3 @@ class Handlers:
         bus.on_event(ScheduledPostLive, self.snippets.propose_when_live)
         bus.on_command(ShowVoice, self.voice.show)
         bus.on_event(AgentResumed, self.execution.continue_paused)
-        # Last, so that each event's own work is done before the Homes are drawn again.
-        for changed in (ActionAllowed, ActionApproved, ActionExecuted, ActionFailed, AgentResumed):
-            bus.on_event(changed, self.home.changed)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import structlog
 
-from agents.base import Escalation, PlanRequest
+from agents.base import Escalation, Feedback, PlanRequest
 from agents.budgets import BudgetExceededError
 from agents.context import thread_messages
 from agents.dispatcher import DISPATCHER
@@ -80,10 +80,13 @@ class Planning(HandlerBase):
         await self._offline_notice(thread)
         return await self._route_and_plan(intent, thread, run_id)
 
-    async def _route_and_plan(self, intent: Intent, thread: Thread, run_id: int) -> Sequence[Message]:
+    async def _route_and_plan(
+        self, intent: Intent, thread: Thread, run_id: int, *, feedback: Feedback | None = None
+    ) -> Sequence[Message]:
         """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
 
-        Used for a new intent and to resume a run that a budget grant unblocked."""
+        Used for a new intent, to resume a run that a budget grant unblocked, and to revise a rejected action
+        (``feedback``: the reviewer's reason)."""
         assert intent.id is not None
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
@@ -126,6 +129,7 @@ class Planning(HandlerBase):
                     requester=intent.user,
                     call=replace(call, agent=agent.name),
                     history=history,
+                    feedback=feedback,
                 )
             )
         except BudgetExceededError as exc:

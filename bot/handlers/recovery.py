@@ -2,8 +2,8 @@
 
 The checkpoints are rows: an intent not yet planned, a run planned to nothing, an approval whose card (or an
 escalation whose message) was never posted, an approved action never claimed, an execution claimed but never
-settled, a click acknowledged but never handled. Each is handed to the handler that owns that step; every
-such step is idempotent, so recovering twice (or from two replicas) does nothing twice.
+settled, a click (or a rejection's reason) acknowledged but never handled. Each is handed to the handler that
+owns that step; every such step is idempotent, so recovering twice (or from two replicas) does nothing twice.
 
 Intents, runs and executions record the lease of the process working on them (see :mod:`storage.leases`).
 Work whose owner's lease has ended is taken over at once, by a compare-and-set on its owner so that one
@@ -33,10 +33,22 @@ from bot.messages import (
     ReconcileExecution,
     Recover,
     ReplanRun,
+    ReviseRejected,
 )
 from storage.action_edits import ActionEdits
 from storage.escalations import Escalations
-from storage.records import Approval, Click, Decision, Execution, Intent, ProposedAction, Run, utcnow
+from storage.records import (
+    Approval,
+    Click,
+    Decision,
+    Execution,
+    Intent,
+    ProposedAction,
+    RejectionReason,
+    Run,
+    utcnow,
+)
+from storage.rejection_reasons import RejectionReasons
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +74,10 @@ class Recovery(HandlerBase):
             # handling right now is only counted once. Clicks name no owner: they are taken at start only.
             clicks = await repo.unprocessed_clicks() if command.at_start else []
             edits = await ActionEdits(repo.session).unprocessed() if command.at_start else []  # as clicks
+            # Reasons too (after the clicks they follow); a revision run is planned again only with its reason.
+            reasons = RejectionReasons(repo.session)
+            unsettled = await reasons.unprocessed() if command.at_start else []
+            revising = await reasons.revising([run.id for run in planning if run.id is not None])
         owned: list[Intent | Run | Execution] = [
             *intents,
             *planning,
@@ -94,7 +110,7 @@ class Recovery(HandlerBase):
         # At start an approved action is executed even when a live replica owns its run: the claim makes a
         # duplicate harmless, and the click that approved it may have been handled by a process now gone.
         to_execute = [a for a in unclaimed if command.at_start or run_of[a].id in taken_runs]
-        to_replan = [run.id for run in planning if run.id in taken_runs]
+        to_replan = [run.id for run in planning if run.id in taken_runs and run.id not in revising]
         log.info(
             "recovering",
             intents=len(taken_intents),
@@ -124,6 +140,7 @@ class Recovery(HandlerBase):
                 EditApproval(e.approval_id, e.user, e.params_after, e.channel, edit_id=e.id, recovered=True)
                 for e in edits
             ),
+            *await self._recovered_reasons(unsettled, revising, taken_runs),
         ]
 
     async def _recovered_clicks(self, clicks: Sequence[Click]) -> list[Message]:
@@ -153,6 +170,23 @@ class Recovery(HandlerBase):
             DecideRun(run_id, user, approve, channel, click_ids=tuple(ids), recovered=True)
             for (run_id, user, approve, channel), ids in runs.items()
         ]
+
+    async def _recovered_reasons(
+        self, unsettled: Sequence[RejectionReason], revising: dict[int, RejectionReason], taken_runs: set[int]
+    ) -> list[Message]:
+        """Each unsettled reason handled again (at start), but one whose revision a live process is planning;
+        and the reason of a revision run taken over from a stopped process."""
+        chosen = {r.id: r for r in unsettled if r.revision_run_id not in revising}
+        chosen |= {r.id: r for run_id, r in revising.items() if run_id in taken_runs}
+        recovered: list[Message] = []
+        for reason_id, reason in sorted((k, r) for k, r in chosen.items() if k is not None):
+            async with self.units() as uow:
+                approval = await uow.repo.get(Approval, reason.approval_id)
+            channel = approval.channel if approval is not None else ""
+            recovered.append(
+                ReviseRejected(reason.approval_id, reason.user, channel, reason_id, recovered=True)
+            )
+        return recovered
 
     async def _repost_card(self, approval: Approval) -> None:
         assert approval.id is not None

@@ -1,0 +1,190 @@
+"""A rejection's reason: recorded on the action, said in the thread, and planned once more with the agent.
+
+The stored reason is the inbox: until it is settled a restart hands it here again (see Recovery), and each step
+is a compare-and-set on it, so nothing is recorded, told or planned twice. Its revision is a new run of the same
+intent and agent, planned with the reviewer's words as feedback; its proposals go to the policy and to people
+like any other. A budget grant's rejection, or an undo's, is recorded and not planned again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+
+from agents.base import Feedback
+from bot.handlers.base import Collaborators, HandlerBase, Thread
+from bot.handlers.planning import Planning
+from bot.messagebus import Message
+from bot.messages import ReviseRejected
+from bot.mrkdwn import escape
+from connectors.budget import BudgetGrant
+from storage.ids import format_id
+from storage.records import (
+    Approval,
+    ApprovalStatus,
+    Decision,
+    Intent,
+    ProposedAction,
+    RejectionReason,
+    Run,
+    RunStatus,
+)
+from storage.rejection_reasons import RejectionReasons
+
+log = structlog.get_logger(__name__)
+
+# How long a reason waits for the Reject click it follows to be decided (the dialog can be quicker than the
+# click's handling); past it the reason is left for the next start, which decides stored clicks first.
+REJECTION_WAIT_SECONDS = 10.0
+_POLL_SECONDS = 0.1
+
+
+class Revisions(HandlerBase):
+    def __init__(self, collaborators: Collaborators, planning: Planning) -> None:
+        super().__init__(collaborators)
+        self.planning = planning
+
+    async def revise(self, command: ReviseRejected) -> Sequence[Message]:
+        approval = await self._rejection(command)
+        if approval is None:
+            return []
+        reason = await self._reason(command.reason_id)
+        assert reason.id is not None
+        async with self.units() as uow:
+            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+            run = await uow.repo.get(Run, proposed.run_id) if proposed else None
+            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        assert proposed is not None and run is not None and intent is not None
+        await self._tell(approval, reason)
+        if (
+            proposed.name == BudgetGrant.name
+            or proposed.undoes_action_id is not None
+            or proposed.compensates is not None
+            or run.agent not in self.dispatcher.agents
+        ):
+            # Nothing to plan again: a grant is asked for by a button, an undo or a compensation is no plan.
+            await self._settle(reason.id, "recorded")
+            return []
+        revision_id, ours = await self._revision_run(reason, run, command.recovered)
+        if not ours:
+            if await self._planned(revision_id):
+                await self._settle(reason.id, "revised")
+            return []  # another process is planning it, or a restart will
+        action = self.registry.validate(proposed.name, proposed.params)
+        feedback = Feedback(
+            action=proposed.name,
+            summary=self._told_summary(action),
+            params=proposed.params,
+            rejected_by=reason.user,
+            reason=reason.reason,
+        )
+        log.info("rejection_revising", approval=approval.id, run=revision_id)
+        followups = await self.planning._route_and_plan(
+            intent, Thread(intent.channel, intent.thread_ts), revision_id, feedback=feedback
+        )
+        await self._settle(reason.id, "revised")
+        return followups
+
+    async def _rejection(self, command: ReviseRejected) -> Approval | None:
+        """The approval, once rejected by whoever gave the reason; None when there is nothing (more) to do. A
+        Reject click of theirs still waiting to be handled is waited for, briefly."""
+        waited = 0.0
+        while True:
+            async with self.units() as uow:
+                reason = await uow.repo.get(RejectionReason, command.reason_id)
+                approval = await uow.repo.get(Approval, command.approval_id)
+                clicked = await RejectionReasons(uow.repo.session).rejecting_clicks(command.approval_id)
+            if reason is None or reason.processed_at is not None or approval is None:
+                return None
+            if approval.status == ApprovalStatus.REJECTED and approval.decided_by == reason.user:
+                return approval
+            if approval.status != ApprovalStatus.PENDING or reason.user not in clicked:
+                await self._not_rejected(reason, approval, command.channel)
+                return None
+            if waited >= REJECTION_WAIT_SECONDS:
+                log.warning("rejection_reason_waits_for_click", approval=approval.id, reason=reason.id)
+                return None
+            await asyncio.sleep(_POLL_SECONDS)
+            waited += _POLL_SECONDS
+
+    async def _not_rejected(self, reason: RejectionReason, approval: Approval, channel: str) -> None:
+        """The click the reason followed did not reject the approval (it was refused, or someone decided first):
+        the reason is not kept on the action, and its author is told why."""
+        assert reason.id is not None
+        if not await self._settle(reason.id, "not_rejected"):
+            return
+        ref = format_id("AP", approval.id)
+        if approval.status == ApprovalStatus.REJECTED:
+            outcome = f"{ref} was rejected by <@{approval.decided_by}>"
+        elif approval.status == ApprovalStatus.PENDING:
+            outcome = f"Your Reject of {ref} was not counted"
+        else:
+            outcome = f"{ref} was {approval.status}"
+        await self._whisper(
+            channel, reason.user, f"{outcome}, so your reason was not recorded.", thread_ts=approval.thread_ts
+        )
+
+    async def _reason(self, reason_id: int) -> RejectionReason:
+        async with self.units() as uow:
+            reason = await uow.repo.get(RejectionReason, reason_id)
+        assert reason is not None
+        return reason
+
+    async def _tell(self, approval: Approval, reason: RejectionReason) -> None:
+        """Record the reason on the action and say it in the thread, once (the compare-and-set on the reason)."""
+        assert reason.id is not None
+        async with self.units() as uow:
+            first = await RejectionReasons(uow.repo.session).note(reason.id)
+            if first:
+                await uow.repo.add(
+                    Decision(
+                        action_id=approval.action_id,
+                        kind="feedback",
+                        verdict="reason",
+                        reason=reason.reason,
+                        justification=f"why <@{reason.user}> rejected it",
+                        actor=reason.user,
+                    )
+                )
+            await uow.commit()
+        if first:
+            await self._say(
+                Thread(approval.channel, approval.thread_ts),
+                f":speech_balloon: <@{reason.user}> rejected {format_id('AP', approval.id)}: "
+                f"“{escape(reason.reason)}”",
+                context=f"`{format_id('A', approval.action_id)}`",
+            )
+
+    async def _revision_run(self, reason: RejectionReason, run: Run, recovered: bool) -> tuple[int, bool]:
+        """The reason's one revision run, and whether this call is to plan it: when it created the run, or (re-
+        submitted by recovery) when the run was taken over from a stopped process before it proposed anything."""
+        assert reason.id is not None
+        async with self.units() as uow:
+            revision = await uow.repo.add(Run(intent_id=run.intent_id, agent=run.agent, owner=self.lease.id))
+            assert revision.id is not None
+            if await RejectionReasons(uow.repo.session).set_revision_run(reason.id, revision.id):
+                await uow.commit()
+                return revision.id, True
+        stored = await self._reason(reason.id)
+        assert stored.revision_run_id is not None
+        async with self.units() as uow:
+            existing = await uow.repo.get(Run, stored.revision_run_id)
+            proposed = await uow.repo.actions_for_run(stored.revision_run_id)
+        assert existing is not None
+        stranded = existing.status == RunStatus.PLANNING and not proposed
+        return stored.revision_run_id, recovered and stranded and existing.owner == self.lease.id
+
+    async def _planned(self, run_id: int) -> bool:
+        """The revision run got past planning (proposed something, or answered)."""
+        async with self.units() as uow:
+            run = await uow.repo.get(Run, run_id)
+            proposed = await uow.repo.actions_for_run(run_id)
+        return run is not None and (run.status != RunStatus.PLANNING or bool(proposed))
+
+    async def _settle(self, reason_id: int, outcome: str) -> bool:
+        async with self.units() as uow:
+            settled = await RejectionReasons(uow.repo.session).settle(reason_id, outcome, self.clock())
+            await uow.commit()
+        return settled

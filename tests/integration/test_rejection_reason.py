@@ -1,0 +1,389 @@
+"""Reject with a reason: the reason is recorded on the action and told in the thread, and the agent plans once more
+with it; the revision is judged by the policy like any proposal, made once, and recovered after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+from sqlmodel import col, select
+
+from bot.bootstrap import Aios, bootstrap
+from bot.console import ConsoleSession, ConsoleTransport
+from bot.explain import explain
+from bot.intake import accept_click
+from bot.messages import DecideApproval, Recover, RequestBudget, ReviseRejected
+from bot.rejection_reasons import ReasonAnswer, accept_reason
+from bot.settings import Settings
+from connectors.sandbox_state import sandbox_state
+from storage.records import (
+    Approval,
+    Click,
+    Decision,
+    Intent,
+    ProposedAction,
+    RejectionReason,
+    Run,
+)
+from storage.rejection_reasons import RejectionReasons
+from tests.conftest import Clock
+from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, write_policy
+from tests.integration.test_budgets import budgeted
+
+BROKEN_ITEM = "refund only the broken item, $40"
+EDITOR = "U0EDITOR"  # not a manager: a Reject of theirs on a refund is refused
+
+
+async def newest_approval(aios: Aios) -> Approval:
+    async with aios.units() as uow:
+        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+    approval = approvals[-1]
+    assert approval.id is not None
+    return approval
+
+
+async def runs(aios: Aios) -> list[Run]:
+    async with aios.units() as uow:
+        return list((await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all())
+
+
+async def actions_of(aios: Aios, run_id: int | None) -> list[ProposedAction]:
+    assert run_id is not None
+    async with aios.units() as uow:
+        return list(await uow.repo.actions_for_run(run_id))
+
+
+async def decisions_of(aios: Aios, action_id: int) -> list[Decision]:
+    async with aios.units() as uow:
+        return list(await uow.repo.decisions_for_action(action_id))
+
+
+async def the_reason(aios: Aios, approval_id: int) -> RejectionReason:
+    async with aios.units() as uow:
+        reason = await RejectionReasons(uow.repo.session).of_approval(approval_id)
+    assert reason is not None
+    return reason
+
+
+async def refunds(aios: Aios, order_id: int) -> list[float]:
+    return [r["amount"] for r in (await sandbox_state(aios.units))["refunds"] if r["order_id"] == order_id]
+
+
+def thread_texts(slack: FakeSlackApi) -> list[str]:
+    return [str(c.params["text"]) for c in slack.calls_to("chat.postMessage")]
+
+
+def whispers(slack: FakeSlackApi, user: str) -> list[str]:
+    return [str(c.params["text"]) for c in slack.calls_to("chat.postEphemeral") if c.params["user"] == user]
+
+
+async def click_reject(aios: Aios, approval_id: int, user: str = MANAGER) -> DecideApproval:
+    """A Reject click as the Slack listener takes it: stored first, then the command that decides it."""
+    click_id = await accept_click(
+        aios.units, Click(approval_id=approval_id, user=user, approve=False, channel=CHANNEL)
+    )
+    return DecideApproval(approval_id, user, False, CHANNEL, click_id=click_id)
+
+
+async def give_reason(aios: Aios, approval_id: int, text: str, user: str = MANAGER) -> ReasonAnswer:
+    answer = await accept_reason(aios.units, approval_id, user, text)
+    assert answer is not None
+    return answer
+
+
+async def reject_because(aios: Aios, approval_id: int, text: str, user: str = MANAGER) -> int:
+    """Reject, then say why; the stored reason's id."""
+    await aios.process(await click_reject(aios, approval_id, user))
+    answer = await give_reason(aios, approval_id, text, user)
+    assert answer.reason_id is not None, answer.problem
+    await aios.process(ReviseRejected(approval_id, user, CHANNEL, answer.reason_id))
+    return answer.reason_id
+
+
+async def test_the_reviewers_amount_is_planned_judged_and_run_once(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await reject_because(aios, approval.id, BROKEN_ITEM)
+
+    first, revision = await runs(aios)
+    assert (revision.intent_id, revision.agent) == (first.intent_id, first.agent)
+    [rejected] = await actions_of(aios, first.id)
+    [revised] = await actions_of(aios, revision.id)
+    assert rejected.status == "rejected"
+    assert (revised.name, revised.params["order_id"], revised.params["amount"]) == ("shop.refund", 1001, 40.0)
+    assert revised.params["reason"] == f"arrived broken; reviewer: {BROKEN_ITEM}"
+    assert revised.status == "executed" and revision.id is not None
+    assert (await runs(aios))[1].status == "completed"
+    # Judged by the policy like any proposal: $40 is a small refund, so it runs without asking anyone.
+    assert revised.id is not None
+    [(kind, verdict, rule)] = [(d.kind, d.verdict, d.rule_id) for d in await decisions_of(aios, revised.id)]
+    assert (kind, verdict, rule) == ("policy", "allow", "small-refunds-are-fine")
+    assert await refunds(aios, 1001) == [40.0]  # and never the $250
+
+    assert rejected.id is not None
+    feedback = [d for d in await decisions_of(aios, rejected.id) if d.kind == "feedback"]
+    assert [(d.verdict, d.actor, d.reason) for d in feedback] == [("reason", MANAGER, BROKEN_ITEM)]
+    reason = await the_reason(aios, approval.id)
+    assert (reason.outcome, reason.revision_run_id) == ("revised", revision.id)
+    assert reason.processed_at is not None
+    said = thread_texts(slack_api)
+    assert f":speech_balloon: <@{MANAGER}> rejected AP-{approval.id}: “{BROKEN_ITEM}”" in said
+    assert any("$40.00" in text and "Allowed by policy" in text for text in said)
+
+    why = await explain(aios.units, f"A-{rejected.id}")
+    assert f"reason for the rejection from <@{MANAGER}>" in why
+    assert f"— revised as R-{revision.id} / A-{revised.id}" in why
+
+
+async def test_the_model_is_given_the_reviewers_words_as_a_last_turn(
+    claude_aios: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    refund = {"order_id": 1001, "reason": "arrived broken"}
+    anthropic_api.script(
+        Reply("Refund it all.", (ToolUse("shop_refund", {**refund, "amount": 250.0}),)),
+        Reply("Only the broken item, then.", (ToolUse("shop_refund", {**refund, "amount": 40.0}),)),
+    )
+    await ask(claude_aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(claude_aios)
+    assert approval.id is not None
+    await reject_because(claude_aios, approval.id, BROKEN_ITEM)
+
+    first, revised = anthropic_api.requests
+    first_turns, turns = first["messages"], revised["messages"]
+    assert turns[: len(first_turns)] == first_turns  # the same request, then the feedback
+    last = turns[-1]
+    assert last["role"] == "user"
+    assert last["content"].startswith("Your proposed action shop_refund ")
+    assert json.dumps({**refund, "amount": 250.0}, sort_keys=True) in last["content"]
+    assert f"was rejected by a reviewer, <@{MANAGER}>, who said: “{BROKEN_ITEM}”." in last["content"]
+    assert last["content"].endswith(
+        "Propose a revised action that follows the reviewer, or answer without a tool if it cannot be done."
+    )
+    assert await refunds(claude_aios, 1001) == [40.0]
+
+
+async def test_only_the_person_who_rejected_may_say_why_and_only_once(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    ref = f"AP-{approval.id}"
+    assert (await give_reason(aios, approval.id, BROKEN_ITEM)).problem == (
+        f"{ref} is still waiting for a decision, not rejected, so there is nothing to say why."
+    )
+    reason_id = await reject_because(aios, approval.id, BROKEN_ITEM)
+
+    refused = await give_reason(aios, approval.id, "refund $10", user=OTHER_MANAGER)
+    assert refused == ReasonAnswer(problem=f"Only <@{MANAGER}> who rejected {ref} can say why")
+    again = await give_reason(aios, approval.id, "refund $10")
+    assert again.reason_id is None
+    assert (
+        again.problem == f"{ref} already has its reason, from <@{MANAGER}>; a rejection is revised only once."
+    )
+    # The same reason handled twice (a redelivery, a restart) revises once.
+    await aios.process(ReviseRejected(approval.id, MANAGER, CHANNEL, reason_id))
+    await aios.process(ReviseRejected(approval.id, MANAGER, CHANNEL, reason_id, recovered=True))
+    assert len(await runs(aios)) == 2
+    assert await refunds(aios, 1001) == [40.0]
+    assert sum(":speech_balloon:" in text for text in thread_texts(slack_api)) == 1
+    async with aios.units() as uow:
+        stored = (await uow.repo.session.exec(select(RejectionReason))).all()
+    assert [(r.user, r.reason) for r in stored] == [(MANAGER, BROKEN_ITEM)]
+
+    too_long = await give_reason(aios, approval.id, "x" * 2001)
+    assert too_long.problem is not None and too_long.problem.startswith("Please keep it to 2,000 characters")
+    assert await accept_reason(aios.units, approval.id, MANAGER, "   ") is None  # skipped: nothing to do
+
+
+async def test_a_reason_sent_while_the_reject_click_is_handled_waits_for_it(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    decide = await click_reject(aios, approval.id)  # stored, not decided yet
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM)
+    assert answer.reason_id is not None
+
+    async def decide_a_little_later() -> None:
+        await asyncio.sleep(0.3)
+        await aios.process(decide)
+
+    revise = ReviseRejected(approval.id, MANAGER, CHANNEL, answer.reason_id)
+    await asyncio.gather(aios.process(revise), decide_a_little_later())
+    assert (await newest_approval(aios)).status == "rejected"
+    assert await refunds(aios, 1001) == [40.0]
+    assert (await the_reason(aios, approval.id)).outcome == "revised"
+
+
+async def test_a_reason_after_a_refused_reject_is_not_kept(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    decide = await click_reject(aios, approval.id, user=EDITOR)
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM, user=EDITOR)
+    assert answer.reason_id is not None  # the click may still reject it when the reason arrives
+    await aios.process(decide)
+    await aios.process(ReviseRejected(approval.id, EDITOR, CHANNEL, answer.reason_id))
+
+    assert (await newest_approval(aios)).status == "pending"
+    assert len(await runs(aios)) == 1
+    assert (await the_reason(aios, approval.id)).outcome == "not_rejected"
+    assert f"Your Reject of AP-{approval.id} was not counted, so your reason was not recorded." in whispers(
+        slack_api, EDITOR
+    )
+    assert ":speech_balloon:" not in " ".join(thread_texts(slack_api))
+
+
+async def test_a_reason_the_planner_cannot_use_proposes_nothing_and_says_so(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await reject_because(aios, approval.id, "talk to the customer first")
+
+    _, revision = await runs(aios)
+    assert revision.status == "answered" and await actions_of(aios, revision.id) == []
+    assert (
+        "I noted the reviewer's reason (“talk to the customer first”); it names no amount, so I propose "
+        "nothing more." in thread_texts(slack_api)[-1]
+    )
+    assert await refunds(aios, 1001) == []
+    assert (await the_reason(aios, approval.id)).outcome == "revised"  # planned again, to nothing
+
+
+async def test_no_refund_means_no_refund(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await reject_because(aios, approval.id, "no refund, the customer dropped it")
+    _, revision = await runs(aios)
+    assert revision.status == "answered" and await refunds(aios, 1001) == []
+    assert "they said not to, so I propose nothing more" in thread_texts(slack_api)[-1]
+
+
+async def test_an_amount_that_cannot_be_refunded_proposes_nothing(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await reject_because(aios, approval.id, "refund 40 euros at most")
+    _, revision = await runs(aios)
+    assert revision.status == "answered" and await refunds(aios, 1001) == []
+    assert "I can only refund in US dollars" in thread_texts(slack_api)[-1]
+
+
+async def test_a_rejected_budget_grant_keeps_its_reason_and_plans_nothing(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+) -> None:
+    aios = await budgeted(database_url, slack_api, anthropic_api, clock, tmp_path, 0.005)
+    try:
+        await ask(aios, "refund order 1003, the blender arrived cracked")
+        [run] = await runs(aios)
+        assert run.status == "over_budget" and run.id is not None
+        await aios.process(RequestBudget(run.id, REQUESTER, CHANNEL))
+        approval = await newest_approval(aios)
+        assert approval.id is not None
+        await reject_because(aios, approval.id, "we spent enough on this today, try $0.50 tomorrow")
+
+        assert [r.id for r in await runs(aios)] == [run.id]
+        assert anthropic_api.requests == []
+        reason = await the_reason(aios, approval.id)
+        assert (reason.outcome, reason.revision_run_id) == ("recorded", None)
+        feedback = [d for d in await decisions_of(aios, approval.action_id) if d.kind == "feedback"]
+        assert [d.reason for d in feedback] == ["we spent enough on this today, try $0.50 tomorrow"]
+        assert any(":speech_balloon:" in text for text in thread_texts(slack_api))
+        assert "not planned again" in await explain(aios.units, f"AP-{approval.id}")
+    finally:
+        await aios.close()
+
+
+async def test_a_reason_stored_before_a_crash_is_revised_once_at_the_next_start(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await aios.process(await click_reject(aios, approval.id))
+    assert (await give_reason(aios, approval.id, BROKEN_ITEM)).reason_id is not None
+    # The process stops here: the reason is stored and acked, nothing else happened.
+
+    await aios.process(Recover(grace_seconds=0))
+    await aios.process(Recover(grace_seconds=0))
+    assert len(await runs(aios)) == 2
+    assert await refunds(aios, 1001) == [40.0]
+    assert (await the_reason(aios, approval.id)).outcome == "revised"
+
+
+async def test_a_revision_stopped_while_planning_is_planned_with_its_reason_after_a_crash(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await aios.process(await click_reject(aios, approval.id))
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM)
+    assert answer.reason_id is not None
+    # As a process that died after creating the revision run, before its agent proposed anything.
+    [first] = await runs(aios)
+    async with aios.units() as uow:
+        intent = await uow.repo.get(Intent, first.intent_id)
+        assert intent is not None
+        revision = await uow.repo.add(Run(intent_id=first.intent_id, agent=first.agent, owner=987_654))
+        assert revision.id is not None
+        assert await RejectionReasons(uow.repo.session).set_revision_run(answer.reason_id, revision.id)
+        await uow.commit()
+
+    await aios.process(Recover(grace_seconds=0))
+    await aios.process(Recover(grace_seconds=0, at_start=False))
+    assert [r.id for r in await runs(aios)] == [first.id, revision.id]
+    [revised] = await actions_of(aios, revision.id)
+    assert revised.params["amount"] == 40.0  # planned with the reason, not the request's $250 again
+    assert await refunds(aios, 1001) == [40.0]
+    assert (await the_reason(aios, approval.id)).outcome == "revised"
+
+
+async def test_the_console_rejects_with_a_reason_as_the_button_and_the_dialog_do(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    transport = ConsoleTransport(Console(file=out, width=200))
+    settings = Settings(
+        AIOS_DATABASE_URL=database_url,
+        AIOS_POLICY_FILE=str(write_policy(tmp_path)),
+        AIOS_MEMORY_EMBEDDINGS="off",
+    )
+    aios = await bootstrap(settings, transport, clock=clock)
+    try:
+        session = ConsoleSession(aios, transport)
+        await session.handle(REQUESTER, "refund order 1001, $250, arrived broken")
+        first = await newest_approval(aios)
+        await session.handle(REQUESTER, f"reject because {BROKEN_ITEM} as {OTHER_MANAGER}")
+        await session.handle(REQUESTER, "refund order 1003, $129, arrived cracked")
+        second = await newest_approval(aios)
+        assert second.id is not None and second.id != first.id
+        await session.handle(MANAGER, f"reject AP-{second.id} because no refund, it was used")
+        await session.handle(MANAGER, f"reject AP-{second.id} because refund $10")  # said once
+
+        reason = await the_reason(aios, first.id or 0)
+        assert (reason.user, reason.outcome) == (OTHER_MANAGER, "revised")
+        assert (await the_reason(aios, second.id)).reason == "no refund, it was used"
+        assert await refunds(aios, 1001) == [40.0] and await refunds(aios, 1003) == []
+    finally:
+        await aios.close()
+    shown = out.getvalue()
+    assert f"@{OTHER_MANAGER} rejected AP-{first.id}: “{BROKEN_ITEM}”" in shown
+    assert "Allowed by policy: Refund $40.00 on order 1001" in shown
+    assert "they said not to, so I propose nothing more" in shown
+    assert f"AP-{second.id} already has its reason, from @{MANAGER}" in shown
