@@ -32,6 +32,7 @@ from bot.mrkdwn import escape, quote, truncate
 from connectors.mcp_tools import McpToolAction
 
 APPROVE_ACTION_ID = "aios_approve"
+EDIT_ACTION_ID = "aios_edit"  # opens the Edit dialog (bot.slack_edit)
 REJECT_ACTION_ID = "aios_reject"
 REQUEST_BUDGET_ACTION_ID = "aios_budget_request"
 UNDO_ACTION_ID = "aios_undo"
@@ -265,6 +266,7 @@ def approval_request(card: ApprovalCard) -> Message:
                     deny="Cancel",
                 ),
             ),
+            ButtonElement(text="Edit", action_id=EDIT_ACTION_ID, value=card.approval_id),
             ButtonElement(text="Reject", action_id=REJECT_ACTION_ID, value=card.approval_id, style="danger"),
         ],
     )

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.context import ThreadEntry
-from bot.blocks import REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
+from bot.blocks import EDIT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.intake import IncomingIntent
@@ -163,6 +163,7 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
                 (e["value"] for e in block["elements"] if e.get("action_id") == TAKE_OVER_ACTION_ID), None
             )
             review = any(e.get("action_id") == APPROVE_ALL_ACTION_ID for e in block["elements"])
+            edit = next((e["value"] for e in block["elements"] if e.get("action_id") == EDIT_ACTION_ID), None)
             why = [
                 e["value"] for e in block["elements"] if str(e.get("action_id")).startswith(WHY_OPEN_PREFIX)
             ]
@@ -174,6 +175,8 @@ def render(text: str, blocks: list[dict[str, Any]] | None) -> str:
                 hint = "approve all as <user> / reject all as <user>"
             elif take is not None:
                 hint = f"/aios take {take}"
+            elif edit is not None:
+                hint = f"approve as <user> / reject as <user> / edit {edit} field=value as <user>"
             else:
                 hint = "request budget" if budget else "approve as <user> / reject as <user>"
             lines.append(f"{buttons}   (type: {hint})")

@@ -1,5 +1,5 @@
-"""In-process timers (APScheduler 3.x): the approval-timer sweep, scheduled posts, the dead-owner sweep, memory
-retention and the digest.
+"""In-process timers (APScheduler 3.x): the approval-timer sweep, App Home refreshes, scheduled posts, the
+dead-owner sweep, memory retention and the digest.
 
 No job state lives in the scheduler: deadlines are columns in SQL and each firing claims its work with a
 compare-and-set, so a restart rebuilds everything from the store and a job fired twice does nothing twice.
@@ -19,6 +19,8 @@ from bot.messages import PublishDuePosts, SweepTimers
 TIMER_SWEEP_SECONDS = 15
 # How soon a replica notices that another died and carries on its work (at start it is at once).
 DEAD_OWNER_SWEEP_SECONDS = 3
+# How soon an App Home shows what has no event of its own (a new approval request, an expiry, a pause).
+HOME_REFRESH_SECONDS = 3
 MEMORY_MAINTENANCE_MINUTES = 60  # expiry, summaries, caps; expired memories are already invisible to searches
 
 
@@ -37,6 +39,15 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
         next_run_time=aios.clock(),
+    )
+
+    # Each Home is drawn again and published only if it changed, so a quiet firing publishes nothing.
+    scheduler.add_job(
+        aios.handlers.home.refresh_all,
+        IntervalTrigger(seconds=HOME_REFRESH_SECONDS),
+        id="home-refresh",
+        coalesce=True,
+        max_instances=1,
     )
 
     async def publish_due() -> None:

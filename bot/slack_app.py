@@ -25,7 +25,9 @@ from bot.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget,
 from bot.observability import SLACK_REQUESTS
 from bot.queries import private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
+from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
+from bot.slack_home import approval_channel, decide_from_home, register_home
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -184,6 +186,9 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
             _file_in_background(aios, answer.filing, click.channel_id)
 
     register_explain(app, aios)
+    register_edit(app, aios)
+
+    register_home(app, aios)
     register_rejection(app, aios)
 
     @app.error
@@ -253,12 +258,18 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
         await ack()
         return
     user, channel = click.user.id, click.channel_id
+    if click.in_view:  # on the App Home: told in the approval's thread, as a click on its card would be
+        channel = await approval_channel(aios, approval_id)
     click_id = await accept_click(
         aios.units, Click(approval_id=approval_id, user=user, approve=approve, channel=channel)
     )
     await ack()
     crash_point("click_stored")
-    aios.submit(DecideApproval(approval_id, user, approve, channel, click_id=click_id))
+    decide = DecideApproval(approval_id, user, approve, channel, click_id=click_id)
+    if click.in_view:
+        decide_from_home(aios, decide)
+    else:
+        aios.submit(decide)
 
 
 async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:

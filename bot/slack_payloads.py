@@ -97,6 +97,7 @@ class _ClickChannel(_Payload):
 
 
 class _ClickContainer(_Payload):
+    type: str = ""  # message, or view for a button on the App Home or in a modal (no channel then)
     channel_id: MaybeSlackId = ""
     message_ts: Annotated[str, Field(max_length=40)] = ""  # the message whose button was clicked
 
@@ -123,6 +124,11 @@ class ButtonClick(_Payload):
         return (self.channel.id if self.channel else "") or (
             self.container.channel_id if self.container else ""
         )
+
+    @property
+    def in_view(self) -> bool:
+        """Clicked on the App Home or in a modal, not on a message."""
+        return self.container is not None and self.container.type == "view"
 
 
 def problems(error: ValidationError) -> str:

@@ -380,14 +380,33 @@ class Execution(Record, table=True):
     owner: int | None = None  # the ProcessLease of the process that claimed it (none on old rows)
 
 
+# What the spend reports sum, so the indexes below answer them without reading the rows.
+_LLM_SUMMED = (
+    "outcome",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+)
+
+
 class LlmCall(Record, table=True):
     """One model call: what it cost, how long it took, how it ended, and whom it was for."""
 
     __tablename__ = "llm_call"
+    # Spend in a period (the digest, `aios cost`): by time (runs, requesters), by agent then time (each agent's
+    # calls in the period are one range, so no sort), by outcome then time (the errors), by run then time.
+    __table_args__ = (
+        Index("ix_llm_call_period", "created_at", "run_id", "requester", *_LLM_SUMMED),
+        Index("ix_llm_call_agent_period", "agent", "created_at", *_LLM_SUMMED),
+        Index("ix_llm_call_outcome_period", "outcome", "created_at"),
+        Index("ix_llm_call_run_period", "run_id", "created_at", *_LLM_SUMMED),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     intent_id: int = Field(foreign_key="intent.id", index=True)
-    run_id: int | None = Field(default=None, foreign_key="run.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id")
     agent: str = Field(max_length=40)
     requester: str = Field(max_length=40)
     channel: str = Field(max_length=40)
@@ -402,7 +421,7 @@ class LlmCall(Record, table=True):
     latency_ms: float = 0.0
     outcome: str = Field(max_length=30)  # ok, or the error kind
     error: str | None = None
-    created_at: datetime = _ts(index=True)
+    created_at: datetime = _ts()
 
 
 class BudgetAccount(Record, table=True):

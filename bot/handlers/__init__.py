@@ -19,6 +19,7 @@ from bot.handlers.compensation import Compensation
 from bot.handlers.control import Control
 from bot.handlers.edits import Edits
 from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
+from bot.handlers.home import HomeRefresher
 from bot.handlers.memories import Memories
 from bot.handlers.planning import Planning
 from bot.handlers.recovery import Recovery
@@ -98,6 +99,7 @@ class Handlers:
         self.snippets = Snippets(collaborators, social)
         self.voice = Voice(collaborators)
         self.scheduled_publishing = ScheduledPublishing(collaborators)
+        self.home = HomeRefresher(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -136,3 +138,6 @@ class Handlers:
         bus.on_event(ScheduledPostLive, self.snippets.propose_when_live)
         bus.on_command(ShowVoice, self.voice.show)
         bus.on_event(AgentResumed, self.execution.continue_paused)
+        # Last, so that each event's own work is done before the Homes are drawn again.
+        for changed in (ActionAllowed, ActionApproved, ActionExecuted, ActionFailed, AgentResumed):
+            bus.on_event(changed, self.home.changed)

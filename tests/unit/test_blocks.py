@@ -63,6 +63,7 @@ def test_buttons_carry_only_the_record_id() -> None:
     [actions] = [b for b in blocks if b["type"] == "actions"]
     assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [
         ("aios_approve", "AP-7"),
+        ("aios_edit", "AP-7"),
         ("aios_reject", "AP-7"),
     ]
 

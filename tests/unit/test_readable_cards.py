@@ -57,7 +57,8 @@ def test_a_publish_card_reads_as_labelled_lines_in_the_teams_zone() -> None:
         "Why the agent proposes it: The calendar has it for Tuesday morning.\n"
         "  Policy rule `publishing-needs-an-editor`: publishing needs an editor. Approvers: editor · `AP-7` · "
         "`D-31` · expires Mon 30 Nov 2026 18:00 Europe/Berlin (17:00 UTC)\n"
-        "[ Approve ]  [ Reject ]   (type: approve as <user> / reject as <user>)"
+        "[ Approve ]  [ Edit ]  [ Reject ]   "
+        "(type: approve as <user> / reject as <user> / edit AP-7 field=value as <user>)"
     )
 
 

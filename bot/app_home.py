@@ -1,0 +1,279 @@
+"""The App Home: what waits for one person, read from the records and drawn as a Block Kit ``home`` view.
+
+It shows the approvals they may decide now (each as its card's summary and the card's own buttons, so a click on
+the Home is decided exactly like one on the card), their requests that wait for someone else, their recent
+requests and how each went, this month's model spend by agent with the budgets near their limit, and the paused
+agents. What every Home shows alike is read once per refresh (``read_shared``); each person's part is picked
+from it. Text that people or models wrote is escaped, and every text is cut to Slack's limits; the view stays
+well under Slack's 100 blocks however much is waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from agents.dates import describe
+from bot import blocks
+from bot.blocks import SECTION_TEXT_MAX, ApprovalCard
+from bot.cost import period_start
+from bot.digest import BudgetUse
+from bot.mrkdwn import escape, quote, truncate
+from policies.approvers import ApprovalRequestView, is_in_roles
+from storage.home_viewers import RequestState
+from storage.ids import format_id
+from storage.records import AgentPause, Approval, IntentStatus, RunStatus
+from storage.repository import CostRow
+from storage.unit_of_work import UnitOfWorkFactory
+
+WAITING_SHOWN = 15  # approvals with their buttons; past these, "and N more"
+FOR_OTHERS_SHOWN = 10  # one line each, in one section
+RECENT_SHOWN = 10
+NEAR_LIMIT = 0.8  # a budget this much used is shown
+REQUEST_TEXT_MAX = 300
+LINE_MAX = 250  # a request waiting for others, a paused agent, a budget: one line each
+LINE_SUMMARY_MAX = 120
+
+RUN_OUTCOMES: dict[str, str] = {
+    RunStatus.PLANNING: "being planned",
+    RunStatus.PAUSED: "waiting: its agent is paused",
+    RunStatus.OVER_BUDGET: "stopped by a budget",
+    RunStatus.ANSWERED: "answered",
+    RunStatus.AWAITING_APPROVAL: "waiting for approval",
+    RunStatus.EXECUTING: "running",
+    RunStatus.COMPLETED: "done",
+    RunStatus.DENIED: "denied by the policy",
+    RunStatus.REJECTED: "rejected",
+    RunStatus.FAILED: "failed",
+    RunStatus.ESCALATED: "waiting for a person's answer",
+    RunStatus.TAKEN_OVER: "taken over by a person",
+    RunStatus.PERSON_ANSWERED: "answered by a person",
+}
+INTENT_OUTCOMES: dict[str, str] = {
+    IntentStatus.RECEIVED: "received",
+    IntentStatus.DISPATCHED: "handled",
+    IntentStatus.FAILED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class SharedFacts:
+    """What every Home shows alike, read once per refresh."""
+
+    now: datetime
+    pending: Sequence[Approval]
+    voters: Mapping[int, Collection[str]]  # approvals that need several approvers: who approved so far
+    month_start: datetime
+    spend: Sequence[CostRow]  # by agent, the costliest first
+    budgets: Sequence[BudgetUse]
+    paused: Sequence[AgentPause]
+    group_members: Mapping[str, Collection[str]]  # the policy's user groups (S…)
+
+
+async def read_shared(
+    units: UnitOfWorkFactory, now: datetime, group_members: Mapping[str, Collection[str]]
+) -> SharedFacts:
+    month_start = period_start("month", now)
+    async with units() as uow:
+        repo = uow.repo
+        pending = await repo.pending_approvals()
+        voters = {a.id: await repo.voters(a.id) for a in pending if a.id is not None and a.quorum > 1}
+        spend = await repo.llm_costs("agent", month_start, now)
+        accounts = await repo.budget_accounts([now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")])
+        paused = await repo.paused_agents()
+    budgets = [
+        BudgetUse(a.budget_id, a.scope_value, a.period, a.spent_usd, a.limit_usd + a.granted_usd)
+        for a in accounts
+    ]
+    near = [b for b in budgets if b.share >= NEAR_LIMIT]
+    return SharedFacts(now, pending, voters, month_start, spend, near, paused, group_members)
+
+
+def approvals_for(
+    user: str, shared: SharedFacts, roles: Mapping[str, Collection[str]]
+) -> tuple[list[Approval], list[Approval]]:
+    """The pending approvals ``user`` may approve now, and those they asked for or already approved that wait
+    for someone else (a rule that forbids approving one's own request, a quorum still short)."""
+    theirs: list[Approval] = []
+    for_others: list[Approval] = []
+    for approval in shared.pending:
+        if approval.expires_at is not None and shared.now >= approval.expires_at:
+            continue  # nobody may decide it any more; the timer sweep closes it
+        view = ApprovalRequestView(
+            status=approval.status,
+            requester=approval.requester,
+            approver_roles=tuple(approval.approver_roles),
+            forbid_self_approval=approval.forbid_self_approval,
+            expires_at=approval.expires_at,
+            quorum=approval.quorum,
+            escalate_to=tuple(approval.escalate_to),
+            escalate_at=approval.escalate_at,
+        )
+        asked = user == approval.requester
+        barred = asked and (approval.forbid_self_approval or approval.quorum > 1)
+        voted = user in shared.voters.get(approval.id or 0, ())
+        if is_in_roles(user, view.deciding_roles(shared.now), roles, shared.group_members) and not (
+            barred or voted
+        ):
+            theirs.append(approval)
+        elif asked or voted:
+            for_others.append(approval)
+    return theirs, for_others
+
+
+@dataclass(frozen=True)
+class Home:
+    user: str
+    waiting: Sequence[ApprovalCard]  # the first WAITING_SHOWN of those they may decide
+    waiting_total: int
+    for_others: Sequence[ApprovalCard]
+    for_others_total: int
+    recent: Sequence[RequestState]
+    shared: SharedFacts
+    zone: ZoneInfo
+
+
+def home_view(home: Home) -> dict[str, Any]:
+    """The Home as a ``views.publish`` view (checked by slack_sdk as it is built)."""
+    parts: list[Block | dict[str, Any]] = [
+        HeaderBlock(block_id="home_waiting_header", text="Waiting for you")
+    ]
+    for card in home.waiting:
+        parts += _approval(card, home.zone)
+    if not home.waiting:
+        parts.append(_section("home_waiting_none", "Nothing is waiting for your decision."))
+    elif home.waiting_total > len(home.waiting):
+        more = home.waiting_total - len(home.waiting)
+        parts.append(_context("home_waiting_more", f"and {more} more — `/aios pending` lists every one"))
+    if home.for_others:
+        parts.append(_section("home_for_others", _for_others(home.for_others)))
+        if home.for_others_total > len(home.for_others):
+            more = home.for_others_total - len(home.for_others)
+            parts.append(
+                _context("home_for_others_more", f"and {more} more — `/aios pending` lists every one")
+            )
+    parts += [
+        DividerBlock(block_id="home_divider_recent"),
+        HeaderBlock(block_id="home_recent_header", text="Your recent requests"),
+        *[_request(i, state, home.zone) for i, state in enumerate(home.recent)],
+    ]
+    if not home.recent:
+        parts.append(_section("home_recent_none", "You have not asked for anything yet."))
+    parts += [
+        DividerBlock(block_id="home_divider_spend"),
+        HeaderBlock(block_id="home_spend_header", text="Model spend and budgets"),
+        _section("home_spend", _spend(home.shared)),
+        _section("home_budgets", _budgets(home.shared.budgets)),
+        DividerBlock(block_id="home_divider_paused"),
+        HeaderBlock(block_id="home_paused_header", text="Paused agents"),
+        _section("home_paused", _paused(home.shared.paused, home.zone)),
+    ]
+    return View(type="home", callback_id="aios_home", blocks=parts).to_dict()
+
+
+def view_hash(view: dict[str, Any]) -> str:
+    """What tells two renderings of a Home apart: the same records draw the same view, and so the same hash."""
+    return hashlib.sha256(json.dumps(view, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _approval(card: ApprovalCard, zone: ZoneInfo) -> list[dict[str, Any]]:
+    """One approval: the card's summary section (what, who asked, the short parameters) under a line with its
+    id, approvers and expiry, and the card's buttons. Block ids are unique within a view, so both are renamed."""
+    _, rendered = blocks.approval_request(replace(card, zone=zone))
+    by_id = {block.get("block_id"): block for block in rendered}
+    deadline = f" · expires {describe(card.expires_at, zone)}" if card.expires_at else ""
+    heading = f"`{card.approval_id}` · {escape(' or '.join(card.approver_roles))}{deadline}"
+    summary = by_id["aios_summary"]["text"]["text"]
+    return [
+        _section(f"home_approval_{card.approval_id}", f"{heading}\n{summary}").to_dict(),
+        {**by_id["aios_decision"], "block_id": f"aios_decision_{card.approval_id}"},
+    ]
+
+
+def _for_others(cards: Sequence[ApprovalCard]) -> str:
+    """One line each, short enough that all of them fit in the section."""
+    lines = [
+        truncate(
+            f"• `{card.approval_id}` {quote(card.summary, LINE_SUMMARY_MAX)} — needs "
+            f"{escape(' or '.join(card.approver_roles))}"
+            + (f" ({card.quorum} different people)" if card.quorum > 1 else ""),
+            LINE_MAX,
+        )
+        for card in cards
+    ]
+    return "*Your requests and approvals waiting for someone else*\n" + "\n".join(lines)
+
+
+def _request(index: int, state: RequestState, zone: ZoneInfo) -> SectionBlock:
+    intent, run = state.intent, state.run
+    if run is not None:
+        outcome = RUN_OUTCOMES.get(run.status, run.status.replace("_", " "))
+        ids = f"`{format_id('I', intent.id)}` · `{format_id('R', run.id)}` {escape(run.agent)}"
+    else:
+        outcome = INTENT_OUTCOMES.get(intent.status, intent.status.replace("_", " "))
+        ids = f"`{format_id('I', intent.id)}`"
+    words = " ".join(intent.text.split())  # one line: a quote of several would take the section
+    when = describe(intent.created_at, zone)
+    text = f"*{escape(outcome.capitalize())}* · {ids} · {when}\n>{quote(words, REQUEST_TEXT_MAX)}"
+    return _section(f"home_request_{index}", text)
+
+
+def _spend(shared: SharedFacts) -> str:
+    since = f"{shared.month_start:%B %Y}, since the 1st (UTC)"
+    if not shared.spend:
+        return f"*Model spend this month:* no model calls in {since}."
+    total = sum(row.cost_usd for row in shared.spend)
+    lines = [f"• {escape(row.key)}: ${row.cost_usd:,.2f}" for row in shared.spend]
+    return f"*Model spend this month:* ${total:,.2f} in {since}\n" + "\n".join(lines)
+
+
+def _budgets(budgets: Sequence[BudgetUse]) -> str:
+    if not budgets:
+        return f"*Budgets near their limit:* none is {NEAR_LIMIT:.0%} used."
+    lines = [
+        truncate(
+            f"• `{escape(b.budget_id)}` ({escape(b.scope_value)}, {b.period}): "
+            f"${b.spent_usd:,.2f} of ${b.ceiling_usd:,.2f} ({b.share:.0%})",
+            LINE_MAX,
+        )
+        for b in budgets
+    ]
+    return "*Budgets near their limit*\n" + "\n".join(lines)
+
+
+def _paused(paused: Sequence[AgentPause], zone: ZoneInfo) -> str:
+    if not paused:
+        return "No agent is paused."
+    return "\n".join(
+        truncate(
+            f"• *{escape(p.agent)}*, paused by <@{p.paused_by}> on {describe(p.created_at, zone)} — "
+            f"`/aios resume {escape(p.agent)}`",
+            LINE_MAX,
+        )
+        for p in paused
+    )
+
+
+def _section(block_id: str, mrkdwn: str) -> SectionBlock:
+    return SectionBlock(block_id=block_id, text=MarkdownTextObject(text=truncate(mrkdwn, SECTION_TEXT_MAX)))
+
+
+def _context(block_id: str, mrkdwn: str) -> ContextBlock:
+    return ContextBlock(
+        block_id=block_id, elements=[MarkdownTextObject(text=truncate(mrkdwn, SECTION_TEXT_MAX))]
+    )

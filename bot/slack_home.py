@@ -1,0 +1,68 @@
+"""The App Home in Slack: opening the Home tab publishes the person's Home (see ``bot.app_home``), and a decision
+clicked on it is told where a click on the card would be, then shows on the clicker's Home."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.bootstrap import Aios
+from bot.messages import DecideApproval
+from bot.observability import SLACK_REQUESTS
+from bot.slack_payloads import EventCallback, SlackId, delivery_id, problems
+from storage.records import Approval
+
+log = structlog.get_logger(__name__)
+
+
+class _HomeOpened(BaseModel):
+    """An ``app_home_opened`` event: whose Home, and which tab (home or messages)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    user: SlackId
+    tab: str = ""
+
+
+def register_home(app: AsyncApp, aios: Aios) -> None:
+    @app.event("app_home_opened")
+    async def on_home_opened(ack: AsyncAck, body: dict[str, Any]) -> None:
+        """Acked at once: nothing here must survive a crash, since opening the tab again does it all again."""
+        SLACK_REQUESTS.labels(kind="app_home_opened").inc()
+        await ack()
+        try:
+            callback = EventCallback.model_validate(body)
+            opened = _HomeOpened.model_validate(callback.event)
+        except ValidationError as exc:
+            log.warning(
+                "slack_payload_malformed",
+                type="app_home_opened",
+                event_id=delivery_id(body),
+                problems=problems(exc),
+            )
+            return
+        if opened.tab != "home":
+            return  # the Messages tab is a conversation, not a view
+        home = aios.handlers.home.opened(opened.user, callback.team_id or "")
+        aios.background.spawn(home, name="home_opened")
+
+
+async def approval_channel(aios: Aios, approval_id: int) -> str:
+    """Where a decision clicked on the Home is told: the approval's channel (in its thread), as for its card."""
+    async with aios.units() as uow:
+        approval = await uow.repo.get(Approval, approval_id)
+    return approval.channel if approval is not None else ""
+
+
+def decide_from_home(aios: Aios, command: DecideApproval) -> None:
+    """Decide as for a click on the card, then draw the clicker's Home again (a rejection has no event that
+    would)."""
+
+    async def decide_then_refresh() -> None:
+        await aios.process(command)
+        await aios.handlers.home.refresh(command.user)
+
+    aios.background.spawn(decide_then_refresh(), name=type(command).__name__)
