@@ -17,6 +17,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot.action_forms import (
     EDIT_CALLBACK_ID,
     edit_view,
+    field_specs,
     notice_view,
     read_submission,
     validation_errors,
@@ -120,6 +121,11 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
         except UnknownActionError:
             await _ack_errors(ack, values, f"{proposed.name} cannot be checked just now; try again later.")
             return
+        if not {spec.name for spec in field_specs(action)} & set(values):
+            # Every Edit dialog has inputs (one with none offers no Save): this did not come from one.
+            log.warning("edit_without_inputs", approval=approval_id, blocks=sorted(values)[:5])
+            await ack()
+            return
         read = read_submission(action, values, proposed.params)
         errors = {**validation_errors(aios.registry, proposed.name, read.params, list(values)), **read.errors}
         if errors:
@@ -133,7 +139,7 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
         user = submission.user.id
         edit_id = await accept_edit(aios.units, approval_id, user, read.params, approval.channel)
         await ack()
-        crash_point("edit_stored")
+        crash_point("edit_stored")  # past it, recovery handles the stored edit (not one of the generic steps)
         aios.submit(EditApproval(approval_id, user, read.params, approval.channel, edit_id=edit_id))
 
 
