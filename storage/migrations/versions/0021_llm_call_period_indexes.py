@@ -1,4 +1,5 @@
-"""llm_call: indexes that answer the spend reports of a period (the digest, `aios cost`) from the index alone
+"""Indexes for the digest and `aios cost`: llm_call's spend in a period answered from the index alone; runs,
+decisions and executions of a period by status or verdict
 
 Revision ID: 0021
 Revises: 0020
@@ -31,9 +32,17 @@ def upgrade() -> None:
     # Both are the first columns of one above.
     op.drop_index("ix_llm_call_created_at", table_name="llm_call")
     op.drop_index("ix_llm_call_run_id", table_name="llm_call")
+    op.create_index("ix_run_status_updated_at", "run", ["status", "updated_at"])
+    op.drop_index("ix_run_status", table_name="run")
+    op.create_index("ix_decision_verdict_created_at", "decision", ["verdict", "created_at"])
+    op.create_index("ix_execution_status_started_at", "execution", ["status", "started_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_execution_status_started_at", table_name="execution")
+    op.drop_index("ix_decision_verdict_created_at", table_name="decision")
+    op.create_index("ix_run_status", "run", ["status"])
+    op.drop_index("ix_run_status_updated_at", table_name="run")
     op.create_index("ix_llm_call_run_id", "llm_call", ["run_id"])
     op.create_index("ix_llm_call_created_at", "llm_call", ["created_at"])
     op.drop_index("ix_llm_call_run_period", table_name="llm_call")
