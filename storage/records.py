@@ -142,11 +142,14 @@ class Intent(Record, table=True):
 
 
 class Run(Record, table=True):
+    # Runs by status, and by when they got there (the digest's completed runs of a period).
+    __table_args__ = (Index("ix_run_status_updated_at", "status", "updated_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     intent_id: int = Field(foreign_key="intent.id", index=True)
     agent: str = Field(max_length=40)
     rationale: str = ""
-    status: str = Field(max_length=20, default=RunStatus.PLANNING, index=True)
+    status: str = Field(max_length=20, default=RunStatus.PLANNING)
     budget_account: str | None = Field(default=None, max_length=200)  # the budget that stopped it, if any
     memories_used: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
@@ -175,6 +178,9 @@ class ProposedAction(Record, table=True):
 
 class Decision(Record, table=True):
     """A judgement about an action: the policy's verdict, a person's approval or rejection, a refused click."""
+
+    # Verdicts of a period (the digest's policy denials).
+    __table_args__ = (Index("ix_decision_verdict_created_at", "verdict", "created_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     action_id: int = Field(foreign_key="proposed_action.id", index=True)
@@ -367,7 +373,10 @@ class AgentPause(Record, table=True):
 
 
 class Execution(Record, table=True):
-    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_execution_idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_execution_idempotency_key"),
+        Index("ix_execution_status_started_at", "status", "started_at"),  # the digest's failures of a period
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     action_id: int = Field(foreign_key="proposed_action.id", index=True)
