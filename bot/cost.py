@@ -55,7 +55,10 @@ class CostReport:
 async def cost_report(units: UnitOfWorkFactory, period: str, now: datetime) -> CostReport:
     since = period_start(period, now)
     async with units() as uow:
-        groups = {name: await uow.repo.llm_costs(column, since) for name, column in GROUPS}
+        groups = {
+            name: await uow.repo.llm_costs(column, since, limit=TOP_RUNS if name == "run" else None)
+            for name, column in GROUPS
+        }
     groups["run"] = [
         CostRow(f"R-{r.key}" if r.key != "-" else "(dispatch)", *_values(r)) for r in groups["run"][:TOP_RUNS]
     ]

@@ -20,7 +20,6 @@ from bot.transport import Transport, TransportError
 from policies.model import Budget
 from storage.escalations import Escalations
 from storage.ids import format_id
-from storage.records import ProposedAction
 from storage.repository import CostRow
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -85,18 +84,17 @@ async def build_digest(
     async with units() as uow:
         repo = uow.repo
         by_agent = await repo.llm_costs("agent", since, until)
-        top_runs = [r for r in await repo.llm_costs("run", since, until) if r.key != "-"][:TOP_WORKFLOWS]
+        # One more than shown: the calls of no run (routing) may be among the costliest.
+        runs = await repo.llm_costs("run", since, until, limit=TOP_WORKFLOWS + 1)
+        top_runs = [r for r in runs if r.key != "-"][:TOP_WORKFLOWS]
         completed = await repo.completed_runs(since, until)
         errors = await repo.error_counts(since, until)
-        pending = []
-        for approval in await repo.pending_approvals():
-            action = await repo.get(ProposedAction, approval.action_id)
-            assert action is not None
-            pending.append(
-                PendingApproval(
-                    format_id("AP", approval.id), action.name, approval.requester, until - approval.created_at
-                )
+        pending = [
+            PendingApproval(
+                format_id("AP", approval.id), action, approval.requester, until - approval.created_at
             )
+            for approval, action in await repo.pending_approvals_with_action_names()
+        ]
         escalations = await Escalations(repo.session).counts(since, until)
         near = [
             BudgetUse(a.budget_id, a.scope_value, a.period, a.spent_usd, a.limit_usd + a.granted_usd)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Table, and_, case, func, update
+from sqlalchemy import ColumnElement, Insert, Select, Table, and_, case, func, union_all, update
 from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Mapped
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -161,6 +162,17 @@ class Repository:
             query = query.where(Approval.channel == channel)
         return (await self.session.exec(query.order_by(col(Approval.id)))).all()
 
+    async def pending_approvals_with_action_names(self) -> list[tuple[Approval, str]]:
+        """Every waiting approval, oldest first, with the name of the action it waits on (one query, not one
+        per approval)."""
+        query = (
+            select(Approval, ProposedAction.name)
+            .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
+            .where(Approval.status == ApprovalStatus.PENDING)
+            .order_by(col(Approval.id))
+        )
+        return list((await self.session.exec(query)).all())
+
     async def approval_for_action(self, action_id: int) -> Approval | None:
         return (await self.session.exec(select(Approval).where(Approval.action_id == action_id))).first()
 
@@ -306,8 +318,11 @@ class Repository:
         )
         return bool((await self.session.exec(statement)).rowcount)
 
-    async def llm_costs(self, group_by: str, since: datetime, until: datetime | None = None) -> list[CostRow]:
-        """Model calls since ``since``, summed per agent, run, requester or model; the costliest first."""
+    async def llm_costs(
+        self, group_by: str, since: datetime, until: datetime | None = None, limit: int | None = None
+    ) -> list[CostRow]:
+        """Model calls since ``since``, summed per agent, run, requester or model; the costliest first (then by
+        key), only the first ``limit`` when given."""
         key = col(
             {
                 "agent": LlmCall.agent,
@@ -316,22 +331,44 @@ class Repository:
                 "model": LlmCall.model,
             }[group_by]
         )
+        in_period = and_(col(LlmCall.created_at) >= since, col(LlmCall.created_at) < (until or utcnow()))
         cost = func.sum(LlmCall.cost_usd)
-        query = (
-            sql_select(  # more columns than sqlmodel's typed select() takes
-                key,
-                func.count(),
-                func.sum(LlmCall.input_tokens),
-                func.sum(LlmCall.output_tokens),
-                func.sum(LlmCall.cache_creation_tokens),
-                func.sum(LlmCall.cache_read_tokens),
-                cost,
-                func.sum(case((col(LlmCall.outcome) != "ok", 1), else_=0)),
+        connection = await self.session.connection()
+
+        def summed(*where: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
+            return (
+                sql_select(  # more columns than sqlmodel's typed select() takes
+                    key.label("key"),
+                    func.count(),
+                    func.sum(LlmCall.input_tokens),
+                    func.sum(LlmCall.output_tokens),
+                    func.sum(LlmCall.cache_creation_tokens),
+                    func.sum(LlmCall.cache_read_tokens),
+                    cost.label("cost"),
+                    func.sum(case((col(LlmCall.outcome) != "ok", 1), else_=0)),
+                )
+                .where(in_period, *where)
+                .group_by(key)
             )
-            .where(col(LlmCall.created_at) >= since, col(LlmCall.created_at) < (until or utcnow()))
-            .group_by(key)
-            .order_by(cost.desc())
-        )
+
+        if group_by == "agent":
+            # Each agent's calls in the period are one range of ix_llm_call_agent_period, summed range after range
+            # in the index's order; grouping the period's rows instead would sort every one of them.
+            groups = summed(key.in_(_distinct_values(key))).subquery()
+        elif limit is not None:
+            # The costliest keys are picked on the cost alone (ix_llm_call_period); only their calls are then summed
+            # in full (for runs, a range of ix_llm_call_run_period each), not every key's. The calls of no run are
+            # their own range: an OR with the others would make SQLite read each of them from the table.
+            picked = sql_select(key).where(in_period).group_by(key).order_by(cost.desc(), key).limit(limit)
+            keys = [k for (k,) in (await connection.execute(picked)).all()]
+            parts = [summed(key.in_([k for k in keys if k is not None]))]
+            if None in keys:
+                parts.append(summed(key.is_(None)))
+            groups = union_all(*parts).subquery()
+        else:
+            groups = summed().subquery()
+        query = sql_select(groups).order_by(groups.c.cost.desc(), groups.c.key).limit(limit)
+        rows = (await connection.execute(query)).all()
         return [
             CostRow(
                 str(k) if k is not None else "-",
@@ -343,19 +380,23 @@ class Repository:
                 float(c or 0.0),
                 int(f or 0),
             )
-            for k, n, i, o, w, r, c, f in (await (await self.session.connection()).execute(query)).all()
+            for k, n, i, o, w, r, c, f in rows
         ]
 
     async def error_counts(self, since: datetime, until: datetime) -> dict[str, int]:
         """Failures in a period by kind: model calls by error kind, connector executions, policy denials."""
+        outcome = col(LlmCall.outcome)
+        # Each error kind's calls in the period are one range of ix_llm_call_outcome_period; the many ok calls
+        # are not read at all.
         llm = await self.session.exec(
-            select(LlmCall.outcome, func.count())
+            select(outcome, func.count())
             .where(
-                col(LlmCall.outcome) != "ok",
+                outcome.in_(_distinct_values(outcome)),
+                outcome != "ok",
                 col(LlmCall.created_at) >= since,
                 col(LlmCall.created_at) < until,
             )
-            .group_by(LlmCall.outcome)
+            .group_by(outcome)
         )
         counts = {f"llm:{outcome}": int(n) for outcome, n in llm.all()}
         failed = await self.session.exec(
@@ -564,6 +605,15 @@ class Repository:
             .values(processed_at=at)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+
+def _distinct_values(column: Mapped[Any]) -> Select[Any]:
+    """Every value of an indexed column, found by one index seek per value (from the smallest, each the least
+    one greater than the last) instead of reading every row."""
+    values = sql_select(func.min(column).label("value")).cte("distinct_values", recursive=True)
+    following = sql_select(func.min(column)).where(column > values.c.value).scalar_subquery()
+    values = values.union_all(sql_select(following).where(values.c.value.is_not(None)))
+    return sql_select(values.c.value).where(values.c.value.is_not(None))
 
 
 def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
