@@ -49,9 +49,8 @@ class HomeViewers:
         )
         return list((await self.session.exec(query)).all())
 
-    async def published_hash(self, user: str) -> str | None:
-        viewer = await self.session.get(HomeViewer, user)
-        return viewer.last_published_hash if viewer is not None else None
+    async def get(self, user: str) -> HomeViewer | None:
+        return await self.session.get(HomeViewer, user)
 
     async def claim_publish(self, user: str, expected: str | None, new: str | None) -> bool:
         """Set the published hash to ``new`` if it is still ``expected``; True for the caller that did."""

@@ -79,8 +79,11 @@ class HomeRefresher(HandlerBase):
     ) -> None:
         async with self.units() as uow:
             viewers = HomeViewers(uow.repo.session)
-            published = await viewers.published_hash(user)
+            viewer = await viewers.get(user)
+            if viewer is None:
+                return  # never opened their Home: there is nothing to keep current
             recent = await viewers.recent_requests(user, RECENT_SHOWN)
+        published = viewer.last_published_hash
         theirs, for_others = approvals_for(user, shared, self.policy.roles)
         home = Home(
             user=user,
