@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.explain_edits import edit_line, first_proposed, params_when_judged
 from bot.explain_escalation import escalation_lines
 from bot.explain_rejection import reason_lines
 from bot.mrkdwn import escape, quote, truncate
@@ -107,11 +108,14 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
         f"• *Proposed action* `{format_id('A', action.id)}` {action.name} "
         f"`{quote(json.dumps(action.params, sort_keys=True), DETAIL_QUOTE_MAX)}` — now {action.status}"
     ]
+    lines += await first_proposed(repo, action)
     lines += await _undo_links(repo, action)
     for decision in await repo.decisions_for_action(action.id):
         when = f"{decision.created_at:%Y-%m-%d %H:%M:%S UTC}"
         ref = f"`{format_id('D', decision.id)}`"
-        if decision.kind == "policy":
+        if edited := edit_line(decision):
+            lines.append(edited)
+        elif decision.kind == "policy":
             lines.append(
                 f"  – {ref} policy verdict *{decision.verdict}* by rule `{decision.rule_id}` "
                 f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
@@ -252,7 +256,7 @@ async def _what_would_have_changed_it(
         action_id=action.id or 0,
         run_id=action.run_id,
         name=action.name,
-        params=action.params,
+        params=await params_when_judged(repo, action, decision),
         verdict=decision.verdict,
         rule_id=decision.rule_id,
         policy_hash=decision.policy_hash,
@@ -306,6 +310,7 @@ async def _refused_click(repo: Repository, action: ProposedAction, decision: Dec
         expires_at=approval.expires_at,
     )
     return truncate(said, DETAIL_QUOTE_MAX)
+
 
 # --- The records an explanation links to ---
 

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from bot import blocks
+from bot.explain_edits import EDIT_REFUSED
 from bot.handlers.approvals import _request_view
 from bot.handlers.base import Collaborators, HandlerBase, Thread, card_edit
 from bot.handlers.judging import Judged, approval_deadlines, judge
@@ -156,6 +157,7 @@ class Edits(HandlerBase):
                     verdict=f"refused:{refusal.value}",
                     rule_id=request.rule_id,
                     reason=text,
+                    justification=EDIT_REFUSED,
                     actor=command.user,
                 )
             )

@@ -1,0 +1,50 @@
+"""What `/aios why` says of edits: the parameters an edited action was first proposed with, each edit (who, what
+changed), and refused edits, among the verdicts in the order they were made."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.mrkdwn import quote
+from storage.action_edits import ActionEdits
+from storage.ids import format_id
+from storage.records import Decision, ProposedAction
+from storage.repository import Repository
+
+EDIT_REFUSED = "an edit refused"  # the justification of a refusal decision that an edit (not a click) got
+DETAIL_QUOTE_MAX = 500
+
+
+async def first_proposed(repo: Repository, action: ProposedAction) -> list[str]:
+    """The parameters as first proposed, when people have edited them since."""
+    applied = await ActionEdits(repo.session).applied_to(action.id or 0)
+    if not applied:
+        return []
+    first = json.dumps(applied[0].params_before, sort_keys=True)
+    times = "once" if len(applied) == 1 else f"{len(applied)} times"
+    return [f"  – first proposed as `{quote(first, DETAIL_QUOTE_MAX)}`, edited {times} since"]
+
+
+def edit_line(decision: Decision) -> str | None:
+    """An edit, or a refused edit, as its line; None for any other decision."""
+    ref = f"`{format_id('D', decision.id)}`"
+    when = f"{decision.created_at:%Y-%m-%d %H:%M:%S UTC}"
+    if decision.kind == "edit":
+        changed = quote(decision.reason, DETAIL_QUOTE_MAX)
+        return f"  – {ref} :pencil2: edited by <@{decision.actor}> at {when}: {changed}"
+    if decision.kind == "refusal" and decision.justification == EDIT_REFUSED:
+        return f"  – {ref} edit by <@{decision.actor}> refused at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
+    return None
+
+
+async def params_when_judged(repo: Repository, action: ProposedAction, decision: Decision) -> dict[str, Any]:
+    """The parameters the action had when this decision was made: those before the first edit after it."""
+    applied = await ActionEdits(repo.session).applied_to(action.id or 0)
+    edits_before = [
+        d
+        for d in await repo.decisions_for_action(action.id or 0)
+        if d.kind == "edit" and (d.id or 0) < (decision.id or 0)
+    ]
+    later = applied[len(edits_before) :]
+    return dict(later[0].params_before or {}) if later else action.params

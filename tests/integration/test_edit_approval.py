@@ -1,0 +1,396 @@
+"""Edit, then approve, on a real database: a person who may decide a waiting request changes its parameters, the
+edit is recorded, the edited action is judged again by the policy, and whatever runs runs with the edited
+parameters, once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, select
+
+from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
+from bot.bootstrap import Aios
+from bot.intake import accept_edit
+from bot.messages import DecideApproval, EditApproval, PauseAgent, Recover, ResumeAgent
+from bot.queries import why
+from connectors.actions import ShopRefund
+from connectors.registry import params_hash
+from connectors.sandbox_state import sandbox_state
+from storage.audit import verify
+from storage.records import (
+    ActionEdit,
+    Approval,
+    Capability,
+    Decision,
+    Execution,
+    ProposedAction,
+)
+from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, start_aios
+
+FIN1, FIN2 = "U0FIN1", "U0FIN2"
+BROKEN = {"order_id": 1001, "amount": 250.0, "reason": "arrived broken"}
+
+
+async def the_approval(aios: Aios) -> Approval:
+    async with aios.units() as uow:
+        [approval] = (await uow.repo.session.exec(select(Approval))).all()
+    return approval
+
+
+async def the_action(aios: Aios) -> ProposedAction:
+    async with aios.units() as uow:
+        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
+    return action
+
+
+async def decisions(aios: Aios) -> list[tuple[str, str]]:
+    async with aios.units() as uow:
+        rows = (await uow.repo.session.exec(select(Decision).order_by(col(Decision.id)))).all()
+    return [(d.kind, d.verdict) for d in rows]
+
+
+async def edits(aios: Aios) -> list[ActionEdit]:
+    async with aios.units() as uow:
+        return list((await uow.repo.session.exec(select(ActionEdit).order_by(col(ActionEdit.id)))).all())
+
+
+async def refunds(aios: Aios, order_id: int = 1001) -> list[float]:
+    return [
+        float(r["amount"]) for r in (await sandbox_state(aios.units))["refunds"] if r["order_id"] == order_id
+    ]
+
+
+async def submit(aios: Aios, user: str, **changes: Any) -> int:
+    """An edit as the Edit dialog submits it: the whole parameter set, stored before the ack, then handled."""
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    params = {**(await the_action(aios)).params, **changes}
+    edit_id = await accept_edit(aios.units, approval.id, user, params, CHANNEL)
+    await aios.process(EditApproval(approval.id, user, params, CHANNEL, edit_id=edit_id))
+    return edit_id
+
+
+def whispers_to(slack_api: FakeSlackApi, user: str) -> list[str]:
+    return [
+        str(c.params["text"]) for c in slack_api.calls_to("chat.postEphemeral") if c.params["user"] == user
+    ]
+
+
+def said_in_thread(slack_api: FakeSlackApi) -> str:
+    return "\n".join(str(c.params.get("text", "")) for c in slack_api.calls_to("chat.postMessage"))
+
+
+def last_card(slack_api: FakeSlackApi) -> str:
+    """The approval card as last drawn: every text of its blocks."""
+    [update, *_] = reversed(slack_api.calls_to("chat.update"))
+    return _texts(update.params["blocks"])
+
+
+def _texts(value: Any) -> str:
+    if isinstance(value, dict):
+        return "\n".join(
+            _texts(v) for k, v in value.items() if k in ("text", "elements", "blocks") or k == "fields"
+        )
+    if isinstance(value, list):
+        return "\n".join(_texts(v) for v in value)
+    return value if isinstance(value, str) else ""
+
+
+async def assert_audit_intact(aios: Aios) -> None:
+    report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
+    assert report.intact, [p.line() for p in report.problems]
+
+
+async def test_a_lowered_refund_is_allowed_and_runs_once_with_the_edited_amount(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    await submit(aios, MANAGER, amount=40.0)
+
+    assert await refunds(aios) == [40.0]
+    approval, action = await the_approval(aios), await the_action(aios)
+    assert (approval.status, approval.decided_by) == ("approved", MANAGER)
+    assert (action.params, action.status) == ({**BROKEN, "amount": 40.0}, "executed")
+    assert await decisions(aios) == [
+        ("policy", "require_approval"),
+        ("edit", "edited"),
+        ("policy", "allow"),
+    ]
+    [edit] = await edits(aios)
+    assert (edit.params_before, edit.changed, edit.outcome) == (BROKEN, ["amount"], "allow")
+    assert edit.processed_at is not None and edit.action_id == action.id
+    async with aios.units() as uow:
+        capability = (await uow.repo.session.exec(select(Capability))).one()
+    assert capability.granted_by == "policy"
+    assert capability.params_hash == params_hash(
+        ShopRefund(order_id=1001, amount=40.0, reason="arrived broken")
+    )
+    card = last_card(slack_api)
+    assert ":pencil2: Edited by <@U0MANAGER>: Amount $250.00 → $40.00" in card
+    assert "Approval request approved" in card and "$40.00" in card
+    assert "edited AP-1: Amount $250.00 → $40.00. Allowed by policy after the edit" in said_in_thread(
+        slack_api
+    )
+    await assert_audit_intact(aios)
+
+
+async def test_an_approver_whose_edit_still_needs_their_role_approves_it_with_the_edit(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    await submit(aios, MANAGER, amount=200.0, reason="only the broken mug")
+
+    assert await refunds(aios) == [200.0]
+    approval = await the_approval(aios)
+    assert (approval.status, approval.decided_by) == ("approved", MANAGER)
+    assert await decisions(aios) == [
+        ("policy", "require_approval"),
+        ("edit", "edited"),
+        ("policy", "require_approval"),
+        ("human", "approved"),
+    ]
+    async with aios.units() as uow:
+        capability = (await uow.repo.session.exec(select(Capability))).one()
+        edit_decision = (await uow.repo.session.exec(select(Decision).where(Decision.kind == "edit"))).one()
+    assert capability.granted_by == MANAGER
+    assert capability.params_hash == params_hash(
+        ShopRefund(order_id=1001, amount=200.0, reason="only the broken mug")
+    )
+    assert edit_decision.reason == 'amount 250.0 → 200.0; reason "arrived broken" → "only the broken mug"'
+    assert edit_decision.actor == MANAGER
+    await assert_audit_intact(aios)
+
+
+async def test_an_edit_that_needs_another_role_waits_for_it_and_voids_earlier_votes(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None and (approval.approver_roles, approval.quorum) == (["finance"], 2)
+    await aios.process(DecideApproval(approval.id, FIN2, approve=True, channel=CHANNEL))
+    async with aios.units() as uow:
+        assert await uow.repo.voters(approval.id) == [FIN2]
+
+    await submit(aios, FIN1, amount=250.0)
+
+    approval = await the_approval(aios)
+    assert approval.id is not None and approval.status == "pending"
+    assert (approval.approver_roles, approval.quorum, approval.forbid_self_approval) == (["manager"], 1, True)
+    assert approval.escalate_to == [] and approval.escalate_at is None and approval.expires_at is not None
+    async with aios.units() as uow:
+        assert await uow.repo.voters(approval.id) == []  # FIN2 approved $310, not $250
+        request = await uow.repo.get(Decision, approval.decision_id)
+    assert request is not None and request.rule_id == "refunds-over-100-need-a-manager"
+    assert request.justification == "judged again after <@U0FIN1>'s edit"
+    [told] = whispers_to(slack_api, FIN1)
+    assert "did not count" in told and "manager" in told
+    card = last_card(slack_api)
+    assert ":pencil2: Edited by <@U0FIN1>: Amount $310.00 → $250.00" in card
+    assert "Approval needed" in card and "refunds-over-100-need-a-manager" in card
+    assert await refunds(aios) == []
+    await assert_audit_intact(aios)  # the voided vote is a tombstone in the chain, not a deletion
+
+    await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+    assert await refunds(aios) == [250.0]
+    assert ":pencil2: Edited by <@U0FIN1>" in last_card(slack_api)  # the decided card keeps the edit
+    await assert_audit_intact(aios)
+
+
+async def test_a_raised_refund_waits_for_the_roles_it_now_needs(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $150, arrived broken")
+    await submit(aios, MANAGER, amount=310.0)
+
+    approval = await the_approval(aios)
+    assert approval.status == "pending" and (approval.approver_roles, approval.quorum) == (["finance"], 2)
+    assert approval.escalate_to == ["manager"] and approval.escalate_at is not None
+    assert "did not count" in whispers_to(slack_api, MANAGER)[0]
+    assert "It waits for finance (2 different people)" in said_in_thread(slack_api)
+    assert await refunds(aios) == []
+
+
+async def test_a_requester_who_may_decide_may_edit_but_not_approve_by_editing(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken", user=MANAGER)
+    await submit(aios, MANAGER, amount=200.0)
+
+    approval, action = await the_approval(aios), await the_action(aios)
+    assert approval.status == "pending" and action.params["amount"] == 200.0
+    assert approval.id is not None
+    async with aios.units() as uow:
+        assert await uow.repo.voters(approval.id) == []
+    [told] = whispers_to(slack_api, MANAGER)
+    assert "you asked for it" in told and "refunds-over-100-need-a-manager" in told
+    [edit] = await edits(aios)
+    assert edit.outcome == f"require_approval; not counted as {MANAGER}'s approval (self_approval)"
+    assert await refunds(aios) == []
+
+
+async def test_someone_who_may_not_decide_cannot_edit_and_the_refusal_is_recorded(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    await submit(aios, "U0EDITOR", amount=40.0)
+    await submit(aios, REQUESTER, amount=40.0)  # the requester holds no deciding role
+
+    assert (await the_action(aios)).params == BROKEN
+    assert await decisions(aios) == [
+        ("policy", "require_approval"),
+        ("refusal", "refused:not_an_approver"),
+        ("refusal", "refused:not_an_approver"),
+    ]
+    assert [e.outcome for e in await edits(aios)] == [
+        "refused: Only the manager role can edit AP-1, and you don't have it; your edit changed nothing.",
+    ] * 2
+    assert all(e.params_before is None and e.processed_at is not None for e in await edits(aios))
+    assert "Only the manager role can edit AP-1" in whispers_to(slack_api, "U0EDITOR")[0]
+    assert (await the_approval(aios)).status == "pending"
+    assert not slack_api.calls_to("chat.update")
+
+
+async def test_a_decided_request_cannot_be_edited(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+    await submit(aios, OTHER_MANAGER, amount=40.0)
+
+    assert await refunds(aios) == [250.0]
+    assert (await the_action(aios)).params == BROKEN
+    assert (await decisions(aios))[-1] == ("refusal", "refused:already_decided")
+    assert "already decided" in whispers_to(slack_api, OTHER_MANAGER)[0]
+
+
+async def test_invalid_or_unchanged_parameters_change_nothing(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    await submit(aios, MANAGER, amount=-5)
+    await submit(aios, MANAGER, amount=250)  # the same amount, written as a whole number
+
+    assert (await the_action(aios)).params == BROKEN
+    assert await decisions(aios) == [("policy", "require_approval")]
+    invalid, unchanged = await edits(aios)
+    assert invalid.outcome is not None and invalid.outcome.startswith("invalid: shop.refund: amount:")
+    assert unchanged.outcome == "unchanged"
+    said = whispers_to(slack_api, MANAGER)
+    assert (
+        said[0].startswith("Your edit of AP-1 was not saved: shop.refund: amount:")
+        and "Nothing changed" in said[0]
+    )
+    assert said[1] == "Nothing changed: AP-1 already has these parameters."
+    assert (await the_approval(aios)).status == "pending"
+
+
+async def test_edits_at_once_are_taken_one_after_the_other(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    changes = [(FIN1, 315.0), (FIN2, 318.0), (FIN1, 305.0), (FIN2, 312.0)]
+    ids = [
+        await accept_edit(aios.units, approval.id, user, {**BROKEN, "amount": amount}, CHANNEL)
+        for user, amount in changes
+    ]
+    await asyncio.gather(
+        *(
+            aios.process(
+                EditApproval(approval.id, user, {**BROKEN, "amount": amount}, CHANNEL, edit_id=edit_id)
+            )
+            for (user, amount), edit_id in zip(changes, ids, strict=True)
+        )
+    )
+
+    stored = await edits(aios)
+    assert all(e.outcome and e.outcome.startswith("require_approval") for e in stored)
+    # One after the other: each edit changed what the one before it left, so they form one chain.
+    applied, params = [], {**BROKEN, "amount": 310.0}
+    for _ in stored:
+        [following] = [e for e in stored if e.params_before == params]
+        applied.append(following)
+        params = following.params_after
+    action = await the_action(aios)
+    assert action.params == applied[-1].params_after
+    async with aios.units() as uow:
+        assert await uow.repo.voters(approval.id) == [applied[-1].user]
+    assert await refunds(aios) == []
+    await assert_audit_intact(aios)
+
+
+async def test_lowering_edits_at_once_run_the_refund_once(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    await asyncio.gather(
+        *(
+            aios.process(EditApproval(approval.id, manager, {**BROKEN, "amount": amount}, CHANNEL))
+            for manager, amount in [(MANAGER, 40.0), (OTHER_MANAGER, 30.0)] * 3
+        )
+    )
+
+    action = await the_action(aios)
+    assert await refunds(aios) == [action.params["amount"]]
+    async with aios.units() as uow:
+        executions = (await uow.repo.session.exec(select(Execution))).all()
+    assert len(executions) == 1
+    outcomes = sorted(e.outcome or "" for e in await edits(aios))
+    assert outcomes.count("allow") == 1
+    assert all(o.startswith("refused: AP-1 was already decided") for o in outcomes if o != "allow")
+
+
+async def test_an_edit_stored_before_a_crash_is_applied_once_at_start(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    await ask(first, "refund order 1001, $250, arrived broken")
+    approval = await the_approval(first)
+    assert approval.id is not None
+    await accept_edit(first.units, approval.id, MANAGER, {**BROKEN, "amount": 40.0}, CHANNEL)
+    await first.close()  # stopped after the ack, before handling
+
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await second.process(Recover(grace_seconds=0))
+        await second.process(Recover(grace_seconds=0))
+        assert await refunds(second) == [40.0]
+        [edit] = await edits(second)
+        assert edit.outcome == "allow" and edit.processed_at is not None
+        assert [kind for kind, _ in await decisions(second)].count("edit") == 1
+        await assert_audit_intact(second)
+    finally:
+        await second.close()
+
+
+async def test_the_capability_binds_to_the_edited_parameters(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    # The agent paused: the approved action waits, its capability unspent.
+    await aios.process(PauseAgent("returns", MANAGER, CHANNEL))
+    await submit(aios, MANAGER, amount=200.0)
+    action = await the_action(aios)
+    assert action.id is not None and action.status == "approved"
+
+    original = params_hash(ShopRefund.model_validate(BROKEN))
+    edited = params_hash(ShopRefund.model_validate({**BROKEN, "amount": 200.0}))
+    async with aios.units() as uow:  # never committed: only asking whether it would be spent
+        assert not await uow.repo.spend_capability(action.id, "shop.refund", original, aios.clock())
+        assert await uow.repo.spend_capability(action.id, "shop.refund", edited, aios.clock())
+
+    await aios.process(ResumeAgent("returns", MANAGER, CHANNEL))
+    assert await refunds(aios) == [200.0]
+
+
+async def test_why_tells_the_original_parameters_each_edit_and_each_verdict(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    await submit(aios, FIN1, amount=250.0)
+    await submit(aios, MANAGER, amount=40.0)
+
+    explanation = await why(aios.units, "AP-1")
+    assert '"amount": 310.0' in explanation  # as first proposed
+    first = explanation.index("*require_approval* by rule `big-refunds-need-two-from-finance`")
+    edited_once = explanation.index("edited by <@U0FIN1>")
+    again = explanation.index("*require_approval* by rule `refunds-over-100-need-a-manager`")
+    edited_twice = explanation.index("edited by <@U0MANAGER>")
+    allowed = explanation.index("*allow* by rule `small-refunds-are-fine`")
+    assert first < edited_once < again < edited_twice < allowed
+    assert "amount 310.0 → 250.0" in explanation and "amount 250.0 → 40.0" in explanation
