@@ -17,11 +17,13 @@ from rich.markup import escape
 from agents.context import ThreadEntry
 from bot.blocks import EDIT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
+from bot.console_edit import EditLineError, edited_params, parse_edit
 from bot.content_calendar import calendar_answer
-from bot.intake import IncomingIntent
+from bot.intake import IncomingIntent, accept_edit
 from bot.messages import (
     DecideApproval,
     DecideRun,
+    EditApproval,
     HandleIntent,
     PublishDuePosts,
     RequestBudget,
@@ -316,6 +318,35 @@ class ConsoleSession:
             return
         await self.aios.process(ReviseRejected(approval_id, user, CONSOLE_CHANNEL, answer.reason_id))
 
+    async def edit(self, user: str, argument: str) -> None:
+        """Save an edit of the named request (or this thread's newest waiting one) as the Edit dialog does:
+        the fields typed, read as their parameters ask, over the current ones; a problem is said privately and
+        nothing is submitted."""
+        try:
+            line = parse_edit(argument)
+            user = line.user or user
+            approval_id = (
+                await self._named_approval(line.approval) if line.approval else await self._newest_waiting()
+            )
+            if approval_id is None:
+                self.transport.console.print("  (there is no approval request waiting in this thread)")
+                return
+            async with self.aios.units() as uow:
+                approval = await uow.repo.get(Approval, approval_id)
+                proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
+            if proposed is None:
+                raise EditLineError(f"There is no approval {format_id('AP', approval_id)}.")
+            params = edited_params(self.aios.registry, proposed.name, proposed.params, line.changes)
+        except EditLineError as exc:
+            await self.transport.post_ephemeral(CONSOLE_CHANNEL, user, str(exc))
+            return
+        changes = " ".join(f"{name}={value}" for name, value in line.changes.items())
+        self.transport.console.print(
+            f"[bold magenta]{escape(user)}[/] edits {format_id('AP', approval_id)}: {escape(changes)}"
+        )
+        edit_id = await accept_edit(self.aios.units, approval_id, user, params, CONSOLE_CHANNEL)
+        await self.aios.process(EditApproval(approval_id, user, params, CONSOLE_CHANNEL, edit_id=edit_id))
+
     async def request_budget(self, user: str) -> None:
         """Press "Request budget" on the newest run in this thread that its budget stopped."""
         self.transport.console.print(f"[bold magenta]{escape(user)}[/] clicks [bold]Request budget[/]")
@@ -339,6 +370,8 @@ class ConsoleSession:
                 await self.reject_because(
                     because.group(3) or user, because.group(2).strip(), approval=because.group(1)
                 )
+            elif edit := _EDIT.match(line):
+                await self.edit(user, edit.group(1))
             elif click := _CLICK.match(line):
                 await self.click(
                     click.group(3), approve=click.group(1).lower() == "approve", approval=click.group(2)
@@ -367,6 +400,9 @@ _REJECT_BECAUSE = re.compile(
     r"^reject(?:\s+(AP-\d+))?\s+because\s+(.+?)(?:\s+as\s+((?-i:[A-Z][A-Z0-9]+)))?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
+# `edit AP-3 amount=40 reason="only the broken mug" as U0MANAGER`: a field=value first, so that an intent
+# starting with "edit" is still an intent.
+_EDIT = re.compile(r"^edit\s+((?:AP-\d+\s+)?[^\s=]+=.*)$", re.IGNORECASE | re.DOTALL)
 _SWITCH = re.compile(r"^as\s+(\S+)\s*$", re.IGNORECASE)
 _BUDGET = re.compile(r"^request\s+budget\s*$", re.IGNORECASE)
 
@@ -376,6 +412,8 @@ CHAT_HELP = """A new thread. Type an intent as you would in Slack, e.g. `refund 
   approve AP-2 as …        click Approve on AP-2, wherever it is (`/aios pending` lists them all)
   reject as U0MANAGER      click Reject
   reject AP-2 because …    click Reject and say why (`… as U0MANAGER` too): the agent plans once more with it
+  edit AP-2 amount=40 …    change AP-2's parameters as its Edit dialog does (`reason="…"`, `… as U0MANAGER`
+                           too; without an id, this thread's newest request): the policy judges it again
   approve all as U0EDITOR  click Approve all on the review card of this thread's newest run (reject all too)
   request budget           click Request budget on a run of this thread its budget stopped
   /aios undo A-3           click Undo on A-3's "Done" message: ask to take it back

@@ -5,13 +5,16 @@ parameters, once."""
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
+from bot.console import ConsoleSession, ConsoleTransport
 from bot.intake import accept_edit
 from bot.messages import DecideApproval, EditApproval, PauseAgent, Recover, ResumeAgent
 from bot.queries import why
@@ -25,6 +28,7 @@ from storage.records import (
     Capability,
     Decision,
     Execution,
+    Intent,
     ProposedAction,
 )
 from tests.conftest import Clock
@@ -394,3 +398,35 @@ async def test_why_tells_the_original_parameters_each_edit_and_each_verdict(aios
     allowed = explanation.index("*allow* by rule `small-refunds-are-fine`")
     assert first < edited_once < again < edited_twice < allowed
     assert "amount 310.0 → 250.0" in explanation and "amount 250.0 → 40.0" in explanation
+
+
+async def test_the_console_edits_as_the_dialog_does(aios: Aios, slack_api: FakeSlackApi) -> None:
+    printed = io.StringIO()
+    session = ConsoleSession(aios, ConsoleTransport(Console(file=printed, width=200)))
+    await session.say(REQUESTER, "refund order 1001, $250, arrived broken")
+
+    await session.handle(REQUESTER, "edit AP-1 amout=40 as U0MANAGER")
+    await session.handle(REQUESTER, "edit AP-1 amount=-5 as U0MANAGER")
+    await session.handle(REQUESTER, 'edit AP-1 reason="unclosed as U0MANAGER')
+    await session.handle(REQUESTER, "edit AP-1 amount=40")  # as the requester, who may not decide it
+    assert (await the_action(aios)).params == BROKEN
+    shown = printed.getvalue()
+    assert "amout is not a field of shop.refund; its fields are: order_id, amount, reason" in shown
+    assert "That edit does not fit shop.refund: shop.refund: amount:" in shown
+    assert "I could not read that edit (No closing quotation)" in shown
+    assert "Only the manager role can edit AP-1" in whispers_to(slack_api, REQUESTER)[0]
+
+    await session.handle(REQUESTER, 'edit amount=40 reason="only the broken mug" as U0MANAGER')
+    assert "U0MANAGER edits AP-1: amount=40 reason=only the broken mug" in printed.getvalue()
+    assert await refunds(aios) == [40.0]
+    assert (await the_action(aios)).params == {
+        "order_id": 1001,
+        "amount": 40.0,
+        "reason": "only the broken mug",
+    }
+    assert [e.user for e in await edits(aios)] == [REQUESTER, MANAGER]
+
+    # An intent that starts with "edit" is still an intent.
+    await session.handle(REQUESTER, "edit the spring lookbook post")
+    async with aios.units() as uow:
+        assert len((await uow.repo.session.exec(select(Intent))).all()) == 2
