@@ -19,6 +19,7 @@ from bot.messages import DecideApproval, Recover, RequestBudget, ReviseRejected
 from bot.rejection_reasons import ReasonAnswer, accept_reason
 from bot.settings import Settings
 from connectors.sandbox_state import sandbox_state
+from storage.engine import create_engine
 from storage.records import (
     Approval,
     Click,
@@ -33,6 +34,7 @@ from tests.conftest import Clock
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, write_policy
+from tests.integration.test_audit_chain import audit, sql
 from tests.integration.test_budgets import budgeted
 
 BROKEN_ITEM = "refund only the broken item, $40"
@@ -106,7 +108,7 @@ async def reject_because(aios: Aios, approval_id: int, text: str, user: str = MA
 
 
 async def test_the_reviewers_amount_is_planned_judged_and_run_once(
-    aios: Aios, slack_api: FakeSlackApi
+    aios: Aios, slack_api: FakeSlackApi, database_url: str
 ) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken")
     approval = await newest_approval(aios)
@@ -141,6 +143,16 @@ async def test_the_reviewers_amount_is_planned_judged_and_run_once(
     why = await explain(aios.units, f"A-{rejected.id}")
     assert f"reason for the rejection from <@{MANAGER}>" in why
     assert f"— revised as R-{revision.id} / A-{revised.id}" in why
+
+    # The reason is in the audit chain: changed afterwards, it no longer verifies.
+    assert (await audit(aios)).problems == []
+    outside = create_engine(database_url)  # as someone editing the table by hand, past the bot
+    try:
+        await sql(outside, "UPDATE rejection_reason SET reason = 'refund $250, all of it'")
+    finally:
+        await outside.dispose()
+    [problem] = (await audit(aios)).problems
+    assert (problem.kind, problem.record) == ("edited", f"rejection reason {reason.id}")
 
 
 async def test_the_model_is_given_the_reviewers_words_as_a_last_turn(
