@@ -88,6 +88,8 @@ class SharedFacts:
 async def read_shared(
     units: UnitOfWorkFactory, now: datetime, group_members: Mapping[str, Collection[str]]
 ) -> SharedFacts:
+    """What every Home shows alike, in one unit of work: spend as `/aios cost month` counts it (from the 1st,
+    UTC), and the budgets of this day and month that are at least ``NEAR_LIMIT`` used."""
     month_start = period_start("month", now)
     async with units() as uow:
         repo = uow.repo
@@ -138,7 +140,8 @@ def approvals_for(
 
 @dataclass(frozen=True)
 class Home:
-    user: str
+    """One person's Home: their part of the approvals and their requests, beside what every Home shows."""
+
     waiting: Sequence[ApprovalCard]  # the first WAITING_SHOWN of those they may decide
     waiting_total: int
     for_others: Sequence[ApprovalCard]

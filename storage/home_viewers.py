@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.records import HomeViewer, Intent, Run
+from storage.records import Approval, Decision, HomeViewer, Intent, ProposedAction, Run
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,22 @@ class HomeViewers:
             ).all():
                 runs[run.intent_id] = run  # the newest run of each intent last
         return [RequestState(intent, runs.get(intent.id or 0)) for intent in intents]
+
+    async def card_records(self, approvals: Sequence[Approval]) -> dict[int, tuple[ProposedAction, Decision]]:
+        """The proposed action and the policy's decision of each approval (what its card shows), by approval id."""
+        if not approvals:
+            return {}
+        action_ids = [approval.action_id for approval in approvals]
+        decision_ids = [approval.decision_id for approval in approvals]
+        actions = (
+            await self.session.exec(select(ProposedAction).where(col(ProposedAction.id).in_(action_ids)))
+        ).all()
+        decisions = (
+            await self.session.exec(select(Decision).where(col(Decision.id).in_(decision_ids)))
+        ).all()
+        by_action = {action.id: action for action in actions}
+        by_decision = {decision.id: decision for decision in decisions}
+        return {
+            approval.id or 0: (by_action[approval.action_id], by_decision[approval.decision_id])
+            for approval in approvals
+        }

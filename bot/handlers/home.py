@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -15,7 +16,6 @@ from bot.app_home import (
     RECENT_SHOWN,
     WAITING_SHOWN,
     Home,
-    SharedFacts,
     approvals_for,
     home_view,
     read_shared,
@@ -27,7 +27,7 @@ from bot.messagebus import Message
 from bot.messages import Event
 from bot.transport import TransportError
 from connectors.errors import InvalidActionError
-from storage.home_viewers import HomeViewers
+from storage.home_viewers import HomeViewers, RequestState
 from storage.ids import format_id
 from storage.records import Approval, Decision, ProposedAction
 
@@ -67,35 +67,42 @@ class HomeRefresher(HandlerBase):
         return []
 
     async def _refresh(self, users: Sequence[str], *, always: bool = False) -> None:
+        """Everything a refresh reads is read in two units of work whoever it is for (on SQLite each unit of work
+        waits its turn with those of clicks and intents); only a Home that changed costs more."""
         shared = await read_shared(self.units, self.clock(), await self._group_members())
-        cards: dict[int, ApprovalCard] = {}  # built once per refresh, whoever's Home shows them
-        for user in users:
-            lock = self._locks.setdefault(user, asyncio.Lock())
-            async with lock:
-                await self._refresh_one(user, shared, cards, always=always)
-
-    async def _refresh_one(
-        self, user: str, shared: SharedFacts, cards: dict[int, ApprovalCard], *, always: bool
-    ) -> None:
+        sorted_out = {user: approvals_for(user, shared, self.policy.roles) for user in users}
+        shown = {
+            approval.id or 0: approval
+            for theirs, for_others in sorted_out.values()
+            for approval in (*theirs[:WAITING_SHOWN], *for_others[:FOR_OTHERS_SHOWN])
+        }
+        known: dict[str, tuple[str | None, list[RequestState]]] = {}
         async with self.units() as uow:
             viewers = HomeViewers(uow.repo.session)
-            viewer = await viewers.get(user)
-            if viewer is None:
-                return  # never opened their Home: there is nothing to keep current
-            recent = await viewers.recent_requests(user, RECENT_SHOWN)
-        published = viewer.last_published_hash
-        theirs, for_others = approvals_for(user, shared, self.policy.roles)
-        home = Home(
-            user=user,
-            waiting=[await self._approval_card(a, cards) for a in theirs[:WAITING_SHOWN]],
-            waiting_total=len(theirs),
-            for_others=[await self._approval_card(a, cards) for a in for_others[:FOR_OTHERS_SHOWN]],
-            for_others_total=len(for_others),
-            recent=recent,
-            shared=shared,
-            zone=self.zone,
-        )
-        view = home_view(home)
+            for user in users:
+                viewer = await viewers.get(user)
+                if viewer is not None:  # someone who never opened their Home has nothing to keep current
+                    known[user] = (
+                        viewer.last_published_hash,
+                        await viewers.recent_requests(user, RECENT_SHOWN),
+                    )
+            records = await viewers.card_records(list(shown.values()))
+        cards = {key: self._home_card(approval, *records[key]) for key, approval in shown.items()}
+        for user, (published, recent) in known.items():
+            theirs, for_others = sorted_out[user]
+            home = Home(
+                waiting=[cards[a.id or 0] for a in theirs[:WAITING_SHOWN]],
+                waiting_total=len(theirs),
+                for_others=[cards[a.id or 0] for a in for_others[:FOR_OTHERS_SHOWN]],
+                for_others_total=len(for_others),
+                recent=recent,
+                shared=shared,
+                zone=self.zone,
+            )
+            async with self._locks.setdefault(user, asyncio.Lock()):
+                await self._publish(user, home_view(home), published, always=always)
+
+    async def _publish(self, user: str, view: dict[str, Any], published: str | None, *, always: bool) -> None:
         drawn = view_hash(view)
         if drawn == published and not always:
             return
@@ -104,7 +111,7 @@ class HomeRefresher(HandlerBase):
             claimed = await HomeViewers(uow.repo.session).claim_publish(user, published, drawn)
             await uow.commit()
         if not claimed:
-            return
+            return  # another refresh published since this one read: the next one draws from the newer records
         try:
             await self.transport.publish_home(user, view)
         except TransportError as exc:
@@ -113,32 +120,25 @@ class HomeRefresher(HandlerBase):
                 await HomeViewers(uow.repo.session).claim_publish(user, drawn, published)
                 await uow.commit()
             return
-        log.info("home_published", user=user, waiting=len(theirs))
+        log.info("home_published", user=user)
 
-    async def _approval_card(self, approval: Approval, cards: dict[int, ApprovalCard]) -> ApprovalCard:
-        assert approval.id is not None
-        if approval.id not in cards:
-            async with self.units() as uow:
-                proposed = await uow.repo.get(ProposedAction, approval.action_id)
-                decision = await uow.repo.get(Decision, approval.decision_id)
-            assert proposed is not None and decision is not None
-            try:
-                cards[approval.id] = self._card(approval, proposed, decision)
-            except InvalidActionError:
-                # Its action is no longer offered as it was (an MCP server gone): shown by name, still decidable.
-                cards[approval.id] = ApprovalCard(
-                    approval_id=format_id("AP", approval.id),
-                    action_id=format_id("A", proposed.id),
-                    decision_id=format_id("D", decision.id),
-                    summary=proposed.name,
-                    params=proposed.params,
-                    rationale=proposed.rationale,
-                    rule_id=decision.rule_id or "default",
-                    reason=decision.reason,
-                    approver_roles=tuple(approval.approver_roles),
-                    requester=approval.requester,
-                    expires_at=approval.expires_at,
-                    quorum=approval.quorum,
-                    zone=self.zone,
-                )
-        return cards[approval.id]
+    def _home_card(self, approval: Approval, proposed: ProposedAction, decision: Decision) -> ApprovalCard:
+        try:
+            return self._card(approval, proposed, decision)
+        except InvalidActionError:
+            # Its action is no longer offered as it was (an MCP server gone): shown by name, still decidable.
+            return ApprovalCard(
+                approval_id=format_id("AP", approval.id),
+                action_id=format_id("A", proposed.id),
+                decision_id=format_id("D", decision.id),
+                summary=proposed.name,
+                params=proposed.params,
+                rationale=proposed.rationale,
+                rule_id=decision.rule_id or "default",
+                reason=decision.reason,
+                approver_roles=tuple(approval.approver_roles),
+                requester=approval.requester,
+                expires_at=approval.expires_at,
+                quorum=approval.quorum,
+                zone=self.zone,
+            )

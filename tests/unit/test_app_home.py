@@ -85,7 +85,6 @@ def shared(pending: list[Approval] | None = None, **fields: Any) -> SharedFacts:
 
 def home(**fields: Any) -> Home:
     values: dict[str, Any] = {
-        "user": "U0MANAGER",
         "waiting": [],
         "waiting_total": 0,
         "for_others": [],
