@@ -47,9 +47,9 @@ Webhooks (tool ``webhook_post``), to a webhook the context names as configured:
 Planning again after a reviewer rejected an action and said why (the feedback turn: the rejected tool call, who
 rejected it, and their words), the rejected call revised, or nothing proposed:
   * a refund (``shop_refund``, ``stripe_refund``) with a reason naming one amount — ``refund only the broken
-    item, $40``, ``$40 max`` — is the same refund of that amount, the reviewer's words added to its reason; the
-    amount must carry a dollar sign or ``USD``/``dollars``, and one that cannot be refunded (``€40``, ``$0``,
-    ``$4.005``), a bare number or two amounts propose nothing, and the reply says why
+    item, $40``, ``$40 max``, ``don't refund more than $40`` — is the same refund of that amount, the reviewer's
+    words added to its reason; the amount must carry a dollar sign or ``USD``/``dollars``, and one that cannot be
+    refunded (``€40``, ``$0``, ``$4.005``), a bare number or two amounts propose nothing, and the reply says why
   * a post (``cms_create_draft``, ``cms_publish``, ``wordpress_update``) with a new title in quotes
     (``call it "Winter care"``) or a time (``publish on Friday 9am``, read in the team's zone) is the same call
     with it; a time it cannot read proposes nothing, saying what it can

@@ -28,12 +28,16 @@ MAX_REFUND_REASON = 500  # a refund's reason, as its action allows
 
 _NOT_AT_ALL = re.compile(
     r"\b(?:no|not?\s+(?:a|any)|never|don'?t|do\s+not|shouldn'?t|should\s+not|won'?t)\s+"
-    r"(?:\w+\s+){0,2}?(?:refund|publish|post|draft|update|do\s+(?:it|this|that))",
+    r"(?:\w+\s+){0,2}?(?:(?:refund|publish|post|draft|update)(?:s|es|e?d|ing)?|do\s+(?:it|this|that))"
+    # "don't refund more than $40" names a cap, "don't publish before Friday 9am" a time: neither is a no.
+    r"(?!\w|\s+(?:more\s+than|over|above|beyond|past|before|until|till)\b)",
     re.IGNORECASE,
 )
 _BARE_NUMBER = re.compile(r"(?<![\w.,/:-])\d+(?:[.,]\d+)?(?![\w/:-]|[.,]\d)")
 _QUOTED = re.compile(r"[\"“]([^\"“”]+)[\"”]")
-_WHEN = re.compile(r"\b(?:on|at|for|by)\s+(?P<when>.+?)[\s.!]*$", re.IGNORECASE | re.DOTALL)
+_WHEN = re.compile(
+    r"\b(?:on|at|for|by|before|after|from|until)\s+(?P<when>.+?)[\s.!]*$", re.IGNORECASE | re.DOTALL
+)
 _TIME_OF_DAY = re.compile(r"\d|\b(?:noon|midnight)\b", re.IGNORECASE)  # words without one name no time
 
 

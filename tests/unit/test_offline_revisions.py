@@ -48,7 +48,10 @@ def test_a_feedback_turn_reads_back_as_written() -> None:
     assert revisions.plan("refund order 1001, $250, arrived broken", "", OFFERED) is None
 
 
-@pytest.mark.parametrize("reason", ["refund only the broken item, $40", "$40 max", "40 dollars is right"])
+@pytest.mark.parametrize(
+    "reason",
+    ["refund only the broken item, $40", "$40 max", "40 dollars is right", "don't refund more than $40"],
+)
 def test_a_refund_becomes_the_amount_the_reviewer_named(reason: str) -> None:
     reply = revise("shop.refund", REFUND, reason)
     [call] = reply.tool_calls
@@ -70,6 +73,8 @@ def test_a_long_reason_is_cut_to_what_a_refund_keeps() -> None:
     [
         ("don't refund", "they said not to, so I propose nothing more"),
         ("no refund, she dropped it", "they said not to, so I propose nothing more"),
+        ("no refund: they got $20 back already", "they said not to, so I propose nothing more"),
+        ("no refunds for used items", "they said not to, so I propose nothing more"),
         ("ask the customer for a photo first", "it names no amount, so I propose nothing more"),
         ("refund €40", "I proposed nothing: I can only refund in US dollars"),
         ("$0", "I proposed nothing: “$0” is nothing to refund"),
@@ -103,6 +108,13 @@ def test_a_publish_goes_out_at_the_time_the_reviewer_named() -> None:
         reply.text
         == "Revised as the reviewer asked: going out Fri 27 Nov 2026 09:00 Europe/Berlin (08:00 UTC)."
     )
+
+
+def test_not_before_a_time_is_that_time() -> None:
+    [call] = revise(
+        "cms.publish", {"slug": "spring-lookbook"}, "don't publish before Friday 9am", CONTEXT
+    ).tool_calls
+    assert call.input == {"slug": "spring-lookbook", "publish_at": "2026-11-27T09:00:00+01:00"}
 
 
 def test_a_time_it_cannot_read_proposes_nothing() -> None:
