@@ -430,3 +430,19 @@ async def test_the_console_edits_as_the_dialog_does(aios: Aios, slack_api: FakeS
     await session.handle(REQUESTER, "edit the spring lookbook post")
     async with aios.units() as uow:
         assert len((await uow.repo.session.exec(select(Intent))).all()) == 2
+
+
+async def test_an_edit_on_a_review_card_redraws_the_card(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken and tell the customer")
+    async with aios.units() as uow:
+        refund, email = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+    assert refund.id is not None and refund.message_ts == email.message_ts  # one card for both
+
+    await aios.process(EditApproval(refund.id, MANAGER, {**BROKEN, "amount": 40.0}, CHANNEL))
+
+    assert await refunds(aios) == [40.0]
+    [update] = slack_api.calls_to("chat.update")
+    assert update.params["ts"] == refund.message_ts
+    card = _texts(update.params["blocks"])
+    assert "Refund $40.00 on order 1001" in card and ":pencil2: edited by <@U0MANAGER>" in card
+    assert "1 of 2 waiting" in card
