@@ -1,5 +1,6 @@
 """Loads a policy file once (CEL compiled and its names checked at load) and judges proposed actions: first
-matching rule wins."""
+matching rule wins. Only the rules whose conditions can be true for the action's name are walked, in order (see
+policies.rule_index)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ import yaml
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from policies.conditions import unknown_name
+from policies.condition_facts import ZeroFilled, convertible, pick, whole
+from policies.condition_shape import shape_of
+from policies.conditions import FACTS, unknown_name
 from policies.errors import PolicyError
 from policies.model import Budget, PolicyFile, Rule, Verdict
+from policies.rule_index import Plan, RuleIndex
 
 _tracer = trace.get_tracer("aios.policies")
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 DEFAULT_RULE_ID = "default"
+_PLANS_KEPT = 4096  # plans (by action name) and roles (by user) kept; names and users come from callers
 _NAMED_BY = {"rules": ("rule", "id"), "tests": ("test", "name")}  # list in the file → (what, named by)
 
 
@@ -88,6 +93,23 @@ class Policy:
             {name for rule in document.rules for name in _QUOTED_ACTION_NAME.findall(rule.when)}
         )
         self._rules = [_compile(rule, source, action_params) for rule in document.rules]
+        self._zero = dict.fromkeys(self._action_names, 0.0)
+        # Each rule indexed by the action names its condition can be true for; the plan for a name is made when
+        # the name is first judged.
+        index = RuleIndex([(c, shape_of(c.rule.when, c.program.variables(), FACTS)) for c in self._rules])
+        self._index = index
+        self._every_rule = index.every_rule()
+        self._plans: dict[str, Plan[_CompiledRule]] = {}
+        self._new_context = _context_type()
+        # Verdicts are immutable: each rule's, and the default's, is made once.
+        self._matched = {c.rule.id: self._verdict_for(c.rule) for c in self._rules}
+        self._default = self._verdict(
+            document.default,
+            DEFAULT_RULE_ID,
+            "no rule matched, so the policy's default applies",
+            approvers=tuple(document.default_approvers),
+        )
+        self._roles_by_user: dict[str, list[str]] = {}
 
     @classmethod
     def from_text(
@@ -160,28 +182,58 @@ class Policy:
         amount = params.get("amount")
         own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
         history = history or History()
-        zero = dict.fromkeys([*self._action_names, action_name], 0.0)
-        activation = {
-            "action": {
-                "name": action_name,
-                "params": dict(params),
-                "read_only": False,
-                "destructive": False,
-                **(action_facts or {}),
-            },
+        action = {
+            "name": action_name,
+            "params": params if type(params) is dict else dict(params),
+            "read_only": False,
+            "destructive": False,
+            **(action_facts or {}),
+        }
+        name = action["name"]
+        totals = run_totals if run_totals is not None else own
+        facts = {
+            "action": action,
             "requester": {
                 "id": requester,
-                "roles": self.roles_of(requester, group_members),
-                "today": zero | dict(history.requester_today),
+                "roles": self._roles(requester, group_members),
+                "today": ZeroFilled(self._zero, action_name, history.requester_today),
             },
-            "run": {"totals": zero | (dict(run_totals) if run_totals is not None else own)},
+            "run": {"totals": ZeroFilled(self._zero, action_name, totals)},
             "order": {"refunded": float(history.order_refunded)},
             "payment": {"refunded": float(history.payment_refunded)},
         }
-        for compiled in self._rules:
+        # Only values the CEL library surely converts may be left out of what a condition is given: one it cannot
+        # convert fails the first rule, whichever that is, so such facts are judged by every rule, whole.
+        vouched = convertible(action["params"], action_facts, run_totals, history.requester_today)
+        if vouched and type(name) is str and type(requester) is str:
+            plan = self._plans.get(name) or self._plan(name)
+            return self._walk(plan, facts)
+        return self._walk(self._every_rule, facts)
+
+    def _plan(self, name: str) -> Plan[_CompiledRule]:
+        if len(self._plans) >= _PLANS_KEPT:
+            self._plans.clear()
+        plan = self._plans[name] = self._index.plan(name)
+        return plan
+
+    def _walk(self, plan: Plan[_CompiledRule], facts: dict[str, Any]) -> PolicyVerdict:
+        context: Any = None
+        for compiled, decided in plan.steps:
             rule = compiled.rule
+            if decided:
+                return self._matched[rule.id]
+            if context is None:
+                if plan.reads is None:
+                    context = {fact: whole(value) for fact, value in facts.items()}
+                else:
+                    try:
+                        context = self._new_context(
+                            {fact: pick(facts[fact], part) for fact, part in plan.reads.items()}
+                        )
+                    except Exception:  # not convertible after all: as for facts it cannot vouch for
+                        return self._walk(self._every_rule, facts)
             try:
-                matched = compiled.program.execute(activation)
+                matched = compiled.program.execute(context)
             except Exception as exc:  # any failure inside CEL must deny, never allow
                 return self._verdict(
                     "deny",
@@ -199,14 +251,19 @@ class Policy:
                     failed_condition=True,
                 )
             if matched:
-                return self._verdict_for(rule)
-        doc = self.document
-        return self._verdict(
-            doc.default,
-            DEFAULT_RULE_ID,
-            "no rule matched, so the policy's default applies",
-            approvers=tuple(doc.default_approvers),
-        )
+                return self._matched[rule.id]
+        return self._default
+
+    def _roles(self, user: str, group_members: Mapping[str, Collection[str]] | None) -> list[str]:
+        """``roles_of``, kept per user while no user groups are given (the roles cannot change)."""
+        if group_members:
+            return self.roles_of(user, group_members)
+        roles = self._roles_by_user.get(user)
+        if roles is None:
+            if len(self._roles_by_user) >= _PLANS_KEPT:
+                self._roles_by_user.clear()
+            roles = self._roles_by_user[user] = self.roles_of(user)
+        return roles
 
     def budgets_for(self, *, agent: str, channel: str, team: str) -> list[Budget]:
         """The budgets a model call for this agent, in this channel and team, counts against."""
@@ -284,6 +341,12 @@ class Policy:
             quorum=quorum,
             failed_condition=failed_condition,
         )
+
+
+def _context_type() -> Any:
+    import cel  # compiling the rules imported it already
+
+    return cel.Context
 
 
 def _compile(rule: Rule, source: str, action_params: Mapping[str, Collection[str]] | None) -> _CompiledRule:
