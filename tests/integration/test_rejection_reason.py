@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from bot.intake import accept_click
 from bot.messages import DecideApproval, Recover, RequestBudget, ReviseRejected
 from bot.rejection_reasons import ReasonAnswer, accept_reason
 from bot.settings import Settings
+from connectors.actions import CmsCreateDraft
 from connectors.sandbox_state import sandbox_state
 from storage.engine import create_engine
 from storage.records import (
@@ -36,9 +38,9 @@ from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, write_policy
 from tests.integration.test_audit_chain import audit, sql
 from tests.integration.test_budgets import budgeted
+from tests.integration.test_scheduled_publishing import BERLIN, EDITOR, berlin_aios, posts
 
 BROKEN_ITEM = "refund only the broken item, $40"
-EDITOR = "U0EDITOR"  # not a manager: a Reject of theirs on a refund is refused
 
 
 async def newest_approval(aios: Aios) -> Approval:
@@ -399,3 +401,26 @@ async def test_the_console_rejects_with_a_reason_as_the_button_and_the_dialog_do
     assert "Allowed by policy: Refund $40.00 on order 1001" in shown
     assert "they said not to, so I propose nothing more" in shown
     assert f"AP-{second.id} already has its reason, from @{MANAGER}" in shown
+
+
+async def test_a_publish_rejected_for_its_time_is_proposed_again_at_the_time_named(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await berlin_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await aios.registry.execute(CmsCreateDraft(title="Spring lookbook"), "seed-spring")
+        await ask(aios, "publish post spring-lookbook")
+        approval = await newest_approval(aios)
+        assert approval.id is not None
+        await reject_because(aios, approval.id, "not now; publish on Friday 9am", user=EDITOR)
+
+        _, revision = await runs(aios)
+        [revised] = await actions_of(aios, revision.id)
+        local = datetime.fromisoformat(str(revised.params["publish_at"])).astimezone(BERLIN)
+        assert (local.strftime("%A"), local.hour, local.minute) == ("Friday", 9, 0)  # the coming Friday, 9am
+        assert clock() < local <= clock() + timedelta(days=7)
+        assert (revised.name, revised.status) == ("cms.publish", "awaiting_approval")
+        assert (await newest_approval(aios)).action_id == revised.id  # a new card, for the editor again
+        assert await posts(aios) == {"spring-lookbook": "draft"}
+    finally:
+        await aios.close()
