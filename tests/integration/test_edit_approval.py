@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
@@ -202,6 +203,13 @@ async def test_an_edit_that_needs_another_role_waits_for_it_and_voids_earlier_vo
     assert await refunds(aios) == [250.0]
     assert ":pencil2: Edited by <@U0FIN1>" in last_card(slack_api)  # the decided card keeps the edit
     await assert_audit_intact(aios)
+
+    # A vote deleted any other way than by an edit is still a break in the trail.
+    async with aios.units() as uow:
+        await uow.repo.session.exec(text("DELETE FROM approval_vote"))  # type: ignore[call-overload]
+        await uow.commit()
+    report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
+    assert [p.kind for p in report.problems][:1] == ["deleted"]
 
 
 async def test_a_raised_refund_waits_for_the_roles_it_now_needs(aios: Aios, slack_api: FakeSlackApi) -> None:
