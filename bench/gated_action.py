@@ -606,7 +606,7 @@ async def profile(runs: int, database_url: str | None = None) -> str:
                 await ours.check(FIRST_ORDER + number)
     session = profiler.last_session
     assert session is not None
-    tree = profiler.output_text(unicode=True, processor_options={"filter_threshold": 0.01})
+    tree = profiler.output_text(unicode=True, processor_options={"filter_threshold": 0.02})
     flat = profiler.output_text(unicode=True, flat=True, flat_time="self")
     return "\n".join(
         [
@@ -614,7 +614,7 @@ async def profile(runs: int, database_url: str | None = None) -> str:
             f"{session.duration * 1000 / runs:.1f} ms each; {session.cpu_time * 1000 / runs:.1f} ms CPU each; "
             f"load average {os.getloadavg()[0]:.1f})",
             "",
-            "-- the call tree (frames under 1 % left out) --",
+            "-- the call tree (frames under 2 % left out) --",
             _head(tree, TREE_LINES),
             "",
             "-- the functions with the most time of their own --",
@@ -626,7 +626,7 @@ async def profile(runs: int, database_url: str | None = None) -> str:
     )
 
 
-TREE_LINES = 80
+TREE_LINES = 100
 FLAT_LINES = 30
 ROOT = Path(__file__).resolve().parents[1]
 # Where a frame's own time is counted: the first of these that its file's path contains.

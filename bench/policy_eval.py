@@ -60,13 +60,14 @@ def generate_policy(rng: random.Random) -> str:
             limit = rng.choice((50, 100, 250, 500, 1000))
             block.append((f'action.name == "{name}" && action.params.amount > {limit * 4}.0', "deny"))
             block.append((f'action.name == "{name}" && action.params.amount > {limit}.0', "require_approval"))
-            block.append(
-                (
-                    f'action.name == "{name}" && requester.today["{name}"] + action.params.amount > '
-                    f"{limit * 5}.0",
-                    "require_approval",
+            if rng.random() < 0.5:
+                block.append(
+                    (
+                        f'action.name == "{name}" && requester.today["{name}"] + action.params.amount > '
+                        f"{limit * 5}.0",
+                        "require_approval",
+                    )
                 )
-            )
         if rng.random() < 0.5:
             role = rng.choice(list(ROLES))
             block.append((f'action.name == "{name}" && "{role}" in requester.roles', "allow"))
@@ -74,28 +75,33 @@ def generate_policy(rng: random.Random) -> str:
             block.append((f'action.name == "{name}" && run.totals["{name}"] > 300.0', "require_approval"))
         if name.startswith("shop.refund"):
             block.append(
-                (f'action.name == "{name}" && order.refunded + action.params.amount > 100.0', "require_approval")
+                (
+                    f'action.name == "{name}" && order.refunded + action.params.amount > 100.0',
+                    "require_approval",
+                )
             )
         if rng.random() < 0.6:
             block.append((f'action.name == "{name}"', rng.choice(("allow", "require_approval"))))
         blocks.append(block)
-    for server in MCP_SERVERS:
-        blocks.append(
-            [
-                (f'action.name.startsWith("mcp.{server}.") && action.read_only', "allow"),
-                (f'action.name.startsWith("mcp.{server}.")', "require_approval"),
-            ]
-        )
-    rules = [rule for block in blocks for rule in block]
+    for server in MCP_SERVERS:  # MCP tools, by server
+        tools: list[tuple[str, str]] = [
+            (f'action.name.startsWith("mcp.{server}.") && action.read_only', "allow"),
+            (f'action.name.startsWith("mcp.{server}.")', "require_approval"),
+        ]
+        blocks.insert(len(blocks) // 2, tools)
+    rules = [rule for block in blocks for rule in block][: RULES - 8]
     while len(rules) < RULES - 8:  # lists of actions that share a verdict fill the rest
         listed = ", ".join(f'"{name}"' for name in rng.sample(ACTIONS, 3))
         rules.insert(rng.randrange(len(rules) // 2, len(rules)), (f"action.name in [{listed}]", "allow"))
-    del rules[RULES - 8 :]
     catch_alls = [
         (0, 'action.destructive && !("admin" in requester.roles)', "deny"),
         (1, 'requester.id == "U0BLOCKED"', "deny"),
-        (len(rules) // 2, 'requester.today["stripe.refund"] + requester.today["shop.refund"] > 2000.0', "deny"),
-        (len(rules) // 2, "size(action.params) > 30", "deny"),
+        (
+            len(rules) // 2,
+            'requester.today["stripe.refund"] + requester.today["shop.refund"] > 2000.0',
+            "deny",
+        ),
+        (len(rules) // 2, "has(action.params.amount) && action.params.amount > 10000.0", "deny"),
         (len(rules) - 20, 'action.read_only && !("admin" in requester.roles)', "allow"),
         (len(rules) - 10, 'action.name != "cms.delete" && "admin" in requester.roles', "allow"),
         (len(rules), '"manager" in requester.roles', "allow"),
@@ -147,7 +153,11 @@ def generate_actions(rng: random.Random, count: int) -> list[Proposed]:
         if name.startswith(("shop.", "stripe.")):
             params["order_id"] = 1000 + rng.randrange(500)
         if name.startswith(("cms.", "wordpress.", "social.")):
-            params |= {"title": "Spring sale", "body": "Twenty percent off everything in the shop.", "slug": "sale"}
+            params |= {
+                "title": "Spring sale",
+                "body": "Twenty percent off everything in the shop.",
+                "slug": "sale",
+            }
         run_totals = None
         if rng.random() < 0.3 and "amount" in params:
             run_totals = {name: params["amount"] + rng.choice((0.0, 50.0, 400.0))}
@@ -219,17 +229,20 @@ def main() -> None:
         judge(policy, action)
     timings = []
     verdicts: Counter[str] = Counter()
+    cpu_began = time.thread_time_ns()
     for number in range(args.evaluations):
         action = actions[number % len(actions)]
         began = time.perf_counter_ns()
         verdict = judge(policy, action)
         timings.append(time.perf_counter_ns() - began)
         verdicts[verdict.verdict] += 1
+    cpu = (time.thread_time_ns() - cpu_began) / args.evaluations / 1000
     micros = sorted(t / 1000 for t in timings)
     q = statistics.quantiles(micros, n=100)
     print(
         f"{args.evaluations:,} evaluations: median {statistics.median(micros):.1f} µs, p90 {q[89]:.1f} µs, "
-        f"p99 {q[98]:.1f} µs, mean {statistics.fmean(micros):.1f} µs, max {micros[-1]:.0f} µs"
+        f"p99 {q[98]:.1f} µs, mean {statistics.fmean(micros):.1f} µs, max {micros[-1]:.0f} µs; "
+        f"CPU time {cpu:.1f} µs per evaluation (the timing loop's, with its own overhead)"
     )
     print("verdicts: " + ", ".join(f"{name} {count:,}" for name, count in sorted(verdicts.items())))
     counts = programs_run(text, actions[: args.evaluations])
