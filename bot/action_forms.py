@@ -63,6 +63,7 @@ PLACEHOLDER_MAX = PlainTextInputElement.placeholder_max_length  # 150
 OPTION_TEXT_MAX = Option.label_max_length  # 75
 OPTION_VALUE_MAX = Option.value_max_length  # 150
 SELECT_OPTIONS_MAX = 100
+PICKER_SECONDS_MAX = 9_999_999_999  # a datetimepicker's initial time, in seconds since 1970
 CONTEXT_TEXT_MAX = 3000
 ERROR_MAX = 300  # an inline error under an input; Slack shows a line or two
 
@@ -108,16 +109,9 @@ class Submission:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def action_schema(action: type[BaseModel]) -> dict[str, Any]:
-    """The action's JSON Schema: an MCP tool's own, or the pydantic model's."""
-    if issubclass(action, McpToolAction):
-        return dict(action.input_schema)
-    return action.model_json_schema()
-
-
 def field_specs(action: type[BaseModel]) -> list[FieldSpec]:
     """The action's parameters in the schema's order, each with the input it calls for."""
-    root = action_schema(action)
+    root = action.model_json_schema()  # an MCP tool's is the tool's own
     properties = root.get("properties")
     if not isinstance(properties, dict):
         return []
@@ -252,11 +246,11 @@ def _layout(action: type[BaseModel], params: Mapping[str, Any]) -> list[Block]:
     blocks: list[Block] = [ContextBlock(block_id=INTRO_BLOCK_ID, elements=[MarkdownTextObject(text=INTRO)])]
     room = VIEW_BLOCKS_MAX - 2  # all but the introduction, and the line saying what was left out
     left_out: list[str] = []
-    for spec in field_specs(action):
+    for position, spec in enumerate(field_specs(action)):
         if len(blocks) - 1 >= room:
             left_out.append(spec.label)
         else:
-            blocks.append(_field_block(spec, params.get(spec.name)))
+            blocks.append(_field_block(spec, params.get(spec.name), position))
     if left_out:
         text = f"{len(left_out)} more parameters than a dialog can show stay as they are: " + escape(
             ", ".join(left_out)
@@ -283,13 +277,13 @@ def notice_view(approval_key: str, text: str) -> dict[str, Any]:
     return view.to_dict()
 
 
-def _field_block(spec: FieldSpec, value: Any) -> Block:
+def _field_block(spec: FieldSpec, value: Any, position: int) -> Block:
     """The parameter's input block, or a context line when the dialog cannot hold it."""
     if not spec.name or len(spec.name) > BLOCK_ID_MAX or spec.name.startswith("aios_edit_"):
-        return _kept(spec, "its name cannot name an input")
+        return _kept(spec, position, "its name cannot name an input")
     element = _element(spec, value)
     if element is None:
-        return _kept(spec, f"it is longer than the {TEXT_VALUE_MAX:,} characters a dialog holds")
+        return _kept(spec, position, f"it is longer than the {TEXT_VALUE_MAX:,} characters a dialog holds")
     return InputBlock(
         block_id=spec.name,
         label=PlainTextObject(text=truncate(spec.label, LABEL_MAX)),
@@ -299,12 +293,12 @@ def _field_block(spec: FieldSpec, value: Any) -> Block:
     )
 
 
-def _kept(spec: FieldSpec, why: str) -> ContextBlock:
+def _kept(spec: FieldSpec, position: int, why: str) -> ContextBlock:
     text = f"*{escape(truncate(spec.label, 200))}* cannot be edited here ({why}); it stays as it is."
-    return ContextBlock(
-        block_id=truncate(KEPT_BLOCK_PREFIX + spec.name, BLOCK_ID_MAX),
-        elements=[MarkdownTextObject(text=text)],
-    )
+    block_id = KEPT_BLOCK_PREFIX + spec.name
+    if not spec.name or len(block_id) > BLOCK_ID_MAX:
+        block_id = f"{KEPT_BLOCK_PREFIX}{position}"  # block ids must be unique, and at most 255 characters
+    return ContextBlock(block_id=block_id, elements=[MarkdownTextObject(text=text)])
 
 
 def _element(spec: FieldSpec, value: Any) -> Any:
@@ -416,10 +410,11 @@ def _moment(value: Any) -> datetime | None:
         return None
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     try:
-        moment.timestamp()
+        stamp = moment.timestamp()
     except (OverflowError, OSError, ValueError):
         return None
-    return moment
+    # A picker shows times from 1970 on, given as at most 10 digits of seconds; others are edited as text.
+    return moment if 0 <= stamp <= PICKER_SECONDS_MAX else None
 
 
 def _options(spec: FieldSpec) -> dict[str, Option]:

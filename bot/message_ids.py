@@ -1,9 +1,10 @@
 """Which record one of our Slack messages is about, read from the message as Slack hands it back (a message
 shortcut carries it: ``ts``, ``text``, ``blocks``, ``bot_id``…).
 
-Only the parts we compose carry ids we can trust: the small print of a context block (`A-3` · `D-4`) and the
-value of one of our buttons. Sections are skipped: they quote what people and models wrote, and an intent
-that says "`E-9`" must not make its thread's first message about E-9. A message is ours only when our bot
+Only the parts we compose carry ids we can trust: the small print under a card or a reply (`A-3` · `D-4`) and
+the value of one of our buttons. Sections and the other context blocks are skipped: they quote what people and
+models wrote (an intent, an edit's values), and an intent that says "`E-9`" must not make its thread's first
+message about E-9. A message is ours only when our bot
 posted it; anything else, whatever it says, is about no record.
 """
 
@@ -19,6 +20,10 @@ from storage.ids import MAX_KEY
 # about the whole thread. A message with several ids of one kind (the review card lists each approval) is
 # about none of them in particular, so the next kind decides.
 SPECIFICITY = ("E", "AP", "D", "A", "R", "I")
+# The context blocks (by the block ids bot.blocks gives them) whose every id we wrote.
+SMALL_PRINT = frozenset(
+    {"aios_policy", "aios_notice_context", "aios_budget_context", "aios_escalation_context"}
+)
 _BACKTICKED_ID = re.compile(r"`(AP|[IRADE])-(\d{1,10})`")
 _BUTTON_ID = re.compile(r"^(AP|[IRADE])-(\d{1,10})$")
 
@@ -30,13 +35,13 @@ def is_ours(message: Mapping[str, Any], bot_id: str | None) -> bool:
 
 
 def ids_in_message(message: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """The record ids in the message's context blocks and on its ``aios_`` buttons, distinct, as they appear."""
+    """The record ids in the message's small print and on its ``aios_`` buttons, distinct, as they appear."""
     found: list[tuple[str, int]] = []
     blocks = message.get("blocks")
     for block in blocks if isinstance(blocks, list) else []:
         if not isinstance(block, Mapping):
             continue
-        if block.get("type") == "context":
+        if block.get("type") == "context" and block.get("block_id") in SMALL_PRINT:
             for element in _elements(block):
                 text = element.get("text")
                 if element.get("type") == "mrkdwn" and isinstance(text, str):

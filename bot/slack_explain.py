@@ -96,7 +96,7 @@ async def _explain_message(
     record = record_of_message(message, bot_id)
     if record is None and is_ours(message, bot_id):
         # A card whose small print names no single record (a review card once decided): by the message itself.
-        record = await _record_of_card(aios.units, shortcut.channel.id, shortcut.message.ts)
+        record = await record_of_card(aios.units, shortcut.channel.id, shortcut.message.ts)
     text, blocks = await why_answer(aios.units, record) if record is not None else (NOT_MINE, None)
     await _answer(
         aios, shortcut.channel.id, shortcut.user.id, text, blocks, thread_ts=shortcut.message.thread_ts
@@ -109,7 +109,7 @@ async def _open_why(aios: Aios, channel: str, user: str, record: str, *, thread_
     await _answer(aios, channel, user, text, blocks, thread_ts=thread_ts)
 
 
-async def _record_of_card(units: UnitOfWorkFactory, channel: str, ts: str) -> str | None:
+async def record_of_card(units: UnitOfWorkFactory, channel: str, ts: str) -> str | None:
     """The approval whose card is the message at ``ts``, or the run of the approvals a review card there holds."""
     async with units() as uow:
         query = select(Approval).where(Approval.channel == channel, Approval.message_ts == ts)

@@ -464,3 +464,45 @@ def _is_time(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+PROPERTY_SCHEMAS = st.sampled_from(
+    [
+        {"type": "string"},
+        {"type": "string", "maxLength": 5000},
+        {"type": "string", "format": "date-time"},
+        {"type": ["string", "null"]},
+        {"type": "integer", "minimum": 0},
+        {"type": "number", "exclusiveMaximum": 10},
+        {"type": "boolean"},
+        {"enum": ["a", 1, None, True]},
+        {"enum": ["x" * 200]},  # longer than an option's value: a text input of JSON instead
+        {"type": "object", "properties": {"k": {"type": "string"}}},
+        {"type": "array", "items": {"type": "integer"}},
+        {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        {},
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    properties=st.dictionaries(
+        st.text(max_size=300) | st.sampled_from(["", "aios_edit_intro", "aios_edit_kept_0"]),
+        PROPERTY_SCHEMAS,
+        max_size=12,
+    ),
+    data=st.data(),
+)
+def test_any_tools_schema_makes_a_valid_dialog(properties: dict[str, Any], data: st.DataObject) -> None:
+    made = action_for_tool(
+        "any", Tool(name="tool", input_schema={"type": "object", "properties": properties})
+    )
+    assert not isinstance(made, str)
+    params = data.draw(st.fixed_dictionaries({}, optional=dict.fromkeys(properties, FIELD_VALUES)))
+    view = checked(edit_view("AP-1", made, params))
+    block_ids = [block["block_id"] for block in view["blocks"]]
+    assert len(block_ids) == len(set(block_ids))
+    read = read_submission(made, submitted(view), params)
+    assert read.errors == {}
+    assert set(read.params) <= set(params) | set(properties)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bot.blocks import (
     ApprovalCard,
+    CardEdit,
     EscalationMessage,
     Message,
     approval_closed,
@@ -27,6 +28,7 @@ from bot.message_ids import ids_in_message, is_ours, most_specific, record_of_me
 from bot.run_review import ReviewLine, RunReview, run_review
 
 OURS = "B0AIOS"
+SMALL = "aios_notice_context"
 CARD = ApprovalCard(
     approval_id="AP-7",
     action_id="A-12",
@@ -66,10 +68,12 @@ def posted(message: Message, bot_id: str | None = OURS, **extra: Any) -> dict[st
 
 
 def test_each_of_our_messages_is_about_its_most_specific_record() -> None:
+    edited = approval_request(replace(CARD, edits=(CardEdit("U0MANAGER", (("reason", "x", "see `E-99`"),)),)))
     decided = approval_closed(CARD, "approved", "U0MANAGER", datetime(2026, 11, 24, 13, 5, tzinfo=UTC))
     cases = {
         "approval card": (approval_request(CARD), "AP-7"),
         "decided approval card": (decided, "AP-7"),
+        "edited approval card": (edited, "AP-7"),  # the edit's words are not ours
         "review card": (run_review(REVIEW), "R-4"),
         "done line": (
             done(":white_check_mark: Done: Refund.", "`E-5` · `A-12` · `/aios why A-12`", "A-12"),
@@ -119,11 +123,21 @@ def test_only_our_buttons_and_backticked_small_print_count() -> None:
         "bot_id": OURS,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": "`E-4`"}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": "R-3 without backticks, `D-2`"}]},
-            {"type": "context", "elements": [{"type": "plain_text", "text": "`E-8`"}]},
+            {
+                "type": "context",
+                "block_id": SMALL,
+                "elements": [{"type": "mrkdwn", "text": "R-3 bare, `D-2`"}],
+            },
+            {"type": "context", "block_id": SMALL, "elements": [{"type": "plain_text", "text": "`E-8`"}]},
+            {"type": "context", "block_id": "aios_edits", "elements": [{"type": "mrkdwn", "text": "`E-9`"}]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "`E-7`"}]},
             {"type": "actions", "elements": [{"type": "button", "action_id": "other_app", "value": "E-5"}]},
             {"type": "actions", "elements": [{"type": "button", "action_id": "aios_undo", "value": "A-6"}]},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": "`A-0` `A-99999999999`"}]},
+            {
+                "type": "context",
+                "block_id": SMALL,
+                "elements": [{"type": "mrkdwn", "text": "`A-0` `A-99999999999`"}],
+            },
         ],
     }
     assert ids_in_message(message) == [("D", 2), ("A", 6)]
@@ -151,6 +165,7 @@ block = st.fixed_dictionaries(
     {},
     optional={
         "type": st.sampled_from(["context", "actions", "section", "rich_text"]) | json_values,
+        "block_id": st.sampled_from(["aios_policy", "aios_notice_context", "aios_edits"]) | json_values,
         "elements": st.lists(element | json_values, max_size=4) | json_values,
     },
 )
