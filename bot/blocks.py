@@ -126,7 +126,6 @@ def _when(moment: datetime, zone: ZoneInfo = UTC_ZONE) -> str:
 def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> list[Block]:
     # A decided card has nothing left to expire: the line would only mislead.
     deadline = f" · expires {_when(card.expires_at, card.zone)}" if card.expires_at and not decided else ""
-    needs = f" ({card.quorum} different people)" if card.quorum > 1 else ""
     rationale_label = "*Why the agent proposes it:* "
     short, long = _parameters(card)
     return [
@@ -145,15 +144,19 @@ def _card_blocks(card: ApprovalCard, header: str, *, decided: bool = False) -> l
         _context(
             "aios_policy",
             f"Policy rule `{card.rule_id}`: {quote(card.reason, REASON_MAX)}. Approvers: "
-            f"{_approvers(card)}{needs} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
+            f"{_approvers(card)} · `{card.approval_id}` · `{card.decision_id}`{deadline}",
         ),
     ]
 
 
 def _approvers(card: ApprovalCard) -> str:
-    """Who may decide: the roles' members as mentions with the roles named after them, or the roles alone."""
+    """Who may decide: the roles' members as mentions with the roles (and a quorum) named after them, or the
+    roles alone."""
     roles = ", ".join(card.approver_roles)
-    return f"{card.approver_mentions} ({roles})" if card.approver_mentions else roles
+    quorum = f"{card.quorum} different people" if card.quorum > 1 else ""
+    if card.approver_mentions:
+        return f"{card.approver_mentions} ({', '.join(filter(None, (roles, quorum)))})"
+    return f"{roles} ({quorum})" if quorum else roles
 
 
 def _edits(card: ApprovalCard) -> list[Block]:
