@@ -413,6 +413,30 @@ async def langgraph_anchor(folder: Path) -> AsyncIterator[Anchor]:
 # --- the run -----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class ThreadCalls:
+    """Counts the calls aiosqlite hands to its thread (SQLite runs there; each call is a trip there and back)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @contextmanager
+    def counted(self, side: str, *, timed: bool) -> Iterator[None]:
+        import aiosqlite.core
+
+        original: Callable[..., Awaitable[Any]] = aiosqlite.core.Connection._execute
+        counts = self.counts
+
+        async def execute(connection: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            counts[side] += 1
+            return await original(connection, fn, *args, **kwargs)
+
+        if not timed:
+            yield
+            return
+        with mock.patch.object(aiosqlite.core.Connection, "_execute", execute):
+            yield
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of our gated action, per run (averaged)."""
@@ -438,6 +462,10 @@ class Result:
     anchor_checkpoints: int
     anchor_transactions: float
     anchor_statements: float
+    # Calls handed to aiosqlite's thread (each cursor, execute, fetch, close, commit…), per gated action;
+    # 0 for ours on PostgreSQL.
+    ours_thread_calls: float = 0.0
+    anchor_thread_calls: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)  # the machine's 1-minute load average at the start and the end
     sql: dict[str, list[str]] | None = None
 
@@ -472,17 +500,18 @@ class Result:
         lines += [
             "",
             f"{'per gated action':<36}{'median ms':>10}{'p90 ms':>9}{'CPU ms':>8}{'tx':>5}{'stmts':>7}"
-            f"{'checkpoints':>13}",
+            f"{'thread calls':>14}{'checkpoints':>13}",
             f"{'ours (' + self.database + ')':<36}{ours:>10.1f}{_p90(self.ours_ms):>9.1f}{ours_cpu:>8.1f}"
-            f"{total.transactions:>5.0f}{total.statements:>7.0f}",
+            f"{total.transactions:>5.0f}{total.statements:>7.0f}{self.ours_thread_calls:>14.0f}",
             f"{'LangGraph, AsyncSqliteSaver (file)':<36}{anchor:>10.1f}{_p90(self.anchor_ms):>9.1f}"
             f"{anchor_cpu:>8.1f}{self.anchor_transactions:>5.0f}{self.anchor_statements:>7.0f}"
-            f"{self.anchor_checkpoints:>13}",
+            f"{self.anchor_thread_calls:>14.0f}{self.anchor_checkpoints:>13}",
             f"ours / LangGraph: {ours / anchor:.1f}× the median time ({ours_cpu / anchor_cpu:.1f}× the CPU), "
             f"{total.transactions / self.anchor_transactions:.1f}× the transactions, "
             f"{total.statements / self.anchor_statements:.1f}× the statements",
             "(CPU ms: the median of the process's CPU time per gated action, all threads; steadier than wall time "
-            "on a busy machine)",
+            "on a busy machine. Thread calls: the calls handed to aiosqlite's thread and back, a cursor, an execute, "
+            "a fetch, a commit each)",
         ]
         return "\n".join(lines)
 
@@ -526,6 +555,7 @@ async def measure(runs: int, database_url: str | None = None, *, keep_sql: bool 
     with tempfile.TemporaryDirectory(prefix="aios-bench-") as directory:
         folder = Path(directory)
         url = database_url or f"sqlite+aiosqlite:///{folder / 'aios.db'}"
+        calls = ThreadCalls()
         async with our_bot(url) as ours, langgraph_anchor(folder) as anchor:
             meter = ours.meter
             ours_ms: list[float] = []
@@ -539,9 +569,11 @@ async def measure(runs: int, database_url: str | None = None, *, keep_sql: bool 
                 if number == WARM_UP:
                     meter.reset(keep_sql=keep_sql)  # the statements of the first timed run, when asked for
                     anchor.statements.clear()
-                ours_s = await ours.gated_action(order_id)
+                with calls.counted("ours", timed=number >= WARM_UP):
+                    ours_s = await ours.gated_action(order_id)
                 await ours.check(order_id)
-                anchor_s = await anchor.gated_action(order_id)
+                with calls.counted("anchor", timed=number >= WARM_UP):
+                    anchor_s = await anchor.gated_action(order_id)
                 if number >= WARM_UP:
                     ours_ms.append(ours_s[0] * 1000)
                     ours_cpu_ms.append(ours_s[1] * 1000)
@@ -578,6 +610,8 @@ async def measure(runs: int, database_url: str | None = None, *, keep_sql: bool 
         anchor_checkpoints=checkpoints,
         anchor_transactions=anchor_transactions / runs,
         anchor_statements=anchor_statements / runs,
+        ours_thread_calls=calls.counts["ours"] / runs,
+        anchor_thread_calls=calls.counts["anchor"] / runs,
         load=(load_at_start, os.getloadavg()[0]),
         sql=sql,
     )

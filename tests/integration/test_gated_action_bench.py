@@ -22,6 +22,13 @@ async def test_two_gated_actions_are_metered_step_by_step_beside_langgraph(datab
     assert total.statements > total.transactions
     assert result.anchor_checkpoints == 7  # plan, judge, the interrupt, its resume, execute, record
     assert result.anchor_transactions >= 1 and result.anchor_statements >= result.anchor_checkpoints
+    assert (
+        result.anchor_thread_calls >= result.anchor_statements
+    )  # every statement goes to aiosqlite's thread
+    if database_url.startswith("sqlite"):
+        assert result.ours_thread_calls >= total.statements + total.transactions
+    else:
+        assert result.ours_thread_calls == 0  # asyncpg has no thread
     assert len(result.ours_ms) == len(result.anchor_ms) == 2 and min(result.ours_ms + result.anchor_ms) > 0
     table = result.table()
     assert f"after {WARM_UP} warm-up runs" in table and "ours / LangGraph" in table
