@@ -398,7 +398,7 @@ class Repository:
             )
             .group_by(outcome)
         )
-        counts = {f"llm:{outcome}": int(n) for outcome, n in llm.all()}
+        counts = {f"llm:{kind}": int(n) for kind, n in llm.all()}
         failed = await self.session.exec(
             select(func.count())
             .select_from(Execution)
