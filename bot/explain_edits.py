@@ -39,12 +39,5 @@ def edit_line(decision: Decision) -> str | None:
 
 
 async def params_when_judged(repo: Repository, action: ProposedAction, decision: Decision) -> dict[str, Any]:
-    """The parameters the action had when this decision was made: those before the first edit after it."""
-    applied = await ActionEdits(repo.session).applied_to(action.id or 0)
-    edits_before = [
-        d
-        for d in await repo.decisions_for_action(action.id or 0)
-        if d.kind == "edit" and (d.id or 0) < (decision.id or 0)
-    ]
-    later = applied[len(edits_before) :]
-    return dict(later[0].params_before or {}) if later else action.params
+    """The parameters the action had when this decision was made."""
+    return await ActionEdits(repo.session).params_when_judged(action.id or 0, decision.id or 0, action.params)

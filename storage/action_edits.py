@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.records import ActionEdit, ApprovalVote
+from storage.records import ActionEdit, ApprovalVote, Decision
 
 
 class ActionEdits:
@@ -34,6 +36,27 @@ class ActionEdits:
             .order_by(col(ActionEdit.id))
         )
         return list((await self.session.exec(query)).all())
+
+    async def edited_among(self, action_ids: Collection[int]) -> set[int]:
+        """Which of these actions people have edited."""
+        query = select(ActionEdit.action_id).where(
+            col(ActionEdit.action_id).in_(list(action_ids)), col(ActionEdit.params_before).is_not(None)
+        )
+        return {action_id for action_id in (await self.session.exec(query)).all() if action_id is not None}
+
+    async def params_when_judged(
+        self, action_id: int, decision_id: int, current: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The parameters the action had when this decision was made: those from before the first edit made
+        after it (an edit and its decision are written together, so the edit decisions before this one count
+        the edits before it); ``current`` when none was made after it."""
+        applied = await self.applied_to(action_id)
+        query = select(func.count()).where(
+            col(Decision.action_id) == action_id, col(Decision.kind) == "edit", col(Decision.id) < decision_id
+        )
+        before = (await self.session.exec(query)).one()
+        later = applied[before:]
+        return dict(later[0].params_before or {}) if later else current
 
     async def fresh(self, edit_id: int) -> ActionEdit | None:
         """The edit as stored now (not as an earlier read in this session left it)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.action_edits import ActionEdits
 from storage.records import (
     ActionStatus,
     AgentPause,
@@ -693,7 +694,16 @@ class ReplayQueries:
             .order_by(col(Decision.id))
         )
         result = await (await self.session.connection()).execute(query)
-        return [DecisionRow(*row) for row in result.all()]
+        rows = [DecisionRow(*row) for row in result.all()]
+        # An edited action is replayed with the parameters each decision judged, not the edited ones.
+        edits = ActionEdits(self.session)
+        edited = await edits.edited_among({row.action_id for row in rows})
+        return [
+            replace(row, params=await edits.params_when_judged(row.action_id, row.decision_id, row.params))
+            if row.action_id in edited
+            else row
+            for row in rows
+        ]
 
     async def count_policy_decisions(
         self, *, run_id: int | None = None, since: datetime | None = None

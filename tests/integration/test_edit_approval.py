@@ -19,6 +19,7 @@ from bot.console import ConsoleSession, ConsoleTransport
 from bot.intake import accept_edit
 from bot.messages import DecideApproval, EditApproval, PauseAgent, Recover, ResumeAgent
 from bot.queries import why
+from bot.replay import Scope, replay_records
 from connectors.actions import ShopRefund
 from connectors.registry import params_hash
 from connectors.sandbox_state import sandbox_state
@@ -454,3 +455,18 @@ async def test_an_edit_on_a_review_card_redraws_the_card(aios: Aios, slack_api: 
     card = _texts(update.params["blocks"])
     assert "Refund $40.00 on order 1001" in card and ":pencil2: edited by <@U0MANAGER>" in card
     assert "1 of 2 waiting" in card
+
+
+async def test_a_replay_judges_each_decision_with_the_parameters_it_judged(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    await submit(aios, FIN1, amount=250.0)
+    await submit(aios, MANAGER, amount=40.0)
+
+    replayed = [r async for r in replay_records(aios.units, aios.policy, Scope(run_id=1))]
+    assert [r.recorded.params["amount"] for r in replayed] == [310.0, 250.0, 40.0]
+    assert [r.new.rule_id for r in replayed] == [
+        "big-refunds-need-two-from-finance",
+        "refunds-over-100-need-a-manager",
+        "small-refunds-are-fine",
+    ]
+    assert [r.new.verdict for r in replayed] == [r.recorded.verdict for r in replayed]
