@@ -204,7 +204,10 @@ def _approval(card: ApprovalCard, zone: ZoneInfo) -> list[dict[str, Any]]:
     summary = by_id["aios_summary"]["text"]["text"]
     return [
         _section(f"home_approval_{card.approval_id}", f"{heading}\n{summary}").to_dict(),
-        {**by_id["aios_decision"], "block_id": f"aios_decision_{card.approval_id}"},
+        {
+            **next(block for block in rendered if block.get("type") == "actions"),
+            "block_id": blocks.decision_block_id(len(card.edits), card.approval_id),
+        },
     ]
 
 

@@ -253,9 +253,29 @@ def _context(block_id: str, mrkdwn: str) -> ContextBlock:
     )
 
 
+DECISION_BLOCK_ID = "aios_decision"
+_DECISION_BLOCK = re.compile(r"^aios_decision(?:_AP-\d+)?(?:\.e(\d+))?$")
+
+
+def decision_block_id(edits: int, approval_id: str | None = None) -> str:
+    """The block of a request's buttons. It names how many edits the card showed when it was drawn, so that a
+    click on a card drawn before an edit is not taken as approving the edited request; with ``approval_id``,
+    the block of those buttons on the App Home, where block ids must be unique among many requests."""
+    block_id = DECISION_BLOCK_ID if approval_id is None else f"{DECISION_BLOCK_ID}_{approval_id}"
+    return block_id if edits == 0 else f"{block_id}.e{edits}"
+
+
+def edits_seen(block_id: str) -> int | None:
+    """How many edits the clicked card showed, read from its buttons' block id; None for another block."""
+    match = _DECISION_BLOCK.match(block_id)
+    if match is None:
+        return None
+    return int(match.group(1)) if match.group(1) else 0
+
+
 def approval_request(card: ApprovalCard) -> Message:
     buttons = ActionsBlock(
-        block_id="aios_decision",
+        block_id=decision_block_id(len(card.edits)),
         elements=[
             ButtonElement(
                 text="Approve",

@@ -40,6 +40,7 @@ class DecideApproval(Command):
     channel: str
     click_id: int | None = None  # the stored click this comes from, marked processed once handled
     recovered: bool = False  # re-submitted at start: its first handling may have got part of the way
+    edits_seen: int | None = None  # how many edits the clicked card showed (None: no card was clicked)
 
 
 @dataclass(frozen=True)

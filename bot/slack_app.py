@@ -260,12 +260,14 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
     user, channel = click.user.id, click.channel_id
     if click.in_view:  # on the App Home: told in the approval's thread, as a click on its card would be
         channel = await approval_channel(aios, approval_id)
+    seen = blocks.edits_seen(click.block_id)
     click_id = await accept_click(
-        aios.units, Click(approval_id=approval_id, user=user, approve=approve, channel=channel)
+        aios.units,
+        Click(approval_id=approval_id, user=user, approve=approve, channel=channel, edits_seen=seen),
     )
     await ack()
     crash_point("click_stored")
-    decide = DecideApproval(approval_id, user, approve, channel, click_id=click_id)
+    decide = DecideApproval(approval_id, user, approve, channel, click_id=click_id, edits_seen=seen)
     if click.in_view:
         decide_from_home(aios, decide)
     else:

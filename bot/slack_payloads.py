@@ -104,6 +104,7 @@ class _ClickContainer(_Payload):
 
 class _ClickedButton(_Payload):
     action_id: str
+    block_id: Annotated[str, Field(max_length=255)] = ""  # Slack's limit for a block id
     value: Annotated[str, Field(max_length=2000)] = ""  # Slack's limit for a button's value
 
 
@@ -118,6 +119,10 @@ class ButtonClick(_Payload):
     @property
     def value(self) -> str:
         return self.actions[0].value
+
+    @property
+    def block_id(self) -> str:
+        return self.actions[0].block_id
 
     @property
     def channel_id(self) -> str:

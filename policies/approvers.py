@@ -14,6 +14,7 @@ class Refusal(enum.StrEnum):
     SELF_APPROVAL = "self_approval"
     NOT_AN_APPROVER = "not_an_approver"
     ALREADY_VOTED = "already_voted"
+    CARD_OUTDATED = "card_outdated"  # the click was on a card drawn before the request was edited
 
 
 @dataclass(frozen=True)

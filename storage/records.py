@@ -336,6 +336,9 @@ class Click(Record, table=True):
     user: str = Field(max_length=40)
     approve: bool
     channel: str = Field(max_length=40)
+    # How many edits of the request the clicked card showed; None where no card was clicked (the console, a
+    # review card's Approve all). A click on a card drawn before a later edit does not count.
+    edits_seen: int | None = None
     received_at: datetime = _ts()
     processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
 

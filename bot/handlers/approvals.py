@@ -21,6 +21,7 @@ from bot.messages import (
 from bot.observability import DECISIONS, ESCALATIONS, approval_decided
 from bot.tracing import approval_waited
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
+from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,
@@ -39,6 +40,8 @@ REFUSAL_TEXT = {
     "Someone else with the {roles} role has to approve.",
     Refusal.NOT_AN_APPROVER: "Only the {roles} role can decide {approval}, and you don't have it.",
     Refusal.ALREADY_VOTED: "You have already approved {approval}; it needs approvals from other people too.",
+    Refusal.CARD_OUTDATED: "{approval} was edited after the card you clicked was drawn, so your click did not "
+    "count. Look at the card again (it shows the edit) and decide.",
 }
 
 
@@ -180,6 +183,10 @@ class Approvals(HandlerBase):
             current = await uow.repo.lock_approval(approval.id)
             if current is None or current.status != ApprovalStatus.PENDING:
                 refusal = Refusal.ALREADY_DECIDED
+            elif command.edits_seen is not None and command.edits_seen != len(
+                await ActionEdits(uow.repo.session).applied_to(current.action_id)
+            ):
+                refusal = Refusal.CARD_OUTDATED
             elif command.approve and not await uow.repo.add_vote(approval.id, command.user):
                 refusal = Refusal.ALREADY_VOTED
             else:

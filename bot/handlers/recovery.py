@@ -162,6 +162,7 @@ class Recovery(HandlerBase):
                         click.channel,
                         click_id=click.id,
                         recovered=True,
+                        edits_seen=click.edits_seen,
                     )
                 )
             else:

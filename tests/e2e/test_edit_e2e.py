@@ -227,3 +227,65 @@ def test_malformed_edits_are_acknowledged_and_logged_never_failed(tmp_path: Path
             "click_with_unknown_value",
         ):
             assert logged in log
+
+
+def test_a_click_on_a_card_drawn_before_an_edit_does_not_approve_the_edited_request(tmp_path: Path) -> None:
+    """A manager asks for $250 and edits it to $300: their own edit cannot approve it, so it waits for the
+    other manager. That manager's Approve on the card as first drawn ($250) is refused; on the card as redrawn
+    with the edit, it approves the $300 refund, which runs once."""
+    database = tmp_path / "aios.db"
+    policy = tmp_path / "policy.yaml"
+    packaged = Path(__file__).parents[2] / "policies" / "default_policy.yaml"
+    policy.write_text(packaged.read_text().replace("manager: [U0MANAGER]", "manager: [U0MANAGER, U0BOSS]"))
+    with FakeSlackApi() as slack:
+        env = {**aios_env(f"sqlite+aiosqlite:///{database}", slack.url), "AIOS_POLICY_FILE": str(policy)}
+        with running_aios_serve(env) as serve:
+            request = app_mention("refund $250 on order 1001, broken", user=MANAGER, ts="1.1")
+            assert post(serve.url, *request)[0] == 200
+            wait_until(
+                lambda: query(database, "SELECT message_ts FROM approval WHERE message_ts IS NOT NULL")
+            )
+            [(approval_id, card_ts)] = query(database, "SELECT id, message_ts FROM approval")
+            approval = f"AP-{approval_id}"
+            [card] = slack.approval_requests()
+            [drawn] = [b["block_id"] for b in card.params["blocks"] if b["type"] == "actions"]
+
+            view = open_dialog(serve, slack, approval, MANAGER, str(card_ts))
+            values = state_of(view, amount={"type": "number_input", "value": "300"})
+            saved = view_submission("aios_edit", values, user=MANAGER, private_metadata=approval)
+            assert post(serve.url, *saved) == (200, "")
+            wait_until(lambda: query(database, "SELECT processed_at IS NOT NULL FROM action_edit") == [(1,)])
+            redrawn: list[str] = []
+
+            def card_redrawn() -> bool:
+                updates = [c.params for c in slack.calls_to("chat.update") if c.params.get("ts") == card_ts]
+                redrawn[:] = [b["block_id"] for u in updates for b in u["blocks"] if b["type"] == "actions"]
+                return bool(redrawn)
+
+            wait_until(card_redrawn)
+            assert redrawn[-1] != drawn
+            assert query(database, "SELECT status FROM approval") == [("pending",)]
+
+            stale = block_action(
+                "aios_approve", approval, user="U0BOSS", message_ts=str(card_ts), block_id=drawn
+            )
+            assert post(serve.url, *stale) == (200, "")
+            wait_until(
+                lambda: (
+                    query(database, "SELECT COUNT(*) FROM decision WHERE verdict = 'refused:card_outdated'")
+                    == [(1,)]
+                )
+            )
+            assert query(database, "SELECT status FROM approval") == [("pending",)]
+            told = [
+                c.params["text"] for c in slack.calls_to("chat.postEphemeral") if c.params["user"] == "U0BOSS"
+            ]
+            assert any("edited after the card you clicked was drawn" in text for text in told)
+
+            fresh = block_action(
+                "aios_approve", approval, user="U0BOSS", message_ts=str(card_ts), block_id=redrawn[-1]
+            )
+            assert post(serve.url, *fresh) == (200, "")
+            wait_until(lambda: query(database, "SELECT status FROM execution") == [("succeeded",)])
+        assert query(database, "SELECT order_id, amount FROM sandbox_refund") == [(1001, 300.0)]
+        assert query(database, "SELECT status, decided_by FROM approval") == [("approved", "U0BOSS")]

@@ -103,6 +103,7 @@ def block_action(
     channel: str = "C0SHOP",
     message_ts: str,
     team: str = "T0FAKE",
+    block_id: str = "aios_decision",
 ) -> tuple[str, str]:
     payload = {
         "type": "block_actions",
@@ -123,7 +124,7 @@ def block_action(
         "actions": [
             {
                 "action_id": action_id,
-                "block_id": "aios_decision",
+                "block_id": block_id,
                 "value": value,
                 "type": "button",
                 "text": {"type": "plain_text", "text": "Approve"},
