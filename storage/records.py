@@ -226,7 +226,8 @@ class Escalation(Record, table=True):
 class RejectionReason(Record, table=True):
     """Why a person rejected an approval (the dialog after Reject, or the console's `reject … because`), stored
     before Slack gets its ack and marked processed once handled, like a click. One per approval, and so at most
-    one revision per rejection: ``revision_run_id`` is set once, with the run that planned again."""
+    one revision per rejection: ``revision_run_id`` is set once, with the run that planned again. A reason whose
+    Reject did not count is deleted, so the approval's one reason is the rejecter's."""
 
     __tablename__ = "rejection_reason"
 
@@ -237,7 +238,9 @@ class RejectionReason(Record, table=True):
     received_at: datetime = _ts()
     processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
     revision_run_id: int | None = Field(default=None, foreign_key="run.id")
-    # noted (told in the thread), then revised, recorded (kept, no revision) or not_rejected
+    # The lease of the process planning the revision: a compare-and-set, taken over only once that process died.
+    owner: int | None = None
+    # noted (told in the thread), then revised or recorded (kept, no revision); one not counted is deleted
     outcome: str | None = Field(default=None, max_length=20)
 
 
