@@ -110,6 +110,7 @@ class Aios:
 
     async def close(self) -> None:
         await self.background.drain()
+        await self.handlers.home.settle()
         await self.llm.close()
         await self.memory.close()
         await self.registry.close()

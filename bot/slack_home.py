@@ -1,5 +1,5 @@
 """The App Home in Slack: opening the Home tab publishes the person's Home (see ``bot.app_home``), and a decision
-clicked on it is told where a click on the card would be, then shows on the clicker's Home."""
+clicked on it is told where a click on the card would be, and on the clicker's Home, where they are looking."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from bot.observability import SLACK_REQUESTS
 from bot.slack_payloads import EventCallback, SlackId, delivery_id, problems
+from storage.home_viewers import HomeViewers
 from storage.records import Approval
 
 log = structlog.get_logger(__name__)
@@ -58,11 +59,12 @@ async def approval_channel(aios: Aios, approval_id: int) -> str:
 
 
 def decide_from_home(aios: Aios, command: DecideApproval) -> None:
-    """Decide as for a click on the card, then draw the clicker's Home again (a rejection has no event that
-    would)."""
+    """Decide as for a click on the card, then tell the clicker what came of it at the top of their Home."""
 
-    async def decide_then_refresh() -> None:
+    async def decide_then_tell() -> None:
+        async with aios.units() as uow:
+            before = await HomeViewers(uow.repo.session).newest_decision()
         await aios.process(command)
-        await aios.handlers.home.refresh(command.user)
+        await aios.handlers.home.clicked(command, before)
 
-    aios.background.spawn(decide_then_refresh(), name=type(command).__name__)
+    aios.background.spawn(decide_then_tell(), name=type(command).__name__)

@@ -138,6 +138,6 @@ class Handlers:
         bus.on_event(ScheduledPostLive, self.snippets.propose_when_live)
         bus.on_command(ShowVoice, self.voice.show)
         bus.on_event(AgentResumed, self.execution.continue_paused)
-        # Last, so that each event's own work is done before the Homes are drawn again.
+        # Last, so that each event's own work is under way before the Homes are marked for a redraw.
         for changed in (ActionAllowed, ActionApproved, ActionExecuted, ActionFailed, AgentResumed):
             bus.on_event(changed, self.home.changed)

@@ -1,12 +1,18 @@
-"""Keeping each App Home current: drawn again from the records when what it shows may have changed (the events of
-the bus, a decision clicked on the Home, and a timer every few seconds for what has no event: a new approval
-request, an expiry, a pause, a budget), and published only when it differs from the Home published last."""
+"""Keeping each App Home current: drawn again from the records when what it shows may have changed, and published
+only when it differs from the Home published last.
+
+The bus's events (an action allowed, approved, executed, failed; an agent resumed) only mark the Homes stale: one
+background task redraws them, however many events came meanwhile, so no event waits for Slack to take every
+Home. A timer every few seconds does the same for what has no event (a new approval request, an expiry, a pause).
+Spend and budgets move with every model call, so they alone publish a Home at most every few minutes; opening
+the Home shows them as they are. A click on the Home is answered on the clicker's Home, at its top.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -16,25 +22,36 @@ from bot.app_home import (
     RECENT_SHOWN,
     WAITING_SHOWN,
     Home,
+    Spend,
     approvals_for,
     home_view,
     read_shared,
+    read_spend,
+    spend_alone_differs,
     view_hash,
 )
 from bot.blocks import ApprovalCard
-from bot.handlers.base import Collaborators, HandlerBase
+from bot.handlers.base import Collaborators, HandlerBase, card_edit
 from bot.messagebus import Message
-from bot.messages import Event
+from bot.messages import DecideApproval, Event
+from bot.mrkdwn import escape
 from bot.transport import TransportError
 from connectors.errors import InvalidActionError
-from storage.home_viewers import HomeViewers, RequestState
+from storage.home_viewers import CardRecords, HomeViewers
 from storage.ids import format_id
-from storage.records import Approval, Decision, ProposedAction
+from storage.records import Approval, ApprovalStatus, HomeViewer
 
 log = structlog.get_logger(__name__)
 
 # A Home not opened for this long is no longer kept current; opening it again draws it afresh.
 HOME_KEPT_FOR = timedelta(days=30)
+SPEND_READ_EVERY = timedelta(minutes=1)  # a refresh between two reads draws spend as last read
+SPEND_REDRAWN_EVERY = timedelta(minutes=5)  # the most often spend alone publishes a person's Home
+NOTICE_SHOWN_FOR = timedelta(minutes=10)  # how long a click's outcome stays at the top of the clicker's Home
+# Slack's answers for a person who is no longer there: their Home is forgotten until they open it again.
+GONE_ERRORS = ("user_not_found", "account_inactive")
+RETRY_FIRST = timedelta(seconds=30)  # after another refused publish, doubling up to RETRY_MAX
+RETRY_MAX = timedelta(hours=1)
 
 
 class HomeRefresher(HandlerBase):
@@ -42,89 +59,181 @@ class HomeRefresher(HandlerBase):
         super().__init__(collaborators)
         # One refresh of a person's Home at a time in this process, so two publishes never cross on the way.
         self._locks: dict[str, asyncio.Lock] = {}
+        self._stale = False
+        self._redrawing: asyncio.Task[None] | None = None
+        self._spend: Spend | None = None
+        self._spend_shown_at: dict[str, datetime] = {}  # by this process, by person
+        self._notices: dict[str, tuple[str, datetime]] = {}
+        self._retry: dict[str, tuple[int, datetime]] = {}  # refused publishes in a row, and when to try again
 
     async def opened(self, user: str, team: str) -> None:
-        """``user`` opened their Home tab: remember them, and publish their Home."""
+        """``user`` opened their Home tab: remember them, and publish their Home with spend as it is now."""
         async with self.units() as uow:
             await HomeViewers(uow.repo.session).opened(user, team, self.clock())
             await uow.commit()
-        await self._refresh([user], always=True)
+            viewer = await HomeViewers(uow.repo.session).get(user)
+        self._retry.pop(user, None)
+        self._spend = await read_spend(self.units, self.clock())
+        if viewer is not None:
+            await self._refresh([viewer], always=True)
 
     async def refresh(self, user: str) -> None:
         """Draw one person's Home again (nothing happens for someone who never opened it)."""
-        await self._refresh([user])
+        async with self.units() as uow:
+            viewer = await HomeViewers(uow.repo.session).get(user)
+        if viewer is not None:
+            await self._refresh([viewer])
 
     async def refresh_all(self) -> None:
         """Draw again the Home of everyone who opened theirs lately; publish those that changed."""
         async with self.units() as uow:
             viewers = await HomeViewers(uow.repo.session).since(self.clock() - HOME_KEPT_FOR)
         if viewers:
-            await self._refresh([viewer.user for viewer in viewers])
+            await self._refresh(viewers)
 
     async def changed(self, event: Event) -> Sequence[Message]:
-        """A bus event after which some Homes may show something else."""
-        await self.refresh_all()
+        """A bus event after which some Homes may show something else: they are redrawn in the background."""
+        self._redraw_soon()
         return []
 
-    async def _refresh(self, users: Sequence[str], *, always: bool = False) -> None:
-        """Everything a refresh reads is read in two units of work whoever it is for (on SQLite each unit of work
-        waits its turn with those of clicks and intents); only a Home that changed costs more."""
-        shared = await read_shared(self.units, self.clock(), await self._group_members())
-        sorted_out = {user: approvals_for(user, shared, self.policy.roles) for user in users}
+    async def redraw(self) -> None:
+        """The timer's: redraw every Home, together with a redraw events asked for if one is under way."""
+        await asyncio.shield(self._redraw_soon())
+
+    async def settle(self) -> None:
+        """Wait until no redraw is under way or asked for (at shutdown, and for tests)."""
+        while self._redrawing is not None and not self._redrawing.done():
+            await asyncio.shield(self._redrawing)
+
+    async def clicked(self, command: DecideApproval, before: int) -> None:
+        """Tell someone who clicked a decision on their Home what came of it, at the top of their Home: the
+        approval's channel, where the refusal or the count is said too, may be one they are not in. ``before``:
+        the newest decision id before the click was decided."""
+        ref = format_id("AP", command.approval_id)
+        async with self.units() as uow:
+            approval = await uow.repo.get(Approval, command.approval_id)
+            mine = (
+                await HomeViewers(uow.repo.session).decisions_since(approval.action_id, command.user, before)
+                if approval is not None
+                else []
+            )
+            voters = await uow.repo.voters(command.approval_id) if approval is not None else []
+            viewer = await HomeViewers(uow.repo.session).get(command.user)
+        if approval is None or not mine:
+            told = f"Your click on `{ref}` changed nothing: it is not waiting for a decision."
+        elif mine[-1].kind == "refusal":
+            told = f"Your click on `{ref}` did not count. {escape(mine[-1].reason)}"
+        elif mine[-1].verdict == "vote":
+            told = f"Your click on `{ref}` counted: it has {len(voters)} of the {approval.quorum} approvals it needs."
+        elif approval.status == ApprovalStatus.APPROVED:
+            told = f"Your click on `{ref}`: approved."
+        else:
+            told = f"Your click on `{ref}`: rejected; nothing of it was done."
+        self._notices[command.user] = (f":information_source: {told}", self.clock())
+        if viewer is not None:
+            await self._refresh([viewer], always=True)
+
+    def _redraw_soon(self) -> asyncio.Task[None]:
+        self._stale = True
+        if self._redrawing is None or self._redrawing.done():
+            self._redrawing = asyncio.get_running_loop().create_task(self._redraw_while_stale())
+        return self._redrawing
+
+    async def _redraw_while_stale(self) -> None:
+        while self._stale:
+            self._stale = False
+            try:
+                await self.refresh_all()
+            except Exception:
+                log.exception("homes_not_redrawn")
+
+    async def _refresh(self, viewers: Sequence[HomeViewer], *, always: bool = False) -> None:
+        """Whoever it is for, a refresh reads in a few short units of work, one query for all the viewers each;
+        only a Home that changed costs more."""
+        now = self.clock()
+        if self._spend is None or now - self._spend.read_at >= SPEND_READ_EVERY:
+            self._spend = await read_spend(self.units, now)
+        shared = await read_shared(self.units, now, await self._group_members(), self._spend)
+        sorted_out = {
+            viewer.user: approvals_for(viewer.user, shared, self.policy.roles, viewer.team)
+            for viewer in viewers
+        }
         shown = {
             approval.id or 0: approval
             for theirs, for_others in sorted_out.values()
             for approval in (*theirs[:WAITING_SHOWN], *for_others[:FOR_OTHERS_SHOWN])
         }
-        known: dict[str, tuple[str | None, list[RequestState]]] = {}
         async with self.units() as uow:
-            viewers = HomeViewers(uow.repo.session)
-            for user in users:
-                viewer = await viewers.get(user)
-                if viewer is not None:  # someone who never opened their Home has nothing to keep current
-                    known[user] = (
-                        viewer.last_published_hash,
-                        await viewers.recent_requests(user, RECENT_SHOWN),
-                    )
-            records = await viewers.card_records(list(shown.values()))
-        cards = {key: self._home_card(approval, *records[key]) for key, approval in shown.items()}
-        for user, (published, recent) in known.items():
+            recent = await HomeViewers(uow.repo.session).recent_requests(
+                [viewer.user for viewer in viewers], RECENT_SHOWN
+            )
+        async with self.units() as uow:
+            records = await HomeViewers(uow.repo.session).card_records(list(shown.values()))
+        cards = {key: self._home_card(approval, records[key]) for key, approval in shown.items()}
+        channels = {cards[key].approval_id: approval.channel for key, approval in shown.items()}
+        for viewer in viewers:
+            user = viewer.user
+            retry = self._retry.get(user)
+            if retry is not None and now < retry[1] and not always:
+                continue  # Slack refused their last publish: wait before asking again
             theirs, for_others = sorted_out[user]
+            notice, noticed_at = self._notices.get(user, ("", now))
             home = Home(
                 waiting=[cards[a.id or 0] for a in theirs[:WAITING_SHOWN]],
                 waiting_total=len(theirs),
                 for_others=[cards[a.id or 0] for a in for_others[:FOR_OTHERS_SHOWN]],
                 for_others_total=len(for_others),
-                recent=recent,
+                recent=recent.get(user, []),
                 shared=shared,
                 zone=self.zone,
+                channels=channels,
+                notice=notice if now - noticed_at < NOTICE_SHOWN_FOR else "",
             )
             async with self._locks.setdefault(user, asyncio.Lock()):
-                await self._publish(user, home_view(home), published, always=always)
+                await self._publish(user, home_view(home), viewer.last_published_hash, always=always)
 
     async def _publish(self, user: str, view: dict[str, Any], published: str | None, *, always: bool) -> None:
-        drawn = view_hash(view)
-        if drawn == published and not always:
-            return
-        async with self.units() as uow:
-            # Of two refreshes that drew the same change (here or in another replica), one publishes it.
-            claimed = await HomeViewers(uow.repo.session).claim_publish(user, published, drawn)
-            await uow.commit()
-        if not claimed:
-            return  # another refresh published since this one read: the next one draws from the newer records
+        drawn, now = view_hash(view), self.clock()
+        if not always:
+            if drawn == published:
+                return
+            shown_at = self._spend_shown_at.get(user)
+            if spend_alone_differs(drawn, published) and shown_at and now - shown_at < SPEND_REDRAWN_EVERY:
+                return  # spend as of the last publish is shown until a few minutes have passed
         try:
             await self.transport.publish_home(user, view)
         except TransportError as exc:
-            log.warning("home_not_published", user=user, error=str(exc))
-            async with self.units() as uow:  # give the change back, so that the next refresh publishes it
-                await HomeViewers(uow.repo.session).claim_publish(user, drawn, published)
-                await uow.commit()
+            await self._refused(user, exc, now)
             return
+        self._retry.pop(user, None)
+        self._spend_shown_at[user] = now
+        async with self.units() as uow:
+            viewers = HomeViewers(uow.repo.session)
+            # Stored after the publish, from the hash read before drawing: if another refresh (another replica)
+            # published meanwhile, which of the two Slack shows is unknown, and the next refresh publishes again.
+            if not await viewers.published(user, published, drawn):
+                await viewers.forget_published(user)
+            await uow.commit()
         log.info("home_published", user=user)
 
-    def _home_card(self, approval: Approval, proposed: ProposedAction, decision: Decision) -> ApprovalCard:
+    async def _refused(self, user: str, exc: TransportError, now: datetime) -> None:
+        """A person Slack no longer knows is dropped; any other refusal is retried later, and later again."""
+        if any(error in str(exc) for error in GONE_ERRORS):
+            log.info("home_viewer_gone", user=user, error=str(exc))
+            async with self.units() as uow:
+                await HomeViewers(uow.repo.session).drop(user)
+                await uow.commit()
+            self._retry.pop(user, None)
+            return
+        failures = self._retry.get(user, (0, now))[0] + 1
+        wait = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+        self._retry[user] = (failures, now + wait)
+        log.warning("home_not_published", user=user, error=str(exc), retry_in=wait.total_seconds())
+
+    def _home_card(self, approval: Approval, records: CardRecords) -> ApprovalCard:
+        proposed, decision = records.proposed, records.decision
         try:
-            return self._card(approval, proposed, decision)
+            return self._card(approval, proposed, decision, records.edits)
         except InvalidActionError:
             # Its action is no longer offered as it was (an MCP server gone): shown by name, still decidable.
             return ApprovalCard(
@@ -141,4 +250,5 @@ class HomeRefresher(HandlerBase):
                 expires_at=approval.expires_at,
                 quorum=approval.quorum,
                 zone=self.zone,
+                edits=tuple(card_edit(edit) for edit in records.edits),
             )

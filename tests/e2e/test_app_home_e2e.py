@@ -1,7 +1,7 @@
 """The App Home through the real `aios serve` and the local Slack Web API: opening the Home tab publishes the
 approver's Home with the waiting approval and its buttons (the Messages tab publishes nothing), a new request shows
 up on it within seconds without reopening it, and Approve clicked on the Home runs the refund once, settles the
-card in the thread and publishes the Home again without it."""
+card in the thread and publishes the Home again without it, saying at its top what came of the click."""
 
 from __future__ import annotations
 
@@ -75,6 +75,10 @@ def test_an_approver_sees_and_decides_what_waits_on_their_home(tmp_path: Path) -
         assert post(serve.url, *view_block_action("aios_approve", f"AP-{first}", user=MANAGER)) == 200
         wait_until(lambda: query(database, "SELECT status FROM execution") == [("succeeded",)])
         wait_until(lambda: waiting(slack, MANAGER) == [f"AP-{second}"])
+        wait_until(lambda: "home_notice" in str(slack.homes[MANAGER]["blocks"][0]))
+        assert slack.homes[MANAGER]["blocks"][0]["text"]["text"] == (
+            f":information_source: Your click on `AP-{first}`: approved."
+        )
         wait_until(
             lambda: any("Approved" in str(c.params.get("blocks")) for c in slack.calls_to("chat.update"))
         )

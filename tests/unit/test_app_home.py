@@ -18,11 +18,14 @@ from bot.app_home import (
     WAITING_SHOWN,
     Home,
     SharedFacts,
+    Spend,
     approvals_for,
     home_view,
+    shared_facts,
+    spend_alone_differs,
     view_hash,
 )
-from bot.blocks import ApprovalCard, approval_request, field_labels
+from bot.blocks import ApprovalCard, CardEdit, approval_request, field_labels
 from bot.digest import BudgetUse
 from connectors.actions import ShopRefund
 from storage.home_viewers import RequestState
@@ -68,19 +71,22 @@ def approval(number: int, **fields: Any) -> Approval:
     return Approval(**values)
 
 
+def spent(by_agent: list[CostRow] | None = None, budgets: list[BudgetUse] | None = None) -> Spend:
+    return Spend(NOW, datetime(2026, 11, 1, tzinfo=UTC), by_agent or [], budgets or [])
+
+
 def shared(pending: list[Approval] | None = None, **fields: Any) -> SharedFacts:
     values: dict[str, Any] = {
         "now": NOW,
         "pending": pending or [],
         "voters": {},
-        "month_start": datetime(2026, 11, 1, tzinfo=UTC),
-        "spend": [],
-        "budgets": [],
+        "teams": {},
+        "spend": spent(),
         "paused": [],
         "group_members": GROUPS,
         **fields,
     }
-    return SharedFacts(**values)
+    return shared_facts(**values)
 
 
 def home(**fields: Any) -> Home:
@@ -113,7 +119,8 @@ def texts(view: dict[str, Any]) -> str:
 
 def test_an_approval_shows_its_summary_and_the_cards_own_buttons() -> None:
     view = published(home_view(home(waiting=[card(7)], waiting_total=1)))
-    [section, actions] = [b for b in view["blocks"] if "AP-7" in b["block_id"]]
+    [section, reasoning, actions] = [b for b in view["blocks"] if "AP-7" in b["block_id"]]
+    assert reasoning["text"]["text"] == "*Why the agent proposes it:* The customer sent a photo."
     assert section["text"]["text"].startswith(
         "`AP-7` · manager · expires Fri 27 Nov 2026 14:00 Europe/Berlin"
     )
@@ -121,6 +128,7 @@ def test_an_approval_shows_its_summary_and_the_cards_own_buttons() -> None:
     assert "*Amount:* $150.00" in section["text"]["text"]
     [card_buttons] = [b for b in approval_request(card(7))[1] if b["block_id"] == "aios_decision"]
     assert actions["elements"] == card_buttons["elements"]
+    assert actions["block_id"] == "aios_decision_AP-7"
     assert {e["action_id"] for e in actions["elements"]} >= {"aios_approve", "aios_reject"}
     assert {e["value"] for e in actions["elements"]} == {"AP-7"}
 
@@ -158,8 +166,10 @@ def test_hostile_text_is_escaped_and_cut_to_slacks_limits() -> None:
                 for_others_total=1,
                 recent=[RequestState(intent, run)],
                 shared=shared(
-                    spend=[CostRow("<!here>", 3, 1, 1, 0, 0, 1.234567, 0)],
-                    budgets=[BudgetUse("<!here>", "<@U0X>", "month", 9.0, 10.0)],
+                    spend=spent(
+                        [CostRow("<!here>", 3, 1, 1, 0, 0, 1.234567, 0)],
+                        [BudgetUse("<!here>", "<@U0X>", "month", 9.0, 10.0)],
+                    ),
                     paused=[AgentPause(agent="<!channel>", paused_by="U0PAUSER", created_at=NOW)],
                 ),
             )
@@ -187,10 +197,17 @@ def test_two_hundred_waiting_approvals_fit_in_one_view() -> None:
     theirs, for_others = approvals_for("U0MANAGER", shared(pending), ROLES)
     assert len(theirs) == 200 and for_others == []
     long_summary = "Refund " + "y" * 3000
+    # Each as much as the Home shows of a card: two long parameters, edits, a long rationale.
+    full = replace(
+        card(0, long_summary),
+        params={"body": "line\n" * 2000, "note": "x\n" * 2000, "amount": 1.0},
+        rationale="r" * 5000,
+        edits=tuple(CardEdit("U0ED", (("amount", n, n + 1),)) for n in range(9)),
+    )
     view = published(
         home_view(
             home(
-                waiting=[card(a.id or 0, long_summary) for a in theirs[:WAITING_SHOWN]],
+                waiting=[replace(full, approval_id=f"AP-{a.id}") for a in theirs[:WAITING_SHOWN]],
                 waiting_total=len(theirs),
                 for_others=[card(n, long_summary) for n in range(300, 300 + FOR_OTHERS_SHOWN)],
                 for_others_total=200,
@@ -209,7 +226,9 @@ def test_two_hundred_waiting_approvals_fit_in_one_view() -> None:
     buttons = [b for b in view["blocks"] if b["type"] == "actions"]
     assert len(buttons) == WAITING_SHOWN
     more = next(b for b in view["blocks"] if b["block_id"] == "home_waiting_more")
-    assert more["elements"][0]["text"] == "and 185 more — `/aios pending` lists every one"
+    assert more["elements"][0]["text"] == f"and {200 - WAITING_SHOWN} more — `/aios pending` lists every one"
+    assert all(b["elements"][0]["action_id"] == "aios_approve" for b in buttons)  # all shown in full
+    assert len([b for b in view["blocks"] if b["block_id"].startswith("home_param_")]) == 2 * WAITING_SHOWN
     others = next(b for b in view["blocks"] if b["block_id"] == "home_for_others")["text"]["text"]
     assert others.count("\n• `AP-") == FOR_OTHERS_SHOWN and not others.endswith("…")
     more = next(b for b in view["blocks"] if b["block_id"] == "home_for_others_more")
@@ -259,3 +278,55 @@ def test_the_same_records_draw_the_same_view() -> None:
 
 def replace_approval(original: Approval, **fields: Any) -> Approval:
     return Approval(**{**original.model_dump(), **fields})
+
+
+def test_an_approval_shows_what_its_card_shows_before_its_approve_button() -> None:
+    email = replace(
+        card(3, "Email sam@example.com: Your refund"),
+        params={"to": "sam@example.com", "body": "Dear Sam,\nwe refund <everything>.\nBest"},
+        rationale="She asked twice.",
+        edits=(CardEdit("U0ED", (("to", "pat@example.com", "sam@example.com"),)),),
+        labels={},
+    )
+    view = published(home_view(home(waiting=[email], waiting_total=1)))
+    shown = {b["block_id"]: b for b in view["blocks"] if "AP-3" in b["block_id"]}
+    assert list(shown) == [
+        "home_approval_AP-3",
+        "home_edits_AP-3",
+        "home_param_AP-3_0",
+        "home_reasoning_AP-3",
+        "aios_decision_AP-3.e1",
+    ]
+    edited = shown["home_edits_AP-3"]["elements"][0]["text"]
+    assert edited == ":pencil2: Edited by <@U0ED>: To pat@example.com → sam@example.com"
+    body = shown["home_param_AP-3_0"]["text"]["text"]
+    assert body == "*Body:*\n>Dear Sam,\n>we refund &lt;everything&gt;.\n>Best"
+    assert shown["home_reasoning_AP-3"]["text"]["text"].endswith("She asked twice.")
+    actions = [e["action_id"] for e in shown["aios_decision_AP-3.e1"]["elements"]]
+    assert actions == ["aios_approve", "aios_edit", "aios_reject"]
+
+
+def test_an_approval_with_more_than_the_home_can_show_is_approved_on_its_card() -> None:
+    many = replace(card(4), params={f"part_{n}": f"line\n{n}" for n in range(3)})
+    view = published(home_view(home(waiting=[many], waiting_total=1, channels={"AP-4": "C0SHOP"})))
+    shown = {b["block_id"]: b for b in view["blocks"] if "AP-4" in b["block_id"]}
+    assert list(shown) == ["home_approval_AP-4", "aios_decision_AP-4"]
+    assert "read its card in <#C0SHOP> to approve it" in shown["home_approval_AP-4"]["text"]["text"]
+    actions = [e["action_id"] for e in shown["aios_decision_AP-4"]["elements"]]
+    assert actions == ["aios_edit", "aios_reject"]
+
+
+def test_spend_and_a_clicks_notice_are_apart_from_what_changed() -> None:
+    before = view_hash(home_view(home()))
+    richer = home(shared=shared(spend=spent([CostRow("returns", 3, 1, 1, 0, 0, 2.5, 0)])))
+    assert spend_alone_differs(view_hash(home_view(richer)), before)
+    noticed = home_view(home(notice="Your click on `AP-3` did not count."))
+    assert noticed["blocks"][0]["block_id"] == "home_notice"
+    assert view_hash(noticed) == before
+    assert not spend_alone_differs(view_hash(home_view(home(waiting=[card(1)], waiting_total=1))), before)
+
+
+def test_approvals_of_another_slack_team_are_left_out() -> None:
+    facts = shared([approval(1), approval(2), approval(3)], teams={1: "T0ONE", 2: "T0TWO", 3: ""})
+    assert [a.id for a in approvals_for("U0MANAGER", facts, ROLES, "T0ONE")[0]] == [1, 3]
+    assert [a.id for a in approvals_for("U0MANAGER", facts, ROLES)[0]] == [1, 2, 3]
