@@ -9,7 +9,6 @@ proposed.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -56,12 +55,8 @@ DEFAULT_QUESTION = "How should I go on with this request?"
 
 
 FEEDBACK_ASK = (
-    "Propose a revised action that follows the reviewer, or answer without a tool if it cannot be done."
-)
-_FEEDBACK = re.compile(
-    r"^Your proposed action (?P<tool>[a-zA-Z0-9_-]+) (?P<rest>.*) was rejected by a reviewer, <@(?P<user>[^>]*)>, "
-    rf"who said: “(?P<reason>.*)”\. {re.escape(FEEDBACK_ASK)}$",
-    re.DOTALL,
+    "Propose only a replacement for the rejected action, following the reviewer, or answer without a tool if it "
+    "cannot be done. Do not propose the plan's other actions again: they stand as they are."
 )
 
 
@@ -74,38 +69,45 @@ class Feedback:
     params: Mapping[str, object]
     rejected_by: str
     reason: str
+    # The same plan's other actions, each with its status: (name, params, status). One already executed is
+    # never proposed again by the revision.
+    others: tuple[tuple[str, Mapping[str, object], str], ...] = ()
+
+    @property
+    def tool(self) -> str:
+        return tool_name(self.action)
 
     def turn(self) -> str:
         """The final user turn of the conversation the planner is given."""
-        params = json.dumps(self.params, sort_keys=True, ensure_ascii=False)
+        others = "".join(
+            f"\n- {tool_name(name)} {_json(params)}: {status}" for name, params, status in self.others
+        )
+        also = f" The same plan's other actions, which stand as they are:{others}\n" if others else " "
         return (
-            f"Your proposed action {tool_name(self.action)} {params} ({self.summary}) was rejected by a "
-            f"reviewer, <@{self.rejected_by}>, who said: “{self.reason}”. {FEEDBACK_ASK}"
+            f"Your proposed action {self.tool} {_json(self.params)} ({self.summary}) was rejected by a "
+            f"reviewer, <@{self.rejected_by}>, who said: “{self.reason}”.{also}{FEEDBACK_ASK}"
         )
 
-    @classmethod
-    def read(cls, turn: str) -> ReadFeedback | None:
-        """What a planner without a model reads back from :meth:`turn`; None for any other words."""
-        found = _FEEDBACK.match(turn)
-        if found is None:
-            return None
-        try:
-            params, _ = json.JSONDecoder().raw_decode(found["rest"])
-        except json.JSONDecodeError:
-            return None
-        if not isinstance(params, dict):
-            return None
-        return ReadFeedback(found["tool"], params, found["user"], found["reason"])
+    def executed(self, action: Action) -> bool:
+        """The action is one of the plan's others that already ran: proposing it again would do it twice."""
+        params = action.model_dump(mode="json")
+        return any(
+            name == action.name and dict(done) == params and status == "executed"
+            for name, done, status in self.others
+        )
 
 
 @dataclass(frozen=True)
-class ReadFeedback:
-    """A feedback turn as read back: the rejected tool call, who rejected it, and what they said."""
+class FeedbackTurn(Message):
+    """The feedback turn as the agent puts it in the conversation: its text for a model, and the feedback
+    itself for a planner without one. Only the agent makes one, from :attr:`PlanRequest.feedback`; words a
+    person typed are a plain :class:`~agents.llm.Message`, whatever they say."""
 
-    tool: str
-    params: dict[str, object]
-    rejected_by: str
-    reason: str
+    feedback: Feedback | None = None
+
+
+def _json(params: Mapping[str, object]) -> str:
+    return json.dumps(params, sort_keys=True, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ class Agent:
         system = "\n\n".join(part for part in (self._prompt, context.prompt()) if part)
         messages: list[Message] = [*request.history, Message("user", request.text)]
         if request.feedback is not None:
-            messages.append(Message("user", request.feedback.turn()))
+            messages.append(FeedbackTurn("user", request.feedback.turn(), request.feedback))
         actions: list[Action] = []
         texts: list[str] = []
         problems: list[str] = []
@@ -233,6 +235,13 @@ class Agent:
             # The plan is not what was asked (an email announcing a refund that cannot run, say): propose
             # none of it, and say why.
             return AgentPlan(rationale=NOTHING_PROPOSED, problems=problems, memory_ids=context.memory_ids)
+        if request.feedback is not None:
+            # A revision replaces the rejected action; one of the plan's actions that already ran is not redone.
+            repeated = [a for a in actions if request.feedback.executed(a)]
+            actions = [a for a in actions if a not in repeated]
+            texts += [
+                f"({a.name} already ran in the first plan, so it is not proposed again.)" for a in repeated
+            ]
         return AgentPlan(
             rationale="\n".join(texts).strip(),
             actions=actions,

@@ -18,10 +18,11 @@ from slack_sdk.models.views import View
 from bot.bootstrap import Aios
 from bot.messages import ReviseRejected
 from bot.observability import SLACK_REQUESTS
-from bot.rejection_reasons import accept_reason
+from bot.rejection_reasons import MAX_REASON, accept_reason
 from bot.slack_payloads import SlackId, delivery_id, payload_type, problems
 from bot.transport import TransportError
 from storage.ids import format_id, parse_key
+from storage.records import Approval
 
 log = structlog.get_logger(__name__)
 
@@ -65,9 +66,11 @@ class _Submission(_Shape):
 
 
 class _RejectClick(_Shape):
-    """What opening the dialog needs of a Reject click: its trigger id, and the approval its button names."""
+    """What opening the dialog needs of a Reject click: its trigger id, who clicked, and the approval its button
+    names."""
 
     trigger_id: str = Field(min_length=1, max_length=200)
+    user: _Who
     actions: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -85,7 +88,9 @@ def reason_dialog(approval_ref: str) -> dict[str, Any]:
             InputBlock(
                 block_id=REASON_BLOCK_ID,
                 label=PlainTextObject(text=REASON_LABEL),
-                element=PlainTextInputElement(action_id=REASON_INPUT_ID, multiline=True),
+                element=PlainTextInputElement(
+                    action_id=REASON_INPUT_ID, multiline=True, max_length=MAX_REASON
+                ),
                 optional=True,
             )
         ],
@@ -102,12 +107,18 @@ def ask_reason(aios: Aios, body: dict[str, Any]) -> None:
     approval_id = parse_key(str(click.actions[0].get("value", "")), "AP")
     if approval_id is None:
         return  # the click itself was refused for the same reason, and logged
-    aios.background.spawn(
-        _open(aios, click.trigger_id, reason_dialog(format_id("AP", approval_id))), name="reason_dialog"
-    )
+    aios.background.spawn(_open(aios, click.trigger_id, approval_id, click.user.id), name="reason_dialog")
 
 
-async def _open(aios: Aios, trigger_id: str, view: dict[str, Any]) -> None:
+async def _open(aios: Aios, trigger_id: str, approval_id: int, user: str) -> None:
+    """Open the dialog, unless the click is known to be refused (its clicker may not decide the approval, or
+    it was decided otherwise): their reason could not be kept, so they are not asked for it."""
+    async with aios.units() as uow:
+        approval = await uow.repo.get(Approval, approval_id)
+    if approval is None or not await aios.handlers.revisions.may_reject(approval, user):
+        log.info("reason_dialog_not_offered", approval=approval_id, user=user)
+        return
+    view = reason_dialog(format_id("AP", approval_id))
     try:
         await aios.handlers.transport.open_view(trigger_id, view)
     except TransportError as exc:
@@ -137,7 +148,9 @@ def register_rejection(app: AsyncApp, aios: Aios) -> None:
             await ack()
             return
         user = submission.user.id
-        answer = await accept_reason(aios.units, approval_id, user, submission.text)
+        answer = await accept_reason(
+            aios.units, approval_id, user, submission.text, may_reject=aios.handlers.revisions.may_reject
+        )
         if answer is None:
             await ack()
             return

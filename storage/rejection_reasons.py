@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +32,11 @@ class RejectionReasons:
             .order_by(col(RejectionReason.id))
         )
         return list((await self.session.exec(query)).all())
+
+    async def of_run(self, run_id: int) -> RejectionReason | None:
+        """The reason whose revision is this run: what every planning of the run is given as feedback."""
+        query = select(RejectionReason).where(col(RejectionReason.revision_run_id) == run_id)
+        return (await self.session.exec(query)).first()
 
     async def revising(self, run_ids: Collection[int]) -> dict[int, RejectionReason]:
         """The unsettled reasons whose revision is one of these runs, by run id."""
@@ -70,6 +75,31 @@ class RejectionReasons:
             update(RejectionReason)
             .where(col(RejectionReason.id) == reason_id, col(RejectionReason.revision_run_id).is_(None))
             .values(revision_run_id=run_id)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def claim(self, reason_id: int, owner: int, previous: int | None) -> bool:
+        """Compare-and-set of who plans the revision: ``owner`` now, if it is still ``previous`` (nobody, or a
+        process that died). Of processes planning the same revision, one does."""
+        was = col(RejectionReason.owner)
+        statement = (
+            update(RejectionReason)
+            .where(
+                col(RejectionReason.id) == reason_id,
+                col(RejectionReason.processed_at).is_(None),
+                was.is_(None) if previous is None else was == previous,
+            )
+            .values(owner=owner)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def forget(self, reason_id: int) -> bool:
+        """Delete a reason not counted (its Reject was refused, or someone else decided first), freeing the
+        approval's one reason for whoever did reject it; False when it was settled (or deleted) already."""
+        statement = delete(RejectionReason).where(
+            col(RejectionReason.id) == reason_id,
+            col(RejectionReason.processed_at).is_(None),
+            col(RejectionReason.outcome).is_(None),  # never one that was told in the thread
         )
         return bool((await self.session.exec(statement)).rowcount)
 

@@ -44,12 +44,14 @@ Webhooks (tool ``webhook_post``), to a webhook the context names as configured:
   * a body that is not one JSON object, or a webhook that is not configured, proposes nothing: the reply
     shows how to write it, or names the configured webhooks
 
-Planning again after a reviewer rejected an action and said why (the feedback turn: the rejected tool call, who
-rejected it, and their words), the rejected call revised, or nothing proposed:
-  * a refund (``shop_refund``, ``stripe_refund``) with a reason naming one amount — ``refund only the broken
-    item, $40``, ``$40 max``, ``don't refund more than $40`` — is the same refund of that amount, the reviewer's
-    words added to its reason; the amount must carry a dollar sign or ``USD``/``dollars``, and one that cannot be
-    refunded (``€40``, ``$0``, ``$4.005``), a bare number or two amounts propose nothing, and the reply says why
+Planning again after a reviewer rejected an action and said why (the agent's feedback turn, never words a person
+typed: the rejected tool call, who rejected it, and their words), the rejected call revised, or nothing proposed:
+  * a refund (``shop_refund``, ``stripe_refund``) with a reason telling the one amount to refund — ``refund only
+    the broken item, $40``, ``only $40``, ``$40 max``, ``make it $40``, ``don't refund more than $40`` — is the
+    same refund of that amount, the reviewer's words added to its reason; the amount must carry a dollar sign or
+    ``USD``/``dollars``, and one that cannot be refunded (``€40``, ``$0``, ``$4.005``), a bare number, two
+    amounts, an amount told as past (``he already got $40 back``) or another order or payment named propose
+    nothing, and the reply says why
   * a post (``cms_create_draft``, ``cms_publish``, ``wordpress_update``) with a new title in quotes
     (``call it "Winter care"``) or a time (``publish on Friday 9am``, read in the team's zone) is the same call
     with it; a time it cannot read proposes nothing, saying what it can
@@ -64,13 +66,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agents.base import FeedbackTurn
 from agents.llm import CallContext, LLMReply, Message, Role, ToolCall, ToolSpec
 from agents.offline import calendar, content, refunds, revisions, webhooks
 from agents.offline.grammar import Grammar
 
-# Tried in order; the first that recognises the request plans it (a feedback turn first: it quotes the request).
+# Tried in order; the first that recognises the request plans it.
 GRAMMARS: tuple[Grammar, ...] = (
-    revisions.GRAMMAR,
     refunds.GRAMMAR,
     calendar.GRAMMAR,
     content.GRAMMAR,
@@ -99,6 +101,10 @@ class OfflinePlanner:
         if role == "dispatch" or not messages or not isinstance(messages[-1].content, str):
             # Routing needs judgement the grammar lacks, and after tool results there is nothing left to plan.
             return LLMReply("", model="offline")
+        last = messages[-1]
+        if isinstance(last, FeedbackTurn) and last.feedback is not None:
+            # Set only by the agent from the structured feedback: words a person typed are never read as one.
+            return _number(revisions.plan(last.feedback, system, {tool.name for tool in tools}))
         return _number(_plan(messages[-1].content, system, {tool.name for tool in tools}))
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import structlog
 
-from agents.base import Escalation, Feedback, PlanRequest
+from agents.base import Escalation, PlanRequest
 from agents.budgets import BudgetExceededError
 from agents.context import thread_messages
 from agents.dispatcher import DISPATCHER
@@ -34,6 +34,7 @@ from bot.messages import (
 )
 from bot.mrkdwn import escape
 from bot.observability import DECISIONS
+from bot.revision_feedback import revision_feedback
 from bot.transport import TransportError
 from connectors.actions import Action
 from connectors.budget import BudgetGrant
@@ -80,17 +81,20 @@ class Planning(HandlerBase):
         await self._offline_notice(thread)
         return await self._route_and_plan(intent, thread, run_id)
 
-    async def _route_and_plan(
-        self, intent: Intent, thread: Thread, run_id: int, *, feedback: Feedback | None = None
-    ) -> Sequence[Message]:
+    async def plan_run(self, intent: Intent, run_id: int) -> Sequence[Message]:
+        """Plan a run of ``intent`` made elsewhere (a rejection's revision) and put its proposals to the policy."""
+        return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run_id)
+
+    async def _route_and_plan(self, intent: Intent, thread: Thread, run_id: int) -> Sequence[Message]:
         """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
 
-        Used for a new intent, to resume a run that a budget grant unblocked, and to revise a rejected action
-        (``feedback``: the reviewer's reason)."""
+        Used for a new intent, to resume a run that a budget grant unblocked or a crash stopped, and to revise a
+        rejected action: a revision run is planned with its reason as feedback, each time it is planned."""
         assert intent.id is not None
         async with self.units() as uow:
             run = await uow.repo.get(Run, run_id)
         assert run is not None
+        feedback = await revision_feedback(self.units, self.registry, self.zone, run_id)
         history = await self._history(intent, thread)
         call = CallContext(
             intent_id=intent.id,

@@ -76,7 +76,7 @@ class Recovery(HandlerBase):
             edits = await ActionEdits(repo.session).unprocessed() if command.at_start else []  # as clicks
             # Reasons too (after the clicks they follow); a revision run is planned again only with its reason.
             reasons = RejectionReasons(repo.session)
-            unsettled = await reasons.unprocessed() if command.at_start else []
+            unsettled = await reasons.unprocessed()
             revising = await reasons.revising([run.id for run in planning if run.id is not None])
         owned: list[Intent | Run | Execution] = [
             *intents,
@@ -140,7 +140,7 @@ class Recovery(HandlerBase):
                 EditApproval(e.approval_id, e.user, e.params_after, e.channel, edit_id=e.id, recovered=True)
                 for e in edits
             ),
-            *await self._recovered_reasons(unsettled, revising, taken_runs),
+            *await self._recovered_reasons(unsettled, command.at_start, stale_before),
         ]
 
     async def _recovered_clicks(self, clicks: Sequence[Click]) -> list[Message]:
@@ -173,19 +173,27 @@ class Recovery(HandlerBase):
         ]
 
     async def _recovered_reasons(
-        self, unsettled: Sequence[RejectionReason], revising: dict[int, RejectionReason], taken_runs: set[int]
+        self, unsettled: Sequence[RejectionReason], at_start: bool, stale_before: datetime
     ) -> list[Message]:
-        """Each unsettled reason handled again (at start), but one whose revision a live process is planning;
-        and the reason of a revision run taken over from a stopped process."""
-        chosen = {r.id: r for r in unsettled if r.revision_run_id not in revising}
-        chosen |= {r.id: r for run_id, r in revising.items() if run_id in taken_runs}
+        """Unsettled reasons handed again: those whose revision's planner died; and those nobody plans yet, at
+        start (their first handling may have stopped), or later once older than the grace period (they waited
+        too long for their click). One a live process plans is left to it; the planning itself is a compare-
+        and-set on the reason's owner, so a reason handed here while its first handling runs is planned once."""
+        alive = await self.lease.alive(r.owner for r in unsettled if r.owner is not None)
+        chosen = [
+            r
+            for r in unsettled
+            if (r.owner is None and (at_start or r.received_at < stale_before))
+            or (r.owner is not None and r.owner not in alive)
+        ]
         recovered: list[Message] = []
-        for reason_id, reason in sorted((k, r) for k, r in chosen.items() if k is not None):
+        for reason in chosen:
+            assert reason.id is not None
             async with self.units() as uow:
                 approval = await uow.repo.get(Approval, reason.approval_id)
             channel = approval.channel if approval is not None else ""
             recovered.append(
-                ReviseRejected(reason.approval_id, reason.user, channel, reason_id, recovered=True)
+                ReviseRejected(reason.approval_id, reason.user, channel, reason.id, recovered=True)
             )
         return recovered
 

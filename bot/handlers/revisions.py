@@ -2,8 +2,9 @@
 
 The stored reason is the inbox: until it is settled a restart hands it here again (see Recovery), and each step
 is a compare-and-set on it, so nothing is recorded, told or planned twice. Its revision is a new run of the same
-intent and agent, planned with the reviewer's words as feedback; its proposals go to the policy and to people
-like any other. A budget grant's rejection, or an undo's, is recorded and not planned again.
+intent and agent, planned with the reviewer's words as feedback (each time it is planned: see
+:mod:`bot.revision_feedback`) by the one process that claims it, the reason's owner; its proposals go to the
+policy and to people like any other. A budget grant's rejection, or an undo's, is recorded and not planned again.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Sequence
 
 import structlog
 
-from agents.base import Feedback
+from bot.handlers.approvals import _request_view
 from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.handlers.planning import Planning
 from bot.messagebus import Message
 from bot.messages import ReviseRejected
 from bot.mrkdwn import escape
 from connectors.budget import BudgetGrant
+from policies.approvers import authorise_approval
 from storage.ids import format_id
 from storage.records import (
     Approval,
@@ -46,6 +48,19 @@ class Revisions(HandlerBase):
         super().__init__(collaborators)
         self.planning = planning
 
+    async def may_reject(self, approval: Approval, user: str) -> bool:
+        """Whether ``user``'s Reject of the approval can count now: the check its click will meet, made before
+        a reason is asked for or kept (a reason from someone whose Reject is refused would hold its place)."""
+        if approval.status == ApprovalStatus.REJECTED:
+            return approval.decided_by == user
+        view = _request_view(approval)
+        groups = await self._group_members()
+        now = self.clock()
+        roles = self.policy.roles
+        return (
+            authorise_approval(view, user, approve=False, roles=roles, group_members=groups, now=now) is None
+        )
+
     async def revise(self, command: ReviseRejected) -> Sequence[Message]:
         approval = await self._rejection(command)
         if approval is None:
@@ -67,23 +82,14 @@ class Revisions(HandlerBase):
             # Nothing to plan again: a grant is asked for by a button, an undo or a compensation is no plan.
             await self._settle(reason.id, "recorded")
             return []
-        revision_id, ours = await self._revision_run(reason, run, command.recovered)
-        if not ours:
-            if await self._planned(revision_id):
-                await self._settle(reason.id, "revised")
-            return []  # another process is planning it, or a restart will
-        action = self.registry.validate(proposed.name, proposed.params)
-        feedback = Feedback(
-            action=proposed.name,
-            summary=self._told_summary(action),
-            params=proposed.params,
-            rejected_by=reason.user,
-            reason=reason.reason,
-        )
+        revision_id = await self._revision_run(reason, run)
+        if await self._planned(revision_id):
+            await self._settle(reason.id, "revised")  # planned by a process that stopped before settling
+            return []
+        if not await self._claim(reason.id, revision_id):
+            return []  # a live process (maybe this one) is planning it, and settles it
         log.info("rejection_revising", approval=approval.id, run=revision_id)
-        followups = await self.planning._route_and_plan(
-            intent, Thread(intent.channel, intent.thread_ts), revision_id, feedback=feedback
-        )
+        followups = await self.planning.plan_run(intent, revision_id)
         await self._settle(reason.id, "revised")
         return followups
 
@@ -111,9 +117,13 @@ class Revisions(HandlerBase):
 
     async def _not_rejected(self, reason: RejectionReason, approval: Approval, channel: str) -> None:
         """The click the reason followed did not reject the approval (it was refused, or someone decided first):
-        the reason is not kept on the action, and its author is told why."""
+        the reason is deleted, so the approval's one reason stays free for whoever did reject it, and its author
+        is told why."""
         assert reason.id is not None
-        if not await self._settle(reason.id, "not_rejected"):
+        async with self.units() as uow:
+            forgotten = await RejectionReasons(uow.repo.session).forget(reason.id)
+            await uow.commit()
+        if not forgotten:
             return
         ref = format_id("AP", approval.id)
         if approval.status == ApprovalStatus.REJECTED:
@@ -157,24 +167,33 @@ class Revisions(HandlerBase):
                 context=f"`{format_id('A', approval.action_id)}`",
             )
 
-    async def _revision_run(self, reason: RejectionReason, run: Run, recovered: bool) -> tuple[int, bool]:
-        """The reason's one revision run, and whether this call is to plan it: when it created the run, or (re-
-        submitted by recovery) when the run was taken over from a stopped process before it proposed anything."""
+    async def _revision_run(self, reason: RejectionReason, run: Run) -> int:
+        """The reason's one revision run: made by the first caller (a compare-and-set), found by the others."""
         assert reason.id is not None
         async with self.units() as uow:
             revision = await uow.repo.add(Run(intent_id=run.intent_id, agent=run.agent, owner=self.lease.id))
             assert revision.id is not None
             if await RejectionReasons(uow.repo.session).set_revision_run(reason.id, revision.id):
                 await uow.commit()
-                return revision.id, True
+                return revision.id
         stored = await self._reason(reason.id)
         assert stored.revision_run_id is not None
+        return stored.revision_run_id
+
+    async def _claim(self, reason_id: int, run_id: int) -> bool:
+        """Whether this call plans the revision: a compare-and-set of the reason's owner, from nobody or from a
+        process whose lease ended. A live owner (this process too: a restart's recovery can hand a reason here
+        while its first handling is still planning) keeps it, so a revision is never planned twice at once."""
+        stored = await self._reason(reason_id)
+        if stored.owner is not None and await self.lease.alive([stored.owner]):
+            return False
         async with self.units() as uow:
-            existing = await uow.repo.get(Run, stored.revision_run_id)
-            proposed = await uow.repo.actions_for_run(stored.revision_run_id)
-        assert existing is not None
-        stranded = existing.status == RunStatus.PLANNING and not proposed
-        return stored.revision_run_id, recovered and stranded and existing.owner == self.lease.id
+            claimed = await RejectionReasons(uow.repo.session).claim(reason_id, self.lease.id, stored.owner)
+            run = await uow.repo.get(Run, run_id) if claimed else None
+            if run is not None:
+                await uow.repo.take_over([run], self.lease.id)  # so that recovery leaves it to this process
+            await uow.commit()
+        return claimed
 
     async def _planned(self, run_id: int) -> bool:
         """The revision run got past planning (proposed something, or answered)."""

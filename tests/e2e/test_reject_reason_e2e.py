@@ -1,10 +1,12 @@
 """Reject with a reason through the real `aios serve`: the Reject click rejects at once and opens the reason dialog
 with the click's own trigger id; the dialog's submission plans the request again, and the revision's card is
-posted in the same thread; a reason too long for the record is answered with an error under the input."""
+posted in the same thread; a reason too long for the record is answered with an error under the input, and a Reject
+that cannot count opens no dialog."""
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -55,6 +57,19 @@ def test_reject_opens_the_reason_dialog_and_its_answer_is_planned_again(tmp_path
             assert (view["callback_id"], view["private_metadata"]) == ("aios_reject_reason", ref)
             assert view["title"]["text"] == f"Why reject {ref}?"
             assert (view["submit"]["text"], view["close"]["text"]) == ("Send", "Skip")
+            assert view["blocks"][0]["element"]["max_length"] == 2000
+
+            # A Reject that cannot count (the request is decided) is not asked why.
+            late = block_action("aios_reject", ref, user=OTHER, message_ts=str(card_ts))
+            assert post(serve.url, *late) == 200
+            wait_until(
+                lambda: (
+                    query(database, f"SELECT processed_at IS NOT NULL FROM click WHERE user = '{OTHER}'")
+                    == [(1,)]
+                )
+            )
+            time.sleep(1)
+            assert len(slack.calls_to("views.open")) == 1
 
             status, answer = submit(serve.url, *reason("x" * 2001, ref))
             assert status == 200
@@ -63,7 +78,7 @@ def test_reject_opens_the_reason_dialog_and_its_answer_is_planned_again(tmp_path
             assert errors["errors"]["reason"].startswith("Please keep it to 2,000 characters")
             status, answer = submit(serve.url, *reason("refund $10", ref, user=OTHER))
             assert (
-                json.loads(answer)["errors"]["reason"] == f"Only <@{MANAGER}> who rejected {ref} can say why"
+                json.loads(answer)["errors"]["reason"] == f"Only <@{MANAGER}> who rejected {ref} can say why."
             )
             assert query(database, "SELECT COUNT(*) FROM rejection_reason") == [(0,)]
 

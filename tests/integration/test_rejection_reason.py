@@ -12,11 +12,19 @@ from pathlib import Path
 from rich.console import Console
 from sqlmodel import col, select
 
+from agents.base import FEEDBACK_ASK
 from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleSession, ConsoleTransport
 from bot.explain import explain
 from bot.intake import accept_click
-from bot.messages import DecideApproval, Recover, RequestBudget, ReviseRejected
+from bot.messages import (
+    DecideApproval,
+    PauseAgent,
+    Recover,
+    RequestBudget,
+    ResumeAgent,
+    ReviseRejected,
+)
 from bot.rejection_reasons import ReasonAnswer, accept_reason
 from bot.settings import Settings
 from connectors.actions import CmsCreateDraft
@@ -95,7 +103,10 @@ async def click_reject(aios: Aios, approval_id: int, user: str = MANAGER) -> Dec
 
 
 async def give_reason(aios: Aios, approval_id: int, text: str, user: str = MANAGER) -> ReasonAnswer:
-    answer = await accept_reason(aios.units, approval_id, user, text)
+    """The dialog's submission as the Slack listener takes it: checked against who may decide, then stored."""
+    answer = await accept_reason(
+        aios.units, approval_id, user, text, may_reject=aios.handlers.revisions.may_reject
+    )
     assert answer is not None
     return answer
 
@@ -178,9 +189,8 @@ async def test_the_model_is_given_the_reviewers_words_as_a_last_turn(
     assert last["content"].startswith("Your proposed action shop_refund ")
     assert json.dumps({**refund, "amount": 250.0}, sort_keys=True) in last["content"]
     assert f"was rejected by a reviewer, <@{MANAGER}>, who said: “{BROKEN_ITEM}”." in last["content"]
-    assert last["content"].endswith(
-        "Propose a revised action that follows the reviewer, or answer without a tool if it cannot be done."
-    )
+    assert last["content"].endswith(FEEDBACK_ASK)
+    assert "which stand as they are:" not in last["content"]  # the plan had no other actions
     assert await refunds(claude_aios, 1001) == [40.0]
 
 
@@ -197,7 +207,7 @@ async def test_only_the_person_who_rejected_may_say_why_and_only_once(
     reason_id = await reject_because(aios, approval.id, BROKEN_ITEM)
 
     refused = await give_reason(aios, approval.id, "refund $10", user=OTHER_MANAGER)
-    assert refused == ReasonAnswer(problem=f"Only <@{MANAGER}> who rejected {ref} can say why")
+    assert refused == ReasonAnswer(problem=f"Only <@{MANAGER}> who rejected {ref} can say why.")
     again = await give_reason(aios, approval.id, "refund $10")
     assert again.reason_id is None
     assert (
@@ -237,23 +247,132 @@ async def test_a_reason_sent_while_the_reject_click_is_handled_waits_for_it(aios
     assert (await the_reason(aios, approval.id)).outcome == "revised"
 
 
-async def test_a_reason_after_a_refused_reject_is_not_kept(aios: Aios, slack_api: FakeSlackApi) -> None:
+async def test_a_reason_from_someone_who_may_not_decide_is_refused_when_sent(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await click_reject(aios, approval.id, user=EDITOR)  # stored, not handled yet
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM, user=EDITOR)
+    assert answer == ReasonAnswer(
+        problem=f"You may not decide AP-{approval.id}, so your Reject does not count and there is nothing to "
+        "say why."
+    )
+    async with aios.units() as uow:
+        assert (await uow.repo.session.exec(select(RejectionReason))).all() == []
+
+
+async def test_only_names_a_rejecter_whose_reject_can_count(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    refused = await click_reject(aios, approval.id, user=EDITOR)  # first, but may not decide
+    counted = await click_reject(aios, approval.id)
+    assert (await give_reason(aios, approval.id, "refund $10", user=OTHER_MANAGER)).problem == (
+        f"Only <@{MANAGER}> who rejected AP-{approval.id} can say why."
+    )
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM)
+    assert answer.reason_id is not None
+    await aios.process(refused)
+    await aios.process(counted)
+    await aios.process(ReviseRejected(approval.id, MANAGER, CHANNEL, answer.reason_id))
+    assert await refunds(aios, 1001) == [40.0]
+
+
+async def test_a_reason_whose_reject_did_not_count_frees_the_approvals_reason(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken")
     approval = await newest_approval(aios)
     assert approval.id is not None
     decide = await click_reject(aios, approval.id, user=EDITOR)
-    answer = await give_reason(aios, approval.id, BROKEN_ITEM, user=EDITOR)
-    assert answer.reason_id is not None  # the click may still reject it when the reason arrives
+    # Stored while the click waited (as the console does, which asks no one's role): the click may still count.
+    answer = await accept_reason(aios.units, approval.id, EDITOR, "refund $10")
+    assert answer is not None and answer.reason_id is not None
     await aios.process(decide)
     await aios.process(ReviseRejected(approval.id, EDITOR, CHANNEL, answer.reason_id))
 
     assert (await newest_approval(aios)).status == "pending"
     assert len(await runs(aios)) == 1
-    assert (await the_reason(aios, approval.id)).outcome == "not_rejected"
+    async with aios.units() as uow:
+        assert (await uow.repo.session.exec(select(RejectionReason))).all() == []
     assert f"Your Reject of AP-{approval.id} was not counted, so your reason was not recorded." in whispers(
         slack_api, EDITOR
     )
     assert ":speech_balloon:" not in " ".join(thread_texts(slack_api))
+
+    # Whoever does reject it can still say why.
+    await reject_because(aios, approval.id, BROKEN_ITEM)
+    assert await refunds(aios, 1001) == [40.0]
+    assert (await the_reason(aios, approval.id)).user == MANAGER
+
+
+async def test_a_reason_and_a_recovery_at_once_revise_once(aios: Aios) -> None:
+    """A restart's recovery can hand over a reason this process is handling right now (the server takes
+    requests before it recovers): the revision is planned by one of them."""
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await aios.process(await click_reject(aios, approval.id))
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM)
+    assert answer.reason_id is not None
+
+    revise = ReviseRejected(approval.id, MANAGER, CHANNEL, answer.reason_id)
+    await asyncio.gather(aios.process(revise), aios.process(Recover(grace_seconds=0)))
+    await aios.process(Recover(grace_seconds=0))
+    assert await refunds(aios, 1001) == [40.0]
+    assert len(await runs(aios)) == 2
+    assert (await the_reason(aios, approval.id)).outcome == "revised"
+
+
+async def test_a_revision_that_waited_for_its_agent_is_planned_with_its_reason(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await aios.process(PauseAgent("returns", MANAGER, CHANNEL))
+    await reject_because(aios, approval.id, BROKEN_ITEM)
+    _, revision = await runs(aios)
+    assert revision.status == "paused" and await actions_of(aios, revision.id) == []
+
+    await aios.process(ResumeAgent("returns", MANAGER, CHANNEL))
+    [revised] = await actions_of(aios, revision.id)
+    assert revised.params["amount"] == 40.0  # not the request's $250 again
+    assert await refunds(aios, 1001) == [40.0]
+
+
+async def test_a_revision_replaces_only_the_rejected_action(
+    claude_aios: Aios, anthropic_api: FakeAnthropicApi
+) -> None:
+    refund = {"order_id": 1001, "reason": "arrived broken"}
+    email = {"to": "ana@example.com", "subject": "Your refund", "body": "We are refunding your order."}
+    anthropic_api.script(
+        Reply(
+            "Refund it and tell her.",
+            (ToolUse("shop_refund", {**refund, "amount": 250.0}), ToolUse("email_send", email)),
+        ),
+        Reply(
+            "Less, and tell her.",
+            (ToolUse("shop_refund", {**refund, "amount": 40.0}), ToolUse("email_send", email)),
+        ),
+    )
+    await ask(claude_aios, "refund order 1001, $250, arrived broken, and tell the customer")
+    [first] = await runs(claude_aios)
+    refund_action, email_action = await actions_of(claude_aios, first.id)
+    async with claude_aios.units() as uow:
+        refund_approval = await uow.repo.approval_for_action(refund_action.id or 0)
+        email_approval = await uow.repo.approval_for_action(email_action.id or 0)
+    assert refund_approval is not None and refund_approval.id is not None
+    assert email_approval is not None and email_approval.id is not None
+    await claude_aios.process(DecideApproval(email_approval.id, MANAGER, True, CHANNEL))
+    await reject_because(claude_aios, refund_approval.id, BROKEN_ITEM)
+
+    turn = anthropic_api.requests[-1]["messages"][-1]["content"]
+    assert "The same plan's other actions, which stand as they are:" in turn
+    assert f"- email_send {json.dumps(email, sort_keys=True)}: executed" in turn
+    _, revision = await runs(claude_aios)
+    assert [(a.name, a.params["amount"]) for a in await actions_of(claude_aios, revision.id)] == [
+        ("shop.refund", 40.0)
+    ]  # the email already went out: not proposed again
+    assert await refunds(claude_aios, 1001) == [40.0]
 
 
 async def test_a_reason_the_planner_cannot_use_proposes_nothing_and_says_so(

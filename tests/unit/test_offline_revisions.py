@@ -1,5 +1,5 @@
-"""The offline grammar for planning again after a rejection: the feedback turn read back, and the rejected call
-revised as the reviewer's words ask, or nothing proposed and a reply saying why."""
+"""The offline grammar for planning again after a rejection: the agent's feedback turn (never words a person typed),
+and the rejected call revised as the reviewer's words ask, or nothing proposed and a reply saying why."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agents.base import Feedback
-from agents.llm import CallContext, LLMReply, Message
+from agents.base import Feedback, FeedbackTurn
+from agents.llm import CallContext, LLMReply, Message, ToolSpec
 from agents.offline import OfflinePlanner, revisions
 
 REFUND = {"order_id": 1001, "amount": 250.0, "reason": "arrived broken"}
@@ -24,33 +24,45 @@ OFFERED = {
 CONTEXT = "Team time zone: Europe/Berlin; it is now 2026-11-24T10:00:00+01:00."
 
 
-def turn(action: str, params: dict[str, Any], reason: str) -> str:
-    return Feedback(action, "what the card showed", params, "U0MANAGER", reason).turn()
+def feedback(action: str, params: dict[str, Any], reason: str) -> Feedback:
+    return Feedback(action, "what the card showed", params, "U0MANAGER", reason)
 
 
 def revise(action: str, params: dict[str, Any], reason: str, system: str = "") -> LLMReply:
-    reply = revisions.plan(turn(action, params, reason), system, OFFERED)
-    assert reply is not None
-    return reply
+    return revisions.plan(feedback(action, params, reason), system, OFFERED)
 
 
-def test_a_feedback_turn_reads_back_as_written() -> None:
-    reason = 'no, “refund $40” — he said (twice) "was rejected by a reviewer"'
-    read = Feedback.read(turn("shop.refund", REFUND, reason))
-    assert read is not None
-    assert (read.tool, read.params, read.rejected_by, read.reason) == (
-        "shop_refund",
-        REFUND,
-        "U0MANAGER",
-        reason,
+CALL = CallContext(intent_id=1, agent="returns", requester="U0ALICE", channel="C0SHOP")
+TOOLS = [ToolSpec("shop_refund", "Refund part or all of an order", {"type": "object"})]
+
+
+async def test_feedback_typed_as_a_request_is_planned_as_a_request() -> None:
+    """Only the agent's feedback turn is read as feedback: the same words typed by a requester are a request."""
+    typed = feedback("shop.refund", REFUND, "refund $40").turn()
+    planner = OfflinePlanner()
+    as_typed = await planner.complete(
+        role="agent", system="", messages=[Message("user", typed)], tools=TOOLS, call=CALL
     )
-    assert Feedback.read("refund order 1001, $250, arrived broken") is None
-    assert revisions.plan("refund order 1001, $250, arrived broken", "", OFFERED) is None
+    assert "reviewer" not in as_typed.text
+    assert all(call.input.get("amount") != 40.0 for call in as_typed.tool_calls)
+    given = FeedbackTurn("user", typed, feedback("shop.refund", REFUND, "refund $40"))
+    revised = await planner.complete(role="agent", system="", messages=[given], tools=TOOLS, call=CALL)
+    [call] = revised.tool_calls
+    assert call.input["amount"] == 40.0 and revised.text.startswith("Revised as the reviewer asked")
 
 
 @pytest.mark.parametrize(
     "reason",
-    ["refund only the broken item, $40", "$40 max", "40 dollars is right", "don't refund more than $40"],
+    [
+        "refund only the broken item, $40",
+        "$40 max",
+        "only $40",
+        "at most $40",
+        "make it $40",
+        "40 dollars is right",
+        "don't refund more than $40",
+        "refund order 1001, only $40",
+    ],
 )
 def test_a_refund_becomes_the_amount_the_reviewer_named(reason: str) -> None:
     reply = revise("shop.refund", REFUND, reason)
@@ -63,7 +75,7 @@ def test_a_refund_becomes_the_amount_the_reviewer_named(reason: str) -> None:
 
 
 def test_a_long_reason_is_cut_to_what_a_refund_keeps() -> None:
-    [call] = revise("shop.refund", REFUND, "$40, " + "because " * 100).tool_calls
+    [call] = revise("shop.refund", REFUND, "refund $40, " + "because " * 100).tool_calls
     reason = call.input["reason"]
     assert isinstance(reason, str) and len(reason) == 500 and reason.endswith("…")
 
@@ -77,10 +89,18 @@ def test_a_long_reason_is_cut_to_what_a_refund_keeps() -> None:
         ("no refunds for used items", "they said not to, so I propose nothing more"),
         ("ask the customer for a photo first", "it names no amount, so I propose nothing more"),
         ("refund €40", "I proposed nothing: I can only refund in US dollars"),
-        ("$0", "I proposed nothing: “$0” is nothing to refund"),
-        ("$4.005", "I proposed nothing: “$4.005” has more than two decimals"),
+        ("refund $0", "I proposed nothing: “$0” is nothing to refund"),
+        ("only $4.005", "I proposed nothing: “$4.005” has more than two decimals"),
         ("refund 40", "I couldn't tell whether “40” in the reviewer's reason is an amount"),
         ("$20 or $30", "names more than one amount (“$20”, “$30”), so I won't guess which"),
+        # An amount told as what happened, or one for another order or payment, is no refund to make.
+        ("the customer already got $40 back from support last week", "doesn't say to refund that amount"),
+        ("they were refunded $40 yesterday", "doesn't say to refund that amount"),
+        ("$40 was enough for the last one", "doesn't say to refund that amount"),
+        ("the box cost $40", "doesn't say to refund that amount"),
+        ("wrong order, refund order 1002 $40 instead", "it names order 1002, not the rejected refund's"),
+        ("this is #1003's refund, $40 there", "it names order 1003, not the rejected refund's"),
+        ("refund pi_3Q9 $40, not this one", "it names payment pi_3Q9, not the rejected refund's"),
     ],
 )
 def test_a_reason_it_cannot_use_proposes_nothing_and_says_why(reason: str, said: str) -> None:
@@ -95,9 +115,13 @@ def test_a_stripe_refund_keeps_its_payment() -> None:
         "reason": "wrong size",
         "stripe_reason": "requested_by_customer",
     }
-    [call] = revise("stripe.refund", params, "half of it: $40").tool_calls
+    [call] = revise("stripe.refund", params, "refund pi_3Q1 only $40, half of it").tool_calls
     assert call.name == "stripe_refund"
-    assert call.input == {**params, "amount": 40.0, "reason": "wrong size; reviewer: half of it: $40"}
+    assert call.input == {
+        **params,
+        "amount": 40.0,
+        "reason": "wrong size; reviewer: refund pi_3Q1 only $40, half of it",
+    }
 
 
 def test_a_publish_goes_out_at_the_time_the_reviewer_named() -> None:
@@ -135,11 +159,11 @@ def test_a_draft_takes_the_quoted_title_and_a_planned_one_its_time() -> None:
 
 
 async def test_the_planner_answers_the_feedback_turn_not_the_request_before_it() -> None:
+    given = feedback("shop.refund", REFUND, "$40 max")
     messages = [
         Message("user", "refund order 1001, $250, arrived broken"),
-        Message("user", turn("shop.refund", REFUND, "$40 max")),
+        FeedbackTurn("user", given.turn(), given),
     ]
-    call = CallContext(intent_id=1, agent="returns", requester="U0ALICE", channel="C0SHOP")
-    reply = await OfflinePlanner().complete(role="agent", system="", messages=messages, tools=[], call=call)
+    reply = await OfflinePlanner().complete(role="agent", system="", messages=messages, tools=[], call=CALL)
     assert reply.tool_calls == []  # shop_refund is not offered here: noted, nothing proposed
     assert "I noted the reviewer's reason (“$40 max”)" in reply.text
