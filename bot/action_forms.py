@@ -4,8 +4,12 @@ way back from what Slack submits to the action's parameters.
 Each parameter gets an input block whose block id is its name and whose one element has the action id
 ``value``: numbers a number input, times a date-and-time picker, choices a select, yes/no a select, text a
 text input (several lines for long text), anything nested a text input holding JSON. A value the dialog cannot
-hold (text past Slack's 3,000 characters, parameters past the 100 blocks of a view) is said in a context line
-and kept as it is. Reading a submission starts from the current parameters, so whatever had no input stays.
+hold (text past Slack's 3,000 characters, parameters past the 100 blocks of a view), and a parameter that says
+what or whom the action is about (``Action.fixed_fields``), is said in a context line and kept as it is.
+
+Reading a submission takes only what the person changed (each input's value against the value it was drawn
+with, as ``view.blocks`` carries it) and puts it over the current parameters: a change someone else saved
+while the dialog was open stays, and changing the same parameter they changed is refused under its input.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from slack_sdk.models.views import View
 
 from bot.blocks import field_labels
 from bot.mrkdwn import escape, truncate
+from connectors.actions import Action
 from connectors.errors import InvalidActionError
 from connectors.mcp_tools import McpToolAction
 from connectors.registry import ConnectorRegistry
@@ -46,6 +51,7 @@ VALUE_ACTION_ID = "value"  # the one element of each parameter's input block
 INTRO_BLOCK_ID = "aios_edit_intro"
 LEFT_OUT_BLOCK_ID = "aios_edit_left_out"
 KEPT_BLOCK_PREFIX = "aios_edit_kept_"
+FIXED_BLOCK_PREFIX = "aios_edit_fixed_"
 
 INTRO = (
     "Saving re-checks the request against the policy; your edit counts as your approval only if the policy "
@@ -103,10 +109,17 @@ class FieldSpec:
 
 @dataclass
 class Submission:
-    """The parameters read back from a submitted dialog, and what could not be read, by block id."""
+    """What a submitted dialog asks for: the current parameters with the person's changes (``params``), the
+    changes alone, and what could not be read or was changed by someone else meanwhile, by block id."""
 
     params: dict[str, Any]
+    changes: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+
+
+def fixed_fields(action: type[BaseModel]) -> frozenset[str]:
+    """The parameters an edit may not change (an MCP tool's schema names none)."""
+    return action.fixed_fields() if issubclass(action, Action) else frozenset()
 
 
 def field_specs(action: type[BaseModel]) -> list[FieldSpec]:
@@ -246,9 +259,12 @@ def _layout(action: type[BaseModel], params: Mapping[str, Any]) -> list[Block]:
     blocks: list[Block] = [ContextBlock(block_id=INTRO_BLOCK_ID, elements=[MarkdownTextObject(text=INTRO)])]
     room = VIEW_BLOCKS_MAX - 2  # all but the introduction, and the line saying what was left out
     left_out: list[str] = []
+    fixed = fixed_fields(action)
     for position, spec in enumerate(field_specs(action)):
         if len(blocks) - 1 >= room:
             left_out.append(spec.label)
+        elif spec.name in fixed:
+            blocks.append(_fixed(spec, params.get(spec.name), position))
         else:
             blocks.append(_field_block(spec, params.get(spec.name), position))
     if left_out:
@@ -295,9 +311,22 @@ def _field_block(spec: FieldSpec, value: Any, position: int) -> Block:
 
 def _kept(spec: FieldSpec, position: int, why: str) -> ContextBlock:
     text = f"*{escape(truncate(spec.label, 200))}* cannot be edited here ({why}); it stays as it is."
-    block_id = KEPT_BLOCK_PREFIX + spec.name
+    return _context(KEPT_BLOCK_PREFIX, spec, position, text)
+
+
+def _fixed(spec: FieldSpec, value: Any, position: int) -> ContextBlock:
+    shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = (
+        f"*{escape(truncate(spec.label, 200))}*: {escape(truncate(shown, 300))} (what the request is about; "
+        "it cannot be edited: ask for a new request instead)"
+    )
+    return _context(FIXED_BLOCK_PREFIX, spec, position, text)
+
+
+def _context(prefix: str, spec: FieldSpec, position: int, text: str) -> ContextBlock:
+    block_id = prefix + spec.name
     if not spec.name or len(block_id) > BLOCK_ID_MAX:
-        block_id = f"{KEPT_BLOCK_PREFIX}{position}"  # block ids must be unique, and at most 255 characters
+        block_id = f"{prefix}{position}"  # block ids must be unique, and at most 255 characters
     return ContextBlock(block_id=block_id, elements=[MarkdownTextObject(text=text)])
 
 
@@ -444,30 +473,80 @@ def _json_placeholder(spec: FieldSpec) -> str:
 
 
 def read_submission(
-    action: type[BaseModel], values: Mapping[str, Any], current: Mapping[str, Any]
+    action: type[BaseModel],
+    values: Mapping[str, Any],
+    current: Mapping[str, Any],
+    drawn: Sequence[Any] = (),
 ) -> Submission:
-    """The parameters a submitted dialog asks for: the current ones, with each input's value (read as its
-    schema says: "40" → 40.0 for a number, JSON text parsed) in place of the parameter's. An emptied
-    optional input means null where the schema allows null, else the parameter's default (it is left out)."""
+    """What a submitted dialog asks for: each input's value (read as its schema says: "40" → 40.0 for a
+    number, JSON text parsed) that differs from the value the input was drawn with (``drawn``: the submitted
+    ``view.blocks``), in place of the current parameter. An emptied optional input means null where the schema
+    allows null, else the parameter's default. A changed input whose parameter someone else changed since the
+    dialog was drawn is an error: the person did not see their change. Without ``drawn`` the dialog is taken
+    to have been drawn with the current parameters."""
     params = dict(current)
+    changes: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    initial = _drawn_elements(drawn)
+    fixed = fixed_fields(action)
     for spec in field_specs(action):
         state = values.get(spec.name)
-        if not isinstance(state, Mapping) or VALUE_ACTION_ID not in state:
+        if spec.name in fixed or not isinstance(state, Mapping) or VALUE_ACTION_ID not in state:
             continue  # no input for it in the dialog: it stays as it is
-        element = state[VALUE_ACTION_ID]
         try:
-            value = _read(spec, element)
+            value = _read(spec, state[VALUE_ACTION_ID])
+            now = _read_drawn(spec, _element(spec, current.get(spec.name)))
+            then = _read_drawn(spec, initial[spec.name]) if spec.name in initial else now
         except _Unreadable as exc:
             errors[spec.name] = str(exc)
             continue
-        if value is not None:
-            params[spec.name] = value
-        elif spec.nullable:
-            params[spec.name] = None
-        else:
-            params.pop(spec.name, None)
-    return Submission(params, errors)
+        if value == then:
+            continue  # not changed in this dialog: whatever it is now stays
+        if now != then:
+            errors[spec.name] = CHANGED_MEANWHILE
+            continue
+        if value is None and not spec.nullable:
+            if "default" not in spec.schema:
+                params.pop(spec.name, None)
+                continue
+            value = spec.schema["default"]
+        params[spec.name] = changes[spec.name] = value
+    return Submission(params, changes, errors)
+
+
+CHANGED_MEANWHILE = (
+    "Someone else changed this after you opened the dialog; close it and click Edit again to see their "
+    "change."
+)
+
+
+def _drawn_elements(drawn: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
+    """Each input block's element as the dialog drew it, by the block's id."""
+    return {
+        str(block["block_id"]): block["element"]
+        for block in drawn
+        if isinstance(block, Mapping)
+        and block.get("type") == "input"
+        and isinstance(block.get("block_id"), str)
+        and isinstance(block.get("element"), Mapping)
+    }
+
+
+def _read_drawn(spec: FieldSpec, element: Any) -> Any:
+    """The value an input drawn so holds while nobody touches it."""
+    if element is None:
+        return None
+    drawn = element.to_dict() if hasattr(element, "to_dict") else element
+    if not isinstance(drawn, Mapping):
+        raise _Unreadable(UNREADABLE)
+    kind = drawn.get("type")
+    if kind == "static_select":
+        state = {"type": kind, "selected_option": drawn.get("initial_option")}
+    elif kind == "datetimepicker":
+        state = {"type": kind, "selected_date_time": drawn.get("initial_date_time")}
+    else:
+        state = {"type": kind, "value": drawn.get("initial_value")}
+    return _read(spec, state)
 
 
 class _Unreadable(ValueError):
@@ -506,8 +585,8 @@ def _read(spec: FieldSpec, element: Any) -> Any:
         raise _Unreadable(
             f"This is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
         ) from None
-    if spec.kind in (Kind.INTEGER, Kind.NUMBER) and _is_number(decoded):
-        return _number(spec, text)
+    # Decoded as it is, even a number its field cannot take (2.5 for a whole number): the model's check says
+    # what is wrong with it under the input.
     return decoded
 
 

@@ -47,6 +47,8 @@ def parse_edit(argument: str) -> EditLine:
         name, equals, value = word.partition("=")
         if not equals or not name:
             raise EditLineError(f"`{word}` is not a field=value pair; for example: {EXAMPLE}")
+        if name in changes:
+            raise EditLineError(f"{name} is named twice; say each field once.")
         changes[name] = value
     if not changes:
         raise EditLineError(f"Say which fields to change; for example: {EXAMPLE}")
@@ -66,7 +68,16 @@ def edited_params(
             f"{', '.join(unknown)} {'is not a field' if len(unknown) == 1 else 'are not fields'} of {name}; "
             f"its fields are: {', '.join(properties)}"
         )
-    params = {**current, **{field: _value(properties[field], text) for field, text in changes.items()}}
+    fixed = sorted(set(changes) & model.fixed_fields())
+    if fixed:
+        raise EditLineError(
+            f"{', '.join(fixed)} {'says' if len(fixed) == 1 else 'say'} what the request is about and cannot be "
+            "edited; ask for a new request instead. Nothing changed."
+        )
+    params = {
+        **current,
+        **{field: _value(field, properties[field], text) for field, text in changes.items()},
+    }
     try:
         registry.validate(name, params)
     except InvalidActionError as exc:
@@ -80,15 +91,43 @@ def _properties(model: type[Action]) -> dict[str, Any]:
     return dict(properties) if isinstance(properties, dict) else {}
 
 
-def _value(schema: Any, text: str) -> Any:
+def _value(name: str, schema: Any, text: str) -> Any:
     """Text as typed for a text parameter; anything else read as JSON when it is JSON (40, true, {"a": 1},
-    null), else left as text for the model to read or refuse."""
+    null), else left as text for the model to read or refuse. A number is read strictly: yes/no is not one,
+    nor is 2.5 a whole number (the model would take true for 1)."""
     if _text_only(schema):
         return text
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return text
+    types = _types(schema)
+    if value is None and "null" in types:
+        return value
+    whole = "integer" in types and types <= {"integer", "null"}
+    if whole and (isinstance(value, bool) or not isinstance(value, int)):
+        raise EditLineError(f"{name} takes a whole number, and `{text}` is not one. Nothing changed.")
+    number = "number" in types and types <= {"number", "integer", "null"}
+    if number and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise EditLineError(f"{name} takes a number, and `{text}` is not one. Nothing changed.")
+    return value
+
+
+def _types(schema: Any) -> set[str]:
+    """The JSON types a parameter's schema allows, across its alternatives."""
+    if not isinstance(schema, dict):
+        return set()
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(options, list):
+        return set().union(*(_types(option) for option in options))
+    kind = schema.get("type")
+    return (
+        {kind}
+        if isinstance(kind, str)
+        else {k for k in kind if isinstance(k, str)}
+        if isinstance(kind, list)
+        else set()
+    )
 
 
 def _text_only(schema: Any) -> bool:

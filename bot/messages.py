@@ -64,7 +64,7 @@ class EditApproval(Command):
 
     approval_id: int
     user: str
-    params: dict[str, Any]  # the whole edited parameter set (already checked against the model by the caller)
+    params: dict[str, Any]  # the parameters the person changed, put over the current ones when it is handled
     channel: str
     edit_id: int | None = None  # the stored edit this comes from, marked processed once handled
     recovered: bool = False  # re-submitted at start: its first handling may have got part of the way

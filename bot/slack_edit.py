@@ -25,13 +25,14 @@ from bot.action_forms import (
 from bot.blocks import EDIT_ACTION_ID
 from bot.bootstrap import Aios
 from bot.crashpoints import crash_point
+from bot.handlers.edits import edit_refusal
 from bot.intake import accept_edit
 from bot.messages import EditApproval
 from bot.observability import SLACK_REQUESTS
 from bot.slack_payloads import ButtonClick, SlackId, delivery_id, payload_type, problems
 from bot.transport import TransportError
 from connectors.errors import UnknownActionError
-from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
+from policies.approvers import ApprovalRequestView, Refusal, group_ids
 from storage.ids import format_id, parse_key
 from storage.records import Approval, ApprovalStatus, ProposedAction
 
@@ -63,6 +64,7 @@ class _State(_Shape):
 class _SubmittedView(_Shape):
     private_metadata: str = Field(default="", max_length=3000)
     state: _State
+    blocks: list[Any] = Field(default_factory=list, max_length=100)  # as drawn: the inputs' initial values
 
 
 class ViewSubmission(_Shape):
@@ -126,7 +128,7 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
             log.warning("edit_without_inputs", approval=approval_id, blocks=sorted(values)[:5])
             await ack()
             return
-        read = read_submission(action, values, proposed.params)
+        read = read_submission(action, values, proposed.params, submission.view.blocks)
         errors = {**validation_errors(aios.registry, proposed.name, read.params, list(values)), **read.errors}
         if errors:
             if not set(errors) <= set(values):
@@ -137,10 +139,11 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
             await ack(response_action="errors", errors=errors)
             return
         user = submission.user.id
-        edit_id = await accept_edit(aios.units, approval_id, user, read.params, approval.channel)
+        # Only what the person changed: the handler puts it over the parameters as they are when it runs.
+        edit_id = await accept_edit(aios.units, approval_id, user, read.changes, approval.channel)
         await ack()
         crash_point("edit_stored")  # past it, recovery handles the stored edit (not one of the generic steps)
-        aios.submit(EditApproval(approval_id, user, read.params, approval.channel, edit_id=edit_id))
+        aios.submit(EditApproval(approval_id, user, read.changes, approval.channel, edit_id=edit_id))
 
 
 async def _open_dialog(aios: Aios, trigger_id: str, approval_id: int, user: str) -> None:
@@ -166,7 +169,7 @@ async def _dialog(aios: Aios, approval_id: int, user: str) -> dict[str, Any]:
         group: await aios.handlers.transport.group_members(group)
         for group in group_ids(roles, request.deciding_roles(now))
     }
-    refusal = authorise_approval(request, user, approve=False, roles=roles, group_members=groups, now=now)
+    refusal = edit_refusal(request, user, roles, groups, now)
     if refusal is not None:
         deciding = " or ".join(request.deciding_roles(now))
         text = CANNOT_EDIT.get(refusal, CANNOT_EDIT[Refusal.NOT_AN_APPROVER])

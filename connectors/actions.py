@@ -39,6 +39,15 @@ class Action(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
     description: ClassVar[str]
+    # The fields that say what or whom the action is about (the order, the payment, the recipient, the post).
+    # Editing a request may change how much or why, never its target: the policy judged it for this target.
+    targets: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def fixed_fields(cls) -> frozenset[str]:
+        """The fields an edit may not change: the declared targets, and any field named like an id."""
+        ids = {name for name in cls.model_fields if name == "id" or name.endswith("_id")}
+        return cls.targets | ids
 
     def summary(self) -> str:
         return f"{self.name} {self.model_dump(mode='json')}"
@@ -54,6 +63,7 @@ class Action(BaseModel):
 
 class ShopRefund(Action):
     name: ClassVar[str] = "shop.refund"
+    targets: ClassVar[frozenset[str]] = frozenset({"order_id"})
     description: ClassVar[str] = "Refund part or all of an order's total to the customer."
 
     order_id: int = Field(gt=0, description="The shop's order number, e.g. 1001")
@@ -69,6 +79,7 @@ class ShopRefund(Action):
 
 class CmsCreateDraft(Action):
     name: ClassVar[str] = "cms.create_draft"
+    targets: ClassVar[frozenset[str]] = frozenset({"slug"})
     description: ClassVar[str] = "Create a draft post in the CMS; drafts are not visible to readers."
 
     title: str = Field(min_length=1, max_length=200)
@@ -92,6 +103,7 @@ class CmsCreateDraft(Action):
 
 class CmsPublish(Action):
     name: ClassVar[str] = "cms.publish"
+    targets: ClassVar[frozenset[str]] = frozenset({"slug"})
     description: ClassVar[str] = "Publish a post now, or schedule it for a later time."
 
     slug: Slug
@@ -114,6 +126,7 @@ class CmsPublish(Action):
 
 class CmsUnpublish(Action):
     name: ClassVar[str] = "cms.unpublish"
+    targets: ClassVar[frozenset[str]] = frozenset({"slug"})
     description: ClassVar[str] = "Take a published or scheduled post down again (it becomes unpublished)."
 
     slug: Slug
@@ -124,6 +137,7 @@ class CmsUnpublish(Action):
 
 class EmailSend(Action):
     name: ClassVar[str] = "email.send"
+    targets: ClassVar[frozenset[str]] = frozenset({"to"})
     description: ClassVar[str] = "Send an email to a customer."
 
     to: Email
@@ -144,6 +158,7 @@ WEBHOOK_BODY_MAX_BYTES = 16_384
 
 class WebhookPost(Action):
     name: ClassVar[str] = "webhook.post"
+    targets: ClassVar[frozenset[str]] = frozenset({"webhook"})
     description: ClassVar[str] = "POST a JSON object to one of the configured webhooks, signed."
 
     # Not ``name``: that is the action's own name, which policies match on.
@@ -184,6 +199,7 @@ ShopifyTag = Annotated[
 
 class ShopifyTagOrder(Action):
     name: ClassVar[str] = "shopify.tag_order"
+    targets: ClassVar[frozenset[str]] = frozenset({"order_id"})
     description: ClassVar[str] = "Add tags to a Shopify order (tags it already has are kept)."
 
     order_id: int = Field(gt=0, description="The order number as customers see it, without '#', e.g. 1001")
@@ -197,6 +213,7 @@ class ShopifyTagOrder(Action):
 
 class ShopifyNote(Action):
     name: ClassVar[str] = "shopify.note"
+    targets: ClassVar[frozenset[str]] = frozenset({"order_id"})
     description: ClassVar[str] = "Set the staff note on a Shopify order (it replaces the note there)."
 
     order_id: int = Field(gt=0, description="The order number as customers see it, without '#', e.g. 1001")
@@ -240,6 +257,7 @@ class ShopifyRefundLine(BaseModel):
 
 class ShopifyRefund(Action):
     name: ClassVar[str] = "shopify.refund"
+    targets: ClassVar[frozenset[str]] = frozenset({"order_id"})
     description: ClassVar[str] = (
         "Refund specific items (and optionally shipping) of a Shopify order. Shopify computes what these "
         "items cost, with their discounts and taxes, and amount must be that total: a proposal with another "
@@ -288,6 +306,7 @@ InventoryReason = Literal[
 
 class ShopifyAdjustInventory(Action):
     name: ClassVar[str] = "shopify.adjust_inventory"
+    targets: ClassVar[frozenset[str]] = frozenset({"sku", "location"})
     description: ClassVar[str] = "Change the available stock of one item (by SKU) at a Shopify location."
 
     sku: str = Field(min_length=1, max_length=255, description="The item's SKU")
@@ -325,6 +344,7 @@ StripeRefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 
 class StripeRefund(Action):
     name: ClassVar[str] = "stripe.refund"
+    targets: ClassVar[frozenset[str]] = frozenset({"payment"})
     description: ClassVar[str] = (
         "Refund part or all of one Stripe payment, named by its PaymentIntent (pi_…) or charge (ch_…), for "
         "payments that have no shop order number."
@@ -349,6 +369,7 @@ class StripeRefund(Action):
 
 class WordpressUpdate(Action):
     name: ClassVar[str] = "wordpress.update"
+    targets: ClassVar[frozenset[str]] = frozenset({"slug"})
     description: ClassVar[str] = (
         "Change an existing WordPress post's title, body or excerpt; its status (draft, scheduled, "
         "published) stays as it is. Give only the fields to change."
@@ -388,6 +409,7 @@ class WordpressUpdate(Action):
 
 class SocialPost(Action):
     name: ClassVar[str] = "social.post"
+    targets: ClassVar[frozenset[str]] = frozenset({"network", "post"})
     description: ClassVar[str] = (
         "Post a short text to a social network, now or at a later time; it may promote one of our posts. "
         "Mastodon takes at most 500 characters (a link counts as 23), Bluesky at most 300 graphemes, the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from connectors.actions import Action
 from connectors.base import ConnectorContext
@@ -16,10 +16,19 @@ from storage.records import BudgetAccount, Once
 class BudgetGrant(Action):
     name: ClassVar[str] = "budget.grant"
     description: ClassVar[str] = "Add money to a budget for model calls, for the rest of its period."
+    # The policy judges the grant by its budget, and the account is what gets the money: neither may change.
+    targets: ClassVar[frozenset[str]] = frozenset({"budget_id", "account"})
 
     budget_id: str = Field(min_length=1, max_length=120)
     account: str = Field(min_length=1, max_length=200, description="budget id : scope value : period")
     amount_usd: float = Field(gt=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _account_of_the_budget(self) -> BudgetGrant:
+        # The policy judges budget_id; the money goes to the account, so it must be one of that budget's.
+        if not self.account.startswith(self.budget_id + ":"):
+            raise ValueError(f"account {self.account} is not one of budget {self.budget_id}'s accounts")
+        return self
 
     def summary(self) -> str:
         return (

@@ -10,6 +10,7 @@ from sqlalchemy import delete
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.audit import voiding_votes
 from storage.records import ActionEdit, ApprovalVote, Decision
 
 
@@ -66,7 +67,10 @@ class ActionEdits:
         return (await self.session.exec(query)).first()
 
     async def void_votes(self, approval_id: int) -> int:
-        """Delete the approval's votes (they approved other parameters); how many there were."""
+        """Delete the approval's votes (they approved other parameters); how many there were. Called in the
+        transaction that writes the edit's decision: the audit chain records these deletions, and only these."""
+        votes = select(ApprovalVote.id).where(col(ApprovalVote.approval_id) == approval_id)
+        voiding_votes(self.session.sync_session, (await self.session.exec(votes)).all())
         statement = delete(ApprovalVote).where(col(ApprovalVote.approval_id) == approval_id)
         return int((await self.session.exec(statement)).rowcount)
 

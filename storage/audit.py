@@ -89,9 +89,12 @@ _PENDING = "aios_audit_pending"  # session.info key: records written in this tra
 READ_NEW = "read back: new"
 READ_BACK = "read back: compare with its last entry"
 DELETED = "deleted: append its tombstone"
-# The content of the entry that records a deletion (the votes an edit of the parameters voids, say): a record
-# whose last entry is this is meant to be gone.
+# The content of the entry that records a deletion: a record whose last entry is this is meant to be gone. The
+# one deletion the product makes is of the votes an edit of the parameters voids, so that is the one tombstoned:
+# approval_vote rows named by ``void_votes`` (session.info key below) in a transaction that writes the edit's
+# decision. Any other deletion of an audited row gets no tombstone, and so breaks verification.
 TOMBSTONE = "null"
+_VOIDED_VOTES = "aios_audit_voided_votes"
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -248,18 +251,29 @@ def _inserted_keys(session: Session, table: Table, values: Mapping[str, Any]) ->
     raise RuntimeError(f"an INSERT into audited {table.name} names no unique key to find its row by")
 
 
+def voiding_votes(session: Session, vote_ids: Iterable[Any]) -> None:
+    """These approval votes are deleted because an edit voids them, in this transaction (which must also write
+    the edit's decision): their deletion is recorded by a tombstone."""
+    voided: set[str] = session.info.setdefault(_VOIDED_VOTES, set())
+    voided.update(str(vote_id) for vote_id in vote_ids)
+
+
 def before_commit(session: Session) -> None:
     session.flush()  # so that after_flush has seen every record of the transaction
     pending = session.info.pop(_PENDING, None)
+    voided = session.info.pop(_VOIDED_VOTES, set())
     if pending:
-        append(session.connection(), pending)
+        append(session.connection(), pending, voided)
 
 
 def after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_VOIDED_VOTES, None)
 
 
-def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> int:
+def append(
+    connection: Connection, pending: Mapping[tuple[str, str], str], voided: Collection[str] = ()
+) -> int:
     """Append an entry for each record whose content differs from its last entry; returns how many.
 
     ``pending`` maps a record to its content when it is new, or to READ_NEW / READ_BACK (see :func:`_pending`).
@@ -276,7 +290,7 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> in
             contents[(name, row_key)] = read
     deleted = [record for record, content in pending.items() if content == DELETED]
     for record in deleted:
-        contents[record] = TOMBSTONE
+        contents[record] = TOMBSTONE if _voided_by_edit(record, voided, contents) else None
     latest = _latest_hashes(connection, [r for r in pending if pending[r] in (READ_BACK, DELETED)])
     hashed = [
         (record, content, sha256(content)) for record, content in contents.items() if content is not None
@@ -313,6 +327,30 @@ def append(connection: Connection, pending: Mapping[tuple[str, str], str]) -> in
         prev = link
     connection.execute(entries.insert(), rows)
     return len(rows)
+
+
+def _voided_by_edit(
+    record: tuple[str, str], voided: Collection[str], contents: Mapping[tuple[str, str], str | None]
+) -> bool:
+    """Whether a deleted record is a vote an edit voids: named by ``voiding_votes``, with an edit decision
+    written in the same transaction."""
+    name, key = record
+    return (
+        name == "approval_vote"
+        and key in voided
+        and any(
+            table == "decision" and content is not None and _kind(content) == "edit"
+            for (table, _), content in contents.items()
+        )
+    )
+
+
+def _kind(content: str) -> object:
+    try:
+        decoded = json.loads(content)
+    except ValueError:
+        return None
+    return decoded.get("kind") if isinstance(decoded, dict) else None
 
 
 # Session event → its hook; listened for on import of this module, so every AuditedSession appends.

@@ -25,14 +25,14 @@ from bot import blocks
 from bot.explain_edits import EDIT_REFUSED
 from bot.handlers.approvals import _request_view
 from bot.handlers.base import Collaborators, HandlerBase, Thread, card_edit
-from bot.handlers.judging import Judged, approval_deadlines, judge
+from bot.handlers.judging import COUNTED_TODAY, MOVED_MONEY, Judged, approval_deadlines, judge
 from bot.handlers.run_review import RunReviews
 from bot.messagebus import Message
 from bot.messages import ActionApproved, EditApproval
 from bot.mrkdwn import escape
 from bot.observability import DECISIONS, approval_decided
 from connectors.errors import InvalidActionError
-from policies.approvers import Refusal, authorise_approval, is_in_roles
+from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, is_in_roles
 from policies.engine import PolicyVerdict
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
@@ -138,15 +138,8 @@ class Edits(HandlerBase):
         request = await repo.get(Decision, approval.decision_id)
         assert request is not None
         view = _request_view(approval)
-        roles = self.policy.roles
         deciding = view.deciding_roles(now)
-        # Deciding, not approving: a requester who may not approve their own request may still edit it when
-        # they hold a deciding role (their edit then does not count as an approval); withdrawing is not editing.
-        refusal = authorise_approval(
-            view, command.user, approve=False, roles=roles, group_members=group_members, now=now
-        )
-        if refusal is None and not is_in_roles(command.user, deciding, roles, group_members):
-            refusal = Refusal.NOT_AN_APPROVER
+        refusal = edit_refusal(view, command.user, self.policy.roles, group_members, now)
         if refusal is not None:
             fields = {"approval": approval_ref, "roles": " or ".join(deciding)}
             text = REFUSAL_TEXT.get(refusal, "{approval} cannot be edited.").format(**fields)
@@ -168,16 +161,36 @@ class Edits(HandlerBase):
         proposed = await repo.get(ProposedAction, approval.action_id)
         assert proposed is not None and proposed.id is not None
         try:
-            action = self.registry.validate(proposed.name, command.params)
+            before = self.registry.validate(proposed.name, proposed.params).model_dump(mode="json")
+        except InvalidActionError as exc:
+            # Stored before the model changed: no edit can start from it (nor be retried at every start).
+            log.warning("edit_of_invalid_params", approval=approval.id, error=str(exc))
+            await edits.processed(edit, now, "refused: stored parameters no longer valid")
+            return _Edited(
+                approval=approval,
+                private=f"{approval_ref} cannot be edited: its stored parameters no longer fit "
+                f"{proposed.name} ({exc}). Approve or reject it as it is, or ask for it again.",
+            )
+        # The edit's parameters over the current ones, taken under the lock: an edit made since the editor's
+        # dialog opened keeps whatever this one did not change.
+        try:
+            action = self.registry.validate(proposed.name, {**proposed.params, **command.params})
         except InvalidActionError as exc:
             await edits.processed(edit, now, f"invalid: {exc}")
             return _Edited(
                 approval=approval,
                 private=f"Your edit of {approval_ref} was not saved: {exc}. Nothing changed.",
             )
-        before = self.registry.validate(proposed.name, proposed.params).model_dump(mode="json")
         after = action.model_dump(mode="json")
         changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+        if fixed := sorted(set(changed) & type(action).fixed_fields()):
+            text = (
+                f"Your edit of {approval_ref} was not saved: {', '.join(fixed)} "
+                f"{'says' if len(fixed) == 1 else 'say'} what the request is about and cannot be edited; "
+                "ask for a new request instead. Nothing changed."
+            )
+            await edits.processed(edit, now, f"refused: {', '.join(fixed)} cannot be edited")
+            return _Edited(approval=approval, private=text)
         if not changed:
             await edits.processed(edit, now, "unchanged")
             return _Edited(
@@ -201,7 +214,7 @@ class Edits(HandlerBase):
             await repo.insert_if_absent(
                 PolicyVersion, {"hash": self.policy.hash, "text": self.policy.text, "first_seen_at": utcnow()}
             )
-        judged = await self._judged_before(repo, proposed)
+        judged = await self._judged_with(repo, proposed)
         verdict, facts = await judge(
             self.policy, self.clock, repo, action, approval.requester, proposed.run_id, judged, group_members
         )
@@ -237,19 +250,21 @@ class Edits(HandlerBase):
         await edits.processed(edit, now, outcome)
         return edited
 
-    async def _judged_before(self, repo: Repository, proposed: ProposedAction) -> list[Judged]:
-        """What the run proposed before this action, each with the policy's latest verdict on it: what
-        planning had judged when it judged this one."""
+    async def _judged_with(self, repo: Repository, proposed: ProposedAction) -> list[Judged]:
+        """Every other action of the run that was not turned down, earlier or later, as the edited one is
+        judged with them: one that moved or will move money (approved, executed) as allowed, any other with
+        the policy's latest verdict on it. (Planning saw only the earlier ones; an edit comes after all.)"""
         judged: list[Judged] = []
-        for earlier in await repo.actions_for_run(proposed.run_id):
-            if earlier.id is None or earlier.id >= (proposed.id or 0):
+        for other in await repo.actions_for_run(proposed.run_id):
+            if other.id is None or other.id == proposed.id or other.status not in COUNTED_TODAY:
                 continue
-            verdicts = [d.verdict for d in await repo.decisions_for_action(earlier.id) if d.kind == "policy"]
+            verdicts = [d.verdict for d in await repo.decisions_for_action(other.id) if d.kind == "policy"]
             try:
-                action = self.registry.validate(earlier.name, earlier.params)
+                action = self.registry.validate(other.name, other.params)
             except InvalidActionError:
                 continue  # an action no connector offers any more: it moved nothing
-            judged.append((action, verdicts[-1] if verdicts else ""))
+            moved = other.status in MOVED_MONEY
+            judged.append((action, "allow" if moved else verdicts[-1] if verdicts else ""))
         return judged
 
     async def _ask_again(
@@ -270,12 +285,22 @@ class Edits(HandlerBase):
         )
         assert approval is not None and approval.id is not None and proposed is not None
         assert verdict is not None and decision is not None
+        roles_changed = (list(verdict.approver_roles), list(verdict.escalate_to)) != (
+            list(approval.approver_roles),
+            list(approval.escalate_to),
+        )
         approval.approver_roles = list(verdict.approver_roles)
         approval.forbid_self_approval = verdict.forbid_self_approval
         approval.quorum = verdict.quorum
         approval.escalate_to = list(verdict.escalate_to)
-        approval.escalate_at, approval.expires_at = approval_deadlines(now, verdict, proposed)
-        approval.escalated_at = None
+        escalate_at, expires_at = approval_deadlines(now, verdict, proposed)
+        # An edit does not buy the request more time: the earlier expiry stays. Its escalation starts again
+        # only when it now waits for other people.
+        if approval.expires_at is not None:
+            expires_at = approval.expires_at if expires_at is None else min(approval.expires_at, expires_at)
+        approval.expires_at = expires_at
+        if roles_changed:
+            approval.escalate_at, approval.escalated_at = escalate_at, None
         repo.session.add(approval)
         await repo.session.flush()
         await ActionEdits(repo.session).void_votes(approval.id)
@@ -370,6 +395,22 @@ class Edits(HandlerBase):
             await self._update_card(approval, *blocks.approval_request(_with_voters(card, voters)))
         else:
             await self._close_card(approval, approval.status, editor, now)
+
+
+def edit_refusal(
+    view: ApprovalRequestView,
+    user: str,
+    roles: Mapping[str, Collection[str]],
+    group_members: Mapping[str, Collection[str]],
+    now: datetime,
+) -> Refusal | None:
+    """Why ``user`` may not edit the request, or None. Deciding, not approving: a requester who may not approve
+    their own request may still edit it when they hold a deciding role (their edit then does not count as an
+    approval); withdrawing is not editing."""
+    refusal = authorise_approval(view, user, approve=False, roles=roles, group_members=group_members, now=now)
+    if refusal is None and not is_in_roles(user, view.deciding_roles(now), roles, group_members):
+        refusal = Refusal.NOT_AN_APPROVER
+    return refusal
 
 
 def _with_voters(card: blocks.ApprovalCard, voters: list[str]) -> blocks.ApprovalCard:

@@ -38,6 +38,7 @@ from bot.messages import (
 from storage.action_edits import ActionEdits
 from storage.escalations import Escalations
 from storage.records import (
+    ActionEdit,
     Approval,
     Click,
     Decision,
@@ -135,41 +136,65 @@ class Recovery(HandlerBase):
             *(ReplanRun(run_id) for run_id in to_replan if run_id is not None),
             *(ExecuteAction(action_id) for action_id in to_execute),
             *(ReconcileExecution(execution_id) for execution_id in taken_executions),
-            *await self._recovered_clicks(clicks),
-            *(
-                EditApproval(e.approval_id, e.user, e.params_after, e.channel, edit_id=e.id, recovered=True)
-                for e in edits
-            ),
+            *await self._recovered_clicks_and_edits(clicks, edits),
             *await self._recovered_reasons(unsettled, command.at_start, stale_before),
         ]
 
-    async def _recovered_clicks(self, clicks: Sequence[Click]) -> list[Message]:
-        """Each stored click decided again: those of an Approve all or Reject all (approvals on their run's
-        review card) as one DecideRun per run, person and button, so the thread reads as for the live click;
-        a single click as itself."""
-        singles: list[Message] = []
-        runs: dict[tuple[int, str, bool, str], list[int]] = {}
+    async def _recovered_clicks_and_edits(
+        self, clicks: Sequence[Click], edits: Sequence[ActionEdit]
+    ) -> list[Message]:
+        """Stored clicks and edits handed again in the order they were received, so that an approval and an
+        edit of the same request are taken as they came, whatever a crash cut short."""
+        timed: list[tuple[datetime, Message]] = [
+            *await self._recovered_clicks(clicks),
+            *(
+                (
+                    e.received_at,
+                    EditApproval(
+                        e.approval_id, e.user, e.params_after, e.channel, edit_id=e.id, recovered=True
+                    ),
+                )
+                for e in edits
+            ),
+        ]
+        return [message for _, message in sorted(timed, key=lambda pair: pair[0])]
+
+    async def _recovered_clicks(self, clicks: Sequence[Click]) -> list[tuple[datetime, Message]]:
+        """Each stored click decided again, with when it was received: those of an Approve all or Reject all
+        (approvals on their run's review card) as one DecideRun per run, person and button (at its first
+        click), so the thread reads as for the live click; a single click as itself."""
+        singles: list[tuple[datetime, Message]] = []
+        runs: dict[tuple[int, str, bool, str], list[Click]] = {}
         for click in clicks:
             async with self.units() as uow:
                 approval = await uow.repo.get(Approval, click.approval_id)
             run_id = await self.reviews.run_of(approval) if approval is not None else None
             if run_id is None or click.id is None:
-                singles.append(
-                    DecideApproval(
-                        click.approval_id,
-                        click.user,
-                        click.approve,
-                        click.channel,
-                        click_id=click.id,
-                        recovered=True,
-                        edits_seen=click.edits_seen,
-                    )
+                decide = DecideApproval(
+                    click.approval_id,
+                    click.user,
+                    click.approve,
+                    click.channel,
+                    click_id=click.id,
+                    recovered=True,
+                    edits_seen=click.edits_seen,
                 )
+                singles.append((click.received_at, decide))
             else:
-                runs.setdefault((run_id, click.user, click.approve, click.channel), []).append(click.id)
+                runs.setdefault((run_id, click.user, click.approve, click.channel), []).append(click)
         return singles + [
-            DecideRun(run_id, user, approve, channel, click_ids=tuple(ids), recovered=True)
-            for (run_id, user, approve, channel), ids in runs.items()
+            (
+                min(c.received_at for c in run_clicks),
+                DecideRun(
+                    run_id,
+                    user,
+                    approve,
+                    channel,
+                    click_ids=tuple(c.id for c in run_clicks if c.id is not None),
+                    recovered=True,
+                ),
+            )
+            for (run_id, user, approve, channel), run_clicks in runs.items()
         ]
 
     async def _recovered_reasons(

@@ -16,6 +16,7 @@ from mcp_types import Tool
 from slack_sdk.models.views import View
 
 from bot.action_forms import (
+    CHANGED_MEANWHILE,
     EDIT_CALLBACK_ID,
     INTRO,
     TEXT_VALUE_MAX,
@@ -23,6 +24,7 @@ from bot.action_forms import (
     Kind,
     edit_view,
     field_specs,
+    fixed_fields,
     input_block_ids,
     notice_view,
     read_submission,
@@ -202,6 +204,10 @@ def test_every_installed_action_has_an_example() -> None:
 def test_each_actions_dialog_is_valid_and_gives_back_the_same_parameters(name: str) -> None:
     action, params = installed_actions()[name], EXAMPLES[name]
     view = checked(edit_view("AP-12", action, params))
+    if not set(action.model_json_schema()["properties"]) - fixed_fields(action):
+        # Nothing but what it is about (cms.unpublish): a dialog that says so, without a Save.
+        assert "submit" not in view and "can be edited in Slack" in view["blocks"][0]["text"]["text"]
+        return
     assert view["callback_id"] == EDIT_CALLBACK_ID and view["private_metadata"] == "AP-12"
     assert (view["title"]["text"], view["submit"]["text"], view["close"]["text"]) == (
         "Edit AP-12",
@@ -209,12 +215,71 @@ def test_each_actions_dialog_is_valid_and_gives_back_the_same_parameters(name: s
         "Cancel",
     )
     assert view["blocks"][0]["elements"][0]["text"] == INTRO
-    assert list(inputs(view)) == list(action.model_json_schema()["properties"])
+    fixed = fixed_fields(action)
+    properties = list(action.model_json_schema()["properties"])
+    assert list(inputs(view)) == [p for p in properties if p not in fixed]
+    shown = {b["block_id"] for b in view["blocks"] if b["type"] == "context"}
+    assert {f"aios_edit_fixed_{p}" for p in fixed} <= shown
 
-    read = read_submission(action, submitted(view), params)
-    assert read.errors == {}
-    assert read.params == params
+    read = read_submission(action, submitted(view), params, view["blocks"])
+    assert (read.errors, read.changes, read.params) == ({}, {}, params)
     assert validation_errors(REGISTRY, name, read.params) == {}
+
+
+def test_what_an_action_is_about_is_shown_but_cannot_be_edited() -> None:
+    assert {
+        name: sorted(fixed_fields(action))
+        for name, action in installed_actions().items()
+        if fixed_fields(action)
+    } == {
+        "budget.grant": ["account", "budget_id"],
+        "cms.create_draft": ["slug"],
+        "cms.publish": ["slug"],
+        "cms.unpublish": ["slug"],
+        "email.send": ["to"],
+        "shop.refund": ["order_id"],
+        "shopify.adjust_inventory": ["location", "sku"],
+        "shopify.note": ["order_id"],
+        "shopify.refund": ["order_id"],
+        "shopify.tag_order": ["order_id"],
+        "social.post": ["network", "post"],
+        "stripe.refund": ["payment"],
+        "webhook.post": ["webhook"],
+        "wordpress.update": ["slug"],
+    }
+    grant, params = installed_actions()["budget.grant"], EXAMPLES["budget.grant"]
+    view = checked(edit_view("AP-7", grant, params))
+    assert list(inputs(view)) == ["amount_usd"]
+    [account] = [b for b in view["blocks"] if b["block_id"] == "aios_edit_fixed_account"]
+    assert "llm:U0ALICE:2026-11" in account["elements"][0]["text"]
+    assert "cannot be edited" in account["elements"][0]["text"]
+    # A submission naming the account anyway (a forged payload) changes only what has an input.
+    forged = {
+        **submitted(view, amount_usd={"type": "number_input", "value": "9"}),
+        "account": {"value": {"type": "plain_text_input", "value": "ops:U0ALICE:2026-11"}},
+    }
+    read = read_submission(grant, forged, params, view["blocks"])
+    assert read.changes == {"amount_usd": 9.0} and read.params["account"] == params["account"]
+    # An account must be one of the grant's budget's.
+    assert validation_errors(REGISTRY, "budget.grant", {**params, "account": "ops:U0ALICE:2026-11"}) == {
+        "amount_usd": "account ops:U0ALICE:2026-11 is not one of budget llm's accounts"
+    }
+
+
+def test_only_what_the_person_changed_is_taken_and_a_change_made_meanwhile_is_kept() -> None:
+    refund, opened = installed_actions()["shop.refund"], EXAMPLES["shop.refund"]
+    view = edit_view("AP-1", refund, opened)
+    # Someone else lowered the amount while this dialog was open; this person only changed the reason.
+    now = {**opened, "amount": 40.0}
+    typed = submitted(view, reason={"type": "plain_text_input", "value": "only the mug"})
+    read = read_submission(refund, typed, now, view["blocks"])
+    assert read.errors == {}
+    assert read.changes == {"reason": "only the mug"}
+    assert read.params == {**opened, "amount": 40.0, "reason": "only the mug"}
+    # Changing the amount they changed too is refused under it: this person never saw their 40.
+    typed = submitted(view, amount={"type": "number_input", "value": "60"})
+    read = read_submission(refund, typed, now, view["blocks"])
+    assert read.errors == {"amount": CHANGED_MEANWHILE} and read.changes == {}
 
 
 def test_the_inputs_follow_the_schema() -> None:
@@ -255,12 +320,12 @@ def test_the_inputs_follow_the_schema() -> None:
         "min_value": "0.01",  # more than 0, in whole cents
         "max_value": "100000",
     }
-    assert refund["order_id"]["element"]["min_value"] == "1"
-    assert refund["amount"]["label"]["text"] == "Amount" and refund["order_id"]["label"]["text"] == "Order id"
+    assert "order_id" not in refund  # what the refund is about: shown, not an input
+    assert refund["amount"]["label"]["text"] == "Amount" and refund["reason"]["label"]["text"] == "Reason"
 
     publish = inputs(checked(edit_view("AP-2", installed_actions()["cms.publish"], EXAMPLES["cms.publish"])))
     assert publish["publish_at"]["element"]["initial_date_time"] == 1796112000  # 2026-12-01 08:00 UTC
-    assert publish["slug"]["element"].get("multiline") is None
+    assert list(publish) == ["publish_at"]
     email = inputs(checked(edit_view("AP-4", installed_actions()["email.send"], EXAMPLES["email.send"])))
     assert (
         email["body"]["element"]["multiline"] is True and email["subject"]["element"].get("multiline") is None
@@ -300,14 +365,28 @@ def test_typed_values_are_read_as_the_schema_says() -> None:
         "close_by": "2026-12-24T18:00:00Z",
     }
 
-    # An emptied optional field that does not allow null takes its default: it is left out.
+    # An emptied optional field that does not allow null takes its default.
     shopify = installed_actions()["shopify.refund"]
     view = edit_view("AP-6", shopify, EXAMPLES["shopify.refund"])
     read = read_submission(
         shopify, submitted(view, shipping={"type": "number_input", "value": None}), EXAMPLES["shopify.refund"]
     )
-    assert "shipping" not in read.params
-    assert shopify.model_validate(read.params).model_dump()["shipping"] == 0.0
+    assert read.changes == {"shipping": 0.0} and read.params["shipping"] == 0.0
+
+
+def test_a_number_a_whole_number_field_cannot_take_is_left_to_the_models_check() -> None:
+    # Stored as 2.5, an integer field shows JSON text; saving it as it is, or typing another such value, is
+    # read as the number written, and the model's check says what is wrong under the input.
+    tool, deal = crm_tool(), {**EXAMPLES["mcp.crm.create_deal"], "priority": 2.5}
+    view = checked(edit_view("AP-3", tool, deal))
+    assert inputs(view)["priority"]["element"]["type"] == "plain_text_input"
+    assert read_submission(tool, submitted(view), deal, view["blocks"]).errors == {}
+    typed = submitted(view, priority={"type": "plain_text_input", "value": "3.5"})
+    read = read_submission(tool, typed, deal, view["blocks"])
+    assert (read.errors, read.changes) == ({}, {"priority": 3.5})
+    assert validation_errors(REGISTRY, "mcp.crm.create_deal", read.params, list(typed)) == {
+        "priority": "3.5 is not of type 'integer', 'null'"
+    }
 
 
 def test_what_cannot_be_read_is_said_under_its_input() -> None:
@@ -352,7 +431,7 @@ def test_the_models_errors_go_under_their_inputs() -> None:
     # An error about the whole action (no parameter) goes under the first input.
     assert validation_errors(
         REGISTRY, "wordpress.update", {"slug": "spring", "title": None, "body": None, "excerpt": None}
-    ) == {"slug": "give at least one of title, body or excerpt to change"}
+    ) == {"title": "give at least one of title, body or excerpt to change"}
     # Nested: the path within the parameter.
     lines = {**EXAMPLES["shopify.refund"], "lines": [{"sku": "A", "quantity": 0}]}
     [(block, error)] = validation_errors(REGISTRY, "shopify.refund", lines).items()
@@ -379,7 +458,7 @@ def test_a_value_too_long_for_a_dialog_is_kept_as_it_is() -> None:
         email, submitted(view, subject={"type": "plain_text_input", "value": "Shipped"}), params
     )
     assert read.params == {**params, "subject": "Shipped"}
-    assert input_block_ids(email, params) == ["to", "subject"]
+    assert input_block_ids(email, params) == ["subject"]
 
 
 def test_a_tool_with_more_parameters_than_a_dialog_holds_shows_the_first_and_says_so() -> None:
@@ -440,14 +519,18 @@ def test_no_stored_parameters_make_an_invalid_dialog(data: st.DataObject, name: 
     action = ACTIONS[name]
     params = data.draw(PARAMS[name])
     view = checked(edit_view("AP-123456789012", action, params))
-    # Whatever it shows reads back to what was stored, but for what a dialog gives back in another form.
-    read = read_submission(action, submitted(view), params)
+    # Saved untouched, it changes nothing.
+    untouched = read_submission(action, submitted(view), params, view["blocks"])
+    assert (untouched.errors, untouched.changes, untouched.params) == ({}, {}, params)
+    # Whatever it shows reads back to what was stored, but for what a dialog gives back in another form: read
+    # as changes of parameters that were empty, every input's value is read.
+    read = read_submission(action, submitted(view), {})
     assert read.errors == {}
     kinds = {spec.name: spec.kind for spec in field_specs(action)}
     for block_id in inputs(view):
         value = params.get(block_id)
         if value is not None and not _lossy(kinds[block_id], value):
-            assert read.params[block_id] == value, block_id
+            assert read.changes[block_id] == value, block_id
 
 
 def _lossy(kind: Kind, value: Any) -> bool:
@@ -503,6 +586,8 @@ def test_any_tools_schema_makes_a_valid_dialog(properties: dict[str, Any], data:
     view = checked(edit_view("AP-1", made, params))
     block_ids = [block["block_id"] for block in view["blocks"]]
     assert len(block_ids) == len(set(block_ids))
-    read = read_submission(made, submitted(view), params)
+    untouched = read_submission(made, submitted(view), params, view["blocks"])
+    assert (untouched.errors, untouched.changes, untouched.params) == ({}, {}, params)
+    read = read_submission(made, submitted(view), {})
     assert read.errors == {}
-    assert set(read.params) <= set(params) | set(properties)
+    assert set(read.changes) <= set(inputs(view))

@@ -7,14 +7,19 @@ from typing import Any, ClassVar
 import pytest
 
 from bot.console_edit import EditLine, EditLineError, edited_params, parse_edit
-from connectors.actions import Action, CmsPublish, ShopRefund, WebhookPost
+from connectors.actions import Action, CmsPublish, ShopifyAdjustInventory, ShopRefund, WebhookPost
 from connectors.registry import ConnectorRegistry
 
 
 class _Offers:
     """Stands for the connectors of a registry that is only asked to validate."""
 
-    actions: ClassVar[tuple[type[Action], ...]] = (ShopRefund, WebhookPost, CmsPublish)
+    actions: ClassVar[tuple[type[Action], ...]] = (
+        ShopRefund,
+        WebhookPost,
+        CmsPublish,
+        ShopifyAdjustInventory,
+    )
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         raise AssertionError("not executed here")
@@ -75,3 +80,44 @@ def test_an_unknown_field_or_a_value_that_does_not_fit_is_named() -> None:
         edited_params(REGISTRY, "shop.refund", REFUND, {"amount": "-5"})
     with pytest.raises(EditLineError, match=r"webhook.post: body: "):
         edited_params(REGISTRY, "webhook.post", {"webhook": "crm", "body": {}}, {"body": "{not json"})
+
+
+def test_a_field_named_twice_is_refused() -> None:
+    with pytest.raises(EditLineError, match="amount is named twice; say each field once"):
+        parse_edit("AP-3 amount=40 amount=30")
+
+
+INVENTORY = {"sku": "BOOT-42", "delta": -3, "reason": "damaged", "location": None}
+
+
+@pytest.mark.parametrize(
+    ("name", "current", "changes", "said"),
+    [
+        (
+            "shop.refund",
+            REFUND,
+            {"order_id": "true"},
+            "order_id says what the request is about and cannot be",
+        ),
+        ("shop.refund", REFUND, {"order_id": "1002"}, "order_id says what the request is about"),
+        ("webhook.post", {"webhook": "crm", "body": {}}, {"webhook": "billing"}, "webhook says what the"),
+        (
+            "shopify.adjust_inventory",
+            INVENTORY,
+            {"delta": "true"},
+            "delta takes a whole number, and `true` is",
+        ),
+        ("shopify.adjust_inventory", INVENTORY, {"delta": "2.5"}, "delta takes a whole number, and `2.5` is"),
+        ("shop.refund", REFUND, {"amount": "true"}, "amount takes a number, and `true` is not one"),
+    ],
+)
+def test_what_a_request_is_about_and_a_yes_for_a_number_are_refused(
+    name: str, current: dict[str, Any], changes: dict[str, str], said: str
+) -> None:
+    with pytest.raises(EditLineError, match="Nothing changed") as raised:
+        edited_params(REGISTRY, name, current, changes)
+    assert said in str(raised.value)
+
+
+def test_a_whole_number_is_read_as_one() -> None:
+    assert edited_params(REGISTRY, "shopify.adjust_inventory", INVENTORY, {"delta": "5"})["delta"] == 5
