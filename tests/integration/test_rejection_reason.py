@@ -487,6 +487,41 @@ async def test_a_revision_stopped_while_planning_is_planned_with_its_reason_afte
     assert (await the_reason(aios, approval.id)).outcome == "revised"
 
 
+async def test_the_sweeps_take_a_reason_that_waited_too_long_or_whose_planner_died(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await aios.process(await click_reject(aios, approval.id))
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM)
+    assert answer.reason_id is not None
+
+    await aios.process(Recover(grace_seconds=3600, at_start=False))  # young, and nobody plans it: left
+    assert len(await runs(aios)) == 1 and (await the_reason(aios, approval.id)).processed_at is None
+    # As a process that claimed its revision and died before its agent proposed anything.
+    [first] = await runs(aios)
+    async with aios.units() as uow:
+        revision = await uow.repo.add(Run(intent_id=first.intent_id, agent=first.agent, owner=987_654))
+        assert revision.id is not None
+        reasons = RejectionReasons(uow.repo.session)
+        assert await reasons.set_revision_run(answer.reason_id, revision.id)
+        assert await reasons.claim(answer.reason_id, 987_654, None)
+        await uow.commit()
+    await aios.process(Recover(grace_seconds=3600, at_start=False))
+    [revised] = await actions_of(aios, revision.id)
+    assert revised.params["amount"] == 40.0
+    assert (await the_reason(aios, approval.id)).outcome == "revised"
+
+    # One nobody claimed is taken once it is older than the grace period.
+    await ask(aios, "refund order 1003, $129, arrived late", thread_ts="1.2")
+    later = await newest_approval(aios)
+    assert later.id is not None
+    await aios.process(await click_reject(aios, later.id))
+    assert (await give_reason(aios, later.id, "refund only $20")).reason_id is not None
+    await aios.process(Recover(grace_seconds=0, at_start=False))
+    assert (await the_reason(aios, later.id)).outcome == "revised"
+    assert await refunds(aios, 1003) == [20.0]
+
+
 async def test_the_console_rejects_with_a_reason_as_the_button_and_the_dialog_do(
     database_url: str, clock: Clock, tmp_path: Path
 ) -> None:
