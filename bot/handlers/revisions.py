@@ -21,7 +21,7 @@ from bot.messagebus import Message
 from bot.messages import ReviseRejected
 from bot.mrkdwn import escape
 from connectors.budget import BudgetGrant
-from policies.approvers import authorise_approval
+from policies.approvers import authorise_approval, group_ids
 from storage.ids import format_id
 from storage.records import (
     Approval,
@@ -53,10 +53,11 @@ class Revisions(HandlerBase):
         a reason is asked for or kept (a reason from someone whose Reject is refused would hold its place)."""
         if approval.status == ApprovalStatus.REJECTED:
             return approval.decided_by == user
-        view = _request_view(approval)
-        groups = await self._group_members()
-        now = self.clock()
-        roles = self.policy.roles
+        view, now, roles = _request_view(approval), self.clock(), self.policy.roles
+        # Only the groups that can decide it: the dialog is opened after this, within the trigger id's 3 s.
+        groups = {
+            g: await self.transport.group_members(g) for g in group_ids(roles, view.deciding_roles(now))
+        }
         return (
             authorise_approval(view, user, approve=False, roles=roles, group_members=groups, now=now) is None
         )
