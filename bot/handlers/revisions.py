@@ -89,7 +89,7 @@ class Revisions(HandlerBase):
             return []
         if not await self._claim(reason.id, revision_id):
             return []  # a live process (maybe this one) is planning it, and settles it
-        log.info("rejection_revising", approval=approval.id, run=revision_id)
+        log.info("rejection_revising", approval=approval.id, run=revision_id, recovered=command.recovered)
         followups = await self.planning.plan_run(intent, revision_id)
         await self._settle(reason.id, "revised")
         return followups
