@@ -190,8 +190,8 @@ def test_malformed_edits_are_acknowledged_and_logged_never_failed(tmp_path: Path
                 )
                 assert status == 200
                 answer = json.loads(body)
-                assert answer["response_action"] == "errors" and list(answer["errors"]) == ["order_id"]
-                assert said in answer["errors"]["order_id"]
+                assert answer["response_action"] == "errors" and list(answer["errors"]) == ["amount"]
+                assert said in answer["errors"]["amount"]
 
             # A submission with none of the inputs: a plain ack.
             assert post(
@@ -288,4 +288,53 @@ def test_a_click_on_a_card_drawn_before_an_edit_does_not_approve_the_edited_requ
             assert post(serve.url, *fresh) == (200, "")
             wait_until(lambda: query(database, "SELECT status FROM execution") == [("succeeded",)])
         assert query(database, "SELECT order_id, amount FROM sandbox_refund") == [(1001, 300.0)]
+        assert query(database, "SELECT status, decided_by FROM approval") == [("approved", "U0BOSS")]
+
+
+def test_a_second_editor_keeps_the_first_editors_change(tmp_path: Path) -> None:
+    """A manager asks for $250 (their own edit cannot approve it) and both managers open the Edit dialog. The
+    first saves a new reason; the second, whose dialog still shows the old reason, changes the reason too and
+    is told it changed meanwhile, then changes only the amount: that approves $200 with the first's reason."""
+    database = tmp_path / "aios.db"
+    policy = tmp_path / "policy.yaml"
+    packaged = Path(__file__).parents[2] / "policies" / "default_policy.yaml"
+    policy.write_text(packaged.read_text().replace("manager: [U0MANAGER]", "manager: [U0MANAGER, U0BOSS]"))
+    with FakeSlackApi() as slack:
+        env = {**aios_env(f"sqlite+aiosqlite:///{database}", slack.url), "AIOS_POLICY_FILE": str(policy)}
+        with running_aios_serve(env) as serve:
+            request = app_mention("refund $250 on order 1001, broken", user=MANAGER, ts="1.1")
+            assert post(serve.url, *request)[0] == 200
+            wait_until(
+                lambda: query(database, "SELECT message_ts FROM approval WHERE message_ts IS NOT NULL")
+            )
+            [(approval_id, card_ts)] = query(database, "SELECT id, message_ts FROM approval")
+            approval = f"AP-{approval_id}"
+            mine = open_dialog(serve, slack, approval, MANAGER, str(card_ts))
+            theirs = open_dialog(serve, slack, approval, "U0BOSS", str(card_ts))
+            assert "order_id" not in {b.get("block_id") for b in mine["blocks"] if b["type"] == "input"}
+
+            values = state_of(mine, reason={"type": "plain_text_input", "value": "only the mug"})
+            saved = view_submission(
+                "aios_edit", values, user=MANAGER, private_metadata=approval, blocks=mine["blocks"]
+            )
+            assert post(serve.url, *saved) == (200, "")
+            wait_until(lambda: query(database, "SELECT processed_at IS NOT NULL FROM action_edit") == [(1,)])
+
+            values = state_of(theirs, reason={"type": "plain_text_input", "value": "all of it"})
+            clash = view_submission(
+                "aios_edit", values, user="U0BOSS", private_metadata=approval, blocks=theirs["blocks"]
+            )
+            status, body = post(serve.url, *clash)
+            assert status == 200 and list(json.loads(body)["errors"]) == ["reason"]
+            assert "Someone else changed this" in json.loads(body)["errors"]["reason"]
+
+            values = state_of(theirs, amount={"type": "number_input", "value": "200"})
+            saved = view_submission(
+                "aios_edit", values, user="U0BOSS", private_metadata=approval, blocks=theirs["blocks"]
+            )
+            assert post(serve.url, *saved) == (200, "")
+            wait_until(lambda: query(database, "SELECT status FROM execution") == [("succeeded",)])
+        assert query(database, "SELECT order_id, amount FROM sandbox_refund") == [(1001, 200.0)]
+        [(params,)] = query(database, "SELECT params FROM proposed_action")
+        assert json.loads(str(params)) == {"order_id": 1001, "amount": 200.0, "reason": "only the mug"}
         assert query(database, "SELECT status, decided_by FROM approval") == [("approved", "U0BOSS")]

@@ -6,28 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import io
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
 from bot.console import ConsoleSession, ConsoleTransport
-from bot.intake import accept_edit
+from bot.intake import accept_click, accept_edit
 from bot.messages import DecideApproval, EditApproval, PauseAgent, Recover, ResumeAgent
 from bot.queries import why
 from bot.replay import Scope, replay_records
+from bot.slack_edit import _dialog as edit_dialog
 from connectors.actions import ShopRefund
 from connectors.registry import params_hash
 from connectors.sandbox_state import sandbox_state
+from storage.action_edits import ActionEdits
 from storage.audit import verify
 from storage.records import (
     ActionEdit,
     Approval,
+    ApprovalVote,
     Capability,
+    Click,
     Decision,
     Execution,
     Intent,
@@ -470,3 +475,183 @@ async def test_a_replay_judges_each_decision_with_the_parameters_it_judged(aios:
         "small-refunds-are-fine",
     ]
     assert [r.new.verdict for r in replayed] == [r.recorded.verdict for r in replayed]
+
+
+async def test_what_a_request_is_about_cannot_be_edited(aios: Aios, slack_api: FakeSlackApi) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    await submit(aios, MANAGER, order_id=1002, amount=40.0)
+
+    assert (await the_action(aios)).params == BROKEN
+    assert await refunds(aios) == [] and await refunds(aios, 1002) == []
+    assert await decisions(aios) == [("policy", "require_approval")]
+    [edit] = await edits(aios)
+    assert edit.outcome == "refused: order_id cannot be edited" and edit.params_before is None
+    [told] = whispers_to(slack_api, MANAGER)
+    assert "order_id says what the request is about and cannot be edited" in told
+    assert (await the_approval(aios)).status == "pending"
+
+
+async def test_an_edit_changes_only_what_it_names_so_an_earlier_edit_stays(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    # Two people opened the dialog on $310; the first saves a new reason, the second a new amount.
+    for user, change in ((FIN1, {"reason": "only the mug"}), (FIN2, {"amount": 305.0})):
+        edit_id = await accept_edit(aios.units, approval.id, user, change, CHANNEL)
+        await aios.process(EditApproval(approval.id, user, change, CHANNEL, edit_id=edit_id))
+
+    assert (await the_action(aios)).params == {"order_id": 1001, "amount": 305.0, "reason": "only the mug"}
+    first, second = await edits(aios)
+    assert (first.changed, second.changed) == (["reason"], ["amount"])
+    await assert_audit_intact(aios)
+
+
+async def test_an_edit_is_judged_with_the_runs_other_actions_later_ones_too(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    action = await the_action(aios)
+    async with aios.units() as uow:  # the run's second refund, proposed after the first, already ran
+        await uow.repo.add(
+            ProposedAction(
+                run_id=action.run_id,
+                name="shop.refund",
+                params={"order_id": 1001, "amount": 250.0, "reason": "second parcel broken"},
+                status="executed",
+            )
+        )
+        await uow.commit()
+
+    asked = await the_approval_of(aios, action)
+    assert asked.id is not None
+    edit_id = await accept_edit(aios.units, asked.id, MANAGER, {"amount": 90.0}, CHANNEL)
+    await aios.process(EditApproval(asked.id, MANAGER, {"amount": 90.0}, CHANNEL, edit_id=edit_id))
+
+    # $90 alone is a small refund; with the $250 that ran, the run refunds $340: two from finance.
+    approval = await the_approval_of(aios, action)
+    assert approval.status == "pending" and (approval.approver_roles, approval.quorum) == (["finance"], 2)
+    async with aios.units() as uow:
+        request = await uow.repo.get(Decision, approval.decision_id)
+    assert request is not None and request.rule_id == "big-refunds-need-two-from-finance"
+    assert await refunds(aios) == []
+
+
+async def the_approval_of(aios: Aios, action: ProposedAction) -> Approval:
+    async with aios.units() as uow:
+        return (await uow.repo.session.exec(select(Approval).where(Approval.action_id == action.id))).one()
+
+
+async def test_an_edit_keeps_the_earlier_expiry_and_the_escalation_of_the_same_roles(
+    aios: Aios, clock: Clock
+) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    asked = await the_approval(aios)
+    assert asked.escalate_at is not None and asked.expires_at is not None
+
+    clock.advance(minutes=30)
+    await submit(aios, FIN1, amount=320.0)  # still two from finance, escalating to a manager
+    same = await the_approval(aios)
+    assert (same.approver_roles, same.escalate_at, same.expires_at) == (
+        ["finance"],
+        asked.escalate_at,
+        asked.expires_at,
+    )
+
+    clock.advance(minutes=30)
+    await submit(aios, FIN1, amount=250.0)  # now a manager's, whose rule gives 4 hours: the 2 hours stand
+    other = await the_approval(aios)
+    assert (other.approver_roles, other.escalate_at, other.expires_at) == (
+        ["manager"],
+        None,
+        asked.expires_at,
+    )
+
+
+async def test_stored_parameters_that_no_longer_fit_refuse_the_edit_once(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    async with aios.units() as uow:  # as if the model had changed since the action was proposed
+        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+        action.params = {**BROKEN, "amount": 250.005}
+        uow.repo.session.add(action)
+        await uow.commit()
+
+    await submit(aios, MANAGER, amount=40.0)
+
+    [edit] = await edits(aios)
+    assert edit.outcome == "refused: stored parameters no longer valid" and edit.processed_at is not None
+    [told] = whispers_to(slack_api, MANAGER)
+    assert "AP-1 cannot be edited: its stored parameters no longer fit shop.refund" in told
+    async with aios.units() as uow:
+        assert await ActionEdits(uow.repo.session).unprocessed() == []
+
+
+async def test_recovery_hands_clicks_and_edits_over_in_the_order_they_came(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    await ask(first, "refund order 1001, $250, arrived broken")
+    approval = await the_approval(first)
+    assert approval.id is not None
+    # Stored, then the process stopped: an edit that approves $200, then a click approving what the card shows.
+    edit_id = await accept_edit(first.units, approval.id, OTHER_MANAGER, {"amount": 200.0}, CHANNEL)
+    async with first.units() as uow:
+        edit = await uow.repo.get(ActionEdit, edit_id)
+        assert edit is not None
+        click = Click(
+            approval_id=approval.id,
+            user=MANAGER,
+            approve=True,
+            channel=CHANNEL,
+            edits_seen=0,
+            received_at=edit.received_at + timedelta(seconds=1),
+        )
+    await accept_click(first.units, click)
+    await first.close()
+
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await second.process(Recover(grace_seconds=0))
+        # The edit came first and approved $200; the click, on a card drawn before it, does not count.
+        assert await refunds(second) == [200.0]
+        assert (await the_approval(second)).decided_by == OTHER_MANAGER
+    finally:
+        await second.close()
+
+
+async def test_the_dialog_opens_only_for_those_who_may_decide(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+
+    refused = await edit_dialog(aios, approval.id, REQUESTER)  # asked for it, holds no deciding role
+    assert "submit" not in refused
+    assert "Only the manager role can decide AP-1" in refused["blocks"][0]["text"]["text"]
+    opened = await edit_dialog(aios, approval.id, MANAGER)
+    assert opened["submit"]["text"] == "Save"
+
+
+async def test_only_votes_an_edit_voids_leave_a_tombstone(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, FIN2, approve=True, channel=CHANNEL))
+    await assert_audit_intact(aios)
+
+    # Deleted through the application, but by no edit: a break in the trail, even when void_votes does it.
+    async with aios.units() as uow:
+        await ActionEdits(uow.repo.session).void_votes(approval.id)
+        await uow.commit()
+    report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
+    assert [p.kind for p in report.problems][:1] == ["deleted"]
+
+
+async def test_a_vote_deleted_through_the_orm_breaks_the_trail(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, FIN2, approve=True, channel=CHANNEL))
+    async with aios.units() as uow:
+        await uow.repo.session.exec(delete(ApprovalVote))
+        await uow.commit()
+    report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
+    assert [p.kind for p in report.problems][:1] == ["deleted"]
