@@ -90,11 +90,13 @@ READ_NEW = "read back: new"
 READ_BACK = "read back: compare with its last entry"
 DELETED = "deleted: append its tombstone"
 # The content of the entry that records a deletion: a record whose last entry is this is meant to be gone. The
-# one deletion the product makes is of the votes an edit of the parameters voids, so that is the one tombstoned:
-# approval_vote rows named by ``void_votes`` (session.info key below) in a transaction that writes the edit's
-# decision. Any other deletion of an audited row gets no tombstone, and so breaks verification.
+# product deletes audited rows in two cases only, and only those are tombstoned: the votes an edit of the
+# parameters voids (approval_vote rows named by ``voiding_votes``, in a transaction that writes the edit's
+# decision), and a rejection's reason that did not count (named by ``forgetting_reasons``), which frees the
+# approval's one reason for the person who did reject it. Any other deletion of an audited row gets no tombstone,
+# and so breaks verification.
 TOMBSTONE = "null"
-_VOIDED_VOTES = "aios_audit_voided_votes"
+_MEANT_DELETIONS = "aios_audit_meant_deletions"  # session.info key: (table, key) of the rows above
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -254,25 +256,34 @@ def _inserted_keys(session: Session, table: Table, values: Mapping[str, Any]) ->
 def voiding_votes(session: Session, vote_ids: Iterable[Any]) -> None:
     """These approval votes are deleted because an edit voids them, in this transaction (which must also write
     the edit's decision): their deletion is recorded by a tombstone."""
-    voided: set[str] = session.info.setdefault(_VOIDED_VOTES, set())
-    voided.update(str(vote_id) for vote_id in vote_ids)
+    meant: set[tuple[str, str]] = session.info.setdefault(_MEANT_DELETIONS, set())
+    meant.update(("approval_vote", str(vote_id)) for vote_id in vote_ids)
+
+
+def forgetting_reasons(session: Session, reason_ids: Iterable[Any]) -> None:
+    """These rejection reasons are deleted in this transaction because their rejection did not count: their
+    deletion is recorded by a tombstone."""
+    meant: set[tuple[str, str]] = session.info.setdefault(_MEANT_DELETIONS, set())
+    meant.update(("rejection_reason", str(reason_id)) for reason_id in reason_ids)
 
 
 def before_commit(session: Session) -> None:
     session.flush()  # so that after_flush has seen every record of the transaction
     pending = session.info.pop(_PENDING, None)
-    voided = session.info.pop(_VOIDED_VOTES, set())
+    meant = session.info.pop(_MEANT_DELETIONS, set())
     if pending:
-        append(session.connection(), pending, voided)
+        append(session.connection(), pending, meant)
 
 
 def after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
-    session.info.pop(_VOIDED_VOTES, None)
+    session.info.pop(_MEANT_DELETIONS, None)
 
 
 def append(
-    connection: Connection, pending: Mapping[tuple[str, str], str], voided: Collection[str] = ()
+    connection: Connection,
+    pending: Mapping[tuple[str, str], str],
+    meant: Collection[tuple[str, str]] = (),
 ) -> int:
     """Append an entry for each record whose content differs from its last entry; returns how many.
 
@@ -290,7 +301,7 @@ def append(
             contents[(name, row_key)] = read
     deleted = [record for record, content in pending.items() if content == DELETED]
     for record in deleted:
-        contents[record] = TOMBSTONE if _voided_by_edit(record, voided, contents) else None
+        contents[record] = TOMBSTONE if _deletion_meant(record, meant, contents) else None
     latest = _latest_hashes(connection, [r for r in pending if pending[r] in (READ_BACK, DELETED)])
     hashed = [
         (record, content, sha256(content)) for record, content in contents.items() if content is not None
@@ -329,15 +340,18 @@ def append(
     return len(rows)
 
 
-def _voided_by_edit(
-    record: tuple[str, str], voided: Collection[str], contents: Mapping[tuple[str, str], str | None]
+def _deletion_meant(
+    record: tuple[str, str],
+    meant: Collection[tuple[str, str]],
+    contents: Mapping[tuple[str, str], str | None],
 ) -> bool:
-    """Whether a deleted record is a vote an edit voids: named by ``voiding_votes``, with an edit decision
-    written in the same transaction."""
-    name, key = record
-    return (
+    """Whether a deleted record is one the product deletes: a reason named by ``forgetting_reasons``, or a vote
+    named by ``voiding_votes`` with an edit decision written in the same transaction."""
+    if record not in meant:
+        return False
+    name, _ = record
+    return name == "rejection_reason" or (
         name == "approval_vote"
-        and key in voided
         and any(
             table == "decision" and content is not None and _kind(content) == "edit"
             for (table, _), content in contents.items()

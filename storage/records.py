@@ -230,6 +230,8 @@ class RejectionReason(Record, table=True):
     Reject did not count is deleted, so the approval's one reason is the rejecter's."""
 
     __tablename__ = "rejection_reason"
+    # A reason that did not count is deleted: its id (in the audit chain, with its tombstone) never names another.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     approval_id: int = Field(foreign_key="approval.id", unique=True)

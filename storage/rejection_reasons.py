@@ -9,6 +9,7 @@ from sqlalchemy import delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.audit import forgetting_reasons
 from storage.records import Click, RejectionReason
 
 NOTED = "noted"  # recorded on the action and told in the thread; the revision (if any) may not be planned yet
@@ -95,7 +96,9 @@ class RejectionReasons:
 
     async def forget(self, reason_id: int) -> bool:
         """Delete a reason not counted (its Reject was refused, or someone else decided first), freeing the
-        approval's one reason for whoever did reject it; False when it was settled (or deleted) already."""
+        approval's one reason for whoever did reject it; False when it was settled (or deleted) already. The
+        audit chain records the deletion."""
+        forgetting_reasons(self.session.sync_session, [reason_id])
         statement = delete(RejectionReason).where(
             col(RejectionReason.id) == reason_id,
             col(RejectionReason.processed_at).is_(None),

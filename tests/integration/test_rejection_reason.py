@@ -303,7 +303,10 @@ async def test_a_reason_whose_reject_did_not_count_frees_the_approvals_reason(
     # Whoever does reject it can still say why.
     await reject_because(aios, approval.id, BROKEN_ITEM)
     assert await refunds(aios, 1001) == [40.0]
-    assert (await the_reason(aios, approval.id)).user == MANAGER
+    kept = await the_reason(aios, approval.id)
+    assert kept.user == MANAGER and kept.id != answer.reason_id
+    # The reason that did not count is gone on purpose: the audit chain recorded its deletion.
+    assert (await audit(aios)).problems == []
 
 
 async def test_a_reason_and_a_recovery_at_once_revise_once(aios: Aios) -> None:

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["revision_run_id"], ["run.id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("approval_id"),
+        sqlite_autoincrement=True,  # a deleted reason's id is never given to another
     )
     op.create_index(op.f("ix_rejection_reason_processed_at"), "rejection_reason", ["processed_at"])
 
