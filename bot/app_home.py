@@ -31,11 +31,12 @@ from slack_sdk.models.views import View
 
 from agents.dates import describe
 from bot import blocks
+from bot.approval_requests import request_view
 from bot.blocks import SECTION_TEXT_MAX, ApprovalCard
 from bot.cost import period_start
 from bot.digest import BudgetUse
 from bot.mrkdwn import escape, quote, truncate
-from policies.approvers import ApprovalRequestView, is_in_roles
+from policies.approvers import is_in_roles
 from storage.home_viewers import HomeViewers, RequestState
 from storage.ids import format_id
 from storage.records import AgentPause, Approval, IntentStatus, RunStatus
@@ -146,25 +147,12 @@ def shared_facts(
 ) -> SharedFacts:
     """The facts of a refresh, with who may decide each approval worked out once for every viewer."""
     deciding = {
-        approval.id or 0: _request_view(approval).deciding_roles(now)
+        approval.id or 0: request_view(approval).deciding_roles(now)
         for approval in pending
         # past its expiry nobody may decide it any more; the timer sweep closes it
         if approval.expires_at is None or now < approval.expires_at
     }
     return SharedFacts(now, pending, deciding, voters, teams, spend, paused, group_members)
-
-
-def _request_view(approval: Approval) -> ApprovalRequestView:
-    return ApprovalRequestView(
-        status=approval.status,
-        requester=approval.requester,
-        approver_roles=tuple(approval.approver_roles),
-        forbid_self_approval=approval.forbid_self_approval,
-        expires_at=approval.expires_at,
-        quorum=approval.quorum,
-        escalate_to=tuple(approval.escalate_to),
-        escalate_at=approval.escalate_at,
-    )
 
 
 def approvals_for(

@@ -4,10 +4,9 @@ must not be lost, ack, and hand the rest to the bus."""
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -34,8 +33,8 @@ from bot.slack_payloads import (
     MessageEvent,
     SlashCommandPayload,
     delivery_id,
+    parse_payload,
     payload_type,
-    problems,
 )
 from bot.slack_rejection import ask_reason, register_rejection
 from bot.slash import HELP, SlashCommand, bus_command, parse_slash
@@ -46,8 +45,6 @@ from storage.records import Click
 log = structlog.get_logger(__name__)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
-
-Payload = TypeVar("Payload", bound=BaseModel)
 
 
 def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
@@ -65,7 +62,7 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     @app.command("/aios")
     async def on_slash(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="slash").inc()
-        command = _parse(SlashCommandPayload, body, body)
+        command = parse_payload(SlashCommandPayload, body, body)
         if command is None:
             await ack(text="That command reached me without a user or a channel, so I can't act on it.")
             return
@@ -116,12 +113,12 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     @app.event("app_mention")
     async def on_mention(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="app_mention").inc()
-        callback = _parse(EventCallback, body, body)
+        callback = parse_payload(EventCallback, body, body)
         await _accept_event(aios, ack, body, callback, source="mention")
 
     @app.event("message")
     async def on_message(ack: AsyncAck, body: dict[str, Any]) -> None:
-        callback = _parse(EventCallback, body, body)
+        callback = parse_payload(EventCallback, body, body)
         # Only direct messages from people: channel messages arrive as app_mention, and the bot's own
         # messages and edits (subtypes) are not intents.
         event = callback.event if callback else {}
@@ -152,7 +149,7 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     async def on_take_over(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="block_actions").inc()
         await ack()
-        click = _parse(ButtonClick, body, body)
+        click = parse_payload(ButtonClick, body, body)
         run_id = _record_key(click, "R") if click else None
         if click is not None and run_id is not None:
             aios.submit(TakeOverRun(run_id=run_id, user=click.user.id, channel=click.channel_id))
@@ -161,7 +158,7 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     async def on_request_budget(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="block_actions").inc()
         await ack()
-        click = _parse(ButtonClick, body, body)
+        click = parse_payload(ButtonClick, body, body)
         run_id = _record_key(click, "R") if click else None
         if click is not None and run_id is not None:
             aios.submit(RequestBudget(run_id=run_id, user=click.user.id, channel=click.channel_id))
@@ -170,7 +167,7 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     async def on_undo(ack: AsyncAck, body: dict[str, Any]) -> None:
         """The click's undo is claimed before the ack (a second click finds it claimed), proposed after."""
         SLACK_REQUESTS.labels(kind="block_actions").inc()
-        click = _parse(ButtonClick, body, body)
+        click = parse_payload(ButtonClick, body, body)
         action_id = _record_key(click, "A") if click else None
         if click is None or action_id is None:
             await ack()
@@ -209,24 +206,10 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
     return app
 
 
-def _parse(model: type[Payload], data: Any, body: dict[str, Any]) -> Payload | None:
-    """The payload in its model, or None (logged with what did not fit) when it does not have that shape."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        log.warning(
-            "slack_payload_malformed",
-            type=payload_type(body),
-            event_id=delivery_id(body),
-            problems=problems(exc),
-        )
-        return None
-
-
 async def _accept_event(
     aios: Aios, ack: AsyncAck, body: dict[str, Any], callback: EventCallback | None, *, source: str
 ) -> None:
-    event = _parse(MessageEvent, callback.event, body) if callback else None
+    event = parse_payload(MessageEvent, callback.event, body) if callback else None
     if callback is None or event is None:
         await ack()
         return
@@ -252,7 +235,7 @@ async def _accept_event(
 async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
     """The click is stored before the ack: once Slack has its 200 the click survives a crash (see Recovery)."""
     SLACK_REQUESTS.labels(kind="block_actions").inc()
-    click = _parse(ButtonClick, body, body)
+    click = parse_payload(ButtonClick, body, body)
     approval_id = _record_key(click, "AP") if click else None
     if click is None or approval_id is None:
         await ack()
@@ -277,7 +260,7 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
 async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
     """Approve all / Reject all: one click stored per approval waiting, before the ack, like a single click."""
     SLACK_REQUESTS.labels(kind="block_actions").inc()
-    click = _parse(ButtonClick, body, body)
+    click = parse_payload(ButtonClick, body, body)
     run_id = _record_key(click, "R") if click else None
     if click is None or run_id is None:
         await ack()

@@ -8,10 +8,10 @@ inputs, and the dialog stays open; one that fits is stored before the ack, so an
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.action_forms import (
@@ -22,6 +22,7 @@ from bot.action_forms import (
     read_submission,
     validation_errors,
 )
+from bot.approval_requests import request_view
 from bot.blocks import EDIT_ACTION_ID
 from bot.bootstrap import Aios
 from bot.crashpoints import crash_point
@@ -29,16 +30,15 @@ from bot.handlers.edits import edit_refusal
 from bot.intake import accept_edit
 from bot.messages import EditApproval
 from bot.observability import SLACK_REQUESTS
-from bot.slack_payloads import ButtonClick, SlackId, delivery_id, payload_type, problems
+from bot.slack_payloads import ButtonClick, SlackId, parse_payload
 from bot.transport import TransportError
 from connectors.errors import UnknownActionError
-from policies.approvers import ApprovalRequestView, Refusal, group_ids
+from policies.approvers import Refusal, group_ids
 from storage.ids import format_id, parse_key
 from storage.records import Approval, ApprovalStatus, ProposedAction
 
 log = structlog.get_logger(__name__)
 
-Payload = TypeVar("Payload", bound=BaseModel)
 
 # Why a person may not edit a request, said in a small dialog instead of the form.
 CANNOT_EDIT = {
@@ -83,7 +83,7 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
     async def on_edit(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="block_actions").inc()
         await ack()
-        click, trigger = _parse(ButtonClick, body), _parse(_Trigger, body)
+        click, trigger = parse_payload(ButtonClick, body, body), parse_payload(_Trigger, body, body)
         if click is None or trigger is None:
             return
         approval_id = parse_key(click.value, "AP")
@@ -97,7 +97,7 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
     @app.view(EDIT_CALLBACK_ID)
     async def on_save(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="view_submission").inc()
-        submission = _parse(ViewSubmission, body)
+        submission = parse_payload(ViewSubmission, body, body)
         if submission is None:
             await ack()
             return
@@ -162,7 +162,7 @@ async def _dialog(aios: Aios, approval_id: int, user: str) -> dict[str, Any]:
         proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
     if approval is None or proposed is None:
         return notice_view(approval_ref, f"There is no approval {approval_ref}.")
-    request = _request_view(approval)
+    request = request_view(approval)
     now = aios.clock()
     roles = aios.policy.roles
     groups = {
@@ -185,19 +185,6 @@ async def _dialog(aios: Aios, approval_id: int, user: str) -> dict[str, Any]:
     return edit_view(approval_ref, action, proposed.params)
 
 
-def _request_view(approval: Approval) -> ApprovalRequestView:
-    return ApprovalRequestView(
-        status=approval.status,
-        requester=approval.requester,
-        approver_roles=tuple(approval.approver_roles),
-        forbid_self_approval=approval.forbid_self_approval,
-        expires_at=approval.expires_at,
-        quorum=approval.quorum,
-        escalate_to=tuple(approval.escalate_to),
-        escalate_at=approval.escalate_at,
-    )
-
-
 async def _ack_errors(ack: AsyncAck, values: dict[str, Any], message: str) -> None:
     """The message under the dialog's first input, so the person sees it; a plain ack when it has none."""
     first = next(iter(values), None)
@@ -205,16 +192,3 @@ async def _ack_errors(ack: AsyncAck, values: dict[str, Any], message: str) -> No
         await ack()
     else:
         await ack(response_action="errors", errors={first: message})
-
-
-def _parse(model: type[Payload], body: dict[str, Any]) -> Payload | None:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        log.warning(
-            "slack_payload_malformed",
-            type=payload_type(body),
-            event_id=delivery_id(body),
-            problems=problems(exc),
-        )
-        return None

@@ -5,10 +5,10 @@ ack, and leave the reading to a background task."""
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from sqlmodel import select
 
@@ -16,7 +16,12 @@ from bot.bootstrap import Aios
 from bot.message_ids import is_ours, record_of_message
 from bot.observability import SLACK_REQUESTS
 from bot.queries import why_answer
-from bot.slack_payloads import ButtonClick, MaybeSlackId, SlackId, delivery_id, payload_type, problems
+from bot.slack_payloads import (
+    ButtonClick,
+    MaybeSlackId,
+    SlackId,
+    parse_payload,
+)
 from bot.transport import TransportError
 from bot.why_blocks import WHY_OPEN_PREFIX
 from storage.ids import format_id
@@ -25,7 +30,6 @@ from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
-Payload = TypeVar("Payload", bound=BaseModel)
 
 EXPLAIN_CALLBACK_ID = "aios_explain"
 NOT_MINE = (
@@ -60,7 +64,7 @@ def register_explain(app: AsyncApp, aios: Aios) -> None:
     async def on_explain(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         SLACK_REQUESTS.labels(kind="message_action").inc()
         await ack()
-        shortcut = _parse(MessageShortcut, body)
+        shortcut = parse_payload(MessageShortcut, body, body)
         if shortcut is None:
             return
         # The message as sent (blocks and all): the model keeps only what it checks.
@@ -73,7 +77,7 @@ def register_explain(app: AsyncApp, aios: Aios) -> None:
     async def on_why_open(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLACK_REQUESTS.labels(kind="block_actions").inc()
         await ack()
-        click = _parse(ButtonClick, body)
+        click = parse_payload(ButtonClick, body, body)
         if click is None or not click.channel_id:
             return
         # A button of an answer in a thread: the next answer goes there too.
@@ -137,16 +141,3 @@ async def _answer(
         await aios.handlers.transport.post_ephemeral(channel, user, text, thread_ts=thread_ts, blocks=blocks)
     except TransportError as exc:
         log.error("explanation_not_delivered", channel=channel, user=user, error=str(exc))
-
-
-def _parse(model: type[Payload], body: dict[str, Any]) -> Payload | None:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        log.warning(
-            "slack_payload_malformed",
-            type=payload_type(body),
-            event_id=delivery_id(body),
-            problems=problems(exc),
-        )
-        return None

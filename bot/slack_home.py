@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.bootstrap import Aios
 from bot.messages import DecideApproval
 from bot.observability import SLACK_REQUESTS
-from bot.slack_payloads import EventCallback, SlackId, delivery_id, problems
+from bot.slack_payloads import EventCallback, SlackId, parse_payload
 from storage.home_viewers import HomeViewers
 from storage.records import Approval
 
@@ -34,16 +34,9 @@ def register_home(app: AsyncApp, aios: Aios) -> None:
         """Acked at once: nothing here must survive a crash, since opening the tab again does it all again."""
         SLACK_REQUESTS.labels(kind="app_home_opened").inc()
         await ack()
-        try:
-            callback = EventCallback.model_validate(body)
-            opened = _HomeOpened.model_validate(callback.event)
-        except ValidationError as exc:
-            log.warning(
-                "slack_payload_malformed",
-                type="app_home_opened",
-                event_id=delivery_id(body),
-                problems=problems(exc),
-            )
+        callback = parse_payload(EventCallback, body, body)
+        opened = parse_payload(_HomeOpened, callback.event, body) if callback else None
+        if callback is None or opened is None:
             return
         if opened.tab != "home":
             return  # the Messages tab is a conversation, not a view

@@ -7,9 +7,12 @@ counts non-2xx answers as failures, retries them, and may disable the app's subs
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+log = structlog.get_logger(__name__)
 
 # Slack's ids and timestamps; the columns that keep them are 40 characters wide.
 SlackId = Annotated[str, Field(min_length=1, max_length=40)]
@@ -134,6 +137,24 @@ class ButtonClick(_Payload):
     def in_view(self) -> bool:
         """Clicked on the App Home or in a modal, not on a message."""
         return self.container is not None and self.container.type == "view"
+
+
+Payload = TypeVar("Payload", bound=BaseModel)
+
+
+def parse_payload(model: type[Payload], data: Any, body: dict[str, Any]) -> Payload | None:
+    """``data`` (the whole ``body``, or a part of it) in its model, or None — logged with what did not fit,
+    under the delivery's type and id — when it does not have that shape."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        log.warning(
+            "slack_payload_malformed",
+            type=payload_type(body),
+            event_id=delivery_id(body),
+            problems=problems(exc),
+        )
+        return None
 
 
 def problems(error: ValidationError) -> str:

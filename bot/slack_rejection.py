@@ -19,7 +19,7 @@ from bot.bootstrap import Aios
 from bot.messages import ReviseRejected
 from bot.observability import SLACK_REQUESTS
 from bot.rejection_reasons import MAX_REASON, accept_reason
-from bot.slack_payloads import SlackId, delivery_id, payload_type, problems
+from bot.slack_payloads import SlackId, parse_payload, payload_type, problems
 from bot.transport import TransportError
 from storage.ids import format_id, parse_key
 from storage.records import Approval
@@ -131,15 +131,8 @@ def register_rejection(app: AsyncApp, aios: Aios) -> None:
         """The reason is checked and stored before the ack (a refusal is shown under the input, and the dialog
         stays open); an empty one is nothing to do."""
         SLACK_REQUESTS.labels(kind="view_submission").inc()
-        try:
-            submission = _Submission.model_validate(body)
-        except ValidationError as exc:
-            log.warning(
-                "slack_payload_malformed",
-                type=payload_type(body),
-                event_id=delivery_id(body),
-                problems=problems(exc),
-            )
+        submission = parse_payload(_Submission, body, body)
+        if submission is None:
             await ack()
             return
         approval_id = parse_key(submission.view.private_metadata, "AP")

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import structlog
 
+from bot.approval_requests import request_view
 from bot.crashpoints import crash_point
 from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.handlers.run_review import RunReviews
@@ -20,7 +21,7 @@ from bot.messages import (
 )
 from bot.observability import DECISIONS, ESCALATIONS, approval_decided
 from bot.tracing import approval_waited
-from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, group_ids
+from policies.approvers import Refusal, authorise_approval, group_ids
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import (
@@ -163,7 +164,7 @@ class Approvals(HandlerBase):
         rule_id = policy_decision.rule_id or "default"
         roles = self.policy.roles
         now = self.clock()
-        view = _request_view(approval)
+        view = request_view(approval)
         groups = {
             g: await self.transport.group_members(g) for g in group_ids(roles, view.deciding_roles(now))
         }
@@ -304,7 +305,7 @@ class Approvals(HandlerBase):
             # Most likely this very click, counted before the process stopped: nothing to tell anyone.
             log.info("recovered_click_already_counted", approval=approval.id, click=command.click_id)
             return _Outcome(refusal=refusal)
-        deciding = _request_view(approval).deciding_roles(self.clock())
+        deciding = request_view(approval).deciding_roles(self.clock())
         fields = {"approval": format_id("AP", approval.id), "rule": rule_id, "roles": " or ".join(deciding)}
         text = REFUSAL_TEXT[refusal].format(**fields)
         async with self.units() as uow:
@@ -358,16 +359,3 @@ class Approvals(HandlerBase):
             await self._close_card(approval, outcome, actor, at)
         else:
             await self.reviews.refresh(run_id, {})
-
-
-def _request_view(approval: Approval) -> ApprovalRequestView:
-    return ApprovalRequestView(
-        status=approval.status,
-        requester=approval.requester,
-        approver_roles=tuple(approval.approver_roles),
-        forbid_self_approval=approval.forbid_self_approval,
-        expires_at=approval.expires_at,
-        quorum=approval.quorum,
-        escalate_to=tuple(approval.escalate_to),
-        escalate_at=approval.escalate_at,
-    )

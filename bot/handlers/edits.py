@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 
 from bot import blocks
+from bot.approval_requests import request_view
 from bot.explain_edits import EDIT_REFUSED
-from bot.handlers.approvals import _request_view
 from bot.handlers.base import Collaborators, HandlerBase, Thread, card_edit
 from bot.handlers.judging import COUNTED_TODAY, MOVED_MONEY, Judged, approval_deadlines, judge
 from bot.handlers.run_review import RunReviews
@@ -137,7 +137,7 @@ class Edits(HandlerBase):
         edit.action_id = approval.action_id
         request = await repo.get(Decision, approval.decision_id)
         assert request is not None
-        view = _request_view(approval)
+        view = request_view(approval)
         deciding = view.deciding_roles(now)
         refusal = edit_refusal(view, command.user, self.policy.roles, group_members, now)
         if refusal is not None:
@@ -304,7 +304,7 @@ class Edits(HandlerBase):
         repo.session.add(approval)
         await repo.session.flush()
         await ActionEdits(repo.session).void_votes(approval.id)
-        view = _request_view(approval)
+        view = request_view(approval)
         refusal = authorise_approval(
             view, editor, approve=True, roles=self.policy.roles, group_members=group_members, now=now
         )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from bot.handlers.approvals import _request_view
+from bot.approval_requests import request_view
 from bot.handlers.base import Collaborators, HandlerBase, Thread
 from bot.handlers.planning import Planning
 from bot.messagebus import Message
@@ -53,7 +53,7 @@ class Revisions(HandlerBase):
         a reason is asked for or kept (a reason from someone whose Reject is refused would hold its place)."""
         if approval.status == ApprovalStatus.REJECTED:
             return approval.decided_by == user
-        view, now, roles = _request_view(approval), self.clock(), self.policy.roles
+        view, now, roles = request_view(approval), self.clock(), self.policy.roles
         # Only the groups that can decide it: the dialog is opened after this, within the trigger id's 3 s.
         groups = {
             g: await self.transport.group_members(g) for g in group_ids(roles, view.deciding_roles(now))
