@@ -445,6 +445,7 @@ async def test_two_writers_appending_at_once_make_one_chain(database_url: str) -
             await engine.dispose()
 
 
+@pytest.mark.empty_database
 async def test_a_store_upgraded_from_before_the_audit_verifies(database_url: str, raw: AsyncEngine) -> None:
     """Records written before the chain existed (here by SQL, at the schema before it) get one first entry
     each when it is added, and an allowed refund's execution is covered from then on."""

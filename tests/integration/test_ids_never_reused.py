@@ -14,6 +14,9 @@ from storage.memory import EmbeddedMemoryStore
 from storage.migrate import alembic_config, upgrade_to_head
 from storage.unit_of_work import UnitOfWorkFactory
 
+# These tests migrate their databases themselves, from nothing or from an older schema.
+pytestmark = pytest.mark.empty_database
+
 TEAM = "T0IDS"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
@@ -10,6 +11,9 @@ from sqlmodel import SQLModel
 import storage.records  # noqa: F401  (the tables)
 from storage.engine import create_engine
 from storage.migrate import include_name, upgrade_to_head
+
+# These tests migrate their databases themselves, from nothing or from an older schema.
+pytestmark = pytest.mark.empty_database
 
 
 async def test_migrations_match_the_records_and_run_twice(database_url: str) -> None:
