@@ -23,9 +23,11 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 @pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> AsyncIterator[str]:
-    """A fresh database: a SQLite file, or a throwaway PostgreSQL database dropped afterwards. It holds the newest
-    schema already, copied from one migrated per test process (migrating every test's database from nothing took
-    a good part of the suite's time); a test marked ``empty_database`` gets it empty, to migrate itself."""
+    """A fresh database: a SQLite file, or a throwaway PostgreSQL database dropped afterwards. The SQLite file holds
+    the newest schema already, copied from one migrated per test process (migrating every test's database from
+    nothing took a good part of the suite's time); a test marked ``empty_database`` gets it empty, to migrate
+    itself. PostgreSQL databases start empty: creating each from a migrated template writes the whole template
+    to the WAL, which costs more than migrating it."""
     empty = request.node.get_closest_marker("empty_database") is not None
     if request.param == "sqlite":
         path = Path(tmp_path) / "aios.db"
@@ -39,14 +41,11 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str
         pytest.skip(
             "PostgreSQL tests need AIOS_TEST_POSTGRES_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1/test)"
         )
-    template = None if empty else await _migrated_postgres(POSTGRES_URL)
-    async with throwaway_postgres(POSTGRES_URL, template=template) as url:
+    async with throwaway_postgres(POSTGRES_URL) as url:
         yield url
 
 
-_templates: dict[
-    str, str
-] = {}  # per test process: the migrated SQLite file, the migrated PostgreSQL database
+_templates: dict[str, str] = {}  # per test process: the migrated SQLite file
 
 
 async def _migrate(url: str) -> None:
@@ -68,35 +67,10 @@ async def _migrated_sqlite() -> Path:
     return Path(_templates["sqlite"])
 
 
-async def _migrated_postgres(base_url: str) -> str:
-    """A database at the newest schema that each test's database is created from (CREATE DATABASE … TEMPLATE),
-    dropped when the test process ends."""
-    if "postgresql" not in _templates:
-        template = throwaway_postgres(base_url)
-        url = await template.__aenter__()
-        await _migrate(url)
-        _templates["postgresql"] = template.name
-        _dropped_at_exit.append(template)
-    return _templates["postgresql"]
-
-
-_dropped_at_exit: list[throwaway_postgres] = []
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _drop_templates() -> Iterator[None]:
-    yield
-    import asyncio
-
-    for template in _dropped_at_exit:
-        asyncio.run(template.__aexit__())
-
-
 class throwaway_postgres:
-    def __init__(self, base_url: str, *, template: str | None = None) -> None:
+    def __init__(self, base_url: str) -> None:
         self.base = make_url(base_url)
         self.name = f"aios_test_{uuid.uuid4().hex[:12]}"
-        self.template = template
 
     def _dsn(self, database: str) -> str:
         return self.base.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
@@ -112,8 +86,7 @@ class throwaway_postgres:
                 pytest.fail(message)
             pytest.skip(message)
         try:
-            copied = f' TEMPLATE "{self.template}"' if self.template else ""
-            await connection.execute(f'CREATE DATABASE "{self.name}"{copied}')
+            await connection.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await connection.close()
         return self.base.set(drivername="postgresql+asyncpg", database=self.name).render_as_string(
