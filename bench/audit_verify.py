@@ -29,12 +29,12 @@ from sqlmodel import select
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import bootstrap
 from bot.console import ConsoleTransport
-from bot.intake import IncomingIntent
 from bot.logs import configure_logging
-from bot.messages import DecideApproval, HandleIntent
 from bot.settings import Settings
 from connectors.actions import ShopRefund
 from connectors.registry import params_hash
+from runtime.intake import IncomingIntent
+from runtime.messages import DecideApproval, HandleIntent
 from storage import audit
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head

@@ -49,12 +49,12 @@ from sqlalchemy import event
 from bot.blocks import APPROVE_ACTION_ID
 from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleTransport
-from bot.handlers import approvals, execution, planning
-from bot.intake import IncomingIntent
 from bot.logs import configure_logging
-from bot.messages import DecideApproval, HandleIntent
 from bot.settings import Settings
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM
+from runtime.handlers import approvals, execution, planning
+from runtime.intake import IncomingIntent
+from runtime.messages import DecideApproval, HandleIntent
 from storage.ids import parse_id
 from storage.records import Approval, ExecutionStatus, SandboxOrder
 
@@ -64,7 +64,7 @@ FIRST_ORDER = 20_001  # past the sandbox's seeded orders: each run refunds an or
 WARM_UP = 2  # runs before the timed ones: the first pays for imports, compiled conditions, cold caches
 LANGGRAPH_MISSING = "the LangGraph anchor needs the bench extra: pip install -e '.[bench]'"
 
-# What runs after each crash point, up to the next boundary (bot/crashpoints.py names the boundaries).
+# What runs after each crash point, up to the next boundary (runtime/crashpoints.py names the boundaries).
 AFTER_BOUNDARY = {
     "run_started": "routed (offline notice, agent, pause)",
     "actions_proposed": "card posted",

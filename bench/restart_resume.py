@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.crashpoints import BOUNDARIES
+from runtime.crashpoints import BOUNDARIES
 from tests.conftest import throwaway_postgres
 from tests.e2e.test_crash_recovery import Database, post, query
 from tests.fakes.aios_process import ServeProcess, aios_env, running_aios_serve

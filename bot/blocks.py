@@ -28,8 +28,8 @@ from slack_sdk.models.blocks import (
 )
 
 from agents.dates import UTC_ZONE, describe
-from bot.mrkdwn import escape, quote, truncate
 from connectors.mcp_tools import McpToolAction
+from runtime.mrkdwn import escape, quote, truncate
 
 APPROVE_ACTION_ID = "aios_approve"
 EDIT_ACTION_ID = "aios_edit"  # opens the Edit dialog (bot.slack_edit)
@@ -316,7 +316,7 @@ def approval_closed(card: ApprovalCard, outcome: str, actor: str | None, at: dat
 
 def notice(text: str, context: str | None = None) -> Message:
     """A plain reply in a thread, with an optional small-print line (ids, rule). Both are mrkdwn: whatever
-    others wrote in them must already be escaped (``bot.mrkdwn.escape``)."""
+    others wrote in them must already be escaped (``runtime.mrkdwn.escape``)."""
     blocks: list[Block] = [_section("aios_notice", text)]
     if context:
         blocks.append(_context("aios_notice_context", context))

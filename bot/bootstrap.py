@@ -23,25 +23,25 @@ from agents.publishing_calendar import PublishingCalendar
 from agents.returns import OrderLookup, ReturnsAgent
 from agents.scheduling import SchedulingAgent
 from agents.tools_agent import ToolsAgent
-from bot import observability
-from bot.background import BackgroundTasks
 from bot.digest import digest_period, post_digest
-from bot.handlers import Handlers
-from bot.intake import IncomingIntent, accept_intent
 from bot.logs import hide_secrets
 from bot.memory_setup import open_memory_store
-from bot.messagebus import Message, MessageBus
-from bot.messages import HandleIntent, Recover, log_fields
 from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
-from bot.tracing import IntentTraces, configure_from_environment
-from bot.transport import Transport, TransportError
 from connectors.actions import CmsCreateDraft
 from connectors.base import ConnectorContext
 from connectors.mcp_tools import params_by_action
 from connectors.redaction import RedactedOrders, Redactor
 from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
+from runtime import observability
+from runtime.background import BackgroundTasks
+from runtime.handlers import Handlers
+from runtime.intake import IncomingIntent, accept_intent
+from runtime.messagebus import Message, MessageBus
+from runtime.messages import HandleIntent, Recover, log_fields
+from runtime.tracing import IntentTraces, configure_from_environment
+from runtime.transport import Transport, TransportError
 from storage.brand_voice import BrandVoice
 from storage.engine import create_engine
 from storage.leases import Lease, acquire_lease

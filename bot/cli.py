@@ -411,7 +411,7 @@ async def _connector_statuses() -> list[ConnectorStatus]:
 def why(record_id: Annotated[str, typer.Argument(metavar="ID", help="R-…, A-…, D-…, AP-… or E-…")]) -> None:
     """Explain a decision: the same as `/aios why ID`."""
     from bot.explain import NotFoundError, explain
-    from bot.mrkdwn import unescape
+    from runtime.mrkdwn import unescape
     from storage.ids import UnknownIdError, parse_id
 
     try:

@@ -19,8 +19,15 @@ from bot.blocks import EDIT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTIO
 from bot.bootstrap import Aios
 from bot.console_edit import EditLineError, edited_params, parse_edit
 from bot.content_calendar import calendar_answer
-from bot.intake import IncomingIntent, accept_edit
-from bot.messages import (
+from bot.queries import private_answer
+from bot.rejection_reasons import accept_reason
+from bot.run_review import APPROVE_ALL_ACTION_ID
+from bot.slash import bus_command, parse_slash
+from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
+from bot.undo import ask_undo, file_undo
+from bot.why_blocks import WHY_OPEN_PREFIX
+from runtime.intake import IncomingIntent, accept_edit
+from runtime.messages import (
     DecideApproval,
     DecideRun,
     EditApproval,
@@ -30,14 +37,7 @@ from bot.messages import (
     ReviseRejected,
     SweepTimers,
 )
-from bot.mrkdwn import unescape
-from bot.queries import private_answer
-from bot.rejection_reasons import accept_reason
-from bot.run_review import APPROVE_ALL_ACTION_ID
-from bot.slash import bus_command, parse_slash
-from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM, INTERRUPTED
-from bot.undo import ask_undo, file_undo
-from bot.why_blocks import WHY_OPEN_PREFIX
+from runtime.mrkdwn import unescape
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import Approval, ProposedAction
 

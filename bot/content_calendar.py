@@ -20,10 +20,10 @@ from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTe
 from agents import months
 from agents.dates import place
 from agents.months import UnreadableMonth as UnreadableMonth  # raised by read_month
-from bot.mrkdwn import escape, truncate
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
 from connectors.wordpress_cms import PostSummary, body_digest
+from runtime.mrkdwn import escape, truncate
 from storage.ids import format_id
 from storage.planned_slots import PlannedSlots
 from storage.records import PlannedSlot, ProposedAction

@@ -16,8 +16,8 @@ import structlog
 from apscheduler.triggers.cron import CronTrigger
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from bot.transport import Transport, TransportError
 from policies.model import Budget
+from runtime.transport import Transport, TransportError
 from storage.escalations import Escalations
 from storage.ids import format_id
 from storage.repository import CostRow

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from bot.explain_edits import edit_line, first_proposed, params_when_judged
 from bot.explain_escalation import escalation_lines
 from bot.explain_rejection import reason_lines
-from bot.mrkdwn import escape, quote, truncate
+from runtime.mrkdwn import escape, quote, truncate
 from storage.ids import MAX_KEY, format_id, parse_id
 from storage.records import (
     ActionStatus,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.mrkdwn import quote
+from runtime.mrkdwn import quote
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import Decision, ProposedAction

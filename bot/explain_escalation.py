@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.mrkdwn import quote
+from runtime.mrkdwn import quote
 from storage.escalations import Escalations
 from storage.ids import format_id
 from storage.records import EscalationStatus

@@ -25,12 +25,12 @@ from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleTransport
 from bot.cost import cost_report, cost_text
 from bot.explain import NotFoundError, explain
-from bot.intake import IncomingIntent
-from bot.messages import ProposeAction
 from bot.settings import Settings
 from bot.terminal import CONSOLE_CHANNEL, CONSOLE_TEAM
-from bot.transport import Transport, TransportError
 from connectors.errors import InvalidActionError, UnknownActionError
+from runtime.intake import IncomingIntent
+from runtime.messages import ProposeAction
+from runtime.transport import Transport, TransportError
 from storage.ids import UnknownIdError, format_id
 from storage.records import ProposedAction
 from storage.repository import CostRow

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain, related_records
-from bot.mrkdwn import quote
 from bot.slash import HELP, SlashCommand
 from bot.why_blocks import why_message
+from runtime.mrkdwn import quote
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import ProposedAction, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory

@@ -7,8 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 from agents.context import ThreadEntry
-from bot.transport import Transport
 from connectors.redaction import Redactor
+from runtime.transport import Transport
 
 
 class RedactingTransport:

@@ -196,7 +196,7 @@ def slack_message(report: ReplayReport) -> tuple[str, list[dict[str, Any]]]:
     """The report as a Block Kit message within Slack's limits, and the same as its text fallback (shortened)."""
     from slack_sdk.models.blocks import HeaderBlock, MarkdownTextObject, SectionBlock
 
-    from bot.mrkdwn import escape, truncate
+    from runtime.mrkdwn import escape, truncate
 
     summary = "\n".join(escape(line) for line in report.summary_lines())
     blocks: list[Any] = [

@@ -22,8 +22,8 @@ from bot.blocks import (
     _render,
     _section,
 )
-from bot.mrkdwn import ELLIPSIS, quote, truncate
 from connectors.actions import Action
+from runtime.mrkdwn import ELLIPSIS, quote, truncate
 
 APPROVE_ALL_ACTION_ID = "aios_approve_all"
 REJECT_ALL_ACTION_ID = "aios_reject_all"

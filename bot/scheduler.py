@@ -14,7 +14,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.bootstrap import Aios
 from bot.digest import digest_trigger
-from bot.messages import PublishDuePosts, SweepTimers
+from runtime.messages import PublishDuePosts, SweepTimers
 
 TIMER_SWEEP_SECONDS = 15
 # How soon a replica notices that another died and carries on its work (at start it is at once).

@@ -18,10 +18,6 @@ from bot import blocks
 from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
-from bot.crashpoints import crash_point
-from bot.intake import IncomingIntent, accept_click, accept_run_click
-from bot.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
-from bot.observability import SLACK_REQUESTS
 from bot.queries import private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
@@ -39,6 +35,10 @@ from bot.slack_payloads import (
 from bot.slack_rejection import ask_reason, register_rejection
 from bot.slash import HELP, SlashCommand, bus_command, parse_slash
 from bot.undo import UndoFiling, ask_undo, file_undo, undo_action
+from runtime.crashpoints import crash_point
+from runtime.intake import IncomingIntent, accept_click, accept_run_click
+from runtime.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
+from runtime.observability import SLACK_REQUESTS
 from storage.ids import parse_key
 from storage.records import Click
 

@@ -22,18 +22,18 @@ from bot.action_forms import (
     read_submission,
     validation_errors,
 )
-from bot.approval_requests import request_view
 from bot.blocks import EDIT_ACTION_ID
 from bot.bootstrap import Aios
-from bot.crashpoints import crash_point
-from bot.handlers.edits import edit_refusal
-from bot.intake import accept_edit
-from bot.messages import EditApproval
-from bot.observability import SLACK_REQUESTS
 from bot.slack_payloads import ButtonClick, SlackId, parse_payload
-from bot.transport import TransportError
 from connectors.errors import UnknownActionError
 from policies.approvers import Refusal, group_ids
+from runtime.approval_requests import request_view
+from runtime.crashpoints import crash_point
+from runtime.handlers.edits import edit_refusal
+from runtime.intake import accept_edit
+from runtime.messages import EditApproval
+from runtime.observability import SLACK_REQUESTS
+from runtime.transport import TransportError
 from storage.ids import format_id, parse_key
 from storage.records import Approval, ApprovalStatus, ProposedAction
 

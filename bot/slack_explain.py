@@ -14,7 +14,6 @@ from sqlmodel import select
 
 from bot.bootstrap import Aios
 from bot.message_ids import is_ours, record_of_message
-from bot.observability import SLACK_REQUESTS
 from bot.queries import why_answer
 from bot.slack_payloads import (
     ButtonClick,
@@ -22,8 +21,9 @@ from bot.slack_payloads import (
     SlackId,
     parse_payload,
 )
-from bot.transport import TransportError
 from bot.why_blocks import WHY_OPEN_PREFIX
+from runtime.observability import SLACK_REQUESTS
+from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import Approval, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory

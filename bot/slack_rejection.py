@@ -1,5 +1,5 @@
 """Reject with a reason, in Slack: right after a Reject click's ack a dialog asks why, and what it is told is
-stored before the ack and handed to the bus, where the agent plans once more with it (bot.handlers.revisions).
+stored before the ack and handed to the bus, where the agent plans once more with it (runtime.handlers.revisions).
 
 The click itself rejects at once, as it always has; the dialog is opened in a background task within the 3 s a
 trigger id lives, and skipping it (or sending it empty) changes nothing.
@@ -16,11 +16,11 @@ from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, PlainText
 from slack_sdk.models.views import View
 
 from bot.bootstrap import Aios
-from bot.messages import ReviseRejected
-from bot.observability import SLACK_REQUESTS
 from bot.rejection_reasons import MAX_REASON, accept_reason
 from bot.slack_payloads import SlackId, parse_payload, payload_type, problems
-from bot.transport import TransportError
+from runtime.messages import ReviseRejected
+from runtime.observability import SLACK_REQUESTS
+from runtime.transport import TransportError
 from storage.ids import format_id, parse_key
 from storage.records import Approval
 

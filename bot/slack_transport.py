@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from agents.context import ThreadEntry
-from bot.transport import TransportError
+from runtime.transport import TransportError
 
 GROUP_CACHE_SECONDS = 300.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.messages import (
+from runtime.messages import (
     Command,
     Forget,
     PauseAgent,
@@ -15,7 +15,7 @@ from bot.messages import (
     ShowVoice,
     TakeOverRun,
 )
-from bot.mrkdwn import quote
+from runtime.mrkdwn import quote
 from storage.ids import parse_key
 from storage.memory.entities import normalised_key
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bot.messages import ProposeAction
-from bot.mrkdwn import escape, quote
-from bot.observability import INTENTS
 from connectors.actions import Action, safe_inverse
+from runtime.messages import ProposeAction
+from runtime.mrkdwn import escape, quote
+from runtime.observability import INTENTS
 from storage.ids import format_id, parse_key
 from storage.records import (
     ActionStatus,

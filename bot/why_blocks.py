@@ -7,7 +7,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
 
 from bot.blocks import SECTION_TEXT_MAX, Message, _render, _section
 from bot.explain import RelatedRecords
-from bot.mrkdwn import truncate
+from runtime.mrkdwn import truncate
 
 WHY_OPEN_PREFIX = "aios_why_open_"  # + run, approval, execution: action ids are unique within a block
 WHY_TEXT_MAX = 40_000  # Slack cuts a message's text there; the text is what notifications and search show

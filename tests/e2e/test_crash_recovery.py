@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.crashpoints import BOUNDARIES
+from runtime.crashpoints import BOUNDARIES
 from tests.fakes.aios_process import aios_env, running_aios_serve
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.slack_payloads import app_mention, block_action, sign

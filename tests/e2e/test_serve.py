@@ -484,4 +484,4 @@ async def test_a_listener_failure_is_logged_as_one_json_line_with_its_traceback_
     assert (failure["type"], failure["event_id"]) == ("event_callback:app_mention", "Ev0BROKENDB")
     chain = failure["exception"]  # the SQLAlchemy error and the sqlite3 error it wraps, each with its frames
     assert all(e["exc_type"] == "OperationalError" and "no such table: once" in e["exc_value"] for e in chain)
-    assert any(frame["filename"].endswith("bot/intake.py") for e in chain for frame in e["frames"])
+    assert any(frame["filename"].endswith("runtime/intake.py") for e in chain for frame in e["frames"])

@@ -9,14 +9,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import SQLModel, select
 
 from bot.bootstrap import Aios, bootstrap
-from bot.handlers import Handlers
-from bot.intake import IncomingIntent
-from bot.messagebus import MessageBus
-from bot.messages import HandleIntent
 from bot.settings import Settings
 from bot.slack_transport import SlackTransport
 from connectors.base import Connector
 from connectors.registry import ConnectorRegistry
+from runtime.handlers import Handlers
+from runtime.intake import IncomingIntent
+from runtime.messagebus import MessageBus
+from runtime.messages import HandleIntent
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import Decision, Execution, ProposedAction

@@ -17,12 +17,12 @@ from sqlalchemy import event
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.handlers.base import Collaborators
-from bot.handlers.home import RETRY_FIRST, SPEND_REDRAWN_EVERY, HomeRefresher
-from bot.intake import accept_edit
-from bot.messages import DecideApproval, EditApproval, PauseAgent, ResumeAgent
 from bot.slack_home import decide_from_home
-from bot.transport import Transport
+from runtime.handlers.base import Collaborators
+from runtime.handlers.home import RETRY_FIRST, SPEND_REDRAWN_EVERY, HomeRefresher
+from runtime.intake import accept_edit
+from runtime.messages import DecideApproval, EditApproval, PauseAgent, ResumeAgent
+from runtime.transport import Transport
 from storage.home_viewers import HomeViewers
 from storage.records import BudgetAccount, Execution, LlmCall, ProposedAction
 from tests.conftest import Clock

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, PauseAgent, ResumeAgent, SweepTimers
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval, PauseAgent, ResumeAgent, SweepTimers
 from storage.records import Approval, Decision, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

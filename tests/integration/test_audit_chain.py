@@ -20,9 +20,9 @@ from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, RequestBudget
 from connectors.actions import CmsCreateDraft, ShopRefund
 from connectors.registry import params_hash
+from runtime.messages import DecideApproval, RequestBudget
 from storage.audit import UNPROVEN, AuditReport, Problem, canonical, entry_hash, sha256, short_ref, verify
 from storage.engine import create_engine
 from storage.migrate import alembic_config, upgrade_to_head

@@ -13,7 +13,7 @@ from agents.budgets import estimate_cost
 from agents.llm import Message
 from agents.pricing import PriceTable
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, RequestBudget
+from runtime.messages import DecideApproval, RequestBudget
 from storage.records import Approval, BudgetAccount, Decision, LlmCall, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse

@@ -13,9 +13,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
+from runtime.messages import DecideApproval
 from storage.records import Approval, LlmCall
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import TOKEN, FakeSlackApi

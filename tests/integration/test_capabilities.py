@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, ExecuteAction, PauseAgent, ResumeAgent
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval, ExecuteAction, PauseAgent, ResumeAgent
 from storage.records import Approval, Capability, ProposedAction
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

@@ -16,9 +16,9 @@ from bot.bootstrap import Aios
 from bot.console import render
 from bot.content_calendar import calendar_answer
 from bot.explain import explain
-from bot.messages import DecideApproval, PauseAgent, ResumeAgent
 from connectors.actions import CmsCreateDraft, CmsPublish
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval, PauseAgent, ResumeAgent
 from storage.records import Approval, PlannedSlot, ProposedAction, SandboxPost
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, ExecuteAction, ReconcileExecution
 from connectors.registry import idempotency_key
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval, ExecuteAction, ReconcileExecution
 from storage.records import Approval, Execution, ProposedAction
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, ask

@@ -12,7 +12,7 @@ from sqlmodel import select
 from bot.bootstrap import Aios
 from bot.digest import DigestScheduleError, build_digest, digest_message, digest_trigger, post_digest
 from bot.slack_transport import SlackTransport
-from bot.transport import TransportError
+from runtime.transport import TransportError
 from storage.records import ActionStatus, Execution, ExecutionStatus, LlmCall, ProposedAction, Run
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.integration.conftest import ask

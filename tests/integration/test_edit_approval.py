@@ -17,14 +17,14 @@ from sqlmodel import col, select
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
 from bot.console import ConsoleSession, ConsoleTransport
-from bot.intake import accept_click, accept_edit
-from bot.messages import DecideApproval, EditApproval, PauseAgent, Recover, ResumeAgent
 from bot.queries import why
 from bot.replay import Scope, replay_records
 from bot.slack_edit import _dialog as edit_dialog
 from connectors.actions import ShopRefund
 from connectors.registry import params_hash
 from connectors.sandbox_state import sandbox_state
+from runtime.intake import accept_click, accept_edit
+from runtime.messages import DecideApproval, EditApproval, PauseAgent, Recover, ResumeAgent
 from storage.action_edits import ActionEdits
 from storage.audit import verify
 from storage.records import (

@@ -17,10 +17,10 @@ from bot.blocks import TAKE_OVER_ACTION_ID
 from bot.bootstrap import Aios
 from bot.digest import build_digest, digest_message
 from bot.explain import explain
-from bot.messages import TakeOverRun
 from bot.queries import status
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
+from runtime.messages import TakeOverRun
 from storage.records import Escalation, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse

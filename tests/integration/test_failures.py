@@ -11,10 +11,6 @@ import stamina
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.handlers import CONNECTOR_ATTEMPTS
-from bot.intake import IncomingIntent
-from bot.messagebus import MessageBus
-from bot.messages import DecideApproval, ExecuteAction, HandleIntent, Recover
 from connectors.actions import Action, ShopRefund
 from connectors.base import Connector, ConnectorContext
 from connectors.errors import TransientConnectorError
@@ -22,6 +18,10 @@ from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_outbox import SandboxOutbox
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
+from runtime.handlers import CONNECTOR_ATTEMPTS
+from runtime.intake import IncomingIntent
+from runtime.messagebus import MessageBus
+from runtime.messages import DecideApproval, ExecuteAction, HandleIntent, Recover
 from storage.records import ActionStatus, Approval, Execution, ExecutionAttempt, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

@@ -10,8 +10,8 @@ import pytest
 import stamina
 from sqlmodel import col, select
 
-from bot.handlers.execution import _retry_after
 from connectors.errors import PermanentConnectorError, TransientConnectorError
+from runtime.handlers.execution import _retry_after
 from storage.records import Execution, ExecutionAttempt
 from tests.conftest import Clock
 from tests.fakes.shop_api import FlakyShopApi

@@ -8,10 +8,10 @@ from pathlib import Path
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, ExecuteAction
 from bot.queries import why
 from connectors.actions import ShopRefund
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval, ExecuteAction
 from storage.records import Approval, Decision, Execution, Intent, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
@@ -176,7 +176,7 @@ async def test_a_connector_refusal_is_reported_and_changes_nothing(
 
 
 async def test_a_duplicate_delivery_is_accepted_once(aios: Aios) -> None:
-    from bot.intake import IncomingIntent
+    from runtime.intake import IncomingIntent
 
     incoming = IncomingIntent(
         source="mention",
@@ -194,7 +194,7 @@ async def test_a_duplicate_delivery_is_accepted_once(aios: Aios) -> None:
 async def test_acked_but_unhandled_intents_are_handled_on_recovery(
     aios: Aios, database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
 ) -> None:
-    from bot.intake import IncomingIntent
+    from runtime.intake import IncomingIntent
 
     stopped = await start_aios(database_url, slack_api, clock, tmp_path)  # acked it, then stopped
     await stopped.accept(

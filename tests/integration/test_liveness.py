@@ -15,10 +15,10 @@ from sqlmodel import col, select
 
 from agents.dispatcher import DISPATCHER
 from bot.bootstrap import Aios
-from bot.intake import IncomingIntent
-from bot.messagebus import Message
-from bot.messages import ReconcileExecution
 from connectors.sandbox_state import sandbox_state
+from runtime.intake import IncomingIntent
+from runtime.messagebus import Message
+from runtime.messages import ReconcileExecution
 from storage.leases import LEASE_LOCK_CLASS
 from storage.records import ActionStatus, Execution, Intent, Run, utcnow
 from tests.conftest import Clock

@@ -18,7 +18,6 @@ import respx
 import stamina
 from sqlmodel import select
 
-from bot.handlers.execution import CONNECTOR_ATTEMPTS
 from connectors.actions import SocialPost
 from connectors.base import ConnectorContext
 from connectors.errors import (
@@ -32,6 +31,7 @@ from connectors.sandbox_state import sandbox_state
 from connectors.sent_ledger import SentLedger
 from connectors.social_mastodon import MastodonSocial
 from connectors.social_sandbox import SandboxSocial
+from runtime.handlers.execution import CONNECTOR_ATTEMPTS
 from storage.records import SentMessage
 from storage.unit_of_work import UnitOfWorkFactory
 

@@ -20,7 +20,6 @@ from sqlmodel import col, select
 
 from agents.tools import tool_spec
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval
 from connectors.base import ConnectorContext
 from connectors.catalogue import connector_statuses
 from connectors.errors import (
@@ -40,6 +39,7 @@ from connectors.mcp_tools import (
 from connectors.registry import ConnectorRegistry, installed_action_params
 from policies.engine import Policy
 from policies.errors import PolicyError
+from runtime.messages import DecideApproval
 from storage.records import Approval, Decision, Execution, ProposedAction
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse

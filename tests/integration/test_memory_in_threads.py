@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.bootstrap import Aios
-from bot.messages import Forget, Recall, Remember
 from bot.queries import why
+from runtime.messages import Forget, Recall, Remember
 from storage.memory import EmbeddedMemoryStore
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse

@@ -9,9 +9,9 @@ from rich.console import Console
 
 from bot.bootstrap import Aios
 from bot.console import ConsoleSession, ConsoleTransport
-from bot.messages import Recall
 from bot.queries import why
 from bot.terminal import CONSOLE_TEAM
+from runtime.messages import Recall
 from storage.records import Run
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, REQUESTER, ask

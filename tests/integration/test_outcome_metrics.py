@@ -8,11 +8,11 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from bot.bootstrap import Aios
-from bot.messages import SweepTimers
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_shop import SandboxShop
+from runtime.messages import SweepTimers
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import ask, run_with_connectors, start_aios

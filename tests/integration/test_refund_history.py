@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, PauseAgent
 from connectors.sandbox_state import sandbox_state
 from policies.engine import DEFAULT_POLICY
+from runtime.messages import DecideApproval, PauseAgent
 from storage.records import Decision
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

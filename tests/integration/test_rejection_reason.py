@@ -16,8 +16,12 @@ from agents.base import FEEDBACK_ASK
 from bot.bootstrap import Aios, bootstrap
 from bot.console import ConsoleSession, ConsoleTransport
 from bot.explain import explain
-from bot.intake import accept_click
-from bot.messages import (
+from bot.rejection_reasons import ReasonAnswer, accept_reason
+from bot.settings import Settings
+from connectors.actions import CmsCreateDraft
+from connectors.sandbox_state import sandbox_state
+from runtime.intake import accept_click
+from runtime.messages import (
     DecideApproval,
     PauseAgent,
     Recover,
@@ -25,10 +29,6 @@ from bot.messages import (
     ResumeAgent,
     ReviseRejected,
 )
-from bot.rejection_reasons import ReasonAnswer, accept_reason
-from bot.settings import Settings
-from connectors.actions import CmsCreateDraft
-from connectors.sandbox_state import sandbox_state
 from storage.engine import create_engine
 from storage.records import (
     Approval,

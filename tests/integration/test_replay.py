@@ -14,8 +14,6 @@ from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from bot.explain import explain
-from bot.intake import IncomingIntent
-from bot.messages import ProposeAction
 from bot.queries import private_answer
 from bot.replay import Scope, build_report
 from bot.slack_app import build_slack_app
@@ -23,6 +21,8 @@ from bot.slash import parse_slash
 from bot.web import build_web_app
 from policies.engine import Policy
 from policies.replay import Change
+from runtime.intake import IncomingIntent
+from runtime.messages import ProposeAction
 from storage.records import Decision, PolicyVersion, ProposedAction, utcnow
 from tests.conftest import Clock
 from tests.fakes.slack_api import TOKEN, FakeSlackApi

@@ -12,9 +12,9 @@ from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from bot.console import render
-from bot.intake import accept_run_click
-from bot.messages import DecideRun, Recover
 from connectors.sandbox_state import sandbox_state
+from runtime.intake import accept_run_click
+from runtime.messages import DecideRun, Recover
 from storage.records import Approval, Decision, PlannedSlot, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

@@ -15,13 +15,13 @@ from sqlmodel import col, select
 
 from agents.dates import describe
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, PauseAgent, PublishDuePosts, ResumeAgent
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, slugify
 from connectors.base import ConnectorContext
 from connectors.due_publishing import DueOutcome, DuePublish
 from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval, PauseAgent, PublishDuePosts, ResumeAgent
 from storage.records import Approval, ProposedAction, ScheduledPublish
 from storage.scheduled_publishes import ScheduledPublishes
 from storage.unit_of_work import UnitOfWorkFactory

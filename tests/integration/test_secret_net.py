@@ -20,13 +20,13 @@ from agents.llm import CallContext
 from agents.returns import ReturnsAgent
 from bot.bootstrap import Aios
 from bot.explain import explain
-from bot.handlers import Handlers
-from bot.intake import IncomingIntent
-from bot.messagebus import MessageBus
-from bot.messages import HandleIntent
 from connectors.actions import Action, ShopRefund, StripeRefund
 from connectors.errors import ConnectorError, PermanentConnectorError
 from connectors.registry import ConnectorRegistry
+from runtime.handlers import Handlers
+from runtime.intake import IncomingIntent
+from runtime.messagebus import MessageBus
+from runtime.messages import HandleIntent
 from storage.ids import format_id
 from storage.records import ProposedAction
 from tests.conftest import Clock

@@ -17,7 +17,6 @@ import respx
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, Recover
 from bot.queries import why
 from connectors.actions import (
     ShopifyAdjustInventory,
@@ -34,6 +33,7 @@ from connectors.sandbox_shop import SandboxShop
 from connectors.shopify_shop import API_VERSION, ShopifyShop
 from connectors.stripe_shop import StripeShop
 from policies.engine import Policy
+from runtime.messages import DecideApproval, Recover
 from storage.engine import create_engine
 from storage.records import ActionStatus, Execution
 from storage.unit_of_work import UnitOfWorkFactory

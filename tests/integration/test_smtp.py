@@ -12,11 +12,11 @@ from sqlmodel import col, delete, select
 
 from bot.bootstrap import Aios
 from bot.explain import explain
-from bot.messages import DecideApproval, ExecuteAction, ReconcileExecution
 from connectors.actions import EmailSend
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.smtp_mail import SmtpMail, SmtpServer
+from runtime.messages import DecideApproval, ExecuteAction, ReconcileExecution
 from storage.engine import create_engine
 from storage.ids import format_id
 from storage.records import Approval, Execution, ProposedAction, SentMessage

@@ -18,14 +18,14 @@ from sqlmodel import col, select
 from agents.social_snippets import SocialSettings
 from bot.bootstrap import Aios
 from bot.console import ConsoleSession, ConsoleTransport
-from bot.handlers import Handlers
-from bot.messages import ActionExecuted, PublishDuePosts, Recover, ReplanRun, ScheduledPostLive, ShowVoice
 from bot.queries import why
 from bot.slash import HELP
 from bot.terminal import CONSOLE_TEAM
 from connectors.actions import CmsUnpublish
 from connectors.sandbox_state import sandbox_state
 from connectors.social_limits import LIMITS
+from runtime.handlers import Handlers
+from runtime.messages import ActionExecuted, PublishDuePosts, Recover, ReplanRun, ScheduledPostLive, ShowVoice
 from storage.records import Approval, Execution, Intent, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse

@@ -17,7 +17,6 @@ import respx
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval, Recover
 from bot.queries import why
 from connectors.actions import ShopRefund
 from connectors.base import ConnectorContext
@@ -25,6 +24,7 @@ from connectors.errors import ConnectorSettingError, PermanentConnectorError, Tr
 from connectors.http_shop import HttpShop
 from connectors.sandbox_shop import SandboxShop
 from connectors.stripe_shop import DEFAULT_API_BASE, StripeShop
+from runtime.messages import DecideApproval, Recover
 from storage.engine import create_engine
 from storage.records import ActionStatus, Execution
 from storage.unit_of_work import UnitOfWorkFactory

@@ -15,11 +15,11 @@ import respx
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent, Recover
 from connectors.actions import StripeRefund
 from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.stripe_shop import DEFAULT_API_BASE, StripeShop
+from runtime.intake import IncomingIntent
+from runtime.messages import DecideApproval, HandleIntent, Recover
 from storage.records import ActionStatus, Approval, Execution, ProposedAction
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY as ANTHROPIC_KEY

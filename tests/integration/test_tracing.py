@@ -15,18 +15,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from sqlmodel import select
 
-from bot import tracing
 from bot.bootstrap import Aios
-from bot.handlers import Handlers
-from bot.intake import IncomingIntent
-from bot.messagebus import MessageBus
-from bot.messages import DecideApproval, HandleIntent
-from bot.tracing import IntentTraces, intent_trace_id, store_namespace
 from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from connectors.registry import ConnectorRegistry
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_shop import SandboxShop
+from runtime import tracing
+from runtime.handlers import Handlers
+from runtime.intake import IncomingIntent
+from runtime.messagebus import MessageBus
+from runtime.messages import DecideApproval, HandleIntent
+from runtime.tracing import IntentTraces, intent_trace_id, store_namespace
 from storage.records import Approval
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
@@ -41,7 +41,7 @@ _EXPORTER = InMemorySpanExporter()
 def spans() -> Iterator[InMemorySpanExporter]:
     """The SDK installed once for this process (as `aios serve` does with an endpoint), spans kept in memory."""
     if not tracing.enabled():
-        from bot.tracing_setup import install
+        from runtime.tracing_setup import install
 
         install(_EXPORTER, batch=False)
     _EXPORTER.clear()
@@ -192,7 +192,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 CHECK_PROVIDER = """
 import sys
-from bot.tracing import configure_from_environment
+from runtime.tracing import configure_from_environment
 from connectors.redaction import Redactor
 configure_from_environment(Redactor())
 from opentelemetry import trace

@@ -18,7 +18,6 @@ from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
 from connectors.base import ConnectorContext
@@ -26,6 +25,7 @@ from connectors.errors import PermanentConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
+from runtime.messages import DecideApproval
 from storage.audit import verify
 from storage.engine import create_engine
 from storage.records import AuditEntry, Intent, ProposedAction, Run, UndoRequest

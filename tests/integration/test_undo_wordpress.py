@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.messages import DecideApproval
 from bot.undo import ask_undo, file_undo
+from runtime.messages import DecideApproval
 from storage.records import Approval, UndoRequest
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

@@ -11,9 +11,9 @@ import json
 from sqlmodel import select
 
 from bot.bootstrap import Aios
-from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent
 from bot.queries import why
+from runtime.intake import IncomingIntent
+from runtime.messages import DecideApproval, HandleIntent
 from storage.records import Approval, ProposedAction
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import ApiCall, FakeSlackApi

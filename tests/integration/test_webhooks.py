@@ -14,12 +14,12 @@ from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from bot.explain import explain
-from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, ExecuteAction, ProposeAction
 from connectors.actions import WebhookPost
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.webhooks import Webhooks, parse_webhooks
+from runtime.intake import IncomingIntent
+from runtime.messages import DecideApproval, ExecuteAction, ProposeAction
 from storage.ids import format_id
 from storage.records import Approval, Decision, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory

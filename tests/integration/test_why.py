@@ -10,9 +10,9 @@ import pytest
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
-from bot.intake import accept_click
-from bot.messages import DecideApproval
 from bot.queries import why
+from runtime.intake import accept_click
+from runtime.messages import DecideApproval
 from storage.records import Approval, Click, LlmCall, ProposedAction
 from tests.fakes.anthropic_api import FakeAnthropicApi, Reply, ToolUse
 from tests.integration.conftest import CHANNEL, MANAGER, ask

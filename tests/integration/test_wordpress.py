@@ -21,13 +21,13 @@ from sqlmodel import col, select
 
 import policies
 from bot.bootstrap import Aios
-from bot.intake import IncomingIntent
-from bot.messages import DecideApproval, HandleIntent, ReconcileExecution
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, CmsUnpublish, WordpressUpdate
 from connectors.base import ConnectorContext
 from connectors.errors import ConnectorSettingError, PermanentConnectorError, TransientConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.wordpress_cms import WordPressCms
+from runtime.intake import IncomingIntent
+from runtime.messages import DecideApproval, HandleIntent, ReconcileExecution
 from storage.records import (
     ActionStatus,
     Approval,

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import select
 
 from agents.dates import describe
-from bot.messages import DecideApproval, PublishDuePosts
+from runtime.messages import DecideApproval, PublishDuePosts
 from storage.records import Approval, ScheduledPublish
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi

@@ -14,7 +14,7 @@ from slack_sdk.models.blocks import ConfirmObject, SectionBlock
 
 from bot.blocks import ApprovalCard, approval_closed, approval_request, notice
 from bot.console import render
-from bot.mrkdwn import escape, truncate
+from runtime.mrkdwn import escape, truncate
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 CARD = ApprovalCard(

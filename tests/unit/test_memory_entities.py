@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.messages import Remember
 from bot.slash import bus_command, parse_slash
+from runtime.messages import Remember
 from storage.memory.entities import inferred_key, named_keys, namespace, normalised_key
 
 

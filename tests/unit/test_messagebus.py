@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.messagebus import Message, MessageBus
-from bot.messages import Command, Event
+from runtime.messagebus import Message, MessageBus
+from runtime.messages import Command, Event
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ async def test_the_first_commands_own_failure_is_raised_at_once() -> None:
 
 
 def test_a_log_line_names_a_message_by_its_type_and_ids_never_its_words() -> None:
-    from bot.messages import ProposeAction, log_fields
+    from runtime.messages import ProposeAction, log_fields
 
     proposal = ProposeAction(
         7, "returns", "email.send", {"to": "ana@example.com", "body": "Your order"}, "she asked", undoes=3

@@ -10,8 +10,8 @@ from agents.llm import CallContext, LLMReply, Message, ToolSpec
 from agents.offline import OfflinePlanner
 from bot import blocks
 from bot.console import render
-from bot.messages import TakeOverRun
 from bot.slash import bus_command, parse_slash
+from runtime.messages import TakeOverRun
 
 CONTEXT = (
     "Context:\norder 1004: total $75.50, refundable $75.50, customer Sam <sam@example.com>, item Skillet\n"

@@ -6,9 +6,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bot.tracing import configure_from_environment
-from bot.tracing_setup import RedactingExporter
 from connectors.redaction import Redactor, Secret
+from runtime.tracing import configure_from_environment
+from runtime.tracing_setup import RedactingExporter
 
 STRIPE_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 

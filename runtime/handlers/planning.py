@@ -17,13 +17,16 @@ from agents.dispatcher import DISPATCHER
 from agents.llm import CallContext, LLMError
 from agents.llm import Message as LLMMessage
 from bot import blocks
-from bot.crashpoints import crash_point
-from bot.handlers.base import Collaborators, HandlerBase, Thread
-from bot.handlers.escalation import Escalations
-from bot.handlers.judging import Judged, approval_deadlines, judge
-from bot.handlers.run_review import RunReviews
-from bot.messagebus import Message
-from bot.messages import (
+from connectors.actions import Action
+from connectors.budget import BudgetGrant
+from policies.engine import PolicyVerdict
+from runtime.crashpoints import crash_point
+from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.escalation import Escalations
+from runtime.handlers.judging import Judged, approval_deadlines, judge
+from runtime.handlers.run_review import RunReviews
+from runtime.messagebus import Message
+from runtime.messages import (
     ActionAllowed,
     ActionExecuted,
     AgentResumed,
@@ -32,13 +35,10 @@ from bot.messages import (
     ReplanRun,
     RequestBudget,
 )
-from bot.mrkdwn import escape
-from bot.observability import DECISIONS
-from bot.revision_feedback import revision_feedback
-from bot.transport import TransportError
-from connectors.actions import Action
-from connectors.budget import BudgetGrant
-from policies.engine import PolicyVerdict
+from runtime.mrkdwn import escape
+from runtime.observability import DECISIONS
+from runtime.revision_feedback import revision_feedback
+from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,

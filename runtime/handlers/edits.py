@@ -22,18 +22,18 @@ from typing import Any
 import structlog
 
 from bot import blocks
-from bot.approval_requests import request_view
 from bot.explain_edits import EDIT_REFUSED
-from bot.handlers.base import Collaborators, HandlerBase, Thread, card_edit
-from bot.handlers.judging import COUNTED_TODAY, MOVED_MONEY, Judged, approval_deadlines, judge
-from bot.handlers.run_review import RunReviews
-from bot.messagebus import Message
-from bot.messages import ActionApproved, EditApproval
-from bot.mrkdwn import escape
-from bot.observability import DECISIONS, approval_decided
 from connectors.errors import InvalidActionError
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, is_in_roles
 from policies.engine import PolicyVerdict
+from runtime.approval_requests import request_view
+from runtime.handlers.base import Collaborators, HandlerBase, Thread, card_edit
+from runtime.handlers.judging import COUNTED_TODAY, MOVED_MONEY, Judged, approval_deadlines, judge
+from runtime.handlers.run_review import RunReviews
+from runtime.messagebus import Message
+from runtime.messages import ActionApproved, EditApproval
+from runtime.mrkdwn import escape
+from runtime.observability import DECISIONS, approval_decided
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import (

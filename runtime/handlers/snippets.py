@@ -18,10 +18,10 @@ import structlog
 from sqlmodel import col, select
 
 from agents.social_snippets import SnippetRequest, SocialSettings, excerpt_of
-from bot.handlers.base import Collaborators, HandlerBase
-from bot.messagebus import Message
-from bot.messages import ActionExecuted, ReplanRun, ScheduledPostLive
 from connectors.actions import CmsCreateDraft, CmsPublish, WordpressUpdate
+from runtime.handlers.base import Collaborators, HandlerBase
+from runtime.messagebus import Message
+from runtime.messages import ActionExecuted, ReplanRun, ScheduledPostLive
 from storage.records import ActionStatus, Execution, Intent, IntentStatus, ProposedAction, Run, RunStatus
 from storage.repository import Repository
 

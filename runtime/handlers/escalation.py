@@ -15,12 +15,12 @@ import structlog
 from agents.base import Escalation as EscalationAsked
 from agents.dispatcher import DISPATCHER
 from bot import blocks
-from bot.crashpoints import crash_point
-from bot.handlers.base import HandlerBase, Thread
-from bot.messagebus import Message
-from bot.messages import TakeOverRun
-from bot.observability import ESCALATIONS
-from bot.transport import TransportError
+from runtime.crashpoints import crash_point
+from runtime.handlers.base import HandlerBase, Thread
+from runtime.messagebus import Message
+from runtime.messages import TakeOverRun
+from runtime.observability import ESCALATIONS
+from runtime.transport import TransportError
 from storage.escalations import Escalations as EscalationQueries
 from storage.ids import format_id
 from storage.records import Escalation, EscalationStatus, Intent, Run, RunStatus, utcnow

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from bot.observability import BACKGROUND_FAILURES
+from runtime.observability import BACKGROUND_FAILURES
 
 log = structlog.get_logger(__name__)
 

@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 import structlog
 
 from bot import undo
-from bot.handlers.base import Collaborators, HandlerBase, Thread
-from bot.handlers.escalation import ask_in_thread
-from bot.handlers.run_review import RunReviews
-from bot.messagebus import Message
-from bot.messages import (
+from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.escalation import ask_in_thread
+from runtime.handlers.run_review import RunReviews
+from runtime.messagebus import Message
+from runtime.messages import (
     DecideApproval,
     DecideRun,
     EditApproval,

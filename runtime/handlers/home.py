@@ -31,12 +31,12 @@ from bot.app_home import (
     view_hash,
 )
 from bot.blocks import ApprovalCard
-from bot.handlers.base import Collaborators, HandlerBase, card_edit
-from bot.messagebus import Message
-from bot.messages import DecideApproval, Event
-from bot.mrkdwn import escape
-from bot.transport import TransportError
 from connectors.errors import InvalidActionError
+from runtime.handlers.base import Collaborators, HandlerBase, card_edit
+from runtime.messagebus import Message
+from runtime.messages import DecideApproval, Event
+from runtime.mrkdwn import escape
+from runtime.transport import TransportError
 from storage.home_viewers import CardRecords, HomeViewers
 from storage.ids import format_id
 from storage.records import Approval, ApprovalStatus, HomeViewer

@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from agents.dates import describe
-from bot.handlers.base import HandlerBase, Thread
-from bot.messagebus import Message
-from bot.messages import ActionExecuted, PublishDuePosts, ScheduledPostLive
-from bot.mrkdwn import escape
 from connectors.actions import CmsPublish
 from connectors.due_publishing import DueOutcome, DuePublish, PublishesWhenDue
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
 from policies.windows import is_open, next_opening
+from runtime.handlers.base import HandlerBase, Thread
+from runtime.messagebus import Message
+from runtime.messages import ActionExecuted, PublishDuePosts, ScheduledPostLive
+from runtime.mrkdwn import escape
 from storage.ids import format_id
 from storage.records import Intent, ProposedAction, Run, ScheduledPublish
 from storage.scheduled_publishes import ScheduledPublishes

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 import structlog
 
-from bot.handlers.base import HandlerBase
-from bot.messagebus import Message
-from bot.messages import ActionExecuted, ActionFailed, ExecuteAction
-from bot.mrkdwn import escape
-from bot.observability import COMPENSATIONS, ESCALATIONS
 from connectors.actions import Action, safe_inverse
+from runtime.handlers.base import HandlerBase
+from runtime.messagebus import Message
+from runtime.messages import ActionExecuted, ActionFailed, ExecuteAction
+from runtime.mrkdwn import escape
+from runtime.observability import COMPENSATIONS, ESCALATIONS
 from storage.ids import format_id
 from storage.records import ActionStatus, Decision, ProposedAction
 

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Status
 
-from bot import tracing
 from connectors.redaction import Redactor
+from runtime import tracing
 
 
 class DerivedIdGenerator(RandomIdGenerator):

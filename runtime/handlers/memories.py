@@ -9,10 +9,6 @@ from collections.abc import Sequence
 
 import structlog
 
-from bot.handlers.base import HandlerBase
-from bot.messagebus import Message
-from bot.messages import ActionExecuted, Forget, Recall, Remember
-from bot.mrkdwn import escape, quote
 from connectors.actions import (
     CmsCreateDraft,
     CmsPublish,
@@ -21,6 +17,10 @@ from connectors.actions import (
     ShopRefund,
     StripeRefund,
 )
+from runtime.handlers.base import HandlerBase
+from runtime.messagebus import Message
+from runtime.messages import ActionExecuted, Forget, Recall, Remember
+from runtime.mrkdwn import escape, quote
 from storage.ids import UnknownIdError, format_id, parse_id, parse_key
 from storage.memory import MemoryStoreError
 from storage.memory.entities import inferred_key

@@ -3,7 +3,7 @@
 The stored reason is the inbox: until it is settled a restart hands it here again (see Recovery), and each step
 is a compare-and-set on it, so nothing is recorded, told or planned twice. Its revision is a new run of the same
 intent and agent, planned with the reviewer's words as feedback (each time it is planned: see
-:mod:`bot.revision_feedback`) by the one process that claims it, the reason's owner; its proposals go to the
+:mod:`runtime.revision_feedback`) by the one process that claims it, the reason's owner; its proposals go to the
 policy and to people like any other. A budget grant's rejection, or an undo's, is recorded and not planned again.
 """
 
@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 import structlog
 
-from bot.approval_requests import request_view
-from bot.handlers.base import Collaborators, HandlerBase, Thread
-from bot.handlers.planning import Planning
-from bot.messagebus import Message
-from bot.messages import ReviseRejected
-from bot.mrkdwn import escape
 from connectors.budget import BudgetGrant
 from policies.approvers import authorise_approval, group_ids
+from runtime.approval_requests import request_view
+from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.planning import Planning
+from runtime.messagebus import Message
+from runtime.messages import ReviseRejected
+from runtime.mrkdwn import escape
 from storage.ids import format_id
 from storage.records import (
     Approval,

@@ -8,20 +8,20 @@ from datetime import datetime
 
 import structlog
 
-from bot.approval_requests import request_view
-from bot.crashpoints import crash_point
-from bot.handlers.base import Collaborators, HandlerBase, Thread
-from bot.handlers.run_review import RunReviews
-from bot.messagebus import Message
-from bot.messages import (
+from policies.approvers import Refusal, authorise_approval, group_ids
+from runtime.approval_requests import request_view
+from runtime.crashpoints import crash_point
+from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.run_review import RunReviews
+from runtime.messagebus import Message
+from runtime.messages import (
     ActionApproved,
     DecideApproval,
     DecideRun,
     SweepTimers,
 )
-from bot.observability import DECISIONS, ESCALATIONS, approval_decided
-from bot.tracing import approval_waited
-from policies.approvers import Refusal, authorise_approval, group_ids
+from runtime.observability import DECISIONS, ESCALATIONS, approval_decided
+from runtime.tracing import approval_waited
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import (

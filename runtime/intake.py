@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.observability import INTENTS
+from runtime.observability import INTENTS
 from storage.records import ActionEdit, Approval, ApprovalStatus, Click, Intent
 from storage.unit_of_work import UnitOfWorkFactory
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.handlers.base import Collaborators, HandlerBase
-from bot.messagebus import Message
-from bot.messages import ShowVoice
-from bot.mrkdwn import quote
+from runtime.handlers.base import Collaborators, HandlerBase
+from runtime.messagebus import Message
+from runtime.messages import ShowVoice
+from runtime.mrkdwn import quote
 from storage.brand_voice import MAX_NOTES, BrandVoice
 from storage.ids import format_id
 

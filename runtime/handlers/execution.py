@@ -14,23 +14,6 @@ from pydantic_core import to_jsonable_python
 from agents.dates import describe
 from agents.publishing_calendar import PublishingCalendar
 from bot import blocks
-from bot.crashpoints import crash_point
-from bot.handlers.base import HandlerBase
-from bot.handlers.content_calendar import record_planned_slot
-from bot.handlers.scheduled_publishing import record_due_publish
-from bot.messagebus import Message
-from bot.messages import (
-    ActionAllowed,
-    ActionApproved,
-    ActionExecuted,
-    ActionFailed,
-    AgentResumed,
-    ExecuteAction,
-    ReconcileExecution,
-)
-from bot.mrkdwn import escape
-from bot.observability import EXECUTIONS, action_executed, observe_completed_run
-from bot.transport import TransportError
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, safe_inverse
 from connectors.errors import (
     ConnectorError,
@@ -40,6 +23,23 @@ from connectors.errors import (
     TransientConnectorError,
 )
 from connectors.registry import idempotency_key, params_hash
+from runtime.crashpoints import crash_point
+from runtime.handlers.base import HandlerBase
+from runtime.handlers.content_calendar import record_planned_slot
+from runtime.handlers.scheduled_publishing import record_due_publish
+from runtime.messagebus import Message
+from runtime.messages import (
+    ActionAllowed,
+    ActionApproved,
+    ActionExecuted,
+    ActionFailed,
+    AgentResumed,
+    ExecuteAction,
+    ReconcileExecution,
+)
+from runtime.mrkdwn import escape
+from runtime.observability import EXECUTIONS, action_executed, observe_completed_run
+from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import (
     ActionStatus,

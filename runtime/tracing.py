@@ -37,11 +37,11 @@ log = structlog.get_logger(__name__)
 
 tracer = trace.get_tracer("aios")
 
-# Set by the SDK set-up (bot.tracing_setup) once a tracer provider that records is installed.
+# Set by the SDK set-up (runtime.tracing_setup) once a tracer provider that records is installed.
 _enabled = False
 _redactor = Redactor()
 
-# Read by the SDK's id generator (bot.tracing_setup): the ids the next span must have, when they are derived.
+# Read by the SDK's id generator (runtime.tracing_setup): the ids the next span must have, when they are derived.
 forced_ids: ContextVar[tuple[int, int] | None] = ContextVar("aios_forced_span_ids", default=None)
 
 
@@ -56,7 +56,7 @@ def configure_from_environment(redactor: Redactor) -> None:
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     ):
         return
-    from bot.tracing_setup import install_otlp
+    from runtime.tracing_setup import install_otlp
 
     install_otlp()
 

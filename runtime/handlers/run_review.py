@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from bot.handlers.base import HandlerBase, Thread
 from bot.run_review import ReviewLine, RunReview, review_line_text, run_review
-from bot.transport import TransportError
+from runtime.handlers.base import HandlerBase, Thread
+from runtime.transport import TransportError
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import Approval, ApprovalStatus, ProposedAction

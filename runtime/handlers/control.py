@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import structlog
 
-from bot.handlers.base import HandlerBase, Thread
-from bot.messagebus import Message
-from bot.messages import AgentResumed, PauseAgent, ResumeAgent
+from runtime.handlers.base import HandlerBase, Thread
+from runtime.messagebus import Message
+from runtime.messages import AgentResumed, PauseAgent, ResumeAgent
 from storage.records import AgentPause
 
 log = structlog.get_logger(__name__)

@@ -15,9 +15,9 @@ from typing import Any
 
 import structlog
 
-from bot.messages import Command, Event, log_fields
-from bot.tracing import IntentScope, IntentTraces, tracer
-from bot.tracing import enabled as tracing_enabled
+from runtime.messages import Command, Event, log_fields
+from runtime.tracing import IntentScope, IntentTraces, tracer
+from runtime.tracing import enabled as tracing_enabled
 
 Message = Command | Event
 Handler = Callable[[Any], Awaitable[Sequence[Message]]]

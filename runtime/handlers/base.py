@@ -14,11 +14,11 @@ import structlog
 from agents.dates import UTC_ZONE, describe
 from agents.dispatcher import Dispatcher
 from bot import blocks
-from bot.mrkdwn import escape
-from bot.transport import Transport, TransportError
 from connectors.actions import Action
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
+from runtime.mrkdwn import escape
+from runtime.transport import Transport, TransportError
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.leases import Lease

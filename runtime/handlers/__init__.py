@@ -13,22 +13,24 @@ from zoneinfo import ZoneInfo
 from agents.dates import UTC_ZONE
 from agents.dispatcher import Dispatcher
 from agents.social_snippets import SocialSettings
-from bot.handlers.approvals import Approvals
-from bot.handlers.base import Collaborators
-from bot.handlers.compensation import Compensation
-from bot.handlers.control import Control
-from bot.handlers.edits import Edits
-from bot.handlers.execution import CONNECTOR_ATTEMPTS, Executions
-from bot.handlers.home import HomeRefresher
-from bot.handlers.memories import Memories
-from bot.handlers.planning import Planning
-from bot.handlers.recovery import Recovery
-from bot.handlers.revisions import Revisions
-from bot.handlers.scheduled_publishing import ScheduledPublishing
-from bot.handlers.snippets import Snippets
-from bot.handlers.voice import Voice
-from bot.messagebus import MessageBus
-from bot.messages import (
+from connectors.registry import ConnectorRegistry
+from policies.engine import Policy
+from runtime.handlers.approvals import Approvals
+from runtime.handlers.base import Collaborators
+from runtime.handlers.compensation import Compensation
+from runtime.handlers.control import Control
+from runtime.handlers.edits import Edits
+from runtime.handlers.execution import CONNECTOR_ATTEMPTS, Executions
+from runtime.handlers.home import HomeRefresher
+from runtime.handlers.memories import Memories
+from runtime.handlers.planning import Planning
+from runtime.handlers.recovery import Recovery
+from runtime.handlers.revisions import Revisions
+from runtime.handlers.scheduled_publishing import ScheduledPublishing
+from runtime.handlers.snippets import Snippets
+from runtime.handlers.voice import Voice
+from runtime.messagebus import MessageBus
+from runtime.messages import (
     ActionAllowed,
     ActionApproved,
     ActionExecuted,
@@ -56,9 +58,7 @@ from bot.messages import (
     SweepTimers,
     TakeOverRun,
 )
-from bot.transport import Transport
-from connectors.registry import ConnectorRegistry
-from policies.engine import Policy
+from runtime.transport import Transport
 from storage.leases import Lease
 from storage.memory import MemoryStore
 from storage.unit_of_work import UnitOfWorkFactory
