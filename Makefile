@@ -11,6 +11,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV)/.bench
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n 2
 
 chat: $(VENV)/.installed
