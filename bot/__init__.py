@@ -1,1 +1,2 @@
-"""Entry points: the CLI, the Slack app and web server, the console transport, the message bus and handlers."""
+"""The front doors: the CLI, the Slack app and web server, Block Kit, the console transport, and the composition
+root (`bot.bootstrap`) that wires the runtime to them."""
