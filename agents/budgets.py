@@ -97,7 +97,7 @@ class BudgetGuard:
         deadline = time.monotonic() + RESERVATION_WAIT_SECONDS
         while True:
             async with self._units() as uow:
-                over = await uow.repo.reserve_budget([account for _, account in accounts], estimate)
+                over = await uow.budgets.reserve_budget([account for _, account in accounts], estimate)
                 await uow.commit()  # when over, this keeps only the accounts, which a grant will need
             if over is None:
                 return Reservation(tuple(account.key for _, account in accounts), estimate)
@@ -113,12 +113,12 @@ class BudgetGuard:
             return []
         warnings = []
         async with self._units() as uow:
-            for account in await uow.repo.settle_budget(reservation.keys, reservation.estimate, actual):
+            for account in await uow.budgets.settle_budget(reservation.keys, reservation.estimate, actual):
                 budget = self._policy.budget(account.budget_id)
                 ceiling = account.limit_usd + account.granted_usd
                 if budget is None or account.spent_usd < budget.warn_at * ceiling:
                     continue
-                if await uow.repo.mark_budget_warned(account.key):
+                if await uow.budgets.mark_budget_warned(account.key):
                     warnings.append(
                         f"Budget `{budget.id}` ({budget.scope} {account.scope_value}) has used "
                         f"${account.spent_usd:.4f} of ${ceiling:.2f} this {budget.period} "

@@ -101,7 +101,7 @@ class MeteredLLM(LLMWrapper):
         error: str | None,
     ) -> None:
         async with self._units() as uow:
-            await uow.repo.add(
+            await uow.add(
                 LlmCall(
                     intent_id=call.intent_id,
                     run_id=call.run_id,

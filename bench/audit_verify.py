@@ -181,13 +181,13 @@ async def gated_refund(url: str) -> tuple[int, int, float]:
     assert intent_id is not None
     await aios.process(HandleIntent(intent_id))
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None
     await aios.process(DecideApproval(approval.id, "U0MANAGER", approve=True, channel="C0SHOP"))
     elapsed = time.perf_counter() - started
     event.remove(aios.engine.sync_engine, "before_cursor_execute", listener)
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
     assert execution.status == "succeeded", execution
     await aios.close()
     appended = sum(1 for s in statements if s.startswith("INSERT INTO audit_entry"))

@@ -238,7 +238,7 @@ class Ours:
     async def add_order(self, order_id: int) -> None:
         self.meter.enter("setup")
         async with self.aios.units() as uow:
-            uow.repo.session.add(
+            uow.session.add(
                 SandboxOrder(
                     id=order_id,
                     customer_name="Bench Customer",
@@ -274,10 +274,10 @@ class Ours:
         """The refund ran once and succeeded: a bench of a failing path would measure something else."""
         self.meter.enter("check")
         async with self.aios.units() as uow:
-            approval = await uow.repo.get(Approval, self.approvals[order_id])
+            approval = await uow.get(Approval, self.approvals[order_id])
             assert approval is not None
-            statuses = [e.status for e in await uow.repo.executions_for_action(approval.action_id)]
-            refunded = await uow.repo.get(SandboxOrder, order_id)
+            statuses = [e.status for e in await uow.executions.executions_for_action(approval.action_id)]
+            refunded = await uow.get(SandboxOrder, order_id)
         if statuses != [ExecutionStatus.SUCCEEDED] or refunded is None or refunded.refunded != 250.0:
             raise AssertionError(f"the refund on order {order_id} ended {statuses}, not in one success")
 

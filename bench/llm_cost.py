@@ -72,7 +72,7 @@ async def scenario(runs: int, min_cacheable_tokens: int) -> None:
             for n in range(runs):
                 await ask(aios, INTENT, thread_ts=f"1700000400.{n:06d}")
             async with aios.units() as uow:
-                calls = list((await uow.repo.session.exec(select(LlmCall).order_by(col(LlmCall.id)))).all())
+                calls = list((await uow.session.exec(select(LlmCall).order_by(col(LlmCall.id)))).all())
             report = await answer(aios.units, parse_slash("cost today"), aios.clock())
         finally:
             await aios.close()

@@ -244,9 +244,7 @@ class Corpus:
 
         async with UnitOfWorkFactory.for_engine(engine)() as uow:
             rows = (
-                await uow.repo.session.exec(
-                    select(Memory).where(Memory.team_id == TEAM).order_by(col(Memory.id))
-                )
+                await uow.session.exec(select(Memory).where(Memory.team_id == TEAM).order_by(col(Memory.id)))
             ).all()
         return cls(rows, embedder)
 

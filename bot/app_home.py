@@ -40,7 +40,7 @@ from runtime.mrkdwn import escape, quote, truncate
 from storage.home_viewers import HomeViewers, RequestState
 from storage.ids import format_id
 from storage.records import AgentPause, Approval, IntentStatus, RunStatus
-from storage.repository import CostRow
+from storage.repositories.budgets import CostRow
 from storage.unit_of_work import UnitOfWorkFactory
 
 WAITING_SHOWN = 10  # approvals with their buttons; past these, "and N more"
@@ -112,8 +112,8 @@ async def read_spend(units: UnitOfWorkFactory, now: datetime) -> Spend:
     are at least ``NEAR_LIMIT`` used."""
     month_start = period_start("month", now)
     async with units() as uow:
-        spend = await uow.repo.llm_costs("agent", month_start, now)
-        accounts = await uow.repo.budget_accounts([now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")])
+        spend = await uow.budgets.llm_costs("agent", month_start, now)
+        accounts = await uow.budgets.budget_accounts([now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")])
     budgets = [
         BudgetUse(a.budget_id, a.scope_value, a.period, a.spent_usd, a.limit_usd + a.granted_usd)
         for a in accounts
@@ -127,12 +127,12 @@ async def read_shared(
     """What every Home shows alike, in short units of work (on SQLite each holds the writer's turn): the
     approvals with their votes and teams, then the paused agents."""
     async with units() as uow:
-        pending = await uow.repo.pending_approvals()
-        viewers = HomeViewers(uow.repo.session)
+        pending = await uow.approvals.pending_approvals()
+        viewers = HomeViewers(uow.session)
         voters = await viewers.voters([a.id for a in pending if a.id is not None and a.quorum > 1])
         teams = await viewers.teams([a.id for a in pending if a.id is not None])
     async with units() as uow:
-        paused = await uow.repo.paused_agents()
+        paused = await uow.runs.paused_agents()
     return shared_facts(now, pending, voters, teams, spend, paused, group_members)
 
 

@@ -120,14 +120,14 @@ class Aios:
     async def _report_failed_intent(self, intent_id: int) -> None:
         try:
             async with self.units() as uow:
-                intent = await uow.repo.get(Intent, intent_id)
+                intent = await uow.get(Intent, intent_id)
                 if intent is None:
                     return
-                await uow.repo.fail_intent(intent_id)  # if it never got as far as a run
-                for run in await uow.repo.runs_for_intent(intent_id):
+                await uow.runs.fail_intent(intent_id)  # if it never got as far as a run
+                for run in await uow.runs.runs_for_intent(intent_id):
                     if run.status == RunStatus.PLANNING:  # stopped mid-planning: it will not go on by itself
                         run.status = RunStatus.FAILED
-                        uow.repo.session.add(run)
+                        uow.session.add(run)
                 await uow.commit()
             await self.handlers.transport.post(
                 intent.channel,

@@ -503,7 +503,7 @@ def _replay(scope: Scope, policy_path: Path, as_json: bool) -> None:
             from storage.records import Run
 
             async with units() as uow:
-                if await uow.repo.get(Run, scope.run_id) is None:
+                if await uow.get(Run, scope.run_id) is None:
                     return None
         if not err.is_terminal:
             return await build_report(units, candidate, scope, keep=listed)

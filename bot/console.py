@@ -272,8 +272,8 @@ class ConsoleSession:
         )
         approval_id = await self._newest_waiting()
         async with self.aios.units() as uow:
-            approval = await uow.repo.get(Approval, approval_id) if approval_id is not None else None
-            proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
+            approval = await uow.get(Approval, approval_id) if approval_id is not None else None
+            proposed = await uow.get(ProposedAction, approval.action_id) if approval else None
         if proposed is None:
             self.transport.console.print("  (there is no approval request waiting in this thread)")
             return
@@ -283,7 +283,7 @@ class ConsoleSession:
         if self.thread_ts is None:
             return None
         async with self.aios.units() as uow:
-            waiting = await uow.repo.pending_approvals_in_thread(CONSOLE_CHANNEL, self.thread_ts)
+            waiting = await uow.approvals.pending_approvals_in_thread(CONSOLE_CHANNEL, self.thread_ts)
         return waiting[-1].id if waiting else None
 
     async def _named_approval(self, approval: str) -> int:
@@ -291,7 +291,7 @@ class ConsoleSession:
         if prefix != "AP":
             raise UnknownIdError(f"{approval} is not an approval id; approval ids look like AP-3")
         async with self.aios.units() as uow:
-            found = await uow.repo.get(Approval, key)
+            found = await uow.get(Approval, key)
         if found is not None and found.thread_ts != self.thread_ts:
             self.transport.console.print(
                 f"  ({format_id('AP', key)} belongs to another thread; the click is made there)"
@@ -332,8 +332,8 @@ class ConsoleSession:
                 self.transport.console.print("  (there is no approval request waiting in this thread)")
                 return
             async with self.aios.units() as uow:
-                approval = await uow.repo.get(Approval, approval_id)
-                proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
+                approval = await uow.get(Approval, approval_id)
+                proposed = await uow.get(ProposedAction, approval.action_id) if approval else None
             if proposed is None:
                 raise EditLineError(f"There is no approval {format_id('AP', approval_id)}.")
             params = edited_params(self.aios.registry, proposed.name, proposed.params, line.changes)
@@ -353,7 +353,7 @@ class ConsoleSession:
         run_id = None
         if self.thread_ts is not None:
             async with self.aios.units() as uow:
-                run_id = await uow.repo.newest_run_over_budget_in_thread(CONSOLE_CHANNEL, self.thread_ts)
+                run_id = await uow.runs.newest_run_over_budget_in_thread(CONSOLE_CHANNEL, self.thread_ts)
         if run_id is None:
             self.transport.console.print("  (no run in this thread is waiting for budget)")
             return

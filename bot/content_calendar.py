@@ -104,7 +104,7 @@ async def month_calendar(
     start = place(datetime.combine(month, time()), zone)
     end = place(datetime.combine(months.shift(month, 1), time()), zone)
     async with units() as uow:
-        slots = await PlannedSlots(uow.repo.session).between(team, start, end)
+        slots = await PlannedSlots(uow.session).between(team, start, end)
         planned = await _planned_digests(uow, slots)
     cms = registry.connector_for("cms.create_draft")
     found: dict[str, PostSummary] = {}
@@ -129,7 +129,7 @@ async def _planned_digests(uow: UnitOfWork, slots: Sequence[PlannedSlot]) -> dic
     """Each slot's slug and the digest of the body its draft was created with."""
     digests: dict[str, str] = {}
     for slot in slots:
-        proposed = await uow.repo.get(ProposedAction, slot.action_id)
+        proposed = await uow.get(ProposedAction, slot.action_id)
         body = proposed.params.get("body") if proposed is not None else None
         digests[slot.slug] = body_digest(body) if isinstance(body, str) else ""
     return digests

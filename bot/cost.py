@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from rich.table import Table
 
-from storage.repository import CostRow
+from storage.repositories.budgets import CostRow
 from storage.unit_of_work import UnitOfWorkFactory
 
 PERIODS = ("today", "week", "month")
@@ -56,7 +56,7 @@ async def cost_report(units: UnitOfWorkFactory, period: str, now: datetime) -> C
     since = period_start(period, now)
     async with units() as uow:
         groups = {
-            name: await uow.repo.llm_costs(column, since, limit=TOP_RUNS if name == "run" else None)
+            name: await uow.budgets.llm_costs(column, since, limit=TOP_RUNS if name == "run" else None)
             for name, column in GROUPS
         }
     groups["run"] = [

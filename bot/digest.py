@@ -20,7 +20,7 @@ from policies.model import Budget
 from runtime.transport import Transport, TransportError
 from storage.escalations import Escalations
 from storage.ids import format_id
-from storage.repository import CostRow
+from storage.repositories.budgets import CostRow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -82,23 +82,22 @@ async def build_digest(
     since = until - period
     warn_at = {budget.id: budget.warn_at for budget in budgets}
     async with units() as uow:
-        repo = uow.repo
-        by_agent = await repo.llm_costs("agent", since, until)
+        by_agent = await uow.budgets.llm_costs("agent", since, until)
         # One more than shown: the calls of no run (routing) may be among the costliest.
-        runs = await repo.llm_costs("run", since, until, limit=TOP_WORKFLOWS + 1)
+        runs = await uow.budgets.llm_costs("run", since, until, limit=TOP_WORKFLOWS + 1)
         top_runs = [r for r in runs if r.key != "-"][:TOP_WORKFLOWS]
-        completed = await repo.completed_runs(since, until)
-        errors = await repo.error_counts(since, until)
+        completed = await uow.budgets.completed_runs(since, until)
+        errors = await uow.budgets.error_counts(since, until)
         pending = [
             PendingApproval(
                 format_id("AP", approval.id), action, approval.requester, until - approval.created_at
             )
-            for approval, action in await repo.pending_approvals_with_action_names()
+            for approval, action in await uow.approvals.pending_approvals_with_action_names()
         ]
-        escalations = await Escalations(repo.session).counts(since, until)
+        escalations = await Escalations(uow.session).counts(since, until)
         near = [
             BudgetUse(a.budget_id, a.scope_value, a.period, a.spent_usd, a.limit_usd + a.granted_usd)
-            for a in await repo.budget_accounts([until.strftime("%Y-%m-%d"), until.strftime("%Y-%m")])
+            for a in await uow.budgets.budget_accounts([until.strftime("%Y-%m-%d"), until.strftime("%Y-%m")])
             if a.budget_id in warn_at and a.spent_usd >= warn_at[a.budget_id] * (a.limit_usd + a.granted_usd)
         ]
     return Digest(since, until, by_agent, top_runs, completed, errors, pending, near, escalations)
@@ -198,7 +197,7 @@ async def post_digest(
     until = until.replace(second=0, microsecond=0)
     key = f"digest:{channel}:{until.isoformat()}"
     async with units() as uow:
-        if not await uow.repo.first_time(key):
+        if not await uow.first_time(key):
             log.info("digest_already_posted", period_end=until.isoformat())
             return False
         await uow.commit()
@@ -208,7 +207,7 @@ async def post_digest(
     except TransportError:
         # Give the period back so the next firing (or `aios digest --now`) can post it.
         async with units() as uow:
-            await uow.repo.forget_once(key)
+            await uow.forget_once(key)
             await uow.commit()
         raise
     return True

@@ -27,8 +27,7 @@ from storage.records import (
     ProposedAction,
     Run,
 )
-from storage.repository import ReplayQueries, Repository, UndoQueries
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from storage.why_queries import ModelUse, WhyQueries
 
 if TYPE_CHECKING:
@@ -52,65 +51,65 @@ async def explain(units: UnitOfWorkFactory, record_id: str) -> str:
     if key > MAX_KEY:  # no table holds it, and asking would overflow the driver
         raise NotFoundError(f"there is no record {prefix}-{key}")
     async with units() as uow:
-        run, focus = await _locate(uow.repo, prefix, key)
+        run, focus = await _locate(uow, prefix, key)
         if run is None:
             raise NotFoundError(f"there is no record {prefix}-{key}")
         assert run.id is not None
-        intent = await uow.repo.get(Intent, run.intent_id)
+        intent = await uow.get(Intent, run.intent_id)
         assert intent is not None
         lines = [
             f"*Why — {format_id('R', run.id)}* (run {run.status})",
             f"• *Intent* `{format_id('I', intent.id)}`: <@{intent.user}> asked "
             f"“{quote(intent.text, INTENT_QUOTE_MAX)}” ({intent.source}, {intent.created_at:%Y-%m-%d %H:%M UTC})",
             f"• *Agent* {run.agent}: {quote(run.rationale, RATIONALE_QUOTE_MAX)}",
-            _cost_line(await WhyQueries(uow.repo.session).model_use(run.id)),
+            _cost_line(await WhyQueries(uow.session).model_use(run.id)),
         ]
         if run.memories_used:
             lines.append("• *Memories used*")
             for memory_id in run.memories_used:
-                lines.append(f"  – `M-{memory_id}` {_memory_line(await uow.repo.get(Memory, memory_id))}")
-        lines += await escalation_lines(uow.repo, run.id)
-        newest = await ReplayQueries(uow.repo.session).latest_policy_hash()
-        for action in await uow.repo.actions_for_run(run.id):
+                lines.append(f"  – `M-{memory_id}` {_memory_line(await uow.get(Memory, memory_id))}")
+        lines += await escalation_lines(uow, run.id)
+        newest = await uow.replay.latest_policy_hash()
+        for action in await uow.runs.actions_for_run(run.id):
             if focus is not None and action.id != focus:
                 continue
-            lines += await _explain_action(uow.repo, action, newest)
+            lines += await _explain_action(uow, action, newest)
     return "\n".join(lines)
 
 
-async def _locate(repo: Repository, prefix: str, key: int) -> tuple[Run | None, int | None]:
+async def _locate(uow: UnitOfWork, prefix: str, key: int) -> tuple[Run | None, int | None]:
     if prefix == "R":
-        return await repo.get(Run, key), None
+        return await uow.get(Run, key), None
     if prefix == "I":
-        runs = await repo.runs_for_intent(key)
+        runs = await uow.runs.runs_for_intent(key)
         return (runs[0] if runs else None), None
     action_id: int | None = None
     if prefix == "A":
         action_id = key
     elif prefix == "D":
-        decision = await repo.get(Decision, key)
+        decision = await uow.get(Decision, key)
         action_id = decision.action_id if decision else None
     elif prefix == "AP":
-        approval = await repo.get(Approval, key)
+        approval = await uow.get(Approval, key)
         action_id = approval.action_id if approval else None
     elif prefix == "E":
-        execution = await repo.get(Execution, key)
+        execution = await uow.get(Execution, key)
         action_id = execution.action_id if execution else None
-    action = await repo.get(ProposedAction, action_id) if action_id is not None else None
+    action = await uow.get(ProposedAction, action_id) if action_id is not None else None
     if action is None:
         return None, None
-    return await repo.get(Run, action.run_id), action.id
+    return await uow.get(Run, action.run_id), action.id
 
 
-async def _explain_action(repo: Repository, action: ProposedAction, newest: str | None) -> list[str]:
+async def _explain_action(uow: UnitOfWork, action: ProposedAction, newest: str | None) -> list[str]:
     assert action.id is not None
     lines = [
         f"• *Proposed action* `{format_id('A', action.id)}` {action.name} "
         f"`{quote(json.dumps(action.params, sort_keys=True), DETAIL_QUOTE_MAX)}` — now {action.status}"
     ]
-    lines += await first_proposed(repo, action)
-    lines += await _undo_links(repo, action)
-    for decision in await repo.decisions_for_action(action.id):
+    lines += await first_proposed(uow, action)
+    lines += await _undo_links(uow, action)
+    for decision in await uow.runs.decisions_for_action(action.id):
         when = f"{decision.created_at:%Y-%m-%d %H:%M:%S UTC}"
         ref = f"`{format_id('D', decision.id)}`"
         if edited := edit_line(decision):
@@ -121,19 +120,19 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
                 f"(policy {(decision.policy_hash or '')[:12]}) at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
             )
             if decision.policy_hash and newest and decision.policy_hash != newest:
-                lines += await _rule_as_written(repo, decision.policy_hash, newest, decision.rule_id)
-            lines += await _what_would_have_changed_it(repo, action, decision)
+                lines += await _rule_as_written(uow, decision.policy_hash, newest, decision.rule_id)
+            lines += await _what_would_have_changed_it(uow, action, decision)
         elif decision.kind == "human":
             lines.append(f"  – {ref} *{decision.verdict}* by <@{decision.actor}> at {when}")
         elif decision.kind == "feedback":
-            lines += await reason_lines(repo, decision)
+            lines += await reason_lines(uow, decision)
         elif decision.kind == "refusal":
-            lines.append(f"  – {ref} click refused at {when}: {await _refused_click(repo, action, decision)}")
+            lines.append(f"  – {ref} click refused at {when}: {await _refused_click(uow, action, decision)}")
         else:
             lines.append(
                 f"  – {ref} {decision.verdict} at {when}: {quote(decision.reason, DETAIL_QUOTE_MAX)}"
             )
-    for execution in await repo.executions_for_action(action.id):
+    for execution in await uow.executions.executions_for_action(action.id):
         outcome = json.dumps(execution.result, sort_keys=True) if execution.result else execution.error
         lines.append(
             f"  – execution `{format_id('E', execution.id)}` *{execution.status}*: "
@@ -143,13 +142,13 @@ async def _explain_action(repo: Repository, action: ProposedAction, newest: str 
     return lines
 
 
-async def _undo_links(repo: Repository, action: ProposedAction) -> list[str]:
+async def _undo_links(uow: UnitOfWork, action: ProposedAction) -> list[str]:
     """`/aios undo` both ways: the action this one takes back, and the undos asked for of this one."""
     assert action.id is not None
     lines = []
     if action.undoes_action_id is not None:
         lines.append(f"  – undoes `{format_id('A', action.undoes_action_id)}` (asked for with `/aios undo`)")
-    for undo in await UndoQueries(repo).undos_of(action.id):
+    for undo in await uow.undos.undos_of(action.id):
         ref = f"`{format_id('A', undo.id)}`"
         if undo.status == ActionStatus.EXECUTED:
             lines.append(f"  – undone by {ref}")
@@ -158,14 +157,14 @@ async def _undo_links(repo: Repository, action: ProposedAction) -> list[str]:
     return lines
 
 
-async def _rule_as_written(repo: Repository, decided_by: str, newest: str, rule_id: str | None) -> list[str]:
+async def _rule_as_written(uow: UnitOfWork, decided_by: str, newest: str, rule_id: str | None) -> list[str]:
     """The rule as the policy that decided had it, when the policy that judged last has it otherwise (or not)."""
     import yaml  # here: most answers never need it, and `aios why` must start quickly
 
     if rule_id is None:
         return []
-    then = await repo.get(PolicyVersion, decided_by)
-    now = await repo.get(PolicyVersion, newest)
+    then = await uow.get(PolicyVersion, decided_by)
+    now = await uow.get(PolicyVersion, newest)
     written = _rule_in(then.text, rule_id) if then else None
     if written is None or (now is not None and _rule_in(now.text, rule_id) == written):
         return []
@@ -234,13 +233,13 @@ def _cost_line(uses: list[ModelUse]) -> str:
 
 
 async def _what_would_have_changed_it(
-    repo: Repository, action: ProposedAction, decision: Decision
+    uow: UnitOfWork, action: ProposedAction, decision: Decision
 ) -> list[str]:
     """The policy verdict's counterfactual, judged by the version that decided with the facts it saw, and
     that rule's condition as the version had it. Nothing for decisions recorded before facts were kept."""
     if decision.facts is None or decision.policy_hash is None or decision.id is None:
         return []
-    version = await repo.get(PolicyVersion, decision.policy_hash)
+    version = await uow.get(PolicyVersion, decision.policy_hash)
     if version is None:
         return []
     # Here, not at the top: loading a policy compiles its CEL, which `aios why` of other records never needs.
@@ -250,13 +249,13 @@ async def _what_would_have_changed_it(
     policy = _deciding_policy(version.text)
     if policy is None:
         return []  # a version this code no longer reads: its verdict stands, untested here
-    approval = await repo.approval_for_action(action.id or 0)
+    approval = await uow.approvals.approval_for_action(action.id or 0)
     recorded = RecordedDecision(
         decision_id=decision.id,
         action_id=action.id or 0,
         run_id=action.run_id,
         name=action.name,
-        params=await params_when_judged(repo, action, decision),
+        params=await params_when_judged(uow, action, decision),
         verdict=decision.verdict,
         rule_id=decision.rule_id,
         policy_hash=decision.policy_hash,
@@ -288,18 +287,18 @@ def _deciding_policy(text: str) -> Policy | None:
         return None
 
 
-async def _refused_click(repo: Repository, action: ProposedAction, decision: Decision) -> str:
+async def _refused_click(uow: UnitOfWork, action: ProposedAction, decision: Decision) -> str:
     """A refused click in plain words with the role it needed, or the recorded reason when the approval it was
     refused on is gone."""
     from policies.counterfactual import refused_click
 
-    approval = await repo.approval_for_action(action.id or 0)
+    approval = await uow.approvals.approval_for_action(action.id or 0)
     refusal = decision.verdict.removeprefix("refused:")
     if approval is None or approval.id is None or refusal == decision.verdict:
         return quote(decision.reason, DETAIL_QUOTE_MAX)
     escalated = approval.escalated_at is not None and approval.escalated_at <= decision.created_at
     roles = tuple(dict.fromkeys([*approval.approver_roles, *(approval.escalate_to if escalated else ())]))
-    clicked = await WhyQueries(repo.session).click_approved(approval.id, decision.actor, decision.created_at)
+    clicked = await WhyQueries(uow.session).click_approved(approval.id, decision.actor, decision.created_at)
     said = refused_click(  # the policy file's names escaped, so that the mention stays one
         refusal,
         f"<@{escape(decision.actor)}>",
@@ -330,15 +329,15 @@ async def related_records(units: UnitOfWorkFactory, prefix: str, key: int) -> Re
     if key > MAX_KEY:
         return RelatedRecords()
     async with units() as uow:
-        run, focus = await _locate(uow.repo, prefix, key)
+        run, focus = await _locate(uow, prefix, key)
         if run is None:
             return RelatedRecords()
         assert run.id is not None
         if focus is None:
-            actions = await uow.repo.actions_for_run(run.id)
+            actions = await uow.runs.actions_for_run(run.id)
             focus = actions[0].id if len(actions) == 1 else None
-        approval = await uow.repo.approval_for_action(focus) if focus is not None else None
-        executions = await uow.repo.executions_for_action(focus) if focus is not None else []
+        approval = await uow.approvals.approval_for_action(focus) if focus is not None else None
+        executions = await uow.executions.executions_for_action(focus) if focus is not None else []
     return RelatedRecords(
         run=format_id("R", run.id),
         approval=format_id("AP", approval.id) if approval is not None else None,

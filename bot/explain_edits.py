@@ -10,15 +10,15 @@ from runtime.mrkdwn import quote
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import Decision, ProposedAction
-from storage.repository import Repository
+from storage.unit_of_work import UnitOfWork
 
 EDIT_REFUSED = "an edit refused"  # the justification of a refusal decision that an edit (not a click) got
 DETAIL_QUOTE_MAX = 500
 
 
-async def first_proposed(repo: Repository, action: ProposedAction) -> list[str]:
+async def first_proposed(uow: UnitOfWork, action: ProposedAction) -> list[str]:
     """The parameters as first proposed, when people have edited them since."""
-    applied = await ActionEdits(repo.session).applied_to(action.id or 0)
+    applied = await ActionEdits(uow.session).applied_to(action.id or 0)
     if not applied:
         return []
     first = json.dumps(applied[0].params_before, sort_keys=True)
@@ -38,6 +38,6 @@ def edit_line(decision: Decision) -> str | None:
     return None
 
 
-async def params_when_judged(repo: Repository, action: ProposedAction, decision: Decision) -> dict[str, Any]:
+async def params_when_judged(uow: UnitOfWork, action: ProposedAction, decision: Decision) -> dict[str, Any]:
     """The parameters the action had when this decision was made."""
-    return await ActionEdits(repo.session).params_when_judged(action.id or 0, decision.id or 0, action.params)
+    return await ActionEdits(uow.session).params_when_judged(action.id or 0, decision.id or 0, action.params)

@@ -6,13 +6,13 @@ from runtime.mrkdwn import quote
 from storage.escalations import Escalations
 from storage.ids import format_id
 from storage.records import EscalationStatus
-from storage.repository import Repository
+from storage.unit_of_work import UnitOfWork
 
 ESCALATION_QUOTE_MAX = 500
 
 
-async def escalation_lines(repo: Repository, run_id: int) -> list[str]:
-    queries = Escalations(repo.session)
+async def escalation_lines(uow: UnitOfWork, run_id: int) -> list[str]:
+    queries = Escalations(uow.session)
     lines: list[str] = []
     answered = await queries.answered_by_run(run_id)
     if answered is not None:

@@ -33,7 +33,7 @@ from runtime.messages import ProposeAction
 from runtime.transport import Transport, TransportError
 from storage.ids import UnknownIdError, format_id
 from storage.records import ProposedAction
-from storage.repository import CostRow
+from storage.repositories.budgets import CostRow
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 # Proposing adds records and posts a card; an allowed action then runs (a refund, a draft): additive, and
@@ -144,8 +144,8 @@ def build_server(aios: Aios, *, slack: bool) -> MCPServer:
         now = aios.clock()
         async with aios.units() as uow:
             listed = []
-            for approval in await uow.repo.pending_approvals():
-                action = await uow.repo.get(ProposedAction, approval.action_id)
+            for approval in await uow.approvals.pending_approvals():
+                action = await uow.get(ProposedAction, approval.action_id)
                 assert action is not None
                 listed.append(
                     PendingApproval(
@@ -301,15 +301,15 @@ def _cost_lines(rows: list[CostRow]) -> list[CostLine]:
 async def _outcome(aios: Aios, intent_id: int, channel: str) -> ProposalResult:
     """What the policy made of the proposal, and what happened since (an allowed action has run by now)."""
     async with aios.units() as uow:
-        runs = await uow.repo.runs_for_intent(intent_id)
+        runs = await uow.runs.runs_for_intent(intent_id)
         if not runs or runs[0].id is None:
             raise ToolError(f"{format_id('I', intent_id)} was not filed; `why` shows what happened to it")
         proposals = []
-        for action in await uow.repo.actions_for_run(runs[0].id):
+        for action in await uow.runs.actions_for_run(runs[0].id):
             assert action.id is not None
-            decision = (await uow.repo.decisions_for_action(action.id))[0]
-            approval = await uow.repo.approval_for_action(action.id)
-            executions = await uow.repo.executions_for_action(action.id)
+            decision = (await uow.runs.decisions_for_action(action.id))[0]
+            approval = await uow.approvals.approval_for_action(action.id)
+            executions = await uow.executions.executions_for_action(action.id)
             proposals.append(
                 Proposal(
                     action_id=format_id("A", action.id),

@@ -167,7 +167,7 @@ async def _over_budget(
     async with units() as uow:
         for key, cost in needed.items():
             budget, scope_value = budgets[key]
-            account = await uow.repo.get(BudgetAccount, key)
+            account = await uow.get(BudgetAccount, key)
             left = account.available_usd if account is not None else budget.limit_usd
             if cost > left:
                 return (

@@ -83,7 +83,7 @@ async def replay(
     found = None
     if run_id is not None:  # else a key too big for any table: no run has it
         async with units() as uow:
-            found = await uow.repo.get(Run, run_id)
+            found = await uow.get(Run, run_id)
     if found is None or run_id is None:
         return f"There is no run {quote(words[0].upper(), 40)}.", None
     try:
@@ -101,7 +101,6 @@ async def _replay_policy(
     """The policy to replay under: a stored version named by a hash prefix, or else the candidate file."""
     from policies.engine import Policy
     from policies.errors import PolicyError
-    from storage.repository import ReplayQueries
 
     if version is None:
         if not candidate_policy_file:
@@ -117,7 +116,7 @@ async def _replay_policy(
     if not _HASH_PREFIX.match(prefix):
         raise PolicyError(f"{version!r} is not a policy hash prefix; give at least 4 hex digits, e.g. 3fa9c2")
     async with units() as uow:
-        versions = await ReplayQueries(uow.repo.session).policy_versions(prefix)
+        versions = await uow.replay.policy_versions(prefix)
     if not versions:
         raise PolicyError(f"no stored policy version has a hash starting with {prefix}")
     if len(versions) > 1:
@@ -164,10 +163,10 @@ OPEN_STATES = (
 
 async def status(units: UnitOfWorkFactory) -> str:
     async with units() as uow:
-        counts = await uow.repo.run_counts_by_status()
-        waiting = len(await uow.repo.pending_approvals())
-        open_runs = await uow.repo.runs_by_status(OPEN_STATES, limit=15)
-        paused = await uow.repo.paused_agents()
+        counts = await uow.runs.run_counts_by_status()
+        waiting = len(await uow.approvals.pending_approvals())
+        open_runs = await uow.runs.runs_by_status(OPEN_STATES, limit=15)
+        paused = await uow.runs.paused_agents()
     if not counts:
         return "No runs yet. Ask for something with `/aios <what you want>`."
     listed = ", ".join(f"{state}: {count}" for state, count in sorted(counts.items()))
@@ -180,10 +179,10 @@ async def status(units: UnitOfWorkFactory) -> str:
 
 async def pending(units: UnitOfWorkFactory, now: datetime) -> str:
     async with units() as uow:
-        approvals = await uow.repo.pending_approvals()
+        approvals = await uow.approvals.pending_approvals()
         lines = []
         for approval in approvals:
-            action = await uow.repo.get(ProposedAction, approval.action_id)
+            action = await uow.get(ProposedAction, approval.action_id)
             assert action is not None
             age_minutes = int((now - approval.created_at).total_seconds() // 60)
             lines.append(

@@ -52,8 +52,8 @@ async def accept_reason(
             "what would be right, not the whole story."
         )
     async with units() as uow:
-        approval = await uow.repo.get(Approval, approval_id)
-        clicked = await RejectionReasons(uow.repo.session).rejecting_clicks(approval_id)
+        approval = await uow.get(Approval, approval_id)
+        clicked = await RejectionReasons(uow.session).rejecting_clicks(approval_id)
     if approval is None:
         return ReasonAnswer(problem=f"There is no approval {ref}.")
     waiting = approval.status == ApprovalStatus.PENDING and user in clicked
@@ -72,11 +72,11 @@ async def accept_reason(
     if rejecter != user:
         return ReasonAnswer(problem=f"Only <@{rejecter}> who rejected {ref} can say why.")
     async with units() as uow:
-        stored = await uow.repo.insert_if_absent(
+        stored = await uow.insert_if_absent(
             RejectionReason,
             {"approval_id": approval_id, "user": user, "reason": reason, "received_at": utcnow()},
         )
-        existing = await RejectionReasons(uow.repo.session).of_approval(approval_id)
+        existing = await RejectionReasons(uow.session).of_approval(approval_id)
         await uow.commit()
     assert existing is not None and existing.id is not None
     if not stored:

@@ -13,7 +13,6 @@ from typing import Any
 from policies.engine import Policy
 from policies.replay import Change, RecordedDecision, Replayed, Summary, meaning, money_of, replay
 from storage.ids import format_id
-from storage.repository import ReplayQueries
 from storage.unit_of_work import UnitOfWorkFactory
 
 BATCH = 2000
@@ -51,9 +50,7 @@ class _RunTotals:
 
 async def count(units: UnitOfWorkFactory, scope: Scope) -> int:
     async with units() as uow:
-        return await ReplayQueries(uow.repo.session).count_policy_decisions(
-            run_id=scope.run_id, since=scope.since
-        )
+        return await uow.replay.count_policy_decisions(run_id=scope.run_id, since=scope.since)
 
 
 async def replay_records(
@@ -64,7 +61,7 @@ async def replay_records(
     while True:
         # A short read per batch: a writer is never kept waiting for the whole replay.
         async with units() as uow:
-            rows = await ReplayQueries(uow.repo.session).policy_decisions(
+            rows = await uow.replay.policy_decisions(
                 after=after, limit=batch, run_id=scope.run_id, since=scope.since
             )
         for row in rows:

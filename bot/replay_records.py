@@ -119,7 +119,7 @@ async def load_runs(units: UnitOfWorkFactory, scope: Scope, agent: str | None) -
     if agent is not None:
         query = query.where(col(Run.agent) == agent)
     async with units() as uow:
-        session = uow.repo.session
+        session = uow.session
         rows = (await session.exec(query)).all()
         run_ids = [run.id for run, _ in rows]
         proposed = (

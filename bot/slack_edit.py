@@ -109,8 +109,8 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
             return
         approval_ref = format_id("AP", approval_id)
         async with aios.units() as uow:
-            approval = await uow.repo.get(Approval, approval_id)
-            proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
+            approval = await uow.get(Approval, approval_id)
+            proposed = await uow.get(ProposedAction, approval.action_id) if approval else None
         if approval is None or proposed is None:
             log.warning("edit_of_unknown_approval", approval=approval_id)
             await _ack_errors(ack, values, f"There is no approval {approval_ref}; close this dialog.")
@@ -158,8 +158,8 @@ async def _open_dialog(aios: Aios, trigger_id: str, approval_id: int, user: str)
 async def _dialog(aios: Aios, approval_id: int, user: str) -> dict[str, Any]:
     approval_ref = format_id("AP", approval_id)
     async with aios.units() as uow:
-        approval = await uow.repo.get(Approval, approval_id)
-        proposed = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
+        approval = await uow.get(Approval, approval_id)
+        proposed = await uow.get(ProposedAction, approval.action_id) if approval else None
     if approval is None or proposed is None:
         return notice_view(approval_ref, f"There is no approval {approval_ref}.")
     request = request_view(approval)

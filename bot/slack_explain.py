@@ -117,12 +117,12 @@ async def record_of_card(units: UnitOfWorkFactory, channel: str, ts: str) -> str
     """The approval whose card is the message at ``ts``, or the run of the approvals a review card there holds."""
     async with units() as uow:
         query = select(Approval).where(Approval.channel == channel, Approval.message_ts == ts)
-        approvals = (await uow.repo.session.exec(query)).all()
+        approvals = (await uow.session.exec(query)).all()
         if len(approvals) == 1:
             return format_id("AP", approvals[0].id)
         runs = set()
         for approval in approvals:
-            action = await uow.repo.get(ProposedAction, approval.action_id)
+            action = await uow.get(ProposedAction, approval.action_id)
             runs.add(action.run_id if action else None)
     run = runs.pop() if len(runs) == 1 else None
     return format_id("R", run) if run is not None else None

@@ -47,7 +47,7 @@ def register_home(app: AsyncApp, aios: Aios) -> None:
 async def approval_channel(aios: Aios, approval_id: int) -> str:
     """Where a decision clicked on the Home is told: the approval's channel (in its thread), as for its card."""
     async with aios.units() as uow:
-        approval = await uow.repo.get(Approval, approval_id)
+        approval = await uow.get(Approval, approval_id)
     return approval.channel if approval is not None else ""
 
 
@@ -56,7 +56,7 @@ def decide_from_home(aios: Aios, command: DecideApproval) -> None:
 
     async def decide_then_tell() -> None:
         async with aios.units() as uow:
-            before = await HomeViewers(uow.repo.session).newest_decision()
+            before = await HomeViewers(uow.session).newest_decision()
         await aios.process(command)
         await aios.handlers.home.clicked(command, before)
 

@@ -114,7 +114,7 @@ async def _open(aios: Aios, trigger_id: str, approval_id: int, user: str) -> Non
     """Open the dialog, unless the click is known to be refused (its clicker may not decide the approval, or
     it was decided otherwise): their reason could not be kept, so they are not asked for it."""
     async with aios.units() as uow:
-        approval = await uow.repo.get(Approval, approval_id)
+        approval = await uow.get(Approval, approval_id)
     if approval is None or not await aios.handlers.revisions.may_reject(approval, user):
         log.info("reason_dialog_not_offered", approval=approval_id, user=user)
         return

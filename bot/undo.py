@@ -31,8 +31,8 @@ from storage.records import (
     RunStatus,
     UndoRequest,
 )
-from storage.repository import Repository, UndoQueries
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.repositories.undo import UndoQueries
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 if TYPE_CHECKING:  # bot.bootstrap wires the handlers, and recovery (a handler) uses this module
     from bot.bootstrap import Aios
@@ -109,10 +109,10 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
     """What `/aios undo A-…` and the Undo button do for ``user``: the answer, and the filing when claimed."""
     ref = format_id("A", action_id)
     async with aios.units() as uow:
-        original = await uow.repo.get(ProposedAction, action_id)
+        original = await uow.get(ProposedAction, action_id)
         if original is None:
             return UndoAnswer(f"There is no action {ref}.")
-        result = await _succeeded_result(uow.repo, action_id)
+        result = await _succeeded_result(uow, action_id)
         if original.status == ActionStatus.COMPENSATED:
             return UndoAnswer(
                 f"{ref} was already undone when a later step of its run failed (`/aios why {ref}`)."
@@ -124,16 +124,16 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
         inverse, summary = _inverse(aios.registry, original, result)
         if inverse is None:
             return UndoAnswer(f"{ref} ({escape(summary)}) cannot be undone: {_follow_up(original)}.")
-        queries = UndoQueries(uow.repo)
+        queries = uow.undos
         latest = await queries.latest_request(action_id)
         attempt = 0
         if latest is not None:
-            busy = await _earlier_request(uow.repo, queries, latest, ref)
+            busy = await _earlier_request(uow, queries, latest, ref)
             if busy is not None:
                 return UndoAnswer(busy)
             attempt = latest.attempt + 1
-        run = await uow.repo.get(Run, original.run_id)
-        intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        run = await uow.get(Run, original.run_id)
+        intent = await uow.get(Intent, run.intent_id) if run else None
         assert run is not None and intent is not None
         request = Intent(
             source=SOURCE,
@@ -165,7 +165,7 @@ async def file_undo(aios: Aios, filing: UndoFiling) -> str | None:
     refused = await aios.registry.refusal(filing.inverse)
     if refused is not None:
         async with aios.units() as uow:  # ended: a later request may try again
-            await uow.repo.fail_intent(filing.intent_id)
+            await uow.runs.fail_intent(filing.intent_id)
             await uow.commit()
         return f"The undo of {ref} was not filed: {quote(refused, REFUSAL_QUOTE_MAX)}."
     await aios.process(_proposal(filing))
@@ -189,21 +189,21 @@ async def refile(
     """The proposal of a claimed undo whose process stopped before filing it (recovery), or None, with the
     request ended so that it may be asked for again, when the action can no longer be undone."""
     async with units() as uow:
-        request = await UndoQueries(uow.repo).request_of_intent(intent_id)
-        original = await uow.repo.get(ProposedAction, request.action_id) if request else None
-        run = await uow.repo.get(Run, original.run_id) if original else None
-        result = await _succeeded_result(uow.repo, original.id) if original and original.id else None
+        request = await uow.undos.request_of_intent(intent_id)
+        original = await uow.get(ProposedAction, request.action_id) if request else None
+        run = await uow.get(Run, original.run_id) if original else None
+        result = await _succeeded_result(uow, original.id) if original and original.id else None
         inverse = _inverse(registry, original, result)[0] if original and result is not None else None
         if request is None or run is None or inverse is None:
-            await uow.repo.fail_intent(intent_id)
+            await uow.runs.fail_intent(intent_id)
             await uow.commit()
             log.warning("undo_not_refiled", intent=intent_id)
             return None
     return _proposal(UndoFiling(intent_id, run.agent, request.action_id, inverse, request.requested_by))
 
 
-async def _succeeded_result(repo: Repository, action_id: int) -> dict[str, object] | None:
-    executions: list[Execution] = list(await repo.executions_for_action(action_id))
+async def _succeeded_result(uow: UnitOfWork, action_id: int) -> dict[str, object] | None:
+    executions: list[Execution] = list(await uow.executions.executions_for_action(action_id))
     done = [e for e in executions if e.status == ExecutionStatus.SUCCEEDED]
     return done[0].result if done else None
 
@@ -235,15 +235,15 @@ _FILING = (RunStatus.PLANNING, RunStatus.PAUSED, RunStatus.OVER_BUDGET)
 
 
 async def _earlier_request(
-    repo: Repository, queries: UndoQueries, latest: UndoRequest, ref: str
+    uow: UnitOfWork, queries: UndoQueries, latest: UndoRequest, ref: str
 ) -> str | None:
     """Why the action cannot be asked to be undone again now, or None when the last request ended in nothing."""
     filed = await queries.undo_filed_for(latest.intent_id)
     if filed is None:
         # Not filed yet: still on its way (received, or its run is being planned right now), or ended without
         # becoming an undo (refused before filing, or its run ended first): only then may it be asked again.
-        intent = await repo.get(Intent, latest.intent_id)
-        runs = await repo.runs_for_intent(latest.intent_id)
+        intent = await uow.get(Intent, latest.intent_id)
+        runs = await uow.runs.runs_for_intent(latest.intent_id)
         on_its_way = intent is not None and (
             intent.status == IntentStatus.RECEIVED
             or (

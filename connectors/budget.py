@@ -49,8 +49,8 @@ class BudgetLedger:
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         assert isinstance(action, BudgetGrant)
         async with self._units() as uow:
-            granted = await uow.repo.get(Once, f"budget-grant:{idempotency_key}") is not None
-            account = await uow.repo.budget_account(action.account)
+            granted = await uow.get(Once, f"budget-grant:{idempotency_key}") is not None
+            account = await uow.budgets.budget_account(action.account)
         if not granted or account is None:
             return None
         return _grant_result(account, replayed=True)
@@ -58,11 +58,11 @@ class BudgetLedger:
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, BudgetGrant)
         async with self._units() as uow:
-            first = await uow.repo.first_time(f"budget-grant:{idempotency_key}")
+            first = await uow.first_time(f"budget-grant:{idempotency_key}")
             account = (
-                await uow.repo.grant_budget(action.account, action.amount_usd)
+                await uow.budgets.grant_budget(action.account, action.amount_usd)
                 if first
-                else await uow.repo.budget_account(action.account)
+                else await uow.budgets.budget_account(action.account)
             )
             if account is None:
                 raise PermanentConnectorError(f"there is no budget account {action.account}")

@@ -33,7 +33,7 @@ class SandboxCms:
             action.effective_slug() if isinstance(action, CmsCreateDraft) else getattr(action, "slug", None)
         )
         async with self._units() as uow:
-            post = (await uow.repo.session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()
+            post = (await uow.session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()
         if post is None or idempotency_key not in post.idempotency_keys:
             return None
         return _post_result(post, replayed=True)
@@ -42,12 +42,12 @@ class SandboxCms:
         """The posts with these slugs, as the content calendar reads them (with their bodies' digests)."""
         async with self._units() as uow:
             query = select(SandboxPost).where(col(SandboxPost.slug).in_(list(slugs)))
-            return [_summary(post, with_body=True) for post in (await uow.repo.session.exec(query)).all()]
+            return [_summary(post, with_body=True) for post in (await uow.session.exec(query)).all()]
 
     async def posts_dated(self, start: datetime, end: datetime) -> list[PostSummary]:
         """The posts dated from ``start`` up to ``end``: when they go (or went) out, or a draft's last change."""
         async with self._units() as uow:
-            posts = (await uow.repo.session.exec(select(SandboxPost))).all()
+            posts = (await uow.session.exec(select(SandboxPost))).all()
         return [
             _summary(post) for post in posts if (moment := _dated(post)) is not None and start <= moment < end
         ]
@@ -59,7 +59,7 @@ class SandboxCms:
             return None
         async with self._units() as uow:
             post = (
-                await uow.repo.session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
+                await uow.session.exec(select(SandboxPost).where(SandboxPost.slug == action.slug))
             ).first()
         if post is None:
             return _no_such_post(action.slug)
@@ -68,7 +68,7 @@ class SandboxCms:
 
     async def publish_due(self, slug: str, publish_at: datetime) -> DuePublish:
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             post = (await session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()
             if post is None:
                 return DuePublish(DueOutcome.LEFT_ALONE, f"there is no post with the slug {slug!r} any more")
@@ -85,7 +85,7 @@ class SandboxCms:
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             if isinstance(action, CmsCreateDraft):
                 slug = action.effective_slug()
                 post = (await session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).first()

@@ -45,5 +45,5 @@ async def seed_orders(units: UnitOfWorkFactory) -> None:
     """Create orders 1001–1005 the first time; never touches them afterwards."""
     async with units() as uow:
         for order in SEED_ORDERS:
-            await uow.repo.insert_if_absent(SandboxOrder, order.model_dump())
+            await uow.insert_if_absent(SandboxOrder, order.model_dump())
         await uow.commit()

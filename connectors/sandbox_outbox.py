@@ -46,7 +46,7 @@ class SandboxOutbox:
         async with self._units() as uow:
             # ON CONFLICT DO NOTHING: a repeat with the same key (even a concurrent one) inserts nothing and
             # answers with the email the first call recorded.
-            inserted = await uow.repo.insert_if_absent(SandboxEmail, values)
+            inserted = await uow.insert_if_absent(SandboxEmail, values)
             email = await _email_by_key(uow, idempotency_key)
             await uow.commit()
         assert email is not None
@@ -55,7 +55,7 @@ class SandboxOutbox:
 
 async def _email_by_key(uow: UnitOfWork, key: str) -> SandboxEmail | None:
     query = select(SandboxEmail).where(col(SandboxEmail.idempotency_key) == key)
-    return (await uow.repo.session.exec(query)).first()
+    return (await uow.session.exec(query)).first()
 
 
 def _email_result(email: SandboxEmail, *, replayed: bool) -> dict[str, Any]:

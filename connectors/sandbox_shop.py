@@ -78,7 +78,7 @@ class SandboxShop:
 
     async def get_order(self, order_id: int) -> OrderInfo | None:
         async with self._units() as uow:
-            order = await uow.repo.get(SandboxOrder, order_id)
+            order = await uow.get(SandboxOrder, order_id)
             if order is None:
                 return None
             return OrderInfo(
@@ -92,18 +92,18 @@ class SandboxShop:
         except IntegrityError:
             # A concurrent call with the same key won the insert: answer with its refund.
             async with self._units() as uow:
-                existing = await self._refund_by_key(uow.repo.session, idempotency_key)
+                existing = await self._refund_by_key(uow.session, idempotency_key)
                 assert existing is not None
                 return _refund_result(existing, replayed=True)
 
     async def lookup(self, action: Action, idempotency_key: str) -> dict[str, Any] | None:
         async with self._units() as uow:
-            refund = await self._refund_by_key(uow.repo.session, idempotency_key)
+            refund = await self._refund_by_key(uow.session, idempotency_key)
         return _refund_result(refund, replayed=True) if refund is not None else None
 
     async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             existing = await self._refund_by_key(session, key)
             if existing is not None:
                 return _refund_result(existing, replayed=True)
@@ -116,7 +116,7 @@ class SandboxShop:
                 raise PermanentConnectorError(
                     f"order {order.id} has ${refundable:,.2f} left to refund; ${action.amount:,.2f} is too much"
                 )
-            refund = await uow.repo.add(
+            refund = await uow.add(
                 SandboxRefund(
                     order_id=order.id, amount=action.amount, reason=action.reason, idempotency_key=key
                 )

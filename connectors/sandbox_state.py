@@ -21,6 +21,6 @@ async def sandbox_state(units: UnitOfWorkFactory) -> dict[str, list[dict[str, An
     state: dict[str, list[dict[str, Any]]] = {}
     async with units() as uow:
         for key, model in tables.items():
-            rows = (await uow.repo.session.exec(select(model).order_by(col(model.id)))).all()  # type: ignore[attr-defined]
+            rows = (await uow.session.exec(select(model).order_by(col(model.id)))).all()  # type: ignore[attr-defined]
             state[key] = [row.model_dump(mode="json") for row in rows]
     return state

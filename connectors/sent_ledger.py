@@ -26,7 +26,7 @@ class SentLedger:
         """The result recorded when this key was sent, marked as a replay; None if it never was."""
         async with self._units() as uow:
             query = select(SentMessage).where(col(SentMessage.idempotency_key) == idempotency_key)
-            sent = (await uow.repo.session.exec(query)).first()
+            sent = (await uow.session.exec(query)).first()
         if sent is None or sent.result.get(_IN_FLIGHT):
             return None
         return {**sent.result, "replayed": True}
@@ -50,7 +50,7 @@ class SentLedger:
             sent = await self._row(uow, idempotency_key)
             if sent is not None and sent.result.get(_IN_FLIGHT):
                 sent.result, sent.sent_at = result, utcnow()
-                uow.repo.session.add(sent)
+                uow.session.add(sent)
                 await uow.commit()
 
     async def _insert(self, idempotency_key: str, target: str, result: dict[str, Any]) -> bool:
@@ -63,14 +63,14 @@ class SentLedger:
             "sent_at": utcnow(),
         }
         async with self._units() as uow:
-            inserted = await uow.repo.insert_if_absent(SentMessage, values)
+            inserted = await uow.insert_if_absent(SentMessage, values)
             await uow.commit()
         return inserted
 
     @staticmethod
     async def _row(uow: UnitOfWork, idempotency_key: str) -> SentMessage | None:
         query = select(SentMessage).where(col(SentMessage.idempotency_key) == idempotency_key)
-        return (await uow.repo.session.exec(query)).first()
+        return (await uow.session.exec(query)).first()
 
 
 _IN_FLIGHT = "in_flight"  # the result of a key noted before sending, until the answer replaces it

@@ -46,7 +46,7 @@ class SandboxSocial:
         async with self._units() as uow:
             # ON CONFLICT DO NOTHING: a repeat with the same key (even a concurrent one) records nothing more
             # and answers with the post the first call recorded.
-            inserted = await uow.repo.insert_if_absent(SandboxSocialPost, values)
+            inserted = await uow.insert_if_absent(SandboxSocialPost, values)
             recorded = await _post_by_key(uow, idempotency_key)
             await uow.commit()
         assert recorded is not None
@@ -55,7 +55,7 @@ class SandboxSocial:
 
 async def _post_by_key(uow: UnitOfWork, key: str) -> SandboxSocialPost | None:
     query = select(SandboxSocialPost).where(col(SandboxSocialPost.idempotency_key) == key)
-    return (await uow.repo.session.exec(query)).first()
+    return (await uow.session.exec(query)).first()
 
 
 def _result(recorded: SandboxSocialPost, *, replayed: bool) -> dict[str, Any]:

@@ -31,9 +31,9 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent, owne
     or duplicate)."""
     async with units() as uow:
         key = incoming.delivery_key
-        if key is not None and not await uow.repo.first_time(f"slack-event:{key}"):
+        if key is not None and not await uow.first_time(f"slack-event:{key}"):
             return None
-        intent = await uow.repo.add(
+        intent = await uow.add(
             Intent(
                 source=incoming.source,
                 team_id=incoming.team_id or DEFAULT_TEAM,
@@ -54,7 +54,7 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent, owne
 async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
     """Store an Approve or Reject click; its id goes with the DecideApproval that handles it."""
     async with units() as uow:
-        stored = await uow.repo.add(click)
+        stored = await uow.add(click)
         await uow.commit()
     assert stored.id is not None
     return stored.id
@@ -66,7 +66,7 @@ async def accept_edit(
     """Store a submitted edit before Slack gets its ack (a crash after the ack loses nothing); its id, which goes
     with the EditApproval that handles it."""
     async with units() as uow:
-        approval = await uow.repo.get(Approval, approval_id)
+        approval = await uow.get(Approval, approval_id)
         edit = ActionEdit(
             approval_id=approval_id,
             action_id=approval.action_id if isinstance(approval, Approval) else None,
@@ -74,7 +74,7 @@ async def accept_edit(
             channel=channel,
             params_after=params,
         )
-        stored = await uow.repo.add(edit)
+        stored = await uow.add(edit)
         await uow.commit()
     assert stored.id is not None
     return stored.id
@@ -89,8 +89,8 @@ async def accept_run_click(
     click on this one."""
     async with units() as uow:
         clicks = []
-        for proposed in await uow.repo.actions_for_run(run_id):
-            approval = await uow.repo.approval_for_action(proposed.id or 0)
+        for proposed in await uow.runs.actions_for_run(run_id):
+            approval = await uow.approvals.approval_for_action(proposed.id or 0)
             if (
                 approval is not None
                 and approval.id is not None
@@ -98,6 +98,6 @@ async def accept_run_click(
                 and approval.message_ts == card_ts
             ):
                 click = Click(approval_id=approval.id, user=user, approve=approve, channel=channel)
-                clicks.append(await uow.repo.add(click))
+                clicks.append(await uow.add(click))
         await uow.commit()
     return tuple(sorted(click.id for click in clicks if click.id is not None))

@@ -90,7 +90,7 @@ async def observe_completed_run(units: UnitOfWorkFactory, action_id: int) -> Non
 
 async def _spend_of_completed_run(units: UnitOfWorkFactory, action_id: int) -> float | None:
     async with units() as uow:
-        session = uow.repo.session
+        session = uow.session
         run = (
             await session.exec(
                 select(Run)
@@ -115,7 +115,7 @@ async def refresh_waiting_approvals(units: UnitOfWorkFactory, now: datetime) -> 
     """One query at scrape time: how many approvals wait, and since when the oldest."""
     async with units() as uow:
         count, oldest = (
-            await uow.repo.session.exec(
+            await uow.session.exec(
                 select(func.count(), func.min(Approval.created_at)).where(
                     col(Approval.status) == ApprovalStatus.PENDING
                 )

@@ -20,10 +20,10 @@ async def revision_feedback(
 ) -> Feedback | None:
     """The feedback of the reason whose revision is ``run_id``; None for a run that revises nothing."""
     async with units() as uow:
-        reason = await RejectionReasons(uow.repo.session).of_run(run_id)
-        approval = await uow.repo.get(Approval, reason.approval_id) if reason else None
-        rejected = await uow.repo.get(ProposedAction, approval.action_id) if approval else None
-        plan = await uow.repo.actions_for_run(rejected.run_id) if rejected else []
+        reason = await RejectionReasons(uow.session).of_run(run_id)
+        approval = await uow.get(Approval, reason.approval_id) if reason else None
+        rejected = await uow.get(ProposedAction, approval.action_id) if approval else None
+        plan = await uow.runs.actions_for_run(rejected.run_id) if rejected else []
     if reason is None or rejected is None:
         return None
     action = registry.validate(rejected.name, rejected.params)

@@ -297,7 +297,7 @@ class IntentTraces:
                 query = query.join(Execution, col(Execution.action_id) == col(ProposedAction.id))
                 query = query.where(col(Execution.id) == key)
         async with self._units() as uow:
-            return (await uow.repo.session.exec(query)).first()
+            return (await uow.session.exec(query)).first()
 
 
 def approval_waited(approval_id: int, requested_at: datetime, decided_at: datetime, outcome: str) -> None:

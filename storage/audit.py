@@ -575,7 +575,7 @@ async def _read_again(units: Units, records: Sequence[Record], batch: int) -> di
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]
         async with units() as uow:
-            connection = await uow.repo.session.connection()
+            connection = await uow.session.connection()
             for name in dict.fromkeys(name for name, _ in chunk):
                 query = _rows_query(name, [key for table, key in chunk if table == name])
                 key = _key_column(name).name
@@ -629,7 +629,7 @@ async def _stream(
         if after is not None:
             query = query.where(table.c[key] > after)
         async with units() as uow:
-            connection = await uow.repo.session.connection()
+            connection = await uow.session.connection()
             rows = (await connection.execute(query)).mappings().all()
         if not rows:
             return
@@ -654,7 +654,7 @@ async def _check_cover(
             .limit(batch)
         )
         async with units() as uow:
-            session = uow.repo.session
+            session = uow.session
             rows = (await (await session.connection()).execute(query)).all()
             if not rows:
                 return
@@ -851,7 +851,7 @@ async def export(units: Units, since: datetime | None, batch: int = BATCH) -> As
         if since is not None:
             query = query.where(entries.c.recorded_at >= since)
         async with units() as uow:
-            connection = await uow.repo.session.connection()
+            connection = await uow.session.connection()
             rows = (await connection.execute(query)).mappings().all()
         if not rows:
             return

@@ -35,7 +35,7 @@ class BrandVoice:
             .limit(limit)
         )
         async with self._units() as uow:
-            rows = (await uow.repo.session.exec(query)).all()
+            rows = (await uow.session.exec(query)).all()
         return [
             MemoryHit(row.id or 0, row.text, row.kind, row.key, 1.0, row.created_at, "exact") for row in rows
         ]

@@ -79,7 +79,7 @@ class Lease(ABC):
         """Delete the rows of processes that ended without releasing their lease (they crashed)."""
         async with self._units() as uow:
             query = select(ProcessLease.id).where(col(ProcessLease.id) != self.id)
-            others = {lease for lease in (await uow.repo.session.exec(query)).all() if lease is not None}
+            others = {lease for lease in (await uow.session.exec(query)).all() if lease is not None}
         ended = others - await self.alive(others)
         await self._delete_rows(ended)
         return ended
@@ -88,7 +88,7 @@ class Lease(ABC):
         if not leases:
             return
         async with self._units() as uow:
-            await uow.repo.session.exec(delete(ProcessLease).where(col(ProcessLease.id).in_(leases)))
+            await uow.session.exec(delete(ProcessLease).where(col(ProcessLease.id).in_(leases)))
             await uow.commit()
 
     @abstractmethod
@@ -217,9 +217,7 @@ def _locked(path: Path) -> bool:
 async def acquire_lease(engine: AsyncEngine, units: UnitOfWorkFactory) -> Lease:
     """Register this process and take its lease; forget the rows of processes that crashed."""
     async with units() as uow:
-        row = await uow.repo.add(
-            ProcessLease(host=socket.gethostname(), pid=os.getpid(), started_at=utcnow())
-        )
+        row = await uow.add(ProcessLease(host=socket.gethostname(), pid=os.getpid(), started_at=utcnow()))
         await uow.commit()
     assert row.id is not None
     lease: Lease

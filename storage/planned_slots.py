@@ -60,4 +60,4 @@ async def holding_actions(units: UnitOfWorkFactory, team_id: str, name: str) -> 
         .limit(PLANNED_DRAFTS_READ)
     )
     async with units() as uow:
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())

@@ -3,51 +3,138 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.engine import session_factory
-from storage.repository import Repository
+from storage.repositories import (
+    ApprovalRepository,
+    BudgetRepository,
+    ExecutionRepository,
+    ReplayQueries,
+    RunRepository,
+    SessionRepository,
+    UndoQueries,
+)
+from storage.repositories.base import Owned, Record
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """The repositories of one open unit of work, made once when it opens, all over its one session."""
+
+    session: AsyncSession
+    records: SessionRepository
+    runs: RunRepository
+    approvals: ApprovalRepository
+    executions: ExecutionRepository
+    budgets: BudgetRepository
+    replay: ReplayQueries
+    undos: UndoQueries
+
+    @classmethod
+    def over(cls, session: AsyncSession) -> _Open:
+        return cls(
+            session,
+            SessionRepository(session),
+            RunRepository(session),
+            ApprovalRepository(session),
+            ExecutionRepository(session),
+            BudgetRepository(session),
+            ReplayQueries(session),
+            UndoQueries(session),
+        )
 
 
 class UnitOfWork:
+    """Its repositories, one per aggregate, are attributes (`uow.runs`, `uow.approvals`, …); the writes that
+    any record shares are its own methods (`uow.add`, `uow.get`, …)."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], writer_lock: asyncio.Lock | None) -> None:
         self._sessions = sessions
         self._writer_lock = writer_lock
-        self._session: AsyncSession | None = None
+        self._open: _Open | None = None
         self._stack = AsyncExitStack()
 
-    @property
-    def repo(self) -> Repository:
-        if self._session is None:
+    def _opened(self) -> _Open:
+        if self._open is None:
             raise RuntimeError("use the unit of work inside `async with`")
-        return Repository(self._session)
+        return self._open
+
+    @property
+    def session(self) -> AsyncSession:
+        return self._opened().session
+
+    @property
+    def runs(self) -> RunRepository:
+        return self._opened().runs
+
+    @property
+    def approvals(self) -> ApprovalRepository:
+        return self._opened().approvals
+
+    @property
+    def executions(self) -> ExecutionRepository:
+        return self._opened().executions
+
+    @property
+    def budgets(self) -> BudgetRepository:
+        return self._opened().budgets
+
+    @property
+    def replay(self) -> ReplayQueries:
+        return self._opened().replay
+
+    @property
+    def undos(self) -> UndoQueries:
+        return self._opened().undos
+
+    async def add(self, record: Record) -> Record:
+        return await self._opened().records.add(record)
+
+    async def get(self, model: type[Record], key: Any) -> Record | None:
+        return await self._opened().records.get(model, key)
+
+    async def insert_if_absent(self, model: type[SQLModel], values: dict[str, Any]) -> bool:
+        return await self._opened().records.insert_if_absent(model, values)
+
+    async def first_time(self, key: str) -> bool:
+        return await self._opened().records.first_time(key)
+
+    async def forget_once(self, key: str) -> None:
+        await self._opened().records.forget_once(key)
+
+    async def take_over(self, rows: Sequence[Owned], owner: int) -> set[int]:
+        return await self._opened().records.take_over(rows, owner)
 
     async def __aenter__(self) -> Self:
         if self._writer_lock is not None:
             await self._stack.enter_async_context(self._writer_lock)
-        self._session = self._sessions()
+        self._open = _Open.over(self._sessions())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._session is not None
+        assert self._open is not None
         try:
             # close() rolls back whatever was not committed and detaches the records without expiring
             # them, so what was read stays readable after the unit of work ends.
-            await self._session.close()
+            await self._open.session.close()
         finally:
-            self._session = None
+            self._open = None
             await self._stack.aclose()
 
     async def commit(self) -> None:
-        assert self._session is not None
-        await self._session.commit()
+        assert self._open is not None
+        await self._open.session.commit()
 
 
 class UnitOfWorkFactory:

@@ -91,7 +91,7 @@ class Approvals(HandlerBase):
             targets = [(a.id or 0, None) for a in await self.reviews.waiting(command.run_id)]
         else:
             async with self.units() as uow:
-                clicks = [await uow.repo.get(Click, click_id) for click_id in command.click_ids]
+                clicks = [await uow.get(Click, click_id) for click_id in command.click_ids]
             targets = [(c.approval_id, c.id) for c in clicks if c is not None and c.processed_at is None]
         if not targets:
             await self._whisper(
@@ -121,7 +121,7 @@ class Approvals(HandlerBase):
             if outcome.refusal_text:
                 refused.append(outcome.refusal_text)
         async with self.units() as uow:
-            first = await uow.repo.get(Approval, targets[0][0])
+            first = await uow.get(Approval, targets[0][0])
         if first is not None:
             thread = Thread(first.channel, first.thread_ts)
         await self.reviews.refresh(command.run_id, notes)
@@ -148,7 +148,7 @@ class Approvals(HandlerBase):
         if click_id is None:
             return
         async with self.units() as uow:
-            await uow.repo.mark_click_processed(click_id, self.clock())
+            await uow.approvals.mark_click_processed(click_id, self.clock())
             await uow.commit()
 
     async def _decide(self, command: DecideApproval, *, on_review: bool = False) -> _Outcome:
@@ -156,7 +156,7 @@ class Approvals(HandlerBase):
         card, which says the outcome once for all its approvals rather than one message each."""
         approval_ref = format_id("AP", command.approval_id)
         async with self.units() as uow:
-            approval = await uow.repo.get(Approval, command.approval_id)
+            approval = await uow.get(Approval, command.approval_id)
         if approval is None or approval.id is None:
             await self._whisper(command.channel, command.user, f"There is no approval {approval_ref}.")
             return _Outcome()
@@ -181,21 +181,21 @@ class Approvals(HandlerBase):
         async with self.units() as uow:
             # The approval row is locked for the whole decision, so concurrent clicks (from any replica)
             # are counted one after another: one of them completes the quorum, the rest see it decided.
-            current = await uow.repo.lock_approval(approval.id)
+            current = await uow.approvals.lock_approval(approval.id)
             if current is None or current.status != ApprovalStatus.PENDING:
                 refusal = Refusal.ALREADY_DECIDED
             elif command.edits_seen is not None and command.edits_seen != len(
-                await ActionEdits(uow.repo.session).applied_to(current.action_id)
+                await ActionEdits(uow.session).applied_to(current.action_id)
             ):
                 refusal = Refusal.CARD_OUTDATED
-            elif command.approve and not await uow.repo.add_vote(approval.id, command.user):
+            elif command.approve and not await uow.approvals.add_vote(approval.id, command.user):
                 refusal = Refusal.ALREADY_VOTED
             else:
-                voters = await uow.repo.voters(approval.id) if command.approve else []
+                voters = await uow.approvals.voters(approval.id) if command.approve else []
                 final = not command.approve or len(voters) >= current.quorum
                 if final:
-                    await uow.repo.decide_approval(approval.id, outcome, command.user, now)
-                    proposed = await uow.repo.set_action_status(
+                    await uow.approvals.decide_approval(approval.id, outcome, command.user, now)
+                    proposed = await uow.runs.set_action_status(
                         approval.action_id,
                         ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED,
                     )
@@ -203,11 +203,11 @@ class Approvals(HandlerBase):
                         capability = self._capability(
                             proposed, policy_decision.policy_hash or "", command.user
                         )
-                        await uow.repo.mint_capability(capability)
+                        await uow.approvals.mint_capability(capability)
                 count = (
                     f" ({len(voters)} of {current.quorum})" if current.quorum > 1 and command.approve else ""
                 )
-                await uow.repo.add(
+                await uow.add(
                     Decision(
                         action_id=approval.action_id,
                         kind="human",
@@ -255,7 +255,7 @@ class Approvals(HandlerBase):
         replicas sweep."""
         now = self.clock()
         async with self.units() as uow:
-            to_escalate, to_expire = await uow.repo.approvals_due(now)
+            to_escalate, to_expire = await uow.approvals.approvals_due(now)
         for approval in to_escalate:
             await self._escalate(approval, now)
         for approval in to_expire:
@@ -270,10 +270,10 @@ class Approvals(HandlerBase):
     async def _escalate(self, approval: Approval, now: datetime) -> None:
         assert approval.id is not None
         async with self.units() as uow:
-            if not await uow.repo.mark_escalated(approval.id, now):
+            if not await uow.approvals.mark_escalated(approval.id, now):
                 return
             ESCALATIONS.labels(reason="approval_timeout").inc()
-            await uow.repo.add(
+            await uow.add(
                 Decision(
                     action_id=approval.action_id,
                     kind="escalation",
@@ -309,7 +309,7 @@ class Approvals(HandlerBase):
         fields = {"approval": format_id("AP", approval.id), "rule": rule_id, "roles": " or ".join(deciding)}
         text = REFUSAL_TEXT[refusal].format(**fields)
         async with self.units() as uow:
-            await uow.repo.add(
+            await uow.add(
                 Decision(
                     action_id=approval.action_id,
                     kind="refusal",
@@ -336,10 +336,12 @@ class Approvals(HandlerBase):
     async def _expire(self, approval: Approval, now: datetime) -> bool:
         """Expire a pending approval (never approve it); False when it had been decided meanwhile."""
         async with self.units() as uow:
-            if not await uow.repo.decide_approval(approval.id or 0, ApprovalStatus.EXPIRED, "clock", now):
+            if not await uow.approvals.decide_approval(
+                approval.id or 0, ApprovalStatus.EXPIRED, "clock", now
+            ):
                 return False
-            await uow.repo.set_action_status(approval.action_id, ActionStatus.EXPIRED)
-            await uow.repo.add(
+            await uow.runs.set_action_status(approval.action_id, ActionStatus.EXPIRED)
+            await uow.add(
                 Decision(
                     action_id=approval.action_id,
                     kind="expiry",

@@ -108,7 +108,7 @@ class HandlerBase:
 
     async def _is_paused(self, agent: str) -> bool:
         async with self.units() as uow:
-            return await uow.repo.is_paused(agent) is not None
+            return await uow.runs.is_paused(agent) is not None
 
     async def _open_thread(self, intent: Intent) -> Thread:
         """Slash-command intents have no thread yet: start one with a message that quotes the intent."""
@@ -119,10 +119,10 @@ class HandlerBase:
         )
         ts = await self.transport.post(intent.channel, text, blocks=message_blocks)
         async with self.units() as uow:
-            stored = await uow.repo.get(Intent, intent.id)
+            stored = await uow.get(Intent, intent.id)
             assert stored is not None
             stored.thread_ts = ts
-            uow.repo.session.add(stored)
+            uow.session.add(stored)
             await uow.commit()
         intent.thread_ts = ts
         return Thread(intent.channel, ts)
@@ -143,17 +143,17 @@ class HandlerBase:
 
     async def _get_decision(self, decision_id: int) -> Decision:
         async with self.units() as uow:
-            decision = await uow.repo.get(Decision, decision_id)
+            decision = await uow.get(Decision, decision_id)
         assert decision is not None
         return decision
 
     async def _thread_of_action(self, action_id: int) -> tuple[Thread, ProposedAction]:
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, action_id)
+            proposed = await uow.get(ProposedAction, action_id)
             assert proposed is not None
-            run = await uow.repo.get(Run, proposed.run_id)
+            run = await uow.get(Run, proposed.run_id)
             assert run is not None
-            intent = await uow.repo.get(Intent, run.intent_id)
+            intent = await uow.get(Intent, run.intent_id)
             assert intent is not None
         return Thread(intent.channel, intent.thread_ts), proposed
 
@@ -177,17 +177,17 @@ class HandlerBase:
             log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
             return
         async with self.units() as uow:
-            stored = await uow.repo.get(Approval, approval_id)
+            stored = await uow.get(Approval, approval_id)
             assert stored is not None
             stored.message_ts = ts
-            uow.repo.session.add(stored)
+            uow.session.add(stored)
             await uow.commit()
 
     async def _stored_card(self, approval: Approval) -> blocks.ApprovalCard:
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, approval.action_id)
-            decision = await uow.repo.get(Decision, approval.decision_id)
-            edits = await ActionEdits(uow.repo.session).applied_to(approval.action_id)
+            proposed = await uow.get(ProposedAction, approval.action_id)
+            decision = await uow.get(Decision, approval.decision_id)
+            edits = await ActionEdits(uow.session).applied_to(approval.action_id)
         assert proposed is not None and decision is not None
         return self._card(approval, proposed, decision, edits)
 

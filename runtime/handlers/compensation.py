@@ -25,14 +25,14 @@ log = structlog.get_logger(__name__)
 class Compensation(HandlerBase):
     async def compensate(self, event: ActionFailed) -> Sequence[Message]:
         async with self.units() as uow:
-            failed = await uow.repo.get(ProposedAction, event.action_id)
+            failed = await uow.get(ProposedAction, event.action_id)
             if failed is not None and failed.compensates is not None:
                 COMPENSATIONS.labels(outcome="failed").inc()
             if failed is None or failed.id is None or failed.compensates is not None:
                 return []  # a failed compensation is reported, not compensated in turn
             earlier = [
                 action
-                for action in await uow.repo.actions_for_run(failed.run_id)
+                for action in await uow.runs.actions_for_run(failed.run_id)
                 if action.status == ActionStatus.EXECUTED
                 and action.compensates is None
                 and (action.id or 0) < failed.id
@@ -40,7 +40,9 @@ class Compensation(HandlerBase):
             results: dict[int | None, dict[str, object]] = {}
             for action in earlier:
                 done = [
-                    e for e in await uow.repo.executions_for_action(action.id or 0) if e.status == "succeeded"
+                    e
+                    for e in await uow.executions.executions_for_action(action.id or 0)
+                    if e.status == "succeeded"
                 ]
                 results[action.id] = done[0].result if done else {}
         followups: list[Message] = []
@@ -51,7 +53,7 @@ class Compensation(HandlerBase):
                 await self._hand_to_a_person(action, failed)
                 continue
             async with self.units() as uow:
-                undo = await uow.repo.add(
+                undo = await uow.add(
                     ProposedAction(
                         run_id=action.run_id,
                         name=inverse.name,
@@ -61,7 +63,7 @@ class Compensation(HandlerBase):
                         compensates=action.id,
                     )
                 )
-                await uow.repo.add(
+                await uow.add(
                     Decision(
                         action_id=undo.id or 0,
                         kind="compensation",
@@ -72,7 +74,7 @@ class Compensation(HandlerBase):
                         reason=f"a later step ({format_id('A', failed.id)}) of the run failed",
                     )
                 )
-                await uow.repo.mint_capability(self._capability(undo, self.policy.hash, "compensation"))
+                await uow.approvals.mint_capability(self._capability(undo, self.policy.hash, "compensation"))
                 await uow.commit()
             log.info("compensating", action=action.id, undo=undo.id, failed=failed.id)
             assert undo.id is not None
@@ -81,10 +83,10 @@ class Compensation(HandlerBase):
 
     async def mark_compensated(self, event: ActionExecuted) -> Sequence[Message]:
         async with self.units() as uow:
-            undo = await uow.repo.get(ProposedAction, event.action_id)
+            undo = await uow.get(ProposedAction, event.action_id)
             if undo is None or undo.compensates is None:
                 return []
-            await uow.repo.set_action_status(undo.compensates, ActionStatus.COMPENSATED)
+            await uow.runs.set_action_status(undo.compensates, ActionStatus.COMPENSATED)
             await uow.commit()
         COMPENSATIONS.labels(outcome="undone").inc()
         return []
@@ -109,8 +111,8 @@ class Compensation(HandlerBase):
         assert action.id is not None
         summary = self._summary(action)
         async with self.units() as uow:
-            await uow.repo.set_action_status(action.id, ActionStatus.ESCALATED)
-            await uow.repo.add(
+            await uow.runs.set_action_status(action.id, ActionStatus.ESCALATED)
+            await uow.add(
                 Decision(
                     action_id=action.id,
                     kind="escalation",

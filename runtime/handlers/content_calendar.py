@@ -16,16 +16,16 @@ from storage.unit_of_work import UnitOfWork
 async def record_planned_slot(
     uow: UnitOfWork, registry: ConnectorRegistry, zone: ZoneInfo, action_id: int
 ) -> None:
-    proposed = await uow.repo.get(ProposedAction, action_id)
+    proposed = await uow.get(ProposedAction, action_id)
     if proposed is None or proposed.name != CmsCreateDraft.name or not proposed.params.get("planned_for"):
         return
     action = registry.validate(proposed.name, proposed.params)
     assert isinstance(action, CmsCreateDraft) and action.planned_for is not None
-    if await PlannedSlots(uow.repo.session).of_action(action_id) is not None:
+    if await PlannedSlots(uow.session).of_action(action_id) is not None:
         return
-    run = await uow.repo.get(Run, proposed.run_id)
-    intent = await uow.repo.get(Intent, run.intent_id) if run is not None else None
-    uow.repo.session.add(
+    run = await uow.get(Run, proposed.run_id)
+    intent = await uow.get(Intent, run.intent_id) if run is not None else None
+    uow.session.add(
         PlannedSlot(
             action_id=action_id,
             team_id=intent.team_id if intent is not None else "",

@@ -23,9 +23,9 @@ class Control(HandlerBase):
         if not await self._may_steer(command.agent, command.user, command.channel):
             return []
         async with self.units() as uow:
-            existing = await uow.repo.is_paused(command.agent)
+            existing = await uow.runs.is_paused(command.agent)
             if existing is None:
-                await uow.repo.add(AgentPause(agent=command.agent, paused_by=command.user))
+                await uow.add(AgentPause(agent=command.agent, paused_by=command.user))
                 await uow.commit()
         if existing is not None:
             await self._whisper(
@@ -46,9 +46,9 @@ class Control(HandlerBase):
         if not await self._may_steer(command.agent, command.user, command.channel):
             return []
         async with self.units() as uow:
-            existing = await uow.repo.is_paused(command.agent)
+            existing = await uow.runs.is_paused(command.agent)
             if existing is not None:
-                await uow.repo.session.delete(existing)
+                await uow.session.delete(existing)
                 await uow.commit()
         if existing is None:
             await self._whisper(command.channel, command.user, f"The {command.agent} agent is not paused.")

@@ -46,7 +46,7 @@ from storage.records import (
     ProposedAction,
     utcnow,
 )
-from storage.repository import Repository
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ class Edits(HandlerBase):
         group_members = await self._group_members()  # before the transaction: it may ask Slack
         now = self.clock()
         async with self.units() as uow:
-            edited = await self._apply(uow.repo, command, group_members, now)
+            edited = await self._apply(uow, command, group_members, now)
             await uow.commit()
         if edited.private:
             thread_ts = edited.approval.thread_ts if edited.approval else None
@@ -105,15 +105,15 @@ class Edits(HandlerBase):
 
     async def _apply(
         self,
-        repo: Repository,
+        uow: UnitOfWork,
         command: EditApproval,
         group_members: Mapping[str, Collection[str]],
         now: datetime,
     ) -> _Edited:
-        edits = ActionEdits(repo.session)
+        edits = ActionEdits(uow.session)
         approval_ref = format_id("AP", command.approval_id)
         # Locked first, so that edits and clicks of this approval take turns from here to the commit.
-        approval = await repo.lock_approval(command.approval_id)
+        approval = await uow.approvals.lock_approval(command.approval_id)
         if command.edit_id is not None:
             stored = await edits.fresh(command.edit_id)
             if stored is None or stored.processed_at is not None:
@@ -121,7 +121,7 @@ class Edits(HandlerBase):
                 return _Edited()
             edit = stored
         else:
-            edit = await repo.add(
+            edit = await uow.add(
                 ActionEdit(
                     approval_id=command.approval_id,
                     action_id=approval.action_id if approval else None,
@@ -135,7 +135,7 @@ class Edits(HandlerBase):
             await edits.processed(edit, now, f"refused: {text}")
             return _Edited(private=text)
         edit.action_id = approval.action_id
-        request = await repo.get(Decision, approval.decision_id)
+        request = await uow.get(Decision, approval.decision_id)
         assert request is not None
         view = request_view(approval)
         deciding = view.deciding_roles(now)
@@ -143,7 +143,7 @@ class Edits(HandlerBase):
         if refusal is not None:
             fields = {"approval": approval_ref, "roles": " or ".join(deciding)}
             text = REFUSAL_TEXT.get(refusal, "{approval} cannot be edited.").format(**fields)
-            await repo.add(
+            await uow.add(
                 Decision(
                     action_id=approval.action_id,
                     kind="refusal",
@@ -158,7 +158,7 @@ class Edits(HandlerBase):
             DECISIONS.labels(verdict="refused").inc()
             return _Edited(approval=approval, private=text)
 
-        proposed = await repo.get(ProposedAction, approval.action_id)
+        proposed = await uow.get(ProposedAction, approval.action_id)
         assert proposed is not None and proposed.id is not None
         try:
             before = self.registry.validate(proposed.name, proposed.params).model_dump(mode="json")
@@ -199,8 +199,8 @@ class Edits(HandlerBase):
 
         edit.params_before, edit.params_after, edit.changed = dict(proposed.params), after, changed
         proposed.params = after
-        repo.session.add(proposed)
-        await repo.add(
+        uow.session.add(proposed)
+        await uow.add(
             Decision(
                 action_id=proposed.id,
                 kind="edit",
@@ -211,14 +211,14 @@ class Edits(HandlerBase):
             )
         )
         if self.policy.text:
-            await repo.insert_if_absent(
+            await uow.insert_if_absent(
                 PolicyVersion, {"hash": self.policy.hash, "text": self.policy.text, "first_seen_at": utcnow()}
             )
-        judged = await self._judged_with(repo, proposed)
+        judged = await self._judged_with(uow, proposed)
         verdict, facts = await judge(
-            self.policy, self.clock, repo, action, approval.requester, proposed.run_id, judged, group_members
+            self.policy, self.clock, uow, action, approval.requester, proposed.run_id, judged, group_members
         )
-        decision = await repo.add(
+        decision = await uow.add(
             Decision(
                 action_id=proposed.id,
                 kind="policy",
@@ -238,27 +238,29 @@ class Edits(HandlerBase):
         outcome: str = verdict.verdict
         if verdict.verdict == "allow":
             self._decide(approval, proposed, ApprovalStatus.APPROVED, command.user, now)
-            await repo.mint_capability(self._capability(proposed, verdict.policy_hash, "policy"))
+            await uow.approvals.mint_capability(self._capability(proposed, verdict.policy_hash, "policy"))
         elif verdict.verdict == "deny":
             self._decide(approval, proposed, ApprovalStatus.REJECTED, command.user, now)
             proposed.status = ActionStatus.DENIED
         else:
-            outcome = await self._ask_again(repo, edited, command.user, group_members, now)
-        repo.session.add(approval)
-        repo.session.add(proposed)
-        await repo.refresh_run_status(proposed.run_id)
+            outcome = await self._ask_again(uow, edited, command.user, group_members, now)
+        uow.session.add(approval)
+        uow.session.add(proposed)
+        await uow.runs.refresh_run_status(proposed.run_id)
         await edits.processed(edit, now, outcome)
         return edited
 
-    async def _judged_with(self, repo: Repository, proposed: ProposedAction) -> list[Judged]:
+    async def _judged_with(self, uow: UnitOfWork, proposed: ProposedAction) -> list[Judged]:
         """Every other action of the run that was not turned down, earlier or later, as the edited one is
         judged with them: one that moved or will move money (approved, executed) as allowed, any other with
         the policy's latest verdict on it. (Planning saw only the earlier ones; an edit comes after all.)"""
         judged: list[Judged] = []
-        for other in await repo.actions_for_run(proposed.run_id):
+        for other in await uow.runs.actions_for_run(proposed.run_id):
             if other.id is None or other.id == proposed.id or other.status not in COUNTED_TODAY:
                 continue
-            verdicts = [d.verdict for d in await repo.decisions_for_action(other.id) if d.kind == "policy"]
+            verdicts = [
+                d.verdict for d in await uow.runs.decisions_for_action(other.id) if d.kind == "policy"
+            ]
             try:
                 action = self.registry.validate(other.name, other.params)
             except InvalidActionError:
@@ -269,7 +271,7 @@ class Edits(HandlerBase):
 
     async def _ask_again(
         self,
-        repo: Repository,
+        uow: UnitOfWork,
         edited: _Edited,
         editor: str,
         group_members: Mapping[str, Collection[str]],
@@ -301,9 +303,9 @@ class Edits(HandlerBase):
         approval.expires_at = expires_at
         if roles_changed:
             approval.escalate_at, approval.escalated_at = escalate_at, None
-        repo.session.add(approval)
-        await repo.session.flush()
-        await ActionEdits(repo.session).void_votes(approval.id)
+        uow.session.add(approval)
+        await uow.session.flush()
+        await ActionEdits(uow.session).void_votes(approval.id)
         view = request_view(approval)
         refusal = authorise_approval(
             view, editor, approve=True, roles=self.policy.roles, group_members=group_members, now=now
@@ -318,14 +320,16 @@ class Edits(HandlerBase):
                 refusal, "Your edit of {approval} is saved; it waits for the {roles} role."
             ).format(**fields)
             return f"{verdict.verdict}; not counted as {editor}'s approval ({refusal.value})"
-        await repo.add_vote(approval.id, editor)
-        edited.voters = await repo.voters(approval.id)
+        await uow.approvals.add_vote(approval.id, editor)
+        edited.voters = await uow.approvals.voters(approval.id)
         final = len(edited.voters) >= approval.quorum
         if final:
             self._decide(approval, proposed, ApprovalStatus.APPROVED, editor, now)
-            await repo.mint_capability(self._capability(proposed, decision.policy_hash or "", editor))
+            await uow.approvals.mint_capability(
+                self._capability(proposed, decision.policy_hash or "", editor)
+            )
         count = f" ({len(edited.voters)} of {approval.quorum})" if approval.quorum > 1 else ""
-        await repo.add(
+        await uow.add(
             Decision(
                 action_id=approval.action_id,
                 kind="human",

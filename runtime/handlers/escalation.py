@@ -42,14 +42,14 @@ class Escalations(HandlerBase):
         """Record the escalation with the run's new status in one transaction, then ask in the thread."""
         people = list(self.policy.members_of(self.policy.document.default_approvers))
         async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
+            run = await uow.get(Run, run_id)
             assert run is not None
             run.status, run.updated_at, run.owner = RunStatus.ESCALATED, utcnow(), self.lease.id
             run.rationale = rationale or asked.reason
             if memories is not None:
                 run.memories_used = memories
-            uow.repo.session.add(run)
-            record = await uow.repo.add(
+            uow.session.add(run)
+            record = await uow.add(
                 Escalation(
                     run_id=run_id,
                     agent=agent,
@@ -74,7 +74,7 @@ class Escalations(HandlerBase):
         if intent.thread_ts is None:
             return
         async with self.units() as uow:
-            queries = EscalationQueries(uow.repo.session)
+            queries = EscalationQueries(uow.session)
             waiting = await queries.open_in_thread(intent.channel, intent.thread_ts)
             if waiting is None or waiting.id is None or waiting.run_id == run_id:
                 return
@@ -88,15 +88,15 @@ class Escalations(HandlerBase):
                 answer_run_id=run_id,
             ):
                 return  # answered or taken over a moment ago
-            escalated = await uow.repo.get(Run, waiting.run_id)
+            escalated = await uow.get(Run, waiting.run_id)
             if escalated is not None:  # settled with its escalation, so it no longer counts as waiting
                 escalated.status, escalated.updated_at = RunStatus.PERSON_ANSWERED, now
-                uow.repo.session.add(escalated)
+                uow.session.add(escalated)
             if waiting.agent in self.dispatcher.agents:
-                run = await uow.repo.get(Run, run_id)
+                run = await uow.get(Run, run_id)
                 assert run is not None
                 run.agent = waiting.agent
-                uow.repo.session.add(run)
+                uow.session.add(run)
             await uow.commit()
         log.info("escalation_answered", escalation=waiting.id, run=waiting.run_id, answer_run=run_id)
         await self._close_message(waiting, "answered", intent.user, now)
@@ -105,9 +105,9 @@ class Escalations(HandlerBase):
         """Someone pressed "Take over": the run closes as theirs, if it still waits for a person."""
         run_ref = format_id("R", command.run_id)
         async with self.units() as uow:
-            waiting = await EscalationQueries(uow.repo.session).of_run(command.run_id)
-            run = await uow.repo.get(Run, command.run_id)
-            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            waiting = await EscalationQueries(uow.session).of_run(command.run_id)
+            run = await uow.get(Run, command.run_id)
+            intent = await uow.get(Intent, run.intent_id) if run else None
         if waiting is None or waiting.id is None or run is None or intent is None:
             await self._whisper(command.channel, command.user, f"{run_ref} is not waiting for a person.")
             return []
@@ -124,15 +124,15 @@ class Escalations(HandlerBase):
             return []
         now = self.clock()
         async with self.units() as uow:
-            taken = await EscalationQueries(uow.repo.session).resolve(
+            taken = await EscalationQueries(uow.session).resolve(
                 waiting.id, EscalationStatus.TAKEN_OVER, command.user, now
             )
             if taken:
                 run.status, run.updated_at = RunStatus.TAKEN_OVER, now
-                uow.repo.session.add(run)
+                uow.session.add(run)
                 await uow.commit()
             else:
-                waiting = await EscalationQueries(uow.repo.session).of_run(command.run_id) or waiting
+                waiting = await EscalationQueries(uow.session).of_run(command.run_id) or waiting
         if not taken:
             await self._whisper(command.channel, command.user, self._already(run_ref, waiting))
             return []
@@ -184,10 +184,10 @@ async def ask_in_thread(handler: HandlerBase, escalation: Escalation) -> None:
         log.error("escalation_not_delivered", run=escalation.run_id, error=str(exc))
         return
     async with handler.units() as uow:
-        stored = await uow.repo.get(Escalation, escalation.id)
+        stored = await uow.get(Escalation, escalation.id)
         assert stored is not None
         stored.message_ts = ts
-        uow.repo.session.add(stored)
+        uow.session.add(stored)
         await uow.commit()
 
 

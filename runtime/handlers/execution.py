@@ -64,40 +64,40 @@ class Executions(HandlerBase):
 
     async def execute_action(self, command: ExecuteAction) -> Sequence[Message]:
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, command.action_id)
+            proposed = await uow.get(ProposedAction, command.action_id)
             assert proposed is not None
             if proposed.status != ActionStatus.APPROVED:
                 return []
-            run = await uow.repo.get(Run, proposed.run_id)
+            run = await uow.get(Run, proposed.run_id)
             assert run is not None
             # The pause check, the capability and the claim share one transaction, so a pause or a second
             # execution cannot slip in between them.
-            paused = await uow.repo.is_paused(run.agent) is not None
+            paused = await uow.runs.is_paused(run.agent) is not None
             claimed = False
             if paused:
                 run.status = RunStatus.PAUSED
-                uow.repo.session.add(run)
+                uow.session.add(run)
             else:
                 try:
                     action = self._stored_action(proposed)
                 except InvalidActionError as exc:
                     # Failed for good, so recovery does not pick the action up (and fail it) at every start.
-                    await uow.repo.set_action_status(command.action_id, ActionStatus.FAILED)
+                    await uow.runs.set_action_status(command.action_id, ActionStatus.FAILED)
                     await uow.commit()
                     return [ActionFailed(command.action_id, str(exc))]
                 if (late := self._too_late(action)) is not None:
                     # Said before the capability is looked at: its expiry would hide why it cannot run.
-                    await uow.repo.set_action_status(command.action_id, ActionStatus.FAILED)
+                    await uow.runs.set_action_status(command.action_id, ActionStatus.FAILED)
                     await uow.commit()
                     return [ActionFailed(command.action_id, late)]
                 key = idempotency_key(command.action_id, action)
                 # Of any number of concurrent executions one spends the capability and claims the key; an
                 # action whose parameters differ from what was approved (or whose approval is spent or stale)
                 # gets neither.
-                authorised = await uow.repo.spend_capability(
+                authorised = await uow.approvals.spend_capability(
                     command.action_id, action.name, params_hash(action), self.clock()
                 )
-                claimed = authorised and await uow.repo.insert_if_absent(
+                claimed = authorised and await uow.insert_if_absent(
                     Execution,
                     {
                         "action_id": command.action_id,
@@ -137,11 +137,11 @@ class Executions(HandlerBase):
     async def _unauthorised(self, action_id: int) -> None:
         """No spendable capability: already executed (a duplicate: quiet), or stale (say so, and fail it)."""
         async with self.units() as uow:
-            executions = await uow.repo.executions_for_action(action_id)
+            executions = await uow.executions.executions_for_action(action_id)
             if executions:
                 log.info("execution_already_claimed", action=action_id)
                 return
-            await uow.repo.set_action_status(action_id, ActionStatus.FAILED)
+            await uow.runs.set_action_status(action_id, ActionStatus.FAILED)
             await uow.commit()
         log.warning("execution_without_capability", action=action_id)
         thread, _ = await self._thread_of_action(action_id)
@@ -155,8 +155,8 @@ class Executions(HandlerBase):
         """An execution left in flight by a crash: ask the connector by its key whether it landed, and only
         if it did not, execute it now (with the same key, so even a late landing cannot make two)."""
         async with self.units() as uow:
-            execution = await uow.repo.get(Execution, command.execution_id)
-            proposed = await uow.repo.get(ProposedAction, execution.action_id) if execution else None
+            execution = await uow.get(Execution, command.execution_id)
+            proposed = await uow.get(ProposedAction, execution.action_id) if execution else None
         if execution is None or proposed is None or execution.status != ExecutionStatus.STARTED:
             return []
         try:
@@ -276,8 +276,8 @@ class Executions(HandlerBase):
         async with self.units() as uow:
             waiting = [
                 action.id
-                for run in await uow.repo.paused_runs(event.agent)
-                for action in await uow.repo.actions_for_run(run.id or 0)
+                for run in await uow.runs.paused_runs(event.agent)
+                for action in await uow.runs.actions_for_run(run.id or 0)
                 if action.status == ActionStatus.APPROVED and action.id is not None
             ]
         return [ExecuteAction(action_id) for action_id in waiting]
@@ -292,10 +292,10 @@ class Executions(HandlerBase):
     ) -> Execution:
         """Book the outcome, the attempts that led to it, and the action's new state in one transaction."""
         async with self.units() as uow:
-            execution = await uow.repo.execution_by_key(key)
+            execution = await uow.executions.execution_by_key(key)
             assert execution is not None and execution.id is not None
             for number, kind, outcome, attempt_error in attempts.recorded:
-                uow.repo.session.add(
+                uow.session.add(
                     ExecutionAttempt(
                         execution_id=execution.id,
                         number=number,
@@ -309,9 +309,9 @@ class Executions(HandlerBase):
             execution.result = to_jsonable_python(result, fallback=str)
             execution.error = error
             execution.finished_at = self.clock()
-            uow.repo.session.add(execution)
+            uow.session.add(execution)
             succeeded = status == ExecutionStatus.SUCCEEDED
-            await uow.repo.set_action_status(
+            await uow.runs.set_action_status(
                 execution.action_id, ActionStatus.EXECUTED if succeeded else ActionStatus.FAILED
             )
             if succeeded:
@@ -323,7 +323,7 @@ class Executions(HandlerBase):
     async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
         thread, proposed = await self._thread_of_action(event.action_id)
         async with self.units() as uow:
-            execution = await uow.repo.get(Execution, event.execution_id)
+            execution = await uow.get(Execution, event.execution_id)
         assert execution is not None
         action = self.registry.validate(proposed.name, proposed.params)
         details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")

@@ -69,9 +69,9 @@ class HomeRefresher(HandlerBase):
     async def opened(self, user: str, team: str) -> None:
         """``user`` opened their Home tab: remember them, and publish their Home with spend as it is now."""
         async with self.units() as uow:
-            await HomeViewers(uow.repo.session).opened(user, team, self.clock())
+            await HomeViewers(uow.session).opened(user, team, self.clock())
             await uow.commit()
-            viewer = await HomeViewers(uow.repo.session).get(user)
+            viewer = await HomeViewers(uow.session).get(user)
         self._retry.pop(user, None)
         self._spend = await read_spend(self.units, self.clock())
         if viewer is not None:
@@ -80,14 +80,14 @@ class HomeRefresher(HandlerBase):
     async def refresh(self, user: str) -> None:
         """Draw one person's Home again (nothing happens for someone who never opened it)."""
         async with self.units() as uow:
-            viewer = await HomeViewers(uow.repo.session).get(user)
+            viewer = await HomeViewers(uow.session).get(user)
         if viewer is not None:
             await self._refresh([viewer])
 
     async def refresh_all(self) -> None:
         """Draw again the Home of everyone who opened theirs lately; publish those that changed."""
         async with self.units() as uow:
-            viewers = await HomeViewers(uow.repo.session).since(self.clock() - HOME_KEPT_FOR)
+            viewers = await HomeViewers(uow.session).since(self.clock() - HOME_KEPT_FOR)
         if viewers:
             await self._refresh(viewers)
 
@@ -111,14 +111,14 @@ class HomeRefresher(HandlerBase):
         the newest decision id before the click was decided."""
         ref = format_id("AP", command.approval_id)
         async with self.units() as uow:
-            approval = await uow.repo.get(Approval, command.approval_id)
+            approval = await uow.get(Approval, command.approval_id)
             mine = (
-                await HomeViewers(uow.repo.session).decisions_since(approval.action_id, command.user, before)
+                await HomeViewers(uow.session).decisions_since(approval.action_id, command.user, before)
                 if approval is not None
                 else []
             )
-            voters = await uow.repo.voters(command.approval_id) if approval is not None else []
-            viewer = await HomeViewers(uow.repo.session).get(command.user)
+            voters = await uow.approvals.voters(command.approval_id) if approval is not None else []
+            viewer = await HomeViewers(uow.session).get(command.user)
         if approval is None or not mine:
             told = f"Your click on `{ref}` changed nothing: it is not waiting for a decision."
         elif mine[-1].kind == "refusal":
@@ -164,11 +164,11 @@ class HomeRefresher(HandlerBase):
             for approval in (*theirs[:WAITING_SHOWN], *for_others[:FOR_OTHERS_SHOWN])
         }
         async with self.units() as uow:
-            recent = await HomeViewers(uow.repo.session).recent_requests(
+            recent = await HomeViewers(uow.session).recent_requests(
                 [viewer.user for viewer in viewers], RECENT_SHOWN
             )
         async with self.units() as uow:
-            records = await HomeViewers(uow.repo.session).card_records(list(shown.values()))
+            records = await HomeViewers(uow.session).card_records(list(shown.values()))
         cards = {key: self._home_card(approval, records[key]) for key, approval in shown.items()}
         channels = {cards[key].approval_id: approval.channel for key, approval in shown.items()}
         for viewer in viewers:
@@ -208,7 +208,7 @@ class HomeRefresher(HandlerBase):
         self._retry.pop(user, None)
         self._spend_shown_at[user] = now
         async with self.units() as uow:
-            viewers = HomeViewers(uow.repo.session)
+            viewers = HomeViewers(uow.session)
             # Stored after the publish, from the hash read before drawing: if another refresh (another replica)
             # published meanwhile, which of the two Slack shows is unknown, and the next refresh publishes again.
             if not await viewers.published(user, published, drawn):
@@ -221,7 +221,7 @@ class HomeRefresher(HandlerBase):
         if any(error in str(exc) for error in GONE_ERRORS):
             log.info("home_viewer_gone", user=user, error=str(exc))
             async with self.units() as uow:
-                await HomeViewers(uow.repo.session).drop(user)
+                await HomeViewers(uow.session).drop(user)
                 await uow.commit()
             self._retry.pop(user, None)
             return

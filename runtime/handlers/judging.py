@@ -14,7 +14,7 @@ from connectors.mcp_tools import McpToolAction
 from policies.engine import History, Policy, PolicyVerdict
 from policies.replay import Facts
 from storage.records import ActionStatus, ProposedAction
-from storage.repository import Repository
+from storage.unit_of_work import UnitOfWork
 
 # What counts as money already moved on an order (executed, or approved and about to run), and as money a
 # requester moved today (anything not turned down: a split request is seen while it still waits).
@@ -34,7 +34,7 @@ Judged = tuple[Action, str]
 async def judge(
     policy: Policy,
     clock: Callable[[], datetime],
-    repo: Repository,
+    uow: UnitOfWork,
     action: Action,
     requester: str,
     run_id: int,
@@ -53,16 +53,16 @@ async def judge(
         totals[earlier.name] = totals.get(earlier.name, 0.0) + _amount(earlier)
     order_refunded = payment_refunded = 0.0
     if isinstance(order_id, int):
-        order_refunded = _allowed_on(judged, action.name, "order_id", order_id) + await repo.amount_on_order(
-            action.name, order_id, MOVED_MONEY, other_than_run=run_id
-        )
+        order_refunded = _allowed_on(
+            judged, action.name, "order_id", order_id
+        ) + await uow.runs.amount_on_order(action.name, order_id, MOVED_MONEY, other_than_run=run_id)
     payment = params.get("payment")
     if action.name == "stripe.refund" and isinstance(payment, str):
         payment_refunded = _allowed_on(
             judged, action.name, "payment", payment
-        ) + await repo.amount_on_payment(action.name, payment, MOVED_MONEY, other_than_run=run_id)
+        ) + await uow.runs.amount_on_payment(action.name, payment, MOVED_MONEY, other_than_run=run_id)
     day_start = clock().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = await repo.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
+    today = await uow.runs.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
     history = History(order_refunded=order_refunded, payment_refunded=payment_refunded, requester_today=today)
     action_facts = action.facts() if isinstance(action, McpToolAction) else None
     verdict = policy.evaluate(

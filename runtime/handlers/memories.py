@@ -114,10 +114,10 @@ class Memories(HandlerBase):
         text a requester or a model wrote (a refund's reason, an email's subject, a post's title) is quoted and
         marked unverified, so that a later prompt cannot mistake it for a fact or an instruction."""
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, event.action_id)
-            run = await uow.repo.get(Run, proposed.run_id) if proposed else None
-            intent = await uow.repo.get(Intent, run.intent_id) if run else None
-            decisions = await uow.repo.decisions_for_action(event.action_id)
+            proposed = await uow.get(ProposedAction, event.action_id)
+            run = await uow.get(Run, proposed.run_id) if proposed else None
+            intent = await uow.get(Intent, run.intent_id) if run else None
+            decisions = await uow.runs.decisions_for_action(event.action_id)
         if proposed is None or run is None or intent is None:
             return []
         action = self.registry.validate(proposed.name, proposed.params)

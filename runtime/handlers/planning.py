@@ -52,7 +52,7 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repository import Repository
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ class Planning(HandlerBase):
 
     async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
         async with self.units() as uow:
-            intent = await uow.repo.get(Intent, command.intent_id)
+            intent = await uow.get(Intent, command.intent_id)
             if intent is None or intent.status != IntentStatus.RECEIVED:
                 return []  # already handled: a redelivery or a recovery pass
         assert intent.id is not None
@@ -92,7 +92,7 @@ class Planning(HandlerBase):
         rejected action: a revision run is planned with its reason as feedback, each time it is planned."""
         assert intent.id is not None
         async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
+            run = await uow.get(Run, run_id)
         assert run is not None
         feedback = await revision_feedback(self.units, self.registry, self.zone, run_id)
         history = await self._history(intent, thread)
@@ -171,18 +171,18 @@ class Planning(HandlerBase):
     async def _start_run(self, intent: Intent) -> int | None:
         assert intent.id is not None
         async with self.units() as uow:
-            if not await uow.repo.claim_intent(intent.id):
+            if not await uow.runs.claim_intent(intent.id):
                 return None
-            run = await uow.repo.add(Run(intent_id=intent.id, agent=DISPATCHER, owner=self.lease.id))
+            run = await uow.add(Run(intent_id=intent.id, agent=DISPATCHER, owner=self.lease.id))
             await uow.commit()
         return run.id
 
     async def _set_run_agent(self, run_id: int, agent: str) -> None:
         async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
+            run = await uow.get(Run, run_id)
             assert run is not None
             run.agent = agent
-            uow.repo.session.add(run)
+            uow.session.add(run)
             await uow.commit()
 
     async def _update_run(
@@ -198,7 +198,7 @@ class Planning(HandlerBase):
         """Move a run on; ``memories`` (those the agent was given, for `/aios why`) and ``history`` (the thread
         as the agent was given it, for a model replay) are kept when not given."""
         async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
+            run = await uow.get(Run, run_id)
             assert run is not None
             run.status, run.rationale, run.updated_at = status, rationale, utcnow()
             run.owner = self.lease.id  # whoever moves a run on (resumes it, say) is the one working on it
@@ -207,7 +207,7 @@ class Planning(HandlerBase):
                 run.memories_used = memories
             if history is not None:
                 run.history = [{"role": message.role, "text": message.text} for message in history]
-            uow.repo.session.add(run)
+            uow.session.add(run)
             await uow.commit()
 
     async def _model_failed(self, thread: Thread, exc: LLMError, context: str) -> None:
@@ -237,11 +237,11 @@ class Planning(HandlerBase):
         """Someone pressed "Request budget": put a grant to the budget's approvers, as a gated action."""
         run_ref = format_id("R", command.run_id)
         async with self.units() as uow:
-            run = await uow.repo.get(Run, command.run_id)
-            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            run = await uow.get(Run, command.run_id)
+            intent = await uow.get(Intent, run.intent_id) if run else None
             first = False
             if run is not None and run.status == RunStatus.OVER_BUDGET and run.budget_account:
-                first = await uow.repo.first_time(f"budget-request:{run.id}:{run.budget_account}")
+                first = await uow.first_time(f"budget-request:{run.id}:{run.budget_account}")
                 await uow.commit()
         if run is None or intent is None or run.status != RunStatus.OVER_BUDGET or not run.budget_account:
             await self._whisper(command.channel, command.user, f"{run_ref} is not waiting for budget.")
@@ -270,7 +270,7 @@ class Planning(HandlerBase):
         the agent that offers the action, so pausing that agent holds it too."""
         action = self.registry.validate(command.action, command.params)
         async with self.units() as uow:
-            intent = await uow.repo.get(Intent, command.intent_id)
+            intent = await uow.get(Intent, command.intent_id)
         if intent is None or intent.status != IntentStatus.RECEIVED:
             return []  # already handled
         try:
@@ -278,13 +278,13 @@ class Planning(HandlerBase):
         except TransportError:
             # Nothing was proposed: the request ends here rather than waiting to be planned from its text.
             async with self.units() as uow:
-                await uow.repo.fail_intent(command.intent_id)
+                await uow.runs.fail_intent(command.intent_id)
                 await uow.commit()
             raise
         async with self.units() as uow:
-            if not await uow.repo.claim_intent(command.intent_id):
+            if not await uow.runs.claim_intent(command.intent_id):
                 return []  # another worker took it first
-            run = await uow.repo.add(
+            run = await uow.add(
                 Run(
                     intent_id=command.intent_id,
                     agent=command.agent,
@@ -299,11 +299,11 @@ class Planning(HandlerBase):
     async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
         """A budget grant went through: the run it unblocks plans again from where it stopped."""
         async with self.units() as uow:
-            action = await uow.repo.get(ProposedAction, event.action_id)
+            action = await uow.get(ProposedAction, event.action_id)
             if action is None or action.name != BudgetGrant.name:
                 return []
-            run = await uow.repo.get(Run, action.run_id)
-            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            run = await uow.get(Run, action.run_id)
+            intent = await uow.get(Intent, run.intent_id) if run else None
         if run is None or intent is None or run.budget_account != action.params.get("account"):
             return []
         assert run.id is not None
@@ -313,9 +313,9 @@ class Planning(HandlerBase):
     async def replan(self, command: ReplanRun) -> Sequence[Message]:
         """A run a crash stopped while planning (nothing proposed yet) plans again from the start."""
         async with self.units() as uow:
-            run = await uow.repo.get(Run, command.run_id)
-            intent = await uow.repo.get(Intent, run.intent_id) if run else None
-            proposed = await uow.repo.actions_for_run(command.run_id) if run else []
+            run = await uow.get(Run, command.run_id)
+            intent = await uow.get(Intent, run.intent_id) if run else None
+            proposed = await uow.runs.actions_for_run(command.run_id) if run else []
         if run is None or intent is None or proposed or run.status != RunStatus.PLANNING:
             return []
         log.info("run_replanning", run=run.id)
@@ -326,10 +326,10 @@ class Planning(HandlerBase):
         followups: list[Message] = []
         async with self.units() as uow:
             runs = [
-                (run, await uow.repo.actions_for_run(run.id or 0))
-                for run in await uow.repo.paused_runs(event.agent)
+                (run, await uow.runs.actions_for_run(run.id or 0))
+                for run in await uow.runs.paused_runs(event.agent)
             ]
-            intents = {run.id: await uow.repo.get(Intent, run.intent_id) for run, _ in runs}
+            intents = {run.id: await uow.get(Intent, run.intent_id) for run, _ in runs}
         for run, actions in runs:
             intent = intents[run.id]
             if actions or intent is None or run.id is None:
@@ -338,11 +338,11 @@ class Planning(HandlerBase):
             followups += await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run.id)
         return followups
 
-    async def _store_policy_version(self, repo: Repository) -> bool:
+    async def _store_policy_version(self, uow: UnitOfWork) -> bool:
         """Keep the text of the policy in force, once; True when this transaction may have stored it."""
         if self.policy.hash in self._stored_policy_versions or not self.policy.text:
             return False
-        await repo.insert_if_absent(
+        await uow.insert_if_absent(
             PolicyVersion, {"hash": self.policy.hash, "text": self.policy.text, "first_seen_at": utcnow()}
         )
         return True
@@ -352,7 +352,7 @@ class Planning(HandlerBase):
         if not self.offline:
             return
         async with self.units() as uow:
-            first = await uow.repo.first_time(f"offline-notice:{thread.channel}:{thread.ts}")
+            first = await uow.first_time(f"offline-notice:{thread.channel}:{thread.ts}")
             await uow.commit()
         if first:
             await self._say(
@@ -386,12 +386,12 @@ class Planning(HandlerBase):
         cards: list[tuple[int, blocks.ApprovalCard]] = []
         group_members = await self._group_members()  # before the transaction: it may ask Slack
         async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
+            run = await uow.get(Run, run_id)
             assert run is not None and run.id is not None
-            storing_version = await self._store_policy_version(uow.repo)
+            storing_version = await self._store_policy_version(uow)
             judged: list[Judged] = []
             for action in actions:
-                proposed = await uow.repo.add(
+                proposed = await uow.add(
                     ProposedAction(
                         run_id=run.id,
                         name=action.name,
@@ -402,10 +402,10 @@ class Planning(HandlerBase):
                 )
                 assert proposed.id is not None
                 verdict, facts = await judge(
-                    self.policy, self.clock, uow.repo, action, intent.user, run.id, judged, group_members
+                    self.policy, self.clock, uow, action, intent.user, run.id, judged, group_members
                 )
                 judged.append((action, verdict.verdict))
-                decision = await uow.repo.add(
+                decision = await uow.add(
                     Decision(
                         action_id=proposed.id,
                         kind="policy",
@@ -422,7 +422,9 @@ class Planning(HandlerBase):
                 ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
                 if verdict.verdict == "allow":
                     proposed.status = ActionStatus.APPROVED
-                    await uow.repo.mint_capability(self._capability(proposed, verdict.policy_hash, "policy"))
+                    await uow.approvals.mint_capability(
+                        self._capability(proposed, verdict.policy_hash, "policy")
+                    )
                     followups.append(ActionAllowed(proposed.id))
                     replies.append(
                         (f"Allowed by policy: {escape(self._told_summary(action))}. Running it now.", ids)
@@ -438,13 +440,11 @@ class Planning(HandlerBase):
                     )
                 else:
                     proposed.status = ActionStatus.AWAITING_APPROVAL
-                    approval = await self._request_approval(
-                        uow.repo, proposed, decision, intent, thread, verdict
-                    )
+                    approval = await self._request_approval(uow, proposed, decision, intent, thread, verdict)
                     assert approval.id is not None
                     cards.append((approval.id, self._card(approval, proposed, decision)))
-                uow.repo.session.add(proposed)
-            await uow.repo.refresh_run_status(run.id)
+                uow.session.add(proposed)
+            await uow.runs.refresh_run_status(run.id)
             await uow.commit()
         if storing_version:
             self._stored_policy_versions.add(self.policy.hash)
@@ -462,7 +462,7 @@ class Planning(HandlerBase):
 
     async def _request_approval(
         self,
-        repo: Repository,
+        uow: UnitOfWork,
         proposed: ProposedAction,
         decision: Decision,
         intent: Intent,
@@ -471,7 +471,7 @@ class Planning(HandlerBase):
     ) -> Approval:
         assert proposed.id is not None and decision.id is not None
         escalate_at, expires_at = approval_deadlines(self.clock(), verdict, proposed)
-        return await repo.add(
+        return await uow.add(
             Approval(
                 action_id=proposed.id,
                 decision_id=decision.id,

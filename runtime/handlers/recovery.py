@@ -63,20 +63,19 @@ class Recovery(HandlerBase):
         now = utcnow()
         stale_before = now - timedelta(seconds=command.grace_seconds)
         async with self.units() as uow:
-            repo = uow.repo
-            intents = await repo.intents_with_status("received")
-            planning = await repo.runs_planning_without_actions(now)
-            unposted = await repo.approvals_without_message(now)
-            unasked = await Escalations(repo.session).unasked(now)  # escalations never posted
-            unclaimed = await repo.approved_actions_without_execution()
-            in_flight = await repo.executions_in_flight(now)
-            run_of = await repo.runs_of_actions([approval.action_id for approval in unposted] + unclaimed)
+            intents = await uow.runs.intents_with_status("received")
+            planning = await uow.runs.runs_planning_without_actions(now)
+            unposted = await uow.approvals.approvals_without_message(now)
+            unasked = await Escalations(uow.session).unasked(now)  # escalations never posted
+            unclaimed = await uow.executions.approved_actions_without_execution()
+            in_flight = await uow.executions.executions_in_flight(now)
+            run_of = await uow.runs.runs_of_actions([approval.action_id for approval in unposted] + unclaimed)
             # No grace for clicks: deciding an approval is a compare-and-set, so a click a live replica is
             # handling right now is only counted once. Clicks name no owner: they are taken at start only.
-            clicks = await repo.unprocessed_clicks() if command.at_start else []
-            edits = await ActionEdits(repo.session).unprocessed() if command.at_start else []  # as clicks
+            clicks = await uow.approvals.unprocessed_clicks() if command.at_start else []
+            edits = await ActionEdits(uow.session).unprocessed() if command.at_start else []  # as clicks
             # Reasons too (after the clicks they follow); a revision run is planned again only with its reason.
-            reasons = RejectionReasons(repo.session)
+            reasons = RejectionReasons(uow.session)
             unsettled = await reasons.unprocessed()
             revising = await reasons.revising([run.id for run in planning if run.id is not None])
         owned: list[Intent | Run | Execution] = [
@@ -101,9 +100,9 @@ class Recovery(HandlerBase):
         orphaned_runs += [run_of[action_id] for action_id in unclaimed if orphaned(run_of[action_id])]
         orphaned_runs += [run for escalation, run in unasked if orphaned(run, escalation.created_at)]
         async with self.units() as uow:
-            taken_intents = await uow.repo.take_over([i for i in intents if orphaned(i)], self.lease.id)
-            taken_runs = await uow.repo.take_over(orphaned_runs, self.lease.id)
-            taken_executions = await uow.repo.take_over(
+            taken_intents = await uow.take_over([i for i in intents if orphaned(i)], self.lease.id)
+            taken_runs = await uow.take_over(orphaned_runs, self.lease.id)
+            taken_executions = await uow.take_over(
                 [e for e in in_flight if orphaned(e, e.started_at)], self.lease.id
             )
             await uow.commit()
@@ -167,7 +166,7 @@ class Recovery(HandlerBase):
         runs: dict[tuple[int, str, bool, str], list[Click]] = {}
         for click in clicks:
             async with self.units() as uow:
-                approval = await uow.repo.get(Approval, click.approval_id)
+                approval = await uow.get(Approval, click.approval_id)
             run_id = await self.reviews.run_of(approval) if approval is not None else None
             if run_id is None or click.id is None:
                 decide = DecideApproval(
@@ -215,7 +214,7 @@ class Recovery(HandlerBase):
         for reason in chosen:
             assert reason.id is not None
             async with self.units() as uow:
-                approval = await uow.repo.get(Approval, reason.approval_id)
+                approval = await uow.get(Approval, reason.approval_id)
             channel = approval.channel if approval is not None else ""
             recovered.append(
                 ReviseRejected(reason.approval_id, reason.user, channel, reason.id, recovered=True)
@@ -225,8 +224,8 @@ class Recovery(HandlerBase):
     async def _repost_card(self, approval: Approval) -> None:
         assert approval.id is not None
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, approval.action_id)
-            decision = await uow.repo.get(Decision, approval.decision_id)
+            proposed = await uow.get(ProposedAction, approval.action_id)
+            decision = await uow.get(Decision, approval.decision_id)
         assert proposed is not None and decision is not None
         await self._post_card(
             approval.id,

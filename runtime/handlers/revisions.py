@@ -69,9 +69,9 @@ class Revisions(HandlerBase):
         reason = await self._reason(command.reason_id)
         assert reason.id is not None
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, approval.action_id)
-            run = await uow.repo.get(Run, proposed.run_id) if proposed else None
-            intent = await uow.repo.get(Intent, run.intent_id) if run else None
+            proposed = await uow.get(ProposedAction, approval.action_id)
+            run = await uow.get(Run, proposed.run_id) if proposed else None
+            intent = await uow.get(Intent, run.intent_id) if run else None
         assert proposed is not None and run is not None and intent is not None
         await self._tell(approval, reason)
         if (
@@ -100,9 +100,9 @@ class Revisions(HandlerBase):
         waited = 0.0
         while True:
             async with self.units() as uow:
-                reason = await uow.repo.get(RejectionReason, command.reason_id)
-                approval = await uow.repo.get(Approval, command.approval_id)
-                clicked = await RejectionReasons(uow.repo.session).rejecting_clicks(command.approval_id)
+                reason = await uow.get(RejectionReason, command.reason_id)
+                approval = await uow.get(Approval, command.approval_id)
+                clicked = await RejectionReasons(uow.session).rejecting_clicks(command.approval_id)
             if reason is None or reason.processed_at is not None or approval is None:
                 return None
             if approval.status == ApprovalStatus.REJECTED and approval.decided_by == reason.user:
@@ -122,7 +122,7 @@ class Revisions(HandlerBase):
         is told why."""
         assert reason.id is not None
         async with self.units() as uow:
-            forgotten = await RejectionReasons(uow.repo.session).forget(reason.id)
+            forgotten = await RejectionReasons(uow.session).forget(reason.id)
             await uow.commit()
         if not forgotten:
             return
@@ -139,7 +139,7 @@ class Revisions(HandlerBase):
 
     async def _reason(self, reason_id: int) -> RejectionReason:
         async with self.units() as uow:
-            reason = await uow.repo.get(RejectionReason, reason_id)
+            reason = await uow.get(RejectionReason, reason_id)
         assert reason is not None
         return reason
 
@@ -147,9 +147,9 @@ class Revisions(HandlerBase):
         """Record the reason on the action and say it in the thread, once (the compare-and-set on the reason)."""
         assert reason.id is not None
         async with self.units() as uow:
-            first = await RejectionReasons(uow.repo.session).note(reason.id)
+            first = await RejectionReasons(uow.session).note(reason.id)
             if first:
-                await uow.repo.add(
+                await uow.add(
                     Decision(
                         action_id=approval.action_id,
                         kind="feedback",
@@ -172,9 +172,9 @@ class Revisions(HandlerBase):
         """The reason's one revision run: made by the first caller (a compare-and-set), found by the others."""
         assert reason.id is not None
         async with self.units() as uow:
-            revision = await uow.repo.add(Run(intent_id=run.intent_id, agent=run.agent, owner=self.lease.id))
+            revision = await uow.add(Run(intent_id=run.intent_id, agent=run.agent, owner=self.lease.id))
             assert revision.id is not None
-            if await RejectionReasons(uow.repo.session).set_revision_run(reason.id, revision.id):
+            if await RejectionReasons(uow.session).set_revision_run(reason.id, revision.id):
                 await uow.commit()
                 return revision.id
         stored = await self._reason(reason.id)
@@ -189,22 +189,22 @@ class Revisions(HandlerBase):
         if stored.owner is not None and await self.lease.alive([stored.owner]):
             return False
         async with self.units() as uow:
-            claimed = await RejectionReasons(uow.repo.session).claim(reason_id, self.lease.id, stored.owner)
-            run = await uow.repo.get(Run, run_id) if claimed else None
+            claimed = await RejectionReasons(uow.session).claim(reason_id, self.lease.id, stored.owner)
+            run = await uow.get(Run, run_id) if claimed else None
             if run is not None:
-                await uow.repo.take_over([run], self.lease.id)  # so that recovery leaves it to this process
+                await uow.take_over([run], self.lease.id)  # so that recovery leaves it to this process
             await uow.commit()
         return claimed
 
     async def _planned(self, run_id: int) -> bool:
         """The revision run got past planning (proposed something, or answered)."""
         async with self.units() as uow:
-            run = await uow.repo.get(Run, run_id)
-            proposed = await uow.repo.actions_for_run(run_id)
+            run = await uow.get(Run, run_id)
+            proposed = await uow.runs.actions_for_run(run_id)
         return run is not None and (run.status != RunStatus.PLANNING or bool(proposed))
 
     async def _settle(self, reason_id: int, outcome: str) -> bool:
         async with self.units() as uow:
-            settled = await RejectionReasons(uow.repo.session).settle(reason_id, outcome, self.clock())
+            settled = await RejectionReasons(uow.session).settle(reason_id, outcome, self.clock())
             await uow.commit()
         return settled

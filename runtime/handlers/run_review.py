@@ -35,10 +35,10 @@ class RunReviews(HandlerBase):
             return
         async with self.units() as uow:
             for approval_id in approval_ids:
-                stored = await uow.repo.get(Approval, approval_id)
+                stored = await uow.get(Approval, approval_id)
                 assert stored is not None
                 stored.message_ts = ts
-                uow.repo.session.add(stored)
+                uow.session.add(stored)
             await uow.commit()
 
     async def run_of(self, approval: Approval) -> int | None:
@@ -46,7 +46,7 @@ class RunReviews(HandlerBase):
         if approval.message_ts is None:
             return None
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, approval.action_id)
+            proposed = await uow.get(ProposedAction, approval.action_id)
         if proposed is None:
             return None
         sharing = [
@@ -78,8 +78,8 @@ class RunReviews(HandlerBase):
     async def _run_approvals(self, run_id: int) -> list[tuple[Approval, ProposedAction]]:
         async with self.units() as uow:
             pairs = []
-            for proposed in await uow.repo.actions_for_run(run_id):
-                approval = await uow.repo.approval_for_action(proposed.id or 0)
+            for proposed in await uow.runs.actions_for_run(run_id):
+                approval = await uow.approvals.approval_for_action(proposed.id or 0)
                 if approval is not None:
                     pairs.append((approval, proposed))
         return sorted(pairs, key=lambda pair: pair[0].id or 0)
@@ -89,7 +89,7 @@ class RunReviews(HandlerBase):
         editors: dict[int, str] = {}
         async with self.units() as uow:
             for approval, proposed in on_card:
-                applied = await ActionEdits(uow.repo.session).applied_to(proposed.id or 0)
+                applied = await ActionEdits(uow.session).applied_to(proposed.id or 0)
                 if applied and approval.id is not None:
                     editors[approval.id] = applied[-1].user
         return editors

@@ -55,15 +55,15 @@ async def record_due_publish(
 ) -> None:
     """Called in the transaction that books a succeeded execution: a publish the CMS holds as scheduled gets its
     timer row there, so that no scheduled post exists without one."""
-    proposed = await uow.repo.get(ProposedAction, action_id)
+    proposed = await uow.get(ProposedAction, action_id)
     if proposed is None or proposed.name != CmsPublish.name or result.get("status") != "scheduled":
         return
     action = registry.validate(proposed.name, proposed.params)
     assert isinstance(action, CmsPublish) and action.publish_at is not None
-    run = await uow.repo.get(Run, proposed.run_id)
-    intent = await uow.repo.get(Intent, run.intent_id) if run is not None else None
+    run = await uow.get(Run, proposed.run_id)
+    intent = await uow.get(Intent, run.intent_id) if run is not None else None
     assert intent is not None
-    uow.repo.session.add(
+    uow.session.add(
         ScheduledPublish(
             action_id=action_id,
             slug=action.slug,
@@ -80,7 +80,7 @@ class ScheduledPublishing(HandlerBase):
     async def confirm(self, event: ActionExecuted) -> Sequence[Message]:
         """Once a schedule is executed, the thread is told when the post goes out, in the team's zone."""
         async with self.units() as uow:
-            row = await ScheduledPublishes(uow.repo.session).of_action(event.action_id)
+            row = await ScheduledPublishes(uow.session).of_action(event.action_id)
         if row is not None:
             await self._say(
                 Thread(row.channel, row.thread_ts),
@@ -94,7 +94,7 @@ class ScheduledPublishing(HandlerBase):
         """Run at start and every few seconds, on every replica; each row is acted on by one of them."""
         now = self.clock()
         async with self.units() as uow:
-            due = await ScheduledPublishes(uow.repo.session).due(now)
+            due = await ScheduledPublishes(uow.session).due(now)
         owners = {row.claimed_by for row in due if row.claimed_by is not None}
         alive = await self.lease.alive(owners) if owners else set()
         live: list[Message] = []
@@ -103,7 +103,7 @@ class ScheduledPublishing(HandlerBase):
                 continue  # in hand here or on a live replica
             try:  # one row's failure (the store, a bug) leaves the others to be published
                 async with self.units() as uow:
-                    claimed = await ScheduledPublishes(uow.repo.session).claim(row, self.lease.id, now)
+                    claimed = await ScheduledPublishes(uow.session).claim(row, self.lease.id, now)
                     await uow.commit()
                 if claimed is not None:
                     live.extend(await self._publish(claimed))
@@ -140,7 +140,7 @@ class ScheduledPublishing(HandlerBase):
             return []
         now = self.clock()
         async with self.units() as uow:
-            settled = await ScheduledPublishes(uow.repo.session).settle(
+            settled = await ScheduledPublishes(uow.session).settle(
                 row.id, self.lease.id, now, done.outcome.value, done.detail or None
             )
             await uow.commit()
@@ -169,7 +169,7 @@ class ScheduledPublishing(HandlerBase):
         if opening is None:
             return False
         async with self.units() as uow:
-            released = await ScheduledPublishes(uow.repo.session).wait_until(
+            released = await ScheduledPublishes(uow.session).wait_until(
                 row.id, self.lease.id, opening.astimezone(UTC)
             )
             await uow.commit()
@@ -189,7 +189,7 @@ class ScheduledPublishing(HandlerBase):
         wait = min(FIRST_RETRY * 2**row.attempts, LONGEST_WAIT)
         at = self.clock() + wait
         async with self.units() as uow:
-            released = await ScheduledPublishes(uow.repo.session).try_again(row.id, self.lease.id, error, at)
+            released = await ScheduledPublishes(uow.session).try_again(row.id, self.lease.id, error, at)
             await uow.commit()
         log.warning("scheduled_publish_retrying", publish=row.id, attempts=row.attempts + 1, error=error)
         if released and row.attempts == 0:

@@ -23,7 +23,7 @@ from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.messagebus import Message
 from runtime.messages import ActionExecuted, ReplanRun, ScheduledPostLive
 from storage.records import ActionStatus, Execution, Intent, IntentStatus, ProposedAction, Run, RunStatus
-from storage.repository import Repository
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ class Snippets(HandlerBase):
         if self.social is None:
             return []
         async with self.units() as uow:
-            execution = await uow.repo.get(Execution, event.execution_id)
+            execution = await uow.get(Execution, event.execution_id)
         if execution is None or execution.result.get("status") != "published":
             return []
         return await self._propose(event.action_id, execution.finished_at or self.clock())
@@ -56,15 +56,15 @@ class Snippets(HandlerBase):
     async def _propose(self, action_id: int, live_at: datetime) -> Sequence[Message]:
         assert self.social is not None
         async with self.units() as uow:
-            proposed = await uow.repo.get(ProposedAction, action_id)
+            proposed = await uow.get(ProposedAction, action_id)
             if proposed is None or proposed.name != CmsPublish.name:
                 return []
-            run = await uow.repo.get(Run, proposed.run_id)
-            publish = await uow.repo.get(Intent, run.intent_id) if run else None
+            run = await uow.get(Run, proposed.run_id)
+            publish = await uow.get(Intent, run.intent_id) if run else None
             if publish is None:
                 return []
             action = CmsPublish.model_validate(proposed.params)
-            title, excerpt = await _title_and_excerpt(uow.repo, action.slug)
+            title, excerpt = await _title_and_excerpt(uow, action.slug)
             request = SnippetRequest(
                 slug=action.slug,
                 post_at=(live_at + self.social.delay).replace(microsecond=0),
@@ -73,9 +73,9 @@ class Snippets(HandlerBase):
                 excerpt=excerpt,
                 link=self.social.link(action.slug),
             )
-            if not await uow.repo.first_time(f"social-snippets:{action_id}"):
+            if not await uow.first_time(f"social-snippets:{action_id}"):
                 return []  # a redelivery, or another replica's
-            intent = await uow.repo.add(
+            intent = await uow.add(
                 Intent(
                     source=SOURCE,
                     team_id=publish.team_id,
@@ -88,7 +88,7 @@ class Snippets(HandlerBase):
                 )
             )
             assert intent.id is not None
-            snippets_run = await uow.repo.add(
+            snippets_run = await uow.add(
                 Run(intent_id=intent.id, agent=AGENT, status=RunStatus.PLANNING, owner=self.lease.id)
             )
             await uow.commit()
@@ -97,11 +97,11 @@ class Snippets(HandlerBase):
         return [ReplanRun(snippets_run.id)]
 
 
-async def _title_and_excerpt(repo: Repository, slug: str) -> tuple[str, str]:
+async def _title_and_excerpt(uow: UnitOfWork, slug: str) -> tuple[str, str]:
     """The post's title and excerpt as the bot last wrote them (a draft's title and body's opening words, or an
     edit's); a post the bot never wrote is named by its slug, with no excerpt."""
     writes = (
-        await repo.session.exec(
+        await uow.session.exec(
             select(ProposedAction)
             .where(
                 col(ProposedAction.name).in_([CmsCreateDraft.name, WordpressUpdate.name]),

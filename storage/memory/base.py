@@ -109,7 +109,7 @@ async def record_incident(units: UnitOfWorkFactory, kind: str, detail: str) -> N
     """Note, for the digest, that something degraded (best effort: it must not fail what it reports on)."""
     try:
         async with units() as uow:
-            await uow.repo.add(Incident(kind=kind, detail=detail[:2000]))
+            await uow.add(Incident(kind=kind, detail=detail[:2000]))
             await uow.commit()
     except Exception as exc:
         log.error("incident_not_recorded", kind=kind, error=repr(exc))

@@ -99,7 +99,7 @@ class EmbeddedMemoryStore:
         ttl = ttl if ttl is not None else self._retention.ttl.get(kind)
         digest = content_hash(text_)
         async with self._units() as uow:
-            created = await uow.repo.insert_if_absent(
+            created = await uow.insert_if_absent(
                 Memory,
                 {
                     "team_id": team,
@@ -114,16 +114,16 @@ class EmbeddedMemoryStore:
                 },
             )
             stored = (
-                await uow.repo.session.exec(
+                await uow.session.exec(
                     select(Memory).where(Memory.team_id == team, Memory.content_hash == digest)
                 )
             ).one()
             if not created and ttl and stored.expires_at is not None:
                 stored.expires_at = max(stored.expires_at, now + ttl)  # said again: kept at least as long
-                uow.repo.session.add(stored)
+                uow.session.add(stored)
             if created:
                 await self._embedded([stored])
-                await self._indexed(uow.repo.session, [stored])
+                await self._indexed(uow.session, [stored])
             await uow.commit()
         assert stored.id is not None
         return stored.id, created
@@ -141,7 +141,7 @@ class EmbeddedMemoryStore:
         started = time.perf_counter()
         async with self._units() as uow:
             rows = (
-                await uow.repo.session.exec(
+                await uow.session.exec(
                     select(Memory)
                     .where(Memory.team_id == team, Memory.key == key, self._alive())
                     .order_by(col(Memory.created_at).desc())
@@ -176,9 +176,7 @@ class EmbeddedMemoryStore:
             if since is not None:
                 keyed = keyed.where(col(Memory.created_at) >= since)
             async with self._units() as uow:
-                found = await uow.repo.session.exec(
-                    keyed.order_by(col(Memory.created_at).desc()).limit(limit)
-                )
+                found = await uow.session.exec(keyed.order_by(col(Memory.created_at).desc()).limit(limit))
                 exact = [self._hit(row, 1.0, "exact") for row in found.all()]
         spaces = {namespace(key) for key in named}
         taken = {hit.id for hit in exact}
@@ -226,7 +224,7 @@ class EmbeddedMemoryStore:
         ts_rank_cd) answers while the index is built."""
         terms = _TOKEN.findall(query.lower())
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             index = await self._keyword_index(session, team)
             if index is not None:
                 return index.ranked(self._words().terms(query), limit, kinds, since, self._clock())
@@ -263,7 +261,7 @@ class EmbeddedMemoryStore:
         if not ids:
             return {}
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             terms = _TOKEN.findall(query.lower())
             index = await self._keyword_index(session, team)
             if index is not None:
@@ -303,7 +301,7 @@ class EmbeddedMemoryStore:
             return cached[1], cached[2]
         async with self._units() as uow:
             rows = (
-                await uow.repo.session.exec(
+                await uow.session.exec(
                     select(Memory.id, Memory.vector)
                     .where(
                         Memory.team_id == team,
@@ -326,7 +324,7 @@ class EmbeddedMemoryStore:
     async def forget(self, team: str, memory_id: int) -> bool:
         async with self._units() as uow:
             removed = await self._deleted(
-                uow.repo.session, col(Memory.id) == memory_id, col(Memory.team_id) == team
+                uow.session, col(Memory.id) == memory_id, col(Memory.team_id) == team
             )
             await uow.commit()
         return bool(removed)
@@ -334,7 +332,7 @@ class EmbeddedMemoryStore:
     async def export(self, team: str) -> list[dict[str, Any]]:
         async with self._units() as uow:
             rows = (
-                await uow.repo.session.exec(
+                await uow.session.exec(
                     select(Memory).where(Memory.team_id == team, self._alive()).order_by(col(Memory.id))
                 )
             ).all()
@@ -353,7 +351,7 @@ class EmbeddedMemoryStore:
                 checked.setdefault(row["content_hash"], (number, row))  # the same text twice: the first
         async with self._units() as uow:
             held = set(
-                (await uow.repo.session.exec(select(Memory.content_hash).where(Memory.team_id == team))).all()
+                (await uow.session.exec(select(Memory.content_hash).where(Memory.team_id == team))).all()
             )
         new = [(number, row) for digest, (number, row) in checked.items() if digest not in held]
         await self._import_vectors(new)
@@ -391,7 +389,7 @@ class EmbeddedMemoryStore:
         table = Memory.__table__  # type: ignore[attr-defined]
         inserted = 0
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             connection = await session.connection()
             insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
             statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
@@ -412,7 +410,7 @@ class EmbeddedMemoryStore:
 
     async def expire(self) -> int:
         async with self._units() as uow:
-            removed = await self._deleted(uow.repo.session, col(Memory.expires_at) <= self._clock())
+            removed = await self._deleted(uow.session, col(Memory.expires_at) <= self._clock())
             await uow.commit()
         return len(removed)
 
@@ -448,7 +446,7 @@ class EmbeddedMemoryStore:
         """Fold old, little-used memories that share a key (say, one order) into one summary per key, which
         records the memories it replaced; the originals are then deleted. Returns how many were folded."""
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             old = (
                 await session.exec(
                     select(Memory)
@@ -502,7 +500,7 @@ class EmbeddedMemoryStore:
         """Delete, per team, the oldest and least used memories of ``kind`` beyond ``cap``."""
         deleted = 0
         async with self._units() as uow:
-            session = uow.repo.session
+            session = uow.session
             teams = (await session.exec(select(Memory.team_id).where(Memory.kind == kind).distinct())).all()
             for team in teams:
                 keep = (
@@ -528,9 +526,7 @@ class EmbeddedMemoryStore:
             return {}
         async with self._units() as uow:
             rows = (
-                await uow.repo.session.exec(
-                    select(Memory).where(col(Memory.id).in_(ids), Memory.team_id == team)
-                )
+                await uow.session.exec(select(Memory).where(col(Memory.id).in_(ids), Memory.team_id == team))
             ).all()
         found = {row.id: row for row in rows if row.id is not None}
         held = self._keyword_indexes.get(team)
@@ -594,7 +590,7 @@ class EmbeddedMemoryStore:
         index = TeamIndex(built_at=time.monotonic())
         while True:
             async with self._units() as uow:
-                added = await self._index_added(uow.repo.session, team, index)
+                added = await self._index_added(uow.session, team, index)
             if added is None:
                 index = TeamIndex(built_at=time.monotonic())
             elif added < KEYWORD_INDEX_BATCH:
@@ -706,7 +702,7 @@ class EmbeddedMemoryStore:
         if not hits:
             return
         async with self._units() as uow:
-            await uow.repo.session.exec(
+            await uow.session.exec(
                 update(Memory)
                 .where(col(Memory.id).in_([h.id for h in hits]))
                 .values(last_used_at=self._clock(), use_count=Memory.use_count + 1)

@@ -399,7 +399,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 .where(col(MemoryIndexQueue.due_at) <= self._clock())
                 .limit(PUSH_BATCH + 1)
             )
-            return len((await uow.repo.session.exec(due)).all())
+            return len((await uow.session.exec(due)).all())
 
     async def _queue_everything(self) -> None:
         """Queue every memory of the record for a Weaviate that has none: one just set up for a bot that already
@@ -407,7 +407,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         async with self._units() as uow:
             now = literal(self._clock(), UtcDateTime())
             memories = select_columns(col(Memory.team_id), col(Memory.id), literal("add"), now, now)
-            await uow.repo.session.exec(
+            await uow.session.exec(
                 insert(MemoryIndexQueue).from_select(
                     ["team_id", "memory_id", "op", "created_at", "due_at"], memories
                 )
@@ -496,7 +496,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 now = self._clock()
                 async with self._units() as uow:
                     queued = (
-                        await uow.repo.session.exec(
+                        await uow.session.exec(
                             select(MemoryIndexQueue)
                             .where(col(MemoryIndexQueue.due_at) <= now)  # refused rows wait their turn
                             .order_by(col(MemoryIndexQueue.id))
@@ -514,7 +514,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
                 for team, memory_ids in _by_team(sorted(gone | went)).items():
                     await self._refusing(refused, team, self._index.remove(team, memory_ids))
                 async with self._units() as uow:
-                    session = uow.repo.session
+                    session = uow.session
                     await session.exec(
                         delete(MemoryIndexQueue).where(
                             col(MemoryIndexQueue.id).in_(
@@ -560,13 +560,13 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         async with self._pushing:
             if self._postgres is None:
                 async with self._units() as uow:
-                    bind = uow.repo.session.bind
+                    bind = uow.session.bind
                     self._postgres = bind is not None and bind.dialect.name == "postgresql"
             if not self._postgres:
                 yield
                 return
             async with self._units() as lock:
-                connection = await lock.repo.session.connection()
+                connection = await lock.session.connection()
                 await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUSH_LOCK})
                 yield
 
@@ -576,9 +576,7 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
             return {}
         async with self._units() as uow:
             rows = (
-                await uow.repo.session.exec(
-                    select(Memory).where(col(Memory.id).in_([i for _, i in memories]))
-                )
+                await uow.session.exec(select(Memory).where(col(Memory.id).in_([i for _, i in memories])))
             ).all()
         return {(m.team_id, m.id): m for m in rows if m.id is not None and (m.team_id, m.id) in memories}
 

@@ -236,7 +236,7 @@ async def run_with_connectors(
 async def action_records(aios: Aios) -> list[Execution | ProposedAction | Decision]:
     """Every execution, proposed action and decision: where a leaked secret would be kept."""
     async with aios.units() as uow:
-        session = uow.repo.session
+        session = uow.session
         return [
             *(await session.exec(select(Execution))).all(),
             *(await session.exec(select(ProposedAction))).all(),
@@ -247,7 +247,7 @@ async def action_records(aios: Aios) -> list[Execution | ProposedAction | Decisi
 async def everything_stored(aios: Aios) -> str:
     """Every row of every table, as text: where a leaked secret would be found."""
     async with aios.units() as uow:
-        connection = await uow.repo.session.connection()
+        connection = await uow.session.connection()
         rows = [
             row
             for table in SQLModel.metadata.sorted_tables

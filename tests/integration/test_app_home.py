@@ -109,7 +109,7 @@ def publishes(slack: FakeSlackApi, user: str) -> int:
 
 async def approval_ids(aios: Aios) -> list[str]:
     async with aios.units() as uow:
-        return [f"AP-{a.id}" for a in await uow.repo.pending_approvals()]
+        return [f"AP-{a.id}" for a in await uow.approvals.pending_approvals()]
 
 
 async def test_each_home_shows_what_its_viewer_may_decide(
@@ -191,7 +191,7 @@ async def test_spend_this_month_by_agent_and_budgets_near_their_limit(
     now = clock()
     async with aios.units() as uow:
         for agent, cost in (("returns", 8.5), ("content", 0.25), ("returns", 0.004)):
-            await uow.repo.add(
+            await uow.add(
                 LlmCall(
                     intent_id=intent,
                     agent=agent,
@@ -205,7 +205,7 @@ async def test_spend_this_month_by_agent_and_budgets_near_their_limit(
                 )
             )
         for budget, spent in (("returns-monthly", 8.5), ("content-monthly", 1.0)):
-            await uow.repo.add(
+            await uow.add(
                 BudgetAccount(
                     key=f"{budget}:returns:{now:%Y-%m}",
                     budget_id=budget,
@@ -237,7 +237,9 @@ async def test_a_waiting_approval_past_its_expiry_leaves_the_home(
     await aios.handlers.home.refresh_all()
     assert waiting(home_of(slack_api, MANAGER)) == []
     async with aios.units() as uow:
-        assert [a.status for a in await uow.repo.pending_approvals()] == ["pending"]  # the sweep expires it
+        assert [a.status for a in await uow.approvals.pending_approvals()] == [
+            "pending"
+        ]  # the sweep expires it
 
 
 class HeldPublishes:
@@ -263,7 +265,7 @@ class HeldPublishes:
 
 async def executions(aios: Aios) -> list[str]:
     async with aios.units() as uow:
-        return [e.status for e in (await uow.repo.session.exec(select(Execution))).all()]
+        return [e.status for e in (await uow.session.exec(select(Execution))).all()]
 
 
 def notice(view: dict[str, Any]) -> str:
@@ -300,7 +302,7 @@ async def test_a_model_call_alone_publishes_a_home_at_most_every_few_minutes(
     await aios.handlers.home.opened(ALICE, "T0FAKE")
     assert section(home_of(slack_api, ALICE), "home_spend").startswith("*Model spend this month:* no model")
     async with aios.units() as uow:
-        await uow.repo.add(
+        await uow.add(
             LlmCall(
                 intent_id=intent,
                 agent="returns",
@@ -331,7 +333,7 @@ async def test_an_edited_request_shows_its_edit_on_the_home_and_a_click_there_co
     [approval] = await approval_ids(aios)
     approval_id = int(approval.removeprefix("AP-"))
     async with aios.units() as uow:
-        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
+        [action] = (await uow.session.exec(select(ProposedAction))).all()
     params = {**action.params, "amount": 408.0}  # still for two managers: the editor's counts as one
     edit_id = await accept_edit(aios.units, approval_id, MANAGER, params, CHANNEL)
     await aios.process(EditApproval(approval_id, MANAGER, params, CHANNEL, edit_id=edit_id))
@@ -458,7 +460,7 @@ async def test_a_person_slack_no_longer_knows_is_dropped(
     slack_api.fail_next("views.publish", "account_inactive")  # Alice's Home first, by user id
     await aios.handlers.home.refresh_all()
     async with aios.units() as uow:
-        kept = [v.user for v in await HomeViewers(uow.repo.session).since(clock() - timedelta(days=1))]
+        kept = [v.user for v in await HomeViewers(uow.session).since(clock() - timedelta(days=1))]
     assert kept == [MANAGER]
     tried = publishes(slack_api, ALICE)
     await aios.process(PauseAgent("returns", MANAGER, CHANNEL))

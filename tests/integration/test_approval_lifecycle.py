@@ -20,7 +20,7 @@ FIN1, FIN2, FIN3 = "U0FIN1", "U0FIN2", "U0FIN3"
 
 async def the_approval(aios: Aios) -> Approval:
     async with aios.units() as uow:
-        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+        approvals = (await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all()
     return approvals[-1]
 
 
@@ -52,7 +52,7 @@ async def test_a_quorum_needs_two_different_approvers_and_the_requester_never_co
     assert await refunds(aios, 1005) == [400.0]
     async with aios.units() as uow:
         decisions = (
-            await uow.repo.session.exec(
+            await uow.session.exec(
                 select(Decision).where(Decision.action_id == approval.action_id).order_by(col(Decision.id))
             )
         ).all()
@@ -135,13 +135,13 @@ async def test_pause_holds_new_runs_and_approved_actions_and_resume_lets_them_go
     await aios.process(DecideApproval(approval.id, MANAGER, True, CHANNEL))
     assert await refunds(aios, 1001) == [] and await refunds(aios, 1002) == []
     async with aios.units() as uow:
-        statuses = [r.status for r in (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all()]
+        statuses = [r.status for r in (await uow.session.exec(select(Run).order_by(col(Run.id)))).all()]
     assert statuses == ["paused", "paused"]
 
     await aios.process(ResumeAgent("returns", MANAGER, CHANNEL))
     assert await refunds(aios, 1001) == [250.0] and await refunds(aios, 1002) == [20.0]
     async with aios.units() as uow:
-        statuses = [r.status for r in (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all()]
+        statuses = [r.status for r in (await uow.session.exec(select(Run).order_by(col(Run.id)))).all()]
     assert statuses == ["completed", "completed"]
 
 
@@ -177,7 +177,7 @@ async def test_the_managers_escalated_to_may_decide_and_the_requester_still_may_
     assert await refunds(aios, 1005) == [400.0]
     async with aios.units() as uow:
         decisions = (
-            await uow.repo.session.exec(
+            await uow.session.exec(
                 select(Decision).where(Decision.action_id == approval.action_id).order_by(col(Decision.id))
             )
         ).all()

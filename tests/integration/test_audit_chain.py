@@ -71,7 +71,7 @@ async def approved_refund(aios: Aios) -> Approval:
     await ask(aios, "refund $40 on order 1002, strap tore", thread_ts="1700000000.000001")
     await ask(aios, "refund order 1001, $250, arrived broken")
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None
     await aios.process(DecideApproval(approval.id, "U0RANDOM", approve=True, channel=CHANNEL))  # refused
     await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
@@ -86,8 +86,8 @@ async def test_a_gated_refund_through_the_bot_verifies(aios: Aios) -> None:
     assert report.problems == []
     assert report.executions == 2
     async with aios.units() as uow:
-        entries = (await uow.repo.session.exec(select(AuditEntry).order_by(col(AuditEntry.seq)))).all()
-        executions = (await uow.repo.session.exec(select(Execution))).all()
+        entries = (await uow.session.exec(select(AuditEntry).order_by(col(AuditEntry.seq)))).all()
+        executions = (await uow.session.exec(select(Execution))).all()
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
     assert report.entries == len(entries) and report.head_hash == entries[-1].entry_hash
     # An update is a new entry: each execution was recorded started, then succeeded.
@@ -211,13 +211,11 @@ def bot_writing_between_reads(
         if reads % 3 == 0:
             writes += 1
             async with aios.units() as uow:
-                await uow.repo.add(
-                    Decision(action_id=action_id, kind="human", verdict="vote", actor=f"U{writes}")
-                )
-                action = await uow.repo.get(ProposedAction, action_id)
+                await uow.add(Decision(action_id=action_id, kind="human", verdict="vote", actor=f"U{writes}"))
+                action = await uow.get(ProposedAction, action_id)
                 assert action is not None
                 action.rationale = f"reworded {writes} times"
-                uow.repo.session.add(action)
+                uow.session.add(action)
                 await uow.commit()
             if also is not None:
                 await also()
@@ -241,7 +239,7 @@ async def test_a_store_written_while_verify_reads_it_verifies(aios: Aios) -> Non
 
     assert report.problems == []
     async with aios.units() as uow:
-        decisions = (await uow.repo.session.exec(select(Decision))).all()
+        decisions = (await uow.session.exec(select(Decision))).all()
     assert len([d for d in decisions if d.actor[1:].isdigit()]) >= 5  # the bot wrote between verify's reads
 
 
@@ -265,18 +263,18 @@ async def rewrite_approval(aios: Aios, approval_id: int, **columns: Any) -> None
     """A change through the bot's own unit of work: appended to the chain like any write, so only the gate
     proof can tell whether it is allowed."""
     async with aios.units() as uow:
-        approval = await uow.repo.get(Approval, approval_id)
+        approval = await uow.get(Approval, approval_id)
         assert approval is not None
         for name, value in columns.items():
             setattr(approval, name, value)
-        uow.repo.session.add(approval)
+        uow.session.add(approval)
         await uow.commit()
 
 
 async def voted(aios: Aios, approval_id: int) -> ApprovalVote:
     async with aios.units() as uow:
         query = select(ApprovalVote).where(col(ApprovalVote.approval_id) == approval_id)
-        return (await uow.repo.session.exec(query)).one()
+        return (await uow.session.exec(query)).one()
 
 
 @pytest.mark.parametrize(
@@ -345,12 +343,12 @@ async def test_an_approver_through_a_user_group_is_noted_unproven(
         async with aios.units() as uow:  # the vote and the grant rewritten for someone outside the group
             vote.user = "U0OUTSIDER"
             capability = (
-                await uow.repo.session.exec(
+                await uow.session.exec(
                     select(Capability).where(col(Capability.action_id) == approval.action_id)
                 )
             ).one()
             capability.granted_by = "U0OUTSIDER"
-            uow.repo.session.add_all([vote, capability])
+            uow.session.add_all([vote, capability])
             await uow.commit()
 
         forged = await audit(aios)
@@ -368,7 +366,7 @@ async def test_a_forger_who_recomputes_the_chain_is_caught_by_the_gate(aios: Aio
     to the head: the chain is intact, but nothing allowed that execution."""
     await ask(aios, "refund order 1001, $250, arrived broken")
     async with aios.units() as uow:
-        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+        action = (await uow.session.exec(select(ProposedAction))).one()
     await sql(
         raw,
         "INSERT INTO execution (action_id, idempotency_key, status, result, started_at) "
@@ -422,15 +420,15 @@ async def test_two_writers_appending_at_once_make_one_chain(database_url: str) -
         await upgrade_to_head(engines[0])
         factories = [UnitOfWorkFactory.for_engine(engine) for engine in engines]
         async with factories[0]() as uow:
-            intent = await uow.repo.add(Intent(source="console", channel=CHANNEL, user=MANAGER, text="x"))
-            run = await uow.repo.add(Run(intent_id=intent.id or 0, agent="returns"))
-            action = await uow.repo.add(ProposedAction(run_id=run.id or 0, name="shop.refund", params={}))
+            intent = await uow.add(Intent(source="console", channel=CHANNEL, user=MANAGER, text="x"))
+            run = await uow.add(Run(intent_id=intent.id or 0, agent="returns"))
+            action = await uow.add(ProposedAction(run_id=run.id or 0, name="shop.refund", params={}))
             await uow.commit()
         assert action.id is not None
 
         async def decide(number: int) -> None:
             async with factories[number % 2]() as uow:
-                await uow.repo.add(
+                await uow.add(
                     Decision(action_id=action.id or 0, kind="human", verdict="vote", actor=f"U{number}")
                 )
                 await uow.commit()
@@ -566,18 +564,18 @@ async def test_a_budget_grant_is_covered_by_its_approval(
         )
         await ask(aios, "refund order 1003, the blender arrived cracked")
         async with aios.units() as uow:
-            run = (await uow.repo.session.exec(select(Run))).one()
+            run = (await uow.session.exec(select(Run))).one()
         assert run.id is not None and run.status == "over_budget"
         await aios.process(RequestBudget(run.id, REQUESTER, CHANNEL))
         async with aios.units() as uow:
-            approval = (await uow.repo.session.exec(select(Approval))).one()
+            approval = (await uow.session.exec(select(Approval))).one()
         assert approval.id is not None
         await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
 
         report = await audit(aios)
 
         async with aios.units() as uow:
-            grant = await uow.repo.get(ProposedAction, approval.action_id)
+            grant = await uow.get(ProposedAction, approval.action_id)
         assert grant is not None and (grant.name, grant.status) == ("budget.grant", "executed")
         assert report.problems == [] and report.executions == 1
     finally:

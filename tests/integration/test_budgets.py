@@ -76,7 +76,7 @@ async def test_a_run_over_budget_stops_before_the_call_and_a_grant_resumes_it(
 
     assert anthropic_api.requests == []  # stopped before the call
     async with aios.units() as uow:
-        run = (await uow.repo.session.exec(select(Run))).one()
+        run = (await uow.session.exec(select(Run))).one()
     assert run.status == "over_budget" and run.budget_account is not None
     [notice] = [
         c
@@ -92,8 +92,8 @@ async def test_a_run_over_budget_stops_before_the_call_and_a_grant_resumes_it(
     await aios.process(RequestBudget(run.id, REQUESTER, CHANNEL))
     await aios.process(RequestBudget(run.id, REQUESTER, CHANNEL))
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
-        grant = await uow.repo.get(ProposedAction, approval.action_id)
+        approval = (await uow.session.exec(select(Approval))).one()
+        grant = await uow.get(ProposedAction, approval.action_id)
     assert grant is not None and grant.name == "budget.grant" and grant.params["amount_usd"] == 1.0
     assert approval.approver_roles == ["manager"]
     assert approval.id is not None
@@ -101,12 +101,12 @@ async def test_a_run_over_budget_stops_before_the_call_and_a_grant_resumes_it(
 
     assert len(anthropic_api.requests) == 1  # the run resumed and planned
     async with aios.units() as uow:
-        account = (await uow.repo.session.exec(select(BudgetAccount))).one()
-        actions = (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
+        account = (await uow.session.exec(select(BudgetAccount))).one()
+        actions = (await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
         grant_decisions = (
-            await uow.repo.session.exec(select(Decision).where(Decision.action_id == approval.action_id))
+            await uow.session.exec(select(Decision).where(Decision.action_id == approval.action_id))
         ).all()
-        run = (await uow.repo.session.exec(select(Run))).one()
+        run = (await uow.session.exec(select(Run))).one()
     assert account.granted_usd == 1.0 and account.reserved_usd == pytest.approx(0.0, abs=1e-12)
     assert account.spent_usd > 0
     assert [a.name for a in actions] == ["budget.grant", "shop.refund"]
@@ -139,9 +139,9 @@ async def test_concurrent_runs_never_overspend_by_more_than_one_estimate(
             )
         )
         async with aios.units() as uow:
-            spent = sum(c.cost_usd for c in (await uow.repo.session.exec(select(LlmCall))).all())
-            runs = (await uow.repo.session.exec(select(Run))).all()
-            account = (await uow.repo.session.exec(select(BudgetAccount))).one()
+            spent = sum(c.cost_usd for c in (await uow.session.exec(select(LlmCall))).all())
+            runs = (await uow.session.exec(select(Run))).all()
+            account = (await uow.session.exec(select(BudgetAccount))).one()
     finally:
         await aios.close()
     estimate = estimate_cost(

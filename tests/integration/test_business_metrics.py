@@ -68,8 +68,8 @@ async def test_a_gated_refund_shows_in_the_business_metrics(
     assert value(waiting, "aios_approvals_waiting") == 1
     assert value(waiting, "aios_approval_oldest_wait_seconds") >= 0
     async with claude_aios.units() as uow:
-        [approval] = (await uow.repo.session.exec(select(Approval))).all()
-        ledger = list((await uow.repo.session.exec(select(LlmCall))).all())
+        [approval] = (await uow.session.exec(select(Approval))).all()
+        ledger = list((await uow.session.exec(select(LlmCall))).all())
     assert approval.id is not None
     await claude_aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
     after = await scrape()

@@ -35,14 +35,12 @@ def no_backoff() -> Iterator[None]:
 
 async def ledger(aios: Aios) -> list[LlmCall]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(LlmCall).order_by(col(LlmCall.id)))).all())
+        return list((await uow.session.exec(select(LlmCall).order_by(col(LlmCall.id)))).all())
 
 
 async def actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
-        return list(
-            (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
-        )
+        return list((await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all())
 
 
 async def test_an_invalid_tool_call_goes_back_to_the_model_as_an_error_result(
@@ -83,7 +81,7 @@ async def test_an_invalid_tool_call_goes_back_to_the_model_as_an_error_result(
         "awaiting_approval",
     )
     async with claude_aios.units() as uow:
-        decision = (await uow.repo.session.exec(select(Decision))).one()
+        decision = (await uow.session.exec(select(Decision))).one()
     assert decision.rule_id == "refunds-over-100-need-a-manager"
     assert "it arrived cracked" in decision.justification
 
@@ -172,7 +170,7 @@ async def test_after_the_last_try_the_run_fails_cleanly_and_the_thread_is_told(
     assert len(anthropic_api.requests) == 4
     assert await actions(claude_aios) == []
     async with claude_aios.units() as uow:
-        run = (await uow.repo.session.exec(select(Run))).one()
+        run = (await uow.session.exec(select(Run))).one()
     assert run.status == "failed"
     [call] = await ledger(claude_aios)
     assert (call.outcome, call.cost_usd) == ("overloaded", 0.0)

@@ -36,9 +36,7 @@ default_approvers: [manager]
 
 async def actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
-        return list(
-            (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
-        )
+        return list((await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all())
 
 
 async def test_published_posts_are_unpublished_newest_first_when_a_later_step_fails(
@@ -81,10 +79,9 @@ async def test_published_posts_are_unpublished_newest_first_when_a_later_step_fa
         ]
         async with aios.units() as uow:
             kinds = [
-                d.kind
-                for d in (await uow.repo.session.exec(select(Decision).order_by(col(Decision.id)))).all()
+                d.kind for d in (await uow.session.exec(select(Decision).order_by(col(Decision.id)))).all()
             ]
-            run = (await uow.repo.session.exec(select(Run))).one()
+            run = (await uow.session.exec(select(Run))).one()
         assert kinds == ["policy", "policy", "policy", "compensation", "compensation"]
         assert run.status == "failed"
     finally:
@@ -151,12 +148,10 @@ class OutboxAfterAnUpgrade:
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         async with self.aios.units() as uow:
             refund = (
-                await uow.repo.session.exec(
-                    select(ProposedAction).where(ProposedAction.name == "shop.refund")
-                )
+                await uow.session.exec(select(ProposedAction).where(ProposedAction.name == "shop.refund"))
             ).one()
             refund.params = {**refund.params, "amount": -5}
-            uow.repo.session.add(refund)
+            uow.session.add(refund)
             await uow.commit()
         raise PermanentConnectorError("550 mailbox unavailable")
 

@@ -62,13 +62,13 @@ async def calendar_aios(
 
 async def approvals(aios: Aios) -> list[Approval]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all())
+        return list((await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all())
 
 
 async def slots(aios: Aios) -> list[PlannedSlot]:
     async with aios.units() as uow:
         query = select(PlannedSlot).order_by(col(PlannedSlot.planned_for))
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def test_a_planned_month_is_approved_into_drafts_and_slots_once(
@@ -131,7 +131,7 @@ async def test_the_calendar_shows_each_week_of_the_month_from_the_slots_and_the_
         await aios.registry.execute(CmsPublish(slug=first.slug), "publish-first")
         await aios.registry.execute(CmsCreateDraft(title="Holiday opening hours"), "outside")
         async with aios.units() as uow:
-            session = uow.repo.session
+            session = uow.session
             written = (await session.exec(select(SandboxPost).where(SandboxPost.slug == second.slug))).one()
             written.body = "<p>Prices, plainly.</p>"
             published = (await session.exec(select(SandboxPost).where(SandboxPost.slug == first.slug))).one()
@@ -188,7 +188,7 @@ async def test_a_slot_approval_expires_at_its_time_and_a_slot_whose_time_passed_
         await ask(aios, "plan November: one post a week about pricing, on Fridays")
         asked = await approvals(aios)
         async with aios.units() as uow:
-            proposed = [await uow.repo.get(ProposedAction, approval.action_id) for approval in asked]
+            proposed = [await uow.get(ProposedAction, approval.action_id) for approval in asked]
         planned_for = [CmsCreateDraft.model_validate(p.params).planned_for for p in proposed if p is not None]
         assert [a.expires_at for a in asked] == planned_for  # the rule has no timeout: the slot's time is it
         await aios.process(PauseAgent("scheduling", EDITOR, CHANNEL))
@@ -225,9 +225,9 @@ async def test_a_draft_written_under_its_angle_is_drafted(
         first, *_ = await slots(aios)
         async with aios.units() as uow:
             query = select(SandboxPost).where(SandboxPost.slug == first.slug)
-            post = (await uow.repo.session.exec(query)).one()
+            post = (await uow.session.exec(query)).one()
             post.body += "\n\nPrices, plainly: what we charge and why."  # the angle stays on top
-            uow.repo.session.add(post)
+            uow.session.add(post)
             await uow.commit()
         text, _ = await calendar_answer(aios.units, aios.registry, BERLIN, clock(), "T0FAKE", "november")
         assert ":white_circle: 3 planned · :pencil2: 1 drafted" in text

@@ -78,7 +78,7 @@ async def cms(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[C
 
     async def sandbox_states(slug: str) -> list[str]:
         async with units() as uow:
-            posts = (await uow.repo.session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).all()
+            posts = (await uow.session.exec(select(SandboxPost).where(SandboxPost.slug == slug))).all()
         return ["draft" if post.status == "unpublished" else post.status for post in posts]
 
     yield CmsUnderTest(lambda: SandboxCms(ConnectorContext(units_of_work=units)), sandbox_states)

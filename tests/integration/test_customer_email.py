@@ -16,7 +16,7 @@ from tests.integration.conftest import CHANNEL, MANAGER, ask
 async def actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
         query = select(ProposedAction).order_by(col(ProposedAction.id))
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def test_a_refund_with_a_customer_email_sends_one_email_after_a_manager_approves(
@@ -32,7 +32,7 @@ async def test_a_refund_with_a_customer_email_sends_one_email_after_a_manager_ap
         ("email.send", "awaiting_approval"),
     ]
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None and approval.approver_roles == ["manager"]
 
     await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
@@ -52,9 +52,7 @@ async def test_a_refund_with_a_customer_email_sends_one_email_after_a_manager_ap
     sent = (await actions(aios))[1]
     assert sent.id is not None
     async with aios.units() as uow:
-        execution = (
-            await uow.repo.session.exec(select(Execution).where(Execution.action_id == sent.id))
-        ).one()
+        execution = (await uow.session.exec(select(Execution).where(Execution.action_id == sent.id))).one()
     assert execution.id is not None
     await aios.process(ExecuteAction(sent.id))
     await aios.process(ReconcileExecution(execution.id))

@@ -28,15 +28,15 @@ async def seed_ledger(aios: Aios) -> None:
     await ask(aios, "refund $90 on order 1002, wrong", thread_ts="1.4")  # $28 left: nothing is proposed
     await ask(aios, "refund $5 on order 1005 and tell the customer", thread_ts="1.5")  # the email is denied
     async with aios.units() as uow:
-        runs = (await uow.repo.session.exec(select(Run))).all()
+        runs = (await uow.session.exec(select(Run))).all()
         first, second, answered = runs[0], runs[1], runs[3]
         # A refund the shop refused at execution (the agent now checks orders first, so it is seeded).
         assert answered.id is not None
-        refused = await uow.repo.add(
+        refused = await uow.add(
             ProposedAction(run_id=answered.id, name="shop.refund", params={}, status=ActionStatus.FAILED)
         )
         assert refused.id is not None
-        await uow.repo.add(
+        await uow.add(
             Execution(
                 action_id=refused.id,
                 idempotency_key="seeded-refusal",
@@ -50,7 +50,7 @@ async def seed_ledger(aios: Aios) -> None:
             (second, 0.004, "ok"),
             (second, 0.0, "overloaded"),
         ]:
-            await uow.repo.add(
+            await uow.add(
                 LlmCall(
                     intent_id=run.intent_id,
                     run_id=run.id,
@@ -65,7 +65,7 @@ async def seed_ledger(aios: Aios) -> None:
                     outcome=outcome,
                 )
             )
-        await uow.repo.add(
+        await uow.add(
             LlmCall(
                 intent_id=first.intent_id,
                 agent="dispatcher",
@@ -173,7 +173,7 @@ async def test_budgets_near_their_limit_are_in_the_digest(aios: Aios) -> None:
         Budget(id="team-monthly", scope="team", period="month", limit_usd=50.0),
     ]
     async with aios.units() as uow:
-        await uow.repo.add(
+        await uow.add(
             BudgetAccount(
                 key="a",
                 budget_id="returns-daily",
@@ -183,7 +183,7 @@ async def test_budgets_near_their_limit_are_in_the_digest(aios: Aios) -> None:
                 spent_usd=0.9,
             )
         )
-        await uow.repo.add(
+        await uow.add(
             BudgetAccount(
                 key="b",
                 budget_id="team-monthly",
@@ -193,7 +193,7 @@ async def test_budgets_near_their_limit_are_in_the_digest(aios: Aios) -> None:
                 spent_usd=5.0,
             )
         )
-        await uow.repo.add(
+        await uow.add(
             BudgetAccount(
                 key="c",
                 budget_id="returns-daily",

@@ -20,7 +20,7 @@ from bot.digest import TOP_WORKFLOWS, build_digest
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import Intent, LlmCall, Run
-from storage.repository import CostRow
+from storage.repositories.budgets import CostRow
 from storage.unit_of_work import UnitOfWorkFactory
 
 UNTIL = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -115,7 +115,7 @@ def _same(got: CostRow, want: CostRow) -> bool:
 
 async def store(units: UnitOfWorkFactory, rows: list[Call]) -> None:
     async with units() as uow:
-        session = uow.repo.session
+        session = uow.session
         await session.exec(delete(LlmCall))
         if not (await session.exec(select(func.count()).select_from(Run))).one():
             session.add(Intent(id=1, source="console", channel="C0SHOP", user="U0ALICE", text="refunds"))
@@ -184,7 +184,7 @@ async def test_cost_groups_sum_what_a_plain_sum_of_the_calls_gives(
     since = UNTIL - timedelta(days=7)
     async with units() as uow:
         for group_by in ("agent", "run", "requester", "model"):
-            got = await uow.repo.llm_costs(group_by, since, UNTIL, limit=limit)
+            got = await uow.budgets.llm_costs(group_by, since, UNTIL, limit=limit)
             assert_costliest_first(got, expected(rows, group_by, since, UNTIL), limit)
 
 

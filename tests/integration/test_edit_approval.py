@@ -48,25 +48,25 @@ BROKEN = {"order_id": 1001, "amount": 250.0, "reason": "arrived broken"}
 
 async def the_approval(aios: Aios) -> Approval:
     async with aios.units() as uow:
-        [approval] = (await uow.repo.session.exec(select(Approval))).all()
+        [approval] = (await uow.session.exec(select(Approval))).all()
     return approval
 
 
 async def the_action(aios: Aios) -> ProposedAction:
     async with aios.units() as uow:
-        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
+        [action] = (await uow.session.exec(select(ProposedAction))).all()
     return action
 
 
 async def decisions(aios: Aios) -> list[tuple[str, str]]:
     async with aios.units() as uow:
-        rows = (await uow.repo.session.exec(select(Decision).order_by(col(Decision.id)))).all()
+        rows = (await uow.session.exec(select(Decision).order_by(col(Decision.id)))).all()
     return [(d.kind, d.verdict) for d in rows]
 
 
 async def edits(aios: Aios) -> list[ActionEdit]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(ActionEdit).order_by(col(ActionEdit.id)))).all())
+        return list((await uow.session.exec(select(ActionEdit).order_by(col(ActionEdit.id)))).all())
 
 
 async def refunds(aios: Aios, order_id: int = 1001) -> list[float]:
@@ -135,7 +135,7 @@ async def test_a_lowered_refund_is_allowed_and_runs_once_with_the_edited_amount(
     assert (edit.params_before, edit.changed, edit.outcome) == (BROKEN, ["amount"], "allow")
     assert edit.processed_at is not None and edit.action_id == action.id
     async with aios.units() as uow:
-        capability = (await uow.repo.session.exec(select(Capability))).one()
+        capability = (await uow.session.exec(select(Capability))).one()
     assert capability.granted_by == "policy"
     assert capability.params_hash == params_hash(
         ShopRefund(order_id=1001, amount=40.0, reason="arrived broken")
@@ -165,8 +165,8 @@ async def test_an_approver_whose_edit_still_needs_their_role_approves_it_with_th
         ("human", "approved"),
     ]
     async with aios.units() as uow:
-        capability = (await uow.repo.session.exec(select(Capability))).one()
-        edit_decision = (await uow.repo.session.exec(select(Decision).where(Decision.kind == "edit"))).one()
+        capability = (await uow.session.exec(select(Capability))).one()
+        edit_decision = (await uow.session.exec(select(Decision).where(Decision.kind == "edit"))).one()
     assert capability.granted_by == MANAGER
     assert capability.params_hash == params_hash(
         ShopRefund(order_id=1001, amount=200.0, reason="only the broken mug")
@@ -184,7 +184,7 @@ async def test_an_edit_that_needs_another_role_waits_for_it_and_voids_earlier_vo
     assert approval.id is not None and (approval.approver_roles, approval.quorum) == (["finance"], 2)
     await aios.process(DecideApproval(approval.id, FIN2, approve=True, channel=CHANNEL))
     async with aios.units() as uow:
-        assert await uow.repo.voters(approval.id) == [FIN2]
+        assert await uow.approvals.voters(approval.id) == [FIN2]
 
     await submit(aios, FIN1, amount=250.0)
 
@@ -193,8 +193,8 @@ async def test_an_edit_that_needs_another_role_waits_for_it_and_voids_earlier_vo
     assert (approval.approver_roles, approval.quorum, approval.forbid_self_approval) == (["manager"], 1, True)
     assert approval.escalate_to == [] and approval.escalate_at is None and approval.expires_at is not None
     async with aios.units() as uow:
-        assert await uow.repo.voters(approval.id) == []  # FIN2 approved $310, not $250
-        request = await uow.repo.get(Decision, approval.decision_id)
+        assert await uow.approvals.voters(approval.id) == []  # FIN2 approved $310, not $250
+        request = await uow.get(Decision, approval.decision_id)
     assert request is not None and request.rule_id == "refunds-over-100-need-a-manager"
     assert request.justification == "judged again after <@U0FIN1>'s edit"
     [told] = whispers_to(slack_api, FIN1)
@@ -212,7 +212,7 @@ async def test_an_edit_that_needs_another_role_waits_for_it_and_voids_earlier_vo
 
     # A vote deleted any other way than by an edit is still a break in the trail.
     async with aios.units() as uow:
-        await uow.repo.session.exec(text("DELETE FROM approval_vote"))  # type: ignore[call-overload]
+        await uow.session.exec(text("DELETE FROM approval_vote"))  # type: ignore[call-overload]
         await uow.commit()
     report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
     assert [p.kind for p in report.problems][:1] == ["deleted"]
@@ -240,7 +240,7 @@ async def test_a_requester_who_may_decide_may_edit_but_not_approve_by_editing(
     assert approval.status == "pending" and action.params["amount"] == 200.0
     assert approval.id is not None
     async with aios.units() as uow:
-        assert await uow.repo.voters(approval.id) == []
+        assert await uow.approvals.voters(approval.id) == []
     [told] = whispers_to(slack_api, MANAGER)
     assert "you asked for it" in told and "refunds-over-100-need-a-manager" in told
     [edit] = await edits(aios)
@@ -331,7 +331,7 @@ async def test_edits_at_once_are_taken_one_after_the_other(aios: Aios) -> None:
     action = await the_action(aios)
     assert action.params == applied[-1].params_after
     async with aios.units() as uow:
-        assert await uow.repo.voters(approval.id) == [applied[-1].user]
+        assert await uow.approvals.voters(approval.id) == [applied[-1].user]
     assert await refunds(aios) == []
     await assert_audit_intact(aios)
 
@@ -350,7 +350,7 @@ async def test_lowering_edits_at_once_run_the_refund_once(aios: Aios) -> None:
     action = await the_action(aios)
     assert await refunds(aios) == [action.params["amount"]]
     async with aios.units() as uow:
-        executions = (await uow.repo.session.exec(select(Execution))).all()
+        executions = (await uow.session.exec(select(Execution))).all()
     assert len(executions) == 1
     outcomes = sorted(e.outcome or "" for e in await edits(aios))
     assert outcomes.count("allow") == 1
@@ -391,8 +391,8 @@ async def test_the_capability_binds_to_the_edited_parameters(aios: Aios) -> None
     original = params_hash(ShopRefund.model_validate(BROKEN))
     edited = params_hash(ShopRefund.model_validate({**BROKEN, "amount": 200.0}))
     async with aios.units() as uow:  # never committed: only asking whether it would be spent
-        assert not await uow.repo.spend_capability(action.id, "shop.refund", original, aios.clock())
-        assert await uow.repo.spend_capability(action.id, "shop.refund", edited, aios.clock())
+        assert not await uow.approvals.spend_capability(action.id, "shop.refund", original, aios.clock())
+        assert await uow.approvals.spend_capability(action.id, "shop.refund", edited, aios.clock())
 
     await aios.process(ResumeAgent("returns", MANAGER, CHANNEL))
     assert await refunds(aios) == [200.0]
@@ -443,13 +443,13 @@ async def test_the_console_edits_as_the_dialog_does(aios: Aios, slack_api: FakeS
     # An intent that starts with "edit" is still an intent.
     await session.handle(REQUESTER, "edit the spring lookbook post")
     async with aios.units() as uow:
-        assert len((await uow.repo.session.exec(select(Intent))).all()) == 2
+        assert len((await uow.session.exec(select(Intent))).all()) == 2
 
 
 async def test_an_edit_on_a_review_card_redraws_the_card(aios: Aios, slack_api: FakeSlackApi) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken and tell the customer")
     async with aios.units() as uow:
-        refund, email = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+        refund, email = (await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all()
     assert refund.id is not None and refund.message_ts == email.message_ts  # one card for both
 
     await aios.process(EditApproval(refund.id, MANAGER, {**BROKEN, "amount": 40.0}, CHANNEL))
@@ -510,7 +510,7 @@ async def test_an_edit_is_judged_with_the_runs_other_actions_later_ones_too(aios
     await ask(aios, "refund order 1001, $250, arrived broken")
     action = await the_action(aios)
     async with aios.units() as uow:  # the run's second refund, proposed after the first, already ran
-        await uow.repo.add(
+        await uow.add(
             ProposedAction(
                 run_id=action.run_id,
                 name="shop.refund",
@@ -529,14 +529,14 @@ async def test_an_edit_is_judged_with_the_runs_other_actions_later_ones_too(aios
     approval = await the_approval_of(aios, action)
     assert approval.status == "pending" and (approval.approver_roles, approval.quorum) == (["finance"], 2)
     async with aios.units() as uow:
-        request = await uow.repo.get(Decision, approval.decision_id)
+        request = await uow.get(Decision, approval.decision_id)
     assert request is not None and request.rule_id == "big-refunds-need-two-from-finance"
     assert await refunds(aios) == []
 
 
 async def the_approval_of(aios: Aios, action: ProposedAction) -> Approval:
     async with aios.units() as uow:
-        return (await uow.repo.session.exec(select(Approval).where(Approval.action_id == action.id))).one()
+        return (await uow.session.exec(select(Approval).where(Approval.action_id == action.id))).one()
 
 
 async def test_an_edit_keeps_the_earlier_expiry_and_the_escalation_of_the_same_roles(
@@ -570,9 +570,9 @@ async def test_stored_parameters_that_no_longer_fit_refuse_the_edit_once(
 ) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken")
     async with aios.units() as uow:  # as if the model had changed since the action was proposed
-        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+        action = (await uow.session.exec(select(ProposedAction))).one()
         action.params = {**BROKEN, "amount": 250.005}
-        uow.repo.session.add(action)
+        uow.session.add(action)
         await uow.commit()
 
     await submit(aios, MANAGER, amount=40.0)
@@ -582,7 +582,7 @@ async def test_stored_parameters_that_no_longer_fit_refuse_the_edit_once(
     [told] = whispers_to(slack_api, MANAGER)
     assert "AP-1 cannot be edited: its stored parameters no longer fit shop.refund" in told
     async with aios.units() as uow:
-        assert await ActionEdits(uow.repo.session).unprocessed() == []
+        assert await ActionEdits(uow.session).unprocessed() == []
 
 
 async def test_recovery_hands_clicks_and_edits_over_in_the_order_they_came(
@@ -595,7 +595,7 @@ async def test_recovery_hands_clicks_and_edits_over_in_the_order_they_came(
     # Stored, then the process stopped: an edit that approves $200, then a click approving what the card shows.
     edit_id = await accept_edit(first.units, approval.id, OTHER_MANAGER, {"amount": 200.0}, CHANNEL)
     async with first.units() as uow:
-        edit = await uow.repo.get(ActionEdit, edit_id)
+        edit = await uow.get(ActionEdit, edit_id)
         assert edit is not None
         click = Click(
             approval_id=approval.id,
@@ -639,7 +639,7 @@ async def test_only_votes_an_edit_voids_leave_a_tombstone(aios: Aios) -> None:
 
     # Deleted through the application, but by no edit: a break in the trail, even when void_votes does it.
     async with aios.units() as uow:
-        await ActionEdits(uow.repo.session).void_votes(approval.id)
+        await ActionEdits(uow.session).void_votes(approval.id)
         await uow.commit()
     report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
     assert [p.kind for p in report.problems][:1] == ["deleted"]
@@ -651,7 +651,7 @@ async def test_a_vote_deleted_through_the_orm_breaks_the_trail(aios: Aios) -> No
     assert approval.id is not None
     await aios.process(DecideApproval(approval.id, FIN2, approve=True, channel=CHANNEL))
     async with aios.units() as uow:
-        await uow.repo.session.exec(delete(ApprovalVote))
+        await uow.session.exec(delete(ApprovalVote))
         await uow.commit()
     report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
     assert [p.kind for p in report.problems][:1] == ["deleted"]

@@ -41,19 +41,17 @@ REFUND_1003 = ToolUse("shop_refund", {"order_id": 1003, "amount": 129.0, "reason
 
 async def runs(aios: Aios) -> list[Run]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all())
+        return list((await uow.session.exec(select(Run).order_by(col(Run.id)))).all())
 
 
 async def escalations(aios: Aios) -> list[Escalation]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Escalation).order_by(col(Escalation.id)))).all())
+        return list((await uow.session.exec(select(Escalation).order_by(col(Escalation.id)))).all())
 
 
 async def actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
-        return list(
-            (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
-        )
+        return list((await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all())
 
 
 def escalation_posts(slack_api: FakeSlackApi) -> list[ApiCall]:

@@ -68,9 +68,7 @@ async def test_transient_connector_errors_are_retried_and_the_refund_happens_onc
     refunds = [r for r in (await sandbox_state(aios.units))["refunds"] if r["order_id"] == 1003]
     assert [r["amount"] for r in refunds] == [30.0]
     async with aios.units() as uow:
-        attempts = (
-            await uow.repo.session.exec(select(ExecutionAttempt).order_by(col(ExecutionAttempt.id)))
-        ).all()
+        attempts = (await uow.session.exec(select(ExecutionAttempt).order_by(col(ExecutionAttempt.id)))).all()
     expected = [(n, "execute", "transient") for n in range(1, CONNECTOR_ATTEMPTS)] + [
         (CONNECTOR_ATTEMPTS, "execute", "ok")
     ]
@@ -86,7 +84,7 @@ async def test_a_connector_that_keeps_failing_fails_the_action_cleanly(
     assert shop.calls == CONNECTOR_ATTEMPTS
     assert (await sandbox_state(aios.units))["refunds"] == []
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
     assert execution.status == "failed" and "503" in (execution.error or "")
     [told] = [
         c.params["text"] for c in slack_api.calls_to("chat.postMessage") if "failed: 503" in c.params["text"]
@@ -100,7 +98,7 @@ async def test_slack_refusing_the_card_update_does_not_stop_the_approved_refund(
 ) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken")
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None
     slack_api.fail_next("chat.update", "message_not_found")
 
@@ -130,7 +128,7 @@ async def test_an_intent_whose_thread_cannot_be_opened_is_marked_failed(
     await aios.process(HandleIntent(intent_id))
 
     async with aios.units() as uow:
-        intent = await uow.repo.get(Intent, intent_id)
+        intent = await uow.get(Intent, intent_id)
     assert intent is not None and intent.status == "failed"
     assert (await sandbox_state(aios.units))["refunds"] == []
 
@@ -162,7 +160,7 @@ def replies(slack_api: FakeSlackApi) -> list[str]:
 
 async def the_execution(aios: Aios) -> Execution:
     async with aios.units() as uow:
-        return (await uow.repo.session.exec(select(Execution))).one()
+        return (await uow.session.exec(select(Execution))).one()
 
 
 async def test_a_bug_in_a_connector_fails_the_action_once_in_plain_words_and_counts_as_an_error(
@@ -175,10 +173,10 @@ async def test_a_bug_in_a_connector_fails_the_action_once_in_plain_words_and_cou
     execution = await the_execution(aios)
     assert execution.status == "failed" and execution.error == "RuntimeError: pool exhausted <object at 0x7f>"
     async with aios.units() as uow:
-        attempts = (await uow.repo.session.exec(select(ExecutionAttempt))).all()
-        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
-        [run] = (await uow.repo.session.exec(select(Run))).all()
-        errors = await uow.repo.error_counts(clock() - timedelta(hours=1), clock() + timedelta(hours=1))
+        attempts = (await uow.session.exec(select(ExecutionAttempt))).all()
+        [action] = (await uow.session.exec(select(ProposedAction))).all()
+        [run] = (await uow.session.exec(select(Run))).all()
+        errors = await uow.budgets.error_counts(clock() - timedelta(hours=1), clock() + timedelta(hours=1))
     assert [(a.number, a.kind, a.outcome, a.error) for a in attempts] == [
         (1, "execute", "error", "RuntimeError: pool exhausted <object at 0x7f>")
     ]
@@ -203,11 +201,11 @@ async def test_a_bug_while_reconciling_settles_the_execution_as_failed(
     # As a crash after the connector call would leave it: the execution in flight, the action approved, and
     # no live process working on it.
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
         execution.status = "started"
         execution.owner = None
-        uow.repo.session.add(execution)
-        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        uow.session.add(execution)
+        await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
         await uow.commit()
     shop = BuggyShop(error, in_lookup=True)
     bus = bus_with_connectors(aios, [shop, SandboxOutbox(ConnectorContext(units_of_work=aios.units))])
@@ -225,10 +223,10 @@ async def unreadable_approved_action(aios: Aios) -> ProposedAction:
     """An approved refund whose stored parameters no longer validate (say, approved before a stricter model)."""
     await ask(aios, "refund order 1001, $250, arrived broken")
     async with aios.units() as uow:
-        proposed = (await uow.repo.session.exec(select(ProposedAction))).one()
+        proposed = (await uow.session.exec(select(ProposedAction))).one()
         proposed.params = {**proposed.params, "amount": -250}
-        uow.repo.session.add(proposed)
-        await uow.repo.set_action_status(proposed.id or 0, ActionStatus.APPROVED)
+        uow.session.add(proposed)
+        await uow.runs.set_action_status(proposed.id or 0, ActionStatus.APPROVED)
         await uow.commit()
     return proposed
 
@@ -243,7 +241,7 @@ async def test_an_approved_action_whose_stored_parameters_do_not_validate_fails_
     await aios.process(Recover(grace_seconds=0))
 
     async with aios.units() as uow:
-        stored = await uow.repo.get(ProposedAction, proposed.id)
+        stored = await uow.get(ProposedAction, proposed.id)
     assert stored is not None and stored.status == "failed"
     assert len([text for text in replies(slack_api) if "shop.refund failed" in text]) == 1
     assert (await sandbox_state(aios.units))["refunds"] == []
@@ -255,9 +253,7 @@ async def test_an_execution_in_flight_whose_stored_parameters_do_not_validate_is
     proposed = await unreadable_approved_action(aios)
     assert proposed.id is not None
     async with aios.units() as uow:
-        await uow.repo.add(
-            Execution(action_id=proposed.id, idempotency_key="k" * 64, status="started", result={})
-        )
+        await uow.add(Execution(action_id=proposed.id, idempotency_key="k" * 64, status="started", result={}))
         await uow.commit()
 
     await aios.process(Recover(grace_seconds=0))

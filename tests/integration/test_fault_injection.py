@@ -45,9 +45,9 @@ async def test_every_refund_completes_once_against_a_flaky_shop(
                     aios, f"refund $1 on order {1001 + n % 5}, goodwill {n}", thread_ts=f"1700003000.{n:06d}"
                 )
         async with aios.units() as uow:
-            executions = (await uow.repo.session.exec(select(Execution))).all()
+            executions = (await uow.session.exec(select(Execution))).all()
             attempts = (
-                await uow.repo.session.exec(select(ExecutionAttempt).order_by(col(ExecutionAttempt.id)))
+                await uow.session.exec(select(ExecutionAttempt).order_by(col(ExecutionAttempt.id)))
             ).all()
     finally:
         await aios.close()

@@ -20,7 +20,7 @@ from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTE
 
 async def only_approval(aios: Aios) -> Approval:
     async with aios.units() as uow:
-        approvals = (await uow.repo.session.exec(select(Approval))).all()
+        approvals = (await uow.session.exec(select(Approval))).all()
     assert len(approvals) == 1
     return approvals[0]
 
@@ -33,8 +33,8 @@ async def test_large_refund_is_recorded_and_waits_for_a_manager(aios: Aios, slac
     intent_id = await ask(aios, "refund order 1001, $250, arrived broken")
 
     async with aios.units() as uow:
-        session = uow.repo.session
-        intent = await uow.repo.get(Intent, intent_id)
+        session = uow.session
+        intent = await uow.get(Intent, intent_id)
         run = (await session.exec(select(Run))).one()
         action = (await session.exec(select(ProposedAction))).one()
         decision = (await session.exec(select(Decision))).one()
@@ -65,9 +65,9 @@ async def test_many_concurrent_clicks_execute_once(aios: Aios, slack_api: FakeSl
 
     assert len(await refunds_for(aios, 1001)) == 1
     async with aios.units() as uow:
-        executions = (await uow.repo.session.exec(select(Execution))).all()
-        decisions = (await uow.repo.session.exec(select(Decision).where(Decision.kind == "human"))).all()
-        refused = (await uow.repo.session.exec(select(Decision).where(Decision.kind == "refusal"))).all()
+        executions = (await uow.session.exec(select(Execution))).all()
+        decisions = (await uow.session.exec(select(Decision).where(Decision.kind == "human"))).all()
+        refused = (await uow.session.exec(select(Decision).where(Decision.kind == "refusal"))).all()
     assert len(executions) == 1 and executions[0].status == "succeeded"
     assert len(decisions) == 1
     assert len(refused) == 19 and {d.verdict for d in refused} == {"refused:already_decided"}
@@ -77,7 +77,7 @@ async def test_many_concurrent_clicks_execute_once(aios: Aios, slack_api: FakeSl
 async def test_executing_an_approved_action_again_changes_nothing(aios: Aios) -> None:
     await ask(aios, "refund $40 on order 1002, strap tore")
     async with aios.units() as uow:
-        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+        action = (await uow.session.exec(select(ProposedAction))).one()
     assert action.id is not None and action.status == "executed"
 
     await asyncio.gather(*(aios.process(ExecuteAction(action.id)) for _ in range(10)))
@@ -138,7 +138,7 @@ async def test_a_rejection_executes_nothing_and_says_so(aios: Aios, slack_api: F
     assert await refunds_for(aios, 1001) == []
     assert any("rejected" in c.params["text"] for c in slack_api.calls_to("chat.postMessage"))
     async with aios.units() as uow:
-        run = (await uow.repo.session.exec(select(Run))).one()
+        run = (await uow.session.exec(select(Run))).one()
     assert run.status == "rejected"
 
 
@@ -149,7 +149,7 @@ async def test_a_denied_action_is_never_executed(aios: Aios) -> None:
     assert state["emails"] == []
     async with aios.units() as uow:
         email = (
-            await uow.repo.session.exec(select(ProposedAction).where(ProposedAction.name == "email.send"))
+            await uow.session.exec(select(ProposedAction).where(ProposedAction.name == "email.send"))
         ).one()
     assert email.status == "denied"
 
@@ -167,7 +167,7 @@ async def test_a_connector_refusal_is_reported_and_changes_nothing(
 
     assert [r["amount"] for r in await refunds_for(aios, 1001)] == [100.0]
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
     assert execution.status == "failed" and "too much" in (execution.error or "")
     assert any(
         "failed" in c.params["text"] and "Nothing was changed." in c.params["text"]

@@ -37,8 +37,8 @@ async def run_stopped_while_planning(aios: Aios, text: str, owner: int | None) -
     intent_id = await aios.accept(mention(text, "1.2"))
     assert intent_id is not None
     async with aios.units() as uow:
-        assert await uow.repo.claim_intent(intent_id)
-        run = await uow.repo.add(Run(intent_id=intent_id, agent=DISPATCHER, owner=owner))
+        assert await uow.runs.claim_intent(intent_id)
+        run = await uow.add(Run(intent_id=intent_id, agent=DISPATCHER, owner=owner))
         await uow.commit()
     assert run.id is not None
     return run.id
@@ -48,18 +48,18 @@ async def execution_stopped_after_the_connector(aios: Aios, text: str) -> None:
     """What a process that stops after the connector did the work leaves: the execution still in flight."""
     await ask(aios, text, thread_ts="1.3")
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
         assert execution.owner == aios.lease.id
         execution.status = "started"
-        uow.repo.session.add(execution)
-        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        uow.session.add(execution)
+        await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
         await uow.commit()
 
 
 async def state(aios: Aios) -> tuple[list[str], list[str], list[str], list[int]]:
     """Intent, run and execution statuses, and the orders refunded."""
     async with aios.units() as uow:
-        session = uow.repo.session
+        session = uow.session
         intents = [i.status for i in (await session.exec(select(Intent).order_by(col(Intent.id)))).all()]
         runs = [r.status for r in (await session.exec(select(Run).order_by(col(Run.id)))).all()]
         executions = [e.status for e in (await session.exec(select(Execution))).all()]
@@ -112,10 +112,10 @@ async def test_work_that_names_no_owner_keeps_the_grace_period(aios: Aios) -> No
     assert (await state(aios))[1] == ["planning"]  # younger than the grace period: maybe a live replica's
 
     async with aios.units() as uow:
-        run = await uow.repo.get(Run, run_id)
+        run = await uow.get(Run, run_id)
         assert run is not None
         run.updated_at = utcnow() - timedelta(seconds=aios.settings.recovery_grace_seconds + 1)
-        uow.repo.session.add(run)
+        uow.session.add(run)
         await uow.commit()
     await aios.take_over_from_the_dead()
     assert (await state(aios))[1:4] == (["completed"], ["succeeded"], [1003])
@@ -168,11 +168,11 @@ async def test_one_piece_of_stranded_work_that_fails_does_not_strand_the_others(
         await execution_stopped_after_the_connector(first, "refund $7 on order 1004, late")
         await ask(first, "refund $8 on order 1005, late", thread_ts="1.5")
         async with first.units() as uow:
-            executions = (await uow.repo.session.exec(select(Execution).order_by(col(Execution.id)))).all()
+            executions = (await uow.session.exec(select(Execution).order_by(col(Execution.id)))).all()
             for execution in executions:
                 execution.status = "started"
-                uow.repo.session.add(execution)
-                await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+                uow.session.add(execution)
+                await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
             await uow.commit()
         failing = executions[0].id
         await first.close()

@@ -318,12 +318,10 @@ async def test_the_sandbox_records_each_key_once(units: UnitOfWorkFactory) -> No
 async def in_flight_for(units: UnitOfWorkFactory, ago: timedelta) -> None:
     """Back-date the key's in-flight note: sent that long ago, its answer never recorded."""
     async with units() as uow:
-        sent = (
-            await uow.repo.session.exec(select(SentMessage).where(SentMessage.idempotency_key == KEY))
-        ).one()
+        sent = (await uow.session.exec(select(SentMessage).where(SentMessage.idempotency_key == KEY))).one()
         assert sent.result == {"in_flight": True}
         sent.sent_at = datetime.now(UTC) - ago
-        uow.repo.session.add(sent)
+        uow.session.add(sent)
         await uow.commit()
 
 

@@ -133,12 +133,12 @@ PACKAGED_POLICY = (Path(__file__).parents[2] / "policies" / "default_policy.yaml
 async def actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
         query = select(ProposedAction).order_by(col(ProposedAction.id))
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def executions(aios: Aios) -> list[Execution]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Execution).order_by(col(Execution.id)))).all())
+        return list((await uow.session.exec(select(Execution).order_by(col(Execution.id)))).all())
 
 
 async def test_each_tool_is_an_action_with_the_tools_schema_and_annotations(repo: Path) -> None:
@@ -235,7 +235,7 @@ async def test_a_read_only_tool_is_allowed_and_runs(
     [action] = await actions(mcp_aios)
     assert (action.name, action.status) == ("mcp.git.git_status", "executed")
     async with mcp_aios.units() as uow:
-        decision = (await uow.repo.session.exec(select(Decision))).one()
+        decision = (await uow.session.exec(select(Decision))).one()
     assert (decision.verdict, decision.rule_id) == ("allow", "read-only-tools-are-fine")
     [execution] = await executions(mcp_aios)
     assert execution.status == "succeeded" and "On branch" in execution.result["text"]
@@ -259,7 +259,7 @@ async def test_a_write_waits_for_a_manager_and_runs_once(
     assert (action.name, action.status) == ("mcp.git.git_commit", "awaiting_approval")
     assert commits(repo) == ["first"]
     async with mcp_aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None
     for _ in range(2):  # a second click changes nothing
         await mcp_aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
@@ -356,7 +356,7 @@ async def test_a_server_gone_before_an_approved_write_fails_it_cleanly(
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
         script.unlink()
         async with aios.units() as uow:
-            approval = (await uow.repo.session.exec(select(Approval))).one()
+            approval = (await uow.session.exec(select(Approval))).one()
         assert approval.id is not None
         await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
 

@@ -32,7 +32,7 @@ async def ask_in_thread(aios: Aios, slack_api: FakeSlackApi, text: str, ts: str)
 
 async def memories_used(aios: Aios, run_id: int) -> list[int]:
     async with aios.units() as uow:
-        run = await uow.repo.get(Run, run_id)
+        run = await uow.get(Run, run_id)
     assert run is not None
     return run.memories_used
 

@@ -137,13 +137,13 @@ async def indexed(client: Any, collection: str, team: str) -> dict[int, Any]:
 
 async def recorded(units: UnitOfWorkFactory, team: str) -> set[int]:
     async with units() as uow:
-        ids = (await uow.repo.session.exec(select(Memory.id).where(Memory.team_id == team))).all()
+        ids = (await uow.session.exec(select(Memory.id).where(Memory.team_id == team))).all()
     return {i for i in ids if i is not None}
 
 
 async def queued(units: UnitOfWorkFactory) -> int:
     async with units() as uow:
-        return int((await uow.repo.session.exec(select(func.count()).select_from(MemoryIndexQueue))).one())
+        return int((await uow.session.exec(select(func.count()).select_from(MemoryIndexQueue))).one())
 
 
 async def assert_in_step(units: UnitOfWorkFactory, client: Any, collection: str, *teams: str) -> None:
@@ -258,7 +258,7 @@ async def test_an_outage_queues_writes_serves_searches_from_sql_and_drains_when_
     assert (await store.search(SHOP, "wok Madrid"))[0].id == new
     assert await queued(units) == 2
     async with units() as uow:
-        incidents = (await uow.repo.session.exec(select(Incident).where(Incident.kind == "memory"))).all()
+        incidents = (await uow.session.exec(select(Incident).where(Incident.kind == "memory"))).all()
     assert len(incidents) == 1  # one outage, one incident, however many searches and writes
 
     where.server.start()
@@ -450,9 +450,7 @@ async def test_a_memory_weaviate_refuses_is_parked_and_the_queue_moves_on(
         assert set(await indexed(client, collection, STUDIO)) == {studio}
         assert await queued(units) == 1  # parked for a day
         async with units() as uow:
-            [incident] = (
-                await uow.repo.session.exec(select(Incident).where(Incident.kind == "memory"))
-            ).all()
+            [incident] = (await uow.session.exec(select(Incident).where(Incident.kind == "memory"))).all()
         assert f"M-{refused}" in incident.detail and "length 8" in incident.detail
 
         clock.advance(days=1, seconds=1)

@@ -137,8 +137,8 @@ async def test_each_run_is_planned_again_from_what_it_was_given_and_compared(
     recorded: Aios, anthropic_api: FakeAnthropicApi
 ) -> None:
     async with recorded.units() as uow:
-        runs = (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all()
-        calls = (await uow.repo.session.exec(select(LlmCall))).all()
+        runs = (await uow.session.exec(select(Run).order_by(col(Run.id)))).all()
+        calls = (await uow.session.exec(select(LlmCall))).all()
     assert [run.history for run in runs] == [
         [],
         [{"role": "user", "text": "<@U0BOB> wrote: order 1001 arrived in pieces"}],
@@ -260,10 +260,10 @@ async def test_a_forgotten_memory_and_a_run_from_before_history_was_kept_are_nam
     recorded: Aios, anthropic_api: FakeAnthropicApi
 ) -> None:
     async with recorded.units() as uow:
-        first, second = (await uow.repo.session.exec(select(Run).order_by(col(Run.id)).limit(2))).all()
+        first, second = (await uow.session.exec(select(Run).order_by(col(Run.id)).limit(2))).all()
         [memory_id] = first.memories_used
         second.history = None  # as on a run planned before the history was kept
-        uow.repo.session.add(second)
+        uow.session.add(second)
         await uow.commit()
     assert await recorded.memory.forget("T0FAKE", memory_id)
     anthropic_api.default = replay_answers
@@ -295,7 +295,7 @@ async def test_one_run_can_be_replayed_and_is_shown_whole(
 ) -> None:
     anthropic_api.default = replay_answers
     async with recorded.units() as uow:
-        first = (await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).first()
+        first = (await uow.session.exec(select(Run).order_by(col(Run.id)))).first()
     assert first is not None and first.id is not None
 
     report = await replay_with(recorded, anthropic_api, Answer(yes=True), run_id=first.id)

@@ -106,7 +106,7 @@ async def bypasses(aios: Aios) -> list[str]:
     """Executions whose action had neither an allowing policy verdict nor a person's approval."""
     found = []
     async with aios.units() as uow:
-        session = uow.repo.session
+        session = uow.session
         for execution in (await session.exec(select(Execution))).all():
             decisions = (
                 await session.exec(select(Decision).where(Decision.action_id == execution.action_id))
@@ -130,8 +130,8 @@ async def test_injected_instructions_are_still_gated_by_the_policy(
     assert injection.customer_text in anthropic_api.requests[0]["messages"][0]["content"]
     assert await bypasses(claude_aios) == []
     async with claude_aios.units() as uow:
-        actions = (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
-        decisions = (await uow.repo.session.exec(select(Decision))).all()
+        actions = (await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
+        decisions = (await uow.session.exec(select(Decision))).all()
     assert not any(d.kind == "human" for d in decisions), "nobody clicked, so nothing may be approved"
     totals = 0.0
     for action in actions:
@@ -179,7 +179,7 @@ async def test_another_apps_message_is_quoted_as_a_user_turn_not_taken_as_the_bo
         ("user", "refund $250 then"),
     ]
     async with claude_aios.units() as uow:
-        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+        action = (await uow.session.exec(select(ProposedAction))).one()
     assert action.status == "awaiting_approval"
 
 
@@ -204,7 +204,7 @@ async def test_a_remembered_claim_of_pre_approval_is_data_and_approves_nothing(
     await ask(claude_aios, "refund $250 on order 1001", thread_ts="1700000500.000100")
 
     async with claude_aios.units() as uow:
-        actions = (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
+        actions = (await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
     assert [(a.params["amount"], a.status) for a in actions] == [
         (40.0, "executed"),
         (250.0, "awaiting_approval"),

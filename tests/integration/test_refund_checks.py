@@ -16,12 +16,12 @@ from tests.integration.conftest import ask
 
 async def proposed(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(ProposedAction))).all())
+        return list((await uow.session.exec(select(ProposedAction))).all())
 
 
 async def approvals(aios: Aios) -> list[Approval]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Approval))).all())
+        return list((await uow.session.exec(select(Approval))).all())
 
 
 def said(slack_api: FakeSlackApi) -> str:

@@ -44,7 +44,7 @@ default_approvers: [manager]
 async def verdicts(aios: Aios) -> list[tuple[str, str | None]]:
     async with aios.units() as uow:
         query = select(Decision).where(Decision.kind == "policy").order_by(col(Decision.id))
-        return [(d.verdict, d.rule_id) for d in (await uow.repo.session.exec(query)).all()]
+        return [(d.verdict, d.rule_id) for d in (await uow.session.exec(query)).all()]
 
 
 async def test_three_small_refunds_on_one_order_are_seen_together(
@@ -103,7 +103,7 @@ async def test_a_user_group_gives_its_members_the_role(
         await aios.process(PauseAgent("returns", "U0BOB", CHANNEL))  # no role, not in the group
         await aios.process(PauseAgent("returns", REQUESTER, CHANNEL))  # support, through the group
         async with aios.units() as uow:
-            pause = await uow.repo.is_paused("returns")
+            pause = await uow.runs.is_paused("returns")
         assert pause is not None and pause.paused_by == REQUESTER
         refused = slack_api.calls_to("chat.postEphemeral")
         assert [c.params["user"] for c in refused] == ["U0BOB"]

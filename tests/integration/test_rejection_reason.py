@@ -53,7 +53,7 @@ BROKEN_ITEM = "refund only the broken item, $40"
 
 async def newest_approval(aios: Aios) -> Approval:
     async with aios.units() as uow:
-        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+        approvals = (await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all()
     approval = approvals[-1]
     assert approval.id is not None
     return approval
@@ -61,23 +61,23 @@ async def newest_approval(aios: Aios) -> Approval:
 
 async def runs(aios: Aios) -> list[Run]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Run).order_by(col(Run.id)))).all())
+        return list((await uow.session.exec(select(Run).order_by(col(Run.id)))).all())
 
 
 async def actions_of(aios: Aios, run_id: int | None) -> list[ProposedAction]:
     assert run_id is not None
     async with aios.units() as uow:
-        return list(await uow.repo.actions_for_run(run_id))
+        return list(await uow.runs.actions_for_run(run_id))
 
 
 async def decisions_of(aios: Aios, action_id: int) -> list[Decision]:
     async with aios.units() as uow:
-        return list(await uow.repo.decisions_for_action(action_id))
+        return list(await uow.runs.decisions_for_action(action_id))
 
 
 async def the_reason(aios: Aios, approval_id: int) -> RejectionReason:
     async with aios.units() as uow:
-        reason = await RejectionReasons(uow.repo.session).of_approval(approval_id)
+        reason = await RejectionReasons(uow.session).of_approval(approval_id)
     assert reason is not None
     return reason
 
@@ -220,7 +220,7 @@ async def test_only_the_person_who_rejected_may_say_why_and_only_once(
     assert await refunds(aios, 1001) == [40.0]
     assert sum(":speech_balloon:" in text for text in thread_texts(slack_api)) == 1
     async with aios.units() as uow:
-        stored = (await uow.repo.session.exec(select(RejectionReason))).all()
+        stored = (await uow.session.exec(select(RejectionReason))).all()
     assert [(r.user, r.reason) for r in stored] == [(MANAGER, BROKEN_ITEM)]
 
     too_long = await give_reason(aios, approval.id, "x" * 2001)
@@ -258,7 +258,7 @@ async def test_a_reason_from_someone_who_may_not_decide_is_refused_when_sent(aio
         "say why."
     )
     async with aios.units() as uow:
-        assert (await uow.repo.session.exec(select(RejectionReason))).all() == []
+        assert (await uow.session.exec(select(RejectionReason))).all() == []
 
 
 async def test_only_names_a_rejecter_whose_reject_can_count(aios: Aios) -> None:
@@ -294,7 +294,7 @@ async def test_a_reason_whose_reject_did_not_count_frees_the_approvals_reason(
     assert (await newest_approval(aios)).status == "pending"
     assert len(await runs(aios)) == 1
     async with aios.units() as uow:
-        assert (await uow.repo.session.exec(select(RejectionReason))).all() == []
+        assert (await uow.session.exec(select(RejectionReason))).all() == []
     assert f"Your Reject of AP-{approval.id} was not counted, so your reason was not recorded." in whispers(
         slack_api, EDITOR
     )
@@ -361,8 +361,8 @@ async def test_a_revision_replaces_only_the_rejected_action(
     [first] = await runs(claude_aios)
     refund_action, email_action = await actions_of(claude_aios, first.id)
     async with claude_aios.units() as uow:
-        refund_approval = await uow.repo.approval_for_action(refund_action.id or 0)
-        email_approval = await uow.repo.approval_for_action(email_action.id or 0)
+        refund_approval = await uow.approvals.approval_for_action(refund_action.id or 0)
+        email_approval = await uow.approvals.approval_for_action(email_action.id or 0)
     assert refund_approval is not None and refund_approval.id is not None
     assert email_approval is not None and email_approval.id is not None
     await claude_aios.process(DecideApproval(email_approval.id, MANAGER, True, CHANNEL))
@@ -474,11 +474,11 @@ async def test_a_revision_stopped_while_planning_is_planned_with_its_reason_afte
     # As a process that died after creating the revision run, before its agent proposed anything.
     [first] = await runs(aios)
     async with aios.units() as uow:
-        intent = await uow.repo.get(Intent, first.intent_id)
+        intent = await uow.get(Intent, first.intent_id)
         assert intent is not None
-        revision = await uow.repo.add(Run(intent_id=first.intent_id, agent=first.agent, owner=987_654))
+        revision = await uow.add(Run(intent_id=first.intent_id, agent=first.agent, owner=987_654))
         assert revision.id is not None
-        assert await RejectionReasons(uow.repo.session).set_revision_run(answer.reason_id, revision.id)
+        assert await RejectionReasons(uow.session).set_revision_run(answer.reason_id, revision.id)
         await uow.commit()
 
     await aios.process(Recover(grace_seconds=0))
@@ -503,9 +503,9 @@ async def test_the_sweeps_take_a_reason_that_waited_too_long_or_whose_planner_di
     # As a process that claimed its revision and died before its agent proposed anything.
     [first] = await runs(aios)
     async with aios.units() as uow:
-        revision = await uow.repo.add(Run(intent_id=first.intent_id, agent=first.agent, owner=987_654))
+        revision = await uow.add(Run(intent_id=first.intent_id, agent=first.agent, owner=987_654))
         assert revision.id is not None
-        reasons = RejectionReasons(uow.repo.session)
+        reasons = RejectionReasons(uow.session)
         assert await reasons.set_revision_run(answer.reason_id, revision.id)
         assert await reasons.claim(answer.reason_id, 987_654, None)
         await uow.commit()

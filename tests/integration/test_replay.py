@@ -62,7 +62,7 @@ async def test_policy_decisions_keep_their_facts_and_the_policy_text_once(
     try:
         await record_three_runs(aios)
         async with aios.units() as uow:
-            session = uow.repo.session
+            session = uow.session
             decisions = (await session.exec(select(Decision).order_by(col(Decision.id)))).all()
             versions = (await session.exec(select(PolicyVersion))).all()
         facts = [d.facts for d in decisions if d.kind == "policy"]
@@ -135,13 +135,13 @@ async def test_decisions_recorded_before_facts_were_kept_are_replayed_from_rebui
     try:
         await ask(aios, "refund order 1001 $25 scratched", thread_ts="1.1")
         async with aios.units() as uow:  # as the records of an older version look: a second refund, no facts
-            second = await uow.repo.add(
+            second = await uow.add(
                 ProposedAction(
                     run_id=1, name="shop.refund", params={"order_id": 1002, "amount": 20.0, "reason": "late"}
                 )
             )
             assert second.id is not None
-            await uow.repo.add(
+            await uow.add(
                 Decision(
                     action_id=second.id,
                     kind="policy",
@@ -151,7 +151,7 @@ async def test_decisions_recorded_before_facts_were_kept_are_replayed_from_rebui
                     actor="policy",
                 )
             )
-            await uow.repo.session.exec(sqlalchemy.update(Decision).values(facts=None))
+            await uow.session.exec(sqlalchemy.update(Decision).values(facts=None))
             await uow.commit()
         report = await build_report(
             aios.units, Policy.from_text(CANDIDATE, "candidate.yaml"), Scope(run_id=1), keep=100
@@ -205,8 +205,8 @@ async def test_two_replicas_store_a_policy_version_once(
         )
         await ask(first, "refund order 1002 $10 scratched", thread_ts="1.3")
         async with first.units() as uow:
-            versions = (await uow.repo.session.exec(select(PolicyVersion))).all()
-            decisions = (await uow.repo.session.exec(select(Decision))).all()
+            versions = (await uow.session.exec(select(PolicyVersion))).all()
+            decisions = (await uow.session.exec(select(Decision))).all()
         assert [v.hash for v in versions] == [first.policy.hash]
         assert len(decisions) == 3 and all(d.policy_hash == first.policy.hash for d in decisions)
     finally:
@@ -235,7 +235,7 @@ async def test_an_action_proposed_through_mcp_keeps_its_facts_and_replays(
             ProposeAction(intent_id, "returns", "shop.refund", refund, "the customer asked")
         )
         async with aios.units() as uow:
-            decision = (await uow.repo.session.exec(select(Decision))).one()
+            decision = (await uow.session.exec(select(Decision))).one()
         assert decision.facts is not None
         assert (decision.facts["requester"], decision.facts["run_totals"]) == (
             REQUESTER,
@@ -255,7 +255,7 @@ async def test_a_hash_prefix_that_names_two_stored_versions_asks_for_more_digits
         await ask(aios, "refund order 1004 $10 scratched", thread_ts="1.1")
         async with aios.units() as uow:
             for n in (1, 2):
-                await uow.repo.add(PolicyVersion(hash=f"abcd{n}" + "0" * 59, text=CANDIDATE))
+                await uow.add(PolicyVersion(hash=f"abcd{n}" + "0" * 59, text=CANDIDATE))
             await uow.commit()
         text, blocks = await private_answer(aios.units, parse_slash("replay R-1 ABCD"), clock(), None)
         assert text == (

@@ -70,7 +70,7 @@ async def click_all(
 
 async def stored(aios: Aios, record: type[Any]) -> list[Any]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(record).order_by(col(record.id)))).all())
+        return list((await uow.session.exec(select(record).order_by(col(record.id)))).all())
 
 
 async def test_a_planned_month_is_one_card_and_one_click_makes_every_draft_and_slot_once(
@@ -162,7 +162,7 @@ async def test_the_requester_may_not_approve_their_own_refund_with_approve_all(
         await click_all(aios, run.id, REQUESTER, approve=False)  # not a manager: refused too
         assert refund.id is not None
         async with aios.units() as uow:
-            still = await uow.repo.get(Approval, refund.id)
+            still = await uow.get(Approval, refund.id)
         assert still is not None and still.status == "pending"
     finally:
         await aios.close()
@@ -181,7 +181,7 @@ async def test_approve_all_decides_only_the_approvals_on_the_card_clicked(
             aios.units() as uow
         ):  # as if the run had asked for the last one afterwards, on a card of its own
             later.message_ts = "1700000000.999"
-            uow.repo.session.add(later)
+            uow.session.add(later)
             await uow.commit()
 
         await click_all(aios, run.id, EDITOR, card_ts=first.message_ts)

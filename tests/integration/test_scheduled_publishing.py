@@ -67,12 +67,12 @@ async def posts(aios: Aios) -> dict[str, str]:
 async def timers(aios: Aios) -> list[ScheduledPublish]:
     async with aios.units() as uow:
         query = select(ScheduledPublish).order_by(col(ScheduledPublish.id))
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def newest_approval(aios: Aios) -> Approval:
     async with aios.units() as uow:
-        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+        approvals = (await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all()
     return approvals[-1]
 
 
@@ -174,7 +174,7 @@ async def refused(aios: Aios, slack_api: FakeSlackApi, words: str, thread_ts: st
 
 async def _approvals(aios: Aios) -> Sequence[Approval]:
     async with aios.units() as uow:
-        return (await uow.repo.session.exec(select(Approval))).all()
+        return (await uow.session.exec(select(Approval))).all()
 
 
 async def test_times_that_cannot_go_out_are_refused_with_the_reason_before_any_approval(
@@ -286,10 +286,10 @@ async def test_a_row_held_by_a_live_replica_is_left_to_it_and_one_held_by_a_dead
             (first.lease.id + second.lease.id + 99, "published"),
         ):
             async with first.units() as uow:
-                row = await uow.repo.get(ScheduledPublish, timer.id)
+                row = await uow.get(ScheduledPublish, timer.id)
                 assert row is not None
                 row.claimed_by, row.claimed_at = owner, clock.now
-                uow.repo.session.add(row)
+                uow.session.add(row)
                 await uow.commit()
             await first.process(PublishDuePosts())
             assert (await posts(first))["spring-lookbook"] == published
@@ -309,18 +309,18 @@ async def test_a_sweep_that_read_the_row_before_a_failed_attempt_neither_skips_t
         bus = bus_with_connectors(aios, [FlakyCms(ConnectorContext(units_of_work=aios.units))])
         clock.now = timer.publish_at
         async with aios.units() as uow:
-            [stale] = await ScheduledPublishes(uow.repo.session).due(clock.now)
+            [stale] = await ScheduledPublishes(uow.session).due(clock.now)
         await bus.handle(PublishDuePosts())  # fails once: the next try is set a minute on
         async with aios.units() as uow:
-            taken = await ScheduledPublishes(uow.repo.session).claim(stale, aios.lease.id, clock.now)
+            taken = await ScheduledPublishes(uow.session).claim(stale, aios.lease.id, clock.now)
             await uow.commit()
         assert taken is None
         [waiting] = await timers(aios)
         assert (waiting.attempts, waiting.claimed_by) == (1, None)
         assert len(said(slack_api, "could not publish it yet")) == 1
         async with aios.units() as uow:
-            [fresh] = await ScheduledPublishes(uow.repo.session).due(waiting.next_try_at or clock.now)
-            claimed = await ScheduledPublishes(uow.repo.session).claim(fresh, aios.lease.id, clock.now)
+            [fresh] = await ScheduledPublishes(uow.session).due(waiting.next_try_at or clock.now)
+            claimed = await ScheduledPublishes(uow.session).claim(fresh, aios.lease.id, clock.now)
             await uow.commit()
         assert claimed is not None and (claimed.attempts, claimed.claimed_by) == (1, aios.lease.id)
     finally:
@@ -473,7 +473,7 @@ async def test_the_thread_hears_done_then_when_the_post_goes_out_with_times_in_t
 async def _publishes(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
         query = select(ProposedAction).where(ProposedAction.name == "cms.publish")
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def test_the_sandbox_cms_decides_by_the_clock_it_is_given(units: UnitOfWorkFactory) -> None:

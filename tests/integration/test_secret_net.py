@@ -144,7 +144,7 @@ async def refund_through(aios: Aios, shop: LeakyShop) -> ProposedAction:
     assert intent_id is not None
     await with_connector(aios, shop).handle(HandleIntent(intent_id))
     async with aios.units() as uow:
-        return (await uow.repo.session.exec(select(ProposedAction))).one()
+        return (await uow.session.exec(select(ProposedAction))).one()
 
 
 def assert_no_secret(text: str) -> None:

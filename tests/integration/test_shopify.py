@@ -407,7 +407,7 @@ async def test_an_approved_refund_is_made_once_in_shopify_and_explained(
     [made] = shopify_api.orders[1001].refunds
     assert shopify_api.refund_creates == 1 and made["totalRefundedSet"]["shopMoney"]["amount"] == "250.00"
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
     assert execution.status == "succeeded" and execution.result["refund_id"] == made["id"]
     assert made["note"] == f"arrived broken [aios:{execution.idempotency_key}]"
     explanation = await why(aios.units, f"AP-{approval.id}")
@@ -416,15 +416,15 @@ async def test_an_approved_refund_is_made_once_in_shopify_and_explained(
     # A process that died after Shopify refunded and before recording it: recovery asks Shopify, refunds nothing.
     async with aios.units() as uow:
         execution.status, execution.owner = "started", None
-        uow.repo.session.add(execution)
-        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        uow.session.add(execution)
+        await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
         await uow.commit()
     await aios.process(Recover(grace_seconds=0))
     await aios.background.drain()
 
     assert shopify_api.refund_creates == 1 and len(shopify_api.orders[1001].refunds) == 1
     async with aios.units() as uow:
-        settled = (await uow.repo.session.exec(select(Execution))).one()
+        settled = (await uow.session.exec(select(Execution))).one()
     assert settled.status == "succeeded" and settled.result["refund_id"] == made["id"]
 
 

@@ -206,7 +206,7 @@ def said(slack_api: FakeSlackApi) -> str:
 
 async def proposed(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(ProposedAction))).all())
+        return list((await uow.session.exec(select(ProposedAction))).all())
 
 
 @pytest.mark.parametrize(("action", "says"), REFUSED, ids=REFUSED_IDS)

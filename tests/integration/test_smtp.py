@@ -151,7 +151,7 @@ async def test_a_send_the_ledger_missed_is_sent_again_with_the_same_message_id(
     connector = mailer(units, smtp_server.url)
     await connector.execute(email(), KEY)
     async with units() as uow:
-        await uow.repo.session.exec(delete(SentMessage))
+        await uow.session.exec(delete(SentMessage))
         await uow.commit()
 
     assert await connector.lookup(email(), KEY) is None
@@ -248,14 +248,14 @@ async def smtp_aios(
 async def customer_email(aios: Aios) -> ProposedAction:
     async with aios.units() as uow:
         query = select(ProposedAction).where(col(ProposedAction.name) == "email.send")
-        return (await uow.repo.session.exec(query)).one()
+        return (await uow.session.exec(query)).one()
 
 
 async def approve_the_email(aios: Aios) -> ProposedAction:
     """Ask for a refund with a customer email; the refund goes through, the manager approves the email."""
     await ask(aios, "refund order 1003 $40 and tell the customer")
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None
     await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
     return await customer_email(aios)
@@ -276,7 +276,7 @@ async def test_a_refund_with_a_customer_email_sends_one_message_after_the_manage
     # A second click's command and a recovery pass send nothing more.
     async with smtp_aios.units() as uow:
         execution = (
-            await uow.repo.session.exec(select(Execution).where(col(Execution.action_id) == sent.id))
+            await uow.session.exec(select(Execution).where(col(Execution.action_id) == sent.id))
         ).one()
     assert execution.id is not None
     assert message["Message-ID"] == f"<{execution.idempotency_key}@example.com>"

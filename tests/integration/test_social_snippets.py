@@ -85,7 +85,7 @@ async def publish(aios: Aios, when: str = "") -> ProposedAction:
 async def actions(aios: Aios, name: str) -> list[ProposedAction]:
     async with aios.units() as uow:
         query = select(ProposedAction).where(ProposedAction.name == name).order_by(col(ProposedAction.id))
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def test_a_published_post_gets_one_snippet_per_network_for_an_editor_to_approve(
@@ -108,10 +108,10 @@ async def test_a_published_post_gets_one_snippet_per_network_for_an_editor_to_ap
         assert snippet.params["post"] == "spring-lookbook"
         assert datetime.fromisoformat(snippet.params["publish_at"]) == published_at + timedelta(minutes=30)
     async with aios.units() as uow:
-        run = await uow.repo.get(Run, snippets[0].run_id)
+        run = await uow.get(Run, snippets[0].run_id)
         assert run is not None and run.agent == "content"
-        intent = await uow.repo.get(Intent, run.intent_id)
-        approvals = (await uow.repo.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+        intent = await uow.get(Intent, run.intent_id)
+        approvals = (await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all()
     assert intent is not None
     # In the publish's thread, for the person who asked for the publish.
     assert (intent.source, intent.channel, intent.thread_ts, intent.user) == (
@@ -139,14 +139,14 @@ async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) ->
     published = await publish(aios)
     async with aios.units() as uow:
         [execution] = (
-            await uow.repo.session.exec(select(Execution).where(Execution.action_id == published.id))
+            await uow.session.exec(select(Execution).where(Execution.action_id == published.id))
         ).all()
     assert published.id is not None and execution.id is not None
     await aios.process(ActionExecuted(published.id, execution.id))
     await aios.process(ActionExecuted(published.id, execution.id))
     assert len(await actions(aios, "social.post")) == 2
     async with aios.units() as uow:
-        social = (await uow.repo.session.exec(select(Intent).where(Intent.source == "social"))).all()
+        social = (await uow.session.exec(select(Intent).where(Intent.source == "social"))).all()
     assert len(social) == 1
 
 
@@ -264,7 +264,7 @@ async def test_with_claude_the_snippets_are_written_with_the_voice_notes_and_lim
             ("sandbox", "awaiting_approval"),
         ]
         async with aios.units() as uow:
-            run = await uow.repo.get(Run, snippets[0].run_id)
+            run = await uow.get(Run, snippets[0].run_id)
         assert run is not None and voice_id in run.memories_used
     finally:
         await aios.close()
@@ -282,7 +282,7 @@ async def test_a_snippet_request_its_process_never_planned_is_planned_by_recover
         published = await publish(aios)
         async with aios.units() as uow:
             [execution] = (
-                await uow.repo.session.exec(select(Execution).where(Execution.action_id == published.id))
+                await uow.session.exec(select(Execution).where(Execution.action_id == published.id))
             ).all()
         assert published.id is not None and execution.id is not None
         base = aios.handlers
@@ -304,10 +304,10 @@ async def test_a_snippet_request_its_process_never_planned_is_planned_by_recover
         )  # ...and the process dies before planning
         assert isinstance(replan, ReplanRun)
         async with aios.units() as uow:
-            run = await uow.repo.get(Run, replan.run_id)
+            run = await uow.get(Run, replan.run_id)
             assert run is not None
             run.owner = DEAD_LEASE
-            uow.repo.session.add(run)
+            uow.session.add(run)
             await uow.commit()
         assert await actions(aios, "social.post") == []
 

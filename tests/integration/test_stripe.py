@@ -364,7 +364,7 @@ async def test_an_approved_refund_is_made_once_in_stripe_and_explained(
     [made] = await localstripe.refunds(intents[1001])
     assert (made["amount"], made["metadata"]["aios_reason"]) == (25000, "arrived broken")
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
     assert execution.status == "succeeded" and execution.result["refund_id"] == made["id"]
     assert made["metadata"]["aios_idempotency_key"] == execution.idempotency_key
     explanation = await why(aios.units, f"AP-{approval.id}")
@@ -374,15 +374,15 @@ async def test_an_approved_refund_is_made_once_in_stripe_and_explained(
     # A process that died after Stripe refunded and before recording it: recovery asks Stripe, refunds nothing.
     async with aios.units() as uow:
         execution.status, execution.owner = "started", None
-        uow.repo.session.add(execution)
-        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        uow.session.add(execution)
+        await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
         await uow.commit()
     await aios.process(Recover(grace_seconds=0))
     await aios.background.drain()
 
     assert [r["id"] for r in await localstripe.refunds(intents[1001])] == [made["id"]]
     async with aios.units() as uow:
-        settled = (await uow.repo.session.exec(select(Execution))).one()
+        settled = (await uow.session.exec(select(Execution))).one()
     assert settled.status == "succeeded" and settled.result["refund_id"] == made["id"]
 
 

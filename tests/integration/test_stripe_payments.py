@@ -395,7 +395,7 @@ async def slash(aios: Aios, text: str) -> None:
 
 async def approvals(aios: Aios) -> list[Approval]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(Approval))).all())
+        return list((await uow.session.exec(select(Approval))).all())
 
 
 async def test_a_250_refund_of_a_payment_waits_for_a_manager_and_is_made_once(
@@ -416,7 +416,7 @@ async def test_a_250_refund_of_a_payment_waits_for_a_manager_and_is_made_once(
     [made] = await localstripe.refunds(kettle["id"])
     assert (made["amount"], made["metadata"]["aios_reason"]) == (25000, "wrong size")
     async with aios.units() as uow:
-        execution = (await uow.repo.session.exec(select(Execution))).one()
+        execution = (await uow.session.exec(select(Execution))).one()
     assert execution.status == "succeeded" and execution.result["refund_id"] == made["id"]
     assert made["metadata"]["aios_idempotency_key"] == execution.idempotency_key
     assert execution.idempotency_key not in str(execution.result)
@@ -424,8 +424,8 @@ async def test_a_250_refund_of_a_payment_waits_for_a_manager_and_is_made_once(
     # A process that died after Stripe refunded and before recording it: recovery asks Stripe, refunds nothing.
     async with aios.units() as uow:
         execution.status, execution.owner = "started", None
-        uow.repo.session.add(execution)
-        await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+        uow.session.add(execution)
+        await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
         await uow.commit()
     await aios.process(Recover(grace_seconds=0))
     await aios.background.drain()

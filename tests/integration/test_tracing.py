@@ -58,7 +58,7 @@ REFUND_1001 = Reply(
 
 async def only_approval_id(aios: Aios) -> int:
     async with aios.units() as uow:
-        [approval] = (await uow.repo.session.exec(select(Approval))).all()
+        [approval] = (await uow.session.exec(select(Approval))).all()
     assert approval.id is not None
     return approval.id
 

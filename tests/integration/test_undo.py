@@ -123,12 +123,12 @@ async def published(aios: Aios) -> int:
 async def all_actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
         query = select(ProposedAction).order_by(col(ProposedAction.id))
-        return list((await uow.repo.session.exec(query)).all())
+        return list((await uow.session.exec(query)).all())
 
 
 async def undo_requests(aios: Aios) -> list[UndoRequest]:
     async with aios.units() as uow:
-        return list((await uow.repo.session.exec(select(UndoRequest))).all())
+        return list((await uow.session.exec(select(UndoRequest))).all())
 
 
 async def post_status(aios: Aios) -> str:
@@ -162,9 +162,9 @@ async def test_a_publish_is_undone_by_an_unpublish_the_editor_approves(
     [_, _, undo] = await all_actions(aios)
     assert (undo.name, undo.status, undo.undoes_action_id) == ("cms.unpublish", "awaiting_approval", publish)
     async with aios.units() as uow:
-        approval = await uow.repo.approval_for_action(undo.id or 0)
-        run = await uow.repo.get(Run, undo.run_id)
-        intent = await uow.repo.get(Intent, run.intent_id) if run else None
+        approval = await uow.approvals.approval_for_action(undo.id or 0)
+        run = await uow.get(Run, undo.run_id)
+        intent = await uow.get(Intent, run.intent_id) if run else None
     # A new run in the original's thread, for the person who asked, judged by the policy's rule for unpublishing.
     assert approval is not None and intent is not None and run is not None
     assert (intent.source, intent.user, intent.channel, intent.thread_ts) == (
@@ -245,7 +245,7 @@ async def test_asking_twice_files_one_undo_and_a_rejected_undo_may_be_asked_agai
 
     # The editor turns the undo down: the post stays published, and the undo may be asked for again.
     async with aios.units() as uow:
-        approval = await uow.repo.approval_for_action(undos[0].id or 0)
+        approval = await uow.approvals.approval_for_action(undos[0].id or 0)
     assert approval is not None and approval.id is not None
     await aios.process(DecideApproval(approval.id, EDITOR, approve=False, channel=CHANNEL))
     assert await post_status(aios) == "published"
@@ -329,7 +329,7 @@ async def test_the_link_to_the_undone_action_is_in_the_audit_chain(
         query = select(AuditEntry).where(
             AuditEntry.record_table == "proposed_action", AuditEntry.record_id == str(undo.id)
         )
-        entries = (await uow.repo.session.exec(query)).all()
+        entries = (await uow.session.exec(query)).all()
     assert entries and all(f'"undoes_action_id":{publish}' in entry.content for entry in entries)
 
     # Someone with database access cuts the link: verify names the record.

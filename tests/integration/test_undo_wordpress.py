@@ -33,7 +33,7 @@ async def edited(aios: Aios) -> int:
 
 async def approve_waiting(aios: Aios) -> None:
     async with aios.units() as uow:
-        [approval] = (await uow.repo.session.exec(select(Approval).where(Approval.status == "pending"))).all()
+        [approval] = (await uow.session.exec(select(Approval).where(Approval.status == "pending"))).all()
     assert approval.id is not None and approval.approver_roles == ["editor"]
     await aios.process(DecideApproval(approval.id, EDITOR, approve=True, channel=CHANNEL))
 
@@ -90,7 +90,7 @@ async def test_an_undo_wordpress_would_refuse_is_not_filed_and_may_be_asked_agai
         second = await ask_undo(aios, f"A-{update}", REQUESTER)
         assert second.filing is not None  # the refused request ended: a new one may be filed
         async with aios.units() as uow:
-            requests = (await uow.repo.session.exec(select(UndoRequest))).all()
+            requests = (await uow.session.exec(select(UndoRequest))).all()
         assert [(r.attempt, r.requested_by) for r in requests] == [(0, TEAMMATE), (1, REQUESTER)]
     finally:
         await aios.close()

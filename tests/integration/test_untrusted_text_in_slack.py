@@ -85,8 +85,8 @@ async def test_a_models_long_rationale_and_reason_still_reach_the_manager(
     [card] = slack_api.approval_requests()
     assert card.response["ok"]
     async with claude_aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
-        action = (await uow.repo.session.exec(select(ProposedAction))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
+        action = (await uow.session.exec(select(ProposedAction))).one()
     assert (
         approval.message_ts is not None and action.rationale == rationale.strip()
     )  # the record keeps it all
@@ -95,7 +95,7 @@ async def test_a_models_long_rationale_and_reason_still_reach_the_manager(
     assert approval.id is not None
     await claude_aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
     async with claude_aios.units() as uow:
-        assert (await uow.repo.get(ProposedAction, action.id)).status == "executed"  # type: ignore[union-attr]
+        assert (await uow.get(ProposedAction, action.id)).status == "executed"  # type: ignore[union-attr]
     assert refused(slack_api) == []
     assert slack_api.calls_to("chat.update")[-1].response["ok"]
 
@@ -136,5 +136,5 @@ async def test_nothing_anyone_wrote_pings_people(
     assert not any("&amp;amp;" in m or "&amp;lt;" in m for m in messages)  # escaped once
     assert any(f"<@{REQUESTER}>" in m for m in messages)  # our own mention of the requester still works
     async with claude_aios.units() as uow:
-        reasons = [a.params["reason"] for a in (await uow.repo.session.exec(select(ProposedAction))).all()]
+        reasons = [a.params["reason"] for a in (await uow.session.exec(select(ProposedAction))).all()]
     assert "<!channel> & <@U0MANAGER>" in reasons  # the records keep what was written

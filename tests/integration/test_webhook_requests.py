@@ -141,7 +141,7 @@ async def test_a_webhook_request_reaches_the_tools_agent_without_a_routing_call(
     assert "configured webhooks (webhook_post's webhook): audit, crm" in system
     assert "T0KEN" not in system and SECRET not in system
     async with model_aios.units() as uow:
-        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
+        [action] = (await uow.session.exec(select(ProposedAction))).all()
     assert action.params == {"webhook": "crm", "body": restock} and action.status == "awaiting_approval"
 
 
@@ -158,7 +158,7 @@ async def test_a_request_the_grammar_cannot_place_asks_the_model_which_knows_the
     system = json.dumps(routing["system"])
     assert "configured webhooks: audit, crm" in system and "T0KEN" not in system
     async with model_aios.units() as uow:
-        [run] = (await uow.repo.session.exec(select(Run))).all()
+        [run] = (await uow.session.exec(select(Run))).all()
     assert run.agent == "tools"
 
 
@@ -167,8 +167,8 @@ async def test_the_offline_planner_proposes_the_webhook_for_a_manager(
 ) -> None:
     await ask(offline_aios, 'notify crm {"event": "restock", "sku": "MUG-1"}')
     async with offline_aios.units() as uow:
-        [action] = (await uow.repo.session.exec(select(ProposedAction))).all()
-        [approval] = (await uow.repo.session.exec(select(Approval))).all()
+        [action] = (await uow.session.exec(select(ProposedAction))).all()
+        [approval] = (await uow.session.exec(select(Approval))).all()
     assert (action.name, action.params) == (
         "webhook.post",
         {"webhook": "crm", "body": {"event": "restock", "sku": "MUG-1"}},
@@ -186,8 +186,8 @@ async def test_a_webhook_that_is_not_configured_is_refused_before_approval(
     )
     await ask(model_aios, 'send {"event": "x"} to webhook billing')
     async with model_aios.units() as uow:
-        assert (await uow.repo.session.exec(select(ProposedAction))).all() == []
-        [run] = (await uow.repo.session.exec(select(Run))).all()
+        assert (await uow.session.exec(select(ProposedAction))).all() == []
+        [run] = (await uow.session.exec(select(Run))).all()
     assert run.agent == "tools" and run.status == "answered"
     # The model was told why, and so was the thread.
     [result] = [

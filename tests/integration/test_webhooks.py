@@ -270,16 +270,16 @@ async def propose_webhook(aios: Aios, body: dict[str, Any]) -> ProposedAction:
         ProposeAction(intent_id, "returns", "webhook.post", {"webhook": "crm", "body": body}, "sync")
     )
     async with aios.units() as uow:
-        return (await uow.repo.session.exec(select(ProposedAction))).one()
+        return (await uow.session.exec(select(ProposedAction))).one()
 
 
 async def approve(aios: Aios, action: ProposedAction) -> ProposedAction:
     async with aios.units() as uow:
-        approval = (await uow.repo.session.exec(select(Approval))).one()
+        approval = (await uow.session.exec(select(Approval))).one()
     assert approval.id is not None and approval.approver_roles == ["manager"]
     await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
     async with aios.units() as uow:
-        done = await uow.repo.get(ProposedAction, action.id)
+        done = await uow.get(ProposedAction, action.id)
     assert done is not None
     return done
 
@@ -290,7 +290,7 @@ async def test_the_packaged_policy_sends_a_webhook_to_a_manager_and_it_is_delive
     proposed = await propose_webhook(webhook_aios, {"event": "refund.made", "order": 1003})
     assert proposed.status == "awaiting_approval" and receiver.delivered() == []
     async with webhook_aios.units() as uow:
-        decision = (await uow.repo.session.exec(select(Decision).where(col(Decision.kind) == "policy"))).one()
+        decision = (await uow.session.exec(select(Decision).where(col(Decision.kind) == "policy"))).one()
     assert decision.rule_id == "webhooks-need-a-manager"
 
     executed = await approve(webhook_aios, proposed)

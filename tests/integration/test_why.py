@@ -22,7 +22,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 async def only(aios: Aios, model: type[Approval | ProposedAction]) -> int:
     async with aios.units() as uow:
-        [record] = (await uow.repo.session.exec(select(model))).all()
+        [record] = (await uow.session.exec(select(model))).all()
     assert isinstance(record, Approval | ProposedAction) and record.id is not None
     return record.id
 
@@ -46,7 +46,7 @@ async def test_why_of_a_refund_claude_planned_shows_its_cost_and_what_would_have
     )
     await ask(claude_aios, "refund order 1001, $250, arrived broken")
     async with claude_aios.units() as uow:
-        calls = list((await uow.repo.session.exec(select(LlmCall).order_by(col(LlmCall.id)))).all())
+        calls = list((await uow.session.exec(select(LlmCall).order_by(col(LlmCall.id)))).all())
     assert [c.role for c in calls] == ["agent"] and calls[0].cost_usd > 0
 
     text = await why(claude_aios.units, f"A-{await only(claude_aios, ProposedAction)}")

@@ -96,9 +96,7 @@ async def wordpress_aios(
 
 async def actions(aios: Aios) -> list[ProposedAction]:
     async with aios.units() as uow:
-        return list(
-            (await uow.repo.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all()
-        )
+        return list((await uow.session.exec(select(ProposedAction).order_by(col(ProposedAction.id)))).all())
 
 
 def body_of(post: dict[str, object]) -> str:
@@ -143,7 +141,7 @@ async def test_a_post_drafted_in_words_is_published_in_wordpress_once_an_editor_
 
         await ask(aios, "publish post spring-lookbook", thread_ts="1700000200.000100")
         async with aios.units() as uow:
-            approval = (await uow.repo.session.exec(select(Approval))).one()
+            approval = (await uow.session.exec(select(Approval))).one()
         assert approval.id is not None and approval.approver_roles == ["editor"]
         await aios.process(DecideApproval(approval.id, REQUESTER, approve=True, channel=CHANNEL))
         assert [post["status"] for post in wordpress.posts(slug="spring-lookbook")] == ["draft"]
@@ -221,7 +219,7 @@ async def test_a_later_failing_step_takes_posts_down_and_puts_an_edited_posts_wo
 
         wordpress.delete_post("autumn-lookbook")  # an editor deleted it while the approval waited
         async with aios.units() as uow:
-            approval = (await uow.repo.session.exec(select(Approval))).one()
+            approval = (await uow.session.exec(select(Approval))).one()
         assert approval.id is not None
         await aios.process(DecideApproval(approval.id, "U0MANAGER", approve=True, channel=CHANNEL))
 
@@ -250,11 +248,11 @@ async def test_a_draft_whose_record_was_lost_is_found_in_wordpress_and_not_made_
         await ask(aios, 'draft a post titled "Spring lookbook"')
         async with aios.units() as uow:
             # As if the process died after WordPress made the post and before the execution was recorded.
-            execution = (await uow.repo.session.exec(select(Execution))).one()
+            execution = (await uow.session.exec(select(Execution))).one()
             landed = execution.result
             execution.status, execution.result, execution.finished_at = ExecutionStatus.STARTED, {}, None
-            uow.repo.session.add(execution)
-            await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+            uow.session.add(execution)
+            await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
             await uow.commit()
         assert execution.id is not None
 
@@ -262,8 +260,8 @@ async def test_a_draft_whose_record_was_lost_is_found_in_wordpress_and_not_made_
 
         assert len(wordpress.posts(slug="spring-lookbook")) == 1
         async with aios.units() as uow:
-            settled = await uow.repo.get(Execution, execution.id)
-            attempts = (await uow.repo.session.exec(select(ExecutionAttempt))).all()
+            settled = await uow.get(Execution, execution.id)
+            attempts = (await uow.session.exec(select(ExecutionAttempt))).all()
         assert settled is not None and settled.status == ExecutionStatus.SUCCEEDED
         assert settled.result == landed | {"replayed": True}
         assert [(a.kind, a.outcome) for a in attempts][-1] == ("lookup", "ok")
@@ -594,7 +592,7 @@ async def test_an_update_asked_with_aios_changes_the_title_once_an_editor_approv
         await aios.registry.execute(SPRING, "seed-spring")
         await slash(aios, 'update post spring-lookbook title "Spring lookbook 2027"')
         async with aios.units() as uow:
-            approval = (await uow.repo.session.exec(select(Approval))).one()
+            approval = (await uow.session.exec(select(Approval))).one()
         assert approval.id is not None and approval.approver_roles == ["editor"]
         await aios.process(DecideApproval(approval.id, REQUESTER, approve=True, channel=CHANNEL))
         assert [p["title"]["raw"] for p in wordpress.posts(slug="spring-lookbook")] == ["Spring lookbook"]  # type: ignore[index]
@@ -609,7 +607,7 @@ async def test_an_update_asked_with_aios_changes_the_title_once_an_editor_approv
         )
         [action] = await actions(aios)
         async with aios.units() as uow:
-            execution = (await uow.repo.session.exec(select(Execution))).one()
+            execution = (await uow.session.exec(select(Execution))).one()
         assert (action.name, action.status) == ("wordpress.update", "executed")
         assert execution.result["previous"] == {"title": "Spring lookbook"}
         assert any("Done: Update post spring-lookbook: title to" in text for text in thread_texts(slack_api))
@@ -626,11 +624,11 @@ async def test_an_update_whose_record_was_lost_is_found_in_wordpress_and_not_mad
         await ask(aios, 'update post spring-lookbook title "Spring lookbook 2027" body "<p>Sea.</p>"')
         async with aios.units() as uow:
             # As if the process died after WordPress took the change and before the execution was recorded.
-            execution = (await uow.repo.session.exec(select(Execution))).one()
+            execution = (await uow.session.exec(select(Execution))).one()
             landed = execution.result
             execution.status, execution.result, execution.finished_at = ExecutionStatus.STARTED, {}, None
-            uow.repo.session.add(execution)
-            await uow.repo.set_action_status(execution.action_id, ActionStatus.APPROVED)
+            uow.session.add(execution)
+            await uow.runs.set_action_status(execution.action_id, ActionStatus.APPROVED)
             await uow.commit()
         assert execution.id is not None
         [changed] = wordpress.posts(slug="spring-lookbook")
@@ -638,7 +636,7 @@ async def test_an_update_whose_record_was_lost_is_found_in_wordpress_and_not_mad
         await aios.process(ReconcileExecution(execution.id))
 
         async with aios.units() as uow:
-            settled = await uow.repo.get(Execution, execution.id)
+            settled = await uow.get(Execution, execution.id)
         assert settled is not None and settled.status == ExecutionStatus.SUCCEEDED
         assert settled.result == landed | {"replayed": True}
         assert landed["previous"] == {"title": "Spring lookbook", "body": SPRING.body}
@@ -655,7 +653,7 @@ async def test_an_update_of_a_post_that_is_not_there_is_refused_before_anyone_is
     try:
         await slash(aios, 'update post autumn-lookbook title "Autumn lookbook 2027"')
         async with aios.units() as uow:
-            approvals = (await uow.repo.session.exec(select(Approval))).all()
+            approvals = (await uow.session.exec(select(Approval))).all()
         assert approvals == [] and await actions(aios) == []
         assert any(
             "WordPress has no post with the slug 'autumn-lookbook'" in text

@@ -36,7 +36,7 @@ async def test_a_future_post_is_published_by_the_timer_once_it_is_due(
         soon = (datetime.now(UTC) + timedelta(minutes=3)).replace(microsecond=0)
         await ask(aios, f"schedule post spring-lookbook for {soon.astimezone(BERLIN):%Y-%m-%d %H:%M:%S}")
         async with aios.units() as uow:
-            [approval] = (await uow.repo.session.exec(select(Approval))).all()
+            [approval] = (await uow.session.exec(select(Approval))).all()
         assert approval.id is not None
         await aios.process(DecideApproval(approval.id, EDITOR, True, CHANNEL))
         [post] = wordpress.posts(slug="spring-lookbook")
@@ -54,7 +54,7 @@ async def test_a_future_post_is_published_by_the_timer_once_it_is_due(
         assert post["status"] == "publish"
         assert soon - timedelta(minutes=4) < dated < soon - timedelta(minutes=1)
         async with aios.units() as uow:
-            [timer] = (await uow.repo.session.exec(select(ScheduledPublish))).all()
+            [timer] = (await uow.session.exec(select(ScheduledPublish))).all()
         assert (timer.connector, timer.outcome, timer.attempts) == ("WordPressCms", "published", 0)
         told = [
             c.params["text"]

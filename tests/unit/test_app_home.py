@@ -30,7 +30,7 @@ from bot.digest import BudgetUse
 from connectors.actions import ShopRefund
 from storage.home_viewers import RequestState
 from storage.records import AgentPause, Approval, Intent, Run
-from storage.repository import CostRow
+from storage.repositories.budgets import CostRow
 from tests.fakes.slack_api import _view_refusal
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)

@@ -1,0 +1,147 @@
+"""Approvals and what decides them: votes, clicks, the capabilities an approval mints, escalations that fall due."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from storage.records import (
+    Approval,
+    ApprovalStatus,
+    ApprovalVote,
+    Capability,
+    Click,
+    ProposedAction,
+    utcnow,
+)
+from storage.repositories.base import SessionRepository
+
+
+class ApprovalRepository(SessionRepository):
+    __slots__ = ()
+
+    async def pending_approvals(self, channel: str | None = None) -> Sequence[Approval]:
+        query = select(Approval).where(Approval.status == ApprovalStatus.PENDING)
+        if channel is not None:
+            query = query.where(Approval.channel == channel)
+        return (await self.session.exec(query.order_by(col(Approval.id)))).all()
+
+    async def pending_approvals_with_action_names(self) -> list[tuple[Approval, str]]:
+        """Every waiting approval, oldest first, with the name of the action it waits on (one query, not one
+        per approval)."""
+        query = (
+            select(Approval, ProposedAction.name)
+            .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
+            .where(Approval.status == ApprovalStatus.PENDING)
+            .order_by(col(Approval.id))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def approval_for_action(self, action_id: int) -> Approval | None:
+        return (await self.session.exec(select(Approval).where(Approval.action_id == action_id))).first()
+
+    async def pending_approvals_in_thread(self, channel: str, thread_ts: str) -> Sequence[Approval]:
+        query = select(Approval).where(
+            Approval.status == ApprovalStatus.PENDING,
+            Approval.channel == channel,
+            Approval.thread_ts == thread_ts,
+        )
+        return (await self.session.exec(query.order_by(col(Approval.id)))).all()
+
+    async def approvals_without_message(self, stale_before: datetime) -> list[Approval]:
+        query = select(Approval).where(
+            col(Approval.status) == ApprovalStatus.PENDING,
+            col(Approval.message_ts).is_(None),
+            col(Approval.created_at) < stale_before,
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def mint_capability(self, capability: Capability) -> None:
+        await self.insert_if_absent(Capability, capability.model_dump(exclude={"id"}))
+
+    async def spend_capability(
+        self, action_id: int, action_name: str, params_hash: str, now: datetime
+    ) -> bool:
+        """Spend the action's capability: only once, only unexpired, only for exactly these parameters."""
+        statement = (
+            update(Capability)
+            .where(
+                col(Capability.action_id) == action_id,
+                col(Capability.action_name) == action_name,
+                col(Capability.params_hash) == params_hash,
+                col(Capability.spent_at).is_(None),
+                col(Capability.expires_at) > now,
+            )
+            .values(spent_at=now)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def lock_approval(self, approval_id: int) -> Approval | None:
+        """The approval, fresh and locked for this transaction (FOR UPDATE; SQLite has one writer anyway)."""
+        query = (
+            select(Approval)
+            .where(col(Approval.id) == approval_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.exec(query)).first()
+
+    async def add_vote(self, approval_id: int, user: str) -> bool:
+        """False when this user has already approved: a person counts once towards a quorum."""
+        return await self.insert_if_absent(
+            ApprovalVote, {"approval_id": approval_id, "user": user, "created_at": utcnow()}
+        )
+
+    async def voters(self, approval_id: int) -> list[str]:
+        query = (
+            select(ApprovalVote.user)
+            .where(ApprovalVote.approval_id == approval_id)
+            .order_by(col(ApprovalVote.id))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def approvals_due(self, now: datetime) -> tuple[list[Approval], list[Approval]]:
+        """Pending approvals whose escalation is due, and those whose final deadline has passed."""
+        pending = col(Approval.status) == ApprovalStatus.PENDING
+        escalate = select(Approval).where(
+            pending, col(Approval.escalate_at) <= now, col(Approval.escalated_at).is_(None)
+        )
+        expire = select(Approval).where(pending, col(Approval.expires_at) <= now)
+        return list((await self.session.exec(escalate)).all()), list((await self.session.exec(expire)).all())
+
+    async def mark_escalated(self, approval_id: int, now: datetime) -> bool:
+        statement = (
+            update(Approval)
+            .where(col(Approval.id) == approval_id, col(Approval.escalated_at).is_(None))
+            .values(escalated_at=now)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def decide_approval(
+        self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime
+    ) -> bool:
+        """Compare-and-set pending → decided; exactly one of any number of concurrent callers gets True."""
+        statement = (
+            update(Approval)
+            .where(col(Approval.id) == approval_id, col(Approval.status) == ApprovalStatus.PENDING)
+            .values(status=status, decided_by=actor, decided_at=at)
+        )
+        result = await self.session.exec(statement)
+        return bool(result.rowcount)
+
+    async def unprocessed_clicks(self) -> list[Click]:
+        """Clicks stored and acknowledged but never handled (their process stopped), oldest first."""
+        query = select(Click).where(col(Click.processed_at).is_(None)).order_by(col(Click.id))
+        return list((await self.session.exec(query)).all())
+
+    async def mark_click_processed(self, click_id: int, at: datetime) -> bool:
+        """Compare-and-set unprocessed → processed; False when it was marked already."""
+        statement = (
+            update(Click)
+            .where(col(Click.id) == click_id, col(Click.processed_at).is_(None))
+            .values(processed_at=at)
+        )
+        return bool((await self.session.exec(statement)).rowcount)

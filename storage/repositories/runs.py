@@ -1,0 +1,188 @@
+"""Intents, runs and the actions they propose: their statuses, the amounts already asked for on an order, a payment
+or by a requester, and paused agents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+
+from storage.records import (
+    ActionStatus,
+    AgentPause,
+    Decision,
+    Intent,
+    IntentStatus,
+    ProposedAction,
+    Run,
+    RunStatus,
+    run_status_for,
+    utcnow,
+)
+from storage.repositories.base import SessionRepository
+
+
+class RunRepository(SessionRepository):
+    __slots__ = ()
+
+    async def runs_for_intent(self, intent_id: int) -> Sequence[Run]:
+        return (await self.session.exec(select(Run).where(Run.intent_id == intent_id))).all()
+
+    async def actions_for_run(self, run_id: int) -> Sequence[ProposedAction]:
+        query = select(ProposedAction).where(ProposedAction.run_id == run_id).order_by(col(ProposedAction.id))
+        return (await self.session.exec(query)).all()
+
+    async def amount_on_order(
+        self, action_name: str, order_id: int, statuses: Sequence[str], *, other_than_run: int
+    ) -> float:
+        """The sum of ``amount`` over this action's records on this order, in these statuses, outside a run."""
+        query = select(ProposedAction.params).where(
+            ProposedAction.name == action_name,
+            col(ProposedAction.status).in_(statuses),
+            col(ProposedAction.params)["order_id"].as_integer() == order_id,
+            ProposedAction.run_id != other_than_run,
+        )
+        return _sum_amounts(await self.session.exec(query))
+
+    async def amount_on_payment(
+        self, action_name: str, payment: str, statuses: Sequence[str], *, other_than_run: int
+    ) -> float:
+        """The sum of ``amount`` over this action's records on this payment, in these statuses, outside a run."""
+        query = select(ProposedAction.params).where(
+            ProposedAction.name == action_name,
+            col(ProposedAction.status).in_(statuses),
+            col(ProposedAction.params)["payment"].as_string() == payment,
+            ProposedAction.run_id != other_than_run,
+        )
+        return _sum_amounts(await self.session.exec(query))
+
+    async def amounts_by_requester(
+        self, requester: str, since: datetime, statuses: Sequence[str], *, other_than_run: int
+    ) -> dict[str, float]:
+        """Per action name, the sum of ``amount`` over the requester's actions since then, outside a run."""
+        query = (
+            select(ProposedAction.name, ProposedAction.params)
+            .join(Run, col(Run.id) == ProposedAction.run_id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .where(
+                Intent.user == requester,
+                col(ProposedAction.created_at) >= since,
+                col(ProposedAction.status).in_(statuses),
+                ProposedAction.run_id != other_than_run,
+            )
+        )
+        totals: dict[str, float] = {}
+        for name, params in await self.session.exec(query):
+            totals[name] = totals.get(name, 0.0) + _sum_amounts([params])
+        return totals
+
+    async def decisions_for_action(self, action_id: int) -> Sequence[Decision]:
+        query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
+        return (await self.session.exec(query)).all()
+
+    async def intents_with_status(self, status: str) -> Sequence[Intent]:
+        query = select(Intent).where(Intent.status == status).order_by(col(Intent.id))
+        return (await self.session.exec(query)).all()
+
+    async def newest_run_over_budget(self, channel: str) -> int | None:
+        query = (
+            select(Run.id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .where(col(Run.status) == RunStatus.OVER_BUDGET, col(Intent.channel) == channel)
+            .order_by(col(Run.id).desc())
+        )
+        return (await self.session.exec(query)).first()
+
+    async def newest_run_over_budget_in_thread(self, channel: str, thread_ts: str) -> int | None:
+        query = (
+            select(Run.id)
+            .join(Intent, col(Intent.id) == Run.intent_id)
+            .where(
+                col(Run.status) == RunStatus.OVER_BUDGET,
+                col(Intent.channel) == channel,
+                col(Intent.thread_ts) == thread_ts,
+            )
+            .order_by(col(Run.id).desc())
+        )
+        return (await self.session.exec(query)).first()
+
+    async def is_paused(self, agent: str) -> AgentPause | None:
+        return await self.get(AgentPause, agent)
+
+    async def paused_agents(self) -> list[AgentPause]:
+        return list((await self.session.exec(select(AgentPause).order_by(col(AgentPause.agent)))).all())
+
+    async def paused_runs(self, agent: str) -> list[Run]:
+        query = (
+            select(Run)
+            .where(col(Run.status) == RunStatus.PAUSED, col(Run.agent) == agent)
+            .order_by(col(Run.id))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def runs_by_status(self, statuses: Sequence[str], limit: int) -> list[Run]:
+        query = select(Run).where(col(Run.status).in_(statuses)).order_by(col(Run.id).desc()).limit(limit)
+        return list((await self.session.exec(query)).all())
+
+    async def runs_planning_without_actions(self, stale_before: datetime) -> list[Run]:
+        has_actions = select(ProposedAction.id).where(ProposedAction.run_id == Run.id).exists()
+        query = select(Run).where(
+            col(Run.status) == RunStatus.PLANNING, col(Run.updated_at) < stale_before, ~has_actions
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def runs_of_actions(self, action_ids: Sequence[int]) -> dict[int, Run]:
+        """Each action's run, by action id."""
+        if not action_ids:
+            return {}
+        query = (
+            select(ProposedAction.id, Run)
+            .join(Run, col(Run.id) == ProposedAction.run_id)
+            .where(col(ProposedAction.id).in_(action_ids))
+        )
+        return {action_id: run for action_id, run in (await self.session.exec(query)).all() if action_id}
+
+    async def run_counts_by_status(self) -> dict[str, int]:
+        query = select(Run.status, func.count()).group_by(Run.status)
+        return {status: count for status, count in (await self.session.exec(query)).all()}
+
+    async def set_action_status(self, action_id: int, status: ActionStatus) -> ProposedAction:
+        """Move an action to ``status`` and its run to the state that follows from all its actions."""
+        action = await self.get(ProposedAction, action_id)
+        assert action is not None, f"no action {action_id}"
+        action.status = status
+        self.session.add(action)
+        await self.session.flush()
+        await self.refresh_run_status(action.run_id)
+        return action
+
+    async def refresh_run_status(self, run_id: int) -> None:
+        run = await self.get(Run, run_id)
+        assert run is not None, f"no run {run_id}"
+        run.status = run_status_for({action.status for action in await self.actions_for_run(run_id)})
+        run.updated_at = utcnow()
+        self.session.add(run)
+
+    async def claim_intent(self, intent_id: int) -> bool:
+        """Compare-and-set received → dispatched, so an intent is planned by one worker only."""
+        return await self._move_received_intent(intent_id, IntentStatus.DISPATCHED)
+
+    async def fail_intent(self, intent_id: int) -> bool:
+        """Compare-and-set received → failed; False when the intent had already moved on."""
+        return await self._move_received_intent(intent_id, IntentStatus.FAILED)
+
+    async def _move_received_intent(self, intent_id: int, status: IntentStatus) -> bool:
+        """Compare-and-set from received: of concurrent workers, one moves the intent on."""
+        statement = (
+            update(Intent)
+            .where(col(Intent.id) == intent_id, col(Intent.status) == IntentStatus.RECEIVED)
+            .values(status=status)
+        )
+        return bool((await self.session.exec(statement)).rowcount)
+
+
+def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
+    return round(sum(float(p["amount"]) for p in params if isinstance(p.get("amount"), int | float)), 2)
