@@ -1,0 +1,52 @@
+"""The unit of work: its repositories, one per aggregate, share its one transaction and live as long as it does."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.records import Intent, IntentStatus, Run
+from storage.unit_of_work import UnitOfWorkFactory
+
+
+def intent() -> Intent:
+    return Intent(source="console", channel="C1", user="U1", text="refund order 7")
+
+
+async def test_the_repositories_are_made_once_per_unit_of_work_over_its_session(
+    units: UnitOfWorkFactory,
+) -> None:
+    async with units() as uow:
+        repositories = (uow.runs, uow.approvals, uow.executions, uow.budgets, uow.replay, uow.undos)
+        assert (uow.runs, uow.approvals, uow.executions, uow.budgets, uow.replay, uow.undos) == repositories
+        assert all(repository.session is uow.session for repository in repositories)
+    async with units() as other:
+        assert other.runs is not repositories[0]
+        assert other.session is not repositories[0].session
+
+
+async def test_what_one_repository_writes_another_reads_in_the_same_transaction(
+    units: UnitOfWorkFactory,
+) -> None:
+    async with units() as uow:
+        stored = await uow.add(intent())
+        assert stored.id is not None
+        assert [i.id for i in await uow.runs.intents_with_status(IntentStatus.RECEIVED)] == [stored.id]
+        run = await uow.add(Run(intent_id=stored.id, agent="support"))
+        assert await uow.runs.runs_for_intent(stored.id) == [run]
+        assert await uow.first_time("once") and not await uow.first_time("once")
+        # Left without a commit: all of it is rolled back together.
+    async with units() as uow:
+        assert await uow.runs.intents_with_status(IntentStatus.RECEIVED) == []
+        assert await uow.first_time("once")
+
+
+async def test_outside_async_with_the_unit_of_work_refuses(units: UnitOfWorkFactory) -> None:
+    uow = units()
+    with pytest.raises(RuntimeError, match="inside `async with`"):
+        uow.runs  # noqa: B018
+    with pytest.raises(RuntimeError, match="inside `async with`"):
+        await uow.get(Intent, 1)
+    async with uow:
+        pass
+    with pytest.raises(RuntimeError, match="inside `async with`"):
+        uow.session  # noqa: B018
