@@ -266,7 +266,14 @@ async def _serve(host: str, port: int) -> None:
     scheduler = build_scheduler(aios)
     scheduler.start()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            # Not the database's fault: say so, or the generic handler would blame AIOS_DATABASE_URL.
+            _fail(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port (or PORT), "
+                "or stop what is listening there"
+            )
         await aios.recover()
         log.info("serving", url=f"http://{host}:{port}", planner=aios.llm.name)
         await _until_stopped()

@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -64,6 +65,18 @@ def test_serve_without_slack_credentials_says_what_to_set(tmp_path: Path) -> Non
     result = run("serve", env=env)
     assert result.returncode == 2
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_names_the_port_not_the_database(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/p.db", "http://127.0.0.1:9/api/")
+        result = run("serve", "--host", "127.0.0.1", "--port", str(port), env=env)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "database" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_db_upgrade(tmp_path: Path) -> None:

@@ -52,25 +52,40 @@ class ServeProcess:
     log: Path
 
 
+PORT_TAKEN = "cannot listen on"
+PORT_ATTEMPTS = 5
+
+
 @contextmanager
 def running_aios_serve(env: dict[str, str], timeout: float = 30) -> Iterator[ServeProcess]:
     """Start `aios serve` on a free loopback port, wait for /healthz, stop it (SIGTERM) afterwards.
 
-    Its log goes to a file, not a pipe: a pipe nobody reads would stall the server once full.
+    A port found free can be taken by another test process before the server binds it; the server then says
+    so and exits, and it is started again on another port. Its log goes to a file, not a pipe: a pipe nobody
+    reads would stall the server once full.
     """
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="aios-serve-") as logdir:
         log = Path(logdir) / "serve.log"
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                [AIOS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        serve = ServeProcess(f"http://127.0.0.1:{port}", process, log)
+        for attempt in range(PORT_ATTEMPTS):
+            port = free_port()
+            with log.open("wb") as log_file:
+                process = subprocess.Popen(
+                    [AIOS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                )
+            serve = ServeProcess(f"http://127.0.0.1:{port}", process, log)
+            try:
+                _wait_until_healthy(serve, timeout)
+            except AssertionError:
+                process.kill()
+                process.wait()
+                if PORT_TAKEN in log.read_text() and attempt + 1 < PORT_ATTEMPTS:
+                    continue
+                raise
+            break
         try:
-            _wait_until_healthy(serve, timeout)
             yield serve
         finally:
             process.terminate()
