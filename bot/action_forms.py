@@ -39,11 +39,11 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.blocks import field_labels
 from connectors.actions import Action
 from connectors.errors import InvalidActionError
 from connectors.mcp_tools import McpToolAction
 from connectors.registry import ConnectorRegistry
+from runtime.card_values import field_labels
 from runtime.mrkdwn import escape, truncate
 
 EDIT_CALLBACK_ID = "aios_edit"

@@ -31,12 +31,13 @@ from slack_sdk.models.views import View
 
 from agents.dates import describe
 from bot import blocks
-from bot.blocks import SECTION_TEXT_MAX, ApprovalCard
+from bot.blocks import SECTION_TEXT_MAX
 from bot.cost import period_start
 from bot.digest import BudgetUse
 from policies.approvers import is_in_roles
 from runtime.approval_requests import request_view
 from runtime.mrkdwn import escape, quote, truncate
+from runtime.notices import ApprovalCard
 from storage.home_viewers import HomeViewers, RequestState
 from storage.ids import format_id
 from storage.records import AgentPause, Approval, IntentStatus, RunStatus

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -28,8 +25,9 @@ from slack_sdk.models.blocks import (
 )
 
 from agents.dates import UTC_ZONE, describe
-from connectors.mcp_tools import McpToolAction
-from runtime.mrkdwn import escape, quote, truncate
+from runtime.card_values import SHORT_VALUE_MAX, edit_changes, humanise, told_value
+from runtime.mrkdwn import escape, mentions, quote, truncate
+from runtime.notices import ApprovalCard, EscalationMessage
 
 APPROVE_ACTION_ID = "aios_approve"
 EDIT_ACTION_ID = "aios_edit"  # opens the Edit dialog (bot.slack_edit)
@@ -50,69 +48,9 @@ PARAMS_MAX = 2000  # the short parameters together
 PARAM_SECTIONS_MAX = (
     20  # a section each for long parameters (an email body); the card stays well under 50 blocks
 )
-SHORT_VALUE_MAX = 200  # a longer value gets a section of its own
-# Amounts of money are floats named like this in the action models (whole cents, in the shop's currency).
-MONEY_FIELDS = frozenset({"amount", "shipping", "price", "total"})
-_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
 REASON_MAX = 1000
 CONFIRM_SUFFIX = ". It runs as soon as you confirm."
 EDITS_SHOWN = 5  # the newest edits a card lists; `/aios why` lists them all
-
-
-@dataclass(frozen=True)
-class CardEdit:
-    """One edit of the action's parameters: who made it, and each changed parameter's value before and after
-    (raw, as stored)."""
-
-    editor: str
-    changes: tuple[tuple[str, Any, Any], ...]
-
-
-@dataclass(frozen=True)
-class ApprovalCard:
-    """What an approval request shows, built by the handlers from the stored records. ``summary``, ``params``,
-    ``rationale`` and ``reason`` are raw text (a model or a requester may have written them)."""
-
-    approval_id: str
-    action_id: str
-    decision_id: str
-    summary: str
-    params: dict[str, Any]
-    rationale: str
-    rule_id: str
-    reason: str
-    approver_roles: tuple[str, ...]
-    requester: str
-    expires_at: datetime | None
-    quorum: int = 1
-    voters: tuple[str, ...] = ()  # approvers so far, while a quorum is incomplete
-    labels: Mapping[str, str] = field(default_factory=dict)  # parameter name -> what people call it
-    zone: ZoneInfo = UTC_ZONE  # the team's time zone, in which times are told
-    approver_mentions: str = ""  # mrkdwn mentions of the approver roles' members, composed by the handler
-    edits: tuple[CardEdit, ...] = ()  # people's changes to the parameters, oldest first
-
-
-def field_labels(action: type[BaseModel]) -> dict[str, str]:
-    """What a card calls each parameter of an action: the field's title (an MCP tool's from its schema), else
-    its name in words."""
-    if issubclass(action, McpToolAction):
-        properties = action.input_schema.get("properties") or {}
-        return {
-            name: str(schema.get("title") or humanise(name)) if isinstance(schema, dict) else humanise(name)
-            for name, schema in properties.items()
-        }
-    return {name: info.title or humanise(name) for name, info in action.model_fields.items()}
-
-
-def humanise(name: str) -> str:
-    words = name.replace("_", " ").strip()
-    return words[:1].upper() + words[1:]
-
-
-def mentions(members: Iterable[str], separator: str = " ") -> str:
-    """Slack mentions that notify these people: users as <@U…>, user groups (their ids start with S) as
-    <!subteam^S…>."""
-    return separator.join(f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>" for m in members)
 
 
 def _render(blocks: list[Block]) -> list[dict[str, Any]]:
@@ -175,20 +113,6 @@ def _edits(card: ApprovalCard) -> list[Block]:
     return [_context("aios_edits", "\n".join(lines))]
 
 
-def edit_changes(edit: CardEdit, labels: Mapping[str, str], zone: ZoneInfo = UTC_ZONE) -> str:
-    """What an edit changed, as mrkdwn: each parameter's label with its value before and after; a value too long
-    for a line is only said to have changed."""
-    parts = []
-    for name, before, after in edit.changes:
-        label = quote(labels.get(name) or humanise(name), 100)
-        was, now = _told(name, before, zone), _told(name, after, zone)
-        if was is None or now is None or len(was) + len(now) > SHORT_VALUE_MAX:
-            parts.append(f"{label} changed")
-        else:
-            parts.append(f"{label} {was} → {now}")
-    return "; ".join(parts)
-
-
 def _parameters(card: ApprovalCard) -> tuple[str, list[Block]]:
     """The parameters as ``*Label:* value`` lines: the short ones together under the summary, each long one
     (an email body, a nested JSON object) in a section of its own, up to ``PARAM_SECTIONS_MAX`` of them."""
@@ -198,7 +122,7 @@ def _parameters(card: ApprovalCard) -> tuple[str, list[Block]]:
     for name in sorted(card.params):
         label = f"*{quote(card.labels.get(name) or humanise(name), 100)}:*"
         value = card.params[name]
-        shown = _told(name, value, card.zone)
+        shown = told_value(name, value, card.zone)
         if shown is not None and len(shown) <= SHORT_VALUE_MAX:
             lines.append(f"{label} {shown}")
         elif len(long) < PARAM_SECTIONS_MAX:
@@ -208,28 +132,6 @@ def _parameters(card: ApprovalCard) -> tuple[str, list[Block]]:
     if unshown:
         lines.append(f"_{len(unshown)} more long parameters than a card can show; the record keeps them_")
     return truncate("\n".join(lines), PARAMS_MAX), long
-
-
-def _told(name: str, value: Any, zone: ZoneInfo) -> str | None:
-    """A short value as mrkdwn, or None when it needs a block of its own (several lines, nested values)."""
-    if value is None:
-        return "_none_"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return f"${value:,.2f}" if name in MONEY_FIELDS else str(value)
-    if isinstance(value, str):
-        if "\n" in value:
-            return None
-        if _ISO_TIME.match(value):
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                return escape(value)  # looked like a time and is not one: shown as written
-            # The action models read a time without a zone as UTC; the card tells it the same way.
-            return describe(moment if moment.tzinfo else moment.replace(tzinfo=UTC), zone)
-        return escape(value)
-    return None
 
 
 def _long(value: Any, shown: str | None) -> str:
@@ -363,18 +265,6 @@ def done(text: str, context: str, undo: str | None = None) -> Message:
 
 
 TAKE_OVER_ACTION_ID = "aios_take_over"
-
-
-@dataclass(frozen=True)
-class EscalationMessage:
-    """What an escalation shows. ``reason`` and ``question`` are raw text (a model or a grammar wrote them);
-    ``people`` is the mrkdwn mention of those asked, composed by the handler."""
-
-    run_id: str
-    agent: str
-    people: str
-    reason: str
-    question: str
 
 
 def _escalation_blocks(message: EscalationMessage) -> tuple[str, list[Block]]:

@@ -24,6 +24,7 @@ from agents.returns import OrderLookup, ReturnsAgent
 from agents.scheduling import SchedulingAgent
 from agents.tools_agent import ToolsAgent
 from bot.digest import digest_period, post_digest
+from bot.home_refresher import HomeRefresher
 from bot.logs import hide_secrets
 from bot.memory_setup import open_memory_store
 from bot.redacting_transport import RedactingTransport
@@ -65,6 +66,7 @@ class Aios:
     registry: ConnectorRegistry
     bus: MessageBus
     handlers: Handlers
+    home: HomeRefresher  # keeps each App Home current, on the bus's events and the scheduler's timer
     background: BackgroundTasks
     clock: Callable[[], datetime]
     llm: LLM
@@ -110,7 +112,7 @@ class Aios:
 
     async def close(self) -> None:
         await self.background.drain()
-        await self.handlers.home.settle()
+        await self.home.settle()
         await self.llm.close()
         await self.memory.close()
         await self.registry.close()
@@ -268,6 +270,8 @@ async def _wire(
     )
     bus = MessageBus(IntentTraces.for_store(units, settings.database_url))
     handlers.register(bus)
+    home = HomeRefresher(handlers.collaborators)
+    home.subscribe(bus)  # after the handlers, whose own work goes first
     return Aios(
         settings=settings,
         engine=engine,
@@ -276,6 +280,7 @@ async def _wire(
         registry=registry,
         bus=bus,
         handlers=handlers,
+        home=home,
         memory=memory,
         background=BackgroundTasks(),
         clock=clock,

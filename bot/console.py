@@ -1,6 +1,7 @@
 """The console transport: one Slack thread in the terminal, for `aios chat` and `aios demo`.
 
-Messages go through the same bus, handlers and Block Kit builders as in Slack; only the rendering differs.
+Messages go through the same bus, handlers and Block Kit builders as in Slack (the runtime's notices drawn as
+in Slack, ``bot.block_kit_notices``); only the rendering differs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.context import ThreadEntry
+from bot.block_kit_notices import BlockKitNotices
 from bot.blocks import EDIT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.console_edit import EditLineError, edited_params, parse_edit
@@ -53,7 +55,7 @@ class PostedMessage:
 
 
 @dataclass
-class ConsoleTransport:
+class ConsoleTransport(BlockKitNotices):
     console: Console
     messages: list[PostedMessage] = field(default_factory=list)
     groups: dict[str, set[str]] = field(default_factory=dict)

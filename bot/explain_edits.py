@@ -7,12 +7,11 @@ import json
 from typing import Any
 
 from runtime.mrkdwn import quote
-from storage.action_edits import ActionEdits
+from storage.action_edits import EDIT_REFUSED, ActionEdits
 from storage.ids import format_id
 from storage.records import Decision, ProposedAction
 from storage.unit_of_work import UnitOfWork
 
-EDIT_REFUSED = "an edit refused"  # the justification of a refusal decision that an edit (not a click) got
 DETAIL_QUOTE_MAX = 500
 
 

@@ -26,7 +26,7 @@ async def escalation_lines(uow: UnitOfWork, run_id: int) -> list[str]:
     # Here, not at the top: the planner's modules take seconds to load, and the Slack SDK's too, which
     # `aios why` of a run that never escalated need not pay.
     from agents.dispatcher import DISPATCHER
-    from bot.blocks import mentions
+    from runtime.mrkdwn import mentions
 
     asked = mentions(escalation.asked, ", ") or "nobody (the policy names no default approvers)"
     by = (

@@ -1,13 +1,19 @@
 """The one way out to people: every message the bot posts, updates or shows to one user goes through here, with
-the configured secrets replaced, whatever text (an error, a model's words, a tool's result) it was built from."""
+the configured secrets replaced, whatever text (an error, a model's words, a tool's result) it was built from.
+
+The runtime's notices are scrubbed field by field before the transport draws them: a secret is replaced as it
+was written, before escaping or shortening could change the text it would be found in."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from agents.context import ThreadEntry
 from connectors.redaction import Redactor
+from runtime.notices import ApprovalCard, BudgetBlocked, Done, EscalationMessage, Notice, RunReview, Thread
 from runtime.transport import Transport
 
 
@@ -15,6 +21,40 @@ class RedactingTransport:
     def __init__(self, transport: Transport, redactor: Redactor) -> None:
         self._transport = transport
         self._redactor = redactor
+
+    async def tell(self, thread: Thread, notice: Notice) -> str:
+        return await self._transport.tell(thread, self._scrubbed(notice))
+
+    async def ask_approval(self, thread: Thread, card: ApprovalCard) -> str:
+        return await self._transport.ask_approval(thread, self._scrubbed(card))
+
+    async def update_approval(self, channel: str, ts: str, card: ApprovalCard) -> None:
+        await self._transport.update_approval(channel, ts, self._scrubbed(card))
+
+    async def settle_approval(
+        self, channel: str, ts: str, card: ApprovalCard, outcome: str, actor: str | None, at: datetime
+    ) -> None:
+        await self._transport.settle_approval(channel, ts, self._scrubbed(card), outcome, actor, at)
+
+    async def ask_review(self, thread: Thread, review: RunReview) -> str:
+        return await self._transport.ask_review(thread, self._scrubbed(review))
+
+    async def update_review(self, channel: str, ts: str, review: RunReview) -> None:
+        await self._transport.update_review(channel, ts, self._scrubbed(review))
+
+    async def escalate(self, thread: Thread, message: EscalationMessage) -> str:
+        return await self._transport.escalate(thread, self._scrubbed(message))
+
+    async def settle_escalation(
+        self, channel: str, ts: str, message: EscalationMessage, outcome: str, actor: str, at: datetime
+    ) -> None:
+        await self._transport.settle_escalation(channel, ts, self._scrubbed(message), outcome, actor, at)
+
+    async def report_done(self, thread: Thread, done: Done) -> None:
+        await self._transport.report_done(thread, self._scrubbed(done))
+
+    async def report_budget_blocked(self, thread: Thread, blocked: BudgetBlocked) -> None:
+        await self._transport.report_budget_blocked(thread, self._scrubbed(blocked))
 
     async def post(
         self,
@@ -64,3 +104,16 @@ class RedactingTransport:
 
     async def publish_home(self, user: str, view: dict[str, Any]) -> None:
         await self._transport.publish_home(user, self._redactor.data(view))
+
+    def _scrubbed(self, value: Any) -> Any:
+        """A notice with every secret replaced in its text, however deep (the lines of a review card, the
+        edits and parameters of an approval card); values that are not text (times, zones) as they are."""
+        if not self._redactor:
+            return value
+        if is_dataclass(value) and not isinstance(value, type):
+            return replace(value, **{f.name: self._scrubbed(getattr(value, f.name)) for f in fields(value)})
+        if isinstance(value, Mapping):
+            return {self._scrubbed(key): self._scrubbed(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._scrubbed(item) for item in value)
+        return self._redactor.data(value)

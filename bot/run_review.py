@@ -7,10 +7,6 @@ Each line says what became of its approval, so the card read after the click is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, HeaderBlock
 
 from bot.blocks import (
@@ -22,8 +18,8 @@ from bot.blocks import (
     _render,
     _section,
 )
-from connectors.actions import Action
 from runtime.mrkdwn import ELLIPSIS, quote, truncate
+from runtime.notices import ReviewLine, RunReview
 
 APPROVE_ALL_ACTION_ID = "aios_approve_all"
 REJECT_ALL_ACTION_ID = "aios_reject_all"
@@ -31,39 +27,6 @@ REJECT_ALL_ACTION_ID = "aios_reject_all"
 LINES_SHOWN = 30  # well inside Block Kit's 50 blocks and 3,000 characters a section
 LINE_TEXT_MAX = 300
 NOTE_MAX = 300
-
-
-@dataclass(frozen=True)
-class ReviewLine:
-    """One action of the run. ``text`` is raw (a model or a requester may have written it); ``note`` is mrkdwn
-    the handler composed (who clicked, the rule and its roles)."""
-
-    approval_id: str
-    text: str
-    status: str  # an ApprovalStatus value
-    decided_by: str | None = None
-    note: str = ""  # why a click left it waiting
-    edited_by: str | None = None  # who last changed its parameters, if anyone did
-
-
-@dataclass(frozen=True)
-class RunReview:
-    run_id: str
-    requester: str
-    rationale: str  # raw
-    approvers: tuple[str, ...]  # the roles that decide at least one of the lines
-    lines: tuple[ReviewLine, ...]
-
-
-def review_line_text(action: Action, zone: ZoneInfo) -> str:
-    """What a line says of an action: a planned draft by its slot (day and time in the team's zone) and its
-    working title; anything else by its summary."""
-    planned_for = getattr(action, "planned_for", None)
-    title = getattr(action, "title", None)
-    if isinstance(planned_for, datetime) and isinstance(title, str):
-        local = planned_for.astimezone(zone)
-        return f"{local:%a} {local.day} {local:%b %H:%M} · “{title}”"
-    return action.summary()
 
 
 _ICONS = {

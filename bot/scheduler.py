@@ -43,7 +43,7 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
 
     # Each Home is drawn again and published only if it changed, so a quiet firing publishes nothing.
     scheduler.add_job(
-        aios.handlers.home.redraw,
+        aios.home.redraw,
         IntervalTrigger(seconds=HOME_REFRESH_SECONDS),
         id="home-refresh",
         coalesce=True,

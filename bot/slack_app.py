@@ -34,11 +34,12 @@ from bot.slack_payloads import (
 )
 from bot.slack_rejection import ask_reason, register_rejection
 from bot.slash import HELP, SlashCommand, bus_command, parse_slash
-from bot.undo import UndoFiling, ask_undo, file_undo, undo_action
+from bot.undo import ask_undo, file_undo, undo_action
 from runtime.crashpoints import crash_point
 from runtime.intake import IncomingIntent, accept_click, accept_run_click
 from runtime.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
 from runtime.observability import SLACK_REQUESTS
+from runtime.undo_filing import UndoFiling
 from storage.ids import parse_key
 from storage.records import Click
 

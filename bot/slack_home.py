@@ -40,7 +40,7 @@ def register_home(app: AsyncApp, aios: Aios) -> None:
             return
         if opened.tab != "home":
             return  # the Messages tab is a conversation, not a view
-        home = aios.handlers.home.opened(opened.user, callback.team_id or "")
+        home = aios.home.opened(opened.user, callback.team_id or "")
         aios.background.spawn(home, name="home_opened")
 
 
@@ -58,6 +58,6 @@ def decide_from_home(aios: Aios, command: DecideApproval) -> None:
         async with aios.units() as uow:
             before = await HomeViewers(uow.session).newest_decision()
         await aios.process(command)
-        await aios.handlers.home.clicked(command, before)
+        await aios.home.clicked(command, before)
 
     aios.background.spawn(decide_then_tell(), name=type(command).__name__)

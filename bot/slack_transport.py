@@ -1,4 +1,5 @@
-"""The Slack transport: the Web API through ``slack_sdk``'s async client."""
+"""The Slack transport: the Web API through ``slack_sdk``'s async client; the runtime's notices are drawn as
+Block Kit (``bot.block_kit_notices``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from agents.context import ThreadEntry
+from bot.block_kit_notices import BlockKitNotices
 from runtime.transport import TransportError
 
 GROUP_CACHE_SECONDS = 300.0
@@ -38,7 +40,7 @@ def build_slack_client(token: str | None, base_url: str) -> AsyncWebClient:
     )
 
 
-class SlackTransport:
+class SlackTransport(BlockKitNotices):
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
         self._groups: dict[str, tuple[float, set[str]]] = {}

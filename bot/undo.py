@@ -5,25 +5,21 @@ Asking is quick and only touches the store, so a front door can do it before its
 ran, it has an inverse, no undo of it is on its way or done) and the claim. The claim is a unique (action,
 attempt) stored with the request's intent in one transaction, so two clicks at once file one undo; a new attempt
 is only possible once the one before ended without undoing (rejected, denied, expired, failed). Filing then
-goes to the bus, after the ack; a claim that a stopped process never filed is filed by recovery (`refile`).
+goes to the bus, after the ack; a claim that a stopped process never filed is filed by recovery
+(``runtime.undo_filing.refile``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-import structlog
-
-from connectors.actions import Action, safe_inverse
-from runtime.messages import ProposeAction
+from bot.bootstrap import Aios
 from runtime.mrkdwn import escape, quote
 from runtime.observability import INTENTS
+from runtime.undo_filing import SOURCE, UndoFiling, inverse_of, proposal, succeeded_result
 from storage.ids import format_id, parse_key
 from storage.records import (
     ActionStatus,
-    Execution,
-    ExecutionStatus,
     Intent,
     IntentStatus,
     ProposedAction,
@@ -32,15 +28,8 @@ from storage.records import (
     UndoRequest,
 )
 from storage.repositories.undo import UndoQueries
-from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWork
 
-if TYPE_CHECKING:  # bot.bootstrap wires the handlers, and recovery (a handler) uses this module
-    from bot.bootstrap import Aios
-    from connectors.registry import ConnectorRegistry
-
-log = structlog.get_logger(__name__)
-
-SOURCE = "undo"  # the source of a request's intent: recovery files it again rather than planning its text
 USAGE = "Which action? `/aios undo A-3`, with the action id of a “Done” message."
 REFUSAL_QUOTE_MAX = 500  # a connector's reason, quoted
 # An undo that ended in one of these left the action as it was: it may be asked for again.
@@ -78,17 +67,6 @@ NO_INVERSE = {
 
 
 @dataclass(frozen=True)
-class UndoFiling:
-    """A claimed undo, ready to be proposed: the request's intent and the inverse action."""
-
-    intent_id: int
-    agent: str
-    original: int
-    inverse: Action
-    requester: str
-
-
-@dataclass(frozen=True)
 class UndoAnswer:
     text: str  # mrkdwn for the person asking, and only for them
     filing: UndoFiling | None = None  # claimed: hand it to `file_undo` once the asker has the answer
@@ -112,7 +90,7 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
         original = await uow.get(ProposedAction, action_id)
         if original is None:
             return UndoAnswer(f"There is no action {ref}.")
-        result = await _succeeded_result(uow, action_id)
+        result = await succeeded_result(uow, action_id)
         if original.status == ActionStatus.COMPENSATED:
             return UndoAnswer(
                 f"{ref} was already undone when a later step of its run failed (`/aios why {ref}`)."
@@ -121,7 +99,7 @@ async def undo_action(aios: Aios, action_id: int, user: str) -> UndoAnswer:
         if original.status not in (ActionStatus.EXECUTED, ActionStatus.ESCALATED) or result is None:
             state = NOT_RUN.get(original.status, f"it is {original.status.replace('_', ' ')}")
             return UndoAnswer(f"{ref} has not run ({state}), so there is nothing to undo.")
-        inverse, summary = _inverse(aios.registry, original, result)
+        inverse, summary = inverse_of(aios.registry, original, result)
         if inverse is None:
             return UndoAnswer(f"{ref} ({escape(summary)}) cannot be undone: {_follow_up(original)}.")
         queries = uow.undos
@@ -168,56 +146,8 @@ async def file_undo(aios: Aios, filing: UndoFiling) -> str | None:
             await uow.runs.fail_intent(filing.intent_id)
             await uow.commit()
         return f"The undo of {ref} was not filed: {quote(refused, REFUSAL_QUOTE_MAX)}."
-    await aios.process(_proposal(filing))
+    await aios.process(proposal(filing))
     return None
-
-
-def _proposal(filing: UndoFiling) -> ProposeAction:
-    return ProposeAction(
-        filing.intent_id,
-        filing.agent,
-        filing.inverse.name,
-        filing.inverse.model_dump(mode="json"),
-        f"{filing.requester} asked to undo {format_id('A', filing.original)}.",
-        undoes=filing.original,
-    )
-
-
-async def refile(
-    units: UnitOfWorkFactory, registry: ConnectorRegistry, intent_id: int
-) -> ProposeAction | None:
-    """The proposal of a claimed undo whose process stopped before filing it (recovery), or None, with the
-    request ended so that it may be asked for again, when the action can no longer be undone."""
-    async with units() as uow:
-        request = await uow.undos.request_of_intent(intent_id)
-        original = await uow.get(ProposedAction, request.action_id) if request else None
-        run = await uow.get(Run, original.run_id) if original else None
-        result = await _succeeded_result(uow, original.id) if original and original.id else None
-        inverse = _inverse(registry, original, result)[0] if original and result is not None else None
-        if request is None or run is None or inverse is None:
-            await uow.runs.fail_intent(intent_id)
-            await uow.commit()
-            log.warning("undo_not_refiled", intent=intent_id)
-            return None
-    return _proposal(UndoFiling(intent_id, run.agent, request.action_id, inverse, request.requested_by))
-
-
-async def _succeeded_result(uow: UnitOfWork, action_id: int) -> dict[str, object] | None:
-    executions: list[Execution] = list(await uow.executions.executions_for_action(action_id))
-    done = [e for e in executions if e.status == ExecutionStatus.SUCCEEDED]
-    return done[0].result if done else None
-
-
-def _inverse(
-    registry: ConnectorRegistry, original: ProposedAction, result: dict[str, object]
-) -> tuple[Action | None, str]:
-    """The inverse and the summary of the original; no inverse when its stored parameters cannot be read."""
-    try:
-        action = registry.validate(original.name, original.params)
-    except Exception:
-        log.exception("undo_action_unreadable", action=original.id)
-        return None, original.name
-    return safe_inverse(action, dict(result)), action.summary()
 
 
 def _follow_up(original: ProposedAction) -> str:

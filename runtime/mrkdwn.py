@@ -8,6 +8,8 @@ message, and shortened afterwards (the Block Kit builders shorten what they are 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 ELLIPSIS = "…"
 
 
@@ -39,3 +41,9 @@ def truncate(mrkdwn: str, limit: int) -> str:
 def quote(text: str, limit: int) -> str:
     """Someone else's text, escaped and shortened to ``limit`` characters, for a message we compose."""
     return truncate(escape(text), limit)
+
+
+def mentions(members: Iterable[str], separator: str = " ") -> str:
+    """Mentions that notify these people: users as <@U…>, user groups (their ids start with S) as
+    <!subteam^S…>."""
+    return separator.join(f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>" for m in members)

@@ -13,6 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.audit import voiding_votes
 from storage.records import ActionEdit, ApprovalVote, Decision
 
+EDIT_REFUSED = "an edit refused"  # the justification of a refusal decision that an edit (not a click) got
+
 
 class ActionEdits:
     """One small repository over the ``action_edit`` table, on the unit of work's session."""

@@ -21,7 +21,6 @@ from runtime.handlers.compensation import Compensation
 from runtime.handlers.control import Control
 from runtime.handlers.edits import Edits
 from runtime.handlers.execution import CONNECTOR_ATTEMPTS, Executions
-from runtime.handlers.home import HomeRefresher
 from runtime.handlers.memories import Memories
 from runtime.handlers.planning import Planning
 from runtime.handlers.recovery import Recovery
@@ -87,6 +86,7 @@ class Handlers:
         collaborators = Collaborators(
             units, dispatcher, policy, registry, transport, clock, offline, memory, lease, zone
         )
+        self.collaborators = collaborators  # for the front doors' own subscribers (the App Home)
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
         self.revisions = Revisions(collaborators, self.planning)
@@ -99,7 +99,6 @@ class Handlers:
         self.snippets = Snippets(collaborators, social)
         self.voice = Voice(collaborators)
         self.scheduled_publishing = ScheduledPublishing(collaborators)
-        self.home = HomeRefresher(collaborators)
         self.dispatcher = dispatcher
         self.transport = transport
         self.clock = clock
@@ -138,6 +137,3 @@ class Handlers:
         bus.on_event(ScheduledPostLive, self.snippets.propose_when_live)
         bus.on_command(ShowVoice, self.voice.show)
         bus.on_event(AgentResumed, self.execution.continue_paused)
-        # Last, so that each event's own work is under way before the Homes are marked for a redraw.
-        for changed in (ActionAllowed, ActionApproved, ActionExecuted, ActionFailed, AgentResumed):
-            bus.on_event(changed, self.home.changed)

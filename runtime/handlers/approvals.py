@@ -11,7 +11,7 @@ import structlog
 from policies.approvers import Refusal, authorise_approval, group_ids
 from runtime.approval_requests import request_view
 from runtime.crashpoints import crash_point
-from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
 from runtime.messages import (
@@ -20,6 +20,7 @@ from runtime.messages import (
     DecideRun,
     SweepTimers,
 )
+from runtime.notices import Thread
 from runtime.observability import DECISIONS, ESCALATIONS, approval_decided
 from runtime.tracing import approval_waited
 from storage.action_edits import ActionEdits

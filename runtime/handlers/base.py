@@ -6,18 +6,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from agents.dates import UTC_ZONE, describe
 from agents.dispatcher import Dispatcher
-from bot import blocks
 from connectors.actions import Action
 from connectors.registry import ConnectorRegistry, params_hash
 from policies.engine import Policy
-from runtime.mrkdwn import escape
+from runtime.card_values import field_labels
+from runtime.mrkdwn import escape, mentions
+from runtime.notices import ApprovalCard, CardEdit, Notice, Thread
 from runtime.transport import Transport, TransportError
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
@@ -39,12 +39,6 @@ log = structlog.get_logger(__name__)
 
 # An approved action that has not run within this long (its agent paused, say) needs approving again.
 CAPABILITY_LIFETIME = timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class Thread:
-    channel: str
-    ts: str | None
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ class HandlerBase:
 
     def _mention_roles(self, roles: Sequence[str]) -> str:
         """Slack mentions of everyone listed under these roles: users as <@U…>, user groups as <!subteam^S…>."""
-        return blocks.mentions(self.policy.members_of(roles))
+        return mentions(self.policy.members_of(roles))
 
     async def _group_members(self) -> dict[str, set[str]]:
         """Members of the user groups (S…) the policy's roles name, so a role held through a group counts.
@@ -114,10 +108,8 @@ class HandlerBase:
         """Slash-command intents have no thread yet: start one with a message that quotes the intent."""
         if intent.thread_ts is not None:
             return Thread(intent.channel, intent.thread_ts)
-        text, message_blocks = blocks.notice(
-            f"<@{intent.user}> asked: {escape(intent.text)}", f"`{format_id('I', intent.id)}`"
-        )
-        ts = await self.transport.post(intent.channel, text, blocks=message_blocks)
+        asked = Notice(f"<@{intent.user}> asked: {escape(intent.text)}", f"`{format_id('I', intent.id)}`")
+        ts = await self.transport.tell(Thread(intent.channel, None), asked)
         async with self.units() as uow:
             stored = await uow.get(Intent, intent.id)
             assert stored is not None
@@ -129,9 +121,8 @@ class HandlerBase:
 
     async def _say(self, thread: Thread, text: str, *, context: str | None = None) -> None:
         """Reply in the thread; ``text`` and ``context`` are mrkdwn, with what others wrote already escaped."""
-        fallback, message_blocks = blocks.notice(text, context)
         try:
-            await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+            await self.transport.tell(thread, Notice(text, context))
         except TransportError as exc:
             log.error("reply_not_delivered", channel=thread.channel, thread=thread.ts, error=str(exc))
 
@@ -159,19 +150,24 @@ class HandlerBase:
 
     async def _close_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
         """Replace the buttons of an approval request by its outcome."""
+        if approval.message_ts is None:
+            return
         card = await self._stored_card(approval)
-        await self._update_card(approval, *blocks.approval_closed(card, outcome, actor, at))
+        try:
+            await self.transport.settle_approval(
+                approval.channel, approval.message_ts, card, outcome, actor, at
+            )
+        except TransportError as exc:
+            log.error("approval_update_not_delivered", approval=approval.id, error=str(exc))
 
     async def _show_votes(self, approval: Approval, voters: list[str]) -> None:
         """An approval that needs more approvers keeps its buttons and shows who approved so far."""
-        card = replace(await self._stored_card(approval), voters=tuple(voters))
-        await self._update_card(approval, *blocks.approval_request(card))
+        await self._redraw_card(approval, replace(await self._stored_card(approval), voters=tuple(voters)))
 
-    async def _post_card(self, approval_id: int, card: blocks.ApprovalCard, thread: Thread) -> None:
+    async def _post_card(self, approval_id: int, card: ApprovalCard, thread: Thread) -> None:
         """Post an approval request and remember its message, so a decision can update it later."""
-        text, message_blocks = blocks.approval_request(card)
         try:
-            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+            ts = await self.transport.ask_approval(thread, card)
         except TransportError as exc:
             # The request stays pending and is listed by `/aios pending`; nothing runs without a decision.
             log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
@@ -183,7 +179,7 @@ class HandlerBase:
             uow.session.add(stored)
             await uow.commit()
 
-    async def _stored_card(self, approval: Approval) -> blocks.ApprovalCard:
+    async def _stored_card(self, approval: Approval) -> ApprovalCard:
         async with self.units() as uow:
             proposed = await uow.get(ProposedAction, approval.action_id)
             decision = await uow.get(Decision, approval.decision_id)
@@ -191,11 +187,12 @@ class HandlerBase:
         assert proposed is not None and decision is not None
         return self._card(approval, proposed, decision, edits)
 
-    async def _update_card(self, approval: Approval, text: str, message_blocks: list[dict[str, Any]]) -> None:
+    async def _redraw_card(self, approval: Approval, card: ApprovalCard) -> None:
+        """The request, still waiting, shown again on its message."""
         if approval.message_ts is None:
             return
         try:
-            await self.transport.update(approval.channel, approval.message_ts, text, blocks=message_blocks)
+            await self.transport.update_approval(approval.channel, approval.message_ts, card)
         except TransportError as exc:
             log.error("approval_update_not_delivered", approval=approval.id, error=str(exc))
 
@@ -205,9 +202,9 @@ class HandlerBase:
         proposed: ProposedAction,
         decision: Decision,
         edits: Sequence[ActionEdit] = (),
-    ) -> blocks.ApprovalCard:
+    ) -> ApprovalCard:
         action = self.registry.validate(proposed.name, proposed.params)
-        return blocks.ApprovalCard(
+        return ApprovalCard(
             approval_id=format_id("AP", approval.id),
             action_id=format_id("A", proposed.id),
             decision_id=format_id("D", decision.id),
@@ -221,15 +218,13 @@ class HandlerBase:
             requester=approval.requester,
             expires_at=approval.expires_at,
             quorum=approval.quorum,
-            labels=blocks.field_labels(type(action)),
+            labels=field_labels(type(action)),
             zone=self.zone,
             edits=tuple(card_edit(edit) for edit in edits),
         )
 
 
-def card_edit(edit: ActionEdit) -> blocks.CardEdit:
+def card_edit(edit: ActionEdit) -> CardEdit:
     """What a card shows of an applied edit: who, and each changed parameter before and after."""
     before, after = edit.params_before or {}, edit.params_after
-    return blocks.CardEdit(
-        edit.user, tuple((name, before.get(name), after.get(name)) for name in edit.changed)
-    )
+    return CardEdit(edit.user, tuple((name, before.get(name), after.get(name)) for name in edit.changed))

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import structlog
 
-from runtime.handlers.base import HandlerBase, Thread
+from runtime.handlers.base import HandlerBase
 from runtime.messagebus import Message
 from runtime.messages import AgentResumed, PauseAgent, ResumeAgent
+from runtime.notices import Thread
 from storage.records import AgentPause
 
 log = structlog.get_logger(__name__)

@@ -21,20 +21,20 @@ from typing import Any
 
 import structlog
 
-from bot import blocks
-from bot.explain_edits import EDIT_REFUSED
 from connectors.errors import InvalidActionError
 from policies.approvers import ApprovalRequestView, Refusal, authorise_approval, is_in_roles
 from policies.engine import PolicyVerdict
 from runtime.approval_requests import request_view
-from runtime.handlers.base import Collaborators, HandlerBase, Thread, card_edit
+from runtime.card_values import edit_changes, field_labels
+from runtime.handlers.base import Collaborators, HandlerBase, card_edit
 from runtime.handlers.judging import COUNTED_TODAY, MOVED_MONEY, Judged, approval_deadlines, judge
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
 from runtime.messages import ActionApproved, EditApproval
 from runtime.mrkdwn import escape
+from runtime.notices import ApprovalCard, Thread
 from runtime.observability import DECISIONS, approval_decided
-from storage.action_edits import ActionEdits
+from storage.action_edits import EDIT_REFUSED, ActionEdits
 from storage.ids import format_id
 from storage.records import (
     ActionEdit,
@@ -366,7 +366,7 @@ class Edits(HandlerBase):
         action = self.registry.validate(proposed.name, proposed.params)
         summary = escape(self._told_summary(action))
         approval_ref = format_id("AP", approval.id)
-        changes = blocks.edit_changes(card_edit(edit), blocks.field_labels(type(action)), self.zone)
+        changes = edit_changes(card_edit(edit), field_labels(type(action)), self.zone)
         said = f":pencil2: <@{command.user}> edited {approval_ref}: {changes}."
         ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
         if approval.status == ApprovalStatus.APPROVED:
@@ -396,7 +396,7 @@ class Edits(HandlerBase):
             await self.reviews.refresh(run_id, {})
         elif approval.status == ApprovalStatus.PENDING:
             card = await self._stored_card(approval)
-            await self._update_card(approval, *blocks.approval_request(_with_voters(card, voters)))
+            await self._redraw_card(approval, _with_voters(card, voters))
         else:
             await self._close_card(approval, approval.status, editor, now)
 
@@ -417,7 +417,7 @@ def edit_refusal(
     return refusal
 
 
-def _with_voters(card: blocks.ApprovalCard, voters: list[str]) -> blocks.ApprovalCard:
+def _with_voters(card: ApprovalCard, voters: list[str]) -> ApprovalCard:
     return replace(card, voters=tuple(voters)) if voters else card
 
 

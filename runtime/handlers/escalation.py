@@ -14,11 +14,12 @@ import structlog
 
 from agents.base import Escalation as EscalationAsked
 from agents.dispatcher import DISPATCHER
-from bot import blocks
 from runtime.crashpoints import crash_point
-from runtime.handlers.base import HandlerBase, Thread
+from runtime.handlers.base import HandlerBase
 from runtime.messagebus import Message
 from runtime.messages import TakeOverRun
+from runtime.mrkdwn import mentions
+from runtime.notices import EscalationMessage, Thread
 from runtime.observability import ESCALATIONS
 from runtime.transport import TransportError
 from storage.escalations import Escalations as EscalationQueries
@@ -162,10 +163,9 @@ class Escalations(HandlerBase):
     async def _close_message(self, escalation: Escalation, outcome: str, actor: str, at: datetime) -> None:
         if escalation.message_ts is None:
             return
-        text, message_blocks = blocks.escalation_closed(_message(escalation), outcome, actor, at)
         try:
-            await self.transport.update(
-                escalation.channel, escalation.message_ts, text, blocks=message_blocks
+            await self.transport.settle_escalation(
+                escalation.channel, escalation.message_ts, _message(escalation), outcome, actor, at
             )
         except TransportError as exc:
             log.error("escalation_update_not_delivered", escalation=escalation.id, error=str(exc))
@@ -174,10 +174,9 @@ class Escalations(HandlerBase):
 async def ask_in_thread(handler: HandlerBase, escalation: Escalation) -> None:
     """Post the escalation in its thread and remember the message, so that answering or taking it over can
     update it; at start, recovery posts those a stopped process recorded but never posted."""
-    text, message_blocks = blocks.escalation(_message(escalation))
     try:
-        ts = await handler.transport.post(
-            escalation.channel, text, blocks=message_blocks, thread_ts=escalation.thread_ts
+        ts = await handler.transport.escalate(
+            Thread(escalation.channel, escalation.thread_ts), _message(escalation)
         )
     except TransportError as exc:
         # The escalation stays open: `/aios why` shows it, and an answer in the thread still goes on.
@@ -191,11 +190,11 @@ async def ask_in_thread(handler: HandlerBase, escalation: Escalation) -> None:
         await uow.commit()
 
 
-def _message(escalation: Escalation) -> blocks.EscalationMessage:
-    return blocks.EscalationMessage(
+def _message(escalation: Escalation) -> EscalationMessage:
+    return EscalationMessage(
         run_id=format_id("R", escalation.run_id),
         agent="no agent fits" if escalation.agent == DISPATCHER else f"{escalation.agent} agent",
-        people=blocks.mentions(escalation.asked),
+        people=mentions(escalation.asked),
         reason=escalation.reason,
         question=escalation.question,
     )

@@ -13,7 +13,6 @@ from pydantic_core import to_jsonable_python
 
 from agents.dates import describe
 from agents.publishing_calendar import PublishingCalendar
-from bot import blocks
 from connectors.actions import Action, CmsCreateDraft, CmsPublish, safe_inverse
 from connectors.errors import (
     ConnectorError,
@@ -38,6 +37,7 @@ from runtime.messages import (
     ReconcileExecution,
 )
 from runtime.mrkdwn import escape
+from runtime.notices import Done
 from runtime.observability import EXECUTIONS, action_executed, observe_completed_run
 from runtime.transport import TransportError
 from storage.ids import format_id
@@ -328,13 +328,13 @@ class Executions(HandlerBase):
         action = self.registry.validate(proposed.name, proposed.params)
         details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
         action_ref = format_id("A", proposed.id)
-        fallback, message_blocks = blocks.done(
+        done = Done(
             f":white_check_mark: Done: {escape(self._told_summary(action))}. ({escape(details)})",
             f"`{format_id('E', execution.id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
             undo=action_ref if safe_inverse(action, execution.result) is not None else None,
         )
         try:
-            await self.transport.post(thread.channel, fallback, blocks=message_blocks, thread_ts=thread.ts)
+            await self.transport.report_done(thread, done)
         except TransportError as exc:
             log.error("reply_not_delivered", channel=thread.channel, thread=thread.ts, error=str(exc))
         return []

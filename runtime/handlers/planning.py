@@ -16,12 +16,11 @@ from agents.context import thread_messages
 from agents.dispatcher import DISPATCHER
 from agents.llm import CallContext, LLMError
 from agents.llm import Message as LLMMessage
-from bot import blocks
 from connectors.actions import Action
 from connectors.budget import BudgetGrant
 from policies.engine import PolicyVerdict
 from runtime.crashpoints import crash_point
-from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.handlers.escalation import Escalations
 from runtime.handlers.judging import Judged, approval_deadlines, judge
 from runtime.handlers.run_review import RunReviews
@@ -36,6 +35,7 @@ from runtime.messages import (
     RequestBudget,
 )
 from runtime.mrkdwn import escape
+from runtime.notices import ApprovalCard, BudgetBlocked, Thread
 from runtime.observability import DECISIONS
 from runtime.revision_feedback import revision_feedback
 from runtime.transport import TransportError
@@ -225,11 +225,9 @@ class Planning(HandlerBase):
     async def _over_budget(self, thread: Thread, run_id: int, exc: BudgetExceededError) -> None:
         """Stop before the call, say why, and offer to ask for more; a grant resumes the run."""
         await self._update_run(run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key)
-        text, message_blocks = blocks.budget_blocked(
-            format_id("R", run_id), f"I stopped before calling the model: {exc}."
-        )
+        blocked = BudgetBlocked(format_id("R", run_id), f"I stopped before calling the model: {exc}.")
         try:
-            await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+            await self.transport.report_budget_blocked(thread, blocked)
         except TransportError as exc_:
             log.error("budget_notice_not_delivered", run=run_id, error=str(exc_))
 
@@ -383,7 +381,7 @@ class Planning(HandlerBase):
     ) -> Sequence[Message]:
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
-        cards: list[tuple[int, blocks.ApprovalCard]] = []
+        cards: list[tuple[int, ApprovalCard]] = []
         group_members = await self._group_members()  # before the transaction: it may ask Slack
         async with self.units() as uow:
             run = await uow.get(Run, run_id)

@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from bot import undo
-from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.handlers.escalation import ask_in_thread
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
@@ -35,6 +34,9 @@ from runtime.messages import (
     ReplanRun,
     ReviseRejected,
 )
+from runtime.notices import Thread
+from runtime.undo_filing import SOURCE as UNDO_SOURCE
+from runtime.undo_filing import refile
 from storage.action_edits import ActionEdits
 from storage.escalations import Escalations
 from storage.records import (
@@ -127,8 +129,8 @@ class Recovery(HandlerBase):
             if run.id in taken_runs:
                 await ask_in_thread(self, escalation)
         # An undo's intent is filed again as the undo it was claimed for, never planned from its text.
-        undo_intents = {i.id for i in intents if i.source == undo.SOURCE and i.id is not None}
-        refiled = [await undo.refile(self.units, self.registry, i) for i in taken_intents & undo_intents]
+        undo_intents = {i.id for i in intents if i.source == UNDO_SOURCE and i.id is not None}
+        refiled = [await refile(self.units, self.registry, i) for i in taken_intents & undo_intents]
         return [
             *(HandleIntent(intent_id) for intent_id in taken_intents - undo_intents),
             *(proposal for proposal in refiled if proposal is not None),

@@ -17,11 +17,12 @@ import structlog
 from connectors.budget import BudgetGrant
 from policies.approvers import authorise_approval, group_ids
 from runtime.approval_requests import request_view
-from runtime.handlers.base import Collaborators, HandlerBase, Thread
+from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.handlers.planning import Planning
 from runtime.messagebus import Message
 from runtime.messages import ReviseRejected
 from runtime.mrkdwn import escape
+from runtime.notices import Thread
 from storage.ids import format_id
 from storage.records import (
     Approval,

@@ -9,11 +9,14 @@ card rather than any one approval's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import structlog
 
-from bot.run_review import ReviewLine, RunReview, review_line_text, run_review
-from runtime.handlers.base import HandlerBase, Thread
+from connectors.actions import Action
+from runtime.handlers.base import HandlerBase
+from runtime.notices import ReviewLine, RunReview, Thread
 from runtime.transport import TransportError
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
@@ -27,9 +30,9 @@ class RunReviews(HandlerBase):
         """Post the card for these approvals and remember its message on each of them; if it cannot be posted
         they stay without a message, and recovery asks for each on its own card."""
         on_card = [pair for pair in await self._run_approvals(run_id) if pair[0].id in approval_ids]
-        text, message_blocks = run_review(self._review(run_id, on_card, {}, await self._editors(on_card)))
+        review = self._review(run_id, on_card, {}, await self._editors(on_card))
         try:
-            ts = await self.transport.post(thread.channel, text, blocks=message_blocks, thread_ts=thread.ts)
+            ts = await self.transport.ask_review(thread, review)
         except TransportError as exc:
             log.error("run_review_not_delivered", run=run_id, error=str(exc))
             return
@@ -67,11 +70,9 @@ class RunReviews(HandlerBase):
         for ts, on_card in by_message.items():
             if len(on_card) < 2:
                 continue  # an approval with a card of its own
-            text, message_blocks = run_review(
-                self._review(run_id, on_card, notes, await self._editors(on_card))
-            )
+            review = self._review(run_id, on_card, notes, await self._editors(on_card))
             try:
-                await self.transport.update(on_card[0][0].channel, ts, text, blocks=message_blocks)
+                await self.transport.update_review(on_card[0][0].channel, ts, review)
             except TransportError as exc:
                 log.error("run_review_update_not_delivered", run=run_id, error=str(exc))
 
@@ -123,6 +124,17 @@ class RunReviews(HandlerBase):
             approvers=tuple(roles),
             lines=lines,
         )
+
+
+def review_line_text(action: Action, zone: ZoneInfo) -> str:
+    """What a line says of an action: a planned draft by its slot (day and time in the team's zone) and its
+    working title; anything else by its summary."""
+    planned_for = getattr(action, "planned_for", None)
+    title = getattr(action, "title", None)
+    if isinstance(planned_for, datetime) and isinstance(title, str):
+        local = planned_for.astimezone(zone)
+        return f"{local:%a} {local.day} {local:%b %H:%M} · “{title}”"
+    return action.summary()
 
 
 def _without_lines_shown(rationale: str, actions: Sequence[ProposedAction]) -> str:

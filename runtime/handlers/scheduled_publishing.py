@@ -23,10 +23,11 @@ from connectors.due_publishing import DueOutcome, DuePublish, PublishesWhenDue
 from connectors.errors import ConnectorError
 from connectors.registry import ConnectorRegistry
 from policies.windows import is_open, next_opening
-from runtime.handlers.base import HandlerBase, Thread
+from runtime.handlers.base import HandlerBase
 from runtime.messagebus import Message
 from runtime.messages import ActionExecuted, PublishDuePosts, ScheduledPostLive
 from runtime.mrkdwn import escape
+from runtime.notices import Thread
 from storage.ids import format_id
 from storage.records import Intent, ProposedAction, Run, ScheduledPublish
 from storage.scheduled_publishes import ScheduledPublishes

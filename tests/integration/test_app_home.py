@@ -17,9 +17,9 @@ from sqlalchemy import event
 from sqlmodel import select
 
 from bot.bootstrap import Aios
+from bot.home_refresher import RETRY_FIRST, SPEND_REDRAWN_EVERY, HomeRefresher
 from bot.slack_home import decide_from_home
 from runtime.handlers.base import Collaborators
-from runtime.handlers.home import RETRY_FIRST, SPEND_REDRAWN_EVERY, HomeRefresher
 from runtime.intake import accept_edit
 from runtime.messages import DecideApproval, EditApproval, PauseAgent, ResumeAgent
 from runtime.transport import Transport
@@ -120,7 +120,7 @@ async def test_each_home_shows_what_its_viewer_may_decide(
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE, thread_ts="1.3")
     own, escalating, theirs = await approval_ids(aios)
     for user in (LEAD, MANAGER, FINANCE, ALICE):
-        await aios.handlers.home.opened(user, "T0FAKE")
+        await aios.home.opened(user, "T0FAKE")
 
     assert waiting(home_of(slack_api, LEAD)) == [theirs]  # a manager through the group, not for their own
     assert f"`{own}`" in section(home_of(slack_api, LEAD), "home_for_others")
@@ -139,7 +139,7 @@ async def test_each_home_shows_what_its_viewer_may_decide(
     assert "home_request_2" not in str(alice)  # Lead's request is on Lead's Home only
 
     clock.advance(hours=1, minutes=1)  # past the finance rule's timeout: the managers are called in
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert waiting(home_of(slack_api, MANAGER)) == [own, escalating, theirs]
     assert waiting(home_of(slack_api, LEAD)) == [escalating, theirs]
     assert waiting(home_of(slack_api, FINANCE)) == [escalating]
@@ -150,19 +150,19 @@ async def test_a_home_is_published_again_only_when_it_changed(
 ) -> None:
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)
     [approval] = await approval_ids(aios)
-    await aios.handlers.home.opened(MANAGER, "T0FAKE")
-    await aios.handlers.home.opened(ALICE, "T0FAKE")
+    await aios.home.opened(MANAGER, "T0FAKE")
+    await aios.home.opened(ALICE, "T0FAKE")
     assert publishes(slack_api, MANAGER) == 1 and waiting(home_of(slack_api, MANAGER)) == [approval]
 
-    await aios.handlers.home.refresh_all()
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
+    await aios.home.refresh_all()
     assert publishes(slack_api, MANAGER) == 1 and publishes(slack_api, ALICE) == 1
-    await aios.handlers.home.refresh("U0NOBODY")  # never opened their Home: nothing to publish
+    await aios.home.refresh("U0NOBODY")  # never opened their Home: nothing to publish
     assert publishes(slack_api, "U0NOBODY") == 0
 
     # Approved: the bus's events draw both Homes again; the approval leaves the manager's, the request is done.
     await aios.process(DecideApproval(int(approval.removeprefix("AP-")), MANAGER, True, CHANNEL))
-    await aios.handlers.home.settle()
+    await aios.home.settle()
     assert waiting(home_of(slack_api, MANAGER)) == []
     assert section(home_of(slack_api, ALICE), "home_request_0").startswith("*Done* · `I-1` · `R-1` returns")
     assert publishes(slack_api, MANAGER) == 2
@@ -171,13 +171,13 @@ async def test_a_home_is_published_again_only_when_it_changed(
     # left alone for a while.
     await aios.process(PauseAgent("returns", MANAGER, CHANNEL))
     slack_api.fail_next("views.publish", "ratelimited", times=2)
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert "returns" not in section(home_of(slack_api, MANAGER), "home_paused")
     tried = len(slack_api.calls_to("views.publish"))
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert len(slack_api.calls_to("views.publish")) == tried  # not asked again at once
     clock.advance(seconds=RETRY_FIRST.total_seconds())
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert section(home_of(slack_api, MANAGER), "home_paused").startswith(
         "• *returns*, paused by <@U0MANAGER> on "
     )
@@ -216,7 +216,7 @@ async def test_spend_this_month_by_agent_and_budgets_near_their_limit(
                 )
             )
         await uow.commit()
-    await aios.handlers.home.opened(ALICE, "T0FAKE")
+    await aios.home.opened(ALICE, "T0FAKE")
     home = home_of(slack_api, ALICE)
     assert section(home, "home_spend") == (  # as they are when the Home is opened
         f"*Model spend this month:* $8.75 in {now:%B %Y}, since the 1st (UTC)\n• returns: $8.50\n• content: $0.25"
@@ -231,10 +231,10 @@ async def test_a_waiting_approval_past_its_expiry_leaves_the_home(
     aios: Aios, slack_api: FakeSlackApi, clock: Clock
 ) -> None:
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)
-    await aios.handlers.home.opened(MANAGER, "T0FAKE")
+    await aios.home.opened(MANAGER, "T0FAKE")
     assert len(waiting(home_of(slack_api, MANAGER))) == 1
     clock.advance(hours=4)
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert waiting(home_of(slack_api, MANAGER)) == []
     async with aios.units() as uow:
         assert [a.status for a in await uow.approvals.pending_approvals()] == [
@@ -279,9 +279,9 @@ async def test_an_approved_action_runs_without_waiting_for_the_homes(
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)
     [approval] = await approval_ids(aios)
     for user in (MANAGER, ALICE, LEAD):
-        await aios.handlers.home.opened(user, "T0FAKE")
-    held = HeldPublishes(aios.handlers.home.transport)
-    aios.handlers.home.transport = held
+        await aios.home.opened(user, "T0FAKE")
+    held = HeldPublishes(aios.home.transport)
+    aios.home.transport = held
 
     # Slack takes no Home while the refund is approved and runs: the Homes are redrawn beside it, not before.
     async with asyncio.timeout(10):
@@ -290,7 +290,7 @@ async def test_an_approved_action_runs_without_waiting_for_the_homes(
     await held.until_held()
 
     held.gate.set()
-    await aios.handlers.home.settle()
+    await aios.home.settle()
     assert waiting(home_of(slack_api, MANAGER)) == []
     assert section(home_of(slack_api, ALICE), "home_request_0").startswith("*Done* · `I-1` · `R-1` returns")
 
@@ -299,7 +299,7 @@ async def test_a_model_call_alone_publishes_a_home_at_most_every_few_minutes(
     aios: Aios, slack_api: FakeSlackApi, clock: Clock
 ) -> None:
     intent = await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)
-    await aios.handlers.home.opened(ALICE, "T0FAKE")
+    await aios.home.opened(ALICE, "T0FAKE")
     assert section(home_of(slack_api, ALICE), "home_spend").startswith("*Model spend this month:* no model")
     async with aios.units() as uow:
         await uow.add(
@@ -318,10 +318,10 @@ async def test_a_model_call_alone_publishes_a_home_at_most_every_few_minutes(
         await uow.commit()
 
     clock.advance(minutes=2)
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert publishes(slack_api, ALICE) == 1  # the spend it shows is two minutes old
     clock.advance(seconds=SPEND_REDRAWN_EVERY.total_seconds() - 120)
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert publishes(slack_api, ALICE) == 2
     assert section(home_of(slack_api, ALICE), "home_spend").startswith("*Model spend this month:* $1.50")
 
@@ -337,7 +337,7 @@ async def test_an_edited_request_shows_its_edit_on_the_home_and_a_click_there_co
     params = {**action.params, "amount": 408.0}  # still for two managers: the editor's counts as one
     edit_id = await accept_edit(aios.units, approval_id, MANAGER, params, CHANNEL)
     await aios.process(EditApproval(approval_id, MANAGER, params, CHANNEL, edit_id=edit_id))
-    await aios.handlers.home.opened(LEAD, "T0FAKE")
+    await aios.home.opened(LEAD, "T0FAKE")
 
     home = home_of(slack_api, LEAD)
     edited = next(b for b in home["blocks"] if b["block_id"] == f"home_edits_{approval}")
@@ -347,7 +347,7 @@ async def test_an_edited_request_shows_its_edit_on_the_home_and_a_click_there_co
 
     decide_from_home(aios, DecideApproval(approval_id, LEAD, True, CHANNEL, edits_seen=1))
     await aios.background.drain()
-    await aios.handlers.home.settle()
+    await aios.home.settle()
     assert await executions(aios) == ["succeeded"]
     assert notice(home_of(slack_api, LEAD)) == f":information_source: Your click on `{approval}`: approved."
 
@@ -357,7 +357,7 @@ async def test_a_refresh_reads_as_much_for_many_viewers_and_approvals_as_for_few
 ) -> None:
     await ask(aios, "refund $410 on order 1005, never arrived", user=ALICE, thread_ts="1.1")
     for user in (MANAGER, ALICE):
-        await aios.handlers.home.opened(user, "T0FAKE")
+        await aios.home.opened(user, "T0FAKE")
     statements: list[str] = []
 
     def read(*args: Any) -> None:
@@ -365,16 +365,16 @@ async def test_a_refresh_reads_as_much_for_many_viewers_and_approvals_as_for_few
 
     event.listen(aios.engine.sync_engine, "before_cursor_execute", read)
     try:
-        await aios.handlers.home.refresh_all()
+        await aios.home.refresh_all()
         few = list(statements)
         await ask(aios, "refund $150 on order 1001, arrived broken", user=ALICE, thread_ts="1.2")
         await ask(aios, "refund $120 on order 1003, wrong size", user=LEAD, thread_ts="1.3")
         await aios.process(DecideApproval(1, MANAGER, True, CHANNEL))  # a vote of the two it needs
         for n in range(18):
-            await aios.handlers.home.opened(f"U0VIEWER{n}", "T0FAKE")
-        await aios.handlers.home.refresh_all()  # publishes the Homes that changed
+            await aios.home.opened(f"U0VIEWER{n}", "T0FAKE")
+        await aios.home.refresh_all()  # publishes the Homes that changed
         statements.clear()
-        await aios.handlers.home.refresh_all()
+        await aios.home.refresh_all()
         many = list(statements)
     finally:
         event.remove(aios.engine.sync_engine, "before_cursor_execute", read)
@@ -385,9 +385,9 @@ async def test_a_publish_race_lost_is_published_again(
     aios: Aios, slack_api: FakeSlackApi, clock: Clock
 ) -> None:
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)
-    await aios.handlers.home.opened(MANAGER, "T0FAKE")
-    held = HeldPublishes(aios.handlers.home.transport)
-    home = aios.handlers.home
+    await aios.home.opened(MANAGER, "T0FAKE")
+    held = HeldPublishes(aios.home.transport)
+    home = aios.home
     replica = HomeRefresher(
         Collaborators(
             home.units,
@@ -427,12 +427,12 @@ async def test_a_click_on_the_home_is_answered_at_the_top_of_the_clickers_home(
     await ask(aios, "refund $410 on order 1005, never arrived", user=ALICE, thread_ts="1.2")
     own, huge = await approval_ids(aios)
     for user in (ALICE, MANAGER, LEAD):
-        await aios.handlers.home.opened(user, "T0FAKE")
+        await aios.home.opened(user, "T0FAKE")
 
     async def click(user: str, approval: str) -> str:
         decide_from_home(aios, DecideApproval(int(approval.removeprefix("AP-")), user, True, CHANNEL))
         await aios.background.drain()
-        await aios.handlers.home.settle()
+        await aios.home.settle()
         return notice(home_of(slack_api, user))
 
     assert await click(ALICE, own) == (
@@ -446,7 +446,7 @@ async def test_a_click_on_the_home_is_answered_at_the_top_of_the_clickers_home(
     assert waiting(home_of(slack_api, MANAGER)) == [own]  # the one they voted for waits for someone else
     assert await click(LEAD, huge) == f":information_source: Your click on `{huge}`: approved."
     published = len(slack_api.calls_to("views.publish"))
-    await aios.handlers.home.refresh_all()  # a replica with no notice to show does not publish it away
+    await aios.home.refresh_all()  # a replica with no notice to show does not publish it away
     assert len(slack_api.calls_to("views.publish")) == published
 
 
@@ -454,24 +454,24 @@ async def test_a_person_slack_no_longer_knows_is_dropped(
     aios: Aios, slack_api: FakeSlackApi, clock: Clock
 ) -> None:
     for user in (ALICE, MANAGER):
-        await aios.handlers.home.opened(user, "T0FAKE")
+        await aios.home.opened(user, "T0FAKE")
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)
-    await aios.handlers.home.settle()
+    await aios.home.settle()
     slack_api.fail_next("views.publish", "account_inactive")  # Alice's Home first, by user id
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     async with aios.units() as uow:
         kept = [v.user for v in await HomeViewers(uow.session).since(clock() - timedelta(days=1))]
     assert kept == [MANAGER]
     tried = publishes(slack_api, ALICE)
     await aios.process(PauseAgent("returns", MANAGER, CHANNEL))
-    await aios.handlers.home.refresh_all()
+    await aios.home.refresh_all()
     assert publishes(slack_api, ALICE) == tried
     assert section(home_of(slack_api, MANAGER), "home_paused").startswith("• *returns*")
 
 
 async def test_a_home_shows_no_approval_of_another_slack_team(aios: Aios, slack_api: FakeSlackApi) -> None:
     await ask(aios, "refund $120 on order 1003, wrong size", user=ALICE)  # in T0FAKE
-    await aios.handlers.home.opened(MANAGER, "T0OTHER")
-    await aios.handlers.home.opened(LEAD, "T0FAKE")
+    await aios.home.opened(MANAGER, "T0OTHER")
+    await aios.home.opened(LEAD, "T0FAKE")
     assert waiting(home_of(slack_api, MANAGER)) == []
     assert waiting(home_of(slack_api, LEAD)) == await approval_ids(aios)

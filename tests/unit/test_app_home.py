@@ -25,9 +25,11 @@ from bot.app_home import (
     spend_alone_differs,
     view_hash,
 )
-from bot.blocks import ApprovalCard, CardEdit, approval_request, field_labels
+from bot.blocks import approval_request
 from bot.digest import BudgetUse
 from connectors.actions import ShopRefund
+from runtime.card_values import field_labels
+from runtime.notices import ApprovalCard, CardEdit
 from storage.home_viewers import RequestState
 from storage.records import AgentPause, Approval, Intent, Run
 from storage.repositories.budgets import CostRow

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import ConfirmObject, SectionBlock
 
-from bot.blocks import ApprovalCard, approval_closed, approval_request, notice
+from bot.blocks import approval_closed, approval_request, notice
 from bot.console import render
 from runtime.mrkdwn import escape, truncate
+from runtime.notices import ApprovalCard
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 CARD = ApprovalCard(

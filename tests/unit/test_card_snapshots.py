@@ -18,9 +18,6 @@ import pytest
 from slack_sdk.models.blocks import Block
 
 from bot.blocks import (
-    ApprovalCard,
-    CardEdit,
-    EscalationMessage,
     Message,
     approval_closed,
     approval_request,
@@ -32,8 +29,9 @@ from bot.blocks import (
 )
 from bot.content_calendar import Entry, MonthCalendar, Week, calendar_message
 from bot.explain import RelatedRecords
-from bot.run_review import ReviewLine, RunReview, run_review
+from bot.run_review import run_review
 from bot.why_blocks import why_message
+from runtime.notices import ApprovalCard, CardEdit, EscalationMessage, ReviewLine, RunReview
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -12,20 +12,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.blocks import (
-    ApprovalCard,
-    CardEdit,
-    EscalationMessage,
-    Message,
-    approval_closed,
-    approval_request,
-    budget_blocked,
-    done,
-    escalation,
-    notice,
-)
+from bot.blocks import Message, approval_closed, approval_request, budget_blocked, done, escalation, notice
 from bot.message_ids import ids_in_message, is_ours, most_specific, record_of_message
-from bot.run_review import ReviewLine, RunReview, run_review
+from bot.run_review import run_review
+from runtime.notices import ApprovalCard, CardEdit, EscalationMessage, ReviewLine, RunReview
 
 OURS = "B0AIOS"
 SMALL = "aios_notice_context"

@@ -12,6 +12,7 @@ from bot import blocks
 from bot.console import render
 from bot.slash import bus_command, parse_slash
 from runtime.messages import TakeOverRun
+from runtime.notices import EscalationMessage
 
 CONTEXT = (
     "Context:\norder 1004: total $75.50, refundable $75.50, customer Sam <sam@example.com>, item Skillet\n"
@@ -59,7 +60,7 @@ async def test_what_the_requester_can_fix_is_a_plain_answer(text: str) -> None:
 
 def test_a_long_reason_and_question_still_make_a_valid_message() -> None:
     text, rendered = blocks.escalation(
-        blocks.EscalationMessage("R-5", "returns agent", "<@U0MANAGER>", "why " * 2000, "what? " * 2000)
+        EscalationMessage("R-5", "returns agent", "<@U0MANAGER>", "why " * 2000, "what? " * 2000)
     )
     assert len(text) <= blocks.FALLBACK_TEXT_MAX
     assert rendered[-1]["elements"][0]["action_id"] == blocks.TAKE_OVER_ACTION_ID
@@ -68,7 +69,7 @@ def test_a_long_reason_and_question_still_make_a_valid_message() -> None:
 
 def test_the_console_names_the_command_that_takes_over() -> None:
     text, rendered = blocks.escalation(
-        blocks.EscalationMessage("R-5", "returns agent", "<@U0MANAGER>", "two amounts", "which one?")
+        EscalationMessage("R-5", "returns agent", "<@U0MANAGER>", "two amounts", "which one?")
     )
     assert "[ Take over ]   (type: /aios take R-5)" in render(text, rendered)
 

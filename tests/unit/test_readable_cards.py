@@ -11,10 +11,12 @@ from zoneinfo import ZoneInfo
 from mcp_types import Tool
 from slack_sdk.models.blocks import Block, SectionBlock
 
-from bot.blocks import ApprovalCard, Message, approval_closed, approval_request, field_labels
+from bot.blocks import Message, approval_closed, approval_request
 from bot.console import render
 from connectors.actions import CmsPublish, EmailSend, ShopRefund
 from connectors.mcp_tools import McpToolAction, action_for_tool
+from runtime.card_values import field_labels
+from runtime.notices import ApprovalCard
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DECIDED_AT = datetime(2026, 11, 24, 13, 5, tzinfo=UTC)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.blocks import REASON_MAX
-from bot.run_review import ReviewLine, RunReview, run_review
+from bot.run_review import run_review
+from runtime.notices import ReviewLine, RunReview
 
 
 def test_a_long_rationale_is_cut_after_a_whole_word() -> None:

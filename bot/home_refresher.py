@@ -30,12 +30,20 @@ from bot.app_home import (
     spend_alone_differs,
     view_hash,
 )
-from bot.blocks import ApprovalCard
 from connectors.errors import InvalidActionError
 from runtime.handlers.base import Collaborators, HandlerBase, card_edit
-from runtime.messagebus import Message
-from runtime.messages import DecideApproval, Event
+from runtime.messagebus import Message, MessageBus
+from runtime.messages import (
+    ActionAllowed,
+    ActionApproved,
+    ActionExecuted,
+    ActionFailed,
+    AgentResumed,
+    DecideApproval,
+    Event,
+)
 from runtime.mrkdwn import escape
+from runtime.notices import ApprovalCard
 from runtime.transport import TransportError
 from storage.home_viewers import CardRecords, HomeViewers
 from storage.ids import format_id
@@ -65,6 +73,12 @@ class HomeRefresher(HandlerBase):
         self._spend_shown_at: dict[str, datetime] = {}  # by this process, by person
         self._notices: dict[str, tuple[str, datetime]] = {}
         self._retry: dict[str, tuple[int, datetime]] = {}  # refused publishes in a row, and when to try again
+
+    def subscribe(self, bus: MessageBus) -> None:
+        """Subscribed after the handlers, so that each event's own work is under way before the Homes are marked
+        for a redraw."""
+        for changed in (ActionAllowed, ActionApproved, ActionExecuted, ActionFailed, AgentResumed):
+            bus.on_event(changed, self.changed)
 
     async def opened(self, user: str, team: str) -> None:
         """``user`` opened their Home tab: remember them, and publish their Home with spend as it is now."""
