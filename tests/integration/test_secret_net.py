@@ -18,6 +18,7 @@ from sqlmodel import select
 from agents.base import PlanRequest
 from agents.llm import CallContext
 from agents.returns import ReturnsAgent
+from bot.blocks import SUMMARY_MAX
 from bot.bootstrap import Aios
 from bot.explain import explain
 from connectors.actions import Action, ShopRefund, StripeRefund
@@ -27,6 +28,17 @@ from runtime.handlers import Handlers
 from runtime.intake import IncomingIntent
 from runtime.messagebus import MessageBus
 from runtime.messages import HandleIntent
+from runtime.notices import (
+    ApprovalCard,
+    BudgetBlocked,
+    CardEdit,
+    Done,
+    EscalationMessage,
+    Notice,
+    ReviewLine,
+    RunReview,
+    Thread,
+)
 from storage.ids import format_id
 from storage.records import ProposedAction
 from tests.conftest import Clock
@@ -204,6 +216,48 @@ async def test_whatever_the_bot_posts_to_slack_is_scrubbed(aios: Aios, slack_api
     said = "\n".join(json.dumps(c.params) for c in slack_api.calls)
     assert_no_secret(said)
     assert said.count("[REDACTED:WORDPRESS_APP_PASSWORD]") >= 4 * 4
+
+
+async def test_every_notice_the_runtime_hands_the_transport_is_scrubbed(
+    aios: Aios, slack_api: FakeSlackApi, clock: Clock
+) -> None:
+    """Scrubbed as the runtime wrote it, before the card is drawn: a secret that a card's shortening would cut in
+    two leaves no part of it behind either."""
+    transport = aios.handlers.transport
+    thread = Thread(CHANNEL, "1.5")
+    cut = "x" * (SUMMARY_MAX - 10) + WP_PASSWORD  # shortened to SUMMARY_MAX, mid-secret
+    card = ApprovalCard(
+        approval_id="AP-1",
+        action_id="A-1",
+        decision_id="D-1",
+        summary=cut,
+        params={"reason": ECHO, "note": f"first line\n{ECHO}", "nested": {"echo": list(LEAKED_FORMS)}},
+        rationale=ECHO,
+        rule_id="default",
+        reason=ECHO,
+        approver_roles=("manager",),
+        requester=REQUESTER,
+        expires_at=None,
+        edits=(CardEdit("U0MANAGER", (("reason", "broken", ECHO),)),),
+    )
+    review = RunReview(
+        "R-1", REQUESTER, ECHO, ("manager",), (ReviewLine("AP-1", ECHO, "pending", note=ECHO),)
+    )
+    message = EscalationMessage("R-1", "returns agent", "<@U0MANAGER>", ECHO, ECHO)
+    await transport.tell(thread, Notice(ECHO, ECHO))
+    ts = await transport.ask_approval(thread, card)
+    await transport.update_approval(CHANNEL, ts, card)
+    await transport.settle_approval(CHANNEL, ts, card, "approved", "U0MANAGER", clock.now)
+    ts = await transport.ask_review(thread, review)
+    await transport.update_review(CHANNEL, ts, review)
+    ts = await transport.escalate(thread, message)
+    await transport.settle_escalation(CHANNEL, ts, message, "answered", "U0MANAGER", clock.now)
+    await transport.report_done(thread, Done(ECHO, ECHO, undo="A-1"))
+    await transport.report_budget_blocked(thread, BudgetBlocked("R-1", ECHO))
+    said = "\n".join(json.dumps(c.params, ensure_ascii=False) for c in slack_api.calls)
+    assert_no_secret(said)
+    assert WP_PASSWORD[:9] not in said  # "abcd EFGH": the part a shortened card would have kept
+    assert said.count("[REDACTED:WORDPRESS_APP_PASSWORD]") >= 10 * 4
 
 
 class LeakyPayments:
