@@ -28,6 +28,17 @@ class ZeroFilled:
         self._name = name
         self._given = given
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """The amount under ``key`` as ``whole()`` holds it, without filling the map."""
+        if key in self._given:
+            return self._given[key]
+        if key in self._zero or key == self._name:
+            return 0.0
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._given or key in self._zero or key == self._name
+
     def whole(self) -> dict[str, float]:
         return {**self._zero, self._name: 0.0, **self._given}
 

@@ -1,6 +1,7 @@
 """Loads a policy file once (CEL compiled and its names checked at load) and judges proposed actions: first
 matching rule wins. Only the rules whose conditions can be true for the action's name are walked, in order (see
-policies.rule_index)."""
+policies.rule_index), and a condition of a common shape is judged in Python where that surely gives CEL's answer
+(see policies.python_conditions)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from policies.condition_shape import shape_of
 from policies.conditions import FACTS, unknown_name
 from policies.errors import PolicyError
 from policies.model import Budget, PolicyFile, Rule, Verdict
+from policies.python_conditions import Judge, judge_of
 from policies.rule_index import Plan, RuleIndex
 
 _tracer = trace.get_tracer("aios.policies")
@@ -67,6 +69,7 @@ class History:
 class _CompiledRule:
     rule: Rule
     program: Any = field(repr=False)
+    judge: Judge | None = field(default=None, repr=False)  # None: the condition is not judged in Python
 
 
 class Policy:
@@ -159,7 +162,6 @@ class Policy:
     def roles(self) -> Mapping[str, list[str]]:
         return self.document.roles
 
-    @_tracer.start_as_current_span("policy.evaluate")
     def evaluate(
         self,
         action_name: str,
@@ -179,6 +181,28 @@ class Policy:
         lets a requester hold a role through a user group. ``action_facts``: an MCP tool's annotations
         (``read_only``, ``destructive``); both are false for the other actions.
         """
+        # A span made current only when it records: making one current costs more than judging most actions, and
+        # nothing below starts a span that a span not recorded could be the parent of.
+        span = _tracer.start_span("policy.evaluate")
+        if not span.is_recording():
+            return self._evaluate(
+                action_name, params, requester, run_totals, history, group_members, action_facts
+            )
+        with trace.use_span(span, end_on_exit=True):
+            return self._evaluate(
+                action_name, params, requester, run_totals, history, group_members, action_facts
+            )
+
+    def _evaluate(
+        self,
+        action_name: str,
+        params: Mapping[str, Any],
+        requester: str,
+        run_totals: Mapping[str, float] | None,
+        history: History | None,
+        group_members: Mapping[str, Collection[str]] | None,
+        action_facts: Mapping[str, bool] | None,
+    ) -> PolicyVerdict:
         amount = params.get("amount")
         own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
         history = history or History()
@@ -202,13 +226,16 @@ class Policy:
             "order": {"refunded": float(history.order_refunded)},
             "payment": {"refunded": float(history.payment_refunded)},
         }
-        # Only values the CEL library surely converts may be left out of what a condition is given: one it cannot
-        # convert fails the first rule, whichever that is, so such facts are judged by every rule, whole.
-        vouched = convertible(action["params"], action_facts, run_totals, history.requester_today)
+        # Only values the CEL library surely converts may be left out of what a condition is given, or judged
+        # without it: one it cannot convert fails the first rule, whichever that is, so such facts are judged by
+        # every rule, whole, in CEL.
+        vouched = convertible(
+            name, requester, action["params"], action_facts, run_totals, history.requester_today
+        )
         if vouched and type(name) is str and type(requester) is str:
             plan = self._plans.get(name) or self._plan(name)
-            return self._walk(plan, facts)
-        return self._walk(self._every_rule, facts)
+            return self._walk(plan, facts, judged=True)
+        return self._walk(self._every_rule, facts, judged=False)
 
     def _plan(self, name: str) -> Plan[_CompiledRule]:
         if len(self._plans) >= _PLANS_KEPT:
@@ -216,12 +243,20 @@ class Policy:
         plan = self._plans[name] = self._index.plan(name)
         return plan
 
-    def _walk(self, plan: Plan[_CompiledRule], facts: dict[str, Any]) -> PolicyVerdict:
+    def _walk(self, plan: Plan[_CompiledRule], facts: dict[str, Any], *, judged: bool) -> PolicyVerdict:
+        """The first rule of ``plan`` that matches. ``judged``: the facts are vouched for, so a condition judged
+        in Python may be (CEL runs the others, and those its judge cannot answer for these facts)."""
         context: Any = None
         for compiled, decided in plan.steps:
             rule = compiled.rule
             if decided:
                 return self._matched[rule.id]
+            if judged and compiled.judge is not None:
+                answer = compiled.judge(facts)
+                if answer is True:
+                    return self._matched[rule.id]
+                if answer is False:
+                    continue
             if context is None:
                 if plan.reads is None:
                     context = {fact: whole(value) for fact, value in facts.items()}
@@ -231,7 +266,7 @@ class Policy:
                             {fact: pick(facts[fact], part) for fact, part in plan.reads.items()}
                         )
                     except Exception:  # not convertible after all: as for facts it cannot vouch for
-                        return self._walk(self._every_rule, facts)
+                        return self._walk(self._every_rule, facts, judged=False)
             try:
                 matched = compiled.program.execute(context)
             except Exception as exc:  # any failure inside CEL must deny, never allow
@@ -359,7 +394,7 @@ def _compile(rule: Rule, source: str, action_params: Mapping[str, Collection[str
         raise PolicyError(f"{source}: rule {rule.id!r}: its `when` is not valid CEL: {first_line}") from exc
     if unknown := unknown_name(rule.when, program.variables(), action_params):
         raise PolicyError(f"{source}: rule {rule.id!r}: its `when` names {unknown}")
-    return _CompiledRule(rule, program)
+    return _CompiledRule(rule, program, judge_of(rule.when, FACTS))
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:

@@ -1,0 +1,353 @@
+"""Conditions of the common shapes judged in Python, so that most actions are judged without handing any fact to
+the CEL library (converting facts costs about a microsecond per string or map key; these checks cost less).
+
+A condition is read into a judge when the policy loads, if it is made only of: ``&&``, ``||``, ``!``,
+parentheses; ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``+`` and ``-``; ``has(…)``; facts read by
+field or plain string key (``action.params.amount``, ``run.totals["shop.refund"]``); and literals: plain strings,
+doubles, ``true``, ``false``, ``null`` and lists of plain strings. Anything else (a function or method call, a
+macro, a ternary, an int literal, an escape in a string) leaves the condition to CEL alone.
+
+A judge answers True or False only where CEL is certain to give that same boolean: each operator is modelled for
+the operand types whose CEL meaning is Python's (a double compared with a double, a string with a string, a
+string looked up in a list of strings or a map, a value tested against null) and for nothing else: another type,
+a NaN, a missing key or anything the operator was not modelled for gives UNKNOWN, and the condition is then run by
+CEL, which says what it means (an error, a heterogeneous comparison). ``&&`` is false when any side is false and
+``||`` true when any side is true, as in CEL, where a false (true) side decides even when the other fails.
+
+Judges read the facts as ``Policy.evaluate`` builds them (dicts, with maps of amounts as ``ZeroFilled``), which
+the caller has vouched the CEL library converts; values of caller data the CEL library would convert differently
+(an int, a tuple) are only ever answered UNKNOWN or compared in ways where the difference does not show.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Final, TypeAlias
+
+from policies.condition_facts import ZeroFilled
+from policies.condition_shape import Token, tokenize
+
+
+class _Unknown:
+    """Only CEL can tell: the marker a judge (or any part of one) gives where it does not model what it meets."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+Facts: TypeAlias = Mapping[str, Any]
+# A judge, or any part of one: the facts → a value (True or False for a test), or UNKNOWN.
+Judge: TypeAlias = Callable[[Facts], Any]
+
+_DOUBLE = re.compile(r"\d*\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+")
+_PLAIN_STRING = re.compile(r""""[^"\\\n]*"|'[^'\\\n]*'""")
+_ORDERINGS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_RELATIONS = frozenset({"==", "!=", *_ORDERINGS, "in"})
+_AFFIXES: dict[str, Callable[[str, str], bool]] = {"startsWith": str.startswith, "endsWith": str.endswith}
+_NULL: Final = object()  # the literal `null`, as parsed (a fact's null is Python's None)
+
+
+class _NotModelled(Exception):
+    """The condition holds something judged by CEL alone."""
+
+
+def judge_of(when: str, facts: Collection[str]) -> Judge | None:
+    """A judge for the condition ``when``, or None when it is not of a shape judged in Python. ``facts``: the
+    names a condition can read (an identifier that is not one of them, such as a macro's variable, is not
+    modelled)."""
+    tokens = tokenize(when)
+    if not tokens:
+        return None
+    try:
+        parser = _Parser(tokens, facts)
+        judge = parser.expression()
+        if parser.at != len(tokens):
+            raise _NotModelled
+    except _NotModelled:
+        return None
+    return judge
+
+
+class _Parser:
+    """Recursive descent over CEL's precedence: ``||`` < ``&&`` < relations < ``+ -`` < ``!`` < selection."""
+
+    def __init__(self, tokens: list[Token], facts: Collection[str]) -> None:
+        self.tokens = tokens
+        self.facts = facts
+        self.at = 0
+
+    def expression(self) -> Judge:
+        parts = [self._conjunction()]
+        while self._peek() == "||":
+            self.at += 1
+            parts.append(self._conjunction())
+        return parts[0] if len(parts) == 1 else _any(tuple(parts))
+
+    def _conjunction(self) -> Judge:
+        parts = [self._relation()]
+        while self._peek() == "&&":
+            self.at += 1
+            parts.append(self._relation())
+        return parts[0] if len(parts) == 1 else _all(tuple(parts))
+
+    def _relation(self) -> Judge:
+        left = self._sum()
+        relation = self._peek()
+        if relation not in _RELATIONS:
+            return left
+        self.at += 1
+        right = self._sum()
+        if self._peek() in _RELATIONS:
+            raise _NotModelled  # a chain of relations
+        if relation in ("==", "!="):
+            return _equality(left, right, negated=relation == "!=")
+        if relation == "in":
+            return _membership(left, right)
+        return _ordering(_ORDERINGS[relation], left, right)
+
+    def _sum(self) -> Judge:
+        total = self._unary()
+        while self._peek() in ("+", "-"):
+            subtract = self._take().text == "-"
+            total = _arithmetic(operator.sub if subtract else operator.add, total, self._unary())
+        return total
+
+    def _unary(self) -> Judge:
+        if self._peek() == "!":
+            self.at += 1
+            return _negation(self._unary())
+        return self._primary()
+
+    def _primary(self) -> Judge:
+        token = self._take()
+        if token.text == "(":
+            inner = self.expression()
+            self._expect(")")
+            return inner
+        if token.text == "[":
+            return _constant(self._string_list())
+        if token.kind == "string":
+            return _constant(_plain(token))
+        if token.kind == "number":
+            if _DOUBLE.fullmatch(token.text) is None or not math.isfinite(number := float(token.text)):
+                raise _NotModelled  # an int or uint literal, or a double CEL may read otherwise
+            return _constant(number)
+        if token.kind != "ident":
+            raise _NotModelled
+        if token.text in ("true", "false"):
+            return _constant(token.text == "true")
+        if token.text == "null":
+            return _constant(_NULL)
+        if token.text == "has" and self._peek() == "(":
+            self.at += 1
+            head, keys, selected = self._path(self._take())
+            self._expect(")")
+            if not keys or not selected:
+                raise _NotModelled  # has() takes a field selection
+            return _presence(_lookup(head, keys[:-1]), keys[-1])
+        head, keys, _ = self._path(token)
+        value = _lookup(head, keys)
+        if self._peek() != ".":
+            return value
+        self.at += 1
+        method = self._take().text
+        if method not in _AFFIXES:
+            raise _NotModelled
+        self._expect("(")
+        affix = _plain(self._take())
+        self._expect(")")
+        return _affixed(_AFFIXES[method], value, affix)
+
+    def _path(self, head: Token) -> tuple[str, tuple[str, ...], bool]:
+        """A fact and the keys read under it (whether the last was a field selection, not an index)."""
+        if head.kind != "ident" or head.text not in self.facts:
+            raise _NotModelled
+        keys: list[str] = []
+        selected = False
+        while self._peek() in (".", "["):
+            if self._peek() == "." and self._peek(2) == "(":
+                break  # a method called on what was read
+            if self._take().text == ".":
+                field = self._take()
+                if field.kind != "ident":
+                    raise _NotModelled
+                keys.append(field.text)
+                selected = True
+            else:
+                keys.append(_plain(self._take()))
+                self._expect("]")
+                selected = False
+        return head.text, tuple(keys), selected
+
+    def _string_list(self) -> tuple[str, ...]:
+        listed: list[str] = []
+        while self._peek() != "]":
+            listed.append(_plain(self._take()))
+            if self._peek() != ",":
+                break
+            self.at += 1
+        self._expect("]")
+        return tuple(listed)
+
+    def _peek(self, ahead: int = 0) -> str | None:
+        at = self.at + ahead
+        return self.tokens[at].text if at < len(self.tokens) else None
+
+    def _take(self) -> Token:
+        if self.at >= len(self.tokens):
+            raise _NotModelled
+        self.at += 1
+        return self.tokens[self.at - 1]
+
+    def _expect(self, text: str) -> None:
+        if self._take().text != text:
+            raise _NotModelled
+
+
+def _plain(token: Token) -> str:
+    """A string literal whose text is its value (no prefix, no escape, not triple-quoted)."""
+    if token.kind != "string" or _PLAIN_STRING.fullmatch(token.text) is None:
+        raise _NotModelled
+    return token.text[1:-1]
+
+
+def _constant(value: Any) -> Judge:
+    return lambda facts: value
+
+
+def _lookup(head: str, keys: tuple[str, ...]) -> Judge:
+    """A fact, then a key of each map in turn: UNKNOWN where one is missing (CEL fails) or not a map."""
+
+    def look(facts: Facts) -> Any:
+        value = facts[head]
+        for key in keys:
+            kind = type(value)
+            if kind is dict or kind is ZeroFilled:
+                value = value.get(key, UNKNOWN)
+            else:
+                return UNKNOWN
+        return value
+
+    return look
+
+
+def _presence(container: Judge, key: str) -> Judge:
+    def present(facts: Facts) -> Any:
+        value = container(facts)
+        kind = type(value)
+        if kind is dict or kind is ZeroFilled:
+            return key in value
+        return UNKNOWN
+
+    return present
+
+
+def _all(parts: tuple[Judge, ...]) -> Judge:
+    def every(facts: Facts) -> Any:
+        result: Any = True
+        for part in parts:
+            value = part(facts)
+            if value is False:
+                return False
+            if value is not True:
+                result = UNKNOWN
+        return result
+
+    return every
+
+
+def _any(parts: tuple[Judge, ...]) -> Judge:
+    def some(facts: Facts) -> Any:
+        result: Any = False
+        for part in parts:
+            value = part(facts)
+            if value is True:
+                return True
+            if value is not False:
+                result = UNKNOWN
+        return result
+
+    return some
+
+
+def _negation(part: Judge) -> Judge:
+    def negated(facts: Facts) -> Any:
+        value = part(facts)
+        return (value is False) if type(value) is bool else UNKNOWN
+
+    return negated
+
+
+def _equality(left: Judge, right: Judge, *, negated: bool) -> Judge:
+    def equal(facts: Facts) -> Any:
+        a, b = left(facts), right(facts)
+        if a is UNKNOWN or b is UNKNOWN:
+            return UNKNOWN
+        if a is _NULL or b is _NULL:
+            # Any value CEL holds equals null only if it is null.
+            same = (a is None or a is _NULL) and (b is None or b is _NULL)
+        else:
+            kind = type(a)
+            if kind is not type(b) or not (
+                kind is str or kind is bool or (kind is float and a == a and b == b)
+            ):
+                return UNKNOWN
+            same = a == b
+        return same is not negated
+
+    return equal
+
+
+def _ordering(compare: Callable[[float, float], bool], left: Judge, right: Judge) -> Judge:
+    def ordered(facts: Facts) -> Any:
+        a, b = left(facts), right(facts)
+        if type(a) is float and type(b) is float and a == a and b == b:
+            return compare(a, b)
+        return UNKNOWN
+
+    return ordered
+
+
+def _membership(left: Judge, right: Judge) -> Judge:
+    def member(facts: Facts) -> Any:
+        a, b = left(facts), right(facts)
+        if type(a) is not str:
+            return UNKNOWN
+        kind = type(b)
+        if kind is dict or kind is ZeroFilled:
+            return a in b
+        if (kind is list or kind is tuple) and all(type(item) is str for item in b):
+            return a in b
+        return UNKNOWN
+
+    return member
+
+
+def _affixed(test: Callable[[str, str], bool], part: Judge, affix: str) -> Judge:
+    def affixed(facts: Facts) -> Any:
+        value = part(facts)
+        return test(value, affix) if type(value) is str else UNKNOWN
+
+    return affixed
+
+
+def _arithmetic(combine: Callable[[float, float], float], left: Judge, right: Judge) -> Judge:
+    def combined(facts: Facts) -> Any:
+        a, b = left(facts), right(facts)
+        if type(a) is float and type(b) is float:
+            return combine(a, b)
+        return UNKNOWN
+
+    return combined
