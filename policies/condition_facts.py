@@ -82,26 +82,32 @@ def convertible(*values: object) -> bool:
     """Whether the CEL library surely converts these values: JSON-like data (str keys; no string it cannot
     encode, no integer past 64 bits). False means only "not sure"."""
     waiting: list[Any] = list(values)
-    walked = 0
+    walked = len(waiting)
     while waiting:
-        walked += 1
-        if walked > _WALKED_AT_MOST:
-            return False
         value = waiting.pop()
         kind = type(value)
         if kind is str:
-            if not _encodable(value):
+            if not value.isascii() and not _encodable(value):
                 return False
+        elif kind is dict:
+            walked += len(value)
+            if walked > _WALKED_AT_MOST:
+                return False
+            for key, item in value.items():
+                if type(key) is not str or not (key.isascii() or _encodable(key)):
+                    return False
+                kind = type(item)
+                if kind is float or kind is bool or item is None or (kind is str and item.isascii()):
+                    continue  # the common leaves, checked here rather than in turn
+                waiting.append(item)
+        elif kind is list or kind is tuple:
+            walked += len(value)
+            if walked > _WALKED_AT_MOST:
+                return False
+            waiting.extend(value)
         elif kind is int:
             if not -(2**63) <= value < 2**64:
                 return False
-        elif kind is dict:
-            for key in value:
-                if type(key) is not str or not _encodable(key):
-                    return False
-            waiting.extend(value.values())
-        elif kind is list or kind is tuple:
-            waiting.extend(value)
         elif kind not in _SCALARS:
             return False
     return True

@@ -125,6 +125,15 @@ def merge(first: Selection, second: Selection) -> Selection:
     return merged
 
 
+def covers(outer: Mapping[str, Selection] | None, inner: Mapping[str, Selection] | None) -> bool:
+    """Whether a reader given what ``outer`` selects sees all that ``inner`` selects."""
+    if outer is None:
+        return True
+    if inner is None:
+        return False
+    return all(key in outer and covers(outer[key], part) for key, part in inner.items())
+
+
 def _names(tokens: list[Token]) -> tuple[Names | None, bool]:
     """(names the tokens can be true for or None for any, whether they are true for exactly those names)."""
     ternary = [at for at, token in enumerate(tokens) if token.kind == "op" and token.text in ("?", ":")]

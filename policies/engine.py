@@ -18,7 +18,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from policies.condition_facts import ZeroFilled, convertible, pick, whole
-from policies.condition_shape import shape_of
+from policies.condition_shape import Selection, Shape, covers, merge, shape_of
 from policies.conditions import FACTS, unknown_name
 from policies.errors import PolicyError
 from policies.model import Budget, PolicyFile, Rule, Verdict
@@ -65,11 +65,15 @@ class History:
     requester_today: Mapping[str, float] = field(default_factory=dict)
 
 
+_NO_HISTORY = History()
+
+
 @dataclass(frozen=True)
 class _CompiledRule:
     rule: Rule
     program: Any = field(repr=False)
-    judge: Judge | None = field(default=None, repr=False)  # None: the condition is not judged in Python
+    shape: Shape = field(repr=False)
+    judge: Judge | None = field(repr=False)  # None: the condition is not judged in Python
 
 
 class Policy:
@@ -99,7 +103,7 @@ class Policy:
         self._zero = dict.fromkeys(self._action_names, 0.0)
         # Each rule indexed by the action names its condition can be true for; the plan for a name is made when
         # the name is first judged.
-        index = RuleIndex([(c, shape_of(c.rule.when, c.program.variables(), FACTS)) for c in self._rules])
+        index = RuleIndex([(c, c.shape) for c in self._rules])
         self._index = index
         self._every_rule = index.every_rule()
         self._plans: dict[str, Plan[_CompiledRule]] = {}
@@ -203,9 +207,7 @@ class Policy:
         group_members: Mapping[str, Collection[str]] | None,
         action_facts: Mapping[str, bool] | None,
     ) -> PolicyVerdict:
-        amount = params.get("amount")
-        own = {action_name: float(amount)} if isinstance(amount, int | float) else {action_name: 0.0}
-        history = history or History()
+        history = history or _NO_HISTORY
         action = {
             "name": action_name,
             "params": params if type(params) is dict else dict(params),
@@ -214,7 +216,13 @@ class Policy:
             **(action_facts or {}),
         }
         name = action["name"]
-        totals = run_totals if run_totals is not None else own
+        if run_totals is None:
+            amount = params.get("amount")
+            totals: Mapping[str, float] = {
+                action_name: float(amount) if isinstance(amount, (int, float)) else 0.0
+            }
+        else:
+            totals = run_totals
         facts = {
             "action": action,
             "requester": {
@@ -247,7 +255,8 @@ class Policy:
         """The first rule of ``plan`` that matches. ``judged``: the facts are vouched for, so a condition judged
         in Python may be (CEL runs the others, and those its judge cannot answer for these facts)."""
         context: Any = None
-        for compiled, decided in plan.steps:
+        given: Mapping[str, Selection] | None = None  # the facts' parts the context holds
+        for at, (compiled, decided) in enumerate(plan.steps):
             rule = compiled.rule
             if decided:
                 return self._matched[rule.id]
@@ -257,16 +266,19 @@ class Policy:
                     return self._matched[rule.id]
                 if answer is False:
                     continue
-            if context is None:
-                if plan.reads is None:
+            if plan.reads is None:
+                if context is None:
                     context = {fact: whole(value) for fact, value in facts.items()}
-                else:
-                    try:
-                        context = self._new_context(
-                            {fact: pick(facts[fact], part) for fact, part in plan.reads.items()}
-                        )
-                    except Exception:  # not convertible after all: as for facts it cannot vouch for
-                        return self._walk(self._every_rule, facts, judged=False)
+            elif given is None or not covers(given, compiled.shape.reads):
+                # First what this condition and the later ones CEL alone judges read; all that any reads if a
+                # condition judged in Python after all needs more.
+                given = plan.reads if given is not None else _read_by_cel(plan, at)
+                try:
+                    context = self._new_context(
+                        {fact: pick(facts[fact], part) for fact, part in given.items()}
+                    )
+                except Exception:  # not convertible after all: as for facts it cannot vouch for
+                    return self._walk(self._every_rule, facts, judged=False)
             try:
                 matched = compiled.program.execute(context)
             except Exception as exc:  # any failure inside CEL must deny, never allow
@@ -378,6 +390,16 @@ class Policy:
         )
 
 
+def _read_by_cel(plan: Plan[_CompiledRule], at: int) -> Mapping[str, Selection]:
+    """What the condition at step ``at`` reads, and the later conditions that only CEL judges."""
+    reads: dict[str, Selection] = dict(plan.steps[at][0].shape.reads)
+    for compiled, decided in plan.steps[at + 1 :]:
+        if not decided and compiled.judge is None:
+            for fact, part in compiled.shape.reads.items():
+                reads[fact] = merge(reads[fact], part) if fact in reads else part
+    return reads
+
+
 def _context_type() -> Any:
     import cel  # compiling the rules imported it already
 
@@ -394,7 +416,8 @@ def _compile(rule: Rule, source: str, action_params: Mapping[str, Collection[str
         raise PolicyError(f"{source}: rule {rule.id!r}: its `when` is not valid CEL: {first_line}") from exc
     if unknown := unknown_name(rule.when, program.variables(), action_params):
         raise PolicyError(f"{source}: rule {rule.id!r}: its `when` names {unknown}")
-    return _CompiledRule(rule, program, judge_of(rule.when, FACTS))
+    shape = shape_of(rule.when, program.variables(), FACTS)
+    return _CompiledRule(rule, program, shape, judge_of(rule.when, FACTS))
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from policies.condition_facts import ZeroFilled
@@ -54,6 +55,7 @@ _ORDERINGS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}  # `1.0 < x` is `x > 1.0`
 _RELATIONS = frozenset({"==", "!=", *_ORDERINGS, "in"})
 _AFFIXES: dict[str, Callable[[str, str], bool]] = {"startsWith": str.startswith, "endsWith": str.endswith}
 _NULL: Final = object()  # the literal `null`, as parsed (a fact's null is Python's None)
@@ -63,10 +65,21 @@ class _NotModelled(Exception):
     """The condition holds something judged by CEL alone."""
 
 
+@dataclass(frozen=True)
+class _Literal:
+    """A part of a condition known when the policy loads, kept apart so the parts around it are made for it."""
+
+    value: Any
+
+
+_Part: TypeAlias = "Judge | _Literal"
+
+
 def judge_of(when: str, facts: Collection[str]) -> Judge | None:
     """A judge for the condition ``when``, or None when it is not of a shape judged in Python. ``facts``: the
     names a condition can read (an identifier that is not one of them, such as a macro's variable, is not
-    modelled)."""
+    modelled). A judge gives True or False where CEL surely gives that boolean; anything else means the
+    condition is CEL's to run."""
     tokens = tokenize(when)
     if not tokens:
         return None
@@ -77,7 +90,7 @@ def judge_of(when: str, facts: Collection[str]) -> Judge | None:
             raise _NotModelled
     except _NotModelled:
         return None
-    return judge
+    return _judge(judge)
 
 
 class _Parser:
@@ -88,21 +101,21 @@ class _Parser:
         self.facts = facts
         self.at = 0
 
-    def expression(self) -> Judge:
+    def expression(self) -> _Part:
         parts = [self._conjunction()]
         while self._peek() == "||":
             self.at += 1
             parts.append(self._conjunction())
         return parts[0] if len(parts) == 1 else _any(tuple(parts))
 
-    def _conjunction(self) -> Judge:
+    def _conjunction(self) -> _Part:
         parts = [self._relation()]
         while self._peek() == "&&":
             self.at += 1
             parts.append(self._relation())
         return parts[0] if len(parts) == 1 else _all(tuple(parts))
 
-    def _relation(self) -> Judge:
+    def _relation(self) -> _Part:
         left = self._sum()
         relation = self._peek()
         if relation not in _RELATIONS:
@@ -115,41 +128,41 @@ class _Parser:
             return _equality(left, right, negated=relation == "!=")
         if relation == "in":
             return _membership(left, right)
-        return _ordering(_ORDERINGS[relation], left, right)
+        return _ordering(relation, left, right)
 
-    def _sum(self) -> Judge:
+    def _sum(self) -> _Part:
         total = self._unary()
         while self._peek() in ("+", "-"):
             subtract = self._take().text == "-"
             total = _arithmetic(operator.sub if subtract else operator.add, total, self._unary())
         return total
 
-    def _unary(self) -> Judge:
+    def _unary(self) -> _Part:
         if self._peek() == "!":
             self.at += 1
             return _negation(self._unary())
         return self._primary()
 
-    def _primary(self) -> Judge:
+    def _primary(self) -> _Part:
         token = self._take()
         if token.text == "(":
             inner = self.expression()
             self._expect(")")
             return inner
         if token.text == "[":
-            return _constant(self._string_list())
+            return _Literal(self._string_list())
         if token.kind == "string":
-            return _constant(_plain(token))
+            return _Literal(_plain(token))
         if token.kind == "number":
             if _DOUBLE.fullmatch(token.text) is None or not math.isfinite(number := float(token.text)):
                 raise _NotModelled  # an int or uint literal, or a double CEL may read otherwise
-            return _constant(number)
+            return _Literal(number)
         if token.kind != "ident":
             raise _NotModelled
         if token.text in ("true", "false"):
-            return _constant(token.text == "true")
+            return _Literal(token.text == "true")
         if token.text == "null":
-            return _constant(_NULL)
+            return _Literal(_NULL)
         if token.text == "has" and self._peek() == "(":
             self.at += 1
             head, keys, selected = self._path(self._take())
@@ -223,12 +236,37 @@ def _plain(token: Token) -> str:
     return token.text[1:-1]
 
 
-def _constant(value: Any) -> Judge:
-    return lambda facts: value
+def _judge(part: _Part) -> Judge:
+    if isinstance(part, _Literal):
+        value = part.value
+        return lambda facts: value
+    return part
 
 
 def _lookup(head: str, keys: tuple[str, ...]) -> Judge:
     """A fact, then a key of each map in turn: UNKNOWN where one is missing (CEL fails) or not a map."""
+    if len(keys) == 1:
+        (key,) = keys
+
+        def field(facts: Facts) -> Any:
+            value = facts[head]
+            kind = type(value)
+            return value.get(key, UNKNOWN) if kind is dict or kind is ZeroFilled else UNKNOWN
+
+        return field
+    if len(keys) == 2:
+        first, second = keys
+
+        def inner(facts: Facts) -> Any:
+            value = facts[head]
+            kind = type(value)
+            if kind is not dict and kind is not ZeroFilled:
+                return UNKNOWN
+            value = value.get(first, UNKNOWN)
+            kind = type(value)
+            return value.get(second, UNKNOWN) if kind is dict or kind is ZeroFilled else UNKNOWN
+
+        return inner
 
     def look(facts: Facts) -> Any:
         value = facts[head]
@@ -247,18 +285,31 @@ def _presence(container: Judge, key: str) -> Judge:
     def present(facts: Facts) -> Any:
         value = container(facts)
         kind = type(value)
-        if kind is dict or kind is ZeroFilled:
-            return key in value
-        return UNKNOWN
+        return key in value if kind is dict or kind is ZeroFilled else UNKNOWN
 
     return present
 
 
-def _all(parts: tuple[Judge, ...]) -> Judge:
+def _all(parts: tuple[_Part, ...]) -> Judge:
+    judges = tuple(_judge(part) for part in parts)
+    if len(judges) == 2:
+        first, second = judges
+
+        def both(facts: Facts) -> Any:
+            a = first(facts)
+            if a is False:
+                return False
+            b = second(facts)
+            if b is False:
+                return False
+            return True if a is True and b is True else UNKNOWN
+
+        return both
+
     def every(facts: Facts) -> Any:
         result: Any = True
-        for part in parts:
-            value = part(facts)
+        for judge in judges:
+            value = judge(facts)
             if value is False:
                 return False
             if value is not True:
@@ -268,11 +319,13 @@ def _all(parts: tuple[Judge, ...]) -> Judge:
     return every
 
 
-def _any(parts: tuple[Judge, ...]) -> Judge:
+def _any(parts: tuple[_Part, ...]) -> Judge:
+    judges = tuple(_judge(part) for part in parts)
+
     def some(facts: Facts) -> Any:
         result: Any = False
-        for part in parts:
-            value = part(facts)
+        for judge in judges:
+            value = judge(facts)
             if value is True:
                 return True
             if value is not False:
@@ -282,37 +335,65 @@ def _any(parts: tuple[Judge, ...]) -> Judge:
     return some
 
 
-def _negation(part: Judge) -> Judge:
+def _negation(part: _Part) -> Judge:
+    judge = _judge(part)
+
     def negated(facts: Facts) -> Any:
-        value = part(facts)
+        value = judge(facts)
         return (value is False) if type(value) is bool else UNKNOWN
 
     return negated
 
 
-def _equality(left: Judge, right: Judge, *, negated: bool) -> Judge:
-    def equal(facts: Facts) -> Any:
-        a, b = left(facts), right(facts)
-        if a is UNKNOWN or b is UNKNOWN:
-            return UNKNOWN
-        if a is _NULL or b is _NULL:
-            # Any value CEL holds equals null only if it is null.
-            same = (a is None or a is _NULL) and (b is None or b is _NULL)
-        else:
-            kind = type(a)
-            if kind is not type(b) or not (
-                kind is str or kind is bool or (kind is float and a == a and b == b)
-            ):
-                return UNKNOWN
-            same = a == b
-        return same is not negated
-
-    return equal
+def _equal(a: Any, b: Any) -> Any:
+    """``a == b`` as CEL has it, for the values where it is Python's; else UNKNOWN."""
+    if a is UNKNOWN or b is UNKNOWN:
+        return UNKNOWN
+    if a is _NULL or b is _NULL:  # a value CEL holds equals null only when it is null
+        return (a is None or a is _NULL) and (b is None or b is _NULL)
+    kind = type(a)
+    if kind is not type(b) or not (kind is str or kind is bool or (kind is float and a == a and b == b)):
+        return UNKNOWN
+    return a == b
 
 
-def _ordering(compare: Callable[[float, float], bool], left: Judge, right: Judge) -> Judge:
+def _equality(left: _Part, right: _Part, *, negated: bool) -> Judge:
+    if isinstance(left, _Literal) and not isinstance(right, _Literal):
+        left, right = right, left
+    if isinstance(right, _Literal) and not isinstance(left, _Literal) and type(right.value) is str:
+        judge, text = left, right.value
+
+        def equals_text(facts: Facts) -> Any:
+            value = judge(facts)
+            same = value == text if type(value) is str else _equal(value, text)
+            return same if same is UNKNOWN else same is not negated
+
+        return equals_text
+    first, second = _judge(left), _judge(right)
+
+    def equals(facts: Facts) -> Any:
+        same = _equal(first(facts), second(facts))
+        return same if same is UNKNOWN else same is not negated
+
+    return equals
+
+
+def _ordering(relation: str, left: _Part, right: _Part) -> Judge:
+    if isinstance(left, _Literal) and not isinstance(right, _Literal):
+        left, right, relation = right, left, _FLIPPED[relation]
+    compare = _ORDERINGS[relation]
+    if isinstance(right, _Literal) and not isinstance(left, _Literal) and type(right.value) is float:
+        judge, bound = left, right.value
+
+        def against_bound(facts: Facts) -> Any:
+            value = judge(facts)
+            return compare(value, bound) if type(value) is float and value == value else UNKNOWN
+
+        return against_bound
+    first, second = _judge(left), _judge(right)
+
     def ordered(facts: Facts) -> Any:
-        a, b = left(facts), right(facts)
+        a, b = first(facts), second(facts)
         if type(a) is float and type(b) is float and a == a and b == b:
             return compare(a, b)
         return UNKNOWN
@@ -320,9 +401,11 @@ def _ordering(compare: Callable[[float, float], bool], left: Judge, right: Judge
     return ordered
 
 
-def _membership(left: Judge, right: Judge) -> Judge:
+def _membership(left: _Part, right: _Part) -> Judge:
+    first, second = _judge(left), _judge(right)
+
     def member(facts: Facts) -> Any:
-        a, b = left(facts), right(facts)
+        a, b = first(facts), second(facts)
         if type(a) is not str:
             return UNKNOWN
         kind = type(b)
@@ -335,19 +418,21 @@ def _membership(left: Judge, right: Judge) -> Judge:
     return member
 
 
-def _affixed(test: Callable[[str, str], bool], part: Judge, affix: str) -> Judge:
+def _affixed(test: Callable[[str, str], bool], part: _Part, affix: str) -> Judge:
+    judge = _judge(part)
+
     def affixed(facts: Facts) -> Any:
-        value = part(facts)
+        value = judge(facts)
         return test(value, affix) if type(value) is str else UNKNOWN
 
     return affixed
 
 
-def _arithmetic(combine: Callable[[float, float], float], left: Judge, right: Judge) -> Judge:
+def _arithmetic(combine: Callable[[float, float], float], left: _Part, right: _Part) -> Judge:
+    first, second = _judge(left), _judge(right)
+
     def combined(facts: Facts) -> Any:
-        a, b = left(facts), right(facts)
-        if type(a) is float and type(b) is float:
-            return combine(a, b)
-        return UNKNOWN
+        a, b = first(facts), second(facts)
+        return combine(a, b) if type(a) is float and type(b) is float else UNKNOWN
 
     return combined
