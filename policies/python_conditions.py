@@ -1,22 +1,23 @@
 """Conditions of the common shapes judged in Python, so that most actions are judged without handing any fact to
 the CEL library (converting facts costs about a microsecond per string or map key; these checks cost less).
 
-A condition is read into a judge when the policy loads, if it is made only of: ``&&``, ``||``, ``!``,
-parentheses; ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``+`` and ``-``; ``has(…)``; facts read by
-field or plain string key (``action.params.amount``, ``run.totals["shop.refund"]``); and literals: plain strings,
-doubles, ``true``, ``false``, ``null`` and lists of plain strings. Anything else (a function or method call, a
-macro, a ternary, an int literal, an escape in a string) leaves the condition to CEL alone.
+A condition is read into a judge when the policy loads. Judged in Python: ``&&``, ``||``, ``!``, parentheses;
+``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``+`` and ``-``; ``has(…)``; ``startsWith`` and ``endsWith``
+with a string; facts read by field or plain string key (``action.params.amount``, ``run.totals["shop.refund"]``);
+and literals: plain strings, doubles, ``true``, ``false``, ``null`` and lists of plain strings. Anything else (a
+function or another method, a macro, an int literal, an escape in a string) is left to CEL: the operand of
+``&&`` or ``||`` it is in, or the whole condition when it is not in one (or when a ternary is at the top).
 
 A judge answers True or False only where CEL is certain to give that same boolean: each operator is modelled for
 the operand types whose CEL meaning is Python's (a double compared with a double, a string with a string, a
 string looked up in a list of strings or a map, a value tested against null) and for nothing else: another type,
 a NaN, a missing key or anything the operator was not modelled for gives UNKNOWN, and the condition is then run by
 CEL, which says what it means (an error, a heterogeneous comparison). ``&&`` is false when any side is false and
-``||`` true when any side is true, as in CEL, where a false (true) side decides even when the other fails.
+``||`` true when any side is true, as in CEL, where a false (true) side decides whatever the other gives, even
+an error; so an operand left to CEL leaves the answer to CEL only when the others do not decide it.
 
-Judges read the facts as ``Policy.evaluate`` builds them (dicts, with maps of amounts as ``ZeroFilled``), which
-the caller has vouched the CEL library converts; values of caller data the CEL library would convert differently
-(an int, a tuple) are only ever answered UNKNOWN or compared in ways where the difference does not show.
+Judges read the facts as ``Policy.evaluate`` builds them (dicts, with maps of amounts as ``ZeroFilled``), once
+the caller has vouched that the CEL library converts them all.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ _ORDERINGS: dict[str, Callable[[float, float], bool]] = {
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}  # `1.0 < x` is `x > 1.0`
 _RELATIONS = frozenset({"==", "!=", *_ORDERINGS, "in"})
 _AFFIXES: dict[str, Callable[[str, str], bool]] = {"startsWith": str.startswith, "endsWith": str.endswith}
+_OPENS = frozenset("([{")
+_CLOSES = frozenset(")]}")
 _NULL: Final = object()  # the literal `null`, as parsed (a fact's null is Python's None)
 
 
@@ -102,18 +105,56 @@ class _Parser:
         self.at = 0
 
     def expression(self) -> _Part:
-        parts = [self._conjunction()]
-        while self._peek() == "||":
-            self.at += 1
-            parts.append(self._conjunction())
-        return parts[0] if len(parts) == 1 else _any(tuple(parts))
+        parts, certain = self._operands(self._conjunction, "||")
+        return parts[0] if len(parts) == 1 and certain else _any(parts, certain=certain)
 
     def _conjunction(self) -> _Part:
-        parts = [self._relation()]
-        while self._peek() == "&&":
+        parts, certain = self._operands(self._relation, "&&")
+        return parts[0] if len(parts) == 1 and certain else _all(parts, certain=certain)
+
+    def _operands(self, operand: Callable[[], _Part], joiner: str) -> tuple[tuple[_Part, ...], bool]:
+        """The operands joined by ``joiner`` that are judged in Python, and whether that is all of them. An
+        operand that is not is stepped over whole: CEL's ``&&`` is false when a side is false (``||`` true when
+        a side is true) whatever the other side gives, an error included."""
+        parts: list[_Part] = []
+        certain = True
+        while True:
+            start = self.at
+            try:
+                parts.append(operand())
+                if self._peek() not in (None, joiner, "||", ")"):
+                    raise _NotModelled  # the operand goes on past what was read
+            except _NotModelled:
+                self.at = start
+                self._step_over(joiner)
+                certain = False
+            if self._peek() != joiner:
+                break
             self.at += 1
-            parts.append(self._relation())
-        return parts[0] if len(parts) == 1 else _all(tuple(parts))
+        if not parts:
+            raise _NotModelled
+        return tuple(parts), certain
+
+    def _step_over(self, joiner: str) -> None:
+        """Past one operand: to the next ``joiner`` (or ``||``) outside brackets, a closing bracket, or the end."""
+        start = self.at
+        depth = 0
+        while self.at < len(self.tokens):
+            token = self.tokens[self.at]
+            if token.kind == "op":
+                if token.text in _OPENS:
+                    depth += 1
+                elif token.text in _CLOSES:
+                    if depth == 0:
+                        break
+                    depth -= 1
+                elif depth == 0 and token.text in (joiner, "||"):
+                    break
+                elif depth == 0 and token.text in ("?", ":"):
+                    raise _NotModelled  # a ternary binds looser than `||`: the operand is not what lies between
+            self.at += 1
+        if self.at == start:
+            raise _NotModelled
 
     def _relation(self) -> _Part:
         left = self._sum()
@@ -290,9 +331,10 @@ def _presence(container: Judge, key: str) -> Judge:
     return present
 
 
-def _all(parts: tuple[_Part, ...]) -> Judge:
+def _all(parts: tuple[_Part, ...], *, certain: bool) -> Judge:
+    """``&&`` of ``parts`` and, unless ``certain``, of operands left to CEL."""
     judges = tuple(_judge(part) for part in parts)
-    if len(judges) == 2:
+    if len(judges) == 2 and certain:
         first, second = judges
 
         def both(facts: Facts) -> Any:
@@ -307,7 +349,7 @@ def _all(parts: tuple[_Part, ...]) -> Judge:
         return both
 
     def every(facts: Facts) -> Any:
-        result: Any = True
+        result: Any = True if certain else UNKNOWN
         for judge in judges:
             value = judge(facts)
             if value is False:
@@ -319,11 +361,12 @@ def _all(parts: tuple[_Part, ...]) -> Judge:
     return every
 
 
-def _any(parts: tuple[_Part, ...]) -> Judge:
+def _any(parts: tuple[_Part, ...], *, certain: bool) -> Judge:
+    """``||`` of ``parts`` and, unless ``certain``, of operands left to CEL."""
     judges = tuple(_judge(part) for part in parts)
 
     def some(facts: Facts) -> Any:
-        result: Any = False
+        result: Any = False if certain else UNKNOWN
         for judge in judges:
             value = judge(facts)
             if value is True:

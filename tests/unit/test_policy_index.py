@@ -117,6 +117,12 @@ other_tests = st.sampled_from(
         'run.totals["c"] > 0.0',
         "run.totals.exists(k, run.totals[k] > 500.0)",
         "order.refunded + payment.refunded > 20.0",
+        "action.params.amount - order.refunded >= 10.5",
+        "100.0 < action.params.amount",
+        "action.params.note != null",
+        'action.params.to.endsWith("@x")',
+        'requester.id in ["U0ONE", "U0ADMIN"]',
+        '"admin" in requester.roles && size(action.params) > 1',  # the size is CEL's to judge
         "action.read_only",
         "action.destructive || action.read_only",
         "true",
