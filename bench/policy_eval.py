@@ -8,7 +8,8 @@ moved today or in the run, lists of actions sharing a verdict, then a plain fall
 that test no action name (destructive tools, a daily ceiling, read-only tools) at the top, in the middle and near
 the end. The actions are drawn from the same names (a tenth of them unknown to the policy) with realistic
 parameters, requesters with and without roles, run totals and history. Each evaluation is timed alone with
-`time.perf_counter_ns`; the programs run are counted in a separate pass, so that counting costs nothing timed.
+`time.perf_counter_ns`; the conditions judged in Python and the CEL programs run are counted in a separate pass,
+so that counting costs nothing timed.
 """
 
 from __future__ import annotations
@@ -197,18 +198,34 @@ class CountingProgram:
         return list(self._program.variables())
 
 
-def programs_run(text: str, actions: list[Proposed]) -> list[int]:
-    """CEL programs each evaluation runs, counted on a separate copy of the policy."""
+class CountingJudge:
+    """Stands in for a condition's judge in Python during the counting pass."""
+
+    def __init__(self, judge: Any, runs: list[int]) -> None:
+        self._judge = judge
+        self._runs = runs
+
+    def __call__(self, facts: Any) -> Any:
+        self._runs[0] += 1
+        return self._judge(facts)
+
+
+def conditions_judged(text: str, actions: list[Proposed]) -> tuple[list[int], list[int]]:
+    """Per evaluation, the conditions judged in Python and the CEL programs run, counted on a separate copy of the
+    policy."""
     policy = Policy.from_text(text, "bench")
-    runs = [0]
+    judged, runs = [0], [0]
     for compiled in policy._rules:
         object.__setattr__(compiled, "program", CountingProgram(compiled.program, runs))
-    counts = []
+        if compiled.judge is not None:
+            object.__setattr__(compiled, "judge", CountingJudge(compiled.judge, judged))
+    in_python, by_cel = [], []
     for action in actions:
-        runs[0] = 0
+        judged[0] = runs[0] = 0
         judge(policy, action)
-        counts.append(runs[0])
-    return counts
+        in_python.append(judged[0])
+        by_cel.append(runs[0])
+    return in_python, by_cel
 
 
 def main() -> None:
@@ -245,11 +262,12 @@ def main() -> None:
         f"CPU time {cpu:.1f} µs per evaluation (the timing loop's, with its own overhead)"
     )
     print("verdicts: " + ", ".join(f"{name} {count:,}" for name, count in sorted(verdicts.items())))
-    counts = programs_run(text, actions[: args.evaluations])
-    print(
-        f"CEL programs run per evaluation: mean {statistics.fmean(counts):.1f}, "
-        f"median {statistics.median(counts):.0f}, max {max(counts)} (of {RULES} rules)"
-    )
+    in_python, by_cel = conditions_judged(text, actions[: args.evaluations])
+    for what, counts in (("conditions judged in Python", in_python), ("CEL programs run", by_cel)):
+        print(
+            f"{what} per evaluation: mean {statistics.fmean(counts):.1f}, "
+            f"median {statistics.median(counts):.0f}, max {max(counts)} (of {RULES} rules)"
+        )
 
 
 if __name__ == "__main__":
