@@ -117,6 +117,7 @@ class PlanRequest:
     call: CallContext
     history: Sequence[Message] = ()
     feedback: Feedback | None = None  # planning again after a reviewer rejected the first plan's action
+    context: Context | None = None  # what the agent's own context() found, when read already
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class Agent:
         models = [self._registry.model_for(name) for name in self.action_names]
         by_tool = {tool_name(model.name): model.name for model in models}
         tools = [*(tool_spec(model) for model in models), ESCALATE_SPEC]
-        context = await self.context(request)
+        context = request.context if request.context is not None else await self.context(request)
         system = "\n\n".join(part for part in (self._prompt, context.prompt()) if part)
         messages: list[Message] = [*request.history, Message("user", request.text)]
         if request.feedback is not None:

@@ -77,7 +77,7 @@ class SandboxShop:
         await seed_orders(self._units)
 
     async def get_order(self, order_id: int) -> OrderInfo | None:
-        async with self._units() as uow:
+        async with self._units.read() as uow:
             order = await uow.get(SandboxOrder, order_id)
             if order is None:
                 return None

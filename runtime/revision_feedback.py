@@ -19,7 +19,7 @@ async def revision_feedback(
     units: UnitOfWorkFactory, registry: ConnectorRegistry, zone: ZoneInfo, run_id: int
 ) -> Feedback | None:
     """The feedback of the reason whose revision is ``run_id``; None for a run that revises nothing."""
-    async with units() as uow:
+    async with units.read() as uow:
         reason = await RejectionReasons(uow.session).of_run(run_id)
         approval = await uow.get(Approval, reason.approval_id) if reason else None
         rejected = await uow.get(ProposedAction, approval.action_id) if approval else None

@@ -14,6 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.audit import AuditedSession
 
 EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
+# The execution option of the engine that read-only units of work use (see :func:`session_factory`).
+READ_ONLY = "aios_read_only"
 
 
 class DatabaseUrlError(ValueError):
@@ -84,6 +86,11 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            # A transaction that only reads needs no write lock: a deferred BEGIN reads one snapshot of the
+            # store (WAL mode) while a writer goes on.
+            connection.exec_driver_sql("BEGIN")
+            return
         # A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY when
         # another writer got there first; taking the write lock up front makes writers queue instead.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -91,7 +98,11 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def session_factory(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``; ``read_only``: for transactions that only read (SQLite begins them deferred,
+    without the write lock; PostgreSQL begins them READ ONLY, so that a write in one fails)."""
+    if read_only:
+        engine = engine.execution_options(**{READ_ONLY: True, "postgresql_readonly": True})
     # Every commit appends its audited writes to the audit chain, in the same transaction.
     return async_sessionmaker(
         engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=AuditedSession

@@ -95,19 +95,16 @@ class ExecutionStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-def run_status_for(action_statuses: set[str]) -> RunStatus:
-    """A run's state follows from its actions': waiting beats running beats failed beats done."""
-    if ActionStatus.AWAITING_APPROVAL in action_statuses:
-        return RunStatus.AWAITING_APPROVAL
-    if action_statuses & {ActionStatus.APPROVED, ActionStatus.PROPOSED}:
-        return RunStatus.EXECUTING
-    if ActionStatus.FAILED in action_statuses:
-        return RunStatus.FAILED
-    if ActionStatus.EXECUTED in action_statuses:
-        return RunStatus.COMPLETED
-    if action_statuses & {ActionStatus.REJECTED, ActionStatus.EXPIRED}:
-        return RunStatus.REJECTED
-    return RunStatus.DENIED
+# A run's state follows from its actions': the first of these whose action statuses one of its actions is in
+# (waiting beats running beats failed beats done); none of them, denied.
+RUN_STATUS_FROM_ACTIONS: tuple[tuple[RunStatus, tuple[ActionStatus, ...]], ...] = (
+    (RunStatus.AWAITING_APPROVAL, (ActionStatus.AWAITING_APPROVAL,)),
+    (RunStatus.EXECUTING, (ActionStatus.APPROVED, ActionStatus.PROPOSED)),
+    (RunStatus.FAILED, (ActionStatus.FAILED,)),
+    (RunStatus.COMPLETED, (ActionStatus.EXECUTED,)),
+    (RunStatus.REJECTED, (ActionStatus.REJECTED, ActionStatus.EXPIRED)),
+)
+RUN_STATUS_OTHERWISE = RunStatus.DENIED
 
 
 class Record(SQLModel):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -57,9 +58,18 @@ class UnitOfWork:
     """Its repositories, one per aggregate, are attributes (`uow.runs`, `uow.approvals`, …); the writes that
     any record shares are its own methods (`uow.add`, `uow.get`, …)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], writer_lock: asyncio.Lock | None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        writer_lock: asyncio.Lock | None,
+        *,
+        read_only: bool = False,
+        shared: SharedReads | None = None,
+    ) -> None:
         self._sessions = sessions
         self._writer_lock = writer_lock
+        self._read_only = read_only
+        self._shared = shared
         self._open: _Open | None = None
         self._stack = AsyncExitStack()
 
@@ -115,6 +125,10 @@ class UnitOfWork:
         return await self._opened().records.take_over(rows, owner)
 
     async def __aenter__(self) -> Self:
+        if self._shared is not None:
+            session = await self._stack.enter_async_context(self._shared.session(self._sessions))
+            self._open = _Open.over(session)
+            return self
         if self._writer_lock is not None:
             await self._stack.enter_async_context(self._writer_lock)
         self._open = _Open.over(self._sessions())
@@ -125,16 +139,74 @@ class UnitOfWork:
     ) -> None:
         assert self._open is not None
         try:
-            # close() rolls back whatever was not committed and detaches the records without expiring
-            # them, so what was read stays readable after the unit of work ends.
-            await self._open.session.close()
+            if self._shared is None:
+                # close() rolls back whatever was not committed and detaches the records without expiring
+                # them, so what was read stays readable after the unit of work ends.
+                await self._open.session.close()
         finally:
             self._open = None
             await self._stack.aclose()
 
     async def commit(self) -> None:
         assert self._open is not None
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work has nothing to commit; use units() to write")
         await self._open.session.commit()
+
+
+class SharedReads:
+    """One read-only transaction that the read-only units of work opened inside :func:`reading_together` take
+    turns on, instead of a transaction each: the reads see one snapshot of the store."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[int, AsyncSession] = {}
+        self._turn = asyncio.Lock()  # one session serves one statement at a time, whatever task asks
+        self._holder: asyncio.Task[object] | None = None
+        self.closed = False
+
+    @asynccontextmanager
+    async def session(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+        if self._holder is not None and self._holder is asyncio.current_task():
+            yield self._open(sessions)  # a read inside a read of the same task: its turn already
+            return
+        async with self._turn:
+            self._holder = asyncio.current_task()
+            try:
+                yield self._open(sessions)
+            finally:
+                self._holder = None
+
+    def _open(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncSession:
+        session = self._sessions.get(id(sessions))
+        if session is None:
+            session = self._sessions[id(sessions)] = sessions()
+        return session
+
+    async def close(self) -> None:
+        self.closed = True
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+
+_shared_reads: ContextVar[SharedReads | None] = ContextVar("aios_shared_reads", default=None)
+
+
+@asynccontextmanager
+async def reading_together() -> AsyncIterator[None]:
+    """Read-only units of work opened inside (by this task, or by tasks it starts) share one transaction,
+    ended when the block ends. Only for reads that follow each other closely: the transaction stays open
+    throughout (keep calls to a model or another slow service out of it)."""
+    if _shared_reads.get() is not None:
+        yield  # already inside one
+        return
+    shared = SharedReads()
+    token = _shared_reads.set(shared)
+    try:
+        yield
+    finally:
+        _shared_reads.reset(token)
+        await shared.close()
 
 
 class UnitOfWorkFactory:
@@ -142,16 +214,36 @@ class UnitOfWorkFactory:
 
     SQLite allows one writer at a time. Waiting for its lock inside SQLite means a sleeping busy handler
     (sleeps of up to 100 ms), so units of work in one process queue on an asyncio lock instead: first
-    come, first served, no sleeping. Units of work must not nest.
+    come, first served, no sleeping. Units of work must not nest. A read-only unit of work (:meth:`read`)
+    takes neither that lock nor SQLite's write lock, and cannot commit.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, serialise: bool = False) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        read_sessions: async_sessionmaker[AsyncSession],
+        *,
+        serialise: bool = False,
+    ) -> None:
         self._sessions = sessions
+        self._read_sessions = read_sessions
         self._writer_lock = asyncio.Lock() if serialise else None
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine) -> UnitOfWorkFactory:
-        return cls(session_factory(engine), serialise=engine.dialect.name == "sqlite")
+        return cls(
+            session_factory(engine),
+            session_factory(engine, read_only=True),
+            serialise=engine.dialect.name == "sqlite",
+        )
 
     def __call__(self) -> UnitOfWork:
         return UnitOfWork(self._sessions, self._writer_lock)
+
+    def read(self) -> UnitOfWork:
+        """A unit of work that only reads; inside :func:`reading_together`, one sharing its transaction."""
+        shared = _shared_reads.get()
+        # A task started inside the block and still running after it (it took a copy of the context) reads alone.
+        if shared is not None and shared.closed:
+            shared = None
+        return UnitOfWork(self._read_sessions, None, read_only=True, shared=shared)

@@ -101,7 +101,7 @@ class HandlerBase:
         return members
 
     async def _is_paused(self, agent: str) -> bool:
-        async with self.units() as uow:
+        async with self.units.read() as uow:
             return await uow.runs.is_paused(agent) is not None
 
     async def _open_thread(self, intent: Intent) -> Thread:
@@ -173,10 +173,7 @@ class HandlerBase:
             log.error("approval_request_not_delivered", approval=approval_id, error=str(exc))
             return
         async with self.units() as uow:
-            stored = await uow.get(Approval, approval_id)
-            assert stored is not None
-            stored.message_ts = ts
-            uow.session.add(stored)
+            await uow.approvals.show_approval_at(approval_id, ts)
             await uow.commit()
 
     async def _stored_card(self, approval: Approval) -> ApprovalCard:

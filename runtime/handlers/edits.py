@@ -27,7 +27,14 @@ from policies.engine import PolicyVerdict
 from runtime.approval_requests import request_view
 from runtime.card_values import edit_changes, field_labels
 from runtime.handlers.base import Collaborators, HandlerBase, card_edit
-from runtime.handlers.judging import COUNTED_TODAY, MOVED_MONEY, Judged, approval_deadlines, judge
+from runtime.handlers.judging import (
+    COUNTED_TODAY,
+    MOVED_MONEY,
+    Judged,
+    approval_deadlines,
+    judge,
+    policy_decision,
+)
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
 from runtime.messages import ActionApproved, EditApproval
@@ -219,17 +226,7 @@ class Edits(HandlerBase):
             self.policy, self.clock, uow, action, approval.requester, proposed.run_id, judged, group_members
         )
         decision = await uow.add(
-            Decision(
-                action_id=proposed.id,
-                kind="policy",
-                verdict=verdict.verdict,
-                rule_id=verdict.rule_id,
-                policy_hash=verdict.policy_hash,
-                reason=verdict.explanation,
-                justification=f"judged again after <@{command.user}>'s edit",
-                actor="policy",
-                facts=facts.as_json(),
-            )
+            policy_decision(proposed.id, verdict, facts, f"judged again after <@{command.user}>'s edit")
         )
         assert decision.id is not None
         DECISIONS.labels(verdict=verdict.verdict).inc()

@@ -25,6 +25,7 @@ from runtime.transport import TransportError
 from storage.escalations import Escalations as EscalationQueries
 from storage.ids import format_id
 from storage.records import Escalation, EscalationStatus, Intent, Run, RunStatus, utcnow
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,7 @@ class Escalations(HandlerBase):
             run = await uow.get(Run, run_id)
             assert run is not None
             run.status, run.updated_at, run.owner = RunStatus.ESCALATED, utcnow(), self.lease.id
+            run.agent = agent
             run.rationale = rationale or asked.reason
             if memories is not None:
                 run.memories_used = memories
@@ -68,39 +70,43 @@ class Escalations(HandlerBase):
         crash_point("escalation_recorded")
         await ask_in_thread(self, record)
 
-    async def take_answer(self, intent: Intent, run_id: int) -> None:
-        """A new request in a thread whose run waits for a person is the answer: the escalation is closed as
-        answered by its author, and the new run goes to the agent that asked (the dispatcher routes it when
-        no agent had fitted)."""
+    async def waiting_in_thread(self, uow: UnitOfWork, intent: Intent) -> Escalation | None:
+        """The escalation a new request in its thread answers: the thread's newest one still waiting."""
         if intent.thread_ts is None:
-            return
-        async with self.units() as uow:
-            queries = EscalationQueries(uow.session)
-            waiting = await queries.open_in_thread(intent.channel, intent.thread_ts)
-            if waiting is None or waiting.id is None or waiting.run_id == run_id:
-                return
-            now = self.clock()
-            if not await queries.resolve(
-                waiting.id,
-                EscalationStatus.ANSWERED,
-                intent.user,
-                now,
-                answer=intent.text,
-                answer_run_id=run_id,
-            ):
-                return  # answered or taken over a moment ago
-            escalated = await uow.get(Run, waiting.run_id)
-            if escalated is not None:  # settled with its escalation, so it no longer counts as waiting
-                escalated.status, escalated.updated_at = RunStatus.PERSON_ANSWERED, now
-                uow.session.add(escalated)
-            if waiting.agent in self.dispatcher.agents:
-                run = await uow.get(Run, run_id)
-                assert run is not None
-                run.agent = waiting.agent
+            return None
+        return await EscalationQueries(uow.session).open_in_thread(intent.channel, intent.thread_ts)
+
+    def answering_agent(self, waiting: Escalation | None) -> str:
+        """The agent a run answering ``waiting`` goes to: the one that asked (the dispatcher routes it when no
+        agent had fitted, or nothing was waiting)."""
+        return (
+            waiting.agent if waiting is not None and waiting.agent in self.dispatcher.agents else DISPATCHER
+        )
+
+    async def take_answer(
+        self, uow: UnitOfWork, intent: Intent, waiting: Escalation, run: Run
+    ) -> datetime | None:
+        """A new request in a thread whose run waits for a person is the answer: in the transaction that starts
+        ``run`` (made for :meth:`answering_agent`), the escalation is closed as answered by its author. Returns
+        when, for :meth:`close_answered` once committed; None when it was answered or taken over a moment ago."""
+        assert waiting.id is not None and run.id is not None
+        now = self.clock()
+        if waiting.run_id == run.id or not await EscalationQueries(uow.session).resolve(
+            waiting.id, EscalationStatus.ANSWERED, intent.user, now, answer=intent.text, answer_run_id=run.id
+        ):
+            if run.agent != DISPATCHER:
+                run.agent = DISPATCHER  # nothing answered: the request is routed as any other
                 uow.session.add(run)
-            await uow.commit()
+            return None
+        escalated = await uow.get(Run, waiting.run_id)
+        if escalated is not None:  # settled with its escalation, so it no longer counts as waiting
+            escalated.status, escalated.updated_at = RunStatus.PERSON_ANSWERED, now
+            uow.session.add(escalated)
+        return now
+
+    async def close_answered(self, waiting: Escalation, intent: Intent, run_id: int, at: datetime) -> None:
         log.info("escalation_answered", escalation=waiting.id, run=waiting.run_id, answer_run=run_id)
-        await self._close_message(waiting, "answered", intent.user, now)
+        await self._close_message(waiting, "answered", intent.user, at)
 
     async def take_over(self, command: TakeOverRun) -> Sequence[Message]:
         """Someone pressed "Take over": the run closes as theirs, if it still waits for a person."""

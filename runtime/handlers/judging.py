@@ -13,7 +13,7 @@ from connectors.budget import BudgetGrant
 from connectors.mcp_tools import McpToolAction
 from policies.engine import History, Policy, PolicyVerdict
 from policies.replay import Facts
-from storage.records import ActionStatus, ProposedAction
+from storage.records import ActionStatus, Decision, ProposedAction
 from storage.unit_of_work import UnitOfWork
 
 # What counts as money already moved on an order (executed, or approved and about to run), and as money a
@@ -85,6 +85,22 @@ async def judge(
         action_facts=action_facts,
     )
     return verdict, facts
+
+
+def policy_decision(action_id: int, verdict: PolicyVerdict, facts: Facts, justification: str) -> Decision:
+    """The record of the policy's verdict on an action, with the facts it was given, so that it can be
+    replayed; ``justification``: why the action was judged (the plan's rationale, an edit)."""
+    return Decision(
+        action_id=action_id,
+        kind="policy",
+        verdict=verdict.verdict,
+        rule_id=verdict.rule_id,
+        policy_hash=verdict.policy_hash,
+        reason=verdict.explanation,
+        justification=justification,
+        actor="policy",
+        facts=facts.as_json(),
+    )
 
 
 def approval_deadlines(

@@ -6,7 +6,9 @@ A run stopped by its budget waits for a grant, which is itself a gated action; t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -22,7 +24,7 @@ from policies.engine import PolicyVerdict
 from runtime.crashpoints import crash_point
 from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.handlers.escalation import Escalations
-from runtime.handlers.judging import Judged, approval_deadlines, judge
+from runtime.handlers.judging import Judged, approval_deadlines, judge, policy_decision
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
 from runtime.messages import (
@@ -52,9 +54,28 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.unit_of_work import UnitOfWork
+from storage.records import Escalation as EscalationRecord
+from storage.unit_of_work import UnitOfWork, reading_together
 
 log = structlog.get_logger(__name__)
+
+OFFLINE_NOTICE = (
+    "I'm in offline mode (no `ANTHROPIC_API_KEY` is set), so I plan with a small fixed grammar "
+    "rather than a model. `/aios help` shows what I understand."
+)
+# The status an action is stored with, by the policy's verdict on it (any other verdict asks for approval).
+VERDICT_STATUS = {"allow": ActionStatus.APPROVED, "deny": ActionStatus.DENIED}
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A run started for an intent just claimed, and what starting it settled."""
+
+    intent: Intent
+    run: Run
+    # The escalation of the thread that this intent answered, and when.
+    answered: tuple[EscalationRecord, datetime] | None
+    offline_notice: bool  # the thread's first: say that planning is offline
 
 
 class Planning(HandlerBase):
@@ -66,35 +87,50 @@ class Planning(HandlerBase):
         self.reviews = RunReviews(collaborators)
 
     async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
-        async with self.units() as uow:
-            intent = await uow.get(Intent, command.intent_id)
-            if intent is None or intent.status != IntentStatus.RECEIVED:
-                return []  # already handled: a redelivery or a recovery pass
-        assert intent.id is not None
-        thread = await self._open_thread(intent)
         crash_point("intent_accepted")
-        run_id = await self._start_run(intent)
-        if run_id is None:
-            return []  # another worker took this intent first
+        started = await self._start_run(command.intent_id)
+        if started is None:
+            async with self.units.read() as uow:
+                waiting = await uow.get(Intent, command.intent_id)
+            if waiting is None or waiting.status != IntentStatus.RECEIVED or waiting.thread_ts is not None:
+                return []  # already handled: a redelivery, a recovery pass, or another worker took it first
+            await self._open_thread(waiting)  # a slash command's intent: its thread starts here
+            started = await self._start_run(command.intent_id)
+            if started is None:
+                return []  # another worker took this intent first
+        intent, run = started.intent, started.run
+        assert run.id is not None
+        thread = Thread(intent.channel, intent.thread_ts)
         crash_point("run_started")
-        await self.escalations.take_answer(intent, run_id)
-        await self._offline_notice(thread)
-        return await self._route_and_plan(intent, thread, run_id)
+        if started.answered is not None:
+            await self.escalations.close_answered(started.answered[0], intent, run.id, started.answered[1])
+        if started.offline_notice:
+            await self._say(thread, OFFLINE_NOTICE)
+        return await self._route_and_plan(intent, thread, run.id, started=run)
 
     async def plan_run(self, intent: Intent, run_id: int) -> Sequence[Message]:
         """Plan a run of ``intent`` made elsewhere (a rejection's revision) and put its proposals to the policy."""
         return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run_id)
 
-    async def _route_and_plan(self, intent: Intent, thread: Thread, run_id: int) -> Sequence[Message]:
+    async def _route_and_plan(
+        self, intent: Intent, thread: Thread, run_id: int, *, started: Run | None = None
+    ) -> Sequence[Message]:
         """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
 
-        Used for a new intent, to resume a run that a budget grant unblocked or a crash stopped, and to revise a
-        rejected action: a revision run is planned with its reason as feedback, each time it is planned."""
+        Used for a new intent (``started``: its run, just made), to resume a run that a budget grant unblocked or
+        a crash stopped, and to revise a rejected action: a revision run is planned with its reason as feedback,
+        each time it is planned. The agent's pause and what it reads before planning are read in one
+        transaction; the run's agent is stored with whatever the planning comes to."""
         assert intent.id is not None
-        async with self.units() as uow:
-            run = await uow.get(Run, run_id)
-        assert run is not None
-        feedback = await revision_feedback(self.units, self.registry, self.zone, run_id)
+        if started is not None:
+            run, feedback = started, None  # a run started just now revises nothing
+        else:
+            async with reading_together():
+                async with self.units.read() as uow:
+                    stored = await uow.get(Run, run_id)
+                feedback = await revision_feedback(self.units, self.registry, self.zone, run_id)
+            assert stored is not None
+            run = stored
         history = await self._history(intent, thread)
         call = CallContext(
             intent_id=intent.id,
@@ -106,6 +142,7 @@ class Planning(HandlerBase):
             thread_ts=thread.ts,
         )
         ids = f"`{format_id('R', run_id)}`"
+        agent_name = run.agent
         try:
             if run.agent == DISPATCHER:
                 agent = await self.dispatcher.route_or_escalate(intent.text, call, history)
@@ -116,31 +153,35 @@ class Planning(HandlerBase):
                     await self._update_run(run_id, RunStatus.ANSWERED, "no agent fits this request")
                     await self._say(thread, self._help_text(), context=ids)
                     return []
-                await self._set_run_agent(run_id, agent.name)
             else:
                 agent = self.dispatcher.agents[run.agent]
-            if await self._is_paused(agent.name):
-                await self._update_run(run_id, RunStatus.PAUSED, run.rationale)
+            agent_name = agent.name
+            request = PlanRequest(
+                text=intent.text,
+                requester=intent.user,
+                call=replace(call, agent=agent.name),
+                history=history,
+                feedback=feedback,
+            )
+            async with reading_together():
+                paused = await self._is_paused(agent.name)
+                context = None if paused else await agent.context(request)
+            if paused:
+                await self._update_run(run_id, RunStatus.PAUSED, run.rationale, agent=agent.name)
                 await self._say(
                     thread,
                     f":double_vertical_bar: The {agent.name} agent is paused; this waits until it is resumed.",
                     context=ids,
                 )
                 return []
-            plan = await agent.plan(
-                PlanRequest(
-                    text=intent.text,
-                    requester=intent.user,
-                    call=replace(call, agent=agent.name),
-                    history=history,
-                    feedback=feedback,
-                )
-            )
+            plan = await agent.plan(replace(request, context=context))
         except BudgetExceededError as exc:
-            await self._over_budget(thread, run_id, exc)
+            await self._over_budget(thread, run_id, exc, agent_name)
             return []
         except LLMError as exc:
-            await self._update_run(run_id, RunStatus.FAILED, f"planning failed: {exc}", history=history)
+            await self._update_run(
+                run_id, RunStatus.FAILED, f"planning failed: {exc}", history=history, agent=agent_name
+            )
             await self._model_failed(thread, exc, ids)
             return []
         ids = f"{agent.name} agent · {ids}"
@@ -156,34 +197,72 @@ class Planning(HandlerBase):
             return []
         if not plan.actions:
             await self._update_run(
-                run_id, RunStatus.ANSWERED, plan.rationale, memories=plan.memory_ids, history=history
+                run_id,
+                RunStatus.ANSWERED,
+                plan.rationale,
+                memories=plan.memory_ids,
+                history=history,
+                agent=agent.name,
             )
             text = escape(plan.rationale) or "I have nothing to propose for that."
             if plan.problems:
                 text += "\n" + "\n".join(f"• {escape(problem)}" for problem in plan.problems)
             await self._say(thread, text, context=ids)
             return []
-        await self._update_run(
-            run_id, RunStatus.PLANNING, plan.rationale, memories=plan.memory_ids, history=history
+        planned = self._run_values(
+            plan.rationale, memories=plan.memory_ids, history=history, agent=agent.name
         )
-        return await self._propose(intent, thread, run_id, plan.actions, plan.rationale)
+        return await self._propose(
+            intent, thread, run_id, agent.name, plan.actions, plan.rationale, run=planned
+        )
 
-    async def _start_run(self, intent: Intent) -> int | None:
-        assert intent.id is not None
+    async def _start_run(self, intent_id: int) -> _Started | None:
+        """Claim the intent and start its run in one transaction, with what starting it settles: the escalation
+        of the thread it answers, the thread's one offline notice. None when the intent has moved on (another
+        worker took it) or has no thread yet."""
         async with self.units() as uow:
-            if not await uow.runs.claim_intent(intent.id):
+            intent = await uow.runs.claim_intent_in_thread(intent_id)
+            if intent is None:
                 return None
-            run = await uow.add(Run(intent_id=intent.id, agent=DISPATCHER, owner=self.lease.id))
+            assert intent.id is not None
+            waiting = await self.escalations.waiting_in_thread(uow, intent)
+            run = await uow.add(
+                Run(intent_id=intent.id, agent=self.escalations.answering_agent(waiting), owner=self.lease.id)
+            )
+            answered_at = await self.escalations.take_answer(uow, intent, waiting, run) if waiting else None
+            offline_notice = self.offline and await uow.first_time(
+                f"offline-notice:{intent.channel}:{intent.thread_ts}"
+            )
             await uow.commit()
-        return run.id
+        answered = (waiting, answered_at) if waiting is not None and answered_at is not None else None
+        return _Started(intent, run, answered, offline_notice)
 
-    async def _set_run_agent(self, run_id: int, agent: str) -> None:
-        async with self.units() as uow:
-            run = await uow.get(Run, run_id)
-            assert run is not None
-            run.agent = agent
-            uow.session.add(run)
-            await uow.commit()
+    def _run_values(
+        self,
+        rationale: str,
+        *,
+        budget_account: str | None = None,
+        memories: list[int] | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        agent: str | None = None,
+    ) -> dict[str, Any]:
+        """The columns that move a run on (its status aside); ``memories`` (those the agent was given, for
+        `/aios why`), ``history`` (the thread as the agent was given it, for a model replay) and ``agent`` are
+        kept when not given."""
+        # Whoever moves a run on (resumes it, say) is the one working on it.
+        values: dict[str, Any] = {
+            "rationale": rationale,
+            "updated_at": utcnow(),
+            "owner": self.lease.id,
+            "budget_account": budget_account,
+        }
+        if memories is not None:
+            values["memories_used"] = memories
+        if history is not None:
+            values["history"] = [{"role": message.role, "text": message.text} for message in history]
+        if agent is not None:
+            values["agent"] = agent
+        return values
 
     async def _update_run(
         self,
@@ -194,20 +273,14 @@ class Planning(HandlerBase):
         budget_account: str | None = None,
         memories: list[int] | None = None,
         history: Sequence[LLMMessage] | None = None,
+        agent: str | None = None,
     ) -> None:
-        """Move a run on; ``memories`` (those the agent was given, for `/aios why`) and ``history`` (the thread
-        as the agent was given it, for a model replay) are kept when not given."""
+        """Move a run on (see :meth:`_run_values`)."""
+        values = self._run_values(
+            rationale, budget_account=budget_account, memories=memories, history=history, agent=agent
+        )
         async with self.units() as uow:
-            run = await uow.get(Run, run_id)
-            assert run is not None
-            run.status, run.rationale, run.updated_at = status, rationale, utcnow()
-            run.owner = self.lease.id  # whoever moves a run on (resumes it, say) is the one working on it
-            run.budget_account = budget_account
-            if memories is not None:
-                run.memories_used = memories
-            if history is not None:
-                run.history = [{"role": message.role, "text": message.text} for message in history]
-            uow.session.add(run)
+            await uow.runs.update_run(run_id, status=status, **values)
             await uow.commit()
 
     async def _model_failed(self, thread: Thread, exc: LLMError, context: str) -> None:
@@ -222,9 +295,11 @@ class Planning(HandlerBase):
             thread, f":warning: I couldn't get an answer from the model ({reason}), {advice}", context=context
         )
 
-    async def _over_budget(self, thread: Thread, run_id: int, exc: BudgetExceededError) -> None:
+    async def _over_budget(self, thread: Thread, run_id: int, exc: BudgetExceededError, agent: str) -> None:
         """Stop before the call, say why, and offer to ask for more; a grant resumes the run."""
-        await self._update_run(run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key)
+        await self._update_run(
+            run_id, RunStatus.OVER_BUDGET, str(exc), budget_account=exc.account.key, agent=agent
+        )
         blocked = BudgetBlocked(format_id("R", run_id), f"I stopped before calling the model: {exc}.")
         try:
             await self.transport.report_budget_blocked(thread, blocked)
@@ -260,7 +335,7 @@ class Planning(HandlerBase):
         thread = Thread(intent.channel, intent.thread_ts)
         # Plain words: the approval card shows a rationale as written, so a mention here would not ping.
         rationale = f"{command.user} pressed Request budget so that {run_ref} can continue."
-        return await self._propose(intent, thread, command.run_id, [grant], rationale)
+        return await self._propose(intent, thread, command.run_id, run.agent, [grant], rationale)
 
     async def propose_action(self, command: ProposeAction) -> Sequence[Message]:
         """An action proposed by an MCP client: no planning, the rest as for an agent's proposal (the policy's
@@ -292,7 +367,9 @@ class Planning(HandlerBase):
             )
             await uow.commit()
         assert run.id is not None
-        return await self._propose(intent, thread, run.id, [action], command.rationale, undoes=command.undoes)
+        return await self._propose(
+            intent, thread, run.id, command.agent, [action], command.rationale, undoes=command.undoes
+        )
 
     async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
         """A budget grant went through: the run it unblocks plans again from where it stopped."""
@@ -345,20 +422,6 @@ class Planning(HandlerBase):
         )
         return True
 
-    async def _offline_notice(self, thread: Thread) -> None:
-        """Say once per thread that planning is offline, so nobody mistakes the grammar for a model."""
-        if not self.offline:
-            return
-        async with self.units() as uow:
-            first = await uow.first_time(f"offline-notice:{thread.channel}:{thread.ts}")
-            await uow.commit()
-        if first:
-            await self._say(
-                thread,
-                "I'm in offline mode (no `ANTHROPIC_API_KEY` is set), so I plan with a small fixed grammar "
-                "rather than a model. `/aios help` shows what I understand.",
-            )
-
     async def _history(self, intent: Intent, thread: Thread) -> list[LLMMessage]:
         if thread.ts is None or intent.message_ts in (None, thread.ts):
             return []  # the intent starts its thread (or came by slash command): nothing came before it
@@ -374,52 +437,44 @@ class Planning(HandlerBase):
         intent: Intent,
         thread: Thread,
         run_id: int,
+        agent: str,
         actions: Sequence[Action],
         rationale: str,
         *,
         undoes: int | None = None,
+        run: dict[str, Any] | None = None,
     ) -> Sequence[Message]:
+        """Judge each action and store it with its verdict (its decision, and the approval or capability the
+        verdict asks for), and the run's new status (with ``run``: other columns moving it on), in one
+        transaction."""
         followups: list[Message] = []
         replies: list[tuple[str, str]] = []
         cards: list[tuple[int, ApprovalCard]] = []
         group_members = await self._group_members()  # before the transaction: it may ask Slack
         async with self.units() as uow:
-            run = await uow.get(Run, run_id)
-            assert run is not None and run.id is not None
             storing_version = await self._store_policy_version(uow)
             judged: list[Judged] = []
             for action in actions:
+                verdict, facts = await judge(
+                    self.policy, self.clock, uow, action, intent.user, run_id, judged, group_members
+                )
+                judged.append((action, verdict.verdict))
+                # Stored with the status its verdict gives it: judging does not look at the run's own actions.
                 proposed = await uow.add(
                     ProposedAction(
-                        run_id=run.id,
+                        run_id=run_id,
                         name=action.name,
                         params=action.model_dump(mode="json"),
                         rationale=rationale,
+                        status=VERDICT_STATUS.get(verdict.verdict, ActionStatus.AWAITING_APPROVAL),
                         undoes_action_id=undoes,
                     )
                 )
                 assert proposed.id is not None
-                verdict, facts = await judge(
-                    self.policy, self.clock, uow, action, intent.user, run.id, judged, group_members
-                )
-                judged.append((action, verdict.verdict))
-                decision = await uow.add(
-                    Decision(
-                        action_id=proposed.id,
-                        kind="policy",
-                        verdict=verdict.verdict,
-                        rule_id=verdict.rule_id,
-                        policy_hash=verdict.policy_hash,
-                        reason=verdict.explanation,
-                        justification=rationale,
-                        actor="policy",
-                        facts=facts.as_json(),
-                    )
-                )
+                decision = await uow.add(policy_decision(proposed.id, verdict, facts, rationale))
                 DECISIONS.labels(verdict=verdict.verdict).inc()
                 ids = f"`{format_id('A', proposed.id)}` · `{format_id('D', decision.id)}` · rule `{verdict.rule_id}`"
                 if verdict.verdict == "allow":
-                    proposed.status = ActionStatus.APPROVED
                     await uow.approvals.mint_capability(
                         self._capability(proposed, verdict.policy_hash, "policy")
                     )
@@ -428,7 +483,6 @@ class Planning(HandlerBase):
                         (f"Allowed by policy: {escape(self._told_summary(action))}. Running it now.", ids)
                     )
                 elif verdict.verdict == "deny":
-                    proposed.status = ActionStatus.DENIED
                     replies.append(
                         (
                             f":no_entry: Not allowed: {escape(self._told_summary(action))}. "
@@ -437,22 +491,20 @@ class Planning(HandlerBase):
                         )
                     )
                 else:
-                    proposed.status = ActionStatus.AWAITING_APPROVAL
                     approval = await self._request_approval(uow, proposed, decision, intent, thread, verdict)
                     assert approval.id is not None
                     cards.append((approval.id, self._card(approval, proposed, decision)))
-                uow.session.add(proposed)
-            await uow.runs.refresh_run_status(run.id)
+            await uow.runs.refresh_run_status(run_id, **(run or {}))
             await uow.commit()
         if storing_version:
             self._stored_policy_versions.add(self.policy.hash)
-        log.info("actions_proposed", intent=intent.id, run=run.id, agent=run.agent, actions=len(actions))
+        log.info("actions_proposed", intent=intent.id, run=run_id, agent=agent, actions=len(actions))
         for text, context in replies:
             await self._say(thread, text, context=context)
         crash_point("actions_proposed")
         if len(cards) > 1:
             # Several requests at once (a month of planned posts, say) are one card with Approve all.
-            await self.reviews.post(run.id, [approval_id for approval_id, _ in cards], thread)
+            await self.reviews.post(run_id, [approval_id for approval_id, _ in cards], thread)
             return followups
         for approval_id, card in cards:
             await self._post_card(approval_id, card, thread)

@@ -139,7 +139,7 @@ class EmbeddedMemoryStore:
 
     async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]:
         started = time.perf_counter()
-        async with self._units() as uow:
+        async with self._units.read() as uow:
             rows = (
                 await uow.session.exec(
                     select(Memory)
@@ -175,7 +175,7 @@ class EmbeddedMemoryStore:
                 keyed = keyed.where(col(Memory.kind).in_(kinds))
             if since is not None:
                 keyed = keyed.where(col(Memory.created_at) >= since)
-            async with self._units() as uow:
+            async with self._units.read() as uow:
                 found = await uow.session.exec(keyed.order_by(col(Memory.created_at).desc()).limit(limit))
                 exact = [self._hit(row, 1.0, "exact") for row in found.all()]
         spaces = {namespace(key) for key in named}
@@ -524,7 +524,7 @@ class EmbeddedMemoryStore:
         """The rows of those memories still there and not expired; the keyword index is told of those gone."""
         if not ids:
             return {}
-        async with self._units() as uow:
+        async with self._units.read() as uow:
             rows = (
                 await uow.session.exec(select(Memory).where(col(Memory.id).in_(ids), Memory.team_id == team))
             ).all()

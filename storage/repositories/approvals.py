@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from storage.audit import BOOKKEEPING
 from storage.records import (
     Approval,
     ApprovalStatus,
@@ -119,6 +120,16 @@ class ApprovalRepository(SessionRepository):
             .values(escalated_at=now)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+    async def show_approval_at(self, approval_id: int, message_ts: str) -> None:
+        """Remember the Slack message that shows the approval, in one UPDATE. Which message shows it is
+        bookkeeping, left out of the approval's audited content, so the write goes past the session (whose audit
+        hook would read the row back only to find its content unchanged)."""
+        assert "message_ts" in BOOKKEEPING["approval"]
+        connection = await self.session.connection()
+        await connection.execute(
+            update(Approval).where(col(Approval.id) == approval_id).values(message_ts=message_ts)
+        )
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime

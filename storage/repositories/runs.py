@@ -7,10 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, case, func, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import col, select
 
 from storage.records import (
+    RUN_STATUS_FROM_ACTIONS,
+    RUN_STATUS_OTHERWISE,
     ActionStatus,
     AgentPause,
     Decision,
@@ -19,7 +24,6 @@ from storage.records import (
     ProposedAction,
     Run,
     RunStatus,
-    run_status_for,
     utcnow,
 )
 from storage.repositories.base import SessionRepository
@@ -159,16 +163,65 @@ class RunRepository(SessionRepository):
         await self.refresh_run_status(action.run_id)
         return action
 
-    async def refresh_run_status(self, run_id: int) -> None:
-        run = await self.get(Run, run_id)
-        assert run is not None, f"no run {run_id}"
-        run.status = run_status_for({action.status for action in await self.actions_for_run(run_id)})
-        run.updated_at = utcnow()
-        self.session.add(run)
+    async def refresh_run_status(self, run_id: int, **values: Any) -> None:
+        """Give the run the status its actions' statuses make (RUN_STATUS_FROM_ACTIONS), with ``values`` for
+        other columns that move it on: one UPDATE, the actions looked at by the database. A copy of the run this
+        session holds is brought up to date."""
+
+        def having(statuses: Sequence[str]) -> ColumnElement[bool]:
+            return (
+                sql_select(col(ProposedAction.id))
+                .where(col(ProposedAction.run_id) == col(Run.id), col(ProposedAction.status).in_(statuses))
+                .exists()
+            )
+
+        status = case(
+            *((having(actions), run_status) for run_status, actions in RUN_STATUS_FROM_ACTIONS),
+            else_=RUN_STATUS_OTHERWISE,
+        )
+        values = {**values, "updated_at": values.get("updated_at", utcnow())}
+        statement = (
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(status=status, **values)
+            .returning(col(Run.status))
+            .execution_options(synchronize_session=False)
+        )
+        new_status = (await self.session.exec(statement)).scalar_one_or_none()
+        assert new_status is not None, f"no run {run_id}"
+        held = self.session.identity_map.get(identity_key(Run, run_id))
+        if held is not None:
+            for name, value in {**values, "status": new_status}.items():
+                set_committed_value(held, name, value)
+
+    async def update_run(self, run_id: int, **values: Any) -> None:
+        """Set these columns of the run, in one UPDATE (nothing read first)."""
+        await self.session.exec(
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
 
     async def claim_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → dispatched, so an intent is planned by one worker only."""
         return await self._move_received_intent(intent_id, IntentStatus.DISPATCHED)
+
+    async def claim_intent_in_thread(self, intent_id: int) -> Intent | None:
+        """:meth:`claim_intent` for an intent that has its thread already, returning it as it now stands (one
+        UPDATE … RETURNING); None when it has moved on, or has no thread yet."""
+        statement = (
+            update(Intent)
+            .where(
+                col(Intent.id) == intent_id,
+                col(Intent.status) == IntentStatus.RECEIVED,
+                col(Intent.thread_ts).is_not(None),
+            )
+            .values(status=IntentStatus.DISPATCHED)
+            .returning(Intent)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.exec(statement)).scalars().first()
 
     async def fail_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → failed; False when the intent had already moved on."""
