@@ -1,0 +1,238 @@
+"""Read-only units of work, reads that share one transaction, and the one-statement writes planning makes: a
+run's status computed from its actions in SQL, an intent claimed with its row returned, a card's message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.engine import create_engine
+from storage.migrate import upgrade_to_head
+from storage.records import (
+    ActionStatus,
+    Approval,
+    Decision,
+    Intent,
+    IntentStatus,
+    ProposedAction,
+    Run,
+    RunStatus,
+)
+from storage.unit_of_work import UnitOfWorkFactory, reading_together
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    yield engine
+    await engine.dispose()
+
+
+def sent_statements(engine: AsyncEngine) -> list[str]:
+    """The first word of every statement sent from now on, BEGIN and COMMIT left out."""
+    sent: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith(("BEGIN", "COMMIT")):
+            sent.append(statement.split()[0])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    return sent
+
+
+def begun(engine: AsyncEngine) -> list[str]:
+    """ "begin" for every transaction begun from now on."""
+    sent: list[str] = []
+    event.listen(engine.sync_engine, "begin", lambda _connection: sent.append("begin"))
+    return sent
+
+
+async def an_intent(units: UnitOfWorkFactory, *, thread_ts: str | None = "1.0") -> int:
+    async with units() as uow:
+        intent = await uow.add(
+            Intent(source="slack", team_id="T0", channel="C0", thread_ts=thread_ts, user="U0", text="hi")
+        )
+        await uow.commit()
+    assert intent.id is not None
+    return intent.id
+
+
+async def test_a_read_waits_for_no_writer_and_sees_only_what_was_committed(engine: AsyncEngine) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    async with units() as writer:
+        stored = await writer.get(Intent, intent_id)
+        assert stored is not None
+        stored.text = "changed, not committed"
+        writer.session.add(stored)
+        await writer.session.flush()
+        # A write unit of work here would wait for the one above (the writer lock) for ever.
+        async with asyncio.timeout(10), units.read() as reader:
+            read = await reader.get(Intent, intent_id)
+        assert read is not None and read.text == "hi"
+
+
+async def test_a_read_only_unit_of_work_cannot_commit_nor_write_on_postgresql(engine: AsyncEngine) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    async with units.read() as uow:
+        with pytest.raises(RuntimeError, match="nothing to commit"):
+            await uow.commit()
+    if engine.dialect.name != "postgresql":
+        return
+    with pytest.raises(DBAPIError, match="read-only transaction"):
+        async with units.read() as uow:
+            await uow.add(Intent(source="slack", team_id="T0", channel="C0", user="U0", text="no"))
+
+
+async def test_reads_begin_without_the_write_lock_on_sqlite(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE is what a read leaves out")
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    sent: list[str] = []
+    event.listen(
+        engine.sync_engine, "before_cursor_execute", lambda _c, _cu, statement, *_: sent.append(statement)
+    )
+    async with units.read() as uow:
+        await uow.get(Intent, intent_id)
+    async with units() as uow:
+        await uow.get(Intent, intent_id)
+    assert [s for s in sent if s.startswith("BEGIN")] == ["BEGIN", "BEGIN IMMEDIATE"]
+
+
+async def test_reads_together_share_one_transaction_and_it_ends_with_them(engine: AsyncEngine) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    sent = begun(engine)
+    async with reading_together():
+        for _ in range(3):
+            async with units.read() as uow:
+                assert await uow.get(Intent, intent_id) is not None
+        async with units() as uow:  # a write beside them has its own transaction, and commits
+            stored = await uow.get(Intent, intent_id)
+            assert stored is not None
+            stored.text = "written beside the reads"
+            uow.session.add(stored)
+            await uow.commit()
+    assert sent.count("begin") == 2
+    async with units.read() as uow:
+        read = await uow.get(Intent, intent_id)
+    assert read is not None and read.text == "written beside the reads"
+    assert sent.count("begin") == 3
+
+
+async def test_an_intent_is_claimed_with_its_row_once_it_has_a_thread(engine: AsyncEngine) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    threadless, threaded = await an_intent(units, thread_ts=None), await an_intent(units)
+    async with units() as uow:
+        assert await uow.runs.claim_intent_in_thread(threadless) is None
+        claimed = await uow.runs.claim_intent_in_thread(threaded)
+        await uow.commit()
+    assert claimed is not None and claimed.id == threaded and claimed.text == "hi"
+    assert claimed.status == IntentStatus.DISPATCHED and claimed.thread_ts == "1.0"
+    async with units() as uow:
+        assert await uow.runs.claim_intent_in_thread(threaded) is None  # claimed once
+        assert await uow.runs.claim_intent(threadless)  # still received
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ((), RunStatus.DENIED),
+        ((ActionStatus.EXECUTED, ActionStatus.AWAITING_APPROVAL), RunStatus.AWAITING_APPROVAL),
+        ((ActionStatus.FAILED, ActionStatus.APPROVED), RunStatus.EXECUTING),
+        ((ActionStatus.DENIED, ActionStatus.PROPOSED), RunStatus.EXECUTING),
+        ((ActionStatus.EXECUTED, ActionStatus.FAILED), RunStatus.FAILED),
+        ((ActionStatus.REJECTED, ActionStatus.EXECUTED), RunStatus.COMPLETED),
+        ((ActionStatus.DENIED, ActionStatus.EXPIRED), RunStatus.REJECTED),
+        ((ActionStatus.DENIED, ActionStatus.COMPENSATED), RunStatus.DENIED),
+    ],
+)
+async def test_a_run_takes_the_status_its_actions_make_in_one_update(
+    engine: AsyncEngine, statuses: tuple[ActionStatus, ...], expected: RunStatus
+) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    async with units() as uow:
+        run = await uow.add(Run(intent_id=intent_id, agent="returns", status=RunStatus.PLANNING))
+        assert run.id is not None
+        for status in statuses:
+            await uow.add(ProposedAction(run_id=run.id, name="shop.refund", params={}, status=status))
+        other = await uow.add(Run(intent_id=intent_id, agent="returns", status=RunStatus.PLANNING))
+        assert other.id is not None
+        await uow.add(
+            ProposedAction(run_id=other.id, name="shop.refund", params={}, status=ActionStatus.EXECUTED)
+        )
+        sent = sent_statements(engine)
+        await uow.runs.refresh_run_status(run.id, rationale="judged")
+        assert sent == ["UPDATE"]
+        # The copy of the run the session holds says what the database now does.
+        assert (run.status, run.rationale) == (expected, "judged")
+        await uow.commit()
+    async with units.read() as uow:
+        stored, untouched = await uow.get(Run, run.id), await uow.get(Run, other.id)
+    assert stored is not None and (stored.status, stored.rationale) == (expected, "judged")
+    assert untouched is not None and untouched.status == RunStatus.PLANNING
+
+
+async def test_a_cards_message_is_stored_in_one_statement_past_the_audit(engine: AsyncEngine) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    async with units() as uow:
+        run = await uow.add(Run(intent_id=intent_id, agent="returns"))
+        assert run.id is not None
+        action = await uow.add(ProposedAction(run_id=run.id, name="shop.refund", params={}))
+        assert action.id is not None
+        decision = await uow.add(
+            Decision(action_id=action.id, kind="policy", verdict="require_approval", actor="policy")
+        )
+        assert decision.id is not None
+        approval = await uow.add(
+            Approval(
+                action_id=action.id,
+                decision_id=decision.id,
+                approver_roles=["manager"],
+                requester="U0",
+                channel="C0",
+            )
+        )
+        await uow.commit()
+    assert approval.id is not None
+    sent = sent_statements(engine)
+    async with units() as uow:
+        await uow.approvals.show_approval_at(approval.id, "1700000000.000100")
+        await uow.commit()
+    assert sent == ["UPDATE"]  # no read back for the audit: which message shows it is not audited content
+    async with units.read() as uow:
+        stored = await uow.get(Approval, approval.id)
+    assert stored is not None and stored.message_ts == "1700000000.000100"
+
+
+async def test_a_read_inside_a_read_shares_its_turn_and_a_task_outliving_the_block_reads_alone(
+    engine: AsyncEngine,
+) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    go_on = asyncio.Event()
+
+    async def later() -> str | None:
+        await go_on.wait()
+        async with units.read() as uow:
+            intent = await uow.get(Intent, intent_id)
+        return intent.text if intent else None
+
+    async with reading_together():
+        async with asyncio.timeout(10), units.read() as outer, units.read() as inner:
+            assert inner.session is outer.session
+            assert await inner.get(Intent, intent_id) is not None
+        outliving = asyncio.create_task(later())
+    go_on.set()
+    async with asyncio.timeout(10):
+        assert await outliving == "hi"
