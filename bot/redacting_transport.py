@@ -1,8 +1,11 @@
 """The one way out to people: every message the bot posts, updates or shows to one user goes through here, with
 the configured secrets replaced, whatever text (an error, a model's words, a tool's result) it was built from.
 
-The runtime's notices are scrubbed field by field before the transport draws them: a secret is replaced as it
-was written, before escaping or shortening could change the text it would be found in."""
+The runtime's notices are scrubbed twice. First field by field, before they are drawn: a secret is replaced as
+the notice holds it (its text already escaped for mrkdwn by the runtime, so the redactor knows that form too, and
+a number whose digits are a secret included), before a card's shortening could cut it in two. Then the drawn
+message itself, its text and blocks, on its way to the transport's post or update: nothing a card adds in
+drawing (a number written out, a label) can carry a secret out."""
 
 from __future__ import annotations
 
@@ -12,49 +15,82 @@ from datetime import datetime
 from typing import Any
 
 from agents.context import ThreadEntry
+from bot.block_kit_notices import BlockKitNotices
 from connectors.redaction import Redactor
 from runtime.notices import ApprovalCard, BudgetBlocked, Done, EscalationMessage, Notice, RunReview, Thread
 from runtime.transport import Transport
+
+
+class _ScrubbedWhenDrawn(BlockKitNotices):
+    """A Block Kit transport's drawing, each message it draws scrubbed before that transport posts it."""
+
+    def __init__(self, transport: BlockKitNotices, redactor: Redactor) -> None:
+        self._transport = transport
+        self._redactor = redactor
+
+    async def post(
+        self,
+        channel: str,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> str:
+        return await self._transport.post(
+            channel, self._redactor.text(text), blocks=self._redactor.data(blocks), thread_ts=thread_ts
+        )
+
+    async def update(
+        self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
+        await self._transport.update(
+            channel, ts, self._redactor.text(text), blocks=self._redactor.data(blocks)
+        )
 
 
 class RedactingTransport:
     def __init__(self, transport: Transport, redactor: Redactor) -> None:
         self._transport = transport
         self._redactor = redactor
+        # Notices go to whoever draws them: this transport's drawing with the drawn message scrubbed, when it
+        # draws Block Kit (Slack, the console); otherwise the transport itself, given the scrubbed notice.
+        self._notices: BlockKitNotices | Transport = (
+            _ScrubbedWhenDrawn(transport, redactor) if isinstance(transport, BlockKitNotices) else transport
+        )
 
     async def tell(self, thread: Thread, notice: Notice) -> str:
-        return await self._transport.tell(thread, self._scrubbed(notice))
+        return await self._notices.tell(thread, self._scrubbed(notice))
 
     async def ask_approval(self, thread: Thread, card: ApprovalCard) -> str:
-        return await self._transport.ask_approval(thread, self._scrubbed(card))
+        return await self._notices.ask_approval(thread, self._scrubbed(card))
 
     async def update_approval(self, channel: str, ts: str, card: ApprovalCard) -> None:
-        await self._transport.update_approval(channel, ts, self._scrubbed(card))
+        await self._notices.update_approval(channel, ts, self._scrubbed(card))
 
     async def settle_approval(
         self, channel: str, ts: str, card: ApprovalCard, outcome: str, actor: str | None, at: datetime
     ) -> None:
-        await self._transport.settle_approval(channel, ts, self._scrubbed(card), outcome, actor, at)
+        await self._notices.settle_approval(channel, ts, self._scrubbed(card), outcome, actor, at)
 
     async def ask_review(self, thread: Thread, review: RunReview) -> str:
-        return await self._transport.ask_review(thread, self._scrubbed(review))
+        return await self._notices.ask_review(thread, self._scrubbed(review))
 
     async def update_review(self, channel: str, ts: str, review: RunReview) -> None:
-        await self._transport.update_review(channel, ts, self._scrubbed(review))
+        await self._notices.update_review(channel, ts, self._scrubbed(review))
 
     async def escalate(self, thread: Thread, message: EscalationMessage) -> str:
-        return await self._transport.escalate(thread, self._scrubbed(message))
+        return await self._notices.escalate(thread, self._scrubbed(message))
 
     async def settle_escalation(
         self, channel: str, ts: str, message: EscalationMessage, outcome: str, actor: str, at: datetime
     ) -> None:
-        await self._transport.settle_escalation(channel, ts, self._scrubbed(message), outcome, actor, at)
+        await self._notices.settle_escalation(channel, ts, self._scrubbed(message), outcome, actor, at)
 
     async def report_done(self, thread: Thread, done: Done) -> None:
-        await self._transport.report_done(thread, self._scrubbed(done))
+        await self._notices.report_done(thread, self._scrubbed(done))
 
     async def report_budget_blocked(self, thread: Thread, blocked: BudgetBlocked) -> None:
-        await self._transport.report_budget_blocked(thread, self._scrubbed(blocked))
+        await self._notices.report_budget_blocked(thread, self._scrubbed(blocked))
 
     async def post(
         self,
@@ -107,7 +143,8 @@ class RedactingTransport:
 
     def _scrubbed(self, value: Any) -> Any:
         """A notice with every secret replaced in its text, however deep (the lines of a review card, the
-        edits and parameters of an approval card); values that are not text (times, zones) as they are."""
+        edits and parameters of an approval card), and in a number that would be drawn as a secret's digits;
+        other values (times, zones) as they are."""
         if not self._redactor:
             return value
         if is_dataclass(value) and not isinstance(value, type):

@@ -3,8 +3,8 @@ message, passes through a ``Redactor`` built from the secrets in the settings.
 
 Connectors keep their own key out of what they say; this catches what one forgets, a library's exception text
 or a server that echoes a credential back. A secret is replaced by ``[REDACTED:<SETTING>]``, and so are the forms
-it takes on the wire: URL-encoded, without the spaces WordPress shows in application passwords, and base64
-as in HTTP Basic and SMTP AUTH.
+it takes on the wire: URL-encoded, without the spaces WordPress shows in application passwords, base64 as in
+HTTP Basic and SMTP AUTH, and escaped for Slack's mrkdwn (as chat messages carry the text they quote).
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ def _base64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def _mrkdwn_escaped(text: str) -> str:
+    """The text as a chat message quotes it: Slack's mrkdwn writes `&`, `<` and `>` as entities (the escaping
+    ``runtime.mrkdwn`` does, which connectors cannot import)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _forms(secret: Secret) -> set[str]:
     """What the secret may look like in a text: as set, on the wire, or inside an echoed request."""
     if len(secret.value.strip()) < MIN_SECRET_LENGTH:
@@ -46,7 +52,13 @@ def _forms(secret: Secret) -> set[str]:
     values = {secret.value, secret.value.replace(" ", "")}
     forms = set(values)
     for value in values:
-        forms |= {quote(value, safe=""), quote_plus(value), _base64(value), _base64(f"{value}:")}
+        forms |= {
+            quote(value, safe=""),
+            quote_plus(value),
+            _base64(value),
+            _base64(f"{value}:"),
+            _mrkdwn_escaped(value),
+        }
         if secret.user:
             forms |= {_base64(f"{secret.user}:{value}"), _base64(f"\0{secret.user}\0{value}")}
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
@@ -71,12 +83,15 @@ class Redactor:
         return self._pattern.sub(lambda match: f"[REDACTED:{self._names[match.group()]}]", text)
 
     def data(self, value: Any) -> Any:
-        """A JSON-like value (str, dict, list, tuple, nested) with every secret replaced; other values as
+        """A JSON-like value (str, dict, list, tuple, nested) with every secret replaced; a number whose
+        digits hold a secret becomes its scrubbed text (it would be shown as those digits); other values as
         they are."""
         if self._pattern is None:
             return value
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and self.leaks(str(value)):
+            return self.text(str(value))
         if isinstance(value, dict):
             return {self.data(key): self.data(item) for key, item in value.items()}
         if isinstance(value, list | tuple):

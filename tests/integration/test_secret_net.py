@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import structlog.testing
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import select
 
 from agents.base import PlanRequest
@@ -21,13 +22,17 @@ from agents.returns import ReturnsAgent
 from bot.blocks import SUMMARY_MAX
 from bot.bootstrap import Aios
 from bot.explain import explain
+from bot.redacting_transport import RedactingTransport
+from bot.slack_transport import SlackTransport
 from connectors.actions import Action, ShopRefund, StripeRefund
 from connectors.errors import ConnectorError, PermanentConnectorError
+from connectors.redaction import Redactor, Secret
 from connectors.registry import ConnectorRegistry
 from runtime.handlers import Handlers
 from runtime.intake import IncomingIntent
 from runtime.messagebus import MessageBus
 from runtime.messages import HandleIntent
+from runtime.mrkdwn import escape
 from runtime.notices import (
     ApprovalCard,
     BudgetBlocked,
@@ -42,7 +47,7 @@ from runtime.notices import (
 from storage.ids import format_id
 from storage.records import ProposedAction
 from tests.conftest import Clock
-from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.integration.conftest import CHANNEL, REQUESTER, everything_stored, start_aios
 
 WP_USER, WP_PASSWORD = "editor", "abcd EFGH ijkl MNOP"
@@ -258,6 +263,64 @@ async def test_every_notice_the_runtime_hands_the_transport_is_scrubbed(
     assert_no_secret(said)
     assert WP_PASSWORD[:9] not in said  # "abcd EFGH": the part a shortened card would have kept
     assert said.count("[REDACTED:WORDPRESS_APP_PASSWORD]") >= 10 * 4
+
+
+def slack_redacting(slack_api: FakeSlackApi, *secrets: Secret) -> RedactingTransport:
+    """The bot's way out to Slack, with only these secrets configured."""
+    client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+    return RedactingTransport(SlackTransport(client), Redactor(secrets))
+
+
+def said_to(slack_api: FakeSlackApi) -> str:
+    return "\n".join(json.dumps(c.params, ensure_ascii=False) for c in slack_api.calls)
+
+
+async def test_a_secret_stored_as_a_number_is_not_drawn_on_a_card(
+    slack_api: FakeSlackApi, clock: Clock
+) -> None:
+    """A card draws a number as its digits (money with separators): a secret made of digits that a model or
+    a requester put in an action's parameters, however deep, is replaced before it is written out."""
+    transport = slack_redacting(slack_api, Secret("AIOS_SHOP_API_KEY", "98765432"))
+    card = ApprovalCard(
+        approval_id="AP-1",
+        action_id="A-1",
+        decision_id="D-1",
+        summary="refund",
+        params={"order_id": 98765432, "amount": 98765432.0, "note": {"x": 98765432, "y": [98765432]}},
+        rationale="asked",
+        rule_id="default",
+        reason="needs a manager",
+        approver_roles=("manager",),
+        requester=REQUESTER,
+        expires_at=None,
+        edits=(CardEdit("U0MANAGER", (("order_id", 1003, 98765432),)),),
+    )
+    ts = await transport.ask_approval(Thread(CHANNEL, "1.5"), card)
+    await transport.settle_approval(CHANNEL, ts, card, "approved", "U0MANAGER", clock.now)
+    said = said_to(slack_api)
+    assert "98765432" not in said and "98,765,432" not in said
+    assert said.count("[REDACTED:AIOS_SHOP_API_KEY]") >= 2 * 5
+    assert "*Order id:* [REDACTED:AIOS_SHOP_API_KEY]" in said
+
+
+async def test_a_secret_the_runtime_escaped_for_mrkdwn_is_found_in_its_escaped_form(
+    slack_api: FakeSlackApi,
+) -> None:
+    """The runtime escapes `&`, `<` and `>` in what it quotes before a notice exists: a secret holding them
+    is known in that form too."""
+    secret = "pa<ss&word>9"
+    transport = slack_redacting(slack_api, Secret("AIOS_SMTP_URL", secret))
+    thread = Thread(CHANNEL, "1.5")
+    quoted = escape(f"the server said key={secret}")
+    await transport.tell(thread, Notice(quoted, quoted))
+    await transport.report_done(thread, Done(f"Done ({quoted})", quoted))
+    await transport.ask_review(
+        thread,
+        RunReview("R-1", REQUESTER, "refund", ("manager",), (ReviewLine("AP-1", "x", "pending", quoted),)),
+    )
+    said = said_to(slack_api)
+    assert escape(secret) not in said and secret not in said and "word&gt;9" not in said
+    assert said.count("[REDACTED:AIOS_SMTP_URL]") >= 5
 
 
 class LeakyPayments:

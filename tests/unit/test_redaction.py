@@ -14,6 +14,7 @@ import pytest
 from bot.settings import Settings
 from connectors.errors import PermanentConnectorError, TransientConnectorError
 from connectors.redaction import RedactedError, Redactor, Secret, scrubbed
+from runtime.mrkdwn import escape
 
 WP_PASSWORD = "abcd EFGH ijkl MNOP qrst UVWX"
 
@@ -77,6 +78,23 @@ def test_nested_results_keys_included_are_scrubbed_and_other_values_kept() -> No
         "echo": ["fine", {"header": "X-Shopify-Access-Token: [REDACTED:SHOPIFY_ACCESS_TOKEN]"}],
         "[REDACTED:SHOPIFY_ACCESS_TOKEN]": ("a", None),
     }
+
+
+def test_a_number_whose_digits_are_a_secret_becomes_its_scrubbed_text() -> None:
+    redactor = Redactor([Secret("AIOS_SHOP_API_KEY", "98765432")])
+    assert redactor.data({"pin": 98765432, "amount": 98765432.0, "order": 1003, "ok": True, "of": 1.5}) == {
+        "pin": "[REDACTED:AIOS_SHOP_API_KEY]",
+        "amount": "[REDACTED:AIOS_SHOP_API_KEY].0",
+        "order": 1003,
+        "ok": True,
+        "of": 1.5,
+    }
+
+
+def test_a_secret_is_found_as_the_runtime_escapes_it_for_mrkdwn() -> None:
+    redactor = Redactor([Secret("AIOS_SMTP_URL", "a&b<c>d-9")])
+    assert escape("a&b<c>d-9") == "a&amp;b&lt;c&gt;d-9"
+    assert redactor.text(f"key={escape('a&b<c>d-9')}.") == "key=[REDACTED:AIOS_SMTP_URL]."
 
 
 def test_an_error_keeps_its_class_and_retry_after_with_its_message_scrubbed() -> None:
