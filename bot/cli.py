@@ -248,6 +248,7 @@ async def _serve(host: str, port: int) -> None:
     from aiohttp import web
 
     from bot.bootstrap import bootstrap
+    from bot.listening import CannotListen, listening_socket, url
     from bot.scheduler import build_scheduler
     from bot.settings import Settings
     from bot.slack_app import build_slack_app
@@ -258,29 +259,30 @@ async def _serve(host: str, port: int) -> None:
     settings = Settings()
     settings.require("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
     assert settings.slack_signing_secret is not None
-    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
-    aios = await bootstrap(settings, SlackTransport(client))
-    bolt = build_slack_app(aios, client, settings.slack_signing_secret)
-    runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
-    await runner.setup()
-    scheduler = build_scheduler(aios)
-    scheduler.start()
+    # Bound first: a process that cannot listen exits before its scheduler's jobs and its recovery run (and
+    # says so, or the generic handler would blame AIOS_DATABASE_URL).
     try:
+        sock = listening_socket(host, port)
+    except CannotListen as exc:
+        _fail(str(exc))
+    with sock:
+        client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
+        aios = await bootstrap(settings, SlackTransport(client))
+        bolt = build_slack_app(aios, client, settings.slack_signing_secret)
+        runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
+        await runner.setup()
+        scheduler = build_scheduler(aios)
+        scheduler.start()
         try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            # Not the database's fault: say so, or the generic handler would blame AIOS_DATABASE_URL.
-            _fail(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port (or PORT), "
-                "or stop what is listening there"
-            )
-        await aios.recover()
-        log.info("serving", url=f"http://{host}:{port}", planner=aios.llm.name)
-        await _until_stopped()
-    finally:
-        scheduler.shutdown(wait=False)
-        await runner.cleanup()
-        await aios.close()
+            await web.SockSite(runner, sock).start()
+            await aios.recover()
+            # The address really listened on (port 0 picks one): what a supervisor or a test connects to.
+            log.info("serving", url=url(sock), planner=aios.llm.name)
+            await _until_stopped()
+        finally:
+            scheduler.shutdown(wait=False)
+            await runner.cleanup()
+            await aios.close()
 
 
 @app.command()

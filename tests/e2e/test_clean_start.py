@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.aios_process import AIOS, aios_env, free_port
+from tests.fakes.aios_process import AIOS, aios_env
 
 BAD_SETTINGS = {
     "smtp-url": (
@@ -31,7 +31,7 @@ BAD_SETTINGS = {
 
 def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [AIOS, "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        [AIOS, "serve", "--host", "127.0.0.1", "--port", "0"],
         env=env,
         capture_output=True,
         text=True,

@@ -76,7 +76,29 @@ def test_serve_on_a_port_in_use_names_the_port_not_the_database(tmp_path: Path) 
         result = run("serve", "--host", "127.0.0.1", "--port", str(port), env=env)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "choose another --port (or PORT), or stop what is listening there" in result.stderr
     assert "database" not in result.stderr and "Traceback" not in result.stderr
+    # Refused before the bot started: no store was made, so no scheduled job or recovery ran either.
+    assert not (tmp_path / "p.db").exists()
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "192.0.2.1"])
+def test_serve_on_a_host_that_is_not_here_says_to_check_the_host(tmp_path: Path, host: str) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/h.db", "http://127.0.0.1:9/api/")
+    result = run("serve", "--host", host, "--port", "0", env=env)
+    assert result.returncode == 2
+    assert f"cannot listen on {host}:0" in result.stderr
+    assert f"{host} is not an address of this machine; check --host" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "h.db").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may listen on any port")
+def test_serve_on_a_privileged_port_says_to_choose_one_above_1024(tmp_path: Path) -> None:
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/r.db", "http://127.0.0.1:9/api/")
+    result = run("serve", "--host", "127.0.0.1", "--port", "80", env=env)
+    assert result.returncode == 2
+    assert "port 80 needs privileges; choose one above 1024" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r.db").exists()
 
 
 def test_db_upgrade(tmp_path: Path) -> None:

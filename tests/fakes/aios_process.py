@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -52,40 +53,26 @@ class ServeProcess:
     log: Path
 
 
-PORT_TAKEN = "cannot listen on"
-PORT_ATTEMPTS = 5
-
-
 @contextmanager
 def running_aios_serve(env: dict[str, str], timeout: float = 30) -> Iterator[ServeProcess]:
-    """Start `aios serve` on a free loopback port, wait for /healthz, stop it (SIGTERM) afterwards.
+    """Start `aios serve` on a loopback port the system picks (``--port 0``), wait until it says where it serves
+    and /healthz answers there, stop it (SIGTERM) afterwards.
 
-    A port found free can be taken by another test process before the server binds it; the server then says
-    so and exits, and it is started again on another port. Its log goes to a file, not a pipe: a pipe nobody
-    reads would stall the server once full.
+    The address is read from the server's own "serving" log line, so no other process can have taken it in
+    between. Its log goes to a file, not a pipe: a pipe nobody reads would stall the server once full.
     """
     with tempfile.TemporaryDirectory(prefix="aios-serve-") as logdir:
         log = Path(logdir) / "serve.log"
-        for attempt in range(PORT_ATTEMPTS):
-            port = free_port()
-            with log.open("wb") as log_file:
-                process = subprocess.Popen(
-                    [AIOS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log_file,
-                )
-            serve = ServeProcess(f"http://127.0.0.1:{port}", process, log)
-            try:
-                _wait_until_healthy(serve, timeout)
-            except AssertionError:
-                process.kill()
-                process.wait()
-                if PORT_TAKEN in log.read_text() and attempt + 1 < PORT_ATTEMPTS:
-                    continue
-                raise
-            break
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                [AIOS, "serve", "--host", "127.0.0.1", "--port", "0"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         try:
+            serve = ServeProcess(_served_url(process, log, timeout), process, log)
+            _check_healthy(serve)
             yield serve
         finally:
             process.terminate()
@@ -93,19 +80,39 @@ def running_aios_serve(env: dict[str, str], timeout: float = 30) -> Iterator[Ser
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
-def _wait_until_healthy(serve: ServeProcess, timeout: float) -> None:
+def served_url(log: str) -> str | None:
+    """The URL in a server's "serving" log line (JSON lines), once it has written one."""
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "serving":
+            return str(entry["url"])
+    return None
+
+
+def _served_url(process: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if serve.process.poll() is not None:
-            raise AssertionError(
-                f"aios serve exited with {serve.process.returncode}: {serve.log.read_text()}"
-            )
-        try:
-            with urllib.request.urlopen(f"{serve.url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"aios serve did not become healthy: {serve.log.read_text()}")
+        url = served_url(log.read_text())
+        if url is not None:
+            return url
+        if process.poll() is not None:
+            raise AssertionError(f"aios serve exited with {process.returncode}: {log.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"aios serve did not say where it serves: {log.read_text()}")
+
+
+def _check_healthy(serve: ServeProcess) -> None:
+    try:
+        with urllib.request.urlopen(f"{serve.url}/healthz", timeout=5) as response:
+            healthy = response.status == 200
+    except OSError as exc:
+        raise AssertionError(
+            f"aios serve at {serve.url} did not answer /healthz ({exc}): {serve.log.read_text()}"
+        ) from exc
+    assert healthy, f"aios serve at {serve.url} is not healthy: {serve.log.read_text()}"
