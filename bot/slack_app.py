@@ -23,6 +23,7 @@ from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
 from bot.slack_home import approval_channel, decide_from_home, register_home
+from bot.slack_metrics import SLACK_REQUESTS
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -38,7 +39,6 @@ from bot.undo import ask_undo, file_undo, undo_action
 from runtime.crashpoints import crash_point
 from runtime.intake import IncomingIntent, accept_click, accept_run_click
 from runtime.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
-from runtime.observability import SLACK_REQUESTS
 from runtime.undo_filing import UndoFiling
 from storage.ids import parse_key
 from storage.records import Click

@@ -24,6 +24,7 @@ from bot.action_forms import (
 )
 from bot.blocks import EDIT_ACTION_ID
 from bot.bootstrap import Aios
+from bot.slack_metrics import SLACK_REQUESTS
 from bot.slack_payloads import ButtonClick, SlackId, parse_payload
 from connectors.errors import UnknownActionError
 from policies.approvers import Refusal, group_ids
@@ -32,7 +33,6 @@ from runtime.crashpoints import crash_point
 from runtime.handlers.edits import edit_refusal
 from runtime.intake import accept_edit
 from runtime.messages import EditApproval
-from runtime.observability import SLACK_REQUESTS
 from runtime.transport import TransportError
 from storage.ids import format_id, parse_key
 from storage.records import Approval, ApprovalStatus, ProposedAction

@@ -15,6 +15,7 @@ from sqlmodel import select
 from bot.bootstrap import Aios
 from bot.message_ids import is_ours, record_of_message
 from bot.queries import why_answer
+from bot.slack_metrics import SLACK_REQUESTS
 from bot.slack_payloads import (
     ButtonClick,
     MaybeSlackId,
@@ -22,7 +23,6 @@ from bot.slack_payloads import (
     parse_payload,
 )
 from bot.why_blocks import WHY_OPEN_PREFIX
-from runtime.observability import SLACK_REQUESTS
 from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import Approval, ProposedAction

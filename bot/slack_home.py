@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.bootstrap import Aios
+from bot.slack_metrics import SLACK_REQUESTS
 from bot.slack_payloads import EventCallback, SlackId, parse_payload
 from runtime.messages import DecideApproval
-from runtime.observability import SLACK_REQUESTS
 from storage.home_viewers import HomeViewers
 from storage.records import Approval
 

@@ -17,9 +17,9 @@ from slack_sdk.models.views import View
 
 from bot.bootstrap import Aios
 from bot.rejection_reasons import MAX_REASON, accept_reason
+from bot.slack_metrics import SLACK_REQUESTS
 from bot.slack_payloads import SlackId, parse_payload, payload_type, problems
 from runtime.messages import ReviseRejected
-from runtime.observability import SLACK_REQUESTS
 from runtime.transport import TransportError
 from storage.ids import format_id, parse_key
 from storage.records import Approval

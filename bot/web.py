@@ -30,9 +30,10 @@ from slack_bolt.request.payload_utils import (
 from sqlalchemy import text
 
 from bot.bootstrap import Aios
+from bot.slack_metrics import ACK_SECONDS
 from bot.slack_payloads import Envelope, delivery_id, payload_type, problems
 from bot.slack_signature import signature_problem
-from runtime.observability import ACK_SECONDS, refresh_waiting_approvals
+from runtime.observability import refresh_waiting_approvals
 from runtime.tracing import slack_ack
 
 MAX_BODY_BYTES = 1024 * 1024

@@ -1,5 +1,6 @@
-"""Prometheus metrics, served at `GET /metrics`: the front door, and what a team asks about its automations
-(what ran and how it ended, money moved, approvals waiting, model spend, compensations, escalations)."""
+"""Prometheus metrics, served at `GET /metrics`: what a team asks about its automations (intents accepted, what
+ran and how it ended, money moved, approvals waiting, model spend, compensations, escalations). The Slack front
+door's own are in ``bot.slack_metrics``."""
 
 from __future__ import annotations
 
@@ -12,12 +13,6 @@ from sqlmodel import col, func, select
 from storage.records import Approval, ApprovalStatus, LlmCall, ProposedAction, Run, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory
 
-SLACK_REQUESTS = Counter("aios_slack_requests_total", "Slack requests received", ["kind"])
-ACK_SECONDS = Histogram(
-    "aios_slack_ack_seconds",
-    "Time from receiving a Slack request to answering it",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
 INTENTS = Counter("aios_intents_total", "Intents accepted", ["source"])
 DECISIONS = Counter("aios_decisions_total", "Decisions recorded", ["verdict"])
 EXECUTIONS = Counter("aios_executions_total", "Connector executions", ["outcome"])

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+import bot.slack_metrics  # noqa: F401  (registers the Slack front door's metrics)
 import runtime.observability  # noqa: F401  (registers the bot's metrics)
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "aios.json"
