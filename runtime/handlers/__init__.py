@@ -66,7 +66,9 @@ __all__ = ["CONNECTOR_ATTEMPTS", "Handlers"]
 
 
 class Handlers:
-    """The three groups of handlers, built from one set of collaborators and subscribed to the bus."""
+    """The handlers of each step (planning, approvals, revisions and edits, execution, compensation,
+    recovery, control, memories, snippets, voice, scheduled publishing), built from one set of collaborators and
+    subscribed to the bus."""
 
     def __init__(
         self,
