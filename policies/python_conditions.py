@@ -121,9 +121,10 @@ class _Parser:
         while True:
             start = self.at
             try:
-                parts.append(operand())
+                part = operand()
                 if self._peek() not in (None, joiner, "||", ")"):
-                    raise _NotModelled  # the operand goes on past what was read
+                    raise _NotModelled  # the operand goes on past what was read: what was read is not it
+                parts.append(part)
             except _NotModelled:
                 self.at = start
                 self._step_over(joiner)
