@@ -214,7 +214,7 @@ def test_a_judge_answers_only_as_cel_does(when: str, listed: list[dict[str, Any]
         ('action.name == "a.x" && action.params.amount > 100.0', {"amount": 250}, UNKNOWN),  # an int
         ("action.params.amount > 100.0", {"amount": float("nan")}, UNKNOWN),
         # The operand goes on past the path (`*` is CEL's): the path alone, a bool here, is not the operand.
-        ('action.params.amount * 2.0 > 1.0 || action.name == "b.y"', {"amount": True}, UNKNOWN),
+        ('action.params.amount * 2.0 > 1.0 || action.name == "b.y"', {"amount": False}, UNKNOWN),
         (
             'order.refunded + action.params.amount > 100.0 || run.totals["a.x"] > 100.0',
             {"amount": 99.0},
