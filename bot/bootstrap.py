@@ -38,7 +38,7 @@ from policies.engine import Policy
 from runtime import observability
 from runtime.background import BackgroundTasks
 from runtime.handlers import Handlers
-from runtime.intake import IncomingIntent, accept_intent
+from runtime.intake import IncomingIntent, IntentInbox
 from runtime.messagebus import Message, MessageBus
 from runtime.messages import HandleIntent, Recover, log_fields
 from runtime.tracing import IntentTraces, configure_from_environment
@@ -72,9 +72,10 @@ class Aios:
     llm: LLM
     memory: MemoryStore
     lease: Lease
+    inbox: IntentInbox
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
-        return await accept_intent(self.units, incoming, self.lease.id)
+        return await self.inbox.accept(incoming)
 
     async def process(self, message: Message) -> None:
         """Run a message to completion; a failure is logged and, for an intent, told in its thread."""
@@ -286,4 +287,5 @@ async def _wire(
         clock=clock,
         llm=llm,
         lease=lease,
+        inbox=IntentInbox(units, lease.id),
     )

@@ -46,6 +46,9 @@ from storage.records import Click
 log = structlog.get_logger(__name__)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
+NOT_STORED = (
+    "I couldn't store that request, so nothing will be done with it; please send it again in a moment."
+)
 
 
 def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
@@ -97,16 +100,23 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
                 _answer_privately(aios, parsed, command.channel_id, command.user_id), name="slash_query"
             )
             return
-        intent_id = await aios.accept(
-            IncomingIntent(
-                source="slash",
-                team_id=team,
-                channel=command.channel_id,
-                thread_ts=None,
-                user=command.user_id,
-                text=parsed.argument,
+        try:
+            intent_id = await aios.accept(
+                IncomingIntent(
+                    source="slash",
+                    team_id=team,
+                    channel=command.channel_id,
+                    thread_ts=None,
+                    user=command.user_id,
+                    text=parsed.argument,
+                )
             )
-        )
+        except SQLAlchemyError:
+            # Slack never sends a slash command again, so the person is told, rather than shown a failed
+            # dispatch; an event's failure still answers 503 (see on_error), so Slack delivers it again.
+            log.exception("intent_not_stored", source="slash", user=command.user_id)
+            await ack(text=NOT_STORED)
+            return
         await ack(text=f"Got it (I-{intent_id}); I'll answer in a thread in this channel.")
         assert intent_id is not None
         aios.submit(HandleIntent(intent_id))

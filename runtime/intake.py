@@ -3,12 +3,14 @@ gets its ack."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.group_commit import GroupCommit
 from runtime.observability import INTENTS
 from storage.records import ActionEdit, Approval, ApprovalStatus, Click, Intent
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
 DEFAULT_TEAM = "default"
@@ -26,14 +28,40 @@ class IncomingIntent:
     delivery_key: str | None = None  # Slack's event_id; None where Slack never redelivers
 
 
-async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent, owner: int) -> int | None:
-    """Store the intent, owned by the lease ``owner``; None when this delivery was seen before (a Slack retry
-    or duplicate)."""
-    async with units() as uow:
+class IntentInbox:
+    """Intents stored before their ack; those arriving together share one transaction (a group commit), so a
+    burst costs one commit rather than one each."""
+
+    def __init__(self, units: UnitOfWorkFactory, owner: int | None) -> None:
+        """``owner``: the lease of the process that plans what it accepts, or None when a worker takes
+        each intent from the store."""
+        self._owner = owner
+        self._batches: GroupCommit[IncomingIntent, int | None] = GroupCommit(units, self._store)
+
+    async def accept(self, incoming: IncomingIntent) -> int | None:
+        """The stored intent's id, once it is committed; None when this delivery was seen before (a Slack
+        retry or duplicate, in this batch or an earlier one)."""
+        intent_id = await self._batches.submit(incoming)
+        if intent_id is not None:
+            INTENTS.labels(source=incoming.source).inc()
+        return intent_id
+
+    async def _store(self, uow: UnitOfWork, batch: list[IncomingIntent]) -> list[int | None]:
+        return await store_intents(uow, batch, self._owner)
+
+
+async def store_intents(
+    uow: UnitOfWork, batch: Sequence[IncomingIntent], owner: int | None
+) -> list[int | None]:
+    """Add the intents, each with its delivery key claimed in the same transaction; None for a delivery seen
+    before."""
+    fresh: list[Intent | None] = []
+    for incoming in batch:
         key = incoming.delivery_key
         if key is not None and not await uow.first_time(f"slack-event:{key}"):
-            return None
-        intent = await uow.add(
+            fresh.append(None)
+            continue
+        fresh.append(
             Intent(
                 source=incoming.source,
                 team_id=incoming.team_id or DEFAULT_TEAM,
@@ -45,15 +73,14 @@ async def accept_intent(units: UnitOfWorkFactory, incoming: IncomingIntent, owne
                 owner=owner,
             )
         )
-        await uow.commit()
-    INTENTS.labels(source=incoming.source).inc()
-    assert intent.id is not None
-    return intent.id
+    uow.session.add_all([intent for intent in fresh if intent is not None])
+    await uow.session.flush()  # one INSERT for the batch
+    return [intent.id if intent is not None else None for intent in fresh]
 
 
 async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
     """Store an Approve or Reject click; its id goes with the DecideApproval that handles it."""
-    async with units() as uow:
+    async with units(urgent=True) as uow:
         stored = await uow.add(click)
         await uow.commit()
     assert stored.id is not None
@@ -65,7 +92,7 @@ async def accept_edit(
 ) -> int:
     """Store a submitted edit before Slack gets its ack (a crash after the ack loses nothing); its id, which goes
     with the EditApproval that handles it."""
-    async with units() as uow:
+    async with units(urgent=True) as uow:
         approval = await uow.get(Approval, approval_id)
         edit = ActionEdit(
             approval_id=approval_id,
@@ -87,7 +114,7 @@ async def accept_run_click(
     (the message ``card_ts``), in one transaction: each is then handled, and recovered after a crash, exactly as
     if it had been clicked on its own. Approvals the run asked for later, on another card, are not decided by a
     click on this one."""
-    async with units() as uow:
+    async with units(urgent=True) as uow:
         clicks = []
         for proposed in await uow.runs.actions_for_run(run_id):
             approval = await uow.approvals.approval_for_action(proposed.id or 0)

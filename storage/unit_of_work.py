@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
@@ -25,6 +27,42 @@ from storage.repositories import (
     UndoQueries,
 )
 from storage.repositories.base import Owned, Record
+
+
+class WriterLock:
+    """One writer at a time, handed over in order of arrival, except that a writer someone is waiting on
+    (what stands between a request and its ack) goes before the background work queued ahead of it."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._others: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, *, urgent: bool) -> None:
+        if not self._held and not self._urgent and not self._others:
+            self._held = True
+            return
+        queue = self._urgent if urgent else self._others
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # it was handed over just as the waiter was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(turn)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._others):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # still held: it passes straight to this waiter
+                    return
+        self._held = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +99,16 @@ class UnitOfWork:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        writer_lock: asyncio.Lock | None,
+        writer_lock: WriterLock | None,
         *,
+        urgent: bool = False,
         read_only: bool = False,
         shared: SharedReads | None = None,
     ) -> None:
         self._sessions = sessions
         self._writer_lock = writer_lock
+        self._urgent = urgent
+        self._locked = False
         self._read_only = read_only
         self._shared = shared
         self._open: _Open | None = None
@@ -130,7 +171,8 @@ class UnitOfWork:
             self._open = _Open.over(session)
             return self
         if self._writer_lock is not None:
-            await self._stack.enter_async_context(self._writer_lock)
+            await self._writer_lock.acquire(urgent=self._urgent)
+            self._locked = True
         self._open = _Open.over(self._sessions())
         return self
 
@@ -145,6 +187,9 @@ class UnitOfWork:
                 await self._open.session.close()
         finally:
             self._open = None
+            if self._locked and self._writer_lock is not None:
+                self._locked = False
+                self._writer_lock.release()
             await self._stack.aclose()
 
     async def commit(self) -> None:
@@ -213,8 +258,9 @@ class UnitOfWorkFactory:
     """Hands out fresh units of work; the one object the service layer needs to reach storage.
 
     SQLite allows one writer at a time. Waiting for its lock inside SQLite means a sleeping busy handler
-    (sleeps of up to 100 ms), so units of work in one process queue on an asyncio lock instead: first
-    come, first served, no sleeping. Units of work must not nest. A read-only unit of work (:meth:`read`)
+    (sleeps of up to 100 ms), so units of work in one process queue on a lock of their own instead: no
+    sleeping, first come, first served, except that an urgent unit (one a Slack ack waits on) goes first.
+    Units of work must not nest. A read-only unit of work (:meth:`read`)
     takes neither that lock nor SQLite's write lock, and cannot commit.
     """
 
@@ -227,7 +273,7 @@ class UnitOfWorkFactory:
     ) -> None:
         self._sessions = sessions
         self._read_sessions = read_sessions
-        self._writer_lock = asyncio.Lock() if serialise else None
+        self._writer_lock = WriterLock() if serialise else None
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine) -> UnitOfWorkFactory:
@@ -237,8 +283,8 @@ class UnitOfWorkFactory:
             serialise=engine.dialect.name == "sqlite",
         )
 
-    def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self._sessions, self._writer_lock)
+    def __call__(self, *, urgent: bool = False) -> UnitOfWork:
+        return UnitOfWork(self._sessions, self._writer_lock, urgent=urgent)
 
     def read(self) -> UnitOfWork:
         """A unit of work that only reads; inside :func:`reading_together`, one sharing its transaction."""

@@ -485,3 +485,24 @@ async def test_a_listener_failure_is_logged_as_one_json_line_with_its_traceback_
     chain = failure["exception"]  # the SQLAlchemy error and the sqlite3 error it wraps, each with its frames
     assert all(e["exc_type"] == "OperationalError" and "no such table: once" in e["exc_value"] for e in chain)
     assert any(frame["filename"].endswith("runtime/intake.py") for e in chain for frame in e["frames"])
+
+
+async def test_a_slash_intent_that_cannot_be_stored_is_answered_200_with_a_message(tmp_path: Path) -> None:
+    database = tmp_path / "aios.db"
+    with (
+        FakeSlackApi() as slack,
+        running_aios_serve(aios_env(f"sqlite+aiosqlite:///{database}", slack.url)) as serve,
+    ):
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE intent RENAME TO intent_gone")  # storing an intent now fails
+        body, content_type = slash_command("refund $5 on order 1002", user=REQUESTER)
+        headers = {"Content-Type": content_type, **sign(body)}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{serve.url}/slack/events", data=body, headers=headers) as response,
+        ):
+            # Slack never sends a slash command again: the person is told, rather than shown a failed dispatch.
+            assert response.status == 200
+            assert "couldn't store that request" in await response.text()
+        records = [json.loads(line) for line in serve.log.read_text().splitlines() if line.strip()]
+    assert [r["level"] for r in records if r.get("event") == "intent_not_stored"] == ["error"]

@@ -1,0 +1,83 @@
+"""Group commit: writes that arrive together share one transaction.
+
+The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its turn
+(the previous batch still committing, or SQLite's writer lock held by other work) join the batch. Once the
+commit has its transaction the batch is closed, and the next caller opens the next one. Every caller gets its
+result only after the commit that holds its write, and a failed commit fails every caller of that batch (each
+with the error itself) and no other batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# A bound on one transaction's size, so that a flood is written in steps rather than as one long commit.
+MAX_BATCH = 200
+
+
+@dataclass
+class _Batch(Generic[Item, Result]):
+    items: list[Item] = field(default_factory=list)
+    waiters: list[asyncio.Future[Result]] = field(default_factory=list)
+
+
+class GroupCommit(Generic[Item, Result]):
+    def __init__(
+        self,
+        units: UnitOfWorkFactory,
+        write: Callable[[UnitOfWork, list[Item]], Awaitable[list[Result]]],
+        *,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._units = units
+        self._write = write
+        self._max_batch = max_batch
+        self._open: _Batch[Item, Result] | None = None
+        self._turn = asyncio.Lock()  # one batch commits at a time, so the next one gathers meanwhile
+        self._commits: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Item) -> Result:
+        """The write's result, once the transaction holding it has committed."""
+        batch = self._open
+        if batch is None or len(batch.items) >= self._max_batch:
+            batch = self._open = _Batch()
+            # A task of its own: the commit goes on for the others if the caller that opened it is cancelled.
+            commit = asyncio.create_task(self._commit(batch), name="group_commit")
+            self._commits.add(commit)
+            commit.add_done_callback(self._commits.discard)
+        waiter: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        batch.items.append(item)
+        batch.waiters.append(waiter)
+        return await waiter
+
+    async def _commit(self, batch: _Batch[Item, Result]) -> None:
+        try:
+            async with self._turn, self._units(urgent=True) as uow:
+                if self._open is batch:
+                    self._open = None  # the transaction is ours: later callers open the next batch
+                results = await self._write(uow, batch.items)
+                await uow.commit()
+        except BaseException as exc:
+            if self._open is batch:
+                self._open = None
+            for waiter in batch.waiters:
+                if waiter.done():
+                    continue
+                if isinstance(exc, Exception):
+                    waiter.set_exception(exc)
+                else:  # the process is stopping
+                    waiter.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiter, result in zip(batch.waiters, results, strict=True):
+            if not waiter.done():
+                waiter.set_result(result)

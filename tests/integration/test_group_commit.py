@@ -1,0 +1,142 @@
+"""Intents arriving together share one transaction, each acked only after the commit that holds it; a failed
+commit fails its own callers and no other batch; a delivery key counts once within a batch and across them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+
+from runtime.group_commit import GroupCommit
+from runtime.intake import IncomingIntent, IntentInbox
+from storage.engine import create_engine
+from storage.migrate import upgrade_to_head
+from storage.records import Intent
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+
+def incoming(text: str, key: str | None = None) -> IncomingIntent:
+    return IncomingIntent(
+        source="mention", team_id="T1", channel="C1", thread_ts=None, user="U1", text=text, delivery_key=key
+    )
+
+
+async def stored_texts(units: UnitOfWorkFactory) -> list[str]:
+    async with units() as uow:
+        return [i.text for i in (await uow.session.exec(select(Intent).order_by(col(Intent.id)))).all()]
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def units(engine: AsyncEngine) -> UnitOfWorkFactory:
+    return UnitOfWorkFactory.for_engine(engine)
+
+
+def count_commits(engine: AsyncEngine) -> list[int]:
+    commits: list[int] = []
+    event.listen(engine.sync_engine, "commit", lambda _connection: commits.append(1))
+    return commits
+
+
+async def test_a_burst_of_intents_is_stored_in_one_commit_and_each_gets_its_own_id(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    inbox = IntentInbox(units, owner=None)
+    commits = count_commits(engine)
+    ids = await asyncio.gather(*(inbox.accept(incoming(f"intent {n}")) for n in range(20)))
+    assert len(commits) == 1
+    assert len(set(ids)) == 20 and None not in ids
+    assert await stored_texts(units) == [f"intent {n}" for n in range(20)]
+    async with units() as uow:
+        for n, intent_id in enumerate(ids):
+            intent = await uow.get(Intent, intent_id)
+            assert intent is not None and intent.text == f"intent {n}" and intent.owner is None
+
+
+async def test_a_delivery_key_counts_once_within_a_batch_and_across_batches(units: UnitOfWorkFactory) -> None:
+    inbox = IntentInbox(units, owner=None)
+    first = await asyncio.gather(
+        inbox.accept(incoming("a", key="Ev1")), inbox.accept(incoming("a again", key="Ev1"))
+    )
+    assert first[0] is not None and first[1] is None
+    later = await asyncio.gather(
+        inbox.accept(incoming("a later", key="Ev1")), inbox.accept(incoming("b", "Ev2"))
+    )
+    assert later[0] is None and later[1] is not None
+    assert await stored_texts(units) == ["a", "b"]
+
+
+async def test_callers_arriving_while_a_batch_commits_join_the_next_one(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    inbox = IntentInbox(units, owner=7)
+    commits = count_commits(engine)
+    first = asyncio.ensure_future(inbox.accept(incoming("first")))
+    await asyncio.sleep(0)  # the first batch has started its commit
+    rest = [asyncio.ensure_future(inbox.accept(incoming(f"then {n}"))) for n in range(5)]
+    ids = [await first, *await asyncio.gather(*rest)]
+    assert None not in ids and len(set(ids)) == 6
+    assert len(commits) <= 2
+    async with units() as uow:
+        assert {(await uow.get(Intent, i)).owner for i in ids} == {7}  # type: ignore[union-attr]
+
+
+async def test_a_failed_commit_fails_each_caller_of_its_batch_and_no_other_batch(
+    units: UnitOfWorkFactory,
+) -> None:
+    failing = {"texts": {"poison"}}
+
+    async def write(uow: UnitOfWork, batch: list[str]) -> list[int]:
+        if failing["texts"] & set(batch):
+            await uow.session.exec(text("INSERT INTO no_such_table VALUES (1)"))  # type: ignore[call-overload]
+        ids = []
+        for item in batch:
+            ids.append(await uow.first_time(f"item:{item}"))
+        return [int(x) for x in ids]
+
+    batches: GroupCommit[str, int] = GroupCommit(units, write)
+    doomed = await asyncio.gather(
+        batches.submit("poison"), batches.submit("innocent bystander"), return_exceptions=True
+    )
+    assert all(isinstance(result, SQLAlchemyError) for result in doomed)
+    assert list(await asyncio.gather(batches.submit("next"), batches.submit("innocent bystander"))) == [1, 1]
+    async with units() as uow:
+        assert not await uow.first_time("item:next")
+        assert not await uow.first_time("item:innocent bystander")
+        assert await uow.first_time("item:poison")  # nothing of the failed batch was kept
+
+
+async def test_a_batch_is_bounded_and_the_rest_goes_in_the_next(units: UnitOfWorkFactory) -> None:
+    sizes: list[int] = []
+
+    async def write(uow: UnitOfWork, batch: list[int]) -> list[int]:
+        sizes.append(len(batch))
+        return batch
+
+    batches: GroupCommit[int, int] = GroupCommit(units, write, max_batch=4)
+    assert await asyncio.gather(*(batches.submit(n) for n in range(10))) == list(range(10))
+    assert sizes == [4, 4, 2]
+
+
+async def test_a_cancelled_caller_does_not_stop_the_others_commit(units: UnitOfWorkFactory) -> None:
+    inbox = IntentInbox(units, owner=None)
+    opener = asyncio.ensure_future(inbox.accept(incoming("opener")))
+    await asyncio.sleep(0)
+    joiner = asyncio.ensure_future(inbox.accept(incoming("joiner")))
+    opener.cancel()
+    assert await joiner is not None
+    with pytest.raises(asyncio.CancelledError):
+        await opener
+    assert "joiner" in await stored_texts(units)
