@@ -1,86 +1,213 @@
-"""Ack latency of `aios serve` for signed slash commands, measured from a client on loopback.
+"""Ack latency of `aios serve` beside its anchor, a bare Bolt app, measured in the same run.
 
-Starts the real server against the local fake Slack Web API, then sends signed `/aios` requests:
-read-only subcommands (`status`) and intents (persisted before the ack, then planned in the background).
-Prints percentiles and throughput (for the burst rows, requests answered per second of wall time).
-The client and the fake Slack API share this process, so the figures include their cost too.
-Run from the repository root:
+Both get the very same signed `/aios` requests from a client on loopback:
 
-    .venv/bin/python -m bench.ack_latency [--requests 400] [--concurrency 8]
+- `/aios status` (read-only; its answer is posted in the background) with a fixed number in flight
+  (closed loop): throughput and latency, the bot against the bare Bolt app (`bench.bare_bolt`: Bolt's aiohttp
+  adapter, `process_before_response=True`, a listener that acks at once).
+- intents sent at a fixed offered rate (open loop: each request leaves at its scheduled time, whatever the
+  answers before it, and its latency counts from that time), each stored before its ack while earlier ones are
+  planned: by `aios serve` alone, and by `aios serve --no-work` beside an `aios worker` (with `--split`).
+
+The bot, its worker, the anchor and the fake Slack Web API each run in their own process; the client runs in
+this one. Run from the repository root:
+
+    .venv/bin/python -m bench.ack_latency [--rate 500] [--seconds 4] [--concurrency 8] [--requests 2000]
+        [--split] [--postgres postgresql+asyncpg://…]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from tests.fakes.aios_process import aios_env, running_aios_serve
-from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.aios_process import aios_env, free_port, running_aios_serve, running_aios_worker
 from tests.fakes.slack_payloads import sign, slash_command
 
+INTENT = "draft a post titled Bench"
 
-async def measure(
-    url: str, text: str, requests: int, concurrency: int, gap: float = 0.0
-) -> tuple[list[float], float]:
+
+@dataclass(frozen=True)
+class Figures:
+    latencies: list[float]  # seconds
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+    def quantile_ms(self, q: int) -> float:
+        return statistics.quantiles([x * 1000 for x in self.latencies], n=100)[q - 1]
+
+
+async def _post(session: aiohttp.ClientSession, url: str, text: str) -> None:
+    body, content_type = slash_command(text, user="U0BENCH")
+    headers = {"Content-Type": content_type, **sign(body)}
+    async with session.post(f"{url}/slack/events", data=body, headers=headers) as response:
+        await response.read()
+        assert response.status == 200, response.status
+
+
+async def closed_loop(url: str, text: str, requests: int, concurrency: int) -> Figures:
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
 
     async def one(session: aiohttp.ClientSession) -> None:
-        body, content_type = slash_command(text, user="U0BENCH")
-        headers = {"Content-Type": content_type, **sign(body)}
         async with gate:
             started = time.perf_counter()
-            async with session.post(f"{url}/slack/events", data=body, headers=headers) as response:
-                await response.read()
-                assert response.status == 200, response.status
+            await _post(session, url, text)
             latencies.append(time.perf_counter() - started)
-            if gap:
-                await asyncio.sleep(gap)
 
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
         await asyncio.gather(*(one(session) for _ in range(requests)))
-        elapsed = time.perf_counter() - started
-    return latencies, elapsed
+        return Figures(latencies, time.perf_counter() - started)
 
 
-def report(name: str, latencies: list[float], elapsed: float) -> None:
-    ms = sorted(x * 1000 for x in latencies)
-    q = statistics.quantiles(ms, n=100)
-    print(
-        f"{name:<28} n={len(ms):<5} p50={q[49]:7.2f} ms  p90={q[89]:7.2f} ms  p99={q[98]:7.2f} ms  "
-        f"max={ms[-1]:7.2f} ms  {len(ms) / elapsed:7.0f} req/s"
+async def open_loop(url: str, text: str, rate: float, seconds: float) -> Figures:
+    """Requests leave at ``rate`` per second whatever the answers; latency counts from each one's scheduled
+    time, so a server that falls behind is charged for the queue it builds."""
+    latencies: list[float] = []
+
+    async def one(session: aiohttp.ClientSession, due: float) -> None:
+        await _post(session, url, text)
+        latencies.append(time.perf_counter() - due)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = []
+        started = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            due = started + n / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(session, due)))
+        await asyncio.gather(*tasks)
+        return Figures(latencies, time.perf_counter() - started)
+
+
+@contextmanager
+def running_bare_bolt(slack_api_url: str, timeout: float = 20) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_bolt", "--port", str(port), "--slack-api-url", slack_api_url]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the bare Bolt app did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def running_fake_slack() -> Iterator[str]:
+    """The fake Slack Web API in a process of its own, so that answering the bot's posts does not take the
+    client's CPU."""
+    code = (
+        "import sys, time\n"
+        "from tests.fakes.slack_api import FakeSlackApi\n"
+        "with FakeSlackApi() as slack:\n"
+        "    print(slack.url, flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.stdin.close()
+        process.wait(10)
+
+
+def planned(database_url: str) -> tuple[int, int]:
+    """Intents stored, and those planned (no longer `received`), in a SQLite store."""
+    path = database_url.split("///", 1)[1]
+    with sqlite3.connect(path) as connection:
+        total = connection.execute("SELECT count(*) FROM intent").fetchone()[0]
+        waiting = connection.execute("SELECT count(*) FROM intent WHERE status = 'received'").fetchone()[0]
+    return int(total), int(total) - int(waiting)
+
+
+def row(name: str, figures: Figures) -> str:
+    return (
+        f"{name:<44} n={len(figures.latencies):<5} p50={figures.quantile_ms(50):7.2f} ms  "
+        f"p99={figures.quantile_ms(99):7.2f} ms  max={max(figures.latencies) * 1000:7.2f} ms  "
+        f"{figures.rate:6.0f} req/s"
     )
 
 
-def main(requests: int, concurrency: int) -> None:
-    with tempfile.TemporaryDirectory() as workdir, FakeSlackApi() as slack:
-        env = aios_env(f"sqlite+aiosqlite:///{Path(workdir) / 'bench.db'}", slack.url)
-        with running_aios_serve(env) as serve:
-            asyncio.run(run_scenarios(serve.url, requests, concurrency))
+async def status_side_by_side(bare: str, bot: str, requests: int, concurrency: int) -> None:
+    for url in (bare, bot):
+        await closed_loop(url, "status", 50, 1)  # warm up: the lazy auth.test, connection pools
+    anchor = await closed_loop(bare, "status", requests, concurrency)
+    ours = await closed_loop(bot, "status", requests, concurrency)
+    print(row(f"/aios status, {concurrency} in flight: bare Bolt", anchor))
+    print(row(f"/aios status, {concurrency} in flight: aios serve", ours))
+    print(f"{'':<44} throughput {ours.rate / anchor.rate:.2f}x the bare app")
 
 
-async def run_scenarios(url: str, requests: int, concurrency: int) -> None:
-    await measure(url, "status", 20, 1)  # warm up: the lazy auth.test, connection pools
-    report("read-only (/aios status)", *await measure(url, "status", requests, concurrency))
-    intent = "draft a post titled Bench"
-    # One at a time with idle gaps: the ack alone. In a burst: the ack while earlier intents are
-    # being planned and answered in the background of the same process.
-    report("intent, one at a time", *await measure(url, intent, 30, 1, gap=0.2))
-    report("intent, burst", *await measure(url, intent, requests // 4, concurrency))
+async def intents_at_rate(name: str, url: str, rate: float, seconds: float) -> None:
+    await closed_loop(url, INTENT, 20, 1)
+    print(row(f"intents at {rate:.0f}/s (open loop): {name}", await open_loop(url, INTENT, rate, seconds)))
+
+
+def main(
+    rate: float, seconds: float, requests: int, concurrency: int, split: bool, postgres: str | None
+) -> None:
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        slack = stack.enter_context(running_fake_slack())
+        bare = stack.enter_context(running_bare_bolt(slack))
+        database = postgres or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        with running_aios_serve(aios_env(database, slack)) as serve:
+            asyncio.run(status_side_by_side(bare, serve.url, requests, concurrency))
+            asyncio.run(intents_at_rate("bare Bolt", bare, rate, seconds))
+            asyncio.run(intents_at_rate("aios serve", serve.url, rate, seconds))
+            if postgres is None:
+                total, done = planned(database)
+                print(f"{'':<44} {done} of {total} intents planned by the end of the run")
+        if split:
+            split_database = postgres or f"sqlite+aiosqlite:///{workdir / 'split.db'}"
+            env = aios_env(split_database, slack)
+            with running_aios_serve(env, work=False) as serve, running_aios_worker(env):
+                asyncio.run(intents_at_rate("serve --no-work + worker", serve.url, rate, seconds))
+                if postgres is None:
+                    total, done = planned(split_database)
+                    print(f"{'':<44} {done} of {total} intents planned by the end of the run")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=500, help="intents offered per second")
+    parser.add_argument("--seconds", type=float, default=4, help="how long intents are offered")
+    parser.add_argument("--requests", type=int, default=2000, help="status requests per app")
+    parser.add_argument("--concurrency", type=int, default=8, help="status requests in flight")
+    parser.add_argument("--split", action="store_true", help="also `aios serve --no-work` + `aios worker`")
+    parser.add_argument("--postgres", help="a PostgreSQL URL to use instead of a fresh SQLite file")
     args = parser.parse_args()
-    main(args.requests, args.concurrency)
+    main(args.rate, args.seconds, args.requests, args.concurrency, args.split, args.postgres)

@@ -73,6 +73,8 @@ class Aios:
     memory: MemoryStore
     lease: Lease
     inbox: IntentInbox
+    # False for `aios serve --no-work`: intents are stored without an owner and planned by `aios worker`.
+    works: bool = True
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
         return await self.inbox.accept(incoming)
@@ -87,7 +89,10 @@ class Aios:
                 await self._report_failed_intent(message.intent_id)
 
     def submit(self, message: Message) -> None:
-        """Hand a message to the background, after the ack."""
+        """Hand a message to the background, after the ack; an intent is left to a worker when this process
+        does no work."""
+        if isinstance(message, HandleIntent) and not self.works:
+            return
         self.background.spawn(self.process(message), name=type(message).__name__)
 
     async def post_digest(self) -> None:
@@ -166,8 +171,9 @@ def _planner(
 
 
 async def bootstrap(
-    settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow
+    settings: Settings, transport: Transport, *, clock: Callable[[], datetime] = utcnow, works: bool = True
 ) -> Aios:
+    """The bot, wired; ``works=False`` for a front door that stores intents and leaves them to workers."""
     # Refuse a bad policy before touching anything; its conditions may name only parameters actions have.
     policy = Policy.from_file(settings.policy_file, installed_action_params())
     redactor = Redactor(settings.secrets())
@@ -211,7 +217,9 @@ async def bootstrap(
         lease = await acquire_lease(engine, units)
         cleanup.push_async_callback(lease.release)
         await registry.seed()
-        aios = await _wire(settings, transport, clock, policy, engine, units, registry, llm, lease, cleanup)
+        aios = await _wire(
+            settings, transport, clock, policy, engine, units, registry, llm, lease, cleanup, works=works
+        )
         cleanup.pop_all()
     return aios
 
@@ -227,6 +235,8 @@ async def _wire(
     llm: LLM,
     lease: Lease,
     cleanup: AsyncExitStack,
+    *,
+    works: bool,
 ) -> Aios:
     shop = registry.connector_for("shop.refund")
     assert isinstance(shop, OrderLookup), "the shop connector must be able to look up orders"
@@ -287,5 +297,6 @@ async def _wire(
         clock=clock,
         llm=llm,
         lease=lease,
-        inbox=IntentInbox(units, lease.id),
+        inbox=IntentInbox(units, lease.id if works else None),
+        works=works,
     )

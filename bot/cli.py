@@ -234,22 +234,30 @@ def chat(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 3000,
+    work: Annotated[
+        bool,
+        typer.Option(
+            "--work/--no-work",
+            help="Plan intents and run timers and recovery here too (the default), or only store intents "
+            "and ack, leaving that work to `aios worker` processes.",
+        ),
+    ] = True,
 ) -> None:
     """HTTP mode: POST /slack/events, GET /healthz, GET /metrics."""
     _keep_running()
     from bot.logs import configure_logging
 
     configure_logging(json=True)
-    _run(lambda: _serve(host, port))
+    _run(lambda: _serve(host, port, work=work))
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, *, work: bool) -> None:
     import structlog
     from aiohttp import web
 
     from bot.bootstrap import bootstrap
     from bot.listening import CannotListen, listening_socket, url
-    from bot.scheduler import build_scheduler
+    from bot.scheduler import build_lease_keeper, build_scheduler
     from bot.settings import Settings
     from bot.slack_app import build_slack_app
     from bot.slack_transport import SlackTransport, build_slack_client
@@ -267,22 +275,66 @@ async def _serve(host: str, port: int) -> None:
         _fail(str(exc))
     with sock:
         client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
-        aios = await bootstrap(settings, SlackTransport(client))
+        aios = await bootstrap(settings, SlackTransport(client), works=work)
         bolt = build_slack_app(aios, client, settings.slack_signing_secret)
         runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
         await runner.setup()
-        scheduler = build_scheduler(aios)
+        # Without the work, the timers and recovery run in the workers; this process only keeps its lease.
+        scheduler = build_scheduler(aios) if work else build_lease_keeper(aios)
         scheduler.start()
         try:
             await web.SockSite(runner, sock).start()
-            await aios.recover()
+            if work:
+                await aios.recover()
             # The address really listened on (port 0 picks one): what a supervisor or a test connects to.
-            log.info("serving", url=url(sock), planner=aios.llm.name)
+            log.info("serving", url=url(sock), planner=aios.llm.name, work=work)
             await _until_stopped()
         finally:
             scheduler.shutdown(wait=False)
             await runner.cleanup()
             await aios.close()
+
+
+@app.command()
+def worker() -> None:
+    """The runtime's work without the web front door (Procfile `worker`), when the work is split from the acks:
+    plans the intents `aios serve --no-work` stores, and runs the timers and recovery."""
+    _keep_running()
+    from bot.logs import configure_logging
+
+    configure_logging(json=True)
+    _run(_work)
+
+
+async def _work() -> None:
+    import asyncio
+
+    import structlog
+
+    from bot.bootstrap import bootstrap
+    from bot.scheduler import build_scheduler
+    from bot.settings import Settings
+    from bot.slack_transport import SlackTransport, build_slack_client
+    from runtime.worker import Worker
+
+    log = structlog.get_logger(__name__)
+    settings = Settings()
+    settings.require("SLACK_BOT_TOKEN")
+    client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
+    aios = await bootstrap(settings, SlackTransport(client))
+    scheduler = build_scheduler(aios)
+    scheduler.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await aios.recover()
+        log.info("working", lease=aios.lease.id, planner=aios.llm.name)
+        await Worker(aios.units, aios.lease, aios.process).run(stop)
+    finally:
+        scheduler.shutdown(wait=False)
+        await aios.close()
 
 
 @app.command()

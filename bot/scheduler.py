@@ -86,3 +86,17 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
             max_instances=1,
         )
     return scheduler
+
+
+def build_lease_keeper(aios: Aios) -> AsyncIOScheduler:
+    """The one job of a front door that leaves the work to workers (`aios serve --no-work`): keep its lease,
+    which the runs of the clicks it decides record."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        aios.lease.keep,
+        IntervalTrigger(seconds=DEAD_OWNER_SWEEP_SECONDS),
+        id="lease",
+        coalesce=True,
+        max_instances=1,
+    )
+    return scheduler

@@ -99,12 +99,13 @@ def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
     except ValidationError as exc:
         raise MalformedRequestError(problems(exc), delivery_id(body)) from None
     try:
-        bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=dict(headers))
-        if bolt_request.body != body:
-            # Bolt takes any form body containing the word "payload" for an interactivity payload, so
-            # `/aios remember payload sizes …` would reach no listener; our reading of the body wins.
-            bolt_request.body = body
-            bolt_request.context = build_async_context(AsyncBoltContext(), body)
+        # Built around the body as read above rather than letting Bolt parse it a second time; besides, Bolt
+        # takes any form body containing the word "payload" for an interactivity payload, so
+        # `/aios remember payload sizes …` would reach no listener.
+        bolt_request = AsyncBoltRequest(body="", query=request.query_string, headers=dict(headers))
+        bolt_request.raw_body = text
+        bolt_request.body = body
+        bolt_request.context = build_async_context(AsyncBoltContext(), body)
         # What Bolt hands every listener and error handler; reading it here turns a shape Bolt cannot read
         # into a 400 rather than a crash inside Bolt (the envelope check covers what Slack documents).
         for read in (to_event, to_message, to_command, to_action, to_options, to_shortcut, to_view, to_step):

@@ -27,12 +27,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
-from sqlalchemy import delete, text
+from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
 
-from storage.records import ProcessLease, utcnow
+from storage.records import Intent, IntentStatus, ProcessLease, utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -234,3 +234,32 @@ async def acquire_lease(engine: AsyncEngine, units: UnitOfWorkFactory) -> Lease:
     await lease.forget_ended()
     log.info("lease_taken", lease=lease.id)
     return lease
+
+
+async def claim_intents(units: UnitOfWorkFactory, owner: int, limit: int) -> list[int]:
+    """Make ``owner`` the owner of up to ``limit`` received intents that name none (stored by a front door that
+    leaves the work to workers), oldest first; their ids.
+
+    One statement, so that of workers claiming at once each intent goes to one. On PostgreSQL the rows another
+    worker is claiming are skipped (``FOR UPDATE SKIP LOCKED``) rather than waited for; SQLite has one writer
+    at a time (``BEGIN IMMEDIATE``). An intent whose worker dies is then work of a dead owner, which recovery
+    hands to a live process."""
+    async with units() as uow:
+        session = uow.session
+        unowned = (
+            select(Intent.id)
+            .where(col(Intent.status) == IntentStatus.RECEIVED, col(Intent.owner).is_(None))
+            .order_by(col(Intent.id))
+            .limit(limit)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            unowned = unowned.with_for_update(skip_locked=True)
+        claim = (
+            update(Intent)
+            .where(col(Intent.id).in_(unowned.scalar_subquery()), col(Intent.owner).is_(None))
+            .values(owner=owner)
+            .returning(col(Intent.id))
+        )
+        claimed = sorted((await session.exec(claim)).scalars().all())
+        await uow.commit()
+    return claimed

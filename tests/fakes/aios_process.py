@@ -54,9 +54,12 @@ class ServeProcess:
 
 
 @contextmanager
-def running_aios_serve(env: dict[str, str], timeout: float = 30) -> Iterator[ServeProcess]:
+def running_aios_serve(
+    env: dict[str, str], timeout: float = 30, *, work: bool = True
+) -> Iterator[ServeProcess]:
     """Start `aios serve` on a loopback port the system picks (``--port 0``), wait until it says where it serves
-    and /healthz answers there, stop it (SIGTERM) afterwards.
+    and /healthz answers there, stop it (SIGTERM) afterwards; ``work=False`` starts `aios serve --no-work`,
+    which leaves the work to `aios worker`.
 
     The address is read from the server's own "serving" log line, so no other process can have taken it in
     between. Its log goes to a file, not a pipe: a pipe nobody reads would stall the server once full.
@@ -65,7 +68,7 @@ def running_aios_serve(env: dict[str, str], timeout: float = 30) -> Iterator[Ser
         log = Path(logdir) / "serve.log"
         with log.open("wb") as log_file:
             process = subprocess.Popen(
-                [AIOS, "serve", "--host", "127.0.0.1", "--port", "0"],
+                [AIOS, "serve", "--host", "127.0.0.1", "--port", "0", *([] if work else ["--no-work"])],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
@@ -116,3 +119,35 @@ def _check_healthy(serve: ServeProcess) -> None:
             f"aios serve at {serve.url} did not answer /healthz ({exc}): {serve.log.read_text()}"
         ) from exc
     assert healthy, f"aios serve at {serve.url} is not healthy: {serve.log.read_text()}"
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def running_aios_worker(env: dict[str, str], timeout: float = 30) -> Iterator[WorkerProcess]:
+    """Start `aios worker`, wait until it logs that it works, stop it (SIGTERM) afterwards."""
+    with tempfile.TemporaryDirectory(prefix="aios-worker-") as logdir:
+        log = Path(logdir) / "worker.log"
+        with log.open("wb") as log_file:
+            process = subprocess.Popen([AIOS, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        worker = WorkerProcess(process, log)
+        try:
+            deadline = time.monotonic() + timeout
+            while '"event": "working"' not in log.read_text():
+                if process.poll() is not None:
+                    raise AssertionError(f"aios worker exited with {process.returncode}: {log.read_text()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"aios worker did not start: {log.read_text()}")
+                time.sleep(0.1)
+            yield worker
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
