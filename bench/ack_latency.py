@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -27,9 +28,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -44,6 +45,11 @@ INTENT = "draft a post titled Bench"
 class Figures:
     latencies: list[float]  # seconds
     elapsed: float
+    cpu: float = 0.0  # seconds of CPU the server's processes used meanwhile
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu * 1000 / len(self.latencies)
 
     @property
     def rate(self) -> float:
@@ -98,7 +104,7 @@ async def open_loop(url: str, text: str, rate: float, seconds: float) -> Figures
 
 
 @contextmanager
-def running_bare_bolt(slack_api_url: str, timeout: float = 20) -> Iterator[str]:
+def running_bare_bolt(slack_api_url: str, timeout: float = 60) -> Iterator[Server]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_bolt", "--port", str(port), "--slack-api-url", slack_api_url]
@@ -114,7 +120,7 @@ def running_bare_bolt(slack_api_url: str, timeout: float = 20) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the bare Bolt app did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield Server(url, [process.pid])
     finally:
         process.terminate()
         process.wait(10)
@@ -151,27 +157,50 @@ def planned(database_url: str) -> tuple[int, int]:
     return int(total), int(total) - int(waiting)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far (Linux), so that the cost of an ack can be told
+    apart from the time it waited for a CPU on a busy machine."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def costed(pids: list[int], measuring: Awaitable[Figures]) -> Figures:
+    before = cpu_seconds(pids)
+    figures = await measuring
+    return replace(figures, cpu=cpu_seconds(pids) - before)
+
+
 def row(name: str, figures: Figures) -> str:
     return (
-        f"{name:<44} n={len(figures.latencies):<5} p50={figures.quantile_ms(50):7.2f} ms  "
+        f"{name:<48} n={len(figures.latencies):<5} p50={figures.quantile_ms(50):7.2f} ms  "
         f"p99={figures.quantile_ms(99):7.2f} ms  max={max(figures.latencies) * 1000:7.2f} ms  "
-        f"{figures.rate:6.0f} req/s"
+        f"{figures.rate:6.0f} req/s  CPU {figures.cpu_ms_per_request:5.2f} ms/req"
     )
 
 
-async def status_side_by_side(bare: str, bot: str, requests: int, concurrency: int) -> None:
-    for url in (bare, bot):
-        await closed_loop(url, "status", 50, 1)  # warm up: the lazy auth.test, connection pools
-    anchor = await closed_loop(bare, "status", requests, concurrency)
-    ours = await closed_loop(bot, "status", requests, concurrency)
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pids: list[int]  # the processes whose CPU it uses
+
+
+async def status_side_by_side(bare: Server, bot: Server, requests: int, concurrency: int) -> None:
+    for server in (bare, bot):
+        await closed_loop(server.url, "status", 50, 1)  # warm up: the lazy auth.test, connection pools
+    anchor = await costed(bare.pids, closed_loop(bare.url, "status", requests, concurrency))
+    ours = await costed(bot.pids, closed_loop(bot.url, "status", requests, concurrency))
     print(row(f"/aios status, {concurrency} in flight: bare Bolt", anchor))
     print(row(f"/aios status, {concurrency} in flight: aios serve", ours))
     print(f"{'':<44} throughput {ours.rate / anchor.rate:.2f}x the bare app")
 
 
-async def intents_at_rate(name: str, url: str, rate: float, seconds: float) -> None:
-    await closed_loop(url, INTENT, 20, 1)
-    print(row(f"intents at {rate:.0f}/s (open loop): {name}", await open_loop(url, INTENT, rate, seconds)))
+async def intents_at_rate(name: str, server: Server, rate: float, seconds: float) -> None:
+    await closed_loop(server.url, INTENT, 20, 1)
+    figures = await costed(server.pids, open_loop(server.url, INTENT, rate, seconds))
+    print(row(f"intents at {rate:.0f}/s (open loop): {name}", figures))
 
 
 def main(
@@ -182,18 +211,24 @@ def main(
         slack = stack.enter_context(running_fake_slack())
         bare = stack.enter_context(running_bare_bolt(slack))
         database = postgres or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        with running_aios_serve(aios_env(database, slack)) as serve:
-            asyncio.run(status_side_by_side(bare, serve.url, requests, concurrency))
+        with running_aios_serve(aios_env(database, slack), timeout=120) as serve:
+            bot = Server(serve.url, [serve.process.pid])
+            asyncio.run(status_side_by_side(bare, bot, requests, concurrency))
             asyncio.run(intents_at_rate("bare Bolt", bare, rate, seconds))
-            asyncio.run(intents_at_rate("aios serve", serve.url, rate, seconds))
+            asyncio.run(intents_at_rate("aios serve", bot, rate, seconds))
             if postgres is None:
                 total, done = planned(database)
                 print(f"{'':<44} {done} of {total} intents planned by the end of the run")
         if split:
             split_database = postgres or f"sqlite+aiosqlite:///{workdir / 'split.db'}"
             env = aios_env(split_database, slack)
-            with running_aios_serve(env, work=False) as serve, running_aios_worker(env):
-                asyncio.run(intents_at_rate("serve --no-work + worker", serve.url, rate, seconds))
+            with (
+                running_aios_serve(env, timeout=120, work=False) as serve,
+                running_aios_worker(env, timeout=120),
+            ):
+                # The CPU column counts the front door alone: the worker's planning is not the ack's cost.
+                front_door = Server(serve.url, [serve.process.pid])
+                asyncio.run(intents_at_rate("serve --no-work (+ worker)", front_door, rate, seconds))
                 if postgres is None:
                     total, done = planned(split_database)
                     print(f"{'':<44} {done} of {total} intents planned by the end of the run")

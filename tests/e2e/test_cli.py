@@ -134,6 +134,8 @@ BAD_INPUTS = {
         "AIOS_CONNECTOR_TIMEOUT_SECONDS='soon'",
     ),
     "a missing setting": (("serve", "--port", "0"), {"SLACK_SIGNING_SECRET": ""}, "SLACK_SIGNING_SECRET"),
+    "a worker without the bot token": (("worker",), {"SLACK_BOT_TOKEN": ""}, "SLACK_BOT_TOKEN"),
+    "a worker given an argument": (("worker", "now"), {}, "unexpected extra argument"),
     "an unknown command": (("frobnicate",), {}, "No such command 'frobnicate'"),
     "an unknown option": (("cost", "--since", "yesterday"), {}, "No such option: --since"),
     "a missing argument": (("why",), {}, "Missing argument 'ID'"),
