@@ -240,10 +240,10 @@ async def claim_intents(units: UnitOfWorkFactory, owner: int, limit: int) -> lis
     """Make ``owner`` the owner of up to ``limit`` received intents that name none (stored by a front door that
     leaves the work to workers), oldest first; their ids.
 
-    One statement, so that of workers claiming at once each intent goes to one. On PostgreSQL the rows another
-    worker is claiming are skipped (``FOR UPDATE SKIP LOCKED``) rather than waited for; SQLite has one writer
-    at a time (``BEGIN IMMEDIATE``). An intent whose worker dies is then work of a dead owner, which recovery
-    hands to a live process."""
+    The intents are read and locked, then owned, in one transaction, so that of workers claiming at once each
+    intent goes to one: on PostgreSQL the rows another worker has locked are skipped (``FOR UPDATE SKIP
+    LOCKED``) rather than waited for; SQLite has one writer at a time (``BEGIN IMMEDIATE``). An intent whose
+    worker dies is then work of a dead owner, which recovery hands to a live process."""
     async with units() as uow:
         session = uow.session
         unowned = (
@@ -254,12 +254,8 @@ async def claim_intents(units: UnitOfWorkFactory, owner: int, limit: int) -> lis
         )
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             unowned = unowned.with_for_update(skip_locked=True)
-        claim = (
-            update(Intent)
-            .where(col(Intent.id).in_(unowned.scalar_subquery()), col(Intent.owner).is_(None))
-            .values(owner=owner)
-            .returning(col(Intent.id))
-        )
-        claimed = sorted((await session.exec(claim)).scalars().all())
+        claimed = [intent_id for intent_id in (await session.exec(unowned)).all() if intent_id is not None]
+        if claimed:
+            await session.exec(update(Intent).where(col(Intent.id).in_(claimed)).values(owner=owner))
         await uow.commit()
     return claimed
