@@ -8,7 +8,14 @@ write itself: the handlers know nothing of the audit.
 Canonical content is the JSON of the record's columns (sorted keys, datetimes as ISO UTC, no spaces), with
 two kinds of column left out: bookkeeping that changes without meaning (which process holds an execution,
 which Slack message shows an approval) and columns that are null, so that a column added by a later
-migration (null on old rows) does not change the hash of records written before it.
+migration (null on old rows) does not change the hash of records written before it. A write of bookkeeping
+alone appends nothing.
+
+What the appending costs a transaction: a record's content is taken from the write where the write tells it
+(a new ORM object; a Core INSERT or UPDATE, given a RETURNING of the whole row; an ORM object changed where
+nobody else can have written its row since it was loaded) and read back at commit otherwise; then one
+statement reads the chain's head with the last entries of the records updated, and one inserts the entries
+(PostgreSQL takes its advisory lock first).
 """
 
 from __future__ import annotations
@@ -17,25 +24,29 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
+    Delete,
     Insert,
     Select,
     Table,
     UniqueConstraint,
+    Update,
     and_,
     event,
     func,
     or_,
     select,
     text,
+    union_all,
 )
+from sqlalchemy import inspect as inspect_record
 from sqlalchemy.engine import CursorResult, RowMapping
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlmodel import SQLModel, col
 from sqlmodel import select as select_records
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -83,12 +94,10 @@ GENESIS_HASH = "0" * 64
 # Any constant will do: every writer takes the same transaction-scoped lock before reading the chain head.
 APPEND_LOCK = 7_246_861_530
 BATCH = 5_000
+ENTRIES_PER_INSERT = 1_000  # 8 parameters each: far below SQLite's and PostgreSQL's limits per statement
 
-_PENDING = "aios_audit_pending"  # session.info key: records written in this transaction, not yet appended
-# Canonical content is JSON, always starting with "{": these three can never be mistaken for it.
-READ_NEW = "read back: new"
-READ_BACK = "read back: compare with its last entry"
-DELETED = "deleted: append its tombstone"
+Record = tuple[str, str]  # (table, key)
+_NOTES = "aios_audit_notes"  # session.info key: what the transaction in progress wrote (_Notes)
 # The content of the entry that records a deletion: a record whose last entry is this is meant to be gone. The
 # product deletes audited rows in two cases only, and only those are tombstoned: the votes an edit of the
 # parameters voids (approval_vote rows named by ``voiding_votes``, in a transaction that writes the edit's
@@ -96,7 +105,6 @@ DELETED = "deleted: append its tombstone"
 # approval's one reason for the person who did reject it. Any other deletion of an audited row gets no tombstone,
 # and so breaks verification.
 TOMBSTONE = "null"
-_MEANT_DELETIONS = "aios_audit_meant_deletions"  # session.info key: (table, key) of the rows above
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -156,55 +164,153 @@ class AuditedSession(SqlModelSession):
     their chain entries when it commits."""
 
 
-def _pending(session: Session) -> dict[tuple[str, str], str]:
-    """(table, key) → the canonical content of a new record known from the write, or READ_NEW / READ_BACK to
-    read the row back at commit (a new one needs no look at its last entry: it has none)."""
-    pending: dict[tuple[str, str], str] = session.info.setdefault(_PENDING, {})
-    return pending
+@dataclass(frozen=True)
+class _Written:
+    """What the transaction did to one audited record, as far as its statements tell."""
+
+    new: bool  # inserted by this transaction: there is no entry of it to compare with
+    content: str | None = (
+        None  # its canonical content as written, when the write told all of it; else read back
+    )
+    deleted: bool = False
+
+
+@dataclass
+class _Notes:
+    """The audit's notes on the transaction in progress, kept in its session's info until it ends."""
+
+    written: dict[Record, _Written] = field(default_factory=dict)  # in the order first written
+    meant_deletions: set[Record] = field(default_factory=set)  # see TOMBSTONE
+    # Records the ORM loaded from the database in this transaction. On SQLite, whose writers take turns from
+    # BEGIN to COMMIT (and a reader cannot write once another wrote after its snapshot), such an object holds
+    # its row as stored, but for what this transaction changes.
+    loaded: set[Record] = field(default_factory=set)
+    # Records a Core statement wrote in this transaction: their ORM objects may not know every column.
+    core_written: set[Record] = field(default_factory=set)
+
+
+def _notes(session: Session) -> _Notes:
+    notes: _Notes = session.info.setdefault(_NOTES, _Notes())
+    return notes
+
+
+def _audited(record: object) -> str | None:
+    """The audited table the ORM object is a row of, if it is one."""
+    name = getattr(type(record), "__tablename__", None)
+    return name if name in AUDITED else None
+
+
+def _record(name: str, values: Mapping[str, Any] | RowMapping) -> Record:
+    return name, str(values[_key_column(name).name])
+
+
+def _held(name: str, values: Mapping[str, Any]) -> str | None:
+    """The canonical content of an ORM object's values, when it holds every column."""
+    columns = [c.name for c in _table(AUDITED[name]).columns]
+    return canonical(name, {c: values[c] for c in columns}) if all(c in values for c in columns) else None
+
+
+def _changed(record: object) -> set[str]:
+    """The columns a flush writes of this object (its history as before the flush: after_flush still sees it)."""
+    state = inspect_record(record)
+    return {
+        attribute.columns[0].name
+        for attribute in state.mapper.column_attrs
+        if state.attrs[attribute.key].history.has_changes()
+    }
+
+
+def loaded_as_persistent(session: Session, record: object) -> None:
+    name = _audited(record)
+    if name is not None:
+        _notes(session).loaded.add(_record(name, record.__dict__))
 
 
 def after_flush(session: Session, _context: UOWTransaction) -> None:
-    pending = _pending(session)
-    for record, is_new in [*((r, True) for r in session.new), *((r, False) for r in session.dirty)]:
-        name = getattr(type(record), "__tablename__", None)
-        if name not in AUDITED:
-            continue
-        columns = [c.name for c in _table(AUDITED[name]).columns]
+    notes = _notes(session)
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    for record in session.new:
+        name = _audited(record)
+        if name is not None:
+            values = record.__dict__
+            _note(notes, _record(name, values), _Written(new=True, content=_held(name, values)))
+    for record in session.dirty:
+        name = _audited(record)
+        if name is None or _changed(record) <= BOOKKEEPING.get(name, frozenset()):
+            continue  # nothing the chain covers was written: no entry, nothing to read back
         values = record.__dict__
-        key = str(values[_key_column(name).name])
-        # A new record is all in memory. An updated one is read back at commit: a Core UPDATE in the same
-        # transaction may have changed columns the object in memory does not know of.
-        if is_new and all(c in values for c in columns):
-            pending[(name, key)] = canonical(name, {c: values[c] for c in columns})
-        else:
-            _note(session, name, [key], READ_NEW if is_new else READ_BACK)
+        key = _record(name, values)
+        earlier = notes.written.get(key)
+        # The object holds the row as stored when no one else can have written the row since it was loaded: it
+        # is new in this transaction, or loaded in it on SQLite. Otherwise the row is read back at commit: a
+        # Core statement of this transaction may have changed columns the object does not know of, and on
+        # PostgreSQL (READ COMMITTED) another transaction may have committed a change since the object's load.
+        known = key not in notes.core_written and (
+            (earlier is not None and earlier.new) or (sqlite and key in notes.loaded)
+        )
+        _note(notes, key, _Written(new=False, content=_held(name, values) if known else None))
     for record in session.deleted:
-        name = getattr(type(record), "__tablename__", None)
-        if name in AUDITED:
-            _note(session, name, [str(record.__dict__[_key_column(name).name])], DELETED)
+        name = _audited(record)
+        if name is not None:
+            _note(notes, _record(name, record.__dict__), _Written(new=False, deleted=True))
 
 
 def do_orm_execute(state: ORMExecuteState) -> Any:
-    """Core INSERTs, UPDATEs and DELETEs bypass the flush: note the rows they wrote, to be read back (or
-    tombstoned) at commit. Only rows this transaction wrote are noted (an UPDATE or INSERT … ON CONFLICT DO
-    NOTHING that changed nothing notes nothing): it holds their locks, so nobody else changes them before it
-    commits."""
-    if not (state.is_insert or state.is_update or state.is_delete):
-        return None
+    """Core INSERTs, UPDATEs and DELETEs bypass the flush: note the rows they write. An INSERT or UPDATE is
+    given a RETURNING of the whole row (as return_defaults' supplement, which leaves the caller its row count
+    and no rows it did not ask for), so its rows' content is known at once. Only rows this transaction wrote are
+    noted (an UPDATE or INSERT … ON CONFLICT DO NOTHING that changed nothing notes nothing): it holds their
+    locks, so nobody else changes them before it commits."""
     statement = state.statement
-    table = getattr(statement, "table", None)
+    if not isinstance(statement, Insert | Update | Delete):
+        return None
+    table = statement.table
     if not isinstance(table, Table) or table.name not in AUDITED:
         return None
+    if isinstance(statement, Update) and _sets_bookkeeping_only(state, table.name):
+        return None
+    if isinstance(statement, Delete) or state.is_executemany or len(statement.exported_columns):
+        return _note_by_keys(state, table)
+    result = state.invoke_statement(
+        statement=statement.return_defaults(supplemental_cols=list(table.columns))
+    )
+    if not (isinstance(result, CursorResult) and result.returns_rows):
+        raise RuntimeError(f"a write to audited {table.name} did not return the rows it wrote")
+    notes = _notes(state.session)
+    for row in result.returned_defaults_rows or ():  # none when an UPDATE matched no row
+        written = _record(table.name, row._mapping)
+        notes.core_written.add(written)
+        _note(notes, written, _Written(new=state.is_insert, content=canonical(table.name, row._mapping)))
+    return result
+
+
+def _sets_bookkeeping_only(state: ORMExecuteState, name: str) -> bool:
+    """Whether an UPDATE sets nothing but columns the chain leaves out; unsure (no SET to be seen), not."""
+    bookkeeping = BOOKKEEPING.get(name)
+    given = getattr(state.statement, "_values", None) or {}  # the statement's .values(…)
+    parameters = state.parameters if isinstance(state.parameters, Mapping) else {}
+    columns = {getattr(column, "key", column) for column in [*given, *parameters]}
+    return bool(bookkeeping and columns and columns <= bookkeeping)
+
+
+def _note_by_keys(state: ORMExecuteState, table: Table) -> Any:
+    """A write whose rows RETURNING cannot tell (a DELETE, an executemany, a statement returning rows of its
+    own): the keys of the rows it writes are found by a query, their content read back at commit. The keys are
+    read before, not RETURNING-ed by, an UPDATE or DELETE: an added RETURNING would change the result the
+    caller gets (rows instead of a row count, ORM objects for an ORM update)."""
+    statement = state.statement
+    notes = _notes(state.session)
     key = _key_column(table.name)
     if state.is_update or state.is_delete:
-        # The keys are read before, not RETURNING-ed by, the UPDATE: an added RETURNING would change the
-        # result the caller gets (rows instead of a row count, ORM objects for an ORM update).
         where = getattr(statement, "whereclause", None)
         query = select(key) if where is None else select(key).where(where)
-        written = list(state.session.execute(query).scalars())
+        keys = list(state.session.execute(query).scalars())
         result = state.invoke_statement()
         if getattr(result, "rowcount", 1):
-            _note(state.session, table.name, written, DELETED if state.is_delete else READ_BACK)
+            for row_key in keys:
+                written = (table.name, str(row_key))
+                notes.core_written.add(written)
+                _note(notes, written, _Written(new=False, deleted=state.is_delete))
         return result
     assert isinstance(statement, Insert)
     result = state.invoke_statement()
@@ -214,20 +320,21 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
             if isinstance(result, CursorResult) and not state.is_executemany
             else None
         )
-        inserted = [primary[0]] if primary is not None else _inserted(state, table, statement)
-        _note(state.session, table.name, inserted, READ_NEW)
+        for row_key in [primary[0]] if primary is not None else _inserted(state, table, statement):
+            written = (table.name, str(row_key))
+            notes.core_written.add(written)
+            _note(notes, written, _Written(new=True))
     return result
 
 
-def _note(session: Session, name: str, keys: Iterable[Any], how: str) -> None:
-    pending = _pending(session)
-    for row_key in keys:
-        noted = pending.get((name, str(row_key)))
-        new = noted is not None and noted not in (READ_BACK, DELETED)  # new in this transaction: stays new
-        if how == DELETED and new:
-            pending.pop((name, str(row_key)))  # written and deleted in one transaction: never in the chain
-        else:
-            pending[(name, str(row_key))] = READ_NEW if new and how != DELETED else how
+def _note(notes: _Notes, record: Record, written: _Written) -> None:
+    earlier = notes.written.get(record)
+    if earlier is not None and earlier.new:  # new in this transaction: stays new
+        if written.deleted:
+            del notes.written[record]  # written and deleted in one transaction: never in the chain
+            return
+        written = replace(written, new=True)
+    notes.written[record] = written
 
 
 def _inserted(state: ORMExecuteState, table: Table, statement: Insert) -> list[Any]:
@@ -256,53 +363,60 @@ def _inserted_keys(session: Session, table: Table, values: Mapping[str, Any]) ->
 def voiding_votes(session: Session, vote_ids: Iterable[Any]) -> None:
     """These approval votes are deleted because an edit voids them, in this transaction (which must also write
     the edit's decision): their deletion is recorded by a tombstone."""
-    meant: set[tuple[str, str]] = session.info.setdefault(_MEANT_DELETIONS, set())
-    meant.update(("approval_vote", str(vote_id)) for vote_id in vote_ids)
+    _notes(session).meant_deletions.update(("approval_vote", str(vote_id)) for vote_id in vote_ids)
 
 
 def forgetting_reasons(session: Session, reason_ids: Iterable[Any]) -> None:
     """These rejection reasons are deleted in this transaction because their rejection did not count: their
     deletion is recorded by a tombstone."""
-    meant: set[tuple[str, str]] = session.info.setdefault(_MEANT_DELETIONS, set())
-    meant.update(("rejection_reason", str(reason_id)) for reason_id in reason_ids)
+    _notes(session).meant_deletions.update(("rejection_reason", str(reason_id)) for reason_id in reason_ids)
 
 
 def before_commit(session: Session) -> None:
     session.flush()  # so that after_flush has seen every record of the transaction
-    pending = session.info.pop(_PENDING, None)
-    meant = session.info.pop(_MEANT_DELETIONS, set())
-    if pending:
-        append(session.connection(), pending, meant)
+    notes: _Notes | None = session.info.pop(_NOTES, None)
+    if notes is not None and notes.written:
+        append(session.connection(), notes.written, notes.meant_deletions)
 
 
 def after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-    session.info.pop(_MEANT_DELETIONS, None)
+    session.info.pop(_NOTES, None)
+
+
+def after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction closed without commit or rollback (the session closed) leaves no notes to the next one:
+    what it loaded is no longer known to be as stored."""
+    if transaction.parent is None:
+        session.info.pop(_NOTES, None)
 
 
 def append(
     connection: Connection,
-    pending: Mapping[tuple[str, str], str],
-    meant: Collection[tuple[str, str]] = (),
+    written: Mapping[Record, _Written],
+    meant: Collection[Record] = (),
 ) -> int:
     """Append an entry for each record whose content differs from its last entry; returns how many.
 
-    ``pending`` maps a record to its content when it is new, or to READ_NEW / READ_BACK (see :func:`_pending`).
     Another writer cannot have changed a record this transaction wrote (it holds the row's lock), so reading
-    and comparing needs no turn; the append does. Writers take turns from the head read to their commit
+    back and comparing needs no turn; the append does. Writers take turns from the head read to their commit
     (PostgreSQL: an advisory lock; SQLite: the write lock the engine takes at BEGIN), so the head read is the
     head the new entries link to: no fork."""
-    contents: dict[tuple[str, str], str | None] = dict(pending)
-    reread = [record for record, content in pending.items() if content in (READ_NEW, READ_BACK)]
-    for record in reread:
-        contents[record] = None  # unless it is read back below: noted as written, but its INSERT did nothing
-    for name in {name for name, _ in reread}:
-        for row_key, read in _read_rows(connection, name, [key for table, key in reread if table == name]):
+    contents: dict[Record, str | None] = {record: w.content for record, w in written.items()}
+    unread = [record for record, w in written.items() if w.content is None and not w.deleted]
+    for name in dict.fromkeys(name for name, _ in unread):
+        # A record not found stays without content: noted as written, but its INSERT did nothing.
+        for row_key, read in _read_rows(connection, name, [key for table, key in unread if table == name]):
             contents[(name, row_key)] = read
-    deleted = [record for record, content in pending.items() if content == DELETED]
-    for record in deleted:
-        contents[record] = TOMBSTONE if _deletion_meant(record, meant, contents) else None
-    latest = _latest_hashes(connection, [r for r in pending if pending[r] in (READ_BACK, DELETED)])
+    for record, w in written.items():
+        if w.deleted:
+            contents[record] = TOMBSTONE if _deletion_meant(record, meant, contents) else None
+    postgres = connection.dialect.name == "postgresql"
+    # A new record is certain to be appended: take the turn before reading the head with the last entries.
+    # Otherwise only once a compared record turns out changed (then the head is read again, in turn).
+    locked = postgres and any(w.new and contents[record] is not None for record, w in written.items())
+    if locked:
+        _take_turn(connection)
+    head, latest = _head_and_latest(connection, [record for record, w in written.items() if not w.new])
     hashed = [
         (record, content, sha256(content)) for record, content in contents.items() if content is not None
     ]
@@ -311,13 +425,10 @@ def append(
     ]  # in the order they were written
     if not changed:
         return 0
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
-    entries = audit_table()
-    head = connection.execute(
-        select(entries.c.seq, entries.c.entry_hash).order_by(entries.c.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS_HASH)
+    if postgres and not locked:
+        _take_turn(connection)
+        head, _ = _head_and_latest(connection, [])
+    seq, prev = head
     rows: list[dict[str, Any]] = []
     now = utcnow()
     for (name, row_key), content, content_hash in changed:
@@ -336,14 +447,59 @@ def append(
             }
         )
         prev = link
-    connection.execute(entries.insert(), rows)
+    entries = audit_table()
+    for start in range(0, len(rows), ENTRIES_PER_INSERT):
+        connection.execute(entries.insert().values(rows[start : start + ENTRIES_PER_INSERT]))
     return len(rows)
 
 
+def _take_turn(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
+
+
+def _head_and_latest(
+    connection: Connection, records: Collection[Record]
+) -> tuple[tuple[int, str], dict[Record, str]]:
+    """In one statement: the chain's head (its seq and entry hash; 0 and the genesis hash when empty), and the
+    content hash of each record's newest entry (none for a record never appended)."""
+    entries = audit_table()
+    columns = (
+        entries.c.seq,
+        entries.c.record_table,
+        entries.c.record_id,
+        entries.c.content_hash,
+        entries.c.entry_hash,
+    )
+    head = select(*columns).where(entries.c.seq == select(func.max(entries.c.seq)).scalar_subquery())
+    by_table: dict[str, list[str]] = {}
+    for name, key in records:
+        by_table.setdefault(name, []).append(key)
+    query: Any = head
+    if by_table:
+        newest = (
+            select(func.max(entries.c.seq))
+            .where(
+                or_(
+                    *(
+                        and_(entries.c.record_table == name, entries.c.record_id.in_(keys))
+                        for name, keys in by_table.items()
+                    )
+                )
+            )
+            .group_by(entries.c.record_table, entries.c.record_id)
+        )
+        query = union_all(head, select(*columns).where(entries.c.seq.in_(newest)))
+    rows = connection.execute(query).all()
+    top = max(rows, key=lambda row: int(row[0]), default=None)
+    wanted = set(records)
+    latest = {(t, k): content_hash for _, t, k, content_hash, _ in rows if (t, k) in wanted}
+    return ((int(top[0]), str(top[4])) if top is not None else (0, GENESIS_HASH)), latest
+
+
 def _deletion_meant(
-    record: tuple[str, str],
-    meant: Collection[tuple[str, str]],
-    contents: Mapping[tuple[str, str], str | None],
+    record: Record,
+    meant: Collection[Record],
+    contents: Mapping[Record, str | None],
 ) -> bool:
     """Whether a deleted record is one the product deletes: a reason named by ``forgetting_reasons``, or a vote
     named by ``voiding_votes`` with an edit decision written in the same transaction."""
@@ -369,10 +525,12 @@ def _kind(content: str) -> object:
 
 # Session event → its hook; listened for on import of this module, so every AuditedSession appends.
 HOOKS: dict[str, Callable[..., Any]] = {
+    "loaded_as_persistent": loaded_as_persistent,
     "after_flush": after_flush,
     "do_orm_execute": do_orm_execute,
     "before_commit": before_commit,
     "after_rollback": after_rollback,
+    "after_transaction_end": after_transaction_end,
 }
 for _event, _hook in HOOKS.items():
     event.listen(AuditedSession, _event, _hook)
@@ -392,32 +550,6 @@ def _rows_query(name: str, keys: Sequence[str]) -> Select[Any]:
     key = _key_column(name)
     typed = [int(k) for k in keys] if key.type.python_type is int else list(keys)
     return select(_table(AUDITED[name])).where(key.in_(typed))
-
-
-def _latest_hashes(connection: Connection, records: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The content hash of each record's newest entry (none for a record never appended)."""
-    entries = audit_table()
-    by_table: dict[str, list[str]] = {}
-    for name, key in records:
-        by_table.setdefault(name, []).append(key)
-    if not by_table:
-        return {}
-    newest = (
-        select(func.max(entries.c.seq))
-        .where(
-            or_(
-                *(
-                    and_(entries.c.record_table == name, entries.c.record_id.in_(keys))
-                    for name, keys in by_table.items()
-                )
-            )
-        )
-        .group_by(entries.c.record_table, entries.c.record_id)
-    )
-    query = select(entries.c.record_table, entries.c.record_id, entries.c.content_hash).where(
-        entries.c.seq.in_(newest)
-    )
-    return {(t, k): h for t, k, h in connection.execute(query).all()}
 
 
 def genesis(connection: Connection) -> int:
@@ -443,7 +575,10 @@ def genesis(connection: Connection) -> int:
             if not rows:
                 break
             after = rows[-1][key.name]
-            appended += append(connection, {(name, str(r[key.name])): canonical(name, r) for r in rows})
+            appended += append(
+                connection,
+                {(name, str(r[key.name])): _Written(new=True, content=canonical(name, r)) for r in rows},
+            )
     return appended
 
 
@@ -502,8 +637,6 @@ RolesOf = Callable[[str], Mapping[str, Collection[str]] | None]
 # Units of work to read in, one per batch: a UnitOfWorkFactory.
 Units = Callable[[], AbstractAsyncContextManager["UnitOfWork"]]
 UNPROVEN = "cannot be proven offline"
-
-Record = tuple[str, str]  # (table, key)
 
 
 async def verify(units: Units, hash_params: HashParams, roles_of: RolesOf, batch: int = BATCH) -> AuditReport:
