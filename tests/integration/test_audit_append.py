@@ -1,0 +1,255 @@
+"""What the audit chain's appending costs a transaction, and that its shortcuts never record a record other than
+as stored: the content is taken from the write only where no one else can have changed the row, and read back
+otherwise. Each test ends with verify, which compares every record with its last entry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+
+from storage.audit import verify
+from storage.engine import create_engine
+from storage.migrate import upgrade_to_head
+from storage.records import (
+    Approval,
+    ApprovalStatus,
+    AuditEntry,
+    Capability,
+    Decision,
+    Execution,
+    Intent,
+    ProposedAction,
+    Run,
+    utcnow,
+)
+from storage.unit_of_work import UnitOfWorkFactory
+
+
+@dataclass
+class Store:
+    engine: AsyncEngine
+    units: UnitOfWorkFactory
+    action: ProposedAction
+    approval: Approval
+    execution: Execution
+
+    @contextmanager
+    def statements(self) -> Iterator[list[str]]:
+        """The SQL sent meanwhile, each statement as its verb and table (BEGIN left out)."""
+        sent: list[str] = []
+
+        def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if not statement.startswith("BEGIN"):
+                sent.append(shape(statement))
+
+        event.listen(self.engine.sync_engine, "before_cursor_execute", note)
+        try:
+            yield sent
+        finally:
+            event.remove(self.engine.sync_engine, "before_cursor_execute", note)
+
+    async def entries(self) -> list[AuditEntry]:
+        async with self.units() as uow:
+            return list((await uow.session.exec(select(AuditEntry).order_by(col(AuditEntry.seq)))).all())
+
+    async def intact(self) -> None:
+        """Every record matches its last entry and the chain links up (the execution here was never meant to
+        be covered by a spent capability: these tests are about the chain)."""
+        report = await verify(self.units, lambda name, params: set(), lambda text: None)
+        assert [p for p in report.problems if p.kind != "execution without cover"] == []
+        assert report.entries > 0
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """An action asking for approval, its approval, and an execution of it started, all committed."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        units = UnitOfWorkFactory.for_engine(engine)
+        async with units() as uow:
+            intent = await uow.add(Intent(source="console", channel="C0SHOP", user="U0ALICE", text="refund"))
+            run = await uow.add(Run(intent_id=intent.id or 0, agent="returns"))
+            action = await uow.add(
+                ProposedAction(run_id=run.id or 0, name="shop.refund", params={"amount": 1})
+            )
+            asked = await uow.add(
+                Decision(action_id=action.id or 0, kind="policy", verdict="ask", actor="policy")
+            )
+            approval = await uow.add(
+                Approval(
+                    action_id=action.id or 0,
+                    decision_id=asked.id or 0,
+                    approver_roles=["managers"],
+                    requester="U0ALICE",
+                    channel="C0SHOP",
+                )
+            )
+            execution = await uow.add(
+                Execution(action_id=action.id or 0, idempotency_key="k1", status="started", owner=1)
+            )
+            await uow.commit()
+        yield Store(engine, units, action, approval, execution)
+    finally:
+        await engine.dispose()
+
+
+def shape(statement: str) -> str:
+    """``SELECT approval``, ``UPDATE execution``, ``INSERT audit_entry``, ``SELECT pg_advisory_xact_lock``."""
+    words = statement.replace("(", " ").split()
+    if words[0] == "SELECT":
+        return f"SELECT {words[words.index('FROM') + 1] if 'FROM' in words else words[1]}"
+    return f"{words[0]} {words[2] if words[0] == 'INSERT' else words[1]}"
+
+
+def audit_statements(sent: list[str]) -> list[str]:
+    return [s for s in sent if s.endswith(("audit_entry", "pg_advisory_xact_lock"))]
+
+
+async def test_a_transaction_reads_the_chain_once_and_inserts_its_entries_once(store: Store) -> None:
+    """New records, a Core compare-and-set and an ORM change: the rows are known from the writes, so the audit
+    adds one read (the head with the last entries) and one insert; PostgreSQL takes its advisory lock first."""
+    with store.statements() as sent:
+        async with store.units() as uow:
+            action = await uow.get(ProposedAction, store.action.id)
+            assert action is not None
+            await uow.add(Decision(action_id=action.id or 0, kind="human", verdict="approve", actor="U0BOB"))
+            assert await uow.approvals.decide_approval(
+                store.approval.id or 0, ApprovalStatus.APPROVED, "U0BOB", utcnow()
+            )
+            await uow.approvals.mint_capability(
+                Capability(
+                    action_id=action.id or 0,
+                    action_name=action.name,
+                    params_hash="h",
+                    policy_hash="p",
+                    granted_by="U0BOB",
+                    expires_at=utcnow() + timedelta(minutes=5),
+                )
+            )
+            action.status = "approved"
+            uow.session.add(action)
+            await uow.commit()
+
+    # On PostgreSQL the action changed through the ORM is read back: another transaction may have changed it
+    # since its load (READ COMMITTED); on SQLite nobody can have.
+    postgres = store.engine.dialect.name == "postgresql"
+    assert sent == [
+        "SELECT proposed_action",  # the load
+        "INSERT decision",
+        "UPDATE approval",  # the compare-and-set, RETURNING its row
+        "INSERT capability",  # RETURNING its row
+        "UPDATE proposed_action",  # the flush at commit
+        *(["SELECT proposed_action", "SELECT pg_advisory_xact_lock"] if postgres else []),
+        "SELECT audit_entry",  # the head, with the action's and the approval's last entries
+        "INSERT audit_entry",
+    ]
+    entries = await store.entries()
+    assert [e.record_table for e in entries[-4:]] == ["decision", "approval", "capability", "proposed_action"]
+    await store.intact()
+
+
+async def test_bookkeeping_alone_sends_nothing_for_the_audit(store: Store) -> None:
+    """An approval's card posted (its message_ts) and an execution taken over (its owner) change nothing the
+    chain covers: no read-back, no entry, not a statement more than the writes."""
+    before = len(await store.entries())
+    with store.statements() as sent:
+        async with store.units() as uow:
+            approval = await uow.get(Approval, store.approval.id)
+            assert approval is not None
+            approval.message_ts = "1700000000.000200"
+            uow.session.add(approval)
+            await uow.commit()
+        async with store.units() as uow:
+            assert await uow.take_over([store.execution], 2) == {store.execution.id}
+            await uow.commit()
+
+    assert audit_statements(sent) == []
+    assert sent == ["SELECT approval", "UPDATE approval", "UPDATE execution"]
+    assert len(await store.entries()) == before
+    await store.intact()
+
+
+async def test_an_object_loaded_in_an_earlier_transaction_is_read_back(store: Store) -> None:
+    """An object kept from an earlier unit of work may be out of date in columns its change leaves alone: the
+    row is read back, so its entry holds what another writer changed meanwhile too."""
+    async with store.units() as uow:
+        kept = await uow.get(ProposedAction, store.action.id)
+        assert kept is not None
+    async with store.units() as uow:
+        action = await uow.get(ProposedAction, store.action.id)
+        assert action is not None
+        action.rationale = "reworded by another writer"
+        uow.session.add(action)
+        await uow.commit()
+
+    async with store.units() as uow:
+        kept.status = "approved"
+        uow.session.add(kept)
+        await uow.commit()
+
+    last = (await store.entries())[-1]
+    assert (
+        '"rationale":"reworded by another writer"' in last.content and '"status":"approved"' in last.content
+    )
+    await store.intact()
+
+
+async def test_a_core_update_then_an_orm_change_of_the_same_row_is_read_back(store: Store) -> None:
+    """A Core UPDATE that leaves the ORM object as it was, then a change through that object: the object does not
+    know the Core UPDATE's column, so the row is read back."""
+    async with store.units() as uow:
+        action = await uow.get(ProposedAction, store.action.id)
+        assert action is not None
+        await uow.session.exec(
+            update(ProposedAction)
+            .where(col(ProposedAction.id) == action.id)
+            .values(rationale="set by a Core UPDATE")
+            .execution_options(synchronize_session=False)
+        )
+        action.status = "approved"
+        uow.session.add(action)
+        await uow.commit()
+
+    last = (await store.entries())[-1]
+    assert '"rationale":"set by a Core UPDATE"' in last.content and '"status":"approved"' in last.content
+    await store.intact()
+
+
+async def test_a_row_changed_by_another_transaction_after_the_load_is_recorded_as_stored(
+    store: Store, database_url: str
+) -> None:
+    """PostgreSQL (READ COMMITTED): a transaction loads an action, another changes and commits it, then the first
+    changes another column. Its UPDATE applies to the row as the other left it, so the object in memory is out
+    of date: the row is read back. (SQLite's writers take turns from BEGIN, so this cannot interleave there.)"""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns from BEGIN to COMMIT: the interleaving cannot happen")
+    other = create_engine(database_url)
+    try:
+        async with store.units() as uow:
+            action = await uow.get(ProposedAction, store.action.id)
+            assert action is not None
+            async with UnitOfWorkFactory.for_engine(other)() as concurrent:
+                await concurrent.session.exec(
+                    update(ProposedAction)
+                    .where(col(ProposedAction.id) == action.id)
+                    .values(rationale="changed meanwhile")
+                )
+                await concurrent.commit()
+            action.status = "approved"
+            uow.session.add(action)
+            await uow.commit()
+    finally:
+        await other.dispose()
+
+    last = (await store.entries())[-1]
+    assert '"rationale":"changed meanwhile"' in last.content and '"status":"approved"' in last.content
+    await store.intact()
