@@ -410,24 +410,18 @@ def append(
     for record, w in written.items():
         if w.deleted:
             contents[record] = TOMBSTONE if _deletion_meant(record, meant, contents) else None
-    postgres = connection.dialect.name == "postgresql"
-    # A new record is certain to be appended: take the turn before reading the head with the last entries.
-    # Otherwise only once a compared record turns out changed (then the head is read again, in turn).
-    locked = postgres and any(w.new and contents[record] is not None for record, w in written.items())
-    if locked:
+    if connection.dialect.name == "postgresql":
+        # Before the head read: a transaction that wrote an audited record nearly always appends.
         _take_turn(connection)
     head, latest = _head_and_latest(connection, [record for record, w in written.items() if not w.new])
-    hashed = [
-        (record, content, sha256(content)) for record, content in contents.items() if content is not None
-    ]
+    # In the order they were written.
     changed = [
-        entry for entry in hashed if latest.get(entry[0]) != entry[2]
-    ]  # in the order they were written
+        (record, content, content_hash)
+        for record, content in contents.items()
+        if content is not None and latest.get(record) != (content_hash := sha256(content))
+    ]
     if not changed:
         return 0
-    if postgres and not locked:
-        _take_turn(connection)
-        head, _ = _head_and_latest(connection, [])
     seq, prev = head
     rows: list[dict[str, Any]] = []
     now = utcnow()
