@@ -169,9 +169,8 @@ class _Written:
     """What the transaction did to one audited record, as far as its statements tell."""
 
     new: bool  # inserted by this transaction: there is no entry of it to compare with
-    content: str | None = (
-        None  # its canonical content as written, when the write told all of it; else read back
-    )
+    # Its canonical content as written, when the write told all of it; None: read it back at commit.
+    content: str | None = None
     deleted: bool = False
 
 
@@ -294,10 +293,10 @@ def _sets_bookkeeping_only(state: ORMExecuteState, name: str) -> bool:
 
 
 def _note_by_keys(state: ORMExecuteState, table: Table) -> Any:
-    """A write whose rows RETURNING cannot tell (a DELETE, an executemany, a statement returning rows of its
-    own): the keys of the rows it writes are found by a query, their content read back at commit. The keys are
-    read before, not RETURNING-ed by, an UPDATE or DELETE: an added RETURNING would change the result the
-    caller gets (rows instead of a row count, ORM objects for an ORM update)."""
+    """A write the whole-row RETURNING is not added to: a DELETE (return_defaults is for INSERT and UPDATE), an
+    executemany, a statement with a RETURNING of its own (its rows are the caller's, as it asked for them). The
+    keys of the rows it writes are found by a query before it (an UPDATE or DELETE) or from the INSERT, and
+    their content read back at commit."""
     statement = state.statement
     notes = _notes(state.session)
     key = _key_column(table.name)
