@@ -346,7 +346,9 @@ class ConsoleSession:
         self.transport.console.print(
             f"[bold magenta]{escape(user)}[/] edits {format_id('AP', approval_id)}: {escape(changes)}"
         )
-        edit_id = await accept_edit(self.aios.units, approval_id, user, params, CONSOLE_CHANNEL)
+        edit_id = await accept_edit(
+            self.aios.units, approval_id, user, params, CONSOLE_CHANNEL, owner=self.aios.lease.id
+        )
         await self.aios.process(EditApproval(approval_id, user, params, CONSOLE_CHANNEL, edit_id=edit_id))
 
     async def request_budget(self, user: str) -> None:

@@ -260,7 +260,14 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
     seen = blocks.edits_seen(click.block_id)
     click_id = await accept_click(
         aios.units,
-        Click(approval_id=approval_id, user=user, approve=approve, channel=channel, edits_seen=seen),
+        Click(
+            approval_id=approval_id,
+            user=user,
+            approve=approve,
+            channel=channel,
+            edits_seen=seen,
+            owner=aios.lease.id,
+        ),
     )
     await ack()
     crash_point("click_stored")
@@ -281,7 +288,9 @@ async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approv
         return
     user, channel = click.user.id, click.channel_id
     card_ts = click.container.message_ts if click.container else ""
-    click_ids = await accept_run_click(aios.units, run_id, user, approve, channel, card_ts)
+    click_ids = await accept_run_click(
+        aios.units, run_id, user, approve, channel, card_ts, owner=aios.lease.id
+    )
     await ack()
     crash_point("click_stored")
     aios.submit(DecideRun(run_id, user, approve, channel, click_ids=click_ids))

@@ -140,7 +140,9 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
             return
         user = submission.user.id
         # Only what the person changed: the handler puts it over the parameters as they are when it runs.
-        edit_id = await accept_edit(aios.units, approval_id, user, read.changes, approval.channel)
+        edit_id = await accept_edit(
+            aios.units, approval_id, user, read.changes, approval.channel, owner=aios.lease.id
+        )
         await ack()
         crash_point("edit_stored")  # past it, recovery handles the stored edit (not one of the generic steps)
         aios.submit(EditApproval(approval_id, user, read.changes, approval.channel, edit_id=edit_id))

@@ -89,7 +89,9 @@ async def store_intents(
 
 
 async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
-    """Store an Approve or Reject click; its id goes with the DecideApproval that handles it."""
+    """Store an Approve or Reject click; its id goes with the DecideApproval that handles it. The click names
+    its owner, the lease of the process that decides it, so that recovery takes over a click whose process
+    died (and leaves alone one a live process is deciding)."""
     async with units(urgent=True) as uow:
         stored = await uow.add(click)
         await uow.commit()
@@ -98,10 +100,16 @@ async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:
 
 
 async def accept_edit(
-    units: UnitOfWorkFactory, approval_id: int, user: str, params: dict[str, Any], channel: str
+    units: UnitOfWorkFactory,
+    approval_id: int,
+    user: str,
+    params: dict[str, Any],
+    channel: str,
+    *,
+    owner: int | None = None,
 ) -> int:
     """Store a submitted edit before Slack gets its ack (a crash after the ack loses nothing); its id, which goes
-    with the EditApproval that handles it."""
+    with the EditApproval that handles it. ``owner``: the lease of the process that handles it (as a click's)."""
     async with units(urgent=True) as uow:
         approval = await uow.get(Approval, approval_id)
         edit = ActionEdit(
@@ -110,6 +118,7 @@ async def accept_edit(
             user=user,
             channel=channel,
             params_after=params,
+            owner=owner,
         )
         stored = await uow.add(edit)
         await uow.commit()
@@ -118,7 +127,14 @@ async def accept_edit(
 
 
 async def accept_run_click(
-    units: UnitOfWorkFactory, run_id: int, user: str, approve: bool, channel: str, card_ts: str
+    units: UnitOfWorkFactory,
+    run_id: int,
+    user: str,
+    approve: bool,
+    channel: str,
+    card_ts: str,
+    *,
+    owner: int | None = None,
 ) -> tuple[int, ...]:
     """Store Approve all or Reject all as one click per approval of the run waiting now on the card clicked
     (the message ``card_ts``), in one transaction: each is then handled, and recovered after a crash, exactly as
@@ -134,7 +150,9 @@ async def accept_run_click(
                 and approval.status == ApprovalStatus.PENDING
                 and approval.message_ts == card_ts
             ):
-                click = Click(approval_id=approval.id, user=user, approve=approve, channel=channel)
+                click = Click(
+                    approval_id=approval.id, user=user, approve=approve, channel=channel, owner=owner
+                )
                 clicks.append(await uow.add(click))
         await uow.commit()
     return tuple(sorted(click.id for click in clicks if click.id is not None))

@@ -343,6 +343,8 @@ class Click(Record, table=True):
     edits_seen: int | None = None
     received_at: datetime = _ts()
     processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+    # The lease of the process that stored the click and decides it; recovery takes it over once that one died.
+    owner: int | None = None
 
 
 class ActionEdit(Record, table=True):
@@ -365,6 +367,7 @@ class ActionEdit(Record, table=True):
     outcome: str | None = None  # the verdict the edited action got, or why the edit was refused
     received_at: datetime = _ts()
     processed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), index=True))
+    owner: int | None = None  # as a click's
 
 
 class AgentPause(Record, table=True):

@@ -2,10 +2,12 @@
 
 The checkpoints are rows: an intent not yet planned, a run planned to nothing, an approval whose card (or an
 escalation whose message) was never posted, an approved action never claimed, an execution claimed but never
-settled, a click (or a rejection's reason) acknowledged but never handled. Each is handed to the handler that
-owns that step; every such step is idempotent, so recovering twice (or from two replicas) does nothing twice.
+settled, a click (or an edit, or a rejection's reason) acknowledged but never handled. Each is handed to the
+handler that owns that step; every such step is idempotent, so recovering twice (or from two replicas) does
+nothing twice.
 
-Intents, runs and executions record the lease of the process working on them (see :mod:`storage.leases`).
+Intents, runs, executions, clicks and edits record the lease of the process working on them (see
+:mod:`storage.leases`).
 Work whose owner's lease has ended is taken over at once, by a compare-and-set on its owner so that one
 process takes it; work of a live process is left to it. Rows that name no owner (from before owners were
 recorded) keep the grace period: younger than it, they may belong to a live replica. Intents, and at start
@@ -72,24 +74,26 @@ class Recovery(HandlerBase):
             unclaimed = await uow.executions.approved_actions_without_execution()
             in_flight = await uow.executions.executions_in_flight(now)
             run_of = await uow.runs.runs_of_actions([approval.action_id for approval in unposted] + unclaimed)
-            # No grace for clicks: deciding an approval is a compare-and-set, so a click a live replica is
-            # handling right now is only counted once. Clicks name no owner: they are taken at start only.
-            clicks = await uow.approvals.unprocessed_clicks() if command.at_start else []
-            edits = await ActionEdits(uow.session).unprocessed() if command.at_start else []  # as clicks
+            clicks = await uow.approvals.unprocessed_clicks()
+            edits = await ActionEdits(uow.session).unprocessed()  # as clicks
             # Reasons too (after the clicks they follow); a revision run is planned again only with its reason.
             reasons = RejectionReasons(uow.session)
             unsettled = await reasons.unprocessed()
             revising = await reasons.revising([run.id for run in planning if run.id is not None])
-        owned: list[Intent | Run | Execution] = [
+        owned: list[Intent | Run | Execution | Click | ActionEdit] = [
             *intents,
             *planning,
             *in_flight,
             *run_of.values(),
             *(run for _, run in unasked),
+            *clicks,
+            *edits,
         ]
         alive = await self.lease.alive(row.owner for row in owned if row.owner is not None)
 
-        def orphaned(row: Intent | Run | Execution, since: datetime | None = None) -> bool:
+        def orphaned(
+            row: Intent | Run | Execution | Click | ActionEdit, since: datetime | None = None
+        ) -> bool:
             """Its owner is gone; or it names none and is older than the grace period (or needs no grace)."""
             if row.owner is None:
                 return since is None or since < stale_before
@@ -107,7 +111,17 @@ class Recovery(HandlerBase):
             taken_executions = await uow.take_over(
                 [e for e in in_flight if orphaned(e, e.started_at)], self.lease.id
             )
+            # A click (or an edit) is decided by the process that stored it, which a dead one never will.
+            taken_clicks = await uow.take_over(
+                [c for c in clicks if orphaned(c, c.received_at)], self.lease.id
+            )
+            taken_edits = await uow.take_over([e for e in edits if orphaned(e, e.received_at)], self.lease.id)
             await uow.commit()
+        if not command.at_start:
+            # At start every stored click and edit is handed again, as one a live replica is deciding right now
+            # is only counted once (deciding is a compare-and-set); later, those of dead processes alone.
+            clicks = [c for c in clicks if c.id in taken_clicks]
+            edits = [e for e in edits if e.id in taken_edits]
         cards = [approval for approval in unposted if run_of[approval.action_id].id in taken_runs]
         # At start an approved action is executed even when a live replica owns its run: the claim makes a
         # duplicate harmless, and the click that approved it may have been handled by a process now gone.

@@ -9,10 +9,12 @@ from sqlalchemy import Insert, Table, update
 from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.records import Execution, Intent, Once, Run, utcnow
+from storage.records import ActionEdit, Click, Execution, Intent, Once, Run, utcnow
 
 Record = TypeVar("Record", bound=SQLModel)
-Owned = TypeVar("Owned", Intent, Run, Execution)  # work that records the lease of the process doing it
+Owned = TypeVar(
+    "Owned", Intent, Run, Execution, Click, ActionEdit
+)  # work that records the lease of the process doing it
 
 
 class SessionRepository:
