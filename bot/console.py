@@ -312,7 +312,9 @@ class ConsoleSession:
             f"[bold magenta]{escape(user)}[/] clicks [bold]Reject[/] on {ref} and says why: {escape(reason)}"
         )
         await self.aios.process(DecideApproval(approval_id, user, False, CONSOLE_CHANNEL))
-        answer = await accept_reason(self.aios.units, approval_id, user, reason)
+        answer = await accept_reason(
+            self.aios.units, approval_id, user, reason, received_by=self.aios.lease.id
+        )
         if answer is None:
             return
         if answer.reason_id is None:

@@ -38,10 +38,12 @@ async def accept_reason(
     text: str,
     *,
     may_reject: MayReject | None = None,
+    received_by: int | None = None,
 ) -> ReasonAnswer | None:
     """Store ``user``'s reason for rejecting the approval; None when there is no reason to store (an empty
     one: the dialog skipped). ``may_reject``: whether a person may decide the approval now, asked of those
-    whose Reject click is still waiting (without it, a waiting click counts as its clicker's)."""
+    whose Reject click is still waiting (without it, a waiting click counts as its clicker's). ``received_by``:
+    the lease of this process, which hands the reason on; recovery takes over one whose process died first."""
     reason = text.strip()
     if not reason:
         return None
@@ -74,7 +76,13 @@ async def accept_reason(
     async with units() as uow:
         stored = await uow.insert_if_absent(
             RejectionReason,
-            {"approval_id": approval_id, "user": user, "reason": reason, "received_at": utcnow()},
+            {
+                "approval_id": approval_id,
+                "user": user,
+                "reason": reason,
+                "received_at": utcnow(),
+                "received_by": received_by,
+            },
         )
         existing = await RejectionReasons(uow.session).of_approval(approval_id)
         await uow.commit()

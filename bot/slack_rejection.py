@@ -142,7 +142,12 @@ def register_rejection(app: AsyncApp, aios: Aios) -> None:
             return
         user = submission.user.id
         answer = await accept_reason(
-            aios.units, approval_id, user, submission.text, may_reject=aios.handlers.revisions.may_reject
+            aios.units,
+            approval_id,
+            user,
+            submission.text,
+            may_reject=aios.handlers.revisions.may_reject,
+            received_by=aios.lease.id,
         )
         if answer is None:
             await ack()

@@ -89,6 +89,7 @@ BOOKKEEPING: dict[str, frozenset[str]] = {
     "execution": frozenset({"owner"}),  # the process lease holding it: moves on take-over, says nothing
     "approval": frozenset({"message_ts"}),  # where the request is shown in Slack, set after it is posted
     "action_edit": frozenset({"owner"}),  # the process lease deciding it, as an execution's
+    "rejection_reason": frozenset({"received_by"}),  # the process lease that stored it
 }
 SHORT_PREFIX = {"proposed_action": "A", "decision": "D", "approval": "AP", "execution": "E"}
 GENESIS_HASH = "0" * 64

@@ -239,6 +239,8 @@ class RejectionReason(Record, table=True):
     revision_run_id: int | None = Field(default=None, foreign_key="run.id")
     # The lease of the process planning the revision: a compare-and-set, taken over only once that process died.
     owner: int | None = None
+    # The lease of the process that stored it and hands it on: one it died before handing on is anyone's at once.
+    received_by: int | None = None
     # noted (told in the thread), then revised or recorded (kept, no revision); one not counted is deleted
     outcome: str | None = Field(default=None, max_length=20)
 

@@ -216,15 +216,22 @@ class Recovery(HandlerBase):
         self, unsettled: Sequence[RejectionReason], at_start: bool, stale_before: datetime
     ) -> list[Message]:
         """Unsettled reasons handed again: those whose revision's planner died; and those nobody plans yet, at
-        start (their first handling may have stopped), or later once older than the grace period (they waited
-        too long for their click). One a live process plans is left to it; the planning itself is a compare-
-        and-set on the reason's owner, so a reason handed here while its first handling runs is planned once."""
-        alive = await self.lease.alive(r.owner for r in unsettled if r.owner is not None)
+        start (their first handling may have stopped), or later once the process that stored them died, or once
+        older than the grace period (they waited too long for their click). One a live process plans is left to
+        it; the planning itself is a compare-and-set on the reason's owner, so a reason handed here while its
+        first handling runs is planned once."""
+        leases = {lease for r in unsettled for lease in (r.owner, r.received_by) if lease is not None}
+        alive = await self.lease.alive(leases)
+
+        def left(reason: RejectionReason) -> bool:
+            """The process that stored it died before handing it on, or it waited too long (for its click)."""
+            died = reason.received_by is not None and reason.received_by not in alive
+            return died or reason.received_at < stale_before
+
         chosen = [
             r
             for r in unsettled
-            if (r.owner is None and (at_start or r.received_at < stale_before))
-            or (r.owner is not None and r.owner not in alive)
+            if (r.owner is None and (at_start or left(r))) or (r.owner is not None and r.owner not in alive)
         ]
         recovered: list[Message] = []
         for reason in chosen:

@@ -380,6 +380,38 @@ async def test_an_edit_stored_before_a_crash_is_applied_once_at_start(
         await second.close()
 
 
+async def test_the_sweep_takes_an_edit_or_a_click_whose_process_died_and_leaves_a_live_ones(
+    aios: Aios,
+) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    mine = await accept_edit(aios.units, approval.id, MANAGER, {"amount": 40.0}, CHANNEL, owner=aios.lease.id)
+    click = Click(approval_id=approval.id, user=MANAGER, approve=True, channel=CHANNEL, owner=aios.lease.id)
+    await accept_click(aios.units, click)
+    await aios.process(Recover(grace_seconds=0, at_start=False))  # this live process decides them: left
+    assert [edit.processed_at for edit in await edits(aios)] == [None]
+    assert await refunds(aios) == []
+
+    # As a front door that stored them, acked, and died (a lease nobody holds): the next sweep decides them, the
+    # edit first, as they came, and each is then its process's.
+    async with aios.units() as uow:
+        await uow.session.exec(text("UPDATE action_edit SET owner = 987654"))
+        await uow.session.exec(text("UPDATE click SET owner = 987654"))
+        await uow.commit()
+    await aios.process(Recover(grace_seconds=3600, at_start=False))
+    [edit] = await edits(aios)
+    assert (edit.id, edit.outcome, edit.owner) == (mine, "allow", aios.lease.id)
+    assert edit.processed_at is not None
+    assert await refunds(aios) == [40.0]
+    async with aios.units() as uow:
+        [(owner, processed)] = (await uow.session.exec(text("SELECT owner, processed_at FROM click"))).all()
+    assert owner == aios.lease.id and processed is not None
+    await aios.process(Recover(grace_seconds=0, at_start=False))
+    assert await refunds(aios) == [40.0]
+    await assert_audit_intact(aios)
+
+
 async def test_the_capability_binds_to_the_edited_parameters(aios: Aios) -> None:
     await ask(aios, "refund order 1001, $250, arrived broken")
     # The agent paused: the approved action waits, its capability unspent.

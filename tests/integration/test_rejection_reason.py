@@ -102,10 +102,18 @@ async def click_reject(aios: Aios, approval_id: int, user: str = MANAGER) -> Dec
     return DecideApproval(approval_id, user, False, CHANNEL, click_id=click_id)
 
 
-async def give_reason(aios: Aios, approval_id: int, text: str, user: str = MANAGER) -> ReasonAnswer:
-    """The dialog's submission as the Slack listener takes it: checked against who may decide, then stored."""
+async def give_reason(
+    aios: Aios, approval_id: int, text: str, user: str = MANAGER, *, received_by: int | None = None
+) -> ReasonAnswer:
+    """The dialog's submission as the Slack listener takes it: checked against who may decide, then stored
+    (``received_by``: the lease of the process that stored it, if one is named)."""
     answer = await accept_reason(
-        aios.units, approval_id, user, text, may_reject=aios.handlers.revisions.may_reject
+        aios.units,
+        approval_id,
+        user,
+        text,
+        may_reject=aios.handlers.revisions.may_reject,
+        received_by=received_by,
     )
     assert answer is not None
     return answer
@@ -523,6 +531,27 @@ async def test_the_sweeps_take_a_reason_that_waited_too_long_or_whose_planner_di
     await aios.process(Recover(grace_seconds=0, at_start=False))
     assert (await the_reason(aios, later.id)).outcome == "revised"
     assert await refunds(aios, 1003) == [20.0]
+
+
+async def test_the_sweep_takes_at_once_a_reason_whose_process_died_before_handing_it_on(aios: Aios) -> None:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    await aios.process(await click_reject(aios, approval.id))
+    stored = await give_reason(aios, approval.id, BROKEN_ITEM, received_by=aios.lease.id)
+    assert stored.reason_id is not None
+    await aios.process(Recover(grace_seconds=3600, at_start=False))  # this live process hands it on: left
+    assert len(await runs(aios)) == 1 and (await the_reason(aios, approval.id)).processed_at is None
+
+    # As a front door that stored the reason, acked, and died: young, yet taken by the next sweep.
+    async with aios.units() as uow:
+        reason = await uow.get(RejectionReason, stored.reason_id)
+        assert reason is not None
+        reason.received_by = 987_654  # a lease nobody holds
+        await uow.commit()
+    await aios.process(Recover(grace_seconds=3600, at_start=False))
+    assert (await the_reason(aios, approval.id)).outcome == "revised"
+    assert await refunds(aios, 1001) == [40.0]
 
 
 async def test_the_console_rejects_with_a_reason_as_the_button_and_the_dialog_do(
