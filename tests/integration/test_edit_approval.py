@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sqlalchemy import delete, text
+from sqlalchemy import delete, text, update
 from sqlmodel import col, select
 
 from bot.audit_proof import ParamsHasher, installed_action_models, roles_of_policy
@@ -396,8 +396,8 @@ async def test_the_sweep_takes_an_edit_or_a_click_whose_process_died_and_leaves_
     # As a front door that stored them, acked, and died (a lease nobody holds): the next sweep decides them, the
     # edit first, as they came, and each is then its process's.
     async with aios.units() as uow:
-        await uow.session.exec(text("UPDATE action_edit SET owner = 987654"))
-        await uow.session.exec(text("UPDATE click SET owner = 987654"))
+        await uow.session.exec(update(ActionEdit).values(owner=987_654))
+        await uow.session.exec(update(Click).values(owner=987_654))
         await uow.commit()
     await aios.process(Recover(grace_seconds=3600, at_start=False))
     [edit] = await edits(aios)
@@ -405,8 +405,8 @@ async def test_the_sweep_takes_an_edit_or_a_click_whose_process_died_and_leaves_
     assert edit.processed_at is not None
     assert await refunds(aios) == [40.0]
     async with aios.units() as uow:
-        [(owner, processed)] = (await uow.session.exec(text("SELECT owner, processed_at FROM click"))).all()
-    assert owner == aios.lease.id and processed is not None
+        [taken] = (await uow.session.exec(select(Click))).all()
+    assert taken.owner == aios.lease.id and taken.processed_at is not None
     await aios.process(Recover(grace_seconds=0, at_start=False))
     assert await refunds(aios) == [40.0]
     await assert_audit_intact(aios)
