@@ -75,6 +75,8 @@ class Aios:
     inbox: IntentInbox
     # False for `aios serve --no-work`: intents are stored without an owner and planned by `aios worker`.
     works: bool = True
+    # True in `aios worker`: its claim loop plans intents, so recovery leaves them to it (see Recover).
+    claim_loop: bool = False
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
         return await self.inbox.accept(incoming)
@@ -109,12 +111,13 @@ class Aios:
 
     async def recover(self) -> None:
         """Carry on, in the background, whatever a stopped process left between two checkpoints."""
-        self.submit(Recover(grace_seconds=self.settings.recovery_grace_seconds))
+        self.submit(Recover(grace_seconds=self.settings.recovery_grace_seconds, claim_loop=self.claim_loop))
 
     async def take_over_from_the_dead(self) -> None:
         """Every few seconds: hold on to this process's lease, and carry on the work of processes that died."""
         await self.lease.keep()
-        await self.process(Recover(grace_seconds=self.settings.recovery_grace_seconds, at_start=False))
+        sweep = Recover(self.settings.recovery_grace_seconds, at_start=False, claim_loop=self.claim_loop)
+        await self.process(sweep)
 
     async def close(self) -> None:
         await self.background.drain()

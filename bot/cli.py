@@ -322,6 +322,7 @@ async def _work() -> None:
     settings.require("SLACK_BOT_TOKEN")
     client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
     aios = await bootstrap(settings, SlackTransport(client))
+    aios.claim_loop = True
     scheduler = build_scheduler(aios)
     scheduler.start()
     stop = asyncio.Event()

@@ -7,9 +7,12 @@ compare-and-set, so a restart rebuilds everything from the store and a job fired
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.bootstrap import Aios
@@ -31,60 +34,42 @@ def build_scheduler(aios: Aios) -> AsyncIOScheduler:
     async def sweep() -> None:
         await aios.process(SweepTimers())
 
-    # coalesce: a backlog of missed firings (the process was down) runs once, not once per missed firing.
-    scheduler.add_job(
+    _add(
+        scheduler,
         sweep,
         IntervalTrigger(seconds=TIMER_SWEEP_SECONDS),
-        id="approval-timers",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=aios.clock(),
+        "approval-timers",
+        first_run=aios.clock(),
     )
-
     # Each Home is drawn again and published only if it changed, so a quiet firing publishes nothing.
-    scheduler.add_job(
-        aios.home.redraw,
-        IntervalTrigger(seconds=HOME_REFRESH_SECONDS),
-        id="home-refresh",
-        coalesce=True,
-        max_instances=1,
-    )
+    _add(scheduler, aios.home.redraw, IntervalTrigger(seconds=HOME_REFRESH_SECONDS), "home-refresh")
 
     async def publish_due() -> None:
         await aios.process(PublishDuePosts())
 
-    scheduler.add_job(
+    _add(
+        scheduler,
         publish_due,
         IntervalTrigger(seconds=TIMER_SWEEP_SECONDS),
-        id="scheduled-publishes",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=aios.clock(),
+        "scheduled-publishes",
+        first_run=aios.clock(),
     )
-    scheduler.add_job(
+    _add(
+        scheduler,
         aios.take_over_from_the_dead,
         IntervalTrigger(seconds=DEAD_OWNER_SWEEP_SECONDS),
-        id="dead-owner-sweep",
-        coalesce=True,
-        max_instances=1,
+        "dead-owner-sweep",
     )
-    scheduler.add_job(
+    _add(
+        scheduler,
         aios.memory.maintain,
         IntervalTrigger(minutes=MEMORY_MAINTENANCE_MINUTES),
-        id="memory-retention",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=aios.clock(),
+        "memory-retention",
+        first_run=aios.clock(),
     )
     if aios.settings.digest_channel:
-        scheduler.add_job(
-            aios.post_digest,
-            digest_trigger(aios.settings.digest_cron),
-            id="digest",
-            coalesce=True,
-            misfire_grace_time=3600,
-            max_instances=1,
-        )
+        trigger = digest_trigger(aios.settings.digest_cron)
+        _add(scheduler, aios.post_digest, trigger, "digest", misfire_grace_time=3600)
     return scheduler
 
 
@@ -92,11 +77,22 @@ def build_lease_keeper(aios: Aios) -> AsyncIOScheduler:
     """The one job of a front door that leaves the work to workers (`aios serve --no-work`): keep its lease,
     which the runs of the clicks it decides record."""
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        aios.lease.keep,
-        IntervalTrigger(seconds=DEAD_OWNER_SWEEP_SECONDS),
-        id="lease",
-        coalesce=True,
-        max_instances=1,
-    )
+    _add(scheduler, aios.lease.keep, IntervalTrigger(seconds=DEAD_OWNER_SWEEP_SECONDS), "lease")
     return scheduler
+
+
+def _add(
+    scheduler: AsyncIOScheduler,
+    job: Callable[[], Awaitable[object]],
+    trigger: BaseTrigger,
+    job_id: str,
+    *,
+    first_run: datetime | None = None,
+    **options: Any,
+) -> None:
+    """One job, never two firings of it at once; a backlog of missed firings (the process was down, or the
+    loop was busy) runs once, not once per missed firing. ``first_run``: when it first fires, if not one interval
+    from now."""
+    if first_run is not None:
+        options["next_run_time"] = first_run
+    scheduler.add_job(job, trigger, id=job_id, coalesce=True, max_instances=1, **options)

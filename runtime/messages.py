@@ -187,6 +187,8 @@ class Recover(Command):
 
     grace_seconds: float
     at_start: bool = True  # False for the sweeps every few seconds, which take only work whose owner died
+    # True in a worker: its claim loop plans the intents (those recovery takes over, as its lease's, too).
+    claim_loop: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ from the store and planned here, a few at a time.
 
 A worker notices a new intent within a poll interval. It claims only as many as it has room for, so that
 several workers share a burst; each claim makes the worker's lease the intent's owner (see
-:func:`storage.leases.claim_intents`), so an intent is planned by one worker, and one whose worker died is
-carried on by recovery in another.
+:func:`storage.leases.claim_intents`), so an intent is planned by one worker. One whose worker died is taken over
+by another worker's dead-owner sweep, and planned by that worker's loop like one it claimed: each poll also picks
+up the intents its lease owns that it is not planning.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 
 from runtime.messagebus import Message
 from runtime.messages import HandleIntent
+from runtime.undo_filing import SOURCE as UNDO_SOURCE
 from storage.leases import Lease, claim_intents
 from storage.unit_of_work import UnitOfWorkFactory
 
@@ -41,7 +43,7 @@ class Worker:
         self._process = process
         self._poll_seconds = poll_seconds
         self._in_flight = in_flight
-        self._planning: set[asyncio.Task[None]] = set()
+        self._planning: dict[asyncio.Task[None], int] = {}  # each task and the intent it plans
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and plan intents until ``stop`` is set, then finish those claimed."""
@@ -52,8 +54,8 @@ class Worker:
                 claimed = await self._claim(room) if room > 0 else []
                 for intent_id in claimed:
                     task = asyncio.create_task(self._process(HandleIntent(intent_id)), name="HandleIntent")
-                    self._planning.add(task)
-                    task.add_done_callback(self._planning.discard)
+                    self._planning[task] = intent_id
+                    task.add_done_callback(self._done)
                 if claimed and len(self._planning) < self._in_flight:
                     continue  # there may be more waiting
                 if len(self._planning) >= self._in_flight:
@@ -68,8 +70,15 @@ class Worker:
 
     async def _claim(self, room: int) -> list[int]:
         try:
-            return await claim_intents(self._units, self._lease.id, room)
+            planning = set(self._planning.values())
+            return await claim_intents(
+                self._units, self._lease.id, room, planning=planning, filed_sources={UNDO_SOURCE}
+            )
         except Exception:
-            # The store is out of reach for a moment: try again at the next poll rather than stop working.
+            # The store is out of reach for a moment: try again at the next poll rather than stop working. Intents
+            # claimed by a commit whose reply was lost are this lease's, and the next poll picks them up.
             log.exception("intents_not_claimed")
             return []
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._planning.pop(task, None)

@@ -23,11 +23,11 @@ import socket
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import structlog
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, or_, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
@@ -236,21 +236,54 @@ async def acquire_lease(engine: AsyncEngine, units: UnitOfWorkFactory) -> Lease:
     return lease
 
 
-async def claim_intents(units: UnitOfWorkFactory, owner: int, limit: int) -> list[int]:
-    """Make ``owner`` the owner of up to ``limit`` received intents that name none (stored by a front door that
-    leaves the work to workers), oldest first; their ids.
+async def claim_intents(
+    units: UnitOfWorkFactory,
+    owner: int,
+    limit: int,
+    *,
+    planning: Collection[int] = (),
+    filed_sources: Collection[str] = (),
+) -> list[int]:
+    """Up to ``limit`` received intents for ``owner`` to plan, oldest first: those it owns already that it is
+    not ``planning`` (recovery took them over for it, or its claim committed but the reply was lost), then
+    those that name no owner (stored by a front door that leaves the work to workers), which it claims. Intents
+    of ``filed_sources`` are filed by their own path, never planned from their text.
 
-    The intents are read and locked, then owned, in one transaction, so that of workers claiming at once each
+    An idle worker asks every few tenths of a second, so the store is first read without the write lock (on
+    SQLite a writing transaction is a ``BEGIN IMMEDIATE`` that a front door's ack would wait behind). Unowned
+    intents are then read and locked, and owned, in one transaction, so that of workers claiming at once each
     intent goes to one: on PostgreSQL the rows another worker has locked are skipped (``FOR UPDATE SKIP
-    LOCKED``) rather than waited for; SQLite has one writer at a time (``BEGIN IMMEDIATE``). An intent whose
-    worker dies is then work of a dead owner, which recovery hands to a live process."""
+    LOCKED``) rather than waited for; SQLite has one writer at a time. An intent whose worker dies is then work
+    of a dead owner, which recovery hands to a live process."""
+    if limit <= 0:
+        return []
+    waiting = (
+        select(Intent.id, Intent.owner)
+        .where(
+            col(Intent.status) == IntentStatus.RECEIVED,
+            or_(col(Intent.owner).is_(None), col(Intent.owner) == owner),
+            col(Intent.id).not_in(planning),
+            col(Intent.source).not_in(filed_sources),
+        )
+        .order_by(col(Intent.id))
+        .limit(limit)
+    )
+    async with units.read() as uow:
+        seen = (await uow.session.exec(waiting)).all()
+    mine = [intent_id for intent_id, of in seen if of == owner and intent_id is not None]
+    if len(mine) == len(seen):
+        return mine
     async with units() as uow:
         session = uow.session
         unowned = (
             select(Intent.id)
-            .where(col(Intent.status) == IntentStatus.RECEIVED, col(Intent.owner).is_(None))
+            .where(
+                col(Intent.status) == IntentStatus.RECEIVED,
+                col(Intent.owner).is_(None),
+                col(Intent.source).not_in(filed_sources),
+            )
             .order_by(col(Intent.id))
-            .limit(limit)
+            .limit(limit - len(mine))
         )
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             unowned = unowned.with_for_update(skip_locked=True)
@@ -258,4 +291,4 @@ async def claim_intents(units: UnitOfWorkFactory, owner: int, limit: int) -> lis
         if claimed:
             await session.exec(update(Intent).where(col(Intent.id).in_(claimed)).values(owner=owner))
         await uow.commit()
-    return claimed
+    return sorted(mine + claimed)

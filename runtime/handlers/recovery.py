@@ -10,8 +10,11 @@ Intents, runs, executions, clicks and edits record the lease of the process work
 :mod:`storage.leases`).
 Work whose owner's lease has ended is taken over at once, by a compare-and-set on its owner so that one
 process takes it; work of a live process is left to it. Rows that name no owner (from before owners were
-recorded) keep the grace period: younger than it, they may belong to a live replica. Intents, and at start
-approved actions, need no grace, since a claim already makes a duplicate harmless.
+recorded) keep the grace period: younger than it, they may belong to a live replica. At start approved actions
+need no grace, since a claim already makes a duplicate harmless. An intent that names no owner was stored for the
+workers to claim: a worker's sweeps leave it to its claim loop, which also plans the intents recovery takes over
+for it (a few at a time, never a backlog inside the sweep); a process without that loop takes it at start, and in
+its sweeps once it is older than the grace period.
 """
 
 from __future__ import annotations
@@ -99,6 +102,16 @@ class Recovery(HandlerBase):
                 return since is None or since < stale_before
             return row.owner not in alive
 
+        def stranded(intent: Intent) -> bool:
+            """One that names no owner was stored by a front door for the workers to claim: where a claim loop
+            runs it is the loop's alone; elsewhere it is taken at start, and later once older than the grace
+            period (a worker may claim it yet)."""
+            if intent.owner is not None:
+                return intent.owner not in alive
+            if command.claim_loop:
+                return False
+            return command.at_start or intent.created_at < stale_before
+
         orphaned_runs = [run for run in planning if orphaned(run, run.updated_at)]
         orphaned_runs += [
             run_of[a.action_id] for a in unposted if orphaned(run_of[a.action_id], a.created_at)
@@ -106,7 +119,7 @@ class Recovery(HandlerBase):
         orphaned_runs += [run_of[action_id] for action_id in unclaimed if orphaned(run_of[action_id])]
         orphaned_runs += [run for escalation, run in unasked if orphaned(run, escalation.created_at)]
         async with self.units() as uow:
-            taken_intents = await uow.take_over([i for i in intents if orphaned(i)], self.lease.id)
+            taken_intents = await uow.take_over([i for i in intents if stranded(i)], self.lease.id)
             taken_runs = await uow.take_over(orphaned_runs, self.lease.id)
             taken_executions = await uow.take_over(
                 [e for e in in_flight if orphaned(e, e.started_at)], self.lease.id
@@ -145,8 +158,10 @@ class Recovery(HandlerBase):
         # An undo's intent is filed again as the undo it was claimed for, never planned from its text.
         undo_intents = {i.id for i in intents if i.source == UNDO_SOURCE and i.id is not None}
         refiled = [await refile(self.units, self.registry, i) for i in taken_intents & undo_intents]
+        # A worker's claim loop plans the intents its lease owns, as many at once as it has room for.
+        to_plan = set() if command.claim_loop else taken_intents - undo_intents
         return [
-            *(HandleIntent(intent_id) for intent_id in taken_intents - undo_intents),
+            *(HandleIntent(intent_id) for intent_id in sorted(to_plan)),
             *(proposal for proposal in refiled if proposal is not None),
             *(ReplanRun(run_id) for run_id in to_replan if run_id is not None),
             *(ExecuteAction(action_id) for action_id in to_execute),
