@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.intake import IncomingIntent, IntentInbox
 from storage.engine import create_engine
@@ -17,15 +19,20 @@ from storage.unit_of_work import UnitOfWorkFactory
 
 
 @pytest.fixture
-async def units(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
-    yield UnitOfWorkFactory.for_engine(engine)
+    yield engine
     await engine.dispose()
 
 
-def incoming(text: str) -> IncomingIntent:
-    return IncomingIntent(source="slash", team_id="T1", channel="C1", thread_ts=None, user="U1", text=text)
+@pytest.fixture
+def units(engine: AsyncEngine) -> UnitOfWorkFactory:
+    return UnitOfWorkFactory.for_engine(engine)
+
+
+def incoming(text: str, source: str = "slash") -> IncomingIntent:
+    return IncomingIntent(source=source, team_id="T1", channel="C1", thread_ts=None, user="U1", text=text)
 
 
 async def test_claims_go_oldest_first_and_never_to_two_workers(units: UnitOfWorkFactory) -> None:
@@ -55,3 +62,30 @@ async def test_owned_and_handled_intents_are_not_claimed(units: UnitOfWorkFactor
     assert await claim_intents(units, owner=9, limit=10) == [waiting]
     async with units() as uow:
         assert (await uow.get(Intent, owned)).owner == 7  # type: ignore[union-attr]
+
+
+async def test_an_owner_gets_back_the_intents_it_holds_but_is_not_planning(units: UnitOfWorkFactory) -> None:
+    """Taken over for it by recovery, or claimed by a commit whose reply never came: still its to plan."""
+    held = await IntentInbox(units, owner=9).accept(incoming("claimed, but the reply was lost"))
+    planning = await IntentInbox(units, owner=9).accept(incoming("being planned right now"))
+    await IntentInbox(units, owner=9).accept(incoming("undo A-1", source="undo"))  # filed, never planned
+    await IntentInbox(units, owner=7).accept(incoming("another owner's"))
+    waiting = await IntentInbox(units, owner=None).accept(incoming("waiting"))
+    assert held is not None and planning is not None
+    claimed = await claim_intents(units, owner=9, limit=10, planning={planning}, filed_sources={"undo"})
+    assert claimed == [held, waiting]
+    assert await claim_intents(
+        units, owner=9, limit=1, planning={planning, held}, filed_sources={"undo"}
+    ) == [waiting]
+
+
+async def test_an_idle_claim_does_not_wait_for_the_write_lock(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    """With nothing to claim, a claim only reads: a writer holding the store (a front door storing an intent)
+    keeps no worker waiting, nor is kept waiting by one."""
+    await IntentInbox(units, owner=7).accept(incoming("someone's already"))
+    async with engine.begin() as writer:  # on SQLite a BEGIN IMMEDIATE: the database's one write lock
+        if engine.dialect.name == "postgresql":
+            await writer.execute(text("LOCK TABLE intent IN EXCLUSIVE MODE"))  # writes and row locks wait
+        assert await asyncio.wait_for(claim_intents(units, owner=9, limit=8), timeout=5) == []
