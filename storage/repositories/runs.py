@@ -157,16 +157,18 @@ class RunRepository(SessionRepository):
         """Move an action to ``status`` and its run to the state that follows from all its actions."""
         action = await self.get(ProposedAction, action_id)
         assert action is not None, f"no action {action_id}"
-        action.status = status
-        self.session.add(action)
-        await self.session.flush()
+        if action.status != status:
+            action.status = status
+            self.session.add(action)
+            await self.session.flush()
         await self.refresh_run_status(action.run_id)
         return action
 
-    async def refresh_run_status(self, run_id: int, **values: Any) -> None:
+    async def refresh_run_status(self, run_id: int, **values: Any) -> RunStatus | None:
         """Give the run the status its actions' statuses make (RUN_STATUS_FROM_ACTIONS), with ``values`` for
-        other columns that move it on: one UPDATE, the actions looked at by the database. A copy of the run this
-        session holds is brought up to date."""
+        other columns that move it on: one UPDATE … RETURNING, the actions looked at by the database. Without
+        ``values`` a run that has that status already is not written. A copy of the run this session holds is
+        brought up to date. Returns the status written, None when nothing was."""
 
         def having(statuses: Sequence[str]) -> ColumnElement[bool]:
             return (
@@ -179,20 +181,26 @@ class RunRepository(SessionRepository):
             *((having(actions), run_status) for run_status, actions in RUN_STATUS_FROM_ACTIONS),
             else_=RUN_STATUS_OTHERWISE,
         )
+        moving = col(Run.id) == run_id
+        if not values:
+            moving = moving & (col(Run.status) != status)
         values = {**values, "updated_at": values.get("updated_at", utcnow())}
         statement = (
             update(Run)
-            .where(col(Run.id) == run_id)
+            .where(moving)
             .values(status=status, **values)
             .returning(col(Run.status))
             .execution_options(synchronize_session=False)
         )
-        new_status = (await self.session.exec(statement)).scalar_one_or_none()
-        assert new_status is not None, f"no run {run_id}"
+        written = (await self.session.exec(statement)).scalar_one_or_none()
+        if written is None:
+            return None
+        new_status = RunStatus(written)
         held = self.session.identity_map.get(identity_key(Run, run_id))
         if held is not None:
             for name, value in {**values, "status": new_status}.items():
                 set_committed_value(held, name, value)
+        return new_status
 
     async def update_run(self, run_id: int, **values: Any) -> None:
         """Set these columns of the run, in one UPDATE (nothing read first)."""
