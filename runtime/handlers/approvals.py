@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -11,7 +11,7 @@ import structlog
 from policies.approvers import Refusal, authorise_approval, group_ids
 from runtime.approval_requests import request_view
 from runtime.crashpoints import crash_point
-from runtime.handlers.base import Collaborators, HandlerBase
+from runtime.handlers.base import CardRows, Collaborators, HandlerBase
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
 from runtime.messages import (
@@ -26,12 +26,15 @@ from runtime.tracing import approval_waited
 from storage.action_edits import ActionEdits
 from storage.ids import format_id
 from storage.records import (
+    ActionEdit,
     ActionStatus,
     Approval,
     ApprovalStatus,
     Click,
     Decision,
+    ProposedAction,
 )
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +60,26 @@ REFUSAL_NOTE = {
 
 # What a re-submitted click may find because its first handling got that far before the process stopped.
 _ALREADY_COUNTED = (Refusal.ALREADY_DECIDED, Refusal.ALREADY_VOTED)
+
+
+@dataclass
+class _Decided:
+    """What the transaction deciding one click came to, with the rows it read, for what is said after it."""
+
+    approval: Approval  # as locked, and as the decision left it
+    decision: Decision  # the policy's, that asked for the approval
+    action: ProposedAction
+    refusal: Refusal | None = None
+    refusal_text: str = ""  # said to the clicker
+    fields: dict[str, str] = field(default_factory=dict)  # what the refusal's words name
+    expired: bool = False  # the click found it past its deadline and expired it
+    voters: list[str] = field(default_factory=list)
+    edits: list[ActionEdit] | None = None  # applied to the action, once read
+    run_card: int | None = None  # the run whose review card shows the approval (None: a card of its own)
+
+    @property
+    def card_rows(self) -> CardRows:
+        return self.action, self.decision, self.edits or ()
 
 
 @dataclass
@@ -155,79 +178,34 @@ class Approvals(HandlerBase):
     async def _decide(self, command: DecideApproval, *, on_review: bool = False) -> _Outcome:
         """One approval decided (or refused) for one click. ``on_review``: part of a click on a run's review
         card, which says the outcome once for all its approvals rather than one message each."""
-        approval_ref = format_id("AP", command.approval_id)
-        async with self.units() as uow:
-            approval = await uow.get(Approval, command.approval_id)
-        if approval is None or approval.id is None:
+        now = self.clock()
+        groups: dict[str, set[str]] = {}
+        while True:
+            decided = await self._decided(command, groups, now, on_review=on_review)
+            if not isinstance(decided, set):
+                break
+            # User groups are looked up outside the transaction (Slack may be slow); then the click is decided
+            # from the start, under the approval's lock again.
+            groups |= {g: await self.transport.group_members(g) for g in sorted(decided)}
+        if decided is None:
+            approval_ref = format_id("AP", command.approval_id)
             await self._whisper(command.channel, command.user, f"There is no approval {approval_ref}.")
             return _Outcome()
-        policy_decision = await self._get_decision(approval.decision_id)
-        rule_id = policy_decision.rule_id or "default"
-        roles = self.policy.roles
-        now = self.clock()
-        view = request_view(approval)
-        groups = {
-            g: await self.transport.group_members(g) for g in group_ids(roles, view.deciding_roles(now))
-        }
-        refusal = authorise_approval(
-            view, command.user, approve=command.approve, roles=roles, group_members=groups, now=now
-        )
-        if refusal is Refusal.EXPIRED:
-            await self._expire(approval, now)
-        if refusal is not None:
-            return await self._refuse(approval, command, refusal, rule_id, on_review=on_review)
-
+        approval = decided.approval
+        assert approval.id is not None
+        approval_ref = format_id("AP", approval.id)
+        if decided.expired:
+            await self._show_settled(decided, "expired", None, now)
+        if decided.refusal is not None:
+            return await self._refused(decided, command, on_review=on_review)
         outcome = ApprovalStatus.APPROVED if command.approve else ApprovalStatus.REJECTED
-        voters: list[str] = []
-        async with self.units() as uow:
-            # The approval row is locked for the whole decision, so concurrent clicks (from any replica)
-            # are counted one after another: one of them completes the quorum, the rest see it decided.
-            current = await uow.approvals.lock_approval(approval.id)
-            if current is None or current.status != ApprovalStatus.PENDING:
-                refusal = Refusal.ALREADY_DECIDED
-            elif command.edits_seen is not None and command.edits_seen != len(
-                await ActionEdits(uow.session).applied_to(current.action_id)
-            ):
-                refusal = Refusal.CARD_OUTDATED
-            elif command.approve and not await uow.approvals.add_vote(approval.id, command.user):
-                refusal = Refusal.ALREADY_VOTED
-            else:
-                voters = await uow.approvals.voters(approval.id) if command.approve else []
-                final = not command.approve or len(voters) >= current.quorum
-                if final:
-                    await uow.approvals.decide_approval(approval.id, outcome, command.user, now)
-                    proposed = await uow.runs.set_action_status(
-                        approval.action_id,
-                        ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED,
-                    )
-                    if command.approve:
-                        capability = self._capability(
-                            proposed, policy_decision.policy_hash or "", command.user
-                        )
-                        await uow.approvals.mint_capability(capability)
-                count = (
-                    f" ({len(voters)} of {current.quorum})" if current.quorum > 1 and command.approve else ""
-                )
-                await uow.add(
-                    Decision(
-                        action_id=approval.action_id,
-                        kind="human",
-                        verdict=outcome.value if final else "vote",
-                        rule_id=policy_decision.rule_id,
-                        policy_hash=policy_decision.policy_hash,
-                        justification=f"{outcome.value}{count} in Slack by <@{command.user}>",
-                        actor=command.user,
-                    )
-                )
-                await uow.commit()
-        if refusal is not None:
-            return await self._refuse(approval, command, refusal, rule_id, on_review=on_review)
+        voters = decided.voters
         if command.approve and len(voters) < approval.quorum:
             counted = f"{approval_ref} has {len(voters)} of the {approval.quorum} approvals it needs."
             if on_review:
                 return _Outcome(refusal_note=f"counted; {counted}")
-            if await self.reviews.run_of(approval) is None:
-                await self._show_votes(approval, voters)
+            if decided.run_card is None:
+                await self._show_votes(approval, voters, rows=decided.card_rows)
             await self._whisper(
                 approval.channel, command.user, f"Counted: {counted}", thread_ts=approval.thread_ts
             )
@@ -238,7 +216,7 @@ class Approvals(HandlerBase):
         approval_waited(approval.id, approval.created_at, now, outcome.value)
         log.info("approval_decided", approval=approval.id, outcome=outcome.value, user=command.user)
         if not on_review:
-            await self._settle_card(approval, outcome.value, command.user, now)
+            await self._show_settled(decided, outcome.value, command.user, now)
         if command.approve:
             return _Outcome(messages=[ActionApproved(approval.action_id)], decided=True)
         if not on_review:
@@ -248,6 +226,98 @@ class Approvals(HandlerBase):
                 context=f"`{format_id('A', approval.action_id)}`",
             )
         return _Outcome(decided=True)
+
+    async def _decided(
+        self, command: DecideApproval, groups: Mapping[str, set[str]], now: datetime, *, on_review: bool
+    ) -> _Decided | set[str] | None:
+        """Decide the click in one transaction: lock the approval, authorise the clicker, count the vote,
+        decide, mint the capability, record the decision (or the refusal), and read what its card shows.
+        None: there is no such approval; a set: the user groups to look up before it can be decided."""
+        roles = self.policy.roles
+        async with self.units() as uow:
+            # The approval row is locked for the whole decision, so concurrent clicks (from any replica)
+            # are counted one after another: one of them completes the quorum, the rest see it decided.
+            hand = await uow.approvals.lock_approval_in_hand(command.approval_id)
+            if hand is None:
+                return None
+            approval = hand.approval
+            assert approval.id is not None
+            view = request_view(approval)
+            missing = group_ids(roles, view.deciding_roles(now)) - groups.keys()
+            if missing:
+                return missing
+            decided = _Decided(hand.approval, hand.decision, hand.action)
+            refusal = authorise_approval(
+                view, command.user, approve=command.approve, roles=roles, group_members=groups, now=now
+            )
+            edits = ActionEdits(uow.session)
+            if not hand.edited:
+                decided.edits = []
+            if refusal is None and command.edits_seen is not None:
+                if decided.edits is None:
+                    decided.edits = await edits.applied_to(approval.action_id)
+                if command.edits_seen != len(decided.edits):
+                    refusal = Refusal.CARD_OUTDATED
+            if (
+                refusal is None
+                and command.approve
+                and not await uow.approvals.add_vote(approval.id, command.user)
+            ):
+                refusal = Refusal.ALREADY_VOTED
+            if refusal is Refusal.EXPIRED:
+                decided.expired = await self._expire_in(uow, approval, now)
+            if refusal is not None:
+                self._refuse_in(uow, decided, command, refusal, now)
+            else:
+                await self._decide_in(uow, decided, command, now)
+            shown = decided.expired or (decided.refusal is None and not on_review)
+            if shown and hand.on_card_with_others:
+                decided.run_card = hand.action.run_id
+            elif shown and decided.edits is None:
+                decided.edits = await edits.applied_to(approval.action_id)
+            await uow.commit()
+        return decided
+
+    async def _decide_in(
+        self, uow: UnitOfWork, decided: _Decided, command: DecideApproval, now: datetime
+    ) -> None:
+        """Count the click (its vote already stored) and, when it completes the approval, decide it: the
+        compare-and-set, the action's status, and for an approval the capability that lets it run once."""
+        approval, policy_decision = decided.approval, decided.decision
+        assert approval.id is not None
+        outcome = ApprovalStatus.APPROVED if command.approve else ApprovalStatus.REJECTED
+        if not command.approve:
+            decided.voters = []
+        elif approval.quorum > 1:
+            decided.voters = await uow.approvals.voters(approval.id)
+        else:
+            decided.voters = [command.user]  # a quorum of one: the vote just stored is the only one
+        final = not command.approve or len(decided.voters) >= approval.quorum
+        if final:
+            await uow.approvals.decide_approval(approval.id, outcome, command.user, now)
+            proposed = await uow.runs.set_action_status(
+                approval.action_id,
+                ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED,
+            )
+            if command.approve:
+                capability = self._capability(proposed, policy_decision.policy_hash or "", command.user)
+                await uow.approvals.mint_capability(capability)
+        count = (
+            f" ({len(decided.voters)} of {approval.quorum})"
+            if approval.quorum > 1 and command.approve
+            else ""
+        )
+        await uow.add(
+            Decision(
+                action_id=approval.action_id,
+                kind="human",
+                verdict=outcome.value if final else "vote",
+                rule_id=policy_decision.rule_id,
+                policy_hash=policy_decision.policy_hash,
+                justification=f"{outcome.value}{count} in Slack by <@{command.user}>",
+                actor=command.user,
+            )
+        )
 
     async def sweep(self, command: SweepTimers) -> Sequence[Message]:
         """The approval timers, kept in SQL: escalate what waited too long, expire what passed its deadline.
@@ -293,34 +363,42 @@ class Approvals(HandlerBase):
             context=f"`{format_id('A', approval.action_id)}` · escalated to {', '.join(approval.escalate_to)}",
         )
 
-    async def _refuse(
-        self,
-        approval: Approval,
-        command: DecideApproval,
-        refusal: Refusal,
-        rule_id: str,
-        *,
-        on_review: bool = False,
-    ) -> _Outcome:
+    def _refuse_in(
+        self, uow: UnitOfWork, decided: _Decided, command: DecideApproval, refusal: Refusal, now: datetime
+    ) -> None:
+        """Note why the click does not count, and record the refusal unless it is most likely this very click
+        counted before the process stopped."""
+        approval = decided.approval
+        deciding = request_view(approval).deciding_roles(now)
+        rule_id = decided.decision.rule_id or "default"
+        decided.refusal = refusal
+        decided.fields = {
+            "approval": format_id("AP", approval.id),
+            "rule": rule_id,
+            "roles": " or ".join(deciding),
+        }
+        decided.refusal_text = REFUSAL_TEXT[refusal].format(**decided.fields)
+        if command.recovered and refusal in _ALREADY_COUNTED:
+            return
+        uow.session.add(
+            Decision(
+                action_id=approval.action_id,
+                kind="refusal",
+                verdict=f"refused:{refusal.value}",
+                rule_id=rule_id,
+                reason=decided.refusal_text,
+                actor=command.user,
+            )
+        )
+
+    async def _refused(self, decided: _Decided, command: DecideApproval, *, on_review: bool) -> _Outcome:
+        """Tell of a refused click: the clicker, or the run's review card and the clicker at once."""
+        approval, refusal, text = decided.approval, decided.refusal, decided.refusal_text
+        assert refusal is not None
         if command.recovered and refusal in _ALREADY_COUNTED:
             # Most likely this very click, counted before the process stopped: nothing to tell anyone.
             log.info("recovered_click_already_counted", approval=approval.id, click=command.click_id)
             return _Outcome(refusal=refusal)
-        deciding = request_view(approval).deciding_roles(self.clock())
-        fields = {"approval": format_id("AP", approval.id), "rule": rule_id, "roles": " or ".join(deciding)}
-        text = REFUSAL_TEXT[refusal].format(**fields)
-        async with self.units() as uow:
-            await uow.add(
-                Decision(
-                    action_id=approval.action_id,
-                    kind="refusal",
-                    verdict=f"refused:{refusal.value}",
-                    rule_id=rule_id,
-                    reason=text,
-                    actor=command.user,
-                )
-            )
-            await uow.commit()
         DECISIONS.labels(verdict="refused").inc()
         if not on_review:
             await self._whisper(approval.channel, command.user, text, thread_ts=approval.thread_ts)
@@ -331,28 +409,31 @@ class Approvals(HandlerBase):
         return _Outcome(
             refusal=refusal,
             refusal_text=f"{format_id('AP', approval.id)}: {text}",
-            refusal_note=note.format(user=command.user, **fields),
+            refusal_note=note.format(user=command.user, **decided.fields),
         )
 
     async def _expire(self, approval: Approval, now: datetime) -> bool:
         """Expire a pending approval (never approve it); False when it had been decided meanwhile."""
         async with self.units() as uow:
-            if not await uow.approvals.decide_approval(
-                approval.id or 0, ApprovalStatus.EXPIRED, "clock", now
-            ):
+            if not await self._expire_in(uow, approval, now):
                 return False
-            await uow.runs.set_action_status(approval.action_id, ActionStatus.EXPIRED)
-            await uow.add(
-                Decision(
-                    action_id=approval.action_id,
-                    kind="expiry",
-                    verdict="expired",
-                    actor="clock",
-                    reason="nobody decided before the rule's timeout",
-                )
-            )
             await uow.commit()
         await self._settle_card(approval, "expired", None, now)
+        return True
+
+    async def _expire_in(self, uow: UnitOfWork, approval: Approval, now: datetime) -> bool:
+        if not await uow.approvals.decide_approval(approval.id or 0, ApprovalStatus.EXPIRED, "clock", now):
+            return False
+        await uow.runs.set_action_status(approval.action_id, ActionStatus.EXPIRED)
+        await uow.add(
+            Decision(
+                action_id=approval.action_id,
+                kind="expiry",
+                verdict="expired",
+                actor="clock",
+                reason="nobody decided before the rule's timeout",
+            )
+        )
         return True
 
     async def _settle_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
@@ -362,3 +443,10 @@ class Approvals(HandlerBase):
             await self._close_card(approval, outcome, actor, at)
         else:
             await self.reviews.refresh(run_id, {})
+
+    async def _show_settled(self, decided: _Decided, outcome: str, actor: str | None, at: datetime) -> None:
+        """Show a decided or expired approval on its card, drawn from the rows its decision read."""
+        if decided.run_card is not None:
+            await self.reviews.refresh(decided.run_card, {})
+        else:
+            await self._close_card(decided.approval, outcome, actor, at, rows=decided.card_rows)

@@ -41,6 +41,10 @@ log = structlog.get_logger(__name__)
 CAPABILITY_LIFETIME = timedelta(days=1)
 
 
+# What an approval's card shows besides the approval: its action, the policy decision that asked, the edits.
+CardRows = tuple[ProposedAction, Decision, Sequence[ActionEdit]]
+
+
 @dataclass(frozen=True)
 class Collaborators:
     units: UnitOfWorkFactory
@@ -148,11 +152,13 @@ class HandlerBase:
             assert intent is not None
         return Thread(intent.channel, intent.thread_ts), proposed
 
-    async def _close_card(self, approval: Approval, outcome: str, actor: str | None, at: datetime) -> None:
-        """Replace the buttons of an approval request by its outcome."""
+    async def _close_card(
+        self, approval: Approval, outcome: str, actor: str | None, at: datetime, rows: CardRows | None = None
+    ) -> None:
+        """Replace the buttons of an approval request by its outcome (``rows``: what it shows, if read)."""
         if approval.message_ts is None:
             return
-        card = await self._stored_card(approval)
+        card = self._card(approval, *rows) if rows is not None else await self._stored_card(approval)
         try:
             await self.transport.settle_approval(
                 approval.channel, approval.message_ts, card, outcome, actor, at
@@ -160,9 +166,10 @@ class HandlerBase:
         except TransportError as exc:
             log.error("approval_update_not_delivered", approval=approval.id, error=str(exc))
 
-    async def _show_votes(self, approval: Approval, voters: list[str]) -> None:
+    async def _show_votes(self, approval: Approval, voters: list[str], rows: CardRows | None = None) -> None:
         """An approval that needs more approvers keeps its buttons and shows who approved so far."""
-        await self._redraw_card(approval, replace(await self._stored_card(approval), voters=tuple(voters)))
+        card = self._card(approval, *rows) if rows is not None else await self._stored_card(approval)
+        await self._redraw_card(approval, replace(card, voters=tuple(voters)))
 
     async def _post_card(self, approval_id: int, card: ApprovalCard, thread: Thread) -> None:
         """Post an approval request and remember its message, so a decision can update it later."""

@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import func, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
 from storage.audit import BOOKKEEPING
 from storage.records import (
+    ActionEdit,
     Approval,
     ApprovalStatus,
     ApprovalVote,
     Capability,
     Click,
+    Decision,
     ProposedAction,
     utcnow,
 )
 from storage.repositories.base import SessionRepository
+
+
+@dataclass(frozen=True)
+class ApprovalInHand:
+    """An approval locked for deciding it, with what deciding it and drawing its card need."""
+
+    approval: Approval
+    decision: Decision  # the policy's, that asked for the approval
+    action: ProposedAction
+    on_card_with_others: bool  # its message is its run's review card, shared with other approvals
+    edited: bool  # someone has edited its action's parameters (ActionEdits.applied_to tells how)
 
 
 class ApprovalRepository(SessionRepository):
@@ -79,6 +95,45 @@ class ApprovalRepository(SessionRepository):
             .values(spent_at=now)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+    async def lock_approval_in_hand(self, approval_id: int) -> ApprovalInHand | None:
+        """The approval, fresh and locked as :meth:`lock_approval` has it, with its policy decision, its
+        action, whether its message is shared with other approvals of the run and whether its action was
+        edited: one statement."""
+        other, others_action = aliased(Approval), aliased(ProposedAction)
+        sharing = (
+            sql_select(func.count())
+            .select_from(other)
+            .join(others_action, col(others_action.id) == col(other.action_id))
+            .where(
+                col(others_action.run_id) == col(ProposedAction.run_id),
+                col(other.message_ts) == col(Approval.message_ts),
+            )
+            .scalar_subquery()
+        )
+        edited = (
+            sql_select(col(ActionEdit.id))
+            .where(
+                col(ActionEdit.action_id) == col(Approval.action_id),
+                col(ActionEdit.params_before).is_not(None),
+            )
+            .exists()
+        )
+        query = (
+            select(Approval, Decision, ProposedAction, sharing)
+            .add_columns(edited)
+            .join(Decision, col(Decision.id) == col(Approval.decision_id))
+            .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
+            .where(col(Approval.id) == approval_id)
+            .with_for_update(of=Approval)
+            .execution_options(populate_existing=True)
+        )
+        # sqlmodel types exec() for at most four columns; the rows are the five selected.
+        found = (await self.session.exec(query)).first()  # type: ignore[call-overload]
+        if found is None:
+            return None
+        approval, decision, action, on_card, was_edited = found
+        return ApprovalInHand(approval, decision, action, on_card > 1, bool(was_edited))
 
     async def lock_approval(self, approval_id: int) -> Approval | None:
         """The approval, fresh and locked for this transaction (FOR UPDATE; SQLite has one writer anyway)."""
