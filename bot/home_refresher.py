@@ -73,6 +73,8 @@ class HomeRefresher(HandlerBase):
         self._spend_shown_at: dict[str, datetime] = {}  # by this process, by person
         self._notices: dict[str, tuple[str, datetime]] = {}
         self._retry: dict[str, tuple[int, datetime]] = {}  # refused publishes in a row, and when to try again
+        # By person: the hash this process's last publish replaced, and the one it stored instead.
+        self._stored: dict[str, tuple[str | None, str]] = {}
 
     def subscribe(self, bus: MessageBus) -> None:
         """Subscribed after the handlers, so that each event's own work is under way before the Homes are marked
@@ -208,6 +210,11 @@ class HomeRefresher(HandlerBase):
 
     async def _publish(self, user: str, view: dict[str, Any], published: str | None, *, always: bool) -> None:
         drawn, now = view_hash(view), self.clock()
+        replaced = self._stored.get(user)
+        if replaced is not None and published == replaced[0]:
+            # Read before a refresh of this process that overlapped this one stored its publish (they publish
+            # one after the other, under the person's lock): that publish is what Slack shows now.
+            published = replaced[1]
         if not always:
             if drawn == published:
                 return
@@ -225,9 +232,14 @@ class HomeRefresher(HandlerBase):
             viewers = HomeViewers(uow.session)
             # Stored after the publish, from the hash read before drawing: if another refresh (another replica)
             # published meanwhile, which of the two Slack shows is unknown, and the next refresh publishes again.
-            if not await viewers.published(user, published, drawn):
+            stored = await viewers.published(user, published, drawn)
+            if not stored:
                 await viewers.forget_published(user)
             await uow.commit()
+        if stored:
+            self._stored[user] = (published, drawn)
+        else:
+            self._stored.pop(user, None)
         log.info("home_published", user=user)
 
     async def _refused(self, user: str, exc: TransportError, now: datetime) -> None:
@@ -238,6 +250,7 @@ class HomeRefresher(HandlerBase):
                 await HomeViewers(uow.session).drop(user)
                 await uow.commit()
             self._retry.pop(user, None)
+            self._stored.pop(user, None)
             return
         failures = self._retry.get(user, (0, now))[0] + 1
         wait = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
