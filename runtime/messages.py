@@ -202,9 +202,29 @@ class ActionApproved(Event):
 
 
 @dataclass(frozen=True)
+class ExecutedAction:
+    """An executed action as its booking had it in hand: those told of it read this, not the store."""
+
+    name: str
+    params: dict[str, Any]
+    run_id: int
+    compensates: int | None  # the action it undoes, when it is a compensation
+    team_id: str  # of the intent that asked for it
+    channel: str
+    thread_ts: str | None
+    requester: str
+    status: str  # the execution's
+    result: dict[str, Any]
+    finished_at: datetime
+    approvers: tuple[str, ...]  # the people whose approvals let it run, in the order they approved
+    allowed_by_rule: str | None  # the policy rule that let it run without asking anyone, if one did
+
+
+@dataclass(frozen=True)
 class ActionExecuted(Event):
     action_id: int
     execution_id: int
+    action: ExecutedAction
 
 
 @dataclass(frozen=True)

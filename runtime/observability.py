@@ -10,7 +10,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from sqlmodel import col, func, select
 
-from storage.records import Approval, ApprovalStatus, LlmCall, ProposedAction, Run, RunStatus
+from storage.records import Approval, ApprovalStatus
 from storage.unit_of_work import UnitOfWorkFactory
 
 INTENTS = Counter("aios_intents_total", "Intents accepted", ["source"])
@@ -71,39 +71,9 @@ def approval_decided(outcome: str, requested_at: datetime, decided_at: datetime)
     TIME_TO_APPROVAL.labels(outcome=outcome).observe(max(0.0, (decided_at - requested_at).total_seconds()))
 
 
-async def observe_completed_run(units: UnitOfWorkFactory, action_id: int) -> None:
-    """When this action's success completed its run: the model spend of the run (its own calls and those of
-    its intent's routing) into the cost per automation. A metric never stops the work: a failure is logged."""
-    try:
-        spent = await _spend_of_completed_run(units, action_id)
-    except Exception as exc:
-        log.warning("automation_cost_unreadable", action=action_id, error=type(exc).__name__)
-        return
-    if spent is not None:
-        AUTOMATION_COST.observe(spent)
-
-
-async def _spend_of_completed_run(units: UnitOfWorkFactory, action_id: int) -> float | None:
-    async with units() as uow:
-        session = uow.session
-        run = (
-            await session.exec(
-                select(Run)
-                .join(ProposedAction, col(ProposedAction.run_id) == col(Run.id))
-                .where(col(ProposedAction.id) == action_id)
-            )
-        ).first()
-        if run is None or run.status != RunStatus.COMPLETED:
-            return None
-        spent = (
-            await session.exec(
-                select(func.coalesce(func.sum(LlmCall.cost_usd), 0.0)).where(
-                    col(LlmCall.intent_id) == run.intent_id,
-                    (col(LlmCall.run_id) == run.id) | col(LlmCall.run_id).is_(None),
-                )
-            )
-        ).one()
-    return float(spent)
+def completed_run_spend(spent_usd: float) -> None:
+    """A run completed: its model spend (read as its last action was booked) into the cost per automation."""
+    AUTOMATION_COST.observe(spent_usd)
 
 
 async def refresh_waiting_approvals(units: UnitOfWorkFactory, now: datetime) -> None:

@@ -82,11 +82,11 @@ class Compensation(HandlerBase):
         return followups
 
     async def mark_compensated(self, event: ActionExecuted) -> Sequence[Message]:
+        compensated = event.action.compensates
+        if compensated is None:
+            return []
         async with self.units() as uow:
-            undo = await uow.get(ProposedAction, event.action_id)
-            if undo is None or undo.compensates is None:
-                return []
-            await uow.runs.set_action_status(undo.compensates, ActionStatus.COMPENSATED)
+            await uow.runs.set_action_status(compensated, ActionStatus.COMPENSATED)
             await uow.commit()
         COMPENSATIONS.labels(outcome="undone").inc()
         return []

@@ -34,11 +34,12 @@ from runtime.messages import (
     ActionFailed,
     AgentResumed,
     ExecuteAction,
+    ExecutedAction,
     ReconcileExecution,
 )
 from runtime.mrkdwn import escape
-from runtime.notices import Done
-from runtime.observability import EXECUTIONS, action_executed, observe_completed_run
+from runtime.notices import Done, Thread
+from runtime.observability import EXECUTIONS, action_executed, completed_run_spend
 from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import (
@@ -47,7 +48,6 @@ from storage.records import (
     ExecutionAttempt,
     ExecutionStatus,
     ProposedAction,
-    Run,
     RunStatus,
 )
 
@@ -64,15 +64,14 @@ class Executions(HandlerBase):
 
     async def execute_action(self, command: ExecuteAction) -> Sequence[Message]:
         async with self.units() as uow:
-            proposed = await uow.get(ProposedAction, command.action_id)
-            assert proposed is not None
+            found = await uow.executions.action_to_execute(command.action_id)
+            assert found is not None
+            proposed, run, pause = found
             if proposed.status != ActionStatus.APPROVED:
                 return []
-            run = await uow.get(Run, proposed.run_id)
-            assert run is not None
             # The pause check, the capability and the claim share one transaction, so a pause or a second
             # execution cannot slip in between them.
-            paused = await uow.runs.is_paused(run.agent) is not None
+            paused = pause is not None
             claimed = False
             if paused:
                 run.status = RunStatus.PAUSED
@@ -214,11 +213,10 @@ class Executions(HandlerBase):
                 )
             ]
         crash_point("connector_done")
-        execution = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
+        booked = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
         self._count(action, "succeeded")
-        await observe_completed_run(self.units, action_id)
-        assert execution.id is not None
-        return [ActionExecuted(action_id, execution.id)]
+        assert booked is not None
+        return [booked]
 
     def _too_late(self, action: Action) -> str | None:
         """A publish is checked against the clock again as it runs: an approval given after its time, or outside
@@ -289,11 +287,14 @@ class Executions(HandlerBase):
         result: dict[str, object],
         error: str | None,
         attempts: _Attempts,
-    ) -> Execution:
-        """Book the outcome, the attempts that led to it, and the action's new state in one transaction."""
+    ) -> ActionExecuted | None:
+        """Book the outcome, the attempts that led to it, and the action's new state in one transaction; a
+        success comes back as the event that tells of it, with what its subscribers need to know."""
         async with self.units() as uow:
-            execution = await uow.executions.execution_by_key(key)
-            assert execution is not None and execution.id is not None
+            found = await uow.executions.execution_in_hand(key)
+            assert found is not None
+            execution, proposed, run, intent = found.execution, found.action, found.run, found.intent
+            assert execution.id is not None and proposed.id is not None and run.id is not None
             for number, kind, outcome, attempt_error in attempts.recorded:
                 uow.session.add(
                     ExecutionAttempt(
@@ -308,30 +309,50 @@ class Executions(HandlerBase):
             # A result that is not JSON (a connector bug) would fail the commit and leave the execution in flight.
             execution.result = to_jsonable_python(result, fallback=str)
             execution.error = error
-            execution.finished_at = self.clock()
+            execution.finished_at = finished = self.clock()
             uow.session.add(execution)
             succeeded = status == ExecutionStatus.SUCCEEDED
             await uow.runs.set_action_status(
                 execution.action_id, ActionStatus.EXECUTED if succeeded else ActionStatus.FAILED
             )
-            if succeeded:
-                await record_due_publish(uow, self.registry, self.zone, execution.action_id, result)
-                await record_planned_slot(uow, self.registry, self.zone, execution.action_id)
+            if not succeeded:
+                await uow.commit()
+                return None
+            await record_due_publish(uow, self.registry, self.zone, execution.action_id, result)
+            await record_planned_slot(uow, self.registry, self.zone, execution.action_id)
+            approvers, rule = await uow.runs.allowed_by(proposed.id)
+            # The run's state as the action's new status left it (refreshed into the run in hand).
+            spent = await uow.budgets.model_spend_of_run(run) if run.status == RunStatus.COMPLETED else None
             await uow.commit()
-            return execution
+        if spent is not None:
+            completed_run_spend(spent)
+        snapshot = ExecutedAction(
+            name=proposed.name,
+            params=proposed.params,
+            run_id=run.id,
+            compensates=proposed.compensates,
+            team_id=intent.team_id,
+            channel=intent.channel,
+            thread_ts=intent.thread_ts,
+            requester=intent.user,
+            status=execution.status,
+            result=execution.result,
+            finished_at=finished,
+            approvers=approvers,
+            allowed_by_rule=rule,
+        )
+        return ActionExecuted(proposed.id, execution.id, snapshot)
 
     async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
-        thread, proposed = await self._thread_of_action(event.action_id)
-        async with self.units() as uow:
-            execution = await uow.get(Execution, event.execution_id)
-        assert execution is not None
-        action = self.registry.validate(proposed.name, proposed.params)
-        details = ", ".join(f"{k}: {v}" for k, v in execution.result.items() if k != "replayed")
-        action_ref = format_id("A", proposed.id)
+        executed = event.action
+        thread = Thread(executed.channel, executed.thread_ts)
+        action = self.registry.validate(executed.name, executed.params)
+        details = ", ".join(f"{k}: {v}" for k, v in executed.result.items() if k != "replayed")
+        action_ref = format_id("A", event.action_id)
         done = Done(
             f":white_check_mark: Done: {escape(self._told_summary(action))}. ({escape(details)})",
-            f"`{format_id('E', execution.id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
-            undo=action_ref if safe_inverse(action, execution.result) is not None else None,
+            f"`{format_id('E', event.execution_id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
+            undo=action_ref if safe_inverse(action, executed.result) is not None else None,
         )
         try:
             await self.transport.report_done(thread, done)

@@ -19,12 +19,11 @@ from connectors.actions import (
 )
 from runtime.handlers.base import HandlerBase
 from runtime.messagebus import Message
-from runtime.messages import ActionExecuted, Forget, Recall, Remember
+from runtime.messages import ActionExecuted, ExecutedAction, Forget, Recall, Remember
 from runtime.mrkdwn import escape, quote
 from storage.ids import UnknownIdError, format_id, parse_id, parse_key
 from storage.memory import MemoryStoreError
 from storage.memory.entities import inferred_key
-from storage.records import Decision, Intent, ProposedAction, Run
 
 log = structlog.get_logger(__name__)
 
@@ -113,14 +112,8 @@ class Memories(HandlerBase):
         The record says what happened (action, amount, who asked, who or which rule allowed it, when, ids);
         text a requester or a model wrote (a refund's reason, an email's subject, a post's title) is quoted and
         marked unverified, so that a later prompt cannot mistake it for a fact or an instruction."""
-        async with self.units() as uow:
-            proposed = await uow.get(ProposedAction, event.action_id)
-            run = await uow.get(Run, proposed.run_id) if proposed else None
-            intent = await uow.get(Intent, run.intent_id) if run else None
-            decisions = await uow.runs.decisions_for_action(event.action_id)
-        if proposed is None or run is None or intent is None:
-            return []
-        action = self.registry.validate(proposed.name, proposed.params)
+        executed = event.action
+        action = self.registry.validate(executed.name, executed.params)
         written: tuple[str, str] | None = None  # what a requester or the model wrote: (what it is, the text)
         if isinstance(action, ShopRefund):
             what = f"refunded ${action.amount:,.2f} on order {action.order_id}"
@@ -143,9 +136,9 @@ class Memories(HandlerBase):
         else:
             return []
         fact = (
-            f"{self.clock():%Y-%m-%d %H:%M} UTC: {what} ({action.name} {format_id('A', proposed.id)}, "
-            f"execution {format_id('E', event.execution_id)}, run {format_id('R', run.id)}; "
-            f"asked by {intent.user}, {_allowed_by(decisions)})."
+            f"{self.clock():%Y-%m-%d %H:%M} UTC: {what} ({action.name} {format_id('A', event.action_id)}, "
+            f"execution {format_id('E', event.execution_id)}, run {format_id('R', executed.run_id)}; "
+            f"asked by {executed.requester}, {_allowed_by(executed)})."
         )
         if written is not None:
             label, text = written
@@ -153,21 +146,20 @@ class Memories(HandlerBase):
             fact += f" {label.capitalize()} given by the requester/model (unverified): {quoted}"
         try:
             await self.memory.remember(
-                intent.team_id,
+                executed.team_id,
                 fact,
                 kind=kind,
                 key=key,
-                meta={"action": proposed.id, "run": run.id},
+                meta={"action": event.action_id, "run": executed.run_id},
             )
         except MemoryStoreError as exc:
-            log.warning("outcome_not_remembered", action=proposed.id, error=str(exc))
+            log.warning("outcome_not_remembered", action=event.action_id, error=str(exc))
         return []
 
 
-def _allowed_by(decisions: Sequence[Decision]) -> str:
+def _allowed_by(executed: ExecutedAction) -> str:
     """Who let the action run: the people who approved it, else the policy rule that allowed it."""
-    approvers = [d.actor for d in decisions if d.kind == "human" and d.verdict in ("vote", "approved")]
-    if approvers:
-        return "approved by " + ", ".join(dict.fromkeys(approvers))
-    rule = next((d.rule_id for d in decisions if d.kind == "policy" and d.verdict == "allow"), None)
+    if executed.approvers:
+        return "approved by " + ", ".join(executed.approvers)
+    rule = executed.allowed_by_rule
     return f"allowed by policy rule {rule}" if rule else "allowed"

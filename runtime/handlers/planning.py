@@ -373,6 +373,8 @@ class Planning(HandlerBase):
 
     async def resume_after_grant(self, event: ActionExecuted) -> Sequence[Message]:
         """A budget grant went through: the run it unblocks plans again from where it stopped."""
+        if event.action.name != BudgetGrant.name:
+            return []
         async with self.units() as uow:
             action = await uow.get(ProposedAction, event.action_id)
             if action is None or action.name != BudgetGrant.name:

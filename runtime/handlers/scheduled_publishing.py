@@ -80,6 +80,9 @@ async def record_due_publish(
 class ScheduledPublishing(HandlerBase):
     async def confirm(self, event: ActionExecuted) -> Sequence[Message]:
         """Once a schedule is executed, the thread is told when the post goes out, in the team's zone."""
+        executed = event.action
+        if executed.name != CmsPublish.name or executed.result.get("status") != "scheduled":
+            return []  # no timer row was written for it (record_due_publish)
         async with self.units() as uow:
             row = await ScheduledPublishes(uow.session).of_action(event.action_id)
         if row is not None:

@@ -22,7 +22,7 @@ from connectors.actions import CmsCreateDraft, CmsPublish, WordpressUpdate
 from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.messagebus import Message
 from runtime.messages import ActionExecuted, ReplanRun, ScheduledPostLive
-from storage.records import ActionStatus, Execution, Intent, IntentStatus, ProposedAction, Run, RunStatus
+from storage.records import ActionStatus, Intent, IntentStatus, ProposedAction, Run, RunStatus
 from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -40,13 +40,14 @@ class Snippets(HandlerBase):
 
     async def propose_after_publish(self, event: ActionExecuted) -> Sequence[Message]:
         """A publish that put the post out at once; a scheduled one waits for its timer."""
-        if self.social is None:
+        executed = event.action
+        if (
+            self.social is None
+            or executed.name != CmsPublish.name
+            or executed.result.get("status") != "published"
+        ):
             return []
-        async with self.units() as uow:
-            execution = await uow.get(Execution, event.execution_id)
-        if execution is None or execution.result.get("status") != "published":
-            return []
-        return await self._propose(event.action_id, execution.finished_at or self.clock())
+        return await self._propose(event.action_id, executed.finished_at)
 
     async def propose_when_live(self, event: ScheduledPostLive) -> Sequence[Message]:
         if self.social is None:

@@ -41,6 +41,14 @@ class CostRow:
 class BudgetRepository(SessionRepository):
     __slots__ = ()
 
+    async def model_spend_of_run(self, run: Run) -> float:
+        """What the model cost for this run: its own calls and those of its intent's routing."""
+        query = select(func.coalesce(func.sum(LlmCall.cost_usd), 0.0)).where(
+            col(LlmCall.intent_id) == run.intent_id,
+            (col(LlmCall.run_id) == run.id) | col(LlmCall.run_id).is_(None),
+        )
+        return float((await self.session.exec(query)).one())
+
     async def llm_costs(
         self, group_by: str, since: datetime, until: datetime | None = None, limit: int | None = None
     ) -> list[CostRow]:

@@ -3,21 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import col, select
 
 from storage.records import (
     ActionStatus,
+    AgentPause,
     Execution,
     ExecutionStatus,
+    Intent,
     ProposedAction,
+    Run,
 )
 from storage.repositories.base import SessionRepository
 
 
+@dataclass(frozen=True)
+class ExecutionInHand:
+    """An execution with the action it runs, its run and the intent that asked for it."""
+
+    execution: Execution
+    action: ProposedAction
+    run: Run
+    intent: Intent
+
+
 class ExecutionRepository(SessionRepository):
     __slots__ = ()
+
+    async def action_to_execute(self, action_id: int) -> tuple[ProposedAction, Run, AgentPause | None] | None:
+        """The action, its run and its agent's pause if paused: one statement."""
+        query = (
+            select(ProposedAction, Run, AgentPause)
+            .join(Run, col(Run.id) == col(ProposedAction.run_id))
+            .outerjoin(AgentPause, col(AgentPause.agent) == col(Run.agent))
+            .where(col(ProposedAction.id) == action_id)
+        )
+        found = (await self.session.exec(query)).first()
+        return None if found is None else (found[0], found[1], found[2])
+
+    async def execution_in_hand(self, key: str) -> ExecutionInHand | None:
+        """The execution of this idempotency key with its action, run and intent: one statement."""
+        query = (
+            select(Execution, ProposedAction, Run, Intent)
+            .join(ProposedAction, col(ProposedAction.id) == col(Execution.action_id))
+            .join(Run, col(Run.id) == col(ProposedAction.run_id))
+            .join(Intent, col(Intent.id) == col(Run.intent_id))
+            .where(col(Execution.idempotency_key) == key)
+        )
+        found = (await self.session.exec(query)).first()
+        return None if found is None else ExecutionInHand(*found)
 
     async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
         query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))

@@ -83,6 +83,23 @@ class RunRepository(SessionRepository):
             totals[name] = totals.get(name, 0.0) + _sum_amounts([params])
         return totals
 
+    async def allowed_by(self, action_id: int) -> tuple[tuple[str, ...], str | None]:
+        """Who let the action run: the people who approved it (in order, each once), and the policy rule that
+        allowed it without asking anyone, if one did."""
+        query = (
+            select(Decision.kind, Decision.verdict, Decision.actor, Decision.rule_id)
+            .where(Decision.action_id == action_id, col(Decision.kind).in_(("human", "policy")))
+            .order_by(col(Decision.id))
+        )
+        rows = (await self.session.exec(query)).all()
+        approvers = [
+            actor for kind, verdict, actor, _ in rows if kind == "human" and verdict in ("vote", "approved")
+        ]
+        rule = next(
+            (rule for kind, verdict, _, rule in rows if kind == "policy" and verdict == "allow"), None
+        )
+        return tuple(dict.fromkeys(approvers)), rule
+
     async def decisions_for_action(self, action_id: int) -> Sequence[Decision]:
         query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
         return (await self.session.exec(query)).all()

@@ -25,7 +25,15 @@ from connectors.actions import CmsUnpublish
 from connectors.sandbox_state import sandbox_state
 from connectors.social_limits import LIMITS
 from runtime.handlers import Handlers
-from runtime.messages import ActionExecuted, PublishDuePosts, Recover, ReplanRun, ScheduledPostLive, ShowVoice
+from runtime.messages import (
+    ActionExecuted,
+    ExecutedAction,
+    PublishDuePosts,
+    Recover,
+    ReplanRun,
+    ScheduledPostLive,
+    ShowVoice,
+)
 from storage.records import Approval, Execution, Intent, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
@@ -135,15 +143,41 @@ async def test_a_published_post_gets_one_snippet_per_network_for_an_editor_to_ap
     assert posted["text"] == snippets[0].params["text"]
 
 
-async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) -> None:
-    published = await publish(aios)
+async def executed(aios: Aios, published: ProposedAction) -> ActionExecuted:
+    """The publish's ActionExecuted as its booking told it, from the records."""
     async with aios.units() as uow:
         [execution] = (
             await uow.session.exec(select(Execution).where(Execution.action_id == published.id))
         ).all()
-    assert published.id is not None and execution.id is not None
-    await aios.process(ActionExecuted(published.id, execution.id))
-    await aios.process(ActionExecuted(published.id, execution.id))
+        run = await uow.get(Run, published.run_id)
+        assert run is not None
+        intent = await uow.get(Intent, run.intent_id)
+        assert intent is not None
+        approvers, rule = await uow.runs.allowed_by(published.id or 0)
+    assert published.id is not None and execution.id is not None and execution.finished_at is not None
+    snapshot = ExecutedAction(
+        name=published.name,
+        params=published.params,
+        run_id=published.run_id,
+        compensates=published.compensates,
+        team_id=intent.team_id,
+        channel=intent.channel,
+        thread_ts=intent.thread_ts,
+        requester=intent.user,
+        status=execution.status,
+        result=execution.result,
+        finished_at=execution.finished_at,
+        approvers=approvers,
+        allowed_by_rule=rule,
+    )
+    return ActionExecuted(published.id, execution.id, snapshot)
+
+
+async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) -> None:
+    published = await publish(aios)
+    event = await executed(aios, published)
+    await aios.process(event)
+    await aios.process(event)
     assert len(await actions(aios, "social.post")) == 2
     async with aios.units() as uow:
         social = (await uow.session.exec(select(Intent).where(Intent.source == "social"))).all()
@@ -280,11 +314,7 @@ async def test_a_snippet_request_its_process_never_planned_is_planned_by_recover
     )  # no networks: no snippets
     try:
         published = await publish(aios)
-        async with aios.units() as uow:
-            [execution] = (
-                await uow.session.exec(select(Execution).where(Execution.action_id == published.id))
-            ).all()
-        assert published.id is not None and execution.id is not None
+        event = await executed(aios, published)
         base = aios.handlers
         dying = Handlers(
             units=aios.units,
@@ -298,7 +328,6 @@ async def test_a_snippet_request_its_process_never_planned_is_planned_by_recover
             lease=aios.lease,
             social=SocialSettings(("sandbox",), timedelta(minutes=30), "https://blog.example.com/{slug}"),
         )
-        event = ActionExecuted(published.id, execution.id)
         [replan] = await dying.snippets.propose_after_publish(
             event
         )  # ...and the process dies before planning

@@ -1,0 +1,39 @@
+"""A gated action's click and execution in as few transactions as their guarantees allow: the click decided in
+one (the approval locked, the vote, the decision, the capability and what the card shows), no reads to settle
+the card, the execution claimed in one and booked in one, and the subscribers of ActionExecuted told what they
+need in the event, so that those with nothing to do for a refund touch no SQL."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("langgraph", reason="the bench extra is not installed: pip install -e '.[bench]'")
+
+from bench.gated_action import measure
+
+ONE_TRANSACTION = ("click decided", "execution claimed", "execution booked")
+NOTHING_TO_DO_FOR_A_REFUND = (
+    "ActionExecuted → Executions.report_execution",
+    "ActionExecuted → ScheduledPublishing.confirm",
+    "ActionExecuted → Planning.resume_after_grant",
+    "ActionExecuted → Compensation.mark_compensated",
+    "ActionExecuted → Snippets.propose_after_publish",
+)
+
+
+async def test_a_click_and_its_execution_take_one_transaction_per_durable_step(database_url: str) -> None:
+    result = await measure(1, database_url, keep_sql=True)
+
+    assert result.sql is not None
+    steps = {step.name: step for step in result.steps}
+    for name in ONE_TRANSACTION:
+        # The App Home's redraw after the approval reads in the background, whichever step it falls in.
+        homes = sum(s.startswith("SELECT home_viewer") for s in result.sql.get(name, []))
+        assert steps[name].committed == 1, name
+        assert steps[name].transactions - 1 <= homes, name
+    settled = steps.get("card settled")
+    assert settled is None or settled.statements == settled.transactions == 0
+    for name in NOTHING_TO_DO_FOR_A_REFUND:
+        assert steps[name].statements == steps[name].transactions == 0, name
+    remembered = steps["ActionExecuted → Memories.remember_outcome"]
+    assert remembered.transactions == 1  # the outcome kept as a memory: its own write, nothing read first
