@@ -284,7 +284,9 @@ async def _wire(
     )
     bus = MessageBus(IntentTraces.for_store(units, settings.database_url))
     handlers.register(bus)
-    home = HomeRefresher(handlers.collaborators)
+    home = HomeRefresher(
+        units=units, policy=policy, registry=registry, transport=transport, clock=clock, zone=settings.zone
+    )
     home.subscribe(bus)  # after the handlers, whose own work goes first
     return Aios(
         settings=settings,

@@ -11,9 +11,10 @@ the Home shows them as they are. A click on the Home is answered on the clicker'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -31,7 +32,9 @@ from bot.app_home import (
     view_hash,
 )
 from connectors.errors import InvalidActionError
-from runtime.handlers.base import Collaborators, HandlerBase, card_edit
+from connectors.registry import ConnectorRegistry
+from policies.engine import Policy
+from runtime.handlers.base import approval_card, card_edit, group_members
 from runtime.messagebus import Message, MessageBus
 from runtime.messages import (
     ActionAllowed,
@@ -44,10 +47,11 @@ from runtime.messages import (
 )
 from runtime.mrkdwn import escape
 from runtime.notices import ApprovalCard
-from runtime.transport import TransportError
+from runtime.transport import Transport, TransportError
 from storage.home_viewers import CardRecords, HomeViewers
 from storage.ids import format_id
 from storage.records import Approval, ApprovalStatus, HomeViewer
+from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +66,23 @@ RETRY_FIRST = timedelta(seconds=30)  # after another refused publish, doubling u
 RETRY_MAX = timedelta(hours=1)
 
 
-class HomeRefresher(HandlerBase):
-    def __init__(self, collaborators: Collaborators) -> None:
-        super().__init__(collaborators)
+class HomeRefresher:
+    def __init__(
+        self,
+        *,
+        units: UnitOfWorkFactory,
+        policy: Policy,
+        registry: ConnectorRegistry,
+        transport: Transport,
+        clock: Callable[[], datetime],
+        zone: ZoneInfo,
+    ) -> None:
+        self.units = units
+        self.policy = policy
+        self.registry = registry  # how an approval's action is validated and summed up on its card
+        self.transport = transport
+        self.clock = clock
+        self.zone = zone  # the team's time zone: how times are told
         # One refresh of a person's Home at a time in this process, so two publishes never cross on the way.
         self._locks: dict[str, asyncio.Lock] = {}
         self._stale = False
@@ -169,7 +187,9 @@ class HomeRefresher(HandlerBase):
         now = self.clock()
         if self._spend is None or now - self._spend.read_at >= SPEND_READ_EVERY:
             self._spend = await read_spend(self.units, now)
-        shared = await read_shared(self.units, now, await self._group_members(), self._spend)
+        shared = await read_shared(
+            self.units, now, await group_members(self.policy, self.transport), self._spend
+        )
         sorted_out = {
             viewer.user: approvals_for(viewer.user, shared, self.policy.roles, viewer.team)
             for viewer in viewers
@@ -260,7 +280,15 @@ class HomeRefresher(HandlerBase):
     def _home_card(self, approval: Approval, records: CardRecords) -> ApprovalCard:
         proposed, decision = records.proposed, records.decision
         try:
-            return self._card(approval, proposed, decision, records.edits)
+            return approval_card(
+                approval,
+                proposed,
+                decision,
+                records.edits,
+                registry=self.registry,
+                policy=self.policy,
+                zone=self.zone,
+            )
         except InvalidActionError:
             # Its action is no longer offered as it was (an MCP server gone): shown by name, still decidable.
             return ApprovalCard(

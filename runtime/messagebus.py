@@ -39,6 +39,10 @@ class MessageBus:
     def on_event(self, event: type[Event], handler: Handler) -> None:
         self._event_handlers[event].append(handler)
 
+    def subscribers(self, event: type[Event]) -> tuple[Handler, ...]:
+        """Who hears ``event``, in the order they hear it."""
+        return tuple(self._event_handlers.get(event, []))
+
     async def handle(self, message: Message) -> None:
         # Each message waits with the trace scope of the one it follows from (None for the first).
         queue: list[tuple[Message, IntentScope | None]] = [(message, None)]

@@ -88,7 +88,6 @@ class Handlers:
         collaborators = Collaborators(
             units, dispatcher, policy, registry, transport, clock, offline, memory, lease, zone
         )
-        self.collaborators = collaborators  # for the front doors' own subscribers (the App Home)
         self.planning = Planning(collaborators)
         self.approvals = Approvals(collaborators)
         self.revisions = Revisions(collaborators, self.planning)

@@ -94,15 +94,7 @@ class HandlerBase:
         return mentions(self.policy.members_of(roles))
 
     async def _group_members(self) -> dict[str, set[str]]:
-        """Members of the user groups (S…) the policy's roles name, so a role held through a group counts.
-        A group that cannot be looked up counts as empty: nobody gains a role from it."""
-        members: dict[str, set[str]] = {}
-        for group in sorted(self.policy.group_ids()):
-            try:
-                members[group] = await self.transport.group_members(group)
-            except TransportError as exc:
-                log.warning("group_members_unavailable", group=group, error=str(exc))
-        return members
+        return await group_members(self.policy, self.transport)
 
     async def _is_paused(self, agent: str) -> bool:
         async with self.units.read() as uow:
@@ -207,25 +199,54 @@ class HandlerBase:
         decision: Decision,
         edits: Sequence[ActionEdit] = (),
     ) -> ApprovalCard:
-        action = self.registry.validate(proposed.name, proposed.params)
-        return ApprovalCard(
-            approval_id=format_id("AP", approval.id),
-            action_id=format_id("A", proposed.id),
-            decision_id=format_id("D", decision.id),
-            summary=self._told_summary(action),
-            params=proposed.params,
-            rationale=proposed.rationale,
-            rule_id=decision.rule_id or "default",
-            reason=decision.reason,
-            approver_roles=tuple(approval.approver_roles),
-            approver_mentions=self._mention_roles(approval.approver_roles),
-            requester=approval.requester,
-            expires_at=approval.expires_at,
-            quorum=approval.quorum,
-            labels=field_labels(type(action)),
-            zone=self.zone,
-            edits=tuple(card_edit(edit) for edit in edits),
+        return approval_card(
+            approval, proposed, decision, edits, registry=self.registry, policy=self.policy, zone=self.zone
         )
+
+
+async def group_members(policy: Policy, transport: Transport) -> dict[str, set[str]]:
+    """Members of the user groups (S…) the policy's roles name, so a role held through a group counts.
+    A group that cannot be looked up counts as empty: nobody gains a role from it."""
+    members: dict[str, set[str]] = {}
+    for group in sorted(policy.group_ids()):
+        try:
+            members[group] = await transport.group_members(group)
+        except TransportError as exc:
+            log.warning("group_members_unavailable", group=group, error=str(exc))
+    return members
+
+
+def approval_card(
+    approval: Approval,
+    proposed: ProposedAction,
+    decision: Decision,
+    edits: Sequence[ActionEdit] = (),
+    *,
+    registry: ConnectorRegistry,
+    policy: Policy,
+    zone: ZoneInfo,
+) -> ApprovalCard:
+    """What an approval request shows: its action as the registry validates it, with its times in ``zone``,
+    the policy decision that asked, who may decide (mentioned), and the edits applied."""
+    action = registry.validate(proposed.name, proposed.params)
+    return ApprovalCard(
+        approval_id=format_id("AP", approval.id),
+        action_id=format_id("A", proposed.id),
+        decision_id=format_id("D", decision.id),
+        summary=action.summary_in(partial(describe, zone=zone)),
+        params=proposed.params,
+        rationale=proposed.rationale,
+        rule_id=decision.rule_id or "default",
+        reason=decision.reason,
+        approver_roles=tuple(approval.approver_roles),
+        approver_mentions=mentions(policy.members_of(approval.approver_roles)),
+        requester=approval.requester,
+        expires_at=approval.expires_at,
+        quorum=approval.quorum,
+        labels=field_labels(type(action)),
+        zone=zone,
+        edits=tuple(card_edit(edit) for edit in edits),
+    )
 
 
 def card_edit(edit: ActionEdit) -> CardEdit:

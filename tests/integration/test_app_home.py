@@ -19,9 +19,18 @@ from sqlmodel import select
 from bot.bootstrap import Aios
 from bot.home_refresher import RETRY_FIRST, SPEND_REDRAWN_EVERY, HomeRefresher
 from bot.slack_home import decide_from_home
-from runtime.handlers.base import Collaborators
 from runtime.intake import accept_edit
-from runtime.messages import DecideApproval, EditApproval, PauseAgent, ResumeAgent
+from runtime.messages import (
+    ActionAllowed,
+    ActionApproved,
+    ActionExecuted,
+    ActionFailed,
+    AgentResumed,
+    DecideApproval,
+    EditApproval,
+    PauseAgent,
+    ResumeAgent,
+)
 from runtime.transport import Transport
 from storage.home_viewers import HomeViewers
 from storage.records import BudgetAccount, Execution, LlmCall, ProposedAction
@@ -381,6 +390,15 @@ async def test_a_refresh_reads_as_much_for_many_viewers_and_approvals_as_for_few
     assert len(few) == len(many), [statement.split("\n")[0] for statement in many]
 
 
+async def test_homes_subscribe_after_executions(aios: Aios) -> None:
+    """Each event's own work (an execution started, a thread told) is under way before the Homes are marked
+    for a redraw, so a redraw never holds it up."""
+    for changed in (ActionAllowed, ActionApproved, ActionExecuted, ActionFailed, AgentResumed):
+        subscribers = aios.bus.subscribers(changed)
+        assert len(subscribers) > 1, changed.__name__
+        assert subscribers[-1] == aios.home.changed, changed.__name__
+
+
 async def test_a_publish_race_lost_is_published_again(
     aios: Aios, slack_api: FakeSlackApi, clock: Clock
 ) -> None:
@@ -389,18 +407,12 @@ async def test_a_publish_race_lost_is_published_again(
     held = HeldPublishes(aios.home.transport)
     home = aios.home
     replica = HomeRefresher(
-        Collaborators(
-            home.units,
-            home.dispatcher,
-            home.policy,
-            home.registry,
-            held,
-            home.clock,
-            home.offline,
-            home.memory,
-            home.lease,
-            home.zone,
-        )
+        units=home.units,
+        policy=home.policy,
+        registry=home.registry,
+        transport=held,
+        clock=home.clock,
+        zone=home.zone,
     )
 
     # Another replica draws the paused agent, and Slack is slow to take its Home...
