@@ -8,25 +8,25 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.engine import session_factory
+from storage.records import Once, utcnow
 from storage.repositories import (
     ApprovalRepository,
     BudgetRepository,
     ExecutionRepository,
     ReplayQueries,
     RunRepository,
-    SessionRepository,
     UndoQueries,
 )
-from storage.repositories.base import Owned, Record
+from storage.repositories.base import Owned, Record, insert_if_absent
 
 
 class WriterLock:
@@ -65,36 +65,21 @@ class WriterLock:
         self._held = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Open:
-    """The repositories of one open unit of work, made once when it opens, all over its one session."""
+# What an open unit of work holds, each over its one session; outside `async with` they are not there.
+_OPENED = ("session", "runs", "approvals", "executions", "budgets", "replay", "undos")
+
+
+class UnitOfWork:
+    """Its repositories, one per aggregate, are attributes (`uow.runs`, `uow.approvals`, …), made when it opens;
+    the writes that any record shares are its own methods (`uow.add`, `uow.get`, …)."""
 
     session: AsyncSession
-    records: SessionRepository
     runs: RunRepository
     approvals: ApprovalRepository
     executions: ExecutionRepository
     budgets: BudgetRepository
     replay: ReplayQueries
     undos: UndoQueries
-
-    @classmethod
-    def over(cls, session: AsyncSession) -> _Open:
-        return cls(
-            session,
-            SessionRepository(session),
-            RunRepository(session),
-            ApprovalRepository(session),
-            ExecutionRepository(session),
-            BudgetRepository(session),
-            ReplayQueries(session),
-            UndoQueries(session),
-        )
-
-
-class UnitOfWork:
-    """Its repositories, one per aggregate, are attributes (`uow.runs`, `uow.approvals`, …); the writes that
-    any record shares are its own methods (`uow.add`, `uow.get`, …)."""
 
     def __init__(
         self,
@@ -111,92 +96,89 @@ class UnitOfWork:
         self._locked = False
         self._read_only = read_only
         self._shared = shared
-        self._open: _Open | None = None
         self._stack = AsyncExitStack()
 
-    def _opened(self) -> _Open:
-        if self._open is None:
-            raise RuntimeError("use the unit of work inside `async with`")
-        return self._open
+    if not TYPE_CHECKING:  # hidden from the type checker, which would otherwise accept any attribute
 
-    @property
-    def session(self) -> AsyncSession:
-        return self._opened().session
+        def __getattr__(self, name: str) -> NoReturn:
+            if name in _OPENED:
+                raise RuntimeError("use the unit of work inside `async with`")
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    @property
-    def runs(self) -> RunRepository:
-        return self._opened().runs
-
-    @property
-    def approvals(self) -> ApprovalRepository:
-        return self._opened().approvals
-
-    @property
-    def executions(self) -> ExecutionRepository:
-        return self._opened().executions
-
-    @property
-    def budgets(self) -> BudgetRepository:
-        return self._opened().budgets
-
-    @property
-    def replay(self) -> ReplayQueries:
-        return self._opened().replay
-
-    @property
-    def undos(self) -> UndoQueries:
-        return self._opened().undos
+    def _open(self, session: AsyncSession) -> None:
+        self.session = session
+        self.runs = RunRepository(session)
+        self.approvals = ApprovalRepository(session)
+        self.executions = ExecutionRepository(session)
+        self.budgets = BudgetRepository(session)
+        self.replay = ReplayQueries(session)
+        self.undos = UndoQueries(session)
 
     async def add(self, record: Record) -> Record:
-        return await self._opened().records.add(record)
+        self.session.add(record)
+        await self.session.flush()
+        return record
 
     async def get(self, model: type[Record], key: Any) -> Record | None:
-        return await self._opened().records.get(model, key)
+        return await self.session.get(model, key)
 
     async def insert_if_absent(self, model: type[SQLModel], values: dict[str, Any]) -> bool:
-        return await self._opened().records.insert_if_absent(model, values)
+        """INSERT … ON CONFLICT DO NOTHING; True when this call inserted the row."""
+        return await insert_if_absent(self.session, model, values)
 
     async def first_time(self, key: str) -> bool:
-        return await self._opened().records.first_time(key)
+        """True for the one caller that claims ``key`` first; False for every later or concurrent one."""
+        return await self.insert_if_absent(Once, {"key": key, "created_at": utcnow()})
 
     async def forget_once(self, key: str) -> None:
-        await self._opened().records.forget_once(key)
+        """Release a claimed key whose work could not be done, so a later attempt may claim it."""
+        once = await self.get(Once, key)
+        if once is not None:
+            await self.session.delete(once)
 
     async def take_over(self, rows: Sequence[Owned], owner: int) -> set[int]:
-        return await self._opened().records.take_over(rows, owner)
+        """Make ``owner`` the owner of each row still owned by whoever owned it when it was read; returns the
+        ids taken. A compare-and-set: of processes taking over the same work, one does."""
+        taken: set[int] = set()
+        for row in {row.id: row for row in rows}.values():
+            assert row.id is not None
+            model = type(row)
+            previous = col(model.owner).is_(None) if row.owner is None else col(model.owner) == row.owner
+            statement = update(model).where(col(model.id) == row.id, previous).values(owner=owner)
+            if (await self.session.exec(statement)).rowcount:
+                taken.add(row.id)
+        return taken
 
     async def __aenter__(self) -> Self:
         if self._shared is not None:
-            session = await self._stack.enter_async_context(self._shared.session(self._sessions))
-            self._open = _Open.over(session)
+            self._open(await self._stack.enter_async_context(self._shared.session(self._sessions)))
             return self
         if self._writer_lock is not None:
             await self._writer_lock.acquire(urgent=self._urgent)
             self._locked = True
-        self._open = _Open.over(self._sessions())
+        self._open(self._sessions())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._open is not None
         try:
             if self._shared is None:
                 # close() rolls back whatever was not committed and detaches the records without expiring
                 # them, so what was read stays readable after the unit of work ends.
-                await self._open.session.close()
+                await self.session.close()
         finally:
-            self._open = None
+            for name in _OPENED:
+                delattr(self, name)
             if self._locked and self._writer_lock is not None:
                 self._locked = False
                 self._writer_lock.release()
             await self._stack.aclose()
 
     async def commit(self) -> None:
-        assert self._open is not None
         if self._read_only:
             raise RuntimeError("a read-only unit of work has nothing to commit; use units() to write")
-        await self._open.session.commit()
+        await self.session.commit()
 
 
 class SharedReads:

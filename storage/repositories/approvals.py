@@ -23,7 +23,7 @@ from storage.records import (
     ProposedAction,
     utcnow,
 )
-from storage.repositories.base import SessionRepository
+from storage.repositories.base import SessionRepository, insert_if_absent
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class ApprovalRepository(SessionRepository):
         return list((await self.session.exec(query)).all())
 
     async def mint_capability(self, capability: Capability) -> None:
-        await self.insert_if_absent(Capability, capability.model_dump(exclude={"id"}))
+        await insert_if_absent(self.session, Capability, capability.model_dump(exclude={"id"}))
 
     async def spend_capability(
         self, action_id: int, action_name: str, params_hash: str, now: datetime
@@ -147,8 +147,8 @@ class ApprovalRepository(SessionRepository):
 
     async def add_vote(self, approval_id: int, user: str) -> bool:
         """False when this user has already approved: a person counts once towards a quorum."""
-        return await self.insert_if_absent(
-            ApprovalVote, {"approval_id": approval_id, "user": user, "created_at": utcnow()}
+        return await insert_if_absent(
+            self.session, ApprovalVote, {"approval_id": approval_id, "user": user, "created_at": utcnow()}
         )
 
     async def voters(self, approval_id: int) -> list[str]:

@@ -23,7 +23,7 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repositories.base import SessionRepository
+from storage.repositories.base import SessionRepository, insert_if_absent
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class BudgetRepository(SessionRepository):
         reservations see each other and together never pass a limit by more than one estimate.
         """
         for account in accounts:
-            await self.insert_if_absent(BudgetAccount, account.model_dump())
+            await insert_if_absent(self.session, BudgetAccount, account.model_dump())
         keys = [account.key for account in accounts]
         query = (
             select(BudgetAccount)
@@ -240,7 +240,7 @@ class BudgetRepository(SessionRepository):
         return (await self.session.exec(query)).first()
 
     async def budget_account(self, key: str) -> BudgetAccount | None:
-        return await self.get(BudgetAccount, key)
+        return await self.session.get(BudgetAccount, key)
 
     async def budget_accounts(self, periods: Sequence[str]) -> list[BudgetAccount]:
         query = (

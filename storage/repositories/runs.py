@@ -131,7 +131,7 @@ class RunRepository(SessionRepository):
         return (await self.session.exec(query)).first()
 
     async def is_paused(self, agent: str) -> AgentPause | None:
-        return await self.get(AgentPause, agent)
+        return await self.session.get(AgentPause, agent)
 
     async def paused_agents(self) -> list[AgentPause]:
         return list((await self.session.exec(select(AgentPause).order_by(col(AgentPause.agent)))).all())
@@ -172,7 +172,7 @@ class RunRepository(SessionRepository):
 
     async def set_action_status(self, action_id: int, status: ActionStatus) -> ProposedAction:
         """Move an action to ``status`` and its run to the state that follows from all its actions."""
-        action = await self.get(ProposedAction, action_id)
+        action = await self.session.get(ProposedAction, action_id)
         assert action is not None, f"no action {action_id}"
         if action.status != status:
             action.status = status

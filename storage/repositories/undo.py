@@ -11,7 +11,7 @@ from storage.records import (
     UndoRequest,
     utcnow,
 )
-from storage.repositories.base import SessionRepository
+from storage.repositories.base import SessionRepository, insert_if_absent
 
 
 class UndoQueries(SessionRepository):
@@ -53,9 +53,11 @@ class UndoQueries(SessionRepository):
     async def claim(self, action_id: int, attempt: int, intent: Intent) -> bool:
         """Store the request's intent and claim the attempt; False (and nothing to commit) when another
         request took this attempt first."""
-        await self.add(intent)
+        self.session.add(intent)
+        await self.session.flush()
         assert intent.id is not None
-        return await self.insert_if_absent(
+        return await insert_if_absent(
+            self.session,
             UndoRequest,
             {
                 "action_id": action_id,
