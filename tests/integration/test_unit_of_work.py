@@ -50,3 +50,12 @@ async def test_outside_async_with_the_unit_of_work_refuses(units: UnitOfWorkFact
         pass
     with pytest.raises(RuntimeError, match="inside `async with`"):
         uow.session  # noqa: B018
+
+
+async def test_the_shared_writes_are_the_unit_of_works_alone(units: UnitOfWorkFactory) -> None:
+    shared = ("add", "get", "insert_if_absent", "first_time", "forget_once", "take_over")
+    async with units() as uow:
+        repositories = (uow.runs, uow.approvals, uow.executions, uow.budgets, uow.replay, uow.undos)
+        for repository in repositories:
+            assert not [name for name in shared if hasattr(repository, name)], type(repository).__name__
+        assert all(callable(getattr(uow, name)) for name in shared)
