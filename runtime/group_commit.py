@@ -3,8 +3,11 @@
 The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its turn
 (the previous batch still committing, or SQLite's writer lock held by other work) join the batch. Once the
 commit has its transaction the batch is closed, and the next caller opens the next one. Every caller gets its
-result only after the commit that holds its write, and a failed commit fails every caller of that batch (each
-with the error itself) and no other batch.
+result only after the commit that holds its write.
+
+When a batch's transaction fails, its items are written again one per transaction: one faulty item (text the
+database refuses, say) or a passing fault (a dropped connection) then fails only the callers whose own write
+fails, each with its own error, rather than every caller of the batch.
 """
 
 from __future__ import annotations
@@ -60,24 +63,51 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _commit(self, batch: _Batch[Item, Result]) -> None:
         try:
-            async with self._turn, self._units(urgent=True) as uow:
+            async with self._turn:
+                try:
+                    results = await self._write_together(batch)
+                except Exception as exc:
+                    if len(batch.items) == 1:
+                        _settle(batch.waiters[0], exc)
+                        return
+                    for item, waiter in zip(batch.items, batch.waiters, strict=True):
+                        _settle(waiter, await self._write_alone(item))
+                    return
+        except BaseException:  # the process is stopping
+            if self._open is batch:
+                self._open = None
+            for waiter in batch.waiters:
+                waiter.cancel()
+            raise
+        for waiter, result in zip(batch.waiters, results, strict=True):
+            _settle(waiter, result)
+
+    async def _write_together(self, batch: _Batch[Item, Result]) -> list[Result]:
+        try:
+            async with self._units(urgent=True) as uow:
                 if self._open is batch:
                     self._open = None  # the transaction is ours: later callers open the next batch
                 results = await self._write(uow, batch.items)
                 await uow.commit()
-        except BaseException as exc:
-            if self._open is batch:
+        finally:
+            if self._open is batch:  # no transaction was had: the batch is closed all the same
                 self._open = None
-            for waiter in batch.waiters:
-                if waiter.done():
-                    continue
-                if isinstance(exc, Exception):
-                    waiter.set_exception(exc)
-                else:  # the process is stopping
-                    waiter.cancel()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for waiter, result in zip(batch.waiters, results, strict=True):
-            if not waiter.done():
-                waiter.set_result(result)
+        return results
+
+    async def _write_alone(self, item: Item) -> Result | Exception:
+        try:
+            async with self._units(urgent=True) as uow:
+                [result] = await self._write(uow, [item])
+                await uow.commit()
+        except Exception as exc:
+            return exc
+        return result
+
+
+def _settle(waiter: asyncio.Future[Result], outcome: Result | Exception) -> None:
+    if waiter.done():  # its caller was cancelled
+        return
+    if isinstance(outcome, Exception):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)

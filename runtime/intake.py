@@ -13,6 +13,7 @@ from sqlmodel import col
 from runtime.group_commit import GroupCommit
 from runtime.observability import INTENTS
 from storage.records import ActionEdit, Approval, ApprovalStatus, Click, Intent, IntentStatus, utcnow
+from storage.text import storable
 from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
@@ -33,7 +34,8 @@ class IncomingIntent:
 
 class IntentInbox:
     """Intents stored before their ack; those arriving together share one transaction (a group commit), so a
-    burst costs one commit rather than one each."""
+    burst costs one commit rather than one each (and an intent the batch's transaction fails on is then stored
+    alone, failing no other)."""
 
     def __init__(self, units: UnitOfWorkFactory, owner: int | None) -> None:
         """``owner``: the lease of the process that plans what it accepts, or None when a worker takes
@@ -57,23 +59,24 @@ async def store_intents(
     uow: UnitOfWork, batch: Sequence[IncomingIntent], owner: int | None
 ) -> list[int | None]:
     """Add the intents, each with its delivery key claimed in the same transaction, in one INSERT; each one's id,
-    or None for a delivery seen before."""
+    or None for a delivery seen before. What no database keeps (a NUL character, a lone surrogate) is taken out of
+    each text, so that a message carrying one is still stored rather than refused by the database."""
     rows: list[dict[str, Any] | None] = []
     now = utcnow()
     for incoming in batch:
         key = incoming.delivery_key
-        if key is not None and not await uow.first_time(f"slack-event:{key}"):
+        if key is not None and not await uow.first_time(f"slack-event:{storable(key)}"):
             rows.append(None)
             continue
         rows.append(
             {
-                "source": incoming.source,
-                "team_id": incoming.team_id or DEFAULT_TEAM,
-                "channel": incoming.channel,
-                "thread_ts": incoming.thread_ts,
-                "user": incoming.user,
-                "text": incoming.text,
-                "message_ts": incoming.message_ts,
+                "source": storable(incoming.source),
+                "team_id": storable(incoming.team_id or DEFAULT_TEAM),
+                "channel": storable(incoming.channel),
+                "thread_ts": _storable_or_none(incoming.thread_ts),
+                "user": storable(incoming.user),
+                "text": storable(incoming.text),
+                "message_ts": _storable_or_none(incoming.message_ts),
                 "status": IntentStatus.RECEIVED,
                 "created_at": now,
                 "owner": owner,
@@ -86,6 +89,10 @@ async def store_intents(
     insert_all = insert(Intent).returning(col(Intent.id), sort_by_parameter_order=True)
     ids = iter((await uow.session.exec(insert_all, params=fresh)).scalars().all())
     return [next(ids) if row is not None else None for row in rows]
+
+
+def _storable_or_none(text: str | None) -> str | None:
+    return None if text is None else storable(text)
 
 
 async def accept_click(units: UnitOfWorkFactory, click: Click) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from storage.memory.base import MemoryStore, MemoryStoreError, content_hash
 from storage.memory.entities import normalised_key
 from storage.records import Memory
+from storage.text import unkept_in
 
 FORMAT = "aios-memory-snapshot"
 VERSION = 1
@@ -74,8 +75,9 @@ def memory_row(number: int, record: object, team: str, now: datetime) -> dict[st
     text_ = record.get("text")
     if not isinstance(text_, str) or not text_.strip():
         raise SnapshotError(number, "the memory has no text")
-    if "\x00" in text_:
-        raise SnapshotError(number, "the text holds a NUL character, which no database keeps")
+    unkept = unkept_in(text_)
+    if unkept is not None:
+        raise SnapshotError(number, f"the text holds {unkept}, which no database keeps")
     vector, vector_model = _vector(number, record)
     return {
         "team_id": team,
@@ -179,9 +181,9 @@ def _string(number: int, record: dict[str, Any], field: str, default: str | None
     value = record.get(field, default)
     if value is None and default is None:
         return None
-    if not isinstance(value, str) or (not empty and not value) or "\x00" in value:
+    if not isinstance(value, str) or (not empty and not value) or unkept_in(value) is not None:
         kind = "a string" if empty else "a non-empty string"
-        raise SnapshotError(number, f"{field} must be {kind} without NUL characters, not {value!r}")
+        raise SnapshotError(number, f"{field} must be {kind} of text every database keeps, not {value!r}")
     if len(value) > _WIDTHS[field]:
         raise SnapshotError(number, f"{field} is longer than {_WIDTHS[field]} characters")
     return value

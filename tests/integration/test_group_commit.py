@@ -1,10 +1,10 @@
-"""Intents arriving together share one transaction, each acked only after the commit that holds it; a failed
-commit fails its own callers and no other batch; a delivery key counts once within a batch and across them."""
+"""Intents arriving together share one transaction, each acked only after the commit that holds it; when a
+batch's commit fails its items are stored one by one, so only a faulty one fails (text no database keeps is
+cleaned first); a delivery key counts once within a batch and across them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event, text
@@ -14,8 +14,6 @@ from sqlmodel import col, select
 
 from runtime.group_commit import GroupCommit
 from runtime.intake import IncomingIntent, IntentInbox
-from storage.engine import create_engine
-from storage.migrate import upgrade_to_head
 from storage.records import Intent
 from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -29,19 +27,6 @@ def incoming(text: str, key: str | None = None) -> IncomingIntent:
 async def stored_texts(units: UnitOfWorkFactory) -> list[str]:
     async with units() as uow:
         return [i.text for i in (await uow.session.exec(select(Intent).order_by(col(Intent.id)))).all()]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def units(engine: AsyncEngine) -> UnitOfWorkFactory:
-    return UnitOfWorkFactory.for_engine(engine)
 
 
 def count_commits(engine: AsyncEngine) -> list[int]:
@@ -93,29 +78,56 @@ async def test_callers_arriving_while_a_batch_commits_join_the_next_one(
         assert {(await uow.get(Intent, i)).owner for i in ids} == {7}  # type: ignore[union-attr]
 
 
-async def test_a_failed_commit_fails_each_caller_of_its_batch_and_no_other_batch(
-    units: UnitOfWorkFactory,
-) -> None:
+async def test_a_failed_commit_fails_only_the_faulty_caller_of_its_batch(units: UnitOfWorkFactory) -> None:
     failing = {"texts": {"poison"}}
 
     async def write(uow: UnitOfWork, batch: list[str]) -> list[int]:
-        if failing["texts"] & set(batch):
-            await uow.session.exec(text("INSERT INTO no_such_table VALUES (1)"))  # type: ignore[call-overload]
         ids = []
         for item in batch:
             ids.append(await uow.first_time(f"item:{item}"))
+        if failing["texts"] & set(batch):
+            await uow.session.exec(text("INSERT INTO no_such_table VALUES (1)"))  # type: ignore[call-overload]
         return [int(x) for x in ids]
 
     batches: GroupCommit[str, int] = GroupCommit(units, write)
-    doomed = await asyncio.gather(
+    together = await asyncio.gather(
         batches.submit("poison"), batches.submit("innocent bystander"), return_exceptions=True
     )
-    assert all(isinstance(result, SQLAlchemyError) for result in doomed)
-    assert list(await asyncio.gather(batches.submit("next"), batches.submit("innocent bystander"))) == [1, 1]
+    assert isinstance(together[0], SQLAlchemyError)
+    assert together[1] == 1  # stored alone once the batch's transaction failed
+    assert list(await asyncio.gather(batches.submit("next"), batches.submit("innocent bystander"))) == [1, 0]
     async with units() as uow:
         assert not await uow.first_time("item:next")
-        assert not await uow.first_time("item:innocent bystander")
-        assert await uow.first_time("item:poison")  # nothing of the failed batch was kept
+        assert await uow.first_time("item:poison")  # nothing of the failed write was kept
+
+
+async def test_a_passing_fault_fails_no_caller_of_the_batch(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    inbox = IntentInbox(units, owner=None)
+    faults = {"left": 1}
+
+    def fail_once(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO intent") and faults["left"]:
+            faults["left"] -= 1
+            raise ConnectionResetError("the connection dropped")
+
+    event.listen(engine.sync_engine, "before_cursor_execute", fail_once)
+    ids = await asyncio.gather(*(inbox.accept(incoming(f"intent {n}")) for n in range(5)))
+    assert None not in ids and len(set(ids)) == 5
+    assert await stored_texts(units) == [f"intent {n}" for n in range(5)]
+
+
+async def test_text_no_database_keeps_fails_no_intent_of_its_batch(units: UnitOfWorkFactory) -> None:
+    inbox = IntentInbox(units, owner=None)
+    ids = await asyncio.gather(
+        inbox.accept(incoming("a slash command")),
+        inbox.accept(incoming("bad \x00 text \ud800 here", key="Ev1")),
+        inbox.accept(incoming("a mention", key="Ev2\x00")),
+    )
+    assert None not in ids and len(set(ids)) == 3
+    assert await stored_texts(units) == ["a slash command", "bad  text \ufffd here", "a mention"]
+    assert await inbox.accept(incoming("a retry", key="Ev2\x00")) is None  # its key was claimed as kept
 
 
 async def test_a_batch_is_bounded_and_the_rest_goes_in_the_next(units: UnitOfWorkFactory) -> None:
