@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, select
 
 from bot.bootstrap import Aios, bootstrap
@@ -142,12 +143,18 @@ def weaviate_server(weaviate_session: WeaviateServer) -> Iterator[WeaviateServer
 
 
 @pytest.fixture
-async def units(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
-    """The migrated store alone, for connectors tested without the bot."""
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The migrated store's engine, for tests that watch the statements it sends."""
     engine = create_engine(database_url)
     await upgrade_to_head(engine)
-    yield UnitOfWorkFactory.for_engine(engine)
+    yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def units(engine: AsyncEngine) -> UnitOfWorkFactory:
+    """The migrated store alone, for connectors tested without the bot."""
+    return UnitOfWorkFactory.for_engine(engine)
 
 
 @pytest.fixture

@@ -4,31 +4,14 @@ at most as many as asked; intents someone owns, or no longer waiting, are left a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.intake import IncomingIntent, IntentInbox
-from storage.engine import create_engine
 from storage.leases import claim_intents
-from storage.migrate import upgrade_to_head
 from storage.records import Intent, IntentStatus
 from storage.unit_of_work import UnitOfWorkFactory
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def units(engine: AsyncEngine) -> UnitOfWorkFactory:
-    return UnitOfWorkFactory.for_engine(engine)
 
 
 def incoming(text: str, source: str = "slash") -> IncomingIntent:

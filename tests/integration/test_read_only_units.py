@@ -4,7 +4,6 @@ run's status computed from its actions in SQL, an intent claimed with its row re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,8 +11,6 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.engine import create_engine
-from storage.migrate import upgrade_to_head
 from storage.records import (
     ActionStatus,
     Approval,
@@ -25,14 +22,6 @@ from storage.records import (
     RunStatus,
 )
 from storage.unit_of_work import UnitOfWorkFactory, reading_together
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
 
 
 def sent_statements(engine: AsyncEngine) -> list[str]:
