@@ -29,10 +29,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
     Connection,
+    DateTime,
     Delete,
+    Float,
     Insert,
+    Integer,
     Select,
+    String,
     Table,
     UniqueConstraint,
     Update,
@@ -47,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy import inspect as inspect_record
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, col
 from sqlmodel import select as select_records
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -206,9 +214,48 @@ def _record(name: str, values: Mapping[str, Any] | RowMapping) -> Record:
 
 
 def _held(name: str, values: Mapping[str, Any]) -> str | None:
-    """The canonical content of an ORM object's values, when it holds every column."""
-    columns = [c.name for c in _table(AUDITED[name]).columns]
-    return canonical(name, {c: values[c] for c in columns}) if all(c in values for c in columns) else None
+    """The canonical content of an ORM object's values, as reading its row back would give it, when it holds
+    every column and each value is one the database is known to keep as the object holds it, or to change in a
+    known way (see _as_stored); otherwise None, and the row is read back at commit."""
+    stored: dict[str, Any] = {}
+    for column in _table(AUDITED[name]).columns:
+        if column.name not in values:
+            return None
+        value = _as_stored(column, values[column.name])
+        if value is _UNSURE:
+            return None
+        stored[column.name] = value
+    return canonical(name, stored)
+
+
+_UNSURE = object()
+
+
+def _as_stored(column: Column[Any], value: Any) -> Any:
+    """The value as the database gives it back from the column, or _UNSURE. Python accepts what a column
+    does not hold as such (1 for a boolean, 2.0 for an integer, a tuple or an int key in JSON), and the round
+    trip changes it (to True, 2, a list, a string key): content taken from memory must be the stored one."""
+    if value is None:
+        return None
+    kind = column.type.impl_instance if isinstance(column.type, TypeDecorator) else column.type
+    if isinstance(kind, JSON):
+        try:
+            return json.loads(json.dumps(value))  # what the column keeps is this text
+        except (TypeError, ValueError):
+            return _UNSURE
+    if isinstance(kind, Boolean):
+        return bool(value) if isinstance(value, int) and value in (0, 1) else _UNSURE
+    if isinstance(kind, Integer):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return int(value) if isinstance(value, int) else _UNSURE
+    if isinstance(kind, Float):
+        return float(value) if isinstance(value, int | float) else _UNSURE
+    if isinstance(kind, String):
+        return value if isinstance(value, str) else _UNSURE
+    if isinstance(kind, DateTime):
+        return value if isinstance(value, datetime) and value.tzinfo is not None else _UNSURE
+    return _UNSURE
 
 
 def _changed(record: object) -> set[str]:

@@ -253,3 +253,36 @@ async def test_a_row_changed_by_another_transaction_after_the_load_is_recorded_a
     last = (await store.entries())[-1]
     assert '"rationale":"changed meanwhile"' in last.content and '"status":"approved"' in last.content
     await store.intact()
+
+
+async def test_values_the_database_changes_are_recorded_as_it_stores_them(store: Store) -> None:
+    """Python takes 1 for a boolean and 2.0 for an integer; the database keeps true and 2, and so must the
+    entry."""
+    async with store.units() as uow:
+        approval = await uow.get(Approval, store.approval.id)
+        assert approval is not None
+        approval.forbid_self_approval = 1  # type: ignore[assignment]
+        approval.quorum = 2.0  # type: ignore[assignment]
+        uow.session.add(approval)
+        await uow.commit()
+    last = (await store.entries())[-1]
+    assert '"forbid_self_approval":true' in last.content and '"quorum":2,' in last.content
+    await store.intact()
+
+
+async def test_json_is_recorded_as_the_column_keeps_it(store: Store) -> None:
+    """A key given as both 1 and "1" is one key once stored as JSON text (the last one given), a tuple a list."""
+    async with store.units() as uow:
+        await uow.add(
+            Decision(
+                action_id=store.action.id or 0,
+                kind="policy",
+                verdict="ask",
+                actor="policy",
+                facts={"m": {1: "first", "1": "last"}, "t": (1, 2), "n": 1e20},
+            )
+        )
+        await uow.commit()
+    last = (await store.entries())[-1]
+    assert '"m":{"1":"last"}' in last.content and '"t":[1,2]' in last.content
+    await store.intact()
