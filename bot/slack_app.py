@@ -51,7 +51,12 @@ NOT_STORED = (
 )
 
 
-def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+def build_slack_app(
+    aios: Aios, client: AsyncWebClient, signing_secret: str, *, verified_by_caller: bool = False
+) -> AsyncApp:
+    """The Bolt app. Bolt checks each HTTP request's signature against ``signing_secret`` unless
+    ``verified_by_caller``: only for the web server (bot/web.py), which checks the raw body before Bolt sees it.
+    Socket Mode requests are authenticated by the app token and carry no signature; Bolt checks none of them."""
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
@@ -61,9 +66,7 @@ def build_slack_app(aios: Aios, client: AsyncWebClient, signing_secret: str) -> 
         # What no listener handles (events the bot ignores, modals, shortcuts, other buttons) goes to on_error,
         # which answers 200: Bolt's default is a 404, which Slack counts as a failed delivery.
         raise_error_for_unhandled_request=True,
-        # The web server checks every request's signature before Bolt sees it (bot/web.py), and Socket Mode
-        # requests carry none: checking again here would only add to each ack.
-        request_verification_enabled=False,
+        request_verification_enabled=not verified_by_caller,
     )
 
     @app.command("/aios")
