@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from agents.context import ThreadEntry
 from bot.block_kit_notices import BlockKitNotices
@@ -21,11 +21,26 @@ from runtime.notices import ApprovalCard, BudgetBlocked, Done, EscalationMessage
 from runtime.transport import Transport
 
 
-class _ScrubbedWhenDrawn(BlockKitNotices):
-    """A Block Kit transport's drawing, each message it draws scrubbed before that transport posts it."""
+class _Posting(Protocol):
+    async def post(
+        self,
+        channel: str,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> str: ...
 
-    def __init__(self, transport: BlockKitNotices, redactor: Redactor) -> None:
-        self._transport = transport
+    async def update(
+        self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
+    ) -> None: ...
+
+
+class _ScrubbedPosts:
+    """Post and update with the message's text and blocks scrubbed on their way to the transport."""
+
+    def __init__(self, posting: _Posting, redactor: Redactor) -> None:
+        self._posting = posting
         self._redactor = redactor
 
     async def post(
@@ -36,22 +51,24 @@ class _ScrubbedWhenDrawn(BlockKitNotices):
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
     ) -> str:
-        return await self._transport.post(
+        return await self._posting.post(
             channel, self._redactor.text(text), blocks=self._redactor.data(blocks), thread_ts=thread_ts
         )
 
     async def update(
         self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
     ) -> None:
-        await self._transport.update(
-            channel, ts, self._redactor.text(text), blocks=self._redactor.data(blocks)
-        )
+        await self._posting.update(channel, ts, self._redactor.text(text), blocks=self._redactor.data(blocks))
 
 
-class RedactingTransport:
+class _ScrubbedWhenDrawn(_ScrubbedPosts, BlockKitNotices):
+    """A Block Kit transport's drawing, each message it draws scrubbed before that transport posts it."""
+
+
+class RedactingTransport(_ScrubbedPosts):
     def __init__(self, transport: Transport, redactor: Redactor) -> None:
+        super().__init__(transport, redactor)
         self._transport = transport
-        self._redactor = redactor
         # Notices go to whoever draws them: this transport's drawing with the drawn message scrubbed, when it
         # draws Block Kit (Slack, the console); otherwise the transport itself, given the scrubbed notice.
         self._notices: BlockKitNotices | Transport = (
@@ -91,25 +108,6 @@ class RedactingTransport:
 
     async def report_budget_blocked(self, thread: Thread, blocked: BudgetBlocked) -> None:
         await self._notices.report_budget_blocked(thread, self._scrubbed(blocked))
-
-    async def post(
-        self,
-        channel: str,
-        text: str,
-        *,
-        blocks: list[dict[str, Any]] | None = None,
-        thread_ts: str | None = None,
-    ) -> str:
-        return await self._transport.post(
-            channel, self._redactor.text(text), blocks=self._redactor.data(blocks), thread_ts=thread_ts
-        )
-
-    async def update(
-        self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None
-    ) -> None:
-        await self._transport.update(
-            channel, ts, self._redactor.text(text), blocks=self._redactor.data(blocks)
-        )
 
     async def post_ephemeral(
         self,
