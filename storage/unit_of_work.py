@@ -183,7 +183,9 @@ class UnitOfWork:
 
 class SharedReads:
     """One read-only transaction that the read-only units of work opened inside :func:`reading_together` take
-    turns on, instead of a transaction each: the reads see one snapshot of the store."""
+    turns on, instead of a transaction each: the reads see one snapshot of the store (taken at the first; SQLite's
+    deferred transaction keeps it, and on PostgreSQL read-only transactions are REPEATABLE READ), never a write
+    committed meanwhile."""
 
     def __init__(self) -> None:
         self._sessions: dict[int, AsyncSession] = {}

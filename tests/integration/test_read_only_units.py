@@ -7,9 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 
 from storage.records import (
     ActionStatus,
@@ -115,6 +116,22 @@ async def test_reads_together_share_one_transaction_and_it_ends_with_them(engine
         read = await uow.get(Intent, intent_id)
     assert read is not None and read.text == "written beside the reads"
     assert sent.count("begin") == 3
+
+
+async def test_reads_together_see_one_snapshot_not_a_write_committed_meanwhile(engine: AsyncEngine) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    stored_text = select(Intent.text).where(Intent.id == intent_id)
+    async with reading_together():
+        async with units.read() as uow:
+            first = (await uow.session.exec(stored_text)).one()
+        async with units() as uow:
+            await uow.session.exec(update(Intent).where(col(Intent.id) == intent_id).values(text="changed"))
+            await uow.commit()
+        async with units.read() as uow:
+            assert (await uow.session.exec(stored_text)).one() == first != "changed"
+    async with units.read() as uow:
+        assert (await uow.session.exec(stored_text)).one() == "changed"
 
 
 async def test_an_intent_is_claimed_with_its_row_once_it_has_a_thread(engine: AsyncEngine) -> None:
