@@ -276,7 +276,8 @@ async def _serve(host: str, port: int, *, work: bool) -> None:
     with sock:
         client = build_slack_client(settings.slack_bot_token, settings.slack_api_url)
         aios = await bootstrap(settings, SlackTransport(client), works=work)
-        bolt = build_slack_app(aios, client, settings.slack_signing_secret)
+        # build_web_app checks every request's signature over the raw body before Bolt sees it.
+        bolt = build_slack_app(aios, client, settings.slack_signing_secret, verified_by_caller=True)
         runner = web.AppRunner(build_web_app(aios, bolt, settings.slack_signing_secret))
         await runner.setup()
         # Without the work, the timers and recovery run in the workers; this process only keeps its lease.
