@@ -113,14 +113,14 @@ class HomeRefresher:
 
     async def refresh(self, user: str) -> None:
         """Draw one person's Home again (nothing happens for someone who never opened it)."""
-        async with self.units() as uow:
+        async with self.units.read() as uow:
             viewer = await HomeViewers(uow.session).get(user)
         if viewer is not None:
             await self._refresh([viewer])
 
     async def refresh_all(self) -> None:
         """Draw again the Home of everyone who opened theirs lately; publish those that changed."""
-        async with self.units() as uow:
+        async with self.units.read() as uow:
             viewers = await HomeViewers(uow.session).since(self.clock() - HOME_KEPT_FOR)
         if viewers:
             await self._refresh(viewers)
@@ -144,7 +144,7 @@ class HomeRefresher:
         approval's channel, where the refusal or the count is said too, may be one they are not in. ``before``:
         the newest decision id before the click was decided."""
         ref = format_id("AP", command.approval_id)
-        async with self.units() as uow:
+        async with self.units.read() as uow:
             approval = await uow.get(Approval, command.approval_id)
             mine = (
                 await HomeViewers(uow.session).decisions_since(approval.action_id, command.user, before)
@@ -199,11 +199,11 @@ class HomeRefresher:
             for theirs, for_others in sorted_out.values()
             for approval in (*theirs[:WAITING_SHOWN], *for_others[:FOR_OTHERS_SHOWN])
         }
-        async with self.units() as uow:
+        async with self.units.read() as uow:
             recent = await HomeViewers(uow.session).recent_requests(
                 [viewer.user for viewer in viewers], RECENT_SHOWN
             )
-        async with self.units() as uow:
+        async with self.units.read() as uow:
             records = await HomeViewers(uow.session).card_records(list(shown.values()))
         cards = {key: self._home_card(approval, records[key]) for key, approval in shown.items()}
         channels = {cards[key].approval_id: approval.channel for key, approval in shown.items()}
