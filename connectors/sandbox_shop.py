@@ -104,13 +104,20 @@ class SandboxShop:
     async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
         async with self._units() as uow:
             session = uow.session
-            existing = await self._refund_by_key(session, key)
+            # The order, locked, and a refund made before under the same key (of whichever order), in one read.
+            query = (
+                select(SandboxOrder, SandboxRefund)
+                .outerjoin(SandboxRefund, col(SandboxRefund.idempotency_key) == key)
+                .where(SandboxOrder.id == action.order_id)
+                .with_for_update(of=SandboxOrder)
+            )
+            found = (await session.exec(query)).first()
+            existing = found[1] if found is not None else await self._refund_by_key(session, key)
             if existing is not None:
                 return _refund_result(existing, replayed=True)
-            query = select(SandboxOrder).where(SandboxOrder.id == action.order_id).with_for_update()
-            order = (await session.exec(query)).first()
-            if order is None:
+            if found is None:
                 raise PermanentConnectorError(f"order {action.order_id} does not exist")
+            order = found[0]
             refundable = round(order.total - order.refunded, 2)
             if action.amount > refundable + 1e-9:
                 raise PermanentConnectorError(
