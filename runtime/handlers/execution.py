@@ -321,8 +321,9 @@ class Executions(HandlerBase):
             await record_due_publish(uow, self.registry, self.zone, execution.action_id, result)
             await record_planned_slot(uow, self.registry, self.zone, execution.action_id)
             approvers, rule = await uow.runs.allowed_by(proposed.id)
-            # The run's state as the action's new status left it (refreshed into the run in hand).
-            spent = await uow.budgets.model_spend_of_run(run) if run.status == RunStatus.COMPLETED else None
+            # The run's state as the action's new status left it (refreshed into the run in hand); its model
+            # spend was read with the execution, in this transaction.
+            spent = found.model_spend if run.status == RunStatus.COMPLETED else None
             await uow.commit()
         if spent is not None:
             completed_run_spend(spent)

@@ -38,16 +38,25 @@ class CostRow:
     failures: int
 
 
+def model_spend_of_run(run_id: Any, intent_id: Any) -> ColumnElement[float]:
+    """What the model cost for a run, as a scalar subquery on its id and its intent's (values or columns): its own
+    calls and those of its intent's routing."""
+    return (
+        sql_select(func.coalesce(func.sum(LlmCall.cost_usd), 0.0))
+        .where(
+            col(LlmCall.intent_id) == intent_id,
+            (col(LlmCall.run_id) == run_id) | col(LlmCall.run_id).is_(None),
+        )
+        .scalar_subquery()
+    )
+
+
 class BudgetRepository(SessionRepository):
     __slots__ = ()
 
     async def model_spend_of_run(self, run: Run) -> float:
         """What the model cost for this run: its own calls and those of its intent's routing."""
-        query = select(func.coalesce(func.sum(LlmCall.cost_usd), 0.0)).where(
-            col(LlmCall.intent_id) == run.intent_id,
-            (col(LlmCall.run_id) == run.id) | col(LlmCall.run_id).is_(None),
-        )
-        return float((await self.session.exec(query)).one())
+        return float((await self.session.exec(select(model_spend_of_run(run.id, run.intent_id)))).one())
 
     async def llm_costs(
         self, group_by: str, since: datetime, until: datetime | None = None, limit: int | None = None

@@ -18,16 +18,19 @@ from storage.records import (
     Run,
 )
 from storage.repositories.base import SessionRepository
+from storage.repositories.budgets import model_spend_of_run
 
 
 @dataclass(frozen=True)
 class ExecutionInHand:
-    """An execution with the action it runs, its run and the intent that asked for it."""
+    """An execution with the action it runs, its run, the intent that asked for it and what the model cost for
+    the run so far."""
 
     execution: Execution
     action: ProposedAction
     run: Run
     intent: Intent
+    model_spend: float
 
 
 class ExecutionRepository(SessionRepository):
@@ -45,16 +48,22 @@ class ExecutionRepository(SessionRepository):
         return None if found is None else (found[0], found[1], found[2])
 
     async def execution_in_hand(self, key: str) -> ExecutionInHand | None:
-        """The execution of this idempotency key with its action, run and intent: one statement."""
+        """The execution of this idempotency key with its action, run, intent and the run's model spend (for the
+        spend metric of a run the execution completes): one statement."""
         query = (
             select(Execution, ProposedAction, Run, Intent)
+            .add_columns(model_spend_of_run(Run.id, Run.intent_id))
             .join(ProposedAction, col(ProposedAction.id) == col(Execution.action_id))
             .join(Run, col(Run.id) == col(ProposedAction.run_id))
             .join(Intent, col(Intent.id) == col(Run.intent_id))
             .where(col(Execution.idempotency_key) == key)
         )
-        found = (await self.session.exec(query)).first()
-        return None if found is None else ExecutionInHand(*found)
+        # sqlmodel types exec() for at most four columns; the rows are the five selected.
+        found = (await self.session.exec(query)).first()  # type: ignore[call-overload]
+        if found is None:
+            return None
+        execution, action, run, intent, spend = found
+        return ExecutionInHand(execution, action, run, intent, float(spend))
 
     async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
         query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))
