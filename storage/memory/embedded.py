@@ -99,25 +99,37 @@ class EmbeddedMemoryStore:
         ttl = ttl if ttl is not None else self._retention.ttl.get(kind)
         digest = content_hash(text_)
         async with self._units() as uow:
-            created = await uow.insert_if_absent(
-                Memory,
-                {
-                    "team_id": team,
-                    "kind": kind,
-                    "key": key,
-                    "text": text_.strip(),
-                    "content_hash": digest,
-                    "meta": meta or {},
-                    "created_at": now,
-                    "expires_at": now + ttl if ttl else None,
-                    "use_count": 0,
-                },
-            )
-            stored = (
-                await uow.session.exec(
-                    select(Memory).where(Memory.team_id == team, Memory.content_hash == digest)
+            session = uow.session
+            bind = session.bind
+            insert = pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+            # A new memory comes back from its INSERT … RETURNING; the same text said before is read instead.
+            inserted = (
+                insert(Memory)
+                .values(
+                    team_id=team,
+                    kind=kind,
+                    key=key,
+                    text=text_.strip(),
+                    content_hash=digest,
+                    meta=meta or {},
+                    created_at=now,
+                    expires_at=now + ttl if ttl else None,
+                    use_count=0,
                 )
-            ).one()
+                .on_conflict_do_nothing()
+                .returning(Memory)
+            )
+            new: Memory | None = (await session.exec(inserted)).scalars().first()
+            created = new is not None
+            stored = (
+                new
+                if new is not None
+                else (
+                    await session.exec(
+                        select(Memory).where(Memory.team_id == team, Memory.content_hash == digest)
+                    )
+                ).one()
+            )
             if not created and ttl and stored.expires_at is not None:
                 stored.expires_at = max(stored.expires_at, now + ttl)  # said again: kept at least as long
                 uow.session.add(stored)
