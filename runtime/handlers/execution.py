@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import stamina
@@ -47,6 +48,7 @@ from storage.records import (
     Execution,
     ExecutionAttempt,
     ExecutionStatus,
+    Intent,
     ProposedAction,
     RunStatus,
 )
@@ -327,22 +329,7 @@ class Executions(HandlerBase):
             await uow.commit()
         if spent is not None:
             completed_run_spend(spent)
-        snapshot = ExecutedAction(
-            name=proposed.name,
-            params=proposed.params,
-            run_id=run.id,
-            compensates=proposed.compensates,
-            team_id=intent.team_id,
-            channel=intent.channel,
-            thread_ts=intent.thread_ts,
-            requester=intent.user,
-            status=execution.status,
-            result=execution.result,
-            finished_at=finished,
-            approvers=approvers,
-            allowed_by_rule=rule,
-        )
-        return ActionExecuted(proposed.id, execution.id, snapshot)
+        return action_executed_event(proposed, intent, execution, finished, approvers, rule)
 
     async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
         executed = event.action
@@ -424,3 +411,31 @@ class _Attempts:
             raise
         finally:
             self.recorded.append((self._number, kind, self.outcome, error))
+
+
+def action_executed_event(
+    proposed: ProposedAction,
+    intent: Intent,
+    execution: Execution,
+    finished_at: datetime,
+    approvers: tuple[str, ...],
+    allowed_by_rule: str | None,
+) -> ActionExecuted:
+    """The event of a booked execution, carrying what the booking had in hand so subscribers need not read."""
+    assert proposed.id is not None and execution.id is not None
+    snapshot = ExecutedAction(
+        name=proposed.name,
+        params=proposed.params,
+        run_id=proposed.run_id,
+        compensates=proposed.compensates,
+        team_id=intent.team_id,
+        channel=intent.channel,
+        thread_ts=intent.thread_ts,
+        requester=intent.user,
+        status=execution.status,
+        result=execution.result,
+        finished_at=finished_at,
+        approvers=approvers,
+        allowed_by_rule=allowed_by_rule,
+    )
+    return ActionExecuted(proposed.id, execution.id, snapshot)

@@ -25,9 +25,9 @@ from connectors.actions import CmsUnpublish
 from connectors.sandbox_state import sandbox_state
 from connectors.social_limits import LIMITS
 from runtime.handlers import Handlers
+from runtime.handlers.execution import action_executed_event
 from runtime.messages import (
     ActionExecuted,
-    ExecutedAction,
     PublishDuePosts,
     Recover,
     ReplanRun,
@@ -154,23 +154,8 @@ async def executed(aios: Aios, published: ProposedAction) -> ActionExecuted:
         intent = await uow.get(Intent, run.intent_id)
         assert intent is not None
         approvers, rule = await uow.runs.allowed_by(published.id or 0)
-    assert published.id is not None and execution.id is not None and execution.finished_at is not None
-    snapshot = ExecutedAction(
-        name=published.name,
-        params=published.params,
-        run_id=published.run_id,
-        compensates=published.compensates,
-        team_id=intent.team_id,
-        channel=intent.channel,
-        thread_ts=intent.thread_ts,
-        requester=intent.user,
-        status=execution.status,
-        result=execution.result,
-        finished_at=execution.finished_at,
-        approvers=approvers,
-        allowed_by_rule=rule,
-    )
-    return ActionExecuted(published.id, execution.id, snapshot)
+    assert execution.finished_at is not None
+    return action_executed_event(published, intent, execution, execution.finished_at, approvers, rule)
 
 
 async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) -> None:
