@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,19 @@ from storage.audit import AuditedSession
 EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
 # The execution option of the engine that read-only units of work use (see :func:`session_factory`).
 READ_ONLY = "aios_read_only"
+
+
+class _SignalDeafConnection(sqlite3.Connection):
+    """A SQLite connection that leaves Ctrl-C and SIGTERM to the main thread.
+
+    aiosqlite opens each connection in a thread of its own, and the kernel hands a process's signal to any of
+    its threads that does not block it. A thread that takes one wakes nobody: a main thread waiting in a prompt
+    (`aios chat`) would wait on, deaf to Ctrl-C. The connection is made in its thread, so it blocks them there.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        super().__init__(*args, **kwargs)
 
 
 class DatabaseUrlError(ValueError):
@@ -71,7 +86,7 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
                 f"cannot create the folder {str(folder)!r} for the SQLite database in AIOS_DATABASE_URL "
                 f"({exc.strerror or exc}); point it at a folder you can write to"
             ) from None
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": 30, "factory": _SignalDeafConnection})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -337,6 +337,33 @@ def test_ctrl_c_at_the_prompt_leaves_at_once_and_cleanly(tmp_path: Path) -> None
     assert "Traceback" not in output and "Error" not in output and "Exception" not in output
 
 
+def test_only_the_main_thread_can_take_ctrl_c(tmp_path: Path) -> None:
+    """The kernel hands a process's SIGINT to any of its threads that does not block it, and a prompt waiting in
+    the main thread never hears of a signal another thread took: every other thread of `aios chat` (its SQLite
+    connection's) must block SIGINT and SIGTERM, as /proc shows."""
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/threads.db", "http://127.0.0.1:9/api/")
+    process, controller = _chat_in_a_terminal(env)
+    try:
+        tasks = Path(f"/proc/{process.pid}/task")
+        others = [task for task in tasks.iterdir() if task.name != str(process.pid)]
+        assert others, "aios chat was expected to hold its SQLite connection in a thread of its own"
+        wanted = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+        for task in others:
+            blocked = _signal_mask(task / "status", "SigBlk")
+            assert blocked & wanted == wanted, f"thread {task.name} can take SIGINT or SIGTERM ({blocked:#x})"
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+        output = _rest_of_output(controller)
+    assert code == 130, output
+
+
+def _signal_mask(status: Path, field: str) -> int:
+    line = next(line for line in status.read_text().splitlines() if line.startswith(f"{field}:"))
+    return int(line.split()[1], 16)
+
+
 def test_ctrl_d_at_the_prompt_leaves_with_success(tmp_path: Path) -> None:
     env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/eof.db", "http://127.0.0.1:9/api/")
     process, controller = _chat_in_a_terminal(env)
