@@ -26,7 +26,9 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Itera
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     JSON,
@@ -52,7 +54,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy import inspect as inspect_record
-from sqlalchemy.engine import CursorResult, RowMapping
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult, Engine, RowMapping
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, col
@@ -104,10 +108,11 @@ GENESIS_HASH = "0" * 64
 # Any constant will do: every writer takes the same transaction-scoped lock before reading the chain head.
 APPEND_LOCK = 7_246_861_530
 BATCH = 5_000
-ENTRIES_PER_INSERT = 1_000  # 8 parameters each: far below SQLite's and PostgreSQL's limits per statement
+REMEMBERED = 1_000  # records whose last entry a process keeps in mind per engine, the latest written or read
 
 Record = tuple[str, str]  # (table, key)
 _NOTES = "aios_audit_notes"  # session.info key: what the transaction in progress wrote (_Notes)
+_PENDING = "aios_audit_pending"  # session.info key: the engine and its _Chain once the transaction commits
 # The content of the entry that records a deletion: a record whose last entry is this is meant to be gone. The
 # product deletes audited rows in two cases only, and only those are tombstoned: the votes an edit of the
 # parameters voids (approval_vote rows named by ``voiding_votes``, in a transaction that writes the edit's
@@ -424,11 +429,25 @@ def before_commit(session: Session) -> None:
     session.flush()  # so that after_flush has seen every record of the transaction
     notes: _Notes | None = session.info.pop(_NOTES, None)
     if notes is not None and notes.written:
-        append(session.connection(), notes.written, notes.meant_deletions)
+        connection = session.connection()
+        engine = connection.engine
+        _, chain = append(connection, notes.written, notes.meant_deletions, _KNOWN.get(engine))
+        session.info[_PENDING] = (engine, chain)
+
+
+def after_commit(session: Session) -> None:
+    pending: tuple[Engine, _Chain] | None = session.info.pop(_PENDING, None)
+    if pending is not None:
+        engine, chain = pending
+        known = _KNOWN.get(engine)
+        # Sessions of one engine commit in any order: keep the furthest head (any committed one is true).
+        if known is None or known.seq < chain.seq:
+            _KNOWN[engine] = chain
 
 
 def after_rollback(session: Session) -> None:
     session.info.pop(_NOTES, None)
+    _forget_pending(session)
 
 
 def after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -436,19 +455,79 @@ def after_transaction_end(session: Session, transaction: SessionTransaction) -> 
     what it loaded is no longer known to be as stored."""
     if transaction.parent is None:
         session.info.pop(_NOTES, None)
+        _forget_pending(session)
+
+
+def _forget_pending(session: Session) -> None:
+    """The transaction appended but did not commit: its entries are not in the chain. What the engine's sessions
+    know of the chain is forgotten too, so that the next append reads the head (a COMMIT that failed on the way
+    may or may not have been applied; either way the known head is then only a guess)."""
+    pending: tuple[Engine, _Chain] | None = session.info.pop(_PENDING, None)
+    if pending is not None:
+        _KNOWN.pop(pending[0], None)
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """The chain as of one committed head, as this process last wrote or read it: the head (seq and entry hash),
+    and the content hash of the newest entry, at that head, of records it wrote or read lately. Only ever set
+    from a committed transaction, so it is true of the chain up to that head, though others may have appended
+    since."""
+
+    seq: int
+    entry_hash: str
+    latest: Mapping[Record, str]
+
+    def after(self, rows: Sequence[Mapping[str, Any]], also: Mapping[Record, str]) -> _Chain:
+        """The chain once ``rows`` are appended to this head, knowing ``also`` (last entries read at it) too."""
+        latest = dict(self.latest)
+        for record, content_hash in [
+            *also.items(),
+            *(((row["record_table"], row["record_id"]), row["content_hash"]) for row in rows),
+        ]:
+            latest.pop(record, None)  # to the end: the least lately written are the ones forgotten
+            latest[record] = content_hash
+        for record in list(latest)[: max(0, len(latest) - REMEMBERED)]:
+            del latest[record]
+        last = rows[-1] if rows else None
+        return _Chain(
+            last["seq"] if last else self.seq, last["entry_hash"] if last else self.entry_hash, latest
+        )
+
+
+# Per engine (so per database, and apart for each engine a test makes): the chain as its sessions last left it.
+_KNOWN: WeakKeyDictionary[Engine, _Chain] = WeakKeyDictionary()
 
 
 def append(
     connection: Connection,
     written: Mapping[Record, _Written],
     meant: Collection[Record] = (),
-) -> int:
-    """Append an entry for each record whose content differs from its last entry; returns how many.
+    known: _Chain | None = None,
+) -> tuple[int, _Chain]:
+    """Append an entry for each record whose content differs from its last entry; returns how many, and the
+    chain as it is once they are.
 
     Another writer cannot have changed a record this transaction wrote (it holds the row's lock), so reading
-    back and comparing needs no turn; the append does. Writers take turns from the head read to their commit
-    (PostgreSQL: an advisory lock; SQLite: the write lock the engine takes at BEGIN), so the head read is the
-    head the new entries link to: no fork."""
+    back and comparing needs no turn. The entries are linked to a head, and their INSERT skips any seq already
+    taken: an append whose every entry goes in followed its head with no one in between. With the chain as
+    ``known`` (the head this process last wrote or read, and the last entries of the records compared), that is
+    the one statement: if another writer has appended since, some seq is taken, the entries that went in are
+    taken out again, and the append falls back to reading the head. Readers of the head take turns from that
+    read to their commit (PostgreSQL: an advisory lock; SQLite: the write lock the engine takes at BEGIN), and
+    try again after a writer that went by the known head took their seq: no fork, no gap."""
+    contents = _contents(connection, written, meant)
+    if known is not None:
+        appended = _append_to_known(connection, known, written, contents)
+        if appended is not None:
+            return appended
+    return _append_to_head_read(connection, written, contents, known)
+
+
+def _contents(
+    connection: Connection, written: Mapping[Record, _Written], meant: Collection[Record]
+) -> dict[Record, str | None]:
+    """Each record's canonical content as it is to be recorded: None for one not found, or deleted unmeant."""
     contents: dict[Record, str | None] = {record: w.content for record, w in written.items()}
     unread = [record for record, w in written.items() if w.content is None and not w.deleted]
     for name in dict.fromkeys(name for name, _ in unread):
@@ -458,18 +537,61 @@ def append(
     for record, w in written.items():
         if w.deleted:
             contents[record] = TOMBSTONE if _deletion_meant(record, meant, contents) else None
+    return contents
+
+
+def _append_to_known(
+    connection: Connection,
+    known: _Chain,
+    written: Mapping[Record, _Written],
+    contents: Mapping[Record, str | None],
+) -> tuple[int, _Chain] | None:
+    """The append after the known head in one INSERT; None if that cannot be done: a record compared is not
+    known, there is nothing to append (so no INSERT to tell whether the head moved, and with it the last entries
+    compared), or another writer has appended since."""
+    compared = [
+        record for record, content in contents.items() if content is not None and not written[record].new
+    ]
+    if any(record not in known.latest for record in compared):
+        return None
+    rows = _entries(
+        (known.seq, known.entry_hash), contents, {record: known.latest[record] for record in compared}
+    )
+    if not rows or not _insert(connection, rows):
+        return None
+    return len(rows), known.after(rows, {})
+
+
+def _append_to_head_read(
+    connection: Connection,
+    written: Mapping[Record, _Written],
+    contents: Mapping[Record, str | None],
+    known: _Chain | None,
+) -> tuple[int, _Chain]:
     if connection.dialect.name == "postgresql":
         # Before the head read: a transaction that wrote an audited record nearly always appends.
         _take_turn(connection)
-    head, latest = _head_and_latest(connection, [record for record, w in written.items() if not w.new])
-    # In the order they were written.
+    while True:
+        head, latest = _head_and_latest(connection, [record for record, w in written.items() if not w.new])
+        rows = _entries(head, contents, latest)
+        # Only a writer that went by its known head, without the turn, can have taken a seq after the head read.
+        if _insert(connection, rows):
+            break
+    # The records known before stay known when the head is the known one: no one appended in between.
+    base = known if known is not None and (known.seq, known.entry_hash) == head else _Chain(*head, {})
+    return len(rows), base.after(rows, latest)
+
+
+def _entries(
+    head: tuple[int, str], contents: Mapping[Record, str | None], latest: Mapping[Record, str]
+) -> list[dict[str, Any]]:
+    """The entries after ``head`` of the records whose content differs from their last entry, in the order
+    they were written."""
     changed = [
         (record, content, content_hash)
         for record, content in contents.items()
         if content is not None and latest.get(record) != (content_hash := sha256(content))
     ]
-    if not changed:
-        return 0
     seq, prev = head
     rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -489,10 +611,30 @@ def append(
             }
         )
         prev = link
+    return rows
+
+
+def _insert(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Insert the entries unless a seq of theirs is taken (PostgreSQL waits for the transaction that took it);
+    whether all went in. If not, those that did are taken out again."""
+    if not rows:
+        return True
+    inserted = list(connection.execute(_insert_entries(connection.dialect.name), rows).scalars())
+    if len(inserted) == len(rows):
+        return True
+    if inserted:
+        entries = audit_table()
+        connection.execute(entries.delete().where(entries.c.seq.in_(inserted)))
+    return False
+
+
+@cache
+def _insert_entries(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT (seq) DO NOTHING RETURNING seq, one statement for all the entries (SQLAlchemy's
+    insertmanyvalues, up to 1,000 a statement), compiled once."""
     entries = audit_table()
-    for start in range(0, len(rows), ENTRIES_PER_INSERT):
-        connection.execute(entries.insert().values(rows[start : start + ENTRIES_PER_INSERT]))
-    return len(rows)
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return insert(entries).on_conflict_do_nothing(index_elements=[entries.c.seq]).returning(entries.c.seq)
 
 
 def _take_turn(connection: Connection) -> None:
@@ -571,6 +713,7 @@ HOOKS: dict[str, Callable[..., Any]] = {
     "after_flush": after_flush,
     "do_orm_execute": do_orm_execute,
     "before_commit": before_commit,
+    "after_commit": after_commit,
     "after_rollback": after_rollback,
     "after_transaction_end": after_transaction_end,
 }
@@ -620,7 +763,7 @@ def genesis(connection: Connection) -> int:
             appended += append(
                 connection,
                 {(name, str(r[key.name])): _Written(new=True, content=canonical(name, r)) for r in rows},
-            )
+            )[0]
     return appended
 
 

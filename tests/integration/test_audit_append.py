@@ -15,7 +15,7 @@ from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
-from storage.audit import verify
+from storage.audit import AuditedSession, verify
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import (
@@ -103,20 +103,22 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 
 
 def shape(statement: str) -> str:
-    """``SELECT approval``, ``UPDATE execution``, ``INSERT audit_entry``, ``SELECT pg_advisory_xact_lock``."""
+    """``SELECT approval``, ``UPDATE execution``, ``INSERT audit_entry``, ``DELETE audit_entry``,
+    ``SELECT pg_advisory_xact_lock``."""
     words = statement.replace("(", " ").split()
     if words[0] == "SELECT":
         return f"SELECT {words[words.index('FROM') + 1] if 'FROM' in words else words[1]}"
-    return f"{words[0]} {words[2] if words[0] == 'INSERT' else words[1]}"
+    return f"{words[0]} {words[2] if words[0] in ('INSERT', 'DELETE') else words[1]}"
 
 
 def audit_statements(sent: list[str]) -> list[str]:
     return [s for s in sent if s.endswith(("audit_entry", "pg_advisory_xact_lock"))]
 
 
-async def test_a_transaction_reads_the_chain_once_and_inserts_its_entries_once(store: Store) -> None:
-    """New records, a Core compare-and-set and an ORM change: the rows are known from the writes, so the audit
-    adds one read (the head with the last entries) and one insert; PostgreSQL takes its advisory lock first."""
+async def test_a_transaction_after_the_head_its_engine_knows_appends_in_one_insert(store: Store) -> None:
+    """New records, a Core compare-and-set and an ORM change: the rows are known from the writes, and the head
+    and the action's and the approval's last entries from the fixture's commit on the same engine, so the audit
+    adds one statement: the INSERT of the entries after that head."""
     with store.statements() as sent:
         async with store.units() as uow:
             action = await uow.get(ProposedAction, store.action.id)
@@ -148,12 +150,120 @@ async def test_a_transaction_reads_the_chain_once_and_inserts_its_entries_once(s
         "UPDATE approval",  # the compare-and-set, RETURNING its row
         "INSERT capability",  # RETURNING its row
         "UPDATE proposed_action",  # the flush at commit
-        *(["SELECT proposed_action", "SELECT pg_advisory_xact_lock"] if postgres else []),
-        "SELECT audit_entry",  # the head, with the action's and the approval's last entries
+        *(["SELECT proposed_action"] if postgres else []),
         "INSERT audit_entry",
     ]
     entries = await store.entries()
     assert [e.record_table for e in entries[-4:]] == ["decision", "approval", "capability", "proposed_action"]
+    await store.intact()
+
+
+async def decide(units: UnitOfWorkFactory, action_id: int, actor: str, rationale: str | None = None) -> None:
+    """A transaction that appends: a new decision, and the action's rationale when given."""
+    async with units() as uow:
+        await uow.add(Decision(action_id=action_id, kind="human", verdict="vote", actor=actor))
+        if rationale is not None:
+            action = await uow.get(ProposedAction, action_id)
+            assert action is not None
+            action.rationale = rationale
+            uow.session.add(action)
+        await uow.commit()
+
+
+def head_read(postgres: bool) -> list[str]:
+    return [*(["SELECT pg_advisory_xact_lock"] if postgres else []), "SELECT audit_entry"]
+
+
+async def test_after_another_engine_appended_the_entries_go_after_the_head_read(
+    store: Store, database_url: str
+) -> None:
+    """Another engine (another replica) appends: the known head is out of date, so the INSERT after it finds its
+    first seq taken; the entry that went in is taken out, and the entries are linked to the head read instead.
+    The next transaction appends in one INSERT again."""
+    postgres = store.engine.dialect.name == "postgresql"
+    action_id = store.action.id or 0
+    other = create_engine(database_url)
+    try:
+        await decide(UnitOfWorkFactory.for_engine(other), action_id, "U0OTHER")
+
+        with store.statements() as sent:
+            async with store.units() as uow:
+                await uow.add(Decision(action_id=action_id, kind="human", verdict="vote", actor="U0BOB"))
+                assert await uow.approvals.decide_approval(
+                    store.approval.id or 0, ApprovalStatus.APPROVED, "U0BOB", utcnow()
+                )
+                await uow.commit()
+        assert audit_statements(sent) == [
+            "INSERT audit_entry",  # the decision's seq is the other engine's: the approval's goes in
+            "DELETE audit_entry",  # and is taken out
+            *head_read(postgres),
+            "INSERT audit_entry",
+        ]
+
+        with store.statements() as sent:
+            await decide(store.units, action_id, "U0CAROL")
+        assert audit_statements(sent) == ["INSERT audit_entry"]
+    finally:
+        await other.dispose()
+    entries = await store.entries()
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert [(e.record_table, e.record_id) for e in entries[-4:]] == [
+        ("decision", entries[-4].record_id),
+        ("decision", entries[-3].record_id),
+        ("approval", str(store.approval.id)),
+        ("decision", entries[-1].record_id),
+    ]
+    await store.intact()
+
+
+async def test_a_record_changed_back_after_another_engine_changed_it_gets_an_entry(
+    store: Store, database_url: str
+) -> None:
+    """This engine records the action's rationale as "mine", another engine then as "theirs", and this engine sets
+    "mine" again: the last entry this engine knows of the action holds "mine", but it is not the last one any more.
+    The INSERT after the known head finds its seq taken, so the action is compared with its entry as read."""
+    action_id = store.action.id or 0
+    await decide(store.units, action_id, "U0BOB", rationale="mine")
+    other = create_engine(database_url)
+    try:
+        await decide(UnitOfWorkFactory.for_engine(other), action_id, "U0OTHER", rationale="theirs")
+    finally:
+        await other.dispose()
+
+    await decide(store.units, action_id, "U0BOB", rationale="mine")
+
+    last_of_action = [e for e in await store.entries() if e.record_table == "proposed_action"][-1]
+    assert '"rationale":"mine"' in last_of_action.content
+    await store.intact()
+
+
+async def test_a_commit_that_fails_after_the_append_leaves_the_next_append_linked_to_the_chain(
+    store: Store,
+) -> None:
+    """The commit fails after the entries were inserted (here a commit hook after the audit's raises): they are
+    rolled back with the transaction, the head they would have made is forgotten, and the next append reads the
+    head the chain has."""
+    postgres = store.engine.dialect.name == "postgresql"
+    action_id = store.action.id or 0
+    before = await store.entries()
+
+    def fail(_session: Any) -> None:
+        raise RuntimeError("the commit failed")
+
+    event.listen(AuditedSession, "before_commit", fail)
+    try:
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            await decide(store.units, action_id, "U0BOB")
+    finally:
+        event.remove(AuditedSession, "before_commit", fail)
+    assert await store.entries() == before
+
+    with store.statements() as sent:
+        await decide(store.units, action_id, "U0CAROL")
+
+    assert audit_statements(sent) == [*head_read(postgres), "INSERT audit_entry"]
+    entries = await store.entries()
+    assert len(entries) == len(before) + 1 and entries[-1].prev_hash == before[-1].entry_hash
     await store.intact()
 
 

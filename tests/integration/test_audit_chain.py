@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -441,6 +442,105 @@ async def test_two_writers_appending_at_once_make_one_chain(database_url: str) -
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def shared_action(units: UnitOfWorkFactory) -> int:
+    async with units() as uow:
+        intent = await uow.add(Intent(source="console", channel=CHANNEL, user=MANAGER, text="x"))
+        run = await uow.add(Run(intent_id=intent.id or 0, agent="returns"))
+        action = await uow.add(ProposedAction(run_id=run.id or 0, name="shop.refund", params={}))
+        await uow.commit()
+    assert action.id is not None
+    return action.id
+
+
+async def vote_and_reword(units: UnitOfWorkFactory, action_id: int, actor: str, rationale: str) -> None:
+    """One transaction: a new decision, and the action (which every writer rewords) given ``rationale``."""
+    async with units() as uow:
+        await uow.add(Decision(action_id=action_id, kind="human", verdict="vote", actor=actor))
+        action = await uow.get(ProposedAction, action_id)
+        assert action is not None
+        action.rationale = rationale
+        uow.session.add(action)
+        await uow.commit()
+
+
+async def assert_one_chain(units: UnitOfWorkFactory, actors: set[str]) -> None:
+    """The chain verifies, its seqs follow one another from 1, and each decision has one entry: none lost, none
+    twice."""
+    report = await verify(units, lambda name, params: set(), lambda text: None)
+    assert report.problems == []
+    async with units() as uow:
+        entries = (await uow.session.exec(select(AuditEntry).order_by(col(AuditEntry.seq)))).all()
+        decisions = (await uow.session.exec(select(Decision))).all()
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    decided = [e.record_id for e in entries if e.record_table == "decision"]
+    assert sorted(decided) == sorted(str(d.id) for d in decisions) and {d.actor for d in decisions} == actors
+
+
+async def test_two_engines_rewording_one_record_at_once_make_one_chain(database_url: str) -> None:
+    """Two engines, as two replicas would have, each knowing the head it last left, write at once, every
+    transaction a new decision and the same action reworded: each engine's known head and last entry of the
+    action are soon out of date, and every append must still link to the chain's head and compare the action
+    with its last entry whoever wrote it."""
+    engines = [create_engine(database_url) for _ in range(2)]
+    try:
+        await upgrade_to_head(engines[0])
+        factories = [UnitOfWorkFactory.for_engine(engine) for engine in engines]
+        action_id = await shared_action(factories[0])
+        actors = {f"U{number}" for number in range(40)}
+
+        async def write(number: int) -> None:
+            # Two rationales only: an engine often sets the one its known last entry of the action holds.
+            await vote_and_reword(factories[number % 2], action_id, f"U{number}", f"by {number // 2 % 2}")
+
+        await asyncio.gather(*(write(number) for number in range(40)))
+
+        await assert_one_chain(factories[1], actors)
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+# One writer process: its own engine, some transactions one after another (argv: url, action id, name, count).
+WRITER = """
+import asyncio, sys
+from storage.engine import create_engine
+from storage.unit_of_work import UnitOfWorkFactory
+from tests.integration.test_audit_chain import vote_and_reword
+
+async def main(url: str, action_id: int, name: str, count: int) -> None:
+    engine = create_engine(url)
+    try:
+        units = UnitOfWorkFactory.for_engine(engine)
+        for number in range(count):
+            await vote_and_reword(units, action_id, f"{name}{number}", f"by {name} {number % 2}")
+    finally:
+        await engine.dispose()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
+"""
+
+
+async def test_two_processes_appending_at_once_make_one_chain(database_url: str) -> None:
+    """Two processes (two replicas) appending to one chain at once: on SQLite they take turns at BEGIN, on
+    PostgreSQL they overlap."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        units = UnitOfWorkFactory.for_engine(engine)
+        action_id = await shared_action(units)
+        writers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", WRITER, database_url, str(action_id), name, "25"
+            )
+            for name in ("A", "B")
+        ]
+        assert [await writer.wait() for writer in writers] == [0, 0]
+
+        await assert_one_chain(units, {f"{name}{number}" for name in ("A", "B") for number in range(25)})
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.empty_database
