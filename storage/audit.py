@@ -14,8 +14,10 @@ alone appends nothing.
 What the appending costs a transaction: a record's content is taken from the write where the write tells it
 (a new ORM object; a Core INSERT or UPDATE, given a RETURNING of the whole row; an ORM object changed where
 nobody else can have written its row since it was loaded) and read back at commit otherwise; then one
-statement reads the chain's head with the last entries of the records updated, and one inserts the entries
-(PostgreSQL takes its advisory lock first).
+statement inserts the entries after the head the engine's last commit left, compared with the last entries it
+knows (see :func:`append`). When a record updated is not known, or another writer has appended since (the
+entries that went in are then taken out again), one statement reads the chain's head with the last entries of the
+records updated, and one inserts the entries after it (PostgreSQL takes its advisory lock before the read).
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ BOOKKEEPING: dict[str, frozenset[str]] = {
 }
 SHORT_PREFIX = {"proposed_action": "A", "decision": "D", "approval": "AP", "execution": "E"}
 GENESIS_HASH = "0" * 64
-# Any constant will do: every writer takes the same transaction-scoped lock before reading the chain head.
+# Any constant will do: every writer takes the same transaction-scoped lock before reading the chain head (one
+# that appends after the head it knows takes none: the unique seq turns it back if another went first).
 APPEND_LOCK = 7_246_861_530
 BATCH = 5_000
 REMEMBERED = 1_000  # records whose last entry a process keeps in mind per engine, the latest written or read
