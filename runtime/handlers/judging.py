@@ -47,22 +47,26 @@ async def judge(
     if isinstance(action, BudgetGrant):
         return policy.evaluate_budget_grant(action.budget_id), Facts(requester=requester)
     params = action.model_dump(mode="json")
-    order_id = params.get("order_id")
     totals: dict[str, float] = {}
     for earlier in [*(a for a, _ in judged), action]:
         totals[earlier.name] = totals.get(earlier.name, 0.0) + _amount(earlier)
+    order_id, payment = _order_of(params), _payment_of(action.name, params)
+    moved = await uow.runs.money_moved(
+        action.name,
+        requester,
+        on_order=order_id,
+        on_payment=payment,
+        moved=MOVED_MONEY,
+        since=clock().replace(hour=0, minute=0, second=0, microsecond=0),
+        counted=COUNTED_TODAY,
+        other_than_run=run_id,
+    )
     order_refunded = payment_refunded = 0.0
-    if isinstance(order_id, int):
-        order_refunded = _allowed_on(
-            judged, action.name, "order_id", order_id
-        ) + await uow.runs.amount_on_order(action.name, order_id, MOVED_MONEY, other_than_run=run_id)
-    payment = params.get("payment")
-    if action.name == "stripe.refund" and isinstance(payment, str):
-        payment_refunded = _allowed_on(
-            judged, action.name, "payment", payment
-        ) + await uow.runs.amount_on_payment(action.name, payment, MOVED_MONEY, other_than_run=run_id)
-    day_start = clock().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = await uow.runs.amounts_by_requester(requester, day_start, COUNTED_TODAY, other_than_run=run_id)
+    if order_id is not None:
+        order_refunded = _allowed_on(judged, action.name, "order_id", order_id) + moved.on_order
+    if payment is not None:
+        payment_refunded = _allowed_on(judged, action.name, "payment", payment) + moved.on_payment
+    today = moved.requester_today
     history = History(order_refunded=order_refunded, payment_refunded=payment_refunded, requester_today=today)
     action_facts = action.facts() if isinstance(action, McpToolAction) else None
     verdict = policy.evaluate(
@@ -125,6 +129,17 @@ def _going_out(proposed: ProposedAction) -> datetime | None:
     if proposed.name == CmsCreateDraft.name:
         return CmsCreateDraft.model_validate(proposed.params).planned_for
     return None
+
+
+def _order_of(params: Mapping[str, object]) -> int | None:
+    order_id = params.get("order_id")
+    return order_id if isinstance(order_id, int) else None
+
+
+def _payment_of(action_name: str, params: Mapping[str, object]) -> str | None:
+    """The Stripe payment a ``stripe.refund`` names (what is refunded on it is a fact for its refund alone)."""
+    payment = params.get("payment")
+    return payment if action_name == "stripe.refund" and isinstance(payment, str) else None
 
 
 def _allowed_on(judged: Sequence[Judged], name: str, param: str, value: object) -> float:

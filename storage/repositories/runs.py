@@ -4,10 +4,11 @@ or by a requester, and paused agents."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, update
+from sqlalchemy import ColumnElement, Select, case, func, literal_column, union_all, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -28,6 +29,19 @@ from storage.records import (
 )
 from storage.repositories.base import SessionRepository
 
+# Which part of :meth:`RunRepository.money_moved`'s union a row answers.
+_TODAY, _ON_ORDER, _ON_PAYMENT = "today", "order", "payment"
+
+
+@dataclass(frozen=True)
+class MoneyMoved:
+    """What other runs moved, as a judgement sees it: ``amount`` summed on an order, on a payment, and per action
+    name by a requester today."""
+
+    on_order: float
+    on_payment: float
+    requester_today: dict[str, float]
+
 
 class RunRepository(SessionRepository):
     __slots__ = ()
@@ -39,49 +53,56 @@ class RunRepository(SessionRepository):
         query = select(ProposedAction).where(ProposedAction.run_id == run_id).order_by(col(ProposedAction.id))
         return (await self.session.exec(query)).all()
 
-    async def amount_on_order(
-        self, action_name: str, order_id: int, statuses: Sequence[str], *, other_than_run: int
-    ) -> float:
-        """The sum of ``amount`` over this action's records on this order, in these statuses, outside a run."""
-        query = select(ProposedAction.params).where(
-            ProposedAction.name == action_name,
-            col(ProposedAction.status).in_(statuses),
-            col(ProposedAction.params)["order_id"].as_integer() == order_id,
-            ProposedAction.run_id != other_than_run,
+    async def money_moved(
+        self,
+        action_name: str,
+        requester: str,
+        *,
+        on_order: int | None,
+        on_payment: str | None,
+        moved: Sequence[str],
+        since: datetime,
+        counted: Sequence[str],
+        other_than_run: int,
+    ) -> MoneyMoved:
+        """What other runs than this one moved, in one statement: the sum of ``amount`` over this action's records
+        on the order and on the payment (each when given) in the ``moved`` statuses, and per action name over the
+        requester's actions since then in the ``counted`` statuses."""
+        elsewhere = col(ProposedAction.run_id) != other_than_run
+        this_action = (
+            col(ProposedAction.name) == action_name,
+            col(ProposedAction.status).in_(moved),
+            elsewhere,
         )
-        return _sum_amounts(await self.session.exec(query))
-
-    async def amount_on_payment(
-        self, action_name: str, payment: str, statuses: Sequence[str], *, other_than_run: int
-    ) -> float:
-        """The sum of ``amount`` over this action's records on this payment, in these statuses, outside a run."""
-        query = select(ProposedAction.params).where(
-            ProposedAction.name == action_name,
-            col(ProposedAction.status).in_(statuses),
-            col(ProposedAction.params)["payment"].as_string() == payment,
-            ProposedAction.run_id != other_than_run,
-        )
-        return _sum_amounts(await self.session.exec(query))
-
-    async def amounts_by_requester(
-        self, requester: str, since: datetime, statuses: Sequence[str], *, other_than_run: int
-    ) -> dict[str, float]:
-        """Per action name, the sum of ``amount`` over the requester's actions since then, outside a run."""
-        query = (
-            select(ProposedAction.name, ProposedAction.params)
-            .join(Run, col(Run.id) == ProposedAction.run_id)
-            .join(Intent, col(Intent.id) == Run.intent_id)
+        parts = [
+            _tagged(_TODAY)
+            .join(Run, col(Run.id) == col(ProposedAction.run_id))
+            .join(Intent, col(Intent.id) == col(Run.intent_id))
             .where(
-                Intent.user == requester,
+                col(Intent.user) == requester,
                 col(ProposedAction.created_at) >= since,
-                col(ProposedAction.status).in_(statuses),
-                ProposedAction.run_id != other_than_run,
+                col(ProposedAction.status).in_(counted),
+                elsewhere,
             )
+        ]
+        if on_order is not None:
+            on = col(ProposedAction.params)["order_id"].as_integer() == on_order
+            parts.append(_tagged(_ON_ORDER).where(*this_action, on))
+        if on_payment is not None:
+            on = col(ProposedAction.params)["payment"].as_string() == on_payment
+            parts.append(_tagged(_ON_PAYMENT).where(*this_action, on))
+        found: dict[str, list[tuple[str, Mapping[str, Any]]]] = {_TODAY: [], _ON_ORDER: [], _ON_PAYMENT: []}
+        connection = await self.session.connection()
+        for tag, name, params in await connection.execute(union_all(*parts)):
+            found[tag].append((name, params))
+        today: dict[str, float] = {}
+        for name, params in found[_TODAY]:
+            today[name] = today.get(name, 0.0) + _sum_amounts([params])
+        return MoneyMoved(
+            on_order=_sum_amounts(params for _, params in found[_ON_ORDER]),
+            on_payment=_sum_amounts(params for _, params in found[_ON_PAYMENT]),
+            requester_today=today,
         )
-        totals: dict[str, float] = {}
-        for name, params in await self.session.exec(query):
-            totals[name] = totals.get(name, 0.0) + _sum_amounts([params])
-        return totals
 
     async def allowed_by(self, action_id: int) -> tuple[tuple[str, ...], str | None]:
         """Who let the action run: the people who approved it (in order, each once), and the policy rule that
@@ -260,6 +281,11 @@ class RunRepository(SessionRepository):
             .values(status=status)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+
+def _tagged(tag: str) -> Select[tuple[str, str, dict[str, Any]]]:
+    """The name and parameters of proposed actions, each row saying which part of a union it answers."""
+    return sql_select(literal_column(f"'{tag}'"), col(ProposedAction.name), col(ProposedAction.params))
 
 
 def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:

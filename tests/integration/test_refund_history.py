@@ -5,12 +5,16 @@ through a Slack user group."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from bot.bootstrap import Aios
+from connectors.actions import ShopRefund
 from connectors.sandbox_state import sandbox_state
 from policies.engine import DEFAULT_POLICY
+from runtime.handlers.judging import judge
 from runtime.messages import DecideApproval, PauseAgent
 from storage.records import Decision
 from tests.conftest import Clock
@@ -107,5 +111,37 @@ async def test_a_user_group_gives_its_members_the_role(
         assert pause is not None and pause.paused_by == REQUESTER
         refused = slack_api.calls_to("chat.postEphemeral")
         assert [c.params["user"] for c in refused] == ["U0BOB"]
+    finally:
+        await aios.close()
+
+
+async def test_what_the_order_and_the_requester_moved_before_is_read_in_one_statement(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path, policy=DAILY_POLICY)
+    try:
+        await ask(aios, "refund order 1001 $60 scratched", thread_ts="1.1")
+        await ask(
+            aios, "refund order 1001 $30 dented", user="U0BOB", thread_ts="1.2"
+        )  # the order's, not her day's
+        await ask(aios, "refund order 1003 $20 dented", thread_ts="1.3")  # her day's, not the order's
+        await aios.home.settle()  # the App Home redraws the refunds set off, done before counting
+        sent: list[str] = []
+
+        def sending(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if not statement.startswith("BEGIN"):
+                sent.append(statement)
+
+        refund = ShopRefund(order_id=1001, amount=5.0, reason="late")
+        async with aios.units() as uow:
+            event.listen(aios.engine.sync_engine, "before_cursor_execute", sending)
+            try:
+                verdict, facts = await judge(aios.policy, clock, uow, refund, REQUESTER, 0, [], {})
+            finally:
+                event.remove(aios.engine.sync_engine, "before_cursor_execute", sending)
+
+        assert len(sent) == 1, sent
+        assert (facts.order_refunded, dict(facts.requester_today)) == (90.0, {"shop.refund": 80.0})
+        assert verdict.rule_id == "small-refunds-are-fine"
     finally:
         await aios.close()
