@@ -71,7 +71,7 @@ LANGGRAPH_MISSING = "the LangGraph anchor needs the bench extra: pip install -e 
 AFTER_BOUNDARY = {
     "run_started": "routed (offline notice, agent, pause)",
     "actions_proposed": "card posted",
-    "approval_decided": "card settled",
+    "approval_committed": "card settled",
     "execution_claimed": "connector called",
     "connector_done": "execution booked",
 }

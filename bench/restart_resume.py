@@ -28,7 +28,7 @@ from tests.fakes.aios_process import ServeProcess, aios_env, running_aios_serve
 from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.slack_payloads import app_mention, block_action
 
-AFTER_THE_CLICK = ("click_stored", "approval_decided")
+AFTER_THE_CLICK = ("click_stored", "approval_decided", "approval_committed")
 DEADLINE_SECONDS = 120.0  # well past the grace period, so a resume that waited for it would still show
 
 

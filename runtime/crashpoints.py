@@ -13,7 +13,8 @@ BOUNDARIES = (
     "run_started",  # a run exists; planning has not finished
     "actions_proposed",  # actions, verdicts and approvals are stored; approval cards not posted yet
     "click_stored",  # an approval click is stored and acked; nothing decided yet
-    "approval_decided",  # the approval is committed; the action has not been claimed
+    "approval_decided",  # the approval is decided and its click marked processed, not yet committed
+    "approval_committed",  # the approval and its click's mark are committed; the action has not been claimed
     "execution_claimed",  # the idempotency key is claimed; the connector has not been called
     "connector_done",  # the connector did the work; the execution is not marked done yet
 )

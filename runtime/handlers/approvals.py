@@ -58,7 +58,9 @@ REFUSAL_NOTE = {
 }
 
 
-# What a re-submitted click may find because its first handling got that far before the process stopped.
+# What a click handed again after a crash may find because, while it waited for the restart, a later click (most
+# likely its clicker's, clicking again) decided the approval or counted the same vote. Its own handling cannot have
+# counted: a click is marked processed in the transaction that decides it.
 _ALREADY_COUNTED = (Refusal.ALREADY_DECIDED, Refusal.ALREADY_VOTED)
 
 
@@ -76,6 +78,7 @@ class _Decided:
     voters: list[str] = field(default_factory=list)
     edits: list[ActionEdit] | None = None  # applied to the action, once read
     run_card: int | None = None  # the run whose review card shows the approval (None: a card of its own)
+    final: bool = False  # the click decided the approval (not a refusal, nor a vote short of the quorum)
 
     @property
     def card_rows(self) -> CardRows:
@@ -99,10 +102,8 @@ class Approvals(HandlerBase):
         self.reviews = RunReviews(collaborators)
 
     async def decide_approval(self, command: DecideApproval) -> Sequence[Message]:
-        """Decide, then mark the stored click processed (whatever the outcome), so a restart does not
-        handle it again; until then a restart re-submits it, and deciding twice is harmless."""
+        """Decide the click; its stored click is marked processed in the transaction that decides it."""
         outcome = await self._decide(command)
-        await self._mark_processed(command.click_id)
         return outcome.messages
 
     async def decide_run(self, command: DecideRun) -> Sequence[Message]:
@@ -137,7 +138,6 @@ class Approvals(HandlerBase):
                 recovered=command.recovered,
             )
             outcome = await self._decide(single, on_review=True)
-            await self._mark_processed(click_id)
             messages += outcome.messages
             decided += outcome.decided
             if outcome.refusal_note:
@@ -168,13 +168,6 @@ class Approvals(HandlerBase):
             )
         return messages
 
-    async def _mark_processed(self, click_id: int | None) -> None:
-        if click_id is None:
-            return
-        async with self.units() as uow:
-            await uow.approvals.mark_click_processed(click_id, self.clock())
-            await uow.commit()
-
     async def _decide(self, command: DecideApproval, *, on_review: bool = False) -> _Outcome:
         """One approval decided (or refused) for one click. ``on_review``: part of a click on a run's review
         card, which says the outcome once for all its approvals rather than one message each."""
@@ -187,6 +180,8 @@ class Approvals(HandlerBase):
             # User groups are looked up outside the transaction (Slack may be slow); then the click is decided
             # from the start, under the approval's lock again.
             groups |= {g: await self.transport.group_members(g) for g in sorted(decided)}
+        if isinstance(decided, _Outcome):
+            return decided
         if decided is None:
             approval_ref = format_id("AP", command.approval_id)
             await self._whisper(command.channel, command.user, f"There is no approval {approval_ref}.")
@@ -210,7 +205,7 @@ class Approvals(HandlerBase):
                 approval.channel, command.user, f"Counted: {counted}", thread_ts=approval.thread_ts
             )
             return _Outcome()
-        crash_point("approval_decided")
+        crash_point("approval_committed")
         DECISIONS.labels(verdict=outcome.value).inc()
         approval_decided(outcome.value, approval.created_at, now)
         approval_waited(approval.id, approval.created_at, now, outcome.value)
@@ -229,16 +224,25 @@ class Approvals(HandlerBase):
 
     async def _decided(
         self, command: DecideApproval, groups: Mapping[str, set[str]], now: datetime, *, on_review: bool
-    ) -> _Decided | set[str] | None:
-        """Decide the click in one transaction: lock the approval, authorise the clicker, count the vote,
-        decide, mint the capability, record the decision (or the refusal), and read what its card shows.
-        None: there is no such approval; a set: the user groups to look up before it can be decided."""
+    ) -> _Decided | set[str] | _Outcome | None:
+        """Decide the click in one transaction: lock the approval, mark the stored click processed, authorise
+        the clicker, count the vote, decide, mint the capability, record the decision (or the refusal), and
+        read what its card shows. None: there is no such approval; a set: the user groups to look up before it
+        can be decided; an outcome (of nothing): the stored click was handled already."""
         roles = self.policy.roles
         async with self.units() as uow:
             # The approval row is locked for the whole decision, so concurrent clicks (from any replica)
             # are counted one after another: one of them completes the quorum, the rest see it decided.
             hand = await uow.approvals.lock_approval_in_hand(command.approval_id)
+            # Marked in the transaction that decides it, the click is decided and marked at once: a crash before
+            # the commit leaves it to be decided again, and of two processes handed it, the second finds it marked.
+            if command.click_id is not None and not await uow.approvals.mark_click_processed(
+                command.click_id, now
+            ):
+                log.info("click_already_handled", click=command.click_id, recovered=command.recovered)
+                return _Outcome()
             if hand is None:
+                await uow.commit()  # the stored click is handled: there is nothing for it to decide
                 return None
             approval = hand.approval
             assert approval.id is not None
@@ -275,6 +279,8 @@ class Approvals(HandlerBase):
                 decided.run_card = hand.action.run_id
             elif shown and decided.edits is None:
                 decided.edits = await edits.applied_to(approval.action_id)
+            if decided.final:
+                crash_point("approval_decided")
             await uow.commit()
         return decided
 
@@ -292,7 +298,7 @@ class Approvals(HandlerBase):
             decided.voters = await uow.approvals.voters(approval.id)
         else:
             decided.voters = [command.user]  # a quorum of one: the vote just stored is the only one
-        final = not command.approve or len(decided.voters) >= approval.quorum
+        final = decided.final = not command.approve or len(decided.voters) >= approval.quorum
         if final:
             await uow.approvals.decide_approval(approval.id, outcome, command.user, now)
             proposed = await uow.runs.set_action_status(
@@ -366,8 +372,8 @@ class Approvals(HandlerBase):
     def _refuse_in(
         self, uow: UnitOfWork, decided: _Decided, command: DecideApproval, refusal: Refusal, now: datetime
     ) -> None:
-        """Note why the click does not count, and record the refusal unless it is most likely this very click
-        counted before the process stopped."""
+        """Note why the click does not count, and record the refusal unless it is a recovered click that a later
+        one most likely stood in for (see _ALREADY_COUNTED)."""
         approval = decided.approval
         deciding = request_view(approval).deciding_roles(now)
         rule_id = decided.decision.rule_id or "default"
@@ -396,7 +402,7 @@ class Approvals(HandlerBase):
         approval, refusal, text = decided.approval, decided.refusal, decided.refusal_text
         assert refusal is not None
         if command.recovered and refusal in _ALREADY_COUNTED:
-            # Most likely this very click, counted before the process stopped: nothing to tell anyone.
+            # Most likely its clicker clicked again while it waited: nothing to tell anyone.
             log.info("recovered_click_already_counted", approval=approval.id, click=command.click_id)
             return _Outcome(refusal=refusal)
         DECISIONS.labels(verdict="refused").inc()
