@@ -13,13 +13,16 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from connectors.errors import TransientConnectorError
+from storage.unit_of_work import awaiting_remote
 
 
 async def reach(request: Awaitable[httpx.Response], system: str, *, hint: str = "") -> httpx.Response:
     """The response to ``request``; a timeout or a failed connection becomes a transient error naming
-    ``system`` and only the kind of failure, because the exception's own text can hold a URL with credentials."""
+    ``system`` and only the kind of failure, because the exception's own text can hold a URL with credentials.
+    Every HTTP connector's calls come through here, so no read transaction of ours waits on them."""
     try:
-        return await request
+        async with awaiting_remote():
+            return await request
     except httpx.TimeoutException:
         raise TransientConnectorError(f"{system} did not answer in time") from None
     except httpx.TransportError as exc:

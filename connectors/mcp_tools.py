@@ -39,6 +39,7 @@ from connectors.errors import (
     TransientConnectorError,
 )
 from connectors.redaction import Redactor, Secret
+from storage.unit_of_work import awaiting_remote
 
 # The MCP SDK takes half a second to import, which every CLI command would pay even with no server
 # configured: it is imported where a session is opened or called.
@@ -378,7 +379,7 @@ class McpTools:
         config = self._configs[action.server]
         session = await self._live_session(action)
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+            async with asyncio.timeout(CALL_TIMEOUT_SECONDS), awaiting_remote():
                 result = await session.call_tool(action.tool, action.arguments())
         except MCPError as exc:
             if exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):

@@ -28,6 +28,7 @@ from connectors.errors import ConnectorSettingError, PermanentConnectorError, Tr
 from connectors.http_errors import retry_after
 from connectors.sandbox_shop import OrderInfo
 from connectors.stripe_payments import CUSTOMER_ID, MAX_LISTED, PAYMENT_ID, PaymentInfo
+from storage.unit_of_work import awaiting_remote
 
 T = TypeVar("T")
 _Pages = stripe.ListObject[Any] | stripe.SearchResultObject[Any]
@@ -352,8 +353,9 @@ class StripeShop:
     async def _all(self, first_page: Awaitable[_Pages]) -> list[dict[str, Any]]:
         """Every item of a list or search, page after page."""
         try:
-            page = await first_page
-            return [item.to_dict() async for item in page.auto_paging_iter()]
+            async with awaiting_remote():
+                page = await first_page
+                return [item.to_dict() async for item in page.auto_paging_iter()]
         except stripe.StripeError as exc:
             _raise_classified(exc, self._api_key)
 
@@ -369,7 +371,8 @@ class StripeShop:
 
     async def _call(self, request: Awaitable[T]) -> T:
         try:
-            return await request
+            async with awaiting_remote():
+                return await request
         except stripe.StripeError as exc:
             _raise_classified(exc, self._api_key)
 

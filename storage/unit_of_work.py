@@ -185,18 +185,26 @@ class SharedReads:
     """One read-only transaction that the read-only units of work opened inside :func:`reading_together` take
     turns on, instead of a transaction each: the reads see one snapshot of the store (taken at the first; SQLite's
     deferred transaction keeps it, and on PostgreSQL read-only transactions are REPEATABLE READ), never a write
-    committed meanwhile."""
+    committed meanwhile. A call to another system (:func:`awaiting_remote`) ends it: the reads after it share a
+    new one, with a newer snapshot."""
 
     def __init__(self) -> None:
         self._sessions: dict[int, AsyncSession] = {}
         self._turn = asyncio.Lock()  # one session serves one statement at a time, whatever task asks
         self._holder: asyncio.Task[object] | None = None
+        self._remote_calls = 0  # calls to other systems awaited now, by tasks sharing these reads
         self.closed = False
 
     @asynccontextmanager
     async def session(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
         if self._holder is not None and self._holder is asyncio.current_task():
             yield self._open(sessions)  # a read inside a read of the same task: its turn already
+            return
+        if self.closed or self._remote_calls:
+            # A task still running after the block (it took a copy of the context), or a read beside a remote
+            # call: a transaction of its own, ended with the read, so that none stays open.
+            async with sessions() as alone:
+                yield alone
             return
         async with self._turn:
             self._holder = asyncio.current_task()
@@ -211,11 +219,30 @@ class SharedReads:
             session = self._sessions[id(sessions)] = sessions()
         return session
 
+    @asynccontextmanager
+    async def set_aside(self) -> AsyncIterator[None]:
+        """End the transaction (once the read on it is done); while the call is awaited, reads made beside it
+        take transactions of their own. A read of this very task still open keeps its transaction: it is using
+        it."""
+        if self._holder is not asyncio.current_task():
+            async with self._turn:
+                await self._end()
+        self._remote_calls += 1
+        try:
+            yield
+        finally:
+            self._remote_calls -= 1
+
     async def close(self) -> None:
         self.closed = True
-        for session in self._sessions.values():
+        await self._end()
+
+    async def _end(self) -> None:
+        # close() rolls back (there is nothing to commit) and gives the connection back to the pool; what was
+        # read stays readable, detached.
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
             await session.close()
-        self._sessions.clear()
 
 
 _shared_reads: ContextVar[SharedReads | None] = ContextVar("aios_shared_reads", default=None)
@@ -224,8 +251,8 @@ _shared_reads: ContextVar[SharedReads | None] = ContextVar("aios_shared_reads", 
 @asynccontextmanager
 async def reading_together() -> AsyncIterator[None]:
     """Read-only units of work opened inside (by this task, or by tasks it starts) share one transaction,
-    ended when the block ends. Only for reads that follow each other closely: the transaction stays open
-    throughout (keep calls to a model or another slow service out of it)."""
+    ended when the block ends, or before a call to another system (:func:`awaiting_remote`). Only for reads that
+    follow each other closely: keep calls to a model out of it."""
     if _shared_reads.get() is not None:
         yield  # already inside one
         return
@@ -236,6 +263,21 @@ async def reading_together() -> AsyncIterator[None]:
     finally:
         _shared_reads.reset(token)
         await shared.close()
+
+
+@asynccontextmanager
+async def awaiting_remote() -> AsyncIterator[None]:
+    """Around each call to another system (HTTP, MCP, Weaviate), made by code that cannot know whether it runs
+    inside :func:`reading_together`: the shared read transaction ends first, and reads made meanwhile have their
+    own, so that no transaction of ours waits on another system's answer (a PostgreSQL connection "idle in
+    transaction", out of the pool for as long as the call takes; an SQLite snapshot kept from being
+    checkpointed). The next read after the call begins a new shared transaction."""
+    shared = _shared_reads.get()
+    if shared is None or shared.closed:
+        yield
+        return
+    async with shared.set_aside():
+        yield
 
 
 class UnitOfWorkFactory:
@@ -272,8 +314,4 @@ class UnitOfWorkFactory:
 
     def read(self) -> UnitOfWork:
         """A unit of work that only reads; inside :func:`reading_together`, one sharing its transaction."""
-        shared = _shared_reads.get()
-        # A task started inside the block and still running after it (it took a copy of the context) reads alone.
-        if shared is not None and shared.closed:
-            shared = None
-        return UnitOfWork(self._read_sessions, None, read_only=True, shared=shared)
+        return UnitOfWork(self._read_sessions, None, read_only=True, shared=_shared_reads.get())

@@ -120,7 +120,8 @@ class Planning(HandlerBase):
         Used for a new intent (``started``: its run, just made), to resume a run that a budget grant unblocked or
         a crash stopped, and to revise a rejected action: a revision run is planned with its reason as feedback,
         each time it is planned. The agent's pause and what it reads before planning are read in one
-        transaction; the run's agent is stored with whatever the planning comes to."""
+        transaction, ended before each call to another system the agent's context makes (a shop, Stripe,
+        Weaviate) and begun again after it; the run's agent is stored with whatever the planning comes to."""
         assert intent.id is not None
         if started is not None:
             run, feedback = started, None  # a run started just now revises nothing

@@ -36,7 +36,7 @@ from storage.memory.base import Retention, record_incident
 from storage.memory.embedded import EmbeddedMemoryStore
 from storage.memory.ranking import HYBRID_ALPHA
 from storage.records import Memory, MemoryIndexQueue, UtcDateTime, utcnow
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWorkFactory, awaiting_remote
 
 if TYPE_CHECKING:
     from storage.memory.keyword_index import Tokenizer
@@ -132,7 +132,7 @@ class WeaviateIndex:
             ),
         )
         try:
-            async with asyncio.timeout(WRITE_DEADLINE):
+            async with asyncio.timeout(WRITE_DEADLINE), awaiting_remote():
                 created = await self._prepare(client)
         except Exception as exc:
             await client.close()
@@ -337,8 +337,9 @@ class WeaviateIndex:
 
 @contextlib.asynccontextmanager
 async def _within(seconds: float, what: str) -> AsyncIterator[None]:
+    """Around each call to Weaviate: a deadline, and no read transaction of ours waiting on it."""
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(seconds), awaiting_remote():
             yield
     except TimeoutError:
         raise MemoryIndexUnavailableError(f"Weaviate did not answer {what} within {seconds:g} s") from None

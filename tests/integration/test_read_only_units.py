@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from sqlmodel import col, select
 
 from storage.records import (
@@ -22,7 +23,7 @@ from storage.records import (
     Run,
     RunStatus,
 )
-from storage.unit_of_work import UnitOfWorkFactory, reading_together
+from storage.unit_of_work import UnitOfWorkFactory, awaiting_remote, reading_together
 
 
 def sent_statements(engine: AsyncEngine) -> list[str]:
@@ -35,6 +36,12 @@ def sent_statements(engine: AsyncEngine) -> list[str]:
 
     event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
     return sent
+
+
+def connections_held(engine: AsyncEngine) -> int:
+    """Connections out of the engine's pool: one for each session in a transaction."""
+    assert isinstance(engine.pool, QueuePool)
+    return engine.pool.checkedout()
 
 
 def begun(engine: AsyncEngine) -> list[str]:
@@ -132,6 +139,47 @@ async def test_reads_together_see_one_snapshot_not_a_write_committed_meanwhile(e
             assert (await uow.session.exec(stored_text)).one() == first != "changed"
     async with units.read() as uow:
         assert (await uow.session.exec(stored_text)).one() == "changed"
+
+
+async def test_a_remote_call_ends_the_shared_read_and_the_reads_after_it_share_another(
+    engine: AsyncEngine,
+) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    sent = begun(engine)
+    async with reading_together():
+        async with units.read() as uow:
+            assert await uow.get(Intent, intent_id) is not None
+        assert connections_held(engine) == 1  # the shared transaction's connection, kept for the next read
+        async with awaiting_remote():
+            assert connections_held(engine) == 0
+        for _ in range(2):
+            async with units.read() as uow:
+                assert await uow.get(Intent, intent_id) is not None
+    assert sent.count("begin") == 2
+    assert connections_held(engine) == 0
+
+
+async def test_a_read_beside_a_remote_call_has_a_transaction_of_its_own_ended_with_it(
+    engine: AsyncEngine,
+) -> None:
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    calling, answered = asyncio.Event(), asyncio.Event()
+
+    async def remote_call() -> None:
+        async with awaiting_remote():
+            calling.set()
+            await answered.wait()
+
+    async with reading_together():
+        call = asyncio.create_task(remote_call())
+        await calling.wait()
+        async with units.read() as uow:
+            assert await uow.get(Intent, intent_id) is not None
+        assert connections_held(engine) == 0
+        answered.set()
+        await call
 
 
 async def test_an_intent_is_claimed_with_its_row_once_it_has_a_thread(engine: AsyncEngine) -> None:
