@@ -225,7 +225,7 @@ class Agent:
                     memory_ids=context.memory_ids,
                     escalation=read_escalation(escalate, reply.text.strip()),
                 )
-            results, problems = await self._judge_calls(reply.tool_calls, by_tool, actions)
+            results, problems = await self._judge_calls(reply.tool_calls, by_tool, actions, context)
             if not problems:
                 break  # every call is proposed; another turn would only cost money
             messages += [
@@ -249,13 +249,16 @@ class Agent:
             memory_ids=context.memory_ids,
         )
 
-    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
+    async def refusal(
+        self, action: Action, planned: Sequence[Action] = (), context: Context | None = None
+    ) -> str | None:
         """Why the connector is certain to refuse this valid action, found before anyone is asked to approve
-        it; None when it may run. ``planned``: the actions proposed before it in the same plan."""
+        it; None when it may run. ``planned``: the actions proposed before it in the same plan; ``context``: what
+        :meth:`context` read for the same plan, when there is one."""
         return await self._registry.refusal(action)
 
     async def _judge_calls(
-        self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action]
+        self, calls: Sequence[ToolCall], by_tool: dict[str, str], actions: list[Action], context: Context
     ) -> tuple[list[ToolResult], list[str]]:
         results: list[ToolResult] = []
         problems: list[str] = []
@@ -267,7 +270,7 @@ class Agent:
                         f"there is no tool {call.name!r}; use one of {', '.join(by_tool)}"
                     )
                 action = self._registry.validate(action_name, call.input)
-                if refused := await self.refusal(action, actions):
+                if refused := await self.refusal(action, actions, context):
                     raise InvalidActionError(refused)
                 actions.append(action)
                 results.append(ToolResult(call.id, PROPOSED))

@@ -108,7 +108,9 @@ class ContentAgent(Agent):
             context.lines.extend(lines)
         return context
 
-    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
+    async def refusal(
+        self, action: Action, planned: Sequence[Action] = (), context: Context | None = None
+    ) -> str | None:
         """A post drafted earlier in the same plan is not in the CMS yet, and still may be published or edited;
         a second draft under the same slug is certain to be refused. A publish must go out at a time to come,
         inside the publishing windows."""
@@ -122,7 +124,7 @@ class ContentAgent(Agent):
             )
         if slug in drafted:
             return None
-        return await super().refusal(action, planned)
+        return await super().refusal(action, planned, context)
 
 
 def named_slugs(texts: Sequence[str]) -> list[str]:

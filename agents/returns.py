@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from agents.amounts import SHOP_CURRENCY
@@ -22,6 +23,13 @@ from storage.memory.entities import named_keys
 
 # Payments and emails looked up per request, at most: each one costs Stripe calls before anything is planned.
 MAX_LOOKUPS = 5
+
+
+@dataclass(frozen=True)
+class OrdersContext(Context):
+    """The returns agent's context, with the orders it read by id (None: the shop has no such order)."""
+
+    orders: dict[int, OrderInfo | None] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -53,7 +61,7 @@ class ReturnsAgent(Agent):
         payments = registry.connector_for("stripe.refund") if "stripe.refund" in self.action_names else None
         self._payments = payments if isinstance(payments, PaymentLookup) else None
 
-    async def context(self, request: PlanRequest) -> Context:
+    async def context(self, request: PlanRequest) -> OrdersContext:
         """The orders and Stripe payments mentioned, and what is remembered about each order and customer (exact
         keys)."""
         texts = [request.text, *(m.text for m in request.history)]
@@ -63,11 +71,11 @@ class ReturnsAgent(Agent):
         # another order is still context, but its memories would be taken for this one's ("memories used").
         about = [request.text] if _names_something(request.text) else texts
         remembered = {int(n) for t in about for n in _ORDER_NUMBER.findall(t)}
-        context = Context()
+        context = OrdersContext()
         lines = context.lines
         for order_id in order_ids:
             try:
-                order = await self._orders.get_order(order_id)
+                order = context.orders[order_id] = await self._orders.get_order(order_id)
             except ConnectorError as exc:
                 lines.append(f"order {order_id}: could not be looked up just now ({exc})")
                 continue
@@ -134,15 +142,21 @@ class ReturnsAgent(Agent):
         for email in customers:
             context.add_memories(await self._memory.lookup(team, f"customer:{email}"))
 
-    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
+    async def refusal(
+        self, action: Action, planned: Sequence[Action] = (), context: Context | None = None
+    ) -> str | None:
         """A refund the shop is certain to refuse (no such order, another currency, more than is left); a
-        Stripe refund naming a charge of a PaymentIntent, which is to be named by the PaymentIntent."""
+        Stripe refund naming a charge of a PaymentIntent, which is to be named by the PaymentIntent.
+
+        An order the plan's context read is not looked up again: read moments before, for the same plan. This
+        check spares approvers a refund bound to fail; what stops a refund of more than is left is the shop,
+        when it refunds (after the approval, however long that takes)."""
         if isinstance(action, StripeRefund):
-            return await self._other_payment_id(action) or await super().refusal(action, planned)
+            return await self._other_payment_id(action) or await super().refusal(action, planned, context)
         if not isinstance(action, ShopRefund):
-            return await super().refusal(action, planned)
+            return await super().refusal(action, planned, context)
         try:
-            order = await self._orders.get_order(action.order_id)
+            order = await self._order(action.order_id, context)
         except ConnectorError as exc:
             return f"order {action.order_id} could not be looked up just now ({exc}); try again shortly"
         if order is None:
@@ -163,6 +177,12 @@ class ReturnsAgent(Agent):
                 "more than can be refunded"
             )
         return None
+
+    async def _order(self, order_id: int, context: Context | None) -> OrderInfo | None:
+        """The order as the plan's context read it, else as the shop has it now."""
+        if isinstance(context, OrdersContext) and order_id in context.orders:
+            return context.orders[order_id]
+        return await self._orders.get_order(order_id)
 
     async def _other_payment_id(self, action: StripeRefund) -> str | None:
         """The policy's per-payment limit adds up refunds by the id they name: a charge of a PaymentIntent is

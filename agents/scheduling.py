@@ -115,7 +115,9 @@ class SchedulingAgent(Agent):
                 drafts.append(PlannedDraft(draft.title, draft.effective_slug(), draft.planned_for))
         return drafts
 
-    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
+    async def refusal(
+        self, action: Action, planned: Sequence[Action] = (), context: Context | None = None
+    ) -> str | None:
         """A planned slot goes out at a time to come, inside the windows, under a slug no other slot has."""
         if isinstance(action, CmsCreateDraft) and action.planned_for is not None:
             when = action.planned_for
@@ -134,7 +136,7 @@ class SchedulingAgent(Agent):
                     f"another planned draft of the team (waiting, approved or made) has the slug "
                     f"{action.effective_slug()!r}; give this one another title"
                 )
-        return await super().refusal(action, planned)
+        return await super().refusal(action, planned, context)
 
 
 def used_titles(memory: str) -> list[str]:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from agents.base import Agent
+from agents.base import Agent, Context
 from agents.content import ContentAgent
 from agents.llm import LLM
 from agents.returns import ReturnsAgent
@@ -65,7 +65,9 @@ class _ReturnsAgentUnchecked(ReturnsAgent):
     """The returns agent, planning as it does, minus its checks against the shop before approval (which would
     refuse every refund, since no order is found)."""
 
-    async def refusal(self, action: Action, planned: Sequence[Action] = ()) -> str | None:
+    async def refusal(
+        self, action: Action, planned: Sequence[Action] = (), context: Context | None = None
+    ) -> str | None:
         return None
 
 

@@ -1,4 +1,5 @@
-"""What the returns agent tells its planner about an order, when the shop's record is thin."""
+"""What the returns agent tells its planner about an order, when the shop's record is thin; and the order as its
+context read it is what a refund of the same plan is checked against."""
 
 from __future__ import annotations
 
@@ -34,3 +35,35 @@ async def test_a_customer_without_a_name_is_described_and_greeted_all_the_same(a
     assert isinstance(refund, ShopRefund) and refund.order_id == 1001
     assert isinstance(email, EmailSend) and email.to == "guest@example.com"
     assert email.body.startswith("Hi there,")
+
+
+class CountedOrders:
+    """A shop whose order 1002 has $48.00 left to refund and 1003 $10.00, that counts the orders asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    async def get_order(self, order_id: int) -> OrderInfo | None:
+        self.asked.append(order_id)
+        refunded = {1002: 12.0, 1003: 50.0}.get(order_id)
+        return OrderInfo(order_id, "Sam", "sam@example.com", "Lamp", 60.0, refunded) if refunded else None
+
+
+async def test_a_refund_is_checked_against_the_order_as_the_plans_context_read_it(aios: Aios) -> None:
+    orders = CountedOrders()
+    agent = ReturnsAgent(aios.llm, aios.registry, aios.memory, orders)
+    request = PlanRequest("refund order 1002 $50 never arrived", REQUESTER, CALL)
+
+    plan = await agent.plan(request)  # the offline planner: no model is set
+    assert plan.actions == [] and plan.problems == [
+        "order 1002 has $48.00 left to refund, so $50.00 is more than can be refunded"
+    ]
+    assert orders.asked == [1002]  # read for the context, not again for the check
+
+    # An order the context did not read is looked up for the check.
+    context = await agent.context(request)
+    other = ShopRefund(order_id=1003, amount=20.0, reason="broken")
+    assert await agent.refusal(other, (), context) == (
+        "order 1003 has $10.00 left to refund, so $20.00 is more than can be refunded"
+    )
+    assert orders.asked == [1002, 1002, 1003]
