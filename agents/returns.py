@@ -73,6 +73,7 @@ class ReturnsAgent(Agent):
         remembered = {int(n) for t in about for n in _ORDER_NUMBER.findall(t)}
         context = OrdersContext()
         lines = context.lines
+        keys: dict[str, None] = {}  # of what is remembered, in the order it is given
         for order_id in order_ids:
             try:
                 order = context.orders[order_id] = await self._orders.get_order(order_id)
@@ -87,24 +88,24 @@ class ReturnsAgent(Agent):
                 lines.extend(order.describe_lines())
             if order_id not in remembered:
                 continue
-            team = request.call.team_id
-            context.add_memories(await self._memory.lookup(team, f"order:{order_id}"))
+            keys[f"order:{order_id}"] = None
             if order is not None:
                 # The customer's memories may be about their other orders: a customer's history is context
                 # for a refund, and `/aios why` shows each memory's key, so it reads as about the customer.
-                key = f"customer:{order.customer_email.lower()}"
-                context.add_memories(await self._memory.lookup(team, key))
+                keys[f"customer:{order.customer_email.lower()}"] = None
         if self._payments is not None:
-            await self._add_payments(self._payments, texts, about, request.call.team_id, context)
+            keys |= await self._add_payments(self._payments, texts, about, context)
+        if keys:
+            context.add_memories(await self._memory.lookup(request.call.team_id, *keys))
         return context
 
     async def _add_payments(
-        self, payments: PaymentLookup, texts: list[str], about: list[str], team: str, context: Context
-    ) -> None:
+        self, payments: PaymentLookup, texts: list[str], about: list[str], context: Context
+    ) -> dict[str, None]:
         """A line for each payment named by id, and for each email address its payments (ids first), e.g.
         ``payment pi_3Q… (charge ch_3Q…): paid 120.00 USD on 2026-11-20, refunded 20.00, left 100.00, status succeeded,
-        customer ana@example.com, description Blue kettle``; and what is remembered about the payments and
-        customers named in ``about`` (the request, or the thread when the request names none)."""
+        customer ana@example.com, description Blue kettle``. Returns the keys of what is remembered about the
+        payments and customers named in ``about`` (the request, or the thread when the request names none)."""
         plain = [MAILTO.sub(r"\1", text) for text in texts]
         ids = list(dict.fromkeys(m.group() for t in plain for m in PAYMENT_ID.finditer(t)))[:MAX_LOOKUPS]
         emails = list(dict.fromkeys(m.group().lower() for t in plain for m in EMAIL.finditer(t)))[
@@ -115,6 +116,7 @@ class ReturnsAgent(Agent):
         asked |= {m.group().lower() for t in named for m in EMAIL.finditer(t)}
         lines = context.lines
         described: set[str] = set()
+        keys: dict[str, None] = {}
         customers = dict.fromkeys(e for e in emails if e in asked)
         for query, label in [*((i, f"payment {i}") for i in ids), *((e, f"payments of {e}") for e in emails)]:
             try:
@@ -136,11 +138,10 @@ class ReturnsAgent(Agent):
                     lines.append(_describe(payment))
                 if query not in asked:
                     continue
-                context.add_memories(await self._memory.lookup(team, f"payment:{payment.id}"))
+                keys[f"payment:{payment.id}"] = None
                 if payment.customer_email:
                     customers[payment.customer_email.lower()] = None
-        for email in customers:
-            context.add_memories(await self._memory.lookup(team, f"customer:{email}"))
+        return keys | {f"customer:{email}": None for email in customers}
 
     async def refusal(
         self, action: Action, planned: Sequence[Action] = (), context: Context | None = None

@@ -78,7 +78,7 @@ class RecordedMemories:
     def __init__(self, hits: Sequence[MemoryHit]) -> None:
         self._hits = list(hits)
 
-    async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]:
+    async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:
         return list(self._hits)
 
     async def search(

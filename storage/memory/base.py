@@ -71,7 +71,10 @@ class MemoryStore(Protocol):
         """Store a memory; returns its id and whether it is new (the same text twice is stored once)."""
         ...
 
-    async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]: ...
+    async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:
+        """The newest ``limit`` live memories under each of ``keys`` (exact keys, as stored: ``order:1003``),
+        key after key in the order given, newest first under each."""
+        ...
 
     async def search(
         self,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import BindParameter, bindparam, delete, text, update
+from sqlalchemy import BindParameter, bindparam, delete, func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -149,18 +149,30 @@ class EmbeddedMemoryStore:
             memory.vector, memory.vector_model = array("f", vector).tobytes(), self._embedder.model
             self._vector_cache.pop(memory.team_id, None)
 
-    async def lookup(self, team: str, key: str, *, limit: int = 5) -> list[MemoryHit]:
+    async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:
         started = time.perf_counter()
+        # Each key's newest, numbered within the key: one statement for every key.
+        newest = (
+            select(
+                col(Memory.id),
+                func.row_number()
+                .over(partition_by=col(Memory.key), order_by=col(Memory.created_at).desc())
+                .label("nth"),
+            )
+            .where(Memory.team_id == team, col(Memory.key).in_(keys), self._alive())
+            .subquery()
+        )
         async with self._units.read() as uow:
             rows = (
                 await uow.session.exec(
                     select(Memory)
-                    .where(Memory.team_id == team, Memory.key == key, self._alive())
+                    .join(newest, col(Memory.id) == newest.c.id)
+                    .where(newest.c.nth <= limit)
                     .order_by(col(Memory.created_at).desc())
-                    .limit(limit)
                 )
             ).all()
-        hits = [self._hit(row, 1.0, "exact") for row in rows]
+        position = {key: number for number, key in enumerate(keys)}
+        hits = [self._hit(row, 1.0, "exact") for row in sorted(rows, key=lambda row: position[row.key or ""])]
         await self._used(hits, "exact", started)
         return hits
 

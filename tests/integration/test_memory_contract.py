@@ -249,6 +249,27 @@ async def test_exact_keys_respect_kinds_time_tenants_and_forgetting(store: Memor
     assert await store.search(SHOP, "order 1003") == []
 
 
+async def test_several_keys_are_looked_up_together_each_with_its_newest(
+    store: MemoryStore, clock: Clock
+) -> None:
+    notes = []
+    for n in range(3):
+        notes.append(
+            (await store.remember(SHOP, f"order 1003, note {n}", kind="customer", key="order:1003"))[0]
+        )
+        clock.advance(minutes=1)
+    ana, _ = await store.remember(
+        SHOP, "Ana prefers store credit", kind="customer", key="customer:ana@example.com"
+    )
+    await store.remember(SHOP, "order 1004 came late", kind="customer", key="order:1004")
+    await store.remember(STUDIO, "the studio's order 1003 is theirs", key="order:1003")
+
+    hits = await store.lookup(SHOP, "customer:ana@example.com", "order:1003", limit=2)
+    assert [h.id for h in hits] == [ana, notes[2], notes[1]]  # key by key as asked, newest first under each
+    assert {h.tier for h in hits} == {"exact"}
+    assert await store.lookup(SHOP, "order:1005", "customer:tom@example.com") == []
+
+
 async def test_what_forgetting_and_retention_remove_is_never_found_and_summaries_are(
     store: MemoryStore, clock: Clock
 ) -> None:

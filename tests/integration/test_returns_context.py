@@ -1,7 +1,12 @@
 """What the returns agent tells its planner about an order, when the shop's record is thin; and the order as its
-context read it is what a refund of the same plan is checked against."""
+context read it is what a refund of the same plan is checked against; what is remembered of the order and its
+customer, read at once."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
 
 from agents.base import PlanRequest
 from agents.llm import CallContext
@@ -11,7 +16,7 @@ from connectors.actions import EmailSend, ShopRefund
 from connectors.sandbox_shop import OrderInfo
 from tests.integration.conftest import CHANNEL, REQUESTER
 
-CALL = CallContext(intent_id=1, agent="returns", requester=REQUESTER, channel=CHANNEL)
+CALL = CallContext(intent_id=1, agent="returns", requester=REQUESTER, channel=CHANNEL, team_id="T0FAKE")
 
 
 class NamelessOrders:
@@ -67,3 +72,25 @@ async def test_a_refund_is_checked_against_the_order_as_the_plans_context_read_i
         "order 1003 has $10.00 left to refund, so $20.00 is more than can be refunded"
     )
     assert orders.asked == [1002, 1002, 1003]
+
+
+async def test_what_is_remembered_of_an_order_and_its_customer_is_read_in_one_statement(aios: Aios) -> None:
+    order, _ = await aios.memory.remember(CALL.team_id, "order 1002 came late once before", key="order:1002")
+    customer, _ = await aios.memory.remember(
+        CALL.team_id, "Sam prefers store credit", key="customer:sam@example.com"
+    )
+    agent = ReturnsAgent(aios.llm, aios.registry, aios.memory, CountedOrders())
+    sent: list[str] = []
+
+    def sending(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith(("BEGIN", "COMMIT")):
+            sent.append(statement.split()[0])
+
+    event.listen(aios.engine.sync_engine, "before_cursor_execute", sending)
+    try:
+        context = await agent.context(PlanRequest("refund order 1002 $5 late", REQUESTER, CALL))
+    finally:
+        event.remove(aios.engine.sync_engine, "before_cursor_execute", sending)
+
+    assert context.memory_ids == [order, customer]
+    assert sent == ["SELECT", "UPDATE"]  # the memories read, then marked used
