@@ -326,7 +326,9 @@ def _fixed(spec: FieldSpec, value: Any, position: int) -> ContextBlock:
 def _context(prefix: str, spec: FieldSpec, position: int, text: str) -> ContextBlock:
     block_id = prefix + spec.name
     if not spec.name or len(block_id) > BLOCK_ID_MAX:
-        block_id = f"{prefix}{position}"  # block ids must be unique, and at most 255 characters
+        # Block ids must be unique and at most 255 characters. A line named by its position ends its prefix with
+        # "#", not "_": a parameter named "6" and the sixth, nameless one must not both be "aios_edit_kept_6".
+        block_id = f"{prefix.removesuffix('_')}#{position}"
     return ContextBlock(block_id=block_id, elements=[MarkdownTextObject(text=text)])
 
 

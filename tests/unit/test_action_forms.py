@@ -461,6 +461,19 @@ def test_a_value_too_long_for_a_dialog_is_kept_as_it_is() -> None:
     assert input_block_ids(email, params) == ["subject"]
 
 
+def test_a_nameless_parameter_and_one_named_by_a_number_get_lines_of_their_own() -> None:
+    """The nameless parameter's line is named by its position (0), the other by its name ("0")."""
+    properties = {"": {"type": "string"}, "0": {"type": "string"}, "note": {"type": "string"}}
+    made = action_for_tool(
+        "odd", Tool(name="names", input_schema={"type": "object", "properties": properties})
+    )
+    assert not isinstance(made, str)
+    view = checked(edit_view("AP-5", made, {"": "a", "0": "x" * 5000, "note": "n"}))
+    block_ids = [block["block_id"] for block in view["blocks"]]
+    assert len(block_ids) == len(set(block_ids)), block_ids
+    assert list(inputs(view)) == ["note"]
+
+
 def test_a_tool_with_more_parameters_than_a_dialog_holds_shows_the_first_and_says_so() -> None:
     schema = {"type": "object", "properties": {f"p{i:03d}": {"type": "string"} for i in range(150)}}
     made = action_for_tool("big", Tool(name="wide", input_schema=schema))
@@ -571,7 +584,7 @@ PROPERTY_SCHEMAS = st.sampled_from(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     properties=st.dictionaries(
-        st.text(max_size=300) | st.sampled_from(["", "aios_edit_intro", "aios_edit_kept_0"]),
+        st.text(max_size=300) | st.sampled_from(["", "0", "1", "aios_edit_intro", "aios_edit_kept_0"]),
         PROPERTY_SCHEMAS,
         max_size=12,
     ),
