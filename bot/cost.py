@@ -54,7 +54,7 @@ class CostReport:
 
 async def cost_report(units: UnitOfWorkFactory, period: str, now: datetime) -> CostReport:
     since = period_start(period, now)
-    async with units() as uow:
+    async with units.read() as uow:
         groups = {
             name: await uow.budgets.llm_costs(column, since, limit=TOP_RUNS if name == "run" else None)
             for name, column in GROUPS

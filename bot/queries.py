@@ -7,13 +7,16 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Integer, String, cast, func, literal, null, union_all
+from sqlmodel import col, select
+
 from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain, related_records
 from bot.slash import HELP, SlashCommand
 from bot.why_blocks import why_message
 from runtime.mrkdwn import quote
 from storage.ids import UnknownIdError, format_id, parse_id
-from storage.records import ProposedAction, RunStatus
+from storage.records import AgentPause, Approval, ApprovalStatus, ProposedAction, Run, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory
 
 if TYPE_CHECKING:
@@ -26,6 +29,10 @@ ANSWERS = {
     "recall": "Recall what? For example `/aios recall Ana`.",
     "forget": "Forget what? Give a memory id (`/aios forget M-4`) or words that match it.",
 }
+
+# Subcommands answered in the ack itself, which Slack shows to the asker alone (as it would an ephemeral message):
+# plain text from at most a few statements, or none. Why and replay answer after the ack, in Block Kit.
+ANSWERED_IN_THE_ACK = frozenset({"help", "status", "pending", "cost", *ANSWERS})
 
 REPLAY_USAGE = (
     "Which run, against which policy? `/aios replay R-17` compares with the candidate policy "
@@ -159,35 +166,69 @@ OPEN_STATES = (
     RunStatus.OVER_BUDGET,
     RunStatus.ESCALATED,  # waits for a person's answer in its thread, or for someone to take it over
 )
+OPEN_RUNS_LISTED = 15
+
+
+# `/aios status` in one statement (it answers in the ack): rows tagged by what they are, with the same columns.
+_COUNT, _WAITING, _OPEN, _PAUSED = "count", "waiting", "open", "paused"
+_NO_TEXT, _NO_NUMBER = cast(null(), String), cast(null(), Integer)
+_open_runs = (
+    select(col(Run.id), col(Run.status), col(Run.agent))
+    .where(col(Run.status).in_(OPEN_STATES))
+    .order_by(col(Run.id).desc())
+    .limit(OPEN_RUNS_LISTED)
+    .subquery()
+)
+_status_rows = union_all(
+    select(literal(_COUNT), col(Run.status), func.count(), _NO_TEXT).group_by(col(Run.status)),
+    select(literal(_WAITING), _NO_TEXT, func.count(), _NO_TEXT).where(
+        col(Approval.status) == ApprovalStatus.PENDING
+    ),
+    select(literal(_OPEN), _open_runs.c.status, _open_runs.c.id, _open_runs.c.agent),
+    select(literal(_PAUSED), col(AgentPause.agent), _NO_NUMBER, col(AgentPause.paused_by)),
+).subquery()
+STATUS_QUERY = select(*_status_rows.c)
 
 
 async def status(units: UnitOfWorkFactory) -> str:
-    async with units() as uow:
-        counts = await uow.runs.run_counts_by_status()
-        waiting = len(await uow.approvals.pending_approvals())
-        open_runs = await uow.runs.runs_by_status(OPEN_STATES, limit=15)
-        paused = await uow.runs.paused_agents()
+    """Runs by state, approvals waiting, the newest open runs and the paused agents, read in one statement of a
+    read-only unit of work (no writer's turn is waited for)."""
+    async with units.read() as uow:
+        rows = (await uow.session.exec(STATUS_QUERY)).all()
+    counts = {state: number for kind, state, number, _ in rows if kind == _COUNT}
     if not counts:
         return "No runs yet. Ask for something with `/aios <what you want>`."
+    waiting = sum(number for kind, _, number, _ in rows if kind == _WAITING)
+    open_runs = sorted(
+        ((number, state, agent) for kind, state, number, agent in rows if kind == _OPEN), reverse=True
+    )
+    paused = sorted((agent, by) for kind, agent, _, by in rows if kind == _PAUSED)
     listed = ", ".join(f"{state}: {count}" for state, count in sorted(counts.items()))
     lines = [f"*Runs by state* — {listed}. Approvals waiting: {waiting}."]
-    lines += [f"• `{format_id('R', run.id)}` {run.agent} — {run.status}" for run in open_runs]
+    lines += [f"• `{format_id('R', run_id)}` {agent} — {state}" for run_id, state, agent in open_runs]
     if paused:
-        lines.append("Paused agents: " + ", ".join(f"{p.agent} (by <@{p.paused_by}>)" for p in paused))
+        lines.append("Paused agents: " + ", ".join(f"{agent} (by <@{by}>)" for agent, by in paused))
     return "\n".join(lines)
 
 
+PENDING_QUERY = (
+    select(col(Approval.id), col(ProposedAction.name), col(ProposedAction.params), col(Approval.requester))
+    .add_columns(col(Approval.created_at), col(Approval.approver_roles))
+    .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
+    .where(col(Approval.status) == ApprovalStatus.PENDING)
+    .order_by(col(Approval.id))
+)
+
+
 async def pending(units: UnitOfWorkFactory, now: datetime) -> str:
-    async with units() as uow:
-        approvals = await uow.approvals.pending_approvals()
-        lines = []
-        for approval in approvals:
-            action = await uow.get(ProposedAction, approval.action_id)
-            assert action is not None
-            age_minutes = int((now - approval.created_at).total_seconds() // 60)
-            lines.append(
-                f"• `{format_id('AP', approval.id)}` {action.name} "
-                f"{quote(json.dumps(action.params, sort_keys=True), DETAIL_QUOTE_MAX)} — asked by "
-                f"<@{approval.requester}> {age_minutes} min ago, needs {' or '.join(approval.approver_roles)}"
-            )
+    """Every waiting approval with its action, oldest first, read in one statement (it answers in the ack)."""
+    async with units.read() as uow:
+        # sqlmodel types exec() for at most four columns; the rows are the six selected.
+        rows = (await uow.session.exec(PENDING_QUERY)).all()  # type: ignore[call-overload]
+    lines = [
+        f"• `{format_id('AP', approval_id)}` {name} "
+        f"{quote(json.dumps(params, sort_keys=True), DETAIL_QUOTE_MAX)} — asked by "
+        f"<@{requester}> {int((now - created_at).total_seconds() // 60)} min ago, needs {' or '.join(roles)}"
+        for approval_id, name, params, requester, created_at, roles in rows
+    ]
     return "\n".join(["*Approvals waiting*", *lines]) if lines else "No approvals are waiting."

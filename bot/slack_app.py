@@ -18,7 +18,7 @@ from bot import blocks
 from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
-from bot.queries import private_answer
+from bot.queries import ANSWERED_IN_THE_ACK, answer, private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
@@ -34,7 +34,7 @@ from bot.slack_payloads import (
     payload_type,
 )
 from bot.slack_rejection import ask_reason, register_rejection
-from bot.slash import HELP, SlashCommand, bus_command, parse_slash
+from bot.slash import SlashCommand, bus_command, parse_slash
 from bot.undo import ask_undo, file_undo, undo_action
 from runtime.crashpoints import crash_point
 from runtime.intake import IncomingIntent, accept_click, accept_run_click
@@ -49,6 +49,7 @@ _MENTION = re.compile(r"<@[A-Z0-9]+>")
 NOT_STORED = (
     "I couldn't store that request, so nothing will be done with it; please send it again in a moment."
 )
+NOT_READ = "I couldn't read that just now; please ask again in a moment."
 
 
 def build_slack_app(
@@ -77,14 +78,14 @@ def build_slack_app(
             await ack(text="That command reached me without a user or a channel, so I can't act on it.")
             return
         parsed = parse_slash(command.text)
-        if parsed.name == "help":
-            await ack(text=HELP)
-            return
         team = command.team_id or ""
         control = bus_command(parsed, team=team, user=command.user_id, channel=command.channel_id)
         if control is not None:
             await ack()
             aios.submit(control)
+            return
+        if parsed.name in ANSWERED_IN_THE_ACK:
+            await ack(text=await _quick_answer(aios, parsed, command.user_id))
             return
         if parsed.name == "undo":
             # Checked and claimed before the ack, like an intent is stored before it; proposed after.
@@ -100,7 +101,7 @@ def build_slack_app(
                 name="slash_calendar",
             )
             return
-        if parsed.name != "intent":
+        if parsed.name != "intent":  # why and replay: Block Kit, from reads that may take longer
             await ack()
             aios.background.spawn(
                 _answer_privately(aios, parsed, command.channel_id, command.user_id), name="slash_query"
@@ -306,6 +307,15 @@ def _record_key(click: ButtonClick, prefix: str) -> int | None:
         log.warning("click_with_unknown_value", value=click.value[:80], expected=prefix)
         return None
     return key
+
+
+async def _quick_answer(aios: Aios, command: SlashCommand, user: str) -> str:
+    """The answer the ack carries; a store that cannot be read is said, as the ack must be answered anyway."""
+    try:
+        return await answer(aios.units, command, aios.clock())
+    except SQLAlchemyError:
+        log.exception("query_not_answered", command=command.name, user=user)
+        return NOT_READ
 
 
 async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, literal_column, union_all, update
+from sqlalchemy import ColumnElement, Select, case, literal_column, union_all, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -165,10 +165,6 @@ class RunRepository(SessionRepository):
         )
         return list((await self.session.exec(query)).all())
 
-    async def runs_by_status(self, statuses: Sequence[str], limit: int) -> list[Run]:
-        query = select(Run).where(col(Run.status).in_(statuses)).order_by(col(Run.id).desc()).limit(limit)
-        return list((await self.session.exec(query)).all())
-
     async def runs_planning_without_actions(self, stale_before: datetime) -> list[Run]:
         has_actions = select(ProposedAction.id).where(ProposedAction.run_id == Run.id).exists()
         query = select(Run).where(
@@ -186,10 +182,6 @@ class RunRepository(SessionRepository):
             .where(col(ProposedAction.id).in_(action_ids))
         )
         return {action_id: run for action_id, run in (await self.session.exec(query)).all() if action_id}
-
-    async def run_counts_by_status(self) -> dict[str, int]:
-        query = select(Run.status, func.count()).group_by(Run.status)
-        return {status: count for status, count in (await self.session.exec(query)).all()}
 
     async def set_action_status(self, action_id: int, status: ActionStatus) -> ProposedAction:
         """Move an action to ``status`` and its run to the state that follows from all its actions."""

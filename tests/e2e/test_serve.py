@@ -313,9 +313,8 @@ async def test_unsigned_and_unparseable_requests_are_refused_with_4xx_and_logged
     assert len(warnings) >= len(refused) and all(r["level"] == "warning" for r in warnings)
     # A genuine request afterwards is answered as usual.
     genuine = slash_command("status", user="U0GENUINE")[0].encode()
-    status, _ = await post_raw(server, genuine, {**form_type, **sign(genuine)})
-    assert status == 200
-    server.slack.wait_for(lambda s: ephemerals_for(s, "U0GENUINE"))
+    status, answer = await post_raw(server, genuine, {**form_type, **sign(genuine)})
+    assert status == 200 and answer.startswith(("*Runs by state*", "No runs yet"))  # the ack is the answer
 
 
 async def test_signed_payloads_of_the_wrong_shape_are_answered_2xx_and_logged_with_their_event_id(
