@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
-from sqlmodel import col
+from sqlalchemy import Table, insert
 
 from runtime.group_commit import GroupCommit
 from runtime.observability import INTENTS
@@ -18,6 +17,10 @@ from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
 DEFAULT_TEAM = "default"
+# A Core INSERT into the table, built once: a model instance per intent, or the ORM's bulk INSERT of the model,
+# costs more than the write (intents are not audited).
+_INTENTS: Table = Intent.__table__  # type: ignore[attr-defined]
+_INSERT_INTENTS = insert(_INTENTS).returning(_INTENTS.c.id, sort_by_parameter_order=True)
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,7 @@ async def store_intents(
     fresh = [row for row in rows if row is not None]
     if not fresh:
         return [None] * len(rows)
-    # A core INSERT: building a model instance per intent costs more than the write (intents are not audited).
-    insert_all = insert(Intent).returning(col(Intent.id), sort_by_parameter_order=True)
-    ids = iter((await uow.session.exec(insert_all, params=fresh)).scalars().all())
+    ids = iter((await uow.session.exec(_INSERT_INTENTS, params=fresh)).scalars().all())
     return [next(ids) if row is not None else None for row in rows]
 
 
