@@ -23,7 +23,7 @@ from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
 from bot.slack_home import approval_channel, decide_from_home, register_home
-from bot.slack_metrics import SLACK_REQUESTS
+from bot.slack_metrics import BLOCK_ACTIONS, DIRECT_MESSAGES, MENTIONS, SLASH_COMMANDS
 from bot.slack_payloads import (
     ButtonClick,
     EventCallback,
@@ -72,7 +72,7 @@ def build_slack_app(
 
     @app.command("/aios")
     async def on_slash(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="slash").inc()
+        SLASH_COMMANDS.inc()
         command = parse_payload(SlashCommandPayload, body, body)
         if command is None:
             await ack(text="That command reached me without a user or a channel, so I can't act on it.")
@@ -130,7 +130,7 @@ def build_slack_app(
 
     @app.event("app_mention")
     async def on_mention(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="app_mention").inc()
+        MENTIONS.inc()
         callback = parse_payload(EventCallback, body, body)
         await _accept_event(aios, ack, body, callback, source="mention")
 
@@ -143,7 +143,7 @@ def build_slack_app(
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
             await ack()
             return
-        SLACK_REQUESTS.labels(kind="message_im").inc()
+        DIRECT_MESSAGES.inc()
         await _accept_event(aios, ack, body, callback, source="im")
 
     @app.action(APPROVE_ACTION_ID)
@@ -165,7 +165,7 @@ def build_slack_app(
 
     @app.action(blocks.TAKE_OVER_ACTION_ID)
     async def on_take_over(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        BLOCK_ACTIONS.inc()
         await ack()
         click = parse_payload(ButtonClick, body, body)
         run_id = _record_key(click, "R") if click else None
@@ -174,7 +174,7 @@ def build_slack_app(
 
     @app.action(REQUEST_BUDGET_ACTION_ID)
     async def on_request_budget(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        BLOCK_ACTIONS.inc()
         await ack()
         click = parse_payload(ButtonClick, body, body)
         run_id = _record_key(click, "R") if click else None
@@ -184,7 +184,7 @@ def build_slack_app(
     @app.action(UNDO_ACTION_ID)
     async def on_undo(ack: AsyncAck, body: dict[str, Any]) -> None:
         """The click's undo is claimed before the ack (a second click finds it claimed), proposed after."""
-        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        BLOCK_ACTIONS.inc()
         click = parse_payload(ButtonClick, body, body)
         action_id = _record_key(click, "A") if click else None
         if click is None or action_id is None:
@@ -252,7 +252,7 @@ async def _accept_event(
 
 async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
     """The click is stored before the ack: once Slack has its 200 the click survives a crash (see Recovery)."""
-    SLACK_REQUESTS.labels(kind="block_actions").inc()
+    BLOCK_ACTIONS.inc()
     click = parse_payload(ButtonClick, body, body)
     approval_id = _record_key(click, "AP") if click else None
     if click is None or approval_id is None:
@@ -284,7 +284,7 @@ async def _decide(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: b
 
 async def _decide_run(aios: Aios, ack: AsyncAck, body: dict[str, Any], *, approve: bool) -> None:
     """Approve all / Reject all: one click stored per approval waiting, before the ack, like a single click."""
-    SLACK_REQUESTS.labels(kind="block_actions").inc()
+    BLOCK_ACTIONS.inc()
     click = parse_payload(ButtonClick, body, body)
     run_id = _record_key(click, "R") if click else None
     if click is None or run_id is None:

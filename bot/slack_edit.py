@@ -24,7 +24,7 @@ from bot.action_forms import (
 )
 from bot.blocks import EDIT_ACTION_ID
 from bot.bootstrap import Aios
-from bot.slack_metrics import SLACK_REQUESTS
+from bot.slack_metrics import BLOCK_ACTIONS, VIEW_SUBMISSIONS
 from bot.slack_payloads import ButtonClick, SlackId, parse_payload
 from connectors.errors import UnknownActionError
 from policies.approvers import Refusal, group_ids
@@ -81,7 +81,7 @@ class _Trigger(_Shape):
 def register_edit(app: AsyncApp, aios: Aios) -> None:
     @app.action(EDIT_ACTION_ID)
     async def on_edit(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        BLOCK_ACTIONS.inc()
         await ack()
         click, trigger = parse_payload(ButtonClick, body, body), parse_payload(_Trigger, body, body)
         if click is None or trigger is None:
@@ -96,7 +96,7 @@ def register_edit(app: AsyncApp, aios: Aios) -> None:
 
     @app.view(EDIT_CALLBACK_ID)
     async def on_save(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="view_submission").inc()
+        VIEW_SUBMISSIONS.inc()
         submission = parse_payload(ViewSubmission, body, body)
         if submission is None:
             await ack()

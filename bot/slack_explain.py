@@ -15,7 +15,7 @@ from sqlmodel import select
 from bot.bootstrap import Aios
 from bot.message_ids import is_ours, record_of_message
 from bot.queries import why_answer
-from bot.slack_metrics import SLACK_REQUESTS
+from bot.slack_metrics import BLOCK_ACTIONS, MESSAGE_ACTIONS
 from bot.slack_payloads import (
     ButtonClick,
     MaybeSlackId,
@@ -62,7 +62,7 @@ class MessageShortcut(_Shape):
 def register_explain(app: AsyncApp, aios: Aios) -> None:
     @app.shortcut(EXPLAIN_CALLBACK_ID)
     async def on_explain(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        SLACK_REQUESTS.labels(kind="message_action").inc()
+        MESSAGE_ACTIONS.inc()
         await ack()
         shortcut = parse_payload(MessageShortcut, body, body)
         if shortcut is None:
@@ -75,7 +75,7 @@ def register_explain(app: AsyncApp, aios: Aios) -> None:
 
     @app.action(re.compile(f"^{WHY_OPEN_PREFIX}"))
     async def on_why_open(ack: AsyncAck, body: dict[str, Any]) -> None:
-        SLACK_REQUESTS.labels(kind="block_actions").inc()
+        BLOCK_ACTIONS.inc()
         await ack()
         click = parse_payload(ButtonClick, body, body)
         if click is None or not click.channel_id:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.bootstrap import Aios
-from bot.slack_metrics import SLACK_REQUESTS
+from bot.slack_metrics import APP_HOME_OPENINGS
 from bot.slack_payloads import EventCallback, SlackId, parse_payload
 from runtime.messages import DecideApproval
 from storage.home_viewers import HomeViewers
@@ -32,7 +32,7 @@ def register_home(app: AsyncApp, aios: Aios) -> None:
     @app.event("app_home_opened")
     async def on_home_opened(ack: AsyncAck, body: dict[str, Any]) -> None:
         """Acked at once: nothing here must survive a crash, since opening the tab again does it all again."""
-        SLACK_REQUESTS.labels(kind="app_home_opened").inc()
+        APP_HOME_OPENINGS.inc()
         await ack()
         callback = parse_payload(EventCallback, body, body)
         opened = parse_payload(_HomeOpened, callback.event, body) if callback else None

@@ -17,7 +17,7 @@ from slack_sdk.models.views import View
 
 from bot.bootstrap import Aios
 from bot.rejection_reasons import MAX_REASON, accept_reason
-from bot.slack_metrics import SLACK_REQUESTS
+from bot.slack_metrics import VIEW_SUBMISSIONS
 from bot.slack_payloads import SlackId, parse_payload, payload_type, problems
 from runtime.messages import ReviseRejected
 from runtime.transport import TransportError
@@ -130,7 +130,7 @@ def register_rejection(app: AsyncApp, aios: Aios) -> None:
     async def on_reason(ack: AsyncAck, body: dict[str, Any]) -> None:
         """The reason is checked and stored before the ack (a refusal is shown under the input, and the dialog
         stays open); an empty one is nothing to do."""
-        SLACK_REQUESTS.labels(kind="view_submission").inc()
+        VIEW_SUBMISSIONS.inc()
         submission = parse_payload(_Submission, body, body)
         if submission is None:
             await ack()
