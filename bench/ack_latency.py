@@ -2,9 +2,9 @@
 
 Both get the very same signed `/aios` requests from a client on loopback:
 
-- `/aios status` (read-only; its answer is posted in the background) with a fixed number in flight
+- `/aios status` (read-only; its answer is the ack, read in one statement) with a fixed number in flight
   (closed loop): throughput and latency, the bot against the bare Bolt app (`bench.bare_bolt`: Bolt's aiohttp
-  adapter, `process_before_response=True`, a listener that acks at once).
+  adapter, `process_before_response=True`, a listener that acks at once with a line of text).
 - intents sent at a fixed offered rate (open loop: each request leaves at its scheduled time, whatever the
   answers before it, and its latency counts from that time), each stored before its ack while earlier ones are
   planned: by `aios serve` alone, and by `aios serve --no-work` beside an `aios worker` (with `--split`).

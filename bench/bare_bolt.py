@@ -1,7 +1,8 @@
 """The anchor of the ack benchmark: a bare Bolt AsyncApp behind aiohttp, as Bolt's documentation serves one.
 
 `process_before_response=True` (the ack is the response; work would go to a background task) and a `/aios`
-listener that acks at once, with the same signing secret as the bot, so both get the very same signed requests.
+listener that acks at once with a line of text, as the bot's acks carry its answer or receipt, with the same
+signing secret as the bot, so both get the very same signed requests.
 
     .venv/bin/python -m bench.bare_bolt --port 3100 --slack-api-url http://127.0.0.1:…/api/
 """
@@ -31,7 +32,7 @@ def build_bare_app(slack_api_url: str) -> web.Application:
 
     @bolt.command("/aios")
     async def on_command(ack: AsyncAck) -> None:
-        await ack()
+        await ack(text="Got it.")
 
     async def events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
