@@ -20,6 +20,7 @@ from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.queries import ANSWERED_IN_THE_ACK, answer, private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
+from bot.shared_answers import SharedAnswers
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
 from bot.slack_home import approval_channel, decide_from_home, register_home
@@ -70,6 +71,11 @@ def build_slack_app(
         request_verification_enabled=not verified_by_caller,
     )
 
+    async def read_answer(asked: tuple[str, str]) -> str:
+        return await answer(aios.units, SlashCommand(*asked), aios.clock())
+
+    quick_answers = SharedAnswers(read_answer)  # subcommand and argument: asks of the same share a read
+
     @app.command("/aios")
     async def on_slash(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLASH_COMMANDS.inc()
@@ -85,7 +91,7 @@ def build_slack_app(
             aios.submit(control)
             return
         if parsed.name in ANSWERED_IN_THE_ACK:
-            await ack(text=await _quick_answer(aios, parsed, command.user_id))
+            await ack(text=await _quick_answer(quick_answers, parsed, command.user_id))
             return
         if parsed.name == "undo":
             # Checked and claimed before the ack, like an intent is stored before it; proposed after.
@@ -309,10 +315,10 @@ def _record_key(click: ButtonClick, prefix: str) -> int | None:
     return key
 
 
-async def _quick_answer(aios: Aios, command: SlashCommand, user: str) -> str:
+async def _quick_answer(answers: SharedAnswers[tuple[str, str]], command: SlashCommand, user: str) -> str:
     """The answer the ack carries; a store that cannot be read is said, as the ack must be answered anyway."""
     try:
-        return await answer(aios.units, command, aios.clock())
+        return await answers.ask((command.name, command.argument))
     except SQLAlchemyError:
         log.exception("query_not_answered", command=command.name, user=user)
         return NOT_READ

@@ -1,0 +1,76 @@
+"""Asks of the same thing at the same time share a read, and every answer is read after its ask arrived."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.shared_answers import SharedAnswers
+
+
+class Store:
+    """A value that changes, read slowly enough that asks pile up while it is read."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.reads: list[str] = []
+        self.gate = asyncio.Event()
+        self.began = asyncio.Condition()
+        self.failing = False
+
+    async def reading(self, reads: int) -> None:
+        """Until that many reads have begun."""
+        async with self.began:
+            await self.began.wait_for(lambda: len(self.reads) >= reads)
+
+    async def read(self, key: str) -> str:
+        seen = f"{key}={self.value}"  # what a snapshot taken as the read begins holds
+        async with self.began:
+            self.reads.append(seen)
+            self.began.notify_all()
+        await self.gate.wait()
+        if self.failing:
+            raise RuntimeError("unreadable")
+        return seen
+
+
+async def test_asks_during_a_read_share_the_next_one_which_sees_what_was_written_before_them() -> None:
+    store = Store()
+    answers = SharedAnswers(store.read)
+    first = asyncio.create_task(answers.ask("status"))
+    await store.reading(1)
+    store.value = 1  # written after the first read began, before the asks below arrived
+    later = [asyncio.create_task(answers.ask("status")) for _ in range(5)]
+    other = asyncio.create_task(answers.ask("pending"))
+    await store.reading(2)
+    store.gate.set()
+    assert await first == "status=0"
+    assert await asyncio.gather(*later) == ["status=1"] * 5
+    assert await other == "pending=1"
+    assert store.reads == ["status=0", "pending=1", "status=1"]
+
+
+async def test_a_failed_read_fails_its_asks_and_the_next_ask_reads_afresh() -> None:
+    store = Store()
+    answers = SharedAnswers(store.read)
+    store.failing = True
+    store.gate.set()
+    asks = [asyncio.create_task(answers.ask("status")) for _ in range(3)]
+    for ask in asks:
+        with pytest.raises(RuntimeError, match="unreadable"):
+            await ask
+    store.failing = False
+    assert await answers.ask("status") == "status=0"
+    assert len(store.reads) == 2
+
+
+async def test_an_ask_cancelled_while_it_waits_leaves_the_read_to_the_others() -> None:
+    store = Store()
+    answers = SharedAnswers(store.read)
+    leaving, staying = (asyncio.create_task(answers.ask("status")) for _ in range(2))
+    await store.reading(1)
+    leaving.cancel()
+    store.gate.set()
+    assert await staying == "status=0"
+    assert leaving.cancelled()
