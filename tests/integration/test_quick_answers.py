@@ -79,7 +79,8 @@ async def test_status_is_read_in_one_statement_while_a_writer_holds_the_store(
             sent.append(statement)
 
     async with aios.units() as writer:
-        await writer.session.connection()  # begun: on SQLite, it holds the process's writer lock and the file's
+        # Begun: on SQLite, it holds the process's writer lock and the file's.
+        await writer.session.connection()
         event.listen(aios.engine.sync_engine, "before_cursor_execute", note)
         try:
             async with asyncio.timeout(5):  # a read taking a writer's turn would wait for ever
