@@ -20,6 +20,7 @@ from connectors.errors import PermanentConnectorError
 from connectors.registry import ENTRY_POINT_GROUP, ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
 from storage.memory import MemoryHit, MemoryStoreError
+from storage.unit_of_work import UnitOfWork
 
 
 class _OffersOnly:
@@ -102,6 +103,18 @@ class RecordedMemories:
         meta: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
     ) -> tuple[int, bool]:
+        raise MemoryStoreError("a replay writes nothing")
+
+    async def remember_within(
+        self,
+        uow: UnitOfWork,
+        team: str,
+        text: str,
+        *,
+        kind: str = "note",
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> bool:
         raise MemoryStoreError("a replay writes nothing")
 
     async def forget(self, team: str, memory_id: int) -> bool:

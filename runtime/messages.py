@@ -225,6 +225,9 @@ class ActionExecuted(Event):
     action_id: int
     execution_id: int
     action: ExecutedAction
+    # The booking settled the outcome's memory in its own transaction (kept it, or the store refused it): there
+    # is nothing left for Memories.remember_outcome to write.
+    outcome_remembered: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,25 @@ from agents.scheduling import angle_of
 from connectors.actions import CmsCreateDraft
 from connectors.registry import ConnectorRegistry
 from storage.planned_slots import PlannedSlots
-from storage.records import Intent, PlannedSlot, ProposedAction, Run
+from storage.records import Intent, PlannedSlot, ProposedAction
 from storage.unit_of_work import UnitOfWork
 
 
 async def record_planned_slot(
-    uow: UnitOfWork, registry: ConnectorRegistry, zone: ZoneInfo, action_id: int
+    uow: UnitOfWork, registry: ConnectorRegistry, zone: ZoneInfo, proposed: ProposedAction, intent: Intent
 ) -> None:
-    proposed = await uow.get(ProposedAction, action_id)
-    if proposed is None or proposed.name != CmsCreateDraft.name or not proposed.params.get("planned_for"):
+    """Called in the transaction that books a succeeded execution, with its action and the intent that asked
+    for it."""
+    if proposed.name != CmsCreateDraft.name or not proposed.params.get("planned_for"):
         return
     action = registry.validate(proposed.name, proposed.params)
-    assert isinstance(action, CmsCreateDraft) and action.planned_for is not None
-    if await PlannedSlots(uow.session).of_action(action_id) is not None:
+    assert isinstance(action, CmsCreateDraft) and action.planned_for is not None and proposed.id is not None
+    if await PlannedSlots(uow.session).of_action(proposed.id) is not None:
         return
-    run = await uow.get(Run, proposed.run_id)
-    intent = await uow.get(Intent, run.intent_id) if run is not None else None
     uow.session.add(
         PlannedSlot(
-            action_id=action_id,
-            team_id=intent.team_id if intent is not None else "",
+            action_id=proposed.id,
+            team_id=intent.team_id,
             slug=action.effective_slug(),
             title=action.title,
             angle=angle_of(action.body),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from connectors.registry import idempotency_key, params_hash
 from runtime.crashpoints import crash_point
 from runtime.handlers.base import HandlerBase
 from runtime.handlers.content_calendar import record_planned_slot
+from runtime.handlers.memories import remember_outcome_within
 from runtime.handlers.scheduled_publishing import record_due_publish
 from runtime.messagebus import Message
 from runtime.messages import (
@@ -43,15 +45,8 @@ from runtime.notices import Done, Thread
 from runtime.observability import EXECUTIONS, action_executed, completed_run_spend
 from runtime.transport import TransportError
 from storage.ids import format_id
-from storage.records import (
-    ActionStatus,
-    Execution,
-    ExecutionAttempt,
-    ExecutionStatus,
-    Intent,
-    ProposedAction,
-    RunStatus,
-)
+from storage.records import ActionStatus, ExecutionAttempt, ExecutionStatus, ProposedAction, RunStatus
+from storage.repositories.executions import ExecutionInHand
 
 log = structlog.get_logger(__name__)
 
@@ -68,13 +63,13 @@ class Executions(HandlerBase):
         async with self.units() as uow:
             found = await uow.executions.action_to_execute(command.action_id)
             assert found is not None
-            proposed, run, pause = found
+            proposed, run = found.action, found.run
             if proposed.status != ActionStatus.APPROVED:
                 return []
             # The pause check, the capability and the claim share one transaction, so a pause or a second
             # execution cannot slip in between them.
-            paused = pause is not None
-            claimed = False
+            paused = found.pause is not None
+            execution_id: int | None = None
             if paused:
                 run.status = RunStatus.PAUSED
                 uow.session.add(run)
@@ -98,18 +93,11 @@ class Executions(HandlerBase):
                 authorised = await uow.approvals.spend_capability(
                     command.action_id, action.name, params_hash(action), self.clock()
                 )
-                claimed = authorised and await uow.insert_if_absent(
-                    Execution,
-                    {
-                        "action_id": command.action_id,
-                        "idempotency_key": key,
-                        "status": ExecutionStatus.STARTED,
-                        "result": {},
-                        "started_at": self.clock(),
-                        "owner": self.lease.id,
-                    },
-                )
-            if paused or claimed:
+                if authorised:
+                    execution_id = await uow.executions.claim(
+                        command.action_id, key, self.clock(), self.lease.id
+                    )
+            if paused or execution_id is not None:
                 await uow.commit()
         if paused:
             thread, _ = await self._thread_of_action(command.action_id)
@@ -119,11 +107,15 @@ class Executions(HandlerBase):
                 "is paused; it runs when the agent is resumed.",
             )
             return []
-        if not claimed:
+        if execution_id is None:
             await self._unauthorised(command.action_id)
             return []
         crash_point("execution_claimed")
-        return await self._run(command.action_id, action, key, lookup_first=False)
+        # What the claim read goes on to the booking, which reads none of it again.
+        claimed = ExecutionInHand(
+            execution_id, key, proposed, found.intent, found.approvers, found.allowed_by_rule
+        )
+        return await self._run(claimed, action, lookup_first=False)
 
     def _stored_action(self, proposed: ProposedAction) -> Action:
         """The typed action of stored parameters; whatever goes wrong reading them is an InvalidActionError."""
@@ -155,47 +147,42 @@ class Executions(HandlerBase):
     async def reconcile(self, command: ReconcileExecution) -> Sequence[Message]:
         """An execution left in flight by a crash: ask the connector by its key whether it landed, and only
         if it did not, execute it now (with the same key, so even a late landing cannot make two)."""
-        async with self.units() as uow:
-            execution = await uow.get(Execution, command.execution_id)
-            proposed = await uow.get(ProposedAction, execution.action_id) if execution else None
-        if execution is None or proposed is None or execution.status != ExecutionStatus.STARTED:
+        async with self.units.read() as uow:
+            found = await uow.executions.execution_in_hand(command.execution_id)
+        if found is None or found[0].status != ExecutionStatus.STARTED:
             return []
+        in_hand = found[1]
         try:
-            action = self._stored_action(proposed)
+            action = self._stored_action(in_hand.action)
         except InvalidActionError as exc:
-            # Settled as failed, so the next start does not try (and fail) again.
-            await self._finish_execution(
-                execution.idempotency_key, ExecutionStatus.FAILED, {}, str(exc), _Attempts()
-            )
-            # It was in flight when the process stopped: the connector may have done it before.
-            return [ActionFailed(execution.action_id, str(exc), certainly_undone=False)]
-        log.info("execution_reconciling", execution=execution.id, action=proposed.id)
-        return await self._run(proposed.id or 0, action, execution.idempotency_key, lookup_first=True)
+            # Settled as failed, so the next start does not try (and fail) again. It was in flight when the
+            # process stopped: the connector may have done it before.
+            failed = ActionFailed(in_hand.action.id or 0, str(exc), certainly_undone=False)
+            return await self._book_failure(in_hand, str(exc), _Attempts(), failed)
+        log.info("execution_reconciling", execution=in_hand.execution_id, action=in_hand.action.id)
+        return await self._run(in_hand, action, lookup_first=True)
 
     async def _run(
-        self, action_id: int, action: Action, key: str, *, lookup_first: bool
+        self, in_hand: ExecutionInHand, action: Action, *, lookup_first: bool
     ) -> Sequence[Message]:
         """Call the connector (retrying transient failures, each attempt recorded) and book the outcome."""
+        action_id, key = in_hand.action.id or 0, in_hand.key
         attempts = _Attempts()
         try:
             result = await self._lookup(action, key, attempts) if lookup_first else None
             if result is None and (late := self._too_late(action)) is not None:
-                await self._finish_execution(key, ExecutionStatus.FAILED, {}, late, attempts)
                 self._count(action, "failed")
-                return [ActionFailed(action_id, late, certainly_undone=True)]
+                failed = ActionFailed(action_id, late, certainly_undone=True)
+                return await self._book_failure(in_hand, late, attempts, failed)
             if result is None:
                 result = await self._execute(action, key, attempts)
         except (ConnectorError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
-            await self._finish_execution(key, ExecutionStatus.FAILED, {}, error, attempts)
             self._count(action, "failed")
-            return [
-                ActionFailed(
-                    action_id,
-                    error,
-                    certainly_undone=isinstance(exc, PermanentConnectorError | InvalidActionError),
-                )
-            ]
+            undone = isinstance(exc, PermanentConnectorError | InvalidActionError)
+            return await self._book_failure(
+                in_hand, error, attempts, ActionFailed(action_id, error, certainly_undone=undone)
+            )
         except Exception as exc:
             # A bug in a connector (a KeyError, a database error, …) ends the execution like a refusal would:
             # failed, with its attempts, and earlier steps compensated. People get plain words; the log the rest.
@@ -205,20 +192,17 @@ class Executions(HandlerBase):
                 error_type=type(exc).__name__,
                 error=_short(str(exc)),
             )
-            await self._finish_execution(key, ExecutionStatus.FAILED, {}, _unexpected(exc), attempts)
             self._count(action, "failed")
-            return [
-                ActionFailed(
-                    action_id,
-                    f"the {action.name} connector stopped with an unexpected error",
-                    certainly_undone=False,
-                )
-            ]
+            failed = ActionFailed(
+                action_id,
+                f"the {action.name} connector stopped with an unexpected error",
+                certainly_undone=False,
+            )
+            return await self._book_failure(in_hand, _unexpected(exc), attempts, failed)
         crash_point("connector_done")
-        booked = await self._finish_execution(key, ExecutionStatus.SUCCEEDED, result, None, attempts)
+        booked = await self._book_success(in_hand, result, attempts)
         self._count(action, "succeeded")
-        assert booked is not None
-        return [booked]
+        return booked
 
     def _too_late(self, action: Action) -> str | None:
         """A publish is checked against the clock again as it runs: an approval given after its time, or outside
@@ -282,54 +266,49 @@ class Executions(HandlerBase):
             ]
         return [ExecuteAction(action_id) for action_id in waiting]
 
-    async def _finish_execution(
-        self,
-        key: str,
-        status: ExecutionStatus,
-        result: dict[str, object],
-        error: str | None,
-        attempts: _Attempts,
-    ) -> ActionExecuted | None:
-        """Book the outcome, the attempts that led to it, and the action's new state in one transaction; a
-        success comes back as the event that tells of it, with what its subscribers need to know."""
+    async def _book_failure(
+        self, in_hand: ExecutionInHand, error: str, attempts: _Attempts, failed: ActionFailed
+    ) -> Sequence[Message]:
+        """Book a failure with the attempts that led to it; its event follows unless another process booked
+        the execution first."""
         async with self.units() as uow:
-            found = await uow.executions.execution_in_hand(key)
-            assert found is not None
-            execution, proposed, run, intent = found.execution, found.action, found.run, found.intent
-            assert execution.id is not None and proposed.id is not None and run.id is not None
-            for number, kind, outcome, attempt_error in attempts.recorded:
-                uow.session.add(
-                    ExecutionAttempt(
-                        execution_id=execution.id,
-                        number=number,
-                        kind=kind,
-                        outcome=outcome,
-                        error=attempt_error,
-                    )
-                )
-            execution.status = status
-            # A result that is not JSON (a connector bug) would fail the commit and leave the execution in flight.
-            execution.result = to_jsonable_python(result, fallback=str)
-            execution.error = error
-            execution.finished_at = finished = self.clock()
-            uow.session.add(execution)
-            succeeded = status == ExecutionStatus.SUCCEEDED
-            await uow.runs.set_action_status(
-                execution.action_id, ActionStatus.EXECUTED if succeeded else ActionStatus.FAILED
+            booked = await uow.executions.book(
+                in_hand, ExecutionStatus.FAILED, {}, error, self.clock(), attempts.rows(in_hand)
             )
-            if not succeeded:
-                await uow.commit()
-                return None
-            await record_due_publish(uow, self.registry, self.zone, execution.action_id, result)
-            await record_planned_slot(uow, self.registry, self.zone, execution.action_id)
-            approvers, rule = await uow.runs.allowed_by(proposed.id)
-            # The run's state as the action's new status left it (refreshed into the run in hand); its model
-            # spend was read with the execution, in this transaction.
-            spent = found.model_spend if run.status == RunStatus.COMPLETED else None
+            if booked is None:
+                return self._booked_elsewhere(in_hand)
             await uow.commit()
-        if spent is not None:
-            completed_run_spend(spent)
-        return action_executed_event(proposed, intent, execution, finished, approvers, rule)
+        return [failed]
+
+    async def _book_success(
+        self, in_hand: ExecutionInHand, result: dict[str, object], attempts: _Attempts
+    ) -> Sequence[Message]:
+        """Book the outcome, the attempts that led to it, the action's new state and what follows from it (a
+        due publish, a planned slot, the outcome's memory when the store keeps it in this database) in one
+        transaction; the event that tells of it carries what its subscribers need to know."""
+        finished = self.clock()
+        # A result that is not JSON (a connector bug) would fail the commit and leave the execution in flight.
+        stored = to_jsonable_python(result, fallback=str)
+        event = action_executed_event(in_hand, ExecutionStatus.SUCCEEDED, stored, finished)
+        async with self.units() as uow:
+            booked = await uow.executions.book(
+                in_hand, ExecutionStatus.SUCCEEDED, stored, None, finished, attempts.rows(in_hand)
+            )
+            if booked is None:
+                return self._booked_elsewhere(in_hand)
+            await record_due_publish(uow, self.registry, self.zone, in_hand.action, in_hand.intent, result)
+            await record_planned_slot(uow, self.registry, self.zone, in_hand.action, in_hand.intent)
+            remembered = await remember_outcome_within(uow, self.memory, self.registry, event)
+            await uow.commit()
+        if booked.run_status == RunStatus.COMPLETED:
+            completed_run_spend(booked.model_spend)
+        return [replace(event, outcome_remembered=remembered)]
+
+    @staticmethod
+    def _booked_elsewhere(in_hand: ExecutionInHand) -> Sequence[Message]:
+        """Another process (one that took the execution over) booked it first: its booking stands, and told."""
+        log.warning("execution_booked_elsewhere", execution=in_hand.execution_id, action=in_hand.action.id)
+        return []
 
     async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
         executed = event.action
@@ -387,6 +366,14 @@ class _Attempts:
         self.recorded: list[tuple[int, str, str, str | None]] = []  # number, kind, outcome, error
         self.outcome = "ok"
 
+    def rows(self, in_hand: ExecutionInHand) -> list[ExecutionAttempt]:
+        return [
+            ExecutionAttempt(
+                execution_id=in_hand.execution_id, number=number, kind=kind, outcome=outcome, error=error
+            )
+            for number, kind, outcome, error in self.recorded
+        ]
+
     @contextmanager
     def record(self, kind: str) -> Iterator[None]:
         self._number += 1
@@ -414,15 +401,11 @@ class _Attempts:
 
 
 def action_executed_event(
-    proposed: ProposedAction,
-    intent: Intent,
-    execution: Execution,
-    finished_at: datetime,
-    approvers: tuple[str, ...],
-    allowed_by_rule: str | None,
+    in_hand: ExecutionInHand, status: str, result: dict[str, Any], finished_at: datetime
 ) -> ActionExecuted:
     """The event of a booked execution, carrying what the booking had in hand so subscribers need not read."""
-    assert proposed.id is not None and execution.id is not None
+    proposed, intent = in_hand.action, in_hand.intent
+    assert proposed.id is not None
     snapshot = ExecutedAction(
         name=proposed.name,
         params=proposed.params,
@@ -432,10 +415,10 @@ def action_executed_event(
         channel=intent.channel,
         thread_ts=intent.thread_ts,
         requester=intent.user,
-        status=execution.status,
-        result=execution.result,
+        status=status,
+        result=result,
         finished_at=finished_at,
-        approvers=approvers,
-        allowed_by_rule=allowed_by_rule,
+        approvers=in_hand.approvers,
+        allowed_by_rule=in_hand.allowed_by_rule,
     )
-    return ActionExecuted(proposed.id, execution.id, snapshot)
+    return ActionExecuted(proposed.id, in_hand.execution_id, snapshot)

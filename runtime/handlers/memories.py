@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -17,13 +19,15 @@ from connectors.actions import (
     ShopRefund,
     StripeRefund,
 )
+from connectors.registry import ConnectorRegistry
 from runtime.handlers.base import HandlerBase
 from runtime.messagebus import Message
 from runtime.messages import ActionExecuted, ExecutedAction, Forget, Recall, Remember
 from runtime.mrkdwn import escape, quote
 from storage.ids import UnknownIdError, format_id, parse_id, parse_key
-from storage.memory import MemoryStoreError
+from storage.memory import MemoryStore, MemoryStoreError
 from storage.memory.entities import inferred_key
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -106,55 +110,90 @@ class Memories(HandlerBase):
         return []
 
     async def remember_outcome(self, event: ActionExecuted) -> Sequence[Message]:
-        """Keep what was done, keyed so that a later thread about the same order, payment, customer or post finds
-        it (keys as `storage.memory.entities` reads them in a request).
-
-        The record says what happened (action, amount, who asked, who or which rule allowed it, when, ids);
-        text a requester or a model wrote (a refund's reason, an email's subject, a post's title) is quoted and
-        marked unverified, so that a later prompt cannot mistake it for a fact or an instruction."""
-        executed = event.action
-        action = self.registry.validate(executed.name, executed.params)
-        written: tuple[str, str] | None = None  # what a requester or the model wrote: (what it is, the text)
-        if isinstance(action, ShopRefund):
-            what = f"refunded ${action.amount:,.2f} on order {action.order_id}"
-            kind, key = "decision", f"order:{action.order_id}"
-            written = ("reason", action.reason)
-        elif isinstance(action, StripeRefund):
-            what = f"refunded ${action.amount:,.2f} of Stripe payment {action.payment}"
-            kind, key = "decision", f"payment:{action.payment}"
-            written = ("reason", action.reason)
-        elif isinstance(action, EmailSend):
-            what, kind, key = f"emailed {action.to}", "customer", f"customer:{action.to.lower()}"
-            written = ("subject", action.subject)
-        elif isinstance(action, CmsCreateDraft):
-            slug = action.effective_slug()
-            what, kind, key = f"drafted the post {slug}", "post", f"post:{slug}"
-            written = ("title", action.title)
-        elif isinstance(action, CmsPublish | CmsUnpublish):
-            verb = "published" if isinstance(action, CmsPublish) else "unpublished"
-            what, kind, key = f"{verb} the post {action.slug}", "post", f"post:{action.slug}"
-        else:
+        """Keep what was done (:func:`outcome_memory`), unless its booking did in its own transaction."""
+        outcome = None if event.outcome_remembered else outcome_memory(self.registry, event)
+        if outcome is None:
             return []
-        fact = (
-            f"{self.clock():%Y-%m-%d %H:%M} UTC: {what} ({action.name} {format_id('A', event.action_id)}, "
-            f"execution {format_id('E', event.execution_id)}, run {format_id('R', executed.run_id)}; "
-            f"asked by {executed.requester}, {_allowed_by(executed)})."
-        )
-        if written is not None:
-            label, text = written
-            quoted = json.dumps(text, ensure_ascii=False)  # in quotes that the text cannot close
-            fact += f" {label.capitalize()} given by the requester/model (unverified): {quoted}"
         try:
             await self.memory.remember(
-                executed.team_id,
-                fact,
-                kind=kind,
-                key=key,
-                meta={"action": event.action_id, "run": executed.run_id},
+                outcome.team, outcome.text, kind=outcome.kind, key=outcome.key, meta=outcome.meta
             )
         except MemoryStoreError as exc:
             log.warning("outcome_not_remembered", action=event.action_id, error=str(exc))
         return []
+
+
+@dataclass(frozen=True)
+class OutcomeMemory:
+    """What is remembered of an executed action, as :meth:`MemoryStore.remember` takes it."""
+
+    team: str
+    text: str
+    kind: str
+    key: str
+    meta: dict[str, Any]
+
+
+def outcome_memory(registry: ConnectorRegistry, event: ActionExecuted) -> OutcomeMemory | None:
+    """What was done, keyed so that a later thread about the same order, payment, customer or post finds it (keys
+    as `storage.memory.entities` reads them in a request); None for an action not worth remembering.
+
+    The record says what happened (action, amount, who asked, who or which rule allowed it, when, ids); text a
+    requester or a model wrote (a refund's reason, an email's subject, a post's title) is quoted and marked
+    unverified, so that a later prompt cannot mistake it for a fact or an instruction. The same execution always
+    gives the same text, so remembering it twice stores it once."""
+    executed = event.action
+    action = registry.validate(executed.name, executed.params)
+    written: tuple[str, str] | None = None  # what a requester or the model wrote: (what it is, the text)
+    if isinstance(action, ShopRefund):
+        what = f"refunded ${action.amount:,.2f} on order {action.order_id}"
+        kind, key = "decision", f"order:{action.order_id}"
+        written = ("reason", action.reason)
+    elif isinstance(action, StripeRefund):
+        what = f"refunded ${action.amount:,.2f} of Stripe payment {action.payment}"
+        kind, key = "decision", f"payment:{action.payment}"
+        written = ("reason", action.reason)
+    elif isinstance(action, EmailSend):
+        what, kind, key = f"emailed {action.to}", "customer", f"customer:{action.to.lower()}"
+        written = ("subject", action.subject)
+    elif isinstance(action, CmsCreateDraft):
+        slug = action.effective_slug()
+        what, kind, key = f"drafted the post {slug}", "post", f"post:{slug}"
+        written = ("title", action.title)
+    elif isinstance(action, CmsPublish | CmsUnpublish):
+        verb = "published" if isinstance(action, CmsPublish) else "unpublished"
+        what, kind, key = f"{verb} the post {action.slug}", "post", f"post:{action.slug}"
+    else:
+        return None
+    fact = (
+        f"{executed.finished_at:%Y-%m-%d %H:%M} UTC: {what} ({action.name} {format_id('A', event.action_id)}, "
+        f"execution {format_id('E', event.execution_id)}, run {format_id('R', executed.run_id)}; "
+        f"asked by {executed.requester}, {_allowed_by(executed)})."
+    )
+    if written is not None:
+        label, text = written
+        quoted = json.dumps(text, ensure_ascii=False)  # in quotes that the text cannot close
+        fact += f" {label.capitalize()} given by the requester/model (unverified): {quoted}"
+    meta: dict[str, Any] = {"action": event.action_id, "run": executed.run_id}
+    return OutcomeMemory(executed.team_id, fact, kind, key, meta)
+
+
+async def remember_outcome_within(
+    uow: UnitOfWork, memory: MemoryStore, registry: ConnectorRegistry, event: ActionExecuted
+) -> bool:
+    """Keep the outcome in the booking's own transaction when the store writes there: True when that settled it
+    (kept, or refused and logged: nothing is left for :meth:`Memories.remember_outcome`), False when the store
+    remembers only after the commit."""
+    outcome = outcome_memory(registry, event)
+    if outcome is None:
+        return True
+    try:
+        return await memory.remember_within(
+            uow, outcome.team, outcome.text, kind=outcome.kind, key=outcome.key, meta=outcome.meta
+        )
+    except MemoryStoreError as exc:
+        log.warning("outcome_not_remembered", action=event.action_id, error=str(exc))
+        return True
 
 
 def _allowed_by(executed: ExecutedAction) -> str:

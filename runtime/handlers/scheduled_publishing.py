@@ -29,7 +29,7 @@ from runtime.messages import ActionExecuted, PublishDuePosts, ScheduledPostLive
 from runtime.mrkdwn import escape
 from runtime.notices import Thread
 from storage.ids import format_id
-from storage.records import Intent, ProposedAction, Run, ScheduledPublish
+from storage.records import Intent, ProposedAction, ScheduledPublish
 from storage.scheduled_publishes import ScheduledPublishes
 from storage.unit_of_work import UnitOfWork
 
@@ -51,22 +51,20 @@ async def record_due_publish(
     uow: UnitOfWork,
     registry: ConnectorRegistry,
     zone: ZoneInfo,
-    action_id: int,
+    proposed: ProposedAction,
+    intent: Intent,
     result: dict[str, Any],
 ) -> None:
-    """Called in the transaction that books a succeeded execution: a publish the CMS holds as scheduled gets its
-    timer row there, so that no scheduled post exists without one."""
-    proposed = await uow.get(ProposedAction, action_id)
-    if proposed is None or proposed.name != CmsPublish.name or result.get("status") != "scheduled":
+    """Called in the transaction that books a succeeded execution, with its action and the intent that asked for
+    it: a publish the CMS holds as scheduled gets its timer row there, so that no scheduled post exists without
+    one."""
+    if proposed.name != CmsPublish.name or result.get("status") != "scheduled":
         return
     action = registry.validate(proposed.name, proposed.params)
-    assert isinstance(action, CmsPublish) and action.publish_at is not None
-    run = await uow.get(Run, proposed.run_id)
-    intent = await uow.get(Intent, run.intent_id) if run is not None else None
-    assert intent is not None
+    assert isinstance(action, CmsPublish) and action.publish_at is not None and proposed.id is not None
     uow.session.add(
         ScheduledPublish(
-            action_id=action_id,
+            action_id=proposed.id,
             slug=action.slug,
             connector=registry.connector_label(CmsPublish.name),
             publish_at=action.publish_at,

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import structlog
 
 from storage.records import Incident
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +69,22 @@ class MemoryStore(Protocol):
         ttl: timedelta | None = None,
     ) -> tuple[int, bool]:
         """Store a memory; returns its id and whether it is new (the same text twice is stored once)."""
+        ...
+
+    async def remember_within(
+        self,
+        uow: UnitOfWork,
+        team: str,
+        text: str,
+        *,
+        kind: str = "note",
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> bool:
+        """Store a memory in the caller's open unit of work, to be committed (or not) with the rest of it, when
+        this store keeps its memories in that database: True. False when it cannot (a remote index is written
+        after the commit): the caller remembers it with :meth:`remember` after committing. A memory refused
+        raises MemoryStoreError before anything is written, so the caller's transaction can go on without it."""
         ...
 
     async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:

@@ -37,7 +37,7 @@ from storage.memory.entities import named_keys, namespace, normalised_key
 from storage.memory.ranking import HYBRID_ALPHA, fuse, matches, recency_boosted
 from storage.memory.snapshot import SnapshotError, exported, memory_row
 from storage.records import Memory, UtcDateTime, utcnow
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 if TYPE_CHECKING:
     from storage.memory.keyword_index import TeamIndex, Tokenizer
@@ -57,6 +57,11 @@ KEYWORD_INDEXES_KEPT = 64
 IMPORT_BATCH = 1000  # memories per INSERT when importing, and per call of the index hook
 EMBED_BATCH = 256  # texts per call of the embedder when importing
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
+# What the memory table's columns take (PostgreSQL refuses a longer value): checked before a memory is written.
+_MEMORY_LIMITS = {
+    name: Memory.__table__.c[column].type.length  # type: ignore[attr-defined]
+    for name, column in (("team", "team_id"), ("kind", "kind"), ("key", "key"))
+}
 
 
 class EmbeddedMemoryStore:
@@ -91,54 +96,91 @@ class EmbeddedMemoryStore:
         meta: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
     ) -> tuple[int, bool]:
+        values, ttl = await self._new_memory(team, text_, kind, key, meta, ttl)
+        async with self._units() as uow:
+            stored, created = await self._stored(uow.session, values, ttl)
+            await uow.commit()
+        assert stored.id is not None
+        return stored.id, created
+
+    async def remember_within(
+        self,
+        uow: UnitOfWork,
+        team: str,
+        text_: str,
+        *,
+        kind: str = "note",
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> bool:
+        values, ttl = await self._new_memory(team, text_, kind, key, meta, None)
+        await self._stored(uow.session, values, ttl)
+        return True
+
+    async def _new_memory(
+        self,
+        team: str,
+        text_: str,
+        kind: str,
+        key: str | None,
+        meta: dict[str, Any] | None,
+        ttl: timedelta | None,
+    ) -> tuple[dict[str, Any], timedelta | None]:
+        """A new memory's row and its time to live (given, else its kind's), checked and given its vector before
+        anything is written: whatever refuses it raises MemoryStoreError first."""
         if not team:
             raise MemoryStoreError("a memory needs a team (tenant)")
         if not text_.strip():
             raise MemoryStoreError("there is nothing to remember: the text is empty")
+        for name, value in (("team", team), ("kind", kind), ("key", key)):
+            if value is not None and len(value) > _MEMORY_LIMITS[name]:
+                raise MemoryStoreError(f"a memory's {name} takes at most {_MEMORY_LIMITS[name]} characters")
         now = self._clock()
         ttl = ttl if ttl is not None else self._retention.ttl.get(kind)
-        digest = content_hash(text_)
-        async with self._units() as uow:
-            session = uow.session
-            bind = session.bind
-            insert = pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
-            # A new memory comes back from its INSERT … RETURNING; the same text said before is read instead.
-            inserted = (
-                insert(Memory)
-                .values(
-                    team_id=team,
-                    kind=kind,
-                    key=key,
-                    text=text_.strip(),
-                    content_hash=digest,
-                    meta=meta or {},
-                    created_at=now,
-                    expires_at=now + ttl if ttl else None,
-                    use_count=0,
+        values: dict[str, Any] = {
+            "team_id": team,
+            "kind": kind,
+            "key": key,
+            "text": text_.strip(),
+            "content_hash": content_hash(text_),
+            "meta": meta or {},
+            "created_at": now,
+            "expires_at": now + ttl if ttl else None,
+            "use_count": 0,
+        }
+        if self._embedder is not None:
+            try:
+                [vector] = await self._embedder.embed([values["text"]])
+            except Exception as exc:
+                raise MemoryStoreError(f"it could not be embedded ({type(exc).__name__}: {exc})") from exc
+            values |= {"vector": _vector_bytes(vector), "vector_model": self._embedder.model}
+        return values, ttl
+
+    async def _stored(
+        self, session: Any, values: dict[str, Any], ttl: timedelta | None
+    ) -> tuple[Memory, bool]:
+        """Write a new memory's row in this session's transaction: the memory, and whether it is new. A new one
+        comes back from its INSERT … RETURNING; the same text said before is read instead, and kept at least as
+        long as the new one would have been."""
+        bind = session.bind
+        insert = pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+        inserted = insert(Memory).values(**values).on_conflict_do_nothing().returning(Memory)
+        new: Memory | None = (await session.exec(inserted)).scalars().first()
+        if new is not None:
+            self._vector_cache.pop(new.team_id, None)
+            await self._indexed(session, [new])
+            return new, True
+        stored: Memory = (
+            await session.exec(
+                select(Memory).where(
+                    Memory.team_id == values["team_id"], Memory.content_hash == values["content_hash"]
                 )
-                .on_conflict_do_nothing()
-                .returning(Memory)
             )
-            new: Memory | None = (await session.exec(inserted)).scalars().first()
-            created = new is not None
-            stored = (
-                new
-                if new is not None
-                else (
-                    await session.exec(
-                        select(Memory).where(Memory.team_id == team, Memory.content_hash == digest)
-                    )
-                ).one()
-            )
-            if not created and ttl and stored.expires_at is not None:
-                stored.expires_at = max(stored.expires_at, now + ttl)  # said again: kept at least as long
-                uow.session.add(stored)
-            if created:
-                await self._embedded([stored])
-                await self._indexed(uow.session, [stored])
-            await uow.commit()
-        assert stored.id is not None
-        return stored.id, created
+        ).one()
+        if ttl and stored.expires_at is not None:
+            stored.expires_at = max(stored.expires_at, values["created_at"] + ttl)  # said again: kept as long
+            session.add(stored)
+        return stored, False
 
     async def _embedded(self, memories: Sequence[Memory]) -> None:
         """Give new memories their vectors, when there is an embedder."""
@@ -146,7 +188,7 @@ class EmbeddedMemoryStore:
             return
         vectors = await self._embedder.embed([memory.text for memory in memories])
         for memory, vector in zip(memories, vectors, strict=True):
-            memory.vector, memory.vector_model = array("f", vector).tobytes(), self._embedder.model
+            memory.vector, memory.vector_model = _vector_bytes(vector), self._embedder.model
             self._vector_cache.pop(memory.team_id, None)
 
     async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:
@@ -774,3 +816,8 @@ def _filters(kinds: Sequence[str] | None, since: datetime | None) -> tuple[str, 
         sql += " AND m.created_at >= :since"
         values.append(bindparam("since", since, type_=UtcDateTime()))
     return sql, values
+
+
+def _vector_bytes(vector: Sequence[float]) -> bytes:
+    """A vector as the memory table stores it: float32, packed."""
+    return array("f", vector).tobytes()

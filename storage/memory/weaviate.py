@@ -36,7 +36,7 @@ from storage.memory.base import Retention, record_incident
 from storage.memory.embedded import EmbeddedMemoryStore
 from storage.memory.ranking import HYBRID_ALPHA
 from storage.records import Memory, MemoryIndexQueue, UtcDateTime, utcnow
-from storage.unit_of_work import UnitOfWorkFactory, awaiting_remote
+from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory, awaiting_remote
 
 if TYPE_CHECKING:
     from storage.memory.keyword_index import Tokenizer
@@ -428,6 +428,20 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         stored = await super().remember(team, text_, kind=kind, key=key, meta=meta, ttl=ttl)
         await self._push()
         return stored
+
+    async def remember_within(
+        self,
+        uow: UnitOfWork,
+        team: str,
+        text_: str,
+        *,
+        kind: str = "note",
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> bool:
+        """Not within another transaction: the memory is pushed to Weaviate after its own commit (a memory
+        committed with the caller's work would wait in the queue until some later write pushed it)."""
+        return False
 
     async def forget(self, team: str, memory_id: int) -> bool:
         forgotten = await super().forget(team, memory_id)

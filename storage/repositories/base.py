@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Table
+from sqlalchemy import CursorResult, Insert, Table
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,6 +28,23 @@ class SessionRepository:
 
 async def insert_if_absent(session: AsyncSession, model: type[SQLModel], values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when this call inserted the row."""
+    return bool((await _insert_unless_conflicting(session, model, values)).rowcount)
+
+
+async def inserted_key(session: AsyncSession, model: type[SQLModel], values: dict[str, Any]) -> Any | None:
+    """INSERT … ON CONFLICT DO NOTHING; the primary key of the row this call inserted (handed back by the
+    INSERT itself, nothing read after it), None when it inserted none."""
+    result = await _insert_unless_conflicting(session, model, values)
+    if not result.rowcount:
+        return None
+    [key] = result.inserted_primary_key or (None,)
+    assert key is not None, f"the database gave no key for the {model.__name__} inserted"
+    return key
+
+
+async def _insert_unless_conflicting(
+    session: AsyncSession, model: type[SQLModel], values: dict[str, Any]
+) -> CursorResult[Any]:
     table: Table = model.__table__  # type: ignore[attr-defined]
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     # Imported here: the PostgreSQL dialect is slow to import, and a store on SQLite never needs it.
@@ -40,5 +57,4 @@ async def insert_if_absent(session: AsyncSession, model: type[SQLModel], values:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         statement = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    result = await session.exec(statement)
-    return bool(result.rowcount)
+    return await session.exec(statement)

@@ -2,68 +2,172 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 
 from storage.records import (
     ActionStatus,
     AgentPause,
+    Decision,
     Execution,
+    ExecutionAttempt,
     ExecutionStatus,
     Intent,
     ProposedAction,
     Run,
+    RunStatus,
+    utcnow,
 )
-from storage.repositories.base import SessionRepository
+from storage.repositories.base import SessionRepository, inserted_key
 from storage.repositories.budgets import model_spend_of_run
+from storage.repositories.runs import run_status_update
+
+# The decisions that let an action run: a person's approval (or vote towards one), or a policy rule's allow.
+_ALLOWING = or_(
+    and_(col(Decision.kind) == "human", col(Decision.verdict).in_(("vote", "approved"))),
+    and_(col(Decision.kind) == "policy", col(Decision.verdict) == "allow"),
+)
+_WHO_ALLOWED = (col(Decision.kind), col(Decision.actor), col(Decision.rule_id))
+
+
+@dataclass(frozen=True)
+class ActionToExecute:
+    """An approved action as its claim reads it: its run, its agent's pause if paused, the intent that asked
+    for it and who allowed it (the people who approved it, in the order they did, each once; the policy rule
+    that allowed it without asking anyone, if one did)."""
+
+    action: ProposedAction
+    run: Run
+    pause: AgentPause | None
+    intent: Intent
+    approvers: tuple[str, ...]
+    allowed_by_rule: str | None
 
 
 @dataclass(frozen=True)
 class ExecutionInHand:
-    """An execution with the action it runs, its run, the intent that asked for it and what the model cost for
-    the run so far."""
+    """A claimed execution with what booking it needs: the claim hands it on, a restart reads it again
+    (:meth:`ExecutionRepository.execution_in_hand`)."""
 
-    execution: Execution
+    execution_id: int
+    key: str
     action: ProposedAction
-    run: Run
     intent: Intent
+    approvers: tuple[str, ...]
+    allowed_by_rule: str | None
+
+
+@dataclass(frozen=True)
+class Booked:
+    """What booking an execution did to its run: the status it moved the run to (None: the run's status
+    stayed), and what the model cost for the run so far."""
+
+    run_status: RunStatus | None
     model_spend: float
 
 
 class ExecutionRepository(SessionRepository):
     __slots__ = ()
 
-    async def action_to_execute(self, action_id: int) -> tuple[ProposedAction, Run, AgentPause | None] | None:
-        """The action, its run and its agent's pause if paused: one statement."""
+    async def action_to_execute(self, action_id: int) -> ActionToExecute | None:
+        """The action with its run, its agent's pause, its intent and who allowed it: one statement (a row
+        per allowing decision)."""
         query = (
-            select(ProposedAction, Run, AgentPause)
+            select(ProposedAction, Run, Intent, AgentPause)
+            .add_columns(*_WHO_ALLOWED)
             .join(Run, col(Run.id) == col(ProposedAction.run_id))
+            .join(Intent, col(Intent.id) == col(Run.intent_id))
             .outerjoin(AgentPause, col(AgentPause.agent) == col(Run.agent))
+            .outerjoin(Decision, and_(col(Decision.action_id) == col(ProposedAction.id), _ALLOWING))
             .where(col(ProposedAction.id) == action_id)
+            .order_by(col(Decision.id))
         )
-        found = (await self.session.exec(query)).first()
-        return None if found is None else (found[0], found[1], found[2])
+        # sqlmodel types exec() for at most four columns; the rows are the seven selected.
+        rows = (await self.session.exec(query)).all()  # type: ignore[call-overload]
+        if not rows:
+            return None
+        action, run, intent, pause = rows[0][:4]
+        approvers, rule = _who_allowed(row[4:] for row in rows)
+        return ActionToExecute(action, run, pause, intent, approvers, rule)
 
-    async def execution_in_hand(self, key: str) -> ExecutionInHand | None:
-        """The execution of this idempotency key with its action, run, intent and the run's model spend (for the
-        spend metric of a run the execution completes): one statement."""
+    async def claim(self, action_id: int, key: str, now: datetime, owner: int) -> int | None:
+        """Claim the idempotency key with a new execution, started now by ``owner``: its id, or None when the
+        key was claimed before (one INSERT … ON CONFLICT DO NOTHING)."""
+        values = {
+            "action_id": action_id,
+            "idempotency_key": key,
+            "status": ExecutionStatus.STARTED,
+            "result": {},
+            "started_at": now,
+            "owner": owner,
+        }
+        execution_id: int | None = await inserted_key(self.session, Execution, values)
+        return execution_id
+
+    async def execution_in_hand(self, execution_id: int) -> tuple[Execution, ExecutionInHand] | None:
+        """The execution, and what booking it needs as its claim had it: one statement (a row per allowing
+        decision)."""
         query = (
-            select(Execution, ProposedAction, Run, Intent)
-            .add_columns(model_spend_of_run(Run.id, Run.intent_id))
+            select(Execution, ProposedAction, Intent)
+            .add_columns(*_WHO_ALLOWED)
             .join(ProposedAction, col(ProposedAction.id) == col(Execution.action_id))
             .join(Run, col(Run.id) == col(ProposedAction.run_id))
             .join(Intent, col(Intent.id) == col(Run.intent_id))
-            .where(col(Execution.idempotency_key) == key)
+            .outerjoin(Decision, and_(col(Decision.action_id) == col(ProposedAction.id), _ALLOWING))
+            .where(col(Execution.id) == execution_id)
+            .order_by(col(Decision.id))
         )
-        # sqlmodel types exec() for at most four columns; the rows are the five selected.
-        found = (await self.session.exec(query)).first()  # type: ignore[call-overload]
-        if found is None:
+        rows = (await self.session.exec(query)).all()  # type: ignore[call-overload]
+        if not rows:
             return None
-        execution, action, run, intent, spend = found
-        return ExecutionInHand(execution, action, run, intent, float(spend))
+        execution, action, intent = rows[0][:3]
+        approvers, rule = _who_allowed(row[3:] for row in rows)
+        assert execution.id is not None
+        in_hand = ExecutionInHand(execution.id, execution.idempotency_key, action, intent, approvers, rule)
+        return execution, in_hand
+
+    async def book(
+        self,
+        in_hand: ExecutionInHand,
+        status: ExecutionStatus,
+        result: dict[str, Any],
+        error: str | None,
+        finished_at: datetime,
+        attempts: Sequence[ExecutionAttempt],
+    ) -> Booked | None:
+        """Settle an execution in flight with its outcome and the attempts that led to it, and move its action
+        (executed or failed) and its run on; nothing is read first. A compare-and-set on the execution being in
+        flight: None, and nothing written, when another process settled it first."""
+        settled = (
+            update(Execution)
+            .where(
+                col(Execution.id) == in_hand.execution_id, col(Execution.status) == ExecutionStatus.STARTED
+            )
+            .values(status=status, result=result, error=error, finished_at=finished_at)
+            .execution_options(synchronize_session=False)
+        )
+        if not (await self.session.exec(settled)).rowcount:
+            return None
+        self.session.add_all(attempts)
+        action = in_hand.action
+        action_status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
+        await self.session.exec(
+            update(ProposedAction)
+            .where(col(ProposedAction.id) == action.id)
+            .values(status=action_status)
+            .execution_options(synchronize_session=False)
+        )
+        # The run's new status comes back with its model spend (for the spend metric of a run this completes).
+        moved = run_status_update(action.run_id, {"updated_at": utcnow()}, only_if_moved=True).returning(
+            col(Run.status), model_spend_of_run(Run.id, Run.intent_id).correlate(Run)
+        )
+        row = (await self.session.exec(moved)).first()
+        return Booked(None, 0.0) if row is None else Booked(RunStatus(row[0]), float(row[1]))
 
     async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
         query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))
@@ -84,3 +188,14 @@ class ExecutionRepository(SessionRepository):
             col(Execution.status) == ExecutionStatus.STARTED, col(Execution.started_at) < stale_before
         )
         return list((await self.session.exec(query)).all())
+
+
+def _who_allowed(
+    decisions: Iterable[Sequence[Any]],
+) -> tuple[tuple[str, ...], str | None]:
+    """The people who approved (in order, each once) and the policy rule that allowed, from allowing
+    decisions' (kind, actor, rule); rows of an outer join that found none are (None, None, None)."""
+    rows = list(decisions)
+    approvers = [actor for kind, actor, _ in rows if kind == "human"]
+    rule = next((rule for kind, _, rule in rows if kind == "policy"), None)
+    return tuple(dict.fromkeys(approvers)), rule

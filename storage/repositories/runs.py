@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, literal_column, union_all, update
+from sqlalchemy import ColumnElement, Select, Update, case, func, literal_column, union_all, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -104,23 +104,6 @@ class RunRepository(SessionRepository):
             requester_today=today,
         )
 
-    async def allowed_by(self, action_id: int) -> tuple[tuple[str, ...], str | None]:
-        """Who let the action run: the people who approved it (in order, each once), and the policy rule that
-        allowed it without asking anyone, if one did."""
-        query = (
-            select(Decision.kind, Decision.verdict, Decision.actor, Decision.rule_id)
-            .where(Decision.action_id == action_id, col(Decision.kind).in_(("human", "policy")))
-            .order_by(col(Decision.id))
-        )
-        rows = (await self.session.exec(query)).all()
-        approvers = [
-            actor for kind, verdict, actor, _ in rows if kind == "human" and verdict in ("vote", "approved")
-        ]
-        rule = next(
-            (rule for kind, verdict, _, rule in rows if kind == "policy" and verdict == "allow"), None
-        )
-        return tuple(dict.fromkeys(approvers)), rule
-
     async def decisions_for_action(self, action_id: int) -> Sequence[Decision]:
         query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
         return (await self.session.exec(query)).all()
@@ -195,40 +178,18 @@ class RunRepository(SessionRepository):
         return action
 
     async def refresh_run_status(self, run_id: int, **values: Any) -> RunStatus | None:
-        """Give the run the status its actions' statuses make (RUN_STATUS_FROM_ACTIONS), with ``values`` for
-        other columns that move it on: one UPDATE … RETURNING, the actions looked at by the database. Without
-        ``values`` a run that has that status already is not written. A copy of the run this session holds is
-        brought up to date. Returns the status written, None when nothing was."""
-
-        def having(statuses: Sequence[str]) -> ColumnElement[bool]:
-            return (
-                sql_select(col(ProposedAction.id))
-                .where(col(ProposedAction.run_id) == col(Run.id), col(ProposedAction.status).in_(statuses))
-                .exists()
-            )
-
-        status = case(
-            *((having(actions), run_status) for run_status, actions in RUN_STATUS_FROM_ACTIONS),
-            else_=RUN_STATUS_OTHERWISE,
-        )
-        moving = col(Run.id) == run_id
-        if not values:
-            moving = moving & (col(Run.status) != status)
-        values = {**values, "updated_at": values.get("updated_at", utcnow())}
-        statement = (
-            update(Run)
-            .where(moving)
-            .values(status=status, **values)
-            .returning(col(Run.status))
-            .execution_options(synchronize_session=False)
-        )
+        """Give the run the status its actions' statuses make, with ``values`` for other columns that move it
+        on (:func:`run_status_update`). A copy of the run this session holds is brought up to date. Returns the
+        status written, None when nothing was."""
+        stamped = {**values, "updated_at": values.get("updated_at", utcnow())}
+        statement = run_status_update(run_id, stamped, only_if_moved=not values).returning(col(Run.status))
         written = (await self.session.exec(statement)).scalar_one_or_none()
         if written is None:
             return None
         new_status = RunStatus(written)
         held = self.session.identity_map.get(identity_key(Run, run_id))
         if held is not None:
-            for name, value in {**values, "status": new_status}.items():
+            for name, value in {**stamped, "status": new_status}.items():
                 set_committed_value(held, name, value)
         return new_status
 
@@ -282,3 +243,27 @@ def _tagged(tag: str) -> Select[tuple[str, str, dict[str, Any]]]:
 
 def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
     return round(sum(float(p["amount"]) for p in params if isinstance(p.get("amount"), int | float)), 2)
+
+
+def run_status_update(run_id: int, values: Mapping[str, Any], *, only_if_moved: bool) -> Update:
+    """The UPDATE that gives the run the status its actions' statuses make (RUN_STATUS_FROM_ACTIONS), the
+    actions looked at by the database, and ``values`` to other columns; ``only_if_moved``: it leaves a run that
+    has that status already alone."""
+
+    def having(statuses: Sequence[str]) -> ColumnElement[bool]:
+        return (
+            sql_select(col(ProposedAction.id))
+            .where(col(ProposedAction.run_id) == col(Run.id), col(ProposedAction.status).in_(statuses))
+            .exists()
+        )
+
+    status = case(
+        *((having(actions), run_status) for run_status, actions in RUN_STATUS_FROM_ACTIONS),
+        else_=RUN_STATUS_OTHERWISE,
+    )
+    moving = col(Run.id) == run_id
+    if only_if_moved:
+        moving = moving & (col(Run.status) != status)
+    return (
+        update(Run).where(moving).values(status=status, **values).execution_options(synchronize_session=False)
+    )

@@ -146,16 +146,15 @@ async def test_a_published_post_gets_one_snippet_per_network_for_an_editor_to_ap
 async def executed(aios: Aios, published: ProposedAction) -> ActionExecuted:
     """The publish's ActionExecuted as its booking told it, from the records."""
     async with aios.units() as uow:
-        [execution] = (
-            await uow.session.exec(select(Execution).where(Execution.action_id == published.id))
+        [execution_id] = (
+            await uow.session.exec(select(Execution.id).where(Execution.action_id == published.id))
         ).all()
-        run = await uow.get(Run, published.run_id)
-        assert run is not None
-        intent = await uow.get(Intent, run.intent_id)
-        assert intent is not None
-        approvers, rule = await uow.runs.allowed_by(published.id or 0)
+        assert execution_id is not None
+        found = await uow.executions.execution_in_hand(execution_id)
+    assert found is not None
+    execution, in_hand = found
     assert execution.finished_at is not None
-    return action_executed_event(published, intent, execution, execution.finished_at, approvers, rule)
+    return action_executed_event(in_hand, execution.status, execution.result, execution.finished_at)
 
 
 async def test_a_redelivered_publish_event_proposes_no_second_set(aios: Aios) -> None:
