@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,7 +32,9 @@ from storage.migrate import upgrade_to_head
 from storage.records import Incident, Memory, MemoryIndexQueue
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
+from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.weaviate_server import WeaviateServer
+from tests.integration.conftest import ask, start_aios
 
 SHOP, STUDIO = "T0SHOP", "T0STUDIO"
 RETENTION = Retention(
@@ -546,3 +549,43 @@ async def test_filling_a_new_collection_keeps_neither_start_nor_the_first_comman
         assert {before, new} <= set(await indexed(client, collection, SHOP))
     finally:
         await store.close()
+
+
+async def test_the_store_writes_no_memory_within_another_transaction(
+    store: IndexedMemoryStore, units: UnitOfWorkFactory
+) -> None:
+    """Its index is pushed after its own commit: a memory committed with someone else's work would wait."""
+    async with units() as uow:
+        assert not await store.remember_within(uow, SHOP, "the Lisbon warehouse closes at five")
+        await uow.commit()
+    assert await recorded(units, SHOP) == set() and await queued(units) == 0
+
+
+async def test_an_executed_actions_outcome_is_remembered_after_its_booking_and_indexed(
+    where: Where,
+    units: UnitOfWorkFactory,
+    client: Any,
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+) -> None:
+    await client.collections.delete(COLLECTION)  # another test's memories in the bot's collection
+    weaviate = {"WEAVIATE_URL": where.url, "WEAVIATE_GRPC_PORT": str(where.grpc_port)}
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        **weaviate,
+        **({"WEAVIATE_API_KEY": where.api_key} if where.api_key else {}),
+    )
+    try:
+        assert isinstance(aios.memory, IndexedMemoryStore)
+        await back_up(aios.memory)  # the new collection is filled in the background
+        await ask(aios, "refund $20 on order 1003, the lid cracked")
+        [memory] = await aios.memory.lookup("T0FAKE", "order:1003")
+        assert "refunded $20.00 on order 1003" in memory.text
+        await assert_in_step(units, client, COLLECTION, "T0FAKE")
+    finally:
+        await aios.close()

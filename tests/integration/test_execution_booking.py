@@ -1,0 +1,97 @@
+"""An execution is booked from what its claim read, or after a restart from the stored rows, through one path;
+and once: a second booking of the same execution (by a process that took it over) writes nothing."""
+
+from __future__ import annotations
+
+from sqlmodel import delete, select
+
+from bot.bootstrap import Aios
+from runtime.messages import DecideApproval, ReconcileExecution
+from storage.records import (
+    ActionStatus,
+    Approval,
+    Execution,
+    ExecutionAttempt,
+    ExecutionStatus,
+    Memory,
+    ProposedAction,
+)
+from tests.conftest import Clock
+from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask
+
+TEAM = "T0FAKE"
+
+
+async def approved_refund(aios: Aios) -> Execution:
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    async with aios.units() as uow:
+        approval = (await uow.session.exec(select(Approval))).one()
+    assert approval.id is not None
+    await aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+    async with aios.units() as uow:
+        execution = (await uow.session.exec(select(Execution))).one()
+    assert execution.status == ExecutionStatus.SUCCEEDED
+    return execution
+
+
+async def test_an_execution_reconciled_after_a_restart_is_booked_from_the_stored_rows(
+    aios: Aios, clock: Clock
+) -> None:
+    execution = await approved_refund(aios)
+    [kept] = await aios.memory.lookup(TEAM, "order:1001")
+    assert f"asked by {REQUESTER}, approved by {MANAGER})" in kept.text
+    async with aios.units() as uow:
+        # As if the process died after the shop refunded and before the execution was booked.
+        stored = await uow.get(Execution, execution.id)
+        assert stored is not None
+        stored.status, stored.result, stored.finished_at = ExecutionStatus.STARTED, {}, None
+        uow.session.add(stored)
+        await uow.runs.set_action_status(stored.action_id, ActionStatus.APPROVED)
+        await uow.session.exec(delete(Memory))
+        await uow.commit()
+    clock.advance(minutes=5)
+
+    assert execution.id is not None
+    await aios.process(ReconcileExecution(execution.id))
+
+    async with aios.units() as uow:
+        settled = await uow.get(Execution, execution.id)
+        action = await uow.get(ProposedAction, execution.action_id)
+    assert settled is not None and settled.status == ExecutionStatus.SUCCEEDED
+    assert settled.result["replayed"] is True
+    assert action is not None and action.status == ActionStatus.EXECUTED
+    [remembered] = await aios.memory.lookup(
+        TEAM, "order:1001"
+    )  # who asked, who approved: as the claim had it
+    assert remembered.text != kept.text
+    assert f"asked by {REQUESTER}, approved by {MANAGER})" in remembered.text
+
+
+async def test_an_execution_booked_by_another_process_first_is_not_booked_again(aios: Aios) -> None:
+    execution = await approved_refund(aios)
+    assert execution.id is not None
+    async with aios.units.read() as uow:
+        found = await uow.executions.execution_in_hand(execution.id)
+        attempts = (await uow.session.exec(select(ExecutionAttempt))).all()
+    assert found is not None
+    _, in_hand = found
+    late = ExecutionAttempt(execution_id=execution.id, number=9, kind="lookup", outcome="ok")
+
+    async with aios.units() as uow:
+        booked = await uow.executions.book(
+            in_hand, ExecutionStatus.FAILED, {}, "late", execution.started_at, [late]
+        )
+        await uow.commit()
+
+    assert booked is None
+    async with aios.units.read() as uow:
+        settled = await uow.get(Execution, execution.id)
+        action = await uow.get(ProposedAction, execution.action_id)
+        assert (await uow.session.exec(select(ExecutionAttempt))).all() == attempts
+    assert settled is not None
+    assert (settled.status, settled.result, settled.error) == (
+        ExecutionStatus.SUCCEEDED,
+        execution.result,
+        None,
+    )
+    assert action is not None and action.status == ActionStatus.EXECUTED
