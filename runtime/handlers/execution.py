@@ -300,8 +300,8 @@ class Executions(HandlerBase):
             await record_planned_slot(uow, self.registry, self.zone, in_hand.action, in_hand.intent)
             remembered = await remember_outcome_within(uow, self.memory, self.registry, event)
             await uow.commit()
-        if booked.run_status == RunStatus.COMPLETED:
-            completed_run_spend(booked.model_spend)
+        if booked.completed_run_spend is not None:
+            completed_run_spend(booked.completed_run_spend)
         return [replace(event, outcome_remembered=remembered)]
 
     @staticmethod

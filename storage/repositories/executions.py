@@ -64,11 +64,9 @@ class ExecutionInHand:
 
 @dataclass(frozen=True)
 class Booked:
-    """What booking an execution did to its run: the status it moved the run to (None: the run's status
-    stayed), and what the model cost for the run so far."""
+    """A booking done: what the model cost for the run (the spend metric's), when this booking completed it."""
 
-    run_status: RunStatus | None
-    model_spend: float
+    completed_run_spend: float | None
 
 
 class ExecutionRepository(SessionRepository):
@@ -162,12 +160,14 @@ class ExecutionRepository(SessionRepository):
             .values(status=action_status)
             .execution_options(synchronize_session=False)
         )
-        # The run's new status comes back with its model spend (for the spend metric of a run this completes).
+        # The run's new status (none: it stays) comes back with its model spend.
         moved = run_status_update(action.run_id, {"updated_at": utcnow()}, only_if_moved=True).returning(
             col(Run.status), model_spend_of_run(Run.id, Run.intent_id).correlate(Run)
         )
         row = (await self.session.exec(moved)).first()
-        return Booked(None, 0.0) if row is None else Booked(RunStatus(row[0]), float(row[1]))
+        if row is None or row[0] != RunStatus.COMPLETED:
+            return Booked(None)
+        return Booked(float(row[1]))
 
     async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
         query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))
