@@ -160,9 +160,11 @@ class ExecutionRepository(SessionRepository):
             .values(status=action_status)
             .execution_options(synchronize_session=False)
         )
-        # The run's new status (none: it stays) comes back with its model spend.
+        # The run's new status (none: it stays) comes back with its model spend, summed by the ids in hand: SQLite
+        # names RETURNING's columns without their table, so a subquery there cannot tell the run's from its own.
+        spend = model_spend_of_run(action.run_id, in_hand.intent.id)
         moved = run_status_update(action.run_id, {"updated_at": utcnow()}, only_if_moved=True).returning(
-            col(Run.status), model_spend_of_run(Run.id, Run.intent_id).correlate(Run)
+            col(Run.status), spend
         )
         row = (await self.session.exec(moved)).first()
         if row is None or row[0] != RunStatus.COMPLETED:
