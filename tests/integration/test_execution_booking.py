@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlmodel import delete, select
 
 from bot.bootstrap import Aios
+from runtime.handlers.execution import action_executed_event
 from runtime.messages import DecideApproval, ReconcileExecution
 from storage.records import (
     ActionStatus,
@@ -95,3 +96,19 @@ async def test_an_execution_booked_by_another_process_first_is_not_booked_again(
         None,
     )
     assert action is not None and action.status == ActionStatus.EXECUTED
+
+
+async def test_an_outcome_told_again_is_remembered_once(aios: Aios, clock: Clock) -> None:
+    """Its memory says when the action was done, not when it was told: the same text, stored once."""
+    execution = await approved_refund(aios)
+    assert execution.id is not None and execution.finished_at is not None
+    async with aios.units.read() as uow:
+        found = await uow.executions.execution_in_hand(execution.id)
+    assert found is not None
+    told_again = action_executed_event(found[1], execution.status, execution.result, execution.finished_at)
+    assert not told_again.outcome_remembered
+    clock.advance(minutes=5)
+
+    await aios.process(told_again)
+
+    assert len(await aios.memory.lookup(TEAM, "order:1001")) == 1
