@@ -17,7 +17,9 @@ nobody else can have written its row since it was loaded) and read back at commi
 statement inserts the entries after the head the engine's last commit left, compared with the last entries it
 knows (see :func:`append`). When a record updated is not known, or another writer has appended since (the
 entries that went in are then taken out again), one statement reads the chain's head with the last entries of the
-records updated, and one inserts the entries after it (PostgreSQL takes its advisory lock before the read).
+records updated, and one inserts the entries after it (PostgreSQL takes its advisory lock before the read, unless
+the transaction holds a seq from the entries it took out). Entries are appended when the outermost transaction
+commits, not when a savepoint is released.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Itera
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum, auto
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -116,6 +119,7 @@ REMEMBERED = 1_000  # records whose last entry a process keeps in mind per engin
 Record = tuple[str, str]  # (table, key)
 _NOTES = "aios_audit_notes"  # session.info key: what the transaction in progress wrote (_Notes)
 _PENDING = "aios_audit_pending"  # session.info key: the engine and its _Chain once the transaction commits
+_SAVEPOINTS = "aios_audit_savepoints"  # session.info key: each open savepoint → the notes as it began
 # The content of the entry that records a deletion: a record whose last entry is this is meant to be gone. The
 # product deletes audited rows in two cases only, and only those are tombstoned: the votes an edit of the
 # parameters voids (approval_vote rows named by ``voiding_votes``, in a transaction that writes the edit's
@@ -204,6 +208,9 @@ class _Notes:
     loaded: set[Record] = field(default_factory=set)
     # Records a Core statement wrote in this transaction: their ORM objects may not know every column.
     core_written: set[Record] = field(default_factory=set)
+
+    def copy(self) -> _Notes:
+        return _Notes(dict(self.written), set(self.meant_deletions), set(self.loaded), set(self.core_written))
 
 
 def _notes(session: Session) -> _Notes:
@@ -429,6 +436,11 @@ def forgetting_reasons(session: Session, reason_ids: Iterable[Any]) -> None:
 
 
 def before_commit(session: Session) -> None:
+    """The outermost transaction appends for all it wrote. A savepoint's release (SQLAlchemy calls it a commit
+    too) leaves its notes to that transaction: entries appended in it, and a head remembered from them, would
+    name what the outer transaction may yet roll back."""
+    if session.in_nested_transaction():
+        return
     session.flush()  # so that after_flush has seen every record of the transaction
     notes: _Notes | None = session.info.pop(_NOTES, None)
     if notes is not None and notes.written:
@@ -448,7 +460,23 @@ def after_commit(session: Session) -> None:
             _KNOWN[engine] = chain
 
 
+def after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    """A savepoint keeps the notes as they were when it began, for its rollback to go back to."""
+    if transaction.nested:
+        notes: _Notes | None = session.info.get(_NOTES)
+        saved = None if notes is None else notes.copy()
+        session.info.setdefault(_SAVEPOINTS, {})[transaction] = saved
+
+
 def after_rollback(session: Session) -> None:
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:  # what was written since it began is undone; what was before stays
+        saved: _Notes | None = session.info.get(_SAVEPOINTS, {}).get(savepoint)
+        if saved is None:
+            session.info.pop(_NOTES, None)
+        else:
+            session.info[_NOTES] = saved
+        return
     session.info.pop(_NOTES, None)
     _forget_pending(session)
 
@@ -456,8 +484,11 @@ def after_rollback(session: Session) -> None:
 def after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     """A transaction closed without commit or rollback (the session closed) leaves no notes to the next one:
     what it loaded is no longer known to be as stored."""
-    if transaction.parent is None:
+    if transaction.nested:
+        session.info.get(_SAVEPOINTS, {}).pop(transaction, None)
+    elif transaction.parent is None:
         session.info.pop(_NOTES, None)
+        session.info.pop(_SAVEPOINTS, None)
         _forget_pending(session)
 
 
@@ -517,14 +548,17 @@ def append(
     ``known`` (the head this process last wrote or read, and the last entries of the records compared), that is
     the one statement: if another writer has appended since, some seq is taken, the entries that went in are
     taken out again, and the append falls back to reading the head. Readers of the head take turns from that
-    read to their commit (PostgreSQL: an advisory lock; SQLite: the write lock the engine takes at BEGIN), and
-    try again after a writer that went by the known head took their seq: no fork, no gap."""
+    read to their commit (PostgreSQL: an advisory lock, but for one that holds seqs it took out, see
+    _append_to_head_read; SQLite: the write lock the engine takes at BEGIN), and try again after a writer that
+    went by the known head took their seq: no fork, no gap."""
     contents = _contents(connection, written, meant)
+    holding = False
     if known is not None:
         appended = _append_to_known(connection, known, written, contents)
-        if appended is not None:
+        if isinstance(appended, tuple):
             return appended
-    return _append_to_head_read(connection, written, contents, known)
+        holding = appended is _Inserted.TAKEN_OUT
+    return _append_to_head_read(connection, written, contents, known, take_turn=not holding)
 
 
 def _contents(
@@ -548,21 +582,23 @@ def _append_to_known(
     known: _Chain,
     written: Mapping[Record, _Written],
     contents: Mapping[Record, str | None],
-) -> tuple[int, _Chain] | None:
-    """The append after the known head in one INSERT; None if that cannot be done: a record compared is not
-    known, there is nothing to append (so no INSERT to tell whether the head moved, and with it the last entries
-    compared), or another writer has appended since."""
+) -> tuple[int, _Chain] | _Inserted:
+    """The append after the known head in one INSERT; if that cannot be done, what the attempt left: NONE when
+    there was no INSERT (a record compared is not known, or there is nothing to append, so no INSERT to tell
+    whether the head moved, and with it the last entries compared) or none of its entries went in, TAKEN_OUT
+    when another writer has appended since and the entries that did go in were taken out again."""
     compared = [
         record for record, content in contents.items() if content is not None and not written[record].new
     ]
     if any(record not in known.latest for record in compared):
-        return None
+        return _Inserted.NONE
     rows = _entries(
         (known.seq, known.entry_hash), contents, {record: known.latest[record] for record in compared}
     )
-    if not rows or not _insert(connection, rows):
-        return None
-    return len(rows), known.after(rows, {})
+    if not rows:
+        return _Inserted.NONE
+    inserted = _insert(connection, rows)
+    return (len(rows), known.after(rows, {})) if inserted is _Inserted.ALL else inserted
 
 
 def _append_to_head_read(
@@ -570,15 +606,21 @@ def _append_to_head_read(
     written: Mapping[Record, _Written],
     contents: Mapping[Record, str | None],
     known: _Chain | None,
+    take_turn: bool,
 ) -> tuple[int, _Chain]:
-    if connection.dialect.name == "postgresql":
-        # Before the head read: a transaction that wrote an audited record nearly always appends.
+    """The append after the head read. ``take_turn``: PostgreSQL's advisory lock is taken before the read (a
+    transaction that wrote an audited record nearly always appends), unless the transaction holds seqs (entries
+    of its own that went in and were taken out: PostgreSQL keeps them locked until it ends). The lock's holder
+    may be waiting for such a seq, so waiting for the lock then would close a cycle; and a transaction holding a
+    seq holds every seq from the head up to it (each one before it was taken by a committed entry or by this
+    transaction), so no one else can append before it anyway."""
+    if take_turn and connection.dialect.name == "postgresql":
         _take_turn(connection)
     while True:
         head, latest = _head_and_latest(connection, [record for record, w in written.items() if not w.new])
         rows = _entries(head, contents, latest)
         # Only a writer that went by its known head, without the turn, can have taken a seq after the head read.
-        if _insert(connection, rows):
+        if _insert(connection, rows) is _Inserted.ALL:
             break
     # The records known before stay known when the head is the known one: no one appended in between.
     base = known if known is not None and (known.seq, known.entry_hash) == head else _Chain(*head, {})
@@ -617,18 +659,29 @@ def _entries(
     return rows
 
 
-def _insert(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Insert the entries unless a seq of theirs is taken (PostgreSQL waits for the transaction that took it);
-    whether all went in. If not, those that did are taken out again."""
+class _Inserted(Enum):
+    """What became of an INSERT of entries."""
+
+    ALL = auto()
+    NONE = auto()  # every seq was taken: nothing went in
+    # Some seqs were taken, and the entries that went in were taken out again. On PostgreSQL the transaction
+    # still holds their seqs (a deleted row of a transaction in progress): another INSERT of one waits for it.
+    TAKEN_OUT = auto()
+
+
+def _insert(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> _Inserted:
+    """Insert the entries unless a seq of theirs is taken (PostgreSQL waits for the transaction that took it).
+    If some are taken, those that went in are taken out again."""
     if not rows:
-        return True
+        return _Inserted.ALL
     inserted = list(connection.execute(_insert_entries(connection.dialect.name), rows).scalars())
     if len(inserted) == len(rows):
-        return True
-    if inserted:
-        entries = audit_table()
-        connection.execute(entries.delete().where(entries.c.seq.in_(inserted)))
-    return False
+        return _Inserted.ALL
+    if not inserted:
+        return _Inserted.NONE
+    entries = audit_table()
+    connection.execute(entries.delete().where(entries.c.seq.in_(inserted)))
+    return _Inserted.TAKEN_OUT
 
 
 @cache
@@ -717,6 +770,7 @@ HOOKS: dict[str, Callable[..., Any]] = {
     "do_orm_execute": do_orm_execute,
     "before_commit": before_commit,
     "after_commit": after_commit,
+    "after_transaction_create": after_transaction_create,
     "after_rollback": after_rollback,
     "after_transaction_end": after_transaction_end,
 }

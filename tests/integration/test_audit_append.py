@@ -4,18 +4,21 @@ otherwise. Each test ends with verify, which compares every record with its last
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, make_url, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
-from storage.audit import AuditedSession, verify
+from storage.audit import APPEND_LOCK, AuditedSession, verify
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import (
@@ -180,7 +183,6 @@ async def test_after_another_engine_appended_the_entries_go_after_the_head_read(
     """Another engine (another replica) appends: the known head is out of date, so the INSERT after it finds its
     first seq taken; the entry that went in is taken out, and the entries are linked to the head read instead.
     The next transaction appends in one INSERT again."""
-    postgres = store.engine.dialect.name == "postgresql"
     action_id = store.action.id or 0
     other = create_engine(database_url)
     try:
@@ -195,8 +197,8 @@ async def test_after_another_engine_appended_the_entries_go_after_the_head_read(
                 await uow.commit()
         assert audit_statements(sent) == [
             "INSERT audit_entry",  # the decision's seq is the other engine's: the approval's goes in
-            "DELETE audit_entry",  # and is taken out
-            *head_read(postgres),
+            "DELETE audit_entry",  # and is taken out (its seq stays this transaction's: no turn to wait for)
+            "SELECT audit_entry",
             "INSERT audit_entry",
         ]
 
@@ -395,4 +397,174 @@ async def test_json_is_recorded_as_the_column_keeps_it(store: Store) -> None:
         await uow.commit()
     last = (await store.entries())[-1]
     assert '"m":{"1":"last"}' in last.content and '"t":[1,2]' in last.content
+    await store.intact()
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "the awaited moment never came"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_transaction_holding_seqs_it_took_out_appends_without_waiting_for_the_turn(
+    store: Store, database_url: str
+) -> None:
+    """PostgreSQL. Another engine appends, so this engine's known head is out of date: its INSERT of two entries
+    (a decision and the action) finds the first seq taken and the second free, and the entry that went in is taken
+    out, its seq still this transaction's until it ends. Meanwhile a transaction knowing no head waits for the
+    turn (held by a third connection here); with the turn it reads the head and inserts at that very seq, so it
+    waits for the first. Were the first to wait for the turn, each would wait for the other (a deadlock): it
+    appends after the head read without the turn, and both commit."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns from BEGIN to COMMIT: no one waits for another's seq")
+    action_id = store.action.id or 0
+    other, knowing_nothing = create_engine(database_url), create_engine(database_url)
+    connection = await asyncpg.connect(
+        make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    )
+    turn = connection.transaction()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def waiting_for_the_turn(count: int) -> bool:
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return bool(waiting == count)
+
+    try:
+        await decide(UnitOfWorkFactory.for_engine(other), action_id, "U0OTHER")
+        await turn.start()
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+        tasks.append(
+            asyncio.create_task(decide(UnitOfWorkFactory.for_engine(knowing_nothing), action_id, "U0NEW"))
+        )
+        await until(lambda: waiting_for_the_turn(1))
+        with store.statements() as sent:
+            behind = asyncio.create_task(decide(store.units, action_id, "U0BOB", rationale="behind"))
+            tasks.append(behind)
+
+            async def appended_or_waiting() -> bool:
+                return behind.done() or await waiting_for_the_turn(2)
+
+            await until(appended_or_waiting)
+            await turn.commit()
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await connection.close()
+        await other.dispose()
+        await knowing_nothing.dispose()
+
+    assert audit_statements(sent) == [
+        "INSERT audit_entry",
+        "DELETE audit_entry",
+        "SELECT audit_entry",
+        "INSERT audit_entry",
+    ]
+    entries = await store.entries()
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    await store.intact()
+
+
+async def test_appends_from_several_engines_at_once_all_commit_and_chain(
+    store: Store, database_url: str
+) -> None:
+    """PostgreSQL, a few seconds of it: three engines (replicas), three tasks each, change actions and add
+    decisions at once; some transactions roll back, some fail at commit after appending (so their engine reads
+    the head next time). Every other transaction commits, and the chain holds each change once, in order."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns from BEGIN to COMMIT: appends cannot interleave")
+    actions = [store.action.id or 0]
+    async with store.units() as uow:
+        for amount in (2, 3):
+            added = await uow.add(
+                ProposedAction(run_id=store.action.run_id, name="shop.refund", params={"amount": amount})
+            )
+            actions.append(added.id or 0)
+        await uow.commit()
+    engines = [store.engine, create_engine(database_url), create_engine(database_url)]
+    failed: list[BaseException] = []
+
+    def fail_some_commits(session: Any) -> None:
+        if session.info.pop("fail this commit", False):
+            raise RuntimeError("the commit failed")
+
+    async def writer(units: UnitOfWorkFactory, seed: int) -> None:
+        chance = random.Random(seed)
+        for _ in range(20):
+            try:
+                async with units() as uow:
+                    action = await uow.get(ProposedAction, chance.choice(actions))
+                    assert action is not None
+                    action.rationale = chance.choice(["a", "b", "c"])
+                    uow.session.add(action)
+                    for _ in range(chance.choice([0, 1, 2])):
+                        await uow.add(
+                            Decision(action_id=action.id or 0, kind="human", verdict="vote", actor="U")
+                        )
+                    if chance.random() < 0.1:
+                        continue  # rolled back as the unit of work closes
+                    uow.session.info["fail this commit"] = chance.random() < 0.1
+                    await uow.commit()
+            except RuntimeError as failure:
+                if str(failure) != "the commit failed":
+                    failed.append(failure)
+            except Exception as failure:  # any other failure fails the test, once every writer is done
+                failed.append(failure)
+
+    event.listen(AuditedSession, "before_commit", fail_some_commits)
+    try:
+        writers = [
+            writer(UnitOfWorkFactory.for_engine(e), 10 * i + t)
+            for i, e in enumerate(engines)
+            for t in range(3)
+        ]
+        await asyncio.wait_for(asyncio.gather(*writers), 20)
+    finally:
+        event.remove(AuditedSession, "before_commit", fail_some_commits)
+        for engine in engines[1:]:
+            await engine.dispose()
+    assert failed == []
+    await store.intact()
+
+
+async def test_a_savepoint_released_then_rolled_back_with_its_transaction_leaves_no_head_behind(
+    store: Store,
+) -> None:
+    """A decision written in a savepoint that is released, in a transaction then rolled back: nothing of it is in
+    the chain, and the next transaction links its entry to the chain's real head (were the head its release
+    would have made remembered, the next append would go after an entry that never was: a gap)."""
+    before = await store.entries()
+    async with store.units() as uow:
+        async with uow.session.begin_nested():
+            await uow.add(
+                Decision(action_id=store.action.id or 0, kind="policy", verdict="ask", actor="policy")
+            )
+        await uow.session.rollback()
+    assert await store.entries() == before
+
+    await decide(store.units, store.action.id or 0, "U0BOB")
+
+    entries = await store.entries()
+    assert len(entries) == len(before) + 1 and entries[-1].prev_hash == before[-1].entry_hash
+    await store.intact()
+
+
+async def test_a_savepoint_rolled_back_undoes_only_what_was_written_in_it(store: Store) -> None:
+    """A decision written, then another in a savepoint rolled back, then the commit: the first decision gets its
+    entry, the second (never stored) none."""
+    action_id = store.action.id or 0
+    before = await store.entries()
+    async with store.units() as uow:
+        kept = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
+        savepoint = await uow.session.begin_nested()
+        await uow.add(Decision(action_id=action_id, kind="policy", verdict="deny", actor="policy"))
+        await savepoint.rollback()
+        await uow.commit()
+
+    entries = await store.entries()
+    assert [(e.record_table, e.record_id) for e in entries[len(before) :]] == [("decision", str(kept.id))]
     await store.intact()
