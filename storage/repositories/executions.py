@@ -140,12 +140,15 @@ class ExecutionRepository(SessionRepository):
     ) -> Booked | None:
         """Settle an execution in flight with its outcome and the attempts that led to it, and move its action
         (executed or failed) and its run on; nothing is read first. A compare-and-set on the execution being in
-        flight: None, and nothing written, when another process settled it first."""
+        flight: None, and nothing written, when another process settled it first — unless that process booked a
+        failure and this is a success: the side effect happened (the other's own try failed while this one's was
+        landing), and the record must say so."""
+        open_to = [ExecutionStatus.STARTED]
+        if status == ExecutionStatus.SUCCEEDED:
+            open_to.append(ExecutionStatus.FAILED)
         settled = (
             update(Execution)
-            .where(
-                col(Execution.id) == in_hand.execution_id, col(Execution.status) == ExecutionStatus.STARTED
-            )
+            .where(col(Execution.id) == in_hand.execution_id, col(Execution.status).in_(open_to))
             .values(status=status, result=result, error=error, finished_at=finished_at)
             .execution_options(synchronize_session=False)
         )

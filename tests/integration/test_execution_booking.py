@@ -98,6 +98,42 @@ async def test_an_execution_booked_by_another_process_first_is_not_booked_again(
     assert action is not None and action.status == ActionStatus.EXECUTED
 
 
+async def test_a_success_booked_after_a_taken_over_failure_is_what_the_record_says(aios: Aios) -> None:
+    """A process that took the execution over booked it failed (its own try failed) while the first process's
+    refund was landing: the refund happened, so the first one's success is booked over that failure."""
+    execution = await approved_refund(aios)
+    assert execution.id is not None
+    async with aios.units() as uow:
+        stored = await uow.get(Execution, execution.id)
+        assert stored is not None
+        stored.status, stored.result, stored.finished_at = ExecutionStatus.STARTED, {}, None
+        uow.session.add(stored)
+        await uow.runs.set_action_status(stored.action_id, ActionStatus.APPROVED)
+        await uow.commit()
+    async with aios.units.read() as uow:
+        found = await uow.executions.execution_in_hand(execution.id)
+    assert found is not None
+    _, in_hand = found
+
+    async with aios.units() as uow:
+        taker = await uow.executions.book(
+            in_hand, ExecutionStatus.FAILED, {}, "idempotency key in use", execution.started_at, []
+        )
+        await uow.commit()
+    async with aios.units() as uow:
+        first = await uow.executions.book(
+            in_hand, ExecutionStatus.SUCCEEDED, execution.result, None, execution.started_at, []
+        )
+        await uow.commit()
+
+    assert taker is not None and first is not None
+    async with aios.units.read() as uow:
+        settled = await uow.get(Execution, execution.id)
+        action = await uow.get(ProposedAction, execution.action_id)
+    assert settled is not None and (settled.status, settled.error) == (ExecutionStatus.SUCCEEDED, None)
+    assert action is not None and action.status == ActionStatus.EXECUTED
+
+
 async def test_an_outcome_told_again_is_remembered_once(aios: Aios, clock: Clock) -> None:
     """Its memory says when the action was done, not when it was told: the same text, stored once."""
     execution = await approved_refund(aios)
