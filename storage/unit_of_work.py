@@ -200,18 +200,23 @@ class SharedReads:
         if self._holder is not None and self._holder is asyncio.current_task():
             yield self._open(sessions)  # a read inside a read of the same task: its turn already
             return
-        if self.closed or self._remote_calls:
-            # A task still running after the block (it took a copy of the context), or a read beside a remote
-            # call: a transaction of its own, ended with the read, so that none stays open.
-            async with sessions() as alone:
-                yield alone
-            return
-        async with self._turn:
-            self._holder = asyncio.current_task()
-            try:
-                yield self._open(sessions)
-            finally:
-                self._holder = None
+        if not self._alone():
+            async with self._turn:
+                # A remote call may have begun while this read waited its turn: asked again.
+                if not self._alone():
+                    self._holder = asyncio.current_task()
+                    try:
+                        yield self._open(sessions)
+                    finally:
+                        self._holder = None
+                    return
+        # A task still running after the block (it took a copy of the context), or a read beside a remote call:
+        # a transaction of its own, ended with the read, so that none stays open.
+        async with sessions() as alone:
+            yield alone
+
+    def _alone(self) -> bool:
+        return self.closed or self._remote_calls > 0
 
     def _open(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncSession:
         session = self._sessions.get(id(sessions))
@@ -224,11 +229,13 @@ class SharedReads:
         """End the transaction (once the read on it is done); while the call is awaited, reads made beside it
         take transactions of their own. A read of this very task still open keeps its transaction: it is using
         it."""
-        if self._holder is not asyncio.current_task():
-            async with self._turn:
-                await self._end()
+        # Counted before waiting for the turn, so that a read arriving meanwhile does not begin a new shared
+        # transaction that would stay open throughout the call.
         self._remote_calls += 1
         try:
+            if self._holder is not asyncio.current_task():
+                async with self._turn:
+                    await self._end()
             yield
         finally:
             self._remote_calls -= 1

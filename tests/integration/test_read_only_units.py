@@ -182,6 +182,46 @@ async def test_a_read_beside_a_remote_call_has_a_transaction_of_its_own_ended_wi
         await call
 
 
+async def test_a_read_queued_behind_a_remote_call_for_its_turn_does_not_open_a_shared_transaction(
+    engine: AsyncEngine,
+) -> None:
+    """A remote call waits for its turn (another task is reading) to end the shared transaction; a read that
+    arrives meanwhile, and gets its turn after the call's, must not begin a new shared one that would stay open
+    throughout the call."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    reading, finish_reading, calling, answered = (asyncio.Event() for _ in range(4))
+    held_during_call: list[int] = []
+
+    async def long_read() -> None:
+        async with units.read() as uow:
+            assert await uow.get(Intent, intent_id) is not None
+            reading.set()
+            await finish_reading.wait()
+
+    async def remote_call() -> None:
+        async with awaiting_remote():
+            calling.set()
+            await answered.wait()
+
+    async def read_beside() -> None:
+        async with units.read() as uow:
+            assert await uow.get(Intent, intent_id) is not None
+
+    async with reading_together():
+        first = asyncio.create_task(long_read())
+        await reading.wait()
+        call = asyncio.create_task(remote_call())
+        beside = asyncio.create_task(read_beside())
+        await asyncio.sleep(0)  # both now wait for the long read's turn
+        finish_reading.set()
+        await asyncio.gather(first, beside, calling.wait())
+        held_during_call.append(connections_held(engine))
+        answered.set()
+        await call
+    assert held_during_call == [0]
+
+
 async def test_an_intent_is_claimed_with_its_row_once_it_has_a_thread(engine: AsyncEngine) -> None:
     units = UnitOfWorkFactory.for_engine(engine)
     threadless, threaded = await an_intent(units, thread_ts=None), await an_intent(units)
