@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import Select, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -23,7 +23,7 @@ from storage.records import (
     ProposedAction,
     utcnow,
 )
-from storage.repositories.base import SessionRepository, insert_if_absent
+from storage.repositories.base import SessionRepository, dialect_of, insert_if_absent
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,26 @@ class ApprovalRepository(SessionRepository):
     async def lock_approval_in_hand(self, approval_id: int) -> ApprovalInHand | None:
         """The approval, fresh and locked as :meth:`lock_approval` has it, with its policy decision, its
         action, whether its message is shared with other approvals of the run and whether its action was
-        edited: one statement."""
+        edited: one statement on SQLite, two on PostgreSQL.
+
+        On PostgreSQL the lock comes first, alone: a statement that waits for a row lock re-reads only the rows
+        it locks once the holder commits, and takes the rest from the snapshot it began with. Joined to the
+        lock, a click that waited for an edit would see the edit's approval row next to the action and
+        decision from before it. Read after the lock, in a statement of its own (a new snapshot under READ
+        COMMITTED), everything is as the edit left it. SQLite's writers take turns from BEGIN to COMMIT: its
+        one statement reads what the last writer committed."""
+        if dialect_of(self.session) == "postgresql" and await self.lock_approval(approval_id) is None:
+            return None
+        # sqlmodel types exec() for at most four columns; the rows are the five selected.
+        found = (await self.session.exec(self._in_hand(approval_id))).first()  # type: ignore[call-overload]
+        if found is None:
+            return None
+        approval, decision, action, on_card, was_edited = found
+        return ApprovalInHand(approval, decision, action, on_card > 1, bool(was_edited))
+
+    @staticmethod
+    def _in_hand(approval_id: int) -> Select[tuple[Approval, Decision, ProposedAction, int, bool]]:
+        """The read of :meth:`lock_approval_in_hand`, without the lock."""
         other, others_action = aliased(Approval), aliased(ProposedAction)
         sharing = (
             sql_select(func.count())
@@ -119,21 +138,14 @@ class ApprovalRepository(SessionRepository):
             )
             .exists()
         )
-        query = (
+        return (
             select(Approval, Decision, ProposedAction, sharing)
             .add_columns(edited)
             .join(Decision, col(Decision.id) == col(Approval.decision_id))
             .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
             .where(col(Approval.id) == approval_id)
-            .with_for_update(of=Approval)
             .execution_options(populate_existing=True)
         )
-        # sqlmodel types exec() for at most four columns; the rows are the five selected.
-        found = (await self.session.exec(query)).first()  # type: ignore[call-overload]
-        if found is None:
-            return None
-        approval, decision, action, on_card, was_edited = found
-        return ApprovalInHand(approval, decision, action, on_card > 1, bool(was_edited))
 
     async def lock_approval(self, approval_id: int) -> Approval | None:
         """The approval, fresh and locked for this transaction (FOR UPDATE; SQLite has one writer anyway)."""

@@ -26,6 +26,11 @@ class SessionRepository:
         self.session = session
 
 
+def dialect_of(session: AsyncSession) -> str:
+    """The name of the database the session talks to: "postgresql" or "sqlite"."""
+    return session.bind.dialect.name if session.bind else "sqlite"
+
+
 async def insert_if_absent(session: AsyncSession, model: type[SQLModel], values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when this call inserted the row."""
     return bool((await _insert_unless_conflicting(session, model, values)).rowcount)
@@ -46,7 +51,7 @@ async def _insert_unless_conflicting(
     session: AsyncSession, model: type[SQLModel], values: dict[str, Any]
 ) -> CursorResult[Any]:
     table: Table = model.__table__  # type: ignore[attr-defined]
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    dialect = dialect_of(session)
     # Imported here: the PostgreSQL dialect is slow to import, and a store on SQLite never needs it.
     statement: Insert
     if dialect == "postgresql":

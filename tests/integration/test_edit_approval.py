@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 from sqlalchemy import delete, text, update
 from sqlmodel import col, select
@@ -687,3 +688,85 @@ async def test_a_vote_deleted_through_the_orm_breaks_the_trail(aios: Aios) -> No
         await uow.commit()
     report = await verify(aios.units, ParamsHasher(installed_action_models()), roles_of_policy)
     assert [p.kind for p in report.problems][:1] == ["deleted"]
+
+
+async def click_during_an_edit(
+    aios: Aios, editor: str, changes: dict[str, Any], click: DecideApproval
+) -> None:
+    """The click comes while the edit holds the approval's lock, waits for it, and is decided once the edit has
+    committed. The edit is held inside its transaction by a lock on its stored row, which it writes last."""
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    params = {**(await the_action(aios)).params, **changes}
+    edit_id = await accept_edit(aios.units, approval.id, editor, params, CHANNEL)
+    async with aios.engine.connect() as holder:
+        await holder.execute(select(ActionEdit.id).where(col(ActionEdit.id) == edit_id).with_for_update())
+        editing = asyncio.create_task(
+            aios.process(EditApproval(approval.id, editor, params, CHANNEL, edit_id=edit_id))
+        )
+        await until_waiting_for_locks(aios, 1)  # the edit, holding the approval's lock
+        clicking = asyncio.create_task(aios.process(click))
+        await until_waiting_for_locks(aios, 2)  # and the click, for the approval's lock
+        await holder.rollback()
+    await editing
+    await clicking
+
+
+async def until_waiting_for_locks(aios: Aios, transactions: int) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(1000):
+        async with aios.engine.connect() as connection:  # a new transaction: the statistics are read afresh
+            if (await connection.execute(waiting)).scalar_one() == transactions:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{transactions} transactions never waited for a lock together")
+
+
+async def test_a_click_that_waited_for_an_edit_is_refused_on_the_card_drawn_before_it(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    if aios.engine.dialect.name != "postgresql":
+        pytest.skip(
+            "SQLite's writers take turns from BEGIN to COMMIT: a click never waits inside a statement"
+        )
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    click = DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL, edits_seen=0)
+
+    await click_during_an_edit(aios, FIN1, {"amount": 250.0}, click)
+
+    # The edit made it a manager's to decide, but the manager clicked a card that did not show the edit yet.
+    assert any(
+        "AP-1 was edited after the card you clicked was drawn" in t for t in whispers_to(slack_api, MANAGER)
+    )
+    approval = await the_approval(aios)
+    assert approval.id is not None and approval.status == "pending" and approval.approver_roles == ["manager"]
+    async with aios.units() as uow:
+        assert await uow.approvals.voters(approval.id) == []
+    assert await refunds(aios) == []
+
+
+async def test_a_click_that_waited_for_an_edit_decides_the_edited_request(
+    aios: Aios, slack_api: FakeSlackApi
+) -> None:
+    if aios.engine.dialect.name != "postgresql":
+        pytest.skip(
+            "SQLite's writers take turns from BEGIN to COMMIT: a click never waits inside a statement"
+        )
+    await ask(aios, "refund order 1001, $310, arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    click = DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL)  # no card: the console's
+
+    await click_during_an_edit(aios, FIN1, {"amount": 250.0}, click)
+
+    assert (await the_approval(aios)).decided_by == MANAGER
+    assert await refunds(aios) == [250.0]
+    async with aios.units() as uow:
+        capability = (await uow.session.exec(select(Capability))).one()
+    assert capability.params_hash == params_hash(
+        ShopRefund(order_id=1001, amount=250.0, reason="arrived broken")
+    )
