@@ -13,6 +13,7 @@ from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from connectors.sandbox_orders import seed_orders
 from storage.records import SandboxOrder, SandboxRefund
+from storage.repositories.base import dialect_of
 
 # An order's lines beyond these are left out of what the model is shown; their ids are still valid to refund.
 MAX_DESCRIBED_LINES = 50
@@ -104,12 +105,19 @@ class SandboxShop:
     async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
         async with self._units() as uow:
             session = uow.session
-            # The order, locked, and a refund made before under the same key (of whichever order), in one read.
+            # The order, locked, and a refund made before under the same key (of whichever order), in one read on
+            # SQLite, whose writers take turns. On PostgreSQL the lock comes first, alone: a statement that waits
+            # for a row lock re-reads only the row it locks, so a refund the holder made under the key would stay
+            # unseen, and its call be refused for want of anything left to refund.
+            if dialect_of(session) == "postgresql":
+                lock = (
+                    select(SandboxOrder.id).where(col(SandboxOrder.id) == action.order_id).with_for_update()
+                )
+                await session.exec(lock)
             query = (
                 select(SandboxOrder, SandboxRefund)
                 .outerjoin(SandboxRefund, col(SandboxRefund.idempotency_key) == key)
                 .where(SandboxOrder.id == action.order_id)
-                .with_for_update(of=SandboxOrder)
             )
             found = (await session.exec(query)).first()
             existing = found[1] if found is not None else await self._refund_by_key(session, key)

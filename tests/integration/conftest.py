@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -261,3 +262,16 @@ async def everything_stored(aios: Aios) -> str:
             for row in (await connection.execute(sqlalchemy.select(table))).all()
         ]
     return "\n".join(repr(tuple(row)) for row in rows)
+
+
+async def until_waiting_for_locks(engine: AsyncEngine, transactions: int) -> None:
+    """Until ``transactions`` transactions of the PostgreSQL database wait for a lock, all at once."""
+    waiting = sqlalchemy.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(1000):
+        async with engine.connect() as connection:  # a new transaction: the statistics are read afresh
+            if (await connection.execute(waiting)).scalar_one() == transactions:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{transactions} transactions never waited for a lock together")

@@ -41,7 +41,15 @@ from storage.records import (
 )
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, REQUESTER, ask, start_aios
+from tests.integration.conftest import (
+    CHANNEL,
+    MANAGER,
+    OTHER_MANAGER,
+    REQUESTER,
+    ask,
+    start_aios,
+    until_waiting_for_locks,
+)
 
 FIN1, FIN2 = "U0FIN1", "U0FIN2"
 BROKEN = {"order_id": 1001, "amount": 250.0, "reason": "arrived broken"}
@@ -704,24 +712,12 @@ async def click_during_an_edit(
         editing = asyncio.create_task(
             aios.process(EditApproval(approval.id, editor, params, CHANNEL, edit_id=edit_id))
         )
-        await until_waiting_for_locks(aios, 1)  # the edit, holding the approval's lock
+        await until_waiting_for_locks(aios.engine, 1)  # the edit, holding the approval's lock
         clicking = asyncio.create_task(aios.process(click))
-        await until_waiting_for_locks(aios, 2)  # and the click, for the approval's lock
+        await until_waiting_for_locks(aios.engine, 2)  # and the click, for the approval's lock
         await holder.rollback()
     await editing
     await clicking
-
-
-async def until_waiting_for_locks(aios: Aios, transactions: int) -> None:
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    for _ in range(1000):
-        async with aios.engine.connect() as connection:  # a new transaction: the statistics are read afresh
-            if (await connection.execute(waiting)).scalar_one() == transactions:
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{transactions} transactions never waited for a lock together")
 
 
 async def test_a_click_that_waited_for_an_edit_is_refused_on_the_card_drawn_before_it(
