@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connectors.actions import Action
+    from storage.repositories.executions import ExecutionInHand
 
 
 class Command:
@@ -197,8 +201,18 @@ class ActionAllowed(Event):
 
 
 @dataclass(frozen=True)
+class ClaimedExecution:
+    """An execution claimed with what running and booking it need: the typed action and the rows in hand."""
+
+    in_hand: ExecutionInHand
+    action: Action
+
+
+@dataclass(frozen=True)
 class ActionApproved(Event):
     action_id: int
+    # Claimed by the click that approved it, in the click's transaction: the connector is called next.
+    claimed: ClaimedExecution | None = None
 
 
 @dataclass(frozen=True)

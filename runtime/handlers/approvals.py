@@ -12,10 +12,12 @@ from policies.approvers import Refusal, authorise_approval, group_ids
 from runtime.approval_requests import request_view
 from runtime.crashpoints import crash_point
 from runtime.handlers.base import CardRows, Collaborators, HandlerBase
+from runtime.handlers.claims import Claims
 from runtime.handlers.run_review import RunReviews
 from runtime.messagebus import Message
 from runtime.messages import (
     ActionApproved,
+    ClaimedExecution,
     DecideApproval,
     DecideRun,
     SweepTimers,
@@ -34,6 +36,8 @@ from storage.records import (
     Decision,
     ProposedAction,
 )
+from storage.repositories.approvals import ApprovalInHand
+from storage.repositories.executions import ActionToExecute
 from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -79,6 +83,7 @@ class _Decided:
     edits: list[ActionEdit] | None = None  # applied to the action, once read
     run_card: int | None = None  # the run whose review card shows the approval (None: a card of its own)
     final: bool = False  # the click decided the approval (not a refusal, nor a vote short of the quorum)
+    claimed: ClaimedExecution | None = None  # the approved action's execution, claimed by the click
 
     @property
     def card_rows(self) -> CardRows:
@@ -100,6 +105,7 @@ class Approvals(HandlerBase):
     def __init__(self, collaborators: Collaborators) -> None:
         super().__init__(collaborators)
         self.reviews = RunReviews(collaborators)
+        self.claims = Claims(collaborators)
 
     async def decide_approval(self, command: DecideApproval) -> Sequence[Message]:
         """Decide the click; its stored click is marked processed in the transaction that decides it."""
@@ -213,7 +219,7 @@ class Approvals(HandlerBase):
         if not on_review:
             await self._show_settled(decided, outcome.value, command.user, now)
         if command.approve:
-            return _Outcome(messages=[ActionApproved(approval.action_id)], decided=True)
+            return _Outcome(messages=[ActionApproved(approval.action_id, decided.claimed)], decided=True)
         if not on_review:
             await self._say(
                 Thread(approval.channel, approval.thread_ts),
@@ -226,9 +232,10 @@ class Approvals(HandlerBase):
         self, command: DecideApproval, groups: Mapping[str, set[str]], now: datetime, *, on_review: bool
     ) -> _Decided | set[str] | _Outcome | None:
         """Decide the click in one transaction: lock the approval, mark the stored click processed, authorise
-        the clicker, count the vote, decide, mint the capability, record the decision (or the refusal), and
-        read what its card shows. None: there is no such approval; a set: the user groups to look up before it
-        can be decided; an outcome (of nothing): the stored click was handled already."""
+        the clicker, count the vote, decide, mint the capability (and claim the execution it lets run), record
+        the decision (or the refusal), and read what its card shows. None: there is no such approval; a set:
+        the user groups to look up before it can be decided; an outcome (of nothing): the stored click was
+        handled already."""
         roles = self.policy.roles
         async with self.units() as uow:
             # The approval row is locked for the whole decision, so concurrent clicks (from any replica)
@@ -273,7 +280,7 @@ class Approvals(HandlerBase):
             if refusal is not None:
                 self._refuse_in(uow, decided, command, refusal, now)
             else:
-                await self._decide_in(uow, decided, command, now)
+                await self._decide_in(uow, hand, decided, command, now)
             shown = decided.expired or (decided.refusal is None and not on_review)
             if shown and hand.on_card_with_others:
                 decided.run_card = hand.action.run_id
@@ -285,7 +292,12 @@ class Approvals(HandlerBase):
         return decided
 
     async def _decide_in(
-        self, uow: UnitOfWork, decided: _Decided, command: DecideApproval, now: datetime
+        self,
+        uow: UnitOfWork,
+        hand: ApprovalInHand,
+        decided: _Decided,
+        command: DecideApproval,
+        now: datetime,
     ) -> None:
         """Count the click (its vote already stored) and, when it completes the approval, decide it: the
         compare-and-set, the action's status, and for an approval the capability that lets it run once."""
@@ -306,8 +318,7 @@ class Approvals(HandlerBase):
                 ActionStatus.APPROVED if command.approve else ActionStatus.REJECTED,
             )
             if command.approve:
-                capability = self._capability(proposed, policy_decision.policy_hash or "", command.user)
-                await uow.approvals.mint_capability(capability)
+                await self._grant(uow, hand, decided, command, proposed)
         count = (
             f" ({len(decided.voters)} of {approval.quorum})"
             if approval.quorum > 1 and command.approve
@@ -324,6 +335,26 @@ class Approvals(HandlerBase):
                 actor=command.user,
             )
         )
+
+    async def _grant(
+        self,
+        uow: UnitOfWork,
+        hand: ApprovalInHand,
+        decided: _Decided,
+        command: DecideApproval,
+        proposed: ProposedAction,
+    ) -> None:
+        """Mint the capability that lets the approved action run once, and spend it at once on the action's
+        execution, claimed in the click's transaction, when nothing holds the action back. Held back, or a
+        recovered click, it waits unspent for ExecuteAction, which says why or claims it (recovery's own path)."""
+        capability = self._capability(proposed, decided.decision.policy_hash or "", command.user)
+        if not command.recovered:
+            found = ActionToExecute(proposed, hand.run, hand.pause, hand.intent, tuple(decided.voters), None)
+            claim = await self.claims.claim_in(uow, found, capability)
+            if isinstance(claim, ClaimedExecution):
+                decided.claimed = claim
+                return
+        await uow.approvals.mint_capability(capability)
 
     async def sweep(self, command: SweepTimers) -> Sequence[Message]:
         """The approval timers, kept in SQL: escalate what waited too long, expire what passed its deadline.

@@ -13,9 +13,7 @@ import stamina
 import structlog
 from pydantic_core import to_jsonable_python
 
-from agents.dates import describe
-from agents.publishing_calendar import PublishingCalendar
-from connectors.actions import Action, CmsCreateDraft, CmsPublish, safe_inverse
+from connectors.actions import Action, safe_inverse
 from connectors.errors import (
     ConnectorError,
     InvalidActionError,
@@ -23,9 +21,9 @@ from connectors.errors import (
     PermanentConnectorError,
     TransientConnectorError,
 )
-from connectors.registry import idempotency_key, params_hash
 from runtime.crashpoints import crash_point
-from runtime.handlers.base import HandlerBase
+from runtime.handlers.base import Collaborators, HandlerBase
+from runtime.handlers.claims import AgentPaused, CannotRun, Claims
 from runtime.handlers.content_calendar import record_planned_slot
 from runtime.handlers.memories import remember_outcome_within
 from runtime.handlers.scheduled_publishing import record_due_publish
@@ -45,7 +43,7 @@ from runtime.notices import Done, Thread
 from runtime.observability import EXECUTIONS, action_executed, completed_run_spend
 from runtime.transport import TransportError
 from storage.ids import format_id
-from storage.records import ActionStatus, ExecutionAttempt, ExecutionStatus, ProposedAction, RunStatus
+from storage.records import ActionStatus, ExecutionAttempt, ExecutionStatus, RunStatus
 from storage.repositories.executions import ExecutionInHand
 
 log = structlog.get_logger(__name__)
@@ -56,76 +54,50 @@ CONNECTOR_MAX_WAIT_SECONDS = 30.0
 
 
 class Executions(HandlerBase):
+    def __init__(self, collaborators: Collaborators) -> None:
+        super().__init__(collaborators)
+        self.claims = Claims(collaborators)
+
     async def execute_when_cleared(self, event: ActionAllowed | ActionApproved) -> Sequence[Message]:
-        return [ExecuteAction(event.action_id)]
+        """Run what the approving click claimed; claim (and run) the rest."""
+        claimed = event.claimed if isinstance(event, ActionApproved) else None
+        if claimed is None:
+            return [ExecuteAction(event.action_id)]
+        crash_point("execution_claimed")
+        return await self._run(claimed.in_hand, claimed.action, lookup_first=False)
 
     async def execute_action(self, command: ExecuteAction) -> Sequence[Message]:
         async with self.units() as uow:
             found = await uow.executions.action_to_execute(command.action_id)
             assert found is not None
-            proposed, run = found.action, found.run
-            if proposed.status != ActionStatus.APPROVED:
+            if found.action.status != ActionStatus.APPROVED:
                 return []
             # The pause check, the capability and the claim share one transaction, so a pause or a second
             # execution cannot slip in between them.
-            paused = found.pause is not None
-            execution_id: int | None = None
-            if paused:
-                run.status = RunStatus.PAUSED
-                uow.session.add(run)
-            else:
-                try:
-                    action = self._stored_action(proposed)
-                except InvalidActionError as exc:
-                    # Failed for good, so recovery does not pick the action up (and fail it) at every start.
-                    await uow.runs.set_action_status(command.action_id, ActionStatus.FAILED)
-                    await uow.commit()
-                    return [ActionFailed(command.action_id, str(exc))]
-                if (late := self._too_late(action)) is not None:
-                    # Said before the capability is looked at: its expiry would hide why it cannot run.
-                    await uow.runs.set_action_status(command.action_id, ActionStatus.FAILED)
-                    await uow.commit()
-                    return [ActionFailed(command.action_id, late)]
-                key = idempotency_key(command.action_id, action)
-                # Of any number of concurrent executions one spends the capability and claims the key; an
-                # action whose parameters differ from what was approved (or whose approval is spent or stale)
-                # gets neither.
-                authorised = await uow.approvals.spend_capability(
-                    command.action_id, action.name, params_hash(action), self.clock()
-                )
-                if authorised:
-                    execution_id = await uow.executions.claim(
-                        command.action_id, key, self.clock(), self.lease.id
-                    )
-            if paused or execution_id is not None:
+            claim = await self.claims.claim_in(uow, found)
+            if isinstance(claim, AgentPaused):
+                found.run.status = RunStatus.PAUSED
+                uow.session.add(found.run)
+            elif isinstance(claim, CannotRun):
+                # Failed for good, so recovery does not pick the action up (and fail it) at every start.
+                await uow.runs.set_action_status(command.action_id, ActionStatus.FAILED)
+            if claim is not None:
                 await uow.commit()
-        if paused:
+        if isinstance(claim, AgentPaused):
             thread, _ = await self._thread_of_action(command.action_id)
             await self._say(
                 thread,
-                f":double_vertical_bar: {format_id('A', command.action_id)} is approved, but the {run.agent} agent "
-                "is paused; it runs when the agent is resumed.",
+                f":double_vertical_bar: {format_id('A', command.action_id)} is approved, but the "
+                f"{found.run.agent} agent is paused; it runs when the agent is resumed.",
             )
             return []
-        if execution_id is None:
+        if isinstance(claim, CannotRun):
+            return [ActionFailed(command.action_id, claim.reason)]
+        if claim is None:
             await self._unauthorised(command.action_id)
             return []
         crash_point("execution_claimed")
-        # What the claim read goes on to the booking, which reads none of it again.
-        claimed = ExecutionInHand(
-            execution_id, key, proposed, found.intent, found.approvers, found.allowed_by_rule
-        )
-        return await self._run(claimed, action, lookup_first=False)
-
-    def _stored_action(self, proposed: ProposedAction) -> Action:
-        """The typed action of stored parameters; whatever goes wrong reading them is an InvalidActionError."""
-        try:
-            return self.registry.validate(proposed.name, proposed.params)
-        except InvalidActionError:
-            raise
-        except Exception as exc:
-            log.exception("stored_action_unreadable", action=proposed.id, error_type=type(exc).__name__)
-            raise InvalidActionError(f"{proposed.name}: its stored parameters could not be read") from exc
+        return await self._run(claim.in_hand, claim.action, lookup_first=False)
 
     async def _unauthorised(self, action_id: int) -> None:
         """No spendable capability: already executed (a duplicate: quiet), or stale (say so, and fail it)."""
@@ -153,7 +125,7 @@ class Executions(HandlerBase):
             return []
         in_hand = found[1]
         try:
-            action = self._stored_action(in_hand.action)
+            action = self.claims.stored_action(in_hand.action)
         except InvalidActionError as exc:
             # Settled as failed, so the next start does not try (and fail) again. It was in flight when the
             # process stopped: the connector may have done it before.
@@ -170,7 +142,7 @@ class Executions(HandlerBase):
         attempts = _Attempts()
         try:
             result = await self._lookup(action, key, attempts) if lookup_first else None
-            if result is None and (late := self._too_late(action)) is not None:
+            if result is None and (late := self.claims.too_late(action)) is not None:
                 self._count(action, "failed")
                 failed = ActionFailed(action_id, late, certainly_undone=True)
                 return await self._book_failure(in_hand, late, attempts, failed)
@@ -203,31 +175,6 @@ class Executions(HandlerBase):
         booked = await self._book_success(in_hand, result, attempts)
         self._count(action, "succeeded")
         return booked
-
-    def _too_late(self, action: Action) -> str | None:
-        """A publish is checked against the clock again as it runs: an approval given after its time, or outside
-        the publishing windows, must not put the post out at once, unannounced. So is a planned draft: a slot
-        whose day has gone would be planned in the past."""
-        now = self.clock()
-        if (
-            isinstance(action, CmsCreateDraft)
-            and action.planned_for is not None
-            and action.planned_for <= now
-        ):
-            return (
-                f"its slot was {describe(action.planned_for, self.zone)}, and the time passed before it could "
-                "run; plan the post again on a day to come"
-            )
-        if not isinstance(action, CmsPublish):
-            return None
-        if action.publish_at is not None and action.publish_at <= now:
-            return (
-                f"it was to go out {describe(action.publish_at, self.zone)}, and the time passed before it could "
-                "run; ask again with a later time"
-            )
-        calendar = PublishingCalendar(self.zone, self.policy.document.publishing.windows, self.clock)
-        refusal = calendar.refusal(action)
-        return f"{refusal}, so it was not published; ask again" if refusal is not None else None
 
     def _count(self, action: Action, outcome: str) -> None:
         EXECUTIONS.labels(outcome=outcome).inc()

@@ -14,13 +14,16 @@ from sqlmodel import col, select
 from storage.audit import BOOKKEEPING
 from storage.records import (
     ActionEdit,
+    AgentPause,
     Approval,
     ApprovalStatus,
     ApprovalVote,
     Capability,
     Click,
     Decision,
+    Intent,
     ProposedAction,
+    Run,
     utcnow,
 )
 from storage.repositories.base import SessionRepository, dialect_of, insert_if_absent
@@ -35,6 +38,10 @@ class ApprovalInHand:
     action: ProposedAction
     on_card_with_others: bool  # its message is its run's review card, shared with other approvals
     edited: bool  # someone has edited its action's parameters (ActionEdits.applied_to tells how)
+    # What claiming the action's execution needs, should the click approve it for good.
+    run: Run
+    intent: Intent
+    pause: AgentPause | None  # its agent's, if paused
 
 
 class ApprovalRepository(SessionRepository):
@@ -76,8 +83,13 @@ class ApprovalRepository(SessionRepository):
         )
         return list((await self.session.exec(query)).all())
 
-    async def mint_capability(self, capability: Capability) -> None:
-        await insert_if_absent(self.session, Capability, capability.model_dump(exclude={"id"}))
+    async def mint_capability(self, capability: Capability, *, spent_at: datetime | None = None) -> bool:
+        """Mint the capability unless the action has one (False then); ``spent_at``: minted spent, by the claim
+        in the same transaction that it lets run."""
+        values = capability.model_dump(exclude={"id"})
+        if spent_at is not None:
+            values["spent_at"] = spent_at
+        return await insert_if_absent(self.session, Capability, values)
 
     async def spend_capability(
         self, action_id: int, action_name: str, params_hash: str, now: datetime
@@ -98,8 +110,8 @@ class ApprovalRepository(SessionRepository):
 
     async def lock_approval_in_hand(self, approval_id: int) -> ApprovalInHand | None:
         """The approval, fresh and locked as :meth:`lock_approval` has it, with its policy decision, its
-        action, whether its message is shared with other approvals of the run and whether its action was
-        edited: one statement on SQLite, two on PostgreSQL.
+        action, whether its message is shared with other approvals of the run, whether its action was edited,
+        and its run, intent and agent's pause: one statement on SQLite, two on PostgreSQL.
 
         On PostgreSQL the lock comes first, alone: a statement that waits for a row lock re-reads only the rows
         it locks once the holder commits, and takes the rest from the snapshot it began with. Joined to the
@@ -109,15 +121,17 @@ class ApprovalRepository(SessionRepository):
         one statement reads what the last writer committed."""
         if dialect_of(self.session) == "postgresql" and await self.lock_approval(approval_id) is None:
             return None
-        # sqlmodel types exec() for at most four columns; the rows are the five selected.
+        # sqlmodel types exec() for at most four columns; the rows are the eight selected.
         found = (await self.session.exec(self._in_hand(approval_id))).first()  # type: ignore[call-overload]
         if found is None:
             return None
-        approval, decision, action, on_card, was_edited = found
-        return ApprovalInHand(approval, decision, action, on_card > 1, bool(was_edited))
+        approval, decision, action, on_card, was_edited, run, intent, pause = found
+        return ApprovalInHand(approval, decision, action, on_card > 1, bool(was_edited), run, intent, pause)
 
     @staticmethod
-    def _in_hand(approval_id: int) -> Select[tuple[Approval, Decision, ProposedAction, int, bool]]:
+    def _in_hand(
+        approval_id: int,
+    ) -> Select[tuple[Approval, Decision, ProposedAction, int, bool, Run, Intent, AgentPause | None]]:
         """The read of :meth:`lock_approval_in_hand`, without the lock."""
         other, others_action = aliased(Approval), aliased(ProposedAction)
         sharing = (
@@ -140,9 +154,12 @@ class ApprovalRepository(SessionRepository):
         )
         return (
             select(Approval, Decision, ProposedAction, sharing)
-            .add_columns(edited)
+            .add_columns(edited, Run, Intent, AgentPause)
             .join(Decision, col(Decision.id) == col(Approval.decision_id))
             .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
+            .join(Run, col(Run.id) == col(ProposedAction.run_id))
+            .join(Intent, col(Intent.id) == col(Run.intent_id))
+            .outerjoin(AgentPause, col(AgentPause.agent) == col(Run.agent))
             .where(col(Approval.id) == approval_id)
             .execution_options(populate_existing=True)
         )

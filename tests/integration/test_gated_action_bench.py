@@ -14,7 +14,7 @@ async def test_two_gated_actions_are_metered_step_by_step_beside_langgraph(datab
     result = await measure(2, database_url)
 
     steps = {step.name: step for step in result.steps}
-    for name in ("intent stored", "judged, approval stored", "click decided", "execution claimed"):
+    for name in ("intent stored", "judged, approval stored", "click decided", "execution booked"):
         assert steps[name].statements >= 1 and steps[name].committed >= 1, name
     assert "connector called" in steps and "ActionExecuted → Executions.report_execution" in steps
     total = result.total
@@ -39,5 +39,5 @@ async def test_the_statements_of_one_run_are_kept_by_step_when_asked() -> None:
 
     assert result.sql is not None
     assert any(s.startswith("INSERT INTO intent") for s in result.sql["intent stored"])
-    assert any(s.startswith("INSERT INTO execution ") for s in result.sql["execution claimed"])
+    assert any(s.startswith("INSERT INTO execution ") for s in result.sql["click decided"])
     assert sum(len(s) for s in result.sql.values()) == sum(step.statements for step in result.steps)
