@@ -65,10 +65,14 @@ async def test_a_stored_click_is_decided_and_marked_processed_in_one_transaction
         decide = DecideApproval(approval.id, MANAGER, True, CHANNEL, click_id=click_id)
         follow_ups = await aios.handlers.approvals.decide_approval(decide)
 
-    assert follow_ups == [ActionApproved(approval.action_id)]
-    assert len(begun) == 2, begun  # the click stored; the click decided, with its mark
+    [approved] = follow_ups
+    assert isinstance(approved, ActionApproved) and approved.action_id == approval.action_id
+    assert approved.claimed is not None
+    # The click stored; the click decided, with its mark and the execution's claim.
+    assert len(begun) == 2, begun
     assert begun[0].startswith("INSERT INTO click")
     assert "UPDATE click SET" in begun[1] and "UPDATE approval SET" in begun[1]
+    assert "INSERT INTO execution;" in begun[1]
     async with aios.units() as uow:
         click = await uow.get(Click, click_id)
         decided = await uow.get(Approval, approval.id)
