@@ -107,7 +107,7 @@ async def test_a_gated_refund_is_one_trace_across_a_restart_and_the_click(
         "DecideApproval",
         "approval.wait",
         "ActionApproved",
-        "ExecuteAction",
+        "Executions.execute_when_cleared",
         "execute shop.refund",
         "ActionExecuted",
     ):
@@ -151,7 +151,8 @@ async def test_a_gated_refund_is_one_trace_across_a_restart_and_the_click(
 
     connector = by_name(of_intent, "execute shop.refund")
     assert connector.attributes is not None and connector.attributes["aios.connector"] == "SandboxShop"
-    execute = by_name(of_intent, "ExecuteAction")
+    # The click claimed the execution: the approval's subscriber calls the connector.
+    execute = by_name(of_intent, "Executions.execute_when_cleared")
     assert connector.parent is not None and connector.parent.span_id == execute.context.span_id
 
 
