@@ -1,5 +1,6 @@
 """The gated-action benchmark, run for two gated actions on each store so that it keeps working as the bot
-changes (its figures are not checked here: only that every step is metered and both sides finish)."""
+changes: every step is metered, both sides finish, and a gated action takes no more transactions and statements
+than it does today (times are not checked here: they belong to the benchmark)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ async def test_two_gated_actions_are_metered_step_by_step_beside_langgraph(datab
     assert "connector called" in steps and "ActionExecuted → Executions.report_execution" in steps
     total = result.total
     assert total.transactions == total.committed + total.rolled_back
+    # Ceilings, not exact figures: a change that makes a gated action cheaper lowers them.
+    most_statements = 33 if database_url.startswith("sqlite") else 36
+    assert total.transactions <= 8 and total.statements <= most_statements, (
+        total.transactions,
+        total.statements,
+    )
     assert total.statements > total.transactions
     assert result.anchor_checkpoints == 7  # plan, judge, the interrupt, its resume, execute, record
     assert result.anchor_transactions >= 1 and result.anchor_statements >= result.anchor_checkpoints
