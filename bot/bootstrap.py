@@ -27,8 +27,10 @@ from bot.digest import digest_period, post_digest
 from bot.home_refresher import HomeRefresher
 from bot.logs import hide_secrets
 from bot.memory_setup import open_memory_store
+from bot.queries import quick_answers
 from bot.redacting_transport import RedactingTransport
 from bot.settings import Settings
+from bot.shared_answers import SharedAnswers
 from connectors.actions import CmsCreateDraft
 from connectors.base import ConnectorContext
 from connectors.mcp_tools import params_by_action
@@ -73,6 +75,8 @@ class Aios:
     memory: MemoryStore
     lease: Lease
     inbox: IntentInbox
+    # What acks carry, by subcommand and argument (bot/queries.py); closed before the engine is disposed.
+    quick_answers: SharedAnswers[tuple[str, str]]
     # False for `aios serve --no-work`: intents are stored without an owner and planned by `aios worker`.
     works: bool = True
     # True in `aios worker`: its claim loop plans intents, so recovery leaves them to it (see Recover).
@@ -121,6 +125,7 @@ class Aios:
 
     async def close(self) -> None:
         await self.background.drain()
+        await self.quick_answers.close()
         await self.home.settle()
         await self.llm.close()
         await self.memory.close()
@@ -303,5 +308,6 @@ async def _wire(
         llm=llm,
         lease=lease,
         inbox=IntentInbox(units, lease.id if works else None),
+        quick_answers=quick_answers(units, clock),
         works=works,
     )

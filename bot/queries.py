@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,10 @@ from sqlmodel import col, select
 
 from bot.cost import UnknownPeriodError, cost_report, cost_text
 from bot.explain import DETAIL_QUOTE_MAX, NotFoundError, explain, related_records
+from bot.shared_answers import SharedAnswers
 from bot.slash import HELP, SlashCommand
-from bot.why_blocks import why_message
-from runtime.mrkdwn import quote
+from bot.why_blocks import MESSAGE_TEXT_MAX, why_message
+from runtime.mrkdwn import quote, truncate
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import AgentPause, Approval, ApprovalStatus, ProposedAction, Run, RunStatus
 from storage.unit_of_work import UnitOfWorkFactory
@@ -211,24 +213,42 @@ async def status(units: UnitOfWorkFactory) -> str:
     return "\n".join(lines)
 
 
+# The oldest waiting approvals listed: the answer is an ack, a message read at a glance.
+PENDING_LISTED = 20
 PENDING_QUERY = (
     select(col(Approval.id), col(ProposedAction.name), col(ProposedAction.params), col(Approval.requester))
-    .add_columns(col(Approval.created_at), col(Approval.approver_roles))
+    .add_columns(col(Approval.created_at), col(Approval.approver_roles), func.count().over())
     .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
     .where(col(Approval.status) == ApprovalStatus.PENDING)
     .order_by(col(Approval.id))
+    .limit(PENDING_LISTED)
 )
 
 
 async def pending(units: UnitOfWorkFactory, now: datetime) -> str:
-    """Every waiting approval with its action, oldest first, read in one statement (it answers in the ack)."""
+    """The oldest waiting approvals with their actions, and how many more wait, read in one statement (it
+    answers in the ack)."""
     async with units.read() as uow:
-        # sqlmodel types exec() for at most four columns; the rows are the six selected.
+        # sqlmodel types exec() for at most four columns; the rows are the seven selected.
         rows = (await uow.session.exec(PENDING_QUERY)).all()  # type: ignore[call-overload]
+    if not rows:
+        return "No approvals are waiting."
     lines = [
         f"• `{format_id('AP', approval_id)}` {name} "
         f"{quote(json.dumps(params, sort_keys=True), DETAIL_QUOTE_MAX)} — asked by "
         f"<@{requester}> {int((now - created_at).total_seconds() // 60)} min ago, needs {' or '.join(roles)}"
-        for approval_id, name, params, requester, created_at, roles in rows
+        for approval_id, name, params, requester, created_at, roles, _ in rows
     ]
-    return "\n".join(["*Approvals waiting*", *lines]) if lines else "No approvals are waiting."
+    waiting = rows[0][-1]  # the window's count: every waiting approval, before the limit
+    if waiting > len(rows):
+        lines.append(f"…and {waiting - len(rows)} more, newer: they are listed here as these are decided.")
+    return truncate("\n".join(["*Approvals waiting*", *lines]), MESSAGE_TEXT_MAX)
+
+
+def quick_answers(units: UnitOfWorkFactory, clock: Callable[[], datetime]) -> SharedAnswers[tuple[str, str]]:
+    """The answers acks carry, by subcommand and argument: asks of the same one at the same time share a read."""
+
+    async def read(asked: tuple[str, str]) -> str:
+        return await answer(units, SlashCommand(*asked), clock())
+
+    return SharedAnswers(read)

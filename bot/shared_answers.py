@@ -13,7 +13,8 @@ class SharedAnswers(Generic[Key]):
     """Asks of the same key that arrive while its answer is being read wait for the next read, which begins when
     that one ends and answers every ask that arrived meanwhile: each answer is read after its ask arrived (as
     current as a read of its own would be), and a burst of asks costs two reads rather than one each. A read that
-    fails fails the asks it answers; the next one is read afresh."""
+    fails fails the asks it answers; the next one is read afresh. A read that is cancelled (see close) cancels
+    its asks and those waiting for the next read."""
 
     def __init__(self, read: Callable[[Key], Awaitable[str]]) -> None:
         self._read = read
@@ -40,6 +41,17 @@ class SharedAnswers(Generic[Key]):
                     answer.set_exception(exc)
                 except BaseException:  # the process is stopping
                     answer.cancel()
+                    # No read follows this one: asks waiting for the next would wait for ever, and so would
+                    # every later ask of the key, as they would find that future and start no read.
+                    if (waiting := self._next.pop(key, None)) is not None:
+                        waiting.cancel()
                     raise
         finally:
             del self._reading[key]
+
+    async def close(self) -> None:
+        """Cancel the reads in flight and wait until they have ended, before the store is closed under them."""
+        reading = list(self._reading.values())
+        for read in reading:
+            read.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)

@@ -3,6 +3,7 @@ must not be lost, ack, and hand the rest to the bus."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -12,15 +13,13 @@ from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot import blocks
 from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, UNDO_ACTION_ID
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
-from bot.queries import ANSWERED_IN_THE_ACK, answer, private_answer
+from bot.queries import ANSWERED_IN_THE_ACK, private_answer
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
-from bot.shared_answers import SharedAnswers
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
 from bot.slack_home import approval_channel, decide_from_home, register_home
@@ -36,6 +35,7 @@ from bot.slack_payloads import (
 )
 from bot.slack_rejection import ask_reason, register_rejection
 from bot.slash import SlashCommand, bus_command, parse_slash
+from bot.store_outage import STORE_UNREACHABLE
 from bot.undo import ask_undo, file_undo, undo_action
 from runtime.crashpoints import crash_point
 from runtime.intake import IncomingIntent, accept_click, accept_run_click
@@ -51,6 +51,9 @@ NOT_STORED = (
     "I couldn't store that request, so nothing will be done with it; please send it again in a moment."
 )
 NOT_READ = "I couldn't read that just now; please ask again in a moment."
+# Slack waits 3 s for the ack; an answer read for longer (behind a lock, or a full pool) follows it privately.
+QUICK_ANSWER_WAIT_SECONDS = 2.0
+ANSWER_FOLLOWS = "Reading that is taking a moment; I'll answer here, to you alone, as soon as I have it."
 
 
 def build_slack_app(
@@ -71,11 +74,6 @@ def build_slack_app(
         request_verification_enabled=not verified_by_caller,
     )
 
-    async def read_answer(asked: tuple[str, str]) -> str:
-        return await answer(aios.units, SlashCommand(*asked), aios.clock())
-
-    quick_answers = SharedAnswers(read_answer)  # subcommand and argument: asks of the same share a read
-
     @app.command("/aios")
     async def on_slash(ack: AsyncAck, body: dict[str, Any]) -> None:
         SLASH_COMMANDS.inc()
@@ -91,7 +89,7 @@ def build_slack_app(
             aios.submit(control)
             return
         if parsed.name in ANSWERED_IN_THE_ACK:
-            await ack(text=await _quick_answer(quick_answers, parsed, command.user_id))
+            await _ack_quick_answer(aios, ack, parsed, command.channel_id, command.user_id)
             return
         if parsed.name == "undo":
             # Checked and claimed before the ack, like an intent is stored before it; proposed after.
@@ -124,7 +122,7 @@ def build_slack_app(
                     text=parsed.argument,
                 )
             )
-        except SQLAlchemyError:
+        except STORE_UNREACHABLE:
             # Slack never sends a slash command again, so the person is told, rather than shown a failed
             # dispatch; an event's failure still answers 503 (see on_error), so Slack delivers it again.
             log.exception("intent_not_stored", source="slash", user=command.user_id)
@@ -222,7 +220,7 @@ def build_slack_app(
         acked = request.context.ack.response
         if acked is not None:
             return acked
-        if isinstance(error, SQLAlchemyError):
+        if isinstance(error, STORE_UNREACHABLE):
             # Nothing was stored and nothing acked: a 5xx makes Slack deliver the event again later.
             return BoltResponse(status=503, body="")
         return BoltResponse(status=200, body="")  # delivering it again would fail the same way
@@ -315,13 +313,32 @@ def _record_key(click: ButtonClick, prefix: str) -> int | None:
     return key
 
 
-async def _quick_answer(answers: SharedAnswers[tuple[str, str]], command: SlashCommand, user: str) -> str:
-    """The answer the ack carries; a store that cannot be read is said, as the ack must be answered anyway."""
+async def _ack_quick_answer(
+    aios: Aios, ack: AsyncAck, command: SlashCommand, channel: str, user: str
+) -> None:
+    """The answer in the ack when it is read in time; otherwise the ack says it follows, and it is posted to the
+    asker alone once read."""
+    asked = asyncio.create_task(_quick_answer(aios, command, user), name="quick_answer")
+    read, _ = await asyncio.wait({asked}, timeout=QUICK_ANSWER_WAIT_SECONDS)
+    if read:
+        await ack(text=asked.result())
+        return
+    await ack(text=ANSWER_FOLLOWS)
+    aios.background.spawn(_post_when_read(aios, asked, channel, user), name="slash_quick_answer")
+
+
+async def _quick_answer(aios: Aios, command: SlashCommand, user: str) -> str:
+    """The answer to a quick question; a store that cannot be read is said, as the asker must be answered
+    anyway."""
     try:
-        return await answers.ask((command.name, command.argument))
-    except SQLAlchemyError:
+        return await aios.quick_answers.ask((command.name, command.argument))
+    except STORE_UNREACHABLE:
         log.exception("query_not_answered", command=command.name, user=user)
         return NOT_READ
+
+
+async def _post_when_read(aios: Aios, asked: asyncio.Future[str], channel: str, user: str) -> None:
+    await aios.handlers.transport.post_ephemeral(channel, user, await asked)
 
 
 async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:

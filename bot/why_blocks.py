@@ -10,7 +10,7 @@ from bot.explain import RelatedRecords
 from runtime.mrkdwn import truncate
 
 WHY_OPEN_PREFIX = "aios_why_open_"  # + run, approval, execution: action ids are unique within a block
-WHY_TEXT_MAX = 40_000  # Slack cuts a message's text there; the text is what notifications and search show
+MESSAGE_TEXT_MAX = 40_000  # Slack cuts a message's text there; the text is what notifications and search show
 WHY_SECTIONS_MAX = 45  # of Block Kit's 50 blocks a message, with room for the buttons and the cut notice
 CUT_NOTICE = (
     "_The rest is longer than a Slack message takes; `aios why {record}` in a terminal prints all of it._"
@@ -35,7 +35,7 @@ def why_message(record: str, text: str, related: RelatedRecords) -> Message:
     blocks: list[Block] = [*sections]
     if buttons:
         blocks.append(ActionsBlock(block_id="aios_why_open", elements=buttons))
-    return truncate(text, WHY_TEXT_MAX), _render(blocks)
+    return truncate(text, MESSAGE_TEXT_MAX), _render(blocks)
 
 
 def _sections(text: str) -> list[Block]:

@@ -4,6 +4,7 @@ reads that take no writer's turn: nothing is posted after the ack."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +14,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import event, text
 
 from bot.bootstrap import Aios
-from bot.queries import status
-from bot.slack_app import NOT_READ, build_slack_app
+from bot.queries import PENDING_LISTED, status
+from bot.slack_app import ANSWER_FOLLOWS, NOT_READ, QUICK_ANSWER_WAIT_SECONDS, build_slack_app
 from bot.slash import HELP
 from bot.web import build_web_app
 from runtime.messages import PauseAgent
+from storage.records import Approval, ProposedAction
 from tests.conftest import Clock
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.fakes.slack_payloads import SIGNING_SECRET, sign, slash_command
@@ -102,3 +104,56 @@ async def test_a_store_that_cannot_be_read_is_said_in_the_ack(
     finally:
         async with aios.engine.begin() as connection:
             await connection.execute(text("ALTER TABLE run_gone RENAME TO run"))
+
+
+def ephemerals_since(slack_api: FakeSlackApi, posted: int) -> list[dict[str, Any]]:
+    return [c.params for c in slack_api.calls[posted:] if c.method == "chat.postEphemeral"]
+
+
+async def test_a_read_waiting_on_a_lock_acks_in_time_and_the_answer_follows_privately(
+    aios: Aios, slack_api: FakeSlackApi, slack_events: TestClient[Any, Any], database_url: str
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's readers (WAL) wait for no writer: a PostgreSQL lock makes the read wait")
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    posted = len(slack_api.calls)
+    async with aios.engine.begin() as locker:
+        await locker.execute(text("LOCK TABLE run IN ACCESS EXCLUSIVE MODE"))
+        began = time.monotonic()
+        assert await acked(slack_events, "status") == ANSWER_FOLLOWS
+        assert time.monotonic() - began < QUICK_ANSWER_WAIT_SECONDS + 0.5  # Slack waits 3 s
+        assert ephemerals_since(slack_api, posted) == []
+    await aios.background.drain()  # the lock is released: the read ends and its answer is posted
+    [answer] = ephemerals_since(slack_api, posted)
+    assert (answer["user"], answer["channel"]) == (REQUESTER, CHANNEL)
+    assert answer["text"].startswith("*Runs by state* — awaiting_approval: 1. Approvals waiting: 1.")
+
+
+async def test_pending_lists_the_oldest_waiting_approvals_and_counts_the_rest(
+    aios: Aios, slack_events: TestClient[Any, Any]
+) -> None:
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    more = PENDING_LISTED + 4
+    async with aios.units() as uow:
+        approval = await uow.get(Approval, 1)
+        assert approval is not None
+        action = await uow.get(ProposedAction, approval.action_id)
+        assert action is not None
+        for order in range(more):
+            copy = ProposedAction.model_validate(action.model_dump(exclude={"id"}))
+            copy.params = {**action.params, "order_id": str(2000 + order)}
+            uow.session.add(copy)
+            await uow.session.flush()
+            uow.session.add(
+                Approval.model_validate({**approval.model_dump(exclude={"id"}), "action_id": copy.id})
+            )
+        await uow.commit()
+
+    said = await acked(slack_events, "pending")
+    lines = said.splitlines()
+    assert lines[0] == "*Approvals waiting*"
+    assert [line.split("`")[1] for line in lines[1:-1]] == [f"AP-{n}" for n in range(1, PENDING_LISTED + 1)]
+    assert (
+        lines[-1]
+        == f"…and {more + 1 - PENDING_LISTED} more, newer: they are listed here as these are decided."
+    )

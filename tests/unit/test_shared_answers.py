@@ -74,3 +74,40 @@ async def test_an_ask_cancelled_while_it_waits_leaves_the_read_to_the_others() -
     store.gate.set()
     assert await staying == "status=0"
     assert leaving.cancelled()
+
+
+async def test_a_closed_read_cancels_its_asks_and_the_next_reads_and_later_asks_read_again() -> None:
+    store = Store()
+    answers = SharedAnswers(store.read)
+    reading = asyncio.create_task(answers.ask("status"))
+    await store.reading(1)
+    waiting = asyncio.create_task(answers.ask("status"))  # for the next read, which will not come
+    await asyncio.sleep(0)
+    await answers.close()
+    store.gate.set()
+    # An orphaned wait for the next read would hang its asks and every later one.
+    _, unanswered = await asyncio.wait({reading, waiting}, timeout=2)
+    assert not unanswered and reading.cancelled() and waiting.cancelled()
+    assert await asyncio.wait_for(answers.ask("status"), 2) == "status=0"
+    assert len(store.reads) == 2
+
+
+async def test_close_waits_until_the_reads_in_flight_have_ended() -> None:
+    began, ended = asyncio.Event(), asyncio.Event()
+
+    async def read(key: str) -> str:
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.01)  # cleaning up, as a connection returned to its pool would
+            ended.set()
+        return key
+
+    answers = SharedAnswers(read)
+    ask = asyncio.create_task(answers.ask("status"))
+    await began.wait()
+    await answers.close()
+    assert ended.is_set()
+    with pytest.raises(asyncio.CancelledError):
+        await ask
