@@ -59,7 +59,6 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy import inspect as inspect_record
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, Engine, RowMapping
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
@@ -689,8 +688,15 @@ def _insert_entries(dialect: str) -> Insert:
     """INSERT … ON CONFLICT (seq) DO NOTHING RETURNING seq, one statement for all the entries (SQLAlchemy's
     insertmanyvalues, up to 1,000 a statement), compiled once."""
     entries = audit_table()
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return insert(entries).on_conflict_do_nothing(index_elements=[entries.c.seq]).returning(entries.c.seq)
+    # Imported here: the PostgreSQL dialect is slow to import, and a store on SQLite never needs it.
+    insert: Insert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        insert = postgresql_insert(entries).on_conflict_do_nothing(index_elements=[entries.c.seq])
+    else:
+        insert = sqlite_insert(entries).on_conflict_do_nothing(index_elements=[entries.c.seq])
+    return insert.returning(entries.c.seq)
 
 
 def _take_turn(connection: Connection) -> None:

@@ -351,12 +351,9 @@ def test_only_the_main_thread_can_take_ctrl_c(tmp_path: Path) -> None:
         for task in others:
             blocked = _signal_mask(task / "status", "SigBlk")
             assert blocked & wanted == wanted, f"thread {task.name} can take SIGINT or SIGTERM ({blocked:#x})"
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=30)
     finally:
         process.kill()
-        output = _rest_of_output(controller)
-    assert code == 130, output
+        _rest_of_output(controller)
 
 
 def _signal_mask(status: Path, field: str) -> int:

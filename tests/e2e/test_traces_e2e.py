@@ -12,7 +12,16 @@ from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.slack_payloads import block_action, slash_command
 
 REQUESTER, MANAGER = "U0ALICE", "U0MANAGER"
-EXPECTED = {"intent", "HandleIntent", "approval.wait", "DecideApproval", "ExecuteAction", "ActionExecuted"}
+# The approving click claims the execution and its ActionApproved calls the connector: no ExecuteAction between.
+EXPECTED = {
+    "intent",
+    "HandleIntent",
+    "approval.wait",
+    "DecideApproval",
+    "ActionApproved",
+    "execute shop.refund",
+    "ActionExecuted",
+}
 
 
 async def test_a_gated_refund_reaches_the_collector_as_one_trace(tmp_path: Path) -> None:
