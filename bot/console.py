@@ -21,6 +21,7 @@ from bot.blocks import EDIT_ACTION_ID, REQUEST_BUDGET_ACTION_ID, TAKE_OVER_ACTIO
 from bot.bootstrap import Aios
 from bot.console_edit import EditLineError, edited_params, parse_edit
 from bot.content_calendar import calendar_answer
+from bot.prompt import Prompt
 from bot.queries import private_answer
 from bot.rejection_reasons import accept_reason
 from bot.run_review import APPROVE_ALL_ACTION_ID
@@ -446,18 +447,19 @@ def run_chat(runner: asyncio.Runner, aios: Aios, transport: ConsoleTransport, us
     console = transport.console
     console.print(CHAT_HELP, highlight=False, markup=False)
     try:
-        runner.run(_catch_up(aios))
-        while True:
-            try:
-                line = console.input(f"[bold magenta]{escape(user)}[/]> ").strip()
-            except EOFError:
-                console.print()
-                return 0
-            if line.lower() in ("quit", "exit"):
-                return 0
-            if line:
-                runner.run(_catch_up(aios))
-                user = runner.run(session.handle(user, line))
+        with Prompt(console) as prompt:
+            runner.run(_catch_up(aios))
+            while True:
+                try:
+                    line = prompt.read(f"[bold magenta]{escape(user)}[/]> ").strip()
+                except EOFError:
+                    console.print()
+                    return 0
+                if line.lower() in ("quit", "exit"):
+                    return 0
+                if line:
+                    runner.run(_catch_up(aios))
+                    user = runner.run(session.handle(user, line))
     except KeyboardInterrupt:
         console.print()
         return INTERRUPTED

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -335,6 +336,42 @@ def test_ctrl_c_at_the_prompt_leaves_at_once_and_cleanly(tmp_path: Path) -> None
         output = _rest_of_output(controller)
     assert code == 130, output
     assert "Traceback" not in output and "Error" not in output and "Exception" not in output
+
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace makes the moment between the prompt and the wait last")
+def test_ctrl_c_just_as_the_prompt_appears_leaves_all_the_same(tmp_path: Path) -> None:
+    """Between printing its prompt and waiting for a line, `aios chat` asks the terminal a few things; a busy
+    machine can put the process aside right there, as the prompt wakes whoever watches it. A Ctrl-C that comes
+    in that moment must end the wait that follows, as one during the wait does (input() alone notes it and waits
+    on for a line). strace holds each call on the terminal for 0.2 s, so that the signal comes in that moment."""
+    assert STRACE is not None
+    env = aios_env(f"sqlite+aiosqlite:///{tmp_path}/early.db", "http://127.0.0.1:9/api/")
+    controller, terminal = pty.openpty()
+    slowed = ["-f", "-qq", "-o", os.devnull, "-P", os.ttyname(terminal), "-e", "trace=ioctl"]
+    tracer = subprocess.Popen(
+        [STRACE, *slowed, "-e", "inject=ioctl:delay_exit=200000", AIOS, "chat", "--as", "U0ALICE"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=env,
+    )
+    os.close(terminal)
+    chat = None
+    try:
+        _read_until(controller, b"U0ALICE")
+        [chat] = map(int, Path(f"/proc/{tracer.pid}/task/{tracer.pid}/children").read_text().split())
+        os.kill(chat, signal.SIGINT)
+        code = tracer.wait(timeout=30)  # strace leaves with its tracee's exit code
+    finally:
+        if chat is not None and tracer.poll() is None:
+            os.kill(chat, signal.SIGKILL)
+        tracer.kill()
+        output = _rest_of_output(controller)
+    assert code == 130, output
+    assert "Traceback" not in output
 
 
 def test_only_the_main_thread_can_take_ctrl_c(tmp_path: Path) -> None:
