@@ -14,9 +14,10 @@ alone appends nothing.
 What the appending costs a transaction: a record's content is taken from the write where the write tells it
 (a new ORM object; a Core INSERT or UPDATE, given a RETURNING of the whole row; an ORM object changed where
 nobody else can have written its row since it was loaded) and read back at commit otherwise; then one
-statement inserts the entries after the head the engine's last commit left, compared with the last entries it
-knows (see :func:`append`). When a record updated is not known, or another writer has appended since (the
-entries that went in are then taken out again), one statement reads the chain's head with the last entries of the
+statement inserts the entries after the head the engine's last commit left, where that head is still in the
+chain, compared with the last entries it knows (see :func:`append`). When a record updated is not known, another
+writer has appended since (the entries that went in are then taken out again), or the head is gone (the store
+lost its last commits under the process), one statement reads the chain's head with the last entries of the
 records updated, and one inserts the entries after it (PostgreSQL takes its advisory lock before the read, unless
 the transaction holds a seq from the entries it took out). Entries are appended when the outermost transaction
 commits, not when a savepoint is released.
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 from enum import Enum, auto
 from functools import cache
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet, ref
 
 from sqlalchemy import (
     JSON,
@@ -51,7 +52,9 @@ from sqlalchemy import (
     UniqueConstraint,
     Update,
     and_,
+    bindparam,
     event,
+    exists,
     func,
     or_,
     select,
@@ -114,6 +117,9 @@ GENESIS_HASH = "0" * 64
 APPEND_LOCK = 7_246_861_530
 BATCH = 5_000
 REMEMBERED = 1_000  # records whose last entry a process keeps in mind per engine, the latest written or read
+# Entries appended after the known head in one statement at most (each binds its columns: SQLite takes 500
+# SELECTs in a UNION ALL); a transaction appending more reads the head.
+KNOWN_ROWS = 200
 
 Record = tuple[str, str]  # (table, key)
 _NOTES = "aios_audit_notes"  # session.info key: what the transaction in progress wrote (_Notes)
@@ -456,6 +462,7 @@ def after_commit(session: Session) -> None:
         known = _KNOWN.get(engine)
         # Sessions of one engine commit in any order: keep the furthest head (any committed one is true).
         if known is None or known.seq < chain.seq:
+            _watch(engine)
             _KNOWN[engine] = chain
 
 
@@ -530,6 +537,25 @@ class _Chain:
 
 # Per engine (so per database, and apart for each engine a test makes): the chain as its sessions last left it.
 _KNOWN: WeakKeyDictionary[Engine, _Chain] = WeakKeyDictionary()
+_WATCHED: WeakSet[Engine] = WeakSet()  # engines whose connections coming and going forget what they know
+
+
+def _watch(engine: Engine) -> None:
+    """A connection made or found broken may mean another database behind the engine's address (a failover to
+    a replica that had not received the last commits, a file restored): what the engine knows of the chain is
+    forgotten then, so the next append reads the head instead of trying, and failing, to go by it."""
+    if engine in _WATCHED:
+        return
+    _WATCHED.add(engine)
+    watched = ref(engine)  # the listener must not keep the engine alive
+
+    def forget(*_: object) -> None:
+        current = watched()
+        if current is not None:
+            _KNOWN.pop(current, None)
+
+    event.listen(engine, "connect", forget)
+    event.listen(engine, "invalidate", forget)
 
 
 def append(
@@ -546,10 +572,11 @@ def append(
     taken: an append whose every entry goes in followed its head with no one in between. With the chain as
     ``known`` (the head this process last wrote or read, and the last entries of the records compared), that is
     the one statement: if another writer has appended since, some seq is taken, the entries that went in are
-    taken out again, and the append falls back to reading the head. Readers of the head take turns from that
-    read to their commit (PostgreSQL: an advisory lock, but for one that holds seqs it took out, see
-    _append_to_head_read; SQLite: the write lock the engine takes at BEGIN), and try again after a writer that
-    went by the known head took their seq: no fork, no gap."""
+    taken out again, and the append falls back to reading the head; so it does when the known head is no longer
+    in the chain (the statement inserts only after a head it finds), nothing having gone in. Readers of the
+    head take turns from that read to their commit (PostgreSQL: an advisory lock, but for one that holds seqs
+    it took out, see _append_to_head_read; SQLite: the write lock the engine takes at BEGIN), and try again
+    after a writer that went by the known head took their seq: no fork, no gap."""
     contents = _contents(connection, written, meant)
     holding = False
     if known is not None:
@@ -584,7 +611,8 @@ def _append_to_known(
 ) -> tuple[int, _Chain] | _Inserted:
     """The append after the known head in one INSERT; if that cannot be done, what the attempt left: NONE when
     there was no INSERT (a record compared is not known, or there is nothing to append, so no INSERT to tell
-    whether the head moved, and with it the last entries compared) or none of its entries went in, TAKEN_OUT
+    whether the head moved, and with it the last entries compared, or more entries than KNOWN_ROWS) or none of
+    its entries went in (every seq taken, or the known head gone), TAKEN_OUT
     when another writer has appended since and the entries that did go in were taken out again."""
     compared = [
         record for record, content in contents.items() if content is not None and not written[record].new
@@ -594,9 +622,9 @@ def _append_to_known(
     rows = _entries(
         (known.seq, known.entry_hash), contents, {record: known.latest[record] for record in compared}
     )
-    if not rows:
+    if not rows or len(rows) > KNOWN_ROWS:
         return _Inserted.NONE
-    inserted = _insert(connection, rows)
+    inserted = _insert(connection, rows, after=(known.seq, known.entry_hash))
     return (len(rows), known.after(rows, {})) if inserted is _Inserted.ALL else inserted
 
 
@@ -668,12 +696,25 @@ class _Inserted(Enum):
     TAKEN_OUT = auto()
 
 
-def _insert(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> _Inserted:
-    """Insert the entries unless a seq of theirs is taken (PostgreSQL waits for the transaction that took it).
-    If some are taken, those that went in are taken out again."""
+def _insert(
+    connection: Connection, rows: Sequence[Mapping[str, Any]], after: tuple[int, str] | None = None
+) -> _Inserted:
+    """Insert the entries unless a seq of theirs is taken (PostgreSQL waits for the transaction that took it),
+    or, ``after`` a head (seq, entry hash), unless that head is no longer in the chain: the store lost its last
+    commits under the process (a restore, a failover to a replica that lagged), and entries linked to it would
+    leave a gap. If some seqs are taken, the entries that went in are taken out again."""
     if not rows:
         return _Inserted.ALL
-    inserted = list(connection.execute(_insert_entries(connection.dialect.name), rows).scalars())
+    dialect = connection.dialect.name
+    if after is None:
+        result = connection.execute(_insert_entries(dialect), rows)
+    else:
+        seq, head_hash = after
+        given = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+        result = connection.execute(
+            _insert_entries_after(dialect, len(rows)), {**given, "seq": seq, "hash": head_hash}
+        )
+    inserted = list(result.scalars())
     if len(inserted) == len(rows):
         return _Inserted.ALL
     if not inserted:
@@ -697,6 +738,34 @@ def _insert_entries(dialect: str) -> Insert:
     else:
         insert = sqlite_insert(entries).on_conflict_do_nothing(index_elements=[entries.c.seq])
     return insert.returning(entries.c.seq)
+
+
+@cache
+def _insert_entries_after(dialect: str, count: int) -> Insert:
+    """INSERT INTO audit_entry SELECT … FROM (the ``count`` entries) WHERE the head they follow is in the chain,
+    ON CONFLICT (seq) DO NOTHING RETURNING seq: one statement, which inserts nothing once that head is gone
+    (the empty chain's head, seq 0, never is: an append after it reads the head). Entry i's values are bound
+    as ``<column>_<i>``, the head as ``seq`` and ``hash``."""
+    entries = audit_table()
+    columns = list(entries.columns)
+    new = union_all(
+        *(
+            select(*(bindparam(f"{c.name}_{i}", type_=c.type).label(c.name) for c in columns))
+            for i in range(count)
+        )
+    ).subquery("new")
+    # SQLite needs a WHERE here in any case: without one, its parser takes ON CONFLICT for a join's ON.
+    query = select(new).where(
+        exists().where(entries.c.seq == bindparam("seq"), entries.c.entry_hash == bindparam("hash"))
+    )
+    insert: Insert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        insert = postgresql_insert(entries).from_select(columns, query)
+    else:
+        insert = sqlite_insert(entries).from_select(columns, query)
+    return insert.on_conflict_do_nothing(index_elements=[entries.c.seq]).returning(entries.c.seq)
 
 
 def _take_turn(connection: Connection) -> None:

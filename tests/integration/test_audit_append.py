@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, make_url, update
+from sqlalchemy import event, make_url, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
@@ -262,6 +262,62 @@ async def test_a_commit_that_fails_after_the_append_leaves_the_next_append_linke
 
     with store.statements() as sent:
         await decide(store.units, action_id, "U0CAROL")
+
+    assert audit_statements(sent) == [*head_read(postgres), "INSERT audit_entry"]
+    entries = await store.entries()
+    assert len(entries) == len(before) + 1 and entries[-1].prev_hash == before[-1].entry_hash
+    await store.intact()
+
+
+async def lose_the_last_decision(database_url: str) -> None:
+    """The store as a restore, or a failover to a replica that lagged, leaves it under a running process: the
+    last decision and its audit entry, both committed, are gone."""
+    other = create_engine(database_url)
+    try:
+        async with other.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM audit_entry WHERE seq = (SELECT max(seq) FROM audit_entry)")
+            )
+            await connection.execute(text("DELETE FROM decision WHERE id = (SELECT max(id) FROM decision)"))
+    finally:
+        await other.dispose()
+
+
+async def test_after_the_store_lost_the_head_its_engine_knows_the_entries_go_after_the_head_read(
+    store: Store, database_url: str
+) -> None:
+    """The store loses the entry this engine last appended: the INSERT after it goes in only where that head is
+    still in the chain, so it inserts nothing, and the entries are linked to the head read instead (linked to
+    the lost one, they would leave a gap in the chain)."""
+    postgres = store.engine.dialect.name == "postgresql"
+    before = await store.entries()
+    await decide(store.units, store.action.id or 0, "U0BOB")
+    await lose_the_last_decision(database_url)
+
+    with store.statements() as sent:
+        await decide(store.units, store.action.id or 0, "U0CAROL")
+
+    assert audit_statements(sent) == ["INSERT audit_entry", *head_read(postgres), "INSERT audit_entry"]
+    entries = await store.entries()
+    assert [e.seq for e in entries] == list(range(1, len(before) + 2))
+    assert entries[-1].prev_hash == before[-1].entry_hash
+    await store.intact()
+
+
+async def test_a_connection_found_broken_makes_the_engine_forget_the_head_it_knows(
+    store: Store, database_url: str
+) -> None:
+    """A failover shows as a broken connection, and a new one then goes to the promoted replica, which may lack
+    the last commits: the engine forgets the head it knows, and the next append reads the head at once."""
+    postgres = store.engine.dialect.name == "postgresql"
+    before = await store.entries()
+    await decide(store.units, store.action.id or 0, "U0BOB")
+    await lose_the_last_decision(database_url)
+    async with store.engine.connect() as connection:
+        await connection.invalidate()
+
+    with store.statements() as sent:
+        await decide(store.units, store.action.id or 0, "U0CAROL")
 
     assert audit_statements(sent) == [*head_read(postgres), "INSERT audit_entry"]
     entries = await store.entries()
