@@ -19,7 +19,7 @@ from connectors.actions import Action
 from connectors.errors import PermanentConnectorError
 from connectors.registry import ENTRY_POINT_GROUP, ConnectorRegistry
 from connectors.sandbox_shop import OrderInfo
-from storage.memory import MemoryHit, MemoryStoreError
+from storage.memory import MemoryHit, MemoryStoreError, PreparedMemory
 from storage.unit_of_work import UnitOfWork
 
 
@@ -105,16 +105,18 @@ class RecordedMemories:
     ) -> tuple[int, bool]:
         raise MemoryStoreError("a replay writes nothing")
 
-    async def remember_within(
+    async def prepare(
         self,
-        uow: UnitOfWork,
         team: str,
         text: str,
         *,
         kind: str = "note",
         key: str | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> PreparedMemory | None:
+        raise MemoryStoreError("a replay writes nothing")
+
+    async def remember_within(self, uow: UnitOfWork, memory: PreparedMemory) -> None:
         raise MemoryStoreError("a replay writes nothing")
 
     async def forget(self, team: str, memory_id: int) -> bool:

@@ -25,7 +25,7 @@ from runtime.crashpoints import crash_point
 from runtime.handlers.base import Collaborators, HandlerBase
 from runtime.handlers.claims import AgentPaused, CannotRun, Claims
 from runtime.handlers.content_calendar import record_planned_slot
-from runtime.handlers.memories import remember_outcome_within
+from runtime.handlers.memories import prepare_outcome, remember_outcome_within
 from runtime.handlers.scheduled_publishing import record_due_publish
 from runtime.messagebus import Message
 from runtime.messages import (
@@ -231,13 +231,15 @@ class Executions(HandlerBase):
         self, in_hand: ExecutionInHand, result: dict[str, object], attempts: _Attempts
     ) -> Sequence[Message]:
         """Book the outcome, the attempts that led to it, the action's new state and what follows from it (a
-        due publish, a planned slot, the outcome's memory when the store keeps it in this database) in one
-        transaction; the event that tells of it carries what its subscribers need to know."""
+        due publish, a planned slot, the outcome's memory when the store keeps it in this database, made ready
+        before) in one transaction; the event that tells of it carries what its subscribers need to know."""
         finished = self.clock()
         # A result that is not JSON (a connector bug) would fail the commit and leave the execution in flight.
         stored = to_jsonable_python(result, fallback=str)
         event = action_executed_event(in_hand, ExecutionStatus.SUCCEEDED, stored, finished)
+        outcome = await prepare_outcome(self.memory, self.registry, event)
         async with self.units() as uow:
+            remembered = await remember_outcome_within(uow, self.memory, outcome, in_hand.action.id or 0)
             booked = await uow.executions.book(
                 in_hand, ExecutionStatus.SUCCEEDED, stored, None, finished, attempts.rows(in_hand)
             )
@@ -245,7 +247,6 @@ class Executions(HandlerBase):
                 return self._booked_elsewhere(in_hand)
             await record_due_publish(uow, self.registry, self.zone, in_hand.action, in_hand.intent, result)
             await record_planned_slot(uow, self.registry, self.zone, in_hand.action, in_hand.intent)
-            remembered = await remember_outcome_within(uow, self.memory, self.registry, event)
             await uow.commit()
         if booked.completed_run_spend is not None:
             completed_run_spend(booked.completed_run_spend)

@@ -25,7 +25,7 @@ from runtime.messagebus import Message
 from runtime.messages import ActionExecuted, ExecutedAction, Forget, Recall, Remember
 from runtime.mrkdwn import escape, quote
 from storage.ids import UnknownIdError, format_id, parse_id, parse_key
-from storage.memory import MemoryStore, MemoryStoreError
+from storage.memory import MemoryStore, MemoryStoreError, PreparedMemory
 from storage.memory.entities import inferred_key
 from storage.unit_of_work import UnitOfWork
 
@@ -178,22 +178,42 @@ def outcome_memory(registry: ConnectorRegistry, event: ActionExecuted) -> Outcom
     return OutcomeMemory(executed.team_id, fact, kind, key, meta)
 
 
-async def remember_outcome_within(
-    uow: UnitOfWork, memory: MemoryStore, registry: ConnectorRegistry, event: ActionExecuted
-) -> bool:
-    """Keep the outcome in the booking's own transaction when the store writes there: True when that settled it
-    (kept, or refused and logged: nothing is left for :meth:`Memories.remember_outcome`), False when the store
-    remembers only after the commit."""
+async def prepare_outcome(
+    memory: MemoryStore, registry: ConnectorRegistry, event: ActionExecuted
+) -> PreparedMemory | bool:
+    """The outcome's memory made ready before its booking's transaction begins (its vector may take seconds,
+    which must not be spent holding the booking's locks): a PreparedMemory for :func:`remember_outcome_within`.
+    Else whether that settled it: True when there is nothing to remember, or it was refused and logged; False
+    when the store remembers only after the commit (:meth:`Memories.remember_outcome`)."""
     outcome = outcome_memory(registry, event)
     if outcome is None:
         return True
     try:
-        return await memory.remember_within(
-            uow, outcome.team, outcome.text, kind=outcome.kind, key=outcome.key, meta=outcome.meta
+        prepared = await memory.prepare(
+            outcome.team, outcome.text, kind=outcome.kind, key=outcome.key, meta=outcome.meta
         )
     except MemoryStoreError as exc:
         log.warning("outcome_not_remembered", action=event.action_id, error=str(exc))
         return True
+    return False if prepared is None else prepared
+
+
+async def remember_outcome_within(
+    uow: UnitOfWork, memory: MemoryStore, prepared: PreparedMemory | bool, action_id: int
+) -> bool:
+    """Write the prepared outcome in the booking's transaction, as its first write: True when that settled it.
+    A write that fails (on PostgreSQL any failed statement spoils the transaction) is logged and rolled back,
+    which takes nothing else with it, so the booking of what was done still lands; False then leaves the memory
+    to :meth:`Memories.remember_outcome` after the commit."""
+    if isinstance(prepared, bool):
+        return prepared
+    try:
+        await memory.remember_within(uow, prepared)
+    except Exception:
+        log.exception("outcome_not_remembered_with_its_booking", action=action_id)
+        await uow.session.rollback()
+        return False
+    return True
 
 
 def _allowed_by(executed: ExecutedAction) -> str:

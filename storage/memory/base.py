@@ -36,6 +36,14 @@ class MemoryStoreError(Exception):
 
 
 @dataclass(frozen=True)
+class PreparedMemory:
+    """A new memory's row (vector included) and its time to live, as :meth:`MemoryStore.prepare` made it."""
+
+    values: dict[str, Any]
+    ttl: timedelta | None
+
+
+@dataclass(frozen=True)
 class MemoryHit:
     id: int
     text: str
@@ -71,20 +79,24 @@ class MemoryStore(Protocol):
         """Store a memory; returns its id and whether it is new (the same text twice is stored once)."""
         ...
 
-    async def remember_within(
+    async def prepare(
         self,
-        uow: UnitOfWork,
         team: str,
         text: str,
         *,
         kind: str = "note",
         key: str | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> bool:
-        """Store a memory in the caller's open unit of work, to be committed (or not) with the rest of it, when
-        this store keeps its memories in that database: True. False when it cannot (a remote index is written
-        after the commit): the caller remembers it with :meth:`remember` after committing. A memory refused
-        raises MemoryStoreError before anything is written, so the caller's transaction can go on without it."""
+    ) -> PreparedMemory | None:
+        """A memory checked and given its vector (which may take seconds) with no transaction open, for
+        :meth:`remember_within` to write in the caller's unit of work when this store keeps its memories in that
+        database. None when it cannot (a remote index is written after the commit): the caller remembers it with
+        :meth:`remember` after committing. A memory refused raises MemoryStoreError."""
+        ...
+
+    async def remember_within(self, uow: UnitOfWork, memory: PreparedMemory) -> None:
+        """Write a prepared memory in the caller's open unit of work, to be committed (or not) with the rest of
+        it."""
         ...
 
     async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:

@@ -30,6 +30,7 @@ from storage.memory.base import (
     SUMMARY_MAX_USES,
     MemoryHit,
     MemoryStoreError,
+    PreparedMemory,
     Retention,
     content_hash,
 )
@@ -96,26 +97,26 @@ class EmbeddedMemoryStore:
         meta: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
     ) -> tuple[int, bool]:
-        values, ttl = await self._new_memory(team, text_, kind, key, meta, ttl)
+        memory = await self._new_memory(team, text_, kind, key, meta, ttl)
         async with self._units() as uow:
-            stored, created = await self._stored(uow.session, values, ttl)
+            stored, created = await self._stored(uow.session, memory)
             await uow.commit()
         assert stored.id is not None
         return stored.id, created
 
-    async def remember_within(
+    async def prepare(
         self,
-        uow: UnitOfWork,
         team: str,
         text_: str,
         *,
         kind: str = "note",
         key: str | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> bool:
-        values, ttl = await self._new_memory(team, text_, kind, key, meta, None)
-        await self._stored(uow.session, values, ttl)
-        return True
+    ) -> PreparedMemory | None:
+        return await self._new_memory(team, text_, kind, key, meta, None)
+
+    async def remember_within(self, uow: UnitOfWork, memory: PreparedMemory) -> None:
+        await self._stored(uow.session, memory)
 
     async def _new_memory(
         self,
@@ -125,7 +126,7 @@ class EmbeddedMemoryStore:
         key: str | None,
         meta: dict[str, Any] | None,
         ttl: timedelta | None,
-    ) -> tuple[dict[str, Any], timedelta | None]:
+    ) -> PreparedMemory:
         """A new memory's row and its time to live (given, else its kind's), checked and given its vector before
         anything is written: whatever refuses it raises MemoryStoreError first."""
         if not team:
@@ -154,14 +155,13 @@ class EmbeddedMemoryStore:
             except Exception as exc:
                 raise MemoryStoreError(f"it could not be embedded ({type(exc).__name__}: {exc})") from exc
             values |= {"vector": _vector_bytes(vector), "vector_model": self._embedder.model}
-        return values, ttl
+        return PreparedMemory(values, ttl)
 
-    async def _stored(
-        self, session: Any, values: dict[str, Any], ttl: timedelta | None
-    ) -> tuple[Memory, bool]:
+    async def _stored(self, session: Any, memory: PreparedMemory) -> tuple[Memory, bool]:
         """Write a new memory's row in this session's transaction: the memory, and whether it is new. A new one
         comes back from its INSERT … RETURNING; the same text said before is read instead, and kept at least as
         long as the new one would have been."""
+        values, ttl = memory.values, memory.ttl
         bind = session.bind
         insert = pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
         inserted = insert(Memory).values(**values).on_conflict_do_nothing().returning(Memory)

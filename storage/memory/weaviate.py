@@ -32,11 +32,11 @@ from sqlalchemy import select as select_columns
 from sqlmodel import col, select
 
 from storage.embedding import Embedder
-from storage.memory.base import Retention, record_incident
+from storage.memory.base import PreparedMemory, Retention, record_incident
 from storage.memory.embedded import EmbeddedMemoryStore
 from storage.memory.ranking import HYBRID_ALPHA
 from storage.records import Memory, MemoryIndexQueue, UtcDateTime, utcnow
-from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory, awaiting_remote
+from storage.unit_of_work import UnitOfWorkFactory, awaiting_remote
 
 if TYPE_CHECKING:
     from storage.memory.keyword_index import Tokenizer
@@ -429,19 +429,18 @@ class IndexedMemoryStore(EmbeddedMemoryStore):
         await self._push()
         return stored
 
-    async def remember_within(
+    async def prepare(
         self,
-        uow: UnitOfWork,
         team: str,
         text_: str,
         *,
         kind: str = "note",
         key: str | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> PreparedMemory | None:
         """Not within another transaction: the memory is pushed to Weaviate after its own commit (a memory
         committed with the caller's work would wait in the queue until some later write pushed it)."""
-        return False
+        return None
 
     async def forget(self, team: str, memory_id: int) -> bool:
         forgotten = await super().forget(team, memory_id)

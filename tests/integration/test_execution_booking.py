@@ -3,8 +3,15 @@ and once: a second booking of the same execution (by a process that took it over
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import structlog
 from sqlmodel import delete, select
 
+from bot import memory_setup
 from bot.bootstrap import Aios
 from runtime.handlers.execution import action_executed_event
 from runtime.messages import DecideApproval, ReconcileExecution
@@ -18,7 +25,8 @@ from storage.records import (
     ProposedAction,
 )
 from tests.conftest import Clock
-from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask
+from tests.fakes.slack_api import FakeSlackApi
+from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios
 
 TEAM = "T0FAKE"
 
@@ -148,3 +156,92 @@ async def test_an_outcome_told_again_is_remembered_once(aios: Aios, clock: Clock
     await aios.process(told_again)
 
     assert len(await aios.memory.lookup(TEAM, "order:1001")) == 1
+
+
+class HeldEmbedder:
+    """Vectors of four dimensions; the embedding of a refund's outcome waits until released, as a first call
+    loading a local model takes seconds."""
+
+    model = "held-4"
+
+    def __init__(self) -> None:
+        self.embedding = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if any("refunded $" in text for text in texts):
+            self.embedding.set()
+            await self.released.wait()
+        return [[0.5, 0.5, 0.5, 0.5] for _ in texts]
+
+
+async def test_the_outcome_is_embedded_before_its_booking_takes_any_lock(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the refund's memory is embedded, another writer (here one locking the execution's row, which the
+    booking updates) goes through at once: nothing of the booking is begun yet. Its memory is kept with the
+    booking, vector and all."""
+    embedder = HeldEmbedder()
+    monkeypatch.setattr(memory_setup, "embedder_for", lambda _settings: embedder)
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        await ask(aios, "refund order 1001, $250, arrived broken")
+        async with aios.units() as uow:
+            approval = (await uow.session.exec(select(Approval))).one()
+        assert approval.id is not None
+        click = asyncio.create_task(
+            aios.process(DecideApproval(approval.id, MANAGER, approve=True, channel=CHANNEL))
+        )
+        try:
+            async with asyncio.timeout(10):
+                await embedder.embedding.wait()
+            async with asyncio.timeout(5), aios.units() as uow:
+                (await uow.session.exec(select(Execution).with_for_update())).one()
+                await uow.first_time("written while the outcome is embedded")
+                await uow.commit()
+        finally:
+            embedder.released.set()
+            await click
+
+        async with aios.units.read() as uow:
+            execution = (await uow.session.exec(select(Execution))).one()
+            memory = (await uow.session.exec(select(Memory))).one()
+        assert execution.status == ExecutionStatus.SUCCEEDED
+        assert memory.key == "order:1001" and memory.vector_model == embedder.model
+    finally:
+        await aios.close()
+
+
+REFUSE_MEMORIES = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_memory BEFORE INSERT ON memory BEGIN SELECT RAISE(ABORT, 'memory refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_memory() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'memory refused'; END $$",
+        "CREATE TRIGGER refuse_memory BEFORE INSERT ON memory FOR EACH ROW EXECUTE FUNCTION refuse_memory()",
+    ],
+}
+
+
+async def test_an_outcome_memory_the_database_refuses_leaves_the_booking_to_land(aios: Aios) -> None:
+    """The shop refunded: the booking must land even though writing its memory fails with a database error (on
+    PostgreSQL one that spoils the transaction). The failure is logged."""
+    async with aios.engine.begin() as connection:
+        for statement in REFUSE_MEMORIES[aios.engine.dialect.name]:
+            await connection.exec_driver_sql(statement)
+
+    with structlog.testing.capture_logs() as logged:
+        execution = await approved_refund(aios)
+
+    async with aios.units.read() as uow:
+        action = await uow.get(ProposedAction, execution.action_id)
+        memories = (await uow.session.exec(select(Memory))).all()
+    assert action is not None and action.status == ActionStatus.EXECUTED
+    assert memories == []
+    [failed] = [e for e in logged if e["event"] == "outcome_not_remembered_with_its_booking"]
+    assert failed["action"] == execution.action_id and failed["log_level"] == "error"

@@ -59,13 +59,14 @@ async def test_a_click_and_its_execution_take_one_transaction_per_durable_step(d
         expected.append(["SELECT", "proposed_action.id,", "proposed_action.run_id,"])
     assert clicked == expected
     booked = _ours(result.sql["execution booked"])
-    # Written, nothing read: the execution, its attempt, its action, its run, and the outcome's memory.
+    # Written, nothing read: the outcome's memory (first, so that a write of it that fails is rolled back alone),
+    # the execution, its attempt, its action, its run.
     assert [s.split()[:3] for s in booked] == [
+        ["INSERT", "INTO", "memory"],
         ["UPDATE", "execution", "SET"],
         ["INSERT", "INTO", "execution_attempt"],
         ["UPDATE", "proposed_action", "SET"],
         ["UPDATE", "run", "SET"],
-        ["INSERT", "INTO", "memory"],
     ]
 
 

@@ -556,7 +556,7 @@ async def test_the_store_writes_no_memory_within_another_transaction(
 ) -> None:
     """Its index is pushed after its own commit: a memory committed with someone else's work would wait."""
     async with units() as uow:
-        assert not await store.remember_within(uow, SHOP, "the Lisbon warehouse closes at five")
+        assert await store.prepare(SHOP, "the Lisbon warehouse closes at five") is None
         await uow.commit()
     assert await recorded(units, SHOP) == set() and await queued(units) == 0
 
