@@ -86,7 +86,9 @@ class RunRepository(SessionRepository):
             )
         ]
         if on_order is not None:
-            on = col(ProposedAction.params)["order_id"].as_integer() == on_order
+            # Compared as text: a cast to integer could fail on another action's order_id that is no number, and
+            # PostgreSQL does not promise to filter by name first.
+            on = col(ProposedAction.params)["order_id"].as_string() == str(on_order)
             parts.append(_tagged(_ON_ORDER).where(*this_action, on))
         if on_payment is not None:
             on = col(ProposedAction.params)["payment"].as_string() == on_payment

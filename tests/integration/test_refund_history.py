@@ -4,6 +4,7 @@ through a Slack user group."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from bot.bootstrap import Aios
 from connectors.actions import ShopRefund
 from connectors.sandbox_state import sandbox_state
 from policies.engine import DEFAULT_POLICY
-from runtime.handlers.judging import judge
+from runtime.handlers.judging import COUNTED_TODAY, MOVED_MONEY, judge
 from runtime.messages import DecideApproval, PauseAgent
-from storage.records import Decision
+from storage.records import ActionStatus, Decision, Intent, ProposedAction, Run, utcnow
+from storage.unit_of_work import UnitOfWorkFactory
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios
@@ -145,3 +147,37 @@ async def test_what_the_order_and_the_requester_moved_before_is_read_in_one_stat
         assert verdict.rule_id == "small-refunds-are-fine"
     finally:
         await aios.close()
+
+
+async def test_an_order_id_that_is_no_number_leaves_the_order_counted(units: UnitOfWorkFactory) -> None:
+    """Another action's parameters may be anything (an MCP tool's, a request made to break things): an order_id
+    that is no number, on an action of this name or another, leaves what order 1001 had refunded counted. Cast
+    to an integer it failed the statement on PostgreSQL, which does not promise to look at the name first."""
+    async with units() as uow:
+        intent = await uow.add(Intent(source="console", channel=CHANNEL, user=REQUESTER, text="refunds"))
+        run = await uow.add(Run(intent_id=intent.id or 0, agent="returns"))
+        for name, order_id in (
+            ("shop.refund", 1001),
+            ("shop.refund", "ORD-7"),
+            ("mcp.orders.cancel", "ORD-7"),
+        ):
+            params = {"order_id": order_id, "amount": 60.0, "reason": "late"}
+            await uow.add(
+                ProposedAction(run_id=run.id or 0, name=name, params=params, status=ActionStatus.EXECUTED)
+            )
+        await uow.commit()
+
+    async with units.read() as uow:
+        moved = await uow.runs.money_moved(
+            "shop.refund",
+            REQUESTER,
+            on_order=1001,
+            on_payment=None,
+            moved=MOVED_MONEY,
+            since=utcnow() - timedelta(days=1),
+            counted=COUNTED_TODAY,
+            other_than_run=0,
+        )
+
+    assert moved.on_order == 60.0
+    assert moved.requester_today == {"shop.refund": 120.0, "mcp.orders.cancel": 60.0}
