@@ -192,6 +192,8 @@ class SharedReads:
         self._sessions: dict[int, AsyncSession] = {}
         self._turn = asyncio.Lock()  # one session serves one statement at a time, whatever task asks
         self._holder: asyncio.Task[object] | None = None
+        # The turn as now held, also in the context of its holder and so of the tasks it starts meanwhile.
+        self._hold: object | None = None
         self._remote_calls = 0  # calls to other systems awaited now, by tasks sharing these reads
         self.closed = False
 
@@ -200,23 +202,33 @@ class SharedReads:
         if self._holder is not None and self._holder is asyncio.current_task():
             yield self._open(sessions)  # a read inside a read of the same task: its turn already
             return
-        if not self._alone():
+        if not self._alone() and not self._held_above():
             async with self._turn:
                 # A remote call may have begun while this read waited its turn: asked again.
                 if not self._alone():
-                    self._holder = asyncio.current_task()
+                    self._holder, self._hold = asyncio.current_task(), object()
+                    held = _turn_held.set(self._hold)
                     try:
                         yield self._open(sessions)
                     finally:
-                        self._holder = None
+                        _turn_held.reset(held)
+                        self._holder = self._hold = None
+                        if self.closed:  # the block ended during this read, and left the end to it
+                            await self._end()
                     return
-        # A task still running after the block (it took a copy of the context), or a read beside a remote call:
-        # a transaction of its own, ended with the read, so that none stays open.
+        # A task still running after the block (it took a copy of the context), a read beside a remote call, or
+        # one of a task started by the turn's holder (which may be awaiting it: sharing the turn would deadlock,
+        # sharing the session would run two statements on it at once): a transaction of its own, ended with the
+        # read, so that none stays open.
         async with sessions() as alone:
             yield alone
 
     def _alone(self) -> bool:
         return self.closed or self._remote_calls > 0
+
+    def _held_above(self) -> bool:
+        """Whether the turn is held by this task or by one that started it while holding it."""
+        return self._hold is not None and _turn_held.get() is self._hold
 
     def _open(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncSession:
         session = self._sessions.get(id(sessions))
@@ -227,13 +239,13 @@ class SharedReads:
     @asynccontextmanager
     async def set_aside(self) -> AsyncIterator[None]:
         """End the transaction (once the read on it is done); while the call is awaited, reads made beside it
-        take transactions of their own. A read of this very task still open keeps its transaction: it is using
-        it."""
+        take transactions of their own. A read still open of this very task, or of one that started it (and may
+        be awaiting it), keeps its transaction: it is using it."""
         # Counted before waiting for the turn, so that a read arriving meanwhile does not begin a new shared
         # transaction that would stay open throughout the call.
         self._remote_calls += 1
         try:
-            if self._holder is not asyncio.current_task():
+            if not self._held_above():
                 async with self._turn:
                     await self._end()
             yield
@@ -241,8 +253,11 @@ class SharedReads:
             self._remote_calls -= 1
 
     async def close(self) -> None:
+        """End the transaction, now or, if a task is reading on it (one started in the block and still
+        running), as that read ends: never under a statement."""
         self.closed = True
-        await self._end()
+        if not self._turn.locked():
+            await self._end()
 
     async def _end(self) -> None:
         # close() rolls back (there is nothing to commit) and gives the connection back to the pool; what was
@@ -253,13 +268,15 @@ class SharedReads:
 
 
 _shared_reads: ContextVar[SharedReads | None] = ContextVar("aios_shared_reads", default=None)
+_turn_held: ContextVar[object | None] = ContextVar("aios_shared_read_turn", default=None)
 
 
 @asynccontextmanager
 async def reading_together() -> AsyncIterator[None]:
     """Read-only units of work opened inside (by this task, or by tasks it starts) share one transaction,
     ended when the block ends, or before a call to another system (:func:`awaiting_remote`). Only for reads that
-    follow each other closely: keep calls to a model out of it."""
+    follow each other closely: keep calls to a model out of it. A task may await, inside a read, a task it starts
+    there, but not one started before that read which reads or calls out: that one waits for the read's turn."""
     if _shared_reads.get() is not None:
         yield  # already inside one
         return

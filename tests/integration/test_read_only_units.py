@@ -330,3 +330,59 @@ async def test_a_read_inside_a_read_shares_its_turn_and_a_task_outliving_the_blo
     go_on.set()
     async with asyncio.timeout(10):
         assert await outliving == "hi"
+
+
+async def test_a_task_started_inside_a_shared_read_calls_out_and_reads_without_waiting_for_its_starter(
+    engine: AsyncEngine,
+) -> None:
+    """The starter holds the read turn while it awaits the task: were the task to wait for that turn (to end the
+    shared transaction before its call, or to read on it), neither would go on."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+
+    async def remote_call() -> None:
+        async with awaiting_remote():
+            pass
+
+    async def read() -> str | None:
+        async with units.read() as uow:
+            intent = await uow.get(Intent, intent_id)
+        return intent.text if intent else None
+
+    async with reading_together(), units.read() as uow:
+        assert await uow.get(Intent, intent_id) is not None
+        async with asyncio.timeout(10):
+            await asyncio.create_task(remote_call())
+            assert await asyncio.create_task(read()) == "hi"
+        assert await uow.get(Intent, intent_id) is not None  # its transaction is still there to read on
+    assert connections_held(engine) == 0
+
+
+async def test_a_read_still_going_when_the_block_ends_keeps_its_transaction_until_it_ends(
+    engine: AsyncEngine,
+) -> None:
+    """A task started in the block reads on past its end: the shared transaction is ended as that read ends,
+    not under it, so the read sees one snapshot throughout and no connection stays out of the pool."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    stored_text = select(Intent.text).where(Intent.id == intent_id)
+    reading, go_on = asyncio.Event(), asyncio.Event()
+
+    async def long_read() -> tuple[str, str]:
+        async with units.read() as uow:
+            first = (await uow.session.exec(stored_text)).one()
+            reading.set()
+            await go_on.wait()
+            return first, (await uow.session.exec(stored_text)).one()
+
+    async with reading_together():
+        still_reading = asyncio.create_task(long_read())
+        await reading.wait()
+    async with units() as uow:
+        await uow.session.exec(update(Intent).where(col(Intent.id) == intent_id).values(text="changed"))
+        await uow.commit()
+    go_on.set()
+
+    async with asyncio.timeout(10):
+        assert await still_reading == ("hi", "hi")
+    assert connections_held(engine) == 0
