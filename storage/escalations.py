@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import ScalarSelect, literal_column, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.records import Escalation, EscalationStatus, Run
+from storage.records import Escalation, EscalationStatus, Intent, Run
+
+
+def open_in_intents_thread() -> ScalarSelect[int]:
+    """The id of the newest escalation still waiting for a person in the thread of the intent an UPDATE … RETURNING
+    works on, as a scalar subquery of its RETURNING (NULL when none waits)."""
+    # SQLite's RETURNING is rendered without table names, the subquery's too: the intent's columns are named in
+    # full, and the escalation's, left bare, are the subquery's own.
+    intent = Intent.__tablename__
+    return (
+        select(Escalation.id)
+        .where(
+            col(Escalation.channel) == literal_column(f"{intent}.channel"),
+            col(Escalation.thread_ts) == literal_column(f"{intent}.thread_ts"),
+            col(Escalation.status) == EscalationStatus.OPEN,
+        )
+        .order_by(col(Escalation.id).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 class Escalations:
@@ -24,20 +43,6 @@ class Escalations:
         """The escalation this run's request answered, if it did."""
         return (
             await self.session.exec(select(Escalation).where(col(Escalation.answer_run_id) == run_id))
-        ).first()
-
-    async def open_in_thread(self, channel: str, thread_ts: str) -> Escalation | None:
-        """The newest escalation of this thread still waiting for a person."""
-        return (
-            await self.session.exec(
-                select(Escalation)
-                .where(
-                    col(Escalation.channel) == channel,
-                    col(Escalation.thread_ts) == thread_ts,
-                    col(Escalation.status) == EscalationStatus.OPEN,
-                )
-                .order_by(col(Escalation.id).desc())
-            )
         ).first()
 
     async def unasked(self, before: datetime) -> list[tuple[Escalation, Run]]:

@@ -25,6 +25,7 @@ from runtime.transport import TransportError
 from storage.escalations import Escalations as EscalationQueries
 from storage.ids import format_id
 from storage.records import Escalation, EscalationStatus, Intent, Run, RunStatus, utcnow
+from storage.repositories.runs import ClaimedIntent
 from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -70,11 +71,12 @@ class Escalations(HandlerBase):
         crash_point("escalation_recorded")
         await ask_in_thread(self, record)
 
-    async def waiting_in_thread(self, uow: UnitOfWork, intent: Intent) -> Escalation | None:
-        """The escalation a new request in its thread answers: the thread's newest one still waiting."""
-        if intent.thread_ts is None:
+    async def waiting_in_thread(self, uow: UnitOfWork, claimed: ClaimedIntent) -> Escalation | None:
+        """The escalation a new request in its thread answers: the thread's newest one still waiting, as its claim
+        found it (read only when there is one)."""
+        if claimed.open_escalation is None:
             return None
-        return await EscalationQueries(uow.session).open_in_thread(intent.channel, intent.thread_ts)
+        return await uow.session.get(Escalation, claimed.open_escalation)
 
     def answering_agent(self, waiting: Escalation | None) -> str:
         """The agent a run answering ``waiting`` goes to: the one that asked (the dispatcher routes it when no

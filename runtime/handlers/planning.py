@@ -76,6 +76,7 @@ class _Started:
     # The escalation of the thread that this intent answered, and when.
     answered: tuple[EscalationRecord, datetime] | None
     offline_notice: bool  # the thread's first: say that planning is offline
+    agents_paused: bool  # some agent was paused when the intent was claimed
 
 
 class Planning(HandlerBase):
@@ -106,14 +107,22 @@ class Planning(HandlerBase):
             await self.escalations.close_answered(started.answered[0], intent, run.id, started.answered[1])
         if started.offline_notice:
             await self._say(thread, OFFLINE_NOTICE)
-        return await self._route_and_plan(intent, thread, run.id, started=run)
+        return await self._route_and_plan(
+            intent, thread, run.id, started=run, agents_paused=started.agents_paused
+        )
 
     async def plan_run(self, intent: Intent, run_id: int) -> Sequence[Message]:
         """Plan a run of ``intent`` made elsewhere (a rejection's revision) and put its proposals to the policy."""
         return await self._route_and_plan(intent, Thread(intent.channel, intent.thread_ts), run_id)
 
     async def _route_and_plan(
-        self, intent: Intent, thread: Thread, run_id: int, *, started: Run | None = None
+        self,
+        intent: Intent,
+        thread: Thread,
+        run_id: int,
+        *,
+        started: Run | None = None,
+        agents_paused: bool = True,
     ) -> Sequence[Message]:
         """Pick the agent (unless the run has one), plan, and put the proposals to the policy.
 
@@ -121,7 +130,9 @@ class Planning(HandlerBase):
         a crash stopped, and to revise a rejected action: a revision run is planned with its reason as feedback,
         each time it is planned. The agent's pause and what it reads before planning are read in one
         transaction, ended before each call to another system the agent's context makes (a shop, Stripe,
-        Weaviate) and begun again after it; the run's agent is stored with whatever the planning comes to."""
+        Weaviate) and begun again after it; the run's agent is stored with whatever the planning comes to.
+        ``agents_paused`` False: no agent was paused when the run started, so its agent's pause is not read (a
+        pause that came later holds its actions before they execute, as it does for a run already planned)."""
         assert intent.id is not None
         if started is not None:
             run, feedback = started, None  # a run started just now revises nothing
@@ -165,7 +176,7 @@ class Planning(HandlerBase):
                 feedback=feedback,
             )
             async with reading_together():
-                paused = await self._is_paused(agent.name)
+                paused = agents_paused and await self._is_paused(agent.name)
                 context = None if paused else await agent.context(request)
             if paused:
                 await self._update_run(run_id, RunStatus.PAUSED, run.rationale, agent=agent.name)
@@ -222,11 +233,12 @@ class Planning(HandlerBase):
         of the thread it answers, the thread's one offline notice. None when the intent has moved on (another
         worker took it) or has no thread yet."""
         async with self.units() as uow:
-            intent = await uow.runs.claim_intent_in_thread(intent_id)
-            if intent is None:
+            claimed = await uow.runs.claim_intent_in_thread(intent_id)
+            if claimed is None:
                 return None
+            intent = claimed.intent
             assert intent.id is not None
-            waiting = await self.escalations.waiting_in_thread(uow, intent)
+            waiting = await self.escalations.waiting_in_thread(uow, claimed)
             run = await uow.add(
                 Run(intent_id=intent.id, agent=self.escalations.answering_agent(waiting), owner=self.lease.id)
             )
@@ -236,7 +248,7 @@ class Planning(HandlerBase):
             )
             await uow.commit()
         answered = (waiting, answered_at) if waiting is not None and answered_at is not None else None
-        return _Started(intent, run, answered, offline_notice)
+        return _Started(intent, run, answered, offline_notice, claimed.agents_paused)
 
     def _run_values(
         self,

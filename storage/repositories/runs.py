@@ -14,6 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import col, select
 
+from storage.escalations import open_in_intents_thread
 from storage.records import (
     RUN_STATUS_FROM_ACTIONS,
     RUN_STATUS_OTHERWISE,
@@ -41,6 +42,16 @@ class MoneyMoved:
     on_order: float
     on_payment: float
     requester_today: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ClaimedIntent:
+    """An intent just claimed, with what its thread and the agents stood at when it was."""
+
+    intent: Intent
+    open_escalation: int | None  # the id of its thread's newest escalation waiting for a person
+    # Whether any agent was paused: when none was, the run's agent needs no pause read before it plans.
+    agents_paused: bool
 
 
 class RunRepository(SessionRepository):
@@ -208,9 +219,10 @@ class RunRepository(SessionRepository):
         """Compare-and-set received → dispatched, so an intent is planned by one worker only."""
         return await self._move_received_intent(intent_id, IntentStatus.DISPATCHED)
 
-    async def claim_intent_in_thread(self, intent_id: int) -> Intent | None:
-        """:meth:`claim_intent` for an intent that has its thread already, returning it as it now stands (one
-        UPDATE … RETURNING); None when it has moved on, or has no thread yet."""
+    async def claim_intent_in_thread(self, intent_id: int) -> ClaimedIntent | None:
+        """:meth:`claim_intent` for an intent that has its thread already, returning it as it now stands with what
+        starting its run looks at, all in one UPDATE … RETURNING; None when it has moved on, or has no thread
+        yet."""
         statement = (
             update(Intent)
             .where(
@@ -219,10 +231,15 @@ class RunRepository(SessionRepository):
                 col(Intent.thread_ts).is_not(None),
             )
             .values(status=IntentStatus.DISPATCHED)
-            .returning(Intent)
+            .returning(
+                Intent,
+                open_in_intents_thread(),
+                sql_select(col(AgentPause.agent)).exists(),
+            )
             .execution_options(synchronize_session=False)
         )
-        return (await self.session.exec(statement)).scalars().first()
+        row = (await self.session.exec(statement)).first()
+        return None if row is None else ClaimedIntent(row[0], row[1], bool(row[2]))
 
     async def fail_intent(self, intent_id: int) -> bool:
         """Compare-and-set received → failed; False when the intent had already moved on."""

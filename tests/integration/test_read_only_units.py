@@ -1,5 +1,6 @@
 """Read-only units of work, reads that share one transaction, and the one-statement writes planning makes: a
-run's status computed from its actions in SQL, an intent claimed with its row returned, a card's message."""
+run's status computed from its actions in SQL, an intent claimed with its row, its thread's open escalation and
+whether any agent is paused returned, a card's message."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from sqlmodel import col, select
 
 from storage.records import (
     ActionStatus,
+    AgentPause,
     Approval,
     Decision,
+    Escalation,
+    EscalationStatus,
     Intent,
     IntentStatus,
     ProposedAction,
@@ -229,11 +233,59 @@ async def test_an_intent_is_claimed_with_its_row_once_it_has_a_thread(engine: As
         assert await uow.runs.claim_intent_in_thread(threadless) is None
         claimed = await uow.runs.claim_intent_in_thread(threaded)
         await uow.commit()
-    assert claimed is not None and claimed.id == threaded and claimed.text == "hi"
-    assert claimed.status == IntentStatus.DISPATCHED and claimed.thread_ts == "1.0"
+    assert claimed is not None
+    intent = claimed.intent
+    assert intent.id == threaded and intent.text == "hi"
+    assert intent.status == IntentStatus.DISPATCHED and intent.thread_ts == "1.0"
     async with units() as uow:
         assert await uow.runs.claim_intent_in_thread(threaded) is None  # claimed once
         assert await uow.runs.claim_intent(threadless)  # still received
+
+
+async def test_an_intents_claim_says_in_the_same_statement_what_its_thread_and_the_agents_wait_for(
+    engine: AsyncEngine,
+) -> None:
+    """The escalation its thread has open (the newest; none closed, none of another thread) and whether any agent
+    is paused come back with the claimed intent: starting its run reads neither again."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    quiet, answering = await an_intent(units, thread_ts="2.0"), await an_intent(units)
+    escalations: list[Escalation] = []
+    waiting = EscalationStatus.OPEN
+    async with units() as uow:
+        for channel, status in (
+            ("C0", waiting),
+            ("C0", waiting),
+            ("C1", waiting),
+            ("C0", EscalationStatus.ANSWERED),
+        ):
+            run = await uow.add(Run(intent_id=answering, agent="returns"))
+            assert run.id is not None
+            asked = Escalation(
+                run_id=run.id,
+                agent="returns",
+                reason="r",
+                question="q",
+                channel=channel,
+                thread_ts="1.0",
+                status=status,
+            )
+            escalations.append(await uow.add(asked))
+        await uow.commit()
+    sent = sent_statements(engine)
+    async with units() as uow:
+        first = await uow.runs.claim_intent_in_thread(quiet)
+        second = await uow.runs.claim_intent_in_thread(answering)
+        await uow.commit()
+    assert sent == ["UPDATE", "UPDATE"]
+    assert first is not None and (first.open_escalation, first.agents_paused) == (None, False)
+    assert second is not None and (second.open_escalation, second.agents_paused) == (escalations[1].id, False)
+
+    paused_later = await an_intent(units, thread_ts="3.0")
+    async with units() as uow:
+        await uow.add(AgentPause(agent="content", paused_by="U0"))
+        claimed = await uow.runs.claim_intent_in_thread(paused_later)
+        await uow.commit()
+    assert claimed is not None and claimed.agents_paused
 
 
 @pytest.mark.parametrize(
