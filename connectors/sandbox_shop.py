@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from sqlalchemy import ColumnElement, Numeric, Update, case, cast, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -13,7 +14,6 @@ from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from connectors.sandbox_orders import seed_orders
 from storage.records import SandboxOrder, SandboxRefund
-from storage.repositories.base import dialect_of
 
 # An order's lines beyond these are left out of what the model is shown; their ids are still valid to refund.
 MAX_DESCRIBED_LINES = 50
@@ -105,42 +105,42 @@ class SandboxShop:
     async def _refund(self, action: ShopRefund, key: str) -> dict[str, Any]:
         async with self._units() as uow:
             session = uow.session
-            # The order, locked, and a refund made before under the same key (of whichever order), in one read on
-            # SQLite, whose writers take turns. On PostgreSQL the lock comes first, alone: a statement that waits
-            # for a row lock re-reads only the row it locks, so a refund the holder made under the key would stay
-            # unseen, and its call be refused for want of anything left to refund.
-            if dialect_of(session) == "postgresql":
-                lock = (
-                    select(SandboxOrder.id).where(col(SandboxOrder.id) == action.order_id).with_for_update()
-                )
-                await session.exec(lock)
-            query = (
-                select(SandboxOrder, SandboxRefund)
-                .outerjoin(SandboxRefund, col(SandboxRefund.idempotency_key) == key)
-                .where(SandboxOrder.id == action.order_id)
-            )
-            found = (await session.exec(query)).first()
-            existing = found[1] if found is not None else await self._refund_by_key(session, key)
-            if existing is not None:
-                return _refund_result(existing, replayed=True)
-            if found is None:
-                raise PermanentConnectorError(f"order {action.order_id} does not exist")
-            order = found[0]
-            refundable = round(order.total - order.refunded, 2)
-            if action.amount > refundable + 1e-9:
-                raise PermanentConnectorError(
-                    f"order {order.id} has ${refundable:,.2f} left to refund; ${action.amount:,.2f} is too much"
-                )
+            # The order debited (and locked) by one UPDATE … RETURNING when the key is new and enough is left, then
+            # the refund written. On PostgreSQL a twin call under the same key that waited for the lock does not see
+            # the refund the holder made (a statement re-reads only the rows it locks): with enough left it debits
+            # the order again, and the refund's INSERT, refused for its key, rolls that back (see execute); with too
+            # little left, the read that says why, a statement of its own, finds the holder's refund.
+            debited = (await session.exec(_debit(action, key))).first()
+            if debited is None:
+                return await self._replayed_or_refused(session, action, key)
             refund = await uow.add(
                 SandboxRefund(
-                    order_id=order.id, amount=action.amount, reason=action.reason, idempotency_key=key
+                    order_id=action.order_id, amount=action.amount, reason=action.reason, idempotency_key=key
                 )
             )
-            order.refunded = round(order.refunded + action.amount, 2)
-            order.status = "refunded" if order.refunded >= order.total else "partially_refunded"
-            session.add(order)
             await uow.commit()
             return _refund_result(refund, replayed=False)
+
+    async def _replayed_or_refused(self, session: Any, action: ShopRefund, key: str) -> dict[str, Any]:
+        """The order was not debited: the refund made before under the key (of whichever order), else refused for
+        want of the order or of enough left to refund; read in one statement (two when the key names no refund
+        and the order does not exist)."""
+        query = (
+            select(SandboxOrder, SandboxRefund)
+            .outerjoin(SandboxRefund, col(SandboxRefund.idempotency_key) == key)
+            .where(SandboxOrder.id == action.order_id)
+        )
+        found = (await session.exec(query)).first()
+        existing = found[1] if found is not None else await self._refund_by_key(session, key)
+        if existing is not None:
+            return _refund_result(existing, replayed=True)
+        if found is None:
+            raise PermanentConnectorError(f"order {action.order_id} does not exist")
+        order = found[0]
+        refundable = round(order.total - order.refunded, 2)
+        raise PermanentConnectorError(
+            f"order {order.id} has ${refundable:,.2f} left to refund; ${action.amount:,.2f} is too much"
+        )
 
     @staticmethod
     async def _refund_by_key(session: Any, key: str) -> SandboxRefund | None:
@@ -156,3 +156,30 @@ def _refund_result(refund: SandboxRefund, *, replayed: bool) -> dict[str, Any]:
         "amount": refund.amount,
         "replayed": replayed,
     }
+
+
+def _cents(amount: ColumnElement[float]) -> ColumnElement[float]:
+    """``amount`` rounded to whole cents by the database, as Python's ``round(amount, 2)`` does for the amounts a
+    refund takes (PostgreSQL rounds only exact numbers to a number of places)."""
+    return func.round(cast(amount, Numeric), 2)
+
+
+def _debit(action: ShopRefund, key: str) -> Update:
+    """Add the refund to the order's refunded total, returning its id, only when no refund was made under ``key``
+    yet and the order has at least the amount left to refund (to the cent)."""
+    refunded = _cents(col(SandboxOrder.refunded) + action.amount)
+    key_used = select(col(SandboxRefund.id)).where(col(SandboxRefund.idempotency_key) == key).exists()
+    return (
+        update(SandboxOrder)
+        .where(
+            col(SandboxOrder.id) == action.order_id,
+            ~key_used,
+            _cents(col(SandboxOrder.total) - col(SandboxOrder.refunded)) + 1e-9 >= action.amount,
+        )
+        .values(
+            refunded=refunded,
+            status=case((refunded >= col(SandboxOrder.total), "refunded"), else_="partially_refunded"),
+        )
+        .returning(col(SandboxOrder.id))
+        .execution_options(synchronize_session=False)
+    )
