@@ -159,8 +159,8 @@ def _refund_result(refund: SandboxRefund, *, replayed: bool) -> dict[str, Any]:
 
 
 def _cents(amount: ColumnElement[float]) -> ColumnElement[float]:
-    """``amount`` rounded to whole cents by the database, as Python's ``round(amount, 2)`` does for the amounts a
-    refund takes (PostgreSQL rounds only exact numbers to a number of places)."""
+    """``amount`` rounded to whole cents by the database, as ``round(amount, 2)`` rounds a sum or a difference of
+    amounts in whole cents in Python (PostgreSQL rounds only exact numbers to places, hence the cast)."""
     return func.round(cast(amount, Numeric), 2)
 
 

@@ -21,7 +21,7 @@ async def test_two_gated_actions_are_metered_step_by_step_beside_langgraph(datab
     total = result.total
     assert total.transactions == total.committed + total.rolled_back
     # Ceilings, not exact figures: a change that makes a gated action cheaper lowers them.
-    most_statements = 33 if database_url.startswith("sqlite") else 36
+    most_statements = 30 if database_url.startswith("sqlite") else 32
     assert total.transactions <= 8 and total.statements <= most_statements, (
         total.transactions,
         total.statements,
