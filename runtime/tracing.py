@@ -3,7 +3,9 @@
 The trace id and the id of the intent's root span are derived from the intent's id (and the store it lives in),
 so a span made by any process, hours later, after a restart or on another replica, lands in the same trace
 without the trace context being stored anywhere. Messages on the bus that name an action, approval, execution or
-run are traced to their intent with one small query (remembered); their follow-ups inherit it.
+run are traced to their intent with one small query (remembered); their follow-ups inherit it. The approvals
+and runs an intent's work makes are remembered as they are made: a click taken by the process that drew its card
+is traced without a query, so tracing adds no SQL to a gated action.
 
 Only the OpenTelemetry API is imported here: without `OTEL_EXPORTER_OTLP_ENDPOINT` no SDK is loaded, the tracer
 is the API's no-op one, and the bus asks no questions of the store.
@@ -18,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -82,6 +84,7 @@ class IntentScope:
     intent_id: int | None
     namespace: str
     parent: Context
+    traces: IntentTraces  # what remembers the records made in this scope
 
 
 _scope: ContextVar[IntentScope | None] = ContextVar("aios_intent_scope", default=None)
@@ -205,9 +208,9 @@ class IntentTraces:
             return inherited
         intent_id = await self._intent_of(message)
         if intent_id is None:  # work of no intent (a sweep, a pause): under what handed it on, if anything
-            return inherited or IntentScope(None, self.namespace, Context())
+            return inherited or IntentScope(None, self.namespace, Context(), self)
         root = intent_root(self.namespace, intent_id)
-        return IntentScope(intent_id, self.namespace, trace.set_span_in_context(NonRecordingSpan(root)))
+        return IntentScope(intent_id, self.namespace, trace.set_span_in_context(NonRecordingSpan(root)), self)
 
     @contextmanager
     def span(self, message: object, scope: IntentScope | None, *, root: bool) -> Iterator[IntentScope | None]:
@@ -232,7 +235,7 @@ class IntentTraces:
             with tracer.start_as_current_span(
                 name, context=parent, links=links, attributes=attributes
             ) as span:
-                inner = IntentScope(scope.intent_id, scope.namespace, trace.set_span_in_context(span))
+                inner = replace(scope, parent=trace.set_span_in_context(span))
                 token = _scope.set(inner)
                 try:
                     yield inner
@@ -277,10 +280,13 @@ class IntentTraces:
             log.warning("trace_intent_lookup_failed", field=field, key=key, error=type(exc).__name__)
             return None
         if intent_id is not None:
-            self._intents[(field, key)] = intent_id
-            if len(self._intents) > self.CACHE_SIZE:
-                self._intents.popitem(last=False)
+            self.remember(field, key, intent_id)
         return intent_id
+
+    def remember(self, field: str, key: int, intent_id: int) -> None:
+        self._intents[(field, key)] = intent_id
+        if len(self._intents) > self.CACHE_SIZE:
+            self._intents.popitem(last=False)
 
     async def _look_up(self, field: str, key: int) -> int | None:
         query = select(Run.intent_id)
@@ -298,6 +304,14 @@ class IntentTraces:
                 query = query.where(col(Execution.id) == key)
         async with self._units() as uow:
             return (await uow.session.exec(query)).first()
+
+
+def made_for_intent(field: str, key: int) -> None:
+    """A record made by the work of the intent being traced (``field`` names it as messages do: approval_id,
+    run_id): a message that names it later, in this process, is traced to the intent without asking the store."""
+    scope = _scope.get()
+    if scope is not None and scope.intent_id is not None:
+        scope.traces.remember(field, key, scope.intent_id)
 
 
 def approval_waited(approval_id: int, requested_at: datetime, decided_at: datetime, outcome: str) -> None:

@@ -40,6 +40,7 @@ from runtime.mrkdwn import escape
 from runtime.notices import ApprovalCard, BudgetBlocked, Thread
 from runtime.observability import DECISIONS
 from runtime.revision_feedback import revision_feedback
+from runtime.tracing import made_for_intent
 from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import (
@@ -511,6 +512,9 @@ class Planning(HandlerBase):
                     cards.append((approval.id, self._card(approval, proposed, decision)))
             await uow.runs.refresh_run_status(run_id, **(run or {}))
             await uow.commit()
+        made_for_intent("run_id", run_id)
+        for approval_id, _ in cards:
+            made_for_intent("approval_id", approval_id)
         if storing_version:
             self._stored_policy_versions.add(self.policy.hash)
         log.info("actions_proposed", intent=intent.id, run=run_id, agent=agent, actions=len(actions))

@@ -3,6 +3,7 @@ across a restart and the wait for a click."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from sqlmodel import select
+from sqlalchemy import event
+from sqlmodel import col, select
 
 from bot.bootstrap import Aios
 from connectors.base import ConnectorContext
@@ -38,12 +41,15 @@ _EXPORTER = InMemorySpanExporter()
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """The SDK installed once for this process (as `aios serve` does with an endpoint), spans kept in memory."""
-    if not tracing.enabled():
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """The SDK installed once for this process (as `aios serve` does with an endpoint), spans kept in memory.
+    Tracing is on for this test only: the tests after it in the process run untraced, as they do alone."""
+    monkeypatch.setattr(tracing, "_enabled", False)  # put back at teardown, whatever the test turned on
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
         from runtime.tracing_setup import install
 
         install(_EXPORTER, batch=False)
+    tracing.enable()
     _EXPORTER.clear()
     yield _EXPORTER
     _EXPORTER.clear()
@@ -177,6 +183,63 @@ async def test_each_intent_has_its_own_trace(
         names = {s.name for s in finished if s.context is not None and s.context.trace_id == trace_id}
         assert {"intent", "HandleIntent", "ActionAllowed", "ExecuteAction", "execute shop.refund"} <= names
     assert intent_trace_id(namespace, small) != intent_trace_id(namespace, other)
+
+
+async def test_tracing_adds_no_sql_to_a_click_taken_where_its_card_was_drawn(
+    spans: InMemorySpanExporter,
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    sql = Statements()
+    event.listen(aios.engine.sync_engine, "before_cursor_execute", sql.sent)
+    try:
+        traced = await ask(aios, "refund $150 on order 1001, arrived broken")
+        await ask(aios, "refund $120 on order 1003, wrong size", thread_ts="1700000000.000200")
+        async with aios.units() as uow:
+            first, second = (await uow.session.exec(select(Approval).order_by(col(Approval.id)))).all()
+        assert first.id is not None and second.id is not None
+        with_tracing = await sql.of(aios, DecideApproval(first.id, MANAGER, approve=True, channel=CHANNEL))
+        monkeypatch.setattr(tracing, "_enabled", False)
+        without = await sql.of(aios, DecideApproval(second.id, MANAGER, approve=True, channel=CHANNEL))
+    finally:
+        await aios.close()
+        event.remove(aios.engine.sync_engine, "before_cursor_execute", sql.sent)
+
+    assert with_tracing == without
+    # The click was traced all the same, into its intent's trace.
+    trace_id = intent_trace_id(store_namespace(database_url), traced)
+    assert any(
+        s.name == "DecideApproval" and s.context is not None and s.context.trace_id == trace_id
+        for s in spans.get_finished_spans()
+    )
+
+
+class Statements:
+    """The statements a message's handling sends, each by its first words. Neither the App Home's redraw (a
+    task of its own, run whenever it gets its turn) nor the audit chain's (its lock, and its head read only when
+    another process may have moved it) are the message's."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[object] | None = None
+        self._sent: list[str] = []
+
+    def sent(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if asyncio.current_task() is self._task and not (
+            "audit_entry" in statement or "advisory" in statement
+        ):
+            self._sent.append(" ".join(statement.split()[:3]))
+
+    async def of(self, aios: Aios, message: DecideApproval) -> list[str]:
+        self._task, self._sent = asyncio.current_task(), []
+        try:
+            await aios.process(message)
+        finally:
+            self._task = None
+        return self._sent
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
