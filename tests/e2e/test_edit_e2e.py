@@ -277,10 +277,15 @@ def test_a_click_on_a_card_drawn_before_an_edit_does_not_approve_the_edited_requ
                 )
             )
             assert query(database, "SELECT status FROM approval") == [("pending",)]
-            told = [
-                c.params["text"] for c in slack.calls_to("chat.postEphemeral") if c.params["user"] == "U0BOSS"
-            ]
-            assert any("edited after the card you clicked was drawn" in text for text in told)
+            # The refusal is told privately once its decision is committed: waited for, as it comes after.
+            slack.wait_for(
+                lambda s: [
+                    c
+                    for c in s.calls_to("chat.postEphemeral")
+                    if c.params["user"] == "U0BOSS"
+                    and "edited after the card you clicked was drawn" in c.params["text"]
+                ]
+            )
 
             fresh = block_action(
                 "aios_approve", approval, user="U0BOSS", message_ts=str(card_ts), block_id=redrawn[-1]
