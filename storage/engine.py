@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import PoolResetState
+from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.audit import AuditedSession
@@ -18,6 +22,11 @@ from storage.audit import AuditedSession
 EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
 # The execution option of the engine that read-only units of work use (see :func:`session_factory`).
 READ_ONLY = "aios_read_only"
+# How long the event loop's thread may keep the GIL while a SQLite connection's thread waits for it.
+SWITCH_INTERVAL_SECONDS = 0.0005
+# A PostgreSQL connection given back to the pool at most this long ago is used without being checked first.
+PING_AFTER_IDLE_SECONDS = 1.0
+_LAST_USED = "aios_last_used"
 
 
 class _SignalDeafConnection(sqlite3.Connection):
@@ -72,7 +81,33 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalise_database_url(url)
     if url.startswith("sqlite"):
         return _create_sqlite_engine(url)
-    return create_async_engine(url, pool_pre_ping=True)
+    return _create_postgres_engine(url)
+
+
+def _create_postgres_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url)
+    pool = engine.sync_engine.pool
+
+    # A pooled connection is checked before use, so that one the server closed (a restart, an idle timeout) is
+    # replaced rather than failing the work that took it; but the check (SQLAlchemy's pre-ping: BEGIN, a
+    # statement, ROLLBACK) costs three round trips, as many as the write it precedes. A connection given back
+    # moments ago is alive: only one that sat idle longer is checked.
+    @event.listens_for(pool, "connect")
+    @event.listens_for(pool, "checkin")
+    def _note_use(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # As the pre-ping: connections opened before this one may be as dead, so the pool opens new ones.
+            raise InvalidatePoolError(f"a pooled connection failed its check ({exc})") from exc
+
+    return engine
 
 
 def _create_sqlite_engine(url: str) -> AsyncEngine:
@@ -86,7 +121,19 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
                 f"cannot create the folder {str(folder)!r} for the SQLite database in AIOS_DATABASE_URL "
                 f"({exc.strerror or exc}); point it at a folder you can write to"
             ) from None
-    engine = create_async_engine(url, connect_args={"timeout": 30, "factory": _SignalDeafConnection})
+    # aiosqlite runs each statement in a thread of its own, which must take the GIL from the event loop's thread
+    # before the statement starts and hand it back after: a busy loop gives it up only every switch interval
+    # (5 ms by default), so under load every statement of a write (and the writer lock held meanwhile) waited that
+    # long twice.
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
+    # Each call to a connection is a trip to its thread and back through the event loop. A connection is given
+    # back after its transaction ended (committed or rolled back) or with one left open (see _on_reset), so the
+    # pool's blanket rollback on return would be one more trip per unit of work, for nothing.
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": 30, "factory": _SignalDeafConnection},
+        pool_reset_on_return=None,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -104,13 +151,28 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         if connection.get_execution_options().get(READ_ONLY):
             # A transaction that only reads needs no write lock: a deferred BEGIN reads one snapshot of the
             # store (WAL mode) while a writer goes on.
-            connection.exec_driver_sql("BEGIN")
+            _begin(connection, "BEGIN")
             return
         # A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY when
         # another writer got there first; taking the write lock up front makes writers queue instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin(connection, "BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.sync_engine.pool, "reset")
+    def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        # Given back with its transaction still open (a failed COMMIT, say): rolled back, as the pool would.
+        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     return engine
+
+
+def _begin(connection: Any, statement: str) -> None:
+    """Send BEGIN through the driver's connection: one trip to its thread, where a statement through
+    SQLAlchemy's cursor takes three (open, execute, close)."""
+    try:
+        await_(connection.connection.driver_connection.execute(statement))
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
 
 def session_factory(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:

@@ -12,6 +12,7 @@ from sqlalchemy import event, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import await_
 from sqlmodel import col, select
 
 from storage.records import (
@@ -98,9 +99,12 @@ async def test_reads_begin_without_the_write_lock_on_sqlite(engine: AsyncEngine)
     units = UnitOfWorkFactory.for_engine(engine)
     intent_id = await an_intent(units)
     sent: list[str] = []
-    event.listen(
-        engine.sync_engine, "before_cursor_execute", lambda _c, _cu, statement, *_: sent.append(statement)
-    )
+
+    def traced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # What SQLite itself runs: BEGIN goes to the driver's connection directly, not through a cursor.
+        await_(dbapi_connection.driver_connection.set_trace_callback(sent.append))
+
+    event.listen(engine.sync_engine.pool, "checkout", traced)
     async with units.read() as uow:
         await uow.get(Intent, intent_id)
     async with units() as uow:

@@ -1,0 +1,129 @@
+"""What a unit of work costs beyond its own statements: on SQLite, trips to the connection's thread (each one a
+turn of the event loop); on PostgreSQL, round trips to check a pooled connection before use."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.intake import IncomingIntent, IntentInbox
+from storage import engine as engine_module
+from storage.engine import SWITCH_INTERVAL_SECONDS, create_engine
+from storage.unit_of_work import UnitOfWorkFactory
+
+INTENT = IncomingIntent(source="slash", team_id="T1", channel="C1", thread_ts=None, user="U1", text="hi")
+
+
+def trips_to_sqlite(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each call handed to an aiosqlite connection's thread from now on."""
+    trips: list[str] = []
+    handing = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await handing(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return trips
+
+
+def checks_sent(engine: AsyncEngine) -> list[str]:
+    """The pool's connection checks (the empty statement `;`) sent on PostgreSQL connections opened from now on."""
+    checks: list[str] = []
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(
+            lambda record: checks.append(record.query) if record.query.strip() == ";" else None
+        )
+
+    event.listen(engine.sync_engine.pool, "connect", on_connect)
+    return checks
+
+
+async def test_an_intent_is_stored_in_six_trips_to_the_sqlite_thread(
+    engine: AsyncEngine, units: UnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's driver runs on the event loop")
+    inbox = IntentInbox(units, owner=None)
+    await inbox.accept(INTENT)  # the pool's connection is open
+    trips = trips_to_sqlite(monkeypatch)
+    assert await inbox.accept(INTENT) is not None
+    # BEGIN IMMEDIATE; the INSERT's cursor, statement, rows and close; COMMIT. Neither BEGIN through a cursor
+    # of its own (two trips more) nor a rollback as the connection goes back to the pool (one more).
+    assert len(trips) == 6, trips
+
+
+async def test_a_sqlite_connection_given_back_inside_a_transaction_is_rolled_back(
+    engine: AsyncEngine,
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the pool's own rollback on return is left out on SQLite only")
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.execute("BEGIN IMMEDIATE")  # behind SQLAlchemy's back: the write lock, held
+        await driver.execute("INSERT INTO once (key, created_at) VALUES ('left open', '2026-01-01')")
+        assert driver.in_transaction
+    other = create_engine(str(engine.url))
+    try:
+        async with asyncio.timeout(10), other.begin() as writer:  # waits for ever if the lock were still held
+            left = await writer.execute(text("SELECT count(*) FROM once WHERE key = 'left open'"))
+            assert left.scalar_one() == 0
+    finally:
+        await other.dispose()
+
+
+def test_a_sqlite_store_keeps_the_gil_from_being_held_long_by_a_busy_loop() -> None:
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)  # Python's default
+        create_engine("sqlite+aiosqlite:///:memory:")
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL_SECONDS
+    finally:
+        sys.setswitchinterval(before)
+
+
+async def test_a_postgresql_connection_used_moments_ago_is_not_checked_again(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite connections are not checked")
+    await engine.dispose()
+    checks = checks_sent(engine)
+    inbox = IntentInbox(units, owner=None)
+    for _ in range(5):
+        assert await inbox.accept(INTENT) is not None
+    assert checks == []
+
+
+async def test_a_postgresql_connection_idle_for_a_while_is_checked_and_replaced_when_closed(
+    engine: AsyncEngine, units: UnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite connections are not checked")
+    inbox = IntentInbox(units, owner=None)
+    assert await inbox.accept(INTENT) is not None
+    async with engine.connect() as connection:
+        pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    other = create_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        async with other.connect() as killer:
+            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled})
+    finally:
+        await other.dispose()
+    await asyncio.sleep(0.2)  # the server ends the session a moment after it is told to
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection is idle now
+    checks = checks_sent(engine)
+    assert await inbox.accept(INTENT) is not None  # on a new connection, not a failure
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pooled
+    assert checks  # the new connection, once idle, is checked too
