@@ -14,6 +14,8 @@ this one. Run from the repository root:
 
     .venv/bin/python -m bench.ack_latency [--rate 500] [--seconds 4] [--concurrency 8] [--requests 2000]
         [--split] [--postgres postgresql+asyncpg://…]
+
+With --postgres, each run has a database of its own on that server, created empty and dropped afterwards.
 """
 
 from __future__ import annotations
@@ -21,20 +23,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Awaitable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from storage.engine import create_engine, normalise_database_url
 from tests.fakes.aios_process import aios_env, free_port, running_aios_serve, running_aios_worker
 from tests.fakes.slack_payloads import sign, slash_command
 
@@ -148,13 +154,25 @@ def running_fake_slack() -> Iterator[str]:
         process.wait(10)
 
 
-def planned(database_url: str) -> tuple[int, int]:
-    """Intents stored, and those planned (no longer `received`), in a SQLite store."""
-    path = database_url.split("///", 1)[1]
-    with sqlite3.connect(path) as connection:
-        total = connection.execute("SELECT count(*) FROM intent").fetchone()[0]
-        waiting = connection.execute("SELECT count(*) FROM intent WHERE status = 'received'").fetchone()[0]
-    return int(total), int(total) - int(waiting)
+async def intents_so_far(database_url: str, since: int = 0) -> tuple[int, int, int]:
+    """The newest intent's id, and of the intents after ``since``: how many are stored and how many planned (no
+    longer `received`), in a SQLite or PostgreSQL store."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            newest, total, waiting = (
+                await connection.execute(
+                    text(
+                        "SELECT coalesce(max(id), 0), count(*), "
+                        "coalesce(sum(CASE WHEN status = 'received' THEN 1 ELSE 0 END), 0) "
+                        "FROM intent WHERE id > :since"
+                    ),
+                    {"since": since},
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    return max(int(newest), since), int(total), int(total) - int(waiting)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -181,6 +199,28 @@ def row(name: str, figures: Figures) -> str:
     )
 
 
+@contextmanager
+def fresh_postgres(url: str) -> Iterator[str]:
+    """A new database on the PostgreSQL server that ``url`` names, dropped afterwards: each run starts from an
+    empty store, as it does on SQLite, rather than behind the intents earlier runs left waiting for a worker."""
+    server = make_url(normalise_database_url(url))
+    name = f"aios_bench_{uuid.uuid4().hex[:12]}"
+    admin = server.set(drivername="postgresql", database=server.database or "postgres")
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @dataclass(frozen=True)
 class Server:
     url: str
@@ -197,10 +237,18 @@ async def status_side_by_side(bare: Server, bot: Server, requests: int, concurre
     print(f"{'':<44} throughput {ours.rate / anchor.rate:.2f}x the bare app")
 
 
-async def intents_at_rate(name: str, server: Server, rate: float, seconds: float) -> None:
+async def intents_at_rate(
+    name: str, server: Server, rate: float, seconds: float, database_url: str | None = None
+) -> None:
+    """``database_url``: the server's store, to say how many of the intents it stored meanwhile were planned by
+    the end of the run."""
     await closed_loop(server.url, INTENT, 20, 1)
+    since = (await intents_so_far(database_url))[0] if database_url else 0
     figures = await costed(server.pids, open_loop(server.url, INTENT, rate, seconds))
     print(row(f"intents at {rate:.0f}/s (open loop): {name}", figures))
+    if database_url:
+        _, total, done = await intents_so_far(database_url, since)
+        print(f"{'':<44} {done} of {total} intents planned by the end of the run")
 
 
 def main(
@@ -210,17 +258,22 @@ def main(
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         slack = stack.enter_context(running_fake_slack())
         bare = stack.enter_context(running_bare_bolt(slack))
-        database = postgres or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        database = (
+            stack.enter_context(fresh_postgres(postgres))
+            if postgres
+            else f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        )
         with running_aios_serve(aios_env(database, slack), timeout=120) as serve:
             bot = Server(serve.url, [serve.process.pid])
             asyncio.run(status_side_by_side(bare, bot, requests, concurrency))
             asyncio.run(intents_at_rate("bare Bolt", bare, rate, seconds))
-            asyncio.run(intents_at_rate("aios serve", bot, rate, seconds))
-            if postgres is None:
-                total, done = planned(database)
-                print(f"{'':<44} {done} of {total} intents planned by the end of the run")
+            asyncio.run(intents_at_rate("aios serve", bot, rate, seconds, database))
         if split:
-            split_database = postgres or f"sqlite+aiosqlite:///{workdir / 'split.db'}"
+            split_database = (
+                stack.enter_context(fresh_postgres(postgres))
+                if postgres
+                else f"sqlite+aiosqlite:///{workdir / 'split.db'}"
+            )
             env = aios_env(split_database, slack)
             with (
                 running_aios_serve(env, timeout=120, work=False) as serve,
@@ -228,10 +281,9 @@ def main(
             ):
                 # The CPU column counts the front door alone: the worker's planning is not the ack's cost.
                 front_door = Server(serve.url, [serve.process.pid])
-                asyncio.run(intents_at_rate("serve --no-work (+ worker)", front_door, rate, seconds))
-                if postgres is None:
-                    total, done = planned(split_database)
-                    print(f"{'':<44} {done} of {total} intents planned by the end of the run")
+                asyncio.run(
+                    intents_at_rate("serve --no-work (+ worker)", front_door, rate, seconds, split_database)
+                )
 
 
 if __name__ == "__main__":
@@ -243,6 +295,9 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000, help="status requests per app")
     parser.add_argument("--concurrency", type=int, default=8, help="status requests in flight")
     parser.add_argument("--split", action="store_true", help="also `aios serve --no-work` + `aios worker`")
-    parser.add_argument("--postgres", help="a PostgreSQL URL to use instead of a fresh SQLite file")
+    parser.add_argument(
+        "--postgres",
+        help="a PostgreSQL server (URL) to make each run's database on, instead of a SQLite file",
+    )
     args = parser.parse_args()
     main(args.rate, args.seconds, args.requests, args.concurrency, args.split, args.postgres)
