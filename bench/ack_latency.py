@@ -13,7 +13,7 @@ The bot, its worker, the anchor and the fake Slack Web API each run in their own
 this one. Run from the repository root:
 
     .venv/bin/python -m bench.ack_latency [--rate 500] [--seconds 4] [--concurrency 8] [--requests 2000]
-        [--split] [--postgres postgresql+asyncpg://…]
+        [--split] [--postgres postgresql+asyncpg://…] [--status-only]
 
 With --postgres, each run has a database of its own on that server, created empty and dropped afterwards.
 """
@@ -252,7 +252,13 @@ async def intents_at_rate(
 
 
 def main(
-    rate: float, seconds: float, requests: int, concurrency: int, split: bool, postgres: str | None
+    rate: float,
+    seconds: float,
+    requests: int,
+    concurrency: int,
+    split: bool,
+    postgres: str | None,
+    status_only: bool = False,
 ) -> None:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -266,6 +272,8 @@ def main(
         with running_aios_serve(aios_env(database, slack), timeout=120) as serve:
             bot = Server(serve.url, [serve.process.pid])
             asyncio.run(status_side_by_side(bare, bot, requests, concurrency))
+            if status_only:
+                return
             asyncio.run(intents_at_rate("bare Bolt", bare, rate, seconds))
             asyncio.run(intents_at_rate("aios serve", bot, rate, seconds, database))
         if split:
@@ -299,5 +307,8 @@ if __name__ == "__main__":
         "--postgres",
         help="a PostgreSQL server (URL) to make each run's database on, instead of a SQLite file",
     )
+    parser.add_argument("--status-only", action="store_true", help="only `/aios status`, no intents")
     args = parser.parse_args()
-    main(args.rate, args.seconds, args.requests, args.concurrency, args.split, args.postgres)
+    main(
+        args.rate, args.seconds, args.requests, args.concurrency, args.split, args.postgres, args.status_only
+    )

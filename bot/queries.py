@@ -19,7 +19,7 @@ from bot.why_blocks import MESSAGE_TEXT_MAX, why_message
 from runtime.mrkdwn import quote, truncate
 from storage.ids import UnknownIdError, format_id, parse_id
 from storage.records import AgentPause, Approval, ApprovalStatus, ProposedAction, Run, RunStatus
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWorkFactory, commits_so_far
 
 if TYPE_CHECKING:
     from policies.engine import Policy
@@ -245,10 +245,16 @@ async def pending(units: UnitOfWorkFactory, now: datetime) -> str:
     return truncate("\n".join(["*Approvals waiting*", *lines]), MESSAGE_TEXT_MAX)
 
 
+# How late an answer in an ack may show what another process (a worker, a replica) changed; what this process
+# changed is shown at once.
+QUICK_ANSWER_MAX_AGE_SECONDS = 1.0
+
+
 def quick_answers(units: UnitOfWorkFactory, clock: Callable[[], datetime]) -> SharedAnswers[tuple[str, str]]:
-    """The answers acks carry, by subcommand and argument: asks of the same one at the same time share a read."""
+    """The answers acks carry, by subcommand and argument: asks of the same one at the same time share a read,
+    and an answer is given again for up to a second, until this process commits a change."""
 
     async def read(asked: tuple[str, str]) -> str:
         return await answer(units, SlashCommand(*asked), clock())
 
-    return SharedAnswers(read)
+    return SharedAnswers(read, max_age=QUICK_ANSWER_MAX_AGE_SECONDS, version=commits_so_far)

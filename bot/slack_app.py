@@ -318,6 +318,9 @@ async def _ack_quick_answer(
 ) -> None:
     """The answer in the ack when it is read in time; otherwise the ack says it follows, and it is posted to the
     asker alone once read."""
+    if (kept := aios.quick_answers.kept((command.name, command.argument))) is not None:
+        await ack(text=kept)
+        return
     asked = asyncio.create_task(_quick_answer(aios, command, user), name="quick_answer")
     read, _ = await asyncio.wait({asked}, timeout=QUICK_ANSWER_WAIT_SECONDS)
     if read:

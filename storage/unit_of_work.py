@@ -65,6 +65,15 @@ class WriterLock:
         self._held = False
 
 
+# Commits this process's units of work have made (or attempted: one that failed may have committed all the same).
+# An answer read before the latest of them may be out of date; see bot/shared_answers.py.
+_commits = 0
+
+
+def commits_so_far() -> int:
+    return _commits
+
+
 # What an open unit of work holds, each over its one session; outside `async with` they are not there.
 _OPENED = ("session", "runs", "approvals", "executions", "budgets", "replay", "undos")
 
@@ -178,7 +187,12 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work has nothing to commit; use units() to write")
-        await self.session.commit()
+        global _commits
+        try:
+            await self.session.commit()
+        finally:
+            # Counted once the commit has ended, so that a read begun before then is not taken for a later one.
+            _commits += 1
 
 
 class SharedReads:

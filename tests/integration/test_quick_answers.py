@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import event, text
 
 from bot.bootstrap import Aios
-from bot.queries import PENDING_LISTED, status
+from bot.queries import PENDING_LISTED, QUICK_ANSWER_MAX_AGE_SECONDS, status
 from bot.slack_app import ANSWER_FOLLOWS, NOT_READ, QUICK_ANSWER_WAIT_SECONDS, build_slack_app
 from bot.slash import HELP
 from bot.web import build_web_app
@@ -104,6 +104,36 @@ async def test_a_store_that_cannot_be_read_is_said_in_the_ack(
     finally:
         async with aios.engine.begin() as connection:
             await connection.execute(text("ALTER TABLE run_gone RENAME TO run"))
+
+
+async def test_an_answer_shows_a_change_made_here_at_once_and_one_made_elsewhere_within_a_second(
+    aios: Aios, slack_events: TestClient[Any, Any]
+) -> None:
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    paused = f"Paused agents: content (by <@{MANAGER}>)"
+    assert not (await acked(slack_events, "status")).endswith(paused)
+    await aios.process(PauseAgent("content", MANAGER, CHANNEL))  # committed by this process
+    assert (await acked(slack_events, "status")).endswith(paused)
+    sent: list[str] = []
+
+    def note(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(aios.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        assert (await acked(slack_events, "status")).endswith(paused)  # asked again: the answer just read
+    finally:
+        event.remove(aios.engine.sync_engine, "before_cursor_execute", note)
+    assert sent == []
+
+    # Written beside this process's units of work, as another process (a worker, a replica) would.
+    async with aios.engine.begin() as connection:
+        await connection.execute(text("DELETE FROM agent_pause"))
+    began = time.monotonic()
+    while "Paused agents" in (said := await acked(slack_events, "status")):
+        assert time.monotonic() - began <= QUICK_ANSWER_MAX_AGE_SECONDS
+        await asyncio.sleep(0.05)
+    assert said.startswith("*Runs by state* — awaiting_approval: 1.")
 
 
 def ephemerals_since(slack_api: FakeSlackApi, posted: int) -> list[dict[str, Any]]:

@@ -111,3 +111,55 @@ async def test_close_waits_until_the_reads_in_flight_have_ended() -> None:
     assert ended.is_set()
     with pytest.raises(asyncio.CancelledError):
         await ask
+
+
+class Versioned:
+    """A store whose every change this process makes bumps its version, read at once."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.version = 0
+        self.reads = 0
+
+    def change(self) -> None:
+        self.value += 1
+        self.version += 1
+
+    async def read(self, key: str) -> str:
+        self.reads += 1
+        return f"{key}={self.value}"
+
+
+async def test_a_kept_answer_is_given_again_until_the_version_changes() -> None:
+    store = Versioned()
+    answers = SharedAnswers(store.read, max_age=60, version=lambda: store.version)
+    assert [await answers.ask("status") for _ in range(3)] == ["status=0"] * 3
+    assert store.reads == 1
+    store.change()
+    assert answers.kept("status") is None
+    assert await answers.ask("status") == "status=1"
+    assert store.reads == 2
+
+
+async def test_a_kept_answer_is_read_again_once_older_than_its_max_age() -> None:
+    store = Versioned()
+    answers = SharedAnswers(store.read, max_age=0.05, version=lambda: store.version)
+    assert await answers.ask("status") == "status=0"
+    store.value = 1  # changed by another process: the version here does not move
+    assert await answers.ask("status") == "status=0"
+    await asyncio.sleep(0.06)
+    assert await answers.ask("status") == "status=1"
+    assert store.reads == 2
+
+
+async def test_an_answer_read_while_the_version_changed_is_not_kept() -> None:
+    store = Store()
+    version = 0
+    answers = SharedAnswers(store.read, max_age=60, version=lambda: version)
+    first = asyncio.create_task(answers.ask("status"))
+    await store.reading(1)
+    store.value, version = 1, 1  # committed while the read was on its way: it may not have seen it
+    store.gate.set()
+    assert await first == "status=0"
+    assert answers.kept("status") is None
+    assert await answers.ask("status") == "status=1"
