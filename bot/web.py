@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
@@ -13,10 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.context.async_context import AsyncBoltContext
-from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.request.internals import build_normalized_headers, extract_content_type
 from slack_bolt.request.payload_utils import (
     to_action,
     to_command,
@@ -30,6 +26,7 @@ from slack_bolt.request.payload_utils import (
 from sqlalchemy import text
 
 from bot.bootstrap import Aios
+from bot.form_body import form_fields
 from bot.slack_metrics import ACK_SECONDS
 from bot.slack_payloads import Envelope, delivery_id, payload_type, problems
 from bot.slack_signature import signature_problem
@@ -87,9 +84,8 @@ def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedRequestError("the body is not UTF-8 text") from None
-    headers = build_normalized_headers(dict(request.headers))
     try:
-        body = _parse_body(text, extract_content_type(headers))
+        body = _parse_body(text, request.headers.get("Content-Type", "").partition(";")[0])
     except (ValueError, RecursionError):
         raise MalformedRequestError("the body is not valid JSON or form data") from None
     if not isinstance(body, dict):
@@ -101,11 +97,13 @@ def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
     try:
         # Built around the body as read above rather than letting Bolt parse it a second time; besides, Bolt
         # takes any form body containing the word "payload" for an interactivity payload, so
-        # `/aios remember payload sizes …` would reach no listener.
-        bolt_request = AsyncBoltRequest(body="", query=request.query_string, headers=dict(headers))
+        # `/aios remember payload sizes …` would reach no listener. Bolt takes a parsed body only in Socket
+        # Mode: the request is made so, then said to be the HTTP request it is, with its raw body.
+        bolt_request = AsyncBoltRequest(
+            body=body, query=request.query_string, headers=dict(request.headers), mode="socket_mode"
+        )
+        bolt_request.mode = "http"
         bolt_request.raw_body = text
-        bolt_request.body = body
-        bolt_request.context = build_async_context(AsyncBoltContext(), body)
         # What Bolt hands every listener and error handler; reading it here turns a shape Bolt cannot read
         # into a 400 rather than a crash inside Bolt (the envelope check covers what Slack documents).
         for read in (to_event, to_message, to_command, to_action, to_options, to_shortcut, to_view, to_step):
@@ -117,11 +115,11 @@ def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
         ) from None
 
 
-def _parse_body(text: str, content_type: str | None) -> Any:
+def _parse_body(text: str, content_type: str) -> Any:
     """A JSON body, or a form body (its `payload` field when it has one, as interactivity bodies do)."""
     if content_type == "application/json" or text.startswith("{"):
         return json.loads(text)
-    form = dict(parse_qsl(text, keep_blank_values=True))
+    form = form_fields(text)
     return json.loads(form["payload"]) if "payload" in form else form
 
 
