@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
@@ -26,7 +27,6 @@ from slack_bolt.request.payload_utils import (
 from sqlalchemy import text
 
 from bot.bootstrap import Aios
-from bot.form_body import form_fields
 from bot.slack_metrics import ACK_SECONDS
 from bot.slack_payloads import Envelope, delivery_id, payload_type, problems
 from bot.slack_signature import signature_problem
@@ -119,7 +119,7 @@ def _parse_body(text: str, content_type: str) -> Any:
     """A JSON body, or a form body (its `payload` field when it has one, as interactivity bodies do)."""
     if content_type == "application/json" or text.startswith("{"):
         return json.loads(text)
-    form = form_fields(text)
+    form = dict(parse_qsl(text, keep_blank_values=True))
     return json.loads(form["payload"]) if "payload" in form else form
 
 
