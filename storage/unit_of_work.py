@@ -209,6 +209,9 @@ class SharedReads:
         # The turn as now held, also in the context of its holder and so of the tasks it starts meanwhile.
         self._hold: object | None = None
         self._remote_calls = 0  # calls to other systems awaited now, by tasks sharing these reads
+        # A call to another system began while the turn's holder read on (so it could not end the transaction
+        # then): the snapshot is older than the call, and the transaction ends as that read does.
+        self._spent = False
         self.closed = False
 
     @asynccontextmanager
@@ -227,7 +230,10 @@ class SharedReads:
                     finally:
                         _turn_held.reset(held)
                         self._holder = self._hold = None
-                        if self.closed:  # the block ended during this read, and left the end to it
+                        # The block ended, or a call to another system began, during this read, and left the end
+                        # to it.
+                        if self.closed or self._spent:
+                            self._spent = False
                             await self._end()
                     return
         # A task still running after the block (it took a copy of the context), a read beside a remote call, or
@@ -254,12 +260,14 @@ class SharedReads:
     async def set_aside(self) -> AsyncIterator[None]:
         """End the transaction (once the read on it is done); while the call is awaited, reads made beside it
         take transactions of their own. A read still open of this very task, or of one that started it (and may
-        be awaiting it), keeps its transaction: it is using it."""
+        be awaiting it), keeps its transaction until it ends: it is using it."""
         # Counted before waiting for the turn, so that a read arriving meanwhile does not begin a new shared
         # transaction that would stay open throughout the call.
         self._remote_calls += 1
         try:
-            if not self._held_above():
+            if self._held_above():
+                self._spent = True
+            else:
                 async with self._turn:
                     await self._end()
             yield

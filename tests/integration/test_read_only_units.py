@@ -442,3 +442,53 @@ async def test_a_read_still_going_when_the_block_ends_keeps_its_transaction_unti
     async with asyncio.timeout(10):
         assert await still_reading == ("hi", "hi")
     assert connections_held(engine) == 0
+
+
+async def test_a_remote_call_made_by_a_task_the_reader_awaits_ends_the_shared_read_as_that_read_ends(
+    engine: AsyncEngine,
+) -> None:
+    """The reader keeps its transaction while it awaits the call (it reads on after it), but the reads after its
+    read share a new one, which sees what was written during the call."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    stored_text = select(Intent.text).where(Intent.id == intent_id)
+
+    async def remote_call() -> None:
+        async with awaiting_remote(), units() as uow:  # the other system's answer, written meanwhile
+            await uow.session.exec(update(Intent).where(col(Intent.id) == intent_id).values(text="changed"))
+            await uow.commit()
+
+    async with reading_together():
+        async with units.read() as uow:
+            assert (await uow.session.exec(stored_text)).one() == "hi"
+            async with asyncio.timeout(10):
+                await asyncio.create_task(remote_call())
+            assert (await uow.session.exec(stored_text)).one() == "hi"  # its snapshot, still there
+        assert connections_held(engine) == 0
+        async with units.read() as uow:
+            assert (await uow.session.exec(stored_text)).one() == "changed"
+
+
+async def test_a_remote_call_by_a_task_outlasting_the_read_that_started_it_leaves_no_transaction_open(
+    engine: AsyncEngine,
+) -> None:
+    """The call began during the read, which kept the transaction to read on; once that read ends, nothing waits
+    on the call with a transaction open."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    intent_id = await an_intent(units)
+    calling, answered = asyncio.Event(), asyncio.Event()
+
+    async def remote_call() -> None:
+        async with awaiting_remote():
+            calling.set()
+            await answered.wait()
+
+    async with reading_together():
+        async with units.read() as uow:
+            assert await uow.get(Intent, intent_id) is not None
+            call = asyncio.create_task(remote_call())
+            await calling.wait()
+        held_during_call = connections_held(engine)
+        answered.set()
+        await call
+    assert held_during_call == 0

@@ -1,9 +1,11 @@
 """No transaction of ours waits on another system: while planning asks Shopify or Stripe about what a request
 names, none of the bot's PostgreSQL connections is "idle in transaction" (the reads before and after the call
-have their transactions, ended before it and begun after it)."""
+have their transactions, ended before it and begun after it), nor while a task started during a read waits on
+its call."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -12,8 +14,12 @@ import httpx
 import pytest
 import respx
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
 
 from connectors.stripe_shop import DEFAULT_API_BASE
+from storage.records import Intent
+from storage.unit_of_work import UnitOfWorkFactory, awaiting_remote, reading_together
 from tests.conftest import Clock
 from tests.fakes.shopify_api import SHOP, TOKEN, FakeShopify
 from tests.fakes.slack_api import FakeSlackApi
@@ -93,3 +99,29 @@ async def test_no_connection_is_idle_in_transaction_while_planning_waits_on_the_
         await aios.close()
     assert held, f"nothing was asked of {host}"
     assert held == [[]] * len(held)
+
+
+async def test_no_connection_is_idle_in_transaction_while_a_task_started_by_a_read_waits_on_its_call(
+    watcher: asyncpg.Connection, engine: AsyncEngine
+) -> None:
+    """The call began during the read that started it, which kept the shared transaction to read on; that read
+    has ended since, and with it the transaction."""
+    units = UnitOfWorkFactory.for_engine(engine)
+    calling, answered = asyncio.Event(), asyncio.Event()
+    held: list[list[str]] = []
+
+    async def remote_call() -> None:
+        async with awaiting_remote():
+            calling.set()
+            await answered.wait()
+            held.append([row["query"] for row in await watcher.fetch(IDLE_IN_TRANSACTION)])
+
+    async with reading_together():
+        async with units.read() as uow:
+            await uow.session.exec(select(Intent))
+            call = asyncio.create_task(remote_call())
+            await calling.wait()
+        answered.set()
+        async with asyncio.timeout(10):
+            await call
+    assert held == [[]]
