@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from connectors.actions import Action
+    from storage.memory import PreparedMemory
     from storage.repositories.executions import ExecutionInHand
 
 
@@ -242,6 +243,9 @@ class ActionExecuted(Event):
     # The booking settled the outcome's memory in its own transaction (kept it, or the store refused it): there
     # is nothing left for Memories.remember_outcome to write.
     outcome_remembered: bool = False
+    # The outcome's memory as prepared for the booking, when writing it there failed: written after the commit as
+    # it is, without embedding it again.
+    outcome_prepared: PreparedMemory | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from runtime.notices import Done, Thread
 from runtime.observability import EXECUTIONS, action_executed, completed_run_spend
 from runtime.transport import TransportError
 from storage.ids import format_id
+from storage.memory import PreparedMemory
 from storage.records import ActionStatus, ExecutionAttempt, ExecutionStatus, RunStatus
 from storage.repositories.executions import ExecutionInHand
 
@@ -250,7 +251,8 @@ class Executions(HandlerBase):
             await uow.commit()
         if booked.completed_run_spend is not None:
             completed_run_spend(booked.completed_run_spend)
-        return [replace(event, outcome_remembered=remembered)]
+        unwritten = outcome if isinstance(outcome, PreparedMemory) and not remembered else None
+        return [replace(event, outcome_remembered=remembered, outcome_prepared=unwritten)]
 
     @staticmethod
     def _booked_elsewhere(in_hand: ExecutionInHand) -> Sequence[Message]:

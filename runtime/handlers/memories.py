@@ -111,6 +111,11 @@ class Memories(HandlerBase):
 
     async def remember_outcome(self, event: ActionExecuted) -> Sequence[Message]:
         """Keep what was done (:func:`outcome_memory`), unless its booking did in its own transaction."""
+        if event.outcome_prepared is not None:
+            async with self.units() as uow:
+                await self.memory.remember_within(uow, event.outcome_prepared)
+                await uow.commit()
+            return []
         outcome = None if event.outcome_remembered else outcome_memory(self.registry, event)
         if outcome is None:
             return []
@@ -184,16 +189,23 @@ async def prepare_outcome(
     """The outcome's memory made ready before its booking's transaction begins (its vector may take seconds,
     which must not be spent holding the booking's locks): a PreparedMemory for :func:`remember_outcome_within`.
     Else whether that settled it: True when there is nothing to remember, or it was refused and logged; False
-    when the store remembers only after the commit (:meth:`Memories.remember_outcome`)."""
-    outcome = outcome_memory(registry, event)
-    if outcome is None:
-        return True
+    when the store remembers only after the commit (:meth:`Memories.remember_outcome`).
+
+    The memory is a nicety, the booking is not: whatever fails here (stored parameters that no longer validate,
+    after a connector's schema changed) is logged and the booking goes on without it, or the execution, whose
+    effect has happened, would never be booked and recovery would try it again at every start."""
     try:
+        outcome = outcome_memory(registry, event)
+        if outcome is None:
+            return True
         prepared = await memory.prepare(
             outcome.team, outcome.text, kind=outcome.kind, key=outcome.key, meta=outcome.meta
         )
     except MemoryStoreError as exc:
         log.warning("outcome_not_remembered", action=event.action_id, error=str(exc))
+        return True
+    except Exception:
+        log.exception("outcome_not_prepared", action=event.action_id)
         return True
     return False if prepared is None else prepared
 
@@ -203,8 +215,8 @@ async def remember_outcome_within(
 ) -> bool:
     """Write the prepared outcome in the booking's transaction, as its first write: True when that settled it.
     A write that fails (on PostgreSQL any failed statement spoils the transaction) is logged and rolled back,
-    which takes nothing else with it, so the booking of what was done still lands; False then leaves the memory
-    to :meth:`Memories.remember_outcome` after the commit."""
+    which takes nothing else with it, so the booking of what was done still lands; False then leaves the memory,
+    as prepared, to :meth:`Memories.remember_outcome` after the commit."""
     if isinstance(prepared, bool):
         return prepared
     try:

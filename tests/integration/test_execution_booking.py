@@ -13,6 +13,8 @@ from sqlmodel import delete, select
 
 from bot import memory_setup
 from bot.bootstrap import Aios
+from connectors.actions import Action
+from connectors.errors import InvalidActionError
 from runtime.handlers.execution import action_executed_event
 from runtime.messages import DecideApproval, ReconcileExecution
 from storage.records import (
@@ -245,3 +247,85 @@ async def test_an_outcome_memory_the_database_refuses_leaves_the_booking_to_land
     assert memories == []
     [failed] = [e for e in logged if e["event"] == "outcome_not_remembered_with_its_booking"]
     assert failed["action"] == execution.action_id and failed["log_level"] == "error"
+
+
+async def test_an_outcome_whose_memory_cannot_be_made_is_booked_without_it(
+    aios: Aios, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shop refunded, and then the connector's schema changed (an upgrade): the stored parameters no longer
+    validate, so the outcome's memory cannot be written. The booking lands without it, and the log says why."""
+    registry, execute = aios.registry, aios.registry.execute
+
+    def changed_schema(name: str, _params: object) -> Action:
+        raise InvalidActionError(f"{name}: reason: field required")
+
+    async def execute_then_upgrade(action: Action, key: str) -> dict[str, object]:
+        result = await execute(action, key)
+        monkeypatch.setattr(registry, "validate", changed_schema)
+        return result
+
+    monkeypatch.setattr(registry, "execute", execute_then_upgrade)
+    with structlog.testing.capture_logs() as logged:
+        execution = await approved_refund(aios)
+
+    async with aios.units.read() as uow:
+        action = await uow.get(ProposedAction, execution.action_id)
+        memories = (await uow.session.exec(select(Memory))).all()
+    assert action is not None and action.status == ActionStatus.EXECUTED
+    assert memories == []
+    [failed] = [e for e in logged if e["event"] == "outcome_not_prepared"]
+    assert failed["action"] == execution.action_id and failed["log_level"] == "error"
+
+
+class CountingEmbedder:
+    """Vectors of four dimensions; the texts it was asked to embed, in order."""
+
+    model = "counting-4"
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.embedded.extend(texts)
+        return [[0.5, 0.5, 0.5, 0.5] for _ in texts]
+
+
+# Memories refused until an action is executed: the write in the booking's transaction fails, one after it does not.
+REFUSE_MEMORIES_BEFORE_THE_BOOKING = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_memory BEFORE INSERT ON memory "
+        "WHEN NOT EXISTS (SELECT 1 FROM proposed_action WHERE status = 'executed') "
+        "BEGIN SELECT RAISE(ABORT, 'memory refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_memory() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NOT EXISTS (SELECT 1 FROM proposed_action WHERE status = 'executed') THEN "
+        "RAISE EXCEPTION 'memory refused'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_memory BEFORE INSERT ON memory FOR EACH ROW EXECUTE FUNCTION refuse_memory()",
+    ],
+}
+
+
+async def test_an_outcome_memory_not_written_with_its_booking_is_written_after_it_without_embedding_again(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    clock: Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = CountingEmbedder()
+    monkeypatch.setattr(memory_setup, "embedder_for", lambda _settings: embedder)
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        async with aios.engine.begin() as connection:
+            for statement in REFUSE_MEMORIES_BEFORE_THE_BOOKING[aios.engine.dialect.name]:
+                await connection.exec_driver_sql(statement)
+        with structlog.testing.capture_logs() as logged:
+            await approved_refund(aios)
+        async with aios.units.read() as uow:
+            memory = (await uow.session.exec(select(Memory))).one()
+    finally:
+        await aios.close()
+    assert [e["event"] for e in logged].count("outcome_not_remembered_with_its_booking") == 1
+    assert memory.key == "order:1001" and memory.vector_model == embedder.model
+    assert [text for text in embedder.embedded if "refunded $" in text] == [memory.text]
