@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from enum import Enum, auto
 from functools import cache
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary, WeakSet, ref
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     JSON,
@@ -462,7 +462,6 @@ def after_commit(session: Session) -> None:
         known = _KNOWN.get(engine)
         # Sessions of one engine commit in any order: keep the furthest head (any committed one is true).
         if known is None or known.seq < chain.seq:
-            _watch(engine)
             _KNOWN[engine] = chain
 
 
@@ -537,25 +536,6 @@ class _Chain:
 
 # Per engine (so per database, and apart for each engine a test makes): the chain as its sessions last left it.
 _KNOWN: WeakKeyDictionary[Engine, _Chain] = WeakKeyDictionary()
-_WATCHED: WeakSet[Engine] = WeakSet()  # engines whose connections coming and going forget what they know
-
-
-def _watch(engine: Engine) -> None:
-    """A connection made or found broken may mean another database behind the engine's address (a failover to
-    a replica that had not received the last commits, a file restored): what the engine knows of the chain is
-    forgotten then, so the next append reads the head instead of trying, and failing, to go by it."""
-    if engine in _WATCHED:
-        return
-    _WATCHED.add(engine)
-    watched = ref(engine)  # the listener must not keep the engine alive
-
-    def forget(*_: object) -> None:
-        current = watched()
-        if current is not None:
-            _KNOWN.pop(current, None)
-
-    event.listen(engine, "connect", forget)
-    event.listen(engine, "invalidate", forget)
 
 
 def append(
