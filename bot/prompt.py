@@ -34,6 +34,7 @@ class Prompt:
         self._woken, self._wake = os.pipe()  # non-blocking, as the wakeup file descriptor must be
         os.set_blocking(self._woken, False)
         os.set_blocking(self._wake, False)
+        self._previous = -1  # the wakeup file descriptor that ours stands in for during a wait
 
     def __enter__(self) -> Prompt:
         return self
@@ -41,8 +42,11 @@ class Prompt:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        os.close(self._woken)
-        os.close(self._wake)
+        try:
+            self._give_back_the_wakeup_fd()  # a Ctrl-C during the wait's own may have left ours in place
+        finally:
+            os.close(self._woken)
+            os.close(self._wake)
 
     def read(self, prompt: str) -> str:
         """The next line typed after ``prompt`` (console markup); EOFError at the end of the input."""
@@ -53,8 +57,10 @@ class Prompt:
 
     def _wait_for_a_line(self) -> None:
         stdin = sys.stdin.fileno()
-        previous = signal.set_wakeup_fd(self._wake, warn_on_full_buffer=False)
         try:
+            # A Ctrl-C as this returns raises before what it returns is kept: what is put back then is what an
+            # earlier wait kept (the same: nothing else sets one while the prompt is open), else none.
+            self._previous = signal.set_wakeup_fd(self._wake, warn_on_full_buffer=False)
             while True:
                 ready, _, _ = select.select([stdin, self._woken], [], [])
                 if stdin in ready:
@@ -63,4 +69,10 @@ class Prompt:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._woken, 512)
         finally:
-            signal.set_wakeup_fd(previous)
+            self._give_back_the_wakeup_fd()
+
+    def _give_back_the_wakeup_fd(self) -> None:
+        """Put back the one ours stands in for; left alone if ours is not there (never set, or given back)."""
+        current = signal.set_wakeup_fd(self._previous)
+        if current != self._wake:
+            signal.set_wakeup_fd(current)
