@@ -18,6 +18,7 @@ from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.audit import AuditedSession
+from storage.sqlite_driver import OneTripDbapi
 
 EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
 # The execution option of the engine that read-only units of work use (see :func:`session_factory`).
@@ -128,9 +129,11 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
     # Each call to a connection is a trip to its thread and back through the event loop. A connection is given
     # back after its transaction ended (committed or rolled back) or with one left open (see _on_reset), so the
-    # pool's blanket rollback on return would be one more trip per unit of work, for nothing.
+    # pool's blanket rollback on return would be one more trip per unit of work, for nothing. Each statement is
+    # one trip, not four (see storage/sqlite_driver.py).
     engine = create_async_engine(
         url,
+        module=OneTripDbapi(),
         connect_args={"timeout": 30, "factory": _SignalDeafConnection},
         pool_reset_on_return=None,
     )
@@ -167,8 +170,8 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
 
 
 def _begin(connection: Any, statement: str) -> None:
-    """Send BEGIN through the driver's connection: one trip to its thread, where a statement through
-    SQLAlchemy's cursor takes three (open, execute, close)."""
+    """Send BEGIN through the driver's connection: one trip to its thread, as a statement through SQLAlchemy is,
+    without SQLAlchemy's making of a statement (its execution context, events and result) around it."""
     try:
         await_(connection.connection.driver_connection.execute(statement))
     except sqlite3.Error as exc:

@@ -1,0 +1,133 @@
+"""SQLAlchemy's aiosqlite adapter, with each statement one trip to the connection's thread.
+
+aiosqlite runs a SQLite connection in a thread of its own: every call to it is queued to that thread, which wakes,
+runs it and hands the result back through the event loop. SQLAlchemy's adapter makes four such calls for each
+statement (open a cursor, execute, fetch the rows, close the cursor), and a gated action sends dozens of statements
+while it holds SQLite's writer lock. Here the four are one call, run on the connection's thread; the rows, the
+description, rowcount and lastrowid come back together, as SQLAlchemy's adapter buffers them anyway.
+
+This leans on private names, pinned by tests/integration/test_sqlite_driver.py: aiosqlite's ``Connection._execute``
+(queue a function to the connection's thread; aiosqlite's own calls all go through it) and ``Connection._conn``;
+SQLAlchemy's ``_async_soft_close`` (which its async results call on the adapter's cursor), the adapter's
+``_handle_exception`` (its mapping of aiosqlite's errors) and the base cursor's ``_rows`` buffer, read by its fetches.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any, NamedTuple
+
+import aiosqlite
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import await_
+
+
+class _Outcome(NamedTuple):
+    description: Any
+    rows: list[Any]
+    rowcount: int
+    lastrowid: int | None
+
+
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        # Read after the rows: SQLite counts the rows an UPDATE … RETURNING changed as they are fetched.
+        return _Outcome(description, rows, cursor.rowcount, cursor.lastrowid)
+    finally:
+        cursor.close()
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A client-side cursor whose statement, with its rows, is one call on the connection's thread."""
+
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+        # No driver cursor is opened here: each statement opens and closes its own on the thread.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection.driver_connection
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        self._send(operation, parameters, many=False)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        self._send(operation, seq_of_parameters, many=True)
+
+    def _send(self, operation: str, parameters: Any, *, many: bool) -> None:
+        driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        try:
+            # driver._conn raises "no active connection" once closed, as aiosqlite's own calls do.
+            outcome: _Outcome = await_(driver._execute(_run, driver._conn, operation, parameters, many))  # type: ignore[no-untyped-call]
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        self._description = outcome.description
+        self._rows = collections.deque(outcome.rows)
+        self._rowcount = outcome.rowcount
+        self._lastrowid = outcome.lastrowid
+
+    async def _async_soft_close(self) -> None:
+        # Nothing is open on the connection's thread: the rows are here already.
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+
+    def cursor(self, server_side: bool = False) -> AsyncAdapt_dbapi_cursor:
+        if server_side:
+            return super().cursor(server_side=True)
+        return OneTripCursor(self)
+
+
+class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
+    """aiosqlite as SQLAlchemy's aiosqlite dialect sees it, with :class:`OneTripConnection` for connections."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        adapted = super().connect(*arg, **kw)
+        return OneTripConnection(self, adapted.driver_connection)

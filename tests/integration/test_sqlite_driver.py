@@ -1,0 +1,133 @@
+"""SQLite's driver as the engine uses it: each statement one trip to the connection's thread, and otherwise what
+SQLAlchemy's aiosqlite adapter gives (rows, rowcount, lastrowid, executemany, RETURNING, errors, streaming).
+
+The trip counts rest on aiosqlite's private ``Connection._execute``, which every call to the connection's thread
+goes through; a release that renames it fails here first."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage.engine import create_engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT UNIQUE, n INTEGER)")
+        )
+        await connection.execute(text("INSERT INTO item (name, n) VALUES ('a', 1), ('b', 2), ('c', 3)"))
+    yield engine
+    await engine.dispose()
+
+
+def trips_to_sqlite(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each call handed to an aiosqlite connection's thread from now on."""
+    trips: list[str] = []
+    handing = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await handing(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return trips
+
+
+async def begun(connection: AsyncConnection) -> None:
+    await connection.begin()
+    await connection.execute(text("SELECT 1"))  # the transaction's BEGIN is sent
+
+
+async def test_a_statement_and_its_rows_are_one_trip_to_the_connections_thread(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with engine.connect() as connection:
+        await begun(connection)
+        trips = trips_to_sqlite(monkeypatch)
+        result = await connection.execute(text("SELECT name FROM item ORDER BY id"))
+        assert result.scalars().all() == ["a", "b", "c"]
+        # Neither the cursor's opening nor its closing, nor the fetching of its rows, is a trip of its own.
+        assert len(trips) == 1, trips
+
+
+async def test_an_update_returning_gives_its_rows_and_its_rowcount(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        result = await connection.execute(text("UPDATE item SET n = n + 10 WHERE n >= 2 RETURNING name, n"))
+        assert sorted(tuple(row) for row in result) == [("b", 12), ("c", 13)]
+        assert result.rowcount == 2
+        unchanged = await connection.execute(text("UPDATE item SET n = 0 WHERE n > 100 RETURNING name"))
+        assert unchanged.all() == []
+        assert unchanged.rowcount == 0
+
+
+async def test_an_insert_gives_its_lastrowid_and_an_update_its_rowcount(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        inserted = await connection.execute(text("INSERT INTO item (name, n) VALUES ('d', 4)"))
+        assert inserted.lastrowid == 4
+        updated = await connection.execute(text("UPDATE item SET n = 0 WHERE n < 3"))
+        assert updated.rowcount == 2
+
+
+async def test_executemany_runs_every_parameter_set_in_one_trip(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with engine.connect() as connection:
+        await begun(connection)
+        trips = trips_to_sqlite(monkeypatch)
+        many = [{"name": name, "n": n} for n, name in enumerate("defg", start=4)]
+        result = await connection.execute(text("INSERT INTO item (name, n) VALUES (:name, :n)"), many)
+        assert len(trips) == 1, trips
+        assert result.rowcount == 4
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar_one() == 7
+        await connection.commit()
+
+
+async def test_a_unique_violation_is_an_integrity_error_and_the_transaction_goes_on(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        with pytest.raises(IntegrityError, match=r"UNIQUE constraint failed: item\.name"):
+            await connection.execute(text("INSERT INTO item (name, n) VALUES ('a', 9)"))
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar_one() == 3
+
+
+async def test_a_writer_that_cannot_wait_is_told_the_database_is_locked(engine: AsyncEngine) -> None:
+    async with engine.begin() as holder:
+        await holder.execute(text("UPDATE item SET n = n + 1"))  # holds the write lock (BEGIN IMMEDIATE)
+        async with engine.connect() as other:
+            driver = (await other.get_raw_connection()).driver_connection
+            assert isinstance(driver, aiosqlite.Connection)
+            await driver.execute("PRAGMA busy_timeout = 0")  # outside a transaction: no BEGIN IMMEDIATE first
+            with pytest.raises(OperationalError, match="database is locked"):
+                await other.begin()
+
+
+async def test_a_statement_on_a_closed_driver_connection_invalidates_it(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await begun(connection)
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, aiosqlite.Connection)
+        await driver.close()
+        with pytest.raises(OperationalError, match="no active connection") as raised:
+            await connection.execute(text("SELECT 1"))
+        assert raised.value.connection_invalidated
+    async with engine.connect() as fresh:
+        assert (await fresh.execute(text("SELECT count(*) FROM item"))).scalar_one() == 3
+
+
+async def test_a_streamed_result_still_reads_its_rows_as_asked(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        result = await connection.stream(text("SELECT name FROM item ORDER BY id"))
+        assert [name async for name in result.scalars()] == ["a", "b", "c"]
