@@ -493,7 +493,7 @@ class Result:
     anchor_checkpoints: int
     anchor_transactions: float
     anchor_statements: float
-    # Calls handed to aiosqlite's thread (each cursor, execute, fetch, close, commit…), per gated action;
+    # Calls handed to aiosqlite's thread (each statement, BEGIN, commit…), per gated action;
     # 0 for ours on PostgreSQL.
     ours_thread_calls: float = 0.0
     anchor_thread_calls: float = 0.0
@@ -544,8 +544,8 @@ class Result:
             f"{total.transactions / self.anchor_transactions:.1f}× the transactions, "
             f"{total.statements / self.anchor_statements:.1f}× the statements",
             "(CPU ms: the median of the process's CPU time per gated action, all threads; steadier than wall time "
-            "on a busy machine. Thread calls: the calls handed to aiosqlite's thread and back, a cursor, an execute, "
-            "a fetch, a commit each)",
+            "on a busy machine. Thread calls: the calls handed to aiosqlite's thread and back, a statement with its "
+            "rows, a BEGIN, a commit each for ours; a cursor, an execute, a fetch each for LangGraph's)",
         ]
         return "\n".join(lines)
 
