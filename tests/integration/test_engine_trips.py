@@ -4,6 +4,7 @@ turn of the event loop); on PostgreSQL, round trips to check a pooled connection
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -127,3 +128,55 @@ async def test_a_postgresql_connection_idle_for_a_while_is_checked_and_replaced_
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pooled
     assert checks  # the new connection, once idle, is checked too
+
+
+async def test_a_unit_cancelled_while_its_begin_waits_leaves_no_connection_holding_the_write_lock(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the pool's own rollback on return is left out on SQLite only")
+    database = engine.url.database
+    assert database is not None
+    other = sqlite3.connect(
+        database, isolation_level=None, timeout=0
+    )  # another process, holding the write lock
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5), units() as uow:  # as a connector's time limit cancels a unit of work
+            await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('late', '2026-01-01')"))
+            await uow.commit()
+    other.execute("ROLLBACK")
+    await asyncio.sleep(
+        0.3
+    )  # the BEGIN IMMEDIATE still queued on the pooled connection's thread has run by now
+    try:
+        other.execute(
+            "BEGIN IMMEDIATE"
+        )  # refused at once ("database is locked") if an idle connection held it
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    async with units() as uow:  # and the pooled connection is as good as new
+        await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('next', '2026-01-01')"))
+        await uow.commit()
+
+
+async def test_a_postgresql_connection_the_server_ended_moments_ago_is_replaced_without_failing_the_work(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite connections are not checked")
+    inbox = IntentInbox(units, owner=None)
+    assert await inbox.accept(INTENT) is not None
+    async with engine.connect() as connection:
+        pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    other = create_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        async with (
+            other.connect() as killer
+        ):  # a restart, a failover, an operator: within a second of its use
+            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled})
+    finally:
+        await other.dispose()
+    await asyncio.sleep(0.2)
+    assert await inbox.accept(INTENT) is not None
