@@ -143,7 +143,7 @@ async def test_a_unit_cancelled_while_its_begin_waits_leaves_no_connection_holdi
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.5), units() as uow:  # as a connector's time limit cancels a unit of work
-            await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('late', '2026-01-01')"))
+            await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('late', '2026-01-01')"))  # type: ignore[call-overload]
             await uow.commit()
     other.execute("ROLLBACK")
     await asyncio.sleep(
@@ -157,7 +157,7 @@ async def test_a_unit_cancelled_while_its_begin_waits_leaves_no_connection_holdi
     finally:
         other.close()
     async with units() as uow:  # and the pooled connection is as good as new
-        await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('next', '2026-01-01')"))
+        await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('next', '2026-01-01')"))  # type: ignore[call-overload]
         await uow.commit()
 
 
