@@ -54,6 +54,16 @@ class SharedAnswers(Generic[Key]):
             return None
         return kept.answer
 
+    def _forget_stale(self) -> None:
+        # Keys are whatever people typed: answers no longer given are dropped as new ones are kept, so what is
+        # kept is at most what was read in the last ``max_age`` seconds.
+        version, now = self._version(), time.monotonic()
+        self._kept = {
+            key: kept
+            for key, kept in self._kept.items()
+            if kept.version == version and now - kept.read_at <= self._max_age
+        }
+
     async def ask(self, key: Key) -> str:
         if (kept := self.kept(key)) is not None:
             return kept
@@ -84,6 +94,7 @@ class SharedAnswers(Generic[Key]):
                     raise
                 else:
                     if self._max_age > 0:
+                        self._forget_stale()
                         self._kept[key] = _Kept(read, version, read_at)
                     answer.set_result(read)
         finally:

@@ -163,3 +163,13 @@ async def test_an_answer_read_while_the_version_changed_is_not_kept() -> None:
     assert await first == "status=0"
     assert answers.kept("status") is None
     assert await answers.ask("status") == "status=1"
+
+
+async def test_answers_kept_for_keys_no_one_asks_again_are_dropped_as_new_ones_are_kept() -> None:
+    store = Versioned()
+    answers = SharedAnswers(store.read, max_age=0.05, version=lambda: store.version)
+    for n in range(1000):  # whatever people type after `/aios status`
+        await answers.ask(f"status {n}")
+    await asyncio.sleep(0.06)
+    await answers.ask("status")
+    assert len(answers._kept) == 1  # not asked again, so never found stale by an ask: dropped all the same
