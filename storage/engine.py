@@ -170,7 +170,8 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "commit")
     @event.listens_for(engine.sync_engine, "rollback")
     def _on_end(connection: Any) -> None:
-        connection.info.pop(_BEGUN, None)
+        if not connection.invalidated:  # an invalidated connection's info is gone with it (and would reconnect)
+            connection.info.pop(_BEGUN, None)
 
     @event.listens_for(engine.sync_engine.pool, "reset")
     def _on_reset(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
