@@ -19,6 +19,7 @@ from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTIO
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.queries import ANSWERED_IN_THE_ACK, private_answer
+from bot.response_url import answer_privately
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
@@ -40,6 +41,7 @@ from bot.undo import ask_undo, file_undo, undo_action
 from runtime.crashpoints import crash_point
 from runtime.intake import IncomingIntent, accept_click, accept_run_click
 from runtime.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
+from runtime.transport import TransportError
 from runtime.undo_filing import UndoFiling
 from storage.ids import parse_key
 from storage.records import Click
@@ -89,7 +91,7 @@ def build_slack_app(
             aios.submit(control)
             return
         if parsed.name in ANSWERED_IN_THE_ACK:
-            await _ack_quick_answer(aios, ack, parsed, command.channel_id, command.user_id)
+            await _ack_quick_answer(aios, ack, parsed, command)
             return
         if parsed.name == "undo":
             # Checked and claimed before the ack, like an intent is stored before it; proposed after.
@@ -314,34 +316,52 @@ def _record_key(click: ButtonClick, prefix: str) -> int | None:
 
 
 async def _ack_quick_answer(
-    aios: Aios, ack: AsyncAck, command: SlashCommand, channel: str, user: str
+    aios: Aios, ack: AsyncAck, command: SlashCommand, payload: SlashCommandPayload
 ) -> None:
     """The answer in the ack when it is read in time; otherwise the ack says it follows, and it is posted to the
     asker alone once read."""
     if (kept := aios.quick_answers.kept((command.name, command.argument))) is not None:
         await ack(text=kept)
         return
-    asked = asyncio.create_task(_quick_answer(aios, command, user), name="quick_answer")
+    asked = asyncio.create_task(_quick_answer(aios, command, payload.user_id), name="quick_answer")
     read, _ = await asyncio.wait({asked}, timeout=QUICK_ANSWER_WAIT_SECONDS)
     if read:
         await ack(text=asked.result())
         return
     await ack(text=ANSWER_FOLLOWS)
-    aios.background.spawn(_post_when_read(aios, asked, channel, user), name="slash_quick_answer")
+    aios.background.spawn(_post_when_read(aios, asked, payload), name="slash_quick_answer")
 
 
 async def _quick_answer(aios: Aios, command: SlashCommand, user: str) -> str:
-    """The answer to a quick question; a store that cannot be read is said, as the asker must be answered
-    anyway."""
+    """The answer to a quick question; a read that fails is said, as the asker must be answered anyway (an
+    empty ack would show them nothing)."""
     try:
         return await aios.quick_answers.ask((command.name, command.argument))
     except STORE_UNREACHABLE:
         log.exception("query_not_answered", command=command.name, user=user)
         return NOT_READ
+    except Exception:  # a bug, or a stored value the answer cannot be made from
+        log.exception("query_failed", command=command.name, user=user)
+        return NOT_READ
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # The shared read was cancelled under this ask (the store closing at shutdown): still an answer, not
+        # an error out of the listener.
+        log.warning("query_cancelled", command=command.name, user=user)
+        return NOT_READ
 
 
-async def _post_when_read(aios: Aios, asked: asyncio.Future[str], channel: str, user: str) -> None:
-    await aios.handlers.transport.post_ephemeral(channel, user, await asked)
+async def _post_when_read(aios: Aios, asked: asyncio.Future[str], payload: SlashCommandPayload) -> None:
+    text = await asked
+    try:
+        if payload.response_url:
+            await answer_privately(payload.response_url, text)
+        else:
+            await aios.handlers.transport.post_ephemeral(payload.channel_id, payload.user_id, text)
+    except TransportError as exc:
+        log.error("quick_answer_not_delivered", user=payload.user_id, error=str(exc))
 
 
 async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:

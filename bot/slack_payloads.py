@@ -71,6 +71,7 @@ class SlashCommandPayload(_Payload):
     channel_id: SlackId
     team_id: MaybeSlackId | None = None
     text: str = ""
+    response_url: str | None = None  # where answers after the ack go, when the payload says
 
 
 class EventCallback(_Payload):

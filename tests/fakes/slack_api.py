@@ -59,6 +59,11 @@ class FakeSlackApi(LoopbackServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
 
+    @property
+    def response_url(self) -> str:
+        """Where a slash command's payload says its answers may follow (Slack's hooks.slack.com/commands/…)."""
+        return f"http://127.0.0.1:{self.port}/commands/T0FAKE/1/fake-hook"
+
     def add_human_message(self, channel: str, thread_ts: str, ts: str, user: str, text: str) -> None:
         """A person's message in a thread, as conversations.replies will return it."""
         with self._lock:
@@ -105,6 +110,7 @@ class FakeSlackApi(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_post("/commands/{hook:.+}", self._respond)
 
     # --- the server -----------------------------------------------------------------------------
 
@@ -131,6 +137,18 @@ class FakeSlackApi(LoopbackServer):
         with self._lock:
             self.calls.append(ApiCall(method, params, answer))
         return web.json_response(answer)
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        """A message posted to a response_url, kept as a call of the method ``response_url``: Slack answers a
+        JSON body with a plain ``ok``, and anything else with a 400 (no token: the URL is the credential)."""
+        try:
+            params = await request.json()
+        except ValueError:
+            params = None
+        ok = isinstance(params, dict) and bool(params.get("text") or params.get("blocks"))
+        with self._lock:
+            self.calls.append(ApiCall("response_url", params if isinstance(params, dict) else {}, {"ok": ok}))
+        return web.Response(text="ok") if ok else web.Response(status=400, text="invalid_payload")
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":

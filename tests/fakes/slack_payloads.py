@@ -42,23 +42,31 @@ def interactivity(payload: Any) -> tuple[str, str]:
     return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
 
 
-def slash_command(text: str, *, user: str, channel: str = "C0SHOP", team: str = "T0FAKE") -> tuple[str, str]:
-    body = urlencode(
-        {
-            "token": "legacy",
-            "team_id": team,
-            "team_domain": "fake",
-            "channel_id": channel,
-            "channel_name": "shop",
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": "/aios",
-            "text": text,
-            "api_app_id": "A0AIOS",
-            "response_url": "https://hooks.slack.test/commands/1",
-            "trigger_id": uuid.uuid4().hex,
-        }
-    )
+def slash_command(
+    text: str,
+    *,
+    user: str,
+    channel: str = "C0SHOP",
+    team: str = "T0FAKE",
+    response_url: str | None = "https://hooks.slack.test/commands/1",
+) -> tuple[str, str]:
+    """``response_url``: where answers after the ack may be posted (the fake Slack API's, to see them); None:
+    a payload without one."""
+    fields = {
+        "token": "legacy",
+        "team_id": team,
+        "team_domain": "fake",
+        "channel_id": channel,
+        "channel_name": "shop",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/aios",
+        "text": text,
+        "api_app_id": "A0AIOS",
+        "response_url": response_url,
+        "trigger_id": uuid.uuid4().hex,
+    }
+    body = urlencode({key: value for key, value in fields.items() if value is not None})
     return body, "application/x-www-form-urlencoded"
 
 

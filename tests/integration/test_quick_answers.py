@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import event, text
 
+from bot import slack_app
 from bot.bootstrap import Aios
-from bot.queries import PENDING_LISTED, QUICK_ANSWER_MAX_AGE_SECONDS, status
+from bot.queries import PENDING_LISTED, QUICK_ANSWER_MAX_AGE_SECONDS, quick_answers, status
+from bot.shared_answers import SharedAnswers
 from bot.slack_app import ANSWER_FOLLOWS, NOT_READ, QUICK_ANSWER_WAIT_SECONDS, build_slack_app
 from bot.slash import HELP
 from bot.web import build_web_app
@@ -35,9 +38,11 @@ async def slack_events(aios: Aios, slack_api: FakeSlackApi) -> AsyncIterator[Tes
         yield test_client
 
 
-async def acked(events: TestClient[Any, Any], words: str) -> str:
+async def acked(
+    events: TestClient[Any, Any], words: str, response_url: str | None = "https://hooks.slack.test/commands/1"
+) -> str:
     """The text of the ack to `/aios <words>` (Bolt sends an ack of text alone as the body)."""
-    body, content_type = slash_command(words, user=REQUESTER)
+    body, content_type = slash_command(words, user=REQUESTER, response_url=response_url)
     response = await events.post(
         "/slack/events", data=body, headers={"Content-Type": content_type, **sign(body)}
     )
@@ -140,6 +145,10 @@ def ephemerals_since(slack_api: FakeSlackApi, posted: int) -> list[dict[str, Any
     return [c.params for c in slack_api.calls[posted:] if c.method == "chat.postEphemeral"]
 
 
+def responses_since(slack_api: FakeSlackApi, posted: int) -> list[dict[str, Any]]:
+    return [c.params for c in slack_api.calls[posted:] if c.method == "response_url"]
+
+
 async def test_a_read_waiting_on_a_lock_acks_in_time_and_the_answer_follows_privately(
     aios: Aios, slack_api: FakeSlackApi, slack_events: TestClient[Any, Any], database_url: str
 ) -> None:
@@ -150,13 +159,91 @@ async def test_a_read_waiting_on_a_lock_acks_in_time_and_the_answer_follows_priv
     async with aios.engine.begin() as locker:
         await locker.execute(text("LOCK TABLE run IN ACCESS EXCLUSIVE MODE"))
         began = time.monotonic()
-        assert await acked(slack_events, "status") == ANSWER_FOLLOWS
+        assert await acked(slack_events, "status", slack_api.response_url) == ANSWER_FOLLOWS
         assert time.monotonic() - began < QUICK_ANSWER_WAIT_SECONDS + 0.5  # Slack waits 3 s
-        assert ephemerals_since(slack_api, posted) == []
+        assert responses_since(slack_api, posted) == []
     await aios.background.drain()  # the lock is released: the read ends and its answer is posted
-    [answer] = ephemerals_since(slack_api, posted)
-    assert (answer["user"], answer["channel"]) == (REQUESTER, CHANNEL)
+    [answer] = responses_since(slack_api, posted)
+    assert answer["response_type"] == "ephemeral"
     assert answer["text"].startswith("*Runs by state* — awaiting_approval: 1. Approvals waiting: 1.")
+    assert ephemerals_since(slack_api, posted) == []
+
+
+class HeldReads:
+    """The quick answers' reads held until released, as a read behind a lock or a full pool is."""
+
+    def __init__(self, aios: Aios, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.released = asyncio.Event()
+        self._answers = quick_answers(aios.units, aios.clock)
+        monkeypatch.setattr(aios, "quick_answers", SharedAnswers(self._read))
+        # Not 2 s a test: what is measured is what follows the ack, not how long it waited.
+        monkeypatch.setattr(slack_app, "QUICK_ANSWER_WAIT_SECONDS", 0.2)
+
+    async def _read(self, asked: tuple[str, str]) -> str:
+        await self.released.wait()
+        return await self._answers.ask(asked)
+
+
+async def test_an_answer_read_late_reaches_the_asker_where_the_bot_may_not_post(
+    aios: Aios,
+    slack_api: FakeSlackApi,
+    slack_events: TestClient[Any, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asked in a channel the bot is not in (or a direct message between people), where chat.postEphemeral is
+    refused: the answer follows through the command's response_url, which reaches the asker anywhere."""
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    held = HeldReads(aios, monkeypatch)
+    slack_api.fail_next("chat.postEphemeral", "channel_not_found")
+    posted = len(slack_api.calls)
+    assert await acked(slack_events, "status", slack_api.response_url) == ANSWER_FOLLOWS
+    held.released.set()
+    await aios.background.drain()
+    assert [c.method for c in slack_api.calls[posted:] if c.method != "auth.test"] == ["response_url"]
+    [answer] = responses_since(slack_api, posted)
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"].startswith("*Runs by state* — awaiting_approval: 1. Approvals waiting: 1.")
+
+
+async def test_an_answer_read_late_to_a_command_without_a_response_url_is_posted_ephemeral(
+    aios: Aios,
+    slack_api: FakeSlackApi,
+    slack_events: TestClient[Any, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = HeldReads(aios, monkeypatch)
+    posted = len(slack_api.calls)
+    assert await acked(slack_events, "help", response_url=None) == ANSWER_FOLLOWS
+    held.released.set()
+    await aios.background.drain()
+    [answer] = ephemerals_since(slack_api, posted)
+    assert (answer["user"], answer["channel"], answer["text"]) == (REQUESTER, CHANNEL, HELP)
+    assert responses_since(slack_api, posted) == []
+
+
+async def test_a_read_that_fails_for_any_reason_is_said_in_the_ack_and_logged(
+    aios: Aios, slack_events: TestClient[Any, Any]
+) -> None:
+    """A stored value the answer cannot be made from (roles that are not a list) is no store outage: still an
+    answer the asker sees, and the failure logged with its traceback."""
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    async with aios.engine.begin() as connection:
+        await connection.execute(text("UPDATE approval SET approver_roles = '5'"))
+    with structlog.testing.capture_logs() as logged:
+        assert await acked(slack_events, "pending") == NOT_READ
+    [failed] = [e for e in logged if e["event"] == "query_failed"]
+    assert failed["command"] == "pending" and failed["exc_info"] is True
+
+
+async def test_a_read_cancelled_at_shutdown_is_still_answered_in_the_ack(
+    aios: Aios, slack_events: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    HeldReads(aios, monkeypatch)
+    monkeypatch.setattr(slack_app, "QUICK_ANSWER_WAIT_SECONDS", 5.0)
+    asked = asyncio.create_task(acked(slack_events, "status"))
+    await asyncio.sleep(0.2)
+    await aios.quick_answers.close()  # as Aios.close does, with the read still held
+    assert await asked == NOT_READ
 
 
 async def test_pending_lists_the_oldest_waiting_approvals_and_counts_the_rest(
