@@ -186,15 +186,21 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for transactions that only read: SQLite begins them deferred, without the write lock (so they
+    neither wait for a writer nor make one wait); PostgreSQL begins them REPEATABLE READ READ ONLY."""
+    options: dict[str, Any] = {READ_ONLY: True, "postgresql_readonly": True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    return engine.execution_options(**options)
+
+
 def session_factory(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
     """Sessions on ``engine``; ``read_only``: for transactions that only read (SQLite begins them deferred,
     without the write lock; PostgreSQL begins them REPEATABLE READ READ ONLY, so that a write in one fails and
     its reads, however many, see one snapshot as they do on SQLite)."""
     if read_only:
-        options: dict[str, Any] = {READ_ONLY: True, "postgresql_readonly": True}
-        if engine.dialect.name == "postgresql":
-            options["isolation_level"] = "REPEATABLE READ"
-        engine = engine.execution_options(**options)
+        engine = read_only_engine(engine)
     # Every commit appends its audited writes to the audit chain, in the same transaction.
     return async_sessionmaker(
         engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=AuditedSession
