@@ -263,13 +263,22 @@ class Executions(HandlerBase):
     async def report_execution(self, event: ActionExecuted) -> Sequence[Message]:
         executed = event.action
         thread = Thread(executed.channel, executed.thread_ts)
-        action = self.registry.validate(executed.name, executed.params)
         details = ", ".join(f"{k}: {v}" for k, v in executed.result.items() if k != "replayed")
         action_ref = format_id("A", event.action_id)
+        try:
+            action = self.registry.validate(executed.name, executed.params)
+            summary = self._told_summary(action)
+        except Exception:
+            # The stored parameters no longer make a valid action (its connector's schema changed since it
+            # was approved): what ran is still told, from what is stored, and no undo is offered.
+            log.exception("done_summary_unavailable", action=event.action_id, name=executed.name)
+            summary, undo = _stored_summary(executed.name, executed.params), None
+        else:
+            undo = action_ref if safe_inverse(action, executed.result) is not None else None
         done = Done(
-            f":white_check_mark: Done: {escape(self._told_summary(action))}. ({escape(details)})",
+            f":white_check_mark: Done: {escape(summary)}. ({escape(details)})",
             f"`{format_id('E', event.execution_id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
-            undo=action_ref if safe_inverse(action, executed.result) is not None else None,
+            undo=undo,
         )
         try:
             await self.transport.report_done(thread, done)
@@ -290,6 +299,11 @@ class Executions(HandlerBase):
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []
+
+
+def _stored_summary(name: str, params: dict[str, Any]) -> str:
+    """An action told from its stored name and parameters, when they cannot be read as the action."""
+    return f"{name} ({_short(', '.join(f'{k}: {v}' for k, v in sorted(params.items())), 500)})"
 
 
 def _unexpected(exc: Exception) -> str:

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 import structlog
+from aiohttp.test_utils import TestClient, TestServer
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import delete, select
 
 from bot import memory_setup
 from bot.bootstrap import Aios
+from bot.slack_app import build_slack_app
+from bot.web import build_web_app
 from connectors.actions import Action
 from connectors.errors import InvalidActionError
 from runtime.handlers.execution import action_executed_event
@@ -27,7 +31,8 @@ from storage.records import (
     ProposedAction,
 )
 from tests.conftest import Clock
-from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.slack_api import TOKEN, FakeSlackApi
+from tests.fakes.slack_payloads import SIGNING_SECRET, block_action, sign
 from tests.integration.conftest import CHANNEL, MANAGER, REQUESTER, ask, start_aios
 
 TEAM = "T0FAKE"
@@ -329,3 +334,46 @@ async def test_an_outcome_memory_not_written_with_its_booking_is_written_after_i
     assert [e["event"] for e in logged].count("outcome_not_remembered_with_its_booking") == 1
     assert memory.key == "order:1001" and memory.vector_model == embedder.model
     assert [text for text in embedder.embedded if "refunded $" in text] == [memory.text]
+
+
+async def test_an_action_whose_stored_parameters_no_longer_validate_is_still_told_done(
+    aios: Aios, slack_api: FakeSlackApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manager's Approve click (signed, through the web app) runs the refund, and then the connector's schema
+    changes: the Done reply is still posted in the thread, from the stored name and parameters, without an Undo
+    (no valid inverse can be made from them)."""
+    registry, execute = aios.registry, aios.registry.execute
+
+    def changed_schema(name: str, _params: object) -> Action:
+        raise InvalidActionError(f"{name}: reason: field required")
+
+    async def execute_then_upgrade(action: Action, key: str) -> dict[str, object]:
+        result = await execute(action, key)
+        monkeypatch.setattr(registry, "validate", changed_schema)
+        return result
+
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    async with aios.units() as uow:
+        approval = (await uow.session.exec(select(Approval))).one()
+    assert approval.message_ts is not None
+    monkeypatch.setattr(registry, "execute", execute_then_upgrade)
+    client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+    app = build_web_app(aios, build_slack_app(aios, client, SIGNING_SECRET), SIGNING_SECRET)
+    body, content_type = block_action(
+        "aios_approve", f"AP-{approval.id}", user=MANAGER, message_ts=approval.message_ts
+    )
+    with structlog.testing.capture_logs() as logged:
+        async with TestClient(TestServer(app)) as web:
+            response = await web.post(
+                "/slack/events", data=body, headers={"Content-Type": content_type, **sign(body)}
+            )
+            assert response.status == 200
+            await aios.background.drain()
+
+    [done] = [c.params for c in slack_api.calls_to("chat.postMessage") if "Done" in c.params["text"]]
+    assert done["text"].startswith(":white_check_mark: Done: shop.refund (amount: 250")
+    assert "order_id: 1001" in done["text"]
+    assert "aios_undo" not in str(done["blocks"])
+    assert "event_handler_failed" not in [e["event"] for e in logged]
+    [unavailable] = [e for e in logged if e["event"] == "done_summary_unavailable"]
+    assert unavailable["name"] == "shop.refund" and unavailable["exc_info"] is True
