@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
-from collections.abc import Callable
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,21 +16,9 @@ from runtime.intake import IncomingIntent, IntentInbox
 from storage import engine as engine_module
 from storage.engine import SWITCH_INTERVAL_SECONDS, create_engine
 from storage.unit_of_work import UnitOfWorkFactory
+from tests.integration.test_sqlite_driver import trips_to_sqlite
 
 INTENT = IncomingIntent(source="slash", team_id="T1", channel="C1", thread_ts=None, user="U1", text="hi")
-
-
-def trips_to_sqlite(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each call handed to an aiosqlite connection's thread from now on."""
-    trips: list[str] = []
-    handing = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await handing(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return trips
 
 
 def checks_sent(engine: AsyncEngine) -> list[str]:
@@ -46,6 +32,16 @@ def checks_sent(engine: AsyncEngine) -> list[str]:
 
     event.listen(engine.sync_engine.pool, "connect", on_connect)
     return checks
+
+
+async def ended_by_the_server(engine: AsyncEngine, pid: int) -> None:
+    other = create_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        async with other.connect() as killer:
+            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await other.dispose()
+    await asyncio.sleep(0.2)  # the server ends the session a moment after it is told to
 
 
 async def test_an_intent_is_stored_in_three_trips_to_the_sqlite_thread(
@@ -115,13 +111,7 @@ async def test_a_postgresql_connection_idle_for_a_while_is_checked_and_replaced_
     assert await inbox.accept(INTENT) is not None
     async with engine.connect() as connection:
         pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-    other = create_engine(str(engine.url.render_as_string(hide_password=False)))
-    try:
-        async with other.connect() as killer:
-            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled})
-    finally:
-        await other.dispose()
-    await asyncio.sleep(0.2)  # the server ends the session a moment after it is told to
+    await ended_by_the_server(engine, pooled)
     monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection is idle now
     checks = checks_sent(engine)
     assert await inbox.accept(INTENT) is not None  # on a new connection, not a failure
@@ -170,13 +160,5 @@ async def test_a_postgresql_connection_the_server_ended_moments_ago_is_replaced_
     assert await inbox.accept(INTENT) is not None
     async with engine.connect() as connection:
         pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-    other = create_engine(str(engine.url.render_as_string(hide_password=False)))
-    try:
-        async with (
-            other.connect() as killer
-        ):  # a restart, a failover, an operator: within a second of its use
-            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled})
-    finally:
-        await other.dispose()
-    await asyncio.sleep(0.2)
+    await ended_by_the_server(engine, pooled)  # a restart, a failover, an operator: moments after its use
     assert await inbox.accept(INTENT) is not None
