@@ -4,15 +4,31 @@ and in a direct message between people, where ``chat.postEphemeral`` is refused.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import aiohttp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from runtime.transport import TransportError
+
+# Where Slack's response URLs point (commercial and GovSlack workspaces).
+SLACK_HOOK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+
+
+def is_slacks(response_url: str, slack_api_url: str) -> bool:
+    """Whether ``response_url`` points at Slack: its hooks over HTTPS, or the Slack API server this bot is set to
+    use (``SLACK_API_URL``: a proxy, a test server). The signature proves a payload came from Slack, but whoever
+    holds the signing secret could name any address here, and the bot would post to it from inside its network."""
+    try:
+        url, api = urlsplit(response_url), urlsplit(slack_api_url)
+        if url.scheme == "https" and url.hostname in SLACK_HOOK_HOSTS and url.port in (None, 443):
+            return True
+        return (url.scheme, url.hostname, url.port) == (api.scheme, api.hostname, api.port) and bool(
+            api.hostname
+        )
+    except ValueError:  # a port that is no number, brackets that do not close
+        return False
 
 
 async def answer_privately(response_url: str, text: str) -> None:
@@ -20,11 +36,9 @@ async def answer_privately(response_url: str, text: str) -> None:
     client = AsyncWebhookClient(
         response_url,
         timeout=10,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
+        # Only a refusal for the rate is sure not to have been posted: a dropped connection or a 5xx may come
+        # after Slack took the answer, and a retry would show it twice (and use up one of the URL's five uses).
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
     )
     try:
         response = await client.send(text=text, response_type="ephemeral")

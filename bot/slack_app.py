@@ -19,7 +19,7 @@ from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTIO
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.queries import ANSWERED_IN_THE_ACK, private_answer
-from bot.response_url import answer_privately
+from bot.response_url import answer_privately, is_slacks
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
@@ -356,7 +356,7 @@ async def _quick_answer(aios: Aios, command: SlashCommand, user: str) -> str:
 async def _post_when_read(aios: Aios, asked: asyncio.Future[str], payload: SlashCommandPayload) -> None:
     text = await asked
     try:
-        if payload.response_url:
+        if payload.response_url and is_slacks(payload.response_url, aios.settings.slack_api_url):
             await answer_privately(payload.response_url, text)
         else:
             await aios.handlers.transport.post_ephemeral(payload.channel_id, payload.user_id, text)

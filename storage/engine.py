@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, InvalidatePoolError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,7 +27,6 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 # A PostgreSQL connection given back to the pool at most this long ago is used without being checked first.
 PING_AFTER_IDLE_SECONDS = 1.0
 _LAST_USED = "aios_last_used"
-_BEGUN = "aios_begun"
 
 
 class _SignalDeafConnection(sqlite3.Connection):
@@ -103,7 +102,8 @@ def _create_postgres_engine(url: str) -> AsyncEngine:
         if dbapi_connection.driver_connection.is_closed():
             # The server ended the session (a restart, a failover, pg_terminate_backend) and asyncpg saw it go:
             # known without a round trip, however recently the connection was used.
-            raise InvalidatePoolError("a pooled connection was closed by the server")
+            # This one only: a server may end one idle session (idle_session_timeout, a pooler) and not the rest.
+            raise DisconnectionError("a pooled connection was closed by the server")
         if time.monotonic() - record.info.get(_LAST_USED, 0.0) <= PING_AFTER_IDLE_SECONDS:
             return
         try:
@@ -155,9 +155,6 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Noted before BEGIN is sent: a unit of work cancelled while its BEGIN waits in the connection's thread
-        # gives the connection back before that BEGIN has run (see _on_reset).
-        connection.info[_BEGUN] = True
         if connection.get_execution_options().get(READ_ONLY):
             # A transaction that only reads needs no write lock: a deferred BEGIN reads one snapshot of the
             # store (WAL mode) while a writer goes on.
@@ -167,20 +164,12 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         # another writer got there first; taking the write lock up front makes writers queue instead.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    @event.listens_for(engine.sync_engine, "commit")
-    @event.listens_for(engine.sync_engine, "rollback")
-    def _on_end(connection: Any) -> None:
-        if not connection.invalidated:  # an invalidated connection's info is gone with it (and would reconnect)
-            connection.info.pop(_BEGUN, None)
-
     @event.listens_for(engine.sync_engine.pool, "reset")
-    def _on_reset(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
-        # Given back with its transaction still open (a failed COMMIT, say), or begun and neither committed nor
-        # rolled back (cancelled while its BEGIN was still queued on the connection's thread: that BEGIN runs
-        # later and would leave an idle connection holding the write lock): rolled back, as the pool would. The
-        # rollback is queued behind anything still pending on that thread, so it comes after such a BEGIN.
-        begun = record.info.pop(_BEGUN, False)
-        if state.asyncio_safe and (begun or dbapi_connection.driver_connection.in_transaction):
+    def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        # Given back with its transaction still open (a failed COMMIT, say): rolled back, as the pool would. (A
+        # unit of work cancelled while its BEGIN waits on the connection's thread does not come back this way:
+        # SQLAlchemy takes the cancellation for a lost connection and closes it, behind that BEGIN.)
+        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
             dbapi_connection.rollback()
 
     return engine

@@ -301,9 +301,14 @@ class Executions(HandlerBase):
         return []
 
 
-def _stored_summary(name: str, params: dict[str, Any]) -> str:
+def _stored_summary(name: str, params: Any) -> str:
     """An action told from its stored name and parameters, when they cannot be read as the action."""
-    return f"{name} ({_short(', '.join(f'{k}: {v}' for k, v in sorted(params.items())), 500)})"
+    told = (
+        ", ".join(f"{k}: {v}" for k, v in sorted(params.items()))
+        if isinstance(params, dict)
+        else repr(params)
+    )
+    return f"{name} ({_short(told, 500)})"
 
 
 def _unexpected(exc: Exception) -> str:

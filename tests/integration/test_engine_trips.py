@@ -124,25 +124,19 @@ async def test_a_unit_cancelled_while_its_begin_waits_leaves_no_connection_holdi
     engine: AsyncEngine, units: UnitOfWorkFactory
 ) -> None:
     if engine.dialect.name != "sqlite":
-        pytest.skip("the pool's own rollback on return is left out on SQLite only")
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits on the connection's thread")
     database = engine.url.database
     assert database is not None
-    other = sqlite3.connect(
-        database, isolation_level=None, timeout=0
-    )  # another process, holding the write lock
-    other.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(database, isolation_level=None, timeout=0)  # another process
+    other.execute("BEGIN IMMEDIATE")  # holding the write lock for a second
+    asyncio.get_running_loop().call_later(1.0, other.execute, "ROLLBACK")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.5), units() as uow:  # as a connector's time limit cancels a unit of work
             await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('late', '2026-01-01')"))  # type: ignore[call-overload]
             await uow.commit()
-    other.execute("ROLLBACK")
-    await asyncio.sleep(
-        0.3
-    )  # the BEGIN IMMEDIATE still queued on the pooled connection's thread has run by now
+    await asyncio.sleep(1.3)  # the BEGIN IMMEDIATE that was queued on the connection's thread has run by now
     try:
-        other.execute(
-            "BEGIN IMMEDIATE"
-        )  # refused at once ("database is locked") if an idle connection held it
+        other.execute("BEGIN IMMEDIATE")  # refused at once ("database is locked") if a connection held it
         other.execute("ROLLBACK")
     finally:
         other.close()
@@ -162,3 +156,23 @@ async def test_a_postgresql_connection_the_server_ended_moments_ago_is_replaced_
         pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     await ended_by_the_server(engine, pooled)  # a restart, a failover, an operator: moments after its use
     assert await inbox.accept(INTENT) is not None
+
+
+async def test_one_postgresql_session_ended_by_the_server_replaces_that_connection_alone(
+    engine: AsyncEngine,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite connections are not checked")
+
+    async def two_pids() -> set[int]:
+        async with engine.connect() as first, engine.connect() as second:
+            return {
+                (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                for connection in (first, second)
+            }
+
+    ended, kept = sorted(await two_pids())
+    await ended_by_the_server(engine, ended)  # an idle_session_timeout or a pooler ending one idle session
+    for _ in range(2):  # each connection checked out again at least once since
+        after = await two_pids()
+        assert kept in after and ended not in after
