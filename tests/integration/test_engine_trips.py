@@ -34,6 +34,13 @@ def checks_sent(engine: AsyncEngine) -> list[str]:
     return checks
 
 
+async def backend_pid(engine: AsyncEngine) -> int:
+    """The PostgreSQL session of the connection the pool hands out next."""
+    async with engine.connect() as connection:
+        pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        return pid
+
+
 async def ended_by_the_server(engine: AsyncEngine, pid: int) -> None:
     other = create_engine(str(engine.url.render_as_string(hide_password=False)))
     try:
@@ -109,14 +116,12 @@ async def test_a_postgresql_connection_idle_for_a_while_is_checked_and_replaced_
         pytest.skip("SQLite connections are not checked")
     inbox = IntentInbox(units, owner=None)
     assert await inbox.accept(INTENT) is not None
-    async with engine.connect() as connection:
-        pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    pooled = await backend_pid(engine)
     await ended_by_the_server(engine, pooled)
     monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection is idle now
     checks = checks_sent(engine)
     assert await inbox.accept(INTENT) is not None  # on a new connection, not a failure
-    async with engine.connect() as connection:
-        assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pooled
+    assert await backend_pid(engine) != pooled
     assert checks  # the new connection, once idle, is checked too
 
 
@@ -152,8 +157,7 @@ async def test_a_postgresql_connection_the_server_ended_moments_ago_is_replaced_
         pytest.skip("SQLite connections are not checked")
     inbox = IntentInbox(units, owner=None)
     assert await inbox.accept(INTENT) is not None
-    async with engine.connect() as connection:
-        pooled = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    pooled = await backend_pid(engine)
     await ended_by_the_server(engine, pooled)  # a restart, a failover, an operator: moments after its use
     assert await inbox.accept(INTENT) is not None
 

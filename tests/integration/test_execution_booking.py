@@ -4,8 +4,9 @@ and once: a second booking of the same execution (by a process that took it over
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -235,6 +236,19 @@ REFUSE_MEMORIES = {
 }
 
 
+async def booked_without_its_memory(
+    aios: Aios, execution: Execution, logged: Sequence[MutableMapping[str, Any]], event: str
+) -> None:
+    """The action executed, no memory of it written, and the error logged as ``event``."""
+    async with aios.units.read() as uow:
+        action = await uow.get(ProposedAction, execution.action_id)
+        memories = (await uow.session.exec(select(Memory))).all()
+    assert action is not None and action.status == ActionStatus.EXECUTED
+    assert memories == []
+    [failed] = [e for e in logged if e["event"] == event]
+    assert failed["action"] == execution.action_id and failed["log_level"] == "error"
+
+
 async def test_an_outcome_memory_the_database_refuses_leaves_the_booking_to_land(aios: Aios) -> None:
     """The shop refunded: the booking must land even though writing its memory fails with a database error (on
     PostgreSQL one that spoils the transaction). The failure is logged."""
@@ -245,13 +259,7 @@ async def test_an_outcome_memory_the_database_refuses_leaves_the_booking_to_land
     with structlog.testing.capture_logs() as logged:
         execution = await approved_refund(aios)
 
-    async with aios.units.read() as uow:
-        action = await uow.get(ProposedAction, execution.action_id)
-        memories = (await uow.session.exec(select(Memory))).all()
-    assert action is not None and action.status == ActionStatus.EXECUTED
-    assert memories == []
-    [failed] = [e for e in logged if e["event"] == "outcome_not_remembered_with_its_booking"]
-    assert failed["action"] == execution.action_id and failed["log_level"] == "error"
+    await booked_without_its_memory(aios, execution, logged, "outcome_not_remembered_with_its_booking")
 
 
 async def test_an_outcome_whose_memory_cannot_be_made_is_booked_without_it(
@@ -273,13 +281,7 @@ async def test_an_outcome_whose_memory_cannot_be_made_is_booked_without_it(
     with structlog.testing.capture_logs() as logged:
         execution = await approved_refund(aios)
 
-    async with aios.units.read() as uow:
-        action = await uow.get(ProposedAction, execution.action_id)
-        memories = (await uow.session.exec(select(Memory))).all()
-    assert action is not None and action.status == ActionStatus.EXECUTED
-    assert memories == []
-    [failed] = [e for e in logged if e["event"] == "outcome_not_prepared"]
-    assert failed["action"] == execution.action_id and failed["log_level"] == "error"
+    await booked_without_its_memory(aios, execution, logged, "outcome_not_prepared")
 
 
 class CountingEmbedder:

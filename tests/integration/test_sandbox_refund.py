@@ -116,6 +116,19 @@ async def test_a_key_used_before_answers_with_its_refund_even_naming_an_order_th
     assert (again["refund_id"], again["order_id"], again["replayed"]) == (first["refund_id"], 1003, True)
 
 
+async def twice_after_waiting_for_the_order(
+    engine: AsyncEngine, shop: SandboxShop, action: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two calls of ``action`` under one key, both made to wait for order 1002's lock, then let go."""
+    async with engine.connect() as holder:
+        await holder.execute(select(SandboxOrder.id).where(col(SandboxOrder.id) == 1002).with_for_update())
+        calls = asyncio.gather(shop.execute(action, "key-1"), shop.execute(action, "key-1"))
+        await until_waiting_for_locks(engine, 2)
+        await holder.rollback()
+    first, second = await calls
+    return first, second
+
+
 async def test_calls_with_one_key_that_waited_for_the_order_answer_with_the_one_refund(
     engine: AsyncEngine, shop: SandboxShop
 ) -> None:
@@ -124,12 +137,7 @@ async def test_calls_with_one_key_that_waited_for_the_order_answer_with_the_one_
     order = await shop.get_order(1002)
     assert order is not None
     everything = refund(1002, order.refundable)
-    async with engine.connect() as holder:  # the order locked, so that both calls wait for it
-        await holder.execute(select(SandboxOrder.id).where(col(SandboxOrder.id) == 1002).with_for_update())
-        calls = asyncio.gather(shop.execute(everything, "key-1"), shop.execute(everything, "key-1"))
-        await until_waiting_for_locks(engine, 2)
-        await holder.rollback()
-    first, second = await calls
+    first, second = await twice_after_waiting_for_the_order(engine, shop, everything)
 
     # The call that got the lock second finds the refund the first made under the key: it answers with it,
     # rather than finding nothing left to refund.
@@ -145,12 +153,7 @@ async def test_calls_with_one_key_that_waited_for_the_order_make_one_refund_when
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's writers take turns from BEGIN to COMMIT: a call never waits inside a statement")
     part = refund(1002, 10.0)  # $48 left: the call that waited finds enough for itself too
-    async with engine.connect() as holder:
-        await holder.execute(select(SandboxOrder.id).where(col(SandboxOrder.id) == 1002).with_for_update())
-        calls = asyncio.gather(shop.execute(part, "key-1"), shop.execute(part, "key-1"))
-        await until_waiting_for_locks(engine, 2)
-        await holder.rollback()
-    first, second = await calls
+    first, second = await twice_after_waiting_for_the_order(engine, shop, part)
 
     # Its debit of the order goes with its refund, which the key refuses: it answers with the first's.
     assert first["refund_id"] == second["refund_id"]
