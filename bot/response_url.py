@@ -1,19 +1,47 @@
-"""A slash command answered after its ack through the command's ``response_url``: Slack's way to answer a
-command later (for 30 minutes), which reaches the asker wherever they asked, also in a channel the bot is not in
-and in a direct message between people, where ``chat.postEphemeral`` is refused."""
+"""Answers after the ack, to the person who asked alone: through the payload's ``response_url`` when it is
+Slack's — Slack's way to answer a command, a click or a shortcut later (for 30 minutes), which reaches the asker
+wherever they asked, also in a channel the bot is not in and in a direct message between people, where
+``chat.postEphemeral`` is refused — and by ``chat.postEphemeral`` otherwise (a payload without one)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import structlog
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.bootstrap import Aios
+from bot.slack_payloads import ButtonClick, SlashCommandPayload
 from runtime.transport import TransportError
+
+log = structlog.get_logger(__name__)
 
 # Where Slack's response URLs point (commercial and GovSlack workspaces).
 SLACK_HOOK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who asked, where, and the payload's ``response_url`` (None when it carried none)."""
+
+    channel: str
+    user: str
+    response_url: str | None = None
+    thread_ts: str | None = (
+        None  # where chat.postEphemeral shows it; a response URL answers where it was asked
+    )
+
+    @classmethod
+    def of_command(cls, command: SlashCommandPayload) -> Asker:
+        return cls(command.channel_id, command.user_id, command.response_url)
+
+    @classmethod
+    def of_click(cls, click: ButtonClick, *, thread_ts: str | None = None) -> Asker:
+        return cls(click.channel_id, click.user.id, click.response_url, thread_ts)
 
 
 def is_slacks(response_url: str, slack_api_url: str) -> bool:
@@ -31,7 +59,25 @@ def is_slacks(response_url: str, slack_api_url: str) -> bool:
         return False
 
 
-async def answer_privately(response_url: str, text: str) -> None:
+async def answer_late(
+    aios: Aios, asker: Asker, text: str, blocks: list[dict[str, Any]] | None = None
+) -> None:
+    """Show ``text`` (and ``blocks``) to the asker alone. Called after the ack, in the background: an answer
+    Slack refuses or cannot take is logged, not raised."""
+    try:
+        if asker.response_url and is_slacks(asker.response_url, aios.settings.slack_api_url):
+            # The transport's redactor, as every other way out to people has it (bot/redacting_transport.py).
+            redactor = aios.registry.redactor
+            await _post(asker.response_url, redactor.text(text), redactor.data(blocks))
+        else:
+            await aios.handlers.transport.post_ephemeral(
+                asker.channel, asker.user, text, thread_ts=asker.thread_ts, blocks=blocks
+            )
+    except TransportError as exc:
+        log.error("answer_not_delivered", channel=asker.channel, user=asker.user, error=str(exc))
+
+
+async def _post(response_url: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
     """Post ``text`` to the asker alone; TransportError when Slack refuses it or cannot be reached."""
     client = AsyncWebhookClient(
         response_url,
@@ -41,11 +87,12 @@ async def answer_privately(response_url: str, text: str) -> None:
         retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
     )
     try:
-        response = await client.send(text=text, response_type="ephemeral")
+        # A new message beside the one clicked or the command, never in its place.
+        response = await client.send(
+            text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+        )
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Not the URL itself: it is the credential to answer in the asker's conversation.
-        raise TransportError(f"Slack could not be reached for the command's answer: {exc!r}") from exc
+        raise TransportError(f"Slack could not be reached for the answer: {exc!r}") from exc
     if response.status_code != 200:
-        raise TransportError(
-            f"Slack refused the command's answer: {response.status_code} {response.body[:200]}"
-        )
+        raise TransportError(f"Slack refused the answer: {response.status_code} {response.body[:200]}")

@@ -19,7 +19,7 @@ from bot.blocks import APPROVE_ACTION_ID, REJECT_ACTION_ID, REQUEST_BUDGET_ACTIO
 from bot.bootstrap import Aios
 from bot.content_calendar import calendar_answer
 from bot.queries import ANSWERED_IN_THE_ACK, private_answer
-from bot.response_url import answer_privately, is_slacks
+from bot.response_url import Asker, answer_late
 from bot.run_review import APPROVE_ALL_ACTION_ID, REJECT_ALL_ACTION_ID
 from bot.slack_edit import register_edit
 from bot.slack_explain import register_explain
@@ -41,7 +41,6 @@ from bot.undo import ask_undo, file_undo, undo_action
 from runtime.crashpoints import crash_point
 from runtime.intake import IncomingIntent, accept_click, accept_run_click
 from runtime.messages import DecideApproval, DecideRun, HandleIntent, RequestBudget, TakeOverRun
-from runtime.transport import TransportError
 from runtime.undo_filing import UndoFiling
 from storage.ids import parse_key
 from storage.records import Click
@@ -98,20 +97,18 @@ def build_slack_app(
             answer = await ask_undo(aios, parsed.argument, command.user_id)
             await ack(text=answer.text)
             if answer.filing is not None:
-                _file_in_background(aios, answer.filing, command.channel_id)
+                _file_in_background(aios, answer.filing, Asker.of_command(command))
             return
         if parsed.name == "calendar":
             await ack()
             aios.background.spawn(
-                _answer_calendar(aios, team, parsed.argument, command.channel_id, command.user_id),
+                _answer_calendar(aios, team, parsed.argument, Asker.of_command(command)),
                 name="slash_calendar",
             )
             return
         if parsed.name != "intent":  # why and replay: Block Kit, from reads that may take longer
             await ack()
-            aios.background.spawn(
-                _answer_privately(aios, parsed, command.channel_id, command.user_id), name="slash_query"
-            )
+            aios.background.spawn(_answer_query(aios, parsed, Asker.of_command(command)), name="slash_query")
             return
         try:
             intent_id = await aios.accept(
@@ -199,12 +196,10 @@ def build_slack_app(
         answer = await undo_action(aios, action_id, click.user.id)
         await ack()
         crash_point("undo_claimed")  # past it, recovery files the claimed undo (not one of the generic steps)
-        aios.background.spawn(
-            aios.handlers.transport.post_ephemeral(click.channel_id, click.user.id, answer.text),
-            name="undo_answer",
-        )
+        asker = Asker.of_click(click)
+        aios.background.spawn(answer_late(aios, asker, answer.text), name="undo_answer")
         if answer.filing is not None:
-            _file_in_background(aios, answer.filing, click.channel_id)
+            _file_in_background(aios, answer.filing, asker)
 
     register_explain(app, aios)
     register_edit(app, aios)
@@ -354,34 +349,27 @@ async def _quick_answer(aios: Aios, command: SlashCommand, user: str) -> str:
 
 
 async def _post_when_read(aios: Aios, asked: asyncio.Future[str], payload: SlashCommandPayload) -> None:
-    text = await asked
-    try:
-        if payload.response_url and is_slacks(payload.response_url, aios.settings.slack_api_url):
-            await answer_privately(payload.response_url, text)
-        else:
-            await aios.handlers.transport.post_ephemeral(payload.channel_id, payload.user_id, text)
-    except TransportError as exc:
-        log.error("quick_answer_not_delivered", user=payload.user_id, error=str(exc))
+    await answer_late(aios, Asker.of_command(payload), await asked)
 
 
-async def _answer_privately(aios: Aios, command: SlashCommand, channel: str, user: str) -> None:
+async def _answer_query(aios: Aios, command: SlashCommand, asker: Asker) -> None:
     text, blocks = await private_answer(
         aios.units, command, aios.clock(), aios.settings.candidate_policy_file
     )
-    await aios.handlers.transport.post_ephemeral(channel, user, text, blocks=blocks)
+    await answer_late(aios, asker, text, blocks)
 
 
-async def _answer_calendar(aios: Aios, team: str, words: str, channel: str, user: str) -> None:
+async def _answer_calendar(aios: Aios, team: str, words: str, asker: Asker) -> None:
     text, blocks = await calendar_answer(
         aios.units, aios.registry, aios.settings.zone, aios.clock(), team, words
     )
-    await aios.handlers.transport.post_ephemeral(channel, user, text, blocks=blocks)
+    await answer_late(aios, asker, text, blocks)
 
 
-def _file_in_background(aios: Aios, filing: UndoFiling, channel: str) -> None:
+def _file_in_background(aios: Aios, filing: UndoFiling, asker: Asker) -> None:
     async def file() -> None:
         problem = await file_undo(aios, filing)
         if problem is not None:
-            await aios.handlers.transport.post_ephemeral(channel, filing.requester, problem)
+            await answer_late(aios, asker, problem)
 
     aios.background.spawn(file(), name="undo")

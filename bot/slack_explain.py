@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from sqlmodel import select
@@ -15,6 +14,7 @@ from sqlmodel import select
 from bot.bootstrap import Aios
 from bot.message_ids import is_ours, record_of_message
 from bot.queries import why_answer
+from bot.response_url import Asker, answer_late
 from bot.slack_metrics import BLOCK_ACTIONS, MESSAGE_ACTIONS
 from bot.slack_payloads import (
     ButtonClick,
@@ -23,13 +23,9 @@ from bot.slack_payloads import (
     parse_payload,
 )
 from bot.why_blocks import WHY_OPEN_PREFIX
-from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.records import Approval, ProposedAction
 from storage.unit_of_work import UnitOfWorkFactory
-
-log = structlog.get_logger(__name__)
-
 
 EXPLAIN_CALLBACK_ID = "aios_explain"
 NOT_MINE = (
@@ -57,6 +53,7 @@ class MessageShortcut(_Shape):
     user: _Who
     channel: _Who
     message: _Message
+    response_url: str | None = None  # where answers after the ack go
 
 
 def register_explain(app: AsyncApp, aios: Aios) -> None:
@@ -82,16 +79,8 @@ def register_explain(app: AsyncApp, aios: Aios) -> None:
             return
         # A button of an answer in a thread: the next answer goes there too.
         thread_ts = (click.container.model_extra or {}).get("thread_ts") if click.container else None
-        aios.background.spawn(
-            _open_why(
-                aios,
-                click.channel_id,
-                click.user.id,
-                click.value,
-                thread_ts=thread_ts if isinstance(thread_ts, str) else None,
-            ),
-            name="why_open",
-        )
+        asker = Asker.of_click(click, thread_ts=thread_ts if isinstance(thread_ts, str) else None)
+        aios.background.spawn(_open_why(aios, asker, click.value), name="why_open")
 
 
 async def _explain_message(
@@ -102,15 +91,16 @@ async def _explain_message(
         # A card whose small print names no single record (a review card once decided): by the message itself.
         record = await record_of_card(aios.units, shortcut.channel.id, shortcut.message.ts)
     text, blocks = await why_answer(aios.units, record) if record is not None else (NOT_MINE, None)
-    await _answer(
-        aios, shortcut.channel.id, shortcut.user.id, text, blocks, thread_ts=shortcut.message.thread_ts
+    asker = Asker(
+        shortcut.channel.id, shortcut.user.id, shortcut.response_url, thread_ts=shortcut.message.thread_ts
     )
+    await answer_late(aios, asker, text, blocks)
 
 
-async def _open_why(aios: Aios, channel: str, user: str, record: str, *, thread_ts: str | None) -> None:
+async def _open_why(aios: Aios, asker: Asker, record: str) -> None:
     """A button's record (its value holds only the id) explained; a value that is no id gets the usage."""
     text, blocks = await why_answer(aios.units, record)
-    await _answer(aios, channel, user, text, blocks, thread_ts=thread_ts)
+    await answer_late(aios, asker, text, blocks)
 
 
 async def record_of_card(units: UnitOfWorkFactory, channel: str, ts: str) -> str | None:
@@ -126,18 +116,3 @@ async def record_of_card(units: UnitOfWorkFactory, channel: str, ts: str) -> str
             runs.add(action.run_id if action else None)
     run = runs.pop() if len(runs) == 1 else None
     return format_id("R", run) if run is not None else None
-
-
-async def _answer(
-    aios: Aios,
-    channel: str,
-    user: str,
-    text: str,
-    blocks: list[dict[str, Any]] | None,
-    *,
-    thread_ts: str | None,
-) -> None:
-    try:
-        await aios.handlers.transport.post_ephemeral(channel, user, text, thread_ts=thread_ts, blocks=blocks)
-    except TransportError as exc:
-        log.error("explanation_not_delivered", channel=channel, user=user, error=str(exc))

@@ -119,6 +119,7 @@ class ButtonClick(_Payload):
     actions: Annotated[list[_ClickedButton], Field(min_length=1)]
     channel: _ClickChannel | None = None
     container: _ClickContainer | None = None
+    response_url: str | None = None  # where answers after the ack go; none for a click on a view
 
     @property
     def value(self) -> str:

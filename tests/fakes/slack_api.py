@@ -64,6 +64,11 @@ class FakeSlackApi(LoopbackServer):
         """Where a slash command's payload says its answers may follow (Slack's hooks.slack.com/commands/…)."""
         return f"http://127.0.0.1:{self.port}/commands/T0FAKE/1/fake-hook"
 
+    @property
+    def actions_url(self) -> str:
+        """Where a click's or a shortcut's payload says its answers may follow (hooks.slack.com/actions/…)."""
+        return f"http://127.0.0.1:{self.port}/actions/T0FAKE/2/fake-hook"
+
     def add_human_message(self, channel: str, thread_ts: str, ts: str, user: str, text: str) -> None:
         """A person's message in a thread, as conversations.replies will return it."""
         with self._lock:
@@ -111,6 +116,7 @@ class FakeSlackApi(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/commands/{hook:.+}", self._respond)
+        app.router.add_post("/actions/{hook:.+}", self._respond)
 
     # --- the server -----------------------------------------------------------------------------
 
@@ -140,14 +146,25 @@ class FakeSlackApi(LoopbackServer):
 
     async def _respond(self, request: web.Request) -> web.Response:
         """A message posted to a response_url, kept as a call of the method ``response_url``: Slack answers a
-        JSON body with a plain ``ok``, and anything else with a 400 (no token: the URL is the credential)."""
+        JSON body with a plain ``ok``, and anything else (blocks it refuses too) with a 400 (no token: the URL is
+        the credential)."""
         try:
             params = await request.json()
         except ValueError:
             params = None
-        ok = isinstance(params, dict) and bool(params.get("text") or params.get("blocks"))
+        ok = (
+            isinstance(params, dict)
+            and bool(params.get("text") or params.get("blocks"))
+            and _refusal(params) is None
+        )
         with self._lock:
-            self.calls.append(ApiCall("response_url", params if isinstance(params, dict) else {}, {"ok": ok}))
+            failures = self._failures.get("response_url")  # fail_next("response_url", "expired_url")
+            error = failures.pop(0) if failures else None
+            self.calls.append(
+                ApiCall("response_url", params if isinstance(params, dict) else {}, {"ok": ok and not error})
+            )
+        if error is not None:
+            return web.Response(status=404, text=error)
         return web.Response(text="ok") if ok else web.Response(status=400, text="invalid_payload")
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

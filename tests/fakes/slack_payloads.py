@@ -112,7 +112,10 @@ def block_action(
     message_ts: str,
     team: str = "T0FAKE",
     block_id: str = "aios_decision",
+    response_url: str = "https://hooks.slack.test/actions/1",
 ) -> tuple[str, str]:
+    """``response_url``: where answers after the ack may be posted (the fake Slack API's ``actions_url``, to see
+    them; the default is no address of Slack's, so they are posted ephemeral)."""
     payload = {
         "type": "block_actions",
         "team": {"id": team, "domain": "fake"},
@@ -128,7 +131,7 @@ def block_action(
         },
         "channel": {"id": channel, "name": "shop"},
         "message": {"type": "message", "ts": message_ts, "text": "Approval needed"},
-        "response_url": "https://hooks.slack.test/actions/1",
+        "response_url": response_url,
         "actions": [
             {
                 "action_id": action_id,
@@ -247,6 +250,7 @@ def message_shortcut(
     user: str,
     channel: str = "C0SHOP",
     team: str = "T0FAKE",
+    response_url: str = "https://hooks.slack.test/app/1",
 ) -> tuple[str, str]:
     """A message shortcut chosen on ``message`` (as Slack holds it: ``ts``, ``text``, ``blocks``, ``bot_id``…)."""
     payload = {
@@ -260,7 +264,7 @@ def message_shortcut(
         "enterprise": None,
         "callback_id": callback_id,
         "trigger_id": uuid.uuid4().hex,
-        "response_url": "https://hooks.slack.test/app/1",
+        "response_url": response_url,
         "message_ts": message.get("ts", ""),
         "message": {"type": "message", **message},
     }

@@ -76,17 +76,23 @@ class SlackFrontDoor:
         )
         return response.status, await response.text()
 
-    async def slash(self, text: str, user: str = TEAMMATE) -> str:
+    async def slash(self, text: str, user: str = TEAMMATE, response_url: str | None = None) -> str:
         """The ack's text (only the asker sees it), once what it started in the background is done."""
-        status, body = await self.send(*slash_command(text, user=user))
+        if response_url is None:
+            status, body = await self.send(*slash_command(text, user=user))
+        else:
+            status, body = await self.send(*slash_command(text, user=user, response_url=response_url))
         assert status == 200
         await self.aios.background.drain()
         return body  # Bolt answers an ack with only a text as that text
 
-    async def click_undo(self, value: str, user: str = TEAMMATE) -> int:
-        status, _ = await self.send(
-            *block_action("aios_undo", value, user=user, message_ts="1800000000.000009")
-        )
+    async def click_undo(self, value: str, user: str = TEAMMATE, response_url: str | None = None) -> int:
+        click = block_action("aios_undo", value, user=user, message_ts="1800000000.000009")
+        if response_url is not None:
+            click = block_action(
+                "aios_undo", value, user=user, message_ts="1800000000.000009", response_url=response_url
+            )
+        status, _ = await self.send(*click)
         return status
 
 
@@ -355,3 +361,40 @@ async def test_an_undo_click_with_a_value_naming_no_action_changes_nothing(
     assert await undo_requests(aios) == []
     told = [c.params["text"] for c in slack_api.calls_to("chat.postEphemeral")]
     assert told == (["There is no action A-999."] if value == "A-999" else [])
+
+
+async def test_an_undo_that_cannot_be_filed_is_told_through_the_commands_response_url(
+    aios: Aios, slack: SlackFrontDoor, slack_api: FakeSlackApi
+) -> None:
+    """What follows the ack reaches the asker where chat.postEphemeral is refused (a channel the bot is not in,
+    a direct message between people): through the command's response_url, Slack's."""
+    publish = await published(aios)
+    async with aios.engine.begin() as connection:  # gone from the CMS since: unpublishing it is refused
+        await connection.execute(text("DELETE FROM sandbox_post"))
+    posted = len(slack_api.calls)
+
+    ack = await slack.slash(f"undo A-{publish}", response_url=slack_api.response_url)
+
+    assert ack.startswith(f"Asking to undo A-{publish}")
+    said = [(c.method, c.params) for c in slack_api.calls[posted:] if c.method != "auth.test"]
+    refused = (
+        f"The undo of A-{publish} was not filed: the sandbox CMS has no post with the slug 'spring-lookbook'."
+    )
+    assert said == [
+        ("response_url", {"text": refused, "response_type": "ephemeral", "replace_original": False})
+    ]
+
+
+async def test_an_undo_clicks_answer_follows_through_the_clicks_response_url(
+    aios: Aios, slack: SlackFrontDoor, slack_api: FakeSlackApi
+) -> None:
+    publish = await published(aios)
+    posted = len(slack_api.calls)
+
+    assert await slack.click_undo(f"A-{publish}", response_url=slack_api.actions_url) == 200
+    await aios.background.drain()
+
+    told = [c.params["text"] for c in slack_api.calls[posted:] if c.method == "response_url"]
+    [answer] = told
+    assert answer.startswith(f"Asking to undo A-{publish}")
+    assert slack_api.calls_to("chat.postEphemeral") == []
