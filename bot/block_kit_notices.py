@@ -57,7 +57,9 @@ class BlockKitNotices(ABC):
         await self._update(channel, ts, blocks.escalation_closed(message, outcome, actor, at))
 
     async def report_done(self, thread: Thread, done: Done) -> None:
-        await self._post(thread, blocks.done(done.text, done.context, undo=done.undo))
+        await self._post(
+            thread, blocks.done(done.text, done.context, undo=done.undo, reported_failed=done.reported_failed)
+        )
 
     async def report_budget_blocked(self, thread: Thread, blocked: BudgetBlocked) -> None:
         await self._post(thread, blocks.budget_blocked(blocked.run_id, blocked.why))

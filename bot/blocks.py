@@ -27,7 +27,7 @@ from slack_sdk.models.blocks import (
 from agents.dates import UTC_ZONE, describe
 from runtime.card_values import SHORT_VALUE_MAX, edit_changes, humanise, told_value
 from runtime.mrkdwn import escape, mentions, quote, truncate
-from runtime.notices import ApprovalCard, EscalationMessage
+from runtime.notices import ApprovalCard, EscalationMessage, ReportedFailed
 
 APPROVE_ACTION_ID = "aios_approve"
 EDIT_ACTION_ID = "aios_edit"  # opens the Edit dialog (bot.slack_edit)
@@ -239,9 +239,14 @@ def budget_blocked(run_id: str, why: str) -> Message:
     )
 
 
-def done(text: str, context: str, undo: str | None = None) -> Message:
+def done(
+    text: str, context: str, undo: str | None = None, reported_failed: ReportedFailed | None = None
+) -> Message:
     """An executed action's "Done" reply (mrkdwn, escaped by the caller), with an Undo button when the action
-    has an inverse: ``undo`` is its action id (A-…), the button's whole value."""
+    has an inverse: ``undo`` is its action id (A-…), the button's whole value. ``reported_failed``: it was told
+    as failed before, and its thread must not be left saying both without a word."""
+    if reported_failed is not None:
+        text = f"{text}\n{_after_all(reported_failed)}"
     if undo is None:
         return notice(text, context)
     button = ButtonElement(
@@ -262,6 +267,21 @@ def done(text: str, context: str, undo: str | None = None) -> Message:
             _context("aios_notice_context", f"{context} · `/aios undo {undo}` takes it back"),
         ]
     )
+
+
+def _after_all(reported: ReportedFailed) -> str:
+    said = ":warning: This took effect after all, after it was reported failed."
+    if reported.undone:
+        said += (
+            f" Because of that failure, the run's earlier steps were already undone ({', '.join(reported.undone)}):"
+            " ask again for what should still be done."
+        )
+    if reported.handed_to_a_person:
+        said += (
+            " Earlier steps that cannot be undone were handed to a person because of that failure"
+            f" ({', '.join(reported.handed_to_a_person)})."
+        )
+    return said
 
 
 TAKE_OVER_ACTION_ID = "aios_take_over"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from connectors.actions import Action
+    from runtime.notices import ReportedFailed
     from storage.memory import PreparedMemory
     from storage.repositories.executions import ExecutionInHand
 
@@ -246,6 +247,8 @@ class ActionExecuted(Event):
     # The outcome's memory as prepared for the booking, when writing it there failed: written after the commit as
     # it is, without embedding it again.
     outcome_prepared: PreparedMemory | None = None
+    # Booked over a failure booked (and told) before: what that failure had done to the run's earlier steps.
+    reported_failed: ReportedFailed | None = None
 
 
 @dataclass(frozen=True)

@@ -102,13 +102,25 @@ class EscalationMessage:
 
 
 @dataclass(frozen=True)
+class ReportedFailed:
+    """An action told as failed that took effect after all: another process booked its execution failed (a
+    take-over whose own try failed) while the connector was doing it. Its failure may have undone the run's
+    earlier steps (``undone``, action ids A-…) or handed those that cannot be undone to a person."""
+
+    undone: tuple[str, ...] = ()
+    handed_to_a_person: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Done:
     """An executed action's reply (``text`` and ``context`` mrkdwn); ``undo`` is its action id (A-…) when the
-    action has an inverse, so that it can be asked to be taken back."""
+    action has an inverse, so that it can be asked to be taken back; ``reported_failed`` when it was told as
+    failed before."""
 
     text: str
     context: str
     undo: str | None = None
+    reported_failed: ReportedFailed | None = None
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,14 @@ from runtime.messages import (
     ReconcileExecution,
 )
 from runtime.mrkdwn import escape
-from runtime.notices import Done, Thread
+from runtime.notices import Done, ReportedFailed, Thread
 from runtime.observability import EXECUTIONS, action_executed, completed_run_spend
 from runtime.transport import TransportError
 from storage.ids import format_id
 from storage.memory import PreparedMemory
-from storage.records import ActionStatus, ExecutionAttempt, ExecutionStatus, RunStatus
+from storage.records import ActionStatus, ExecutionAttempt, ExecutionStatus, ProposedAction, RunStatus
 from storage.repositories.executions import ExecutionInHand
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -248,11 +249,20 @@ class Executions(HandlerBase):
                 return self._booked_elsewhere(in_hand)
             await record_due_publish(uow, self.registry, self.zone, in_hand.action, in_hand.intent, result)
             await record_planned_slot(uow, self.registry, self.zone, in_hand.action, in_hand.intent)
+            reported = await _reported_failed(uow, in_hand.action) if booked.over_failure else None
             await uow.commit()
         if booked.completed_run_spend is not None:
             completed_run_spend(booked.completed_run_spend)
+        if reported is not None:
+            log.warning(
+                "execution_succeeded_after_failure", execution=in_hand.execution_id, action=in_hand.action.id
+            )
         unwritten = outcome if isinstance(outcome, PreparedMemory) and not remembered else None
-        return [replace(event, outcome_remembered=remembered, outcome_prepared=unwritten)]
+        return [
+            replace(
+                event, outcome_remembered=remembered, outcome_prepared=unwritten, reported_failed=reported
+            )
+        ]
 
     @staticmethod
     def _booked_elsewhere(in_hand: ExecutionInHand) -> Sequence[Message]:
@@ -279,6 +289,7 @@ class Executions(HandlerBase):
             f":white_check_mark: Done: {escape(summary)}. ({escape(details)})",
             f"`{format_id('E', event.execution_id)}` · `{action_ref}` · `/aios why {action_ref}` explains it",
             undo=undo,
+            reported_failed=event.reported_failed,
         )
         try:
             await self.transport.report_done(thread, done)
@@ -299,6 +310,21 @@ class Executions(HandlerBase):
             context=f"`{format_id('A', proposed.id)}`",
         )
         return []
+
+
+async def _reported_failed(uow: UnitOfWork, action: ProposedAction) -> ReportedFailed:
+    """What the failure booked before did to the run's earlier steps: the undos it filed (compensations), and
+    the steps it handed to a person."""
+    steps = await uow.runs.actions_for_run(action.run_id)
+    this = action.id or 0
+    undone = sorted(
+        {step.compensates for step in steps if step.compensates is not None and step.compensates < this}
+    )
+    handed = [step.id for step in steps if (step.id or 0) < this and step.status == ActionStatus.ESCALATED]
+    return ReportedFailed(
+        undone=tuple(format_id("A", step) for step in undone),
+        handed_to_a_person=tuple(format_id("A", step) for step in handed),
+    )
 
 
 def _stored_summary(name: str, params: Any) -> str:

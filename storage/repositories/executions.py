@@ -67,6 +67,8 @@ class Booked:
     """A booking done: what the model cost for the run (the spend metric's), when this booking completed it."""
 
     completed_run_spend: float | None
+    # Booked over a failure another process booked first: the action, told as failed, took effect after all.
+    over_failure: bool = False
 
 
 class ExecutionRepository(SessionRepository):
@@ -142,18 +144,23 @@ class ExecutionRepository(SessionRepository):
         (executed or failed) and its run on; nothing is read first. A compare-and-set on the execution being in
         flight: None, and nothing written, when another process settled it first — unless that process booked a
         failure and this is a success: the side effect happened (the other's own try failed while this one's was
-        landing), and the record must say so."""
-        open_to = [ExecutionStatus.STARTED]
-        if status == ExecutionStatus.SUCCEEDED:
-            open_to.append(ExecutionStatus.FAILED)
-        settled = (
-            update(Execution)
-            .where(col(Execution.id) == in_hand.execution_id, col(Execution.status).in_(open_to))
-            .values(status=status, result=result, error=error, finished_at=finished_at)
-            .execution_options(synchronize_session=False)
-        )
-        if not (await self.session.exec(settled)).rowcount:
-            return None
+        landing), and the record must say so (``Booked.over_failure``)."""
+
+        async def settled_from(was: ExecutionStatus) -> bool:
+            settled = (
+                update(Execution)
+                .where(col(Execution.id) == in_hand.execution_id, col(Execution.status) == was)
+                .values(status=status, result=result, error=error, finished_at=finished_at)
+                .execution_options(synchronize_session=False)
+            )
+            return bool((await self.session.exec(settled)).rowcount)
+
+        # Over a failure only when it is not in flight: a second statement, in that rare case alone.
+        over_failure = False
+        if not await settled_from(ExecutionStatus.STARTED):
+            over_failure = status == ExecutionStatus.SUCCEEDED and await settled_from(ExecutionStatus.FAILED)
+            if not over_failure:
+                return None
         self.session.add_all(attempts)
         action = in_hand.action
         action_status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
@@ -171,8 +178,8 @@ class ExecutionRepository(SessionRepository):
         )
         row = (await self.session.exec(moved)).first()
         if row is None or row[0] != RunStatus.COMPLETED:
-            return Booked(None)
-        return Booked(float(row[1]))
+            return Booked(None, over_failure)
+        return Booked(float(row[1]), over_failure)
 
     async def executions_for_action(self, action_id: int) -> Sequence[Execution]:
         query = select(Execution).where(Execution.action_id == action_id).order_by(col(Execution.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,11 +16,12 @@ from connectors.errors import PermanentConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
-from storage.records import Decision, ProposedAction, Run
+from runtime.messages import ActionFailed
+from storage.records import Decision, Execution, ExecutionStatus, ProposedAction, Run
 from tests.conftest import Clock
 from tests.fakes.anthropic_api import API_KEY, FakeAnthropicApi, Reply, ToolUse
 from tests.fakes.slack_api import FakeSlackApi
-from tests.integration.conftest import ask, run_with_connectors, start_aios
+from tests.integration.conftest import CHANNEL, ask, bus_with_connectors, run_with_connectors, start_aios
 
 PERMISSIVE = """
 version: 1
@@ -182,5 +184,94 @@ async def test_a_step_whose_stored_parameters_no_longer_validate_still_goes_to_a
             if "cannot be undone" in c.params["text"]
         ]
         assert "<@U0MANAGER> A-1 (shop.refund) already ran" in alert
+    finally:
+        await aios.close()
+
+
+class DraftsLandingLate(SandboxCms):
+    """A CMS whose drafts land only once ``landed`` is set: long enough for a process that took the execution
+    over to book it failed (its own try failed) and the run's earlier steps to be undone for that failure."""
+
+    def __init__(self, context: ConnectorContext) -> None:
+        super().__init__(context)
+        self.entered, self.landed = asyncio.Event(), asyncio.Event()
+
+    async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
+        if isinstance(action, CmsCreateDraft):
+            self.entered.set()
+            await self.landed.wait()
+        return await super().execute(action, idempotency_key)
+
+
+async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_its_failure_undid(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PERMISSIVE,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        await aios.registry.execute(CmsCreateDraft(title="Spring lookbook"), "seed-spring")
+        anthropic_api.script(
+            Reply(
+                "Publishing spring, drafting autumn.",
+                (
+                    ToolUse("cms_publish", {"slug": "spring-lookbook"}),
+                    ToolUse("cms_create_draft", {"title": "Autumn lookbook"}),
+                ),
+            )
+        )
+        context = ConnectorContext(units_of_work=aios.units)
+        cms = DraftsLandingLate(context)
+        planning = asyncio.create_task(
+            run_with_connectors(
+                aios, [SandboxShop(context), cms], "publish spring, draft autumn", thread_ts="2.1"
+            )
+        )
+        await asyncio.wait_for(cms.entered.wait(), 10)
+
+        # Another process took the draft's execution over: its own try failed, and it booked and told that.
+        async with aios.units() as uow:
+            query = select(Execution).where(Execution.status == ExecutionStatus.STARTED)
+            execution = (await uow.session.exec(query)).one()
+        async with aios.units.read() as uow:
+            found = await uow.executions.execution_in_hand(execution.id or 0)
+        assert found is not None
+        _, in_hand = found
+        async with aios.units() as uow:
+            assert await uow.executions.book(in_hand, ExecutionStatus.FAILED, {}, "timed out", clock(), [])
+            await uow.commit()
+        taker = bus_with_connectors(aios, [SandboxShop(context), SandboxCms(context)])
+        await taker.handle(ActionFailed(execution.action_id, "the CMS timed out", certainly_undone=False))
+        assert {p["slug"]: p["status"] for p in (await sandbox_state(aios.units))["posts"]} == {
+            "spring-lookbook": "unpublished"  # undone for the failure; the autumn draft not landed yet
+        }
+
+        cms.landed.set()  # the first process's draft lands after all
+        await planning
+
+        steps = [(a.name, a.status, a.compensates) for a in await actions(aios)]
+        assert steps == [
+            ("cms.publish", "compensated", None),
+            ("cms.create_draft", "executed", None),
+            ("cms.unpublish", "executed", 1),
+        ]
+        told = [
+            c.params["text"]
+            for c in slack_api.calls_to("chat.postMessage")
+            if c.params.get("thread_ts") == "2.1" and c.params["channel"] == CHANNEL
+        ]
+        failed = next(i for i, t in enumerate(told) if t.startswith(":x: cms.create_draft failed"))
+        [done] = [t for t in told if t.startswith(":white_check_mark: Done: Create draft")]
+        assert told.index(done) > failed
+        assert done.endswith(
+            "\n:warning: This took effect after all, after it was reported failed. Because of that failure, "
+            "the run's earlier steps were already undone (A-1): ask again for what should still be done."
+        )
     finally:
         await aios.close()

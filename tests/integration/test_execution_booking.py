@@ -143,6 +143,7 @@ async def test_a_success_booked_after_a_taken_over_failure_is_what_the_record_sa
         await uow.commit()
 
     assert taker is not None and first is not None
+    assert (taker.over_failure, first.over_failure) == (False, True)  # told as done after all (Done says so)
     async with aios.units.read() as uow:
         settled = await uow.get(Execution, execution.id)
         action = await uow.get(ProposedAction, execution.action_id)

@@ -3,9 +3,14 @@ and as the terminal shows it. Snapshot regenerated deliberately with AIOS_UPDATE
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
 from bot.blocks import done, notice
-from bot.console import render
+from bot.console import ConsoleTransport, render
 from connectors.actions import ShopifyAdjustInventory
+from runtime.notices import Done, ReportedFailed, Thread
 from tests.unit.test_blocks import check_snapshot
 
 TEXT = ":white_check_mark: Done: Publish post spring-lookbook now. (slug: spring-lookbook, status: published)"
@@ -31,6 +36,34 @@ def test_the_terminal_names_the_command_that_undoes_it() -> None:
         "[ Undo ]   (type: /aios undo A-3)",
         "  `E-5` · `A-3` · `/aios why A-3` explains it · `/aios undo A-3` takes it back",
     ]
+
+
+AFTER_ALL = (
+    ":warning: This took effect after all, after it was reported failed. Because of that failure, the run's "
+    "earlier steps were already undone (A-1): ask again for what should still be done. Earlier steps that cannot "
+    "be undone were handed to a person because of that failure (A-2)."
+)
+
+
+def test_a_done_told_failed_before_says_it_took_effect_after_all_and_what_its_failure_undid() -> None:
+    text, blocks = done(TEXT, CONTEXT, undo="A-3", reported_failed=ReportedFailed(("A-1",), ("A-2",)))
+    assert text == f"{TEXT}\n{AFTER_ALL}"  # the notification's text too
+    assert blocks[0]["text"]["text"] == text
+    assert done(TEXT, CONTEXT, reported_failed=ReportedFailed())[0] == (
+        f"{TEXT}\n:warning: This took effect after all, after it was reported failed."
+    )
+
+
+async def test_the_terminal_shows_it_too() -> None:
+    out = io.StringIO()
+    transport = ConsoleTransport(Console(file=out, width=400))
+    reported = ReportedFailed(("A-1",), ("A-2",))
+    await transport.report_done(Thread("console", None), Done(TEXT, CONTEXT, reported_failed=reported))
+    assert "This took effect after all, after it was reported failed." in out.getvalue()
+    assert (
+        "already undone (A-1)" in out.getvalue()
+        and "handed to a person because of that failure (A-2)" in out.getvalue()
+    )
 
 
 def test_an_inventory_change_is_undone_by_the_opposite_change_at_the_same_place() -> None:
