@@ -18,6 +18,7 @@ from runtime.mrkdwn import escape
 from runtime.observability import COMPENSATIONS, ESCALATIONS
 from storage.ids import format_id
 from storage.records import ActionStatus, Decision, ProposedAction
+from storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +51,12 @@ class Compensation(HandlerBase):
             assert action.id is not None
             inverse = self._inverse(action, results[action.id])
             if inverse is None:
-                await self._hand_to_a_person(action, failed)
+                if not await self._hand_to_a_person(action, failed):
+                    break
                 continue
             async with self.units() as uow:
+                if await self._done_after_all(uow, failed.id, action.id):
+                    break
                 undo = await uow.add(
                     ProposedAction(
                         run_id=action.run_id,
@@ -107,10 +111,22 @@ class Compensation(HandlerBase):
         except Exception:
             return action.name
 
-    async def _hand_to_a_person(self, action: ProposedAction, failed: ProposedAction) -> None:
-        assert action.id is not None
+    @staticmethod
+    async def _done_after_all(uow: UnitOfWork, failed: int, step: int) -> bool:
+        """Whether the failed action has been booked done after all (a take-over told it failed while the
+        connector's try was landing) since its failure was read: then the earlier steps stand, from ``step`` on."""
+        if await uow.runs.lock_action_status(failed) != ActionStatus.EXECUTED:
+            return False
+        log.info("compensation_stopped", failed=failed, kept=step)
+        return True
+
+    async def _hand_to_a_person(self, action: ProposedAction, failed: ProposedAction) -> bool:
+        """False, and nothing done, when the failed action was booked done after all meanwhile."""
+        assert action.id is not None and failed.id is not None
         summary = self._summary(action)
         async with self.units() as uow:
+            if await self._done_after_all(uow, failed.id, action.id):
+                return False
             await uow.runs.set_action_status(action.id, ActionStatus.ESCALATED)
             await uow.add(
                 Decision(
@@ -133,3 +149,4 @@ class Compensation(HandlerBase):
             "Please decide what to do.",
             context=f"`{format_id('A', action.id)}` · `/aios why {format_id('A', action.id)}`",
         )
+        return True

@@ -117,6 +117,13 @@ class RunRepository(SessionRepository):
             requester_today=today,
         )
 
+    async def lock_action_status(self, action_id: int) -> ActionStatus | None:
+        """The action's status, its row locked (PostgreSQL) until this transaction ends: a booking that moves it
+        waits for this transaction, or this one sees what the booking wrote."""
+        query = select(ProposedAction.status).where(ProposedAction.id == action_id).with_for_update()
+        status = (await self.session.exec(query)).first()
+        return None if status is None else ActionStatus(status)
+
     async def decisions_for_action(self, action_id: int) -> Sequence[Decision]:
         query = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
         return (await self.session.exec(query)).all()

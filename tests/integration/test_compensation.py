@@ -275,3 +275,61 @@ async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_it
         )
     finally:
         await aios.close()
+
+
+async def test_a_failure_handled_after_its_action_was_booked_done_after_all_undoes_nothing(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    """The taker books the failure, the first process's try lands and is booked over it, and only then is the
+    taker's failure handled: the run's earlier steps stand, as the action they led to did take effect."""
+    aios = await start_aios(
+        database_url,
+        slack_api,
+        clock,
+        tmp_path,
+        policy=PERMISSIVE,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=anthropic_api.url,
+    )
+    try:
+        await aios.registry.execute(CmsCreateDraft(title="Spring lookbook"), "seed-spring")
+        anthropic_api.script(
+            Reply(
+                "Publishing spring, drafting autumn.",
+                (
+                    ToolUse("cms_publish", {"slug": "spring-lookbook"}),
+                    ToolUse("cms_create_draft", {"title": "Autumn lookbook"}),
+                ),
+            )
+        )
+        context = ConnectorContext(units_of_work=aios.units)
+        cms = DraftsLandingLate(context)
+        planning = asyncio.create_task(
+            run_with_connectors(
+                aios, [SandboxShop(context), cms], "publish spring, draft autumn", thread_ts="2.2"
+            )
+        )
+        await asyncio.wait_for(cms.entered.wait(), 10)
+        async with aios.units() as uow:
+            query = select(Execution).where(Execution.status == ExecutionStatus.STARTED)
+            execution = (await uow.session.exec(query)).one()
+        async with aios.units.read() as uow:
+            found = await uow.executions.execution_in_hand(execution.id or 0)
+        assert found is not None
+        async with aios.units() as uow:
+            assert await uow.executions.book(found[1], ExecutionStatus.FAILED, {}, "timed out", clock(), [])
+            await uow.commit()
+
+        cms.landed.set()  # the draft lands and is booked over the failure before the taker handles its event
+        await planning
+        taker = bus_with_connectors(aios, [SandboxShop(context), SandboxCms(context)])
+        await taker.handle(ActionFailed(execution.action_id, "the CMS timed out", certainly_undone=False))
+
+        assert {p["slug"]: p["status"] for p in (await sandbox_state(aios.units))["posts"]} == {
+            "spring-lookbook": "published",
+            "autumn-lookbook": "draft",
+        }
+        steps = [(a.name, a.status, a.compensates) for a in await actions(aios)]
+        assert steps == [("cms.publish", "executed", None), ("cms.create_draft", "executed", None)]
+    finally:
+        await aios.close()
