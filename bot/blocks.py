@@ -246,7 +246,8 @@ def done(
     has an inverse: ``undo`` is its action id (A-…), the button's whole value. ``reported_failed``: it was told
     as failed before, and its thread must not be left saying both without a word."""
     if reported_failed is not None:
-        text = f"{text}\n{_after_all(reported_failed)}"
+        # First, so that a long result cut to Slack's limit never takes the warning with it.
+        text = f"{_after_all(reported_failed)}\n{text}"
     if undo is None:
         return notice(text, context)
     button = ButtonElement(
@@ -270,18 +271,18 @@ def done(
 
 
 def _after_all(reported: ReportedFailed) -> str:
-    said = ":warning: This took effect after all, after it was reported failed."
-    if reported.undone:
-        said += (
-            f" Because of that failure, the run's earlier steps were already undone ({', '.join(reported.undone)}):"
-            " ask again for what should still be done."
+    said = [":warning: This took effect after all, after it was reported failed."]
+    if reported.undone or reported.being_undone:
+        steps = ", ".join(reported.undone + tuple(f"{step} (being undone)" for step in reported.being_undone))
+        said.append(
+            f"The run's earlier steps were undone after a failure ({steps}): ask again for what should still be done."
         )
     if reported.handed_to_a_person:
-        said += (
-            " Earlier steps that cannot be undone were handed to a person because of that failure"
+        said.append(
+            "Earlier steps that cannot be undone were handed to a person after a failure"
             f" ({', '.join(reported.handed_to_a_person)})."
         )
-    return said
+    return " ".join(said)
 
 
 TAKE_OVER_ACTION_ID = "aios_take_over"

@@ -32,7 +32,7 @@ class Asker:
     user: str
     response_url: str | None = None
     thread_ts: str | None = (
-        None  # where chat.postEphemeral shows it; a response URL answers where it was asked
+        None  # the thread asked in: chat.postEphemeral answers there, a response URL cannot
     )
 
     @classmethod
@@ -63,18 +63,36 @@ async def answer_late(
     aios: Aios, asker: Asker, text: str, blocks: list[dict[str, Any]] | None = None
 ) -> None:
     """Show ``text`` (and ``blocks``) to the asker alone. Called after the ack, in the background: an answer
-    Slack refuses or cannot take is logged, not raised."""
-    try:
-        if asker.response_url and is_slacks(asker.response_url, aios.settings.slack_api_url):
-            # The transport's redactor, as every other way out to people has it (bot/redacting_transport.py).
-            redactor = aios.registry.redactor
-            await _post(asker.response_url, redactor.text(text), redactor.data(blocks))
-        else:
-            await aios.handlers.transport.post_ephemeral(
-                asker.channel, asker.user, text, thread_ts=asker.thread_ts, blocks=blocks
-            )
-    except TransportError as exc:
-        log.error("answer_not_delivered", channel=asker.channel, user=asker.user, error=str(exc))
+    Slack refuses or cannot take is logged, not raised.
+
+    Asked in a thread, the answer is posted in that thread with chat.postEphemeral (an answer through the
+    response URL lands in the channel, not the thread), through the response URL only when Slack refuses that
+    (a conversation the bot is not in). Otherwise the response URL first — it reaches the asker anywhere — and
+    chat.postEphemeral when that fails (an expired or used-up URL, Slack unreachable)."""
+    url = asker.response_url
+
+    async def ephemerally() -> None:
+        await aios.handlers.transport.post_ephemeral(
+            asker.channel, asker.user, text, thread_ts=asker.thread_ts, blocks=blocks
+        )
+
+    async def through_url() -> None:
+        assert url is not None
+        # The transport's redactor, as every other way out to people has it (bot/redacting_transport.py).
+        redactor = aios.registry.redactor
+        await _post(url, redactor.text(text), redactor.data(blocks))
+
+    ways = [ephemerally]
+    if url and is_slacks(url, aios.settings.slack_api_url):
+        ways = [ephemerally, through_url] if asker.thread_ts else [through_url, ephemerally]
+    problems = []
+    for way in ways:
+        try:
+            await way()
+            return
+        except TransportError as exc:
+            problems.append(str(exc))
+    log.error("answer_not_delivered", channel=asker.channel, user=asker.user, error="; ".join(problems))
 
 
 async def _post(response_url: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
@@ -91,8 +109,9 @@ async def _post(response_url: str, text: str, blocks: list[dict[str, Any]] | Non
         response = await client.send(
             text=text, blocks=blocks, response_type="ephemeral", replace_original=False
         )
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        # Not the URL itself: it is the credential to answer in the asker's conversation.
-        raise TransportError(f"Slack could not be reached for the answer: {exc!r}") from exc
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        # Named by its kind alone: the URL, which some errors repeat, is the credential to answer in the
+        # asker's conversation.
+        raise TransportError(f"Slack could not be reached for the answer: {type(exc).__name__}") from exc
     if response.status_code != 200:
         raise TransportError(f"Slack refused the answer: {response.status_code} {response.body[:200]}")

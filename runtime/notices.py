@@ -104,10 +104,12 @@ class EscalationMessage:
 @dataclass(frozen=True)
 class ReportedFailed:
     """An action told as failed that took effect after all: another process booked its execution failed (a
-    take-over whose own try failed) while the connector was doing it. Its failure may have undone the run's
-    earlier steps (``undone``, action ids A-…) or handed those that cannot be undone to a person."""
+    take-over whose own try failed) while the connector was doing it. Where the run's earlier steps stand after
+    a failure (this one's, or an earlier one's): undone, being undone (an undo filed, not run yet), or handed to
+    a person as they cannot be undone — action ids A-…"""
 
     undone: tuple[str, ...] = ()
+    being_undone: tuple[str, ...] = ()
     handed_to_a_person: tuple[str, ...] = ()
 
 

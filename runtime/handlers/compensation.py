@@ -113,9 +113,9 @@ class Compensation(HandlerBase):
 
     @staticmethod
     async def _done_after_all(uow: UnitOfWork, failed: int, step: int) -> bool:
-        """Whether the failed action has been booked done after all (a take-over told it failed while the
-        connector's try was landing) since its failure was read: then the earlier steps stand, from ``step`` on."""
-        if await uow.runs.lock_action_status(failed) != ActionStatus.EXECUTED:
+        """Whether the failed action is no longer failed: booked done after all (a take-over told it failed while
+        the connector's try was landing), or since undone in turn. Then the earlier steps stand, from ``step`` on."""
+        if await uow.runs.lock_action_status(failed) == ActionStatus.FAILED:
             return False
         log.info("compensation_stopped", failed=failed, kept=step)
         return True

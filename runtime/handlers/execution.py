@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -299,6 +299,10 @@ class Executions(HandlerBase):
 
     async def report_failure(self, event: ActionFailed) -> Sequence[Message]:
         thread, proposed = await self._thread_of_action(event.action_id)
+        if proposed.status == ActionStatus.EXECUTED:
+            # Booked done after all before its failure was told: the Done says both, and is the last word.
+            log.info("failure_not_told", action=proposed.id)
+            return []
         await self._say(
             thread,
             f":x: {proposed.name} failed: {escape(event.error)}. "
@@ -313,17 +317,24 @@ class Executions(HandlerBase):
 
 
 async def _reported_failed(uow: UnitOfWork, action: ProposedAction) -> ReportedFailed:
-    """What the failure booked before did to the run's earlier steps: the undos it filed (compensations), and
-    the steps it handed to a person."""
+    """Where the run's steps before ``action`` stand after a failure: undone, with an undo filed, or handed to a
+    person. Nothing for an undo itself: a failed undo is never undone in turn."""
+    if action.compensates is not None:
+        return ReportedFailed()
     steps = await uow.runs.actions_for_run(action.run_id)
     this = action.id or 0
-    undone = sorted(
-        {step.compensates for step in steps if step.compensates is not None and step.compensates < this}
-    )
-    handed = [step.id for step in steps if (step.id or 0) < this and step.status == ActionStatus.ESCALATED]
+    earlier = [step for step in steps if (step.id or 0) < this and step.compensates is None]
+    undo_filed = {step.compensates for step in steps if step.compensates is not None}
+
+    def ids(kept: Iterable[ProposedAction]) -> tuple[str, ...]:
+        return tuple(format_id("A", step.id) for step in kept)
+
     return ReportedFailed(
-        undone=tuple(format_id("A", step) for step in undone),
-        handed_to_a_person=tuple(format_id("A", step) for step in handed),
+        undone=ids(step for step in earlier if step.status == ActionStatus.COMPENSATED),
+        being_undone=ids(
+            step for step in earlier if step.status == ActionStatus.EXECUTED and step.id in undo_filed
+        ),
+        handed_to_a_person=ids(step for step in earlier if step.status == ActionStatus.ESCALATED),
     )
 
 

@@ -267,11 +267,11 @@ async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_it
             if c.params.get("thread_ts") == "2.1" and c.params["channel"] == CHANNEL
         ]
         failed = next(i for i, t in enumerate(told) if t.startswith(":x: cms.create_draft failed"))
-        [done] = [t for t in told if t.startswith(":white_check_mark: Done: Create draft")]
+        [done] = [t for t in told if ":white_check_mark: Done: Create draft" in t]
         assert told.index(done) > failed
-        assert done.endswith(
-            "\n:warning: This took effect after all, after it was reported failed. Because of that failure, "
-            "the run's earlier steps were already undone (A-1): ask again for what should still be done."
+        assert done.startswith(
+            ":warning: This took effect after all, after it was reported failed. The run's earlier steps were "
+            "undone after a failure (A-1): ask again for what should still be done.\n"
         )
     finally:
         await aios.close()
@@ -331,5 +331,12 @@ async def test_a_failure_handled_after_its_action_was_booked_done_after_all_undo
         }
         steps = [(a.name, a.status, a.compensates) for a in await actions(aios)]
         assert steps == [("cms.publish", "executed", None), ("cms.create_draft", "executed", None)]
+        told = [
+            c.params["text"]
+            for c in slack_api.calls_to("chat.postMessage")
+            if c.params.get("thread_ts") == "2.2"
+        ]
+        assert any(":white_check_mark: Done: Create draft" in t for t in told)
+        assert not any(t.startswith(":x:") for t in told)  # the Done is the last word, not the failure
     finally:
         await aios.close()

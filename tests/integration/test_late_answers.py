@@ -144,16 +144,56 @@ async def test_without_a_response_url_of_slacks_the_answer_is_posted_ephemeral(
     assert answer["text"].startswith("*Why — R-1") and "R-1" in button_values(answer["blocks"])
 
 
-async def test_an_answer_slack_refuses_at_the_response_url_is_logged(
+async def test_an_answer_slack_refuses_at_the_response_url_is_posted_ephemeral_instead(
+    aios: Aios, slack_api: FakeSlackApi, slack_events: TestClient[Any, Any]
+) -> None:
+    """An expired or used-up URL (or Slack's hooks unreachable) still leaves the asker an answer where the bot can
+    post one."""
+    slack_api.fail_next("response_url", "expired_url")
+    posted = len(slack_api.calls)
+    body = slash_command("replay R-404", user=REQUESTER, response_url=slack_api.response_url)
+    await delivered(aios, slack_events, *body)
+    [(refused, _), (method, answer)] = said_since(slack_api, posted)
+    assert (refused, method) == ("response_url", "chat.postEphemeral")
+    assert (answer["channel"], answer["user"]) == (CHANNEL, REQUESTER) and "R-404" in answer["text"]
+
+
+async def test_an_answer_refused_both_ways_is_logged_with_both_refusals(
     aios: Aios, slack_api: FakeSlackApi, slack_events: TestClient[Any, Any]
 ) -> None:
     slack_api.fail_next("response_url", "expired_url")
+    slack_api.fail_next("chat.postEphemeral", "channel_not_found")
     body = slash_command("replay R-404", user=REQUESTER, response_url=slack_api.response_url)
     with structlog.testing.capture_logs() as logged:
         await delivered(aios, slack_events, *body)
     [refused] = [e for e in logged if e["event"] == "answer_not_delivered"]
-    assert refused["user"] == REQUESTER and "404 expired_url" in refused["error"]
+    assert refused["user"] == REQUESTER
+    assert "404 expired_url" in refused["error"] and "channel_not_found" in refused["error"]
+    assert slack_api.response_url not in refused["error"]
     assert [e for e in logged if e["event"] == "background_work_failed"] == []
+
+
+async def test_explain_this_in_a_thread_answers_in_that_thread_and_through_the_url_where_the_bot_is_not(
+    aios: Aios, slack_api: FakeSlackApi, slack_events: TestClient[Any, Any]
+) -> None:
+    """A response URL's answer shows in the channel, not the thread it was asked in: in a thread the answer is
+    posted there with chat.postEphemeral, and through the URL only when Slack refuses that."""
+    message = {"ts": "1800000000.000009", "thread_ts": "1800000000.000001", "text": "lunch?", "user": "U0BOB"}
+    for refusal in (None, "not_in_channel"):
+        if refusal:
+            slack_api.fail_next("chat.postEphemeral", refusal)
+        posted = len(slack_api.calls)
+        shortcut = message_shortcut(
+            EXPLAIN_CALLBACK_ID, message, user=REQUESTER, response_url=slack_api.actions_url
+        )
+        await delivered(aios, slack_events, *shortcut)
+        said = said_since(slack_api, posted)
+        assert said[0][0] == "chat.postEphemeral" and said[0][1]["thread_ts"] == "1800000000.000001"
+        if refusal:
+            assert [method for method, _ in said] == ["chat.postEphemeral", "response_url"]
+            assert said[1][1]["text"] == NOT_MINE
+        else:
+            assert len(said) == 1 and said[0][1]["text"] == NOT_MINE
 
 
 async def test_an_answer_through_a_response_url_has_the_secrets_taken_out(

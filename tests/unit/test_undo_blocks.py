@@ -39,31 +39,36 @@ def test_the_terminal_names_the_command_that_undoes_it() -> None:
 
 
 AFTER_ALL = (
-    ":warning: This took effect after all, after it was reported failed. Because of that failure, the run's "
-    "earlier steps were already undone (A-1): ask again for what should still be done. Earlier steps that cannot "
-    "be undone were handed to a person because of that failure (A-2)."
+    ":warning: This took effect after all, after it was reported failed. The run's earlier steps were undone "
+    "after a failure (A-1, A-4 (being undone)): ask again for what should still be done. Earlier steps that "
+    "cannot be undone were handed to a person after a failure (A-2)."
 )
+REPORTED = ReportedFailed(undone=("A-1",), being_undone=("A-4",), handed_to_a_person=("A-2",))
 
 
-def test_a_done_told_failed_before_says_it_took_effect_after_all_and_what_its_failure_undid() -> None:
-    text, blocks = done(TEXT, CONTEXT, undo="A-3", reported_failed=ReportedFailed(("A-1",), ("A-2",)))
-    assert text == f"{TEXT}\n{AFTER_ALL}"  # the notification's text too
+def test_a_done_told_failed_before_says_first_it_took_effect_after_all_and_where_earlier_steps_stand() -> (
+    None
+):
+    text, blocks = done(TEXT, CONTEXT, undo="A-3", reported_failed=REPORTED)
+    assert text == f"{AFTER_ALL}\n{TEXT}"  # the notification's text too
     assert blocks[0]["text"]["text"] == text
     assert done(TEXT, CONTEXT, reported_failed=ReportedFailed())[0] == (
-        f"{TEXT}\n:warning: This took effect after all, after it was reported failed."
+        f":warning: This took effect after all, after it was reported failed.\n{TEXT}"
     )
+
+
+def test_the_warning_survives_a_result_too_long_for_slack() -> None:
+    text, blocks = done(f"{TEXT} ({'x' * 5000})", CONTEXT, reported_failed=REPORTED)
+    assert text.startswith(AFTER_ALL) and blocks[0]["text"]["text"].startswith(AFTER_ALL)
 
 
 async def test_the_terminal_shows_it_too() -> None:
     out = io.StringIO()
     transport = ConsoleTransport(Console(file=out, width=400))
-    reported = ReportedFailed(("A-1",), ("A-2",))
-    await transport.report_done(Thread("console", None), Done(TEXT, CONTEXT, reported_failed=reported))
+    await transport.report_done(Thread("console", None), Done(TEXT, CONTEXT, reported_failed=REPORTED))
     assert "This took effect after all, after it was reported failed." in out.getvalue()
-    assert (
-        "already undone (A-1)" in out.getvalue()
-        and "handed to a person because of that failure (A-2)" in out.getvalue()
-    )
+    assert "undone after a failure (A-1, A-4 (being undone))" in out.getvalue()
+    assert "handed to a person after a failure (A-2)" in out.getvalue()
 
 
 def test_an_inventory_change_is_undone_by_the_opposite_change_at_the_same_place() -> None:
