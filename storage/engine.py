@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 import sys
@@ -11,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import PoolResetState
+from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.audit import AuditedSession
@@ -27,6 +29,13 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 # A PostgreSQL connection given back to the pool at most this long ago is used without being checked first.
 PING_AFTER_IDLE_SECONDS = 1.0
 _LAST_USED = "aios_last_used"
+# How long a SQLite statement waits for another connection's lock before it fails with "database is locked".
+BUSY_TIMEOUT_SECONDS = 30.0
+# A SQLite writer's BEGIN IMMEDIATE waits for the write lock in tries this long each on the connection's thread,
+# with pauses on the event loop between them, doubling up to the longest.
+BEGIN_TRY_MILLISECONDS = 5
+FIRST_PAUSE_SECONDS = 0.001
+LONGEST_PAUSE_SECONDS = 0.05
 
 
 class _SignalDeafConnection(sqlite3.Connection):
@@ -138,7 +147,7 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(
         url,
         module=OneTripDbapi(),
-        connect_args={"timeout": 30, "factory": _SignalDeafConnection},
+        connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "factory": _SignalDeafConnection},
         pool_reset_on_return=None,
     )
 
@@ -150,7 +159,7 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -162,17 +171,44 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
             return
         # A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY when
         # another writer got there first; taking the write lock up front makes writers queue instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin_immediate(connection)
 
     @event.listens_for(engine.sync_engine.pool, "reset")
     def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
-        # Given back with its transaction still open (a failed COMMIT, say): rolled back, as the pool would. (A
-        # unit of work cancelled while its BEGIN waits on the connection's thread does not come back this way:
-        # SQLAlchemy takes the cancellation for a lost connection and closes it, behind that BEGIN.)
+        # Given back with its transaction still open (a failed COMMIT, say): rolled back, as the pool would.
         if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
             dbapi_connection.rollback()
 
     return engine
+
+
+def _begin_immediate(connection: Any) -> None:
+    """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_SECONDS for a write lock another process holds.
+
+    Not in one statement waiting all that time in SQLite's busy handler, on the connection's thread: a unit of work
+    cancelled meanwhile (a connector's time limit, a shutdown) is taken by SQLAlchemy for a lost connection, whose
+    closing queues behind that BEGIN, so the cancellation waited until the lock came or the wait ran out. Short
+    tries instead, with the pauses between them awaited on the event loop, where a cancellation lands at once.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            with dbapi_connection.waiting_at_most(BEGIN_TRY_MILLISECONDS):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as error:
+            left = deadline - time.monotonic()
+            if not _busy(error) or left <= 0:
+                raise
+        await_(asyncio.sleep(min(pause, left)))
+        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+
+
+def _busy(error: OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY ("database is locked"), in any of its extended forms."""
+    return getattr(error.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def read_only_engine(engine: AsyncEngine) -> AsyncEngine:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, cast
 
 import aiosqlite
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
@@ -35,7 +37,12 @@ class _Outcome(NamedTuple):
     lastrowid: int | None
 
 
-def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
+def _run(
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, busy_timeout_ms: int | None
+) -> _Outcome:
+    if busy_timeout_ms is not None:
+        (kept,) = connection.execute("PRAGMA busy_timeout").fetchone()
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     cursor = connection.cursor()
     try:
         if many:
@@ -50,6 +57,8 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
         return _Outcome(description, rows, cursor.rowcount, cursor.lastrowid)
     finally:
         cursor.close()
+        if busy_timeout_ms is not None:
+            connection.execute(f"PRAGMA busy_timeout = {kept}")
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -57,7 +66,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
 
-    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+    def __init__(self, adapt_connection: OneTripConnection) -> None:
         # No driver cursor is opened here: each statement opens and closes its own on the thread.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection.driver_connection
@@ -95,9 +104,12 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _send(self, operation: str, parameters: Any, *, many: bool) -> None:
         driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        waiting = cast(OneTripConnection, self._adapt_connection).busy_timeout_ms
         try:
             # driver._conn raises "no active connection" once closed, as aiosqlite's own calls do.
-            outcome: _Outcome = await_(driver._execute(_run, driver._conn, operation, parameters, many))  # type: ignore[no-untyped-call]
+            outcome: _Outcome = await_(
+                driver._execute(_run, driver._conn, operation, parameters, many, waiting)  # type: ignore[no-untyped-call]
+            )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         self._description = outcome.description
@@ -114,7 +126,22 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("busy_timeout_ms",)
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self.busy_timeout_ms: int | None = None
+
+    @contextmanager
+    def waiting_at_most(self, milliseconds: int) -> Iterator[None]:
+        """Statements sent meanwhile wait at most ``milliseconds`` for another connection's lock (SQLite's busy
+        timeout), in the same trip to the connection's thread: its own busy timeout is set before each and put
+        back after."""
+        self.busy_timeout_ms = milliseconds
+        try:
+            yield
+        finally:
+            self.busy_timeout_ms = None
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_dbapi_cursor:
         if server_side:

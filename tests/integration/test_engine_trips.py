@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.intake import IncomingIntent, IntentInbox
 from storage import engine as engine_module
-from storage.engine import SWITCH_INTERVAL_SECONDS, create_engine
+from storage.engine import BUSY_TIMEOUT_SECONDS, SWITCH_INTERVAL_SECONDS, create_engine
 from storage.unit_of_work import UnitOfWorkFactory
 from tests.integration.test_sqlite_driver import trips_to_sqlite
 
@@ -125,29 +127,88 @@ async def test_a_postgresql_connection_idle_for_a_while_is_checked_and_replaced_
     assert checks  # the new connection, once idle, is checked too
 
 
-async def test_a_unit_cancelled_while_its_begin_waits_leaves_no_connection_holding_the_write_lock(
+def another_process_writing(engine: AsyncEngine) -> sqlite3.Connection:
+    """A connection of its own, as another process's, holding SQLite's write lock until it rolls back."""
+    database = engine.url.database
+    assert database is not None
+    other = sqlite3.connect(database, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def test_a_unit_cancelled_while_its_begin_waits_for_another_process_ends_at_once(
     engine: AsyncEngine, units: UnitOfWorkFactory
 ) -> None:
     if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's BEGIN IMMEDIATE waits on the connection's thread")
-    database = engine.url.database
-    assert database is not None
-    other = sqlite3.connect(database, isolation_level=None, timeout=0)  # another process
-    other.execute("BEGIN IMMEDIATE")  # holding the write lock for a second
-    asyncio.get_running_loop().call_later(1.0, other.execute, "ROLLBACK")
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.5), units() as uow:  # as a connector's time limit cancels a unit of work
-            await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('late', '2026-01-01')"))  # type: ignore[call-overload]
-            await uow.commit()
-    await asyncio.sleep(1.3)  # the BEGIN IMMEDIATE that was queued on the connection's thread has run by now
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
+    other = another_process_writing(engine)
     try:
-        other.execute("BEGIN IMMEDIATE")  # refused at once ("database is locked") if a connection held it
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with (
+                asyncio.timeout(0.3),
+                units() as uow,
+            ):  # as a connector's time limit cancels a unit of work
+                await uow.session.exec(
+                    text("INSERT INTO once (key, created_at) VALUES ('late', '2026-01-01')")
+                )  # type: ignore[call-overload]
+                await uow.commit()
+        # Not once the other process lets go of the lock (or the busy timeout ran out) but as it was cancelled.
+        assert time.monotonic() - started < 1.0
+    finally:
         other.execute("ROLLBACK")
+        other.close()
+    other = another_process_writing(
+        engine
+    )  # so the write lock was not held by a connection of the pool either
+    other.execute("ROLLBACK")
+    other.close()
+    async with units() as uow:  # and the pool's connection is as good as new, its busy timeout as it was
+        await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('next', '2026-01-01')"))  # type: ignore[call-overload]
+        waiting = await uow.session.exec(text("PRAGMA busy_timeout"))  # type: ignore[call-overload]
+        assert waiting.scalar_one() == BUSY_TIMEOUT_SECONDS * 1000
+        await uow.commit()
+
+
+async def test_a_writer_begins_moments_after_another_process_lets_go_of_the_write_lock(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
+    other = another_process_writing(engine)
+    released = asyncio.get_running_loop().create_future()
+
+    def release() -> None:
+        other.execute("ROLLBACK")
+        released.set_result(time.monotonic())
+
+    asyncio.get_running_loop().call_later(0.5, release)
+    try:
+        async with units() as uow:
+            await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('waited', '2026-01-01')"))  # type: ignore[call-overload]
+            await uow.commit()
+        begun = time.monotonic()
     finally:
         other.close()
-    async with units() as uow:  # and the pooled connection is as good as new
-        await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('next', '2026-01-01')"))  # type: ignore[call-overload]
-        await uow.commit()
+    assert begun - await released < 0.5  # the pauses between tries are short
+
+
+async def test_a_writer_that_never_gets_the_write_lock_is_told_the_database_is_locked(
+    engine: AsyncEngine, units: UnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_SECONDS", 0.5)
+    other = another_process_writing(engine)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match=r"database is locked[\s\S]*BEGIN IMMEDIATE"):
+            async with units() as uow:
+                await uow.session.exec(text("INSERT INTO once (key, created_at) VALUES ('no', '2026-01-01')"))  # type: ignore[call-overload]
+        assert 0.5 <= time.monotonic() - started < 2.0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 async def test_a_postgresql_connection_the_server_ended_moments_ago_is_replaced_without_failing_the_work(
