@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from storage.records import Intent, IntentStatus, Run
-from storage.unit_of_work import UnitOfWorkFactory
+from storage.unit_of_work import TAKE_OVER_BATCH, UnitOfWorkFactory
 
 
 def intent() -> Intent:
@@ -59,3 +64,42 @@ async def test_the_shared_writes_are_the_unit_of_works_alone(units: UnitOfWorkFa
         for repository in repositories:
             assert not [name for name in shared if hasattr(repository, name)], type(repository).__name__
         assert all(callable(getattr(uow, name)) for name in shared)
+
+
+async def test_a_take_over_is_one_update_per_batch_of_rows_with_the_same_previous_owner(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    dead, also_dead, replica, me = 6, 7, 8, 9
+    owners = [dead] * (2 * TAKE_OVER_BATCH + 500) + [None] * 10 + [also_dead] * 5
+    rows = [{**intent().model_dump(exclude={"id"}), "owner": owner} for owner in owners]
+    async with units() as uow:
+        await uow.session.exec(insert(Intent).values(rows))
+        await uow.commit()
+    async with units.read() as uow:
+        read = list((await uow.session.exec(select(Intent))).scalars())  # type: ignore[call-overload]
+    # Meanwhile another replica took three of the rows over: those are no longer this one's to take.
+    theirs = [row.id for row in read if row.owner == dead][:3]
+    async with units() as uow:
+        await uow.session.exec(update(Intent).where(col(Intent.id).in_(theirs)).values(owner=replica))
+        await uow.commit()
+
+    updates: list[str] = []
+
+    def sent(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", sent)
+    try:
+        async with units() as uow:
+            taken = await uow.take_over([*read, read[0]], me)  # a row given twice is taken once
+            await uow.commit()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", sent)
+
+    # Three batches of the first dead owner's rows, one of the rows that named no owner, one of the other's.
+    assert len(updates) == 5
+    assert taken == {row.id for row in read} - set(theirs)
+    async with units.read() as uow:
+        now = {row.id: row.owner for row in (await uow.session.exec(select(Intent))).scalars()}  # type: ignore[call-overload]
+    assert now == {row.id: replica if row.id in theirs else me for row in read}
