@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import event
+import aiosqlite
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -218,6 +220,32 @@ def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "REPEATABLE READ"
     return engine.execution_options(**options)
+
+
+# One row of a real table: the schema's version, which every migrated store holds.
+_HEALTH_READ = "SELECT version_num FROM alembic_version"
+# A health check answers within this even while SQLite's file is locked (its recovery after a crash, say).
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+async def read_the_store(engine: AsyncEngine) -> str:
+    """Read one row of a table of the store, as a health check; returns the schema's version.
+
+    On SQLite through a new read-only connection to the file, not a pooled one: those keep the file open and
+    their page cache from earlier reads, and answer on for a file deleted, truncated or overwritten since (and
+    the file is not made anew, empty, where one was deleted). It takes no lock, so neither waits for a writer nor
+    makes one wait. On PostgreSQL through the pool, read-only."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        async with read_only_engine(engine).connect() as connection:
+            return str((await connection.execute(text(_HEALTH_READ))).scalar_one())
+    file = f"file:{quote(database)}?mode=ro"
+    reading = aiosqlite.connect(file, uri=True, timeout=HEALTH_TIMEOUT_SECONDS, factory=_SignalDeafConnection)
+    async with reading as reader, reader.execute(_HEALTH_READ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise LookupError("the store holds no schema version")
+    return str(row[0])
 
 
 def session_factory(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:

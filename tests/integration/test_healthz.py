@@ -1,12 +1,21 @@
-"""`GET /healthz` reads without a writer's lock: a load balancer's checks neither wait for writers nor make them
-wait."""
+"""`GET /healthz` reads a row of a real table of the store, without a writer's lock: a load balancer's checks
+neither wait for writers nor make them wait, and a store that cannot be read (on SQLite: a file deleted, truncated
+or overwritten under the running bot) is unhealthy."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text
 
 from bot.bootstrap import Aios
 from bot.slack_app import build_slack_app
@@ -25,3 +34,73 @@ async def test_healthz_answers_while_a_writer_holds_the_store(aios: Aios, slack_
             response = await web.get("/healthz")
         assert response.status == 200
         assert (await response.json())["database"] == "ok"
+
+
+@pytest.fixture
+async def web(aios: Aios, slack_api: FakeSlackApi) -> AsyncIterator[TestClient[Any, Any]]:
+    client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+    app = build_web_app(aios, build_slack_app(aios, client, SIGNING_SECRET), SIGNING_SECRET)
+    async with TestClient(TestServer(app)) as web:
+        yield web
+
+
+async def health(web: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
+    async with asyncio.timeout(5):
+        response = await web.get("/healthz")
+        return response.status, await response.json()
+
+
+async def test_healthz_is_unhealthy_when_the_schemas_table_cannot_be_read(
+    aios: Aios, web: TestClient[Any, Any]
+) -> None:
+    assert (await health(web))[0] == 200
+    async with aios.engine.begin() as connection:
+        await connection.execute(text("DROP TABLE alembic_version"))
+    status, body = await health(web)
+    assert status == 503
+    assert body["ok"] is False
+
+
+def truncated(path: Path) -> None:
+    os.truncate(path, 0)
+
+
+def overwritten(path: Path) -> None:
+    with path.open("r+b") as file:
+        file.seek(4096)  # past the header, over the pages of the tables
+        file.write(os.urandom(path.stat().st_size - 4096))
+
+
+def deleted(path: Path) -> None:
+    path.unlink()
+
+
+@contextmanager
+def broken_file(path: Path, broken: Callable[[Path], None]) -> Iterator[None]:
+    """The SQLite file broken meanwhile (and no other made in its place), then put back for the bot's shutdown."""
+    checkpoint = sqlite3.connect(path)  # the pages in the file, as SQLite leaves them from time to time
+    try:
+        checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        checkpoint.close()
+    kept = path.read_bytes()
+    broken(path)
+    try:
+        yield
+        assert broken is not deleted or not path.exists()
+    finally:
+        path.write_bytes(kept)
+
+
+@pytest.mark.parametrize("broken", [truncated, overwritten, deleted])
+async def test_healthz_is_unhealthy_when_the_sqlite_file_is_broken_under_the_running_bot(
+    aios: Aios, web: TestClient[Any, Any], broken: Callable[[Path], None]
+) -> None:
+    if aios.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite file")
+    assert aios.engine.url.database is not None
+    assert (await health(web))[0] == 200  # the pool's connections are open, their caches warm
+    with broken_file(Path(aios.engine.url.database), broken):
+        status, body = await health(web)
+    assert status == 503
+    assert body["ok"] is False
