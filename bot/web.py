@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -31,7 +33,7 @@ from bot.slack_payloads import Envelope, delivery_id, payload_type, problems
 from bot.slack_signature import signature_problem
 from runtime.observability import refresh_waiting_approvals
 from runtime.tracing import slack_ack
-from storage.engine import read_the_store
+from storage.engine import store_reader
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -123,12 +125,31 @@ def _parse_body(text: str, content_type: str) -> Any:
     return json.loads(form["payload"]) if "payload" in form else form
 
 
+class SharedCheck:
+    """A health check that callers arriving while it runs share: each check opens a connection of its own (on
+    SQLite a thread too), and the endpoint answers anyone who can reach it."""
+
+    def __init__(self, check: Callable[[], Awaitable[object]]) -> None:
+        self._check = check
+        self._running: asyncio.Future[object] | None = None
+
+    async def __call__(self) -> None:
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._check())
+            # Its outcome is read even when every caller went away before it ended.
+            self._running.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(self._running)
+
+
+HEALTH_CHECK_KEY = web.AppKey("health_check", SharedCheck)
+
+
 async def healthz(request: web.Request) -> web.Response:
     aios = request.app[AIOS_KEY]
     try:
         # A row of a real table, read from the store itself: a connection alone (or SELECT 1) reads no page, and
         # on SQLite a pooled connection answers from its cache for a file deleted or broken since.
-        await read_the_store(aios.engine)
+        await request.app[HEALTH_CHECK_KEY]()
     except Exception as exc:
         return web.json_response({"ok": False, "database": f"unreachable: {type(exc).__name__}"}, status=503)
     return web.json_response({"ok": True, "database": "ok", "planner": aios.llm.name})
@@ -149,6 +170,7 @@ def build_web_app(aios: Aios, bolt: AsyncApp, signing_secret: str) -> web.Applic
     app[SECRET_KEY] = signing_secret
     app[AIOS_KEY] = aios
     app[BOLT_KEY] = bolt
+    app[HEALTH_CHECK_KEY] = SharedCheck(store_reader(aios.engine))
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

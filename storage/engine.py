@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -223,29 +225,42 @@ def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
 
 
 # One row of a real table: the schema's version, which every migrated store holds.
-_HEALTH_READ = "SELECT version_num FROM alembic_version"
+_HEALTH_READ = "SELECT version_num FROM alembic_version LIMIT 1"
 # A health check answers within this even while SQLite's file is locked (its recovery after a crash, say).
 HEALTH_TIMEOUT_SECONDS = 2.0
 
 
-async def read_the_store(engine: AsyncEngine) -> str:
-    """Read one row of a table of the store, as a health check; returns the schema's version.
+def store_reader(engine: AsyncEngine) -> Callable[[], Awaitable[str]]:
+    """A health check's read of one row of a table of the store; it returns the schema's version.
 
     On SQLite through a new read-only connection to the file, not a pooled one: those keep the file open and
     their page cache from earlier reads, and answer on for a file deleted, truncated or overwritten since (and
     the file is not made anew, empty, where one was deleted). It takes no lock, so neither waits for a writer nor
-    makes one wait. On PostgreSQL through the pool, read-only."""
+    makes one wait. Its path is made absolute here, once, as SQLAlchemy makes it when the engine is made, and
+    given an empty authority (file://) so that a path beginning with // is not read as a host. On PostgreSQL
+    through the pool, read-only."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        async with read_only_engine(engine).connect() as connection:
-            return str((await connection.execute(text(_HEALTH_READ))).scalar_one())
-    file = f"file:{quote(database)}?mode=ro"
-    reading = aiosqlite.connect(file, uri=True, timeout=HEALTH_TIMEOUT_SECONDS, factory=_SignalDeafConnection)
-    async with reading as reader, reader.execute(_HEALTH_READ) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        raise LookupError("the store holds no schema version")
-    return str(row[0])
+        pooled = read_only_engine(engine)
+
+        async def read_pooled() -> str:
+            async with pooled.connect() as connection:
+                return str((await connection.execute(text(_HEALTH_READ))).scalar_one())
+
+        return read_pooled
+    uri = f"file://{quote(os.path.abspath(database))}?mode=ro"
+
+    async def read_file() -> str:
+        reading = aiosqlite.connect(
+            uri, uri=True, timeout=HEALTH_TIMEOUT_SECONDS, factory=_SignalDeafConnection
+        )
+        async with reading as reader, reader.execute(_HEALTH_READ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LookupError("the store holds no schema version")
+        return str(row[0])
+
+    return read_file
 
 
 def session_factory(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:

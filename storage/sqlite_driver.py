@@ -40,11 +40,12 @@ class _Outcome(NamedTuple):
 def _run(
     connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, busy_timeout_ms: int | None
 ) -> _Outcome:
-    if busy_timeout_ms is not None:
-        (kept,) = connection.execute("PRAGMA busy_timeout").fetchone()
-        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    kept = None
     cursor = connection.cursor()
     try:
+        if busy_timeout_ms is not None:
+            (kept,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -57,8 +58,8 @@ def _run(
         return _Outcome(description, rows, cursor.rowcount, cursor.lastrowid)
     finally:
         cursor.close()
-        if busy_timeout_ms is not None:
-            connection.execute(f"PRAGMA busy_timeout = {kept}")
+        if kept is not None:
+            connection.execute(f"PRAGMA busy_timeout = {int(kept)}")
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):

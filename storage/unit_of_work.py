@@ -159,7 +159,10 @@ class UnitOfWork:
             assert row_id is not None
             previous_owners.setdefault((model, previous), []).append(row_id)
         taken: set[int] = set()
-        for (model, previous), ids in previous_owners.items():
+        # Groups in one order for every replica too (table, then previous owner, no owner first): two replicas
+        # taking over the same rows lock them in the same order, so neither waits on the other in a cycle.
+        in_order = sorted(previous_owners.items(), key=lambda group: (group[0][0].__name__, group[0][1] or 0))
+        for (model, previous), ids in in_order:
             held = col(model.owner).is_(None) if previous is None else col(model.owner) == previous
             ids.sort()  # every replica cuts the same rows into the same batches, taken in the same order
             for start in range(0, len(ids), TAKE_OVER_BATCH):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 
+import bot.web as web_module
 from bot.bootstrap import Aios
 from bot.slack_app import build_slack_app
 from bot.web import build_web_app
+from storage import engine
+from tests.conftest import Clock
 from tests.fakes.slack_api import TOKEN, FakeSlackApi
 from tests.fakes.slack_payloads import SIGNING_SECRET
+from tests.integration.conftest import start_aios
 
 
 async def test_healthz_answers_while_a_writer_holds_the_store(aios: Aios, slack_api: FakeSlackApi) -> None:
@@ -104,3 +108,47 @@ async def test_healthz_is_unhealthy_when_the_sqlite_file_is_broken_under_the_run
         status, body = await health(web)
     assert status == 503
     assert body["ok"] is False
+
+
+@pytest.mark.parametrize("written", ["{folder}//aios.db", "/{folder}/aios.db", "relative"])
+async def test_healthz_reads_the_sqlite_file_wherever_its_url_puts_it(
+    slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    """Paths as a template may leave them (a doubled slash, one at the start) or relative to where it started."""
+    monkeypatch.chdir(tmp_path)
+    path = "stores/aios.db" if written == "relative" else written.format(folder=tmp_path)
+    aios = await start_aios(f"sqlite+aiosqlite:///{path}", slack_api, clock, tmp_path)
+    try:
+        client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+        app = build_web_app(aios, build_slack_app(aios, client, SIGNING_SECRET), SIGNING_SECRET)
+        monkeypatch.chdir(tmp_path / "stores" if written == "relative" else "/")  # moved on since it started
+        async with TestClient(TestServer(app)) as web:
+            assert await health(web) == (200, {"ok": True, "database": "ok", "planner": aios.llm.name})
+    finally:
+        await aios.close()
+
+
+async def test_healthz_checks_arriving_together_share_one_read_of_the_store(
+    aios: Aios, slack_api: FakeSlackApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read opens a connection of its own (on SQLite, a thread): a flood of checks opens a few, not one each."""
+    reads = 0
+
+    def counting(store: Any) -> Callable[[], Awaitable[str]]:
+        read = engine.store_reader(store)
+
+        async def counted() -> str:
+            nonlocal reads
+            reads += 1
+            await asyncio.sleep(0.05)
+            return await read()
+
+        return counted
+
+    monkeypatch.setattr(web_module, "store_reader", counting)
+    client = AsyncWebClient(token=TOKEN, base_url=slack_api.url)
+    app = build_web_app(aios, build_slack_app(aios, client, SIGNING_SECRET), SIGNING_SECRET)
+    async with TestClient(TestServer(app)) as web:
+        answers = await asyncio.gather(*(health(web) for _ in range(50)))
+    assert {status for status, _ in answers} == {200}
+    assert 1 <= reads <= 3

@@ -103,3 +103,34 @@ async def test_a_take_over_is_one_update_per_batch_of_rows_with_the_same_previou
     async with units.read() as uow:
         now = {row.id: row.owner for row in (await uow.session.exec(select(Intent))).scalars()}  # type: ignore[call-overload]
     assert now == {row.id: replica if row.id in theirs else me for row in read}
+
+
+async def test_every_replica_takes_the_groups_of_rows_over_in_one_order(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    """Rows of several dead owners, read in any order: the rows of no owner first, then by previous owner, so
+    that two replicas taking over the same rows lock them in the same order (on PostgreSQL, no deadlock)."""
+    owners = [1007, None, 1006, 1007, None, 1006]
+    async with units() as uow:
+        await uow.session.exec(
+            insert(Intent).values([{**intent().model_dump(exclude={"id"}), "owner": o} for o in owners])
+        )
+        await uow.commit()
+    async with units.read() as uow:
+        read = list((await uow.session.exec(select(Intent))).scalars())  # type: ignore[call-overload]
+
+    previous: list[object] = []
+
+    def sent(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            named = {1006, 1007} & set(tuple(parameters))
+            previous.append(None if "IS NULL" in statement.upper() else named.pop())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", sent)
+    try:
+        for order in (read, read[::-1]):
+            async with units() as uow:
+                await uow.take_over(order, 9)  # not committed: each replica's try starts from the same rows
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", sent)
+    assert previous == [None, 1006, 1007, None, 1006, 1007]
