@@ -339,9 +339,7 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
         return None
     if isinstance(statement, Delete) or state.is_executemany or len(statement.exported_columns):
         return _note_by_keys(state, table)
-    result = state.invoke_statement(
-        statement=statement.return_defaults(supplemental_cols=list(table.columns))
-    )
+    result = state.invoke_statement(statement=_returning_whole_row(statement, table))
     if not (isinstance(result, CursorResult) and result.returns_rows):
         raise RuntimeError(f"a write to audited {table.name} did not return the rows it wrote")
     notes = _notes(state.session)
@@ -350,6 +348,18 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
         notes.core_written.add(written)
         _note(notes, written, _Written(new=state.is_insert, content=canonical(table.name, row._mapping)))
     return result
+
+
+# Each write's statement with the whole-row RETURNING added, for as long as the write's statement lives: a
+# statement built once (with bind parameters) gets one, whose cache key is then computed once, not per execution.
+_WHOLE_ROW: WeakKeyDictionary[Insert | Update, Insert | Update] = WeakKeyDictionary()
+
+
+def _returning_whole_row(statement: Insert | Update, table: Table) -> Insert | Update:
+    derived = _WHOLE_ROW.get(statement)
+    if derived is None:
+        derived = _WHOLE_ROW[statement] = statement.return_defaults(supplemental_cols=list(table.columns))
+    return derived
 
 
 def _sets_bookkeeping_only(state: ORMExecuteState, name: str) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, update
+from sqlalchemy import Select, bindparam, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -122,47 +122,11 @@ class ApprovalRepository(SessionRepository):
         if dialect_of(self.session) == "postgresql" and await self.lock_approval(approval_id) is None:
             return None
         # sqlmodel types exec() for at most four columns; the rows are the eight selected.
-        found = (await self.session.exec(self._in_hand(approval_id))).first()  # type: ignore[call-overload]
+        found = (await self.session.exec(_IN_HAND, params={"approval_id": approval_id})).first()  # type: ignore[call-overload]
         if found is None:
             return None
         approval, decision, action, on_card, was_edited, run, intent, pause = found
         return ApprovalInHand(approval, decision, action, on_card > 1, bool(was_edited), run, intent, pause)
-
-    @staticmethod
-    def _in_hand(
-        approval_id: int,
-    ) -> Select[tuple[Approval, Decision, ProposedAction, int, bool, Run, Intent, AgentPause | None]]:
-        """The read of :meth:`lock_approval_in_hand`, without the lock."""
-        other, others_action = aliased(Approval), aliased(ProposedAction)
-        sharing = (
-            sql_select(func.count())
-            .select_from(other)
-            .join(others_action, col(others_action.id) == col(other.action_id))
-            .where(
-                col(others_action.run_id) == col(ProposedAction.run_id),
-                col(other.message_ts) == col(Approval.message_ts),
-            )
-            .scalar_subquery()
-        )
-        edited = (
-            sql_select(col(ActionEdit.id))
-            .where(
-                col(ActionEdit.action_id) == col(Approval.action_id),
-                col(ActionEdit.params_before).is_not(None),
-            )
-            .exists()
-        )
-        return (
-            select(Approval, Decision, ProposedAction, sharing)
-            .add_columns(edited, Run, Intent, AgentPause)
-            .join(Decision, col(Decision.id) == col(Approval.decision_id))
-            .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
-            .join(Run, col(Run.id) == col(ProposedAction.run_id))
-            .join(Intent, col(Intent.id) == col(Run.intent_id))
-            .outerjoin(AgentPause, col(AgentPause.agent) == col(Run.agent))
-            .where(col(Approval.id) == approval_id)
-            .execution_options(populate_existing=True)
-        )
 
     async def lock_approval(self, approval_id: int) -> Approval | None:
         """The approval, fresh and locked for this transaction (FOR UPDATE; SQLite has one writer anyway)."""
@@ -240,3 +204,44 @@ class ApprovalRepository(SessionRepository):
             .values(processed_at=at)
         )
         return bool((await self.session.exec(statement)).rowcount)
+
+
+def _in_hand() -> Select[
+    tuple[Approval, Decision, ProposedAction, int, bool, Run, Intent, AgentPause | None]
+]:
+    """The read of :meth:`ApprovalRepository.lock_approval_in_hand` (the approval bound as ``approval_id``),
+    without the lock."""
+    other, others_action = aliased(Approval), aliased(ProposedAction)
+    sharing = (
+        sql_select(func.count())
+        .select_from(other)
+        .join(others_action, col(others_action.id) == col(other.action_id))
+        .where(
+            col(others_action.run_id) == col(ProposedAction.run_id),
+            col(other.message_ts) == col(Approval.message_ts),
+        )
+        .scalar_subquery()
+    )
+    edited = (
+        sql_select(col(ActionEdit.id))
+        .where(
+            col(ActionEdit.action_id) == col(Approval.action_id),
+            col(ActionEdit.params_before).is_not(None),
+        )
+        .exists()
+    )
+    return (
+        select(Approval, Decision, ProposedAction, sharing)
+        .add_columns(edited, Run, Intent, AgentPause)
+        .join(Decision, col(Decision.id) == col(Approval.decision_id))
+        .join(ProposedAction, col(ProposedAction.id) == col(Approval.action_id))
+        .join(Run, col(Run.id) == col(ProposedAction.run_id))
+        .join(Intent, col(Intent.id) == col(Run.intent_id))
+        .outerjoin(AgentPause, col(AgentPause.agent) == col(Run.agent))
+        .where(col(Approval.id) == bindparam("approval_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+# Built once: a statement remembers its cache key, so each click skips building it and walking it for that key.
+_IN_HAND = _in_hand()

@@ -3,6 +3,7 @@ work's own (`uow.add`, `uow.first_time`, …), so there is one way in to them.""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import CursorResult, Insert, Table
@@ -51,15 +52,19 @@ async def _insert_unless_conflicting(
     session: AsyncSession, model: type[SQLModel], values: dict[str, Any]
 ) -> CursorResult[Any]:
     table: Table = model.__table__  # type: ignore[attr-defined]
-    dialect = dialect_of(session)
+    return await session.exec(_insert_or_nothing(table, dialect_of(session)), params=values)
+
+
+@cache
+def _insert_or_nothing(table: Table, dialect: str) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING into the table, its columns those of the parameters it is executed with.
+    Built once per table: a statement remembers its cache key, so each execution skips building it and walking
+    it for that key."""
     # Imported here: the PostgreSQL dialect is slow to import, and a store on SQLite never needs it.
-    statement: Insert
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        statement = pg_insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        statement = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return await session.exec(statement)
+    return sqlite_insert(table).on_conflict_do_nothing()

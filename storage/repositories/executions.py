@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, bindparam, or_, update
 from sqlmodel import col, select
 
 from storage.records import (
@@ -25,7 +25,7 @@ from storage.records import (
 )
 from storage.repositories.base import SessionRepository, inserted_key
 from storage.repositories.budgets import model_spend_of_run
-from storage.repositories.runs import run_status_update
+from storage.repositories.runs import run_status_parameters, run_status_update
 
 # The decisions that let an action run: a person's approval (or vote towards one), or a policy rule's allow.
 _ALLOWING = or_(
@@ -33,6 +33,34 @@ _ALLOWING = or_(
     and_(col(Decision.kind) == "policy", col(Decision.verdict) == "allow"),
 )
 _WHO_ALLOWED = (col(Decision.kind), col(Decision.actor), col(Decision.rule_id))
+
+# The statements of ExecutionRepository.book, built once (a statement remembers its cache key): the execution
+# settled, a compare-and-set on its status being ``was``; its action moved on; and its run's new
+# status, with its model spend summed by the ids in hand (SQLite names RETURNING's columns without their table,
+# so a subquery there cannot tell the run's from its own).
+_SETTLE = (
+    update(Execution)
+    .where(
+        col(Execution.id) == bindparam("execution_id"),
+        col(Execution.status) == bindparam("was"),
+    )
+    .values(
+        status=bindparam("set_status"),
+        result=bindparam("set_result"),
+        error=bindparam("set_error"),
+        finished_at=bindparam("set_finished_at"),
+    )
+    .execution_options(synchronize_session=False)
+)
+_MOVE_ACTION = (
+    update(ProposedAction)
+    .where(col(ProposedAction.id) == bindparam("action_id"))
+    .values(status=bindparam("set_status"))
+    .execution_options(synchronize_session=False)
+)
+_MOVE_RUN = run_status_update(("updated_at",), only_if_moved=True).returning(
+    col(Run.status), model_spend_of_run(bindparam("run_id"), bindparam("spend_intent_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -145,15 +173,16 @@ class ExecutionRepository(SessionRepository):
         flight: None, and nothing written, when another process settled it first — unless that process booked a
         failure and this is a success: the side effect happened (the other's own try failed while this one's was
         landing), and the record must say so (``Booked.over_failure``)."""
+        settling = {
+            "execution_id": in_hand.execution_id,
+            "set_status": status,
+            "set_result": result,
+            "set_error": error,
+            "set_finished_at": finished_at,
+        }
 
         async def settled_from(was: ExecutionStatus) -> bool:
-            settled = (
-                update(Execution)
-                .where(col(Execution.id) == in_hand.execution_id, col(Execution.status) == was)
-                .values(status=status, result=result, error=error, finished_at=finished_at)
-                .execution_options(synchronize_session=False)
-            )
-            return bool((await self.session.exec(settled)).rowcount)
+            return bool((await self.session.exec(_SETTLE, params={**settling, "was": was})).rowcount)
 
         # Over a failure only when it is not in flight: a second statement, in that rare case alone.
         over_failure = False
@@ -164,19 +193,12 @@ class ExecutionRepository(SessionRepository):
         self.session.add_all(attempts)
         action = in_hand.action
         action_status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
-        await self.session.exec(
-            update(ProposedAction)
-            .where(col(ProposedAction.id) == action.id)
-            .values(status=action_status)
-            .execution_options(synchronize_session=False)
-        )
-        # The run's new status (none: it stays) comes back with its model spend, summed by the ids in hand: SQLite
-        # names RETURNING's columns without their table, so a subquery there cannot tell the run's from its own.
-        spend = model_spend_of_run(action.run_id, in_hand.intent.id)
-        moved = run_status_update(action.run_id, {"updated_at": utcnow()}, only_if_moved=True).returning(
-            col(Run.status), spend
-        )
-        row = (await self.session.exec(moved)).first()
+        await self.session.exec(_MOVE_ACTION, params={"action_id": action.id, "set_status": action_status})
+        moved = {
+            **run_status_parameters(action.run_id, {"updated_at": utcnow()}),
+            "spend_intent_id": in_hand.intent.id,
+        }
+        row = (await self.session.exec(_MOVE_RUN, params=moved)).first()
         if row is None or row[0] != RunStatus.COMPLETED:
             return Booked(None, over_failure)
         return Booked(float(row[1]), over_failure)

@@ -6,9 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Update, case, literal_column, union_all, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    Update,
+    bindparam,
+    case,
+    literal_column,
+    union_all,
+    update,
+)
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -29,6 +41,20 @@ from storage.records import (
     utcnow,
 )
 from storage.repositories.base import SessionRepository
+
+# The compare-and-set of RunRepository.claim_intent_in_thread (the intent bound as ``intent_id``), built once: a
+# statement remembers its cache key, so each claim skips building it and walking it for that key.
+_CLAIM_IN_THREAD = (
+    update(Intent)
+    .where(
+        col(Intent.id) == bindparam("intent_id"),
+        col(Intent.status) == IntentStatus.RECEIVED,
+        col(Intent.thread_ts).is_not(None),
+    )
+    .values(status=IntentStatus.DISPATCHED)
+    .returning(Intent, open_in_intents_thread(), sql_select(col(AgentPause.agent)).exists())
+    .execution_options(synchronize_session=False)
+)
 
 # Which part of :meth:`RunRepository.money_moved`'s union a row answers.
 _TODAY, _ON_ORDER, _ON_PAYMENT = "today", "order", "payment"
@@ -79,34 +105,20 @@ class RunRepository(SessionRepository):
         """What other runs than this one moved, in one statement: the sum of ``amount`` over this action's records
         on the order and on the payment (each when given) in the ``moved`` statuses, and per action name over the
         requester's actions since then in the ``counted`` statuses."""
-        elsewhere = col(ProposedAction.run_id) != other_than_run
-        this_action = (
-            col(ProposedAction.name) == action_name,
-            col(ProposedAction.status).in_(moved),
-            elsewhere,
-        )
-        parts = [
-            _tagged(_TODAY)
-            .join(Run, col(Run.id) == col(ProposedAction.run_id))
-            .join(Intent, col(Intent.id) == col(Run.intent_id))
-            .where(
-                col(Intent.user) == requester,
-                col(ProposedAction.created_at) >= since,
-                col(ProposedAction.status).in_(counted),
-                elsewhere,
-            )
-        ]
-        if on_order is not None:
-            # Compared as text: a cast to integer could fail on another action's order_id that is no number, and
-            # PostgreSQL does not promise to filter by name first.
-            on = col(ProposedAction.params)["order_id"].as_string() == str(on_order)
-            parts.append(_tagged(_ON_ORDER).where(*this_action, on))
-        if on_payment is not None:
-            on = col(ProposedAction.params)["payment"].as_string() == on_payment
-            parts.append(_tagged(_ON_PAYMENT).where(*this_action, on))
+        statement = _money_moved(on_order is not None, on_payment is not None)
+        parameters = {
+            "action_name": action_name,
+            "requester": requester,
+            "on_order": str(on_order),
+            "on_payment": on_payment,
+            "moved": moved,
+            "since": since,
+            "counted": counted,
+            "other_than_run": other_than_run,
+        }
         found: dict[str, list[tuple[str, Mapping[str, Any]]]] = {_TODAY: [], _ON_ORDER: [], _ON_PAYMENT: []}
         connection = await self.session.connection()
-        for tag, name, params in await connection.execute(union_all(*parts)):
+        for tag, name, params in await connection.execute(statement, parameters):
             found[tag].append((name, params))
         today: dict[str, float] = {}
         for name, params in found[_TODAY]:
@@ -202,8 +214,9 @@ class RunRepository(SessionRepository):
         on (:func:`run_status_update`). A copy of the run this session holds is brought up to date. Returns the
         status written, None when nothing was."""
         stamped = {**values, "updated_at": values.get("updated_at", utcnow())}
-        statement = run_status_update(run_id, stamped, only_if_moved=not values).returning(col(Run.status))
-        written = (await self.session.exec(statement)).scalar_one_or_none()
+        statement = _refresh_run_status(tuple(sorted(stamped)), only_if_moved=not values)
+        parameters = run_status_parameters(run_id, stamped)
+        written = (await self.session.exec(statement, params=parameters)).scalar_one_or_none()
         if written is None:
             return None
         new_status = RunStatus(written)
@@ -230,22 +243,7 @@ class RunRepository(SessionRepository):
         """:meth:`claim_intent` for an intent that has its thread already, returning it as it now stands with what
         starting its run looks at, all in one UPDATE … RETURNING; None when it has moved on, or has no thread
         yet."""
-        statement = (
-            update(Intent)
-            .where(
-                col(Intent.id) == intent_id,
-                col(Intent.status) == IntentStatus.RECEIVED,
-                col(Intent.thread_ts).is_not(None),
-            )
-            .values(status=IntentStatus.DISPATCHED)
-            .returning(
-                Intent,
-                open_in_intents_thread(),
-                sql_select(col(AgentPause.agent)).exists(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        row = (await self.session.exec(statement)).first()
+        row = (await self.session.exec(_CLAIM_IN_THREAD, params={"intent_id": intent_id})).first()
         return None if row is None else ClaimedIntent(row[0], row[1], bool(row[2]))
 
     async def fail_intent(self, intent_id: int) -> bool:
@@ -267,29 +265,80 @@ def _tagged(tag: str) -> Select[tuple[str, str, dict[str, Any]]]:
     return sql_select(literal_column(f"'{tag}'"), col(ProposedAction.name), col(ProposedAction.params))
 
 
+@cache
+def _money_moved(on_order: bool, on_payment: bool) -> CompoundSelect[tuple[str, str, dict[str, Any]]]:
+    """The union :meth:`RunRepository.money_moved` reads, with or without its parts on the order and on the
+    payment, its arguments bound by their names. Built once for each shape."""
+    elsewhere = col(ProposedAction.run_id) != bindparam("other_than_run")
+    this_action = (
+        col(ProposedAction.name) == bindparam("action_name"),
+        col(ProposedAction.status).in_(bindparam("moved", expanding=True)),
+        elsewhere,
+    )
+    parts = [
+        _tagged(_TODAY)
+        .join(Run, col(Run.id) == col(ProposedAction.run_id))
+        .join(Intent, col(Intent.id) == col(Run.intent_id))
+        .where(
+            col(Intent.user) == bindparam("requester"),
+            col(ProposedAction.created_at) >= bindparam("since"),
+            col(ProposedAction.status).in_(bindparam("counted", expanding=True)),
+            elsewhere,
+        )
+    ]
+    if on_order:
+        # Compared as text: a cast to integer could fail on another action's order_id that is no number, and
+        # PostgreSQL does not promise to filter by name first.
+        on = col(ProposedAction.params)["order_id"].as_string() == bindparam("on_order")
+        parts.append(_tagged(_ON_ORDER).where(*this_action, on))
+    if on_payment:
+        on = col(ProposedAction.params)["payment"].as_string() == bindparam("on_payment")
+        parts.append(_tagged(_ON_PAYMENT).where(*this_action, on))
+    return union_all(*parts)
+
+
 def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
     return round(sum(float(p["amount"]) for p in params if isinstance(p.get("amount"), int | float)), 2)
 
 
-def run_status_update(run_id: int, values: Mapping[str, Any], *, only_if_moved: bool) -> Update:
-    """The UPDATE that gives the run the status its actions' statuses make (RUN_STATUS_FROM_ACTIONS), the
-    actions looked at by the database, and ``values`` to other columns; ``only_if_moved``: it leaves a run that
-    has that status already alone."""
-
-    def having(statuses: Sequence[str]) -> ColumnElement[bool]:
-        return (
-            sql_select(col(ProposedAction.id))
-            .where(col(ProposedAction.run_id) == col(Run.id), col(ProposedAction.status).in_(statuses))
-            .exists()
-        )
-
-    status = case(
-        *((having(actions), run_status) for run_status, actions in RUN_STATUS_FROM_ACTIONS),
-        else_=RUN_STATUS_OTHERWISE,
-    )
-    moving = col(Run.id) == run_id
-    if only_if_moved:
-        moving = moving & (col(Run.status) != status)
+def _having(statuses: Sequence[str]) -> ColumnElement[bool]:
     return (
-        update(Run).where(moving).values(status=status, **values).execution_options(synchronize_session=False)
+        sql_select(col(ProposedAction.id))
+        .where(col(ProposedAction.run_id) == col(Run.id), col(ProposedAction.status).in_(statuses))
+        .exists()
     )
+
+
+# The status a run's actions' statuses make (RUN_STATUS_FROM_ACTIONS), the actions looked at by the database.
+_STATUS_FROM_ACTIONS = case(
+    *((_having(actions), run_status) for run_status, actions in RUN_STATUS_FROM_ACTIONS),
+    else_=RUN_STATUS_OTHERWISE,
+)
+
+
+@cache
+def run_status_update(columns: tuple[str, ...], *, only_if_moved: bool) -> Update:
+    """The UPDATE that gives the run (bound as ``run_id``) the status its actions' statuses make, and other
+    ``columns`` of it their values (bound as ``set_<column>``, :func:`run_status_parameters`);
+    ``only_if_moved``: it leaves a run that has that status already alone. Built once for each shape: a
+    statement remembers its cache key, so executing it again skips building it and walking it for that key."""
+    moving = col(Run.id) == bindparam("run_id")
+    if only_if_moved:
+        moving = moving & (col(Run.status) != _STATUS_FROM_ACTIONS)
+    setting: dict[str, BindParameter[Any]] = {column: bindparam(f"set_{column}") for column in columns}
+    return (
+        update(Run)
+        .where(moving)
+        .values(status=_STATUS_FROM_ACTIONS, **setting)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def run_status_parameters(run_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`run_status_update` for this run and these values of its columns."""
+    return {"run_id": run_id, **{f"set_{column}": value for column, value in values.items()}}
+
+
+@cache
+def _refresh_run_status(columns: tuple[str, ...], *, only_if_moved: bool) -> Update:
+    return run_status_update(columns, only_if_moved=only_if_moved).returning(col(Run.status))
