@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Numeric, Update, case, cast, func, update
+from sqlalchemy import ColumnElement, Float, Numeric, Update, bindparam, case, cast, func, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -14,6 +15,7 @@ from connectors.base import ConnectorContext
 from connectors.errors import PermanentConnectorError
 from connectors.sandbox_orders import seed_orders
 from storage.records import SandboxOrder, SandboxRefund
+from storage.repositories.base import core_connection
 
 # An order's lines beyond these are left out of what the model is shown; their ids are still valid to refund.
 MAX_DESCRIBED_LINES = 50
@@ -79,12 +81,9 @@ class SandboxShop:
 
     async def get_order(self, order_id: int) -> OrderInfo | None:
         async with self._units.read() as uow:
-            order = await uow.get(SandboxOrder, order_id)
-            if order is None:
-                return None
-            return OrderInfo(
-                order.id, order.customer_name, order.customer_email, order.item, order.total, order.refunded
-            )
+            connection = await uow.session.connection()  # a plain row: nothing needs the order loaded
+            row = (await connection.execute(_ORDER, {"order_id": order_id})).first()
+        return None if row is None else OrderInfo(*row)
 
     async def execute(self, action: Action, idempotency_key: str) -> dict[str, Any]:
         assert isinstance(action, ShopRefund)
@@ -110,7 +109,9 @@ class SandboxShop:
             # the refund the holder made (a statement re-reads only the rows it locks): with enough left it debits
             # the order again, and the refund's INSERT, refused for its key, rolls that back (see execute); with too
             # little left, the read that says why, a statement of its own, finds the holder's refund.
-            debited = (await session.exec(_debit(action, key))).first()
+            debit = {"order_id": action.order_id, "refund_amount": action.amount, "refund_key": key}
+            connection = await core_connection(session)  # orders are no audited record
+            debited = (await connection.execute(_DEBIT, debit)).first()
             if debited is None:
                 return await self._replayed_or_refused(session, action, key)
             refund = await uow.add(
@@ -164,22 +165,41 @@ def _cents(amount: ColumnElement[float]) -> ColumnElement[float]:
     return func.round(cast(amount, Numeric), 2)
 
 
-def _debit(action: ShopRefund, key: str) -> Update:
-    """Add the refund to the order's refunded total, returning its id, only when no refund was made under ``key``
-    yet and the order has at least the amount left to refund (to the cent)."""
-    refunded = _cents(col(SandboxOrder.refunded) + action.amount)
-    key_used = select(col(SandboxRefund.id)).where(col(SandboxRefund.idempotency_key) == key).exists()
+def _debit() -> Update:
+    """Add the refund (``refund_amount``) to the order's (``order_id``) refunded total, returning its id, only when
+    no refund was made under ``refund_key`` yet and the order has at least the amount left to refund (to the
+    cent)."""
+    amount = bindparam("refund_amount", type_=Float)
+    refunded = _cents(col(SandboxOrder.refunded) + amount)
+    key_used = (
+        select(col(SandboxRefund.id))
+        .where(col(SandboxRefund.idempotency_key) == bindparam("refund_key"))
+        .exists()
+    )
     return (
         update(SandboxOrder)
         .where(
-            col(SandboxOrder.id) == action.order_id,
+            col(SandboxOrder.id) == bindparam("order_id"),
             ~key_used,
-            _cents(col(SandboxOrder.total) - col(SandboxOrder.refunded)) + 1e-9 >= action.amount,
+            _cents(col(SandboxOrder.total) - col(SandboxOrder.refunded)) + 1e-9 >= amount,
         )
         .values(
             refunded=refunded,
             status=case((refunded >= col(SandboxOrder.total), "refunded"), else_="partially_refunded"),
         )
         .returning(col(SandboxOrder.id))
-        .execution_options(synchronize_session=False)
     )
+
+
+# Built once: a statement remembers its cache key, so each read skips building it and walking it for that key.
+_ORDER = sql_select(
+    col(SandboxOrder.id),
+    col(SandboxOrder.customer_name),
+    col(SandboxOrder.customer_email),
+    col(SandboxOrder.item),
+    col(SandboxOrder.total),
+    col(SandboxOrder.refunded),
+).where(col(SandboxOrder.id) == bindparam("order_id"))
+
+# Built once: a statement remembers its cache key, so each refund skips building it and walking it for that key.
+_DEBIT = _debit()

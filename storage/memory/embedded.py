@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import BindParameter, bindparam, delete, func, text, update
+from sqlalchemy import BindParameter, Select, bindparam, delete, func, text, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -57,6 +58,38 @@ KEYWORD_INDEX_IDLE_SECONDS = 3600.0
 KEYWORD_INDEXES_KEPT = 64
 IMPORT_BATCH = 1000  # memories per INSERT when importing, and per call of the index hook
 EMBED_BATCH = 256  # texts per call of the embedder when importing
+
+
+def _newest_by_key() -> Select[int | None, str, str, str | None, datetime]:
+    """The newest ``limit`` memories of the ``team`` under each of ``keys`` unexpired at ``now``, numbered within
+    their key: one statement for every key (:meth:`EmbeddedMemoryStore.lookup`)."""
+    newest = (
+        sql_select(
+            col(Memory.id),
+            func.row_number()
+            .over(partition_by=col(Memory.key), order_by=col(Memory.created_at).desc())
+            .label("nth"),
+        )
+        .where(
+            col(Memory.team_id) == bindparam("team"),
+            col(Memory.key).in_(bindparam("keys", expanding=True)),
+            col(Memory.expires_at).is_(None) | (col(Memory.expires_at) > bindparam("now")),
+        )
+        .subquery()
+    )
+    return (
+        sql_select(
+            col(Memory.id), col(Memory.text), col(Memory.kind), col(Memory.key), col(Memory.created_at)
+        )
+        .join(newest, col(Memory.id) == newest.c.id)
+        .where(newest.c.nth <= bindparam("limit"))
+        .order_by(col(Memory.created_at).desc())
+    )
+
+
+# Built once: a statement remembers its cache key, so each lookup skips building it and walking it for that key.
+_NEWEST_BY_KEY = _newest_by_key()
+
 _TOKEN = re.compile(r"[\w@.+-]+", re.UNICODE)
 # What the memory table's columns take (PostgreSQL refuses a longer value): checked before a memory is written.
 _MEMORY_LIMITS = {
@@ -193,28 +226,15 @@ class EmbeddedMemoryStore:
 
     async def lookup(self, team: str, *keys: str, limit: int = 5) -> list[MemoryHit]:
         started = time.perf_counter()
-        # Each key's newest, numbered within the key: one statement for every key.
-        newest = (
-            select(
-                col(Memory.id),
-                func.row_number()
-                .over(partition_by=col(Memory.key), order_by=col(Memory.created_at).desc())
-                .label("nth"),
-            )
-            .where(Memory.team_id == team, col(Memory.key).in_(keys), self._alive())
-            .subquery()
-        )
+        parameters = {"team": team, "keys": keys, "now": self._clock(), "limit": limit}
         async with self._units.read() as uow:
-            rows = (
-                await uow.session.exec(
-                    select(Memory)
-                    .join(newest, col(Memory.id) == newest.c.id)
-                    .where(newest.c.nth <= limit)
-                    .order_by(col(Memory.created_at).desc())
-                )
-            ).all()
+            connection = await uow.session.connection()  # plain rows: hits need no loaded memories
+            rows = (await connection.execute(_NEWEST_BY_KEY, parameters)).all()
         position = {key: number for number, key in enumerate(keys)}
-        hits = [self._hit(row, 1.0, "exact") for row in sorted(rows, key=lambda row: position[row.key or ""])]
+        hits = [
+            MemoryHit(row.id, row.text, row.kind, row.key, 1.0, row.created_at, "exact")
+            for row in sorted(rows, key=lambda row: position[row.key or ""])
+        ]
         await self._used(hits, "exact", started)
         return hits
 

@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import CursorResult, Insert, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,6 +26,16 @@ class SessionRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+
+async def core_connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection, for a statement that needs nothing of the ORM: no objects loaded, no audit (an
+    audited write must go through the session, whose hook sees it). Core skips the ORM's per-execution work
+    (it annotates each DML statement anew, whose cache key is then walked again). What the session holds is
+    flushed first, as its own execute would: the statement may read what those changes write."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    return await session.connection()
 
 
 def dialect_of(session: AsyncSession) -> str:

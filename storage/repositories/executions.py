@@ -23,7 +23,7 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repositories.base import SessionRepository, inserted_key
+from storage.repositories.base import SessionRepository, core_connection, inserted_key
 from storage.repositories.budgets import model_spend_of_run
 from storage.repositories.runs import run_status_parameters, run_status_update
 
@@ -198,7 +198,7 @@ class ExecutionRepository(SessionRepository):
             **run_status_parameters(action.run_id, {"updated_at": utcnow()}),
             "spend_intent_id": in_hand.intent.id,
         }
-        row = (await self.session.exec(_MOVE_RUN, params=moved)).first()
+        row = (await (await core_connection(self.session)).execute(_MOVE_RUN, moved)).first()
         if row is None or row[0] != RunStatus.COMPLETED:
             return Booked(None, over_failure)
         return Booked(float(row[1]), over_failure)

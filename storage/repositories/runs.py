@@ -40,7 +40,7 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repositories.base import SessionRepository
+from storage.repositories.base import SessionRepository, core_connection
 
 # The compare-and-set of RunRepository.claim_intent_in_thread (the intent bound as ``intent_id``), built once: a
 # statement remembers its cache key, so each claim skips building it and walking it for that key.
@@ -216,7 +216,8 @@ class RunRepository(SessionRepository):
         stamped = {**values, "updated_at": values.get("updated_at", utcnow())}
         statement = _refresh_run_status(tuple(sorted(stamped)), only_if_moved=not values)
         parameters = run_status_parameters(run_id, stamped)
-        written = (await self.session.exec(statement, params=parameters)).scalar_one_or_none()
+        connection = await core_connection(self.session)  # the run is not audited
+        written = (await connection.execute(statement, parameters)).scalar_one_or_none()
         if written is None:
             return None
         new_status = RunStatus(written)

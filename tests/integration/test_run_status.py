@@ -79,3 +79,18 @@ async def test_a_run_in_the_state_its_actions_call_for_is_not_written(units: Uni
         stored = await uow.get(Run, run.id)
     assert stored is not None and stored.status == RunStatus.EXECUTING
     assert stored.updated_at.replace(tzinfo=UTC) == long_ago
+
+
+async def test_an_action_changed_in_the_session_and_not_yet_flushed_moves_its_run(
+    units: UnitOfWorkFactory,
+) -> None:
+    """The run's UPDATE goes past the session (the run is not audited): what the session holds is flushed
+    first, as the session's own execute would, so the database counts the action as it now is."""
+    async with units() as uow:
+        intent = await uow.add(Intent(source="console", channel="C1", user="U1", text="refund"))
+        run = await uow.add(Run(intent_id=intent.id or 0, agent="support", status=RunStatus.PLANNING))
+        action = await uow.add(ProposedAction(run_id=run.id or 0, name="shop.refund", status=A.APPROVED))
+        action.status = A.EXECUTED  # in the session only
+        uow.session.add(action)
+        assert await uow.runs.refresh_run_status(run.id or 0) == RunStatus.COMPLETED
+        await uow.commit()
