@@ -175,21 +175,19 @@ class ApprovalRepository(SessionRepository):
         hook would read the row back only to find its content unchanged)."""
         assert "message_ts" in BOOKKEEPING["approval"]
         connection = await self.session.connection()
-        await connection.execute(
-            update(Approval).where(col(Approval.id) == approval_id).values(message_ts=message_ts)
-        )
+        await connection.execute(_SHOW_AT, {"approval_id": approval_id, "set_message_ts": message_ts})
 
     async def decide_approval(
         self, approval_id: int, status: ApprovalStatus, actor: str, at: datetime
     ) -> bool:
         """Compare-and-set pending → decided; exactly one of any number of concurrent callers gets True."""
-        statement = (
-            update(Approval)
-            .where(col(Approval.id) == approval_id, col(Approval.status) == ApprovalStatus.PENDING)
-            .values(status=status, decided_by=actor, decided_at=at)
-        )
-        result = await self.session.exec(statement)
-        return bool(result.rowcount)
+        decided = {
+            "approval_id": approval_id,
+            "set_status": status,
+            "set_decided_by": actor,
+            "set_decided_at": at,
+        }
+        return bool((await self.session.exec(_DECIDE, params=decided)).rowcount)
 
     async def unprocessed_clicks(self) -> list[Click]:
         """Clicks stored and acknowledged but never handled (their process stopped), oldest first."""
@@ -245,3 +243,17 @@ def _in_hand() -> Select[
 
 # Built once: a statement remembers its cache key, so each click skips building it and walking it for that key.
 _IN_HAND = _in_hand()
+_SHOW_AT = (
+    update(Approval)
+    .where(col(Approval.id) == bindparam("approval_id"))
+    .values(message_ts=bindparam("set_message_ts"))
+)
+_DECIDE = (
+    update(Approval)
+    .where(col(Approval.id) == bindparam("approval_id"), col(Approval.status) == ApprovalStatus.PENDING)
+    .values(
+        status=bindparam("set_status"),
+        decided_by=bindparam("set_decided_by"),
+        decided_at=bindparam("set_decided_at"),
+    )
+)
