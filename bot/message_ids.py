@@ -41,7 +41,8 @@ def ids_in_message(message: Mapping[str, Any]) -> list[tuple[str, int]]:
     for block in blocks if isinstance(blocks, list) else []:
         if not isinstance(block, Mapping):
             continue
-        if block.get("type") == "context" and block.get("block_id") in SMALL_PRINT:
+        block_id = block.get("block_id")
+        if block.get("type") == "context" and isinstance(block_id, str) and block_id in SMALL_PRINT:
             for element in _elements(block):
                 text = element.get("text")
                 if element.get("type") == "mrkdwn" and isinstance(text, str):

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bot.blocks import Message, approval_closed, approval_request, budget_blocked, done, escalation, notice
@@ -172,6 +172,7 @@ message = st.fixed_dictionaries(
 
 
 @given(message)
+@example({"bot_id": OURS, "blocks": [{"type": "context", "block_id": []}]})  # a block id that is no string
 def test_any_message_is_read_without_a_crash_and_never_names_a_record_it_does_not_carry(
     shared: dict[str, Any],
 ) -> None:
