@@ -31,13 +31,14 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
+import httptools
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -54,10 +55,15 @@ class Figures:
     latencies: list[float]  # seconds
     elapsed: float
     cpu: float = 0.0  # seconds of CPU the server's processes used meanwhile
+    client_cpu: float = 0.0  # and the client (this process)
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self.cpu * 1000 / len(self.latencies)
+
+    @property
+    def client_cpu_ms_per_request(self) -> float:
+        return self.client_cpu * 1000 / len(self.latencies)
 
     @property
     def rate(self) -> float:
@@ -67,48 +73,162 @@ class Figures:
         return statistics.quantiles([x * 1000 for x in self.latencies], n=100)[q - 1]
 
 
-async def _post(session: aiohttp.ClientSession, url: str, text: str) -> None:
-    body, content_type = slash_command(text, user="U0BENCH")
-    headers = {"Content-Type": content_type, **sign(body)}
-    async with session.post(f"{url}/slack/events", data=body, headers=headers) as response:
-        await response.read()
-        assert response.status == 200, response.status
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection carrying one request at a time, its answer read with httptools' C
+    parser. The client shares the machine's two cores with the servers it measures, so it does as little as it
+    can: requests built and signed beforehand, no task or coroutine per request, a callback when an answer is
+    whole."""
+
+    def __init__(self, answered: Callable[[_Connection, int], None]) -> None:
+        self._answered = answered
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+    def on_message_complete(self) -> None:  # httptools' callback: the whole answer, body included, is read
+        self._answered(self, self._parser.get_status_code())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._answered(self, 0)  # no answer will come: the run fails, unless it is over and this is its close
+
+    def send(self, request: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Client:
+    """Signed `/aios` requests to one server over keep-alive connections: an idle connection is reused, and a
+    new one opened only when every connection is waiting for an answer (as aiohttp's pool without a limit).
+    ``answered`` is called with each request's send time once its whole answer is read."""
+
+    def __init__(self, url: str, answered: Callable[[float], None]) -> None:
+        address = urlsplit(url)
+        assert address.hostname is not None and address.port is not None
+        self._host, self._port = address.hostname, address.port
+        self._answered = answered
+        self._idle: list[_Connection] = []
+        self._sent: dict[_Connection, float] = {}  # each busy connection, and when its request was due
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._opening: set[asyncio.Task[None]] = set()
+
+    def request(self, text: str) -> bytes:
+        """The bytes of one signed request, built ahead of the moment it is sent."""
+        body, content_type = slash_command(text, user="U0BENCH")
+        headers = {
+            "Host": f"{self._host}:{self._port}",
+            "Content-Type": content_type,
+            "Content-Length": str(len(body.encode())),
+            **sign(body),
+        }
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return f"POST /slack/events HTTP/1.1\r\n{head}\r\n{body}".encode()
+
+    def send(self, request: bytes, due: float) -> None:
+        """Send ``request`` now, its latency counted from ``due``."""
+        if self._idle:
+            connection = self._idle.pop()
+            self._sent[connection] = due
+            connection.send(request)
+        else:
+            opening = asyncio.create_task(self._open(request, due))
+            self._opening.add(opening)
+            opening.add_done_callback(self._opening.discard)
+
+    async def _open(self, request: bytes, due: float) -> None:
+        try:
+            _, connection = await asyncio.get_running_loop().create_connection(
+                lambda: _Connection(self._on_answer), self._host, self._port
+            )
+        except OSError as exc:
+            if not self.failed.done():
+                self.failed.set_exception(exc)
+            return
+        self._sent[connection] = due
+        connection.send(request)
+
+    def _on_answer(self, connection: _Connection, status: int) -> None:
+        due = self._sent.pop(connection, None)
+        if due is None:  # an idle connection closed: not to be used again
+            if connection in self._idle:
+                self._idle.remove(connection)
+            return
+        if status != 200:
+            if not self.failed.done():
+                self.failed.set_exception(AssertionError(f"answered {status or 'nothing'}"))
+            return
+        self._idle.append(connection)
+        self._answered(due)
+
+    def close(self) -> None:
+        for connection in [*self._idle, *self._sent]:
+            connection.close()
+        self._idle.clear()
+        self._sent.clear()
 
 
 async def closed_loop(url: str, text: str, requests: int, concurrency: int) -> Figures:
     latencies: list[float] = []
-    gate = asyncio.Semaphore(concurrency)
+    done = asyncio.get_running_loop().create_future()
 
-    async def one(session: aiohttp.ClientSession) -> None:
-        async with gate:
-            started = time.perf_counter()
-            await _post(session, url, text)
-            latencies.append(time.perf_counter() - started)
+    def answered(sent: float) -> None:
+        latencies.append(time.perf_counter() - sent)
+        if pending:
+            client.send(pending.pop(), time.perf_counter())
+        elif len(latencies) == requests and not done.done():
+            done.set_result(None)
 
-    async with aiohttp.ClientSession() as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(one(session) for _ in range(requests)))
-        return Figures(latencies, time.perf_counter() - started)
+    client = Client(url, answered)
+    pending = [client.request(text) for _ in range(requests)]
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(min(concurrency, requests)):
+            client.send(pending.pop(), time.perf_counter())
+        await asyncio.wait([done, client.failed], return_when=asyncio.FIRST_COMPLETED)
+        if client.failed.done():
+            client.failed.result()
+        return Figures(latencies, time.perf_counter() - started, client_cpu=time.process_time() - cpu)
+    finally:
+        client.close()
 
 
 async def open_loop(url: str, text: str, rate: float, seconds: float) -> Figures:
     """Requests leave at ``rate`` per second whatever the answers; latency counts from each one's scheduled
     time, so a server that falls behind is charged for the queue it builds."""
+    loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    done = loop.create_future()
 
-    async def one(session: aiohttp.ClientSession, due: float) -> None:
-        await _post(session, url, text)
+    def answered(due: float) -> None:
         latencies.append(time.perf_counter() - due)
+        if len(latencies) == len(requests) and not done.done():
+            done.set_result(None)
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        tasks = []
-        started = time.perf_counter()
-        for n in range(int(rate * seconds)):
+    client = Client(url, answered)
+    requests = [client.request(text) for _ in range(int(rate * seconds))]
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        for n, request in enumerate(requests):
             due = started + n / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(session, due)))
-        await asyncio.gather(*tasks)
-        return Figures(latencies, time.perf_counter() - started)
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            client.send(request, due)
+        await asyncio.wait([done, client.failed], return_when=asyncio.FIRST_COMPLETED)
+        if client.failed.done():
+            client.failed.result()
+        return Figures(latencies, time.perf_counter() - started, client_cpu=time.process_time() - cpu)
+    finally:
+        client.close()
 
 
 @contextmanager
@@ -197,7 +317,8 @@ def row(name: str, figures: Figures) -> str:
     return (
         f"{name:<48} n={len(figures.latencies):<5} p50={figures.quantile_ms(50):7.2f} ms  "
         f"p99={figures.quantile_ms(99):7.2f} ms  max={max(figures.latencies) * 1000:7.2f} ms  "
-        f"{figures.rate:6.0f} req/s  CPU {figures.cpu_ms_per_request:5.2f} ms/req"
+        f"{figures.rate:6.0f} req/s  CPU {figures.cpu_ms_per_request:5.2f} ms/req  "
+        f"client CPU {figures.client_cpu_ms_per_request:5.2f} ms/req"
     )
 
 
@@ -234,6 +355,7 @@ def combined(rounds: list[Figures]) -> Figures:
         [latency for figures in rounds for latency in figures.latencies],
         sum(figures.elapsed for figures in rounds),
         sum(figures.cpu for figures in rounds),
+        sum(figures.client_cpu for figures in rounds),
     )
 
 
