@@ -305,7 +305,16 @@ def worker() -> None:
     from bot.logs import configure_logging
 
     configure_logging(json=True)
+    _lower_priority(_settings().worker_nice)
     _run(_work)
+
+
+def _lower_priority(nice: int) -> None:
+    """Run at niceness ``nice`` or above (never raised: that takes privileges). Before any thread starts: on
+    Linux a thread's niceness is its own, and the threads started later (SQLite's) inherit it."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.nice(nice - current)
 
 
 async def _work() -> None:

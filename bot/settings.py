@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Work that records no owner (rows from before liveness leases) and is younger than this may belong to a
     # live replica, so recovery leaves it alone; work with an owner is taken as soon as its owner is gone.
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
+    # The niceness `aios worker` runs at: planning is CPU-bound and can wait, so on a machine shared with a front
+    # door the kernel runs the front door first when a request arrives (0 leaves the worker as it was started).
+    worker_nice: int = Field(default=10, ge=0, le=19, validation_alias="AIOS_WORKER_NICE")
 
     # The team's time zone (an IANA name): scheduled posts and publishing windows are read and told in it.
     timezone: str = Field(default="UTC", validation_alias="AIOS_TIMEZONE")

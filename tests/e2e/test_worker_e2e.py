@@ -6,6 +6,7 @@ and one whose front door was killed (SIGKILL) right after the ack is decided by 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -216,3 +217,26 @@ def test_a_click_acked_by_a_front_door_killed_right_after_is_decided_by_a_live_w
                 (asyncio.run(lease_of(database, worker.process.pid)),)
             ]
         assert [c.params["text"] for c in slack.calls_to("chat.postEphemeral")] == []
+
+
+def niceness_of_threads(pid: int) -> set[int]:
+    """The niceness of each of the process's threads (Linux keeps one per thread)."""
+    return {
+        int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, 10), ("3", 3)])
+def test_a_worker_plans_at_a_lower_cpu_priority_than_the_front_door(
+    tmp_path: Path, setting: str | None, expected: int
+) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with FakeSlackApi() as slack:
+        env = aios_env(f"sqlite+aiosqlite:///{tmp_path / 'aios.db'}", slack.url)
+        if setting is not None:
+            env["AIOS_WORKER_NICE"] = setting
+        with running_aios_serve(env, work=False) as serve, running_aios_worker(env) as worker:
+            # Every thread of the worker, SQLite's included; the front door as it was started.
+            assert niceness_of_threads(worker.process.pid) == {max(expected, own)}
+            assert niceness_of_threads(serve.process.pid) == {own}
