@@ -69,8 +69,11 @@ class Recovery(HandlerBase):
     async def recover(self, command: Recover) -> Sequence[Message]:
         now = utcnow()
         stale_before = now - timedelta(seconds=command.grace_seconds)
-        async with self.units() as uow:
-            intents = await uow.runs.intents_with_status("received")
+        # Read without the writer lock: SQLite's acks would otherwise wait behind these reads every few seconds.
+        # Whatever is taken over is taken by a compare-and-set on its owner, in the write that follows.
+        async with self.units.read() as uow:
+            # Where a claim loop runs, the intents that name no owner are its own to claim (see stranded()).
+            intents = await uow.runs.unplanned_intents(self.lease.id, unowned=not command.claim_loop)
             planning = await uow.runs.runs_planning_without_actions(now)
             unposted = await uow.approvals.approvals_without_message(now)
             unasked = await Escalations(uow.session).unasked(now)  # escalations never posted
@@ -118,18 +121,22 @@ class Recovery(HandlerBase):
         ]
         orphaned_runs += [run_of[action_id] for action_id in unclaimed if orphaned(run_of[action_id])]
         orphaned_runs += [run for escalation, run in unasked if orphaned(run, escalation.created_at)]
-        async with self.units() as uow:
-            taken_intents = await uow.take_over([i for i in intents if stranded(i)], self.lease.id)
-            taken_runs = await uow.take_over(orphaned_runs, self.lease.id)
-            taken_executions = await uow.take_over(
-                [e for e in in_flight if orphaned(e, e.started_at)], self.lease.id
-            )
-            # A click (or an edit) is decided by the process that stored it, which a dead one never will.
-            taken_clicks = await uow.take_over(
-                [c for c in clicks if orphaned(c, c.received_at)], self.lease.id
-            )
-            taken_edits = await uow.take_over([e for e in edits if orphaned(e, e.received_at)], self.lease.id)
-            await uow.commit()
+        left_intents = [i for i in intents if stranded(i)]
+        left_executions = [e for e in in_flight if orphaned(e, e.started_at)]
+        # A click (or an edit) is decided by the process that stored it, which a dead one never will.
+        left_clicks = [c for c in clicks if orphaned(c, c.received_at)]
+        left_edits = [e for e in edits if orphaned(e, e.received_at)]
+        nothing: set[int] = set()  # only read below
+        taken_intents = taken_runs = taken_executions = taken_clicks = taken_edits = nothing
+        # Most sweeps find nothing to take, and then take no writer lock at all.
+        if left_intents or orphaned_runs or left_executions or left_clicks or left_edits:
+            async with self.units() as uow:
+                taken_intents = await uow.take_over(left_intents, self.lease.id)
+                taken_runs = await uow.take_over(orphaned_runs, self.lease.id)
+                taken_executions = await uow.take_over(left_executions, self.lease.id)
+                taken_clicks = await uow.take_over(left_clicks, self.lease.id)
+                taken_edits = await uow.take_over(left_edits, self.lease.id)
+                await uow.commit()
         if not command.at_start:
             # At start every stored click and edit is handed again, as one a live replica is deciding right now
             # is only counted once (deciding is a compare-and-set); later, those of dead processes alone.

@@ -18,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     case,
     literal_column,
+    or_,
     union_all,
     update,
 )
@@ -142,6 +143,22 @@ class RunRepository(SessionRepository):
 
     async def intents_with_status(self, status: str) -> Sequence[Intent]:
         query = select(Intent).where(Intent.status == status).order_by(col(Intent.id))
+        return (await self.session.exec(query)).all()
+
+    async def unplanned_intents(self, besides: int, *, unowned: bool) -> Sequence[Intent]:
+        """The intents not yet planned that the lease ``besides`` does not own, and with ``unowned`` those that
+        name no owner: what a recovery sweep may take over. The process holding ``besides`` plans its own, so
+        they are not read: a sweep then costs as much as what others left, not as much as this process's
+        backlog (thousands of rows, each made a record, every few seconds while a burst lasts)."""
+        owner = col(Intent.owner)
+        others = owner != besides  # NULL is not != anything: rows naming no owner are left out by this
+        query = (
+            select(Intent)
+            .where(
+                Intent.status == IntentStatus.RECEIVED, or_(others, owner.is_(None)) if unowned else others
+            )
+            .order_by(col(Intent.id))
+        )
         return (await self.session.exec(query)).all()
 
     async def newest_run_over_budget(self, channel: str) -> int | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from bot.bootstrap import Aios
 from runtime.intake import IncomingIntent, IntentInbox
 from runtime.worker import Worker
@@ -82,3 +84,29 @@ async def test_without_a_claim_loop_unowned_intents_wait_out_the_grace_period_in
     await aios.recover()  # at start, no grace
     await aios.background.drain()
     assert await owners_and_statuses(aios, [young]) == [(aios.lease.id, "dispatched")]
+
+
+async def test_a_sweep_reads_neither_its_own_backlog_nor_the_intents_its_claim_loop_will_claim(
+    aios: Aios,
+) -> None:
+    dead = aios.lease.id + 1000  # a lease no process holds
+    [
+        await stored(aios, aios.lease.id, n) for n in range(3)
+    ]  # planned here: no sweep of this process's takes them
+    unowned = await stored(aios, None, 3)
+    left_by_the_dead = await stored(aios, dead, 4)
+    async with aios.units.read() as uow:
+        with_unowned = await uow.runs.unplanned_intents(aios.lease.id, unowned=True)
+        without = await uow.runs.unplanned_intents(aios.lease.id, unowned=False)
+    assert [intent.id for intent in with_unowned] == [unowned, left_by_the_dead]
+    assert [intent.id for intent in without] == [left_by_the_dead]
+
+
+async def test_a_sweep_with_nothing_to_take_over_waits_for_no_writer(aios: Aios) -> None:
+    if aios.engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite's writers queue on the process's writer lock")
+    await stored(aios, aios.lease.id, 0)  # this process's own: nothing for its sweep to take
+    async with aios.units() as writer:  # a long write holds the lock: an ack's group commit, a planning step
+        await writer.runs.intents_with_status("received")
+        async with asyncio.timeout(10):
+            await aios.take_over_from_the_dead()
