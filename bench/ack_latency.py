@@ -11,7 +11,8 @@ Both get the very same signed `/aios` requests from a client on loopback:
   planned: by `aios serve` alone, and by `aios serve --no-work` beside an `aios worker` (with `--split`).
 
 The bot, its worker, the anchor and the fake Slack Web API each run in their own process; the client runs in
-this one. Run from the repository root:
+this one, sending requests built and signed beforehand over keep-alive connections (see `Client`), and each row
+says the CPU a request cost the server's processes and the client. Run from the repository root:
 
     .venv/bin/python -m bench.ack_latency [--rate 500] [--seconds 4] [--concurrency 8] [--requests 2000]
         [--split] [--postgres postgresql+asyncpg://…] [--status-only]
