@@ -382,7 +382,9 @@ def _note_by_keys(state: ORMExecuteState, table: Table) -> Any:
     if state.is_update or state.is_delete:
         where = getattr(statement, "whereclause", None)
         query = select(key) if where is None else select(key).where(where)
-        keys = list(state.session.execute(query).scalars())
+        # With the statement's own parameters: a statement built once binds its values at execution.
+        bound = state.parameters if isinstance(state.parameters, Mapping) else None
+        keys = list(state.session.execute(query, bound).scalars())
         result = state.invoke_statement()
         if getattr(result, "rowcount", 1):
             for row_key in keys:

@@ -9,6 +9,8 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import col, select
 
 from storage.audit import BOOKKEEPING
@@ -187,7 +189,15 @@ class ApprovalRepository(SessionRepository):
             "set_decided_by": actor,
             "set_decided_at": at,
         }
-        return bool((await self.session.exec(_DECIDE, params=decided)).rowcount)
+        if not (await self.session.exec(_DECIDE, params=decided)).rowcount:
+            return False
+        # The statement's parameters are bound at execution, which the session's own synchronisation cannot read:
+        # an approval it holds is brought up to date here, as decided.
+        held = self.session.identity_map.get(identity_key(Approval, approval_id))
+        if held is not None:
+            for name, value in (("status", status), ("decided_by", actor), ("decided_at", at)):
+                set_committed_value(held, name, value)
+        return True
 
     async def unprocessed_clicks(self) -> list[Click]:
         """Clicks stored and acknowledged but never handled (their process stopped), oldest first."""
@@ -247,6 +257,7 @@ _SHOW_AT = (
     update(Approval)
     .where(col(Approval.id) == bindparam("approval_id"))
     .values(message_ts=bindparam("set_message_ts"))
+    .execution_options(synchronize_session=False)
 )
 _DECIDE = (
     update(Approval)
@@ -256,4 +267,5 @@ _DECIDE = (
         decided_by=bindparam("set_decided_by"),
         decided_at=bindparam("set_decided_at"),
     )
+    .execution_options(synchronize_session=False)
 )

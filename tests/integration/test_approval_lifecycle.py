@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from bot.bootstrap import Aios
 from connectors.sandbox_state import sandbox_state
 from runtime.messages import DecideApproval, PauseAgent, ResumeAgent, SweepTimers
-from storage.records import Approval, Decision, Run
+from storage.records import Approval, ApprovalStatus, Decision, Run
 from tests.conftest import Clock
 from tests.fakes.slack_api import FakeSlackApi
 from tests.integration.conftest import CHANNEL, MANAGER, OTHER_MANAGER, ask, start_aios
@@ -190,3 +190,18 @@ async def test_the_managers_escalated_to_may_decide_and_the_requester_still_may_
         ("human", "vote", MANAGER),
         ("human", "approved", FIN1),
     ]
+
+
+async def test_an_approval_the_unit_holds_reads_as_decided_once_it_is(aios: Aios, clock: Clock) -> None:
+    """The decision is one compare-and-set UPDATE, its values bound at execution: the approval loaded earlier in
+    the same unit of work must not go on reading as pending."""
+    await ask(aios, "refund order 1001 $250 arrived broken")
+    approval = await the_approval(aios)
+    assert approval.id is not None
+    async with aios.units() as uow:
+        held = await uow.approvals.lock_approval_in_hand(approval.id)
+        assert held is not None and held.approval.status == "pending"
+        assert await uow.approvals.decide_approval(approval.id, ApprovalStatus.APPROVED, MANAGER, clock())
+        assert (held.approval.status, held.approval.decided_by) == ("approved", MANAGER)
+        assert held.approval.decided_at == clock()
+        await uow.commit()

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, make_url, text, update
+from sqlalchemy import bindparam, event, make_url, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
@@ -636,4 +636,27 @@ async def test_a_savepoint_rolled_back_undoes_only_what_was_written_in_it(store:
 
     entries = await store.entries()
     assert [(e.record_table, e.record_id) for e in entries[len(before) :]] == [("decision", str(kept.id))]
+    await store.intact()
+
+
+async def test_an_update_built_once_with_a_returning_of_its_own_is_recorded_with_its_bound_values(
+    store: Store,
+) -> None:
+    """A statement built once binds its values at execution; the rows it writes are found with those values too."""
+    built_once = (
+        update(ProposedAction)
+        .where(col(ProposedAction.id) == bindparam("action_id"))
+        .values(rationale=bindparam("set_rationale"))
+        .returning(col(ProposedAction.id))
+        .execution_options(synchronize_session=False)
+    )
+    async with store.units() as uow:
+        written = await uow.session.exec(
+            built_once, params={"action_id": store.action.id, "set_rationale": "bound at execution"}
+        )
+        assert list(written.scalars()) == [store.action.id]
+        await uow.commit()
+
+    last = (await store.entries())[-1]
+    assert '"rationale":"bound at execution"' in last.content
     await store.intact()
