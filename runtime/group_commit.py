@@ -8,6 +8,10 @@ result only after the commit that holds its write.
 When a batch's transaction fails, its items are written again one per transaction: one faulty item (text the
 database refuses, say) or a passing fault (a dropped connection) then fails only the callers whose own write
 fails, each with its own error, rather than every caller of the batch.
+
+A batch whose write is one statement (as the writer says) is sent, where the store allows, without a transaction
+around it (see UnitOfWorkFactory.one_statement): the statement is atomic and committed as it returns, and BEGIN
+and COMMIT, a round trip each, are left out.
 """
 
 from __future__ import annotations
@@ -38,10 +42,14 @@ class GroupCommit(Generic[Item, Result]):
         units: UnitOfWorkFactory,
         write: Callable[[UnitOfWork, list[Item]], Awaitable[list[Result]]],
         *,
+        one_statement: Callable[[list[Item]], bool] = lambda _items: False,
         max_batch: int = MAX_BATCH,
     ) -> None:
+        """``one_statement``: whether ``write`` writes these items in one statement, which then needs no
+        transaction of its own."""
         self._units = units
         self._write = write
+        self._one_statement = one_statement
         self._max_batch = max_batch
         self._open: _Batch[Item, Result] | None = None
         self._turn = asyncio.Lock()  # one batch commits at a time, so the next one gathers meanwhile
@@ -84,7 +92,7 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _write_together(self, batch: _Batch[Item, Result]) -> list[Result]:
         try:
-            async with self._units(urgent=True) as uow:
+            async with self._unit(batch.items) as uow:
                 if self._open is batch:
                     self._open = None  # the transaction is ours: later callers open the next batch
                 results = await self._write(uow, batch.items)
@@ -94,9 +102,14 @@ class GroupCommit(Generic[Item, Result]):
                 self._open = None
         return results
 
+    def _unit(self, items: list[Item]) -> UnitOfWork:
+        if self._one_statement(items):
+            return self._units.one_statement(urgent=True)
+        return self._units(urgent=True)
+
     async def _write_alone(self, item: Item) -> Result | Exception:
         try:
-            async with self._units(urgent=True) as uow:
+            async with self._unit([item]) as uow:
                 [result] = await self._write(uow, [item])
                 await uow.commit()
         except Exception as exc:

@@ -360,9 +360,11 @@ class UnitOfWorkFactory:
         read_sessions: async_sessionmaker[AsyncSession],
         *,
         serialise: bool = False,
+        statement_sessions: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
         self._read_sessions = read_sessions
+        self._statement_sessions = statement_sessions or sessions
         self._writer_lock = WriterLock() if serialise else None
 
     @classmethod
@@ -371,10 +373,23 @@ class UnitOfWorkFactory:
             session_factory(engine),
             session_factory(engine, read_only=True),
             serialise=engine.dialect.name == "sqlite",
+            # SQLite is left its transaction: SQLAlchemy sends an INSERT … RETURNING of several rows, in the
+            # parameters' order, as a statement per row there, which without a transaction would be committed
+            # one by one (a failure midway keeping the rows before it).
+            statement_sessions=session_factory(engine, autocommit=True)
+            if engine.dialect.name == "postgresql"
+            else None,
         )
 
     def __call__(self, *, urgent: bool = False) -> UnitOfWork:
         return UnitOfWork(self._sessions, self._writer_lock, urgent=urgent)
+
+    def one_statement(self, *, urgent: bool = False) -> UnitOfWork:
+        """A unit of work for a write that is ONE statement. On PostgreSQL it is sent in autocommit mode, without
+        BEGIN and COMMIT (a round trip each): a statement is atomic on its own, and committed (durably, with
+        synchronous_commit on) once it returns. Two statements in it would be two commits: a write of more than
+        one takes a unit of work of its own (``units()``). On SQLite, a unit of work as ``units()`` gives."""
+        return UnitOfWork(self._statement_sessions, self._writer_lock, urgent=urgent)
 
     def read(self) -> UnitOfWork:
         """A unit of work that only reads; inside :func:`reading_together`, one sharing its transaction."""

@@ -1,20 +1,23 @@
-"""Intents arriving together share one transaction, each acked only after the commit that holds it; when a
-batch's commit fails its items are stored one by one, so only a faulty one fails (text no database keeps is
-cleaned first); a delivery key counts once within a batch and across them."""
+"""Intents arriving together share one transaction, each acked only after the commit that holds it (on PostgreSQL a
+batch without delivery keys is one INSERT, sent without BEGIN and COMMIT); when a batch's commit fails its items are
+stored one by one, so only a faulty one fails (text no database keeps is cleaned first); a delivery key counts
+once within a batch and across them."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import event, insert, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
-from runtime.group_commit import GroupCommit
+from runtime.group_commit import MAX_BATCH, GroupCommit
 from runtime.intake import IncomingIntent, IntentInbox
-from storage.records import Intent
+from storage.engine import create_engine
+from storage.records import Intent, Once, utcnow
 from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 
@@ -61,6 +64,77 @@ async def test_a_delivery_key_counts_once_within_a_batch_and_across_batches(unit
     )
     assert later[0] is None and later[1] is not None
     assert await stored_texts(units) == ["a", "b"]
+
+
+def transactions_at_insert(engine: AsyncEngine) -> list[bool]:
+    """For each INSERT INTO intent from now on, whether it ran inside a transaction (asyncpg sends BEGIN with
+    a transaction's first statement: asked after the statement)."""
+    inside: list[bool] = []
+
+    def note(connection: Any, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO intent"):
+            driver = connection.connection.dbapi_connection.driver_connection
+            begun = driver.in_transaction if engine.dialect.name == "sqlite" else driver.is_in_transaction()
+            inside.append(begun)
+
+    event.listen(engine.sync_engine, "after_cursor_execute", note)
+    return inside
+
+
+async def test_a_batch_without_delivery_keys_is_one_statement_without_begin_or_commit(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    inbox = IntentInbox(units, owner=None)
+    inside = transactions_at_insert(engine)
+    ids = await asyncio.gather(*(inbox.accept(incoming(f"slash {n}")) for n in range(MAX_BATCH)))
+    if engine.dialect.name == "postgresql":
+        assert inside == [False]
+    else:  # SQLAlchemy sends a statement per row there, which only a transaction makes one write
+        assert len(inside) == MAX_BATCH and all(inside)
+    assert None not in ids and len(set(ids)) == MAX_BATCH
+    # Committed as the statement returned: another connection, which a crash of this process would not stop,
+    # reads every acked intent.
+    other = create_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        async with other.connect() as connection:
+            stored = await connection.execute(text("SELECT id, text FROM intent ORDER BY id"))
+            assert [tuple(row) for row in stored] == [(i, f"slash {n}") for n, i in enumerate(ids)]
+    finally:
+        await other.dispose()
+
+
+async def test_a_batch_with_a_delivery_key_claims_it_and_inserts_in_one_transaction(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    inbox = IntentInbox(units, owner=None)
+    inside = transactions_at_insert(engine)
+    ids = await asyncio.gather(inbox.accept(incoming("slash")), inbox.accept(incoming("mention", key="Ev1")))
+    assert inside and all(inside)
+    assert None not in ids
+    assert await inbox.accept(incoming("mention again", key="Ev1")) is None
+
+
+async def test_a_failed_statement_of_a_batch_without_a_transaction_stores_none_of_it_and_retries_each(
+    units: UnitOfWorkFactory,
+) -> None:
+    async with units() as uow:
+        await uow.first_time("taken")
+        await uow.commit()
+
+    async def write(uow: UnitOfWork, keys: list[str]) -> list[str]:
+        rows = [{"key": key, "created_at": utcnow()} for key in keys]
+        await uow.session.exec(insert(Once).values(rows))
+        return keys
+
+    batches: GroupCommit[str, str] = GroupCommit(units, write, one_statement=lambda _keys: True)
+    outcomes = await asyncio.gather(
+        batches.submit("fresh"), batches.submit("taken"), batches.submit("also fresh"), return_exceptions=True
+    )
+    assert outcomes[0] == "fresh" and outcomes[2] == "also fresh"
+    assert isinstance(outcomes[1], IntegrityError)
+    async with units() as uow:
+        keys = (await uow.session.exec(select(Once.key).order_by(col(Once.key)))).all()
+    assert keys == ["also fresh", "fresh", "taken"]
 
 
 async def test_callers_arriving_while_a_batch_commits_join_the_next_one(
