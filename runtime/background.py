@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -38,14 +38,18 @@ class BackgroundTasks:
 
     async def drain(self, grace_seconds: float = 30.0) -> None:
         """Wait for work in flight and waiting (at shutdown), at most ``grace_seconds``; what has not started by
-        then is dropped (recovery carries it on from the store)."""
+        then is dropped, and logged: recovery carries on from the store what was stored (intents, clicks, runs,
+        executions), not what lived only here (a late answer, a control command's reply)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_seconds
         while self._tasks and loop.time() < deadline:
             await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        dropped = Counter(name for _, name, _ in self._waiting)
         while self._waiting:
             work, _, _ = self._waiting.popleft()
             work.close()  # never started: closed, rather than warned about as never awaited
+        if dropped:
+            log.warning("background_work_dropped", grace_seconds=grace_seconds, work=dict(dropped))
 
     def _start(self, work: Coroutine[Any, Any, None], name: str, context: contextvars.Context) -> None:
         task = asyncio.get_running_loop().create_task(self._guard(work, name), name=name, context=context)

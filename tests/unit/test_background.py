@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
+import structlog
+
 from runtime.background import BackgroundTasks
 
 REQUEST = contextvars.ContextVar[str]("request")
@@ -60,8 +62,11 @@ async def test_what_has_not_started_when_the_grace_period_ends_is_dropped_unawai
 
     for n in range(3):
         background.spawn(work(n), name="work")
-    await background.drain(grace_seconds=0.05)
+    with structlog.testing.capture_logs() as logged:
+        await background.drain(grace_seconds=0.05)
     assert started == [0]
+    [dropped] = [e for e in logged if e["event"] == "background_work_dropped"]
+    assert dropped["work"] == {"work": 2}  # said, as what lived only in this process is lost with it
     never.set()  # the one started goes on to its end
     await background.drain()
     assert started == [0]
