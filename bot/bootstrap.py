@@ -51,7 +51,7 @@ from storage.leases import Lease, acquire_lease
 from storage.memory import MemoryStore, Retention
 from storage.migrate import upgrade_to_head
 from storage.planned_slots import holding_actions
-from storage.records import Intent, RunStatus, utcnow
+from storage.records import utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -86,13 +86,11 @@ class Aios:
         return await self.inbox.accept(incoming)
 
     async def process(self, message: Message) -> None:
-        """Run a message to completion; a failure is logged and, for an intent, told in its thread."""
+        """Run a message to completion; a failure is logged (an intent's is told in its thread by its handler)."""
         try:
             await self.bus.handle(message)
         except Exception:
             log.exception("message_failed", **log_fields(message))
-            if isinstance(message, HandleIntent):
-                await self._report_failed_intent(message.intent_id)
 
     def submit(self, message: Message) -> None:
         """Hand a message to the background, after the ack; an intent is left to a worker when this process
@@ -132,27 +130,6 @@ class Aios:
         await self.registry.close()
         await self.lease.release()
         await self.engine.dispose()
-
-    async def _report_failed_intent(self, intent_id: int) -> None:
-        try:
-            async with self.units() as uow:
-                intent = await uow.get(Intent, intent_id)
-                if intent is None:
-                    return
-                await uow.runs.fail_intent(intent_id)  # if it never got as far as a run
-                for run in await uow.runs.runs_for_intent(intent_id):
-                    if run.status == RunStatus.PLANNING:  # stopped mid-planning: it will not go on by itself
-                        run.status = RunStatus.FAILED
-                        uow.session.add(run)
-                await uow.commit()
-            await self.handlers.transport.post(
-                intent.channel,
-                f"Sorry, something went wrong while handling I-{intent_id}. The error is logged; "
-                f"`/aios why I-{intent_id}` shows what was done, and you can ask again in a moment.",
-                thread_ts=intent.thread_ts,
-            )
-        except Exception:
-            log.exception("failure_report_failed", intent=intent_id)
 
 
 def _planner(

@@ -89,6 +89,16 @@ class Planning(HandlerBase):
         self.reviews = RunReviews(collaborators)
 
     async def handle_intent(self, command: HandleIntent) -> Sequence[Message]:
+        """Plan the intent; when that fails, the intent is told failed in its thread (and the failure raised):
+        whether it came straight from an ack, a worker's claim, or as a recovery sweep's follow-up — not left
+        `received` under a live owner that no sweep hands back."""
+        try:
+            return await self._handle_intent(command)
+        except Exception:
+            await self._report_failed_intent(command.intent_id)
+            raise
+
+    async def _handle_intent(self, command: HandleIntent) -> Sequence[Message]:
         crash_point("intent_accepted")
         started = await self._start_run(command.intent_id)
         if started is None:
@@ -111,6 +121,27 @@ class Planning(HandlerBase):
         return await self._route_and_plan(
             intent, thread, run.id, started=run, agents_paused=started.agents_paused
         )
+
+    async def _report_failed_intent(self, intent_id: int) -> None:
+        try:
+            async with self.units() as uow:
+                intent = await uow.get(Intent, intent_id)
+                if intent is None:
+                    return
+                await uow.runs.fail_intent(intent_id)  # if it never got as far as a run
+                for run in await uow.runs.runs_for_intent(intent_id):
+                    if run.status == RunStatus.PLANNING:  # stopped mid-planning: it will not go on by itself
+                        run.status = RunStatus.FAILED
+                        uow.session.add(run)
+                await uow.commit()
+            await self.transport.post(
+                intent.channel,
+                f"Sorry, something went wrong while handling I-{intent_id}. The error is logged; "
+                f"`/aios why I-{intent_id}` shows what was done, and you can ask again in a moment.",
+                thread_ts=intent.thread_ts,
+            )
+        except Exception:
+            log.exception("failure_report_failed", intent=intent_id)
 
     async def plan_run(self, intent: Intent, run_id: int) -> Sequence[Message]:
         """Plan a run of ``intent`` made elsewhere (a rejection's revision) and put its proposals to the policy."""
