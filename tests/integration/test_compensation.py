@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +19,7 @@ from connectors.errors import PermanentConnectorError
 from connectors.sandbox_cms import SandboxCms
 from connectors.sandbox_shop import SandboxShop
 from connectors.sandbox_state import sandbox_state
+from runtime.messagebus import MessageBus
 from runtime.messages import ActionFailed
 from storage.records import Decision, Execution, ExecutionStatus, ProposedAction, Run
 from tests.conftest import Clock
@@ -203,9 +207,31 @@ class DraftsLandingLate(SandboxCms):
         return await super().execute(action, idempotency_key)
 
 
-async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_its_failure_undid(
-    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
-) -> None:
+@dataclass
+class DraftToldFailed:
+    """A run publishing spring and drafting autumn, whose draft is in the connector's hands while another
+    process, having taken its execution over, booked it failed (its own try failed)."""
+
+    aios: Aios
+    cms: DraftsLandingLate
+    planning: asyncio.Task[MessageBus]
+    action_id: int
+    context: ConnectorContext
+
+    async def handle_the_takers_failure(self) -> None:
+        taker = bus_with_connectors(self.aios, [SandboxShop(self.context), SandboxCms(self.context)])
+        await taker.handle(ActionFailed(self.action_id, "the CMS timed out", certainly_undone=False))
+
+
+@asynccontextmanager
+async def draft_told_failed(
+    database_url: str,
+    slack_api: FakeSlackApi,
+    anthropic_api: FakeAnthropicApi,
+    clock: Clock,
+    tmp_path: Path,
+    thread_ts: str,
+) -> AsyncIterator[DraftToldFailed]:
     aios = await start_aios(
         database_url,
         slack_api,
@@ -230,30 +256,38 @@ async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_it
         cms = DraftsLandingLate(context)
         planning = asyncio.create_task(
             run_with_connectors(
-                aios, [SandboxShop(context), cms], "publish spring, draft autumn", thread_ts="2.1"
+                aios, [SandboxShop(context), cms], "publish spring, draft autumn", thread_ts=thread_ts
             )
         )
         await asyncio.wait_for(cms.entered.wait(), 10)
-
-        # Another process took the draft's execution over: its own try failed, and it booked and told that.
         async with aios.units() as uow:
             query = select(Execution).where(Execution.status == ExecutionStatus.STARTED)
             execution = (await uow.session.exec(query)).one()
         async with aios.units.read() as uow:
             found = await uow.executions.execution_in_hand(execution.id or 0)
         assert found is not None
-        _, in_hand = found
         async with aios.units() as uow:
-            assert await uow.executions.book(in_hand, ExecutionStatus.FAILED, {}, "timed out", clock(), [])
+            assert await uow.executions.book(found[1], ExecutionStatus.FAILED, {}, "timed out", clock(), [])
             await uow.commit()
-        taker = bus_with_connectors(aios, [SandboxShop(context), SandboxCms(context)])
-        await taker.handle(ActionFailed(execution.action_id, "the CMS timed out", certainly_undone=False))
+        yield DraftToldFailed(aios, cms, planning, execution.action_id, context)
+    finally:
+        await aios.close()
+
+
+async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_its_failure_undid(
+    database_url: str, slack_api: FakeSlackApi, anthropic_api: FakeAnthropicApi, clock: Clock, tmp_path: Path
+) -> None:
+    async with draft_told_failed(
+        database_url, slack_api, anthropic_api, clock, tmp_path, "2.1"
+    ) as told_failed:
+        aios = told_failed.aios
+        await told_failed.handle_the_takers_failure()
         assert {p["slug"]: p["status"] for p in (await sandbox_state(aios.units))["posts"]} == {
             "spring-lookbook": "unpublished"  # undone for the failure; the autumn draft not landed yet
         }
 
-        cms.landed.set()  # the first process's draft lands after all
-        await planning
+        told_failed.cms.landed.set()  # the first process's draft lands after all
+        await told_failed.planning
 
         steps = [(a.name, a.status, a.compensates) for a in await actions(aios)]
         assert steps == [
@@ -273,8 +307,6 @@ async def test_a_step_told_failed_that_took_effect_after_all_says_so_and_what_it
             ":warning: This took effect after all, after it was reported failed. The run's earlier steps were "
             "undone after a failure (A-1): ask again for what should still be done.\n"
         )
-    finally:
-        await aios.close()
 
 
 async def test_a_failure_handled_after_its_action_was_booked_done_after_all_undoes_nothing(
@@ -282,48 +314,13 @@ async def test_a_failure_handled_after_its_action_was_booked_done_after_all_undo
 ) -> None:
     """The taker books the failure, the first process's try lands and is booked over it, and only then is the
     taker's failure handled: the run's earlier steps stand, as the action they led to did take effect."""
-    aios = await start_aios(
-        database_url,
-        slack_api,
-        clock,
-        tmp_path,
-        policy=PERMISSIVE,
-        ANTHROPIC_API_KEY=API_KEY,
-        ANTHROPIC_BASE_URL=anthropic_api.url,
-    )
-    try:
-        await aios.registry.execute(CmsCreateDraft(title="Spring lookbook"), "seed-spring")
-        anthropic_api.script(
-            Reply(
-                "Publishing spring, drafting autumn.",
-                (
-                    ToolUse("cms_publish", {"slug": "spring-lookbook"}),
-                    ToolUse("cms_create_draft", {"title": "Autumn lookbook"}),
-                ),
-            )
-        )
-        context = ConnectorContext(units_of_work=aios.units)
-        cms = DraftsLandingLate(context)
-        planning = asyncio.create_task(
-            run_with_connectors(
-                aios, [SandboxShop(context), cms], "publish spring, draft autumn", thread_ts="2.2"
-            )
-        )
-        await asyncio.wait_for(cms.entered.wait(), 10)
-        async with aios.units() as uow:
-            query = select(Execution).where(Execution.status == ExecutionStatus.STARTED)
-            execution = (await uow.session.exec(query)).one()
-        async with aios.units.read() as uow:
-            found = await uow.executions.execution_in_hand(execution.id or 0)
-        assert found is not None
-        async with aios.units() as uow:
-            assert await uow.executions.book(found[1], ExecutionStatus.FAILED, {}, "timed out", clock(), [])
-            await uow.commit()
-
-        cms.landed.set()  # the draft lands and is booked over the failure before the taker handles its event
-        await planning
-        taker = bus_with_connectors(aios, [SandboxShop(context), SandboxCms(context)])
-        await taker.handle(ActionFailed(execution.action_id, "the CMS timed out", certainly_undone=False))
+    async with draft_told_failed(
+        database_url, slack_api, anthropic_api, clock, tmp_path, "2.2"
+    ) as told_failed:
+        aios = told_failed.aios
+        told_failed.cms.landed.set()  # the draft lands and is booked over the failure before the taker's event
+        await told_failed.planning
+        await told_failed.handle_the_takers_failure()
 
         assert {p["slug"]: p["status"] for p in (await sandbox_state(aios.units))["posts"]} == {
             "spring-lookbook": "published",
@@ -338,5 +335,3 @@ async def test_a_failure_handled_after_its_action_was_booked_done_after_all_undo
         ]
         assert any(":white_check_mark: Done: Create draft" in t for t in told)
         assert not any(t.startswith(":x:") for t in told)  # the Done is the last word, not the failure
-    finally:
-        await aios.close()
