@@ -100,7 +100,9 @@ class Revisions(HandlerBase):
         Reject click of theirs still waiting to be handled is waited for, briefly."""
         waited = 0.0
         while True:
-            async with self.units() as uow:
+            # One snapshot for the three reads: on PostgreSQL a decision committed between reading the approval
+            # (still pending) and its clicks (the Reject now handled) would read as a Reject that did not count.
+            async with self.units.read() as uow:
                 reason = await uow.get(RejectionReason, command.reason_id)
                 approval = await uow.get(Approval, command.approval_id)
                 clicked = await RejectionReasons(uow.session).rejecting_clicks(command.approval_id)

@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from sqlmodel import col, select
 
@@ -253,6 +254,33 @@ async def test_a_reason_sent_while_the_reject_click_is_handled_waits_for_it(aios
     assert (await newest_approval(aios)).status == "rejected"
     assert await refunds(aios, 1001) == [40.0]
     assert (await the_reason(aios, approval.id)).outcome == "revised"
+
+
+async def test_a_reject_decided_between_the_reads_of_its_approval_and_its_clicks_still_counts(
+    aios: Aios, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reason's wait reads the approval (pending), and the Reject is decided and its click marked handled
+    before it reads the clicks: read in one snapshot, the Reject is still seen waiting, not refused."""
+    await ask(aios, "refund order 1001, $250, arrived broken")
+    approval = await newest_approval(aios)
+    assert approval.id is not None
+    decide = await click_reject(aios, approval.id)
+    answer = await give_reason(aios, approval.id, BROKEN_ITEM)
+    assert answer.reason_id is not None
+    reading = RejectionReasons.rejecting_clicks
+    decided: list[bool] = []
+
+    async def decided_meanwhile(self: RejectionReasons, approval_id: int) -> list[str]:
+        if not decided:
+            decided.append(True)
+            await aios.process(decide)  # another task's decision, committed between the two reads
+        return await reading(self, approval_id)
+
+    monkeypatch.setattr(RejectionReasons, "rejecting_clicks", decided_meanwhile)
+    async with asyncio.timeout(30):
+        await aios.process(ReviseRejected(approval.id, MANAGER, CHANNEL, answer.reason_id))
+    assert decided and (await newest_approval(aios)).status == "rejected"
+    assert await refunds(aios, 1001) == [40.0]
 
 
 async def test_a_reason_from_someone_who_may_not_decide_is_refused_when_sent(aios: Aios) -> None:
