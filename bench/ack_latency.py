@@ -171,6 +171,9 @@ class Client:
         self._answered(due)
 
     def close(self) -> None:
+        # Connections still being opened (a run that failed early) would otherwise send after the figures.
+        for opening in self._opening:
+            opening.cancel()
         for connection in [*self._idle, *self._sent]:
             connection.close()
         self._idle.clear()
@@ -194,12 +197,19 @@ async def closed_loop(url: str, text: str, requests: int, concurrency: int) -> F
         started, cpu = time.perf_counter(), time.process_time()
         for _ in range(min(concurrency, requests)):
             client.send(pending.pop(), time.perf_counter())
-        await asyncio.wait([done, client.failed], return_when=asyncio.FIRST_COMPLETED)
-        if client.failed.done():
-            client.failed.result()
-        return Figures(latencies, time.perf_counter() - started, client_cpu=time.process_time() - cpu)
+        return await _figures(client, done, latencies, started, cpu)
     finally:
         client.close()
+
+
+async def _figures(
+    client: Client, done: asyncio.Future[None], latencies: list[float], started: float, cpu: float
+) -> Figures:
+    """Once every answer is in (or the first failure, raised): the figures since ``started`` (wall) and ``cpu``."""
+    await asyncio.wait([done, client.failed], return_when=asyncio.FIRST_COMPLETED)
+    if client.failed.done():
+        client.failed.result()
+    return Figures(latencies, time.perf_counter() - started, client_cpu=time.process_time() - cpu)
 
 
 async def open_loop(url: str, text: str, rate: float, seconds: float) -> Figures:
@@ -224,10 +234,7 @@ async def open_loop(url: str, text: str, rate: float, seconds: float) -> Figures
             if wait > 0:
                 await asyncio.sleep(wait)
             client.send(request, due)
-        await asyncio.wait([done, client.failed], return_when=asyncio.FIRST_COMPLETED)
-        if client.failed.done():
-            client.failed.result()
-        return Figures(latencies, time.perf_counter() - started, client_cpu=time.process_time() - cpu)
+        return await _figures(client, done, latencies, started, cpu)
     finally:
         client.close()
 
