@@ -15,15 +15,16 @@ from urllib.parse import quote
 
 import aiosqlite
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError, OperationalError
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.audit import AuditedSession
-from storage.sqlite_driver import OneTripDbapi
+from storage.sqlite_driver import OneTripConnection, OneTripDbapi
 
 EXAMPLES = "sqlite+aiosqlite:///path/to/aios.db or postgresql+asyncpg://user:password@host:5432/db"
 # The execution option of the engine that read-only units of work use (see :func:`session_factory`).
@@ -166,16 +167,32 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.close()
 
+    # SQLAlchemy picks the dialect's class by the URL's driver name, which stays the one people write: the
+    # aiosqlite dialect made is given the BEGIN of _SQLiteDialect, which the "begin" event below tells whether the
+    # transaction only reads.
+    dialect = engine.sync_engine.dialect
+    assert type(dialect) is SQLiteDialect_aiosqlite
+    dialect.__class__ = _SQLiteDialect
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get(READ_ONLY):
-            # A transaction that only reads needs no write lock: a deferred BEGIN reads one snapshot of the
-            # store (WAL mode) while a writer goes on.
-            connection.exec_driver_sql("BEGIN")
+        dbapi_connection = connection.connection.dbapi_connection
+        dbapi_connection.deferred_begin = bool(connection.get_execution_options().get(READ_ONLY))
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # SQLAlchemy takes a cancellation that ends a DBAPI call for a lost connection, and closes it: a BEGIN's
+        # wait cancelled is not one, as it left the connection out of a transaction (see _SQLiteDialect.do_begin).
+        if context.connection is None or not context.is_disconnect:
             return
-        # A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY when
-        # another writer got there first; taking the write lock up front makes writers queue instead.
-        _begin_immediate(connection)
+        dbapi_connection = context.connection.connection.dbapi_connection
+        if (
+            isinstance(dbapi_connection, OneTripConnection)
+            and dbapi_connection.begin_cancelled is not None
+            and dbapi_connection.begin_cancelled is context.original_exception
+        ):
+            dbapi_connection.begin_cancelled = None
+            context.is_disconnect = False
 
     @event.listens_for(engine.sync_engine.pool, "reset")
     def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
@@ -186,33 +203,73 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _begin_immediate(connection: Any) -> None:
+class _SQLiteDialect(SQLiteDialect_aiosqlite):
+    """SQLAlchemy's aiosqlite dialect, whose BEGIN takes the write lock up front unless the transaction only reads.
+
+    A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY when another writer got
+    there first; taking the write lock up front (BEGIN IMMEDIATE) makes writers queue instead. A transaction that
+    only reads needs no write lock: a deferred BEGIN reads one snapshot of the store (WAL mode) while a writer
+    goes on.
+
+    Here, in the dialect's BEGIN, and not in the engine's "begin" event: a BEGIN that fails there leaves
+    SQLAlchemy's connection believing it is still beginning, so that it never begins again and a Core user of it
+    goes on in autocommit. A BEGIN that fails here raises from ``begin()`` with the connection out of a
+    transaction, ready for the next.
+    """
+
+    # Its statements compile as its parent's do, so they are cached as theirs are.
+    supports_statement_cache = True
+
+    def do_begin(self, dbapi_connection: Any) -> None:
+        connection: OneTripConnection = dbapi_connection.dbapi_connection
+        try:
+            if connection.deferred_begin:
+                if (locked := connection.try_begin("BEGIN")) is not None:
+                    raise locked
+                return
+            _begin_immediate(connection)
+        except asyncio.CancelledError as cancelled:
+            # Whether it landed while a try ran (rolled back after it, on the connection's thread) or in a pause:
+            # the connection is left out of a transaction, and is no lost connection (see _on_error).
+            connection.begin_cancelled = cancelled
+            raise
+
+    def do_rollback(self, dbapi_connection: Any) -> None:
+        # SQLAlchemy rolls back after any failure outside a transaction, a failed BEGIN's too: where none is open
+        # that is a trip to the connection's thread for nothing.
+        try:
+            open_transaction = dbapi_connection.driver_connection.in_transaction
+        except ValueError:  # aiosqlite's "no active connection": the rollback says so, as SQLAlchemy expects
+            open_transaction = True
+        if open_transaction:
+            super().do_rollback(dbapi_connection)  # type: ignore[no-untyped-call]
+
+
+def _begin_immediate(connection: OneTripConnection) -> None:
     """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_SECONDS for a write lock another process holds.
 
     Not in one statement waiting all that time in SQLite's busy handler, on the connection's thread: a unit of work
-    cancelled meanwhile (a connector's time limit, a shutdown) is taken by SQLAlchemy for a lost connection, whose
-    closing queues behind that BEGIN, so the cancellation waited until the lock came or the wait ran out. Short
-    tries instead, with the pauses between them awaited on the event loop, where a cancellation lands at once.
+    cancelled meanwhile (a connector's time limit, a shutdown) waited until the lock came or the wait ran out, as
+    nothing sent to the connection's thread runs before that statement ends. Short tries instead, with the pauses
+    between them awaited on the event loop, where a cancellation lands at once. A try that finds the database
+    locked costs one trip to the connection's thread, and nothing more.
     """
-    dbapi_connection = connection.connection.dbapi_connection
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
     pause = FIRST_PAUSE_SECONDS
     while True:
-        try:
-            with dbapi_connection.waiting_at_most(BEGIN_TRY_MILLISECONDS):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        locked = connection.try_begin("BEGIN IMMEDIATE", BEGIN_TRY_MILLISECONDS)
+        if locked is None:
             return
-        except OperationalError as error:
-            left = deadline - time.monotonic()
-            if not _busy(error) or left <= 0:
-                raise
+        left = deadline - time.monotonic()
+        if left <= 0:
+            told = sqlite3.OperationalError(
+                f"{locked} (BEGIN IMMEDIATE waited {BUSY_TIMEOUT_SECONDS:g} s for another connection's write lock)"
+            )
+            told.sqlite_errorcode = locked.sqlite_errorcode
+            told.sqlite_errorname = locked.sqlite_errorname
+            raise told from locked
         await_(asyncio.sleep(min(pause, left)))
         pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
-
-
-def _busy(error: OperationalError) -> bool:
-    """SQLite's SQLITE_BUSY ("database is locked"), in any of its extended forms."""
-    return getattr(error.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def read_only_engine(engine: AsyncEngine) -> AsyncEngine:

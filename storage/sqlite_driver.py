@@ -14,10 +14,9 @@ SQLAlchemy's ``_async_soft_close`` (which its async results call on the adapter'
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, NamedTuple, cast
 
 import aiosqlite
@@ -37,15 +36,9 @@ class _Outcome(NamedTuple):
     lastrowid: int | None
 
 
-def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, busy_timeout_ms: int | None
-) -> _Outcome:
-    kept = None
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
     cursor = connection.cursor()
     try:
-        if busy_timeout_ms is not None:
-            (kept,) = cursor.execute("PRAGMA busy_timeout").fetchone()
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -58,8 +51,32 @@ def _run(
         return _Outcome(description, rows, cursor.rowcount, cursor.lastrowid)
     finally:
         cursor.close()
+
+
+def _begin_once(
+    connection: sqlite3.Connection, statement: str, busy_timeout_ms: int | None
+) -> sqlite3.OperationalError | None:
+    """One try of ``statement`` (a BEGIN), waiting at most ``busy_timeout_ms`` (if given) for another connection's
+    lock; a try that found the database locked is returned, not raised, as the caller may try again."""
+    kept = None
+    try:
+        if busy_timeout_ms is not None:
+            (kept,) = connection.execute("PRAGMA busy_timeout").fetchone()
+            connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        connection.execute(statement)
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            return error
+        raise
+    finally:
         if kept is not None:
             connection.execute(f"PRAGMA busy_timeout = {int(kept)}")
+    return None
+
+
+def _end_begun(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        connection.rollback()
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -105,11 +122,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _send(self, operation: str, parameters: Any, *, many: bool) -> None:
         driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        waiting = cast(OneTripConnection, self._adapt_connection).busy_timeout_ms
         try:
             # driver._conn raises "no active connection" once closed, as aiosqlite's own calls do.
             outcome: _Outcome = await_(
-                driver._execute(_run, driver._conn, operation, parameters, many, waiting)  # type: ignore[no-untyped-call]
+                driver._execute(_run, driver._conn, operation, parameters, many)  # type: ignore[no-untyped-call]
             )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
@@ -127,22 +143,34 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("busy_timeout_ms",)
+    __slots__ = ("begin_cancelled", "deferred_begin")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
-        self.busy_timeout_ms: int | None = None
+        # Whether the transaction being begun only reads (set by the engine's "begin" event, read by the dialect).
+        self.deferred_begin = False
+        # A cancellation that ended a BEGIN with the connection left as it was (see storage.engine).
+        self.begin_cancelled: BaseException | None = None
 
-    @contextmanager
-    def waiting_at_most(self, milliseconds: int) -> Iterator[None]:
-        """Statements sent meanwhile wait at most ``milliseconds`` for another connection's lock (SQLite's busy
-        timeout), in the same trip to the connection's thread: its own busy timeout is set before each and put
-        back after."""
-        self.busy_timeout_ms = milliseconds
+    def try_begin(
+        self, statement: str, busy_timeout_ms: int | None = None
+    ) -> sqlite3.OperationalError | None:
+        """One try of ``statement`` (a BEGIN) on the connection's thread, in one trip; the error of a try that
+        found the database locked is returned. A cancellation of the wait for it leaves the connection out of a
+        transaction: the try goes on on the connection's thread, and what it began is rolled back there after it,
+        before anything sent later."""
+        driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         try:
-            yield
-        finally:
-            self.busy_timeout_ms = None
+            return cast(
+                sqlite3.OperationalError | None,
+                await_(driver._execute(_begin_once, driver._conn, statement, busy_timeout_ms)),  # type: ignore[no-untyped-call]
+            )
+        except asyncio.CancelledError:
+            # Queued as the call starts, so even a second cancellation of this wait leaves it queued.
+            await_(driver._execute(_end_begun, driver._conn))  # type: ignore[no-untyped-call]
+            raise
+        except Exception as error:
+            self._handle_exception(error)
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_dbapi_cursor:
         if server_side:

@@ -211,6 +211,125 @@ async def test_a_writer_that_never_gets_the_write_lock_is_told_the_database_is_l
         other.close()
 
 
+async def test_a_connection_whose_begin_found_the_database_locked_begins_its_next_transaction(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_SECONDS", 0.1)
+    other = another_process_writing(engine)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(OperationalError, match="database is locked"):
+                await connection.begin()
+            assert not connection.in_transaction()
+            other.execute("ROLLBACK")
+            await connection.execute(
+                text("INSERT INTO once (key, created_at) VALUES ('undone', '2026-01-01')")
+            )
+            # In a transaction begun as any other, not each statement committed as it ran.
+            assert connection.in_transaction()
+            await connection.rollback()
+    finally:
+        other.close()
+    async with engine.connect() as connection:
+        left = await connection.execute(text("SELECT count(*) FROM once WHERE key = 'undone'"))
+        assert left.scalar_one() == 0
+
+
+async def test_each_try_of_a_writer_waiting_for_the_write_lock_is_one_trip_to_the_sqlite_thread(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_SECONDS", 0.2)
+    async with engine.connect() as connection:
+        await connection.get_raw_connection()  # opened
+        other = another_process_writing(engine)
+        try:
+            trips = trips_to_sqlite(monkeypatch)
+            with pytest.raises(OperationalError, match="database is locked"):
+                await connection.begin()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        # No rollback after each try that found the database locked, nor after the last: none was begun.
+        assert len(trips) > 3
+        assert set(trips) == {"_begin_once"}, trips
+
+
+@pytest.mark.parametrize(
+    ("try_milliseconds", "pause_seconds", "cancellations"),
+    [(2000, 0.001, 1), (2000, 0.001, 2), (1, 10.0, 1)],
+    ids=[
+        "while-a-try-waits-on-the-connection-thread",
+        "again-while-that-try-ends",
+        "in-a-pause-between-tries",
+    ],
+)
+async def test_a_begin_cancelled_leaves_its_connection_open_and_out_of_a_transaction(
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    try_milliseconds: int,
+    pause_seconds: float,
+    cancellations: int,
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
+    monkeypatch.setattr(engine_module, "BEGIN_TRY_MILLISECONDS", try_milliseconds)
+    monkeypatch.setattr(engine_module, "FIRST_PAUSE_SECONDS", pause_seconds)
+    monkeypatch.setattr(engine_module, "LONGEST_PAUSE_SECONDS", pause_seconds)
+    invalidated: list[BaseException | None] = []
+    event.listen(
+        engine.sync_engine.pool, "invalidate", lambda _dbapi, _record, error: invalidated.append(error)
+    )
+    database = engine.url.database
+    assert database is not None
+    async with engine.connect() as connection:
+        opened = (await connection.get_raw_connection()).driver_connection
+        other = another_process_writing(engine)
+        released = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            other.execute("ROLLBACK")
+            released.set_result(None)
+
+        # After the cancellation: a try still waiting on the connection's thread then takes the lock.
+        asyncio.get_running_loop().call_later(0.3, release)
+        try:
+            started = time.monotonic()
+            beginning = asyncio.ensure_future(connection.begin())
+            await asyncio.sleep(0.2)
+            for _ in range(cancellations):  # as a time limit, then a shutdown, would
+                beginning.cancel()
+                await asyncio.sleep(0.01)
+            with pytest.raises(asyncio.CancelledError):
+                await beginning
+            assert time.monotonic() - started < 1.0  # at most the try under way is waited for
+        finally:
+            await released
+            other.close()
+        # Not taken for a lost connection, closed and opened anew.
+        assert invalidated == []
+        assert (await connection.get_raw_connection()).driver_connection is opened
+        assert not connection.in_transaction()
+        # What that try began was rolled back on the connection's thread right after it: the lock is free for
+        # another process, and the connection begins its next transaction.
+        after = sqlite3.connect(database, isolation_level=None, timeout=2)
+        try:
+            after.execute("BEGIN IMMEDIATE")
+            after.execute("ROLLBACK")
+        finally:
+            after.close()
+        async with connection.begin():
+            await connection.execute(text("INSERT INTO once (key, created_at) VALUES ('next', '2026-01-01')"))
+            waiting = await connection.execute(text("PRAGMA busy_timeout"))
+            assert waiting.scalar_one() == BUSY_TIMEOUT_SECONDS * 1000
+    async with engine.connect() as connection:
+        stored = await connection.execute(text("SELECT count(*) FROM once WHERE key = 'next'"))
+        assert stored.scalar_one() == 1
+
+
 async def test_a_postgresql_connection_the_server_ended_moments_ago_is_replaced_without_failing_the_work(
     engine: AsyncEngine, units: UnitOfWorkFactory
 ) -> None:
