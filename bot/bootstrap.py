@@ -121,14 +121,20 @@ class Aios:
         sweep = Recover(self.settings.recovery_grace_seconds, at_start=False, claim_loop=self.claim_loop)
         await self.process(sweep)
 
-    async def close(self) -> None:
-        await self.background.drain()
+    async def close(self, grace_seconds: float = 30.0, cancel_seconds: float = 5.0) -> None:
+        """Stop: the background work first (see BackgroundTasks.close), then what it used, then the lease."""
+        ended = await self.background.close(grace_seconds, cancel_seconds)
         await self.quick_answers.close()
         await self.home.settle()
         await self.llm.close()
         await self.memory.close()
         await self.registry.close()
-        await self.lease.release()
+        if ended:
+            await self.lease.release()
+        else:
+            # Work that would not end holds on to what it does until the process ends; the lease goes with the
+            # process, and only then may another take that work over.
+            log.error("lease_kept_at_shutdown", lease=self.lease.id)
         await self.engine.dispose()
 
 

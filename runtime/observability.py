@@ -17,6 +17,10 @@ INTENTS = Counter("aios_intents_total", "Intents accepted", ["source"])
 DECISIONS = Counter("aios_decisions_total", "Decisions recorded", ["verdict"])
 EXECUTIONS = Counter("aios_executions_total", "Connector executions", ["outcome"])
 BACKGROUND_FAILURES = Counter("aios_background_failures_total", "Background work that raised")
+BACKGROUND_WAITING = Gauge("aios_background_waiting", "Background work handed over and waiting its turn")
+BACKGROUND_REFUSED = Counter(
+    "aios_background_refused_total", "Background work handed over once the shutdown had begun, refused"
+)
 
 ACTIONS_EXECUTED = Counter(
     "aios_actions_executed_total",

@@ -4,12 +4,14 @@ once, by one survivor, without waiting out the grace period."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
@@ -18,7 +20,7 @@ from bot.bootstrap import Aios
 from connectors.sandbox_state import sandbox_state
 from runtime.intake import IncomingIntent
 from runtime.messagebus import Message
-from runtime.messages import ReconcileExecution
+from runtime.messages import ReconcileExecution, Recover
 from storage.leases import LEASE_LOCK_CLASS
 from storage.records import ActionStatus, Execution, Intent, Run, utcnow
 from tests.conftest import Clock
@@ -189,4 +191,71 @@ async def test_one_piece_of_stranded_work_that_fails_does_not_strand_the_others(
         await second.take_over_from_the_dead()
         assert (await state(second))[2:] == (["started", "succeeded"], [1004, 1005])
     finally:
+        await second.close()
+
+
+async def test_work_still_running_when_the_grace_period_ends_is_cancelled_before_the_lease_goes(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        hung = asyncio.Event()
+        lease_held_while_it_ended: list[set[int]] = []
+
+        async def remote_call_that_hangs() -> None:
+            try:
+                await hung.wait()
+            except asyncio.CancelledError:
+                lease_held_while_it_ended.append(await second.lease.alive([first.lease.id]))
+                raise
+
+        first.background.spawn(remote_call_that_hangs(), name="hangs")
+        await asyncio.sleep(0)
+        with structlog.testing.capture_logs() as logged:
+            closing = asyncio.create_task(first.close(grace_seconds=0.3))
+            await asyncio.sleep(0.1)
+            # Handed over once the shutdown began: the store, clients and connectors it would use are closing.
+            first.submit(Recover(grace_seconds=0))
+            await closing
+        # Ended while the lease was still held, so no other process could have taken the work over meanwhile.
+        assert lease_held_while_it_ended == [{first.lease.id}]
+        assert await second.lease.alive([first.lease.id]) == set()
+        assert [e["work"] for e in logged if e["event"] == "background_work_cancelled"] == [{"hangs": 1}]
+        assert [e["work"] for e in logged if e["event"] == "background_work_refused"] == ["Recover"]
+    finally:
+        await second.close()
+
+
+async def test_work_that_will_not_end_keeps_the_lease_until_the_process_ends(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    first = await start_aios(database_url, slack_api, clock, tmp_path)
+    second = await start_aios(database_url, slack_api, clock, tmp_path)
+    let_go = asyncio.Event()
+    try:
+
+        async def deaf_to_cancellation() -> None:
+            while not let_go.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await let_go.wait()
+
+        first.background.spawn(deaf_to_cancellation(), name="deaf")
+        await asyncio.sleep(0)
+        with structlog.testing.capture_logs() as logged:
+            await first.close(grace_seconds=0.05, cancel_seconds=0.1)
+        assert [
+            e["event"]
+            for e in logged
+            if e["event"] in ("background_work_not_ended", "lease_kept_at_shutdown")
+        ] == [
+            "background_work_not_ended",
+            "lease_kept_at_shutdown",
+        ]
+        # Still running here, so not anyone's to carry on: its lease goes with the process.
+        assert await second.lease.alive([first.lease.id]) == {first.lease.id}
+    finally:
+        let_go.set()
+        await first.background.drain()
+        await first.lease.release()
         await second.close()
