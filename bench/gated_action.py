@@ -544,8 +544,9 @@ class Result:
             f"{total.transactions / self.anchor_transactions:.1f}× the transactions, "
             f"{total.statements / self.anchor_statements:.1f}× the statements",
             "(CPU ms: the median of the process's CPU time per gated action, all threads; steadier than wall time "
-            "on a busy machine. Thread calls: the calls handed to aiosqlite's thread and back, a statement with its "
-            "rows, a BEGIN, a commit each for ours; a cursor, an execute, a fetch each for LangGraph's)",
+            "on a busy machine. Thread calls: the calls handed to aiosqlite's thread and back; for ours a statement "
+            "with its rows each, of transactions that only read (one holding the write lock runs on the event "
+            "loop's thread); a cursor, an execute, a fetch each for LangGraph's)",
         ]
         return "\n".join(lines)
 

@@ -152,7 +152,13 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(
         url,
         module=OneTripDbapi(),
-        connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "factory": _SignalDeafConnection},
+        # A transaction holding the write lock runs on the event loop's thread (storage/sqlite_driver.py), the rest
+        # on the connection's own: never both at once, as each call waits for the one before it.
+        connect_args={
+            "timeout": BUSY_TIMEOUT_SECONDS,
+            "factory": _SignalDeafConnection,
+            "check_same_thread": False,
+        },
         pool_reset_on_return=None,
     )
 

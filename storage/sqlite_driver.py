@@ -10,6 +10,14 @@ This leans on private names, pinned by tests/integration/test_sqlite_driver.py: 
 (queue a function to the connection's thread; aiosqlite's own calls all go through it) and ``Connection._conn``;
 SQLAlchemy's ``_async_soft_close`` (which its async results call on the adapter's cursor), the adapter's
 ``_handle_exception`` (its mapping of aiosqlite's errors) and the base cursor's ``_rows`` buffer, read by its fetches.
+
+Once a connection holds SQLite's write lock (its BEGIN IMMEDIATE went through), its statements, COMMIT and ROLLBACK
+run on the event loop's own thread, not on the connection's: no statement of that transaction can wait for another
+connection's lock (WAL: the writer holds the only lock a writer needs, and readers take none), so each takes the
+microseconds SQLite needs for it, where a trip to the thread and back costs more than that in wake-ups alone — and
+the write lock is held for less time. A BEGIN is tried there first too, without waiting; one that must wait for
+another connection's lock, and the reads of a transaction that only reads (a digest's aggregate may take a while),
+go to the connection's thread, where they leave the event loop free meanwhile.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
@@ -27,6 +36,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.util import await_
+
+Result = TypeVar("Result")
 
 
 class _Outcome(NamedTuple):
@@ -80,7 +91,8 @@ def _end_begun(connection: sqlite3.Connection) -> None:
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A client-side cursor whose statement, with its rows, is one call on the connection's thread."""
+    """A client-side cursor whose statement, with its rows, is one call: on the connection's thread, or on the event
+    loop's while the transaction holds the write lock."""
 
     __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
 
@@ -122,13 +134,19 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _send(self, operation: str, parameters: Any, *, many: bool) -> None:
         driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        adapted = cast(OneTripConnection, self._adapt_connection)
         try:
             # driver._conn raises "no active connection" once closed, as aiosqlite's own calls do.
-            outcome: _Outcome = await_(
-                driver._execute(_run, driver._conn, operation, parameters, many)  # type: ignore[no-untyped-call]
-            )
+            if adapted.writing:
+                outcome = await_(_at_once(_run, driver._conn, operation, parameters, many))
+            else:
+                outcome = await_(
+                    driver._execute(_run, driver._conn, operation, parameters, many)  # type: ignore[no-untyped-call]
+                )
         except Exception as error:
-            self._adapt_connection._handle_exception(error)
+            adapted.writing = adapted.writing and _in_transaction(driver)
+            adapted._handle_exception(error)
+        adapted.writing = adapted.writing and _in_transaction(driver)
         self._description = outcome.description
         self._rows = collections.deque(outcome.rows)
         self._rowcount = outcome.rowcount
@@ -143,7 +161,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("begin_cancelled", "deferred_begin")
+    __slots__ = ("begin_cancelled", "deferred_begin", "writing")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
@@ -151,6 +169,29 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self.deferred_begin = False
         # A cancellation that ended a BEGIN with the connection left as it was (see storage.engine).
         self.begin_cancelled: BaseException | None = None
+        # Holding SQLite's write lock: what the transaction sends runs on the event loop's thread (see above).
+        self.writing = False
+
+    def commit(self) -> None:
+        if self.writing:
+            self._end_here(sqlite3.Connection.commit)
+        else:
+            super().commit()
+
+    def rollback(self) -> None:
+        if self.writing:
+            self._end_here(sqlite3.Connection.rollback)
+        else:
+            super().rollback()
+
+    def _end_here(self, end: Callable[[sqlite3.Connection], None]) -> None:
+        driver = cast(aiosqlite.Connection, self._connection)
+        try:
+            await_(_at_once(end, driver._conn))
+        except Exception as error:
+            self._handle_exception(error)
+        finally:
+            self.writing = _in_transaction(driver)
 
     def try_begin(
         self, statement: str, busy_timeout_ms: int | None = None
@@ -161,10 +202,15 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         before anything sent later."""
         driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         try:
-            return cast(
-                sqlite3.OperationalError | None,
-                await_(driver._execute(_begin_once, driver._conn, statement, busy_timeout_ms)),  # type: ignore[no-untyped-call]
-            )
+            # Here first, not waiting: a lock that is free is taken without a trip to the connection's thread.
+            locked = await_(_at_once(_begin_once, driver._conn, statement, 0))
+            if locked is not None:
+                locked = cast(
+                    sqlite3.OperationalError | None,
+                    await_(driver._execute(_begin_once, driver._conn, statement, busy_timeout_ms)),  # type: ignore[no-untyped-call]
+                )
+            self.writing = locked is None and _takes_write_lock(statement)
+            return locked
         except asyncio.CancelledError:
             # Queued as the call starts, so even a second cancellation of this wait leaves it queued.
             await_(driver._execute(_end_begun, driver._conn))  # type: ignore[no-untyped-call]
@@ -176,6 +222,24 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         if server_side:
             return super().cursor(server_side=True)
         return OneTripCursor(self)
+
+
+async def _at_once(function: Callable[..., Result], *args: Any) -> Result:
+    """``function`` called on the event loop's thread, as something to await: SQLAlchemy's AsyncConnection insists
+    that a statement's driver awaited something, and this is awaited without a turn of the event loop."""
+    return function(*args)
+
+
+def _takes_write_lock(statement: str) -> bool:
+    return statement.lstrip()[:15].upper() in ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+
+def _in_transaction(driver: aiosqlite.Connection) -> bool:
+    """Whether the connection is in a transaction; not, once it is closed."""
+    try:
+        return driver._conn.in_transaction
+    except ValueError:  # aiosqlite's "no active connection"
+        return False
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):

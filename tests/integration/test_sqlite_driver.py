@@ -1,4 +1,5 @@
-"""SQLite's driver as the engine uses it: each statement one trip to the connection's thread, and otherwise what
+"""SQLite's driver as the engine uses it: each statement one trip to the connection's thread — none at all once
+the transaction holds the write lock, whose statements run on the event loop's thread — and otherwise what
 SQLAlchemy's aiosqlite adapter gives (rows, rowcount, lastrowid, executemany, RETURNING, errors, streaming).
 
 The trip counts rest on aiosqlite's private ``Connection._execute``, which every call to the connection's thread
@@ -6,6 +7,8 @@ goes through; a release that renames it fails here first."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage import engine as engine_module
-from storage.engine import create_engine
+from storage.engine import create_engine, read_only_engine
 
 
 @pytest.fixture
@@ -53,7 +56,7 @@ async def begun(connection: AsyncConnection) -> None:
 async def test_a_statement_and_its_rows_are_one_trip_to_the_connections_thread(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with engine.connect() as connection:
+    async with read_only_engine(engine).connect() as connection:
         await begun(connection)
         trips = trips_to_sqlite(monkeypatch)
         result = await connection.execute(text("SELECT name FROM item ORDER BY id"))
@@ -80,18 +83,92 @@ async def test_an_insert_gives_its_lastrowid_and_an_update_its_rowcount(engine: 
         assert updated.rowcount == 2
 
 
-async def test_executemany_runs_every_parameter_set_in_one_trip(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with engine.connect() as connection:
-        await begun(connection)
-        trips = trips_to_sqlite(monkeypatch)
+async def test_executemany_runs_every_parameter_set_at_once(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
         many = [{"name": name, "n": n} for n, name in enumerate("defg", start=4)]
         result = await connection.execute(text("INSERT INTO item (name, n) VALUES (:name, :n)"), many)
-        assert len(trips) == 1, trips
         assert result.rowcount == 4
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar_one() == 7
-        await connection.commit()
+
+
+async def test_a_write_transaction_makes_no_trip_when_the_write_lock_is_free(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = trips_to_sqlite(monkeypatch)
+    async with engine.begin() as connection:
+        await connection.execute(text("UPDATE item SET n = n + 1"))
+        rows = await connection.execute(text("SELECT n FROM item ORDER BY id"))
+        assert rows.scalars().all() == [2, 3, 4]
+    assert trips == [], trips  # BEGIN IMMEDIATE, the statements and COMMIT all ran on the event loop's thread
+    async with read_only_engine(engine).connect() as reader:
+        read = await reader.execute(text("SELECT sum(n) FROM item"))
+        assert read.scalar_one() == 9  # committed, seen by another connection
+
+
+async def test_a_begin_waits_for_a_lock_held_elsewhere_on_the_connections_thread(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    trips = trips_to_sqlite(monkeypatch)
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    ticker = asyncio.create_task(ticking())
+    asyncio.get_running_loop().call_later(0.2, holder.rollback)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE item SET n = n + 1"))
+    finally:
+        ticker.cancel()
+        holder.close()
+    assert trips and set(trips) == {"_begin_once"}, trips  # its tries waited on the connection's thread
+    assert ticks >= 50, ticks  # which went on meanwhile
+
+
+async def test_a_write_transaction_ended_by_an_error_or_a_cancellation_lets_the_next_writer_in(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_SECONDS", 0.0)  # a lock left held fails the next writer
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE item SET n = 100 WHERE name = 'a'"))
+            await connection.execute(text("INSERT INTO item (name, n) VALUES ('a', 9)"))
+
+    started = asyncio.Event()
+
+    async def writing_then_waiting() -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE item SET n = 200 WHERE name = 'b'"))
+            started.set()
+            await asyncio.sleep(60)
+
+    writer = asyncio.create_task(writing_then_waiting())
+    await started.wait()
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    async with engine.begin() as next_writer:
+        rows = await next_writer.execute(text("SELECT n FROM item ORDER BY id"))
+        assert rows.scalars().all() == [1, 2, 3]  # both rolled back
+
+
+async def test_writers_of_one_process_take_turns_on_the_event_loops_thread(engine: AsyncEngine) -> None:
+    async def add_one() -> None:
+        async with engine.begin() as connection:
+            n = (await connection.execute(text("SELECT n FROM item WHERE name = 'a'"))).scalar_one()
+            await asyncio.sleep(0)  # the others run meanwhile; they queue for the write lock
+            await connection.execute(text("UPDATE item SET n = :n WHERE name = 'a'"), {"n": n + 1})
+
+    await asyncio.gather(*(add_one() for _ in range(40)))
+    async with engine.connect() as connection:
+        total = await connection.execute(text("SELECT n FROM item WHERE name = 'a'"))
+        assert total.scalar_one() == 41
 
 
 async def test_a_unique_violation_is_an_integrity_error_and_the_transaction_goes_on(
