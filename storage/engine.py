@@ -168,6 +168,13 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # Only in WAL mode does a writer's COMMIT not wait for readers, so only there may a writer's calls run on
+        # the event loop's thread (storage/sqlite_driver.py); an in-memory database stays in its own mode.
+        dbapi_connection.in_wal = cursor.fetchone()[0] == "wal"
+        if dbapi_connection.in_wal:
+            # The driver checkpoints on the connection's thread every few dozen commits, rather than SQLite in
+            # the COMMIT that crosses 1,000 pages, which would be on the event loop's thread.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")

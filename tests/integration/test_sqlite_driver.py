@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from storage import engine as engine_module
+from storage import sqlite_driver
 from storage.engine import create_engine, read_only_engine
+from storage.sqlite_driver import OneTripConnection
 
 
 @pytest.fixture
@@ -209,3 +214,87 @@ async def test_a_streamed_result_still_reads_its_rows_as_asked(engine: AsyncEngi
     async with engine.connect() as connection:
         result = await connection.stream(text("SELECT name FROM item ORDER BY id"))
         assert [name async for name in result.scalars()] == ["a", "b", "c"]
+
+
+async def test_nothing_runs_on_the_event_loops_thread_while_a_call_for_the_connection_waits_on_its_thread(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call whose wait was cancelled still runs on the connection's thread (a BEGIN's try and the rollback queued
+    after it): what comes next must run after it, not beside it on the event loop's thread."""
+    async with engine.connect() as connection:
+        adapted = (await connection.get_raw_connection()).dbapi_connection
+        assert isinstance(adapted, OneTripConnection)
+        on_its_thread = threading.Event()
+
+        def slow(_connection: sqlite3.Connection) -> None:
+            on_its_thread.set()
+            time.sleep(0.2)
+
+        waiting = asyncio.ensure_future(greenlet_spawn(adapted.on_thread, slow))
+        await asyncio.to_thread(on_its_thread.wait, 5)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not adapted.free_here()
+        trips = trips_to_sqlite(monkeypatch)
+        await connection.begin()
+        await connection.execute(text("UPDATE item SET n = n + 1"))
+        await connection.commit()
+        assert "_begin_once" in trips, trips  # queued behind the slow call, not run beside it
+        assert adapted.free_here()
+
+
+async def test_a_long_write_transaction_lets_the_event_loop_turn(engine: AsyncEngine) -> None:
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    async with engine.begin() as connection:
+        ticker = asyncio.create_task(ticking())
+        await asyncio.sleep(0)
+        before = ticks
+        started = time.perf_counter()
+        for n in range(3_000):
+            await connection.execute(
+                text("INSERT INTO item (name, n) VALUES (:name, :n)"), {"name": f"x{n}", "n": n}
+            )
+        held = time.perf_counter() - started
+        ticker.cancel()
+    # Its statements run on the event loop's thread; the loop turns at least every few milliseconds meanwhile.
+    assert ticks - before >= held / 0.05, (ticks - before, held)
+
+
+async def test_a_writers_connection_checkpoints_the_wal_on_its_thread_every_few_dozen_commits(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY_COMMITS", 3)
+    async with engine.connect() as connection:
+        autocheckpoint = await connection.execute(text("PRAGMA wal_autocheckpoint"))
+        assert autocheckpoint.scalar_one() == 0  # not in a COMMIT on the event loop's thread
+    trips = trips_to_sqlite(monkeypatch)
+    for _ in range(3):
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE item SET n = n + 1"))
+    await asyncio.gather(*sqlite_driver._CHECKPOINTS)
+    # The fixture's transaction was the connection's first commit: the third is one of these. A BEGIN sent while
+    # the checkpoint waits its turn on the thread goes there too, after it.
+    assert trips.count("_checkpoint") == 1, trips
+
+
+async def test_an_in_memory_database_keeps_its_writers_on_the_connections_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (n INTEGER)"))
+        trips = trips_to_sqlite(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+        assert "_run" in trips, trips  # not in WAL mode: a COMMIT there may wait for readers
+    finally:
+        await engine.dispose()
