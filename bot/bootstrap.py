@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ from storage.records import utcnow
 from storage.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
+
+# The exit status of a process that stopped with work that would not end (logged as lease_kept_at_shutdown).
+EXIT_WORK_NOT_ENDED = 3
 
 
 @dataclass
@@ -121,8 +126,9 @@ class Aios:
         sweep = Recover(self.settings.recovery_grace_seconds, at_start=False, claim_loop=self.claim_loop)
         await self.process(sweep)
 
-    async def close(self, grace_seconds: float = 30.0, cancel_seconds: float = 5.0) -> None:
-        """Stop: the background work first (see BackgroundTasks.close), then what it used, then the lease."""
+    async def close(self, grace_seconds: float = 30.0, cancel_seconds: float = 5.0) -> bool:
+        """Stop: the background work first (see BackgroundTasks.close), then what it used, then the lease. Returns
+        whether all the work ended; if not, the lease is kept, and the process must end (see close_or_exit)."""
         ended = await self.background.close(grace_seconds, cancel_seconds)
         await self.quick_answers.close()
         await self.home.settle()
@@ -136,6 +142,17 @@ class Aios:
             # process, and only then may another take that work over.
             log.error("lease_kept_at_shutdown", lease=self.lease.id)
         await self.engine.dispose()
+        return ended
+
+
+async def close_or_exit(aios: Aios, grace_seconds: float = 30.0, cancel_seconds: float = 5.0) -> None:
+    """Close a long-running process's bot; if work would not end, end the process here. asyncio.run would cancel
+    that work again and wait for it with no limit, so the process (and its lease with it) would live on and no
+    other process could take its work over."""
+    if not await aios.close(grace_seconds, cancel_seconds):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_WORK_NOT_ENDED)
 
 
 def _planner(

@@ -255,7 +255,7 @@ async def _serve(host: str, port: int, *, work: bool) -> None:
     import structlog
     from aiohttp import web
 
-    from bot.bootstrap import bootstrap
+    from bot.bootstrap import bootstrap, close_or_exit
     from bot.listening import CannotListen, listening_socket, url
     from bot.scheduler import build_lease_keeper, build_scheduler
     from bot.settings import Settings
@@ -294,7 +294,7 @@ async def _serve(host: str, port: int, *, work: bool) -> None:
         finally:
             scheduler.shutdown(wait=False)
             await runner.cleanup()
-            await aios.close()
+            await close_or_exit(aios)
 
 
 @app.command()
@@ -322,7 +322,7 @@ async def _work() -> None:
 
     import structlog
 
-    from bot.bootstrap import bootstrap
+    from bot.bootstrap import bootstrap, close_or_exit
     from bot.scheduler import build_scheduler
     from bot.settings import Settings
     from bot.slack_transport import SlackTransport, build_slack_client
@@ -347,7 +347,7 @@ async def _work() -> None:
         await Worker(aios.units, aios.lease, aios.process).run(stop)
     finally:
         scheduler.shutdown(wait=False)
-        await aios.close()
+        await close_or_exit(aios)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.bootstrap import bootstrap
+from bot.bootstrap import bootstrap, close_or_exit
 from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack_app import build_slack_app
@@ -62,7 +62,7 @@ async def run_socket_mode(settings: Settings) -> None:
         if scheduler.running:
             scheduler.shutdown(wait=False)
         await handler.close_async()  # type: ignore[no-untyped-call]
-        await aios.close()
+        await close_or_exit(aios)
     log.info("socket_mode_stopped")
 
 

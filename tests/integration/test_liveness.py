@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from agents.dispatcher import DISPATCHER
-from bot.bootstrap import Aios
+from bot.bootstrap import EXIT_WORK_NOT_ENDED, Aios, close_or_exit
 from connectors.sandbox_state import sandbox_state
 from runtime.intake import IncomingIntent
 from runtime.messagebus import Message
@@ -259,3 +260,38 @@ async def test_work_that_will_not_end_keeps_the_lease_until_the_process_ends(
         await first.background.drain()
         await first.lease.release()
         await second.close()
+
+
+async def test_a_long_running_process_whose_work_will_not_end_exits_rather_than_wait_for_it(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio.run would cancel the work again and wait for it with no limit: the process would live on with its
+    lease, and no other process could take its work over."""
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(status: int) -> None:
+        raise Exited(status)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    ended_well = await start_aios(database_url, slack_api, clock, tmp_path)
+    await close_or_exit(ended_well)  # nothing left running: no exit, the lease released
+    stuck = await start_aios(database_url, slack_api, clock, tmp_path)
+    let_go = asyncio.Event()
+
+    async def deaf_to_cancellation() -> None:
+        while not let_go.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await let_go.wait()
+
+    stuck.background.spawn(deaf_to_cancellation(), name="deaf")
+    await asyncio.sleep(0)
+    try:
+        with pytest.raises(Exited) as exited:
+            await close_or_exit(stuck, grace_seconds=0.05, cancel_seconds=0.1)
+        assert exited.value.args == (EXIT_WORK_NOT_ENDED,)
+    finally:
+        let_go.set()
+        await stuck.background.drain()
+        await stuck.lease.release()  # as the process's end would
