@@ -339,15 +339,27 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
         return None
     if isinstance(statement, Delete) or state.is_executemany or len(statement.exported_columns):
         return _note_by_keys(state, table)
-    result = state.invoke_statement(statement=_returning_whole_row(statement, table))
+    result = state.invoke_statement(statement=returning_whole_row(statement, table))
     if not (isinstance(result, CursorResult) and result.returns_rows):
         raise RuntimeError(f"a write to audited {table.name} did not return the rows it wrote")
-    notes = _notes(state.session)
-    for row in result.returned_defaults_rows or ():  # none when an UPDATE matched no row
-        written = _record(table.name, row._mapping)
-        notes.core_written.add(written)
-        _note(notes, written, _Written(new=state.is_insert, content=canonical(table.name, row._mapping)))
+    note_rows(state.session, table.name, result.returned_defaults_rows or (), new=state.is_insert)
     return result
+
+
+def note_rows(session: Session, name: str, rows: Iterable[Any], *, new: bool) -> None:
+    """Note the rows a Core INSERT (``new``) or UPDATE wrote to the audited table ``name``, each row whole as
+    the statement's RETURNING gave it (:func:`returning_whole_row`), as :func:`do_orm_execute` notes those of a
+    write through the session: for a statement run on the session's own connection, past its ORM execution.
+    Only the rows it returned are noted: a write that changed nothing (an UPDATE matching no row, an INSERT …
+    ON CONFLICT DO NOTHING that met its row) notes nothing. The notes are the transaction's, so a savepoint
+    that rolls back drops them as it drops any other (after_transaction_create keeps the notes it began with)."""
+    if name not in AUDITED:
+        raise ValueError(f"{name} is not an audited table")
+    notes = _notes(session)
+    for row in rows:  # none when an UPDATE matched no row
+        written = _record(name, row._mapping)
+        notes.core_written.add(written)
+        _note(notes, written, _Written(new=new, content=canonical(name, row._mapping)))
 
 
 # Each write's statement with the whole-row RETURNING added, for as long as the write's statement lives: a
@@ -355,7 +367,9 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
 _WHOLE_ROW: WeakKeyDictionary[Insert | Update, Insert | Update] = WeakKeyDictionary()
 
 
-def _returning_whole_row(statement: Insert | Update, table: Table) -> Insert | Update:
+def returning_whole_row(statement: Insert | Update, table: Table) -> Insert | Update:
+    """The write with a RETURNING of its whole row added as return_defaults' supplement: its result keeps its
+    row count and primary key, and hands the rows it wrote as ``returned_defaults_rows``."""
     derived = _WHOLE_ROW.get(statement)
     if derived is None:
         derived = _WHOLE_ROW[statement] = statement.return_defaults(supplemental_cols=list(table.columns))
@@ -364,10 +378,16 @@ def _returning_whole_row(statement: Insert | Update, table: Table) -> Insert | U
 
 def _sets_bookkeeping_only(state: ORMExecuteState, name: str) -> bool:
     """Whether an UPDATE sets nothing but columns the chain leaves out; unsure (no SET to be seen), not."""
+    return sets_bookkeeping_only(state.statement, name, state.parameters)
+
+
+def sets_bookkeeping_only(statement: object, name: str, parameters: object) -> bool:
+    """Whether an UPDATE with these parameters sets nothing but columns the chain leaves out; unsure (no SET
+    to be seen), not."""
     bookkeeping = BOOKKEEPING.get(name)
-    given = getattr(state.statement, "_values", None) or {}  # the statement's .values(…)
-    parameters = state.parameters if isinstance(state.parameters, Mapping) else {}
-    columns = {getattr(column, "key", column) for column in [*given, *parameters]}
+    given = getattr(statement, "_values", None) or {}  # the statement's .values(…)
+    bound = parameters if isinstance(parameters, Mapping) else {}
+    columns = {getattr(column, "key", column) for column in [*given, *bound]}
     return bool(bookkeeping and columns and columns <= bookkeeping)
 
 

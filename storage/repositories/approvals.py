@@ -28,7 +28,7 @@ from storage.records import (
     Run,
     utcnow,
 )
-from storage.repositories.base import SessionRepository, dialect_of, insert_if_absent
+from storage.repositories.base import SessionRepository, audited_write, dialect_of, insert_if_absent
 
 
 @dataclass(frozen=True)
@@ -189,14 +189,15 @@ class ApprovalRepository(SessionRepository):
             "set_decided_by": actor,
             "set_decided_at": at,
         }
-        if not (await self.session.exec(_DECIDE, params=decided)).rowcount:
+        result = await audited_write(self.session, _DECIDE, decided)
+        if not result.rowcount:
             return False
-        # The statement's parameters are bound at execution, which the session's own synchronisation cannot read:
-        # an approval it holds is brought up to date here, as decided.
+        # Written past the session: an approval it holds is brought up to date here, with the row as decided.
         held = self.session.identity_map.get(identity_key(Approval, approval_id))
         if held is not None:
-            for name, value in (("status", status), ("decided_by", actor), ("decided_at", at)):
-                set_committed_value(held, name, value)
+            for row in result.returned_defaults_rows or ():
+                for name, value in row._mapping.items():
+                    set_committed_value(held, name, value)
         return True
 
     async def unprocessed_clicks(self) -> list[Click]:

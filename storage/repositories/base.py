@@ -3,14 +3,16 @@ work's own (`uow.add`, `uow.first_time`, …), so there is one way in to them.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Insert, Table
+from sqlalchemy import CursorResult, Insert, Table, Update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.audit import AUDITED, note_rows, returning_whole_row, sets_bookkeeping_only
 from storage.records import ActionEdit, Click, Execution, Intent, Run
 
 Record = TypeVar("Record", bound=SQLModel)
@@ -30,12 +32,37 @@ class SessionRepository:
 
 async def core_connection(session: AsyncSession) -> AsyncConnection:
     """The session's connection, for a statement that needs nothing of the ORM: no objects loaded, no audit (an
-    audited write must go through the session, whose hook sees it). Core skips the ORM's per-execution work
-    (it annotates each DML statement anew, whose cache key is then walked again). What the session holds is
-    flushed first, as its own execute would: the statement may read what those changes write."""
+    audited write goes through the session, whose hook sees it, or through :func:`audited_write`). Core skips
+    the ORM's per-execution work (it annotates each DML statement anew, whose cache key is then walked again).
+    What the session holds is flushed first, as its own execute would: the statement may read what those changes
+    write."""
     if session.new or session.dirty or session.deleted:
         await session.flush()
     return await session.connection()
+
+
+async def audited_write(
+    session: AsyncSession, statement: Insert | Update, params: Mapping[str, Any] | None = None
+) -> CursorResult[Any]:
+    """Run an INSERT or UPDATE of an audited table (built once, its values bound by ``params``) on the
+    session's connection, past the ORM's execution, with a RETURNING of its whole row, and note the rows it
+    wrote for the audit as the session's hook would (``storage.audit.note_rows``). What it costs over the bare
+    statement is that RETURNING; through the session, the ORM's execution of it and the hook cost more than the
+    statement itself. The result keeps its row count and inserted primary key; the rows written are its
+    ``returned_defaults_rows``. No ORM object is touched: the caller brings one the session holds up to date."""
+    table = statement.table
+    assert isinstance(table, Table), "an audited write names its table"
+    connection = await core_connection(session)
+    if isinstance(statement, Update) and sets_bookkeeping_only(statement, table.name, params):
+        return await connection.execute(statement, params)  # nothing the chain covers: nothing to note
+    result = await connection.execute(returning_whole_row(statement, table), params)
+    note_rows(
+        session.sync_session,
+        table.name,
+        result.returned_defaults_rows or (),
+        new=isinstance(statement, Insert),
+    )
+    return result
 
 
 def dialect_of(session: AsyncSession) -> str:
@@ -63,7 +90,10 @@ async def _insert_unless_conflicting(
     session: AsyncSession, model: type[SQLModel], values: dict[str, Any]
 ) -> CursorResult[Any]:
     table: Table = model.__table__  # type: ignore[attr-defined]
-    return await session.exec(_insert_or_nothing(table, dialect_of(session)), params=values)
+    statement = _insert_or_nothing(table, dialect_of(session))
+    if table.name in AUDITED:
+        return await audited_write(session, statement, values)
+    return await (await core_connection(session)).execute(statement, values)
 
 
 @cache

@@ -23,9 +23,9 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repositories.base import SessionRepository, core_connection, inserted_key
+from storage.repositories.base import SessionRepository, audited_write, core_connection, inserted_key
 from storage.repositories.budgets import model_spend_of_run
-from storage.repositories.runs import run_status_parameters, run_status_update
+from storage.repositories.runs import MOVE_ACTION, run_status_parameters, run_status_update
 
 # The decisions that let an action run: a person's approval (or vote towards one), or a policy rule's allow.
 _ALLOWING = or_(
@@ -35,9 +35,9 @@ _ALLOWING = or_(
 _WHO_ALLOWED = (col(Decision.kind), col(Decision.actor), col(Decision.rule_id))
 
 # The statements of ExecutionRepository.book, built once (a statement remembers its cache key): the execution
-# settled, a compare-and-set on its status being ``was``; its action moved on; and its run's new
-# status, with its model spend summed by the ids in hand (SQLite names RETURNING's columns without their table,
-# so a subquery there cannot tell the run's from its own).
+# settled, a compare-and-set on its status being ``was``; and its run's new status, with its model spend summed
+# by the ids in hand (SQLite names RETURNING's columns without their table, so a subquery there cannot tell the
+# run's from its own). Its action is moved on by runs' MOVE_ACTION.
 _SETTLE = (
     update(Execution)
     .where(
@@ -50,12 +50,6 @@ _SETTLE = (
         error=bindparam("set_error"),
         finished_at=bindparam("set_finished_at"),
     )
-    .execution_options(synchronize_session=False)
-)
-_MOVE_ACTION = (
-    update(ProposedAction)
-    .where(col(ProposedAction.id) == bindparam("action_id"))
-    .values(status=bindparam("set_status"))
     .execution_options(synchronize_session=False)
 )
 _MOVE_RUN = run_status_update(("updated_at",), only_if_moved=True).returning(
@@ -182,7 +176,7 @@ class ExecutionRepository(SessionRepository):
         }
 
         async def settled_from(was: ExecutionStatus) -> bool:
-            return bool((await self.session.exec(_SETTLE, params={**settling, "was": was})).rowcount)
+            return bool((await audited_write(self.session, _SETTLE, {**settling, "was": was})).rowcount)
 
         # Over a failure only when it is not in flight: a second statement, in that rare case alone.
         over_failure = False
@@ -193,7 +187,7 @@ class ExecutionRepository(SessionRepository):
         self.session.add_all(attempts)
         action = in_hand.action
         action_status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
-        await self.session.exec(_MOVE_ACTION, params={"action_id": action.id, "set_status": action_status})
+        await audited_write(self.session, MOVE_ACTION, {"action_id": action.id, "set_status": action_status})
         moved = {
             **run_status_parameters(action.run_id, {"updated_at": utcnow()}),
             "spend_intent_id": in_hand.intent.id,

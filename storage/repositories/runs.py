@@ -41,7 +41,7 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repositories.base import SessionRepository, core_connection
+from storage.repositories.base import SessionRepository, audited_write, core_connection
 
 # The compare-and-set of RunRepository.claim_intent_in_thread (the intent bound as ``intent_id``), built once: a
 # statement remembers its cache key, so each claim skips building it and walking it for that key.
@@ -54,6 +54,14 @@ _CLAIM_IN_THREAD = (
     )
     .values(status=IntentStatus.DISPATCHED)
     .returning(Intent, open_in_intents_thread(), sql_select(col(AgentPause.agent)).exists())
+    .execution_options(synchronize_session=False)
+)
+
+# An action moved to a status (bound as ``set_status``), written past the session (audited_write), built once.
+MOVE_ACTION = (
+    update(ProposedAction)
+    .where(col(ProposedAction.id) == bindparam("action_id"))
+    .values(status=bindparam("set_status"))
     .execution_options(synchronize_session=False)
 )
 
@@ -220,9 +228,13 @@ class RunRepository(SessionRepository):
         action = await self.session.get(ProposedAction, action_id)
         assert action is not None, f"no action {action_id}"
         if action.status != status:
-            action.status = status
-            self.session.add(action)
-            await self.session.flush()
+            moved = await audited_write(
+                self.session, MOVE_ACTION, {"action_id": action_id, "set_status": status}
+            )
+            # Written past the session: the action it holds is brought up to date with the row as written.
+            for row in moved.returned_defaults_rows or ():
+                for name, value in row._mapping.items():
+                    set_committed_value(action, name, value)
         await self.refresh_run_status(action.run_id)
         return action
 

@@ -18,12 +18,13 @@ from sqlalchemy import bindparam, event, make_url, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
-from storage.audit import APPEND_LOCK, AuditedSession, verify
+from storage.audit import APPEND_LOCK, AuditedSession, canonical, verify
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import (
     Approval,
     ApprovalStatus,
+    ApprovalVote,
     AuditEntry,
     Capability,
     Decision,
@@ -33,6 +34,7 @@ from storage.records import (
     Run,
     utcnow,
 )
+from storage.repositories.base import audited_write
 from storage.unit_of_work import UnitOfWorkFactory
 
 
@@ -659,4 +661,96 @@ async def test_an_update_built_once_with_a_returning_of_its_own_is_recorded_with
 
     last = (await store.entries())[-1]
     assert '"rationale":"bound at execution"' in last.content
+    await store.intact()
+
+
+# Written past the session, as the gated path's prebuilt writes are (storage.repositories.base.audited_write).
+_RATIONALE_IF = (
+    update(ProposedAction)
+    .where(col(ProposedAction.id) == bindparam("action_id"), col(ProposedAction.status) == bindparam("was"))
+    .values(rationale=bindparam("set_rationale"))
+)
+
+
+async def test_a_write_past_the_session_is_recorded_with_the_content_its_row_holds(store: Store) -> None:
+    """A Core UPDATE and an INSERT … ON CONFLICT run on the session's connection with their whole row returned:
+    each gets its entry with the row's content as stored, and nothing is read back for it at commit."""
+    action_id = store.action.id or 0
+    before = len(await store.entries())
+    with store.statements() as sent:
+        async with store.units() as uow:
+            changed = {"action_id": action_id, "was": "proposed", "set_rationale": "set past the session"}
+            assert (await audited_write(uow.session, _RATIONALE_IF, changed)).rowcount == 1
+            assert await uow.approvals.add_vote(store.approval.id or 0, "U0BOB")
+            await uow.commit()
+
+    assert sent == ["UPDATE proposed_action", "INSERT approval_vote", "INSERT audit_entry"]
+    entries = (await store.entries())[before:]
+    async with store.units() as uow:
+        connection = await uow.session.connection()
+        stored_action = (await connection.execute(select(ProposedAction.__table__))).mappings().one()  # type: ignore[attr-defined]
+        stored_vote = (await connection.execute(select(ApprovalVote.__table__))).mappings().one()  # type: ignore[attr-defined]
+    assert [(e.record_table, e.record_id, e.content) for e in entries] == [
+        ("proposed_action", str(action_id), canonical("proposed_action", stored_action)),
+        ("approval_vote", str(stored_vote["id"]), canonical("approval_vote", stored_vote)),
+    ]
+    assert '"rationale":"set past the session"' in entries[0].content
+    await store.intact()
+
+
+async def test_a_write_past_the_session_that_changed_nothing_notes_nothing(store: Store) -> None:
+    """A compare-and-set that matched no row, and an INSERT … ON CONFLICT DO NOTHING that met its row, append
+    nothing, and read nothing back."""
+    approval_id = store.approval.id or 0
+    async with store.units() as uow:
+        assert await uow.approvals.add_vote(approval_id, "U0BOB")
+        await uow.commit()
+    before = len(await store.entries())
+    with store.statements() as sent:
+        async with store.units() as uow:
+            unmatched = {"action_id": store.action.id, "was": "executed", "set_rationale": "never written"}
+            assert (await audited_write(uow.session, _RATIONALE_IF, unmatched)).rowcount == 0
+            assert not await uow.approvals.add_vote(approval_id, "U0BOB")
+            await uow.commit()
+
+    assert sent == ["UPDATE proposed_action", "INSERT approval_vote"]
+    assert len(await store.entries()) == before
+    await store.intact()
+
+
+async def test_a_write_past_the_session_in_a_savepoint_rolled_back_is_not_recorded(store: Store) -> None:
+    """What a Core write noted in a savepoint goes with the savepoint's rollback; what it noted before stays."""
+    action_id = store.action.id or 0
+    before = len(await store.entries())
+    async with store.units() as uow:
+        kept = {"action_id": action_id, "was": "proposed", "set_rationale": "kept"}
+        await audited_write(uow.session, _RATIONALE_IF, kept)
+        savepoint = await uow.session.begin_nested()
+        assert await uow.approvals.add_vote(store.approval.id or 0, "U0BOB")
+        await savepoint.rollback()
+        await uow.commit()
+
+    entries = (await store.entries())[before:]
+    assert [(e.record_table, e.record_id) for e in entries] == [("proposed_action", str(action_id))]
+    assert '"rationale":"kept"' in entries[0].content
+    await store.intact()
+
+
+async def test_an_approval_decided_past_the_session_is_read_as_decided_from_the_object_held(
+    store: Store,
+) -> None:
+    """The approval the unit holds is brought up to date by the decision written past the session: read
+    afterwards, it is decided, and a later change through it is recorded with the decision."""
+    now = utcnow()
+    async with store.units() as uow:
+        held = await uow.get(Approval, store.approval.id)
+        assert held is not None and held.status == ApprovalStatus.PENDING
+        assert await uow.approvals.decide_approval(held.id or 0, ApprovalStatus.APPROVED, "U0BOB", now)
+        assert (held.status, held.decided_by, held.decided_at) == (ApprovalStatus.APPROVED, "U0BOB", now)
+        held.quorum = 2
+        uow.session.add(held)
+        await uow.commit()
+
+    last = (await store.entries())[-1]
+    assert '"status":"approved"' in last.content and '"quorum":2' in last.content
     await store.intact()
