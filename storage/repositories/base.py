@@ -3,12 +3,15 @@ work's own (`uow.add`, `uow.first_time`, …), so there is one way in to them.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Insert, Table, Update
+from sqlalchemy import CursorResult, Insert, Table, Update, insert
+from sqlalchemy import inspect as inspect_record
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,6 +66,57 @@ async def audited_write(
         new=isinstance(statement, Insert),
     )
     return result
+
+
+async def insert_records(session: AsyncSession, records: Sequence[SQLModel]) -> None:
+    """INSERT new records of one audited table, past the ORM's flush: one statement (built once per table) with
+    a RETURNING of their whole rows, whose rows are noted for the audit as the flush's hook would note the
+    records. Each record is then what the flush would have made it: holding its row as stored (its key with
+    it), and persistent in the session, which tracks changes made to it from then on."""
+    if not records:
+        return
+    model = type(records[0])
+    assert all(type(record) is model for record in records), "records of one table at a time"
+    mapper = inspect_record(model)
+    table = _audited_table(model)
+    states = [inspect_record(record) for record in records]
+    assert all(state.transient for state in states), "only records the session does not hold yet"
+    values = [_column_values(mapper, state.dict) for state in states]
+    connection = await core_connection(session)
+    rows = (await connection.execute(_insert_returning(table), values)).all()
+    note_rows(session.sync_session, table.name, rows, new=True)
+    for record, row in zip(records, rows, strict=True):
+        for attribute in mapper.column_attrs:
+            set_committed_value(record, attribute.key, row._mapping[attribute.columns[0].name])
+        make_transient_to_detached(record)
+        session.add(record)
+
+
+def _audited_table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    if table.name not in AUDITED:
+        raise ValueError(f"{table.name} is not an audited table")
+    return table
+
+
+def _column_values(mapper: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The INSERT's parameters for a record, as the flush sends them: every column, but for a primary key left
+    for the database to give."""
+    sent: dict[str, Any] = {}
+    for attribute in mapper.column_attrs:
+        column = attribute.columns[0]
+        value = values.get(attribute.key)
+        if value is None and column.primary_key:
+            continue
+        sent[column.key] = value
+    return sent
+
+
+@cache
+def _insert_returning(table: Table) -> Insert:
+    """INSERT into the table, its columns those of the parameters it is executed with, with a RETURNING of the
+    whole row, its rows in the order of the parameters. Built once per table."""
+    return insert(table).returning(*table.columns, sort_by_parameter_order=True)
 
 
 def dialect_of(session: AsyncSession) -> str:

@@ -23,7 +23,13 @@ from storage.records import (
     RunStatus,
     utcnow,
 )
-from storage.repositories.base import SessionRepository, audited_write, core_connection, inserted_key
+from storage.repositories.base import (
+    SessionRepository,
+    audited_write,
+    core_connection,
+    insert_records,
+    inserted_key,
+)
 from storage.repositories.budgets import model_spend_of_run
 from storage.repositories.runs import MOVE_ACTION, run_status_parameters, run_status_update
 
@@ -184,7 +190,7 @@ class ExecutionRepository(SessionRepository):
             over_failure = status == ExecutionStatus.SUCCEEDED and await settled_from(ExecutionStatus.FAILED)
             if not over_failure:
                 return None
-        self.session.add_all(attempts)
+        await insert_records(self.session, attempts)
         action = in_hand.action
         action_status = ActionStatus.EXECUTED if status == ExecutionStatus.SUCCEEDED else ActionStatus.FAILED
         await audited_write(self.session, MOVE_ACTION, {"action_id": action.id, "set_status": action_status})

@@ -29,12 +29,13 @@ from storage.records import (
     Capability,
     Decision,
     Execution,
+    ExecutionAttempt,
     Intent,
     ProposedAction,
     Run,
     utcnow,
 )
-from storage.repositories.base import audited_write
+from storage.repositories.base import audited_write, insert_records
 from storage.unit_of_work import UnitOfWorkFactory
 
 
@@ -753,4 +754,55 @@ async def test_an_approval_decided_past_the_session_is_read_as_decided_from_the_
 
     last = (await store.entries())[-1]
     assert '"status":"approved"' in last.content and '"quorum":2' in last.content
+    await store.intact()
+
+
+async def test_a_record_added_is_inserted_past_the_flush_and_held_as_stored(store: Store) -> None:
+    """A new audited record is inserted with its whole row returned: the unit holds it as stored (JSON as the
+    column gives it back), persistent in the session, its entry the row's content with nothing read back; a change
+    made through it afterwards is recorded too."""
+    action_id = store.action.id or 0
+    before = len(await store.entries())
+    with store.statements() as sent:
+        async with store.units() as uow:
+            decision = await uow.add(
+                Decision(
+                    action_id=action_id, kind="policy", verdict="ask", actor="policy", facts={"seen": (1, 2)}
+                )
+            )
+            assert decision.id is not None and decision.facts == {"seen": [1, 2]}
+            assert await uow.get(Decision, decision.id) is decision
+            first = canonical("decision", decision.model_dump())
+            await uow.commit()
+    assert sent == ["INSERT decision", "INSERT audit_entry"]
+    [entry] = (await store.entries())[before:]
+    assert (entry.record_table, entry.record_id, entry.content) == ("decision", str(decision.id), first)
+
+    async with store.units() as uow:
+        added = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
+        added.reason = "changed after it was added"
+        uow.session.add(added)
+        await uow.commit()
+    last = (await store.entries())[-1]
+    assert last.record_id == str(added.id) and '"reason":"changed after it was added"' in last.content
+    await store.intact()
+
+
+async def test_records_inserted_together_are_recorded_in_their_order(store: Store) -> None:
+    """Several records of one table in one INSERT: each gets its key and its entry, in the order given."""
+    attempts = [
+        ExecutionAttempt(execution_id=store.execution.id or 0, number=n, kind="execute", outcome="ok")
+        for n in (1, 2, 3)
+    ]
+    before = len(await store.entries())
+    async with store.units() as uow:
+        await insert_records(uow.session, attempts)
+        await uow.commit()
+
+    entries = (await store.entries())[before:]
+    assert [(e.record_table, e.record_id) for e in entries] == [
+        ("execution_attempt", str(a.id)) for a in attempts
+    ]
+    assert [a.number for a in sorted(attempts, key=lambda a: a.id or 0)] == [1, 2, 3]
+    assert all(f'"number":{a.number}' in e.content for a, e in zip(attempts, entries, strict=True))
     await store.intact()
