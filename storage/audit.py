@@ -219,7 +219,10 @@ class _Notes:
 
 
 def _notes(session: Session) -> _Notes:
-    notes: _Notes = session.info.setdefault(_NOTES, _Notes())
+    # Not setdefault: that would make new notes on every call (each object the session loads), to throw away.
+    notes: _Notes | None = session.info.get(_NOTES)
+    if notes is None:
+        notes = session.info[_NOTES] = _Notes()
     return notes
 
 
