@@ -97,18 +97,19 @@ class ApprovalRepository(SessionRepository):
         self, action_id: int, action_name: str, params_hash: str, now: datetime
     ) -> bool:
         """Spend the action's capability: only once, only unexpired, only for exactly these parameters."""
-        statement = (
-            update(Capability)
-            .where(
-                col(Capability.action_id) == action_id,
-                col(Capability.action_name) == action_name,
-                col(Capability.params_hash) == params_hash,
-                col(Capability.spent_at).is_(None),
-                col(Capability.expires_at) > now,
-            )
-            .values(spent_at=now)
-        )
-        return bool((await self.session.exec(statement)).rowcount)
+        spending = {
+            "spend_action_id": action_id,
+            "spend_name": action_name,
+            "spend_hash": params_hash,
+            "now": now,
+        }
+        spent = await audited_write(self.session, _SPEND, spending)
+        # Written past the session: a capability it holds is brought up to date with the row as spent.
+        for row in spent.returned_defaults_rows or ():
+            held = self.session.identity_map.get(identity_key(Capability, row.id))
+            if held is not None:
+                set_committed_value(held, "spent_at", row.spent_at)
+        return bool(spent.rowcount)
 
     async def lock_approval_in_hand(self, approval_id: int) -> ApprovalInHand | None:
         """The approval, fresh and locked as :meth:`lock_approval` has it, with its policy decision, its
@@ -258,6 +259,18 @@ _SHOW_AT = (
     update(Approval)
     .where(col(Approval.id) == bindparam("approval_id"))
     .values(message_ts=bindparam("set_message_ts"))
+    .execution_options(synchronize_session=False)
+)
+_SPEND = (
+    update(Capability)
+    .where(
+        col(Capability.action_id) == bindparam("spend_action_id"),
+        col(Capability.action_name) == bindparam("spend_name"),
+        col(Capability.params_hash) == bindparam("spend_hash"),
+        col(Capability.spent_at).is_(None),
+        col(Capability.expires_at) > bindparam("now"),
+    )
+    .values(spent_at=bindparam("now"))
     .execution_options(synchronize_session=False)
 )
 _DECIDE = (

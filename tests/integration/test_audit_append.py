@@ -806,3 +806,35 @@ async def test_records_inserted_together_are_recorded_in_their_order(store: Stor
     assert [a.number for a in sorted(attempts, key=lambda a: a.id or 0)] == [1, 2, 3]
     assert all(f'"number":{a.number}' in e.content for a, e in zip(attempts, entries, strict=True))
     await store.intact()
+
+
+async def test_a_capability_spent_past_the_session_is_recorded_spent_and_held_spent(store: Store) -> None:
+    """Spending is a compare-and-set written past the session: the capability the unit holds reads as spent,
+    the chain records it spent, and a second spend (nothing written) records nothing."""
+    action_id = store.action.id or 0
+    later = utcnow() + timedelta(hours=1)
+    async with store.units() as uow:
+        minted = Capability(
+            action_id=action_id,
+            action_name="shop.refund",
+            params_hash="h",
+            policy_hash="p",
+            granted_by="U0BOB",
+            expires_at=later,
+        )
+        assert await uow.approvals.mint_capability(minted)
+        await uow.commit()
+    now = utcnow()
+    async with store.units() as uow:
+        [held] = (await uow.session.exec(select(Capability))).all()
+        assert held.spent_at is None
+        assert await uow.approvals.spend_capability(action_id, "shop.refund", "h", now)
+        assert held.spent_at == now
+        assert not await uow.approvals.spend_capability(action_id, "shop.refund", "h", now)
+        await uow.commit()
+
+    entries = await store.entries()
+    assert entries[-1].record_table == "capability" and entries[-1].content_hash != entries[-2].content_hash
+    assert f'"spent_at":"{now.isoformat(timespec="microseconds")}"' in entries[-1].content
+    assert entries[-2].record_table == "capability" and "spent_at" not in entries[-2].content
+    await store.intact()
