@@ -7,11 +7,10 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Insert, Table, Update, insert
+from sqlalchemy import Column, Connection, CursorResult, Insert, Table, Update, insert
 from sqlalchemy import inspect as inspect_record
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,19 +52,28 @@ async def audited_write(
     statement is that RETURNING; through the session, the ORM's execution of it and the hook cost more than the
     statement itself. The result keeps its row count and inserted primary key; the rows written are its
     ``returned_defaults_rows``. No ORM object is touched: the caller brings one the session holds up to date."""
+    # In one pass to the session's synchronous side (not one for its connection and one for the statement).
+    return await session.run_sync(_audited_write, statement, params)
+
+
+def _audited_write(
+    session: Session, statement: Insert | Update, params: Mapping[str, Any] | None
+) -> CursorResult[Any]:
     table = statement.table
     assert isinstance(table, Table), "an audited write names its table"
-    connection = await core_connection(session)
+    connection = _flushed_connection(session)
     if isinstance(statement, Update) and sets_bookkeeping_only(statement, table.name, params):
-        return await connection.execute(statement, params)  # nothing the chain covers: nothing to note
-    result = await connection.execute(returning_whole_row(statement, table), params)
-    note_rows(
-        session.sync_session,
-        table.name,
-        result.returned_defaults_rows or (),
-        new=isinstance(statement, Insert),
-    )
+        return connection.execute(statement, params)  # nothing the chain covers: nothing to note
+    result = connection.execute(returning_whole_row(statement, table), params)
+    note_rows(session, table.name, result.returned_defaults_rows or (), new=isinstance(statement, Insert))
     return result
+
+
+def _flushed_connection(session: Session) -> Connection:
+    """The session's connection, what it holds flushed first (as core_connection)."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
 
 
 async def insert_records(session: AsyncSession, records: Sequence[SQLModel]) -> None:
@@ -73,23 +81,27 @@ async def insert_records(session: AsyncSession, records: Sequence[SQLModel]) -> 
     a RETURNING of their whole rows, whose rows are noted for the audit as the flush's hook would note the
     records. Each record is then what the flush would have made it: holding its row as stored (its key with
     it), and persistent in the session, which tracks changes made to it from then on."""
-    if not records:
-        return
+    if records:
+        await session.run_sync(_insert_records, records)
+
+
+def _insert_records(session: Session, records: Sequence[SQLModel]) -> None:
     model = type(records[0])
     assert all(type(record) is model for record in records), "records of one table at a time"
     mapper = inspect_record(model)
     table = _audited_table(model)
     states = [inspect_record(record) for record in records]
     assert all(state.transient for state in states), "only records the session does not hold yet"
-    values = [_column_values(mapper, state.dict) for state in states]
-    connection = await core_connection(session)
-    rows = (await connection.execute(_insert_returning(table), values)).all()
-    note_rows(session.sync_session, table.name, rows, new=True)
-    for record, row in zip(records, rows, strict=True):
-        for attribute in mapper.column_attrs:
-            set_committed_value(record, attribute.key, row._mapping[attribute.columns[0].name])
-        make_transient_to_detached(record)
-        session.add(record)
+    columns = [(attribute.key, attribute.columns[0]) for attribute in mapper.column_attrs]
+    values = [_column_values(columns, state.dict) for state in states]
+    rows = _flushed_connection(session).execute(_insert_returning(table), values).all()
+    note_rows(session, table.name, rows, new=True)
+    for state, row in zip(states, rows, strict=True):
+        stored = row._mapping
+        # Set as loaded: making the record detached then takes every value as its committed state.
+        state.dict.update((key, stored[column.name]) for key, column in columns)
+        make_transient_to_detached(state.obj())
+        session.add(state.obj())
 
 
 def _audited_table(model: type[SQLModel]) -> Table:
@@ -99,13 +111,12 @@ def _audited_table(model: type[SQLModel]) -> Table:
     return table
 
 
-def _column_values(mapper: Any, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The INSERT's parameters for a record, as the flush sends them: every column, but for a primary key left
-    for the database to give."""
+def _column_values(columns: Sequence[tuple[str, Column[Any]]], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The INSERT's parameters for a record (its attributes' values by key), as the flush sends them: every
+    column, but for a primary key left for the database to give."""
     sent: dict[str, Any] = {}
-    for attribute in mapper.column_attrs:
-        column = attribute.columns[0]
-        value = values.get(attribute.key)
+    for key, column in columns:
+        value = values.get(key)
         if value is None and column.primary_key:
             continue
         sent[column.key] = value
