@@ -349,19 +349,26 @@ def do_orm_execute(state: ORMExecuteState) -> Any:
     return result
 
 
-def note_rows(session: Session, name: str, rows: Iterable[Any], *, new: bool) -> None:
+def note_rows(session: Session, name: str, rows: Iterable[Any], *, new: bool, held: bool = False) -> None:
     """Note the rows a Core INSERT (``new``) or UPDATE wrote to the audited table ``name``, each row whole as
     the statement's RETURNING gave it (:func:`returning_whole_row`), as :func:`do_orm_execute` notes those of a
     write through the session: for a statement run on the session's own connection, past its ORM execution.
     Only the rows it returned are noted: a write that changed nothing (an UPDATE matching no row, an INSERT …
     ON CONFLICT DO NOTHING that met its row) notes nothing. The notes are the transaction's, so a savepoint
-    that rolls back drops them as it drops any other (after_transaction_create keeps the notes it began with)."""
+    that rolls back drops them as it drops any other (after_transaction_create keeps the notes it began with).
+    The session's objects are another matter: one that :func:`storage.repositories.base.insert_records` made
+    persistent, or that a write past the session brought up to date, is not taken back by a savepoint's rollback
+    as the ORM takes back its own flushes (the product takes no savepoint around them).
+
+    ``held``: the session holds each row as returned (its object made from it), so a later change to that object
+    through the ORM is known without reading the row back at commit."""
     if name not in AUDITED:
         raise ValueError(f"{name} is not an audited table")
     notes = _notes(session)
     for row in rows:  # none when an UPDATE matched no row
         written = _record(name, row._mapping)
-        notes.core_written.add(written)
+        if not held:
+            notes.core_written.add(written)
         _note(notes, written, _Written(new=new, content=canonical(name, row._mapping)))
 
 

@@ -77,8 +77,9 @@ def _flushed_connection(session: Session) -> Connection:
 
 
 async def insert_records(session: AsyncSession, records: Sequence[SQLModel]) -> None:
-    """INSERT new records of one audited table, past the ORM's flush: one statement (built once per table) with
-    a RETURNING of their whole rows, whose rows are noted for the audit as the flush's hook would note the
+    """INSERT new records of one audited table, past the ORM's flush: one statement (built once per table; on
+    SQLite, SQLAlchemy sends it once per record to keep their order) with a RETURNING of their whole rows, whose
+    rows are noted for the audit as the flush's hook would note the
     records. Each record is then what the flush would have made it: holding its row as stored (its key with
     it), and persistent in the session, which tracks changes made to it from then on."""
     if records:
@@ -95,7 +96,7 @@ def _insert_records(session: Session, records: Sequence[SQLModel]) -> None:
     columns = [(attribute.key, attribute.columns[0]) for attribute in mapper.column_attrs]
     values = [_column_values(columns, state.dict) for state in states]
     rows = _flushed_connection(session).execute(_insert_returning(table), values).all()
-    note_rows(session, table.name, rows, new=True)
+    note_rows(session, table.name, rows, new=True, held=True)
     for state, row in zip(states, rows, strict=True):
         stored = row._mapping
         # Set as loaded: making the record detached then takes every value as its committed state.

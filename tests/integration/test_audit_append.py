@@ -778,11 +778,14 @@ async def test_a_record_added_is_inserted_past_the_flush_and_held_as_stored(stor
     [entry] = (await store.entries())[before:]
     assert (entry.record_table, entry.record_id, entry.content) == ("decision", str(decision.id), first)
 
-    async with store.units() as uow:
-        added = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
-        added.reason = "changed after it was added"
-        uow.session.add(added)
-        await uow.commit()
+    with store.statements() as sent:
+        async with store.units() as uow:
+            added = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
+            added.reason = "changed after it was added"
+            uow.session.add(added)
+            await uow.commit()
+    # Held as stored, its change is known as made: not read back at commit.
+    assert sent == ["INSERT decision", "UPDATE decision", "INSERT audit_entry"], sent
     last = (await store.entries())[-1]
     assert last.record_id == str(added.id) and '"reason":"changed after it was added"' in last.content
     await store.intact()
