@@ -228,6 +228,13 @@ async def test_work_still_running_when_the_grace_period_ends_is_cancelled_before
         await second.close()
 
 
+async def deaf_to_cancellation(let_go: asyncio.Event) -> None:
+    """Work that will not end when cancelled, only once let go."""
+    while not let_go.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await let_go.wait()
+
+
 async def test_work_that_will_not_end_keeps_the_lease_until_the_process_ends(
     database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
 ) -> None:
@@ -235,13 +242,7 @@ async def test_work_that_will_not_end_keeps_the_lease_until_the_process_ends(
     second = await start_aios(database_url, slack_api, clock, tmp_path)
     let_go = asyncio.Event()
     try:
-
-        async def deaf_to_cancellation() -> None:
-            while not let_go.is_set():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await let_go.wait()
-
-        first.background.spawn(deaf_to_cancellation(), name="deaf")
+        first.background.spawn(deaf_to_cancellation(let_go), name="deaf")
         await asyncio.sleep(0)
         with structlog.testing.capture_logs() as logged:
             await first.close(grace_seconds=0.05, cancel_seconds=0.1)
@@ -280,12 +281,7 @@ async def test_a_long_running_process_whose_work_will_not_end_exits_rather_than_
     stuck = await start_aios(database_url, slack_api, clock, tmp_path)
     let_go = asyncio.Event()
 
-    async def deaf_to_cancellation() -> None:
-        while not let_go.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await let_go.wait()
-
-    stuck.background.spawn(deaf_to_cancellation(), name="deaf")
+    stuck.background.spawn(deaf_to_cancellation(let_go), name="deaf")
     await asyncio.sleep(0)
     try:
         with pytest.raises(Exited) as exited:
