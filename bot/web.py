@@ -30,7 +30,7 @@ from slack_bolt.request.payload_utils import (
 from bot.bootstrap import Aios
 from bot.slack_metrics import ACK_SECONDS
 from bot.slack_payloads import Envelope, delivery_id, payload_type, problems
-from bot.slack_signature import signature_problem
+from bot.slack_signature import SlackSignature
 from runtime.observability import refresh_waiting_approvals
 from runtime.tracing import slack_ack
 from storage.engine import store_reader
@@ -39,7 +39,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 AIOS_KEY = web.AppKey("aios", Aios)
 BOLT_KEY = web.AppKey("bolt", AsyncApp)
-SECRET_KEY = web.AppKey("signing_secret", str)
+SIGNATURE_KEY = web.AppKey("slack_signature", SlackSignature)
 
 log = structlog.get_logger(__name__)
 
@@ -55,8 +55,7 @@ class MalformedRequestError(ValueError):
 async def slack_events(request: web.Request) -> web.Response:
     started = time.perf_counter()
     raw = await request.read()
-    problem = signature_problem(
-        request.app[SECRET_KEY],
+    problem = request.app[SIGNATURE_KEY].problem(
         raw,
         request.headers.get("X-Slack-Request-Timestamp"),
         request.headers.get("X-Slack-Signature"),
@@ -167,7 +166,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_web_app(aios: Aios, bolt: AsyncApp, signing_secret: str) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[SECRET_KEY] = signing_secret
+    app[SIGNATURE_KEY] = SlackSignature(signing_secret)
     app[AIOS_KEY] = aios
     app[BOLT_KEY] = bolt
     app[HEALTH_CHECK_KEY] = SharedCheck(store_reader(aios.engine))
