@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
@@ -120,8 +120,26 @@ def _parse_body(text: str, content_type: str) -> Any:
     """A JSON body, or a form body (its `payload` field when it has one, as interactivity bodies do)."""
     if content_type == "application/json" or text.startswith("{"):
         return json.loads(text)
-    form = dict(parse_qsl(text, keep_blank_values=True))
+    form = parse_form(text)
     return json.loads(form["payload"]) if "payload" in form else form
+
+
+def parse_form(text: str) -> dict[str, str]:
+    """The fields of a form body, as `dict(parse_qsl(text, keep_blank_values=True))` reads them (a later field
+    of the same name wins; a field without `=` is blank), at a fraction of its cost: parse_qsl spends more on
+    each field's calls than on decoding, and a slash command is a dozen fields, most with nothing to decode."""
+    form: dict[str, str] = {}
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            form[_unquote_plus(name)] = _unquote_plus(value)
+    return form
+
+
+def _unquote_plus(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    return unquote(text) if "%" in text else text
 
 
 class SharedCheck:
