@@ -49,6 +49,10 @@ class _EventObject(_Scope):
 class Envelope(_Scope):
     """What every request body must look like before Bolt routes it (Bolt indexes these without checking)."""
 
+    # Only checked, never read: keeping a copy of every other field (a slash command is a dozen) cost more than
+    # the check itself.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     type: str | None = None
     event: _EventObject | None = None
     authorizations: list[_Scope] | None = None
@@ -67,6 +71,8 @@ class Envelope(_Scope):
 
 
 class SlashCommandPayload(_Payload):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # the fields below are all that is read of it
+
     user_id: SlackId
     channel_id: SlackId
     team_id: MaybeSlackId | None = None
