@@ -291,3 +291,18 @@ async def test_a_long_running_process_whose_work_will_not_end_exits_rather_than_
         let_go.set()
         await stuck.background.drain()
         await stuck.lease.release()  # as the process's end would
+
+
+async def test_a_sweep_that_finds_nothing_says_so_only_at_debug_level(
+    database_url: str, slack_api: FakeSlackApi, clock: Clock, tmp_path: Path
+) -> None:
+    """Every few seconds a sweep usually finds nothing: an info line each time would bury the ones that matter."""
+    aios = await start_aios(database_url, slack_api, clock, tmp_path)
+    try:
+        with structlog.testing.capture_logs() as logged:
+            await aios.process(Recover(grace_seconds=0))  # as at start
+            await aios.take_over_from_the_dead()
+        levels = [e["log_level"] for e in logged if e["event"] == "recovering"]
+        assert levels == ["info", "debug"]
+    finally:
+        await aios.close()
