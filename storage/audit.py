@@ -64,7 +64,7 @@ from sqlalchemy import (
 from sqlalchemy import inspect as inspect_record
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, Engine, RowMapping
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction, make_transient
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, col
 from sqlmodel import select as select_records
@@ -355,10 +355,8 @@ def note_rows(session: Session, name: str, rows: Iterable[Any], *, new: bool, he
     write through the session: for a statement run on the session's own connection, past its ORM execution.
     Only the rows it returned are noted: a write that changed nothing (an UPDATE matching no row, an INSERT …
     ON CONFLICT DO NOTHING that met its row) notes nothing. The notes are the transaction's, so a savepoint
-    that rolls back drops them as it drops any other (after_transaction_create keeps the notes it began with).
-    The session's objects are another matter: one that :func:`storage.repositories.base.insert_records` made
-    persistent, or that a write past the session brought up to date, is not taken back by a savepoint's rollback
-    as the ORM takes back its own flushes (the product takes no savepoint around them).
+    that rolls back drops them as it drops any other (after_transaction_create keeps the notes it began with),
+    and takes back the session's objects of those rows as the ORM takes back its own flushes (see _take_back).
 
     ``held``: the session holds each row as returned (its object made from it), so a later change to that object
     through the ORM is known without reading the row back at commit."""
@@ -519,13 +517,42 @@ def after_rollback(session: Session) -> None:
     savepoint = session.get_nested_transaction()
     if savepoint is not None:  # what was written since it began is undone; what was before stays
         saved: _Notes | None = session.info.get(_SAVEPOINTS, {}).get(savepoint)
+        undone: _Notes | None = session.info.get(_NOTES)
         if saved is None:
             session.info.pop(_NOTES, None)
         else:
             session.info[_NOTES] = saved
+        if undone is not None:
+            _take_back(session, undone, saved or _Notes())
         return
     session.info.pop(_NOTES, None)
     _forget_pending(session)
+
+
+def _take_back(session: Session, undone: _Notes, saved: _Notes) -> None:
+    """After a savepoint's rollback, the session's objects of the rows written past it since the savepoint began, as
+    the ORM takes back its own flushes: one inserted (storage.repositories.base.insert_records) is no longer held,
+    one updated is expired (read again when next used)."""
+    for record, written in undone.written.items():
+        inserted = written.new and record not in saved.written
+        if not inserted and record not in undone.core_written - saved.core_written:
+            continue
+        held = _held_object(session, record)
+        if held is None:
+            continue
+        if inserted:
+            session.expunge(held)
+            make_transient(held)
+        else:
+            session.expire(held)
+
+
+def _held_object(session: Session, record: Record) -> object | None:
+    table, key = record
+    mapper = inspect_record(AUDITED[table])
+    [column] = mapper.primary_key
+    value: Any = int(key) if column.type.python_type is int else key
+    return session.identity_map.get(mapper.identity_key_from_primary_key((value,)))
 
 
 def after_transaction_end(session: Session, transaction: SessionTransaction) -> None:

@@ -22,6 +22,7 @@ from storage.audit import APPEND_LOCK, AuditedSession, canonical, verify
 from storage.engine import create_engine
 from storage.migrate import upgrade_to_head
 from storage.records import (
+    ActionStatus,
     Approval,
     ApprovalStatus,
     ApprovalVote,
@@ -734,6 +735,33 @@ async def test_a_write_past_the_session_in_a_savepoint_rolled_back_is_not_record
     entries = (await store.entries())[before:]
     assert [(e.record_table, e.record_id) for e in entries] == [("proposed_action", str(action_id))]
     assert '"rationale":"kept"' in entries[0].content
+    await store.intact()
+
+
+async def test_a_savepoint_rolled_back_takes_back_the_objects_of_rows_written_past_the_session(
+    store: Store,
+) -> None:
+    """As the ORM takes back its own flushes: a record inserted in the savepoint is no longer held (its key may
+    be given again), one updated in it is read again as stored; a record the ORM flushed in it is taken back too."""
+    action_id = store.action.id or 0
+    async with store.units() as uow:
+        held = await uow.get(ProposedAction, action_id)
+        assert held is not None
+        status_before = held.status
+        savepoint = await uow.session.begin_nested()
+        added = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
+        flushed = ApprovalVote(approval_id=store.approval.id or 0, user="U0CAROL")
+        uow.session.add(flushed)
+        await uow.session.flush()
+        await uow.runs.set_action_status(action_id, ActionStatus.EXECUTED)
+        assert held.status == ActionStatus.EXECUTED
+        await savepoint.rollback()
+        assert added not in uow.session and flushed not in uow.session
+        await uow.session.refresh(held)
+        assert held.status == status_before
+        again = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
+        assert again.id is not None
+        await uow.commit()
     await store.intact()
 
 
