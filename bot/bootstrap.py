@@ -150,6 +150,9 @@ async def close_or_exit(aios: Aios, grace_seconds: float = 30.0, cancel_seconds:
     that work again and wait for it with no limit, so the process (and its lease with it) would live on and no
     other process could take its work over."""
     if not await aios.close(grace_seconds, cancel_seconds):
+        # Called in a `finally`: the error the process is stopping on, if any, is said here or lost with the exit.
+        if (stopped_by := sys.exc_info()[1]) is not None:
+            log.error("stopped_by_error", exc_info=stopped_by)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_WORK_NOT_ENDED)

@@ -535,7 +535,9 @@ def _take_back(session: Session, undone: _Notes, saved: _Notes) -> None:
     one updated is expired (read again when next used)."""
     for record, written in undone.written.items():
         inserted = written.new and record not in saved.written
-        if not inserted and record not in undone.core_written - saved.core_written:
+        # Each write notes anew (see _note): a note other than the savepoint's own is a write made in it.
+        updated = record in undone.core_written and written is not saved.written.get(record)
+        if not (inserted or updated):
             continue
         held = _held_object(session, record)
         if held is None:

@@ -147,9 +147,9 @@ class Recovery(HandlerBase):
         # duplicate harmless, and the click that approved it may have been handled by a process now gone.
         to_execute = [a for a in unclaimed if command.at_start or run_of[a].id in taken_runs]
         to_replan = [run.id for run in planning if run.id in taken_runs and run.id not in revising]
-        counts = (taken_intents, to_replan, cards, to_execute, taken_executions, clicks)
-        # Every few seconds a sweep usually finds nothing: said at start, or when there is something to carry on.
-        said = log.info if command.at_start or any(counts) else log.debug
+        taken = (taken_intents, taken_runs, taken_executions, taken_clicks, taken_edits)
+        # Every few seconds a sweep usually finds nothing: said at start, or when it took something over.
+        said = log.info if command.at_start or any(taken) else log.debug
         said(
             "recovering",
             intents=len(taken_intents),

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import bindparam, event, make_url, text, update
+from sqlalchemy import bindparam, event, inspect, make_url, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
@@ -747,7 +747,7 @@ async def test_a_savepoint_rolled_back_takes_back_the_objects_of_rows_written_pa
     async with store.units() as uow:
         held = await uow.get(ProposedAction, action_id)
         assert held is not None
-        status_before = held.status
+        await uow.runs.set_action_status(action_id, ActionStatus.APPROVED)  # before: stays
         savepoint = await uow.session.begin_nested()
         added = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
         flushed = ApprovalVote(approval_id=store.approval.id or 0, user="U0CAROL")
@@ -757,8 +757,9 @@ async def test_a_savepoint_rolled_back_takes_back_the_objects_of_rows_written_pa
         assert held.status == ActionStatus.EXECUTED
         await savepoint.rollback()
         assert added not in uow.session and flushed not in uow.session
+        assert "status" in inspect(held).expired_attributes  # read again when next used
         await uow.session.refresh(held)
-        assert held.status == status_before
+        assert held.status == ActionStatus.APPROVED
         again = await uow.add(Decision(action_id=action_id, kind="policy", verdict="ask", actor="policy"))
         assert again.id is not None
         await uow.commit()

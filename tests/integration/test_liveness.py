@@ -284,9 +284,15 @@ async def test_a_long_running_process_whose_work_will_not_end_exits_rather_than_
     stuck.background.spawn(deaf_to_cancellation(let_go), name="deaf")
     await asyncio.sleep(0)
     try:
-        with pytest.raises(Exited) as exited:
-            await close_or_exit(stuck, grace_seconds=0.05, cancel_seconds=0.1)
+        with structlog.testing.capture_logs() as logged, pytest.raises(Exited) as exited:
+            try:
+                raise RuntimeError("the worker's loop failed")
+            finally:  # as the long-running commands call it
+                await close_or_exit(stuck, grace_seconds=0.05, cancel_seconds=0.1)
         assert exited.value.args == (EXIT_WORK_NOT_ENDED,)
+        # The error the process stopped on is said before the exit, which would lose it.
+        [said] = [e for e in logged if e["event"] == "stopped_by_error"]
+        assert "the worker's loop failed" in str(said["exc_info"])
     finally:
         let_go.set()
         await stuck.background.drain()
