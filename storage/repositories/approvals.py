@@ -9,8 +9,6 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import aliased
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 from sqlmodel import col, select
 
 from storage.audit import BOOKKEEPING
@@ -103,13 +101,7 @@ class ApprovalRepository(SessionRepository):
             "spend_hash": params_hash,
             "now": now,
         }
-        spent = await audited_write(self.session, _SPEND, spending)
-        # Written past the session: a capability it holds is brought up to date with the row as spent.
-        for row in spent.returned_defaults_rows or ():
-            held = self.session.identity_map.get(identity_key(Capability, row.id))
-            if held is not None:
-                set_committed_value(held, "spent_at", row.spent_at)
-        return bool(spent.rowcount)
+        return bool((await audited_write(self.session, _SPEND, spending)).rowcount)
 
     async def lock_approval_in_hand(self, approval_id: int) -> ApprovalInHand | None:
         """The approval, fresh and locked as :meth:`lock_approval` has it, with its policy decision, its
@@ -190,16 +182,8 @@ class ApprovalRepository(SessionRepository):
             "set_decided_by": actor,
             "set_decided_at": at,
         }
-        result = await audited_write(self.session, _DECIDE, decided)
-        if not result.rowcount:
-            return False
-        # Written past the session: an approval it holds is brought up to date here, with the row as decided.
-        held = self.session.identity_map.get(identity_key(Approval, approval_id))
-        if held is not None:
-            for row in result.returned_defaults_rows or ():
-                for name, value in row._mapping.items():
-                    set_committed_value(held, name, value)
-        return True
+        # An approval the session holds is brought up to date with the row as decided (see audited_write).
+        return bool((await audited_write(self.session, _DECIDE, decided)).rowcount)
 
     async def unprocessed_clicks(self) -> list[Click]:
         """Clicks stored and acknowledged but never handled (their process stopped), oldest first."""

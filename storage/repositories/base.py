@@ -11,6 +11,7 @@ from sqlalchemy import Column, Connection, CursorResult, Insert, Table, Update, 
 from sqlalchemy import inspect as inspect_record
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,7 +52,8 @@ async def audited_write(
     wrote for the audit as the session's hook would (``storage.audit.note_rows``). What it costs over the bare
     statement is that RETURNING; through the session, the ORM's execution of it and the hook cost more than the
     statement itself. The result keeps its row count and inserted primary key; the rows written are its
-    ``returned_defaults_rows``. No ORM object is touched: the caller brings one the session holds up to date."""
+    ``returned_defaults_rows``. An object the session holds of a row written is brought up to date with it (the
+    statement's values are bound at execution, which the session's own synchronisation cannot read)."""
     # In one pass to the session's synchronous side (not one for its connection and one for the statement).
     return await session.run_sync(_audited_write, statement, params)
 
@@ -65,8 +67,21 @@ def _audited_write(
     if isinstance(statement, Update) and sets_bookkeeping_only(statement, table.name, params):
         return connection.execute(statement, params)  # nothing the chain covers: nothing to note
     result = connection.execute(returning_whole_row(statement, table), params)
-    note_rows(session, table.name, result.returned_defaults_rows or (), new=isinstance(statement, Insert))
+    written = result.returned_defaults_rows or ()
+    note_rows(session, table.name, written, new=isinstance(statement, Insert))
+    _bring_held_up_to_date(session, AUDITED[table.name], written)
     return result
+
+
+def _bring_held_up_to_date(session: Session, model: type[SQLModel], rows: Sequence[Any]) -> None:
+    """Set each row's values, as committed, on the object of it the session holds (if any)."""
+    mapper = inspect_record(model)
+    for row in rows:
+        key = tuple(row._mapping[column.name] for column in mapper.primary_key)
+        held = session.identity_map.get(mapper.identity_key_from_primary_key(key))
+        if held is not None:
+            for attribute in mapper.column_attrs:
+                set_committed_value(held, attribute.key, row._mapping[attribute.columns[0].name])
 
 
 def _flushed_connection(session: Session) -> Connection:

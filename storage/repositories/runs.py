@@ -228,13 +228,8 @@ class RunRepository(SessionRepository):
         action = await self.session.get(ProposedAction, action_id)
         assert action is not None, f"no action {action_id}"
         if action.status != status:
-            moved = await audited_write(
-                self.session, MOVE_ACTION, {"action_id": action_id, "set_status": status}
-            )
-            # Written past the session: the action it holds is brought up to date with the row as written.
-            for row in moved.returned_defaults_rows or ():
-                for name, value in row._mapping.items():
-                    set_committed_value(action, name, value)
+            # The action held is brought up to date with the row as written (see audited_write).
+            await audited_write(self.session, MOVE_ACTION, {"action_id": action_id, "set_status": status})
         await self.refresh_run_status(action.run_id)
         return action
 
