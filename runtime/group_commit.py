@@ -1,17 +1,12 @@
 """Group commit: writes that arrive together share one transaction.
 
 The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its turn
-(the previous batch still committing, or SQLite's writer lock held by other work) join the batch. Once the
-commit has its transaction the batch is closed, and the next caller opens the next one. Every caller gets its
-result only after the commit that holds its write.
+(the previous batch still committing) join the batch. Once the commit has its turn the batch is closed, and the
+next caller opens the next one. Every caller gets its result only after the commit that holds its write.
 
 When a batch's transaction fails, its items are written again one per transaction: one faulty item (text the
 database refuses, say) or a passing fault (a dropped connection) then fails only the callers whose own write
 fails, each with its own error, rather than every caller of the batch.
-
-A batch whose write is one statement (as the writer says) is sent, where the store allows, without a transaction
-around it (see UnitOfWorkFactory.one_statement): the statement is atomic and committed as it returns, and BEGIN
-and COMMIT, a round trip each, are left out.
 """
 
 from __future__ import annotations
@@ -20,8 +15,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-
-from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -38,18 +31,10 @@ class _Batch(Generic[Item, Result]):
 
 class GroupCommit(Generic[Item, Result]):
     def __init__(
-        self,
-        units: UnitOfWorkFactory,
-        write: Callable[[UnitOfWork, list[Item]], Awaitable[list[Result]]],
-        *,
-        one_statement: Callable[[list[Item]], bool] = lambda _items: False,
-        max_batch: int = MAX_BATCH,
+        self, write: Callable[[list[Item]], Awaitable[list[Result]]], *, max_batch: int = MAX_BATCH
     ) -> None:
-        """``one_statement``: whether ``write`` writes these items in one statement, which then needs no
-        transaction of its own."""
-        self._units = units
+        """``write(items)``: the items written in a transaction of its own, committed; a result for each."""
         self._write = write
-        self._one_statement = one_statement
         self._max_batch = max_batch
         self._open: _Batch[Item, Result] | None = None
         self._turn = asyncio.Lock()  # one batch commits at a time, so the next one gathers meanwhile
@@ -91,27 +76,13 @@ class GroupCommit(Generic[Item, Result]):
             _settle(waiter, result)
 
     async def _write_together(self, batch: _Batch[Item, Result]) -> list[Result]:
-        try:
-            async with self._unit(batch.items) as uow:
-                if self._open is batch:
-                    self._open = None  # the transaction is ours: later callers open the next batch
-                results = await self._write(uow, batch.items)
-                await uow.commit()
-        finally:
-            if self._open is batch:  # no transaction was had: the batch is closed all the same
-                self._open = None
-        return results
-
-    def _unit(self, items: list[Item]) -> UnitOfWork:
-        if self._one_statement(items):
-            return self._units.one_statement(urgent=True)
-        return self._units(urgent=True)
+        if self._open is batch:
+            self._open = None  # its turn has come: later callers open the next batch
+        return await self._write(batch.items)
 
     async def _write_alone(self, item: Item) -> Result | Exception:
         try:
-            async with self._unit([item]) as uow:
-                [result] = await self._write(uow, [item])
-                await uow.commit()
+            [result] = await self._write([item])
         except Exception as exc:
             return exc
         return result

@@ -3,24 +3,39 @@ gets its ack."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection
 
 from runtime.group_commit import GroupCommit
 from runtime.observability import INTENTS
-from storage.records import ActionEdit, Approval, ApprovalStatus, Click, Intent, IntentStatus, utcnow
+from storage.multirow import MultiRowInsert
+from storage.records import ActionEdit, Approval, ApprovalStatus, Click, Intent, IntentStatus, Once, utcnow
 from storage.text import storable
-from storage.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from storage.unit_of_work import UnitOfWorkFactory
 
 # Every intent belongs to a team (the memory and budget tenant); payloads without one share this one.
 DEFAULT_TEAM = "default"
-# A Core INSERT into the table, built once: a model instance per intent, or the ORM's bulk INSERT of the model,
-# costs more than the write (intents are not audited).
-_INTENTS: Table = Intent.__table__  # type: ignore[attr-defined]
-_INSERT_INTENTS = insert(_INTENTS).returning(_INTENTS.c.id, sort_by_parameter_order=True)
+_INTENT_COLUMNS = (
+    "source", "team_id", "channel", "thread_ts", "user", "text", "message_ts", "status", "created_at", "owner",
+)  # fmt: skip
+# What tells the rows of a batch apart, handed back with each one's id: the batch's rows differ in nothing else
+# (one time, one status, one owner), and rows alike in all of it are alike, whichever id each caller gets.
+_TELLING_APART = ("source", "team_id", "channel", "thread_ts", "user", "text", "message_ts")
+_INSERT_INTENTS = MultiRowInsert(
+    Intent.__table__,  # type: ignore[attr-defined]
+    _INTENT_COLUMNS,
+    ("id", *_TELLING_APART),
+)
+_CLAIM_KEYS = MultiRowInsert(
+    Once.__table__,  # type: ignore[attr-defined]
+    ("key", "created_at"),
+    ("key",),
+    skip_conflicts=True,
+)
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,9 @@ class IntentInbox:
     def __init__(self, units: UnitOfWorkFactory, owner: int | None) -> None:
         """``owner``: the lease of the process that plans what it accepts, or None when a worker takes
         each intent from the store."""
+        self._units = units
         self._owner = owner
-        self._batches: GroupCommit[IncomingIntent, int | None] = GroupCommit(
-            units, self._store, one_statement=_one_insert
-        )
+        self._batches: GroupCommit[IncomingIntent, int | None] = GroupCommit(self._store)
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
         """The stored intent's id, once it is committed; None when this delivery was seen before (a Slack
@@ -56,23 +70,42 @@ class IntentInbox:
             INTENTS.labels(source=incoming.source).inc()
         return intent_id
 
-    async def _store(self, uow: UnitOfWork, batch: list[IncomingIntent]) -> list[int | None]:
-        return await store_intents(uow, batch, self._owner)
+    async def _store(self, batch: list[IncomingIntent]) -> list[int | None]:
+        # A batch with no delivery key to claim (slash commands carry none) is one INSERT.
+        one_statement = all(incoming.delivery_key is None for incoming in batch)
+        return await self._units.on_connection(
+            functools.partial(store_intents, batch=batch, owner=self._owner),
+            one_statement=one_statement,
+            urgent=True,
+        )
 
 
-async def store_intents(
-    uow: UnitOfWork, batch: Sequence[IncomingIntent], owner: int | None
+def store_intents(
+    connection: Connection, batch: Sequence[IncomingIntent], owner: int | None
 ) -> list[int | None]:
-    """Add the intents, each with its delivery key claimed in the same transaction, in one INSERT; each one's id,
-    or None for a delivery seen before. What no database keeps (a NUL character, a lone surrogate) is taken out of
-    each text, so that a message carrying one is still stored rather than refused by the database."""
-    rows: list[dict[str, Any] | None] = []
+    """Add the intents, each with its delivery key claimed in the same transaction: a statement for the keys, one
+    for the intents. Each one's id, or None for a delivery seen before (in an earlier batch, or earlier in this
+    one). What no database keeps (a NUL character, a lone surrogate) is taken out of each text, so that a message
+    carrying one is still stored rather than refused by the database."""
     now = utcnow()
-    for incoming in batch:
-        key = incoming.delivery_key
-        if key is not None and not await uow.first_time(f"slack-event:{storable(key)}"):
-            rows.append(None)
-            continue
+    keys = [
+        None if incoming.delivery_key is None else f"slack-event:{storable(incoming.delivery_key)}"
+        for incoming in batch
+    ]
+    claimed = {
+        key
+        for (key,) in _CLAIM_KEYS(
+            connection,
+            [{"key": key, "created_at": now} for key in dict.fromkeys(k for k in keys if k is not None)],
+        )
+    }
+    rows: list[dict[str, Any] | None] = []
+    for incoming, key in zip(batch, keys, strict=True):
+        if key is not None:
+            if key not in claimed:
+                rows.append(None)
+                continue
+            claimed.discard(key)  # the same delivery again in this batch is a duplicate
         rows.append(
             {
                 "source": storable(incoming.source),
@@ -87,18 +120,12 @@ async def store_intents(
                 "owner": owner,
             }
         )
-    fresh = [row for row in rows if row is not None]
-    if not fresh:
-        return [None] * len(rows)
-    ids = iter((await uow.session.exec(_INSERT_INTENTS, params=fresh)).scalars().all())
-    return [next(ids) if row is not None else None for row in rows]
-
-
-def _one_insert(batch: list[IncomingIntent]) -> bool:
-    """Whether :func:`store_intents` stores the batch in one statement: its INSERT alone, with no delivery key to
-    claim (slash commands carry none) in the same transaction. One INSERT on PostgreSQL for a batch of up to
-    MAX_BATCH rows: SQLAlchemy sends up to 1,000 rows in each."""
-    return all(incoming.delivery_key is None for incoming in batch)
+    ids: dict[tuple[Any, ...], list[int]] = {}
+    for intent_id, *telling in _INSERT_INTENTS(connection, [row for row in rows if row is not None]):
+        ids.setdefault(tuple(telling), []).append(intent_id)
+    return [
+        None if row is None else ids[tuple(row[column] for column in _TELLING_APART)].pop() for row in rows
+    ]
 
 
 def _storable_or_none(text: str | None) -> str | None:
