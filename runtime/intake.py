@@ -4,6 +4,7 @@ gets its ack."""
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +97,8 @@ def store_intents(
         key
         for (key,) in _CLAIM_KEYS(
             connection,
-            [{"key": key, "created_at": now} for key in dict.fromkeys(k for k in keys if k is not None)],
+            # In one order for every replica: two claiming the same keys never wait on each other in a cycle.
+            [{"key": key, "created_at": now} for key in sorted({k for k in keys if k is not None})],
         )
     }
     rows: list[dict[str, Any] | None] = []
@@ -120,12 +122,27 @@ def store_intents(
                 "owner": owner,
             }
         )
-    ids: dict[tuple[Any, ...], list[int]] = {}
-    for intent_id, *telling in _INSERT_INTENTS(connection, [row for row in rows if row is not None]):
-        ids.setdefault(tuple(telling), []).append(intent_id)
-    return [
-        None if row is None else ids[tuple(row[column] for column in _TELLING_APART)].pop() for row in rows
-    ]
+    fresh = [row for row in rows if row is not None]
+    ids = iter(_ids_of(fresh, _INSERT_INTENTS(connection, fresh)))
+    return [None if row is None else next(ids) for row in rows]
+
+
+def _ids_of(rows: list[dict[str, Any]], returned: list[tuple[Any, ...]]) -> list[int]:
+    """The id of each row, from what its INSERT handed back (the id and the columns that tell rows apart, in no
+    set order). It must not fail: on PostgreSQL a batch of slash commands is committed as its INSERT returns, and
+    a failure here would have its intents stored again, one by one. A row whose columns came back other than as
+    given (a value the database shortened, say) gets one of the ids left over, in order."""
+    if len(rows) == 1 and len(returned) == 1:
+        return [int(returned[0][0])]
+    alike: dict[tuple[Any, ...], deque[int]] = {}
+    for intent_id, *telling in sorted(returned, key=lambda row: int(row[0])):
+        alike.setdefault(tuple(telling), deque()).append(int(intent_id))
+    ids: list[int | None] = []
+    for row in rows:
+        same = alike.get(tuple(row[column] for column in _TELLING_APART))
+        ids.append(same.popleft() if same else None)
+    left_over = iter(sorted(intent_id for same in alike.values() for intent_id in same))
+    return [next(left_over) if intent_id is None else intent_id for intent_id in ids]
 
 
 def _storable_or_none(text: str | None) -> str | None:

@@ -333,17 +333,12 @@ def store_reader(engine: AsyncEngine) -> Callable[[], Awaitable[str]]:
     return read_file
 
 
-def session_factory(
-    engine: AsyncEngine, *, read_only: bool = False, autocommit: bool = False
-) -> async_sessionmaker[AsyncSession]:
+def session_factory(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
     """Sessions on ``engine``; ``read_only``: for transactions that only read (SQLite begins them deferred,
     without the write lock; PostgreSQL begins them REPEATABLE READ READ ONLY, so that a write in one fails and
-    its reads, however many, see one snapshot as they do on SQLite); ``autocommit``: each statement committed
-    as it returns, with no BEGIN or COMMIT sent (PostgreSQL's autocommit mode)."""
+    its reads, however many, see one snapshot as they do on SQLite)."""
     if read_only:
         engine = read_only_engine(engine)
-    elif autocommit:
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     # Every commit appends its audited writes to the audit chain, in the same transaction.
     return async_sessionmaker(
         engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=AuditedSession

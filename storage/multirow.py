@@ -27,8 +27,8 @@ class MultiRowInsert:
         self._columns = tuple(columns)
         self._returning = tuple(returning)
         self._skip_conflicts = skip_conflicts
-        # (dialect name, row count) → the SQL and, for each parameter in it, its row and column.
-        self._compiled: dict[tuple[str, int], tuple[str, list[tuple[int, str]], bool]] = {}
+        # (dialect, paramstyle, row count) → the SQL and, for each parameter in it, its row and column.
+        self._compiled: dict[tuple[str, str, int], tuple[str, list[tuple[int, str]], bool]] = {}
         self._processors: dict[str, dict[str, Callable[[Any], Any] | None]] = {}
 
     def __call__(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
@@ -52,7 +52,7 @@ class MultiRowInsert:
         return [tuple(row) for row in connection.exec_driver_sql(sql, parameters).all()]
 
     def _statement(self, dialect: Dialect, count: int) -> tuple[str, list[tuple[int, str]], bool]:
-        key = (dialect.name, count)
+        key = (dialect.name, dialect.paramstyle, count)
         if key not in self._compiled:
             statement = self._insert(dialect.name).values(
                 [{column: bindparam(f"r{row}_{column}") for column in self._columns} for row in range(count)]
@@ -83,7 +83,10 @@ class MultiRowInsert:
 
     def _bind_processors(self, dialect: Dialect) -> dict[str, Callable[[Any], Any] | None]:
         if dialect.name not in self._processors:
+            # The dialect's own form of each type (SQLite's DATETIME, say, which writes its own text), as
+            # SQLAlchemy binds it: the generic type's processor would leave that to the driver.
             self._processors[dialect.name] = {
-                column: self._table.c[column].type.bind_processor(dialect) for column in self._columns
+                column: self._table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+                for column in self._columns
             }
         return self._processors[dialect.name]

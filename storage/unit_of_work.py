@@ -406,15 +406,18 @@ class UnitOfWorkFactory:
         a session is a hop of its own, and it begins, flushes, commits and closes through the ORM's machinery; a
         batch of one intent cost some 1.2 ms of CPU that way, most of an ack's own cost. ``one_statement``: ``write``
         sends one statement, which PostgreSQL then gets without BEGIN and COMMIT (a round trip each): a statement is
-        atomic on its own, and committed (durably, with synchronous_commit on) once it returns."""
+        atomic on its own, and committed (durably, with synchronous_commit on) once it returns; nothing ``write``
+        does after it may fail. Not for audited tables: nothing here appends to the audit chain."""
         if self._engine is None or self._statement_engine is None:
             raise RuntimeError("a unit of work factory made without its engine has no connections to lend")
         engine = self._statement_engine if one_statement else self._engine
         if self._writer_lock is not None:
             await self._writer_lock.acquire(urgent=urgent)
+        global _commits
         try:
             return await greenlet_spawn(_in_transaction, engine.sync_engine, write)
         finally:
+            _commits += 1  # as UnitOfWork.commit counts: answers read before it may be out of date
             if self._writer_lock is not None:
                 self._writer_lock.release()
 

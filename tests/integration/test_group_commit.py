@@ -6,6 +6,7 @@ once within a batch and across them."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
 from runtime.group_commit import MAX_BATCH, GroupCommit
-from runtime.intake import IncomingIntent, IntentInbox
+from runtime.intake import _TELLING_APART, IncomingIntent, IntentInbox, _ids_of
 from storage.engine import create_engine
 from storage.multirow import MultiRowInsert
 from storage.records import Intent, Once, utcnow
@@ -232,3 +233,54 @@ async def test_a_cancelled_caller_does_not_stop_the_others_commit(units: UnitOfW
     with pytest.raises(asyncio.CancelledError):
         await opener
     assert "joiner" in await stored_texts(units)
+
+
+async def test_intents_stored_together_keep_their_times_as_every_other_row_is_kept(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    inbox = IntentInbox(units, owner=None)
+    await asyncio.gather(inbox.accept(incoming("a")), inbox.accept(incoming("b", key="Ev1")))
+    async with units() as uow:
+        await uow.first_time("through the session")
+        await uow.commit()
+    async with engine.connect() as connection:
+        kept = (
+            await connection.execute(
+                text("SELECT created_at FROM intent UNION ALL SELECT created_at FROM once")
+            )
+        ).all()
+    written = [row[0] for row in kept]
+    if (
+        engine.dialect.name == "sqlite"
+    ):  # text, compared as text: one form for every row ('…:19.000000', no '+00:00')
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", value) for value in written), (
+            written
+        )
+    else:
+        assert all(value.tzinfo is not None for value in written), written
+
+
+def test_each_row_gets_its_own_id_whatever_order_they_come_back_in() -> None:
+    def row(text: str, user: str = "U1") -> dict[str, Any]:
+        return {
+            "source": "slash", "team_id": "T1", "channel": "C1", "thread_ts": None,
+            "user": user, "text": text, "message_ts": None,
+        }  # fmt: skip
+
+    def back(intent_id: int, stored: dict[str, Any]) -> tuple[Any, ...]:
+        return (intent_id, *(stored[column] for column in _TELLING_APART))
+
+    rows = [row("same"), row("other"), row("same"), row("same", user="U2")]
+    returned = [back(13, rows[3]), back(12, rows[2]), back(11, rows[1]), back(10, rows[0])]
+    # Rows alike get their ids in the order they came; each other row its own.
+    assert _ids_of(rows, returned) == [10, 11, 12, 13]
+    # A value that came back other than as given (shortened by the database, say) fails nothing: that row gets
+    # the id left over.
+    shortened = dict(rows[1], channel="C")
+    assert _ids_of(rows, [back(10, rows[0]), back(11, shortened), back(12, rows[2]), back(13, rows[3])]) == [
+        10,
+        11,
+        12,
+        13,
+    ]
+    assert _ids_of([row("alone")], [back(7, row("came back otherwise"))]) == [7]
