@@ -1,8 +1,9 @@
 """Group commit: writes that arrive together share one transaction.
 
-The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its turn
-(the previous batch still committing) join the batch. Once the commit has its turn the batch is closed, and the
-next caller opens the next one. Every caller gets its result only after the commit that holds its write.
+The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its
+transaction (another batch, or other work, holding SQLite's writer lock; a pooled connection) join the batch. The
+write takes the batch once its transaction is had, which closes it: the next caller opens the next one, whose
+commit then waits its own turn. Every caller gets its result only after the commit that holds its write.
 
 When a batch's transaction fails, its items are written again one per transaction: one faulty item (text the
 database refuses, say) or a passing fault (a dropped connection) then fails only the callers whose own write
@@ -31,13 +32,16 @@ class _Batch(Generic[Item, Result]):
 
 class GroupCommit(Generic[Item, Result]):
     def __init__(
-        self, write: Callable[[list[Item]], Awaitable[list[Result]]], *, max_batch: int = MAX_BATCH
+        self,
+        write: Callable[[Callable[[], list[Item]]], Awaitable[list[Result]]],
+        *,
+        max_batch: int = MAX_BATCH,
     ) -> None:
-        """``write(items)``: the items written in a transaction of its own, committed; a result for each."""
+        """``write(take)``: the items ``take()`` returns written in a transaction of its own, committed, and a
+        result for each; ``take`` is called once, as soon as that transaction is had, and closes the batch."""
         self._write = write
         self._max_batch = max_batch
         self._open: _Batch[Item, Result] | None = None
-        self._turn = asyncio.Lock()  # one batch commits at a time, so the next one gathers meanwhile
         self._commits: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
@@ -56,33 +60,35 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _commit(self, batch: _Batch[Item, Result]) -> None:
         try:
-            async with self._turn:
-                try:
-                    results = await self._write_together(batch)
-                except Exception as exc:
-                    if len(batch.items) == 1:
-                        _settle(batch.waiters[0], exc)
-                        return
-                    for item, waiter in zip(batch.items, batch.waiters, strict=True):
-                        _settle(waiter, await self._write_alone(item))
+            try:
+                results = await self._write(lambda: self._take(batch))
+            except Exception as exc:
+                self._close(batch)
+                if len(batch.items) == 1:
+                    _settle(batch.waiters[0], exc)
                     return
+                for item, waiter in zip(batch.items, batch.waiters, strict=True):
+                    _settle(waiter, await self._write_alone(item))
+                return
         except BaseException:  # the process is stopping
-            if self._open is batch:
-                self._open = None
+            self._close(batch)
             for waiter in batch.waiters:
                 waiter.cancel()
             raise
         for waiter, result in zip(batch.waiters, results, strict=True):
             _settle(waiter, result)
 
-    async def _write_together(self, batch: _Batch[Item, Result]) -> list[Result]:
+    def _take(self, batch: _Batch[Item, Result]) -> list[Item]:
+        self._close(batch)
+        return list(batch.items)
+
+    def _close(self, batch: _Batch[Item, Result]) -> None:
         if self._open is batch:
-            self._open = None  # its turn has come: later callers open the next batch
-        return await self._write(batch.items)
+            self._open = None  # later callers open the next batch
 
     async def _write_alone(self, item: Item) -> Result | Exception:
         try:
-            [result] = await self._write([item])
+            [result] = await self._write(lambda: [item])
         except Exception as exc:
             return exc
         return result

@@ -3,9 +3,8 @@ gets its ack."""
 
 from __future__ import annotations
 
-import functools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,13 +70,11 @@ class IntentInbox:
             INTENTS.labels(source=incoming.source).inc()
         return intent_id
 
-    async def _store(self, batch: list[IncomingIntent]) -> list[int | None]:
-        # A batch with no delivery key to claim (slash commands carry none) is one INSERT.
-        one_statement = all(incoming.delivery_key is None for incoming in batch)
+    async def _store(self, take: Callable[[], list[IncomingIntent]]) -> list[int | None]:
+        # Taken once the transaction is had: on SQLite the acks that arrive while it waits for the writer lock
+        # (behind the planning's work) join it.
         return await self._units.on_connection(
-            functools.partial(store_intents, batch=batch, owner=self._owner),
-            one_statement=one_statement,
-            urgent=True,
+            lambda connection: store_intents(connection, take(), self._owner), urgent=True
         )
 
 

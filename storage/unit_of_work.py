@@ -376,13 +376,6 @@ class UnitOfWorkFactory:
         self._read_sessions = read_sessions
         self._writer_lock = WriterLock() if serialise else None
         self._engine = engine
-        # PostgreSQL sends a write of one statement in autocommit mode (see on_connection); SQLite, in
-        # WAL mode, commits a statement alone no cheaper than in the BEGIN IMMEDIATE its writers take.
-        self._statement_engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine is not None and engine.dialect.name == "postgresql"
-            else engine
-        )
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine) -> UnitOfWorkFactory:
@@ -396,26 +389,21 @@ class UnitOfWorkFactory:
     def __call__(self, *, urgent: bool = False) -> UnitOfWork:
         return UnitOfWork(self._sessions, self._writer_lock, urgent=urgent)
 
-    async def on_connection(
-        self, write: Callable[[Connection], Written], *, one_statement: bool = False, urgent: bool = False
-    ) -> Written:
+    async def on_connection(self, write: Callable[[Connection], Written], *, urgent: bool = False) -> Written:
         """``write(connection)``, a synchronous function of a Core connection, run in a transaction of its own,
-        committed as it returns (rolled back if it raises), in one hop into SQLAlchemy's greenlet.
+        begun before it is called and committed as it returns (rolled back if it raises), in one hop into
+        SQLAlchemy's greenlet. Not for audited tables: nothing here appends to the audit chain.
 
         For the write an ack waits on (a batch of intents): there a session costs more than the write. Each call to
         a session is a hop of its own, and it begins, flushes, commits and closes through the ORM's machinery; a
-        batch of one intent cost some 1.2 ms of CPU that way, most of an ack's own cost. ``one_statement``: ``write``
-        sends one statement, which PostgreSQL then gets without BEGIN and COMMIT (a round trip each): a statement is
-        atomic on its own, and committed (durably, with synchronous_commit on) once it returns; nothing ``write``
-        does after it may fail. Not for audited tables: nothing here appends to the audit chain."""
-        if self._engine is None or self._statement_engine is None:
+        batch of one intent cost some 1.2 ms of CPU that way, most of an ack's own cost."""
+        if self._engine is None:
             raise RuntimeError("a unit of work factory made without its engine has no connections to lend")
-        engine = self._statement_engine if one_statement else self._engine
         if self._writer_lock is not None:
             await self._writer_lock.acquire(urgent=urgent)
         global _commits
         try:
-            return await greenlet_spawn(_in_transaction, engine.sync_engine, write)
+            return await greenlet_spawn(_in_transaction, self._engine.sync_engine, write)
         finally:
             _commits += 1  # as UnitOfWork.commit counts: answers read before it may be out of date
             if self._writer_lock is not None:
