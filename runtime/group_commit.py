@@ -1,9 +1,11 @@
 """Group commit: writes that arrive together share one transaction.
 
 The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its
-transaction (another batch, or other work, holding SQLite's writer lock; a pooled connection) join the batch. The
-write takes the batch once its transaction is had, which closes it: the next caller opens the next one, whose
-commit then waits its own turn. Every caller gets its result only after the commit that holds its write.
+transaction join the batch. The write takes the batch once its transaction is had, which closes it: the next caller
+opens the next one. Batches commit one at a time, the next gathering while the one before commits, unless the
+store lines its writers up itself (SQLite's writer lock, which hands itself to these writes before other work):
+there a batch waits on that lock at once, and gathers meanwhile. Every caller gets its result only after the
+commit that holds its write.
 
 When a batch's transaction fails, its items are written again one per transaction: one faulty item (text the
 database refuses, say) or a passing fault (a dropped connection) then fails only the callers whose own write
@@ -13,6 +15,7 @@ fails, each with its own error, rather than every caller of the batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -36,11 +39,14 @@ class GroupCommit(Generic[Item, Result]):
         write: Callable[[Callable[[], list[Item]]], Awaitable[list[Result]]],
         *,
         max_batch: int = MAX_BATCH,
+        one_at_a_time: bool = True,
     ) -> None:
         """``write(take)``: the items ``take()`` returns written in a transaction of its own, committed, and a
-        result for each; ``take`` is called once, as soon as that transaction is had, and closes the batch."""
+        result for each; ``take`` is called once, as soon as that transaction is had, and closes the batch.
+        ``one_at_a_time``: False where ``write`` waits in line for its transaction anyway."""
         self._write = write
         self._max_batch = max_batch
+        self._turn = asyncio.Lock() if one_at_a_time else contextlib.nullcontext()
         self._open: _Batch[Item, Result] | None = None
         self._commits: set[asyncio.Task[None]] = set()
 
@@ -60,16 +66,17 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _commit(self, batch: _Batch[Item, Result]) -> None:
         try:
-            try:
-                results = await self._write(lambda: self._take(batch))
-            except Exception as exc:
-                self._close(batch)
-                if len(batch.items) == 1:
-                    _settle(batch.waiters[0], exc)
+            async with self._turn:
+                try:
+                    results = await self._write(lambda: self._take(batch))
+                except Exception as exc:
+                    self._close(batch)
+                    if len(batch.items) == 1:
+                        _settle(batch.waiters[0], exc)
+                        return
+                    for item, waiter in zip(batch.items, batch.waiters, strict=True):
+                        _settle(waiter, await self._write_alone(item))
                     return
-                for item, waiter in zip(batch.items, batch.waiters, strict=True):
-                    _settle(waiter, await self._write_alone(item))
-                return
         except BaseException:  # the process is stopping
             self._close(batch)
             for waiter in batch.waiters:
