@@ -128,9 +128,8 @@ def store_intents(
 
 def _ids_of(rows: list[dict[str, Any]], returned: list[tuple[Any, ...]]) -> list[int]:
     """The id of each row, from what its INSERT handed back (the id and the columns that tell rows apart, in no
-    set order). It must not fail: on PostgreSQL a batch of slash commands is committed as its INSERT returns, and
-    a failure here would have its intents stored again, one by one. A row whose columns came back other than as
-    given (a value the database shortened, say) gets one of the ids left over, in order."""
+    set order). A row whose columns came back other than as given (a value the database shortened, say) gets one
+    of the ids left over, in order, rather than failing its batch."""
     if len(rows) == 1 and len(returned) == 1:
         return [int(returned[0][0])]
     alike: dict[tuple[Any, ...], deque[int]] = {}
