@@ -1,11 +1,11 @@
 """Group commit: writes that arrive together share one transaction.
 
-The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its
-transaction join the batch. The write takes the batch once its transaction is had, which closes it: the next caller
-opens the next one. Batches commit one at a time, the next gathering while the one before commits, unless the
-store lines its writers up itself (SQLite's writer lock, which hands itself to these writes before other work):
-there a batch waits on that lock at once, and gathers meanwhile. Every caller gets its result only after the
-commit that holds its write.
+The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its turn
+(the previous batch still committing) or for its transaction (SQLite's writer lock held by other work) join the
+batch. The write takes the batch once its transaction is had, which closes it: the next caller opens the next one.
+Batches commit one at a time, so that on SQLite other work waiting for the writer lock has it between two (acks
+go first, but a steady stream of them does not keep the planning from the store for good). Every caller gets its
+result only after the commit that holds its write.
 
 When a batch's transaction fails, its items are written again one per transaction: one faulty item (text the
 database refuses, say) or a passing fault (a dropped connection) then fails only the callers whose own write
@@ -15,7 +15,6 @@ fails, each with its own error, rather than every caller of the batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -39,14 +38,12 @@ class GroupCommit(Generic[Item, Result]):
         write: Callable[[Callable[[], list[Item]]], Awaitable[list[Result]]],
         *,
         max_batch: int = MAX_BATCH,
-        one_at_a_time: bool = True,
     ) -> None:
         """``write(take)``: the items ``take()`` returns written in a transaction of its own, committed, and a
-        result for each; ``take`` is called once, as soon as that transaction is had, and closes the batch.
-        ``one_at_a_time``: False where ``write`` waits in line for its transaction anyway."""
+        result for each; ``take`` is called once, as soon as that transaction is had, and closes the batch."""
         self._write = write
         self._max_batch = max_batch
-        self._turn = asyncio.Lock() if one_at_a_time else contextlib.nullcontext()
+        self._turn = asyncio.Lock()  # one batch commits at a time, so the next one gathers meanwhile
         self._open: _Batch[Item, Result] | None = None
         self._commits: set[asyncio.Task[None]] = set()
 
@@ -82,6 +79,12 @@ class GroupCommit(Generic[Item, Result]):
             for waiter in batch.waiters:
                 waiter.cancel()
             raise
+        self._close(batch)  # a write that never took it: later callers must not join it
+        if len(results) != len(batch.waiters):
+            lost = RuntimeError(f"a write of {len(batch.waiters)} items gave {len(results)} results")
+            for waiter in batch.waiters:
+                _settle(waiter, lost)
+            return
         for waiter, result in zip(batch.waiters, results, strict=True):
             _settle(waiter, result)
 

@@ -60,9 +60,7 @@ class IntentInbox:
         each intent from the store."""
         self._units = units
         self._owner = owner
-        self._batches: GroupCommit[IncomingIntent, int | None] = GroupCommit(
-            self._store, one_at_a_time=not units.lines_writers_up
-        )
+        self._batches: GroupCommit[IncomingIntent, int | None] = GroupCommit(self._store)
 
     async def accept(self, incoming: IncomingIntent) -> int | None:
         """The stored intent's id, once it is committed; None when this delivery was seen before (a Slack

@@ -389,11 +389,6 @@ class UnitOfWorkFactory:
     def __call__(self, *, urgent: bool = False) -> UnitOfWork:
         return UnitOfWork(self._sessions, self._writer_lock, urgent=urgent)
 
-    @property
-    def lines_writers_up(self) -> bool:
-        """Whether this process's writers wait for each other here (SQLite), urgent ones first."""
-        return self._writer_lock is not None
-
     async def on_connection(self, write: Callable[[Connection], Written], *, urgent: bool = False) -> Written:
         """``write(connection)``, a synchronous function of a Core connection, run in a transaction of its own,
         begun before it is called and committed as it returns (rolled back if it raises), in one hop into

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, event, insert, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -303,3 +305,77 @@ async def test_acks_arriving_while_other_work_holds_the_writer_lock_share_the_wa
     ids = await asyncio.gather(*first, *then)
     assert None not in ids and len(set(ids)) == 6
     assert len(commits) == 1  # not a second batch waiting for the lock after the first, behind other work
+
+
+_TELLING = st.fixed_dictionaries(
+    {
+        "source": st.sampled_from(["slash", "mention"]),
+        "team_id": st.just("T1"),
+        "channel": st.sampled_from(["C1", "C2"]),
+        "thread_ts": st.sampled_from([None, "1.0"]),
+        "user": st.sampled_from(["U1", "U2"]),
+        "text": st.sampled_from(["a", "b", ""]),
+        "message_ts": st.sampled_from([None, "2.0"]),
+    }
+)
+
+
+@given(rows=st.lists(_TELLING, min_size=1, max_size=12), order=st.randoms(use_true_random=False))
+def test_ids_handed_back_in_any_order_each_go_to_a_row_that_was_stored_with_it(
+    rows: list[dict[str, Any]], order: Any
+) -> None:
+    stored = {100 + n: row for n, row in enumerate(rows)}  # as the database numbered them, in VALUES order
+    returned = [(intent_id, *(row[c] for c in _TELLING_APART)) for intent_id, row in stored.items()]
+    order.shuffle(returned)
+    ids = _ids_of(rows, returned)
+    assert sorted(ids) == sorted(stored)  # each id once
+    assert all(stored[intent_id] == row for intent_id, row in zip(ids, rows, strict=True))
+    # Rows alike get their ids in the order they came.
+    for row in rows:
+        alike = [intent_id for intent_id, given in zip(ids, rows, strict=True) if given == row]
+        assert alike == sorted(alike)
+
+
+async def test_a_steady_stream_of_acks_leaves_other_work_its_turn_at_the_writer_lock(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's writers take no lock of this process")
+    inbox = IntentInbox(units, owner=None)
+    streaming = True
+    sent: list[asyncio.Future[int | None]] = []
+
+    async def stream() -> None:
+        while streaming:
+            sent.append(asyncio.ensure_future(inbox.accept(incoming(f"ack {len(sent)}"))))
+            await asyncio.sleep(0)  # as fast as the loop turns: a batch always waiting
+
+    async def planning() -> None:
+        async with units() as uow:  # waits for the writer lock behind the acks, which go first
+            await uow.first_time("planned")
+            await uow.commit()
+
+    acks = asyncio.ensure_future(stream())
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await planning()  # had the lock between two batches, while the acks went on
+    streaming = False
+    await acks
+    assert None not in await asyncio.gather(*sent)
+
+
+async def test_a_write_that_never_took_its_batch_fails_its_callers_and_not_the_next(
+    units: UnitOfWorkFactory,
+) -> None:
+    async def write(take: Callable[[], list[int]]) -> list[int]:
+        return []  # took nothing, gave nothing
+
+    batches: GroupCommit[int, int] = GroupCommit(write)
+    with pytest.raises(RuntimeError, match="gave 0 results"):
+        await batches.submit(1)
+
+    async def taking(take: Callable[[], list[int]]) -> list[int]:
+        return take()
+
+    batches._write = taking  # the next batch, written as it should be
+    assert await batches.submit(2) == 2
