@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 
+from storage.repositories.base import insert_or_nothing
+
 
 class MultiRowInsert:
     """``INSERT INTO table (columns) VALUES (…), (…) [ON CONFLICT DO NOTHING] RETURNING returning``."""
@@ -57,8 +59,6 @@ class MultiRowInsert:
             statement = self._insert(dialect.name).values(
                 [{column: bindparam(f"r{row}_{column}") for column in self._columns} for row in range(count)]
             )
-            if self._skip_conflicts:
-                statement = statement.on_conflict_do_nothing()  # type: ignore[attr-defined]
             statement = statement.returning(*(self._table.c[column] for column in self._returning))
             compiled = statement.compile(dialect=dialect)
             names = compiled.positiontup if compiled.positiontup is not None else list(compiled.binds)
@@ -70,16 +70,7 @@ class MultiRowInsert:
         return self._compiled[key]
 
     def _insert(self, dialect_name: str) -> Insert:
-        if not self._skip_conflicts:
-            return insert(self._table)
-        # Imported here: the PostgreSQL dialect is slow to import, and a store on SQLite never needs it.
-        if dialect_name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(self._table)
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(self._table)
+        return insert_or_nothing(self._table, dialect_name) if self._skip_conflicts else insert(self._table)
 
     def _bind_processors(self, dialect: Dialect) -> dict[str, Callable[[Any], Any] | None]:
         if dialect.name not in self._processors:

@@ -171,14 +171,14 @@ async def _insert_unless_conflicting(
     session: AsyncSession, model: type[SQLModel], values: dict[str, Any]
 ) -> CursorResult[Any]:
     table: Table = model.__table__  # type: ignore[attr-defined]
-    statement = _insert_or_nothing(table, dialect_of(session))
+    statement = insert_or_nothing(table, dialect_of(session))
     if table.name in AUDITED:
         return await audited_write(session, statement, values)
     return await (await core_connection(session)).execute(statement, values)
 
 
 @cache
-def _insert_or_nothing(table: Table, dialect: str) -> Insert:
+def insert_or_nothing(table: Table, dialect: str) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING into the table, its columns those of the parameters it is executed with.
     Built once per table: a statement remembers its cache key, so each execution skips building it and walking
     it for that key."""
