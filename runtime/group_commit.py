@@ -2,7 +2,8 @@
 
 The first caller opens a batch and starts its commit; callers that arrive while that commit waits for its turn
 (the previous batch still committing) or for its transaction (SQLite's writer lock held by other work) join the
-batch. The write takes the batch once its transaction is had, which closes it: the next caller opens the next one.
+batch. The write takes the batch when it is ready to write it (where writers wait for a lock, once it has it),
+which closes it: the next caller opens the next one.
 Batches commit one at a time, so that on SQLite other work waiting for the writer lock has it between two (acks
 go first, but a steady stream of them does not keep the planning from the store for good). Every caller gets its
 result only after the commit that holds its write.
@@ -40,7 +41,8 @@ class GroupCommit(Generic[Item, Result]):
         max_batch: int = MAX_BATCH,
     ) -> None:
         """``write(take)``: the items ``take()`` returns written in a transaction of its own, committed, and a
-        result for each; ``take`` is called once, as soon as that transaction is had, and closes the batch."""
+        result for each; ``take`` is called once, when the write is ready for the items (where writers wait for a
+        lock, as soon as it has it), and closes the batch."""
         self._write = write
         self._max_batch = max_batch
         self._turn = asyncio.Lock()  # one batch commits at a time, so the next one gathers meanwhile

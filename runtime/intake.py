@@ -71,10 +71,19 @@ class IntentInbox:
         return intent_id
 
     async def _store(self, take: Callable[[], list[IncomingIntent]]) -> list[int | None]:
-        # Taken once the transaction is had: on SQLite the acks that arrive while it waits for the writer lock
-        # (behind the planning's work) join it.
+        if self._units.writers_take_turns:
+            # Taken once the transaction is had: on SQLite the acks that arrive while it waits for the writer
+            # lock (behind the planning's work) join it.
+            return await self._units.on_connection(
+                lambda connection: store_intents(connection, take(), self._owner), urgent=True
+            )
+        batch = take()
+        # Without delivery keys to claim (slash commands), the batch is the one INSERT of its intents.
+        keyless = all(incoming.delivery_key is None for incoming in batch)
         return await self._units.on_connection(
-            lambda connection: store_intents(connection, take(), self._owner), urgent=True
+            lambda connection: store_intents(connection, batch, self._owner),
+            urgent=True,
+            one_statement=keyless,
         )
 
 

@@ -389,10 +389,24 @@ class UnitOfWorkFactory:
     def __call__(self, *, urgent: bool = False) -> UnitOfWork:
         return UnitOfWork(self._sessions, self._writer_lock, urgent=urgent)
 
-    async def on_connection(self, write: Callable[[Connection], Written], *, urgent: bool = False) -> Written:
+    @property
+    def writers_take_turns(self) -> bool:
+        """Whether this process's writers queue for the store's one writer lock (SQLite): a write may wait for
+        it, and what arrives meanwhile can still join the write."""
+        return self._writer_lock is not None
+
+    async def on_connection(
+        self, write: Callable[[Connection], Written], *, urgent: bool = False, one_statement: bool = False
+    ) -> Written:
         """``write(connection)``, a synchronous function of a Core connection, run in a transaction of its own,
         begun before it is called and committed as it returns (rolled back if it raises), in one hop into
         SQLAlchemy's greenlet. Not for audited tables: nothing here appends to the audit chain.
+
+        ``one_statement``: ``write`` sends at most one statement. Where every statement outside a transaction
+        is one of its own (PostgreSQL) it is sent so, without BEGIN and COMMIT: as atomic, two round trips
+        fewer (a batch of one intent: 1.0-1.2 ms of CPU in a transaction, 0.5-0.7 ms without). SQLite's
+        writes still begin by taking its write lock, which is what lets the statement run on the event loop's
+        thread (see storage.sqlite_driver).
 
         For the write an ack waits on (a batch of intents): there a session costs more than the write. Each call to
         a session is a hop of its own, and it begins, flushes, commits and closes through the ORM's machinery; a
@@ -403,7 +417,8 @@ class UnitOfWorkFactory:
             await self._writer_lock.acquire(urgent=urgent)
         global _commits
         try:
-            return await greenlet_spawn(_in_transaction, self._engine.sync_engine, write)
+            alone = one_statement and self._writer_lock is None
+            return await greenlet_spawn(_in_transaction, self._engine.sync_engine, write, alone)
         finally:
             _commits += 1  # as UnitOfWork.commit counts: answers read before it may be out of date
             if self._writer_lock is not None:
@@ -414,6 +429,9 @@ class UnitOfWorkFactory:
         return UnitOfWork(self._read_sessions, None, read_only=True, shared=_shared_reads.get())
 
 
-def _in_transaction(engine: Engine, write: Callable[[Connection], Written]) -> Written:
-    with engine.connect() as connection, connection.begin():
-        return write(connection)
+def _in_transaction(engine: Engine, write: Callable[[Connection], Written], alone: bool) -> Written:
+    with engine.connect() as connection:
+        if alone:
+            return write(connection.execution_options(isolation_level="AUTOCOMMIT"))
+        with connection.begin():
+            return write(connection)
