@@ -402,11 +402,12 @@ class UnitOfWorkFactory:
         begun before it is called and committed as it returns (rolled back if it raises), in one hop into
         SQLAlchemy's greenlet. Not for audited tables: nothing here appends to the audit chain.
 
-        ``one_statement``: ``write`` sends at most one statement. Where every statement outside a transaction
-        is one of its own (PostgreSQL) it is sent so, without BEGIN and COMMIT: as atomic, two round trips
-        fewer (a batch of one intent: 1.0-1.2 ms of CPU in a transaction, 0.5-0.7 ms without). SQLite's
-        writes still begin by taking its write lock, which is what lets the statement run on the event loop's
-        thread (see storage.sqlite_driver).
+        ``one_statement``: ``write`` sends at most one statement and raises nothing after it. Where every
+        statement outside a transaction is one of its own (PostgreSQL) it is sent so, without BEGIN and COMMIT:
+        as atomic, two round trips fewer (a batch of one intent: 1.0-1.2 ms of CPU in a transaction, 0.5-0.7 ms
+        without), but committed as it ends, so nothing after it is rolled back with it. SQLite's writes still
+        begin by taking its write lock, which is what lets the statement run on the event loop's thread (see
+        storage.sqlite_driver).
 
         For the write an ack waits on (a batch of intents): there a session costs more than the write. Each call to
         a session is a hop of its own, and it begins, flushes, commits and closes through the ORM's machinery; a

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, event, insert, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from sqlmodel import col, select
 
 from runtime.group_commit import MAX_BATCH, GroupCommit
-from runtime.intake import _TELLING_APART, IncomingIntent, IntentInbox, _ids_of
+from runtime.intake import _TELLING_APART, IncomingIntent, IntentInbox, _ids_of, store_intents
 from storage.engine import create_engine
 from storage.multirow import MultiRowInsert
 from storage.records import Intent, Once, utcnow
@@ -104,10 +105,13 @@ async def test_a_batch_without_delivery_keys_is_one_statement_committed_before_t
 ) -> None:
     inbox = IntentInbox(units, owner=None)
     inside = transactions_at_insert(engine)
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     ids = await asyncio.gather(*(inbox.accept(incoming(f"slash {n}")) for n in range(MAX_BATCH)))
     # SQLite: in the transaction that took its write lock. PostgreSQL: sent alone, with no BEGIN and no COMMIT
-    # around it (each a round trip), as one statement is atomic by itself.
+    # around it (each a round trip), as one statement is atomic by itself: so it must be the only one.
     assert inside == [engine.dialect.name == "sqlite"]
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO intent")
     assert None not in ids and len(set(ids)) == MAX_BATCH
     # Committed before the acks: another connection, which a crash of this process would not stop, reads every
     # acked intent.
@@ -118,6 +122,27 @@ async def test_a_batch_without_delivery_keys_is_one_statement_committed_before_t
             assert [tuple(row) for row in stored] == [(i, f"slash {n}") for n, i in enumerate(ids)]
     finally:
         await other.dispose()
+
+
+async def test_a_connection_that_stored_intents_alone_begins_transactions_again_for_the_next_write(
+    engine: AsyncEngine, units: UnitOfWorkFactory
+) -> None:
+    """The autocommit of a keyless batch on PostgreSQL ends with it: the pool's connection (there is one here)
+    is back in transactions for whatever uses it next."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's batches are stored in a transaction")
+    await engine.dispose()  # a pool of its own, empty
+    inbox = IntentInbox(units, owner=None)
+    await inbox.accept(incoming("slash"))
+    assert isinstance(engine.pool, QueuePool) and engine.pool.checkedin() == 1  # the next write takes it
+    inside = transactions_at_insert(engine)
+    await units.on_connection(lambda connection: store_intents(connection, [incoming("next")], None))
+    assert inside == [True]
+    async with units() as uow:
+        await uow.session.exec(select(Intent))
+        connection = (await uow.session.connection()).sync_connection
+        assert connection is not None and connection.connection.dbapi_connection is not None
+        assert connection.connection.dbapi_connection.driver_connection.is_in_transaction()
 
 
 async def test_a_batch_with_a_delivery_key_claims_it_and_inserts_in_one_transaction(
