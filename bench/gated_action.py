@@ -131,22 +131,30 @@ class StepMeter:
             self.steps.append(beside)
         return beside
 
-    def statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def statement(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if statement.startswith("BEGIN"):
             return  # SQLite's BEGIN IMMEDIATE (storage/engine.py): the transaction, counted by `begin`
         step = self._counted_in()
         self.statements[step] += 1
+        # A statement sent alone (a batch of intents on PostgreSQL) is a transaction of its own, committed.
+        if _autocommit(conn):
+            self.begins[step] += 1
+            self.commits[step] += 1
         if self.sql is not None:
             self.sql.setdefault(step, []).append(" ".join(statement.split())[:160])
 
-    def begin(self, _conn: Any) -> None:
-        self.begins[self._counted_in()] += 1
+    # SQLAlchemy begins and rolls back a connection in autocommit too, sending nothing: not counted.
+    def begin(self, conn: Any) -> None:
+        if not _autocommit(conn):
+            self.begins[self._counted_in()] += 1
 
-    def commit(self, _conn: Any) -> None:
-        self.commits[self._counted_in()] += 1
+    def commit(self, conn: Any) -> None:
+        if not _autocommit(conn):
+            self.commits[self._counted_in()] += 1
 
-    def rollback(self, _conn: Any) -> None:
-        self.rollbacks[self._counted_in()] += 1
+    def rollback(self, conn: Any) -> None:
+        if not _autocommit(conn):
+            self.rollbacks[self._counted_in()] += 1
 
     @contextmanager
     def listening(self, engine: Any) -> Iterator[None]:
@@ -163,6 +171,10 @@ class StepMeter:
         finally:
             for name, hook in hooks:
                 event.remove(engine, name, hook)
+
+
+def _autocommit(conn: Any) -> bool:
+    return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
 
 class RecordingTransport(ConsoleTransport):
