@@ -8,7 +8,8 @@ Both get the very same signed `/aios` requests from a client on loopback:
   a listener that acks at once with a line of text), the two taking turns in ten rounds.
 - intents sent at a fixed offered rate (open loop: each request leaves at its scheduled time, whatever the
   answers before it, and its latency counts from that time), each stored before its ack while earlier ones are
-  planned: by `aios serve` alone, and by `aios serve --no-work` beside an `aios worker` (with `--split`).
+  planned: by `aios serve` alone, and by `aios serve --no-work` beside an `aios worker` (with `--split`), the
+  worker at its default niceness, then at `AIOS_WORKER_NICE=idle`.
 
 The bot, its worker, the anchor and the fake Slack Web API each run in their own process; the client runs in
 this one, sending requests built and signed beforehand over keep-alive connections (see `Client`), and each row
@@ -422,22 +423,22 @@ def main(
                 return
             asyncio.run(intents_at_rate("bare Bolt", bare, rate, seconds))
             asyncio.run(intents_at_rate("aios serve", bot, rate, seconds, database))
-        if split:
+        # The worker at its default niceness, then on CPU time nothing else wants (AIOS_WORKER_NICE=idle).
+        for nice in ("10", "idle") if split else ():
             split_database = (
                 stack.enter_context(fresh_postgres(postgres))
                 if postgres
-                else f"sqlite+aiosqlite:///{workdir / 'split.db'}"
+                else f"sqlite+aiosqlite:///{workdir / f'split-{nice}.db'}"
             )
-            env = aios_env(split_database, slack)
+            env = aios_env(split_database, slack) | {"AIOS_WORKER_NICE": nice}
             with (
                 running_aios_serve(env, timeout=120, work=False) as serve,
                 running_aios_worker(env, timeout=120),
             ):
                 # The CPU column counts the front door alone: the worker's planning is not the ack's cost.
                 front_door = Server(serve.url, [serve.process.pid])
-                asyncio.run(
-                    intents_at_rate("serve --no-work (+ worker)", front_door, rate, seconds, split_database)
-                )
+                name = f"serve --no-work (+ worker, nice {nice})"
+                asyncio.run(intents_at_rate(name, front_door, rate, seconds, split_database))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import it after `run` has turned the garbage collector off.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -309,9 +310,16 @@ def worker() -> None:
     _run(_work)
 
 
-def _lower_priority(nice: int) -> None:
-    """Run at niceness ``nice`` or above (never raised: that takes privileges). Before any thread starts: on
-    Linux a thread's niceness is its own, and the threads started later (SQLite's) inherit it."""
+def _lower_priority(nice: int | Literal["idle"]) -> None:
+    """Run at niceness ``nice`` or above (never raised: that takes privileges), or ``"idle"``: under Linux's
+    SCHED_IDLE policy, which any process may take for itself, at niceness 19 where the system has no such policy
+    or refuses it. Before any thread starts: on Linux a thread's niceness and policy are its own, and the
+    threads started later (SQLite's) inherit them."""
+    if nice == "idle":
+        _lower_priority(19)
+        with contextlib.suppress(AttributeError, OSError):  # not Linux, or a sandbox that forbids the call
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if nice > current:
         os.nice(nice - current)

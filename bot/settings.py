@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
     # The niceness `aios worker` runs at: planning is CPU-bound and can wait, so on a machine shared with a front
     # door the kernel runs the front door first when a request arrives (0 leaves the worker as it was started).
-    worker_nice: int = Field(default=10, ge=0, le=19, validation_alias="AIOS_WORKER_NICE")
+    # "idle" asks for Linux's SCHED_IDLE: the worker runs only on CPU time nothing else wants. Not the default: a
+    # worker starved while it holds a lock (the audit chain's, an approval's row) holds up whoever waits for it.
+    worker_nice: int | Literal["idle"] = Field(default=10, validation_alias="AIOS_WORKER_NICE")
 
     # The team's time zone (an IANA name): scheduled posts and publishing windows are read and told in it.
     timezone: str = Field(default="UTC", validation_alias="AIOS_TIMEZONE")
@@ -96,6 +98,16 @@ class Settings(BaseSettings):
         default=30, ge=0, le=10_080, validation_alias="AIOS_SOCIAL_DELAY_MINUTES"
     )
     social_networks: str = Field(default="", validation_alias="AIOS_SOCIAL_NETWORKS")
+
+    @field_validator("worker_nice", mode="before")
+    @classmethod
+    def _niceness_or_idle(cls, value: object) -> object:
+        text = str(value).strip()
+        if text == "idle":
+            return text
+        if text.isdigit() and int(text) <= 19:
+            return int(text)
+        raise ValueError("must be a niceness from 0 to 19, or idle")
 
     @field_validator("timezone")
     @classmethod

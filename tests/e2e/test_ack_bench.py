@@ -19,7 +19,8 @@ def test_the_ack_benchmark_measures_the_bot_beside_a_bare_bolt_app(
         "the bare app",
         "intents at 40/s (open loop): bare Bolt",
         "intents at 40/s (open loop): aios serve",
-        "intents at 40/s (open loop): serve --no-work (+ worker)",
+        "intents at 40/s (open loop): serve --no-work (+ worker, nice 10)",
+        "intents at 40/s (open loop): serve --no-work (+ worker, nice idle)",
         "intents planned by the end of the run",
         "ms/req",
     ):

@@ -219,21 +219,25 @@ def test_a_click_acked_by_a_front_door_killed_right_after_is_decided_by_a_live_w
         assert [c.params["text"] for c in slack.calls_to("chat.postEphemeral")] == []
 
 
-def niceness_of_threads(pid: int) -> set[int]:
-    """The niceness of each of the process's threads (Linux keeps one per thread); a thread that ends between
-    being listed and being read (a connection's, closed by its pool) is left out."""
+def priority_of_threads(pid: int) -> set[tuple[int, int]]:
+    """The niceness and scheduling policy of each of the process's threads (Linux keeps them per thread); a
+    thread that ends between being listed and being read (a connection's, closed by its pool) is left out."""
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            found.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
+        found.add((int(fields[16]), int(fields[38])))  # proc(5): fields 19 (nice) and 41 (policy)
     return found
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, 10), ("3", 3)])
+@pytest.mark.parametrize(
+    ("setting", "nice", "policy"),
+    [(None, 10, os.SCHED_OTHER), ("3", 3, os.SCHED_OTHER), ("idle", 19, os.SCHED_IDLE)],
+)
 def test_a_worker_plans_at_a_lower_cpu_priority_than_the_front_door(
-    tmp_path: Path, setting: str | None, expected: int
+    tmp_path: Path, setting: str | None, nice: int, policy: int
 ) -> None:
     own = os.getpriority(os.PRIO_PROCESS, 0)
     with FakeSlackApi() as slack:
@@ -242,5 +246,9 @@ def test_a_worker_plans_at_a_lower_cpu_priority_than_the_front_door(
             env["AIOS_WORKER_NICE"] = setting
         with running_aios_serve(env, work=False) as serve, running_aios_worker(env) as worker:
             # Every thread of the worker, SQLite's included; the front door as it was started.
-            assert niceness_of_threads(worker.process.pid) == {max(expected, own)}
-            assert niceness_of_threads(serve.process.pid) == {own}
+            assert priority_of_threads(worker.process.pid) == {(max(nice, own), policy)}
+            assert priority_of_threads(serve.process.pid) == {(own, os.SCHED_OTHER)}
+            # At its priority, whatever it is, the worker does the work.
+            asyncio.run(deliver(serve.url, mentions(setting or "default")))
+            asyncio.run(wait_until_done(tmp_path / "aios.db", 30))
+    asyncio.run(assert_each_done_once(tmp_path / "aios.db"))
