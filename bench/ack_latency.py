@@ -44,6 +44,7 @@ import httptools
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bot.settings import Settings
 from storage.engine import create_engine, normalise_database_url
 from tests.fakes.aios_process import aios_env, free_port, running_aios_serve, running_aios_worker
 from tests.fakes.slack_payloads import sign, slash_command
@@ -423,8 +424,8 @@ def main(
                 return
             asyncio.run(intents_at_rate("bare Bolt", bare, rate, seconds))
             asyncio.run(intents_at_rate("aios serve", bot, rate, seconds, database))
-        # The worker at its default niceness, then on CPU time nothing else wants (AIOS_WORKER_NICE=idle).
-        for nice in ("10", "idle") if split else ():
+        # The worker at its default niceness, then on CPU time its neighbours leave (AIOS_WORKER_NICE=idle).
+        for nice in (str(Settings.model_fields["worker_nice"].default), "idle") if split else ():
             split_database = (
                 stack.enter_context(fresh_postgres(postgres))
                 if postgres

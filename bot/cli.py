@@ -8,7 +8,6 @@ import it after `run` has turned the garbage collector off.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -311,18 +310,23 @@ def worker() -> None:
 
 
 def _lower_priority(nice: int | Literal["idle"]) -> None:
-    """Run at niceness ``nice`` or above (never raised: that takes privileges), or ``"idle"``: under Linux's
-    SCHED_IDLE policy, which any process may take for itself, at niceness 19 where the system has no such policy
-    or refuses it. Before any thread starts: on Linux a thread's niceness and policy are its own, and the
-    threads started later (SQLite's) inherit them."""
-    if nice == "idle":
-        _lower_priority(19)
-        with contextlib.suppress(AttributeError, OSError):  # not Linux, or a sandbox that forbids the call
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return
+    """Run at niceness ``nice`` or above (never raised: that takes privileges), or ``"idle"``: at niceness 19 and
+    under Linux's SCHED_IDLE policy, which any process may take for itself (the niceness is what is left where
+    the system has no such policy or refuses it, and the log says so). Before any thread starts: on Linux a
+    thread's niceness and policy are its own, and the threads started later (SQLite's) inherit them."""
+    target = 19 if nice == "idle" else nice
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice > current:
-        os.nice(nice - current)
+    if target > current:
+        os.nice(target - current)
+    if nice == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError) as exc:  # not Linux, or a sandbox that forbids the call
+            import structlog
+
+            structlog.get_logger(__name__).warning(
+                "sched_idle_refused", error=str(exc) or type(exc).__name__, niceness=max(target, current)
+            )
 
 
 async def _work() -> None:

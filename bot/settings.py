@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     recovery_grace_seconds: float = Field(default=60.0, ge=0, validation_alias="AIOS_RECOVERY_GRACE_SECONDS")
     # The niceness `aios worker` runs at: planning is CPU-bound and can wait, so on a machine shared with a front
     # door the kernel runs the front door first when a request arrives (0 leaves the worker as it was started).
-    # "idle" asks for Linux's SCHED_IDLE: the worker runs only on CPU time nothing else wants. Not the default: a
-    # worker starved while it holds a lock (the audit chain's, an approval's row) holds up whoever waits for it.
+    # "idle" asks for Linux's SCHED_IDLE: the worker runs on CPU time its neighbours leave. Not the default: a
+    # worker starved while it holds a lock (SQLite's writer lock, the audit chain's, an approval's row) holds up
+    # whoever waits for it.
     worker_nice: int | Literal["idle"] = Field(default=10, validation_alias="AIOS_WORKER_NICE")
 
     # The team's time zone (an IANA name): scheduled posts and publishing windows are read and told in it.
@@ -102,10 +103,10 @@ class Settings(BaseSettings):
     @field_validator("worker_nice", mode="before")
     @classmethod
     def _niceness_or_idle(cls, value: object) -> object:
-        text = str(value).strip()
+        text = str(value).strip().lower()
         if text == "idle":
             return text
-        if text.isdigit() and int(text) <= 19:
+        if re.fullmatch("0*[0-9]{1,2}", text) and int(text) <= 19:  # ASCII digits: isdigit() takes "١٢" too
             return int(text)
         raise ValueError("must be a niceness from 0 to 19, or idle")
 

@@ -74,9 +74,10 @@ async def _migrated_postgres(base_url: str) -> str:
     which needs no one else connected to it: each test process has its own), dropped when the process ends."""
     if "postgresql" not in _templates:
         template = throwaway_postgres(base_url)
-        await _migrate(await template.__aenter__())
+        url = await template.__aenter__()
+        _dropped_at_exit.append(template)  # a migration that fails leaves it too
+        await _migrate(url)
         _templates["postgresql"] = template.name
-        _dropped_at_exit.append(template)
     return _templates["postgresql"]
 
 
