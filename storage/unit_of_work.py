@@ -357,9 +357,9 @@ async def awaiting_remote() -> AsyncIterator[None]:
 class UnitOfWorkFactory:
     """Hands out fresh units of work; the one object the service layer needs to reach storage.
 
-    SQLite allows one writer at a time. Waiting for its lock inside SQLite means a sleeping busy handler
-    (sleeps of up to 100 ms), so units of work in one process queue on a lock of their own instead: no
-    sleeping, first come, first served, except that an urgent unit (one a Slack ack waits on) goes first.
+    SQLite allows one writer at a time. Waiting for its lock inside SQLite means polling it, between sleeps
+    (storage.engine), so units of work in one process queue on a lock of their own instead: no polling, first
+    come, first served, except that an urgent unit (one a Slack ack waits on) goes first.
     Units of work must not nest. A read-only unit of work (:meth:`read`)
     takes neither that lock nor SQLite's write lock, and cannot commit.
     """
