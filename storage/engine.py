@@ -37,16 +37,9 @@ _LAST_USED = "aios_last_used"
 # How long a SQLite statement waits for another connection's lock before it fails with "database is locked".
 BUSY_TIMEOUT_SECONDS = 30.0
 # A SQLite writer's BEGIN IMMEDIATE waits for the write lock in tries this long each on the connection's thread,
-# with pauses on the event loop between them: at most SHORT_PAUSE_SECONDS apart for the first
-# SHORT_PAUSES_FOR_SECONDS, then doubling up to the longest. A pause runs to its end whenever the lock comes free,
-# and behind another process's transactions, a few milliseconds each, a split front door's acks waited up to a
-# pause more (intents at 500/s on SQLite, eight runs in turn: p99 median 31 ms, longest wait median 60 ms, with
-# pauses doubling to 50 ms from the start; 23 and 41 ms with pauses of at most 2 ms). A lock held longer (a
-# migration, an import) is waited for as before: each try costs about a millisecond of CPU.
+# with pauses on the event loop between them, doubling up to the longest.
 BEGIN_TRY_MILLISECONDS = 5
 FIRST_PAUSE_SECONDS = 0.001
-SHORT_PAUSE_SECONDS = 0.002
-SHORT_PAUSES_FOR_SECONDS = 0.25
 LONGEST_PAUSE_SECONDS = 0.05
 
 
@@ -274,8 +267,7 @@ def _begin_immediate(connection: OneTripConnection) -> None:
     between them awaited on the event loop, where a cancellation lands at once. A try that finds the database
     locked costs a BEGIN on the event loop's thread that does not wait, then one trip to the connection's thread.
     """
-    started = time.monotonic()
-    deadline = started + BUSY_TIMEOUT_SECONDS
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
     pause = FIRST_PAUSE_SECONDS
     while True:
         locked = connection.try_begin("BEGIN IMMEDIATE", BEGIN_TRY_MILLISECONDS)
@@ -290,8 +282,7 @@ def _begin_immediate(connection: OneTripConnection) -> None:
             told.sqlite_errorname = locked.sqlite_errorname
             raise told from locked
         await_(asyncio.sleep(min(pause, left)))
-        short = time.monotonic() - started < SHORT_PAUSES_FOR_SECONDS
-        pause = min(pause * 2, SHORT_PAUSE_SECONDS if short else LONGEST_PAUSE_SECONDS)
+        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
 
 
 def read_only_engine(engine: AsyncEngine) -> AsyncEngine:

@@ -278,7 +278,6 @@ async def test_a_begin_cancelled_leaves_its_connection_open_and_out_of_a_transac
         pytest.skip("SQLite's BEGIN IMMEDIATE waits for another process's write lock")
     monkeypatch.setattr(engine_module, "BEGIN_TRY_MILLISECONDS", try_milliseconds)
     monkeypatch.setattr(engine_module, "FIRST_PAUSE_SECONDS", pause_seconds)
-    monkeypatch.setattr(engine_module, "SHORT_PAUSE_SECONDS", pause_seconds)
     monkeypatch.setattr(engine_module, "LONGEST_PAUSE_SECONDS", pause_seconds)
     invalidated: list[BaseException | None] = []
     event.listen(
