@@ -327,9 +327,12 @@ def _sum_amounts(params: Iterable[Mapping[str, Any]]) -> float:
 
 
 def _having(statuses: Sequence[str]) -> ColumnElement[bool]:
+    # A comparison per status rather than IN over a list: SQLAlchemy expands a list's IN into its SQL again at
+    # each execution, and this runs at each step of every run.
+    status = col(ProposedAction.status)
     return (
         sql_select(col(ProposedAction.id))
-        .where(col(ProposedAction.run_id) == col(Run.id), col(ProposedAction.status).in_(statuses))
+        .where(col(ProposedAction.run_id) == col(Run.id), or_(*(status == one for one in statuses)))
         .exists()
     )
 
