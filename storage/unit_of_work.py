@@ -418,7 +418,7 @@ class UnitOfWorkFactory:
             await self._writer_lock.acquire(urgent=urgent)
         global _commits
         try:
-            alone = one_statement and self._writer_lock is None
+            alone = one_statement and not self.writers_take_turns
             return await greenlet_spawn(_in_transaction, self._engine.sync_engine, write, alone)
         finally:
             _commits += 1  # as UnitOfWork.commit counts: answers read before it may be out of date
